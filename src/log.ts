@@ -1,0 +1,27 @@
+// The pino root logger and its bindings. Only this module imports pino; everything else takes a `Logger`.
+// Field names are fixed (STYLE.md 11): conn, worker, route, mode, upstream, status, bytesIn, bytesOut,
+// durationMs, closedBy, err.code. Secrets (keys, auth headers) are never passed to a logger.
+import { pino, type Logger as PinoLogger, type LevelWithSilent } from 'pino';
+
+export type Logger = PinoLogger;
+export type LogLevel = LevelWithSilent;
+
+export function createLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
+  return pino({
+    level,
+    base: { pid: process.pid, ...bindings },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    serializers: { err: serializeError },
+  });
+}
+
+/** Errors are logged by code and message; stacks only for internal errors, and only at debug. */
+function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const e = err as Error & { code?: string; side?: string };
+  const out: Record<string, unknown> = { type: e.name, code: e.code, message: e.message };
+  if (e.side !== undefined) out.side = e.side;
+  if (e.code === undefined || e.code === 'INTERNAL') out.stack = e.stack;
+  return out;
+}
