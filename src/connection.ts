@@ -1,10 +1,16 @@
 // The path of one client socket, from accept (or TLS handshake) to teardown: read and parse request heads,
 // route, forward or tunnel, keep-alive and pipelining, canned errors, one access-log line per request/tunnel.
 // It owns the client socket; upstream sockets are borrowed from pools. Imports nothing above it (worker.ts).
+// Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
 import type { Socket } from 'node:net';
 import type { Config } from './config/schema.js';
+import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
+import { Exchange, type ClientSide } from './http/forward.js';
+import { parseRequestHead, type HeadLimits, type RequestHead } from './http/head.js';
 import type { Logger } from './log.js';
-import type { Router } from './router.js';
+import type { Metrics } from './metrics.js';
+import type { CompiledRoute, RequestVars, Router } from './router.js';
+import { Tunnel, type ClosedBy } from './tunnel/relay.js';
 import type { UpstreamPool } from './upstream/pool.js';
 
 export interface ListenerInfo {
@@ -20,20 +26,501 @@ export interface ConnectionContext {
   readonly pools: ReadonlyMap<string, UpstreamPool>;
   readonly log: Logger;
   readonly worker: number;
+  readonly metrics: Metrics;
 }
 
+/** How often deadlines (head, keep-alive, upstream phases, tunnel idle) are checked. */
+const SWEEP_MS = 250;
+/** After Portico closes its side, how long a client gets to close its own before the socket is destroyed. */
+const LINGER_MS = 5000;
+/** Bytes of pipelined requests held while the current one is answered (the socket is paused past it). */
+const MAX_PIPELINE_BUFFER = 256 * 1024;
+
 /** Live client connections and tunnels of one worker, so shutdown can find them (Caddy registerConnection). */
-export declare class ConnectionRegistry {
-  constructor();
+export class ConnectionRegistry {
+  readonly #conns = new Set<ClientConnection>();
+  #tunnels = 0;
+  #nextId = 0;
+  #draining = false;
+  #timer: NodeJS.Timeout | null = null;
+  #idleWaiters: Array<() => void> = [];
+
   /** Open client connections (tunnels included). */
-  readonly size: number;
-  readonly tunnels: number;
+  get size(): number {
+    return this.#conns.size;
+  }
+
+  get tunnels(): number {
+    return this.#tunnels;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** @internal */
+  add(c: ClientConnection): number {
+    this.#conns.add(c);
+    if (this.#timer === null) {
+      this.#timer = setInterval(this.#sweep, SWEEP_MS);
+      this.#timer.unref();
+    }
+    return ++this.#nextId;
+  }
+
+  /** @internal */
+  delete(c: ClientConnection): void {
+    if (!this.#conns.delete(c)) return;
+    if (this.#conns.size === 0) {
+      if (this.#timer !== null) {
+        clearInterval(this.#timer);
+        this.#timer = null;
+      }
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** @internal */
+  tunnelOpened(): void {
+    this.#tunnels++;
+  }
+
+  /** @internal */
+  tunnelClosed(): void {
+    this.#tunnels--;
+  }
+
+  #sweep = (): void => {
+    const now = Date.now();
+    for (const c of this.#conns) c.sweep(now);
+  };
+
   /**
    * Graceful stop: idle keep-alive connections are closed now, busy ones after their current response,
    * tunnels at the end of the grace; resolves when every connection is gone (or was destroyed at the end).
    */
-  drain(graceMs: number): Promise<void>;
+  drain(graceMs: number): Promise<void> {
+    this.#draining = true;
+    for (const c of this.#conns) c.drain();
+    if (this.#conns.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        for (const c of this.#conns) c.forceClose();
+        // destroy() emits 'close' asynchronously; resolve once they are all gone
+        if (this.#conns.size === 0) resolve();
+        else this.#idleWaiters.push(resolve);
+      }, graceMs);
+      timer.unref();
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
 }
 
 /** Takes ownership of an accepted (and, for https, handshaken) client socket. */
-export declare function handleConnection(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry): void;
+export function handleConnection(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry): void {
+  new ClientConnection(socket, listener, ctx, registry);
+}
+
+type State = 'head' | 'busy' | 'tunnel' | 'closed';
+
+/** RFC 9110 methods a reverse proxy route does not serve. */
+const REFUSED_METHODS: ReadonlySet<string> = new Set(['CONNECT']);
+
+class ClientConnection implements ClientSide {
+  readonly socket: Socket;
+  readonly ctx: ConnectionContext;
+  readonly id: number;
+  vars: RequestVars;
+  #registry: ConnectionRegistry;
+  #listener: ListenerInfo;
+  #limits: HeadLimits;
+  #state: State = 'head';
+  /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
+  #buf: Buffer | null = null;
+  #ex: Exchange | null = null;
+  #tunnel: Tunnel | null = null;
+  #tunnelRoute: CompiledRoute | null = null;
+  #tunnelEx: Exchange | null = null;
+  #remoteAddr: string;
+  /** Deadline (ms) for the head phase; 0 = none. `#keepalive`: waiting for the first byte of a next request. */
+  #deadline = 0;
+  #keepalive = false;
+  #bodyPaused = false;
+  #paused = false;
+  #closeAfter = false;
+  #requests = 0;
+  #activityMark = -1;
+  #log: Logger | null = null;
+
+  constructor(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry) {
+    this.socket = socket;
+    this.ctx = ctx;
+    this.#registry = registry;
+    this.#listener = listener;
+    const l = ctx.config.limits;
+    this.#limits = { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
+    const ra = socket.remoteAddress ?? '';
+    this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
+    this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port };
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    socket.on('end', this.#onEnd);
+    socket.on('data', this.#onData);
+    socket.on('drain', this.#onDrain);
+    socket.setNoDelay(true);
+    this.id = registry.add(this);
+    const headTimeout = ctx.config.timeouts.head;
+    this.#deadline = headTimeout > 0 ? Date.now() + headTimeout : 0;
+    if (registry.draining) this.#closeAfter = true;
+  }
+
+  get closing(): boolean {
+    return this.#closeAfter || this.#registry.draining;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.ctx.log.child({ conn: this.id }));
+  }
+
+  #onData = (chunk: Buffer): void => {
+    if (this.#state === 'head') {
+      this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+      this.#parse();
+      return;
+    }
+    if (this.#state !== 'busy') return;
+    if (this.#buf !== null) {
+      // pipelined bytes behind the current request: hold them (bounded) until its response is done
+      this.#buf = Buffer.concat([this.#buf, chunk]);
+      if (this.#buf.length > MAX_PIPELINE_BUFFER) this.#updateFlow();
+      return;
+    }
+    this.#feedExchange(chunk);
+  };
+
+  /** Client bytes while a request is in progress: body bytes go to the exchange, the rest waits. */
+  #feedExchange(chunk: Buffer): void {
+    const ex = this.#ex!;
+    const used = ex.clientData(chunk, 0);
+    if (used < 0) {
+      ex.abort(new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body framing'));
+      this.#requestFailed(ex, new ProxyError('CLIENT_BAD_REQUEST', 'invalid chunked request body'));
+      return;
+    }
+    if (used < chunk.length) {
+      this.#buf = chunk.subarray(used);
+      this.#updateFlow();
+    }
+  }
+
+  #parse(): void {
+    const buf = this.#buf!;
+    if (this.#keepalive) {
+      // the first byte of a next request: from now on the head timeout applies
+      this.#keepalive = false;
+      const t = this.ctx.config.timeouts.head;
+      this.#deadline = t > 0 ? Date.now() + t : 0;
+    }
+    const r = parseRequestHead(buf, this.#limits);
+    if (r.kind === 'more') return;
+    if (r.kind === 'error') {
+      this.#reject(r.code, r.reason);
+      return;
+    }
+    this.#buf = r.used < buf.length ? buf.subarray(r.used) : null;
+    this.#dispatch(r.head);
+  }
+
+  #dispatch(head: RequestHead): void {
+    this.#requests++;
+    this.#deadline = 0;
+    if (REFUSED_METHODS.has(head.method)) {
+      this.#reject('CLIENT_METHOD_NOT_ALLOWED', `${head.method} is not served`, head);
+      return;
+    }
+    const d = this.ctx.router.route(head.host, head.method, head.path);
+    if (d.kind === 'reject') {
+      this.#reject(d.code, 'no route', head);
+      return;
+    }
+    const route = d.route;
+    const pool = this.ctx.pools.get(route.upstream);
+    if (pool === undefined) {
+      this.#reject('INTERNAL', `route ${route.name} names a missing upstream`, head);
+      return;
+    }
+    const maxBody = this.ctx.config.limits.body_size;
+    if (maxBody !== 'off' && head.contentLength > maxBody) {
+      this.#reject('CLIENT_BODY_TOO_LARGE', `Content-Length ${head.contentLength} over ${maxBody}`, head);
+      return;
+    }
+    // RFC 6455 §4.1: an opening handshake is an HTTP/1.1 GET; other Upgrade offers are dropped (hop-by-hop)
+    const tunnel = head.upgrade === 'websocket' && head.method === 'GET' && head.versionMinor === 1 && head.bodyKind === 'none';
+    this.vars = { remoteAddr: this.#remoteAddr, host: head.host ?? '', scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port };
+    if (!head.keepAlive) this.#closeAfter = true;
+    const ex = new Exchange(this, head, route, pool, tunnel);
+    this.#ex = ex;
+    this.#state = 'busy';
+    this.#activityMark = -1;
+    const rest = this.#buf;
+    this.#buf = null;
+    if (rest !== null) {
+      this.#feedExchange(rest);
+      if (this.#ex !== ex) return; // the body was invalid and the request already failed
+    }
+    ex.start();
+  }
+
+  setBodyPaused(paused: boolean): void {
+    this.#bodyPaused = paused;
+    this.#updateFlow();
+  }
+
+  /** Reads from the client only when an exchange can take the bytes and the pipeline buffer has room. */
+  #updateFlow(): void {
+    const pause = this.#state === 'busy' && (this.#bodyPaused || (this.#buf !== null && (this.#ex === null || this.#ex.requestComplete || this.#buf.length > MAX_PIPELINE_BUFFER)));
+    if (pause === this.#paused) return;
+    this.#paused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  exchangeDone(ex: Exchange, clientReusable: boolean): void {
+    if (this.#ex !== ex) return;
+    this.#ex = null;
+    this.#bodyPaused = false;
+    this.#accessLog(ex, ex.status, undefined);
+    this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
+    if (!clientReusable || this.closing) {
+      this.#state = 'closed';
+      this.#end();
+      return;
+    }
+    this.#state = 'head';
+    const ka = this.ctx.config.timeouts.keepalive;
+    this.#keepalive = true;
+    this.#deadline = ka > 0 ? Date.now() + ka : 0;
+    this.#updateFlow();
+    if (this.#buf !== null) this.#parse();
+  }
+
+  exchangeFailed(ex: Exchange, err: ProxyError): void {
+    if (this.#ex !== ex) return;
+    this.#requestFailed(ex, err);
+  }
+
+  #requestFailed(ex: Exchange, err: ProxyError): void {
+    this.#ex = null;
+    const status = statusOf(err.code);
+    this.#accessLog(ex, status, err);
+    this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
+    if (err.side === 'upstream') this.ctx.metrics.upstreamError(err.code);
+    this.#state = 'closed';
+    if (!ex.responseStarted) this.#writeCanned(err.code);
+    else this.socket.destroy();
+  }
+
+  exchangeUpgraded(ex: Exchange, upstream: Socket, upstreamRest: Buffer | null): void {
+    this.#ex = null;
+    this.#state = 'tunnel';
+    this.#deadline = 0;
+    const socket = this.socket;
+    socket.removeListener('data', this.#onData);
+    socket.removeListener('end', this.#onEnd);
+    socket.removeListener('drain', this.#onDrain);
+    socket.removeListener('error', this.#onError);
+    // 'close' stays: the registry entry goes when the socket does
+    const clientRest = this.#buf;
+    this.#buf = null;
+    const t = ex.route.tunnel;
+    this.#tunnelRoute = ex.route;
+    this.#tunnelEx = ex;
+    this.#tunnel = new Tunnel(socket, upstream, { idle: t.idle_timeout, lifetime: t.max_lifetime }, this.#onTunnelClosed);
+    this.#registry.tunnelOpened();
+    this.ctx.metrics.tunnelOpened();
+    this.#tunnel.start(clientRest, upstreamRest);
+    if (this.#paused) {
+      this.#paused = false;
+      socket.resume();
+    }
+  }
+
+  #onTunnelClosed = (t: Tunnel): void => {
+    this.#registry.tunnelClosed();
+    const ex = this.#tunnelEx!;
+    if (ex.target !== null) ex.target.active--;
+    this.ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
+    if (this.ctx.config.log.access) {
+      this.log.info(
+        {
+          mode: 'tunnel',
+          route: this.#tunnelRoute!.name,
+          upstream: ex.target?.id,
+          path: ex.head.target,
+          status: 101,
+          bytesIn: t.bytesUp,
+          bytesOut: t.bytesDown,
+          durationMs: Date.now() - t.startedAt,
+          closedBy: t.closedBy as ClosedBy,
+        },
+        'tunnel',
+      );
+    }
+  };
+
+  #onDrain = (): void => {
+    this.#ex?.clientDrained();
+  };
+
+  /** The client half-closed: finish the request in progress if it was read whole, else give up. */
+  #onEnd = (): void => {
+    if (this.#state === 'busy' && this.#ex !== null && this.#ex.requestComplete) {
+      this.#closeAfter = true;
+      return;
+    }
+    if (this.#state === 'head' && this.#buf !== null) {
+      // a partial head followed by FIN: nothing sensible to answer
+      this.socket.destroy();
+      return;
+    }
+    this.#teardown();
+  };
+
+  #onError = (): void => {
+    this.#teardown();
+  };
+
+  #onClose = (): void => {
+    if (this.#state !== 'tunnel') this.#teardown();
+    this.#state = 'closed';
+    this.#registry.delete(this);
+  };
+
+  /** The client is gone: drop the exchange (logged as 499) and the socket. */
+  #teardown(): void {
+    const ex = this.#ex;
+    if (ex !== null) {
+      this.#ex = null;
+      const err = new ProxyError('CLIENT_CLOSED', 'client closed the connection before the response was complete');
+      ex.abort(err);
+      this.#accessLog(ex, 499, err);
+      this.ctx.metrics.request(499, ex.bytesIn, ex.bytesOut);
+    }
+    if (this.#state !== 'tunnel') this.#state = 'closed';
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  /** Canned response for an error found before any exchange (bad head, no route...), then close. */
+  #reject(code: ErrorCode, reason: string, head?: RequestHead): void {
+    this.#state = 'closed';
+    this.#buf = null;
+    const status = statusOf(code);
+    this.ctx.metrics.request(status, 0, 0);
+    if (this.ctx.config.log.access) {
+      this.log.info({ mode: 'http', method: head?.method, path: head?.target, status, err: { code, message: reason } }, 'request');
+    }
+    this.#writeCanned(code);
+  }
+
+  #writeCanned(code: ErrorCode): void {
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(cannedResponse(code));
+    this.#linger();
+  }
+
+  /** Orderly close after a complete response. */
+  #end(): void {
+    this.socket.end();
+    this.#linger();
+  }
+
+  /**
+   * Our side is closed: keep reading (and dropping) what the client still sends until it closes too, so the
+   * kernel does not answer unread bytes with a reset that could destroy the response in flight. Bounded.
+   */
+  #linger(): void {
+    this.#state = 'closed';
+    this.#buf = null;
+    this.#deadline = Date.now() + LINGER_MS;
+    if (this.#paused) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+
+  #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
+    if (!this.ctx.config.log.access) return;
+    this.log.info(
+      {
+        mode: 'http',
+        route: ex.route.name,
+        upstream: ex.target?.id,
+        method: ex.head.method,
+        path: ex.head.target,
+        status,
+        bytesIn: ex.bytesIn,
+        bytesOut: ex.bytesOut,
+        durationMs: Date.now() - ex.startedAt,
+        err: err === undefined ? undefined : { code: err.code, message: err.message },
+      },
+      'request',
+    );
+  }
+
+  /** Deadline checks, once per sweep. */
+  sweep(now: number): void {
+    switch (this.#state) {
+      case 'head':
+        if (this.#deadline !== 0 && now >= this.#deadline) {
+          if (this.#keepalive || this.#buf === null) {
+            // idle keep-alive (or a connection that never sent a byte): close quietly, like nginx
+            this.#state = 'closed';
+            this.socket.destroy();
+          } else {
+            this.#reject('CLIENT_HEAD_TIMEOUT', 'request head not complete in time');
+          }
+        }
+        return;
+      case 'busy': {
+        const ex = this.#ex;
+        if (ex === null) return;
+        const mark = ex.bytesIn + ex.bytesOut;
+        if (mark !== this.#activityMark) {
+          this.#activityMark = mark;
+          ex.touch(now);
+        }
+        ex.checkDeadline(now);
+        return;
+      }
+      case 'tunnel':
+        this.#tunnel?.checkIdle(now);
+        return;
+      case 'closed':
+        if (this.#deadline !== 0 && now >= this.#deadline) this.socket.destroy();
+        return;
+    }
+  }
+
+  /** Shutdown began: idle connections close now; busy ones after their response (closing is true). */
+  drain(): void {
+    if (this.#state === 'head' && this.#buf === null) {
+      this.#state = 'closed';
+      this.#end();
+    }
+  }
+
+  /** End of the shutdown grace: whatever is left is closed now. */
+  forceClose(): void {
+    if (this.#tunnel !== null) this.#tunnel.close('shutdown');
+    else this.#teardown();
+  }
+}

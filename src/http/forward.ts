@@ -1,0 +1,539 @@
+// One HTTP/1.1 exchange forwarded to an upstream: pick a target, borrow a pooled socket, send the rewritten head,
+// stream the request body (framing tracked, bytes untouched), parse the response head and stream the body back.
+// It borrows the client socket from its ClientSide (connection.ts) and never closes it; it owns the upstream
+// socket between acquire and release. Header rewriting rules (RFC 9110 §7.6) live here, in one place.
+import { createHash } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { ProxyError, type ErrorCode } from '../errors.js';
+import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from './head.js';
+import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
+import type { Target } from '../upstream/balancer.js';
+import type { UpstreamPool } from '../upstream/pool.js';
+
+/** RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection and h2c's HTTP2-Settings). */
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings']);
+/** Fields Portico sets itself on requests (a client's copy would be a spoof). X-Forwarded-For is appended to. */
+const PROXY_SET: ReadonlySet<string> = new Set(['x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']);
+const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** Most targets a request is tried on before giving up (connect failures and stale keep-alive sockets). */
+const MAX_ATTEMPTS = 3;
+/** Bytes of a response head we buffer from an upstream before calling it broken. */
+const RESPONSE_HEAD_LIMITS: HeadLimits = { headerSize: 64 * 1024, uriSize: 8192, headers: 200 };
+
+const ownCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
+const requestSkipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
+const responseSkipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
+
+/** Names a route's header rules own: removed, or replaced by `set` (computed once per route). */
+function ownNames(ops: CompiledHeaderOps): ReadonlySet<string> {
+  let s = ownCache.get(ops);
+  if (s === undefined) {
+    s = new Set<string>([...ops.remove, ...ops.set.map((h) => h.lower)]);
+    ownCache.set(ops, s);
+  }
+  return s;
+}
+
+/** Names dropped when copying a message's headers: hop-by-hop, `extra`, and the route's own names. */
+function skipNames(cache: WeakMap<CompiledHeaderOps, ReadonlySet<string>>, ops: CompiledHeaderOps, extra: ReadonlySet<string>): ReadonlySet<string> {
+  let s = cache.get(ops);
+  if (s === undefined) {
+    s = new Set<string>([...HOP_BY_HOP, ...extra, ...ownNames(ops)]);
+    cache.set(ops, s);
+  }
+  return s;
+}
+
+/**
+ * The request head sent upstream: origin-form target (prefix stripped when configured), hop-by-hop fields and
+ * the client's Connection-named fields dropped, X-Forwarded-* and X-Real-IP added unless configured away.
+ */
+export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: RequestVars, tunnel: boolean): string {
+  let path = h.path;
+  if (route.stripPrefix !== '') {
+    path = path.slice(route.stripPrefix.length);
+    if (path === '' || path.charCodeAt(0) !== 47 /* / */) path = '/' + path;
+  }
+  const ops = route.requestHeaders;
+  const skip = skipNames(requestSkipCache, ops, PROXY_SET);
+  const connTokens = h.connection;
+  let out = `${h.method} ${path}${h.query} HTTP/1.${h.versionMinor}\r\n`;
+  let xff: string | undefined;
+  const hs = h.headers;
+  for (let i = 0; i < hs.length; i += 2) {
+    const name = hs[i];
+    const lower = name.toLowerCase();
+    if (lower === 'x-forwarded-for') {
+      xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
+      continue;
+    }
+    if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    out += `${name}: ${hs[i + 1]}\r\n`;
+  }
+  // Defaults, unless the route removes them or sets its own value (nginx proxy_set_header semantics).
+  const own = ownNames(ops);
+  if (!own.has('x-forwarded-for')) out += `X-Forwarded-For: ${xff === undefined ? vars.remoteAddr : `${xff}, ${vars.remoteAddr}`}\r\n`;
+  if (!own.has('x-forwarded-proto')) out += `X-Forwarded-Proto: ${vars.scheme}\r\n`;
+  if (h.hostRaw !== undefined && !own.has('x-forwarded-host')) out += `X-Forwarded-Host: ${h.hostRaw}\r\n`;
+  if (!own.has('x-real-ip')) out += `X-Real-IP: ${vars.remoteAddr}\r\n`;
+  for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
+  if (tunnel) out += `Connection: Upgrade\r\nUpgrade: ${h.upgrade}\r\n`;
+  else if (h.versionMinor === 0) out += 'Connection: keep-alive\r\n';
+  return out + '\r\n';
+}
+
+/** The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us. */
+export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | ''): string {
+  const skip = skipNames(responseSkipCache, ops, EMPTY);
+  const connTokens = r.connection;
+  let out = `HTTP/1.1 ${r.status} ${r.reason}\r\n`;
+  const hs = r.headers;
+  for (let i = 0; i < hs.length; i += 2) {
+    const name = hs[i];
+    const lower = name.toLowerCase();
+    if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    out += `${name}: ${hs[i + 1]}\r\n`;
+  }
+  for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
+  if (connection === 'upgrade') out += `Connection: Upgrade\r\nUpgrade: ${r.upgrade ?? 'websocket'}\r\n`;
+  else if (connection !== '') out += `Connection: ${connection}\r\n`;
+  return out + '\r\n';
+}
+const EMPTY: ReadonlySet<string> = new Set();
+
+/** RFC 6455 §4.2.2: the accept value a server must answer for a client's Sec-WebSocket-Key. */
+export function websocketAccept(key: string): string {
+  return createHash('sha1').update(key + WS_GUID).digest('base64');
+}
+
+export function headerValue(headers: readonly string[], lowerName: string): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i].length === lowerName.length && headers[i].toLowerCase() === lowerName) return headers[i + 1];
+  return undefined;
+}
+
+/** What an exchange needs from the client connection that owns the client socket. */
+export interface ClientSide {
+  readonly socket: Socket;
+  readonly vars: RequestVars;
+  /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
+  readonly closing: boolean;
+  /** Pause/resume reading the client on behalf of this exchange (request-body backpressure). */
+  setBodyPaused(paused: boolean): void;
+  /** The exchange finished: the response was fully written. `clientReusable`: keep-alive may continue. */
+  exchangeDone(ex: Exchange, clientReusable: boolean): void;
+  /** The exchange failed; `responseStarted` tells whether a canned response may still be written. */
+  exchangeFailed(ex: Exchange, err: ProxyError): void;
+  /** The upstream answered 101: the owner turns the connection into a tunnel with these sockets. */
+  exchangeUpgraded(ex: Exchange, upstream: Socket, upstreamRest: Buffer | null): void;
+}
+
+type Phase = 'connecting' | 'waiting' | 'body' | 'done';
+
+/**
+ * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
+ * socket events; reports back exactly once through ClientSide (done, failed or upgraded).
+ */
+export class Exchange {
+  readonly head: RequestHead;
+  readonly route: CompiledRoute;
+  readonly pool: UpstreamPool;
+  readonly tunnel: boolean;
+  readonly startedAt: number;
+  target: Target | null = null;
+  status = 0;
+  /** Bytes of the response written to the client (head included). */
+  bytesOut = 0;
+  /** Bytes of the request sent upstream (head included). */
+  bytesIn = 0;
+  /** Nothing of a response reached the client yet: a canned error is still possible. */
+  responseStarted = false;
+  /** Why the exchange ended badly, for the log. */
+  errorCode: ErrorCode | undefined;
+  /** Ms deadline for the current upstream phase (0 = none) and activity mark for the body idle timeout. */
+  deadline = 0;
+  deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
+
+  #client: ClientSide;
+  #upstream: Socket | null = null;
+  #reused = false;
+  #staleRetries = 0;
+  #tried: Set<Target> | null = null;
+  #attempts = 0;
+  #phase: Phase = 'connecting';
+  #finished = false;
+  // request body framing
+  #reqRemaining: number; // bytes of a Content-Length body still to send, -1 when chunked
+  #reqChunked: ChunkedScanner | null;
+  #requestComplete: boolean;
+  #earlyBody: Buffer | null = null;
+  #upstreamPausedClient = false;
+  // response
+  #resBuf: Buffer | null = null;
+  #res: ResponseHead | null = null;
+  #resRemaining = 0;
+  #resChunked: ChunkedScanner | null = null;
+  #closeClient = false;
+  #clientPausedUpstream = false;
+  readonly #timeouts: { response_headers: number; idle: number };
+
+  constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
+    this.#client = client;
+    this.head = head;
+    this.route = route;
+    this.pool = pool;
+    this.tunnel = tunnel;
+    this.startedAt = Date.now();
+    this.#timeouts = pool.config.timeouts;
+    this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
+    this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
+    this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
+  }
+
+  get requestComplete(): boolean {
+    return this.#requestComplete;
+  }
+
+  /** Picks a target and connects; the first step and every retry. */
+  start(): void {
+    const target = this.pool.balancer.pick(this.#tried ?? undefined);
+    if (target === undefined) {
+      this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
+      return;
+    }
+    this.#attempts++;
+    this.target = target;
+    target.active++;
+    this.#phase = 'connecting';
+    this.pool.acquire(target, this.#onAcquired);
+  }
+  #lastError: ProxyError | null = null;
+
+  #onAcquired = (err: ProxyError | null, socket: Socket | null, reused: boolean): void => {
+    if (this.#finished) {
+      if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
+      return;
+    }
+    if (err !== null || socket === null) {
+      this.#retryOrFail(err ?? new ProxyError('UPSTREAM_CONNECT_ERROR', 'no socket'));
+      return;
+    }
+    this.#upstream = socket;
+    this.#reused = reused;
+    socket.on('data', this.#onUpData);
+    socket.on('end', this.#onUpEnd);
+    socket.on('error', this.#onUpError);
+    socket.on('close', this.#onUpClose);
+    socket.on('drain', this.#onUpDrain);
+    this.#phase = 'waiting';
+    this.deadline = this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+    this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
+    const headStr = buildRequestHead(this.head, this.route, this.#client.vars, this.tunnel);
+    this.bytesIn = headStr.length;
+    let ok = true;
+    if (this.#earlyBody === null) {
+      socket.write(headStr, 'latin1');
+    } else {
+      // body bytes that arrived before the connection was ready, framed already; kept for a connect retry
+      socket.cork();
+      socket.write(headStr, 'latin1');
+      this.bytesIn += this.#earlyBody.length;
+      ok = socket.write(this.#earlyBody);
+      socket.uncork();
+    }
+    if (!this.#requestComplete) {
+      this.#upstreamPausedClient = !ok;
+      this.#client.setBodyPaused(!ok);
+    }
+  };
+
+  #retryOrFail(err: ProxyError): void {
+    this.#lastError = err;
+    const t = this.target;
+    if (t !== null) {
+      t.active--;
+      (this.#tried ??= new Set()).add(t);
+    }
+    this.target = null;
+    if (err.retryable && this.#attempts < MAX_ATTEMPTS && !this.#finished) {
+      this.start();
+      return;
+    }
+    this.#fail(err);
+  }
+
+  /**
+   * Client bytes while this exchange runs: request body, framed. Returns how many bytes of chunk[start..]
+   * belonged to this request (the rest is the next pipelined request), or -1 when the body framing is invalid.
+   */
+  clientData(chunk: Buffer, start: number): number {
+    if (this.#requestComplete) return 0;
+    if (this.#upstream === null || this.#phase === 'connecting') {
+      // not connected yet: keep bytes until the head is written (the client is paused meanwhile)
+      const used = this.#bodyLength(chunk, start);
+      if (used < 0) return -1;
+      if (used > 0) {
+        const part = chunk.subarray(start, start + used);
+        this.#earlyBody = this.#earlyBody === null ? Buffer.from(part) : Buffer.concat([this.#earlyBody, part]);
+      }
+      if (!this.#requestComplete) this.#client.setBodyPaused(true);
+      return used;
+    }
+    const used = this.#bodyLength(chunk, start);
+    if (used <= 0) return used;
+    this.bytesIn += used;
+    const ok = this.#upstream.write(start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used));
+    if (!ok && !this.#upstreamPausedClient && !this.#requestComplete) {
+      this.#upstreamPausedClient = true;
+      this.#client.setBodyPaused(true);
+    }
+    return used;
+  }
+
+  /** How many bytes of chunk[start..] belong to the body, advancing framing state (used before connect). */
+  #bodyLength(chunk: Buffer, start: number): number {
+    if (this.#reqChunked !== null) {
+      const n = this.#reqChunked.push(chunk, start);
+      if (n >= 0 && this.#reqChunked.done) this.#requestComplete = true;
+      return n;
+    }
+    const n = Math.min(this.#reqRemaining, chunk.length - start);
+    this.#reqRemaining -= n;
+    if (this.#reqRemaining === 0) this.#requestComplete = true;
+    return n;
+  }
+
+  #onUpDrain = (): void => {
+    if (this.#upstreamPausedClient) {
+      this.#upstreamPausedClient = false;
+      this.#client.setBodyPaused(false);
+    }
+  };
+
+  /** Client socket drained: resume reading the upstream. */
+  clientDrained(): void {
+    if (this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = false;
+      this.#upstream?.resume();
+    }
+  }
+
+  #onUpData = (chunk: Buffer): void => {
+    if (this.#phase === 'body') {
+      this.#relayBody(chunk, 0);
+      return;
+    }
+    if (this.#phase !== 'waiting') return;
+    let buf = this.#resBuf === null ? chunk : Buffer.concat([this.#resBuf, chunk]);
+    for (;;) {
+      const r = parseResponseHead(buf, RESPONSE_HEAD_LIMITS, this.head.method);
+      if (r.kind === 'more') {
+        this.#resBuf = buf;
+        return;
+      }
+      if (r.kind === 'error') {
+        this.#resBuf = null;
+        this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `invalid response head: ${r.reason}`));
+        return;
+      }
+      const res = r.head;
+      if (res.status >= 100 && res.status < 200 && res.status !== 101) {
+        // RFC 9110 §15.2: interim responses are relayed (100 Continue only to clients that asked for it)
+        if (res.status !== 100 || this.head.expectContinue) {
+          const interim = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, '');
+          this.#client.socket.write(interim, 'latin1');
+          this.bytesOut += interim.length;
+        }
+        buf = buf.subarray(r.used);
+        if (buf.length === 0) {
+          this.#resBuf = null;
+          return;
+        }
+        continue;
+      }
+      this.#resBuf = null;
+      this.#onResponseHead(res, buf, r.used);
+      return;
+    }
+  };
+
+  #onResponseHead(res: ResponseHead, buf: Buffer, used: number): void {
+    this.#res = res;
+    this.status = res.status;
+    this.deadline = 0;
+    if (this.tunnel && res.status === 101) {
+      this.#onUpgrade(res, buf, used);
+      return;
+    }
+    if (res.status === 101) {
+      this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', 'unsolicited 101 Switching Protocols'));
+      return;
+    }
+    // Keep the client connection only when both messages are delimited and the request was read whole.
+    this.#closeClient = !this.head.keepAlive || res.bodyKind === 'close' || !this.#requestComplete || this.#client.closing;
+    const conn = this.#closeClient ? 'close' : this.head.versionMinor === 0 ? 'keep-alive' : '';
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
+    this.responseStarted = true;
+    this.bytesOut += headStr.length;
+    const client = this.#client.socket;
+    this.#phase = 'body';
+    if (res.bodyKind === 'none') {
+      client.write(headStr, 'latin1');
+      this.#finishResponse(buf.length > used);
+      return;
+    }
+    this.#resRemaining = res.bodyKind === 'length' ? res.contentLength : 0;
+    this.#resChunked = res.bodyKind === 'chunked' ? new ChunkedScanner() : null;
+    if (res.bodyKind === 'length' && res.contentLength === 0) {
+      client.write(headStr, 'latin1');
+      this.#finishResponse(buf.length > used);
+      return;
+    }
+    this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+    client.cork();
+    client.write(headStr, 'latin1');
+    if (buf.length > used) this.#relayBody(buf, used);
+    client.uncork();
+  }
+
+  #relayBody(chunk: Buffer, start: number): void {
+    const res = this.#res!;
+    let used: number;
+    let done = false;
+    if (res.bodyKind === 'length') {
+      used = Math.min(this.#resRemaining, chunk.length - start);
+      this.#resRemaining -= used;
+      done = this.#resRemaining === 0;
+    } else if (this.#resChunked !== null) {
+      used = this.#resChunked.push(chunk, start);
+      if (used < 0) {
+        this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `invalid chunked response body: ${this.#resChunked.error ?? ''}`));
+        return;
+      }
+      done = this.#resChunked.done;
+    } else {
+      used = chunk.length - start; // read until close
+    }
+    if (used > 0) {
+      this.bytesOut += used;
+      const ok = this.#client.socket.write(start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used));
+      if (!ok && !done && !this.#clientPausedUpstream) {
+        this.#clientPausedUpstream = true;
+        this.#upstream?.pause();
+      }
+    }
+    if (done) this.#finishResponse(start + used < chunk.length);
+  }
+
+  #onUpgrade(res: ResponseHead, buf: Buffer, used: number): void {
+    const key = headerValue(this.head.headers, 'sec-websocket-key');
+    const accept = headerValue(res.headers, 'sec-websocket-accept');
+    if (res.upgrade !== 'websocket' || key === undefined || accept !== websocketAccept(key)) {
+      this.#fail(new ProxyError('UPSTREAM_HANDSHAKE_INVALID', res.upgrade !== 'websocket' ? '101 without Upgrade: websocket' : 'wrong Sec-WebSocket-Accept in 101'));
+      return;
+    }
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade');
+    this.responseStarted = true;
+    this.bytesOut += headStr.length;
+    const up = this.#detachUpstream();
+    this.#finished = true;
+    this.#phase = 'done';
+    this.#client.socket.write(headStr, 'latin1');
+    this.pool.detach(this.target!, up);
+    this.#client.exchangeUpgraded(this, up, buf.length > used ? buf.subarray(used) : null);
+  }
+
+  #finishResponse(extraBytes: boolean): void {
+    this.#phase = 'done';
+    this.#finished = true;
+    this.deadline = 0;
+    const up = this.#detachUpstream();
+    const reusable = !extraBytes && this.#requestComplete && this.#res!.keepAlive && !up.destroyed && up.readable && up.writable;
+    this.pool.release(this.target!, up, reusable);
+    this.target!.active--;
+    this.#client.exchangeDone(this, !this.#closeClient);
+  }
+
+  #detachUpstream(): Socket {
+    const up = this.#upstream!;
+    up.removeListener('data', this.#onUpData);
+    up.removeListener('end', this.#onUpEnd);
+    up.removeListener('error', this.#onUpError);
+    up.removeListener('close', this.#onUpClose);
+    up.removeListener('drain', this.#onUpDrain);
+    if (this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = false;
+      up.resume();
+    }
+    this.#upstream = null;
+    return up;
+  }
+
+  #onUpEnd = (): void => {
+    if (this.#phase === 'body' && this.#res !== null && this.#res.bodyKind === 'close') {
+      this.#finishResponse(false);
+      return;
+    }
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream closed the connection mid-exchange'));
+  };
+
+  #onUpError = (err: Error): void => {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', `upstream socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+  };
+
+  #onUpClose = (): void => {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream connection closed mid-exchange'));
+  };
+
+  /** The upstream socket died. A stale keep-alive socket that sent nothing back is retried when safe. */
+  #upstreamGone(err: ProxyError): void {
+    if (this.#finished) return;
+    const up = this.#detachUpstream();
+    up.destroy();
+    const nothingBack = this.#phase === 'waiting' && this.#resBuf === null && !this.responseStarted;
+    if (nothingBack && this.#reused && this.#staleRetries < MAX_ATTEMPTS && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none') {
+      // RFC 9110 §9.2.2: an idempotent request on a reused connection that closed under it may be retried;
+      // a stale pooled socket is not the target's fault, so the same target is asked again
+      this.#staleRetries++;
+      this.#phase = 'connecting';
+      this.deadline = 0;
+      this.pool.acquire(this.target!, this.#onAcquired);
+      return;
+    }
+    this.#fail(err);
+  }
+
+  /** Timeouts: called by the connection's sweep with the current time. */
+  checkDeadline(now: number): void {
+    if (this.deadline !== 0 && now >= this.deadline && !this.#finished) {
+      this.#fail(new ProxyError(this.deadlineCode, this.deadlineCode === 'UPSTREAM_HEADERS_TIMEOUT' ? 'no response head from upstream in time' : 'upstream body stalled'));
+    }
+  }
+
+  /** Arms the body idle deadline (refreshed by the connection's sweep on progress). */
+  touch(now: number): void {
+    if (this.#phase === 'body' && this.#timeouts.idle > 0) this.deadline = now + this.#timeouts.idle;
+  }
+
+  /** The client went away or the connection is being torn down: drop the upstream side. */
+  abort(err: ProxyError): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.errorCode = err.code;
+    if (this.#upstream !== null) this.#detachUpstream().destroy();
+    if (this.target !== null) {
+      this.target.active--;
+      this.target = null;
+    }
+  }
+
+  #fail(err: ProxyError): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#phase = 'done';
+    this.errorCode = err.code;
+    if (this.#upstream !== null) this.#detachUpstream().destroy();
+    if (this.target !== null) this.target.active--;
+    this.#client.exchangeFailed(this, err);
+  }
+}

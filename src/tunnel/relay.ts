@@ -1,0 +1,151 @@
+// The JS byte relay of a tunnel (WebSocket after a valid 101, later raw TCP): bytes both ways with
+// backpressure, half-close forwarded, byte counts, and one close reason. It owns both sockets from start()
+// to close and destroys both exactly once; it knows nothing about HTTP. Timeouts are checked by the owner's
+// sweep through checkIdle(), so no timer is created per tunnel.
+import type { Socket } from 'node:net';
+
+export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'lifetime' | 'shutdown';
+
+export interface TunnelTimeouts {
+  /** Ms without a byte either way before the tunnel is closed (0 = never). */
+  idle: number;
+  /** Ms after which the tunnel is closed whatever its traffic (0 = never). */
+  lifetime: number;
+}
+
+export class Tunnel {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  readonly startedAt: number;
+  /** Bytes client -> upstream and upstream -> client. */
+  bytesUp = 0;
+  bytesDown = 0;
+  closedBy: ClosedBy | undefined;
+  #timeouts: TunnelTimeouts;
+  #onClose: (t: Tunnel) => void;
+  #clientEnded = false;
+  #upstreamEnded = false;
+  #mark = -1;
+  #markAt = 0;
+
+  constructor(client: Socket, upstream: Socket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void) {
+    this.client = client;
+    this.upstream = upstream;
+    this.#timeouts = timeouts;
+    this.#onClose = onClose;
+    this.startedAt = Date.now();
+  }
+
+  /**
+   * Starts relaying. `clientRest`/`upstreamRest`: bytes already read from either side past the handshake,
+   * delivered first (peeking never loses a byte).
+   */
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
+    const { client, upstream } = this;
+    // 'error' first: a reset during setup must land on our handler (STYLE.md 3)
+    client.on('error', this.#onClientError);
+    upstream.on('error', this.#onUpstreamError);
+    client.on('close', this.#onClientClose);
+    upstream.on('close', this.#onUpstreamClose);
+    client.on('end', this.#onClientEnd);
+    upstream.on('end', this.#onUpstreamEnd);
+    client.on('data', this.#onClientData);
+    upstream.on('data', this.#onUpstreamData);
+    client.on('drain', this.#onClientDrain);
+    upstream.on('drain', this.#onUpstreamDrain);
+    client.setTimeout(0);
+    upstream.setTimeout(0);
+    if (upstreamRest !== null && upstreamRest.length > 0) this.#onUpstreamData(upstreamRest);
+    if (clientRest !== null && clientRest.length > 0) this.#onClientData(clientRest);
+    client.resume();
+    upstream.resume();
+  }
+
+  #onClientData = (chunk: Buffer): void => {
+    this.bytesUp += chunk.length;
+    if (!this.upstream.write(chunk)) this.client.pause();
+  };
+
+  #onUpstreamData = (chunk: Buffer): void => {
+    this.bytesDown += chunk.length;
+    if (!this.client.write(chunk)) this.upstream.pause();
+  };
+
+  #onUpstreamDrain = (): void => {
+    if (this.closedBy === undefined && !this.#clientEnded) this.client.resume();
+  };
+
+  #onClientDrain = (): void => {
+    if (this.closedBy === undefined && !this.#upstreamEnded) this.upstream.resume();
+  };
+
+  // Half-close: a FIN from one side becomes a FIN to the other; the tunnel ends when both sides have ended.
+  #onClientEnd = (): void => {
+    this.#clientEnded = true;
+    if (this.#upstreamEnded) this.close('client');
+    else this.upstream.end();
+  };
+
+  #onUpstreamEnd = (): void => {
+    this.#upstreamEnded = true;
+    if (this.#clientEnded) this.close('upstream');
+    else this.client.end();
+  };
+
+  #onClientError = (): void => this.close('client_error');
+  #onUpstreamError = (): void => this.close('upstream_error');
+  #onClientClose = (): void => this.close('client');
+  #onUpstreamClose = (): void => this.close('upstream');
+
+  /** Called periodically by the owner: closes the tunnel past its idle or lifetime limit. */
+  checkIdle(now: number): void {
+    if (this.closedBy !== undefined) return;
+    const { idle, lifetime } = this.#timeouts;
+    if (lifetime > 0 && now - this.startedAt >= lifetime) {
+      this.close('lifetime');
+      return;
+    }
+    if (idle > 0) {
+      const total = this.bytesUp + this.bytesDown;
+      if (total !== this.#mark) {
+        this.#mark = total;
+        this.#markAt = now;
+      } else if (now - this.#markAt >= idle) {
+        this.close('idle_timeout');
+      }
+    }
+  }
+
+  /** Ends the tunnel once: both sockets destroyed, listeners removed, the owner told with the reason. */
+  close(by: ClosedBy): void {
+    if (this.closedBy !== undefined) return;
+    this.closedBy = by;
+    const { client, upstream } = this;
+    client.removeListener('data', this.#onClientData);
+    upstream.removeListener('data', this.#onUpstreamData);
+    client.removeListener('drain', this.#onClientDrain);
+    upstream.removeListener('drain', this.#onUpstreamDrain);
+    client.removeListener('end', this.#onClientEnd);
+    upstream.removeListener('end', this.#onUpstreamEnd);
+    client.removeListener('close', this.#onClientClose);
+    upstream.removeListener('close', this.#onUpstreamClose);
+    // errors after teardown are expected (EPIPE, ECONNRESET) and must not crash the worker: keep a no-op
+    client.removeListener('error', this.#onClientError);
+    upstream.removeListener('error', this.#onUpstreamError);
+    client.on('error', noop);
+    upstream.on('error', noop);
+    if (by === 'client' || by === 'upstream') {
+      // orderly: let queued bytes flush, then close (end() after the peer's FIN completes the close)
+      client.end();
+      upstream.end();
+      client.destroySoon();
+      upstream.destroySoon();
+    } else {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.#onClose(this);
+  }
+}
+
+function noop(): void {}
