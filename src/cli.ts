@@ -1,2 +1,157 @@
-import { configSchema } from './config/schema.js';
-console.log(JSON.stringify(configSchema.parse({listeners:[{address:'127.0.0.1:8080'}], upstreams:{a:{targets:['127.0.0.1:1',{address:'127.0.0.1:2',weight:3}]}}, routes:[{match:{path:'/x'}, proxy:'a'}]}), null, 1));
+// The `portico` command line: parses arguments, loads the config, and hands off. It has no logic of its own.
+// `check` must start nothing, so process code (primary.ts) is imported only by `start` and `demo`.
+// Exit codes: 0 ok, 1 bad config or failure, 2 usage error.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { formatErrors, loadConfig, resolveWorkers } from './config/load.js';
+import type { Config } from './config/schema.js';
+
+/** The package root: this file runs as dist/src/cli.js. */
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const DEFAULT_CONFIG = path.join(ROOT, 'config', 'portico.yaml');
+
+const USAGE = `usage: portico <command> [options]
+
+commands:
+  start [-c FILE]   run Portico in the foreground (default config: config/portico.yaml in the package)
+  demo  [-c FILE]   like start, and also start the demo backends the default config points at
+  check [-c FILE]   validate FILE: print a one-line summary, or every error with its YAML path and line
+  bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
+
+options:
+  -c, --config FILE   config file (relative to the current folder)
+  -h, --help          show this text
+`;
+
+type RunPrimary = (opts: { configFile: string; config: Config; demo?: boolean }) => Promise<void>;
+
+function usage(problem?: string): number {
+  process.stderr.write(`${problem === undefined ? '' : `portico: ${problem}\n\n`}${USAGE}`);
+  return 2;
+}
+
+function parseConfigArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+    strict: true,
+  });
+}
+
+type ConfigFile = { shown: string; abs: string };
+type ConfigArg = { kind: 'file'; file: ConfigFile } | { kind: 'usage'; problem?: string };
+
+/** `-c FILE` (or one positional FILE); `shown` is the name as the user wrote it, for error lines. */
+function configArg(args: string[]): ConfigArg {
+  let parsed: ReturnType<typeof parseConfigArgs>;
+  try {
+    parsed = parseConfigArgs(args);
+  } catch (err) {
+    return { kind: 'usage', problem: (err as Error).message };
+  }
+  if (parsed.values.help === true) return { kind: 'usage' };
+  if (parsed.positionals.length > 1 || (parsed.positionals.length === 1 && parsed.values.config !== undefined)) {
+    return { kind: 'usage', problem: `unexpected argument ${JSON.stringify(parsed.positionals.at(-1))}` };
+  }
+  const given = parsed.values.config ?? parsed.positionals[0];
+  if (given === undefined) return { kind: 'file', file: { shown: path.relative(process.cwd(), DEFAULT_CONFIG) || DEFAULT_CONFIG, abs: DEFAULT_CONFIG } };
+  return { kind: 'file', file: { shown: given, abs: path.resolve(given) } };
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function summary(config: Config): string {
+  const upstreams = Object.values(config.upstreams);
+  const tls = config.listeners.filter((l) => l.tls !== undefined).length;
+  const targets = upstreams.reduce((n, u) => n + u.targets.length, 0);
+  const workers = config.workers === 'auto' ? `auto (${resolveWorkers(config)})` : String(config.workers);
+  return `ok: ${plural(config.listeners.length, 'listener')} (${tls} TLS), ${plural(upstreams.length, 'upstream')} (${plural(targets, 'target')}), ${plural(config.routes.length, 'route')}, workers ${workers}`;
+}
+
+/** Loads and validates; on errors prints every one of them and returns undefined. */
+function load(file: ConfigFile): Config | undefined {
+  const result = loadConfig(file.abs);
+  if (result.ok) return result.config;
+  process.stderr.write(`${formatErrors(file.shown, result.errors)}\n`);
+  process.stderr.write(`portico: ${plural(result.errors.length, 'error')} in ${file.shown}; nothing was started\n`);
+  return undefined;
+}
+
+async function run(args: string[], demo: boolean): Promise<number> {
+  const arg = configArg(args);
+  if (arg.kind === 'usage') return usage(arg.problem);
+  const config = load(arg.file);
+  if (config === undefined) return 1;
+  // A computed specifier keeps the compiler from tying the CLI build to primary.ts; the shape is checked below.
+  const specifier = './primary.js';
+  const mod = (await import(specifier)) as { runPrimary?: unknown };
+  if (typeof mod.runPrimary !== 'function') throw new Error('primary.js does not export runPrimary()');
+  await (mod.runPrimary as RunPrimary)({ configFile: arg.file.abs, config, demo });
+  return 0;
+}
+
+function check(args: string[]): number {
+  const arg = configArg(args);
+  if (arg.kind === 'usage') return usage(arg.problem);
+  const config = load(arg.file);
+  if (config === undefined) return 1;
+  process.stdout.write(`${summary(config)}\n`);
+  return 0;
+}
+
+/** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
+function bench(args: string[]): Promise<number> {
+  const script = path.join(ROOT, 'dist', 'bench', 'e2e', 'run.js');
+  if (!existsSync(script)) {
+    process.stderr.write(`portico: ${script} not found (run \`npm run build\` first)\n`);
+    return Promise.resolve(1);
+  }
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: 'inherit' });
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    process.on('SIGINT', forward).on('SIGTERM', forward);
+    child.on('error', (err) => {
+      process.stderr.write(`portico: cannot run the benchmark: ${err.message}\n`);
+      resolve(1);
+    });
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward).off('SIGTERM', forward);
+      resolve(code ?? 128 + (signal === null ? 0 : (osConstants.signals[signal] ?? 0)));
+    });
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'check':
+      return check(rest);
+    case 'start':
+      return run(rest, false);
+    case 'demo':
+      return run(rest, true);
+    case 'bench':
+      return bench(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      return usage();
+    default:
+      return usage(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`portico: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+}

@@ -1,6 +1,7 @@
 // The one description of Portico's config: its TypeScript type, its validation and its defaults.
 // Durations ("30s", "500ms", "2m") and sizes ("16KiB", "1MiB") are normalised here to ms and bytes, once.
 // It knows nothing about files or YAML positions (load.ts) and builds no runtime objects (router, pools).
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -8,36 +9,50 @@ const SIZE_UNITS: Record<string, number> = {
   '': 1, b: 1, k: 1000, kb: 1000, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3,
 };
 
-/** Parses "30s", "1.5m", "250ms", "0", "off" (= 0, disabled) or a bare number of milliseconds. */
+/** The longest timer Node can arm: setTimeout fires at once (with a warning) for anything larger. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/**
+ * Parses "30s", "1.5m", "250ms", "0", "off" (= 0, disabled) or a bare number of milliseconds.
+ * Undefined when malformed or above MAX_DURATION_MS (about 24.8 days); a non-zero value never rounds to "off".
+ */
 export function parseDuration(input: string | number): number | undefined {
-  if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? Math.round(input) : undefined;
-  const s = input.trim().toLowerCase();
-  if (s === 'off' || s === '0') return 0;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s);
-  if (!m) return undefined;
-  return Math.round(Number(m[1]) * DURATION_UNITS[m[2]]);
+  let ms: number;
+  if (typeof input === 'number') {
+    if (!Number.isFinite(input) || input < 0) return undefined;
+    ms = input;
+  } else {
+    const s = input.trim().toLowerCase();
+    if (s === 'off' || s === '0') return 0;
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s);
+    if (!m) return undefined;
+    ms = Number(m[1]) * DURATION_UNITS[m[2]];
+  }
+  if (ms > MAX_DURATION_MS) return undefined;
+  return ms > 0 ? Math.max(1, Math.round(ms)) : 0;
 }
 
 /** Parses "16KiB", "1MiB", "512", "1.5GB" or a bare number of bytes. */
 export function parseSize(input: string | number): number | undefined {
-  if (typeof input === 'number') return Number.isInteger(input) && input >= 0 ? input : undefined;
+  if (typeof input === 'number') return Number.isSafeInteger(input) && input >= 0 ? input : undefined;
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/.exec(input.trim().toLowerCase());
-  if (!m || !(m[2] in SIZE_UNITS)) return undefined;
-  return Math.round(Number(m[1]) * SIZE_UNITS[m[2]]);
+  if (!m || !Object.hasOwn(SIZE_UNITS, m[2])) return undefined;
+  const bytes = Math.round(Number(m[1]) * SIZE_UNITS[m[2]]);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
 const duration = (dflt: string) =>
-  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: 'expected a duration such as "500ms", "30s", "5m" or "off"' }).default(dflt).transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. "500ms", "30s", "5m", or "off")` });
+      ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. "500ms", "30s", "5m", or "off"; at most "24d")` });
       return z.NEVER;
     }
     return ms;
   });
 
 const size = (dflt: string) =>
-  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: 'expected a size such as "16KiB", "1MiB" or a number of bytes' }).default(dflt).transform((v, ctx) => {
     const bytes = parseSize(v);
     if (bytes === undefined || bytes === 0) {
       ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. "16KiB", "1MiB" or a number of bytes)` });
@@ -88,7 +103,10 @@ const target = z.union([
 
 const upstream = z
   .object({
-    targets: z.array(target).min(1, 'an upstream needs at least one target'),
+    targets: z
+      .array(target)
+      .min(1, 'an upstream needs at least one target')
+      .refine((ts) => ts.some((t) => t.weight > 0), 'at least one target needs a weight above 0'),
     /** round_robin: smooth weighted round robin (default); least_conn: fewest open requests + tunnels. */
     balance: z.enum(['round_robin', 'least_conn']).default('round_robin'),
     /** Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512). */
@@ -152,17 +170,23 @@ const route = z
     tunnel: tunnel.optional(),
   })
   .strict()
-  .superRefine((r, ctx) => {
-    const paths = [r.match.path, r.match.path_exact, r.match.path_regex].filter((p) => p !== undefined);
-    if (paths.length > 1) ctx.addIssue({ code: 'custom', path: ['match'], message: 'use only one of path, path_exact, path_regex' });
-    if (r.match.path_regex !== undefined) {
-      try {
-        new RegExp(r.match.path_regex);
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', path: ['match', 'path_regex'], message: `invalid regular expression: ${(err as Error).message}` });
-      }
+  // Runs even when other fields of the route failed, so every error is reported at once (zod skips a
+  // refinement after an aborting issue by default); it therefore reads its input defensively.
+  .superRefine((r, ctx) => checkRouteMatch(r as unknown, ctx), { when: () => true });
+
+function checkRouteMatch(route: unknown, ctx: z.RefinementCtx): void {
+  const match = isPlainObject(route) ? route.match : undefined;
+  if (!isPlainObject(match)) return;
+  const paths = [match.path, match.path_exact, match.path_regex].filter((p) => p !== undefined);
+  if (paths.length > 1) ctx.addIssue({ code: 'custom', path: ['match'], message: 'use only one of path, path_exact, path_regex' });
+  if (typeof match.path_regex === 'string') {
+    try {
+      new RegExp(match.path_regex);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['match', 'path_regex'], message: `invalid regular expression: ${(err as Error).message}` });
     }
-  });
+  }
+}
 
 const certificate = z
   .object({
@@ -238,19 +262,53 @@ export const configSchema = z
       .optional(),
   })
   .strict()
-  .superRefine((c, ctx) => {
-    c.routes.forEach((r, i) => {
-      if (!(r.proxy.upstream in c.upstreams)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'proxy'], message: `unknown upstream "${r.proxy.upstream}" (defined: ${Object.keys(c.upstreams).join(', ') || 'none'})` });
+  // Cross-references run even when other parts failed (see checkRouteMatch), so they read defensively.
+  .superRefine((c, ctx) => checkReferences(c as unknown, ctx), { when: () => true });
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+type Endpoint = { address: string; host: string; port: number };
+
+function endpointOf(v: unknown): Endpoint | undefined {
+  if (!isPlainObject(v) || typeof v.address !== 'string' || typeof v.host !== 'string' || typeof v.port !== 'number') return undefined;
+  return { address: v.address, host: v.host, port: v.port };
+}
+
+/**
+ * Two sockets on one port collide when their hosts are equal, when either is `::` (dual-stack: every IPv4 and
+ * IPv6 address), or when one is 0.0.0.0 and the other an IPv4 address. Host names are not resolved here.
+ */
+function collides(a: Endpoint, b: Endpoint): boolean {
+  if (a.port === 0 || a.port !== b.port) return false;
+  if (a.host.toLowerCase() === b.host.toLowerCase() || a.host === '::' || b.host === '::') return true;
+  return (a.host === '0.0.0.0' && isIPv4(b.host)) || (b.host === '0.0.0.0' && isIPv4(a.host));
+}
+
+function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(c)) return;
+  const upstreams = isPlainObject(c.upstreams) ? c.upstreams : undefined;
+  if (Array.isArray(c.routes) && upstreams !== undefined) {
+    c.routes.forEach((r: unknown, i) => {
+      const name = isPlainObject(r) && isPlainObject(r.proxy) ? r.proxy.upstream : undefined;
+      if (typeof name === 'string' && !Object.hasOwn(upstreams, name)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'proxy'], message: `unknown upstream "${name}" (defined: ${Object.keys(upstreams).join(', ') || 'none'})` });
       }
     });
-    const seen = new Map<string, number>();
-    c.listeners.forEach((l, i) => {
-      const key = `${l.address.host}:${l.address.port}`;
-      if (l.address.port !== 0 && seen.has(key)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'address'], message: `address ${l.address.address} is already used by listeners[${seen.get(key)}]` });
-      seen.set(key, i);
-    });
-  });
+  }
+  const taken: { at: string; endpoint: Endpoint }[] = [];
+  const claim = (endpoint: Endpoint | undefined, at: string, path: (string | number)[]): void => {
+    if (endpoint === undefined) return;
+    const clash = taken.find((t) => collides(t.endpoint, endpoint));
+    if (clash) ctx.addIssue({ code: 'custom', path, message: `address ${endpoint.address} collides with ${clash.at} (${clash.endpoint.address})` });
+    else taken.push({ at, endpoint });
+  };
+  if (Array.isArray(c.listeners)) {
+    c.listeners.forEach((l: unknown, i) => claim(isPlainObject(l) ? endpointOf(l.address) : undefined, `listeners[${i}]`, ['listeners', i, 'address']));
+  }
+  if (isPlainObject(c.admin)) claim(endpointOf(c.admin.address), 'admin', ['admin', 'address']);
+}
 
 export type ConfigInput = z.input<typeof configSchema>;
 /** Validated config with defaults applied; durations in ms, sizes in bytes. Paths are already absolute after load(). */

@@ -1,0 +1,480 @@
+// Turns a YAML file into a frozen, validated Config, or into every error it has, each with its YAML path and
+// line: YAML syntax, schema (schema.ts), and certificate files. Relative paths resolve against the file's folder.
+// It starts nothing and keeps no state: reload calls it again and swaps in the new result only if it is ok.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } from 'yaml';
+import type { Document } from 'yaml';
+import type { z } from 'zod';
+import { configSchema } from './schema.js';
+import type { Config } from './schema.js';
+
+export type ConfigError = {
+  /** YAML path such as "routes[2].proxy"; "" for the whole file. */
+  path: string;
+  /** 1-based position of the node at `path` (or of its nearest existing ancestor when the key is missing). */
+  line?: number;
+  column?: number;
+  message: string;
+};
+
+export type LoadResult = { ok: true; config: Config; file: string } | { ok: false; errors: ConfigError[] };
+
+/** A config is a few KiB; anything this large is a wrong file, not a config. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+/** PEM chains and keys are a few KiB each. */
+const MAX_PEM_BYTES = 1024 * 1024;
+
+type Segment = string | number;
+type Issue = z.core.$ZodIssue;
+
+export function loadConfig(file: string): LoadResult {
+  const abs = path.resolve(file);
+  const text = readConfigText(abs);
+  if (typeof text !== 'string') return { ok: false, errors: [text] };
+
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true, uniqueKeys: true });
+  const at = (offset: number | undefined): Pick<ConfigError, 'line' | 'column'> => {
+    if (offset === undefined) return {};
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
+  };
+
+  const errors: ConfigError[] = [];
+  // Warnings (unknown tags...) are errors too: a config that means something other than it says is refused.
+  // Duplicate keys leave the tree intact, so validation still runs and reports the rest; a broken tree does not,
+  // and a path guessed from a broken tree would mislead: syntax errors carry their position only.
+  let broken = doc.errors.some((e) => e.code !== 'DUPLICATE_KEY');
+  let lastSyntaxLine = -1;
+  for (const e of [...doc.errors, ...doc.warnings]) {
+    // One syntax error usually cascades into several on the same line: the first one explains it.
+    const { line } = at(e.pos[0]);
+    if (broken && line === lastSyntaxLine) continue;
+    lastSyntaxLine = line ?? -1;
+    const where = broken ? [] : pathAt(doc, e.pos[0]);
+    let message = e.message;
+    if (e.code === 'DUPLICATE_KEY' && where.length > 0) {
+      const first = at(locate(doc, where)).line;
+      message = `duplicate key "${where[where.length - 1]}"${first === undefined ? '' : ` (first set on line ${first})`}`;
+    }
+    errors.push({ path: formatPath(where), ...at(e.pos[0]), message });
+  }
+  if (broken) return fail(errors);
+  visit(doc, {
+    Pair(_, pair) {
+      // A list or map as a key has no meaning in a config (and would be stringified by toJS).
+      if (isMap(pair.key) || isSeq(pair.key)) {
+        broken = true;
+        errors.push({ path: '', ...at(pair.key.range?.[0]), message: 'a key must be a plain value, not a list or a map' });
+      }
+    },
+    Alias(_, alias) {
+      if (alias.resolve(doc) === undefined) {
+        broken = true;
+        errors.push({ path: formatPath(pathAt(doc, alias.range?.[0] ?? 0)), ...at(alias.range?.[0]), message: `unknown alias *${alias.source}` });
+      }
+    },
+  });
+  if (broken) return fail(errors);
+
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    errors.push({ path: '', message: `cannot read YAML: ${(err as Error).message}` });
+    return fail(errors);
+  }
+  if (data === null || data === undefined) {
+    errors.push({ path: '', ...at(0), message: 'the file is empty: a config needs at least `listeners`' });
+    return fail(errors);
+  }
+
+  let parsed: ReturnType<typeof validate>;
+  try {
+    parsed = validate(data);
+  } catch (err) {
+    // A bug in a refinement must surface as a refused config, never as a crash of a running primary on reload.
+    errors.push({ path: '', message: `internal error while validating: ${(err as Error).message}` });
+    return fail(errors);
+  }
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      for (const e of flattenIssue(issue, [])) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+    }
+  }
+  const baseDir = path.dirname(abs);
+  for (const e of checkCertificateFiles(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+
+  if (errors.length > 0 || !parsed.success) return fail(errors);
+  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs };
+}
+
+function validate(data: unknown) {
+  return configSchema.safeParse(data, { reportInput: true, error: messageFor });
+}
+
+/** Worker count to fork: "auto" means one per core the process may use. */
+export function resolveWorkers(config: Config): number {
+  return config.workers === 'auto' ? availableParallelism() : config.workers;
+}
+
+/** One line per error: `FILE:LINE:COL routes[2].proxy: message` (position and path only when known). */
+export function formatErrors(file: string, errors: readonly ConfigError[]): string {
+  return errors
+    .map((e) => {
+      const where = e.line === undefined ? file : `${file}:${e.line}:${e.column ?? 1}`;
+      return `${where}${e.path === '' ? '' : ` ${e.path}`}: ${e.message}`;
+    })
+    .join('\n');
+}
+
+/** ["routes", 2, "proxy"] -> "routes[2].proxy"; keys that are not plain words are quoted: upstreams["a b"]. */
+export function formatPath(segments: readonly Segment[]): string {
+  let out = '';
+  for (const s of segments) {
+    if (typeof s === 'number') out += `[${s}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(s)) out += out === '' ? s : `.${s}`;
+    else out += `[${JSON.stringify(s)}]`;
+  }
+  return out;
+}
+
+function fail(errors: ConfigError[]): LoadResult {
+  // File-level errors first, then in reading order; sort is stable, so same-line errors keep schema order.
+  const key = (e: ConfigError) => (e.line ?? 0) * 1e6 + (e.column ?? 0);
+  return { ok: false, errors: [...errors].sort((a, b) => key(a) - key(b)) };
+}
+
+function readConfigText(file: string): string | ConfigError {
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return { path: '', message: `cannot read config: ${file} is not a file` };
+    if (st.size > MAX_CONFIG_BYTES) return { path: '', message: `cannot read config: ${file} is ${st.size} bytes (at most ${MAX_CONFIG_BYTES})` };
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    return { path: '', message: `cannot read config: ${describeFsError(err, file)}` };
+  }
+}
+
+function describeFsError(err: unknown, file: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `${file} does not exist`;
+  if (code === 'EACCES' || code === 'EPERM') return `${file} is not readable (permission denied)`;
+  return `${file}: ${(err as Error).message}`;
+}
+
+// ---- zod issues -> messages and YAML paths ----
+
+/** Marks zod's generic union message, so flattenIssue can replace it with the branch that explains the problem. */
+const UNION_DEFAULT = '\u0000union';
+
+/** Per-parse messages; messages written in schema.ts take precedence over these. */
+function messageFor(issue: z.core.$ZodRawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type':
+      return issue.input === undefined ? 'is required' : `expected ${typeName(issue.expected)}, got ${describeValue(issue.input)}`;
+    case 'invalid_value':
+      return `expected ${issue.values.map((v) => JSON.stringify(v)).join(' or ')}, got ${describeValue(issue.input)}`;
+    case 'too_small':
+      return boundMessage('at least', issue.origin, Number(issue.minimum), issue.inclusive !== false);
+    case 'too_big':
+      return boundMessage('at most', issue.origin, Number(issue.maximum), issue.inclusive !== false);
+    case 'invalid_format':
+      if (issue.format === 'starts_with' && 'prefix' in issue) return `must start with "${String(issue.prefix)}"`;
+      if (issue.format === 'regex' && 'pattern' in issue) return `must match ${String(issue.pattern)}`;
+      return undefined;
+    case 'invalid_union':
+      return UNION_DEFAULT;
+    default:
+      return undefined;
+  }
+}
+
+function boundMessage(word: 'at least' | 'at most', origin: string, n: number, inclusive: boolean): string | undefined {
+  const bound = inclusive ? n : word === 'at least' ? n + 1 : n - 1;
+  if (origin === 'number') return inclusive ? `must be ${word} ${n}` : `must be ${word === 'at least' ? 'above' : 'below'} ${n}`;
+  if (origin === 'array') return `needs ${word} ${bound} item${bound === 1 ? '' : 's'}`;
+  if (origin === 'string') return bound === 1 && word === 'at least' ? 'must not be empty' : `needs ${word} ${bound} characters`;
+  return undefined;
+}
+
+function typeName(expected: string): string {
+  if (expected === 'object' || expected === 'record') return 'a map';
+  if (expected === 'array') return 'a list';
+  return `a ${expected}`;
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a map';
+  if (typeof v === 'string') return `"${v.length > 60 ? `${v.slice(0, 57)}...` : v}"`;
+  return `${typeof v} ${String(v)}`;
+}
+
+/** A union branch that failed only because the value has another type says nothing useful about the value. */
+function isTypeMismatch(branch: readonly Issue[]): boolean {
+  return branch.every((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value'));
+}
+
+function flattenIssue(issue: Issue, prefix: readonly Segment[]): { path: Segment[]; message: string }[] {
+  const at: Segment[] = [...prefix, ...issue.path.map(toSegment)];
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return issue.keys.map((k) => ({ path: [...at, k], message: unknownKeyMessage(k, at) }));
+    case 'invalid_key':
+      return [{ path: at, message: issue.issues.map((i) => i.message).join('; ') }];
+    case 'invalid_union': {
+      if (issue.message !== UNION_DEFAULT) return [{ path: at, message: issue.message }];
+      const useful = issue.errors.find((b) => !isTypeMismatch(b));
+      if (useful !== undefined) return useful.flatMap((i) => flattenIssue(i, at));
+      const expected = issue.errors.flatMap((b) =>
+        b.map((i) => (i.code === 'invalid_type' ? typeName(i.expected) : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)).join(' or ') : '')),
+      );
+      return [{ path: at, message: `expected ${[...new Set(expected.filter((e) => e !== ''))].join(' or ')}, got ${describeValue(issue.input)}` }];
+    }
+    default:
+      return [{ path: at, message: issue.message }];
+  }
+}
+
+function toSegment(k: PropertyKey): Segment {
+  return typeof k === 'number' ? k : String(k);
+}
+
+function unknownKeyMessage(key: string, parent: readonly Segment[]): string {
+  const near = closest(key, knownKeys(parent));
+  return `unknown key "${key}"${near === undefined ? '' : ` (did you mean "${near}"?)`}`;
+}
+
+// The schema is walked only to suggest a spelling for an unknown key; zod exposes its structure on `_zod.def`.
+type SchemaNode = { _zod: { def: SchemaDef } };
+type SchemaDef = {
+  type: string;
+  shape?: Record<string, SchemaNode>;
+  innerType?: SchemaNode;
+  in?: SchemaNode;
+  out?: SchemaNode;
+  options?: readonly SchemaNode[];
+  element?: SchemaNode;
+  valueType?: SchemaNode;
+};
+
+/** Keys of every object schema that can sit at `at` (unions contribute all their branches). */
+function knownKeys(at: readonly Segment[]): string[] {
+  let nodes: SchemaNode[] = [configSchema as unknown as SchemaNode];
+  for (const seg of at) nodes = objectsOf(nodes).flatMap((n) => childOf(n, seg));
+  return [...new Set(objectsOf(nodes).flatMap((n) => Object.keys(n._zod.def.shape ?? {})))];
+}
+
+/** Unwraps defaults, optionals, pipes and unions down to the schemas that actually hold a value. */
+function objectsOf(nodes: readonly SchemaNode[], depth = 0): SchemaNode[] {
+  if (depth > 16) return [];
+  return nodes.flatMap((n) => {
+    const d = n._zod.def;
+    const inner = [d.innerType, d.in, ...(d.type === 'union' ? (d.options ?? []) : [])].filter((x): x is SchemaNode => x !== undefined);
+    return inner.length > 0 && d.type !== 'object' ? objectsOf(inner, depth + 1) : [n];
+  });
+}
+
+function childOf(n: SchemaNode, seg: Segment): SchemaNode[] {
+  const d = n._zod.def;
+  if (d.type === 'object' && typeof seg === 'string' && d.shape !== undefined && Object.hasOwn(d.shape, seg)) return [d.shape[seg]];
+  if (d.type === 'array' && typeof seg === 'number' && d.element !== undefined) return [d.element];
+  if (d.type === 'record' && d.valueType !== undefined) return [d.valueType];
+  return [];
+}
+
+/** The known key within a small edit distance of `key`, if exactly one is nearest. */
+function closest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.min(3, Math.max(1, Math.floor(key.length / 3)) + 1);
+  for (const k of known) {
+    const d = editDistance(key.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 3 || a.length > 64 || b.length > 64) return Infinity;
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+// ---- YAML positions ----
+
+type YamlNode = NonNullable<Document['contents']>;
+
+function deref(doc: Document, node: unknown): unknown {
+  return isAlias(node) ? node.resolve(doc) : node;
+}
+
+function keyText(key: unknown): string | undefined {
+  return isScalar(key) ? String(key.value) : undefined;
+}
+
+/** Offset of the node at `segments`: a map entry is located by its key, a list item by its start. */
+function locate(doc: Document, segments: readonly Segment[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset = (node as YamlNode | null)?.range?.[0];
+  for (const seg of segments) {
+    const step = stepInto(doc, deref(doc, node), seg, 0);
+    if (step === undefined) break;
+    offset = step.offset ?? offset;
+    node = step.value;
+  }
+  return offset;
+}
+
+function stepInto(doc: Document, node: unknown, seg: Segment, depth: number): { offset: number | undefined; value: unknown } | undefined {
+  if (isMap(node)) {
+    const pair = node.items.find((p) => keyText(p.key) === String(seg));
+    if (pair !== undefined) return { offset: (pair.key as YamlNode | null)?.range?.[0], value: pair.value };
+    // A key brought in by a `<<` merge is found where it is written, inside the anchored map.
+    if (depth > 8) return undefined;
+    for (const p of node.items) {
+      if (keyText(p.key) !== '<<') continue;
+      const sources = deref(doc, p.value);
+      for (const src of isSeq(sources) ? sources.items : [sources]) {
+        const found = stepInto(doc, deref(doc, src), seg, depth + 1);
+        if (found !== undefined) return found;
+      }
+    }
+    return undefined;
+  }
+  if (isSeq(node) && typeof seg === 'number' && seg < node.items.length) {
+    const item = node.items[seg];
+    return { offset: (item as YamlNode | null)?.range?.[0], value: item };
+  }
+  return undefined;
+}
+
+/** The path of the innermost key or item whose source range holds `offset` (for YAML errors). */
+function pathAt(doc: Document, offset: number): Segment[] {
+  const out: Segment[] = [];
+  const within = (n: unknown) => {
+    const r = (n as YamlNode | null)?.range;
+    return r !== undefined && r !== null && offset >= r[0] && offset < Math.max(r[2], r[0] + 1);
+  };
+  let node: unknown = doc.contents;
+  for (let depth = 0; depth < 64; depth++) {
+    let next: unknown;
+    if (isMap(node)) {
+      for (const p of node.items) {
+        const k = keyText(p.key);
+        if (k === undefined) continue;
+        if (within(p.key)) return [...out, k];
+        if (within(p.value)) {
+          out.push(k);
+          next = p.value;
+          break;
+        }
+      }
+    } else if (isSeq(node)) {
+      const i = node.items.findIndex(within);
+      if (i >= 0) {
+        out.push(i);
+        next = node.items[i];
+      }
+    }
+    if (next === undefined) break;
+    node = next;
+  }
+  return out;
+}
+
+// ---- certificates and paths ----
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Checks the raw data (not the parsed Config) so missing files are reported together with schema errors.
+ * A certificate marked self_signed may be missing: it is generated at start.
+ */
+function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  const out: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !Array.isArray(data.listeners)) return out;
+  data.listeners.forEach((l: unknown, i) => {
+    const certs = isPlainObject(l) && isPlainObject(l.tls) && Array.isArray(l.tls.certificates) ? l.tls.certificates : [];
+    certs.forEach((c: unknown, j) => {
+      if (!isPlainObject(c) || c.self_signed === true) return;
+      const at: Segment[] = ['listeners', i, 'tls', 'certificates', j];
+      const cert = typeof c.cert === 'string' && c.cert !== '' ? readPem(path.resolve(baseDir, c.cert)) : undefined;
+      const key = typeof c.key === 'string' && c.key !== '' ? readPem(path.resolve(baseDir, c.key)) : undefined;
+      if (typeof cert === 'object') out.push({ path: [...at, 'cert'], message: cert.error });
+      if (typeof key === 'object') out.push({ path: [...at, 'key'], message: key.error });
+      if (typeof cert !== 'string' || typeof key !== 'string') return;
+      const problem = pemProblem(cert, key);
+      if (problem !== undefined) out.push({ path: [...at, problem.field], message: problem.message });
+    });
+  });
+  return out;
+}
+
+function readPem(file: string): string | { error: string } {
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return { error: `${file} is not a file` };
+    if (st.size > MAX_PEM_BYTES) return { error: `${file} is ${st.size} bytes (at most ${MAX_PEM_BYTES})` };
+    accessSync(file, fsConstants.R_OK);
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    return { error: describeFsError(err, file) };
+  }
+}
+
+/** Catches at check time what would otherwise fail every TLS handshake: bad PEM, or a key of another cert. */
+function pemProblem(certPem: string, keyPem: string): { field: 'cert' | 'key'; message: string } | undefined {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch (err) {
+    return { field: 'cert', message: `not a PEM certificate: ${(err as Error).message}` };
+  }
+  try {
+    const key = createPrivateKey(keyPem);
+    if (!cert.checkPrivateKey(key)) return { field: 'key', message: 'this private key does not belong to the certificate' };
+  } catch (err) {
+    return { field: 'key', message: `not a usable PEM private key (encrypted keys are not supported): ${(err as Error).message}` };
+  }
+  return undefined;
+}
+
+function resolvePaths(config: Config, baseDir: string): Config {
+  return {
+    ...config,
+    listeners: config.listeners.map((l) =>
+      l.tls === undefined
+        ? l
+        : {
+            ...l,
+            tls: {
+              ...l.tls,
+              certificates: l.tls.certificates.map((c) => ({ ...c, cert: path.resolve(baseDir, c.cert), key: path.resolve(baseDir, c.key) })),
+            },
+          },
+    ),
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

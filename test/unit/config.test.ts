@@ -1,0 +1,467 @@
+// Config loading: the seed loads, every kind of mistake is reported with its YAML path and line, all of them at
+// once, values are normalised, paths resolved, the result frozen; and `portico check` behaves as a command.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import { formatErrors, formatPath, loadConfig, resolveWorkers } from '../../src/config/load.js';
+import type { ConfigError, LoadResult } from '../../src/config/load.js';
+import { parseDuration, parseSize } from '../../src/config/schema.js';
+import type { Config } from '../../src/config/schema.js';
+import { CLI, FIXTURES, ROOT, SHARED_CONTRACT } from '../helpers/paths.js';
+
+const SEED_DIR = path.join(FIXTURES, 'seed');
+
+/** A fresh folder holding `files` (name -> text), removed after the test. */
+function folder(t: TestContext, files: Record<string, string> = {}): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+  return dir;
+}
+
+function load(t: TestContext, yaml: string): LoadResult {
+  return loadConfig(path.join(folder(t, { 'portico.yaml': yaml }), 'portico.yaml'));
+}
+
+function loaded(r: LoadResult): Config {
+  if (!r.ok) assert.fail(`expected the config to load, got:\n${formatErrors('config', r.errors)}`);
+  return r.config;
+}
+
+function errorsOf(r: LoadResult): ConfigError[] {
+  if (r.ok) assert.fail('expected the config to be refused');
+  return r.errors;
+}
+
+/** 1-based line of the first line of `yaml` containing `marker`. */
+function lineOf(yaml: string, marker: string): number {
+  const i = yaml.split('\n').findIndex((l) => l.includes(marker));
+  assert.ok(i >= 0, `marker ${JSON.stringify(marker)} is not in the YAML`);
+  return i + 1;
+}
+
+/** Asserts exactly one error at `path`, on the line holding `marker`, whose message matches `message`. */
+function expectError(errors: ConfigError[], yaml: string, path: string, marker: string, message: RegExp): void {
+  const at = errors.filter((e) => e.path === path);
+  assert.equal(at.length, 1, `one error at ${path}, got:\n${formatErrors('f', errors)}`);
+  assert.equal(at[0].line, lineOf(yaml, marker), `line of ${path}`);
+  assert.ok(typeof at[0].column === 'number' && at[0].column >= 1, 'column is set');
+  assert.match(at[0].message, message);
+}
+
+const SEED_CERT = `cert: ${path.join(SEED_DIR, 'certs', 'site.crt')}`;
+const SEED_KEY = `key: ${path.join(SEED_DIR, 'certs', 'site.key')}`;
+
+/** A small valid config; tests break one line of it at a time. */
+const BASE = `workers: 2
+listeners:
+  - address: 127.0.0.1:8443
+    tls:
+      certificates:
+        - ${SEED_CERT}
+          ${SEED_KEY}
+  - address: 127.0.0.1:8080
+upstreams:
+  app:
+    targets: [127.0.0.1:9001]
+    timeouts: { connect: 2s }
+routes:
+  - match: { path: /api }
+    proxy: app
+  - match: { path: / }
+    proxy: app
+limits:
+  header_size: 16KiB
+`;
+
+function edit(yaml: string, from: string, to: string): string {
+  assert.ok(yaml.includes(from), `${JSON.stringify(from)} is in the YAML`);
+  return yaml.replace(from, to);
+}
+
+function assertSeed(config: Config, certDir: string): void {
+  assert.equal(config.workers, 2);
+  assert.deepEqual(
+    config.listeners.map((l) => [l.address.host, l.address.port, l.tls !== undefined]),
+    [['127.0.0.1', 8443, true], ['127.0.0.1', 8080, false]],
+  );
+  const cert = config.listeners[0].tls?.certificates[0];
+  assert.equal(cert?.cert, path.join(certDir, 'site.crt'));
+  assert.equal(cert?.key, path.join(certDir, 'site.key'));
+  assert.equal(config.upstreams.chat.balance, 'round_robin');
+  assert.deepEqual(config.upstreams.chat.targets.map((t) => [t.address, t.weight]), [['127.0.0.1:8888', 1], ['127.0.0.1:8889', 1]]);
+  assert.equal(config.upstreams.tomcat.balance, 'least_conn');
+  assert.deepEqual(config.upstreams.tomcat.targets.map((t) => [t.host, t.port, t.weight]), [['127.0.0.1', 8081, 3], ['127.0.0.1', 8082, 1]]);
+  assert.deepEqual(config.routes.map((r) => r.proxy), [
+    { upstream: 'chat', strip_prefix: false },
+    { upstream: 'tomcat', strip_prefix: false },
+    { upstream: 'tomcat', strip_prefix: false },
+  ]);
+  assert.deepEqual(config.routes[1].request_headers.set, { 'X-Real-IP': '$remote_addr' });
+  assert.deepEqual(config.routes[2].match, { host: ['api.example.test'], path: '/' });
+  assert.equal(config.log.level, 'info');
+  assert.equal(config.log.access, true);
+}
+
+test('the seed kept in fixtures loads with its meaning', () => {
+  const r = loadConfig(path.join(SEED_DIR, 'seed.yaml'));
+  assertSeed(loaded(r), path.join(SEED_DIR, 'certs'));
+  assert.equal(r.ok && r.file, path.join(SEED_DIR, 'seed.yaml'));
+});
+
+test('the seed in ../shared/contract loads as it is', (t) => {
+  const file = path.join(SHARED_CONTRACT, 'seed.yaml');
+  if (!existsSync(file)) {
+    t.skip(`${file} is not present (outside the project checkout); the fixture copy is tested instead`);
+    return;
+  }
+  assertSeed(loaded(loadConfig(file)), path.join(SHARED_CONTRACT, 'certs'));
+});
+
+test('the base config of these tests is valid', (t) => {
+  loaded(load(t, BASE));
+});
+
+test('unknown key -> its path, its line, and the likely intended key', (t) => {
+  const yaml = edit(BASE, '  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8080\n    reuse_port: true');
+  expectError(errorsOf(load(t, yaml)), yaml, 'listeners[1].reuse_port', 'reuse_port', /unknown key "reuse_port"/);
+
+  const typo = edit(BASE, 'upstreams:', 'upstream:');
+  const errors = errorsOf(load(t, typo));
+  expectError(errors, typo, 'upstream', 'upstream:', /unknown key "upstream" \(did you mean "upstreams"\?\)/);
+});
+
+test('wrong type -> path, line, expected and received', (t) => {
+  const yaml = edit(BASE, 'workers: 2', 'workers: many');
+  expectError(errorsOf(load(t, yaml)), yaml, 'workers', 'workers: many', /expected "auto" or a number, got "many"/);
+
+  const list = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: 127.0.0.1:9001');
+  expectError(errorsOf(load(t, list)), list, 'upstreams.app.targets', 'targets:', /expected a list, got "127.0.0.1:9001"/);
+});
+
+test('bad duration "30x" -> path and line of the value', (t) => {
+  const yaml = edit(BASE, '{ connect: 2s }', '{ connect: 30x }');
+  expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.timeouts.connect', 'connect: 30x', /invalid duration "30x"/);
+
+  const tooLong = edit(BASE, '{ connect: 2s }', '{ connect: 30d }');
+  expectError(errorsOf(load(t, tooLong)), tooLong, 'upstreams.app.timeouts.connect', 'connect: 30d', /at most "24d"/);
+});
+
+test('bad size -> path and line', (t) => {
+  const yaml = edit(BASE, 'header_size: 16KiB', 'header_size: 16 furlongs');
+  expectError(errorsOf(load(t, yaml)), yaml, 'limits.header_size', 'header_size', /invalid size "16 furlongs"/);
+
+  const zero = edit(BASE, 'header_size: 16KiB', 'header_size: 0');
+  expectError(errorsOf(load(t, zero)), zero, 'limits.header_size', 'header_size', /invalid size/);
+});
+
+test('route to an unknown upstream -> routes[i].proxy with the defined names', (t) => {
+  const yaml = edit(BASE, '  - match: { path: / }\n    proxy: app', '  - match: { path: / }\n    proxy: toString');
+  expectError(errorsOf(load(t, yaml)), yaml, 'routes[1].proxy', 'proxy: toString', /unknown upstream "toString" \(defined: app\)/);
+});
+
+test('two listeners on one address (or a wildcard over it) -> the later listener', (t) => {
+  const yaml = edit(BASE, '  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8443 # again');
+  expectError(errorsOf(load(t, yaml)), yaml, 'listeners[1].address', '# again', /collides with listeners\[0\]/);
+
+  const wildcard = edit(BASE, '  - address: 127.0.0.1:8080', '  - address: ":8443" # all interfaces');
+  expectError(errorsOf(load(t, wildcard)), wildcard, 'listeners[1].address', '# all interfaces', /collides with listeners\[0\]/);
+
+  const admin = `${BASE}admin: { address: 127.0.0.1:8080 }\n`;
+  expectError(errorsOf(load(t, admin)), admin, 'admin.address', 'admin:', /collides with listeners\[1\]/);
+
+  loaded(load(t, edit(BASE, '  - address: 127.0.0.1:8080', '  - address: "[::1]:8443"')));
+});
+
+test('an upstream whose targets all weigh 0 is refused; a single weight-0 target is allowed', (t) => {
+  const none = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [{ address: 127.0.0.1:9001, weight: 0 }]');
+  expectError(errorsOf(load(t, none)), none, 'upstreams.app.targets', 'targets:', /at least one target needs a weight above 0/);
+  const some = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [127.0.0.1:9001, { address: 127.0.0.1:9002, weight: 0 }]');
+  assert.deepEqual(loaded(load(t, some)).upstreams.app.targets.map((x) => x.weight), [1, 0]);
+});
+
+test('YAML syntax error -> its line, nothing else guessed', (t) => {
+  const tab = edit(BASE, '  - address: 127.0.0.1:8080', '\t- address: 127.0.0.1:8080');
+  const errors = errorsOf(load(t, tab));
+  assert.equal(errors.length, 1, formatErrors('f', errors));
+  assert.deepEqual([errors[0].path, errors[0].line, errors[0].column], ['', lineOf(tab, '\t- address'), 1]);
+  assert.match(errors[0].message, /tab/i);
+
+  const unclosed = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [127.0.0.1:9001\n    balance: "least_conn');
+  const more = errorsOf(load(t, unclosed));
+  assert.ok(more.length >= 1);
+  for (const e of more) {
+    assert.equal(e.path, '');
+    assert.ok(typeof e.line === 'number' && e.line > lineOf(unclosed, 'targets: [') && e.line <= unclosed.split('\n').length, formatErrors('f', more));
+  }
+});
+
+test('an alias bomb or an oversized file is refused without expanding it', (t) => {
+  const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 9; i++) lines.push(`${'abcdefghi'[i]}: &${'abcdefghi'[i]} [${Array(10).fill(`*${'abcdefghi'[i - 1]}`).join(', ')}]`);
+  assert.match(errorsOf(load(t, `${lines.join('\n')}\nlisteners: *i\n`))[0].message, /resource exhaustion/);
+  assert.match(errorsOf(load(t, `# ${'x'.repeat(5 * 1024 * 1024)}\n`))[0].message, /bytes \(at most/);
+});
+
+test('duplicate key -> an error at the second one, naming the first', (t) => {
+  const yaml = edit(BASE, '    proxy: app\n  - match: { path: / }', '    proxy: app\n    proxy: app\n  - match: { path: / }');
+  const errors = errorsOf(load(t, yaml));
+  assert.equal(errors.length, 1, formatErrors('f', errors));
+  assert.equal(errors[0].path, 'routes[0].proxy');
+  assert.equal(errors[0].line, lineOf(yaml, 'proxy: app') + 1);
+  assert.match(errors[0].message, new RegExp(`duplicate key "proxy" \\(first set on line ${lineOf(yaml, 'proxy: app')}\\)`));
+});
+
+test('missing certificate or key file -> the path of that field', (t) => {
+  const yaml = edit(edit(BASE, SEED_CERT, 'cert: ./missing.crt'), SEED_KEY, 'key: ./missing.key');
+  const errors = errorsOf(load(t, yaml));
+  expectError(errors, yaml, 'listeners[0].tls.certificates[0].cert', 'missing.crt', /missing\.crt does not exist/);
+  expectError(errors, yaml, 'listeners[0].tls.certificates[0].key', 'missing.key', /missing\.key does not exist/);
+});
+
+test('self_signed certificate files may be missing: they are generated at start', (t) => {
+  const yaml = edit(edit(BASE, SEED_CERT, 'cert: ./state/a.crt'), SEED_KEY, 'key: ./state/a.key\n          self_signed: true');
+  const config = loaded(load(t, yaml));
+  assert.equal(config.listeners[0].tls?.certificates[0].self_signed, true);
+  assert.ok(path.isAbsolute(config.listeners[0].tls?.certificates[0].cert ?? ''));
+});
+
+test('a key that does not belong to the certificate is refused at the key', (t) => {
+  const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' });
+  const dir = folder(t, { 'other.key': String(other), 'junk.crt': 'not a certificate\n' });
+  const yaml = edit(edit(BASE, SEED_KEY, 'key: ./other.key'), '  - address: 127.0.0.1:8080', `        - cert: ./junk.crt\n          ${SEED_KEY}\n  - address: 127.0.0.1:8080`);
+  writeFileSync(path.join(dir, 'portico.yaml'), yaml);
+  const errors = errorsOf(loadConfig(path.join(dir, 'portico.yaml')));
+  expectError(errors, yaml, 'listeners[0].tls.certificates[0].key', 'other.key', /does not belong to the certificate/);
+  expectError(errors, yaml, 'listeners[0].tls.certificates[1].cert', 'junk.crt', /not a PEM certificate/);
+});
+
+test('more than one of path, path_exact, path_regex -> routes[i].match', (t) => {
+  const yaml = edit(BASE, '{ path: /api }', '{ path: /api, path_regex: "^/api" }');
+  expectError(errorsOf(load(t, yaml)), yaml, 'routes[0].match', 'path_regex', /only one of path, path_exact, path_regex/);
+
+  const badRegex = edit(BASE, '{ path: /api }', '{ path_regex: "(" }');
+  expectError(errorsOf(load(t, badRegex)), badRegex, 'routes[0].match.path_regex', 'path_regex', /invalid regular expression/);
+});
+
+test('a missing required key points at the map that lacks it', (t) => {
+  const yaml = 'workers: 2\nupstreams:\n  app:\n    balance: least_conn\n';
+  const errors = errorsOf(load(t, yaml));
+  expectError(errors, yaml, 'listeners', 'workers', /is required/);
+  expectError(errors, yaml, 'upstreams.app.targets', 'app:', /is required/);
+});
+
+test('every error of a file is reported at once, in file order', (t) => {
+  const yaml = [
+    'workers: 0',
+    'listeners:',
+    '  - address: 127.0.0.1:8080',
+    '    tls: { certificates: [{ cert: ./no.crt, key: ./no.key }] }',
+    '  - address: 127.0.0.1:8080',
+    'upstreams:',
+    '  app:',
+    '    targets: [nope]',
+    '    balance: fastest',
+    '    timeouts: { idle: soon }',
+    'routes:',
+    '  - match: { path: api, path_exact: /x }',
+    '    proxy: ghost',
+    'limits: { header_size: huge }',
+    'log: { level: loud, colour: true }',
+    '',
+  ].join('\n');
+  const errors = errorsOf(load(t, yaml));
+  assert.deepEqual(
+    errors.map((e) => e.path),
+    [
+      'workers',
+      'listeners[0].tls.certificates[0].cert',
+      'listeners[0].tls.certificates[0].key',
+      'listeners[1].address',
+      'upstreams.app.targets[0]',
+      'upstreams.app.balance',
+      'upstreams.app.timeouts.idle',
+      'routes[0].match',
+      'routes[0].match.path',
+      'routes[0].proxy',
+      'limits.header_size',
+      'log.level',
+      'log.colour',
+    ],
+    formatErrors('f', errors),
+  );
+  for (const e of errors) assert.equal(typeof e.line, 'number', `${e.path} has a line`);
+  assert.deepEqual(errors.map((e) => e.line), [...errors.map((e) => e.line ?? 0)].sort((a, b) => a - b));
+});
+
+test('durations and sizes are normalised to milliseconds and bytes, defaults applied', (t) => {
+  const yaml = `${edit(BASE, '{ connect: 2s }', '{ connect: 250ms, response_headers: 1.5m, idle: 90000 }')}timeouts: { head: 10s, keepalive: "off" }
+tunnel: { idle_timeout: 2h, max_lifetime: 1d }
+`.replace('header_size: 16KiB', 'header_size: 16KiB\n  uri_size: 2048\n  body_size: 1.5MiB');
+  const c = loaded(load(t, yaml));
+  assert.deepEqual(c.upstreams.app.timeouts, { connect: 250, response_headers: 90_000, idle: 90_000 });
+  assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 32, idle_timeout: 60_000 });
+  assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, shutdown_grace: 30_000 });
+  assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
+  assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864 });
+
+  const defaults = loaded(load(t, BASE));
+  assert.deepEqual(defaults.tunnel, { idle_timeout: 0, max_lifetime: 0 });
+  assert.equal(defaults.limits.body_size, 'off');
+  assert.equal(defaults.limits.uri_size, 8192);
+});
+
+test('parseDuration and parseSize accept the documented forms only', () => {
+  const durations: [string | number, number | undefined][] = [
+    ['30s', 30_000], ['500ms', 500], ['1.5m', 90_000], ['2h', 7_200_000], ['1d', 86_400_000], ['off', 0], ['0', 0],
+    [' 5S ', 5000], [1200, 1200], ['0.2ms', 1], ['24d', 2_073_600_000], ['25d', undefined], ['30x', undefined],
+    ['-1s', undefined], ['s', undefined], ['', undefined], [-5, undefined], [Number.NaN, undefined], ['1e3s', undefined],
+  ];
+  for (const [input, ms] of durations) assert.equal(parseDuration(input), ms, `parseDuration(${JSON.stringify(input)})`);
+  const sizes: [string | number, number | undefined][] = [
+    ['16KiB', 16_384], ['1MiB', 1_048_576], ['1mb', 1_000_000], ['512', 512], ['512b', 512], ['2 GiB', 2 * 1024 ** 3], [4096, 4096],
+    ['constructor', undefined], ['1constructor', undefined], ['1 toString', undefined], ['12 parsecs', undefined],
+    [-1, undefined], [1.5, undefined], ['99999999999999999999GiB', undefined],
+  ];
+  for (const [input, bytes] of sizes) assert.equal(parseSize(input), bytes, `parseSize(${JSON.stringify(input)})`);
+});
+
+test('relative certificate paths resolve against the config file folder, not the working directory', (t) => {
+  const dir = folder(t);
+  cpSync(path.join(SEED_DIR, 'certs'), path.join(dir, 'conf', 'certs'), { recursive: true });
+  const yaml = edit(edit(BASE, SEED_CERT, 'cert: ./certs/site.crt'), SEED_KEY, 'key: certs/../certs/site.key');
+  writeFileSync(path.join(dir, 'conf', 'portico.yaml'), yaml);
+  const r = loadConfig(path.relative(process.cwd(), path.join(dir, 'conf', 'portico.yaml')));
+  const c = loaded(r);
+  assert.equal(c.listeners[0].tls?.certificates[0].cert, path.join(dir, 'conf', 'certs', 'site.crt'));
+  assert.equal(c.listeners[0].tls?.certificates[0].key, path.join(dir, 'conf', 'certs', 'site.key'));
+  assert.equal(r.ok && r.file, path.join(dir, 'conf', 'portico.yaml'));
+});
+
+test('the loaded config is deeply frozen', (t) => {
+  const c = loaded(load(t, BASE));
+  const frozen = [c, c.listeners, c.listeners[0], c.listeners[0].address, c.listeners[0].tls?.certificates[0], c.upstreams.app.targets[0], c.routes[0].match, c.routes[0].request_headers.set, c.limits];
+  for (const o of frozen) assert.ok(Object.isFrozen(o));
+  assert.throws(() => {
+    (c as { workers: unknown }).workers = 9;
+  }, TypeError);
+  assert.throws(() => {
+    (c.listeners as unknown as unknown[]).push({});
+  }, TypeError);
+});
+
+test('resolveWorkers: "auto" is the usable core count, a number is itself', (t) => {
+  assert.equal(resolveWorkers(loaded(load(t, edit(BASE, 'workers: 2', 'workers: auto')))), availableParallelism());
+  assert.equal(resolveWorkers(loaded(load(t, BASE))), 2);
+  assert.equal(loaded(load(t, edit(BASE, 'workers: 2\n', ''))).workers, 'auto');
+});
+
+test('YAML anchors and merge keys work, and an unknown alias is reported at its line', (t) => {
+  const yaml = edit(BASE, 'upstreams:\n  app:\n    targets: [127.0.0.1:9001]', 'upstreams:\n  app: &common\n    targets: [127.0.0.1:9001]\n  other:\n    <<: *common\n    balance: least_conn');
+  const c = loaded(load(t, yaml));
+  assert.equal(c.upstreams.other.balance, 'least_conn');
+  assert.equal(c.upstreams.other.timeouts.connect, 2000);
+
+  const bad = edit(BASE, '    proxy: app\n  - match: { path: / }', '    proxy: *nowhere\n  - match: { path: / }');
+  expectError(errorsOf(load(t, bad)), bad, 'routes[0].proxy', '*nowhere', /unknown alias \*nowhere/);
+});
+
+test('nonsense shapes are refused with errors, never a throw', (t) => {
+  const shapes = [
+    'hello\n',
+    '42\n',
+    'listeners: [null, 5, [], "x"]\nroutes: [null, 5, { match: null, proxy: 1 }, { match: [], proxy: {} }]\nupstreams: null\nadmin: null\n',
+    'listeners: { a: 1 }\nroutes: {}\nupstreams: { a: null, b: [], c: { targets: {} } }\ntunnel: []\nlog: 5\n',
+    'listeners:\n  - address: 127.0.0.1:1\n    tls: { certificates: [null, { cert: 5, key: [] }, { cert: "", key: "" }] }\n',
+    '? [a, b]\n: 1\n{x: 1}: 2\nlisteners: []\n',
+  ];
+  for (const yaml of shapes) {
+    const errors = errorsOf(load(t, yaml));
+    assert.ok(errors.length > 0 && errors.every((e) => typeof e.message === 'string' && e.message !== ''), yaml);
+  }
+});
+
+test('an empty, missing or unreadable file is one error naming the file', (t) => {
+  const empty = errorsOf(load(t, '# nothing\n'));
+  assert.equal(empty.length, 1);
+  assert.match(empty[0].message, /empty/);
+  const dir = folder(t);
+  const missing = errorsOf(loadConfig(path.join(dir, 'nope.yaml')));
+  assert.deepEqual(missing.map((e) => e.path), ['']);
+  assert.match(missing[0].message, /nope\.yaml does not exist/);
+  assert.match(errorsOf(loadConfig(dir))[0].message, /is not a file/);
+  const list = errorsOf(load(t, '- a\n- b\n'));
+  assert.match(list[0].message, /expected a map, got a list/);
+});
+
+test('formatErrors prints FILE:LINE:COL path: message, one line per error', () => {
+  const text = formatErrors('portico.yaml', [
+    { path: 'routes[2].proxy', line: 14, column: 5, message: 'unknown upstream "x"' },
+    { path: '', line: 3, column: 1, message: 'bad indent' },
+    { path: '', message: 'cannot read config' },
+  ]);
+  assert.equal(text, 'portico.yaml:14:5 routes[2].proxy: unknown upstream "x"\nportico.yaml:3:1: bad indent\nportico.yaml: cannot read config');
+  assert.equal(formatPath(['upstreams', 'a.b', 'targets', 0, 'weight']), 'upstreams["a.b"].targets[0].weight');
+});
+
+// ---- `portico check` as a real command ----
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err !== null && typeof err.code !== 'number') reject(err);
+      else resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr });
+    });
+  });
+}
+
+test('portico check on the seed: exit 0 and a one-line summary', async () => {
+  const r = await runCli(['check', '-c', path.join(SEED_DIR, 'seed.yaml')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'ok: 2 listeners (1 TLS), 2 upstreams (4 targets), 3 routes, workers 2\n');
+  assert.equal(r.stderr, '');
+});
+
+test('portico check on a bad file: exit 1 and every error with file, line and path on stderr', async (t) => {
+  const yaml = edit(edit(BASE, 'workers: 2', 'workers: many'), '{ connect: 2s }', '{ connect: 30x }');
+  const file = path.join(folder(t, { 'bad.yaml': yaml }), 'bad.yaml');
+  const r = await runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.equal(r.stdout, '');
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines[0], `${file}:${lineOf(yaml, 'workers')}:1 workers: expected "auto" or a number, got "many"`);
+  assert.match(lines[1], new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:${lineOf(yaml, 'connect: 30x')}:\\d+ upstreams\\.app\\.timeouts\\.connect: invalid duration "30x"`));
+  assert.match(lines[2], /2 errors/);
+});
+
+test('the default config and every example pass portico check', async () => {
+  const examples = readdirSync(path.join(ROOT, 'config', 'examples')).filter((f) => f.endsWith('.yaml'));
+  assert.ok(examples.length >= 3, 'the examples are present');
+  for (const file of ['config/portico.yaml', ...examples.map((f) => `config/examples/${f}`)]) {
+    const r = await runCli(['check', '-c', file]);
+    assert.equal(r.code, 0, `${file}:\n${r.stderr}`);
+    assert.match(r.stdout, /^ok: \d+ listeners? \(\d+ TLS\), \d+ upstreams? \(\d+ targets?\), \d+ routes?, workers \S+/);
+  }
+});
+
+test('portico with no, an unknown or a malformed command: usage on stderr, exit 2', async () => {
+  for (const args of [[], ['--help'], ['frobnicate'], ['check', '--nope'], ['check', 'a.yaml', 'b.yaml']]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /usage: portico <command>/);
+    assert.equal(r.stdout, '');
+  }
+});
+
+test('portico start with a bad config starts nothing and exits 1 with the errors', async (t) => {
+  const file = path.join(folder(t, { 'bad.yaml': edit(BASE, 'proxy: app', 'proxy: ghost') }), 'bad.yaml');
+  const r = await runCli(['start', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /routes\[0\]\.proxy: unknown upstream "ghost"/);
+  assert.match(r.stderr, /nothing was started/);
+});
