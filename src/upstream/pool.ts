@@ -1,28 +1,282 @@
 // Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle; a
 // socket handed out by acquire() belongs to the caller until release(). Imports no client-side code.
-import type { Socket } from 'node:net';
+// It counts sockets (open, idle) per target; `Target.active` (requests + tunnels) belongs to the caller.
+// It never reads or writes application bytes: bytes arriving on an idle socket make it unusable.
+import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
-import type { ProxyError } from '../errors.js';
-import type { Balancer, Target } from './balancer.js';
+import { ProxyError, connectError } from '../errors.js';
+import { createBalancer, type Balancer, type Target } from './balancer.js';
 
+/**
+ * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
+ * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
+ * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
+ */
 export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean) => void;
 
-export declare class UpstreamPool {
-  constructor(name: string, config: UpstreamConfig);
+/** One target's counts, for the admin status page. */
+export interface TargetStats {
+  readonly target: string;
+  /** Sockets open to the target (connecting, busy, idle and tunnels), until their 'close'. */
+  readonly open: number;
+  /** Of those, kept-alive sockets waiting in the pool. */
+  readonly idle: number;
+  /** Requests + tunnels in progress (the caller's counter). */
+  readonly active: number;
+  readonly available: boolean;
+}
+
+/** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
+const TCP_KEEPALIVE_DELAY_MS = 60_000;
+
+interface Slot {
+  readonly target: Target;
+  /** LIFO: the most recently used (warmest) socket is at the end and is reused first. */
+  readonly idle: PooledSocket[];
+  open: number;
+}
+
+type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
+
+/** A socket is worth keeping or reusing only while both directions are open and nothing is buffered. */
+function healthy(socket: Socket): boolean {
+  return !socket.destroyed && socket.readable && socket.writable && !socket.readableEnded && !socket.writableEnded && socket.readableLength === 0;
+}
+
+/** The pool's bookkeeping for one upstream socket, made once when it connects; its listeners are bound once. */
+class PooledSocket {
+  readonly socket: Socket;
+  readonly slot: Slot;
+  state: SocketState = 'connecting';
+  #idleTimer: NodeJS.Timeout | undefined;
+  #keepAliveSet = false;
+
+  constructor(socket: Socket, slot: Slot) {
+    this.socket = socket;
+    this.slot = slot;
+    slot.open++;
+    // The open count goes down in #onClose only, guarded by `state`: exactly once however often the socket is
+    // destroyed or released, whether 'close' or forget() comes first.
+    socket.once('close', this.#onClose);
+  }
+
+  /** Parks the socket in its slot's idle stack; the idle timer is refreshed rather than recreated. */
+  enterIdle(idleTimeoutMs: number): void {
+    const s = this.socket;
+    if (!this.#keepAliveSet) {
+      s.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
+      this.#keepAliveSet = true;
+    }
+    s.on('error', this.#onIdleError);
+    s.on('data', this.#onIdleData);
+    s.on('end', this.#onIdleEnd);
+    s.resume(); // the caller may have paused it; an idle socket must keep reading to see 'end' or stray bytes
+    if (idleTimeoutMs > 0) {
+      if (this.#idleTimer === undefined) this.#idleTimer = setTimeout(this.#onIdleTimeout, idleTimeoutMs).unref();
+      else this.#idleTimer.refresh();
+    }
+    this.state = 'idle';
+    this.slot.idle.push(this);
+  }
+
+  /**
+   * Hands the socket over: the idle listeners go; the idle timer stays armed (refresh() cannot revive a
+   * cleared timer) and does nothing when it fires on a busy socket.
+   */
+  leaveIdle(next: 'busy' | 'detached'): void {
+    const s = this.socket;
+    s.off('error', this.#onIdleError);
+    s.off('data', this.#onIdleData);
+    s.off('end', this.#onIdleEnd);
+    this.state = next;
+  }
+
+  readonly #onIdleError = (): void => {
+    this.socket.destroy();
+  };
+
+  // An upstream may not speak first on an idle HTTP/1.1 connection: whatever arrives is a protocol violation.
+  readonly #onIdleData = (): void => {
+    this.socket.destroy();
+  };
+
+  readonly #onIdleEnd = (): void => {
+    this.socket.destroy();
+  };
+
+  readonly #onIdleTimeout = (): void => {
+    if (this.state === 'idle') this.socket.destroy();
+  };
+
+  /**
+   * Drops the socket from every count, once: on its 'close', or earlier when a connect failed (its handle
+   * closes a loop turn later, and a retry must not find the target "full" because of it).
+   */
+  forget(): void {
+    this.#onClose();
+  }
+
+  readonly #onClose = (): void => {
+    if (this.state === 'closed') return;
+    if (this.state === 'idle') {
+      const idle = this.slot.idle;
+      const i = idle.indexOf(this);
+      if (i !== -1) idle.splice(i, 1);
+    }
+    this.state = 'closed';
+    this.slot.open--;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+  };
+}
+
+export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
   readonly targets: readonly Target[];
   readonly balancer: Balancer;
+  readonly #slots = new Map<Target, Slot>();
+  readonly #sockets = new WeakMap<Socket, PooledSocket>();
+  #closed = false;
+
+  constructor(name: string, config: UpstreamConfig) {
+    this.name = name;
+    this.config = config;
+    this.targets = Object.freeze(
+      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0 })),
+    );
+    for (const target of this.targets) this.#slots.set(target, { target, idle: [], open: 0 });
+    this.balancer = createBalancer(config.balance, this.targets);
+  }
+
   /**
    * A connected socket to `target`: an idle kept-alive one when there is one (reused = true), else a new
    * connection within connect timeout and max_connections. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT /
    * _ERROR (retryable), UPSTREAM_UNAVAILABLE when max_connections is reached. Callback is never synchronous.
    */
-  acquire(target: Target, cb: AcquireCallback): void;
+  acquire(target: Target, cb: AcquireCallback): void {
+    const slot = this.#slots.get(target);
+    if (slot === undefined) {
+      process.nextTick(cb, new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`), null, false);
+      return;
+    }
+    if (this.#closed) {
+      process.nextTick(cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
+      return;
+    }
+    const idle = slot.idle;
+    while (idle.length > 0) {
+      const pooled = idle.pop() as PooledSocket;
+      if (healthy(pooled.socket)) {
+        pooled.leaveIdle('busy');
+        process.nextTick(cb, null, pooled.socket, true);
+        return;
+      }
+      // Dead but not yet 'close'd (e.g. FIN seen this tick): its idle listeners stay to absorb a late 'error'.
+      pooled.socket.destroy();
+    }
+    // A bounded wait queue for max_connections (instead of failing at once) comes in a later issue; until
+    // then the caller treats UPSTREAM_UNAVAILABLE as retryable on another target, else 503.
+    if (slot.open >= this.config.max_connections) {
+      const err = new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} target ${target.id}: max_connections (${this.config.max_connections}) reached`, { retryable: true });
+      process.nextTick(cb, err, null, false);
+      return;
+    }
+    this.#connect(slot, cb);
+  }
+
+  #connect(slot: Slot, cb: AcquireCallback): void {
+    const { target } = slot;
+    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const pooled = new PooledSocket(socket, slot);
+    this.#sockets.set(socket, pooled);
+    const connectMs = this.config.timeouts.connect;
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+
+    // Stays attached after a failure so that nothing a dying socket emits can go unhandled.
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== undefined) clearTimeout(timer);
+      socket.off('connect', onConnect);
+      socket.destroy();
+      pooled.forget();
+      cb(connectError(err), null, false);
+    };
+    const onConnect = (): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== undefined) clearTimeout(timer);
+      socket.off('error', onError); // from here on the caller's 'error' listener owns failures
+      pooled.state = 'busy';
+      cb(null, socket, false);
+    };
+    socket.once('connect', onConnect);
+    socket.on('error', onError);
+    if (connectMs > 0) {
+      timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        socket.off('connect', onConnect);
+        socket.destroy();
+        pooled.forget();
+        cb(new ProxyError('UPSTREAM_CONNECT_TIMEOUT', `upstream connect to ${target.id} timed out after ${connectMs}ms`, { retryable: true }), null, false);
+      }, connectMs).unref();
+    }
+  }
+
   /** Gives a socket back: kept idle when reusable and under max_idle, else destroyed. */
-  release(target: Target, socket: Socket, reusable: boolean): void;
+  release(target: Target, socket: Socket, reusable: boolean): void {
+    const pooled = this.#sockets.get(socket);
+    if (pooled === undefined || pooled.slot.target !== target) {
+      socket.destroy(); // not one of ours: never pool a stranger
+      return;
+    }
+    if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    if (
+      reusable &&
+      pooled.state === 'busy' &&
+      !this.#closed &&
+      pooled.slot.idle.length < this.config.keepalive.max_idle &&
+      healthy(socket)
+    ) {
+      pooled.enterIdle(this.config.keepalive.idle_timeout);
+    } else {
+      socket.destroy();
+    }
+  }
+
   /** Takes a socket out of the pool for good (it became a tunnel); it no longer counts toward max_idle. */
-  detach(target: Target, socket: Socket): void;
-  /** Closes idle sockets and refuses new acquires. */
-  close(): void;
+  detach(target: Target, socket: Socket): void {
+    const pooled = this.#sockets.get(socket);
+    if (pooled === undefined || pooled.slot.target !== target) return;
+    if (pooled.state === 'idle') {
+      const idle = pooled.slot.idle;
+      const i = idle.indexOf(pooled);
+      if (i !== -1) idle.splice(i, 1);
+      pooled.leaveIdle('detached');
+    } else if (pooled.state === 'busy' || pooled.state === 'connecting') {
+      pooled.state = 'detached'; // still counted in `open` until it closes
+    }
+  }
+
+  /**
+   * Closes idle sockets and refuses new acquires. Busy sockets are destroyed when released; tunnels
+   * (detached) are left alone: a reload must not cut long-lived connections.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const slot of this.#slots.values()) {
+      // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
+      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    }
+  }
+
+  /** A snapshot of each target's counts (for /status); not for the hot path. */
+  stats(): TargetStats[] {
+    return this.targets.map((t) => {
+      const slot = this.#slots.get(t) as Slot;
+      return { target: t.id, open: slot.open, idle: slot.idle.length, active: t.active, available: t.available };
+    });
+  }
 }
