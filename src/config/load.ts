@@ -10,6 +10,7 @@ import type { Document } from 'yaml';
 import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
+import { validateHeaderTemplates, validateRouteMatches } from '../router.js';
 
 export type ConfigError = {
   /** YAML path such as "routes[2].proxy"; "" for the whole file. */
@@ -108,6 +109,12 @@ export function loadConfig(file: string): LoadResult {
   const baseDir = path.dirname(abs);
   for (const e of checkCertificateFiles(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
 
+  if (parsed.success) {
+    // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
+    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data)]) {
+      errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+    }
+  }
   if (errors.length > 0 || !parsed.success) return fail(errors);
   return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs };
 }

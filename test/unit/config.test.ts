@@ -465,3 +465,31 @@ test('portico start with a bad config starts nothing and exits 1 with the errors
   assert.match(r.stderr, /routes\[0\]\.proxy: unknown upstream "ghost"/);
   assert.match(r.stderr, /nothing was started/);
 });
+
+test('router rules are config errors with paths: unknown header variable, bad host pattern, lower-case method', (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-cfg-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'c.yaml');
+  writeFileSync(
+    file,
+    [
+      'listeners: [{ address: 127.0.0.1:0 }]',
+      'upstreams: { app: { targets: [127.0.0.1:9] } }',
+      'routes:',
+      '  - match: { host: "a.*.com" }',
+      '    proxy: app',
+      '  - match: { method: get }',
+      '    proxy: app',
+      '    request_headers: { set: { X-A: $nope } }',
+      '',
+    ].join('\n'),
+  );
+  const r = loadConfig(file);
+  assert.equal(r.ok, false);
+  const errs = (r as { errors: Array<{ path: string; line?: number }> }).errors;
+  const paths = errs.map((e) => e.path);
+  assert.ok(paths.some((p) => p.startsWith('routes[0].match.host')), paths.join(' | '));
+  assert.ok(paths.some((p) => p.startsWith('routes[1].match.method')), paths.join(' | '));
+  assert.ok(paths.some((p) => p.startsWith('routes[1].request_headers.set')), paths.join(' | '));
+  assert.ok(errs.every((e) => typeof e.line === 'number'));
+});
