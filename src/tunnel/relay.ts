@@ -13,6 +13,8 @@ export interface TunnelTimeouts {
   lifetime: number;
 }
 
+const KEEPALIVE_PROBE_MS = 60_000;
+
 export class Tunnel {
   readonly client: Socket;
   readonly upstream: Socket;
@@ -55,6 +57,9 @@ export class Tunnel {
     upstream.on('drain', this.#onUpstreamDrain);
     client.setTimeout(0);
     upstream.setTimeout(0);
+    // a peer that vanished without FIN is found by TCP keep-alive, since tunnels have no idle timeout by default
+    client.setKeepAlive(true, KEEPALIVE_PROBE_MS);
+    upstream.setKeepAlive(true, KEEPALIVE_PROBE_MS);
     if (upstreamRest !== null && upstreamRest.length > 0) this.#onUpstreamData(upstreamRest);
     if (clientRest !== null && clientRest.length > 0) this.#onClientData(clientRest);
     client.resume();
