@@ -189,7 +189,13 @@ class ClientConnection implements ClientSide {
 
   #onData = (chunk: Buffer): void => {
     if (this.#state === 'head') {
-      this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+      if (this.#buf === null) {
+        this.#buf = chunk;
+      } else {
+        this.#buf = Buffer.concat([this.#buf, chunk]);
+        // a slow client's head is re-parsed only when a line ended (or the limit is reached), not per byte
+        if (chunk.indexOf(10) === -1 && this.#buf.length <= this.#limits.headerSize) return;
+      }
       this.#parse();
       return;
     }
