@@ -1,0 +1,168 @@
+// Listening sockets. Two strategies share one worker-side API: a bound socket created by the primary and shared
+// with every worker (Node < 22.12), or one SO_REUSEPORT listener per worker (Node >= 22.12). The primary only
+// binds, it never listens or accepts. Accepted sockets go to an `onConnection` callback; nothing above accept
+// is imported here (DESIGN.md: imports point down the data path).
+import net from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { lookup } from 'node:dns/promises';
+import { getSystemErrorName } from 'node:util';
+
+export type ListenStrategy = 'shared-handle' | 'reuse-port';
+
+/** Node 20 ignores `reusePort` (the second bind gets EADDRINUSE); Node >= 22.12 honours it. */
+export function listenStrategy(version: string = process.versions.node): ListenStrategy {
+  const [major, minor] = version.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 12) ? 'reuse-port' : 'shared-handle';
+}
+
+export interface BoundAddress {
+  address: string;
+  family: 'IPv4' | 'IPv6';
+  port: number;
+}
+
+/**
+ * The libuv TCP handle behind a net.Server, as `net._createServerHandle` returns it. node:cluster's SCHED_NONE
+ * mode uses the same function to bind in the primary without listening and sends the handle to its workers;
+ * `child.send(msg, handle)` carries a raw TCP handle and `server.listen(handle)` adopts one. No public API
+ * creates a bound socket that does not listen (net.Server.listen always accepts), and a primary that listened
+ * would accept connections and leave them hanging. Only this module touches the internal API.
+ */
+interface RawTcpHandle {
+  getsockname(out: Partial<BoundAddress>): number;
+  close(callback?: () => void): void;
+}
+
+type CreateServerHandle = (address: string, port: number, addressType: 4 | 6, fd: undefined, flags: number) => RawTcpHandle | number;
+
+const createServerHandle = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
+
+/** A socket bound by the primary, not listening: workers make it listen and accept; the primary never does. */
+export class SharedHandle {
+  readonly bound: BoundAddress;
+  #raw: RawTcpHandle | undefined;
+
+  /** @internal use bindShared() */
+  constructor(raw: RawTcpHandle, bound: BoundAddress) {
+    this.#raw = raw;
+    this.bound = bound;
+  }
+
+  /**
+   * Sends the handle to a worker, which gets it as the second argument of its 'message' event. The primary
+   * keeps its own copy open (a restarted worker needs it) until close().
+   */
+  sendTo(child: ChildProcess, message: object): Promise<void> {
+    const raw = this.#raw;
+    if (raw === undefined) return Promise.reject(new Error('listening handle already closed'));
+    return new Promise((resolve, reject) => {
+      // The typings only list net.Server/Socket; child_process sends a raw TCP handle as 'net.Native'.
+      // A closed channel reports through the callback (ERR_IPC_CHANNEL_CLOSED), never by throwing.
+      child.send(message, raw as unknown as net.Server, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /**
+   * Closes the primary's copy. The socket itself closes (new connections are refused) once every worker
+   * has closed its copy too.
+   */
+  close(): Promise<void> {
+    const raw = this.#raw;
+    this.#raw = undefined;
+    if (raw === undefined) return Promise.resolve();
+    return new Promise((resolve) => raw.close(resolve));
+  }
+}
+
+/** An IP literal for `host` (names are resolved once, first address wins). */
+export async function resolveHost(host: string): Promise<{ ip: string; family: 4 | 6 }> {
+  const family = net.isIP(host);
+  if (family === 4 || family === 6) return { ip: host, family };
+  try {
+    const found = await lookup(host);
+    return { ip: found.address, family: found.family === 6 ? 6 : 4 };
+  } catch (err) {
+    throw new Error(`cannot resolve listener host "${host}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+}
+
+/** Primary side of 'shared-handle': binds host:port (port 0 picks one, shared by every worker). */
+export async function bindShared(host: string, port: number): Promise<SharedHandle> {
+  if (createServerHandle === undefined) {
+    throw new Error(
+      'this Node.js has no net._createServerHandle, which Portico uses to share a listening socket between ' +
+        'worker processes on Node < 22.12; run Portico on Node >= 22.12 (per-worker reusePort listeners) instead',
+    );
+  }
+  const { ip, family } = await resolveHost(host);
+  const raw = createServerHandle(ip, port, family, undefined, 0);
+  if (typeof raw === 'number') throw bindError(host, port, raw);
+  const out: Partial<BoundAddress> = {};
+  const err = raw.getsockname(out);
+  if (err !== 0 || out.port === undefined) {
+    raw.close();
+    throw bindError(host, port, err);
+  }
+  return new SharedHandle(raw, { address: out.address ?? ip, family: out.family === 'IPv6' ? 'IPv6' : 'IPv4', port: out.port });
+}
+
+function bindError(host: string, port: number, errno: number): Error {
+  let name = `errno ${errno}`;
+  try {
+    name = getSystemErrorName(errno);
+  } catch {
+    // not a system error number: keep the number
+  }
+  const hint = name === 'EADDRINUSE' ? ' (address already in use)' : name === 'EACCES' ? ' (permission denied: ports below 1024 need privileges)' : name === 'EADDRNOTAVAIL' ? ' (no such local address)' : '';
+  const err = new Error(`cannot listen on ${host}:${port}: ${name}${hint}`) as NodeJS.ErrnoException;
+  err.code = name;
+  return err;
+}
+
+export type OnConnection = (socket: net.Socket) => void;
+
+export interface ListenOptions {
+  /** Keep the writable side open when the client half-closes (half-close is forwarded, STYLE.md 4). */
+  allowHalfOpen: boolean;
+  /** Listen backlog (default 511, like nginx). */
+  backlog?: number;
+}
+
+function createServer(onConnection: OnConnection, opts: ListenOptions): net.Server {
+  // noDelay: a proxy forwards what it has at once; Nagle would add up to 40 ms to every small write.
+  return net.createServer({ allowHalfOpen: opts.allowHalfOpen, noDelay: true }, onConnection);
+}
+
+function listening(server: net.Server, start: () => void): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.once('listening', () => {
+      server.off('error', onError);
+      resolve(server);
+    });
+    start();
+  });
+}
+
+/** Worker side of 'shared-handle': listens and accepts on the handle the primary sent. */
+export function listenOnHandle(handle: unknown, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
+  if (typeof handle !== 'object' || handle === null) return Promise.reject(new Error('no listening handle received from the primary'));
+  const server = createServer(onConnection, opts);
+  return listening(server, () => server.listen(handle, opts.backlog ?? 511));
+}
+
+/** Worker side of 'reuse-port': its own SO_REUSEPORT listener; the kernel spreads connections over workers. */
+export function listenReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
+  const server = createServer(onConnection, opts);
+  // @types/node 20 does not know `reusePort` (added in Node 22.12, ignored before).
+  const options: net.ListenOptions & { reusePort: boolean } = { host, port, backlog: opts.backlog ?? 511, reusePort: true };
+  return listening(server, () => server.listen(options));
+}
+
+/** The address a listening server is bound to. */
+export function boundAddress(server: net.Server): BoundAddress {
+  const a = server.address();
+  if (a === null || typeof a === 'string') throw new Error('server is not listening on TCP');
+  return { address: a.address, family: a.family === 'IPv6' ? 'IPv6' : 'IPv4', port: a.port };
+}

@@ -1,0 +1,263 @@
+// TLS for listeners: every certificate is loaded once into a SecureContext and chosen per connection by SNI
+// (exact name, then a `*.` wildcard, then the first certificate as default); also makes the self-signed pair
+// that `npm start` needs. It accepts no sockets and parses no HTTP: worker.ts feeds accepted sockets to the
+// tls.Server made here and hands each handshaken socket to the data path.
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { generate } from 'selfsigned';
+import type { Config, ListenerConfig } from '../config/schema.js';
+
+export type TlsConfig = NonNullable<ListenerConfig['tls']>;
+export type CertificateConfig = TlsConfig['certificates'][number];
+
+/** Process-wide TLS settings the primary hands every worker so they behave as one server. */
+export interface TlsSettings {
+  /**
+   * 48 bytes of session ticket keys shared by all workers: a client resumes its session whichever worker
+   * accepts its next connection. Undefined: each process uses its own random keys.
+   */
+  ticketKeys?: Buffer;
+}
+
+export interface LoadedCertificate {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Lower-cased SNI names it serves: exact names and `*.suffix` wildcards. */
+  readonly names: readonly string[];
+  readonly notAfter: Date;
+  readonly context: tls.SecureContext;
+}
+
+/** ALPN: Portico speaks HTTP/1.1 to clients (WebSocket upgrades need it); h2 is never offered. */
+const ALPN = ['http/1.1'];
+
+/**
+ * The names a certificate serves: the DNS names of its subjectAltName, else its subject CN (clients that
+ * follow RFC 6125 ignore the CN when a SAN exists, so a CN is used only without one). IP SANs are left out:
+ * SNI never carries an IP address (RFC 6066 §3).
+ */
+export function certificateNames(pem: string | Buffer): string[] {
+  const x509 = new X509Certificate(pem);
+  const san = x509.subjectAltName;
+  const names: string[] = [];
+  if (san !== undefined) {
+    for (const entry of splitSan(san)) {
+      if (!entry.startsWith('DNS:')) continue;
+      let value = entry.slice(4);
+      // Node quotes names holding separators or non-ASCII as JSON strings (CVE-2021-44532 hardening).
+      if (value.startsWith('"')) {
+        try {
+          value = JSON.parse(value) as string;
+        } catch {
+          continue;
+        }
+      }
+      names.push(normalizeName(value));
+    }
+  }
+  if (names.length === 0) {
+    const cn = /^CN=(.+)$/m.exec(x509.subject);
+    if (cn !== null) names.push(normalizeName(cn[1]));
+  }
+  return names;
+}
+
+/** Splits "DNS:a, DNS:\"b, c\", IP Address:1.2.3.4" on the commas outside quotes. */
+function splitSan(san: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < san.length; i++) {
+    const c = san[i];
+    if (c === '\\' && quoted) i++;
+    else if (c === '"') quoted = !quoted;
+    else if (c === ',' && !quoted) {
+      out.push(san.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  out.push(san.slice(start).trim());
+  return out;
+}
+
+/** Lower case, no trailing dot: "Example.COM." and "example.com" are one name. */
+function normalizeName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(`cannot read TLS ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+}
+
+/** Options every context of a listener shares; honorCipherOrder: the server's (Node's modern) order wins. */
+function contextOptions(tlsConfig: TlsConfig, settings: TlsSettings): tls.SecureContextOptions {
+  const opts: tls.SecureContextOptions = { minVersion: tlsConfig.min_version, honorCipherOrder: true };
+  if (settings.ticketKeys !== undefined) opts.ticketKeys = settings.ticketKeys;
+  return opts;
+}
+
+/** Reads and checks every certificate of a listener once; throws with the file name on any problem. */
+export function loadCertificates(tlsConfig: TlsConfig, settings: TlsSettings = {}): LoadedCertificate[] {
+  const shared = contextOptions(tlsConfig, settings);
+  return tlsConfig.certificates.map((c) => {
+    const cert = readPem(c.cert, 'certificate');
+    const key = readPem(c.key, 'key');
+    let context: tls.SecureContext;
+    let notAfter: Date;
+    let names: string[];
+    try {
+      notAfter = new Date(new X509Certificate(cert).validTo);
+      names = c.hosts !== undefined && c.hosts.length > 0 ? c.hosts.map(normalizeName) : certificateNames(cert);
+      context = tls.createSecureContext({ ...shared, cert, key });
+    } catch (err) {
+      throw new Error(`cannot use TLS certificate ${c.cert} with key ${c.key}: ${(err as Error).message}`, { cause: err });
+    }
+    return { certFile: c.cert, keyFile: c.key, names, notAfter, context };
+  });
+}
+
+/**
+ * SNI name -> SecureContext, built once. Exact names first, then a wildcard covering exactly one leftmost
+ * label (RFC 6125 §6.4.3: "*.example.com" matches "a.example.com", not "example.com" nor "a.b.example.com"),
+ * then the first certificate. When two certificates claim one name, the earlier in the config wins.
+ */
+export class SniSelector {
+  readonly default: LoadedCertificate;
+  #exact = new Map<string, LoadedCertificate>();
+  #wildcard = new Map<string, LoadedCertificate>();
+
+  constructor(certs: readonly LoadedCertificate[]) {
+    if (certs.length === 0) throw new Error('a TLS listener needs at least one certificate');
+    this.default = certs[0];
+    for (const cert of certs) {
+      for (const name of cert.names) {
+        const map = name.startsWith('*.') ? this.#wildcard : this.#exact;
+        const key = name.startsWith('*.') ? name.slice(2) : name;
+        if (!map.has(key)) map.set(key, cert);
+      }
+    }
+  }
+
+  select(servername: string): LoadedCertificate {
+    const name = normalizeName(servername);
+    const exact = this.#exact.get(name);
+    if (exact !== undefined) return exact;
+    const dot = name.indexOf('.');
+    if (dot > 0) {
+      const wild = this.#wildcard.get(name.slice(dot + 1));
+      if (wild !== undefined) return wild;
+    }
+    return this.default;
+  }
+}
+
+export interface TlsServerOptions extends TlsSettings {
+  /** Keep the writable side open when the client half-closes (see accept/listener.ts). */
+  allowHalfOpen: boolean;
+}
+
+/** tls.Server options for a listener: TLS 1.2+ (or 1.3), SNI selection, ALPN http/1.1, handshake timeout. */
+export function createTlsOptions(tlsConfig: TlsConfig, opts: TlsServerOptions, certs = loadCertificates(tlsConfig, opts)): tls.TlsOptions {
+  const selector = new SniSelector(certs);
+  const first = tlsConfig.certificates[0];
+  return {
+    ...contextOptions(tlsConfig, opts),
+    // The server's own context (used when the client sends no SNI) is the default certificate.
+    cert: readPem(first.cert, 'certificate'),
+    key: readPem(first.key, 'key'),
+    SNICallback: (servername, cb) => cb(null, selector.select(servername).context),
+    ALPNProtocols: ALPN,
+    // 0 ("off") gets Node's own bound (120 s): an unbounded handshake would be a free slot for slowloris.
+    handshakeTimeout: tlsConfig.handshake_timeout,
+    allowHalfOpen: opts.allowHalfOpen,
+  };
+}
+
+/**
+ * A tls.Server that never listens: feed it accepted sockets with `server.emit('connection', socket)`.
+ * Handshake failures and timeouts arrive as 'tlsClientError'; the socket is destroyed here first, because
+ * Node only reports a handshake timeout and would leave the connection open for good.
+ */
+export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, onSecureConnection: (socket: tls.TLSSocket) => void): tls.Server {
+  const server = tls.createServer(createTlsOptions(tlsConfig, opts), (socket) => {
+    // TLS 1.2 client-initiated renegotiation costs the server a handshake per request and serves a proxy
+    // nothing (TLS 1.3 has none): refused outright rather than rate-limited.
+    socket.disableRenegotiation();
+    onSecureConnection(socket);
+  });
+  server.prependListener('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
+  return server;
+}
+
+/** Default names of a generated certificate when the config lists no `hosts`. */
+export const SELF_SIGNED_DEFAULT_HOSTS = ['localhost', '127.0.0.1', '::1'] as const;
+const DAY_MS = 86_400_000;
+
+/**
+ * Makes a self-signed certificate (EC P-256, SHA-256, valid one year) for `hosts` (DNS names and IP
+ * addresses, all in its subjectAltName) when neither file exists. Returns false when both already exist;
+ * throws when only one does (a pair is never half-overwritten). The key is written with mode 0600; each
+ * file is written beside its target and renamed, so a crash never leaves a truncated PEM.
+ */
+export async function ensureSelfSigned(certPath: string, keyPath: string, hosts: readonly string[] = []): Promise<boolean> {
+  const haveCert = existsSync(certPath);
+  const haveKey = existsSync(keyPath);
+  if (haveCert && haveKey) return false;
+  if (haveCert || haveKey) {
+    const [have, missing] = haveCert ? [certPath, keyPath] : [keyPath, certPath];
+    throw new Error(`self_signed: ${have} exists but ${missing} does not; provide both, or remove ${have} to generate a new pair`);
+  }
+  const names = hosts.length > 0 ? hosts : SELF_SIGNED_DEFAULT_HOSTS;
+  const altNames = names.map((h) => (isIP(h) !== 0 ? { type: 7 as const, ip: h } : { type: 2 as const, value: h }));
+  const commonName = names.find((h) => isIP(h) === 0) ?? names[0];
+  const now = Date.now();
+  const pems = await generate([{ name: 'commonName', value: commonName }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    // A day of slack for clients whose clock lags.
+    notBeforeDate: new Date(now - DAY_MS),
+    notAfterDate: new Date(now + 365 * DAY_MS),
+    extensions: [
+      { name: 'basicConstraints', cA: false, critical: true },
+      { name: 'keyUsage', digitalSignature: true, critical: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      { name: 'subjectAltName', altNames },
+    ],
+  });
+  await writeAtomically(keyPath, pems.private, 0o600);
+  await writeAtomically(certPath, pems.cert, 0o644);
+  return true;
+}
+
+async function writeAtomically(file: string, data: string, mode: number): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, data, { mode, flag: 'wx' });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new Error(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+}
+
+/** Before workers start: generates every missing `self_signed` pair; returns the certificate files written. */
+export async function ensureSelfSignedCertificates(config: Config): Promise<string[]> {
+  const written: string[] = [];
+  for (const listener of config.listeners) {
+    for (const c of listener.tls?.certificates ?? []) {
+      if (c.self_signed && (await ensureSelfSigned(c.cert, c.key, c.hosts ?? []))) written.push(c.cert);
+    }
+  }
+  return written;
+}

@@ -1,0 +1,156 @@
+// Per-worker counters of the data path, a plain snapshot the primary sums over workers, and the Prometheus text
+// format. Counting allocates nothing (the data path calls it per request and per tunnel); text is built only
+// on a scrape. No I/O here: primary.ts collects snapshots over IPC and admin/server.ts serves the text.
+import type { ErrorCode } from './errors.js';
+
+export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+export type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** A worker's counters at one moment: plain data, safe to send over IPC and to add up. */
+export interface MetricsSnapshot {
+  /** Client connections accepted (after the TLS handshake for https listeners). */
+  connections: number;
+  /** Responses by status class (499, a client gone before its response, counts as 4xx). */
+  requests: Record<StatusClass, number>;
+  tunnelsOpen: number;
+  tunnelsTotal: number;
+  /** Bytes read from clients / written to clients. */
+  bytesIn: number;
+  bytesOut: number;
+  upstreamErrors: Partial<Record<ErrorCode, number>>;
+  tlsHandshakeErrors: number;
+}
+
+export class Metrics {
+  #connections = 0;
+  #requests = [0, 0, 0, 0, 0];
+  #tunnelsOpen = 0;
+  #tunnelsTotal = 0;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #upstreamErrors = new Map<ErrorCode, number>();
+  #tlsHandshakeErrors = 0;
+
+  connectionAccepted(): void {
+    this.#connections++;
+  }
+
+  /**
+   * One request finished: its status (499 when the client left first) and the bytes read from / written to
+   * the client for it.
+   */
+  request(status: number, bytesIn: number, bytesOut: number): void {
+    const cls = (status / 100) | 0;
+    if (cls >= 1 && cls <= 5) this.#requests[cls - 1]++;
+    this.#bytesIn += bytesIn;
+    this.#bytesOut += bytesOut;
+  }
+
+  tunnelOpened(): void {
+    this.#tunnelsOpen++;
+    this.#tunnelsTotal++;
+  }
+
+  /** A tunnel closed after relaying bytesUp (client -> upstream) and bytesDown (upstream -> client). */
+  tunnelClosed(bytesUp: number, bytesDown: number): void {
+    if (this.#tunnelsOpen > 0) this.#tunnelsOpen--;
+    this.#bytesIn += bytesUp;
+    this.#bytesOut += bytesDown;
+  }
+
+  /** Client bytes not covered by request() or tunnelClosed(). */
+  bytes(bytesIn: number, bytesOut: number): void {
+    this.#bytesIn += bytesIn;
+    this.#bytesOut += bytesOut;
+  }
+
+  upstreamError(code: ErrorCode): void {
+    this.#upstreamErrors.set(code, (this.#upstreamErrors.get(code) ?? 0) + 1);
+  }
+
+  tlsHandshakeError(): void {
+    this.#tlsHandshakeErrors++;
+  }
+
+  snapshot(): MetricsSnapshot {
+    const r = this.#requests;
+    return {
+      connections: this.#connections,
+      requests: { '1xx': r[0], '2xx': r[1], '3xx': r[2], '4xx': r[3], '5xx': r[4] },
+      tunnelsOpen: this.#tunnelsOpen,
+      tunnelsTotal: this.#tunnelsTotal,
+      bytesIn: this.#bytesIn,
+      bytesOut: this.#bytesOut,
+      upstreamErrors: Object.fromEntries(this.#upstreamErrors),
+      tlsHandshakeErrors: this.#tlsHandshakeErrors,
+    };
+  }
+
+  /** This worker's counters alone, as Prometheus text. */
+  render(): string {
+    return renderPrometheus(this.snapshot());
+  }
+}
+
+export function emptySnapshot(): MetricsSnapshot {
+  return new Metrics().snapshot();
+}
+
+/** a + b, field by field (a new object; neither input changes). */
+export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSnapshot {
+  const upstreamErrors: Partial<Record<ErrorCode, number>> = { ...a.upstreamErrors };
+  for (const [code, n] of Object.entries(b.upstreamErrors) as [ErrorCode, number][]) upstreamErrors[code] = (upstreamErrors[code] ?? 0) + n;
+  const requests = { ...a.requests };
+  for (const cls of STATUS_CLASSES) requests[cls] += b.requests[cls];
+  return {
+    connections: a.connections + b.connections,
+    requests,
+    tunnelsOpen: a.tunnelsOpen + b.tunnelsOpen,
+    tunnelsTotal: a.tunnelsTotal + b.tunnelsTotal,
+    bytesIn: a.bytesIn + b.bytesIn,
+    bytesOut: a.bytesOut + b.bytesOut,
+    upstreamErrors,
+    tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
+  };
+}
+
+/** Process-level values only the primary knows. */
+export interface ProcessGauges {
+  workers: number;
+  workerRestarts: number;
+  /** Open client connections, all workers. */
+  connectionsOpen: number;
+  upstreamTargets: ReadonlyArray<{ upstream: string; target: string; available: boolean; active: number }>;
+}
+
+/** Prometheus text exposition format 0.0.4. */
+export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): string {
+  const out: string[] = [];
+  const metric = (name: string, type: 'counter' | 'gauge', help: string, samples: ReadonlyArray<[labels: string, value: number]>) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
+  };
+  metric('portico_connections_total', 'counter', 'Client connections accepted.', [['', s.connections]]);
+  metric('portico_requests_total', 'counter', 'Responses by status class.', STATUS_CLASSES.map((c) => [labels({ class: c }), s.requests[c]]));
+  metric('portico_tunnels_open', 'gauge', 'Open tunnels (WebSocket and other upgrades).', [['', s.tunnelsOpen]]);
+  metric('portico_tunnels_total', 'counter', 'Tunnels opened.', [['', s.tunnelsTotal]]);
+  metric('portico_client_received_bytes_total', 'counter', 'Bytes read from clients.', [['', s.bytesIn]]);
+  metric('portico_client_sent_bytes_total', 'counter', 'Bytes written to clients.', [['', s.bytesOut]]);
+  const codes = Object.entries(s.upstreamErrors).sort(([a], [b]) => (a < b ? -1 : 1));
+  metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
+  metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
+  if (gauges !== undefined) {
+    metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);
+    metric('portico_worker_restarts_total', 'counter', 'Workers restarted after an unexpected exit.', [['', gauges.workerRestarts]]);
+    metric('portico_connections_open', 'gauge', 'Open client connections.', [['', gauges.connectionsOpen]]);
+    const targets = gauges.upstreamTargets;
+    metric('portico_upstream_target_available', 'gauge', 'Target available (1) or not (0) in every worker.', targets.map((t) => [labels({ upstream: t.upstream, target: t.target }), t.available ? 1 : 0]));
+    metric('portico_upstream_target_active', 'gauge', 'Open requests and tunnels to a target.', targets.map((t) => [labels({ upstream: t.upstream, target: t.target }), t.active]));
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function labels(pairs: Record<string, string>): string {
+  const parts = Object.entries(pairs).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
+  return `{${parts.join(',')}}`;
+}

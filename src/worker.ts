@@ -1,0 +1,201 @@
+// Entry point of a worker process, forked by primary.ts: builds its runtime from the config file (router,
+// pools, metrics, connection registry), accepts on the listeners the primary assigns, hands every client
+// socket (TLS already terminated for https) to connection.ts, and drains on 'shutdown'. No data-path logic here.
+import type { Server, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
+import { createTlsServer } from './accept/tls.js';
+import { formatErrors, loadConfig } from './config/load.js';
+import type { Config, ListenerConfig } from './config/schema.js';
+import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo } from './connection.js';
+import { ProxyError } from './errors.js';
+import { WORKER_ENV, isToWorker, type ListenMessage, type ToPrimary, type ToWorker, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
+import { createLogger, type Logger } from './log.js';
+import { Metrics } from './metrics.js';
+import { Router } from './router.js';
+import { UpstreamPool } from './upstream/pool.js';
+
+/** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
+const DRAIN_OVERRUN_MS = 2_000;
+
+const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
+
+/** What connections of this worker share; rebuilt as a whole (never mutated) when the config changes. */
+interface Runtime {
+  readonly ctx: ConnectionContext;
+  readonly registry: ConnectionRegistry;
+}
+
+function buildRuntime(config: Config, log: Logger, id: number, metrics: Metrics): Runtime {
+  const pools = new Map<string, UpstreamPool>();
+  for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream));
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker: id, metrics };
+  return { ctx, registry: new ConnectionRegistry() };
+}
+
+class Worker {
+  readonly id: number;
+  #config: Config;
+  #log: Logger;
+  #metrics = new Metrics();
+  #runtime: Runtime;
+  #servers: Server[] = [];
+  /** Bound port per listener index, once listening. */
+  #ports: Array<number | undefined>;
+  #stopping = false;
+
+  constructor(id: number, config: Config, log: Logger) {
+    this.id = id;
+    this.#config = config;
+    this.#log = log;
+    this.#runtime = buildRuntime(config, log, id, this.#metrics);
+    this.#ports = config.listeners.map(() => undefined);
+  }
+
+  onMessage(msg: unknown, handle: unknown): void {
+    if (!isToWorker(msg)) {
+      this.#log.warn({ msg }, 'ignoring an unknown message from the primary');
+      closeStray(handle);
+      return;
+    }
+    this.#dispatch(msg, handle);
+  }
+
+  #dispatch(msg: ToWorker, handle: unknown): void {
+    switch (msg.type) {
+      case 'listen':
+        this.#listen(msg, handle).catch((err: unknown) => {
+          // A listener this worker cannot open makes it useless: exit, the primary logs it and restarts.
+          this.#log.fatal({ err, listener: msg.index }, 'cannot listen');
+          process.exit(1);
+        });
+        return;
+      case 'shutdown':
+        void this.shutdown('primary asked');
+        return;
+      case 'stats-request':
+        send({ type: 'stats', id: msg.id, ...this.#stats() });
+        return;
+    }
+  }
+
+  async #listen(msg: ListenMessage, handle: unknown): Promise<void> {
+    const cfg: ListenerConfig | undefined = this.#config.listeners[msg.index];
+    if (cfg === undefined) throw new Error(`the primary assigned listener ${msg.index} but the config has ${this.#config.listeners.length} (did the file change?)`);
+    if (this.#stopping || this.#ports[msg.index] !== undefined) {
+      closeStray(handle);
+      return;
+    }
+    // Known before the first connection for shared handles; for a reuse-port listener on port 0, once bound.
+    let info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port: msg.via === 'reuse-port' ? msg.port : cfg.address.port };
+    const accept = (socket: Socket) => {
+      this.#metrics.connectionAccepted();
+      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry);
+    };
+    let onConnection: OnConnection = accept;
+    if (cfg.tls !== undefined) {
+      const tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => accept(socket));
+      tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
+      onConnection = (socket) => tlsServer.emit('connection', socket);
+    }
+    const server = msg.via === 'handle' ? await listenOnHandle(handle, onConnection, LISTEN_OPTIONS) : await listenReusePort(msg.host, msg.port, onConnection, LISTEN_OPTIONS);
+    server.on('error', (err) => this.#log.error({ err, listener: msg.index }, 'listener error'));
+    this.#servers.push(server);
+    const port = boundAddress(server).port;
+    if (info.port !== port) info = { scheme: info.scheme, port };
+    this.#ports[msg.index] = port;
+    if (this.#stopping) {
+      server.close();
+      return;
+    }
+    const ports = this.#ports.filter((p) => p !== undefined);
+    if (ports.length === this.#ports.length) send({ type: 'ready', ports });
+  }
+
+  /** Handshake failures are the client's business: counted, logged at debug, never fatal. */
+  #handshakeFailed(err: NodeJS.ErrnoException, socket: TLSSocket): void {
+    this.#metrics.tlsHandshakeError();
+    if (this.#log.isLevelEnabled('debug')) {
+      const error = new ProxyError('CLIENT_TLS_HANDSHAKE', `TLS handshake failed: ${err.message}`, { cause: err });
+      this.#log.debug({ err: error, reason: err.code, remoteAddr: socket.remoteAddress }, 'tls handshake failed');
+    }
+  }
+
+  #stats(): WorkerStats {
+    const { ctx, registry } = this.#runtime;
+    const upstreamTargets: UpstreamTargetStatus[] = [];
+    for (const [name, pool] of ctx.pools) {
+      for (const t of pool.targets) upstreamTargets.push({ upstream: name, target: t.id, available: t.available, active: t.active });
+    }
+    return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets };
+  }
+
+  /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
+  async shutdown(reason: string): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const grace = this.#config.timeouts.shutdown_grace;
+    const { ctx, registry } = this.#runtime;
+    // close() stops accepting now; its callback would wait for every connection, the drain below does that.
+    for (const server of this.#servers) server.close();
+    this.#log.info({ reason, graceMs: grace, connections: registry.size, tunnels: registry.tunnels }, 'worker draining');
+    setTimeout(() => {
+      this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
+      process.exit(1);
+    }, grace + DRAIN_OVERRUN_MS).unref();
+    let code = 0;
+    try {
+      await registry.drain(grace);
+    } catch (err) {
+      this.#log.error({ err }, 'drain failed');
+      code = 1;
+    }
+    for (const pool of ctx.pools.values()) pool.close();
+    this.#log.info('worker stopped');
+    process.exit(code);
+  }
+}
+
+function send(msg: ToPrimary): void {
+  // A closed channel means the primary is gone; 'disconnect' starts the shutdown, nothing to report here.
+  if (process.connected && process.send !== undefined) process.send(msg, undefined, undefined, () => {});
+}
+
+/** A handle nobody will listen on is closed, or it would keep the listening socket alive in this process. */
+function closeStray(handle: unknown): void {
+  if (typeof handle === 'object' && handle !== null && 'close' in handle && typeof handle.close === 'function') handle.close();
+}
+
+function main(): void {
+  if (process.send === undefined) {
+    process.stderr.write('portico: worker.js is started by the primary; run `portico start -c FILE`\n');
+    process.exit(2);
+  }
+  const id = Number(process.env[WORKER_ENV.id]);
+  const file = process.env[WORKER_ENV.config] ?? process.argv[2];
+  if (!Number.isInteger(id) || id < 1 || file === undefined) {
+    process.stderr.write(`portico worker: ${WORKER_ENV.id} and ${WORKER_ENV.config} must be set by the primary\n`);
+    process.exit(2);
+  }
+  const loaded = loadConfig(file);
+  if (!loaded.ok) {
+    process.stderr.write(`portico worker ${id}: invalid config\n${formatErrors(file, loaded.errors)}\n`);
+    process.exit(1);
+  }
+  const log = createLogger(loaded.config.log.level, { worker: id });
+  process.on('uncaughtException', (err) => {
+    // The data path must not depend on this: it is the last resort that turns a bug into a restart.
+    log.fatal({ err }, 'uncaught exception: worker exits and the primary restarts it');
+    process.exit(1);
+  });
+  const worker = new Worker(id, loaded.config, log);
+  process.on('message', (msg: unknown, handle: unknown) => worker.onMessage(msg, handle));
+  // The primary drives shutdown: Ctrl-C reaches the whole process group, and only the primary acts on it.
+  process.on('SIGINT', () => {});
+  // A SIGTERM sent to this worker alone drains it; the primary then starts a replacement.
+  process.on('SIGTERM', () => void worker.shutdown('SIGTERM'));
+  process.on('disconnect', () => void worker.shutdown('primary gone'));
+  send({ type: 'booted' });
+}
+
+main();

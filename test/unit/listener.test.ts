@@ -1,0 +1,72 @@
+// The listening-socket strategies on real loopback sockets, in one process: a socket bound by bindShared()
+// refuses connections until something listens on it (the primary never accepts), a worker-side
+// listenOnHandle() then accepts on it, and bind failures name the address and the reason. Sharing across
+// processes (and closing each copy) is covered by test/e2e/processes.test.ts.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { bindShared, boundAddress, listenOnHandle, listenStrategy, type SharedHandle } from '../../src/accept/listener.js';
+
+function connectOutcome(port: number, host = '127.0.0.1'): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, host);
+    socket.setTimeout(5_000, () => {
+      socket.destroy();
+      resolve('timeout');
+    });
+    socket.once('data', (d: Buffer) => {
+      socket.destroy();
+      resolve(`served:${d.toString()}`);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+/** The raw handle inside a SharedHandle, as a worker receives it over IPC. */
+function rawOf(handle: SharedHandle): unknown {
+  let raw: unknown;
+  const fake = { send: (_msg: unknown, h: unknown, cb: (err: Error | null) => void) => ((raw = h), cb(null)), connected: true };
+  void handle.sendTo(fake as never, {});
+  return raw;
+}
+
+test('the strategy follows the Node version: reusePort from 22.12 on, a shared handle before', () => {
+  assert.equal(listenStrategy('20.20.2'), 'shared-handle');
+  assert.equal(listenStrategy('22.11.0'), 'shared-handle');
+  assert.equal(listenStrategy('22.12.0'), 'reuse-port');
+  assert.equal(listenStrategy('23.0.0'), 'reuse-port');
+  assert.equal(listenStrategy('24.4.1'), 'reuse-port');
+});
+
+test('a shared handle is bound but refuses connections until a worker listens; then the worker accepts', async (t) => {
+  const handle = await bindShared('127.0.0.1', 0);
+  // In one process the "worker" server adopts the primary's handle object itself (IPC would pass a copy),
+  // so closing that server closes the handle too; the e2e tests cover closing each copy separately.
+  assert.equal(handle.bound.address, '127.0.0.1');
+  assert.ok(handle.bound.port > 0);
+  assert.equal(await connectOutcome(handle.bound.port), 'ECONNREFUSED', 'the primary must not be listening');
+
+  const server = await listenOnHandle(rawOf(handle), (socket) => socket.end('hello'), { allowHalfOpen: false });
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  assert.equal(boundAddress(server).port, handle.bound.port);
+  assert.equal(await connectOutcome(handle.bound.port), 'served:hello');
+});
+
+test('an IPv6 loopback address binds as IPv6', async (t) => {
+  const handle = await bindShared('::1', 0).catch(() => undefined);
+  if (handle === undefined) {
+    t.skip('no IPv6 loopback on this machine');
+    return;
+  }
+  t.after(() => handle.close());
+  assert.deepEqual([handle.bound.address, handle.bound.family], ['::1', 'IPv6']);
+});
+
+test('binding an address in use fails with the address and EADDRINUSE', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+  const port = (blocker.address() as AddressInfo).port;
+  await assert.rejects(bindShared('127.0.0.1', port), (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE' && err.message === `cannot listen on 127.0.0.1:${port}: EADDRINUSE (address already in use)`);
+});

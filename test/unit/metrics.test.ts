@@ -1,0 +1,78 @@
+// Metrics: what the data path counts, how the primary adds workers up, and the Prometheus text it serves.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Metrics, emptySnapshot, renderPrometheus, sumSnapshots } from '../../src/metrics.js';
+
+test('requests are counted by status class, with their bytes; 499 counts as 4xx', () => {
+  const m = new Metrics();
+  m.request(200, 100, 1000);
+  m.request(204, 10, 0);
+  m.request(404, 5, 50);
+  m.request(499, 7, 0);
+  m.request(502, 1, 2);
+  m.request(0, 1, 1); // not a status: bytes still count
+  const s = m.snapshot();
+  assert.deepEqual(s.requests, { '1xx': 0, '2xx': 2, '3xx': 0, '4xx': 2, '5xx': 1 });
+  assert.equal(s.bytesIn, 124);
+  assert.equal(s.bytesOut, 1053);
+});
+
+test('tunnels open and close; the open gauge never goes below zero', () => {
+  const m = new Metrics();
+  m.tunnelOpened();
+  m.tunnelOpened();
+  m.tunnelClosed(10, 20);
+  m.tunnelClosed(1, 2);
+  m.tunnelClosed(0, 0);
+  const s = m.snapshot();
+  assert.equal(s.tunnelsOpen, 0);
+  assert.equal(s.tunnelsTotal, 2);
+  assert.deepEqual([s.bytesIn, s.bytesOut], [11, 22]);
+});
+
+test('snapshots of several workers add up field by field, inputs unchanged', () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.request(200, 1, 1);
+  a.upstreamError('UPSTREAM_CONNECT_REFUSED');
+  b.request(200, 2, 2);
+  b.upstreamError('UPSTREAM_CONNECT_REFUSED');
+  b.upstreamError('UPSTREAM_HEADERS_TIMEOUT');
+  b.tlsHandshakeError();
+  b.connectionAccepted();
+  const sa = a.snapshot();
+  const sum = sumSnapshots(sumSnapshots(emptySnapshot(), sa), b.snapshot());
+  assert.equal(sum.requests['2xx'], 2);
+  assert.deepEqual(sum.upstreamErrors, { UPSTREAM_CONNECT_REFUSED: 2, UPSTREAM_HEADERS_TIMEOUT: 1 });
+  assert.equal(sum.tlsHandshakeErrors, 1);
+  assert.equal(sum.connections, 1);
+  assert.deepEqual(sa.upstreamErrors, { UPSTREAM_CONNECT_REFUSED: 1 });
+});
+
+test('Prometheus text: HELP and TYPE per metric, labelled samples, escaped label values, final newline', () => {
+  const m = new Metrics();
+  m.request(200, 0, 0);
+  m.upstreamError('UPSTREAM_RESET');
+  const text = renderPrometheus(m.snapshot(), {
+    workers: 2,
+    workerRestarts: 1,
+    connectionsOpen: 3,
+    upstreamTargets: [{ upstream: 'app', target: 'a"b\\c\nd:80', available: true, active: 4 }],
+  });
+  assert.ok(text.endsWith('\n'));
+  assert.match(text, /^# HELP portico_requests_total .+\n# TYPE portico_requests_total counter\n/m);
+  assert.match(text, /^portico_requests_total\{class="2xx"\} 1$/m);
+  assert.match(text, /^portico_upstream_errors_total\{code="UPSTREAM_RESET"\} 1$/m);
+  assert.match(text, /^portico_workers 2$/m);
+  assert.match(text, /^portico_worker_restarts_total 1$/m);
+  assert.ok(text.includes('portico_upstream_target_active{upstream="app",target="a\\"b\\\\c\\nd:80"} 4\n'));
+  for (const line of text.trimEnd().split('\n')) assert.match(line, /^(# (HELP|TYPE) \w+ .+|\w+(\{.*\})? \d+)$/);
+});
+
+test('a worker alone renders its own counters without process gauges', () => {
+  const m = new Metrics();
+  m.tunnelOpened();
+  const text = m.render();
+  assert.match(text, /^portico_tunnels_open 1$/m);
+  assert.doesNotMatch(text, /portico_workers/);
+});
