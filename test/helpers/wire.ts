@@ -1,0 +1,195 @@
+// Byte-level HTTP/1.1 client pieces for e2e tests that must see exactly what went over the wire (pipelining,
+// responses without bodies, canned errors, a 101 that must never arrive). A strict response reader over one
+// socket; it is a test tool, not a general client: it throws on anything it does not expect.
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import type { TestContext } from 'node:test';
+import { TEST_CERT } from './portico.js';
+
+export interface WireResponse {
+  status: number;
+  reason: string;
+  /** Lower-cased names; repeated fields joined with ", ". */
+  headers: Record<string, string>;
+  body: Buffer;
+  /** Bytes of head and body as received (chunk framing included). */
+  raw: Buffer;
+}
+
+let testCa: Buffer | undefined;
+export function testCaCert(): Buffer {
+  testCa ??= readFileSync(TEST_CERT);
+  return testCa;
+}
+
+/** A TLS connection to Portico on 127.0.0.1:port, SNI localhost, trusting only the test certificate. */
+export function connectTls(t: TestContext, port: number): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: testCaCert(), ALPNProtocols: ['http/1.1'] });
+    t.after(() => {
+      socket.destroy();
+    });
+    socket.once('error', reject);
+    socket.once('secureConnect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
+
+export function connectPlain(t: TestContext, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    t.after(() => {
+      socket.destroy();
+    });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
+
+/**
+ * Reads responses one after the other from a socket. `next()` takes whether the matching request was HEAD
+ * (no body whatever the headers say). `closed` resolves when the peer ended or the socket closed.
+ */
+export class ResponseReader {
+  #buf: Buffer = Buffer.alloc(0);
+  #ended = false;
+  #wake: (() => void) | undefined;
+  #error: Error | undefined;
+  readonly closed: Promise<void>;
+
+  constructor(socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+      this.#wake?.();
+    });
+    this.closed = new Promise((resolve) => {
+      const done = (): void => {
+        this.#ended = true;
+        this.#wake?.();
+        resolve();
+      };
+      socket.once('end', done);
+      socket.once('close', done);
+    });
+    socket.on('error', (err) => {
+      this.#error = err;
+      this.#wake?.();
+    });
+  }
+
+  /** Bytes received and not consumed by a parsed response. */
+  get pending(): Buffer {
+    return this.#buf;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  async next(opts: { head?: boolean; timeoutMs?: number } = {}): Promise<WireResponse> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+    for (;;) {
+      const parsed = parseResponse(this.#buf, opts.head === true, this.#ended);
+      if (parsed !== undefined) {
+        this.#buf = this.#buf.subarray(parsed.used);
+        return parsed.response;
+      }
+      if (this.#ended) throw new Error(`connection ended before a complete response; got ${JSON.stringify(this.#buf.toString('latin1').slice(0, 300))}`);
+      if (this.#error !== undefined) throw this.#error;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no complete response in time; got ${JSON.stringify(this.#buf.toString('latin1').slice(0, 300))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#wake = () => {
+          clearTimeout(timer);
+          this.#wake = undefined;
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** Waits until the peer closes (bounded); returns every byte received since the last parsed response. */
+  async rest(timeoutMs = 10_000): Promise<Buffer> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('peer did not close in time')), timeoutMs);
+    });
+    try {
+      await Promise.race([this.closed, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    return this.#buf;
+  }
+}
+
+/** undefined = need more bytes. Throws on malformed input. */
+function parseResponse(buf: Buffer, head: boolean, ended: boolean): { response: WireResponse; used: number } | undefined {
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd === -1) return undefined;
+  const lines = buf.subarray(0, headEnd).toString('latin1').split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(lines[0]);
+  if (m === null) throw new Error(`bad status line ${JSON.stringify(lines[0])}`);
+  const status = Number(m[1]);
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw new Error(`bad header line ${JSON.stringify(line)}`);
+    const name = line.slice(0, colon).toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  let pos = headEnd + 4;
+  let body: Buffer = Buffer.alloc(0);
+  const noBody = head || (status >= 100 && status < 200) || status === 204 || status === 304;
+  if (!noBody) {
+    if (/(^|,)\s*chunked\s*$/i.test(headers['transfer-encoding'] ?? '')) {
+      const parts: Buffer[] = [];
+      for (;;) {
+        const lineEnd = buf.indexOf('\r\n', pos);
+        if (lineEnd === -1) return undefined;
+        const sizeText = buf.subarray(pos, lineEnd).toString('latin1').split(';', 1)[0].trim();
+        if (!/^[0-9a-fA-F]+$/.test(sizeText)) throw new Error(`bad chunk size ${JSON.stringify(sizeText)}`);
+        const size = parseInt(sizeText, 16);
+        pos = lineEnd + 2;
+        if (size === 0) {
+          // Trailer section up to the empty line.
+          const trailerEnd = buf.indexOf('\r\n', pos);
+          if (trailerEnd === -1) return undefined;
+          if (trailerEnd !== pos) {
+            const end = buf.indexOf('\r\n\r\n', pos);
+            if (end === -1) return undefined;
+            pos = end + 4;
+          } else {
+            pos += 2;
+          }
+          break;
+        }
+        if (buf.length < pos + size + 2) return undefined;
+        parts.push(buf.subarray(pos, pos + size));
+        if (buf[pos + size] !== 13 || buf[pos + size + 1] !== 10) throw new Error('chunk not followed by CRLF');
+        pos += size + 2;
+      }
+      body = Buffer.concat(parts);
+    } else if (headers['content-length'] !== undefined) {
+      const len = Number(headers['content-length']);
+      if (!Number.isSafeInteger(len) || len < 0) throw new Error(`bad content-length ${headers['content-length']}`);
+      if (buf.length < pos + len) return undefined;
+      body = buf.subarray(pos, pos + len);
+      pos += len;
+    } else {
+      // Read until close (RFC 9112 §6.3 rule 8).
+      if (!ended) return undefined;
+      body = buf.subarray(pos);
+      pos = buf.length;
+    }
+  }
+  return { response: { status, reason: m[2], headers, body: Buffer.from(body), raw: Buffer.from(buf.subarray(0, pos)) }, used: pos };
+}
