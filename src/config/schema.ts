@@ -113,8 +113,8 @@ const upstream = z
     max_connections: z.number().int().min(1).max(1_000_000).default(512),
     keepalive: z
       .object({
-        /** Idle keep-alive connections kept per target, per worker (default 32; 0 disables reuse). */
-        max_idle: z.number().int().min(0).max(100_000).default(32),
+        /** Idle keep-alive connections kept per target, per worker (default 256; 0 disables reuse). */
+        max_idle: z.number().int().min(0).max(100_000).default(256),
         /** An idle pooled connection is closed after this long (default 60s). */
         idle_timeout: duration('60s'),
       })
