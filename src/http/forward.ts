@@ -16,6 +16,8 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'pr
 const PROXY_SET: ReadonlySet<string> = new Set(['x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']);
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** Response bytes that arrive with the head and are copied to leave in one write with it. */
+const SMALL_BODY = 16 * 1024;
 /** Most targets a request is tried on before giving up (connect failures and stale keep-alive sockets). */
 const MAX_ATTEMPTS = 3;
 /** Bytes of a response head we buffer from an upstream before calling it broken. */
@@ -111,6 +113,10 @@ export function headerValue(headers: readonly string[], lowerName: string): stri
   for (let i = 0; i < headers.length; i += 2) if (headers[i].length === lowerName.length && headers[i].toLowerCase() === lowerName) return headers[i + 1];
   return undefined;
 }
+
+const kOwner = Symbol('portico.exchange');
+/** An upstream socket as exchanges see it: the exchange it currently serves (null while pooled). */
+type OwnedSocket = Socket & { [kOwner]?: Exchange | null };
 
 /** What an exchange needs from the client connection that owns the client socket. */
 export interface ClientSide {
@@ -220,11 +226,7 @@ export class Exchange {
     }
     this.#upstream = socket;
     this.#reused = reused;
-    socket.on('data', this.#onUpData);
-    socket.on('end', this.#onUpEnd);
-    socket.on('error', this.#onUpError);
-    socket.on('close', this.#onUpClose);
-    socket.on('drain', this.#onUpDrain);
+    Exchange.#adopt(socket as OwnedSocket, this);
     this.#phase = 'waiting';
     this.deadline = this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
     this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
@@ -320,7 +322,7 @@ export class Exchange {
 
   #onUpData = (chunk: Buffer): void => {
     if (this.#phase === 'body') {
-      this.#relayBody(chunk, 0);
+      this.#relayBody(chunk, 0, undefined);
       return;
     }
     if (this.#phase !== 'waiting') return;
@@ -390,13 +392,20 @@ export class Exchange {
       return;
     }
     this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
-    client.cork();
-    client.write(headStr, 'latin1');
-    if (buf.length > used) this.#relayBody(buf, used);
-    client.uncork();
+    if (buf.length === used) {
+      client.write(headStr, 'latin1');
+    } else if (buf.length - used <= SMALL_BODY) {
+      this.#relayBody(buf, used, headStr); // head and first body bytes leave in one write
+    } else {
+      client.cork();
+      client.write(headStr, 'latin1');
+      this.#relayBody(buf, used, undefined);
+      client.uncork();
+    }
   }
 
-  #relayBody(chunk: Buffer, start: number): void {
+  /** Relays response body bytes of chunk[start..] (framed); `head`, when given, is sent first in the same write. */
+  #relayBody(chunk: Buffer, start: number, head: string | undefined): void {
     const res = this.#res!;
     let used: number;
     let done = false;
@@ -414,9 +423,18 @@ export class Exchange {
     } else {
       used = chunk.length - start; // read until close
     }
+    if (head !== undefined && used <= 0) this.#client.socket.write(head, 'latin1');
     if (used > 0) {
       this.bytesOut += used;
-      const ok = this.#client.socket.write(start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used));
+      let out: Buffer;
+      if (head !== undefined) {
+        out = Buffer.allocUnsafe(head.length + used);
+        out.write(head, 0, 'latin1');
+        chunk.copy(out, head.length, start, start + used);
+      } else {
+        out = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+      }
+      const ok = this.#client.socket.write(out);
       if (!ok && !done && !this.#clientPausedUpstream) {
         this.#clientPausedUpstream = true;
         this.#upstream?.pause();
@@ -436,6 +454,7 @@ export class Exchange {
     this.responseStarted = true;
     this.bytesOut += headStr.length;
     const up = this.#detachUpstream();
+    Exchange.#disown(up as OwnedSocket);
     this.#finished = true;
     this.#phase = 'done';
     this.#client.socket.write(headStr, 'latin1');
@@ -454,13 +473,53 @@ export class Exchange {
     this.#client.exchangeDone(this, !this.#closeClient);
   }
 
+  // Upstream sockets carry one set of listeners for their whole life (added on first use, dispatching to the
+  // exchange that currently owns the socket), so a kept-alive socket costs no listener churn per request.
+  static #adopt(socket: OwnedSocket, ex: Exchange): void {
+    if (socket[kOwner] === undefined) {
+      socket.on('data', Exchange.#dispatchData);
+      socket.on('end', Exchange.#dispatchEnd);
+      socket.on('error', Exchange.#dispatchError);
+      socket.on('close', Exchange.#dispatchClose);
+      socket.on('drain', Exchange.#dispatchDrain);
+    }
+    socket[kOwner] = ex;
+  }
+
+  /** For a socket that leaves HTTP for good (a tunnel): its relay attaches listeners of its own. */
+  static #disown(socket: OwnedSocket): void {
+    socket.removeListener('data', Exchange.#dispatchData);
+    socket.removeListener('end', Exchange.#dispatchEnd);
+    socket.removeListener('error', Exchange.#dispatchError);
+    socket.removeListener('close', Exchange.#dispatchClose);
+    socket.removeListener('drain', Exchange.#dispatchDrain);
+    delete socket[kOwner];
+  }
+
+  static #dispatchData(this: OwnedSocket, chunk: Buffer): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpData(chunk);
+  }
+  static #dispatchEnd(this: OwnedSocket): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpEnd();
+  }
+  static #dispatchError(this: OwnedSocket, err: Error): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpError(err);
+  }
+  static #dispatchClose(this: OwnedSocket): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpClose();
+  }
+  static #dispatchDrain(this: OwnedSocket): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpDrain();
+  }
+
   #detachUpstream(): Socket {
     const up = this.#upstream!;
-    up.removeListener('data', this.#onUpData);
-    up.removeListener('end', this.#onUpEnd);
-    up.removeListener('error', this.#onUpError);
-    up.removeListener('close', this.#onUpClose);
-    up.removeListener('drain', this.#onUpDrain);
+    (up as OwnedSocket)[kOwner] = null;
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       up.resume();
