@@ -1,0 +1,11 @@
+// The fixed shape of the end-to-end benchmark, shared by the harness and its child processes: routes, the
+// HTTP body every backend returns, and the WebSocket handshake constant. Values only; no I/O, no imports.
+
+/** The fixed body every HTTP backend returns; the harness checks it through each target before timing. */
+export const HTTP_BODY = 'ok portico bench\n';
+/** Path of the keep-alive GET. */
+export const HTTP_PATH = '/';
+/** Path routed to the WebSocket echo backend (a prefix route in every proxy). */
+export const WS_PATH = '/ws';
+/** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing into Sec-WebSocket-Accept. */
+export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';

@@ -1,0 +1,226 @@
+// What the benchmark points load at: the two backends (HTTP: nginx or node:http; WebSocket: uWS echo) and the
+// targets in front of them (direct, nginx, HAProxy, Portico), each started from a config written into a temp
+// folder, pinned as asked, and stopped at the end. A target that fails to start is kept with its reason, so
+// its row says why. No load and no timing here (loads.ts, run.ts).
+import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, truncateSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, pinned, spawnProcess, stopTree, waitForPort, type Spawned } from './procs.js';
+import { HTTP_BODY } from './shape.js';
+
+/** Repository root, from dist/bench/e2e/targets.js. */
+export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+const FIXTURES = path.join(ROOT, 'bench', 'fixtures');
+const DIST_E2E = path.join(ROOT, 'dist', 'bench', 'e2e');
+
+const START_TIMEOUT_MS = 15_000;
+
+export interface Backends {
+  httpKind: 'nginx' | 'node';
+  httpPort: number;
+  wsPort: number;
+  http: Spawned;
+  ws: Spawned;
+}
+
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access';
+
+export interface Target {
+  id: TargetId;
+  /** Row label, e.g. "nginx 1.22.1 (1 worker)". */
+  label: string;
+  /** Where load goes: the proxy's listener, or the backend itself for direct. */
+  httpPort: number;
+  wsPort: number;
+  /** The proxy process (root of its tree: nginx master, Portico primary); none for direct. */
+  proc?: Spawned;
+  /** Set when the target could not start or failed its check; its rows print this. */
+  error?: string;
+  /** Truncated after each run: Portico's stdout (access log lines when on). */
+  logFile?: string;
+}
+
+function fill(template: string, vars: Record<string, string | number>): string {
+  return readFileSync(path.join(FIXTURES, template), 'utf8').replace(/\{\{([A-Z_]+)\}\}/g, (m, key: string) => {
+    if (!Object.hasOwn(vars, key)) throw new Error(`${template}: no value for ${m}`);
+    return String(vars[key]);
+  });
+}
+
+/** nginx in the foreground as a child: its own prefix, pid and error log in `dir`; nothing system-wide. */
+async function startNginx(dir: string, conf: string, port: number, cpus: string | undefined): Promise<Spawned> {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'nginx.conf');
+  writeFileSync(file, conf);
+  const [cmd, args] = pinned(cpus, 'nginx', ['-e', path.join(dir, 'error.log'), '-p', dir, '-c', file, '-g', 'daemon off;']);
+  const proc = spawnProcess(cmd, args);
+  try {
+    await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+  } catch (err) {
+    await stopTree(proc);
+    throw err;
+  }
+  return proc;
+}
+
+/** Reads the {"port": N} line backend.js prints once listening. */
+async function announcedPort(proc: Spawned, kind: string): Promise<number> {
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${kind} backend did not start within ${START_TIMEOUT_MS} ms: ${proc.tail()}`)), START_TIMEOUT_MS);
+    proc.child.stdout?.on('data', (chunk: Buffer) => {
+      out = (out + chunk.toString('utf8')).slice(-4096);
+      const m = /\{"port":(\d+)\}/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    void proc.exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`${kind} backend exited (code ${code}): ${proc.tail()}`));
+    });
+  });
+  proc.child.stdout?.resume();
+  return port;
+}
+
+/** backend.js, stopping the process when it does not come up. */
+async function startBackendProcess(kind: 'http' | 'ws', cpus: string | undefined): Promise<{ proc: Spawned; port: number }> {
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(DIST_E2E, 'backend.js'), kind, '0']);
+  const proc = spawnProcess(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    return { proc, port: await announcedPort(proc, kind) };
+  } catch (err) {
+    await stopTree(proc);
+    throw err;
+  }
+}
+
+export async function startBackends(tmp: string, useNginx: boolean, cpus: string | undefined): Promise<Backends> {
+  const ws = await startBackendProcess('ws', cpus);
+  if (useNginx) {
+    const httpPort = await freePort();
+    // nginx's `return` takes a quoted string; the body has no quotes, only a newline to escape.
+    const conf = fill('nginx-backend.conf', { DIR: path.join(tmp, 'backend-nginx'), PORT: httpPort, BODY: HTTP_BODY.replace(/\n/g, '\\n') });
+    try {
+      const http = await startNginx(path.join(tmp, 'backend-nginx'), conf, httpPort, cpus);
+      return { httpKind: 'nginx', httpPort, wsPort: ws.port, http, ws: ws.proc };
+    } catch (err) {
+      await stopTree(ws.proc);
+      throw err;
+    }
+  }
+  try {
+    const http = await startBackendProcess('http', cpus);
+    return { httpKind: 'node', httpPort: http.port, wsPort: ws.port, http: http.proc, ws: ws.proc };
+  } catch (err) {
+    await stopTree(ws.proc);
+    throw err;
+  }
+}
+
+export function directTarget(b: Backends): Target {
+  return { id: 'direct', label: `direct (${b.httpKind === 'nginx' ? 'nginx' : 'node:http'} / uWS backends)`, httpPort: b.httpPort, wsPort: b.wsPort };
+}
+
+export async function startNginxProxy(tmp: string, b: Backends, version: string, cpus: string | undefined): Promise<Target> {
+  const port = await freePort();
+  const t: Target = { id: 'nginx', label: `nginx ${version} (1 worker)`, httpPort: port, wsPort: port };
+  const dir = path.join(tmp, 'nginx-proxy');
+  try {
+    t.proc = await startNginx(dir, fill('nginx-proxy.conf', { DIR: dir, PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }), port, cpus);
+  } catch (err) {
+    t.error = (err as Error).message;
+  }
+  return t;
+}
+
+export async function startHaproxy(tmp: string, b: Backends, version: string, cpus: string | undefined): Promise<Target> {
+  const port = await freePort();
+  const t: Target = { id: 'haproxy', label: `HAProxy ${version} (1 thread)`, httpPort: port, wsPort: port };
+  const dir = path.join(tmp, 'haproxy');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'haproxy.cfg');
+  writeFileSync(file, fill('haproxy.cfg', { PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }));
+  const [cmd, args] = pinned(cpus, 'haproxy', ['-f', file, '-db']);
+  try {
+    const proc = spawnProcess(cmd, args);
+    t.proc = proc;
+    await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+  } catch (err) {
+    t.error = (err as Error).message;
+  }
+  return t;
+}
+
+/** Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production). */
+export async function startPortico(tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined): Promise<Target> {
+  const port = await freePort();
+  const id: TargetId = accessLog ? 'portico-access' : 'portico';
+  const t: Target = { id, label: `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`, httpPort: port, wsPort: port };
+  const dir = path.join(tmp, id);
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'portico.yaml');
+  writeFileSync(
+    file,
+    [
+      '# Written by bench/e2e/targets.ts: one worker, the benchmark routes, logs as the row label says.',
+      'workers: 1',
+      'listeners:',
+      `  - address: 127.0.0.1:${port}`,
+      'upstreams:',
+      '  http:',
+      `    targets: [127.0.0.1:${b.httpPort}]`,
+      '    keepalive: { max_idle: 64 }',
+      '  ws:',
+      `    targets: [127.0.0.1:${b.wsPort}]`,
+      'routes:',
+      '  - match: { path: /ws }',
+      '    proxy: ws',
+      '  - match: { path: / }',
+      '    proxy: http',
+      `log: { level: ${accessLog ? 'info' : 'warn'}, access: ${accessLog} }`,
+      'timeouts: { shutdown_grace: 2s }  # the harness stops it at the end; nothing to drain',
+      '',
+    ].join('\n'),
+  );
+  // stdout goes to a file, not a pipe: the harness must not spend CPU reading access logs during a run.
+  t.logFile = path.join(dir, 'stdout.log');
+  const fd = openSync(t.logFile, 'a');
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'start', '-c', file]);
+  try {
+    const proc = spawnProcess(cmd, args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'] });
+    t.proc = proc;
+    await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+  } catch (err) {
+    t.error = `${(err as Error).message}${tailOf(t.logFile)}`;
+  } finally {
+    closeSync(fd);
+  }
+  return t;
+}
+
+function tailOf(file: string): string {
+  try {
+    const text = readFileSync(file, 'utf8').trim();
+    return text === '' ? '' : ` | stdout: ${text.split('\n').slice(-3).join(' | ').slice(0, 400)}`;
+  } catch {
+    return '';
+  }
+}
+
+/** Keeps a target's log file from growing across runs (the writer opened it with O_APPEND). */
+export function truncateLog(t: Target): void {
+  if (t.logFile === undefined) return;
+  try {
+    truncateSync(t.logFile, 0);
+  } catch {
+    // the file is only a sink
+  }
+}
+
+/** True when the target's process tree is still alive (a proxy that died mid-bench fails its next runs). */
+export function alive(t: Target): boolean {
+  return t.proc === undefined || (t.proc.child.exitCode === null && t.proc.child.signalCode === null);
+}

@@ -1,0 +1,388 @@
+// WebSocket ping-pong load client, run in its own process by the harness: N raw TCP connections each do the
+// RFC 6455 upgrade themselves, then keep exactly one masked frame in flight (send, wait for the echo, resend).
+// Built to stay out of the way: one pre-masked frame per connection, a fast path for a whole echo per read,
+// payload checks on the first echo and then every --verify-every. It reports; it never judges a proxy.
+//
+// Usage: node ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
+//        [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync]
+// stdout, one JSON line each: {"event":"ready"} once connected, {"event":"start"} when timing begins,
+// {"event":"stop"} when it ends, then {"event":"result", ...}. With --sync it waits for a "go" line on stdin
+// after "ready" and a "done" line after "stop". Exit 0 when the run completed (errors are in the result).
+import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { WS_GUID, WS_PATH } from './shape.js';
+
+interface Options {
+  host: string;
+  port: number;
+  path: string;
+  connections: number;
+  size: number;
+  durationMs: number;
+  verifyEvery: number;
+  connectTimeoutMs: number;
+  /** Wait for "go" / "done" lines on stdin around the timed window (the harness's CPU snapshots). */
+  sync: boolean;
+}
+
+export interface WsLoadResult {
+  event: 'result';
+  connections: number;
+  connected: number;
+  /** Up to 5 distinct reasons connections failed to open. */
+  connectErrors: string[];
+  messages: number;
+  elapsedMs: number;
+  msgPerSec: number;
+  /** Mean round trip by Little's law: connections in flight / throughput. */
+  meanRttUs: number;
+  verified: number;
+  mismatches: number;
+  /** Connections that closed or failed during the timed window. */
+  lost: number;
+  protocolErrors: number;
+  cpuUserUs: number;
+  cpuSystemUs: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = { host: '127.0.0.1', port: 0, path: WS_PATH, connections: 100, size: 32, durationMs: 10_000, verifyEvery: 1024, connectTimeoutMs: 10_000, sync: false };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i];
+    if (key === '--sync') {
+      o.sync = true;
+      i--;
+      continue;
+    }
+    const value = argv[i + 1];
+    if (value === undefined) throw new Error(`missing value for ${key}`);
+    const num = Number(value);
+    switch (key) {
+      case '--host': o.host = value; break;
+      case '--port': o.port = num; break;
+      case '--path': o.path = value; break;
+      case '--connections': o.connections = num; break;
+      case '--size': o.size = num; break;
+      case '--duration': o.durationMs = num * 1000; break;
+      case '--verify-every': o.verifyEvery = num; break;
+      case '--connect-timeout': o.connectTimeoutMs = num * 1000; break;
+      default: throw new Error(`unknown option ${key}`);
+    }
+  }
+  if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new Error('--port must be 1..65535');
+  if (!Number.isInteger(o.connections) || o.connections < 1 || o.connections > 20_000) throw new Error('--connections must be 1..20000');
+  // Two-byte extended length at most: the client never needs 64-bit frame lengths.
+  if (!Number.isInteger(o.size) || o.size < 1 || o.size > 65_535) throw new Error('--size must be 1..65535');
+  if (!(o.durationMs > 0 && o.durationMs <= 3_600_000)) throw new Error('--duration must be in (0, 3600] seconds');
+  if (!Number.isInteger(o.verifyEvery) || o.verifyEvery < 1) throw new Error('--verify-every must be >= 1');
+  return o;
+}
+
+/** A complete client frame (FIN + binary, masked): RFC 6455 §5.2. Built once per connection, resent as is. */
+function maskedFrame(payload: Buffer): Buffer {
+  const ext = payload.length < 126 ? 0 : 2;
+  const frame = Buffer.allocUnsafe(2 + ext + 4 + payload.length);
+  frame[0] = 0x82;
+  if (ext === 0) frame[1] = 0x80 | payload.length;
+  else {
+    frame[1] = 0x80 | 126;
+    frame.writeUInt16BE(payload.length, 2);
+  }
+  const maskAt = 2 + ext;
+  randomBytes(4).copy(frame, maskAt);
+  for (let i = 0; i < payload.length; i++) frame[maskAt + 4 + i] = payload[i] ^ frame[maskAt + (i & 3)];
+  return frame;
+}
+
+/** A masked Close frame with status 1000 (RFC 6455 §5.5.1), sent when the timed window ends. */
+function closeFrame(): Buffer {
+  const payload = Buffer.from([0x03, 0xe8]);
+  const frame = Buffer.allocUnsafe(2 + 4 + 2);
+  frame[0] = 0x88;
+  frame[1] = 0x80 | 2;
+  randomBytes(4).copy(frame, 2);
+  for (let i = 0; i < 2; i++) frame[6 + i] = payload[i] ^ frame[2 + i];
+  return frame;
+}
+
+const MAX_HANDSHAKE_BYTES = 16 * 1024;
+
+/**
+ * One read buffer for every connection (net `onread`): reads land here and are handled synchronously, which
+ * spares a Buffer allocation and a stream 'data' event per echo. Partial frames are copied out.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+class Stats {
+  messages = 0;
+  verified = 0;
+  mismatches = 0;
+  lost = 0;
+  protocolErrors = 0;
+  running = false;
+}
+
+/** One client connection: the upgrade, then ping-pong. Its socket's reads all come through onRead. */
+class Conn {
+  socket: net.Socket | undefined;
+  readonly #frame: Buffer;
+  readonly #expected: Buffer;
+  /** Length of the server's echo of our payload: unmasked header (2 or 4 bytes) + payload. */
+  readonly #echoLength: number;
+  /** Second header byte of that echo: unmasked, the 7-bit length or 126. */
+  readonly #echoByte1: number;
+  readonly #stats: Stats;
+  readonly #verifyEvery: number;
+  readonly #accept: string;
+  #head: Buffer | null = Buffer.alloc(0);
+  #onOpen: ((err?: Error) => void) | undefined;
+  #received = 0;
+  #pending: Buffer | null = null;
+  #done = false;
+
+  constructor(payload: Buffer, accept: string, stats: Stats, verifyEvery: number, onOpen: (err?: Error) => void) {
+    this.#expected = payload;
+    this.#frame = maskedFrame(payload);
+    this.#echoLength = (payload.length < 126 ? 2 : 4) + payload.length;
+    this.#echoByte1 = payload.length < 126 ? payload.length : 126;
+    this.#accept = accept;
+    this.#stats = stats;
+    this.#verifyEvery = verifyEvery;
+    this.#onOpen = onOpen;
+  }
+
+  /** net's onread callback: `nread` fresh bytes at the start of READ_BUFFER. Never pauses the socket. */
+  readonly onRead = (nread: number): boolean => {
+    if (this.#done) return true; // after our Close: the server's Close and late echoes are not part of the run
+    const buf = READ_BUFFER;
+    if (this.#head !== null) this.#onHeadBytes(buf.subarray(0, nread));
+    // Fast path: exactly one whole unfragmented binary echo in this read, the steady state of ping-pong.
+    else if (this.#pending === null && nread === this.#echoLength && buf[0] === 0x82 && buf[1] === this.#echoByte1) {
+      this.#onMessage(buf.subarray(0, nread), nread - this.#expected.length);
+    } else this.#onFrameBytes(buf.subarray(0, nread));
+    return true;
+  };
+
+  send(): void {
+    if (!this.#done) this.socket?.write(this.#frame);
+  }
+
+  /** Ends the timed run on this connection: a Close frame, then FIN. */
+  finish(close: Buffer): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#head === null && this.socket !== undefined && !this.socket.destroyed) this.socket.end(close);
+  }
+
+  /** The socket failed or closed: during the handshake that fails the open, during the run it is a loss. */
+  lose(reason: string): void {
+    if (this.#onOpen !== undefined) {
+      const cb = this.#onOpen;
+      this.#onOpen = undefined;
+      cb(new Error(reason));
+    }
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#stats.running) this.#stats.lost++;
+  }
+
+  #onHeadBytes(chunk: Buffer): void {
+    const head = Buffer.concat([this.#head ?? Buffer.alloc(0), chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) {
+      this.#head = head;
+      if (head.length > MAX_HANDSHAKE_BYTES) this.#fail('handshake response head too large');
+      return;
+    }
+    this.#head = null;
+    const text = head.subarray(0, end).toString('latin1');
+    const statusLine = text.split('\r\n', 1)[0];
+    if (!/^HTTP\/1\.1 101\b/.test(statusLine)) return this.#fail(`upgrade refused: ${statusLine.slice(0, 80)}`);
+    const got = /\r\nsec-websocket-accept:[ \t]*([^\r\n]*?)[ \t]*(?:\r\n|$)/i.exec(text)?.[1];
+    if (got !== this.#accept) return this.#fail('bad Sec-WebSocket-Accept');
+    const cb = this.#onOpen;
+    this.#onOpen = undefined;
+    cb?.();
+    if (head.length > end + 4) this.#onFrameBytes(Buffer.from(head.subarray(end + 4)));
+  }
+
+  #fail(reason: string): void {
+    this.lose(reason);
+    this.socket?.destroy();
+  }
+
+  #onFrameBytes(chunk: Buffer): void {
+    let buf = this.#pending === null ? chunk : Buffer.concat([this.#pending, chunk]);
+    this.#pending = null;
+    // Each pass consumes one frame or stops, so the loop ends within buf.length passes.
+    while (buf.length >= 2) {
+      const b0 = buf[0];
+      const b1 = buf[1];
+      if ((b1 & 0x80) !== 0 || (b0 & 0x70) !== 0) return this.#protocolError(); // server frames are unmasked, no RSV
+      let len = b1 & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      } else if (len === 127) return this.#protocolError(); // larger than anything this client sends
+      if (buf.length < at + len) break;
+      const opcode = b0 & 0x0f;
+      if (opcode === 0x1 || opcode === 0x2) {
+        if ((b0 & 0x80) === 0) return this.#protocolError(); // an echo of a 32-byte message is never fragmented
+        this.#onMessage(buf.subarray(0, at + len), at);
+      } else if (opcode === 0x8) {
+        return this.#protocolError(); // the server closed during the run
+      } else if (opcode !== 0x9 && opcode !== 0xa) {
+        return this.#protocolError();
+      }
+      buf = buf.subarray(at + len);
+    }
+    // A copy: `buf` may point into READ_BUFFER, which the next read overwrites.
+    if (buf.length > 0) this.#pending = Buffer.from(buf);
+  }
+
+  #onMessage(frame: Buffer, payloadAt: number): void {
+    const n = ++this.#received;
+    if (n === 1 || n % this.#verifyEvery === 0) {
+      const ok = frame.length - payloadAt === this.#expected.length && this.#expected.compare(frame, payloadAt) === 0;
+      if (ok) this.#stats.verified++;
+      else this.#stats.mismatches++;
+    }
+    if (this.#stats.running) {
+      this.#stats.messages++;
+      this.send();
+    }
+  }
+
+  #protocolError(): void {
+    this.#stats.protocolErrors++;
+    this.lose('protocol error');
+    this.socket?.destroy();
+  }
+}
+
+/** Opens one connection and performs the upgrade; resolves with the open Conn or rejects with a reason. */
+function connect(o: Options, index: number, stats: Stats): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    const key = randomBytes(16).toString('base64');
+    const accept = createHash('sha1').update(key + WS_GUID).digest('base64');
+    const payload = Buffer.alloc(o.size);
+    for (let i = 0; i < o.size; i++) payload[i] = (index * 31 + i * 7) & 0xff;
+    if (o.size >= 4) payload.writeUInt32BE(index, 0); // distinct per connection: a crossed echo is a mismatch
+    const timer = setTimeout(() => conn.lose('handshake timeout'), o.connectTimeoutMs);
+    const conn = new Conn(payload, accept, stats, o.verifyEvery, (err) => {
+      clearTimeout(timer);
+      if (err === undefined) return resolve(conn);
+      socket.destroy();
+      reject(err);
+    });
+    const socket = net.connect({ host: o.host, port: o.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: conn.onRead } });
+    conn.socket = socket;
+    socket.on('error', (err: NodeJS.ErrnoException) => conn.lose(err.code ?? err.message));
+    socket.on('close', () => conn.lose('closed'));
+    socket.write(
+      `GET ${o.path} HTTP/1.1\r\nHost: ${o.host}:${o.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+  });
+}
+
+function emit(obj: object): void {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+/** With --sync: waits for `word` on a stdin line, so the harness reads CPU counters at the exact edges of the window. */
+function stdinWaiter(): (word: string, timeoutMs: number) => Promise<void> {
+  const seen: string[] = [];
+  let wake: (() => void) | undefined;
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (l) => {
+    seen.push(l.trim());
+    wake?.();
+  });
+  lines.on('close', () => {
+    seen.push('<eof>');
+    wake?.();
+  });
+  return async (word, timeoutMs) => {
+    const deadline = Date.now() + timeoutMs;
+    while (!seen.includes(word)) {
+      if (seen.includes('<eof>')) throw new Error(`stdin closed while waiting for "${word}"`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no "${word}" on stdin within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+    }
+  };
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const waitFor = o.sync ? stdinWaiter() : undefined;
+  const stats = new Stats();
+  const cpu0 = process.cpuUsage();
+  const settled = await Promise.allSettled(Array.from({ length: o.connections }, (_, i) => connect(o, i, stats)));
+  const conns: Conn[] = [];
+  const reasons = new Set<string>();
+  for (const s of settled) {
+    if (s.status === 'fulfilled') conns.push(s.value);
+    else if (reasons.size < 5) reasons.add((s.reason as Error).message);
+  }
+  let messages = 0;
+  let elapsedMs = 0;
+  if (conns.length > 0) {
+    emit({ event: 'ready', connected: conns.length });
+    await waitFor?.('go', 30_000);
+    emit({ event: 'start' });
+    stats.running = true;
+    const t0 = performance.now();
+    for (const c of conns) c.send();
+    await new Promise((r) => setTimeout(r, o.durationMs));
+    stats.running = false;
+    elapsedMs = performance.now() - t0;
+    messages = stats.messages;
+    emit({ event: 'stop' });
+    await waitFor?.('done', 10_000);
+  }
+  const close = closeFrame();
+  for (const c of conns) c.finish(close);
+  // Let the Close frames go out, bounded: whatever has not closed within 2 s is destroyed.
+  const open = conns.map((c) => c.socket).filter((s): s is net.Socket => s !== undefined && !s.destroyed);
+  await Promise.race([Promise.all(open.map((s) => new Promise((r) => s.once('close', r)))), new Promise((r) => setTimeout(r, 2000))]);
+  for (const s of open) s.destroy();
+  const cpu = process.cpuUsage(cpu0);
+  const msgPerSec = elapsedMs > 0 ? (messages * 1000) / elapsedMs : 0;
+  const result: WsLoadResult = {
+    event: 'result',
+    connections: o.connections,
+    connected: conns.length,
+    connectErrors: [...reasons],
+    messages,
+    elapsedMs: Math.round(elapsedMs),
+    msgPerSec: Math.round(msgPerSec),
+    meanRttUs: msgPerSec > 0 ? Math.round((conns.length / msgPerSec) * 1e6) : 0,
+    verified: stats.verified,
+    mismatches: stats.mismatches,
+    lost: stats.lost,
+    protocolErrors: stats.protocolErrors,
+    cpuUserUs: cpu.user,
+    cpuSystemUs: cpu.system,
+  };
+  emit(result);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    process.stderr.write(`ws-load: ${err.message}\n`);
+    process.exit(2);
+  },
+);
