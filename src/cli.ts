@@ -34,6 +34,12 @@ function usage(problem?: string): number {
   return 2;
 }
 
+/** Asked-for help is an answer, not an error: stdout, exit 0. */
+function help(): number {
+  process.stdout.write(USAGE);
+  return 0;
+}
+
 function parseConfigArgs(args: string[]) {
   return parseArgs({
     args,
@@ -44,7 +50,7 @@ function parseConfigArgs(args: string[]) {
 }
 
 type ConfigFile = { shown: string; abs: string };
-type ConfigArg = { kind: 'file'; file: ConfigFile } | { kind: 'usage'; problem?: string };
+type ConfigArg = { kind: 'file'; file: ConfigFile } | { kind: 'usage'; problem?: string } | { kind: 'help' };
 
 /** `-c FILE` (or one positional FILE); `shown` is the name as the user wrote it, for error lines. */
 function configArg(args: string[]): ConfigArg {
@@ -54,7 +60,7 @@ function configArg(args: string[]): ConfigArg {
   } catch (err) {
     return { kind: 'usage', problem: (err as Error).message };
   }
-  if (parsed.values.help === true) return { kind: 'usage' };
+  if (parsed.values.help === true) return { kind: 'help' };
   if (parsed.positionals.length > 1 || (parsed.positionals.length === 1 && parsed.values.config !== undefined)) {
     return { kind: 'usage', problem: `unexpected argument ${JSON.stringify(parsed.positionals.at(-1))}` };
   }
@@ -86,6 +92,7 @@ function load(file: ConfigFile): Config | undefined {
 
 async function run(args: string[], demo: boolean): Promise<number> {
   const arg = configArg(args);
+  if (arg.kind === 'help') return help();
   if (arg.kind === 'usage') return usage(arg.problem);
   const config = load(arg.file);
   if (config === undefined) return 1;
@@ -99,6 +106,7 @@ async function run(args: string[], demo: boolean): Promise<number> {
 
 function check(args: string[]): number {
   const arg = configArg(args);
+  if (arg.kind === 'help') return help();
   if (arg.kind === 'usage') return usage(arg.problem);
   const config = load(arg.file);
   if (config === undefined) return 1;
@@ -140,10 +148,11 @@ async function main(argv: string[]): Promise<number> {
     case 'bench':
       return bench(rest);
     case undefined:
+      return usage();
     case '-h':
     case '--help':
     case 'help':
-      return usage();
+      return help();
     default:
       return usage(`unknown command ${JSON.stringify(command)}`);
   }

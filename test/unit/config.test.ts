@@ -305,7 +305,7 @@ tunnel: { idle_timeout: 2h, max_lifetime: 1d }
 `.replace('header_size: 16KiB', 'header_size: 16KiB\n  uri_size: 2048\n  body_size: 1.5MiB');
   const c = loaded(load(t, yaml));
   assert.deepEqual(c.upstreams.app.timeouts, { connect: 250, response_headers: 90_000, idle: 90_000 });
-  assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 32, idle_timeout: 60_000 });
+  assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
   assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, shutdown_grace: 30_000 });
   assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
   assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864 });
@@ -450,11 +450,19 @@ test('the default config and every example pass portico check', async () => {
 });
 
 test('portico with no, an unknown or a malformed command: usage on stderr, exit 2', async () => {
-  for (const args of [[], ['--help'], ['frobnicate'], ['check', '--nope'], ['check', 'a.yaml', 'b.yaml']]) {
+  for (const args of [[], ['frobnicate'], ['check', '--nope'], ['check', 'a.yaml', 'b.yaml']]) {
     const r = await runCli(args);
     assert.equal(r.code, 2, args.join(' '));
     assert.match(r.stderr, /usage: portico <command>/);
     assert.equal(r.stdout, '');
+  }
+});
+
+test('portico --help and check --help: usage on stdout, exit 0', async () => {
+  for (const args of [['--help'], ['help'], ['check', '--help']]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 0, args.join(' '));
+    assert.match(r.stdout, /usage: portico <command>/);
   }
 });
 
