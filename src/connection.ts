@@ -11,6 +11,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { CompiledRoute, RequestVars, Router } from './router.js';
 import { Tunnel, type ClosedBy } from './tunnel/relay.js';
+import { SpliceTunnel, canSplice } from './tunnel/splice.js';
 import type { UpstreamPool } from './upstream/pool.js';
 
 export interface ListenerInfo {
@@ -143,7 +144,7 @@ class ClientConnection implements ClientSide {
   /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
   #buf: Buffer | null = null;
   #ex: Exchange | null = null;
-  #tunnel: Tunnel | null = null;
+  #tunnel: Tunnel | SpliceTunnel | null = null;
   #tunnelRoute: CompiledRoute | null = null;
   #tunnelEx: Exchange | null = null;
   #remoteAddr: string;
@@ -340,24 +341,28 @@ class ClientConnection implements ClientSide {
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('drain', this.#onDrain);
     socket.removeListener('error', this.#onError);
-    // 'close' stays: the registry entry goes when the socket does
+    // from here the tunnel owns both sockets; the registry entry goes when the tunnel reports its end
     const clientRest = this.#buf;
     this.#buf = null;
     const t = ex.route.tunnel;
     this.#tunnelRoute = ex.route;
     this.#tunnelEx = ex;
-    this.#tunnel = new Tunnel(socket, upstream, { idle: t.idle_timeout, lifetime: t.max_lifetime }, this.#onTunnelClosed);
-    this.#registry.tunnelOpened();
-    this.ctx.metrics.tunnelOpened();
-    this.#tunnel.start(clientRest, upstreamRest);
-    if (this.#paused) {
+    const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
+    // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
+    const spliced = canSplice(socket, upstream);
+    if (this.#paused && !spliced) {
       this.#paused = false;
       socket.resume();
     }
+    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed);
+    this.#registry.tunnelOpened();
+    this.ctx.metrics.tunnelOpened();
+    this.#tunnel.start(clientRest, upstreamRest);
   }
 
-  #onTunnelClosed = (t: Tunnel): void => {
+  #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
     this.#registry.tunnelClosed();
+    this.#registry.delete(this);
     const ex = this.#tunnelEx!;
     if (ex.target !== null) ex.target.active--;
     this.ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
@@ -373,6 +378,7 @@ class ClientConnection implements ClientSide {
           bytesOut: t.bytesDown,
           durationMs: Date.now() - t.startedAt,
           closedBy: t.closedBy as ClosedBy,
+          spliced: t instanceof SpliceTunnel && t.spliced,
         },
         'tunnel',
       );
@@ -402,7 +408,9 @@ class ClientConnection implements ClientSide {
   };
 
   #onClose = (): void => {
-    if (this.#state !== 'tunnel') this.#teardown();
+    // a tunnel owns the socket (a spliced one closes the JS socket at hand-over): it reports its own end
+    if (this.#state === 'tunnel') return;
+    this.#teardown();
     this.#state = 'closed';
     this.#registry.delete(this);
   };

@@ -13,17 +13,40 @@ export type ListenMessage =
   /** The worker binds host:port itself with SO_REUSEPORT (port 0: the first worker picks the port). */
   | { type: 'listen'; index: number; via: 'reuse-port'; host: string; port: number; ticketKeys: string };
 
+/**
+ * What the primary decides about one target for every worker: its active health check state (true when the
+ * upstream has no active checks) and whether it is drained from the admin API. `target` is its address as
+ * written in config.
+ */
+export interface TargetControl {
+  upstream: string;
+  target: string;
+  healthy: boolean;
+  draining: boolean;
+}
+
 export type ToWorker =
   | ListenMessage
   /** Stop accepting, drain within the grace, exit 0. */
   | { type: 'shutdown' }
-  | { type: 'stats-request'; id: number };
+  | { type: 'stats-request'; id: number }
+  /** The whole state, sent before the listeners: every target not listed is healthy and not draining. */
+  | { type: 'upstream-state'; targets: TargetControl[] }
+  /** One target changed (a health flip, a drain or undrain). */
+  | ({ type: 'target-state' } & TargetControl);
 
 export interface UpstreamTargetStatus {
   upstream: string;
   target: string;
   available: boolean;
   active: number;
+  /** The active state this worker applies, as the primary sent it. */
+  healthy: boolean;
+  draining: boolean;
+  /** Out of this worker's rotation by passive health. */
+  passiveDown: boolean;
+  /** Passive failures in the current window. */
+  failures: number;
 }
 
 export interface WorkerStats {
@@ -58,7 +81,14 @@ function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
 }
 
 function isTargetStatus(v: unknown): v is UpstreamTargetStatus {
-  return isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active);
+  return (
+    isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) &&
+    typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures)
+  );
+}
+
+function isTargetControl(v: unknown): v is TargetControl {
+  return isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.healthy === 'boolean' && typeof v.draining === 'boolean';
 }
 
 export function isToWorker(m: unknown): m is ToWorker {
@@ -71,6 +101,10 @@ export function isToWorker(m: unknown): m is ToWorker {
       return true;
     case 'stats-request':
       return isCount(m.id);
+    case 'upstream-state':
+      return Array.isArray(m.targets) && m.targets.every(isTargetControl);
+    case 'target-state':
+      return isTargetControl(m);
     default:
       return false;
   }

@@ -1,19 +1,21 @@
 // The primary process: binds the listeners without ever accepting on them, forks the workers (child_process,
 // not node:cluster, so a per-worker SO_REUSEPORT socket can plug in later), restarts a worker that dies with
-// backoff, fans SIGTERM out as a drain, serves the admin listener and sums the workers' metrics.
-// It touches no client socket: every connection is accepted and handled by a worker.
+// backoff, fans SIGTERM out as a drain, serves the admin listener, sums the workers' metrics, runs the active
+// health checks once per instance and owns drains. It touches no client socket: workers accept and handle them.
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindShared, listenStrategy, type ListenStrategy, type SharedHandle } from './accept/listener.js';
+import { bindShared, chooseListenStrategy, type ListenStrategy, type SharedHandle } from './accept/listener.js';
+import { nativeStatus } from './native/addon.js';
 import { ensureSelfSignedCertificates, loadCertificates } from './accept/tls.js';
-import { startAdminServer, type AdminServer, type StatusReport } from './admin/server.js';
+import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from './admin/server.js';
 import { resolveWorkers } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { WORKER_ENV, isToPrimary, type ListenMessage, type ToPrimary, type ToWorker, type WorkerStats } from './ipc.js';
+import { WORKER_ENV, isToPrimary, type ListenMessage, type TargetControl, type ToPrimary, type ToWorker, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
 import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot } from './metrics.js';
+import { HealthChecker, renderHealthMetrics } from './upstream/health.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -82,7 +84,8 @@ class Primary {
   readonly #configFile: string;
   readonly #demo: boolean;
   readonly #log: Logger;
-  readonly #strategy: ListenStrategy = listenStrategy();
+  /** Built-in reusePort (Node >= 22.12), the addon's SO_REUSEPORT socket, else a handle shared by the primary. */
+  readonly #strategy: ListenStrategy = chooseListenStrategy();
   readonly #startedAt = Date.now();
   readonly #ticketKeys = randomBytes(48).toString('base64');
   #slots: Slot[] = [];
@@ -92,6 +95,10 @@ class Primary {
   #listeners: BoundListener[] = [];
   #admin: AdminServer | null = null;
   #demoBackends: { close(): Promise<void> } | null = null;
+  /** Active health checkers, one per upstream that configures them. */
+  readonly #health = new Map<string, HealthChecker>();
+  /** Drained targets, as "upstream\ntarget"; the primary is the source of truth, so a restarted worker gets them. */
+  readonly #drained = new Set<string>();
   /** Certificates, sockets, admin and demo exist (or failed): shutdown may finish only after this. */
   #prepared = false;
   #started = false;
@@ -162,6 +169,9 @@ class Primary {
   /** Everything that must exist before a worker starts: certificates, demo backends, sockets, admin. */
   async #prepare(): Promise<void> {
     const config = this.#config;
+    const native = nativeStatus();
+    // said once, here: without the addon tunnels use the JS relay and (Node < 22.12) workers share one socket
+    if (!native.native) this.#log.warn({ reason: native.reason }, 'native addon not in use: JS relay only');
     for (const cert of await ensureSelfSignedCertificates(config)) this.#log.info({ cert }, 'generated a self-signed certificate');
     // Workers load the same files: fail here, once, with the file name, rather than in a restart loop.
     for (const listener of config.listeners) {
@@ -183,8 +193,64 @@ class Primary {
       }
     }
     if (config.admin !== undefined) {
-      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, { metrics: () => this.#metricsText(), status: () => this.#status() }, this.#log);
+      const source = { metrics: () => this.#metricsText(), status: () => this.#status(), drain: (u: string, t: string, d: boolean) => this.#drain(u, t, d) };
+      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, source, this.#log, { token: config.admin.token });
     }
+    this.#startHealthChecks();
+  }
+
+  /** Targets start healthy; a checker reports only flips, each sent to every worker at once. */
+  #startHealthChecks(): void {
+    if (this.#stopping) return; // a signal came while preparing
+    for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
+      const active = upstream.health.active;
+      if (active === undefined) continue;
+      const targets = upstream.targets.map((t) => ({ id: t.address, host: t.host, port: t.port }));
+      const checker = new HealthChecker(name, targets, active, (target) => this.#broadcast({ type: 'target-state', ...this.#control(name, target) }), this.#log);
+      this.#health.set(name, checker);
+      checker.start();
+    }
+  }
+
+  #control(upstream: string, target: string): TargetControl {
+    return { upstream, target, healthy: this.#health.get(upstream)?.isHealthy(target) ?? true, draining: this.#drained.has(`${upstream}\n${target}`) };
+  }
+
+  /** Everything that differs from the defaults (healthy, not draining), for a worker that just booted. */
+  #fullState(): ToWorker {
+    const targets: TargetControl[] = [];
+    for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
+      for (const address of new Set(upstream.targets.map((t) => t.address))) {
+        const c = this.#control(name, address);
+        if (!c.healthy || c.draining) targets.push(c);
+      }
+    }
+    return { type: 'upstream-state', targets };
+  }
+
+  /** To every booted worker; one that is gone is handled by its 'exit' (and gets the full state when it is back). */
+  #broadcast(msg: ToWorker): void {
+    for (const slot of this.#slots) {
+      const child = slot.child;
+      if (child === null || !slot.booted) continue;
+      this.#send(child, msg).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send a target state to a worker'));
+    }
+  }
+
+  async #drain(upstream: string, target: string, draining: boolean): Promise<DrainResult> {
+    const config = this.#config.upstreams[upstream];
+    if (config === undefined || !Object.hasOwn(this.#config.upstreams, upstream)) return { ok: false, status: 404, error: `unknown upstream "${upstream}"` };
+    if (!config.targets.some((t) => t.address === target)) {
+      return { ok: false, status: 404, error: `upstream "${upstream}" has no target "${target}" (targets: ${config.targets.map((t) => t.address).join(', ')})` };
+    }
+    const key = `${upstream}\n${target}`;
+    if (draining) this.#drained.add(key);
+    else this.#drained.delete(key);
+    this.#broadcast({ type: 'target-state', ...this.#control(upstream, target) });
+    // IPC keeps order per worker: a stats answer proves the worker handled the state change sent before it.
+    const { answers, unanswered } = await this.#collect();
+    const appliedBy = answers.filter((a) => a.stats.upstreamTargets.some((t) => t.upstream === upstream && t.target === target && t.draining === draining)).map((a) => a.slot.id);
+    return { ok: true, upstream, target, draining, appliedBy, unanswered };
   }
 
   async #startWorkers(): Promise<void> {
@@ -245,7 +311,11 @@ class Primary {
       case 'booted':
         slot.booted = true;
         if (this.#stopping) this.#send(child, { type: 'shutdown' });
-        else this.#assignListeners(slot, child);
+        else {
+          // Before its listeners: a worker never serves a request with a target the instance has taken out.
+          this.#send(child, this.#fullState()).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send the target states to a worker'));
+          this.#assignListeners(slot, child);
+        }
         return;
       case 'ready':
         if (this.#strategy === 'reuse-port') {
@@ -338,6 +408,7 @@ class Primary {
       return;
     }
     this.#stopping = true;
+    for (const checker of this.#health.values()) checker.stop();
     const grace = this.#config.timeouts.shutdown_grace;
     this.#log.info({ reason, graceMs: grace }, 'shutting down: workers stop accepting and drain');
     // The primary's copies go first: once the workers close theirs, the port refuses new connections.
@@ -435,12 +506,44 @@ class Primary {
       connectionsOpen += stats.connections;
     }
     const targets = mergeTargets(answers.map((a) => a.stats));
-    return renderPrometheus(total, {
+    const text = renderPrometheus(total, {
       workers: this.#slots.filter((s) => s.child !== null).length,
       workerRestarts: this.#restartsTotal,
       connectionsOpen,
       upstreamTargets: targets,
     });
+    return this.#health.size === 0 ? text : text + renderHealthMetrics(this.#health.values());
+  }
+
+  /** Per target: drain, the primary's active checks, and passive state gathered from the answering workers. */
+  #healthReport(answers: ReadonlyArray<{ slot: Slot; stats: WorkerStats }>): Record<string, TargetHealthReport[]> {
+    const report: Record<string, TargetHealthReport[]> = {};
+    for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
+      const checker = this.#health.get(name);
+      const active = new Map((checker?.status() ?? []).map((s) => [s.target, s]));
+      const passive = upstream.health.passive;
+      report[name] = [...new Set(upstream.targets.map((t) => t.address))].map((target): TargetHealthReport => {
+        const a = active.get(target);
+        const downInWorkers: number[] = [];
+        let failures = 0;
+        for (const { slot, stats } of answers) {
+          const t = stats.upstreamTargets.find((x) => x.upstream === name && x.target === target);
+          if (t === undefined) continue;
+          if (t.passiveDown) downInWorkers.push(slot.id);
+          failures += t.failures;
+        }
+        return {
+          target,
+          draining: this.#drained.has(`${name}\n${target}`),
+          active:
+            checker === undefined || a === undefined
+              ? null
+              : { type: checker.config.type, healthy: a.healthy, lastCheck: a.lastCheck === null ? null : new Date(a.lastCheck).toISOString(), lastResult: a.lastResult, lastReason: a.lastReason },
+          passive: { enabled: passive.max_fails > 0 && passive.fail_timeout > 0, downInWorkers, failures },
+        };
+      });
+    }
+    return report;
   }
 
   async #status(): Promise<StatusReport> {
@@ -448,10 +551,12 @@ class Primary {
     const now = Date.now();
     const upstreams: StatusReport['upstreams'] = {};
     for (const t of mergeTargets(answers.map((a) => a.stats))) (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active });
+    const health = this.#healthReport(answers);
     return {
       pid: process.pid,
       uptime: Math.round((now - this.#startedAt) / 1000),
       listenStrategy: this.#strategy,
+      native: nativeStatus(),
       workers: this.#slots.map((s) => ({
         id: s.id,
         pid: s.child?.pid ?? null,
@@ -461,6 +566,7 @@ class Primary {
       })),
       listeners: this.#listeners,
       upstreams,
+      health,
       connections: answers.reduce((n, a) => n + a.stats.connections, 0),
       tunnels: answers.reduce((n, a) => n + a.stats.tunnels, 0),
       unanswered,

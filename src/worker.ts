@@ -9,11 +9,11 @@ import { formatErrors, loadConfig } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
 import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo } from './connection.js';
 import { ProxyError } from './errors.js';
-import { WORKER_ENV, isToWorker, type ListenMessage, type ToPrimary, type ToWorker, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
+import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type ToPrimary, type ToWorker, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Router } from './router.js';
-import { UpstreamPool } from './upstream/pool.js';
+import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -28,9 +28,23 @@ interface Runtime {
 
 function buildRuntime(config: Config, log: Logger, id: number, metrics: Metrics): Runtime {
   const pools = new Map<string, UpstreamPool>();
-  for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream));
+  for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream, poolHooks(name, upstream.health.passive.fail_timeout, log)));
   const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker: id, metrics };
   return { ctx, registry: new ConnectionRegistry() };
+}
+
+/** Passive health flips are per worker: one line each, so a flapping target shows in every worker's log. */
+function poolHooks(upstream: string, failTimeoutMs: number, log: Logger): PoolHooks {
+  return {
+    passive(target, down, code) {
+      if (down) log.warn({ upstream, target: target.id, reason: code ?? '5xx', downForMs: failTimeoutMs }, 'upstream target is out of this worker: passive health (max_fails reached)');
+      else log.info({ upstream, target: target.id }, 'upstream target is back in this worker: passive health fail_timeout over');
+    },
+    panic(on) {
+      if (on) log.warn({ upstream }, 'no usable target in upstream: trying every non-drained target anyway');
+      else log.info({ upstream }, 'upstream has usable targets again');
+    },
+  };
 }
 
 class Worker {
@@ -39,6 +53,8 @@ class Worker {
   #log: Logger;
   #metrics = new Metrics();
   #runtime: Runtime;
+  /** Health and drain per "upstream\ntarget", as the primary sent them; a runtime rebuilt on reload needs them again. */
+  #targetControl = new Map<string, TargetControl>();
   #servers: Server[] = [];
   /** Bound port per listener index, once listening. */
   #ports: Array<number | undefined>;
@@ -76,7 +92,28 @@ class Worker {
       case 'stats-request':
         send({ type: 'stats', id: msg.id, ...this.#stats() });
         return;
+      case 'upstream-state': {
+        const previous = this.#targetControl;
+        this.#targetControl = new Map(msg.targets.map((c) => [`${c.upstream}\n${c.target}`, c]));
+        // Targets missing from the full state go back to the defaults.
+        for (const [key, c] of previous) if (!this.#targetControl.has(key)) this.#applyControl({ ...c, healthy: true, draining: false });
+        for (const c of this.#targetControl.values()) this.#applyControl(c);
+        return;
+      }
+      case 'target-state': {
+        const { type: _type, ...control } = msg;
+        this.#targetControl.set(`${control.upstream}\n${control.target}`, control);
+        this.#applyControl(control);
+        return;
+      }
     }
+  }
+
+  #applyControl(c: TargetControl): void {
+    const pool = this.#runtime.ctx.pools.get(c.upstream);
+    // Unknown here (the primary's config differs, e.g. mid-reload): still kept in #targetControl, which a
+    // runtime rebuilt on reload must be given again (every entry through this method).
+    if (pool === undefined || !pool.setTargetState(c.target, c)) this.#log.debug({ upstream: c.upstream, target: c.target }, 'target state for a target this runtime does not have');
   }
 
   async #listen(msg: ListenMessage, handle: unknown): Promise<void> {
@@ -125,7 +162,11 @@ class Worker {
     const { ctx, registry } = this.#runtime;
     const upstreamTargets: UpstreamTargetStatus[] = [];
     for (const [name, pool] of ctx.pools) {
-      for (const t of pool.targets) upstreamTargets.push({ upstream: name, target: t.id, available: t.available, active: t.active });
+      const health = pool.health();
+      pool.targets.forEach((t, i) => {
+        const h = health[i];
+        upstreamTargets.push({ upstream: name, target: t.id, available: t.available, active: t.active, healthy: h.healthy, draining: h.draining, passiveDown: h.passiveDown, failures: h.failures });
+      });
     }
     return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets };
   }

@@ -1,11 +1,12 @@
 // Listening sockets. Two strategies share one worker-side API: a bound socket created by the primary and shared
-// with every worker (Node < 22.12), or one SO_REUSEPORT listener per worker (Node >= 22.12). The primary only
-// binds, it never listens or accepts. Accepted sockets go to an `onConnection` callback; nothing above accept
-// is imported here (DESIGN.md: imports point down the data path).
+// with every worker (the fallback), or one SO_REUSEPORT listener per worker (built in on Node >= 22.12, else the
+// native addon's socket served with `listen({ fd })`). The primary only binds, it never listens or accepts.
+// Accepted sockets go to an `onConnection` callback; nothing above accept is imported here (DESIGN.md).
 import net from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
+import { native } from '../native/addon.js';
 
 export type ListenStrategy = 'shared-handle' | 'reuse-port';
 
@@ -13,6 +14,12 @@ export type ListenStrategy = 'shared-handle' | 'reuse-port';
 export function listenStrategy(version: string = process.versions.node): ListenStrategy {
   const [major, minor] = version.split('.').map(Number);
   return major > 22 || (major === 22 && minor >= 12) ? 'reuse-port' : 'shared-handle';
+}
+
+/** The strategy of this process: built-in reusePort, else the addon's SO_REUSEPORT socket, else a shared handle. */
+export function chooseListenStrategy(): ListenStrategy {
+  if (listenStrategy() === 'reuse-port') return 'reuse-port';
+  return native() !== undefined ? 'reuse-port' : 'shared-handle';
 }
 
 export interface BoundAddress {
@@ -106,10 +113,10 @@ export async function bindShared(host: string, port: number): Promise<SharedHand
   return new SharedHandle(raw, { address: out.address ?? ip, family: out.family === 'IPv6' ? 'IPv6' : 'IPv4', port: out.port });
 }
 
-function bindError(host: string, port: number, errno: number): Error {
-  let name = `errno ${errno}`;
+function bindError(host: string, port: number, errno: number, code?: string): Error {
+  let name = code ?? `errno ${errno}`;
   try {
-    name = getSystemErrorName(errno);
+    if (code === undefined) name = getSystemErrorName(errno);
   } catch {
     // not a system error number: keep the number
   }
@@ -153,11 +160,32 @@ export function listenOnHandle(handle: unknown, onConnection: OnConnection, opts
 }
 
 /** Worker side of 'reuse-port': its own SO_REUSEPORT listener; the kernel spreads connections over workers. */
-export function listenReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
+export async function listenReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
+  const backlog = opts.backlog ?? 511;
+  if (listenStrategy() === 'reuse-port') {
+    const server = createServer(onConnection, opts);
+    // @types/node 20 does not know `reusePort` (added in Node 22.12, ignored before).
+    const options: net.ListenOptions & { reusePort: boolean } = { host, port, backlog, reusePort: true };
+    return listening(server, () => server.listen(options));
+  }
+  const addon = native();
+  if (addon === undefined) throw new Error('reuse-port listeners need Node >= 22.12 or the native addon; use the shared handle');
+  const { ip } = await resolveHost(host);
+  let fd: number;
+  try {
+    fd = addon.reusePortListen(ip, port, backlog);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code === undefined ? err : Object.assign(bindError(host, port, 0, code), { cause: err });
+  }
+  // Node adopts the fd (and closes it with the server); a worker is a child_process, so no cluster routing.
   const server = createServer(onConnection, opts);
-  // @types/node 20 does not know `reusePort` (added in Node 22.12, ignored before).
-  const options: net.ListenOptions & { reusePort: boolean } = { host, port, backlog: opts.backlog ?? 511, reusePort: true };
-  return listening(server, () => server.listen(options));
+  try {
+    return await listening(server, () => server.listen({ fd, backlog }));
+  } catch (err) {
+    server.close();
+    throw err;
+  }
 }
 
 /** The address a listening server is bound to. */

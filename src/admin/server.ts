@@ -1,6 +1,8 @@
-// The admin listener, served by the primary: GET /metrics (Prometheus text) and GET /status (JSON). Meant for
-// loopback: another address works but is warned about, since it exposes internals to whoever can reach it.
-// It only formats what its AdminSource returns; gathering numbers from the workers is primary.ts's job.
+// The admin listener, served by the primary: GET /metrics (Prometheus text), GET /status (JSON) and
+// POST /upstreams/NAME/targets/ADDRESS/drain|undrain. Meant for loopback: another address works but is warned
+// about. Drain requests come from loopback peers only, unless `admin.token` is set (then the token decides).
+// It only formats what its AdminSource returns; gathering numbers and fanning out drains is primary.ts's job.
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -11,19 +13,51 @@ export interface StatusReport {
   /** Seconds since the primary started. */
   uptime: number;
   listenStrategy: string;
+  /** Whether the native addon (splice relay, SO_REUSEPORT) is in use, and why not. */
+  native: { native: boolean; reason?: string };
   workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string }>;
   listeners: Array<{ address: string; port: number; tls: boolean }>;
   /** Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed). */
   upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
+  /** Per upstream: each target's health, in the order of `upstreams`. */
+  health: Record<string, TargetHealthReport[]>;
   connections: number;
   tunnels: number;
   /** Workers that did not answer in time; their numbers are missing above. */
   unanswered: number[];
 }
 
+export interface TargetHealthReport {
+  target: string;
+  draining: boolean;
+  /** Active checks, run once for the whole instance by the primary; null when the upstream has none. */
+  active: null | {
+    type: 'http' | 'tcp' | 'websocket';
+    healthy: boolean;
+    /** ISO time of the last finished probe; null before the first. */
+    lastCheck: string | null;
+    lastResult: 'ok' | 'fail' | null;
+    lastReason: string | null;
+  };
+  /** Passive health is per worker: in how many of the answering workers the target is out, and failures counted. */
+  passive: { enabled: boolean; downInWorkers: number[]; failures: number };
+}
+
+/** What a drain or undrain did: the new state in every worker, or why nothing changed. */
+export type DrainResult =
+  | { ok: true; upstream: string; target: string; draining: boolean; appliedBy: number[]; unanswered: number[] }
+  | { ok: false; status: 404; error: string };
+
 export interface AdminSource {
   metrics(): Promise<string>;
   status(): Promise<StatusReport>;
+  /** Sets `draining` for `target` (its address as written in config) in every worker. */
+  drain(upstream: string, target: string, draining: boolean): Promise<DrainResult>;
+}
+
+export interface AdminOptions {
+  /** When set, POST requests need `Authorization: Bearer TOKEN` and may come from any address. */
+  token?: string;
 }
 
 export interface AdminServer {
@@ -41,10 +75,12 @@ export function isLoopback(host: string): boolean {
 
 const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-export async function startAdminServer(host: string, port: number, source: AdminSource, log: Logger): Promise<AdminServer> {
+export async function startAdminServer(host: string, port: number, source: AdminSource, log: Logger, options: AdminOptions = {}): Promise<AdminServer> {
   if (!isLoopback(host)) log.warn({ address: host, port }, 'admin listener is not on loopback: /metrics and /status are reachable from the network');
   const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000, maxHeaderSize: 8192 }, (req, res) => {
-    serve(req, res, source, log);
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, options.token);
+    else serve(req, res, source, log);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -85,6 +121,57 @@ function serve(req: http.IncomingMessage, res: http.ServerResponse, source: Admi
       send(res, 500, 'text/plain; charset=utf-8', 'internal error\n', false);
     },
   );
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+const CONTROL_PATH = /^\/upstreams\/([^/]+)\/targets\/([^/]+)\/(drain|undrain)$/;
+
+/** POST /upstreams/NAME/targets/ADDRESS/drain|undrain (ADDRESS as written in config, percent-encoded if need be). */
+function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path: string, source: AdminSource, log: Logger, token: string | undefined): void {
+  req.resume(); // a body, if any, means nothing here
+  const m = CONTROL_PATH.exec(path);
+  if (m === null) return send(res, 404, TEXT, 'not found: POST /upstreams/NAME/targets/ADDRESS/drain or /undrain\n', req.method === 'HEAD');
+  if (req.method !== 'POST') {
+    res.setHeader('Allow', 'POST');
+    return send(res, 405, TEXT, 'method not allowed\n', false);
+  }
+  const denied = authorize(req, token);
+  if (denied !== null) {
+    log.warn({ remoteAddr: req.socket.remoteAddress, path, status: denied }, 'admin control request refused');
+    if (denied === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+    return send(res, denied, TEXT, denied === 401 ? 'unauthorized: Authorization: Bearer TOKEN required\n' : 'forbidden: control requests are accepted from loopback only\n', false);
+  }
+  let upstream: string;
+  let target: string;
+  try {
+    upstream = decodeURIComponent(m[1]);
+    target = decodeURIComponent(m[2]);
+  } catch {
+    return send(res, 400, TEXT, 'bad percent-encoding in the path\n', false);
+  }
+  const draining = m[3] === 'drain';
+  source.drain(upstream, target, draining).then(
+    (result) => {
+      if (!result.ok) return send(res, result.status, TEXT, `${result.error}\n`, false);
+      log.info({ upstream, target, draining, remoteAddr: req.socket.remoteAddress }, draining ? 'upstream target drained' : 'upstream target undrained');
+      const { ok: _ok, ...body } = result;
+      send(res, 200, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`, false);
+    },
+    (err: unknown) => {
+      log.error({ err, path }, 'admin request failed');
+      send(res, 500, TEXT, 'internal error\n', false);
+    },
+  );
+}
+
+/** null when allowed; else the status to answer. With a token, the token decides; without, the peer must be loopback. */
+function authorize(req: http.IncomingMessage, token: string | undefined): 401 | 403 | null {
+  if (token === undefined) return isLoopback(req.socket.remoteAddress ?? '') ? null : 403;
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
+  if (m === null) return 401;
+  const given = Buffer.from(m[1]);
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected) ? null : 401;
 }
 
 function send(res: http.ServerResponse, status: number, type: string, body: string, headOnly: boolean): void {

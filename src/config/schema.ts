@@ -3,6 +3,7 @@
 // It knows nothing about files or YAML positions (load.ts) and builds no runtime objects (router, pools).
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS: Record<string, number> = {
@@ -101,14 +102,132 @@ const target = z.union([
     .transform((t) => ({ ...t.address, weight: t.weight })),
 ]);
 
+/** "200-399", "200,204", "200-299,301": inclusive ranges of HTTP status codes -> [low, high] pairs. */
+export function parseStatusRanges(input: string): Array<[number, number]> | undefined {
+  const ranges: Array<[number, number]> = [];
+  for (const part of input.split(',')) {
+    const m = /^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$/.exec(part);
+    if (!m) return undefined;
+    const low = Number(m[1]);
+    const high = m[2] === undefined ? low : Number(m[2]);
+    if (high < low) return undefined;
+    ranges.push([low, high]);
+  }
+  return ranges;
+}
+
+const positiveDuration = (dflt: string) => duration(dflt).refine((ms) => ms > 0, 'must be above 0 (not "off")');
+
+/**
+ * Active checks, run by the primary once per target for the whole instance (never once per worker); the state
+ * reaches every worker over IPC. Absent = no active checks. A target starts healthy; it goes down after
+ * `fails` consecutive failed probes and comes back after `passes` consecutive good ones (pingora style).
+ */
+const healthActive = z
+  .object({
+    /** http: a request over a fresh connection; tcp: connect only; websocket: an Upgrade handshake (101 + valid Sec-WebSocket-Accept), then a Close frame. */
+    type: z.enum(['http', 'tcp', 'websocket']).default('http'),
+    /** Request target of http and websocket probes (default /healthz). */
+    path: z.string().regex(/^\/[\x21-\x7e]*$/, 'path must start with / and contain no spaces or control characters').default('/healthz'),
+    /** http probes only (default GET). */
+    method: z.string().regex(HEADER_NAME, 'method must be an RFC 9110 token').default('GET'),
+    /** Host header of http and websocket probes (default: the target's address as written). */
+    host: z.string().regex(/^[\x21-\x7e]+$/, 'host must be printable ASCII without spaces').optional(),
+    /** Statuses that count as healthy for http probes, e.g. "200-399" (default) or "200,204". */
+    expect_status: z
+      .string()
+      .default('200-399')
+      .transform((v, ctx) => {
+        const ranges = parseStatusRanges(v);
+        if (ranges === undefined) {
+          ctx.addIssue({ code: 'custom', message: `invalid status list ${JSON.stringify(v)} (use e.g. "200-399" or "200,204")` });
+          return z.NEVER;
+        }
+        return ranges;
+      }),
+    /** http probes only: the body (its first 64KiB) must contain this text. */
+    body_contains: z.string().min(1).optional(),
+    /** Time between probes of one target, jittered by up to 10% either way (default 5s). */
+    interval: positiveDuration('5s'),
+    /** One probe (connect + answer) must finish within this (default 2s). */
+    timeout: positiveDuration('2s'),
+    /** Consecutive good probes that bring a down target back (default 2). */
+    passes: z.number().int().min(1).max(100).default(2),
+    /** Consecutive failed probes that take a target down (default 3). */
+    fails: z.number().int().min(1).max(100).default(3),
+  })
+  .strict()
+  // Runs even when other fields failed (every error at once), so it reads its input defensively.
+  .superRefine(
+    (a, ctx) => {
+      const { type, body_contains } = a as { type?: unknown; body_contains?: unknown };
+      if (type !== 'http' && type !== undefined && body_contains !== undefined) ctx.addIssue({ code: 'custom', path: ['body_contains'], message: 'body_contains applies to http checks only' });
+    },
+    { when: () => true },
+  );
+
+/**
+ * Passive checks, per worker, nginx max_fails/fail_timeout semantics: `max_fails` failures (connect refused or
+ * timed out, no response head in time, 5xx when on_5xx) within `fail_timeout` take the target out of this
+ * worker for `fail_timeout`; then it is tried again with a clean slate. max_fails 0 or fail_timeout "off"
+ * disables them. When every target of an upstream is down, all of them are tried anyway (nginx), not 503.
+ */
+const healthPassive = z
+  .object({
+    /** Failures within fail_timeout that take a target out (default 1, as nginx; 0 = off). */
+    max_fails: z.number().int().min(0).max(1000).default(1),
+    /** The failure window and the time out (default 10s, as nginx). */
+    fail_timeout: duration('10s'),
+    /** Count 5xx responses as failures (default false). */
+    on_5xx: z.boolean().default(false),
+  })
+  .strict();
+
+const keylessPolicy = z.enum(['round_robin', 'least_conn', 'random_two']);
+
+/**
+ * round_robin: smooth weighted round robin (default); least_conn: fewest open requests + tunnels per weight;
+ * random_two: the lighter of two random targets; { policy: hash, key }: consistent hashing (Maglev) on
+ * "$remote_addr", "header:NAME", "cookie:NAME" or "query:NAME" (round robin when the request has no key);
+ * { policy: cookie, name, fallback }: sticky cookie Portico sets itself (default name portico_sticky,
+ * fallback round_robin) naming the target by an opaque id.
+ */
+const balance = z
+  .union([
+    keylessPolicy,
+    z.discriminatedUnion(
+      'policy',
+      [
+        z
+          .object({
+            policy: z.literal('hash'),
+            key: z.string().transform((v, ctx) => {
+              const spec = parseKeySpec(v);
+              if (typeof spec === 'string') ctx.addIssue({ code: 'custom', message: spec });
+              return v;
+            }),
+          })
+          .strict(),
+        z
+          .object({
+            policy: z.literal('cookie'),
+            name: z.string().max(256).regex(HEADER_NAME, 'a cookie name must be an RFC 9110 token').default(DEFAULT_STICKY_COOKIE),
+            fallback: z.enum(['round_robin', 'least_conn']).default('round_robin'),
+          })
+          .strict(),
+      ],
+      { error: (issue) => (issue.code === 'invalid_union' ? 'policy must be "hash" or "cookie" (or write balance as round_robin, least_conn or random_two)' : undefined) },
+    ),
+  ])
+  .default('round_robin');
+
 const upstream = z
   .object({
     targets: z
       .array(target)
       .min(1, 'an upstream needs at least one target')
       .refine((ts) => ts.some((t) => t.weight > 0), 'at least one target needs a weight above 0'),
-    /** round_robin: smooth weighted round robin (default); least_conn: fewest open requests + tunnels. */
-    balance: z.enum(['round_robin', 'least_conn']).default('round_robin'),
+    balance,
     /** Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512). */
     max_connections: z.number().int().min(1).max(1_000_000).default(512),
     keepalive: z
@@ -130,6 +249,8 @@ const upstream = z
       })
       .strict()
       .prefault({}),
+    /** Active (primary, shared) and passive (per worker) health checks; see healthActive and healthPassive. */
+    health: z.object({ active: healthActive.optional(), passive: healthPassive.prefault({}) }).strict().prefault({}),
   })
   .strict();
 
@@ -257,7 +378,14 @@ export const configSchema = z
       .strict()
       .prefault({}),
     admin: z
-      .object({ address: address('admin', true) })
+      .object({
+        address: address('admin', true),
+        /**
+         * When set, POST requests (drain, undrain) need `Authorization: Bearer TOKEN` and may come from any
+         * address; without it they are accepted from loopback peers only.
+         */
+        token: z.string().min(16, 'admin token must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'admin token must be printable ASCII without spaces').optional(),
+      })
       .strict()
       .optional(),
   })
@@ -318,3 +446,5 @@ export type UpstreamConfig = Config['upstreams'][string];
 export type TargetConfig = UpstreamConfig['targets'][number];
 export type RouteConfig = Config['routes'][number];
 export type TunnelConfig = Config['tunnel'];
+export type HealthConfig = UpstreamConfig['health'];
+export type ActiveHealthConfig = NonNullable<HealthConfig['active']>;

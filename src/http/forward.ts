@@ -8,6 +8,7 @@ import { ProxyError, type ErrorCode } from '../errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from './head.js';
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
 import type { Target } from '../upstream/balancer.js';
+import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection and h2c's HTTP2-Settings). */
@@ -85,8 +86,11 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
   return out + '\r\n';
 }
 
-/** The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us. */
-export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | ''): string {
+/**
+ * The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us.
+ * `setCookie`: a stickiness cookie Portico adds (balance: cookie).
+ */
+export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | '', setCookie?: string): string {
   const skip = skipNames(responseSkipCache, ops, EMPTY);
   const connTokens = r.connection;
   let out = `HTTP/1.1 ${r.status} ${r.reason}\r\n`;
@@ -98,6 +102,7 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
     out += `${name}: ${hs[i + 1]}\r\n`;
   }
   for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
+  if (setCookie !== undefined) out += `Set-Cookie: ${setCookie}\r\n`;
   if (connection === 'upgrade') out += `Connection: Upgrade\r\nUpgrade: ${r.upgrade ?? 'websocket'}\r\n`;
   else if (connection !== '') out += `Connection: ${connection}\r\n`;
   return out + '\r\n';
@@ -136,6 +141,17 @@ export interface ClientSide {
 
 type Phase = 'connecting' | 'waiting' | 'body' | 'done';
 
+/** Key extractors of hash and cookie policies, compiled once per pool. */
+const keyCache = new WeakMap<UpstreamPool, KeyExtractor | null>();
+function keyOf(pool: UpstreamPool): KeyExtractor | null {
+  let k = keyCache.get(pool);
+  if (k === undefined) {
+    k = keyExtractorFor(pool.config.balance) ?? null;
+    keyCache.set(pool, k);
+  }
+  return k;
+}
+
 /**
  * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
  * socket events; reports back exactly once through ClientSide (done, failed or upgraded).
@@ -161,6 +177,8 @@ export class Exchange {
   deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
 
   #client: ClientSide;
+  /** Balancing key of hash and cookie policies (undefined for the others, or when the request has none). */
+  readonly #key: string | undefined;
   #upstream: Socket | null = null;
   #reused = false;
   #staleRetries = 0;
@@ -194,6 +212,13 @@ export class Exchange {
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
     this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
+    const key = keyOf(pool);
+    this.#key = key === null ? undefined : key(head, client.vars.remoteAddr);
+  }
+
+  /** Set-Cookie value for cookie stickiness when the client's cookie does not name the chosen target. */
+  #stickyCookie(): string | undefined {
+    return typeof this.pool.config.balance === 'string' ? undefined : stickyCookieFor(this.pool.config.balance, this.target!, this.#key, this.#client.vars.scheme === 'https');
   }
 
   get requestComplete(): boolean {
@@ -202,7 +227,7 @@ export class Exchange {
 
   /** Picks a target and connects; the first step and every retry. */
   start(): void {
-    const target = this.pool.balancer.pick(this.#tried ?? undefined);
+    const target = this.pool.balancer.pickFor(this.#key, this.#tried ?? undefined);
     if (target === undefined) {
       this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
       return;
@@ -363,6 +388,7 @@ export class Exchange {
     this.#res = res;
     this.status = res.status;
     this.deadline = 0;
+    this.pool.reportStatus(this.target!, res.status); // passive health: 5xx counts when on_5xx is set
     if (this.tunnel && res.status === 101) {
       this.#onUpgrade(res, buf, used);
       return;
@@ -374,7 +400,7 @@ export class Exchange {
     // Keep the client connection only when both messages are delimited and the request was read whole.
     this.#closeClient = !this.head.keepAlive || res.bodyKind === 'close' || !this.#requestComplete || this.#client.closing;
     const conn = this.#closeClient ? 'close' : this.head.versionMinor === 0 ? 'keep-alive' : '';
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, this.#stickyCookie());
     this.responseStarted = true;
     this.bytesOut += headStr.length;
     const client = this.#client.socket;
@@ -450,7 +476,7 @@ export class Exchange {
       this.#fail(new ProxyError('UPSTREAM_HANDSHAKE_INVALID', res.upgrade !== 'websocket' ? '101 without Upgrade: websocket' : 'wrong Sec-WebSocket-Accept in 101'));
       return;
     }
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade');
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade', this.#stickyCookie());
     this.responseStarted = true;
     this.bytesOut += headStr.length;
     const up = this.#detachUpstream();
@@ -592,7 +618,12 @@ export class Exchange {
     this.#phase = 'done';
     this.errorCode = err.code;
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) this.target.active--;
+    if (this.target !== null) {
+      this.target.active--;
+      // passive health: the pool counts what is the target's fault (timeouts, bad answers, resets) and ignores
+      // the rest; connect failures it saw itself (the target is already cleared then)
+      if (err.side === 'upstream') this.pool.reportFailure(this.target, err.code);
+    }
     this.#client.exchangeFailed(this, err);
   }
 }

@@ -1,11 +1,12 @@
 // Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle; a
 // socket handed out by acquire() belongs to the caller until release(). Imports no client-side code.
-// It counts sockets (open, idle) per target; `Target.active` (requests + tunnels) belongs to the caller.
-// It never reads or writes application bytes: bytes arriving on an idle socket make it unusable.
+// It counts sockets (open, idle) per target and folds each target's health (active bit, drain, passive failures)
+// into `Target.available`; `Target.active` belongs to the caller. It never reads or writes application bytes.
 import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
-import { ProxyError, connectError } from '../errors.js';
+import { ProxyError, connectError, type ErrorCode } from '../errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
+import { PassiveWindow } from './health.js';
 
 /**
  * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
@@ -26,6 +27,38 @@ export interface TargetStats {
   readonly available: boolean;
 }
 
+/** One target's health inputs in this worker, for the admin status page. */
+export interface TargetHealthStats {
+  readonly target: string;
+  /** Active health check state as the primary last reported it (true when there are no active checks). */
+  readonly healthy: boolean;
+  /** Drained from the admin API: no new requests or tunnels; open ones stay. */
+  readonly draining: boolean;
+  /** Out of this worker after max_fails failures within fail_timeout. */
+  readonly passiveDown: boolean;
+  /** Failures counted in the current window (0 while down). */
+  readonly failures: number;
+}
+
+/** What the pool tells its owner (worker.ts logs them); called synchronously, must not throw. */
+export interface PoolHooks {
+  /** A target went out of (down = true) or came back into this worker's rotation because of passive health. */
+  passive?(target: Target, down: boolean, code: ErrorCode | null): void;
+  /** No target is usable: all non-drained targets are tried anyway (nginx), or that ended. */
+  panic?(on: boolean): void;
+}
+
+/** Codes that count as a passive failure of a target when reported (connect failures are counted by the pool). */
+const PASSIVE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'UPSTREAM_CONNECT_REFUSED',
+  'UPSTREAM_CONNECT_TIMEOUT',
+  'UPSTREAM_CONNECT_ERROR',
+  'UPSTREAM_HEADERS_TIMEOUT',
+  'UPSTREAM_BAD_RESPONSE',
+  'UPSTREAM_RESET',
+  'UPSTREAM_HANDSHAKE_INVALID',
+]);
+
 /** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
 const TCP_KEEPALIVE_DELAY_MS = 60_000;
 
@@ -34,6 +67,12 @@ interface Slot {
   /** LIFO: the most recently used (warmest) socket is at the end and is reused first. */
   readonly idle: PooledSocket[];
   open: number;
+  /** Active check state from the primary. */
+  healthy: boolean;
+  draining: boolean;
+  readonly passive: PassiveWindow;
+  /** Brings the target back when its passive down period ends. */
+  passiveTimer: NodeJS.Timeout | null;
 }
 
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
@@ -129,6 +168,10 @@ class PooledSocket {
   };
 }
 
+function slotUsable(slot: Slot, now: number): boolean {
+  return slot.target.weight > 0 && !slot.draining && slot.healthy && !slot.passive.isDown(now);
+}
+
 export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
@@ -136,15 +179,21 @@ export class UpstreamPool {
   readonly balancer: Balancer;
   readonly #slots = new Map<Target, Slot>();
   readonly #sockets = new WeakMap<Socket, PooledSocket>();
+  readonly #hooks: PoolHooks;
   #closed = false;
+  #panic = false;
 
-  constructor(name: string, config: UpstreamConfig) {
+  constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}) {
     this.name = name;
     this.config = config;
     this.targets = Object.freeze(
       config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0 })),
     );
-    for (const target of this.targets) this.#slots.set(target, { target, idle: [], open: 0 });
+    this.#hooks = hooks;
+    const { max_fails, fail_timeout } = config.health.passive;
+    for (const target of this.targets) {
+      this.#slots.set(target, { target, idle: [], open: 0, healthy: true, draining: false, passive: new PassiveWindow(max_fails, fail_timeout), passiveTimer: null });
+    }
     this.balancer = createBalancer(config.balance, this.targets);
   }
 
@@ -201,7 +250,9 @@ export class UpstreamPool {
       socket.off('connect', onConnect);
       socket.destroy();
       pooled.forget();
-      cb(connectError(err), null, false);
+      const error = connectError(err);
+      this.reportFailure(target, error.code); // before cb: a retry must already see the target out
+      cb(error, null, false);
     };
     const onConnect = (): void => {
       if (settled) return;
@@ -220,6 +271,7 @@ export class UpstreamPool {
         socket.off('connect', onConnect);
         socket.destroy();
         pooled.forget();
+        this.reportFailure(target, 'UPSTREAM_CONNECT_TIMEOUT');
         cb(new ProxyError('UPSTREAM_CONNECT_TIMEOUT', `upstream connect to ${target.id} timed out after ${connectMs}ms`, { retryable: true }), null, false);
       }, connectMs).unref();
     }
@@ -267,9 +319,100 @@ export class UpstreamPool {
   close(): void {
     this.#closed = true;
     for (const slot of this.#slots.values()) {
+      if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+      slot.passiveTimer = null;
       // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
       for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
     }
+  }
+
+  /**
+   * Sets what the primary knows about target `id` (active health, drain) in this pool; false when the pool has
+   * no such target. Every target with that address (a duplicate in config is the same backend) is set.
+   */
+  setTargetState(id: string, state: { readonly healthy: boolean; readonly draining: boolean }): boolean {
+    let found = false;
+    for (const slot of this.#slots.values()) {
+      if (slot.target.id !== id) continue;
+      found = true;
+      slot.healthy = state.healthy;
+      slot.draining = state.draining;
+    }
+    if (found) this.#refresh();
+    return found;
+  }
+
+  /**
+   * Passive health: the data path reports a failed exchange with `target`. Counted (nginx max_fails within
+   * fail_timeout) when `code` is a failure of the target: connect refused/timeout/error (the pool reports those
+   * itself from acquire), no response head in time, a malformed response, a reset before the response head, an
+   * invalid 101. Other codes (client side, limits) are ignored.
+   */
+  reportFailure(target: Target, code: ErrorCode): void {
+    if (!PASSIVE_FAILURES.has(code)) return;
+    this.#passiveFailure(target, code);
+  }
+
+  /** Passive health for responses: a 5xx counts as a failure when the upstream's `health.passive.on_5xx` is on. */
+  reportStatus(target: Target, status: number): void {
+    if (status >= 500 && status <= 599 && this.config.health.passive.on_5xx) this.#passiveFailure(target, null);
+  }
+
+  #passiveFailure(target: Target, code: ErrorCode | null): void {
+    const slot = this.#slots.get(target);
+    if (slot === undefined || this.#closed) return;
+    const now = Date.now();
+    if (!slot.passive.failure(now)) return;
+    this.#armPassiveTimer(slot, now);
+    this.#refresh();
+    this.#hooks.passive?.(target, true, code);
+  }
+
+  /** The wall clock and timers can disagree by a millisecond: a timer that fires early re-arms for the rest. */
+  #armPassiveTimer(slot: Slot, now: number): void {
+    if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+    slot.passiveTimer = setTimeout(() => {
+      slot.passiveTimer = null;
+      const later = Date.now();
+      if (slot.passive.isDown(later)) return this.#armPassiveTimer(slot, later);
+      this.#refresh();
+      this.#hooks.passive?.(slot.target, false, null);
+    }, Math.max(1, slot.passive.downUntil - now));
+    slot.passiveTimer.unref();
+  }
+
+  /**
+   * Recomputes every target's `available`: usable = weight > 0, not draining, healthy, not passively down.
+   * When no target is usable, every non-drained target with a weight is made available (panic, like nginx
+   * trying its peers again when all are marked failed): a check can be wrong, and trying beats 503 for all.
+   */
+  #refresh(): void {
+    const now = Date.now();
+    let usable = 0;
+    for (const slot of this.#slots.values()) if (slotUsable(slot, now)) usable++;
+    const panic = usable === 0;
+    for (const slot of this.#slots.values()) {
+      const t = slot.target;
+      t.available = panic ? t.weight > 0 && !slot.draining : slotUsable(slot, now);
+    }
+    if (panic !== this.#panic) {
+      this.#panic = panic;
+      this.#hooks.panic?.(panic);
+    }
+  }
+
+  /** True while no target is usable and all non-drained ones are tried anyway. */
+  get panic(): boolean {
+    return this.#panic;
+  }
+
+  /** Each target's health inputs (for /status); not for the hot path. */
+  health(): TargetHealthStats[] {
+    const now = Date.now();
+    return this.targets.map((t) => {
+      const slot = this.#slots.get(t) as Slot;
+      return { target: t.id, healthy: slot.healthy, draining: slot.draining, passiveDown: slot.passive.isDown(now), failures: slot.passive.failures(now) };
+    });
   }
 
   /** A snapshot of each target's counts (for /status); not for the hot path. */

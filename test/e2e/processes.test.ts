@@ -180,7 +180,12 @@ test('a killed worker is restarted while the other keeps answering on the same p
   }
   const failures = results.filter((r) => !r.ok);
   assert.deepEqual(failures.filter((r) => r.afterExit), [], 'no request failed once the dead worker was gone');
-  assert.ok(failures.length <= 1, `only a request in flight on the killed worker may fail: ${JSON.stringify(failures)}`);
+  // Shared handle: the listening socket outlives the worker, so only the request in flight on it can fail.
+  // SO_REUSEPORT: the dead worker's own socket also held connections the kernel had queued for it until the
+  // process was gone; those are reset (kernel behaviour, native-notes/reuseport.md). Either way, only before exit.
+  const strategy = ((await listeningLine(portico)) as unknown as { strategy?: string }).strategy;
+  const allowed = strategy === 'reuse-port' ? 5 : 1;
+  assert.ok(failures.length <= allowed, `${strategy}: at most ${allowed} request(s) in flight or queued on the killed worker may fail: ${JSON.stringify(failures)}`);
   assert.ok(results.filter((r) => r.afterExit && r.ok).length > 0);
 });
 
@@ -230,7 +235,11 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
     listeners: Array<{ address: string; port: number; tls: boolean }>;
     upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
     tunnels: number;
+    native: { native: boolean; reason?: string };
   };
+  // the addon either serves or says why not (PORTICO_NATIVE=0, no build...)
+  assert.equal(typeof report.native.native, 'boolean');
+  if (!report.native.native) assert.equal(typeof report.native.reason, 'string');
   assert.deepEqual(
     report.workers.map((w) => ({ id: w.id, pid: w.pid, restarts: w.restarts })),
     workers.map((w) => ({ id: w.id, pid: w.pid, restarts: 0 })),

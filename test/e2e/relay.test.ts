@@ -1,166 +1,213 @@
 // The tunnel relay over real loopback sockets: bytes both ways, half-close, backpressure, resets, timeouts.
-// Written as one suite over a relay factory so the splice relay (later) runs the very same cases.
-import { test } from 'node:test';
+// One suite over a relay factory: the JS relay and the splice relay (when the addon is built) run the very
+// same cases (STYLE.md 13).
+import { test as nodeTest, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { Tunnel, type ClosedBy } from '../../src/tunnel/relay.js';
+import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../../src/tunnel/relay.js';
+import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
 
-interface Rig {
-  /** The outside client and the outside upstream peer. */
-  clientPeer: net.Socket;
-  upstreamPeer: net.Socket;
-  tunnel: Tunnel;
-  closed: Promise<ClosedBy>;
-  cleanup(): void;
+/** What the suite needs of a relay: Tunnel's public surface, plus "the proxy stopped reading downstream". */
+interface RelayUnderTest {
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  readonly closedBy: ClosedBy | undefined;
+  readonly startedAt: number;
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void;
+  checkIdle(now: number): void;
+  close(by: ClosedBy): void;
 }
 
-async function acceptOne(): Promise<{ server: net.Server; port: number; accepted: Promise<net.Socket> }> {
-  const server = net.createServer({ allowHalfOpen: true });
-  const accepted = once(server, 'connection').then(([s]) => s as net.Socket);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { server, port: (server.address() as net.AddressInfo).port, accepted };
+interface Relay {
+  name: string;
+  /** Why this relay cannot run here (the suite is skipped, loudly), or undefined. */
+  skip: string | undefined;
+  make(client: net.Socket, upstream: net.Socket, timeouts: TunnelTimeouts, onClose: (by: ClosedBy) => void): RelayUnderTest;
+  /** True once the relay holds back the upstream because the client does not read. */
+  holdsBackDownstream(t: RelayUnderTest): boolean;
 }
 
-async function rig(timeouts = { idle: 0, lifetime: 0 }, clientRest: Buffer | null = null, upstreamRest: Buffer | null = null): Promise<Rig> {
-  const front = await acceptOne();
-  const back = await acceptOne();
-  const clientPeer = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
-  const tunnelClient = await front.accepted;
-  const tunnelUpstream = net.connect({ port: back.port, host: '127.0.0.1', allowHalfOpen: true });
-  const upstreamPeer = await back.accepted;
-  await once(tunnelUpstream, 'connect').catch(() => undefined);
-  let resolveClosed!: (b: ClosedBy) => void;
-  const closed = new Promise<ClosedBy>((r) => (resolveClosed = r));
-  const tunnel = new Tunnel(tunnelClient, tunnelUpstream, timeouts, (t) => resolveClosed(t.closedBy!));
-  tunnel.start(clientRest, upstreamRest);
-  return {
-    clientPeer,
-    upstreamPeer,
-    tunnel,
-    closed,
-    cleanup() {
-      for (const s of [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream]) s.destroy();
-      front.server.close();
-      back.server.close();
+const RELAYS: Relay[] = [
+  {
+    name: 'js relay',
+    skip: undefined,
+    make: (c, u, timeouts, onClose) => new Tunnel(c, u, timeouts, (t) => onClose(t.closedBy!)),
+    holdsBackDownstream: (t) => (t as Tunnel).upstream.isPaused(),
+  },
+  {
+    name: 'splice relay',
+    skip: nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`,
+    make: (c, u, timeouts, onClose) => {
+      assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
+      return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!));
     },
-  };
-}
+    holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
+  },
+];
 
-/** The peer saw the other side go away: FIN ('end', half-open sockets stay open after it) or a reset. */
-function gone(s: net.Socket): Promise<unknown> {
-  return Promise.race([once(s, 'end'), once(s, 'close')]);
-}
+for (const relay of RELAYS) suite(relay);
 
-function collect(s: net.Socket): { done: Promise<Buffer>; bytes(): number } {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  s.on('data', (c: Buffer) => {
-    chunks.push(c);
-    n += c.length;
+function suite(relay: Relay): void {
+  const name = relay.name;
+  const test = (title: string, fn: (t: TestContext) => Promise<void>) => nodeTest(`${name}: ${title.replace(/^relay: /, '')}`, { skip: relay.skip }, fn);
+
+  interface Rig {
+    /** The outside client and the outside upstream peer. */
+    clientPeer: net.Socket;
+    upstreamPeer: net.Socket;
+    tunnel: RelayUnderTest;
+    closed: Promise<ClosedBy>;
+    cleanup(): void;
+  }
+
+  async function acceptOne(): Promise<{ server: net.Server; port: number; accepted: Promise<net.Socket> }> {
+    const server = net.createServer({ allowHalfOpen: true });
+    const accepted = once(server, 'connection').then(([s]) => s as net.Socket);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return { server, port: (server.address() as net.AddressInfo).port, accepted };
+  }
+
+  async function rig(timeouts = { idle: 0, lifetime: 0 }, clientRest: Buffer | null = null, upstreamRest: Buffer | null = null): Promise<Rig> {
+    const front = await acceptOne();
+    const back = await acceptOne();
+    const clientPeer = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
+    const tunnelClient = await front.accepted;
+    const tunnelUpstream = net.connect({ port: back.port, host: '127.0.0.1', allowHalfOpen: true });
+    const upstreamPeer = await back.accepted;
+    await once(tunnelUpstream, 'connect').catch(() => undefined);
+    let resolveClosed!: (b: ClosedBy) => void;
+    const closed = new Promise<ClosedBy>((r) => (resolveClosed = r));
+    const tunnel = relay.make(tunnelClient, tunnelUpstream, timeouts, resolveClosed);
+    tunnel.start(clientRest, upstreamRest);
+    return {
+      clientPeer,
+      upstreamPeer,
+      tunnel,
+      closed,
+      cleanup() {
+        for (const s of [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream]) s.destroy();
+        front.server.close();
+        back.server.close();
+      },
+    };
+  }
+
+  /** The peer saw the other side go away: FIN ('end', half-open sockets stay open after it) or a reset. */
+  function gone(s: net.Socket): Promise<unknown> {
+    return Promise.race([once(s, 'end'), once(s, 'close')]);
+  }
+
+  function collect(s: net.Socket): { done: Promise<Buffer>; bytes(): number } {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      n += c.length;
+    });
+    return { done: once(s, 'end').then(() => Buffer.concat(chunks)), bytes: () => n };
+  }
+
+  test('relay: bytes flow both ways and are counted; leftovers from the handshake come first', async (t) => {
+    const r = await rig({ idle: 0, lifetime: 0 }, Buffer.from('early-client|'), Buffer.from('early-upstream|'));
+    t.after(() => r.cleanup());
+    const atUpstream = collect(r.upstreamPeer);
+    const atClient = collect(r.clientPeer);
+    r.clientPeer.end('hello upstream');
+    const up = await atUpstream.done;
+    assert.equal(up.toString(), 'early-client|hello upstream');
+    r.upstreamPeer.end('hello client');
+    const down = await atClient.done;
+    assert.equal(down.toString(), 'early-upstream|hello client');
+    const by = await r.closed;
+    assert.ok(by === 'upstream' || by === 'client');
+    assert.equal(r.tunnel.bytesUp, up.length);
+    assert.equal(r.tunnel.bytesDown, down.length);
   });
-  return { done: once(s, 'end').then(() => Buffer.concat(chunks)), bytes: () => n };
+
+  test('relay: client half-close reaches the upstream, which can still answer before closing', async (t) => {
+    const r = await rig();
+    t.after(() => r.cleanup());
+    const atClient = collect(r.clientPeer);
+    r.clientPeer.end('request then FIN');
+    const [data] = await Promise.all([collect(r.upstreamPeer).done]);
+    assert.equal(data.toString(), 'request then FIN');
+    // the upstream got FIN but the tunnel is still open the other way
+    assert.equal(r.tunnel.closedBy, undefined);
+    r.upstreamPeer.write('late answer');
+    r.upstreamPeer.end();
+    assert.equal((await atClient.done).toString(), 'late answer');
+    assert.equal(await r.closed, 'upstream');
+  });
+
+  test('relay: 32 MiB downstream to a slow reader keeps memory bounded (backpressure) and arrives intact', async (t) => {
+    const r = await rig();
+    t.after(() => r.cleanup());
+    const payload = randomBytes(32 * 1024 * 1024);
+    r.clientPeer.pause();
+    r.upstreamPeer.end(payload);
+    // with the reader paused the relay must stop reading the upstream: wait until it has paused it
+    const deadline = Date.now() + 10_000;
+    while (!relay.holdsBackDownstream(r.tunnel) && Date.now() < deadline) await new Promise((res) => setImmediate(res));
+    assert.ok(relay.holdsBackDownstream(r.tunnel), 'upstream held back while the client does not read');
+    assert.ok(r.tunnel.bytesDown < payload.length, 'not everything was buffered in the proxy');
+    const got = collect(r.clientPeer);
+    r.clientPeer.resume();
+    const data = await got.done;
+    assert.equal(createHash('sha256').update(data).digest('hex'), createHash('sha256').update(payload).digest('hex'));
+    assert.equal(r.tunnel.bytesDown, payload.length);
+  });
+
+  test('relay: upstream reset mid-tunnel -> client socket is closed and the reason recorded', async (t) => {
+    const r = await rig();
+    t.after(() => r.cleanup());
+    r.clientPeer.on('error', () => {});
+    const clientClosed = gone(r.clientPeer);
+    r.upstreamPeer.resetAndDestroy();
+    const by = await r.closed;
+    assert.ok(by === 'upstream_error' || by === 'upstream', `closed by ${by}`);
+    await clientClosed;
+  });
+
+  test('relay: client goes away -> upstream gets FIN, and the tunnel ends when the upstream closes too', async (t) => {
+    const r = await rig();
+    t.after(() => r.cleanup());
+    r.upstreamPeer.on('error', () => {});
+    const upGone = gone(r.upstreamPeer);
+    r.clientPeer.destroy();
+    await upGone;
+    r.upstreamPeer.end();
+    const by = await r.closed;
+    assert.ok(['client', 'upstream', 'client_error'].includes(by), `closed by ${by}`);
+  });
+
+  test('relay: idle timeout closes only after the limit with no byte either way; traffic resets it', async (t) => {
+    const r = await rig({ idle: 1000, lifetime: 0 });
+    t.after(() => r.cleanup());
+    r.clientPeer.on('error', () => {});
+    const t0 = Date.now();
+    r.tunnel.checkIdle(t0);
+    r.tunnel.checkIdle(t0 + 900);
+    assert.equal(r.tunnel.closedBy, undefined);
+    const atUp = once(r.upstreamPeer, 'data');
+    r.clientPeer.write('x');
+    await atUp;
+    r.tunnel.checkIdle(t0 + 1500); // activity seen: the idle clock restarts here
+    r.tunnel.checkIdle(t0 + 2400);
+    assert.equal(r.tunnel.closedBy, undefined);
+    r.tunnel.checkIdle(t0 + 2600);
+    assert.equal(await r.closed, 'idle_timeout');
+  });
+
+  test('relay: lifetime closes a busy tunnel', async (t) => {
+    const r = await rig({ idle: 0, lifetime: 5000 });
+    t.after(() => r.cleanup());
+    r.clientPeer.on('error', () => {});
+    r.tunnel.checkIdle(r.tunnel.startedAt + 4999);
+    assert.equal(r.tunnel.closedBy, undefined);
+    r.tunnel.checkIdle(r.tunnel.startedAt + 5000);
+    assert.equal(await r.closed, 'lifetime');
+  });
 }
-
-test('relay: bytes flow both ways and are counted; leftovers from the handshake come first', async (t) => {
-  const r = await rig({ idle: 0, lifetime: 0 }, Buffer.from('early-client|'), Buffer.from('early-upstream|'));
-  t.after(() => r.cleanup());
-  const atUpstream = collect(r.upstreamPeer);
-  const atClient = collect(r.clientPeer);
-  r.clientPeer.end('hello upstream');
-  const up = await atUpstream.done;
-  assert.equal(up.toString(), 'early-client|hello upstream');
-  r.upstreamPeer.end('hello client');
-  const down = await atClient.done;
-  assert.equal(down.toString(), 'early-upstream|hello client');
-  const by = await r.closed;
-  assert.ok(by === 'upstream' || by === 'client');
-  assert.equal(r.tunnel.bytesUp, up.length);
-  assert.equal(r.tunnel.bytesDown, down.length);
-});
-
-test('relay: client half-close reaches the upstream, which can still answer before closing', async (t) => {
-  const r = await rig();
-  t.after(() => r.cleanup());
-  const atClient = collect(r.clientPeer);
-  r.clientPeer.end('request then FIN');
-  const [data] = await Promise.all([collect(r.upstreamPeer).done]);
-  assert.equal(data.toString(), 'request then FIN');
-  // the upstream got FIN but the tunnel is still open the other way
-  assert.equal(r.tunnel.closedBy, undefined);
-  r.upstreamPeer.write('late answer');
-  r.upstreamPeer.end();
-  assert.equal((await atClient.done).toString(), 'late answer');
-  assert.equal(await r.closed, 'upstream');
-});
-
-test('relay: 32 MiB downstream to a slow reader keeps memory bounded (backpressure) and arrives intact', async (t) => {
-  const r = await rig();
-  t.after(() => r.cleanup());
-  const payload = randomBytes(32 * 1024 * 1024);
-  r.clientPeer.pause();
-  r.upstreamPeer.end(payload);
-  // with the reader paused the relay must stop reading the upstream: wait until it has paused it
-  const deadline = Date.now() + 10_000;
-  while (!r.tunnel.upstream.isPaused() && Date.now() < deadline) await new Promise((res) => setImmediate(res));
-  assert.ok(r.tunnel.upstream.isPaused(), 'upstream paused while the client does not read');
-  assert.ok(r.tunnel.bytesDown < payload.length, 'not everything was buffered in the proxy');
-  const got = collect(r.clientPeer);
-  r.clientPeer.resume();
-  const data = await got.done;
-  assert.equal(createHash('sha256').update(data).digest('hex'), createHash('sha256').update(payload).digest('hex'));
-  assert.equal(r.tunnel.bytesDown, payload.length);
-});
-
-test('relay: upstream reset mid-tunnel -> client socket is closed and the reason recorded', async (t) => {
-  const r = await rig();
-  t.after(() => r.cleanup());
-  r.clientPeer.on('error', () => {});
-  const clientClosed = gone(r.clientPeer);
-  r.upstreamPeer.resetAndDestroy();
-  const by = await r.closed;
-  assert.ok(by === 'upstream_error' || by === 'upstream', `closed by ${by}`);
-  await clientClosed;
-});
-
-test('relay: client goes away -> upstream gets FIN, and the tunnel ends when the upstream closes too', async (t) => {
-  const r = await rig();
-  t.after(() => r.cleanup());
-  r.upstreamPeer.on('error', () => {});
-  const upGone = gone(r.upstreamPeer);
-  r.clientPeer.destroy();
-  await upGone;
-  r.upstreamPeer.end();
-  const by = await r.closed;
-  assert.ok(['client', 'upstream', 'client_error'].includes(by), `closed by ${by}`);
-});
-
-test('relay: idle timeout closes only after the limit with no byte either way; traffic resets it', async (t) => {
-  const r = await rig({ idle: 1000, lifetime: 0 });
-  t.after(() => r.cleanup());
-  r.clientPeer.on('error', () => {});
-  const t0 = Date.now();
-  r.tunnel.checkIdle(t0);
-  r.tunnel.checkIdle(t0 + 900);
-  assert.equal(r.tunnel.closedBy, undefined);
-  const atUp = once(r.upstreamPeer, 'data');
-  r.clientPeer.write('x');
-  await atUp;
-  r.tunnel.checkIdle(t0 + 1500); // activity seen: the idle clock restarts here
-  r.tunnel.checkIdle(t0 + 2400);
-  assert.equal(r.tunnel.closedBy, undefined);
-  r.tunnel.checkIdle(t0 + 2600);
-  assert.equal(await r.closed, 'idle_timeout');
-});
-
-test('relay: lifetime closes a busy tunnel', async (t) => {
-  const r = await rig({ idle: 0, lifetime: 5000 });
-  t.after(() => r.cleanup());
-  r.clientPeer.on('error', () => {});
-  r.tunnel.checkIdle(r.tunnel.startedAt + 4999);
-  assert.equal(r.tunnel.closedBy, undefined);
-  r.tunnel.checkIdle(r.tunnel.startedAt + 5000);
-  assert.equal(await r.closed, 'lifetime');
-});

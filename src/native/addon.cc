@@ -1,0 +1,266 @@
+// N-API bindings of Portico's optional native addon: SO_REUSEPORT listening sockets, fd helpers (dup, close,
+// recv(MSG_PEEK)) and the splice relay (relay.cc). Loaded by src/native/addon.ts, which owns the JS types.
+// Single-environment by design: the relay's close reports go to the main thread of the process that loaded it
+// first; a second environment (worker_threads) gets an error instead of sharing the relay thread.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+
+#include <napi.h>
+
+#include "relay.h"
+
+namespace {
+
+using portico::Reason;
+using portico::RelayEnd;
+using portico::RelayEngine;
+
+// Main-thread state: the one thread-safe function that carries relay ends to JS, and each relay's callback.
+struct Bridge {
+  napi_env env = nullptr;
+  Napi::ThreadSafeFunction tsfn;
+  std::unordered_map<uint64_t, Napi::FunctionReference> callbacks;
+  size_t refs = 0;  // active relays; the tsfn keeps the event loop alive only while there are some
+};
+
+Bridge* bridge = nullptr;
+
+void OnRelayEnd(const RelayEnd& end);
+RelayEngine engine(OnRelayEnd);
+
+// An Error like Node's system errors: message "syscall CODE: text", with .code, .errno and .syscall.
+Napi::Error SystemError(Napi::Env env, const char* syscall, int err) {
+  const char* code = strerrorname_np(err);
+  std::string message = std::string(syscall) + " " + (code != nullptr ? code : "E?") + ": " + strerror(err);
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code != nullptr ? code : "EUNKNOWN"));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e;
+}
+
+int FdArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "fd must be a number");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (v < 0 || v > 0x7fffffff || v != static_cast<int>(v)) throw Napi::TypeError::New(info.Env(), "fd must be a non-negative integer");
+  return static_cast<int>(v);
+}
+
+// reusePortListen(host: IP literal, port, backlog) -> fd: a non-blocking, close-on-exec listening TCP socket
+// with SO_REUSEADDR and SO_REUSEPORT, for `server.listen({ fd })`. Node then owns (and closes) the fd.
+Napi::Value ReusePortListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    throw Napi::TypeError::New(env, "reusePortListen(host: string, port: number, backlog: number)");
+  }
+  std::string host = info[0].As<Napi::String>().Utf8Value();
+  double port = info[1].As<Napi::Number>().DoubleValue();
+  double backlog = info[2].As<Napi::Number>().DoubleValue();
+  if (port < 0 || port > 65535 || port != static_cast<int>(port)) throw Napi::RangeError::New(env, "port must be 0..65535");
+  if (backlog < 1 || backlog > 65535) backlog = 511;
+
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v6;
+  } else {
+    throw Napi::TypeError::New(env, "reusePortListen: host must be an IPv4 or IPv6 literal, got \"" + host + "\"");
+  }
+
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw SystemError(env, "socket", errno);
+  const char* failed = nullptr;
+  int one = 1;
+  // Like libuv: SO_REUSEADDR lets a restarted worker bind while old connections sit in TIME_WAIT.
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) failed = "setsockopt(SO_REUSEADDR)";
+  else if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) failed = "setsockopt(SO_REUSEPORT)";
+  else if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) failed = "bind";
+  else if (listen(fd, static_cast<int>(backlog)) != 0) failed = "listen";
+  if (failed != nullptr) {
+    int err = errno;
+    close(fd);
+    throw SystemError(env, failed, err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// dup(fd) -> a close-on-exec copy; the caller owns it.
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw SystemError(info.Env(), "dup", errno);
+  return Napi::Number::New(info.Env(), copy);
+}
+
+// close(fd): for fds from dup() that were not handed on.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0);
+  // Never retried: on Linux the fd is released even when close reports EINTR.
+  if (close(fd) != 0 && errno != EINTR) throw SystemError(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+// recvPeek(fd, n) -> Buffer (the bytes waiting, not consumed; empty = the peer sent FIN) | null (nothing yet).
+Napi::Value RecvPeek(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "recvPeek(fd, n)");
+  double want = info[1].As<Napi::Number>().DoubleValue();
+  if (want < 1 || want > 65536) throw Napi::RangeError::New(env, "recvPeek: n must be 1..65536");
+  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(want));
+  ssize_t n;
+  do n = recv(fd, buf.Data(), buf.Length(), MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return env.Null();
+    throw SystemError(env, "recv", errno);
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, buf.Data(), static_cast<size_t>(n));
+}
+
+void CallRelayEnd(Napi::Env env, Napi::Function /*unused*/, RelayEnd* end) {
+  RelayEnd e = *end;
+  delete end;
+  if (env == nullptr || bridge == nullptr) return;  // the environment is being torn down
+  auto it = bridge->callbacks.find(e.id);
+  if (it == bridge->callbacks.end()) return;
+  Napi::FunctionReference cb = std::move(it->second);
+  bridge->callbacks.erase(it);
+  if (bridge->refs > 0 && --bridge->refs == 0) bridge->tsfn.Unref(env);
+  Napi::HandleScope scope(env);
+  cb.Call({Napi::String::New(env, portico::ReasonName(e.reason)), Napi::Number::New(env, static_cast<double>(e.bytes_up)),
+           Napi::Number::New(env, static_cast<double>(e.bytes_down)), Napi::Number::New(env, e.error)});
+}
+
+// Relay thread. The queue is unbounded, so NonBlockingCall only fails once the tsfn is closing (teardown).
+void OnRelayEnd(const RelayEnd& end) {
+  if (bridge == nullptr) return;
+  RelayEnd* copy = new RelayEnd(end);
+  if (bridge->tsfn.NonBlockingCall(copy, CallRelayEnd) != napi_ok) delete copy;
+}
+
+Bridge& OwnBridge(Napi::Env env) {
+  if (bridge == nullptr || bridge->env != static_cast<napi_env>(env)) {
+    throw Napi::Error::New(env, "the splice relay belongs to another JS environment (load the addon from the main thread only)");
+  }
+  return *bridge;
+}
+
+uint64_t IdArg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "relay id must be a number");
+  double v = info[0].As<Napi::Number>().DoubleValue();
+  if (v < 1 || v != static_cast<double>(static_cast<uint64_t>(v))) throw Napi::TypeError::New(info.Env(), "bad relay id");
+  return static_cast<uint64_t>(v);
+}
+
+// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno)) -> id. Takes both fds
+// (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
+Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int a = FdArg(info, 0);
+  int b = FdArg(info, 1);
+  if (info.Length() < 4 || !info[2].IsNumber() || !info[3].IsFunction()) {
+    close(a);
+    close(b);
+    throw Napi::TypeError::New(env, "spliceStart(clientFd, upstreamFd, idleMs, callback)");
+  }
+  double idle = info[2].As<Napi::Number>().DoubleValue();
+  uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
+  Bridge* br = bridge;
+  if (br == nullptr || br->env != static_cast<napi_env>(env)) {
+    close(a);
+    close(b);
+    OwnBridge(env);  // throws
+  }
+  std::string error;
+  uint64_t id = engine.Start(a, b, idle_ms, &error);
+  if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
+  // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
+  br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
+  if (br->refs++ == 0) br->tsfn.Ref(env);
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// spliceClose(id, reason) -> boolean: false when the relay has already ended (its callback is on its way).
+Napi::Value SpliceClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OwnBridge(env);
+  uint64_t id = IdArg(info);
+  Reason reason;
+  if (info.Length() < 2 || !info[1].IsString() || !portico::ParseReason(info[1].As<Napi::String>().Utf8Value(), &reason)) {
+    throw Napi::TypeError::New(env, "spliceClose(id, reason): reason must be a ClosedBy name");
+  }
+  return Napi::Boolean::New(env, engine.RequestClose(id, reason));
+}
+
+// spliceStats(id) -> { bytesUp, bytesDown, upBlocked, downBlocked } | null once ended.
+Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  portico::RelayStats s;
+  if (!engine.Stats(IdArg(info), &s)) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytesUp", Napi::Number::New(env, static_cast<double>(s.bytes_up)));
+  o.Set("bytesDown", Napi::Number::New(env, static_cast<double>(s.bytes_down)));
+  o.Set("upBlocked", Napi::Boolean::New(env, s.up_blocked));
+  o.Set("downBlocked", Napi::Boolean::New(env, s.down_blocked));
+  return o;
+}
+
+// status() -> { active, pending }: relays moving bytes, and ended relays whose callback has not run yet.
+Napi::Value Status(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("active", Napi::Number::New(env, static_cast<double>(engine.Active())));
+  o.Set("callbacks", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->callbacks.size()) : 0));
+  return o;
+}
+
+void Teardown(void* /*arg*/) {
+  // Stop the relay thread before the tsfn goes: it must never call into a released function.
+  engine.Stop();
+  if (bridge != nullptr) {
+    bridge->tsfn.Release();
+    bridge->callbacks.clear();
+    delete bridge;
+    bridge = nullptr;
+  }
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("reusePortListen", Napi::Function::New(env, ReusePortListen, "reusePortListen"));
+  exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("recvPeek", Napi::Function::New(env, RecvPeek, "recvPeek"));
+  exports.Set("spliceStart", Napi::Function::New(env, SpliceStart, "spliceStart"));
+  exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
+  exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));
+  exports.Set("status", Napi::Function::New(env, Status, "status"));
+  if (bridge == nullptr) {
+    bridge = new Bridge();
+    bridge->env = env;
+    bridge->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "portico-splice", 0, 1);
+    bridge->tsfn.Unref(env);
+    napi_add_env_cleanup_hook(env, Teardown, nullptr);
+  }
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(portico_native, Init)

@@ -1,0 +1,313 @@
+// The splice relay of a tunnel whose legs are both plain kernel sockets: the bytes move kernel to kernel on the
+// addon's thread (src/native/relay.cc), never through this event loop. This module decides eligibility, hands
+// the fds over (dup, then destroy the JS sockets: one owner per fd) and mirrors Tunnel's surface so the owner
+// can use either. It falls back to the JS Tunnel when the hand-over fails; it knows nothing about HTTP.
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
+import { Tunnel, type ClosedBy, type TunnelTimeouts } from './relay.js';
+
+export { nativeStatus, type NativeStatus };
+
+/** The libuv stream handle behind a net.Socket: its fd, and reading stopped without closing. */
+interface StreamHandle {
+  fd?: number;
+  /** Node's own flag (net.js tryReadStart): must say false after readStop, or resume() never restarts reading. */
+  reading?: boolean;
+  readStop?(): number;
+  readStart?(): number;
+}
+
+function handleOf(socket: net.Socket): StreamHandle | undefined {
+  const h = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+  return h === null ? undefined : h;
+}
+
+function fdOf(socket: net.Socket): number {
+  const fd = handleOf(socket)?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
+/**
+ * True when both sockets can be relayed by splice(2): the addon is loaded, both are plain TCP or unix sockets
+ * (not TLS: a terminated leg is decrypted in user space), open, and nothing is waiting in their JS read buffers.
+ */
+export function canSplice(client: net.Socket, upstream: net.Socket): boolean {
+  if (native() === undefined) return false;
+  for (const s of [client, upstream]) {
+    if (s instanceof TLSSocket || !(s instanceof net.Socket)) return false;
+    if (s.destroyed || s.readableLength > 0 || fdOf(s) < 0) return false;
+  }
+  return true;
+}
+
+/** As in relay.ts: tunnels have no idle timeout by default. */
+const KEEPALIVE_PROBE_MS = 60_000;
+
+type Phase = 'new' | 'flushing' | 'native' | 'fallback' | 'closed';
+
+export class SpliceTunnel {
+  /** The JS sockets as handed in; destroyed once the relay thread owns dups of their fds. */
+  readonly client: net.Socket;
+  readonly upstream: net.Socket;
+  readonly startedAt: number;
+  closedBy: ClosedBy | undefined;
+  #timeouts: TunnelTimeouts;
+  #onClose: (t: SpliceTunnel) => void;
+  #phase: Phase = 'new';
+  #id = 0;
+  #fallback: Tunnel | undefined;
+  /** Bytes relayed by plain writes before the hand-over (leftovers). */
+  #restUp = 0;
+  #restDown = 0;
+  /** Final native counts, once the relay ended. */
+  #doneUp = 0;
+  #doneDown = 0;
+  #reported = false;
+  #mark = -1;
+  #markAt = 0;
+
+  constructor(client: net.Socket, upstream: net.Socket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
+    this.client = client;
+    this.upstream = upstream;
+    this.#timeouts = timeouts;
+    this.#onClose = onClose;
+    this.startedAt = Date.now();
+  }
+
+  /** Bytes client -> upstream (leftovers included). */
+  get bytesUp(): number {
+    if (this.#fallback !== undefined) return this.#fallback.bytesUp;
+    return this.#restUp + (this.#phase === 'native' ? (this.#stats()?.bytesUp ?? this.#doneUp) : this.#doneUp);
+  }
+
+  /** Bytes upstream -> client (leftovers included). */
+  get bytesDown(): number {
+    if (this.#fallback !== undefined) return this.#fallback.bytesDown;
+    return this.#restDown + (this.#phase === 'native' ? (this.#stats()?.bytesDown ?? this.#doneDown) : this.#doneDown);
+  }
+
+  /** Whether the relay runs on the addon's thread (false before the hand-over and on the JS fallback). */
+  get spliced(): boolean {
+    return this.#phase === 'native';
+  }
+
+  /** Per direction: bytes wait in the kernel for a destination that does not read (backpressure). */
+  get blocked(): { up: boolean; down: boolean } {
+    const s = this.#phase === 'native' ? this.#stats() : null;
+    return { up: s?.upBlocked ?? false, down: s?.downBlocked ?? false };
+  }
+
+  #stats() {
+    return this.#id === 0 ? null : (native()?.spliceStats(this.#id) ?? null);
+  }
+
+  /**
+   * Starts relaying. `clientRest`/`upstreamRest` (bytes read past the handshake) and anything still in the
+   * sockets' JS read buffers are written with plain writes first; the fds go to the relay once those flushed.
+   */
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
+    if (this.#phase !== 'new') return;
+    this.#phase = 'flushing';
+    const { client, upstream } = this;
+    client.on('error', this.#onClientError);
+    upstream.on('error', this.#onUpstreamError);
+    // From here the kernel keeps every new byte (and FIN) for the relay thread: libuv reads nothing more.
+    for (const s of [client, upstream]) {
+      s.pause();
+      const handle = handleOf(s);
+      if (handle?.readStop !== undefined) {
+        handle.readStop();
+        handle.reading = false;
+      }
+      s.setTimeout(0);
+      // a socket option, so it stays with the kernel socket the relay gets: a peer that vanished without FIN
+      // is found by TCP keep-alive, as in the JS relay (a unix socket ignores it)
+      s.setKeepAlive(true, KEEPALIVE_PROBE_MS);
+    }
+    const toUpstream = concat(clientRest, drainReadable(client));
+    const toClient = concat(upstreamRest, drainReadable(upstream));
+    this.#restUp = toUpstream?.length ?? 0;
+    this.#restDown = toClient?.length ?? 0;
+    let pending = 1;
+    const flushed = (): void => {
+      if (--pending === 0) this.#handOver();
+    };
+    // write callbacks run once the bytes are in the kernel, in order before anything the relay moves
+    if (toUpstream !== null) {
+      pending++;
+      upstream.write(toUpstream, flushed);
+    }
+    if (toClient !== null) {
+      pending++;
+      client.write(toClient, flushed);
+    }
+    if (upstream.writableLength > 0 || client.writableLength > 0) {
+      // earlier writes of the owner (the replayed head, the 101) also go before the fds change hands
+      pending++;
+      flushAll([client, upstream], flushed);
+    }
+    flushed();
+  }
+
+  #handOver(): void {
+    if (this.#phase !== 'flushing') return;
+    const addon = native();
+    const { client, upstream } = this;
+    const clientFd = fdOf(client);
+    const upstreamFd = fdOf(upstream);
+    if (addon === undefined || client.destroyed || upstream.destroyed || clientFd < 0 || upstreamFd < 0) {
+      this.#fallBack();
+      return;
+    }
+    let id = 0;
+    try {
+      const a = addon.dup(clientFd);
+      let b: number;
+      try {
+        b = addon.dup(upstreamFd);
+      } catch (err) {
+        addon.close(a);
+        throw err;
+      }
+      // spliceStart owns both dups from here, also when it throws
+      id = addon.spliceStart(a, b, this.#timeouts.idle, this.#onNativeEnd);
+    } catch {
+      // EMFILE and the like: the JS relay still works, the sockets are untouched
+      this.#fallBack();
+      return;
+    }
+    this.#id = id;
+    this.#phase = 'native';
+    // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
+    // every write of ours has completed, so no byte is left behind in either copy.
+    for (const s of [client, upstream]) {
+      s.removeListener('error', s === client ? this.#onClientError : this.#onUpstreamError);
+      s.on('error', noop);
+      s.destroy();
+    }
+  }
+
+  #fallBack(): void {
+    const { client, upstream } = this;
+    client.removeListener('error', this.#onClientError);
+    upstream.removeListener('error', this.#onUpstreamError);
+    if (client.destroyed || upstream.destroyed) {
+      this.#finish(client.destroyed ? 'client_error' : 'upstream_error');
+      return;
+    }
+    this.#phase = 'fallback';
+    // undo start()'s readStop: Readable still counts a read in progress, so resume() alone would not restart it
+    for (const s of [client, upstream]) {
+      const handle = handleOf(s);
+      if (handle?.readStart !== undefined && handle.reading === false) {
+        handle.reading = true;
+        handle.readStart();
+      }
+    }
+    const timeouts = this.#timeouts;
+    this.#fallback = new Tunnel(client, upstream, timeouts, (t) => {
+      this.closedBy = t.closedBy;
+      this.#phase = 'closed';
+      this.#report();
+    });
+    // leftovers were already written: they are counted here and not replayed
+    this.#fallback.bytesUp = this.#restUp;
+    this.#fallback.bytesDown = this.#restDown;
+    this.#fallback.start(null, null);
+  }
+
+  #onNativeEnd = (reason: ClosedBy, bytesUp: number, bytesDown: number): void => {
+    this.#doneUp = bytesUp;
+    this.#doneDown = bytesDown;
+    this.#phase = 'closed';
+    // a close(by) asked by the owner keeps its reason; otherwise the relay's own
+    this.closedBy ??= reason;
+    this.#report();
+  };
+
+  #onClientError = (): void => this.close('client_error');
+  #onUpstreamError = (): void => this.close('upstream_error');
+
+  /** Called periodically by the owner: closes the tunnel past its idle or lifetime limit. */
+  checkIdle(now: number): void {
+    if (this.#fallback !== undefined) {
+      this.#fallback.checkIdle(now);
+      return;
+    }
+    if (this.closedBy !== undefined) return;
+    const { idle, lifetime } = this.#timeouts;
+    if (lifetime > 0 && now - this.startedAt >= lifetime) {
+      this.close('lifetime');
+      return;
+    }
+    // The relay thread also enforces `idle` on its own clock; this keeps the owner's sweep authoritative too.
+    if (idle > 0) {
+      const total = this.bytesUp + this.bytesDown;
+      if (total !== this.#mark) {
+        this.#mark = total;
+        this.#markAt = now;
+      } else if (now - this.#markAt >= idle) {
+        this.close('idle_timeout');
+      }
+    }
+  }
+
+  /** Ends the tunnel once; the owner's onClose runs when the relay has closed both fds (with final counts). */
+  close(by: ClosedBy): void {
+    if (this.#fallback !== undefined) {
+      this.#fallback.close(by);
+      return;
+    }
+    if (this.closedBy !== undefined || this.#phase === 'closed') return;
+    if (this.#phase === 'native') {
+      // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
+      if (native()?.spliceClose(this.#id, by) === true) this.closedBy = by;
+      return;
+    }
+    this.#finish(by);
+  }
+
+  /** Before the hand-over: both JS sockets are ours to destroy. */
+  #finish(by: ClosedBy): void {
+    this.closedBy = by;
+    this.#phase = 'closed';
+    for (const s of [this.client, this.upstream]) {
+      s.removeListener('error', s === this.client ? this.#onClientError : this.#onUpstreamError);
+      s.on('error', noop);
+      s.destroy();
+    }
+    this.#report();
+  }
+
+  #report(): void {
+    if (this.#reported) return;
+    this.#reported = true;
+    this.#onClose(this);
+  }
+}
+
+/** What Node read ahead and nobody consumed: it goes out by plain write before the hand-over. */
+function drainReadable(socket: net.Socket): Buffer | null {
+  if (socket.readableLength === 0) return null;
+  const chunks: Buffer[] = [];
+  // bounded by readableLength: read() returns null once the buffer is empty
+  for (let chunk = socket.read() as Buffer | string | null; chunk !== null; chunk = socket.read() as Buffer | string | null) {
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  }
+  return chunks.length === 0 ? null : Buffer.concat(chunks);
+}
+
+function concat(a: Buffer | null, b: Buffer | null): Buffer | null {
+  if (a === null || a.length === 0) return b;
+  if (b === null || b.length === 0) return a;
+  return Buffer.concat([a, b]);
+}
+
+/** Calls `done` once neither socket has queued writes (an empty write's callback runs after earlier ones). */
+function flushAll(sockets: net.Socket[], done: () => void): void {
+  let left = sockets.length;
+  for (const s of sockets) s.write(Buffer.alloc(0), () => --left === 0 && done());
+}
+
+function noop(): void {}

@@ -1,0 +1,229 @@
+// The native half end to end: 1000 splice tunnels leave no fd behind, SO_REUSEPORT workers (through the real
+// `portico start`) get their share of 1000 connections from the kernel, and PORTICO_NATIVE=0 falls back to the
+// shared handle and says why. Relay behaviour itself is covered by relay.test.ts over both relays.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import { readdirSync } from 'node:fs';
+import { test, type TestContext } from 'node:test';
+import { listenStrategy } from '../../src/accept/listener.js';
+import { native } from '../../src/native/addon.js';
+import type { ClosedBy } from '../../src/tunnel/relay.js';
+import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
+import { plainListener, startPortico, type LogLine } from '../helpers/portico.js';
+
+const NO_NATIVE = nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`;
+
+function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+/** A loopback server whose accepted sockets are matched to their client by the client's local port. */
+class Acceptor {
+  readonly server = net.createServer({ allowHalfOpen: true });
+  port = 0;
+  #waiting = new Map<number, (s: net.Socket) => void>();
+  #early = new Map<number, net.Socket>();
+
+  async listen(t: TestContext): Promise<void> {
+    this.server.on('connection', (s: net.Socket) => {
+      const resolve = this.#waiting.get(s.remotePort ?? 0);
+      if (resolve === undefined) this.#early.set(s.remotePort ?? 0, s);
+      else {
+        this.#waiting.delete(s.remotePort ?? 0);
+        resolve(s);
+      }
+    });
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    this.port = (this.server.address() as net.AddressInfo).port;
+    t.after(() => this.server.close());
+  }
+
+  /** Connects and resolves with both ends: [connecting side, accepted side]. */
+  async pair(): Promise<[net.Socket, net.Socket]> {
+    const c = net.connect({ port: this.port, host: '127.0.0.1', allowHalfOpen: true });
+    await once(c, 'connect');
+    const local = c.localPort ?? 0;
+    const early = this.#early.get(local);
+    if (early !== undefined) {
+      this.#early.delete(local);
+      return [c, early];
+    }
+    return [c, await new Promise<net.Socket>((resolve) => this.#waiting.set(local, resolve))];
+  }
+}
+
+/** One tunnel: the client says hello and ends, the upstream echoes it and ends; resolves once all is closed. */
+async function oneTunnel(front: Acceptor, back: Acceptor): Promise<ClosedBy> {
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  assert.ok(canSplice(tunnelClient, tunnelUpstream));
+  const closed = new Promise<ClosedBy>((resolve) => {
+    new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, (tunnel) => resolve(tunnel.closedBy!)).start(null, null);
+  });
+  upstreamPeer.on('data', (c: Buffer) => upstreamPeer.write(c));
+  upstreamPeer.on('end', () => upstreamPeer.end());
+  const echoed: Buffer[] = [];
+  clientPeer.on('data', (c: Buffer) => echoed.push(c));
+  const peersClosed = Promise.all([once(clientPeer, 'close'), once(upstreamPeer, 'close')]);
+  clientPeer.on('end', () => clientPeer.end());
+  clientPeer.write('hello');
+  clientPeer.end();
+  const by = await closed;
+  await peersClosed;
+  assert.equal(Buffer.concat(echoed).toString(), 'hello');
+  return by;
+}
+
+test('1000 splice tunnels opened and closed leave the number of open fds unchanged', { skip: NO_NATIVE, timeout: 120_000 }, async (t) => {
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  // the first tunnel starts the relay thread (its epoll and wake-up fds live as long as the process)
+  await oneTunnel(front, back);
+  const before = openFds();
+  const reasons = new Map<ClosedBy, number>();
+  for (let batch = 0; batch < 20; batch++) {
+    const ends = await Promise.all(Array.from({ length: 50 }, () => oneTunnel(front, back)));
+    for (const by of ends) reasons.set(by, (reasons.get(by) ?? 0) + 1);
+  }
+  assert.equal(openFds(), before, 'every socket and pipe fd of 1000 tunnels is closed');
+  assert.equal(native()?.status().active, 0);
+  assert.equal((reasons.get('client') ?? 0) + (reasons.get('upstream') ?? 0), 1000, `orderly closes: ${JSON.stringify([...reasons])}`);
+});
+
+test('bytes the owner queued before start() (and the leftovers) reach the peer before any spliced byte', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  // 8 MiB the owner wrote (a replayed head, say) is still queued in Node when the tunnel starts
+  const queued = Buffer.alloc(8 * 1024 * 1024, 0x61);
+  tunnelUpstream.write(queued);
+  assert.ok(tunnelUpstream.writableLength > 0, 'the write is still queued in Node');
+  const closed = new Promise<SpliceTunnel>((resolve) => {
+    new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, resolve).start(Buffer.from('rest|'), null);
+  });
+  const chunks: Buffer[] = [];
+  upstreamPeer.on('data', (c: Buffer) => chunks.push(c));
+  const upEnded = once(upstreamPeer, 'end');
+  clientPeer.end('spliced');
+  await upEnded;
+  const got = Buffer.concat(chunks);
+  assert.equal(got.length, queued.length + 'rest|spliced'.length);
+  assert.ok(got.subarray(0, queued.length).equals(queued));
+  assert.equal(got.subarray(queued.length).toString(), 'rest|spliced');
+  upstreamPeer.end();
+  const tunnel = await closed;
+  assert.equal(tunnel.closedBy, 'upstream');
+  assert.equal(tunnel.bytesUp, 'rest|spliced'.length, 'the owner\'s own writes are not the tunnel\'s bytes');
+});
+
+test('a relay that cannot start (EMFILE, say) falls back to the JS relay on the untouched sockets', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
+  const addon = native()!;
+  const real = addon.spliceStart;
+  // the contract of spliceStart: it owns the fds even when it throws
+  addon.spliceStart = (a, b) => {
+    addon.close(a);
+    addon.close(b);
+    throw new Error('spliceStart: pipe2: Too many open files');
+  };
+  t.after(() => (addon.spliceStart = real));
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  const before = openFds();
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  let onClose!: () => void;
+  const closed = new Promise<void>((resolve) => (onClose = resolve));
+  const tunnel = new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, () => onClose());
+  tunnel.start(null, null);
+  upstreamPeer.on('data', (c: Buffer) => upstreamPeer.write(c));
+  upstreamPeer.on('end', () => upstreamPeer.end());
+  const echoed: Buffer[] = [];
+  clientPeer.on('data', (c: Buffer) => echoed.push(c));
+  const ended = once(clientPeer, 'end');
+  clientPeer.end('still relayed');
+  await ended;
+  assert.equal(Buffer.concat(echoed).toString(), 'still relayed');
+  assert.equal(tunnel.spliced, false);
+  assert.equal(tunnel.bytesUp, 'still relayed'.length);
+  await closed;
+  for (const s of [clientPeer, upstreamPeer]) s.destroy();
+  await Promise.all([clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].map((s) => (s.closed ? undefined : once(s, 'close'))));
+  assert.equal(openFds(), before, 'the dups were closed, the sockets too');
+});
+
+/** One GET on a fresh connection; resolves with the status. */
+function get(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.setTimeout(15_000, () => req.destroy(new Error('no response within 15 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function startBackend(t: TestContext): Promise<number> {
+  const server = http.createServer((req, res) => res.end('ok'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+function proxyConfig(backendPort: number) {
+  return {
+    workers: 2,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${backendPort}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+  };
+}
+
+const isAccess = (l: LogLine): boolean => typeof l.status === 'number' && typeof l.worker === 'number';
+
+test('SO_REUSEPORT workers: the kernel spreads 1000 connections over both worker processes', { skip: NO_NATIVE, timeout: 120_000 }, async (t) => {
+  const backendPort = await startBackend(t);
+  const portico = await startPortico(t, proxyConfig(backendPort));
+  const listening = await portico.waitForLog((l) => l.msg === 'listening');
+  assert.equal(listening.strategy, 'reuse-port');
+  for (let batch = 0; batch < 20; batch++) {
+    const statuses = await Promise.all(Array.from({ length: 50 }, (_, i) => get(portico.httpPort, `/spread/${batch}/${i}`)));
+    assert.deepEqual(new Set(statuses), new Set([200]));
+  }
+  await portico.waitForLog(() => portico.logs.filter(isAccess).length >= 1000, 10_000).catch(() => undefined);
+  const perWorker = new Map<unknown, number>();
+  for (const l of portico.logs.filter(isAccess)) perWorker.set(l.worker, (perWorker.get(l.worker) ?? 0) + 1);
+  const counts = [...perWorker.values()];
+  t.diagnostic(`connections per worker: ${JSON.stringify(Object.fromEntries(perWorker))}`);
+  assert.equal(counts.reduce((a, b) => a + b, 0), 1000);
+  assert.equal(perWorker.size, 2, `connections per worker: ${JSON.stringify([...perWorker])}`);
+  // a 4-tuple hash over 1000 ephemeral ports: far from an even split would mean one socket takes all
+  for (const n of counts) assert.ok(n >= 100, `connections per worker: ${JSON.stringify([...perWorker])}`);
+});
+
+test('PORTICO_NATIVE=0: workers share the primary handle, and the start log says the addon is off and why', { timeout: 60_000 }, async (t) => {
+  const backendPort = await startBackend(t);
+  const portico = await startPortico(t, proxyConfig(backendPort), { env: { PORTICO_NATIVE: '0' } });
+  const listening = await portico.waitForLog((l) => l.msg === 'listening');
+  // Node >= 22.12 has reusePort built in; below it, only the addon provides it
+  assert.equal(listening.strategy, listenStrategy());
+  const warning = await portico.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('native addon not in use'));
+  assert.equal(warning.reason, 'disabled by PORTICO_NATIVE=0');
+  assert.equal(await get(portico.httpPort, '/'), 200);
+});
