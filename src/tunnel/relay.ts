@@ -15,6 +15,37 @@ export interface TunnelTimeouts {
 
 const KEEPALIVE_PROBE_MS = 60_000;
 
+/**
+ * Idle and lifetime limits of a tunnel, read off its byte counters at each sweep of the owner, so no timer
+ * exists per tunnel. Shared by the JS relay and the splice relay so both close for the same reasons.
+ */
+export class TunnelClock {
+  readonly #timeouts: TunnelTimeouts;
+  readonly #startedAt: number;
+  #mark = -1;
+  #markAt = 0;
+
+  constructor(timeouts: TunnelTimeouts, startedAt: number) {
+    this.#timeouts = timeouts;
+    this.#startedAt = startedAt;
+  }
+
+  /** The reason to close now (`bytes`: both directions so far), or undefined. */
+  due(now: number, bytes: number): 'lifetime' | 'idle_timeout' | undefined {
+    const { idle, lifetime } = this.#timeouts;
+    if (lifetime > 0 && now - this.#startedAt >= lifetime) return 'lifetime';
+    if (idle > 0) {
+      if (bytes !== this.#mark) {
+        this.#mark = bytes;
+        this.#markAt = now;
+      } else if (now - this.#markAt >= idle) {
+        return 'idle_timeout';
+      }
+    }
+    return undefined;
+  }
+}
+
 export class Tunnel {
   readonly client: Socket;
   readonly upstream: Socket;
@@ -23,19 +54,17 @@ export class Tunnel {
   bytesUp = 0;
   bytesDown = 0;
   closedBy: ClosedBy | undefined;
-  #timeouts: TunnelTimeouts;
+  #clock: TunnelClock;
   #onClose: (t: Tunnel) => void;
   #clientEnded = false;
   #upstreamEnded = false;
-  #mark = -1;
-  #markAt = 0;
 
   constructor(client: Socket, upstream: Socket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void) {
     this.client = client;
     this.upstream = upstream;
-    this.#timeouts = timeouts;
     this.#onClose = onClose;
     this.startedAt = Date.now();
+    this.#clock = new TunnelClock(timeouts, this.startedAt);
   }
 
   /**
@@ -105,20 +134,8 @@ export class Tunnel {
   /** Called periodically by the owner: closes the tunnel past its idle or lifetime limit. */
   checkIdle(now: number): void {
     if (this.closedBy !== undefined) return;
-    const { idle, lifetime } = this.#timeouts;
-    if (lifetime > 0 && now - this.startedAt >= lifetime) {
-      this.close('lifetime');
-      return;
-    }
-    if (idle > 0) {
-      const total = this.bytesUp + this.bytesDown;
-      if (total !== this.#mark) {
-        this.#mark = total;
-        this.#markAt = now;
-      } else if (now - this.#markAt >= idle) {
-        this.close('idle_timeout');
-      }
-    }
+    const due = this.#clock.due(now, this.bytesUp + this.bytesDown);
+    if (due !== undefined) this.close(due);
   }
 
   /** Ends the tunnel once: both sockets destroyed, listeners removed, the owner told with the reason. */

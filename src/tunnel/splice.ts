@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
-import { Tunnel, type ClosedBy, type TunnelTimeouts } from './relay.js';
+import { Tunnel, TunnelClock, type ClosedBy, type TunnelTimeouts } from './relay.js';
 
 export { nativeStatus, type NativeStatus };
 
@@ -64,8 +64,7 @@ export class SpliceTunnel {
   #doneUp = 0;
   #doneDown = 0;
   #reported = false;
-  #mark = -1;
-  #markAt = 0;
+  #clock: TunnelClock;
 
   constructor(client: net.Socket, upstream: net.Socket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
     this.client = client;
@@ -73,6 +72,7 @@ export class SpliceTunnel {
     this.#timeouts = timeouts;
     this.#onClose = onClose;
     this.startedAt = Date.now();
+    this.#clock = new TunnelClock(timeouts, this.startedAt);
   }
 
   /** Bytes client -> upstream (leftovers included). */
@@ -236,21 +236,9 @@ export class SpliceTunnel {
       return;
     }
     if (this.closedBy !== undefined) return;
-    const { idle, lifetime } = this.#timeouts;
-    if (lifetime > 0 && now - this.startedAt >= lifetime) {
-      this.close('lifetime');
-      return;
-    }
     // The relay thread also enforces `idle` on its own clock; this keeps the owner's sweep authoritative too.
-    if (idle > 0) {
-      const total = this.bytesUp + this.bytesDown;
-      if (total !== this.#mark) {
-        this.#mark = total;
-        this.#markAt = now;
-      } else if (now - this.#markAt >= idle) {
-        this.close('idle_timeout');
-      }
-    }
+    const due = this.#clock.due(now, this.bytesUp + this.bytesDown);
+    if (due !== undefined) this.close(due);
   }
 
   /** Ends the tunnel once; the owner's onClose runs when the relay has closed both fds (with final counts). */
