@@ -274,7 +274,24 @@ void Loop() {
           continue;
         }
       }
-      if (PumpBoth(r, &graveyard) && !r->queued) {
+      // Pump only what this edge concerns: news from side s (data, FIN, hang-up) feeds direction s; room on
+      // side s drains direction 1-s if it has bytes waiting. Pumping both on every event would add a splice
+      // that finds the idle side empty, per message.
+      const int side = ep->side;
+      const uint32_t evs = events[i].events;
+      bool more = false;
+      if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        Pumped p = Pump(r, side, &graveyard);
+        if (p == Pumped::kClosed) continue;
+        more = p == Pumped::kMore;
+      }
+      Direction& back = r->dir[1 - side];
+      if ((evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !r->closed && (back.in_pipe > 0 || (back.eof && !back.shut))) {
+        Pumped p = Pump(r, 1 - side, &graveyard);
+        if (p == Pumped::kClosed) continue;
+        more = more || p == Pumped::kMore;
+      }
+      if (more && !r->queued) {
         r->queued = true;
         again.push_back(r);
       }
