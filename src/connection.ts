@@ -122,9 +122,12 @@ export class ConnectionRegistry {
   }
 }
 
-/** Takes ownership of an accepted (and, for https, handshaken) client socket. */
-export function handleConnection(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry): void {
-  new ClientConnection(socket, listener, ctx, registry);
+/**
+ * Takes ownership of an accepted (and, for https, handshaken) client socket. `remoteAddress`: the client's
+ * address when the socket's peer is not the client (a trusted PROXY header named it).
+ */
+export function handleConnection(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string): void {
+  new ClientConnection(socket, listener, ctx, registry, remoteAddress);
 }
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';
@@ -158,14 +161,14 @@ class ClientConnection implements ClientSide {
   #activityMark = -1;
   #log: Logger | null = null;
 
-  constructor(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry) {
+  constructor(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string) {
     this.socket = socket;
     this.ctx = ctx;
     this.#registry = registry;
     this.#listener = listener;
     const l = ctx.config.limits;
     this.#limits = { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
-    const ra = socket.remoteAddress ?? '';
+    const ra = remoteAddress ?? socket.remoteAddress ?? '';
     this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
     this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port };
     socket.on('error', this.#onError);

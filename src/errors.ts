@@ -16,7 +16,8 @@ export const ERROR_CODES = [
   // routing
   'ROUTE_NOT_FOUND', // -> 404
   // upstream side
-  'UPSTREAM_UNAVAILABLE', // no available target in the pool -> 503
+  'UPSTREAM_UNAVAILABLE', // no available target in the pool, or its wait queue is full -> 503
+  'UPSTREAM_QUEUE_TIMEOUT', // waited in the queue of a target at max_connections too long -> 503
   'UPSTREAM_CONNECT_REFUSED', // -> 502 (retryable)
   'UPSTREAM_CONNECT_TIMEOUT', // -> 504 (retryable)
   'UPSTREAM_CONNECT_ERROR', // other connect failure -> 502 (retryable)
@@ -81,6 +82,7 @@ export function statusOf(code: ErrorCode): number {
     case 'ROUTE_NOT_FOUND':
       return 404;
     case 'UPSTREAM_UNAVAILABLE':
+    case 'UPSTREAM_QUEUE_TIMEOUT':
     case 'SHUTDOWN':
       return 503;
     case 'UPSTREAM_CONNECT_TIMEOUT':

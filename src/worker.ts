@@ -1,9 +1,13 @@
 // Entry point of a worker process, forked by primary.ts: builds its runtime from the config file (router,
 // pools, metrics, connection registry), accepts on the listeners the primary assigns, hands every client
-// socket (TLS already terminated for https) to connection.ts, and drains on 'shutdown'. No data-path logic here.
+// socket (TLS already terminated for https) to connection.ts, and drains on 'shutdown'. No data-path logic here
+// beyond the accept path: a listener's preface (PROXY header, ClientHello) decides between HTTP, TLS and L4.
 import type { Server, Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { L4Registry, PassthroughTable, forwardL4, type L4Context } from './accept/l4.js';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
+import { readPreface, type PrefaceResult } from './accept/preface.js';
+import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
 import { createTlsServer } from './accept/tls.js';
 import { formatErrors, loadConfig } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
@@ -20,17 +24,46 @@ const DRAIN_OVERRUN_MS = 2_000;
 
 const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
 
+/** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
+const PREFACE_FALLBACK_MS = 60_000;
+
 /** What connections of this worker share; rebuilt as a whole (never mutated) when the config changes. */
 interface Runtime {
   readonly ctx: ConnectionContext;
   readonly registry: ConnectionRegistry;
+  readonly l4: L4Registry;
+  readonly l4ctx: L4Context;
 }
 
 function buildRuntime(config: Config, log: Logger, id: number, metrics: Metrics): Runtime {
   const pools = new Map<string, UpstreamPool>();
   for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream, poolHooks(name, upstream.health.passive.fail_timeout, log)));
   const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker: id, metrics };
-  return { ctx, registry: new ConnectionRegistry() };
+  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
+  return { ctx, registry: new ConnectionRegistry(), l4: new L4Registry(), l4ctx };
+}
+
+/** The client's address from a PROXY header: its source for a proxied TCP connection, else none (use the socket's). */
+function proxiedSource(header: ProxyHeader | undefined): ProxyEndpoint | undefined {
+  if (header === undefined || header.command !== 'proxy' || (header.family !== 'tcp4' && header.family !== 'tcp6')) return undefined;
+  return header.source;
+}
+
+function proxiedDestination(header: ProxyHeader | undefined): ProxyEndpoint | undefined {
+  if (header === undefined || header.command !== 'proxy' || (header.family !== 'tcp4' && header.family !== 'tcp6')) return undefined;
+  return header.destination;
+}
+
+function endpoint(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
+  return address === undefined || port === undefined ? undefined : { address, port };
+}
+
+/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client address rides on it. */
+const proxiedAddress = new WeakMap<Socket, string>();
+
+function parentOf(socket: TLSSocket): Socket | undefined {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return typeof parent === 'object' && parent !== null ? (parent as Socket) : undefined;
 }
 
 /** Passive health flips are per worker: one line each, so a flapping target shows in every worker's log. */
@@ -59,6 +92,8 @@ class Worker {
   /** Bound port per listener index, once listening. */
   #ports: Array<number | undefined>;
   #stopping = false;
+  /** Connections closed before routing (see #refused). Not in WorkerStats yet: logged at shutdown. */
+  #refusedCount = 0;
 
   constructor(id: number, config: Config, log: Logger) {
     this.id = id;
@@ -125,16 +160,19 @@ class Worker {
     }
     // Known before the first connection for shared handles; for a reuse-port listener on port 0, once bound.
     let info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port: msg.via === 'reuse-port' ? msg.port : cfg.address.port };
-    const accept = (socket: Socket) => {
+    const accept = (socket: Socket, remoteAddress?: string) => {
       this.#metrics.connectionAccepted();
-      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry);
+      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, remoteAddress);
     };
-    let onConnection: OnConnection = accept;
+    let tlsServer: TlsServer | undefined;
     if (cfg.tls !== undefined) {
-      const tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => accept(socket));
+      tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => {
+        const parent = parentOf(socket);
+        accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
+      });
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
-      onConnection = (socket) => tlsServer.emit('connection', socket);
     }
+    const onConnection = this.#acceptPath(cfg, msg.index, accept, tlsServer);
     const server = msg.via === 'handle' ? await listenOnHandle(handle, onConnection, LISTEN_OPTIONS) : await listenReusePort(msg.host, msg.port, onConnection, LISTEN_OPTIONS);
     server.on('error', (err) => this.#log.error({ err, listener: msg.index }, 'listener error'));
     this.#servers.push(server);
@@ -147,6 +185,75 @@ class Worker {
     }
     const ports = this.#ports.filter((p) => p !== undefined);
     if (ports.length === this.#ports.length) send({ type: 'ready', ports });
+  }
+
+  /**
+   * What a listener does with each accepted socket, compiled once: straight to HTTP or TLS when there is no
+   * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
+   * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
+   */
+  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: Socket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+    let trusted: ((address: string) => boolean) | undefined;
+    if (cfg.proxy_protocol !== undefined) {
+      const m = createCidrMatcher(cfg.proxy_protocol.trusted);
+      // the schema checked every CIDR: failing here means the two disagree, which must not go unnoticed
+      if (!m.ok) throw new Error(`listener ${index}: invalid proxy_protocol.trusted: ${m.errors.map((e) => e.reason).join('; ')}`);
+      trusted = m.match;
+    }
+    const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
+    const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
+    const terminate = (socket: Socket, remoteAddress?: string): void => {
+      if (tlsServer === undefined) {
+        accept(socket, remoteAddress);
+        socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
+        return;
+      }
+      if (remoteAddress !== undefined) proxiedAddress.set(socket, remoteAddress);
+      tlsServer.emit('connection', socket);
+    };
+    if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
+
+    const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : this.#config.timeouts.head;
+    const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
+    const l4 = (socket: Socket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
+      const { ctx, l4: registry, l4ctx } = this.#runtime;
+      const pool = ctx.pools.get(upstream);
+      if (pool === undefined) {
+        // the schema checks references; a runtime without the pool is a bug, not the client's fault
+        this.#log.error({ listener: index, upstream }, 'L4 upstream missing from the runtime');
+        socket.destroy();
+        return;
+      }
+      this.#metrics.connectionAccepted();
+      const source = proxiedSource(r.proxy) ?? endpoint(socket.remoteAddress, socket.remotePort);
+      const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, registry);
+    };
+    return (socket) => {
+      if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
+        this.#refused(socket, index, 'untrusted', 'PROXY header sender not in proxy_protocol.trusted');
+        socket.destroy();
+        return;
+      }
+      readPreface(socket, opts, (r) => {
+        if (r.kind === 'failed') {
+          this.#refused(socket, index, r.reason, r.detail);
+          return;
+        }
+        if (tcpUpstream !== undefined) return l4(socket, 'tcp', tcpUpstream, r);
+        const upstream = passthrough?.match(r.hello?.sni);
+        if (upstream !== undefined) return l4(socket, 'passthrough', upstream, r);
+        // peeking never loses a byte: what was read goes back in front of the socket for its next reader
+        if (r.rest !== null) socket.unshift(r.rest);
+        terminate(socket, proxiedSource(r.proxy)?.address);
+      });
+    };
+  }
+
+  /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */
+  #refused(socket: Socket, index: number, reason: string, detail?: string): void {
+    this.#refusedCount++;
+    if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
   }
 
   /** Handshake failures are the client's business: counted, logged at debug, never fatal. */
@@ -168,7 +275,8 @@ class Worker {
         upstreamTargets.push({ upstream: name, target: t.id, available: t.available, active: t.active, healthy: h.healthy, draining: h.draining, passiveDown: h.passiveDown, failures: h.failures });
       });
     }
-    return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets };
+    const l4 = this.#runtime.l4.size;
+    return { metrics: this.#metrics.snapshot(), connections: registry.size + l4, tunnels: registry.tunnels + l4, upstreamTargets };
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -176,23 +284,23 @@ class Worker {
     if (this.#stopping) return;
     this.#stopping = true;
     const grace = this.#config.timeouts.shutdown_grace;
-    const { ctx, registry } = this.#runtime;
+    const { ctx, registry, l4 } = this.#runtime;
     // close() stops accepting now; its callback would wait for every connection, the drain below does that.
     for (const server of this.#servers) server.close();
-    this.#log.info({ reason, graceMs: grace, connections: registry.size, tunnels: registry.tunnels }, 'worker draining');
+    this.#log.info({ reason, graceMs: grace, connections: registry.size + l4.size, tunnels: registry.tunnels + l4.size }, 'worker draining');
     setTimeout(() => {
       this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
       process.exit(1);
     }, grace + DRAIN_OVERRUN_MS).unref();
     let code = 0;
     try {
-      await registry.drain(grace);
+      await Promise.all([registry.drain(grace), l4.drain(grace)]);
     } catch (err) {
       this.#log.error({ err }, 'drain failed');
       code = 1;
     }
     for (const pool of ctx.pools.values()) pool.close();
-    this.#log.info('worker stopped');
+    this.#log.info({ refusedBeforeRouting: this.#refusedCount }, 'worker stopped');
     process.exit(code);
   }
 }

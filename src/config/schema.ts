@@ -3,6 +3,7 @@
 // It knows nothing about files or YAML positions (load.ts) and builds no runtime objects (router, pools).
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+import { checkCidr } from '../accept/proxy-protocol.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -95,11 +96,17 @@ const headerOps = z
   .prefault({});
 
 const target = z.union([
-  address('target').transform((a) => ({ ...a, weight: 1 })),
+  address('target').transform((a) => ({ ...a, weight: 1, backup: false })),
   z
-    .object({ address: address('target'), weight: z.number().int().min(0).max(1000).default(1) })
+    .object({
+      address: address('target'),
+      /** Share of new work relative to the other targets (default 1); 0 = drained: no new work, open tunnels stay. */
+      weight: z.number().int().min(0).max(1000).default(1),
+      /** Used only while every primary (non-backup) target is down or full (default false). */
+      backup: z.boolean().default(false),
+    })
     .strict()
-    .transform((t) => ({ ...t.address, weight: t.weight })),
+    .transform((t) => ({ ...t.address, weight: t.weight, backup: t.backup })),
 ]);
 
 /** "200-399", "200,204", "200-299,301": inclusive ranges of HTTP status codes -> [low, high] pairs. */
@@ -226,10 +233,40 @@ const upstream = z
     targets: z
       .array(target)
       .min(1, 'an upstream needs at least one target')
-      .refine((ts) => ts.some((t) => t.weight > 0), 'at least one target needs a weight above 0'),
+      .refine((ts) => ts.some((t) => t.weight > 0), 'at least one target needs a weight above 0')
+      .refine((ts) => ts.some((t) => !t.backup), 'at least one target must not be a backup'),
     balance,
     /** Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512). */
     max_connections: z.number().int().min(1).max(1_000_000).default(512),
+    /**
+     * Requests waiting (FIFO, per worker, all targets together) for a target at max_connections to free a
+     * socket. Queue full or wait over `timeout` -> 503 with Retry-After. size 0 = no queue (default 128, 5s).
+     */
+    queue: z
+      .object({
+        size: z.number().int().min(0).max(1_000_000).default(128),
+        timeout: positiveDuration('5s'),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * A target coming (back) up (health flip, passive recovery, undrain; not at start or reload) gets its weight
+     * ramped from 10% to 100% over this time. round_robin, least_conn, random_two; hash ignores it (default off).
+     */
+    slow_start: duration('off'),
+    /**
+     * Retries of a request on connect failure or a stale keep-alive socket: at most `max` per request, and over
+     * a sliding 10s window at most `budget` x requests (but always `min_per_second` per second) per worker,
+     * so a failing pool is not stormed (default 2, 0.2, 3).
+     */
+    retries: z
+      .object({
+        max: z.number().int().min(0).max(10).default(2),
+        budget: z.number().min(0).max(1).default(0.2),
+        min_per_second: z.number().int().min(0).max(10_000).default(3),
+      })
+      .strict()
+      .prefault({}),
     keepalive: z
       .object({
         /** Idle keep-alive connections kept per target, per worker (default 256; 0 disables reuse). */
@@ -251,6 +288,11 @@ const upstream = z
       .prefault({}),
     /** Active (primary, shared) and passive (per worker) health checks; see healthActive and healthPassive. */
     health: z.object({ active: healthActive.optional(), passive: healthPassive.prefault({}) }).strict().prefault({}),
+    /**
+     * PROXY protocol header (client address -> address it connected to) written to every new connection before
+     * any byte: "v1" (text) or "v2" (binary); default "off". Applies to tcp listeners and TLS passthrough.
+     */
+    send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off'),
   })
   .strict();
 
@@ -320,21 +362,71 @@ const certificate = z
   })
   .strict();
 
+/** An SNI name of a passthrough entry: "name" or "*.suffix" (any depth, as route hosts); stored lower case. */
+const sniPattern = z
+  .string()
+  .transform((v) => v.trim().toLowerCase().replace(/\.$/, ''))
+  .refine(
+    (v) => /^(\*\.)?[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/.test(v) && v.length <= 253,
+    'sni must be a DNS name or "*.suffix", e.g. "db.example.com" or "*.example.com"',
+  );
+
+/**
+ * TLS passthrough: a client whose ClientHello names `sni` is not terminated; its untouched TLS bytes go to
+ * `upstream` (raw TCP). Exact names win over wildcards, longer wildcard suffixes over shorter.
+ */
+const passthrough = z.object({ sni: sniPattern, upstream: z.string().min(1) }).strict();
+
 const listener = z
   .object({
     address: address('listener', true),
+    /** http (default): HTTP/1.1, terminated TLS when `tls` is set; tcp: raw TCP relayed to `upstream`. */
+    mode: z.enum(['http', 'tcp']).default('http'),
+    /** tcp listeners only: the upstream every connection is relayed to. */
+    upstream: z.string().min(1).optional(),
+    /**
+     * Expect a PROXY protocol v1 or v2 header before anything else, only from `trusted` senders (CIDRs or
+     * addresses); others are closed at once, as is a connection whose header is missing or malformed. The
+     * header's source becomes the client address ($remote_addr, X-Forwarded-For, X-Real-IP).
+     */
+    proxy_protocol: z
+      .object({
+        trusted: z
+          .array(
+            z.string().superRefine((v, ctx) => {
+              const problem = checkCidr(v);
+              if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+            }),
+          )
+          .min(1, 'list the CIDRs allowed to send PROXY headers (e.g. "10.0.0.0/8")'),
+      })
+      .strict()
+      .optional(),
     tls: z
       .object({
         /** The first certificate is the default for clients that send no (or an unknown) SNI name. */
         certificates: z.array(certificate).min(1, 'a TLS listener needs at least one certificate'),
         min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-        /** Time allowed for the TLS handshake (default 10s). */
+        /** Time allowed for the TLS handshake (default 10s); also bounds reading the ClientHello for passthrough. */
         handshake_timeout: duration('10s'),
+        /** SNI names relayed untouched to an upstream instead of terminated here (default none). */
+        passthrough: z.array(passthrough).optional(),
       })
       .strict()
       .optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((l, ctx) => checkListenerMode(l as unknown, ctx), { when: () => true });
+
+function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(l)) return;
+  if (l.mode === 'tcp') {
+    if (l.upstream === undefined) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a tcp listener needs `upstream`: the pool its connections are relayed to' });
+    if (l.tls !== undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'a tcp listener relays raw bytes and terminates no TLS (for TLS by SNI, use tls.passthrough on an http listener)' });
+  } else if (l.upstream !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'upstream applies to tcp listeners only (add mode: tcp, or route HTTP with routes)' });
+  }
+}
 
 export const configSchema = z
   .object({
@@ -425,6 +517,7 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
       }
     });
   }
+  if (Array.isArray(c.listeners) && upstreams !== undefined) checkL4References(c.listeners, upstreams, Array.isArray(c.routes) ? c.routes : [], ctx);
   const taken: { at: string; endpoint: Endpoint }[] = [];
   const claim = (endpoint: Endpoint | undefined, at: string, path: (string | number)[]): void => {
     if (endpoint === undefined) return;
@@ -436,6 +529,36 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
     c.listeners.forEach((l: unknown, i) => claim(isPlainObject(l) ? endpointOf(l.address) : undefined, `listeners[${i}]`, ['listeners', i, 'address']));
   }
   if (isPlainObject(c.admin)) claim(endpointOf(c.admin.address), 'admin', ['admin', 'address']);
+}
+
+/**
+ * Upstreams of tcp listeners and TLS passthrough must exist, and must not also serve routes: an L4 connection
+ * never reuses a kept-alive HTTP socket, and a PROXY header must be a connection's first byte. send_proxy_protocol
+ * is refused on route upstreams until HTTP forwarding writes the header.
+ */
+function checkL4References(listeners: unknown[], upstreams: Record<string, unknown>, routes: unknown[], ctx: z.RefinementCtx): void {
+  const routed = new Set<string>();
+  for (const r of routes) {
+    const name = isPlainObject(r) && isPlainObject(r.proxy) ? r.proxy.upstream : undefined;
+    if (typeof name === 'string') routed.add(name);
+  }
+  const check = (name: unknown, path: (string | number)[]): void => {
+    if (typeof name !== 'string') return;
+    if (!Object.hasOwn(upstreams, name)) ctx.addIssue({ code: 'custom', path, message: `unknown upstream "${name}" (defined: ${Object.keys(upstreams).join(', ') || 'none'})` });
+    else if (routed.has(name)) ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" also serves HTTP routes: give raw TCP its own upstream entry (same targets are fine)` });
+  };
+  listeners.forEach((l, i) => {
+    if (!isPlainObject(l)) return;
+    if (l.mode === 'tcp') check(l.upstream, ['listeners', i, 'upstream']);
+    const pass = isPlainObject(l.tls) && Array.isArray(l.tls.passthrough) ? l.tls.passthrough : [];
+    pass.forEach((p: unknown, j) => check(isPlainObject(p) ? p.upstream : undefined, ['listeners', i, 'tls', 'passthrough', j, 'upstream']));
+  });
+  for (const name of routed) {
+    const u = upstreams[name];
+    if (isPlainObject(u) && u.send_proxy_protocol !== undefined && u.send_proxy_protocol !== 'off') {
+      ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'send_proxy_protocol'], message: 'send_proxy_protocol applies to tcp listeners and TLS passthrough; HTTP routes do not send PROXY headers yet' });
+    }
+  }
 }
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -9,7 +9,7 @@ import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, t
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
 import type { Target } from '../upstream/balancer.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
-import type { UpstreamPool } from '../upstream/pool.js';
+import type { CancelAcquire, UpstreamPool } from '../upstream/pool.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection and h2c's HTTP2-Settings). */
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings']);
@@ -19,8 +19,6 @@ const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRAC
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
 const SMALL_BODY = 16 * 1024;
-/** Most targets a request is tried on before giving up (connect failures and stale keep-alive sockets). */
-const MAX_ATTEMPTS = 3;
 /** Bytes of a response head we buffer from an upstream before calling it broken. */
 const RESPONSE_HEAD_LIMITS: HeadLimits = { headerSize: 64 * 1024, uriSize: 8192, headers: 200 };
 
@@ -181,9 +179,12 @@ export class Exchange {
   readonly #key: string | undefined;
   #upstream: Socket | null = null;
   #reused = false;
-  #staleRetries = 0;
+  /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
+  #retries = 0;
   #tried: Set<Target> | null = null;
   #attempts = 0;
+  /** Withdraws a pending acquire from the pool's wait queue when the exchange ends first. */
+  #cancelAcquire: CancelAcquire | null = null;
   #phase: Phase = 'connecting';
   #finished = false;
   // request body framing
@@ -232,15 +233,24 @@ export class Exchange {
       this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
       return;
     }
+    if (this.#attempts === 0) this.pool.countRequest();
     this.#attempts++;
     this.target = target;
     target.active++;
     this.#phase = 'connecting';
-    this.pool.acquire(target, this.#onAcquired);
+    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired);
+  }
+
+  /** A retry within the per-request bound and the upstream's retry budget (asked only when the bound allows). */
+  #mayRetry(): boolean {
+    if (this.#retries >= this.pool.config.retries.max || !this.pool.allowRetry()) return false;
+    this.#retries++;
+    return true;
   }
   #lastError: ProxyError | null = null;
 
   #onAcquired = (err: ProxyError | null, socket: Socket | null, reused: boolean): void => {
+    this.#cancelAcquire = null;
     if (this.#finished) {
       if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
       return;
@@ -282,7 +292,7 @@ export class Exchange {
       (this.#tried ??= new Set()).add(t);
     }
     this.target = null;
-    if (err.retryable && this.#attempts < MAX_ATTEMPTS && !this.#finished) {
+    if (err.retryable && !this.#finished && this.#mayRetry()) {
       this.start();
       return;
     }
@@ -576,13 +586,12 @@ export class Exchange {
     const up = this.#detachUpstream();
     up.destroy();
     const nothingBack = this.#phase === 'waiting' && this.#resBuf === null && !this.responseStarted;
-    if (nothingBack && this.#reused && this.#staleRetries < MAX_ATTEMPTS && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none') {
+    if (nothingBack && this.#reused && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
       // RFC 9110 §9.2.2: an idempotent request on a reused connection that closed under it may be retried;
       // a stale pooled socket is not the target's fault, so the same target is asked again
-      this.#staleRetries++;
       this.#phase = 'connecting';
       this.deadline = 0;
-      this.pool.acquire(this.target!, this.#onAcquired);
+      this.#cancelAcquire = this.pool.acquire(this.target!, this.#onAcquired);
       return;
     }
     this.#fail(err);
@@ -605,10 +614,19 @@ export class Exchange {
     if (this.#finished) return;
     this.#finished = true;
     this.errorCode = err.code;
+    this.#withdraw();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {
       this.target.active--;
       this.target = null;
+    }
+  }
+
+  /** Leaves the pool's wait queue, if the exchange is waiting there. */
+  #withdraw(): void {
+    if (this.#cancelAcquire !== null) {
+      this.#cancelAcquire();
+      this.#cancelAcquire = null;
     }
   }
 
@@ -617,6 +635,7 @@ export class Exchange {
     this.#finished = true;
     this.#phase = 'done';
     this.errorCode = err.code;
+    this.#withdraw();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {
       this.target.active--;

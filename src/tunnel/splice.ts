@@ -55,6 +55,7 @@ export class SpliceTunnel {
   #timeouts: TunnelTimeouts;
   #onClose: (t: SpliceTunnel) => void;
   #phase: Phase = 'new';
+  #wentNative = false;
   #id = 0;
   #fallback: Tunnel | undefined;
   /** Bytes relayed by plain writes before the hand-over (leftovers). */
@@ -87,9 +88,9 @@ export class SpliceTunnel {
     return this.#restDown + (this.#phase === 'native' ? (this.#stats()?.bytesDown ?? this.#doneDown) : this.#doneDown);
   }
 
-  /** Whether the relay runs on the addon's thread (false before the hand-over and on the JS fallback). */
+  /** Whether the bytes went through the addon's thread (false before the hand-over and on the JS fallback; stays true after close). */
   get spliced(): boolean {
-    return this.#phase === 'native';
+    return this.#wentNative;
   }
 
   /** Per direction: bytes wait in the kernel for a destination that does not read (backpressure). */
@@ -179,6 +180,7 @@ export class SpliceTunnel {
     }
     this.#id = id;
     this.#phase = 'native';
+    this.#wentNative = true;
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
     for (const s of [client, upstream]) {

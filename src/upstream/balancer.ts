@@ -1,7 +1,8 @@
 // Balancing policies over a pool's targets. Every policy reads only `available`, `weight` and `active`;
 // health checks and limits flip `available`, nothing else (STYLE.md 10). No sockets, no request parsing here
 // (keys come from hash-key.ts). Picks allocate nothing: per-target state lives in typed arrays indexed like
-// `targets`, which a balancer never reorders or resizes; hash tables are built once per balancer.
+// `targets`, which a balancer never reorders or resizes; hash tables are built once per balancer. Slow start
+// scales weights from timestamps the pool sets (`rampUntil`), read at pick time: no timer per target or request.
 import { stickyCookieValue } from './hash-key.js';
 
 /** One backend address as balancers and pools see it. Mutable counters are owned by the pool. */
@@ -15,6 +16,13 @@ export interface Target {
   available: boolean;
   /** Open requests plus open tunnels to this target in this worker. */
   active: number;
+  /** Used only while no primary target is available (the pool folds that into `available`). */
+  readonly backup?: boolean;
+  /**
+   * Slow start: until this time (ms, the balancer's clock) the target's weight ramps up from 10% to 100%;
+   * 0 or absent = full weight. Set by the pool when the target comes (back) up.
+   */
+  rampUntil?: number;
 }
 
 export interface Balancer {
@@ -39,17 +47,43 @@ export type BalanceSpec =
 export interface BalancerOptions {
   /** Uniform in [0, 1); random_two only. Tests inject a seeded one. Default Math.random. */
   readonly random?: () => number;
+  /** Slow start window in ms (0 = off, the default); hash ignores it (a key keeps its target). */
+  readonly slowStart?: number;
+  /** Clock for slow start, same base as `Target.rampUntil`. Default Date.now. */
+  readonly now?: () => number;
+}
+
+/** Share of its weight a target gets the moment it comes back up with slow start on. */
+export const SLOW_START_FLOOR = 0.1;
+
+/** Slow start as a balancer reads it: the window and the clock, or null when off. */
+interface Ramp {
+  readonly window: number;
+  readonly now: () => number;
+}
+
+function rampOf(options: BalancerOptions): Ramp | null {
+  const window = options.slowStart ?? 0;
+  return window > 0 ? { window, now: options.now ?? Date.now } : null;
+}
+
+/** The weight `t` has at `now`: linear from SLOW_START_FLOOR x weight to weight over the last `window` ms before rampUntil. */
+export function rampedWeight(t: Target, now: number, window: number): number {
+  const until = t.rampUntil;
+  if (until === undefined || until <= now) return t.weight;
+  const left = Math.min(1, (until - now) / window); // 1 when it just came up, 0 when the ramp is over
+  return t.weight * (1 - (1 - SLOW_START_FLOOR) * left);
 }
 
 export function createBalancer(spec: BalanceSpec, targets: readonly Target[], options: BalancerOptions = {}): Balancer {
   if (typeof spec === 'string') {
     switch (spec) {
       case 'round_robin':
-        return new SmoothWeightedRoundRobin(targets);
+        return new SmoothWeightedRoundRobin(targets, rampOf(options));
       case 'least_conn':
-        return new LeastConn(targets);
+        return new LeastConn(targets, rampOf(options));
       case 'random_two':
-        return new RandomTwo(targets, options.random ?? Math.random);
+        return new RandomTwo(targets, options.random ?? Math.random, rampOf(options));
       default: {
         const never: never = spec;
         throw new TypeError(`unknown balance policy ${String(never)}`);
@@ -79,12 +113,14 @@ const eligible = (t: Target, exclude: ReadonlySet<Target> | undefined): boolean 
  */
 class SmoothWeightedRoundRobin implements Balancer {
   readonly #targets: readonly Target[];
-  /** Bounded by the total weight (<= 1000 per target), so doubles hold them exactly. */
+  /** Bounded by the total weight (<= 1000 per target): exact for integer weights, a rounding error while ramping. */
   readonly #current: Float64Array;
+  readonly #ramp: Ramp | null;
 
-  constructor(targets: readonly Target[]) {
+  constructor(targets: readonly Target[], ramp: Ramp | null) {
     this.#targets = targets;
     this.#current = new Float64Array(targets.length);
+    this.#ramp = ramp;
   }
 
   pickFor(_key: string | undefined, exclude?: ReadonlySet<Target>): Target | undefined {
@@ -94,13 +130,16 @@ class SmoothWeightedRoundRobin implements Balancer {
   pick(exclude?: ReadonlySet<Target>): Target | undefined {
     const targets = this.#targets;
     const current = this.#current;
+    const ramp = this.#ramp;
+    const now = ramp === null ? 0 : ramp.now();
     let best = -1;
     let total = 0;
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i];
       if (!eligible(t, exclude)) continue;
-      current[i] += t.weight;
-      total += t.weight;
+      const w = ramp === null ? t.weight : rampedWeight(t, now, ramp.window);
+      current[i] += w;
+      total += w;
       if (best === -1 || current[i] > current[best]) best = i;
     }
     if (best === -1) return undefined;
@@ -117,10 +156,15 @@ class SmoothWeightedRoundRobin implements Balancer {
 class LeastConn implements Balancer {
   readonly #targets: readonly Target[];
   readonly #current: Float64Array;
+  readonly #ramp: Ramp | null;
+  /** Weights of this pick (ramped by slow start), so both passes compare the same numbers. */
+  readonly #w: Float64Array;
 
-  constructor(targets: readonly Target[]) {
+  constructor(targets: readonly Target[], ramp: Ramp | null) {
     this.#targets = targets;
     this.#current = new Float64Array(targets.length);
+    this.#ramp = ramp;
+    this.#w = new Float64Array(targets.length);
   }
 
   pickFor(_key: string | undefined, exclude?: ReadonlySet<Target>): Target | undefined {
@@ -129,19 +173,22 @@ class LeastConn implements Balancer {
 
   pick(exclude?: ReadonlySet<Target>): Target | undefined {
     const targets = this.#targets;
+    const ramp = this.#ramp;
+    const now = ramp === null ? 0 : ramp.now();
+    const w = this.#w;
     let best = -1;
     let ties = 0;
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i];
       if (!eligible(t, exclude)) continue;
+      w[i] = ramp === null ? t.weight : rampedWeight(t, now, ramp.window);
       if (best === -1) {
         best = i;
         ties = 1;
         continue;
       }
-      const b = targets[best];
-      const lhs = t.active * b.weight;
-      const rhs = b.active * t.weight;
+      const lhs = t.active * w[best];
+      const rhs = targets[best].active * w[i];
       if (lhs < rhs) {
         best = i;
         ties = 1;
@@ -158,9 +205,9 @@ class LeastConn implements Balancer {
     let total = 0;
     for (let i = best; i < targets.length; i++) {
       const t = targets[i];
-      if (!eligible(t, exclude) || t.active * b.weight !== b.active * t.weight) continue;
-      current[i] += t.weight;
-      total += t.weight;
+      if (!eligible(t, exclude) || t.active * w[best] !== b.active * w[i]) continue;
+      current[i] += w[i];
+      total += w[i];
       if (chosen === -1 || current[i] > current[chosen]) chosen = i;
     }
     current[chosen] -= total;
@@ -185,10 +232,12 @@ class RandomTwo implements Balancer {
   /** Alias table: slot i keeps i with probability #keep[i], else gives #alias[i]. */
   readonly #keep: Float64Array;
   readonly #alias: Uint32Array;
+  readonly #ramp: Ramp | null;
 
-  constructor(targets: readonly Target[], random: () => number) {
+  constructor(targets: readonly Target[], random: () => number, ramp: Ramp | null) {
     this.#targets = targets;
     this.#random = random;
+    this.#ramp = ramp;
     const n = targets.length;
     this.#keep = new Float64Array(n);
     this.#alias = new Uint32Array(n);
@@ -202,18 +251,31 @@ class RandomTwo implements Balancer {
   }
 
   pick(exclude?: ReadonlySet<Target>): Target | undefined {
-    const a = this.#draw(-1, exclude);
+    const ramp = this.#ramp;
+    const now = ramp === null ? 0 : ramp.now();
+    const a = this.#draw(-1, exclude, now);
     if (a === -1) return undefined;
-    const b = this.#draw(a, exclude);
+    const b = this.#draw(a, exclude, now);
     const targets = this.#targets;
     const ta = targets[a];
     if (b === -1) return ta;
     const tb = targets[b];
-    return tb.active * ta.weight < ta.active * tb.weight ? tb : ta;
+    const wa = ramp === null ? ta.weight : rampedWeight(ta, now, ramp.window);
+    const wb = ramp === null ? tb.weight : rampedWeight(tb, now, ramp.window);
+    return tb.active * wa < ta.active * wb ? tb : ta;
   }
 
-  /** Index of an eligible target other than `skip`, drawn in proportion to weight; -1 when there is none. */
-  #draw(skip: number, exclude: ReadonlySet<Target> | undefined): number {
+  #weight(t: Target, now: number): number {
+    const ramp = this.#ramp;
+    return ramp === null ? t.weight : rampedWeight(t, now, ramp.window);
+  }
+
+  /**
+   * Index of an eligible target other than `skip`, drawn in proportion to (ramped) weight; -1 when there is
+   * none. The alias table holds configured weights: a ramping target drawn from it is kept with probability
+   * ramped / configured (rejection sampling), so the table is never rebuilt.
+   */
+  #draw(skip: number, exclude: ReadonlySet<Target> | undefined, now: number): number {
     const targets = this.#targets;
     const n = targets.length;
     if (n === 0) return -1;
@@ -221,17 +283,20 @@ class RandomTwo implements Balancer {
       const u = this.#random() * n;
       const slot = Math.min(n - 1, Math.floor(u));
       const i = u - slot < this.#keep[slot] ? slot : this.#alias[slot];
-      if (i !== skip && eligible(targets[i], exclude)) return i;
+      if (i === skip || !eligible(targets[i], exclude)) continue;
+      const t = targets[i];
+      if (this.#ramp === null || t.rampUntil === undefined || t.rampUntil <= now) return i;
+      if (this.#random() * t.weight < this.#weight(t, now)) return i;
     }
     let total = 0;
-    for (let i = 0; i < n; i++) if (i !== skip && eligible(targets[i], exclude)) total += targets[i].weight;
+    for (let i = 0; i < n; i++) if (i !== skip && eligible(targets[i], exclude)) total += this.#weight(targets[i], now);
     if (total === 0) return -1;
     let r = this.#random() * total;
     let last = -1;
     for (let i = 0; i < n; i++) {
       if (i === skip || !eligible(targets[i], exclude)) continue;
       last = i;
-      r -= targets[i].weight;
+      r -= this.#weight(targets[i], now);
       if (r < 0) return i;
     }
     return last; // rounding left r at ~0 past the last eligible target
@@ -282,7 +347,7 @@ class Maglev implements Balancer {
 
   constructor(targets: readonly Target[]) {
     this.#targets = targets;
-    this.#fallback = new SmoothWeightedRoundRobin(targets);
+    this.#fallback = new SmoothWeightedRoundRobin(targets, null); // hash ignores slow start: keys keep their target
     this.#table = buildMaglevTable(targets);
   }
 

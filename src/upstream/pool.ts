@@ -1,12 +1,14 @@
-// Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle; a
-// socket handed out by acquire() belongs to the caller until release(). Imports no client-side code.
-// It counts sockets (open, idle) per target and folds each target's health (active bit, drain, passive failures)
-// into `Target.available`; `Target.active` belongs to the caller. It never reads or writes application bytes.
+// Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle and the
+// requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
+// release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
+// fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
+// `Target.active` belongs to the caller. It never reads or writes application bytes.
 import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
 import { PassiveWindow } from './health.js';
+import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
 
 /**
  * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
@@ -14,6 +16,10 @@ import { PassiveWindow } from './health.js';
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
  */
 export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean) => void;
+
+/** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
+export type CancelAcquire = () => void;
+const NOT_QUEUED: CancelAcquire = () => {};
 
 /** One target's counts, for the admin status page. */
 export interface TargetStats {
@@ -24,7 +30,30 @@ export interface TargetStats {
   readonly idle: number;
   /** Requests + tunnels in progress (the caller's counter). */
   readonly active: number;
+  /** Requests waiting for a socket of this target (it is at max_connections). */
+  readonly queued: number;
   readonly available: boolean;
+  /** A backup target: used only while no primary target is available. */
+  readonly backup: boolean;
+  /** Slow start in progress: the target's weight still ramps up. */
+  readonly rampingUp: boolean;
+}
+
+/** The upstream's limits in this worker, for the admin status page. */
+export interface PoolLimitStats {
+  /** Requests waiting for a socket now, all targets together (bounded by queue.size). */
+  readonly queued: number;
+  /** Acquires refused because the queue was full (or off) since the pool started. */
+  readonly queueRejected: number;
+  /** Acquires that waited queue.timeout without a socket since the pool started. */
+  readonly queueTimeouts: number;
+  readonly retries: RetryBudgetStats;
+}
+
+/** Injected in tests; defaults are the real clock. */
+export interface PoolOptions {
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now. */
+  readonly now?: () => number;
 }
 
 /** One target's health inputs in this worker, for the admin status page. */
@@ -62,11 +91,28 @@ const PASSIVE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 /** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
 const TCP_KEEPALIVE_DELAY_MS = 60_000;
 
+/** An acquire waiting for a socket of a full target. */
+interface Waiter {
+  readonly cb: AcquireCallback;
+  timer: NodeJS.Timeout | undefined;
+  /** Served, timed out or cancelled: skipped when met in the queue. */
+  done: boolean;
+}
+
 interface Slot {
   readonly target: Target;
   /** LIFO: the most recently used (warmest) socket is at the end and is reused first. */
   readonly idle: PooledSocket[];
   open: number;
+  /** At max_connections with no idle socket: new picks go elsewhere while another target has room. */
+  full: boolean;
+  /** Usable by health at the last refresh; a false -> true edge starts slow start. */
+  up: boolean;
+  /** FIFO of waiters from `waitHead` on (entries before it are served; compacted now and then). */
+  waiters: Waiter[];
+  waitHead: number;
+  /** Tells the pool that `open` or the idle stack changed (queue service, fullness). */
+  readonly changed: () => void;
   /** Active check state from the primary. */
   healthy: boolean;
   draining: boolean;
@@ -94,6 +140,7 @@ class PooledSocket {
     this.socket = socket;
     this.slot = slot;
     slot.open++;
+    slot.changed();
     // The open count goes down in #onClose only, guarded by `state`: exactly once however often the socket is
     // destroyed or released, whether 'close' or forget() comes first.
     socket.once('close', this.#onClose);
@@ -116,6 +163,7 @@ class PooledSocket {
     }
     this.state = 'idle';
     this.slot.idle.push(this);
+    this.slot.changed();
   }
 
   /**
@@ -165,11 +213,39 @@ class PooledSocket {
     this.state = 'closed';
     this.slot.open--;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.slot.changed();
   };
 }
 
 function slotUsable(slot: Slot, now: number): boolean {
   return slot.target.weight > 0 && !slot.draining && slot.healthy && !slot.passive.isDown(now);
+}
+
+/** Waiters still queued in a slot. */
+function firstWaiter(slot: Slot): Waiter | undefined {
+  const w = slot.waiters;
+  while (slot.waitHead < w.length) {
+    const waiter = w[slot.waitHead];
+    if (!waiter.done) return waiter;
+    slot.waitHead++;
+  }
+  if (slot.waitHead > 0) {
+    w.length = 0;
+    slot.waitHead = 0;
+  }
+  return undefined;
+}
+
+/** Takes the first live waiter off the queue, keeping the array from growing without bound. */
+function shiftWaiter(slot: Slot): Waiter | undefined {
+  const waiter = firstWaiter(slot);
+  if (waiter === undefined) return undefined;
+  slot.waitHead++;
+  if (slot.waitHead >= 64 && slot.waitHead * 2 >= slot.waiters.length) {
+    slot.waiters.splice(0, slot.waitHead);
+    slot.waitHead = 0;
+  }
+  return waiter;
 }
 
 export class UpstreamPool {
@@ -180,57 +256,150 @@ export class UpstreamPool {
   readonly #slots = new Map<Target, Slot>();
   readonly #sockets = new WeakMap<Socket, PooledSocket>();
   readonly #hooks: PoolHooks;
+  readonly #now: () => number;
+  readonly #retryBudget: RetryBudget;
   #closed = false;
   #panic = false;
+  /** Waiters in every slot's queue (bounded by queue.size). */
+  #queued = 0;
+  #queueRejected = 0;
+  #queueTimeouts = 0;
+  /** Guards #serveQueue against re-entry through the counts it changes. */
+  #serving = false;
 
-  constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}) {
+  constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}, options: PoolOptions = {}) {
     this.name = name;
     this.config = config;
+    this.#now = options.now ?? Date.now;
     this.targets = Object.freeze(
-      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0 })),
+      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0, backup: t.backup, rampUntil: 0 })),
     );
     this.#hooks = hooks;
+    this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     const { max_fails, fail_timeout } = config.health.passive;
     for (const target of this.targets) {
-      this.#slots.set(target, { target, idle: [], open: 0, healthy: true, draining: false, passive: new PassiveWindow(max_fails, fail_timeout), passiveTimer: null });
+      const slot: Slot = {
+        target,
+        idle: [],
+        open: 0,
+        full: false,
+        up: target.weight > 0, // targets usable at start do not slow-start
+        waiters: [],
+        waitHead: 0,
+        changed: () => this.#slotChanged(slot),
+        healthy: true,
+        draining: false,
+        passive: new PassiveWindow(max_fails, fail_timeout),
+        passiveTimer: null,
+      };
+      this.#slots.set(target, slot);
     }
-    this.balancer = createBalancer(config.balance, this.targets);
+    this.balancer = createBalancer(config.balance, this.targets, { slowStart: config.slow_start, now: this.#now });
+    this.#refresh(); // backups start out of rotation
   }
 
   /**
    * A connected socket to `target`: an idle kept-alive one when there is one (reused = true), else a new
-   * connection within connect timeout and max_connections. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT /
-   * _ERROR (retryable), UPSTREAM_UNAVAILABLE when max_connections is reached. Callback is never synchronous.
+   * connection within connect timeout and max_connections. At max_connections the acquire waits in a FIFO
+   * queue (bounded by queue.size for the whole upstream) for a socket of that target to be released or to
+   * close. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT / _ERROR (retryable); UPSTREAM_UNAVAILABLE when the
+   * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout.
+   * The callback is never synchronous. Returns a cancel for a queued acquire (the caller went away).
    */
-  acquire(target: Target, cb: AcquireCallback): void {
+  acquire(target: Target, cb: AcquireCallback): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
       process.nextTick(cb, new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`), null, false);
-      return;
+      return NOT_QUEUED;
     }
     if (this.#closed) {
       process.nextTick(cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
-      return;
+      return NOT_QUEUED;
     }
     const idle = slot.idle;
     while (idle.length > 0) {
       const pooled = idle.pop() as PooledSocket;
       if (healthy(pooled.socket)) {
         pooled.leaveIdle('busy');
+        if (idle.length === 0) this.#slotChanged(slot); // may have become full
         process.nextTick(cb, null, pooled.socket, true);
-        return;
+        return NOT_QUEUED;
       }
       // Dead but not yet 'close'd (e.g. FIN seen this tick): its idle listeners stay to absorb a late 'error'.
       pooled.socket.destroy();
     }
-    // A bounded wait queue for max_connections (instead of failing at once) comes in a later issue; until
-    // then the caller treats UPSTREAM_UNAVAILABLE as retryable on another target, else 503.
-    if (slot.open >= this.config.max_connections) {
-      const err = new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} target ${target.id}: max_connections (${this.config.max_connections}) reached`, { retryable: true });
-      process.nextTick(cb, err, null, false);
-      return;
+    // Earlier waiters go first (FIFO) even when a socket just closed and left room.
+    if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
+      this.#connect(slot, cb);
+      return NOT_QUEUED;
     }
-    this.#connect(slot, cb);
+    return this.#enqueue(slot, cb);
+  }
+
+  #enqueue(slot: Slot, cb: AcquireCallback): CancelAcquire {
+    const { size, timeout } = this.config.queue;
+    const max = this.config.max_connections;
+    if (this.#queued >= size) {
+      this.#queueRejected++;
+      // Without a queue another target may still have room: the caller may retry there. A full queue means
+      // the whole upstream is saturated: 503 at once rather than a retry storm.
+      const err =
+        size === 0
+          ? new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} target ${slot.target.id}: max_connections (${max}) reached`, { retryable: true })
+          : new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name}: wait queue full (${size}) with target ${slot.target.id} at max_connections (${max})`);
+      process.nextTick(cb, err, null, false);
+      return NOT_QUEUED;
+    }
+    const waiter: Waiter = { cb, timer: undefined, done: false };
+    waiter.timer = setTimeout(() => {
+      if (waiter.done) return;
+      waiter.done = true;
+      this.#queued--;
+      this.#queueTimeouts++;
+      cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
+    }, timeout).unref();
+    slot.waiters.push(waiter);
+    this.#queued++;
+    return () => {
+      if (waiter.done) return;
+      waiter.done = true;
+      this.#queued--;
+      clearTimeout(waiter.timer);
+    };
+  }
+
+  /** The first live waiter of `slot`, taken off its queue, its timer cleared; undefined when none. */
+  #takeWaiter(slot: Slot): Waiter | undefined {
+    const waiter = shiftWaiter(slot);
+    if (waiter === undefined) return undefined;
+    waiter.done = true;
+    this.#queued--;
+    clearTimeout(waiter.timer);
+    return waiter;
+  }
+
+  /**
+   * `open` or the idle stack of `slot` changed: waiters get new connections while there is room, then the
+   * slot's fullness is updated (a flip recomputes every target's `available`, O(targets)).
+   */
+  #slotChanged(slot: Slot): void {
+    if (!this.#serving && !this.#closed) {
+      this.#serving = true;
+      try {
+        while (slot.open < this.config.max_connections) {
+          const waiter = this.#takeWaiter(slot);
+          if (waiter === undefined) break;
+          this.#connect(slot, waiter.cb); // its PooledSocket raises `open` before the loop checks again
+        }
+      } finally {
+        this.#serving = false;
+      }
+    }
+    const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
+    if (full !== slot.full) {
+      slot.full = full;
+      this.#refresh();
+    }
   }
 
   #connect(slot: Slot, cb: AcquireCallback): void {
@@ -285,6 +454,14 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
+      // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
+      const waiter = this.#takeWaiter(pooled.slot);
+      if (waiter !== undefined) {
+        process.nextTick(waiter.cb, null, socket, true);
+        return;
+      }
+    }
     if (
       reusable &&
       pooled.state === 'busy' &&
@@ -323,7 +500,29 @@ export class UpstreamPool {
       slot.passiveTimer = null;
       // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
       for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+      for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
+        process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
+      }
     }
+  }
+
+  /** Counts a request (its first attempt) toward the retry budget. */
+  countRequest(): void {
+    this.#retryBudget.request(this.#now());
+  }
+
+  /**
+   * Asks the retry budget for one retry: true (counted) when retries stay within `retries.budget` of the
+   * requests over the last ~10s (or `retries.min_per_second`), false (counted as denied) otherwise. The
+   * per-request bound (`retries.max`) is the caller's.
+   */
+  allowRetry(): boolean {
+    return this.#retryBudget.tryRetry(this.#now());
+  }
+
+  /** Queue and retry counters (for /status); not for the hot path. */
+  limits(): PoolLimitStats {
+    return { queued: this.#queued, queueRejected: this.#queueRejected, queueTimeouts: this.#queueTimeouts, retries: this.#retryBudget.stats(this.#now()) };
   }
 
   /**
@@ -361,7 +560,7 @@ export class UpstreamPool {
   #passiveFailure(target: Target, code: ErrorCode | null): void {
     const slot = this.#slots.get(target);
     if (slot === undefined || this.#closed) return;
-    const now = Date.now();
+    const now = this.#now();
     if (!slot.passive.failure(now)) return;
     this.#armPassiveTimer(slot, now);
     this.#refresh();
@@ -373,7 +572,7 @@ export class UpstreamPool {
     if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
     slot.passiveTimer = setTimeout(() => {
       slot.passiveTimer = null;
-      const later = Date.now();
+      const later = this.#now();
       if (slot.passive.isDown(later)) return this.#armPassiveTimer(slot, later);
       this.#refresh();
       this.#hooks.passive?.(slot.target, false, null);
@@ -382,18 +581,42 @@ export class UpstreamPool {
   }
 
   /**
-   * Recomputes every target's `available`: usable = weight > 0, not draining, healthy, not passively down.
+   * Recomputes every target's `available` (Caddy: Available = Healthy && !Full). usable = weight > 0, not
+   * draining, healthy, not passively down. Available: the usable primaries that are not full; else (every
+   * primary down or full) the usable backups that are not full (nginx `backup`); else, when every usable
+   * target is full, the usable ones of the first tier that has any, so the request waits in their queue.
    * When no target is usable, every non-drained target with a weight is made available (panic, like nginx
    * trying its peers again when all are marked failed): a check can be wrong, and trying beats 503 for all.
+   * A target that becomes usable again (not at start) gets a slow start ramp.
    */
   #refresh(): void {
-    const now = Date.now();
-    let usable = 0;
-    for (const slot of this.#slots.values()) if (slotUsable(slot, now)) usable++;
-    const panic = usable === 0;
+    const now = this.#now();
+    const slowStart = this.config.slow_start;
+    let usablePrimaries = 0;
+    let usableBackups = 0;
+    let freePrimaries = 0;
+    let freeBackups = 0;
+    for (const slot of this.#slots.values()) {
+      const usable = slotUsable(slot, now);
+      if (usable && !slot.up && slowStart > 0) slot.target.rampUntil = now + slowStart;
+      slot.up = usable;
+      if (!usable) continue;
+      if (slot.target.backup === true) {
+        usableBackups++;
+        if (!slot.full) freeBackups++;
+      } else {
+        usablePrimaries++;
+        if (!slot.full) freePrimaries++;
+      }
+    }
+    const panic = usablePrimaries + usableBackups === 0;
+    // Which tier serves, and whether only targets with room count.
+    const backupTier = freePrimaries === 0 && (freeBackups > 0 || usablePrimaries === 0);
+    const needRoom = freePrimaries > 0 || freeBackups > 0;
     for (const slot of this.#slots.values()) {
       const t = slot.target;
-      t.available = panic ? t.weight > 0 && !slot.draining : slotUsable(slot, now);
+      if (panic) t.available = t.weight > 0 && !slot.draining;
+      else t.available = (t.backup === true) === backupTier && slot.up && (!needRoom || !slot.full);
     }
     if (panic !== this.#panic) {
       this.#panic = panic;
@@ -408,7 +631,7 @@ export class UpstreamPool {
 
   /** Each target's health inputs (for /status); not for the hot path. */
   health(): TargetHealthStats[] {
-    const now = Date.now();
+    const now = this.#now();
     return this.targets.map((t) => {
       const slot = this.#slots.get(t) as Slot;
       return { target: t.id, healthy: slot.healthy, draining: slot.draining, passiveDown: slot.passive.isDown(now), failures: slot.passive.failures(now) };
@@ -417,9 +640,13 @@ export class UpstreamPool {
 
   /** A snapshot of each target's counts (for /status); not for the hot path. */
   stats(): TargetStats[] {
+    const now = this.#now();
     return this.targets.map((t) => {
       const slot = this.#slots.get(t) as Slot;
-      return { target: t.id, open: slot.open, idle: slot.idle.length, active: t.active, available: t.available };
+      let queued = 0;
+      for (let i = slot.waitHead; i < slot.waiters.length; i++) if (!slot.waiters[i].done) queued++;
+      const rampingUp = this.config.slow_start > 0 && (t.rampUntil ?? 0) > now;
+      return { target: t.id, open: slot.open, idle: slot.idle.length, active: t.active, queued, available: t.available, backup: t.backup === true, rampingUp };
     });
   }
 }

@@ -123,6 +123,7 @@ test('bytes the owner queued before start() (and the leftovers) reach the peer b
   const tunnel = await closed;
   assert.equal(tunnel.closedBy, 'upstream');
   assert.equal(tunnel.bytesUp, 'rest|spliced'.length, 'the owner\'s own writes are not the tunnel\'s bytes');
+  assert.equal(tunnel.spliced, true, 'the bytes went through the addon, and the tunnel still says so after it closed');
 });
 
 test('a relay that cannot start (EMFILE, say) falls back to the JS relay on the untouched sockets', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {

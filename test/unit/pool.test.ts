@@ -107,7 +107,7 @@ test('a released socket is reused by the next acquire (reused = true), and callb
   assert.equal(second.sync, false);
   assert.deepEqual(counts(pool), { open: 1, idle: 0 });
   assert.equal(await echo(second.socket, 'two'), 'two');
-  assert.deepEqual(pool.stats(), [{ target: `127.0.0.1:${port}`, open: 1, idle: 0, active: 0, available: true }]);
+  assert.deepEqual(pool.stats(), [{ target: `127.0.0.1:${port}`, open: 1, idle: 0, active: 0, queued: 0, available: true, backup: false, rampingUp: false }]);
 });
 
 test('idle sockets are reused last-in first-out (the warmest first)', async (t) => {
@@ -244,9 +244,9 @@ test('connect timeout -> UPSTREAM_CONNECT_TIMEOUT, retryable, against a loopback
   assert.deepEqual(counts(pool), { open: connected, idle: 0 });
 });
 
-test('max_connections reached -> UPSTREAM_UNAVAILABLE (retryable on another target); idle sockets still serve', async (t) => {
+test('max_connections reached without a queue -> UPSTREAM_UNAVAILABLE (retryable on another target); idle sockets still serve', async (t) => {
   const { port } = await echoServer(t);
-  const { pool, target } = makePool(t, port, { max_connections: 1 });
+  const { pool, target } = makePool(t, port, { max_connections: 1, queue: { size: 0 } });
   const a = await acquire(t, pool, target);
   const full = await acquire(t, pool, target);
   assert.ok(full.err instanceof ProxyError);
@@ -338,9 +338,9 @@ test('targets come from config: id is the address, weight 0 starts unavailable, 
   assert.deepEqual(
     pool.targets.map((t) => ({ ...t })),
     [
-      { id: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, available: true, active: 0 },
-      { id: '[::1]:2', host: '::1', port: 2, weight: 0, available: false, active: 0 },
-      { id: 'localhost:3', host: 'localhost', port: 3, weight: 4, available: true, active: 0 },
+      { id: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, available: true, active: 0, backup: false, rampUntil: 0 },
+      { id: '[::1]:2', host: '::1', port: 2, weight: 0, available: false, active: 0, backup: false, rampUntil: 0 },
+      { id: 'localhost:3', host: 'localhost', port: 3, weight: 4, available: true, active: 0, backup: false, rampUntil: 0 },
     ],
   );
   const picked = new Set(Array.from({ length: 10 }, () => pool.balancer.pick()?.id));

@@ -1,0 +1,286 @@
+// L4 forwarding: a client socket whose bytes are not ours to read (a `tcp` listener, or a TLS passthrough name)
+// is relayed untouched to a target of one upstream: pick, connect (retrying other targets while nothing was
+// sent), an optional PROXY header first, replay what the listener read ahead, then splice (or the JS relay).
+// One log line per connection at close. It parses no bytes; the listener's preface reader did that.
+import type { Socket } from 'node:net';
+import { ProxyError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
+import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import type { Target } from '../upstream/balancer.js';
+import type { UpstreamPool } from '../upstream/pool.js';
+import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
+
+/** How often idle and lifetime limits of L4 tunnels are checked (as connection.ts sweeps HTTP tunnels). */
+const SWEEP_MS = 250;
+
+export interface L4Request {
+  readonly mode: 'tcp' | 'passthrough';
+  readonly pool: UpstreamPool;
+  /** Bytes the listener read ahead (after any PROXY header): sent to the upstream first. */
+  readonly rest: Buffer | null;
+  /** The client, as its PROXY header named it, else the socket's peer. */
+  readonly source: ProxyEndpoint | undefined;
+  /** The address the client connected to, as its PROXY header named it, else the socket's local end. */
+  readonly destination: ProxyEndpoint | undefined;
+  /** Passthrough: the ClientHello's server name. */
+  readonly sni?: string;
+}
+
+export interface L4Context {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly timeouts: TunnelTimeouts;
+  readonly access: boolean;
+}
+
+/** Live L4 connections of one worker: swept for tunnel timeouts, found by shutdown. */
+export class L4Registry {
+  readonly #conns = new Set<L4Connection>();
+  #timer: NodeJS.Timeout | null = null;
+  #nextId = 0;
+  #draining = false;
+  #idleWaiters: Array<() => void> = [];
+
+  get size(): number {
+    return this.#conns.size;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** @internal */
+  add(c: L4Connection): number {
+    this.#conns.add(c);
+    if (this.#timer === null) {
+      this.#timer = setInterval(this.#sweep, SWEEP_MS);
+      this.#timer.unref();
+    }
+    return ++this.#nextId;
+  }
+
+  /** @internal */
+  delete(c: L4Connection): void {
+    if (!this.#conns.delete(c) || this.#conns.size > 0) return;
+    if (this.#timer !== null) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #sweep = (): void => {
+    const now = Date.now();
+    for (const c of this.#conns) c.sweep(now);
+  };
+
+  /** Shutdown: tunnels run on until the grace ends (a drain must not cut them early), then are closed. */
+  drain(graceMs: number): Promise<void> {
+    this.#draining = true;
+    if (this.#conns.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        for (const c of this.#conns) c.close('shutdown');
+      }, graceMs);
+      timer.unref();
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
+/** Takes ownership of `client` (paused, nothing of it read past `req.rest`) and relays it to `req.pool`. */
+export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: L4Registry): void {
+  new L4Connection(client, req, ctx, registry);
+}
+
+class L4Connection {
+  readonly #client: Socket;
+  readonly #req: L4Request;
+  readonly #ctx: L4Context;
+  readonly #registry: L4Registry;
+  readonly #id: number;
+  readonly #startedAt = Date.now();
+  readonly #tried = new Set<Target>();
+  #target: Target | null = null;
+  #tunnel: Tunnel | SpliceTunnel | null = null;
+  /** The client closed or reset before a tunnel existed. */
+  #clientGone = false;
+  /** Failed before a tunnel existed: logged and unregistered once. */
+  #failed = false;
+
+  constructor(client: Socket, req: L4Request, ctx: L4Context, registry: L4Registry) {
+    this.#client = client;
+    this.#req = req;
+    this.#ctx = ctx;
+    this.#registry = registry;
+    this.#id = registry.add(this);
+    // until the tunnel owns it: a client that resets while we connect ends the attempt
+    client.on('error', this.#onClientGone);
+    client.on('close', this.#onClientGone);
+    ctx.metrics.tunnelOpened();
+    this.#connect();
+  }
+
+  #connect(): void {
+    const pool = this.#req.pool;
+    const target = pool.balancer.pick(this.#tried);
+    if (target === undefined) {
+      this.#fail(new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream ${pool.name}`));
+      return;
+    }
+    this.#tried.add(target);
+    target.active++;
+    pool.acquire(target, (err, upstream, reused) => {
+      if (err !== null || upstream === null) {
+        target.active--;
+        const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
+        // nothing reached this target: another one may take the connection
+        if (!this.#clientGone && !this.#failed && error.retryable && this.#tried.size < pool.targets.length) this.#connect();
+        else this.#fail(this.#clientGone ? clientClosed() : error);
+        return;
+      }
+      if (reused || this.#clientGone || this.#failed) {
+        target.active--;
+        pool.release(target, upstream, false);
+        // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
+        this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
+        return;
+      }
+      this.#start(target, upstream);
+    });
+  }
+
+  #start(target: Target, upstream: Socket): void {
+    const { pool } = this.#req;
+    const client = this.#client;
+    this.#target = target;
+    pool.detach(target, upstream);
+    client.off('error', this.#onClientGone);
+    client.off('close', this.#onClientGone);
+    // written before the tunnel starts: both relays send what is queued before any relayed byte
+    const pp = pool.config.send_proxy_protocol;
+    if (pp !== 'off') upstream.write(pp === 'v1' ? buildProxyV1(this.#req.source, this.#req.destination) : buildProxyV2(this.#req.source, this.#req.destination));
+    // what Node read ahead while we connected goes with the replay, so splice is not refused for a full buffer
+    const rest = concat(this.#req.rest, takeReadable(client));
+    const spliced = canSplice(client, upstream);
+    this.#tunnel = spliced ? new SpliceTunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed) : new Tunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed);
+    this.#tunnel.start(rest, null);
+  }
+
+  #onClientGone = (): void => {
+    this.#clientGone = true;
+  };
+
+  /** Before any tunnel: the client is closed, the connection logged with the error. */
+  #fail(err: ProxyError): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    const client = this.#client;
+    client.off('error', this.#onClientGone);
+    client.off('close', this.#onClientGone);
+    client.on('error', noop);
+    client.destroy();
+    this.#registry.delete(this);
+    this.#ctx.metrics.tunnelClosed(0, 0);
+    if (err.side === 'upstream') this.#ctx.metrics.upstreamError(err.code);
+    this.#logLine(0, 0, err.code === 'CLIENT_CLOSED' ? 'client' : err.code === 'SHUTDOWN' ? 'shutdown' : 'upstream_error', err);
+  }
+
+  #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
+    this.#registry.delete(this);
+    if (this.#target !== null) this.#target.active--;
+    this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
+    // the relay chosen: SpliceTunnel.spliced reads false once closed, and a failed hand-over (EMFILE) runs
+    // SpliceTunnel's own JS fallback, which it does not expose
+    this.#logLine(t.bytesUp, t.bytesDown, t.closedBy as ClosedBy, undefined, t instanceof SpliceTunnel ? 'splice' : 'js');
+  };
+
+  #logLine(bytesIn: number, bytesOut: number, closedBy: ClosedBy, err: ProxyError | undefined, relay?: 'splice' | 'js'): void {
+    if (!this.#ctx.access && err === undefined) return;
+    const line = {
+      conn: this.#id,
+      mode: this.#req.mode,
+      sni: this.#req.sni,
+      remoteAddr: this.#req.source?.address,
+      upstream: this.#req.pool.name,
+      target: this.#target?.id,
+      bytesIn,
+      bytesOut,
+      durationMs: Date.now() - this.#startedAt,
+      closedBy,
+      relay,
+      err: err === undefined ? undefined : { code: err.code, message: err.message },
+    };
+    if (err === undefined) this.#ctx.log.info(line, this.#req.mode);
+    else this.#ctx.log.warn(line, this.#req.mode);
+  }
+
+  sweep(now: number): void {
+    this.#tunnel?.checkIdle(now);
+  }
+
+  close(by: ClosedBy): void {
+    if (this.#tunnel !== null) this.#tunnel.close(by);
+    else this.#fail(new ProxyError('SHUTDOWN', 'Portico is stopping'));
+  }
+}
+
+/** Empties a paused socket's read buffer (bounded by its length: read() gives null once it is empty). */
+function takeReadable(socket: Socket): Buffer | null {
+  if (socket.readableLength === 0) return null;
+  const chunks: Buffer[] = [];
+  for (let chunk = socket.read() as Buffer | string | null; chunk !== null; chunk = socket.read() as Buffer | string | null) {
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  }
+  return chunks.length === 0 ? null : Buffer.concat(chunks);
+}
+
+function concat(a: Buffer | null, b: Buffer | null): Buffer | null {
+  if (a === null || a.length === 0) return b;
+  if (b === null || b.length === 0) return a;
+  return Buffer.concat([a, b]);
+}
+
+function clientClosed(): ProxyError {
+  return new ProxyError('CLIENT_CLOSED', 'client closed before the upstream connection was made');
+}
+
+function noop(): void {}
+
+/**
+ * SNI name -> passthrough upstream, compiled once per listener: exact names first, then `*.suffix` wildcards
+ * (any depth, as route hosts), longest suffix first; names compare lower case. First entry wins on duplicates.
+ */
+export class PassthroughTable {
+  readonly #exact = new Map<string, string>();
+  readonly #wildcards: Array<{ suffix: string; upstream: string }> = [];
+
+  constructor(entries: ReadonlyArray<{ readonly sni: string; readonly upstream: string }>) {
+    for (const { sni, upstream } of entries) {
+      const name = sni.toLowerCase();
+      if (name.startsWith('*.')) {
+        const suffix = name.slice(1); // ".example.com"
+        if (!this.#wildcards.some((w) => w.suffix === suffix)) this.#wildcards.push({ suffix, upstream });
+      } else if (!this.#exact.has(name)) {
+        this.#exact.set(name, upstream);
+      }
+    }
+    this.#wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
+  }
+
+  /** The upstream for `sni` (already lower case, as parseClientHello gives it), or undefined: terminate. */
+  match(sni: string | undefined): string | undefined {
+    if (sni === undefined) return undefined;
+    const exact = this.#exact.get(sni);
+    if (exact !== undefined) return exact;
+    for (const w of this.#wildcards) if (sni.length > w.suffix.length && sni.endsWith(w.suffix)) return w.upstream;
+    return undefined;
+  }
+}

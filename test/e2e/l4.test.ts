@@ -1,0 +1,264 @@
+// L4 routes and PROXY protocol through the real `portico start`: a tcp listener relays raw bytes (half-close,
+// 8 MiB checked by sha256, splice and PORTICO_NATIVE=0), one TLS port passes one SNI name through untouched to
+// a TLS backend while terminating another, plaintext on a TLS port is closed, PROXY v1/v2 from trusted senders
+// feed X-Forwarded-For / X-Real-IP, untrusted senders are refused, and send_proxy_protocol reaches the backend.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import tls from 'node:tls';
+import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { ensureSelfSigned } from '../../src/accept/tls.js';
+import { nativeStatus } from '../../src/tunnel/splice.js';
+import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
+import { TEST_CERT, TEST_KEY, startPortico, type LogLine } from '../helpers/portico.js';
+import { ResponseReader, testCaCert } from '../helpers/wire.js';
+
+const MiB = 1024 * 1024;
+
+async function listen(t: TestContext, server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Echoes every byte and ends its side only after the client's FIN: a half-close that is lost hangs the test. */
+async function startEcho(t: TestContext): Promise<number> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => s.destroy());
+    s.pipe(s);
+  });
+  return listen(t, server);
+}
+
+/** Sends `payload`, half-closes, and resolves with the sha256 of everything echoed until the server's FIN. */
+function echoThrough(port: number, payload: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    c.on('error', reject);
+    c.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      bytes += chunk.length;
+    });
+    c.on('end', () => {
+      c.end();
+      if (bytes !== payload.length) reject(new Error(`echoed ${bytes} of ${payload.length} bytes`));
+      else resolve(hash.digest('hex'));
+    });
+    c.end(payload);
+  });
+}
+
+/** Resolves when the peer closes; rejects if it sends anything first (a refused connection gets no byte). */
+function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', (d: Buffer) => reject(new Error(`unexpected reply: ${JSON.stringify(d.toString('latin1').slice(0, 80))}`)));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+for (const nativeOff of [false, true]) {
+  const label = nativeOff ? 'PORTICO_NATIVE=0 (JS relay)' : 'default relay';
+  test(`tcp listener relays 8 MiB both ways with half-close, one log line at close: ${label}`, { timeout: 60_000 }, async (t) => {
+    const echoPort = await startEcho(t);
+    const portico = await startPortico(
+      t,
+      { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${echoPort}`] } } },
+      nativeOff ? { env: { PORTICO_NATIVE: '0' } } : {},
+    );
+    const payload = randomBytes(8 * MiB);
+    assert.equal(await echoThrough(portico.ports[0], payload), sha256(payload));
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.mode, 'tcp');
+    assert.equal(line.bytesIn, payload.length);
+    assert.equal(line.bytesOut, payload.length);
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', `closedBy ${String(line.closedBy)}`);
+    assert.equal(line.target, `127.0.0.1:${echoPort}`);
+    if (nativeOff) assert.equal(line.relay, 'js');
+    else assert.equal(line.relay, nativeStatus().native ? 'splice' : 'js', 'splice exactly when the addon is in use');
+  });
+}
+
+/** A TLS backend with its own self-signed certificate (Portico never sees its key): answers `backend:<data>`. */
+async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Buffer }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'portico-l4-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const certFile = path.join(dir, 'backend.crt');
+  const keyFile = path.join(dir, 'backend.key');
+  await ensureSelfSigned(certFile, keyFile, ['pass.test']);
+  const cert = await readFile(certFile);
+  const server = tls.createServer({ cert, key: await readFile(keyFile) }, (s) => {
+    s.on('error', () => s.destroy());
+    s.once('data', (d: Buffer) => s.end(`backend:${d.toString()}`));
+  });
+  return { port: await listen(t, server), cert };
+}
+
+test('one TLS port: a passthrough name reaches the TLS backend (its certificate), another is terminated and routed as HTTP; plaintext is closed', { timeout: 60_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const web = await startHttpBackend(t, { name: 'web' });
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', tls: { certificates: [{ cert: TEST_CERT, key: TEST_KEY }], passthrough: [{ sni: 'pass.test', upstream: 'tls-backend' }] } }],
+    upstreams: { 'tls-backend': { targets: [`127.0.0.1:${backend.port}`] }, web: { targets: [`127.0.0.1:${web.port}`] } },
+    routes: [{ proxy: 'web' }],
+  });
+  const port = portico.tlsPort;
+
+  // passthrough: the client verifies the BACKEND's certificate, so only the backend can have answered
+  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backend.cert });
+  t.after(() => pass.destroy());
+  await once(pass, 'secureConnect');
+  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256);
+  const passReply: Buffer[] = [];
+  pass.on('data', (d: Buffer) => passReply.push(d));
+  pass.write('hello');
+  await once(pass, 'end');
+  assert.equal(Buffer.concat(passReply).toString(), 'backend:hello');
+  const line = await portico.waitForLog((l) => l.msg === 'passthrough');
+  assert.equal(line.sni, 'pass.test');
+  assert.equal(line.upstream, 'tls-backend');
+
+  // terminated on the same port: Portico's own certificate, routed as HTTP to the web backend
+  const term = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: testCaCert(), ALPNProtocols: ['http/1.1'] });
+  t.after(() => term.destroy());
+  await once(term, 'secureConnect');
+  assert.equal(term.getPeerX509Certificate()?.fingerprint256, new X509Certificate(testCaCert()).fingerprint256);
+  const reader = new ResponseReader(term);
+  term.write('GET /terminated HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  const res = await reader.next();
+  assert.equal(res.status, 200);
+  assert.equal((JSON.parse(res.body.toString()) as EchoReply).url, '/terminated');
+  assert.equal(web.requests.length, 1);
+
+  // plaintext HTTP on the TLS port: closed without a byte
+  const plain = net.connect({ host: '127.0.0.1', port });
+  t.after(() => plain.destroy());
+  await once(plain, 'connect');
+  const closed = closedWithoutReply(plain);
+  plain.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  await closed;
+  assert.equal(web.requests.length, 1);
+});
+
+/** Connects from `localAddress`, sends `preface` first; resolves with the raw socket once connected. */
+async function connectWith(port: number, preface: Buffer, localAddress = '127.0.0.1'): Promise<net.Socket> {
+  const s = net.connect({ host: '127.0.0.1', port, localAddress });
+  await once(s, 'connect');
+  s.write(preface);
+  return s;
+}
+
+test('PROXY v1 (plain) and v2 (TLS) from a trusted sender set X-Forwarded-For and X-Real-IP; untrusted, missing or malformed headers are closed', { timeout: 60_000 }, async (t) => {
+  const web = await startHttpBackend(t, { name: 'web' });
+  const trusted = { trusted: ['127.0.0.1/32'] };
+  const portico = await startPortico(t, {
+    workers: 1,
+    log: { level: 'debug' },
+    listeners: [
+      { address: '127.0.0.1:0', proxy_protocol: trusted },
+      { address: '127.0.0.1:0', proxy_protocol: trusted, tls: { certificates: [{ cert: TEST_CERT, key: TEST_KEY }] } },
+    ],
+    upstreams: { web: { targets: [`127.0.0.1:${web.port}`] } },
+    routes: [{ proxy: 'web' }],
+  });
+  const [plainPort, tlsPort] = portico.ports;
+
+  // v1 on a plain listener, header and request in one write
+  const v1 = await connectWith(plainPort, Buffer.concat([buildProxyV1({ address: '203.0.113.7', port: 4000 }, { address: '198.51.100.1', port: 80 }), Buffer.from('GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n')]));
+  t.after(() => v1.destroy());
+  const r1 = await new ResponseReader(v1).next();
+  assert.equal(r1.status, 200);
+  const e1 = JSON.parse(r1.body.toString()) as EchoReply;
+  assert.equal(e1.headers['x-forwarded-for'], '203.0.113.7');
+  assert.equal(e1.headers['x-real-ip'], '203.0.113.7');
+
+  // v2 before the ClientHello on a TLS listener
+  const raw = await connectWith(tlsPort, buildProxyV2({ address: '2001:db8::7', port: 5000 }, { address: '2001:db8::1', port: 443 }));
+  const v2 = tls.connect({ socket: raw, servername: 'localhost', ca: testCaCert(), ALPNProtocols: ['http/1.1'] });
+  t.after(() => v2.destroy());
+  await once(v2, 'secureConnect');
+  const reader2 = new ResponseReader(v2);
+  v2.write('GET /v2 HTTP/1.1\r\nHost: a\r\n\r\n');
+  const r2 = await reader2.next();
+  assert.equal(r2.status, 200);
+  const e2 = JSON.parse(r2.body.toString()) as EchoReply;
+  assert.equal(e2.headers['x-forwarded-for'], '2001:db8::7');
+  assert.equal(e2.headers['x-real-ip'], '2001:db8::7');
+  assert.equal(web.requests.length, 2);
+
+  // 127.0.0.2 is a loopback address outside the trusted /32: closed at once, whatever it sends
+  const untrusted = await connectWith(plainPort, buildProxyV1({ address: '203.0.113.9', port: 1 }, { address: '198.51.100.1', port: 80 }), '127.0.0.2');
+  await closedWithoutReply(untrusted);
+  await portico.waitForLog((l: LogLine) => l.msg === 'connection refused before routing' && l.reason === 'untrusted');
+
+  // a trusted sender without a header, or with a malformed one
+  const missing = await connectWith(plainPort, Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n'));
+  await closedWithoutReply(missing);
+  const malformed = await connectWith(plainPort, Buffer.from('PROXY TCP4 999.1.1.1 1.1.1.1 1 2\r\nGET / HTTP/1.1\r\n\r\n'));
+  await closedWithoutReply(malformed);
+  assert.equal(web.requests.length, 2);
+});
+
+test('send_proxy_protocol v2: the backend parses a header naming the client and the listener before any relayed byte; an inbound PROXY source is passed on', { timeout: 60_000 }, async (t) => {
+  const seen: Array<(h: { header: ProxyHeader; after: string }) => void> = [];
+  const next = (): Promise<{ header: ProxyHeader; after: string }> => new Promise((resolve) => seen.push(resolve));
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => s.destroy());
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const r = parseProxyHeader(buf);
+      if (r.kind === 'done' && buf.length >= r.used + 4) {
+        seen.shift()?.({ header: r.header, after: buf.subarray(r.used).toString() });
+        s.end('ok');
+      }
+    });
+  });
+  const backendPort = await listen(t, server);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [
+      { address: '127.0.0.1:0', mode: 'tcp', upstream: 'pp' },
+      { address: '127.0.0.1:0', mode: 'tcp', upstream: 'pp', proxy_protocol: { trusted: ['127.0.0.0/8'] } },
+    ],
+    upstreams: { pp: { targets: [`127.0.0.1:${backendPort}`], send_proxy_protocol: 'v2' } },
+  });
+
+  const direct = next();
+  const c = net.connect({ host: '127.0.0.1', port: portico.ports[0] });
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  c.write('ping');
+  const { header, after } = await direct;
+  assert.equal(header.version, 2);
+  assert.equal(header.command, 'proxy');
+  assert.equal(header.family, 'tcp4');
+  assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
+  assert.deepEqual(header.destination, { address: '127.0.0.1', port: portico.ports[0] });
+  assert.equal(after, 'ping');
+
+  const relayed = next();
+  const p = await connectWith(portico.ports[1], Buffer.concat([buildProxyV1({ address: '203.0.113.7', port: 4000 }, { address: '198.51.100.1', port: 5432 }), Buffer.from('pong')]));
+  t.after(() => p.destroy());
+  const second = await relayed;
+  assert.deepEqual(second.header.source, { address: '203.0.113.7', port: 4000 });
+  assert.deepEqual(second.header.destination, { address: '198.51.100.1', port: 5432 });
+  assert.equal(second.after, 'pong');
+});
