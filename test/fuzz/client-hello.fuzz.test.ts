@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseClientHello, type ClientHelloResult } from '../../src/accept/client-hello.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
+import { inJunk, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
 const BUDGET_MS = 600;
 const opts = { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] };
@@ -16,34 +17,10 @@ const SEEDS: Buffer[] = [
   await captureNodeHello({}),
 ];
 
-interface Mutation {
-  at: number;
-  op: 'insert' | 'delete' | 'set';
-  byte: number;
-}
 const EDGE = [0x00, 0x01, 0x02, 0x03, 0x04, 0x10, 0x16, 0x2b, 0x2d, 0x2e, 0x40, 0x41, 0x5f, 0x7f, 0x80, 0xff];
-const mutationArb: fc.Arbitrary<Mutation> = fc.record({
-  at: fc.nat(),
-  op: fc.constantFrom('insert' as const, 'delete' as const, 'set' as const),
-  byte: fc.oneof(fc.constantFrom(...EDGE), fc.integer({ min: 0, max: 255 })),
-});
+const mutationArb = mutationArbOf(EDGE);
 
-function mutate(base: Buffer, ms: readonly Mutation[]): Buffer {
-  const out = Array.from(base);
-  for (const m of ms) {
-    const at = out.length === 0 ? 0 : m.at % (out.length + (m.op === 'insert' ? 1 : 0));
-    if (m.op === 'insert') out.splice(at, 0, m.byte);
-    else if (out.length > 0 && m.op === 'delete') out.splice(at, 1);
-    else if (out.length > 0) out[at] = m.byte;
-  }
-  return Buffer.from(out);
-}
 
-function inJunk(buf: Buffer, junk: number): Buffer {
-  const big = Buffer.alloc(buf.length + 64, junk);
-  buf.copy(big, 16);
-  return big.subarray(16, 16 + buf.length);
-}
 
 const NAME = /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
 

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ChunkedScanner, parseRequestHead, parseResponseHead, type HeadLimits, type ParseResult, type RequestHead, type ResponseHead } from '../../src/http/head.js';
+import { inJunk, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
 /** Per-property time budget; properties stop early (as a pass) when it runs out. */
 const BUDGET_MS = 700;
@@ -44,34 +45,9 @@ const limitsArb: fc.Arbitrary<HeadLimits> = fc.record({
   headers: fc.constantFrom(0, 1, 2, 100),
 });
 
-interface Mutation {
-  at: number;
-  op: 'insert' | 'delete' | 'set';
-  byte: number;
-}
-const mutationArb: fc.Arbitrary<Mutation> = fc.record({
-  at: fc.nat(),
-  op: fc.constantFrom('insert' as const, 'delete' as const, 'set' as const),
-  byte: fc.oneof(fc.constantFrom(...EDGE_BYTES), fc.integer({ min: 0, max: 255 })),
-});
+const mutationArb = mutationArbOf(EDGE_BYTES);
 
-function mutate(base: Buffer, mutations: readonly Mutation[]): Buffer {
-  const out = Array.from(base);
-  for (const m of mutations) {
-    const at = out.length === 0 ? 0 : m.at % (out.length + (m.op === 'insert' ? 1 : 0));
-    if (m.op === 'insert') out.splice(at, 0, m.byte);
-    else if (out.length > 0 && m.op === 'delete') out.splice(at, 1);
-    else if (out.length > 0) out[at] = m.byte;
-  }
-  return Buffer.from(out);
-}
 
-/** The same bytes as a view into a larger buffer full of junk: a parser reading past `length` would notice. */
-function inJunk(buf: Buffer, junk: number): Buffer {
-  const big = Buffer.alloc(buf.length + 64, junk);
-  buf.copy(big, 16);
-  return big.subarray(16, 16 + buf.length);
-}
 
 /** Delivers growing prefixes cut at `cuts`; the first result that is not 'more' (or the whole one) is returned. */
 function deliverSplit<H>(buf: Buffer, cuts: readonly number[], parse: (b: Buffer) => ParseResult<H>): ParseResult<H> {

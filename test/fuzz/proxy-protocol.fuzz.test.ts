@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { isIP, isIPv6 } from 'node:net';
 import fc from 'fast-check';
 import { PROXY_V1_MAX_LINE, buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader, type ProxyParseResult } from '../../src/accept/proxy-protocol.js';
+import { inJunk as inJunkBy, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
 const BUDGET_MS = 500;
 const opts = { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] };
@@ -21,34 +22,11 @@ const SEEDS: Buffer[] = [
   Buffer.concat([SIG, Buffer.of(0x20, 0x00, 0, 3), Buffer.alloc(3)]),
 ];
 
-interface Mutation {
-  at: number;
-  op: 'insert' | 'delete' | 'set';
-  byte: number;
-}
 const EDGE = [0x00, 0x0d, 0x0a, 0x20, 0x2e, 0x3a, 0x30, 0x39, 0x66, 0x11, 0x21, 0x31, 0x20, 0x03, 0xff];
-const mutationArb: fc.Arbitrary<Mutation> = fc.record({
-  at: fc.nat(),
-  op: fc.constantFrom('insert' as const, 'delete' as const, 'set' as const),
-  byte: fc.oneof(fc.constantFrom(...EDGE), fc.integer({ min: 0, max: 255 })),
-});
+const mutationArb = mutationArbOf(EDGE);
 
-function mutate(base: Buffer, ms: readonly Mutation[]): Buffer {
-  const out = Array.from(base);
-  for (const m of ms) {
-    const at = out.length === 0 ? 0 : m.at % (out.length + (m.op === 'insert' ? 1 : 0));
-    if (m.op === 'insert') out.splice(at, 0, m.byte);
-    else if (out.length > 0 && m.op === 'delete') out.splice(at, 1);
-    else if (out.length > 0) out[at] = m.byte;
-  }
-  return Buffer.from(out);
-}
 
-function inJunk(buf: Buffer, junk: number): Buffer {
-  const big = Buffer.alloc(buf.length + 300, junk);
-  buf.copy(big, 16);
-  return big.subarray(16, 16 + buf.length);
-}
+const inJunk = (buf: Buffer, junk: number): Buffer => inJunkBy(buf, junk, 300);
 
 function checkResult(r: ProxyParseResult, buf: Buffer, maxV2: number): void {
   if (r.kind === 'error') return assert.ok(r.reason.length > 0);
