@@ -2,6 +2,7 @@
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary.ts and worker.ts.
 import { STATUS_CLASSES, type MetricsSnapshot } from './metrics.js';
+import type { PoolLimitStats } from './upstream/pool.js';
 
 /** Environment the primary sets for each worker it forks. */
 export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;
@@ -25,6 +26,13 @@ export interface TargetControl {
   draining: boolean;
 }
 
+/**
+ * Per upstream (only those whose policy reads load, see `readsLoad`), open requests + tunnels per target, in
+ * the order of the upstream's targets in config. From a worker: its own counts; from the primary: the sum over
+ * the other workers (`Target.remote`). Positions, not addresses: a repeated address is two targets.
+ */
+export type TargetLoad = Record<string, number[]>;
+
 export type ToWorker =
   | ListenMessage
   /** Stop accepting, drain within the grace, exit 0. */
@@ -33,7 +41,9 @@ export type ToWorker =
   /** The whole state, sent before the listeners: every target not listed is healthy and not draining. */
   | { type: 'upstream-state'; targets: TargetControl[] }
   /** One target changed (a health flip, a drain or undrain). */
-  | ({ type: 'target-state' } & TargetControl);
+  | ({ type: 'target-state' } & TargetControl)
+  /** The other workers' load, sent when it changed; upstreams left out have none (all zero). */
+  | { type: 'remote-load'; load: TargetLoad };
 
 export interface UpstreamTargetStatus {
   upstream: string;
@@ -47,7 +57,12 @@ export interface UpstreamTargetStatus {
   passiveDown: boolean;
   /** Passive failures in the current window. */
   failures: number;
+  /** The other workers' open requests + tunnels as this worker last heard them from the primary. */
+  remote: number;
 }
+
+/** One upstream's queue and retry counters in one worker (UpstreamPool.limits()). */
+export type UpstreamLimitStatus = { upstream: string } & PoolLimitStats;
 
 export interface WorkerStats {
   metrics: MetricsSnapshot;
@@ -55,6 +70,7 @@ export interface WorkerStats {
   connections: number;
   tunnels: number;
   upstreamTargets: UpstreamTargetStatus[];
+  upstreamLimits: UpstreamLimitStatus[];
 }
 
 export type ToPrimary =
@@ -62,7 +78,9 @@ export type ToPrimary =
   | { type: 'booted' }
   /** Every listener is accepting; `ports[i]` is the port listener i is bound to. */
   | { type: 'ready'; ports: number[] }
-  | ({ type: 'stats'; id: number } & WorkerStats);
+  | ({ type: 'stats'; id: number } & WorkerStats)
+  /** This worker's load, sent at most every LOAD_REPORT_MS and only when it changed. */
+  | { type: 'load'; load: TargetLoad };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -76,14 +94,27 @@ function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
   return (
     STATUS_CLASSES.every((c) => isCount(requests[c])) &&
     Object.values(upstreamErrors).every(isCount) &&
-    [v.connections, v.tunnelsOpen, v.tunnelsTotal, v.bytesIn, v.bytesOut, v.tlsHandshakeErrors].every(isCount)
+    [v.connections, v.tunnelsOpen, v.tunnelsTotal, v.bytesIn, v.bytesOut, v.tlsHandshakeErrors].every(isCount) &&
+    isRecord(v.refused) &&
+    Object.values(v.refused).every(isCount)
   );
+}
+
+function isTargetLoad(v: unknown): v is TargetLoad {
+  return isRecord(v) && Object.values(v).every((counts) => Array.isArray(counts) && counts.every(isCount));
+}
+
+function isLimitStatus(v: unknown): v is UpstreamLimitStatus {
+  if (!isRecord(v) || typeof v.upstream !== 'string' || !isCount(v.queued) || !isCount(v.queueRejected) || !isCount(v.queueTimeouts)) return false;
+  const r = v.retries;
+  return isRecord(r) && isCount(r.requests) && isCount(r.retries) && isCount(r.retriesTotal) && isCount(r.deniedTotal);
 }
 
 function isTargetStatus(v: unknown): v is UpstreamTargetStatus {
   return (
     isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) &&
-    typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures)
+    typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures) &&
+    isCount(v.remote)
   );
 }
 
@@ -105,6 +136,8 @@ export function isToWorker(m: unknown): m is ToWorker {
       return Array.isArray(m.targets) && m.targets.every(isTargetControl);
     case 'target-state':
       return isTargetControl(m);
+    case 'remote-load':
+      return isTargetLoad(m.load);
     default:
       return false;
   }
@@ -120,8 +153,11 @@ export function isToPrimary(m: unknown): m is ToPrimary {
     case 'stats':
       return (
         isCount(m.id) && isMetricsSnapshot(m.metrics) && isCount(m.connections) && isCount(m.tunnels) &&
-        Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus)
+        Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
+        Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus)
       );
+    case 'load':
+      return isTargetLoad(m.load);
     default:
       return false;
   }

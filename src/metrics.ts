@@ -1,10 +1,14 @@
 // Per-worker counters of the data path, a plain snapshot the primary sums over workers, and the Prometheus text
 // format. Counting allocates nothing (the data path calls it per request and per tunnel); text is built only
 // on a scrape. No I/O here: primary.ts collects snapshots over IPC and admin/server.ts serves the text.
+import type { PrefaceFailure } from './accept/preface.js';
 import type { ErrorCode } from './errors.js';
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** Why a listener closed a connection before routing it: a bad or missing preface, or an untrusted PROXY sender. */
+export type RefusedReason = PrefaceFailure | 'untrusted';
 
 /** A worker's counters at one moment: plain data, safe to send over IPC and to add up. */
 export interface MetricsSnapshot {
@@ -19,6 +23,8 @@ export interface MetricsSnapshot {
   bytesOut: number;
   upstreamErrors: Partial<Record<ErrorCode, number>>;
   tlsHandshakeErrors: number;
+  /** Connections closed before routing, by reason. */
+  refused: Partial<Record<RefusedReason, number>>;
 }
 
 export class Metrics {
@@ -30,6 +36,7 @@ export class Metrics {
   #bytesOut = 0;
   #upstreamErrors = new Map<ErrorCode, number>();
   #tlsHandshakeErrors = 0;
+  #refused = new Map<RefusedReason, number>();
 
   connectionAccepted(): void {
     this.#connections++;
@@ -72,6 +79,10 @@ export class Metrics {
     this.#tlsHandshakeErrors++;
   }
 
+  connectionRefused(reason: RefusedReason): void {
+    this.#refused.set(reason, (this.#refused.get(reason) ?? 0) + 1);
+  }
+
   snapshot(): MetricsSnapshot {
     const r = this.#requests;
     return {
@@ -83,6 +94,7 @@ export class Metrics {
       bytesOut: this.#bytesOut,
       upstreamErrors: Object.fromEntries(this.#upstreamErrors),
       tlsHandshakeErrors: this.#tlsHandshakeErrors,
+      refused: Object.fromEntries(this.#refused),
     };
   }
 
@@ -100,6 +112,8 @@ export function emptySnapshot(): MetricsSnapshot {
 export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSnapshot {
   const upstreamErrors: Partial<Record<ErrorCode, number>> = { ...a.upstreamErrors };
   for (const [code, n] of Object.entries(b.upstreamErrors) as [ErrorCode, number][]) upstreamErrors[code] = (upstreamErrors[code] ?? 0) + n;
+  const refused: Partial<Record<RefusedReason, number>> = { ...a.refused };
+  for (const [reason, n] of Object.entries(b.refused) as [RefusedReason, number][]) refused[reason] = (refused[reason] ?? 0) + n;
   const requests = { ...a.requests };
   for (const cls of STATUS_CLASSES) requests[cls] += b.requests[cls];
   return {
@@ -111,7 +125,19 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     bytesOut: a.bytesOut + b.bytesOut,
     upstreamErrors,
     tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
+    refused,
   };
+}
+
+/** One upstream's wait queue and retry counters, summed over workers. */
+export interface UpstreamLimitTotals {
+  upstream: string;
+  /** Requests waiting for a socket now (a gauge). */
+  queued: number;
+  queueRejected: number;
+  queueTimeouts: number;
+  retriesTotal: number;
+  retriesDenied: number;
 }
 
 /** Process-level values only the primary knows. */
@@ -121,6 +147,8 @@ export interface ProcessGauges {
   /** Open client connections, all workers. */
   connectionsOpen: number;
   upstreamTargets: ReadonlyArray<{ upstream: string; target: string; available: boolean; active: number }>;
+  /** Absent: no per-upstream limit metrics (a caller that does not collect them). */
+  upstreamLimits?: readonly UpstreamLimitTotals[];
 }
 
 /** Prometheus text exposition format 0.0.4. */
@@ -139,6 +167,8 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   const codes = Object.entries(s.upstreamErrors).sort(([a], [b]) => (a < b ? -1 : 1));
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
+  const refused = Object.entries(s.refused).sort(([a], [b]) => (a < b ? -1 : 1));
+  metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
   if (gauges !== undefined) {
     metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);
     metric('portico_worker_restarts_total', 'counter', 'Workers restarted after an unexpected exit.', [['', gauges.workerRestarts]]);
@@ -146,6 +176,13 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
     const targets = gauges.upstreamTargets;
     metric('portico_upstream_target_available', 'gauge', 'Target available (1) or not (0) in every worker.', targets.map((t) => [labels({ upstream: t.upstream, target: t.target }), t.available ? 1 : 0]));
     metric('portico_upstream_target_active', 'gauge', 'Open requests and tunnels to a target.', targets.map((t) => [labels({ upstream: t.upstream, target: t.target }), t.active]));
+    const limits = gauges.upstreamLimits ?? [];
+    const per = (pick: (l: UpstreamLimitTotals) => number): Array<[string, number]> => limits.map((l) => [labels({ upstream: l.upstream }), pick(l)]);
+    metric('portico_upstream_queued', 'gauge', 'Requests waiting for a connection to a target at max_connections.', per((l) => l.queued));
+    metric('portico_upstream_queue_rejected_total', 'counter', 'Requests refused because the wait queue was full (or off).', per((l) => l.queueRejected));
+    metric('portico_upstream_queue_timeouts_total', 'counter', 'Requests that waited queue.timeout without a connection.', per((l) => l.queueTimeouts));
+    metric('portico_upstream_retries_total', 'counter', 'Retries to another target granted by the retry budget.', per((l) => l.retriesTotal));
+    metric('portico_upstream_retries_denied_total', 'counter', 'Retries refused by the retry budget.', per((l) => l.retriesDenied));
   }
   return `${out.join('\n')}\n`;
 }

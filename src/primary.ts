@@ -1,7 +1,7 @@
 // The primary process: binds the listeners without ever accepting on them, forks the workers (child_process,
 // not node:cluster, so a per-worker SO_REUSEPORT socket can plug in later), restarts a worker that dies with
-// backoff, fans SIGTERM out as a drain, serves the admin listener, sums the workers' metrics, runs the active
-// health checks once per instance and owns drains. It touches no client socket: workers accept and handle them.
+// backoff, fans SIGTERM out as a drain, serves the admin listener, sums the workers' metrics and per-target load,
+// runs the active health checks once per instance and owns drains. It touches no client socket.
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -12,9 +12,10 @@ import { ensureSelfSignedCertificates, loadCertificates } from './accept/tls.js'
 import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from './admin/server.js';
 import { resolveWorkers } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { WORKER_ENV, isToPrimary, type ListenMessage, type TargetControl, type ToPrimary, type ToWorker, type WorkerStats } from './ipc.js';
+import { WORKER_ENV, isToPrimary, type ListenMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
-import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot } from './metrics.js';
+import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
+import { readsLoad } from './upstream/balancer.js';
 import { HealthChecker, renderHealthMetrics } from './upstream/health.js';
 
 export interface PrimaryOptions {
@@ -37,6 +38,11 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const STATS_TIMEOUT_MS = 1_000;
 /** Certificates that expire sooner than this are warned about at start. */
 const EXPIRY_WARNING_MS = 14 * 86_400_000;
+/**
+ * Load reports arriving within this window are summed and fanned out once: with N workers each reporting at
+ * most every 100 ms, the primary sends at most N messages per window instead of N per report.
+ */
+const LOAD_FLUSH_MS = 25;
 
 type SlotState = 'starting' | 'ready' | 'restarting' | 'stopping' | 'exited';
 
@@ -54,6 +60,10 @@ interface Slot {
   ready: Deferred | null;
   pendingStats: Map<number, (stats: WorkerStats | null) => void>;
   lastStats: WorkerStats | null;
+  /** This process's last load report (its own open requests + tunnels per target); null before the first. */
+  load: Map<string, number[]> | null;
+  /** The other workers' load as last sent to this process, serialized; '{}' = none (its pools start at 0). */
+  remoteSent: string;
 }
 
 interface Deferred {
@@ -110,6 +120,9 @@ class Primary {
   #restartsTotal = 0;
   /** Counters of workers that exited, as last collected, so totals do not fall back when a worker restarts. */
   #retired: MetricsSnapshot = emptySnapshot();
+  /** Same for the upstreams' queue and retry counters. */
+  readonly #retiredLimits = new Map<string, UpstreamLimitTotals>();
+  #loadFlush: NodeJS.Timeout | null = null;
   #stopped = deferred();
 
   constructor(opts: PrimaryOptions) {
@@ -256,7 +269,7 @@ class Primary {
   async #startWorkers(): Promise<void> {
     const count = resolveWorkers(this.#config);
     for (let id = 1; id <= count; id++) {
-      this.#slots.push({ id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null, pendingStats: new Map(), lastStats: null });
+      this.#slots.push({ id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null, pendingStats: new Map(), lastStats: null, load: null, remoteSent: '{}' });
     }
     const startup = setTimeout(() => {
       for (const slot of this.#slots) slot.ready?.reject(new Error(`worker ${slot.id} was not accepting ${STARTUP_TIMEOUT_MS / 1000}s after it started`));
@@ -286,6 +299,8 @@ class Primary {
     slot.startedAt = Date.now();
     slot.ready = ready;
     slot.lastStats = null;
+    slot.load = null;
+    slot.remoteSent = '{}';
     child.on('message', (msg: unknown) => this.#onMessage(slot, child, msg));
     child.on('exit', (code, signal) => this.#onExit(slot, child, code, signal));
     child.on('error', (err) => {
@@ -314,6 +329,7 @@ class Primary {
         else {
           // Before its listeners: a worker never serves a request with a target the instance has taken out.
           this.#send(child, this.#fullState()).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send the target states to a worker'));
+          this.#sendRemoteLoad(slot, child);
           this.#assignListeners(slot, child);
         }
         return;
@@ -335,7 +351,39 @@ class Primary {
         resolve?.(stats);
         return;
       }
+      case 'load':
+        slot.load = new Map(Object.entries(msg.load));
+        this.#scheduleLoadFlush();
+        return;
     }
+  }
+
+  #scheduleLoadFlush(): void {
+    if (this.#loadFlush !== null || this.#stopping) return;
+    this.#loadFlush = setTimeout(() => {
+      this.#loadFlush = null;
+      for (const slot of this.#slots) if (slot.child !== null && slot.booted) this.#sendRemoteLoad(slot, slot.child);
+    }, LOAD_FLUSH_MS);
+    this.#loadFlush.unref();
+  }
+
+  /** Sends `slot` the sum of every other live worker's load, per upstream and target, when it changed. */
+  #sendRemoteLoad(slot: Slot, child: ChildProcess): void {
+    const remote = new Map<string, number[]>();
+    for (const other of this.#slots) {
+      if (other === slot || other.child === null || other.load === null) continue;
+      for (const [upstream, counts] of other.load) {
+        let sum = remote.get(upstream);
+        if (sum === undefined) remote.set(upstream, (sum = []));
+        for (let i = 0; i < counts.length; i++) sum[i] = (sum[i] ?? 0) + counts[i];
+      }
+    }
+    // fromEntries defines own properties: an upstream named "__proto__" stays data.
+    const load: TargetLoad = Object.fromEntries(remote);
+    const text = JSON.stringify(load);
+    if (text === slot.remoteSent) return;
+    slot.remoteSent = text;
+    this.#send(child, { type: 'remote-load', load }).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send the remote load to a worker'));
   }
 
   #assignListeners(slot: Slot, child: ChildProcess): void {
@@ -368,7 +416,13 @@ class Primary {
     if (slot.lastStats !== null) {
       // Its last counters stay in the totals; what it counted since the last scrape is lost.
       this.#retired = sumSnapshots(this.#retired, { ...slot.lastStats.metrics, tunnelsOpen: 0 });
+      for (const l of slot.lastStats.upstreamLimits) addLimits(this.#retiredLimits, l, false);
       slot.lastStats = null;
+    }
+    // Its requests and tunnels are gone with it: the other workers stop counting them.
+    if (slot.load !== null) {
+      slot.load = null;
+      this.#scheduleLoadFlush();
     }
     if (this.#stopping) {
       slot.state = 'exited';
@@ -409,6 +463,8 @@ class Primary {
     }
     this.#stopping = true;
     for (const checker of this.#health.values()) checker.stop();
+    if (this.#loadFlush !== null) clearTimeout(this.#loadFlush);
+    this.#loadFlush = null;
     const grace = this.#config.timeouts.shutdown_grace;
     this.#log.info({ reason, graceMs: grace }, 'shutting down: workers stop accepting and drain');
     // The primary's copies go first: once the workers close theirs, the port refuses new connections.
@@ -511,6 +567,7 @@ class Primary {
       workerRestarts: this.#restartsTotal,
       connectionsOpen,
       upstreamTargets: targets,
+      upstreamLimits: [...this.#limits(answers).values()],
     });
     return this.#health.size === 0 ? text : text + renderHealthMetrics(this.#health.values());
   }
@@ -546,12 +603,28 @@ class Primary {
     return report;
   }
 
+  /** Queue and retry counters per upstream: the answering workers' plus those of workers that exited. */
+  #limits(answers: ReadonlyArray<{ stats: WorkerStats }>): Map<string, UpstreamLimitTotals> {
+    const totals = new Map<string, UpstreamLimitTotals>();
+    for (const name of Object.keys(this.#config.upstreams)) totals.set(name, { upstream: name, queued: 0, queueRejected: 0, queueTimeouts: 0, retriesTotal: 0, retriesDenied: 0 });
+    for (const l of this.#retiredLimits.values()) addTotals(totals, l);
+    for (const { stats } of answers) for (const l of stats.upstreamLimits) addLimits(totals, l, true);
+    return totals;
+  }
+
   async #status(): Promise<StatusReport> {
     const { answers, unanswered } = await this.#collect();
     const now = Date.now();
     const upstreams: StatusReport['upstreams'] = {};
-    for (const t of mergeTargets(answers.map((a) => a.stats))) (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active });
+    for (const t of mergeTargets(answers.map((a) => a.stats))) {
+      const balancesOnLoad = readsLoad(this.#config.upstreams[t.upstream]?.balance ?? 'round_robin');
+      (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active, ...(balancesOnLoad ? { loadSeen: t.loadSeen } : {}) });
+    }
     const health = this.#healthReport(answers);
+    const limits: StatusReport['limits'] = {};
+    for (const [name, l] of this.#limits(answers)) {
+      limits[name] = { queued: l.queued, queueRejected: l.queueRejected, queueTimeouts: l.queueTimeouts, retries: l.retriesTotal, retriesDenied: l.retriesDenied };
+    }
     return {
       pid: process.pid,
       uptime: Math.round((now - this.#startedAt) / 1000),
@@ -566,6 +639,7 @@ class Primary {
       })),
       listeners: this.#listeners,
       upstreams,
+      limits,
       health,
       connections: answers.reduce((n, a) => n + a.stats.connections, 0),
       tunnels: answers.reduce((n, a) => n + a.stats.tunnels, 0),
@@ -574,21 +648,50 @@ class Primary {
   }
 }
 
-/** One entry per upstream target: available only if available in every worker, active summed. */
-function mergeTargets(all: readonly WorkerStats[]): Array<{ upstream: string; target: string; available: boolean; active: number }> {
-  const merged = new Map<string, { upstream: string; target: string; available: boolean; active: number }>();
-  for (const stats of all) {
+interface MergedTarget {
+  upstream: string;
+  target: string;
+  available: boolean;
+  active: number;
+  /** What each worker balances on (its own active + the others' as last aggregated), in answer order. */
+  loadSeen: number[];
+}
+
+/**
+ * One entry per upstream target: available only if available in every worker, active summed. A repeated
+ * address is one entry (its counts added), so loadSeen adds up per worker too.
+ */
+function mergeTargets(all: readonly WorkerStats[]): MergedTarget[] {
+  const merged = new Map<string, MergedTarget>();
+  all.forEach((stats, w) => {
     for (const t of stats.upstreamTargets) {
       const key = `${t.upstream}\n${t.target}`;
-      const m = merged.get(key);
-      if (m === undefined) merged.set(key, { ...t });
-      else {
-        m.available &&= t.available;
-        m.active += t.active;
-      }
+      let m = merged.get(key);
+      if (m === undefined) merged.set(key, (m = { upstream: t.upstream, target: t.target, available: t.available, active: 0, loadSeen: [] }));
+      else m.available &&= t.available;
+      m.active += t.active;
+      m.loadSeen[w] = (m.loadSeen[w] ?? 0) + t.active + t.remote;
     }
+  });
+  return [...merged.values()].map((m) => ({ ...m, loadSeen: Array.from(m.loadSeen, (n) => n ?? 0) }));
+}
+
+/** Adds one worker's limits to `totals` (`withGauge`: its queue length too; an exited worker has none). */
+function addLimits(totals: Map<string, UpstreamLimitTotals>, l: UpstreamLimitStatus, withGauge: boolean): void {
+  addTotals(totals, { upstream: l.upstream, queued: withGauge ? l.queued : 0, queueRejected: l.queueRejected, queueTimeouts: l.queueTimeouts, retriesTotal: l.retries.retriesTotal, retriesDenied: l.retries.deniedTotal });
+}
+
+function addTotals(totals: Map<string, UpstreamLimitTotals>, l: UpstreamLimitTotals): void {
+  const t = totals.get(l.upstream);
+  if (t === undefined) {
+    totals.set(l.upstream, { ...l });
+    return;
   }
-  return [...merged.values()];
+  t.queued += l.queued;
+  t.queueRejected += l.queueRejected;
+  t.queueTimeouts += l.queueTimeouts;
+  t.retriesTotal += l.retriesTotal;
+  t.retriesDenied += l.retriesDenied;
 }
 
 /**

@@ -13,10 +13,11 @@ import { formatErrors, loadConfig } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
 import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo } from './connection.js';
 import { ProxyError } from './errors.js';
-import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type ToPrimary, type ToWorker, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
+import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
-import { Metrics } from './metrics.js';
+import { Metrics, type RefusedReason } from './metrics.js';
 import { Router } from './router.js';
+import { readsLoad } from './upstream/balancer.js';
 import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
@@ -26,6 +27,12 @@ const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
 
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
+
+/**
+ * How often a worker compares its per-target load with what it last sent the primary (least_conn across
+ * workers, see Target.remote): one scan of the targets of load-reading upstreams, a message only on change.
+ */
+const LOAD_REPORT_MS = 100;
 
 /** What connections of this worker share; rebuilt as a whole (never mutated) when the config changes. */
 interface Runtime {
@@ -92,8 +99,9 @@ class Worker {
   /** Bound port per listener index, once listening. */
   #ports: Array<number | undefined>;
   #stopping = false;
-  /** Connections closed before routing (see #refused). Not in WorkerStats yet: logged at shutdown. */
-  #refusedCount = 0;
+  /** Per load-reading upstream, the counts last sent to the primary. */
+  #sentLoad = new Map<string, number[]>();
+  readonly #loadTimer: NodeJS.Timeout;
 
   constructor(id: number, config: Config, log: Logger) {
     this.id = id;
@@ -101,6 +109,44 @@ class Worker {
     this.#log = log;
     this.#runtime = buildRuntime(config, log, id, this.#metrics);
     this.#ports = config.listeners.map(() => undefined);
+    // Kept through the drain: tunnels still open in a draining worker still load their targets.
+    this.#loadTimer = setInterval(() => this.#reportLoad(), LOAD_REPORT_MS).unref();
+  }
+
+  /** Sends this worker's load (every load-reading upstream) when any count changed since the last send. */
+  #reportLoad(): void {
+    let changed = false;
+    const pools = this.#runtime.ctx.pools;
+    for (const [name, pool] of pools) {
+      if (!readsLoad(pool.config.balance)) continue;
+      const sent = this.#sentLoad.get(name);
+      const targets = pool.targets;
+      if (sent === undefined || sent.length !== targets.length) {
+        changed = true;
+        break;
+      }
+      for (let i = 0; i < targets.length && !changed; i++) changed = sent[i] !== targets[i].active;
+      if (changed) break;
+    }
+    if (!changed) return;
+    const next = new Map<string, number[]>();
+    for (const [name, pool] of pools) if (readsLoad(pool.config.balance)) next.set(name, pool.targets.map((t) => t.active));
+    this.#sentLoad = next;
+    // fromEntries defines own properties: an upstream named "__proto__" stays data.
+    const load: TargetLoad = Object.fromEntries(next);
+    send({ type: 'load', load });
+  }
+
+  /** The other workers' load from the primary; upstreams it leaves out have none. */
+  #applyRemoteLoad(load: TargetLoad): void {
+    for (const [name, pool] of this.#runtime.ctx.pools) {
+      const counts = Object.hasOwn(load, name) ? load[name] : undefined;
+      if (counts === undefined) {
+        for (const t of pool.targets) t.remote = 0;
+      } else if (!pool.setRemoteLoad(counts)) {
+        this.#log.debug({ upstream: name, targets: pool.targets.length, received: counts.length }, 'remote load for a different target list: ignored');
+      }
+    }
   }
 
   onMessage(msg: unknown, handle: unknown): void {
@@ -141,6 +187,9 @@ class Worker {
         this.#applyControl(control);
         return;
       }
+      case 'remote-load':
+        this.#applyRemoteLoad(msg.load);
+        return;
     }
   }
 
@@ -251,8 +300,8 @@ class Worker {
   }
 
   /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */
-  #refused(socket: Socket, index: number, reason: string, detail?: string): void {
-    this.#refusedCount++;
+  #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
+    this.#metrics.connectionRefused(reason);
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
   }
 
@@ -268,15 +317,27 @@ class Worker {
   #stats(): WorkerStats {
     const { ctx, registry } = this.#runtime;
     const upstreamTargets: UpstreamTargetStatus[] = [];
+    const upstreamLimits: UpstreamLimitStatus[] = [];
     for (const [name, pool] of ctx.pools) {
       const health = pool.health();
       pool.targets.forEach((t, i) => {
         const h = health[i];
-        upstreamTargets.push({ upstream: name, target: t.id, available: t.available, active: t.active, healthy: h.healthy, draining: h.draining, passiveDown: h.passiveDown, failures: h.failures });
+        upstreamTargets.push({
+          upstream: name,
+          target: t.id,
+          available: t.available,
+          active: t.active,
+          healthy: h.healthy,
+          draining: h.draining,
+          passiveDown: h.passiveDown,
+          failures: h.failures,
+          remote: t.remote ?? 0,
+        });
       });
+      upstreamLimits.push({ upstream: name, ...pool.limits() });
     }
     const l4 = this.#runtime.l4.size;
-    return { metrics: this.#metrics.snapshot(), connections: registry.size + l4, tunnels: registry.tunnels + l4, upstreamTargets };
+    return { metrics: this.#metrics.snapshot(), connections: registry.size + l4, tunnels: registry.tunnels + l4, upstreamTargets, upstreamLimits };
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -300,7 +361,9 @@ class Worker {
       code = 1;
     }
     for (const pool of ctx.pools.values()) pool.close();
-    this.#log.info({ refusedBeforeRouting: this.#refusedCount }, 'worker stopped');
+    clearInterval(this.#loadTimer);
+    const refused = Object.values(this.#metrics.snapshot().refused).reduce((a, b) => a + (b ?? 0), 0);
+    this.#log.info({ refusedBeforeRouting: refused }, 'worker stopped');
     process.exit(code);
   }
 }

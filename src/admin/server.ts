@@ -17,8 +17,15 @@ export interface StatusReport {
   native: { native: boolean; reason?: string };
   workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string }>;
   listeners: Array<{ address: string; port: number; tls: boolean }>;
-  /** Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed). */
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
+  /**
+   * Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed).
+   * `loadSeen` (least_conn, random_two, cookie with a least_conn fallback): the load each answering worker
+   * balances on, its own active + the other workers' as last aggregated by the primary; every entry equals
+   * `active` once the aggregate caught up (within ~100-200 ms of a change).
+   */
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[] }>>;
+  /** Per upstream: wait queue and retry counters, summed over workers (counters include exited workers). */
+  limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
   /** Per upstream: each target's health, in the order of `upstreams`. */
   health: Record<string, TargetHealthReport[]>;
   connections: number;

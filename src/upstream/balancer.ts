@@ -1,5 +1,5 @@
-// Balancing policies over a pool's targets. Every policy reads only `available`, `weight` and `active`;
-// health checks and limits flip `available`, nothing else (STYLE.md 10). No sockets, no request parsing here
+// Balancing policies over a pool's targets. Every policy reads only `available`, `weight` and the load
+// (`active` + `remote`); health checks and limits flip `available`, nothing else (STYLE.md 10). No sockets, no request parsing here
 // (keys come from hash-key.ts). Picks allocate nothing: per-target state lives in typed arrays indexed like
 // `targets`, which a balancer never reorders or resizes; hash tables are built once per balancer. Slow start
 // scales weights from timestamps the pool sets (`rampUntil`), read at pick time: no timer per target or request.
@@ -16,6 +16,15 @@ export interface Target {
   available: boolean;
   /** Open requests plus open tunnels to this target in this worker. */
   active: number;
+  /**
+   * Open requests plus open tunnels to this target in the other workers, as the primary last summed them
+   * (absent = 0). least_conn and random_two balance on active + remote, so a tunnel held by another worker
+   * counts here too. Stale by at most ~100-200 ms: each worker reports its counts when they changed, at most
+   * every 100 ms (worker.ts LOAD_REPORT_MS), the primary coalesces for 25 ms and sends each worker the others'
+   * sum. A burst of picks within that window sees only this worker's own new load, which is what least_conn
+   * per worker would see anyway. Set by the pool (setRemoteLoad), read-only for balancers.
+   */
+  remote?: number;
   /** Used only while no primary target is available (the pool folds that into `available`). */
   readonly backup?: boolean;
   /**
@@ -102,6 +111,15 @@ export function createBalancer(spec: BalanceSpec, targets: readonly Target[], op
   }
 }
 
+/** Whether a policy reads the targets' load (active + remote): only those need the cross-worker aggregate. */
+export function readsLoad(spec: BalanceSpec): boolean {
+  if (typeof spec === 'string') return spec === 'least_conn' || spec === 'random_two';
+  return spec.policy === 'cookie' && spec.fallback === 'least_conn';
+}
+
+/** Open requests + tunnels to `t` across all workers (this one exact, the others as last aggregated). */
+const loadOf = (t: Target): number => t.active + (t.remote ?? 0);
+
 const eligible = (t: Target, exclude: ReadonlySet<Target> | undefined): boolean =>
   t.available && t.weight > 0 && (exclude === undefined || !exclude.has(t));
 
@@ -149,7 +167,8 @@ class SmoothWeightedRoundRobin implements Balancer {
 }
 
 /**
- * Fewest `active` relative to weight, compared as a.active * b.weight < b.active * a.weight (no floats).
+ * Fewest open requests + tunnels (all workers: loadOf) relative to weight, compared as
+ * a.load * b.weight < b.load * a.weight (no floats).
  * Ties go through smooth weighted round robin among the tied targets only, as nginx's least_conn does, so
  * idle targets share the load by weight instead of the first one taking everything.
  */
@@ -187,8 +206,8 @@ class LeastConn implements Balancer {
         ties = 1;
         continue;
       }
-      const lhs = t.active * w[best];
-      const rhs = targets[best].active * w[i];
+      const lhs = loadOf(t) * w[best];
+      const rhs = loadOf(targets[best]) * w[i];
       if (lhs < rhs) {
         best = i;
         ties = 1;
@@ -200,12 +219,12 @@ class LeastConn implements Balancer {
 
     // Second pass over the tied targets only (those with the same active/weight as `best`, from `best` on).
     const current = this.#current;
-    const b = targets[best];
+    const bLoad = loadOf(targets[best]);
     let chosen = -1;
     let total = 0;
     for (let i = best; i < targets.length; i++) {
       const t = targets[i];
-      if (!eligible(t, exclude) || t.active * w[best] !== b.active * w[i]) continue;
+      if (!eligible(t, exclude) || loadOf(t) * w[best] !== bLoad * w[i]) continue;
       current[i] += w[i];
       total += w[i];
       if (chosen === -1 || current[i] > current[chosen]) chosen = i;
@@ -220,8 +239,8 @@ const RANDOM_PROBES = 4;
 
 /**
  * Power of two choices (Mitzenmacher; Envoy's least_request, HAProxy's `random(2)`): draw two distinct
- * eligible targets with probability in proportion to weight and keep the one with fewer active per weight
- * (a.active * b.weight < b.active * a.weight, no floats); on equal load the first draw wins. So idle targets
+ * eligible targets with probability in proportion to weight and keep the one with less load per weight
+ * (loadOf, all workers: a.load * b.weight < b.load * a.weight, no floats); on equal load the first draw wins. So idle targets
  * share requests by weight (short requests rarely see any load), and under load the lighter one takes it.
  * Weighted draws use Vose's alias table, built once: O(1) while most targets are eligible; after a few draws
  * landing on ineligible targets, an exact draw over the eligible ones (O(n)), so it never gives up.
@@ -262,7 +281,7 @@ class RandomTwo implements Balancer {
     const tb = targets[b];
     const wa = ramp === null ? ta.weight : rampedWeight(ta, now, ramp.window);
     const wb = ramp === null ? tb.weight : rampedWeight(tb, now, ramp.window);
-    return tb.active * wa < ta.active * wb ? tb : ta;
+    return loadOf(tb) * wa < loadOf(ta) * wb ? tb : ta;
   }
 
   #weight(t: Target, now: number): number {

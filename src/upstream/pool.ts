@@ -272,7 +272,7 @@ export class UpstreamPool {
     this.config = config;
     this.#now = options.now ?? Date.now;
     this.targets = Object.freeze(
-      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0, backup: t.backup, rampUntil: 0 })),
+      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0, remote: 0, backup: t.backup, rampUntil: 0 })),
     );
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
@@ -518,6 +518,17 @@ export class UpstreamPool {
    */
   allowRetry(): boolean {
     return this.#retryBudget.tryRetry(this.#now());
+  }
+
+  /**
+   * Sets each target's `remote` (the other workers' open requests + tunnels) from `counts`, in the order of
+   * `targets`; false (nothing set) when the lengths differ (the sender's config has other targets).
+   */
+  setRemoteLoad(counts: readonly number[]): boolean {
+    const targets = this.targets;
+    if (counts.length !== targets.length) return false;
+    for (let i = 0; i < targets.length; i++) targets[i].remote = counts[i];
+    return true;
   }
 
   /** Queue and retry counters (for /status); not for the hot path. */

@@ -227,6 +227,14 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
   assert.match(metrics.body, /^portico_requests_total\{class="2xx"\} 1$/m);
   assert.match(metrics.body, /^portico_workers 2$/m);
   assert.match(metrics.body, new RegExp(`^portico_upstream_target_available\\{upstream="app",target="127\\.0\\.0\\.1:${backend.port}"\\} 1$`, 'm'));
+  // pool limits, summed over workers, and connections refused before routing (none here: no preface to read)
+  assert.match(metrics.body, /^portico_upstream_queued\{upstream="app"\} 0$/m);
+  assert.match(metrics.body, /^# TYPE portico_upstream_queue_rejected_total counter$/m);
+  assert.match(metrics.body, /^portico_upstream_queue_rejected_total\{upstream="app"\} 0$/m);
+  assert.match(metrics.body, /^portico_upstream_queue_timeouts_total\{upstream="app"\} 0$/m);
+  assert.match(metrics.body, /^portico_upstream_retries_total\{upstream="app"\} 0$/m);
+  assert.match(metrics.body, /^portico_upstream_retries_denied_total\{upstream="app"\} 0$/m);
+  assert.match(metrics.body, /^# TYPE portico_connections_refused_total counter$/m);
 
   const status = await get(admin.port, '/status');
   assert.equal(status.status, 200);
@@ -234,6 +242,7 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
     workers: Array<{ id: number; pid: number; uptime: number; restarts: number }>;
     listeners: Array<{ address: string; port: number; tls: boolean }>;
     upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
+    limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
     tunnels: number;
     native: { native: boolean; reason?: string };
   };
@@ -246,6 +255,7 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
   );
   assert.deepEqual(report.listeners, [{ address: '127.0.0.1', port: portico.httpPort, tls: false }]);
   assert.deepEqual(report.upstreams.app, [{ target: `127.0.0.1:${backend.port}`, available: true, active: 0 }]);
+  assert.deepEqual(report.limits, { app: { queued: 0, queueRejected: 0, queueTimeouts: 0, retries: 0, retriesDenied: 0 } });
   assert.equal(report.tunnels, 0);
 
   assert.equal((await get(admin.port, '/nothing-here')).status, 404);

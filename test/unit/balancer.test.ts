@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { formatErrors, loadConfig, type ConfigError } from '../../src/config/load.js';
 import { parseRequestHead, type RequestHead } from '../../src/http/head.js';
-import { buildMaglevTable, createBalancer, hashString, type Balancer, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
+import { buildMaglevTable, createBalancer, hashString, readsLoad, type Balancer, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
 import {
   compileKey,
   cookieOf,
@@ -212,6 +212,24 @@ test('least_conn: under held-open load, the next requests go where requests fini
     if (t) t.active++;
   }
   assert.deepEqual(targets.map((t) => t.active), [30, 10]);
+});
+
+test('least_conn and random_two balance on active + remote (the other workers\' load); hash and round robin ignore it', () => {
+  const targets = makeTargets(1, 1);
+  targets[0].active = 1;
+  targets[1].remote = 3; // idle here, but busier in the other workers
+  assert.equal(nameOf(targets, createBalancer('least_conn', targets).pick()), 't0');
+  assert.equal(nameOf(targets, createBalancer('random_two', targets, { random: seeded(3) }).pick()), 't0');
+  assert.equal(nameOf(targets, createBalancer({ policy: 'cookie', name: 's', fallback: 'least_conn' }, targets).pick()), 't0');
+  // remote ties are shared as active ties are
+  targets[0].remote = 2;
+  const b = createBalancer('least_conn', targets);
+  assert.deepEqual(counts(Array.from({ length: 4 }, () => nameOf(targets, b.pick()))), { t0: 2, t1: 2 });
+  // round robin reads no load
+  const rr = createBalancer('round_robin', targets);
+  assert.deepEqual(counts(Array.from({ length: 4 }, () => nameOf(targets, rr.pick()))), { t0: 2, t1: 2 });
+  assert.deepEqual([readsLoad('least_conn'), readsLoad('random_two'), readsLoad('round_robin'), readsLoad({ policy: 'hash', key: '$remote_addr' })], [true, true, false, false]);
+  assert.deepEqual([readsLoad({ policy: 'cookie', name: 's', fallback: 'least_conn' }), readsLoad({ policy: 'cookie', name: 's', fallback: 'round_robin' })], [true, false]);
 });
 
 // ---- random_two ----

@@ -76,3 +76,36 @@ test('a worker alone renders its own counters without process gauges', () => {
   assert.match(text, /^portico_tunnels_open 1$/m);
   assert.doesNotMatch(text, /portico_workers/);
 });
+
+test('connections refused before routing are counted by reason, summed over workers and rendered as a counter', () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.connectionRefused('untrusted');
+  a.connectionRefused('proxy_invalid');
+  b.connectionRefused('untrusted');
+  const sum = sumSnapshots(a.snapshot(), b.snapshot());
+  assert.deepEqual(sum.refused, { untrusted: 2, proxy_invalid: 1 });
+  const text = renderPrometheus(sum);
+  assert.match(text, /^# TYPE portico_connections_refused_total counter$/m);
+  assert.match(text, /^portico_connections_refused_total\{reason="proxy_invalid"\} 1\nportico_connections_refused_total\{reason="untrusted"\} 2$/m);
+});
+
+test('upstream queue and retry counters render per upstream: queued as a gauge, the rest as counters', () => {
+  const text = renderPrometheus(emptySnapshot(), {
+    workers: 2,
+    workerRestarts: 0,
+    connectionsOpen: 0,
+    upstreamTargets: [],
+    upstreamLimits: [
+      { upstream: 'app', queued: 3, queueRejected: 4, queueTimeouts: 5, retriesTotal: 6, retriesDenied: 7 },
+      { upstream: 'api', queued: 0, queueRejected: 0, queueTimeouts: 0, retriesTotal: 0, retriesDenied: 1 },
+    ],
+  });
+  assert.match(text, /^# TYPE portico_upstream_queued gauge$/m);
+  assert.match(text, /^portico_upstream_queued\{upstream="app"\} 3$/m);
+  for (const [name, value] of [['queue_rejected', 4], ['queue_timeouts', 5], ['retries', 6], ['retries_denied', 7]] as const) {
+    assert.match(text, new RegExp(`^# TYPE portico_upstream_${name}_total counter$`, 'm'));
+    assert.match(text, new RegExp(`^portico_upstream_${name}_total\\{upstream="app"\\} ${value}$`, 'm'));
+  }
+  assert.match(text, /^portico_upstream_retries_denied_total\{upstream="api"\} 1$/m);
+});

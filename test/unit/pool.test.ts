@@ -338,12 +338,22 @@ test('targets come from config: id is the address, weight 0 starts unavailable, 
   assert.deepEqual(
     pool.targets.map((t) => ({ ...t })),
     [
-      { id: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, available: true, active: 0, backup: false, rampUntil: 0 },
-      { id: '[::1]:2', host: '::1', port: 2, weight: 0, available: false, active: 0, backup: false, rampUntil: 0 },
-      { id: 'localhost:3', host: 'localhost', port: 3, weight: 4, available: true, active: 0, backup: false, rampUntil: 0 },
+      { id: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, available: true, active: 0, remote: 0, backup: false, rampUntil: 0 },
+      { id: '[::1]:2', host: '::1', port: 2, weight: 0, available: false, active: 0, remote: 0, backup: false, rampUntil: 0 },
+      { id: 'localhost:3', host: 'localhost', port: 3, weight: 4, available: true, active: 0, remote: 0, backup: false, rampUntil: 0 },
     ],
   );
   const picked = new Set(Array.from({ length: 10 }, () => pool.balancer.pick()?.id));
   assert.deepEqual([...picked].sort(), ['127.0.0.1:1', 'localhost:3']);
   pool.close();
+});
+
+test('setRemoteLoad sets each target\'s remote count by position and refuses a list of another length', (t) => {
+  const { pool } = makePool(t, 9, { targets: ['127.0.0.1:9', '127.0.0.1:10'], balance: 'least_conn' });
+  assert.deepEqual(pool.targets.map((x) => x.remote), [0, 0]);
+  assert.equal(pool.setRemoteLoad([4, 1]), true);
+  assert.deepEqual(pool.targets.map((x) => x.remote), [4, 1]);
+  assert.equal(pool.balancer.pick()?.id, '127.0.0.1:10');
+  assert.equal(pool.setRemoteLoad([7]), false);
+  assert.deepEqual(pool.targets.map((x) => x.remote), [4, 1]);
 });
