@@ -37,9 +37,22 @@ const LINGER_MS = 5000;
 /** Bytes of pipelined requests held while the current one is answered (the socket is paused past it). */
 const MAX_PIPELINE_BUFFER = 256 * 1024;
 
-/** Live client connections and tunnels of one worker, so shutdown can find them (Caddy registerConnection). */
+/** What the registry needs of a live connection: deadline checks, the start of a drain, and its end. */
+export interface Tracked {
+  /** Deadline checks, once per sweep. */
+  sweep(now: number): void;
+  /** Shutdown began: close now if idle, else finish what is in progress. */
+  drain(): void;
+  /** End of the shutdown grace: close now. */
+  forceClose(): void;
+}
+
+/**
+ * Live client connections and tunnels of one worker (HTTP and L4 alike), so one sweep checks their deadlines
+ * and shutdown finds them all (Caddy registerConnection).
+ */
 export class ConnectionRegistry {
-  readonly #conns = new Set<ClientConnection>();
+  readonly #conns = new Set<Tracked>();
   #tunnels = 0;
   #nextId = 0;
   #draining = false;
@@ -60,7 +73,7 @@ export class ConnectionRegistry {
   }
 
   /** @internal */
-  add(c: ClientConnection): number {
+  add(c: Tracked): number {
     this.#conns.add(c);
     if (this.#timer === null) {
       this.#timer = setInterval(this.#sweep, SWEEP_MS);
@@ -70,7 +83,7 @@ export class ConnectionRegistry {
   }
 
   /** @internal */
-  delete(c: ClientConnection): void {
+  delete(c: Tracked): void {
     if (!this.#conns.delete(c)) return;
     if (this.#conns.size === 0) {
       if (this.#timer !== null) {
@@ -135,7 +148,7 @@ type State = 'head' | 'busy' | 'tunnel' | 'closed';
 /** RFC 9110 methods a reverse proxy route does not serve. */
 const REFUSED_METHODS: ReadonlySet<string> = new Set(['CONNECT']);
 
-class ClientConnection implements ClientSide {
+class ClientConnection implements ClientSide, Tracked {
   readonly socket: Socket;
   readonly ctx: ConnectionContext;
   readonly id: number;
@@ -352,11 +365,8 @@ class ClientConnection implements ClientSide {
     this.#tunnelEx = ex;
     const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
+    // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
     const spliced = canSplice(socket, upstream);
-    if (this.#paused && !spliced) {
-      this.#paused = false;
-      socket.resume();
-    }
     this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed);
     this.#registry.tunnelOpened();
     this.ctx.metrics.tunnelOpened();

@@ -4,7 +4,7 @@
 // beyond the accept path: a listener's preface (PROXY header, ClientHello) decides between HTTP, TLS and L4.
 import type { Server, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { L4Registry, PassthroughTable, forwardL4, type L4Context } from './accept/l4.js';
+import { PassthroughTable, forwardL4, type L4Context } from './accept/l4.js';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
 import { readPreface, type PrefaceResult } from './accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
@@ -37,8 +37,8 @@ const LOAD_REPORT_MS = 100;
 /** What connections of this worker share; rebuilt as a whole (never mutated) when the config changes. */
 interface Runtime {
   readonly ctx: ConnectionContext;
+  /** HTTP connections and L4 tunnels alike. */
   readonly registry: ConnectionRegistry;
-  readonly l4: L4Registry;
   readonly l4ctx: L4Context;
 }
 
@@ -47,7 +47,7 @@ function buildRuntime(config: Config, log: Logger, id: number, metrics: Metrics)
   for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream, poolHooks(name, upstream.health.passive.fail_timeout, log)));
   const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker: id, metrics };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
-  return { ctx, registry: new ConnectionRegistry(), l4: new L4Registry(), l4ctx };
+  return { ctx, registry: new ConnectionRegistry(), l4ctx };
 }
 
 /** The client's address from a PROXY header: its source for a proxied TCP connection, else none (use the socket's). */
@@ -265,7 +265,7 @@ class Worker {
     const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : this.#config.timeouts.head;
     const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
     const l4 = (socket: Socket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
-      const { ctx, l4: registry, l4ctx } = this.#runtime;
+      const { ctx, registry, l4ctx } = this.#runtime;
       const pool = ctx.pools.get(upstream);
       if (pool === undefined) {
         // the schema checks references; a runtime without the pool is a bug, not the client's fault
@@ -336,8 +336,7 @@ class Worker {
       });
       upstreamLimits.push({ upstream: name, ...pool.limits() });
     }
-    const l4 = this.#runtime.l4.size;
-    return { metrics: this.#metrics.snapshot(), connections: registry.size + l4, tunnels: registry.tunnels + l4, upstreamTargets, upstreamLimits };
+    return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits };
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -345,17 +344,17 @@ class Worker {
     if (this.#stopping) return;
     this.#stopping = true;
     const grace = this.#config.timeouts.shutdown_grace;
-    const { ctx, registry, l4 } = this.#runtime;
+    const { ctx, registry } = this.#runtime;
     // close() stops accepting now; its callback would wait for every connection, the drain below does that.
     for (const server of this.#servers) server.close();
-    this.#log.info({ reason, graceMs: grace, connections: registry.size + l4.size, tunnels: registry.tunnels + l4.size }, 'worker draining');
+    this.#log.info({ reason, graceMs: grace, connections: registry.size, tunnels: registry.tunnels }, 'worker draining');
     setTimeout(() => {
       this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
       process.exit(1);
     }, grace + DRAIN_OVERRUN_MS).unref();
     let code = 0;
     try {
-      await Promise.all([registry.drain(grace), l4.drain(grace)]);
+      await registry.drain(grace);
     } catch (err) {
       this.#log.error({ err }, 'drain failed');
       code = 1;

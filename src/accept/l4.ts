@@ -6,14 +6,12 @@ import type { Socket } from 'node:net';
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { ConnectionRegistry, Tracked } from '../connection.js';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
-import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
 import type { Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
-
-/** How often idle and lifetime limits of L4 tunnels are checked (as connection.ts sweeps HTTP tunnels). */
-const SWEEP_MS = 250;
 
 export interface L4Request {
   readonly mode: 'tcp' | 'passthrough';
@@ -35,76 +33,16 @@ export interface L4Context {
   readonly access: boolean;
 }
 
-/** Live L4 connections of one worker: swept for tunnel timeouts, found by shutdown. */
-export class L4Registry {
-  readonly #conns = new Set<L4Connection>();
-  #timer: NodeJS.Timeout | null = null;
-  #nextId = 0;
-  #draining = false;
-  #idleWaiters: Array<() => void> = [];
-
-  get size(): number {
-    return this.#conns.size;
-  }
-
-  get draining(): boolean {
-    return this.#draining;
-  }
-
-  /** @internal */
-  add(c: L4Connection): number {
-    this.#conns.add(c);
-    if (this.#timer === null) {
-      this.#timer = setInterval(this.#sweep, SWEEP_MS);
-      this.#timer.unref();
-    }
-    return ++this.#nextId;
-  }
-
-  /** @internal */
-  delete(c: L4Connection): void {
-    if (!this.#conns.delete(c) || this.#conns.size > 0) return;
-    if (this.#timer !== null) {
-      clearInterval(this.#timer);
-      this.#timer = null;
-    }
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const w of waiters) w();
-  }
-
-  #sweep = (): void => {
-    const now = Date.now();
-    for (const c of this.#conns) c.sweep(now);
-  };
-
-  /** Shutdown: tunnels run on until the grace ends (a drain must not cut them early), then are closed. */
-  drain(graceMs: number): Promise<void> {
-    this.#draining = true;
-    if (this.#conns.size === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        for (const c of this.#conns) c.close('shutdown');
-      }, graceMs);
-      timer.unref();
-      this.#idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-}
-
 /** Takes ownership of `client` (paused, nothing of it read past `req.rest`) and relays it to `req.pool`. */
-export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: L4Registry): void {
+export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry): void {
   new L4Connection(client, req, ctx, registry);
 }
 
-class L4Connection {
+class L4Connection implements Tracked {
   readonly #client: Socket;
   readonly #req: L4Request;
   readonly #ctx: L4Context;
-  readonly #registry: L4Registry;
+  readonly #registry: ConnectionRegistry;
   readonly #id: number;
   readonly #startedAt = Date.now();
   readonly #tried = new Set<Target>();
@@ -115,12 +53,13 @@ class L4Connection {
   /** Failed before a tunnel existed: logged and unregistered once. */
   #failed = false;
 
-  constructor(client: Socket, req: L4Request, ctx: L4Context, registry: L4Registry) {
+  constructor(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry) {
     this.#client = client;
     this.#req = req;
     this.#ctx = ctx;
     this.#registry = registry;
     this.#id = registry.add(this);
+    registry.tunnelOpened(); // an L4 connection is a tunnel from its first byte
     // until the tunnel owns it: a client that resets while we connect ends the attempt
     client.on('error', this.#onClientGone);
     client.on('close', this.#onClientGone);
@@ -168,7 +107,7 @@ class L4Connection {
     const pp = pool.config.send_proxy_protocol;
     if (pp !== 'off') upstream.write(pp === 'v1' ? buildProxyV1(this.#req.source, this.#req.destination) : buildProxyV2(this.#req.source, this.#req.destination));
     // what Node read ahead while we connected goes with the replay, so splice is not refused for a full buffer
-    const rest = concat(this.#req.rest, takeReadable(client));
+    const rest = concatBytes(this.#req.rest, drainReadable(client));
     const spliced = canSplice(client, upstream);
     this.#tunnel = spliced ? new SpliceTunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed) : new Tunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed);
     this.#tunnel.start(rest, null);
@@ -187,14 +126,19 @@ class L4Connection {
     client.off('close', this.#onClientGone);
     client.on('error', noop);
     client.destroy();
-    this.#registry.delete(this);
+    this.#unregister();
     this.#ctx.metrics.tunnelClosed(0, 0);
     if (err.side === 'upstream') this.#ctx.metrics.upstreamError(err.code);
     this.#logLine(0, 0, err.code === 'CLIENT_CLOSED' ? 'client' : err.code === 'SHUTDOWN' ? 'shutdown' : 'upstream_error', err);
   }
 
-  #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
+  #unregister(): void {
+    this.#registry.tunnelClosed();
     this.#registry.delete(this);
+  }
+
+  #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
+    this.#unregister();
     if (this.#target !== null) this.#target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
     // the relay chosen: SpliceTunnel.spliced reads false once closed, and a failed hand-over (EMFILE) runs
@@ -226,27 +170,15 @@ class L4Connection {
     this.#tunnel?.checkIdle(now);
   }
 
-  close(by: ClosedBy): void {
-    if (this.#tunnel !== null) this.#tunnel.close(by);
+  /** Shutdown: a tunnel runs on until the grace ends (a drain must not cut it early). */
+  drain(): void {}
+
+  forceClose(): void {
+    if (this.#tunnel !== null) this.#tunnel.close('shutdown');
     else this.#fail(new ProxyError('SHUTDOWN', 'Portico is stopping'));
   }
 }
 
-/** Empties a paused socket's read buffer (bounded by its length: read() gives null once it is empty). */
-function takeReadable(socket: Socket): Buffer | null {
-  if (socket.readableLength === 0) return null;
-  const chunks: Buffer[] = [];
-  for (let chunk = socket.read() as Buffer | string | null; chunk !== null; chunk = socket.read() as Buffer | string | null) {
-    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-  }
-  return chunks.length === 0 ? null : Buffer.concat(chunks);
-}
-
-function concat(a: Buffer | null, b: Buffer | null): Buffer | null {
-  if (a === null || a.length === 0) return b;
-  if (b === null || b.length === 0) return a;
-  return Buffer.concat([a, b]);
-}
 
 function clientClosed(): ProxyError {
   return new ProxyError('CLIENT_CLOSED', 'client closed before the upstream connection was made');

@@ -126,8 +126,8 @@ export class SpliceTunnel {
       // is found by TCP keep-alive, as in the JS relay (a unix socket ignores it)
       s.setKeepAlive(true, KEEPALIVE_PROBE_MS);
     }
-    const toUpstream = concat(clientRest, drainReadable(client));
-    const toClient = concat(upstreamRest, drainReadable(upstream));
+    const toUpstream = concatBytes(clientRest, drainReadable(client));
+    const toClient = concatBytes(upstreamRest, drainReadable(upstream));
     this.#restUp = toUpstream?.length ?? 0;
     this.#restDown = toClient?.length ?? 0;
     let pending = 1;
@@ -278,7 +278,7 @@ export class SpliceTunnel {
 }
 
 /** What Node read ahead and nobody consumed: it goes out by plain write before the hand-over. */
-function drainReadable(socket: net.Socket): Buffer | null {
+export function drainReadable(socket: net.Socket): Buffer | null {
   if (socket.readableLength === 0) return null;
   const chunks: Buffer[] = [];
   // bounded by readableLength: read() returns null once the buffer is empty
@@ -288,7 +288,8 @@ function drainReadable(socket: net.Socket): Buffer | null {
   return chunks.length === 0 ? null : Buffer.concat(chunks);
 }
 
-function concat(a: Buffer | null, b: Buffer | null): Buffer | null {
+/** Bytes a then b, either possibly missing. */
+export function concatBytes(a: Buffer | null, b: Buffer | null): Buffer | null {
   if (a === null || a.length === 0) return b;
   if (b === null || b.length === 0) return a;
   return Buffer.concat([a, b]);
