@@ -296,13 +296,31 @@ export async function startBadAcceptBackend(t: TestContext): Promise<RawBackend>
   return backend;
 }
 
-/** A port on 127.0.0.1 that refuses connections (bound, then released; nothing else in the test binds it). */
+/**
+ * A port on 127.0.0.1 that refuses connections. Chosen below 1024, outside the ephemeral range that port-0
+ * listeners draw from, so a server of a test running in parallel cannot take it over (a released ephemeral port
+ * can be handed out again at once); checked to refuse before it is returned.
+ */
 export async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await listen(server);
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (const port of [1, 3, 5, 7, 9, 11, 13, 17, 19, 23, 37, 42, 49]) {
+    if (await refuses(port)) return port;
+  }
+  throw new Error('no low port on 127.0.0.1 refuses connections');
+}
+
+function refuses(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.setTimeout(2000, () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
 }
 
 function listen(server: net.Server): Promise<void> {
