@@ -1,11 +1,12 @@
-# Portico's optional native addon (src/native/): SO_REUSEPORT listeners, fd helpers, the splice relay.
+# Portico's optional native addon (src/native/): SO_REUSEPORT listeners, fd helpers, the splice relay,
+# socket I/O for the plain-TCP HTTP data path.
 # Built by `node scripts/build-native.js` on `npm install`; a failed build leaves Portico on its JS paths.
 # N-API (node-addon-api) so one build keeps loading across Node upgrades.
 {
   "targets": [
     {
       "target_name": "portico_native",
-      "sources": ["src/native/addon.cc", "src/native/relay.cc"],
+      "sources": ["src/native/addon.cc", "src/native/relay.cc", "src/native/io.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -2,7 +2,7 @@
 // route, forward or tunnel, keep-alive and pipelining, canned errors, one access-log line per request/tunnel.
 // It owns the client socket; upstream sockets are borrowed from pools. Imports nothing above it (worker.ts).
 // Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
-import type { Socket } from 'node:net';
+import type { ByteSocket } from './native/io.js';
 import type { Config } from './config/schema.js';
 import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
 import { Exchange, type ClientSide } from './http/forward.js';
@@ -139,7 +139,7 @@ export class ConnectionRegistry {
  * Takes ownership of an accepted (and, for https, handshaken) client socket. `remoteAddress`: the client's
  * address when the socket's peer is not the client (a trusted PROXY header named it).
  */
-export function handleConnection(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string): void {
+export function handleConnection(socket: ByteSocket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string): void {
   new ClientConnection(socket, listener, ctx, registry, remoteAddress);
 }
 
@@ -149,7 +149,7 @@ type State = 'head' | 'busy' | 'tunnel' | 'closed';
 const REFUSED_METHODS: ReadonlySet<string> = new Set(['CONNECT']);
 
 class ClientConnection implements ClientSide, Tracked {
-  readonly socket: Socket;
+  readonly socket: ByteSocket;
   readonly ctx: ConnectionContext;
   readonly id: number;
   vars: RequestVars;
@@ -174,7 +174,7 @@ class ClientConnection implements ClientSide, Tracked {
   #activityMark = -1;
   #log: Logger | null = null;
 
-  constructor(socket: Socket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string) {
+  constructor(socket: ByteSocket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string) {
     this.socket = socket;
     this.ctx = ctx;
     this.#registry = registry;
@@ -348,7 +348,7 @@ class ClientConnection implements ClientSide, Tracked {
     else this.socket.destroy();
   }
 
-  exchangeUpgraded(ex: Exchange, upstream: Socket, upstreamRest: Buffer | null): void {
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null): void {
     this.#ex = null;
     this.#state = 'tunnel';
     this.#deadline = 0;

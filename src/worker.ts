@@ -15,6 +15,7 @@ import { ConnectionRegistry, handleConnection, type ConnectionContext, type List
 import { ProxyError } from './errors.js';
 import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
+import { adoptNative, type ByteSocket } from './native/io.js';
 import { Metrics, type RefusedReason } from './metrics.js';
 import { Router } from './router.js';
 import { readsLoad } from './upstream/balancer.js';
@@ -209,7 +210,7 @@ class Worker {
     }
     // Known before the first connection for shared handles; for a reuse-port listener on port 0, once bound.
     let info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port: msg.via === 'reuse-port' ? msg.port : cfg.address.port };
-    const accept = (socket: Socket, remoteAddress?: string) => {
+    const accept = (socket: ByteSocket, remoteAddress?: string) => {
       this.#metrics.connectionAccepted();
       handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, remoteAddress);
     };
@@ -241,7 +242,7 @@ class Worker {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: Socket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: ByteSocket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
       const m = createCidrMatcher(cfg.proxy_protocol.trusted);
@@ -253,6 +254,12 @@ class Worker {
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
     const terminate = (socket: Socket, remoteAddress?: string): void => {
       if (tlsServer === undefined) {
+        // plain HTTP with nothing read yet: onto native I/O when the addon has it (the net.Socket is closed)
+        const moved = remoteAddress === undefined ? adoptNative(socket, LISTEN_OPTIONS) : undefined;
+        if (moved !== undefined) {
+          accept(moved);
+          return;
+        }
         accept(socket, remoteAddress);
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;

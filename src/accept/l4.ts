@@ -3,6 +3,7 @@
 // sent), an optional PROXY header first, replay what the listener read ahead, then splice (or the JS relay).
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { Socket } from 'node:net';
+import type { ByteSocket } from '../native/io.js';
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -96,7 +97,7 @@ class L4Connection implements Tracked {
     });
   }
 
-  #start(target: Target, upstream: Socket): void {
+  #start(target: Target, upstream: ByteSocket): void {
     const { pool } = this.#req;
     const client = this.#client;
     this.#target = target;

@@ -3,7 +3,7 @@
 // It borrows the client socket from its ClientSide (connection.ts) and never closes it; it owns the upstream
 // socket between acquire and release. Header rewriting rules (RFC 9110 §7.6) live here, in one place.
 import { createHash } from 'node:crypto';
-import type { Socket } from 'node:net';
+import type { ByteSocket } from '../native/io.js';
 import { ProxyError, type ErrorCode } from '../errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from './head.js';
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
@@ -119,11 +119,11 @@ export function headerValue(headers: readonly string[], lowerName: string): stri
 
 const kOwner = Symbol('portico.exchange');
 /** An upstream socket as exchanges see it: the exchange it currently serves (null while pooled). */
-type OwnedSocket = Socket & { [kOwner]?: Exchange | null };
+type OwnedSocket = ByteSocket & { [kOwner]?: Exchange | null };
 
 /** What an exchange needs from the client connection that owns the client socket. */
 export interface ClientSide {
-  readonly socket: Socket;
+  readonly socket: ByteSocket;
   readonly vars: RequestVars;
   /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
   readonly closing: boolean;
@@ -134,7 +134,7 @@ export interface ClientSide {
   /** The exchange failed; `responseStarted` tells whether a canned response may still be written. */
   exchangeFailed(ex: Exchange, err: ProxyError): void;
   /** The upstream answered 101: the owner turns the connection into a tunnel with these sockets. */
-  exchangeUpgraded(ex: Exchange, upstream: Socket, upstreamRest: Buffer | null): void;
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null): void;
 }
 
 type Phase = 'connecting' | 'waiting' | 'body' | 'done';
@@ -177,7 +177,7 @@ export class Exchange {
   #client: ClientSide;
   /** Balancing key of hash and cookie policies (undefined for the others, or when the request has none). */
   readonly #key: string | undefined;
-  #upstream: Socket | null = null;
+  #upstream: ByteSocket | null = null;
   #reused = false;
   /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
   #retries = 0;
@@ -249,7 +249,7 @@ export class Exchange {
   }
   #lastError: ProxyError | null = null;
 
-  #onAcquired = (err: ProxyError | null, socket: Socket | null, reused: boolean): void => {
+  #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean): void => {
     this.#cancelAcquire = null;
     if (this.#finished) {
       if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
@@ -553,7 +553,7 @@ export class Exchange {
     if (ex) ex.#onUpDrain();
   }
 
-  #detachUpstream(): Socket {
+  #detachUpstream(): ByteSocket {
     const up = this.#upstream!;
     (up as OwnedSocket)[kOwner] = null;
     if (this.#clientPausedUpstream) {

@@ -15,6 +15,7 @@
 
 #include <napi.h>
 
+#include "io.h"
 #include "relay.h"
 
 namespace {
@@ -251,6 +252,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
   exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));
   exports.Set("status", Napi::Function::New(env, Status, "status"));
+  portico::io::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new Bridge();
     bridge->env = env;

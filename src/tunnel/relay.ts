@@ -2,7 +2,7 @@
 // backpressure, half-close forwarded, byte counts, and one close reason. It owns both sockets from start()
 // to close and destroys both exactly once; it knows nothing about HTTP. Timeouts are checked by the owner's
 // sweep through checkIdle(), so no timer is created per tunnel.
-import type { Socket } from 'node:net';
+import type { ByteSocket } from '../native/io.js';
 
 export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'lifetime' | 'shutdown';
 
@@ -47,8 +47,8 @@ export class TunnelClock {
 }
 
 export class Tunnel {
-  readonly client: Socket;
-  readonly upstream: Socket;
+  readonly client: ByteSocket;
+  readonly upstream: ByteSocket;
   readonly startedAt: number;
   /** Bytes client -> upstream and upstream -> client. */
   bytesUp = 0;
@@ -59,7 +59,7 @@ export class Tunnel {
   #clientEnded = false;
   #upstreamEnded = false;
 
-  constructor(client: Socket, upstream: Socket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void) {
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void) {
     this.client = client;
     this.upstream = upstream;
     this.#onClose = onClose;

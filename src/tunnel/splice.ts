@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
+import { NativeSocket, type ByteSocket } from '../native/io.js';
 import { Tunnel, TunnelClock, type ClosedBy, type TunnelTimeouts } from './relay.js';
 
 export { nativeStatus, type NativeStatus };
@@ -18,12 +19,14 @@ interface StreamHandle {
   readStart?(): number;
 }
 
-function handleOf(socket: net.Socket): StreamHandle | undefined {
+function handleOf(socket: ByteSocket): StreamHandle | undefined {
+  if (socket instanceof NativeSocket) return undefined;
   const h = (socket as unknown as { _handle?: StreamHandle | null })._handle;
   return h === null ? undefined : h;
 }
 
-function fdOf(socket: net.Socket): number {
+function fdOf(socket: ByteSocket): number {
+  if (socket instanceof NativeSocket) return socket.fd;
   const fd = handleOf(socket)?.fd;
   return typeof fd === 'number' ? fd : -1;
 }
@@ -32,10 +35,10 @@ function fdOf(socket: net.Socket): number {
  * True when both sockets can be relayed by splice(2): the addon is loaded, both are plain TCP or unix sockets
  * (not TLS: a terminated leg is decrypted in user space), open, and nothing is waiting in their JS read buffers.
  */
-export function canSplice(client: net.Socket, upstream: net.Socket): boolean {
+export function canSplice(client: ByteSocket, upstream: ByteSocket): boolean {
   if (native() === undefined) return false;
   for (const s of [client, upstream]) {
-    if (s instanceof TLSSocket || !(s instanceof net.Socket)) return false;
+    if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket)) return false;
     if (s.destroyed || s.readableLength > 0 || fdOf(s) < 0) return false;
   }
   return true;
@@ -48,8 +51,8 @@ type Phase = 'new' | 'flushing' | 'native' | 'fallback' | 'closed';
 
 export class SpliceTunnel {
   /** The JS sockets as handed in; destroyed once the relay thread owns dups of their fds. */
-  readonly client: net.Socket;
-  readonly upstream: net.Socket;
+  readonly client: ByteSocket;
+  readonly upstream: ByteSocket;
   readonly startedAt: number;
   closedBy: ClosedBy | undefined;
   #timeouts: TunnelTimeouts;
@@ -67,7 +70,7 @@ export class SpliceTunnel {
   #reported = false;
   #clock: TunnelClock;
 
-  constructor(client: net.Socket, upstream: net.Socket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
     this.client = client;
     this.upstream = upstream;
     this.#timeouts = timeouts;
@@ -278,11 +281,11 @@ export class SpliceTunnel {
 }
 
 /** What Node read ahead and nobody consumed: it goes out by plain write before the hand-over. */
-export function drainReadable(socket: net.Socket): Buffer | null {
+export function drainReadable(socket: ByteSocket): Buffer | null {
   if (socket.readableLength === 0) return null;
   const chunks: Buffer[] = [];
   // bounded by readableLength: read() returns null once the buffer is empty
-  for (let chunk = socket.read() as Buffer | string | null; chunk !== null; chunk = socket.read() as Buffer | string | null) {
+  for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) {
     chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   }
   return chunks.length === 0 ? null : Buffer.concat(chunks);
@@ -296,7 +299,7 @@ export function concatBytes(a: Buffer | null, b: Buffer | null): Buffer | null {
 }
 
 /** Calls `done` once neither socket has queued writes (an empty write's callback runs after earlier ones). */
-function flushAll(sockets: net.Socket[], done: () => void): void {
+function flushAll(sockets: ByteSocket[], done: () => void): void {
   let left = sockets.length;
   for (const s of sockets) s.write(Buffer.alloc(0), () => --left === 0 && done());
 }

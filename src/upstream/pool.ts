@@ -3,7 +3,8 @@
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
 // fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
 // `Target.active` belongs to the caller. It never reads or writes application bytes.
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import { connectNative, type ByteSocket } from '../native/io.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
@@ -15,7 +16,7 @@ import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
  * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
  */
-export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean) => void;
+export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean) => void;
 
 /** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
 export type CancelAcquire = () => void;
@@ -124,19 +125,21 @@ interface Slot {
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
 
 /** A socket is worth keeping or reusing only while both directions are open and nothing is buffered. */
-function healthy(socket: Socket): boolean {
+function healthy(socket: ByteSocket): boolean {
   return !socket.destroyed && socket.readable && socket.writable && !socket.readableEnded && !socket.writableEnded && socket.readableLength === 0;
 }
 
 /** The pool's bookkeeping for one upstream socket, made once when it connects; its listeners are bound once. */
 class PooledSocket {
-  readonly socket: Socket;
+  readonly socket: ByteSocket;
   readonly slot: Slot;
   state: SocketState = 'connecting';
   #idleTimer: NodeJS.Timeout | undefined;
-  #keepAliveSet = false;
+  #idleSince = 0;
+  #idleTimeoutMs = 0;
+  #bound = false;
 
-  constructor(socket: Socket, slot: Slot) {
+  constructor(socket: ByteSocket, slot: Slot) {
     this.socket = socket;
     this.slot = slot;
     slot.open++;
@@ -146,53 +149,57 @@ class PooledSocket {
     socket.once('close', this.#onClose);
   }
 
-  /** Parks the socket in its slot's idle stack; the idle timer is refreshed rather than recreated. */
+  /**
+   * Parks the socket in its slot's idle stack. The idle listeners are bound once and act only while the socket
+   * is idle, and the idle timer is not touched per request: it re-arms itself for what is left when it fires
+   * early (a kept-alive socket costs no listener or timer churn per request).
+   */
   enterIdle(idleTimeoutMs: number): void {
     const s = this.socket;
-    if (!this.#keepAliveSet) {
+    if (!this.#bound) {
+      this.#bound = true;
       s.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
-      this.#keepAliveSet = true;
+      // first in line: the exchange's listener may park the socket while an event is being delivered, and
+      // the same event must not then count as arriving on an idle socket
+      s.prependListener('error', this.#onIdleError);
+      s.prependListener('data', this.#onIdleData);
+      s.prependListener('end', this.#onIdleEnd);
     }
-    s.on('error', this.#onIdleError);
-    s.on('data', this.#onIdleData);
-    s.on('end', this.#onIdleEnd);
     s.resume(); // the caller may have paused it; an idle socket must keep reading to see 'end' or stray bytes
+    this.#idleTimeoutMs = idleTimeoutMs;
     if (idleTimeoutMs > 0) {
+      this.#idleSince = Date.now();
       if (this.#idleTimer === undefined) this.#idleTimer = setTimeout(this.#onIdleTimeout, idleTimeoutMs).unref();
-      else this.#idleTimer.refresh();
     }
     this.state = 'idle';
     this.slot.idle.push(this);
     this.slot.changed();
   }
 
-  /**
-   * Hands the socket over: the idle listeners go; the idle timer stays armed (refresh() cannot revive a
-   * cleared timer) and does nothing when it fires on a busy socket.
-   */
+  /** Hands the socket over (to an exchange, or for good to an L4 relay); the idle listeners go quiet. */
   leaveIdle(next: 'busy' | 'detached'): void {
-    const s = this.socket;
-    s.off('error', this.#onIdleError);
-    s.off('data', this.#onIdleData);
-    s.off('end', this.#onIdleEnd);
     this.state = next;
   }
 
   readonly #onIdleError = (): void => {
-    this.socket.destroy();
+    if (this.state === 'idle') this.socket.destroy();
   };
 
   // An upstream may not speak first on an idle HTTP/1.1 connection: whatever arrives is a protocol violation.
   readonly #onIdleData = (): void => {
-    this.socket.destroy();
+    if (this.state === 'idle') this.socket.destroy();
   };
 
   readonly #onIdleEnd = (): void => {
-    this.socket.destroy();
+    if (this.state === 'idle') this.socket.destroy();
   };
 
   readonly #onIdleTimeout = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
+    this.#idleTimer = undefined;
+    if (this.state !== 'idle') return; // busy: the next enterIdle arms a new timer
+    const left = this.#idleSince + this.#idleTimeoutMs - Date.now();
+    if (left > 0) this.#idleTimer = setTimeout(this.#onIdleTimeout, left).unref();
+    else this.socket.destroy();
   };
 
   /**
@@ -254,7 +261,7 @@ export class UpstreamPool {
   readonly targets: readonly Target[];
   readonly balancer: Balancer;
   readonly #slots = new Map<Target, Slot>();
-  readonly #sockets = new WeakMap<Socket, PooledSocket>();
+  readonly #sockets = new WeakMap<ByteSocket, PooledSocket>();
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
@@ -404,7 +411,8 @@ export class UpstreamPool {
 
   #connect(slot: Slot, cb: AcquireCallback): void {
     const { target } = slot;
-    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
+    const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
     const pooled = new PooledSocket(socket, slot);
     this.#sockets.set(socket, pooled);
     const connectMs = this.config.timeouts.connect;
@@ -447,7 +455,7 @@ export class UpstreamPool {
   }
 
   /** Gives a socket back: kept idle when reusable and under max_idle, else destroyed. */
-  release(target: Target, socket: Socket, reusable: boolean): void {
+  release(target: Target, socket: ByteSocket, reusable: boolean): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) {
       socket.destroy(); // not one of ours: never pool a stranger
@@ -476,7 +484,7 @@ export class UpstreamPool {
   }
 
   /** Takes a socket out of the pool for good (it became a tunnel); it no longer counts toward max_idle. */
-  detach(target: Target, socket: Socket): void {
+  detach(target: Target, socket: ByteSocket): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) return;
     if (pooled.state === 'idle') {

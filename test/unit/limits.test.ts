@@ -5,6 +5,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
+import type { ByteSocket } from '../../src/native/io.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { cannedResponse, statusOf, type ProxyError } from '../../src/errors.js';
 import { createBalancer, rampedWeight, SLOW_START_FLOOR, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
@@ -37,7 +38,7 @@ function makePool(t: TestContext | null, upstream: UpstreamInput, now?: () => nu
 
 interface Got {
   err: ProxyError | null;
-  socket: Socket | null;
+  socket: ByteSocket | null;
   reused: boolean;
 }
 

@@ -1,0 +1,563 @@
+// Non-blocking TCP socket I/O for the plain-TCP HTTP data path, driven on the JS thread's own libuv loop: one
+// epoll set registered as a single uv_poll handle; each wake-up reads every ready socket into one shared buffer
+// and hands the whole batch to JS in one call (no stream objects, no per-read allocation in native code).
+// Writes go straight to send(2); only what the kernel does not take is queued here (JS bounds it).
+// Owns its fds from adopt/connect until close or release; never touches fds it was not given.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <napi.h>
+
+#include "io.h"
+
+namespace portico::io {
+namespace {
+
+// Event kinds written into the shared event array: [id, kind, a, b] per event.
+constexpr int32_t kData = 1;     // a = offset in the data buffer, b = length
+constexpr int32_t kEof = 2;      // the peer sent FIN
+constexpr int32_t kError = 3;    // a = errno
+constexpr int32_t kDrain = 4;    // the native write queue emptied
+constexpr int32_t kConnect = 5;  // a = 0 or errno
+
+constexpr int kMaxEvents = 256;
+constexpr size_t kDataSize = 1 << 20;   // one batch's reads
+constexpr size_t kReadMax = 64 * 1024;  // one read(2)
+constexpr size_t kReadMin = 16 * 1024;  // stop reading this batch when less than this is left
+constexpr int kMaxRounds = 8;           // batches per wake-up before yielding to the rest of the loop
+
+struct Conn {
+  int fd = -1;
+  uint32_t mask = 0;        // what epoll has for this fd (0 = not registered)
+  bool reading = true;      // JS wants data (not paused)
+  bool eof = false;         // read(2) returned 0
+  bool connecting = false;
+  bool dead = false;        // an error was reported; no more events
+  bool shutdown_pending = false;
+  std::string out;          // bytes the kernel did not take yet
+  size_t out_off = 0;
+};
+
+struct State {
+  napi_env env = nullptr;
+  uv_poll_t poll{};
+  int epfd = -1;
+  Napi::FunctionReference on_events;
+  Napi::Reference<Napi::ArrayBuffer> events_ref;
+  Napi::Reference<Napi::ArrayBuffer> data_ref;
+  Napi::AsyncContext* async = nullptr;
+  int32_t* events = nullptr;
+  uint8_t* data = nullptr;
+  std::vector<Conn> conns;
+  std::vector<int32_t> free_ids;
+  std::vector<int32_t> freed_in_batch;  // reusable only after the batch that may still name them
+  bool dispatching = false;
+  size_t live = 0;
+  bool referenced = false;
+};
+
+State* state = nullptr;
+
+Napi::Error SysError(Napi::Env env, const char* syscall, int err) {
+  const char* code = strerrorname_np(err);
+  Napi::Error e = Napi::Error::New(env, std::string(syscall) + " " + (code != nullptr ? code : "E?") + ": " + strerror(err));
+  e.Set("code", Napi::String::New(env, code != nullptr ? code : "EUNKNOWN"));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e;
+}
+
+State& Own(Napi::Env env) {
+  if (state == nullptr || state->env != env) throw Napi::Error::New(env, "native io is not initialised in this JS environment (call ioInit first)");
+  return *state;
+}
+
+int32_t IdArg(const Napi::CallbackInfo& info, State& s) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "id must be a number");
+  int32_t id = info[0].As<Napi::Number>().Int32Value();
+  if (id < 0 || static_cast<size_t>(id) >= s.conns.size() || s.conns[id].fd < 0) throw Napi::Error::New(info.Env(), "unknown io id");
+  return id;
+}
+
+void UpdateRef(State& s) {
+  bool want = s.live > 0;
+  if (want == s.referenced) return;
+  if (want) uv_ref(reinterpret_cast<uv_handle_t*>(&s.poll));
+  else uv_unref(reinterpret_cast<uv_handle_t*>(&s.poll));
+  s.referenced = want;
+}
+
+// The epoll mask this connection needs now; registers, changes or removes it.
+void Rearm(State& s, Conn& c) {
+  uint32_t want = 0;
+  if (!c.dead) {
+    if (c.connecting || c.out.size() > c.out_off) want |= EPOLLOUT;
+    if (!c.connecting && c.reading && !c.eof) want |= EPOLLIN;
+  }
+  if (want == c.mask) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.u32 = static_cast<uint32_t>(&c - s.conns.data());
+  int op = c.mask == 0 ? EPOLL_CTL_ADD : (want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
+  // EPOLLERR/EPOLLHUP are reported even for an empty mask, so an fd with nothing to wait for leaves the set.
+  if (epoll_ctl(s.epfd, op, c.fd, &ev) == 0) c.mask = want;
+}
+
+int32_t NewConn(State& s, int fd) {
+  int32_t id;
+  if (!s.free_ids.empty()) {
+    id = s.free_ids.back();
+    s.free_ids.pop_back();
+  } else {
+    id = static_cast<int32_t>(s.conns.size());
+    s.conns.emplace_back();
+  }
+  Conn& c = s.conns[id];
+  c = Conn();
+  c.fd = fd;
+  s.live++;
+  UpdateRef(s);
+  return id;
+}
+
+void FreeConn(State& s, int32_t id) {
+  Conn& c = s.conns[id];
+  c.fd = -1;
+  c.mask = 0;
+  std::string().swap(c.out);
+  c.out_off = 0;
+  (s.dispatching ? s.freed_in_batch : s.free_ids).push_back(id);
+  s.live--;
+  UpdateRef(s);
+}
+
+// Sends queued bytes; 0 when the queue is empty or the kernel is full, else an errno.
+int Flush(Conn& c) {
+  while (c.out.size() > c.out_off) {
+    ssize_t n = send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    c.out_off += static_cast<size_t>(n);
+  }
+  std::string().swap(c.out);
+  c.out_off = 0;
+  if (c.shutdown_pending) {
+    c.shutdown_pending = false;
+    ::shutdown(c.fd, SHUT_WR);
+  }
+  return 0;
+}
+
+void Push(State& s, int& n, int32_t id, int32_t kind, int32_t a, int32_t b) {
+  int32_t* e = s.events + static_cast<size_t>(n) * 4;
+  e[0] = id;
+  e[1] = kind;
+  e[2] = a;
+  e[3] = b;
+  n++;
+}
+
+void Fail(State& s, Conn& c, int& n, int32_t id, int err) {
+  c.dead = true;
+  Rearm(s, c);
+  Push(s, n, id, kError, err, 0);
+}
+
+// One epoll batch: read every ready socket, flush every writable one, then one JS call. Returns the events taken.
+int Round(State& s) {
+  epoll_event evs[kMaxEvents];
+  int ready = epoll_wait(s.epfd, evs, kMaxEvents, 0);
+  if (ready <= 0) return 0;
+  int n = 0;
+  size_t used = 0;
+  for (int i = 0; i < ready; i++) {
+    int32_t id = static_cast<int32_t>(evs[i].data.u32);
+    if (static_cast<size_t>(id) >= s.conns.size()) continue;
+    Conn& c = s.conns[id];
+    if (c.fd < 0 || c.dead) continue;
+    uint32_t got = evs[i].events;
+    if (c.connecting) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (err == 0 && (got & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) continue;
+      if (err == 0 && (got & (EPOLLERR | EPOLLHUP)) != 0) err = ECONNREFUSED;
+      if (err != 0) {
+        c.dead = true;
+        Rearm(s, c);
+        Push(s, n, id, kConnect, err, 0);
+        continue;
+      }
+      c.connecting = false;
+      Push(s, n, id, kConnect, 0, 0);
+      bool had = c.out.size() > c.out_off;
+      int ferr = Flush(c);
+      if (ferr != 0) {
+        Fail(s, c, n, id, ferr);
+        continue;
+      }
+      if (had && c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+      Rearm(s, c);
+      continue;
+    }
+    if ((got & EPOLLOUT) != 0 && c.out.size() > c.out_off) {
+      int ferr = Flush(c);
+      if (ferr != 0) {
+        Fail(s, c, n, id, ferr);
+        continue;
+      }
+      if (c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+    }
+    if ((got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.reading && !c.eof) {
+      if (kDataSize - used < kReadMin) {
+        Rearm(s, c);
+        continue;  // level-triggered: read next round
+      }
+      size_t room = kDataSize - used;
+      ssize_t r;
+      do r = read(c.fd, s.data + used, room < kReadMax ? room : kReadMax);
+      while (r < 0 && errno == EINTR);
+      if (r > 0) {
+        Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
+        used += static_cast<size_t>(r);
+      } else if (r == 0) {
+        c.eof = true;
+        Push(s, n, id, kEof, 0, 0);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        Fail(s, c, n, id, errno);
+        continue;
+      }
+    } else if ((got & EPOLLERR) != 0) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      Fail(s, c, n, id, err != 0 ? err : ECONNRESET);
+      continue;
+    }
+    // Not reading (paused or after EOF) and the peer hung up: leave the set until JS resumes or closes.
+    if ((got & EPOLLHUP) != 0 && (!c.reading || c.eof) && c.out.size() == c.out_off && c.mask != 0) {
+      epoll_event none{};
+      if (epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none) == 0) c.mask = 0;
+      continue;
+    }
+    Rearm(s, c);
+  }
+  if (n > 0) {
+    Napi::Env env(s.env);
+    Napi::HandleScope scope(env);
+    s.dispatching = true;
+    try {
+      s.on_events.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *s.async);
+    } catch (const Napi::Error& e) {
+      s.dispatching = false;
+      napi_fatal_exception(s.env, e.Value());
+    }
+    s.dispatching = false;
+    for (int32_t id : s.freed_in_batch) s.free_ids.push_back(id);
+    s.freed_in_batch.clear();
+  }
+  return ready;
+}
+
+void OnPoll(uv_poll_t* /*handle*/, int status, int /*events*/) {
+  if (state == nullptr || status < 0) return;
+  for (int round = 0; round < kMaxRounds; round++) {
+    if (Round(*state) < kMaxEvents) break;
+  }
+}
+
+void SetupSocket(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// ioInit(onEvents) -> { events: Int32Array-able ArrayBuffer, data: ArrayBuffer, maxEvents }
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "ioInit(onEvents: (count) => void)");
+  if (state != nullptr) throw Napi::Error::New(env, "native io is already initialised");
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) throw Napi::Error::New(env, "no libuv loop");
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw SysError(env, "epoll_create1", errno);
+  auto* s = new State();
+  s->env = env;
+  s->epfd = epfd;
+  s->on_events = Napi::Persistent(info[0].As<Napi::Function>());
+  Napi::ArrayBuffer events = Napi::ArrayBuffer::New(env, kMaxEvents * 4 * sizeof(int32_t));
+  Napi::ArrayBuffer data = Napi::ArrayBuffer::New(env, kDataSize);
+  s->events_ref = Napi::Persistent(events);
+  s->data_ref = Napi::Persistent(data);
+  s->events = static_cast<int32_t*>(events.Data());
+  s->data = static_cast<uint8_t*>(data.Data());
+  s->async = new Napi::AsyncContext(env, "portico-io");
+  if (uv_poll_init(loop, &s->poll, epfd) != 0) {
+    close(epfd);
+    delete s->async;
+    delete s;
+    throw Napi::Error::New(env, "uv_poll_init failed");
+  }
+  uv_poll_start(&s->poll, UV_READABLE, OnPoll);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&s->poll));
+  state = s;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("events", events);
+  out.Set("data", data);
+  out.Set("maxEvents", Napi::Number::New(env, kMaxEvents));
+  return out;
+}
+
+// ioAdopt(fd) -> id: takes the fd (a connected TCP socket); reading starts at once.
+Napi::Value Adopt(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "ioAdopt(fd)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0) throw Napi::TypeError::New(info.Env(), "fd must be a non-negative integer");
+  SetupSocket(fd);
+  int32_t id = NewConn(s, fd);
+  Conn& c = s.conns[id];
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    FreeConn(s, id);
+    throw SysError(info.Env(), "epoll_ctl", err);
+  }
+  return Napi::Number::New(info.Env(), id);
+}
+
+// ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | -errno when it failed at once.
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "ioConnect(ip, port)");
+  std::string ip = info[0].As<Napi::String>().Utf8Value();
+  int port = info[1].As<Napi::Number>().Int32Value();
+  if (port < 1 || port > 65535) throw Napi::RangeError::New(env, "port must be 1..65535");
+  sockaddr_storage ss{};
+  socklen_t len;
+  int family;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    family = AF_INET;
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    family = AF_INET6;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(sockaddr_in6);
+  } else {
+    throw Napi::TypeError::New(env, "ioConnect: not an IP literal: \"" + ip + "\"");
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Napi::Number::New(env, -errno);
+  SetupSocket(fd);
+  int rc;
+  do rc = connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno != EINPROGRESS) {
+    int err = errno;
+    close(fd);
+    return Napi::Number::New(env, -err);
+  }
+  int32_t id = NewConn(s, fd);
+  Conn& c = s.conns[id];
+  c.connecting = true;
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    close(fd);
+    FreeConn(s, id);
+    return Napi::Number::New(env, -err);
+  }
+  return Napi::Number::New(env, id);
+}
+
+// ioWrite(id, bytes: Uint8Array) -> bytes now queued natively (0 = all in the kernel) | -errno.
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 2 || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "ioWrite(id, bytes: Uint8Array)");
+  Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
+  Conn& c = s.conns[id];
+  if (c.dead) return Napi::Number::New(env, -EPIPE);
+  const char* p = reinterpret_cast<const char*>(bytes.Data());
+  size_t len = bytes.ByteLength();
+  size_t sent = 0;
+  if (!c.connecting && c.out.size() == c.out_off) {
+    while (sent < len) {
+      ssize_t n = send(c.fd, p + sent, len - sent, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        int err = errno;
+        c.dead = true;
+        Rearm(s, c);
+        return Napi::Number::New(env, -err);
+      }
+      sent += static_cast<size_t>(n);
+    }
+    if (sent == len) return Napi::Number::New(env, 0);
+  }
+  c.out.append(p + sent, len - sent);
+  Rearm(s, c);
+  return Napi::Number::New(env, static_cast<double>(c.out.size() - c.out_off));
+}
+
+// ioRead(id, on): pause (false) or resume (true) reading.
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  c.reading = info.Length() > 1 && info[1].ToBoolean();
+  Rearm(s, c);
+  return info.Env().Undefined();
+}
+
+// ioShutdown(id): FIN after the queued bytes.
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  if (c.connecting || c.out.size() > c.out_off) c.shutdown_pending = true;
+  else ::shutdown(c.fd, SHUT_WR);
+  return info.Env().Undefined();
+}
+
+// ioClose(id): closes the fd and drops what is queued.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  if (c.mask != 0) {
+    epoll_event none{};
+    epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none);
+  }
+  close(c.fd);
+  FreeConn(s, id);
+  return info.Env().Undefined();
+}
+
+// ioRelease(id) -> fd: hands the fd to the caller (for the splice relay); only with nothing queued.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  if (c.out.size() > c.out_off) throw Napi::Error::New(info.Env(), "ioRelease: bytes are still queued");
+  if (c.mask != 0) {
+    epoll_event none{};
+    epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none);
+  }
+  int fd = c.fd;
+  FreeConn(s, id);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// ioKeepAlive(id, on, delaySeconds): TCP keep-alive probes after that much silence (finds peers that vanished).
+Napi::Value KeepAlive(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  int on = info.Length() > 1 && info[1].ToBoolean() ? 1 : 0;
+  int delay = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  int fd = s.conns[id].fd;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  if (on != 0 && delay > 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &delay, sizeof delay);
+    int interval = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    int count = 10;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  }
+  return info.Env().Undefined();
+}
+
+// ioFd(id) -> the fd (still owned here; the splice relay takes a dup of it).
+Napi::Value Fd(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  return Napi::Number::New(info.Env(), s.conns[IdArg(info, s)].fd);
+}
+
+// ioAddress(id, local) -> { address, port } of this end (local) or the peer; null when not connected.
+Napi::Value Address(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  bool local = info.Length() > 1 && info[1].ToBoolean();
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  int fd = s.conns[id].fd;
+  if ((local ? getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) : getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)) != 0) return env.Null();
+  char text[INET6_ADDRSTRLEN] = {0};
+  int port;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  } else {
+    return env.Null();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("address", Napi::String::New(env, text));
+  o.Set("port", Napi::Number::New(env, port));
+  return o;
+}
+
+// ioStats() -> { live }: open connections, for the admin status and fd-leak tests.
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));
+  return o;
+}
+
+void Teardown(void* /*arg*/) {
+  if (state == nullptr) return;
+  for (Conn& c : state->conns)
+    if (c.fd >= 0) close(c.fd);
+  uv_poll_stop(&state->poll);
+  // The poll handle's memory must outlive libuv's close callback; the process is ending, so it is left.
+  close(state->epfd);
+  state = nullptr;
+}
+
+}  // namespace
+
+void Register(Napi::Env env, Napi::Object exports) {
+  exports.Set("ioInit", Napi::Function::New(env, Init, "ioInit"));
+  exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
+  exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
+  exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
+  exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
+  exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));
+  exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));
+  exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
+  exports.Set("ioKeepAlive", Napi::Function::New(env, KeepAlive, "ioKeepAlive"));
+  exports.Set("ioFd", Napi::Function::New(env, Fd, "ioFd"));
+  exports.Set("ioAddress", Napi::Function::New(env, Address, "ioAddress"));
+  exports.Set("ioStats", Napi::Function::New(env, Stats, "ioStats"));
+  napi_add_env_cleanup_hook(env, Teardown, nullptr);
+}
+
+}  // namespace portico::io

@@ -1,0 +1,499 @@
+// Sockets of the plain-TCP HTTP data path on the addon's native I/O (src/native/io.cc): a NativeSocket speaks
+// the part of net.Socket that connection.ts, forward.ts, the pool and the relays use (events data, end, error,
+// close, drain, connect; write, end, destroy, pause, resume, cork), without Node's stream machinery, which is
+// most of a small proxied request's user-space CPU. One native call per wake-up delivers every socket's reads.
+// This module owns the event dispatch and the fd <-> NativeSocket table; it knows nothing about HTTP.
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { constants } from 'node:os';
+import { isIP } from 'node:net';
+import { native, type NativeAddon } from './addon.js';
+
+/** What the HTTP path needs of a client or upstream socket; both net.Socket and NativeSocket are one. */
+export interface ByteSocket extends EventEmitter {
+  readonly destroyed: boolean;
+  readonly readable: boolean;
+  readonly writable: boolean;
+  readonly readableEnded: boolean;
+  readonly writableEnded: boolean;
+  readonly readableLength: number;
+  readonly writableLength: number;
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  write(data: Uint8Array | string, cb?: (err?: Error | null) => void): boolean;
+  write(data: Uint8Array | string, encoding: BufferEncoding, cb?: (err?: Error | null) => void): boolean;
+  end(cb?: () => void): this;
+  end(data: Uint8Array | string, cb?: () => void): this;
+  destroy(error?: Error): this;
+  destroySoon(): void;
+  pause(): this;
+  resume(): this;
+  isPaused(): boolean;
+  /** Takes what arrived and was not delivered yet (paused), a chunk at a time; null when nothing is held. */
+  read(): Buffer | string | null;
+  cork(): void;
+  uncork(): void;
+  setNoDelay(noDelay?: boolean): this;
+  setKeepAlive(enable?: boolean, initialDelay?: number): this;
+  setTimeout(timeout: number): this;
+}
+
+/** The native half of io: the addon's io* functions. */
+interface IoAddon {
+  ioInit(onEvents: (count: number) => void): { events: ArrayBuffer; data: ArrayBuffer; maxEvents: number };
+  ioAdopt(fd: number): number;
+  ioConnect(ip: string, port: number): number;
+  ioWrite(id: number, bytes: Uint8Array): number;
+  ioRead(id: number, on: boolean): void;
+  ioShutdown(id: number): void;
+  ioClose(id: number): void;
+  ioKeepAlive(id: number, on: boolean, delaySeconds: number): void;
+  ioFd(id: number): number;
+  ioAddress(id: number, local: boolean): { address: string; port: number } | null;
+  ioStats(): { live: number };
+}
+
+const DATA = 1;
+const EOF = 2;
+const ERROR = 3;
+const DRAIN = 4;
+const CONNECT = 5;
+
+/** As net.Socket: write() says false once this much waits in the native queue. */
+const HIGH_WATER_MARK = 16 * 1024;
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+function errnoError(syscall: string, errno: number): NodeJS.ErrnoException {
+  const code = ERRNO_NAMES.get(errno) ?? 'EUNKNOWN';
+  const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}`);
+  err.code = code;
+  err.errno = -errno;
+  err.syscall = syscall;
+  return err;
+}
+
+interface Io {
+  addon: IoAddon;
+  events: Int32Array;
+  data: Buffer;
+  sockets: Map<number, NativeSocket>;
+}
+
+let io: Io | null | undefined;
+
+/** The native I/O, set up on first use; null when the addon is missing, disabled, or has no io functions. */
+function ioOf(): Io | null {
+  if (io !== undefined) return io;
+  const addon = native() as (NativeAddon & Partial<IoAddon>) | undefined;
+  if (addon?.ioInit === undefined || process.env.PORTICO_NATIVE_IO === '0') {
+    io = null;
+    return io;
+  }
+  const sockets = new Map<number, NativeSocket>();
+  let events = new Int32Array(0);
+  let data = Buffer.alloc(0);
+  const shared = addon.ioInit((count) => dispatch(sockets, events, data, count));
+  events = new Int32Array(shared.events);
+  data = Buffer.from(shared.data);
+  io = { addon: addon as IoAddon, events, data, sockets };
+  return io;
+}
+
+/** Whether sockets can go native (the addon is loaded and has its io part); PORTICO_NATIVE_IO=0 turns it off. */
+export function nativeIoAvailable(): boolean {
+  return ioOf() !== null;
+}
+
+/** Native sockets open now (for the admin status and leak checks). */
+export function nativeIoLive(): number {
+  return io?.addon.ioStats().live ?? 0;
+}
+
+function dispatch(sockets: Map<number, NativeSocket>, events: Int32Array, data: Buffer, count: number): void {
+  for (let i = 0; i < count; i++) {
+    const at = i * 4;
+    const socket = sockets.get(events[at]!);
+    // a socket closed earlier in this batch: its event is stale (ids are not reused within a batch)
+    if (socket === undefined) continue;
+    const kind = events[at + 1]!;
+    if (kind === DATA) {
+      const off = events[at + 2]!;
+      const len = events[at + 3]!;
+      // the shared buffer is overwritten by the next batch: the chunk gets bytes of its own
+      const chunk = Buffer.allocUnsafe(len);
+      data.copy(chunk, 0, off, off + len);
+      socket._onData(chunk);
+    } else if (kind === EOF) socket._onEof();
+    else if (kind === DRAIN) socket._onDrain();
+    else if (kind === CONNECT) socket._onConnect(events[at + 2]!);
+    else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
+  }
+}
+
+export interface NativeSocketOptions {
+  /** As net.Socket's: false ends our side when the peer's FIN arrives. */
+  allowHalfOpen: boolean;
+}
+
+/**
+ * A TCP socket on native I/O. Events and flags follow net.Socket's order: 'data'*, 'end', then 'close' once
+ * both directions are done; 'error' then 'close' on failure; 'drain' after write() returned false.
+ */
+export class NativeSocket extends EventEmitter implements ByteSocket {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  #io: Io;
+  #id: number;
+  #allowHalfOpen: boolean;
+  #connecting: boolean;
+  #destroyed = false;
+  #paused = false;
+  /** Chunks (and the FIN, as null) that arrived while paused. */
+  #held: Array<Buffer | null> = [];
+  #heldBytes = 0;
+  #readableEnded = false;
+  #writableEnded = false;
+  #writableFinished = false;
+  #queued = 0;
+  #needDrain = false;
+  #writeCbs: Array<(err?: Error | null) => void> = [];
+  #corked = 0;
+  #corkedChunks: Uint8Array[] = [];
+  #finishCbs: Array<() => void> = [];
+
+  /** @internal use adoptNative() or connectNative() */
+  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions) {
+    super();
+    this.#io = io;
+    this.#id = id;
+    this.remoteAddress = remoteAddress;
+    this.remotePort = remotePort;
+    this.#connecting = connecting;
+    this.#allowHalfOpen = opts.allowHalfOpen;
+    io.sockets.set(id, this);
+  }
+
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  get connecting(): boolean {
+    return this.#connecting;
+  }
+
+  get readable(): boolean {
+    return !this.#destroyed && !this.#readableEnded;
+  }
+
+  get writable(): boolean {
+    return !this.#destroyed && !this.#writableEnded;
+  }
+
+  get readableEnded(): boolean {
+    return this.#readableEnded;
+  }
+
+  get writableEnded(): boolean {
+    return this.#writableEnded;
+  }
+
+  get readableLength(): number {
+    return this.#heldBytes;
+  }
+
+  get writableLength(): number {
+    return this.#queued;
+  }
+
+  get localAddress(): string | undefined {
+    return this.#local()?.address;
+  }
+
+  get localPort(): number | undefined {
+    return this.#local()?.port;
+  }
+
+  #localCache: { address: string; port: number } | null = null;
+
+  #local(): { address: string; port: number } | null {
+    if (this.#localCache === null && !this.#destroyed && !this.#connecting) this.#localCache = this.#io.addon.ioAddress(this.#id, true);
+    return this.#localCache;
+  }
+
+  /** The kernel fd, still owned by this socket (the splice relay takes a dup, then destroys this). */
+  get fd(): number {
+    return this.#destroyed ? -1 : this.#io.addon.ioFd(this.#id);
+  }
+
+  // --- events from dispatch() ---
+
+  /** @internal */
+  _onData(chunk: Buffer): void {
+    if (this.#paused || this.#held.length > 0) {
+      this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
+      return;
+    }
+    this.emit('data', chunk);
+  }
+
+  /** @internal */
+  _onEof(): void {
+    if (this.#paused || this.#held.length > 0) {
+      this.#held.push(null);
+      return;
+    }
+    this.#ended();
+  }
+
+  #ended(): void {
+    if (this.#readableEnded || this.#destroyed) return;
+    this.#readableEnded = true;
+    this.emit('end');
+    if (this.#destroyed) return;
+    if (!this.#allowHalfOpen && !this.#writableEnded) this.end();
+    else this.#maybeClose();
+  }
+
+  /** @internal */
+  _onDrain(): void {
+    this.#queued = 0;
+    const cbs = this.#writeCbs;
+    this.#writeCbs = [];
+    for (const cb of cbs) cb(null);
+    if (this.#writableEnded) this.#finished();
+    if (this.#needDrain && !this.#destroyed) {
+      this.#needDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  /** @internal */
+  _onConnect(errno: number): void {
+    this.#connecting = false;
+    if (errno !== 0) {
+      this.destroy(errnoError('connect', errno));
+      return;
+    }
+    this.emit('connect');
+    if (this.#writableEnded && this.#queued === 0) this.#finished();
+  }
+
+  /** @internal */
+  _onError(err: Error): void {
+    this.destroy(err);
+  }
+
+  // --- the net.Socket surface ---
+
+  write(data: Uint8Array | string, encodingOrCb?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
+    const callback = typeof encodingOrCb === 'function' ? encodingOrCb : cb;
+    if (this.#destroyed || this.#writableEnded) {
+      if (callback !== undefined) process.nextTick(callback, new Error(this.#destroyed ? 'write after destroy' : 'write after end'));
+      return false;
+    }
+    const bytes = typeof data === 'string' ? Buffer.from(data, typeof encodingOrCb === 'string' ? encodingOrCb : 'utf8') : data;
+    if (this.#corked > 0) {
+      this.#corkedChunks.push(bytes);
+      if (callback !== undefined) this.#writeCbs.push(callback);
+      return true;
+    }
+    return this.#send(bytes, callback);
+  }
+
+  #send(bytes: Uint8Array, callback: ((err?: Error | null) => void) | undefined): boolean {
+    if (bytes.length === 0 && this.#queued === 0 && !this.#connecting) {
+      if (callback !== undefined) process.nextTick(callback, null);
+      return true;
+    }
+    const r = this.#io.addon.ioWrite(this.#id, bytes);
+    if (r < 0) {
+      const err = errnoError('write', -r);
+      if (callback !== undefined) process.nextTick(callback, err);
+      process.nextTick(() => this.destroy(err));
+      return false;
+    }
+    this.#queued = r;
+    if (callback !== undefined) {
+      if (r === 0 && !this.#connecting) process.nextTick(callback, null);
+      else this.#writeCbs.push(callback);
+    }
+    if (r >= HIGH_WATER_MARK) {
+      this.#needDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  cork(): void {
+    this.#corked++;
+  }
+
+  uncork(): void {
+    if (this.#corked === 0 || --this.#corked > 0) return;
+    const chunks = this.#corkedChunks;
+    this.#corkedChunks = [];
+    if (chunks.length === 0 || this.#destroyed) return;
+    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    // callbacks of corked writes were queued already; they run on the drain that follows, or now
+    if (!this.#send(bytes, undefined) || this.#queued > 0) return;
+    const cbs = this.#writeCbs;
+    this.#writeCbs = [];
+    for (const cb of cbs) process.nextTick(cb, null);
+  }
+
+  end(dataOrCb?: Uint8Array | string | (() => void), cb?: () => void): this {
+    const callback = typeof dataOrCb === 'function' ? dataOrCb : cb;
+    if (dataOrCb !== undefined && typeof dataOrCb !== 'function') this.write(dataOrCb);
+    if (callback !== undefined) this.#finishCbs.push(callback);
+    if (this.#writableEnded || this.#destroyed) return this;
+    if (this.#corked > 0) {
+      this.#corked = 1;
+      this.uncork();
+    }
+    this.#writableEnded = true;
+    this.#io.addon.ioShutdown(this.#id);
+    if (this.#queued === 0 && !this.#connecting) this.#finished();
+    return this;
+  }
+
+  #finished(): void {
+    if (this.#writableFinished) return;
+    this.#writableFinished = true;
+    const cbs = this.#finishCbs;
+    this.#finishCbs = [];
+    for (const cb of cbs) process.nextTick(cb);
+    this.emit('finish');
+    this.#maybeClose();
+  }
+
+  /** Both directions done: close (net.Socket's autoDestroy). */
+  #maybeClose(): void {
+    if (this.#readableEnded && this.#writableFinished) this.destroy();
+  }
+
+  destroySoon(): void {
+    if (!this.#writableEnded) this.end();
+    if (this.#writableFinished) this.destroy();
+    else this.#finishCbs.push(() => this.destroy());
+  }
+
+  destroy(error?: Error): this {
+    if (this.#destroyed) return this;
+    this.#destroyed = true;
+    this.#io.sockets.delete(this.#id);
+    this.#io.addon.ioClose(this.#id);
+    this.#held = [];
+    this.#heldBytes = 0;
+    const cbs = this.#writeCbs;
+    this.#writeCbs = [];
+    process.nextTick(() => {
+      for (const cb of cbs) cb(error ?? new Error('socket destroyed'));
+      if (error !== undefined) this.emit('error', error);
+      this.emit('close', error !== undefined);
+    });
+    return this;
+  }
+
+  pause(): this {
+    if (this.#paused || this.#destroyed) return this;
+    this.#paused = true;
+    this.#io.addon.ioRead(this.#id, false);
+    return this;
+  }
+
+  isPaused(): boolean {
+    return this.#paused;
+  }
+
+  read(): Buffer | null {
+    const chunk = this.#held[0];
+    if (chunk === undefined || chunk === null) return null;
+    this.#held.shift();
+    this.#heldBytes -= chunk.length;
+    return chunk;
+  }
+
+  resume(): this {
+    if (!this.#paused || this.#destroyed) return this;
+    this.#paused = false;
+    if (!this.#readableEnded) this.#io.addon.ioRead(this.#id, true);
+    if (this.#held.length > 0) process.nextTick(this.#flushHeld);
+    return this;
+  }
+
+  /** Delivers what arrived while paused, in order, until paused again. */
+  #flushHeld = (): void => {
+    while (!this.#paused && !this.#destroyed && this.#held.length > 0) {
+      const chunk = this.#held.shift()!;
+      if (chunk === null) {
+        this.#ended();
+        continue;
+      }
+      this.#heldBytes -= chunk.length;
+      this.emit('data', chunk);
+    }
+  };
+
+  setNoDelay(): this {
+    return this; // always on (io.cc sets TCP_NODELAY)
+  }
+
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    if (!this.#destroyed) this.#io.addon.ioKeepAlive(this.#id, enable, Math.floor(initialDelay / 1000));
+    return this;
+  }
+
+  setTimeout(timeout: number): this {
+    // Portico never uses socket timers (deadlines are swept); 0 is the only value its callers pass
+    if (timeout !== 0) throw new Error('NativeSocket has no socket timer; use the connection registry deadlines');
+    return this;
+  }
+}
+
+/**
+ * Moves a freshly accepted net.Socket that has not read anything onto native I/O: the fd is duplicated, the
+ * net.Socket destroyed (libuv closes its copy). Undefined when native I/O is not available or it cannot move.
+ */
+export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): NativeSocket | undefined {
+  const state = ioOf();
+  if (state === null) return undefined;
+  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
+  const fd = handle?.fd;
+  if (typeof fd !== 'number' || fd < 0 || socket.readableLength > 0 || socket.destroyed) return undefined;
+  const addon = state.addon as IoAddon & NativeAddon;
+  let copy: number;
+  try {
+    copy = addon.dup(fd);
+  } catch {
+    return undefined; // EMFILE: the net.Socket keeps serving
+  }
+  let id: number;
+  try {
+    id = addon.ioAdopt(copy);
+  } catch {
+    addon.close(copy);
+    return undefined;
+  }
+  const remoteAddress = socket.remoteAddress;
+  const remotePort = socket.remotePort;
+  socket.on('error', noop);
+  socket.destroy();
+  return new NativeSocket(state, id, remoteAddress, remotePort, false, opts);
+}
+
+/**
+ * A native TCP connection to an IP literal; 'connect' or 'error' follows. Undefined when native I/O is not
+ * available or `host` is a name (resolving names is net.connect's job).
+ */
+export function connectNative(host: string, port: number, opts: NativeSocketOptions): NativeSocket | undefined {
+  const state = ioOf();
+  if (state === null || isIP(host) === 0) return undefined;
+  const id = state.addon.ioConnect(host, port);
+  // failed at once (EMFILE, no route...): net.connect reports the same failure the usual way
+  if (id < 0) return undefined;
+  return new NativeSocket(state, id, host, port, true, opts);
+}
+
+function noop(): void {}
