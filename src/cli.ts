@@ -77,8 +77,10 @@ function summary(config: Config): string {
   const upstreams = Object.values(config.upstreams);
   const tls = config.listeners.filter((l) => l.tls !== undefined).length;
   const targets = upstreams.reduce((n, u) => n + u.targets.length, 0);
+  const names = upstreams.reduce((n, u) => n + u.discover.length, 0);
   const workers = config.workers === 'auto' ? `auto (${resolveWorkers(config)})` : String(config.workers);
-  return `ok: ${plural(config.listeners.length, 'listener')} (${tls} TLS), ${plural(upstreams.length, 'upstream')} (${plural(targets, 'target')}), ${plural(config.routes.length, 'route')}, workers ${workers}`;
+  const discovered = names === 0 ? '' : ` + ${plural(names, 'DNS name')} to follow`;
+  return `ok: ${plural(config.listeners.length, 'listener')} (${tls} TLS), ${plural(upstreams.length, 'upstream')} (${plural(targets, 'target')}${discovered}), ${plural(config.routes.length, 'route')}, workers ${workers}`;
 }
 
 /** Loads and validates; on errors prints every one of them and returns undefined. */

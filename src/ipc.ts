@@ -2,7 +2,7 @@
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary.ts and worker.ts.
 import { STATUS_CLASSES, type MetricsSnapshot } from './metrics.js';
-import type { PoolLimitStats } from './upstream/pool.js';
+import type { PoolLimitStats, TargetSpec } from './upstream/pool.js';
 
 /** Environment the primary sets for each worker it forks. */
 export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;
@@ -43,7 +43,15 @@ export type ToWorker =
   /** One target changed (a health flip, a drain or undrain). */
   | ({ type: 'target-state' } & TargetControl)
   /** The other workers' load, sent when it changed; upstreams left out have none (all zero). */
-  | { type: 'remote-load'; load: TargetLoad };
+  | { type: 'remote-load'; load: TargetLoad }
+  /**
+   * What discovery (the primary) resolved for one upstream, all its resolve/srv entries together: replaces
+   * the previous set. Sent at boot before `upstream-state`, then on every change.
+   */
+  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] };
+
+/** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
+export const MAX_DISCOVERED_TARGETS = 10_000;
 
 export interface UpstreamTargetStatus {
   upstream: string;
@@ -59,6 +67,8 @@ export interface UpstreamTargetStatus {
   failures: number;
   /** The other workers' open requests + tunnels as this worker last heard them from the primary. */
   remote: number;
+  /** Removed by discovery, its open connections and tunnels still finishing. */
+  leaving: boolean;
 }
 
 /** One upstream's queue and retry counters in one worker (UpstreamPool.limits()). */
@@ -114,7 +124,14 @@ function isTargetStatus(v: unknown): v is UpstreamTargetStatus {
   return (
     isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) &&
     typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures) &&
-    isCount(v.remote)
+    isCount(v.remote) && typeof v.leaving === 'boolean'
+  );
+}
+
+function isTargetSpec(v: unknown): v is TargetSpec {
+  return (
+    isRecord(v) && typeof v.id === 'string' && v.id.length > 0 && v.id.length <= 300 && typeof v.host === 'string' && v.host.length > 0 &&
+    isCount(v.port) && v.port >= 1 && v.port <= 65535 && isCount(v.weight) && v.weight <= 1000 && typeof v.backup === 'boolean'
   );
 }
 
@@ -138,6 +155,8 @@ export function isToWorker(m: unknown): m is ToWorker {
       return isTargetControl(m);
     case 'remote-load':
       return isTargetLoad(m.load);
+    case 'discovered-targets':
+      return typeof m.upstream === 'string' && Array.isArray(m.targets) && m.targets.length <= MAX_DISCOVERED_TARGETS && m.targets.every(isTargetSpec);
     default:
       return false;
   }

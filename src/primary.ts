@@ -1,7 +1,7 @@
 // The primary process: binds the listeners without ever accepting on them, forks the workers (child_process,
 // not node:cluster, so a per-worker SO_REUSEPORT socket can plug in later), restarts a worker that dies with
 // backoff, fans SIGTERM out as a drain, serves the admin listener, sums the workers' metrics and per-target load,
-// runs the active health checks once per instance and owns drains. It touches no client socket.
+// runs the active health checks and DNS discovery once per instance and owns drains. It touches no client socket.
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -16,7 +16,9 @@ import { WORKER_ENV, isToPrimary, type ListenMessage, type TargetControl, type T
 import { createLogger, type Logger } from './log.js';
 import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
 import { readsLoad } from './upstream/balancer.js';
-import { HealthChecker, renderHealthMetrics } from './upstream/health.js';
+import { Discovery } from './upstream/discovery.js';
+import { HealthChecker, renderHealthMetrics, type ProbeTarget } from './upstream/health.js';
+import type { TargetSpec } from './upstream/pool.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -109,6 +111,8 @@ class Primary {
   readonly #health = new Map<string, HealthChecker>();
   /** Drained targets, as "upstream\ntarget"; the primary is the source of truth, so a restarted worker gets them. */
   readonly #drained = new Set<string>();
+  /** DNS discovery of `resolve: true` and `srv` targets; null when no upstream has any. */
+  #discovery: Discovery | null = null;
   /** Certificates, sockets, admin and demo exist (or failed): shutdown may finish only after this. */
   #prepared = false;
   #started = false;
@@ -209,7 +213,52 @@ class Primary {
       const source = { metrics: () => this.#metricsText(), status: () => this.#status(), drain: (u: string, t: string, d: boolean) => this.#drain(u, t, d) };
       this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, source, this.#log, { token: config.admin.token });
     }
+    await this.#startDiscovery();
     this.#startHealthChecks();
+  }
+
+  // ---- discovery: the primary resolves, every worker gets the same set ----
+
+  /**
+   * Looks every discovered name up before the workers start (bounded: an SRV lookup and its hosts' lookups,
+   * each within resolver.timeout), so they start with targets; a name that fails then is retried with backoff
+   * while Portico serves (its upstream answers 503 until it resolves).
+   */
+  async #startDiscovery(): Promise<void> {
+    if (this.#stopping) return;
+    const discovery = new Discovery(this.#config, (upstream, targets, change) => this.#onDiscovered(upstream, targets, change.removed), this.#log);
+    if (!discovery.active) return;
+    this.#discovery = discovery;
+    discovery.start();
+    await discovery.ready(2 * this.#config.resolver.timeout + 1_000);
+  }
+
+  /** A changed set: drains of targets that left are forgotten, health checks follow, every worker gets it. */
+  #onDiscovered(upstream: string, targets: readonly TargetSpec[], removed: readonly string[]): void {
+    for (const id of removed) this.#drained.delete(`${upstream}\n${id}`);
+    this.#health.get(upstream)?.setTargets(this.#probeTargets(upstream));
+    this.#broadcast({ type: 'discovered-targets', upstream, targets: [...targets] });
+  }
+
+  /** Addresses of an upstream's targets: from config, then discovered (one entry per address). */
+  #targetIds(upstream: string): string[] {
+    const config = this.#config.upstreams[upstream];
+    const ids = new Set((config?.targets ?? []).map((t) => t.address));
+    for (const t of this.#discovery?.targets(upstream) ?? []) ids.add(t.id);
+    return [...ids];
+  }
+
+  #probeTargets(upstream: string): ProbeTarget[] {
+    const config = this.#config.upstreams[upstream];
+    const fixed = (config?.targets ?? []).map((t) => ({ id: t.address, host: t.host, port: t.port }));
+    return [...fixed, ...(this.#discovery?.targets(upstream) ?? [])];
+  }
+
+  /** Every discovered set, for a worker that just booted (before its target states and listeners). */
+  #discoveredState(): ToWorker[] {
+    const discovery = this.#discovery;
+    if (discovery === null) return [];
+    return discovery.upstreams().map((upstream) => ({ type: 'discovered-targets', upstream, targets: discovery.targets(upstream) }));
   }
 
   /** Targets start healthy; a checker reports only flips, each sent to every worker at once. */
@@ -218,8 +267,7 @@ class Primary {
     for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
       const active = upstream.health.active;
       if (active === undefined) continue;
-      const targets = upstream.targets.map((t) => ({ id: t.address, host: t.host, port: t.port }));
-      const checker = new HealthChecker(name, targets, active, (target) => this.#broadcast({ type: 'target-state', ...this.#control(name, target) }), this.#log);
+      const checker = new HealthChecker(name, this.#probeTargets(name), active, (target) => this.#broadcast({ type: 'target-state', ...this.#control(name, target) }), this.#log);
       this.#health.set(name, checker);
       checker.start();
     }
@@ -232,8 +280,8 @@ class Primary {
   /** Everything that differs from the defaults (healthy, not draining), for a worker that just booted. */
   #fullState(): ToWorker {
     const targets: TargetControl[] = [];
-    for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
-      for (const address of new Set(upstream.targets.map((t) => t.address))) {
+    for (const name of Object.keys(this.#config.upstreams)) {
+      for (const address of this.#targetIds(name)) {
         const c = this.#control(name, address);
         if (!c.healthy || c.draining) targets.push(c);
       }
@@ -253,9 +301,8 @@ class Primary {
   async #drain(upstream: string, target: string, draining: boolean): Promise<DrainResult> {
     const config = this.#config.upstreams[upstream];
     if (config === undefined || !Object.hasOwn(this.#config.upstreams, upstream)) return { ok: false, status: 404, error: `unknown upstream "${upstream}"` };
-    if (!config.targets.some((t) => t.address === target)) {
-      return { ok: false, status: 404, error: `upstream "${upstream}" has no target "${target}" (targets: ${config.targets.map((t) => t.address).join(', ')})` };
-    }
+    const ids = this.#targetIds(upstream);
+    if (!ids.includes(target)) return { ok: false, status: 404, error: `upstream "${upstream}" has no target "${target}" (targets: ${ids.join(', ')})` };
     const key = `${upstream}\n${target}`;
     if (draining) this.#drained.add(key);
     else this.#drained.delete(key);
@@ -328,6 +375,7 @@ class Primary {
         if (this.#stopping) this.#send(child, { type: 'shutdown' });
         else {
           // Before its listeners: a worker never serves a request with a target the instance has taken out.
+          for (const msg of this.#discoveredState()) this.#send(child, msg).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send discovered targets to a worker'));
           this.#send(child, this.#fullState()).catch((err: unknown) => this.#log.debug({ err, worker: slot.id }, 'could not send the target states to a worker'));
           this.#sendRemoteLoad(slot, child);
           this.#assignListeners(slot, child);
@@ -463,6 +511,7 @@ class Primary {
     }
     this.#stopping = true;
     for (const checker of this.#health.values()) checker.stop();
+    this.#discovery?.stop();
     if (this.#loadFlush !== null) clearTimeout(this.#loadFlush);
     this.#loadFlush = null;
     const grace = this.#config.timeouts.shutdown_grace;
@@ -569,7 +618,7 @@ class Primary {
       upstreamTargets: targets,
       upstreamLimits: [...this.#limits(answers).values()],
     });
-    return this.#health.size === 0 ? text : text + renderHealthMetrics(this.#health.values());
+    return (this.#health.size === 0 ? text : text + renderHealthMetrics(this.#health.values())) + (this.#discovery?.renderMetrics() ?? '');
   }
 
   /** Per target: drain, the primary's active checks, and passive state gathered from the answering workers. */
@@ -579,7 +628,7 @@ class Primary {
       const checker = this.#health.get(name);
       const active = new Map((checker?.status() ?? []).map((s) => [s.target, s]));
       const passive = upstream.health.passive;
-      report[name] = [...new Set(upstream.targets.map((t) => t.address))].map((target): TargetHealthReport => {
+      report[name] = this.#targetIds(name).map((target): TargetHealthReport => {
         const a = active.get(target);
         const downInWorkers: number[] = [];
         let failures = 0;
@@ -618,7 +667,7 @@ class Primary {
     const upstreams: StatusReport['upstreams'] = {};
     for (const t of mergeTargets(answers.map((a) => a.stats))) {
       const balancesOnLoad = readsLoad(this.#config.upstreams[t.upstream]?.balance ?? 'round_robin');
-      (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active, ...(balancesOnLoad ? { loadSeen: t.loadSeen } : {}) });
+      (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active, ...(balancesOnLoad ? { loadSeen: t.loadSeen } : {}), ...(t.leaving ? { leaving: true } : {}) });
     }
     const health = this.#healthReport(answers);
     const limits: StatusReport['limits'] = {};
@@ -641,6 +690,7 @@ class Primary {
       upstreams,
       limits,
       health,
+      discovery: this.#discovery?.status() ?? {},
       connections: answers.reduce((n, a) => n + a.stats.connections, 0),
       tunnels: answers.reduce((n, a) => n + a.stats.tunnels, 0),
       unanswered,
@@ -655,6 +705,8 @@ interface MergedTarget {
   active: number;
   /** What each worker balances on (its own active + the others' as last aggregated), in answer order. */
   loadSeen: number[];
+  /** Removed by discovery in every worker that has it, its connections still finishing. */
+  leaving: boolean;
 }
 
 /**
@@ -667,8 +719,11 @@ function mergeTargets(all: readonly WorkerStats[]): MergedTarget[] {
     for (const t of stats.upstreamTargets) {
       const key = `${t.upstream}\n${t.target}`;
       let m = merged.get(key);
-      if (m === undefined) merged.set(key, (m = { upstream: t.upstream, target: t.target, available: t.available, active: 0, loadSeen: [] }));
-      else m.available &&= t.available;
+      if (m === undefined) merged.set(key, (m = { upstream: t.upstream, target: t.target, available: t.available, active: 0, loadSeen: [], leaving: t.leaving }));
+      else {
+        m.available &&= t.available;
+        m.leaving &&= t.leaving;
+      }
       m.active += t.active;
       m.loadSeen[w] = (m.loadSeen[w] ?? 0) + t.active + t.remote;
     }

@@ -18,7 +18,7 @@ import { createLogger, type Logger } from './log.js';
 import { Metrics, type RefusedReason } from './metrics.js';
 import { Router } from './router.js';
 import { readsLoad } from './upstream/balancer.js';
-import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
+import { UpstreamPool, type PoolHooks, type TargetSpec } from './upstream/pool.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -95,6 +95,8 @@ class Worker {
   #runtime: Runtime;
   /** Health and drain per "upstream\ntarget", as the primary sent them; a runtime rebuilt on reload needs them again. */
   #targetControl = new Map<string, TargetControl>();
+  /** Discovered targets per upstream, as the primary last sent them; a runtime rebuilt on reload needs them too. */
+  #discovered = new Map<string, TargetSpec[]>();
   #servers: Server[] = [];
   /** Bound port per listener index, once listening. */
   #ports: Array<number | undefined>;
@@ -190,7 +192,25 @@ class Worker {
       case 'remote-load':
         this.#applyRemoteLoad(msg.load);
         return;
+      case 'discovered-targets':
+        this.#discovered.set(msg.upstream, msg.targets);
+        this.#applyDiscovered(msg.upstream, msg.targets);
+        return;
     }
+  }
+
+  /**
+   * Swaps an upstream's discovered targets. States the primary sent for targets that left are forgotten (a
+   * target that comes back starts healthy, as in the primary); those for targets still here are applied again,
+   * which covers a state that arrived before its target did.
+   */
+  #applyDiscovered(upstream: string, targets: readonly TargetSpec[]): void {
+    const pool = this.#runtime.ctx.pools.get(upstream);
+    if (pool === undefined) return void this.#log.debug({ upstream }, 'discovered targets for an upstream this runtime does not have');
+    const { added, removed } = pool.setDiscovered(targets);
+    for (const id of removed) this.#targetControl.delete(`${upstream}\n${id}`);
+    for (const c of this.#targetControl.values()) if (c.upstream === upstream) this.#applyControl(c);
+    if (added.length > 0 || removed.length > 0) this.#log.debug({ upstream, added, removed, targets: pool.targets.length }, 'discovered targets applied');
   }
 
   #applyControl(c: TargetControl): void {
@@ -319,21 +339,7 @@ class Worker {
     const upstreamTargets: UpstreamTargetStatus[] = [];
     const upstreamLimits: UpstreamLimitStatus[] = [];
     for (const [name, pool] of ctx.pools) {
-      const health = pool.health();
-      pool.targets.forEach((t, i) => {
-        const h = health[i];
-        upstreamTargets.push({
-          upstream: name,
-          target: t.id,
-          available: t.available,
-          active: t.active,
-          healthy: h.healthy,
-          draining: h.draining,
-          passiveDown: h.passiveDown,
-          failures: h.failures,
-          remote: t.remote ?? 0,
-        });
-      });
+      for (const t of pool.report()) upstreamTargets.push({ upstream: name, ...t });
       upstreamLimits.push({ upstream: name, ...pool.limits() });
     }
     return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits };

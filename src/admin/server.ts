@@ -7,6 +7,7 @@ import http from 'node:http';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import type { DiscoveryStatus } from '../upstream/discovery.js';
 
 export interface StatusReport {
   pid: number;
@@ -21,13 +22,16 @@ export interface StatusReport {
    * Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed).
    * `loadSeen` (least_conn, random_two, cookie with a least_conn fallback): the load each answering worker
    * balances on, its own active + the other workers' as last aggregated by the primary; every entry equals
-   * `active` once the aggregate caught up (within ~100-200 ms of a change).
+   * `active` once the aggregate caught up (within ~100-200 ms of a change). `leaving`: removed by discovery,
+   * its open connections and tunnels still finishing (listed until the last one closes).
    */
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[] }>>;
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[]; leaving?: boolean }>>;
   /** Per upstream: wait queue and retry counters, summed over workers (counters include exited workers). */
   limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
   /** Per upstream: each target's health, in the order of `upstreams`. */
   health: Record<string, TargetHealthReport[]>;
+  /** Per upstream that follows DNS names: each name's targets and last lookup (time, TTL, error). */
+  discovery: Record<string, DiscoveryStatus[]>;
   connections: number;
   tunnels: number;
   /** Workers that did not answer in time; their numbers are missing above. */

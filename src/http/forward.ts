@@ -182,6 +182,8 @@ export class Exchange {
   /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
   #retries = 0;
   #tried: Set<Target> | null = null;
+  /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
+  #waitUntil = 0;
   #attempts = 0;
   /** Withdraws a pending acquire from the pool's wait queue when the exchange ends first. */
   #cancelAcquire: CancelAcquire | null = null;
@@ -238,7 +240,7 @@ export class Exchange {
     this.target = target;
     target.active++;
     this.#phase = 'connecting';
-    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired);
+    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil);
   }
 
   /** A retry within the per-request bound and the upstream's retry budget (asked only when the bound allows). */
@@ -249,10 +251,14 @@ export class Exchange {
   }
   #lastError: ProxyError | null = null;
 
-  #onAcquired = (err: ProxyError | null, socket: Socket | null, reused: boolean): void => {
+  #onAcquired = (err: ProxyError | null, socket: Socket | null, reused: boolean, waitUntil?: number): void => {
     this.#cancelAcquire = null;
     if (this.#finished) {
       if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
+      return;
+    }
+    if (err?.code === 'UPSTREAM_TARGET_GONE') {
+      this.#moveOn(err, waitUntil ?? 0);
       return;
     }
     if (err !== null || socket === null) {
@@ -283,6 +289,23 @@ export class Exchange {
       this.#client.setBodyPaused(!ok);
     }
   };
+
+  /**
+   * The target left rotation before this request got a socket (nothing was sent): pick another one, keeping
+   * the queue wait already begun. Not a retry (no budget spent) and not the target's failure; bounded, since
+   * the target joins the tried set. None left: the error answers 503.
+   */
+  #moveOn(err: ProxyError, waitUntil: number): void {
+    this.#lastError = err;
+    this.#waitUntil = waitUntil;
+    const t = this.target;
+    if (t !== null) {
+      t.active--;
+      (this.#tried ??= new Set()).add(t);
+    }
+    this.target = null;
+    this.start();
+  }
 
   #retryOrFail(err: ProxyError): void {
     this.#lastError = err;

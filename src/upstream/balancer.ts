@@ -1,8 +1,9 @@
 // Balancing policies over a pool's targets. Every policy reads only `available`, `weight` and the load
 // (`active` + `remote`); health checks and limits flip `available`, nothing else (STYLE.md 10). No sockets, no request parsing here
 // (keys come from hash-key.ts). Picks allocate nothing: per-target state lives in typed arrays indexed like
-// `targets`, which a balancer never reorders or resizes; hash tables are built once per balancer. Slow start
-// scales weights from timestamps the pool sets (`rampUntil`), read at pick time: no timer per target or request.
+// `targets`, which a balancer never reorders or resizes (a pool whose targets change builds a new balancer);
+// hash tables are built once per balancer. Slow start scales weights from timestamps the pool sets
+// (`rampUntil`), read at pick time: no timer per target or request.
 import { stickyCookieValue } from './hash-key.js';
 
 /** One backend address as balancers and pools see it. Mutable counters are owned by the pool. */
@@ -11,7 +12,11 @@ export interface Target {
   readonly id: string;
   readonly host: string;
   readonly port: number;
-  readonly weight: number;
+  /**
+   * Changed only by the pool, for a discovered target whose SRV weight changed, and always together with a
+   * new balancer (balancers may precompute from weights).
+   */
+  weight: number;
   /** Healthy and not full. Weight 0 targets are never picked. */
   available: boolean;
   /** Open requests plus open tunnels to this target in this worker. */
@@ -25,8 +30,8 @@ export interface Target {
    * per worker would see anyway. Set by the pool (setRemoteLoad), read-only for balancers.
    */
   remote?: number;
-  /** Used only while no primary target is available (the pool folds that into `available`). */
-  readonly backup?: boolean;
+  /** Used only while no primary target is available (the pool folds that into `available`). Pool-owned, like weight. */
+  backup?: boolean;
   /**
    * Slow start: until this time (ms, the balancer's clock) the target's weight ramps up from 10% to 100%;
    * 0 or absent = full weight. Set by the pool when the target comes (back) up.

@@ -1,8 +1,9 @@
 // Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle and the
 // requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
-// fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
-// `Target.active` belongs to the caller. It never reads or writes application bytes.
+// fullness and backup role into `Target.available`, sets slow start ramps, keeps the retry budget, and swaps in
+// the discovered targets the primary sends (setDiscovered); `Target.active` belongs to the caller. It never
+// reads or writes application bytes, and never resolves names.
 import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
@@ -14,12 +15,44 @@ import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
  * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
  * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
+ * With UPSTREAM_TARGET_GONE (the target left rotation while the acquire waited in its queue, or before it
+ * started), `waitUntil` is the end of the wait already begun (pool clock, ms; 0 = none): the caller picks
+ * another target and passes it to acquire() again, so moving never extends a request's queue time.
  */
-export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean) => void;
+export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean, waitUntil?: number) => void;
 
 /** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
 export type CancelAcquire = () => void;
 const NOT_QUEUED: CancelAcquire = () => {};
+
+/** A target as discovery hands it to the pool: `id` is "ip:port" ("[v6]:port"), the key it is known by. */
+export interface TargetSpec {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+}
+
+/** What setDiscovered() changed, by target id. */
+export interface DiscoveredChange {
+  readonly added: string[];
+  readonly removed: string[];
+}
+
+/** One target as a worker reports it (for /status): current ones, then those that left and still have sockets. */
+export interface TargetReport {
+  readonly target: string;
+  readonly available: boolean;
+  readonly active: number;
+  readonly remote: number;
+  readonly healthy: boolean;
+  readonly draining: boolean;
+  readonly passiveDown: boolean;
+  readonly failures: number;
+  /** Removed by discovery: no new work; its open connections and tunnels finish. */
+  readonly leaving: boolean;
+}
 
 /** One target's counts, for the admin status page. */
 export interface TargetStats {
@@ -94,6 +127,8 @@ const TCP_KEEPALIVE_DELAY_MS = 60_000;
 /** An acquire waiting for a socket of a full target. */
 interface Waiter {
   readonly cb: AcquireCallback;
+  /** End of the wait (pool clock); kept when the waiter moves to another target. */
+  readonly deadline: number;
   timer: NodeJS.Timeout | undefined;
   /** Served, timed out or cancelled: skipped when met in the queue. */
   done: boolean;
@@ -119,6 +154,8 @@ interface Slot {
   readonly passive: PassiveWindow;
   /** Brings the target back when its passive down period ends. */
   passiveTimer: NodeJS.Timeout | null;
+  /** Removed by discovery: nothing new is sent; busy sockets are closed on release, tunnels stay. */
+  retired: boolean;
 }
 
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
@@ -251,9 +288,15 @@ function shiftWaiter(slot: Slot): Waiter | undefined {
 export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
-  readonly targets: readonly Target[];
-  readonly balancer: Balancer;
+  /** Fixed targets (config order), then discovered ones (in the primary's order); replaced, never mutated. */
+  #targets: readonly Target[];
+  #balancer: Balancer;
   readonly #slots = new Map<Target, Slot>();
+  /** Targets removed by discovery that still have open sockets (for /status), until their last one closes. */
+  readonly #leaving = new Map<Target, Slot>();
+  /** Every target ever removed: a late acquire for one is told to pick again. */
+  readonly #gone = new WeakSet<Target>();
+  #discoveredOnce = false;
   readonly #sockets = new WeakMap<Socket, PooledSocket>();
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
@@ -271,31 +314,127 @@ export class UpstreamPool {
     this.name = name;
     this.config = config;
     this.#now = options.now ?? Date.now;
-    this.targets = Object.freeze(
-      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0, remote: 0, backup: t.backup, rampUntil: 0 })),
-    );
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
-    const { max_fails, fail_timeout } = config.health.passive;
-    for (const target of this.targets) {
-      const slot: Slot = {
-        target,
-        idle: [],
-        open: 0,
-        full: false,
-        up: target.weight > 0, // targets usable at start do not slow-start
-        waiters: [],
-        waitHead: 0,
-        changed: () => this.#slotChanged(slot),
-        healthy: true,
-        draining: false,
-        passive: new PassiveWindow(max_fails, fail_timeout),
-        passiveTimer: null,
-      };
-      this.#slots.set(target, slot);
-    }
-    this.balancer = createBalancer(config.balance, this.targets, { slowStart: config.slow_start, now: this.#now });
+    // targets usable at start do not slow-start
+    const targets = config.targets.map((t) => this.#addSlot({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true).target);
+    this.#targets = Object.freeze(targets);
+    this.#balancer = createBalancer(config.balance, this.#targets, { slowStart: config.slow_start, now: this.#now });
     this.#refresh(); // backups start out of rotation
+  }
+
+  /** The targets balancers pick from; a new array (and balancer) when discovery changes the set. */
+  get targets(): readonly Target[] {
+    return this.#targets;
+  }
+
+  get balancer(): Balancer {
+    return this.#balancer;
+  }
+
+  #addSlot(spec: TargetSpec, startUp: boolean): Slot {
+    const target: Target = { id: spec.id, host: spec.host, port: spec.port, weight: spec.weight, available: spec.weight > 0, active: 0, remote: 0, backup: spec.backup, rampUntil: 0 };
+    const { max_fails, fail_timeout } = this.config.health.passive;
+    const slot: Slot = {
+      target,
+      idle: [],
+      open: 0,
+      full: false,
+      up: startUp && target.weight > 0,
+      waiters: [],
+      waitHead: 0,
+      changed: () => this.#slotChanged(slot),
+      healthy: true,
+      draining: false,
+      passive: new PassiveWindow(max_fails, fail_timeout),
+      passiveTimer: null,
+      retired: false,
+    };
+    this.#slots.set(target, slot);
+    return slot;
+  }
+
+  /**
+   * Replaces the discovered targets (the primary resolved them; the fixed targets from config stay first).
+   * A target that stays keeps its object, sockets, counters and health; its weight and backup role follow the
+   * spec. One that leaves gets no new work: its queued acquires move to other targets, its idle sockets close,
+   * busy ones close when released, tunnels stay. One that joins starts healthy and, except in the first set a
+   * pool receives (the instance had it already), ramps up with slow start. A spec repeating a fixed target's
+   * address is skipped (the fixed one serves). The balancer is rebuilt: hash keeps most keys where they were.
+   */
+  setDiscovered(specs: readonly TargetSpec[]): DiscoveredChange {
+    const fixed = this.config.targets.length;
+    const current = new Map<string, Slot>();
+    for (let i = fixed; i < this.#targets.length; i++) {
+      const t = this.#targets[i];
+      current.set(t.id, this.#slots.get(t) as Slot);
+    }
+    const leavingById = new Map<string, Slot>();
+    for (const slot of this.#leaving.values()) leavingById.set(slot.target.id, slot);
+    const fixedIds = new Set(this.config.targets.map((t) => t.address));
+    const next: Target[] = this.#targets.slice(0, fixed);
+    const kept = new Set<Slot>();
+    const seen = new Set<string>();
+    const added: string[] = [];
+    for (const spec of specs) {
+      if (fixedIds.has(spec.id) || seen.has(spec.id)) continue;
+      seen.add(spec.id);
+      let slot = current.get(spec.id);
+      if (slot === undefined) {
+        const back = leavingById.get(spec.id);
+        if (back !== undefined) {
+          // Came back before its last socket closed: the same target again, its sockets reusable.
+          this.#leaving.delete(back.target);
+          this.#gone.delete(back.target);
+          back.retired = false;
+          this.#slots.set(back.target, back);
+          slot = back;
+        } else {
+          slot = this.#addSlot(spec, !this.#discoveredOnce);
+        }
+        added.push(spec.id);
+      }
+      slot.target.weight = spec.weight;
+      slot.target.backup = spec.backup;
+      kept.add(slot);
+      next.push(slot.target);
+    }
+    const removed: string[] = [];
+    for (const slot of current.values()) {
+      if (kept.has(slot)) continue;
+      removed.push(slot.target.id);
+      this.#retire(slot);
+    }
+    this.#discoveredOnce = true;
+    this.#targets = Object.freeze(next);
+    this.#balancer = createBalancer(this.config.balance, this.#targets, { slowStart: this.config.slow_start, now: this.#now });
+    this.#refresh();
+    return { added, removed };
+  }
+
+  /** Takes a slot out for good: waiters move, idle sockets close, the rest finish (see setDiscovered). */
+  #retire(slot: Slot): void {
+    this.#slots.delete(slot.target);
+    this.#gone.add(slot.target);
+    slot.retired = true;
+    slot.up = false;
+    slot.target.available = false;
+    if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+    slot.passiveTimer = null;
+    this.#moveWaiters(slot, 'was removed by discovery');
+    for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    if (slot.open > 0) this.#leaving.set(slot.target, slot);
+  }
+
+  /**
+   * Every waiter of `slot` is told to pick another target (UPSTREAM_TARGET_GONE, retryable, with its deadline)
+   * instead of waiting out its queue timeout on a target that will not serve it.
+   */
+  #moveWaiters(slot: Slot, why: string): void {
+    for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
+      const err = new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${slot.target.id} ${why} while a request waited for it`, { retryable: true });
+      process.nextTick(waiter.cb, err, null, false, waiter.deadline);
+    }
   }
 
   /**
@@ -303,13 +442,19 @@ export class UpstreamPool {
    * connection within connect timeout and max_connections. At max_connections the acquire waits in a FIFO
    * queue (bounded by queue.size for the whole upstream) for a socket of that target to be released or to
    * close. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT / _ERROR (retryable); UPSTREAM_UNAVAILABLE when the
-   * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout.
-   * The callback is never synchronous. Returns a cancel for a queued acquire (the caller went away).
+   * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout;
+   * UPSTREAM_TARGET_GONE (retryable, see AcquireCallback) when the target left rotation while the acquire
+   * waited, or was removed by discovery before it. `waitUntil` (from an earlier UPSTREAM_TARGET_GONE) bounds
+   * a wait already begun. The callback is never synchronous. Returns a cancel for a queued acquire (the caller
+   * went away).
    */
-  acquire(target: Target, cb: AcquireCallback): CancelAcquire {
+  acquire(target: Target, cb: AcquireCallback, waitUntil = 0): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
-      process.nextTick(cb, new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`), null, false);
+      const err = this.#gone.has(target)
+        ? new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${target.id} was removed by discovery`, { retryable: true })
+        : new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`);
+      process.nextTick(cb, err, null, false, waitUntil);
       return NOT_QUEUED;
     }
     if (this.#closed) {
@@ -333,10 +478,10 @@ export class UpstreamPool {
       this.#connect(slot, cb);
       return NOT_QUEUED;
     }
-    return this.#enqueue(slot, cb);
+    return this.#enqueue(slot, cb, waitUntil);
   }
 
-  #enqueue(slot: Slot, cb: AcquireCallback): CancelAcquire {
+  #enqueue(slot: Slot, cb: AcquireCallback, waitUntil: number): CancelAcquire {
     const { size, timeout } = this.config.queue;
     const max = this.config.max_connections;
     if (this.#queued >= size) {
@@ -350,14 +495,18 @@ export class UpstreamPool {
       process.nextTick(cb, err, null, false);
       return NOT_QUEUED;
     }
-    const waiter: Waiter = { cb, timer: undefined, done: false };
+    const now = this.#now();
+    // A waiter moved from a target that left keeps the rest of its wait (at least a tick: it gets its answer
+    // from the timer, like any waiter).
+    const wait = waitUntil > 0 ? Math.max(1, Math.min(timeout, waitUntil - now)) : timeout;
+    const waiter: Waiter = { cb, deadline: waitUntil > 0 ? waitUntil : now + timeout, timer: undefined, done: false };
     waiter.timer = setTimeout(() => {
       if (waiter.done) return;
       waiter.done = true;
       this.#queued--;
       this.#queueTimeouts++;
       cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
-    }, timeout).unref();
+    }, wait).unref();
     slot.waiters.push(waiter);
     this.#queued++;
     return () => {
@@ -394,6 +543,10 @@ export class UpstreamPool {
       } finally {
         this.#serving = false;
       }
+    }
+    if (slot.retired) {
+      if (slot.open === 0) this.#leaving.delete(slot.target); // its last socket closed: it is gone
+      return;
     }
     const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
     if (full !== slot.full) {
@@ -454,6 +607,7 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    if (pooled.slot.retired) reusable = false; // its target left: this exchange was its last
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
@@ -495,7 +649,7 @@ export class UpstreamPool {
    */
   close(): void {
     this.#closed = true;
-    for (const slot of this.#slots.values()) {
+    for (const slot of [...this.#slots.values(), ...this.#leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
       // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
@@ -628,6 +782,8 @@ export class UpstreamPool {
       const t = slot.target;
       if (panic) t.available = t.weight > 0 && !slot.draining;
       else t.available = (t.backup === true) === backupTier && slot.up && (!needRoom || !slot.full);
+      // Out of rotation (down, drained, weight 0), not merely full: its waiters would only time out there.
+      if (!t.available && !slot.up && slot.waitHead < slot.waiters.length) this.#moveWaiters(slot, slot.draining ? 'was drained' : 'went down');
     }
     if (panic !== this.#panic) {
       this.#panic = panic;
@@ -647,6 +803,26 @@ export class UpstreamPool {
       const slot = this.#slots.get(t) as Slot;
       return { target: t.id, healthy: slot.healthy, draining: slot.draining, passiveDown: slot.passive.isDown(now), failures: slot.passive.failures(now) };
     });
+  }
+
+  /** Every target of this pool, and those leaving, as a worker reports them (for /status); not for the hot path. */
+  report(): TargetReport[] {
+    const now = this.#now();
+    const row = (slot: Slot): TargetReport => {
+      const t = slot.target;
+      return {
+        target: t.id,
+        available: !slot.retired && t.available,
+        active: t.active,
+        remote: t.remote ?? 0,
+        healthy: slot.healthy,
+        draining: slot.draining,
+        passiveDown: !slot.retired && slot.passive.isDown(now),
+        failures: slot.retired ? 0 : slot.passive.failures(now),
+        leaving: slot.retired,
+      };
+    };
+    return [...this.#targets.map((t) => row(this.#slots.get(t) as Slot)), ...[...this.#leaving.values()].map(row)];
   }
 
   /** A snapshot of each target's counts (for /status); not for the hot path. */
