@@ -50,7 +50,7 @@ export interface TargetReport {
   readonly draining: boolean;
   readonly passiveDown: boolean;
   readonly failures: number;
-  /** Removed by discovery: no new work; its open connections and tunnels finish. */
+  /** Removed by discovery: no new work; its open connections and tunnels finish (listed until they have). */
   readonly leaving: boolean;
 }
 
@@ -292,7 +292,10 @@ export class UpstreamPool {
   #targets: readonly Target[];
   #balancer: Balancer;
   readonly #slots = new Map<Target, Slot>();
-  /** Targets removed by discovery that still have open sockets (for /status), until their last one closes. */
+  /**
+   * Targets removed by discovery that still have open sockets or work (a spliced tunnel's sockets are closed
+   * in JS but its target stays `active`), for /status; pruned when a report or a new set finds them idle.
+   */
   readonly #leaving = new Map<Target, Slot>();
   /** Every target ever removed: a late acquire for one is told to pick again. */
   readonly #gone = new WeakSet<Target>();
@@ -363,6 +366,7 @@ export class UpstreamPool {
    * address is skipped (the fixed one serves). The balancer is rebuilt: hash keeps most keys where they were.
    */
   setDiscovered(specs: readonly TargetSpec[]): DiscoveredChange {
+    this.#pruneLeaving();
     const fixed = this.config.targets.length;
     const current = new Map<string, Slot>();
     for (let i = fixed; i < this.#targets.length; i++) {
@@ -423,7 +427,12 @@ export class UpstreamPool {
     slot.passiveTimer = null;
     this.#moveWaiters(slot, 'was removed by discovery');
     for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
-    if (slot.open > 0) this.#leaving.set(slot.target, slot);
+    if (slot.open > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
+  }
+
+  /** Forgets leaving targets with neither sockets nor requests and tunnels left. */
+  #pruneLeaving(): void {
+    for (const [target, slot] of this.#leaving) if (slot.open === 0 && target.active <= 0) this.#leaving.delete(target);
   }
 
   /**
@@ -545,7 +554,7 @@ export class UpstreamPool {
       }
     }
     if (slot.retired) {
-      if (slot.open === 0) this.#leaving.delete(slot.target); // its last socket closed: it is gone
+      if (slot.open === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
       return;
     }
     const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
@@ -807,6 +816,7 @@ export class UpstreamPool {
 
   /** Every target of this pool, and those leaving, as a worker reports them (for /status); not for the hot path. */
   report(): TargetReport[] {
+    this.#pruneLeaving();
     const now = this.#now();
     const row = (slot: Slot): TargetReport => {
       const t = slot.target;
