@@ -296,30 +296,29 @@ export class Exchange {
    * the target joins the tried set. None left: the error answers 503.
    */
   #moveOn(err: ProxyError, waitUntil: number): void {
-    this.#lastError = err;
     this.#waitUntil = waitUntil;
-    const t = this.target;
-    if (t !== null) {
-      t.active--;
-      (this.#tried ??= new Set()).add(t);
-    }
-    this.target = null;
+    this.#leaveTarget(err);
     this.start();
   }
 
   #retryOrFail(err: ProxyError): void {
-    this.#lastError = err;
-    const t = this.target;
-    if (t !== null) {
-      t.active--;
-      (this.#tried ??= new Set()).add(t);
-    }
-    this.target = null;
+    this.#leaveTarget(err);
     if (err.retryable && !this.#finished && this.#mayRetry()) {
       this.start();
       return;
     }
     this.#fail(err);
+  }
+
+  /** Nothing of this request reached the target (`err` says why): it is tried no more and no longer counted on it. */
+  #leaveTarget(err: ProxyError): void {
+    this.#lastError = err;
+    const t = this.target;
+    if (t !== null) {
+      t.active--;
+      (this.#tried ??= new Set()).add(t);
+    }
+    this.target = null;
   }
 
   /**

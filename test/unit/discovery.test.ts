@@ -5,7 +5,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { configSchema, type Config, type ConfigInput, type DiscoverySpec } from '../../src/config/schema.js';
 import type { ProxyError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
@@ -24,6 +24,7 @@ import {
 } from '../../src/upstream/discovery.js';
 import { UpstreamPool, type TargetSpec } from '../../src/upstream/pool.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
+import { tcpEchoServer } from '../helpers/tcp-server.js';
 
 const silent = createLogger('silent');
 
@@ -247,22 +248,6 @@ test('Discovery with no discovered entry is inactive; ready() is bounded when th
 
 // ---- the pool side ----
 
-async function listening(t: TestContext): Promise<number> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-    s.on('data', (d) => s.write(d));
-  });
-  server.listen({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
-
 function pool(t: TestContext | null, upstream: NonNullable<ConfigInput['upstreams']>[string], now?: () => number): UpstreamPool {
   const p = new UpstreamPool('u', config({ upstreams: { u: upstream } }).upstreams.u, {}, now === undefined ? {} : { now });
   t?.after(() => p.close());
@@ -302,7 +287,7 @@ test('setDiscovered: fixed targets first, then the discovered ones; staying targ
 });
 
 test('a target that leaves: idle sockets close, a busy one finishes and is closed on release, a tunnel stays; a late acquire is told to pick again', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const p = pool(t, { targets: [{ address: 'api.test:80', resolve: true }] });
   p.setDiscovered([spec(port)]);
   const [target] = p.targets;
@@ -332,7 +317,7 @@ test('a target that leaves: idle sockets close, a busy one finishes and is close
 });
 
 test('waiters queued on a target removed by discovery move to another target', async (t) => {
-  const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+  const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
   const p = pool(t, { targets: [{ srv: '_x._tcp.u.test' }], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   p.setDiscovered([spec(pa), spec(pb)]);
   const [a, b] = p.targets;

@@ -1,32 +1,19 @@
-// Limits of production pools: the max_connections wait queue (against a real loopback server), "full" targets
-// leaving rotation, backup targets, slow start (injected clock), weight 0 = drained, and the retry budget
-// (fake clock). Waits on socket events and callbacks, never on sleeps.
+// Limits of production pools: the max_connections wait queue (against a real loopback server) and the moves of
+// its waiters when their target leaves rotation, "full" targets leaving rotation, backup targets, slow start
+// (injected clock), weight 0 = drained, and the retry budget (fake clock). Waits on socket events and
+// callbacks, never on sleeps.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { cannedResponse, statusOf, type ProxyError } from '../../src/errors.js';
 import { createBalancer, rampedWeight, SLOW_START_FLOOR, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { RetryBudget, RETRY_WINDOW_MS } from '../../src/upstream/retry-budget.js';
+import { tcpEchoServer } from '../helpers/tcp-server.js';
 
 type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
-
-async function listening(t: TestContext): Promise<number> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-  });
-  server.listen({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
 
 function makePool(t: TestContext | null, upstream: UpstreamInput, now?: () => number): UpstreamPool {
   const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { u: upstream } });
@@ -63,7 +50,7 @@ function acquire(t: TestContext, pool: UpstreamPool, target: Target, waitUntil?:
 }
 
 test('at max_connections an acquire waits in the queue and proceeds with the socket released first', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '5s' } });
   const target = pool.targets[0];
   const first = await acquire(t, pool, target).done;
@@ -92,7 +79,7 @@ test('at max_connections an acquire waits in the queue and proceeds with the soc
 });
 
 test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-After', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1 } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -108,7 +95,7 @@ test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-A
 });
 
 test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a cancelled waiter frees its place', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1, timeout: '30ms' } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -126,7 +113,7 @@ test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a 
 });
 
 test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1 });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -142,7 +129,7 @@ test('waiters on a target that leaves rotation (health flip, drain, passive down
     ['passive down', (pool, target) => pool.reportFailure(target, 'UPSTREAM_HEADERS_TIMEOUT')],
   ];
   for (const [why, takeOut] of ways) {
-    const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+    const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
     const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
     const [a, b] = pool.targets;
     const holding = await acquire(t, pool, a).done;
@@ -169,7 +156,7 @@ test('waiters on a target that leaves rotation (health flip, drain, passive down
 });
 
 test('a moved waiter that must queue again keeps the rest of its wait, not a new queue.timeout', async (t) => {
-  const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+  const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
   const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   const [, b] = pool.targets;
   await acquire(t, pool, b).done;
@@ -183,7 +170,7 @@ test('a moved waiter that must queue again keeps the rest of its wait, not a new
 });
 
 test('waiters stay on a target that is merely full, and on the last target when every one is down (panic tries it anyway)', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   const [a] = pool.targets;
   const holding = await acquire(t, pool, a).done;
@@ -200,7 +187,7 @@ test('waiters stay on a target that is merely full, and on the last target when 
 });
 
 test('a full target leaves rotation while another has room, and all-full targets stay available to queue on', async (t) => {
-  const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+  const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
   const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1 });
   const [a, b] = pool.targets;
   const onA = await acquire(t, pool, a).done;
