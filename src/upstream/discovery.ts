@@ -54,6 +54,8 @@ export const MAX_TARGETS_PER_NAME = 1000;
  * hosts' address records (registries give both the same TTL), or after this when none is known (IP hosts).
  */
 export const SRV_FALLBACK_TTL_MS = 30_000;
+/** An SRV name's hosts are looked up this many at a time, so a large registry answer is no burst of queries. */
+const HOST_LOOKUPS_AT_ONCE = 16;
 /** A lookup still running this long after `resolver.timeout` is cancelled (c-ares bounds it already). */
 const LOOKUP_GUARD_MS = 1_000;
 /** SRV weights are 0-65535; target weights at most 1000: larger ones are scaled down, keeping their ratios. */
@@ -225,7 +227,7 @@ export async function lookupSrv(
   const names = [...new Set(records.map((r) => hostKey(r.name)))];
   const hosts = new Map<string, string[]>();
   let ttl = Infinity;
-  const looked = await Promise.all(names.map(async (host) => (isIP(host) !== 0 ? ({ ok: true, answers: [] } as const) : lookupAddresses(client, host, config))));
+  const looked = await mapLimit(names, HOST_LOOKUPS_AT_ONCE, (host) => (isIP(host) !== 0 ? Promise.resolve<Addresses>({ ok: true, answers: [] }) : lookupAddresses(client, host, config)));
   names.forEach((host, i) => {
     if (isIP(host) !== 0) return void hosts.set(host, [host]);
     const r = looked[i];
@@ -246,6 +248,20 @@ export async function lookupSrv(
   if (targets.length === 0) return { ok: false, reason: `${spec.name} SRV: no host resolved (${warnings.join('; ')})` };
   const ttlMs = ttl === Infinity ? clampTtl(SRV_FALLBACK_TTL_MS / 1000, config.min_ttl, config.max_ttl) : clampTtl(ttl, config.min_ttl, config.max_ttl);
   return { ok: true, targets, ttlMs, warning: warnings.length > 0 ? warnings.join('; ') : null, hosts };
+}
+
+/** `fn` over `items`, at most `limit` at a time; results in the order of `items`. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
 }
 
 /** One followed name as /status shows it. */

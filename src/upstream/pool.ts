@@ -783,7 +783,8 @@ export class UpstreamPool {
         if (!slot.full) freePrimaries++;
       }
     }
-    const panic = usablePrimaries + usableBackups === 0;
+    // No target at all (discovery has not answered yet) is not a panic: there is nothing to try anyway.
+    const panic = this.#slots.size > 0 && usablePrimaries + usableBackups === 0;
     // Which tier serves, and whether only targets with room count.
     const backupTier = freePrimaries === 0 && (freeBackups > 0 || usablePrimaries === 0);
     const needRoom = freePrimaries > 0 || freeBackups > 0;

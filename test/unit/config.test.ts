@@ -484,13 +484,39 @@ test('portico check on a bad file: exit 1 and every error with file, line and pa
   assert.match(lines[2], /2 errors/);
 });
 
+test('portico check on discovered targets: the summary counts the names; bad names and resolver options are errors with their lines', async (t) => {
+  const good = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [127.0.0.1:9001, { address: api.test:80, resolve: true }, { srv: _http._tcp.api.test }]');
+  const ok = await runCli(['check', '-c', path.join(folder(t, { 'good.yaml': good }), 'good.yaml')]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout, 'ok: 2 listeners (1 TLS), 1 upstream (1 target + 2 DNS names to follow), 2 routes, workers 2\n');
+  const bad = edit(
+    edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [{ srv: "_http._tcp.bad name" }, { address: "10.0.0.1:80", resolve: true }]'),
+    'limits:',
+    'resolver:\n  servers: [resolver.local]\n  min_ttl: 2h\nlimits:',
+  );
+  const file = path.join(folder(t, { 'bad.yaml': bad }), 'bad.yaml');
+  const r = await runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  const lines = r.stderr.trim().split('\n');
+  assert.deepEqual(
+    lines.slice(0, -1).map((l) => l.slice(file.length + 1).replace(/^(\d+):\d+ /, '$1 ')),
+    [
+      `${lineOf(bad, 'bad name')} upstreams.app.targets[0].srv: invalid DNS name "_http._tcp.bad name": label "bad name" (letters, digits, "-" and "_", 1 to 63 characters, no "-" at either end)`,
+      `${lineOf(bad, 'bad name')} upstreams.app.targets[1].address: resolve: "10.0.0.1" is an IP address, not a DNS name (write it as a plain target)`,
+      `${lineOf(bad, 'resolver.local')} resolver.servers[0]: invalid resolver address "resolver.local" (expected an IP address with an optional port: "10.0.0.53", "127.0.0.1:5353", "[::1]:53")`,
+      `${lineOf(bad, 'min_ttl')} resolver.min_ttl: min_ttl must not be above max_ttl`,
+    ],
+  );
+  assert.match(lines[lines.length - 1], /4 errors/);
+});
+
 test('the default config and every example pass portico check', async () => {
   const examples = readdirSync(path.join(ROOT, 'config', 'examples')).filter((f) => f.endsWith('.yaml'));
   assert.ok(examples.length >= 3, 'the examples are present');
   for (const file of ['config/portico.yaml', ...examples.map((f) => `config/examples/${f}`)]) {
     const r = await runCli(['check', '-c', file]);
     assert.equal(r.code, 0, `${file}:\n${r.stderr}`);
-    assert.match(r.stdout, /^ok: \d+ listeners? \(\d+ TLS\), \d+ upstreams? \(\d+ targets?\), \d+ routes?, workers \S+/);
+    assert.match(r.stdout, /^ok: \d+ listeners? \(\d+ TLS\), \d+ upstreams? \(\d+ targets?( \+ \d+ DNS names? to follow)?\), \d+ routes?, workers \S+/);
   }
 });
 
