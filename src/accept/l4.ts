@@ -84,7 +84,7 @@ class L4Connection implements Tracked {
         const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
         // a target that left rotation while we waited for it: the next one gets the rest of the wait
         const moved = error.code === 'UPSTREAM_TARGET_GONE';
-        if (moved) this.#waitUntil = waitUntil ?? 0;
+        this.#waitUntil = moved ? (waitUntil ?? 0) : 0;
         // nothing reached this target: another one may take the connection (pick() skips the tried ones)
         if (!this.#clientGone && !this.#failed && error.retryable && (moved || this.#tried.size < pool.targets.length)) this.#connect();
         else this.#fail(this.#clientGone ? clientClosed() : error);

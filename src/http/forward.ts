@@ -261,6 +261,7 @@ export class Exchange {
       this.#moveOn(err, waitUntil ?? 0);
       return;
     }
+    this.#waitUntil = 0; // the wait is over (a socket, or a failure whose retry waits afresh)
     if (err !== null || socket === null) {
       this.#retryOrFail(err ?? new ProxyError('UPSTREAM_CONNECT_ERROR', 'no socket'));
       return;

@@ -125,14 +125,14 @@ test('a name answering A, then A+B (short TTL), then failing: traffic follows th
   assert.equal(portico.logs.filter((l) => l.msg === 'listening').length, 1, 'never restarted');
 });
 
-test('an SRV name with two backends on two ports: both serve; its status names the record', { timeout: 60_000 }, async (t) => {
+test('an SRV name with two backends on two ports: both serve; its status names the record; health checks cover them', { timeout: 60_000 }, async (t) => {
   const dns = await startDnsServer(t);
   const one = await startHttpBackend(t, { name: 'one' });
   const two = await startHttpBackend(t, { name: 'two' });
   dns.set('_http._tcp.api.test', { SRV: [{ target: 'one.test', port: one.port, weight: 1 }, { target: 'two.test', port: two.port, weight: 1 }] });
   dns.set('one.test', { A: [{ address: '127.0.0.1', ttl: 30 }] });
   dns.set('two.test', { A: [{ address: '127.0.0.1', ttl: 30 }] });
-  const portico = await startPortico(t, config(dns, { api: { targets: [{ srv: '_http._tcp.api.test' }] } }));
+  const portico = await startPortico(t, config(dns, { api: { targets: [{ srv: '_http._tcp.api.test' }], health: { active: { type: 'tcp', interval: '200ms', timeout: '500ms', fails: 1 } } } }));
   const seen = await backendsOf(portico, 20);
   assert.deepEqual(new Set(seen), new Set(['one', 'two']));
   assert.ok(Math.abs(seen.filter((n) => n === 'one').length - 10) <= 2, `equal weights share the load: ${seen.join(',')}`);
@@ -149,6 +149,11 @@ test('an SRV name with two backends on two ports: both serve; its status names t
     },
   ]);
   assert.ok(s.discovery.api[0].lastResolved !== null);
+
+  // The primary probes discovered targets like any other: a backend that stops is taken out of every worker.
+  await two.close();
+  await portico.waitForLog((l) => l.msg === 'upstream target is down: active health check failed' && l.target === `127.0.0.1:${two.port}`, 15_000);
+  assert.deepEqual(new Set(await backendsOf(portico, 10)), new Set(['one']));
 });
 
 test('a target that leaves the answer gets no new tunnel, and its open tunnel goes on until it closes', { timeout: 60_000 }, async (t) => {
