@@ -208,9 +208,10 @@ export class Thresholds {
   /** Consecutive results that disagree with the current state. */
   #streak = 0;
 
-  constructor(passes: number, fails: number) {
+  constructor(passes: number, fails: number, healthy = true) {
     this.passes = passes;
     this.fails = fails;
+    this.#healthy = healthy;
   }
 
   get healthy(): boolean {
@@ -281,7 +282,11 @@ export class HealthChecker {
   readonly #log: Logger;
   #running = false;
 
-  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger) {
+  /**
+   * `initial`: a target's state to start from (a checker replaced on reload carries its predecessor's verdicts);
+   * undefined = healthy.
+   */
+  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger, initial?: (id: string) => boolean | undefined) {
     this.upstream = upstream;
     this.config = config;
     this.#onFlip = onFlip;
@@ -292,7 +297,7 @@ export class HealthChecker {
       if (this.#byId.has(target.id)) continue;
       const entry: Entry = {
         target,
-        thresholds: new Thresholds(config.passes, config.fails),
+        thresholds: new Thresholds(config.passes, config.fails, initial?.(target.id) ?? true),
         timer: null,
         abort: null,
         lastCheck: null,
@@ -306,6 +311,11 @@ export class HealthChecker {
       this.#entries.push(entry);
       this.#byId.set(target.id, entry);
     }
+  }
+
+  /** The addresses it checks, each once, in config order. */
+  get targetIds(): string[] {
+    return this.#entries.map((e) => e.target.id);
   }
 
   start(): void {

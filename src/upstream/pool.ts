@@ -50,10 +50,17 @@ export interface PoolLimitStats {
   readonly retries: RetryBudgetStats;
 }
 
-/** Injected in tests; defaults are the real clock. */
 export interface PoolOptions {
-  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now. */
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
   readonly now?: () => number;
+  /** hash only: keys pinned to a target while tunnels for them are open (see BalancerOptions.pins). */
+  readonly pins?: ReadonlyMap<string, string>;
+  /**
+   * The pool this one replaces on reload (same upstream name, changed config): targets with the same address
+   * keep their passive health window (when max_fails and fail_timeout are unchanged) and slow start ramp, and
+   * the queue and retry counters carry on, so totals never go back.
+   */
+  readonly previous?: UpstreamPool;
 }
 
 /** One target's health inputs in this worker, for the admin status page. */
@@ -259,6 +266,8 @@ export class UpstreamPool {
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
   #closed = false;
+  /** Out of service after a reload: see retire(). */
+  #retired = false;
   #panic = false;
   /** Waiters in every slot's queue (bounded by queue.size). */
   #queued = 0;
@@ -277,7 +286,18 @@ export class UpstreamPool {
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     const { max_fails, fail_timeout } = config.health.passive;
+    const previous = options.previous;
+    const before = new Map<string, Slot>();
+    if (previous !== undefined) {
+      for (const slot of previous.#slots.values()) if (!before.has(slot.target.id)) before.set(slot.target.id, slot);
+      this.#queueRejected = previous.#queueRejected;
+      this.#queueTimeouts = previous.#queueTimeouts;
+      this.#retryBudget.carryTotals(previous.#retryBudget.stats(this.#now()));
+    }
     for (const target of this.targets) {
+      const old = before.get(target.id);
+      const keepPassive = old !== undefined && old.passive.failTimeoutMs === fail_timeout && old.passive.maxFails === (fail_timeout > 0 ? max_fails : 0);
+      if (old !== undefined) target.rampUntil = old.target.rampUntil;
       const slot: Slot = {
         target,
         idle: [],
@@ -289,12 +309,15 @@ export class UpstreamPool {
         changed: () => this.#slotChanged(slot),
         healthy: true,
         draining: false,
-        passive: new PassiveWindow(max_fails, fail_timeout),
+        // shared with the retired pool, which no longer counts failures (see retire())
+        passive: keepPassive ? old.passive : new PassiveWindow(max_fails, fail_timeout),
         passiveTimer: null,
       };
       this.#slots.set(target, slot);
     }
-    this.balancer = createBalancer(config.balance, this.targets, { slowStart: config.slow_start, now: this.#now });
+    this.balancer = createBalancer(config.balance, this.targets, { slowStart: config.slow_start, now: this.#now, pins: options.pins });
+    const now = this.#now();
+    for (const slot of this.#slots.values()) if (slot.passive.isDown(now)) this.#armPassiveTimer(slot, now);
     this.#refresh(); // backups start out of rotation
   }
 
@@ -466,6 +489,7 @@ export class UpstreamPool {
       reusable &&
       pooled.state === 'busy' &&
       !this.#closed &&
+      !this.#retired &&
       pooled.slot.idle.length < this.config.keepalive.max_idle &&
       healthy(socket)
     ) {
@@ -504,6 +528,28 @@ export class UpstreamPool {
         process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       }
     }
+  }
+
+  /**
+   * Takes the pool out of service (a reload replaced or removed its upstream): no new request comes to it, and
+   * those in flight finish here, their retries and queued waits included. Idle sockets close now, released ones
+   * are not kept, passive health stops counting; tunnels are left alone. close() it once `busy` is false.
+   */
+  retire(): void {
+    if (this.#retired || this.#closed) return;
+    this.#retired = true;
+    for (const slot of this.#slots.values()) {
+      if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+      slot.passiveTimer = null;
+      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    }
+  }
+
+  /** Requests or tunnels still use it, or requests wait in its queue (for retire()). */
+  get busy(): boolean {
+    if (this.#queued > 0) return true;
+    for (const t of this.targets) if (t.active > 0) return true;
+    return false;
   }
 
   /** Counts a request (its first attempt) toward the retry budget. */
@@ -570,7 +616,7 @@ export class UpstreamPool {
 
   #passiveFailure(target: Target, code: ErrorCode | null): void {
     const slot = this.#slots.get(target);
-    if (slot === undefined || this.#closed) return;
+    if (slot === undefined || this.#closed || this.#retired) return;
     const now = this.#now();
     if (!slot.passive.failure(now)) return;
     this.#armPassiveTimer(slot, now);
@@ -631,7 +677,7 @@ export class UpstreamPool {
     }
     if (panic !== this.#panic) {
       this.#panic = panic;
-      this.#hooks.panic?.(panic);
+      if (!this.#retired) this.#hooks.panic?.(panic);
     }
   }
 
