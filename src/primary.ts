@@ -1052,13 +1052,18 @@ class Primary {
       sticky: { keys: this.#sticky.size, pins: this.#sticky.pinCount },
       listenStrategy: this.#strategy,
       native: nativeStatus(),
-      workers: this.#slots.map((s) => ({
-        id: s.id,
-        pid: s.child?.pid ?? null,
-        uptime: s.child === null ? 0 : Math.round((now - s.startedAt) / 1000),
-        restarts: s.restarts,
-        state: s.state,
-      })),
+      workers: this.#slots.map((s) => {
+        const stats = answers.find((a) => a.slot === s)?.stats;
+        return {
+          id: s.id,
+          pid: s.child?.pid ?? null,
+          uptime: s.child === null ? 0 : Math.round((now - s.startedAt) / 1000),
+          restarts: s.restarts,
+          state: s.state,
+          generation: s.generation,
+          ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels }),
+        };
+      }),
       listeners: this.#listenerReport(),
       upstreams,
       limits,

@@ -30,7 +30,8 @@ export interface StatusReport {
   listenStrategy: string;
   /** Whether the native addon (splice relay, SO_REUSEPORT) is in use, and why not. */
   native: { native: boolean; reason?: string };
-  workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string }>;
+  /** `generation`: the config it serves (0 before its first); connections and tunnels when it answered. */
+  workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
   listeners: Array<{ address: string; port: number; tls: boolean }>;
   /**
    * Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed).
