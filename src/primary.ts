@@ -501,6 +501,7 @@ class Primary {
         return;
       }
       this.#learnPorts(served, result.ports);
+      this.#sendRemoteLoad(slot, child);
       if (slot.state === 'starting') {
         slot.state = 'ready';
         slot.ready?.resolve();
@@ -703,6 +704,7 @@ class Primary {
     await writeOutcome(this.#control, { ...outcome, pid: process.pid }).catch((err: unknown) => this.#log.warn({ err, file: this.#control.outcome }, 'cannot write the reload outcome for `portico reload`'));
     this.#reloading = false;
     for (const slot of this.#slots) this.#catchUp(slot);
+    this.#scheduleLoadFlush();
     if (this.#reloadPending && !this.#stopping) {
       this.#reloadPending = false;
       void this.#reload();

@@ -158,10 +158,12 @@ class Worker {
   }
 
   #tick(): void {
+    // while retired pools hold load (and once more after the last one closed) `remote` is recomputed
+    const hadRetired = this.#retired.length > 0;
     this.#closeUnusedRetired();
     this.#reportSticky();
     this.#reportLoad();
-    if (this.#retired.length > 0 && this.#remoteLoad !== null) this.#applyRemoteLoad(this.#remoteLoad);
+    if (hadRetired && this.#remoteLoad !== null) this.#applyRemoteLoad(this.#remoteLoad);
   }
 
   #closeUnusedRetired(): void {
@@ -528,17 +530,18 @@ class Worker {
       const health = pool.health();
       pool.targets.forEach((t, i) => {
         const h = health[i];
+        const retired = this.#retired.length === 0 ? 0 : this.#retiredActive(name, t.id);
         upstreamTargets.push({
           upstream: name,
           target: t.id,
           available: t.available,
-          // tunnels still held by retired pools load the same backend
-          active: t.active + (this.#retired.length === 0 ? 0 : this.#retiredActive(name, t.id)),
+          // tunnels still held by retired pools load the same backend (and are in `remote` for balancing)
+          active: t.active + retired,
           healthy: h.healthy,
           draining: h.draining,
           passiveDown: h.passiveDown,
           failures: h.failures,
-          remote: t.remote ?? 0,
+          remote: Math.max(0, (t.remote ?? 0) - retired),
         });
       });
       upstreamLimits.push({ upstream: name, ...pool.limits() });

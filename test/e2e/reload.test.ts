@@ -435,3 +435,47 @@ test('sticky tunnels: a hash key keeps its target while its tunnels are open, ac
   assert.equal(byId.get(T)!.open, 0);
   other.terminate();
 });
+
+test('least_conn after a reload that changes the pool: tunnels still open on the old pool count, new ones go to the emptier target', { timeout: 60_000 }, async (t) => {
+  const a = await startWsEchoBackend(t);
+  const b = await startWsEchoBackend(t);
+  const A = `127.0.0.1:${a.port}`;
+  const B = `127.0.0.1:${b.port}`;
+  const config = (targets: string[]): ConfigInput => ({
+    workers: 2,
+    listeners: [plainListener()],
+    upstreams: { live: { targets, balance: 'least_conn' } },
+    routes: [{ match: { path: '/' }, proxy: 'live' }],
+    admin: { address: '127.0.0.1:0' },
+    log: { access: false },
+  });
+  const portico = await startPortico(t, config([A]));
+  const url = `ws://127.0.0.1:${portico.httpPort}/live`;
+  const tunnels: WebSocket[] = [];
+  for (let i = 0; i < 4; i++) tunnels.push(await openWebSocket(t, url));
+  assert.equal(a.open, 4);
+  const r = await reloadPortico(portico, config([A, B]));
+  assert.equal(r.code, 0, r.stderr);
+  interface LoadStatus {
+    upstreams: Record<string, Array<{ target: string; active: number; loadSeen?: number[] }>>;
+  }
+  // every worker balances on instance-wide counts (its own retired pool's tunnels included) before each open
+  const settledOn = async (total: number): Promise<void> => {
+    const deadline = Date.now() + SETTLE_MS;
+    let last = '';
+    while (Date.now() < deadline) {
+      const s = JSON.parse((await request(`http://127.0.0.1:${adminPort(portico)}/status`)).body.toString()) as LoadStatus;
+      const targets = s.upstreams.live;
+      last = JSON.stringify(targets);
+      if (targets.reduce((n, x) => n + x.active, 0) === total && targets.every((x) => x.loadSeen?.length === 2 && x.loadSeen.every((n) => n === x.active))) return;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+    assert.fail(`load did not settle on ${total}; last: ${last}`);
+  };
+  for (let i = 0; i < 4; i++) {
+    await settledOn(4 + i);
+    tunnels.push(await openWebSocket(t, url));
+    assert.deepEqual([a.open, b.open], [4, i + 1], `tunnel ${5 + i}`);
+  }
+  for (const ws of tunnels) ws.terminate();
+});
