@@ -361,7 +361,9 @@ const MAX_WALK = 256;
  * test/unit/balancer.test.ts and the report). The table is built from config once: health flips never rebuild
  * it. A key whose slot holds an ineligible target walks the next slots to the first eligible one: only the
  * keys of a target that went down move, spread over the others by their share of the table, and they come
- * back when it returns. Without a key (header absent...) a pick is smooth weighted round robin.
+ * back when it returns. Without a key (header absent...) a pick is smooth weighted round robin. A key pinned
+ * (sticky tunnels: its open tunnels are on another target than its slot) goes to that target while it is
+ * eligible; the pin map is empty for almost every key and costs one size check per pick then.
  */
 class Maglev implements Balancer {
   readonly #targets: readonly Target[];

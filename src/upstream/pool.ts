@@ -2,7 +2,8 @@
 // requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
 // fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
-// `Target.active` belongs to the caller. It never reads or writes application bytes.
+// `Target.active` belongs to the caller. A reload retires a pool (in-flight work finishes, nothing is kept
+// idle) and may hand its per-target state to its successor. It never reads or writes application bytes.
 import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';

@@ -3,19 +3,18 @@
 // and line while the old one serves; listeners added and removed (both listen strategies); a certificate
 // changed for new handshakes; a hash key kept on its target while its tunnels are open, across a reload that
 // moves its hash. Real backends on loopback; waits on events and bounded polls, never on sleeps.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import type { WebSocket } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { maglevHome, type Target } from '../../src/upstream/balancer.js';
-import { startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
+import { connectOutcome, startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, plainListener, reloadPortico, startPortico, tlsListener, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
 import { testCaCert } from '../helpers/wire.js';
@@ -274,25 +273,10 @@ for (const [strategy, env] of [
     await writeConfig(portico, config(['[::1]:0']));
     portico.kill('SIGHUP');
     await portico.waitForLog(reloaded(3));
-    assert.equal(await connectOutcome('127.0.0.1', first), 'ECONNREFUSED', 'the removed listener is closed');
+    assert.equal(await connectOutcome(first), 'ECONNREFUSED', 'the removed listener is closed');
     assert.equal((await get('::1', second, '/')).status, 200);
     const still = await get('127.0.0.1', first, '/', agent);
     assert.deepEqual([still.status, still.reused], [200, true], 'a connection the removed listener accepted goes on');
-  });
-}
-
-function connectOutcome(host: string, port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.setTimeout(5_000, () => {
-      socket.destroy();
-      resolve('timeout');
-    });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
 }
 

@@ -4,29 +4,15 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { cannedResponse, statusOf, type ProxyError } from '../../src/errors.js';
 import { createBalancer, rampedWeight, SLOW_START_FLOOR, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { RetryBudget, RETRY_WINDOW_MS } from '../../src/upstream/retry-budget.js';
+import { startSilentPeer } from '../helpers/backends.js';
 
 type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
-
-async function listening(t: TestContext): Promise<number> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-  });
-  server.listen({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
 
 function makePool(t: TestContext | null, upstream: UpstreamInput, now?: () => number): UpstreamPool {
   const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { u: upstream } });
@@ -58,7 +44,7 @@ function acquire(t: TestContext, pool: UpstreamPool, target: Target): { done: Pr
 }
 
 test('at max_connections an acquire waits in the queue and proceeds with the socket released first', async (t) => {
-  const port = await listening(t);
+  const port = await startSilentPeer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '5s' } });
   const target = pool.targets[0];
   const first = await acquire(t, pool, target).done;
@@ -87,7 +73,7 @@ test('at max_connections an acquire waits in the queue and proceeds with the soc
 });
 
 test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-After', async (t) => {
-  const port = await listening(t);
+  const port = await startSilentPeer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1 } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -103,7 +89,7 @@ test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-A
 });
 
 test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a cancelled waiter frees its place', async (t) => {
-  const port = await listening(t);
+  const port = await startSilentPeer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1, timeout: '30ms' } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -121,7 +107,7 @@ test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a 
 });
 
 test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
-  const port = await listening(t);
+  const port = await startSilentPeer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1 });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -131,7 +117,7 @@ test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
 });
 
 test('a full target leaves rotation while another has room, and all-full targets stay available to queue on', async (t) => {
-  const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+  const [pa, pb] = await Promise.all([startSilentPeer(t), startSilentPeer(t)]);
   const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1 });
   const [a, b] = pool.targets;
   const onA = await acquire(t, pool, a).done;

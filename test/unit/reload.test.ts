@@ -2,12 +2,12 @@
 // hand-over (retire, state carried to a changed pool), sticky tunnel bookkeeping and pins (worker counts,
 // primary aggregate, Maglev honouring pins), the IPC guards of the new messages, and the control files that
 // `portico reload` reads. Real loopback sockets where a pool needs a peer.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfigText } from '../../src/config/load.js';
@@ -17,6 +17,7 @@ import { controlPaths, readOutcome, removeControlFiles, requestReload, writeOutc
 import { isToPrimary, isToWorker } from '../../src/ipc.js';
 import { createBalancer, maglevHome, type Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
+import { startSilentPeer } from '../helpers/backends.js';
 import { MAX_STICKY_KEY_LENGTH, OpenKeys, PinTable, StickyAggregate, hashHomes, type PinUpdate } from '../../src/upstream/sticky.js';
 
 function config(input: Partial<ConfigInput> = {}): Config {
@@ -116,27 +117,12 @@ test('loadConfigText: the text the primary sends loads as the file would, relati
 
 // ---- pools ----
 
-async function peer(t: TestContext): Promise<number> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-  });
-  server.listen({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
-
 function acquire(pool: UpstreamPool, target: Target): Promise<Socket> {
   return new Promise((resolve, reject) => pool.acquire(target, (err, socket) => (err !== null || socket === null ? reject(err ?? new Error('no socket')) : resolve(socket))));
 }
 
 test('retire: idle sockets close, released ones are not kept, requests in flight still get sockets; busy until done', async (t) => {
-  const port = await peer(t);
+  const port = await startSilentPeer(t);
   const pool = new UpstreamPool('u', config({ upstreams: { u: { targets: [`127.0.0.1:${port}`] } } }).upstreams.u);
   t.after(() => pool.close());
   const target = pool.targets[0];
