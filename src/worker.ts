@@ -368,9 +368,10 @@ class Worker {
           continue;
         }
         const held: Socket[] = [];
+        // Not paused: a socket nobody reads from does not flow; the accept path reads it as a fresh one.
         const hold: OnConnection = (socket) => {
           if (held.length >= MAX_HELD_SOCKETS) socket.destroy();
-          else held.push(socket.pause());
+          else held.push(socket.on('error', ignoreHeldError));
         };
         const entryRef: { entry?: OpenListener } = {};
         const onConnection: OnConnection = (socket) => (entryRef.entry === undefined ? hold(socket) : entryRef.entry.onConnection(socket));
@@ -393,7 +394,10 @@ class Worker {
       }
       for (const { entry, held } of opened) {
         this.#listeners.set(entry.key, entry);
-        for (const socket of held.splice(0)) if (!socket.destroyed) entry.onConnection(socket);
+        for (const socket of held.splice(0)) {
+          socket.off('error', ignoreHeldError);
+          if (!socket.destroyed) entry.onConnection(socket);
+        }
       }
     } catch (err) {
       for (const { entry, held } of opened) {
@@ -583,6 +587,9 @@ function send(msg: ToPrimary): void {
   // A closed channel means the primary is gone; 'disconnect' starts the shutdown, nothing to report here.
   if (process.connected && process.send !== undefined) process.send(msg, undefined, undefined, () => {});
 }
+
+/** A held socket (see MAX_HELD_SOCKETS) that fails while it waits is destroyed by Node; nothing else to do. */
+function ignoreHeldError(): void {}
 
 /** A handle nobody will listen on is closed, or it would keep the listening socket alive in this process. */
 function closeStray(handle: unknown): void {

@@ -14,7 +14,7 @@ import tls from 'node:tls';
 import type { WebSocket } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { maglevHome, type Target } from '../../src/upstream/balancer.js';
-import { connectOutcome, startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
+import { closedPort, connectOutcome, startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, plainListener, reloadPortico, startPortico, tlsListener, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
 import { testCaCert } from '../helpers/wire.js';
@@ -462,4 +462,47 @@ test('least_conn after a reload that changes the pool: tunnels still open on the
     assert.deepEqual([a.open, b.open], [4, i + 1], `tunnel ${5 + i}`);
   }
   for (const ws of tunnels) ws.terminate();
+});
+
+test('health checks and admin settings follow a reload: a new check takes a dead target out, a new token guards drains', { timeout: 60_000 }, async (t) => {
+  const a = await startHttpBackend(t, { name: 'a' });
+  const dead = `127.0.0.1:${await closedPort()}`;
+  const A = `127.0.0.1:${a.port}`;
+  const config = (extra: Partial<ConfigInput>, upstream: NonNullable<ConfigInput['upstreams']>[string]): ConfigInput => ({
+    workers: 2,
+    listeners: [plainListener()],
+    upstreams: { u: upstream },
+    routes: [{ match: { path: '/' }, proxy: 'u' }],
+    admin: { address: '127.0.0.1:0' },
+    log: { access: false },
+    ...extra,
+  });
+  const portico = await startPortico(t, config({}, { targets: [A] }));
+  const adminUrl = `http://127.0.0.1:${adminPort(portico)}`;
+  interface HealthStatus {
+    health: Record<string, Array<{ target: string; active: null | { healthy: boolean } }>>;
+  }
+  const health = async (): Promise<HealthStatus['health']> => (JSON.parse((await request(`${adminUrl}/status`)).body.toString()) as HealthStatus).health;
+  assert.deepEqual((await health()).u.map((x) => x.active), [null]);
+
+  const token = 'reload-test-token-0123456789';
+  const r = await reloadPortico(
+    portico,
+    config({ admin: { address: '127.0.0.1:0', token } }, { targets: [A, dead], health: { active: { type: 'tcp', interval: '100ms', timeout: '1s', fails: 1, passes: 1 }, passive: { max_fails: 0 } } }),
+  );
+  assert.equal(r.code, 0, r.stderr);
+  // the admin address is "127.0.0.1:0" both times: the same listener, now with a token
+  const deadline = Date.now() + SETTLE_MS;
+  let last: HealthStatus['health'] = {};
+  while (Date.now() < deadline) {
+    last = await health();
+    if (last.u.find((x) => x.target === dead)?.active?.healthy === false) break;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  assert.deepEqual(last.u.map((x) => [x.target, x.active?.healthy]), [[A, true], [dead, false]], 'the new check runs');
+  for (let i = 0; i < 10; i++) assert.equal((await get('127.0.0.1', portico.httpPort, `/n/${i}`)).status, 200);
+  assert.equal(a.requests.length, 10, 'the dead target gets no request');
+  assert.equal((await request(`${adminUrl}/upstreams/u/targets/${A}/drain`, { method: 'POST' })).status, 401, 'drains now need the token');
+  const authorized = await request(`${adminUrl}/upstreams/u/targets/${A}/drain`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+  assert.equal(authorized.status, 200);
 });
