@@ -83,6 +83,12 @@ export function readOutcome(paths: ControlPaths): OutcomeRecord | undefined {
   return typeof v.error === 'string' && Array.isArray(v.errors) && v.errors.every(isConfigError) ? (v as unknown as OutcomeRecord) : undefined;
 }
 
+/** Another live Portico the pid file names (a second instance on one config file), else undefined. */
+export function otherRunning(paths: ControlPaths): number | undefined {
+  const pid = readPid(paths);
+  return pid !== undefined && pid !== process.pid && isPortico(pid) ? pid : undefined;
+}
+
 /** True when `pid` is alive and, where /proc tells, runs Portico (a stale pid file may name a reused pid). */
 function isPortico(pid: number): boolean {
   try {

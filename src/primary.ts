@@ -1,7 +1,6 @@
-// The primary process: binds the listeners without ever accepting on them, forks the workers (child_process,
-// not node:cluster, so a per-worker SO_REUSEPORT socket can plug in later), restarts a worker that dies with
-// backoff, fans SIGTERM out as a drain and SIGHUP out as a reload (validate, apply to every worker, or roll back),
-// serves the admin listener, sums the workers' metrics, per-target load and sticky tunnels, runs the active
+// The primary process: binds listeners without accepting, forks the workers (child_process, not node:cluster),
+// restarts one that dies with backoff, fans SIGTERM out as a drain and SIGHUP as a reload (validate, every worker
+// applies, or all roll back), serves admin, sums metrics, per-target load and sticky tunnels, runs the active
 // health checks once per instance and owns drains. It touches no client socket.
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +13,7 @@ import { startAdminServer, type AdminServer, type DrainResult, type StatusReport
 import { formatErrors, loadConfig, resolveWorkers, type ConfigError } from './config/load.js';
 import { describeChanges, diffConfigs, equalValues, listenerKeys, planListeners, renderReloadMetrics, type ConfigChanges, type ReloadOutcome } from './config/reload.js';
 import type { Config } from './config/schema.js';
-import { controlPaths, removeControlFiles, writeOutcome, writePidFile, type ControlPaths } from './control.js';
+import { controlPaths, otherRunning, removeControlFiles, writeOutcome, writePidFile, type ControlPaths } from './control.js';
 import { WORKER_ENV, isToPrimary, type ApplyMessage, type ListenerAssignment, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
 import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
@@ -232,6 +231,8 @@ class Primary {
       'listening',
     );
     // `portico reload` finds this process through the pid file; without it, SIGHUP still works.
+    const other = otherRunning(this.#control);
+    if (other !== undefined) this.#log.warn({ otherPid: other, pidFile: this.#control.pid }, 'another Portico runs this config file: `portico reload` now reaches this one only');
     writePidFile(this.#control, process.pid).catch((err: unknown) => this.#log.warn({ err, pidFile: this.#control.pid }, 'cannot write the pid file: `portico reload` will not find this process (SIGHUP still reloads)'));
     if (this.#reloadPending) {
       this.#reloadPending = false;

@@ -1,6 +1,5 @@
-// Entry point of a worker process, forked by primary.ts. It owns one Runtime (router, pools: runtime.ts) and
-// the listening sockets, and swaps the runtime when the primary sends a config to apply (at boot and on every
-// reload): new connections and the next request of a kept-alive one use the new runtime, requests in flight
+// Entry point of a worker process, forked by primary.ts: owns one Runtime (router, pools: runtime.ts) and the
+// listening sockets, and swaps the runtime for each config the primary sends (boot, reload); requests in flight
 // and open tunnels finish on what they started with, sockets of addresses that stay are kept. It hands every
 // accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
 import type { Server, Socket } from 'node:net';

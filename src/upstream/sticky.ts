@@ -1,9 +1,7 @@
-// Sticky tunnels for `hash` upstreams: a key keeps its target while any tunnel for it is open, in any worker,
-// across reloads that change the target set. Each worker counts its open tunnels per (upstream, key, target)
-// (OpenKeys) and reports the changes; the primary sums them (StickyAggregate) and sends every worker the
-// "pins": keys whose open tunnels sit on another target than the one the key hashes to now (PinTable, read by
-// the Maglev balancer). When the last tunnel of a key closes, its pin goes and the key follows the hash again.
-// Pure bookkeeping: no sockets, no IPC (worker.ts and primary.ts carry the messages).
+// Sticky tunnels for `hash` upstreams: a key keeps its target while any of its tunnels is open, in any worker,
+// across reloads. Workers count open tunnels per (upstream, key, target) (OpenKeys); the primary sums them
+// (StickyAggregate) into "pins", the keys whose tunnels sit off the target they hash to now, which every worker's
+// Maglev balancer reads (PinTable). Pure bookkeeping: no sockets, no IPC (worker.ts and primary.ts carry it).
 import type { Config } from '../config/schema.js';
 import { maglevHome, type Target } from './balancer.js';
 
