@@ -702,7 +702,8 @@ class Primary {
       const errors = outcome.errors.length === 0 ? undefined : formatErrors(this.#configFile, outcome.errors).split('\n');
       this.#log.error({ generation: outcome.generation, errors, durationMs: outcome.finishedAt - outcome.startedAt }, `config reload refused: ${outcome.error}; generation ${outcome.generation} keeps serving`);
     }
-    await writeOutcome(this.#control, { ...outcome, pid: process.pid }).catch((err: unknown) => this.#log.warn({ err, file: this.#control.outcome }, 'cannot write the reload outcome for `portico reload`'));
+    // after a stop began the pid file goes away: no outcome file is left behind it
+    if (!this.#stopping) await writeOutcome(this.#control, { ...outcome, pid: process.pid }).catch((err: unknown) => this.#log.warn({ err, file: this.#control.outcome }, 'cannot write the reload outcome for `portico reload`'));
     this.#reloading = false;
     for (const slot of this.#slots) this.#catchUp(slot);
     this.#scheduleLoadFlush();
@@ -759,7 +760,10 @@ class Primary {
     const health = this.#healthCheckers(next, this.#health);
     this.#broadcast(this.#fullState(next, health));
     this.#broadcastPins(this.#sticky.setHomes(hashHomes(next.upstreams)));
-    const failure = await this.#applyEverywhere(target, running);
+    const stopping = { error: 'Portico is stopping', errors: [] };
+    let failure = this.#stopping ? stopping : await this.#applyEverywhere(target, running);
+    // a stop that began while the workers applied wins: nothing is committed (new checkers would outlive it)
+    if (failure === null && this.#stopping) failure = stopping;
     if (failure !== null) {
       for (const checker of health.values()) if (![...this.#health.values()].includes(checker)) checker.stop();
       this.#broadcast(this.#fullState());
