@@ -174,9 +174,9 @@ export class Exchange {
   deadline = 0;
   deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
 
-  #client: ClientSide;
   /** Balancing key of hash and cookie policies (undefined for the others, or when the request has none). */
-  readonly #key: string | undefined;
+  readonly key: string | undefined;
+  #client: ClientSide;
   #upstream: Socket | null = null;
   #reused = false;
   /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
@@ -216,12 +216,12 @@ export class Exchange {
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
     this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
     const key = keyOf(pool);
-    this.#key = key === null ? undefined : key(head, client.vars.remoteAddr);
+    this.key = key === null ? undefined : key(head, client.vars.remoteAddr);
   }
 
   /** Set-Cookie value for cookie stickiness when the client's cookie does not name the chosen target. */
   #stickyCookie(): string | undefined {
-    return typeof this.pool.config.balance === 'string' ? undefined : stickyCookieFor(this.pool.config.balance, this.target!, this.#key, this.#client.vars.scheme === 'https');
+    return typeof this.pool.config.balance === 'string' ? undefined : stickyCookieFor(this.pool.config.balance, this.target!, this.key, this.#client.vars.scheme === 'https');
   }
 
   get requestComplete(): boolean {
@@ -230,7 +230,7 @@ export class Exchange {
 
   /** Picks a target and connects; the first step and every retry. */
   start(): void {
-    const target = this.pool.balancer.pickFor(this.#key, this.#tried ?? undefined);
+    const target = this.pool.balancer.pickFor(this.key, this.#tried ?? undefined);
     if (target === undefined) {
       this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
       return;

@@ -293,7 +293,10 @@ export type DiscoveryListener = (upstream: string, targets: readonly TargetSpec[
 
 interface Watch {
   readonly upstream: string;
-  readonly spec: DiscoverySpec;
+  /** Replaced (same name, other position in `targets`) when a reload keeps the watch. */
+  spec: DiscoverySpec;
+  /** The resolver settings its client was made with. */
+  readonly resolver: ResolverConfig;
   readonly client: DnsClient;
   targets: TargetSpec[];
   /** srv: each host's addresses from the last lookup that had them. */
@@ -307,9 +310,79 @@ interface Watch {
   ok: number;
   failed: number;
   timer: NodeJS.Timeout | null;
+  /** Stopped for good (removed by a reload, or the whole discovery stopped): a lookup in flight is dropped. */
+  stopped: boolean;
   /** Settled after the first lookup, whatever its outcome. */
   first: Promise<void>;
   firstDone: () => void;
+}
+
+/** A watch's identity across reloads: its upstream and entry, wherever the entry sits in `targets`. */
+function watchKey(upstream: string, spec: DiscoverySpec): string {
+  const { index: _index, ...rest } = spec;
+  return JSON.stringify([upstream, rest]);
+}
+
+/**
+ * What following a new config would take (Discovery.plan): every watch it needs, the running ones it keeps,
+ * new ones already looking their names up (their answers are not reported until the plan is committed).
+ */
+export class DiscoveryPlan {
+  readonly resolver: ResolverConfig;
+  /** Per upstream, its watches in entry order. */
+  readonly byUpstream: ReadonlyMap<string, readonly Watch[]>;
+  /** Watches started for this plan: dropped by abandon(), live from commit(). */
+  readonly fresh: readonly Watch[];
+  /** The entry each watch follows in the new config. */
+  readonly specs: ReadonlyMap<Watch, DiscoverySpec>;
+
+  constructor(resolver: ResolverConfig, byUpstream: ReadonlyMap<string, readonly Watch[]>, fresh: readonly Watch[], specs: ReadonlyMap<Watch, DiscoverySpec>) {
+    this.resolver = resolver;
+    this.byUpstream = byUpstream;
+    this.fresh = fresh;
+    this.specs = specs;
+  }
+
+  /** Resolves once every new name had its first lookup, or after `maxMs`. */
+  ready(maxMs: number): Promise<void> {
+    return firstLookups(this.fresh, maxMs);
+  }
+
+  /** Every upstream's discovered set under the new config, as they are now (see Discovery.sets). */
+  sets(): Record<string, TargetSpec[]> {
+    return setsOf(this.byUpstream);
+  }
+}
+
+/** Resolves once each of `watches` had its first lookup, or after `maxMs`, whichever comes first. */
+async function firstLookups(watches: readonly Watch[], maxMs: number): Promise<void> {
+  if (watches.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, maxMs);
+    timer.unref();
+  });
+  await Promise.race([Promise.all(watches.map((w) => w.first)), bound]);
+  clearTimeout(timer);
+}
+
+/** The discovered targets of `watches` (one upstream's, in entry order): one per id, the first entry's. */
+function targetsOf(watches: readonly Watch[]): TargetSpec[] {
+  const out: TargetSpec[] = [];
+  const seen = new Set<string>();
+  for (const w of watches) {
+    for (const t of w.targets) {
+      if (seen.has(t.id)) continue;
+      seen.add(t.id);
+      out.push(t);
+    }
+  }
+  return out;
+}
+
+function setsOf(byUpstream: ReadonlyMap<string, readonly Watch[]>): Record<string, TargetSpec[]> {
+  // fromEntries defines own properties: an upstream named "__proto__" stays data.
+  return Object.fromEntries([...byUpstream].map(([upstream, watches]) => [upstream, targetsOf(watches)]));
 }
 
 export interface DiscoveryOptions {
@@ -324,14 +397,17 @@ export interface DiscoveryOptions {
  * look up again), so a slow or failing name delays only itself. start() looks every name up at once.
  */
 export class Discovery {
-  readonly #config: ResolverConfig;
-  readonly #watches: Watch[] = [];
-  readonly #byUpstream = new Map<string, Watch[]>();
+  #config: ResolverConfig;
+  #watches: Watch[] = [];
+  #byUpstream = new Map<string, Watch[]>();
+  /** Watches of plans not committed or abandoned yet (stop() must reach them too). */
+  readonly #planned = new Set<Watch>();
   /** Each upstream's set as last reported, by id, to report only changes. */
   readonly #reported = new Map<string, string>();
   readonly #onChange: DiscoveryListener;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #makeClient: (config: ResolverConfig) => DnsClient;
   #running = false;
 
   constructor(config: Config, onChange: DiscoveryListener, log: Logger, options: DiscoveryOptions = {}) {
@@ -339,17 +415,95 @@ export class Discovery {
     this.#onChange = onChange;
     this.#log = log;
     this.#now = options.now ?? Date.now;
-    const makeClient = options.client ?? nodeDnsClient;
+    this.#makeClient = options.client ?? nodeDnsClient;
     for (const [upstream, u] of Object.entries(config.upstreams)) {
       if (u.discover.length === 0) continue;
-      const watches = u.discover.map((spec): Watch => {
-        let firstDone!: () => void;
-        const first = new Promise<void>((resolve) => (firstDone = resolve));
-        // One client per name: cancel() on a guard timeout then ends only that name's queries.
-        return { upstream, spec, client: makeClient(this.#config), targets: [], hosts: new Map(), resolvedAt: null, ttlMs: null, nextAt: null, lastError: null, lastErrorAt: null, failures: 0, ok: 0, failed: 0, timer: null, first, firstDone };
-      });
+      const watches = u.discover.map((spec) => this.#watch(upstream, spec, config.resolver));
       this.#byUpstream.set(upstream, watches);
       this.#watches.push(...watches);
+    }
+  }
+
+  #watch(upstream: string, spec: DiscoverySpec, resolver: ResolverConfig, seed?: Watch): Watch {
+    let firstDone!: () => void;
+    const first = new Promise<void>((resolve) => (firstDone = resolve));
+    // One client per name: cancel() on a guard timeout then ends only that name's queries.
+    const w: Watch = { upstream, spec, resolver, client: this.#makeClient(resolver), targets: [], hosts: new Map(), resolvedAt: null, ttlMs: null, nextAt: null, lastError: null, lastErrorAt: null, failures: 0, ok: 0, failed: 0, timer: null, stopped: false, first, firstDone };
+    if (seed !== undefined) {
+      // the same name under new resolver settings: its last good answer and counters carry on
+      Object.assign(w, { targets: seed.targets, hosts: seed.hosts, resolvedAt: seed.resolvedAt, ttlMs: seed.ttlMs, lastError: seed.lastError, lastErrorAt: seed.lastErrorAt, failures: seed.failures, ok: seed.ok, failed: seed.failed });
+    }
+    return w;
+  }
+
+  /**
+   * What following `next` (a reloaded config) takes. A name whose upstream and entry (kind, name, port, weight,
+   * backup) are unchanged keeps its watch: its last good set, its state and its timer. A new or changed entry
+   * gets a new watch, looked up now; so does every entry when the resolver settings changed (seeded with the
+   * last good set of the same entry, which stays until an answer replaces it). Nothing running changes until
+   * commit(); abandon() drops the new watches.
+   */
+  plan(next: Config): DiscoveryPlan {
+    const sameResolver = JSON.stringify(next.resolver) === JSON.stringify(this.#config);
+    const running = new Map<string, Watch[]>();
+    for (const w of this.#watches) {
+      const key = watchKey(w.upstream, w.spec);
+      const list = running.get(key);
+      if (list === undefined) running.set(key, [w]);
+      else list.push(w);
+    }
+    const byUpstream = new Map<string, Watch[]>();
+    const fresh: Watch[] = [];
+    const specs = new Map<Watch, DiscoverySpec>();
+    for (const [upstream, u] of Object.entries(next.upstreams)) {
+      if (u.discover.length === 0) continue;
+      const watches = u.discover.map((spec) => {
+        const old = running.get(watchKey(upstream, spec))?.shift();
+        let w: Watch;
+        if (old !== undefined && sameResolver) w = old;
+        else {
+          w = this.#watch(upstream, spec, next.resolver, old);
+          fresh.push(w);
+        }
+        specs.set(w, spec);
+        return w;
+      });
+      byUpstream.set(upstream, watches);
+    }
+    for (const w of fresh) {
+      this.#planned.add(w);
+      if (this.#running) void this.#run(w);
+      else w.firstDone();
+    }
+    return new DiscoveryPlan(next.resolver, byUpstream, fresh, specs);
+  }
+
+  /**
+   * Follows `plan` from now on: watches it does not keep stop, its new ones become live. `handedOut`: the sets
+   * the workers were given with the new config; an upstream whose set differs now is reported at once.
+   */
+  commit(plan: DiscoveryPlan, handedOut: Readonly<Record<string, readonly TargetSpec[]>>): void {
+    const kept = new Set<Watch>();
+    for (const watches of plan.byUpstream.values()) for (const w of watches) kept.add(w);
+    for (const w of this.#watches) if (!kept.has(w)) this.#halt(w);
+    for (const w of plan.fresh) this.#planned.delete(w);
+    for (const [w, spec] of plan.specs) w.spec = spec;
+    this.#config = plan.resolver;
+    this.#byUpstream = new Map([...plan.byUpstream].map(([u, ws]) => [u, [...ws]]));
+    this.#watches = [...kept];
+    this.#reported.clear();
+    for (const upstream of this.#byUpstream.keys()) {
+      const sent = Object.hasOwn(handedOut, upstream) ? handedOut[upstream] : [];
+      this.#reported.set(upstream, JSON.stringify(sent));
+      this.#report(upstream);
+    }
+  }
+
+  /** Drops a plan that was not committed: its new watches stop, the running ones go on untouched. */
+  abandon(plan: DiscoveryPlan): void {
+    for (const w of plan.fresh) {
+      this.#planned.delete(w);
+      this.#halt(w);
     }
   }
 
@@ -366,20 +520,14 @@ export class Discovery {
   }
 
   /** Resolves once every name had its first lookup, or after `maxMs`, whichever comes first. */
-  async ready(maxMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, maxMs);
-      timer.unref();
-    });
-    await Promise.race([Promise.all(this.#watches.map((w) => w.first)), bound]);
-    clearTimeout(timer);
+  ready(maxMs: number): Promise<void> {
+    return firstLookups(this.#watches, maxMs);
   }
 
   /** Stops every timer and cancels lookups in flight; their results are dropped. */
   stop(): void {
     this.#running = false;
-    for (const w of this.#watches) {
+    for (const w of [...this.#watches, ...this.#planned]) {
       if (w.timer !== null) clearTimeout(w.timer);
       w.timer = null;
       w.nextAt = null;
@@ -388,18 +536,24 @@ export class Discovery {
     }
   }
 
+  /** Stops one watch for good. */
+  #halt(w: Watch): void {
+    w.stopped = true;
+    if (w.timer !== null) clearTimeout(w.timer);
+    w.timer = null;
+    w.nextAt = null;
+    w.client.cancel();
+    w.firstDone();
+  }
+
   /** An upstream's discovered targets (every entry's, in entry order, one per id); empty when it has none yet. */
   targets(upstream: string): TargetSpec[] {
-    const out: TargetSpec[] = [];
-    const seen = new Set<string>();
-    for (const w of this.#byUpstream.get(upstream) ?? []) {
-      for (const t of w.targets) {
-        if (seen.has(t.id)) continue;
-        seen.add(t.id);
-        out.push(t);
-      }
-    }
-    return out;
+    return targetsOf(this.#byUpstream.get(upstream) ?? []);
+  }
+
+  /** Every upstream's discovered set (upstreams that follow no name are left out). */
+  sets(): Record<string, TargetSpec[]> {
+    return setsOf(this.#byUpstream);
   }
 
   /** Upstreams that follow at least one name. */
@@ -459,11 +613,11 @@ export class Discovery {
     w.timer = null; // nextAt stays: the time of the lookup now running, until it sets the next one
     let result: LookupResult & { hosts?: Map<string, string[]> };
     try {
-      result = w.spec.kind === 'dns' ? await lookupDns(w.client, w.spec, this.#config) : await lookupSrv(w.client, w.spec, this.#config, w.hosts);
+      result = w.spec.kind === 'dns' ? await lookupDns(w.client, w.spec, w.resolver) : await lookupSrv(w.client, w.spec, w.resolver, w.hosts);
     } catch (err) {
       result = { ok: false, reason: `${w.spec.name}: ${errCode(err)}` }; // lookups return their failures; this is a bug guard
     }
-    if (!this.#running) return;
+    if (!this.#running || w.stopped) return;
     const now = this.#now();
     let delay: number;
     if (result.ok) {
@@ -479,14 +633,15 @@ export class Discovery {
         this.#log.warn({ upstream: w.upstream, name: w.spec.name, reason: result.warning }, 'discovery: part of an answer could not be used');
       }
       // A partial answer is looked at again soon, as a failure would be.
-      delay = result.warning === null ? result.ttlMs : Math.min(result.ttlMs, backoffMs(1, this.#config.backoff.min, this.#config.backoff.max));
-      this.#report(w.upstream);
+      delay = result.warning === null ? result.ttlMs : Math.min(result.ttlMs, backoffMs(1, w.resolver.backoff.min, w.resolver.backoff.max));
+      // a planned watch's answers wait for its plan's commit (which compares them with what workers got)
+      if (!this.#planned.has(w)) this.#report(w.upstream);
     } else {
       w.failed++;
       w.failures++;
       w.lastError = result.reason;
       w.lastErrorAt = now;
-      delay = jitter(backoffMs(w.failures, this.#config.backoff.min, this.#config.backoff.max));
+      delay = jitter(backoffMs(w.failures, w.resolver.backoff.min, w.resolver.backoff.max));
       // The first failure and then every tenth is a warning; the rest would repeat it every backoff.
       const fields = { upstream: w.upstream, name: w.spec.name, reason: result.reason, failures: w.failures, keeping: w.targets.length, retryInMs: delay };
       if (w.failures === 1 || w.failures % 10 === 0) this.#log.warn(fields, 'discovery lookup failed: keeping the last good targets');

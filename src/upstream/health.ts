@@ -208,9 +208,10 @@ export class Thresholds {
   /** Consecutive results that disagree with the current state. */
   #streak = 0;
 
-  constructor(passes: number, fails: number) {
+  constructor(passes: number, fails: number, healthy = true) {
     this.passes = passes;
     this.fails = fails;
+    this.#healthy = healthy;
   }
 
   get healthy(): boolean {
@@ -281,19 +282,23 @@ export class HealthChecker {
   readonly #log: Logger;
   #running = false;
 
-  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger) {
+  /**
+   * `initial`: a target's state to start from (a checker replaced on reload carries its predecessor's verdicts);
+   * undefined = healthy.
+   */
+  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger, initial?: (id: string) => boolean | undefined) {
     this.upstream = upstream;
     this.config = config;
     this.#onFlip = onFlip;
     this.#log = log;
     // The same address listed twice is one backend: probed once.
-    for (const target of targets) if (!this.#byId.has(target.id)) this.#byId.set(target.id, this.#entry(target));
+    for (const target of targets) if (!this.#byId.has(target.id)) this.#byId.set(target.id, this.#entry(target, initial?.(target.id) ?? true));
   }
 
-  #entry(target: ProbeTarget): Entry {
+  #entry(target: ProbeTarget, healthy = true): Entry {
     return {
       target,
-      thresholds: new Thresholds(this.config.passes, this.config.fails),
+      thresholds: new Thresholds(this.config.passes, this.config.fails, healthy),
       timer: null,
       abort: null,
       lastCheck: null,
@@ -304,6 +309,11 @@ export class HealthChecker {
       flipsDown: 0,
       flipsUp: 0,
     };
+  }
+
+  /** The addresses it checks, each once, in the order they were given (config, then discovered). */
+  get targetIds(): string[] {
+    return [...this.#byId.keys()];
   }
 
   start(): void {

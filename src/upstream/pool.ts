@@ -2,8 +2,9 @@
 // requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
 // fullness and backup role into `Target.available`, sets slow start ramps, keeps the retry budget, and swaps in
-// the discovered targets the primary sends (setDiscovered); `Target.active` belongs to the caller. It never
-// reads or writes application bytes, and never resolves names.
+// the discovered targets the primary sends (setDiscovered); `Target.active` belongs to the caller. A reload
+// retires a pool (in-flight work finishes, nothing is kept idle) and may hand its per-target state to its
+// successor. It never reads or writes application bytes, and never resolves names.
 import { connect, type Socket } from 'node:net';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
@@ -83,10 +84,22 @@ export interface PoolLimitStats {
   readonly retries: RetryBudgetStats;
 }
 
-/** Injected in tests; defaults are the real clock. */
 export interface PoolOptions {
-  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now. */
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
   readonly now?: () => number;
+  /** hash only: keys pinned to a target while tunnels for them are open (see BalancerOptions.pins). */
+  readonly pins?: ReadonlyMap<string, string>;
+  /**
+   * The pool this one replaces on reload (same upstream name, changed config): targets with the same address
+   * keep their passive health window (when max_fails and fail_timeout are unchanged) and slow start ramp, and
+   * the queue and retry counters carry on, so totals never go back.
+   */
+  readonly previous?: UpstreamPool;
+  /**
+   * The discovered targets to start with (the primary's current set, on reload): the pool's first set, so
+   * they do not slow-start, and they carry `previous`'s state like fixed targets do.
+   */
+  readonly discovered?: readonly TargetSpec[];
 }
 
 /** One target's health inputs in this worker, for the admin status page. */
@@ -155,7 +168,7 @@ interface Slot {
   /** Brings the target back when its passive down period ends. */
   passiveTimer: NodeJS.Timeout | null;
   /** Removed by discovery: nothing new is sent; busy sockets are closed on release, tunnels stay. */
-  retired: boolean;
+  removed: boolean;
 }
 
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
@@ -285,6 +298,22 @@ function shiftWaiter(slot: Slot): Waiter | undefined {
   return waiter;
 }
 
+/**
+ * The discovered targets a pool of `config` uses, in the order given: one per address, none repeating a fixed
+ * target's address (the fixed one serves). Balancers see the fixed targets, then these (sticky.ts hashHomes
+ * builds the same list).
+ */
+export function usableDiscovered(config: UpstreamConfig, specs: readonly TargetSpec[]): TargetSpec[] {
+  const taken = new Set(config.targets.map((t) => t.address));
+  const out: TargetSpec[] = [];
+  for (const spec of specs) {
+    if (taken.has(spec.id)) continue;
+    taken.add(spec.id);
+    out.push(spec);
+  }
+  return out;
+}
+
 export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
@@ -300,11 +329,15 @@ export class UpstreamPool {
   /** Every target ever removed: a late acquire for one is told to pick again. */
   readonly #gone = new WeakSet<Target>();
   #discoveredOnce = false;
+  /** hash only: keys held on a target by their open tunnels (PoolOptions.pins); every balancer built reads it. */
+  readonly #pins: ReadonlyMap<string, string> | undefined;
   readonly #sockets = new WeakMap<Socket, PooledSocket>();
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
   #closed = false;
+  /** Out of service after a reload: see retire(). */
+  #retired = false;
   #panic = false;
   /** Waiters in every slot's queue (bounded by queue.size). */
   #queued = 0;
@@ -319,10 +352,23 @@ export class UpstreamPool {
     this.#now = options.now ?? Date.now;
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
+    this.#pins = options.pins;
+    const previous = options.previous;
+    // the slots of the pool this one replaces, by address: what they carry over is decided in #addSlot
+    const before = new Map<string, Slot>();
+    if (previous !== undefined) {
+      for (const slot of previous.#slots.values()) if (!before.has(slot.target.id)) before.set(slot.target.id, slot);
+      this.#queueRejected = previous.#queueRejected;
+      this.#queueTimeouts = previous.#queueTimeouts;
+      this.#retryBudget.carryTotals(previous.#retryBudget.stats(this.#now()));
+    }
     // targets usable at start do not slow-start
-    const targets = config.targets.map((t) => this.#addSlot({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true).target);
-    this.#targets = Object.freeze(targets);
-    this.#balancer = createBalancer(config.balance, this.#targets, { slowStart: config.slow_start, now: this.#now });
+    const fixed = config.targets.map((t) => this.#addSlot({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true, before.get(t.address)).target);
+    this.#targets = Object.freeze(fixed);
+    if (options.discovered !== undefined) this.#placeDiscovered(usableDiscovered(config, options.discovered), before);
+    this.#balancer = this.#newBalancer();
+    const now = this.#now();
+    for (const slot of this.#slots.values()) if (slot.passive.isDown(now)) this.#armPassiveTimer(slot, now);
     this.#refresh(); // backups start out of rotation
   }
 
@@ -335,9 +381,18 @@ export class UpstreamPool {
     return this.#balancer;
   }
 
-  #addSlot(spec: TargetSpec, startUp: boolean): Slot {
-    const target: Target = { id: spec.id, host: spec.host, port: spec.port, weight: spec.weight, available: spec.weight > 0, active: 0, remote: 0, backup: spec.backup, rampUntil: 0 };
+  #newBalancer(): Balancer {
+    return createBalancer(this.config.balance, this.#targets, { slowStart: this.config.slow_start, now: this.#now, pins: this.#pins });
+  }
+
+  /**
+   * A new slot for `spec`. `old`: the same address in the pool this one replaces, whose slow start ramp carries
+   * on, and whose passive health window too while max_fails and fail_timeout are unchanged.
+   */
+  #addSlot(spec: TargetSpec, startUp: boolean, old?: Slot): Slot {
+    const target: Target = { id: spec.id, host: spec.host, port: spec.port, weight: spec.weight, available: spec.weight > 0, active: 0, remote: 0, backup: spec.backup, rampUntil: old?.target.rampUntil ?? 0 };
     const { max_fails, fail_timeout } = this.config.health.passive;
+    const keepPassive = old !== undefined && old.passive.failTimeoutMs === fail_timeout && old.passive.maxFails === (fail_timeout > 0 ? max_fails : 0);
     const slot: Slot = {
       target,
       idle: [],
@@ -349,9 +404,10 @@ export class UpstreamPool {
       changed: () => this.#slotChanged(slot),
       healthy: true,
       draining: false,
-      passive: new PassiveWindow(max_fails, fail_timeout),
+      // shared with the retired pool, which no longer counts failures (see retire())
+      passive: keepPassive ? old.passive : new PassiveWindow(max_fails, fail_timeout),
       passiveTimer: null,
-      retired: false,
+      removed: false,
     };
     this.#slots.set(target, slot);
     return slot;
@@ -367,6 +423,32 @@ export class UpstreamPool {
    */
   setDiscovered(specs: readonly TargetSpec[]): DiscoveredChange {
     this.#pruneLeaving();
+    const usable = usableDiscovered(this.config, specs);
+    if (this.#sameDiscovered(usable)) {
+      this.#discoveredOnce = true;
+      return { added: [], removed: [] }; // a set sent again (reload, resend): the balancer keeps its state
+    }
+    const change = this.#placeDiscovered(usable);
+    this.#balancer = this.#newBalancer();
+    this.#refresh();
+    return change;
+  }
+
+  /** Whether the discovered targets in use are `usable` already, weights and roles included. */
+  #sameDiscovered(usable: readonly TargetSpec[]): boolean {
+    const fixed = this.config.targets.length;
+    if (this.#targets.length - fixed !== usable.length) return false;
+    return usable.every((spec, i) => {
+      const t = this.#targets[fixed + i];
+      return t.id === spec.id && t.weight === spec.weight && (t.backup ?? false) === spec.backup;
+    });
+  }
+
+  /**
+   * Puts `usable` (see usableDiscovered) after the fixed targets; the balancer is the caller's to rebuild.
+   * `before`: the replaced pool's slots, for a pool being built.
+   */
+  #placeDiscovered(usable: readonly TargetSpec[], before?: ReadonlyMap<string, Slot>): DiscoveredChange {
     const fixed = this.config.targets.length;
     const current = new Map<string, Slot>();
     for (let i = fixed; i < this.#targets.length; i++) {
@@ -375,14 +457,10 @@ export class UpstreamPool {
     }
     const leavingById = new Map<string, Slot>();
     for (const slot of this.#leaving.values()) leavingById.set(slot.target.id, slot);
-    const fixedIds = new Set(this.config.targets.map((t) => t.address));
     const next: Target[] = this.#targets.slice(0, fixed);
     const kept = new Set<Slot>();
-    const seen = new Set<string>();
     const added: string[] = [];
-    for (const spec of specs) {
-      if (fixedIds.has(spec.id) || seen.has(spec.id)) continue;
-      seen.add(spec.id);
+    for (const spec of usable) {
       let slot = current.get(spec.id);
       if (slot === undefined) {
         const back = leavingById.get(spec.id);
@@ -390,11 +468,11 @@ export class UpstreamPool {
           // Came back before its last socket closed: the same target again, its sockets reusable.
           this.#leaving.delete(back.target);
           this.#gone.delete(back.target);
-          back.retired = false;
+          back.removed = false;
           this.#slots.set(back.target, back);
           slot = back;
         } else {
-          slot = this.#addSlot(spec, !this.#discoveredOnce);
+          slot = this.#addSlot(spec, !this.#discoveredOnce, before?.get(spec.id));
         }
         added.push(spec.id);
       }
@@ -407,20 +485,18 @@ export class UpstreamPool {
     for (const slot of current.values()) {
       if (kept.has(slot)) continue;
       removed.push(slot.target.id);
-      this.#retire(slot);
+      this.#removeSlot(slot);
     }
     this.#discoveredOnce = true;
     this.#targets = Object.freeze(next);
-    this.#balancer = createBalancer(this.config.balance, this.#targets, { slowStart: this.config.slow_start, now: this.#now });
-    this.#refresh();
     return { added, removed };
   }
 
   /** Takes a slot out for good: waiters move, idle sockets close, the rest finish (see setDiscovered). */
-  #retire(slot: Slot): void {
+  #removeSlot(slot: Slot): void {
     this.#slots.delete(slot.target);
     this.#gone.add(slot.target);
-    slot.retired = true;
+    slot.removed = true;
     slot.up = false;
     slot.target.available = false;
     if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
@@ -553,7 +629,7 @@ export class UpstreamPool {
         this.#serving = false;
       }
     }
-    if (slot.retired) {
+    if (slot.removed) {
       if (slot.open === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
       return;
     }
@@ -616,7 +692,7 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
-    if (pooled.slot.retired) reusable = false; // its target left: this exchange was its last
+    if (pooled.slot.removed) reusable = false; // its target left: this exchange was its last
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
@@ -629,6 +705,7 @@ export class UpstreamPool {
       reusable &&
       pooled.state === 'busy' &&
       !this.#closed &&
+      !this.#retired &&
       pooled.slot.idle.length < this.config.keepalive.max_idle &&
       healthy(socket)
     ) {
@@ -667,6 +744,29 @@ export class UpstreamPool {
         process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       }
     }
+  }
+
+  /**
+   * Takes the pool out of service (a reload replaced or removed its upstream): no new request comes to it, and
+   * those in flight finish here, their retries and queued waits included. Idle sockets close now, released ones
+   * are not kept, passive health stops counting; tunnels are left alone. close() it once `busy` is false.
+   */
+  retire(): void {
+    if (this.#retired || this.#closed) return;
+    this.#retired = true;
+    for (const slot of this.#slots.values()) {
+      if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+      slot.passiveTimer = null;
+      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    }
+  }
+
+  /** Requests or tunnels still use it (targets discovery removed included), or requests wait in its queue (for retire()). */
+  get busy(): boolean {
+    if (this.#queued > 0) return true;
+    for (const t of this.#targets) if (t.active > 0) return true;
+    for (const t of this.#leaving.keys()) if (t.active > 0) return true;
+    return false;
   }
 
   /** Counts a request (its first attempt) toward the retry budget. */
@@ -733,7 +833,7 @@ export class UpstreamPool {
 
   #passiveFailure(target: Target, code: ErrorCode | null): void {
     const slot = this.#slots.get(target);
-    if (slot === undefined || this.#closed) return;
+    if (slot === undefined || this.#closed || this.#retired) return;
     const now = this.#now();
     if (!slot.passive.failure(now)) return;
     this.#armPassiveTimer(slot, now);
@@ -797,7 +897,7 @@ export class UpstreamPool {
     }
     if (panic !== this.#panic) {
       this.#panic = panic;
-      this.#hooks.panic?.(panic);
+      if (!this.#retired) this.#hooks.panic?.(panic);
     }
   }
 
@@ -823,14 +923,14 @@ export class UpstreamPool {
       const t = slot.target;
       return {
         target: t.id,
-        available: !slot.retired && t.available,
+        available: !slot.removed && t.available,
         active: t.active,
         remote: t.remote ?? 0,
         healthy: slot.healthy,
         draining: slot.draining,
-        passiveDown: !slot.retired && slot.passive.isDown(now),
-        failures: slot.retired ? 0 : slot.passive.failures(now),
-        leaving: slot.retired,
+        passiveDown: !slot.removed && slot.passive.isDown(now),
+        failures: slot.removed ? 0 : slot.passive.failures(now),
+        leaving: slot.removed,
       };
     };
     return [...this.#targets.map((t) => row(this.#slots.get(t) as Slot)), ...[...this.#leaving.values()].map(row)];

@@ -303,23 +303,24 @@ export async function startBadAcceptBackend(t: TestContext): Promise<RawBackend>
  */
 export async function closedPort(): Promise<number> {
   for (const port of [1, 3, 5, 7, 9, 11, 13, 17, 19, 23, 37, 42, 49]) {
-    if (await refuses(port)) return port;
+    if ((await connectOutcome(port, '127.0.0.1', 2_000)) === 'ECONNREFUSED') return port;
   }
   throw new Error('no low port on 127.0.0.1 refuses connections');
 }
 
-function refuses(port: number): Promise<boolean> {
+/** How a plain TCP connect to host:port ends: 'connected', 'timeout', or the error code (ECONNREFUSED...). */
+export function connectOutcome(port: number, host = '127.0.0.1', timeoutMs = 5_000): Promise<string> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.setTimeout(2000, () => {
-      s.destroy();
-      resolve(false);
+    const socket = net.connect({ host, port });
+    socket.setTimeout(timeoutMs, () => {
+      socket.destroy();
+      resolve('timeout');
     });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(false);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
     });
-    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
 }
 

@@ -1,16 +1,16 @@
-// A plain TCP echo server on 127.0.0.1 port 0 for pool tests: every accepted socket echoes what it reads and
-// is destroyed after the test with the server. Nothing else: tests that need to see the peer keep their own.
+// Plain TCP peers on 127.0.0.1 port 0 for pool tests: one echoes what it reads, one accepts and never answers.
+// Every accepted socket is destroyed after the test with the server. Nothing else: tests that need to see the
+// peer keep their own.
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 
-/** Starts the server and resolves with its port. */
-export async function tcpEchoServer(t: TestContext): Promise<number> {
+async function tcpPeer(t: TestContext, onSocket: (s: Socket) => void): Promise<number> {
   const accepted: Socket[] = [];
   const server = createServer((s) => {
     accepted.push(s);
     s.on('error', () => {});
-    s.on('data', (d) => s.write(d));
+    onSocket(s);
   });
   server.listen({ host: '127.0.0.1', port: 0 });
   await once(server, 'listening');
@@ -19,4 +19,14 @@ export async function tcpEchoServer(t: TestContext): Promise<number> {
     server.close();
   });
   return (server.address() as { port: number }).port;
+}
+
+/** Starts an echo server and resolves with its port. */
+export function tcpEchoServer(t: TestContext): Promise<number> {
+  return tcpPeer(t, (s) => s.on('data', (d) => s.write(d)));
+}
+
+/** Starts a server that accepts and never answers, and resolves with its port. */
+export function startSilentPeer(t: TestContext): Promise<number> {
+  return tcpPeer(t, () => {});
 }
