@@ -13,10 +13,11 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type { WebSocket } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { maglevHome, type Target } from '../../src/upstream/balancer.js';
 import { closedPort, connectOutcome, startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, plainListener, reloadPortico, startPortico, tlsListener, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
+import { movingKey } from '../helpers/hash-keys.js';
+import { get, getLoop, progress } from '../helpers/loops.js';
 import { testCaCert } from '../helpers/wire.js';
 
 /** Bounds of the polls below (they normally end within a few hundred ms). */
@@ -57,66 +58,6 @@ async function until(portico: Portico, what: string, done: (s: Status) => boolea
 }
 
 const reloaded = (generation: number) => (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('config reloaded') && l.generation === generation;
-
-/** One GET with its own host and agent (keep-alive tests pass an agent); says whether the socket was reused. */
-function get(host: string, port: number, urlPath: string, agent: http.Agent | false = false): Promise<{ status: number; body: string; reused: boolean }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host, port, path: urlPath, agent }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, reused: req.reusedSocket }));
-      res.on('error', reject);
-    });
-    req.setTimeout(15_000, () => req.destroy(new Error('no response within 15 s')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/**
- * GETs `urlPath` back to back until stopped (bounded in count and time), over one kept-alive connection or a
- * fresh connection each time; records every failure.
- */
-function getLoop(port: number, urlPath: string, keepAlive: boolean): { stop(): Promise<{ ok: number; failures: string[] }>; readonly ok: number } {
-  const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: 1 }) : false;
-  const failures: string[] = [];
-  let ok = 0;
-  let stopped = false;
-  const deadline = Date.now() + 60_000;
-  const done = (async () => {
-    for (let i = 0; i < 20_000 && !stopped && Date.now() < deadline; i++) {
-      try {
-        const r = await get('127.0.0.1', port, urlPath, agent);
-        if (r.status === 200) ok++;
-        else failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
-      } catch (err) {
-        failures.push((err as Error).message);
-      }
-    }
-  })();
-  return {
-    get ok() {
-      return ok;
-    },
-    async stop() {
-      stopped = true;
-      await done;
-      if (agent !== false) agent.destroy();
-      return { ok, failures };
-    },
-  };
-}
-
-/** Waits until every loop has completed at least `more` further GETs (bounded). */
-async function progress(loops: ReadonlyArray<{ readonly ok: number }>, more: number): Promise<void> {
-  const start = loops.map((l) => l.ok);
-  const deadline = Date.now() + SETTLE_MS;
-  while (loops.some((l, i) => l.ok < start[i] + more)) {
-    if (Date.now() > deadline) assert.fail(`GET loops made no progress: ${loops.map((l) => l.ok).join(', ')}`);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-}
 
 test('reload with 50 open WebSockets and GETs flowing: no WebSocket closed, no GET failed, new route served, removed route 404', { timeout: 120_000 }, async (t) => {
   const a = await startHttpBackend(t, { name: 'a' });
@@ -332,19 +273,6 @@ test('a certificate changed by reload is served to new TLS clients; established 
   for (let i = 0; i < 6; i++) assert.equal(await servedFingerprint(port), newFp, `handshake ${i}`);
   assert.deepEqual(await viaAgent(), { status: 200, reused: true }, 'the connection made with the old certificate goes on');
 });
-
-/** A key whose hash lands on `from` among `before` and on another target, not in `avoid`, among `after`. */
-function movingKey(before: string[], after: string[], from: string, avoid: readonly string[] = []): { key: string; home: string } {
-  const targets = (ids: string[]): Target[] => ids.map((id) => ({ id, host: '127.0.0.1', port: Number(id.split(':')[1]), weight: 1, available: true, active: 0 }));
-  const homeBefore = maglevHome(targets(before));
-  const homeAfter = maglevHome(targets(after));
-  for (let i = 0; i < 10_000; i++) {
-    const key = `session-${i}`;
-    const home = homeAfter(key);
-    if (homeBefore(key) === from && home !== undefined && home !== from && !avoid.includes(home)) return { key, home };
-  }
-  throw new Error('no key moves in 10000 tries');
-}
 
 /** Polls `done` (backend-side counts) until it holds, bounded. */
 async function settled(what: string, done: () => boolean): Promise<void> {

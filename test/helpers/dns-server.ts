@@ -44,6 +44,8 @@ export class TestDnsServer extends EventEmitter {
   readonly port: number;
   readonly queries: SeenQuery[] = [];
   mode: DnsMode = 'answer';
+  /** Replies wait this long (ms) in the server: a slow resolver. 0 = at once. */
+  delayMs = 0;
   readonly #records = new Map<string, RecordSet>();
   readonly #socket: Socket;
 
@@ -119,7 +121,15 @@ export class TestDnsServer extends EventEmitter {
       questions: [question],
       answers,
     });
-    this.#socket.send(reply, rinfo.port, rinfo.address);
+    const send = (): void => {
+      try {
+        this.#socket.send(reply, rinfo.port, rinfo.address);
+      } catch {
+        // closed meanwhile (the test ended): nobody waits for this reply
+      }
+    };
+    if (this.delayMs > 0) setTimeout(send, this.delayMs).unref();
+    else send();
     seen(rcode, answers.length);
   }
 }

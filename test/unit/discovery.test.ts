@@ -246,6 +246,67 @@ test('Discovery with no discovered entry is inactive; ready() is bounded when th
   assert.deepEqual(d.targets('u'), []);
 });
 
+test('a reload plan keeps unchanged names (set, state, no new lookup), looks new ones up before commit, stops removed ones; abandon drops its lookups', async (t) => {
+  const dns = await startDnsServer(t);
+  dns.set('keep.test', { A: [{ address: '127.0.0.1', ttl: 3600 }] });
+  dns.set('old.test', { A: [{ address: '127.0.0.2', ttl: 3600 }] });
+  dns.set('new.test', { A: [{ address: '127.0.0.3', ttl: 3600 }] });
+  dns.set('tick.test', { A: [{ address: '127.0.0.4', ttl: 0 }] }); // looked up every min_ttl (50ms): a clock
+  dns.set('dropped.test', { A: [{ address: '127.0.0.5', ttl: 0 }] });
+  const resolver = resolverFor(dns, { family: 'ipv4' });
+  const keep = { address: 'keep.test:80', resolve: true };
+  const tick = { address: 'tick.test:80', resolve: true };
+  const v1 = config({ resolver, upstreams: { api: { targets: [keep, { address: 'old.test:80', resolve: true }] }, clock: { targets: [tick] } } });
+  const r = reports();
+  const d = new Discovery(v1, r.listener, silent);
+  t.after(() => d.stop());
+  d.start();
+  await d.ready(5_000);
+  assert.deepEqual(d.targets('api').map((x) => x.id), ['127.0.0.1:80', '127.0.0.2:80']);
+  const asked = (name: string): number => dns.queries.filter((q) => q.name === name).length;
+  const keepAsked = asked('keep.test');
+
+  // keep.test moves to another position, old.test goes, new.test comes (in api and in a new upstream)
+  const upstreams2: NonNullable<ConfigInput['upstreams']> = { api: { targets: ['127.0.0.9:1', { address: 'new.test:80', resolve: true }, keep] }, extra: { targets: [{ address: 'new.test:81', resolve: true }] }, clock: { targets: [tick] } };
+  const v2 = config({ resolver, upstreams: upstreams2 });
+  const plan = d.plan(v2);
+  await plan.ready(5_000);
+  const ids = (sets: Record<string, TargetSpec[]>) => Object.fromEntries(Object.entries(sets).map(([u, ts]) => [u, ts.map((x) => x.id)]));
+  assert.deepEqual(ids(plan.sets()), { api: ['127.0.0.3:80', '127.0.0.1:80'], extra: ['127.0.0.3:81'], clock: ['127.0.0.4:80'] }, 'new names answered before commit');
+  assert.deepEqual(d.targets('api').map((x) => x.id), ['127.0.0.1:80', '127.0.0.2:80'], 'nothing live changes before commit');
+  assert.equal(asked('keep.test'), keepAsked, 'an unchanged name is not looked up again');
+  d.commit(plan, plan.sets());
+  assert.deepEqual(ids(d.sets()), ids(plan.sets()));
+  const status = d.status();
+  assert.deepEqual(status.api.map((s) => [s.entry, s.name, s.lookups.ok]), [[1, 'new.test', 1], [2, 'keep.test', 1]], 'the kept name keeps its counters, at its new position');
+  assert.deepEqual(Object.keys(status).sort(), ['api', 'clock', 'extra']);
+  assert.doesNotMatch(d.renderMetrics(), /old\.test/);
+
+  // A plan that is dropped stops the lookups it started; so does a removed name at commit.
+  const v3 = config({ resolver, upstreams: { ...upstreams2, gone: { targets: [{ address: 'dropped.test:80', resolve: true }] } } });
+  const dropped = d.plan(v3);
+  await dropped.ready(5_000);
+  await dns.nextQuery((q) => q.name === 'dropped.test'); // it follows its TTL (0: every 50ms) while planned
+  d.abandon(dropped);
+  const droppedAsked = asked('dropped.test');
+  for (let i = 0; i < 5; i++) await dns.nextQuery((q) => q.name === 'tick.test'); // 5 x min_ttl later
+  assert.ok(asked('dropped.test') <= droppedAsked + 1, 'an abandoned name is not followed (one lookup may have been in flight)');
+  assert.equal(d.status().gone, undefined);
+
+  // New resolver settings: every name gets a new watch, seeded with its last good set, kept while lookups fail.
+  dns.mode = 'servfail';
+  const v4 = config({ resolver: { ...resolver, timeout: '400ms' }, upstreams: upstreams2 });
+  const refreshed = d.plan(v4);
+  await refreshed.ready(5_000);
+  assert.deepEqual(ids(refreshed.sets()), ids(d.sets()), 'the last good sets stay while the new resolver fails');
+  d.commit(refreshed, refreshed.sets());
+  const keepStatus = d.status().api[1];
+  assert.equal(keepStatus.name, 'keep.test');
+  assert.deepEqual(keepStatus.targets, ['127.0.0.1:80']);
+  assert.equal(keepStatus.lookups.ok, 1, 'counters carried');
+  assert.ok(keepStatus.lookups.failed >= 1 && keepStatus.lastError !== null, 'the failed lookup under the new resolver is said');
+});
+
 // ---- the pool side ----
 
 function pool(t: TestContext | null, upstream: NonNullable<ConfigInput['upstreams']>[string], now?: () => number): UpstreamPool {

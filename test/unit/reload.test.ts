@@ -1,7 +1,8 @@
 // Reload building blocks without processes: which listeners keep their socket, what a config diff says, pool
-// hand-over (retire, state carried to a changed pool), sticky tunnel bookkeeping and pins (worker counts,
-// primary aggregate, Maglev honouring pins), the IPC guards of the new messages, and the control files that
-// `portico reload` reads. Real loopback sockets where a pool needs a peer.
+// hand-over (retire, state carried to a changed pool, discovered targets included), sticky tunnel bookkeeping
+// and pins (worker counts, primary aggregate, Maglev honouring pins, homes over discovered targets), the IPC
+// guards of the new messages, and the control files that `portico reload` reads. Real loopback sockets where a
+// pool needs a peer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -162,6 +163,39 @@ test('a changed pool takes over the passive window and counters of targets that 
   }
 });
 
+
+test('a changed pool starts with the discovered targets it is given, carrying their state like fixed ones; a set it has already changes nothing', () => {
+  let now = 1_000_000;
+  const spec = (port: number) => ({ id: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false });
+  const upstream = (maxConnections = 512) =>
+    config({ upstreams: { u: { targets: [{ address: 'api.test:80', resolve: true }], health: { passive: { max_fails: 1, fail_timeout: '10s' } }, slow_start: '30s', max_connections: maxConnections } } }).upstreams.u;
+  const old = new UpstreamPool('u', upstream(), {}, { now: () => now });
+  old.setDiscovered([spec(1), spec(2)]);
+  now += 1000;
+  old.setDiscovered([spec(1), spec(2), spec(3)]); // 3 joined later: it ramps up
+  const rampUntil = old.targets[2].rampUntil;
+  assert.ok(rampUntil !== undefined && rampUntil > now);
+  old.reportFailure(old.targets[0], 'UPSTREAM_CONNECT_REFUSED');
+  const next = new UpstreamPool('u', upstream(7), {}, { now: () => now, previous: old, discovered: [spec(1), spec(2), spec(3)] });
+  old.retire();
+  try {
+    assert.deepEqual(next.targets.map((x) => x.id), ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'], 'no request of the new pool finds it empty');
+    assert.deepEqual(next.health().map((h) => h.passiveDown), [true, false, false], 'passive state carried');
+    assert.equal(next.targets[2].rampUntil, rampUntil, 'slow start carried on');
+    assert.equal(next.targets[1].rampUntil, 0, 'the first set does not slow-start');
+    const balancer = next.balancer;
+    assert.deepEqual(next.setDiscovered([spec(1), spec(2), spec(3)]), { added: [], removed: [] });
+    assert.equal(next.balancer, balancer, 'the same set again keeps the balancer (and its rotation)');
+    const weightChanged = next.setDiscovered([spec(1), { ...spec(2), weight: 5 }, spec(3)]);
+    assert.deepEqual(weightChanged, { added: [], removed: [] });
+    assert.notEqual(next.balancer, balancer, 'a weight change rebuilds it');
+    assert.equal(next.targets[1].weight, 5);
+  } finally {
+    old.close();
+    next.close();
+  }
+});
+
 // ---- sticky tunnels ----
 
 test('OpenKeys: counts per (upstream, key, target), reports net changes once, bounded key length', () => {
@@ -253,6 +287,40 @@ test('Maglev honours pins while the pinned target is eligible; PinTable keeps on
   assert.equal(balancer.pickFor(key)?.id, home);
   pins.apply({ upstream: 'u', full: false, set: [[key, '127.0.0.1:99']], unset: [] });
   assert.equal(balancer.pickFor(key)?.id, home, 'a pin to a target this pool does not have is ignored');
+});
+
+test('hashHomes follows discovered targets: the home of every key is where a pool with that set hashes it', () => {
+  const cfg = config({ upstreams: { u: { targets: ['127.0.0.1:9', { srv: '_x._tcp.u.test' }], balance: { policy: 'hash', key: 'header:x-key' } } } });
+  const found = [3, 1, 9, 2].map((port) => ({ id: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: port === 2 ? 3 : 1, backup: false }));
+  const pool = new UpstreamPool('u', cfg.upstreams.u);
+  pool.setDiscovered(found);
+  try {
+    assert.deepEqual(pool.targets.map((x) => x.id), ['127.0.0.1:9', '127.0.0.1:3', '127.0.0.1:1', '127.0.0.1:2'], 'a discovered copy of a fixed target is left out');
+    const home = hashHomes(cfg.upstreams, { u: found }).get('u')!;
+    for (let i = 0; i < 2000; i++) assert.equal(home(`k${i}`), pool.balancer.pickFor(`k${i}`)?.id, `key k${i}`);
+    const fixedOnly = hashHomes(cfg.upstreams).get('u')!;
+    assert.equal(fixedOnly('k1'), '127.0.0.1:9', 'without a discovered set only the fixed target is home');
+  } finally {
+    pool.close();
+  }
+});
+
+test('a discovered set rebuilds a hash pool\'s balancer with the pins it was given', () => {
+  const cfg = config({ upstreams: { u: { targets: [{ srv: '_x._tcp.u.test' }], balance: { policy: 'hash', key: 'header:x-key' } } } }).upstreams.u;
+  const pins = new PinTable();
+  const pool = new UpstreamPool('u', cfg, {}, { pins: pins.of('u') });
+  const spec = (port: number) => ({ id: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false });
+  pool.setDiscovered([spec(1), spec(2)]);
+  try {
+    const key = movingKey(targets(1, 2), targets(1, 2, 3, 4), '127.0.0.1:1');
+    pins.apply({ upstream: 'u', full: true, set: [[key, '127.0.0.1:1']], unset: [] });
+    pool.setDiscovered([spec(1), spec(2), spec(3), spec(4)]); // discovery moves the key's home
+    assert.equal(pool.balancer.pickFor(key)?.id, '127.0.0.1:1', 'the pin holds on the rebuilt balancer');
+    pins.apply({ upstream: 'u', full: true, set: [], unset: [] });
+    assert.notEqual(pool.balancer.pickFor(key)?.id, '127.0.0.1:1', 'unpinned, it follows the new hash');
+  } finally {
+    pool.close();
+  }
 });
 
 // ---- IPC ----
