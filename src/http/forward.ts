@@ -228,9 +228,12 @@ export class Exchange {
     return this.#requestComplete;
   }
 
-  /** Picks a target and connects; the first step and every retry. */
-  start(): void {
-    const target = this.pool.balancer.pickFor(this.key, this.#tried ?? undefined);
+  /**
+   * Picks a target and connects; the first step and every retry. `fallback`: the target to ask again when no
+   * other one can be picked (see #upstreamGone).
+   */
+  start(fallback?: Target): void {
+    const target = this.pool.balancer.pickFor(this.key, this.#tried ?? undefined) ?? fallback;
     if (target === undefined) {
       this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
       return;
@@ -603,18 +606,27 @@ export class Exchange {
     this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream connection closed mid-exchange'));
   };
 
-  /** The upstream socket died. A stale keep-alive socket that sent nothing back is retried when safe. */
+  /**
+   * The upstream socket died. An idempotent request without a body whose response had not begun to reach the
+   * client (no head relayed, no interim response) is retried within `retries.max` and the budget, fresh
+   * connection or reused alike (RFC 9110 §9.2.2; nginx `proxy_next_upstream error`): a target reset under the
+   * request may be dying, so another target is asked. A fresh connection reset this way is the target's passive
+   * failure; a reused one may only have been closed by the target while idle (a keep-alive race), so it is not
+   * held against it, and with no other target that target is asked again.
+   */
   #upstreamGone(err: ProxyError): void {
     if (this.#finished) return;
     const up = this.#detachUpstream();
     up.destroy();
-    const nothingBack = this.#phase === 'waiting' && this.#resBuf === null && !this.responseStarted;
-    if (nothingBack && this.#reused && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
-      // RFC 9110 §9.2.2: an idempotent request on a reused connection that closed under it may be retried;
-      // a stale pooled socket is not the target's fault, so the same target is asked again
-      this.#phase = 'connecting';
+    const nothingToClient = this.#phase === 'waiting' && !this.responseStarted && this.bytesOut === 0;
+    if (nothingToClient && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
+      const target = this.target!;
+      const stale = this.#reused;
+      if (!stale) this.pool.reportFailure(target, err.code);
+      this.#leaveTarget(err);
+      this.#resBuf = null; // a partial response head from the socket that died
       this.deadline = 0;
-      this.#cancelAcquire = this.pool.acquire(this.target!, this.#onAcquired);
+      this.start(stale ? target : undefined);
       return;
     }
     this.#fail(err);
