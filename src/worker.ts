@@ -303,7 +303,8 @@ class Worker {
    */
   #applyDiscovered(upstream: string, targets: readonly TargetSpec[], runtime: Runtime | null = this.#runtime): void {
     const pool = runtime?.pools.get(upstream);
-    if (pool === undefined) return void this.#log.debug({ upstream }, 'discovered targets for an upstream this runtime does not have');
+    // a set sent for another config (an upstream this one removed, or gave no DNS name) has no pool to go to
+    if (pool === undefined || pool.config.discover.length === 0) return void this.#log.debug({ upstream }, 'discovered targets for an upstream that follows no name in this runtime');
     const { added, removed } = pool.setDiscovered(targets);
     if (added.length === 0 && removed.length === 0) return;
     for (const id of removed) this.#targetControl.delete(`${upstream}\n${id}`);
