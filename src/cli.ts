@@ -1,6 +1,6 @@
 // The `portico` command line: parses arguments, loads the config, and hands off. It has no logic of its own.
-// `check` must start nothing, so process code (primary.ts) is imported only by `start` and `demo`.
-// Exit codes: 0 ok, 1 bad config or failure, 2 usage error.
+// `check` and `reload` must start nothing, so process code (primary.ts) is imported only by `start` and `demo`.
+// Exit codes: 0 ok, 1 bad config, refused reload or failure, 2 usage error.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -9,10 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { formatErrors, loadConfig, resolveWorkers } from './config/load.js';
 import type { Config } from './config/schema.js';
+import { controlPaths, requestReload } from './control.js';
 
 /** The package root: this file runs as dist/src/cli.js. */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DEFAULT_CONFIG = path.join(ROOT, 'config', 'portico.yaml');
+/** How long `portico reload` waits for the running primary's verdict (workers apply in milliseconds). */
+const RELOAD_TIMEOUT_MS = 60_000;
 
 const USAGE = `usage: portico <command> [options]
 
@@ -20,6 +23,8 @@ commands:
   start [-c FILE]   run Portico in the foreground (default config: config/portico.yaml in the package)
   demo  [-c FILE]   like start, and also start the demo backends the default config points at
   check [-c FILE]   validate FILE: print a one-line summary, or every error with its YAML path and line
+  reload [-c FILE]  have the Portico running FILE re-read it (SIGHUP through its pid file in .state/ next
+                    to FILE); prints what changed, or every error (the running config keeps serving)
   bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
 
 options:
@@ -27,7 +32,7 @@ options:
   -h, --help          show this text
 `;
 
-type RunPrimary = (opts: { configFile: string; config: Config; demo?: boolean }) => Promise<void>;
+type RunPrimary = (opts: { configFile: string; config: Config; configText: string; demo?: boolean }) => Promise<void>;
 
 function usage(problem?: string): number {
   process.stderr.write(`${problem === undefined ? '' : `portico: ${problem}\n\n`}${USAGE}`);
@@ -77,14 +82,16 @@ function summary(config: Config): string {
   const upstreams = Object.values(config.upstreams);
   const tls = config.listeners.filter((l) => l.tls !== undefined).length;
   const targets = upstreams.reduce((n, u) => n + u.targets.length, 0);
+  const names = upstreams.reduce((n, u) => n + u.discover.length, 0);
   const workers = config.workers === 'auto' ? `auto (${resolveWorkers(config)})` : String(config.workers);
-  return `ok: ${plural(config.listeners.length, 'listener')} (${tls} TLS), ${plural(upstreams.length, 'upstream')} (${plural(targets, 'target')}), ${plural(config.routes.length, 'route')}, workers ${workers}`;
+  const discovered = names === 0 ? '' : ` + ${plural(names, 'DNS name')} to follow`;
+  return `ok: ${plural(config.listeners.length, 'listener')} (${tls} TLS), ${plural(upstreams.length, 'upstream')} (${plural(targets, 'target')}${discovered}), ${plural(config.routes.length, 'route')}, workers ${workers}`;
 }
 
 /** Loads and validates; on errors prints every one of them and returns undefined. */
-function load(file: ConfigFile): Config | undefined {
+function load(file: ConfigFile): { config: Config; text: string } | undefined {
   const result = loadConfig(file.abs);
-  if (result.ok) return result.config;
+  if (result.ok) return result;
   process.stderr.write(`${formatErrors(file.shown, result.errors)}\n`);
   process.stderr.write(`portico: ${plural(result.errors.length, 'error')} in ${file.shown}; nothing was started\n`);
   return undefined;
@@ -94,13 +101,13 @@ async function run(args: string[], demo: boolean): Promise<number> {
   const arg = configArg(args);
   if (arg.kind === 'help') return help();
   if (arg.kind === 'usage') return usage(arg.problem);
-  const config = load(arg.file);
-  if (config === undefined) return 1;
+  const loaded = load(arg.file);
+  if (loaded === undefined) return 1;
   // A computed specifier keeps the compiler from tying the CLI build to primary.ts; the shape is checked below.
   const specifier = './primary.js';
   const mod = (await import(specifier)) as { runPrimary?: unknown };
   if (typeof mod.runPrimary !== 'function') throw new Error('primary.js does not export runPrimary()');
-  await (mod.runPrimary as RunPrimary)({ configFile: arg.file.abs, config, demo });
+  await (mod.runPrimary as RunPrimary)({ configFile: arg.file.abs, config: loaded.config, configText: loaded.text, demo });
   return 0;
 }
 
@@ -108,10 +115,38 @@ function check(args: string[]): number {
   const arg = configArg(args);
   if (arg.kind === 'help') return help();
   if (arg.kind === 'usage') return usage(arg.problem);
-  const config = load(arg.file);
-  if (config === undefined) return 1;
-  process.stdout.write(`${summary(config)}\n`);
+  const loaded = load(arg.file);
+  if (loaded === undefined) return 1;
+  process.stdout.write(`${summary(loaded.config)}\n`);
   return 0;
+}
+
+/**
+ * Signals the primary running FILE and prints its verdict. It validates the file itself (the running config
+ * is the judge), so a refused config is also in its log and in /status.
+ */
+async function reload(args: string[]): Promise<number> {
+  const arg = configArg(args);
+  if (arg.kind === 'help') return help();
+  if (arg.kind === 'usage') return usage(arg.problem);
+  const r = await requestReload(arg.file.abs, RELOAD_TIMEOUT_MS);
+  if (r.kind === 'not-running') {
+    process.stderr.write(`portico: ${r.reason}\n`);
+    return 1;
+  }
+  if (r.kind === 'timeout') {
+    process.stderr.write(`portico: process ${r.pid} gave no reload outcome within ${RELOAD_TIMEOUT_MS / 1000}s (see its log; outcome file ${controlPaths(arg.file.abs).outcome})\n`);
+    return 1;
+  }
+  const o = r.outcome;
+  if (o.ok) {
+    process.stdout.write(`reloaded ${arg.file.shown}: generation ${o.generation}: ${o.summary}\n`);
+    for (const w of o.warnings) process.stderr.write(`portico: warning: ${w}\n`);
+    return 0;
+  }
+  if (o.errors.length > 0) process.stderr.write(`${formatErrors(arg.file.shown, o.errors)}\n`);
+  process.stderr.write(`portico: reload refused: ${o.error}; generation ${o.generation} keeps serving\n`);
+  return 1;
 }
 
 /** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
@@ -141,6 +176,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'check':
       return check(rest);
+    case 'reload':
+      return reload(rest);
     case 'start':
       return run(rest, false);
     case 'demo':

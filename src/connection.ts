@@ -13,6 +13,7 @@ import type { CompiledRoute, RequestVars, Router } from './router.js';
 import { Tunnel, type ClosedBy } from './tunnel/relay.js';
 import { SpliceTunnel, canSplice } from './tunnel/splice.js';
 import type { UpstreamPool } from './upstream/pool.js';
+import type { OpenKeys } from './upstream/sticky.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -20,7 +21,7 @@ export interface ListenerInfo {
   port: number;
 }
 
-/** What a worker's runtime gives each connection. Built by worker.ts; never mutated while live. */
+/** What a worker's runtime gives each connection. Built by runtime.ts; never mutated while live. */
 export interface ConnectionContext {
   readonly config: Config;
   readonly router: Router;
@@ -28,6 +29,17 @@ export interface ConnectionContext {
   readonly log: Logger;
   readonly worker: number;
   readonly metrics: Metrics;
+  /** The worker's open tunnels per hash key (sticky tunnels); shared by every runtime of the worker. */
+  readonly sticky?: OpenKeys;
+}
+
+/**
+ * Where a connection takes the context of its next request: a reload swaps what `current` returns, so a
+ * kept-alive connection routes its next request with the new config while the request in flight finishes on
+ * the context it started with.
+ */
+export interface ContextSource {
+  readonly current: ConnectionContext;
 }
 
 /** How often deadlines (head, keep-alive, upstream phases, tunnel idle) are checked. */
@@ -139,19 +151,26 @@ export class ConnectionRegistry {
  * Takes ownership of an accepted (and, for https, handshaken) client socket. `remoteAddress`: the client's
  * address when the socket's peer is not the client (a trusted PROXY header named it).
  */
-export function handleConnection(socket: ByteSocket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string): void {
-  new ClientConnection(socket, listener, ctx, registry, remoteAddress);
+export function handleConnection(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, remoteAddress?: string): void {
+  new ClientConnection(socket, listener, source, registry, remoteAddress);
 }
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';
+
+function headLimits(config: Config): HeadLimits {
+  const l = config.limits;
+  return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
+}
 
 /** RFC 9110 methods a reverse proxy route does not serve. */
 const REFUSED_METHODS: ReadonlySet<string> = new Set(['CONNECT']);
 
 class ClientConnection implements ClientSide, Tracked {
   readonly socket: ByteSocket;
-  readonly ctx: ConnectionContext;
+  /** The context of the current (or next) request; taken from #source again before each new request head. */
+  ctx: ConnectionContext;
   readonly id: number;
+  readonly #source: ContextSource;
   vars: RequestVars;
   #registry: ConnectionRegistry;
   #listener: ListenerInfo;
@@ -163,6 +182,8 @@ class ClientConnection implements ClientSide, Tracked {
   #tunnel: Tunnel | SpliceTunnel | null = null;
   #tunnelRoute: CompiledRoute | null = null;
   #tunnelEx: Exchange | null = null;
+  /** The tunnel's hash key as counted in ctx.sticky (sticky tunnels), to uncount at close. */
+  #stickyKey: { keys: OpenKeys; upstream: string; key: string; target: string } | null = null;
   #remoteAddr: string;
   /** Deadline (ms) for the head phase; 0 = none. `#keepalive`: waiting for the first byte of a next request. */
   #deadline = 0;
@@ -174,13 +195,14 @@ class ClientConnection implements ClientSide, Tracked {
   #activityMark = -1;
   #log: Logger | null = null;
 
-  constructor(socket: ByteSocket, listener: ListenerInfo, ctx: ConnectionContext, registry: ConnectionRegistry, remoteAddress?: string) {
+  constructor(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, remoteAddress?: string) {
     this.socket = socket;
+    this.#source = source;
+    const ctx = source.current;
     this.ctx = ctx;
     this.#registry = registry;
     this.#listener = listener;
-    const l = ctx.config.limits;
-    this.#limits = { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
+    this.#limits = headLimits(ctx.config);
     const ra = remoteAddress ?? socket.remoteAddress ?? '';
     this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
     this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port };
@@ -244,8 +266,9 @@ class ClientConnection implements ClientSide, Tracked {
   #parse(): void {
     const buf = this.#buf!;
     if (this.#keepalive) {
-      // the first byte of a next request: from now on the head timeout applies
+      // the first byte of a next request: from now on the head timeout applies, with the latest config
       this.#keepalive = false;
+      this.#refreshContext();
       const t = this.ctx.config.timeouts.head;
       this.#deadline = t > 0 ? Date.now() + t : 0;
     }
@@ -260,6 +283,7 @@ class ClientConnection implements ClientSide, Tracked {
   }
 
   #dispatch(head: RequestHead): void {
+    this.#refreshContext();
     this.#requests++;
     this.#deadline = 0;
     if (REFUSED_METHODS.has(head.method)) {
@@ -332,6 +356,15 @@ class ClientConnection implements ClientSide, Tracked {
     if (this.#buf !== null) this.#parse();
   }
 
+  /** Between requests: a reload may have swapped the context; the next request uses the new one. */
+  #refreshContext(): void {
+    const ctx = this.#source.current;
+    if (ctx === this.ctx) return;
+    this.ctx = ctx;
+    this.#limits = headLimits(ctx.config);
+    this.#log = null;
+  }
+
   exchangeFailed(ex: Exchange, err: ProxyError): void {
     if (this.#ex !== ex) return;
     this.#requestFailed(ex, err);
@@ -370,12 +403,27 @@ class ClientConnection implements ClientSide, Tracked {
     this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed);
     this.#registry.tunnelOpened();
     this.ctx.metrics.tunnelOpened();
+    this.#countStickyKey(ex);
     this.#tunnel.start(clientRest, upstreamRest);
+  }
+
+  /** A tunnel of a hash upstream holds its key on its target while open (upstream/sticky.ts). */
+  #countStickyKey(ex: Exchange): void {
+    const keys = this.ctx.sticky;
+    const balance = ex.pool.config.balance;
+    if (keys === undefined || ex.key === undefined || ex.target === null || typeof balance === 'string' || balance.policy !== 'hash') return;
+    const entry = { keys, upstream: ex.pool.name, key: ex.key, target: ex.target.id };
+    if (keys.opened(entry.upstream, entry.key, entry.target)) this.#stickyKey = entry;
   }
 
   #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
     this.#registry.tunnelClosed();
     this.#registry.delete(this);
+    const sticky = this.#stickyKey;
+    if (sticky !== null) {
+      this.#stickyKey = null;
+      sticky.keys.closed(sticky.upstream, sticky.key, sticky.target);
+    }
     const ex = this.#tunnelEx!;
     if (ex.target !== null) ex.target.active--;
     this.ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);

@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   // upstream side
   'UPSTREAM_UNAVAILABLE', // no available target in the pool, or its wait queue is full -> 503
   'UPSTREAM_QUEUE_TIMEOUT', // waited in the queue of a target at max_connections too long -> 503
+  'UPSTREAM_TARGET_GONE', // the target left rotation (down, drained, removed) while a request waited for it: pick another, else 503
   'UPSTREAM_CONNECT_REFUSED', // -> 502 (retryable)
   'UPSTREAM_CONNECT_TIMEOUT', // -> 504 (retryable)
   'UPSTREAM_CONNECT_ERROR', // other connect failure -> 502 (retryable)
@@ -83,6 +84,7 @@ export function statusOf(code: ErrorCode): number {
       return 404;
     case 'UPSTREAM_UNAVAILABLE':
     case 'UPSTREAM_QUEUE_TIMEOUT':
+    case 'UPSTREAM_TARGET_GONE':
     case 'SHUTDOWN':
       return 503;
     case 'UPSTREAM_CONNECT_TIMEOUT':

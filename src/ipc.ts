@@ -1,18 +1,43 @@
 // The messages the primary and its workers exchange over the fork() IPC channel, as discriminated unions, and
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary.ts and worker.ts.
+import type { ConfigError } from './config/load.js';
 import { STATUS_CLASSES, type MetricsSnapshot } from './metrics.js';
-import type { PoolLimitStats } from './upstream/pool.js';
+import type { PoolLimitStats, TargetSpec } from './upstream/pool.js';
+import type { PinUpdate, StickyChange } from './upstream/sticky.js';
 
 /** Environment the primary sets for each worker it forks. */
 export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;
 
-/** How a worker gets listener `index` of its config. */
-export type ListenMessage =
-  /** The primary's bound socket comes with this message as its IPC handle. */
-  | { type: 'listen'; index: number; via: 'handle'; ticketKeys: string }
+/** How a worker gets listener `index` of the config it applies; `key` is its identity (config/reload.ts). */
+export type ListenerAssignment =
+  /** Keep the socket it already has open under `key` (the address is in the running config too). */
+  | { index: number; key: string; via: 'keep' }
+  /** The primary's bound socket follows in a 'listen-handle' message, as its IPC handle. */
+  | { index: number; key: string; via: 'handle' }
   /** The worker binds host:port itself with SO_REUSEPORT (port 0: the first worker picks the port). */
-  | { type: 'listen'; index: number; via: 'reuse-port'; host: string; port: number; ticketKeys: string };
+  | { index: number; key: string; via: 'reuse-port'; host: string; port: number };
+
+/**
+ * Serve this config from now on (at boot, on reload, and back to the running config when a reload is rolled
+ * back). `text` is the YAML the primary validated, loaded by the worker as if read from `file`; sockets it
+ * has under keys the assignments do not name are closed. `seq` ties 'listen-handle' messages to this apply.
+ */
+export interface ApplyMessage {
+  type: 'apply';
+  seq: number;
+  generation: number;
+  file: string;
+  text: string;
+  listeners: ListenerAssignment[];
+  /** Session ticket keys shared by every worker (base64, 48 bytes). */
+  ticketKeys: string;
+  /**
+   * The discovered targets of every upstream of this config that follows DNS names (as `discovered-targets`
+   * would carry them): the new runtime's pools start with them, so a reload leaves no gap.
+   */
+  discovered: Readonly<Record<string, readonly TargetSpec[]>>;
+}
 
 /**
  * What the primary decides about one target for every worker: its active health check state (true when the
@@ -34,16 +59,29 @@ export interface TargetControl {
 export type TargetLoad = Record<string, number[]>;
 
 export type ToWorker =
-  | ListenMessage
+  | ApplyMessage
+  /** A listening socket for assignment `index` of apply `seq` comes with this message as its IPC handle. */
+  | { type: 'listen-handle'; seq: number; index: number }
   /** Stop accepting, drain within the grace, exit 0. */
   | { type: 'shutdown' }
+  /** Answered with 'stats', after this worker's pending 'sticky' changes (so it also flushes them). */
   | { type: 'stats-request'; id: number }
-  /** The whole state, sent before the listeners: every target not listed is healthy and not draining. */
+  /** The whole state, sent before an apply: every target not listed is healthy and not draining. */
   | { type: 'upstream-state'; targets: TargetControl[] }
   /** One target changed (a health flip, a drain or undrain). */
   | ({ type: 'target-state' } & TargetControl)
-  /** The other workers' load, sent when it changed; upstreams left out have none (all zero). */
-  | { type: 'remote-load'; load: TargetLoad };
+  /** The other workers' load on config `generation`, sent when it changed; upstreams left out have none. */
+  | { type: 'remote-load'; generation: number; load: TargetLoad }
+  /** Sticky tunnel pins (upstream/sticky.ts), by upstream name and target address. */
+  | { type: 'pins'; updates: PinUpdate[] }
+  /**
+   * What discovery (the primary) resolved for one upstream, all its resolve/srv entries together: replaces
+   * the previous set. Sent on every change; an apply carries every set of its config (ApplyMessage.discovered).
+   */
+  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] };
+
+/** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
+export const MAX_DISCOVERED_TARGETS = 10_000;
 
 export interface UpstreamTargetStatus {
   upstream: string;
@@ -59,6 +97,8 @@ export interface UpstreamTargetStatus {
   failures: number;
   /** The other workers' open requests + tunnels as this worker last heard them from the primary. */
   remote: number;
+  /** Removed by discovery, its open connections and tunnels still finishing. */
+  leaving: boolean;
 }
 
 /** One upstream's queue and retry counters in one worker (UpstreamPool.limits()). */
@@ -74,13 +114,17 @@ export interface WorkerStats {
 }
 
 export type ToPrimary =
-  /** Config loaded and runtime built: ready for its listeners. */
+  /** The process is up and listens for messages: ready for its first apply. */
   | { type: 'booted' }
-  /** Every listener is accepting; `ports[i]` is the port listener i is bound to. */
-  | { type: 'ready'; ports: number[] }
+  /** Apply `generation` done: every listener accepting, `ports[i]` the port of listener i. */
+  | { type: 'applied'; seq: number; generation: number; ok: true; ports: number[] }
+  /** Apply refused: the worker keeps what it ran before (at boot it exits). */
+  | { type: 'applied'; seq: number; generation: number; ok: false; error: string; errors: ConfigError[] }
   | ({ type: 'stats'; id: number } & WorkerStats)
-  /** This worker's load, sent at most every LOAD_REPORT_MS and only when it changed. */
-  | { type: 'load'; load: TargetLoad };
+  /** This worker's load on config `generation`, sent at most every LOAD_REPORT_MS and only when it changed. */
+  | { type: 'load'; generation: number; load: TargetLoad }
+  /** Open sticky tunnels that changed since the last report. */
+  | { type: 'sticky'; changes: StickyChange[] };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -114,7 +158,14 @@ function isTargetStatus(v: unknown): v is UpstreamTargetStatus {
   return (
     isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) &&
     typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures) &&
-    isCount(v.remote)
+    isCount(v.remote) && typeof v.leaving === 'boolean'
+  );
+}
+
+function isTargetSpec(v: unknown): v is TargetSpec {
+  return (
+    isRecord(v) && typeof v.id === 'string' && v.id.length > 0 && v.id.length <= 300 && typeof v.host === 'string' && v.host.length > 0 &&
+    isCount(v.port) && v.port >= 1 && v.port <= 65535 && isCount(v.weight) && v.weight <= 1000 && typeof v.backup === 'boolean'
   );
 }
 
@@ -122,12 +173,47 @@ function isTargetControl(v: unknown): v is TargetControl {
   return isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.healthy === 'boolean' && typeof v.draining === 'boolean';
 }
 
+function isTargetSpecs(v: unknown): v is TargetSpec[] {
+  return Array.isArray(v) && v.length <= MAX_DISCOVERED_TARGETS && v.every(isTargetSpec);
+}
+
+function isDiscoveredSets(v: unknown): v is Record<string, TargetSpec[]> {
+  return isRecord(v) && Object.values(v).every(isTargetSpecs);
+}
+
+function isAssignment(v: unknown): v is ListenerAssignment {
+  if (!isRecord(v) || !isCount(v.index) || typeof v.key !== 'string') return false;
+  return v.via === 'keep' || v.via === 'handle' || (v.via === 'reuse-port' && typeof v.host === 'string' && isCount(v.port) && v.port <= 65535);
+}
+
+function isPinUpdate(v: unknown): v is PinUpdate {
+  return (
+    isRecord(v) && typeof v.upstream === 'string' && typeof v.full === 'boolean' &&
+    Array.isArray(v.set) && v.set.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && typeof p[1] === 'string') &&
+    Array.isArray(v.unset) && v.unset.every((k) => typeof k === 'string')
+  );
+}
+
+function isStickyChange(v: unknown): v is StickyChange {
+  return Array.isArray(v) && v.length === 4 && typeof v[0] === 'string' && typeof v[1] === 'string' && typeof v[2] === 'string' && Number.isInteger(v[3]);
+}
+
+function isConfigError(v: unknown): v is ConfigError {
+  return isRecord(v) && typeof v.path === 'string' && typeof v.message === 'string' && (v.line === undefined || isCount(v.line)) && (v.column === undefined || isCount(v.column));
+}
+
 export function isToWorker(m: unknown): m is ToWorker {
   if (!isRecord(m)) return false;
   switch (m.type) {
-    case 'listen':
-      if (!isCount(m.index) || typeof m.ticketKeys !== 'string') return false;
-      return m.via === 'handle' || (m.via === 'reuse-port' && typeof m.host === 'string' && isCount(m.port) && m.port <= 65535);
+    case 'apply':
+      return (
+        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && typeof m.text === 'string' && typeof m.ticketKeys === 'string' &&
+        Array.isArray(m.listeners) && m.listeners.every(isAssignment) && isDiscoveredSets(m.discovered)
+      );
+    case 'listen-handle':
+      return isCount(m.seq) && isCount(m.index);
+    case 'pins':
+      return Array.isArray(m.updates) && m.updates.every(isPinUpdate);
     case 'shutdown':
       return true;
     case 'stats-request':
@@ -137,7 +223,9 @@ export function isToWorker(m: unknown): m is ToWorker {
     case 'target-state':
       return isTargetControl(m);
     case 'remote-load':
-      return isTargetLoad(m.load);
+      return isCount(m.generation) && isTargetLoad(m.load);
+    case 'discovered-targets':
+      return typeof m.upstream === 'string' && isTargetSpecs(m.targets);
     default:
       return false;
   }
@@ -148,8 +236,12 @@ export function isToPrimary(m: unknown): m is ToPrimary {
   switch (m.type) {
     case 'booted':
       return true;
-    case 'ready':
-      return Array.isArray(m.ports) && m.ports.every(isCount);
+    case 'applied':
+      if (!isCount(m.seq) || !isCount(m.generation)) return false;
+      if (m.ok === true) return Array.isArray(m.ports) && m.ports.every(isCount);
+      return m.ok === false && typeof m.error === 'string' && Array.isArray(m.errors) && m.errors.every(isConfigError);
+    case 'sticky':
+      return Array.isArray(m.changes) && m.changes.every(isStickyChange);
     case 'stats':
       return (
         isCount(m.id) && isMetricsSnapshot(m.metrics) && isCount(m.connections) && isCount(m.tunnels) &&
@@ -157,7 +249,7 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus)
       );
     case 'load':
-      return isTargetLoad(m.load);
+      return isCount(m.generation) && isTargetLoad(m.load);
     default:
       return false;
   }

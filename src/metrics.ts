@@ -187,7 +187,8 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   return `${out.join('\n')}\n`;
 }
 
-function labels(pairs: Record<string, string>): string {
+/** A Prometheus label set, values escaped: `{a="x",b="y"}`. */
+export function labels(pairs: Record<string, string>): string {
   const parts = Object.entries(pairs).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
   return `{${parts.join(',')}}`;
 }

@@ -1,25 +1,26 @@
-// Entry point of a worker process, forked by primary.ts: builds its runtime from the config file (router,
-// pools, metrics, connection registry), accepts on the listeners the primary assigns, hands every client
-// socket (TLS already terminated for https) to connection.ts, and drains on 'shutdown'. No data-path logic here
-// beyond the accept path: a listener's preface (PROXY header, ClientHello) decides between HTTP, TLS and L4.
+// Entry point of a worker process, forked by primary.ts: owns one Runtime (router, pools: runtime.ts) and the
+// listening sockets, and swaps the runtime for each config the primary sends (boot, reload); requests in flight
+// and open tunnels finish on what they started with, sockets of addresses that stay are kept. It hands every
+// accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
 import type { Server, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4, type L4Context } from './accept/l4.js';
+import { PassthroughTable, forwardL4 } from './accept/l4.js';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
 import { readPreface, type PrefaceResult } from './accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
 import { createTlsServer } from './accept/tls.js';
-import { formatErrors, loadConfig } from './config/load.js';
+import { formatErrors, loadConfigText, type ConfigError } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
-import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo } from './connection.js';
+import { ConnectionRegistry, handleConnection, type ContextSource, type ListenerInfo } from './connection.js';
 import { ProxyError } from './errors.js';
-import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
+import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
 import { adoptNative, type ByteSocket } from './native/io.js';
 import { Metrics, type RefusedReason } from './metrics.js';
-import { Router } from './router.js';
+import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from './runtime.js';
 import { readsLoad } from './upstream/balancer.js';
-import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
+import type { TargetSpec, UpstreamPool } from './upstream/pool.js';
+import { OpenKeys, PinTable } from './upstream/sticky.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -32,23 +33,52 @@ const PREFACE_FALLBACK_MS = 60_000;
 /**
  * How often a worker compares its per-target load with what it last sent the primary (least_conn across
  * workers, see Target.remote): one scan of the targets of load-reading upstreams, a message only on change.
+ * The same tick reports sticky tunnel changes and closes retired pools that nothing uses any more.
  */
 const LOAD_REPORT_MS = 100;
 
-/** What connections of this worker share; rebuilt as a whole (never mutated) when the config changes. */
-interface Runtime {
-  readonly ctx: ConnectionContext;
-  /** HTTP connections and L4 tunnels alike. */
-  readonly registry: ConnectionRegistry;
-  readonly l4ctx: L4Context;
+/** A listening socket the primary's apply names by 'listen-handle' must arrive within this. */
+const HANDLE_TIMEOUT_MS = 10_000;
+
+/**
+ * Sockets a new listener accepts between its bind and the end of the apply (a few ms) wait here, paused, for
+ * the runtime they belong to; past this many more are closed.
+ */
+const MAX_HELD_SOCKETS = 1024;
+
+/** A listening socket, kept across runtimes while its address stays in the config. */
+interface OpenListener {
+  readonly key: string;
+  readonly server: Server;
+  readonly port: number;
+  /** What it does with an accepted socket; replaced by each apply (TLS certificates, mode, PROXY protocol...). */
+  onConnection: OnConnection;
 }
 
-function buildRuntime(config: Config, log: Logger, id: number, metrics: Metrics): Runtime {
-  const pools = new Map<string, UpstreamPool>();
-  for (const [name, upstream] of Object.entries(config.upstreams)) pools.set(name, new UpstreamPool(name, upstream, poolHooks(name, upstream.health.passive.fail_timeout, log)));
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker: id, metrics };
-  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
-  return { ctx, registry: new ConnectionRegistry(), l4ctx };
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: Error): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // observed by whoever awaits it
+  return { promise, resolve, reject };
+}
+
+/** An apply that cannot be done; the worker keeps what it ran before. */
+class ApplyError extends Error {
+  readonly errors: ConfigError[];
+  constructor(message: string, errors: ConfigError[] = []) {
+    super(message);
+    this.errors = errors;
+  }
 }
 
 /** The client's address from a PROXY header: its source for a proxied TCP connection, else none (use the socket's). */
@@ -74,77 +104,137 @@ function parentOf(socket: TLSSocket): Socket | undefined {
   return typeof parent === 'object' && parent !== null ? (parent as Socket) : undefined;
 }
 
-/** Passive health flips are per worker: one line each, so a flapping target shows in every worker's log. */
-function poolHooks(upstream: string, failTimeoutMs: number, log: Logger): PoolHooks {
-  return {
-    passive(target, down, code) {
-      if (down) log.warn({ upstream, target: target.id, reason: code ?? '5xx', downForMs: failTimeoutMs }, 'upstream target is out of this worker: passive health (max_fails reached)');
-      else log.info({ upstream, target: target.id }, 'upstream target is back in this worker: passive health fail_timeout over');
-    },
-    panic(on) {
-      if (on) log.warn({ upstream }, 'no usable target in upstream: trying every non-drained target anyway');
-      else log.info({ upstream }, 'upstream has usable targets again');
-    },
-  };
-}
 
 class Worker {
   readonly id: number;
-  #config: Config;
   #log: Logger;
-  #metrics = new Metrics();
-  #runtime: Runtime;
-  /** Health and drain per "upstream\ntarget", as the primary sent them; a runtime rebuilt on reload needs them again. */
+  readonly #metrics = new Metrics();
+  readonly #registry = new ConnectionRegistry();
+  readonly #sticky = new OpenKeys();
+  readonly #pins = new PinTable();
+  /** null until the first apply. */
+  #runtime: Runtime | null = null;
+  /** What connections read their context from: follows #runtime, so a swap reaches kept-alive connections. */
+  readonly #source: ContextSource;
+  /** Pools a reload replaced or removed, still used by requests in flight or tunnels; closed when unused. */
+  #retired: UpstreamPool[] = [];
+  /** Health and drain per "upstream\ntarget", as the primary sent them; every new runtime's pools get them. */
   #targetControl = new Map<string, TargetControl>();
-  #servers: Server[] = [];
-  /** Bound port per listener index, once listening. */
-  #ports: Array<number | undefined>;
+  /**
+   * Discovered targets per upstream, as the primary last sent them (with each apply, then on every change), and
+   * the number of the message that brought them (see #received): an apply still running when a newer set
+   * comes gives its runtime the newer one.
+   */
+  #discovered = new Map<string, { readonly targets: readonly TargetSpec[]; readonly at: number }>();
+  /** Messages received from the primary so far: their order is the primary's order. */
+  #received = 0;
+  /** Listening sockets by key (config/reload.ts listenerKeys). */
+  readonly #listeners = new Map<string, OpenListener>();
+  /** Handles sent by 'listen-handle', by "seq:index", until an apply takes them. */
+  readonly #handles = new Map<string, Deferred<unknown>>();
+  /** Applies run one at a time, in the order they came. */
+  #applying: Promise<void> = Promise.resolve();
   #stopping = false;
   /** Per load-reading upstream, the counts last sent to the primary. */
   #sentLoad = new Map<string, number[]>();
+  /** The other workers' load as last received, re-applied while retired pools still hold load. */
+  #remoteLoad: TargetLoad | null = null;
   readonly #loadTimer: NodeJS.Timeout;
 
-  constructor(id: number, config: Config, log: Logger) {
+  constructor(id: number, log: Logger) {
     this.id = id;
-    this.#config = config;
     this.#log = log;
-    this.#runtime = buildRuntime(config, log, id, this.#metrics);
-    this.#ports = config.listeners.map(() => undefined);
+    const worker = this;
+    this.#source = {
+      get current() {
+        return worker.#current().ctx;
+      },
+    };
     // Kept through the drain: tunnels still open in a draining worker still load their targets.
-    this.#loadTimer = setInterval(() => this.#reportLoad(), LOAD_REPORT_MS).unref();
+    this.#loadTimer = setInterval(() => this.#tick(), LOAD_REPORT_MS).unref();
+  }
+
+  get log(): Logger {
+    return this.#log;
+  }
+
+  #current(): Runtime {
+    const runtime = this.#runtime;
+    // listeners exist only after the first apply built a runtime
+    if (runtime === null) throw new Error('no runtime yet: a connection was accepted before the first apply');
+    return runtime;
+  }
+
+  #tick(): void {
+    // while retired pools hold load (and once more after the last one closed) `remote` is recomputed
+    const hadRetired = this.#retired.length > 0;
+    this.#closeUnusedRetired();
+    this.#reportSticky();
+    this.#reportLoad();
+    if (hadRetired && this.#remoteLoad !== null) this.#applyRemoteLoad(this.#remoteLoad);
+  }
+
+  #closeUnusedRetired(): void {
+    if (this.#retired.length === 0) return;
+    this.#retired = this.#retired.filter((pool) => {
+      if (pool.busy) return true;
+      pool.close();
+      return false;
+    });
+  }
+
+  /** Open requests + tunnels to `target` in the retired pools of `upstream` (they still load the backend). */
+  #retiredActive(upstream: string, target: string): number {
+    let n = 0;
+    for (const pool of this.#retired) {
+      if (pool.name !== upstream) continue;
+      for (const t of pool.targets) if (t.id === target) n += t.active;
+    }
+    return n;
+  }
+
+  /** A pool's load per target as this worker reports it: its own requests and tunnels, retired pools' too. */
+  #loadOf(pool: UpstreamPool): number[] {
+    if (this.#retired.length === 0) return pool.targets.map((t) => t.active);
+    return pool.targets.map((t) => t.active + this.#retiredActive(pool.name, t.id));
+  }
+
+  #reportSticky(): void {
+    const changes = this.#sticky.takeChanges();
+    if (changes.length > 0) send({ type: 'sticky', changes });
   }
 
   /** Sends this worker's load (every load-reading upstream) when any count changed since the last send. */
   #reportLoad(): void {
-    let changed = false;
-    const pools = this.#runtime.ctx.pools;
-    for (const [name, pool] of pools) {
-      if (!readsLoad(pool.config.balance)) continue;
-      const sent = this.#sentLoad.get(name);
-      const targets = pool.targets;
-      if (sent === undefined || sent.length !== targets.length) {
-        changed = true;
-        break;
-      }
-      for (let i = 0; i < targets.length && !changed; i++) changed = sent[i] !== targets[i].active;
-      if (changed) break;
-    }
-    if (!changed) return;
+    const runtime = this.#runtime;
+    if (runtime === null) return;
     const next = new Map<string, number[]>();
-    for (const [name, pool] of pools) if (readsLoad(pool.config.balance)) next.set(name, pool.targets.map((t) => t.active));
+    let changed = false;
+    for (const [name, pool] of runtime.pools) {
+      if (!readsLoad(pool.config.balance)) continue;
+      const counts = this.#loadOf(pool);
+      next.set(name, counts);
+      const sent = this.#sentLoad.get(name);
+      if (!changed) changed = sent === undefined || sent.length !== counts.length || sent.some((n, i) => n !== counts[i]);
+    }
+    if (!changed && next.size === this.#sentLoad.size) return;
     this.#sentLoad = next;
     // fromEntries defines own properties: an upstream named "__proto__" stays data.
     const load: TargetLoad = Object.fromEntries(next);
-    send({ type: 'load', load });
+    send({ type: 'load', generation: runtime.generation, load });
   }
 
   /** The other workers' load from the primary; upstreams it leaves out have none. */
   #applyRemoteLoad(load: TargetLoad): void {
-    for (const [name, pool] of this.#runtime.ctx.pools) {
-      const counts = Object.hasOwn(load, name) ? load[name] : undefined;
-      if (counts === undefined) {
-        for (const t of pool.targets) t.remote = 0;
-      } else if (!pool.setRemoteLoad(counts)) {
+    this.#remoteLoad = load;
+    const runtime = this.#runtime;
+    if (runtime === null) return;
+    for (const [name, pool] of runtime.pools) {
+      const received = Object.hasOwn(load, name) ? load[name] : undefined;
+      // this worker's own retired pools count as "remote" for the new pool's targets of the same address
+      const counts = received === undefined ? pool.targets.map(() => 0) : received;
+      const withRetired = this.#retired.length === 0 ? counts : counts.map((n, i) => n + (i < pool.targets.length ? this.#retiredActive(name, pool.targets[i].id) : 0));
+      if (!pool.setRemoteLoad(withRetired)) {
         this.#log.debug({ upstream: name, targets: pool.targets.length, received: counts.length }, 'remote load for a different target list: ignored');
       }
     }
@@ -160,18 +250,22 @@ class Worker {
   }
 
   #dispatch(msg: ToWorker, handle: unknown): void {
+    const at = ++this.#received;
     switch (msg.type) {
-      case 'listen':
-        this.#listen(msg, handle).catch((err: unknown) => {
-          // A listener this worker cannot open makes it useless: exit, the primary logs it and restarts.
-          this.#log.fatal({ err, listener: msg.index }, 'cannot listen');
-          process.exit(1);
-        });
+      case 'apply': {
+        const run = (): Promise<void> => this.#apply(msg, at);
+        this.#applying = this.#applying.then(run, run);
+        return;
+      }
+      case 'listen-handle':
+        this.#handleSlot(msg.seq, msg.index).resolve(handle);
         return;
       case 'shutdown':
         void this.shutdown('primary asked');
         return;
       case 'stats-request':
+        // sticky changes first: the primary reads an answer as "everything before it was reported"
+        this.#reportSticky();
         send({ type: 'stats', id: msg.id, ...this.#stats() });
         return;
       case 'upstream-state': {
@@ -189,52 +283,214 @@ class Worker {
         return;
       }
       case 'remote-load':
-        this.#applyRemoteLoad(msg.load);
+        // counts are positions in the target lists of one generation: another generation's mean nothing here
+        if (msg.generation === this.#runtime?.generation) this.#applyRemoteLoad(msg.load);
+        return;
+      case 'pins':
+        for (const update of msg.updates) this.#pins.apply(update);
+        return;
+      case 'discovered-targets':
+        this.#discovered.set(msg.upstream, { targets: msg.targets, at });
+        this.#applyDiscovered(msg.upstream, msg.targets);
         return;
     }
   }
 
-  #applyControl(c: TargetControl): void {
-    const pool = this.#runtime.ctx.pools.get(c.upstream);
+  /**
+   * Swaps an upstream's discovered targets in `runtime`'s pool (a no-op when they did not change). States the
+   * primary sent for targets that left are forgotten (a target that comes back starts healthy, as in the
+   * primary); those for targets still here are applied again, which covers a state that arrived before its
+   * target did.
+   */
+  #applyDiscovered(upstream: string, targets: readonly TargetSpec[], runtime: Runtime | null = this.#runtime): void {
+    const pool = runtime?.pools.get(upstream);
+    // a set sent for another config (an upstream this one removed, or gave no DNS name) has no pool to go to
+    if (pool === undefined || pool.config.discover.length === 0) return void this.#log.debug({ upstream }, 'discovered targets for an upstream that follows no name in this runtime');
+    const { added, removed } = pool.setDiscovered(targets);
+    if (added.length === 0 && removed.length === 0) return;
+    for (const id of removed) this.#targetControl.delete(`${upstream}\n${id}`);
+    for (const c of this.#targetControl.values()) if (c.upstream === upstream) this.#applyControl(c, runtime);
+    this.#log.debug({ upstream, added, removed, targets: pool.targets.length }, 'discovered targets applied');
+  }
+
+  #applyControl(c: TargetControl, runtime: Runtime | null = this.#runtime): void {
+    const pool = runtime?.pools.get(c.upstream);
     // Unknown here (the primary's config differs, e.g. mid-reload): still kept in #targetControl, which a
-    // runtime rebuilt on reload must be given again (every entry through this method).
+    // new runtime is given again (every entry through this method).
     if (pool === undefined || !pool.setTargetState(c.target, c)) this.#log.debug({ upstream: c.upstream, target: c.target }, 'target state for a target this runtime does not have');
   }
 
-  async #listen(msg: ListenMessage, handle: unknown): Promise<void> {
-    const cfg: ListenerConfig | undefined = this.#config.listeners[msg.index];
-    if (cfg === undefined) throw new Error(`the primary assigned listener ${msg.index} but the config has ${this.#config.listeners.length} (did the file change?)`);
-    if (this.#stopping || this.#ports[msg.index] !== undefined) {
-      closeStray(handle);
-      return;
+  #handleSlot(seq: number, index: number): Deferred<unknown> {
+    const id = `${seq}:${index}`;
+    let d = this.#handles.get(id);
+    if (d === undefined) this.#handles.set(id, (d = deferred<unknown>()));
+    return d;
+  }
+
+  /** The handle of assignment `index` of apply `seq`, once its 'listen-handle' message is here. */
+  async #takeHandle(seq: number, index: number): Promise<unknown> {
+    const d = this.#handleSlot(seq, index);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no listening socket from the primary for listener ${index} within ${HANDLE_TIMEOUT_MS}ms`)), HANDLE_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([d.promise, timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.#handles.delete(`${seq}:${index}`);
     }
-    // Known before the first connection for shared handles; for a reuse-port listener on port 0, once bound.
-    let info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port: msg.via === 'reuse-port' ? msg.port : cfg.address.port };
+  }
+
+  /**
+   * Serves `msg`'s config: builds the runtime (reusing unchanged pools), opens the sockets of new listeners,
+   * then swaps everything at once; on any failure nothing changes. At boot a failure ends the process.
+   */
+  async #apply(msg: ApplyMessage, at: number): Promise<void> {
+    const boot = this.#runtime === null;
+    try {
+      if (this.#stopping) throw new ApplyError('the worker is stopping');
+      const ports = await this.#applyOrThrow(msg, at);
+      send({ type: 'applied', seq: msg.seq, generation: msg.generation, ok: true, ports });
+    } catch (err) {
+      const e = err instanceof ApplyError ? err : new ApplyError((err as Error).message);
+      send({ type: 'applied', seq: msg.seq, generation: msg.generation, ok: false, error: e.message, errors: e.errors });
+      if (boot) {
+        // without a runtime this worker cannot serve: exit, the primary logs it and restarts with backoff
+        this.#log.fatal({ err: e, generation: msg.generation }, 'cannot start serving the config');
+        process.exit(1);
+      }
+      this.#log.error({ err: e, generation: msg.generation }, 'config not applied: this worker keeps the running one');
+    } finally {
+      // handles sent for this apply that it never took (it failed first) must not keep their sockets open
+      for (const a of msg.listeners) if (a.via === 'handle' && this.#handles.has(`${msg.seq}:${a.index}`)) this.#takeHandle(msg.seq, a.index).then(closeStray, () => {});
+    }
+  }
+
+  /**
+   * The discovered sets for apply `msg` (message number `at`): its own, except where a set the primary sent
+   * after it came first (the primary holds sets back while a reload applies, so a newer one is of this config).
+   */
+  #setsFor(msg: ApplyMessage, at: number): Map<string, { readonly targets: readonly TargetSpec[]; readonly at: number }> {
+    const sets = new Map(Object.entries(msg.discovered).map(([upstream, targets]) => [upstream, { targets, at }]));
+    for (const [upstream, known] of this.#discovered) if (known.at > at && sets.has(upstream)) sets.set(upstream, known);
+    return sets;
+  }
+
+  async #applyOrThrow(msg: ApplyMessage, at: number): Promise<number[]> {
+    const loaded = loadConfigText(msg.text, msg.file);
+    if (!loaded.ok) throw new ApplyError(`invalid config\n${formatErrors(msg.file, loaded.errors)}`, loaded.errors);
+    const config = loaded.config;
+    const log = this.#runtime === null || this.#runtime.config.log.level !== config.log.level ? createLogger(config.log.level, { worker: this.id }) : this.#log;
+    const previous = this.#runtime ?? undefined;
+    const deps: RuntimeDeps = { log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins };
+    let next: Runtime;
+    try {
+      // a changed upstream's new pool starts with its discovered targets: no request of it finds none
+      const sets = Object.fromEntries([...this.#setsFor(msg, at)].map(([upstream, known]) => [upstream, known.targets]));
+      next = buildRuntime(config, msg.generation, deps, previous, sets);
+    } catch (err) {
+      throw new ApplyError(`cannot build the runtime: ${(err as Error).message}`);
+    }
+    // pools this apply made (closed again if it fails); the others are the running runtime's, untouched
+    const fresh = previous === undefined ? [...next.pools.values()] : poolsLeftBehind(next, previous);
+    for (const c of this.#targetControl.values()) this.#applyControl(c, next);
+
+    // New sockets first: they hold what they accept until the swap below.
+    const opened: Array<{ entry: OpenListener; held: Socket[] }> = [];
+    const wanted = new Set<string>();
+    const ports: number[] = [];
+    try {
+      for (const a of msg.listeners) {
+        wanted.add(a.key);
+        if (a.via === 'keep') {
+          const kept = this.#listeners.get(a.key);
+          if (kept === undefined) throw new ApplyError(`listener ${a.key} was to be kept, but this worker has no socket for it`);
+          ports[a.index] = kept.port;
+          continue;
+        }
+        const held: Socket[] = [];
+        // Not paused: a socket nobody reads from does not flow; the accept path reads it as a fresh one.
+        const hold: OnConnection = (socket) => {
+          if (held.length >= MAX_HELD_SOCKETS) socket.destroy();
+          else held.push(socket.on('error', ignoreHeldError));
+        };
+        const entryRef: { entry?: OpenListener } = {};
+        const onConnection: OnConnection = (socket) => (entryRef.entry === undefined ? hold(socket) : entryRef.entry.onConnection(socket));
+        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, LISTEN_OPTIONS) : await listenReusePort(a.host, a.port, onConnection, LISTEN_OPTIONS);
+        server.on('error', (err) => this.#log.error({ err, listener: a.key }, 'listener error'));
+        const entry: OpenListener = { key: a.key, server, port: boundAddress(server).port, onConnection: hold };
+        entryRef.entry = entry;
+        opened.push({ entry, held });
+        ports[a.index] = entry.port;
+      }
+      if (this.#stopping) throw new ApplyError('the worker is stopping');
+      // TLS contexts are built here, from the certificate files as they are now: renewed files take effect.
+      const handlers = config.listeners.map((_, index) => this.#handlerFor(config, index, ports[index], msg.ticketKeys));
+      // The swap: nothing below can fail.
+      this.#runtime = next;
+      this.#log = log;
+      for (const a of msg.listeners) {
+        const entry = a.via === 'keep' ? this.#listeners.get(a.key) : opened.find((o) => o.entry.key === a.key)?.entry;
+        if (entry !== undefined) entry.onConnection = handlers[a.index];
+      }
+      for (const { entry, held } of opened) {
+        this.#listeners.set(entry.key, entry);
+        for (const socket of held.splice(0)) {
+          socket.off('error', ignoreHeldError);
+          if (!socket.destroyed) entry.onConnection(socket);
+        }
+      }
+    } catch (err) {
+      for (const { entry, held } of opened) {
+        entry.server.close();
+        for (const socket of held) socket.destroy();
+      }
+      for (const pool of fresh) pool.close();
+      throw err;
+    }
+    for (const [key, entry] of this.#listeners) {
+      if (wanted.has(key)) continue;
+      // stops accepting; connections it accepted are in the registry and go on
+      entry.server.close();
+      this.#listeners.delete(key);
+    }
+    // The sets of this config from now on (re-read: more may have come while sockets were opened); a kept pool
+    // gets a change that came while a reload ran, a new one what came since it was built.
+    this.#discovered = this.#setsFor(msg, at);
+    for (const [upstream, known] of this.#discovered) this.#applyDiscovered(upstream, known.targets);
+    if (previous !== undefined) {
+      for (const pool of poolsLeftBehind(previous, next)) {
+        pool.retire();
+        this.#retired.push(pool);
+      }
+      this.#log.info({ generation: next.generation, retiredPools: this.#retired.length, connections: this.#registry.size, tunnels: this.#registry.tunnels }, 'config applied');
+    }
+    this.#sentLoad = new Map(); // report the new generation's load at the next tick
+    return ports;
+  }
+
+  /** The accept path of listener `index` of `config` (bound to `port`), with its own TLS server. */
+  #handlerFor(config: Config, index: number, port: number, ticketKeys: string): OnConnection {
+    const cfg = config.listeners[index];
+    const info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port };
     const accept = (socket: ByteSocket, remoteAddress?: string) => {
       this.#metrics.connectionAccepted();
-      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, remoteAddress);
+      handleConnection(socket, info, this.#source, this.#registry, remoteAddress);
     };
     let tlsServer: TlsServer | undefined;
     if (cfg.tls !== undefined) {
-      tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => {
-        const parent = parentOf(socket);
-        accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
-      });
+      try {
+        tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64') }, (socket: TLSSocket) => {
+          const parent = parentOf(socket);
+          accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
+        });
+      } catch (err) {
+        throw new ApplyError(`listeners[${index}]: ${(err as Error).message}`);
+      }
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
-    const onConnection = this.#acceptPath(cfg, msg.index, accept, tlsServer);
-    const server = msg.via === 'handle' ? await listenOnHandle(handle, onConnection, LISTEN_OPTIONS) : await listenReusePort(msg.host, msg.port, onConnection, LISTEN_OPTIONS);
-    server.on('error', (err) => this.#log.error({ err, listener: msg.index }, 'listener error'));
-    this.#servers.push(server);
-    const port = boundAddress(server).port;
-    if (info.port !== port) info = { scheme: info.scheme, port };
-    this.#ports[msg.index] = port;
-    if (this.#stopping) {
-      server.close();
-      return;
-    }
-    const ports = this.#ports.filter((p) => p !== undefined);
-    if (ports.length === this.#ports.length) send({ type: 'ready', ports });
+    return this.#acceptPath(config, index, accept, tlsServer);
   }
 
   /**
@@ -242,7 +498,8 @@ class Worker {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: ByteSocket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+    const cfg = config.listeners[index];
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
       const m = createCidrMatcher(cfg.proxy_protocol.trusted);
@@ -269,10 +526,11 @@ class Worker {
     };
     if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
 
-    const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : this.#config.timeouts.head;
+    const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
     const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
     const l4 = (socket: Socket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
-      const { ctx, registry, l4ctx } = this.#runtime;
+      // the runtime current at accept time: a reload in between gives the connection the new pool
+      const { ctx, l4ctx } = this.#current();
       const pool = ctx.pools.get(upstream);
       if (pool === undefined) {
         // the schema checks references; a runtime without the pool is a bug, not the client's fault
@@ -283,7 +541,7 @@ class Worker {
       this.#metrics.connectionAccepted();
       const source = proxiedSource(r.proxy) ?? endpoint(socket.remoteAddress, socket.remotePort);
       const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
-      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, registry);
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, this.#registry);
     };
     return (socket) => {
       if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
@@ -322,27 +580,22 @@ class Worker {
   }
 
   #stats(): WorkerStats {
-    const { ctx, registry } = this.#runtime;
     const upstreamTargets: UpstreamTargetStatus[] = [];
     const upstreamLimits: UpstreamLimitStatus[] = [];
-    for (const [name, pool] of ctx.pools) {
-      const health = pool.health();
-      pool.targets.forEach((t, i) => {
-        const h = health[i];
+    for (const [name, pool] of this.#runtime?.pools ?? []) {
+      for (const t of pool.report()) {
+        const retired = this.#retired.length === 0 ? 0 : this.#retiredActive(name, t.target);
         upstreamTargets.push({
           upstream: name,
-          target: t.id,
-          available: t.available,
-          active: t.active,
-          healthy: h.healthy,
-          draining: h.draining,
-          passiveDown: h.passiveDown,
-          failures: h.failures,
-          remote: t.remote ?? 0,
+          ...t,
+          // tunnels still held by retired pools load the same backend (and are in `remote` for balancing)
+          active: t.active + retired,
+          remote: Math.max(0, t.remote - retired),
         });
-      });
+      }
       upstreamLimits.push({ upstream: name, ...pool.limits() });
     }
+    const registry = this.#registry;
     return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits };
   }
 
@@ -350,10 +603,10 @@ class Worker {
   async shutdown(reason: string): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    const grace = this.#config.timeouts.shutdown_grace;
-    const { ctx, registry } = this.#runtime;
+    const grace = this.#runtime?.config.timeouts.shutdown_grace ?? 0;
+    const registry = this.#registry;
     // close() stops accepting now; its callback would wait for every connection, the drain below does that.
-    for (const server of this.#servers) server.close();
+    for (const entry of this.#listeners.values()) entry.server.close();
     this.#log.info({ reason, graceMs: grace, connections: registry.size, tunnels: registry.tunnels }, 'worker draining');
     setTimeout(() => {
       this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
@@ -366,7 +619,8 @@ class Worker {
       this.#log.error({ err }, 'drain failed');
       code = 1;
     }
-    for (const pool of ctx.pools.values()) pool.close();
+    for (const pool of this.#runtime?.pools.values() ?? []) pool.close();
+    for (const pool of this.#retired) pool.close();
     clearInterval(this.#loadTimer);
     const refused = Object.values(this.#metrics.snapshot().refused).reduce((a, b) => a + (b ?? 0), 0);
     this.#log.info({ refusedBeforeRouting: refused }, 'worker stopped');
@@ -379,6 +633,9 @@ function send(msg: ToPrimary): void {
   if (process.connected && process.send !== undefined) process.send(msg, undefined, undefined, () => {});
 }
 
+/** A held socket (see MAX_HELD_SOCKETS) that fails while it waits is destroyed by Node; nothing else to do. */
+function ignoreHeldError(): void {}
+
 /** A handle nobody will listen on is closed, or it would keep the listening socket alive in this process. */
 function closeStray(handle: unknown): void {
   if (typeof handle === 'object' && handle !== null && 'close' in handle && typeof handle.close === 'function') handle.close();
@@ -390,26 +647,21 @@ function main(): void {
     process.exit(2);
   }
   const id = Number(process.env[WORKER_ENV.id]);
-  const file = process.env[WORKER_ENV.config] ?? process.argv[2];
-  if (!Number.isInteger(id) || id < 1 || file === undefined) {
-    process.stderr.write(`portico worker: ${WORKER_ENV.id} and ${WORKER_ENV.config} must be set by the primary\n`);
+  if (!Number.isInteger(id) || id < 1) {
+    process.stderr.write(`portico worker: ${WORKER_ENV.id} must be set by the primary\n`);
     process.exit(2);
   }
-  const loaded = loadConfig(file);
-  if (!loaded.ok) {
-    process.stderr.write(`portico worker ${id}: invalid config\n${formatErrors(file, loaded.errors)}\n`);
-    process.exit(1);
-  }
-  const log = createLogger(loaded.config.log.level, { worker: id });
+  // The config comes with the first apply; until then, the default level.
+  const worker = new Worker(id, createLogger('info', { worker: id }));
   process.on('uncaughtException', (err) => {
     // The data path must not depend on this: it is the last resort that turns a bug into a restart.
-    log.fatal({ err }, 'uncaught exception: worker exits and the primary restarts it');
+    worker.log.fatal({ err }, 'uncaught exception: worker exits and the primary restarts it');
     process.exit(1);
   });
-  const worker = new Worker(id, loaded.config, log);
   process.on('message', (msg: unknown, handle: unknown) => worker.onMessage(msg, handle));
-  // The primary drives shutdown: Ctrl-C reaches the whole process group, and only the primary acts on it.
+  // The primary drives shutdown and reload: Ctrl-C and SIGHUP reach the whole process group, only the primary acts.
   process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {});
   // A SIGTERM sent to this worker alone drains it; the primary then starts a replacement.
   process.on('SIGTERM', () => void worker.shutdown('SIGTERM'));
   process.on('disconnect', () => void worker.shutdown('primary gone'));

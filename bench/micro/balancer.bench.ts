@@ -1,5 +1,5 @@
 // Micro-benchmark of a balancer pick for each policy over 3, 30 and 300 targets (not a test, asserts no speed),
-// then the share of keys the hash policy moves when one of N targets leaves, joins, or goes down (100k keys).
+// hash with sticky tunnel pins held (none of the picked keys, or all of them), then the share of keys the hash policy moves when one of N targets leaves, joins, or goes down (100k keys).
 // Each sample runs a batch of picks so the timer's own cost does not swamp a pick of a few nanoseconds;
 // results are checked before timing (STYLE.md 14). Run: npx tsc -p . && node dist/bench/micro/balancer.bench.js
 import assert from 'node:assert/strict';
@@ -25,7 +25,14 @@ interface Scenario {
   /** Load per target: all idle makes least_conn break a tie among every target (its slowest path). */
   activeOf: (i: number) => number;
   keyed: boolean;
+  /** Sticky tunnel pins the hash balancer holds (key -> target address), built for the scenario's targets. */
+  pins?: (targets: readonly Target[]) => Map<string, string>;
 }
+
+/** 10,000 pins for keys no request carries: the common case of a pin map that is not empty. */
+const otherPins = (targets: readonly Target[]): Map<string, string> => new Map(Array.from({ length: 10_000 }, (_, i) => [`other-${i}`, targets[i % targets.length].id]));
+/** Every request key pinned, to the last target (a pinned key is found, checked eligible and returned). */
+const allPinned = (targets: readonly Target[]): Map<string, string> => new Map(KEYS.map((k) => [k, targets[targets.length - 1].id]));
 
 const SCENARIOS: readonly Scenario[] = [
   { name: 'round_robin', spec: 'round_robin', activeOf: () => 0, keyed: false },
@@ -33,6 +40,8 @@ const SCENARIOS: readonly Scenario[] = [
   { name: 'least_conn (mixed load)', spec: 'least_conn', activeOf: (i) => (i * 7919) % 13, keyed: false },
   { name: 'random_two (mixed load)', spec: 'random_two', activeOf: (i) => (i * 7919) % 13, keyed: false },
   { name: 'hash $remote_addr (Maglev)', spec: { policy: 'hash', key: '$remote_addr' }, activeOf: () => 0, keyed: true },
+  { name: 'hash, 10k pins of other keys', spec: { policy: 'hash', key: '$remote_addr' }, activeOf: () => 0, keyed: true, pins: otherPins },
+  { name: 'hash, every key pinned', spec: { policy: 'hash', key: '$remote_addr' }, activeOf: () => 0, keyed: true, pins: allPinned },
 ];
 
 /** Checks picks before anything is timed: known, available targets; weights per cycle; stable hash keys. */
@@ -42,6 +51,7 @@ function check(s: Scenario, balancer: Balancer, targets: readonly Target[]): voi
     const t = s.keyed ? balancer.pickFor(KEYS[i]) : balancer.pick();
     assert.ok(t !== undefined && ids.has(t.id), `${s.name}: pick ${i} returned ${t?.id}`);
     if (s.keyed) assert.equal(balancer.pickFor(KEYS[i]), t, `${s.name}: a key keeps its target`);
+    if (s.pins === allPinned) assert.equal(t, targets[targets.length - 1], `${s.name}: a pinned key goes to its pin`);
   }
   if (s.spec === 'round_robin' || (s.spec === 'least_conn' && targets.every((t) => t.active === 0))) {
     const total = targets.reduce((sum, t) => sum + t.weight, 0);
@@ -62,8 +72,8 @@ for (const scenario of SCENARIOS) {
   for (const n of SIZES) {
     const targets = makeTargets(n, scenario.activeOf);
     const started = performance.now();
-    const balancer = createBalancer(scenario.spec, targets);
-    if (scenario.keyed) buildMs.push(`${n} targets ${(performance.now() - started).toFixed(1)} ms`);
+    const balancer = createBalancer(scenario.spec, targets, { pins: scenario.pins?.(targets) });
+    if (scenario.keyed && scenario.pins === undefined) buildMs.push(`${n} targets ${(performance.now() - started).toFixed(1)} ms`);
     check(scenario, balancer, targets);
     if (scenario.keyed) {
       bench.add(`${scenario.name}, ${n} targets`, () => {

@@ -47,6 +47,8 @@ class L4Connection implements Tracked {
   readonly #id: number;
   readonly #startedAt = Date.now();
   readonly #tried = new Set<Target>();
+  /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
+  #waitUntil = 0;
   #target: Target | null = null;
   #tunnel: Tunnel | SpliceTunnel | null = null;
   /** The client closed or reset before a tunnel existed. */
@@ -77,12 +79,15 @@ class L4Connection implements Tracked {
     }
     this.#tried.add(target);
     target.active++;
-    pool.acquire(target, (err, upstream, reused) => {
+    pool.acquire(target, (err, upstream, reused, waitUntil) => {
       if (err !== null || upstream === null) {
         target.active--;
         const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
-        // nothing reached this target: another one may take the connection
-        if (!this.#clientGone && !this.#failed && error.retryable && this.#tried.size < pool.targets.length) this.#connect();
+        // a target that left rotation while we waited for it: the next one gets the rest of the wait
+        const moved = error.code === 'UPSTREAM_TARGET_GONE';
+        this.#waitUntil = moved ? (waitUntil ?? 0) : 0;
+        // nothing reached this target: another one may take the connection (pick() skips the tried ones)
+        if (!this.#clientGone && !this.#failed && error.retryable && (moved || this.#tried.size < pool.targets.length)) this.#connect();
         else this.#fail(this.#clientGone ? clientClosed() : error);
         return;
       }
@@ -94,7 +99,7 @@ class L4Connection implements Tracked {
         return;
       }
       this.#start(target, upstream);
-    });
+    }, this.#waitUntil);
   }
 
   #start(target: Target, upstream: ByteSocket): void {

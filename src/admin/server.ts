@@ -7,27 +7,47 @@ import http from 'node:http';
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import type { DiscoveryStatus } from '../upstream/discovery.js';
 
 export interface StatusReport {
   pid: number;
   /** Seconds since the primary started. */
   uptime: number;
+  /** The config serving: generation 1 is the one Portico started with, each committed reload adds one. */
+  config: {
+    file: string;
+    generation: number;
+    /** ISO time the serving config was loaded (start, or the last successful reload). */
+    loadedAt: string;
+    reloads: { ok: number; failed: number };
+    /** The last reload attempt; on failure, its error and every config error as `FILE:LINE:COL path: message`. */
+    lastReload:
+      | null
+      | { at: string; ok: true; generation: number; summary: string; warnings: string[] }
+      | { at: string; ok: false; generation: number; error: string; errors: string[] };
+  };
+  /** Sticky tunnels: hash keys with open tunnels (per target), and keys held on another target than they hash to. */
+  sticky: { keys: number; pins: number };
   listenStrategy: string;
   /** Whether the native addon (splice relay, SO_REUSEPORT) is in use, and why not. */
   native: { native: boolean; reason?: string };
-  workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string }>;
+  /** `generation`: the config it serves (0 before its first); connections and tunnels when it answered. */
+  workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
   listeners: Array<{ address: string; port: number; tls: boolean }>;
   /**
    * Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed).
    * `loadSeen` (least_conn, random_two, cookie with a least_conn fallback): the load each answering worker
    * balances on, its own active + the other workers' as last aggregated by the primary; every entry equals
-   * `active` once the aggregate caught up (within ~100-200 ms of a change).
+   * `active` once the aggregate caught up (within ~100-200 ms of a change). `leaving`: removed by discovery,
+   * its open connections and tunnels still finishing (listed until the last one closes).
    */
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[] }>>;
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[]; leaving?: boolean }>>;
   /** Per upstream: wait queue and retry counters, summed over workers (counters include exited workers). */
   limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
   /** Per upstream: each target's health, in the order of `upstreams`. */
   health: Record<string, TargetHealthReport[]>;
+  /** Per upstream that follows DNS names: each name's targets and last lookup (time, TTL, error). */
+  discovery: Record<string, DiscoveryStatus[]>;
   connections: number;
   tunnels: number;
   /** Workers that did not answer in time; their numbers are missing above. */
@@ -70,6 +90,8 @@ export interface AdminOptions {
 export interface AdminServer {
   readonly address: string;
   readonly port: number;
+  /** New options (a reload changed the token) for the requests that come next. */
+  setOptions(options: AdminOptions): void;
   close(): Promise<void>;
 }
 
@@ -84,9 +106,10 @@ const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export async function startAdminServer(host: string, port: number, source: AdminSource, log: Logger, options: AdminOptions = {}): Promise<AdminServer> {
   if (!isLoopback(host)) log.warn({ address: host, port }, 'admin listener is not on loopback: /metrics and /status are reachable from the network');
+  let current = options;
   const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000, maxHeaderSize: 8192 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
-    if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, options.token);
+    if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, current.token);
     else serve(req, res, source, log);
   });
   await new Promise<void>((resolve, reject) => {
@@ -102,6 +125,9 @@ export async function startAdminServer(host: string, port: number, source: Admin
   return {
     address: bound.address,
     port: bound.port,
+    setOptions(next) {
+      current = next;
+    },
     close() {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());

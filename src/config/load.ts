@@ -21,7 +21,8 @@ export type ConfigError = {
   message: string;
 };
 
-export type LoadResult = { ok: true; config: Config; file: string } | { ok: false; errors: ConfigError[] };
+/** `text`: the YAML as read, so a reload can hand workers exactly what the primary validated. */
+export type LoadResult = { ok: true; config: Config; file: string; text: string } | { ok: false; errors: ConfigError[] };
 
 /** A config is a few KiB; anything this large is a wrong file, not a config. */
 const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
@@ -35,7 +36,16 @@ export function loadConfig(file: string): LoadResult {
   const abs = path.resolve(file);
   const text = readConfigText(abs);
   if (typeof text !== 'string') return { ok: false, errors: [text] };
+  return loadConfigText(text, abs);
+}
 
+/**
+ * Validates config `text` as if read from `file` (relative paths resolve against its folder; certificate files
+ * are read). Workers load the text the primary sends them this way, never the file, which may have changed.
+ */
+export function loadConfigText(text: string, file: string): LoadResult {
+  const abs = path.resolve(file);
+  if (text.length > MAX_CONFIG_BYTES) return { ok: false, errors: [{ path: '', message: `config is ${text.length} characters (at most ${MAX_CONFIG_BYTES})` }] };
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true, uniqueKeys: true });
   const at = (offset: number | undefined): Pick<ConfigError, 'line' | 'column'> => {
@@ -116,7 +126,7 @@ export function loadConfig(file: string): LoadResult {
     }
   }
   if (errors.length > 0 || !parsed.success) return fail(errors);
-  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs };
+  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs, text };
 }
 
 function validate(data: unknown) {

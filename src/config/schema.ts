@@ -1,7 +1,7 @@
 // The one description of Portico's config: its TypeScript type, its validation and its defaults.
 // Durations ("30s", "500ms", "2m") and sizes ("16KiB", "1MiB") are normalised here to ms and bytes, once.
 // It knows nothing about files or YAML positions (load.ts) and builds no runtime objects (router, pools).
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { checkCidr } from '../accept/proxy-protocol.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
@@ -95,19 +95,114 @@ const headerOps = z
   .strict()
   .prefault({});
 
+/**
+ * A DNS name as a resolver takes it: labels of letters, digits, "-" and "_" (SRV owner names such as
+ * "_http._tcp.api" use "_"), 1-63 characters each, at most 253 in all, an optional final dot; not an IP address.
+ */
+export function checkDnsName(name: string): string | undefined {
+  const n = name.endsWith('.') ? name.slice(0, -1) : name;
+  if (n.length === 0 || n.length > 253) return `invalid DNS name ${JSON.stringify(name)} (1 to 253 characters)`;
+  if (isIP(n) !== 0) return `${JSON.stringify(name)} is an IP address, not a DNS name (write it as a plain target)`;
+  for (const label of n.split('.')) {
+    if (!/^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label)) {
+      return `invalid DNS name ${JSON.stringify(name)}: label ${JSON.stringify(label)} (letters, digits, "-" and "_", 1 to 63 characters, no "-" at either end)`;
+    }
+  }
+  if (/^\d+$/.test(n.slice(n.lastIndexOf('.') + 1))) return `invalid DNS name ${JSON.stringify(name)}: the last label is all digits`;
+  return undefined;
+}
+
+const dnsName = z.string().superRefine((v, ctx) => {
+  const problem = checkDnsName(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** A target written in config as it is used: a fixed host:port (resolved by the OS at connect, if a name). */
+export interface StaticTarget {
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+}
+
+/** One entry of `targets` once validated: fixed, a name to resolve (`dns`), or an SRV name. */
+type TargetEntry = ({ readonly kind: 'static' } & StaticTarget) | ({ readonly kind: 'dns' } & StaticTarget) | { readonly kind: 'srv'; readonly name: string };
+
 const target = z.union([
-  address('target').transform((a) => ({ ...a, weight: 1, backup: false })),
+  address('target').transform((a): TargetEntry => ({ kind: 'static', ...a, weight: 1, backup: false })),
   z
     .object({
-      address: address('target'),
+      address: address('target').optional(),
       /** Share of new work relative to the other targets (default 1); 0 = drained: no new work, open tunnels stay. */
-      weight: z.number().int().min(0).max(1000).default(1),
+      weight: z.number().int().min(0).max(1000).optional(),
       /** Used only while every primary (non-backup) target is down or full (default false). */
-      backup: z.boolean().default(false),
+      backup: z.boolean().optional(),
+      /**
+       * The host is a DNS name resolved by the primary (A and/or AAAA, `resolver.family`) and re-resolved on
+       * its TTL: every address becomes a target on this port with this weight (default false: resolved by the
+       * OS at each connect, one target).
+       */
+      resolve: z.boolean().optional(),
+      /**
+       * Instead of `address`: an SRV name such as "_http._tcp.api.service.consul", resolved by the primary and
+       * re-resolved; each record's host (resolved to addresses) and port become targets, weighted by the
+       * record's weight; the records of the lowest priority are primaries, the others backups.
+       */
+      srv: dnsName.optional(),
     })
     .strict()
-    .transform((t) => ({ ...t.address, weight: t.weight, backup: t.backup })),
+    // Runs even when a field failed (every error at once), so it reads its input defensively.
+    .superRefine((t, ctx) => checkTargetEntry(t as unknown, ctx), { when: () => true })
+    .transform((t): TargetEntry => {
+      if (t.srv !== undefined) return { kind: 'srv', name: t.srv };
+      const a = t.address as NonNullable<typeof t.address>; // checkTargetEntry: address or srv
+      return { kind: t.resolve === true ? 'dns' : 'static', ...a, weight: t.weight ?? 1, backup: t.backup ?? false };
+    }),
 ]);
+
+function checkTargetEntry(t: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(t)) return;
+  if (t.srv !== undefined) {
+    const extra = ['address', 'weight', 'backup', 'resolve'].filter((k) => t[k] !== undefined);
+    if (extra.length > 0) ctx.addIssue({ code: 'custom', path: [extra[0]], message: `an srv target takes no ${extra.join(', ')}: hosts, ports, weights and backups come from its SRV records` });
+    return;
+  }
+  if (t.address === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['address'], message: 'a target needs `address` (host:port) or `srv` (an SRV name)' });
+    return;
+  }
+  const host = isPlainObject(t.address) ? t.address.host : undefined;
+  if (t.resolve === true && typeof host === 'string') {
+    const problem = checkDnsName(host);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['address'], message: `resolve: ${problem}` });
+  }
+}
+
+/**
+ * A target entry the primary resolves and keeps following (src/upstream/discovery.ts): `dns` = the addresses
+ * of `name` on `port`; `srv` = the SRV records of `name`. `index` is the entry's position in `targets`.
+ */
+export type DiscoverySpec =
+  | { readonly kind: 'dns'; readonly index: number; readonly name: string; readonly address: string; readonly port: number; readonly weight: number; readonly backup: boolean }
+  | { readonly kind: 'srv'; readonly index: number; readonly name: string };
+
+/** Splits `targets` into the fixed ones and those discovery resolves (schema output; see `upstream`). */
+function splitTargets(entries: readonly TargetEntry[]): { targets: StaticTarget[]; discover: DiscoverySpec[] } {
+  const targets: StaticTarget[] = [];
+  const discover: DiscoverySpec[] = [];
+  entries.forEach((e, index) => {
+    if (e.kind === 'static') {
+      const { kind: _kind, ...t } = e;
+      targets.push(t);
+    } else if (e.kind === 'dns') {
+      discover.push({ kind: 'dns', index, name: e.host, address: e.address, port: e.port, weight: e.weight, backup: e.backup });
+    } else {
+      discover.push({ kind: 'srv', index, name: e.name });
+    }
+  });
+  return { targets, discover };
+}
 
 /** "200-399", "200,204", "200-299,301": inclusive ranges of HTTP status codes -> [low, high] pairs. */
 export function parseStatusRanges(input: string): Array<[number, number]> | undefined {
@@ -233,8 +328,9 @@ const upstream = z
     targets: z
       .array(target)
       .min(1, 'an upstream needs at least one target')
-      .refine((ts) => ts.some((t) => t.weight > 0), 'at least one target needs a weight above 0')
-      .refine((ts) => ts.some((t) => !t.backup), 'at least one target must not be a backup'),
+      // An SRV entry brings its own weights and primaries (its lowest priority).
+      .refine((ts) => ts.some((t) => t.kind === 'srv' || t.weight > 0), 'at least one target needs a weight above 0')
+      .refine((ts) => ts.some((t) => t.kind === 'srv' || !t.backup), 'at least one target must not be a backup'),
     balance,
     /** Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512). */
     max_connections: z.number().int().min(1).max(1_000_000).default(512),
@@ -294,7 +390,9 @@ const upstream = z
      */
     send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off'),
   })
-  .strict();
+  .strict()
+  // `targets` keeps the fixed targets; `discover` the entries the primary resolves (resolve: true, srv).
+  .transform((u) => ({ ...u, ...splitTargets(u.targets) }));
 
 const tunnel = z
   .object({
@@ -428,6 +526,52 @@ function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
   }
 }
 
+/** "10.0.0.53", "127.0.0.1:5353", "::1" or "[::1]:5353": what node:dns setServers() takes (no names). */
+export function parseResolverServer(input: string): string | undefined {
+  const v = input.trim();
+  if (isIP(v) !== 0) return v;
+  const a = parseAddress(v);
+  if (a === undefined || a.port === 0 || isIP(a.host) === 0 || v.startsWith(':')) return undefined;
+  return v;
+}
+
+/**
+ * The DNS resolver discovery uses (the primary only; workers never resolve). Each name is re-resolved when its
+ * TTL runs out, the TTL clamped to [min_ttl, max_ttl]; a failed lookup (timeout, SERVFAIL, NXDOMAIN, empty
+ * answer) keeps the last good targets and is tried again after `backoff.min`, doubling up to `backoff.max`.
+ */
+const resolver = z
+  .object({
+    /** Name servers, "ip" or "ip:port" (default: the system's, from /etc/resolv.conf). */
+    servers: z
+      .array(
+        z.string().superRefine((v, ctx) => {
+          if (parseResolverServer(v) === undefined) ctx.addIssue({ code: 'custom', message: `invalid resolver address ${JSON.stringify(v)} (expected an IP address with an optional port: "10.0.0.53", "127.0.0.1:5353", "[::1]:53")` });
+        }),
+      )
+      .min(1, 'list at least one name server, or leave `servers` out for the system resolver')
+      .optional(),
+    /** One DNS query (default 2s); a lookup that times out counts as failed. */
+    timeout: positiveDuration('2s'),
+    /** Shortest time between two lookups of one name, whatever its TTL says (default 1s). */
+    min_ttl: positiveDuration('1s'),
+    /** Longest time a name's answer is kept before it is looked up again (default 1h). */
+    max_ttl: positiveDuration('1h'),
+    /** After a failed lookup: first retry after `min`, doubling up to `max` (default 1s, 30s). */
+    backoff: z.object({ min: positiveDuration('1s'), max: positiveDuration('30s') }).strict().prefault({}),
+    /** Address records asked for: any (A and AAAA, default), ipv4 (A) or ipv6 (AAAA). */
+    family: z.enum(['any', 'ipv4', 'ipv6']).default('any'),
+  })
+  .strict()
+  .superRefine(
+    (r, ctx) => {
+      const { min_ttl, max_ttl, backoff } = r as { min_ttl?: unknown; max_ttl?: unknown; backoff?: { min?: unknown; max?: unknown } };
+      if (typeof min_ttl === 'number' && typeof max_ttl === 'number' && min_ttl > max_ttl) ctx.addIssue({ code: 'custom', path: ['min_ttl'], message: 'min_ttl must not be above max_ttl' });
+      if (typeof backoff?.min === 'number' && typeof backoff.max === 'number' && backoff.min > backoff.max) ctx.addIssue({ code: 'custom', path: ['backoff', 'min'], message: 'backoff.min must not be above backoff.max' });
+    },
+    { when: () => true },
+  );
+
 export const configSchema = z
   .object({
     /** Worker processes; "auto" = one per core (default). */
@@ -469,6 +613,8 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** DNS for targets with `resolve: true` and `srv` targets; see `resolver` above. */
+    resolver: resolver.prefault({}),
     admin: z
       .object({
         address: address('admin', true),
@@ -567,6 +713,7 @@ export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = Config['listeners'][number];
 export type UpstreamConfig = Config['upstreams'][string];
 export type TargetConfig = UpstreamConfig['targets'][number];
+export type ResolverConfig = Config['resolver'];
 export type RouteConfig = Config['routes'][number];
 export type TunnelConfig = Config['tunnel'];
 export type HealthConfig = UpstreamConfig['health'];

@@ -174,14 +174,16 @@ export class Exchange {
   deadline = 0;
   deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
 
-  #client: ClientSide;
   /** Balancing key of hash and cookie policies (undefined for the others, or when the request has none). */
-  readonly #key: string | undefined;
+  readonly key: string | undefined;
+  #client: ClientSide;
   #upstream: ByteSocket | null = null;
   #reused = false;
   /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
   #retries = 0;
   #tried: Set<Target> | null = null;
+  /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
+  #waitUntil = 0;
   #attempts = 0;
   /** Withdraws a pending acquire from the pool's wait queue when the exchange ends first. */
   #cancelAcquire: CancelAcquire | null = null;
@@ -214,21 +216,24 @@ export class Exchange {
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
     this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
     const key = keyOf(pool);
-    this.#key = key === null ? undefined : key(head, client.vars.remoteAddr);
+    this.key = key === null ? undefined : key(head, client.vars.remoteAddr);
   }
 
   /** Set-Cookie value for cookie stickiness when the client's cookie does not name the chosen target. */
   #stickyCookie(): string | undefined {
-    return typeof this.pool.config.balance === 'string' ? undefined : stickyCookieFor(this.pool.config.balance, this.target!, this.#key, this.#client.vars.scheme === 'https');
+    return typeof this.pool.config.balance === 'string' ? undefined : stickyCookieFor(this.pool.config.balance, this.target!, this.key, this.#client.vars.scheme === 'https');
   }
 
   get requestComplete(): boolean {
     return this.#requestComplete;
   }
 
-  /** Picks a target and connects; the first step and every retry. */
-  start(): void {
-    const target = this.pool.balancer.pickFor(this.#key, this.#tried ?? undefined);
+  /**
+   * Picks a target and connects; the first step and every retry. `fallback`: the target to ask again when no
+   * other one can be picked (see #upstreamGone).
+   */
+  start(fallback?: Target): void {
+    const target = this.pool.balancer.pickFor(this.key, this.#tried ?? undefined) ?? fallback;
     if (target === undefined) {
       this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
       return;
@@ -238,7 +243,7 @@ export class Exchange {
     this.target = target;
     target.active++;
     this.#phase = 'connecting';
-    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired);
+    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil);
   }
 
   /** A retry within the per-request bound and the upstream's retry budget (asked only when the bound allows). */
@@ -249,12 +254,17 @@ export class Exchange {
   }
   #lastError: ProxyError | null = null;
 
-  #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean): void => {
+  #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number): void => {
     this.#cancelAcquire = null;
     if (this.#finished) {
       if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
       return;
     }
+    if (err?.code === 'UPSTREAM_TARGET_GONE') {
+      this.#moveOn(err, waitUntil ?? 0);
+      return;
+    }
+    this.#waitUntil = 0; // the wait is over (a socket, or a failure whose retry waits afresh)
     if (err !== null || socket === null) {
       this.#retryOrFail(err ?? new ProxyError('UPSTREAM_CONNECT_ERROR', 'no socket'));
       return;
@@ -284,7 +294,28 @@ export class Exchange {
     }
   };
 
+  /**
+   * The target left rotation before this request got a socket (nothing was sent): pick another one, keeping
+   * the queue wait already begun. Not a retry (no budget spent) and not the target's failure; bounded, since
+   * the target joins the tried set. None left: the error answers 503.
+   */
+  #moveOn(err: ProxyError, waitUntil: number): void {
+    this.#waitUntil = waitUntil;
+    this.#leaveTarget(err);
+    this.start();
+  }
+
   #retryOrFail(err: ProxyError): void {
+    this.#leaveTarget(err);
+    if (err.retryable && !this.#finished && this.#mayRetry()) {
+      this.start();
+      return;
+    }
+    this.#fail(err);
+  }
+
+  /** Nothing of this request reached the target (`err` says why): it is tried no more and no longer counted on it. */
+  #leaveTarget(err: ProxyError): void {
     this.#lastError = err;
     const t = this.target;
     if (t !== null) {
@@ -292,11 +323,6 @@ export class Exchange {
       (this.#tried ??= new Set()).add(t);
     }
     this.target = null;
-    if (err.retryable && !this.#finished && this.#mayRetry()) {
-      this.start();
-      return;
-    }
-    this.#fail(err);
   }
 
   /**
@@ -580,18 +606,27 @@ export class Exchange {
     this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream connection closed mid-exchange'));
   };
 
-  /** The upstream socket died. A stale keep-alive socket that sent nothing back is retried when safe. */
+  /**
+   * The upstream socket died. An idempotent request without a body whose response had not begun to reach the
+   * client (no head relayed, no interim response) is retried within `retries.max` and the budget, fresh
+   * connection or reused alike (RFC 9110 §9.2.2; nginx `proxy_next_upstream error`): a target reset under the
+   * request may be dying, so another target is asked. A fresh connection reset this way is the target's passive
+   * failure; a reused one may only have been closed by the target while idle (a keep-alive race), so it is not
+   * held against it, and with no other target that target is asked again.
+   */
   #upstreamGone(err: ProxyError): void {
     if (this.#finished) return;
     const up = this.#detachUpstream();
     up.destroy();
-    const nothingBack = this.#phase === 'waiting' && this.#resBuf === null && !this.responseStarted;
-    if (nothingBack && this.#reused && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
-      // RFC 9110 §9.2.2: an idempotent request on a reused connection that closed under it may be retried;
-      // a stale pooled socket is not the target's fault, so the same target is asked again
-      this.#phase = 'connecting';
+    const nothingToClient = this.#phase === 'waiting' && !this.responseStarted && this.bytesOut === 0;
+    if (nothingToClient && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
+      const target = this.target!;
+      const stale = this.#reused;
+      if (!stale) this.pool.reportFailure(target, err.code);
+      this.#leaveTarget(err);
+      this.#resBuf = null; // a partial response head from the socket that died
       this.deadline = 0;
-      this.#cancelAcquire = this.pool.acquire(this.target!, this.#onAcquired);
+      this.start(stale ? target : undefined);
       return;
     }
     this.#fail(err);

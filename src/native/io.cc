@@ -391,17 +391,10 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, id);
 }
 
-// ioWrite(id, bytes: Uint8Array) -> bytes now queued natively (0 = all in the kernel) | -errno.
-Napi::Value Write(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  State& s = Own(env);
-  int32_t id = IdArg(info, s);
-  if (info.Length() < 2 || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "ioWrite(id, bytes: Uint8Array)");
-  Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
+// Sends p[0..len) now, queueing what the kernel does not take; bytes queued (0 = all sent) or -errno.
+Napi::Value SendOrQueue(Napi::Env env, State& s, int32_t id, const char* p, size_t len) {
   Conn& c = s.conns[id];
   if (c.dead) return Napi::Number::New(env, -EPIPE);
-  const char* p = reinterpret_cast<const char*>(bytes.Data());
-  size_t len = bytes.ByteLength();
   size_t sent = 0;
   if (!c.connecting && c.out.size() == c.out_off) {
     while (sent < len) {
@@ -421,6 +414,31 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   c.out.append(p + sent, len - sent);
   Rearm(s, c);
   return Napi::Number::New(env, static_cast<double>(c.out.size() - c.out_off));
+}
+
+// ioWrite(id, bytes: Uint8Array) -> bytes now queued natively (0 = all in the kernel) | -errno.
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 2 || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "ioWrite(id, bytes: Uint8Array)");
+  Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
+  return SendOrQueue(env, s, id, reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength());
+}
+
+// ioWriteLatin1(id, text) -> as ioWrite, for a one-byte string (HTTP heads): no Buffer is made for it in JS.
+Napi::Value WriteLatin1(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 2 || !info[1].IsString()) throw Napi::TypeError::New(env, "ioWriteLatin1(id, text: string)");
+  napi_value v = info[1];
+  size_t len = 0;
+  if (napi_get_value_string_latin1(env, v, nullptr, 0, &len) != napi_ok) throw Napi::Error::New(env, "ioWriteLatin1: not a string");
+  static thread_local std::string scratch;
+  scratch.resize(len + 1);  // napi writes a terminating NUL
+  napi_get_value_string_latin1(env, v, scratch.data(), len + 1, &len);
+  return SendOrQueue(env, s, id, scratch.data(), len);
 }
 
 // ioRead(id, on): pause (false) or resume (true) reading.
@@ -549,6 +567,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
+  exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));
   exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));

@@ -44,6 +44,7 @@ interface IoAddon {
   ioAdopt(fd: number): number;
   ioConnect(ip: string, port: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
+  ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
   ioShutdown(id: number): void;
   ioClose(id: number): void;
@@ -293,6 +294,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       if (callback !== undefined) process.nextTick(callback, new Error(this.#destroyed ? 'write after destroy' : 'write after end'));
       return false;
     }
+    if (typeof data === 'string' && encodingOrCb === 'latin1' && this.#corked === 0) return this.#send(data, callback);
     const bytes = typeof data === 'string' ? Buffer.from(data, typeof encodingOrCb === 'string' ? encodingOrCb : 'utf8') : data;
     if (this.#corked > 0) {
       this.#corkedChunks.push(bytes);
@@ -302,12 +304,13 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return this.#send(bytes, callback);
   }
 
-  #send(bytes: Uint8Array, callback: ((err?: Error | null) => void) | undefined): boolean {
+  /** `bytes` as a string: one byte per character (latin1), as HTTP heads are built. */
+  #send(bytes: Uint8Array | string, callback: ((err?: Error | null) => void) | undefined): boolean {
     if (bytes.length === 0 && this.#queued === 0 && !this.#connecting) {
       if (callback !== undefined) process.nextTick(callback, null);
       return true;
     }
-    const r = this.#io.addon.ioWrite(this.#id, bytes);
+    const r = typeof bytes === 'string' ? this.#io.addon.ioWriteLatin1(this.#id, bytes) : this.#io.addon.ioWrite(this.#id, bytes);
     if (r < 0) {
       const err = errnoError('write', -r);
       if (callback !== undefined) process.nextTick(callback, err);

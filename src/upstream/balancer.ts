@@ -1,8 +1,9 @@
 // Balancing policies over a pool's targets. Every policy reads only `available`, `weight` and the load
 // (`active` + `remote`); health checks and limits flip `available`, nothing else (STYLE.md 10). No sockets, no request parsing here
 // (keys come from hash-key.ts). Picks allocate nothing: per-target state lives in typed arrays indexed like
-// `targets`, which a balancer never reorders or resizes; hash tables are built once per balancer. Slow start
-// scales weights from timestamps the pool sets (`rampUntil`), read at pick time: no timer per target or request.
+// `targets`, which a balancer never reorders or resizes (a pool whose targets change builds a new balancer);
+// hash tables are built once per balancer. Slow start scales weights from timestamps the pool sets
+// (`rampUntil`), read at pick time: no timer per target or request.
 import { stickyCookieValue } from './hash-key.js';
 
 /** One backend address as balancers and pools see it. Mutable counters are owned by the pool. */
@@ -11,7 +12,11 @@ export interface Target {
   readonly id: string;
   readonly host: string;
   readonly port: number;
-  readonly weight: number;
+  /**
+   * Changed only by the pool, for a discovered target whose SRV weight changed, and always together with a
+   * new balancer (balancers may precompute from weights).
+   */
+  weight: number;
   /** Healthy and not full. Weight 0 targets are never picked. */
   available: boolean;
   /** Open requests plus open tunnels to this target in this worker. */
@@ -25,8 +30,8 @@ export interface Target {
    * per worker would see anyway. Set by the pool (setRemoteLoad), read-only for balancers.
    */
   remote?: number;
-  /** Used only while no primary target is available (the pool folds that into `available`). */
-  readonly backup?: boolean;
+  /** Used only while no primary target is available (the pool folds that into `available`). Pool-owned, like weight. */
+  backup?: boolean;
   /**
    * Slow start: until this time (ms, the balancer's clock) the target's weight ramps up from 10% to 100%;
    * 0 or absent = full weight. Set by the pool when the target comes (back) up.
@@ -60,6 +65,11 @@ export interface BalancerOptions {
   readonly slowStart?: number;
   /** Clock for slow start, same base as `Target.rampUntil`. Default Date.now. */
   readonly now?: () => number;
+  /**
+   * hash only: keys pinned to a target address while tunnels for them are open (upstream/sticky.ts). A live
+   * map the owner updates in place; a pinned key goes to its target while that one is eligible.
+   */
+  readonly pins?: ReadonlyMap<string, string>;
 }
 
 /** Share of its weight a target gets the moment it comes back up with slow start on. */
@@ -101,7 +111,7 @@ export function createBalancer(spec: BalanceSpec, targets: readonly Target[], op
   }
   switch (spec.policy) {
     case 'hash':
-      return new Maglev(targets);
+      return new Maglev(targets, options.pins);
     case 'cookie':
       return new CookieSticky(targets, createBalancer(spec.fallback, targets, options));
     default: {
@@ -356,18 +366,25 @@ const MAX_WALK = 256;
  * test/unit/balancer.test.ts and the report). The table is built from config once: health flips never rebuild
  * it. A key whose slot holds an ineligible target walks the next slots to the first eligible one: only the
  * keys of a target that went down move, spread over the others by their share of the table, and they come
- * back when it returns. Without a key (header absent...) a pick is smooth weighted round robin.
+ * back when it returns. Without a key (header absent...) a pick is smooth weighted round robin. A key pinned
+ * (sticky tunnels: its open tunnels are on another target than its slot) goes to that target while it is
+ * eligible; the pin map is empty for almost every key and costs one size check per pick then.
  */
 class Maglev implements Balancer {
   readonly #targets: readonly Target[];
   /** Slot -> index into #targets. */
   readonly #table: Uint16Array | Uint32Array;
   readonly #fallback: SmoothWeightedRoundRobin;
+  readonly #pins: ReadonlyMap<string, string> | undefined;
+  /** Address -> target, for pins (a repeated address: the first one). */
+  readonly #byId = new Map<string, Target>();
 
-  constructor(targets: readonly Target[]) {
+  constructor(targets: readonly Target[], pins?: ReadonlyMap<string, string>) {
     this.#targets = targets;
     this.#fallback = new SmoothWeightedRoundRobin(targets, null); // hash ignores slow start: keys keep their target
     this.#table = buildMaglevTable(targets);
+    this.#pins = pins;
+    for (const t of targets) if (!this.#byId.has(t.id)) this.#byId.set(t.id, t);
   }
 
   pick(exclude?: ReadonlySet<Target>): Target | undefined {
@@ -376,6 +393,13 @@ class Maglev implements Balancer {
 
   pickFor(key: string | undefined, exclude?: ReadonlySet<Target>): Target | undefined {
     if (key === undefined) return this.#fallback.pick(exclude);
+    const pins = this.#pins;
+    if (pins !== undefined && pins.size > 0) {
+      // A key with open tunnels on another target than its slot stays there while that target is eligible.
+      const id = pins.get(key);
+      const pinned = id === undefined ? undefined : this.#byId.get(id);
+      if (pinned !== undefined && eligible(pinned, exclude)) return pinned;
+    }
     const table = this.#table;
     const size = table.length;
     if (size === 0) return undefined;
@@ -456,6 +480,15 @@ export function buildMaglevTable(targets: readonly Target[]): Uint16Array | Uint
     }
   }
   return table;
+}
+
+/**
+ * Where each key hashes to in the Maglev table of `targets` (its "home"), ignoring availability: the primary's
+ * reference for sticky tunnel pins (upstream/sticky.ts). Builds the table once.
+ */
+export function maglevHome(targets: readonly Target[]): (key: string) => string | undefined {
+  const table = buildMaglevTable(targets);
+  return (key) => (table.length === 0 ? undefined : targets[table[hashKey(key) % table.length]].id);
 }
 
 /**

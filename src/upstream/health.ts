@@ -208,9 +208,10 @@ export class Thresholds {
   /** Consecutive results that disagree with the current state. */
   #streak = 0;
 
-  constructor(passes: number, fails: number) {
+  constructor(passes: number, fails: number, healthy = true) {
     this.passes = passes;
     this.fails = fails;
+    this.#healthy = healthy;
   }
 
   get healthy(): boolean {
@@ -275,53 +276,87 @@ function jittered(intervalMs: number): number {
 export class HealthChecker {
   readonly upstream: string;
   readonly config: ActiveHealthConfig;
-  readonly #entries: Entry[];
+  /** One entry per target address, in the order targets were given. */
   readonly #byId = new Map<string, Entry>();
   readonly #onFlip: FlipListener;
   readonly #log: Logger;
   #running = false;
 
-  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger) {
+  /**
+   * `initial`: a target's state to start from (a checker replaced on reload carries its predecessor's verdicts);
+   * undefined = healthy.
+   */
+  constructor(upstream: string, targets: readonly ProbeTarget[], config: ActiveHealthConfig, onFlip: FlipListener, log: Logger, initial?: (id: string) => boolean | undefined) {
     this.upstream = upstream;
     this.config = config;
     this.#onFlip = onFlip;
     this.#log = log;
-    this.#entries = [];
-    for (const target of targets) {
-      // The same address listed twice is one backend: probed once.
-      if (this.#byId.has(target.id)) continue;
-      const entry: Entry = {
-        target,
-        thresholds: new Thresholds(config.passes, config.fails),
-        timer: null,
-        abort: null,
-        lastCheck: null,
-        lastResult: null,
-        lastReason: null,
-        checksOk: 0,
-        checksFailed: 0,
-        flipsDown: 0,
-        flipsUp: 0,
-      };
-      this.#entries.push(entry);
-      this.#byId.set(target.id, entry);
-    }
+    // The same address listed twice is one backend: probed once.
+    for (const target of targets) if (!this.#byId.has(target.id)) this.#byId.set(target.id, this.#entry(target, initial?.(target.id) ?? true));
+  }
+
+  #entry(target: ProbeTarget, healthy = true): Entry {
+    return {
+      target,
+      thresholds: new Thresholds(this.config.passes, this.config.fails, healthy),
+      timer: null,
+      abort: null,
+      lastCheck: null,
+      lastResult: null,
+      lastReason: null,
+      checksOk: 0,
+      checksFailed: 0,
+      flipsDown: 0,
+      flipsUp: 0,
+    };
+  }
+
+  /** The addresses it checks, each once, in the order they were given (config, then discovered). */
+  get targetIds(): string[] {
+    return [...this.#byId.keys()];
   }
 
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    for (const entry of this.#entries) this.#schedule(entry, Math.random() * this.config.interval * 0.1);
+    for (const entry of this.#byId.values()) this.#schedule(entry, this.#firstDelay());
+  }
+
+  /** The first probe of a target runs within 10% of an interval, so targets do not all start together. */
+  #firstDelay(): number {
+    return Math.random() * this.config.interval * 0.1;
   }
 
   /** Stops every timer and aborts probes in flight; their results are dropped. */
   stop(): void {
     this.#running = false;
-    for (const entry of this.#entries) {
-      if (entry.timer !== null) clearTimeout(entry.timer);
-      entry.timer = null;
-      entry.abort?.abort();
-      entry.abort = null;
+    for (const entry of this.#byId.values()) this.#halt(entry);
+  }
+
+  #halt(entry: Entry): void {
+    if (entry.timer !== null) clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.abort?.abort();
+    entry.abort = null;
+  }
+
+  /**
+   * The targets changed (discovery): new ones start healthy and are probed within 10% of an interval; those
+   * that left stop being probed and are forgotten (one that comes back starts healthy again); the rest go on
+   * with their state and timers.
+   */
+  setTargets(targets: readonly ProbeTarget[]): void {
+    const next = new Set(targets.map((t) => t.id));
+    for (const [id, entry] of this.#byId) {
+      if (next.has(id)) continue;
+      this.#halt(entry);
+      this.#byId.delete(id);
+    }
+    for (const target of targets) {
+      if (this.#byId.has(target.id)) continue;
+      const entry = this.#entry(target);
+      this.#byId.set(target.id, entry);
+      if (this.#running) this.#schedule(entry, this.#firstDelay());
     }
   }
 
@@ -331,7 +366,7 @@ export class HealthChecker {
   }
 
   status(): ActiveTargetStatus[] {
-    return this.#entries.map((e) => ({
+    return [...this.#byId.values()].map((e) => ({
       target: e.target.id,
       healthy: e.thresholds.healthy,
       lastCheck: e.lastCheck,
@@ -356,6 +391,7 @@ export class HealthChecker {
     const abort = new AbortController();
     entry.abort = abort;
     const result = await probe(entry.target, this.config, abort.signal);
+    // aborted: stopped, or the target left (its entry is gone)
     if (abort.signal.aborted || !this.#running) return;
     entry.abort = null;
     this.#record(entry, result);

@@ -1,8 +1,10 @@
 // Keep-alive connection pools, one per upstream, bounded per target. Owns upstream sockets while idle and the
 // requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
-// fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
-// `Target.active` belongs to the caller. It never reads or writes application bytes.
+// fullness and backup role into `Target.available`, sets slow start ramps, keeps the retry budget, and swaps in
+// the discovered targets the primary sends (setDiscovered); `Target.active` belongs to the caller. A reload
+// retires a pool (in-flight work finishes, nothing is kept idle) and may hand its per-target state to its
+// successor. It never reads or writes application bytes, and never resolves names.
 import { connect } from 'node:net';
 import { connectNative, type ByteSocket } from '../native/io.js';
 import type { UpstreamConfig } from '../config/schema.js';
@@ -15,12 +17,44 @@ import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
  * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
  * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
+ * With UPSTREAM_TARGET_GONE (the target left rotation while the acquire waited in its queue, or before it
+ * started), `waitUntil` is the end of the wait already begun (pool clock, ms; 0 = none): the caller picks
+ * another target and passes it to acquire() again, so moving never extends a request's queue time.
  */
-export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean) => void;
+export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number) => void;
 
 /** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
 export type CancelAcquire = () => void;
 const NOT_QUEUED: CancelAcquire = () => {};
+
+/** A target as discovery hands it to the pool: `id` is "ip:port" ("[v6]:port"), the key it is known by. */
+export interface TargetSpec {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+}
+
+/** What setDiscovered() changed, by target id. */
+export interface DiscoveredChange {
+  readonly added: string[];
+  readonly removed: string[];
+}
+
+/** One target as a worker reports it (for /status): current ones, then those that left and still have sockets. */
+export interface TargetReport {
+  readonly target: string;
+  readonly available: boolean;
+  readonly active: number;
+  readonly remote: number;
+  readonly healthy: boolean;
+  readonly draining: boolean;
+  readonly passiveDown: boolean;
+  readonly failures: number;
+  /** Removed by discovery: no new work; its open connections and tunnels finish (listed until they have). */
+  readonly leaving: boolean;
+}
 
 /** One target's counts, for the admin status page. */
 export interface TargetStats {
@@ -51,10 +85,22 @@ export interface PoolLimitStats {
   readonly retries: RetryBudgetStats;
 }
 
-/** Injected in tests; defaults are the real clock. */
 export interface PoolOptions {
-  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now. */
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
   readonly now?: () => number;
+  /** hash only: keys pinned to a target while tunnels for them are open (see BalancerOptions.pins). */
+  readonly pins?: ReadonlyMap<string, string>;
+  /**
+   * The pool this one replaces on reload (same upstream name, changed config): targets with the same address
+   * keep their passive health window (when max_fails and fail_timeout are unchanged) and slow start ramp, and
+   * the queue and retry counters carry on, so totals never go back.
+   */
+  readonly previous?: UpstreamPool;
+  /**
+   * The discovered targets to start with (the primary's current set, on reload): the pool's first set, so
+   * they do not slow-start, and they carry `previous`'s state like fixed targets do.
+   */
+  readonly discovered?: readonly TargetSpec[];
 }
 
 /** One target's health inputs in this worker, for the admin status page. */
@@ -95,6 +141,8 @@ const TCP_KEEPALIVE_DELAY_MS = 60_000;
 /** An acquire waiting for a socket of a full target. */
 interface Waiter {
   readonly cb: AcquireCallback;
+  /** End of the wait (pool clock); kept when the waiter moves to another target. */
+  readonly deadline: number;
   timer: NodeJS.Timeout | undefined;
   /** Served, timed out or cancelled: skipped when met in the queue. */
   done: boolean;
@@ -120,6 +168,8 @@ interface Slot {
   readonly passive: PassiveWindow;
   /** Brings the target back when its passive down period ends. */
   passiveTimer: NodeJS.Timeout | null;
+  /** Removed by discovery: nothing new is sent; busy sockets are closed on release, tunnels stay. */
+  removed: boolean;
 }
 
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
@@ -255,17 +305,46 @@ function shiftWaiter(slot: Slot): Waiter | undefined {
   return waiter;
 }
 
+/**
+ * The discovered targets a pool of `config` uses, in the order given: one per address, none repeating a fixed
+ * target's address (the fixed one serves). Balancers see the fixed targets, then these (sticky.ts hashHomes
+ * builds the same list).
+ */
+export function usableDiscovered(config: UpstreamConfig, specs: readonly TargetSpec[]): TargetSpec[] {
+  const taken = new Set(config.targets.map((t) => t.address));
+  const out: TargetSpec[] = [];
+  for (const spec of specs) {
+    if (taken.has(spec.id)) continue;
+    taken.add(spec.id);
+    out.push(spec);
+  }
+  return out;
+}
+
 export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
-  readonly targets: readonly Target[];
-  readonly balancer: Balancer;
+  /** Fixed targets (config order), then discovered ones (in the primary's order); replaced, never mutated. */
+  #targets: readonly Target[];
+  #balancer: Balancer;
   readonly #slots = new Map<Target, Slot>();
+  /**
+   * Targets removed by discovery that still have open sockets or work (a spliced tunnel's sockets are closed
+   * in JS but its target stays `active`), for /status; pruned when a report or a new set finds them idle.
+   */
+  readonly #leaving = new Map<Target, Slot>();
+  /** Every target ever removed: a late acquire for one is told to pick again. */
+  readonly #gone = new WeakSet<Target>();
+  #discoveredOnce = false;
+  /** hash only: keys held on a target by their open tunnels (PoolOptions.pins); every balancer built reads it. */
+  readonly #pins: ReadonlyMap<string, string> | undefined;
   readonly #sockets = new WeakMap<ByteSocket, PooledSocket>();
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
   #closed = false;
+  /** Out of service after a reload: see retire(). */
+  #retired = false;
   #panic = false;
   /** Waiters in every slot's queue (bounded by queue.size). */
   #queued = 0;
@@ -278,31 +357,176 @@ export class UpstreamPool {
     this.name = name;
     this.config = config;
     this.#now = options.now ?? Date.now;
-    this.targets = Object.freeze(
-      config.targets.map((t): Target => ({ id: t.address, host: t.host, port: t.port, weight: t.weight, available: t.weight > 0, active: 0, remote: 0, backup: t.backup, rampUntil: 0 })),
-    );
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
-    const { max_fails, fail_timeout } = config.health.passive;
-    for (const target of this.targets) {
-      const slot: Slot = {
-        target,
-        idle: [],
-        open: 0,
-        full: false,
-        up: target.weight > 0, // targets usable at start do not slow-start
-        waiters: [],
-        waitHead: 0,
-        changed: () => this.#slotChanged(slot),
-        healthy: true,
-        draining: false,
-        passive: new PassiveWindow(max_fails, fail_timeout),
-        passiveTimer: null,
-      };
-      this.#slots.set(target, slot);
+    this.#pins = options.pins;
+    const previous = options.previous;
+    // the slots of the pool this one replaces, by address: what they carry over is decided in #addSlot
+    const before = new Map<string, Slot>();
+    if (previous !== undefined) {
+      for (const slot of previous.#slots.values()) if (!before.has(slot.target.id)) before.set(slot.target.id, slot);
+      this.#queueRejected = previous.#queueRejected;
+      this.#queueTimeouts = previous.#queueTimeouts;
+      this.#retryBudget.carryTotals(previous.#retryBudget.stats(this.#now()));
     }
-    this.balancer = createBalancer(config.balance, this.targets, { slowStart: config.slow_start, now: this.#now });
+    // targets usable at start do not slow-start
+    const fixed = config.targets.map((t) => this.#addSlot({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true, before.get(t.address)).target);
+    this.#targets = Object.freeze(fixed);
+    if (options.discovered !== undefined) this.#placeDiscovered(usableDiscovered(config, options.discovered), before);
+    this.#balancer = this.#newBalancer();
+    const now = this.#now();
+    for (const slot of this.#slots.values()) if (slot.passive.isDown(now)) this.#armPassiveTimer(slot, now);
     this.#refresh(); // backups start out of rotation
+  }
+
+  /** The targets balancers pick from; a new array (and balancer) when discovery changes the set. */
+  get targets(): readonly Target[] {
+    return this.#targets;
+  }
+
+  get balancer(): Balancer {
+    return this.#balancer;
+  }
+
+  #newBalancer(): Balancer {
+    return createBalancer(this.config.balance, this.#targets, { slowStart: this.config.slow_start, now: this.#now, pins: this.#pins });
+  }
+
+  /**
+   * A new slot for `spec`. `old`: the same address in the pool this one replaces, whose slow start ramp carries
+   * on, and whose passive health window too while max_fails and fail_timeout are unchanged.
+   */
+  #addSlot(spec: TargetSpec, startUp: boolean, old?: Slot): Slot {
+    const target: Target = { id: spec.id, host: spec.host, port: spec.port, weight: spec.weight, available: spec.weight > 0, active: 0, remote: 0, backup: spec.backup, rampUntil: old?.target.rampUntil ?? 0 };
+    const { max_fails, fail_timeout } = this.config.health.passive;
+    const keepPassive = old !== undefined && old.passive.failTimeoutMs === fail_timeout && old.passive.maxFails === (fail_timeout > 0 ? max_fails : 0);
+    const slot: Slot = {
+      target,
+      idle: [],
+      open: 0,
+      full: false,
+      up: startUp && target.weight > 0,
+      waiters: [],
+      waitHead: 0,
+      changed: () => this.#slotChanged(slot),
+      healthy: true,
+      draining: false,
+      // shared with the retired pool, which no longer counts failures (see retire())
+      passive: keepPassive ? old.passive : new PassiveWindow(max_fails, fail_timeout),
+      passiveTimer: null,
+      removed: false,
+    };
+    this.#slots.set(target, slot);
+    return slot;
+  }
+
+  /**
+   * Replaces the discovered targets (the primary resolved them; the fixed targets from config stay first).
+   * A target that stays keeps its object, sockets, counters and health; its weight and backup role follow the
+   * spec. One that leaves gets no new work: its queued acquires move to other targets, its idle sockets close,
+   * busy ones close when released, tunnels stay. One that joins starts healthy and, except in the first set a
+   * pool receives (the instance had it already), ramps up with slow start. A spec repeating a fixed target's
+   * address is skipped (the fixed one serves). The balancer is rebuilt: hash keeps most keys where they were.
+   */
+  setDiscovered(specs: readonly TargetSpec[]): DiscoveredChange {
+    this.#pruneLeaving();
+    const usable = usableDiscovered(this.config, specs);
+    if (this.#sameDiscovered(usable)) {
+      this.#discoveredOnce = true;
+      return { added: [], removed: [] }; // a set sent again (reload, resend): the balancer keeps its state
+    }
+    const change = this.#placeDiscovered(usable);
+    this.#balancer = this.#newBalancer();
+    this.#refresh();
+    return change;
+  }
+
+  /** Whether the discovered targets in use are `usable` already, weights and roles included. */
+  #sameDiscovered(usable: readonly TargetSpec[]): boolean {
+    const fixed = this.config.targets.length;
+    if (this.#targets.length - fixed !== usable.length) return false;
+    return usable.every((spec, i) => {
+      const t = this.#targets[fixed + i];
+      return t.id === spec.id && t.weight === spec.weight && (t.backup ?? false) === spec.backup;
+    });
+  }
+
+  /**
+   * Puts `usable` (see usableDiscovered) after the fixed targets; the balancer is the caller's to rebuild.
+   * `before`: the replaced pool's slots, for a pool being built.
+   */
+  #placeDiscovered(usable: readonly TargetSpec[], before?: ReadonlyMap<string, Slot>): DiscoveredChange {
+    const fixed = this.config.targets.length;
+    const current = new Map<string, Slot>();
+    for (let i = fixed; i < this.#targets.length; i++) {
+      const t = this.#targets[i];
+      current.set(t.id, this.#slots.get(t) as Slot);
+    }
+    const leavingById = new Map<string, Slot>();
+    for (const slot of this.#leaving.values()) leavingById.set(slot.target.id, slot);
+    const next: Target[] = this.#targets.slice(0, fixed);
+    const kept = new Set<Slot>();
+    const added: string[] = [];
+    for (const spec of usable) {
+      let slot = current.get(spec.id);
+      if (slot === undefined) {
+        const back = leavingById.get(spec.id);
+        if (back !== undefined) {
+          // Came back before its last socket closed: the same target again, its sockets reusable.
+          this.#leaving.delete(back.target);
+          this.#gone.delete(back.target);
+          back.removed = false;
+          this.#slots.set(back.target, back);
+          slot = back;
+        } else {
+          slot = this.#addSlot(spec, !this.#discoveredOnce, before?.get(spec.id));
+        }
+        added.push(spec.id);
+      }
+      slot.target.weight = spec.weight;
+      slot.target.backup = spec.backup;
+      kept.add(slot);
+      next.push(slot.target);
+    }
+    const removed: string[] = [];
+    for (const slot of current.values()) {
+      if (kept.has(slot)) continue;
+      removed.push(slot.target.id);
+      this.#removeSlot(slot);
+    }
+    this.#discoveredOnce = true;
+    this.#targets = Object.freeze(next);
+    return { added, removed };
+  }
+
+  /** Takes a slot out for good: waiters move, idle sockets close, the rest finish (see setDiscovered). */
+  #removeSlot(slot: Slot): void {
+    this.#slots.delete(slot.target);
+    this.#gone.add(slot.target);
+    slot.removed = true;
+    slot.up = false;
+    slot.target.available = false;
+    if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+    slot.passiveTimer = null;
+    this.#moveWaiters(slot, 'was removed by discovery');
+    for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    if (slot.open > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
+  }
+
+  /** Forgets leaving targets with neither sockets nor requests and tunnels left. */
+  #pruneLeaving(): void {
+    for (const [target, slot] of this.#leaving) if (slot.open === 0 && target.active <= 0) this.#leaving.delete(target);
+  }
+
+  /**
+   * Every waiter of `slot` is told to pick another target (UPSTREAM_TARGET_GONE, retryable, with its deadline)
+   * instead of waiting out its queue timeout on a target that will not serve it.
+   */
+  #moveWaiters(slot: Slot, why: string): void {
+    for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
+      const err = new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${slot.target.id} ${why} while a request waited for it`, { retryable: true });
+      process.nextTick(waiter.cb, err, null, false, waiter.deadline);
+    }
   }
 
   /**
@@ -310,13 +534,19 @@ export class UpstreamPool {
    * connection within connect timeout and max_connections. At max_connections the acquire waits in a FIFO
    * queue (bounded by queue.size for the whole upstream) for a socket of that target to be released or to
    * close. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT / _ERROR (retryable); UPSTREAM_UNAVAILABLE when the
-   * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout.
-   * The callback is never synchronous. Returns a cancel for a queued acquire (the caller went away).
+   * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout;
+   * UPSTREAM_TARGET_GONE (retryable, see AcquireCallback) when the target left rotation while the acquire
+   * waited, or was removed by discovery before it. `waitUntil` (from an earlier UPSTREAM_TARGET_GONE) bounds
+   * a wait already begun. The callback is never synchronous. Returns a cancel for a queued acquire (the caller
+   * went away).
    */
-  acquire(target: Target, cb: AcquireCallback): CancelAcquire {
+  acquire(target: Target, cb: AcquireCallback, waitUntil = 0): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
-      process.nextTick(cb, new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`), null, false);
+      const err = this.#gone.has(target)
+        ? new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${target.id} was removed by discovery`, { retryable: true })
+        : new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`);
+      process.nextTick(cb, err, null, false, waitUntil);
       return NOT_QUEUED;
     }
     if (this.#closed) {
@@ -340,10 +570,10 @@ export class UpstreamPool {
       this.#connect(slot, cb);
       return NOT_QUEUED;
     }
-    return this.#enqueue(slot, cb);
+    return this.#enqueue(slot, cb, waitUntil);
   }
 
-  #enqueue(slot: Slot, cb: AcquireCallback): CancelAcquire {
+  #enqueue(slot: Slot, cb: AcquireCallback, waitUntil: number): CancelAcquire {
     const { size, timeout } = this.config.queue;
     const max = this.config.max_connections;
     if (this.#queued >= size) {
@@ -357,14 +587,18 @@ export class UpstreamPool {
       process.nextTick(cb, err, null, false);
       return NOT_QUEUED;
     }
-    const waiter: Waiter = { cb, timer: undefined, done: false };
+    const now = this.#now();
+    // A waiter moved from a target that left keeps the rest of its wait (at least a tick: it gets its answer
+    // from the timer, like any waiter).
+    const wait = waitUntil > 0 ? Math.max(1, Math.min(timeout, waitUntil - now)) : timeout;
+    const waiter: Waiter = { cb, deadline: waitUntil > 0 ? waitUntil : now + timeout, timer: undefined, done: false };
     waiter.timer = setTimeout(() => {
       if (waiter.done) return;
       waiter.done = true;
       this.#queued--;
       this.#queueTimeouts++;
       cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
-    }, timeout).unref();
+    }, wait).unref();
     slot.waiters.push(waiter);
     this.#queued++;
     return () => {
@@ -401,6 +635,10 @@ export class UpstreamPool {
       } finally {
         this.#serving = false;
       }
+    }
+    if (slot.removed) {
+      if (slot.open === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
+      return;
     }
     const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
     if (full !== slot.full) {
@@ -462,6 +700,7 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    if (pooled.slot.removed) reusable = false; // its target left: this exchange was its last
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
@@ -474,6 +713,7 @@ export class UpstreamPool {
       reusable &&
       pooled.state === 'busy' &&
       !this.#closed &&
+      !this.#retired &&
       pooled.slot.idle.length < this.config.keepalive.max_idle &&
       healthy(socket)
     ) {
@@ -503,7 +743,7 @@ export class UpstreamPool {
    */
   close(): void {
     this.#closed = true;
-    for (const slot of this.#slots.values()) {
+    for (const slot of [...this.#slots.values(), ...this.#leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
       // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
@@ -512,6 +752,29 @@ export class UpstreamPool {
         process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       }
     }
+  }
+
+  /**
+   * Takes the pool out of service (a reload replaced or removed its upstream): no new request comes to it, and
+   * those in flight finish here, their retries and queued waits included. Idle sockets close now, released ones
+   * are not kept, passive health stops counting; tunnels are left alone. close() it once `busy` is false.
+   */
+  retire(): void {
+    if (this.#retired || this.#closed) return;
+    this.#retired = true;
+    for (const slot of this.#slots.values()) {
+      if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
+      slot.passiveTimer = null;
+      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    }
+  }
+
+  /** Requests or tunnels still use it (targets discovery removed included), or requests wait in its queue (for retire()). */
+  get busy(): boolean {
+    if (this.#queued > 0) return true;
+    for (const t of this.#targets) if (t.active > 0) return true;
+    for (const t of this.#leaving.keys()) if (t.active > 0) return true;
+    return false;
   }
 
   /** Counts a request (its first attempt) toward the retry budget. */
@@ -578,7 +841,7 @@ export class UpstreamPool {
 
   #passiveFailure(target: Target, code: ErrorCode | null): void {
     const slot = this.#slots.get(target);
-    if (slot === undefined || this.#closed) return;
+    if (slot === undefined || this.#closed || this.#retired) return;
     const now = this.#now();
     if (!slot.passive.failure(now)) return;
     this.#armPassiveTimer(slot, now);
@@ -628,7 +891,8 @@ export class UpstreamPool {
         if (!slot.full) freePrimaries++;
       }
     }
-    const panic = usablePrimaries + usableBackups === 0;
+    // No target at all (discovery has not answered yet) is not a panic: there is nothing to try anyway.
+    const panic = this.#slots.size > 0 && usablePrimaries + usableBackups === 0;
     // Which tier serves, and whether only targets with room count.
     const backupTier = freePrimaries === 0 && (freeBackups > 0 || usablePrimaries === 0);
     const needRoom = freePrimaries > 0 || freeBackups > 0;
@@ -636,10 +900,12 @@ export class UpstreamPool {
       const t = slot.target;
       if (panic) t.available = t.weight > 0 && !slot.draining;
       else t.available = (t.backup === true) === backupTier && slot.up && (!needRoom || !slot.full);
+      // Out of rotation (down, drained, weight 0), not merely full: its waiters would only time out there.
+      if (!t.available && !slot.up && slot.waitHead < slot.waiters.length) this.#moveWaiters(slot, slot.draining ? 'was drained' : 'went down');
     }
     if (panic !== this.#panic) {
       this.#panic = panic;
-      this.#hooks.panic?.(panic);
+      if (!this.#retired) this.#hooks.panic?.(panic);
     }
   }
 
@@ -655,6 +921,27 @@ export class UpstreamPool {
       const slot = this.#slots.get(t) as Slot;
       return { target: t.id, healthy: slot.healthy, draining: slot.draining, passiveDown: slot.passive.isDown(now), failures: slot.passive.failures(now) };
     });
+  }
+
+  /** Every target of this pool, and those leaving, as a worker reports them (for /status); not for the hot path. */
+  report(): TargetReport[] {
+    this.#pruneLeaving();
+    const now = this.#now();
+    const row = (slot: Slot): TargetReport => {
+      const t = slot.target;
+      return {
+        target: t.id,
+        available: !slot.removed && t.available,
+        active: t.active,
+        remote: t.remote ?? 0,
+        healthy: slot.healthy,
+        draining: slot.draining,
+        passiveDown: !slot.removed && slot.passive.isDown(now),
+        failures: slot.removed ? 0 : slot.passive.failures(now),
+        leaving: slot.removed,
+      };
+    };
+    return [...this.#targets.map((t) => row(this.#slots.get(t) as Slot)), ...[...this.#leaving.values()].map(row)];
   }
 
   /** A snapshot of each target's counts (for /status); not for the hot path. */

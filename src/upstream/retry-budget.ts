@@ -36,6 +36,12 @@ export class RetryBudget {
     this.#floor = minPerSecond * (RETRY_WINDOW_MS / 1000);
   }
 
+  /** Adds the totals of the budget this one replaces (a reloaded upstream), so counters never go back. */
+  carryTotals(from: RetryBudgetStats): void {
+    this.#retriesTotal += from.retriesTotal;
+    this.#deniedTotal += from.deniedTotal;
+  }
+
   /** Counts one request (its first attempt). */
   request(now: number): void {
     const i = this.#advance(now);

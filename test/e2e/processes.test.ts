@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { connectOutcome } from '../helpers/backends.js';
 import { plainListener, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 
 interface Response {
@@ -34,22 +35,6 @@ function get(port: number, urlPath: string, opts: { tls?: { ca: Buffer; serverna
     req.setTimeout(15_000, () => req.destroy(new Error('no response within 15 s')));
     req.on('error', reject);
     req.end();
-  });
-}
-
-/** Resolves with the error code of a plain TCP connect ('connected' when it was accepted). */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.setTimeout(5_000, () => {
-      socket.destroy();
-      resolve('timeout');
-    });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
 }
 

@@ -1,6 +1,7 @@
 // A target killed under load (its listener closed and every connection reset at once): continuous GETs through
-// Portico see no failed request, because connect failures and requests cut on a reused connection are retried
-// on the other target, and passive health then keeps the dead target out.
+// Portico see no failed request, because connect failures and GETs cut before a response byte (on a reused
+// connection, or on a new one the dying target had accepted) are retried on the other target, and passive
+// health then keeps the dead target out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';

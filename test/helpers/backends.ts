@@ -56,7 +56,7 @@ const STREAM_CHUNK = 64 * 1024;
  * - anything else: the echo (EchoReply JSON) after reading the whole body.
  * Every response carries `X-Backend: NAME`.
  */
-export async function startHttpBackend(t: TestContext, opts: { name?: string } = {}): Promise<HttpBackend> {
+export async function startHttpBackend(t: TestContext, opts: { name?: string } & BindOptions = {}): Promise<HttpBackend> {
   const name = opts.name ?? 'http';
   const requests: EchoReply[] = [];
   const streams: StreamRecord[] = [];
@@ -93,7 +93,7 @@ export async function startHttpBackend(t: TestContext, opts: { name?: string } =
   server.on('connection', (socket: net.Socket) => {
     connectionIds.set(socket, connections++);
   });
-  await listen(server);
+  await listen(server, opts);
   const backend: HttpBackend = {
     name,
     port: (server.address() as AddressInfo).port,
@@ -192,7 +192,7 @@ export interface WsEchoBackend extends Backend {
  * A `ws` server echoing every message (text stays text, binary stays binary). A text message `kill` makes it
  * destroy that connection's TCP socket at once, without a Close frame (a backend dying mid-tunnel).
  */
-export async function startWsEchoBackend(t: TestContext): Promise<WsEchoBackend> {
+export async function startWsEchoBackend(t: TestContext, bind: BindOptions = {}): Promise<WsEchoBackend> {
   const upgrades: http.IncomingHttpHeaders[] = [];
   const server = http.createServer((_req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' });
@@ -210,7 +210,7 @@ export async function startWsEchoBackend(t: TestContext): Promise<WsEchoBackend>
       ws.send(data, { binary: isBinary });
     });
   });
-  await listen(server);
+  await listen(server, bind);
   const backend: WsEchoBackend = {
     port: (server.address() as AddressInfo).port,
     upgrades,
@@ -303,30 +303,39 @@ export async function startBadAcceptBackend(t: TestContext): Promise<RawBackend>
  */
 export async function closedPort(): Promise<number> {
   for (const port of [1, 3, 5, 7, 9, 11, 13, 17, 19, 23, 37, 42, 49]) {
-    if (await refuses(port)) return port;
+    if ((await connectOutcome(port, '127.0.0.1', 2_000)) === 'ECONNREFUSED') return port;
   }
   throw new Error('no low port on 127.0.0.1 refuses connections');
 }
 
-function refuses(port: number): Promise<boolean> {
+/** How a plain TCP connect to host:port ends: 'connected', 'timeout', or the error code (ECONNREFUSED...). */
+export function connectOutcome(port: number, host = '127.0.0.1', timeoutMs = 5_000): Promise<string> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.setTimeout(2000, () => {
-      s.destroy();
-      resolve(false);
+    const socket = net.connect({ host, port });
+    socket.setTimeout(timeoutMs, () => {
+      socket.destroy();
+      resolve('timeout');
     });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(false);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
     });
-    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
 }
 
-function listen(server: net.Server): Promise<void> {
+/** Where a backend listens: 127.0.0.1 port 0 unless a test needs another loopback address or a given port. */
+export interface BindOptions {
+  /** A loopback address (default 127.0.0.1): DNS tests give backends 127.0.0.2 and the like. */
+  host?: string;
+  /** Default 0 (any free port). */
+  port?: number;
+}
+
+function listen(server: net.Server, bind: BindOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(bind.port ?? 0, bind.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });

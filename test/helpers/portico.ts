@@ -1,7 +1,7 @@
 // Runs the real `portico start -c FILE` as a child process for e2e tests: writes the config to a temp folder,
 // parses the pino JSON lines on stdout, learns the listeners' ports from the "listening" line (tests use port 0)
 // and guarantees the process is gone after the test (t.after). It does not know how Portico works inside.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -96,6 +96,28 @@ export async function startPortico(t: TestContext, config: string | ConfigInput,
   });
   proc.setListeners(listening.listeners as ListenerLog[]);
   return proc;
+}
+
+/** Writes `config` (YAML text, or an object written out as YAML) over the running instance's config file. */
+export async function writeConfig(portico: Portico, config: string | ConfigInput): Promise<void> {
+  await writeFile(portico.configPath, typeof config === 'string' ? config : stringify(config));
+}
+
+export interface ReloadResult {
+  /** Exit code of `portico reload` (null when it was killed at the time limit). */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `portico reload -c FILE` against the running instance (after writing `config` when given), bounded in time. */
+export async function reloadPortico(portico: Portico, config?: string | ConfigInput, timeoutMs = 60_000): Promise<ReloadResult> {
+  if (config !== undefined) await writeConfig(portico, config);
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'reload', '-c', portico.configPath], { cwd: ROOT, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
+    });
+  });
 }
 
 interface Waiter {

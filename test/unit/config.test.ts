@@ -185,6 +185,51 @@ test('an upstream whose targets all weigh 0 is refused; a single weight-0 target
   assert.deepEqual(loaded(load(t, some)).upstreams.app.targets.map((x) => x.weight), [1, 0]);
 });
 
+test('discovered targets: resolve: true and srv entries go to `discover` (in entry order), fixed ones stay in `targets`; resolver defaults', (t) => {
+  const yaml = edit(
+    BASE,
+    'targets: [127.0.0.1:9001]',
+    'targets: [127.0.0.1:9001, { address: api.svc.cluster.local:8080, resolve: true, weight: 3 }, { srv: _http._tcp.api.service.consul }, { address: localhost:9002, resolve: false }]',
+  );
+  const config = loaded(load(t, yaml));
+  assert.deepEqual(config.upstreams.app.targets.map((x) => x.address), ['127.0.0.1:9001', 'localhost:9002']);
+  assert.deepEqual(config.upstreams.app.discover, [
+    { kind: 'dns', index: 1, name: 'api.svc.cluster.local', address: 'api.svc.cluster.local:8080', port: 8080, weight: 3, backup: false },
+    { kind: 'srv', index: 2, name: '_http._tcp.api.service.consul' },
+  ]);
+  assert.deepEqual(config.resolver, { timeout: 2000, min_ttl: 1000, max_ttl: 3_600_000, backoff: { min: 1000, max: 30_000 }, family: 'any' });
+  const onlySrv = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [{ srv: _x._tcp.example.com }]');
+  assert.deepEqual(loaded(load(t, onlySrv)).upstreams.app.targets, [], 'an upstream may have discovered targets only');
+  const servers = edit(BASE, 'limits:', 'resolver:\n  servers: [127.0.0.1:5353, 10.0.0.53, "[::1]:53", "::1"]\n  family: ipv4\nlimits:');
+  assert.deepEqual(loaded(load(t, servers)).resolver.servers, ['127.0.0.1:5353', '10.0.0.53', '[::1]:53', '::1']);
+});
+
+test('bad names and resolver options -> path, line and why (portico check prints these)', (t) => {
+  const cases: Array<[from: string, to: string, path: string, marker: string, message: RegExp]> = [
+    ['targets: [127.0.0.1:9001]', 'targets: [{ srv: "bad name" }]', 'upstreams.app.targets[0].srv', 'bad name', /invalid DNS name "bad name": label "bad name"/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ srv: "a..b" }]', 'upstreams.app.targets[0].srv', 'a..b', /label ""/],
+    ['targets: [127.0.0.1:9001]', `targets: [{ srv: "${'x'.repeat(64)}.test" }]`, 'upstreams.app.targets[0].srv', 'xxxx', /1 to 63 characters/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ srv: "-bad.test" }]', 'upstreams.app.targets[0].srv', '-bad', /no "-" at either end/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ address: "10.0.0.1:80", resolve: true }]', 'upstreams.app.targets[0].address', '10.0.0.1', /is an IP address, not a DNS name/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ address: "api.1:80", resolve: true }]', 'upstreams.app.targets[0].address', 'api.1', /last label is all digits/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ srv: _x._tcp.a.test, weight: 2 }]', 'upstreams.app.targets[0].weight', '_x._tcp', /an srv target takes no weight/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ srv: _x._tcp.a.test, address: "a.test:80" }]', 'upstreams.app.targets[0].address', '_x._tcp', /an srv target takes no address/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ weight: 2 }]', 'upstreams.app.targets[0].address', 'weight: 2', /needs `address` \(host:port\) or `srv`/],
+    ['targets: [127.0.0.1:9001]', 'targets: [{ address: "api.test:80", resolve: "yes" }]', 'upstreams.app.targets[0].resolve', 'resolve', /expected a boolean/],
+    ['limits:', 'resolver:\n  servers: [dns.google]\nlimits:', 'resolver.servers[0]', 'dns.google', /invalid resolver address "dns.google"/],
+    ['limits:', 'resolver:\n  servers: ["127.0.0.1:0"]\nlimits:', 'resolver.servers[0]', '127.0.0.1:0', /invalid resolver address/],
+    ['limits:', 'resolver:\n  servers: []\nlimits:', 'resolver.servers', 'servers', /at least one name server/],
+    ['limits:', 'resolver:\n  min_ttl: 2h\nlimits:', 'resolver.min_ttl', 'min_ttl', /min_ttl must not be above max_ttl/],
+    ['limits:', 'resolver:\n  backoff: { min: 1m, max: 10s }\nlimits:', 'resolver.backoff.min', 'backoff', /backoff.min must not be above backoff.max/],
+    ['limits:', 'resolver:\n  timeout: off\nlimits:', 'resolver.timeout', 'timeout: off', /must be above 0/],
+    ['limits:', 'resolver:\n  family: v4\nlimits:', 'resolver.family', 'family', /expected "any" or "ipv4" or "ipv6"/],
+  ];
+  for (const [from, to, at, marker, message] of cases) {
+    const yaml = edit(BASE, from, to);
+    expectError(errorsOf(load(t, yaml)), yaml, at, marker, message);
+  }
+});
+
 test('YAML syntax error -> its line, nothing else guessed', (t) => {
   const tab = edit(BASE, '  - address: 127.0.0.1:8080', '\t- address: 127.0.0.1:8080');
   const errors = errorsOf(load(t, tab));
@@ -439,13 +484,39 @@ test('portico check on a bad file: exit 1 and every error with file, line and pa
   assert.match(lines[2], /2 errors/);
 });
 
+test('portico check on discovered targets: the summary counts the names; bad names and resolver options are errors with their lines', async (t) => {
+  const good = edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [127.0.0.1:9001, { address: api.test:80, resolve: true }, { srv: _http._tcp.api.test }]');
+  const ok = await runCli(['check', '-c', path.join(folder(t, { 'good.yaml': good }), 'good.yaml')]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout, 'ok: 2 listeners (1 TLS), 1 upstream (1 target + 2 DNS names to follow), 2 routes, workers 2\n');
+  const bad = edit(
+    edit(BASE, 'targets: [127.0.0.1:9001]', 'targets: [{ srv: "_http._tcp.bad name" }, { address: "10.0.0.1:80", resolve: true }]'),
+    'limits:',
+    'resolver:\n  servers: [resolver.local]\n  min_ttl: 2h\nlimits:',
+  );
+  const file = path.join(folder(t, { 'bad.yaml': bad }), 'bad.yaml');
+  const r = await runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  const lines = r.stderr.trim().split('\n');
+  assert.deepEqual(
+    lines.slice(0, -1).map((l) => l.slice(file.length + 1).replace(/^(\d+):\d+ /, '$1 ')),
+    [
+      `${lineOf(bad, 'bad name')} upstreams.app.targets[0].srv: invalid DNS name "_http._tcp.bad name": label "bad name" (letters, digits, "-" and "_", 1 to 63 characters, no "-" at either end)`,
+      `${lineOf(bad, 'bad name')} upstreams.app.targets[1].address: resolve: "10.0.0.1" is an IP address, not a DNS name (write it as a plain target)`,
+      `${lineOf(bad, 'resolver.local')} resolver.servers[0]: invalid resolver address "resolver.local" (expected an IP address with an optional port: "10.0.0.53", "127.0.0.1:5353", "[::1]:53")`,
+      `${lineOf(bad, 'min_ttl')} resolver.min_ttl: min_ttl must not be above max_ttl`,
+    ],
+  );
+  assert.match(lines[lines.length - 1], /4 errors/);
+});
+
 test('the default config and every example pass portico check', async () => {
   const examples = readdirSync(path.join(ROOT, 'config', 'examples')).filter((f) => f.endsWith('.yaml'));
   assert.ok(examples.length >= 3, 'the examples are present');
   for (const file of ['config/portico.yaml', ...examples.map((f) => `config/examples/${f}`)]) {
     const r = await runCli(['check', '-c', file]);
     assert.equal(r.code, 0, `${file}:\n${r.stderr}`);
-    assert.match(r.stdout, /^ok: \d+ listeners? \(\d+ TLS\), \d+ upstreams? \(\d+ targets?\), \d+ routes?, workers \S+/);
+    assert.match(r.stdout, /^ok: \d+ listeners? \(\d+ TLS\), \d+ upstreams? \(\d+ targets?( \+ \d+ DNS names? to follow)?\), \d+ routes?, workers \S+/);
   }
 });
 

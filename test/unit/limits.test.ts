@@ -1,33 +1,20 @@
-// Limits of production pools: the max_connections wait queue (against a real loopback server), "full" targets
-// leaving rotation, backup targets, slow start (injected clock), weight 0 = drained, and the retry budget
-// (fake clock). Waits on socket events and callbacks, never on sleeps.
+// Limits of production pools: the max_connections wait queue (against a real loopback server) and the moves of
+// its waiters when their target leaves rotation, "full" targets leaving rotation, backup targets, slow start
+// (injected clock), weight 0 = drained, and the retry budget (fake clock). Waits on socket events and
+// callbacks, never on sleeps.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { ByteSocket } from '../../src/native/io.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { cannedResponse, statusOf, type ProxyError } from '../../src/errors.js';
 import { createBalancer, rampedWeight, SLOW_START_FLOOR, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { RetryBudget, RETRY_WINDOW_MS } from '../../src/upstream/retry-budget.js';
+import { tcpEchoServer } from '../helpers/tcp-server.js';
 
 type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
-
-async function listening(t: TestContext): Promise<number> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-  });
-  server.listen({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
 
 function makePool(t: TestContext | null, upstream: UpstreamInput, now?: () => number): UpstreamPool {
   const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { u: upstream } });
@@ -40,26 +27,31 @@ interface Got {
   err: ProxyError | null;
   socket: ByteSocket | null;
   reused: boolean;
+  waitUntil: number | undefined;
 }
 
-function acquire(t: TestContext, pool: UpstreamPool, target: Target): { done: Promise<Got>; cancel: () => void; settled: () => boolean } {
+function acquire(t: TestContext, pool: UpstreamPool, target: Target, waitUntil?: number): { done: Promise<Got>; cancel: () => void; settled: () => boolean } {
   let settled = false;
   let cancel: () => void = () => {};
   const done = new Promise<Got>((resolve) => {
-    cancel = pool.acquire(target, (err, socket, reused) => {
-      settled = true;
-      if (socket !== null) {
-        socket.on('error', () => {});
-        t.after(() => socket.destroy());
-      }
-      resolve({ err, socket, reused });
-    });
+    cancel = pool.acquire(
+      target,
+      (err, socket, reused, until) => {
+        settled = true;
+        if (socket !== null) {
+          socket.on('error', () => {});
+          t.after(() => socket.destroy());
+        }
+        resolve({ err, socket, reused, waitUntil: until });
+      },
+      waitUntil,
+    );
   });
   return { done, cancel, settled: () => settled };
 }
 
 test('at max_connections an acquire waits in the queue and proceeds with the socket released first', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '5s' } });
   const target = pool.targets[0];
   const first = await acquire(t, pool, target).done;
@@ -88,7 +80,7 @@ test('at max_connections an acquire waits in the queue and proceeds with the soc
 });
 
 test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-After', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1 } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -104,7 +96,7 @@ test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-A
 });
 
 test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a cancelled waiter frees its place', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1, timeout: '30ms' } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -122,7 +114,7 @@ test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a 
 });
 
 test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
-  const port = await listening(t);
+  const port = await tcpEchoServer(t);
   const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1 });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
@@ -131,8 +123,72 @@ test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
   assert.equal((await waiting.done).err?.code, 'UPSTREAM_UNAVAILABLE');
 });
 
+test('waiters on a target that leaves rotation (health flip, drain, passive down) are told to pick again, with their deadline', async (t) => {
+  const ways: Array<[string, (pool: UpstreamPool, target: Target) => void]> = [
+    ['health flip', (pool, target) => pool.setTargetState(target.id, { healthy: false, draining: false })],
+    ['drain', (pool, target) => pool.setTargetState(target.id, { healthy: true, draining: true })],
+    ['passive down', (pool, target) => pool.reportFailure(target, 'UPSTREAM_HEADERS_TIMEOUT')],
+  ];
+  for (const [why, takeOut] of ways) {
+    const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
+    const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+    const [a, b] = pool.targets;
+    const holding = await acquire(t, pool, a).done;
+    assert.equal(holding.err, null);
+    const before = Date.now();
+    const waiting = acquire(t, pool, a);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(waiting.settled(), false, `${why}: queued behind the held socket`);
+    takeOut(pool, a);
+    const moved = await waiting.done;
+    assert.equal(moved.err?.code, 'UPSTREAM_TARGET_GONE', why);
+    assert.equal(moved.err?.retryable, true, why);
+    assert.equal(moved.err?.side, 'upstream');
+    assert.equal(statusOf('UPSTREAM_TARGET_GONE'), 503, 'when no other target takes it');
+    assert.ok(moved.waitUntil !== undefined && moved.waitUntil >= before + 20_000 && moved.waitUntil <= Date.now() + 20_000, `${why}: the deadline of the wait already begun`);
+    assert.equal(pool.limits().queued, 0);
+    assert.equal(pool.limits().queueTimeouts, 0);
+    // The caller picks again and keeps the deadline: b has room, so it connects at once.
+    assert.equal(pool.balancer.pick(new Set([a])), b);
+    const onB = await acquire(t, pool, b, moved.waitUntil).done;
+    assert.equal(onB.err, null, why);
+    pool.close();
+  }
+});
+
+test('a moved waiter that must queue again keeps the rest of its wait, not a new queue.timeout', async (t) => {
+  const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
+  const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const [, b] = pool.targets;
+  await acquire(t, pool, b).done;
+  const started = Date.now();
+  const requeued = await acquire(t, pool, b, Date.now() + 40).done; // 40 ms left of a 20 s queue timeout
+  assert.equal(requeued.err?.code, 'UPSTREAM_QUEUE_TIMEOUT');
+  assert.ok(Date.now() - started < 10_000, 'timed out on the deadline it brought');
+  const late = await acquire(t, pool, b, Date.now() - 1).done; // its time was already up
+  assert.equal(late.err?.code, 'UPSTREAM_QUEUE_TIMEOUT');
+  assert.equal(pool.limits().queueTimeouts, 2);
+});
+
+test('waiters stay on a target that is merely full, and on the last target when every one is down (panic tries it anyway)', async (t) => {
+  const port = await tcpEchoServer(t);
+  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const [a] = pool.targets;
+  const holding = await acquire(t, pool, a).done;
+  const waiting = acquire(t, pool, a);
+  await new Promise((r) => setImmediate(r));
+  pool.setTargetState(a.id, { healthy: false, draining: false });
+  assert.equal(pool.panic, true);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(waiting.settled(), false, 'panic: the only target is tried anyway, so its waiters stay');
+  // Drained, it is out even in panic: its waiters have nowhere to go but their callers' 503.
+  pool.setTargetState(a.id, { healthy: false, draining: true });
+  assert.equal((await waiting.done).err?.code, 'UPSTREAM_TARGET_GONE');
+  pool.release(a, holding.socket!, true);
+});
+
 test('a full target leaves rotation while another has room, and all-full targets stay available to queue on', async (t) => {
-  const [pa, pb] = await Promise.all([listening(t), listening(t)]);
+  const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
   const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1 });
   const [a, b] = pool.targets;
   const onA = await acquire(t, pool, a).done;

@@ -1,0 +1,75 @@
+// One worker's runtime for one config generation: the router, the upstream pools and the contexts that client
+// connections and L4 relays read. Built whole from a config, reusing the previous runtime's pools whose upstream
+// is unchanged, and never mutated: worker.ts swaps it on reload and retires the pools it left behind. Listening
+// sockets are not here (worker.ts keeps them across runtimes, so no connection is refused during a reload).
+import type { L4Context } from './accept/l4.js';
+import { sameUpstream } from './config/reload.js';
+import type { Config } from './config/schema.js';
+import type { ConnectionContext } from './connection.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { Router } from './router.js';
+import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
+import type { DiscoveredSets, OpenKeys, PinTable } from './upstream/sticky.js';
+
+/** What outlives every runtime of a worker. */
+export interface RuntimeDeps {
+  readonly log: Logger;
+  readonly worker: number;
+  readonly metrics: Metrics;
+  readonly sticky: OpenKeys;
+  readonly pins: PinTable;
+}
+
+export interface Runtime {
+  /** 1 = the config the instance started with; +1 per reload the primary committed. */
+  readonly generation: number;
+  readonly config: Config;
+  readonly pools: ReadonlyMap<string, UpstreamPool>;
+  readonly ctx: ConnectionContext;
+  readonly l4ctx: L4Context;
+}
+
+/**
+ * The runtime for `config`. An upstream whose config equals the one in `previous` keeps its pool object (health,
+ * passive failures, idle keep-alive sockets, counters, the balancer's rotation, its discovered targets); a
+ * changed one gets a new pool that carries what still applies (see PoolOptions.previous) and starts with the
+ * upstream's set in `discovered`. Throws only on a config load.ts would refuse.
+ */
+export function buildRuntime(config: Config, generation: number, deps: RuntimeDeps, previous?: Runtime, discovered: DiscoveredSets = {}): Runtime {
+  const pools = new Map<string, UpstreamPool>();
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    const old = previous?.pools.get(name);
+    if (old !== undefined && sameUpstream(old.config, upstream)) {
+      pools.set(name, old);
+      continue;
+    }
+    const hooks = poolHooks(name, upstream.health.passive.fail_timeout, deps.log);
+    const found = upstream.discover.length > 0 && Object.hasOwn(discovered, name) ? discovered[name] : undefined;
+    pools.set(name, new UpstreamPool(name, upstream, hooks, { pins: deps.pins.of(name), previous: old, discovered: found }));
+  }
+  const { log, worker, metrics, sticky } = deps;
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky };
+  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
+  return { generation, config, pools, ctx, l4ctx };
+}
+
+/** Pools of `previous` that `next` does not use (removed or changed upstreams): to retire, then close. */
+export function poolsLeftBehind(previous: Runtime, next: Runtime): UpstreamPool[] {
+  const kept = new Set(next.pools.values());
+  return [...previous.pools.values()].filter((p) => !kept.has(p));
+}
+
+/** Passive health flips are per worker: one line each, so a flapping target shows in every worker's log. */
+function poolHooks(upstream: string, failTimeoutMs: number, log: Logger): PoolHooks {
+  return {
+    passive(target, down, code) {
+      if (down) log.warn({ upstream, target: target.id, reason: code ?? '5xx', downForMs: failTimeoutMs }, 'upstream target is out of this worker: passive health (max_fails reached)');
+      else log.info({ upstream, target: target.id }, 'upstream target is back in this worker: passive health fail_timeout over');
+    },
+    panic(on) {
+      if (on) log.warn({ upstream }, 'no usable target in upstream: trying every non-drained target anyway');
+      else log.info({ upstream }, 'upstream has usable targets again');
+    },
+  };
+}
