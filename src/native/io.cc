@@ -508,6 +508,13 @@ Napi::Value KeepAlive(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ioQueued(id) -> bytes still queued here (a DRAIN event can be stale once JS wrote more in the same batch).
+Napi::Value Queued(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  const Conn& c = s.conns[IdArg(info, s)];
+  return Napi::Number::New(info.Env(), static_cast<double>(c.out.size() - c.out_off));
+}
+
 // ioFd(id) -> the fd (still owned here; the splice relay takes a dup of it).
 Napi::Value Fd(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
@@ -573,6 +580,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioKeepAlive", Napi::Function::New(env, KeepAlive, "ioKeepAlive"));
+  exports.Set("ioQueued", Napi::Function::New(env, Queued, "ioQueued"));
   exports.Set("ioFd", Napi::Function::New(env, Fd, "ioFd"));
   exports.Set("ioAddress", Napi::Function::New(env, Address, "ioAddress"));
   exports.Set("ioStats", Napi::Function::New(env, Stats, "ioStats"));

@@ -50,6 +50,7 @@ interface IoAddon {
   ioClose(id: number): void;
   ioKeepAlive(id: number, on: boolean, delaySeconds: number): void;
   ioFd(id: number): number;
+  ioQueued(id: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
   ioStats(): { live: number };
 }
@@ -161,6 +162,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #writeCbs: Array<(err?: Error | null) => void> = [];
   #corked = 0;
   #corkedChunks: Uint8Array[] = [];
+  #corkedCbs: Array<(err?: Error | null) => void> = [];
+  #corkedBytes = 0;
   #finishCbs: Array<() => void> = [];
 
   /** @internal use adoptNative() or connectNative() */
@@ -259,7 +262,18 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
 
   /** @internal */
   _onDrain(): void {
+    // the event was collected before this batch's handlers ran: a write since then may have queued more
+    const left = this.#io.addon.ioQueued(this.#id);
+    if (left > 0) {
+      this.#queued = left;
+      return; // the native side keeps waiting for POLLOUT and reports the real drain later
+    }
     this.#queued = 0;
+    this.#flushed();
+  }
+
+  /** Everything written so far is in the kernel: write callbacks, a pending end, 'drain'. */
+  #flushed(): void {
     const cbs = this.#writeCbs;
     this.#writeCbs = [];
     for (const cb of cbs) cb(null);
@@ -278,7 +292,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       return;
     }
     this.emit('connect');
-    if (this.#writableEnded && this.#queued === 0) this.#finished();
+    // nothing was queued while connecting (or only empty writes): no DRAIN follows, so settle here
+    if (!this.#destroyed && this.#queued === 0) this.#flushed();
   }
 
   /** @internal */
@@ -298,8 +313,12 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     const bytes = typeof data === 'string' ? Buffer.from(data, typeof encodingOrCb === 'string' ? encodingOrCb : 'utf8') : data;
     if (this.#corked > 0) {
       this.#corkedChunks.push(bytes);
-      if (callback !== undefined) this.#writeCbs.push(callback);
-      return true;
+      this.#corkedBytes += bytes.length;
+      // kept apart: a drain of earlier bytes must not run them before their own bytes were sent
+      if (callback !== undefined) this.#corkedCbs.push(callback);
+      if (this.#queued + this.#corkedBytes < HIGH_WATER_MARK) return true;
+      this.#needDrain = true;
+      return false;
     }
     return this.#send(bytes, callback);
   }
@@ -336,14 +355,15 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   uncork(): void {
     if (this.#corked === 0 || --this.#corked > 0) return;
     const chunks = this.#corkedChunks;
+    const cbs = this.#corkedCbs;
     this.#corkedChunks = [];
-    if (chunks.length === 0 || this.#destroyed) return;
-    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    // callbacks of corked writes were queued already; they run on the drain that follows, or now
-    if (!this.#send(bytes, undefined) || this.#queued > 0) return;
-    const cbs = this.#writeCbs;
-    this.#writeCbs = [];
-    for (const cb of cbs) process.nextTick(cb, null);
+    this.#corkedCbs = [];
+    this.#corkedBytes = 0;
+    if (this.#destroyed) return;
+    if (chunks.length > 0) this.#send(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), undefined);
+    if (this.#destroyed) return;
+    if (this.#queued === 0 && !this.#connecting) for (const cb of cbs) process.nextTick(cb, null);
+    else this.#writeCbs.push(...cbs);
   }
 
   end(dataOrCb?: Uint8Array | string | (() => void), cb?: () => void): this {
@@ -389,8 +409,10 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#io.addon.ioClose(this.#id);
     this.#held = [];
     this.#heldBytes = 0;
-    const cbs = this.#writeCbs;
+    const cbs = this.#writeCbs.concat(this.#corkedCbs);
     this.#writeCbs = [];
+    this.#corkedCbs = [];
+    this.#corkedChunks = [];
     process.nextTick(() => {
       for (const cb of cbs) cb(error ?? new Error('socket destroyed'));
       if (error !== undefined) this.emit('error', error);
