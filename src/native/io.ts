@@ -61,6 +61,8 @@ const ERROR = 3;
 const DRAIN = 4;
 const CONNECT = 5;
 
+const EMPTY = new Uint8Array(0);
+
 /** As net.Socket: write() says false once this much waits in the native queue. */
 const HIGH_WATER_MARK = 16 * 1024;
 
@@ -360,10 +362,19 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#corkedCbs = [];
     this.#corkedBytes = 0;
     if (this.#destroyed) return;
-    if (chunks.length > 0) this.#send(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), undefined);
-    if (this.#destroyed) return;
-    if (this.#queued === 0 && !this.#connecting) for (const cb of cbs) process.nextTick(cb, null);
-    else this.#writeCbs.push(...cbs);
+    // one callback for the corked writes: settled like any write (now, on the drain, or with the error)
+    const settle = cbs.length === 0 ? undefined : (err?: Error | null) => {
+      for (const cb of cbs) cb(err);
+    };
+    if (chunks.length > 0) this.#send(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), settle);
+    else if (settle !== undefined) this.#send(EMPTY, settle);
+    // a corked write said false but the kernel took everything: no native drain will come, so say it here
+    if (this.#needDrain && this.#queued === 0 && !this.#connecting && !this.#destroyed) {
+      this.#needDrain = false;
+      process.nextTick(() => {
+        if (!this.#destroyed) this.emit('drain');
+      });
+    }
   }
 
   end(dataOrCb?: Uint8Array | string | (() => void), cb?: () => void): this {

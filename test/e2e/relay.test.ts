@@ -1,6 +1,6 @@
 // The tunnel relay over real loopback sockets: bytes both ways, half-close, backpressure, resets, timeouts.
-// One suite over a relay factory: the JS relay and the splice relay (when the addon is built) run the very
-// same cases (STYLE.md 13).
+// One suite over a relay factory: the JS relay and the splice relay (when the addon is built), each with
+// net.Socket legs and with NativeSocket legs (src/native/io.ts), run the very same cases (STYLE.md 13).
 import { test as nodeTest, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
+import { adoptNative, connectNative, nativeIoAvailable, type ByteSocket } from '../../src/native/io.js';
 
 /** What the suite needs of a relay: Tunnel's public surface, plus "the proxy stopped reading downstream". */
 interface RelayUnderTest {
@@ -24,21 +25,27 @@ interface Relay {
   name: string;
   /** Why this relay cannot run here (the suite is skipped, loudly), or undefined. */
   skip: string | undefined;
-  make(client: net.Socket, upstream: net.Socket, timeouts: TunnelTimeouts, onClose: (by: ClosedBy) => void): RelayUnderTest;
+  /** The tunnel's own sockets: as Node accepted and connected them, or moved onto native I/O. */
+  legs: 'net' | 'native';
+  make(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (by: ClosedBy) => void): RelayUnderTest;
   /** True once the relay holds back the upstream because the client does not read. */
   holdsBackDownstream(t: RelayUnderTest): boolean;
 }
+
+const NATIVE_IO_SKIP = nativeIoAvailable() ? undefined : `native I/O not in use: ${nativeStatus().reason ?? 'PORTICO_NATIVE_IO=0 or no io functions in the addon'}`;
 
 const RELAYS: Relay[] = [
   {
     name: 'js relay',
     skip: undefined,
+    legs: 'net',
     make: (c, u, timeouts, onClose) => new Tunnel(c, u, timeouts, (t) => onClose(t.closedBy!)),
     holdsBackDownstream: (t) => (t as Tunnel).upstream.isPaused(),
   },
   {
     name: 'splice relay',
     skip: nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`,
+    legs: 'net',
     make: (c, u, timeouts, onClose) => {
       assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
       return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!));
@@ -46,6 +53,8 @@ const RELAYS: Relay[] = [
     holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
   },
 ];
+// the same relays with both legs on native I/O, as the plain-HTTP path hands them over
+for (const r of [...RELAYS]) RELAYS.push({ ...r, name: `${r.name} on native sockets`, skip: r.skip ?? NATIVE_IO_SKIP, legs: 'native' });
 
 for (const relay of RELAYS) suite(relay);
 
@@ -74,10 +83,18 @@ function suite(relay: Relay): void {
     const front = await acceptOne();
     const back = await acceptOne();
     const clientPeer = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
-    const tunnelClient = await front.accepted;
-    const tunnelUpstream = net.connect({ port: back.port, host: '127.0.0.1', allowHalfOpen: true });
+    const accepted = await front.accepted;
+    const native = relay.legs === 'native';
+    const tunnelClient: ByteSocket | undefined = native ? adoptNative(accepted, { allowHalfOpen: true }) : accepted;
+    assert.ok(tunnelClient !== undefined, 'adoptNative took the accepted socket');
+    const tunnelUpstream: ByteSocket | undefined = native
+      ? connectNative('127.0.0.1', back.port, { allowHalfOpen: true })
+      : net.connect({ port: back.port, host: '127.0.0.1', allowHalfOpen: true });
+    assert.ok(tunnelUpstream !== undefined, 'connectNative gave a socket');
+    // listening before the accept is awaited: the native 'connect' may come first
+    const upstreamConnected = once(tunnelUpstream, 'connect').catch(() => undefined);
     const upstreamPeer = await back.accepted;
-    await once(tunnelUpstream, 'connect').catch(() => undefined);
+    await upstreamConnected;
     let resolveClosed!: (b: ClosedBy) => void;
     const closed = new Promise<ClosedBy>((r) => (resolveClosed = r));
     const tunnel = relay.make(tunnelClient, tunnelUpstream, timeouts, resolveClosed);
