@@ -80,7 +80,8 @@ test('preface: missing or malformed PROXY header, plaintext where TLS is expecte
     ['missing header', [Buffer.from('GET / HTTP/1.1\r\n\r\n')], OPTS, 'proxy_missing'],
     ['malformed v1', [Buffer.from('PROXY TCP4 1.2.3.999 1.1.1.1 1 2\r\n')], OPTS, 'proxy_invalid'],
     ['plaintext on TLS', [Buffer.from('GET / HTTP/1.1\r\n\r\n')], { proxy: false, clientHello: true, timeoutMs: 5_000 }, 'not_tls'],
-    ['stalled', [Buffer.from('PROXY TCP4')], { ...OPTS, timeoutMs: 30 }, 'timeout'],
+    ['stalled in the PROXY header', [Buffer.from('PROXY TCP4')], { ...OPTS, timeoutMs: 30 }, 'proxy_timeout'],
+    ['stalled in the ClientHello', [Buffer.from([0x16, 0x03, 0x01])], { proxy: false, clientHello: true, timeoutMs: 30 }, 'timeout'],
   ];
   // the reader's timer is unref'd (a listener keeps a worker alive); here the test holds the loop open
   const hold = setTimeout(() => {}, 10_000);
