@@ -4,7 +4,7 @@
 // beyond the accept path: a listener's preface (PROXY header, ClientHello) decides between HTTP, TLS and L4.
 import type { Server, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4, type L4Context } from './accept/l4.js';
+import { PassthroughTable, forwardL4, refuseClientHello, type L4Context } from './accept/l4.js';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
 import { readPreface, type PrefaceResult } from './accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
@@ -214,7 +214,8 @@ class Worker {
       handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, remoteAddress);
     };
     let tlsServer: TlsServer | undefined;
-    if (cfg.tls !== undefined) {
+    // a TLS listener without certificates only passes names through: nothing to terminate, no server
+    if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) {
       tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => {
         const parent = parentOf(socket);
         accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
@@ -292,6 +293,7 @@ class Worker {
         if (tcpUpstream !== undefined) return l4(socket, 'tcp', tcpUpstream, r);
         const upstream = passthrough?.match(r.hello?.sni);
         if (upstream !== undefined) return l4(socket, 'passthrough', upstream, r);
+        if (cfg.tls !== undefined && tlsServer === undefined) return this.#unknownName(socket, index, r.hello?.sni);
         // peeking never loses a byte: what was read goes back in front of the socket for its next reader
         if (r.rest !== null) socket.unshift(r.rest);
         terminate(socket, proxiedSource(r.proxy)?.address);
@@ -303,6 +305,19 @@ class Worker {
   #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
     this.#metrics.connectionRefused(reason);
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
+  }
+
+  /**
+   * A passthrough-only TLS listener met a name it does not pass through (or none): a TLS alert and a close,
+   * counted, and one line like an L4 connection's (info with access logs, else debug).
+   */
+  #unknownName(socket: Socket, index: number, sni: string | undefined): void {
+    const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
+    this.#metrics.connectionRefused(reason);
+    const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
+    if (this.#runtime.l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+    else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+    refuseClientHello(socket, sni);
   }
 
   /** Handshake failures are the client's business: counted, logged at debug, never fatal. */

@@ -11,6 +11,7 @@ import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
 import type { Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
+import { TLS_ALERT, tlsFatalAlert } from './client-hello.js';
 import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
 
 export interface L4Request {
@@ -185,6 +186,25 @@ function clientClosed(): ProxyError {
 }
 
 function noop(): void {}
+
+/** How long a refused TLS client gets to read its alert and close before its socket is destroyed. */
+const REFUSED_LINGER_MS = 2_000;
+
+/**
+ * A TLS listener that terminates nothing met a ClientHello naming none of its passthrough names: one fatal alert
+ * (unrecognized_name for an unknown name, missing_extension without SNI), then a FIN. The client's TLS stack
+ * reports the alert by name instead of an unexplained EOF. Whatever it still sends is read and dropped until it
+ * closes (bounded), so unread bytes cannot turn our close into a reset that destroys the alert in flight.
+ * Takes ownership of `socket` (paused by the preface reader, no listener left on it).
+ */
+export function refuseClientHello(socket: Socket, sni: string | undefined): void {
+  const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+  socket.on('error', noop);
+  socket.on('end', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
+  socket.end(tlsFatalAlert(sni === undefined ? TLS_ALERT.missingExtension : TLS_ALERT.unrecognizedName));
+}
 
 /**
  * SNI name -> passthrough upstream, compiled once per listener: exact names first, then `*.suffix` wildcards

@@ -404,8 +404,11 @@ const listener = z
       .optional(),
     tls: z
       .object({
-        /** The first certificate is the default for clients that send no (or an unknown) SNI name. */
-        certificates: z.array(certificate).min(1, 'a TLS listener needs at least one certificate'),
+        /**
+         * The first certificate is the default for clients that send no (or an unknown) SNI name. None: the
+         * listener only passes TLS through (needs `passthrough`); other names get a TLS alert and are closed.
+         */
+        certificates: z.array(certificate).default([]),
         min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
         /** Time allowed for the TLS handshake (default 10s); also bounds reading the ClientHello for passthrough. */
         handshake_timeout: duration('10s'),
@@ -413,10 +416,20 @@ const listener = z
         passthrough: z.array(passthrough).optional(),
       })
       .strict()
+      .superRefine((t, ctx) => checkTlsTerminates(t as unknown, ctx), { when: () => true })
       .optional(),
   })
   .strict()
   .superRefine((l, ctx) => checkListenerMode(l as unknown, ctx), { when: () => true });
+
+/** A TLS listener terminates with its certificates, or (none) only passes names through: it needs one or the other. */
+function checkTlsTerminates(t: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(t)) return;
+  const none = (v: unknown): boolean => v === undefined || (Array.isArray(v) && v.length === 0);
+  if (none(t.certificates) && none(t.passthrough)) {
+    ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'a TLS listener needs at least one certificate, unless it only passes TLS through (then list tls.passthrough names)' });
+  }
+}
 
 function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(l)) return;

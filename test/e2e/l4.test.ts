@@ -15,6 +15,7 @@ import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '
 import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
+import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, startPortico, type LogLine } from '../helpers/portico.js';
 import { ResponseReader, testCaCert } from '../helpers/wire.js';
 
@@ -261,4 +262,49 @@ test('send_proxy_protocol v2: the backend parses a header naming the client and 
   assert.deepEqual(second.header.source, { address: '203.0.113.7', port: 4000 });
   assert.deepEqual(second.header.destination, { address: '198.51.100.1', port: 5432 });
   assert.equal(second.after, 'pong');
+});
+
+/** Resolves with the error code a TLS client gets from `port` for `servername` (none: no SNI is sent). */
+function tlsRefusal(t: TestContext, port: number, servername: string | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // a client given an IP address as host sends no SNI unless told a servername
+    const c = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(servername === undefined ? {} : { servername }) });
+    t.after(() => c.destroy());
+    c.on('secureConnect', () => reject(new Error(`handshake completed for ${servername ?? '(no SNI)'}`)));
+    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+test('a TLS listener without certificates passes its names through; another name gets unrecognized_name, no SNI gets missing_extension; both counted and logged', { timeout: 60_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'pass.test', upstream: 'tls-backend' }] } }],
+    upstreams: { 'tls-backend': { targets: [`127.0.0.1:${backend.port}`] } },
+  });
+  const port = portico.ports[0];
+
+  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backend.cert });
+  t.after(() => pass.destroy());
+  await once(pass, 'secureConnect');
+  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256);
+  const reply: Buffer[] = [];
+  pass.on('data', (d: Buffer) => reply.push(d));
+  pass.end('hello');
+  await once(pass, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
+
+  // RFC 6066 §3 and RFC 8446 §9.2: the client's TLS stack names the reason instead of an unexplained EOF
+  assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
+  assert.equal(await tlsRefusal(t, port, undefined), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
+  const refused = (sni: string | undefined) => (l: LogLine) => l.msg === 'no passthrough for this TLS name: alert sent, closed' && l.sni === sni && l.closedBy === 'refused';
+  await portico.waitForLog(refused('other.test'));
+  await portico.waitForLog(refused(undefined));
+
+  const listening = await portico.waitForLog((l) => l.msg === 'listening');
+  const admin = (listening.admin as { port: number }).port;
+  const metrics = (await request(`http://127.0.0.1:${admin}/metrics`)).body.toString();
+  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 1$/m);
+  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
 });

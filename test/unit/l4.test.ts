@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test, type TestContext } from 'node:test';
+import { TLS_ALERT, tlsFatalAlert } from '../../src/accept/client-hello.js';
 import { PassthroughTable } from '../../src/accept/l4.js';
 import { readPreface, type PrefaceOptions, type PrefaceResult } from '../../src/accept/preface.js';
 import { buildProxyV1, buildProxyV2 } from '../../src/accept/proxy-protocol.js';
@@ -168,4 +169,33 @@ routes:
   assert.match(e['listeners[1].tls.passthrough[1].sni'], /DNS name/);
   assert.match(e['listeners[2].upstream'], /also serves HTTP routes/);
   assert.match(e['upstreams.web.send_proxy_protocol'], /HTTP routes do not send PROXY headers yet/);
+});
+
+test('config: a TLS listener that only passes names through needs no certificate; one with neither is refused with its line', (t) => {
+  const r = load(
+    t,
+    `
+listeners:
+  - address: 127.0.0.1:0
+    tls:
+      passthrough: [{ sni: db.example.com, upstream: db }]
+upstreams:
+  db: { targets: [127.0.0.1:5432] }
+`,
+  );
+  if (!r.ok) return assert.fail(JSON.stringify(r.errors));
+  assert.deepEqual(r.config.listeners[0].tls?.certificates, []);
+
+  for (const tls of ['{ certificates: [] }', '{ min_version: TLSv1.3 }', '{ certificates: [], passthrough: [] }']) {
+    const bad = load(t, `listeners:\n  - address: 127.0.0.1:0\n    tls: ${tls}\n`);
+    if (bad.ok) return assert.fail(`${tls}: expected the config to be refused`);
+    const e = bad.errors.find((x) => x.path === 'listeners[0].tls.certificates');
+    assert.match(e?.message ?? '', /needs at least one certificate, unless it only passes TLS through/, tls);
+    assert.equal(e?.line, 3, `${tls}: the error points at the tls line or below`);
+  }
+});
+
+test('tlsFatalAlert: one fatal alert record (RFC 8446 §5.1, §6)', () => {
+  assert.deepEqual([...tlsFatalAlert(TLS_ALERT.unrecognizedName)], [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112]);
+  assert.deepEqual([...tlsFatalAlert(TLS_ALERT.missingExtension)], [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 109]);
 });
