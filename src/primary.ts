@@ -16,7 +16,7 @@ import { WORKER_ENV, isToPrimary, type ListenMessage, type TargetControl, type T
 import { createLogger, type Logger } from './log.js';
 import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
 import { readsLoad } from './upstream/balancer.js';
-import { HealthChecker, renderHealthMetrics } from './upstream/health.js';
+import { HealthChecker, probeProxyHeader, renderHealthMetrics } from './upstream/health.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -218,7 +218,8 @@ class Primary {
     for (const [name, upstream] of Object.entries(this.#config.upstreams)) {
       const active = upstream.health.active;
       if (active === undefined) continue;
-      const targets = upstream.targets.map((t) => ({ id: t.address, host: t.host, port: t.port }));
+      const proxyHeader = probeProxyHeader(upstream.send_proxy_protocol);
+      const targets = upstream.targets.map((t) => ({ id: t.address, host: t.host, port: t.port, proxyHeader }));
       const checker = new HealthChecker(name, targets, active, (target) => this.#broadcast({ type: 'target-state', ...this.#control(name, target) }), this.#log);
       this.#health.set(name, checker);
       checker.start();
