@@ -11,7 +11,7 @@ import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accep
 import { createTlsServer } from './accept/tls.js';
 import { formatErrors, loadConfig } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
-import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo } from './connection.js';
+import { ConnectionRegistry, handleConnection, type ConnectionContext, type ListenerInfo, type ProxiedEnds } from './connection.js';
 import { ProxyError } from './errors.js';
 import { WORKER_ENV, isToWorker, type ListenMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
@@ -61,12 +61,18 @@ function proxiedDestination(header: ProxyHeader | undefined): ProxyEndpoint | un
   return header.destination;
 }
 
+/** The client and the address it reached, from a PROXY header for a proxied TCP connection; else none. */
+function proxiedEnds(header: ProxyHeader | undefined): ProxiedEnds | undefined {
+  const source = proxiedSource(header);
+  return source === undefined ? undefined : { source, destination: proxiedDestination(header) };
+}
+
 function endpoint(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
   return address === undefined || port === undefined ? undefined : { address, port };
 }
 
-/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client address rides on it. */
-const proxiedAddress = new WeakMap<Socket, string>();
+/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client's ends ride on it. */
+const proxiedOf = new WeakMap<Socket, ProxiedEnds>();
 
 function parentOf(socket: TLSSocket): Socket | undefined {
   const parent = (socket as unknown as { _parent?: unknown })._parent;
@@ -209,16 +215,16 @@ class Worker {
     }
     // Known before the first connection for shared handles; for a reuse-port listener on port 0, once bound.
     let info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port: msg.via === 'reuse-port' ? msg.port : cfg.address.port };
-    const accept = (socket: Socket, remoteAddress?: string) => {
+    const accept = (socket: Socket, proxied?: ProxiedEnds) => {
       this.#metrics.connectionAccepted();
-      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, remoteAddress);
+      handleConnection(socket, info, this.#runtime.ctx, this.#runtime.registry, proxied);
     };
     let tlsServer: TlsServer | undefined;
     // a TLS listener without certificates only passes names through: nothing to terminate, no server
     if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) {
       tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(msg.ticketKeys, 'base64') }, (socket: TLSSocket) => {
         const parent = parentOf(socket);
-        accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
+        accept(socket, parent === undefined ? undefined : proxiedOf.get(parent));
       });
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
@@ -242,7 +248,7 @@ class Worker {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: Socket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(cfg: ListenerConfig, index: number, accept: (socket: Socket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined): OnConnection {
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
       const m = createCidrMatcher(cfg.proxy_protocol.trusted);
@@ -252,13 +258,13 @@ class Worker {
     }
     const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
-    const terminate = (socket: Socket, remoteAddress?: string): void => {
+    const terminate = (socket: Socket, proxied?: ProxiedEnds): void => {
       if (tlsServer === undefined) {
-        accept(socket, remoteAddress);
+        accept(socket, proxied);
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;
       }
-      if (remoteAddress !== undefined) proxiedAddress.set(socket, remoteAddress);
+      if (proxied !== undefined) proxiedOf.set(socket, proxied);
       tlsServer.emit('connection', socket);
     };
     if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
@@ -296,7 +302,7 @@ class Worker {
         if (cfg.tls !== undefined && tlsServer === undefined) return this.#unknownName(socket, index, r.hello?.sni);
         // peeking never loses a byte: what was read goes back in front of the socket for its next reader
         if (r.rest !== null) socket.unshift(r.rest);
-        terminate(socket, proxiedSource(r.proxy)?.address);
+        terminate(socket, proxiedEnds(r.proxy));
       });
     };
   }

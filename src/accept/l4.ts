@@ -1,6 +1,7 @@
 // L4 forwarding: a client socket whose bytes are not ours to read (a `tcp` listener, or a TLS passthrough name)
 // is relayed untouched to a target of one upstream: pick, connect (retrying other targets while nothing was
-// sent), an optional PROXY header first, replay what the listener read ahead, then splice (or the JS relay).
+// sent; the pool writes the PROXY header an upstream may want), replay what the listener read ahead, then
+// splice (or the JS relay).
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { Socket } from 'node:net';
 import { ProxyError } from '../errors.js';
@@ -10,9 +11,9 @@ import type { ConnectionRegistry, Tracked } from '../connection.js';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
 import type { Target } from '../upstream/balancer.js';
-import type { UpstreamPool } from '../upstream/pool.js';
+import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { TLS_ALERT, tlsFatalAlert } from './client-hello.js';
-import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
+import type { ProxyEndpoint } from './proxy-protocol.js';
 
 export interface L4Request {
   readonly mode: 'tcp' | 'passthrough';
@@ -77,24 +78,30 @@ class L4Connection implements Tracked {
     }
     this.#tried.add(target);
     target.active++;
-    pool.acquire(target, (err, upstream, reused) => {
-      if (err !== null || upstream === null) {
-        target.active--;
-        const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
-        // nothing reached this target: another one may take the connection
-        if (!this.#clientGone && !this.#failed && error.retryable && this.#tried.size < pool.targets.length) this.#connect();
-        else this.#fail(this.#clientGone ? clientClosed() : error);
-        return;
-      }
-      if (reused || this.#clientGone || this.#failed) {
-        target.active--;
-        pool.release(target, upstream, false);
-        // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
-        this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
-        return;
-      }
-      this.#start(target, upstream);
-    });
+    // an L4 connection is its own client (a unique key): no pooled socket is ever another connection's
+    const client: UpstreamClient = { key: `l4#${this.#id}`, source: this.#req.source, destination: this.#req.destination };
+    pool.acquire(
+      target,
+      (err, upstream, reused) => {
+        if (err !== null || upstream === null) {
+          target.active--;
+          const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
+          // nothing reached this target: another one may take the connection
+          if (!this.#clientGone && !this.#failed && error.retryable && this.#tried.size < pool.targets.length) this.#connect();
+          else this.#fail(this.#clientGone ? clientClosed() : error);
+          return;
+        }
+        if (reused || this.#clientGone || this.#failed) {
+          target.active--;
+          pool.release(target, upstream, false);
+          // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
+          this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
+          return;
+        }
+        this.#start(target, upstream);
+      },
+      client,
+    );
   }
 
   #start(target: Target, upstream: Socket): void {
@@ -104,9 +111,6 @@ class L4Connection implements Tracked {
     pool.detach(target, upstream);
     client.off('error', this.#onClientGone);
     client.off('close', this.#onClientGone);
-    // written before the tunnel starts: both relays send what is queued before any relayed byte
-    const pp = pool.config.send_proxy_protocol;
-    if (pp !== 'off') upstream.write(pp === 'v1' ? buildProxyV1(this.#req.source, this.#req.destination) : buildProxyV2(this.#req.source, this.#req.destination));
     // what Node read ahead while we connected goes with the replay, so splice is not refused for a full buffer
     const rest = concatBytes(this.#req.rest, drainReadable(client));
     const spliced = canSplice(client, upstream);

@@ -2,8 +2,10 @@
 // requests waiting for a socket of a full target; a socket handed out by acquire() belongs to the caller until
 // release(). Imports no client-side code. It folds each target's health (active bit, drain, passive failures),
 // fullness and backup role into `Target.available`, sets slow start ramps and keeps the retry budget;
-// `Target.active` belongs to the caller. It never reads or writes application bytes.
+// `Target.active` belongs to the caller. It never reads or writes application bytes; the one thing it writes is
+// the PROXY header an upstream with send_proxy_protocol gets at the start of each connection.
 import { connect, type Socket } from 'node:net';
+import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from '../accept/proxy-protocol.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
@@ -16,6 +18,24 @@ import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
  */
 export type AcquireCallback = (err: ProxyError | null, socket: Socket | null, reused: boolean) => void;
+
+/**
+ * Whom a connection to an upstream with send_proxy_protocol speaks for. Its PROXY header, written once at the
+ * start, names one client, so the pool reuses it for the same `key` only: the same client, source port and
+ * address it connected to (HAProxy reuses a server connection only for a request with the same "proxy protocol
+ * block"). Pools that send no header ignore it.
+ */
+export interface UpstreamClient {
+  /** Equal keys = equal PROXY headers; the caller makes it unique per client connection. */
+  readonly key: string;
+  /** The client; undefined when unknown (the header then says UNKNOWN / UNSPEC). */
+  readonly source: ProxyEndpoint | undefined;
+  /** The address the client connected to. */
+  readonly destination: ProxyEndpoint | undefined;
+}
+
+/** For a PROXY-sending pool asked without a client: one "unknown client" key, header UNKNOWN / UNSPEC. */
+const UNKNOWN_CLIENT: UpstreamClient = Object.freeze({ key: '', source: undefined, destination: undefined });
 
 /** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
 export type CancelAcquire = () => void;
@@ -94,6 +114,8 @@ const TCP_KEEPALIVE_DELAY_MS = 60_000;
 /** An acquire waiting for a socket of a full target. */
 interface Waiter {
   readonly cb: AcquireCallback;
+  /** Whom the connection made for this waiter will speak for (PROXY-sending pools). */
+  readonly client: UpstreamClient | undefined;
   timer: NodeJS.Timeout | undefined;
   /** Served, timed out or cancelled: skipped when met in the queue. */
   done: boolean;
@@ -101,8 +123,13 @@ interface Waiter {
 
 interface Slot {
   readonly target: Target;
-  /** LIFO: the most recently used (warmest) socket is at the end and is reused first. */
+  /**
+   * LIFO: the most recently used (warmest) socket is at the end and is reused first. In a PROXY-sending pool it
+   * holds every client's idle sockets in the order they became idle (the oldest first, evicted first).
+   */
   readonly idle: PooledSocket[];
+  /** PROXY-sending pools only: idle sockets by client key (each also in `idle`); null otherwise. */
+  readonly byClient: Map<string, PooledSocket[]> | null;
   open: number;
   /** At max_connections with no idle socket: new picks go elsewhere while another target has room. */
   full: boolean;
@@ -132,13 +159,16 @@ function healthy(socket: Socket): boolean {
 class PooledSocket {
   readonly socket: Socket;
   readonly slot: Slot;
+  /** The client its PROXY header named (PROXY-sending pools); undefined otherwise. */
+  readonly clientKey: string | undefined;
   state: SocketState = 'connecting';
   #idleTimer: NodeJS.Timeout | undefined;
   #keepAliveSet = false;
 
-  constructor(socket: Socket, slot: Slot) {
+  constructor(socket: Socket, slot: Slot, clientKey: string | undefined) {
     this.socket = socket;
     this.slot = slot;
+    this.clientKey = clientKey;
     slot.open++;
     slot.changed();
     // The open count goes down in #onClose only, guarded by `state`: exactly once however often the socket is
@@ -163,7 +193,26 @@ class PooledSocket {
     }
     this.state = 'idle';
     this.slot.idle.push(this);
+    if (this.slot.byClient !== null && this.clientKey !== undefined) {
+      const mine = this.slot.byClient.get(this.clientKey);
+      if (mine === undefined) this.slot.byClient.set(this.clientKey, [this]);
+      else mine.push(this);
+    }
     this.slot.changed();
+  }
+
+  /** Takes an idle socket out of its slot's idle lists (not of `open`). */
+  unlistIdle(): void {
+    const idle = this.slot.idle;
+    const i = idle.lastIndexOf(this);
+    if (i !== -1) idle.splice(i, 1);
+    const byClient = this.slot.byClient;
+    if (byClient === null || this.clientKey === undefined) return;
+    const mine = byClient.get(this.clientKey);
+    if (mine === undefined) return;
+    const j = mine.lastIndexOf(this);
+    if (j !== -1) mine.splice(j, 1);
+    if (mine.length === 0) byClient.delete(this.clientKey);
   }
 
   /**
@@ -205,11 +254,7 @@ class PooledSocket {
 
   readonly #onClose = (): void => {
     if (this.state === 'closed') return;
-    if (this.state === 'idle') {
-      const idle = this.slot.idle;
-      const i = idle.indexOf(this);
-      if (i !== -1) idle.splice(i, 1);
-    }
+    if (this.state === 'idle') this.unlistIdle();
     this.state = 'closed';
     this.slot.open--;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
@@ -258,6 +303,8 @@ export class UpstreamPool {
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
+  /** send_proxy_protocol: a header opens every connection, and idle sockets are kept per client. */
+  readonly #proxyHeader: 'off' | 'v1' | 'v2';
   #closed = false;
   #panic = false;
   /** Waiters in every slot's queue (bounded by queue.size). */
@@ -276,11 +323,13 @@ export class UpstreamPool {
     );
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
+    this.#proxyHeader = config.send_proxy_protocol;
     const { max_fails, fail_timeout } = config.health.passive;
     for (const target of this.targets) {
       const slot: Slot = {
         target,
         idle: [],
+        byClient: this.#proxyHeader === 'off' ? null : new Map(),
         open: 0,
         full: false,
         up: target.weight > 0, // targets usable at start do not slow-start
@@ -305,8 +354,9 @@ export class UpstreamPool {
    * close. Errors: UPSTREAM_CONNECT_REFUSED / _TIMEOUT / _ERROR (retryable); UPSTREAM_UNAVAILABLE when the
    * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout.
    * The callback is never synchronous. Returns a cancel for a queued acquire (the caller went away).
+   * `client`: whom the connection speaks for when this upstream sends PROXY headers (see UpstreamClient).
    */
-  acquire(target: Target, cb: AcquireCallback): CancelAcquire {
+  acquire(target: Target, cb: AcquireCallback, client?: UpstreamClient): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
       process.nextTick(cb, new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`), null, false);
@@ -316,6 +366,7 @@ export class UpstreamPool {
       process.nextTick(cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       return NOT_QUEUED;
     }
+    if (slot.byClient !== null) return this.#acquireFor(slot, cb, client ?? UNKNOWN_CLIENT);
     const idle = slot.idle;
     while (idle.length > 0) {
       const pooled = idle.pop() as PooledSocket;
@@ -330,13 +381,65 @@ export class UpstreamPool {
     }
     // Earlier waiters go first (FIFO) even when a socket just closed and left room.
     if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
-      this.#connect(slot, cb);
+      this.#connect(slot, cb, undefined);
       return NOT_QUEUED;
     }
-    return this.#enqueue(slot, cb);
+    return this.#enqueue(slot, cb, undefined);
   }
 
-  #enqueue(slot: Slot, cb: AcquireCallback): CancelAcquire {
+  /**
+   * acquire() in a PROXY-sending pool: only an idle socket of the same client is reused. At max_connections,
+   * other clients' idle sockets are closed, oldest first, to make room: they hold a slot no one else may use.
+   */
+  #acquireFor(slot: Slot, cb: AcquireCallback, client: UpstreamClient): CancelAcquire {
+    const mine = slot.byClient?.get(client.key);
+    while (mine !== undefined && mine.length > 0) {
+      const pooled = mine[mine.length - 1];
+      pooled.unlistIdle();
+      if (healthy(pooled.socket)) {
+        pooled.leaveIdle('busy');
+        this.#slotChanged(slot); // may have become full
+        process.nextTick(cb, null, pooled.socket, true);
+        return NOT_QUEUED;
+      }
+      pooled.socket.destroy(); // its idle listeners stay to absorb a late 'error'
+    }
+    this.#evictIdle(slot);
+    if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
+      this.#connect(slot, cb, client);
+      return NOT_QUEUED;
+    }
+    return this.#enqueue(slot, cb, client);
+  }
+
+  /** Closes idle sockets, oldest first, while `slot` is at max_connections (their `open` goes down at once). */
+  #evictIdle(slot: Slot): void {
+    const max = this.config.max_connections;
+    while (slot.open >= max && slot.idle.length > 0) {
+      const oldest = slot.idle[0];
+      oldest.forget(); // unlists it and lowers `open` now; 'close' comes a loop turn later
+      oldest.socket.destroy();
+    }
+  }
+
+  /**
+   * A client of a PROXY-sending pool is gone: its idle sockets go too, since no other client may use them (a
+   * socket still busy for it is destroyed by its aborted exchange, never released).
+   */
+  dropClient(key: string): void {
+    for (const slot of this.#slots.values()) {
+      const mine = slot.byClient?.get(key);
+      if (mine === undefined) continue;
+      for (const pooled of mine.slice()) pooled.socket.destroy();
+    }
+  }
+
+  /** True when every new connection to this upstream starts with a PROXY header (send_proxy_protocol). */
+  get sendsProxyHeader(): boolean {
+    return this.#proxyHeader !== 'off';
+  }
+
+  #enqueue(slot: Slot, cb: AcquireCallback, client: UpstreamClient | undefined): CancelAcquire {
     const { size, timeout } = this.config.queue;
     const max = this.config.max_connections;
     if (this.#queued >= size) {
@@ -350,7 +453,7 @@ export class UpstreamPool {
       process.nextTick(cb, err, null, false);
       return NOT_QUEUED;
     }
-    const waiter: Waiter = { cb, timer: undefined, done: false };
+    const waiter: Waiter = { cb, client, timer: undefined, done: false };
     waiter.timer = setTimeout(() => {
       if (waiter.done) return;
       waiter.done = true;
@@ -389,7 +492,7 @@ export class UpstreamPool {
         while (slot.open < this.config.max_connections) {
           const waiter = this.#takeWaiter(slot);
           if (waiter === undefined) break;
-          this.#connect(slot, waiter.cb); // its PooledSocket raises `open` before the loop checks again
+          this.#connect(slot, waiter.cb, waiter.client); // its PooledSocket raises `open` before the loop checks again
         }
       } finally {
         this.#serving = false;
@@ -402,10 +505,11 @@ export class UpstreamPool {
     }
   }
 
-  #connect(slot: Slot, cb: AcquireCallback): void {
+  #connect(slot: Slot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
     const { target } = slot;
     const socket = connect({ host: target.host, port: target.port, noDelay: true });
-    const pooled = new PooledSocket(socket, slot);
+    const who = slot.byClient === null ? undefined : (client ?? UNKNOWN_CLIENT);
+    const pooled = new PooledSocket(socket, slot, who?.key);
     this.#sockets.set(socket, pooled);
     const connectMs = this.config.timeouts.connect;
     let settled = false;
@@ -429,6 +533,8 @@ export class UpstreamPool {
       if (timer !== undefined) clearTimeout(timer);
       socket.off('error', onError); // from here on the caller's 'error' listener owns failures
       pooled.state = 'busy';
+      // the header is the connection's first bytes: written before the caller can write anything
+      if (who !== undefined) socket.write(this.#proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination));
       cb(null, socket, false);
     };
     socket.once('connect', onConnect);
@@ -454,6 +560,7 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    if (pooled.slot.byClient !== null) return this.#releaseFor(pooled, reusable);
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
@@ -475,14 +582,31 @@ export class UpstreamPool {
     }
   }
 
+  /**
+   * release() in a PROXY-sending pool: the socket can serve its own client only, so a waiter (another client)
+   * gets its slot rather than the socket; a full idle list loses its oldest socket rather than this warm one.
+   */
+  #releaseFor(pooled: PooledSocket, reusable: boolean): void {
+    const slot = pooled.slot;
+    if (!reusable || pooled.state !== 'busy' || this.#closed || !healthy(pooled.socket) || this.config.keepalive.max_idle === 0 || firstWaiter(slot) !== undefined) {
+      pooled.forget(); // `open` goes down now, so a waiter is connected in this call
+      pooled.socket.destroy();
+      return;
+    }
+    if (slot.idle.length >= this.config.keepalive.max_idle) {
+      const oldest = slot.idle[0];
+      oldest.forget();
+      oldest.socket.destroy();
+    }
+    pooled.enterIdle(this.config.keepalive.idle_timeout);
+  }
+
   /** Takes a socket out of the pool for good (it became a tunnel); it no longer counts toward max_idle. */
   detach(target: Target, socket: Socket): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) return;
     if (pooled.state === 'idle') {
-      const idle = pooled.slot.idle;
-      const i = idle.indexOf(pooled);
-      if (i !== -1) idle.splice(i, 1);
+      pooled.unlistIdle();
       pooled.leaveIdle('detached');
     } else if (pooled.state === 'busy' || pooled.state === 'connecting') {
       pooled.state = 'detached'; // still counted in `open` until it closes
@@ -499,6 +623,7 @@ export class UpstreamPool {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
       // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
+      slot.byClient?.clear();
       for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
       for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
         process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);

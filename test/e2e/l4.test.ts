@@ -17,7 +17,7 @@ import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, startPortico, type LogLine } from '../helpers/portico.js';
-import { ResponseReader, testCaCert } from '../helpers/wire.js';
+import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
 
 const MiB = 1024 * 1024;
 
@@ -57,18 +57,6 @@ function echoThrough(port: number, payload: Buffer): Promise<string> {
   });
 }
 
-/** Resolves when the peer closes; rejects if it sends anything first (a refused connection gets no byte). */
-function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
-    socket.on('data', (d: Buffer) => reject(new Error(`unexpected reply: ${JSON.stringify(d.toString('latin1').slice(0, 80))}`)));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
@@ -111,6 +99,22 @@ async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Bu
   return { port: await listen(t, server), cert };
 }
 
+/**
+ * A TLS client for pass.test that trusts only the backend's certificate, so only the backend can have answered:
+ * it checks the certificate it got and the backend's reply to "hello".
+ */
+async function passThrough(t: TestContext, port: number, backendCert: Buffer): Promise<void> {
+  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backendCert });
+  t.after(() => pass.destroy());
+  await once(pass, 'secureConnect');
+  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backendCert).fingerprint256);
+  const reply: Buffer[] = [];
+  pass.on('data', (d: Buffer) => reply.push(d));
+  pass.write('hello');
+  await once(pass, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
+}
+
 test('one TLS port: a passthrough name reaches the TLS backend (its certificate), another is terminated and routed as HTTP; plaintext is closed', { timeout: 60_000 }, async (t) => {
   const backend = await startTlsBackend(t);
   const web = await startHttpBackend(t, { name: 'web' });
@@ -122,16 +126,7 @@ test('one TLS port: a passthrough name reaches the TLS backend (its certificate)
   });
   const port = portico.tlsPort;
 
-  // passthrough: the client verifies the BACKEND's certificate, so only the backend can have answered
-  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backend.cert });
-  t.after(() => pass.destroy());
-  await once(pass, 'secureConnect');
-  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256);
-  const passReply: Buffer[] = [];
-  pass.on('data', (d: Buffer) => passReply.push(d));
-  pass.write('hello');
-  await once(pass, 'end');
-  assert.equal(Buffer.concat(passReply).toString(), 'backend:hello');
+  await passThrough(t, port, backend.cert);
   const line = await portico.waitForLog((l) => l.msg === 'passthrough');
   assert.equal(line.sni, 'pass.test');
   assert.equal(line.upstream, 'tls-backend');
@@ -285,15 +280,7 @@ test('a TLS listener without certificates passes its names through; another name
   });
   const port = portico.ports[0];
 
-  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backend.cert });
-  t.after(() => pass.destroy());
-  await once(pass, 'secureConnect');
-  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256);
-  const reply: Buffer[] = [];
-  pass.on('data', (d: Buffer) => reply.push(d));
-  pass.end('hello');
-  await once(pass, 'end');
-  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
+  await passThrough(t, port, backend.cert);
 
   // RFC 6066 §3 and RFC 8446 §9.2: the client's TLS stack names the reason instead of an unexplained EOF
   assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
