@@ -25,6 +25,9 @@ const DRAIN_OVERRUN_MS = 2_000;
 
 const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
 
+/** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
+const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
+
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
 
@@ -285,6 +288,8 @@ class Worker {
       const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
       forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, registry);
     };
+    // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
+    if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
     return (socket) => {
       if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
         this.#refused(socket, index, 'untrusted', 'PROXY header sender not in proxy_protocol.trusted');

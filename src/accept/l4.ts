@@ -35,7 +35,10 @@ export interface L4Context {
   readonly access: boolean;
 }
 
-/** Takes ownership of `client` (paused, nothing of it read past `req.rest`) and relays it to `req.pool`. */
+/**
+ * Takes ownership of `client` (not flowing; nothing of it consumed past `req.rest` except what Node buffered, which
+ * is replayed right after it) and relays it to `req.pool`.
+ */
 export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry): void {
   new L4Connection(client, req, ctx, registry);
 }

@@ -84,6 +84,26 @@ for (const nativeOff of [false, true]) {
   });
 }
 
+test('tcp listener: a protocol where the server speaks first (a greeting before any client byte) is relayed at once', { timeout: 30_000 }, async (t) => {
+  // MySQL, SMTP, SSH, FTP... greet first: a relay that waited for the client's first byte would hang until a timeout
+  const server = net.createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.write('220 greeting\r\n');
+    s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`));
+  });
+  const backendPort = await listen(t, server);
+  const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'greeter' }], upstreams: { greeter: { targets: [`127.0.0.1:${backendPort}`] } } });
+  const c = net.connect({ host: '127.0.0.1', port: portico.ports[0] });
+  t.after(() => c.destroy());
+  const [greeting] = (await once(c, 'data')) as [Buffer];
+  assert.equal(greeting.toString(), '220 greeting\r\n');
+  const reply: Buffer[] = [];
+  c.on('data', (d: Buffer) => reply.push(d));
+  c.write('HELO');
+  await once(c, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'echo:HELO');
+});
+
 /** A TLS backend with its own self-signed certificate (Portico never sees its key): answers `backend:<data>`. */
 async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Buffer }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'portico-l4-'));
