@@ -232,7 +232,9 @@ class Worker {
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
     const onConnection = this.#acceptPath(cfg, msg.index, accept, tlsServer);
-    const server = msg.via === 'handle' ? await listenOnHandle(handle, onConnection, LISTEN_OPTIONS) : await listenReusePort(msg.host, msg.port, onConnection, LISTEN_OPTIONS);
+    // a tcp listener without PROXY reads nothing itself: the relay finds the client's bytes still in the kernel
+    const listenOptions = cfg.mode === 'tcp' && cfg.proxy_protocol === undefined ? { ...LISTEN_OPTIONS, pauseOnConnect: true } : LISTEN_OPTIONS;
+    const server = msg.via === 'handle' ? await listenOnHandle(handle, onConnection, listenOptions) : await listenReusePort(msg.host, msg.port, onConnection, listenOptions);
     server.on('error', (err) => this.#log.error({ err, listener: msg.index }, 'listener error'));
     this.#servers.push(server);
     const port = boundAddress(server).port;
