@@ -8,9 +8,9 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
-import { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
-import { openWebSocket, request } from '../helpers/clients.js';
+import { request } from '../helpers/clients.js';
 import { hasNginx, startNginx } from '../helpers/nginx.js';
 import { needPeer } from '../helpers/peers.js';
 import { startPortico, type Portico } from '../helpers/portico.js';
@@ -177,7 +177,10 @@ test('a WebSocket tunnel to a PROXY-sending pool carries the header naming its c
   const admin = await adminPort(portico);
 
   for (const path of ['/ws1', '/ws2']) {
-    const ws = await openWebSocket(t, `ws://127.0.0.1:${portico.httpPort}${path}`);
+    // the backend speaks first: its message may come in the same read as the 101, so it is listened for from the
+    // start (a listener added once the handshake resolved could miss it)
+    const ws = new WebSocket(`ws://127.0.0.1:${portico.httpPort}${path}`, { handshakeTimeout: 10_000 });
+    t.after(() => ws.terminate());
     const [first] = (await once(ws, 'message')) as [Buffer];
     const source = JSON.parse(first.toString()) as { address: string; port: number };
     assert.equal(source.address, '127.0.0.1');
