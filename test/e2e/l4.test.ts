@@ -2,6 +2,7 @@
 // 8 MiB checked by sha256, splice and PORTICO_NATIVE=0), one TLS port passes one SNI name through untouched to
 // a TLS backend while terminating another, plaintext on a TLS port is closed, PROXY v1/v2 from trusted senders
 // feed X-Forwarded-For / X-Real-IP, untrusted senders are refused, and send_proxy_protocol reaches the backend.
+// A reload turns kept listening sockets into other kinds (terminating TLS <-> passthrough only, http <-> tcp).
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -16,7 +17,7 @@ import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
-import { TEST_CERT, TEST_KEY, startPortico, type LogLine } from '../helpers/portico.js';
+import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine } from '../helpers/portico.js';
 import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
 
 const MiB = 1024 * 1024;
@@ -314,4 +315,70 @@ test('a TLS listener without certificates passes its names through; another name
   const metrics = (await request(`http://127.0.0.1:${admin}/metrics`)).body.toString();
   assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 1$/m);
   assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
+});
+
+/** A server that speaks first, then answers `echo:<data>` and closes (a tcp listener must relay at accept). */
+async function startGreeter(t: TestContext): Promise<number> {
+  const server = net.createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.write('220 greeting\r\n');
+    s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`));
+  });
+  return listen(t, server);
+}
+
+/** The greeting, then the reply to HELO, through `port`. */
+async function greetThrough(t: TestContext, port: number): Promise<string> {
+  const c = net.connect({ host: '127.0.0.1', port });
+  t.after(() => c.destroy());
+  const got: Buffer[] = [];
+  c.on('data', (d: Buffer) => {
+    got.push(d);
+    if (got.length === 1) c.write('HELO');
+  });
+  await once(c, 'end');
+  return Buffer.concat(got).toString();
+}
+
+test('a reload turns kept listening sockets into other kinds: terminating TLS <-> passthrough only, http <-> a server-first tcp listener', { timeout: 90_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const web = await startHttpBackend(t, { name: 'web' });
+  const greeter = await startGreeter(t);
+  const passthrough = [{ sni: 'pass.test', upstream: 'tls-backend' }];
+  const upstreams = { 'tls-backend': { targets: [`127.0.0.1:${backend.port}`] }, web: { targets: [`127.0.0.1:${web.port}`] }, greeter: { targets: [`127.0.0.1:${greeter}`] } };
+  const terminating = {
+    workers: 2,
+    listeners: [{ address: '127.0.0.1:0', tls: { certificates: [{ cert: TEST_CERT, key: TEST_KEY }], passthrough } }, { address: '127.0.0.1:0' }],
+    upstreams,
+    routes: [{ proxy: 'web' }],
+  };
+  const passing = {
+    workers: 2,
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough } }, { address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'greeter' }],
+    upstreams,
+    routes: [{ match: { host: 'never.test' }, proxy: 'web' }],
+  };
+  const portico = await startPortico(t, terminating);
+  const [tlsPort, plainPort] = portico.ports;
+  // several connections each time: with 2 workers, either may accept
+  const served = async (): Promise<void> => {
+    for (let i = 0; i < 4; i++) {
+      await passThrough(t, tlsPort, backend.cert);
+      assert.equal((await request(`https://127.0.0.1:${tlsPort}/`)).status, 200, 'TLS terminated and routed');
+      assert.equal((await request(`http://127.0.0.1:${plainPort}/`)).status, 200, 'plain HTTP routed');
+    }
+  };
+  await served();
+
+  let r = await reloadPortico(portico, passing);
+  assert.equal(r.code, 0, r.stderr);
+  for (let i = 0; i < 4; i++) {
+    await passThrough(t, tlsPort, backend.cert);
+    assert.equal(await tlsRefusal(t, tlsPort, 'localhost'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME', 'no certificate left to terminate with');
+    assert.equal(await greetThrough(t, plainPort), '220 greeting\r\necho:HELO', 'the kept socket relays at accept');
+  }
+
+  r = await reloadPortico(portico, terminating);
+  assert.equal(r.code, 0, r.stderr);
+  await served();
 });
