@@ -1,11 +1,15 @@
 // UpstreamPool with send_proxy_protocol against a real loopback server that parses the PROXY header: every new
 // connection opens with a header naming its client, an idle socket serves its own client only, a gone client's
-// idle sockets close, and other clients' idle sockets make room at max_connections. Waits on events only.
+// idle sockets close, and other clients' idle sockets make room at max_connections; the same on discovered
+// targets, and a retired pool keeps no client's socket. Native sockets when the addon has them (the header is
+// queued like any write), net.Socket with PORTICO_NATIVE_IO=0. Waits on events only.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import { parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { NativeSocket, nativeIoAvailable } from '../../src/native/io.js';
+import { targetId } from '../../src/upstream/discovery.js';
 import type { UpstreamClient } from '../../src/upstream/pool.js';
 import { acquire, counts, makePool } from '../helpers/pool.js';
 
@@ -85,6 +89,7 @@ for (const version of ['v1', 'v2'] as const) {
     const a = await acquire(t, pool, target, client(7));
     assert.equal(a.err, null);
     assert.equal(a.reused, false);
+    assert.equal((a.socket as unknown) instanceof NativeSocket, nativeIoAvailable(), 'native I/O exactly when available');
     assert.equal(await echo(a.socket, 'ping'), 'ping'); // the header was taken off first, whole
     const { header } = await accepted;
     assert.equal(header.version, version === 'v1' ? 1 : 2);
@@ -172,4 +177,52 @@ test('a full idle list loses its oldest socket to the one just released; without
   assert.deepEqual(counts(pool), { open: 1, idle: 1 });
   assert.equal((await acceptedAnon).header.family, 'unknown');
   assert.equal((await acquire(t, pool, target)).socket, b.socket);
+});
+
+test('a discovered target is keyed per client like a fixed one; removed by discovery, its idle sockets close and a socket released later is not kept', async (t) => {
+  const server = await proxyServer(t);
+  const { pool } = makePool(t, server.port, { targets: [{ address: 'pp.test:80', resolve: true }], send_proxy_protocol: 'v2' });
+  pool.setDiscovered([{ id: targetId('127.0.0.1', server.port), host: '127.0.0.1', port: server.port, weight: 1, backup: false }]);
+  const target = pool.targets[0];
+  const a = await acquire(t, pool, target, client(1));
+  pool.release(target, a.socket, true);
+  const b = await acquire(t, pool, target, client(2));
+  assert.equal(b.reused, false, 'client 1\'s idle socket is not client 2\'s');
+  pool.release(target, b.socket, true);
+  const again = await acquire(t, pool, target, client(1));
+  assert.equal(again.socket, a.socket);
+  assert.equal(again.reused, true);
+  assert.deepEqual(counts(pool), { open: 2, idle: 1 });
+
+  const idleClosed = once(b.socket, 'close');
+  pool.setDiscovered([]);
+  await idleClosed;
+  const busyClosed = once(a.socket, 'close');
+  pool.release(target, a.socket, true);
+  await busyClosed;
+  assert.deepEqual(pool.report(), [], 'nothing of the target left');
+  assert.equal((await acquire(t, pool, target, client(1))).err?.code, 'UPSTREAM_TARGET_GONE');
+});
+
+test('retire: every client\'s idle sockets close, a retry still connects with its own header, and nothing released is kept', async (t) => {
+  const server = await proxyServer(t);
+  const { pool, target } = makePool(t, server.port, { send_proxy_protocol: 'v1' });
+  const [a, b] = await Promise.all([acquire(t, pool, target, client(1)), acquire(t, pool, target, client(2))]);
+  pool.release(target, a.socket, true);
+  pool.release(target, b.socket, true);
+  assert.deepEqual(counts(pool), { open: 2, idle: 2 });
+  const closed = Promise.all([once(a.socket, 'close'), once(b.socket, 'close')]);
+  pool.retire();
+  assert.equal(counts(pool).idle, 0);
+  await closed;
+
+  const retry = await acquire(t, pool, target, client(1));
+  assert.equal(retry.reused, false);
+  assert.equal(await echo(retry.socket, 'retry'), 'retry'); // the server has read its header by now
+  const ofClient1 = server.accepted.filter((x) => x.header.source?.port === client(1).source?.port);
+  assert.equal(ofClient1.length, 2, 'the retry\'s new connection named client 1 too');
+  const retryClosed = once(retry.socket, 'close');
+  pool.release(target, retry.socket, true);
+  await retryClosed;
+  assert.deepEqual(counts(pool), { open: 0, idle: 0 });
 });
