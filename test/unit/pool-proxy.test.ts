@@ -10,8 +10,9 @@ import { createServer, type Socket } from 'node:net';
 import { parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
 import { NativeSocket, nativeIoAvailable } from '../../src/native/io.js';
 import { targetId } from '../../src/upstream/discovery.js';
-import type { UpstreamClient } from '../../src/upstream/pool.js';
-import { acquire, counts, makePool } from '../helpers/pool.js';
+import type { Target } from '../../src/upstream/balancer.js';
+import type { UpstreamClient, UpstreamPool } from '../../src/upstream/pool.js';
+import { acquire, counts, makePool, type Acquired } from '../helpers/pool.js';
 
 
 interface Accepted {
@@ -119,13 +120,19 @@ test('an idle socket serves its own client only: another client gets a new conne
   assert.equal(await echo(a2.socket, 'again'), 'again');
 });
 
-test('dropClient closes the idle sockets of that client only', async (t) => {
-  const server = await proxyServer(t);
-  const { pool, target } = makePool(t, server.port, { send_proxy_protocol: 'v1' });
+/** One idle socket each for clients 1 and 2 (a v1 pool, one target). */
+async function idleForTwo(t: TestContext, pool: UpstreamPool, target: Target): Promise<[Acquired, Acquired]> {
   const [a, b] = await Promise.all([acquire(t, pool, target, client(1)), acquire(t, pool, target, client(2))]);
   pool.release(target, a.socket, true);
   pool.release(target, b.socket, true);
   assert.deepEqual(counts(pool), { open: 2, idle: 2 });
+  return [a, b];
+}
+
+test('dropClient closes the idle sockets of that client only', async (t) => {
+  const server = await proxyServer(t);
+  const { pool, target } = makePool(t, server.port, { send_proxy_protocol: 'v1' });
+  const [a, b] = await idleForTwo(t, pool, target);
   const closed = once(a.socket, 'close');
   pool.dropClient(client(1).key);
   await closed;
@@ -207,10 +214,7 @@ test('a discovered target is keyed per client like a fixed one; removed by disco
 test('retire: every client\'s idle sockets close, a retry still connects with its own header, and nothing released is kept', async (t) => {
   const server = await proxyServer(t);
   const { pool, target } = makePool(t, server.port, { send_proxy_protocol: 'v1' });
-  const [a, b] = await Promise.all([acquire(t, pool, target, client(1)), acquire(t, pool, target, client(2))]);
-  pool.release(target, a.socket, true);
-  pool.release(target, b.socket, true);
-  assert.deepEqual(counts(pool), { open: 2, idle: 2 });
+  const [a, b] = await idleForTwo(t, pool, target);
   const closed = Promise.all([once(a.socket, 'close'), once(b.socket, 'close')]);
   pool.retire();
   assert.equal(counts(pool).idle, 0);
