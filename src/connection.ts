@@ -2,6 +2,7 @@
 // route, forward or tunnel, keep-alive and pipelining, canned errors, one access-log line per request/tunnel.
 // It owns the client socket; upstream sockets are borrowed from pools. Imports nothing above it (worker.ts).
 // Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
+import type { ProxyEndpoint } from './accept/proxy-protocol.js';
 import type { ByteSocket } from './native/io.js';
 import type { Config } from './config/schema.js';
 import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
@@ -12,7 +13,7 @@ import type { Metrics } from './metrics.js';
 import type { CompiledRoute, RequestVars, Router } from './router.js';
 import { Tunnel, type ClosedBy } from './tunnel/relay.js';
 import { SpliceTunnel, canSplice } from './tunnel/splice.js';
-import type { UpstreamPool } from './upstream/pool.js';
+import type { UpstreamClient, UpstreamPool } from './upstream/pool.js';
 import type { OpenKeys } from './upstream/sticky.js';
 
 export interface ListenerInfo {
@@ -147,12 +148,22 @@ export class ConnectionRegistry {
   }
 }
 
+/** The client and the address it connected to, as a trusted PROXY header named them (else the socket's ends). */
+export interface ProxiedEnds {
+  readonly source: ProxyEndpoint | undefined;
+  readonly destination: ProxyEndpoint | undefined;
+}
+
 /**
- * Takes ownership of an accepted (and, for https, handshaken) client socket. `remoteAddress`: the client's
- * address when the socket's peer is not the client (a trusted PROXY header named it).
+ * Takes ownership of an accepted (and, for https, handshaken) client socket. `proxied`: set when the socket's
+ * peer is not the client (a trusted PROXY header named it).
  */
-export function handleConnection(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, remoteAddress?: string): void {
-  new ClientConnection(socket, listener, source, registry, remoteAddress);
+export function handleConnection(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, proxied?: ProxiedEnds): void {
+  new ClientConnection(socket, listener, source, registry, proxied);
+}
+
+function endpointOf(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
+  return address === undefined || port === undefined ? undefined : { address, port };
 }
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';
@@ -185,6 +196,10 @@ class ClientConnection implements ClientSide, Tracked {
   /** The tunnel's hash key as counted in ctx.sticky (sticky tunnels), to uncount at close. */
   #stickyKey: { keys: OpenKeys; upstream: string; key: string; target: string } | null = null;
   #remoteAddr: string;
+  #proxied: ProxiedEnds | undefined;
+  #upstreamClient: UpstreamClient | null = null;
+  /** Pools that send PROXY headers this connection used: its idle sockets there are dropped when it ends. */
+  #proxiedPools: Set<UpstreamPool> | null = null;
   /** Deadline (ms) for the head phase; 0 = none. `#keepalive`: waiting for the first byte of a next request. */
   #deadline = 0;
   #keepalive = false;
@@ -195,7 +210,7 @@ class ClientConnection implements ClientSide, Tracked {
   #activityMark = -1;
   #log: Logger | null = null;
 
-  constructor(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, remoteAddress?: string) {
+  constructor(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, proxied?: ProxiedEnds) {
     this.socket = socket;
     this.#source = source;
     const ctx = source.current;
@@ -203,7 +218,8 @@ class ClientConnection implements ClientSide, Tracked {
     this.#registry = registry;
     this.#listener = listener;
     this.#limits = headLimits(ctx.config);
-    const ra = remoteAddress ?? socket.remoteAddress ?? '';
+    this.#proxied = proxied;
+    const ra = proxied?.source?.address ?? socket.remoteAddress ?? '';
     this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
     this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port };
     socket.on('error', this.#onError);
@@ -220,6 +236,31 @@ class ClientConnection implements ClientSide, Tracked {
 
   get closing(): boolean {
     return this.#closeAfter || this.#registry.draining;
+  }
+
+  /**
+   * This connection towards upstreams that send PROXY headers: its source and the address it reached, keyed by
+   * both, so a pooled upstream socket whose header named it serves it alone (HAProxy keys reuse the same way).
+   * Built on first use, while the socket still knows its addresses.
+   */
+  get upstreamClient(): UpstreamClient {
+    if (this.#upstreamClient === null) {
+      const s = this.socket;
+      const source = this.#proxied?.source ?? endpointOf(s.remoteAddress, s.remotePort);
+      const destination = this.#proxied?.destination ?? endpointOf(s.localAddress, s.localPort);
+      // an end that is not known would give every such client one key: this connection's id keeps it its own
+      const key = source === undefined || destination === undefined ? `#${this.id}` : `${source.address} ${source.port} ${destination.address} ${destination.port}`;
+      this.#upstreamClient = { key, source, destination };
+    }
+    return this.#upstreamClient;
+  }
+
+  /** Its idle sockets in PROXY-sending pools can serve no one else: closed once it will send no more requests. */
+  #dropUpstreamClient(): void {
+    const pools = this.#proxiedPools;
+    if (pools === null || this.#upstreamClient === null) return;
+    this.#proxiedPools = null;
+    for (const pool of pools) pool.dropClient(this.#upstreamClient.key);
   }
 
   get log(): Logger {
@@ -301,6 +342,7 @@ class ClientConnection implements ClientSide, Tracked {
       this.#reject('INTERNAL', `route ${route.name} names a missing upstream`, head);
       return;
     }
+    if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
     const maxBody = this.ctx.config.limits.body_size;
     if (maxBody !== 'off' && head.contentLength > maxBody) {
       this.#reject('CLIENT_BODY_TOO_LARGE', `Content-Length ${head.contentLength} over ${maxBody}`, head);
@@ -384,6 +426,7 @@ class ClientConnection implements ClientSide, Tracked {
   exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null): void {
     this.#ex = null;
     this.#state = 'tunnel';
+    this.#dropUpstreamClient();
     this.#deadline = 0;
     const socket = this.socket;
     socket.removeListener('data', this.#onData);
@@ -472,6 +515,7 @@ class ClientConnection implements ClientSide, Tracked {
     // a tunnel owns the socket (a spliced one closes the JS socket at hand-over): it reports its own end
     if (this.#state === 'tunnel') return;
     this.#teardown();
+    this.#dropUpstreamClient();
     this.#state = 'closed';
     this.#registry.delete(this);
   };

@@ -7,8 +7,23 @@ import type { ErrorCode } from './errors.js';
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
 
-/** Why a listener closed a connection before routing it: a bad or missing preface, or an untrusted PROXY sender. */
-export type RefusedReason = PrefaceFailure | 'untrusted';
+/**
+ * Why a listener closed a connection before routing it: a bad or missing preface, an untrusted PROXY sender, or
+ * (a TLS listener that terminates nothing) a ClientHello naming no passthrough name.
+ */
+export type RefusedReason = PrefaceFailure | 'untrusted' | 'sni_unknown' | 'sni_missing';
+
+/**
+ * The refusals that concern the PROXY protocol, as `portico_proxy_protocol_refused_total{reason}`: a sender
+ * outside proxy_protocol.trusted, no header, a malformed one, or none complete in time. Always rendered, zeros
+ * included, so a rate() over them works from the first scrape.
+ */
+const PROXY_REFUSALS: ReadonlyArray<readonly [RefusedReason, string]> = [
+  ['untrusted', 'untrusted'],
+  ['proxy_missing', 'missing'],
+  ['proxy_invalid', 'invalid'],
+  ['proxy_timeout', 'timeout'],
+];
 
 /** A worker's counters at one moment: plain data, safe to send over IPC and to add up. */
 export interface MetricsSnapshot {
@@ -168,7 +183,13 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
   const refused = Object.entries(s.refused).sort(([a], [b]) => (a < b ? -1 : 1));
-  metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
+  metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface, unknown passthrough name), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
+  metric(
+    'portico_proxy_protocol_refused_total',
+    'counter',
+    'Connections refused on listeners that expect a PROXY header: sender not trusted, header missing, invalid, or not complete in time.',
+    PROXY_REFUSALS.map(([reason, label]) => [labels({ reason: label }), s.refused[reason] ?? 0]),
+  );
   if (gauges !== undefined) {
     metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);
     metric('portico_worker_restarts_total', 'counter', 'Workers restarted after an unexpected exit.', [['', gauges.workerRestarts]]);

@@ -19,7 +19,7 @@ import { createLogger, type Logger } from './log.js';
 import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
 import { readsLoad } from './upstream/balancer.js';
 import { Discovery, type DiscoveryPlan } from './upstream/discovery.js';
-import { HealthChecker, renderHealthMetrics, type ProbeTarget } from './upstream/health.js';
+import { HealthChecker, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from './upstream/health.js';
 import type { TargetSpec } from './upstream/pool.js';
 import { StickyAggregate, hashHomes, type DiscoveredSets, type PinUpdate } from './upstream/sticky.js';
 
@@ -387,8 +387,10 @@ class Primary {
 
   #probeTargets(upstream: string, config: Config, sets: DiscoveredSets): ProbeTarget[] {
     const u = Object.hasOwn(config.upstreams, upstream) ? config.upstreams[upstream] : undefined;
-    const fixed = (u?.targets ?? []).map((t) => ({ id: t.address, host: t.host, port: t.port }));
-    const found = Object.hasOwn(sets, upstream) ? sets[upstream] : [];
+    // an upstream that wants a PROXY header gets one on probes too (UNKNOWN / LOCAL: see probeProxyHeader)
+    const proxyHeader = probeProxyHeader(u?.send_proxy_protocol ?? 'off');
+    const fixed = (u?.targets ?? []).map((t) => ({ id: t.address, host: t.host, port: t.port, proxyHeader }));
+    const found = (Object.hasOwn(sets, upstream) ? sets[upstream] : []).map((t) => ({ id: t.id, host: t.host, port: t.port, proxyHeader }));
     return [...fixed, ...found];
   }
 
@@ -412,7 +414,9 @@ class Primary {
       const active = upstream.health.active;
       if (active === undefined) continue;
       const old = running.get(name);
-      if (old !== undefined && equalValues(old.config, active)) {
+      // `running` probes the served config's upstreams: a changed send_proxy_protocol changes every probe's first bytes
+      const served = Object.hasOwn(this.#config.upstreams, name) ? this.#config.upstreams[name] : undefined;
+      if (old !== undefined && equalValues(old.config, active) && served?.send_proxy_protocol === upstream.send_proxy_protocol) {
         checkers.set(name, old);
         continue;
       }

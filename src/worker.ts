@@ -4,14 +4,14 @@
 // accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
 import type { Server, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4 } from './accept/l4.js';
+import { PassthroughTable, forwardL4, refuseClientHello } from './accept/l4.js';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
 import { readPreface, type PrefaceResult } from './accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
 import { createTlsServer } from './accept/tls.js';
 import { formatErrors, loadConfigText, type ConfigError } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
-import { ConnectionRegistry, handleConnection, type ContextSource, type ListenerInfo } from './connection.js';
+import { ConnectionRegistry, handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from './connection.js';
 import { ProxyError } from './errors.js';
 import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
@@ -26,6 +26,16 @@ import { OpenKeys, PinTable } from './upstream/sticky.js';
 const DRAIN_OVERRUN_MS = 2_000;
 
 const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
+
+/**
+ * Every listening socket accepts paused (pauseOnConnect): nothing is read until the accept path starts reading.
+ * A tcp listener without PROXY needs it (the client's first bytes stay in the kernel for the splice hand-over),
+ * and a socket kept across a reload may serve any kind of listener next, so all accept the same way.
+ */
+const ACCEPT_OPTIONS: ListenOptions = { ...LISTEN_OPTIONS, pauseOnConnect: true };
+
+/** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
+const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
 
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
@@ -92,12 +102,18 @@ function proxiedDestination(header: ProxyHeader | undefined): ProxyEndpoint | un
   return header.destination;
 }
 
+/** The client and the address it reached, from a PROXY header for a proxied TCP connection; else none. */
+function proxiedEnds(header: ProxyHeader | undefined): ProxiedEnds | undefined {
+  const source = proxiedSource(header);
+  return source === undefined ? undefined : { source, destination: proxiedDestination(header) };
+}
+
 function endpoint(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
   return address === undefined || port === undefined ? undefined : { address, port };
 }
 
-/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client address rides on it. */
-const proxiedAddress = new WeakMap<Socket, string>();
+/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client's ends ride on it. */
+const proxiedOf = new WeakMap<Socket, ProxiedEnds>();
 
 function parentOf(socket: TLSSocket): Socket | undefined {
   const parent = (socket as unknown as { _parent?: unknown })._parent;
@@ -410,14 +426,14 @@ class Worker {
           continue;
         }
         const held: Socket[] = [];
-        // Not paused: a socket nobody reads from does not flow; the accept path reads it as a fresh one.
+        // Accepted paused (ACCEPT_OPTIONS): nothing is read until the accept path takes it as a fresh one.
         const hold: OnConnection = (socket) => {
           if (held.length >= MAX_HELD_SOCKETS) socket.destroy();
           else held.push(socket.on('error', ignoreHeldError));
         };
         const entryRef: { entry?: OpenListener } = {};
         const onConnection: OnConnection = (socket) => (entryRef.entry === undefined ? hold(socket) : entryRef.entry.onConnection(socket));
-        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, LISTEN_OPTIONS) : await listenReusePort(a.host, a.port, onConnection, LISTEN_OPTIONS);
+        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, ACCEPT_OPTIONS) : await listenReusePort(a.host, a.port, onConnection, ACCEPT_OPTIONS);
         server.on('error', (err) => this.#log.error({ err, listener: a.key }, 'listener error'));
         const entry: OpenListener = { key: a.key, server, port: boundAddress(server).port, onConnection: hold };
         entryRef.entry = entry;
@@ -474,16 +490,17 @@ class Worker {
   #handlerFor(config: Config, index: number, port: number, ticketKeys: string): OnConnection {
     const cfg = config.listeners[index];
     const info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port };
-    const accept = (socket: ByteSocket, remoteAddress?: string) => {
+    const accept = (socket: ByteSocket, proxied?: ProxiedEnds) => {
       this.#metrics.connectionAccepted();
-      handleConnection(socket, info, this.#source, this.#registry, remoteAddress);
+      handleConnection(socket, info, this.#source, this.#registry, proxied);
     };
     let tlsServer: TlsServer | undefined;
-    if (cfg.tls !== undefined) {
+    // a TLS listener without certificates only passes names through: nothing to terminate, no server
+    if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) {
       try {
         tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64') }, (socket: TLSSocket) => {
           const parent = parentOf(socket);
-          accept(socket, parent === undefined ? undefined : proxiedAddress.get(parent));
+          accept(socket, parent === undefined ? undefined : proxiedOf.get(parent));
         });
       } catch (err) {
         throw new ApplyError(`listeners[${index}]: ${(err as Error).message}`);
@@ -498,7 +515,7 @@ class Worker {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, remoteAddress?: string) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined): OnConnection {
     const cfg = config.listeners[index];
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
@@ -509,19 +526,20 @@ class Worker {
     }
     const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
-    const terminate = (socket: Socket, remoteAddress?: string): void => {
+    const terminate = (socket: Socket, proxied?: ProxiedEnds): void => {
       if (tlsServer === undefined) {
-        // plain HTTP with nothing read yet: onto native I/O when the addon has it (the net.Socket is closed)
-        const moved = remoteAddress === undefined ? adoptNative(socket, LISTEN_OPTIONS) : undefined;
+        // plain HTTP with nothing read yet, its ends the socket's own (no PROXY header named others): onto native
+        // I/O when the addon has it (the net.Socket is closed)
+        const moved = proxied === undefined ? adoptNative(socket, LISTEN_OPTIONS) : undefined;
         if (moved !== undefined) {
           accept(moved);
           return;
         }
-        accept(socket, remoteAddress);
+        accept(socket, proxied);
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;
       }
-      if (remoteAddress !== undefined) proxiedAddress.set(socket, remoteAddress);
+      if (proxied !== undefined) proxiedOf.set(socket, proxied);
       tlsServer.emit('connection', socket);
     };
     if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
@@ -543,6 +561,8 @@ class Worker {
       const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
       forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, this.#registry);
     };
+    // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
+    if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
     return (socket) => {
       if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
         this.#refused(socket, index, 'untrusted', 'PROXY header sender not in proxy_protocol.trusted');
@@ -557,9 +577,10 @@ class Worker {
         if (tcpUpstream !== undefined) return l4(socket, 'tcp', tcpUpstream, r);
         const upstream = passthrough?.match(r.hello?.sni);
         if (upstream !== undefined) return l4(socket, 'passthrough', upstream, r);
+        if (cfg.tls !== undefined && tlsServer === undefined) return this.#unknownName(socket, index, r.hello?.sni);
         // peeking never loses a byte: what was read goes back in front of the socket for its next reader
         if (r.rest !== null) socket.unshift(r.rest);
-        terminate(socket, proxiedSource(r.proxy)?.address);
+        terminate(socket, proxiedEnds(r.proxy));
       });
     };
   }
@@ -568,6 +589,19 @@ class Worker {
   #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
     this.#metrics.connectionRefused(reason);
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
+  }
+
+  /**
+   * A passthrough-only TLS listener met a name it does not pass through (or none): a TLS alert and a close,
+   * counted, and one line like an L4 connection's (info with access logs, else debug).
+   */
+  #unknownName(socket: Socket, index: number, sni: string | undefined): void {
+    const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
+    this.#metrics.connectionRefused(reason);
+    const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
+    if (this.#current().l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+    else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+    refuseClientHello(socket, sni);
   }
 
   /** Handshake failures are the client's business: counted, logged at debug, never fatal. */

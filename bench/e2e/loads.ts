@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { cpuDelta, pinned, snapshotTree, spawnProcess, stopTree, ticksToUs, readMachineCpu, type CpuSnapshot, type MachineCpu, type ProcessCpu } from './procs.js';
+import { cpuDelta, pinned, snapshotTree, spawnProcess, stopTree, ticksToUs, readMachineCpu, type CpuSnapshot, type MachineCpu, type ProcessCpu, type Spawned } from './procs.js';
 import { HTTP_BODY, HTTP_PATH, WS_PATH } from './shape.js';
 import { ROOT } from './targets.js';
 
@@ -93,11 +93,19 @@ export function checkWs(port: number, size: number): Promise<void> {
   });
 }
 
-/** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
-export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
-  const script = path.join(ROOT, 'bench', 'fixtures', 'wrk-report.lua');
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
+interface Exited {
+  /** The last 16 KiB of its stdout. */
+  out: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  proc: Spawned;
+  wallMs: number;
+  before: ReturnType<typeof snapshots>;
+  after: ReturnType<typeof snapshots>;
+}
+
+/** Runs a load generator to its exit (SIGKILL after `limitS`); CPU of the watched trees from just before spawn to just after. */
+async function runToExit(cmd: string, args: string[], limitS: number, watch: Watch): Promise<Exited> {
   const before = snapshots(watch);
   const t0 = performance.now();
   const proc = spawnProcess(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -105,11 +113,19 @@ export async function runWrk(port: number, connections: number, durationS: numbe
   proc.child.stdout?.on('data', (chunk: Buffer) => {
     out = (out + chunk.toString('utf8')).slice(-16_384);
   });
-  const killer = setTimeout(() => void stopTree(proc, 1000, 'SIGKILL'), (durationS + 20) * 1000);
+  const killer = setTimeout(() => void stopTree(proc, 1000, 'SIGKILL'), limitS * 1000);
   const { code, signal } = await proc.exited;
   clearTimeout(killer);
   const wallMs = performance.now() - t0;
-  const after = snapshots(watch);
+  return { out, code, signal, proc, wallMs, before, after: snapshots(watch) };
+}
+
+/** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
+export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+  const script = path.join(ROOT, 'bench', 'fixtures', 'wrk-report.lua');
+  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
+  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
+  const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
   const line = /^WRK_JSON (\{.*\})$/m.exec(out)?.[1];
   if (code !== 0 || line === undefined) throw new Error(`wrk failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
   const r = JSON.parse(line) as {
@@ -217,5 +233,60 @@ export async function runWsLoad(port: number, connections: number, size: number,
     latencyUs: undefined,
     notes,
     info: [`verified ${result.verified} echoes`, `mean RTT ${result.meanRttUs} µs`],
+  };
+}
+
+/** What the connrate client (bench/native/connrate.cc) is told for one run. */
+export interface ConnRateLoad {
+  /** The built connrate binary. */
+  binary: string;
+  port: number;
+  /** File holding the request bytes each connection sends. */
+  requestFile: string;
+  replyBytes: number;
+  concurrency: number;
+  /** Client source addresses 127.0.0.1 .. 127.0.0.N, used in turn. */
+  sources: number;
+}
+
+interface ConnRateResult {
+  completed: number;
+  elapsedS: number;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+  maxUs: number;
+  meanUs: number;
+  cpuUs: number;
+  sysUs: number;
+  errors: Record<string, number>;
+}
+
+/**
+ * One connrate client run: `durationS` seconds of connect, request, reply, close, or exactly `count` connections
+ * (a check). CPU of proxy and backends from just before spawn to just after exit; the client reports its own.
+ * Any failed connection fails the run: a proxy that drops connections did not do the benchmarked work.
+ */
+export async function runConnRate(load: ConnRateLoad, end: { durationS: number } | { count: number }, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+  const span = 'durationS' in end ? ['--duration', String(end.durationS)] : ['--count', String(end.count)];
+  const [cmd, args] = pinned(cpus, load.binary, [
+    'client', '--port', String(load.port), '--request', load.requestFile, '--reply-bytes', String(load.replyBytes),
+    '--concurrency', String(load.concurrency), '--sources', String(load.sources), ...span,
+  ]);
+  const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, 'durationS' in end ? end.durationS + 30 : 60, watch);
+  const line = /^(\{"completed".*\})$/m.exec(out)?.[1];
+  if (code !== 0 || line === undefined) throw new Error(`connrate client failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
+  const r = JSON.parse(line) as ConnRateResult;
+  const errors = Object.entries(r.errors).map(([why, n]) => `${n} ${why}`);
+  if (errors.length > 0) throw new Error(`${errors.join(', ')} (of ${r.completed + Object.values(r.errors).reduce((a, b) => a + b, 0)} connections)`);
+  if (r.completed === 0) throw new Error('no connection completed');
+  const client: ProcessCpu[] = [{ pid: proc.pid, label: 'connrate client', cpuUs: r.cpuUs, sysUs: r.sysUs }];
+  return {
+    count: r.completed,
+    rate: r.completed / r.elapsedS,
+    cpu: cpuBetween(before, after, wallMs, client),
+    latencyUs: { p50: r.p50Us, p90: r.p90Us, p99: r.p99Us, max: r.maxUs, mean: r.meanUs },
+    notes: [],
+    info: [`p50 ${r.p50Us} µs`, `p99 ${r.p99Us} µs`],
   };
 }

@@ -1,9 +1,11 @@
 // Child processes of the benchmark: spawn (optionally pinned with taskset), wait for a port, read CPU time of a
-// process tree from /proc, stop a tree. Only processes this harness spawned are ever signalled, by pid.
+// process tree from /proc, stop a tree, and a benchmark's lifetime (temp folder, signals, every process stopped
+// at the end). Only processes this harness spawned are ever signalled, by pid.
 // It knows nothing about proxies or load generators; targets.ts and loads.ts build on it.
 import { spawn, spawnSync, execFileSync, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ); 100 on every mainstream Linux build. */
@@ -171,6 +173,18 @@ export interface Pinning {
   backendCpu: string;
 }
 
+/**
+ * The pinning a benchmark uses: proxy alone on CPU 0, load generator and backends on CPU 1, when asked for and
+ * possible (taskset present, at least 2 CPUs); otherwise off, with the reason for the conditions block.
+ */
+export function choosePinning(wanted: boolean, cpus: number): Pinning {
+  const off = (reason: string): Pinning => ({ enabled: false, reason, proxyCpu: 'any', clientCpu: 'any', backendCpu: 'any' });
+  if (!wanted) return off('--no-pin');
+  if (versionOf('taskset', ['--version']) === undefined) return off('taskset not found (util-linux)');
+  if (cpus < 2) return off('fewer than 2 CPUs');
+  return { enabled: true, reason: '', proxyCpu: '0', clientCpu: '1', backendCpu: '1' };
+}
+
 /** Wraps a command in `taskset -c CPUS` when pinning is on; taskset execs, so the pid stays the command's. */
 export function pinned(cpus: string | undefined, cmd: string, args: string[]): [string, string[]] {
   return cpus === undefined ? [cmd, args] : ['taskset', ['-c', cpus, cmd, ...args]];
@@ -278,4 +292,48 @@ export function versionOf(cmd: string, args: string[], anyStatus = false): strin
   if (r.error !== undefined || (r.status !== 0 && !anyStatus)) return undefined;
   const out = `${r.stdout}\n${r.stderr}`.trim();
   return out.split('\n')[0] || undefined;
+}
+
+/** What a benchmark's body gets: its temp folder, the list to register every process it starts, and a stop flag. */
+export interface BenchmarkScope {
+  readonly tmp: string;
+  /** Register each started process here at once: it is stopped on interrupt, error and exit. */
+  readonly started: Spawned[];
+  /** True once SIGINT/SIGTERM arrived: start nothing more. */
+  stopped(): boolean;
+}
+
+/**
+ * Runs a benchmark's `body` in a fresh temp folder (prefix `name`) and ends the process: exit 0 after it, 1 on an
+ * error (printed with `name`), 130 on SIGINT/SIGTERM. Every registered process is stopped (tree, SIGTERM then
+ * SIGKILL) and the folder removed unless `keepTmp`, whichever way it ends.
+ */
+export function benchmarkMain(name: string, keepTmp: boolean, body: (scope: BenchmarkScope) => Promise<void>): void {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), `portico-${name}-`));
+  const started: Spawned[] = [];
+  let interrupted = false;
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(started.splice(0).map((p) => stopTree(p, 5000)));
+    if (keepTmp) console.log(`temp folder kept: ${tmp}`);
+    else rmSync(tmp, { recursive: true, force: true });
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    console.log(`\n${sig}: stopping the processes this benchmark started`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  body({ tmp, started, stopped: () => interrupted }).then(
+    async () => {
+      await cleanup();
+      process.exit(0);
+    },
+    async (err: Error) => {
+      console.error(`${name}: ${err.message}`);
+      await cleanup();
+      process.exit(1);
+    },
+  );
 }

@@ -2,7 +2,14 @@
 // the conditions block and the results tables. Pure over the data it is given: no processes, no files.
 import type { TargetId } from './targets.js';
 
-export type Scenario = 'http' | 'ws';
+/** http, ws: `npm run bench`; tcp, tls: the L4 connection-rate benchmark (connrate.ts). */
+export type Scenario = 'http' | 'ws' | 'tcp' | 'tls';
+
+/** What one counted unit of a scenario is: a request, an echoed message, a whole connection. */
+export const UNIT: Record<Scenario, string> = { http: 'req', ws: 'msg', tcp: 'conn', tls: 'conn' };
+
+/** Scenarios whose load generator reports per-unit latency. */
+const WITH_LATENCY: ReadonlySet<Scenario> = new Set<Scenario>(['http', 'tcp', 'tls']);
 
 export interface Run {
   scenario: Scenario;
@@ -47,7 +54,7 @@ export interface Summary {
    * The fair comparison when the shared client core, not the proxy, caps the rate.
    */
   cpuVsNginx?: number;
-  /** Median proxy CPU time per request (http) or echoed message (ws), µs. */
+  /** Median proxy CPU time per unit (request, echoed message, connection), µs. */
   proxyCpuUsPerUnit?: number;
   /** Its user-space and kernel parts (medians of each, so they need not add up exactly). */
   proxyUserUsPerUnit?: number;
@@ -130,10 +137,11 @@ function table(header: string[], rows: string[][], rightAligned: Set<number>): s
 }
 
 export function formatTable(scenario: Scenario, rows: Summary[]): string {
-  const unit = scenario === 'http' ? 'req' : 'msg';
+  const unit = UNIT[scenario];
+  const latency = WITH_LATENCY.has(scenario);
   const header = [
     'target', `${unit}/s (median)`, 'min..max', 'vs nginx', 'vs direct', `proxy CPU-µs/${unit}`, 'user + sys', 'CPU eff. vs nginx', 'proxy CPU', 'client CPU', 'backend CPU', 'other CPU',
-    ...(scenario === 'http' ? ['p50 / p99 latency'] : []), 'rounds',
+    ...(latency ? ['p50 / p99 latency'] : []), 'rounds',
   ];
   const body: string[][] = [];
   const failures: string[] = [];
@@ -156,7 +164,7 @@ export function formatTable(scenario: Scenario, rows: Summary[]): string {
       fixed(r.clientCpuPct, 0, '%'),
       fixed(r.backendCpuPct, 0, '%'),
       fixed(r.otherCpuPct, 0, '%'),
-      ...(scenario === 'http' ? [r.latencyP50Us === undefined ? '—' : `${(r.latencyP50Us / 1000).toFixed(2)} / ${((r.latencyP99Us ?? 0) / 1000).toFixed(2)} ms`] : []),
+      ...(latency ? [r.latencyP50Us === undefined ? '—' : `${(r.latencyP50Us / 1000).toFixed(2)} / ${((r.latencyP99Us ?? 0) / 1000).toFixed(2)} ms`] : []),
       `${r.roundsOk}/${r.rounds}`,
     ]);
   }

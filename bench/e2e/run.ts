@@ -2,23 +2,26 @@
 // nginx (1 worker) and HAProxy (1 thread) when installed; interleaved rounds, medians, ratios, proxy CPU per
 // request/message; conditions printed above the tables; JSON to bench/results/latest.json. A failed target
 // prints its reason in its row and the run goes on. It never asserts a speed; see bench/README.md.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkHttp, checkWs, runWrk, runWsLoad, type LoadResult, type Watch } from './loads.js';
-import { hasProc, stopTree, versionOf, type Pinning, type Spawned } from './procs.js';
-import { formatProcesses, formatTable, summarize, type Run, type Scenario, type Summary } from './report.js';
+import { checkHttp, checkWs, runWrk, runWsLoad, type Watch } from './loads.js';
+import { benchmarkMain, choosePinning, hasProc, versionOf, type BenchmarkScope, type Pinning } from './procs.js';
+import { formatProcesses, formatTable, type Scenario } from './report.js';
+import { caveats, runPlan } from './rounds.js';
 import { HTTP_BODY } from './shape.js';
 import {
-  ROOT, alive, directTarget, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target, type TargetId,
+  ROOT, alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target, type TargetId,
 } from './targets.js';
+
+/** The two loads of this benchmark (connrate.ts has the L4 ones). */
+type Load = Extract<Scenario, 'http' | 'ws'>;
 
 interface Options {
   durationS: number;
   rounds: number;
   warmupS: number;
-  scenarios: Scenario[];
+  scenarios: Load[];
   httpConnections: number;
   wsConnections: number;
   size: number;
@@ -32,9 +35,6 @@ interface Options {
   /** Times a run is repeated when other processes used more than NOISY_SHARE of a core during it. */
   noisyRetries: number;
 }
-
-/** Share of one core that other processes may use during a run before it counts as disturbed. */
-const NOISY_SHARE = 0.15;
 
 const USAGE = `usage: npm run bench -- [options]
   --duration S       seconds per timed run (default 10)
@@ -122,21 +122,10 @@ function versionNumber(line: string | undefined, re: RegExp): string | undefined
   return line === undefined ? undefined : (re.exec(line)?.[1] ?? line);
 }
 
-function gitDescribe(): string {
-  const rev = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (rev.status !== 0) return 'unknown revision';
-  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
-  return `commit ${rev.stdout.trim()}${dirty.stdout.trim() !== '' ? ' + uncommitted changes' : ''}`;
-}
 
 function detect(o: Options): Conditions {
   const cpus = os.availableParallelism();
-  const taskset = versionOf('taskset', ['--version']) !== undefined;
-  let pinning: Pinning;
-  if (!o.pin) pinning = { enabled: false, reason: '--no-pin', proxyCpu: 'any', clientCpu: 'any', backendCpu: 'any' };
-  else if (!taskset) pinning = { enabled: false, reason: 'taskset not found (util-linux)', proxyCpu: 'any', clientCpu: 'any', backendCpu: 'any' };
-  else if (cpus < 2) pinning = { enabled: false, reason: 'fewer than 2 CPUs', proxyCpu: 'any', clientCpu: 'any', backendCpu: 'any' };
-  else pinning = { enabled: true, reason: '', proxyCpu: '0', clientCpu: '1', backendCpu: '1' };
+  const pinning = choosePinning(o.pin, cpus);
   const nginx = versionNumber(versionOf('nginx', ['-v']), /nginx\/(\S+)/);
   return {
     date: new Date().toISOString(),
@@ -149,7 +138,7 @@ function detect(o: Options): Conditions {
     haproxy: versionNumber(versionOf('haproxy', ['-v']), /version (\d+\.\d+\.\d+)/),
     wrk: versionNumber(versionOf('wrk', ['-v'], true), /^wrk \S*?(\d+\.\d+\.\d+)/),
     curl: versionOf('curl', ['--version']) !== undefined,
-    portico: gitDescribe(),
+    portico: porticoRevision(),
     pinning,
     httpBackend:
       nginx !== undefined && !o.nodeBackend
@@ -181,45 +170,11 @@ function formatConditions(c: Conditions, o: Options): string {
   return lines.join('\n');
 }
 
-function rotate<T>(list: T[], by: number): T[] {
-  const k = list.length === 0 ? 0 : by % list.length;
-  return [...list.slice(k), ...list.slice(0, k)];
-}
 
-/** Every process this harness started, stopped on exit whatever happens. */
-const started: Spawned[] = [];
 
-async function stopAll(): Promise<void> {
-  await Promise.all(started.splice(0).map((p) => stopTree(p, 5000)));
-}
 
-function toRun(scenario: Scenario, target: TargetId, round: number, r: LoadResult): Run {
-  const sum = (list: { cpuUs: number }[]): number => list.reduce((s, p) => s + p.cpuUs, 0);
-  const proxyCpuUs = sum(r.cpu.proxy);
-  const clientCpuUs = sum(r.cpu.client);
-  const backendCpuUs = sum(r.cpu.backend);
-  return {
-    scenario, target, round, ok: true, count: r.count, rate: r.rate, wallMs: r.cpu.wallMs, proxyCpuUs, clientCpuUs, backendCpuUs,
-    proxySysUs: r.cpu.proxy.reduce((n, p) => n + p.sysUs, 0),
-    // Clock-tick rounding can make the difference slightly negative on an idle box.
-    otherCpuUs: Math.max(0, r.cpu.machineBusyUs - proxyCpuUs - clientCpuUs - backendCpuUs),
-    stealUs: r.cpu.stealUs,
-    processes: [
-      ...r.cpu.proxy.map((p) => ({ role: 'proxy' as const, ...p })),
-      ...r.cpu.client.map((p) => ({ role: 'client' as const, ...p })),
-      ...r.cpu.backend.map((p) => ({ role: 'backend' as const, ...p })),
-    ],
-    latencyUs: r.latencyUs,
-    notes: r.notes,
-    info: r.info,
-  };
-}
 
-function failedRun(scenario: Scenario, target: TargetId, round: number, error: string): Run {
-  return { scenario, target, round, ok: false, error, count: 0, rate: 0, wallMs: 0, proxyCpuUs: 0, proxySysUs: 0, clientCpuUs: 0, backendCpuUs: 0, otherCpuUs: 0, stealUs: 0, processes: [], notes: [], info: [] };
-}
-
-async function main(): Promise<void> {
+function main(): void {
   const o = parseOptions(process.argv.slice(2));
   if (!hasProc) throw new Error('this benchmark reads CPU time from /proc: run it on Linux');
   const c = detect(o);
@@ -229,68 +184,44 @@ async function main(): Promise<void> {
   }
   if (o.scenarios.length === 0) throw new Error('nothing to run');
   console.log(`Portico end-to-end benchmark\n${formatConditions(c, o)}\n`);
+  benchmarkMain('bench', o.keepTmp, (scope) => bench(o, c, scope));
+}
 
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-'));
+async function bench(o: Options, c: Conditions, { tmp, started, stopped }: BenchmarkScope): Promise<void> {
   const pin = c.pinning.enabled ? c.pinning : undefined;
   const wanted = (id: TargetId): boolean => (o.targets === undefined || o.targets.includes(id)) && (id !== 'portico-access' || o.accessLogRow);
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.log(`\n${sig}: stopping the processes this benchmark started`);
-    void stopAll().finally(() => {
-      if (!o.keepTmp) rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
+  const backends: Backends = await startBackends(tmp, c.nginx !== undefined && !o.nodeBackend, pin?.backendCpu);
+  started.push(backends.http, backends.ws);
+  console.log(`backends: HTTP (${backends.httpKind}) on 127.0.0.1:${backends.httpPort}, WebSocket echo on 127.0.0.1:${backends.wsPort}`);
+
+  const targets: Target[] = [];
+  // Registered as soon as started, so an error while starting the next one still stops this one.
+  const add = (t: Target): void => {
+    targets.push(t);
+    if (t.proc !== undefined) started.push(t.proc);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  if (wanted('direct')) add(directTarget(backends));
+  if (wanted('nginx')) {
+    if (c.nginx !== undefined) add(await startNginxProxy(tmp, backends, c.nginx, pin?.proxyCpu));
+    else console.log('nginx is not installed: no nginx row, no ratio vs nginx');
+  }
+  if (wanted('haproxy')) {
+    if (c.haproxy !== undefined) add(await startHaproxy(tmp, backends, c.haproxy, pin?.proxyCpu));
+    else console.log('HAProxy is not installed: no HAProxy row');
+  }
+  if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu));
+  if (wanted('portico-access')) add(await startPortico(tmp, backends, true, pin?.proxyCpu));
 
-  try {
-    const backends: Backends = await startBackends(tmp, c.nginx !== undefined && !o.nodeBackend, pin?.backendCpu);
-    started.push(backends.http, backends.ws);
-    console.log(`backends: HTTP (${backends.httpKind}) on 127.0.0.1:${backends.httpPort}, WebSocket echo on 127.0.0.1:${backends.wsPort}`);
-
-    const targets: Target[] = [];
-    // Registered as soon as started, so an error while starting the next one still stops this one.
-    const add = (t: Target): void => {
-      targets.push(t);
-      if (t.proc !== undefined) started.push(t.proc);
-    };
-    if (wanted('direct')) add(directTarget(backends));
-    if (wanted('nginx')) {
-      if (c.nginx !== undefined) add(await startNginxProxy(tmp, backends, c.nginx, pin?.proxyCpu));
-      else console.log('nginx is not installed: no nginx row, no ratio vs nginx');
-    }
-    if (wanted('haproxy')) {
-      if (c.haproxy !== undefined) add(await startHaproxy(tmp, backends, c.haproxy, pin?.proxyCpu));
-      else console.log('HAProxy is not installed: no HAProxy row');
-    }
-    if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu));
-    if (wanted('portico-access')) add(await startPortico(tmp, backends, true, pin?.proxyCpu));
-
-    // Per target and load: undefined = ready, else why it cannot run.
-    const blocked = new Map<string, string>();
-    const key = (t: Target, s: Scenario): string => `${t.id}:${s}`;
-    for (const t of targets) {
-      for (const s of o.scenarios) {
-        if (t.error !== undefined) {
-          blocked.set(key(t, s), t.error);
-          continue;
-        }
-        try {
-          if (s === 'http') checkHttp(t.httpPort);
-          else await checkWs(t.wsPort, o.size);
-        } catch (err) {
-          blocked.set(key(t, s), `check failed: ${(err as Error).message}`);
-        }
-      }
-      const states = o.scenarios.map((s) => `${s} ${blocked.has(key(t, s)) ? `FAILED (${blocked.get(key(t, s))})` : 'ok'}`);
-      console.log(`check ${t.label}: ${states.join(', ')}`);
-    }
-
-    const watchOf = (t: Target): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid, backends.ws.pid] });
-    const once = async (t: Target, s: Scenario, durationS: number): Promise<LoadResult> => {
+  const watchOf = (t: Target): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid, backends.ws.pid] });
+  const { runs, summaries } = await runPlan<Target, Load>({
+    targets,
+    loads: o.scenarios,
+    rounds: o.rounds,
+    warmupS: o.warmupS,
+    durationS: o.durationS,
+    noisyRetries: o.noisyRetries,
+    check: async (t, s) => (s === 'http' ? checkHttp(t.httpPort) : checkWs(t.wsPort, o.size)),
+    load: async (t, s, durationS) => {
       if (!alive(t)) throw new Error(`${t.label} exited: ${t.proc?.tail() ?? ''}`);
       truncateLog(t);
       try {
@@ -300,115 +231,39 @@ async function main(): Promise<void> {
       } finally {
         truncateLog(t);
       }
-    };
+    },
+    stopped,
+  });
 
-    if (o.warmupS > 0) {
-      for (const s of o.scenarios) {
-        for (const t of targets) {
-          if (blocked.has(key(t, s)) || interrupted) continue;
-          try {
-            await once(t, s, o.warmupS);
-          } catch (err) {
-            blocked.set(key(t, s), `warm-up failed: ${(err as Error).message}`);
-            console.log(`warm-up ${s} ${t.label}: FAILED ${(err as Error).message}`);
-          }
-        }
-      }
-    }
+  const titles: Record<Load, string> = {
+    http: `HTTP keep-alive GET / (${o.httpConnections} connections, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
+    ws: `WebSocket echo (${o.wsConnections} connections, ${o.size}-byte messages, 1 in flight each, ${o.durationS} s x ${o.rounds} rounds)`,
+  };
+  const report = [
+    '',
+    '== Results ==',
+    formatConditions(c, o),
+    ...summaries.flatMap(({ scenario, rows }) => ['', titles[scenario], formatTable(scenario, rows)]),
+    '',
+    'CPU per process in each row\'s median run (% of one core over the timed window):',
+    ...summaries.flatMap(({ scenario, rows }) => [`${scenario}:`, formatProcesses(rows)]),
+    '',
+    'vs nginx / vs direct: ratio of median rates. proxy CPU-µs: CPU of the proxy\'s process tree / requests (messages) completed;',
+    'user + sys: its user-space and kernel parts (medians of each).',
+    'CPU eff. vs nginx: nginx\'s CPU-µs per unit / this row\'s (1.00x = as cheap as nginx). CPU columns: % of one core;',
+    'other CPU: the rest of the machine\'s busy time in the window (harness, kernel threads, anything else running).',
+    ...caveats(runs, c.pinning),
+  ];
+  console.log(report.join('\n'));
 
-    const runs: Run[] = [];
-    const unit = (s: Scenario): string => (s === 'http' ? 'req' : 'msg');
-    for (let round = 0; round < o.rounds && !interrupted; round++) {
-      for (const s of o.scenarios) {
-        for (const t of rotate(targets, round)) {
-          if (interrupted) break;
-          const reason = blocked.get(key(t, s));
-          if (reason !== undefined) {
-            runs.push(failedRun(s, t.id, round + 1, reason));
-            continue;
-          }
-          try {
-            // A run during which something else used the machine is repeated (bounded), since the proxy and
-            // the client would have shared their cores with it; the retries are counted in the JSON.
-            // When every attempt was disturbed, the least disturbed one is kept.
-            let best: { run: Run; r: LoadResult; other: number } | undefined;
-            let attempts = 0;
-            for (let attempt = 0; attempt <= o.noisyRetries && !interrupted; attempt++) {
-              attempts++;
-              const r = await once(t, s, o.durationS);
-              const run = toRun(s, t.id, round + 1, r);
-              const other = run.otherCpuUs / (run.wallMs * 1000);
-              if (best === undefined || other < best.other) best = { run, r, other };
-              if (other <= NOISY_SHARE || attempt === o.noisyRetries) break;
-              console.log(`round ${round + 1}/${o.rounds} ${s.padEnd(4)} ${t.label}: other processes used ${(other * 100).toFixed(0)}% of a core, run again`);
-              await new Promise((res) => setTimeout(res, 1000));
-            }
-            if (best === undefined) continue;
-            const { run, r } = best;
-            run.retries = attempts - 1;
-            runs.push(run);
-            const cpu = t.id === 'direct' ? '' : `, proxy ${(run.proxyCpuUs / run.count).toFixed(1)} CPU-µs/${unit(s)}`;
-            const other = `other CPU ${((run.otherCpuUs / (run.wallMs * 1000)) * 100).toFixed(0)}%`;
-            console.log(`round ${round + 1}/${o.rounds} ${s.padEnd(4)} ${t.label}: ${Math.round(run.rate).toLocaleString('en-US')} ${unit(s)}/s${cpu} (${[...r.notes, ...r.info, other].join(', ')})`);
-          } catch (err) {
-            runs.push(failedRun(s, t.id, round + 1, (err as Error).message));
-            console.log(`round ${round + 1}/${o.rounds} ${s.padEnd(4)} ${t.label}: FAILED ${(err as Error).message}`);
-          }
-          // Let sockets of the finished run close before the next one starts.
-          await new Promise((r) => setTimeout(r, 300));
-        }
-      }
-    }
-
-    const rowsOf = (s: Scenario): Summary[] =>
-      summarize(s, targets.map((t) => ({ id: t.id, label: t.label, error: blocked.get(key(t, s)) })), runs, o.rounds);
-    const summaries = o.scenarios.map((s) => ({ scenario: s, rows: rowsOf(s) }));
-    const titles: Record<Scenario, string> = {
-      http: `HTTP keep-alive GET / (${o.httpConnections} connections, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
-      ws: `WebSocket echo (${o.wsConnections} connections, ${o.size}-byte messages, 1 in flight each, ${o.durationS} s x ${o.rounds} rounds)`,
-    };
-    const report = [
-      '',
-      '== Results ==',
-      formatConditions(c, o),
-      ...summaries.flatMap(({ scenario, rows }) => ['', titles[scenario], formatTable(scenario, rows)]),
-      '',
-      'CPU per process in each row\'s median run (% of one core over the timed window):',
-      ...summaries.flatMap(({ scenario, rows }) => [`${scenario}:`, formatProcesses(rows)]),
-    ];
-    report.push(
-      '',
-      'vs nginx / vs direct: ratio of median rates. proxy CPU-µs: CPU of the proxy\'s process tree / requests (messages) completed;',
-      'user + sys: its user-space and kernel parts (medians of each).',
-      'CPU eff. vs nginx: nginx\'s CPU-µs per unit / this row\'s (1.00x = as cheap as nginx). CPU columns: % of one core;',
-      'other CPU: the rest of the machine\'s busy time in the window (harness, kernel threads, anything else running).',
-    );
-    const noisy = runs.filter((r) => r.ok && r.otherCpuUs / (r.wallMs * 1000) > NOISY_SHARE);
-    if (noisy.length > 0) report.push(`WARNING: ${noisy.length} run(s) kept over ${NOISY_SHARE * 100}% of a core of other CPU use after retries: rerun on a quiet machine.`);
-    const retried = runs.reduce((n, r) => n + (r.retries ?? 0), 0);
-    if (retried > 0) report.push(`${retried} run(s) were repeated because other processes were busy during them.`);
-    const stolen = runs.filter((r) => r.ok && r.stealUs / (r.wallMs * 1000) > 0.05);
-    if (stolen.length > 0) report.push(`WARNING: ${stolen.length} run(s) lost over 5% of a core to hypervisor steal.`);
-    if (c.pinning.enabled) {
-      report.push(`Client and backends share CPU ${c.pinning.clientCpu}: when client + backend CPU nears 100% there, that core, not the proxy, caps the rate.`);
-    }
-    console.log(report.join('\n'));
-
-    mkdirSync(path.dirname(o.out), { recursive: true });
-    writeFileSync(o.out, `${JSON.stringify({ conditions: c, options: o, summary: summaries, runs }, null, 2)}\n`);
-    console.log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out}`);
-  } finally {
-    await stopAll();
-    if (o.keepTmp) console.log(`temp folder kept: ${tmp}`);
-    else rmSync(tmp, { recursive: true, force: true });
-  }
+  mkdirSync(path.dirname(o.out), { recursive: true });
+  writeFileSync(o.out, `${JSON.stringify({ conditions: c, options: o, summary: summaries, runs }, null, 2)}\n`);
+  console.log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out}`);
 }
 
-main().then(
-  () => process.exit(0),
-  async (err: Error) => {
-    console.error(`bench: ${err.message}`);
-    await stopAll();
-    process.exit(1);
-  },
-);
+try {
+  main();
+} catch (err) {
+  console.error(`bench: ${(err as Error).message}`);
+  process.exit(1);
+}

@@ -2,6 +2,7 @@
 // targets in front of them (direct, nginx, HAProxy, Portico), each started from a config written into a temp
 // folder, pinned as asked, and stopped at the end. A target that fails to start is kept with its reason, so
 // its row says why. No load and no timing here (loads.ts, run.ts).
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,14 @@ const DIST_E2E = path.join(ROOT, 'dist', 'bench', 'e2e');
 
 const START_TIMEOUT_MS = 15_000;
 
+/** The Portico revision under test, for the conditions block: short commit, and whether the tree differs. */
+export function porticoRevision(): string {
+  const rev = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (rev.status !== 0) return 'unknown revision';
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
+  return `commit ${rev.stdout.trim()}${dirty.stdout.trim() !== '' ? ' + uncommitted changes' : ''}`;
+}
+
 export interface Backends {
   httpKind: 'nginx' | 'node';
   httpPort: number;
@@ -23,7 +32,8 @@ export interface Backends {
   ws: Spawned;
 }
 
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access';
+/** portico-js: Portico with the native addon off (PORTICO_NATIVE=0), in the L4 benchmark. */
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js';
 
 export interface Target {
   id: TargetId;
@@ -48,7 +58,7 @@ function fill(template: string, vars: Record<string, string | number>): string {
 }
 
 /** nginx in the foreground as a child: its own prefix, pid and error log in `dir`; nothing system-wide. */
-async function startNginx(dir: string, conf: string, port: number, cpus: string | undefined): Promise<Spawned> {
+export async function startNginx(dir: string, conf: string, port: number, cpus: string | undefined): Promise<Spawned> {
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'nginx.conf');
   writeFileSync(file, conf);
@@ -63,8 +73,8 @@ async function startNginx(dir: string, conf: string, port: number, cpus: string 
   return proc;
 }
 
-/** Reads the {"port": N} line backend.js prints once listening. */
-async function announcedPort(proc: Spawned, kind: string): Promise<number> {
+/** Reads the {"port": N} line a backend (backend.js, the connrate server) prints once listening. */
+export async function announcedPort(proc: Spawned, kind: string): Promise<number> {
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`${kind} backend did not start within ${START_TIMEOUT_MS} ms: ${proc.tail()}`)), START_TIMEOUT_MS);
@@ -139,19 +149,32 @@ export async function startNginxProxy(tmp: string, b: Backends, version: string,
 export async function startHaproxy(tmp: string, b: Backends, version: string, cpus: string | undefined): Promise<Target> {
   const port = await freePort();
   const t: Target = { id: 'haproxy', label: `HAProxy ${version} (1 thread)`, httpPort: port, wsPort: port };
-  const dir = path.join(tmp, 'haproxy');
+  const started = await launchHaproxy(path.join(tmp, 'haproxy'), fill('haproxy.cfg', { PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }), [port], cpus);
+  t.proc = started.proc;
+  t.error = started.error;
+  return t;
+}
+
+/** A started proxy process, or why it did not come up (the process, if any, is still to be stopped). */
+export interface Launched {
+  proc?: Spawned;
+  error?: string;
+}
+
+/** HAProxy in the foreground (-db) on config text `cfg`, written into `dir`; up once every port in `ports` accepts. */
+export async function launchHaproxy(dir: string, cfg: string, ports: number[], cpus: string | undefined): Promise<Launched> {
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'haproxy.cfg');
-  writeFileSync(file, fill('haproxy.cfg', { PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }));
+  writeFileSync(file, cfg);
   const [cmd, args] = pinned(cpus, 'haproxy', ['-f', file, '-db']);
+  const out: Launched = {};
   try {
-    const proc = spawnProcess(cmd, args);
-    t.proc = proc;
-    await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+    out.proc = spawnProcess(cmd, args);
+    for (const port of ports) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, out.proc);
   } catch (err) {
-    t.error = (err as Error).message;
+    out.error = (err as Error).message;
   }
-  return t;
+  return out;
 }
 
 /** Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production). */
@@ -159,11 +182,8 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
   const port = await freePort();
   const id: TargetId = accessLog ? 'portico-access' : 'portico';
   const t: Target = { id, label: `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`, httpPort: port, wsPort: port };
-  const dir = path.join(tmp, id);
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'portico.yaml');
-  writeFileSync(
-    file,
+  const started = await launchPortico(
+    path.join(tmp, id),
     [
       '# Written by bench/e2e/targets.ts: one worker, the benchmark routes, logs as the row label says.',
       'workers: 1',
@@ -184,21 +204,36 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
       'timeouts: { shutdown_grace: 2s }  # the harness stops it at the end; nothing to drain',
       '',
     ].join('\n'),
+    [port],
+    cpus,
   );
-  // stdout goes to a file, not a pipe: the harness must not spend CPU reading access logs during a run.
-  t.logFile = path.join(dir, 'stdout.log');
-  const fd = openSync(t.logFile, 'a');
+  t.proc = started.proc;
+  t.error = started.error;
+  t.logFile = started.logFile;
+  return t;
+}
+
+/**
+ * `portico start` on the YAML text `yaml`, written into `dir`; up once every port in `ports` accepts. Its stdout
+ * goes to a file (`logFile`), not a pipe: the harness must not spend CPU reading access logs during a run.
+ */
+export async function launchPortico(dir: string, yaml: string, ports: number[], cpus: string | undefined, env?: Record<string, string>): Promise<Launched & { logFile: string }> {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'portico.yaml');
+  writeFileSync(file, yaml);
+  const logFile = path.join(dir, 'stdout.log');
+  const out: Launched & { logFile: string } = { logFile };
+  const fd = openSync(logFile, 'a');
   const [cmd, args] = pinned(cpus, process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'start', '-c', file]);
   try {
-    const proc = spawnProcess(cmd, args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'] });
-    t.proc = proc;
-    await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+    out.proc = spawnProcess(cmd, args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'], env: env === undefined ? undefined : { ...process.env, ...env } });
+    for (const port of ports) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, out.proc);
   } catch (err) {
-    t.error = `${(err as Error).message}${tailOf(t.logFile)}`;
+    out.error = `${(err as Error).message}${tailOf(logFile)}`;
   } finally {
     closeSync(fd);
   }
-  return t;
+  return out;
 }
 
 function tailOf(file: string): string {

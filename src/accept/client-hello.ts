@@ -45,6 +45,22 @@ const NAME_TYPE_HOST = 0;
 const MAX_DNS_NAME = 253; // RFC 1035 §2.3.4 (255 octets on the wire = 253 characters without the root dot)
 const MAX_LABEL = 63;
 
+const CONTENT_ALERT = 0x15; // RFC 8446 §5.1 ContentType.alert (21)
+const ALERT_FATAL = 2; // RFC 8446 §6 AlertLevel.fatal
+
+/** Alerts Portico sends itself, before any handshake, when it refuses a ClientHello (RFC 8446 §6). */
+export const TLS_ALERT = {
+  /** RFC 8446 §9.2: a server that requires SNI answers a ClientHello without it with missing_extension. */
+  missingExtension: 109,
+  /** RFC 6066 §3: a server that does not recognise the name SHOULD abort with unrecognized_name. */
+  unrecognizedName: 112,
+} as const;
+
+/** A fatal alert record; legacy_record_version 0x0303 as TLS 1.3 servers write it (RFC 8446 §5.1). */
+export function tlsFatalAlert(description: number): Buffer {
+  return Buffer.from([CONTENT_ALERT, 0x03, 0x03, 0x00, 0x02, ALERT_FATAL, description & 0xff]);
+}
+
 const MORE: ClientHelloResult = Object.freeze({ kind: 'more' });
 const NOT_TLS: ClientHelloResult = Object.freeze({ kind: 'not_tls' });
 

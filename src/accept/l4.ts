@@ -1,6 +1,7 @@
 // L4 forwarding: a client socket whose bytes are not ours to read (a `tcp` listener, or a TLS passthrough name)
 // is relayed untouched to a target of one upstream: pick, connect (retrying other targets while nothing was
-// sent), an optional PROXY header first, replay what the listener read ahead, then splice (or the JS relay).
+// sent; the pool writes the PROXY header an upstream may want), replay what the listener read ahead, then
+// splice (or the JS relay).
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { Socket } from 'node:net';
 import type { ByteSocket } from '../native/io.js';
@@ -11,8 +12,9 @@ import type { ConnectionRegistry, Tracked } from '../connection.js';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
 import type { Target } from '../upstream/balancer.js';
-import type { UpstreamPool } from '../upstream/pool.js';
-import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
+import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import { TLS_ALERT, tlsFatalAlert } from './client-hello.js';
+import type { ProxyEndpoint } from './proxy-protocol.js';
 
 export interface L4Request {
   readonly mode: 'tcp' | 'passthrough';
@@ -34,7 +36,10 @@ export interface L4Context {
   readonly access: boolean;
 }
 
-/** Takes ownership of `client` (paused, nothing of it read past `req.rest`) and relays it to `req.pool`. */
+/**
+ * Takes ownership of `client` (not flowing; nothing of it consumed past `req.rest` except what Node buffered, which
+ * is replayed right after it) and relays it to `req.pool`.
+ */
 export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry): void {
   new L4Connection(client, req, ctx, registry);
 }
@@ -79,27 +84,34 @@ class L4Connection implements Tracked {
     }
     this.#tried.add(target);
     target.active++;
-    pool.acquire(target, (err, upstream, reused, waitUntil) => {
-      if (err !== null || upstream === null) {
-        target.active--;
-        const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
-        // a target that left rotation while we waited for it: the next one gets the rest of the wait
-        const moved = error.code === 'UPSTREAM_TARGET_GONE';
-        this.#waitUntil = moved ? (waitUntil ?? 0) : 0;
-        // nothing reached this target: another one may take the connection (pick() skips the tried ones)
-        if (!this.#clientGone && !this.#failed && error.retryable && (moved || this.#tried.size < pool.targets.length)) this.#connect();
-        else this.#fail(this.#clientGone ? clientClosed() : error);
-        return;
-      }
-      if (reused || this.#clientGone || this.#failed) {
-        target.active--;
-        pool.release(target, upstream, false);
-        // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
-        this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
-        return;
-      }
-      this.#start(target, upstream);
-    }, this.#waitUntil);
+    // an L4 connection is its own client (a unique key): no pooled socket is ever another connection's
+    const client: UpstreamClient = { key: `l4#${this.#id}`, source: this.#req.source, destination: this.#req.destination };
+    pool.acquire(
+      target,
+      (err, upstream, reused, waitUntil) => {
+        if (err !== null || upstream === null) {
+          target.active--;
+          const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
+          // a target that left rotation while we waited for it: the next one gets the rest of the wait
+          const moved = error.code === 'UPSTREAM_TARGET_GONE';
+          this.#waitUntil = moved ? (waitUntil ?? 0) : 0;
+          // nothing reached this target: another one may take the connection (pick() skips the tried ones)
+          if (!this.#clientGone && !this.#failed && error.retryable && (moved || this.#tried.size < pool.targets.length)) this.#connect();
+          else this.#fail(this.#clientGone ? clientClosed() : error);
+          return;
+        }
+        if (reused || this.#clientGone || this.#failed) {
+          target.active--;
+          pool.release(target, upstream, false);
+          // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
+          this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
+          return;
+        }
+        this.#start(target, upstream);
+      },
+      this.#waitUntil,
+      client,
+    );
   }
 
   #start(target: Target, upstream: ByteSocket): void {
@@ -109,9 +121,6 @@ class L4Connection implements Tracked {
     pool.detach(target, upstream);
     client.off('error', this.#onClientGone);
     client.off('close', this.#onClientGone);
-    // written before the tunnel starts: both relays send what is queued before any relayed byte
-    const pp = pool.config.send_proxy_protocol;
-    if (pp !== 'off') upstream.write(pp === 'v1' ? buildProxyV1(this.#req.source, this.#req.destination) : buildProxyV2(this.#req.source, this.#req.destination));
     // what Node read ahead while we connected goes with the replay, so splice is not refused for a full buffer
     const rest = concatBytes(this.#req.rest, drainReadable(client));
     const spliced = canSplice(client, upstream);
@@ -191,6 +200,25 @@ function clientClosed(): ProxyError {
 }
 
 function noop(): void {}
+
+/** How long a refused TLS client gets to read its alert and close before its socket is destroyed. */
+const REFUSED_LINGER_MS = 2_000;
+
+/**
+ * A TLS listener that terminates nothing met a ClientHello naming none of its passthrough names: one fatal alert
+ * (unrecognized_name for an unknown name, missing_extension without SNI), then a FIN. The client's TLS stack
+ * reports the alert by name instead of an unexplained EOF. Whatever it still sends is read and dropped until it
+ * closes (bounded), so unread bytes cannot turn our close into a reset that destroys the alert in flight.
+ * Takes ownership of `socket` (paused by the preface reader, no listener left on it).
+ */
+export function refuseClientHello(socket: Socket, sni: string | undefined): void {
+  const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+  socket.on('error', noop);
+  socket.on('end', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
+  socket.end(tlsFatalAlert(sni === undefined ? TLS_ALERT.missingExtension : TLS_ALERT.unrecognizedName));
+}
 
 /**
  * SNI name -> passthrough upstream, compiled once per listener: exact names first, then `*.suffix` wildcards

@@ -133,11 +133,16 @@ export interface ListenOptions {
   allowHalfOpen: boolean;
   /** Listen backlog (default 511, like nginx). */
   backlog?: number;
+  /**
+   * Accepted sockets do not start reading: what the client sends stays in the kernel until the owner resumes
+   * (or a splice relay takes the fd with nothing to replay). For listeners that read no preface.
+   */
+  pauseOnConnect?: boolean;
 }
 
 function createServer(onConnection: OnConnection, opts: ListenOptions): net.Server {
   // noDelay: a proxy forwards what it has at once; Nagle would add up to 40 ms to every small write.
-  return net.createServer({ allowHalfOpen: opts.allowHalfOpen, noDelay: true }, onConnection);
+  return net.createServer({ allowHalfOpen: opts.allowHalfOpen, noDelay: true, pauseOnConnect: opts.pauseOnConnect === true }, onConnection);
 }
 
 function listening(server: net.Server, start: () => void): Promise<net.Server> {

@@ -15,7 +15,8 @@ export interface PrefaceOptions {
   readonly timeoutMs: number;
 }
 
-export type PrefaceFailure = 'proxy_missing' | 'proxy_invalid' | 'not_tls' | 'client_hello_invalid' | 'timeout' | 'closed';
+/** `proxy_*`: the PROXY header phase (missing, malformed, not complete in time); the rest: the ClientHello phase. */
+export type PrefaceFailure = 'proxy_missing' | 'proxy_invalid' | 'proxy_timeout' | 'not_tls' | 'client_hello_invalid' | 'timeout' | 'closed';
 
 export type PrefaceResult =
   | {
@@ -63,6 +64,8 @@ class PrefaceReader {
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
     socket.on('data', this.#onData);
+    // a socket accepted paused (pauseOnConnect) does not start flowing for a 'data' listener alone
+    socket.resume();
     this.#timer = setTimeout(this.#onTimeout, opts.timeoutMs).unref();
   }
 
@@ -129,7 +132,7 @@ class PrefaceReader {
 
   #onEnd = (): void => this.#fail(this.#buf === null ? 'closed' : this.#proxyRead ? 'client_hello_invalid' : 'proxy_invalid', 'connection ended inside the preface');
   #onError = (): void => this.#fail('closed');
-  #onTimeout = (): void => this.#fail('timeout');
+  #onTimeout = (): void => this.#fail(this.#proxyRead ? 'timeout' : 'proxy_timeout');
 }
 
 function noop(): void {}

@@ -386,7 +386,9 @@ const upstream = z
     health: z.object({ active: healthActive.optional(), passive: healthPassive.prefault({}) }).strict().prefault({}),
     /**
      * PROXY protocol header (client address -> address it connected to) written to every new connection before
-     * any byte: "v1" (text) or "v2" (binary); default "off". Applies to tcp listeners and TLS passthrough.
+     * any byte: "v1" (text) or "v2" (binary); default "off". For tcp listeners, TLS passthrough and HTTP routes
+     * alike; a kept-alive connection then serves only the client its header named (and WebSocket tunnels get
+     * the header too). Active health checks send PROXY UNKNOWN (v1) or a LOCAL header (v2) first.
      */
     send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off'),
   })
@@ -502,8 +504,11 @@ const listener = z
       .optional(),
     tls: z
       .object({
-        /** The first certificate is the default for clients that send no (or an unknown) SNI name. */
-        certificates: z.array(certificate).min(1, 'a TLS listener needs at least one certificate'),
+        /**
+         * The first certificate is the default for clients that send no (or an unknown) SNI name. None: the
+         * listener only passes TLS through (needs `passthrough`); other names get a TLS alert and are closed.
+         */
+        certificates: z.array(certificate).default([]),
         min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
         /** Time allowed for the TLS handshake (default 10s); also bounds reading the ClientHello for passthrough. */
         handshake_timeout: duration('10s'),
@@ -511,10 +516,20 @@ const listener = z
         passthrough: z.array(passthrough).optional(),
       })
       .strict()
+      .superRefine((t, ctx) => checkTlsTerminates(t as unknown, ctx), { when: () => true })
       .optional(),
   })
   .strict()
   .superRefine((l, ctx) => checkListenerMode(l as unknown, ctx), { when: () => true });
+
+/** A TLS listener terminates with its certificates, or (none) only passes names through: it needs one or the other. */
+function checkTlsTerminates(t: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(t)) return;
+  const none = (v: unknown): boolean => v === undefined || (Array.isArray(v) && v.length === 0);
+  if (none(t.certificates) && none(t.passthrough)) {
+    ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'a TLS listener needs at least one certificate, unless it only passes TLS through (then list tls.passthrough names)' });
+  }
+}
 
 function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(l)) return;
@@ -679,8 +694,7 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
 
 /**
  * Upstreams of tcp listeners and TLS passthrough must exist, and must not also serve routes: an L4 connection
- * never reuses a kept-alive HTTP socket, and a PROXY header must be a connection's first byte. send_proxy_protocol
- * is refused on route upstreams until HTTP forwarding writes the header.
+ * takes a fresh connection and keeps it for good, so it must never meet a kept-alive HTTP socket.
  */
 function checkL4References(listeners: unknown[], upstreams: Record<string, unknown>, routes: unknown[], ctx: z.RefinementCtx): void {
   const routed = new Set<string>();
@@ -699,12 +713,6 @@ function checkL4References(listeners: unknown[], upstreams: Record<string, unkno
     const pass = isPlainObject(l.tls) && Array.isArray(l.tls.passthrough) ? l.tls.passthrough : [];
     pass.forEach((p: unknown, j) => check(isPlainObject(p) ? p.upstream : undefined, ['listeners', i, 'tls', 'passthrough', j, 'upstream']));
   });
-  for (const name of routed) {
-    const u = upstreams[name];
-    if (isPlainObject(u) && u.send_proxy_protocol !== undefined && u.send_proxy_protocol !== 'off') {
-      ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'send_proxy_protocol'], message: 'send_proxy_protocol applies to tcp listeners and TLS passthrough; HTTP routes do not send PROXY headers yet' });
-    }
-  }
 }
 
 export type ConfigInput = z.input<typeof configSchema>;

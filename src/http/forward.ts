@@ -9,7 +9,7 @@ import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, t
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
 import type { Target } from '../upstream/balancer.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
-import type { CancelAcquire, UpstreamPool } from '../upstream/pool.js';
+import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection and h2c's HTTP2-Settings). */
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings']);
@@ -125,6 +125,8 @@ type OwnedSocket = ByteSocket & { [kOwner]?: Exchange | null };
 export interface ClientSide {
   readonly socket: ByteSocket;
   readonly vars: RequestVars;
+  /** Whom upstream connections speak for in a PROXY header (read only for pools that send one). */
+  readonly upstreamClient: UpstreamClient;
   /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
   readonly closing: boolean;
   /** Pause/resume reading the client on behalf of this exchange (request-body backpressure). */
@@ -243,7 +245,12 @@ export class Exchange {
     this.target = target;
     target.active++;
     this.#phase = 'connecting';
-    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil);
+    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.#upstreamClient());
+  }
+
+  /** The client for a PROXY-sending pool (a pooled socket then serves this client connection only); else none. */
+  #upstreamClient(): UpstreamClient | undefined {
+    return this.pool.sendsProxyHeader ? this.#client.upstreamClient : undefined;
   }
 
   /** A retry within the per-request bound and the upstream's retry budget (asked only when the bound allows). */

@@ -20,6 +20,8 @@ export interface ByteSocket extends EventEmitter {
   readonly writableLength: number;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
   write(data: Uint8Array | string, cb?: (err?: Error | null) => void): boolean;
   write(data: Uint8Array | string, encoding: BufferEncoding, cb?: (err?: Error | null) => void): boolean;
   end(cb?: () => void): this;

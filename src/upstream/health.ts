@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { buildProxyV1, buildProxyV2Local } from '../accept/proxy-protocol.js';
 import type { ActiveHealthConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 
@@ -13,6 +14,23 @@ export interface ProbeTarget {
   readonly id: string;
   readonly host: string;
   readonly port: number;
+  /** Written first on every probe connection: the PROXY header an upstream with send_proxy_protocol expects. */
+  readonly proxyHeader?: Buffer;
+}
+
+/**
+ * What a probe of an upstream with send_proxy_protocol sends first: v1 "PROXY UNKNOWN" and v2 LOCAL both tell
+ * the receiver to use the connection's real endpoints (proxy-protocol.txt §2.1, §2.2: meant for health checks).
+ */
+export function probeProxyHeader(version: 'off' | 'v1' | 'v2'): Buffer | undefined {
+  return version === 'off' ? undefined : version === 'v1' ? buildProxyV1(undefined, undefined) : buildProxyV2Local();
+}
+
+/** A TCP connection to the target with its PROXY header (if any) queued as the first bytes. */
+function probeConnect(target: ProbeTarget): Socket {
+  const socket = connect({ host: target.host, port: target.port });
+  if (target.proxyHeader !== undefined) socket.write(target.proxyHeader);
+  return socket;
 }
 
 export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -80,7 +98,7 @@ function bounded(timeoutMs: number, signal: AbortSignal | undefined, run: (settl
 
 function probeTcp(target: ProbeTarget, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
   return bounded(timeoutMs, signal, (settle) => {
-    const socket = connect({ host: target.host, port: target.port });
+    const socket = probeConnect(target);
     socket.on('error', (err) => settle(fail(errorReason(err))));
     socket.once('connect', () => settle(OK));
     return () => socket.destroy();
@@ -94,13 +112,15 @@ function inRanges(status: number, ranges: ReadonlyArray<readonly [number, number
 
 function probeHttp(target: ProbeTarget, cfg: ActiveHealthConfig, signal?: AbortSignal): Promise<ProbeResult> {
   return bounded(cfg.timeout, signal, (settle) => {
-    // agent: false = a fresh connection per probe: a pooled one could pass while the target no longer accepts.
+    // No agent, our own connection: a fresh one per probe (a pooled one could pass while the target no longer
+    // accepts), with the PROXY header first when the upstream wants one. (With `agent: false` Node would make
+    // its own connection and ignore createConnection.)
     const req = http.request({
       host: target.host,
       port: target.port,
       method: cfg.method,
       path: cfg.path,
-      agent: false,
+      createConnection: () => probeConnect(target),
       setHost: false,
       headers: { Host: cfg.host ?? target.id, 'User-Agent': USER_AGENT, Accept: '*/*', Connection: 'close' },
     });
@@ -156,7 +176,7 @@ function probeWebSocket(target: ProbeTarget, cfg: ActiveHealthConfig, signal?: A
       port: target.port,
       method: 'GET',
       path: cfg.path,
-      agent: false,
+      createConnection: () => probeConnect(target), // no agent: a fresh connection (see probeHttp)
       setHost: false,
       headers: {
         Host: cfg.host ?? target.id,

@@ -4,8 +4,10 @@
 // fullness and backup role into `Target.available`, sets slow start ramps, keeps the retry budget, and swaps in
 // the discovered targets the primary sends (setDiscovered); `Target.active` belongs to the caller. A reload
 // retires a pool (in-flight work finishes, nothing is kept idle) and may hand its per-target state to its
-// successor. It never reads or writes application bytes, and never resolves names.
+// successor. It never reads or writes application bytes (the one thing it writes is the PROXY header an upstream
+// with send_proxy_protocol gets at the start of each connection), and never resolves names.
 import { connect } from 'node:net';
+import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from '../accept/proxy-protocol.js';
 import { connectNative, type ByteSocket } from '../native/io.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, connectError, type ErrorCode } from '../errors.js';
@@ -22,6 +24,24 @@ import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
  * another target and passes it to acquire() again, so moving never extends a request's queue time.
  */
 export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number) => void;
+
+/**
+ * Whom a connection to an upstream with send_proxy_protocol speaks for. Its PROXY header, written once at the
+ * start, names one client, so the pool reuses it for the same `key` only: the same client, source port and
+ * address it connected to (HAProxy reuses a server connection only for a request with the same "proxy protocol
+ * block"). Pools that send no header ignore it.
+ */
+export interface UpstreamClient {
+  /** Equal keys = equal PROXY headers; the caller makes it unique per client connection. */
+  readonly key: string;
+  /** The client; undefined when unknown (the header then says UNKNOWN / UNSPEC). */
+  readonly source: ProxyEndpoint | undefined;
+  /** The address the client connected to. */
+  readonly destination: ProxyEndpoint | undefined;
+}
+
+/** For a PROXY-sending pool asked without a client: one "unknown client" key, header UNKNOWN / UNSPEC. */
+const UNKNOWN_CLIENT: UpstreamClient = Object.freeze({ key: '', source: undefined, destination: undefined });
 
 /** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
 export type CancelAcquire = () => void;
@@ -143,6 +163,8 @@ interface Waiter {
   readonly cb: AcquireCallback;
   /** End of the wait (pool clock); kept when the waiter moves to another target. */
   readonly deadline: number;
+  /** Whom the connection made for this waiter will speak for (PROXY-sending pools). */
+  readonly client: UpstreamClient | undefined;
   timer: NodeJS.Timeout | undefined;
   /** Served, timed out or cancelled: skipped when met in the queue. */
   done: boolean;
@@ -150,8 +172,13 @@ interface Waiter {
 
 interface Slot {
   readonly target: Target;
-  /** LIFO: the most recently used (warmest) socket is at the end and is reused first. */
+  /**
+   * LIFO: the most recently used (warmest) socket is at the end and is reused first. In a PROXY-sending pool it
+   * holds every client's idle sockets in the order they became idle (the oldest first, evicted first).
+   */
   readonly idle: PooledSocket[];
+  /** PROXY-sending pools only: idle sockets by client key (each also in `idle`); null otherwise. */
+  readonly byClient: Map<string, PooledSocket[]> | null;
   open: number;
   /** At max_connections with no idle socket: new picks go elsewhere while another target has room. */
   full: boolean;
@@ -183,15 +210,18 @@ function healthy(socket: ByteSocket): boolean {
 class PooledSocket {
   readonly socket: ByteSocket;
   readonly slot: Slot;
+  /** The client its PROXY header named (PROXY-sending pools); undefined otherwise. */
+  readonly clientKey: string | undefined;
   state: SocketState = 'connecting';
   #idleTimer: NodeJS.Timeout | undefined;
   #idleSince = 0;
   #idleTimeoutMs = 0;
   #bound = false;
 
-  constructor(socket: ByteSocket, slot: Slot) {
+  constructor(socket: ByteSocket, slot: Slot, clientKey: string | undefined) {
     this.socket = socket;
     this.slot = slot;
+    this.clientKey = clientKey;
     slot.open++;
     slot.changed();
     // The open count goes down in #onClose only, guarded by `state`: exactly once however often the socket is
@@ -223,7 +253,26 @@ class PooledSocket {
     }
     this.state = 'idle';
     this.slot.idle.push(this);
+    if (this.slot.byClient !== null && this.clientKey !== undefined) {
+      const mine = this.slot.byClient.get(this.clientKey);
+      if (mine === undefined) this.slot.byClient.set(this.clientKey, [this]);
+      else mine.push(this);
+    }
     this.slot.changed();
+  }
+
+  /** Takes an idle socket out of its slot's idle lists (not of `open`). */
+  unlistIdle(): void {
+    const idle = this.slot.idle;
+    const i = idle.lastIndexOf(this);
+    if (i !== -1) idle.splice(i, 1);
+    const byClient = this.slot.byClient;
+    if (byClient === null || this.clientKey === undefined) return;
+    const mine = byClient.get(this.clientKey);
+    if (mine === undefined) return;
+    const j = mine.lastIndexOf(this);
+    if (j !== -1) mine.splice(j, 1);
+    if (mine.length === 0) byClient.delete(this.clientKey);
   }
 
   /** Hands the socket over (to an exchange, or for good to an L4 relay); the idle listeners go quiet. */
@@ -262,11 +311,7 @@ class PooledSocket {
 
   readonly #onClose = (): void => {
     if (this.state === 'closed') return;
-    if (this.state === 'idle') {
-      const idle = this.slot.idle;
-      const i = idle.indexOf(this);
-      if (i !== -1) idle.splice(i, 1);
-    }
+    if (this.state === 'idle') this.unlistIdle();
     this.state = 'closed';
     this.slot.open--;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
@@ -276,6 +321,12 @@ class PooledSocket {
 
 function slotUsable(slot: Slot, now: number): boolean {
   return slot.target.weight > 0 && !slot.draining && slot.healthy && !slot.passive.isDown(now);
+}
+
+/** Closes every idle socket of `slot`, emptied now so stats() shows none at once; each 'close' lowers `open` later. */
+function closeIdle(slot: Slot): void {
+  slot.byClient?.clear();
+  for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
 }
 
 /** Waiters still queued in a slot. */
@@ -342,6 +393,8 @@ export class UpstreamPool {
   readonly #hooks: PoolHooks;
   readonly #now: () => number;
   readonly #retryBudget: RetryBudget;
+  /** send_proxy_protocol: a header opens every connection, and idle sockets are kept per client. */
+  readonly #proxyHeader: 'off' | 'v1' | 'v2';
   #closed = false;
   /** Out of service after a reload: see retire(). */
   #retired = false;
@@ -359,6 +412,7 @@ export class UpstreamPool {
     this.#now = options.now ?? Date.now;
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
+    this.#proxyHeader = config.send_proxy_protocol;
     this.#pins = options.pins;
     const previous = options.previous;
     // the slots of the pool this one replaces, by address: what they carry over is decided in #addSlot
@@ -403,6 +457,7 @@ export class UpstreamPool {
     const slot: Slot = {
       target,
       idle: [],
+      byClient: this.#proxyHeader === 'off' ? null : new Map(),
       open: 0,
       full: false,
       up: startUp && target.weight > 0,
@@ -509,7 +564,7 @@ export class UpstreamPool {
     if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
     slot.passiveTimer = null;
     this.#moveWaiters(slot, 'was removed by discovery');
-    for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+    closeIdle(slot);
     if (slot.open > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
   }
 
@@ -537,10 +592,11 @@ export class UpstreamPool {
    * queue is full (or, retryable, when queueing is off); UPSTREAM_QUEUE_TIMEOUT after queue.timeout;
    * UPSTREAM_TARGET_GONE (retryable, see AcquireCallback) when the target left rotation while the acquire
    * waited, or was removed by discovery before it. `waitUntil` (from an earlier UPSTREAM_TARGET_GONE) bounds
-   * a wait already begun. The callback is never synchronous. Returns a cancel for a queued acquire (the caller
-   * went away).
+   * a wait already begun. `client`: whom the connection speaks for when this upstream sends PROXY headers (see
+   * UpstreamClient). The callback is never synchronous. Returns a cancel for a queued acquire (the caller went
+   * away).
    */
-  acquire(target: Target, cb: AcquireCallback, waitUntil = 0): CancelAcquire {
+  acquire(target: Target, cb: AcquireCallback, waitUntil = 0, client?: UpstreamClient): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
       const err = this.#gone.has(target)
@@ -553,6 +609,7 @@ export class UpstreamPool {
       process.nextTick(cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       return NOT_QUEUED;
     }
+    if (slot.byClient !== null) return this.#acquireFor(slot, cb, waitUntil, client ?? UNKNOWN_CLIENT);
     const idle = slot.idle;
     while (idle.length > 0) {
       const pooled = idle.pop() as PooledSocket;
@@ -567,13 +624,65 @@ export class UpstreamPool {
     }
     // Earlier waiters go first (FIFO) even when a socket just closed and left room.
     if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
-      this.#connect(slot, cb);
+      this.#connect(slot, cb, undefined);
       return NOT_QUEUED;
     }
-    return this.#enqueue(slot, cb, waitUntil);
+    return this.#enqueue(slot, cb, waitUntil, undefined);
   }
 
-  #enqueue(slot: Slot, cb: AcquireCallback, waitUntil: number): CancelAcquire {
+  /**
+   * acquire() in a PROXY-sending pool: only an idle socket of the same client is reused. At max_connections,
+   * other clients' idle sockets are closed, oldest first, to make room: they hold a slot no one else may use.
+   */
+  #acquireFor(slot: Slot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient): CancelAcquire {
+    const mine = slot.byClient?.get(client.key);
+    while (mine !== undefined && mine.length > 0) {
+      const pooled = mine[mine.length - 1];
+      pooled.unlistIdle();
+      if (healthy(pooled.socket)) {
+        pooled.leaveIdle('busy');
+        if (slot.idle.length === 0) this.#slotChanged(slot); // may have become full
+        process.nextTick(cb, null, pooled.socket, true);
+        return NOT_QUEUED;
+      }
+      pooled.socket.destroy(); // its idle listeners stay to absorb a late 'error'
+    }
+    this.#evictIdle(slot);
+    if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
+      this.#connect(slot, cb, client);
+      return NOT_QUEUED;
+    }
+    return this.#enqueue(slot, cb, waitUntil, client);
+  }
+
+  /** Closes idle sockets, oldest first, while `slot` is at max_connections (their `open` goes down at once). */
+  #evictIdle(slot: Slot): void {
+    const max = this.config.max_connections;
+    while (slot.open >= max && slot.idle.length > 0) {
+      const oldest = slot.idle[0];
+      oldest.forget(); // unlists it and lowers `open` now; 'close' comes a loop turn later
+      oldest.socket.destroy();
+    }
+  }
+
+  /**
+   * A client of a PROXY-sending pool is gone: its idle sockets go too, since no other client may use them (a
+   * socket still busy for it is destroyed by its aborted exchange, never released).
+   */
+  dropClient(key: string): void {
+    for (const slot of this.#slots.values()) {
+      const mine = slot.byClient?.get(key);
+      if (mine === undefined) continue;
+      for (const pooled of mine.slice()) pooled.socket.destroy();
+    }
+  }
+
+  /** True when every new connection to this upstream starts with a PROXY header (send_proxy_protocol). */
+  get sendsProxyHeader(): boolean {
+    return this.#proxyHeader !== 'off';
+  }
+
+  #enqueue(slot: Slot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
     const { size, timeout } = this.config.queue;
     const max = this.config.max_connections;
     if (this.#queued >= size) {
@@ -591,7 +700,7 @@ export class UpstreamPool {
     // A waiter moved from a target that left keeps the rest of its wait (at least a tick: it gets its answer
     // from the timer, like any waiter).
     const wait = waitUntil > 0 ? Math.max(1, Math.min(timeout, waitUntil - now)) : timeout;
-    const waiter: Waiter = { cb, deadline: waitUntil > 0 ? waitUntil : now + timeout, timer: undefined, done: false };
+    const waiter: Waiter = { cb, client, deadline: waitUntil > 0 ? waitUntil : now + timeout, timer: undefined, done: false };
     waiter.timer = setTimeout(() => {
       if (waiter.done) return;
       waiter.done = true;
@@ -630,7 +739,7 @@ export class UpstreamPool {
         while (slot.open < this.config.max_connections) {
           const waiter = this.#takeWaiter(slot);
           if (waiter === undefined) break;
-          this.#connect(slot, waiter.cb); // its PooledSocket raises `open` before the loop checks again
+          this.#connect(slot, waiter.cb, waiter.client); // its PooledSocket raises `open` before the loop checks again
         }
       } finally {
         this.#serving = false;
@@ -647,11 +756,12 @@ export class UpstreamPool {
     }
   }
 
-  #connect(slot: Slot, cb: AcquireCallback): void {
+  #connect(slot: Slot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
     const { target } = slot;
     // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
     const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
-    const pooled = new PooledSocket(socket, slot);
+    const who = slot.byClient === null ? undefined : (client ?? UNKNOWN_CLIENT);
+    const pooled = new PooledSocket(socket, slot, who?.key);
     this.#sockets.set(socket, pooled);
     const connectMs = this.config.timeouts.connect;
     let settled = false;
@@ -675,6 +785,8 @@ export class UpstreamPool {
       if (timer !== undefined) clearTimeout(timer);
       socket.off('error', onError); // from here on the caller's 'error' listener owns failures
       pooled.state = 'busy';
+      // the header is the connection's first bytes: written before the caller can write anything
+      if (who !== undefined) socket.write(this.#proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination));
       cb(null, socket, false);
     };
     socket.once('connect', onConnect);
@@ -701,6 +813,7 @@ export class UpstreamPool {
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
     if (pooled.slot.removed) reusable = false; // its target left: this exchange was its last
+    if (pooled.slot.byClient !== null) return this.#releaseFor(pooled, reusable);
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
@@ -723,14 +836,32 @@ export class UpstreamPool {
     }
   }
 
+  /**
+   * release() in a PROXY-sending pool: the socket can serve its own client only, so a waiter (another client)
+   * gets its slot rather than the socket; a full idle list loses its oldest socket rather than this warm one.
+   */
+  #releaseFor(pooled: PooledSocket, reusable: boolean): void {
+    const slot = pooled.slot;
+    const keep = reusable && pooled.state === 'busy' && !this.#closed && !this.#retired && this.config.keepalive.max_idle > 0 && healthy(pooled.socket);
+    if (!keep || firstWaiter(slot) !== undefined) {
+      pooled.forget(); // `open` goes down now, so a waiter is connected in this call
+      pooled.socket.destroy();
+      return;
+    }
+    if (slot.idle.length >= this.config.keepalive.max_idle) {
+      const oldest = slot.idle[0];
+      oldest.forget();
+      oldest.socket.destroy();
+    }
+    pooled.enterIdle(this.config.keepalive.idle_timeout);
+  }
+
   /** Takes a socket out of the pool for good (it became a tunnel); it no longer counts toward max_idle. */
   detach(target: Target, socket: ByteSocket): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) return;
     if (pooled.state === 'idle') {
-      const idle = pooled.slot.idle;
-      const i = idle.indexOf(pooled);
-      if (i !== -1) idle.splice(i, 1);
+      pooled.unlistIdle();
       pooled.leaveIdle('detached');
     } else if (pooled.state === 'busy' || pooled.state === 'connecting') {
       pooled.state = 'detached'; // still counted in `open` until it closes
@@ -746,8 +877,7 @@ export class UpstreamPool {
     for (const slot of [...this.#slots.values(), ...this.#leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
-      // Emptied now, so stats() shows no idle socket at once; each 'close' still lowers `open` when it comes.
-      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+      closeIdle(slot);
       for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
         process.nextTick(waiter.cb, new ProxyError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is closed`), null, false);
       }
@@ -765,7 +895,7 @@ export class UpstreamPool {
     for (const slot of this.#slots.values()) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
-      for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+      closeIdle(slot);
     }
   }
 

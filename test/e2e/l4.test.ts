@@ -2,6 +2,7 @@
 // 8 MiB checked by sha256, splice and PORTICO_NATIVE=0), one TLS port passes one SNI name through untouched to
 // a TLS backend while terminating another, plaintext on a TLS port is closed, PROXY v1/v2 from trusted senders
 // feed X-Forwarded-For / X-Real-IP, untrusted senders are refused, and send_proxy_protocol reaches the backend.
+// A reload turns kept listening sockets into other kinds (terminating TLS <-> passthrough only, http <-> tcp).
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -15,8 +16,9 @@ import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '
 import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
-import { TEST_CERT, TEST_KEY, startPortico, type LogLine } from '../helpers/portico.js';
-import { ResponseReader, testCaCert } from '../helpers/wire.js';
+import { request } from '../helpers/clients.js';
+import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine } from '../helpers/portico.js';
+import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
 
 const MiB = 1024 * 1024;
 
@@ -56,18 +58,6 @@ function echoThrough(port: number, payload: Buffer): Promise<string> {
   });
 }
 
-/** Resolves when the peer closes; rejects if it sends anything first (a refused connection gets no byte). */
-function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
-    socket.on('data', (d: Buffer) => reject(new Error(`unexpected reply: ${JSON.stringify(d.toString('latin1').slice(0, 80))}`)));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
@@ -95,6 +85,26 @@ for (const nativeOff of [false, true]) {
   });
 }
 
+test('tcp listener: a protocol where the server speaks first (a greeting before any client byte) is relayed at once', { timeout: 30_000 }, async (t) => {
+  // MySQL, SMTP, SSH, FTP... greet first: a relay that waited for the client's first byte would hang until a timeout
+  const server = net.createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.write('220 greeting\r\n');
+    s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`));
+  });
+  const backendPort = await listen(t, server);
+  const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'greeter' }], upstreams: { greeter: { targets: [`127.0.0.1:${backendPort}`] } } });
+  const c = net.connect({ host: '127.0.0.1', port: portico.ports[0] });
+  t.after(() => c.destroy());
+  const [greeting] = (await once(c, 'data')) as [Buffer];
+  assert.equal(greeting.toString(), '220 greeting\r\n');
+  const reply: Buffer[] = [];
+  c.on('data', (d: Buffer) => reply.push(d));
+  c.write('HELO');
+  await once(c, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'echo:HELO');
+});
+
 /** A TLS backend with its own self-signed certificate (Portico never sees its key): answers `backend:<data>`. */
 async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Buffer }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'portico-l4-'));
@@ -110,6 +120,22 @@ async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Bu
   return { port: await listen(t, server), cert };
 }
 
+/**
+ * A TLS client for pass.test that trusts only the backend's certificate, so only the backend can have answered:
+ * it checks the certificate it got and the backend's reply to "hello".
+ */
+async function passThrough(t: TestContext, port: number, backendCert: Buffer): Promise<void> {
+  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backendCert });
+  t.after(() => pass.destroy());
+  await once(pass, 'secureConnect');
+  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backendCert).fingerprint256);
+  const reply: Buffer[] = [];
+  pass.on('data', (d: Buffer) => reply.push(d));
+  pass.write('hello');
+  await once(pass, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
+}
+
 test('one TLS port: a passthrough name reaches the TLS backend (its certificate), another is terminated and routed as HTTP; plaintext is closed', { timeout: 60_000 }, async (t) => {
   const backend = await startTlsBackend(t);
   const web = await startHttpBackend(t, { name: 'web' });
@@ -121,16 +147,7 @@ test('one TLS port: a passthrough name reaches the TLS backend (its certificate)
   });
   const port = portico.tlsPort;
 
-  // passthrough: the client verifies the BACKEND's certificate, so only the backend can have answered
-  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backend.cert });
-  t.after(() => pass.destroy());
-  await once(pass, 'secureConnect');
-  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256);
-  const passReply: Buffer[] = [];
-  pass.on('data', (d: Buffer) => passReply.push(d));
-  pass.write('hello');
-  await once(pass, 'end');
-  assert.equal(Buffer.concat(passReply).toString(), 'backend:hello');
+  await passThrough(t, port, backend.cert);
   const line = await portico.waitForLog((l) => l.msg === 'passthrough');
   assert.equal(line.sni, 'pass.test');
   assert.equal(line.upstream, 'tls-backend');
@@ -261,4 +278,107 @@ test('send_proxy_protocol v2: the backend parses a header naming the client and 
   assert.deepEqual(second.header.source, { address: '203.0.113.7', port: 4000 });
   assert.deepEqual(second.header.destination, { address: '198.51.100.1', port: 5432 });
   assert.equal(second.after, 'pong');
+});
+
+/** Resolves with the error code a TLS client gets from `port` for `servername` (none: no SNI is sent). */
+function tlsRefusal(t: TestContext, port: number, servername: string | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // a client given an IP address as host sends no SNI unless told a servername
+    const c = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(servername === undefined ? {} : { servername }) });
+    t.after(() => c.destroy());
+    c.on('secureConnect', () => reject(new Error(`handshake completed for ${servername ?? '(no SNI)'}`)));
+    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+test('a TLS listener without certificates passes its names through; another name gets unrecognized_name, no SNI gets missing_extension; both counted and logged', { timeout: 60_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'pass.test', upstream: 'tls-backend' }] } }],
+    upstreams: { 'tls-backend': { targets: [`127.0.0.1:${backend.port}`] } },
+  });
+  const port = portico.ports[0];
+
+  await passThrough(t, port, backend.cert);
+
+  // RFC 6066 §3 and RFC 8446 §9.2: the client's TLS stack names the reason instead of an unexplained EOF
+  assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
+  assert.equal(await tlsRefusal(t, port, undefined), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
+  const refused = (sni: string | undefined) => (l: LogLine) => l.msg === 'no passthrough for this TLS name: alert sent, closed' && l.sni === sni && l.closedBy === 'refused';
+  await portico.waitForLog(refused('other.test'));
+  await portico.waitForLog(refused(undefined));
+
+  const listening = await portico.waitForLog((l) => l.msg === 'listening');
+  const admin = (listening.admin as { port: number }).port;
+  const metrics = (await request(`http://127.0.0.1:${admin}/metrics`)).body.toString();
+  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 1$/m);
+  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
+});
+
+/** A server that speaks first, then answers `echo:<data>` and closes (a tcp listener must relay at accept). */
+async function startGreeter(t: TestContext): Promise<number> {
+  const server = net.createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.write('220 greeting\r\n');
+    s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`));
+  });
+  return listen(t, server);
+}
+
+/** The greeting, then the reply to HELO, through `port`. */
+async function greetThrough(t: TestContext, port: number): Promise<string> {
+  const c = net.connect({ host: '127.0.0.1', port });
+  t.after(() => c.destroy());
+  const got: Buffer[] = [];
+  c.on('data', (d: Buffer) => {
+    got.push(d);
+    if (got.length === 1) c.write('HELO');
+  });
+  await once(c, 'end');
+  return Buffer.concat(got).toString();
+}
+
+test('a reload turns kept listening sockets into other kinds: terminating TLS <-> passthrough only, http <-> a server-first tcp listener', { timeout: 90_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const web = await startHttpBackend(t, { name: 'web' });
+  const greeter = await startGreeter(t);
+  const passthrough = [{ sni: 'pass.test', upstream: 'tls-backend' }];
+  const upstreams = { 'tls-backend': { targets: [`127.0.0.1:${backend.port}`] }, web: { targets: [`127.0.0.1:${web.port}`] }, greeter: { targets: [`127.0.0.1:${greeter}`] } };
+  const terminating = {
+    workers: 2,
+    listeners: [{ address: '127.0.0.1:0', tls: { certificates: [{ cert: TEST_CERT, key: TEST_KEY }], passthrough } }, { address: '127.0.0.1:0' }],
+    upstreams,
+    routes: [{ proxy: 'web' }],
+  };
+  const passing = {
+    workers: 2,
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough } }, { address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'greeter' }],
+    upstreams,
+    routes: [{ match: { host: 'never.test' }, proxy: 'web' }],
+  };
+  const portico = await startPortico(t, terminating);
+  const [tlsPort, plainPort] = portico.ports;
+  // several connections each time: with 2 workers, either may accept
+  const served = async (): Promise<void> => {
+    for (let i = 0; i < 4; i++) {
+      await passThrough(t, tlsPort, backend.cert);
+      assert.equal((await request(`https://127.0.0.1:${tlsPort}/`)).status, 200, 'TLS terminated and routed');
+      assert.equal((await request(`http://127.0.0.1:${plainPort}/`)).status, 200, 'plain HTTP routed');
+    }
+  };
+  await served();
+
+  let r = await reloadPortico(portico, passing);
+  assert.equal(r.code, 0, r.stderr);
+  for (let i = 0; i < 4; i++) {
+    await passThrough(t, tlsPort, backend.cert);
+    assert.equal(await tlsRefusal(t, tlsPort, 'localhost'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME', 'no certificate left to terminate with');
+    assert.equal(await greetThrough(t, plainPort), '220 greeting\r\necho:HELO', 'the kept socket relays at accept');
+  }
+
+  r = await reloadPortico(portico, terminating);
+  assert.equal(r.code, 0, r.stderr);
+  await served();
 });

@@ -193,3 +193,16 @@ function parseResponse(buf: Buffer, head: boolean, ended: boolean): { response: 
   }
   return { response: { status, reason: m[2], headers, body: Buffer.from(body), raw: Buffer.from(buf.subarray(0, pos)) }, used: pos };
 }
+
+/** Resolves when the peer closes; rejects if it sends anything first (a refused connection gets no byte). */
+export function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', (d: Buffer) => reject(new Error(`unexpected reply: ${JSON.stringify(d.toString('latin1').slice(0, 80))}`)));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -11,7 +11,8 @@ import { WebSocketServer } from 'ws';
 import { configSchema, type ActiveHealthConfig, type ConfigInput } from '../../src/config/schema.js';
 import { isToWorker } from '../../src/ipc.js';
 import { createLogger } from '../../src/log.js';
-import { HealthChecker, PassiveWindow, Thresholds, probe, renderHealthMetrics, type ProbeTarget } from '../../src/upstream/health.js';
+import { parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { HealthChecker, PassiveWindow, Thresholds, probe, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from '../../src/upstream/health.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 
 type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
@@ -248,6 +249,31 @@ test('http probe: status inside expect_status passes, outside fails; method, pat
   assert.equal(seen[1].host, target.id); // default Host: the target's address
   status = 404;
   assert.deepEqual(await probe(target, activeConfig({ expect_status: '200,404' })), { ok: true });
+});
+
+test('http probe with a PROXY header: v1 UNKNOWN and v2 LOCAL reach the server first, each on a fresh connection', async (t) => {
+  assert.equal(probeProxyHeader('off'), undefined);
+  const seen: ProxyHeader[] = [];
+  // a raw server: parse the header, then answer one HTTP request and close
+  const target = await listen(t, createServer((s) => {
+    s.on('error', () => s.destroy());
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const r = parseProxyHeader(buf);
+      if (r.kind === 'more') return;
+      if (r.kind !== 'done') return void s.destroy();
+      if (!buf.subarray(r.used).includes('\r\n\r\n')) return;
+      seen.push(r.header);
+      s.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    });
+  }));
+  for (const version of ['v1', 'v2'] as const) {
+    assert.deepEqual(await probe({ ...target, proxyHeader: probeProxyHeader(version) }, activeConfig({})), { ok: true }, version);
+  }
+  assert.deepEqual(seen.map((h) => [h.version, h.command, h.family]), [[1, 'proxy', 'unknown'], [2, 'local', 'unknown']]);
+  // without the header the same server sees none and answers nothing: the probe must fail
+  assert.equal((await probe(target, activeConfig({ timeout: '300ms' }))).ok, false);
 });
 
 test('http probe: body_contains matches across chunk boundaries and fails when the text is missing', async (t) => {

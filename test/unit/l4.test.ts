@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test, type TestContext } from 'node:test';
+import { TLS_ALERT, tlsFatalAlert } from '../../src/accept/client-hello.js';
 import { PassthroughTable } from '../../src/accept/l4.js';
 import { readPreface, type PrefaceOptions, type PrefaceResult } from '../../src/accept/preface.js';
 import { buildProxyV1, buildProxyV2 } from '../../src/accept/proxy-protocol.js';
@@ -80,7 +81,8 @@ test('preface: missing or malformed PROXY header, plaintext where TLS is expecte
     ['missing header', [Buffer.from('GET / HTTP/1.1\r\n\r\n')], OPTS, 'proxy_missing'],
     ['malformed v1', [Buffer.from('PROXY TCP4 1.2.3.999 1.1.1.1 1 2\r\n')], OPTS, 'proxy_invalid'],
     ['plaintext on TLS', [Buffer.from('GET / HTTP/1.1\r\n\r\n')], { proxy: false, clientHello: true, timeoutMs: 5_000 }, 'not_tls'],
-    ['stalled', [Buffer.from('PROXY TCP4')], { ...OPTS, timeoutMs: 30 }, 'timeout'],
+    ['stalled in the PROXY header', [Buffer.from('PROXY TCP4')], { ...OPTS, timeoutMs: 30 }, 'proxy_timeout'],
+    ['stalled in the ClientHello', [Buffer.from([0x16, 0x03, 0x01])], { proxy: false, clientHello: true, timeoutMs: 30 }, 'timeout'],
   ];
   // the reader's timer is unref'd (a listener keeps a worker alive); here the test holds the loop open
   const hold = setTimeout(() => {}, 10_000);
@@ -166,5 +168,35 @@ routes:
   assert.match(e['listeners[1].tls.passthrough[0].upstream'], /unknown upstream "missing"/);
   assert.match(e['listeners[1].tls.passthrough[1].sni'], /DNS name/);
   assert.match(e['listeners[2].upstream'], /also serves HTTP routes/);
-  assert.match(e['upstreams.web.send_proxy_protocol'], /HTTP routes do not send PROXY headers yet/);
+  // HTTP routes may send PROXY headers to their upstream: no error there
+  assert.equal(e['upstreams.web.send_proxy_protocol'], undefined);
+});
+
+test('config: a TLS listener that only passes names through needs no certificate; one with neither is refused with its line', (t) => {
+  const r = load(
+    t,
+    `
+listeners:
+  - address: 127.0.0.1:0
+    tls:
+      passthrough: [{ sni: db.example.com, upstream: db }]
+upstreams:
+  db: { targets: [127.0.0.1:5432] }
+`,
+  );
+  if (!r.ok) return assert.fail(JSON.stringify(r.errors));
+  assert.deepEqual(r.config.listeners[0].tls?.certificates, []);
+
+  for (const tls of ['{ certificates: [] }', '{ min_version: TLSv1.3 }', '{ certificates: [], passthrough: [] }']) {
+    const bad = load(t, `listeners:\n  - address: 127.0.0.1:0\n    tls: ${tls}\n`);
+    if (bad.ok) return assert.fail(`${tls}: expected the config to be refused`);
+    const e = bad.errors.find((x) => x.path === 'listeners[0].tls.certificates');
+    assert.match(e?.message ?? '', /needs at least one certificate, unless it only passes TLS through/, tls);
+    assert.equal(e?.line, 3, `${tls}: the error points at the tls line or below`);
+  }
+});
+
+test('tlsFatalAlert: one fatal alert record (RFC 8446 §5.1, §6)', () => {
+  assert.deepEqual([...tlsFatalAlert(TLS_ALERT.unrecognizedName)], [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112]);
+  assert.deepEqual([...tlsFatalAlert(TLS_ALERT.missingExtension)], [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 109]);
 });

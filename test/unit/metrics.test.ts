@@ -90,6 +90,26 @@ test('connections refused before routing are counted by reason, summed over work
   assert.match(text, /^portico_connections_refused_total\{reason="proxy_invalid"\} 1\nportico_connections_refused_total\{reason="untrusted"\} 2$/m);
 });
 
+test('PROXY refusals have their own counter with every reason present, zeros included, summed over workers', () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.connectionRefused('untrusted');
+  a.connectionRefused('proxy_timeout');
+  b.connectionRefused('proxy_missing');
+  b.connectionRefused('proxy_missing');
+  b.connectionRefused('not_tls'); // not a PROXY refusal: only in portico_connections_refused_total
+  const text = renderPrometheus(sumSnapshots(a.snapshot(), b.snapshot()));
+  assert.match(text, /^# TYPE portico_proxy_protocol_refused_total counter$/m);
+  const rows = text.split('\n').filter((l) => l.startsWith('portico_proxy_protocol_refused_total{'));
+  assert.deepEqual(rows, [
+    'portico_proxy_protocol_refused_total{reason="untrusted"} 1',
+    'portico_proxy_protocol_refused_total{reason="missing"} 2',
+    'portico_proxy_protocol_refused_total{reason="invalid"} 0',
+    'portico_proxy_protocol_refused_total{reason="timeout"} 1',
+  ]);
+  assert.match(renderPrometheus(emptySnapshot()), /^portico_proxy_protocol_refused_total\{reason="invalid"\} 0$/m);
+});
+
 test('upstream queue and retry counters render per upstream: queued as a gauge, the rest as counters', () => {
   const text = renderPrometheus(emptySnapshot(), {
     workers: 2,

@@ -5,12 +5,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
-import { configSchema, type ConfigInput } from '../../src/config/schema.js';
+import { configSchema } from '../../src/config/schema.js';
 import { ProxyError } from '../../src/errors.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
-import type { Target } from '../../src/upstream/balancer.js';
-
-type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
+import { acquire, counts, makePool } from '../helpers/pool.js';
 
 interface EchoServer {
   server: Server;
@@ -46,38 +44,8 @@ async function echoServer(t: TestContext): Promise<EchoServer> {
   return { server, port, accepted, peerOf };
 }
 
-function makePool(t: TestContext, port: number, upstream: Partial<UpstreamInput> = {}): { pool: UpstreamPool; target: Target } {
-  const config = configSchema.parse({
-    listeners: [{ address: '127.0.0.1:0' }],
-    upstreams: { u: { targets: [`127.0.0.1:${port}`], ...upstream } },
-  });
-  const pool = new UpstreamPool('u', config.upstreams.u);
-  t.after(() => pool.close());
-  return { pool, target: pool.targets[0] };
-}
 
-interface Acquired {
-  err: ProxyError | null;
-  socket: Socket;
-  reused: boolean;
-  /** True when the callback ran before acquire() returned (it must never). */
-  sync: boolean;
-}
 
-/** acquire() as a promise; sockets handed out are destroyed after the test. */
-function acquire(t: TestContext, pool: UpstreamPool, target: Target): Promise<Acquired> {
-  return new Promise((resolve) => {
-    let returned = false;
-    pool.acquire(target, (err, socket, reused) => {
-      if (socket) {
-        socket.on('error', () => {});
-        t.after(() => socket.destroy());
-      }
-      resolve({ err, socket: socket as Socket, reused, sync: !returned });
-    });
-    returned = true;
-  });
-}
 
 async function echo(socket: Socket, text: string): Promise<string> {
   socket.write(text);
@@ -85,10 +53,6 @@ async function echo(socket: Socket, text: string): Promise<string> {
   return data.toString();
 }
 
-function counts(pool: UpstreamPool): { open: number; idle: number } {
-  const s = pool.stats()[0];
-  return { open: s.open, idle: s.idle };
-}
 
 test('a released socket is reused by the next acquire (reused = true), and callbacks are never synchronous', async (t) => {
   const { port } = await echoServer(t);

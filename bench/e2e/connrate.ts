@@ -1,0 +1,335 @@
+// L4 connection rate: new TCP connections per second through a `tcp` listener and through TLS passthrough by
+// SNI, each connection a whole life (connect, a small request, a 64-byte reply, close), through Portico (1 worker)
+// against direct-to-backend, nginx `stream` (1 worker, ssl_preread) and HAProxy (1 thread, req_ssl_sni), in
+// interleaved rounds; medians, proxy CPU-µs per connection. Client and backends are bench/native/connrate.cc,
+// built here with g++. Every target passes a checked run first. It never asserts a speed; see bench/README.md.
+// Usage: npm run build && node dist/bench/e2e/connrate.js [--quick] [--rounds N] [--duration S] [--targets a,b]
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
+import { runConnRate, type ConnRateLoad, type Watch } from './loads.js';
+import {
+  benchmarkMain, choosePinning, freePort, hasProc, pinned, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Pinning, type Spawned,
+} from './procs.js';
+import { UNIT, formatProcesses, formatTable } from './report.js';
+import { caveats, runPlan } from './rounds.js';
+import { nativeStatus } from '../../src/tunnel/splice.js';
+import { ROOT, announcedPort, launchHaproxy, launchPortico, porticoRevision, startNginx, type TargetId } from './targets.js';
+
+type Load = 'tcp' | 'tls';
+const LOADS: readonly Load[] = ['tcp', 'tls'];
+type ConnTargetId = Extract<TargetId, 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-js'>;
+const TARGET_IDS: readonly ConnTargetId[] = ['direct', 'nginx', 'haproxy', 'portico', 'portico-js'];
+
+/** The name the TLS load's ClientHello carries, and the one every proxy passes through. */
+const SNI = 'pass.bench';
+const REQUEST_BYTES = 64;
+const REPLY_BYTES = 64;
+/** Connections of the check run before any timing. */
+const CHECK_COUNT = 500;
+
+interface Options {
+  durationS: number;
+  rounds: number;
+  warmupS: number;
+  loads: Load[];
+  concurrency: number;
+  sources: number;
+  pin: boolean;
+  targets: ConnTargetId[] | undefined;
+  noisyRetries: number;
+  out: string;
+  keepTmp: boolean;
+}
+
+const USAGE = `usage: node dist/bench/e2e/connrate.js [options]
+  --duration S       seconds per timed run (default 10)
+  --rounds N         rounds; each runs every target once per load, order rotated (default 5)
+  --warmup S         untimed run per target and load before round 1 (default 2)
+  --only tcp|tls     one load only
+  --quick            smoke run: --duration 2 --rounds 1 --warmup 1
+  --targets LIST     comma list of direct,nginx,haproxy,portico,portico-js (default: all available;
+                     portico-js = Portico with PORTICO_NATIVE=0: the JS relay instead of splice)
+  --concurrency N    connections in flight (default 64)
+  --sources N        client source addresses 127.0.0.1..127.0.0.N (default 32)
+  --no-pin           do not pin processes to CPUs
+  --noisy-retries N  rerun a run up to N times when other processes used >15% of a core in it (default 2)
+  --out FILE         JSON result file (default bench/results/connrate.json)
+  --keep-tmp         keep the temp folder with generated configs and logs`;
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = {
+    durationS: 10, rounds: 5, warmupS: 2, loads: [...LOADS], concurrency: 64, sources: 32, pin: true, targets: undefined, noisyRetries: 2,
+    out: path.join(ROOT, 'bench', 'results', 'connrate.json'), keepTmp: false,
+  };
+  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} needs an integer in [${min}, ${max}]`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    switch (a) {
+      case '--duration': o.durationS = num(a, argv[++i], 1, 3600); break;
+      case '--rounds': o.rounds = num(a, argv[++i], 1, 100); break;
+      case '--warmup': o.warmupS = num(a, argv[++i], 0, 600); break;
+      case '--quick': o.durationS = 2; o.rounds = 1; o.warmupS = 1; break;
+      case '--only': {
+        const v = argv[++i];
+        if (v !== 'tcp' && v !== 'tls') throw new Error('--only takes tcp or tls');
+        o.loads = [v];
+        break;
+      }
+      case '--targets': {
+        const list = (argv[++i] ?? '').split(',').filter((s) => s !== '');
+        const bad = list.filter((s) => !(TARGET_IDS as readonly string[]).includes(s));
+        if (list.length === 0 || bad.length > 0) throw new Error(`--targets: unknown ${bad.join(', ') || '(empty)'}; use ${TARGET_IDS.join(',')}`);
+        o.targets = list as ConnTargetId[];
+        break;
+      }
+      case '--concurrency': o.concurrency = num(a, argv[++i], 1, 4000); break;
+      case '--sources': o.sources = num(a, argv[++i], 1, 250); break;
+      case '--no-pin': o.pin = false; break;
+      case '--noisy-retries': o.noisyRetries = num(a, argv[++i], 0, 10); break;
+      case '--out': o.out = path.resolve(argv[++i] ?? o.out); break;
+      case '--keep-tmp': o.keepTmp = true; break;
+      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
+      default: throw new Error(`unknown option ${a}\n${USAGE}`);
+    }
+  }
+  return o;
+}
+
+interface ConnTarget {
+  id: ConnTargetId;
+  label: string;
+  ports: Record<Load, number>;
+  /** The proxy's process tree root; none for direct. */
+  proc?: Spawned;
+  error?: string;
+}
+
+/** g++ builds the load generator into `dir`; throws with the compiler's message when it cannot. */
+function buildConnrate(dir: string): string {
+  const out = path.join(dir, 'connrate');
+  const src = path.join(ROOT, 'bench', 'native', 'connrate.cc');
+  const r = spawnSync('g++', ['-O2', '-std=c++17', '-o', out, src], { encoding: 'utf8', timeout: 120_000 });
+  if (r.error !== undefined) throw new Error(`g++ not usable (${r.error.message}): apt-get install g++`);
+  if (r.status !== 0) throw new Error(`g++ failed on ${src}:\n${r.stderr.trim().slice(-2000)}`);
+  return out;
+}
+
+/** TIME_WAIT sockets in this network namespace (/proc/net/sockstat `tw`), to watch port and bucket pressure. */
+function timeWait(): number {
+  const m = /^TCP:.*\btw (\d+)/m.exec(readFileSync('/proc/net/sockstat', 'utf8'));
+  return m === null ? -1 : Number(m[1]);
+}
+
+function sysctl(name: string): string {
+  try {
+    return readFileSync(`/proc/sys/${name.replaceAll('.', '/')}`, 'utf8').trim().replace(/\s+/g, ' ');
+  } catch {
+    return '?';
+  }
+}
+
+async function startBackend(bin: string, requestFile: string, cpus: string | undefined): Promise<{ proc: Spawned; port: number }> {
+  const [cmd, args] = pinned(cpus, bin, ['server', '--request', requestFile, '--reply-bytes', String(REPLY_BYTES)]);
+  const proc = spawnProcess(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    return { proc, port: await announcedPort(proc, 'connrate') };
+  } catch (err) {
+    await stopTree(proc);
+    throw err;
+  }
+}
+
+async function startTargets(tmp: string, o: Options, backend: Record<Load, number>, versions: { nginx?: string; haproxy?: string }, cpus: string | undefined, started: Spawned[]): Promise<ConnTarget[]> {
+  const wanted = (id: ConnTargetId): boolean => o.targets === undefined || o.targets.includes(id);
+  const out: ConnTarget[] = [];
+  const ports = async (): Promise<Record<Load, number>> => ({ tcp: await freePort(), tls: await freePort() });
+  if (wanted('direct')) out.push({ id: 'direct', label: 'direct (connrate backend)', ports: backend });
+  if (wanted('nginx')) {
+    if (versions.nginx === undefined) console.log('nginx is not installed: no nginx row');
+    else {
+      const p = await ports();
+      const t: ConnTarget = { id: 'nginx', label: `nginx ${versions.nginx} stream (1 worker)`, ports: p };
+      const dir = path.join(tmp, 'nginx');
+      const conf = `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+stream {
+    server { listen 127.0.0.1:${p.tcp}; proxy_pass 127.0.0.1:${backend.tcp}; }
+    map $ssl_preread_server_name $tls_upstream { ${SNI} 127.0.0.1:${backend.tls}; default 127.0.0.1:1; }
+    server { listen 127.0.0.1:${p.tls}; ssl_preread on; proxy_pass $tls_upstream; }
+}
+`;
+      try {
+        t.proc = await startNginx(dir, conf, p.tcp, cpus);
+        started.push(t.proc);
+        await waitForPort('127.0.0.1', p.tls, 15_000, t.proc);
+      } catch (err) {
+        t.error = (err as Error).message;
+      }
+      out.push(t);
+    }
+  }
+  if (wanted('haproxy')) {
+    if (versions.haproxy === undefined) console.log('HAProxy is not installed: no HAProxy row');
+    else {
+      const p = await ports();
+      const cfg = `global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend tcp_in
+    bind 127.0.0.1:${p.tcp}
+    default_backend tcp_backend
+frontend tls_in
+    bind 127.0.0.1:${p.tls}
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req_ssl_hello_type 1 }
+    use_backend tls_backend if { req_ssl_sni -i ${SNI} }
+backend tcp_backend
+    server s1 127.0.0.1:${backend.tcp}
+backend tls_backend
+    server s1 127.0.0.1:${backend.tls}
+`;
+      const launched = await launchHaproxy(path.join(tmp, 'haproxy'), cfg, [p.tcp, p.tls], cpus);
+      if (launched.proc !== undefined) started.push(launched.proc);
+      out.push({ id: 'haproxy', label: `HAProxy ${versions.haproxy} (1 thread)`, ports: p, proc: launched.proc, error: launched.error });
+    }
+  }
+  for (const id of ['portico', 'portico-js'] as const) {
+    if (!wanted(id)) continue;
+    const p = await ports();
+    const yaml = [
+      '# Written by bench/e2e/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
+      'workers: 1',
+      'listeners:',
+      `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend }`,
+      `  - address: "127.0.0.1:${p.tls}"`,
+      `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
+      'upstreams:',
+      `  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`,
+      `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`,
+      'log: { level: warn, access: false }',
+      'timeouts: { shutdown_grace: 2s }',
+      '',
+    ].join('\n');
+    const launched = await launchPortico(path.join(tmp, id), yaml, [p.tcp, p.tls], cpus, id === 'portico-js' ? { PORTICO_NATIVE: '0' } : undefined);
+    if (launched.proc !== undefined) started.push(launched.proc);
+    const label = id === 'portico' ? `Portico (1 worker, ${nativeStatus().native ? 'splice relay' : 'JS relay: addon not built'})` : 'Portico (1 worker, JS relay: PORTICO_NATIVE=0)';
+    out.push({ id, label, ports: p, proc: launched.proc, error: launched.error });
+  }
+  return out;
+}
+
+function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; haproxy?: string; helloBytes: number; portico: string }): string {
+  const pin = c.pinning.enabled
+    ? `taskset: proxy on CPU ${c.pinning.proxyCpu} alone; connrate client and both backends on CPU ${c.pinning.clientCpu}`
+    : `off (${c.pinning.reason}): every process floats over all CPUs`;
+  return [
+    `date:       ${new Date().toISOString()}  (node dist/bench/e2e/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
+    `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
+    `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
+    `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off`,
+    `pinning:    ${pin}`,
+    `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
+    `connection: tcp = connect, ${REQUEST_BYTES} B request, ${REPLY_BYTES} B reply, backend closes, client closes; tls = the same with a ${c.helloBytes} B`,
+    `            TLS ClientHello (Node ${process.version}'s, SNI ${SNI}) as the request: proxies route on it, no handshake is completed`,
+    `kernel:     tcp_tw_reuse ${sysctl('net.ipv4.tcp_tw_reuse')}, ip_local_port_range ${sysctl('net.ipv4.ip_local_port_range')}, tcp_max_tw_buckets ${sysctl('net.ipv4.tcp_max_tw_buckets')}, somaxconn ${sysctl('net.core.somaxconn')}`,
+    `rounds:     ${o.rounds} x ${o.durationS} s (each target once per load per round, order rotated); ${o.warmupS} s untimed warm-up each; medians shown`,
+    'CPU:        utime+stime from /proc/PID/stat of each proxy tree (nginx master + worker, Portico primary + worker); client: its getrusage',
+  ].join('\n');
+}
+
+
+function main(): void {
+  const o = parseOptions(process.argv.slice(2));
+  if (!hasProc) throw new Error('this benchmark reads CPU time from /proc: run it on Linux');
+  benchmarkMain('connrate', o.keepTmp, (scope) => bench(o, scope));
+}
+
+async function bench(o: Options, { tmp, started, stopped }: BenchmarkScope): Promise<void> {
+  const pinning = choosePinning(o.pin, os.availableParallelism());
+  const pin = pinning.enabled ? pinning : undefined;
+  const versions = {
+    nginx: /nginx\/(\S+)/.exec(versionOf('nginx', ['-v']) ?? '')?.[1],
+    haproxy: /version (\d+\.\d+\.\d+)/.exec(versionOf('haproxy', ['-v']) ?? '')?.[1],
+  };
+  const bin = buildConnrate(tmp);
+  const requests: Record<Load, string> = { tcp: path.join(tmp, 'request-tcp.bin'), tls: path.join(tmp, 'request-tls.bin') };
+  writeFileSync(requests.tcp, Buffer.alloc(REQUEST_BYTES, 'q'));
+  const hello = await captureNodeHello({ servername: SNI });
+  writeFileSync(requests.tls, hello);
+  const conditions = formatConditions(o, { pinning, ...versions, helloBytes: hello.length, portico: porticoRevision() });
+  console.log(`L4 connection-rate benchmark\n${conditions}\n`);
+
+  // one backend per load, each expecting its own request bytes; registered as soon as started
+  const tcpBackend = await startBackend(bin, requests.tcp, pin?.backendCpu);
+  started.push(tcpBackend.proc);
+  const tlsBackend = await startBackend(bin, requests.tls, pin?.backendCpu);
+  started.push(tlsBackend.proc);
+  const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started);
+  const watchOf = (t: ConnTarget): Watch => ({ proxy: t.proc?.pid, backend: [tcpBackend.proc.pid, tlsBackend.proc.pid] });
+  const loadOf = (t: ConnTarget, l: Load, concurrency: number): ConnRateLoad => ({
+    binary: bin, port: t.ports[l], requestFile: requests[l], replyBytes: REPLY_BYTES, concurrency, sources: o.sources,
+  });
+  let maxTimeWait = timeWait();
+  const { runs, summaries } = await runPlan<ConnTarget, Load>({
+    targets,
+    loads: o.loads,
+    rounds: o.rounds,
+    warmupS: o.warmupS,
+    durationS: o.durationS,
+    noisyRetries: o.noisyRetries,
+    // CHECK_COUNT whole connections, every reply byte compared, no failure allowed
+    check: async (t, l) => void (await runConnRate(loadOf(t, l, 16), { count: CHECK_COUNT }, watchOf(t), pin?.clientCpu)),
+    load: (t, l, durationS) => runConnRate(loadOf(t, l, o.concurrency), { durationS }, watchOf(t), pin?.clientCpu),
+    note: () => {
+      const tw = timeWait();
+      maxTimeWait = Math.max(maxTimeWait, tw);
+      return `TIME_WAIT ${tw}`;
+    },
+    stopped,
+  });
+
+  const titles: Record<Load, string> = {
+    tcp: `New connections through a tcp listener (${o.concurrency} in flight, ${REQUEST_BYTES} B up, ${REPLY_BYTES} B down, ${o.durationS} s x ${o.rounds} rounds)`,
+    tls: `New connections through TLS passthrough by SNI (${o.concurrency} in flight, ${hello.length} B ClientHello up, ${REPLY_BYTES} B down, ${o.durationS} s x ${o.rounds} rounds)`,
+  };
+  const report = [
+    '',
+    '== Results ==',
+    conditions,
+    ...summaries.flatMap(({ scenario, rows }) => ['', titles[scenario], formatTable(scenario, rows)]),
+    '',
+    "CPU per process in each row's median run (% of one core over the timed window):",
+    ...summaries.flatMap(({ scenario, rows }) => [`${scenario}:`, formatProcesses(rows)]),
+    '',
+    `vs nginx / vs direct: ratio of median rates. proxy CPU-µs/${UNIT.tcp}: CPU of the proxy's process tree / connections completed;`,
+    "user + sys: its user-space and kernel parts. CPU eff. vs nginx: nginx's CPU-µs per connection / this row's.",
+    `TIME_WAIT sockets (machine-wide) peaked at ${maxTimeWait} after a run (tcp_max_tw_buckets ${sysctl('net.ipv4.tcp_max_tw_buckets')}).`,
+    ...caveats(runs, pinning),
+  ];
+  console.log(report.join('\n'));
+  mkdirSync(path.dirname(o.out), { recursive: true });
+  writeFileSync(o.out, `${JSON.stringify({ options: o, pinning, versions, helloBytes: hello.length, summary: summaries, runs }, null, 2)}\n`);
+  console.log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out}`);
+}
+
+try {
+  main();
+} catch (err) {
+  console.error(`connrate: ${(err as Error).message}`);
+  process.exit(1);
+}
