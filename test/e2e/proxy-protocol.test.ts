@@ -2,7 +2,8 @@
 // names in response headers the client address it read (v1 and v2), and its connection serial shows that a
 // kept-alive upstream connection serves one client only, even with clients interleaved. A small backend that
 // reads the header with Portico's own parser shows WebSocket tunnels and active health checks sending theirs.
-// Refused PROXY senders are counted in /metrics, summed over both workers.
+// Refused PROXY senders are counted in /metrics, summed over both workers. A reload that turns sending on
+// gives health checks the header too.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
@@ -13,7 +14,7 @@ import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '
 import { request } from '../helpers/clients.js';
 import { hasNginx, startNginx } from '../helpers/nginx.js';
 import { needPeer } from '../helpers/peers.js';
-import { startPortico, type Portico } from '../helpers/portico.js';
+import { reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
 import { ResponseReader, closedWithoutReply, connectPlain } from '../helpers/wire.js';
 
 async function adminPort(portico: Portico): Promise<number> {
@@ -205,6 +206,24 @@ test('a WebSocket tunnel to a PROXY-sending pool carries the header naming its c
   }
 });
 
+test('a reload that turns send_proxy_protocol on gives the active checks their header: a PROXY-only backend comes up', { timeout: 60_000 }, async (t) => {
+  const backend = await startPpBackend(t);
+  const target = `127.0.0.1:${backend.port}`;
+  const active = { type: 'http' as const, path: '/healthz', interval: '150ms', timeout: '2s', fails: 1, passes: 1 };
+  const config = (send: 'off' | 'v2') => ({
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: { web: { targets: [target], send_proxy_protocol: send, health: { active } } },
+    routes: [{ proxy: 'web' }],
+  });
+  const portico = await startPortico(t, config('off'));
+  // without a header the backend closes every probe
+  await portico.waitForLog((l) => l.msg === 'upstream target is down: active health check failed' && l.target === target, 15_000);
+  const r = await reloadPortico(portico, config('v2'));
+  assert.equal(r.code, 0, r.stderr);
+  await portico.waitForLog((l) => l.msg === 'upstream target is up: active health check passed' && l.target === target, 15_000);
+  assert.ok(backend.headers.some((h) => h.version === 2 && h.command === 'local'), 'probes open with a v2 LOCAL header');
+});
 
 async function sendAndWaitClose(port: number, bytes: Buffer, localAddress = '127.0.0.1'): Promise<void> {
   const s = net.connect({ host: '127.0.0.1', port, localAddress });
