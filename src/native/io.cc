@@ -114,6 +114,13 @@ void Rearm(State& s, Conn& c) {
   if (epoll_ctl(s.epfd, op, c.fd, &ev) == 0) c.mask = want;
 }
 
+// Takes the fd out of the epoll set (before a close, or while nothing is to be waited for).
+void Unregister(State& s, Conn& c) {
+  if (c.mask == 0) return;
+  epoll_event none{};
+  if (epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none) == 0) c.mask = 0;
+}
+
 int32_t NewConn(State& s, int fd) {
   int32_t id;
   if (!s.free_ids.empty()) {
@@ -249,9 +256,8 @@ int Round(State& s) {
       continue;
     }
     // Not reading (paused or after EOF) and the peer hung up: leave the set until JS resumes or closes.
-    if ((got & EPOLLHUP) != 0 && (!c.reading || c.eof) && c.out.size() == c.out_off && c.mask != 0) {
-      epoll_event none{};
-      if (epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none) == 0) c.mask = 0;
+    if ((got & EPOLLHUP) != 0 && (!c.reading || c.eof) && c.out.size() == c.out_off) {
+      Unregister(s, c);
       continue;
     }
     Rearm(s, c);
@@ -466,28 +472,10 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
-  if (c.mask != 0) {
-    epoll_event none{};
-    epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none);
-  }
+  Unregister(s, c);
   close(c.fd);
   FreeConn(s, id);
   return info.Env().Undefined();
-}
-
-// ioRelease(id) -> fd: hands the fd to the caller (for the splice relay); only with nothing queued.
-Napi::Value Release(const Napi::CallbackInfo& info) {
-  State& s = Own(info.Env());
-  int32_t id = IdArg(info, s);
-  Conn& c = s.conns[id];
-  if (c.out.size() > c.out_off) throw Napi::Error::New(info.Env(), "ioRelease: bytes are still queued");
-  if (c.mask != 0) {
-    epoll_event none{};
-    epoll_ctl(s.epfd, EPOLL_CTL_DEL, c.fd, &none);
-  }
-  int fd = c.fd;
-  FreeConn(s, id);
-  return Napi::Number::New(info.Env(), fd);
 }
 
 // ioKeepAlive(id, on, delaySeconds): TCP keep-alive probes after that much silence (finds peers that vanished).
@@ -578,7 +566,6 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));
   exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));
-  exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioKeepAlive", Napi::Function::New(env, KeepAlive, "ioKeepAlive"));
   exports.Set("ioQueued", Napi::Function::New(env, Queued, "ioQueued"));
   exports.Set("ioFd", Napi::Function::New(env, Fd, "ioFd"));
