@@ -3,7 +3,7 @@
 // Checks every result before timing it (STYLE.md 14); not a test, it asserts no speed.
 // Run: npx tsc -p . && node dist/bench/micro/accept.bench.js
 import { Bench } from 'tinybench';
-import os from 'node:os';
+import { printBatchTable } from './batch-table.js';
 import { parseClientHello } from '../../src/accept/client-hello.js';
 import { buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader } from '../../src/accept/proxy-protocol.js';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
@@ -107,19 +107,5 @@ bench
 
 await bench.run();
 
-console.log(`# accept parsers micro-benchmark — node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${os.platform()}`);
-console.log(`# each sample runs the call ${BATCH} times; ns/op and ops/s are per single call`);
-const rows = bench.tasks.map((t) => {
-  const r = t.result;
-  if (r.state !== 'completed') return { task: t.name, 'ns/op': r.state, 'ops/s': '', samples: 0 };
-  const nsPerOp = (r.latency.p50 * 1e6) / BATCH;
-  return {
-    task: t.name,
-    'ns/op (median)': nsPerOp.toFixed(0),
-    'ns/op (mean)': ((r.latency.mean * 1e6) / BATCH).toFixed(0),
-    'ops/s': Math.round(1e9 / nsPerOp).toLocaleString('en-US'),
-    samples: r.latency.samplesCount,
-  };
-});
-console.table(rows);
+printBatchTable('accept parsers micro-benchmark', bench, BATCH);
 if (sink === -1) console.log(sink); // keeps the results observable
