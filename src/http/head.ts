@@ -28,8 +28,14 @@ interface HeadCommon {
   bodyKind: BodyKind;
   /** Persistent connection per version and Connection header (RFC 9112 §9.3). */
   keepAlive: boolean;
-  /** Lower-cased tokens of the Connection header(s) (hop-by-hop names to drop, RFC 9110 §7.6.1). */
+  /**
+   * Lower-cased tokens of the Connection header(s): hop-by-hop names to drop (RFC 9110 §7.6.1). Never `host`,
+   * `content-length` or `transfer-encoding`: a peer cannot make Portico drop the fields that say where a
+   * message goes and where it ends (framing is Portico's own; such tokens are ignored, as nginx and HAProxy do).
+   */
   connection: string[];
+  /** Transfer-Encoding value(s) as received, joined with ", "; undefined when absent. */
+  transferEncoding: string | undefined;
   /** Lower-cased Upgrade header value when Connection lists "upgrade", else undefined. */
   upgrade: string | undefined;
 }
@@ -498,6 +504,7 @@ let fHostEnd = 0;
 let fHostPort = -1;
 let fHostUpper = false;
 let fConnection: string[] = [];
+let fTransferEncoding: string | undefined;
 
 /** Connection = #connection-option (RFC 9110 §7.6.1); list elements trimmed, empty ones ignored (RFC 9110 §5.6.1). */
 function readConnection(buf: Buffer, str: string, a: number, b: number): void {
@@ -522,6 +529,8 @@ function readConnection(buf: Buffer, str: string, a: number, b: number): void {
     } else if (n === 7 && eqLower(buf, es, L_UPGRADE)) {
       fUpgradeToken = true;
       fConnection.push('upgrade');
+    } else if ((n === 4 && eqLower(buf, es, L_HOST)) || (n === 14 && eqLower(buf, es, L_CONTENT_LENGTH)) || (n === 17 && eqLower(buf, es, L_TRANSFER_ENCODING))) {
+      // never hop-by-hop: dropping them would let the peer reframe the message (request smuggling)
     } else {
       fConnection.push(str.slice(es, ee).toLowerCase());
     }
@@ -570,6 +579,7 @@ function readFields(buf: Buffer, str: string, request: boolean): string[] | null
   fExpectContinue = false;
   fHostIndex = -1;
   fConnection = [];
+  fTransferEncoding = undefined;
   const n = fieldCount;
   const headers: string[] = [];
   for (let f = 0; f < n; f++) {
@@ -597,6 +607,7 @@ function readFields(buf: Buffer, str: string, request: boolean): string[] | null
         break;
       }
       case K_TRANSFER_ENCODING:
+        fTransferEncoding = fTransferEncoding === undefined ? headers[headers.length - 1] : `${fTransferEncoding}, ${headers[headers.length - 1]}`;
         readCodings(buf, vs, ve);
         if (fTeChunkedCount > 1) {
           failReason = 'chunked applied more than once (RFC 9112 §6.1)';
@@ -797,6 +808,7 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): ParseResult<R
     bodyKind,
     keepAlive,
     connection: fConnection,
+    transferEncoding: fTransferEncoding,
     // RFC 9110 §7.8 and §10.1.1: a server ignores Upgrade and 100-continue in HTTP/1.0 requests.
     upgrade: fUpgradeToken && minor === 1 ? fUpgrade : undefined,
     host,
@@ -878,6 +890,7 @@ export function parseResponseHead(buf: Buffer, limits: HeadLimits, requestMethod
     bodyKind,
     keepAlive,
     connection: fConnection,
+    transferEncoding: fTransferEncoding,
     // Only a 101 switches protocols; servers also advertise "Upgrade: h2c" on ordinary responses.
     upgrade: status === 101 && fUpgradeToken ? fUpgrade : undefined,
   };

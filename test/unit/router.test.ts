@@ -46,7 +46,7 @@ const SEED: ConfigInput = {
   ],
 };
 
-const VARS: RequestVars = { remoteAddr: '203.0.113.7', host: 'example.test', scheme: 'https', requestUri: '/a/b?c=1', serverPort: 8443 };
+const VARS: RequestVars = { remoteAddr: '203.0.113.7', host: 'example.test', scheme: 'https', requestUri: '/a/b?c=1', serverPort: 8443, trustedPeer: false };
 
 test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomcat', () => {
   const router = new Router(configSchema.parse(SEED));
