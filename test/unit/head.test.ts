@@ -661,3 +661,16 @@ test('chunked scanner bounds: size line length and trailer section size', () => 
   assert.equal(scanPieces([bytes(trailers)]).done, true);
   assert.equal(scanPieces([bytes(trailers)], undefined, 512).consumed, -1);
 });
+
+test('chunked trailers naming Content-Length, Transfer-Encoding or Host are refused (RFC 9110 §6.5.1), at any split', () => {
+  for (const name of ['Content-Length', 'transfer-encoding', 'HOST']) {
+    const o = assertChunkedSplitsEqual(Buffer.from(`3\r\nabc\r\n0\r\nX-T: 1\r\n${name}: 5\r\n\r\n`, 'latin1'), name);
+    assert.equal(o.consumed, -1, name);
+    assert.match(o.error ?? '', /in a trailer/);
+  }
+  for (const name of ['Content-Lengths', 'Hos', 'X-Host', 'Transfer-Encodin', 'H']) {
+    const body = Buffer.from(`3\r\nabc\r\n0\r\n${name}: 5\r\n\r\n`, 'latin1');
+    const o = assertChunkedSplitsEqual(body, name);
+    assert.deepEqual([o.consumed, o.done], [body.length, true], name);
+  }
+});
