@@ -19,7 +19,7 @@ async function echoThrough(t: import('node:test').TestContext, forwarding: Recor
     listeners: [plainListener()],
     upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
     routes: [{ proxy: 'app', ...routeExtra }],
-    forwarding,
+    ...(Object.keys(forwarding).length > 0 ? { forwarding } : {}),
   });
   const socket = await connectPlain(t, portico.httpPort);
   const reader = new ResponseReader(socket);
