@@ -37,7 +37,7 @@ import { compileForwarding, type ForwardingPolicy } from './http/forwarding.js';
 /** Values a header template may use (nginx names and meaning). */
 export interface RequestVars {
   remoteAddr: string; // $remote_addr
-  host: string; // $host: request-line or Host host, lower-cased, without port; else the listener's address (never '')
+  host: string; // $host: request-line or Host host, lower-cased, without port; else the address the client reached
   scheme: 'http' | 'https'; // $scheme
   requestUri: string; // $request_uri: the original target with query
   serverPort: number; // $server_port

@@ -7,6 +7,7 @@ import {
   Router,
   RouterConfigError,
   compileHeaderTemplate,
+  listenerHost,
   parseHeaderTemplate,
   stripTarget,
   validateHeaderTemplates,
@@ -335,4 +336,11 @@ test('validateRouteMatches reports bad host patterns and lower-case methods with
   assert.match(issues[3].message, /case-sensitive/);
   assert.deepEqual(validateRouteMatches(configSchema.parse(SEED)), []);
   assert.throws(() => new Router(bad), RouterConfigError);
+});
+
+test('listenerHost: the $host of a request without a host is the address reached, IPv6 bracketed, IPv4-mapped unwrapped', () => {
+  assert.equal(listenerHost('127.0.0.1'), '127.0.0.1');
+  assert.equal(listenerHost('::ffff:10.0.0.1'), '10.0.0.1');
+  assert.equal(listenerHost('::1'), '[::1]');
+  assert.equal(listenerHost(undefined), '');
 });
