@@ -516,16 +516,10 @@ export class Exchange {
       return;
     }
     this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
-    if (buf.length === used) {
-      client.write(headStr, 'latin1');
-    } else if (buf.length - used <= SMALL_BODY) {
-      this.#relayBody(buf, used, headStr); // head and first body bytes leave in one write
-    } else {
-      client.cork();
-      client.write(headStr, 'latin1');
-      this.#relayBody(buf, used, undefined);
-      client.uncork();
-    }
+    if (buf.length === used) client.write(headStr, 'latin1');
+    // the head leaves with the first body bytes, once they were found well framed: a broken chunked body in the
+    // head's read is then a clean 502, not a head counted as sent and never written
+    else this.#relayBody(buf, used, headStr);
   }
 
   /** Relays response body bytes of chunk[start..] (framed); `head`, when given, is sent first in the same write. */
@@ -555,15 +549,23 @@ export class Exchange {
     if (head !== undefined && used <= 0) this.#client.socket.write(head, 'latin1');
     if (used > 0) {
       this.bytesOut += used;
-      let out: Buffer;
-      if (head !== undefined) {
-        out = Buffer.allocUnsafe(head.length + used);
+      const client = this.#client.socket;
+      const body = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+      let ok: boolean;
+      if (head === undefined) {
+        ok = client.write(body);
+      } else if (used <= SMALL_BODY) {
+        // head and first body bytes leave in one write
+        const out = Buffer.allocUnsafe(head.length + used);
         out.write(head, 0, 'latin1');
         chunk.copy(out, head.length, start, start + used);
+        ok = client.write(out);
       } else {
-        out = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+        client.cork();
+        client.write(head, 'latin1');
+        ok = client.write(body);
+        client.uncork();
       }
-      const ok = this.#client.socket.write(out);
       if (!ok && !done && !this.#clientPausedUpstream) {
         this.#clientPausedUpstream = true;
         this.#upstream?.pause();

@@ -108,6 +108,9 @@ test('an invalid chunked body in the same read as its head gives a 502; after th
   const port = await startScriptedHttpPeer(t, (head, s) => {
     if (head.startsWith('GET /same-read')) {
       s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+    } else if (head.startsWith('GET /big-same-read')) {
+      // more than the 16 KiB that are copied to leave with the head: the head must still wait for the check
+      s.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n${'x'.repeat(20_000)}`);
     } else {
       s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
       sendBad = () => s.write('3\r\nabc\r\nzz\r\n');
@@ -120,6 +123,12 @@ test('an invalid chunked body in the same read as its head gives a 502; after th
   const res = await r1.next();
   assert.equal(res.status, 502);
   await r1.rest();
+
+  const s3 = await connectPlain(t, portico.httpPort);
+  const r3 = new ResponseReader(s3);
+  s3.write('GET /big-same-read HTTP/1.1\r\nHost: h\r\n\r\n');
+  assert.equal((await r3.next()).status, 502);
+  await r3.rest();
 
   const s2 = await connectPlain(t, portico.httpPort);
   const r2 = new ResponseReader(s2);
