@@ -10,7 +10,7 @@ import { Exchange, type ClientSide } from './http/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from './http/head.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
-import type { CompiledRoute, RequestVars, Router } from './router.js';
+import { listenerHost, type CompiledRoute, type RequestVars, type Router } from './router.js';
 import { Tunnel, type ClosedBy } from './tunnel/relay.js';
 import { SpliceTunnel, canSplice } from './tunnel/splice.js';
 import type { UpstreamClient, UpstreamPool } from './upstream/pool.js';
@@ -221,7 +221,7 @@ class ClientConnection implements ClientSide, Tracked {
     this.#proxied = proxied;
     const ra = proxied?.source?.address ?? socket.remoteAddress ?? '';
     this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
-    this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port };
+    this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port, trustedPeer: false };
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('end', this.#onEnd);
@@ -350,7 +350,9 @@ class ClientConnection implements ClientSide, Tracked {
     }
     // RFC 6455 §4.1: an opening handshake is an HTTP/1.1 GET; other Upgrade offers are dropped (hop-by-hop)
     const tunnel = head.upgrade === 'websocket' && head.method === 'GET' && head.versionMinor === 1 && head.bodyKind === 'none';
-    this.vars = { remoteAddr: this.#remoteAddr, host: head.host ?? '', scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port };
+    const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
+    const trustedPeer = this.ctx.router.forwarding.trusts(this.#remoteAddr);
+    this.vars = { remoteAddr: this.#remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
     if (!head.keepAlive) this.#closeAfter = true;
     const ex = new Exchange(this, head, route, pool, tunnel);
     this.#ex = ex;

@@ -32,14 +32,17 @@
 // (`5$`, `$ 1`). Any other `$name` is a config error (validateHeaderTemplates reports it with its path).
 import type { Config, RouteConfig, TunnelConfig } from './config/schema.js';
 import type { ErrorCode } from './errors.js';
+import { compileForwarding, type ForwardingPolicy } from './http/forwarding.js';
 
 /** Values a header template may use (nginx names and meaning). */
 export interface RequestVars {
   remoteAddr: string; // $remote_addr
-  host: string; // $host: Host header without port, lower-cased, else the listener's address
+  host: string; // $host: request-line or Host host, lower-cased, without port; else the address the client reached
   scheme: 'http' | 'https'; // $scheme
   requestUri: string; // $request_uri: the original target with query
   serverPort: number; // $server_port
+  /** The peer is one of `forwarding.trusted_proxies`: its X-Forwarded-* and Forwarded fields are kept. Not a template variable. */
+  trustedPeer: boolean;
 }
 
 export interface CompiledHeaderOps {
@@ -59,6 +62,8 @@ export interface CompiledRoute {
   requestHeaders: CompiledHeaderOps;
   responseHeaders: CompiledHeaderOps;
   tunnel: TunnelConfig;
+  /** The config's forwarding policy (the same object for every route of one config). */
+  forwarding: ForwardingPolicy;
 }
 
 export type Decision =
@@ -355,6 +360,8 @@ const NOT_FOUND: Decision = Object.freeze({ kind: 'reject', code: 'ROUTE_NOT_FOU
 export class Router {
   /** Compiled routes in file order. */
   readonly routes: readonly CompiledRoute[];
+  /** Whom to believe about forwarding headers (config `forwarding`). */
+  readonly forwarding: ForwardingPolicy;
   readonly #exactHosts = new Map<string, PathTable>();
   /** Longest suffix first. */
   readonly #wildcards: WildcardEntry[] = [];
@@ -365,6 +372,8 @@ export class Router {
     if (issues.length > 0) throw new RouterConfigError(issues);
 
     const routes: CompiledRoute[] = [];
+    const forwarding = compileForwarding(config);
+    this.forwarding = forwarding;
     let anyHost: PathTable | undefined;
     config.routes.forEach((r, index) => {
       const route: CompiledRoute = Object.freeze({
@@ -375,6 +384,7 @@ export class Router {
         requestHeaders: compileHeaderOps(r.request_headers),
         responseHeaders: compileHeaderOps(r.response_headers),
         tunnel: r.tunnel ?? config.tunnel,
+        forwarding,
       });
       routes.push(route);
       const candidate: Candidate = {
@@ -435,4 +445,16 @@ export function stripTarget(target: string, stripPrefix: string): string {
   if (stripPrefix === '' || !target.startsWith(stripPrefix)) return target;
   const rest = target.slice(stripPrefix.length);
   return rest === '' || rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+}
+
+/**
+ * $host when the request names no host (HTTP/1.0 without Host, or an empty Host): nginx falls back to the
+ * server name; Portico has none, so the address the client reached (`localAddress`; IPv4-mapped shown as IPv4,
+ * IPv6 in brackets). Otherwise $host is the request's host (absolute-form target or Host, which the parser
+ * made agree), lower-cased, without port.
+ */
+export function listenerHost(localAddress: string | undefined): string {
+  const a = localAddress ?? '';
+  if (a.startsWith('::ffff:') && a.includes('.')) return a.slice(7);
+  return a.includes(':') ? `[${a}]` : a;
 }

@@ -87,10 +87,38 @@ const stringList = z.union([z.string(), z.array(z.string()).min(1)]).transform((
 
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.1 token
 
+/**
+ * Fields Portico owns on every hop: the message's target and framing (Host, Content-Length, Transfer-Encoding)
+ * and the hop-by-hop fields (RFC 9110 §7.6.1). A route rule that set or removed one could reframe a message
+ * (request smuggling) or break keep-alive and WebSocket upgrades, so `check` refuses it.
+ */
+const PROXY_OWNED: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'http2-settings']);
+
+const ownedName = (name: string): string | undefined =>
+  PROXY_OWNED.has(name.toLowerCase()) ? `${name} is set by Portico itself (message target, framing or hop-by-hop, RFC 9110 §7.6.1): a header rule may not set or remove it` : undefined;
+
 const headerOps = z
   .object({
-    set: z.record(z.string().regex(HEADER_NAME, 'header name must be an RFC 9110 token'), z.string().regex(/^[^\r\n\0]*$/, 'header value must not contain CR, LF or NUL')).default({}),
-    remove: z.array(z.string().regex(HEADER_NAME, 'header name must be an RFC 9110 token')).default([]),
+    set: z
+      .record(z.string().regex(HEADER_NAME, 'header name must be an RFC 9110 token'), z.string().regex(/^[^\r\n\0]*$/, 'header value must not contain CR, LF or NUL'))
+      .superRefine((set, ctx) => {
+        for (const name of Object.keys(set)) {
+          const problem = ownedName(name);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: problem });
+        }
+      })
+      .default({}),
+    remove: z
+      .array(
+        z
+          .string()
+          .regex(HEADER_NAME, 'header name must be an RFC 9110 token')
+          .superRefine((name, ctx) => {
+            const problem = ownedName(name);
+            if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+          }),
+      )
+      .default([]),
   })
   .strict()
   .prefault({});
@@ -625,6 +653,29 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
         /** One line per request and per tunnel (default true). */
         access: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) and whom to believe about them. A client's copies
+     * are believed only from `trusted_proxies` (like nginx `set_real_ip_from`); from anyone else Portico sets
+     * them itself. The address checked is the client address Portico sees (a PROXY header's source included).
+     */
+    forwarding: z
+      .object({
+        /** CIDRs or addresses of proxies in front of Portico whose forwarding headers are kept and appended to (default none). */
+        trusted_proxies: z
+          .array(
+            z.string().superRefine((v, ctx) => {
+              const problem = checkCidr(v);
+              if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+            }),
+          )
+          .default([]),
+        /** X-Forwarded-For from an untrusted peer: `replace` it with the peer address (default) or `append` the peer to it. */
+        x_forwarded_for: z.enum(['replace', 'append']).default('replace'),
+        /** Also send an RFC 7239 `Forwarded` element (for, host, proto); default false (a client's copy is still dropped). */
+        forwarded: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

@@ -8,13 +8,31 @@ import { ProxyError, type ErrorCode } from '../errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from './head.js';
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
 import type { Target } from '../upstream/balancer.js';
+import { forwardedElement } from './forwarding.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
 import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 
-/** RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection and h2c's HTTP2-Settings). */
-const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings']);
-/** Fields Portico sets itself on requests (a client's copy would be a spoof). X-Forwarded-For is appended to. */
-const PROXY_SET: ReadonlySet<string> = new Set(['x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']);
+/**
+ * Dropped when copying headers either way: RFC 9110 §7.6.1 hop-by-hop fields (plus the legacy Proxy-Connection
+ * and h2c's HTTP2-Settings), and the framing fields, which are never copied but written from the framing Portico
+ * read the body with (so nothing a peer lists in `Connection` can take them away: request smuggling).
+ */
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings', 'content-length', 'transfer-encoding']);
+/** Forwarding fields: a client's copies count only from a trusted proxy (see forwarding.ts); Portico sets its own. */
+const F_FOR = 1;
+const F_REAL_IP = 2;
+const F_PROTO = 3;
+const F_HOST = 4;
+const F_PORT = 5;
+const F_FORWARDED = 6;
+const FORWARDING: ReadonlyMap<string, number> = new Map([
+  ['x-forwarded-for', F_FOR],
+  ['x-real-ip', F_REAL_IP],
+  ['x-forwarded-proto', F_PROTO],
+  ['x-forwarded-host', F_HOST],
+  ['x-forwarded-port', F_PORT],
+  ['forwarded', F_FORWARDED],
+]);
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -23,8 +41,7 @@ const SMALL_BODY = 16 * 1024;
 const RESPONSE_HEAD_LIMITS: HeadLimits = { headerSize: 64 * 1024, uriSize: 8192, headers: 200 };
 
 const ownCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
-const requestSkipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
-const responseSkipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
+const skipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
 
 /** Names a route's header rules own: removed, or replaced by `set` (computed once per route). */
 function ownNames(ops: CompiledHeaderOps): ReadonlySet<string> {
@@ -36,19 +53,21 @@ function ownNames(ops: CompiledHeaderOps): ReadonlySet<string> {
   return s;
 }
 
-/** Names dropped when copying a message's headers: hop-by-hop, `extra`, and the route's own names. */
-function skipNames(cache: WeakMap<CompiledHeaderOps, ReadonlySet<string>>, ops: CompiledHeaderOps, extra: ReadonlySet<string>): ReadonlySet<string> {
-  let s = cache.get(ops);
+/** Names dropped when copying a message's headers: hop-by-hop and framing, and the route's own names. */
+function skipNames(ops: CompiledHeaderOps): ReadonlySet<string> {
+  let s = skipCache.get(ops);
   if (s === undefined) {
-    s = new Set<string>([...HOP_BY_HOP, ...extra, ...ownNames(ops)]);
-    cache.set(ops, s);
+    s = new Set<string>([...HOP_BY_HOP, ...ownNames(ops)]);
+    skipCache.set(ops, s);
   }
   return s;
 }
 
 /**
  * The request head sent upstream: origin-form target (prefix stripped when configured), hop-by-hop fields and
- * the client's Connection-named fields dropped, X-Forwarded-* and X-Real-IP added unless configured away.
+ * the client's Connection-named fields dropped, framing written from the parsed head, forwarding fields per the
+ * route's forwarding policy: a trusted proxy's are kept (X-Forwarded-For and Forwarded appended to), anyone
+ * else's replaced by Portico's (X-Forwarded-For appended to when `x_forwarded_for: append`).
  */
 export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: RequestVars, tunnel: boolean): string {
   let path = h.path;
@@ -57,27 +76,59 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
     if (path === '' || path.charCodeAt(0) !== 47 /* / */) path = '/' + path;
   }
   const ops = route.requestHeaders;
-  const skip = skipNames(requestSkipCache, ops, PROXY_SET);
+  const skip = skipNames(ops);
   const connTokens = h.connection;
+  const trusted = vars.trustedPeer;
   let out = `${h.method} ${path}${h.query} HTTP/1.${h.versionMinor}\r\n`;
   let xff: string | undefined;
+  let fwd: string | undefined;
+  let realIp: string | undefined;
+  let proto: string | undefined;
+  let fhost: string | undefined;
+  let port: string | undefined;
   const hs = h.headers;
   for (let i = 0; i < hs.length; i += 2) {
     const name = hs[i];
     const lower = name.toLowerCase();
-    if (lower === 'x-forwarded-for') {
-      xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
+    if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    const f = FORWARDING.get(lower);
+    if (f === undefined) {
+      out += `${name}: ${hs[i + 1]}\r\n`;
       continue;
     }
-    if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
-    out += `${name}: ${hs[i + 1]}\r\n`;
+    const v = hs[i + 1];
+    // repeated fields are one list (RFC 9110 §5.3); only X-Forwarded-For is read from untrusted peers (append mode)
+    if (f === F_FOR) xff = xff === undefined ? v : `${xff}, ${v}`;
+    else if (!trusted) continue;
+    else if (f === F_FORWARDED) fwd = fwd === undefined ? v : `${fwd}, ${v}`;
+    else if (f === F_REAL_IP) realIp ??= v;
+    else if (f === F_PROTO) proto ??= v;
+    else if (f === F_HOST) fhost ??= v;
+    else port ??= v;
   }
+  // RFC 9112 §6: the framing Portico reads the body with, whatever the client listed in Connection.
+  if (h.bodyKind === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
+  else if (h.bodyKind === 'length') out += `Content-Length: ${h.contentLength}\r\n`;
   // Defaults, unless the route removes them or sets its own value (nginx proxy_set_header semantics).
   const own = ownNames(ops);
-  if (!own.has('x-forwarded-for')) out += `X-Forwarded-For: ${xff === undefined ? vars.remoteAddr : `${xff}, ${vars.remoteAddr}`}\r\n`;
-  if (!own.has('x-forwarded-proto')) out += `X-Forwarded-Proto: ${vars.scheme}\r\n`;
-  if (h.hostRaw !== undefined && !own.has('x-forwarded-host')) out += `X-Forwarded-Host: ${h.hostRaw}\r\n`;
-  if (!own.has('x-real-ip')) out += `X-Real-IP: ${vars.remoteAddr}\r\n`;
+  const policy = route.forwarding;
+  if (!own.has('x-forwarded-for')) {
+    const keep = xff !== undefined && (trusted || policy.xForwardedFor === 'append');
+    out += `X-Forwarded-For: ${keep ? `${xff}, ${vars.remoteAddr}` : vars.remoteAddr}\r\n`;
+  }
+  if (!own.has('x-forwarded-proto')) out += `X-Forwarded-Proto: ${proto ?? vars.scheme}\r\n`;
+  const host = fhost ?? h.hostRaw;
+  if (host !== undefined && !own.has('x-forwarded-host')) out += `X-Forwarded-Host: ${host}\r\n`;
+  if (!own.has('x-forwarded-port')) out += `X-Forwarded-Port: ${port ?? vars.serverPort}\r\n`;
+  if (!own.has('x-real-ip')) out += `X-Real-IP: ${realIp ?? vars.remoteAddr}\r\n`;
+  if (!own.has('forwarded')) {
+    if (policy.forwarded) {
+      const mine = forwardedElement(vars.remoteAddr, h.hostRaw, vars.scheme);
+      out += `Forwarded: ${fwd === undefined ? mine : `${fwd}, ${mine}`}\r\n`;
+    } else if (fwd !== undefined) {
+      out += `Forwarded: ${fwd}\r\n`;
+    }
+  }
   for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
   if (tunnel) out += `Connection: Upgrade\r\nUpgrade: ${h.upgrade}\r\n`;
   else if (h.versionMinor === 0) out += 'Connection: keep-alive\r\n';
@@ -85,11 +136,12 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
 }
 
 /**
- * The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us.
+ * The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us, the
+ * framing fields written from the parsed head (a backend's `Connection: content-length` removes nothing).
  * `setCookie`: a stickiness cookie Portico adds (balance: cookie).
  */
 export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | '', setCookie?: string): string {
-  const skip = skipNames(responseSkipCache, ops, EMPTY);
+  const skip = skipNames(ops);
   const connTokens = r.connection;
   let out = `HTTP/1.1 ${r.status} ${r.reason}\r\n`;
   const hs = r.headers;
@@ -99,13 +151,15 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
     if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
     out += `${name}: ${hs[i + 1]}\r\n`;
   }
+  // The body is relayed as received, so its codings are too; a HEAD or 304 answer keeps its Content-Length.
+  if (r.transferEncoding !== undefined) out += `Transfer-Encoding: ${r.transferEncoding}\r\n`;
+  else if (r.contentLength >= 0) out += `Content-Length: ${r.contentLength}\r\n`;
   for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
   if (setCookie !== undefined) out += `Set-Cookie: ${setCookie}\r\n`;
   if (connection === 'upgrade') out += `Connection: Upgrade\r\nUpgrade: ${r.upgrade ?? 'websocket'}\r\n`;
   else if (connection !== '') out += `Connection: ${connection}\r\n`;
   return out + '\r\n';
 }
-const EMPTY: ReadonlySet<string> = new Set();
 
 /** RFC 6455 §4.2.2: the accept value a server must answer for a client's Sec-WebSocket-Key. */
 export function websocketAccept(key: string): string {
@@ -408,8 +462,9 @@ export class Exchange {
       }
       const res = r.head;
       if (res.status >= 100 && res.status < 200 && res.status !== 101) {
-        // RFC 9110 §15.2: interim responses are relayed (100 Continue only to clients that asked for it)
-        if (res.status !== 100 || this.head.expectContinue) {
+        // RFC 9110 §15.2: interim responses are relayed (100 Continue only to clients that asked for it), never
+        // to an HTTP/1.0 client, which cannot tell them from the final response
+        if (this.head.versionMinor === 1 && (res.status !== 100 || this.head.expectContinue)) {
           const interim = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, '');
           this.#client.socket.write(interim, 'latin1');
           this.bytesOut += interim.length;
@@ -461,16 +516,10 @@ export class Exchange {
       return;
     }
     this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
-    if (buf.length === used) {
-      client.write(headStr, 'latin1');
-    } else if (buf.length - used <= SMALL_BODY) {
-      this.#relayBody(buf, used, headStr); // head and first body bytes leave in one write
-    } else {
-      client.cork();
-      client.write(headStr, 'latin1');
-      this.#relayBody(buf, used, undefined);
-      client.uncork();
-    }
+    if (buf.length === used) client.write(headStr, 'latin1');
+    // the head leaves with the first body bytes, once they were found well framed: a broken chunked body in the
+    // head's read is then a clean 502, not a head counted as sent and never written
+    else this.#relayBody(buf, used, headStr);
   }
 
   /** Relays response body bytes of chunk[start..] (framed); `head`, when given, is sent first in the same write. */
@@ -485,6 +534,11 @@ export class Exchange {
     } else if (this.#resChunked !== null) {
       used = this.#resChunked.push(chunk, start);
       if (used < 0) {
+        if (head !== undefined) {
+          // the head was to leave with these bytes and has not been written: the client still gets a clean 502
+          this.responseStarted = false;
+          this.bytesOut -= head.length;
+        }
         this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `invalid chunked response body: ${this.#resChunked.error ?? ''}`));
         return;
       }
@@ -495,15 +549,23 @@ export class Exchange {
     if (head !== undefined && used <= 0) this.#client.socket.write(head, 'latin1');
     if (used > 0) {
       this.bytesOut += used;
-      let out: Buffer;
-      if (head !== undefined) {
-        out = Buffer.allocUnsafe(head.length + used);
+      const client = this.#client.socket;
+      const body = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+      let ok: boolean;
+      if (head === undefined) {
+        ok = client.write(body);
+      } else if (used <= SMALL_BODY) {
+        // head and first body bytes leave in one write
+        const out = Buffer.allocUnsafe(head.length + used);
         out.write(head, 0, 'latin1');
         chunk.copy(out, head.length, start, start + used);
+        ok = client.write(out);
       } else {
-        out = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+        client.cork();
+        client.write(head, 'latin1');
+        ok = client.write(body);
+        client.uncork();
       }
-      const ok = this.#client.socket.write(out);
       if (!ok && !done && !this.#clientPausedUpstream) {
         this.#clientPausedUpstream = true;
         this.#upstream?.pause();

@@ -28,8 +28,14 @@ interface HeadCommon {
   bodyKind: BodyKind;
   /** Persistent connection per version and Connection header (RFC 9112 §9.3). */
   keepAlive: boolean;
-  /** Lower-cased tokens of the Connection header(s) (hop-by-hop names to drop, RFC 9110 §7.6.1). */
+  /**
+   * Lower-cased tokens of the Connection header(s): hop-by-hop names to drop (RFC 9110 §7.6.1). Never `host`,
+   * `content-length` or `transfer-encoding`: a peer cannot make Portico drop the fields that say where a
+   * message goes and where it ends (framing is Portico's own; such tokens are ignored, as nginx and HAProxy do).
+   */
   connection: string[];
+  /** Transfer-Encoding value(s) as received, joined with ", "; undefined when absent. */
+  transferEncoding: string | undefined;
   /** Lower-cased Upgrade header value when Connection lists "upgrade", else undefined. */
   upgrade: string | undefined;
 }
@@ -498,6 +504,7 @@ let fHostEnd = 0;
 let fHostPort = -1;
 let fHostUpper = false;
 let fConnection: string[] = [];
+let fTransferEncoding: string | undefined;
 
 /** Connection = #connection-option (RFC 9110 §7.6.1); list elements trimmed, empty ones ignored (RFC 9110 §5.6.1). */
 function readConnection(buf: Buffer, str: string, a: number, b: number): void {
@@ -522,6 +529,8 @@ function readConnection(buf: Buffer, str: string, a: number, b: number): void {
     } else if (n === 7 && eqLower(buf, es, L_UPGRADE)) {
       fUpgradeToken = true;
       fConnection.push('upgrade');
+    } else if ((n === 4 && eqLower(buf, es, L_HOST)) || (n === 14 && eqLower(buf, es, L_CONTENT_LENGTH)) || (n === 17 && eqLower(buf, es, L_TRANSFER_ENCODING))) {
+      // never hop-by-hop: dropping them would let the peer reframe the message (request smuggling)
     } else {
       fConnection.push(str.slice(es, ee).toLowerCase());
     }
@@ -570,6 +579,7 @@ function readFields(buf: Buffer, str: string, request: boolean): string[] | null
   fExpectContinue = false;
   fHostIndex = -1;
   fConnection = [];
+  fTransferEncoding = undefined;
   const n = fieldCount;
   const headers: string[] = [];
   for (let f = 0; f < n; f++) {
@@ -597,6 +607,7 @@ function readFields(buf: Buffer, str: string, request: boolean): string[] | null
         break;
       }
       case K_TRANSFER_ENCODING:
+        fTransferEncoding = fTransferEncoding === undefined ? headers[headers.length - 1] : `${fTransferEncoding}, ${headers[headers.length - 1]}`;
         readCodings(buf, vs, ve);
         if (fTeChunkedCount > 1) {
           failReason = 'chunked applied more than once (RFC 9112 §6.1)';
@@ -797,6 +808,7 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): ParseResult<R
     bodyKind,
     keepAlive,
     connection: fConnection,
+    transferEncoding: fTransferEncoding,
     // RFC 9110 §7.8 and §10.1.1: a server ignores Upgrade and 100-continue in HTTP/1.0 requests.
     upgrade: fUpgradeToken && minor === 1 ? fUpgrade : undefined,
     host,
@@ -878,6 +890,7 @@ export function parseResponseHead(buf: Buffer, limits: HeadLimits, requestMethod
     bodyKind,
     keepAlive,
     connection: fConnection,
+    transferEncoding: fTransferEncoding,
     // Only a 101 switches protocols; servers also advertise "Upgrade: h2c" on ordinary responses.
     upgrade: status === 101 && fUpgradeToken ? fUpgrade : undefined,
   };
@@ -917,6 +930,13 @@ const C_ERROR = 20;
 
 /** Max hex digits of a chunk-size: 16 would already overflow 2^53, the cap is a syntax bound before the value bound. */
 const MAX_SIZE_DIGITS = 16;
+/**
+ * Trailer names refused (RFC 9110 §6.5.1: fields that frame or route a message are not allowed in trailers; a
+ * recipient that merged one into the head would reframe the message). Matched byte by byte as the name arrives:
+ * bit k of the scanner's match mask stays set while the name is still a prefix of FORBIDDEN_TRAILERS[k].
+ */
+const FORBIDDEN_TRAILERS: readonly Uint8Array[] = [L_CONTENT_LENGTH, L_TRANSFER_ENCODING, L_HOST];
+const ALL_FORBIDDEN = (1 << FORBIDDEN_TRAILERS.length) - 1;
 
 /**
  * Tracks a chunked body (RFC 9112 §7.1) as it streams, to find its end without decoding it.
@@ -930,6 +950,9 @@ export class ChunkedScanner {
   #digits = 0;
   #lineBytes = 0;
   #trailerBytes = 0;
+  /** Current trailer name: bytes read and which forbidden names it still matches (see FORBIDDEN_TRAILERS). */
+  #nameLen = 0;
+  #nameMatch = 0;
   #error: string | undefined;
 
   /** `maxTrailerBytes` bounds the whole trailer section (optional; Portico addition). */
@@ -951,6 +974,24 @@ export class ChunkedScanner {
     this.#state = C_ERROR;
     this.#error = reason;
     return -1;
+  }
+
+  /** Narrows the forbidden-name mask by one trailer name byte (tchar, so `| 0x20` lower-cases letters only). */
+  #matchName(c: number): void {
+    const at = this.#nameLen++;
+    let m = this.#nameMatch;
+    for (let k = 0; m !== 0 && k < FORBIDDEN_TRAILERS.length; k++) {
+      const l = FORBIDDEN_TRAILERS[k];
+      if ((m & (1 << k)) !== 0 && (at >= l.length || (c | 0x20) !== l[at])) m &= ~(1 << k);
+    }
+    this.#nameMatch = m;
+  }
+
+  #forbiddenName(): boolean {
+    for (let k = 0; k < FORBIDDEN_TRAILERS.length; k++) {
+      if ((this.#nameMatch & (1 << k)) !== 0 && this.#nameLen === FORBIDDEN_TRAILERS[k].length) return true;
+    }
+    return false;
   }
 
   /**
@@ -1066,13 +1107,20 @@ export class ChunkedScanner {
           break;
         case C_TRAILER_START:
           if (c === CR) state = C_FINAL_LF;
-          else if (TCHAR[c] === 1) state = C_TRAILER_NAME;
-          else if (c === SP || c === HTAB) return this.#fail('obs-fold in trailer section (RFC 9112 §5.2)');
+          else if (TCHAR[c] === 1) {
+            state = C_TRAILER_NAME;
+            this.#nameLen = 0;
+            this.#nameMatch = ALL_FORBIDDEN;
+            this.#matchName(c);
+          } else if (c === SP || c === HTAB) return this.#fail('obs-fold in trailer section (RFC 9112 §5.2)');
           else return this.#fail(c === LF ? 'bare LF in trailer section' : 'invalid trailer field name');
           break;
         case C_TRAILER_NAME:
-          if (c === COLON) state = C_TRAILER_VALUE;
-          else if (TCHAR[c] !== 1) return this.#fail(c === SP || c === HTAB ? 'whitespace between trailer name and colon' : 'invalid trailer field name');
+          if (c === COLON) {
+            if (this.#nameMatch !== 0 && this.#forbiddenName()) return this.#fail('Content-Length, Transfer-Encoding or Host in a trailer (RFC 9110 §6.5.1)');
+            state = C_TRAILER_VALUE;
+          } else if (TCHAR[c] === 1) this.#matchName(c);
+          else return this.#fail(c === SP || c === HTAB ? 'whitespace between trailer name and colon' : 'invalid trailer field name');
           break;
         case C_TRAILER_VALUE:
           if (c === CR) state = C_TRAILER_LF;

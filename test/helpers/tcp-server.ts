@@ -30,3 +30,21 @@ export function tcpEchoServer(t: TestContext): Promise<number> {
 export function startSilentPeer(t: TestContext): Promise<number> {
   return tcpPeer(t, () => {});
 }
+
+/**
+ * A scripted HTTP/1.1 peer: `answer(head, socket)` is called once per request head it reads (bodies are not
+ * expected) and writes whatever raw response the test needs, malformed ones included.
+ */
+export function startScriptedHttpPeer(t: TestContext, answer: (head: string, socket: Socket) => void): Promise<number> {
+  return tcpPeer(t, (s) => {
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, end + 4);
+        buf = buf.slice(end + 4);
+        answer(head, s);
+      }
+    });
+  });
+}

@@ -572,3 +572,46 @@ test('router rules are config errors with paths: unknown header variable, bad ho
   assert.ok(paths.some((p) => p.startsWith('routes[1].request_headers.set')), paths.join(' | '));
   assert.ok(errs.every((e) => typeof e.line === 'number'));
 });
+
+test('portico check refuses header rules on Host, framing and hop-by-hop fields, and bad forwarding values, with their paths', async (t) => {
+  const yaml = [
+    'listeners: [{ address: 127.0.0.1:0 }]',
+    'upstreams: { app: { targets: [127.0.0.1:9] } }',
+    'forwarding:',
+    '  trusted_proxies: [10.0.0.0/33]',
+    '  x_forwarded_for: keep',
+    'routes:',
+    '  - match: { path: /a }',
+    '    proxy: app',
+    '    request_headers:',
+    '      set: { Host: backend.internal, X-Ok: "1" }',
+    '      remove: [Content-Length]',
+    '    response_headers:',
+    '      remove: [Transfer-Encoding, Server]',
+    '      set: { Connection: close }',
+    '',
+  ].join('\n');
+  const errors = errorsOf(load(t, yaml));
+  expectError(errors, yaml, 'routes[0].request_headers.set.Host', 'set: { Host', /Host is set by Portico itself/);
+  expectError(errors, yaml, 'routes[0].request_headers.remove[0]', 'remove: [Content-Length]', /Content-Length is set by Portico itself/);
+  expectError(errors, yaml, 'routes[0].response_headers.remove[0]', 'remove: [Transfer-Encoding', /Transfer-Encoding is set by Portico itself/);
+  expectError(errors, yaml, 'routes[0].response_headers.set.Connection', 'set: { Connection', /hop-by-hop/);
+  expectError(errors, yaml, 'forwarding.trusted_proxies[0]', 'trusted_proxies', /prefix must be 0\.\.32/);
+  expectError(errors, yaml, 'forwarding.x_forwarded_for', 'x_forwarded_for', /replace|append/);
+  assert.equal(errors.length, 6, formatErrors('f', errors));
+  for (const name of ['TE', 'Keep-Alive', 'Upgrade', 'Proxy-Connection', 'Trailer']) {
+    const one = edit(yaml, 'remove: [Content-Length]', `remove: [${name}]`);
+    assert.ok(errorsOf(load(t, one)).some((e) => e.path === 'routes[0].request_headers.remove[0]'), name);
+  }
+  const dir = folder(t, { 'c.yaml': yaml });
+  const r = await runCli(['check', '-c', path.join(dir, 'c.yaml')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /c\.yaml:10:\d+ routes\[0\]\.request_headers\.set\.Host: Host is set by Portico itself/);
+});
+
+test('forwarding defaults: no trusted proxies, X-Forwarded-For replaced, no Forwarded', (t) => {
+  const c = loaded(load(t, BASE));
+  assert.deepEqual(c.forwarding, { trusted_proxies: [], x_forwarded_for: 'replace', forwarded: false });
+  const on = loaded(load(t, `${BASE}forwarding: { trusted_proxies: [10.0.0.0/8, "::1"], x_forwarded_for: append, forwarded: true }\n`));
+  assert.deepEqual(on.forwarding, { trusted_proxies: ['10.0.0.0/8', '::1'], x_forwarded_for: 'append', forwarded: true });
+});

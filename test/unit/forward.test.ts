@@ -20,9 +20,10 @@ function res(raw: string, method = 'GET'): ResponseHead {
   return (r as { head: ResponseHead }).head;
 }
 
-function routeFor(routeCfg: Record<string, unknown>, path = '/'): CompiledRoute {
+function routeFor(routeCfg: Record<string, unknown>, path = '/', forwarding: Record<string, unknown> = {}): CompiledRoute {
   const config = configSchema.parse({
     listeners: [{ address: '127.0.0.1:0' }],
+    forwarding,
     upstreams: { app: { targets: ['127.0.0.1:9'] } },
     routes: [{ proxy: 'app', ...routeCfg }],
   });
@@ -31,7 +32,7 @@ function routeFor(routeCfg: Record<string, unknown>, path = '/'): CompiledRoute 
   return (d as { route: CompiledRoute }).route;
 }
 
-const vars: RequestVars = { remoteAddr: '10.1.2.3', host: 'example.test', scheme: 'https', requestUri: '/a?b=1', serverPort: 8443 };
+const vars: RequestVars = { remoteAddr: '10.1.2.3', host: 'example.test', scheme: 'https', requestUri: '/a?b=1', serverPort: 8443, trustedPeer: false };
 
 /** Parses a built head back into [lower-name, value] pairs to assert on. */
 function fields(head: string): Array<[string, string]> {
@@ -55,14 +56,74 @@ test('request: hop-by-hop fields and Connection-named fields are dropped, end-to
   assert.ok(out.endsWith('\r\n\r\n'));
 });
 
-test('request: X-Forwarded-For is appended to, X-Forwarded-Proto/Host and X-Real-IP replace client copies', () => {
-  const h = req('GET / HTTP/1.1\r\nHost: Example.test:8443\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: gopher\r\n\r\n');
+test('request from an untrusted peer: X-Forwarded-*, X-Real-IP and Forwarded are Portico\'s, client copies dropped', () => {
+  const h = req('GET / HTTP/1.1\r\nHost: Example.test:8443\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: gopher\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Port: 1\r\nForwarded: for=1.1.1.1\r\n\r\n');
   const f = fields(buildRequestHead(h, routeFor({}), vars, false));
   const get = (n: string) => f.filter(([k]) => k === n).map(([, v]) => v);
-  assert.deepEqual(get('x-forwarded-for'), ['1.1.1.1, 10.1.2.3']);
+  assert.deepEqual(get('x-forwarded-for'), ['10.1.2.3']);
   assert.deepEqual(get('x-real-ip'), ['10.1.2.3']);
   assert.deepEqual(get('x-forwarded-proto'), ['https']);
   assert.deepEqual(get('x-forwarded-host'), ['Example.test:8443']);
+  assert.deepEqual(get('x-forwarded-port'), ['8443']);
+  assert.deepEqual(get('forwarded'), []);
+});
+
+test('request from an untrusted peer: forwarding.x_forwarded_for append keeps the client list; forwarded adds RFC 7239', () => {
+  const h = req('GET / HTTP/1.1\r\nHost: a.test:8443\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\nForwarded: for=1.1.1.1\r\n\r\n');
+  const route = routeFor({}, '/', { x_forwarded_for: 'append', forwarded: true });
+  const f = fields(buildRequestHead(h, route, vars, false));
+  const get = (n: string) => f.filter(([k]) => k === n).map(([, v]) => v);
+  assert.deepEqual(get('x-forwarded-for'), ['1.1.1.1, 2.2.2.2, 10.1.2.3']);
+  assert.deepEqual(get('forwarded'), ['for=10.1.2.3;host="a.test:8443";proto=https']);
+  const v6 = fields(buildRequestHead(req('GET / HTTP/1.1\r\nHost: a\r\n\r\n'), route, { ...vars, remoteAddr: '2001:db8::1' }, false));
+  assert.deepEqual(v6.filter(([k]) => k === 'forwarded'), [['forwarded', 'for="[2001:db8::1]";host=a;proto=https']]);
+});
+
+test('request from a trusted proxy: forwarding fields kept, X-Forwarded-For and Forwarded appended to', () => {
+  const h = req('GET / HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 1.1.1.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer.test\r\nX-Forwarded-Port: 443\r\nForwarded: for=1.1.1.1\r\n\r\n');
+  const route = routeFor({}, '/', { trusted_proxies: ['10.0.0.0/8'], forwarded: true });
+  assert.equal(route.forwarding.trusts('10.1.2.3'), true);
+  assert.equal(route.forwarding.trusts('::ffff:10.1.2.3'), true);
+  assert.equal(route.forwarding.trusts('11.1.2.3'), false);
+  const f = fields(buildRequestHead(h, route, { ...vars, scheme: 'http', serverPort: 80, trustedPeer: true }, false));
+  const get = (n: string) => f.filter(([k]) => k === n).map(([, v]) => v);
+  assert.deepEqual(get('x-forwarded-for'), ['1.1.1.1, 10.1.2.3']);
+  assert.deepEqual(get('x-real-ip'), ['1.1.1.1']);
+  assert.deepEqual(get('x-forwarded-proto'), ['https']);
+  assert.deepEqual(get('x-forwarded-host'), ['outer.test']);
+  assert.deepEqual(get('x-forwarded-port'), ['443']);
+  assert.deepEqual(get('forwarded'), ['for=1.1.1.1, for=10.1.2.3;host=inner;proto=http']);
+});
+
+test('request: Connection cannot remove Host or the framing; framing is written from the parsed head', () => {
+  const body = 'GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n';
+  const cl = req(`POST /app HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\nConnection: Content-Length, host, X-Drop\r\nX-Drop: 1\r\n\r\n`);
+  assert.deepEqual(cl.connection, ['x-drop']);
+  const f = fields(buildRequestHead(cl, routeFor({}), vars, false));
+  const get = (n: string) => f.filter(([k]) => k === n).map(([, v]) => v);
+  assert.deepEqual(get('content-length'), [String(body.length)]);
+  assert.deepEqual(get('host'), ['a']);
+  assert.deepEqual(get('x-drop'), []);
+  // a head whose Connection list names the framing anyway (built by hand, past the parser) still keeps it
+  const te = req('POST /app HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n');
+  const forged = { ...te, connection: ['transfer-encoding', 'host'] };
+  const g = fields(buildRequestHead(forged, routeFor({}), vars, false));
+  assert.deepEqual(g.filter(([k]) => k === 'transfer-encoding'), [['transfer-encoding', 'chunked']]);
+  assert.equal(g.filter(([k]) => k === 'content-length').length, 0);
+  const forgedCl = { ...cl, connection: ['content-length'] };
+  assert.deepEqual(fields(buildRequestHead(forgedCl, routeFor({}), vars, false)).filter(([k]) => k === 'content-length'), [['content-length', String(body.length)]]);
+});
+
+test('response: a backend\'s Connection cannot remove its framing fields', () => {
+  const r = res('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length, Transfer-Encoding\r\n\r\n');
+  assert.deepEqual(r.connection, []);
+  const f = fields(buildResponseHead({ ...r, connection: ['content-length'] }, routeFor({}).responseHeaders, vars, ''));
+  assert.deepEqual(f, [['content-length', '5']]);
+  const c = res('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n');
+  const g = fields(buildResponseHead({ ...c, connection: ['transfer-encoding'] }, routeFor({}).responseHeaders, vars, 'close'));
+  assert.deepEqual(g, [['transfer-encoding', 'gzip, chunked'], ['connection', 'close']]);
+  const head = res('HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n', 'HEAD');
+  assert.deepEqual(fields(buildResponseHead(head, routeFor({}).responseHeaders, vars, '')), [['content-length', '1234']]);
 });
 
 test('request: route header rules set with variables and remove, replacing defaults without duplicates', () => {

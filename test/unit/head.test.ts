@@ -74,6 +74,7 @@ test('origin-form GET: method, target, path/query split, host, headers as receiv
     bodyKind: 'none',
     keepAlive: true,
     connection: [],
+    transferEncoding: undefined,
     upgrade: undefined,
     host: 'example.com',
     hostRaw: 'Example.COM:8443',
@@ -126,6 +127,16 @@ test('HTTP/1.1 keep-alive unless Connection: close; tokens lower-cased and merge
   assert.equal(reqHead('GET / HTTP/1.1\r\nHost: a\r\n\r\n').keepAlive, true);
   const h = reqHead('GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Foo , CLOSE\r\nconnection: ,TE,\r\n\r\n');
   assert.deepEqual([h.keepAlive, h.connection], [false, ['x-foo', 'close', 'te']]);
+});
+
+test('Connection never nominates Host or the framing fields (request smuggling); their transfer-coding text is kept', () => {
+  const h = reqHead('POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, HOST,transfer-encoding , X-Foo\r\nContent-Length: 3\r\n\r\n');
+  assert.deepEqual([h.connection, h.bodyKind, h.contentLength, h.keepAlive], [['x-foo'], 'length', 3, true]);
+  const c = reqHead('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: transfer-encoding\r\n\r\n');
+  assert.deepEqual([c.connection, c.bodyKind, c.transferEncoding], [[], 'chunked', 'Chunked']);
+  const r = parseResponseHead(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: content-length, close\r\nTransfer-Encoding: chunked\r\n\r\n', 'latin1'), LIMITS, 'GET');
+  assert.equal(r.kind, 'done');
+  if (r.kind === 'done') assert.deepEqual([r.head.connection, r.head.transferEncoding, r.head.bodyKind], [['close'], 'gzip, chunked', 'chunked']);
 });
 
 test('upgrade is the lower-cased Upgrade value only when Connection lists upgrade', () => {
@@ -422,6 +433,7 @@ test('response head: status, reason, headers, framing by Content-Length', () => 
     bodyKind: 'length',
     keepAlive: true,
     connection: [],
+    transferEncoding: undefined,
     upgrade: undefined,
   });
 });
@@ -648,4 +660,17 @@ test('chunked scanner bounds: size line length and trailer section size', () => 
   const trailers = `0\r\n${Array.from({ length: 20 }, (_, i) => `X-${i}: ${'v'.repeat(40)}\r\n`).join('')}\r\n`;
   assert.equal(scanPieces([bytes(trailers)]).done, true);
   assert.equal(scanPieces([bytes(trailers)], undefined, 512).consumed, -1);
+});
+
+test('chunked trailers naming Content-Length, Transfer-Encoding or Host are refused (RFC 9110 §6.5.1), at any split', () => {
+  for (const name of ['Content-Length', 'transfer-encoding', 'HOST']) {
+    const o = assertChunkedSplitsEqual(Buffer.from(`3\r\nabc\r\n0\r\nX-T: 1\r\n${name}: 5\r\n\r\n`, 'latin1'), name);
+    assert.equal(o.consumed, -1, name);
+    assert.match(o.error ?? '', /in a trailer/);
+  }
+  for (const name of ['Content-Lengths', 'Hos', 'X-Host', 'Transfer-Encodin', 'H']) {
+    const body = Buffer.from(`3\r\nabc\r\n0\r\n${name}: 5\r\n\r\n`, 'latin1');
+    const o = assertChunkedSplitsEqual(body, name);
+    assert.deepEqual([o.consumed, o.done], [body.length, true], name);
+  }
 });

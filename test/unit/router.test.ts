@@ -7,6 +7,7 @@ import {
   Router,
   RouterConfigError,
   compileHeaderTemplate,
+  listenerHost,
   parseHeaderTemplate,
   stripTarget,
   validateHeaderTemplates,
@@ -46,7 +47,7 @@ const SEED: ConfigInput = {
   ],
 };
 
-const VARS: RequestVars = { remoteAddr: '203.0.113.7', host: 'example.test', scheme: 'https', requestUri: '/a/b?c=1', serverPort: 8443 };
+const VARS: RequestVars = { remoteAddr: '203.0.113.7', host: 'example.test', scheme: 'https', requestUri: '/a/b?c=1', serverPort: 8443, trustedPeer: false };
 
 test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomcat', () => {
   const router = new Router(configSchema.parse(SEED));
@@ -335,4 +336,11 @@ test('validateRouteMatches reports bad host patterns and lower-case methods with
   assert.match(issues[3].message, /case-sensitive/);
   assert.deepEqual(validateRouteMatches(configSchema.parse(SEED)), []);
   assert.throws(() => new Router(bad), RouterConfigError);
+});
+
+test('listenerHost: the $host of a request without a host is the address reached, IPv6 bracketed, IPv4-mapped unwrapped', () => {
+  assert.equal(listenerHost('127.0.0.1'), '127.0.0.1');
+  assert.equal(listenerHost('::ffff:10.0.0.1'), '10.0.0.1');
+  assert.equal(listenerHost('::1'), '[::1]');
+  assert.equal(listenerHost(undefined), '');
 });

@@ -1,0 +1,42 @@
+// Who may tell the backend where a request came from: the `forwarding` config compiled once per config into a
+// policy (trusted proxy CIDRs, X-Forwarded-For mode, RFC 7239 Forwarded on/off) and the Forwarded element
+// Portico adds. buildRequestHead (forward.ts) applies it; this file opens no sockets and reads no headers.
+import { createCidrMatcher } from '../accept/proxy-protocol.js';
+import type { Config } from '../config/schema.js';
+
+export interface ForwardingPolicy {
+  /** True when `address` (the client address Portico sees, PROXY source included) is a trusted proxy. */
+  trusts(address: string): boolean;
+  /** From untrusted peers: `replace` X-Forwarded-For with the peer address, or `append` to the client's list. */
+  readonly xForwardedFor: 'replace' | 'append';
+  /** Send Portico's own RFC 7239 `Forwarded` element. */
+  readonly forwarded: boolean;
+}
+
+const NEVER = (): boolean => false;
+
+export function compileForwarding(config: Config): ForwardingPolicy {
+  const f = config.forwarding;
+  let trusts: (address: string) => boolean = NEVER;
+  if (f.trusted_proxies.length > 0) {
+    const m = createCidrMatcher(f.trusted_proxies);
+    // the schema checked every CIDR: failing here means the two disagree, which must not go unnoticed
+    if (!m.ok) throw new Error(`invalid forwarding.trusted_proxies: ${m.errors.map((e) => e.reason).join('; ')}`);
+    trusts = m.match;
+  }
+  return Object.freeze({ trusts, xForwardedFor: f.x_forwarded_for, forwarded: f.forwarded });
+}
+
+/** A token (RFC 7230 tchar) needs no quotes; anything else (IPv6, host:port) is a quoted-string (RFC 7239 §4). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Portico's Forwarded element (RFC 7239 §4): `for` the client address (IPv6 bracketed and quoted, §6),
+ * `host` the Host as received (when there is one), `proto` the scheme.
+ */
+export function forwardedElement(remoteAddr: string, hostRaw: string | undefined, scheme: string): string {
+  const forValue = remoteAddr.includes(':') ? `"[${remoteAddr}]"` : remoteAddr === '' ? 'unknown' : remoteAddr;
+  let out = `for=${forValue}`;
+  if (hostRaw !== undefined && hostRaw !== '') out += `;host=${TOKEN.test(hostRaw) ? hostRaw : `"${hostRaw}"`}`;
+  return `${out};proto=${scheme}`;
+}
