@@ -88,14 +88,19 @@ const stringList = z.union([z.string(), z.array(z.string()).min(1)]).transform((
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.1 token
 
 /**
- * Fields Portico owns on every hop: the message's target and framing (Host, Content-Length, Transfer-Encoding)
- * and the hop-by-hop fields (RFC 9110 §7.6.1). A route rule that set or removed one could reframe a message
- * (request smuggling) or break keep-alive and WebSocket upgrades, so `check` refuses it.
+ * Fields Portico owns on every hop: the message's framing (Content-Length, Transfer-Encoding) and the
+ * hop-by-hop fields (RFC 9110 §7.6.1). A route rule that set or removed one could reframe a message (request
+ * smuggling) or break keep-alive and WebSocket upgrades, so `check` refuses it. `Host` may be replaced (nginx's
+ * `proxy_set_header Host`, for virtual-hosted backends) but never removed: an HTTP/1.1 request needs one.
  */
-const PROXY_OWNED: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'http2-settings']);
+const PROXY_OWNED: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'http2-settings']);
 
-const ownedName = (name: string): string | undefined =>
-  PROXY_OWNED.has(name.toLowerCase()) ? `${name} is set by Portico itself (message target, framing or hop-by-hop, RFC 9110 §7.6.1): a header rule may not set or remove it` : undefined;
+const ownedName = (name: string, removing: boolean): string | undefined => {
+  const lower = name.toLowerCase();
+  if (PROXY_OWNED.has(lower)) return `${name} is set by Portico itself (framing or hop-by-hop, RFC 9110 §7.6.1): a header rule may not set or remove it`;
+  if (removing && lower === 'host') return `${name} cannot be removed (RFC 9112 §3.2: every HTTP/1.1 request carries one); \`set\` may replace it`;
+  return undefined;
+};
 
 const headerOps = z
   .object({
@@ -103,7 +108,7 @@ const headerOps = z
       .record(z.string().regex(HEADER_NAME, 'header name must be an RFC 9110 token'), z.string().regex(/^[^\r\n\0]*$/, 'header value must not contain CR, LF or NUL'))
       .superRefine((set, ctx) => {
         for (const name of Object.keys(set)) {
-          const problem = ownedName(name);
+          const problem = ownedName(name, false);
           if (problem !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: problem });
         }
       })
@@ -114,7 +119,7 @@ const headerOps = z
           .string()
           .regex(HEADER_NAME, 'header name must be an RFC 9110 token')
           .superRefine((name, ctx) => {
-            const problem = ownedName(name);
+            const problem = ownedName(name, true);
             if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
           }),
       )

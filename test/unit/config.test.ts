@@ -573,7 +573,7 @@ test('router rules are config errors with paths: unknown header variable, bad ho
   assert.ok(errs.every((e) => typeof e.line === 'number'));
 });
 
-test('portico check refuses header rules on Host, framing and hop-by-hop fields, and bad forwarding values, with their paths', async (t) => {
+test('portico check refuses header rules on framing and hop-by-hop fields, removing Host, and bad forwarding values, with their paths', async (t) => {
   const yaml = [
     'listeners: [{ address: 127.0.0.1:0 }]',
     'upstreams: { app: { targets: [127.0.0.1:9] } }',
@@ -589,10 +589,14 @@ test('portico check refuses header rules on Host, framing and hop-by-hop fields,
     '    response_headers:',
     '      remove: [Transfer-Encoding, Server]',
     '      set: { Connection: close }',
+    '  - match: { path: /b }',
+    '    proxy: app',
+    '    request_headers: { remove: [host] }',
     '',
   ].join('\n');
   const errors = errorsOf(load(t, yaml));
-  expectError(errors, yaml, 'routes[0].request_headers.set.Host', 'set: { Host', /Host is set by Portico itself/);
+  assert.ok(!errors.some((e) => e.path === 'routes[0].request_headers.set.Host'), 'Host may be replaced (proxy_set_header Host)');
+  expectError(errors, yaml, 'routes[1].request_headers.remove[0]', 'remove: [host]', /host cannot be removed/);
   expectError(errors, yaml, 'routes[0].request_headers.remove[0]', 'remove: [Content-Length]', /Content-Length is set by Portico itself/);
   expectError(errors, yaml, 'routes[0].response_headers.remove[0]', 'remove: [Transfer-Encoding', /Transfer-Encoding is set by Portico itself/);
   expectError(errors, yaml, 'routes[0].response_headers.set.Connection', 'set: { Connection', /hop-by-hop/);
@@ -606,7 +610,7 @@ test('portico check refuses header rules on Host, framing and hop-by-hop fields,
   const dir = folder(t, { 'c.yaml': yaml });
   const r = await runCli(['check', '-c', path.join(dir, 'c.yaml')]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /c\.yaml:10:\d+ routes\[0\]\.request_headers\.set\.Host: Host is set by Portico itself/);
+  assert.match(r.stderr, /c\.yaml:11:\d+ routes\[0\]\.request_headers\.remove\[0\]: Content-Length is set by Portico itself/);
 });
 
 test('forwarding defaults: no trusted proxies, X-Forwarded-For replaced, no Forwarded', (t) => {

@@ -137,6 +137,14 @@ test('request: route header rules set with variables and remove, replacing defau
   assert.deepEqual(get('x-forwarded-host'), []);
 });
 
+test('request: set Host replaces the client\'s Host (proxy_set_header Host), exactly one Host line', () => {
+  const route = routeFor({ request_headers: { set: { Host: 'backend.internal' } } });
+  const h = req('GET /a HTTP/1.1\r\nHost: example.test\r\nConnection: Host\r\n\r\n');
+  const f = fields(buildRequestHead(h, route, vars, false));
+  assert.deepEqual(f.filter(([k]) => k === 'host').map(([, v]) => v), ['backend.internal']);
+  assert.deepEqual(f.filter(([k]) => k === 'x-forwarded-host').map(([, v]) => v), ['example.test']);
+});
+
 test('request: strip_prefix removes the matched prefix and keeps the query', () => {
   const route = routeFor({ match: { path: '/api' }, proxy: { upstream: 'app', strip_prefix: true } }, '/api/users');
   assert.ok(buildRequestHead(req('GET /api/users?x=1 HTTP/1.1\r\nHost: a\r\n\r\n'), route, vars, false).startsWith('GET /users?x=1 HTTP/1.1\r\n'));
