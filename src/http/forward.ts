@@ -264,7 +264,9 @@ export class Exchange {
   #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number): void => {
     this.#cancelAcquire = null;
     if (this.#finished) {
-      if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
+      // unreachable while abort/#fail cancel the acquire first (the pool then keeps the socket); never leave
+      // a socket without an owner
+      socket?.destroy();
       return;
     }
     if (err?.code === 'UPSTREAM_TARGET_GONE') {
