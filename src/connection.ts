@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
 import { Exchange, type ClientSide } from './http/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from './http/head.js';
+import { isRefused, normalizePath } from './http/path.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { CompiledRoute, RequestVars, Router } from './router.js';
@@ -331,7 +332,14 @@ class ClientConnection implements ClientSide, Tracked {
       this.#reject('CLIENT_METHOD_NOT_ALLOWED', `${head.method} is not served`, head);
       return;
     }
-    const d = this.ctx.router.route(head.host, head.method, head.path);
+    // routes match, and the upstream gets, the normalized path (src/http/path.ts); the log keeps the raw target
+    const path = normalizePath(head.path);
+    if (isRefused(path)) {
+      this.#reject('CLIENT_BAD_REQUEST', path.refused, head);
+      return;
+    }
+    head.path = path;
+    const d = this.ctx.router.route(head.host, head.method, path);
     if (d.kind === 'reject') {
       this.#reject(d.code, 'no route', head);
       return;
