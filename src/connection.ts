@@ -235,6 +235,15 @@ class ClientConnection implements ClientSide, Tracked {
     if (registry.draining) this.#closeAfter = true;
   }
 
+  get bodyTimeout(): number {
+    return this.ctx.config.timeouts.body;
+  }
+
+  get maxBodySize(): number {
+    const max = this.ctx.config.limits.body_size;
+    return max === 'off' ? Infinity : max;
+  }
+
   get closing(): boolean {
     return this.#closeAfter || this.#registry.draining;
   }
@@ -295,8 +304,10 @@ class ClientConnection implements ClientSide, Tracked {
     const ex = this.#ex!;
     const used = ex.clientData(chunk, 0);
     if (used < 0) {
-      ex.abort(new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body framing'));
-      this.#requestFailed(ex, new ProxyError('CLIENT_BAD_REQUEST', 'invalid chunked request body'));
+      // bad framing or over limits.body_size: the upstream request is cut (its socket destroyed, never pooled)
+      const err = ex.bodyError;
+      ex.abort(err);
+      this.#requestFailed(ex, err);
       return;
     }
     if (used < chunk.length) {

@@ -930,6 +930,7 @@ export class ChunkedScanner {
   #digits = 0;
   #lineBytes = 0;
   #trailerBytes = 0;
+  #dataBytes = 0;
   #error: string | undefined;
 
   /** `maxTrailerBytes` bounds the whole trailer section (optional; Portico addition). */
@@ -945,6 +946,11 @@ export class ChunkedScanner {
 
   get error(): string | undefined {
     return this.#error;
+  }
+
+  /** Body bytes announced by the chunk sizes read so far (a size counts once its line ends, before its data). */
+  get dataBytes(): number {
+    return this.#dataBytes;
   }
 
   #fail(reason: string): number {
@@ -1054,6 +1060,7 @@ export class ChunkedScanner {
           if (c !== LF) return this.#fail('bare CR in chunk-size line');
           this.#lineBytes = 0;
           this.#digits = 0;
+          this.#dataBytes += this.#size;
           state = this.#size === 0 ? C_TRAILER_START : C_DATA;
           break;
         case C_DATA_CR:
