@@ -217,6 +217,10 @@ export class Exchange {
   #bodyMark = -1;
   #bodyMarkAt = 0;
   #bodyWaitsOn: 'client' | 'upstream' | null = null;
+  /** A body byte came from the client (an `Expect: 100-continue` client may wait for the 100 before that). */
+  #bodyStarted = false;
+  /** A 100 Continue was relayed to a client that asked for it. */
+  #continued = false;
 
   constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
     this.#client = client;
@@ -316,10 +320,18 @@ export class Exchange {
     }
   };
 
-  /** The response head deadline, from now (the request was sent whole); armed once per attempt. */
+  /**
+   * The response head deadline, from now: armed once the request was sent whole, or while an `Expect:
+   * 100-continue` client waits for the upstream's word before sending its body (then it is the upstream's turn).
+   */
   #armHeadersDeadline(): void {
     this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
-    this.deadline = this.#requestComplete && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+    const upstreamsTurn = this.#requestComplete || this.#awaitingContinue;
+    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+  }
+
+  get #awaitingContinue(): boolean {
+    return this.head.expectContinue && !this.#bodyStarted && !this.#continued;
   }
 
   /**
@@ -364,6 +376,7 @@ export class Exchange {
       const used = this.#bodyLength(chunk, start);
       if (used < 0) return -1;
       if (used > 0) {
+        this.#bodyStarted = true;
         const part = chunk.subarray(start, start + used);
         this.#earlyBody = this.#earlyBody === null ? Buffer.from(part) : Buffer.concat([this.#earlyBody, part]);
       }
@@ -373,10 +386,11 @@ export class Exchange {
     const used = this.#bodyLength(chunk, start);
     if (used <= 0) return used;
     this.bytesIn += used;
+    this.#bodyStarted = true;
     const ok = this.#upstream.write(start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used));
-    if (this.#requestComplete) {
-      if (this.#phase === 'waiting') this.#armHeadersDeadline();
-    } else if (!ok && !this.#upstreamPausedClient) {
+    // the response head is awaited from the end of the request; the body clock runs meanwhile
+    if (this.#phase === 'waiting') this.#armHeadersDeadline();
+    if (!this.#requestComplete && !ok && !this.#upstreamPausedClient) {
       this.#upstreamPausedClient = true;
       this.#client.setBodyPaused(true);
     }
@@ -448,6 +462,11 @@ export class Exchange {
         if (res.status !== 100 || this.head.expectContinue) {
           const interim = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, '');
           this.#client.socket.write(interim, 'latin1');
+          if (res.status === 100 && this.#awaitingContinue) {
+            // told to go on: the body is the client's turn now (its body clock runs, no head deadline)
+            this.#continued = true;
+            this.deadline = 0;
+          }
           this.bytesOut += interim.length;
         }
         buf = buf.subarray(r.used);
@@ -687,10 +706,11 @@ export class Exchange {
   /**
    * A request body in progress: the client gets `timeouts.body` between reads (CLIENT_BODY_TIMEOUT, 408, never
    * the target's failure); an upstream that stopped taking the body (backpressure) gets `timeouts.idle`. No one
-   * is timed while the body waits for a connection (connect and queue timeouts bound that). True once failed.
+   * is timed while the body waits for a connection (connect and queue timeouts bound that), nor while an
+   * `Expect: 100-continue` client has sent nothing yet (the response head deadline runs). True once failed.
    */
   #bodyStalled(now: number): boolean {
-    const waitsOn = this.#upstreamPausedClient ? 'upstream' : this.#upstream === null && this.#earlyBody !== null ? null : 'client';
+    const waitsOn = this.#upstreamPausedClient ? 'upstream' : (this.#upstream === null && this.#earlyBody !== null) || this.#awaitingContinue ? null : 'client';
     if (this.bytesIn !== this.#bodyMark || waitsOn !== this.#bodyWaitsOn) {
       this.#bodyMark = this.bytesIn;
       this.#bodyMarkAt = now;

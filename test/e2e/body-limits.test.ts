@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { request } from '../helpers/clients.js';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
 import { connectPlain, ResponseReader } from '../helpers/wire.js';
+import { startSilentPeer } from '../helpers/tcp-server.js';
 
 interface Seen {
   url: string;
@@ -146,3 +147,34 @@ for (const framing of ['content-length', 'chunked'] as const) {
     assert.equal(after.status, 200, 'the target still serves');
   });
 }
+
+test('timeouts.body with Expect: 100-continue: the client clock starts at the 100; a backend that never answers gets its own 504', { timeout: 60_000 }, async (t) => {
+  const backend = await recordingBackend(t); // Node answers 100 Continue by itself
+  const silent = await startSilentPeer(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    timeouts: { body: '1s' },
+    upstreams: {
+      app: { targets: [`127.0.0.1:${backend.port}`] },
+      mute: { targets: [`127.0.0.1:${silent}`], timeouts: { response_headers: '1s' } },
+    },
+    routes: [
+      { match: { path: '/mute' }, proxy: 'mute' },
+      { match: { path: '/' }, proxy: 'app' },
+    ],
+  });
+  const ask = async (path: string): Promise<{ status: number; interim: boolean }> => {
+    const socket = await connectPlain(t, portico.httpPort);
+    const reader = new ResponseReader(socket);
+    socket.write(`POST ${path} HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n`);
+    let res = await reader.next({ timeoutMs: 20_000 });
+    const interim = res.status === 100;
+    if (interim) res = await reader.next({ timeoutMs: 20_000 }); // the body is never sent
+    return { status: res.status, interim };
+  };
+  assert.deepEqual(await ask('/stall'), { status: 408, interim: true }, 'told to continue, then silent: the client is late');
+  assert.deepEqual(await ask('/mute'), { status: 504, interim: false }, 'never told to continue: the upstream is late');
+  const line = await portico.waitForLog((l) => l.path === '/mute');
+  assert.equal((line.err as { code: string }).code, 'UPSTREAM_HEADERS_TIMEOUT');
+});
