@@ -85,3 +85,19 @@ test('cancel while an idle socket is on its way: it stays idle for the next acqu
   assert.equal(late, false);
   assert.deepEqual(counts(pool), { open: 1, idle: 1 });
 });
+
+test('PROXY-sending pool: a socket connected for a cancelled acquire is closed (its header named a client that is gone)', { timeout: 30_000 }, async (t) => {
+  if (!needPeer(t, 'python3', hasCommand(PYTHON))) return;
+  const gate = await startGateBackend(t, 'hold');
+  const { pool, target } = makePool(t, gate.port, { send_proxy_protocol: 'v1' });
+  let late = false;
+  const cancel = pool.acquire(target, () => {
+    late = true;
+  }, 0, { key: 'gone', source: { address: '127.0.0.1', port: 40000 }, destination: { address: '127.0.0.1', port: 443 } });
+  cancel();
+  gate.open();
+  await gate.acceptedReaches(2);
+  await until(() => counts(pool).open === 0, 'the socket closed, not kept idle for a client that is gone');
+  assert.equal(counts(pool).idle, 0);
+  assert.equal(late, false);
+});
