@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
 import { Exchange, type ClientSide } from './http/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from './http/head.js';
+import { isRefused, normalizePath } from './http/path.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { listenerHost, type CompiledRoute, type RequestVars, type Router } from './router.js';
@@ -234,6 +235,15 @@ class ClientConnection implements ClientSide, Tracked {
     if (registry.draining) this.#closeAfter = true;
   }
 
+  get bodyTimeout(): number {
+    return this.ctx.config.timeouts.body;
+  }
+
+  get maxBodySize(): number {
+    const max = this.ctx.config.limits.body_size;
+    return max === 'off' ? Infinity : max;
+  }
+
   get closing(): boolean {
     return this.#closeAfter || this.#registry.draining;
   }
@@ -294,8 +304,10 @@ class ClientConnection implements ClientSide, Tracked {
     const ex = this.#ex!;
     const used = ex.clientData(chunk, 0);
     if (used < 0) {
-      ex.abort(new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body framing'));
-      this.#requestFailed(ex, new ProxyError('CLIENT_BAD_REQUEST', 'invalid chunked request body'));
+      // bad framing or over limits.body_size: the upstream request is cut (its socket destroyed, never pooled)
+      const err = ex.bodyError;
+      ex.abort(err);
+      this.#requestFailed(ex, err);
       return;
     }
     if (used < chunk.length) {
@@ -331,7 +343,14 @@ class ClientConnection implements ClientSide, Tracked {
       this.#reject('CLIENT_METHOD_NOT_ALLOWED', `${head.method} is not served`, head);
       return;
     }
-    const d = this.ctx.router.route(head.host, head.method, head.path);
+    // routes match, and the upstream gets, the normalized path (src/http/path.ts); the log keeps the raw target
+    const path = normalizePath(head.path);
+    if (isRefused(path)) {
+      this.#reject('CLIENT_BAD_REQUEST', path.refused, head);
+      return;
+    }
+    head.path = path;
+    const d = this.ctx.router.route(head.host, head.method, path);
     if (d.kind === 'reject') {
       this.#reject(d.code, 'no route', head);
       return;

@@ -12,7 +12,7 @@ import type { ConnectionRegistry, Tracked } from '../connection.js';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
 import type { Target } from '../upstream/balancer.js';
-import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { TLS_ALERT, tlsFatalAlert } from './client-hello.js';
 import type { ProxyEndpoint } from './proxy-protocol.js';
 
@@ -55,6 +55,8 @@ class L4Connection implements Tracked {
   /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
   #waitUntil = 0;
   #target: Target | null = null;
+  /** The acquire in progress and its target: a client gone meanwhile cancels it (the pool keeps the socket). */
+  #pending: { target: Target; cancel: CancelAcquire } | null = null;
   #tunnel: Tunnel | SpliceTunnel | null = null;
   /** The client closed or reset before a tunnel existed. */
   #clientGone = false;
@@ -86,9 +88,10 @@ class L4Connection implements Tracked {
     target.active++;
     // an L4 connection is its own client (a unique key): no pooled socket is ever another connection's
     const client: UpstreamClient = { key: `l4#${this.#id}`, source: this.#req.source, destination: this.#req.destination };
-    pool.acquire(
+    const cancel = pool.acquire(
       target,
       (err, upstream, reused, waitUntil) => {
+        this.#pending = null;
         if (err !== null || upstream === null) {
           target.active--;
           const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
@@ -112,6 +115,7 @@ class L4Connection implements Tracked {
       this.#waitUntil,
       client,
     );
+    this.#pending = { target, cancel };
   }
 
   #start(target: Target, upstream: ByteSocket): void {
@@ -130,12 +134,21 @@ class L4Connection implements Tracked {
 
   #onClientGone = (): void => {
     this.#clientGone = true;
+    // no tunnel yet: end now rather than when the connect completes (#fail withdraws the acquire)
+    if (this.#pending !== null) this.#fail(clientClosed());
   };
 
   /** Before any tunnel: the client is closed, the connection logged with the error. */
   #fail(err: ProxyError): void {
     if (this.#failed) return;
     this.#failed = true;
+    const pending = this.#pending;
+    if (pending !== null) {
+      // the pool keeps a socket made for it: nothing here owns one yet
+      this.#pending = null;
+      pending.cancel();
+      pending.target.active--;
+    }
     const client = this.#client;
     client.off('error', this.#onClientGone);
     client.off('close', this.#onClientGone);

@@ -646,6 +646,11 @@ export const configSchema = z
         head: duration('15s'),
         /** Idle client keep-alive connection with no request in progress (default 75s). */
         keepalive: duration('75s'),
+        /**
+         * Longest wait for the next bytes of a request body the client is sending (nginx client_body_timeout);
+         * else 408 and close, never held against the target (default 60s).
+         */
+        body: duration('60s'),
         /** SIGTERM: time in-flight requests get to finish before tunnels and the rest are closed (default 30s). */
         shutdown_grace: duration('30s'),
       })

@@ -183,6 +183,10 @@ export interface ClientSide {
   readonly upstreamClient: UpstreamClient;
   /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
   readonly closing: boolean;
+  /** Longest wait (ms) for the next request body bytes from the client (timeouts.body; 0 = none). */
+  readonly bodyTimeout: number;
+  /** limits.body_size in bytes (Infinity when off); a Content-Length over it never gets this far. */
+  readonly maxBodySize: number;
   /** Pause/resume reading the client on behalf of this exchange (request-body backpressure). */
   setBodyPaused(paused: boolean): void;
   /** The exchange finished: the response was fully written. `clientReusable`: keep-alive may continue. */
@@ -251,6 +255,9 @@ export class Exchange {
   #requestComplete: boolean;
   #earlyBody: Buffer | null = null;
   #upstreamPausedClient = false;
+  readonly #maxBody: number;
+  /** Why clientData() refused the body (-1): the body limit, else its framing. */
+  #bodyError: ProxyError | null = null;
   // response
   #resBuf: Buffer | null = null;
   #res: ResponseHead | null = null;
@@ -259,6 +266,15 @@ export class Exchange {
   #closeClient = false;
   #clientPausedUpstream = false;
   readonly #timeouts: { response_headers: number; idle: number };
+  // Request body clock, read by the sweep (no timer per request): bytesIn when it last moved, since when, and
+  // whom the body waited on then (the client, an upstream that stopped taking it, or no one while connecting).
+  #bodyMark = -1;
+  #bodyMarkAt = 0;
+  #bodyWaitsOn: 'client' | 'upstream' | null = null;
+  /** A body byte came from the client (an `Expect: 100-continue` client may wait for the 100 before that). */
+  #bodyStarted = false;
+  /** A 100 Continue was relayed to a client that asked for it. */
+  #continued = false;
 
   constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
     this.#client = client;
@@ -271,6 +287,7 @@ export class Exchange {
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
     this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
+    this.#maxBody = client.maxBodySize;
     const key = keyOf(pool);
     this.key = key === null ? undefined : key(head, client.vars.remoteAddr);
   }
@@ -318,7 +335,9 @@ export class Exchange {
   #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number): void => {
     this.#cancelAcquire = null;
     if (this.#finished) {
-      if (socket !== null && this.target !== null) this.pool.release(this.target, socket, true);
+      // unreachable while abort/#fail cancel the acquire first (the pool then keeps the socket); never leave
+      // a socket without an owner
+      socket?.destroy();
       return;
     }
     if (err?.code === 'UPSTREAM_TARGET_GONE') {
@@ -334,8 +353,8 @@ export class Exchange {
     this.#reused = reused;
     Exchange.#adopt(socket as OwnedSocket, this);
     this.#phase = 'waiting';
-    this.deadline = this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
-    this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
+    // the response head is awaited from the end of the request: a slow upload is the client's, not the target's
+    this.#armHeadersDeadline();
     const headStr = buildRequestHead(this.head, this.route, this.#client.vars, this.tunnel);
     this.bytesIn = headStr.length;
     let ok = true;
@@ -354,6 +373,20 @@ export class Exchange {
       this.#client.setBodyPaused(!ok);
     }
   };
+
+  /**
+   * The response head deadline, from now: armed once the request was sent whole, or while an `Expect:
+   * 100-continue` client waits for the upstream's word before sending its body (then it is the upstream's turn).
+   */
+  #armHeadersDeadline(): void {
+    this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
+    const upstreamsTurn = this.#requestComplete || this.#awaitingContinue;
+    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+  }
+
+  get #awaitingContinue(): boolean {
+    return this.head.expectContinue && !this.#bodyStarted && !this.#continued;
+  }
 
   /**
    * The target left rotation before this request got a socket (nothing was sent): pick another one, keeping
@@ -397,6 +430,7 @@ export class Exchange {
       const used = this.#bodyLength(chunk, start);
       if (used < 0) return -1;
       if (used > 0) {
+        this.#bodyStarted = true;
         const part = chunk.subarray(start, start + used);
         this.#earlyBody = this.#earlyBody === null ? Buffer.from(part) : Buffer.concat([this.#earlyBody, part]);
       }
@@ -406,18 +440,34 @@ export class Exchange {
     const used = this.#bodyLength(chunk, start);
     if (used <= 0) return used;
     this.bytesIn += used;
+    this.#bodyStarted = true;
     const ok = this.#upstream.write(start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used));
-    if (!ok && !this.#upstreamPausedClient && !this.#requestComplete) {
+    // the response head is awaited from the end of the request; the body clock runs meanwhile
+    if (this.#phase === 'waiting') this.#armHeadersDeadline();
+    if (!this.#requestComplete && !ok && !this.#upstreamPausedClient) {
       this.#upstreamPausedClient = true;
       this.#client.setBodyPaused(true);
     }
     return used;
   }
 
-  /** How many bytes of chunk[start..] belong to the body, advancing framing state (used before connect). */
+  /** Why the last clientData() returned -1: CLIENT_BODY_TOO_LARGE (413) or CLIENT_BAD_REQUEST (framing). */
+  get bodyError(): ProxyError {
+    return this.#bodyError ?? new ProxyError('CLIENT_BAD_REQUEST', `invalid chunked request body: ${this.#reqChunked?.error ?? ''}`);
+  }
+
+  /**
+   * How many bytes of chunk[start..] belong to the body, advancing framing state; -1 when the framing is
+   * invalid or a chunked body announced more than limits.body_size (checked as each chunk size is read, so
+   * nothing past the limit is sent upstream).
+   */
   #bodyLength(chunk: Buffer, start: number): number {
     if (this.#reqChunked !== null) {
       const n = this.#reqChunked.push(chunk, start);
+      if (this.#reqChunked.dataBytes > this.#maxBody) {
+        this.#bodyError = new ProxyError('CLIENT_BODY_TOO_LARGE', `chunked request body over ${this.#maxBody} bytes`);
+        return -1;
+      }
       if (n >= 0 && this.#reqChunked.done) this.#requestComplete = true;
       return n;
     }
@@ -467,6 +517,11 @@ export class Exchange {
         if (this.head.versionMinor === 1 && (res.status !== 100 || this.head.expectContinue)) {
           const interim = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, '');
           this.#client.socket.write(interim, 'latin1');
+          if (res.status === 100 && this.#awaitingContinue) {
+            // told to go on: the body is the client's turn now (its body clock runs, no head deadline)
+            this.#continued = true;
+            this.deadline = 0;
+          }
           this.bytesOut += interim.length;
         }
         buf = buf.subarray(r.used);
@@ -703,9 +758,36 @@ export class Exchange {
 
   /** Timeouts: called by the connection's sweep with the current time. */
   checkDeadline(now: number): void {
-    if (this.deadline !== 0 && now >= this.deadline && !this.#finished) {
+    if (this.#finished) return;
+    if (!this.#requestComplete && this.#bodyStalled(now)) return;
+    if (this.deadline !== 0 && now >= this.deadline) {
       this.#fail(new ProxyError(this.deadlineCode, this.deadlineCode === 'UPSTREAM_HEADERS_TIMEOUT' ? 'no response head from upstream in time' : 'upstream body stalled'));
     }
+  }
+
+  /**
+   * A request body in progress: the client gets `timeouts.body` between reads (CLIENT_BODY_TIMEOUT, 408, never
+   * the target's failure); an upstream that stopped taking the body (backpressure) gets `timeouts.idle`. No one
+   * is timed while the body waits for a connection (connect and queue timeouts bound that), nor while an
+   * `Expect: 100-continue` client has sent nothing yet (the response head deadline runs). True once failed.
+   */
+  #bodyStalled(now: number): boolean {
+    const waitsOn = this.#upstreamPausedClient ? 'upstream' : (this.#upstream === null && this.#earlyBody !== null) || this.#awaitingContinue ? null : 'client';
+    if (this.bytesIn !== this.#bodyMark || waitsOn !== this.#bodyWaitsOn) {
+      this.#bodyMark = this.bytesIn;
+      this.#bodyMarkAt = now;
+      this.#bodyWaitsOn = waitsOn;
+      return false;
+    }
+    if (waitsOn === null) return false;
+    const limit = waitsOn === 'client' ? this.#client.bodyTimeout : this.#timeouts.idle;
+    if (limit <= 0 || now - this.#bodyMarkAt < limit) return false;
+    this.#fail(
+      waitsOn === 'client'
+        ? new ProxyError('CLIENT_BODY_TIMEOUT', `no request body bytes from the client for ${limit}ms`)
+        : new ProxyError('UPSTREAM_IDLE_TIMEOUT', `upstream took no request body bytes for ${limit}ms`),
+    );
+    return true;
   }
 
   /** Arms the body idle deadline (refreshed by the connection's sweep on progress). */

@@ -953,6 +953,7 @@ export class ChunkedScanner {
   /** Current trailer name: bytes read and which forbidden names it still matches (see FORBIDDEN_TRAILERS). */
   #nameLen = 0;
   #nameMatch = 0;
+  #dataBytes = 0;
   #error: string | undefined;
 
   /** `maxTrailerBytes` bounds the whole trailer section (optional; Portico addition). */
@@ -968,6 +969,11 @@ export class ChunkedScanner {
 
   get error(): string | undefined {
     return this.#error;
+  }
+
+  /** Body bytes announced by the chunk sizes read so far (a size counts once its line ends, before its data). */
+  get dataBytes(): number {
+    return this.#dataBytes;
   }
 
   #fail(reason: string): number {
@@ -1095,6 +1101,7 @@ export class ChunkedScanner {
           if (c !== LF) return this.#fail('bare CR in chunk-size line');
           this.#lineBytes = 0;
           this.#digits = 0;
+          this.#dataBytes += this.#size;
           state = this.#size === 0 ? C_TRAILER_START : C_DATA;
           break;
         case C_DATA_CR:

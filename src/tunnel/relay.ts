@@ -91,6 +91,11 @@ export class Tunnel {
     upstream.setKeepAlive(true, KEEPALIVE_PROBE_MS);
     if (upstreamRest !== null && upstreamRest.length > 0) this.#onUpstreamData(upstreamRest);
     if (clientRest !== null && clientRest.length > 0) this.#onClientData(clientRest);
+    // A FIN read before the relay existed (the client half-closed while the 101 was awaited) emitted its 'end'
+    // to the HTTP side and will not come again: forward it now, after the bytes that preceded it.
+    if (client.readableEnded) this.#onClientEnd();
+    if (upstream.readableEnded && this.closedBy === undefined) this.#onUpstreamEnd();
+    if (this.closedBy !== undefined) return;
     client.resume();
     upstream.resume();
   }

@@ -43,9 +43,47 @@ export interface UpstreamClient {
 /** For a PROXY-sending pool asked without a client: one "unknown client" key, header UNKNOWN / UNSPEC. */
 const UNKNOWN_CLIENT: UpstreamClient = Object.freeze({ key: '', source: undefined, destination: undefined });
 
-/** Withdraws a queued acquire (its callback is then never called); does nothing once the callback is due. */
+/**
+ * Withdraws an acquire whatever its phase (queued, connecting, or a socket on its way): the callback is then
+ * never called, and a socket made or picked for it stays the pool's (kept idle, handed to a waiter, or closed).
+ * Does nothing once the callback ran: the socket is the caller's then.
+ */
 export type CancelAcquire = () => void;
 const NOT_QUEUED: CancelAcquire = () => {};
+
+/**
+ * One acquire from the call to its answer. Every path of the pool answers through `answer`, so a caller that
+ * went away (cancel) never receives a socket it could not own: the pool takes it back (`reclaim`). Without this
+ * a socket connected for an aborted request had no owner, no 'error' listener, and counted as open forever.
+ */
+class AcquireRequest {
+  readonly #cb: AcquireCallback;
+  readonly #reclaim: (socket: ByteSocket) => void;
+  #state: 'pending' | 'answered' | 'cancelled' = 'pending';
+  /** Leaves the wait queue while the request is queued there (set by #enqueue). */
+  withdraw: CancelAcquire = NOT_QUEUED;
+
+  constructor(cb: AcquireCallback, reclaim: (socket: ByteSocket) => void) {
+    this.#cb = cb;
+    this.#reclaim = reclaim;
+  }
+
+  readonly answer: AcquireCallback = (err, socket, reused, waitUntil) => {
+    if (this.#state === 'cancelled') {
+      if (socket !== null) this.#reclaim(socket);
+      return;
+    }
+    if (this.#state !== 'pending') return;
+    this.#state = 'answered';
+    this.#cb(err, socket, reused, waitUntil);
+  };
+
+  readonly cancel: CancelAcquire = () => {
+    if (this.#state !== 'pending') return;
+    this.#state = 'cancelled';
+    this.withdraw();
+  };
+}
 
 /** A target as discovery hands it to the pool: `id` is "ip:port" ("[v6]:port"), the key it is known by. */
 export interface TargetSpec {
@@ -593,10 +631,31 @@ export class UpstreamPool {
    * UPSTREAM_TARGET_GONE (retryable, see AcquireCallback) when the target left rotation while the acquire
    * waited, or was removed by discovery before it. `waitUntil` (from an earlier UPSTREAM_TARGET_GONE) bounds
    * a wait already begun. `client`: whom the connection speaks for when this upstream sends PROXY headers (see
-   * UpstreamClient). The callback is never synchronous. Returns a cancel for a queued acquire (the caller went
-   * away).
+   * UpstreamClient). The callback is never synchronous. Returns a cancel for the caller that went away, valid
+   * in every phase (see CancelAcquire).
    */
-  acquire(target: Target, cb: AcquireCallback, waitUntil = 0, client?: UpstreamClient): CancelAcquire {
+  acquire(target: Target, callback: AcquireCallback, waitUntil = 0, client?: UpstreamClient): CancelAcquire {
+    const req = new AcquireRequest(callback, (socket) => this.#reclaim(target, socket));
+    req.withdraw = this.#acquire(target, req.answer, waitUntil, client);
+    return req.cancel;
+  }
+
+  /**
+   * A socket whose acquire was cancelled before it was handed over: nothing was written on it by the caller
+   * (a PROXY header may have been), so it is released as reusable, except in a PROXY-sending pool where it
+   * speaks for a client that is gone.
+   */
+  #reclaim(target: Target, socket: ByteSocket): void {
+    const pooled = this.#sockets.get(socket);
+    if (pooled !== undefined && pooled.slot.byClient !== null) {
+      pooled.forget();
+      socket.destroy();
+      return;
+    }
+    this.release(target, socket, true);
+  }
+
+  #acquire(target: Target, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
       const err = this.#gone.has(target)

@@ -351,7 +351,7 @@ tunnel: { idle_timeout: 2h, max_lifetime: 1d }
   const c = loaded(load(t, yaml));
   assert.deepEqual(c.upstreams.app.timeouts, { connect: 250, response_headers: 90_000, idle: 90_000 });
   assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
-  assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, shutdown_grace: 30_000 });
+  assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, body: 60_000, shutdown_grace: 30_000 });
   assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
   assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864 });
 
