@@ -1,0 +1,99 @@
+// What robustness tests read of a running Portico from outside: a worker's open file descriptors and RSS
+// (/proc/PID), the admin /status (workers, connections, tunnels, per-target upstream sockets), and a bounded
+// poll until a condition holds. Linux only (/proc); it asserts nothing about Portico itself.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { request } from './clients.js';
+import type { Portico } from './portico.js';
+
+/** Open file descriptors of process `pid` (entries of /proc/PID/fd). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status). */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(m !== null, `no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** The part of GET /status these tests read. */
+export interface AdminStatus {
+  config: { generation: number };
+  workers: Array<{ id: number; pid: number | null; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; open: number; idle: number }>>;
+  connections: number;
+  tunnels: number;
+  unanswered: number[];
+}
+
+/** Port of the admin listener, from the "listening" log line (the config must have `admin`). */
+export function adminPort(portico: Portico): number {
+  const line = portico.logs.find((l) => l.msg === 'listening');
+  const port = (line?.admin as { port?: number } | null | undefined)?.port;
+  assert.ok(port !== undefined, 'the test config has an admin listener');
+  return port;
+}
+
+export async function adminStatus(portico: Portico): Promise<AdminStatus> {
+  const res = await request(`http://127.0.0.1:${adminPort(portico)}/status`);
+  assert.equal(res.status, 200);
+  return JSON.parse(res.body.toString()) as AdminStatus;
+}
+
+/** Pids of the running workers, in worker id order (fails while one has none). */
+export async function workerPids(portico: Portico): Promise<number[]> {
+  const s = await adminStatus(portico);
+  return s.workers.map((w) => {
+    assert.ok(w.pid !== null, `worker ${w.id} has no process`);
+    return w.pid;
+  });
+}
+
+/**
+ * Calls `read` every `pollMs` until `done(value)` holds and returns that value; after `withinMs` fails with the
+ * last value read (so a leak shows what stayed open).
+ */
+export async function until<T>(what: string, read: () => T | Promise<T>, done: (v: T) => boolean, withinMs = 10_000, pollMs = 50): Promise<T> {
+  const deadline = Date.now() + withinMs;
+  let last = await read();
+  while (!done(last)) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${withinMs} ms; last: ${JSON.stringify(last)}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    last = await read();
+  }
+  return last;
+}
+
+/**
+ * One worker's resources as a fault test compares them: fds minus the idle keep-alive sockets the pools may
+ * legitimately hold (a fault may close or add one), and the /status counts that must all be back at zero.
+ */
+export interface WorkerResources {
+  /** null while the worker is being restarted (then every count below is -1 or empty). */
+  pid: number | null;
+  /** Open fds less the idle pooled upstream sockets (all targets). */
+  fdsBeyondIdle: number;
+  connections: number;
+  tunnels: number;
+  /** Per target (`upstream/target`): requests + tunnels in progress and sockets in use (open - idle). */
+  busy: Record<string, { active: number; inUse: number }>;
+}
+
+/** The resources of a single-worker Portico (fault tests run one worker so every count is that worker's). */
+export async function singleWorkerResources(portico: Portico): Promise<WorkerResources> {
+  const s = await adminStatus(portico);
+  assert.equal(s.workers.length, 1, 'a single-worker config');
+  const pid = s.workers[0].pid;
+  if (pid === null) return { pid, fdsBeyondIdle: -1, connections: -1, tunnels: -1, busy: {} };
+  let idle = 0;
+  const busy: WorkerResources['busy'] = {};
+  for (const [name, targets] of Object.entries(s.upstreams)) {
+    for (const t of targets) {
+      idle += t.idle;
+      busy[`${name}/${t.target}`] = { active: t.active, inUse: t.open - t.idle };
+    }
+  }
+  return { pid, fdsBeyondIdle: fdCount(pid) - idle, connections: s.connections, tunnels: s.tunnels, busy };
+}
