@@ -2,7 +2,7 @@
 // (/proc/PID), the admin /status (workers, connections, tunnels, per-target upstream sockets), and a bounded
 // poll until a condition holds. Linux only (/proc); it asserts nothing about Portico itself.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { request } from './clients.js';
 import type { Portico } from './portico.js';
 
@@ -96,4 +96,46 @@ export async function singleWorkerResources(portico: Portico): Promise<WorkerRes
     }
   }
   return { pid, fdsBeyondIdle: fdCount(pid) - idle, connections: s.connections, tunnels: s.tunnels, busy };
+}
+
+/** Inodes of the sockets process `pid` holds (its fds that are sockets). */
+function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m !== null) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return inodes;
+}
+
+/**
+ * Which of `pids` holds the server side of each loopback TCP connection to `serverPort`: a map from the
+ * client's port to the pid (from /proc/net/tcp and tcp6 and each process's fds). A test learns this way which
+ * worker accepted which of its connections.
+ */
+export function acceptedBy(pids: readonly number[], serverPort: number): Map<number, number> {
+  const owner = new Map<string, number>();
+  for (const pid of pids) for (const inode of socketInodes(pid)) owner.set(inode, pid);
+  const byClientPort = new Map<number, number>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const local = Number.parseInt(f[1].split(':')[1], 16);
+      const remote = Number.parseInt(f[2].split(':')[1], 16);
+      const pid = owner.get(f[9]);
+      if (local === serverPort && pid !== undefined && f[3] === '01') byClientPort.set(remote, pid);
+    }
+  }
+  return byClientPort;
 }
