@@ -139,3 +139,47 @@ export function acceptedBy(pids: readonly number[], serverPort: number): Map<num
   }
   return byClientPort;
 }
+
+/** One reading of a process: open fds and RSS (bytes), `at` ms after the sampler started. */
+export interface ProcSample {
+  at: number;
+  pid: number;
+  fds: number;
+  rss: number;
+}
+
+export interface Sampler {
+  readonly samples: readonly ProcSample[];
+  /** Stops sampling (idempotent) and returns every sample taken. */
+  stop(): readonly ProcSample[];
+}
+
+/**
+ * Reads fds and RSS of each of `pids` every `everyMs` (at most `maxSamples` rounds). A process that is gone is
+ * skipped in that round (a test that needs its workers alive checks their pids separately).
+ */
+export function startSampler(pids: readonly number[], everyMs: number, maxSamples = 10_000): Sampler {
+  const samples: ProcSample[] = [];
+  const started = Date.now();
+  let rounds = 0;
+  const take = (): void => {
+    for (const pid of pids) {
+      try {
+        samples.push({ at: Date.now() - started, pid, fds: fdCount(pid), rss: rssBytes(pid) });
+      } catch {
+        // gone
+      }
+    }
+    if (++rounds >= maxSamples) clearInterval(timer);
+  };
+  const timer = setInterval(take, everyMs);
+  timer.unref();
+  take();
+  return {
+    samples,
+    stop() {
+      clearInterval(timer);
+      return samples;
+    },
+  };
+}
