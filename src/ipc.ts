@@ -88,7 +88,7 @@ export interface UpstreamTargetStatus {
   target: string;
   available: boolean;
   active: number;
-  /** Sockets this worker has open to the target (tunnels included), and of those idle in its pool. */
+  /** This worker's pooled sockets open to the target (TargetStats.open), and of those idle. */
   open: number;
   idle: number;
   /** The active state this worker applies, as the primary sent it. */

@@ -36,7 +36,8 @@ export interface StatusReport {
   listeners: Array<{ address: string; port: number; tls: boolean }>;
   /**
    * Per upstream: each target with its availability (in every worker), open requests + tunnels (`active`),
-   * sockets open to it (`open`, tunnels included) and of those kept idle in a pool (`idle`), summed.
+   * the pools' sockets open to it (`open`: connecting, busy, idle, JS-relayed tunnels; a spliced tunnel's socket
+   * belongs to the native relay and counts in `active` only) and of those kept idle (`idle`), summed.
    * `loadSeen` (least_conn, random_two, cookie with a least_conn fallback): the load each answering worker
    * balances on, its own active + the other workers' as last aggregated by the primary; every entry equals
    * `active` once the aggregate caught up (within ~100-200 ms of a change). `leaving`: removed by discovery,

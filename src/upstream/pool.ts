@@ -68,7 +68,7 @@ export interface TargetReport {
   readonly available: boolean;
   readonly active: number;
   readonly remote: number;
-  /** Sockets open to the target (connecting, busy, idle, tunnels) and, of those, idle in the pool. */
+  /** Sockets open to the target (as in TargetStats) and, of those, idle in the pool. */
   readonly open: number;
   readonly idle: number;
   readonly healthy: boolean;

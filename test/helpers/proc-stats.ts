@@ -183,3 +183,26 @@ export function startSampler(pids: readonly number[], everyMs: number, maxSample
     },
   };
 }
+
+/** What each open fd of `pid` points to ("socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", a path). */
+export function fdTargets(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/** Kinds of fds (socket, pipe, anon_inode:[eventfd], ...) counted: to say what a leak is made of. */
+export function fdKinds(pid: number): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const target of fdTargets(pid)) {
+    const kind = target.replace(/:\[\d+\]$/, '');
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return kinds;
+}
