@@ -333,7 +333,7 @@ test('backend stalls before its response head: 504 at timeouts.response_headers,
   assert.equal(res.status, 504);
   assert.ok(Date.now() - started >= 900, 'not before the 1s response_headers timeout');
   await until('the backend saw its connection closed', () => s.scripted.open, (n) => n === 0, SETTLE_MS);
-  assert.ok(s.portico.logs.some((l) => (l.err as { code?: string } | undefined)?.code === 'UPSTREAM_HEADERS_TIMEOUT'), 'logged with its code');
+  await s.portico.waitForLog((l) => (l.err as { code?: string } | undefined)?.code === 'UPSTREAM_HEADERS_TIMEOUT', SETTLE_MS);
   c.socket.destroy();
   await backToBaseline(s, 'backend stall before head');
 });
@@ -347,6 +347,6 @@ test('backend stalls mid response body: the client connection is cut at timeouts
   assert.match(text, /^HTTP\/1\.1 200 /);
   assert.equal(rest.length - text.indexOf('\r\n\r\n') - 4, 64 * 1024, 'what the backend sent, then the cut');
   await until('the backend saw its connection closed', () => s.scripted.open, (n) => n === 0, SETTLE_MS);
-  assert.ok(s.portico.logs.some((l) => (l.err as { code?: string } | undefined)?.code === 'UPSTREAM_IDLE_TIMEOUT'), 'logged with its code');
+  await s.portico.waitForLog((l) => (l.err as { code?: string } | undefined)?.code === 'UPSTREAM_IDLE_TIMEOUT', SETTLE_MS);
   await backToBaseline(s, 'backend stall mid body');
 });
