@@ -248,6 +248,7 @@ test('client RST while the upstream connect is pending: the upstream socket is c
     s.backlog.reset();
     await backToBaseline(s, `${mode}: RST while connect pending`);
     assert.equal((await target(s.portico, 'pending')).open, 0, 'no socket left towards the reset backend');
+    await s.backlog.block();
   }
 });
 

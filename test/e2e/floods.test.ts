@@ -96,8 +96,9 @@ test(`${SLOW} slowloris heads: normal requests never fail, each slow one gets 40
   for (const c of slow) {
     assert.match(c.reply.toString('latin1'), /^HTTP\/1\.1 408 /, 'each slow head gets 408');
     const lived = (c.closedAt as number) - c.connectedAt;
-    // The deadline runs from the accept (not refreshed by bytes); a sweep checks it every 250 ms.
-    if (lived < HEAD_TIMEOUT_MS - 100) early.push(lived);
+    // The deadline runs from the accept (not refreshed by bytes); a sweep checks it every 250 ms. 250 ms of slack
+    // below it for this process's own event-loop lag between the kernel's events and their callbacks.
+    if (lived < HEAD_TIMEOUT_MS - 250) early.push(lived);
     if (lived > HEAD_TIMEOUT_MS + 5_000) late.push(lived);
     assert.ok(c.sent < head.length, 'the head never completed');
   }

@@ -17,8 +17,8 @@ export interface BacklogPeer {
   accept(): void;
   /** Closes every accepted connection with an RST. */
   reset(): void;
-  /** Resolves once `held` satisfies `done`; rejects after `withinMs`. */
-  waitHeld(done: (n: number) => boolean, withinMs?: number): Promise<void>;
+  /** Stops accepting and fills the accept queue again: new connects stay pending, as at the start. */
+  block(): Promise<void>;
 }
 
 export async function startBacklogPeer(t: TestContext): Promise<BacklogPeer> {
@@ -27,6 +27,7 @@ export async function startBacklogPeer(t: TestContext): Promise<BacklogPeer> {
     child.kill('SIGKILL');
   });
   let held = 0;
+  let blocked = 0;
   const watchers = new Set<() => void>();
   const lines = createInterface({ input: child.stdout! });
   const port = await new Promise<number>((resolve, reject) => {
@@ -37,19 +38,39 @@ export async function startBacklogPeer(t: TestContext): Promise<BacklogPeer> {
       if (word === 'port') resolve(Number(n));
       else if (word === 'accepted' || word === 'closed') held = Number(n);
       else if (word === 'reset') held = 0;
+      else if (word === 'blocked') blocked++;
       for (const w of watchers) w();
     });
   });
-  // The filler: queued by the kernel, never accepted until accept(); from now on SYNs to the port are dropped.
-  const filler = net.connect({ host: '127.0.0.1', port });
-  filler.on('error', () => {});
-  t.after(() => {
-    filler.destroy();
-  });
-  await new Promise<void>((resolve, reject) => {
-    filler.once('connect', resolve);
-    filler.once('error', reject);
-  });
+  // A filler: queued by the kernel, never accepted until accept(); from then on SYNs to the port are dropped.
+  const fill = async (): Promise<void> => {
+    const filler = net.connect({ host: '127.0.0.1', port });
+    filler.on('error', () => {});
+    t.after(() => {
+      filler.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      filler.once('connect', resolve);
+      filler.once('error', reject);
+    });
+  };
+  await fill();
+  const waitFor = (done: () => boolean, what: string, withinMs: number): Promise<void> => {
+    if (done()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        watchers.delete(check);
+        reject(new Error(`backlog peer: ${what} not within ${withinMs} ms (holds ${held})`));
+      }, withinMs);
+      const check = (): void => {
+        if (!done()) return;
+        clearTimeout(timer);
+        watchers.delete(check);
+        resolve();
+      };
+      watchers.add(check);
+    });
+  };
   return {
     port,
     get held() {
@@ -57,21 +78,11 @@ export async function startBacklogPeer(t: TestContext): Promise<BacklogPeer> {
     },
     accept: () => child.stdin!.write('accept\n'),
     reset: () => child.stdin!.write('reset\n'),
-    waitHeld(done, withinMs = 10_000) {
-      if (done(held)) return Promise.resolve();
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          watchers.delete(check);
-          reject(new Error(`backlog peer holds ${held} connection(s) after ${withinMs} ms`));
-        }, withinMs);
-        const check = (): void => {
-          if (!done(held)) return;
-          clearTimeout(timer);
-          watchers.delete(check);
-          resolve();
-        };
-        watchers.add(check);
-      });
+    async block() {
+      const before = blocked;
+      child.stdin!.write('block\n');
+      await waitFor(() => blocked > before, 'block', 10_000);
+      await fill();
     },
   };
 }
