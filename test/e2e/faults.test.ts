@@ -7,7 +7,6 @@
 // listener (splice tunnels where the addon is built) and the TLS one (JS relay).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
@@ -17,7 +16,7 @@ import { startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../hel
 import { startBacklogPeer, type BacklogPeer } from '../helpers/backlog-peer.js';
 import { closed, echo } from '../helpers/clients.js';
 import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
-import { adminStatus, singleWorkerResources, until, type WorkerResources } from '../helpers/proc-stats.js';
+import { adminStatus, singleWorkerResources, synSentTo, until, type WorkerResources } from '../helpers/proc-stats.js';
 import { ResponseReader, testCaCert } from '../helpers/wire.js';
 
 type Mode = 'plain' | 'tls';
@@ -218,18 +217,6 @@ async function target(portico: Portico, upstream: string): Promise<{ active: num
   const row = (await adminStatus(portico)).upstreams[upstream]?.[0];
   assert.ok(row !== undefined, `upstream ${upstream} in /status`);
   return row;
-}
-
-/** TCP sockets in SYN_SENT towards 127.0.0.1:port (from /proc/net/tcp: the connects still pending). */
-function synSentTo(port: number): number {
-  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter((line) => {
-      const f = line.trim().split(/\s+/);
-      return f[2] === want && f[3] === '02';
-    }).length;
 }
 
 test('client RST while the upstream connect is pending: the upstream socket is closed or pooled, never leaked; a later backend RST crashes nothing', { timeout: 90_000 }, async (t) => {

@@ -1,6 +1,6 @@
-// What robustness tests read of a running Portico from outside: a worker's open file descriptors and RSS
-// (/proc/PID), the admin /status (workers, connections, tunnels, per-target upstream sockets), and a bounded
-// poll until a condition holds. Linux only (/proc); it asserts nothing about Portico itself.
+// What robustness tests read of a running Portico from outside: a worker's open fds and RSS (/proc/PID, also
+// sampled over time), which worker holds a client connection and which connects are pending (/proc/net/tcp),
+// the admin /status, and a bounded poll until a condition holds. Linux only; asserts nothing about Portico.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { request } from './clients.js';
@@ -16,6 +16,29 @@ export function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(m !== null, `no VmRSS for pid ${pid}`);
   return Number(m[1]) * 1024;
+}
+
+/** What each open fd of `pid` points to ("socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", a path). */
+export function fdTargets(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/** Kinds of fds (socket, pipe, anon_inode:[eventfd], ...) counted: to say what a leak is made of. */
+export function fdKinds(pid: number): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const target of fdTargets(pid)) {
+    const kind = target.replace(/:\[\d+\]$/, '');
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return kinds;
 }
 
 /** The part of GET /status these tests read. */
@@ -101,15 +124,46 @@ export async function singleWorkerResources(portico: Portico): Promise<WorkerRes
 /** Inodes of the sockets process `pid` holds (its fds that are sockets). */
 function socketInodes(pid: number): Set<string> {
   const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m !== null) inodes.add(m[1]);
-    } catch {
-      // closed meanwhile
-    }
+  for (const target of fdTargets(pid)) {
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m !== null) inodes.add(m[1]);
   }
   return inodes;
+}
+
+/** One row of /proc/net/tcp or tcp6: ports, state (hex, "01" established, "02" SYN_SENT) and socket inode. */
+interface TcpRow {
+  localPort: number;
+  remotePort: number;
+  /** The remote address as the kernel prints it (hex, e.g. "0100007F" for 127.0.0.1). */
+  remoteHex: string;
+  state: string;
+  inode: string;
+}
+
+/** The machine's TCP sockets (IPv4 and IPv6) as the kernel lists them. */
+function tcpTable(): TcpRow[] {
+  const rows: TcpRow[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const [remoteHex, remotePort] = f[2].split(':');
+      rows.push({ localPort: Number.parseInt(f[1].split(':')[1], 16), remotePort: Number.parseInt(remotePort, 16), remoteHex, state: f[3], inode: f[9] });
+    }
+  }
+  return rows;
+}
+
+/** Sockets of this machine in SYN_SENT towards 127.0.0.1:port: connects still pending. */
+export function synSentTo(port: number): number {
+  return tcpTable().filter((r) => r.remoteHex === '0100007F' && r.remotePort === port && r.state === '02').length;
 }
 
 /**
@@ -121,21 +175,9 @@ export function acceptedBy(pids: readonly number[], serverPort: number): Map<num
   const owner = new Map<string, number>();
   for (const pid of pids) for (const inode of socketInodes(pid)) owner.set(inode, pid);
   const byClientPort = new Map<number, number>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const local = Number.parseInt(f[1].split(':')[1], 16);
-      const remote = Number.parseInt(f[2].split(':')[1], 16);
-      const pid = owner.get(f[9]);
-      if (local === serverPort && pid !== undefined && f[3] === '01') byClientPort.set(remote, pid);
-    }
+  for (const row of tcpTable()) {
+    const pid = owner.get(row.inode);
+    if (row.localPort === serverPort && pid !== undefined && row.state === '01') byClientPort.set(row.remotePort, pid);
   }
   return byClientPort;
 }
@@ -182,27 +224,4 @@ export function startSampler(pids: readonly number[], everyMs: number, maxSample
       return samples;
     },
   };
-}
-
-/** What each open fd of `pid` points to ("socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", a path). */
-export function fdTargets(pid: number): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
-
-/** Kinds of fds (socket, pipe, anon_inode:[eventfd], ...) counted: to say what a leak is made of. */
-export function fdKinds(pid: number): Record<string, number> {
-  const kinds: Record<string, number> = {};
-  for (const target of fdTargets(pid)) {
-    const kind = target.replace(/:\[\d+\]$/, '');
-    kinds[kind] = (kinds[kind] ?? 0) + 1;
-  }
-  return kinds;
 }
