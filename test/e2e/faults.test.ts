@@ -1,10 +1,10 @@
 // Fault injection with real sockets against the real `portico start` (one worker, so every count is that
 // worker's): a client resets its connection (RST) at each phase (upstream connect pending, request body,
-// response body, tunnel), a backend resets mid-request, mid-response and mid-tunnel, a backend stalls before its
-// response head (504) or in its body (cut). After each fault the worker is the same process and its resources
-// are back at their baseline: open fds (/proc/PID/fd, less idle pooled sockets), client connections, tunnels,
-// and per target requests in progress and upstream sockets in use (/status). Client faults run over the plain
-// listener (splice tunnels where the addon is built) and the TLS one (JS relay).
+// response body, 101 pending, tunnel), a backend resets mid-request, mid-response and mid-tunnel, a backend
+// stalls before its response head (504) or in its body (cut). After each fault the worker is the same process
+// and its resources are back at their baseline: open fds (/proc/PID/fd, less idle pooled sockets), client
+// connections, tunnels, and per target requests in progress and upstream sockets in use (/status). Client
+// faults run over the plain listener (splice tunnels where the addon is built) and the TLS one (JS relay).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -33,7 +33,7 @@ interface ScriptedBackend {
   readonly port: number;
   /** Connections from Portico still open on the backend's side. */
   readonly open: number;
-  /** Request paths seen, in order. */
+  /** Request paths seen, in order (a test may empty it). */
   readonly paths: string[];
 }
 
@@ -262,6 +262,20 @@ test('client RST mid response body: the upstream response is abandoned, its sock
     assert.equal((await target(s.portico, 'app')).active, 1, 'the response is still streaming');
     c.reset();
     await backToBaseline(s, `${mode}: RST mid response body`);
+  }
+});
+
+test('client RST while the backend has not answered its upgrade yet: the upstream socket is closed', { timeout: 60_000 }, async (t) => {
+  const s = await setup(t);
+  for (const mode of MODES) {
+    const c = await connect(t, mode, s.ports[mode]);
+    const upgrade = ['GET /scripted/stall-head HTTP/1.1', 'Host: localhost', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='];
+    c.socket.write(`${upgrade.join('\r\n')}\r\n\r\n`);
+    await until('the upgrade reached the backend', () => s.scripted.paths.length, (n) => n > 0 && s.scripted.open === 1, SETTLE_MS);
+    s.scripted.paths.length = 0;
+    c.reset();
+    await until('the backend saw its connection closed', () => s.scripted.open, (n) => n === 0, SETTLE_MS);
+    await backToBaseline(s, `${mode}: RST while the 101 is pending`);
   }
 });
 
