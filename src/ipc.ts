@@ -88,6 +88,9 @@ export interface UpstreamTargetStatus {
   target: string;
   available: boolean;
   active: number;
+  /** This worker's pooled sockets open to the target (TargetStats.open), and of those idle. */
+  open: number;
+  idle: number;
   /** The active state this worker applies, as the primary sent it. */
   healthy: boolean;
   draining: boolean;
@@ -156,7 +159,7 @@ function isLimitStatus(v: unknown): v is UpstreamLimitStatus {
 
 function isTargetStatus(v: unknown): v is UpstreamTargetStatus {
   return (
-    isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) &&
+    isRecord(v) && typeof v.upstream === 'string' && typeof v.target === 'string' && typeof v.available === 'boolean' && isCount(v.active) && isCount(v.open) && isCount(v.idle) &&
     typeof v.healthy === 'boolean' && typeof v.draining === 'boolean' && typeof v.passiveDown === 'boolean' && isCount(v.failures) &&
     isCount(v.remote) && typeof v.leaving === 'boolean'
   );

@@ -1138,7 +1138,7 @@ class Primary {
     const upstreams: StatusReport['upstreams'] = {};
     for (const t of mergeTargets(answers.map((a) => a.stats))) {
       const balancesOnLoad = readsLoad(this.#config.upstreams[t.upstream]?.balance ?? 'round_robin');
-      (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active, ...(balancesOnLoad ? { loadSeen: t.loadSeen } : {}), ...(t.leaving ? { leaving: true } : {}) });
+      (upstreams[t.upstream] ??= []).push({ target: t.target, available: t.available, active: t.active, open: t.open, idle: t.idle, ...(balancesOnLoad ? { loadSeen: t.loadSeen } : {}), ...(t.leaving ? { leaving: true } : {}) });
     }
     const health = this.#healthReport(answers);
     const limits: StatusReport['limits'] = {};
@@ -1193,6 +1193,9 @@ interface MergedTarget {
   target: string;
   available: boolean;
   active: number;
+  /** Sockets open to the target and, of those, idle in a pool: summed over workers. */
+  open: number;
+  idle: number;
   /** What each worker balances on (its own active + the others' as last aggregated), in answer order. */
   loadSeen: number[];
   /** Removed by discovery in every worker that has it, its connections still finishing. */
@@ -1209,12 +1212,14 @@ function mergeTargets(all: readonly WorkerStats[]): MergedTarget[] {
     for (const t of stats.upstreamTargets) {
       const key = `${t.upstream}\n${t.target}`;
       let m = merged.get(key);
-      if (m === undefined) merged.set(key, (m = { upstream: t.upstream, target: t.target, available: t.available, active: 0, loadSeen: [], leaving: t.leaving }));
+      if (m === undefined) merged.set(key, (m = { upstream: t.upstream, target: t.target, available: t.available, active: 0, open: 0, idle: 0, loadSeen: [], leaving: t.leaving }));
       else {
         m.available &&= t.available;
         m.leaving &&= t.leaving;
       }
       m.active += t.active;
+      m.open += t.open;
+      m.idle += t.idle;
       m.loadSeen[w] = (m.loadSeen[w] ?? 0) + t.active + t.remote;
     }
   });

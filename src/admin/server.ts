@@ -35,13 +35,15 @@ export interface StatusReport {
   workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
   listeners: Array<{ address: string; port: number; tls: boolean }>;
   /**
-   * Per upstream: each target with its availability (in every worker) and open requests + tunnels (summed).
+   * Per upstream: each target with its availability (in every worker), open requests + tunnels (`active`),
+   * the pools' sockets open to it (`open`: connecting, busy, idle, JS-relayed tunnels; a spliced tunnel's socket
+   * belongs to the native relay and counts in `active` only) and of those kept idle (`idle`), summed.
    * `loadSeen` (least_conn, random_two, cookie with a least_conn fallback): the load each answering worker
    * balances on, its own active + the other workers' as last aggregated by the primary; every entry equals
    * `active` once the aggregate caught up (within ~100-200 ms of a change). `leaving`: removed by discovery,
    * its open connections and tunnels still finishing (listed until the last one closes).
    */
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[]; leaving?: boolean }>>;
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; open: number; idle: number; loadSeen?: number[]; leaving?: boolean }>>;
   /** Per upstream: wait queue and retry counters, summed over workers (counters include exited workers). */
   limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
   /** Per upstream: each target's health, in the order of `upstreams`. */

@@ -106,6 +106,9 @@ export interface TargetReport {
   readonly available: boolean;
   readonly active: number;
   readonly remote: number;
+  /** Sockets open to the target (as in TargetStats) and, of those, idle in the pool. */
+  readonly open: number;
+  readonly idle: number;
   readonly healthy: boolean;
   readonly draining: boolean;
   readonly passiveDown: boolean;
@@ -1123,6 +1126,8 @@ export class UpstreamPool {
         available: !slot.removed && t.available,
         active: t.active,
         remote: t.remote ?? 0,
+        open: slot.open,
+        idle: slot.idle.length,
         healthy: slot.healthy,
         draining: slot.draining,
         passiveDown: !slot.removed && slot.passive.isDown(now),

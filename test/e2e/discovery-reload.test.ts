@@ -26,7 +26,7 @@ interface Status {
   config: { generation: number };
   workers: Array<{ generation: number; tunnels?: number }>;
   sticky: { keys: number; pins: number };
-  upstreams: Record<string, Array<{ target: string; available: boolean }>>;
+  upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
   discovery: Record<string, Array<{ name: string; targets: string[]; failures: number; lastError: string | null; lookups: { ok: number; failed: number } }>>;
 }
 
@@ -89,7 +89,7 @@ test('a reload that adds an upstream with a DNS name routes to its targets at on
   assert.equal(s.config.generation, 2);
   assert.deepEqual(s.workers.map((w) => w.generation), [2, 2]);
   assert.deepEqual(s.discovery.fresh.map((d) => [d.name, d.targets]), [['fresh.test', [id]]]);
-  assert.deepEqual(s.upstreams.fresh, [{ target: id, available: true, active: 0 }]);
+  assert.deepEqual(s.upstreams.fresh.map(({ target, available, active }) => ({ target, available, active })), [{ target: id, available: true, active: 0 }]);
   const m = await metrics(portico);
   assert.match(m, /^portico_config_generation 2$/m);
   assert.match(m, /^portico_discovery_targets\{upstream="fresh",name="fresh\.test"\} 1$/m);

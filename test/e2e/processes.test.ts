@@ -226,7 +226,7 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
   const report = JSON.parse(status.body) as {
     workers: Array<{ id: number; pid: number; uptime: number; restarts: number }>;
     listeners: Array<{ address: string; port: number; tls: boolean }>;
-    upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
+    upstreams: Record<string, Array<{ target: string; available: boolean; active: number; open: number; idle: number }>>;
     limits: Record<string, { queued: number; queueRejected: number; queueTimeouts: number; retries: number; retriesDenied: number }>;
     tunnels: number;
     native: { native: boolean; reason?: string };
@@ -239,7 +239,8 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
     workers.map((w) => ({ id: w.id, pid: w.pid, restarts: 0 })),
   );
   assert.deepEqual(report.listeners, [{ address: '127.0.0.1', port: portico.httpPort, tls: false }]);
-  assert.deepEqual(report.upstreams.app, [{ target: `127.0.0.1:${backend.port}`, available: true, active: 0 }]);
+  // the one request left its upstream connection idle in the pool of the worker that served it
+  assert.deepEqual(report.upstreams.app, [{ target: `127.0.0.1:${backend.port}`, available: true, active: 0, open: 1, idle: 1 }]);
   assert.deepEqual(report.limits, { app: { queued: 0, queueRejected: 0, queueTimeouts: 0, retries: 0, retriesDenied: 0 } });
   assert.equal(report.tunnels, 0);
 

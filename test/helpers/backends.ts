@@ -190,7 +190,8 @@ export interface WsEchoBackend extends Backend {
 
 /**
  * A `ws` server echoing every message (text stays text, binary stays binary). A text message `kill` makes it
- * destroy that connection's TCP socket at once, without a Close frame (a backend dying mid-tunnel).
+ * destroy that connection's TCP socket at once, without a Close frame (a backend dying mid-tunnel); `reset`
+ * makes it reset the connection (RST, SO_LINGER 0).
  */
 export async function startWsEchoBackend(t: TestContext, bind: BindOptions = {}): Promise<WsEchoBackend> {
   const upgrades: http.IncomingHttpHeaders[] = [];
@@ -205,6 +206,10 @@ export async function startWsEchoBackend(t: TestContext, bind: BindOptions = {})
     ws.on('message', (data, isBinary) => {
       if (!isBinary && data.toString() === 'kill') {
         req.socket.destroy();
+        return;
+      }
+      if (!isBinary && data.toString() === 'reset') {
+        req.socket.resetAndDestroy();
         return;
       }
       ws.send(data, { binary: isBinary });

@@ -26,18 +26,26 @@ export interface GetLoop {
   stop(): Promise<{ ok: number; failures: string[] }>;
 }
 
+/** A loop's bounds: at most this many requests, for at most this long (defaults 20,000 and 60 s). */
+export interface LoopBounds {
+  maxRequests?: number;
+  maxMs?: number;
+}
+
 /**
- * GETs `urlPath` back to back until stopped (at most 20,000 requests or 60 s), over one kept-alive connection
- * or a fresh connection each time; records every failure. `check` may add a failure for a 200 (wrong backend).
+ * GETs `urlPath` back to back until stopped (at most 20,000 requests or 60 s unless `bounds` say otherwise), over
+ * one kept-alive connection or a fresh connection each time; records every failure. `check` may add a failure
+ * for a 200 (wrong backend).
  */
-export function getLoop(port: number, urlPath: string, keepAlive: boolean, check?: (r: { body: string; headers: http.IncomingHttpHeaders }) => string | undefined): GetLoop {
+export function getLoop(port: number, urlPath: string, keepAlive: boolean, check?: (r: { body: string; headers: http.IncomingHttpHeaders }) => string | undefined, bounds: LoopBounds = {}): GetLoop {
   const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: 1 }) : false;
   const failures: string[] = [];
   let ok = 0;
   let stopped = false;
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + (bounds.maxMs ?? 60_000);
+  const maxRequests = bounds.maxRequests ?? 20_000;
   const done = (async () => {
-    for (let i = 0; i < 20_000 && !stopped && Date.now() < deadline; i++) {
+    for (let i = 0; i < maxRequests && !stopped && Date.now() < deadline; i++) {
       try {
         const r = await get('127.0.0.1', port, urlPath, agent);
         const problem = r.status === 200 ? check?.(r) : `status ${r.status}: ${r.body.slice(0, 100)}`;
