@@ -1,0 +1,215 @@
+// Rate and connection limits through a running Portico (`portico start`, one worker) with real clients: a burst
+// admitted then 429 with Retry-After that never reaches the backend, refill after the interval, keys by header,
+// WebSocket handshakes limited apart from requests (real `ws` clients), connections per IP closed at accept
+// (plain, TLS before the handshake, tunnels counted), the /metrics counters and one log line per client per
+// interval, not per refusal.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
+import { UnexpectedResponse, echo, openWebSocket, request, type SimpleResponse } from '../helpers/clients.js';
+import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { closedWithoutReply, connectPlain, connectTls } from '../helpers/wire.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+
+const SETTLE_MS = 10_000;
+
+function adminUrl(portico: Portico): string {
+  const line = portico.logs.find((l) => l.msg === 'listening');
+  const port = (line?.admin as { port?: number } | null | undefined)?.port;
+  assert.ok(port !== undefined, 'the test config has an admin listener');
+  return `http://127.0.0.1:${port}`;
+}
+
+async function metrics(portico: Portico): Promise<string> {
+  const res = await request(`${adminUrl(portico)}/metrics`);
+  assert.equal(res.status, 200);
+  return res.body.toString();
+}
+
+/** The value of one sample in /metrics (0 when absent). */
+function sample(text: string, name: string, labels: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+/** Polls `done` until it holds, bounded; fails with `what`. */
+async function until(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + SETTLE_MS;
+  while (!(await done())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${SETTLE_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+const isLimitLine = (limit: string) => (l: LogLine) => l.limit === limit && typeof l.msg === 'string';
+
+async function start(t: TestContext, port: number, route: Record<string, unknown>, extra: Partial<ConfigInput> = {}): Promise<Portico> {
+  return startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${port}`] } },
+    routes: [{ name: 'api', match: { path: '/' }, proxy: 'app', ...route }],
+    admin: { address: '127.0.0.1:0' },
+    ...extra,
+  } as ConfigInput);
+}
+
+test('rate limit: the burst passes, then 429 with Retry-After that never reaches the backend; a token comes back after the interval', { timeout: 60_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const portico = await start(t, backend.port, { rate_limit: { requests: { rate: '4/s', burst: 3 } } }, { log: { limit_interval: '1s' } });
+  const url = `http://127.0.0.1:${portico.httpPort}/x`;
+  const burst = [await request(url), await request(url), await request(url)];
+  assert.deepEqual(burst.map((r) => r.status), [200, 200, 200]);
+  const refusedAt = Date.now();
+  const refused: SimpleResponse[] = [];
+  for (let i = 0; i < 20; i++) refused.push(await request(url));
+  const elapsedMs = Date.now() - refusedAt;
+  // 20 requests take far less than the 250 ms a token needs here on any sane machine; a token that came back
+  // meanwhile is admitted, and that is right too: count what was refused
+  const limited = refused.filter((r) => r.status === 429);
+  assert.ok(limited.length >= 1, 'requests above the burst are refused');
+  for (const r of limited) {
+    assert.equal(r.headers['retry-after'], '1');
+    assert.equal(r.headers.connection, 'close');
+    assert.equal(r.body.toString(), '429 Too Many Requests\n');
+  }
+  assert.equal(backend.requests.length, 3 + (refused.length - limited.length), 'no refused request reached the backend');
+
+  // refill: a request is admitted again once a token is back (bounded)
+  let admitted: SimpleResponse | undefined;
+  let extra429 = 0;
+  await until('a request admitted after the refill', async () => {
+    const r = await request(url);
+    if (r.status === 429) extra429++;
+    else admitted = r;
+    return r.status !== 429;
+  });
+  assert.equal(admitted?.status, 200);
+
+  // counted in /metrics, with the route and the limit as labels
+  const total = limited.length + extra429;
+  await until('portico_rate_limited_total counts every 429', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="requests"}') === total);
+
+  // logged once for the first refusal, then summaries at most once per interval, never per request
+  await until('the summary line of the refusals after the first', () => {
+    const lines = portico.logs.filter(isLimitLine('rate_limit.requests'));
+    const summed = lines.reduce((n, l) => n + (typeof l.refused === 'number' ? l.refused : 0), 0);
+    return summed === total - 1;
+  });
+  const lines = portico.logs.filter(isLimitLine('rate_limit.requests'));
+  const firsts = lines.filter((l) => l.refused === undefined);
+  assert.equal(firsts.length, 1, 'one line for the first refusal');
+  assert.equal(firsts[0].level, 'warn');
+  assert.equal(firsts[0].route, 'api');
+  assert.equal(firsts[0].remoteAddr, '127.0.0.1');
+  const spanS = (Date.now() - refusedAt) / 1000;
+  assert.ok(lines.length <= 2 + Math.ceil(spanS), `${lines.length} lines for ${total} refusals over ${spanS.toFixed(1)} s (${elapsedMs} ms of requests)`);
+  assert.equal(portico.logs.filter((l) => l.msg === 'request' && l.status === 429).length, 0, 'refusals are not access-logged one by one');
+});
+
+test('rate limit by header: each key has its own bucket; a request without the header is keyed by its address', { timeout: 60_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const portico = await start(t, backend.port, { rate_limit: { requests: { rate: '1/m', burst: 2, key: 'header:X-Api-Key' } } });
+  const url = `http://127.0.0.1:${portico.httpPort}/x`;
+  const as = (key?: string) => request(url, { headers: key === undefined ? {} : { 'x-api-key': key } }).then((r) => r.status);
+  assert.deepEqual([await as('A'), await as('A'), await as('A')], [200, 200, 429]);
+  assert.deepEqual([await as('B'), await as('B'), await as('B')], [200, 200, 429]);
+  assert.deepEqual([await as(), await as(), await as()], [200, 200, 429]);
+  assert.equal(await as('A'), 429, 'A is still refused: its bucket was not reset by the others');
+  const refusedA = await request(url, { headers: { 'x-api-key': 'A' } });
+  assert.ok(Number(refusedA.headers['retry-after']) > 1, `Retry-After ${refusedA.headers['retry-after']}: most of a minute`);
+  assert.equal(backend.requests.length, 6);
+  // a header key is never logged as sent
+  await until('the first-refusal lines', () => portico.logs.filter(isLimitLine('rate_limit.requests')).length >= 3);
+  const lines = portico.logs.filter(isLimitLine('rate_limit.requests'));
+  assert.equal(lines.filter((l) => typeof l.keyHash === 'string').length, 2);
+  assert.equal(lines.filter((l) => l.clientKey === '127.0.0.1').length, 1);
+  assert.ok(!JSON.stringify(portico.logs).includes('"A"'));
+});
+
+test('WebSocket handshakes: limited apart from requests; the refused handshake gets 429 and no tunnel', { timeout: 60_000 }, async (t) => {
+  const backend = await startWsEchoBackend(t);
+  const portico = await start(t, backend.port, { rate_limit: { handshakes: { rate: '1/m', burst: 2 } } });
+  const wsUrl = `ws://127.0.0.1:${portico.httpPort}/ws`;
+  const a = await openWebSocket(t, wsUrl);
+  const b = await openWebSocket(t, wsUrl);
+  assert.equal(await echo(a, 'a'), 'a');
+  assert.equal(await echo(b, 'b'), 'b');
+  await assert.rejects(openWebSocket(t, wsUrl), (err: unknown) => err instanceof UnexpectedResponse && err.status === 429);
+  assert.equal(backend.upgrades.length, 2, 'the refused handshake never reached the backend');
+  // plain requests on the route are not handshakes: not limited (the echo backend answers them 426)
+  for (let i = 0; i < 4; i++) assert.equal((await request(`http://127.0.0.1:${portico.httpPort}/ws`)).status, 426);
+  assert.equal(await echo(a, 'still open'), 'still open');
+  await until('portico_rate_limited_total{limit="handshakes"}', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="handshakes"}') === 1);
+});
+
+test('connections per IP: tunnels and keep-alive connections count; one more is closed at accept, unanswered; a slot frees when one closes', { timeout: 60_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const ws = await startWsEchoBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] }, ws: { targets: [`127.0.0.1:${ws.port}`] } },
+    routes: [
+      { match: { path: '/ws' }, proxy: 'ws' },
+      { match: { path: '/' }, proxy: 'app' },
+    ],
+    limits: { connections_per_ip: 3 },
+    log: { limit_interval: '1s' },
+    admin: { address: '127.0.0.1:0' },
+  });
+  const port = portico.httpPort;
+  const t1 = await openWebSocket(t, `ws://127.0.0.1:${port}/ws`);
+  const t2 = await openWebSocket(t, `ws://127.0.0.1:${port}/ws`);
+  const plain = await connectPlain(t, port);
+  // the keep-alive connection is served (so Portico has counted it) and stays open
+  const answered = new Promise<string>((resolve) => plain.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+  plain.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n');
+  assert.match(await answered, /^HTTP\/1\.1 200 /);
+
+  for (let i = 0; i < 3; i++) {
+    const extra = await connectPlain(t, port);
+    extra.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n');
+    await closedWithoutReply(extra);
+  }
+  assert.equal(await echo(t1, 'open'), 'open', 'the counted tunnels are untouched');
+  const refusedLines = portico.logs.filter(isLimitLine('connections_per_ip'));
+  assert.ok(refusedLines.length <= 2, `${refusedLines.length} lines for 3 refusals`);
+
+  // a tunnel closes: its slot is free again (bounded wait for Portico to see the close)
+  t2.close();
+  await until('a new connection admitted after a tunnel closed', async () => {
+    const r = await request(`http://127.0.0.1:${port}/x`).catch(() => null);
+    return r?.status === 200;
+  });
+  await until('portico_connections_refused_total{reason="connections_per_ip"}', async () => sample(await metrics(portico), 'portico_connections_refused_total', '{reason="connections_per_ip"}') >= 3);
+  const first = portico.logs.filter(isLimitLine('connections_per_ip'))[0];
+  assert.equal(first.level, 'warn');
+  assert.equal(first.remoteAddr, '127.0.0.1');
+});
+
+test('connections per IP on TLS: one more is closed before the handshake', { timeout: 60_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [tlsListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+    limits: { connections_per_ip: 2 },
+  });
+  const a = await connectTls(t, portico.tlsPort);
+  const b = await connectTls(t, portico.tlsPort);
+  // both are counted once Portico serves them
+  for (const s of [a, b]) {
+    const answered = new Promise<string>((resolve) => s.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+    s.write('GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    assert.match(await answered, /^HTTP\/1\.1 200 /);
+  }
+  await assert.rejects(connectTls(t, portico.tlsPort), 'the third handshake never completes');
+  b.destroy();
+  await until('a TLS connection admitted after one closed', async () => {
+    const r = await request(`https://localhost:${portico.tlsPort}/x`).catch(() => null);
+    return r?.status === 200;
+  });
+});
