@@ -2,6 +2,7 @@
 // found, and the refusal logs. The connection checks a request with
 // `RouteLimits.check` after routing and before any upstream work; a route without limits has no entry
 // (store.ts builds them per config and keeps them across reloads).
+import { createHash } from 'node:crypto';
 import type { RateLimitConfig } from '../config/schema.js';
 import type { RequestHead } from '../http/head.js';
 import { compileKey, type KeyExtractor } from '../upstream/hash-key.js';
@@ -9,6 +10,9 @@ import { RateTable } from './rate-limit.js';
 import { RefusalLog, type RefusalReport } from './refusal-log.js';
 
 export type LimitKind = 'requests' | 'handshakes';
+
+/** Request values longer than this are keyed by their hash (an API key or session id is shorter). */
+const LONG_KEY = 64;
 
 /** Who refused, as logs and metrics name it: a route's limit, or the connection limit (no route). */
 export interface LimitSource {
@@ -42,11 +46,16 @@ export class Limit implements LimitSource {
     this.log = new RefusalLog((r) => report(this, r));
   }
 
-  /** The key of a request: "ip KEY" for client keys, "k VALUE" for values, so the two never collide. */
+  /**
+   * The key of a request: the client key, or "k VALUE" for a value from the request (an address never starts
+   * with "k "). A value longer than LONG_KEY is kept as its SHA-256, so max_keys bounds memory whatever the
+   * client sends (a header may be 4 KiB).
+   */
   keyOf(head: RequestHead, client: string): string {
     if (this.#key === null) return client;
     const v = this.#key(head, client);
-    return v === undefined ? client : `k ${v}`;
+    if (v === undefined) return client;
+    return v.length > LONG_KEY ? `k ${createHash('sha256').update(v).digest('base64')}` : `k ${v}`;
   }
 }
 

@@ -172,6 +172,11 @@ test('route limits: requests by header key (address when absent), handshakes apa
   const ws = limits.check(none, '10.0.0.9', '10.0.0.9', true, 0);
   assert.equal(ws, null);
   assert.equal(limits.check(none, '10.0.0.9', '10.0.0.9', true, 1)?.limit.kind, 'handshakes');
+  // a long value is kept as its hash: memory per key stays small whatever the client sends
+  const long = (c: string) => headOf(`GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: ${c.repeat(4000)}\r\n\r\n`);
+  const longKey = limits.requests!.keyOf(long('a'), '10.0.0.1');
+  assert.ok(longKey.length < 50, longKey);
+  assert.notEqual(longKey, limits.requests!.keyOf(long('b'), '10.0.0.1'));
   // a reload with the same limit keeps the buckets; a changed one starts fresh
   const again = store.build(loaded.config)[0]!;
   assert.equal(again.requests, limits.requests);
