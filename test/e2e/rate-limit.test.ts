@@ -213,3 +213,33 @@ test('connections per IP on TLS: one more is closed before the handshake', { tim
     return r?.status === 200;
   });
 });
+
+test('connections per IP behind a PROXY-protocol listener: keyed by the header\'s client, IPv6 by /64, not by the balancer\'s address', { timeout: 60_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', proxy_protocol: { trusted: ['127.0.0.1/32'] } }],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+    limits: { connections_per_ip: 1 },
+  });
+  const port = portico.ports[0];
+  /** A connection from the balancer naming `source`, with one request answered (so it is counted) and kept open. */
+  const served = async (source: string): Promise<string> => {
+    const s = await connectPlain(t, port);
+    const family = source.includes(':') ? 'TCP6' : 'TCP4';
+    const dest = source.includes(':') ? '2001:db8:ffff::1' : '192.0.2.1';
+    const reply = new Promise<string>((resolve) => {
+      s.once('data', (d: Buffer) => resolve(d.toString('latin1')));
+      s.once('close', () => resolve('closed'));
+    });
+    s.write(`PROXY ${family} ${source} ${dest} 40000 80\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n`);
+    return (await reply).slice(0, 15);
+  };
+  assert.equal(await served('203.0.113.1'), 'HTTP/1.1 200 OK');
+  assert.equal(await served('203.0.113.2'), 'HTTP/1.1 200 OK', 'another client through the same balancer');
+  assert.equal(await served('203.0.113.1'), 'closed', 'the first client\'s second connection');
+  assert.equal(await served('2001:db8:1:2::1'), 'HTTP/1.1 200 OK');
+  assert.equal(await served('2001:db8:1:2:ffff::9'), 'closed', 'same /64');
+  assert.equal(await served('2001:db8:1:3::1'), 'HTTP/1.1 200 OK', 'another /64');
+});
