@@ -519,13 +519,13 @@ class Worker {
 
   /**
    * limits.connections_per_ip before anything is read: a client already at its limit is closed at accept, so it
-   * costs no TLS handshake. The connection counts itself once let in (connection.ts); a listener with a PROXY
-   * header learns the client only from it, so there connection.ts alone decides.
+   * costs no TLS handshake. The connection counts itself once let in (connection.ts, #countRelay for L4); a
+   * listener with a PROXY header learns the client only from it, so there those alone decide.
    */
   #connectionLimit(config: Config, index: number, path: OnConnection): OnConnection {
     const max = config.limits.connections_per_ip;
     const cfg = config.listeners[index];
-    if (max === 'off' || cfg.proxy_protocol !== undefined || cfg.mode === 'tcp') return path;
+    if (max === 'off' || cfg.proxy_protocol !== undefined) return path;
     const limits = this.#limits;
     const prefix = config.limits.ipv6_prefix;
     return (socket) => {
@@ -587,7 +587,12 @@ class Worker {
       this.#metrics.connectionAccepted();
       const source = proxiedSource(r.proxy) ?? endpoint(socket.remoteAddress, socket.remotePort);
       const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
-      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, this.#registry);
+      const onEnd = this.#countRelay(ctx.config, source?.address ?? socket.remoteAddress ?? '');
+      if (onEnd === null) {
+        socket.destroy();
+        return;
+      }
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd }, l4ctx, this.#registry);
     };
     // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
     if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
@@ -611,6 +616,21 @@ class Worker {
         terminate(socket, proxiedEnds(r.proxy));
       });
     };
+  }
+
+  /**
+   * limits.connections_per_ip for an L4 relay (tcp listener, TLS passthrough): counted until it ends (the
+   * returned release), refused (null: counted and logged here; the caller closes it), or no limit (undefined).
+   */
+  #countRelay(config: Config, address: string): (() => void) | null | undefined {
+    const max = config.limits.connections_per_ip;
+    if (max === 'off') return undefined;
+    const limits = this.#limits;
+    const key = clientKey(address, config.limits.ipv6_prefix);
+    if (limits.connections.acquire(key, max)) return () => limits.connections.release(key);
+    this.#metrics.connectionRefused('connections_per_ip');
+    limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+    return null;
   }
 
   /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */

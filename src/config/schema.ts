@@ -654,7 +654,7 @@ export const configSchema = z
         /** Request body bytes; larger -> 413 (default off = unlimited, streamed). */
         body_size: z.union([z.literal('off'), size('1MiB')]).default('off' as const),
         /**
-         * Open connections per client address, per worker (HTTP, HTTPS and their WebSocket tunnels); more are
+         * Open connections per client address, per worker (HTTP, HTTPS, their WebSocket tunnels, L4 relays); more are
          * closed at accept, before the TLS handshake (default off: carrier NAT puts thousands behind one address).
          */
         connections_per_ip: z.union([z.literal('off'), z.number().int().min(1).max(10_000_000)]).default('off' as const),

@@ -6,9 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
+import type net from 'node:net';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { UnexpectedResponse, echo, openWebSocket, request, type SimpleResponse } from '../helpers/clients.js';
 import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { tcpEchoServer } from '../helpers/tcp-server.js';
 import { closedWithoutReply, connectPlain, connectTls } from '../helpers/wire.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
@@ -242,4 +244,31 @@ test('connections per IP behind a PROXY-protocol listener: keyed by the header\'
   assert.equal(await served('2001:db8:1:2::1'), 'HTTP/1.1 200 OK');
   assert.equal(await served('2001:db8:1:2:ffff::9'), 'closed', 'same /64');
   assert.equal(await served('2001:db8:1:3::1'), 'HTTP/1.1 200 OK', 'another /64');
+});
+
+test('connections per IP on a tcp listener: relays count while open, one more is closed unanswered, the slot frees at close', { timeout: 60_000 }, async (t) => {
+  const echoPort = await tcpEchoServer(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${echoPort}`] } },
+    limits: { connections_per_ip: 1 },
+  });
+  const port = portico.ports[0];
+  const relayed = async (): Promise<net.Socket | null> => {
+    const s = await connectPlain(t, port);
+    const reply = new Promise<string>((resolve) => {
+      s.once('data', (d: Buffer) => resolve(d.toString()));
+      s.once('close', () => resolve('closed'));
+    });
+    s.write('ping');
+    return (await reply) === 'ping' ? s : null;
+  };
+  const first = await relayed();
+  assert.ok(first !== null, 'the first connection is relayed');
+  assert.equal(await relayed(), null, 'a second one from the same address is closed');
+  first.destroy();
+  let again: net.Socket | null = null;
+  await until('a relay admitted after the first closed', async () => (again = await relayed()) !== null);
+  assert.ok(again !== null);
 });
