@@ -11,7 +11,7 @@ const CONNECTIONS: LimitSource = { route: undefined, kind: 'connections' };
 
 /**
  * The limits of one worker, across reloads. `build(config)` gives the runtime its per-route array (index =
- * route index, undefined = no limits), keeping the Limit of a route whose name, kind and config are unchanged.
+ * route index, undefined = no limits), keeping the Limit of a route whose position, name, kind and config are unchanged.
  */
 export class LimitStore {
   /** Open connections per client key (limits.connections_per_ip). */
@@ -30,9 +30,10 @@ export class LimitStore {
 
   build(config: Config): ReadonlyArray<RouteLimits | undefined> {
     const next = new Map<string, Limit>();
-    const take = (route: string, kind: LimitKind, spec: RateLimitConfig | undefined): Limit | null => {
+    const take = (index: number, route: string, kind: LimitKind, spec: RateLimitConfig | undefined): Limit | null => {
       if (spec === undefined) return null;
-      const id = `${kind} ${route}`;
+      // route names need not be unique: the index keeps two routes' buckets apart (a moved route starts fresh)
+      const id = `${kind} ${index} ${route}`;
       const old = this.#limits.get(id);
       const limit = old !== undefined && old.signature === JSON.stringify(spec) ? old : new Limit(route, kind, spec, this.#report);
       next.set(id, limit);
@@ -41,7 +42,7 @@ export class LimitStore {
     const out = config.routes.map((r, i) => {
       if (r.rate_limit === undefined) return undefined;
       const name = r.name ?? `routes[${i}]`;
-      return new RouteLimits(take(name, 'requests', r.rate_limit.requests), take(name, 'handshakes', r.rate_limit.handshakes));
+      return new RouteLimits(take(i, name, 'requests', r.rate_limit.requests), take(i, name, 'handshakes', r.rate_limit.handshakes));
     });
     // a limit left behind says what it still had to say
     const now = Date.now();
