@@ -189,6 +189,20 @@ test('route limits: requests by header key (address when absent), handshakes apa
   store.stop();
 });
 
+test('route limits: two routes of the same name keep apart buckets, across a reload too', () => {
+  const yaml = `${BASE}    rate_limit: { requests: { rate: 1/m, burst: 1 } }\n  - name: api\n    match: { path: /b }\n    proxy: app\n    rate_limit: { requests: { rate: 1/m, burst: 1 } }\n`;
+  const loaded = loadConfigText(yaml, 'portico.yaml');
+  assert.ok(loaded.ok);
+  const store = new LimitStore(() => {});
+  store.build(loaded.config);
+  const [first, second] = store.build(loaded.config); // a reload: each route takes back its own tables
+  const head = headOf('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal(first!.check(head, '10.0.0.1', '10.0.0.1', false, 0), null);
+  assert.equal(second!.check(head, '10.0.0.1', '10.0.0.1', false, 0), null, 'the second route has its own bucket');
+  assert.notEqual(first!.check(head, '10.0.0.1', '10.0.0.1', false, 0), null);
+  store.stop();
+});
+
 test('config: rate limit and connection limit keys, defaults, and every bad value with its path', () => {
   const ok = loadConfigText(configWith('{ requests: { rate: 100/s } }'), 'portico.yaml');
   assert.ok(ok.ok);
