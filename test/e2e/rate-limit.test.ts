@@ -9,7 +9,7 @@ import type { TestContext } from 'node:test';
 import type net from 'node:net';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { UnexpectedResponse, echo, openWebSocket, request, type SimpleResponse } from '../helpers/clients.js';
-import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 import { tcpEchoServer } from '../helpers/tcp-server.js';
 import { closedWithoutReply, connectPlain, connectTls } from '../helpers/wire.js';
 import type { ConfigInput } from '../../src/config/schema.js';
@@ -274,4 +274,59 @@ test('connections per IP on a tcp listener: relays count while open, one more is
   let again: net.Socket | null = null;
   await until('a relay admitted after the first closed', async () => (again = await relayed()) !== null);
   assert.ok(again !== null);
+});
+
+/** Sends one request on a raw connection and resolves with the status line, or "closed" when none came. */
+async function statusLine(t: TestContext, port: number): Promise<{ socket: net.Socket; line: string }> {
+  const socket = await connectPlain(t, port);
+  socket.on('error', () => {}); // a refused connection may end in a reset: that is a close here
+  const reply = new Promise<string>((resolve) => {
+    socket.once('data', (d: Buffer) => resolve(d.toString('latin1').split('\r\n')[0]));
+    socket.once('close', () => resolve('closed'));
+  });
+  socket.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n');
+  return { socket, line: await reply };
+}
+
+test('reload: an unchanged rate limit keeps its buckets; a changed one starts fresh', { timeout: 90_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const config = (rate: string, header: string): ConfigInput => ({
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ name: 'api', match: { path: '/' }, proxy: 'app', request_headers: { set: { 'X-Gen': header } }, rate_limit: { requests: { rate, burst: 1 } } }],
+  });
+  const portico = await startPortico(t, config('1/m', 'one'));
+  const url = `http://127.0.0.1:${portico.httpPort}/x`;
+  assert.equal((await request(url)).status, 200);
+  assert.equal((await request(url)).status, 429);
+  const reloaded = await reloadPortico(portico, config('1/m', 'two'));
+  assert.equal(reloaded.code, 0, reloaded.stderr);
+  assert.equal((await request(url)).status, 429, 'the bucket survived the reload');
+  const changed = await reloadPortico(portico, config('2/m', 'three'));
+  assert.equal(changed.code, 0, changed.stderr);
+  assert.equal((await request(url)).status, 200, 'a changed limit starts with full buckets');
+  assert.equal(backend.requests.at(-1)?.headers['x-gen'], 'three');
+});
+
+test('reload: open connections stay counted against connections_per_ip', { timeout: 90_000 }, async (t) => {
+  const backend = await startHttpBackend(t);
+  const config = (header: string): ConfigInput => ({
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app', request_headers: { set: { 'X-Gen': header } } }],
+    limits: { connections_per_ip: 2 },
+  });
+  const portico = await startPortico(t, config('one'));
+  const port = portico.httpPort;
+  const a = await statusLine(t, port);
+  const b = await statusLine(t, port);
+  assert.deepEqual([a.line, b.line], ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+  const reloaded = await reloadPortico(portico, config('two'));
+  assert.equal(reloaded.code, 0, reloaded.stderr);
+  assert.equal((await statusLine(t, port)).line, 'closed', 'the two kept-alive connections still count');
+  a.socket.destroy();
+  await until('a connection admitted after one of the two closed', async () => (await statusLine(t, port)).line === 'HTTP/1.1 200 OK');
+  assert.equal(backend.requests.at(-1)?.headers['x-gen'], 'two');
 });
