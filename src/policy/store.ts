@@ -11,7 +11,8 @@ const CONNECTIONS: LimitSource = { route: undefined, kind: 'connections' };
 
 /**
  * The limits of one worker, across reloads. `build(config)` gives the runtime its per-route array (index =
- * route index, undefined = no limits), keeping the Limit of a route whose position, name, kind and config are unchanged.
+ * route index, undefined = no limits), keeping the Limit of a route whose position, name, kind and config are
+ * unchanged.
  */
 export class LimitStore {
   /** Open connections per client key (limits.connections_per_ip). */
@@ -60,6 +61,7 @@ export class LimitStore {
 
   #schedule(intervalMs: number, needed: boolean): void {
     if (!needed) {
+      this.connectionLog.flush(Date.now()); // the limit was turned off: what it refused is still said
       this.stop();
       return;
     }
