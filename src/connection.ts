@@ -5,12 +5,15 @@
 import type { ProxyEndpoint } from './accept/proxy-protocol.js';
 import type { ByteSocket } from './native/io.js';
 import type { Config } from './config/schema.js';
-import { ProxyError, cannedResponse, statusOf, type ErrorCode } from './errors.js';
+import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, type ErrorCode } from './errors.js';
 import { Exchange, type ClientSide } from './http/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from './http/head.js';
 import { isRefused, normalizePath } from './http/path.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { clientKey } from './policy/client-address.js';
+import type { Refusal, RouteLimits } from './policy/route-limits.js';
+import type { LimitStore } from './policy/store.js';
 import { listenerHost, type CompiledRoute, type RequestVars, type Router } from './router.js';
 import { Tunnel, type ClosedBy } from './tunnel/relay.js';
 import { SpliceTunnel, canSplice } from './tunnel/splice.js';
@@ -33,6 +36,10 @@ export interface ConnectionContext {
   readonly metrics: Metrics;
   /** The worker's open tunnels per hash key (sticky tunnels); shared by every runtime of the worker. */
   readonly sticky?: OpenKeys;
+  /** The worker's connection counts per client and refusal logs; shared by every runtime of the worker. */
+  readonly limits?: LimitStore;
+  /** Rate limits by route index; no entry = the route has none (and pays nothing). */
+  readonly routeLimits?: ReadonlyArray<RouteLimits | undefined>;
 }
 
 /**
@@ -210,6 +217,10 @@ class ClientConnection implements ClientSide, Tracked {
   #requests = 0;
   #activityMark = -1;
   #log: Logger | null = null;
+  /** The client key (policy/client-address.ts), built on first use by a limit. */
+  #clientKey: string | null = null;
+  /** Set while this connection counts against limits.connections_per_ip: the store and key to release. */
+  #counted: { store: LimitStore; key: string } | null = null;
 
   constructor(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, proxied?: ProxiedEnds) {
     this.socket = socket;
@@ -223,6 +234,12 @@ class ClientConnection implements ClientSide, Tracked {
     const ra = proxied?.source?.address ?? socket.remoteAddress ?? '';
     this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
     this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port, trustedPeer: false };
+    if (ctx.limits !== undefined && ctx.config.limits.connections_per_ip !== 'off' && !this.#countConnection(ctx.limits, ctx.config.limits.connections_per_ip)) {
+      this.#state = 'closed';
+      this.id = 0;
+      socket.destroy();
+      return;
+    }
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('end', this.#onEnd);
@@ -242,6 +259,29 @@ class ClientConnection implements ClientSide, Tracked {
   get maxBodySize(): number {
     const max = this.ctx.config.limits.body_size;
     return max === 'off' ? Infinity : max;
+  }
+
+  get #client(): string {
+    return (this.#clientKey ??= clientKey(this.#remoteAddr, this.ctx.config.limits.ipv6_prefix));
+  }
+
+  /** limits.connections_per_ip: counts this connection (released at its end), or refuses it (false). */
+  #countConnection(store: LimitStore, max: number): boolean {
+    const key = this.#client;
+    if (store.connections.acquire(key, max)) {
+      this.#counted = { store, key };
+      return true;
+    }
+    this.ctx.metrics.connectionRefused('connections_per_ip');
+    store.connectionLog.refused(key, this.#remoteAddr, Date.now());
+    return false;
+  }
+
+  #releaseConnection(): void {
+    const c = this.#counted;
+    if (c === null) return;
+    this.#counted = null;
+    c.store.connections.release(c.key);
   }
 
   get closing(): boolean {
@@ -369,6 +409,11 @@ class ClientConnection implements ClientSide, Tracked {
     }
     // RFC 6455 §4.1: an opening handshake is an HTTP/1.1 GET; other Upgrade offers are dropped (hop-by-hop)
     const tunnel = head.upgrade === 'websocket' && head.method === 'GET' && head.versionMinor === 1 && head.bodyKind === 'none';
+    const limits = this.ctx.routeLimits?.[route.index];
+    if (limits !== undefined) {
+      const refusal = limits.check(head, this.#client, this.#remoteAddr, tunnel, Date.now());
+      if (refusal !== null) return this.#rateLimited(refusal);
+    }
     const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
     const trustedPeer = this.ctx.router.forwarding.trusts(this.#remoteAddr);
     this.vars = { remoteAddr: this.#remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
@@ -483,6 +528,7 @@ class ClientConnection implements ClientSide, Tracked {
   #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
     this.#registry.tunnelClosed();
     this.#registry.delete(this);
+    this.#releaseConnection();
     const sticky = this.#stickyKey;
     if (sticky !== null) {
       this.#stickyKey = null;
@@ -539,6 +585,7 @@ class ClientConnection implements ClientSide, Tracked {
     this.#dropUpstreamClient();
     this.#state = 'closed';
     this.#registry.delete(this);
+    this.#releaseConnection();
   };
 
   /** The client is gone: drop the exchange (logged as 499) and the socket. */
@@ -565,6 +612,21 @@ class ClientConnection implements ClientSide, Tracked {
       this.log.info({ mode: 'http', method: head?.method, path: head?.target, status, err: { code, message: reason } }, 'request');
     }
     this.#writeCanned(code);
+  }
+
+  /** A route's rate limit refused the request: 429 with Retry-After, counted; logged by the limit (once per key per interval), not per request. */
+  #rateLimited(refusal: Refusal): void {
+    this.#state = 'closed';
+    this.#buf = null;
+    this.ctx.metrics.request(429, 0, 0);
+    this.ctx.metrics.rateLimited(refusal.limit.metricId);
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(rateLimitedResponse(refusal.retryAfterMs / 1000));
+    this.#linger();
   }
 
   #writeCanned(code: ErrorCode): void {

@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'CLIENT_TLS_HANDSHAKE', // handshake failed or timed out (logs only)
   'CLIENT_UNSUPPORTED_VERSION', // HTTP/2 preface or HTTP/x.y we do not speak -> 505
   'CLIENT_METHOD_NOT_ALLOWED', // CONNECT and other methods a reverse proxy refuses -> 405
+  'CLIENT_RATE_LIMITED', // a route's rate limit refused the request -> 429 with Retry-After
   // routing
   'ROUTE_NOT_FOUND', // -> 404
   // upstream side
@@ -80,6 +81,8 @@ export function statusOf(code: ErrorCode): number {
       return 505;
     case 'CLIENT_METHOD_NOT_ALLOWED':
       return 405;
+    case 'CLIENT_RATE_LIMITED':
+      return 429;
     case 'ROUTE_NOT_FOUND':
       return 404;
     case 'UPSTREAM_UNAVAILABLE':
@@ -126,6 +129,27 @@ export function cannedResponse(code: ErrorCode): Buffer {
     );
     cannedCache.set(code, buf);
   }
+  return buf;
+}
+
+/** Retry-After values whose 429 is kept built (a minute covers every rate of 1/m and faster). */
+const RATE_LIMITED_CACHED = 60;
+const rateLimitedCache: Array<Buffer | undefined> = [];
+
+/**
+ * The 429 of a rate limit, with `Retry-After: seconds` (RFC 9110 §10.2.3) computed from the key's bucket;
+ * like every canned response it closes the connection.
+ */
+export function rateLimitedResponse(seconds: number): Buffer {
+  const s = Math.max(1, Math.ceil(seconds));
+  const cached = s <= RATE_LIMITED_CACHED ? rateLimitedCache[s] : undefined;
+  if (cached !== undefined) return cached;
+  const body = '429 Too Many Requests\n';
+  const buf = Buffer.from(
+    `HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nRetry-After: ${s}\r\nConnection: close\r\nServer: portico\r\n\r\n${body}`,
+    'latin1',
+  );
+  if (s <= RATE_LIMITED_CACHED) rateLimitedCache[s] = buf;
   return buf;
 }
 

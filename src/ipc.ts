@@ -143,7 +143,9 @@ function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
     Object.values(upstreamErrors).every(isCount) &&
     [v.connections, v.tunnelsOpen, v.tunnelsTotal, v.bytesIn, v.bytesOut, v.tlsHandshakeErrors].every(isCount) &&
     isRecord(v.refused) &&
-    Object.values(v.refused).every(isCount)
+    Object.values(v.refused).every(isCount) &&
+    isRecord(v.rateLimited) &&
+    Object.values(v.rateLimited).every(isCount)
   );
 }
 

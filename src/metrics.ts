@@ -11,7 +11,7 @@ export type StatusClass = (typeof STATUS_CLASSES)[number];
  * Why a listener closed a connection before routing it: a bad or missing preface, an untrusted PROXY sender, or
  * (a TLS listener that terminates nothing) a ClientHello naming no passthrough name.
  */
-export type RefusedReason = PrefaceFailure | 'untrusted' | 'sni_unknown' | 'sni_missing';
+export type RefusedReason = PrefaceFailure | 'untrusted' | 'sni_unknown' | 'sni_missing' | 'connections_per_ip';
 
 /**
  * The refusals that concern the PROXY protocol, as `portico_proxy_protocol_refused_total{reason}`: a sender
@@ -40,6 +40,8 @@ export interface MetricsSnapshot {
   tlsHandshakeErrors: number;
   /** Connections closed before routing, by reason. */
   refused: Partial<Record<RefusedReason, number>>;
+  /** Requests answered 429 by a route's rate limit, by "KIND ROUTE" (KIND: requests | handshakes). */
+  rateLimited: Record<string, number>;
 }
 
 export class Metrics {
@@ -52,6 +54,7 @@ export class Metrics {
   #upstreamErrors = new Map<ErrorCode, number>();
   #tlsHandshakeErrors = 0;
   #refused = new Map<RefusedReason, number>();
+  #rateLimited = new Map<string, number>();
 
   connectionAccepted(): void {
     this.#connections++;
@@ -98,6 +101,11 @@ export class Metrics {
     this.#refused.set(reason, (this.#refused.get(reason) ?? 0) + 1);
   }
 
+  /** A request refused by a rate limit; `id` is "KIND ROUTE" (policy/route-limits.ts Limit.metricId). */
+  rateLimited(id: string): void {
+    this.#rateLimited.set(id, (this.#rateLimited.get(id) ?? 0) + 1);
+  }
+
   snapshot(): MetricsSnapshot {
     const r = this.#requests;
     return {
@@ -110,6 +118,7 @@ export class Metrics {
       upstreamErrors: Object.fromEntries(this.#upstreamErrors),
       tlsHandshakeErrors: this.#tlsHandshakeErrors,
       refused: Object.fromEntries(this.#refused),
+      rateLimited: Object.fromEntries(this.#rateLimited),
     };
   }
 
@@ -129,6 +138,8 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
   for (const [code, n] of Object.entries(b.upstreamErrors) as [ErrorCode, number][]) upstreamErrors[code] = (upstreamErrors[code] ?? 0) + n;
   const refused: Partial<Record<RefusedReason, number>> = { ...a.refused };
   for (const [reason, n] of Object.entries(b.refused) as [RefusedReason, number][]) refused[reason] = (refused[reason] ?? 0) + n;
+  const rateLimited: Record<string, number> = { ...a.rateLimited };
+  for (const [id, n] of Object.entries(b.rateLimited)) rateLimited[id] = (rateLimited[id] ?? 0) + n;
   const requests = { ...a.requests };
   for (const cls of STATUS_CLASSES) requests[cls] += b.requests[cls];
   return {
@@ -141,6 +152,7 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     upstreamErrors,
     tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
     refused,
+    rateLimited,
   };
 }
 
@@ -189,6 +201,16 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
     'counter',
     'Connections refused on listeners that expect a PROXY header: sender not trusted, header missing, invalid, or not complete in time.',
     PROXY_REFUSALS.map(([reason, label]) => [labels({ reason: label }), s.refused[reason] ?? 0]),
+  );
+  const limited = Object.entries(s.rateLimited).sort(([a], [b]) => (a < b ? -1 : 1));
+  metric(
+    'portico_rate_limited_total',
+    'counter',
+    'Requests answered 429 by a route rate limit, by route and limit (requests, handshakes).',
+    limited.map(([id, n]) => {
+      const space = id.indexOf(' ');
+      return [labels({ route: id.slice(space + 1), limit: id.slice(0, space) }), n];
+    }),
   );
   if (gauges !== undefined) {
     metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);

@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import type { ConnectionContext } from './connection.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { LimitStore } from './policy/store.js';
 import { Router } from './router.js';
 import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
 import type { DiscoveredSets, OpenKeys, PinTable } from './upstream/sticky.js';
@@ -19,6 +20,8 @@ export interface RuntimeDeps {
   readonly metrics: Metrics;
   readonly sticky: OpenKeys;
   readonly pins: PinTable;
+  /** Connection and rate limits (absent: none, as in tests that build a runtime without a worker). */
+  readonly limits?: LimitStore;
 }
 
 export interface Runtime {
@@ -48,8 +51,9 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
     const found = upstream.discover.length > 0 && Object.hasOwn(discovered, name) ? discovered[name] : undefined;
     pools.set(name, new UpstreamPool(name, upstream, hooks, { pins: deps.pins.of(name), previous: old, discovered: found }));
   }
-  const { log, worker, metrics, sticky } = deps;
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky };
+  const { log, worker, metrics, sticky, limits } = deps;
+  const routeLimits = limits?.build(config);
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };
 }

@@ -17,6 +17,8 @@ import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type Tar
 import { createLogger, type Logger } from './log.js';
 import { adoptNative, type ByteSocket } from './native/io.js';
 import { Metrics, type RefusedReason } from './metrics.js';
+import { clientKey } from './policy/client-address.js';
+import { LimitStore, refusalLine } from './policy/store.js';
 import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from './runtime.js';
 import { readsLoad } from './upstream/balancer.js';
 import type { TargetSpec, UpstreamPool } from './upstream/pool.js';
@@ -128,6 +130,11 @@ class Worker {
   readonly #registry = new ConnectionRegistry();
   readonly #sticky = new OpenKeys();
   readonly #pins = new PinTable();
+  /** Connection and rate limit state, kept across reloads; its refusal lines go to the current logger. */
+  readonly #limits = new LimitStore((source, r) => {
+    const line = refusalLine(source, r);
+    this.#log[line.level](line.fields, line.msg);
+  });
   /** null until the first apply. */
   #runtime: Runtime | null = null;
   /** What connections read their context from: follows #runtime, so a swap reaches kept-alive connections. */
@@ -399,7 +406,7 @@ class Worker {
     const config = loaded.config;
     const log = this.#runtime === null || this.#runtime.config.log.level !== config.log.level ? createLogger(config.log.level, { worker: this.id }) : this.#log;
     const previous = this.#runtime ?? undefined;
-    const deps: RuntimeDeps = { log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins };
+    const deps: RuntimeDeps = { log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits };
     let next: Runtime;
     try {
       // a changed upstream's new pool starts with its discovered targets: no request of it finds none
@@ -507,7 +514,28 @@ class Worker {
       }
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
-    return this.#acceptPath(config, index, accept, tlsServer);
+    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer));
+  }
+
+  /**
+   * limits.connections_per_ip before anything is read: a client already at its limit is closed at accept, so it
+   * costs no TLS handshake. The connection counts itself once let in (connection.ts, #countRelay for L4); a
+   * listener with a PROXY header learns the client only from it, so there those alone decide.
+   */
+  #connectionLimit(config: Config, index: number, path: OnConnection): OnConnection {
+    const max = config.limits.connections_per_ip;
+    const cfg = config.listeners[index];
+    if (max === 'off' || cfg.proxy_protocol !== undefined) return path;
+    const limits = this.#limits;
+    const prefix = config.limits.ipv6_prefix;
+    return (socket) => {
+      const address = socket.remoteAddress ?? '';
+      const key = clientKey(address, prefix);
+      if (limits.connections.count(key) < max) return path(socket);
+      this.#metrics.connectionRefused('connections_per_ip');
+      limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+      socket.destroy();
+    };
   }
 
   /**
@@ -559,7 +587,12 @@ class Worker {
       this.#metrics.connectionAccepted();
       const source = proxiedSource(r.proxy) ?? endpoint(socket.remoteAddress, socket.remotePort);
       const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
-      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni }, l4ctx, this.#registry);
+      const onEnd = this.#countRelay(ctx.config, source?.address ?? socket.remoteAddress ?? '');
+      if (onEnd === null) {
+        socket.destroy();
+        return;
+      }
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd }, l4ctx, this.#registry);
     };
     // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
     if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
@@ -583,6 +616,21 @@ class Worker {
         terminate(socket, proxiedEnds(r.proxy));
       });
     };
+  }
+
+  /**
+   * limits.connections_per_ip for an L4 relay (tcp listener, TLS passthrough): counted until it ends (the
+   * returned release), refused (null: counted and logged here; the caller closes it), or no limit (undefined).
+   */
+  #countRelay(config: Config, address: string): (() => void) | null | undefined {
+    const max = config.limits.connections_per_ip;
+    if (max === 'off') return undefined;
+    const limits = this.#limits;
+    const key = clientKey(address, config.limits.ipv6_prefix);
+    if (limits.connections.acquire(key, max)) return () => limits.connections.release(key);
+    this.#metrics.connectionRefused('connections_per_ip');
+    limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+    return null;
   }
 
   /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */

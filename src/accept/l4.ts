@@ -27,6 +27,8 @@ export interface L4Request {
   readonly destination: ProxyEndpoint | undefined;
   /** Passthrough: the ClientHello's server name. */
   readonly sni?: string;
+  /** Called once when the connection ends, whatever ended it (limits.connections_per_ip releases its count). */
+  readonly onEnd?: () => void;
 }
 
 export interface L4Context {
@@ -163,6 +165,7 @@ class L4Connection implements Tracked {
   #unregister(): void {
     this.#registry.tunnelClosed();
     this.#registry.delete(this);
+    this.#req.onEnd?.();
   }
 
   #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {

@@ -477,7 +477,7 @@ export function createCidrMatcher(cidrs: readonly string[]): CidrMatcherResult {
 const WORDS = new Uint16Array(8);
 
 /** A socket address (IPv4, IPv6, optional %zone dropped) as 8 words, IPv4 as IPv4-mapped. */
-function addressWords(address: string, out: Uint16Array): boolean {
+export function addressWords(address: string, out: Uint16Array): boolean {
   const ip4 = parseIPv4(address, 0, address.length);
   if (ip4 >= 0) {
     out.fill(0, 0, 5);

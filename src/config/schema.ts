@@ -5,6 +5,7 @@ import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { checkCidr } from '../accept/proxy-protocol.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
+import { parseRate } from '../policy/rate-limit.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS: Record<string, number> = {
@@ -443,6 +444,52 @@ const proxy = z.union([
   z.object({ upstream: z.string().min(1), strip_prefix: z.boolean().default(false) }).strict(),
 ]);
 
+/**
+ * One token-bucket limit of a route (src/policy/rate-limit.ts), counted per key in each worker: a key may send
+ * `burst` requests at once, then one per `1/rate`; above it Portico answers 429 with Retry-After (the seconds
+ * until the key's next request is admitted) and the backend sees nothing (nginx limit_req with nodelay).
+ */
+const rateLimit = z
+  .object({
+    /** Steady rate per key: "100/s", "6000/m", "10/h" (required; a bare number is refused: per what?). */
+    rate: z.union([z.string(), z.number()]).transform((v, ctx) => {
+      const interval = parseRate(v);
+      if (typeof interval === 'string') {
+        ctx.addIssue({ code: 'custom', message: interval });
+        return z.NEVER;
+      }
+      return interval;
+    }),
+    /** Requests a key may send at once from a full bucket (default: one second of `rate`, at least 1). */
+    burst: z.number().int().min(1).max(1_000_000).optional(),
+    /**
+     * What a key is: "$remote_addr" (default: the client address, IPv6 by `limits.ipv6_prefix`), or
+     * "header:NAME", "cookie:NAME", "query:NAME"; a request without that value is keyed by its address.
+     */
+    key: z
+      .string()
+      .default('$remote_addr')
+      .superRefine((v, ctx) => {
+        const spec = parseKeySpec(v);
+        if (typeof spec === 'string') ctx.addIssue({ code: 'custom', message: spec });
+      }),
+    /** Keys held per worker; when full, an idle or least recently used key is dropped (default 100000). */
+    max_keys: z.number().int().min(1).max(10_000_000).default(100_000),
+  })
+  .strict()
+  .transform((r) => ({ ...r, burst: r.burst ?? Math.max(1, Math.round(1000 / r.rate)) }));
+
+/** Per-route limits: every request (WebSocket handshakes included), and WebSocket handshakes alone. */
+const routeRateLimit = z
+  .object({
+    /** Requests of any kind, per key. */
+    requests: rateLimit.optional(),
+    /** WebSocket opening handshakes, per key (a tunnel costs more than a request: limit them apart). */
+    handshakes: rateLimit.optional(),
+  })
+  .strict()
+  .refine((r) => r.requests !== undefined || r.handshakes !== undefined, 'set `requests` and/or `handshakes` (or leave rate_limit out)');
+
 const route = z
   .object({
     name: z.string().optional(),
@@ -464,6 +511,8 @@ const route = z
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
+    /** Request and WebSocket handshake rate limits per client key (default none: nothing counted). */
+    rate_limit: routeRateLimit.optional(),
   })
   .strict()
   // Runs even when other fields of the route failed, so every error is reported at once (zod skips a
@@ -637,6 +686,13 @@ export const configSchema = z
         headers: z.number().int().min(1).max(10_000).default(100),
         /** Request body bytes; larger -> 413 (default off = unlimited, streamed). */
         body_size: z.union([z.literal('off'), size('1MiB')]).default('off' as const),
+        /**
+         * Open connections per client address, per worker (HTTP, HTTPS, their WebSocket tunnels, L4 relays); more are
+         * closed at accept, before the TLS handshake (default off: carrier NAT puts thousands behind one address).
+         */
+        connections_per_ip: z.union([z.literal('off'), z.number().int().min(1).max(10_000_000)]).default('off' as const),
+        /** IPv6 clients are one client per this prefix for connection and rate limits (default 64). */
+        ipv6_prefix: z.number().int().min(1).max(128).default(64),
       })
       .strict()
       .prefault({}),
@@ -663,6 +719,8 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
         /** One line per request and per tunnel (default true). */
         access: z.boolean().default(true),
+        /** Refusals by connection and rate limits: one line per client key at the first, then a summary per this interval (default 10s). */
+        limit_interval: positiveDuration('10s'),
       })
       .strict()
       .prefault({}),
@@ -785,5 +843,7 @@ export type TargetConfig = UpstreamConfig['targets'][number];
 export type ResolverConfig = Config['resolver'];
 export type RouteConfig = Config['routes'][number];
 export type TunnelConfig = Config['tunnel'];
+export type RouteRateLimitConfig = NonNullable<RouteConfig['rate_limit']>;
+export type RateLimitConfig = NonNullable<RouteRateLimitConfig['requests']>;
 export type HealthConfig = UpstreamConfig['health'];
 export type ActiveHealthConfig = NonNullable<HealthConfig['active']>;

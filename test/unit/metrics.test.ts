@@ -129,3 +129,18 @@ test('upstream queue and retry counters render per upstream: queued as a gauge, 
   }
   assert.match(text, /^portico_upstream_retries_denied_total\{upstream="api"\} 1$/m);
 });
+
+test('rate-limit refusals are counted per route and limit, summed over workers, rendered with route and limit labels', () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.rateLimited('requests api v1');
+  a.rateLimited('requests api v1');
+  b.rateLimited('requests api v1');
+  b.rateLimited('handshakes chat');
+  const sum = sumSnapshots(a.snapshot(), b.snapshot());
+  assert.deepEqual(sum.rateLimited, { 'requests api v1': 3, 'handshakes chat': 1 });
+  const text = renderPrometheus(sum);
+  assert.match(text, /^# TYPE portico_rate_limited_total counter$/m);
+  assert.match(text, /^portico_rate_limited_total\{route="api v1",limit="requests"\} 3$/m);
+  assert.match(text, /^portico_rate_limited_total\{route="chat",limit="handshakes"\} 1$/m);
+});
