@@ -278,7 +278,7 @@ class Primary {
     const { states } = await this.#prepareListeners(config, []);
     this.#served = { ...this.#served, listeners: states };
     if (config.admin !== undefined) {
-      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, this.#adminSource(), this.#log, { token: config.admin.token });
+      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, this.#adminSource(), this.#log, { token: config.admin.token, hosts: config.admin.hosts });
     }
     if (this.#stopping) return; // a signal came while preparing
     await this.#startDiscovery();
@@ -950,7 +950,7 @@ class Primary {
     const a = running.admin;
     const b = next.admin;
     if (b === undefined || (a !== undefined && equalValues(a.address, b.address))) return { server: this.#admin, replaces: false };
-    const server = await startAdminServer(b.address.host, b.address.port, this.#adminSource(), this.#log, { token: b.token });
+    const server = await startAdminServer(b.address.host, b.address.port, this.#adminSource(), this.#log, { token: b.token, hosts: b.hosts });
     return { server, replaces: true };
   }
 
@@ -966,7 +966,7 @@ class Primary {
       void old?.close();
       return;
     }
-    this.#admin?.setOptions({ token: next.admin.token });
+    this.#admin?.setOptions({ token: next.admin.token, hosts: next.admin.hosts });
   }
 
   /** First call: stop accepting and drain. Second call: stop now. */

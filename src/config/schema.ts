@@ -640,9 +640,14 @@ export const configSchema = z
         address: address('admin', true),
         /**
          * When set, POST requests (drain, undrain) need `Authorization: Bearer TOKEN` and may come from any
-         * address; without it they are accepted from loopback peers only.
+         * address; without it they are accepted from loopback peers only, with the header `X-Portico-Admin: 1`.
          */
         token: z.string().min(16, 'admin token must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'admin token must be printable ASCII without spaces').optional(),
+        /**
+         * Host names the admin listener may be reached by (`Host` header), besides `localhost` and IP addresses;
+         * any other name is refused so that a DNS-rebinding page cannot read or drive it (default none).
+         */
+        hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, 'a host name (letters, digits, dots, dashes), without port')).max(64).default([]),
       })
       .strict()
       .optional(),

@@ -162,6 +162,12 @@ test('bad size -> path and line', (t) => {
   expectError(errorsOf(load(t, zeroBytes)), zeroBytes, 'limits.header_size', 'header_size', /invalid size "0B"/);
 });
 
+test('admin.hosts takes host names only -> path and line of the bad entry', (t) => {
+  const yaml = `${BASE}admin: { address: 127.0.0.1:9901, hosts: [ok.internal, "evil.example:80"] }\n`;
+  expectError(errorsOf(load(t, yaml)), yaml, 'admin.hosts[1]', 'evil.example:80', /a host name \(letters, digits, dots, dashes\), without port/);
+  assert.deepEqual(loaded(load(t, `${BASE}admin: { address: 127.0.0.1:9901, hosts: [ok.internal] }\n`)).admin?.hosts, ['ok.internal']);
+});
+
 test('route to an unknown upstream -> routes[i].proxy with the defined names', (t) => {
   const yaml = edit(BASE, '  - match: { path: / }\n    proxy: app', '  - match: { path: / }\n    proxy: toString');
   expectError(errorsOf(load(t, yaml)), yaml, 'routes[1].proxy', 'proxy: toString', /unknown upstream "toString" \(defined: app\)/);
