@@ -156,6 +156,8 @@ class Primary {
   readonly #strategy: ListenStrategy = chooseListenStrategy();
   readonly #startedAt = Date.now();
   readonly #ticketKeys = randomBytes(48).toString('base64');
+  /** Sticky cookie key for upstreams without `balance.secret`: one per instance, kept across reloads. */
+  readonly #stickySecret = randomBytes(32).toString('base64');
   #slots: Slot[] = [];
   #applySeq = 0;
   #admin: AdminServer | null = null;
@@ -657,7 +659,7 @@ class Primary {
       return { index: e.index, key: e.key, via: 'reuse-port', host: target.config.listeners[e.index].address.host, port: target.listeners[e.index].port };
     });
     const msg: ApplyMessage = {
-      type: 'apply', seq, generation: target.generation, file: this.#configFile, text: target.text, listeners, ticketKeys: this.#ticketKeys,
+      type: 'apply', seq, generation: target.generation, file: this.#configFile, text: target.text, listeners, ticketKeys: this.#ticketKeys, stickySecret: this.#stickySecret,
       discovered: { ...discovered },
     };
     return new Promise<ApplyResult>((resolve) => {

@@ -173,5 +173,5 @@ export function findListenConflict(host: string, port: number, mine: (pid: numbe
 export function describeConflict(host: string, port: number, c: PortConflict): string {
   const at = c.entry.family === 6 ? `[${c.entry.address}]:${c.entry.port}` : `${c.entry.address}:${c.entry.port}`;
   const who = c.owners.length === 0 ? 'another process (not readable by this user)' : c.owners.map((o) => `pid ${o.pid}${o.command === '' ? '' : ` (${o.command})`}`).join(', ');
-  return `cannot listen on ${host === '' ? '*' : host}:${port}: port ${port} is already in use at ${at} by ${who}; stop it first (Portico does not share a port with another process)`;
+  return `cannot listen on ${host === '' ? '*' : host}:${port}: EADDRINUSE: port ${port} is already in use at ${at} by ${who}; stop it first (Portico does not share a port with another process)`;
 }

@@ -320,6 +320,13 @@ const balance = z
             policy: z.literal('cookie'),
             name: z.string().max(256).regex(HEADER_NAME, 'a cookie name must be an RFC 9110 token').default(DEFAULT_STICKY_COOKIE),
             fallback: z.enum(['round_robin', 'least_conn']).default('round_robin'),
+            /**
+             * The key the cookie value (an HMAC of the target address) is made with. Default: a random one made
+             * by the primary at start, the same in every worker and across reloads, new at each restart (then
+             * cookies are re-set once). Set it, the same everywhere, so that several instances behind one
+             * balancer, or a restart, accept each other's cookies. At least 16 characters.
+             */
+            secret: z.string().min(16, 'balance.secret must be at least 16 characters').max(1024).optional(),
           })
           .strict(),
       ],

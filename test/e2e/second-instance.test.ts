@@ -81,7 +81,7 @@ test('a second Portico on a port the first listens on is refused with one line n
     const second = await startSecond(t, await tempConfig(t, config(`${host}:${port}`, backend.port)));
     assert.equal(second.result, 1, `${host}:${port}: ${second.stderr}`);
     const line = lastLine(second.stderr);
-    assert.match(line, new RegExp(`^portico: cannot listen on ${host.replace(/\./g, '\\.')}:${port}: port ${port} is already in use at 127\\.0\\.0\\.1:${port} by pid \\d+ \\([^)]*(worker|cli|portico)[^)]*\\)`), line);
+    assert.match(line, new RegExp(`^portico: cannot listen on ${host.replace(/\./g, '\\.')}:${port}: EADDRINUSE: port ${port} is already in use at 127\\.0\\.0\\.1:${port} by pid \\d+ \\([^)]*(worker|cli|portico)[^)]*\\)`), line);
     assert.doesNotMatch(second.stdout, /"msg":"worker started"/, 'no worker was started');
   }
   // The first goes on serving, with its pid file.
@@ -111,7 +111,7 @@ test('a port held by another program: refused naming it; during a hand-over its 
 
   const refused = await startSecond(t, file);
   assert.equal(refused.result, 1, refused.stderr);
-  assert.match(lastLine(refused.stderr), new RegExp(`^portico: cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} is already in use at 127\\.0\\.0\\.1:${port} by pid ${process.pid} \\(`));
+  assert.match(lastLine(refused.stderr), new RegExp(`^portico: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE: port ${port} is already in use at 127\\.0\\.0\\.1:${port} by pid ${process.pid} \\(`));
 
   // Handing over from this process: its socket is no conflict for the check, so the bind itself fails.
   const bindFails = await startSecond(t, file, { PORTICO_HANDOVER_FROM: String(process.pid) });

@@ -168,6 +168,13 @@ test('admin.hosts takes host names only -> path and line of the bad entry', (t) 
   assert.deepEqual(loaded(load(t, `${BASE}admin: { address: 127.0.0.1:9901, hosts: [ok.internal] }\n`)).admin?.hosts, ['ok.internal']);
 });
 
+test('balance.secret of a cookie upstream: at least 16 characters -> path and line', (t) => {
+  const yaml = edit(BASE, 'timeouts: { connect: 2s }', 'timeouts: { connect: 2s }\n    balance: { policy: cookie, secret: short }');
+  expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.balance.secret', 'secret: short', /balance.secret must be at least 16 characters/);
+  const ok = edit(BASE, 'timeouts: { connect: 2s }', 'timeouts: { connect: 2s }\n    balance: { policy: cookie, secret: 0123456789abcdef }');
+  assert.deepEqual(loaded(load(t, ok)).upstreams.app.balance, { policy: 'cookie', name: 'portico_sticky', fallback: 'round_robin', secret: '0123456789abcdef' });
+});
+
 test('route to an unknown upstream -> routes[i].proxy with the defined names', (t) => {
   const yaml = edit(BASE, '  - match: { path: / }\n    proxy: app', '  - match: { path: / }\n    proxy: toString');
   expectError(errorsOf(load(t, yaml)), yaml, 'routes[1].proxy', 'proxy: toString', /unknown upstream "toString" \(defined: app\)/);
