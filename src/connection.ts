@@ -455,7 +455,7 @@ class ClientConnection implements ClientSide, Tracked {
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
     // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
     const spliced = canSplice(socket, upstream);
-    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed);
+    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
     this.#registry.tunnelOpened();
     this.ctx.metrics.tunnelOpened();
     this.#countStickyKey(ex);
@@ -649,9 +649,9 @@ class ClientConnection implements ClientSide, Tracked {
     }
   }
 
-  /** End of the shutdown grace: whatever is left is closed now. */
+  /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */
   forceClose(): void {
-    if (this.#tunnel !== null) this.#tunnel.close('shutdown');
+    if (this.#tunnel !== null) this.#tunnel.shutdown();
     else this.#teardown();
   }
 }
