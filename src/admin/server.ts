@@ -84,7 +84,6 @@ export interface AdminSource {
 }
 
 export type AdminOptions = AdminGuardOptions;
-export { isLoopback };
 
 export interface AdminServer {
   readonly address: string;
