@@ -155,7 +155,8 @@ export class Tunnel {
     if (n > 0) {
       if (upward) this.bytesUp += n;
       else this.bytesDown += n;
-      dst.write(n === chunk.length ? chunk : chunk.subarray(0, n));
+      // backpressure as in the relay: the drain handlers resume the source
+      if (!dst.write(n === chunk.length ? chunk : chunk.subarray(0, n))) src.pause();
     }
     if (!frames.atBoundary && !frames.broken) return;
     src.pause();
