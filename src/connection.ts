@@ -55,6 +55,12 @@ export interface ContextSource {
 const SWEEP_MS = 250;
 /** After Portico closes its side, how long a client gets to close its own before the socket is destroyed. */
 const LINGER_MS = 5000;
+/**
+ * At shutdown, how long an idle keep-alive connection stays open before Portico closes it. A client may have sent
+ * its next request just before it could learn of the shutdown: closing at once would read and drop that request
+ * (the client sees a close, not an answer). In this window such a request is answered with `Connection: close`.
+ */
+export const DRAIN_IDLE_GRACE_MS = 1000;
 /** Bytes of pipelined requests held while the current one is answered (the socket is paused past it). */
 const MAX_PIPELINE_BUFFER = 256 * 1024;
 
@@ -62,7 +68,7 @@ const MAX_PIPELINE_BUFFER = 256 * 1024;
 export interface Tracked {
   /** Deadline checks, once per sweep. */
   sweep(now: number): void;
-  /** Shutdown began: close now if idle, else finish what is in progress. */
+  /** Shutdown began DRAIN_IDLE_GRACE_MS ago: close now if idle, else finish what is in progress. */
   drain(): void;
   /** End of the shutdown grace: close now. */
   forceClose(): void;
@@ -133,14 +139,19 @@ export class ConnectionRegistry {
   };
 
   /**
-   * Graceful stop: idle keep-alive connections are closed now, busy ones after their current response,
-   * tunnels at the end of the grace; resolves when every connection is gone (or was destroyed at the end).
+   * Graceful stop: from now on every response says `Connection: close` and its connection closes after it;
+   * idle keep-alive connections are closed after DRAIN_IDLE_GRACE_MS (so a request already on its way is
+   * answered, not dropped), tunnels at the end of the grace; resolves when every connection is gone (or was
+   * destroyed at the end).
    */
   drain(graceMs: number): Promise<void> {
     this.#draining = true;
-    for (const c of this.#conns) c.drain();
     if (this.#conns.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
+      const idle = setTimeout(() => {
+        for (const c of this.#conns) c.drain();
+      }, Math.min(DRAIN_IDLE_GRACE_MS, graceMs));
+      idle.unref();
       const timer = setTimeout(() => {
         for (const c of this.#conns) c.forceClose();
         // destroy() emits 'close' asynchronously; resolve once they are all gone
@@ -149,6 +160,7 @@ export class ConnectionRegistry {
       }, graceMs);
       timer.unref();
       this.#idleWaiters.push(() => {
+        clearTimeout(idle);
         clearTimeout(timer);
         resolve();
       });
@@ -509,7 +521,7 @@ class ClientConnection implements ClientSide, Tracked {
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
     // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
     const spliced = canSplice(socket, upstream);
-    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed);
+    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
     this.#registry.tunnelOpened();
     this.ctx.metrics.tunnelOpened();
     this.#countStickyKey(ex);
@@ -712,7 +724,7 @@ class ClientConnection implements ClientSide, Tracked {
     }
   }
 
-  /** Shutdown began: idle connections close now; busy ones after their response (closing is true). */
+  /** Shutdown began a moment ago: an idle connection closes now; a busy one after its response (closing is true). */
   drain(): void {
     if (this.#state === 'head' && this.#buf === null) {
       this.#state = 'closed';
@@ -720,9 +732,9 @@ class ClientConnection implements ClientSide, Tracked {
     }
   }
 
-  /** End of the shutdown grace: whatever is left is closed now. */
+  /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */
   forceClose(): void {
-    if (this.#tunnel !== null) this.#tunnel.close('shutdown');
+    if (this.#tunnel !== null) this.#tunnel.shutdown();
     else this.#teardown();
   }
 }

@@ -32,6 +32,8 @@ export interface ApplyMessage {
   listeners: ListenerAssignment[];
   /** Session ticket keys shared by every worker (base64, 48 bytes). */
   ticketKeys: string;
+  /** The key of sticky cookie values where `balance.secret` is not set (base64, 32 bytes; hash-key.ts). */
+  stickySecret: string;
   /**
    * The discovered targets of every upstream of this config that follows DNS names (as `discovered-targets`
    * would carry them): the new runtime's pools start with them, so a reload leaves no gap.
@@ -212,7 +214,7 @@ export function isToWorker(m: unknown): m is ToWorker {
   switch (m.type) {
     case 'apply':
       return (
-        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && typeof m.text === 'string' && typeof m.ticketKeys === 'string' &&
+        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && typeof m.text === 'string' && typeof m.ticketKeys === 'string' && typeof m.stickySecret === 'string' &&
         Array.isArray(m.listeners) && m.listeners.every(isAssignment) && isDiscoveredSets(m.discovered)
       );
     case 'listen-handle':

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bindShared, chooseListenStrategy, type ListenStrategy, type SharedHandle } from './accept/listener.js';
+import { describeConflict, findListenConflict, parentOf } from './accept/port-owner.js';
 import { nativeStatus } from './native/addon.js';
 import { ensureSelfSignedCertificates, loadCertificates } from './accept/tls.js';
 import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from './admin/server.js';
@@ -30,6 +31,12 @@ export interface PrimaryOptions {
   configText: string;
   /** Start the demo backends (src/demo.ts) before the workers; they stop with Portico. */
   demo?: boolean;
+  /**
+   * A deliberate hand-over (the future upgrade feature sets it): the pid of the Portico primary this one takes
+   * over from. Its sockets (its own and its workers') are not a conflict, and its pid file may be replaced.
+   * Nothing else sets it: a second Portico on taken ports or on a running config file is refused.
+   */
+  handoverFrom?: number;
 }
 
 const WORKER_PATH = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -103,6 +110,8 @@ interface Slot {
   restartTimer: NodeJS.Timeout | null;
   /** Settled when this process accepts on every listener, or exits first. */
   ready: Deferred | null;
+  /** Why its first apply failed (a port it could not bind...): the reason a start fails, said in one line. */
+  bootError: string | null;
   pendingStats: Map<number, (stats: WorkerStats | null) => void>;
   lastStats: WorkerStats | null;
   /** This process's last load report (its own open requests + tunnels per target); null before the first. */
@@ -141,11 +150,14 @@ class Primary {
   readonly #configFile: string;
   readonly #control: ControlPaths;
   readonly #demo: boolean;
+  readonly #handoverFrom: number | undefined;
   #log: Logger;
   /** Built-in reusePort (Node >= 22.12), the addon's SO_REUSEPORT socket, else a handle shared by the primary. */
   readonly #strategy: ListenStrategy = chooseListenStrategy();
   readonly #startedAt = Date.now();
   readonly #ticketKeys = randomBytes(48).toString('base64');
+  /** Sticky cookie key for upstreams without `balance.secret`: one per instance, kept across reloads. */
+  readonly #stickySecret = randomBytes(32).toString('base64');
   #slots: Slot[] = [];
   #applySeq = 0;
   #admin: AdminServer | null = null;
@@ -191,6 +203,7 @@ class Primary {
     this.#control = controlPaths(this.#configFile);
     this.#served = { generation: 1, config: opts.config, text: opts.configText, listeners: [] };
     this.#demo = opts.demo === true;
+    this.#handoverFrom = opts.handoverFrom;
     this.#log = createLogger(opts.config.log.level, { role: 'primary' });
   }
 
@@ -211,6 +224,11 @@ class Primary {
   }
 
   async start(): Promise<void> {
+    // Before anything is bound: a second instance on one config file would take the pid file from the first.
+    const running = otherRunning(this.#control);
+    if (running !== undefined && running !== this.#handoverFrom) {
+      throw new Error(`another Portico (pid ${running}) is running ${this.#configFile} (pid file ${this.#control.pid}): stop it first, or use \`portico reload\``);
+    }
     process.on('SIGTERM', this.#onSignal);
     process.on('SIGINT', this.#onSignal);
     process.on('SIGHUP', this.#onReloadSignal);
@@ -232,6 +250,14 @@ class Primary {
     this.#checkAllExited();
     if (this.#stopping) return;
     this.#started = true;
+    // `portico reload` finds this process through the pid file (written before the line below, so whoever read
+    // that line finds the file); without it, SIGHUP still works. One that started meanwhile on the same file (a
+    // race past the check at the top) keeps its pid file.
+    const other = otherRunning(this.#control);
+    if (other !== undefined && other !== this.#handoverFrom) this.#log.warn({ otherPid: other, pidFile: this.#control.pid }, 'another Portico took the pid file of this config file meanwhile: it is left as it is (`portico reload` reaches that one)');
+    else await writePidFile(this.#control, process.pid).catch((err: unknown) => this.#log.warn({ err, pidFile: this.#control.pid }, 'cannot write the pid file: `portico reload` will not find this process (SIGHUP still reloads)'));
+    // a stop that came while writing may have looked for the file before it existed
+    if (this.#stopping) return void removeControlFiles(this.#control, process.pid).catch(() => {});
     // Tools and tests read the bound ports (port 0 in config) from this line.
     this.#announce().info(
       {
@@ -243,10 +269,6 @@ class Primary {
       },
       'listening',
     );
-    // `portico reload` finds this process through the pid file; without it, SIGHUP still works.
-    const other = otherRunning(this.#control);
-    if (other !== undefined) this.#log.warn({ otherPid: other, pidFile: this.#control.pid }, 'another Portico runs this config file: `portico reload` now reaches this one only');
-    writePidFile(this.#control, process.pid).catch((err: unknown) => this.#log.warn({ err, pidFile: this.#control.pid }, 'cannot write the pid file: `portico reload` will not find this process (SIGHUP still reloads)'));
     if (this.#reloadPending) {
       this.#reloadPending = false;
       void this.#reload();
@@ -278,7 +300,7 @@ class Primary {
     const { states } = await this.#prepareListeners(config, []);
     this.#served = { ...this.#served, listeners: states };
     if (config.admin !== undefined) {
-      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, this.#adminSource(), this.#log, { token: config.admin.token });
+      this.#admin = await startAdminServer(config.admin.address.host, config.admin.address.port, this.#adminSource(), this.#log, { token: config.admin.token, hosts: config.admin.hosts });
     }
     if (this.#stopping) return; // a signal came while preparing
     await this.#startDiscovery();
@@ -291,6 +313,18 @@ class Primary {
 
   #adminSource() {
     return { metrics: () => this.#metricsText(), status: () => this.#status(), drain: (u: string, t: string, d: boolean) => this.#drain(u, t, d) };
+  }
+
+  /**
+   * Throws (one line: the port and who holds it) when another process listens where `host:port` would bind:
+   * SO_REUSEPORT would otherwise let this instance share the port with it and take part of its traffic.
+   */
+  #refuseTakenPort(host: string, port: number): void {
+    const own = new Set<number>([process.pid, ...this.#slots.flatMap((s) => (s.child?.pid === undefined ? [] : [s.child.pid]))]);
+    const handover = this.#handoverFrom;
+    const mine = (pid: number) => own.has(pid) || (handover !== undefined && (pid === handover || parentOf(pid) === handover));
+    const conflict = findListenConflict(host, port, mine);
+    if (conflict !== undefined) throw new Error(describeConflict(host, port, conflict));
   }
 
   /** Throws (with the file name) when a certificate of `config` cannot be used; warns about expiring ones. */
@@ -322,6 +356,7 @@ class Primary {
           states.push({ key: kept.key, handle: kept.handle, address: kept.address, port: kept.port, tls });
           continue;
         }
+        this.#refuseTakenPort(listener.address.host, listener.address.port);
         let state: ListenerState;
         if (this.#strategy === 'shared-handle') {
           const handle = await bindShared(listener.address.host, listener.address.port);
@@ -470,7 +505,7 @@ class Primary {
     const count = resolveWorkers(this.#config);
     for (let id = 1; id <= count; id++) {
       this.#slots.push({
-        id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null,
+        id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null, bootError: null,
         pendingStats: new Map(), lastStats: null, load: null, loadGeneration: 0, remoteSent: '', generation: 0, listenerKeys: new Set(), applying: null,
       });
     }
@@ -498,6 +533,7 @@ class Primary {
     slot.booted = false;
     slot.startedAt = Date.now();
     slot.ready = ready;
+    slot.bootError = null;
     slot.lastStats = null;
     slot.load = null;
     slot.loadGeneration = 0;
@@ -579,6 +615,7 @@ class Primary {
       if (slot.child !== child) return;
       if (!result.ok) {
         // at boot the worker exits by itself and is restarted; on a later apply it keeps its config
+        if (!result.gone && slot.state === 'starting') slot.bootError = result.error;
         if (!result.gone) this.#log.error({ worker: slot.id, generation: served.generation, error: result.error }, 'worker did not apply the config');
         return;
       }
@@ -622,7 +659,7 @@ class Primary {
       return { index: e.index, key: e.key, via: 'reuse-port', host: target.config.listeners[e.index].address.host, port: target.listeners[e.index].port };
     });
     const msg: ApplyMessage = {
-      type: 'apply', seq, generation: target.generation, file: this.#configFile, text: target.text, listeners, ticketKeys: this.#ticketKeys,
+      type: 'apply', seq, generation: target.generation, file: this.#configFile, text: target.text, listeners, ticketKeys: this.#ticketKeys, stickySecret: this.#stickySecret,
       discovered: { ...discovered },
     };
     return new Promise<ApplyResult>((resolve) => {
@@ -728,7 +765,8 @@ class Primary {
     }
     if (!this.#started) {
       slot.state = 'exited';
-      slot.ready?.reject(new Error(`worker ${slot.id} exited during start (${signal ?? `code ${code}`}); see its error above`));
+      const why = slot.bootError ?? `it exited (${signal ?? `code ${code}`}); see its error above`;
+      slot.ready?.reject(new Error(`worker ${slot.id} could not start: ${why}`));
       return;
     }
     if (Date.now() - slot.startedAt >= HEALTHY_AFTER_MS) slot.backoffMs = BACKOFF_MIN_MS;
@@ -950,7 +988,7 @@ class Primary {
     const a = running.admin;
     const b = next.admin;
     if (b === undefined || (a !== undefined && equalValues(a.address, b.address))) return { server: this.#admin, replaces: false };
-    const server = await startAdminServer(b.address.host, b.address.port, this.#adminSource(), this.#log, { token: b.token });
+    const server = await startAdminServer(b.address.host, b.address.port, this.#adminSource(), this.#log, { token: b.token, hosts: b.hosts });
     return { server, replaces: true };
   }
 
@@ -966,7 +1004,7 @@ class Primary {
       void old?.close();
       return;
     }
-    this.#admin?.setOptions({ token: next.admin.token });
+    this.#admin?.setOptions({ token: next.admin.token, hosts: next.admin.hosts });
   }
 
   /** First call: stop accepting and drain. Second call: stop now. */
@@ -1249,11 +1287,26 @@ function addTotals(totals: Map<string, UpstreamLimitTotals>, l: UpstreamLimitTot
  * drained and exited 0). Rejects when it cannot start (after cleaning up) or when the stop was not clean.
  */
 export async function runPrimary(opts: PrimaryOptions): Promise<void> {
-  const primary = new Primary(opts);
+  const primary = new Primary({ ...opts, handoverFrom: opts.handoverFrom ?? handoverFromEnv() });
   await primary.start();
   await primary.stopped;
   // Everything is closed; this only guards against a stray handle keeping a stopped proxy alive.
   setTimeout(() => process.exit(), 2_000).unref();
   const failure = primary.failure;
   if (failure !== undefined) throw new Error(failure);
+}
+
+/**
+ * PORTICO_HANDOVER_FROM=PID: the hook the upgrade feature will use to start a new primary beside the old one
+ * (see PrimaryOptions.handoverFrom). A value that is not a live process's pid is ignored.
+ */
+function handoverFromEnv(): number | undefined {
+  const v = process.env.PORTICO_HANDOVER_FROM;
+  if (v === undefined || !/^\d{1,10}$/.test(v)) return undefined;
+  try {
+    process.kill(Number(v), 0);
+    return Number(v);
+  } catch {
+    return undefined;
+  }
 }

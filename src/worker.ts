@@ -23,6 +23,7 @@ import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from '.
 import { readsLoad } from './upstream/balancer.js';
 import type { TargetSpec, UpstreamPool } from './upstream/pool.js';
 import { OpenKeys, PinTable } from './upstream/sticky.js';
+import { setStickySecret } from './upstream/hash-key.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -406,6 +407,8 @@ class Worker {
     const config = loaded.config;
     const log = this.#runtime === null || this.#runtime.config.log.level !== config.log.level ? createLogger(config.log.level, { worker: this.id }) : this.#log;
     const previous = this.#runtime ?? undefined;
+    // before any pool is built: cookie balancers map values to targets with it (the same in every apply)
+    setStickySecret(msg.stickySecret);
     const deps: RuntimeDeps = { log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits };
     let next: Runtime;
     try {

@@ -1,11 +1,12 @@
 // The admin listener, served by the primary: GET /metrics (Prometheus text), GET /status (JSON) and
 // POST /upstreams/NAME/targets/ADDRESS/drain|undrain. Meant for loopback: another address works but is warned
-// about. Drain requests come from loopback peers only, unless `admin.token` is set (then the token decides).
+// about. Who may ask is guard.ts's: every request is checked (Host, Origin), drains need the token or, without
+// one, a loopback peer and the X-Portico-Admin header.
 // It only formats what its AdminSource returns; gathering numbers and fanning out drains is primary.ts's job.
-import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { checkControl, checkRequest, isLoopback } from './guard.js';
+import type { AdminGuardOptions, Refusal } from './guard.js';
 import type { Logger } from '../log.js';
 import type { DiscoveryStatus } from '../upstream/discovery.js';
 
@@ -84,10 +85,7 @@ export interface AdminSource {
   drain(upstream: string, target: string, draining: boolean): Promise<DrainResult>;
 }
 
-export interface AdminOptions {
-  /** When set, POST requests need `Authorization: Bearer TOKEN` and may come from any address. */
-  token?: string;
-}
+export type AdminOptions = AdminGuardOptions;
 
 export interface AdminServer {
   readonly address: string;
@@ -97,13 +95,6 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-/** 127.0.0.0/8, ::1 and "localhost". */
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host.toLowerCase().startsWith('::ffff:127.');
-}
-
 const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export async function startAdminServer(host: string, port: number, source: AdminSource, log: Logger, options: AdminOptions = {}): Promise<AdminServer> {
@@ -111,7 +102,9 @@ export async function startAdminServer(host: string, port: number, source: Admin
   let current = options;
   const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000, maxHeaderSize: 8192 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
-    if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, current.token);
+    const refused = checkRequest(req, current);
+    if (refused !== null) return refuse(req, res, path, refused, log);
+    if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, current);
     else serve(req, res, source, log);
   });
   await new Promise<void>((resolve, reject) => {
@@ -162,7 +155,7 @@ const TEXT = 'text/plain; charset=utf-8';
 const CONTROL_PATH = /^\/upstreams\/([^/]+)\/targets\/([^/]+)\/(drain|undrain)$/;
 
 /** POST /upstreams/NAME/targets/ADDRESS/drain|undrain (ADDRESS as written in config, percent-encoded if need be). */
-function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path: string, source: AdminSource, log: Logger, token: string | undefined): void {
+function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path: string, source: AdminSource, log: Logger, options: AdminOptions): void {
   req.resume(); // a body, if any, means nothing here
   const m = CONTROL_PATH.exec(path);
   if (m === null) return send(res, 404, TEXT, 'not found: POST /upstreams/NAME/targets/ADDRESS/drain or /undrain\n', req.method === 'HEAD');
@@ -170,12 +163,8 @@ function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path:
     res.setHeader('Allow', 'POST');
     return send(res, 405, TEXT, 'method not allowed\n', false);
   }
-  const denied = authorize(req, token);
-  if (denied !== null) {
-    log.warn({ remoteAddr: req.socket.remoteAddress, path, status: denied }, 'admin control request refused');
-    if (denied === 401) res.setHeader('WWW-Authenticate', 'Bearer');
-    return send(res, denied, TEXT, denied === 401 ? 'unauthorized: Authorization: Bearer TOKEN required\n' : 'forbidden: control requests are accepted from loopback only\n', false);
-  }
+  const denied = checkControl(req, options);
+  if (denied !== null) return refuse(req, res, path, denied, log);
   let upstream: string;
   let target: string;
   try {
@@ -199,14 +188,12 @@ function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path:
   );
 }
 
-/** null when allowed; else the status to answer. With a token, the token decides; without, the peer must be loopback. */
-function authorize(req: http.IncomingMessage, token: string | undefined): 401 | 403 | null {
-  if (token === undefined) return isLoopback(req.socket.remoteAddress ?? '') ? null : 403;
-  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
-  if (m === null) return 401;
-  const given = Buffer.from(m[1]);
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected) ? null : 401;
+/** Answers a refused request (and logs it: a refusal may be an attack, or a script missing its header). */
+function refuse(req: http.IncomingMessage, res: http.ServerResponse, path: string, refusal: Refusal, log: Logger): void {
+  req.resume();
+  log.warn({ remoteAddr: req.socket.remoteAddress, method: req.method, path, host: req.headers.host, origin: req.headers.origin, status: refusal.status }, `admin request refused: ${refusal.reason}`);
+  if (refusal.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+  send(res, refusal.status, TEXT, `${refusal.reason}\n`, false);
 }
 
 function send(res: http.ServerResponse, status: number, type: string, body: string, headOnly: boolean): void {

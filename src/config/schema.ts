@@ -8,57 +8,62 @@ import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
 import { parseRate } from '../policy/rate-limit.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-const SIZE_UNITS: Record<string, number> = {
-  '': 1, b: 1, k: 1000, kb: 1000, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3,
-};
+// Only units that read one way: a bare "k", "m" or "g" is 1000-based here but 1024-based in nginx.
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 };
 
 /** The longest timer Node can arm: setTimeout fires at once (with a warning) for anything larger. */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
+export const DURATION_FORMS = '"500ms", "30s", "5m", "1h", "1d", or "off"';
+export const SIZE_FORMS = '"512B", "16KiB", "1MiB", "1GiB" (or "16KB", "1MB": powers of 1000)';
+
 /**
- * Parses "30s", "1.5m", "250ms", "0", "off" (= 0, disabled) or a bare number of milliseconds.
+ * Parses "30s", "1.5m", "250ms", "off" or 0 (= 0, disabled). A bare number other than 0 is refused: nginx reads
+ * seconds where Node reads milliseconds, so `idle_timeout: 30` means something different to each reader.
  * Undefined when malformed or above MAX_DURATION_MS (about 24.8 days); a non-zero value never rounds to "off".
  */
 export function parseDuration(input: string | number): number | undefined {
-  let ms: number;
-  if (typeof input === 'number') {
-    if (!Number.isFinite(input) || input < 0) return undefined;
-    ms = input;
-  } else {
-    const s = input.trim().toLowerCase();
-    if (s === 'off' || s === '0') return 0;
-    const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s);
-    if (!m) return undefined;
-    ms = Number(m[1]) * DURATION_UNITS[m[2]];
-  }
+  if (typeof input === 'number') return input === 0 ? 0 : undefined;
+  const s = input.trim().toLowerCase();
+  if (s === 'off' || s === '0') return 0;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s);
+  if (!m) return undefined;
+  const ms = Number(m[1]) * DURATION_UNITS[m[2]];
   if (ms > MAX_DURATION_MS) return undefined;
   return ms > 0 ? Math.max(1, Math.round(ms)) : 0;
 }
 
-/** Parses "16KiB", "1MiB", "512", "1.5GB" or a bare number of bytes. */
+/** Parses "16KiB", "1MiB", "512B", "1.5GB". A number without a unit is refused (bytes? KiB as in nginx's `k`?). */
 export function parseSize(input: string | number): number | undefined {
-  if (typeof input === 'number') return Number.isSafeInteger(input) && input >= 0 ? input : undefined;
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/.exec(input.trim().toLowerCase());
+  if (typeof input === 'number') return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/.exec(input.trim().toLowerCase());
   if (!m || !Object.hasOwn(SIZE_UNITS, m[2])) return undefined;
   const bytes = Math.round(Number(m[1]) * SIZE_UNITS[m[2]]);
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
+/** Why a duration or size was refused, with the forms that are accepted. */
+function unitError(kind: 'duration' | 'size', v: string | number): string {
+  const forms = kind === 'duration' ? `${DURATION_FORMS}; at most "24d"` : SIZE_FORMS;
+  const bare = typeof v === 'number' || /^\s*\d+(?:\.\d+)?\s*$/.test(v);
+  return bare ? `${kind} ${JSON.stringify(v)} has no unit: write it with one, e.g. ${forms}` : `invalid ${kind} ${JSON.stringify(v)} (use e.g. ${forms})`;
+}
+
 const duration = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: 'expected a duration such as "500ms", "30s", "5m" or "off"' }).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: `expected a duration such as ${DURATION_FORMS}` }).default(dflt).transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. "500ms", "30s", "5m", or "off"; at most "24d")` });
+      ctx.addIssue({ code: 'custom', message: unitError('duration', v) });
       return z.NEVER;
     }
     return ms;
   });
 
 const size = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: 'expected a size such as "16KiB", "1MiB" or a number of bytes' }).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: `expected a size such as ${SIZE_FORMS}` }).default(dflt).transform((v, ctx) => {
     const bytes = parseSize(v);
     if (bytes === undefined || bytes === 0) {
-      ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. "16KiB", "1MiB" or a number of bytes)` });
+      ctx.addIssue({ code: 'custom', message: unitError('size', v) });
       return z.NEVER;
     }
     return bytes;
@@ -349,6 +354,13 @@ const balance = z
             policy: z.literal('cookie'),
             name: z.string().max(256).regex(HEADER_NAME, 'a cookie name must be an RFC 9110 token').default(DEFAULT_STICKY_COOKIE),
             fallback: z.enum(['round_robin', 'least_conn']).default('round_robin'),
+            /**
+             * The key the cookie value (an HMAC of the target address) is made with. Default: a random one made
+             * by the primary at start, the same in every worker and across reloads, new at each restart (then
+             * cookies are re-set once). Set it, the same everywhere, so that several instances behind one
+             * balancer, or a restart, accept each other's cookies. At least 16 characters.
+             */
+            secret: z.string().min(16, 'balance.secret must be at least 16 characters').max(1024).optional(),
           })
           .strict(),
       ],
@@ -754,9 +766,14 @@ export const configSchema = z
         address: address('admin', true),
         /**
          * When set, POST requests (drain, undrain) need `Authorization: Bearer TOKEN` and may come from any
-         * address; without it they are accepted from loopback peers only.
+         * address; without it they are accepted from loopback peers only, with the header `X-Portico-Admin: 1`.
          */
         token: z.string().min(16, 'admin token must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'admin token must be printable ASCII without spaces').optional(),
+        /**
+         * Host names the admin listener may be reached by (`Host` header), besides `localhost` and IP addresses;
+         * any other name is refused so that a DNS-rebinding page cannot read or drive it (default none).
+         */
+        hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, 'a host name (letters, digits, dots, dashes), without port')).max(64).default([]),
       })
       .strict()
       .optional(),

@@ -2,7 +2,9 @@
 // backpressure, half-close forwarded, byte counts, and one close reason. It owns both sockets from start()
 // to close and destroys both exactly once; it knows nothing about HTTP. Timeouts are checked by the owner's
 // sweep through checkIdle(), so no timer is created per tunnel.
+import { randomBytes } from 'node:crypto';
 import type { ByteSocket } from '../native/io.js';
+import { FrameTracker, goingAwayFrame } from './ws-frames.js';
 
 export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'lifetime' | 'shutdown';
 
@@ -14,6 +16,12 @@ export interface TunnelTimeouts {
 }
 
 const KEEPALIVE_PROBE_MS = 60_000;
+/**
+ * At shutdown, how long a frame in progress may take to end before the tunnel is closed without a Close frame,
+ * and how long the peers then get to close their side. Both within the worker's drain overrun (2 s).
+ */
+const GOING_AWAY_WAIT_MS = 500;
+const GOING_AWAY_LINGER_MS = 1000;
 
 /**
  * Idle and lifetime limits of a tunnel, read off its byte counters at each sweep of the owner, so no timer
@@ -58,13 +66,25 @@ export class Tunnel {
   #onClose: (t: Tunnel) => void;
   #clientEnded = false;
   #upstreamEnded = false;
+  /** WebSocket tunnels: frame boundaries client -> upstream and upstream -> client (null for raw TCP). */
+  #framesUp: FrameTracker | null = null;
+  #framesDown: FrameTracker | null = null;
+  /** shutdown() is waiting for frames in progress to end (bounded by this timer). */
+  #goingAway: NodeJS.Timeout | null = null;
+  /** The Close frames are written: close() ends the sockets and waits for them (#linger). */
+  #lingering = false;
 
-  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void) {
+  /** `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames. */
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void, websocket = false) {
     this.client = client;
     this.upstream = upstream;
     this.#onClose = onClose;
     this.startedAt = Date.now();
     this.#clock = new TunnelClock(timeouts, this.startedAt);
+    if (websocket) {
+      this.#framesUp = new FrameTracker();
+      this.#framesDown = new FrameTracker();
+    }
   }
 
   /**
@@ -101,14 +121,92 @@ export class Tunnel {
   }
 
   #onClientData = (chunk: Buffer): void => {
+    if (this.#goingAway !== null) return this.#toBoundary(chunk, this.client, this.upstream, this.#framesUp!, true);
     this.bytesUp += chunk.length;
+    this.#framesUp?.feed(chunk);
     if (!this.upstream.write(chunk)) this.client.pause();
   };
 
   #onUpstreamData = (chunk: Buffer): void => {
+    if (this.#goingAway !== null) return this.#toBoundary(chunk, this.upstream, this.client, this.#framesDown!, false);
     this.bytesDown += chunk.length;
+    this.#framesDown?.feed(chunk);
     if (!this.client.write(chunk)) this.upstream.pause();
   };
+
+  /**
+   * End of the shutdown grace. A WebSocket tunnel gets a Close frame with 1001 (going away) each way, to the
+   * client and (masked) to the backend, written between two frames: a frame in progress is relayed to its end
+   * first (at most GOING_AWAY_WAIT_MS), bytes after it are dropped. A direction that already carried a Close
+   * gets none; one whose framing Portico lost, or a raw TCP tunnel, is closed without (the peer sees 1006).
+   */
+  shutdown(): void {
+    if (this.closedBy !== undefined || this.#goingAway !== null) return;
+    const up = this.#framesUp;
+    const down = this.#framesDown;
+    if (up === null || down === null || up.broken || down.broken) return this.close('shutdown');
+    this.#goingAway = setTimeout(() => this.#sayGoingAway(), GOING_AWAY_WAIT_MS);
+    this.#goingAway.unref();
+    // a direction already between frames reads nothing more: what would come is past the Close
+    if (up.atBoundary) this.client.pause();
+    if (down.atBoundary) this.upstream.pause();
+    if (up.atBoundary && down.atBoundary) this.#sayGoingAway();
+  }
+
+  /** While going away: relays `chunk` up to the end of the frame in progress, drops the rest. */
+  #toBoundary(chunk: Buffer, src: ByteSocket, dst: ByteSocket, frames: FrameTracker, upward: boolean): void {
+    if (this.closedBy !== undefined) return;
+    const n = frames.feedToBoundary(chunk);
+    if (n > 0) {
+      if (upward) this.bytesUp += n;
+      else this.bytesDown += n;
+      // backpressure as in the relay: the drain handlers resume the source
+      if (!dst.write(n === chunk.length ? chunk : chunk.subarray(0, n))) src.pause();
+    }
+    if (!frames.atBoundary && !frames.broken) return;
+    src.pause();
+    if (this.#framesUp!.atBoundary && this.#framesDown!.atBoundary) this.#sayGoingAway();
+  }
+
+  #sayGoingAway(): void {
+    if (this.closedBy !== undefined) return;
+    if (this.#goingAway !== null) clearTimeout(this.#goingAway);
+    const up = this.#framesUp!;
+    const down = this.#framesDown!;
+    if (down.atBoundary && !down.closeSeen && !this.#upstreamEnded) this.client.write(goingAwayFrame(false, Buffer.alloc(0)));
+    if (up.atBoundary && !up.closeSeen && !this.#clientEnded) this.upstream.write(goingAwayFrame(true, randomBytes(4)));
+    this.#lingering = true;
+    this.close('shutdown');
+  }
+
+  /**
+   * After the Close frames: both sockets are ended (the frames leave before the FIN; over TLS the encrypted
+   * bytes must reach the kernel, which destroySoon() does not wait for) and read to the end, so no unread byte
+   * turns the close into a reset that drops the frame at the peer. The owner is told once both closed, or
+   * GOING_AWAY_LINGER_MS later, when what is left is destroyed.
+   */
+  #linger(): void {
+    let open = 0;
+    const timer = setTimeout(() => {
+      this.client.destroy();
+      this.upstream.destroy();
+    }, GOING_AWAY_LINGER_MS);
+    timer.unref();
+    const closed = (): void => {
+      if (--open > 0) return;
+      clearTimeout(timer);
+      this.#onClose(this);
+    };
+    for (const s of [this.client, this.upstream]) {
+      if (s.destroyed) continue;
+      open++;
+      s.once('close', closed);
+      s.on('data', noop);
+      s.resume();
+      s.end();
+    }
+    if (open === 0) closed();
+  }
 
   #onUpstreamDrain = (): void => {
     if (this.closedBy === undefined && !this.#clientEnded) this.client.resume();
@@ -147,6 +245,7 @@ export class Tunnel {
   close(by: ClosedBy): void {
     if (this.closedBy !== undefined) return;
     this.closedBy = by;
+    if (this.#goingAway !== null) clearTimeout(this.#goingAway);
     const { client, upstream } = this;
     client.removeListener('data', this.#onClientData);
     upstream.removeListener('data', this.#onUpstreamData);
@@ -161,6 +260,7 @@ export class Tunnel {
     upstream.removeListener('error', this.#onUpstreamError);
     client.on('error', noop);
     upstream.on('error', noop);
+    if (this.#lingering) return this.#linger();
     if (by === 'client' || by === 'upstream') {
       // orderly: let queued bytes flush, then close (end() after the peer's FIN completes the close)
       client.end();

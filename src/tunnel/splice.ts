@@ -246,6 +246,16 @@ export class SpliceTunnel {
     if (due !== undefined) this.close(due);
   }
 
+  /**
+   * End of the shutdown grace. On the relay thread the bytes never pass through this process, so where one
+   * WebSocket frame ends is unknown and no Close frame can be put between two: the relay closes both sockets
+   * (the peers see 1006). A tunnel that fell back to the JS relay is closed by it.
+   */
+  shutdown(): void {
+    if (this.#fallback !== undefined) this.#fallback.shutdown();
+    else this.close('shutdown');
+  }
+
   /** Ends the tunnel once; the owner's onClose runs when the relay has closed both fds (with final counts). */
   close(by: ClosedBy): void {
     if (this.#fallback !== undefined) {

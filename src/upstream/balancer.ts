@@ -56,7 +56,7 @@ export type BalancePolicy = 'round_robin' | 'least_conn' | 'random_two';
 export type BalanceSpec =
   | BalancePolicy
   | { readonly policy: 'hash'; readonly key: string }
-  | { readonly policy: 'cookie'; readonly name: string; readonly fallback: 'round_robin' | 'least_conn' };
+  | { readonly policy: 'cookie'; readonly name: string; readonly fallback: 'round_robin' | 'least_conn'; readonly secret?: string };
 
 export interface BalancerOptions {
   /** Uniform in [0, 1); random_two only. Tests inject a seeded one. Default Math.random. */
@@ -113,7 +113,7 @@ export function createBalancer(spec: BalanceSpec, targets: readonly Target[], op
     case 'hash':
       return new Maglev(targets, options.pins);
     case 'cookie':
-      return new CookieSticky(targets, createBalancer(spec.fallback, targets, options));
+      return new CookieSticky(targets, createBalancer(spec.fallback, targets, options), spec.secret);
     default: {
       const never: never = spec;
       throw new TypeError(`unknown balance policy ${JSON.stringify(never)}`);
@@ -522,10 +522,10 @@ class CookieSticky implements Balancer {
   readonly #byValue = new Map<string, Target>();
   readonly #fallback: Balancer;
 
-  constructor(targets: readonly Target[], fallback: Balancer) {
+  constructor(targets: readonly Target[], fallback: Balancer, secret: string | undefined) {
     this.#fallback = fallback;
     for (const t of targets) {
-      const value = stickyCookieValue(t);
+      const value = stickyCookieValue(t, secret);
       if (!this.#byValue.has(value)) this.#byValue.set(value, t); // a repeated address: the first one answers
     }
   }

@@ -2,7 +2,7 @@
 // "header:NAME", "cookie:NAME", "query:NAME") once into an extractor over a parsed request head, and owns the
 // sticky cookie (its opaque value per target, lookup, Set-Cookie). Pure functions: no sockets, no picking
 // (balancer.ts), and it never throws on request bytes: a missing or malformed key is `undefined`.
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type { RequestHead } from '../http/head.js';
 import type { BalanceSpec, Target } from './balancer.js';
 
@@ -195,26 +195,40 @@ function formDecode(s: string, start: number, end: number): string {
   return bytes.toString('utf8', 0, n);
 }
 
-const stickyValues = new WeakMap<Target, string>();
+/**
+ * The key sticky cookie values are made with when `balance.secret` is not set. The primary makes one at start and
+ * hands it to every worker (setStickySecret) so that all agree, across reloads and worker restarts; until then
+ * (unit tests, tools) a random one of this process.
+ */
+let instanceSecret = randomBytes(32).toString('base64');
+
+/** Sets the instance secret (from the primary, in every worker before it builds its pools). */
+export function setStickySecret(secret: string): void {
+  instanceSecret = secret;
+}
+
+const stickyValues = new WeakMap<Target, { secret: string; value: string }>();
 
 /**
- * The opaque, stable cookie value naming `target`: 12 base64url characters of SHA-256 over its address, so
- * the cookie does not show backend addresses, stays valid across workers, restarts and reloads while the
- * target keeps its address, and becomes stale (-> fallback pick, new cookie) when the address changes.
- * Computed once per Target object.
+ * The opaque, stable cookie value naming `target`: 12 base64url characters of HMAC-SHA-256 over its address,
+ * keyed by `secret` (the upstream's `balance.secret`) or else the instance secret. Keyed, so the value neither
+ * shows the backend address nor lets anyone who guesses an address forge a cookie for it (an unkeyed hash of
+ * "10.0.0.5:8080" is one lookup away). It stays valid across workers and reloads while the target keeps its
+ * address; across restarts, and between instances, only with a configured `balance.secret`.
+ * Computed once per Target object and secret.
  */
-export function stickyCookieValue(target: Target): string {
-  let v = stickyValues.get(target);
-  if (v === undefined) {
-    v = createHash('sha256').update(`portico-sticky\u0000${target.id}`).digest('base64url').slice(0, 12);
-    stickyValues.set(target, v);
-  }
-  return v;
+export function stickyCookieValue(target: Target, secret?: string): string {
+  const key = secret ?? instanceSecret;
+  const cached = stickyValues.get(target);
+  if (cached !== undefined && cached.secret === key) return cached.value;
+  const value = createHmac('sha256', key).update(`portico-sticky\u0000${target.id}`).digest('base64url').slice(0, 12);
+  stickyValues.set(target, { secret: key, value });
+  return value;
 }
 
 /** The target a sticky cookie value names (any state: the caller checks `available`), or undefined. */
-export function findTargetByCookie(targets: readonly Target[], value: string): Target | undefined {
-  for (const t of targets) if (stickyCookieValue(t) === value) return t;
+export function findTargetByCookie(targets: readonly Target[], value: string, secret?: string): Target | undefined {
+  for (const t of targets) if (stickyCookieValue(t, secret) === value) return t;
   return undefined;
 }
 
@@ -234,6 +248,6 @@ export function setCookieHeader(name: string, value: string, secure: boolean): s
  */
 export function stickyCookieFor(spec: BalanceSpec, target: Target, current: string | undefined, secure: boolean): string | undefined {
   if (typeof spec === 'string' || spec.policy !== 'cookie') return undefined;
-  const value = stickyCookieValue(target);
+  const value = stickyCookieValue(target, spec.secret);
   return value === current ? undefined : setCookieHeader(spec.name, value, secure);
 }

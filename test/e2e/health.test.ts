@@ -198,7 +198,7 @@ test('an admin drain stops new requests to the target in every worker and keeps 
   const b = await startBackend(t, 'b');
   const portico = await startPortico(t, config({ app: { targets: [a.address, b.address] }, live: { targets: [a.address] } }));
   const admin = await adminPort(portico);
-  const control = (path: string, method = 'POST') => request(`http://127.0.0.1:${admin}${path}`, { method });
+  const control = (path: string, method = 'POST') => request(`http://127.0.0.1:${admin}${path}`, { method, headers: { 'x-portico-admin': '1' } });
 
   const ws = await openWebSocket(t, `ws://127.0.0.1:${portico.httpPort}/ws`);
   assert.equal(await echo(ws, 'before'), 'before');

@@ -58,10 +58,10 @@ test('least_conn with 2 workers: new tunnels land on the emptier target whicheve
   };
 
   // Six tunnels on A while B is drained (spread over both workers as the kernel accepts them).
-  assert.equal((await request(`${adminUrl}/upstreams/live/targets/${B}/drain`, { method: 'POST' })).status, 200);
+  assert.equal((await request(`${adminUrl}/upstreams/live/targets/${B}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } })).status, 200);
   for (let i = 0; i < 6; i++) await open();
   assert.deepEqual([a.open, b.open], [6, 0]);
-  assert.equal((await request(`${adminUrl}/upstreams/live/targets/${B}/undrain`, { method: 'POST' })).status, 200);
+  assert.equal((await request(`${adminUrl}/upstreams/live/targets/${B}/undrain`, { method: 'POST', headers: { 'x-portico-admin': '1' } })).status, 200);
 
   // Each worker now sees A = 6 however many of those it holds itself: the next six all go to B.
   for (let i = 0; i < 6; i++) {

@@ -94,7 +94,7 @@ async function adminPort(portico: Portico): Promise<number> {
 }
 
 async function drain(portico: Portico, upstream: string, target: string): Promise<void> {
-  const res = await request(`http://127.0.0.1:${await adminPort(portico)}/upstreams/${upstream}/targets/${target}/drain`, { method: 'POST' });
+  const res = await request(`http://127.0.0.1:${await adminPort(portico)}/upstreams/${upstream}/targets/${target}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } });
   assert.equal(res.status, 200, res.body.toString());
 }
 

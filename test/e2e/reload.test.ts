@@ -328,11 +328,11 @@ test('sticky tunnels: a hash key keeps its target while its tunnels are open, ac
 
   // T taken out (drained): the key moves, though its tunnels on T stay open
   const admin = `http://127.0.0.1:${adminPort(portico)}`;
-  assert.equal((await request(`${admin}/upstreams/chat/targets/${T}/drain`, { method: 'POST' })).status, 200);
+  assert.equal((await request(`${admin}/upstreams/chat/targets/${T}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } })).status, 200);
   const moved = await tunnel();
   assert.equal(byId.get(home)!.open, 1, 'with T drained the key goes to its hash');
   assert.equal(byId.get(T)!.open, mine.length, 'tunnels on a drained target stay');
-  assert.equal((await request(`${admin}/upstreams/chat/targets/${T}/undrain`, { method: 'POST' })).status, 200);
+  assert.equal((await request(`${admin}/upstreams/chat/targets/${T}/undrain`, { method: 'POST', headers: { 'x-portico-admin': '1' } })).status, 200);
   mine.push(moved);
 
   // the last tunnel of the key closes: the pin goes, the key follows the hash again

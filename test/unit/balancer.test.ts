@@ -422,14 +422,14 @@ test('cookie: a request carrying a target cookie goes to that target while it is
 
 test('cookie: the value is opaque, stable, distinct per target and maps back to its target', () => {
   const targets = addressTargets(300);
-  const values = targets.map(stickyCookieValue);
+  const values = targets.map((t) => stickyCookieValue(t));
   assert.equal(new Set(values).size, 300);
   for (const v of values) {
     assert.match(v, /^[A-Za-z0-9_-]{12}$/);
     assert.ok(!v.includes('10.1'));
   }
   const again = addressTargets(300); // new Target objects, same addresses (another worker, a reload)
-  assert.deepEqual(again.map(stickyCookieValue), values);
+  assert.deepEqual(again.map((t) => stickyCookieValue(t)), values);
   assert.equal(findTargetByCookie(targets, values[123]), targets[123]);
   assert.equal(findTargetByCookie(targets, 'nope'), undefined);
 });

@@ -157,7 +157,22 @@ test('bad size -> path and line', (t) => {
   expectError(errorsOf(load(t, yaml)), yaml, 'limits.header_size', 'header_size', /invalid size "16 furlongs"/);
 
   const zero = edit(BASE, 'header_size: 16KiB', 'header_size: 0');
-  expectError(errorsOf(load(t, zero)), zero, 'limits.header_size', 'header_size', /invalid size/);
+  expectError(errorsOf(load(t, zero)), zero, 'limits.header_size', 'header_size', /size 0 has no unit/);
+  const zeroBytes = edit(BASE, 'header_size: 16KiB', 'header_size: 0B');
+  expectError(errorsOf(load(t, zeroBytes)), zeroBytes, 'limits.header_size', 'header_size', /invalid size "0B"/);
+});
+
+test('admin.hosts takes host names only -> path and line of the bad entry', (t) => {
+  const yaml = `${BASE}admin: { address: 127.0.0.1:9901, hosts: [ok.internal, "evil.example:80"] }\n`;
+  expectError(errorsOf(load(t, yaml)), yaml, 'admin.hosts[1]', 'evil.example:80', /a host name \(letters, digits, dots, dashes\), without port/);
+  assert.deepEqual(loaded(load(t, `${BASE}admin: { address: 127.0.0.1:9901, hosts: [ok.internal] }\n`)).admin?.hosts, ['ok.internal']);
+});
+
+test('balance.secret of a cookie upstream: at least 16 characters -> path and line', (t) => {
+  const yaml = edit(BASE, 'timeouts: { connect: 2s }', 'timeouts: { connect: 2s }\n    balance: { policy: cookie, secret: short }');
+  expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.balance.secret', 'secret: short', /balance.secret must be at least 16 characters/);
+  const ok = edit(BASE, 'timeouts: { connect: 2s }', 'timeouts: { connect: 2s }\n    balance: { policy: cookie, secret: 0123456789abcdef }');
+  assert.deepEqual(loaded(load(t, ok)).upstreams.app.balance, { policy: 'cookie', name: 'portico_sticky', fallback: 'round_robin', secret: '0123456789abcdef' });
 });
 
 test('route to an unknown upstream -> routes[i].proxy with the defined names', (t) => {
@@ -345,9 +360,9 @@ test('every error of a file is reported at once, in file order', (t) => {
 });
 
 test('durations and sizes are normalised to milliseconds and bytes, defaults applied', (t) => {
-  const yaml = `${edit(BASE, '{ connect: 2s }', '{ connect: 250ms, response_headers: 1.5m, idle: 90000 }')}timeouts: { head: 10s, keepalive: "off" }
+  const yaml = `${edit(BASE, '{ connect: 2s }', '{ connect: 250ms, response_headers: 1.5m, idle: 90s }')}timeouts: { head: 10s, keepalive: "off" }
 tunnel: { idle_timeout: 2h, max_lifetime: 1d }
-`.replace('header_size: 16KiB', 'header_size: 16KiB\n  uri_size: 2048\n  body_size: 1.5MiB');
+`.replace('header_size: 16KiB', 'header_size: 16KiB\n  uri_size: 2048B\n  body_size: 1.5MiB');
   const c = loaded(load(t, yaml));
   assert.deepEqual(c.upstreams.app.timeouts, { connect: 250, response_headers: 90_000, idle: 90_000 });
   assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
@@ -363,17 +378,76 @@ tunnel: { idle_timeout: 2h, max_lifetime: 1d }
 
 test('parseDuration and parseSize accept the documented forms only', () => {
   const durations: [string | number, number | undefined][] = [
-    ['30s', 30_000], ['500ms', 500], ['1.5m', 90_000], ['2h', 7_200_000], ['1d', 86_400_000], ['off', 0], ['0', 0],
-    [' 5S ', 5000], [1200, 1200], ['0.2ms', 1], ['24d', 2_073_600_000], ['25d', undefined], ['30x', undefined],
+    ['30s', 30_000], ['500ms', 500], ['1.5m', 90_000], ['2h', 7_200_000], ['1d', 86_400_000], ['off', 0], ['0', 0], [0, 0],
+    [' 5S ', 5000], ['0.2ms', 1], ['24d', 2_073_600_000], ['25d', undefined], ['30x', undefined],
     ['-1s', undefined], ['s', undefined], ['', undefined], [-5, undefined], [Number.NaN, undefined], ['1e3s', undefined],
+    // a bare number: milliseconds to Node, seconds to nginx -> refused
+    [1200, undefined], [30, undefined], ['30', undefined], ['1.5', undefined],
   ];
   for (const [input, ms] of durations) assert.equal(parseDuration(input), ms, `parseDuration(${JSON.stringify(input)})`);
   const sizes: [string | number, number | undefined][] = [
-    ['16KiB', 16_384], ['1MiB', 1_048_576], ['1mb', 1_000_000], ['512', 512], ['512b', 512], ['2 GiB', 2 * 1024 ** 3], [4096, 4096],
+    ['16KiB', 16_384], ['1MiB', 1_048_576], ['1mb', 1_000_000], ['512b', 512], ['512B', 512], ['2 GiB', 2 * 1024 ** 3], ['4KB', 4000],
     ['constructor', undefined], ['1constructor', undefined], ['1 toString', undefined], ['12 parsecs', undefined],
     [-1, undefined], [1.5, undefined], ['99999999999999999999GiB', undefined],
+    // no unit (bytes? nginx's KiB?), or nginx's one-letter units that mean 1024 there and 1000 by SI -> refused
+    ['512', undefined], [4096, undefined], ['1k', undefined], ['1m', undefined], ['1g', undefined],
   ];
   for (const [input, bytes] of sizes) assert.equal(parseSize(input), bytes, `parseSize(${JSON.stringify(input)})`);
+});
+
+test('portico check refuses a bare number for every duration and size key, naming the key and the accepted forms', (t) => {
+  // One config that sets every duration and size key to a bare number: each must be refused at its own path.
+  const yaml = `listeners:
+  - address: 127.0.0.1:8443
+    tls:
+      handshake_timeout: 10
+      certificates:
+        - ${SEED_CERT}
+          ${SEED_KEY}
+upstreams:
+  app:
+    targets: [127.0.0.1:9001]
+    timeouts: { connect: 5, response_headers: 60, idle: 60 }
+    keepalive: { idle_timeout: 30 }
+    queue: { timeout: 5 }
+    slow_start: 30
+    health:
+      active: { type: tcp, interval: 5, timeout: 2 }
+      passive: { fail_timeout: 10 }
+routes:
+  - match: { path: / }
+    proxy: app
+tunnel: { idle_timeout: 30, max_lifetime: 3600 }
+limits: { header_size: 32, uri_size: 8192, body_size: 1048576 }
+timeouts: { head: 15, keepalive: 75, shutdown_grace: 30 }
+resolver: { timeout: 2, min_ttl: 1, max_ttl: 3600, backoff: { min: 1, max: 30 } }
+`;
+  const errors = errorsOf(load(t, yaml));
+  const paths = [
+    'upstreams.app.timeouts.connect', 'upstreams.app.timeouts.response_headers', 'upstreams.app.timeouts.idle',
+    'upstreams.app.keepalive.idle_timeout', 'upstreams.app.queue.timeout', 'upstreams.app.slow_start',
+    'upstreams.app.health.active.interval', 'upstreams.app.health.active.timeout', 'upstreams.app.health.passive.fail_timeout',
+    'tunnel.idle_timeout', 'tunnel.max_lifetime', 'timeouts.head', 'timeouts.keepalive', 'timeouts.shutdown_grace',
+    'resolver.timeout', 'resolver.min_ttl', 'resolver.max_ttl', 'resolver.backoff.min', 'resolver.backoff.max',
+  ];
+  const sizePaths = ['limits.header_size', 'limits.uri_size', 'limits.body_size'];
+  for (const p of paths) {
+    const e = errors.find((x) => x.path === p);
+    assert.ok(e, `${p} refused (got ${errors.map((x) => x.path).join(', ')})`);
+    assert.match(e.message, /duration \d+ has no unit: write it with one, e\.g\. "500ms", "30s", "5m"/, p);
+  }
+  for (const p of sizePaths) {
+    const e = errors.find((x) => x.path === p);
+    assert.ok(e, `${p} refused`);
+    assert.match(e.message, /size \d+ has no unit: write it with one, e\.g\. "512B", "16KiB", "1MiB"/, p);
+  }
+  const tls = errors.find((x) => /handshake_timeout$/.test(x.path));
+  assert.ok(tls, 'listeners[0].tls.handshake_timeout refused');
+  // the same keys written with a unit (and 0 = off where allowed) load
+  const fixed = yaml
+    .replace(/(handshake_timeout|connect|response_headers|idle|idle_timeout|timeout|slow_start|interval|fail_timeout|max_lifetime|head|keepalive|shutdown_grace|min_ttl|max_ttl|min|max): (\d+)/g, '$1: $2s')
+    .replace(/(header_size|uri_size|body_size): (\d+)/g, '$1: $2B');
+  loaded(load(t, fixed));
 });
 
 test('relative certificate paths resolve against the config file folder, not the working directory', (t) => {

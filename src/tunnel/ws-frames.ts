@@ -1,0 +1,98 @@
+// Where the WebSocket frames of one direction of a tunnel begin and end (RFC 6455 §5.2), followed from the byte
+// counts in each frame header, so Portico can put a Close frame of its own between two frames at shutdown. It
+// reads headers only (payloads are skipped by length, never unmasked or parsed) and never changes a byte.
+// Extensions (permessage-deflate...) keep this layout: the length field counts extension and application data.
+
+/** The longest frame header: 2 bytes, 8 of extended length, 4 of mask key. */
+const MAX_HEADER = 14;
+const OPCODE_CLOSE = 0x8;
+
+export class FrameTracker {
+  /** Payload bytes of the current frame still to come; 0 at a boundary or while a header is incomplete. */
+  #payloadLeft = 0;
+  /** Bytes of a header split across reads (at most MAX_HEADER). */
+  #header: number[] = [];
+  #broken = false;
+  #closeSeen = false;
+
+  /** True between two frames: a frame written now cannot cut into another. */
+  get atBoundary(): boolean {
+    return !this.#broken && this.#payloadLeft === 0 && this.#header.length === 0;
+  }
+
+  /** The stream is not valid framing (a length past 2^53): Portico no longer knows where frames end. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  /** A Close frame went this way: after it the sender may send nothing more (RFC 6455 §5.5.1). */
+  get closeSeen(): boolean {
+    return this.#closeSeen;
+  }
+
+  /** Follows every byte of `chunk`. */
+  feed(chunk: Buffer): void {
+    this.#advance(chunk, false);
+  }
+
+  /**
+   * Follows `chunk` only up to the end of the frame in progress; returns how many of its bytes that is
+   * (0 when at a boundary already, chunk.length when the frame goes on past it).
+   */
+  feedToBoundary(chunk: Buffer): number {
+    return this.#advance(chunk, true);
+  }
+
+  #advance(chunk: Buffer, stopAtBoundary: boolean): number {
+    let i = 0;
+    const n = chunk.length;
+    while (i < n && !this.#broken) {
+      if (this.#payloadLeft > 0) {
+        const take = Math.min(this.#payloadLeft, n - i);
+        this.#payloadLeft -= take;
+        i += take;
+        if (this.#payloadLeft === 0 && stopAtBoundary) return i;
+        continue;
+      }
+      if (stopAtBoundary && this.#header.length === 0) return i;
+      this.#header.push(chunk[i++]);
+      const need = headerLength(this.#header);
+      if (this.#header.length < need) continue;
+      const len = payloadLength(this.#header);
+      if ((this.#header[0] & 0x0f) === OPCODE_CLOSE) this.#closeSeen = true;
+      this.#header = [];
+      if (len === undefined) {
+        this.#broken = true;
+        break;
+      }
+      this.#payloadLeft = len;
+      if (len === 0 && stopAtBoundary) return i;
+    }
+    return i;
+  }
+}
+
+/** Header length once the first two bytes are known (else 2, the bytes needed to know it). */
+function headerLength(h: readonly number[]): number {
+  if (h.length < 2) return 2;
+  const len7 = h[1] & 0x7f;
+  const ext = len7 === 126 ? 2 : len7 === 127 ? 8 : 0;
+  return Math.min(MAX_HEADER, 2 + ext + (h[1] & 0x80 ? 4 : 0));
+}
+
+/** Payload length of a complete header; undefined when over 2^53 - 1 (not a length anyone sends). */
+function payloadLength(h: readonly number[]): number | undefined {
+  const len7 = h[1] & 0x7f;
+  if (len7 < 126) return len7;
+  if (len7 === 126) return (h[2] << 8) | h[3];
+  let v = 0;
+  for (let k = 2; k < 10; k++) v = v * 256 + h[k];
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+/** Close frame with status 1001 (going away), RFC 6455 §7.4.1; masked when it goes to a server (§5.3). */
+export function goingAwayFrame(masked: boolean, mask: Buffer): Buffer {
+  const code = [0x03, 0xe9];
+  if (!masked) return Buffer.from([0x80 | OPCODE_CLOSE, 0x02, ...code]);
+  return Buffer.from([0x80 | OPCODE_CLOSE, 0x80 | 0x02, mask[0], mask[1], mask[2], mask[3], code[0] ^ mask[0], code[1] ^ mask[1]]);
+}
