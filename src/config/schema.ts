@@ -482,6 +482,11 @@ const listener = z
     address: address('listener', true),
     /** http (default): HTTP/1.1, terminated TLS when `tls` is set; tcp: raw TCP relayed to `upstream`. */
     mode: z.enum(['http', 'tcp']).default('http'),
+    /**
+     * Connections the kernel queues for accept before it drops new SYNs (default: the system's
+     * net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).
+     */
+    backlog: z.number().int().min(1).max(65535).optional(),
     /** tcp listeners only: the upstream every connection is relayed to. */
     upstream: z.string().min(1).optional(),
     /**
@@ -604,6 +609,12 @@ export const configSchema = z
         headers: z.number().int().min(1).max(10_000).default(100),
         /** Request body bytes; larger -> 413 (default off = unlimited, streamed). */
         body_size: z.union([z.literal('off'), size('1MiB')]).default('off' as const),
+        /**
+         * Pipes each worker's splice relay may hold at once (default 1024). A tunnel takes one only while bytes
+         * are in flight, so this bounds busy tunnels' kernel buffers, not open tunnels; above it bytes are copied
+         * through a 16 KiB buffer instead (slower, never refused). 0 = always copy.
+         */
+        max_pipes: z.number().int().min(0).max(1_000_000).default(1024),
       })
       .strict()
       .prefault({}),

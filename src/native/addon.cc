@@ -67,7 +67,7 @@ Napi::Value ReusePortListen(const Napi::CallbackInfo& info) {
   double port = info[1].As<Napi::Number>().DoubleValue();
   double backlog = info[2].As<Napi::Number>().DoubleValue();
   if (port < 0 || port > 65535 || port != static_cast<int>(port)) throw Napi::RangeError::New(env, "port must be 0..65535");
-  if (backlog < 1 || backlog > 65535) backlog = 511;
+  if (backlog < 1 || backlog > 65535) throw Napi::RangeError::New(env, "backlog must be 1..65535");
 
   sockaddr_storage addr{};
   socklen_t len = 0;
