@@ -1,7 +1,8 @@
 // The process's file-descriptor budget: raises the soft RLIMIT_NOFILE to the hard one at start (through the
 // addon; Node has no API for it), and refuses an accepted connection while fewer than FD_RESERVE descriptors
-// are left, so that the connection's upstream socket (and libuv, which otherwise drops connections silently at
-// EMFILE) always finds one. Counting and the rate-limited log line are the caller's (worker.ts); no sockets kept.
+// are left, so that the connection's upstream socket always finds one and libuv never reaches EMFILE on accept
+// (it then accepts and closes connections itself, and Node reports nothing). Counting and the rate-limited log
+// line are the caller's (worker.ts); this module keeps no sockets.
 import { readFileSync } from 'node:fs';
 import { native } from './native/addon.js';
 
@@ -49,10 +50,50 @@ export function raiseFdLimit(): FdLimit {
   return { ...now, before: now.soft, notRaised };
 }
 
+/** An exact count is taken at least this often, and at most this often while the estimate is near the limit. */
+const RECOUNT_MS = 1_000;
+const NEAR_RECOUNT_MS = 10;
+
 /**
- * True when a socket that was given descriptor `fd` leaves fewer than FD_RESERVE free under `soft`. Linux hands
- * out the lowest free descriptor, so every one below `fd` is in use: a cheap, conservative test per accept.
+ * Decides per accepted connection whether descriptors are left for it. Exact counts (addon: one poll() over
+ * the table) are taken once a second, and every 10 ms at most while the estimate is near the limit; between
+ * them each accept adds two (its socket and its upstream's), so the estimate only errs towards refusing.
+ * Without the addon the accepted descriptor's number is the only signal: Linux hands out the lowest free one,
+ * so one at soft - FD_RESERVE or above means no more than FD_RESERVE are free (holes below make it lenient).
  */
-export function nearFdLimit(fd: number, soft: number): boolean {
-  return soft > 0 && fd >= 0 && fd >= soft - FD_RESERVE;
+export class FdBudget {
+  readonly soft: number;
+  readonly #count: ((below: number) => number) | undefined;
+  readonly #now: () => number;
+  #exact = 0;
+  #countedAt = Number.NEGATIVE_INFINITY;
+  #since = 0;
+
+  constructor(soft: number, count: ((below: number) => number) | undefined = nativeCounter(), now: () => number = Date.now) {
+    this.soft = soft;
+    this.#count = count;
+    this.#now = now;
+  }
+
+  /** False when admitting a connection that was given descriptor `fd` would leave fewer than FD_RESERVE free. */
+  admit(fd: number): boolean {
+    const soft = this.soft;
+    if (soft <= 0) return true; // unlimited
+    if (fd >= soft - FD_RESERVE) return false;
+    if (this.#count === undefined) return true;
+    this.#since += 2;
+    const now = this.#now();
+    const age = now - this.#countedAt;
+    if (age >= RECOUNT_MS || (this.#exact + this.#since >= soft - 4 * FD_RESERVE && age >= NEAR_RECOUNT_MS)) {
+      this.#exact = this.#count(soft) + 1; // + the upstream socket this connection will open
+      this.#countedAt = now;
+      this.#since = 0;
+    }
+    return this.#exact + this.#since < soft - FD_RESERVE;
+  }
+}
+
+function nativeCounter(): ((below: number) => number) | undefined {
+  const addon = native();
+  return addon === undefined ? undefined : (below) => addon.countOpenFds(below);
 }

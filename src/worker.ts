@@ -16,7 +16,7 @@ import { ProxyError } from './errors.js';
 import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
 import { readdirSync } from 'node:fs';
-import { nearFdLimit, raiseFdLimit, FD_RESERVE } from './fd-limit.js';
+import { FdBudget, raiseFdLimit, FD_RESERVE } from './fd-limit.js';
 import { native } from './native/addon.js';
 import { adoptNative, type ByteSocket } from './native/io.js';
 import { fdOf } from './tunnel/splice.js';
@@ -163,8 +163,9 @@ class Worker {
   /** The other workers' load as last received, re-applied while retired pools still hold load. */
   #remoteLoad: TargetLoad | null = null;
   readonly #loadTimer: NodeJS.Timeout;
-  /** The soft RLIMIT_NOFILE after the raise at start (-1: unlimited). */
+  /** The soft RLIMIT_NOFILE after the raise at start (-1: unlimited), and the per-accept check against it. */
   readonly #fdLimit: number;
+  readonly #fds: FdBudget;
   /** fd_limit refusals already logged, and when the last line went out. */
   #fdRefusalsLogged = 0;
   #fdLoggedAt = 0;
@@ -173,6 +174,7 @@ class Worker {
     this.id = id;
     this.#log = log;
     this.#fdLimit = fdLimit;
+    this.#fds = new FdBudget(fdLimit);
     const worker = this;
     this.#source = {
       get current() {
@@ -463,7 +465,7 @@ class Worker {
         const onConnection: OnConnection = (socket) => {
           // Refused here, counted and logged, rather than accepted into a connection whose upstream socket would
           // find no descriptor (or dropped silently by libuv at EMFILE).
-          if (nearFdLimit(fdOf(socket), this.#fdLimit)) return this.#refuseForFds(socket);
+          if (!this.#fds.admit(fdOf(socket))) return this.#refuseForFds(socket);
           if (entryRef.entry === undefined) hold(socket);
           else entryRef.entry.onConnection(socket);
         };

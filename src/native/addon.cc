@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <napi.h>
 
@@ -278,6 +280,28 @@ Napi::Value RaiseFdLimit(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// countOpenFds(below) -> how many of the descriptors 0..below-1 are open: one poll() with no events, where a
+// closed slot answers POLLNVAL (~0.5 ms for 20,000 on this machine; /proc/self/fd takes 60 ms). JS thread only.
+Napi::Value CountOpenFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "countOpenFds(below: number)");
+  double below = info[0].As<Napi::Number>().DoubleValue();
+  if (below < 0 || below > 16777216 || below != static_cast<double>(static_cast<size_t>(below))) throw Napi::RangeError::New(env, "countOpenFds: below must be 0..16777216");
+  static std::vector<pollfd> slots;
+  const size_t n = static_cast<size_t>(below);
+  if (slots.size() != n) {
+    slots.resize(n);
+    for (size_t i = 0; i < n; i++) slots[i] = pollfd{static_cast<int>(i), 0, 0};
+  }
+  int rc;
+  do rc = poll(slots.data(), n, 0);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) throw SystemError(env, "poll", errno);
+  size_t open = 0;
+  for (const pollfd& p : slots) if ((p.revents & POLLNVAL) == 0) open++;
+  return Napi::Number::New(env, static_cast<double>(open));
+}
+
 void Teardown(void* /*arg*/) {
   // Stop the relay thread before the tsfn goes: it must never call into a released function.
   engine.Stop();
@@ -301,6 +325,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setPipeCap", Napi::Function::New(env, SetPipeCap, "setPipeCap"));
   exports.Set("pipeStats", Napi::Function::New(env, PipeStatsJs, "pipeStats"));
   exports.Set("raiseFdLimit", Napi::Function::New(env, RaiseFdLimit, "raiseFdLimit"));
+  exports.Set("countOpenFds", Napi::Function::New(env, CountOpenFds, "countOpenFds"));
   portico::io::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new Bridge();

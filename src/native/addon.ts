@@ -49,6 +49,8 @@ export interface NativeAddon {
   pipeStats(): PipePoolStats;
   /** Raises the soft RLIMIT_NOFILE to the hard one; -1 = unlimited. Throws a system error on failure. */
   raiseFdLimit(): { soft: number; hard: number; before: number };
+  /** How many of the descriptors 0..below-1 are open (one poll(); JS thread only). */
+  countOpenFds(below: number): number;
 }
 
 export interface NativeStatus {
