@@ -1,5 +1,6 @@
-// The process's file-descriptor budget: raises the soft RLIMIT_NOFILE to the hard one at start (through the
-// addon; Node has no API for it), and refuses an accepted connection while fewer than FD_RESERVE descriptors
+// The process's file-descriptor budget: makes sure the soft RLIMIT_NOFILE is the hard one at start (Node 20
+// raises it itself at startup, node.cc PlatformInit, but offers no API; the addon's setrlimit checks and says
+// why not), and refuses an accepted connection while fewer than FD_RESERVE descriptors
 // are left, so that the connection's upstream socket always finds one and libuv never reaches EMFILE on accept
 // (it then accepts and closes connections itself, and Node reports nothing). Counting and the rate-limited log
 // line are the caller's (worker.ts); this module keeps no sockets.
