@@ -51,14 +51,19 @@ export function raiseFdLimit(): FdLimit {
   return { ...now, before: now.soft, notRaised };
 }
 
-/** An exact count is taken at least this often, and at most this often while the estimate is near the limit. */
-const RECOUNT_MS = 1_000;
+/** Near the limit an exact count is taken at most this often. */
 const NEAR_RECOUNT_MS = 10;
+/**
+ * Above this soft limit no exact count is taken (one poll() slot per descriptor: 8 MiB and ~25 ms at 1Mi; a
+ * limit of "infinity" can mean 2^30): the descriptor-number test alone applies.
+ */
+const MAX_COUNTED_LIMIT = 1 << 20;
 
 /**
- * Decides per accepted connection whether descriptors are left for it. Exact counts (addon: one poll() over
- * the table) are taken once a second, and every 10 ms at most while the estimate is near the limit; between
- * them each accept adds two (its socket and its upstream's), so the estimate only errs towards refusing.
+ * Decides per accepted connection whether descriptors are left for it. The estimate starts from an exact count
+ * (addon: one poll() over the table, ~0.5 ms at 20,000) and each accept adds two (its socket and its
+ * upstream's), never subtracting closes, so it only errs towards refusing; once it comes near the limit an exact
+ * count replaces it, at most every 10 ms. Far from the limit an accept costs an addition.
  * Without the addon the accepted descriptor's number is the only signal: Linux hands out the lowest free one,
  * so one at soft - FD_RESERVE or above means no more than FD_RESERVE are free (holes below make it lenient).
  */
@@ -72,7 +77,7 @@ export class FdBudget {
 
   constructor(soft: number, count: ((below: number) => number) | undefined = nativeCounter(), now: () => number = Date.now) {
     this.soft = soft;
-    this.#count = count;
+    this.#count = soft > MAX_COUNTED_LIMIT ? undefined : count;
     this.#now = now;
   }
 
@@ -84,8 +89,7 @@ export class FdBudget {
     if (this.#count === undefined) return true;
     this.#since += 2;
     const now = this.#now();
-    const age = now - this.#countedAt;
-    if (age >= RECOUNT_MS || (this.#exact + this.#since >= soft - 4 * FD_RESERVE && age >= NEAR_RECOUNT_MS)) {
+    if (this.#countedAt === Number.NEGATIVE_INFINITY || (this.#exact + this.#since >= soft - 4 * FD_RESERVE && now - this.#countedAt >= NEAR_RECOUNT_MS)) {
       this.#exact = this.#count(soft) + 1; // + the upstream socket this connection will open
       this.#countedAt = now;
       this.#since = 0;
