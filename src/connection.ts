@@ -496,6 +496,7 @@ class ClientConnection implements ClientSide, Tracked {
     this.#accessLog(ex, status, err);
     this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
     if (err.side === 'upstream') this.ctx.metrics.upstreamError(err.code);
+    else if (err.code === 'FD_LIMIT') this.ctx.metrics.connectionRefused('fd_limit');
     this.#state = 'closed';
     if (!ex.responseStarted) this.#writeCanned(err.code);
     else this.socket.destroy();

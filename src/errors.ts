@@ -33,6 +33,7 @@ export const ERROR_CODES = [
   'TUNNEL_LIFETIME',
   // process
   'SHUTDOWN', // Portico is stopping -> 503
+  'FD_LIMIT', // this process is out of file descriptors (EMFILE/ENFILE) -> 503; never the target's fault
   'INTERNAL', // -> 500
 ] as const;
 
@@ -89,6 +90,7 @@ export function statusOf(code: ErrorCode): number {
     case 'UPSTREAM_QUEUE_TIMEOUT':
     case 'UPSTREAM_TARGET_GONE':
     case 'SHUTDOWN':
+    case 'FD_LIMIT':
       return 503;
     case 'UPSTREAM_CONNECT_TIMEOUT':
     case 'UPSTREAM_HEADERS_TIMEOUT':
@@ -155,6 +157,8 @@ export function rateLimitedResponse(seconds: number): Buffer {
 
 /** Maps a socket-level error of an upstream connect to a ProxyError (nothing was sent: retryable). */
 export function connectError(err: NodeJS.ErrnoException): ProxyError {
+  // Out of descriptors is Portico's own shortage: another target would fail the same way, and the target is fine.
+  if (err.code === 'EMFILE' || err.code === 'ENFILE') return new ProxyError('FD_LIMIT', `upstream connect failed: ${err.code} (out of file descriptors)`, { side: 'internal', cause: err });
   const code: ErrorCode = err.code === 'ECONNREFUSED' ? 'UPSTREAM_CONNECT_REFUSED' : err.code === 'ETIMEDOUT' ? 'UPSTREAM_CONNECT_TIMEOUT' : 'UPSTREAM_CONNECT_ERROR';
   return new ProxyError(code, `upstream connect failed: ${err.code ?? err.message}`, { retryable: true, cause: err });
 }

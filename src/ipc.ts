@@ -116,6 +116,8 @@ export interface WorkerStats {
   tunnels: number;
   upstreamTargets: UpstreamTargetStatus[];
   upstreamLimits: UpstreamLimitStatus[];
+  /** This worker's descriptors: open now (/proc/self/fd) and the soft RLIMIT_NOFILE (-1: unlimited). */
+  fds?: { open: number; limit: number };
 }
 
 export type ToPrimary =
@@ -147,7 +149,8 @@ function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
     isRecord(v.refused) &&
     Object.values(v.refused).every(isCount) &&
     isRecord(v.rateLimited) &&
-    Object.values(v.rateLimited).every(isCount)
+    Object.values(v.rateLimited).every(isCount) &&
+    (v.pipes === undefined || (isRecord(v.pipes) && [v.pipes.open, v.pipes.inUse, v.pipes.cap, v.pipes.copies].every(isCount)))
   );
 }
 
@@ -253,7 +256,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
       return (
         isCount(m.id) && isMetricsSnapshot(m.metrics) && isCount(m.connections) && isCount(m.tunnels) &&
         Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
-        Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus)
+        Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus) &&
+        (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number'))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

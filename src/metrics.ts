@@ -11,7 +11,7 @@ export type StatusClass = (typeof STATUS_CLASSES)[number];
  * Why a listener closed a connection before routing it: a bad or missing preface, an untrusted PROXY sender, or
  * (a TLS listener that terminates nothing) a ClientHello naming no passthrough name.
  */
-export type RefusedReason = PrefaceFailure | 'untrusted' | 'sni_unknown' | 'sni_missing' | 'connections_per_ip';
+export type RefusedReason = PrefaceFailure | 'untrusted' | 'sni_unknown' | 'sni_missing' | 'connections_per_ip' | 'fd_limit';
 
 /**
  * The refusals that concern the PROXY protocol, as `portico_proxy_protocol_refused_total{reason}`: a sender
@@ -42,6 +42,19 @@ export interface MetricsSnapshot {
   refused: Partial<Record<RefusedReason, number>>;
   /** Requests answered 429 by a route's rate limit, by "KIND ROUTE" (KIND: requests | handshakes). */
   rateLimited: Record<string, number>;
+  /** The splice relay's pipe pool (absent without the addon): gauges, and copies as a counter. */
+  pipes?: PipeGauges;
+}
+
+/** The splice relay's pipe pool of one worker, or summed over workers. */
+export interface PipeGauges {
+  /** Pipes that exist (free in the pool or holding a tunnel's bytes). */
+  open: number;
+  inUse: number;
+  /** limits.max_pipes, per worker (summed over workers in a total). */
+  cap: number;
+  /** Reads that went through the user-space copy because no pipe could be had (cap, pipe2 failure). */
+  copies: number;
 }
 
 export class Metrics {
@@ -106,6 +119,10 @@ export class Metrics {
     this.#rateLimited.set(id, (this.#rateLimited.get(id) ?? 0) + 1);
   }
 
+  refusedCount(reason: RefusedReason): number {
+    return this.#refused.get(reason) ?? 0;
+  }
+
   snapshot(): MetricsSnapshot {
     const r = this.#requests;
     return {
@@ -153,7 +170,15 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
     refused,
     rateLimited,
+    ...(a.pipes === undefined && b.pipes === undefined ? {} : { pipes: sumPipes(a.pipes, b.pipes) }),
   };
+}
+
+function sumPipes(a: PipeGauges | undefined, b: PipeGauges | undefined): PipeGauges {
+  const z: PipeGauges = { open: 0, inUse: 0, cap: 0, copies: 0 };
+  const x = a ?? z;
+  const y = b ?? z;
+  return { open: x.open + y.open, inUse: x.inUse + y.inUse, cap: x.cap + y.cap, copies: x.copies + y.copies };
 }
 
 /** One upstream's wait queue and retry counters, summed over workers. */
@@ -195,7 +220,7 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
   const refused = Object.entries(s.refused).sort(([a], [b]) => (a < b ? -1 : 1));
-  metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface, unknown passthrough name), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
+  metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface, unknown passthrough name), or refused for lack of file descriptors (fd_limit: at accept, or when its upstream connect got EMFILE), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
   metric(
     'portico_proxy_protocol_refused_total',
     'counter',
@@ -212,6 +237,12 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
       return [labels({ route: id.slice(space + 1), limit: id.slice(0, space) }), n];
     }),
   );
+  if (s.pipes !== undefined) {
+    metric('portico_splice_pipes_open', 'gauge', 'Pipes of the splice relays\' pools (free or holding bytes in flight), all workers.', [['', s.pipes.open]]);
+    metric('portico_splice_pipes_in_use', 'gauge', 'Pipes holding bytes of a tunnel now; an idle tunnel holds none.', [['', s.pipes.inUse]]);
+    metric('portico_splice_pipes_cap', 'gauge', 'limits.max_pipes summed over workers.', [['', s.pipes.cap]]);
+    metric('portico_splice_pipe_copies_total', 'counter', 'Tunnel reads copied through a small buffer because no pipe could be had (cap reached or pipe2 failed).', [['', s.pipes.copies]]);
+  }
   if (gauges !== undefined) {
     metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);
     metric('portico_worker_restarts_total', 'counter', 'Workers restarted after an unexpected exit.', [['', gauges.workerRestarts]]);

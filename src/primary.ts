@@ -6,9 +6,10 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindShared, chooseListenStrategy, type ListenStrategy, type SharedHandle } from './accept/listener.js';
+import { bindShared, chooseListenStrategy, defaultBacklog, type ListenStrategy, type SharedHandle } from './accept/listener.js';
 import { describeConflict, findListenConflict, parentOf } from './accept/port-owner.js';
 import { nativeStatus } from './native/addon.js';
+import { raiseFdLimit } from './fd-limit.js';
 import { ensureSelfSignedCertificates, loadCertificates } from './accept/tls.js';
 import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from './admin/server.js';
 import { formatErrors, loadConfig, resolveWorkers, type ConfigError } from './config/load.js';
@@ -280,8 +281,9 @@ class Primary {
     return this.#log.isLevelEnabled('info') || this.#config.log.level === 'silent' ? this.#log : this.#log.child({}, { level: 'info' });
   }
 
-  #listenerReport(): Array<{ address: string; port: number; tls: boolean }> {
-    return this.#served.listeners.map((l) => ({ address: l.address, port: l.port, tls: l.tls }));
+  #listenerReport(): Array<{ address: string; port: number; tls: boolean; backlog: number }> {
+    const configured = this.#served.config.listeners;
+    return this.#served.listeners.map((l, i) => ({ address: l.address, port: l.port, tls: l.tls, backlog: configured[i]?.backlog ?? defaultBacklog() }));
   }
 
   /** Everything that must exist before a worker starts: certificates, demo backends, sockets, admin. */
@@ -290,6 +292,10 @@ class Primary {
     const native = nativeStatus();
     // said once, here: without the addon tunnels use the JS relay and (Node < 22.12) workers share one socket
     if (!native.native) this.#log.warn({ reason: native.reason }, 'native addon not in use: JS relay only');
+    // Workers inherit the raised limit (fork keeps rlimits); said once, here.
+    const fds = raiseFdLimit();
+    if (fds.notRaised !== undefined) this.#log.warn({ fdLimit: fds.soft, hard: fds.hard, reason: fds.notRaised }, `file descriptors: soft limit ${fds.soft}, could not raise it to the hard limit ${fds.hard}`);
+    else this.#log.info({ fdLimit: fds.soft, hard: fds.hard, before: fds.before }, `file descriptors: limit ${fds.soft} per process${fds.before !== fds.soft ? ` (soft limit raised from ${fds.before})` : ''}`);
     for (const cert of await ensureSelfSignedCertificates(config)) this.#log.info({ cert }, 'generated a self-signed certificate');
     // Workers load the same files: fail here, once, with the file name, rather than in a restart loop.
     this.#checkCertificates(config);
@@ -1211,7 +1217,7 @@ class Primary {
           restarts: s.restarts,
           state: s.state,
           generation: s.generation,
-          ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels }),
+          ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels, fds: stats.fds, pipes: stats.metrics.pipes }),
         };
       }),
       listeners: this.#listenerReport(),

@@ -15,7 +15,11 @@ import { ConnectionRegistry, handleConnection, type ContextSource, type Listener
 import { ProxyError } from './errors.js';
 import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
 import { createLogger, type Logger } from './log.js';
+import { readdirSync } from 'node:fs';
+import { FdBudget, raiseFdLimit, FD_RESERVE } from './fd-limit.js';
+import { native } from './native/addon.js';
 import { adoptNative, type ByteSocket } from './native/io.js';
+import { fdOf } from './tunnel/splice.js';
 import { Metrics, type RefusedReason } from './metrics.js';
 import { clientKey } from './policy/client-address.js';
 import { LimitStore, refusalLine } from './policy/store.js';
@@ -24,6 +28,9 @@ import { readsLoad } from './upstream/balancer.js';
 import type { TargetSpec, UpstreamPool } from './upstream/pool.js';
 import { OpenKeys, PinTable } from './upstream/sticky.js';
 import { setStickySecret } from './upstream/hash-key.js';
+
+/** Connections refused for lack of file descriptors are logged at most once per this period (with the count). */
+const FD_LOG_INTERVAL_MS = 10_000;
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -164,10 +171,18 @@ class Worker {
   /** The other workers' load as last received, re-applied while retired pools still hold load. */
   #remoteLoad: TargetLoad | null = null;
   readonly #loadTimer: NodeJS.Timeout;
+  /** The soft RLIMIT_NOFILE after the raise at start (-1: unlimited), and the per-accept check against it. */
+  readonly #fdLimit: number;
+  readonly #fds: FdBudget;
+  /** fd_limit refusals already logged, and when the last line went out. */
+  #fdRefusalsLogged = 0;
+  #fdLoggedAt = 0;
 
-  constructor(id: number, log: Logger) {
+  constructor(id: number, log: Logger, fdLimit: number) {
     this.id = id;
     this.#log = log;
+    this.#fdLimit = fdLimit;
+    this.#fds = new FdBudget(fdLimit);
     const worker = this;
     this.#source = {
       get current() {
@@ -195,7 +210,22 @@ class Worker {
     this.#closeUnusedRetired();
     this.#reportSticky();
     this.#reportLoad();
+    this.#logFdRefusals();
     if (hadRetired && this.#remoteLoad !== null) this.#applyRemoteLoad(this.#remoteLoad);
+  }
+
+  /** One line per FD_LOG_INTERVAL_MS at most, with the count since the last, never one per connection. */
+  #logFdRefusals(): void {
+    const refused = this.#metrics.refusedCount('fd_limit');
+    if (refused === this.#fdRefusalsLogged) return;
+    const now = Date.now();
+    if (now - this.#fdLoggedAt < FD_LOG_INTERVAL_MS) return;
+    this.#log.warn(
+      { refused: refused - this.#fdRefusalsLogged, fdLimit: this.#fdLimit, reserve: FD_RESERVE },
+      'connections refused: out of file descriptors (raise the hard limit: LimitNOFILE= in systemd, ulimit -Hn)',
+    );
+    this.#fdRefusalsLogged = refused;
+    this.#fdLoggedAt = now;
   }
 
   #closeUnusedRetired(): void {
@@ -442,8 +472,15 @@ class Worker {
           else held.push(socket.on('error', ignoreHeldError));
         };
         const entryRef: { entry?: OpenListener } = {};
-        const onConnection: OnConnection = (socket) => (entryRef.entry === undefined ? hold(socket) : entryRef.entry.onConnection(socket));
-        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, ACCEPT_OPTIONS) : await listenReusePort(a.host, a.port, onConnection, ACCEPT_OPTIONS);
+        const onConnection: OnConnection = (socket) => {
+          // Refused here, counted and logged, rather than accepted into a connection whose upstream socket would
+          // find no descriptor (or dropped silently by libuv at EMFILE).
+          if (!this.#fds.admit(fdOf(socket))) return this.#refuseForFds(socket);
+          if (entryRef.entry === undefined) hold(socket);
+          else entryRef.entry.onConnection(socket);
+        };
+        const options: ListenOptions = { ...ACCEPT_OPTIONS, backlog: config.listeners[a.index]?.backlog };
+        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, options) : await listenReusePort(a.host, a.port, onConnection, options);
         server.on('error', (err) => this.#log.error({ err, listener: a.key }, 'listener error'));
         const entry: OpenListener = { key: a.key, server, port: boundAddress(server).port, onConnection: hold };
         entryRef.entry = entry;
@@ -455,6 +492,7 @@ class Worker {
       const handlers = config.listeners.map((_, index) => this.#handlerFor(config, index, ports[index], msg.ticketKeys));
       // The swap: nothing below can fail.
       this.#runtime = next;
+      native()?.setPipeCap(config.limits.max_pipes);
       this.#log = log;
       for (const a of msg.listeners) {
         const entry = a.via === 'keep' ? this.#listeners.get(a.key) : opened.find((o) => o.entry.key === a.key)?.entry;
@@ -636,6 +674,15 @@ class Worker {
     return null;
   }
 
+  /** Too few descriptors left for this connection and its upstream: closed at once, counted, logged by #tick. */
+  #refuseForFds(socket: Socket): void {
+    socket.on('error', ignoreHeldError);
+    socket.destroy(); // closes the fd now (uv_close), so the reserve holds for what is already accepted
+    this.#metrics.connectionRefused('fd_limit');
+    // the first refusal after a quiet spell is said at once; the tick then batches the rest
+    this.#logFdRefusals();
+  }
+
   /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */
   #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
     this.#metrics.connectionRefused(reason);
@@ -681,7 +728,16 @@ class Worker {
       upstreamLimits.push({ upstream: name, ...pool.limits() });
     }
     const registry = this.#registry;
-    return { metrics: this.#metrics.snapshot(), connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits };
+    const pipes = native()?.pipeStats();
+    const metrics = this.#metrics.snapshot();
+    if (pipes !== undefined) metrics.pipes = { open: pipes.open, inUse: pipes.inUse, cap: pipes.cap, copies: pipes.copies };
+    let fdsOpen = 0;
+    try {
+      fdsOpen = readdirSync('/proc/self/fd').length;
+    } catch {
+      // not Linux: no count
+    }
+    return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: this.#fdLimit } };
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -736,8 +792,10 @@ function main(): void {
     process.stderr.write(`portico worker: ${WORKER_ENV.id} must be set by the primary\n`);
     process.exit(2);
   }
+  // The primary raised (and logged) the limit already; a worker started some other way raises its own.
+  const fds = raiseFdLimit();
   // The config comes with the first apply; until then, the default level.
-  const worker = new Worker(id, createLogger('info', { worker: id }));
+  const worker = new Worker(id, createLogger('info', { worker: id }), fds.soft);
   process.on('uncaughtException', (err) => {
     // The data path must not depend on this: it is the last resort that turns a bug into a restart.
     worker.log.fatal({ err }, 'uncaught exception: worker exits and the primary restarts it');

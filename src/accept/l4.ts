@@ -159,6 +159,7 @@ class L4Connection implements Tracked {
     this.#unregister();
     this.#ctx.metrics.tunnelClosed(0, 0);
     if (err.side === 'upstream') this.#ctx.metrics.upstreamError(err.code);
+    else if (err.code === 'FD_LIMIT') this.#ctx.metrics.connectionRefused('fd_limit');
     this.#logLine(0, 0, err.code === 'CLIENT_CLOSED' ? 'client' : err.code === 'SHUTDOWN' ? 'shutdown' : 'upstream_error', err);
   }
 

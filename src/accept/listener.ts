@@ -3,6 +3,7 @@
 // native addon's socket served with `listen({ fd })`). The primary only binds, it never listens or accepts.
 // Accepted sockets go to an `onConnection` callback; nothing above accept is imported here (DESIGN.md).
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
@@ -126,12 +127,31 @@ function bindError(host: string, port: number, errno: number, code?: string): Er
   return err;
 }
 
+let systemBacklog: number | undefined;
+
+/**
+ * The listen backlog when a listener sets none: the kernel's own cap, net.core.somaxconn (4096 on current
+ * Linux; nginx and HAProxy use it too), read once. Node's default of 511 drops SYNs in a connection burst
+ * long before the kernel would. 511 where /proc cannot be read.
+ */
+export function defaultBacklog(): number {
+  if (systemBacklog !== undefined) return systemBacklog;
+  systemBacklog = 511;
+  try {
+    const n = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
+    if (Number.isInteger(n) && n >= 1) systemBacklog = Math.min(n, 65535);
+  } catch {
+    // not Linux, or /proc not mounted: keep Node's default
+  }
+  return systemBacklog;
+}
+
 export type OnConnection = (socket: net.Socket) => void;
 
 export interface ListenOptions {
   /** Keep the writable side open when the client half-closes (half-close is forwarded, STYLE.md 4). */
   allowHalfOpen: boolean;
-  /** Listen backlog (default 511, like nginx). */
+  /** Listen backlog (default: defaultBacklog(), the system's somaxconn). */
   backlog?: number;
   /**
    * Accepted sockets do not start reading: what the client sends stays in the kernel until the owner resumes
@@ -161,12 +181,12 @@ function listening(server: net.Server, start: () => void): Promise<net.Server> {
 export function listenOnHandle(handle: unknown, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
   if (typeof handle !== 'object' || handle === null) return Promise.reject(new Error('no listening handle received from the primary'));
   const server = createServer(onConnection, opts);
-  return listening(server, () => server.listen(handle, opts.backlog ?? 511));
+  return listening(server, () => server.listen(handle, opts.backlog ?? defaultBacklog()));
 }
 
 /** Worker side of 'reuse-port': its own SO_REUSEPORT listener; the kernel spreads connections over workers. */
 export async function listenReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
-  const backlog = opts.backlog ?? 511;
+  const backlog = opts.backlog ?? defaultBacklog();
   if (listenStrategy() === 'reuse-port') {
     const server = createServer(onConnection, opts);
     // @types/node 20 does not know `reusePort` (added in Node 22.12, ignored before).

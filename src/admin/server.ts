@@ -33,8 +33,24 @@ export interface StatusReport {
   /** Whether the native addon (splice relay, SO_REUSEPORT) is in use, and why not. */
   native: { native: boolean; reason?: string };
   /** `generation`: the config it serves (0 before its first); connections and tunnels when it answered. */
-  workers: Array<{ id: number; pid: number | null; uptime: number; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
-  listeners: Array<{ address: string; port: number; tls: boolean }>;
+  /**
+   * `fds`: descriptors open and the soft RLIMIT_NOFILE; `pipes`: the splice relay's pipe pool (open = free +
+   * in use, in use = holding a tunnel's bytes now, cap = limits.max_pipes, copies = reads copied at the cap).
+   */
+  workers: Array<{
+    id: number;
+    pid: number | null;
+    uptime: number;
+    restarts: number;
+    state: string;
+    generation: number;
+    connections?: number;
+    tunnels?: number;
+    fds?: { open: number; limit: number };
+    pipes?: { open: number; inUse: number; cap: number; copies: number };
+  }>;
+  /** `backlog`: the listen backlog asked of the kernel (listeners[].backlog, else the system's somaxconn). */
+  listeners: Array<{ address: string; port: number; tls: boolean; backlog: number }>;
   /**
    * Per upstream: each target with its availability (in every worker), open requests + tunnels (`active`),
    * the pools' sockets open to it (`open`: connecting, busy, idle, JS-relayed tunnels; a spliced tunnel's socket

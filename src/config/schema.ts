@@ -576,6 +576,11 @@ const listener = z
     address: address('listener', true),
     /** http (default): HTTP/1.1, terminated TLS when `tls` is set; tcp: raw TCP relayed to `upstream`. */
     mode: z.enum(['http', 'tcp']).default('http'),
+    /**
+     * Connections the kernel queues for accept before it drops new SYNs (default: the system's
+     * net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).
+     */
+    backlog: z.number().int().min(1).max(65535).optional(),
     /** tcp listeners only: the upstream every connection is relayed to. */
     upstream: z.string().min(1).optional(),
     /**
@@ -705,6 +710,12 @@ export const configSchema = z
         connections_per_ip: z.union([z.literal('off'), z.number().int().min(1).max(10_000_000)]).default('off' as const),
         /** IPv6 clients are one client per this prefix for connection and rate limits (default 64). */
         ipv6_prefix: z.number().int().min(1).max(128).default(64),
+        /**
+         * Pipes each worker's splice relay may hold at once (default 1024). A tunnel takes one only while bytes
+         * are in flight, so this bounds busy tunnels' kernel buffers, not open tunnels; above it bytes are copied
+         * through a 16 KiB buffer instead (slower, never refused). 0 = always copy.
+         */
+        max_pipes: z.number().int().min(0).max(1_000_000).default(1024),
       })
       .strict()
       .prefault({}),

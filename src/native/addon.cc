@@ -1,10 +1,12 @@
 // N-API bindings of Portico's optional native addon: SO_REUSEPORT listening sockets, fd helpers (dup, close,
-// recv(MSG_PEEK)) and the splice relay (relay.cc). Loaded by src/native/addon.ts, which owns the JS types.
+// recv(MSG_PEEK), RLIMIT_NOFILE) and the splice relay with its pipe pool (relay.cc). Loaded by src/native/addon.ts, which owns the JS types.
 // Single-environment by design: the relay's close reports go to the main thread of the process that loaded it
 // first; a second environment (worker_threads) gets an error instead of sharing the relay thread.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <napi.h>
 
@@ -66,7 +69,7 @@ Napi::Value ReusePortListen(const Napi::CallbackInfo& info) {
   double port = info[1].As<Napi::Number>().DoubleValue();
   double backlog = info[2].As<Napi::Number>().DoubleValue();
   if (port < 0 || port > 65535 || port != static_cast<int>(port)) throw Napi::RangeError::New(env, "port must be 0..65535");
-  if (backlog < 1 || backlog > 65535) backlog = 511;
+  if (backlog < 1 || backlog > 65535) throw Napi::RangeError::New(env, "backlog must be 1..65535");
 
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -232,6 +235,73 @@ Napi::Value Status(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setPipeCap(n): the most pipes the splice relay's pool may hold at once (limits.max_pipes).
+Napi::Value SetPipeCap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "setPipeCap(n: number)");
+  double v = info[0].As<Napi::Number>().DoubleValue();
+  if (v < 0 || v > 1e7 || v != static_cast<double>(static_cast<size_t>(v))) throw Napi::RangeError::New(env, "setPipeCap: n must be 0..10000000");
+  engine.SetPipeCap(static_cast<size_t>(v));
+  return env.Undefined();
+}
+
+// pipeStats() -> { open, inUse, cap, copies, pipeErrors }: the relay thread's pipe pool.
+Napi::Value PipeStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  portico::PipeStats p = engine.Pipes();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("open", Napi::Number::New(env, static_cast<double>(p.open)));
+  o.Set("inUse", Napi::Number::New(env, static_cast<double>(p.in_use)));
+  o.Set("cap", Napi::Number::New(env, static_cast<double>(p.cap)));
+  o.Set("copies", Napi::Number::New(env, static_cast<double>(p.copies)));
+  o.Set("pipeErrors", Napi::Number::New(env, static_cast<double>(p.pipe_errors)));
+  return o;
+}
+
+// raiseFdLimit() -> { soft, hard, before }: raises the soft RLIMIT_NOFILE to the hard one (Node has no API for
+// it). RLIM_INFINITY reads as -1. Throws a system error when getrlimit/setrlimit fails.
+Napi::Value RaiseFdLimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) throw SystemError(env, "getrlimit", errno);
+  const rlim_t before = lim.rlim_cur;
+  if (lim.rlim_cur != lim.rlim_max) {
+    rlimit want = lim;
+    want.rlim_cur = lim.rlim_max;
+    // A hard limit of "unlimited" is capped by the kernel's nr_open: setrlimit refuses more (EPERM).
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0) throw SystemError(env, "setrlimit", errno);
+    lim = want;
+  }
+  auto num = [&](rlim_t v) { return Napi::Number::New(env, v == RLIM_INFINITY ? -1.0 : static_cast<double>(v)); };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("soft", num(lim.rlim_cur));
+  o.Set("hard", num(lim.rlim_max));
+  o.Set("before", num(before));
+  return o;
+}
+
+// countOpenFds(below) -> how many of the descriptors 0..below-1 are open: one poll() with no events, where a
+// closed slot answers POLLNVAL (~0.5 ms for 20,000 on this machine; /proc/self/fd takes 60 ms). JS thread only.
+Napi::Value CountOpenFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "countOpenFds(below: number)");
+  double below = info[0].As<Napi::Number>().DoubleValue();
+  if (below < 0 || below > 16777216 || below != static_cast<double>(static_cast<size_t>(below))) throw Napi::RangeError::New(env, "countOpenFds: below must be 0..16777216");
+  static std::vector<pollfd> slots;
+  const size_t n = static_cast<size_t>(below);
+  if (slots.size() != n) {
+    slots.resize(n);
+    for (size_t i = 0; i < n; i++) slots[i] = pollfd{static_cast<int>(i), 0, 0};
+  }
+  int rc;
+  do rc = poll(slots.data(), n, 0);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) throw SystemError(env, "poll", errno);
+  size_t open = 0;
+  for (const pollfd& p : slots) if ((p.revents & POLLNVAL) == 0) open++;
+  return Napi::Number::New(env, static_cast<double>(open));
+}
+
 void Teardown(void* /*arg*/) {
   // Stop the relay thread before the tsfn goes: it must never call into a released function.
   engine.Stop();
@@ -252,6 +322,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
   exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));
   exports.Set("status", Napi::Function::New(env, Status, "status"));
+  exports.Set("setPipeCap", Napi::Function::New(env, SetPipeCap, "setPipeCap"));
+  exports.Set("pipeStats", Napi::Function::New(env, PipeStatsJs, "pipeStats"));
+  exports.Set("raiseFdLimit", Napi::Function::New(env, RaiseFdLimit, "raiseFdLimit"));
+  exports.Set("countOpenFds", Napi::Function::New(env, CountOpenFds, "countOpenFds"));
   portico::io::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new Bridge();

@@ -15,6 +15,20 @@ export interface SpliceStats {
   downBlocked: boolean;
 }
 
+/** The splice relay's pipe pool (one per process, the relay thread's). */
+export interface PipePoolStats {
+  /** Pipes that exist: free in the pool or holding bytes of a tunnel. */
+  open: number;
+  /** Pipes holding bytes of a tunnel now. */
+  inUse: number;
+  /** limits.max_pipes: the most pipes that may exist at once. */
+  cap: number;
+  /** Reads copied through a small user-space buffer because no pipe could be had (cap reached, pipe2 failed). */
+  copies: number;
+  /** pipe2 failures (EMFILE, ENFILE, ENOMEM). */
+  pipeErrors: number;
+}
+
 /** The addon's exports (src/native/addon.cc). */
 export interface NativeAddon {
   /** A listening SO_REUSEPORT TCP socket on an IP literal, for `server.listen({ fd })` (Node then owns it). */
@@ -30,6 +44,13 @@ export interface NativeAddon {
   spliceClose(id: number, reason: ClosedBy): boolean;
   spliceStats(id: number): SpliceStats | null;
   status(): { active: number; callbacks: number };
+  /** Most pipes the relay's pool may hold at once; above it a tunnel's bytes are copied through a small buffer. */
+  setPipeCap(n: number): void;
+  pipeStats(): PipePoolStats;
+  /** Raises the soft RLIMIT_NOFILE to the hard one; -1 = unlimited. Throws a system error on failure. */
+  raiseFdLimit(): { soft: number; hard: number; before: number };
+  /** How many of the descriptors 0..below-1 are open (one poll(); JS thread only). */
+  countOpenFds(below: number): number;
 }
 
 export interface NativeStatus {

@@ -1,7 +1,9 @@
-// The splice relay thread. Ownership rules: the JS thread builds a relay (pipes, counters) and registers it in
+// The splice relay thread. Ownership rules: the JS thread builds a relay (sockets, counters) and registers it in
 // the map and the epoll set; from then on only the relay thread touches its fds and frees it. The map (guarded
 // by mu) is the only structure both threads read: lookups for stats and close requests go through it, and a
 // relay leaves the map before it is freed, so a pointer found under the lock is valid while the lock is held.
+// Pipes belong to the relay thread's pool, not to relays: a direction takes one when bytes are ready and gives
+// it back empty, so an idle tunnel holds its two sockets only (HAProxy's pipe pool works the same way).
 #include "relay.h"
 
 #include <fcntl.h>
@@ -30,6 +32,11 @@ constexpr size_t kChunk = 1 << 20;
 constexpr int kPipeSize = 256 * 1024;
 // Rounds of read+write per direction before yielding to other relays (fairness under bulk traffic).
 constexpr int kRoundsPerTurn = 16;
+// At the pipe cap (or when pipe2 fails, e.g. EMFILE) a direction copies through a user-space buffer this big
+// instead: slower, never refused. Allocated while it holds bytes, freed when they are out.
+constexpr size_t kCopyChunk = 16 * 1024;
+// Empty pipes kept for reuse; more are closed when given back (a burst does not hold fds forever).
+constexpr size_t kMaxFreePipes = 64;
 // How often idle deadlines are checked while some relay has one.
 constexpr int kIdleSweepMs = 100;
 constexpr int kMaxEvents = 256;
@@ -54,11 +61,13 @@ struct Endpoint {
   int side;  // 0 = client, 1 = upstream
 };
 
-// One direction: bytes read from socket `side` go through the pipe to the other socket.
+// One direction: bytes read from socket `side` go through a pooled pipe (or the copy buffer) to the other socket.
 struct Direction {
-  int pipe_r = -1;
+  int pipe_r = -1;          // a pipe from the pool while `held` > 0 (or during one read), else -1
   int pipe_w = -1;
-  size_t in_pipe = 0;       // bytes spliced in and not yet out
+  char* buf = nullptr;      // the copy buffer when no pipe could be had; only while `held` > 0
+  size_t buf_off = 0;       // first byte of `buf` not yet written
+  size_t held = 0;          // bytes read in and not yet out (in the pipe or in buf)
   bool eof = false;         // the source sent FIN
   bool shut = false;        // FIN forwarded (shutdown(SHUT_WR) on the destination)
   std::atomic<bool> blocked{false};
@@ -82,6 +91,16 @@ struct Command {
   Reason reason;
 };
 
+// The relay thread's pipes. `free_pipes` is touched by the relay thread only; the counters are read by stats.
+struct PipePool {
+  std::vector<std::pair<int, int>> free_pipes;
+  std::atomic<size_t> open{0};       // pipes that exist: in the free list or held by a direction
+  std::atomic<size_t> in_use{0};     // held by a direction
+  std::atomic<size_t> cap{1024};     // most pipes that may exist at once
+  std::atomic<uint64_t> copies{0};   // reads that went through the copy buffer (cap reached or pipe2 failed)
+  std::atomic<uint64_t> pipe_errors{0};  // pipe2 failures (EMFILE, ENFILE, ENOMEM)
+};
+
 struct State {
   std::mutex mu;
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
@@ -94,6 +113,7 @@ struct State {
   int wakefd = -1;
   std::thread thread;
   EndSink sink = nullptr;
+  PipePool pipes;
 };
 
 // Never destroyed: a joinable std::thread destroyed at exit() would call std::terminate.
@@ -102,12 +122,65 @@ State& g = *new State();
 Reason ErrorOf(int side) { return side == 0 ? Reason::kClientError : Reason::kUpstreamError; }
 Reason OrderlyOf(int side) { return side == 0 ? Reason::kClient : Reason::kUpstream; }
 
-void FreeRelay(Relay* r) {
-  for (int s = 0; s < 2; s++) {
-    CloseFd(r->fd[s]);
-    CloseFd(r->dir[s].pipe_r);
-    CloseFd(r->dir[s].pipe_w);
+// Relay thread only. A pipe for one read: from the free list, else a new one below the cap. False when none
+// (the caller copies through a buffer instead).
+bool TakePipe(Direction* x) {
+  PipePool& p = g.pipes;
+  // A cap lowered at run time (reload) is met by closing free pipes first.
+  while (!p.free_pipes.empty() && p.open.load(std::memory_order_relaxed) > p.cap.load(std::memory_order_relaxed)) {
+    close(p.free_pipes.back().first);
+    close(p.free_pipes.back().second);
+    p.free_pipes.pop_back();
+    p.open.fetch_sub(1, std::memory_order_relaxed);
   }
+  if (!p.free_pipes.empty()) {
+    std::pair<int, int> pipe = p.free_pipes.back();
+    p.free_pipes.pop_back();
+    x->pipe_r = pipe.first;
+    x->pipe_w = pipe.second;
+    p.in_use.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (p.open.load(std::memory_order_relaxed) >= p.cap.load(std::memory_order_relaxed)) return false;
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    p.pipe_errors.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  fcntl(fds[1], F_SETPIPE_SZ, kPipeSize);  // best effort, see kPipeSize
+  x->pipe_r = fds[0];
+  x->pipe_w = fds[1];
+  p.open.fetch_add(1, std::memory_order_relaxed);
+  p.in_use.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Relay thread only. Gives an empty pipe back (kept for reuse, or closed beyond kMaxFreePipes or the cap); a pipe
+// that may still hold bytes (`dirty`: the relay ended mid-transfer) is always closed.
+void GivePipe(Direction* x, bool dirty) {
+  if (x->pipe_r < 0) return;
+  PipePool& p = g.pipes;
+  p.in_use.fetch_sub(1, std::memory_order_relaxed);
+  if (!dirty && p.free_pipes.size() < kMaxFreePipes && p.open.load(std::memory_order_relaxed) <= p.cap.load(std::memory_order_relaxed)) {
+    p.free_pipes.emplace_back(x->pipe_r, x->pipe_w);
+    x->pipe_r = -1;
+    x->pipe_w = -1;
+    return;
+  }
+  CloseFd(x->pipe_r);
+  CloseFd(x->pipe_w);
+  p.open.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void FreeBuffer(Direction* x) {
+  delete[] x->buf;
+  x->buf = nullptr;
+  x->buf_off = 0;
+}
+
+// JS thread, before the relay is registered: a relay owns no pipe yet, only its sockets.
+void FreeRelay(Relay* r) {
+  for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
   delete r;
 }
 
@@ -119,8 +192,8 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
   for (int s = 0; s < 2; s++) {
     epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
     CloseFd(r->fd[s]);
-    CloseFd(r->dir[s].pipe_r);
-    CloseFd(r->dir[s].pipe_w);
+    GivePipe(&r->dir[s], r->dir[s].held > 0);
+    FreeBuffer(&r->dir[s]);
   }
   {
     std::lock_guard<std::mutex> lock(g.mu);
@@ -144,22 +217,30 @@ int SocketError(int fd) {
 enum class Pumped { kWaiting, kMore, kClosed };
 
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
-// edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay).
+// edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
+// the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
 Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
   Direction& x = r->dir[d];
   const int src = r->fd[d];
   const int dst = r->fd[1 - d];
   for (int round = 0; round < kRoundsPerTurn; round++) {
-    if (x.in_pipe > 0) {
-      ssize_t n = splice(x.pipe_r, nullptr, dst, nullptr, x.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (x.held > 0) {
+      ssize_t n = x.pipe_r >= 0 ? splice(x.pipe_r, nullptr, dst, nullptr, x.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                                : send(dst, x.buf + x.buf_off, x.held, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
-        x.in_pipe -= static_cast<size_t>(n);
+        x.held -= static_cast<size_t>(n);
+        x.buf_off += static_cast<size_t>(n);
         x.blocked.store(false, std::memory_order_relaxed);
+        if (x.held == 0) {
+          GivePipe(&x, false);
+          FreeBuffer(&x);
+        }
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
-        // The destination's send buffer is full: wait for EPOLLOUT on it. Nothing more is read meanwhile.
+        // The destination's send buffer is full: wait for EPOLLOUT on it. Nothing more is read meanwhile, and
+        // the pipe stays with this direction until it is drained.
         x.blocked.store(true, std::memory_order_relaxed);
         return Pumped::kWaiting;
       }
@@ -179,10 +260,20 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
       }
       return Pumped::kWaiting;
     }
-    // The pipe is empty here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
-    ssize_t n = splice(src, nullptr, x.pipe_w, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    // Nothing is held here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
+    ssize_t n;
+    if (TakePipe(&x)) {
+      n = splice(src, nullptr, x.pipe_w, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
+    } else {
+      g.pipes.copies.fetch_add(1, std::memory_order_relaxed);
+      x.buf = new char[kCopyChunk];
+      x.buf_off = 0;
+      n = recv(src, x.buf, kCopyChunk, MSG_DONTWAIT);
+      if (n <= 0) FreeBuffer(&x);
+    }
     if (n > 0) {
-      x.in_pipe = static_cast<size_t>(n);
+      x.held = static_cast<size_t>(n);
       // counted when read, like the JS relay, so a peer that received a byte always sees it counted
       x.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       r->last_active = NowMs();
@@ -286,7 +377,7 @@ void Loop() {
         more = p == Pumped::kMore;
       }
       Direction& back = r->dir[1 - side];
-      if ((evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !r->closed && (back.in_pipe > 0 || (back.eof && !back.shut))) {
+      if ((evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !r->closed && (back.held > 0 || (back.eof && !back.shut))) {
         Pumped p = Pump(r, 1 - side, &graveyard);
         if (p == Pumped::kClosed) continue;
         more = more || p == Pumped::kMore;
@@ -323,6 +414,11 @@ void Loop() {
   }
   for (Relay* r : all) Finish(r, Reason::kShutdown, 0, &graveyard, false);
   for (Relay* r : graveyard) delete r;
+  for (auto& [pr, pw] : g.pipes.free_pipes) {
+    close(pr);
+    close(pw);
+  }
+  g.pipes.free_pipes.clear();
 }
 
 // Called with g.mu held.
@@ -361,18 +457,6 @@ bool EnsureStartedLocked(std::string* error) {
     return false;
   }
   g.started = true;
-  return true;
-}
-
-bool MakePipe(Direction* d, std::string* error) {
-  int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
-    *error = std::string("pipe2: ") + strerror(errno);
-    return false;
-  }
-  d->pipe_r = p[0];
-  d->pipe_w = p[1];
-  fcntl(p[1], F_SETPIPE_SZ, kPipeSize);  // best effort, see kPipeSize
   return true;
 }
 
@@ -420,10 +504,6 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, st
     int flags = fcntl(r->fd[s], F_GETFL);
     if (flags < 0 || fcntl(r->fd[s], F_SETFL, flags | O_NONBLOCK) != 0) {
       *error = std::string("fcntl(O_NONBLOCK): ") + strerror(errno);
-      FreeRelay(r);
-      return 0;
-    }
-    if (!MakePipe(&r->dir[s], error)) {
       FreeRelay(r);
       return 0;
     }
@@ -476,6 +556,15 @@ bool RelayEngine::Stats(uint64_t id, RelayStats* out) {
   out->up_blocked = r->dir[0].blocked.load(std::memory_order_relaxed);
   out->down_blocked = r->dir[1].blocked.load(std::memory_order_relaxed);
   return true;
+}
+
+void RelayEngine::SetPipeCap(size_t cap) { g.pipes.cap.store(cap, std::memory_order_relaxed); }
+
+PipeStats RelayEngine::Pipes() {
+  PipePool& p = g.pipes;
+  return PipeStats{p.open.load(std::memory_order_relaxed), p.in_use.load(std::memory_order_relaxed),
+                   p.cap.load(std::memory_order_relaxed), p.copies.load(std::memory_order_relaxed),
+                   p.pipe_errors.load(std::memory_order_relaxed)};
 }
 
 size_t RelayEngine::Active() {

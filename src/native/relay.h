@@ -1,5 +1,5 @@
-// The splice relay engine: moves bytes between two connected sockets with splice(2) through one pipe per
-// direction, on its own thread (one epoll set, edge triggered). Pure C++ and POSIX, no N-API: addon.cc binds it
+// The splice relay engine: moves bytes between two connected sockets with splice(2) through pipes taken from a
+// pool only while bytes are in flight, on its own thread (one epoll set, edge triggered). Pure C++ and POSIX, no N-API: addon.cc binds it
 // to JS. Every fd handed to Start() belongs to the engine from then on and is closed exactly once by it.
 #pragma once
 
@@ -30,6 +30,16 @@ struct RelayStats {
   bool down_blocked;
 };
 
+// The relay thread's pipe pool: pipes open (free + in use), held by a direction now, the cap, reads copied
+// through a user-space buffer because no pipe could be had, and pipe2 failures.
+struct PipeStats {
+  size_t open;
+  size_t in_use;
+  size_t cap;
+  uint64_t copies;
+  uint64_t pipe_errors;
+};
+
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
 using EndSink = void (*)(const RelayEnd& end);
 
@@ -43,6 +53,9 @@ class RelayEngine {
   bool RequestClose(uint64_t id, Reason reason);
   bool Stats(uint64_t id, RelayStats* out);
   size_t Active();
+  // Most pipes the pool may hold at once (free + in use); above it a direction copies through a small buffer.
+  void SetPipeCap(size_t cap);
+  PipeStats Pipes();
   // Stops the thread and closes every relay without reporting (process teardown). Idempotent.
   void Stop();
 

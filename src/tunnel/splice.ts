@@ -25,7 +25,8 @@ function handleOf(socket: ByteSocket): StreamHandle | undefined {
   return h === null ? undefined : h;
 }
 
-function fdOf(socket: ByteSocket): number {
+/** The socket's file descriptor, or -1 (closed, or not a kernel socket). */
+export function fdOf(socket: ByteSocket): number {
   if (socket instanceof NativeSocket) return socket.fd;
   const fd = handleOf(socket)?.fd;
   return typeof fd === 'number' ? fd : -1;

@@ -120,8 +120,10 @@ export interface TargetReport {
 /** One target's counts, for the admin status page. */
 export interface TargetStats {
   readonly target: string;
-  /** Sockets open to the target (connecting, busy, idle and tunnels), until their 'close'. */
+  /** Sockets open to the target (connecting, busy and idle), until their 'close'; tunnels are not among them. */
   readonly open: number;
+  /** Sockets detached as tunnels (WebSocket, L4), until their 'close': not counted against max_connections. */
+  readonly tunnels: number;
   /** Of those, kept-alive sockets waiting in the pool. */
   readonly idle: number;
   /** Requests + tunnels in progress (the caller's counter). */
@@ -221,6 +223,8 @@ interface Slot {
   /** PROXY-sending pools only: idle sockets by client key (each also in `idle`); null otherwise. */
   readonly byClient: Map<string, PooledSocket[]> | null;
   open: number;
+  /** Detached sockets (tunnels): out of `open`, so long-lived tunnels never use up max_connections. */
+  tunnels: number;
   /** At max_connections with no idle socket: new picks go elsewhere while another target has room. */
   full: boolean;
   /** Usable by health at the last refresh; a false -> true edge starts slow start. */
@@ -350,11 +354,23 @@ class PooledSocket {
     this.#onClose();
   }
 
+  /** A tunnel from now on: it leaves `open` (max_connections is the keep-alive pool's bound, not a tunnel cap). */
+  detach(): void {
+    if (this.state === 'closed' || this.state === 'detached') return;
+    if (this.state === 'idle') this.unlistIdle();
+    this.state = 'detached';
+    this.slot.open--;
+    this.slot.tunnels++;
+    this.slot.changed();
+  }
+
   readonly #onClose = (): void => {
     if (this.state === 'closed') return;
     if (this.state === 'idle') this.unlistIdle();
+    const wasTunnel = this.state === 'detached';
     this.state = 'closed';
-    this.slot.open--;
+    if (wasTunnel) this.slot.tunnels--;
+    else this.slot.open--;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     this.slot.changed();
   };
@@ -500,6 +516,7 @@ export class UpstreamPool {
       idle: [],
       byClient: this.#proxyHeader === 'off' ? null : new Map(),
       open: 0,
+      tunnels: 0,
       full: false,
       up: startUp && target.weight > 0,
       waiters: [],
@@ -606,12 +623,12 @@ export class UpstreamPool {
     slot.passiveTimer = null;
     this.#moveWaiters(slot, 'was removed by discovery');
     closeIdle(slot);
-    if (slot.open > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
+    if (slot.open > 0 || slot.tunnels > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
   }
 
   /** Forgets leaving targets with neither sockets nor requests and tunnels left. */
   #pruneLeaving(): void {
-    for (const [target, slot] of this.#leaving) if (slot.open === 0 && target.active <= 0) this.#leaving.delete(target);
+    for (const [target, slot] of this.#leaving) if (slot.open === 0 && slot.tunnels === 0 && target.active <= 0) this.#leaving.delete(target);
   }
 
   /**
@@ -808,7 +825,7 @@ export class UpstreamPool {
       }
     }
     if (slot.removed) {
-      if (slot.open === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
+      if (slot.open === 0 && slot.tunnels === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
       return;
     }
     const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
@@ -918,16 +935,15 @@ export class UpstreamPool {
     pooled.enterIdle(this.config.keepalive.idle_timeout);
   }
 
-  /** Takes a socket out of the pool for good (it became a tunnel); it no longer counts toward max_idle. */
+  /**
+   * Takes a socket out of the pool for good (it became a tunnel): it no longer counts toward max_idle nor
+   * max_connections (a waiter may get its slot at once); `tunnels` counts it until it closes. The balancer's
+   * load (`Target.active`) still counts the tunnel: that is the caller's counter.
+   */
   detach(target: Target, socket: ByteSocket): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) return;
-    if (pooled.state === 'idle') {
-      pooled.unlistIdle();
-      pooled.leaveIdle('detached');
-    } else if (pooled.state === 'busy' || pooled.state === 'connecting') {
-      pooled.state = 'detached'; // still counted in `open` until it closes
-    }
+    pooled.detach();
   }
 
   /**
@@ -1146,7 +1162,7 @@ export class UpstreamPool {
       let queued = 0;
       for (let i = slot.waitHead; i < slot.waiters.length; i++) if (!slot.waiters[i].done) queued++;
       const rampingUp = this.config.slow_start > 0 && (t.rampUntil ?? 0) > now;
-      return { target: t.id, open: slot.open, idle: slot.idle.length, active: t.active, queued, available: t.available, backup: t.backup === true, rampingUp };
+      return { target: t.id, open: slot.open, tunnels: slot.tunnels, idle: slot.idle.length, active: t.active, queued, available: t.available, backup: t.backup === true, rampingUp };
     });
   }
 }

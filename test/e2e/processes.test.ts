@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { defaultBacklog } from '../../src/accept/listener.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { connectOutcome } from '../helpers/backends.js';
 import { plainListener, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
@@ -238,7 +239,7 @@ test('the admin listener serves Prometheus /metrics and JSON /status on loopback
     report.workers.map((w) => ({ id: w.id, pid: w.pid, restarts: w.restarts })),
     workers.map((w) => ({ id: w.id, pid: w.pid, restarts: 0 })),
   );
-  assert.deepEqual(report.listeners, [{ address: '127.0.0.1', port: portico.httpPort, tls: false }]);
+  assert.deepEqual(report.listeners, [{ address: '127.0.0.1', port: portico.httpPort, tls: false, backlog: defaultBacklog() }]);
   // the one request left its upstream connection idle in the pool of the worker that served it
   assert.deepEqual(report.upstreams.app, [{ target: `127.0.0.1:${backend.port}`, available: true, active: 0, open: 1, idle: 1 }]);
   assert.deepEqual(report.limits, { app: { queued: 0, queueRejected: 0, queueTimeouts: 0, retries: 0, retriesDenied: 0 } });

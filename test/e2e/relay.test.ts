@@ -1,5 +1,6 @@
 // The tunnel relay over real loopback sockets: bytes both ways, half-close, backpressure, resets, timeouts.
-// One suite over a relay factory: the JS relay and the splice relay (when the addon is built), each with
+// One suite over a relay factory: the JS relay and the splice relay (when the addon is built; also with its pipe
+// pool's cap at 0, so every byte takes the user-space copy path), each with
 // net.Socket legs and with NativeSocket legs (src/native/io.ts), run the very same cases (STYLE.md 13).
 import { test as nodeTest, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
+import { native } from '../../src/native/addon.js';
 import { adoptNative, connectNative, nativeIoAvailable, type ByteSocket } from '../../src/native/io.js';
 
 /** What the suite needs of a relay: Tunnel's public surface, plus "the proxy stopped reading downstream". */
@@ -48,11 +50,25 @@ const RELAYS: Relay[] = [
     legs: 'net',
     make: (c, u, timeouts, onClose) => {
       assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
+      native()?.setPipeCap(DEFAULT_PIPE_CAP);
+      return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!));
+    },
+    holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
+  },
+  {
+    // the pool's cap reached: the relay thread copies through a small buffer instead of a pipe
+    name: 'splice relay at pipe cap 0',
+    skip: nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`,
+    legs: 'net',
+    make: (c, u, timeouts, onClose) => {
+      assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
+      native()?.setPipeCap(0);
       return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!));
     },
     holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
   },
 ];
+const DEFAULT_PIPE_CAP = native()?.pipeStats().cap ?? 0;
 // the same relays with both legs on native I/O, as the plain-HTTP path hands them over
 for (const r of [...RELAYS]) RELAYS.push({ ...r, name: `${r.name} on native sockets`, skip: r.skip ?? NATIVE_IO_SKIP, legs: 'native' });
 

@@ -19,6 +19,12 @@ function openFds(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
+/** Open fds not counting the relay's free pipes (kept for reuse, two fds each). */
+function fdsBesidesFreePipes(): number {
+  const p = native()?.pipeStats();
+  return openFds() - 2 * ((p?.open ?? 0) - (p?.inUse ?? 0));
+}
+
 /** A loopback server whose accepted sockets are matched to their client by the client's local port. */
 class Acceptor {
   readonly server = net.createServer({ allowHalfOpen: true });
@@ -84,15 +90,103 @@ test('1000 splice tunnels opened and closed leave the number of open fds unchang
   await back.listen(t);
   // the first tunnel starts the relay thread (its epoll and wake-up fds live as long as the process)
   await oneTunnel(front, back);
-  const before = openFds();
+  const before = fdsBesidesFreePipes();
   const reasons = new Map<ClosedBy, number>();
   for (let batch = 0; batch < 20; batch++) {
     const ends = await Promise.all(Array.from({ length: 50 }, () => oneTunnel(front, back)));
     for (const by of ends) reasons.set(by, (reasons.get(by) ?? 0) + 1);
   }
-  assert.equal(openFds(), before, 'every socket and pipe fd of 1000 tunnels is closed');
+  assert.equal(fdsBesidesFreePipes(), before, 'every socket and pipe fd of 1000 tunnels is closed (or back in the pool)');
   assert.equal(native()?.status().active, 0);
+  assert.equal(native()?.pipeStats().inUse, 0, 'every pipe is back in the pool, empty');
   assert.equal((reasons.get('client') ?? 0) + (reasons.get('upstream') ?? 0), 1000, `orderly closes: ${JSON.stringify([...reasons])}`);
+});
+
+/** Opens a tunnel whose peers echo nothing; the caller drives the bytes. */
+async function rawTunnel(front: Acceptor, back: Acceptor): Promise<{ clientPeer: net.Socket; upstreamPeer: net.Socket; closed: Promise<ClosedBy>; tunnel: SpliceTunnel }> {
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  assert.ok(canSplice(tunnelClient, tunnelUpstream));
+  let tunnel!: SpliceTunnel;
+  const closed = new Promise<ClosedBy>((resolve) => {
+    tunnel = new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!));
+    tunnel.start(null, null);
+  });
+  return { clientPeer, upstreamPeer, closed, tunnel };
+}
+
+test('idle splice tunnels hold their two sockets only: pipes come from the pool while bytes move and go back empty', { skip: NO_NATIVE, timeout: 60_000 }, async (t) => {
+  const addon = native()!;
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  await oneTunnel(front, back); // starts the relay thread
+  const N = 200;
+  const before = fdsBesidesFreePipes();
+  const tunnels = [];
+  for (let i = 0; i < N; i++) tunnels.push(await rawTunnel(front, back));
+  // every tunnel carries a message each way, then sits idle
+  await Promise.all(
+    tunnels.map(async ({ clientPeer, upstreamPeer }, i) => {
+      const up = once(upstreamPeer, 'data');
+      clientPeer.write(`up ${i}`);
+      assert.equal(String((await up)[0]), `up ${i}`);
+      const down = once(clientPeer, 'data');
+      upstreamPeer.write(`down ${i}`);
+      assert.equal(String((await down)[0]), `down ${i}`);
+    }),
+  );
+  assert.equal(addon.status().active, N);
+  assert.equal(addon.pipeStats().inUse, 0, 'no idle tunnel holds a pipe');
+  // per tunnel in this process: the relay's 2 socket fds + the test's 2 peer sockets = 4, and no pipe
+  assert.equal(fdsBesidesFreePipes() - before, 4 * N, 'an idle tunnel costs its two sockets (plus the two test peers)');
+  assert.ok(addon.pipeStats().open <= addon.pipeStats().cap);
+  // a destination that does not read keeps its pipe (bytes in it) until it is drained
+  const slow = tunnels[0];
+  slow.clientPeer.pause();
+  const blob = Buffer.alloc(8 << 20, 7);
+  slow.upstreamPeer.write(blob);
+  while (!slow.tunnel.blocked.down) await new Promise((r) => setImmediate(r));
+  assert.ok(addon.pipeStats().inUse >= 1, 'the blocked direction holds a pipe');
+  let got = 0;
+  const drained = new Promise<void>((resolve) => slow.clientPeer.on('data', (c: Buffer) => (got += c.length) >= blob.length && resolve()));
+  slow.clientPeer.resume();
+  await drained;
+  for (const { clientPeer, upstreamPeer } of tunnels) {
+    clientPeer.end();
+    upstreamPeer.end();
+    clientPeer.on('end', () => clientPeer.end());
+  }
+  await Promise.all(tunnels.map((x) => x.closed));
+  await Promise.all(tunnels.flatMap((x) => [x.clientPeer, x.upstreamPeer].map((s) => (s.destroyed ? null : once(s, 'close')))));
+  assert.equal(addon.pipeStats().inUse, 0);
+  assert.equal(fdsBesidesFreePipes(), before, 'fds back to the baseline');
+});
+
+test('at the pipe cap a tunnel copies through a small buffer: nothing refused, every byte arrives', { skip: NO_NATIVE, timeout: 60_000 }, async (t) => {
+  const addon = native()!;
+  const cap = addon.pipeStats().cap;
+  addon.setPipeCap(0);
+  t.after(() => addon.setPipeCap(cap));
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  const copiesBefore = addon.pipeStats().copies;
+  const x = await rawTunnel(front, back);
+  const blob = Buffer.alloc(4 << 20);
+  for (let i = 0; i < blob.length; i++) blob[i] = i * 31;
+  const chunks: Buffer[] = [];
+  x.upstreamPeer.on('data', (c: Buffer) => chunks.push(c));
+  const upEnd = once(x.upstreamPeer, 'end');
+  x.clientPeer.end(blob);
+  await upEnd;
+  assert.ok(Buffer.concat(chunks).equals(blob), '4 MiB through the copy path, intact');
+  assert.ok(addon.pipeStats().copies > copiesBefore, 'the copy path was used');
+  assert.equal(addon.pipeStats().open, 0, 'no pipe exists at cap 0');
+  x.upstreamPeer.end();
+  assert.equal(await x.closed, 'upstream');
 });
 
 test('bytes the owner queued before start() (and the leftovers) reach the peer before any spliced byte', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {

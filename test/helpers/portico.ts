@@ -41,6 +41,8 @@ export interface StartOptions {
   startTimeoutMs?: number;
   /** Echo the child's stdout/stderr to this process's stderr as they come (debugging). */
   echo?: boolean;
+  /** A command the Portico process runs under, e.g. ['prlimit', '--nofile=1200:1200'] (it must exec its arguments). */
+  wrap?: string[];
 }
 
 export interface Portico {
@@ -77,7 +79,9 @@ export async function startPortico(t: TestContext, config: string | ConfigInput,
   const configPath = path.join(dir, 'portico.yaml');
   await writeFile(configPath, typeof config === 'string' ? config : stringify(config));
 
-  const child = spawn(process.execPath, [CLI, 'start', '-c', configPath], {
+  const argv = [process.execPath, CLI, 'start', '-c', configPath];
+  const [cmd, ...args] = [...(opts.wrap ?? []), ...argv];
+  const child = spawn(cmd, args, {
     cwd: ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -368,7 +368,7 @@ tunnel: { idle_timeout: 2h, max_lifetime: 1d }
   assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
   assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, body: 60_000, shutdown_grace: 30_000 });
   assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
-  assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864, connections_per_ip: 'off', ipv6_prefix: 64 });
+  assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864, connections_per_ip: 'off', ipv6_prefix: 64, max_pipes: 1024 });
 
   const defaults = loaded(load(t, BASE));
   assert.deepEqual(defaults.tunnel, { idle_timeout: 0, max_lifetime: 0 });
@@ -692,4 +692,20 @@ test('forwarding defaults: no trusted proxies, X-Forwarded-For replaced, no Forw
   assert.deepEqual(c.forwarding, { trusted_proxies: [], x_forwarded_for: 'replace', forwarded: false });
   const on = loaded(load(t, `${BASE}forwarding: { trusted_proxies: [10.0.0.0/8, "::1"], x_forwarded_for: append, forwarded: true }\n`));
   assert.deepEqual(on.forwarding, { trusted_proxies: ['10.0.0.0/8', '::1'], x_forwarded_for: 'append', forwarded: true });
+});
+
+test('portico check: listeners[].backlog and limits.max_pipes are bounded integers, refused with their paths', async (t) => {
+  const good = edit(edit(BASE, '  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8080\n    backlog: 8192'), 'header_size: 16KiB', 'header_size: 16KiB\n  max_pipes: 0');
+  const c = loaded(load(t, good));
+  assert.equal(c.listeners[1].backlog, 8192);
+  assert.equal(c.listeners[0].backlog, undefined, 'no backlog set: the system default (somaxconn) applies at listen');
+  assert.equal(c.limits.max_pipes, 0);
+  const bad = edit(edit(BASE, '  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8080\n    backlog: 0'), 'header_size: 16KiB', 'header_size: 16KiB\n  max_pipes: lots');
+  const file = path.join(folder(t, { 'bad.yaml': bad }), 'bad.yaml');
+  const r = await runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`:${lineOf(bad, 'backlog: 0')}:\\d+ listeners\\[1\\]\\.backlog: `));
+  assert.match(r.stderr, new RegExp(`:${lineOf(bad, 'max_pipes: lots')}:\\d+ limits\\.max_pipes: `));
+  const huge = edit(BASE, '  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8080\n    backlog: 70000');
+  expectError(errorsOf(load(t, huge)), huge, 'listeners[1].backlog', 'backlog: 70000', /65535/);
 });

@@ -71,7 +71,7 @@ test('a released socket is reused by the next acquire (reused = true), and callb
   assert.equal(second.sync, false);
   assert.deepEqual(counts(pool), { open: 1, idle: 0 });
   assert.equal(await echo(second.socket, 'two'), 'two');
-  assert.deepEqual(pool.stats(), [{ target: `127.0.0.1:${port}`, open: 1, idle: 0, active: 0, queued: 0, available: true, backup: false, rampingUp: false }]);
+  assert.deepEqual(pool.stats(), [{ target: `127.0.0.1:${port}`, open: 1, tunnels: 0, idle: 0, active: 0, queued: 0, available: true, backup: false, rampingUp: false }]);
 });
 
 test('idle sockets are reused last-in first-out (the warmest first)', async (t) => {
@@ -244,12 +244,13 @@ test('open counts stay exact when a socket is destroyed twice and then released'
   assert.deepEqual(counts(pool), { open: 0, idle: 0 });
 });
 
-test('a detached socket (tunnel) counts as open until it closes, is never pooled, and survives close()', async (t) => {
+test('a detached socket (tunnel) leaves the open count for the tunnel count until it closes, is never pooled, and survives close()', async (t) => {
   const { port } = await echoServer(t);
   const { pool, target } = makePool(t, port);
   const a = await acquire(t, pool, target);
   pool.detach(target, a.socket);
-  assert.deepEqual(counts(pool), { open: 1, idle: 0 });
+  assert.deepEqual(counts(pool), { open: 0, idle: 0 });
+  assert.equal(pool.stats()[0].tunnels, 1);
   pool.close();
   assert.equal(a.socket.destroyed, false);
   assert.equal(await echo(a.socket, 'tunnel'), 'tunnel');
@@ -257,6 +258,25 @@ test('a detached socket (tunnel) counts as open until it closes, is never pooled
   a.socket.destroy();
   await closed;
   assert.deepEqual(counts(pool), { open: 0, idle: 0 });
+  assert.equal(pool.stats()[0].tunnels, 0);
+});
+
+test('tunnels do not count against max_connections: a waiter gets a connection as soon as a socket becomes a tunnel', async (t) => {
+  const { port } = await echoServer(t);
+  const { pool, target } = makePool(t, port, { max_connections: 2, queue: { size: 0 } });
+  const tunnels = [];
+  for (let i = 0; i < 5; i++) {
+    const x = await acquire(t, pool, target);
+    assert.ok(x.err === null, `connection ${i} granted (${x.err?.message ?? ""})`);
+    pool.detach(target, x.socket);
+    tunnels.push(x.socket);
+  }
+  assert.deepEqual({ ...counts(pool), tunnels: pool.stats()[0].tunnels }, { open: 0, idle: 0, tunnels: 5 });
+  // the keep-alive bound still holds for requests
+  const [a, b] = await Promise.all([acquire(t, pool, target), acquire(t, pool, target)]);
+  const full = await acquire(t, pool, target);
+  assert.equal(full.err?.code, 'UPSTREAM_UNAVAILABLE');
+  for (const s of [a.socket, b.socket, ...tunnels]) s?.destroy();
 });
 
 test('close() destroys idle sockets, refuses later acquires, and closes busy sockets when released', async (t) => {

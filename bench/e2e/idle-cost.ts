@@ -1,0 +1,96 @@
+// What an idle WebSocket tunnel costs one worker: RSS (KiB) and file descriptors per tunnel, plain (spliced when the
+// addon is loaded) and TLS. Starts `portico start` from --root (any checkout with dist/ built, so the same script
+// measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
+// message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
+// Usage: node dist/bench/e2e/idle-cost.js [--root DIR] [--n 500] [--mode plain|tls]
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { WebSocket, WebSocketServer } from 'ws';
+
+const { values } = parseArgs({ options: { root: { type: 'string', default: process.cwd() }, n: { type: 'string', default: '500' }, mode: { type: 'string', default: 'plain' } } });
+const root = path.resolve(values.root);
+const n = Number(values.n);
+const tls = values.mode === 'tls';
+
+function rssKiB(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+}
+
+function fds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+async function get(url: string): Promise<string> {
+  const res = await fetch(url);
+  return res.text();
+}
+
+async function main(): Promise<void> {
+  const backend = http.createServer();
+  const wss = new WebSocketServer({ server: backend });
+  wss.on('connection', (ws) => ws.on('message', (d, binary) => ws.send(d, { binary })));
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-idle-cost-'));
+  const cert = path.join(root, 'test', 'fixtures', 'tls', 'localhost.crt');
+  const key = path.join(root, 'test', 'fixtures', 'tls', 'localhost.key');
+  const listener = tls ? `{ address: 127.0.0.1:0, tls: { certificates: [{ cert: ${cert}, key: ${key} }] } }` : '{ address: 127.0.0.1:0 }';
+  writeFileSync(
+    path.join(dir, 'p.yaml'),
+    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
+  );
+  const child = spawn(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let buf = '';
+  const listening = await new Promise<{ listeners: Array<{ port: number }>; admin: { port: number } }>((resolve, reject) => {
+    child.stdout.on('data', (c: Buffer) => {
+      buf += c.toString();
+      for (const line of buf.split('\n')) if (line.includes('"msg":"listening"')) resolve(JSON.parse(line));
+    });
+    child.once('exit', () => reject(new Error('portico exited')));
+  });
+  const admin = `http://127.0.0.1:${listening.admin.port}`;
+  const status = async () => JSON.parse(await get(`${admin}/status`)) as { workers: Array<{ pid: number; tunnels?: number }> };
+  const url = `${tls ? 'wss://localhost' : 'ws://127.0.0.1'}:${listening.listeners[0].port}/ws`;
+  const open = () =>
+    new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(url, { ca: readFileSync(cert) });
+      ws.once('open', () => {
+        ws.once('message', () => resolve(ws));
+        ws.send('hello');
+      });
+      ws.once('error', reject);
+    });
+  // warm-up: the first tunnel starts the relay thread and the TLS context
+  const warm = await open();
+  warm.close();
+  const pid = (await status()).workers[0].pid;
+  while ((await status()).workers[0].tunnels !== 0) await new Promise((r) => setTimeout(r, 50));
+  const rss0 = rssKiB(pid);
+  const fd0 = fds(pid);
+  const sockets: WebSocket[] = [];
+  for (let i = 0; i < n; i += 50) sockets.push(...(await Promise.all(Array.from({ length: Math.min(50, n - i) }, open))));
+  while ((await status()).workers[0].tunnels !== n) await new Promise((r) => setTimeout(r, 50));
+  const rss1 = rssKiB(pid);
+  const fd1 = fds(pid);
+  console.log(
+    `${values.mode}: ${n} idle tunnels, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
+      `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
+  );
+  for (const ws of sockets) ws.terminate();
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  wss.close();
+  backend.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
