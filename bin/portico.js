@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 // Entry point for `npx portico`: the compiled CLI lives in dist/ (built by `npm install` through `prepare`).
-import '../dist/src/cli.js';
+import '../dist/src/cli/main.js';

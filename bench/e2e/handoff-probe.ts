@@ -12,7 +12,7 @@ import tls from 'node:tls';
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import { ensureSelfSigned } from '../../src/accept/tls.js';
-import { buildProxyV2 } from '../../src/accept/proxy-protocol.js';
+import { buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { native, nativeStatus } from '../../src/native/addon.js';
 
 /** adoptSocket is in the binary but not in the package's typings. */

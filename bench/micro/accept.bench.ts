@@ -4,8 +4,8 @@
 // Run: npx tsc -p . && node dist/bench/micro/accept.bench.js
 import { Bench } from 'tinybench';
 import { printBatchTable } from './batch-table.js';
-import { parseClientHello } from '../../src/accept/client-hello.js';
-import { buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { parseClientHello } from '../../src/wire/client-hello.js';
+import { buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
 
 /** Calls per timed iteration: one parse is far below the timer's resolution and overhead. */

@@ -3,8 +3,8 @@
 // Run: npx tsc -p . && node dist/bench/micro/head.bench.js
 import { Bench } from 'tinybench';
 import { printBatchTable } from './batch-table.js';
-import { ChunkedScanner, parseRequestHead, parseResponseHead } from '../../src/http/head.js';
-import type { HeadLimits } from '../../src/http/head.js';
+import { ChunkedScanner, parseRequestHead, parseResponseHead } from '../../src/wire/http-head.js';
+import type { HeadLimits } from '../../src/wire/http-head.js';
 
 const LIMITS: HeadLimits = { headerSize: 32 * 1024, uriSize: 8 * 1024, headers: 100 };
 /** Calls per timed iteration: one parse is far below the timer's resolution and overhead. */

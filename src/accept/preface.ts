@@ -2,9 +2,10 @@
 // a TLS ClientHello (for SNI passthrough), bounded in bytes and time. Every byte read past the PROXY header is
 // handed back (`rest`) for replay, and the socket is left paused with its FIN, if any, still unread. It decides
 // nothing about routing and opens no upstream: worker.ts chooses what happens next from the result.
+import type { PrefaceFailure } from '../core/metrics.js';
 import type { Socket } from 'node:net';
-import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from './client-hello.js';
-import { DEFAULT_PROXY_V2_MAX_BYTES, parseProxyHeader, type ProxyHeader } from './proxy-protocol.js';
+import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from '../wire/client-hello.js';
+import { DEFAULT_PROXY_V2_MAX_BYTES, parseProxyHeader, type ProxyHeader } from '../wire/proxy-protocol.js';
 
 export interface PrefaceOptions {
   /** Expect a PROXY header first (the sender was already checked against the trusted CIDRs). */
@@ -15,8 +16,6 @@ export interface PrefaceOptions {
   readonly timeoutMs: number;
 }
 
-/** `proxy_*`: the PROXY header phase (missing, malformed, not complete in time); the rest: the ClientHello phase. */
-export type PrefaceFailure = 'proxy_missing' | 'proxy_invalid' | 'proxy_timeout' | 'not_tls' | 'client_hello_invalid' | 'timeout' | 'closed';
 
 export type PrefaceResult =
   | {
@@ -136,3 +135,4 @@ class PrefaceReader {
 }
 
 function noop(): void {}
+

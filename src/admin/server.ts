@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { checkControl, checkRequest, isLoopback } from './guard.js';
 import type { AdminGuardOptions, Refusal } from './guard.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { DiscoveryStatus } from '../upstream/discovery.js';
 
 export interface StatusReport {

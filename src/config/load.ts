@@ -10,7 +10,7 @@ import type { Document } from 'yaml';
 import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
-import { validateHeaderTemplates, validateRouteMatches } from '../router.js';
+import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
 
 export type ConfigError = {
   /** YAML path such as "routes[2].proxy"; "" for the whole file. */

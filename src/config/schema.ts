@@ -3,9 +3,9 @@
 // It knows nothing about files or YAML positions (load.ts) and builds no runtime objects (router, pools).
 import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
-import { checkCidr } from '../accept/proxy-protocol.js';
-import { DEFAULT_STICKY_COOKIE, parseKeySpec } from '../upstream/hash-key.js';
-import { parseRate } from '../policy/rate-limit.js';
+import { checkCidr } from '../wire/proxy-protocol.js';
+import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
+import { parseRate } from './rate.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 // Only units that read one way: a bare "k", "m" or "g" is 1000-based here but 1024-based in nginx.

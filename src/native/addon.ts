@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ClosedBy } from '../tunnel/relay.js';
+import type { ClosedBy } from '../core/socket.js';
 
 export interface SpliceStats {
   bytesUp: number;

@@ -7,38 +7,9 @@ import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { constants } from 'node:os';
 import { isIP } from 'node:net';
+import type { ByteSocket } from '../core/socket.js';
 import { native, type NativeAddon } from './addon.js';
 
-/** What the HTTP path needs of a client or upstream socket; both net.Socket and NativeSocket are one. */
-export interface ByteSocket extends EventEmitter {
-  readonly destroyed: boolean;
-  readonly readable: boolean;
-  readonly writable: boolean;
-  readonly readableEnded: boolean;
-  readonly writableEnded: boolean;
-  readonly readableLength: number;
-  readonly writableLength: number;
-  readonly remoteAddress?: string | undefined;
-  readonly remotePort?: number | undefined;
-  readonly localAddress?: string | undefined;
-  readonly localPort?: number | undefined;
-  write(data: Uint8Array | string, cb?: (err?: Error | null) => void): boolean;
-  write(data: Uint8Array | string, encoding: BufferEncoding, cb?: (err?: Error | null) => void): boolean;
-  end(cb?: () => void): this;
-  end(data: Uint8Array | string, cb?: () => void): this;
-  destroy(error?: Error): this;
-  destroySoon(): void;
-  pause(): this;
-  resume(): this;
-  isPaused(): boolean;
-  /** Takes what arrived and was not delivered yet (paused), a chunk at a time; null when nothing is held. */
-  read(): Buffer | string | null;
-  cork(): void;
-  uncork(): void;
-  setNoDelay(noDelay?: boolean): this;
-  setKeepAlive(enable?: boolean, initialDelay?: number): this;
-  setTimeout(timeout: number): this;
-}
 
 /** The native half of io: the addon's io* functions. */
 interface IoAddon {

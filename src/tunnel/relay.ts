@@ -3,10 +3,9 @@
 // to close and destroys both exactly once; it knows nothing about HTTP. Timeouts are checked by the owner's
 // sweep through checkIdle(), so no timer is created per tunnel.
 import { randomBytes } from 'node:crypto';
-import type { ByteSocket } from '../native/io.js';
-import { FrameTracker, goingAwayFrame } from './ws-frames.js';
+import type { ByteSocket, ClosedBy } from '../core/socket.js';
+import { FrameTracker, goingAwayFrame } from '../wire/ws-frames.js';
 
-export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'lifetime' | 'shutdown';
 
 export interface TunnelTimeouts {
   /** Ms without a byte either way before the tunnel is closed (0 = never). */

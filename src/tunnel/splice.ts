@@ -5,8 +5,9 @@
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
-import { NativeSocket, type ByteSocket } from '../native/io.js';
-import { Tunnel, TunnelClock, type ClosedBy, type TunnelTimeouts } from './relay.js';
+import type { ByteSocket, ClosedBy } from '../core/socket.js';
+import { NativeSocket } from '../native/io.js';
+import { Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
 
 export { nativeStatus, type NativeStatus };
 

@@ -6,8 +6,8 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Config, DiscoverySpec, ResolverConfig } from '../config/schema.js';
-import type { Logger } from '../log.js';
-import { labels } from '../metrics.js';
+import type { Logger } from '../core/log.js';
+import { labels } from '../core/metrics.js';
 import type { TargetSpec } from './pool.js';
 
 /** One address record; `ttl` in seconds, as the answer gave it. */

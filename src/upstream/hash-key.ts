@@ -3,47 +3,17 @@
 // sticky cookie (its opaque value per target, lookup, Set-Cookie). Pure functions: no sockets, no picking
 // (balancer.ts), and it never throws on request bytes: a missing or malformed key is `undefined`.
 import { createHmac, randomBytes } from 'node:crypto';
-import type { RequestHead } from '../http/head.js';
-import type { BalanceSpec, Target } from './balancer.js';
+import type { RequestHead } from '../wire/http-head.js';
+import { parseKeySpec, type KeySpec } from '../config/key-spec.js';
+import type { BalanceSpec, Target } from './target.js';
 
 /** The key of one request, or undefined when the request has none (the balancer then falls back). */
 export type KeyExtractor = (head: RequestHead, remoteAddr: string) => string | undefined;
-
-/** Default name of the cookie Portico sets for `{ policy: cookie }`. */
-export const DEFAULT_STICKY_COOKIE = 'portico_sticky';
 
 /** Cookie pairs and query parameters looked at per request: a crafted header cannot make the scan unbounded. */
 const MAX_PAIRS = 256;
 /** Longer keys are not keys anyone meant (browsers cap a cookie at 4096 bytes): no key, fallback policy. */
 const MAX_KEY_LENGTH = 4096;
-
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2 (header names, RFC 6265 cookie-name)
-
-export type KeySpec =
-  | { readonly from: 'remote_addr' }
-  | { readonly from: 'header' | 'cookie' | 'query'; readonly name: string };
-
-/**
- * Parses a key spec; a string is the error message. schema.ts validates config with this, so a config that
- * loaded always compiles.
- */
-export function parseKeySpec(spec: string): KeySpec | string {
-  if (spec === '$remote_addr') return { from: 'remote_addr' };
-  const colon = spec.indexOf(':');
-  const from = colon === -1 ? '' : spec.slice(0, colon);
-  const name = colon === -1 ? '' : spec.slice(colon + 1);
-  const usage = 'use "$remote_addr", "header:NAME", "cookie:NAME" or "query:NAME"';
-  if (from !== 'header' && from !== 'cookie' && from !== 'query') return `invalid key ${JSON.stringify(spec)}: ${usage}`;
-  if (name.length === 0) return `invalid key ${JSON.stringify(spec)}: the ${from} name is missing (${usage})`;
-  if (name.length > 256) return `invalid key: the ${from} name is longer than 256 characters`;
-  if (from === 'query') {
-    // Compared with the decoded parameter name: any printable text, no controls.
-    if (/[\u0000-\u001f\u007f]/.test(name)) return `invalid key ${JSON.stringify(spec)}: the query parameter name has control characters`;
-  } else if (!TOKEN.test(name)) {
-    return `invalid key ${JSON.stringify(spec)}: a ${from} name must be an RFC 9110 token (letters, digits, !#$%&'*+-.^_\`|~)`;
-  }
-  return { from, name };
-}
 
 /** Compiles a key spec into an extractor; throws TypeError on a spec parseKeySpec refuses (a config bug). */
 export function compileKey(spec: string): KeyExtractor {

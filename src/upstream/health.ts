@@ -5,9 +5,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { connect, type Socket } from 'node:net';
-import { buildProxyV1, buildProxyV2Local } from '../accept/proxy-protocol.js';
+import { buildProxyV1, buildProxyV2Local } from '../wire/proxy-protocol.js';
 import type { ActiveHealthConfig } from '../config/schema.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 
 /** Where a probe goes: the target's address as written in config, and what it resolves to. */
 export interface ProbeTarget {

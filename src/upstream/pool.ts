@@ -7,10 +7,11 @@
 // successor. It never reads or writes application bytes (the one thing it writes is the PROXY header an upstream
 // with send_proxy_protocol gets at the start of each connection), and never resolves names.
 import { connect } from 'node:net';
-import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from '../accept/proxy-protocol.js';
-import { connectNative, type ByteSocket } from '../native/io.js';
+import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from '../wire/proxy-protocol.js';
+import type { ByteSocket } from '../core/socket.js';
+import { connectNative } from '../native/io.js';
 import type { UpstreamConfig } from '../config/schema.js';
-import { ProxyError, connectError, type ErrorCode } from '../errors.js';
+import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
 import { PassiveWindow } from './health.js';
 import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';

@@ -3,7 +3,7 @@
 // the DevTools protocol and reads the result from the page's DOM.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDemoBackends } from '../../src/demo.js';
+import { startDemoBackends } from '../../src/cli/demo.js';
 import { hasChromium, launchChromium } from '../helpers/chromium.js';
 import { needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';

@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { WebSocket } from 'ws';
-import { FD_RESERVE } from '../../src/fd-limit.js';
+import { FD_RESERVE } from '../../src/worker/fd-limit.js';
 import { startWsEchoBackend } from '../helpers/backends.js';
 import { closed, echo, openWebSocket, request } from '../helpers/clients.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';

@@ -10,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { request } from '../helpers/clients.js';
 import { hasNginx, startNginx } from '../helpers/nginx.js';
 import { needPeer } from '../helpers/peers.js';

@@ -8,9 +8,10 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Tunnel } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
-import { adoptNative, connectNative, nativeIoAvailable, type ByteSocket } from '../../src/native/io.js';
+import type { ByteSocket } from '../../src/core/socket.js';
+import { adoptNative, connectNative, nativeIoAvailable } from '../../src/native/io.js';
 import { request } from '../helpers/clients.js';
-import { websocketAccept } from '../../src/http/forward.js';
+import { websocketAccept } from '../../src/handlers/forward.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
 
 type Make = (client: ByteSocket, upstream: ByteSocket, onClose: () => void) => { start(c: Buffer | null, u: Buffer | null): void };

@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../../src/tunnel/relay.js';
+import { Tunnel, type TunnelTimeouts } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
 import { native } from '../../src/native/addon.js';
-import { adoptNative, connectNative, nativeIoAvailable, type ByteSocket } from '../../src/native/io.js';
+import type { ByteSocket, ClosedBy } from '../../src/core/socket.js';
+import { adoptNative, connectNative, nativeIoAvailable } from '../../src/native/io.js';
 
 /** What the suite needs of a relay: Tunnel's public surface, plus "the proxy stopped reading downstream". */
 interface RelayUnderTest {

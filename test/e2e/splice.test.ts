@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
 import { listenStrategy } from '../../src/accept/listener.js';
 import { native } from '../../src/native/addon.js';
-import type { ClosedBy } from '../../src/tunnel/relay.js';
+import type { ClosedBy } from '../../src/core/socket.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
 import { plainListener, startPortico, type LogLine } from '../helpers/portico.js';
 

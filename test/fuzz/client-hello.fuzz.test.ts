@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { parseClientHello, type ClientHelloResult } from '../../src/accept/client-hello.js';
+import { parseClientHello, type ClientHelloResult } from '../../src/wire/client-hello.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { inJunk, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 

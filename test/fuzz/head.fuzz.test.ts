@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ChunkedScanner, parseRequestHead, parseResponseHead, type HeadLimits, type ParseResult, type RequestHead, type ResponseHead } from '../../src/http/head.js';
+import { ChunkedScanner, parseRequestHead, parseResponseHead, type HeadLimits, type ParseResult, type RequestHead, type ResponseHead } from '../../src/wire/http-head.js';
 import { inJunk, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
 /** Per-property time budget; properties stop early (as a pass) when it runs out. */

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { isRefused, normalizePath } from '../../src/http/path.js';
+import { isRefused, normalizePath } from '../../src/wire/path.js';
 
 const BUDGET_MS = 700;
 const opts = { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] };

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isIP, isIPv6 } from 'node:net';
 import fc from 'fast-check';
-import { PROXY_V1_MAX_LINE, buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader, type ProxyParseResult } from '../../src/accept/proxy-protocol.js';
+import { PROXY_V1_MAX_LINE, buildProxyV1, buildProxyV2, createCidrMatcher, parseProxyHeader, type ProxyParseResult } from '../../src/wire/proxy-protocol.js';
 import { inJunk as inJunkBy, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
 const BUDGET_MS = 500;

@@ -3,7 +3,7 @@
 // ClientHello unit, fuzz and micro-benchmark files so they all start from bytes real clients produce.
 import net from 'node:net';
 import tls from 'node:tls';
-import { parseClientHello } from '../../src/accept/client-hello.js';
+import { parseClientHello } from '../../src/wire/client-hello.js';
 
 /** Upper bound on the bytes recorded and on the wait for them. */
 const CAPTURE_MAX_BYTES = 64 * 1024;

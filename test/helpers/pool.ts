@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
-import type { ProxyError } from '../../src/errors.js';
+import type { ProxyError } from '../../src/core/errors.js';
 import type { Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool, type UpstreamClient } from '../../src/upstream/pool.js';
 

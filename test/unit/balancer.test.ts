@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { formatErrors, loadConfig, type ConfigError } from '../../src/config/load.js';
-import { parseRequestHead, type RequestHead } from '../../src/http/head.js';
+import { parseRequestHead, type RequestHead } from '../../src/wire/http-head.js';
 import { buildMaglevTable, createBalancer, hashString, readsLoad, type Balancer, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
+import { parseKeySpec } from '../../src/config/key-spec.js';
 import {
   compileKey,
   cookieOf,
   findTargetByCookie,
   keyExtractorFor,
-  parseKeySpec,
   queryParamOf,
   setCookieHeader,
   stickyCookieFor,

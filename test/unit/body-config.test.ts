@@ -30,7 +30,7 @@ test('portico check refuses a bad timeouts.body with its YAML path and line', as
 });
 
 test('ChunkedScanner.dataBytes counts each chunk size once its line ends, before its data arrives', async () => {
-  const { ChunkedScanner } = await import('../../src/http/head.js');
+  const { ChunkedScanner } = await import('../../src/wire/http-head.js');
   const s = new ChunkedScanner();
   assert.equal(s.push(Buffer.from('a\r\n01234'), 0), 8);
   assert.equal(s.dataBytes, 10, 'announced, half received');

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { parseClientHello, type ClientHello, type ClientHelloResult } from '../../src/accept/client-hello.js';
+import { parseClientHello, type ClientHello, type ClientHelloResult } from '../../src/wire/client-hello.js';
 import { captureNodeHello, startCapture } from '../helpers/client-hello-capture.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
 

@@ -6,10 +6,10 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
-import type { ByteSocket } from '../../src/native/io.js';
+import type { ByteSocket } from '../../src/core/socket.js';
 import { configSchema, type Config, type ConfigInput, type DiscoverySpec } from '../../src/config/schema.js';
-import type { ProxyError } from '../../src/errors.js';
-import { createLogger } from '../../src/log.js';
+import type { ProxyError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/log.js';
 import { hashKey, type Target } from '../../src/upstream/balancer.js';
 import {
   Discovery,

@@ -2,7 +2,7 @@
 // raise of RLIMIT_NOFILE as this process sees it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FD_RESERVE, FdBudget, raiseFdLimit } from '../../src/fd-limit.js';
+import { FD_RESERVE, FdBudget, raiseFdLimit } from '../../src/worker/fd-limit.js';
 
 test('FdBudget refuses once an exact count leaves fewer than FD_RESERVE free, and admits again after a recount', () => {
   let open = 100;

@@ -2,9 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema } from '../../src/config/schema.js';
-import { buildRequestHead, buildResponseHead, websocketAccept, headerValue } from '../../src/http/forward.js';
-import { parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from '../../src/http/head.js';
-import { Router, type CompiledRoute, type RequestVars } from '../../src/router.js';
+import { buildRequestHead, buildResponseHead, websocketAccept, headerValue } from '../../src/handlers/forward.js';
+import { parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from '../../src/wire/http-head.js';
+import { Router, type CompiledRoute, type RequestVars } from '../../src/route/router.js';
 
 const LIMITS = { headerSize: 32768, uriSize: 8192, headers: 100 };
 

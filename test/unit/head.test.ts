@@ -12,8 +12,8 @@ import {
   type ParseResult,
   type RequestHead,
   type ResponseHead,
-} from '../../src/http/head.js';
-import type { ErrorCode } from '../../src/errors.js';
+} from '../../src/wire/http-head.js';
+import type { ErrorCode } from '../../src/core/errors.js';
 
 const LIMITS: HeadLimits = { headerSize: 32 * 1024, uriSize: 8 * 1024, headers: 100 };
 

@@ -9,9 +9,9 @@ import http from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { configSchema, type ActiveHealthConfig, type ConfigInput } from '../../src/config/schema.js';
-import { isToWorker } from '../../src/ipc.js';
-import { createLogger } from '../../src/log.js';
-import { parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { isToWorker } from '../../src/worker/ipc.js';
+import { createLogger } from '../../src/core/log.js';
+import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { HealthChecker, PassiveWindow, Thresholds, probe, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from '../../src/upstream/health.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 

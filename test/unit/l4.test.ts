@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test, type TestContext } from 'node:test';
-import { TLS_ALERT, tlsFatalAlert } from '../../src/accept/client-hello.js';
-import { PassthroughTable } from '../../src/accept/l4.js';
+import { TLS_ALERT, tlsFatalAlert } from '../../src/wire/client-hello.js';
+import { PassthroughTable } from '../../src/tunnel/l4.js';
 import { readPreface, type PrefaceOptions, type PrefaceResult } from '../../src/accept/preface.js';
-import { buildProxyV1, buildProxyV2 } from '../../src/accept/proxy-protocol.js';
+import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { loadConfig, type LoadResult } from '../../src/config/load.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 

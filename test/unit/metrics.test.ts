@@ -1,7 +1,7 @@
 // Metrics: what the data path counts, how the primary adds workers up, and the Prometheus text it serves.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Metrics, emptySnapshot, renderPrometheus, sumSnapshots } from '../../src/metrics.js';
+import { Metrics, emptySnapshot, renderPrometheus, sumSnapshots } from '../../src/core/metrics.js';
 
 test('requests are counted by status class, with their bytes; 499 counts as 4xx', () => {
   const m = new Metrics();

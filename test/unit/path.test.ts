@@ -11,7 +11,7 @@ import {
   PATH_ENCODED_SLASH,
   PATH_NUL,
   normalizePath,
-} from '../../src/http/path.js';
+} from '../../src/wire/path.js';
 
 test('normalized: dot segments resolved (RFC 3986 §5.2.4), slashes merged, unreserved escapes decoded', () => {
   const cases: Array<[string, string]> = [

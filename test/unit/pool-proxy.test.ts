@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
-import { parseProxyHeader, type ProxyHeader } from '../../src/accept/proxy-protocol.js';
+import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { NativeSocket, nativeIoAvailable } from '../../src/native/io.js';
 import { targetId } from '../../src/upstream/discovery.js';
 import type { Target } from '../../src/upstream/balancer.js';

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
 import { configSchema } from '../../src/config/schema.js';
-import { ProxyError } from '../../src/errors.js';
+import { ProxyError } from '../../src/core/errors.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { acquire, counts, makePool } from '../helpers/pool.js';
 

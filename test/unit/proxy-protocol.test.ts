@@ -17,7 +17,7 @@ import {
   parseProxyHeader,
   type ProxyHeader,
   type ProxyParseResult,
-} from '../../src/accept/proxy-protocol.js';
+} from '../../src/wire/proxy-protocol.js';
 
 const SIG = Buffer.of(0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a);
 const v1 = (s: string): Buffer => Buffer.from(s, 'latin1');

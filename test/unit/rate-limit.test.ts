@@ -8,13 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfigText } from '../../src/config/load.js';
-import { parseRequestHead, type RequestHead } from '../../src/http/head.js';
-import { clientKey } from '../../src/policy/client-address.js';
-import { ConnectionsPerClient } from '../../src/policy/conn-limit.js';
-import { RateTable, parseRate } from '../../src/policy/rate-limit.js';
-import { RefusalLog, type RefusalReport } from '../../src/policy/refusal-log.js';
-import { LimitStore, refusalLine } from '../../src/policy/store.js';
-import { rateLimitedResponse } from '../../src/errors.js';
+import { parseRequestHead, type RequestHead } from '../../src/wire/http-head.js';
+import { clientKey } from '../../src/route/policy/client-address.js';
+import { ConnectionsPerClient } from '../../src/route/policy/conn-limit.js';
+import { parseRate } from '../../src/config/rate.js';
+import { RateTable } from '../../src/route/policy/rate-limit.js';
+import { RefusalLog, type RefusalReport } from '../../src/route/policy/refusal-log.js';
+import { LimitStore, refusalLine } from '../../src/route/policy/store.js';
+import { rateLimitedResponse } from '../../src/core/errors.js';
 import { CLI, ROOT } from '../helpers/paths.js';
 
 test('parseRate: a count per s, m or h becomes ms between requests; bare numbers and zero are refused', () => {

@@ -3,17 +3,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
+import { Router, listenerHost, stripTarget } from '../../src/route/router.js';
 import {
-  Router,
   RouterConfigError,
   compileHeaderTemplate,
-  listenerHost,
   parseHeaderTemplate,
-  stripTarget,
   validateHeaderTemplates,
   validateRouteMatches,
   type RequestVars,
-} from '../../src/router.js';
+} from '../../src/config/route-rules.js';
 
 type RouteInput = NonNullable<ConfigInput['routes']>[number];
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createRequire } from 'node:module';
-import { FrameTracker, goingAwayFrame } from '../../src/tunnel/ws-frames.js';
+import { FrameTracker, goingAwayFrame } from '../../src/wire/ws-frames.js';
 
 /** A frame as RFC 6455 §5.2 lays it out (payload of `len` bytes, masked when `mask` is given). */
 function frame(opcode: number, len: number, mask?: Buffer): Buffer {

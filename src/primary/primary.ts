@@ -6,32 +6,35 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindShared, chooseListenStrategy, defaultBacklog, type ListenStrategy, type SharedHandle } from './accept/listener.js';
-import { describeConflict, findListenConflict, parentOf } from './accept/port-owner.js';
-import { nativeStatus } from './native/addon.js';
-import { raiseFdLimit } from './fd-limit.js';
-import { ensureSelfSignedCertificates, loadCertificates } from './accept/tls.js';
-import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from './admin/server.js';
-import { formatErrors, loadConfig, resolveWorkers, type ConfigError } from './config/load.js';
-import { describeChanges, diffConfigs, equalValues, listenerKeys, planListeners, renderReloadMetrics, type ConfigChanges, type ReloadOutcome } from './config/reload.js';
-import type { Config } from './config/schema.js';
-import { controlPaths, otherRunning, removeControlFiles, writeOutcome, writePidFile, type ControlPaths } from './control.js';
-import { WORKER_ENV, isToPrimary, type ApplyMessage, type ListenerAssignment, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type WorkerStats } from './ipc.js';
-import { createLogger, type Logger } from './log.js';
-import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from './metrics.js';
-import { readsLoad } from './upstream/balancer.js';
-import { Discovery, type DiscoveryPlan } from './upstream/discovery.js';
-import { HealthChecker, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from './upstream/health.js';
-import type { TargetSpec } from './upstream/pool.js';
-import { StickyAggregate, hashHomes, type DiscoveredSets, type PinUpdate } from './upstream/sticky.js';
+import { bindShared, chooseListenStrategy, defaultBacklog, type ListenStrategy, type SharedHandle } from '../accept/listener.js';
+import { describeConflict, findListenConflict, parentOf } from '../accept/port-owner.js';
+import { nativeStatus } from '../native/addon.js';
+import { raiseFdLimit } from '../worker/fd-limit.js';
+import { ensureSelfSignedCertificates, loadCertificates } from '../accept/tls.js';
+import { startAdminServer, type AdminServer, type DrainResult, type StatusReport, type TargetHealthReport } from '../admin/server.js';
+import { formatErrors, loadConfig, resolveWorkers, type ConfigError } from '../config/load.js';
+import { describeChanges, diffConfigs, equalValues, listenerKeys, planListeners, renderReloadMetrics, type ConfigChanges, type ReloadOutcome } from '../config/reload.js';
+import type { Config } from '../config/schema.js';
+import { controlPaths, otherRunning, removeControlFiles, writeOutcome, writePidFile, type ControlPaths } from './state-files.js';
+import { WORKER_ENV, isToPrimary, type ApplyMessage, type ListenerAssignment, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type WorkerStats } from '../worker/ipc.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, type UpstreamLimitTotals } from '../core/metrics.js';
+import { readsLoad } from '../upstream/balancer.js';
+import { Discovery, type DiscoveryPlan } from '../upstream/discovery.js';
+import { HealthChecker, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from '../upstream/health.js';
+import type { TargetSpec } from '../upstream/pool.js';
+import { StickyAggregate, hashHomes, type DiscoveredSets, type PinUpdate } from '../upstream/sticky.js';
 
 export interface PrimaryOptions {
   configFile: string;
   config: Config;
   /** The YAML `config` was loaded from: what workers are given (they never read the file themselves). */
   configText: string;
-  /** Start the demo backends (src/demo.ts) before the workers; they stop with Portico. */
-  demo?: boolean;
+  /**
+   * Services to start before the workers and stop with Portico (`portico demo` passes the demo backends of
+   * cli/demo.ts); the primary knows nothing of what they are.
+   */
+  sidecars?: () => Promise<{ close(): Promise<void> }>;
   /**
    * A deliberate hand-over (the future upgrade feature sets it): the pid of the Portico primary this one takes
    * over from. Its sockets (its own and its workers') are not a conflict, and its pid file may be replaced.
@@ -40,7 +43,7 @@ export interface PrimaryOptions {
   handoverFrom?: number;
 }
 
-const WORKER_PATH = fileURLToPath(new URL('./worker.js', import.meta.url));
+const WORKER_PATH = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 /** Restart backoff: 100 ms doubling to 10 s; a worker that lived 30 s starts over at 100 ms. */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
@@ -150,7 +153,7 @@ class Primary {
   #served: Served;
   readonly #configFile: string;
   readonly #control: ControlPaths;
-  readonly #demo: boolean;
+  readonly #startSidecars: (() => Promise<{ close(): Promise<void> }>) | undefined;
   readonly #handoverFrom: number | undefined;
   #log: Logger;
   /** Built-in reusePort (Node >= 22.12), the addon's SO_REUSEPORT socket, else a handle shared by the primary. */
@@ -162,7 +165,7 @@ class Primary {
   #slots: Slot[] = [];
   #applySeq = 0;
   #admin: AdminServer | null = null;
-  #demoBackends: { close(): Promise<void> } | null = null;
+  #sidecars: { close(): Promise<void> } | null = null;
   /** Active health checkers, one per upstream that configures them. */
   #health = new Map<string, HealthChecker>();
   /** Open tunnels per hash key across workers, and the pins they cause (upstream/sticky.ts). */
@@ -183,7 +186,7 @@ class Primary {
   #plan: DiscoveryPlan | null = null;
   /** While a reload applies: upstreams whose discovered set changed, sent once it is over; else null. */
   #heldDiscovery: Set<string> | null = null;
-  /** Certificates, sockets, admin and demo exist (or failed): shutdown may finish only after this. */
+  /** Certificates, sockets, admin and sidecars exist (or failed): shutdown may finish only after this. */
   #prepared = false;
   #started = false;
   #stopping = false;
@@ -203,7 +206,7 @@ class Primary {
     this.#configFile = path.resolve(opts.configFile);
     this.#control = controlPaths(this.#configFile);
     this.#served = { generation: 1, config: opts.config, text: opts.configText, listeners: [] };
-    this.#demo = opts.demo === true;
+    this.#startSidecars = opts.sidecars;
     this.#handoverFrom = opts.handoverFrom;
     this.#log = createLogger(opts.config.log.level, { role: 'primary' });
   }
@@ -286,7 +289,7 @@ class Primary {
     return this.#served.listeners.map((l, i) => ({ address: l.address, port: l.port, tls: l.tls, backlog: configured[i]?.backlog ?? defaultBacklog() }));
   }
 
-  /** Everything that must exist before a worker starts: certificates, demo backends, sockets, admin. */
+  /** Everything that must exist before a worker starts: certificates, sidecars, sockets, admin. */
   async #prepare(): Promise<void> {
     const config = this.#config;
     const native = nativeStatus();
@@ -299,9 +302,8 @@ class Primary {
     for (const cert of await ensureSelfSignedCertificates(config)) this.#log.info({ cert }, 'generated a self-signed certificate');
     // Workers load the same files: fail here, once, with the file name, rather than in a restart loop.
     this.#checkCertificates(config);
-    if (this.#demo) {
-      const { startDemoBackends } = await import('./demo.js');
-      this.#demoBackends = await startDemoBackends();
+    if (this.#startSidecars !== undefined) {
+      this.#sidecars = await this.#startSidecars();
     }
     const { states } = await this.#prepareListeners(config, []);
     this.#served = { ...this.#served, listeners: states };
@@ -1075,7 +1077,7 @@ class Primary {
     if (this.#finishing) return;
     this.#finishing = true;
     try {
-      await Promise.all([this.#admin?.close(), this.#demoBackends?.close(), ...this.#served.listeners.map((l) => l.handle?.close())]);
+      await Promise.all([this.#admin?.close(), this.#sidecars?.close(), ...this.#served.listeners.map((l) => l.handle?.close())]);
       if (this.#started) await removeControlFiles(this.#control, process.pid);
     } catch (err) {
       this.#log.error({ err }, 'error while closing');

@@ -3,12 +3,12 @@
 // It borrows the client socket from its ClientSide (connection.ts) and never closes it; it owns the upstream
 // socket between acquire and release. Header rewriting rules (RFC 9110 §7.6) live here, in one place.
 import { createHash } from 'node:crypto';
-import type { ByteSocket } from '../native/io.js';
-import { ProxyError, type ErrorCode } from '../errors.js';
-import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from './head.js';
-import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../router.js';
+import type { ByteSocket } from '../core/socket.js';
+import { ProxyError, type ErrorCode } from '../core/errors.js';
+import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from '../wire/http-head.js';
+import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../route/router.js';
 import type { Target } from '../upstream/balancer.js';
-import { forwardedElement } from './forwarding.js';
+import { forwardedElement } from '../route/forwarding.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
 import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 

@@ -1,5 +1,5 @@
 // The `portico` command line: parses arguments, loads the config, and hands off. It has no logic of its own.
-// `check` and `reload` must start nothing, so process code (primary.ts) is imported only by `start` and `demo`.
+// `check` and `reload` must start nothing, so process code (primary/) is imported only by `start` and `demo`.
 // Exit codes: 0 ok, 1 bad config, refused reload or failure, 2 usage error.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -7,12 +7,12 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { formatErrors, loadConfig, resolveWorkers } from './config/load.js';
-import type { Config } from './config/schema.js';
-import { controlPaths, requestReload } from './control.js';
+import { formatErrors, loadConfig, resolveWorkers } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { controlPaths, requestReload } from '../primary/state-files.js';
 
-/** The package root: this file runs as dist/src/cli.js. */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The package root: this file runs as dist/src/cli/main.js. */
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const DEFAULT_CONFIG = path.join(ROOT, 'config', 'portico.yaml');
 /** How long `portico reload` waits for the running primary's verdict (workers apply in milliseconds). */
 const RELOAD_TIMEOUT_MS = 60_000;
@@ -32,7 +32,6 @@ options:
   -h, --help          show this text
 `;
 
-type RunPrimary = (opts: { configFile: string; config: Config; configText: string; demo?: boolean }) => Promise<void>;
 
 function usage(problem?: string): number {
   process.stderr.write(`${problem === undefined ? '' : `portico: ${problem}\n\n`}${USAGE}`);
@@ -103,11 +102,10 @@ async function run(args: string[], demo: boolean): Promise<number> {
   if (arg.kind === 'usage') return usage(arg.problem);
   const loaded = load(arg.file);
   if (loaded === undefined) return 1;
-  // A computed specifier keeps the compiler from tying the CLI build to primary.ts; the shape is checked below.
-  const specifier = './primary.js';
-  const mod = (await import(specifier)) as { runPrimary?: unknown };
-  if (typeof mod.runPrimary !== 'function') throw new Error('primary.js does not export runPrimary()');
-  await (mod.runPrimary as RunPrimary)({ configFile: arg.file.abs, config: loaded.config, configText: loaded.text, demo });
+  // Imported here, not at the top: `check` and `reload` load no process code.
+  const { runPrimary } = await import('../primary/primary.js');
+  const sidecars = demo ? async () => (await import('./demo.js')).startDemoBackends() : undefined;
+  await runPrimary({ configFile: arg.file.abs, config: loaded.config, configText: loaded.text, sidecars });
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // The client key of connection and rate limits: an IPv4 address as it is, an IPv6 address cut to its prefix
 // (default /64, what one host or one home network gets, so an attacker cannot rotate through the 2^64
 // addresses of its own network to multiply its limits). Pure; no sockets.
-import { addressWords } from '../accept/proxy-protocol.js';
+import { addressWords } from '../../wire/proxy-protocol.js';
 
 const WORDS = new Uint16Array(8);
 

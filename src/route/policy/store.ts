@@ -2,7 +2,7 @@
 // routes' rate limits (a route whose limit did not change keeps its tables, so its clients keep their buckets)
 // and one timer that flushes every refusal log once per `log.limit_interval`.
 import { createHash } from 'node:crypto';
-import type { Config, RateLimitConfig } from '../config/schema.js';
+import type { Config, RateLimitConfig } from '../../config/schema.js';
 import { ConnectionsPerClient } from './conn-limit.js';
 import { REFUSAL_LOG_KEYS, RefusalLog, type RefusalReport } from './refusal-log.js';
 import { Limit, RouteLimits, type LimitKind, type LimitReporter, type LimitSource } from './route-limits.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { createLogger } from './log.js';
+import { createLogger } from '../core/log.js';
 
 export interface DemoBackendOptions {
   /** Port of the HTTP app on 127.0.0.1 (default 9081; 0 picks a free one). */
@@ -247,7 +247,7 @@ function demoPage(headers: http.IncomingHttpHeaders, nonce: string): string {
 `;
 }
 
-// `node dist/src/demo.js` runs the backends alone (e.g. behind another proxy, to compare).
+// `node dist/src/cli/demo.js` runs the backends alone (e.g. behind another proxy, to compare).
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const log = createLogger('info', { component: 'demo' });
   const backends = await startDemoBackends();

@@ -2,7 +2,7 @@
 // Pure functions over bytes: no sockets, no allocation beyond the result, never throws on input (STYLE.md 7).
 // Also the body-framing scanner for chunked bodies: it finds where a message ends, it does not decode.
 // Ambiguity is rejected, never guessed: this file is where request smuggling is stopped.
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../core/errors.js';
 
 export interface HeadLimits {
   /** Max bytes of request line + headers + final CRLF (-> CLIENT_HEADERS_TOO_LARGE / 431). */

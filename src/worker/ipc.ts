@@ -1,10 +1,10 @@
 // The messages the primary and its workers exchange over the fork() IPC channel, as discriminated unions, and
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary.ts and worker.ts.
-import type { ConfigError } from './config/load.js';
-import { STATUS_CLASSES, type MetricsSnapshot } from './metrics.js';
-import type { PoolLimitStats, TargetSpec } from './upstream/pool.js';
-import type { PinUpdate, StickyChange } from './upstream/sticky.js';
+import type { ConfigError } from '../config/load.js';
+import { STATUS_CLASSES, type MetricsSnapshot } from '../core/metrics.js';
+import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';
+import type { PinUpdate, StickyChange } from '../upstream/sticky.js';
 
 /** Environment the primary sets for each worker it forks. */
 export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;

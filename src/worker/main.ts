@@ -4,30 +4,32 @@
 // accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
 import type { Server, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4, refuseClientHello } from './accept/l4.js';
-import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from './accept/listener.js';
-import { readPreface, type PrefaceResult } from './accept/preface.js';
-import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from './accept/proxy-protocol.js';
-import { createTlsServer } from './accept/tls.js';
-import { formatErrors, loadConfigText, type ConfigError } from './config/load.js';
-import type { Config, ListenerConfig } from './config/schema.js';
-import { ConnectionRegistry, handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from './connection.js';
-import { ProxyError } from './errors.js';
+import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
+import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from '../accept/listener.js';
+import { readPreface, type PrefaceResult } from '../accept/preface.js';
+import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
+import { createTlsServer } from '../accept/tls.js';
+import { formatErrors, loadConfigText, type ConfigError } from '../config/load.js';
+import type { Config, ListenerConfig } from '../config/schema.js';
+import { ConnectionRegistry } from '../core/registry.js';
+import { handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from '../http/connection.js';
+import { ProxyError } from '../core/errors.js';
 import { WORKER_ENV, isToWorker, type ApplyMessage, type TargetControl, type TargetLoad, type ToPrimary, type ToWorker, type UpstreamLimitStatus, type UpstreamTargetStatus, type WorkerStats } from './ipc.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type Logger } from '../core/log.js';
 import { readdirSync } from 'node:fs';
 import { FdBudget, raiseFdLimit, FD_RESERVE } from './fd-limit.js';
-import { native } from './native/addon.js';
-import { adoptNative, type ByteSocket } from './native/io.js';
-import { fdOf } from './tunnel/splice.js';
-import { Metrics, type RefusedReason } from './metrics.js';
-import { clientKey } from './policy/client-address.js';
-import { LimitStore, refusalLine } from './policy/store.js';
+import { native } from '../native/addon.js';
+import type { ByteSocket } from '../core/socket.js';
+import { adoptNative } from '../native/io.js';
+import { fdOf } from '../tunnel/splice.js';
+import { Metrics, type RefusedReason } from '../core/metrics.js';
+import { clientKey } from '../route/policy/client-address.js';
+import { LimitStore, refusalLine } from '../route/policy/store.js';
 import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from './runtime.js';
-import { readsLoad } from './upstream/balancer.js';
-import type { TargetSpec, UpstreamPool } from './upstream/pool.js';
-import { OpenKeys, PinTable } from './upstream/sticky.js';
-import { setStickySecret } from './upstream/hash-key.js';
+import { readsLoad } from '../upstream/balancer.js';
+import type { TargetSpec, UpstreamPool } from '../upstream/pool.js';
+import { OpenKeys, PinTable } from '../upstream/sticky.js';
+import { setStickySecret } from '../upstream/hash-key.js';
 
 /** Connections refused for lack of file descriptors are logged at most once per this period (with the count). */
 const FD_LOG_INTERVAL_MS = 10_000;
@@ -784,7 +786,7 @@ function closeStray(handle: unknown): void {
 
 function main(): void {
   if (process.send === undefined) {
-    process.stderr.write('portico: worker.js is started by the primary; run `portico start -c FILE`\n');
+    process.stderr.write('portico: worker/main.js is started by the primary; run `portico start -c FILE`\n');
     process.exit(2);
   }
   const id = Number(process.env[WORKER_ENV.id]);

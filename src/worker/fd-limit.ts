@@ -5,7 +5,7 @@
 // (it then accepts and closes connections itself, and Node reports nothing). Counting and the rate-limited log
 // line are the caller's (worker.ts); this module keeps no sockets.
 import { readFileSync } from 'node:fs';
-import { native } from './native/addon.js';
+import { native } from '../native/addon.js';
 
 /** Descriptors kept free: an accepted connection needs one more for its upstream, a request may need a few. */
 export const FD_RESERVE = 32;

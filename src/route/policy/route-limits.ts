@@ -3,9 +3,9 @@
 // `RouteLimits.check` after routing and before any upstream work; a route without limits has no entry
 // (store.ts builds them per config and keeps them across reloads).
 import { createHash } from 'node:crypto';
-import type { RateLimitConfig } from '../config/schema.js';
-import type { RequestHead } from '../http/head.js';
-import { compileKey, type KeyExtractor } from '../upstream/hash-key.js';
+import type { RateLimitConfig } from '../../config/schema.js';
+import type { RequestHead } from '../../wire/http-head.js';
+import { compileKey, type KeyExtractor } from '../../upstream/hash-key.js';
 import { RateTable } from './rate-limit.js';
 import { RefusalLog, type RefusalReport } from './refusal-log.js';
 

@@ -2,16 +2,16 @@
 // connections and L4 relays read. Built whole from a config, reusing the previous runtime's pools whose upstream
 // is unchanged, and never mutated: worker.ts swaps it on reload and retires the pools it left behind. Listening
 // sockets are not here (worker.ts keeps them across runtimes, so no connection is refused during a reload).
-import type { L4Context } from './accept/l4.js';
-import { sameUpstream } from './config/reload.js';
-import type { Config } from './config/schema.js';
-import type { ConnectionContext } from './connection.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import type { LimitStore } from './policy/store.js';
-import { Router } from './router.js';
-import { UpstreamPool, type PoolHooks } from './upstream/pool.js';
-import type { DiscoveredSets, OpenKeys, PinTable } from './upstream/sticky.js';
+import type { L4Context } from '../tunnel/l4.js';
+import { sameUpstream } from '../config/reload.js';
+import type { Config } from '../config/schema.js';
+import type { ConnectionContext } from '../http/connection.js';
+import type { Logger } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
+import type { LimitStore } from '../route/policy/store.js';
+import { Router } from '../route/router.js';
+import { UpstreamPool, type PoolHooks } from '../upstream/pool.js';
+import type { DiscoveredSets, OpenKeys, PinTable } from '../upstream/sticky.js';
 
 /** What outlives every runtime of a worker. */
 export interface RuntimeDeps {

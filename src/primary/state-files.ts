@@ -5,8 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ConfigError } from './config/load.js';
-import type { ReloadOutcome } from './config/reload.js';
+import type { ConfigError } from '../config/load.js';
+import type { ReloadOutcome } from '../config/reload.js';
 
 export interface ControlPaths {
   readonly dir: string;

@@ -1,11 +1,13 @@
 // Per-worker counters of the data path, a plain snapshot the primary sums over workers, and the Prometheus text
 // format. Counting allocates nothing (the data path calls it per request and per tunnel); text is built only
 // on a scrape. No I/O here: primary.ts collects snapshots over IPC and admin/server.ts serves the text.
-import type { PrefaceFailure } from './accept/preface.js';
 import type { ErrorCode } from './errors.js';
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** `proxy_*`: the PROXY header phase (missing, malformed, not complete in time); the rest: the ClientHello phase. */
+export type PrefaceFailure = 'proxy_missing' | 'proxy_invalid' | 'proxy_timeout' | 'not_tls' | 'client_hello_invalid' | 'timeout' | 'closed';
 
 /**
  * Why a listener closed a connection before routing it: a bad or missing preface, an untrusted PROXY sender, or

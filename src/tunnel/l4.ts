@@ -4,17 +4,17 @@
 // splice (or the JS relay).
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { Socket } from 'node:net';
-import type { ByteSocket } from '../native/io.js';
-import { ProxyError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import type { ConnectionRegistry, Tracked } from '../connection.js';
-import { Tunnel, type ClosedBy, type TunnelTimeouts } from '../tunnel/relay.js';
-import { SpliceTunnel, canSplice, concatBytes, drainReadable } from '../tunnel/splice.js';
+import type { ByteSocket, ClosedBy } from '../core/socket.js';
+import { ProxyError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
+import type { ConnectionRegistry, Tracked } from '../core/registry.js';
+import { Tunnel, type TunnelTimeouts } from './relay.js';
+import { SpliceTunnel, canSplice, concatBytes, drainReadable } from './splice.js';
 import type { Target } from '../upstream/balancer.js';
 import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
-import { TLS_ALERT, tlsFatalAlert } from './client-hello.js';
-import type { ProxyEndpoint } from './proxy-protocol.js';
+import { TLS_ALERT, tlsFatalAlert } from '../wire/client-hello.js';
+import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 
 export interface L4Request {
   readonly mode: 'tcp' | 'passthrough';
