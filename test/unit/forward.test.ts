@@ -28,7 +28,7 @@ function routeFor(routeCfg: Record<string, unknown>, path = '/', forwarding: Rec
     routes: [{ proxy: 'app', ...routeCfg }],
   });
   const d = new Router(config).route('example.test', 'GET', path);
-  assert.equal(d.kind, 'proxy');
+  assert.equal(d.kind, 'forward');
   return (d as { route: CompiledRoute }).route;
 }
 
