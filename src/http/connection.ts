@@ -1,25 +1,27 @@
 // The path of one client socket, from accept (or TLS handshake) to teardown: read and parse request heads,
-// route, forward or tunnel, keep-alive and pipelining, canned errors, one access-log line per request/tunnel.
-// It owns the client socket; upstream sockets are borrowed from pools. Imports nothing above it (worker.ts).
+// route (route/decide.ts), apply the route's policies, run the Decision's handler (forward, or a tunnel from a
+// valid 101: upgrade.ts), keep-alive and pipelining, canned errors, one access-log line per request
+// (access-log.ts). It owns the client socket; upstream sockets are borrowed from pools.
 // Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
-import type { ByteSocket, ClosedBy } from '../core/socket.js';
+import type { ByteSocket } from '../core/socket.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import type { Config } from '../config/schema.js';
 import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, type ErrorCode } from '../core/errors.js';
 import { Exchange, type ClientSide } from '../handlers/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from '../wire/http-head.js';
-import { isRefused, normalizePath } from '../wire/path.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
+import { decide, unhandledDecision } from '../route/decide.js';
+import { checkPolicies, type PolicyClient } from '../route/policy/index.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { Refusal, RouteLimits } from '../route/policy/route-limits.js';
 import type { LimitStore } from '../route/policy/store.js';
-import { listenerHost, type CompiledRoute, type RequestVars, type Router } from '../route/router.js';
-import { Tunnel } from '../tunnel/relay.js';
-import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { listenerHost, type ForwardDecision, type RequestVars, type Router, type TunnelDecision } from '../route/router.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
+import { logExchange, logRejected } from './access-log.js';
+import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -82,10 +84,7 @@ function headLimits(config: Config): HeadLimits {
   return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
 }
 
-/** RFC 9110 methods a reverse proxy route does not serve. */
-const REFUSED_METHODS: ReadonlySet<string> = new Set(['CONNECT']);
-
-class ClientConnection implements ClientSide, Tracked {
+class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner {
   readonly socket: ByteSocket;
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
@@ -99,12 +98,8 @@ class ClientConnection implements ClientSide, Tracked {
   /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
   #buf: Buffer | null = null;
   #ex: Exchange | null = null;
-  #tunnel: Tunnel | SpliceTunnel | null = null;
-  #tunnelRoute: CompiledRoute | null = null;
-  #tunnelEx: Exchange | null = null;
-  /** The tunnel's hash key as counted in ctx.sticky (sticky tunnels), to uncount at close. */
-  #stickyKey: { keys: OpenKeys; upstream: string; key: string; target: string } | null = null;
-  #remoteAddr: string;
+  #tunnel: UpgradedTunnel | null = null;
+  readonly remoteAddr: string;
   #proxied: ProxiedEnds | undefined;
   #upstreamClient: UpstreamClient | null = null;
   /** Pools that send PROXY headers this connection used: its idle sockets there are dropped when it ends. */
@@ -133,8 +128,8 @@ class ClientConnection implements ClientSide, Tracked {
     this.#limits = headLimits(ctx.config);
     this.#proxied = proxied;
     const ra = proxied?.source?.address ?? socket.remoteAddress ?? '';
-    this.#remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
-    this.vars = { remoteAddr: this.#remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port, trustedPeer: false };
+    this.remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
+    this.vars = { remoteAddr: this.remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port, trustedPeer: false };
     if (ctx.limits !== undefined && ctx.config.limits.connections_per_ip !== 'off' && !this.#countConnection(ctx.limits, ctx.config.limits.connections_per_ip)) {
       this.#state = 'closed';
       this.id = 0;
@@ -162,19 +157,20 @@ class ClientConnection implements ClientSide, Tracked {
     return max === 'off' ? Infinity : max;
   }
 
-  get #client(): string {
-    return (this.#clientKey ??= clientKey(this.#remoteAddr, this.ctx.config.limits.ipv6_prefix));
+  /** The client key of limits (policy/client-address.ts). */
+  get clientKey(): string {
+    return (this.#clientKey ??= clientKey(this.remoteAddr, this.ctx.config.limits.ipv6_prefix));
   }
 
   /** limits.connections_per_ip: counts this connection (released at its end), or refuses it (false). */
   #countConnection(store: LimitStore, max: number): boolean {
-    const key = this.#client;
+    const key = this.clientKey;
     if (store.connections.acquire(key, max)) {
       this.#counted = { store, key };
       return true;
     }
     this.ctx.metrics.connectionRefused('connections_per_ip');
-    store.connectionLog.refused(key, this.#remoteAddr, Date.now());
+    store.connectionLog.refused(key, this.remoteAddr, Date.now());
     return false;
   }
 
@@ -280,22 +276,33 @@ class ClientConnection implements ClientSide, Tracked {
     this.#refreshContext();
     this.#requests++;
     this.#deadline = 0;
-    if (REFUSED_METHODS.has(head.method)) {
-      this.#reject('CLIENT_METHOD_NOT_ALLOWED', `${head.method} is not served`, head);
-      return;
-    }
-    // routes match, and the upstream gets, the normalized path (src/http/path.ts); the log keeps the raw target
-    const path = normalizePath(head.path);
-    if (isRefused(path)) {
-      this.#reject('CLIENT_BAD_REQUEST', path.refused, head);
-      return;
-    }
-    head.path = path;
-    const d = this.ctx.router.route(head.host, head.method, path);
+    // routes match, and the upstream gets, the normalized path (wire/path.ts); the log keeps the raw target
+    const d = decide(this.ctx.router, head);
     if (d.kind === 'reject') {
-      this.#reject(d.code, 'no route', head);
+      this.#reject(d.code, d.reason, head);
       return;
     }
+    const maxBody = this.ctx.config.limits.body_size;
+    if (maxBody !== 'off' && head.contentLength > maxBody) {
+      this.#reject('CLIENT_BODY_TOO_LARGE', `Content-Length ${head.contentLength} over ${maxBody}`, head);
+      return;
+    }
+    // the route's policies (rate limits), before any handler runs
+    const refusal = checkPolicies(this.ctx.routeLimits, d, head, this);
+    if (refusal !== null) return this.#rateLimited(refusal);
+    switch (d.kind) {
+      case 'forward':
+      case 'tunnel':
+        this.#forward(d, head);
+        return;
+      default:
+        // a Decision kind without a case here does not compile (router.ts Decision says how to add one)
+        unhandledDecision(d);
+    }
+  }
+
+  /** Forward and tunnel decisions: an Exchange to the route's pool (a tunnel waits for a valid 101 in it). */
+  #forward(d: ForwardDecision | TunnelDecision, head: RequestHead): void {
     const route = d.route;
     const pool = this.ctx.pools.get(route.upstream);
     if (pool === undefined) {
@@ -303,23 +310,11 @@ class ClientConnection implements ClientSide, Tracked {
       return;
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
-    const maxBody = this.ctx.config.limits.body_size;
-    if (maxBody !== 'off' && head.contentLength > maxBody) {
-      this.#reject('CLIENT_BODY_TOO_LARGE', `Content-Length ${head.contentLength} over ${maxBody}`, head);
-      return;
-    }
-    // RFC 6455 §4.1: an opening handshake is an HTTP/1.1 GET; other Upgrade offers are dropped (hop-by-hop)
-    const tunnel = head.upgrade === 'websocket' && head.method === 'GET' && head.versionMinor === 1 && head.bodyKind === 'none';
-    const limits = this.ctx.routeLimits?.[route.index];
-    if (limits !== undefined) {
-      const refusal = limits.check(head, this.#client, this.#remoteAddr, tunnel, Date.now());
-      if (refusal !== null) return this.#rateLimited(refusal);
-    }
     const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
-    const trustedPeer = this.ctx.router.forwarding.trusts(this.#remoteAddr);
-    this.vars = { remoteAddr: this.#remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
+    const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
+    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
     if (!head.keepAlive) this.#closeAfter = true;
-    const ex = new Exchange(this, head, route, pool, tunnel);
+    const ex = new Exchange(this, head, route, pool, d.kind === 'tunnel');
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -404,59 +399,15 @@ class ClientConnection implements ClientSide, Tracked {
     // from here the tunnel owns both sockets; the registry entry goes when the tunnel reports its end
     const clientRest = this.#buf;
     this.#buf = null;
-    const t = ex.route.tunnel;
-    this.#tunnelRoute = ex.route;
-    this.#tunnelEx = ex;
-    const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
-    // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
-    // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
-    const spliced = canSplice(socket, upstream);
-    this.#tunnel = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
-    this.#registry.tunnelOpened();
-    this.ctx.metrics.tunnelOpened();
-    this.#countStickyKey(ex);
+    this.#tunnel = new UpgradedTunnel(this, this.#registry, this.ctx, ex, socket, upstream);
     this.#tunnel.start(clientRest, upstreamRest);
   }
 
-  /** A tunnel of a hash upstream holds its key on its target while open (upstream/sticky.ts). */
-  #countStickyKey(ex: Exchange): void {
-    const keys = this.ctx.sticky;
-    const balance = ex.pool.config.balance;
-    if (keys === undefined || ex.key === undefined || ex.target === null || typeof balance === 'string' || balance.policy !== 'hash') return;
-    const entry = { keys, upstream: ex.pool.name, key: ex.key, target: ex.target.id };
-    if (keys.opened(entry.upstream, entry.key, entry.target)) this.#stickyKey = entry;
-  }
-
-  #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
-    this.#registry.tunnelClosed();
+  /** The tunnel reported its end (upgrade.ts): the connection is gone. */
+  tunnelEnded(): void {
     this.#registry.delete(this);
     this.#releaseConnection();
-    const sticky = this.#stickyKey;
-    if (sticky !== null) {
-      this.#stickyKey = null;
-      sticky.keys.closed(sticky.upstream, sticky.key, sticky.target);
-    }
-    const ex = this.#tunnelEx!;
-    if (ex.target !== null) ex.target.active--;
-    this.ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
-    if (this.ctx.config.log.access) {
-      this.log.info(
-        {
-          mode: 'tunnel',
-          route: this.#tunnelRoute!.name,
-          upstream: ex.target?.id,
-          path: ex.head.target,
-          status: 101,
-          bytesIn: t.bytesUp,
-          bytesOut: t.bytesDown,
-          durationMs: Date.now() - t.startedAt,
-          closedBy: t.closedBy as ClosedBy,
-          spliced: t instanceof SpliceTunnel && t.spliced,
-        },
-        'tunnel',
-      );
-    }
-  };
+  }
 
   #onDrain = (): void => {
     this.#ex?.clientDrained();
@@ -510,9 +461,7 @@ class ClientConnection implements ClientSide, Tracked {
     this.#buf = null;
     const status = statusOf(code);
     this.ctx.metrics.request(status, 0, 0);
-    if (this.ctx.config.log.access) {
-      this.log.info({ mode: 'http', method: head?.method, path: head?.target, status, err: { code, message: reason } }, 'request');
-    }
+    if (this.ctx.config.log.access) logRejected(this.log, head, status, code, reason);
     this.#writeCanned(code);
   }
 
@@ -562,22 +511,7 @@ class ClientConnection implements ClientSide, Tracked {
   }
 
   #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
-    if (!this.ctx.config.log.access) return;
-    this.log.info(
-      {
-        mode: 'http',
-        route: ex.route.name,
-        upstream: ex.target?.id,
-        method: ex.head.method,
-        path: ex.head.target,
-        status,
-        bytesIn: ex.bytesIn,
-        bytesOut: ex.bytesOut,
-        durationMs: Date.now() - ex.startedAt,
-        err: err === undefined ? undefined : { code: err.code, message: err.message },
-      },
-      'request',
-    );
+    if (this.ctx.config.log.access) logExchange(this.log, ex, status, err);
   }
 
   /** Deadline checks, once per sweep. */
@@ -606,7 +540,7 @@ class ClientConnection implements ClientSide, Tracked {
         return;
       }
       case 'tunnel':
-        this.#tunnel?.checkIdle(now);
+        this.#tunnel?.relay.checkIdle(now);
         return;
       case 'closed':
         if (this.#deadline !== 0 && now >= this.#deadline) this.socket.destroy();
@@ -624,7 +558,7 @@ class ClientConnection implements ClientSide, Tracked {
 
   /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */
   forceClose(): void {
-    if (this.#tunnel !== null) this.#tunnel.shutdown();
+    if (this.#tunnel !== null) this.#tunnel.relay.shutdown();
     else this.#teardown();
   }
 }

@@ -1,6 +1,6 @@
 // Who may tell the backend where a request came from: the `forwarding` config compiled once per config into a
 // policy (trusted proxy CIDRs, X-Forwarded-For mode, RFC 7239 Forwarded on/off) and the Forwarded element
-// Portico adds. buildRequestHead (forward.ts) applies it; this file opens no sockets and reads no headers.
+// Portico adds. buildRequestHead (handlers/rewrite.ts) applies it; this file opens no sockets and reads no headers.
 import { createCidrMatcher } from '../wire/proxy-protocol.js';
 import type { Config } from '../config/schema.js';
 

@@ -52,10 +52,38 @@ export interface CompiledRoute {
   forwarding: ForwardingPolicy;
 }
 
-export type Decision =
-  | { kind: 'proxy'; route: CompiledRoute }
-  | { kind: 'reject'; code: ErrorCode };
+/** An HTTP request on a proxy route: forwarded to the route's upstream pool (handlers/forward.ts). */
+export interface ForwardDecision {
+  readonly kind: 'forward';
+  readonly route: CompiledRoute;
+}
 
+/** A WebSocket opening handshake on a proxy route: forwarded, then relayed as a tunnel once a valid 101 comes back. */
+export interface TunnelDecision {
+  readonly kind: 'tunnel';
+  readonly route: CompiledRoute;
+}
+
+/** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
+export interface RejectDecision {
+  readonly kind: 'reject';
+  readonly code: ErrorCode;
+  readonly reason: string;
+}
+
+/**
+ * What to do with one request: the typed hand-off from routing to a handler. The forward and tunnel decisions
+ * of a route are built once with the router; a request gets one of them, never a new object.
+ * Adding a kind (terminate, fastcgi, static, redirect...): add its interface here with `route` and what the
+ * handler needs precomputed, build it once per route in the Router constructor (or in decide.ts from the
+ * head), write its handler under handlers/, and add its case to the switch in http/connection.ts `#dispatch`,
+ * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
+ * to every routed kind. No kind without something that produces it.
+ */
+export type Decision = ForwardDecision | TunnelDecision | RejectDecision;
+
+/** A decision that names a route (every kind but reject): what policies and handlers get. */
+export type RoutedDecision = Exclude<Decision, RejectDecision>;
 
 
 function compileHeaderOps(ops: RouteConfig['request_headers']): CompiledHeaderOps {
@@ -70,12 +98,11 @@ function compileHeaderOps(ops: RouteConfig['request_headers']): CompiledHeaderOp
 // ---------------------------------------------------------------------------------------------------------
 // Matching tables
 
-type ProxyDecision = { readonly kind: 'proxy'; readonly route: CompiledRoute };
-
-/** One route under one path condition; `methods` undefined = any method. */
+/** One route under one path condition; `methods` undefined = any method. Its decisions are built once. */
 interface Candidate {
   readonly methods: ReadonlySet<string> | undefined;
-  readonly decision: ProxyDecision;
+  readonly forward: ForwardDecision;
+  readonly tunnel: TunnelDecision;
   readonly index: number;
 }
 
@@ -86,10 +113,10 @@ function tieOrder(a: Candidate, b: Candidate): number {
   return am - bm || a.index - b.index;
 }
 
-function pick(candidates: readonly Candidate[], method: string): ProxyDecision | undefined {
+function pick(candidates: readonly Candidate[], method: string): Candidate | undefined {
   for (let i = 0; i < candidates.length; i++) {
     const c = candidates[i];
-    if (c.methods === undefined || c.methods.has(method)) return c.decision;
+    if (c.methods === undefined || c.methods.has(method)) return c;
   }
   return undefined;
 }
@@ -145,8 +172,8 @@ class PathTable {
     this.#prefixes = this.#prefixes.sort((a, b) => b.prefix.length - a.prefix.length);
   }
 
-  match(method: string, path: string): ProxyDecision | undefined {
-    let d: ProxyDecision | undefined;
+  match(method: string, path: string): Candidate | undefined {
+    let d: Candidate | undefined;
     if (this.#exact.size > 0) {
       const list = this.#exact.get(path);
       if (list !== undefined && (d = pick(list, method)) !== undefined) return d;
@@ -173,7 +200,7 @@ interface WildcardEntry {
   readonly table: PathTable;
 }
 
-const NOT_FOUND: Decision = Object.freeze({ kind: 'reject', code: 'ROUTE_NOT_FOUND' });
+const NOT_FOUND: RejectDecision = Object.freeze({ kind: 'reject', code: 'ROUTE_NOT_FOUND', reason: 'no route' });
 
 export class Router {
   /** Compiled routes in file order. */
@@ -207,7 +234,8 @@ export class Router {
       routes.push(route);
       const candidate: Candidate = {
         methods: r.match.method === undefined ? undefined : new Set(r.match.method),
-        decision: Object.freeze({ kind: 'proxy', route }),
+        forward: Object.freeze({ kind: 'forward', route }),
+        tunnel: Object.freeze({ kind: 'tunnel', route }),
         index,
       };
       if (r.match.host === undefined) {
@@ -236,21 +264,24 @@ export class Router {
     this.routes = Object.freeze(routes);
   }
 
-  /** host: lower-cased, no port (undefined when the request has none); path: without query. */
-  route(host: string | undefined, method: string, path: string): Decision {
-    let d: Decision | undefined;
+  /**
+   * host: lower-cased, no port (undefined when the request has none); path: without query. `handshake`: the
+   * request is a WebSocket opening handshake (decide.ts says which are), so a matching route tunnels it.
+   */
+  route(host: string | undefined, method: string, path: string, handshake = false): Decision {
+    let c: Candidate | undefined;
     if (host !== undefined && host.length > 0) {
       // "example.com." names the same host as "example.com" (absolute DNS form); rare, so the slice is fine.
       if (host.charCodeAt(host.length - 1) === 46 /* . */) host = host.slice(0, -1);
       const exact = this.#exactHosts.get(host);
-      if (exact !== undefined && (d = exact.match(method, path)) !== undefined) return d;
+      if (exact !== undefined && (c = exact.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
       const wildcards = this.#wildcards;
       for (let i = 0; i < wildcards.length; i++) {
         const w = wildcards[i];
-        if (host.length > w.suffix.length && host.endsWith(w.suffix) && (d = w.table.match(method, path)) !== undefined) return d;
+        if (host.length > w.suffix.length && host.endsWith(w.suffix) && (c = w.table.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
       }
     }
-    if (this.#anyHost !== undefined && (d = this.#anyHost.match(method, path)) !== undefined) return d;
+    if (this.#anyHost !== undefined && (c = this.#anyHost.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
     return NOT_FOUND;
   }
 }

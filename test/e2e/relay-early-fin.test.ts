@@ -11,7 +11,7 @@ import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.j
 import type { ByteSocket } from '../../src/core/socket.js';
 import { adoptNative, connectNative, nativeIoAvailable } from '../../src/native/io.js';
 import { request } from '../helpers/clients.js';
-import { websocketAccept } from '../../src/handlers/forward.js';
+import { websocketAccept } from '../../src/handlers/rewrite.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
 
 type Make = (client: ByteSocket, upstream: ByteSocket, onClose: () => void) => { start(c: Buffer | null, u: Buffer | null): void };

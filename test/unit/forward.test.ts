@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema } from '../../src/config/schema.js';
-import { buildRequestHead, buildResponseHead, websocketAccept, headerValue } from '../../src/handlers/forward.js';
+import { buildRequestHead, buildResponseHead, websocketAccept, headerValue } from '../../src/handlers/rewrite.js';
 import { parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from '../../src/wire/http-head.js';
 import { Router, type CompiledRoute, type RequestVars } from '../../src/route/router.js';
 
@@ -28,7 +28,7 @@ function routeFor(routeCfg: Record<string, unknown>, path = '/', forwarding: Rec
     routes: [{ proxy: 'app', ...routeCfg }],
   });
   const d = new Router(config).route('example.test', 'GET', path);
-  assert.equal(d.kind, 'proxy');
+  assert.equal(d.kind, 'forward');
   return (d as { route: CompiledRoute }).route;
 }
 

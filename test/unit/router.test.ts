@@ -4,6 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import { Router, listenerHost, stripTarget } from '../../src/route/router.js';
+import { decide } from '../../src/route/decide.js';
+import { parseRequestHead, type RequestHead } from '../../src/wire/http-head.js';
 import {
   RouterConfigError,
   compileHeaderTemplate,
@@ -24,7 +26,7 @@ function config(routes: RouteInput[], extra: Partial<ConfigInput> = {}): Config 
 /** The matched route's name, or the reject code. */
 function hit(router: Router, host: string | undefined, method: string, path: string): string {
   const d = router.route(host, method, path);
-  return d.kind === 'proxy' ? d.route.name : d.code;
+  return d.kind === 'forward' ? d.route.name : d.kind === 'reject' ? d.code : d.kind;
 }
 
 /** The seed scenario (shared/contract/seed.yaml), inline so this test needs no fixture file. */
@@ -51,7 +53,7 @@ test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomc
   const router = new Router(configSchema.parse(SEED));
   const upstream = (host: string | undefined, path: string): string => {
     const d = router.route(host, 'GET', path);
-    return d.kind === 'proxy' ? d.route.upstream : d.code;
+    return d.kind === 'forward' ? d.route.upstream : d.kind === 'reject' ? d.code : d.kind;
   };
   assert.equal(upstream('localhost', '/wss'), 'chat');
   assert.equal(upstream(undefined, '/wss/room/1'), 'chat');
@@ -66,8 +68,8 @@ test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomc
   assert.equal(upstream('localhost', '/'), 'ROUTE_NOT_FOUND');
 
   const tomcat = router.route('localhost', 'GET', '/Tomcat/x');
-  assert.equal(tomcat.kind, 'proxy');
-  if (tomcat.kind !== 'proxy') return;
+  assert.equal(tomcat.kind, 'forward');
+  if (tomcat.kind !== 'forward') return;
   assert.equal(tomcat.route.name, 'routes[1]');
   assert.equal(tomcat.route.stripPrefix, '');
   assert.deepEqual(tomcat.route.requestHeaders.set.map((h) => [h.name, h.lower, h.render(VARS)]), [['X-Real-IP', 'x-real-ip', '203.0.113.7']]);
@@ -173,10 +175,10 @@ test('ties on the same exact path or regex: method-specific first, then file ord
 
 test('no matching route -> reject ROUTE_NOT_FOUND; an empty route list rejects everything', () => {
   const router = new Router(config([{ match: { host: 'only.test', path: '/api', method: ['GET'] }, proxy: 'a' }]));
-  assert.deepEqual(router.route('only.test', 'GET', '/'), { kind: 'reject', code: 'ROUTE_NOT_FOUND' });
-  assert.deepEqual(router.route('only.test', 'POST', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND' });
-  assert.deepEqual(router.route('else.test', 'GET', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND' });
-  assert.deepEqual(router.route(undefined, 'GET', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND' });
+  assert.deepEqual(router.route('only.test', 'GET', '/'), { kind: 'reject', code: 'ROUTE_NOT_FOUND', reason: 'no route' });
+  assert.deepEqual(router.route('only.test', 'POST', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND', reason: 'no route' });
+  assert.deepEqual(router.route('else.test', 'GET', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND', reason: 'no route' });
+  assert.deepEqual(router.route(undefined, 'GET', '/api'), { kind: 'reject', code: 'ROUTE_NOT_FOUND', reason: 'no route' });
   assert.equal(hit(new Router(config([])), 'x.test', 'GET', '/'), 'ROUTE_NOT_FOUND');
 });
 
@@ -199,8 +201,8 @@ test('strip prefix: the matched prefix without its trailing slash, only for path
   );
   const strip = (path: string): string => {
     const d = router.route(undefined, 'GET', path);
-    assert.equal(d.kind, 'proxy');
-    return d.kind === 'proxy' ? d.route.stripPrefix : '';
+    assert.equal(d.kind, 'forward');
+    return d.kind === 'forward' ? d.route.stripPrefix : '';
   };
   assert.equal(strip('/api/x'), '/api');
   assert.equal(strip('/static/a.css'), '/static');
@@ -268,8 +270,8 @@ test('header ops: remove names are lower-cased; set keeps the written name and a
     ]),
   );
   const d = router.route(undefined, 'GET', '/');
-  assert.equal(d.kind, 'proxy');
-  if (d.kind !== 'proxy') return;
+  assert.equal(d.kind, 'forward');
+  if (d.kind !== 'forward') return;
   assert.deepEqual([...d.route.requestHeaders.remove], ['x-secret', 'cookie']);
   assert.deepEqual([...d.route.responseHeaders.remove], ['server']);
   assert.deepEqual(d.route.requestHeaders.set.map((h) => [h.name, h.lower, h.render(VARS)]), [['X-Forwarded-Host', 'x-forwarded-host', 'example.test']]);
@@ -288,7 +290,7 @@ test('tunnel timeouts: a route overrides the config default', () => {
   );
   const tunnelOf = (path: string): unknown => {
     const d = router.route(undefined, 'GET', path);
-    return d.kind === 'proxy' ? d.route.tunnel : undefined;
+    return d.kind === 'forward' ? d.route.tunnel : undefined;
   };
   assert.deepEqual(tunnelOf('/own'), { idle_timeout: 300_000, max_lifetime: 0 });
   assert.deepEqual(tunnelOf('/x'), { idle_timeout: 0, max_lifetime: 3_600_000 });
@@ -341,4 +343,35 @@ test('listenerHost: the $host of a request without a host is the address reached
   assert.equal(listenerHost('::ffff:10.0.0.1'), '10.0.0.1');
   assert.equal(listenerHost('::1'), '[::1]');
   assert.equal(listenerHost(undefined), '');
+});
+
+/** A parsed request head, for decide(). */
+function head(text: string): RequestHead {
+  const r = parseRequestHead(Buffer.from(text, 'latin1'), { headerSize: 8192, uriSize: 4096, headers: 100 });
+  assert.equal(r.kind, 'done');
+  return (r as { head: RequestHead }).head;
+}
+
+test('decide: a WebSocket handshake on a route is a tunnel, other requests forward; both decisions are built once per route', () => {
+  const router = new Router(config([{ name: 'ws', match: { path: '/ws' }, proxy: 'a' }]));
+  const ws = 'Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+  const t1 = decide(router, head(`GET /ws HTTP/1.1\r\n${ws}`));
+  const t2 = decide(router, head(`GET /ws/room HTTP/1.1\r\n${ws}`));
+  assert.equal(t1.kind, 'tunnel');
+  assert.equal(t1, t2, 'the same precomputed object for every handshake on the route');
+  assert.equal(t1.kind === 'tunnel' ? t1.route.name : '', 'ws');
+  const f = decide(router, head('GET /ws HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.equal(f.kind, 'forward');
+  assert.equal(f, router.route('x', 'GET', '/ws'));
+  // RFC 6455 §4.1: only an HTTP/1.1 GET without a body opens a tunnel; other Upgrade offers are forwarded
+  assert.equal(decide(router, head(`POST /ws HTTP/1.1\r\nContent-Length: 0\r\n${ws}`)).kind, 'forward');
+  assert.equal(decide(router, head(`GET /ws HTTP/1.0\r\n${ws}`)).kind, 'forward');
+  assert.equal(decide(router, head('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n')).kind, 'forward');
+  // refused before routing: a CONNECT, a path that does not normalize, no route
+  const c = decide(router, head('CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n'));
+  assert.deepEqual(c.kind === 'reject' ? [c.code, c.reason] : c.kind, ['CLIENT_METHOD_NOT_ALLOWED', 'CONNECT is not served']);
+  const bad = decide(router, head('GET /ws/%2e%2e/%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.equal(bad.kind === 'reject' ? bad.code : bad.kind, 'CLIENT_BAD_REQUEST');
+  const none = decide(router, head('GET /other HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.deepEqual(none.kind === 'reject' ? [none.code, none.reason] : none.kind, ['ROUTE_NOT_FOUND', 'no route']);
 });

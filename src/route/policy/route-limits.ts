@@ -1,6 +1,6 @@
 // The rate limits of one route: its bucket tables (requests, WebSocket handshakes), how a request's key is
-// found, and the refusal logs. The connection checks a request with
-// `RouteLimits.check` after routing and before any upstream work; a route without limits has no entry
+// found, and the refusal logs. A request is checked with `RouteLimits.check` (through checkPolicies, index.ts)
+// after routing and before any upstream work; a route without limits has no entry
 // (store.ts builds them per config and keeps them across reloads).
 import { createHash } from 'node:crypto';
 import type { RateLimitConfig } from '../../config/schema.js';
