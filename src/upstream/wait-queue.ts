@@ -15,7 +15,7 @@ export interface Waiter {
   done: boolean;
 }
 
-/** The queue part of a target's slot: waiters from `waitHead` on (entries before it are served; compacted now and then). */
+/** A target slot's queue: waiters from `waitHead` on (entries before it are served; compacted now and then). */
 export interface WaitQueue {
   waiters: Waiter[];
   waitHead: number;
