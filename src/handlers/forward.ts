@@ -6,9 +6,9 @@ import type { ByteSocket } from '../core/socket.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from '../wire/http-head.js';
 import type { CompiledRoute, RequestVars } from '../route/router.js';
-import type { Target } from '../upstream/balancer.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
-import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -57,16 +57,21 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
 }
 
 /**
- * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
- * socket events; reports back exactly once through ClientSide (done, failed or upgraded).
+ * HTTP retries (attempt.ts): within `retries.max` and the upstream's retry budget; with no target left, the last
+ * failure answers.
  */
-export class Exchange {
+const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error' });
+
+/**
+ * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
+ * socket events; reports back exactly once through ClientSide (done, failed or upgraded). Picking, acquiring
+ * and retrying before the request reached a target is UpstreamAttempt's loop (start()).
+ */
+export class Exchange extends UpstreamAttempt {
   readonly head: RequestHead;
   readonly route: CompiledRoute;
-  readonly pool: UpstreamPool;
   readonly tunnel: boolean;
   readonly startedAt: number;
-  target: Target | null = null;
   status = 0;
   /** Bytes of the response written to the client (head included). */
   bytesOut = 0;
@@ -80,19 +85,9 @@ export class Exchange {
   deadline = 0;
   deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
 
-  /** Balancing key of hash and cookie policies (undefined for the others, or when the request has none). */
-  readonly key: string | undefined;
   #client: ClientSide;
   #upstream: ByteSocket | null = null;
   #reused = false;
-  /** Retries so far (connect failures and stale sockets alike), bounded by `retries.max` and the pool's budget. */
-  #retries = 0;
-  #tried: Set<Target> | null = null;
-  /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
-  #waitUntil = 0;
-  #attempts = 0;
-  /** Withdraws a pending acquire from the pool's wait queue when the exchange ends first. */
-  #cancelAcquire: CancelAcquire | null = null;
   #phase: Phase = 'connecting';
   #finished = false;
   // request body framing
@@ -123,10 +118,11 @@ export class Exchange {
   #continued = false;
 
   constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
+    const key = keyOf(pool);
+    super(pool, key === null ? undefined : key(head, client.vars.remoteAddr), HTTP_RETRIES);
     this.#client = client;
     this.head = head;
     this.route = route;
-    this.pool = pool;
     this.tunnel = tunnel;
     this.startedAt = Date.now();
     this.#timeouts = pool.config.timeouts;
@@ -134,8 +130,6 @@ export class Exchange {
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
     this.#requestComplete = head.bodyKind === 'none' || (head.bodyKind === 'length' && head.contentLength === 0);
     this.#maxBody = client.maxBodySize;
-    const key = keyOf(pool);
-    this.key = key === null ? undefined : key(head, client.vars.remoteAddr);
   }
 
   /** Set-Cookie value for cookie stickiness when the client's cookie does not name the chosen target. */
@@ -147,54 +141,21 @@ export class Exchange {
     return this.#requestComplete;
   }
 
-  /**
-   * Picks a target and connects; the first step and every retry. `fallback`: the target to ask again when no
-   * other one can be picked (see #upstreamGone).
-   */
-  start(fallback?: Target): void {
-    const target = this.pool.balancer.pickFor(this.key, this.#tried ?? undefined) ?? fallback;
-    if (target === undefined) {
-      this.#fail(this.#attempts === 0 ? new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream "${this.pool.name}"`) : this.#lastError ?? new ProxyError('UPSTREAM_UNAVAILABLE', 'all targets failed'));
-      return;
-    }
-    if (this.#attempts === 0) this.pool.countRequest();
-    this.#attempts++;
-    this.target = target;
-    target.active++;
-    this.#phase = 'connecting';
-    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.#upstreamClient());
+  protected get attemptOver(): boolean {
+    return this.#finished;
+  }
+
+  protected giveUp(err: ProxyError): void {
+    this.#fail(err);
   }
 
   /** The client for a PROXY-sending pool (a pooled socket then serves this client connection only); else none. */
-  #upstreamClient(): UpstreamClient | undefined {
+  protected upstreamClient(): UpstreamClient | undefined {
     return this.pool.sendsProxyHeader ? this.#client.upstreamClient : undefined;
   }
 
-  /** A retry within the per-request bound and the upstream's retry budget (asked only when the bound allows). */
-  #mayRetry(): boolean {
-    if (this.#retries >= this.pool.config.retries.max || !this.pool.allowRetry()) return false;
-    this.#retries++;
-    return true;
-  }
-  #lastError: ProxyError | null = null;
-
-  #onAcquired = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number): void => {
-    this.#cancelAcquire = null;
-    if (this.#finished) {
-      // unreachable while abort/#fail cancel the acquire first (the pool then keeps the socket); never leave
-      // a socket without an owner
-      socket?.destroy();
-      return;
-    }
-    if (err?.code === 'UPSTREAM_TARGET_GONE') {
-      this.#moveOn(err, waitUntil ?? 0);
-      return;
-    }
-    this.#waitUntil = 0; // the wait is over (a socket, or a failure whose retry waits afresh)
-    if (err !== null || socket === null) {
-      this.#retryOrFail(err ?? new ProxyError('UPSTREAM_CONNECT_ERROR', 'no socket'));
-      return;
-    }
+  /** A socket to the target: send the head (and any body that came early), then wait for the response head. */
+  protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
     Exchange.#adopt(socket as OwnedSocket, this);
@@ -218,7 +179,7 @@ export class Exchange {
       this.#upstreamPausedClient = !ok;
       this.#client.setBodyPaused(!ok);
     }
-  };
+  }
 
   /**
    * The response head deadline, from now: armed once the request was sent whole, or while an `Expect:
@@ -232,37 +193,6 @@ export class Exchange {
 
   get #awaitingContinue(): boolean {
     return this.head.expectContinue && !this.#bodyStarted && !this.#continued;
-  }
-
-  /**
-   * The target left rotation before this request got a socket (nothing was sent): pick another one, keeping
-   * the queue wait already begun. Not a retry (no budget spent) and not the target's failure; bounded, since
-   * the target joins the tried set. None left: the error answers 503.
-   */
-  #moveOn(err: ProxyError, waitUntil: number): void {
-    this.#waitUntil = waitUntil;
-    this.#leaveTarget(err);
-    this.start();
-  }
-
-  #retryOrFail(err: ProxyError): void {
-    this.#leaveTarget(err);
-    if (err.retryable && !this.#finished && this.#mayRetry()) {
-      this.start();
-      return;
-    }
-    this.#fail(err);
-  }
-
-  /** Nothing of this request reached the target (`err` says why): it is tried no more and no longer counted on it. */
-  #leaveTarget(err: ProxyError): void {
-    this.#lastError = err;
-    const t = this.target;
-    if (t !== null) {
-      t.active--;
-      (this.#tried ??= new Set()).add(t);
-    }
-    this.target = null;
   }
 
   /**
@@ -589,13 +519,14 @@ export class Exchange {
     const up = this.#detachUpstream();
     up.destroy();
     const nothingToClient = this.#phase === 'waiting' && !this.responseStarted && this.bytesOut === 0;
-    if (nothingToClient && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.#mayRetry()) {
+    if (nothingToClient && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
       const target = this.target!;
       const stale = this.#reused;
       if (!stale) this.pool.reportFailure(target, err.code);
-      this.#leaveTarget(err);
+      this.leaveTarget(err);
       this.#resBuf = null; // a partial response head from the socket that died
       this.deadline = 0;
+      this.#phase = 'connecting';
       this.start(stale ? target : undefined);
       return;
     }
@@ -646,19 +577,11 @@ export class Exchange {
     if (this.#finished) return;
     this.#finished = true;
     this.errorCode = err.code;
-    this.#withdraw();
+    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {
       this.target.active--;
       this.target = null;
-    }
-  }
-
-  /** Leaves the pool's wait queue, if the exchange is waiting there. */
-  #withdraw(): void {
-    if (this.#cancelAcquire !== null) {
-      this.#cancelAcquire();
-      this.#cancelAcquire = null;
     }
   }
 
@@ -667,7 +590,7 @@ export class Exchange {
     this.#finished = true;
     this.#phase = 'done';
     this.errorCode = err.code;
-    this.#withdraw();
+    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {
       this.target.active--;

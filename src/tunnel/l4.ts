@@ -12,7 +12,8 @@ import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import { Tunnel, type TunnelTimeouts } from './relay.js';
 import { SpliceTunnel, canSplice, concatBytes, drainReadable } from './splice.js';
 import type { Target } from '../upstream/balancer.js';
-import type { CancelAcquire, UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { TLS_ALERT, tlsFatalAlert } from '../wire/client-hello.js';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 
@@ -46,19 +47,21 @@ export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, regist
   new L4Connection(client, req, ctx, registry);
 }
 
-class L4Connection implements Tracked {
+/**
+ * L4 retries (attempt.ts): nothing was sent, so every target may be tried once, outside `retries.max` and the
+ * retry budget; with no target left, UPSTREAM_UNAVAILABLE.
+ */
+const L4_RETRIES: AttemptRules = Object.freeze({ retry: 'untried', noneLeft: 'unavailable' });
+
+class L4Connection extends UpstreamAttempt implements Tracked {
   readonly #client: Socket;
   readonly #req: L4Request;
   readonly #ctx: L4Context;
   readonly #registry: ConnectionRegistry;
   readonly #id: number;
   readonly #startedAt = Date.now();
-  readonly #tried = new Set<Target>();
-  /** End of a queue wait begun on a target that left rotation (pool clock); 0 = none. */
-  #waitUntil = 0;
+  /** The target the tunnel runs to (for the log and its `active` count); null before the tunnel. */
   #target: Target | null = null;
-  /** The acquire in progress and its target: a client gone meanwhile cancels it (the pool keeps the socket). */
-  #pending: { target: Target; cancel: CancelAcquire } | null = null;
   #tunnel: Tunnel | SpliceTunnel | null = null;
   /** The client closed or reset before a tunnel existed. */
   #clientGone = false;
@@ -66,6 +69,7 @@ class L4Connection implements Tracked {
   #failed = false;
 
   constructor(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry) {
+    super(req.pool, undefined, L4_RETRIES);
     this.#client = client;
     this.#req = req;
     this.#ctx = ctx;
@@ -76,48 +80,32 @@ class L4Connection implements Tracked {
     client.on('error', this.#onClientGone);
     client.on('close', this.#onClientGone);
     ctx.metrics.tunnelOpened();
-    this.#connect();
+    this.start();
   }
 
-  #connect(): void {
-    const pool = this.#req.pool;
-    const target = pool.balancer.pick(this.#tried);
-    if (target === undefined) {
-      this.#fail(new ProxyError('UPSTREAM_UNAVAILABLE', `no available target in upstream ${pool.name}`));
+  protected get attemptOver(): boolean {
+    return this.#clientGone || this.#failed;
+  }
+
+  // an L4 connection is its own client (a unique key): no pooled socket is ever another connection's
+  protected upstreamClient(): UpstreamClient {
+    return { key: `l4#${this.#id}`, source: this.#req.source, destination: this.#req.destination };
+  }
+
+  protected giveUp(err: ProxyError): void {
+    this.#fail(this.#clientGone ? clientClosed() : err);
+  }
+
+  protected connected(upstream: ByteSocket, reused: boolean): void {
+    const target = this.target!;
+    if (reused) {
+      target.active--;
+      this.pool.release(target, upstream, false);
+      // the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
+      this.#fail(new ProxyError('INTERNAL', `upstream ${this.pool.name} handed a kept-alive HTTP socket to an L4 connection`));
       return;
     }
-    this.#tried.add(target);
-    target.active++;
-    // an L4 connection is its own client (a unique key): no pooled socket is ever another connection's
-    const client: UpstreamClient = { key: `l4#${this.#id}`, source: this.#req.source, destination: this.#req.destination };
-    const cancel = pool.acquire(
-      target,
-      (err, upstream, reused, waitUntil) => {
-        this.#pending = null;
-        if (err !== null || upstream === null) {
-          target.active--;
-          const error = err ?? new ProxyError('INTERNAL', 'acquire gave neither socket nor error');
-          // a target that left rotation while we waited for it: the next one gets the rest of the wait
-          const moved = error.code === 'UPSTREAM_TARGET_GONE';
-          this.#waitUntil = moved ? (waitUntil ?? 0) : 0;
-          // nothing reached this target: another one may take the connection (pick() skips the tried ones)
-          if (!this.#clientGone && !this.#failed && error.retryable && (moved || this.#tried.size < pool.targets.length)) this.#connect();
-          else this.#fail(this.#clientGone ? clientClosed() : error);
-          return;
-        }
-        if (reused || this.#clientGone || this.#failed) {
-          target.active--;
-          pool.release(target, upstream, false);
-          // reused: the config keeps L4 upstreams apart from HTTP routes, so a kept-alive socket means a bug
-          this.#fail(this.#clientGone ? clientClosed() : new ProxyError('INTERNAL', `upstream ${pool.name} handed a kept-alive HTTP socket to an L4 connection`));
-          return;
-        }
-        this.#start(target, upstream);
-      },
-      this.#waitUntil,
-      client,
-    );
-    this.#pending = { target, cancel };
+    this.#start(target, upstream);
   }
 
   #start(target: Target, upstream: ByteSocket): void {
@@ -137,19 +125,17 @@ class L4Connection implements Tracked {
   #onClientGone = (): void => {
     this.#clientGone = true;
     // no tunnel yet: end now rather than when the connect completes (#fail withdraws the acquire)
-    if (this.#pending !== null) this.#fail(clientClosed());
+    if (this.acquiring) this.#fail(clientClosed());
   };
 
   /** Before any tunnel: the client is closed, the connection logged with the error. */
   #fail(err: ProxyError): void {
     if (this.#failed) return;
     this.#failed = true;
-    const pending = this.#pending;
-    if (pending !== null) {
+    if (this.acquiring) {
       // the pool keeps a socket made for it: nothing here owns one yet
-      this.#pending = null;
-      pending.cancel();
-      pending.target.active--;
+      this.withdrawAcquire();
+      this.target!.active--;
     }
     const client = this.#client;
     client.off('error', this.#onClientGone);

@@ -6,148 +6,28 @@
 // retires a pool (in-flight work finishes, nothing is kept idle) and may hand its per-target state to its
 // successor. It never reads or writes application bytes (the one thing it writes is the PROXY header an upstream
 // with send_proxy_protocol gets at the start of each connection), and never resolves names.
-import { connect } from 'node:net';
-import { buildProxyV1, buildProxyV2, type ProxyEndpoint } from '../wire/proxy-protocol.js';
+// UpstreamPool is the façade: acquire/release/cancel, the wait queue's service and bounds, tunnels, retire and
+// passive health live here; per-target state is target-slot.ts, connecting upstream-connect.ts, the target set
+// target-set.ts, availability availability.ts, /status rows pool-stats.ts.
 import type { ByteSocket } from '../core/socket.js';
-import { connectNative } from '../native/io.js';
 import type { UpstreamConfig } from '../config/schema.js';
-import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
+import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
 import { PassiveWindow } from './health.js';
-import { RetryBudget, type RetryBudgetStats } from './retry-budget.js';
+import { RetryBudget } from './retry-budget.js';
+import { AcquireRequest, NOT_QUEUED, UNKNOWN_CLIENT, type AcquireCallback, type CancelAcquire, type UpstreamClient } from './acquire-request.js';
+import { PooledSocket, closeIdle, healthy, type TargetSlot } from './target-slot.js';
+import { refreshAvailability } from './availability.js';
+import { firstWaiter, shiftWaiter, type Waiter } from './wait-queue.js';
+import { connectTarget } from './upstream-connect.js';
+import { TargetSet, usableDiscovered, type DiscoveredChange, type TargetSpec } from './target-set.js';
+import { targetHealth, targetReport, targetStats, type PoolLimitStats, type TargetHealthStats, type TargetReport, type TargetStats } from './pool-stats.js';
 
-/**
- * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
- * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
- * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
- * With UPSTREAM_TARGET_GONE (the target left rotation while the acquire waited in its queue, or before it
- * started), `waitUntil` is the end of the wait already begun (pool clock, ms; 0 = none): the caller picks
- * another target and passes it to acquire() again, so moving never extends a request's queue time.
- */
-export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number) => void;
-
-/**
- * Whom a connection to an upstream with send_proxy_protocol speaks for. Its PROXY header, written once at the
- * start, names one client, so the pool reuses it for the same `key` only: the same client, source port and
- * address it connected to (HAProxy reuses a server connection only for a request with the same "proxy protocol
- * block"). Pools that send no header ignore it.
- */
-export interface UpstreamClient {
-  /** Equal keys = equal PROXY headers; the caller makes it unique per client connection. */
-  readonly key: string;
-  /** The client; undefined when unknown (the header then says UNKNOWN / UNSPEC). */
-  readonly source: ProxyEndpoint | undefined;
-  /** The address the client connected to. */
-  readonly destination: ProxyEndpoint | undefined;
-}
-
-/** For a PROXY-sending pool asked without a client: one "unknown client" key, header UNKNOWN / UNSPEC. */
-const UNKNOWN_CLIENT: UpstreamClient = Object.freeze({ key: '', source: undefined, destination: undefined });
-
-/**
- * Withdraws an acquire whatever its phase (queued, connecting, or a socket on its way): the callback is then
- * never called, and a socket made or picked for it stays the pool's (kept idle, handed to a waiter, or closed).
- * Does nothing once the callback ran: the socket is the caller's then.
- */
-export type CancelAcquire = () => void;
-const NOT_QUEUED: CancelAcquire = () => {};
-
-/**
- * One acquire from the call to its answer. Every path of the pool answers through `answer`, so a caller that
- * went away (cancel) never receives a socket it could not own: the pool takes it back (`reclaim`). Without this
- * a socket connected for an aborted request had no owner, no 'error' listener, and counted as open forever.
- */
-class AcquireRequest {
-  readonly #cb: AcquireCallback;
-  readonly #reclaim: (socket: ByteSocket) => void;
-  #state: 'pending' | 'answered' | 'cancelled' = 'pending';
-  /** Leaves the wait queue while the request is queued there (set by #enqueue). */
-  withdraw: CancelAcquire = NOT_QUEUED;
-
-  constructor(cb: AcquireCallback, reclaim: (socket: ByteSocket) => void) {
-    this.#cb = cb;
-    this.#reclaim = reclaim;
-  }
-
-  readonly answer: AcquireCallback = (err, socket, reused, waitUntil) => {
-    if (this.#state === 'cancelled') {
-      if (socket !== null) this.#reclaim(socket);
-      return;
-    }
-    if (this.#state !== 'pending') return;
-    this.#state = 'answered';
-    this.#cb(err, socket, reused, waitUntil);
-  };
-
-  readonly cancel: CancelAcquire = () => {
-    if (this.#state !== 'pending') return;
-    this.#state = 'cancelled';
-    this.withdraw();
-  };
-}
-
-/** A target as discovery hands it to the pool: `id` is "ip:port" ("[v6]:port"), the key it is known by. */
-export interface TargetSpec {
-  readonly id: string;
-  readonly host: string;
-  readonly port: number;
-  readonly weight: number;
-  readonly backup: boolean;
-}
-
-/** What setDiscovered() changed, by target id. */
-export interface DiscoveredChange {
-  readonly added: string[];
-  readonly removed: string[];
-}
-
-/** One target as a worker reports it (for /status): current ones, then those that left and still have sockets. */
-export interface TargetReport {
-  readonly target: string;
-  readonly available: boolean;
-  readonly active: number;
-  readonly remote: number;
-  /** Sockets open to the target (as in TargetStats) and, of those, idle in the pool. */
-  readonly open: number;
-  readonly idle: number;
-  readonly healthy: boolean;
-  readonly draining: boolean;
-  readonly passiveDown: boolean;
-  readonly failures: number;
-  /** Removed by discovery: no new work; its open connections and tunnels finish (listed until they have). */
-  readonly leaving: boolean;
-}
-
-/** One target's counts, for the admin status page. */
-export interface TargetStats {
-  readonly target: string;
-  /** Sockets open to the target (connecting, busy and idle), until their 'close'; tunnels are not among them. */
-  readonly open: number;
-  /** Sockets detached as tunnels (WebSocket, L4), until their 'close': not counted against max_connections. */
-  readonly tunnels: number;
-  /** Of those, kept-alive sockets waiting in the pool. */
-  readonly idle: number;
-  /** Requests + tunnels in progress (the caller's counter). */
-  readonly active: number;
-  /** Requests waiting for a socket of this target (it is at max_connections). */
-  readonly queued: number;
-  readonly available: boolean;
-  /** A backup target: used only while no primary target is available. */
-  readonly backup: boolean;
-  /** Slow start in progress: the target's weight still ramps up. */
-  readonly rampingUp: boolean;
-}
-
-/** The upstream's limits in this worker, for the admin status page. */
-export interface PoolLimitStats {
-  /** Requests waiting for a socket now, all targets together (bounded by queue.size). */
-  readonly queued: number;
-  /** Acquires refused because the queue was full (or off) since the pool started. */
-  readonly queueRejected: number;
-  /** Acquires that waited queue.timeout without a socket since the pool started. */
-  readonly queueTimeouts: number;
-  readonly retries: RetryBudgetStats;
-}
+// The pool's public types, where its callers have always imported them from.
+export type { AcquireCallback, CancelAcquire, UpstreamClient } from './acquire-request.js';
+export type { DiscoveredChange, TargetSpec } from './target-set.js';
+export { usableDiscovered } from './target-set.js';
+export type { PoolLimitStats, TargetHealthStats, TargetReport, TargetStats } from './pool-stats.js';
 
 export interface PoolOptions {
   /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
@@ -165,19 +45,6 @@ export interface PoolOptions {
    * they do not slow-start, and they carry `previous`'s state like fixed targets do.
    */
   readonly discovered?: readonly TargetSpec[];
-}
-
-/** One target's health inputs in this worker, for the admin status page. */
-export interface TargetHealthStats {
-  readonly target: string;
-  /** Active health check state as the primary last reported it (true when there are no active checks). */
-  readonly healthy: boolean;
-  /** Drained from the admin API: no new requests or tunnels; open ones stay. */
-  readonly draining: boolean;
-  /** Out of this worker after max_fails failures within fail_timeout. */
-  readonly passiveDown: boolean;
-  /** Failures counted in the current window (0 while down). */
-  readonly failures: number;
 }
 
 /** What the pool tells its owner (worker.ts logs them); called synchronously, must not throw. */
@@ -199,252 +66,14 @@ const PASSIVE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'UPSTREAM_HANDSHAKE_INVALID',
 ]);
 
-/** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
-const TCP_KEEPALIVE_DELAY_MS = 60_000;
-
-/** An acquire waiting for a socket of a full target. */
-interface Waiter {
-  readonly cb: AcquireCallback;
-  /** End of the wait (pool clock); kept when the waiter moves to another target. */
-  readonly deadline: number;
-  /** Whom the connection made for this waiter will speak for (PROXY-sending pools). */
-  readonly client: UpstreamClient | undefined;
-  timer: NodeJS.Timeout | undefined;
-  /** Served, timed out or cancelled: skipped when met in the queue. */
-  done: boolean;
-}
-
-interface Slot {
-  readonly target: Target;
-  /**
-   * LIFO: the most recently used (warmest) socket is at the end and is reused first. In a PROXY-sending pool it
-   * holds every client's idle sockets in the order they became idle (the oldest first, evicted first).
-   */
-  readonly idle: PooledSocket[];
-  /** PROXY-sending pools only: idle sockets by client key (each also in `idle`); null otherwise. */
-  readonly byClient: Map<string, PooledSocket[]> | null;
-  open: number;
-  /** Detached sockets (tunnels): out of `open`, so long-lived tunnels never use up max_connections. */
-  tunnels: number;
-  /** At max_connections with no idle socket: new picks go elsewhere while another target has room. */
-  full: boolean;
-  /** Usable by health at the last refresh; a false -> true edge starts slow start. */
-  up: boolean;
-  /** FIFO of waiters from `waitHead` on (entries before it are served; compacted now and then). */
-  waiters: Waiter[];
-  waitHead: number;
-  /** Tells the pool that `open` or the idle stack changed (queue service, fullness). */
-  readonly changed: () => void;
-  /** Active check state from the primary. */
-  healthy: boolean;
-  draining: boolean;
-  readonly passive: PassiveWindow;
-  /** Brings the target back when its passive down period ends. */
-  passiveTimer: NodeJS.Timeout | null;
-  /** Removed by discovery: nothing new is sent; busy sockets are closed on release, tunnels stay. */
-  removed: boolean;
-}
-
-type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
-
-/** A socket is worth keeping or reusing only while both directions are open and nothing is buffered. */
-function healthy(socket: ByteSocket): boolean {
-  return !socket.destroyed && socket.readable && socket.writable && !socket.readableEnded && !socket.writableEnded && socket.readableLength === 0;
-}
-
-/** The pool's bookkeeping for one upstream socket, made once when it connects; its listeners are bound once. */
-class PooledSocket {
-  readonly socket: ByteSocket;
-  readonly slot: Slot;
-  /** The client its PROXY header named (PROXY-sending pools); undefined otherwise. */
-  readonly clientKey: string | undefined;
-  state: SocketState = 'connecting';
-  #idleTimer: NodeJS.Timeout | undefined;
-  #idleSince = 0;
-  #idleTimeoutMs = 0;
-  #bound = false;
-
-  constructor(socket: ByteSocket, slot: Slot, clientKey: string | undefined) {
-    this.socket = socket;
-    this.slot = slot;
-    this.clientKey = clientKey;
-    slot.open++;
-    slot.changed();
-    // The open count goes down in #onClose only, guarded by `state`: exactly once however often the socket is
-    // destroyed or released, whether 'close' or forget() comes first.
-    socket.once('close', this.#onClose);
-  }
-
-  /**
-   * Parks the socket in its slot's idle stack. The idle listeners are bound once and act only while the socket
-   * is idle, and the idle timer is not touched per request: it re-arms itself for what is left when it fires
-   * early (a kept-alive socket costs no listener or timer churn per request).
-   */
-  enterIdle(idleTimeoutMs: number): void {
-    const s = this.socket;
-    if (!this.#bound) {
-      this.#bound = true;
-      s.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
-      // first in line: the exchange's listener may park the socket while an event is being delivered, and
-      // the same event must not then count as arriving on an idle socket
-      s.prependListener('error', this.#onIdleError);
-      s.prependListener('data', this.#onIdleData);
-      s.prependListener('end', this.#onIdleEnd);
-    }
-    s.resume(); // the caller may have paused it; an idle socket must keep reading to see 'end' or stray bytes
-    this.#idleTimeoutMs = idleTimeoutMs;
-    if (idleTimeoutMs > 0) {
-      this.#idleSince = Date.now();
-      if (this.#idleTimer === undefined) this.#idleTimer = setTimeout(this.#onIdleTimeout, idleTimeoutMs).unref();
-    }
-    this.state = 'idle';
-    this.slot.idle.push(this);
-    if (this.slot.byClient !== null && this.clientKey !== undefined) {
-      const mine = this.slot.byClient.get(this.clientKey);
-      if (mine === undefined) this.slot.byClient.set(this.clientKey, [this]);
-      else mine.push(this);
-    }
-    this.slot.changed();
-  }
-
-  /** Takes an idle socket out of its slot's idle lists (not of `open`). */
-  unlistIdle(): void {
-    const idle = this.slot.idle;
-    const i = idle.lastIndexOf(this);
-    if (i !== -1) idle.splice(i, 1);
-    const byClient = this.slot.byClient;
-    if (byClient === null || this.clientKey === undefined) return;
-    const mine = byClient.get(this.clientKey);
-    if (mine === undefined) return;
-    const j = mine.lastIndexOf(this);
-    if (j !== -1) mine.splice(j, 1);
-    if (mine.length === 0) byClient.delete(this.clientKey);
-  }
-
-  /** Hands the socket over (to an exchange, or for good to an L4 relay); the idle listeners go quiet. */
-  leaveIdle(next: 'busy' | 'detached'): void {
-    this.state = next;
-  }
-
-  readonly #onIdleError = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
-  };
-
-  // An upstream may not speak first on an idle HTTP/1.1 connection: whatever arrives is a protocol violation.
-  readonly #onIdleData = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
-  };
-
-  readonly #onIdleEnd = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
-  };
-
-  readonly #onIdleTimeout = (): void => {
-    this.#idleTimer = undefined;
-    if (this.state !== 'idle') return; // busy: the next enterIdle arms a new timer
-    const left = this.#idleSince + this.#idleTimeoutMs - Date.now();
-    if (left > 0) this.#idleTimer = setTimeout(this.#onIdleTimeout, left).unref();
-    else this.socket.destroy();
-  };
-
-  /**
-   * Drops the socket from every count, once: on its 'close', or earlier when a connect failed (its handle
-   * closes a loop turn later, and a retry must not find the target "full" because of it).
-   */
-  forget(): void {
-    this.#onClose();
-  }
-
-  /** A tunnel from now on: it leaves `open` (max_connections is the keep-alive pool's bound, not a tunnel cap). */
-  detach(): void {
-    if (this.state === 'closed' || this.state === 'detached') return;
-    if (this.state === 'idle') this.unlistIdle();
-    this.state = 'detached';
-    this.slot.open--;
-    this.slot.tunnels++;
-    this.slot.changed();
-  }
-
-  readonly #onClose = (): void => {
-    if (this.state === 'closed') return;
-    if (this.state === 'idle') this.unlistIdle();
-    const wasTunnel = this.state === 'detached';
-    this.state = 'closed';
-    if (wasTunnel) this.slot.tunnels--;
-    else this.slot.open--;
-    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
-    this.slot.changed();
-  };
-}
-
-function slotUsable(slot: Slot, now: number): boolean {
-  return slot.target.weight > 0 && !slot.draining && slot.healthy && !slot.passive.isDown(now);
-}
-
-/** Closes every idle socket of `slot`, emptied now so stats() shows none at once; each 'close' lowers `open` later. */
-function closeIdle(slot: Slot): void {
-  slot.byClient?.clear();
-  for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
-}
-
-/** Waiters still queued in a slot. */
-function firstWaiter(slot: Slot): Waiter | undefined {
-  const w = slot.waiters;
-  while (slot.waitHead < w.length) {
-    const waiter = w[slot.waitHead];
-    if (!waiter.done) return waiter;
-    slot.waitHead++;
-  }
-  if (slot.waitHead > 0) {
-    w.length = 0;
-    slot.waitHead = 0;
-  }
-  return undefined;
-}
-
-/** Takes the first live waiter off the queue, keeping the array from growing without bound. */
-function shiftWaiter(slot: Slot): Waiter | undefined {
-  const waiter = firstWaiter(slot);
-  if (waiter === undefined) return undefined;
-  slot.waitHead++;
-  if (slot.waitHead >= 64 && slot.waitHead * 2 >= slot.waiters.length) {
-    slot.waiters.splice(0, slot.waitHead);
-    slot.waitHead = 0;
-  }
-  return waiter;
-}
-
-/**
- * The discovered targets a pool of `config` uses, in the order given: one per address, none repeating a fixed
- * target's address (the fixed one serves). Balancers see the fixed targets, then these (sticky.ts hashHomes
- * builds the same list).
- */
-export function usableDiscovered(config: UpstreamConfig, specs: readonly TargetSpec[]): TargetSpec[] {
-  const taken = new Set(config.targets.map((t) => t.address));
-  const out: TargetSpec[] = [];
-  for (const spec of specs) {
-    if (taken.has(spec.id)) continue;
-    taken.add(spec.id);
-    out.push(spec);
-  }
-  return out;
-}
-
 export class UpstreamPool {
   readonly name: string;
   readonly config: UpstreamConfig;
-  /** Fixed targets (config order), then discovered ones (in the primary's order); replaced, never mutated. */
-  #targets: readonly Target[];
   #balancer: Balancer;
-  readonly #slots = new Map<Target, Slot>();
-  /**
-   * Targets removed by discovery that still have open sockets or work (a spliced tunnel's sockets are closed
-   * in JS but its target stays `active`), for /status; pruned when a report or a new set finds them idle.
-   */
-  readonly #leaving = new Map<Target, Slot>();
-  /** Every target ever removed: a late acquire for one is told to pick again. */
-  readonly #gone = new WeakSet<Target>();
-  #discoveredOnce = false;
+  /** The targets, fixed then discovered, and those leaving (see TargetSet). */
+  readonly #set: TargetSet;
+  /** `#set.slots`, held here too: acquire looks a target up without a hop. */
+  readonly #slots: Map<Target, TargetSlot>;
   /** hash only: keys held on a target by their open tunnels (PoolOptions.pins); every balancer built reads it. */
   readonly #pins: ReadonlyMap<string, string> | undefined;
   readonly #sockets = new WeakMap<ByteSocket, PooledSocket>();
@@ -463,6 +92,10 @@ export class UpstreamPool {
   #queueTimeouts = 0;
   /** Guards #serveQueue against re-entry through the counts it changes. */
   #serving = false;
+  /** Passive health counts the connect failures of connectTarget (bound once). */
+  readonly #onConnectFailure = (target: Target, code: ErrorCode): void => this.reportFailure(target, code);
+  /** Tells a slot's waiters to pick another target (bound once, for the target set and availability). */
+  readonly #moveOut = (slot: TargetSlot, why: string): void => this.#moveWaiters(slot, why);
 
   constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}, options: PoolOptions = {}) {
     this.name = name;
@@ -472,9 +105,11 @@ export class UpstreamPool {
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     this.#proxyHeader = config.send_proxy_protocol;
     this.#pins = options.pins;
+    this.#set = new TargetSet(config.targets.length, (spec, startUp, old) => this.#newSlot(spec, startUp, old), this.#moveOut);
+    this.#slots = this.#set.slots;
     const previous = options.previous;
-    // the slots of the pool this one replaces, by address: what they carry over is decided in #addSlot
-    const before = new Map<string, Slot>();
+    // the slots of the pool this one replaces, by address: what they carry over is decided in #newSlot
+    const before = new Map<string, TargetSlot>();
     if (previous !== undefined) {
       for (const slot of previous.#slots.values()) if (!before.has(slot.target.id)) before.set(slot.target.id, slot);
       this.#queueRejected = previous.#queueRejected;
@@ -482,9 +117,9 @@ export class UpstreamPool {
       this.#retryBudget.carryTotals(previous.#retryBudget.stats(this.#now()));
     }
     // targets usable at start do not slow-start
-    const fixed = config.targets.map((t) => this.#addSlot({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true, before.get(t.address)).target);
-    this.#targets = Object.freeze(fixed);
-    if (options.discovered !== undefined) this.#placeDiscovered(usableDiscovered(config, options.discovered), before);
+    const fixed = config.targets.map((t) => this.#set.add({ id: t.address, host: t.host, port: t.port, weight: t.weight, backup: t.backup }, true, before.get(t.address)).target);
+    this.#set.targets = Object.freeze(fixed);
+    if (options.discovered !== undefined) this.#set.place(usableDiscovered(config, options.discovered), before);
     this.#balancer = this.#newBalancer();
     const now = this.#now();
     for (const slot of this.#slots.values()) if (slot.passive.isDown(now)) this.#armPassiveTimer(slot, now);
@@ -493,7 +128,7 @@ export class UpstreamPool {
 
   /** The targets balancers pick from; a new array (and balancer) when discovery changes the set. */
   get targets(): readonly Target[] {
-    return this.#targets;
+    return this.#set.targets;
   }
 
   get balancer(): Balancer {
@@ -501,18 +136,18 @@ export class UpstreamPool {
   }
 
   #newBalancer(): Balancer {
-    return createBalancer(this.config.balance, this.#targets, { slowStart: this.config.slow_start, now: this.#now, pins: this.#pins });
+    return createBalancer(this.config.balance, this.#set.targets, { slowStart: this.config.slow_start, now: this.#now, pins: this.#pins });
   }
 
   /**
-   * A new slot for `spec`. `old`: the same address in the pool this one replaces, whose slow start ramp carries
-   * on, and whose passive health window too while max_fails and fail_timeout are unchanged.
+   * A new slot for `spec` (the set registers it). `old`: the same address in the pool this one replaces, whose
+   * slow start ramp carries on, and whose passive health window too while max_fails and fail_timeout are unchanged.
    */
-  #addSlot(spec: TargetSpec, startUp: boolean, old?: Slot): Slot {
+  #newSlot(spec: TargetSpec, startUp: boolean, old?: TargetSlot): TargetSlot {
     const target: Target = { id: spec.id, host: spec.host, port: spec.port, weight: spec.weight, available: spec.weight > 0, active: 0, remote: 0, backup: spec.backup, rampUntil: old?.target.rampUntil ?? 0 };
     const { max_fails, fail_timeout } = this.config.health.passive;
     const keepPassive = old !== undefined && old.passive.failTimeoutMs === fail_timeout && old.passive.maxFails === (fail_timeout > 0 ? max_fails : 0);
-    const slot: Slot = {
+    const slot: TargetSlot = {
       target,
       idle: [],
       byClient: this.#proxyHeader === 'off' ? null : new Map(),
@@ -530,7 +165,6 @@ export class UpstreamPool {
       passiveTimer: null,
       removed: false,
     };
-    this.#slots.set(target, slot);
     return slot;
   }
 
@@ -543,100 +177,23 @@ export class UpstreamPool {
    * address is skipped (the fixed one serves). The balancer is rebuilt: hash keeps most keys where they were.
    */
   setDiscovered(specs: readonly TargetSpec[]): DiscoveredChange {
-    this.#pruneLeaving();
+    this.#set.prune();
     const usable = usableDiscovered(this.config, specs);
-    if (this.#sameDiscovered(usable)) {
-      this.#discoveredOnce = true;
+    if (this.#set.same(usable)) {
+      this.#set.discoveredOnce = true;
       return { added: [], removed: [] }; // a set sent again (reload, resend): the balancer keeps its state
     }
-    const change = this.#placeDiscovered(usable);
+    const change = this.#set.place(usable);
     this.#balancer = this.#newBalancer();
     this.#refresh();
     return change;
-  }
-
-  /** Whether the discovered targets in use are `usable` already, weights and roles included. */
-  #sameDiscovered(usable: readonly TargetSpec[]): boolean {
-    const fixed = this.config.targets.length;
-    if (this.#targets.length - fixed !== usable.length) return false;
-    return usable.every((spec, i) => {
-      const t = this.#targets[fixed + i];
-      return t.id === spec.id && t.weight === spec.weight && (t.backup ?? false) === spec.backup;
-    });
-  }
-
-  /**
-   * Puts `usable` (see usableDiscovered) after the fixed targets; the balancer is the caller's to rebuild.
-   * `before`: the replaced pool's slots, for a pool being built.
-   */
-  #placeDiscovered(usable: readonly TargetSpec[], before?: ReadonlyMap<string, Slot>): DiscoveredChange {
-    const fixed = this.config.targets.length;
-    const current = new Map<string, Slot>();
-    for (let i = fixed; i < this.#targets.length; i++) {
-      const t = this.#targets[i];
-      current.set(t.id, this.#slots.get(t) as Slot);
-    }
-    const leavingById = new Map<string, Slot>();
-    for (const slot of this.#leaving.values()) leavingById.set(slot.target.id, slot);
-    const next: Target[] = this.#targets.slice(0, fixed);
-    const kept = new Set<Slot>();
-    const added: string[] = [];
-    for (const spec of usable) {
-      let slot = current.get(spec.id);
-      if (slot === undefined) {
-        const back = leavingById.get(spec.id);
-        if (back !== undefined) {
-          // Came back before its last socket closed: the same target again, its sockets reusable.
-          this.#leaving.delete(back.target);
-          this.#gone.delete(back.target);
-          back.removed = false;
-          this.#slots.set(back.target, back);
-          slot = back;
-        } else {
-          slot = this.#addSlot(spec, !this.#discoveredOnce, before?.get(spec.id));
-        }
-        added.push(spec.id);
-      }
-      slot.target.weight = spec.weight;
-      slot.target.backup = spec.backup;
-      kept.add(slot);
-      next.push(slot.target);
-    }
-    const removed: string[] = [];
-    for (const slot of current.values()) {
-      if (kept.has(slot)) continue;
-      removed.push(slot.target.id);
-      this.#removeSlot(slot);
-    }
-    this.#discoveredOnce = true;
-    this.#targets = Object.freeze(next);
-    return { added, removed };
-  }
-
-  /** Takes a slot out for good: waiters move, idle sockets close, the rest finish (see setDiscovered). */
-  #removeSlot(slot: Slot): void {
-    this.#slots.delete(slot.target);
-    this.#gone.add(slot.target);
-    slot.removed = true;
-    slot.up = false;
-    slot.target.available = false;
-    if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
-    slot.passiveTimer = null;
-    this.#moveWaiters(slot, 'was removed by discovery');
-    closeIdle(slot);
-    if (slot.open > 0 || slot.tunnels > 0 || slot.target.active > 0) this.#leaving.set(slot.target, slot);
-  }
-
-  /** Forgets leaving targets with neither sockets nor requests and tunnels left. */
-  #pruneLeaving(): void {
-    for (const [target, slot] of this.#leaving) if (slot.open === 0 && slot.tunnels === 0 && target.active <= 0) this.#leaving.delete(target);
   }
 
   /**
    * Every waiter of `slot` is told to pick another target (UPSTREAM_TARGET_GONE, retryable, with its deadline)
    * instead of waiting out its queue timeout on a target that will not serve it.
    */
-  #moveWaiters(slot: Slot, why: string): void {
+  #moveWaiters(slot: TargetSlot, why: string): void {
     for (let waiter = this.#takeWaiter(slot); waiter !== undefined; waiter = this.#takeWaiter(slot)) {
       const err = new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${slot.target.id} ${why} while a request waited for it`, { retryable: true });
       process.nextTick(waiter.cb, err, null, false, waiter.deadline);
@@ -679,7 +236,7 @@ export class UpstreamPool {
   #acquire(target: Target, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
-      const err = this.#gone.has(target)
+      const err = this.#set.gone.has(target)
         ? new ProxyError('UPSTREAM_TARGET_GONE', `upstream ${this.name} target ${target.id} was removed by discovery`, { retryable: true })
         : new ProxyError('INTERNAL', `target ${target.id} does not belong to upstream ${this.name}`);
       process.nextTick(cb, err, null, false, waitUntil);
@@ -714,7 +271,7 @@ export class UpstreamPool {
    * acquire() in a PROXY-sending pool: only an idle socket of the same client is reused. At max_connections,
    * other clients' idle sockets are closed, oldest first, to make room: they hold a slot no one else may use.
    */
-  #acquireFor(slot: Slot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient): CancelAcquire {
+  #acquireFor(slot: TargetSlot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient): CancelAcquire {
     const mine = slot.byClient?.get(client.key);
     while (mine !== undefined && mine.length > 0) {
       const pooled = mine[mine.length - 1];
@@ -736,7 +293,7 @@ export class UpstreamPool {
   }
 
   /** Closes idle sockets, oldest first, while `slot` is at max_connections (their `open` goes down at once). */
-  #evictIdle(slot: Slot): void {
+  #evictIdle(slot: TargetSlot): void {
     const max = this.config.max_connections;
     while (slot.open >= max && slot.idle.length > 0) {
       const oldest = slot.idle[0];
@@ -762,7 +319,7 @@ export class UpstreamPool {
     return this.#proxyHeader !== 'off';
   }
 
-  #enqueue(slot: Slot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
+  #enqueue(slot: TargetSlot, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
     const { size, timeout } = this.config.queue;
     const max = this.config.max_connections;
     if (this.#queued >= size) {
@@ -799,7 +356,7 @@ export class UpstreamPool {
   }
 
   /** The first live waiter of `slot`, taken off its queue, its timer cleared; undefined when none. */
-  #takeWaiter(slot: Slot): Waiter | undefined {
+  #takeWaiter(slot: TargetSlot): Waiter | undefined {
     const waiter = shiftWaiter(slot);
     if (waiter === undefined) return undefined;
     waiter.done = true;
@@ -812,7 +369,7 @@ export class UpstreamPool {
    * `open` or the idle stack of `slot` changed: waiters get new connections while there is room, then the
    * slot's fullness is updated (a flip recomputes every target's `available`, O(targets)).
    */
-  #slotChanged(slot: Slot): void {
+  #slotChanged(slot: TargetSlot): void {
     if (!this.#serving && !this.#closed) {
       this.#serving = true;
       try {
@@ -826,7 +383,7 @@ export class UpstreamPool {
       }
     }
     if (slot.removed) {
-      if (slot.open === 0 && slot.tunnels === 0 && slot.target.active <= 0) this.#leaving.delete(slot.target); // nothing of it left
+      if (slot.open === 0 && slot.tunnels === 0 && slot.target.active <= 0) this.#set.leaving.delete(slot.target); // nothing of it left
       return;
     }
     const full = slot.open >= this.config.max_connections && slot.idle.length === 0;
@@ -836,52 +393,10 @@ export class UpstreamPool {
     }
   }
 
-  #connect(slot: Slot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
-    const { target } = slot;
-    // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
-    const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+  #connect(slot: TargetSlot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
     const who = slot.byClient === null ? undefined : (client ?? UNKNOWN_CLIENT);
-    const pooled = new PooledSocket(socket, slot, who?.key);
-    this.#sockets.set(socket, pooled);
-    const connectMs = this.config.timeouts.connect;
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-
-    // Stays attached after a failure so that nothing a dying socket emits can go unhandled.
-    const onError = (err: NodeJS.ErrnoException): void => {
-      if (settled) return;
-      settled = true;
-      if (timer !== undefined) clearTimeout(timer);
-      socket.off('connect', onConnect);
-      socket.destroy();
-      pooled.forget();
-      const error = connectError(err);
-      this.reportFailure(target, error.code); // before cb: a retry must already see the target out
-      cb(error, null, false);
-    };
-    const onConnect = (): void => {
-      if (settled) return;
-      settled = true;
-      if (timer !== undefined) clearTimeout(timer);
-      socket.off('error', onError); // from here on the caller's 'error' listener owns failures
-      pooled.state = 'busy';
-      // the header is the connection's first bytes: written before the caller can write anything
-      if (who !== undefined) socket.write(this.#proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination));
-      cb(null, socket, false);
-    };
-    socket.once('connect', onConnect);
-    socket.on('error', onError);
-    if (connectMs > 0) {
-      timer = setTimeout(() => {
-        if (settled) return;
-        settled = true;
-        socket.off('connect', onConnect);
-        socket.destroy();
-        pooled.forget();
-        this.reportFailure(target, 'UPSTREAM_CONNECT_TIMEOUT');
-        cb(new ProxyError('UPSTREAM_CONNECT_TIMEOUT', `upstream connect to ${target.id} timed out after ${connectMs}ms`, { retryable: true }), null, false);
-      }, connectMs).unref();
-    }
+    const pooled = connectTarget(slot, cb, who, this.config.timeouts.connect, this.#proxyHeader, this.#onConnectFailure);
+    this.#sockets.set(pooled.socket, pooled);
   }
 
   /** Gives a socket back: kept idle when reusable and under max_idle, else destroyed. */
@@ -953,7 +468,7 @@ export class UpstreamPool {
    */
   close(): void {
     this.#closed = true;
-    for (const slot of [...this.#slots.values(), ...this.#leaving.values()]) {
+    for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
       closeIdle(slot);
@@ -981,8 +496,8 @@ export class UpstreamPool {
   /** Requests or tunnels still use it (targets discovery removed included), or requests wait in its queue (for retire()). */
   get busy(): boolean {
     if (this.#queued > 0) return true;
-    for (const t of this.#targets) if (t.active > 0) return true;
-    for (const t of this.#leaving.keys()) if (t.active > 0) return true;
+    for (const t of this.#set.targets) if (t.active > 0) return true;
+    for (const t of this.#set.leaving.keys()) if (t.active > 0) return true;
     return false;
   }
 
@@ -1059,7 +574,7 @@ export class UpstreamPool {
   }
 
   /** The wall clock and timers can disagree by a millisecond: a timer that fires early re-arms for the rest. */
-  #armPassiveTimer(slot: Slot, now: number): void {
+  #armPassiveTimer(slot: TargetSlot, now: number): void {
     if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
     slot.passiveTimer = setTimeout(() => {
       slot.passiveTimer = null;
@@ -1071,47 +586,9 @@ export class UpstreamPool {
     slot.passiveTimer.unref();
   }
 
-  /**
-   * Recomputes every target's `available` (Caddy: Available = Healthy && !Full). usable = weight > 0, not
-   * draining, healthy, not passively down. Available: the usable primaries that are not full; else (every
-   * primary down or full) the usable backups that are not full (nginx `backup`); else, when every usable
-   * target is full, the usable ones of the first tier that has any, so the request waits in their queue.
-   * When no target is usable, every non-drained target with a weight is made available (panic, like nginx
-   * trying its peers again when all are marked failed): a check can be wrong, and trying beats 503 for all.
-   * A target that becomes usable again (not at start) gets a slow start ramp.
-   */
+  /** Recomputes every target's `available` and the panic state (see refreshAvailability). */
   #refresh(): void {
-    const now = this.#now();
-    const slowStart = this.config.slow_start;
-    let usablePrimaries = 0;
-    let usableBackups = 0;
-    let freePrimaries = 0;
-    let freeBackups = 0;
-    for (const slot of this.#slots.values()) {
-      const usable = slotUsable(slot, now);
-      if (usable && !slot.up && slowStart > 0) slot.target.rampUntil = now + slowStart;
-      slot.up = usable;
-      if (!usable) continue;
-      if (slot.target.backup === true) {
-        usableBackups++;
-        if (!slot.full) freeBackups++;
-      } else {
-        usablePrimaries++;
-        if (!slot.full) freePrimaries++;
-      }
-    }
-    // No target at all (discovery has not answered yet) is not a panic: there is nothing to try anyway.
-    const panic = this.#slots.size > 0 && usablePrimaries + usableBackups === 0;
-    // Which tier serves, and whether only targets with room count.
-    const backupTier = freePrimaries === 0 && (freeBackups > 0 || usablePrimaries === 0);
-    const needRoom = freePrimaries > 0 || freeBackups > 0;
-    for (const slot of this.#slots.values()) {
-      const t = slot.target;
-      if (panic) t.available = t.weight > 0 && !slot.draining;
-      else t.available = (t.backup === true) === backupTier && slot.up && (!needRoom || !slot.full);
-      // Out of rotation (down, drained, weight 0), not merely full: its waiters would only time out there.
-      if (!t.available && !slot.up && slot.waitHead < slot.waiters.length) this.#moveWaiters(slot, slot.draining ? 'was drained' : 'went down');
-    }
+    const panic = refreshAvailability(this.#slots, this.#now(), this.config.slow_start, this.#moveOut);
     if (panic !== this.#panic) {
       this.#panic = panic;
       if (!this.#retired) this.#hooks.panic?.(panic);
@@ -1126,44 +603,20 @@ export class UpstreamPool {
   /** Each target's health inputs (for /status); not for the hot path. */
   health(): TargetHealthStats[] {
     const now = this.#now();
-    return this.targets.map((t) => {
-      const slot = this.#slots.get(t) as Slot;
-      return { target: t.id, healthy: slot.healthy, draining: slot.draining, passiveDown: slot.passive.isDown(now), failures: slot.passive.failures(now) };
-    });
+    return this.targets.map((t) => targetHealth(this.#slots.get(t) as TargetSlot, now));
   }
 
   /** Every target of this pool, and those leaving, as a worker reports them (for /status); not for the hot path. */
   report(): TargetReport[] {
-    this.#pruneLeaving();
+    this.#set.prune();
     const now = this.#now();
-    const row = (slot: Slot): TargetReport => {
-      const t = slot.target;
-      return {
-        target: t.id,
-        available: !slot.removed && t.available,
-        active: t.active,
-        remote: t.remote ?? 0,
-        open: slot.open,
-        idle: slot.idle.length,
-        healthy: slot.healthy,
-        draining: slot.draining,
-        passiveDown: !slot.removed && slot.passive.isDown(now),
-        failures: slot.removed ? 0 : slot.passive.failures(now),
-        leaving: slot.removed,
-      };
-    };
-    return [...this.#targets.map((t) => row(this.#slots.get(t) as Slot)), ...[...this.#leaving.values()].map(row)];
+    const row = (slot: TargetSlot): TargetReport => targetReport(slot, now);
+    return [...this.#set.targets.map((t) => row(this.#slots.get(t) as TargetSlot)), ...[...this.#set.leaving.values()].map(row)];
   }
 
   /** A snapshot of each target's counts (for /status); not for the hot path. */
   stats(): TargetStats[] {
     const now = this.#now();
-    return this.targets.map((t) => {
-      const slot = this.#slots.get(t) as Slot;
-      let queued = 0;
-      for (let i = slot.waitHead; i < slot.waiters.length; i++) if (!slot.waiters[i].done) queued++;
-      const rampingUp = this.config.slow_start > 0 && (t.rampUntil ?? 0) > now;
-      return { target: t.id, open: slot.open, tunnels: slot.tunnels, idle: slot.idle.length, active: t.active, queued, available: t.available, backup: t.backup === true, rampingUp };
-    });
+    return this.targets.map((t) => targetStats(this.#slots.get(t) as TargetSlot, this.config.slow_start, now));
   }
 }

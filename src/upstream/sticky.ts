@@ -4,7 +4,7 @@
 // Maglev balancer reads (PinTable). Pure bookkeeping: no sockets, no IPC (worker.ts and primary.ts carry it).
 import type { Config } from '../config/schema.js';
 import { maglevHome, type Target } from './balancer.js';
-import { usableDiscovered, type TargetSpec } from './pool.js';
+import { usableDiscovered, type TargetSpec } from './target-set.js';
 
 /** One change of open tunnels: [upstream, key, target, +n or -n]. */
 export type StickyChange = readonly [upstream: string, key: string, target: string, delta: number];

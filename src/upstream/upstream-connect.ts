@@ -1,0 +1,69 @@
+// Opens one connection to a target for a pool: native I/O when it can, else node:net, within the connect
+// timeout, and writes the PROXY header first when the upstream wants one. It reports the target's connect
+// failures through `onFailure` and hands the socket to `cb`; it keeps no socket and decides nothing about reuse.
+import { connect } from 'node:net';
+import { buildProxyV1, buildProxyV2 } from '../wire/proxy-protocol.js';
+import type { ByteSocket } from '../core/socket.js';
+import { connectNative } from '../native/io.js';
+import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
+import type { Target } from './balancer.js';
+import type { AcquireCallback, UpstreamClient } from './acquire-request.js';
+import { PooledSocket, type TargetSlot } from './target-slot.js';
+
+/**
+ * Connects to `slot`'s target and answers `cb` once (socket, or a connect error after `onFailure` saw it, so a
+ * retry already finds the target out). `who`: whom the PROXY header names (undefined: no header). Returns the
+ * socket's bookkeeping, already counted in `slot.open`, for the pool to index.
+ */
+export function connectTarget(
+  slot: TargetSlot,
+  cb: AcquireCallback,
+  who: UpstreamClient | undefined,
+  connectMs: number,
+  proxyHeader: 'off' | 'v1' | 'v2',
+  onFailure: (target: Target, code: ErrorCode) => void,
+): PooledSocket {
+  const { target } = slot;
+  // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
+  const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+  const pooled = new PooledSocket(socket, slot, who?.key);
+  let settled = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  // Stays attached after a failure so that nothing a dying socket emits can go unhandled.
+  const onError = (err: NodeJS.ErrnoException): void => {
+    if (settled) return;
+    settled = true;
+    if (timer !== undefined) clearTimeout(timer);
+    socket.off('connect', onConnect);
+    socket.destroy();
+    pooled.forget();
+    const error = connectError(err);
+    onFailure(target, error.code); // before cb: a retry must already see the target out
+    cb(error, null, false);
+  };
+  const onConnect = (): void => {
+    if (settled) return;
+    settled = true;
+    if (timer !== undefined) clearTimeout(timer);
+    socket.off('error', onError); // from here on the caller's 'error' listener owns failures
+    pooled.state = 'busy';
+    // the header is the connection's first bytes: written before the caller can write anything
+    if (who !== undefined) socket.write(proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination));
+    cb(null, socket, false);
+  };
+  socket.once('connect', onConnect);
+  socket.on('error', onError);
+  if (connectMs > 0) {
+    timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      socket.off('connect', onConnect);
+      socket.destroy();
+      pooled.forget();
+      onFailure(target, 'UPSTREAM_CONNECT_TIMEOUT');
+      cb(new ProxyError('UPSTREAM_CONNECT_TIMEOUT', `upstream connect to ${target.id} timed out after ${connectMs}ms`, { retryable: true }), null, false);
+    }, connectMs).unref();
+  }
+  return pooled;
+}
