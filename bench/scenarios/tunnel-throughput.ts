@@ -151,10 +151,8 @@ function cpuSeconds(pid: number | undefined): number {
   return st.cpuUs / 1e6;
 }
 
-/** Where this run's processes go: proxy CPU, or undefined when pinning is off. */
-let proxyCpu: string | undefined;
-
-async function startTarget(id: TargetId, backendPort: number, scope: BenchmarkScope): Promise<Running> {
+/** Starts target `id` in front of the backend, pinned to `proxyCpu` (undefined: pinning off). */
+async function startTarget(id: TargetId, backendPort: number, scope: BenchmarkScope, proxyCpu: string | undefined): Promise<Running> {
   if (id === 'direct') return { port: backendPort, pid: undefined, stop: async () => {} };
   const port = await freePort();
   let proc: Spawned | undefined;
@@ -195,10 +193,10 @@ interface Row {
   error?: string;
 }
 
-async function measure(target: TargetId, backendPort: number, scope: BenchmarkScope, conns: number, opts: Options): Promise<Row> {
+async function measure(target: TargetId, backendPort: number, scope: BenchmarkScope, proxyCpu: string | undefined, conns: number, opts: Options): Promise<Row> {
   let running: Running | undefined;
   try {
-    running = await startTarget(target, backendPort, scope);
+    running = await startTarget(target, backendPort, scope, proxyCpu);
     // check first: 4 MiB each way, hashed at both ends
     const check = await runTransfer(running.port, 1, 4 * MiB, true);
     const want = patternHash(4 * MiB);
@@ -231,7 +229,7 @@ async function bench(opts: Options, scope: BenchmarkScope): Promise<void> {
   const pinning = choosePinning(opts.pin, os.availableParallelism());
   // This process is client and backend: it takes CPU 0 and leaves CPU 1 to the proxy under test.
   const pin = pinning.enabled && pinSelf('0');
-  proxyCpu = pin ? '1' : undefined;
+  const proxyCpu = pin ? '1' : undefined;
   const backend = await startBackend();
   const backendPort = (backend.address() as net.AddressInfo).port;
   console.log('# tunnel throughput: bytes both ways at once, client+backend = this process');
@@ -244,7 +242,7 @@ async function bench(opts: Options, scope: BenchmarkScope): Promise<void> {
   for (const conns of opts.conns) {
     for (const target of opts.targets) {
       if (scope.stopped()) break;
-      const row = await measure(target, backendPort, scope, conns, opts);
+      const row = await measure(target, backendPort, scope, proxyCpu, conns, opts);
       rows.push(row);
       const line = row.error !== undefined ? `error: ${row.error}` : `${row.mibPerS.toFixed(0).padStart(7)} MiB/s  cpu ${row.cpuS.toFixed(2)} s  ${row.cpuPerGiB.toFixed(3)} cpu-s/GiB`;
       console.log(`${target.padEnd(8)} conns=${conns}  ${line}`);
