@@ -1,7 +1,7 @@
 // Micro-benchmark of the accept-path parsers (ClientHello, PROXY v1/v2 header, trusted-sender check), with
 // tinybench. The ClientHello is a real one, captured from Node's TLS client on loopback at start-up.
 // Checks every result before timing it (STYLE.md 14); not a test, it asserts no speed.
-// Run: npx tsc -p . && node dist/bench/micro/accept.bench.js
+// Run: npm run bench:micro:accept
 import { Bench } from 'tinybench';
 import { printBatchTable } from './batch-table.js';
 import { parseClientHello } from '../../src/wire/client-hello.js';

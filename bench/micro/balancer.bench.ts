@@ -1,7 +1,7 @@
 // Micro-benchmark of a balancer pick for each policy over 3, 30 and 300 targets (not a test, asserts no speed),
 // hash with sticky tunnel pins held (none of the picked keys, or all of them), then the share of keys the hash policy moves when one of N targets leaves, joins, or goes down (100k keys).
 // Each sample runs a batch of picks so the timer's own cost does not swamp a pick of a few nanoseconds;
-// results are checked before timing (STYLE.md 14). Run: npx tsc -p . && node dist/bench/micro/balancer.bench.js
+// results are checked before timing (STYLE.md 14). Run: npm run bench:micro:balancer
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';

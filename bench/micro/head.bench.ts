@@ -1,6 +1,6 @@
 // Micro-benchmark of the head parser and chunked scanner (the per-request hot path), with tinybench.
 // Checks every result before timing it (STYLE.md 14); not a test, it asserts no speed.
-// Run: npx tsc -p . && node dist/bench/micro/head.bench.js
+// Run: npm run bench:micro:head
 import { Bench } from 'tinybench';
 import { printBatchTable } from './batch-table.js';
 import { ChunkedScanner, parseRequestHead, parseResponseHead } from '../../src/wire/http-head.js';

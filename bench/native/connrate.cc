@@ -1,4 +1,4 @@
-// Connection-rate load generator and backend for bench/e2e/connrate.ts, built at bench time with g++ (a Node
+// Connection-rate load generator and backend for bench/scenarios/connrate.ts, built at bench time with g++ (a Node
 // client costs more CPU per connection than the proxies it measures, on a core it shares with the backend).
 // One thread, one epoll set, non-blocking sockets, every loop bounded; it never exits on a peer's misbehaviour,
 // it counts it. Not part of Portico: nothing in src/ uses it.

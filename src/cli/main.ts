@@ -149,7 +149,7 @@ async function reload(args: string[]): Promise<number> {
 
 /** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
-  const script = path.join(ROOT, 'dist', 'bench', 'e2e', 'run.js');
+  const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'http-ws.js');
   if (!existsSync(script)) {
     process.stderr.write(`portico: ${script} not found (run \`npm run build\` first)\n`);
     return Promise.resolve(1);

@@ -1,18 +1,13 @@
 // What the benchmark points load at: the two backends (HTTP: nginx or node:http; WebSocket: uWS echo) and the
 // targets in front of them (direct, nginx, HAProxy, Portico), each started from a config written into a temp
 // folder, pinned as asked, and stopped at the end. A target that fails to start is kept with its reason, so
-// its row says why. No load and no timing here (loads.ts, run.ts).
+// its row says why. No load and no timing here (lib/loads.ts, scenarios/).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, truncateSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { freePort, pinned, spawnProcess, stopTree, waitForPort, type Spawned } from './procs.js';
-import { HTTP_BODY } from './shape.js';
-
-/** Repository root, from dist/bench/e2e/targets.js. */
-export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
-const FIXTURES = path.join(ROOT, 'bench', 'fixtures');
-const DIST_E2E = path.join(ROOT, 'dist', 'bench', 'e2e');
+import { BENCH_DIST, FIXTURES, ROOT } from '../lib/paths.js';
+import { freePort, pinned, spawnProcess, stopTree, waitForPort, type Spawned } from '../lib/procs.js';
+import { HTTP_BODY, type TargetId } from '../lib/shape.js';
 
 const START_TIMEOUT_MS = 15_000;
 
@@ -31,9 +26,6 @@ export interface Backends {
   http: Spawned;
   ws: Spawned;
 }
-
-/** portico-js: Portico with the native addon off (PORTICO_NATIVE=0), in the L4 benchmark. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js';
 
 export interface Target {
   id: TargetId;
@@ -97,7 +89,7 @@ export async function announcedPort(proc: Spawned, kind: string): Promise<number
 
 /** backend.js, stopping the process when it does not come up. */
 async function startBackendProcess(kind: 'http' | 'ws', cpus: string | undefined): Promise<{ proc: Spawned; port: number }> {
-  const [cmd, args] = pinned(cpus, process.execPath, [path.join(DIST_E2E, 'backend.js'), kind, '0']);
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(BENCH_DIST, 'peers', 'backend.js'), kind, '0']);
   const proc = spawnProcess(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     return { proc, port: await announcedPort(proc, kind) };
@@ -128,6 +120,23 @@ export async function startBackends(tmp: string, useNginx: boolean, cpus: string
     await stopTree(ws.proc);
     throw err;
   }
+}
+
+/**
+ * One nginx (1 worker) answering HTTP_BODY on each of `ports`: the health-overhead scenario's three targets.
+ * Started and pinned like the other backends; up once every port accepts.
+ */
+export async function startNginxBackends(dir: string, ports: number[], cpus: string | undefined): Promise<Spawned> {
+  const servers = ports.map((p) => `server { listen 127.0.0.1:${p}; location / { return 200 ${JSON.stringify(HTTP_BODY)}; } }`).join('\n  ');
+  const conf = `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;\n  ${servers}\n}\n`;
+  const proc = await startNginx(dir, conf, ports[0], cpus);
+  try {
+    for (const port of ports.slice(1)) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+  } catch (err) {
+    await stopTree(proc);
+    throw err;
+  }
+  return proc;
 }
 
 export function directTarget(b: Backends): Target {
@@ -185,7 +194,7 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
   const started = await launchPortico(
     path.join(tmp, id),
     [
-      '# Written by bench/e2e/targets.ts: one worker, the benchmark routes, logs as the row label says.',
+      '# Written by bench/peers/targets.ts: one worker, the benchmark routes, logs as the row label says.',
       'workers: 1',
       'listeners:',
       `  - address: 127.0.0.1:${port}`,

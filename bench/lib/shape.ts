@@ -1,5 +1,6 @@
 // The fixed shape of the end-to-end benchmark, shared by the harness and its child processes: routes, the
-// HTTP body every backend returns, and the WebSocket handshake constant. Values only; no I/O, no imports.
+// HTTP body every backend returns, the WebSocket handshake constant, the target ids. Values and types only; no I/O,
+// no imports.
 
 /** The fixed body every HTTP backend returns; the harness checks it through each target before timing. */
 export const HTTP_BODY = 'ok portico bench\n';
@@ -9,3 +10,6 @@ export const HTTP_PATH = '/';
 export const WS_PATH = '/ws';
 /** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing into Sec-WebSocket-Accept. */
 export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/** Every proxy (or none: direct) a scenario can point load at; portico-js: Portico with the native addon off. */
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js';

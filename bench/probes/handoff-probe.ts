@@ -2,7 +2,7 @@
 // (1) SSLApp.adoptSocket(dup(fd)) of a paused, untouched socket; (2) App.adoptSocket after a recvPeek of the
 // head; (3) a per-worker App on listen_unix fed PROXY v2 + the replayed head through a JS relay. Loopback only,
 // bounded in count and time; it asserts nothing and exits by itself. Figures go to native-notes/handoff.md.
-// Usage: npx tsc -p . && node dist/bench/e2e/handoff-probe.js [--n 1000] [--concurrency 10]
+// Usage: npm run bench:handoff -- [--n 1000] [--concurrency 10]
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -14,6 +14,8 @@ import WebSocket from 'ws';
 import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { native, nativeStatus } from '../../src/native/addon.js';
+import { readArgs } from '../lib/args.js';
+import { median, percentile } from '../lib/stats.js';
 
 /** adoptSocket is in the binary but not in the package's typings. */
 type Adopting = uWS.TemplatedApp & { adoptSocket?: (fd: number) => uWS.TemplatedApp };
@@ -23,12 +25,12 @@ const HOST = '127.0.0.1';
 const CLIENT_ADDR = '127.0.0.2';
 const PHASE_MS = 60_000;
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-}
-const N = arg('--n', 1000);
-const CONC = arg('--concurrency', 10);
+const USAGE = `usage: npm run bench:handoff -- [--n 1000] [--concurrency 10]
+  --n N              connections per hand-off way
+  --concurrency N    connections in flight`;
+const ARGS = readArgs(process.argv.slice(2), { n: 'string', concurrency: 'string' }, USAGE);
+const N = ARGS.int('n', 1000, 1, 100_000);
+const CONC = ARGS.int('concurrency', 10, 1, 1000);
 
 function fdOf(socket: net.Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
@@ -133,9 +135,8 @@ class Timings {
     if (this.#us.length < 100_000) this.#us.push(Number(process.hrtime.bigint() - start) / 1000);
   }
   report(): string {
-    const a = [...this.#us].sort((x, y) => x - y);
-    if (a.length === 0) return 'n=0';
-    return `n=${a.length} median=${a[Math.floor(a.length / 2)].toFixed(1)}µs p99=${a[Math.floor(a.length * 0.99)].toFixed(1)}µs`;
+    if (this.#us.length === 0) return 'n=0';
+    return `n=${this.#us.length} median=${median(this.#us).toFixed(1)}µs p99=${percentile(this.#us, 99).toFixed(1)}µs`;
   }
 }
 

@@ -1,6 +1,6 @@
 // A bare TCP proxy for the tunnel benchmark: accepts on a port, connects to one upstream, and relays with the
 // JS Tunnel or the SpliceTunnel, nothing else (no routing, no logging), so the relay is what gets measured.
-// Usage: node dist/bench/e2e/tunnel-proxy.js js|splice LISTEN_PORT UPSTREAM_PORT   (prints "ready PORT")
+// Usage: node dist/bench/peers/tunnel-proxy.js js|splice LISTEN_PORT UPSTREAM_PORT   (prints "ready PORT")
 import net from 'node:net';
 import { Tunnel } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';

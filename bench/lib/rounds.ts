@@ -1,10 +1,10 @@
 // How a benchmark's runs are made and recorded: checks and warm-ups first, then rounds with the target order
 // rotated, a run repeated while other processes disturbed it, a failed run kept with its reason, CPU figures
-// taken from each load's result. Shared by the benchmarks in this folder; the loads start their own processes.
+// taken from each load's result. Shared by the scenarios (bench/scenarios/); the loads start their own processes.
 import type { LoadResult } from './loads.js';
 import type { Pinning } from './procs.js';
 import { UNIT, summarize, type Run, type Scenario, type Summary } from './report.js';
-import type { TargetId } from './targets.js';
+import type { TargetId } from './shape.js';
 
 /** Share of one core that other processes may use during a run before it counts as disturbed. */
 export const NOISY_SHARE = 0.15;

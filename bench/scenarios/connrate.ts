@@ -3,20 +3,23 @@
 // against direct-to-backend, nginx `stream` (1 worker, ssl_preread) and HAProxy (1 thread, req_ssl_sni), in
 // interleaved rounds; medians, proxy CPU-µs per connection. Client and backends are bench/native/connrate.cc,
 // built here with g++. Every target passes a checked run first. It never asserts a speed; see bench/README.md.
-// Usage: npm run build && node dist/bench/e2e/connrate.js [--quick] [--rounds N] [--duration S] [--targets a,b]
+// Usage: npm run build && node dist/bench/scenarios/connrate.js [--quick] [--rounds N] [--duration S] [--targets a,b]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
-import { runConnRate, type ConnRateLoad, type Watch } from './loads.js';
+import { readArgs } from '../lib/args.js';
+import { runConnRate, type ConnRateLoad, type Watch } from '../lib/loads.js';
+import { ROOT } from '../lib/paths.js';
 import {
   benchmarkMain, choosePinning, freePort, hasProc, pinned, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Pinning, type Spawned,
-} from './procs.js';
-import { UNIT, formatProcesses, formatTable } from './report.js';
-import { caveats, runPlan } from './rounds.js';
+} from '../lib/procs.js';
+import { UNIT, formatProcesses, formatTable } from '../lib/report.js';
+import { caveats, runPlan } from '../lib/rounds.js';
+import type { TargetId } from '../lib/shape.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
-import { ROOT, announcedPort, launchHaproxy, launchPortico, porticoRevision, startNginx, type TargetId } from './targets.js';
+import { announcedPort, launchHaproxy, launchPortico, porticoRevision, startNginx } from '../peers/targets.js';
 
 type Load = 'tcp' | 'tls';
 const LOADS: readonly Load[] = ['tcp', 'tls'];
@@ -44,12 +47,12 @@ interface Options {
   keepTmp: boolean;
 }
 
-const USAGE = `usage: node dist/bench/e2e/connrate.js [options]
+const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --duration S       seconds per timed run (default 10)
   --rounds N         rounds; each runs every target once per load, order rotated (default 5)
   --warmup S         untimed run per target and load before round 1 (default 2)
   --only tcp|tls     one load only
-  --quick            smoke run: --duration 2 --rounds 1 --warmup 1
+  --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
   --targets LIST     comma list of direct,nginx,haproxy,portico,portico-js (default: all available;
                      portico-js = Portico with PORTICO_NATIVE=0: the JS relay instead of splice)
   --concurrency N    connections in flight (default 64)
@@ -60,46 +63,30 @@ const USAGE = `usage: node dist/bench/e2e/connrate.js [options]
   --keep-tmp         keep the temp folder with generated configs and logs`;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = {
-    durationS: 10, rounds: 5, warmupS: 2, loads: [...LOADS], concurrency: 64, sources: 32, pin: true, targets: undefined, noisyRetries: 2,
-    out: path.join(ROOT, 'bench', 'results', 'connrate.json'), keepTmp: false,
+  const a = readArgs(
+    argv,
+    {
+      duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
+      'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean',
+    },
+    USAGE,
+  );
+  // --quick changes the defaults; a flag given with it still wins (`--quick --duration 3`).
+  const quick = a.has('quick');
+  const only = a.oneOf<Load>('only', LOADS, undefined);
+  return {
+    durationS: a.int('duration', quick ? 2 : 10, 1, 3600),
+    rounds: a.int('rounds', quick ? 1 : 5, 1, 100),
+    warmupS: a.int('warmup', quick ? 1 : 2, 0, 600),
+    loads: only === undefined ? [...LOADS] : [only],
+    concurrency: a.int('concurrency', 64, 1, 4000),
+    sources: a.int('sources', 32, 1, 250),
+    pin: !a.has('no-pin'),
+    targets: a.list('targets', TARGET_IDS),
+    noisyRetries: a.int('noisy-retries', 2, 0, 10),
+    out: path.resolve(a.str('out', path.join(ROOT, 'bench', 'results', 'connrate.json'))),
+    keepTmp: a.has('keep-tmp'),
   };
-  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} needs an integer in [${min}, ${max}]`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    switch (a) {
-      case '--duration': o.durationS = num(a, argv[++i], 1, 3600); break;
-      case '--rounds': o.rounds = num(a, argv[++i], 1, 100); break;
-      case '--warmup': o.warmupS = num(a, argv[++i], 0, 600); break;
-      case '--quick': o.durationS = 2; o.rounds = 1; o.warmupS = 1; break;
-      case '--only': {
-        const v = argv[++i];
-        if (v !== 'tcp' && v !== 'tls') throw new Error('--only takes tcp or tls');
-        o.loads = [v];
-        break;
-      }
-      case '--targets': {
-        const list = (argv[++i] ?? '').split(',').filter((s) => s !== '');
-        const bad = list.filter((s) => !(TARGET_IDS as readonly string[]).includes(s));
-        if (list.length === 0 || bad.length > 0) throw new Error(`--targets: unknown ${bad.join(', ') || '(empty)'}; use ${TARGET_IDS.join(',')}`);
-        o.targets = list as ConnTargetId[];
-        break;
-      }
-      case '--concurrency': o.concurrency = num(a, argv[++i], 1, 4000); break;
-      case '--sources': o.sources = num(a, argv[++i], 1, 250); break;
-      case '--no-pin': o.pin = false; break;
-      case '--noisy-retries': o.noisyRetries = num(a, argv[++i], 0, 10); break;
-      case '--out': o.out = path.resolve(argv[++i] ?? o.out); break;
-      case '--keep-tmp': o.keepTmp = true; break;
-      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
-      default: throw new Error(`unknown option ${a}\n${USAGE}`);
-    }
-  }
-  return o;
 }
 
 interface ConnTarget {
@@ -212,7 +199,7 @@ backend tls_backend
     if (!wanted(id)) continue;
     const p = await ports();
     const yaml = [
-      '# Written by bench/e2e/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
+      '# Written by bench/scenarios/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
       'workers: 1',
       'listeners:',
       `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend }`,
@@ -238,7 +225,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     ? `taskset: proxy on CPU ${c.pinning.proxyCpu} alone; connrate client and both backends on CPU ${c.pinning.clientCpu}`
     : `off (${c.pinning.reason}): every process floats over all CPUs`;
   return [
-    `date:       ${new Date().toISOString()}  (node dist/bench/e2e/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
+    `date:       ${new Date().toISOString()}  (node dist/bench/scenarios/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
     `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off`,

@@ -2,19 +2,21 @@
 // `stream` and HAProxy (`mode tcp`, `option splice-auto`), in one run, 1 and 8 connections, bytes both ways at
 // once. This process is the client and the backend (pinned to CPU 0); each proxy runs alone on CPU 1. Every
 // target first passes a checked transfer (sha256 both ways). It never asserts a speed; see native-notes/splice.md.
-// Usage: npm run build && node dist/bench/e2e/tunnel-throughput.js [--quick] [--mib N] [--rounds R] [--targets a,b]
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// Usage: npm run bench:tunnel -- [--quick] [--mib N] [--rounds R] [--targets a,b] [--no-pin]
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readArgs } from '../lib/args.js';
+import { BENCH_DIST } from '../lib/paths.js';
+import { benchmarkMain, choosePinning, freePort, pinSelf, pinned, readStat, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Spawned } from '../lib/procs.js';
+import { median } from '../lib/stats.js';
+import { launchHaproxy, startNginx } from '../peers/targets.js';
+import { haproxyTcpConfig, nginxStreamConfig } from '../peers/stream-configs.js';
 
 type TargetId = 'direct' | 'js' | 'splice' | 'nginx' | 'haproxy';
 const ALL: TargetId[] = ['direct', 'js', 'splice', 'nginx', 'haproxy'];
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
 
 interface Options {
@@ -23,28 +25,26 @@ interface Options {
   rounds: number;
   targets: TargetId[];
   conns: number[];
+  pin: boolean;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { bytes: 1024 * MiB, rounds: 3, targets: ALL, conns: [1, 8] };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--quick') {
-      o.bytes = 128 * MiB;
-      o.rounds = 1;
-    } else if (a === '--mib') o.bytes = Number(argv[++i]) * MiB;
-    else if (a === '--rounds') o.rounds = Number(argv[++i]);
-    else if (a === '--targets') o.targets = argv[++i].split(',') as TargetId[];
-    else {
-      process.stderr.write(`unknown option ${a}\n`);
-      process.exit(2);
-    }
-  }
-  if (!(o.bytes >= MiB) || !(o.rounds >= 1) || o.targets.some((t) => !ALL.includes(t))) {
-    process.stderr.write('bad options\n');
-    process.exit(2);
-  }
-  return o;
+const USAGE = `usage: npm run bench:tunnel -- [options]
+  --mib N          MiB each way per run, split over the connections (default 1024)
+  --rounds R       timed runs per target and connection count; the median is shown (default 3)
+  --quick          smoke run: defaults --mib 128 --rounds 1 (flags given win)
+  --targets LIST   comma list of ${ALL.join(',')} (default: all)
+  --no-pin         do not pin this process and the proxies to CPUs`;
+
+function parseOptions(argv: string[]): Options {
+  const a = readArgs(argv, { quick: 'boolean', mib: 'string', rounds: 'string', targets: 'string', 'no-pin': 'boolean' }, USAGE);
+  const quick = a.has('quick');
+  return {
+    bytes: a.int('mib', quick ? 128 : 1024, 1, 1024 * 1024) * MiB,
+    rounds: a.int('rounds', quick ? 1 : 3, 1, 100),
+    targets: a.list('targets', ALL) ?? ALL,
+    conns: [1, 8],
+    pin: !a.has('no-pin'),
+  };
 }
 
 // ---- the backend (in this process): sends `perConn` bytes down while counting (and maybe hashing) what comes up
@@ -143,104 +143,43 @@ interface Running {
   stop(): Promise<void>;
 }
 
+/** utime + stime of one process (all its threads), in seconds. */
 function cpuSeconds(pid: number | undefined): number {
   if (pid === undefined) return 0;
-  // /proc/PID/stat: fields after "(comm)"; utime and stime are the 12th and 13th of those (all threads)
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  const st = readStat(pid);
+  if (st === undefined) throw new Error(`process ${pid} is gone`);
+  return st.cpuUs / 1e6;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-async function waitPort(port: number, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`port ${port} never opened`);
-}
-
-const hasTaskset = spawnSync('taskset', ['--version']).status === 0 && os.cpus().length >= 2;
-
-function spawnPinned(cmd: string, args: string[]): ChildProcess {
-  const [c, a] = hasTaskset ? ['taskset', ['-c', '1', cmd, ...args]] : [cmd, args];
-  // taskset execs the command: the pid is the proxy's own
-  const child = spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()).length > 4000 && (err = err.slice(-4000)));
-  child.on('exit', () => err !== '' && process.stderr.write(`[${cmd}] ${err}`));
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(timer);
-}
-
-async function startTarget(id: TargetId, backendPort: number, dir: string): Promise<Running> {
+/** Starts target `id` in front of the backend, pinned to `proxyCpu` (undefined: pinning off). */
+async function startTarget(id: TargetId, backendPort: number, scope: BenchmarkScope, proxyCpu: string | undefined): Promise<Running> {
   if (id === 'direct') return { port: backendPort, pid: undefined, stop: async () => {} };
   const port = await freePort();
-  let child: ChildProcess;
+  let proc: Spawned | undefined;
   if (id === 'js' || id === 'splice') {
-    child = spawnPinned(process.execPath, [path.join(HERE, 'tunnel-proxy.js'), id, String(port), String(backendPort)]);
+    const [cmd, args] = pinned(proxyCpu, process.execPath, [path.join(BENCH_DIST, 'peers', 'tunnel-proxy.js'), id, String(port), String(backendPort)]);
+    proc = spawnProcess(cmd, args);
+    scope.started.push(proc);
+    await waitForPort('127.0.0.1', port, 15_000, proc);
   } else if (id === 'nginx') {
-    const conf = path.join(dir, 'nginx-stream.conf');
-    writeFileSync(
-      conf,
-      `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-daemon off; master_process off; worker_processes 1;
-pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log warn;
-events { worker_connections 1024; }
-stream { server { listen 127.0.0.1:${port}; proxy_pass 127.0.0.1:${backendPort}; proxy_buffer_size 64k; proxy_half_close on; } }
-`,
-    );
-    child = spawnPinned('nginx', ['-p', dir, '-c', conf, '-e', `${dir}/nginx-error.log`]);
+    const dir = path.join(scope.tmp, 'nginx-stream');
+    proc = await startNginx(dir, nginxStreamConfig(dir, port, backendPort), port, proxyCpu);
+    scope.started.push(proc);
   } else {
-    const conf = path.join(dir, 'haproxy-tcp.cfg');
-    writeFileSync(
-      conf,
-      `global
-    nbthread 1
-    maxconn 1024
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    option splice-auto
-frontend f
-    bind 127.0.0.1:${port}
-    default_backend b
-backend b
-    server s1 127.0.0.1:${backendPort}
-`,
-    );
-    child = spawnPinned('haproxy', ['-db', '-f', conf]);
+    const started = await launchHaproxy(path.join(scope.tmp, 'haproxy-tcp'), haproxyTcpConfig(port, backendPort), [port], proxyCpu);
+    if (started.proc !== undefined) scope.started.push(started.proc);
+    if (started.error !== undefined || started.proc === undefined) throw new Error(started.error ?? 'haproxy not started');
+    proc = started.proc;
   }
-  await waitPort(port, child);
-  return { port, pid: child.pid, stop: () => stopChild(child) };
+  const running = proc;
+  return {
+    port,
+    pid: running.pid,
+    stop: async () => {
+      await stopTree(running, 3000);
+      scope.started.splice(scope.started.indexOf(running), 1);
+    },
+  };
 }
 
 // ---- the run
@@ -254,15 +193,10 @@ interface Row {
   error?: string;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-async function measure(target: TargetId, backendPort: number, dir: string, conns: number, opts: Options): Promise<Row> {
+async function measure(target: TargetId, backendPort: number, scope: BenchmarkScope, proxyCpu: string | undefined, conns: number, opts: Options): Promise<Row> {
   let running: Running | undefined;
   try {
-    running = await startTarget(target, backendPort, dir);
+    running = await startTarget(target, backendPort, scope, proxyCpu);
     // check first: 4 MiB each way, hashed at both ends
     const check = await runTransfer(running.port, 1, 4 * MiB, true);
     const want = patternHash(4 * MiB);
@@ -288,26 +222,27 @@ async function measure(target: TargetId, backendPort: number, dir: string, conns
 }
 
 function version(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n')[0].trim() || 'not installed';
+  return versionOf(cmd, args, true) ?? 'not installed';
 }
 
-async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
-  if (hasTaskset) spawnSync('taskset', ['-cp', '0', String(process.pid)], { stdio: 'ignore' });
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-tunnel-bench-'));
+async function bench(opts: Options, scope: BenchmarkScope): Promise<void> {
+  const pinning = choosePinning(opts.pin, os.availableParallelism());
+  // This process is client and backend: it takes CPU 0 and leaves CPU 1 to the proxy under test.
+  const pin = pinning.enabled && pinSelf('0');
+  const proxyCpu = pin ? '1' : undefined;
   const backend = await startBackend();
   const backendPort = (backend.address() as net.AddressInfo).port;
   console.log('# tunnel throughput: bytes both ways at once, client+backend = this process');
   console.log(`node ${process.version}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}; kernel ${os.release()}`);
-  console.log(`pinning: ${hasTaskset ? 'client+backend on CPU 0, proxy on CPU 1' : 'none (taskset missing or 1 CPU)'}`);
+  console.log(`pinning: ${pin ? 'client+backend on CPU 0, proxy on CPU 1' : `none (${pinning.reason || 'taskset -p failed'})`}`);
   console.log(`${version('nginx', ['-v'])}; ${version('haproxy', ['-v'])}`);
   console.log(`per run: ${opts.bytes / MiB} MiB each way split over the connections; ${opts.rounds} round(s), median shown`);
   console.log('MiB/s = both directions summed; CPU = the proxy process (all threads), user+sys\n');
   const rows: Row[] = [];
   for (const conns of opts.conns) {
     for (const target of opts.targets) {
-      const row = await measure(target, backendPort, dir, conns, opts);
+      if (scope.stopped()) break;
+      const row = await measure(target, backendPort, scope, proxyCpu, conns, opts);
       rows.push(row);
       const line = row.error !== undefined ? `error: ${row.error}` : `${row.mibPerS.toFixed(0).padStart(7)} MiB/s  cpu ${row.cpuS.toFixed(2)} s  ${row.cpuPerGiB.toFixed(3)} cpu-s/GiB`;
       console.log(`${target.padEnd(8)} conns=${conns}  ${line}`);
@@ -332,8 +267,7 @@ async function main(): Promise<void> {
     }
   }
   backend.close();
-  rmSync(dir, { recursive: true, force: true });
-  process.exit(0);
 }
 
-void main();
+const options = parseOptions(process.argv.slice(2));
+benchmarkMain('tunnel-bench', false, (scope) => bench(options, scope));

@@ -5,16 +5,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkHttp, checkWs, runWrk, runWsLoad, type Watch } from './loads.js';
-import { benchmarkMain, choosePinning, hasProc, versionOf, type BenchmarkScope, type Pinning } from './procs.js';
-import { formatProcesses, formatTable, type Scenario } from './report.js';
-import { caveats, runPlan } from './rounds.js';
-import { HTTP_BODY } from './shape.js';
+import { readArgs } from '../lib/args.js';
+import { checkHttp, checkWs, runWrk, runWsLoad, type Watch } from '../lib/loads.js';
+import { ROOT } from '../lib/paths.js';
+import { benchmarkMain, choosePinning, hasProc, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { formatProcesses, formatTable, type Scenario } from '../lib/report.js';
+import { caveats, runPlan } from '../lib/rounds.js';
+import { HTTP_BODY, type TargetId } from '../lib/shape.js';
 import {
-  ROOT, alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target, type TargetId,
-} from './targets.js';
+  alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target,
+} from '../peers/targets.js';
 
-/** The two loads of this benchmark (connrate.ts has the L4 ones). */
+/** The two loads of this benchmark (scenarios/connrate.ts has the L4 ones). */
 type Load = Extract<Scenario, 'http' | 'ws'>;
 
 interface Options {
@@ -41,7 +43,7 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds N         rounds; each runs every target once per load, order rotated (default 5)
   --warmup S         untimed warm-up per target and load before round 1 (default 2)
   --only http|ws     one load only
-  --quick            smoke run: --duration 2 --rounds 1 --warmup 1
+  --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
   --targets LIST     comma list of direct,nginx,haproxy,portico,portico-access (default: all available)
   --no-access-log    skip the Portico row with access logs on
   --connections N    HTTP connections (default 64)
@@ -56,49 +58,34 @@ const USAGE = `usage: npm run bench -- [options]
 const TARGET_IDS: readonly TargetId[] = ['direct', 'nginx', 'haproxy', 'portico', 'portico-access'];
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = {
-    durationS: 10, rounds: 5, warmupS: 2, scenarios: ['http', 'ws'], httpConnections: 64, wsConnections: 100, size: 32,
-    pin: true, accessLogRow: true, targets: undefined, out: path.join(ROOT, 'bench', 'results', 'latest.json'), keepTmp: false, noisyRetries: 2, nodeBackend: false,
+  const a = readArgs(
+    argv,
+    {
+      duration: 'string', rounds: 'string', warmup: 'string', only: 'string', quick: 'boolean', targets: 'string', 'no-access-log': 'boolean',
+      connections: 'string', 'ws-connections': 'string', size: 'string', 'no-pin': 'boolean', out: 'string', 'keep-tmp': 'boolean',
+      'node-backend': 'boolean', 'noisy-retries': 'string',
+    },
+    USAGE,
+  );
+  // --quick changes the defaults; a flag given with it still wins (`--quick --rounds 3`).
+  const quick = a.has('quick');
+  const only = a.oneOf<Load>('only', ['http', 'ws'], undefined);
+  return {
+    durationS: a.num('duration', quick ? 2 : 10, 1, 3600),
+    rounds: Math.round(a.num('rounds', quick ? 1 : 5, 1, 100)),
+    warmupS: a.num('warmup', quick ? 1 : 2, 0, 600),
+    scenarios: only === undefined ? ['http', 'ws'] : [only],
+    httpConnections: Math.round(a.num('connections', 64, 1, 10_000)),
+    wsConnections: Math.round(a.num('ws-connections', 100, 1, 10_000)),
+    size: Math.round(a.num('size', 32, 1, 65_535)),
+    pin: !a.has('no-pin'),
+    accessLogRow: !a.has('no-access-log'),
+    targets: a.list('targets', TARGET_IDS),
+    out: path.resolve(a.str('out', path.join(ROOT, 'bench', 'results', 'latest.json'))),
+    keepTmp: a.has('keep-tmp'),
+    nodeBackend: a.has('node-backend'),
+    noisyRetries: Math.round(a.num('noisy-retries', 2, 0, 10)),
   };
-  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isFinite(n) || n < min || n > max) throw new Error(`${flag} needs a number in [${min}, ${max}]`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    switch (a) {
-      case '--duration': o.durationS = num(a, argv[++i], 1, 3600); break;
-      case '--rounds': o.rounds = Math.round(num(a, argv[++i], 1, 100)); break;
-      case '--warmup': o.warmupS = num(a, argv[++i], 0, 600); break;
-      case '--quick': o.durationS = 2; o.rounds = 1; o.warmupS = 1; break;
-      case '--only': {
-        const v = argv[++i];
-        if (v !== 'http' && v !== 'ws') throw new Error('--only takes http or ws');
-        o.scenarios = [v];
-        break;
-      }
-      case '--targets': {
-        const list = (argv[++i] ?? '').split(',').filter((s) => s !== '');
-        const bad = list.filter((s) => !(TARGET_IDS as readonly string[]).includes(s));
-        if (list.length === 0 || bad.length > 0) throw new Error(`--targets: unknown ${bad.join(', ') || '(empty)'}; use ${TARGET_IDS.join(',')}`);
-        o.targets = list as TargetId[];
-        break;
-      }
-      case '--no-access-log': o.accessLogRow = false; break;
-      case '--connections': o.httpConnections = Math.round(num(a, argv[++i], 1, 10_000)); break;
-      case '--ws-connections': o.wsConnections = Math.round(num(a, argv[++i], 1, 10_000)); break;
-      case '--size': o.size = Math.round(num(a, argv[++i], 1, 65_535)); break;
-      case '--no-pin': o.pin = false; break;
-      case '--out': o.out = path.resolve(argv[++i] ?? o.out); break;
-      case '--keep-tmp': o.keepTmp = true; break;
-      case '--node-backend': o.nodeBackend = true; break;
-      case '--noisy-retries': o.noisyRetries = Math.round(num(a, argv[++i], 0, 10)); break;
-      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
-      default: throw new Error(`unknown option ${a}\n${USAGE}`);
-    }
-  }
-  return o;
 }
 
 interface Conditions {
@@ -169,9 +156,6 @@ function formatConditions(c: Conditions, o: Options): string {
   lines.push('CPU:        utime+stime from /proc/PID/stat of each process tree (Portico: primary + worker; nginx: master + worker)');
   return lines.join('\n');
 }
-
-
-
 
 
 function main(): void {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { cpuDelta, pinned, snapshotTree, spawnProcess, stopTree, ticksToUs, readMachineCpu, type CpuSnapshot, type MachineCpu, type ProcessCpu, type Spawned } from './procs.js';
 import { HTTP_BODY, HTTP_PATH, WS_PATH } from './shape.js';
-import { ROOT } from './targets.js';
+import { BENCH_DIST, FIXTURES } from './paths.js';
 
 /** Process trees whose CPU a run records, by role. */
 export interface Watch {
@@ -122,7 +122,7 @@ async function runToExit(cmd: string, args: string[], limitS: number, watch: Wat
 
 /** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
 export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
-  const script = path.join(ROOT, 'bench', 'fixtures', 'wrk-report.lua');
+  const script = path.join(FIXTURES, 'wrk-report.lua');
   const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
   const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
@@ -175,7 +175,7 @@ interface WsLoadLine {
  * upgrades and the teardown stay out of the figures.
  */
 export async function runWsLoad(port: number, connections: number, size: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
-  const script = path.join(ROOT, 'dist', 'bench', 'e2e', 'ws-load.js');
+  const script = path.join(BENCH_DIST, 'peers', 'ws-load.js');
   const [cmd, args] = pinned(cpus, process.execPath, [
     script, '--sync', '--port', String(port), '--path', WS_PATH, '--connections', String(connections), '--size', String(size), '--duration', String(durationS),
   ]);

@@ -3,7 +3,7 @@
 // Prints one JSON line {"port": N} once listening on 127.0.0.1; exits on SIGTERM. Knows nothing of proxies.
 import http from 'node:http';
 import uWS from 'uWebSockets.js';
-import { HTTP_BODY } from './shape.js';
+import { HTTP_BODY } from '../lib/shape.js';
 
 function announce(port: number): void {
   process.stdout.write(`${JSON.stringify({ port })}\n`);

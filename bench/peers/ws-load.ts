@@ -3,7 +3,7 @@
 // Built to stay out of the way: one pre-masked frame per connection, a fast path for a whole echo per read,
 // payload checks on the first echo and then every --verify-every. It reports; it never judges a proxy.
 //
-// Usage: node ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
+// Usage: node dist/bench/peers/ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
 //        [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync]
 // stdout, one JSON line each: {"event":"ready"} once connected, {"event":"start"} when timing begins,
 // {"event":"stop"} when it ends, then {"event":"result", ...}. With --sync it waits for a "go" line on stdin
@@ -12,7 +12,8 @@ import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { WS_GUID, WS_PATH } from './shape.js';
+import { readArgs } from '../lib/args.js';
+import { WS_GUID, WS_PATH } from '../lib/shape.js';
 
 interface Options {
   host: string;
@@ -47,37 +48,29 @@ export interface WsLoadResult {
   cpuSystemUs: number;
 }
 
+const USAGE = `usage: node dist/bench/peers/ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
+       [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync]`;
+
 function parseOptions(argv: string[]): Options {
-  const o: Options = { host: '127.0.0.1', port: 0, path: WS_PATH, connections: 100, size: 32, durationMs: 10_000, verifyEvery: 1024, connectTimeoutMs: 10_000, sync: false };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i];
-    if (key === '--sync') {
-      o.sync = true;
-      i--;
-      continue;
-    }
-    const value = argv[i + 1];
-    if (value === undefined) throw new Error(`missing value for ${key}`);
-    const num = Number(value);
-    switch (key) {
-      case '--host': o.host = value; break;
-      case '--port': o.port = num; break;
-      case '--path': o.path = value; break;
-      case '--connections': o.connections = num; break;
-      case '--size': o.size = num; break;
-      case '--duration': o.durationMs = num * 1000; break;
-      case '--verify-every': o.verifyEvery = num; break;
-      case '--connect-timeout': o.connectTimeoutMs = num * 1000; break;
-      default: throw new Error(`unknown option ${key}`);
-    }
-  }
-  if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new Error('--port must be 1..65535');
-  if (!Number.isInteger(o.connections) || o.connections < 1 || o.connections > 20_000) throw new Error('--connections must be 1..20000');
-  // Two-byte extended length at most: the client never needs 64-bit frame lengths.
-  if (!Number.isInteger(o.size) || o.size < 1 || o.size > 65_535) throw new Error('--size must be 1..65535');
-  if (!(o.durationMs > 0 && o.durationMs <= 3_600_000)) throw new Error('--duration must be in (0, 3600] seconds');
-  if (!Number.isInteger(o.verifyEvery) || o.verifyEvery < 1) throw new Error('--verify-every must be >= 1');
-  return o;
+  const a = readArgs(
+    argv,
+    { host: 'string', port: 'string', path: 'string', connections: 'string', size: 'string', duration: 'string', 'verify-every': 'string', 'connect-timeout': 'string', sync: 'boolean' },
+    USAGE,
+  );
+  const port = a.int('port', 0, 1, 65535);
+  if (port === 0) throw new Error(`--port is required\n${USAGE}`);
+  return {
+    host: a.str('host', '127.0.0.1'),
+    port,
+    path: a.str('path', WS_PATH),
+    connections: a.int('connections', 100, 1, 20_000),
+    // Two-byte extended length at most: the client never needs 64-bit frame lengths.
+    size: a.int('size', 32, 1, 65_535),
+    durationMs: a.num('duration', 10, 0.001, 3600) * 1000,
+    verifyEvery: a.int('verify-every', 1024, 1, Number.MAX_SAFE_INTEGER),
+    connectTimeoutMs: a.num('connect-timeout', 10, 0.001, 3600) * 1000,
+    sync: a.has('sync'),
+  };
 }
 
 /** A complete client frame (FIN + binary, masked): RFC 6455 §5.2. Built once per connection, resent as is. */

@@ -1,8 +1,9 @@
 // Turns the runs of a benchmark into its summary (medians, spread, ratios, CPU per request/message) and prints
 // the conditions block and the results tables. Pure over the data it is given: no processes, no files.
-import type { TargetId } from './targets.js';
+import type { TargetId } from './shape.js';
+import { median } from './stats.js';
 
-/** http, ws: `npm run bench`; tcp, tls: the L4 connection-rate benchmark (connrate.ts). */
+/** http, ws: `npm run bench` (scenarios/http-ws.ts); tcp, tls: the L4 connection-rate benchmark (scenarios/connrate.ts). */
 export type Scenario = 'http' | 'ws' | 'tcp' | 'tls';
 
 /** What one counted unit of a scenario is: a request, an echoed message, a whole connection. */
@@ -70,12 +71,6 @@ export interface Summary {
   /** Per-process CPU of the run whose rate is the median. */
   medianRunProcesses?: Run['processes'];
   medianRunWallMs?: number;
-}
-
-export function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 /** CPU time over a wall-clock window, as a percentage of one core. */

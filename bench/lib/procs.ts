@@ -1,7 +1,7 @@
 // Child processes of the benchmark: spawn (optionally pinned with taskset), wait for a port, read CPU time of a
 // process tree from /proc, stop a tree, and a benchmark's lifetime (temp folder, signals, every process stopped
 // at the end). Only processes this harness spawned are ever signalled, by pid.
-// It knows nothing about proxies or load generators; targets.ts and loads.ts build on it.
+// It knows nothing about proxies or load generators; peers/targets.ts and lib/loads.ts build on it.
 import { spawn, spawnSync, execFileSync, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -183,6 +183,11 @@ export function choosePinning(wanted: boolean, cpus: number): Pinning {
   if (versionOf('taskset', ['--version']) === undefined) return off('taskset not found (util-linux)');
   if (cpus < 2) return off('fewer than 2 CPUs');
   return { enabled: true, reason: '', proxyCpu: '0', clientCpu: '1', backendCpu: '1' };
+}
+
+/** Pins this process (the harness itself, when it is also client and backend) to `cpus`; false when it could not. */
+export function pinSelf(cpus: string): boolean {
+  return spawnSync('taskset', ['-cp', cpus, String(process.pid)], { stdio: 'ignore' }).status === 0;
 }
 
 /** Wraps a command in `taskset -c CPUS` when pinning is on; taskset execs, so the pid stays the command's. */

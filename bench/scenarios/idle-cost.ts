@@ -2,21 +2,26 @@
 // addon is loaded) and TLS. Starts `portico start` from --root (any checkout with dist/ built, so the same script
 // measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
-// Usage: node dist/bench/e2e/idle-cost.js [--root DIR] [--n 500] [--mode plain|tls]
-import { spawn } from 'node:child_process';
+// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls]
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { WebSocket, WebSocketServer } from 'ws';
+import { readArgs } from '../lib/args.js';
+import { benchmarkMain, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
 
-const { values } = parseArgs({ options: { root: { type: 'string', default: process.cwd() }, n: { type: 'string', default: '500' }, mode: { type: 'string', default: 'plain' } } });
-const root = path.resolve(values.root);
-const n = Number(values.n);
-const tls = values.mode === 'tls';
+const USAGE = `usage: npm run bench:idle -- [options]
+  --root DIR          checkout whose dist/ and bin/portico.js are measured (default: the current folder)
+  --n N               idle tunnels to open (default 500)
+  --mode plain|tls    listener kind (default plain)`;
+
+const args = readArgs(process.argv.slice(2), { root: 'string', n: 'string', mode: 'string' }, USAGE);
+const root = path.resolve(args.str('root', process.cwd()));
+const n = args.int('n', 500, 1, 100_000);
+const mode = args.oneOf('mode', ['plain', 'tls'] as const, 'plain');
+const tls = mode === 'tls';
 
 function rssKiB(pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -31,13 +36,12 @@ async function get(url: string): Promise<string> {
   return res.text();
 }
 
-async function main(): Promise<void> {
+async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const backend = http.createServer();
   const wss = new WebSocketServer({ server: backend });
   wss.on('connection', (ws) => ws.on('message', (d, binary) => ws.send(d, { binary })));
   backend.listen(0, '127.0.0.1');
   await once(backend, 'listening');
-  const dir = mkdtempSync(path.join(tmpdir(), 'portico-idle-cost-'));
   const cert = path.join(root, 'test', 'fixtures', 'tls', 'localhost.crt');
   const key = path.join(root, 'test', 'fixtures', 'tls', 'localhost.key');
   const listener = tls ? `{ address: 127.0.0.1:0, tls: { certificates: [{ cert: ${cert}, key: ${key} }] } }` : '{ address: 127.0.0.1:0 }';
@@ -45,10 +49,12 @@ async function main(): Promise<void> {
     path.join(dir, 'p.yaml'),
     `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
   );
-  const child = spawn(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  started.push(proc);
+  const child = proc.child;
   let buf = '';
   const listening = await new Promise<{ listeners: Array<{ port: number }>; admin: { port: number } }>((resolve, reject) => {
-    child.stdout.on('data', (c: Buffer) => {
+    child.stdout?.on('data', (c: Buffer) => {
       buf += c.toString();
       for (const line of buf.split('\n')) if (line.includes('"msg":"listening"')) resolve(JSON.parse(line));
     });
@@ -79,18 +85,13 @@ async function main(): Promise<void> {
   const rss1 = rssKiB(pid);
   const fd1 = fds(pid);
   console.log(
-    `${values.mode}: ${n} idle tunnels, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
+    `${mode}: ${n} idle tunnels, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
       `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
   );
   for (const ws of sockets) ws.terminate();
-  child.kill('SIGTERM');
-  await once(child, 'exit');
+  await stopTree(proc);
   wss.close();
   backend.close();
-  rmSync(dir, { recursive: true, force: true });
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+benchmarkMain('idle-cost', false, main);
