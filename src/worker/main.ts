@@ -1,4 +1,4 @@
-// Entry point of a worker process, forked by primary.ts: owns one Runtime (router, pools: runtime.ts) and the
+// Entry point of a worker process, forked by primary/supervisor.ts: owns one Runtime (router, pools: runtime.ts) and the
 // listening sockets, and swaps the runtime for each config the primary sends (boot, reload); requests in flight
 // and open tunnels finish on what they started with, sockets of addresses that stay are kept. It hands every
 // accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
