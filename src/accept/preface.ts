@@ -6,6 +6,7 @@ import type { PrefaceFailure } from '../core/metrics.js';
 import type { Socket } from 'node:net';
 import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from '../wire/client-hello.js';
 import { DEFAULT_PROXY_V2_MAX_BYTES, parseProxyHeader, type ProxyHeader } from '../wire/proxy-protocol.js';
+import { noop } from '../core/util.js';
 
 export interface PrefaceOptions {
   /** Expect a PROXY header first (the sender was already checked against the trusted CIDRs). */
@@ -133,6 +134,4 @@ class PrefaceReader {
   #onError = (): void => this.#fail('closed');
   #onTimeout = (): void => this.#fail(this.#proxyRead ? 'timeout' : 'proxy_timeout');
 }
-
-function noop(): void {}
 

@@ -2,7 +2,8 @@
 // POST /upstreams/NAME/targets/ADDRESS/drain|undrain. Meant for loopback: another address works but is warned
 // about. Who may ask is guard.ts's: every request is checked (Host, Origin), drains need the token or, without
 // one, a loopback peer and the X-Portico-Admin header.
-// It only formats what its AdminSource returns; gathering numbers and fanning out drains is primary.ts's job.
+// It only formats what its AdminSource returns; gathering numbers and fanning out drains is the primary's job
+// (primary/report.ts, primary/targets.ts).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { checkControl, checkRequest, isLoopback } from './guard.js';

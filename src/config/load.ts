@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
+import { isPlainObject } from '../core/util.js';
 
 export type ConfigError = {
   /** YAML path such as "routes[2].proxy"; "" for the whole file. */
@@ -413,10 +414,6 @@ function pathAt(doc: Document, offset: number): Segment[] {
 }
 
 // ---- certificates and paths ----
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /**
  * Checks the raw data (not the parsed Config) so missing files are reported together with schema errors.

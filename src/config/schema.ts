@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { checkCidr } from '../wire/proxy-protocol.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
+import { isPlainObject } from '../core/util.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 // Only units that read one way: a bare "k", "m" or "g" is 1000-based here but 1024-based in nginx.
@@ -792,10 +793,6 @@ export const configSchema = z
   .strict()
   // Cross-references run even when other parts failed (see checkRouteMatch), so they read defensively.
   .superRefine((c, ctx) => checkReferences(c as unknown, ctx), { when: () => true });
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 type Endpoint = { address: string; host: string; port: number };
 

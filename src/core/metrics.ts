@@ -1,6 +1,6 @@
 // Per-worker counters of the data path, a plain snapshot the primary sums over workers, and the Prometheus text
 // format. Counting allocates nothing (the data path calls it per request and per tunnel); text is built only
-// on a scrape. No I/O here: primary.ts collects snapshots over IPC and admin/server.ts serves the text.
+// on a scrape. No I/O here: primary/report.ts collects snapshots over IPC and admin/server.ts serves the text.
 import type { ErrorCode } from './errors.js';
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;

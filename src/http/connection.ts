@@ -22,6 +22,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import { logExchange, logRejected } from './access-log.js';
 import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
+import { endpointOf } from '../core/util.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -71,10 +72,6 @@ export interface ProxiedEnds {
  */
 export function handleConnection(socket: ByteSocket, listener: ListenerInfo, source: ContextSource, registry: ConnectionRegistry, proxied?: ProxiedEnds): void {
   new ClientConnection(socket, listener, source, registry, proxied);
-}
-
-function endpointOf(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
-  return address === undefined || port === undefined ? undefined : { address, port };
 }
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';

@@ -9,6 +9,7 @@ import { constants } from 'node:os';
 import { isIP } from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
 import { native, type NativeAddon } from './addon.js';
+import { noop } from '../core/util.js';
 
 
 /** The native half of io: the addon's io* functions. */
@@ -504,5 +505,3 @@ export function connectNative(host: string, port: number, opts: NativeSocketOpti
   if (id < 0) return undefined;
   return new NativeSocket(state, id, host, port, true, opts);
 }
-
-function noop(): void {}

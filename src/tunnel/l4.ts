@@ -16,6 +16,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { TLS_ALERT, tlsFatalAlert } from '../wire/client-hello.js';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
+import { noop } from '../core/util.js';
 
 export interface L4Request {
   readonly mode: 'tcp' | 'passthrough';
@@ -201,8 +202,6 @@ class L4Connection extends UpstreamAttempt implements Tracked {
 function clientClosed(): ProxyError {
   return new ProxyError('CLIENT_CLOSED', 'client closed before the upstream connection was made');
 }
-
-function noop(): void {}
 
 /** How long a refused TLS client gets to read its alert and close before its socket is destroyed. */
 const REFUSED_LINGER_MS = 2_000;

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { FrameTracker, goingAwayFrame } from '../wire/ws-frames.js';
+import { noop } from '../core/util.js';
 
 
 export interface TunnelTimeouts {
@@ -273,5 +274,3 @@ export class Tunnel {
     this.#onClose(this);
   }
 }
-
-function noop(): void {}

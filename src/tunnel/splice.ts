@@ -8,6 +8,7 @@ import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { NativeSocket } from '../native/io.js';
 import { Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
+import { noop } from '../core/util.js';
 
 export { nativeStatus, type NativeStatus };
 
@@ -315,5 +316,3 @@ function flushAll(sockets: ByteSocket[], done: () => void): void {
   let left = sockets.length;
   for (const s of sockets) s.write(Buffer.alloc(0), () => --left === 0 && done());
 }
-
-function noop(): void {}

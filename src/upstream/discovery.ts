@@ -2,7 +2,7 @@
 // follows every `resolve: true` (A/AAAA) and `srv` target entry, re-resolves each name when its TTL runs out
 // (clamped to resolver.min_ttl..max_ttl), keeps the last good answer when a lookup fails (timeout, SERVFAIL,
 // NXDOMAIN, empty answer) and tries again with backoff. It reports an upstream's whole discovered set when it
-// changes (primary.ts sends it to the workers); it connects to no target and knows nothing of pools.
+// changes (primary/targets.ts sends it to the workers); it connects to no target and knows nothing of pools.
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Config, DiscoverySpec, ResolverConfig } from '../config/schema.js';

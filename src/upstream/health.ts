@@ -1,6 +1,6 @@
 // Health of upstream targets. Active: probes (http, tcp, websocket) and the HealthChecker that flips a target
 // after `passes`/`fails` consecutive results; it runs in the primary, once per target for the whole instance,
-// and only reports flips (primary.ts sends them to workers). Passive: PassiveWindow, nginx max_fails/fail_timeout
+// and only reports flips (primary/targets.ts sends them to workers). Passive: PassiveWindow, nginx max_fails/fail_timeout
 // over times it is given (the pool owns one per target). Nothing here touches client sockets or picks targets.
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';

@@ -1,4 +1,4 @@
-// Entry point of a worker process, forked by primary.ts: owns one Runtime (router, pools: runtime.ts) and the
+// Entry point of a worker process, forked by primary/supervisor.ts: owns one Runtime (router, pools: runtime.ts) and the
 // listening sockets, and swaps the runtime for each config the primary sends (boot, reload); requests in flight
 // and open tunnels finish on what they started with, sockets of addresses that stay are kept. It hands every
 // accepted socket (TLS terminated for https) to connection.ts or accept/l4.ts, and drains on 'shutdown'.
@@ -30,6 +30,7 @@ import { readsLoad } from '../upstream/balancer.js';
 import type { TargetSpec, UpstreamPool } from '../upstream/pool.js';
 import { OpenKeys, PinTable } from '../upstream/sticky.js';
 import { setStickySecret } from '../upstream/hash-key.js';
+import { deferred, endpointOf, type Deferred } from '../core/util.js';
 
 /** Connections refused for lack of file descriptors are logged at most once per this period (with the count). */
 const FD_LOG_INTERVAL_MS = 10_000;
@@ -77,23 +78,6 @@ interface OpenListener {
   onConnection: OnConnection;
 }
 
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: Error): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: Error) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => {}); // observed by whoever awaits it
-  return { promise, resolve, reject };
-}
-
 /** An apply that cannot be done; the worker keeps what it ran before. */
 class ApplyError extends Error {
   readonly errors: ConfigError[];
@@ -118,10 +102,6 @@ function proxiedDestination(header: ProxyHeader | undefined): ProxyEndpoint | un
 function proxiedEnds(header: ProxyHeader | undefined): ProxiedEnds | undefined {
   const source = proxiedSource(header);
   return source === undefined ? undefined : { source, destination: proxiedDestination(header) };
-}
-
-function endpoint(address: string | undefined, port: number | undefined): ProxyEndpoint | undefined {
-  return address === undefined || port === undefined ? undefined : { address, port };
 }
 
 /** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client's ends ride on it. */
@@ -628,8 +608,8 @@ class Worker {
         return;
       }
       this.#metrics.connectionAccepted();
-      const source = proxiedSource(r.proxy) ?? endpoint(socket.remoteAddress, socket.remotePort);
-      const destination = proxiedDestination(r.proxy) ?? endpoint(socket.localAddress, socket.localPort);
+      const source = proxiedSource(r.proxy) ?? endpointOf(socket.remoteAddress, socket.remotePort);
+      const destination = proxiedDestination(r.proxy) ?? endpointOf(socket.localAddress, socket.localPort);
       const onEnd = this.#countRelay(ctx.config, source?.address ?? socket.remoteAddress ?? '');
       if (onEnd === null) {
         socket.destroy();

@@ -1,0 +1,32 @@
+// Small generic helpers that several rooms used to copy: a promise settled from outside, a no-op listener, a
+// plain-object check, an address/port pair. Nothing here knows about Portico; no I/O, no state.
+
+/** A promise with its resolve and reject, settled from outside. */
+export interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: Error): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+  return { promise, resolve, reject };
+}
+
+/** An 'error' (or 'data') listener that only keeps the event from being unhandled. */
+export function noop(): void {}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A socket's address and port as one value; none when either is unknown (a closed socket). */
+export function endpointOf(address: string | undefined, port: number | undefined): { address: string; port: number } | undefined {
+  return address === undefined || port === undefined ? undefined : { address, port };
+}

@@ -1,0 +1,250 @@
+// The worker processes: forks one per slot (child_process, not node:cluster), restarts one that dies with
+// backoff, tells a draining stop to each and kills the ones that outlive the grace, and carries messages to
+// them (send, broadcast, the stats fan-out). What a message means is not decided here: the primary's hooks are.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { resolveWorkers } from '../config/load.js';
+import { deferred, type Deferred } from '../core/util.js';
+import { WORKER_ENV, isToPrimary, type ToPrimary, type ToWorker, type WorkerStats } from '../worker/ipc.js';
+import type { PrimaryState, WorkerSlot } from './state.js';
+
+const WORKER_PATH = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+/** Restart backoff: 100 ms doubling to 10 s; a worker that lived 30 s starts over at 100 ms. */
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 10_000;
+const HEALTHY_AFTER_MS = 30_000;
+/** Workers still alive this long after the shutdown grace are killed. */
+const FORCE_KILL_AFTER_GRACE_MS = 5_000;
+/** A worker not accepting this long after its fork fails the start (config errors show up much sooner). */
+const STARTUP_TIMEOUT_MS = 30_000;
+/** A worker that does not answer a stats request in time is left out of /metrics and /status. */
+const STATS_TIMEOUT_MS = 1_000;
+
+/** What the supervisor leaves to the rest of the primary. */
+export interface SupervisorHooks {
+  /** A valid message from the current process of `slot`. */
+  message(slot: WorkerSlot, child: ChildProcess, msg: ToPrimary): void;
+  /** The process of `slot` exited: what the instance held for it (pins, load, counters) is settled here. */
+  exited(slot: WorkerSlot): void;
+  /** The instance is stopping and every worker is gone. */
+  allExited(): void;
+}
+
+export function send(child: ChildProcess, msg: ToWorker): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!child.connected) return reject(new Error('worker IPC channel closed'));
+    child.send(msg, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export class Supervisor {
+  readonly #state: PrimaryState;
+  readonly #hooks: SupervisorHooks;
+  readonly #slots: WorkerSlot[] = [];
+  #forced = false;
+  #failedWorkers = 0;
+  #forceTimer: NodeJS.Timeout | null = null;
+  #statsSeq = 0;
+  #restartsTotal = 0;
+
+  constructor(state: PrimaryState, hooks: SupervisorHooks) {
+    this.#state = state;
+    this.#hooks = hooks;
+  }
+
+  get slots(): readonly WorkerSlot[] {
+    return this.#slots;
+  }
+
+  get restartsTotal(): number {
+    return this.#restartsTotal;
+  }
+
+  /** Workers were killed: they outlived the shutdown grace, or a second signal came. */
+  get forced(): boolean {
+    return this.#forced;
+  }
+
+  /** Workers that did not exit 0 while draining. */
+  get failedWorkers(): number {
+    return this.#failedWorkers;
+  }
+
+  /** The pids of the running worker processes. */
+  pids(): number[] {
+    return this.#slots.flatMap((s) => (s.child?.pid === undefined ? [] : [s.child.pid]));
+  }
+
+  async startWorkers(): Promise<void> {
+    const count = resolveWorkers(this.#state.served.config);
+    for (let id = 1; id <= count; id++) {
+      this.#slots.push({
+        id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null, bootError: null,
+        pendingStats: new Map(), lastStats: null, load: null, loadGeneration: 0, remoteSent: '', generation: 0, listenerKeys: new Set(), applying: null,
+      });
+    }
+    const startup = setTimeout(() => {
+      for (const slot of this.#slots) slot.ready?.reject(new Error(`worker ${slot.id} was not accepting ${STARTUP_TIMEOUT_MS / 1000}s after it started`));
+    }, STARTUP_TIMEOUT_MS);
+    try {
+      // reuse-port with a port-0 listener: the first worker picks the port, the others join it.
+      const first = this.#state.strategy === 'reuse-port' && this.#state.served.listeners.some((l) => l.port === 0) ? 1 : 0;
+      for (const slot of this.#slots.slice(0, first)) await this.#spawn(slot).promise;
+      if (!this.#state.stopping) await Promise.all(this.#slots.slice(first).map((slot) => this.#spawn(slot).promise));
+    } finally {
+      clearTimeout(startup);
+    }
+  }
+
+  #spawn(slot: WorkerSlot): Deferred {
+    const child = fork(WORKER_PATH, [], {
+      env: { ...process.env, [WORKER_ENV.id]: String(slot.id), [WORKER_ENV.config]: this.#state.configFile },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const ready = deferred();
+    slot.child = child;
+    slot.state = 'starting';
+    slot.booted = false;
+    slot.startedAt = Date.now();
+    slot.ready = ready;
+    slot.bootError = null;
+    slot.lastStats = null;
+    slot.load = null;
+    slot.loadGeneration = 0;
+    slot.remoteSent = '';
+    slot.generation = 0;
+    slot.listenerKeys = new Set();
+    slot.applying = null;
+    child.on('message', (msg: unknown) => this.#onMessage(slot, child, msg));
+    child.on('exit', (code, signal) => this.#onExit(slot, child, code, signal));
+    child.on('error', (err) => {
+      this.#state.log.error({ err, worker: slot.id }, 'worker process error');
+      // A fork that failed never emits 'exit'.
+      if (child.pid === undefined) this.#onExit(slot, child, null, null);
+    });
+    this.#state.log.info({ worker: slot.id, workerPid: child.pid }, 'worker started');
+    return ready;
+  }
+
+  #onMessage(slot: WorkerSlot, child: ChildProcess, msg: unknown): void {
+    if (slot.child !== child) return;
+    if (!isToPrimary(msg)) {
+      this.#state.log.warn({ worker: slot.id, msg }, 'ignoring an unknown message from a worker');
+      return;
+    }
+    this.#hooks.message(slot, child, msg);
+  }
+
+  /** To every booted worker; one that is gone is handled by its 'exit' (and gets the full state when it is back). */
+  broadcast(msg: ToWorker): void {
+    for (const slot of this.#slots) {
+      const child = slot.child;
+      if (child === null || !slot.booted) continue;
+      send(child, msg).catch((err: unknown) => this.#state.log.debug({ err, worker: slot.id }, 'could not send a target state to a worker'));
+    }
+  }
+
+  /** Asks every running worker for its numbers; the ones that do not answer in time are listed as such. */
+  async collect(): Promise<{ answers: Array<{ slot: WorkerSlot; stats: WorkerStats }>; unanswered: number[] }> {
+    const id = ++this.#statsSeq;
+    const asked: Array<{ slot: WorkerSlot; child: ChildProcess }> = [];
+    for (const slot of this.#slots) if (slot.state === 'ready' && slot.booted && slot.child !== null) asked.push({ slot, child: slot.child });
+    const replies = await Promise.all(
+      asked.map(
+        ({ slot, child }) =>
+          new Promise<WorkerStats | null>((resolve) => {
+            const done = (stats: WorkerStats | null) => {
+              clearTimeout(timer);
+              slot.pendingStats.delete(id);
+              resolve(stats);
+            };
+            const timer = setTimeout(() => done(null), STATS_TIMEOUT_MS);
+            slot.pendingStats.set(id, done);
+            send(child, { type: 'stats-request', id }).catch(() => done(null));
+          }),
+      ),
+    );
+    const answers: Array<{ slot: WorkerSlot; stats: WorkerStats }> = [];
+    const unanswered: number[] = [];
+    replies.forEach((stats, i) => {
+      if (stats === null) unanswered.push(asked[i].slot.id);
+      else answers.push({ slot: asked[i].slot, stats });
+    });
+    return { answers, unanswered };
+  }
+
+  #onExit(slot: WorkerSlot, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (slot.child !== child) return;
+    slot.child = null;
+    slot.booted = false;
+    slot.applying?.finish({ ok: false, gone: true, error: `worker ${slot.id} exited`, errors: [] });
+    for (const resolve of slot.pendingStats.values()) resolve(null);
+    slot.pendingStats.clear();
+    this.#hooks.exited(slot);
+    if (this.#state.stopping) {
+      slot.state = 'exited';
+      if (code !== 0) this.#failedWorkers++;
+      this.#state.log.info({ worker: slot.id, workerPid: child.pid, code, signal }, 'worker exited');
+      slot.ready?.resolve();
+      this.checkAllExited();
+      return;
+    }
+    if (!this.#state.started) {
+      slot.state = 'exited';
+      const why = slot.bootError ?? `it exited (${signal ?? `code ${code}`}); see its error above`;
+      slot.ready?.reject(new Error(`worker ${slot.id} could not start: ${why}`));
+      return;
+    }
+    if (Date.now() - slot.startedAt >= HEALTHY_AFTER_MS) slot.backoffMs = BACKOFF_MIN_MS;
+    const delay = slot.backoffMs;
+    slot.backoffMs = Math.min(delay * 2, BACKOFF_MAX_MS);
+    slot.state = 'restarting';
+    this.#state.log.warn({ worker: slot.id, workerPid: child.pid, code, signal, restartInMs: delay }, 'worker exited unexpectedly: restarting it');
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = null;
+      slot.restarts++;
+      this.#restartsTotal++;
+      this.#spawn(slot);
+    }, delay);
+  }
+
+  /** Every worker stops accepting and drains (one still loading its config is stopped); killed after `graceMs` + 5 s. */
+  stopAll(graceMs: number): void {
+    for (const slot of this.#slots) {
+      if (slot.restartTimer !== null) {
+        clearTimeout(slot.restartTimer);
+        slot.restartTimer = null;
+      }
+      const child = slot.child;
+      if (child === null) {
+        slot.state = 'exited';
+        continue;
+      }
+      slot.state = 'stopping';
+      // A worker still loading its config has no listener yet; a booted one drains.
+      if (slot.booted) send(child, { type: 'shutdown' }).catch(() => child.kill('SIGTERM'));
+      else child.kill('SIGTERM');
+    }
+    this.#forceTimer = setTimeout(() => {
+      this.#state.log.warn({ afterMs: graceMs + FORCE_KILL_AFTER_GRACE_MS }, 'workers still alive after the grace: killing them');
+      this.killAll();
+    }, graceMs + FORCE_KILL_AFTER_GRACE_MS);
+  }
+
+  killAll(): void {
+    for (const slot of this.#slots) {
+      if (slot.child === null) continue;
+      this.#forced = true;
+      slot.child.kill('SIGKILL');
+    }
+  }
+
+  checkAllExited(): void {
+    if (!this.#state.stopping || !this.#state.prepared || this.#slots.some((s) => s.child !== null)) return;
+    if (this.#forceTimer !== null) {
+      clearTimeout(this.#forceTimer);
+      this.#forceTimer = null;
+    }
+    this.#hooks.allExited();
+  }
+}
