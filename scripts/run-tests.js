@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// Runs every compiled test file (dist/test/{unit,fuzz,e2e}/**/*.test.js) with node's test runner.
-// Usage: node scripts/run-tests.js [unit|fuzz|e2e ...]   (default: all)
+// Runs every compiled test file (dist/test/{unit,fuzz,component,e2e}/**/*.test.js) with node's test runner.
+// component: relays and sockets driven directly (no Portico process); e2e: Portico end to end.
+// Usage: node scripts/run-tests.js [unit|fuzz|component|e2e|soak ...]   (default: unit fuzz component e2e)
 import { readdirSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const groups = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['unit', 'fuzz', 'e2e'];
+const groups = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['unit', 'fuzz', 'component', 'e2e'];
 
 function walk(dir) {
   let out = [];

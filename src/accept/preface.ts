@@ -1,7 +1,7 @@
 // What a listener reads from a fresh socket before anyone owns it: a PROXY header (trusted senders only) and/or
 // a TLS ClientHello (for SNI passthrough), bounded in bytes and time. Every byte read past the PROXY header is
 // handed back (`rest`) for replay, and the socket is left paused with its FIN, if any, still unread. It decides
-// nothing about routing and opens no upstream: worker.ts chooses what happens next from the result.
+// nothing about routing and opens no upstream: worker/accept-paths.ts chooses what happens next from the result.
 import type { PrefaceFailure } from '../core/metrics.js';
 import type { Socket } from 'node:net';
 import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from '../wire/client-hello.js';

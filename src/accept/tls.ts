@@ -1,6 +1,6 @@
 // TLS for listeners: every certificate is loaded once into a SecureContext and chosen per connection by SNI
 // (exact name, then a `*.` wildcard, then the first certificate as default); also makes the self-signed pair
-// that `npm start` needs. It accepts no sockets and parses no HTTP: worker.ts feeds accepted sockets to the
+// that `npm start` needs. It accepts no sockets and parses no HTTP: worker/accept-paths.ts feeds accepted sockets to the
 // tls.Server made here and hands each handshaken socket to the data path.
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';

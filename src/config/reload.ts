@@ -1,7 +1,7 @@
 // What a reload changes: compares the running config with a new one (listeners by address, upstreams by name,
 // routes, settings), decides which listening sockets are kept and which are opened or closed, and words the
 // result for the reload log line, `portico reload` and /status. Pure: no files, sockets or processes
-// (primary/reload.ts drives the reload, worker.ts and runtime.ts apply it).
+// (primary/reload.ts drives the reload, worker/apply.ts and runtime.ts apply it).
 import type { Config, ListenerConfig, UpstreamConfig } from './schema.js';
 import type { ConfigError } from './load.js';
 

@@ -47,7 +47,7 @@ export interface PoolOptions {
   readonly discovered?: readonly TargetSpec[];
 }
 
-/** What the pool tells its owner (worker.ts logs them); called synchronously, must not throw. */
+/** What the pool tells its owner (the worker logs them); called synchronously, must not throw. */
 export interface PoolHooks {
   /** A target went out of (down = true) or came back into this worker's rotation because of passive health. */
   passive?(target: Target, down: boolean, code: ErrorCode | null): void;

@@ -1,7 +1,7 @@
 // Sticky tunnels for `hash` upstreams: a key keeps its target while any of its tunnels is open, in any worker,
 // across reloads. Workers count open tunnels per (upstream, key, target) (OpenKeys); the primary sums them
 // (StickyAggregate) into "pins", the keys whose tunnels sit off the target they hash to now, which every worker's
-// Maglev balancer reads (PinTable). Pure bookkeeping: no sockets, no IPC (worker.ts and primary/load-share.ts carry it).
+// Maglev balancer reads (PinTable). Pure bookkeeping: no sockets, no IPC (worker/main.ts and primary/load-share.ts carry it).
 import type { Config } from '../config/schema.js';
 import { maglevHome, type Target } from './balancer.js';
 import { usableDiscovered, type TargetSpec } from './target-set.js';

@@ -20,7 +20,7 @@ export interface Target {
    * Open requests plus open tunnels to this target in the other workers, as the primary last summed them
    * (absent = 0). least_conn and random_two balance on active + remote, so a tunnel held by another worker
    * counts here too. Stale by at most ~100-200 ms: each worker reports its counts when they changed, at most
-   * every 100 ms (worker.ts LOAD_REPORT_MS), the primary coalesces for 25 ms and sends each worker the others'
+   * every 100 ms (worker/main.ts LOAD_REPORT_MS), the primary coalesces for 25 ms and sends each worker the others'
    * sum. A burst of picks within that window sees only this worker's own new load, which is what least_conn
    * per worker would see anyway. Set by the pool (setRemoteLoad), read-only for balancers.
    */

@@ -3,7 +3,7 @@
 // why not), and refuses an accepted connection while fewer than FD_RESERVE descriptors
 // are left, so that the connection's upstream socket always finds one and libuv never reaches EMFILE on accept
 // (it then accepts and closes connections itself, and Node reports nothing). Counting and the rate-limited log
-// line are the caller's (worker.ts); this module keeps no sockets.
+// line are the caller's (accept-paths.ts); this module keeps no sockets.
 import { readFileSync } from 'node:fs';
 import { native } from '../native/addon.js';
 

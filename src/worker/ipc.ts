@@ -1,6 +1,6 @@
 // The messages the primary and its workers exchange over the fork() IPC channel, as discriminated unions, and
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
-// Only types and pure checks: sending and handling live in primary/ and worker.ts.
+// Only types and pure checks: sending and handling live in primary/ and worker/main.ts (send.ts).
 import type { ConfigError } from '../config/load.js';
 import { STATUS_CLASSES, type MetricsSnapshot } from '../core/metrics.js';
 import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';

@@ -1,7 +1,7 @@
 // One worker's runtime for one config generation: the router, the upstream pools and the contexts that client
 // connections and L4 relays read. Built whole from a config, reusing the previous runtime's pools whose upstream
-// is unchanged, and never mutated: worker.ts swaps it on reload and retires the pools it left behind. Listening
-// sockets are not here (worker.ts keeps them across runtimes, so no connection is refused during a reload).
+// is unchanged, and never mutated: apply.ts swaps it on reload, main.ts retires the pools it left behind. Listening
+// sockets are not here (apply.ts keeps them across runtimes, so no connection is refused during a reload).
 import type { L4Context } from '../tunnel/l4.js';
 import { sameUpstream } from '../config/reload.js';
 import type { Config } from '../config/schema.js';

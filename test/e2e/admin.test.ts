@@ -11,16 +11,10 @@ import { hasChromium, launchChromium } from '../helpers/chromium.js';
 import { request } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
+import { adminPort } from '../helpers/admin.js';
 
 function config(target: string, admin: ConfigInput['admin'] = { address: '127.0.0.1:0' }): ConfigInput {
   return { workers: 1, listeners: [plainListener()], upstreams: { app: { targets: [target] } }, routes: [{ match: { path: '/' }, proxy: 'app' }], admin };
-}
-
-async function adminPort(portico: Portico): Promise<number> {
-  const line = await portico.waitForLog((l) => l.msg === 'listening');
-  const admin = line.admin as { port: number } | null;
-  assert.ok(admin !== null);
-  return admin.port;
 }
 
 async function draining(port: number): Promise<boolean> {

@@ -7,32 +7,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
-import { request, PYTHON } from '../helpers/clients.js';
+import { PYTHON } from '../helpers/clients.js';
 import { startGateBackend } from '../helpers/gate-backend.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
-
-interface Status {
-  workers: Array<{ pid: number; restarts: number }>;
-  upstreams: Record<string, Array<{ active: number }>>;
-  connections: number;
-}
-
-async function status(portico: Portico): Promise<Status> {
-  const line = await portico.waitForLog((l) => l.msg === 'listening');
-  const port = (line.admin as { port: number }).port;
-  return JSON.parse((await request(`http://127.0.0.1:${port}/status`)).body.toString()) as Status;
-}
-
-/** Asks /status until `cond` holds (bounded: 300 asks, 20 ms apart). */
-async function statusUntil(portico: Portico, cond: (s: Status) => boolean, what: string): Promise<Status> {
-  for (let i = 0; i < 300; i++) {
-    const s = await status(portico);
-    if (cond(s)) return s;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`/status never showed: ${what}: ${JSON.stringify(await status(portico))}`);
-}
+import { adminStatus, statusUntil } from '../helpers/admin.js';
 
 /** Sockets the process holds open (listeners, admin channel, clients, upstreams); epoll and pipes left out. */
 function sockets(pid: number): number {
@@ -62,8 +41,9 @@ async function abortWhileConnecting(t: TestContext, mode: 'http' | 'tcp', backen
     upstreams: { app: { targets: [`127.0.0.1:${gate.port}`], timeouts: { connect: '20s' } } },
     routes: mode === 'http' ? [{ match: { path: '/' }, proxy: 'app' }] : [],
   });
-  const before = await status(portico);
+  const before = await adminStatus(portico);
   const pid = before.workers[0].pid;
+  assert.ok(pid !== null, 'the worker has a process');
   const baseline = sockets(pid);
 
   const client = net.connect(portico.ports[0], '127.0.0.1');
@@ -71,18 +51,18 @@ async function abortWhileConnecting(t: TestContext, mode: 'http' | 'tcp', backen
   t.after(() => client.destroy());
   await once(client, 'connect');
   if (mode === 'http') client.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
-  await statusUntil(portico, (s) => s.upstreams.app[0].active === 1, 'the upstream connect under way');
+  await statusUntil(portico, 'the upstream connect under way', (s) => s.upstreams.app[0].active === 1);
   client.resetAndDestroy(); // gone (RST) while the connect is pending (the backend's accept queue is full)
   // an HTTP client's reset is seen at once; an L4 client is not read before its tunnel exists (seen at connect)
-  if (mode === 'http') await statusUntil(portico, (s) => s.connections === 0 && s.upstreams.app[0].active === 0, 'the client connection gone');
+  if (mode === 'http') await statusUntil(portico, 'the client connection gone', (s) => s.connections === 0 && s.upstreams.app[0].active === 0);
 
   gate.open(); // the pending connect completes on its next SYN retry
   await gate.acceptedReaches(2); // the gate's own backlog filler, then Portico's connection
   if (backend === 'hold') {
-    await statusUntil(portico, (s) => s.connections === 0 && s.upstreams.app[0].active === 0, 'the client connection gone');
+    await statusUntil(portico, 'the client connection gone', (s) => s.connections === 0 && s.upstreams.app[0].active === 0);
     assert.equal(await gate.reset(), 2, 'the backend resets the late upstream socket');
   }
-  const after = await statusUntil(portico, (s) => s.connections === 0 && sockets(s.workers[0].pid) <= baseline, 'the worker back to its baseline sockets');
+  const after = await statusUntil(portico, 'the worker back to its baseline sockets', (s) => s.connections === 0 && sockets(s.workers[0].pid ?? pid) <= baseline);
   assert.equal(after.workers[0].pid, pid, 'same worker');
   assert.equal(after.workers[0].restarts, 0, 'the worker never crashed');
   assert.equal(after.upstreams.app[0].active, 0);

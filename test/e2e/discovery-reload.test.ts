@@ -14,6 +14,8 @@ import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { movingKey } from '../helpers/hash-keys.js';
 import { get, getLoop, progress } from '../helpers/loops.js';
 import { plainListener, reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
+import { adminStatus, adminUrl } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 
 const SETTLE_MS = 10_000;
 
@@ -22,40 +24,15 @@ function config(dns: TestDnsServer, upstreams: NonNullable<ConfigInput['upstream
   return { workers: 2, listeners: [plainListener()], admin: { address: '127.0.0.1:0' }, resolver, upstreams, routes, log: { access: false } };
 }
 
-interface Status {
-  config: { generation: number };
-  workers: Array<{ generation: number; tunnels?: number }>;
-  sticky: { keys: number; pins: number };
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
-  discovery: Record<string, Array<{ name: string; targets: string[]; failures: number; lastError: string | null; lookups: { ok: number; failed: number } }>>;
-}
-
-function adminUrl(portico: Portico): string {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined, 'the test config has an admin listener');
-  return `http://127.0.0.1:${port}`;
-}
-
-async function status(portico: Portico): Promise<Status> {
-  const res = await request(`${adminUrl(portico)}/status`);
-  assert.equal(res.status, 200);
-  return JSON.parse(res.body.toString()) as Status;
-}
-
 async function metrics(portico: Portico): Promise<string> {
   const res = await request(`${adminUrl(portico)}/metrics`);
   assert.equal(res.status, 200);
   return res.body.toString();
 }
 
-/** Polls `done` until it holds, bounded; fails with `what`. */
-async function until(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + SETTLE_MS;
-  while (!(await done())) {
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${SETTLE_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+/** Polls `done` until it holds, bounded by SETTLE_MS; fails with `what`. */
+async function settled(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
+  await until(what, done, (ok) => ok, SETTLE_MS, 25);
 }
 
 test('a reload that adds an upstream with a DNS name routes to its targets at once; one that removes it stops following the name', { timeout: 60_000 }, async (t) => {
@@ -66,7 +43,7 @@ test('a reload that adds an upstream with a DNS name routes to its targets at on
   dns.set('fresh.test', { A: [{ address: '127.0.0.2', ttl: 1 }] });
   const v1 = config(dns, { app: { targets: [`127.0.0.1:${app.port}`] } }, [{ match: { path: '/app' }, proxy: 'app' }]);
   const portico = await startPortico(t, v1);
-  assert.deepEqual((await status(portico)).discovery, {}, 'no name to follow yet');
+  assert.deepEqual((await adminStatus(portico)).discovery, {}, 'no name to follow yet');
 
   const v2 = config(
     dns,
@@ -85,7 +62,7 @@ test('a reload that adds an upstream with a DNS name routes to its targets at on
     assert.equal(res.status, 200, `request ${i}: ${res.body}`);
     assert.equal(res.headers['x-backend'], 'fresh');
   }
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.equal(s.config.generation, 2);
   assert.deepEqual(s.workers.map((w) => w.generation), [2, 2]);
   assert.deepEqual(s.discovery.fresh.map((d) => [d.name, d.targets]), [['fresh.test', [id]]]);
@@ -98,7 +75,7 @@ test('a reload that adds an upstream with a DNS name routes to its targets at on
   assert.equal(back.code, 0, back.stderr);
   assert.match(back.stdout, /generation 3: upstreams -fresh/);
   assert.equal((await get('127.0.0.1', portico.httpPort, '/fresh/x')).status, 404);
-  assert.deepEqual((await status(portico)).discovery, {}, 'the name is no longer followed');
+  assert.deepEqual((await adminStatus(portico)).discovery, {}, 'the name is no longer followed');
   const m3 = await metrics(portico);
   assert.doesNotMatch(m3, /portico_discovery_targets\{/);
   assert.match(m3, /^portico_config_generation 3$/m);
@@ -136,7 +113,7 @@ test('a reload that keeps a DNS name serves its targets throughout (its pool rep
   assert.equal(viaNew.status, 200, 'the new config serves');
   assert.equal(viaNew.headers['x-backend'], 'api');
   assert.equal(asked(), askedAtStart, 'the kept name was not looked up again');
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.deepEqual(s.workers.map((w) => w.generation), [2, 2]);
   assert.deepEqual(s.upstreams.api.map((x) => [x.target, x.available]), [[id, true]]);
   const d = s.discovery.api[0];
@@ -168,7 +145,7 @@ test('a hash upstream whose SRV answer grows keeps a key with open tunnels on it
   dns.set('_ws._tcp.chat.test', srv(ids));
   await portico.waitForLog((l) => l.msg === 'upstream targets changed by discovery' && l.upstream === 'chat' && Array.isArray(l.targets) && l.targets.length === 4, 15_000);
   // The primary sent the set and the pins before it asks the workers for /status: both have them.
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.equal(s.upstreams.chat.length, 4);
   assert.deepEqual(s.sticky, { keys: 1, pins: 1 }, 'the key is pinned to T, off its new home');
   for (let i = 0; i < 6; i++) mine.push(await tunnel(key)); // new connections: both workers take some
@@ -177,9 +154,9 @@ test('a hash upstream whose SRV answer grows keeps a key with open tunnels on it
   assert.equal(byId.get(other.home)!.open, 1, `a key without open tunnels follows the new hash: ${open()}`);
 
   for (const ws of mine) ws.terminate();
-  await until('the pin is gone', async () => (await status(portico)).sticky.pins === 0);
-  await until('the backend saw the tunnels close', () => byId.get(T)!.open === 0);
-  await status(portico); // one more round trip: every worker handled the unpin before it answered
+  await settled('the pin is gone', async () => (await adminStatus(portico)).sticky.pins === 0);
+  await settled('the backend saw the tunnels close', () => byId.get(T)!.open === 0);
+  await adminStatus(portico); // one more round trip: every worker handled the unpin before it answered
   const again = await tunnel(key);
   assert.equal(await echo(again, 'hi'), 'hi');
   assert.equal(byId.get(home)!.open, 1, `the key is on its new home: ${open()}`);

@@ -11,6 +11,7 @@ import { startHttpBackend, startWsEchoBackend, type HttpBackend, type WsEchoBack
 import { closed, echo, openWebSocket, request } from '../helpers/clients.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { plainListener, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { adminStatus } from '../helpers/admin.js';
 
 /** Two backends on one port, one on 127.0.0.1 and one on 127.0.0.2; a few tries when that port is taken there. */
 async function pairOnOnePort<B extends { port: number }>(start: (host: string, port: number) => Promise<B>): Promise<[B, B]> {
@@ -51,23 +52,9 @@ async function backendsOf(portico: Portico, n: number): Promise<string[]> {
 }
 
 /** GETs until `name` answered (the workers got the new set), at most `max`; returns how many it took. */
-async function until(portico: Portico, name: string, max = 60): Promise<number> {
+async function requestsUntil(portico: Portico, name: string, max = 60): Promise<number> {
   for (let i = 1; i <= max; i++) if ((await backendsOf(portico, 1))[0] === name) return i;
   throw new Error(`backend ${name} never answered in ${max} requests`);
-}
-
-interface Status {
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; leaving?: boolean }>>;
-  health: Record<string, Array<{ target: string }>>;
-  discovery: Record<string, Array<{ name: string; type: string; targets: string[]; lastResolved: string | null; ttl: number | null; lastError: string | null; failures: number }>>;
-}
-
-async function status(portico: Portico): Promise<Status> {
-  const line = await portico.waitForLog((l) => l.msg === 'listening');
-  const admin = line.admin as { port: number };
-  const res = await request(`http://127.0.0.1:${admin.port}/status`);
-  assert.equal(res.status, 200);
-  return JSON.parse(res.body.toString()) as Status;
 }
 
 test('a name answering A, then A+B (short TTL), then failing: traffic follows the answer without restart and keeps the last set', { timeout: 90_000 }, async (t) => {
@@ -84,9 +71,9 @@ test('a name answering A, then A+B (short TTL), then failing: traffic follows th
 
   dns.set('api.test', { A: [{ address: '127.0.0.1', ttl: 1 }, { address: '127.0.0.2', ttl: 1 }] });
   await portico.waitForLog(changed(listed('added', idB)), 15_000);
-  await until(portico, 'B');
+  await requestsUntil(portico, 'B');
   assert.deepEqual(new Set(await backendsOf(portico, 20)), new Set(['A', 'B']), 'round robin over both');
-  const s1 = await status(portico);
+  const s1 = await adminStatus(portico);
   assert.deepEqual(s1.discovery.api[0].targets, [idA, idB]);
   assert.equal(s1.discovery.api[0].ttl, 1);
   assert.equal(s1.discovery.api[0].lastError, null);
@@ -98,7 +85,7 @@ test('a name answering A, then A+B (short TTL), then failing: traffic follows th
   await portico.waitForLog((l) => l.msg === FAILED && /SERVFAIL/.test(String(l.reason)), 15_000);
   await dns.nextQuery((q) => q.outcome === 'SERVFAIL');
   assert.deepEqual(new Set(await backendsOf(portico, 20)), new Set(['A', 'B']));
-  const s2 = await status(portico);
+  const s2 = await adminStatus(portico);
   assert.deepEqual(s2.discovery.api[0].targets, [idA, idB]);
   assert.match(s2.discovery.api[0].lastError ?? '', /api\.test A: SERVFAIL/);
   assert.ok(s2.discovery.api[0].failures >= 1);
@@ -108,7 +95,7 @@ test('a name answering A, then A+B (short TTL), then failing: traffic follows th
   await dns.nextQuery((q) => q.outcome === 'dropped', 15_000);
   await dns.nextQuery((q) => q.outcome === 'dropped', 15_000);
   assert.deepEqual(new Set(await backendsOf(portico, 20)), new Set(['A', 'B']));
-  assert.match((await status(portico)).discovery.api[0].lastError ?? '', /api\.test A: timeout/);
+  assert.match((await adminStatus(portico)).discovery.api[0].lastError ?? '', /api\.test A: timeout/);
 
   // Answering again, with A gone: A leaves, B stays.
   dns.set('api.test', { A: [{ address: '127.0.0.2', ttl: 1 }] });
@@ -116,8 +103,8 @@ test('a name answering A, then A+B (short TTL), then failing: traffic follows th
   await portico.waitForLog(changed(listed('removed', idA)), 15_000);
   const hitsA = a.requests.length;
   // The primary logs before the workers apply it: a request or two may still reach A, then none.
-  await until(portico, 'B');
-  await until(portico, 'B');
+  await requestsUntil(portico, 'B');
+  await requestsUntil(portico, 'B');
   const settled = a.requests.length;
   assert.deepEqual(new Set(await backendsOf(portico, 20)), new Set(['B']));
   assert.equal(a.requests.length, settled, 'no new request reaches a target that left');
@@ -136,7 +123,7 @@ test('an SRV name with two backends on two ports: both serve; its status names t
   const seen = await backendsOf(portico, 20);
   assert.deepEqual(new Set(seen), new Set(['one', 'two']));
   assert.ok(Math.abs(seen.filter((n) => n === 'one').length - 10) <= 2, `equal weights share the load: ${seen.join(',')}`);
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.deepEqual(s.discovery.api, [
     {
       ...s.discovery.api[0],
@@ -179,7 +166,7 @@ test('a target that leaves the answer gets no new tunnel, and its open tunnel go
   }
   assert.ok(wsB.upgrades.length >= 1, 'a new tunnel reached B');
   assert.equal(await echo(old, 'still here'), 'still here', 'the tunnel to the target that left goes on');
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   const leaving = s.upstreams.chat.find((x) => x.target === `127.0.0.1:${port}`);
   assert.ok(leaving !== undefined && leaving.leaving === true && leaving.available === false, JSON.stringify(s.upstreams.chat));
   assert.ok(leaving.active >= 1);
@@ -191,7 +178,7 @@ test('a target that leaves the answer gets no new tunnel, and its open tunnel go
   let gone = false;
   const deadline = Date.now() + 10_000;
   for (let i = 0; i < 400 && !gone && Date.now() < deadline; i++) {
-    gone = !(await status(portico)).upstreams.chat.some((x) => x.target === `127.0.0.1:${port}`);
+    gone = !(await adminStatus(portico)).upstreams.chat.some((x) => x.target === `127.0.0.1:${port}`);
     if (!gone) await new Promise((resolve) => setTimeout(resolve, 25));
   }
   assert.ok(gone, 'a target that left is listed only while it has open tunnels');

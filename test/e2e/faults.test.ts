@@ -16,7 +16,9 @@ import { startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../hel
 import { startBacklogPeer, type BacklogPeer } from '../helpers/backlog-peer.js';
 import { closed, echo } from '../helpers/clients.js';
 import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
-import { adminStatus, singleWorkerResources, synSentTo, until, type WorkerResources } from '../helpers/proc-stats.js';
+import { singleWorkerResources, synSentTo, type WorkerResources } from '../helpers/proc-stats.js';
+import { adminStatus } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 import { ResponseReader, testCaCert } from '../helpers/wire.js';
 
 type Mode = 'plain' | 'tls';

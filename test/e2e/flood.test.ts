@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { native } from '../../src/native/addon.js';
 import { request } from '../helpers/clients.js';
-import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
+import { plainListener, startPortico } from '../helpers/portico.js';
+import { adminStatus, adminUrl } from '../helpers/admin.js';
 
 const CONNECTIONS = 10_000;
 /** Source addresses the clients spread over (loopback is 127/8), so no one address runs out of ephemeral ports. */
@@ -24,22 +25,6 @@ function listenDrops(): { overflows: number; drops: number } {
   const names = lines[0].split(/\s+/);
   const values = lines[1].split(/\s+/).map(Number);
   return { overflows: values[names.indexOf('ListenOverflows')] ?? 0, drops: values[names.indexOf('ListenDrops')] ?? 0 };
-}
-
-function adminUrl(portico: Portico): string {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined);
-  return `http://127.0.0.1:${port}`;
-}
-
-interface Status {
-  listeners: Array<{ backlog: number }>;
-  workers: Array<{ connections?: number; fds?: { open: number; limit: number } }>;
-}
-
-async function status(portico: Portico): Promise<Status> {
-  return JSON.parse((await request(`${adminUrl(portico)}/status`)).body.toString()) as Status;
 }
 
 /** One connection: connect, ask for a path no route serves, read until the server closes. Resolves with what happened. */
@@ -77,7 +62,7 @@ test(`${CONNECTIONS} connections opened at once against one worker: all accepted
   const expected = somaxconn();
   const listening = portico.logs.find((l) => l.msg === 'listening');
   assert.equal((listening?.listeners as Array<{ backlog: number }>)[0].backlog, expected, 'the listening line names the backlog');
-  const before = await status(portico);
+  const before = await adminStatus(portico);
   assert.equal(before.listeners[0].backlog, expected, `/status: backlog ${before.listeners[0].backlog}, somaxconn ${expected}`);
   const baseFds = before.workers[0].fds?.open ?? 0;
 
@@ -95,10 +80,10 @@ test(`${CONNECTIONS} connections opened at once against one worker: all accepted
   assert.ok(total !== null && Number(total[1]) >= CONNECTIONS, `accepted: ${total?.[1]}`);
   // every connection closed: the worker is back to where it started
   const end = Date.now() + 30_000;
-  let after = await status(portico);
+  let after = await adminStatus(portico);
   while ((after.workers[0].connections !== 0 || (after.workers[0].fds?.open ?? 0) > baseFds + 4) && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 100));
-    after = await status(portico);
+    after = await adminStatus(portico);
   }
   assert.equal(after.workers[0].connections, 0);
   assert.ok((after.workers[0].fds?.open ?? 0) <= baseFds + 4, `fds ${after.workers[0].fds?.open}, baseline ${baseFds}`);

@@ -8,7 +8,8 @@ import net from 'node:net';
 import { startHttpBackend } from '../helpers/backends.js';
 import { getLoop, progress } from '../helpers/loops.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
-import { singleWorkerResources, until } from '../helpers/proc-stats.js';
+import { singleWorkerResources } from '../helpers/proc-stats.js';
+import { until } from '../helpers/until.js';
 
 const SLOW = 300;
 const HEAD_TIMEOUT_MS = 2_000;

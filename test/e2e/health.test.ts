@@ -10,6 +10,7 @@ import { WebSocketServer } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/clients.js';
 import { plainListener, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { adminPort, adminStatus, type StatusReport } from '../helpers/admin.js';
 
 interface Backend {
   readonly name: string;
@@ -99,24 +100,16 @@ function config(upstreams: ConfigInput['upstreams'], extra: Partial<ConfigInput>
   };
 }
 
-async function adminPort(portico: Portico): Promise<number> {
+/** The admin port of a Portico whose listening line says both of its workers started. */
+async function twoWorkersAdmin(portico: Portico): Promise<number> {
   const line = await portico.waitForLog((l) => l.msg === 'listening');
-  const admin = line.admin as { port: number } | null;
-  assert.ok(admin !== null);
   assert.equal((line.workers as unknown[]).length, 2);
-  return admin.port;
+  return adminPort(portico);
 }
 
-interface Status {
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number }>>;
-  health: Record<string, Array<{ target: string; draining: boolean; active: null | { type: string; healthy: boolean; lastCheck: string | null; lastResult: string | null; lastReason: string | null }; passive: { enabled: boolean; downInWorkers: number[]; failures: number } }>>;
-  unanswered: number[];
-}
-
-async function status(port: number): Promise<Status> {
-  const res = await request(`http://127.0.0.1:${port}/status`);
-  assert.equal(res.status, 200);
-  const s = JSON.parse(res.body.toString()) as Status;
+/** GET /status, every worker answering. */
+async function status(portico: Portico): Promise<StatusReport> {
+  const s = await adminStatus(portico);
   assert.deepEqual(s.unanswered, []);
   return s;
 }
@@ -141,7 +134,7 @@ test('a target failing its health check leaves every worker after `fails` probes
   const b = await startBackend(t, 'b');
   const active = { path: '/healthz', interval: '150ms', timeout: '500ms', fails: 2, passes: 2 };
   const portico = await startPortico(t, config({ app: { targets: [a.address, b.address], health: { active } } }));
-  const admin = await adminPort(portico);
+  const admin = await twoWorkersAdmin(portico);
 
   await a.probed(2); // the first probe's result is recorded before the second starts
   const before = await fire(portico.httpPort, 20);
@@ -152,7 +145,7 @@ test('a target failing its health check leaves every worker after `fails` probes
   await portico.waitForLog(flip(a.address, DOWN));
   // Taken out after exactly `fails` failed probes (one more may have arrived while the log line travelled).
   assert.ok(a.probes.length - failingFrom >= 2 && a.probes.length - failingFrom <= 3, `${a.probes.length - failingFrom} failing probes`);
-  const s = await status(admin);
+  const s = await status(portico);
   // `available` in /status is true only when every worker has it available: false here means no worker does.
   assert.deepEqual(s.upstreams.app.map((x) => [x.target, x.available]), [[a.address, false], [b.address, true]]);
   const ha = s.health.app[0];
@@ -183,7 +176,7 @@ test('active checks run once per instance: 2 workers, one probe stream at the ba
   const a = await startBackend(t, 'a');
   const intervalMs = 100;
   const portico = await startPortico(t, config({ app: { targets: [a.address], health: { active: { interval: `${intervalMs}ms`, timeout: '500ms' } } } }));
-  await adminPort(portico);
+  await twoWorkersAdmin(portico);
   await a.probed(11);
   // One checker: consecutive probes are at least 0.9 interval apart (jitter), so 10 gaps take >= 900 ms.
   // A checker per worker would deliver them about twice as fast.
@@ -197,7 +190,7 @@ test('an admin drain stops new requests to the target in every worker and keeps 
   const a = await startBackend(t, 'a');
   const b = await startBackend(t, 'b');
   const portico = await startPortico(t, config({ app: { targets: [a.address, b.address] }, live: { targets: [a.address] } }));
-  const admin = await adminPort(portico);
+  const admin = await twoWorkersAdmin(portico);
   const control = (path: string, method = 'POST') => request(`http://127.0.0.1:${admin}${path}`, { method, headers: { 'x-portico-admin': '1' } });
 
   const ws = await openWebSocket(t, `ws://127.0.0.1:${portico.httpPort}/ws`);
@@ -209,7 +202,7 @@ test('an admin drain stops new requests to the target in every worker and keeps 
   const hitsA = a.hits;
   assert.deepEqual(new Set(await fire(portico.httpPort, 20)), new Set(['b']));
   assert.equal(a.hits, hitsA);
-  const s = await status(admin);
+  const s = await status(portico);
   assert.equal(s.health.app[0].draining, true);
   assert.equal(s.upstreams.app[0].available, false);
 
@@ -231,7 +224,7 @@ test('with admin.token set, a drain needs the bearer token', async (t) => {
   const a = await startBackend(t, 'a');
   const token = 'test-token-0123456789abcdef';
   const portico = await startPortico(t, config({ app: { targets: [a.address] } }, { admin: { address: '127.0.0.1:0', token } }));
-  const admin = await adminPort(portico);
+  const admin = await twoWorkersAdmin(portico);
   const url = `http://127.0.0.1:${admin}/upstreams/app/targets/${a.address}/drain`;
   const none = await request(url, { method: 'POST' });
   assert.equal(none.status, 401);
@@ -255,7 +248,7 @@ test('a websocket health check completes a real handshake with a `ws` server; a 
   });
   const check = (path: string) => ({ active: { type: 'websocket' as const, path, interval: '100ms', timeout: '500ms', fails: 2 } });
   const portico = await startPortico(t, config({ app: { targets: [a.address] }, good: { targets: [wsAddress], health: check('/ws') }, bad: { targets: [wsAddress], health: check('/nope') } }));
-  const admin = await adminPort(portico);
+  const admin = await twoWorkersAdmin(portico);
   // The second handshake starts only after the first probe's result was recorded.
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no second websocket probe within 10 s')), 10_000);
@@ -267,7 +260,7 @@ test('a websocket health check completes a real handshake with a `ws` server; a 
   });
   const down = await portico.waitForLog((l) => l.msg === DOWN && l.upstream === 'bad');
   assert.equal(down.reason, 'status 400 (expected 101)');
-  const s = await status(admin);
+  const s = await status(portico);
   assert.equal(s.health.good[0].active?.type, 'websocket');
   assert.equal(s.health.good[0].active?.healthy, true);
   assert.equal(s.health.good[0].active?.lastResult, 'ok');

@@ -12,6 +12,8 @@ import { startWsEchoBackend } from '../helpers/backends.js';
 import { closed, echo, openWebSocket, request } from '../helpers/clients.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
+import { adminUrl } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 
 const HAS_PRLIMIT = hasCommand('prlimit', ['--version']);
 
@@ -23,13 +25,6 @@ interface WorkerStatus {
   pipes?: { open: number; inUse: number; cap: number; copies: number };
 }
 
-function adminUrl(portico: Portico): string {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined, 'the admin listener is in the listening line');
-  return `http://127.0.0.1:${port}`;
-}
-
 async function worker(portico: Portico): Promise<WorkerStatus> {
   const res = await request(`${adminUrl(portico)}/status`);
   assert.equal(res.status, 200);
@@ -38,14 +33,8 @@ async function worker(portico: Portico): Promise<WorkerStatus> {
 }
 
 /** Polls /status (bounded) until `ok` holds; returns the last status. */
-async function until(portico: Portico, ok: (w: WorkerStatus) => boolean, what: string, timeoutMs = 30_000): Promise<WorkerStatus> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const w = await worker(portico);
-    if (ok(w)) return w;
-    if (Date.now() > end) assert.fail(`${what}: still ${JSON.stringify(w)} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+function workerUntil(portico: Portico, ok: (w: WorkerStatus) => boolean, what: string, timeoutMs = 30_000): Promise<WorkerStatus> {
+  return until(what, () => worker(portico), ok, timeoutMs, 100);
 }
 
 async function fdRefusals(portico: Portico): Promise<number> {
@@ -109,7 +98,7 @@ for (const mode of ['plain', 'tls'] as const) {
     const url = mode === 'tls' ? `wss://localhost:${portico.tlsPort}/ws` : `ws://127.0.0.1:${portico.httpPort}/ws`;
     // one tunnel first: the relay thread and the TLS context exist from here on
     await closeAll(await openMany(t, url, 1));
-    const base = await until(portico, (w) => w.tunnels === 0 && w.connections === 0, 'warm-up tunnel gone');
+    const base = await workerUntil(portico, (w) => w.tunnels === 0 && w.connections === 0, 'warm-up tunnel gone');
     assert.ok(base.fds !== undefined);
     assert.equal(base.fds.limit, LIMIT);
     const freePipes = (w: WorkerStatus) => (w.pipes === undefined ? 0 : w.pipes.open - w.pipes.inUse);
@@ -120,7 +109,7 @@ for (const mode of ['plain', 'tls'] as const) {
     assert.ok(n > 512, `more tunnels (${n}) than the default max_connections`);
 
     const sockets = await openMany(t, url, n);
-    const full = await until(portico, (w) => w.tunnels === n, `${n} tunnels open`);
+    const full = await workerUntil(portico, (w) => w.tunnels === n, `${n} tunnels open`);
     assert.equal(await fdRefusals(portico), 0, 'nothing refused');
     assert.equal(full.pipes?.inUse ?? 0, 0, 'no idle tunnel holds a pipe');
     const perTunnel = (full.fds!.open - 2 * freePipes(full) - baseFds) / n;
@@ -130,7 +119,7 @@ for (const mode of ['plain', 'tls'] as const) {
 
     await echoAll(sockets);
     await closeAll(sockets);
-    const after = await until(portico, (w) => w.tunnels === 0 && w.connections === 0 && w.fds!.open - 2 * freePipes(w) <= baseFds, 'fds back to the baseline');
+    const after = await workerUntil(portico, (w) => w.tunnels === 0 && w.connections === 0 && w.fds!.open - 2 * freePipes(w) <= baseFds, 'fds back to the baseline');
     assert.equal(after.pipes?.inUse ?? 0, 0);
     assert.ok((after.pipes?.open ?? 0) <= (after.pipes?.cap ?? 0));
   });
@@ -177,7 +166,7 @@ test('past the fd limit a connection is refused, logged once and counted; servic
   await echoAll(held.slice(0, 10));
   // free some descriptors: the listener accepts again
   await closeAll(held.splice(0, 20));
-  await until(portico, (w) => w.tunnels === held.length, 'closed tunnels gone');
+  await workerUntil(portico, (w) => w.tunnels === held.length, 'closed tunnels gone');
   const again = await openWebSocket(t, url);
   assert.equal(await echo(again, 'back'), 'back');
   await closeAll([again, ...held]);

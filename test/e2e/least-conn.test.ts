@@ -7,11 +7,7 @@ import type { WebSocket } from 'ws';
 import { startWsEchoBackend } from '../helpers/backends.js';
 import { openWebSocket, request } from '../helpers/clients.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
-
-interface Status {
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; loadSeen?: number[] }>>;
-  unanswered: number[];
-}
+import type { StatusReport } from '../helpers/admin.js';
 
 /** Bound on waiting for the aggregate: it normally takes ~100-200 ms. */
 const SETTLE_MS = 10_000;
@@ -46,7 +42,7 @@ test('least_conn with 2 workers: new tunnels land on the emptier target whicheve
     while (Date.now() < deadline) {
       const res = await request(`${adminUrl}/status`);
       assert.equal(res.status, 200);
-      const s = JSON.parse(res.body.toString()) as Status;
+      const s = JSON.parse(res.body.toString()) as StatusReport;
       assert.deepEqual(s.unanswered, []);
       const targets = s.upstreams.live;
       last = JSON.stringify(targets);

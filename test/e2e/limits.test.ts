@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { request, type SimpleResponse } from '../helpers/clients.js';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
+import { adminPort } from '../helpers/admin.js';
 
 test('max_connections 1 + queue 1: two slow requests succeed one after the other, a third gets 503 with Retry-After', { timeout: 60_000 }, async (t) => {
   const held: http.ServerResponse[] = [];
@@ -86,11 +87,6 @@ async function heldBackend(t: TestContext, name: string): Promise<{ server: http
     res.end(name);
   };
   return { server, port: (server.address() as { port: number }).port, held, release };
-}
-
-async function adminPort(portico: Portico): Promise<number> {
-  const line = await portico.waitForLog((l) => l.msg === 'listening');
-  return (line.admin as { port: number }).port;
 }
 
 async function drain(portico: Portico, upstream: string, target: string): Promise<void> {

@@ -15,14 +15,8 @@ import { request } from '../helpers/clients.js';
 import { hasNginx, startNginx } from '../helpers/nginx.js';
 import { needPeer } from '../helpers/peers.js';
 import { reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
+import { adminPort } from '../helpers/admin.js';
 import { ResponseReader, closedWithoutReply, connectPlain } from '../helpers/wire.js';
-
-async function adminPort(portico: Portico): Promise<number> {
-  const line = await portico.waitForLog((l) => l.msg === 'listening');
-  const admin = line.admin as { port: number } | null;
-  assert.ok(admin !== null);
-  return admin.port;
-}
 
 /** What nginx answered one request with: the PROXY source it read and its own connection serial number. */
 interface Seen {

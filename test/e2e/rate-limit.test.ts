@@ -10,18 +10,13 @@ import type net from 'node:net';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { UnexpectedResponse, echo, openWebSocket, request, type SimpleResponse } from '../helpers/clients.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { adminUrl } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 import { tcpEchoServer } from '../helpers/tcp-server.js';
 import { closedWithoutReply, connectPlain, connectTls } from '../helpers/wire.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const SETTLE_MS = 10_000;
-
-function adminUrl(portico: Portico): string {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined, 'the test config has an admin listener');
-  return `http://127.0.0.1:${port}`;
-}
 
 async function metrics(portico: Portico): Promise<string> {
   const res = await request(`${adminUrl(portico)}/metrics`);
@@ -35,13 +30,9 @@ function sample(text: string, name: string, labels: string): number {
   return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
-/** Polls `done` until it holds, bounded; fails with `what`. */
-async function until(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + SETTLE_MS;
-  while (!(await done())) {
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${SETTLE_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+/** Polls `done` until it holds, bounded by SETTLE_MS; fails with `what`. */
+async function settled(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
+  await until(what, done, (ok) => ok, SETTLE_MS, 25);
 }
 
 const isLimitLine = (limit: string) => (l: LogLine) => l.limit === limit && typeof l.msg === 'string';
@@ -81,7 +72,7 @@ test('rate limit: the burst passes, then 429 with Retry-After that never reaches
   // refill: a request is admitted again once a token is back (bounded)
   let admitted: SimpleResponse | undefined;
   let extra429 = 0;
-  await until('a request admitted after the refill', async () => {
+  await settled('a request admitted after the refill', async () => {
     const r = await request(url);
     if (r.status === 429) extra429++;
     else admitted = r;
@@ -91,10 +82,10 @@ test('rate limit: the burst passes, then 429 with Retry-After that never reaches
 
   // counted in /metrics, with the route and the limit as labels
   const total = limited.length + extra429;
-  await until('portico_rate_limited_total counts every 429', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="requests"}') === total);
+  await settled('portico_rate_limited_total counts every 429', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="requests"}') === total);
 
   // logged once for the first refusal, then summaries at most once per interval, never per request
-  await until('the summary line of the refusals after the first', () => {
+  await settled('the summary line of the refusals after the first', () => {
     const lines = portico.logs.filter(isLimitLine('rate_limit.requests'));
     const summed = lines.reduce((n, l) => n + (typeof l.refused === 'number' ? l.refused : 0), 0);
     return summed === total - 1;
@@ -123,7 +114,7 @@ test('rate limit by header: each key has its own bucket; a request without the h
   assert.ok(Number(refusedA.headers['retry-after']) > 1, `Retry-After ${refusedA.headers['retry-after']}: most of a minute`);
   assert.equal(backend.requests.length, 6);
   // a header key is never logged as sent
-  await until('the first-refusal lines', () => portico.logs.filter(isLimitLine('rate_limit.requests')).length >= 3);
+  await settled('the first-refusal lines', () => portico.logs.filter(isLimitLine('rate_limit.requests')).length >= 3);
   const lines = portico.logs.filter(isLimitLine('rate_limit.requests'));
   assert.equal(lines.filter((l) => typeof l.keyHash === 'string').length, 2);
   assert.equal(lines.filter((l) => l.clientKey === '127.0.0.1').length, 1);
@@ -143,7 +134,7 @@ test('WebSocket handshakes: limited apart from requests; the refused handshake g
   // plain requests on the route are not handshakes: not limited (the echo backend answers them 426)
   for (let i = 0; i < 4; i++) assert.equal((await request(`http://127.0.0.1:${portico.httpPort}/ws`)).status, 426);
   assert.equal(await echo(a, 'still open'), 'still open');
-  await until('portico_rate_limited_total{limit="handshakes"}', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="handshakes"}') === 1);
+  await settled('portico_rate_limited_total{limit="handshakes"}', async () => sample(await metrics(portico), 'portico_rate_limited_total', '{route="api",limit="handshakes"}') === 1);
 });
 
 test('connections per IP: tunnels and keep-alive connections count; one more is closed at accept, unanswered; a slot frees when one closes', { timeout: 60_000 }, async (t) => {
@@ -181,11 +172,11 @@ test('connections per IP: tunnels and keep-alive connections count; one more is 
 
   // a tunnel closes: its slot is free again (bounded wait for Portico to see the close)
   t2.close();
-  await until('a new connection admitted after a tunnel closed', async () => {
+  await settled('a new connection admitted after a tunnel closed', async () => {
     const r = await request(`http://127.0.0.1:${port}/x`).catch(() => null);
     return r?.status === 200;
   });
-  await until('portico_connections_refused_total{reason="connections_per_ip"}', async () => sample(await metrics(portico), 'portico_connections_refused_total', '{reason="connections_per_ip"}') >= 3);
+  await settled('portico_connections_refused_total{reason="connections_per_ip"}', async () => sample(await metrics(portico), 'portico_connections_refused_total', '{reason="connections_per_ip"}') >= 3);
   const first = portico.logs.filter(isLimitLine('connections_per_ip'))[0];
   assert.equal(first.level, 'warn');
   assert.equal(first.remoteAddr, '127.0.0.1');
@@ -210,7 +201,7 @@ test('connections per IP on TLS: one more is closed before the handshake', { tim
   }
   await assert.rejects(connectTls(t, portico.tlsPort), 'the third handshake never completes');
   b.destroy();
-  await until('a TLS connection admitted after one closed', async () => {
+  await settled('a TLS connection admitted after one closed', async () => {
     const r = await request(`https://localhost:${portico.tlsPort}/x`).catch(() => null);
     return r?.status === 200;
   });
@@ -272,7 +263,7 @@ test('connections per IP on a tcp listener: relays count while open, one more is
   assert.equal(await relayed(), null, 'a second one from the same address is closed');
   first.destroy();
   let again: net.Socket | null = null;
-  await until('a relay admitted after the first closed', async () => (again = await relayed()) !== null);
+  await settled('a relay admitted after the first closed', async () => (again = await relayed()) !== null);
   assert.ok(again !== null);
 });
 
@@ -327,6 +318,6 @@ test('reload: open connections stay counted against connections_per_ip', { timeo
   assert.equal(reloaded.code, 0, reloaded.stderr);
   assert.equal((await statusLine(t, port)).line, 'closed', 'the two kept-alive connections still count');
   a.socket.destroy();
-  await until('a connection admitted after one of the two closed', async () => (await statusLine(t, port)).line === 'HTTP/1.1 200 OK');
+  await settled('a connection admitted after one of the two closed', async () => (await statusLine(t, port)).line === 'HTTP/1.1 200 OK');
   assert.equal(backend.requests.at(-1)?.headers['x-gen'], 'two');
 });

@@ -11,7 +11,8 @@ import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket } from '../helpers/clients.js';
 import { get, getLoop, progress } from '../helpers/loops.js';
 import { plainListener, reloadPortico, startPortico, tlsListener } from '../helpers/portico.js';
-import { adminStatus, until } from '../helpers/proc-stats.js';
+import { adminStatus } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 
 const SOCKETS = 200;
 const RELOADS = 10;

@@ -16,6 +16,7 @@ import type { ConfigInput } from '../../src/config/schema.js';
 import { closedPort, connectOutcome, startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, plainListener, reloadPortico, startPortico, tlsListener, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
+import { adminPort, adminStatus, statusUntil } from '../helpers/admin.js';
 import { movingKey } from '../helpers/hash-keys.js';
 import { get, getLoop, progress } from '../helpers/loops.js';
 import { testCaCert } from '../helpers/wire.js';
@@ -23,39 +24,6 @@ import { testCaCert } from '../helpers/wire.js';
 /** Bounds of the polls below (they normally end within a few hundred ms). */
 const SETTLE_MS = 10_000;
 const POLL_MS = 25;
-
-interface Status {
-  config: { generation: number; lastReload: null | { ok: boolean; error?: string; errors?: string[]; summary?: string; warnings?: string[] } };
-  sticky: { keys: number; pins: number };
-  workers: Array<{ id: number; pid: number | null; generation: number; tunnels?: number }>;
-  tunnels: number;
-  unanswered: number[];
-}
-
-async function status(portico: Portico): Promise<Status> {
-  const res = await request(`http://127.0.0.1:${adminPort(portico)}/status`);
-  assert.equal(res.status, 200);
-  return JSON.parse(res.body.toString()) as Status;
-}
-
-function adminPort(portico: Portico): number {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined, 'the test config has an admin listener');
-  return port;
-}
-
-/** Polls /status until `done` holds; fails with the last status after SETTLE_MS. */
-async function until(portico: Portico, what: string, done: (s: Status) => boolean): Promise<Status> {
-  const deadline = Date.now() + SETTLE_MS;
-  let last: Status | undefined;
-  while (Date.now() < deadline) {
-    last = await status(portico);
-    if (done(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-  assert.fail(`${what}: not within ${SETTLE_MS} ms; last /status: ${JSON.stringify(last)}`);
-}
 
 const reloaded = (generation: number) => (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('config reloaded') && l.generation === generation;
 
@@ -129,7 +97,7 @@ test('reload with 50 open WebSockets and GETs flowing: no WebSocket closed, no G
   const more = await Promise.all(Array.from({ length: 4 }, (_, i) => openWebSocket(t, `ws://127.0.0.1:${port}/ws/new-${i}`)));
   for (const ws of more) assert.equal(await echo(ws, 'new'), 'new');
   assert.equal(ws1.open + ws2.open, 54);
-  const s = await until(portico, 'tunnels counted', (x) => x.tunnels === 54);
+  const s = await statusUntil(portico, 'tunnels counted', (x) => x.tunnels === 54);
   assert.equal(s.config.generation, 2);
   assert.equal(s.config.lastReload?.ok, true);
   assert.ok(portico.logs.some(reloaded(2)), 'one log line for the reload');
@@ -166,7 +134,7 @@ test('an invalid config is refused with every error, its YAML path and line; the
   assert.match(r.stderr, /portico\.yaml:9:13 timeouts\.head: invalid duration "soon"/);
   assert.match(r.stderr, /reload refused: 2 errors in .*; generation 1 keeps serving/);
   assert.equal((await get('127.0.0.1', portico.httpPort, '/x')).status, 200, 'the old config serves');
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.equal(s.config.generation, 1);
   assert.equal(s.config.lastReload?.ok, false);
   assert.equal(s.config.lastReload?.errors?.length, 2);
@@ -176,7 +144,7 @@ test('an invalid config is refused with every error, its YAML path and line; the
   const ok = await reloadPortico(portico, good({ workers: 3 }));
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stderr, /warning: workers: 2 -> 3 is not applied by a reload/);
-  const after = await status(portico);
+  const after = await adminStatus(portico);
   assert.equal(after.config.generation, 2);
   assert.equal(after.workers.length, 2);
 });
@@ -309,7 +277,7 @@ test('sticky tunnels: a hash key keeps its target while its tunnels are open, ac
 
   const r = await reloadPortico(portico, config(ids));
   assert.equal(r.code, 0, r.stderr);
-  const s = await status(portico);
+  const s = await adminStatus(portico);
   assert.deepEqual(s.workers.map((w) => w.generation), [2, 2]);
   assert.deepEqual(s.sticky, { keys: 1, pins: 1 }, 'the key is pinned to T');
   // new tunnels for the key, each on a new connection, until both workers hold some (the kernel spreads
@@ -317,7 +285,7 @@ test('sticky tunnels: a hash key keeps its target while its tunnels are open, ac
   let perWorker: number[] = [];
   for (let i = 0; i < 40 && (perWorker.length < 2 || perWorker.some((n) => n === 0)); i++) {
     mine.push(await tunnel());
-    perWorker = (await until(portico, 'tunnels counted', (x) => x.tunnels === mine.length)).workers.map((w) => w.tunnels ?? 0);
+    perWorker = (await statusUntil(portico, 'tunnels counted', (x) => x.tunnels === mine.length)).workers.map((w) => w.tunnels ?? 0);
   }
   assert.deepEqual(perWorker.map((n) => n > 0), [true, true], `tunnels per worker: ${perWorker.join(', ')}`);
   assert.equal(byId.get(T)!.open, mine.length, `all on T: ${JSON.stringify([...open()])}`);
@@ -338,9 +306,9 @@ test('sticky tunnels: a hash key keeps its target while its tunnels are open, ac
   // the last tunnel of the key closes: the pin goes, the key follows the hash again
   for (const ws of mine) ws.terminate();
   // (the other key's tunnel is still open: one entry)
-  await until(portico, 'the pin is gone', (x) => x.sticky.keys === 1 && x.sticky.pins === 0);
+  await statusUntil(portico, 'the pin is gone', (x) => x.sticky.keys === 1 && x.sticky.pins === 0);
   await settled('the backends saw the tunnels close', () => byId.get(T)!.open === 0 && byId.get(home)!.open === 0);
-  await status(portico); // one more round trip: every worker handled the unpin before it answered
+  await adminStatus(portico); // one more round trip: every worker handled the unpin before it answered
   const again = await tunnel();
   assert.equal(await echo(again, 'hi'), 'hi');
   assert.equal(byId.get(home)!.open, 1, `the key is on its new home: ${JSON.stringify([...open()])}`);

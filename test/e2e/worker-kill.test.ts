@@ -12,7 +12,9 @@ import { WebSocket } from 'ws';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { closed, echo } from '../helpers/clients.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
-import { acceptedBy, adminStatus, until, workerPids } from '../helpers/proc-stats.js';
+import { acceptedBy, workerPids } from '../helpers/proc-stats.js';
+import { adminStatus } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 import { ResponseReader } from '../helpers/wire.js';
 
 /** Kill to the replacement's fork ("worker started"), at most (see the header). */

@@ -1,5 +1,5 @@
-// UpstreamPool for unit tests: one built from config for a loopback target and closed after the test, and
-// acquire() as a promise whose sockets are destroyed after the test. No assertions here.
+// UpstreamPool for unit tests: one built from config (any upstream, or one loopback target) and closed after the
+// test, and acquire() as a promise whose sockets are destroyed after the test. No assertions here.
 import type { Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
@@ -9,14 +9,20 @@ import { UpstreamPool, type UpstreamClient } from '../../src/upstream/pool.js';
 
 export type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
 
+/**
+ * A pool named "u" from `upstream` (over the defaults), on the clock `now` when given; closed after the test
+ * (t null: a pool the test never lets open a socket).
+ */
+export function poolFor(t: TestContext | null, upstream: UpstreamInput, now?: () => number): UpstreamPool {
+  const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { u: upstream } });
+  const pool = new UpstreamPool('u', config.upstreams.u, {}, now === undefined ? {} : { now });
+  t?.after(() => pool.close());
+  return pool;
+}
+
 /** A pool named "u" with one target, 127.0.0.1:port, and `upstream` over the defaults. */
 export function makePool(t: TestContext, port: number, upstream: Partial<UpstreamInput> = {}): { pool: UpstreamPool; target: Target } {
-  const config = configSchema.parse({
-    listeners: [{ address: '127.0.0.1:0' }],
-    upstreams: { u: { targets: [`127.0.0.1:${port}`], ...upstream } },
-  });
-  const pool = new UpstreamPool('u', config.upstreams.u);
-  t.after(() => pool.close());
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], ...upstream });
   return { pool, target: pool.targets[0] };
 }
 

@@ -1,9 +1,9 @@
 // What robustness tests read of a running Portico from outside: a worker's open fds and RSS (/proc/PID, also
 // sampled over time), which worker holds a client connection and which connects are pending (/proc/net/tcp),
-// the admin /status, and a bounded poll until a condition holds. Linux only; asserts nothing about Portico.
+// and the worker counts of the admin /status (admin.ts). Linux only; asserts nothing about Portico.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { request } from './clients.js';
+import { adminStatus } from './admin.js';
 import type { Portico } from './portico.js';
 
 /** Open file descriptors of process `pid` (entries of /proc/PID/fd). */
@@ -41,30 +41,6 @@ export function fdKinds(pid: number): Record<string, number> {
   return kinds;
 }
 
-/** The part of GET /status these tests read. */
-export interface AdminStatus {
-  config: { generation: number };
-  workers: Array<{ id: number; pid: number | null; restarts: number; state: string; generation: number; connections?: number; tunnels?: number }>;
-  upstreams: Record<string, Array<{ target: string; available: boolean; active: number; open: number; idle: number }>>;
-  connections: number;
-  tunnels: number;
-  unanswered: number[];
-}
-
-/** Port of the admin listener, from the "listening" log line (the config must have `admin`). */
-export function adminPort(portico: Portico): number {
-  const line = portico.logs.find((l) => l.msg === 'listening');
-  const port = (line?.admin as { port?: number } | null | undefined)?.port;
-  assert.ok(port !== undefined, 'the test config has an admin listener');
-  return port;
-}
-
-export async function adminStatus(portico: Portico): Promise<AdminStatus> {
-  const res = await request(`http://127.0.0.1:${adminPort(portico)}/status`);
-  assert.equal(res.status, 200);
-  return JSON.parse(res.body.toString()) as AdminStatus;
-}
-
 /** Pids of the running workers, in worker id order (fails while one has none). */
 export async function workerPids(portico: Portico): Promise<number[]> {
   const s = await adminStatus(portico);
@@ -72,21 +48,6 @@ export async function workerPids(portico: Portico): Promise<number[]> {
     assert.ok(w.pid !== null, `worker ${w.id} has no process`);
     return w.pid;
   });
-}
-
-/**
- * Calls `read` every `pollMs` until `done(value)` holds and returns that value; after `withinMs` fails with the
- * last value read (so a leak shows what stayed open).
- */
-export async function until<T>(what: string, read: () => T | Promise<T>, done: (v: T) => boolean, withinMs = 10_000, pollMs = 50): Promise<T> {
-  const deadline = Date.now() + withinMs;
-  let last = await read();
-  while (!done(last)) {
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${withinMs} ms; last: ${JSON.stringify(last)}`);
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
-    last = await read();
-  }
-  return last;
 }
 
 /**

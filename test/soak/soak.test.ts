@@ -14,7 +14,9 @@ import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { getLoop, progress } from '../helpers/loops.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
-import { acceptedBy, adminStatus, fdCount, fdKinds, startSampler, until, workerPids, type ProcSample } from '../helpers/proc-stats.js';
+import { acceptedBy, fdCount, fdKinds, startSampler, workerPids, type ProcSample } from '../helpers/proc-stats.js';
+import { adminStatus } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 import { testCaCert } from '../helpers/wire.js';
 
 const SECONDS = soakSeconds();

@@ -26,6 +26,7 @@ import {
 import { UpstreamPool, type TargetSpec } from '../../src/upstream/pool.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { tcpEchoServer } from '../helpers/tcp-server.js';
+import { poolFor } from '../helpers/pool.js';
 
 const silent = createLogger('silent');
 
@@ -310,12 +311,6 @@ test('a reload plan keeps unchanged names (set, state, no new lookup), looks new
 
 // ---- the pool side ----
 
-function pool(t: TestContext | null, upstream: NonNullable<ConfigInput['upstreams']>[string], now?: () => number): UpstreamPool {
-  const p = new UpstreamPool('u', config({ upstreams: { u: upstream } }).upstreams.u, {}, now === undefined ? {} : { now });
-  t?.after(() => p.close());
-  return p;
-}
-
 const spec = (port: number, host = '127.0.0.1', weight = 1, backup = false): TargetSpec => ({ id: targetId(host, port), host, port, weight, backup });
 
 function acquired(t: TestContext, p: UpstreamPool, target: Target): Promise<{ err: ProxyError | null; socket: ByteSocket | null; waitUntil?: number }> {
@@ -331,7 +326,7 @@ function acquired(t: TestContext, p: UpstreamPool, target: Target): Promise<{ er
 }
 
 test('setDiscovered: fixed targets first, then the discovered ones; staying targets keep their object; a duplicate of a fixed one is skipped', () => {
-  const p = pool(null, { targets: ['127.0.0.1:1', { address: 'api.test:80', resolve: true }] });
+  const p = poolFor(null, { targets: ['127.0.0.1:1', { address: 'api.test:80', resolve: true }] });
   assert.deepEqual(p.targets.map((x) => x.id), ['127.0.0.1:1'], 'nothing discovered yet');
   const first = p.setDiscovered([spec(2), spec(3), spec(1), spec(2)]);
   assert.deepEqual(first, { added: ['127.0.0.1:2', '127.0.0.1:3'], removed: [] });
@@ -350,7 +345,7 @@ test('setDiscovered: fixed targets first, then the discovered ones; staying targ
 
 test('a target that leaves: idle sockets close, a busy one finishes and is closed on release, a tunnel stays; a late acquire is told to pick again', async (t) => {
   const port = await tcpEchoServer(t);
-  const p = pool(t, { targets: [{ address: 'api.test:80', resolve: true }] });
+  const p = poolFor(t, { targets: [{ address: 'api.test:80', resolve: true }] });
   p.setDiscovered([spec(port)]);
   const [target] = p.targets;
   const [idle, busy, tunnel] = await Promise.all([acquired(t, p, target), acquired(t, p, target), acquired(t, p, target)]);
@@ -380,7 +375,7 @@ test('a target that leaves: idle sockets close, a busy one finishes and is close
 
 test('waiters queued on a target removed by discovery move to another target', async (t) => {
   const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
-  const p = pool(t, { targets: [{ srv: '_x._tcp.u.test' }], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const p = poolFor(t, { targets: [{ srv: '_x._tcp.u.test' }], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   p.setDiscovered([spec(pa), spec(pb)]);
   const [a, b] = p.targets;
   await acquired(t, p, a);
@@ -399,7 +394,7 @@ test('waiters queued on a target removed by discovery move to another target', a
 
 test('a target that joins after the first set slow-starts; the first set and a quick comeback keep their state', () => {
   let now = 1_000_000;
-  const p = pool(null, { targets: [{ address: 'api.test:80', resolve: true }], slow_start: '30s' }, () => now);
+  const p = poolFor(null, { targets: [{ address: 'api.test:80', resolve: true }], slow_start: '30s' }, () => now);
   p.setDiscovered([spec(1)]);
   assert.equal(p.targets[0].rampUntil, 0, 'the first set: the instance had these targets already');
   p.setDiscovered([spec(1), spec(2)]);
@@ -413,7 +408,7 @@ test('a target that joins after the first set slow-starts; the first set and a q
 });
 
 test('hash balancing over discovered targets: one of 10 leaving or joining moves about 1/10 of the keys', () => {
-  const p = pool(null, { targets: [{ address: 'api.test:80', resolve: true }], balance: { policy: 'hash', key: 'header:x' } });
+  const p = poolFor(null, { targets: [{ address: 'api.test:80', resolve: true }], balance: { policy: 'hash', key: 'header:x' } });
   const specs = Array.from({ length: 10 }, (_, i) => spec(8000 + i, `10.0.0.${i + 1}`));
   p.setDiscovered(specs);
   const keys = Array.from({ length: 20_000 }, (_, i) => `client-${i}`);

@@ -14,6 +14,7 @@ import { createLogger } from '../../src/core/log.js';
 import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { HealthChecker, PassiveWindow, Thresholds, probe, probeProxyHeader, renderHealthMetrics, type ProbeTarget } from '../../src/upstream/health.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
+import { poolFor } from '../helpers/pool.js';
 
 type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
 type HealthInput = NonNullable<UpstreamInput['health']>;
@@ -100,12 +101,6 @@ test('passive window: max_fails 0 or fail_timeout off disables it', () => {
 
 // --- pool availability ---------------------------------------------------------------------------------------
 
-function makePool(t: TestContext, targets: string[], health: HealthInput = {}): UpstreamPool {
-  const pool = new UpstreamPool('u', upstreamConfig(targets, health));
-  t.after(() => pool.close());
-  return pool;
-}
-
 const availability = (pool: UpstreamPool): boolean[] => pool.targets.map((t) => t.available);
 
 test('pool: passive failures take a target out of this pool, and it comes back after fail_timeout', (t) => {
@@ -133,7 +128,7 @@ test('pool: passive failures take a target out of this pool, and it comes back a
 });
 
 test('pool: 5xx responses count as failures only with on_5xx', (t) => {
-  const pool = makePool(t, ['127.0.0.1:1', '127.0.0.1:2'], { passive: { on_5xx: true } });
+  const pool = poolFor(t, { targets: ['127.0.0.1:1', '127.0.0.1:2'], health: { passive: { on_5xx: true } } });
   pool.reportStatus(pool.targets[1], 404);
   pool.reportStatus(pool.targets[1], 200);
   assert.deepEqual(availability(pool), [true, true]);
@@ -165,7 +160,7 @@ test('pool: a refused connect counts as a passive failure without the caller rep
   await once(closed, 'listening');
   const port = (closed.address() as AddressInfo).port;
   await new Promise<void>((resolve) => closed.close(() => resolve()));
-  const pool = makePool(t, [`127.0.0.1:${port}`, '127.0.0.1:1']);
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`, '127.0.0.1:1'] });
   const err = await new Promise<unknown>((resolve) => pool.acquire(pool.targets[0], (e) => resolve(e)));
   assert.equal((err as { code?: string }).code, 'UPSTREAM_CONNECT_REFUSED');
   assert.deepEqual(availability(pool), [false, true]);

@@ -7,21 +7,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import type { ByteSocket } from '../../src/core/socket.js';
-import { configSchema, type ConfigInput } from '../../src/config/schema.js';
+import { configSchema } from '../../src/config/schema.js';
 import { cannedResponse, statusOf, type ProxyError } from '../../src/core/errors.js';
 import { createBalancer, rampedWeight, SLOW_START_FLOOR, type BalanceSpec, type Target } from '../../src/upstream/balancer.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { RetryBudget, RETRY_WINDOW_MS } from '../../src/upstream/retry-budget.js';
 import { tcpEchoServer } from '../helpers/tcp-server.js';
-
-type UpstreamInput = NonNullable<ConfigInput['upstreams']>[string];
-
-function makePool(t: TestContext | null, upstream: UpstreamInput, now?: () => number): UpstreamPool {
-  const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { u: upstream } });
-  const pool = new UpstreamPool('u', config.upstreams.u, {}, now === undefined ? {} : { now });
-  t?.after(() => pool.close());
-  return pool;
-}
+import { poolFor } from '../helpers/pool.js';
 
 interface Got {
   err: ProxyError | null;
@@ -52,7 +44,7 @@ function acquire(t: TestContext, pool: UpstreamPool, target: Target, waitUntil?:
 
 test('at max_connections an acquire waits in the queue and proceeds with the socket released first', async (t) => {
   const port = await tcpEchoServer(t);
-  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '5s' } });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '5s' } });
   const target = pool.targets[0];
   const first = await acquire(t, pool, target).done;
   assert.equal(first.err, null);
@@ -81,7 +73,7 @@ test('at max_connections an acquire waits in the queue and proceeds with the soc
 
 test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-After', async (t) => {
   const port = await tcpEchoServer(t);
-  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1 } });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1 } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
   const waiting = acquire(t, pool, target);
@@ -97,7 +89,7 @@ test('queue full -> UPSTREAM_UNAVAILABLE, not retried, answered 503 with Retry-A
 
 test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a cancelled waiter frees its place', async (t) => {
   const port = await tcpEchoServer(t);
-  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1, timeout: '30ms' } });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 1, timeout: '30ms' } });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
   const cancelled = acquire(t, pool, target);
@@ -115,7 +107,7 @@ test('queue timeout -> UPSTREAM_QUEUE_TIMEOUT, answered 503 with Retry-After; a 
 
 test('close() answers queued acquires with UPSTREAM_UNAVAILABLE', async (t) => {
   const port = await tcpEchoServer(t);
-  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1 });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1 });
   const target = pool.targets[0];
   await acquire(t, pool, target).done;
   const waiting = acquire(t, pool, target);
@@ -131,7 +123,7 @@ test('waiters on a target that leaves rotation (health flip, drain, passive down
   ];
   for (const [why, takeOut] of ways) {
     const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
-    const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+    const pool = poolFor(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
     const [a, b] = pool.targets;
     const holding = await acquire(t, pool, a).done;
     assert.equal(holding.err, null);
@@ -158,7 +150,7 @@ test('waiters on a target that leaves rotation (health flip, drain, passive down
 
 test('a moved waiter that must queue again keeps the rest of its wait, not a new queue.timeout', async (t) => {
   const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
-  const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   const [, b] = pool.targets;
   await acquire(t, pool, b).done;
   const started = Date.now();
@@ -172,7 +164,7 @@ test('a moved waiter that must queue again keeps the rest of its wait, not a new
 
 test('waiters stay on a target that is merely full, and on the last target when every one is down (panic tries it anyway)', async (t) => {
   const port = await tcpEchoServer(t);
-  const pool = makePool(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
   const [a] = pool.targets;
   const holding = await acquire(t, pool, a).done;
   const waiting = acquire(t, pool, a);
@@ -189,7 +181,7 @@ test('waiters stay on a target that is merely full, and on the last target when 
 
 test('a full target leaves rotation while another has room, and all-full targets stay available to queue on', async (t) => {
   const [pa, pb] = await Promise.all([tcpEchoServer(t), tcpEchoServer(t)]);
-  const pool = makePool(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1 });
+  const pool = poolFor(t, { targets: [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`], max_connections: 1 });
   const [a, b] = pool.targets;
   const onA = await acquire(t, pool, a).done;
   assert.deepEqual([a.available, b.available], [false, true]);
@@ -203,7 +195,7 @@ test('a full target leaves rotation while another has room, and all-full targets
 });
 
 test('backup targets are used only while every primary is down', () => {
-  const pool = makePool(null, { targets: ['127.0.0.1:1', '127.0.0.1:2', { address: '127.0.0.1:3', backup: true }] });
+  const pool = poolFor(null, { targets: ['127.0.0.1:1', '127.0.0.1:2', { address: '127.0.0.1:3', backup: true }] });
   const [p1, p2, backup] = pool.targets;
   const picks = (): Set<string> => new Set(Array.from({ length: 12 }, () => pool.balancer.pick()?.id ?? 'none'));
   assert.equal(backup.available, false);
@@ -230,7 +222,7 @@ test('a backup target needs at least one primary in config', () => {
 
 test('weight 0 receives nothing, even when every other target is down (panic skips it too)', () => {
   for (const balance of ['round_robin', 'least_conn', 'random_two', { policy: 'hash', key: 'header:x' }] as const) {
-    const pool = makePool(null, { balance, targets: ['127.0.0.1:1', { address: '127.0.0.1:2', weight: 0 }] });
+    const pool = poolFor(null, { balance, targets: ['127.0.0.1:1', { address: '127.0.0.1:2', weight: 0 }] });
     const [live, drained] = pool.targets;
     for (let i = 0; i < 20; i++) assert.equal(pool.balancer.pickFor(`k${i}`), live, JSON.stringify(balance));
     pool.setTargetState(live.id, { healthy: false, draining: false });
@@ -244,7 +236,7 @@ test('weight 0 receives nothing, even when every other target is down (panic ski
 test('slow start: a target coming back is ramped from 10% to 100% of its share over slow_start (injected clock)', () => {
   for (const balance of ['round_robin', 'least_conn', 'random_two'] as const) {
     let now = 1_000_000;
-    const pool = makePool(null, { balance, slow_start: '30s', targets: ['127.0.0.1:1', '127.0.0.1:2'] }, () => now);
+    const pool = poolFor(null, { balance, slow_start: '30s', targets: ['127.0.0.1:1', '127.0.0.1:2'] }, () => now);
     const [a, b] = pool.targets;
     assert.equal(a.rampUntil, 0, 'no slow start at start');
     pool.setTargetState(b.id, { healthy: false, draining: false });
@@ -271,7 +263,7 @@ test('slow start: a target coming back is ramped from 10% to 100% of its share o
 
 test('slow start also follows undrain and passive recovery; hash ignores it', () => {
   let now = 5_000;
-  const pool = makePool(null, { slow_start: '10s', targets: ['127.0.0.1:1', '127.0.0.1:2'], health: { passive: { max_fails: 1, fail_timeout: '1s' } } }, () => now);
+  const pool = poolFor(null, { slow_start: '10s', targets: ['127.0.0.1:1', '127.0.0.1:2'], health: { passive: { max_fails: 1, fail_timeout: '1s' } } }, () => now);
   const [a, b] = pool.targets;
   pool.setTargetState(a.id, { healthy: true, draining: true });
   pool.setTargetState(a.id, { healthy: true, draining: false });
@@ -317,7 +309,7 @@ test('retry budget: retries capped at the share of requests over the window, wit
 
 test('the pool exposes its retry budget; retries.max bounds a request and the budget bounds the pool', () => {
   let now = 0;
-  const pool = makePool(null, { targets: ['127.0.0.1:1'], retries: { max: 2, budget: 0.5, min_per_second: 0 } }, () => now);
+  const pool = poolFor(null, { targets: ['127.0.0.1:1'], retries: { max: 2, budget: 0.5, min_per_second: 0 } }, () => now);
   assert.equal(pool.config.retries.max, 2);
   assert.equal(pool.allowRetry(), false, 'no requests, no floor: no retry');
   for (let i = 0; i < 4; i++) pool.countRequest();

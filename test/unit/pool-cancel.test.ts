@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
+import { until } from '../helpers/until.js';
 import { acquire, counts, makePool } from '../helpers/pool.js';
 import { startGateBackend } from '../helpers/gate-backend.js';
 import { tcpEchoServer } from '../helpers/tcp-server.js';
@@ -11,12 +12,8 @@ import { hasCommand, needPeer } from '../helpers/peers.js';
 import { PYTHON } from '../helpers/clients.js';
 
 /** Resolves once `cond()` holds, checked every 20 ms; rejects after `ms` (a bounded wait on a pool count). */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`never: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+async function holds(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  await until(what, cond, (ok) => ok, ms, 20);
 }
 
 test('cancel while the connect is pending: the socket connected later goes to the next waiter, the cancelled callback never runs', { timeout: 30_000 }, async (t) => {
@@ -49,7 +46,7 @@ test('cancel while the connect is pending, then the backend resets it: no error 
   cancel();
   gate.open();
   await gate.acceptedReaches(2); // its own filler, then the pool's connection, each answered with a reset
-  await until(() => counts(pool).open === 0, 'the reset socket is closed and uncounted');
+  await holds(() => counts(pool).open === 0, 'the reset socket is closed and uncounted');
   assert.equal(late, false);
 });
 
@@ -97,7 +94,7 @@ test('PROXY-sending pool: a socket connected for a cancelled acquire is closed (
   cancel();
   gate.open();
   await gate.acceptedReaches(2);
-  await until(() => counts(pool).open === 0, 'the socket closed, not kept idle for a client that is gone');
+  await holds(() => counts(pool).open === 0, 'the socket closed, not kept idle for a client that is gone');
   assert.equal(counts(pool).idle, 0);
   assert.equal(late, false);
 });

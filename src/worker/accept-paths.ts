@@ -1,0 +1,311 @@
+// The accept path of each listener, compiled once per apply: fd budget check and connections_per_ip at accept,
+// then the preface (PROXY header, ClientHello), TLS termination, and the hand-over to connection.ts or an L4
+// relay (tunnel/l4.ts); refusals before routing are counted and logged here. It opens no listening socket and
+// keeps no runtime of its own: apply.ts binds the sockets and swaps, the Worker (main.ts) gives the runtime.
+import { endpointOf } from '../core/util.js';
+import type { Socket } from 'node:net';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
+import type { ListenOptions, OnConnection } from '../accept/listener.js';
+import { readPreface, type PrefaceResult } from '../accept/preface.js';
+import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
+import { createTlsServer } from '../accept/tls.js';
+import type { Config } from '../config/schema.js';
+import type { ConnectionRegistry } from '../core/registry.js';
+import { handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from '../http/connection.js';
+import { ProxyError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { FdBudget, FD_RESERVE } from './fd-limit.js';
+import type { ByteSocket } from '../core/socket.js';
+import { adoptNative } from '../native/io.js';
+import type { Metrics, RefusedReason } from '../core/metrics.js';
+import { clientKey } from '../route/policy/client-address.js';
+import type { LimitStore } from '../route/policy/store.js';
+import type { Runtime } from './runtime.js';
+
+/** Connections refused for lack of file descriptors are logged at most once per this period (with the count). */
+const FD_LOG_INTERVAL_MS = 10_000;
+
+const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
+
+/**
+ * Every listening socket accepts paused (pauseOnConnect): nothing is read until the accept path starts reading.
+ * A tcp listener without PROXY needs it (the client's first bytes stay in the kernel for the splice hand-over),
+ * and a socket kept across a reload may serve any kind of listener next, so all accept the same way.
+ */
+export const ACCEPT_OPTIONS: ListenOptions = { ...LISTEN_OPTIONS, pauseOnConnect: true };
+
+/** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
+const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
+
+/** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
+const PREFACE_FALLBACK_MS = 60_000;
+
+/** The client's address from a PROXY header: its source for a proxied TCP connection, else none (use the socket's). */
+function proxiedSource(header: ProxyHeader | undefined): ProxyEndpoint | undefined {
+  if (header === undefined || header.command !== 'proxy' || (header.family !== 'tcp4' && header.family !== 'tcp6')) return undefined;
+  return header.source;
+}
+
+function proxiedDestination(header: ProxyHeader | undefined): ProxyEndpoint | undefined {
+  if (header === undefined || header.command !== 'proxy' || (header.family !== 'tcp4' && header.family !== 'tcp6')) return undefined;
+  return header.destination;
+}
+
+/** The client and the address it reached, from a PROXY header for a proxied TCP connection; else none. */
+function proxiedEnds(header: ProxyHeader | undefined): ProxiedEnds | undefined {
+  const source = proxiedSource(header);
+  return source === undefined ? undefined : { source, destination: proxiedDestination(header) };
+}
+
+
+/** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client's ends ride on it. */
+const proxiedOf = new WeakMap<Socket, ProxiedEnds>();
+
+function parentOf(socket: TLSSocket): Socket | undefined {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return typeof parent === 'object' && parent !== null ? (parent as Socket) : undefined;
+}
+
+/** What the accept paths read from their worker; everything in it outlives a runtime. */
+export interface AcceptDeps {
+  readonly metrics: Metrics;
+  readonly registry: ConnectionRegistry;
+  readonly limits: LimitStore;
+  /** What connections read their context from (follows the runtime). */
+  readonly source: ContextSource;
+  /** The soft RLIMIT_NOFILE after the raise at start (-1: unlimited). */
+  readonly fdLimit: number;
+  /** The runtime serving now; listeners exist only after the first apply built one. */
+  current(): Runtime;
+  /** The logger of the config serving now (replaced by an apply that changes log.level). */
+  readonly log: Logger;
+}
+
+export class AcceptPaths {
+  readonly #deps: AcceptDeps;
+  readonly #metrics: Metrics;
+  readonly #registry: ConnectionRegistry;
+  readonly #limits: LimitStore;
+  readonly #source: ContextSource;
+  readonly #fdLimit: number;
+  /** The per-accept check against the fd limit (apply.ts runs it on every accepted socket). */
+  readonly fds: FdBudget;
+  /** fd_limit refusals already logged, and when the last line went out. */
+  #fdRefusalsLogged = 0;
+  #fdLoggedAt = 0;
+
+  constructor(deps: AcceptDeps) {
+    this.#deps = deps;
+    this.#metrics = deps.metrics;
+    this.#registry = deps.registry;
+    this.#limits = deps.limits;
+    this.#source = deps.source;
+    this.#fdLimit = deps.fdLimit;
+    this.fds = new FdBudget(deps.fdLimit);
+  }
+
+  get #log(): Logger {
+    return this.#deps.log;
+  }
+
+  #current(): Runtime {
+    return this.#deps.current();
+  }
+
+  /** One line per FD_LOG_INTERVAL_MS at most, with the count since the last, never one per connection. */
+  logFdRefusals(): void {
+    const refused = this.#metrics.refusedCount('fd_limit');
+    if (refused === this.#fdRefusalsLogged) return;
+    const now = Date.now();
+    if (now - this.#fdLoggedAt < FD_LOG_INTERVAL_MS) return;
+    this.#log.warn(
+      { refused: refused - this.#fdRefusalsLogged, fdLimit: this.#fdLimit, reserve: FD_RESERVE },
+      'connections refused: out of file descriptors (raise the hard limit: LimitNOFILE= in systemd, ulimit -Hn)',
+    );
+    this.#fdRefusalsLogged = refused;
+    this.#fdLoggedAt = now;
+  }
+
+  /** The accept path of listener `index` of `config` (bound to `port`), with its own TLS server. */
+  handlerFor(config: Config, index: number, port: number, ticketKeys: string): OnConnection {
+    const cfg = config.listeners[index];
+    const info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port };
+    const accept = (socket: ByteSocket, proxied?: ProxiedEnds) => {
+      this.#metrics.connectionAccepted();
+      handleConnection(socket, info, this.#source, this.#registry, proxied);
+    };
+    let tlsServer: TlsServer | undefined;
+    // a TLS listener without certificates only passes names through: nothing to terminate, no server
+    if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) {
+      try {
+        tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64') }, (socket: TLSSocket) => {
+          const parent = parentOf(socket);
+          accept(socket, parent === undefined ? undefined : proxiedOf.get(parent));
+        });
+      } catch (err) {
+        // apply.ts reports the message as the apply's error (an ApplyError without config errors)
+        throw new Error(`listeners[${index}]: ${(err as Error).message}`);
+      }
+      tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
+    }
+    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer));
+  }
+
+  /**
+   * limits.connections_per_ip before anything is read: a client already at its limit is closed at accept, so it
+   * costs no TLS handshake. The connection counts itself once let in (connection.ts, #countRelay for L4); a
+   * listener with a PROXY header learns the client only from it, so there those alone decide.
+   */
+  #connectionLimit(config: Config, index: number, path: OnConnection): OnConnection {
+    const max = config.limits.connections_per_ip;
+    const cfg = config.listeners[index];
+    if (max === 'off' || cfg.proxy_protocol !== undefined) return path;
+    const limits = this.#limits;
+    const prefix = config.limits.ipv6_prefix;
+    return (socket) => {
+      const address = socket.remoteAddress ?? '';
+      const key = clientKey(address, prefix);
+      if (limits.connections.count(key) < max) return path(socket);
+      this.#metrics.connectionRefused('connections_per_ip');
+      limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+      socket.destroy();
+    };
+  }
+
+  /**
+   * What a listener does with each accepted socket, compiled once: straight to HTTP or TLS when there is no
+   * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
+   * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
+   */
+  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined): OnConnection {
+    const cfg = config.listeners[index];
+    let trusted: ((address: string) => boolean) | undefined;
+    if (cfg.proxy_protocol !== undefined) {
+      const m = createCidrMatcher(cfg.proxy_protocol.trusted);
+      // the schema checked every CIDR: failing here means the two disagree, which must not go unnoticed
+      if (!m.ok) throw new Error(`listener ${index}: invalid proxy_protocol.trusted: ${m.errors.map((e) => e.reason).join('; ')}`);
+      trusted = m.match;
+    }
+    const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
+    const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
+    const terminate = (socket: Socket, proxied?: ProxiedEnds): void => {
+      if (tlsServer === undefined) {
+        // plain HTTP with nothing read yet, its ends the socket's own (no PROXY header named others): onto native
+        // I/O when the addon has it (the net.Socket is closed)
+        const moved = proxied === undefined ? adoptNative(socket, LISTEN_OPTIONS) : undefined;
+        if (moved !== undefined) {
+          accept(moved);
+          return;
+        }
+        accept(socket, proxied);
+        socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
+        return;
+      }
+      if (proxied !== undefined) proxiedOf.set(socket, proxied);
+      tlsServer.emit('connection', socket);
+    };
+    if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
+
+    const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
+    const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
+    const l4 = (socket: Socket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
+      // the runtime current at accept time: a reload in between gives the connection the new pool
+      const { ctx, l4ctx } = this.#current();
+      const pool = ctx.pools.get(upstream);
+      if (pool === undefined) {
+        // the schema checks references; a runtime without the pool is a bug, not the client's fault
+        this.#log.error({ listener: index, upstream }, 'L4 upstream missing from the runtime');
+        socket.destroy();
+        return;
+      }
+      this.#metrics.connectionAccepted();
+      const source = proxiedSource(r.proxy) ?? endpointOf(socket.remoteAddress, socket.remotePort);
+      const destination = proxiedDestination(r.proxy) ?? endpointOf(socket.localAddress, socket.localPort);
+      const onEnd = this.#countRelay(ctx.config, source?.address ?? socket.remoteAddress ?? '');
+      if (onEnd === null) {
+        socket.destroy();
+        return;
+      }
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd }, l4ctx, this.#registry);
+    };
+    // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
+    if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
+    return (socket) => {
+      if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
+        this.#refused(socket, index, 'untrusted', 'PROXY header sender not in proxy_protocol.trusted');
+        socket.destroy();
+        return;
+      }
+      readPreface(socket, opts, (r) => {
+        if (r.kind === 'failed') {
+          this.#refused(socket, index, r.reason, r.detail);
+          return;
+        }
+        if (tcpUpstream !== undefined) return l4(socket, 'tcp', tcpUpstream, r);
+        const upstream = passthrough?.match(r.hello?.sni);
+        if (upstream !== undefined) return l4(socket, 'passthrough', upstream, r);
+        if (cfg.tls !== undefined && tlsServer === undefined) return this.#unknownName(socket, index, r.hello?.sni);
+        // peeking never loses a byte: what was read goes back in front of the socket for its next reader
+        if (r.rest !== null) socket.unshift(r.rest);
+        terminate(socket, proxiedEnds(r.proxy));
+      });
+    };
+  }
+
+  /**
+   * limits.connections_per_ip for an L4 relay (tcp listener, TLS passthrough): counted until it ends (the
+   * returned release), refused (null: counted and logged here; the caller closes it), or no limit (undefined).
+   */
+  #countRelay(config: Config, address: string): (() => void) | null | undefined {
+    const max = config.limits.connections_per_ip;
+    if (max === 'off') return undefined;
+    const limits = this.#limits;
+    const key = clientKey(address, config.limits.ipv6_prefix);
+    if (limits.connections.acquire(key, max)) return () => limits.connections.release(key);
+    this.#metrics.connectionRefused('connections_per_ip');
+    limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+    return null;
+  }
+
+  /** Too few descriptors left for this connection and its upstream: closed at once, counted, logged by the Worker's tick. */
+  refuseForFds(socket: Socket): void {
+    socket.on('error', ignoreHeldError);
+    socket.destroy(); // closes the fd now (uv_close), so the reserve holds for what is already accepted
+    this.#metrics.connectionRefused('fd_limit');
+    // the first refusal after a quiet spell is said at once; the tick then batches the rest
+    this.logFdRefusals();
+  }
+
+  /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */
+  #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
+    this.#metrics.connectionRefused(reason);
+    if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
+  }
+
+  /**
+   * A passthrough-only TLS listener met a name it does not pass through (or none): a TLS alert and a close,
+   * counted, and one line like an L4 connection's (info with access logs, else debug).
+   */
+  #unknownName(socket: Socket, index: number, sni: string | undefined): void {
+    const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
+    this.#metrics.connectionRefused(reason);
+    const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
+    if (this.#current().l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+    else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+    refuseClientHello(socket, sni);
+  }
+
+  /** Handshake failures are the client's business: counted, logged at debug, never fatal. */
+  #handshakeFailed(err: NodeJS.ErrnoException, socket: TLSSocket): void {
+    this.#metrics.tlsHandshakeError();
+    if (this.#log.isLevelEnabled('debug')) {
+      const error = new ProxyError('CLIENT_TLS_HANDSHAKE', `TLS handshake failed: ${err.message}`, { cause: err });
+      this.#log.debug({ err: error, reason: err.code, remoteAddr: socket.remoteAddress }, 'tls handshake failed');
+    }
+  }
+}
+
+/** A held socket (see MAX_HELD_SOCKETS) that fails while it waits is destroyed by Node; nothing else to do. */
+export function ignoreHeldError(): void {}
+

@@ -1,0 +1,60 @@
+// What a worker reports of itself to the primary on a 'stats-request' (the admin status and metrics): counters,
+// open connections and tunnels, per-target load and limits, pipes and file descriptors. Reads only: it changes
+// no state and sends nothing (the Worker in main.ts answers the request).
+import { readdirSync } from 'node:fs';
+import type { ConnectionRegistry } from '../core/registry.js';
+import type { Metrics } from '../core/metrics.js';
+import { native } from '../native/addon.js';
+import type { UpstreamPool } from '../upstream/pool.js';
+import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
+import type { Runtime } from './runtime.js';
+
+/** What the stats are read from. */
+export interface StatsSource {
+  readonly runtime: Runtime | null;
+  /** Pools a reload replaced or removed, still used by requests in flight or tunnels. */
+  readonly retired: readonly UpstreamPool[];
+  readonly registry: ConnectionRegistry;
+  readonly metrics: Metrics;
+  /** The soft RLIMIT_NOFILE (-1: unlimited). */
+  readonly fdLimit: number;
+}
+
+/** Open requests + tunnels to `target` in the retired pools of `upstream` (they still load the backend). */
+export function retiredActive(retired: readonly UpstreamPool[], upstream: string, target: string): number {
+  let n = 0;
+  for (const pool of retired) {
+    if (pool.name !== upstream) continue;
+    for (const t of pool.targets) if (t.id === target) n += t.active;
+  }
+  return n;
+}
+
+export function workerStats(s: StatsSource): WorkerStats {
+  const upstreamTargets: UpstreamTargetStatus[] = [];
+  const upstreamLimits: UpstreamLimitStatus[] = [];
+  for (const [name, pool] of s.runtime?.pools ?? []) {
+    for (const t of pool.report()) {
+      const retired = s.retired.length === 0 ? 0 : retiredActive(s.retired, name, t.target);
+      upstreamTargets.push({
+        upstream: name,
+        ...t,
+        // tunnels still held by retired pools load the same backend (and are in `remote` for balancing)
+        active: t.active + retired,
+        remote: Math.max(0, t.remote - retired),
+      });
+    }
+    upstreamLimits.push({ upstream: name, ...pool.limits() });
+  }
+  const registry = s.registry;
+  const pipes = native()?.pipeStats();
+  const metrics = s.metrics.snapshot();
+  if (pipes !== undefined) metrics.pipes = { open: pipes.open, inUse: pipes.inUse, cap: pipes.cap, copies: pipes.copies };
+  let fdsOpen = 0;
+  try {
+    fdsOpen = readdirSync('/proc/self/fd').length;
+  } catch {
+    // not Linux: no count
+  }
+  return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit } };
+}

@@ -1,0 +1,35 @@
+// The admin listener as tests reach it: its port and URL (from the "listening" line startPortico waited for),
+// GET /status as the real StatusReport type (src/admin/server.ts), and a bounded poll of /status until a
+// condition holds. Asserts only that the admin listener exists and answers 200; what a test expects is its own.
+import assert from 'node:assert/strict';
+import type { StatusReport } from '../../src/admin/server.js';
+import { request } from './clients.js';
+import type { Portico } from './portico.js';
+import { until } from './until.js';
+
+export type { StatusReport };
+
+/** Port of the admin listener, from the "listening" log line (the config must have `admin`). */
+export function adminPort(portico: Portico): number {
+  const line = portico.logs.find((l) => l.msg === 'listening');
+  const port = (line?.admin as { port?: number } | null | undefined)?.port;
+  assert.ok(port !== undefined, 'the test config has an admin listener');
+  return port;
+}
+
+/** http://127.0.0.1:PORT of the admin listener. */
+export function adminUrl(portico: Portico): string {
+  return `http://127.0.0.1:${adminPort(portico)}`;
+}
+
+/** GET /status, answered 200. */
+export async function adminStatus(portico: Portico): Promise<StatusReport> {
+  const res = await request(`${adminUrl(portico)}/status`);
+  assert.equal(res.status, 200);
+  return JSON.parse(res.body.toString()) as StatusReport;
+}
+
+/** Polls /status until `done` holds and returns that status; fails with the last one after `withinMs`. */
+export function statusUntil(portico: Portico, what: string, done: (s: StatusReport) => boolean, withinMs = 10_000, pollMs = 50): Promise<StatusReport> {
+  return until(what, () => adminStatus(portico), done, withinMs, pollMs);
+}
