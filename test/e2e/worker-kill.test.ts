@@ -123,8 +123,8 @@ test('SIGKILL of one worker under load: only its connections end, the other work
   const loopCount = (pid: number): number => loops.filter((l) => l.owner === pid).length;
   for (let i = 0; i < 60 && pids.some((p) => loopCount(p) < PER_WORKER_LOOPS); i++) {
     const socket = await connectPlain(t, port);
-    const owner = owners().get(socket.localPort ?? 0) ?? -1;
-    assert.notEqual(owner, -1);
+    // connect() resolves once the kernel queued the connection; a worker holds it only after its accept()
+    const owner = await until('a worker accepted the loop connection', () => owners().get(socket.localPort ?? 0) ?? -1, (o) => o !== -1, 5_000);
     loops.push({ loop: keptAliveLoop(socket, String(i)), owner });
   }
   assert.ok(loopCount(victim) >= PER_WORKER_LOOPS && loopCount(survivor) >= PER_WORKER_LOOPS, `loops per worker: ${loopCount(victim)}, ${loopCount(survivor)}`);
