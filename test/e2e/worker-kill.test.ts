@@ -107,7 +107,9 @@ test('SIGKILL of one worker under load: only its connections end, the other work
         return { ws, localPort: raw?.localPort ?? 0 };
       }),
     );
-    const map = owners();
+    // A worker may be handing a socket to the splice relay (dup, then close) while /proc is read: read again
+    // until every connection is found (bounded), rather than trust one snapshot.
+    const map = await until('a worker holds each WebSocket connection', owners, (m) => opened.every((o) => m.has(o.localPort)), 5_000);
     for (const o of opened) {
       const entry = { ...o, owner: map.get(o.localPort) ?? -1, closedCode: undefined as number | undefined };
       assert.notEqual(entry.owner, -1, 'each WebSocket connection is held by a worker');
