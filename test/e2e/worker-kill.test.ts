@@ -109,7 +109,9 @@ test('SIGKILL of one worker under load: only its connections end, the other work
         return { ws, localPort: raw?.localPort ?? 0 };
       }),
     );
-    const map = owners();
+    // A worker may be handing a socket to the splice relay (dup, then close) while /proc is read: read again
+    // until every connection is found (bounded), rather than trust one snapshot.
+    const map = await until('a worker holds each WebSocket connection', owners, (m) => opened.every((o) => m.has(o.localPort)), 5_000);
     for (const o of opened) {
       const entry = { ...o, owner: map.get(o.localPort) ?? -1, closedCode: undefined as number | undefined };
       assert.notEqual(entry.owner, -1, 'each WebSocket connection is held by a worker');
@@ -125,8 +127,8 @@ test('SIGKILL of one worker under load: only its connections end, the other work
   const loopCount = (pid: number): number => loops.filter((l) => l.owner === pid).length;
   for (let i = 0; i < 60 && pids.some((p) => loopCount(p) < PER_WORKER_LOOPS); i++) {
     const socket = await connectPlain(t, port);
-    const owner = owners().get(socket.localPort ?? 0) ?? -1;
-    assert.notEqual(owner, -1);
+    // connect() resolves once the kernel queued the connection; a worker holds it only after its accept()
+    const owner = await until('a worker accepted the loop connection', () => owners().get(socket.localPort ?? 0) ?? -1, (o) => o !== -1, 5_000);
     loops.push({ loop: keptAliveLoop(socket, String(i)), owner });
   }
   assert.ok(loopCount(victim) >= PER_WORKER_LOOPS && loopCount(survivor) >= PER_WORKER_LOOPS, `loops per worker: ${loopCount(victim)}, ${loopCount(survivor)}`);
