@@ -1,6 +1,6 @@
 // What /metrics and /status say about the whole instance: every worker's numbers (collected on request) summed
 // and merged per target, the counters of workers that exited kept in the totals, the health report per target,
-// and the primary's own state. It reads the other parts and changes nothing but its retired counters.
+// and the primary's own state. It reads the other parts and changes nothing but its totals of exited workers.
 import type { StatusReport, TargetHealthReport } from '../admin/server.js';
 import { formatErrors } from '../config/load.js';
 import { renderReloadMetrics } from '../config/reload.js';
@@ -30,9 +30,9 @@ export class Report {
   readonly #parts: ReportParts;
   readonly #startedAt = Date.now();
   /** Counters of workers that exited, as last collected, so totals do not fall back when a worker restarts. */
-  #retired: MetricsSnapshot = emptySnapshot();
+  #exitedTotals: MetricsSnapshot = emptySnapshot();
   /** Same for the upstreams' queue and retry counters. */
-  readonly #retiredLimits = new Map<string, UpstreamLimitTotals>();
+  readonly #exitedLimits = new Map<string, UpstreamLimitTotals>();
 
   constructor(state: PrimaryState, parts: ReportParts) {
     this.#state = state;
@@ -47,8 +47,8 @@ export class Report {
   retire(slot: WorkerSlot): void {
     if (slot.lastStats !== null) {
       // Its last counters stay in the totals; what it counted since the last scrape is lost.
-      this.#retired = sumSnapshots(this.#retired, { ...slot.lastStats.metrics, tunnelsOpen: 0 });
-      for (const l of slot.lastStats.upstreamLimits) addLimits(this.#retiredLimits, l, false);
+      this.#exitedTotals = sumSnapshots(this.#exitedTotals, { ...slot.lastStats.metrics, tunnelsOpen: 0 });
+      for (const l of slot.lastStats.upstreamLimits) addLimits(this.#exitedLimits, l, false);
       slot.lastStats = null;
     }
   }
@@ -57,7 +57,7 @@ export class Report {
     const { supervisor, targets, reload } = this.#parts;
     const sticky = this.#parts.loadShare.sticky;
     const { answers } = await supervisor.collect();
-    let total = this.#retired;
+    let total = this.#exitedTotals;
     let connectionsOpen = 0;
     for (const { stats } of answers) {
       total = sumSnapshots(total, stats.metrics);
@@ -111,7 +111,7 @@ export class Report {
   #limits(answers: ReadonlyArray<{ stats: WorkerStats }>): Map<string, UpstreamLimitTotals> {
     const totals = new Map<string, UpstreamLimitTotals>();
     for (const name of Object.keys(this.#config.upstreams)) totals.set(name, { upstream: name, queued: 0, queueRejected: 0, queueTimeouts: 0, retriesTotal: 0, retriesDenied: 0 });
-    for (const l of this.#retiredLimits.values()) addTotals(totals, l);
+    for (const l of this.#exitedLimits.values()) addTotals(totals, l);
     for (const { stats } of answers) for (const l of stats.upstreamLimits) addLimits(totals, l, true);
     return totals;
   }
