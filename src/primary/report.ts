@@ -9,7 +9,7 @@ import { emptySnapshot, renderPrometheus, sumSnapshots, type MetricsSnapshot, ty
 import { nativeStatus } from '../native/addon.js';
 import { readsLoad } from '../upstream/balancer.js';
 import { renderHealthMetrics } from '../upstream/health.js';
-import type { UpstreamLimitStatus, WorkerStats } from '../worker/ipc.js';
+import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from '../worker/ipc.js';
 import { listenerReport } from './listeners.js';
 import type { LoadShare } from './load-share.js';
 import type { Reload } from './reload.js';
@@ -174,19 +174,12 @@ export class Report {
   }
 }
 
-interface MergedTarget {
-  upstream: string;
-  target: string;
-  available: boolean;
-  active: number;
-  /** Sockets open to the target and, of those, idle in a pool: summed over workers. */
-  open: number;
-  idle: number;
-  /** What each worker balances on (its own active + the others' as last aggregated), in answer order. */
-  loadSeen: number[];
-  /** Removed by discovery in every worker that has it, its connections still finishing. */
-  leaving: boolean;
-}
+/**
+ * One target summed over the workers: `available` and `leaving` only if so in every worker that has it; `active`,
+ * `open` and `idle` added up; what each worker balances on (its own active + the others' as last aggregated),
+ * in answer order.
+ */
+type MergedTarget = Pick<UpstreamTargetStatus, 'upstream' | 'target' | 'available' | 'active' | 'open' | 'idle' | 'leaving'> & { loadSeen: number[] };
 
 /**
  * One entry per upstream target: available only if available in every worker, active summed. A repeated
