@@ -55,19 +55,24 @@ async function adminStatus(portico: Portico): Promise<{ health: Record<string, A
   return JSON.parse((await request(`http://127.0.0.1:${port}/status`)).body.toString()) as { health: Record<string, Array<{ passive: { downInWorkers: number[]; failures: number } }>> };
 }
 
+/** One worker, `limits.body_size: 1KiB`, every path to the backend on `port`. */
+function withBodyLimit(t: TestContext, port: number): ReturnType<typeof startPortico> {
+  return startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    limits: { body_size: '1KiB' },
+    upstreams: { app: { targets: [`127.0.0.1:${port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+  });
+}
+
 function chunk(size: number): string {
   return `${size.toString(16)}\r\n${'x'.repeat(size)}\r\n`;
 }
 
 test('limits.body_size: a chunked body is cut with 413 the moment it passes the limit, and the upstream request is aborted', { timeout: 60_000 }, async (t) => {
   const backend = await recordingBackend(t);
-  const portico = await startPortico(t, {
-    workers: 1,
-    listeners: [plainListener()],
-    limits: { body_size: '1KiB' },
-    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
-    routes: [{ match: { path: '/' }, proxy: 'app' }],
-  });
+  const portico = await withBodyLimit(t, backend.port);
 
   // under the limit: passes whole
   const small = await connectPlain(t, portico.httpPort);
@@ -106,13 +111,7 @@ test('limits.body_size: a chunked body is cut with 413 the moment it passes the 
 
 test('limits.body_size: a Content-Length over the limit is refused with 413 before any upstream connection', { timeout: 60_000 }, async (t) => {
   const backend = await recordingBackend(t);
-  const portico = await startPortico(t, {
-    workers: 1,
-    listeners: [plainListener()],
-    limits: { body_size: '1KiB' },
-    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
-    routes: [{ match: { path: '/' }, proxy: 'app' }],
-  });
+  const portico = await withBodyLimit(t, backend.port);
   const socket = await connectPlain(t, portico.httpPort);
   const reader = new ResponseReader(socket);
   socket.write('POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\n\r\n');
