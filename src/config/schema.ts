@@ -520,7 +520,8 @@ const route = z
       })
       .strict()
       .default({}),
-    proxy,
+    /** Forward to an upstream (and tunnel its WebSocket handshakes). One action per route: ROUTE_ACTIONS. */
+    proxy: proxy.optional(),
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
@@ -530,7 +531,22 @@ const route = z
   .strict()
   // Runs even when other fields of the route failed, so every error is reported at once (zod skips a
   // refinement after an aborting issue by default); it therefore reads its input defensively.
-  .superRefine((r, ctx) => checkRouteMatch(r as unknown, ctx), { when: () => true });
+  .superRefine((r, ctx) => checkRouteMatch(r as unknown, ctx), { when: () => true })
+  .superRefine((r, ctx) => checkRouteAction(r as unknown, ctx), { when: () => true });
+
+/**
+ * What a route does with a request it matched: exactly one of these keys. A new kind of route (static files,
+ * FastCGI, redirect...) adds its key here, its schema beside the route's, its Decision in route/router.ts
+ * (routeDecisions) and its handler (CONTRIBUTING.md).
+ */
+export const ROUTE_ACTIONS = ['proxy'] as const;
+
+function checkRouteAction(route: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(route)) return;
+  const present = ROUTE_ACTIONS.filter((k) => route[k] !== undefined);
+  if (present.length === 0) ctx.addIssue({ code: 'custom', path: [], message: `a route needs one of: ${ROUTE_ACTIONS.join(', ')}` });
+  else if (present.length > 1) ctx.addIssue({ code: 'custom', path: [present[1]], message: `use only one of ${present.join(', ')} in a route` });
+}
 
 function checkRouteMatch(route: unknown, ctx: z.RefinementCtx): void {
   const match = isPlainObject(route) ? route.match : undefined;

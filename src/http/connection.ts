@@ -301,7 +301,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Forward and tunnel decisions: an Exchange to the route's pool (a tunnel waits for a valid 101 in it). */
   #forward(d: ForwardDecision | TunnelDecision, head: RequestHead): void {
     const route = d.route;
-    const pool = this.ctx.pools.get(route.upstream);
+    const pool = this.ctx.pools.get(d.upstream);
     if (pool === undefined) {
       this.#reject('INTERNAL', `route ${route.name} names a missing upstream`, head);
       return;

@@ -42,7 +42,8 @@ export interface CompiledRoute {
   index: number;
   /** config name or "routes[i]" */
   name: string;
-  upstream: string;
+  /** The proxy action's upstream (undefined for routes with another action). */
+  upstream: string | undefined;
   /** The path prefix to remove before forwarding ('' when strip_prefix is off or the match is not a prefix). */
   stripPrefix: string;
   requestHeaders: CompiledHeaderOps;
@@ -56,12 +57,16 @@ export interface CompiledRoute {
 export interface ForwardDecision {
   readonly kind: 'forward';
   readonly route: CompiledRoute;
+  /** The upstream pool's name (the route's `proxy.upstream`). */
+  readonly upstream: string;
 }
 
 /** A WebSocket opening handshake on a proxy route: forwarded, then relayed as a tunnel once a valid 101 comes back. */
 export interface TunnelDecision {
   readonly kind: 'tunnel';
   readonly route: CompiledRoute;
+  /** The upstream pool's name (the route's `proxy.upstream`). */
+  readonly upstream: string;
 }
 
 /** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
@@ -75,7 +80,7 @@ export interface RejectDecision {
  * What to do with one request: the typed hand-off from routing to a handler. The forward and tunnel decisions
  * of a route are built once with the router; a request gets one of them, never a new object.
  * Adding a kind (terminate, fastcgi, static, redirect...): add its interface here with `route` and what the
- * handler needs precomputed, build it once per route in the Router constructor (or in decide.ts from the
+ * handler needs precomputed, build it once per route in `routeDecisions` (or in decide.ts from the
  * head), write its handler under handlers/, and add its case to the switch in http/connection.ts `#dispatch`,
  * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
  * to every routed kind. No kind without something that produces it.
@@ -99,11 +104,24 @@ function compileHeaderOps(ops: RouteConfig['request_headers']): CompiledHeaderOp
 // Matching tables
 
 /** One route under one path condition; `methods` undefined = any method. Its decisions are built once. */
-interface Candidate {
+interface Candidate extends RouteDecisions {
   readonly methods: ReadonlySet<string> | undefined;
-  readonly forward: ForwardDecision;
-  readonly tunnel: TunnelDecision;
   readonly index: number;
+}
+
+/** The two decisions of one route, built once: for a plain request and for a WebSocket opening handshake. */
+interface RouteDecisions {
+  readonly request: RoutedDecision;
+  readonly handshake: RoutedDecision;
+}
+
+/** One route's decisions by its action (config ROUTE_ACTIONS: exactly one is set, the schema checks). */
+function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
+  if (r.proxy !== undefined) {
+    const upstream = r.proxy.upstream;
+    return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze({ kind: 'tunnel', route, upstream }) };
+  }
+  throw new Error(`route ${route.name} has no action`);
 }
 
 /** Candidates in tie order: method-specific first, then file order. */
@@ -224,8 +242,8 @@ export class Router {
       const route: CompiledRoute = Object.freeze({
         index,
         name: r.name ?? `routes[${index}]`,
-        upstream: r.proxy.upstream,
-        stripPrefix: r.proxy.strip_prefix && r.match.path !== undefined ? r.match.path.replace(/\/+$/, '') : '',
+        upstream: r.proxy?.upstream,
+        stripPrefix: r.proxy?.strip_prefix === true && r.match.path !== undefined ? r.match.path.replace(/\/+$/, '') : '',
         requestHeaders: compileHeaderOps(r.request_headers),
         responseHeaders: compileHeaderOps(r.response_headers),
         tunnel: r.tunnel ?? config.tunnel,
@@ -233,9 +251,8 @@ export class Router {
       });
       routes.push(route);
       const candidate: Candidate = {
+        ...routeDecisions(r, route),
         methods: r.match.method === undefined ? undefined : new Set(r.match.method),
-        forward: Object.freeze({ kind: 'forward', route }),
-        tunnel: Object.freeze({ kind: 'tunnel', route }),
         index,
       };
       if (r.match.host === undefined) {
@@ -274,14 +291,14 @@ export class Router {
       // "example.com." names the same host as "example.com" (absolute DNS form); rare, so the slice is fine.
       if (host.charCodeAt(host.length - 1) === 46 /* . */) host = host.slice(0, -1);
       const exact = this.#exactHosts.get(host);
-      if (exact !== undefined && (c = exact.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
+      if (exact !== undefined && (c = exact.match(method, path)) !== undefined) return handshake ? c.handshake : c.request;
       const wildcards = this.#wildcards;
       for (let i = 0; i < wildcards.length; i++) {
         const w = wildcards[i];
-        if (host.length > w.suffix.length && host.endsWith(w.suffix) && (c = w.table.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
+        if (host.length > w.suffix.length && host.endsWith(w.suffix) && (c = w.table.match(method, path)) !== undefined) return handshake ? c.handshake : c.request;
       }
     }
-    if (this.#anyHost !== undefined && (c = this.#anyHost.match(method, path)) !== undefined) return handshake ? c.tunnel : c.forward;
+    if (this.#anyHost !== undefined && (c = this.#anyHost.match(method, path)) !== undefined) return handshake ? c.handshake : c.request;
     return NOT_FOUND;
   }
 }

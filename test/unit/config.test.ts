@@ -144,6 +144,13 @@ test('wrong type -> path, line, expected and received', (t) => {
   expectError(errorsOf(load(t, list)), list, 'upstreams.app.targets', 'targets:', /expected a list, got "127.0.0.1:9001"/);
 });
 
+test('a route without an action -> one error naming the actions', (t) => {
+  const yaml = edit(BASE, '  - match: { path: /api }\n    proxy: app', '  - match: { path: /api }\n    name: api');
+  const errors = errorsOf(load(t, yaml));
+  assert.equal(errors.length, 1, formatErrors('f', errors));
+  expectError(errors, yaml, 'routes[0]', 'match: { path: /api }', /a route needs one of: proxy/);
+});
+
 test('bad duration "30x" -> path and line of the value', (t) => {
   const yaml = edit(BASE, '{ connect: 2s }', '{ connect: 30x }');
   expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.timeouts.connect', 'connect: 30x', /invalid duration "30x"/);

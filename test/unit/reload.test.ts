@@ -84,7 +84,7 @@ function structuredCloneInput(c: Config): Partial<ConfigInput> {
     workers: c.workers,
     listeners: c.listeners.map((l) => ({ address: l.address.address })),
     upstreams: Object.fromEntries(Object.entries(c.upstreams).map(([n, u]) => [n, { targets: u.targets.map((t) => t.address) }])),
-    routes: c.routes.map((r) => ({ match: { path: r.match.path }, proxy: r.proxy.upstream })),
+    routes: c.routes.map((r) => ({ match: { path: r.match.path }, proxy: r.proxy?.upstream })),
   };
 }
 

@@ -53,7 +53,7 @@ test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomc
   const router = new Router(configSchema.parse(SEED));
   const upstream = (host: string | undefined, path: string): string => {
     const d = router.route(host, 'GET', path);
-    return d.kind === 'forward' ? d.route.upstream : d.kind === 'reject' ? d.code : d.kind;
+    return d.kind === 'forward' ? d.upstream : d.kind === 'reject' ? d.code : d.kind;
   };
   assert.equal(upstream('localhost', '/wss'), 'chat');
   assert.equal(upstream(undefined, '/wss/room/1'), 'chat');
