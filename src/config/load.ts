@@ -118,7 +118,7 @@ export function loadConfigText(text: string, file: string): LoadResult {
     }
   }
   const baseDir = path.dirname(abs);
-  for (const e of checkCertificateFiles(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  for (const e of [...checkCertificateFiles(data, baseDir), ...checkUpstreamTlsFiles(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
 
   if (parsed.success) {
     // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
@@ -439,6 +439,40 @@ function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[
   return out;
 }
 
+/** An upstream's `tls.ca` must hold at least one certificate; `cert` and `key` must be a pair (as for listeners). */
+function checkUpstreamTlsFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  const out: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !isPlainObject(data.upstreams)) return out;
+  for (const [name, u] of Object.entries(data.upstreams)) {
+    const t = isPlainObject(u) && isPlainObject(u.tls) ? u.tls : undefined;
+    if (t === undefined) continue;
+    const at: Segment[] = ['upstreams', name, 'tls'];
+    if (typeof t.ca === 'string' && t.ca !== '') {
+      const ca = readPem(path.resolve(baseDir, t.ca));
+      if (typeof ca === 'object') out.push({ path: [...at, 'ca'], message: ca.error });
+      else if (!/-----BEGIN CERTIFICATE-----/.test(ca)) out.push({ path: [...at, 'ca'], message: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' });
+      else {
+        try {
+          new X509Certificate(ca);
+        } catch (err) {
+          out.push({ path: [...at, 'ca'], message: `not a PEM certificate: ${(err as Error).message}` });
+        }
+      }
+    }
+    if (typeof t.cert === 'string' && t.cert !== '' && typeof t.key === 'string' && t.key !== '') {
+      const cert = readPem(path.resolve(baseDir, t.cert));
+      const key = readPem(path.resolve(baseDir, t.key));
+      if (typeof cert === 'object') out.push({ path: [...at, 'cert'], message: cert.error });
+      if (typeof key === 'object') out.push({ path: [...at, 'key'], message: key.error });
+      if (typeof cert === 'string' && typeof key === 'string') {
+        const problem = pemProblem(cert, key);
+        if (problem !== undefined) out.push({ path: [...at, problem.field], message: problem.message });
+      }
+    }
+  }
+  return out;
+}
+
 function readPem(file: string): string | { error: string } {
   try {
     const st = statSync(file);
@@ -469,8 +503,12 @@ function pemProblem(certPem: string, keyPem: string): { field: 'cert' | 'key'; m
 }
 
 function resolvePaths(config: Config, baseDir: string): Config {
+  const abs = (p: string | undefined): string | undefined => (p === undefined ? undefined : path.resolve(baseDir, p));
   return {
     ...config,
+    upstreams: Object.fromEntries(
+      Object.entries(config.upstreams).map(([name, u]) => [name, u.tls === undefined ? u : { ...u, tls: { ...u.tls, ca: abs(u.tls.ca), cert: abs(u.tls.cert), key: abs(u.tls.key) } }]),
+    ),
     listeners: config.listeners.map((l) =>
       l.tls === undefined
         ? l

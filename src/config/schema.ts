@@ -4,6 +4,7 @@
 import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { checkCidr } from '../wire/proxy-protocol.js';
+import { upstreamTls } from './upstream-tls.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
 import { isPlainObject } from '../core/util.js';
@@ -438,6 +439,8 @@ const upstream = z
      * the header too). Active health checks send PROXY UNKNOWN (v1) or a LOCAL header (v2) first.
      */
     send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off'),
+    /** TLS to the targets (config/upstream-tls.ts): `true` for the defaults (verification on), or settings. */
+    tls: upstreamTls.optional(),
   })
   .strict()
   // `targets` keeps the fixed targets; `discover` the entries the primary resolves (resolve: true, srv).
@@ -865,7 +868,9 @@ function checkL4References(listeners: unknown[], upstreams: Record<string, unkno
   const check = (name: unknown, path: (string | number)[]): void => {
     if (typeof name !== 'string') return;
     if (!Object.hasOwn(upstreams, name)) ctx.addIssue({ code: 'custom', path, message: `unknown upstream "${name}" (defined: ${Object.keys(upstreams).join(', ') || 'none'})` });
-    else if (routed.has(name)) ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" also serves HTTP routes: give raw TCP its own upstream entry (same targets are fine)` });
+    else if (isPlainObject(upstreams[name]) && upstreams[name].tls !== undefined && upstreams[name].tls !== false) {
+      ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" has tls: L4 listeners and passthrough relay bytes as they are (use a separate upstream without tls)` });
+    } else if (routed.has(name)) ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" also serves HTTP routes: give raw TCP its own upstream entry (same targets are fine)` });
   };
   listeners.forEach((l, i) => {
     if (!isPlainObject(l)) return;

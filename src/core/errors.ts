@@ -23,6 +23,7 @@ export const ERROR_CODES = [
   'UPSTREAM_CONNECT_REFUSED', // -> 502 (retryable)
   'UPSTREAM_CONNECT_TIMEOUT', // -> 504 (retryable)
   'UPSTREAM_CONNECT_ERROR', // other connect failure -> 502 (retryable)
+  'UPSTREAM_TLS', // TLS to the target failed: certificate, name or protocol -> 502 (retryable)
   'UPSTREAM_HEADERS_TIMEOUT', // no response head in time -> 504
   'UPSTREAM_IDLE_TIMEOUT', // body stalled -> 504 (or cut when headers were already sent)
   'UPSTREAM_BAD_RESPONSE', // malformed/ambiguous response head or body framing -> 502

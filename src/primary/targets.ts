@@ -6,6 +6,8 @@ import { equalValues } from '../config/reload.js';
 import type { DrainResult } from '../admin/server.js';
 import { Discovery, type DiscoveryPlan } from '../upstream/discovery.js';
 import { HealthChecker, probeProxyHeader, type ProbeTarget } from '../upstream/health.js';
+import { UpstreamTls } from '../upstream/upstream-tls.js';
+import type { UpstreamTlsConfig } from '../config/upstream-tls.js';
 import { hashHomes, type DiscoveredSets } from '../upstream/sticky.js';
 import type { TargetControl, ToWorker } from '../worker/ipc.js';
 import type { LoadShare } from './load-share.js';
@@ -25,6 +27,8 @@ export class Targets {
   #health = new Map<string, HealthChecker>();
   /** Drained targets, as "upstream\ntarget"; the primary is the source of truth, so a restarted worker gets them. */
   readonly #drained = new Set<string>();
+  /** TLS client contexts of health probes, per upstream `tls` settings object (see #probeTls). */
+  readonly #tlsContexts = new WeakMap<UpstreamTlsConfig, UpstreamTls>();
   /** DNS discovery of `resolve: true` and `srv` targets (null until prepared; it may follow no name). */
   #discovery: Discovery | null = null;
   /** The discovery plan of the reload running, until it is committed or abandoned. */
@@ -163,9 +167,17 @@ export class Targets {
     const u = Object.hasOwn(config.upstreams, upstream) ? config.upstreams[upstream] : undefined;
     // an upstream that wants a PROXY header gets one on probes too (UNKNOWN / LOCAL: see probeProxyHeader)
     const proxyHeader = probeProxyHeader(u?.send_proxy_protocol ?? 'off');
-    const fixed = (u?.targets ?? []).map((t) => ({ id: t.address, host: t.host, port: t.port, proxyHeader }));
-    const found = (Object.hasOwn(sets, upstream) ? sets[upstream] : []).map((t) => ({ id: t.id, host: t.host, port: t.port, proxyHeader }));
+    const tls = u?.tls === undefined ? undefined : this.#probeTls(u.tls);
+    const fixed = (u?.targets ?? []).map((t) => ({ id: t.address, host: t.host, port: t.port, proxyHeader, tls }));
+    const found = (Object.hasOwn(sets, upstream) ? sets[upstream] : []).map((t) => ({ id: t.id, host: t.host, port: t.port, proxyHeader, tls }));
     return [...fixed, ...found];
+  }
+
+  /** One TLS client context per upstream `tls` object of a config (configs are frozen: the object is the key). */
+  #probeTls(config: UpstreamTlsConfig): UpstreamTls {
+    let t = this.#tlsContexts.get(config);
+    if (t === undefined) this.#tlsContexts.set(config, (t = new UpstreamTls(config)));
+    return t;
   }
 
   /** Drains of targets the served config and discovery no longer have are forgotten (one coming back is not drained). */

@@ -8,6 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { buildProxyV1, buildProxyV2Local } from '../wire/proxy-protocol.js';
 import type { ActiveHealthConfig } from '../config/schema.js';
 import type { Logger } from '../core/log.js';
+import type { UpstreamTls } from './upstream-tls.js';
 
 /** Where a probe goes: the target's address as written in config, and what it resolves to. */
 export interface ProbeTarget {
@@ -16,6 +17,8 @@ export interface ProbeTarget {
   readonly port: number;
   /** Written first on every probe connection: the PROXY header an upstream with send_proxy_protocol expects. */
   readonly proxyHeader?: Buffer;
+  /** The upstream's TLS to its targets: every probe speaks it (a tcp probe passes once the handshake does). */
+  readonly tls?: UpstreamTls;
 }
 
 /**
@@ -26,11 +29,11 @@ export function probeProxyHeader(version: 'off' | 'v1' | 'v2'): Buffer | undefin
   return version === 'off' ? undefined : version === 'v1' ? buildProxyV1(undefined, undefined) : buildProxyV2Local();
 }
 
-/** A TCP connection to the target with its PROXY header (if any) queued as the first bytes. */
+/** A TCP connection to the target with its PROXY header (if any) queued as the first bytes, then TLS if the upstream has it. */
 function probeConnect(target: ProbeTarget): Socket {
   const socket = connect({ host: target.host, port: target.port });
   if (target.proxyHeader !== undefined) socket.write(target.proxyHeader);
-  return socket;
+  return target.tls === undefined ? socket : target.tls.wrap(socket, target);
 }
 
 export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -48,6 +51,8 @@ const fail = (reason: string): ProbeResult => ({ ok: false, reason });
 
 function errorReason(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
+  // a TLS failure's code alone (EPROTO, ERR_SSL_...) does not say what went wrong: keep the message too
+  if (e.code !== undefined && /^(EPROTO$|ERR_SSL|ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(e.code)) return `${e.code}: ${e.message}`;
   return e.code ?? e.message ?? String(err);
 }
 
@@ -100,7 +105,7 @@ function probeTcp(target: ProbeTarget, timeoutMs: number, signal?: AbortSignal):
   return bounded(timeoutMs, signal, (settle) => {
     const socket = probeConnect(target);
     socket.on('error', (err) => settle(fail(errorReason(err))));
-    socket.once('connect', () => settle(OK));
+    socket.once(target.tls === undefined ? 'connect' : 'secureConnect', () => settle(OK));
     return () => socket.destroy();
   });
 }

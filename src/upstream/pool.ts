@@ -20,6 +20,7 @@ import { PooledSocket, closeIdle, healthy, type TargetSlot } from './target-slot
 import { refreshAvailability } from './availability.js';
 import { firstWaiter, shiftWaiter, type Waiter } from './wait-queue.js';
 import { connectTarget } from './upstream-connect.js';
+import { UpstreamTls } from './upstream-tls.js';
 import { TargetSet, usableDiscovered, type DiscoveredChange, type TargetSpec } from './target-set.js';
 import { targetHealth, targetReport, targetStats, type PoolLimitStats, type TargetHealthStats, type TargetReport, type TargetStats } from './pool-stats.js';
 
@@ -60,6 +61,7 @@ const PASSIVE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'UPSTREAM_CONNECT_REFUSED',
   'UPSTREAM_CONNECT_TIMEOUT',
   'UPSTREAM_CONNECT_ERROR',
+  'UPSTREAM_TLS',
   'UPSTREAM_HEADERS_TIMEOUT',
   'UPSTREAM_BAD_RESPONSE',
   'UPSTREAM_RESET',
@@ -82,6 +84,8 @@ export class UpstreamPool {
   readonly #retryBudget: RetryBudget;
   /** send_proxy_protocol: a header opens every connection, and idle sockets are kept per client. */
   readonly #proxyHeader: 'off' | 'v1' | 'v2';
+  /** `tls`: the client context and session cache of this pool's TLS to its targets. */
+  readonly #tls: UpstreamTls | undefined;
   #closed = false;
   /** Out of service after a reload: see retire(). */
   #retired = false;
@@ -104,6 +108,9 @@ export class UpstreamPool {
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     this.#proxyHeader = config.send_proxy_protocol;
+    // files are read again at each reload (a renewed client certificate at the same path is picked up); the
+    // sessions of the pool this one replaces carry over when the settings are the same
+    this.#tls = config.tls === undefined ? undefined : new UpstreamTls(config.tls, options.previous === undefined ? undefined : options.previous.#tls);
     this.#pins = options.pins;
     this.#set = new TargetSet(config.targets.length, (spec, startUp, old) => this.#newSlot(spec, startUp, old), this.#moveOut);
     this.#slots = this.#set.slots;
@@ -395,7 +402,7 @@ export class UpstreamPool {
 
   #connect(slot: TargetSlot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
     const who = slot.byClient === null ? undefined : (client ?? UNKNOWN_CLIENT);
-    const pooled = connectTarget(slot, cb, who, this.config.timeouts.connect, this.#proxyHeader, this.#onConnectFailure);
+    const pooled = connectTarget(slot, cb, who, this.config.timeouts.connect, this.#proxyHeader, this.#onConnectFailure, this.#tls);
     this.#sockets.set(pooled.socket, pooled);
   }
 

@@ -1,5 +1,6 @@
 // Opens one connection to a target for a pool: native I/O when it can, else node:net, within the connect
-// timeout, and writes the PROXY header first when the upstream wants one. It reports the target's connect
+// timeout, and writes the PROXY header first when the upstream wants one; with `tls` the TLS handshake follows
+// (after the header) and counts in the same timeout. It reports the target's connect
 // failures through `onFailure` and hands the socket to `cb`; it keeps no socket and decides nothing about reuse.
 import { connect } from 'node:net';
 import { buildProxyV1, buildProxyV2 } from '../wire/proxy-protocol.js';
@@ -7,6 +8,7 @@ import type { ByteSocket } from '../core/socket.js';
 import { connectNative } from '../native/io.js';
 import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
 import type { Target } from './balancer.js';
+import type { UpstreamTls } from './upstream-tls.js';
 import type { AcquireCallback, UpstreamClient } from './acquire-request.js';
 import { PooledSocket, type TargetSlot } from './target-slot.js';
 
@@ -22,10 +24,21 @@ export function connectTarget(
   connectMs: number,
   proxyHeader: 'off' | 'v1' | 'v2',
   onFailure: (target: Target, code: ErrorCode) => void,
+  secure?: UpstreamTls,
 ): PooledSocket {
   const { target } = slot;
-  // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
-  const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+  const header = who === undefined ? undefined : proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination);
+  let socket: ByteSocket;
+  if (secure !== undefined) {
+    // TLS is Node's: a node:net socket under it, the PROXY header queued first so that it precedes the ClientHello
+    const raw = connect({ host: target.host, port: target.port, noDelay: true });
+    if (header !== undefined) raw.write(header);
+    socket = secure.wrap(raw, target);
+  } else {
+    // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
+    socket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+  }
+  const ready = secure !== undefined ? 'secureConnect' : 'connect';
   const pooled = new PooledSocket(socket, slot, who?.key);
   let settled = false;
   let timer: NodeJS.Timeout | undefined;
@@ -35,10 +48,10 @@ export function connectTarget(
     if (settled) return;
     settled = true;
     if (timer !== undefined) clearTimeout(timer);
-    socket.off('connect', onConnect);
+    socket.off(ready, onConnect);
     socket.destroy();
     pooled.forget();
-    const error = connectError(err);
+    const error = secure !== undefined && isTlsFailure(err) ? new ProxyError('UPSTREAM_TLS', `TLS to ${target.id} failed: ${err.message}`, { retryable: true, cause: err }) : connectError(err);
     onFailure(target, error.code); // before cb: a retry must already see the target out
     cb(error, null, false);
   };
@@ -49,16 +62,16 @@ export function connectTarget(
     socket.off('error', onError); // from here on the caller's 'error' listener owns failures
     pooled.state = 'busy';
     // the header is the connection's first bytes: written before the caller can write anything
-    if (who !== undefined) socket.write(proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination));
+    if (header !== undefined && secure === undefined) socket.write(header);
     cb(null, socket, false);
   };
-  socket.once('connect', onConnect);
+  socket.once(ready, onConnect);
   socket.on('error', onError);
   if (connectMs > 0) {
     timer = setTimeout(() => {
       if (settled) return;
       settled = true;
-      socket.off('connect', onConnect);
+      socket.off(ready, onConnect);
       socket.destroy();
       pooled.forget();
       onFailure(target, 'UPSTREAM_CONNECT_TIMEOUT');
@@ -66,4 +79,10 @@ export function connectTarget(
     }, connectMs).unref();
   }
   return pooled;
+}
+
+/** A failure of the TLS layer (certificate, name, protocol alert) rather than of the TCP connection under it. */
+function isTlsFailure(err: NodeJS.ErrnoException): boolean {
+  const code = err.code ?? '';
+  return code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|DEPTH_ZERO/.test(code) || err.message.includes('alert');
 }

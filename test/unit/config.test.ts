@@ -151,6 +151,21 @@ test('a route without an action -> one error naming the actions', (t) => {
   expectError(errors, yaml, 'routes[0]', 'match: { path: /api }', /a route needs one of: proxy/);
 });
 
+test('upstream tls: missing CA file, a cert without key, a bad sni and tls on an L4 upstream are refused with their paths', (t) => {
+  const missing = edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: { ca: ./nope.pem }');
+  expectError(errorsOf(load(t, missing)), missing, 'upstreams.app.tls.ca', 'ca: ./nope', /nope\.pem does not exist/);
+  const half = edit(BASE, '    timeouts: { connect: 2s }', `    timeouts: { connect: 2s }\n    tls: { ${SEED_CERT} }`);
+  expectError(errorsOf(load(t, half)), half, 'upstreams.app.tls.key', 'tls: { cert', /needs both `cert` and `key`/);
+  const sni = edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: { sni: "bad name" }');
+  expectError(errorsOf(load(t, sni)), sni, 'upstreams.app.tls.sni', 'sni: "bad', /sni must be a DNS name/);
+  const l4 = edit(BASE, 'routes:', '  raw:\n    targets: [127.0.0.1:9002]\n    tls: true\nroutes:').replace('  - address: 127.0.0.1:8080', '  - address: 127.0.0.1:8080\n  - address: 127.0.0.1:7000\n    mode: tcp\n    upstream: raw');
+  expectError(errorsOf(load(t, l4)), l4, 'listeners[2].upstream', 'upstream: raw', /has tls: L4 listeners/);
+  const ok = edit(BASE, '    timeouts: { connect: 2s }', `    timeouts: { connect: 2s }\n    tls: { sni: app.internal, ca: ${path.join(SEED_DIR, 'certs', 'site.crt')} }`);
+  const cfg = loaded(load(t, ok));
+  assert.equal(cfg.upstreams.app.tls?.verify, true, 'verification is on by default');
+  assert.equal(loaded(load(t, edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: false'))).upstreams.app.tls, undefined);
+});
+
 test('bad duration "30x" -> path and line of the value', (t) => {
   const yaml = edit(BASE, '{ connect: 2s }', '{ connect: 30x }');
   expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.timeouts.connect', 'connect: 30x', /invalid duration "30x"/);
