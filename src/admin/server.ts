@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { checkControl, checkRequest, isLoopback } from './guard.js';
 import type { AdminGuardOptions, Refusal } from './guard.js';
+import { DashboardFeed, serveDashboardAsset } from './dashboard.js';
 import type { Logger } from '../core/log.js';
 import type { DiscoveryStatus } from '../upstream/discovery.js';
 
@@ -117,12 +118,14 @@ const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 export async function startAdminServer(host: string, port: number, source: AdminSource, log: Logger, options: AdminOptions = {}): Promise<AdminServer> {
   if (!isLoopback(host)) log.warn({ address: host, port }, 'admin listener is not on loopback: /metrics and /status are reachable from the network');
   let current = options;
+  const feed = new DashboardFeed(source, log);
   const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000, maxHeaderSize: 8192 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     const refused = checkRequest(req, current);
     if (refused !== null) return refuse(req, res, path, refused, log);
     if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, current);
-    else serve(req, res, source, log);
+    else if (path === '/dashboard/events') feed.serve(req, res);
+    else if (!serveDashboardAsset(path, req, res)) serve(req, res, source, log);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -141,6 +144,7 @@ export async function startAdminServer(host: string, port: number, source: Admin
       current = next;
     },
     close() {
+      feed.close();
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
@@ -153,7 +157,7 @@ export async function startAdminServer(host: string, port: number, source: Admin
 function serve(req: http.IncomingMessage, res: http.ServerResponse, source: AdminSource, log: Logger): void {
   const path = (req.url ?? '/').split('?', 1)[0];
   const route = path === '/metrics' ? source.metrics.bind(source) : path === '/status' ? () => source.status().then((s) => `${JSON.stringify(s, null, 2)}\n`) : undefined;
-  if (route === undefined) return send(res, 404, 'text/plain; charset=utf-8', 'not found: try /metrics or /status\n', req.method === 'HEAD');
+  if (route === undefined) return send(res, 404, 'text/plain; charset=utf-8', 'not found: try /metrics, /status or /dashboard\n', req.method === 'HEAD');
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('Allow', 'GET, HEAD');
     return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', false);

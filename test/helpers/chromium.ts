@@ -2,7 +2,7 @@
 // Starts the Debian `chromium` with a throwaway profile, learns the DevTools URL from stderr, opens pages and
 // evaluates scripts in them. Every wait is bounded; the browser's process group is killed in t.after.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
@@ -27,6 +27,10 @@ interface CdpReply {
 export interface Page {
   /** Evaluates `expression` in the page (promises awaited) and returns its JSON value; page exceptions reject. */
   evaluate<T>(expression: string, timeoutMs?: number): Promise<T>;
+  /** Uncaught exceptions, console.error calls and browser log errors (failed loads, CSP refusals) so far. */
+  readonly errors: readonly string[];
+  /** Writes a PNG of the visible page to `file`. */
+  screenshot(file: string): Promise<void>;
 }
 
 export interface Browser {
@@ -96,6 +100,20 @@ export async function launchChromium(t: TestContext, startTimeoutMs = 30_000): P
       const { targetId } = (await cdp.send('Target.createTarget', { url: 'about:blank' })) as { targetId: string };
       const { sessionId } = (await cdp.send('Target.attachToTarget', { targetId, flatten: true })) as { sessionId: string };
       await cdp.send('Page.enable', {}, sessionId);
+      const errors: string[] = [];
+      cdp.on(sessionId, (method, params) => {
+        if (method === 'Runtime.exceptionThrown') {
+          const d = params.exceptionDetails as { text?: string; exception?: { description?: string } } | undefined;
+          errors.push(`exception: ${d?.exception?.description ?? d?.text ?? 'unknown'}`);
+        } else if (method === 'Runtime.consoleAPICalled' && params.type === 'error') {
+          errors.push(`console.error: ${JSON.stringify(params.args)}`);
+        } else if (method === 'Log.entryAdded') {
+          const e = params.entry as { level?: string; text?: string; url?: string } | undefined;
+          if (e?.level === 'error') errors.push(`log: ${e.text ?? ''} ${e.url ?? ''}`);
+        }
+      });
+      await cdp.send('Runtime.enable', {}, sessionId);
+      await cdp.send('Log.enable', {}, sessionId);
       const loaded = cdp.waitEvent('Page.loadEventFired', sessionId, timeoutMs);
       const nav = (await cdp.send('Page.navigate', { url }, sessionId)) as { errorText?: string };
       if (nav.errorText !== undefined && nav.errorText !== '') throw new Error(`chromium could not open ${url}: ${nav.errorText}`);
@@ -109,6 +127,11 @@ export async function launchChromium(t: TestContext, startTimeoutMs = 30_000): P
           if (r.exceptionDetails !== undefined) throw new Error(`page script failed: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
           return r.result.value as T;
         },
+        errors,
+        async screenshot(file: string): Promise<void> {
+          const r = (await cdp.send('Page.captureScreenshot', { format: 'png' }, sessionId)) as { data: string };
+          await writeFile(file, Buffer.from(r.data, 'base64'));
+        },
       };
     },
   };
@@ -120,6 +143,12 @@ class Cdp {
   #nextId = 1;
   #pending = new Map<number, { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void }>();
   #eventWaiters = new Set<{ method: string; sessionId: string | undefined; resolve: () => void }>();
+  #listeners = new Map<string, (method: string, params: Record<string, unknown>) => void>();
+
+  /** Every event of `sessionId` goes to `fn` (one listener per session). */
+  on(sessionId: string, fn: (method: string, params: Record<string, unknown>) => void): void {
+    this.#listeners.set(sessionId, fn);
+  }
 
   private constructor(ws: WebSocket) {
     this.#ws = ws;
@@ -194,6 +223,7 @@ class Cdp {
       else p.resolve(msg.result ?? {});
       return;
     }
+    if (msg.method !== undefined && msg.sessionId !== undefined) this.#listeners.get(msg.sessionId)?.(msg.method, msg.params ?? {});
     for (const w of this.#eventWaiters) {
       if (w.method === msg.method && w.sessionId === msg.sessionId) {
         this.#eventWaiters.delete(w);
