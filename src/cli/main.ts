@@ -9,13 +9,15 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { formatErrors, loadConfig, resolveWorkers } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { controlPaths, requestReload } from '../primary/state-files.js';
+import { controlPaths, requestReload, requestUpgrade } from '../primary/state-files.js';
 
 /** The package root: this file runs as dist/src/cli/main.js. */
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const DEFAULT_CONFIG = path.join(ROOT, 'config', 'portico.yaml');
 /** How long `portico reload` waits for the running primary's verdict (workers apply in milliseconds). */
 const RELOAD_TIMEOUT_MS = 60_000;
+/** How long `portico upgrade` waits for the new primary to listen (the old one gives it up after 60 s). */
+const UPGRADE_TIMEOUT_MS = 90_000;
 
 const USAGE = `usage: portico <command> [options]
 
@@ -25,6 +27,9 @@ commands:
   check [-c FILE]   validate FILE: print a one-line summary, or every error with its YAML path and line
   reload [-c FILE]  have the Portico running FILE re-read it (SIGHUP through its pid file in .state/ next
                     to FILE); prints what changed, or every error (the running config keeps serving)
+  upgrade [-c FILE] zero-downtime upgrade: the Portico running FILE starts a new one from the code and
+                    config on disk now (new version, new worker count) and hands its ports over; it
+                    then drains (requests finish, tunnels stay up to timeouts.shutdown_grace) and exits
   bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
 
 options:
@@ -147,6 +152,39 @@ async function reload(args: string[]): Promise<number> {
   return 1;
 }
 
+/**
+ * Zero-downtime upgrade: checks FILE here first (a bad file never reaches the running instance), then has the
+ * primary running FILE start a new one from the code and config on disk now and hand over to it (SIGUSR2;
+ * primary/upgrade.ts). Exit 0 once the new primary listens; the old one then drains and exits by itself.
+ */
+async function upgrade(args: string[]): Promise<number> {
+  const arg = configArg(args);
+  if (arg.kind === 'help') return help();
+  if (arg.kind === 'usage') return usage(arg.problem);
+  const loaded = load(arg.file);
+  if (loaded === undefined) {
+    process.stderr.write('portico: upgrade refused: the running instance keeps serving\n');
+    return 1;
+  }
+  const r = await requestUpgrade(arg.file.abs, UPGRADE_TIMEOUT_MS);
+  if (r.kind === 'not-running') {
+    process.stderr.write(`portico: ${r.reason}\n`);
+    return 1;
+  }
+  if (r.kind === 'timeout') {
+    process.stderr.write(`portico: process ${r.pid} gave no upgrade outcome within ${UPGRADE_TIMEOUT_MS / 1000}s (see its log; outcome file ${controlPaths(arg.file.abs).upgrade})\n`);
+    return 1;
+  }
+  const o = r.outcome;
+  if (!o.ok) {
+    process.stderr.write(`portico: upgrade failed: ${o.error}; process ${o.pid} keeps serving\n`);
+    return 1;
+  }
+  const grace = loaded.config.timeouts.shutdown_grace;
+  process.stdout.write(`upgraded ${arg.file.shown}: new primary ${o.newPid} with ${o.workers} worker(s) is listening; old primary ${o.pid} stopped accepting and drains (requests finish, tunnels stay up to ${grace / 1000}s)\n`);
+  return 0;
+}
+
 /** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
   const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'http-ws.js');
@@ -176,6 +214,8 @@ async function main(argv: string[]): Promise<number> {
       return check(rest);
     case 'reload':
       return reload(rest);
+    case 'upgrade':
+      return upgrade(rest);
     case 'start':
       return run(rest, false);
     case 'demo':

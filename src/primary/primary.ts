@@ -22,6 +22,7 @@ import { announce, type PrimaryState, type WorkerSlot } from './state.js';
 import { controlPaths, otherRunning, removeControlFiles, writePidFile, type ControlPaths } from './state-files.js';
 import { Supervisor, send } from './supervisor.js';
 import { Targets } from './targets.js';
+import { Upgrade, announceReady } from './upgrade.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -53,6 +54,7 @@ class Primary {
   readonly #apply: ConfigApply;
   readonly #reload: Reload;
   readonly #report: Report;
+  readonly #upgrade: Upgrade;
   #sidecars: { close(): Promise<void> } | null = null;
   #finishing = false;
   #stopped = deferred();
@@ -90,6 +92,16 @@ class Primary {
     this.#apply = apply;
     this.#reload = reload;
     this.#report = new Report(state, { supervisor, targets, loadShare, reload });
+    this.#upgrade = new Upgrade(state.log, this.#control, configFile, {
+      ready: () => (state.strategy === 'shared-handle' ? 'an upgrade needs per-worker SO_REUSEPORT listeners (the native addon, or Node >= 22.12); this instance shares one socket' : !state.started ? 'Portico is still starting' : state.stopping ? 'Portico is stopping' : state.reloading ? 'a reload is in progress: try again when it is done' : undefined),
+      handOver: () => {
+        // the new primary may be waiting for the admin address (a fixed port cannot be shared)
+        const admin = state.admin;
+        state.admin = null;
+        void admin?.close();
+        this.#shutdown('upgrade');
+      },
+    });
   }
 
   get #config(): Config {
@@ -118,6 +130,7 @@ class Primary {
     process.on('SIGTERM', this.#onSignal);
     process.on('SIGINT', this.#onSignal);
     process.on('SIGHUP', this.#onReloadSignal);
+    process.on('SIGUSR2', this.#onUpgradeSignal);
     try {
       try {
         await this.#prepare();
@@ -156,6 +169,7 @@ class Primary {
       'listening',
     );
     this.#reload.started();
+    announceReady(this.#handoverFrom, this.#supervisor.slots.length, state.log);
   }
 
   /** Everything that must exist before a worker starts: certificates, sidecars, sockets, admin. */
@@ -178,12 +192,40 @@ class Primary {
     const { states } = await prepareListeners(config, [], this.#owners);
     state.served = { ...state.served, listeners: states };
     if (config.admin !== undefined) {
-      state.admin = await startAdminServer(config.admin.address.host, config.admin.address.port, this.#adminSource(), state.log, { token: config.admin.token, hosts: config.admin.hosts });
+      const admin = config.admin;
+      const start = () => startAdminServer(admin.address.host, admin.address.port, this.#adminSource(), state.log, { token: admin.token, hosts: admin.hosts });
+      try {
+        state.admin = await start();
+      } catch (err) {
+        if (this.#handoverFrom === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        // the old primary frees its admin address once this one is listening (upgrade.ts): take it then
+        void this.#adminWhenFree(start);
+      }
     }
     if (state.stopping) return; // a signal came while preparing
     await this.#targets.startDiscovery();
     if (state.stopping) return;
     this.#targets.startHealth();
+  }
+
+  /** Hand-over only: retries the admin address the old primary still holds, for as long as a start may take. */
+  async #adminWhenFree(start: () => Promise<NonNullable<PrimaryState['admin']>>): Promise<void> {
+    const state = this.#state;
+    state.log.info('upgrade: the admin address is still the old primary\'s; it is taken over once this one is listening');
+    const deadline = Date.now() + 2 * 60_000;
+    while (!state.stopping && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      try {
+        const admin = await start();
+        if (state.stopping) return void admin.close();
+        state.admin = admin;
+        state.log.info({ address: admin.address, port: admin.port }, 'admin listening');
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return void state.log.error({ err }, 'admin listener failed');
+      }
+    }
+    if (!state.stopping) state.log.error('upgrade: the admin address did not come free: this primary runs without admin');
   }
 
   #adminSource(): AdminSource {
@@ -274,6 +316,7 @@ class Primary {
     process.off('SIGTERM', this.#onSignal);
     process.off('SIGINT', this.#onSignal);
     process.off('SIGHUP', this.#onReloadSignal);
+    process.off('SIGUSR2', this.#onUpgradeSignal);
     state.log.info({ forced: this.#supervisor.forced, failedWorkers: this.#supervisor.failedWorkers }, 'stopped');
     this.#stopped.resolve();
   }
@@ -283,7 +326,13 @@ class Primary {
   };
 
   #onReloadSignal = (): void => {
+    // during an upgrade the new primary owns the config file's future: a reload goes to it (the pid file names it)
+    if (this.#upgrade.inProgress) return void this.#state.log.warn('reload ignored: an upgrade is in progress (reload the new primary)');
     this.#reload.request();
+  };
+
+  #onUpgradeSignal = (): void => {
+    this.#upgrade.request();
   };
 }
 

@@ -12,6 +12,8 @@ export interface ControlPaths {
   readonly dir: string;
   readonly pid: string;
   readonly outcome: string;
+  /** The outcome of the last `portico upgrade` (upgrade.ts). */
+  readonly upgrade: string;
 }
 
 /** Outcomes are polled this often while `portico reload` waits. */
@@ -22,7 +24,7 @@ export function controlPaths(configFile: string): ControlPaths {
   const abs = path.resolve(configFile);
   const dir = path.join(path.dirname(abs), '.state');
   const name = path.basename(abs).replace(/\.ya?ml$/i, '') || 'portico';
-  return { dir, pid: path.join(dir, `${name}.pid`), outcome: path.join(dir, `${name}.reload.json`) };
+  return { dir, pid: path.join(dir, `${name}.pid`), outcome: path.join(dir, `${name}.reload.json`), upgrade: path.join(dir, `${name}.upgrade.json`) };
 }
 
 async function writeAtomically(file: string, text: string): Promise<void> {
@@ -46,6 +48,67 @@ export type OutcomeRecord = ReloadOutcome & { readonly pid: number };
 
 export function writeOutcome(paths: ControlPaths, record: OutcomeRecord): Promise<void> {
   return writeAtomically(paths.outcome, `${JSON.stringify(record)}\n`);
+}
+
+/** What the old primary leaves for `portico upgrade`: the new primary's pid and worker count, or why not. */
+export interface UpgradeRecord {
+  readonly ok: boolean;
+  /** The old primary. */
+  readonly pid: number;
+  readonly attempt: number;
+  readonly startedAt: number;
+  readonly newPid?: number;
+  readonly workers?: number;
+  readonly error?: string;
+}
+
+export function writeUpgradeOutcome(paths: ControlPaths, record: UpgradeRecord): Promise<void> {
+  return writeAtomically(paths.upgrade, `${JSON.stringify(record)}\n`);
+}
+
+export function readUpgradeOutcome(paths: ControlPaths): UpgradeRecord | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(paths.upgrade, 'utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isRecord(v) || typeof v.ok !== 'boolean' || typeof v.pid !== 'number' || typeof v.attempt !== 'number' || typeof v.startedAt !== 'number') return undefined;
+  if (v.ok && (typeof v.newPid !== 'number' || typeof v.workers !== 'number')) return undefined;
+  if (!v.ok && typeof v.error !== 'string') return undefined;
+  return v as unknown as UpgradeRecord;
+}
+
+export type UpgradeRequest =
+  | { readonly kind: 'done'; readonly outcome: UpgradeRecord }
+  | { readonly kind: 'not-running'; readonly reason: string }
+  | { readonly kind: 'timeout'; readonly pid: number };
+
+/**
+ * Signals the primary running `configFile` (SIGUSR2) and waits, at most `timeoutMs`, for the outcome of the
+ * upgrade that signal started: the new primary listening (or why not).
+ */
+export async function requestUpgrade(configFile: string, timeoutMs: number): Promise<UpgradeRequest> {
+  const paths = controlPaths(configFile);
+  const pid = readPid(paths);
+  if (pid === undefined) return { kind: 'not-running', reason: `no pid file at ${paths.pid}: is Portico running with this config?` };
+  if (!isPortico(pid)) return { kind: 'not-running', reason: `process ${pid} (from ${paths.pid}) is not a running Portico: a stale pid file?` };
+  const before = readUpgradeOutcome(paths);
+  const lastAttempt = before?.pid === pid ? before.attempt : 0;
+  const sentAt = Date.now();
+  try {
+    process.kill(pid, 'SIGUSR2');
+  } catch (err) {
+    return { kind: 'not-running', reason: `cannot signal process ${pid}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+  }
+  const deadline = sentAt + timeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    const outcome = readUpgradeOutcome(paths);
+    if (outcome !== undefined && outcome.pid === pid && outcome.attempt > lastAttempt && outcome.startedAt >= sentAt) return { kind: 'done', outcome };
+    if (!isPortico(pid)) return { kind: 'not-running', reason: `process ${pid} exited during the upgrade` };
+  }
+  return { kind: 'timeout', pid };
 }
 
 /** Removes the pid file (and the outcome) only while they still name `pid`: a newer primary's files stay. */
