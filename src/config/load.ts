@@ -12,6 +12,9 @@ import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
 import { isPlainObject } from '../core/util.js';
+import { acmeFiles, type AcmeConfig } from './acme.js';
+
+type CertificateEntry = NonNullable<Config['listeners'][number]['tls']>['certificates'][number];
 
 export type ConfigError = {
   /** YAML path such as "routes[2].proxy"; "" for the whole file. */
@@ -118,7 +121,7 @@ export function loadConfigText(text: string, file: string): LoadResult {
     }
   }
   const baseDir = path.dirname(abs);
-  for (const e of [...checkCertificateFiles(data, baseDir), ...checkUpstreamTlsFiles(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  for (const e of [...checkCertificateFiles(data, baseDir), ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
 
   if (parsed.success) {
     // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
@@ -439,6 +442,20 @@ function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[
   return out;
 }
 
+/** An ACME listener's `directory_ca` must be a readable PEM certificate. */
+function checkAcmeFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  const out: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !Array.isArray(data.listeners)) return out;
+  data.listeners.forEach((l: unknown, i) => {
+    const acme = isPlainObject(l) && isPlainObject(l.tls) && isPlainObject(l.tls.acme) ? l.tls.acme : undefined;
+    if (acme === undefined || typeof acme.directory_ca !== 'string' || acme.directory_ca === '') return;
+    const pem = readPem(path.resolve(baseDir, acme.directory_ca));
+    if (typeof pem === 'object') out.push({ path: ['listeners', i, 'tls', 'acme', 'directory_ca'], message: pem.error });
+    else if (!/-----BEGIN CERTIFICATE-----/.test(pem)) out.push({ path: ['listeners', i, 'tls', 'acme', 'directory_ca'], message: 'holds no PEM certificate' });
+  });
+  return out;
+}
+
 /** An upstream's `tls.ca` must hold at least one certificate; `cert` and `key` must be a pair (as for listeners). */
 function checkUpstreamTlsFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
   const out: { path: Segment[]; message: string }[] = [];
@@ -502,6 +519,15 @@ function pemProblem(certPem: string, keyPem: string): { field: 'cert' | 'key'; m
   return undefined;
 }
 
+/**
+ * The certificate an ACME listener serves: in the state folder, self_signed so that a placeholder for its
+ * domains is made at start until the CA issued the real one (primary/acme.ts writes it there).
+ */
+function managedCertificate(baseDir: string, acme: AcmeConfig): CertificateEntry {
+  const files = acmeFiles(baseDir, acme);
+  return { cert: files.cert, key: files.key, hosts: acme.domains, self_signed: true };
+}
+
 function resolvePaths(config: Config, baseDir: string): Config {
   const abs = (p: string | undefined): string | undefined => (p === undefined ? undefined : path.resolve(baseDir, p));
   return {
@@ -516,7 +542,11 @@ function resolvePaths(config: Config, baseDir: string): Config {
             ...l,
             tls: {
               ...l.tls,
-              certificates: l.tls.certificates.map((c) => ({ ...c, cert: path.resolve(baseDir, c.cert), key: path.resolve(baseDir, c.key) })),
+              certificates: [
+                ...l.tls.certificates.map((c) => ({ ...c, cert: path.resolve(baseDir, c.cert), key: path.resolve(baseDir, c.key) })),
+                ...(l.tls.acme === undefined ? [] : [managedCertificate(baseDir, l.tls.acme)]),
+              ],
+              acme: l.tls.acme === undefined ? undefined : { ...l.tls.acme, directory_ca: abs(l.tls.acme.directory_ca) },
             },
           },
     ),

@@ -5,6 +5,7 @@ import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { checkCidr } from '../wire/proxy-protocol.js';
 import { upstreamTls } from './upstream-tls.js';
+import { acmeSchema } from './acme.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
 import { isPlainObject } from '../core/util.js';
@@ -633,6 +634,8 @@ const listener = z
         handshake_timeout: duration('10s'),
         /** SNI names relayed untouched to an upstream instead of terminated here (default none). */
         passthrough: z.array(passthrough).optional(),
+        /** Get and renew a certificate from an ACME CA (config/acme.ts); it is served beside `certificates`. */
+        acme: acmeSchema.optional(),
       })
       .strict()
       .superRefine((t, ctx) => checkTlsTerminates(t as unknown, ctx), { when: () => true })
@@ -645,7 +648,7 @@ const listener = z
 function checkTlsTerminates(t: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(t)) return;
   const none = (v: unknown): boolean => v === undefined || (Array.isArray(v) && v.length === 0);
-  if (none(t.certificates) && none(t.passthrough)) {
+  if (none(t.certificates) && none(t.passthrough) && t.acme === undefined) {
     ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'a TLS listener needs at least one certificate, unless it only passes TLS through (then list tls.passthrough names)' });
   }
 }
@@ -830,8 +833,27 @@ function collides(a: Endpoint, b: Endpoint): boolean {
   return (a.host === '0.0.0.0' && isIPv4(b.host)) || (b.host === '0.0.0.0' && isIPv4(a.host));
 }
 
+/** ACME: http-01 needs a plain listener to answer on; two ACME listeners may not share a first domain (one state folder). */
+function checkAcme(c: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  if (!Array.isArray(c.listeners)) return;
+  const plain = c.listeners.some((l: unknown) => isPlainObject(l) && l.tls === undefined && l.mode !== 'tcp');
+  const firsts = new Map<string, number>();
+  c.listeners.forEach((l: unknown, i) => {
+    const acme = isPlainObject(l) && isPlainObject(l.tls) && isPlainObject(l.tls.acme) ? l.tls.acme : undefined;
+    if (acme === undefined) return;
+    const path = ['listeners', i, 'tls', 'acme'];
+    if ((acme.challenge ?? 'http-01') === 'http-01' && !plain) ctx.addIssue({ code: 'custom', path: [...path, 'challenge'], message: 'http-01 is answered on a plain listener (port 80 in production) and this config has none: add one' });
+    const first = Array.isArray(acme.domains) && typeof acme.domains[0] === 'string' ? acme.domains[0].trim().toLowerCase() : undefined;
+    if (first === undefined) return;
+    const other = firsts.get(first);
+    if (other !== undefined) ctx.addIssue({ code: 'custom', path: [...path, 'domains'], message: `listeners[${other}] also orders a certificate for ${first}: one listener per certificate (list more addresses under one listener instead)` });
+    else firsts.set(first, i);
+  });
+}
+
 function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(c)) return;
+  checkAcme(c, ctx);
   const upstreams = isPlainObject(c.upstreams) ? c.upstreams : undefined;
   if (Array.isArray(c.routes) && upstreams !== undefined) {
     c.routes.forEach((r: unknown, i) => {

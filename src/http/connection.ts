@@ -44,7 +44,12 @@ export interface ConnectionContext {
   readonly limits?: LimitStore;
   /** Rate limits by route index; no entry = the route has none (and pays nothing). */
   readonly routeLimits?: ReadonlyArray<RouteLimits | undefined>;
+  /** ACME HTTP-01 tokens of pending orders -> key authorization (primary/acme.ts); shared by every runtime of the worker. */
+  readonly acmeTokens?: ReadonlyMap<string, string>;
 }
+
+/** Where an ACME CA fetches an HTTP-01 key authorization (RFC 8555 §8.3). */
+export const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 
 /**
  * Where a connection takes the context of its next request: a reload swaps what `current` returns, so a
@@ -273,6 +278,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#refreshContext();
     this.#requests++;
     this.#deadline = 0;
+    // ACME HTTP-01: the CA fetches the key authorization of a pending order; only a known token is answered here,
+    // every other request (this prefix included) is routed as usual
+    const acme = this.ctx.acmeTokens;
+    if (acme !== undefined && acme.size > 0 && head.path.startsWith(ACME_CHALLENGE_PREFIX)) {
+      const answer = acme.get(head.path.slice(ACME_CHALLENGE_PREFIX.length));
+      if (answer !== undefined) return this.#answerAcme(answer);
+    }
     // routes match, and the upstream gets, the normalized path (wire/path.ts); the log keeps the raw target
     const d = decide(this.ctx.router, head);
     if (d.kind === 'reject') {
@@ -474,6 +486,17 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     socket.end(rateLimitedResponse(refusal.retryAfterMs / 1000));
+    this.#linger();
+  }
+
+  #answerAcme(keyAuthorization: string): void {
+    this.#state = 'closed';
+    this.#buf = null;
+    this.ctx.metrics.request(200, 0, 0);
+    this.ctx.log.info({ remoteAddr: this.remoteAddr }, 'acme: answered an http-01 challenge');
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) return void socket.destroy();
+    socket.end(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(keyAuthorization)}\r\nConnection: close\r\n\r\n${keyAuthorization}`);
     this.#linger();
   }
 

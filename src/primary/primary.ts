@@ -23,6 +23,7 @@ import { controlPaths, otherRunning, removeControlFiles, writePidFile, type Cont
 import { Supervisor, send } from './supervisor.js';
 import { Targets } from './targets.js';
 import { Upgrade, announceReady } from './upgrade.js';
+import { AcmeManager } from './acme.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -55,6 +56,7 @@ class Primary {
   readonly #reload: Reload;
   readonly #report: Report;
   readonly #upgrade: Upgrade;
+  readonly #acme: AcmeManager;
   #sidecars: { close(): Promise<void> } | null = null;
   #finishing = false;
   #stopped = deferred();
@@ -85,7 +87,24 @@ class Primary {
     const targets = new Targets(state, supervisor, loadShare);
     const apply = new ConfigApply(state, targets, loadShare);
     this.#owners = { strategy: state.strategy, workerPids: () => supervisor.pids(), handoverFrom: opts.handoverFrom };
-    const reload = new Reload(state, { supervisor, targets, loadShare, apply, owners: this.#owners, control: this.#control, adminSource: () => this.#adminSource() });
+    this.#acme = new AcmeManager(state.log, configFile, {
+      broadcast: (msg) => supervisor.broadcast(msg),
+      // workers rebuild their TLS contexts from the files with an apply of the served config (a reload does too)
+      refresh: () => {
+        if (state.reloading || state.stopping) return;
+        for (const slot of supervisor.slots) if (slot.child !== null && slot.booted && slot.applying === null) apply.applyServed(slot, slot.child);
+      },
+    });
+    const reload = new Reload(state, {
+      supervisor,
+      targets,
+      loadShare,
+      apply,
+      owners: this.#owners,
+      control: this.#control,
+      adminSource: () => this.#adminSource(),
+      committed: (config) => this.#acme.update(config),
+    });
     this.#supervisor = supervisor;
     this.#loadShare = loadShare;
     this.#targets = targets;
@@ -169,6 +188,7 @@ class Primary {
       'listening',
     );
     this.#reload.started();
+    this.#acme.update(this.#config);
     announceReady(this.#handoverFrom, this.#supervisor.slots.length, state.log);
   }
 
@@ -293,6 +313,7 @@ class Primary {
     }
     state.stopping = true;
     this.#reload.cancelPending();
+    this.#acme.stop();
     this.#targets.stop();
     this.#loadShare.stop();
     const grace = this.#config.timeouts.shutdown_grace;

@@ -26,6 +26,8 @@ export interface ReloadParts {
   readonly control: ControlPaths;
   /** What a new admin server serves (the primary's reports and drains). */
   adminSource(): AdminSource;
+  /** A reload was committed: the served config is `config` now. */
+  committed?(config: Config): void;
 }
 
 export class Reload {
@@ -208,6 +210,7 @@ export class Reload {
     targets.commitHealth(health, next);
     this.#commitAdmin(next, admin);
     if (next.log.level !== running.config.log.level) state.log = createLogger(next.log.level, { role: 'primary' });
+    this.#parts.committed?.(next);
     return {
       ok: true,
       attempt,

@@ -80,7 +80,9 @@ export type ToWorker =
    * What discovery (the primary) resolved for one upstream, all its resolve/srv entries together: replaces
    * the previous set. Sent on every change; an apply carries every set of its config (ApplyMessage.discovered).
    */
-  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] };
+  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] }
+  /** An ACME HTTP-01 token to answer with its key authorization (null: the order is over, forget it). */
+  | { type: 'acme-challenge'; token: string; keyAuthorization: string | null };
 
 /** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
 export const MAX_DISCOVERED_TARGETS = 10_000;
@@ -236,6 +238,9 @@ export function isToWorker(m: unknown): m is ToWorker {
       return isCount(m.generation) && isTargetLoad(m.load);
     case 'discovered-targets':
       return typeof m.upstream === 'string' && isTargetSpecs(m.targets);
+    case 'acme-challenge':
+      // RFC 8555 §8.3: tokens are base64url; the key authorization is token "." thumbprint (both base64url)
+      return typeof m.token === 'string' && /^[A-Za-z0-9_-]{1,256}$/.test(m.token) && (m.keyAuthorization === null || (typeof m.keyAuthorization === 'string' && /^[A-Za-z0-9_.-]{1,512}$/.test(m.keyAuthorization)));
     default:
       return false;
   }

@@ -28,6 +28,9 @@ const DRAIN_OVERRUN_MS = 2_000;
  */
 const LOAD_REPORT_MS = 100;
 
+/** Pending ACME challenges a worker holds at most (a CA validates a few names per order). */
+const MAX_ACME_TOKENS = 256;
+
 class Worker {
   readonly id: number;
   #log: Logger;
@@ -35,6 +38,8 @@ class Worker {
   readonly #registry = new ConnectionRegistry();
   readonly #sticky = new OpenKeys();
   readonly #pins = new PinTable();
+  /** ACME HTTP-01 tokens of the primary's pending orders (bounded: MAX_ACME_TOKENS). */
+  readonly #acmeTokens = new Map<string, string>();
   /** Connection and rate limit state, kept across reloads; its refusal lines go to the current logger. */
   readonly #limits = new LimitStore((source, r) => {
     const line = refusalLine(source, r);
@@ -223,6 +228,10 @@ class Worker {
         this.#discovered.set(msg.upstream, { targets: msg.targets, at });
         this.#applyDiscovered(msg.upstream, msg.targets);
         return;
+      case 'acme-challenge':
+        if (msg.keyAuthorization === null) this.#acmeTokens.delete(msg.token);
+        else if (this.#acmeTokens.size < MAX_ACME_TOKENS) this.#acmeTokens.set(msg.token, msg.keyAuthorization);
+        return;
     }
   }
 
@@ -274,7 +283,7 @@ class Worker {
       get log() {
         return worker.#log;
       },
-      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits }),
+      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits, acmeTokens: this.#acmeTokens }),
       setsFor: (msg, at) => this.#setsFor(msg, at),
       applyControls: (next) => {
         for (const c of this.#targetControl.values()) this.#applyControl(c, next);

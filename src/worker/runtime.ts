@@ -22,6 +22,8 @@ export interface RuntimeDeps {
   readonly pins: PinTable;
   /** Connection and rate limits (absent: none, as in tests that build a runtime without a worker). */
   readonly limits?: LimitStore;
+  /** ACME HTTP-01 tokens the primary asked this worker to answer. */
+  readonly acmeTokens?: ReadonlyMap<string, string>;
 }
 
 export interface Runtime {
@@ -51,9 +53,9 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
     const found = upstream.discover.length > 0 && Object.hasOwn(discovered, name) ? discovered[name] : undefined;
     pools.set(name, new UpstreamPool(name, upstream, hooks, { pins: deps.pins.of(name), previous: old, discovered: found }));
   }
-  const { log, worker, metrics, sticky, limits } = deps;
+  const { log, worker, metrics, sticky, limits, acmeTokens } = deps;
   const routeLimits = limits?.build(config);
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits };
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };
 }

@@ -166,6 +166,27 @@ test('upstream tls: missing CA file, a cert without key, a bad sni and tls on an
   assert.equal(loaded(load(t, edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: false'))).upstreams.app.tls, undefined);
 });
 
+test('acme: the managed certificate is served beside the others; bad domains, tls-alpn-01 and a config without a plain listener are refused', (t) => {
+  const withAcme = edit(BASE, `        - ${SEED_CERT}\n          ${SEED_KEY}`, `        - ${SEED_CERT}\n          ${SEED_KEY}\n      acme: { domains: [www.example.test, example.test], email: ops@example.test }`);
+  const cfg = loaded(load(t, withAcme));
+  const tls = cfg.listeners[0].tls!;
+  assert.equal(tls.acme?.directory, 'https://acme-v02.api.letsencrypt.org/directory');
+  assert.equal(tls.acme?.renew_before, 30 * 86_400_000);
+  const managed = tls.certificates.at(-1)!;
+  assert.match(managed.cert, /[/]\.state[/]acme[/]www\.example\.test[/]cert\.pem$/);
+  assert.equal(managed.self_signed, true, 'a placeholder is made until the CA issued one');
+  assert.deepEqual(managed.hosts, ['www.example.test', 'example.test']);
+
+  const wildcard = withAcme.replace('domains: [www.example.test, example.test]', 'domains: ["*.example.test"]');
+  expectError(errorsOf(load(t, wildcard)), wildcard, 'listeners[0].tls.acme.domains[0]', 'acme:', /no wildcard/);
+  const alpn = withAcme.replace('email: ops@example.test', 'challenge: tls-alpn-01');
+  expectError(errorsOf(load(t, alpn)), alpn, 'listeners[0].tls.acme.challenge', 'acme:', /only "http-01"/);
+  const noPlain = withAcme.replace('  - address: 127.0.0.1:8080\n', '');
+  expectError(errorsOf(load(t, noPlain)), noPlain, 'listeners[0].tls.acme.challenge', 'acme:', /plain listener/);
+  const missingCa = withAcme.replace('email: ops@example.test', 'directory_ca: ./nope.pem');
+  expectError(errorsOf(load(t, missingCa)), missingCa, 'listeners[0].tls.acme.directory_ca', 'acme:', /does not exist/);
+});
+
 test('bad duration "30x" -> path and line of the value', (t) => {
   const yaml = edit(BASE, '{ connect: 2s }', '{ connect: 30x }');
   expectError(errorsOf(load(t, yaml)), yaml, 'upstreams.app.timeouts.connect', 'connect: 30x', /invalid duration "30x"/);

@@ -1,0 +1,215 @@
+// Automatic certificates (`listeners[].tls.acme`, config/acme.ts), Caddy-style, ordered by the primary once for
+// the whole instance with the well-kept `acme-client` (RFC 8555). A listener starts on a self-signed placeholder
+// (load.ts marks the managed certificate self_signed) and serves the CA's certificate as soon as it is issued;
+// renewal starts `renew_before` its expiry. HTTP-01 tokens go to every worker over IPC and are answered on the
+// plain listeners (http/connection.ts). Certificates and account keys stay in the state folder; a new one is
+// written atomically and the workers rebuild their TLS contexts from the files (open connections keep theirs).
+// A failed order is logged and retried with backoff; whatever served before keeps serving.
+import { X509Certificate } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import path from 'node:path';
+import * as acme from 'acme-client';
+import { acmeAccountFile, acmeFiles, type AcmeConfig } from '../config/acme.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../core/log.js';
+import type { ToWorker } from '../worker/ipc.js';
+
+/** Checks of a certificate that is not due: at least this often (a CA may revoke, a clock may jump). */
+const CHECK_EVERY_MS = 12 * 3_600_000;
+/** After a failed order: the first retry, doubling up to the last (CAs rate-limit failures). */
+const RETRY_MIN_MS = 60_000;
+const RETRY_MAX_MS = 3_600_000;
+/** After an issue, the next check waits at least this long (a CA whose certificates live less than renew_before). */
+const REORDER_FLOOR_MS = 5 * 60_000;
+
+export interface AcmeHooks {
+  /** Sends a message to every worker (challenge tokens). */
+  broadcast(msg: ToWorker): void;
+  /** New certificate files are in place: workers rebuild their TLS contexts from them. */
+  refresh(): void;
+}
+
+interface Managed {
+  readonly key: string;
+  readonly acme: AcmeConfig;
+  readonly files: { dir: string; cert: string; key: string };
+  timer: NodeJS.Timeout | undefined;
+  ordering: boolean;
+  failures: number;
+}
+
+/** What the certificate file holds now, for the due check and the log. */
+interface Held {
+  readonly issued: boolean;
+  readonly notAfter: Date;
+  readonly serial: string;
+  readonly names: readonly string[];
+}
+
+export class AcmeManager {
+  readonly #log: Logger;
+  readonly #configDir: string;
+  readonly #hooks: AcmeHooks;
+  readonly #managed = new Map<string, Managed>();
+  #stopped = false;
+
+  constructor(log: Logger, configFile: string, hooks: AcmeHooks) {
+    this.#log = log;
+    this.#configDir = path.dirname(path.resolve(configFile));
+    this.#hooks = hooks;
+  }
+
+  /** The listeners of `config` that use ACME: new ones are checked now, removed ones forgotten (at start and each reload). */
+  update(config: Config): void {
+    const seen = new Set<string>();
+    for (const l of config.listeners) {
+      const a = l.tls?.acme;
+      if (a === undefined) continue;
+      const key = JSON.stringify([a.domains, a.directory, a.email ?? null, a.challenge]);
+      seen.add(key);
+      const existing = this.#managed.get(key);
+      if (existing !== undefined) {
+        // a reload: look again now (the files may have been replaced by hand)
+        if (!existing.ordering) this.#schedule(existing, 0);
+        continue;
+      }
+      const m: Managed = { key, acme: a, files: acmeFiles(this.#configDir, a), timer: undefined, ordering: false, failures: 0 };
+      this.#managed.set(key, m);
+      this.#schedule(m, 0);
+    }
+    for (const [key, m] of this.#managed) {
+      if (seen.has(key)) continue;
+      clearTimeout(m.timer);
+      this.#managed.delete(key);
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const m of this.#managed.values()) clearTimeout(m.timer);
+  }
+
+  #schedule(m: Managed, delayMs: number): void {
+    clearTimeout(m.timer);
+    if (this.#stopped) return;
+    m.timer = setTimeout(() => void this.#check(m), Math.min(delayMs, 2 ** 31 - 1));
+    m.timer.unref();
+  }
+
+  async #check(m: Managed): Promise<void> {
+    if (this.#stopped || m.ordering || this.#managed.get(m.key) !== m) return;
+    const held = await readHeld(m.files.cert);
+    const renewAt = held === undefined ? 0 : held.notAfter.getTime() - m.acme.renew_before;
+    const covers = held !== undefined && m.acme.domains.every((d) => held.names.includes(d));
+    if (held !== undefined && held.issued && covers && renewAt > Date.now()) {
+      this.#schedule(m, Math.min(renewAt - Date.now(), CHECK_EVERY_MS));
+      return;
+    }
+    m.ordering = true;
+    const reason = held === undefined || !held.issued ? 'first certificate' : !covers ? 'the domains changed' : 'renewal';
+    this.#log.info({ domains: m.acme.domains, directory: m.acme.directory, reason }, 'acme: ordering a certificate');
+    try {
+      const issued = await this.#order(m);
+      m.failures = 0;
+      this.#log.info({ domains: m.acme.domains, notAfter: issued.notAfter.toISOString(), serial: issued.serial, reason }, 'acme: certificate issued');
+      this.#hooks.refresh();
+      const due = issued.notAfter.getTime() - m.acme.renew_before - Date.now();
+      if (due < REORDER_FLOOR_MS) this.#log.warn({ domains: m.acme.domains, notAfter: issued.notAfter.toISOString(), renewBeforeMs: m.acme.renew_before }, 'acme: the CA\'s certificates live less than renew_before: set renew_before lower (renewing at most every 5 minutes meanwhile)');
+      this.#schedule(m, Math.min(Math.max(due, REORDER_FLOOR_MS), CHECK_EVERY_MS));
+    } catch (err) {
+      m.failures++;
+      const retryMs = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (m.failures - 1));
+      this.#log.error({ err: { message: (err as Error).message }, domains: m.acme.domains, retryInMs: retryMs, serving: held?.issued === true ? 'the previous certificate' : 'the placeholder' }, 'acme: order failed');
+      this.#schedule(m, retryMs);
+    } finally {
+      m.ordering = false;
+    }
+  }
+
+  async #order(m: Managed): Promise<Held> {
+    const a = m.acme;
+    // the directory's own HTTPS: public roots, or the CA given for a private ACME server (module-wide in acme-client)
+    acme.axios.defaults.httpsAgent = a.directory_ca === undefined ? undefined : new https.Agent({ ca: await readFile(a.directory_ca) });
+    const client = new acme.Client({ directoryUrl: a.directory, accountKey: await this.#accountKey(a) });
+    const [key, csr] = await acme.crypto.createCsr({ commonName: a.domains[0], altNames: [...a.domains] }, await acme.crypto.createPrivateEcdsaKey());
+    const tokens: string[] = [];
+    let pem: string;
+    try {
+      pem = await client.auto({
+        csr,
+        email: a.email,
+        termsOfServiceAgreed: true,
+        challengePriority: [a.challenge],
+        // Portico answers the token itself: fetching it back through the public name proves nothing more
+        skipChallengeVerification: true,
+        challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
+          tokens.push(challenge.token);
+          this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization });
+        },
+        challengeRemoveFn: async (_authz, challenge) => {
+          this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
+        },
+      });
+    } finally {
+      for (const token of tokens) this.#hooks.broadcast({ type: 'acme-challenge', token, keyAuthorization: null });
+    }
+    const held = describe(pem);
+    if (held === undefined) throw new Error('the CA answered something that is not a PEM certificate');
+    if (!a.domains.every((d) => held.names.includes(d))) throw new Error(`the issued certificate does not name ${a.domains.join(', ')}`);
+    // key first, then the certificate: a reader that sees the new certificate finds its key
+    await mkdir(m.files.dir, { recursive: true, mode: 0o700 });
+    await writeAtomically(m.files.key, key, 0o600);
+    await writeAtomically(m.files.cert, Buffer.from(pem), 0o644);
+    return held;
+  }
+
+  /** One account key per directory and contact, made on first use and kept (a CA ties orders and limits to it). */
+  async #accountKey(a: AcmeConfig): Promise<Buffer> {
+    const file = acmeAccountFile(this.#configDir, a.directory, a.email);
+    try {
+      return await readFile(file);
+    } catch {
+      const key = await acme.crypto.createPrivateEcdsaKey();
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      await writeAtomically(file, key, 0o600);
+      this.#log.info({ directory: a.directory, file }, 'acme: created an account key');
+      return key;
+    }
+  }
+}
+
+async function readHeld(file: string): Promise<Held | undefined> {
+  try {
+    return describe(await readFile(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The leaf of a PEM chain: self-signed (the placeholder) or issued, its expiry, serial and DNS names. */
+function describe(pem: string): Held | undefined {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(pem);
+  } catch {
+    return undefined;
+  }
+  const names = (x.subjectAltName ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase());
+  return { issued: x.issuer !== x.subject, notAfter: new Date(x.validTo), serial: x.serialNumber, names };
+}
+
+async function writeAtomically(file: string, data: Buffer, mode: number): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, data, { mode });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

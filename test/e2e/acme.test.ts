@@ -1,0 +1,105 @@
+// Automatic certificates against Pebble (the ACME test server) on loopback: Portico starts on a placeholder,
+// gets a certificate for its name through HTTP-01 answered on its plain listener, serves it, renews it on a
+// reload without dropping an open TLS connection, and keeps the certificate it has when a renewal fails.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { test } from 'node:test';
+import tls from 'node:tls';
+import { startHttpBackend } from '../helpers/backends.js';
+import { startDnsServer } from '../helpers/dns-server.js';
+import { freePort, hasPebble, startPebble } from '../helpers/pebble.js';
+import { needPeer } from '../helpers/peers.js';
+import { reloadPortico, startPortico } from '../helpers/portico.js';
+
+const NAME = 'site.acme.test';
+
+/** The certificate Portico presents for NAME, checked against Pebble's root; and an open socket when asked. */
+function presented(port: number, root: string, keep = false): Promise<{ serial: string; issuer: string; socket?: tls.TLSSocket }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, ca: root, ALPNProtocols: ['http/1.1'] }, () => {
+      const cert = socket.getPeerX509Certificate();
+      if (cert === undefined) return reject(new Error('no certificate'));
+      if (!keep) socket.destroy();
+      resolve({ serial: cert.serialNumber, issuer: cert.issuer, socket: keep ? socket : undefined });
+    });
+    socket.on('error', reject);
+  });
+}
+
+test('ACME: first issue, renewal on reload without dropping connections, a failed renewal keeps the certificate', async (t) => {
+  if (!needPeer(t, 'pebble', hasPebble())) return;
+  const dns = await startDnsServer(t);
+  dns.set(NAME, { A: [{ address: '127.0.0.1' }] });
+  const backend = await startHttpBackend(t);
+  const httpPort = await freePort();
+  const tlsPort = await freePort();
+  const pebble = await startPebble(t, { httpPort, tlsPort, dnsPort: dns.port, validitySeconds: 3600 });
+  const config = {
+    workers: 2,
+    listeners: [
+      { address: `127.0.0.1:${httpPort}` },
+      { address: `127.0.0.1:${tlsPort}`, tls: { acme: { domains: [NAME], email: 'ops@acme.test', directory: pebble.directory, directory_ca: pebble.caFile, renew_before: '2h' } } },
+    ],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+  };
+  const portico = await startPortico(t, config);
+
+  // first issue: the placeholder is replaced by Pebble's certificate for NAME, in every worker
+  const first = await portico.waitForLog((l) => l.msg === 'acme: certificate issued', 60_000).catch((err: Error) => {
+    throw new Error(`${err.message}\n--- pebble ---\n${pebble.output()}`);
+  });
+  assert.ok(portico.logs.some((l) => l.msg === 'acme: answered an http-01 challenge'), 'a worker answered the CA on the plain listener');
+  const root = await pebble.root();
+  // every worker rebuilds its TLS contexts from the new files (an apply each): wait until all of them serve it
+  await untilServed(tlsPort, root, String(first.serial).toUpperCase());
+  const a = await presented(tlsPort, root); // verified against Pebble's root, for NAME
+  assert.match(a.issuer, /Pebble/);
+  assert.equal(a.serial, String(first.serial).toUpperCase());
+  // every worker serves it (connections spread over 2 workers)
+  for (let i = 0; i < 6; i++) assert.equal((await presented(tlsPort, root)).serial, a.serial);
+  const files = path.join(portico.dir, '.state', 'acme', NAME);
+  const onDisk = new X509Certificate(await readFile(path.join(files, 'cert.pem')));
+  assert.equal(onDisk.serialNumber, a.serial);
+  assert.equal((await stat(path.join(files, 'key.pem'))).mode & 0o077, 0, 'the key is readable by its owner only');
+
+  // renewal (Pebble's certificates live 1 h, renew_before is 2 h): a reload looks again and renews
+  const open = await presented(tlsPort, root, true);
+  t.after(() => open.socket?.destroy());
+  assert.equal((await reloadPortico(portico)).code, 0);
+  const second = await portico.waitForLog((l) => l.msg === 'acme: certificate issued' && l.serial !== first.serial, 60_000);
+  await untilServed(tlsPort, root, String(second.serial).toUpperCase()).catch((err: Error) => {
+    throw new Error(`${err.message}\n${portico.logs.slice(-25).map((l) => JSON.stringify(l)).join('\n')}`);
+  });
+  // the connection opened before the renewal still works
+  open.socket!.write(`GET /still HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
+  const reply = await new Promise<string>((resolve) => {
+    let s = '';
+    open.socket!.setEncoding('utf8').on('data', (d: string) => (s += d)).on('end', () => resolve(s));
+  });
+  assert.match(reply, /^HTTP\/1\.1 200/);
+
+  // a failed renewal: the name now points where nothing answers; the certificate that serves stays
+  dns.set(NAME, { A: [{ address: '127.0.0.2' }] });
+  assert.equal((await reloadPortico(portico)).code, 0);
+  const failed = await portico.waitForLog((l) => l.msg === 'acme: order failed', 60_000);
+  assert.equal(failed.serving, 'the previous certificate');
+  assert.equal((await presented(tlsPort, root)).serial, String(second.serial).toUpperCase());
+});
+
+async function untilServed(port: number, root: string, serial: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  let last = '';
+  while (Date.now() < deadline) {
+    let all = true;
+    for (let i = 0; i < 4; i++) {
+      last = (await presented(port, root)).serial;
+      if (last !== serial) all = false;
+    }
+    if (all) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`still serving ${last}, not ${serial}`);
+}
