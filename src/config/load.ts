@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
+import { validateRedirects } from './redirect-target.js';
 import { isPlainObject } from '../core/util.js';
 
 export type ConfigError = {
@@ -119,10 +120,11 @@ export function loadConfigText(text: string, file: string): LoadResult {
   }
   const baseDir = path.dirname(abs);
   for (const e of checkCertificateFiles(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  for (const e of checkStaticRoots(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
 
   if (parsed.success) {
     // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
-    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data)]) {
+    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data), ...validateRedirects(parsed.data)]) {
       errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
     }
   }
@@ -439,6 +441,24 @@ function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[
   return out;
 }
 
+/** A static route's root must be a folder Portico can read (resolved against the config file's folder). */
+function checkStaticRoots(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  const out: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !Array.isArray(data.routes)) return out;
+  data.routes.forEach((r: unknown, i) => {
+    const root = isPlainObject(r) && isPlainObject(r.static) ? r.static.root : undefined;
+    if (typeof root !== 'string' || root === '') return;
+    const dir = path.resolve(baseDir, root);
+    try {
+      if (!statSync(dir).isDirectory()) out.push({ path: ['routes', i, 'static', 'root'], message: `${dir} is not a folder` });
+      else accessSync(dir, fsConstants.R_OK | fsConstants.X_OK);
+    } catch (err) {
+      out.push({ path: ['routes', i, 'static', 'root'], message: describeFsError(err, dir) });
+    }
+  });
+  return out;
+}
+
 function readPem(file: string): string | { error: string } {
   try {
     const st = statSync(file);
@@ -471,6 +491,7 @@ function pemProblem(certPem: string, keyPem: string): { field: 'cert' | 'key'; m
 function resolvePaths(config: Config, baseDir: string): Config {
   return {
     ...config,
+    routes: config.routes.map((r) => (r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } })),
     listeners: config.listeners.map((l) =>
       l.tls === undefined
         ? l

@@ -29,6 +29,8 @@ export interface ClientSide {
   readonly upstreamClient: UpstreamClient;
   /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
   readonly closing: boolean;
+  /** The route's CORS header lines for this request ('' without a policy): added to the response, the upstream's own dropped. */
+  readonly corsHeaders: string;
   /** Longest wait (ms) for the next request body bytes from the client (timeouts.body; 0 = none). */
   readonly bodyTimeout: number;
   /** limits.body_size in bytes (Infinity when off); a Content-Length over it never gets this far. */
@@ -329,7 +331,7 @@ export class Exchange extends UpstreamAttempt {
     // Keep the client connection only when both messages are delimited and the request was read whole.
     this.#closeClient = !this.head.keepAlive || res.bodyKind === 'close' || !this.#requestComplete || this.#client.closing;
     const conn = this.#closeClient ? 'close' : this.head.versionMinor === 0 ? 'keep-alive' : '';
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, this.#stickyCookie());
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, this.#stickyCookie(), this.route.cors === undefined ? undefined : this.#client.corsHeaders);
     this.responseStarted = true;
     this.bytesOut += headStr.length;
     const client = this.#client.socket;
