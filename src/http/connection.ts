@@ -314,7 +314,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     // the route's policies (CORS preflight, rate limits), before any handler runs
     const verdict = checkPolicies(this.ctx.routeLimits, d, head, this);
     if (verdict !== null) {
-      if ('kind' in verdict) this.#answer(preflightAnswer(verdict), head, 'preflight', d.route);
+      if ('kind' in verdict) {
+        this.corsHeaders = ''; // the preflight answer carries its own grant
+        this.#answer(preflightAnswer(verdict), head, 'preflight', d.route);
+      }
       else this.#rateLimited(verdict);
       return;
     }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -55,7 +55,8 @@ test('CORS: preflight answered by Portico, credentials and headers; a foreign or
   const dead = await closedPort();
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-cors-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'file.txt'), 'static');
+  mkdirSync(path.join(dir, 'files'));
+  writeFileSync(path.join(dir, 'files', 'file.txt'), 'static');
   const allowed = `http://localhost:${pagePort}`;
   const cors = { origins: [allowed, 'https://*.example.test'], credentials: true, headers: ['X-Custom', 'Content-Type'], expose: ['X-Backend'], max_age: '5m' };
   const portico = await startPortico(t, {
@@ -77,7 +78,7 @@ test('CORS: preflight answered by Portico, credentials and headers; a foreign or
     const page = await browser.open(`${allowed}/`);
     const before = api.requests.length;
     const r = await page.evaluate<FetchResult>(fetchScript(`${apiBase}/api/items`, { method: 'PUT', credentials: 'include', headers: { 'X-Custom': '1', 'Content-Type': 'application/json' }, body: '{"a":1}' }));
-    assert.equal(r.ok, true, r.error);
+    assert.equal(r.ok, true, `${r.error} ${JSON.stringify(portico.logs.filter((l) => l.msg === 'request').slice(-3))}`);
     assert.equal(r.status, 200);
     assert.equal(r.exposed, 'api');
     const seen = api.requests.slice(before);
