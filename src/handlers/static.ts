@@ -13,6 +13,7 @@ import type { RequestHead } from '../wire/http-head.js';
 import { chooseEncoding, type Coding } from '../wire/accept-encoding.js';
 import { etagListMatches, ifRangeHolds, parseRange } from '../wire/range.js';
 import { contentTypeOf } from './mime.js';
+import { Encoder, compressible, compressionFor } from './compress.js';
 import { replyHead, type ReplyJob, type ReplyOwner } from './reply.js';
 import { headerValue } from './rewrite.js';
 
@@ -95,6 +96,8 @@ export class StaticReply implements ReplyJob {
   #over = false;
   #progressMark = -1;
   #progressAt = 0;
+  /** Compresses the body on its way out (route `compress`), or null. */
+  #encoder: Encoder | null = null;
 
   constructor(owner: ReplyOwner, d: StaticDecision, head: RequestHead, fields: string) {
     this.#owner = owner;
@@ -202,7 +205,8 @@ export class StaticReply implements ReplyJob {
     const site = this.#site;
     const h = head.headers;
     const rangeHeader = head.method === 'GET' ? headerValue(h, 'range') : undefined;
-    let fields = `Content-Type: ${contentTypeOf(real)}\r\n`;
+    const contentType = contentTypeOf(real);
+    let fields = `Content-Type: ${contentType}\r\n`;
     // a precompressed sibling (FILE.br, FILE.gz) for a client that accepts it; ranges are served from the file itself
     let vary = false;
     if (site.precompressed && rangeHeader === undefined) {
@@ -232,7 +236,9 @@ export class StaticReply implements ReplyJob {
     let validators = `Last-Modified: ${new Date(mtime * 1000).toUTCString()}\r\n`;
     if (etag !== undefined) validators += `ETag: ${etag}\r\n`;
     if (site.cache_control !== undefined) validators += `Cache-Control: ${site.cache_control}\r\n`;
-    if (vary) validators += 'Vary: Accept-Encoding\r\n';
+    // a type the route compresses varies by Accept-Encoding for every client (caches must not mix them up)
+    const compressed = !vary && compressible(this.route.compress, contentType, size);
+    if (vary || compressed) validators += 'Vary: Accept-Encoding\r\n';
     // RFC 9110 §13.2.2: If-None-Match first; If-Modified-Since only without it, and only for GET and HEAD
     const inm = headerValue(h, 'if-none-match');
     let notModified = false;
@@ -273,6 +279,19 @@ export class StaticReply implements ReplyJob {
     this.#pos = start;
     this.#end = end;
     const length = end - start;
+    const coding = compressed
+      ? compressionFor(this.route.compress, { method: head.method, status, contentType, contentEncoding: undefined, length, ranged: status === 206, acceptEncoding: headerValue(h, 'accept-encoding'), versionMinor: head.versionMinor })
+      : null;
+    if (coding !== null && length > 0) {
+      // compressed on the fly: chunked, no ranges offered, a weak ETag (the bytes differ from the file's)
+      const weak = etag === undefined ? validators : validators.replace(`ETag: ${etag}`, `ETag: W/${etag}`);
+      const headStr = replyHead(200, `${fields}Content-Encoding: ${coding}\r\n${weak}${this.#fields}`, 'chunked', this.#connection());
+      this.status = 200;
+      this.#writeRaw(headStr);
+      this.#encoder = new Encoder(this.#owner.socket, this.route.compress!, coding, length, this.#onEncoderDrain, (err) => this.#fail(new ProxyError('INTERNAL', `compression failed: ${err.message}`, { cause: err })));
+      this.#pump();
+      return;
+    }
     const headStr = replyHead(status, fields + validators + extra + this.#fields, { length }, this.#connection());
     this.status = status;
     if (head.method === 'HEAD' || length === 0) {
@@ -345,8 +364,22 @@ export class StaticReply implements ReplyJob {
         return;
       }
       this.#pos += got;
+      const chunk = got === n ? buf : buf.subarray(0, got);
+      const encoder = this.#encoder;
+      if (encoder !== null) {
+        const ok = encoder.write(chunk);
+        if (this.#pos >= this.#end) {
+          this.#release();
+          encoder.end(() => {
+            this.bytesOut += encoder.bytesOut;
+            this.#finish();
+          });
+        } else if (!ok) this.#waitingDrain = true;
+        else this.#pump();
+        return;
+      }
       this.bytesOut += got;
-      const ok = this.#owner.socket.write(got === n ? buf : buf.subarray(0, got));
+      const ok = this.#owner.socket.write(chunk);
       if (this.#pos >= this.#end) {
         this.#release();
         this.#finish();
@@ -355,7 +388,19 @@ export class StaticReply implements ReplyJob {
     });
   };
 
+  /** The compressor took what it held: read on. */
+  #onEncoderDrain = (): void => {
+    if (!this.#waitingDrain) return;
+    this.#waitingDrain = false;
+    this.#pump();
+  };
+
   clientDrained(): void {
+    if (this.#encoder !== null) {
+      // the compressor's output waits for the socket; the file reads wait for the compressor (#onEncoderDrain)
+      this.#encoder.clientDrained();
+      return;
+    }
     if (!this.#waitingDrain) return;
     this.#waitingDrain = false;
     this.#pump();
@@ -378,6 +423,7 @@ export class StaticReply implements ReplyJob {
   #fail(err: ProxyError): void {
     if (this.#over) return;
     this.#over = true;
+    this.#encoder?.destroy();
     this.#release();
     this.#owner.replyFailed(this, err);
   }
@@ -385,14 +431,16 @@ export class StaticReply implements ReplyJob {
   abort(): void {
     if (this.#over) return;
     this.#over = true;
+    this.#encoder?.destroy();
     this.#release();
   }
 
   /** route.static.send_timeout: the client took nothing for that long. */
   checkDeadline(now: number): void {
     if (this.#over) return;
-    if (this.bytesOut !== this.#progressMark || !this.#waitingDrain) {
-      this.#progressMark = this.bytesOut;
+    const mark = this.bytesOut + (this.#encoder?.bytesOut ?? 0);
+    if (mark !== this.#progressMark || !this.#waitingDrain) {
+      this.#progressMark = mark;
       this.#progressAt = now;
       return;
     }
