@@ -16,6 +16,7 @@ import { contentTypeOf } from './mime.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import { replyHead, type ReplyJob, type ReplyOwner } from './reply.js';
 import { headerValue } from './rewrite.js';
+import { NativeSocket } from '../native/io.js';
 
 /** Files up to this size are read in one call and leave with the head in one write. */
 const SMALL_FILE = 64 * 1024;
@@ -96,6 +97,8 @@ export class StaticReply implements ReplyJob {
   #over = false;
   #progressMark = -1;
   #progressAt = 0;
+  /** The client socket when the body goes with sendfile(2), else null. */
+  #native: NativeSocket | null = null;
   /** Compresses the body on its way out (route `compress`), or null. */
   #encoder: Encoder | null = null;
 
@@ -317,7 +320,35 @@ export class StaticReply implements ReplyJob {
     }
     this.#writeRaw(headStr);
     this.bytesOut = headStr.length;
+    const socket = this.#owner.socket;
+    // a plain listener on the addon's socket I/O: the page cache goes to the socket in the kernel (sendfile)
+    if (socket instanceof NativeSocket && socket.canSendFile) {
+      this.#native = socket;
+      this.#sendfile();
+      return;
+    }
     this.#pump();
+  }
+
+  /** sendfile(2) until the socket is full (then 'drain' calls again) or the range is sent. */
+  #sendfile(): void {
+    const socket = this.#native!;
+    const asked = this.#end - this.#pos;
+    const n = socket.sendFile(this.#fd, this.#pos, asked);
+    if (n < 0) {
+      this.#fail(n === -61 ? new ProxyError('INTERNAL', 'static file shrank while it was sent') : new ProxyError('CLIENT_CLOSED', `sendfile failed (errno ${-n})`));
+      return;
+    }
+    this.#pos += n;
+    this.bytesOut += n;
+    if (this.#pos >= this.#end) {
+      this.#release();
+      this.#finish();
+      return;
+    }
+    // fewer bytes than asked: the socket is full; its 'drain' calls again (a file that shrank meanwhile waits for
+    // send_timeout, which cuts it)
+    this.#waitingDrain = true;
   }
 
   #connection(): 'close' | 'keep-alive' | '' {
@@ -392,7 +423,8 @@ export class StaticReply implements ReplyJob {
   #onEncoderDrain = (): void => {
     if (!this.#waitingDrain) return;
     this.#waitingDrain = false;
-    this.#pump();
+    if (this.#native !== null) this.#sendfile();
+    else this.#pump();
   };
 
   clientDrained(): void {
