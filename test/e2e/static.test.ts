@@ -12,10 +12,14 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import type { TestContext } from 'node:test';
+import type { ConfigInput } from '../../src/config/schema.js';
 import { curl, hasCurl, parseCurlOutput, run } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
 import { connectPlain, ResponseReader } from '../helpers/wire.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { SHARED_CONTRACT } from '../helpers/paths.js';
 
 const GIB = 1024 ** 3;
 
@@ -260,3 +264,27 @@ async function fetchRaw(url: string, headers: Record<string, string>): Promise<{
     req.on('error', reject);
   });
 }
+
+test("seed-php's static route and its cors block, as written in ../shared/contract, serve the contract's html/", { timeout: 60_000 }, async (t) => {
+  if (!needPeer(t, 'curl', hasCurl())) return;
+  const file = path.join(SHARED_CONTRACT, 'seed-php.yaml');
+  if (!existsSync(file)) {
+    t.skip(`${file} is not present (outside the project checkout)`);
+    return;
+  }
+  const seed = parse(readFileSync(file, 'utf8')) as { routes: Array<Record<string, unknown> & { static?: { root: string }; cors?: unknown }> };
+  const staticRoute = seed.routes.find((r) => r.static !== undefined)!;
+  const cors = seed.routes.find((r) => r.cors !== undefined)!.cors;
+  // the seed's relative root resolves against its folder; the rest of its blocks (fastcgi, websocket) are not ours
+  const route = { ...staticRoute, static: { ...staticRoute.static!, root: path.join(SHARED_CONTRACT, staticRoute.static!.root) }, cors } as NonNullable<ConfigInput['routes']>[number];
+  const portico = await startPortico(t, { workers: 1, listeners: [plainListener()], routes: [route] });
+  const r = parseCurlOutput((await curl(`http://127.0.0.1:${portico.httpPort}/`, ['-H', 'Origin: https://shop.example.test'])).stdout);
+  assert.equal(r.status, 200);
+  assert.equal(r.body, readFileSync(path.join(SHARED_CONTRACT, 'html', 'index.html'), 'utf8'));
+  assert.equal(r.headers['content-type'], 'text/html; charset=utf-8');
+  assert.equal(r.headers['access-control-allow-origin'], 'https://shop.example.test');
+  assert.equal(r.headers['access-control-allow-credentials'], 'true');
+  const pre = parseCurlOutput((await curl(`http://127.0.0.1:${portico.httpPort}/`, ['-X', 'OPTIONS', '-H', 'Origin: https://app.example.test', '-H', 'Access-Control-Request-Method: GET'])).stdout);
+  assert.equal(pre.status, 204);
+  assert.equal(pre.headers['access-control-allow-origin'], 'https://app.example.test');
+});
