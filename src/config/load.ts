@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
+import { validateRedirects } from './redirect-target.js';
 import { isPlainObject } from '../core/util.js';
 import { acmeFiles, type AcmeConfig } from './acme.js';
 
@@ -122,10 +123,11 @@ export function loadConfigText(text: string, file: string): LoadResult {
   }
   const baseDir = path.dirname(abs);
   for (const e of [...checkCertificateFiles(data, baseDir), ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  for (const e of checkStaticRoots(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
 
   if (parsed.success) {
     // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
-    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data)]) {
+    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data), ...validateRedirects(parsed.data)]) {
       errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
     }
   }
@@ -456,6 +458,24 @@ function checkAcmeFiles(data: unknown, baseDir: string): { path: Segment[]; mess
   return out;
 }
 
+/** A static route's root must be a folder Portico can read (resolved against the config file's folder). */
+function checkStaticRoots(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  const out: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !Array.isArray(data.routes)) return out;
+  data.routes.forEach((r: unknown, i) => {
+    const root = isPlainObject(r) && isPlainObject(r.static) ? r.static.root : undefined;
+    if (typeof root !== 'string' || root === '') return;
+    const dir = path.resolve(baseDir, root);
+    try {
+      if (!statSync(dir).isDirectory()) out.push({ path: ['routes', i, 'static', 'root'], message: `${dir} is not a folder` });
+      else accessSync(dir, fsConstants.R_OK | fsConstants.X_OK);
+    } catch (err) {
+      out.push({ path: ['routes', i, 'static', 'root'], message: describeFsError(err, dir) });
+    }
+  });
+  return out;
+}
+
 /** An upstream's `tls.ca` must hold at least one certificate; `cert` and `key` must be a pair (as for listeners). */
 function checkUpstreamTlsFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
   const out: { path: Segment[]; message: string }[] = [];
@@ -535,6 +555,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
     upstreams: Object.fromEntries(
       Object.entries(config.upstreams).map(([name, u]) => [name, u.tls === undefined ? u : { ...u, tls: { ...u.tls, ca: abs(u.tls.ca), cert: abs(u.tls.cert), key: abs(u.tls.key) } }]),
     ),
+    routes: config.routes.map((r) => (r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } })),
     listeners: config.listeners.map((l) =>
       l.tls === undefined
         ? l

@@ -9,68 +9,14 @@ import { acmeSchema } from './acme.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
 import { isPlainObject } from '../core/util.js';
+import { compressOptions } from './compress.js';
+import { corsPolicy } from './cors.js';
+import { httpsRedirect, redirectAction, returnAction } from './redirect.js';
+import { staticAction } from './static.js';
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-// Only units that read one way: a bare "k", "m" or "g" is 1000-based here but 1024-based in nginx.
-const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 };
+import { DURATION_FORMS, MAX_DURATION_MS, SIZE_FORMS, duration, parseDuration, parseSize, positiveDuration, size } from './units.js';
 
-/** The longest timer Node can arm: setTimeout fires at once (with a warning) for anything larger. */
-export const MAX_DURATION_MS = 2 ** 31 - 1;
-
-export const DURATION_FORMS = '"500ms", "30s", "5m", "1h", "1d", or "off"';
-export const SIZE_FORMS = '"512B", "16KiB", "1MiB", "1GiB" (or "16KB", "1MB": powers of 1000)';
-
-/**
- * Parses "30s", "1.5m", "250ms", "off" or 0 (= 0, disabled). A bare number other than 0 is refused: nginx reads
- * seconds where Node reads milliseconds, so `idle_timeout: 30` means something different to each reader.
- * Undefined when malformed or above MAX_DURATION_MS (about 24.8 days); a non-zero value never rounds to "off".
- */
-export function parseDuration(input: string | number): number | undefined {
-  if (typeof input === 'number') return input === 0 ? 0 : undefined;
-  const s = input.trim().toLowerCase();
-  if (s === 'off' || s === '0') return 0;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s);
-  if (!m) return undefined;
-  const ms = Number(m[1]) * DURATION_UNITS[m[2]];
-  if (ms > MAX_DURATION_MS) return undefined;
-  return ms > 0 ? Math.max(1, Math.round(ms)) : 0;
-}
-
-/** Parses "16KiB", "1MiB", "512B", "1.5GB". A number without a unit is refused (bytes? KiB as in nginx's `k`?). */
-export function parseSize(input: string | number): number | undefined {
-  if (typeof input === 'number') return undefined;
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/.exec(input.trim().toLowerCase());
-  if (!m || !Object.hasOwn(SIZE_UNITS, m[2])) return undefined;
-  const bytes = Math.round(Number(m[1]) * SIZE_UNITS[m[2]]);
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
-
-/** Why a duration or size was refused, with the forms that are accepted. */
-function unitError(kind: 'duration' | 'size', v: string | number): string {
-  const forms = kind === 'duration' ? `${DURATION_FORMS}; at most "24d"` : SIZE_FORMS;
-  const bare = typeof v === 'number' || /^\s*\d+(?:\.\d+)?\s*$/.test(v);
-  return bare ? `${kind} ${JSON.stringify(v)} has no unit: write it with one, e.g. ${forms}` : `invalid ${kind} ${JSON.stringify(v)} (use e.g. ${forms})`;
-}
-
-const duration = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: `expected a duration such as ${DURATION_FORMS}` }).default(dflt).transform((v, ctx) => {
-    const ms = parseDuration(v);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: unitError('duration', v) });
-      return z.NEVER;
-    }
-    return ms;
-  });
-
-const size = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: `expected a size such as ${SIZE_FORMS}` }).default(dflt).transform((v, ctx) => {
-    const bytes = parseSize(v);
-    if (bytes === undefined || bytes === 0) {
-      ctx.addIssue({ code: 'custom', message: unitError('size', v) });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+export { DURATION_FORMS, MAX_DURATION_MS, SIZE_FORMS, parseDuration, parseSize };
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces) -> { host, port }. */
 export function parseAddress(input: string): { host: string; port: number } | undefined {
@@ -260,7 +206,6 @@ export function parseStatusRanges(input: string): Array<[number, number]> | unde
   return ranges;
 }
 
-const positiveDuration = (dflt: string) => duration(dflt).refine((ms) => ms > 0, 'must be above 0 (not "off")');
 
 /**
  * Active checks, run by the primary once per target for the whole instance (never once per worker); the state
@@ -526,6 +471,16 @@ const route = z
       .default({}),
     /** Forward to an upstream (and tunnel its WebSocket handshakes). One action per route: ROUTE_ACTIONS. */
     proxy: proxy.optional(),
+    /** Serve files from a folder (config/static.ts). */
+    static: staticAction.optional(),
+    /** Answer with a redirect (config/redirect.ts). */
+    redirect: redirectAction.optional(),
+    /** Answer with a fixed status and body (config/redirect.ts). */
+    return: returnAction.optional(),
+    /** Cross-origin policy (config/cors.ts): preflights answered here, CORS headers on every answer, errors included. */
+    cors: corsPolicy.optional(),
+    /** Compress answers for clients that accept gzip or brotli (config/compress.ts; default off). */
+    compress: compressOptions.optional(),
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
@@ -543,7 +498,7 @@ const route = z
  * FastCGI, redirect...) adds its key here, its schema beside the route's, its Decision in route/router.ts
  * (routeDecisions) and its handler (CONTRIBUTING.md).
  */
-export const ROUTE_ACTIONS = ['proxy'] as const;
+export const ROUTE_ACTIONS = ['proxy', 'static', 'redirect', 'return'] as const;
 
 function checkRouteAction(route: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(route)) return;
@@ -602,6 +557,8 @@ const listener = z
      * net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).
      */
     backlog: z.number().int().min(1).max(65535).optional(),
+    /** Plain listeners only: redirect every request to https (config/redirect.ts). */
+    https_redirect: httpsRedirect,
     /** tcp listeners only: the upstream every connection is relayed to. */
     upstream: z.string().min(1).optional(),
     /**
@@ -660,6 +617,9 @@ function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
     if (l.tls !== undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'a tcp listener relays raw bytes and terminates no TLS (for TLS by SNI, use tls.passthrough on an http listener)' });
   } else if (l.upstream !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'upstream applies to tcp listeners only (add mode: tcp, or route HTTP with routes)' });
+  }
+  if (l.https_redirect !== undefined && l.https_redirect !== false && (l.tls !== undefined || l.mode === 'tcp')) {
+    ctx.addIssue({ code: 'custom', path: ['https_redirect'], message: 'https_redirect applies to plain http listeners only' });
   }
 }
 
@@ -739,6 +699,8 @@ export const configSchema = z
          * through a 16 KiB buffer instead (slower, never refused). 0 = always copy.
          */
         max_pipes: z.number().int().min(0).max(1_000_000).default(1024),
+        /** Files static routes may hold open at once, per worker (default 1024); past it a request gets 503. */
+        static_open_files: z.number().int().min(1).max(1_000_000).default(1024),
       })
       .strict()
       .prefault({}),
@@ -861,6 +823,12 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
       if (typeof name === 'string' && !Object.hasOwn(upstreams, name)) {
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'proxy'], message: `unknown upstream "${name}" (defined: ${Object.keys(upstreams).join(', ') || 'none'})` });
       }
+    });
+  }
+  if (Array.isArray(c.listeners)) {
+    const hasTls = c.listeners.some((l) => isPlainObject(l) && l.tls !== undefined);
+    c.listeners.forEach((l: unknown, i) => {
+      if (isPlainObject(l) && l.https_redirect === true && !hasTls) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'https_redirect'], message: 'https_redirect: true needs a TLS listener to send clients to (or give the https port as a number)' });
     });
   }
   if (Array.isArray(c.listeners) && upstreams !== undefined) checkL4References(c.listeners, upstreams, Array.isArray(c.routes) ? c.routes : [], ctx);

@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   'CLIENT_UNSUPPORTED_VERSION', // HTTP/2 preface or HTTP/x.y we do not speak -> 505
   'CLIENT_METHOD_NOT_ALLOWED', // CONNECT and other methods a reverse proxy refuses -> 405
   'CLIENT_RATE_LIMITED', // a route's rate limit refused the request -> 429 with Retry-After
+  'CLIENT_SEND_TIMEOUT', // the client took no bytes of an answer for the route's send_timeout (logs only: cut)
   // routing
   'ROUTE_NOT_FOUND', // -> 404
   // upstream side
@@ -35,6 +36,7 @@ export const ERROR_CODES = [
   // process
   'SHUTDOWN', // Portico is stopping -> 503
   'FD_LIMIT', // this process is out of file descriptors (EMFILE/ENFILE) -> 503; never the target's fault
+  'STATIC_FILES_BUSY', // static routes hold limits.static_open_files open files in this worker -> 503
   'INTERNAL', // -> 500
 ] as const;
 
@@ -75,6 +77,7 @@ export function statusOf(code: ErrorCode): number {
       return 413;
     case 'CLIENT_HEAD_TIMEOUT':
     case 'CLIENT_BODY_TIMEOUT':
+    case 'CLIENT_SEND_TIMEOUT':
       return 408;
     case 'CLIENT_CLOSED':
     case 'CLIENT_TLS_HANDSHAKE':
@@ -92,6 +95,7 @@ export function statusOf(code: ErrorCode): number {
     case 'UPSTREAM_TARGET_GONE':
     case 'SHUTDOWN':
     case 'FD_LIMIT':
+    case 'STATIC_FILES_BUSY':
       return 503;
     case 'UPSTREAM_CONNECT_TIMEOUT':
     case 'UPSTREAM_HEADERS_TIMEOUT':
@@ -154,6 +158,16 @@ export function rateLimitedResponse(seconds: number): Buffer {
   );
   if (s <= RATE_LIMITED_CACHED) rateLimitedCache[s] = buf;
   return buf;
+}
+
+/**
+ * A canned response with extra header lines ("Name: value\r\n"...) after its status line: a route's CORS
+ * headers, so that a browser shows the real status of an error instead of a CORS failure. Built per use (rare).
+ */
+export function withFields(response: Buffer, lines: string): Buffer {
+  if (lines === '') return response;
+  const eol = response.indexOf('\r\n') + 2;
+  return Buffer.concat([response.subarray(0, eol), Buffer.from(lines, 'latin1'), response.subarray(eol)]);
 }
 
 /** Maps a socket-level error of an upstream connect to a ProxyError (nothing was sent: retryable). */

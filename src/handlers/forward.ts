@@ -10,6 +10,7 @@ import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
+import { Encoder, compressible, compressionFor } from './compress.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -29,6 +30,8 @@ export interface ClientSide {
   readonly upstreamClient: UpstreamClient;
   /** The connection will close after this exchange (draining, or the client asked): say so in the response. */
   readonly closing: boolean;
+  /** The route's CORS header lines for this request ('' without a policy): added to the response, the upstream's own dropped. */
+  readonly corsHeaders: string;
   /** Longest wait (ms) for the next request body bytes from the client (timeouts.body; 0 = none). */
   readonly bodyTimeout: number;
   /** limits.body_size in bytes (Infinity when off); a Content-Length over it never gets this far. */
@@ -106,6 +109,12 @@ export class Exchange extends UpstreamAttempt {
   #resChunked: ChunkedScanner | null = null;
   #closeClient = false;
   #clientPausedUpstream = false;
+  /** The route compresses this response (compress.ts): body bytes go through it; null = relayed as they are. */
+  #encoder: Encoder | null = null;
+  /** Bytes of the response head, when the body is compressed (bytesOut = head + the encoder's output). */
+  #encodedHead = 0;
+  /** The compressor is flushing the end of the body: upstream events no longer matter. */
+  #flushing = false;
   readonly #timeouts: { response_headers: number; idle: number };
   // Request body clock, read by the sweep (no timer per request): bytesIn when it last moved, since when, and
   // whom the body waited on then (the client, an upstream that stopped taking it, or no one while connecting).
@@ -262,6 +271,11 @@ export class Exchange extends UpstreamAttempt {
 
   /** Client socket drained: resume reading the upstream. */
   clientDrained(): void {
+    if (this.#encoder !== null) {
+      // the compressor's output waits for the client; the upstream waits for the compressor (#onEncoderDrain)
+      this.#encoder.clientDrained();
+      return;
+    }
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       this.#upstream?.resume();
@@ -270,7 +284,8 @@ export class Exchange extends UpstreamAttempt {
 
   #onUpData = (chunk: Buffer): void => {
     if (this.#phase === 'body') {
-      this.#relayBody(chunk, 0, undefined);
+      if (this.#encoder !== null) this.#relayEncoded(chunk, 0);
+      else this.#relayBody(chunk, 0, undefined);
       return;
     }
     if (this.#phase !== 'waiting') return;
@@ -329,7 +344,21 @@ export class Exchange extends UpstreamAttempt {
     // Keep the client connection only when both messages are delimited and the request was read whole.
     this.#closeClient = !this.head.keepAlive || res.bodyKind === 'close' || !this.#requestComplete || this.#client.closing;
     const conn = this.#closeClient ? 'close' : this.head.versionMinor === 0 ? 'keep-alive' : '';
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, this.#stickyCookie());
+    const compress = this.route.compress;
+    const shown = compress === undefined ? res : this.#compressedHead(res, compress);
+    const headStr = buildResponseHead(shown, this.route.responseHeaders, this.#client.vars, conn, this.#stickyCookie(), this.route.cors === undefined ? undefined : this.#client.corsHeaders);
+    if (this.#encoder !== null) {
+      // compressed: the head leaves now, the body through the encoder as chunks
+      this.responseStarted = true;
+      this.bytesOut = this.#encodedHead = headStr.length;
+      this.#phase = 'body';
+      this.#resRemaining = res.bodyKind === 'length' ? res.contentLength : 0;
+      this.#resChunked = res.bodyKind === 'chunked' ? new ChunkedScanner() : null;
+      this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+      this.#client.socket.write(headStr, 'latin1');
+      if (buf.length > used) this.#relayEncoded(buf, used);
+      return;
+    }
     this.responseStarted = true;
     this.bytesOut += headStr.length;
     const client = this.#client.socket;
@@ -351,6 +380,79 @@ export class Exchange extends UpstreamAttempt {
     // the head leaves with the first body bytes, once they were found well framed: a broken chunked body in the
     // head's read is then a clean 502, not a head counted as sent and never written
     else this.#relayBody(buf, used, headStr);
+  }
+
+  /**
+   * The response head as the client gets it when the route compresses: unchanged, or (the client accepts a
+   * coding and the answer qualifies) chunked with Content-Encoding and a weak ETag, the encoder made. Either
+   * way an answer of a type the route compresses varies by Accept-Encoding.
+   */
+  #compressedHead(res: ResponseHead, c: NonNullable<CompiledRoute['compress']>): ResponseHead {
+    const type = headerValue(res.headers, 'content-type');
+    const length = res.bodyKind === 'length' ? res.contentLength : res.bodyKind === 'none' ? 0 : -1;
+    if (length === 0 || !compressible(c, type, length)) return res;
+    const coding = compressionFor(c, {
+      method: this.head.method,
+      status: res.status,
+      contentType: type,
+      contentEncoding: headerValue(res.headers, 'content-encoding'),
+      length,
+      ranged: headerValue(res.headers, 'content-range') !== undefined,
+      acceptEncoding: headerValue(this.head.headers, 'accept-encoding'),
+      versionMinor: this.head.versionMinor,
+    });
+    const headers = res.headers.slice();
+    headers.push('Vary', 'Accept-Encoding');
+    if (coding === null) return { ...res, headers };
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i].toLowerCase() === 'etag' && !headers[i + 1].startsWith('W/')) headers[i + 1] = `W/${headers[i + 1]}`;
+    }
+    headers.push('Content-Encoding', coding);
+    this.#encoder = new Encoder(this.#client.socket, c, coding, length, this.#onEncoderDrain, (err) =>
+      this.#upstreamGone(new ProxyError('INTERNAL', `compression failed: ${err.message}`, { side: 'internal', cause: err })),
+    );
+    return { ...res, headers, contentLength: -1, transferEncoding: 'chunked' };
+  }
+
+  /** The compressor took what it held: read the upstream again. */
+  #onEncoderDrain = (): void => {
+    if (this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = false;
+      this.#upstream?.resume();
+    }
+  };
+
+  /** Response body bytes of chunk[start..] into the compressor (chunked framing read off first). */
+  #relayEncoded(chunk: Buffer, start: number): void {
+    const res = this.#res!;
+    const enc = this.#encoder!;
+    let ok = true;
+    let used: number;
+    let done = false;
+    if (res.bodyKind === 'length') {
+      used = Math.min(this.#resRemaining, chunk.length - start);
+      this.#resRemaining -= used;
+      done = this.#resRemaining === 0;
+      if (used > 0) ok = enc.write(chunk.subarray(start, start + used));
+    } else if (this.#resChunked !== null) {
+      used = this.#resChunked.push(chunk, start, (b, from, to) => {
+        if (!enc.write(b.subarray(from, to))) ok = false;
+      });
+      if (used < 0) {
+        this.#upstreamGone(new ProxyError('UPSTREAM_BAD_RESPONSE', `invalid chunked response body: ${this.#resChunked.error ?? ''}`));
+        return;
+      }
+      done = this.#resChunked.done;
+    } else {
+      used = chunk.length - start;
+      if (used > 0) ok = enc.write(start === 0 ? chunk : chunk.subarray(start));
+    }
+    this.bytesOut = this.#encodedHead + enc.bytesOut;
+    if (!ok && !done && !this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = true;
+      this.#upstream?.pause();
+    }
+    if (done) this.#finishResponse(start + used < chunk.length);
   }
 
   /** Relays response body bytes of chunk[start..] (framed); `head`, when given, is sent first in the same write. */
@@ -425,6 +527,19 @@ export class Exchange extends UpstreamAttempt {
   }
 
   #finishResponse(extraBytes: boolean): void {
+    const enc = this.#encoder;
+    if (enc !== null) {
+      // the compressor flushes the end of the body first; then the exchange ends as usual
+      this.#encoder = null;
+      this.#phase = 'done';
+      this.#flushing = true;
+      enc.end(() => {
+        this.#flushing = false;
+        this.bytesOut = this.#encodedHead + enc.bytesOut;
+        if (!this.#finished) this.#finishResponse(extraBytes);
+      });
+      return;
+    }
     this.#phase = 'done';
     this.#finished = true;
     this.deadline = 0;
@@ -515,7 +630,7 @@ export class Exchange extends UpstreamAttempt {
    * held against it, and with no other target that target is asked again.
    */
   #upstreamGone(err: ProxyError): void {
-    if (this.#finished) return;
+    if (this.#finished || this.#flushing) return;
     const up = this.#detachUpstream();
     up.destroy();
     const nothingToClient = this.#phase === 'waiting' && !this.responseStarted && this.bytesOut === 0;
@@ -576,6 +691,8 @@ export class Exchange extends UpstreamAttempt {
   abort(err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#encoder?.destroy();
+    this.#encoder = null;
     this.errorCode = err.code;
     this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
@@ -588,6 +705,8 @@ export class Exchange extends UpstreamAttempt {
   #fail(err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#encoder?.destroy();
+    this.#encoder = null;
     this.#phase = 'done';
     this.errorCode = err.code;
     this.withdrawAcquire();

@@ -128,9 +128,9 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
 /**
  * The response head sent to the client, hop-by-hop fields dropped (kept for a 101), Connection set by us, the
  * framing fields written from the parsed head (a backend's `Connection: content-length` removes nothing).
- * `setCookie`: a stickiness cookie Portico adds (balance: cookie).
+ * `setCookie`: a stickiness cookie Portico adds (balance: cookie). `cors`: the route's CORS lines (route/policy/cors.ts).
  */
-export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | '', setCookie?: string): string {
+export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | '', setCookie?: string, cors?: string): string {
   const skip = skipNames(ops);
   const connTokens = r.connection;
   let out = `HTTP/1.1 ${r.status} ${r.reason}\r\n`;
@@ -139,6 +139,8 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
     const name = hs[i];
     const lower = name.toLowerCase();
     if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    // a route with a CORS policy: Portico's grant is the only one (two Allow-Origin values fail in browsers)
+    if (cors !== undefined && lower.startsWith('access-control-')) continue;
     out += `${name}: ${hs[i + 1]}\r\n`;
   }
   // The body is relayed as received, so its codings are too; a HEAD or 304 answer keeps its Content-Length.
@@ -146,6 +148,7 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
   else if (r.contentLength >= 0) out += `Content-Length: ${r.contentLength}\r\n`;
   for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
   if (setCookie !== undefined) out += `Set-Cookie: ${setCookie}\r\n`;
+  if (cors !== undefined) out += cors;
   if (connection === 'upgrade') out += `Connection: Upgrade\r\nUpgrade: ${r.upgrade ?? 'websocket'}\r\n`;
   else if (connection !== '') out += `Connection: ${connection}\r\n`;
   return out + '\r\n';

@@ -28,6 +28,14 @@ export function logExchange(log: Logger, ex: Exchange, status: number, err: Prox
   );
 }
 
+/** A request Portico answered itself (static file, redirect, fixed answer, CORS preflight): `mode` says which. */
+export function logAnswer(log: Logger, mode: string, route: string | undefined, head: RequestHead, status: number, bytesOut: number, startedAt: number, err?: ProxyError): void {
+  log.info(
+    { mode, route, method: head.method, path: head.target, status, bytesOut, durationMs: Date.now() - startedAt, err: err === undefined ? undefined : { code: err.code, message: err.message } },
+    'request',
+  );
+}
+
 /** A request answered with a canned response before any exchange (bad head, no route...). */
 export function logRejected(log: Logger, head: RequestHead | undefined, status: number, code: ErrorCode, reason: string): void {
   log.info({ mode: 'http', method: head?.method, path: head?.target, status, err: { code, message: reason } }, 'request');

@@ -7,7 +7,7 @@ import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 import type { ByteSocket } from '../core/socket.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import type { Config } from '../config/schema.js';
-import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, type ErrorCode } from '../core/errors.js';
+import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, withFields, type ErrorCode } from '../core/errors.js';
 import { Exchange, type ClientSide } from '../handlers/forward.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from '../wire/http-head.js';
 import type { Logger } from '../core/log.js';
@@ -17,10 +17,13 @@ import { checkPolicies, type PolicyClient } from '../route/policy/index.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { Refusal, RouteLimits } from '../route/policy/route-limits.js';
 import type { LimitStore } from '../route/policy/store.js';
-import { listenerHost, type ForwardDecision, type RequestVars, type Router, type TunnelDecision } from '../route/router.js';
+import { listenerHost, type CompiledRoute, type ForwardDecision, type RequestVars, type Router, type StaticDecision, type TunnelDecision } from '../route/router.js';
+import { httpsRedirectAnswer, preflightAnswer, redirectAnswer, returnAnswer, type FixedAnswer } from '../handlers/fixed.js';
+import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js';
+import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logExchange, logRejected } from './access-log.js';
+import { logAnswer, logExchange, logRejected } from './access-log.js';
 import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
 
@@ -28,6 +31,8 @@ export interface ListenerInfo {
   scheme: 'http' | 'https';
   /** Local port, for $server_port and X-Forwarded-Port. */
   port: number;
+  /** A plain listener with https_redirect: every request is sent to https on this port. */
+  httpsRedirectPort?: number;
 }
 
 /** What a worker's runtime gives each connection. Built by runtime.ts; never mutated while live. */
@@ -86,7 +91,7 @@ function headLimits(config: Config): HeadLimits {
   return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
 }
 
-class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner {
+class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner {
   readonly socket: ByteSocket;
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
@@ -100,6 +105,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
   #buf: Buffer | null = null;
   #ex: Exchange | null = null;
+  /** An answer Portico writes itself over time (a static file), instead of an exchange. */
+  #job: ReplyJob | null = null;
+  /** The request body of a local answer is not read: its bytes are dropped and the connection closes after. */
+  #discard = false;
+  /** The current route's CORS header lines for this request ('' without a CORS policy): on every answer, errors included. */
+  corsHeaders = '';
   #tunnel: UpgradedTunnel | null = null;
   readonly remoteAddr: string;
   #proxied: ProxiedEnds | undefined;
@@ -229,6 +240,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     if (this.#state !== 'busy') return;
+    if (this.#ex === null) {
+      // a local answer in progress: an unread body is dropped; pipelined requests wait (bounded, paused past it)
+      if (this.#discard) return;
+      this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+      if (this.#buf.length > MAX_PIPELINE_BUFFER) this.#updateFlow();
+      return;
+    }
     if (this.#buf !== null) {
       // pipelined bytes behind the current request: hold them (bounded) until its response is done
       this.#buf = Buffer.concat([this.#buf, chunk]);
@@ -285,24 +303,50 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       const answer = acme.get(head.path.slice(ACME_CHALLENGE_PREFIX.length));
       if (answer !== undefined) return this.#answerAcme(answer);
     }
+    this.corsHeaders = '';
+    const redirectPort = this.#listener.httpsRedirectPort;
+    if (redirectPort !== undefined) {
+      this.#setVars(head);
+      this.#answer(httpsRedirectAnswer(head, this.vars.host, redirectPort), head, 'redirect', undefined);
+      return;
+    }
     // routes match, and the upstream gets, the normalized path (wire/path.ts); the log keeps the raw target
     const d = decide(this.ctx.router, head);
     if (d.kind === 'reject') {
       this.#reject(d.code, d.reason, head);
       return;
     }
+    const cors = d.route.cors;
+    if (cors !== undefined) this.corsHeaders = cors.responseHeaders(head);
     const maxBody = this.ctx.config.limits.body_size;
     if (maxBody !== 'off' && head.contentLength > maxBody) {
       this.#reject('CLIENT_BODY_TOO_LARGE', `Content-Length ${head.contentLength} over ${maxBody}`, head);
       return;
     }
-    // the route's policies (rate limits), before any handler runs
-    const refusal = checkPolicies(this.ctx.routeLimits, d, head, this);
-    if (refusal !== null) return this.#rateLimited(refusal);
+    // the route's policies (CORS preflight, rate limits), before any handler runs
+    const verdict = checkPolicies(this.ctx.routeLimits, d, head, this);
+    if (verdict !== null) {
+      if ('kind' in verdict) {
+        this.corsHeaders = ''; // the preflight answer carries its own grant
+        this.#answer(preflightAnswer(verdict), head, 'preflight', d.route);
+      }
+      else this.#rateLimited(verdict);
+      return;
+    }
     switch (d.kind) {
       case 'forward':
       case 'tunnel':
         this.#forward(d, head);
+        return;
+      case 'static':
+        this.#serveStatic(d, head);
+        return;
+      case 'redirect':
+        this.#setVars(head);
+        this.#answer(redirectAnswer(d, head, this.vars), head, 'redirect', d.route);
+        return;
+      case 'return':
+        this.#answer(returnAnswer(d), head, 'return', d.route);
         return;
       default:
         // a Decision kind without a case here does not compile (router.ts Decision says how to add one)
@@ -319,9 +363,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
-    const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
-    const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
-    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
+    this.#setVars(head);
     if (!head.keepAlive) this.#closeAfter = true;
     const ex = new Exchange(this, head, route, pool, d.kind === 'tunnel');
     this.#ex = ex;
@@ -334,6 +376,83 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       if (this.#ex !== ex) return; // the body was invalid and the request already failed
     }
     ex.start();
+  }
+
+  /** The request's template variables ($host, $scheme, $request_uri...). */
+  #setVars(head: RequestHead): void {
+    const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
+    const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
+    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
+  }
+
+  /** Whether a request's body is left unread by a local answer (then the connection closes after it). */
+  static #hasBody(head: RequestHead): boolean {
+    return head.bodyKind === 'chunked' || (head.bodyKind === 'length' && head.contentLength > 0);
+  }
+
+  /** Before a local answer: a body is not read (dropped, close after), a non-keep-alive request closes after. */
+  #beginLocal(head: RequestHead): void {
+    if (!head.keepAlive) this.#closeAfter = true;
+    if (ClientConnection.#hasBody(head)) {
+      this.#closeAfter = true;
+      this.#discard = true;
+      this.#buf = null;
+    }
+  }
+
+  /** The route's `response_headers.set` lines for an answer Portico makes itself. */
+  #routeFields(route: CompiledRoute | undefined): string {
+    if (route === undefined || route.responseHeaders.set.length === 0) return '';
+    let out = '';
+    for (const h of route.responseHeaders.set) out += `${h.name}: ${h.render(this.vars)}\r\n`;
+    return out;
+  }
+
+  /** A fixed answer (redirect, return, preflight): written in one write, then the next request. */
+  #answer(a: FixedAnswer, head: RequestHead, mode: string, route: CompiledRoute | undefined): void {
+    const startedAt = Date.now();
+    this.#beginLocal(head);
+    if (route !== undefined) this.#setVars(head);
+    const close = this.closing;
+    const noBody = a.status === 204 || a.status === 304;
+    const out = replyHead(a.status, a.fields + this.#routeFields(route) + this.corsHeaders, noBody ? 'none' : { length: a.body.length }, close ? 'close' : head.versionMinor === 0 ? 'keep-alive' : '');
+    const bytes = out.length + (noBody || head.method === 'HEAD' ? 0 : a.body.length);
+    if (noBody || head.method === 'HEAD' || a.body.length === 0) this.socket.write(out, 'latin1');
+    else this.socket.write(Buffer.concat([Buffer.from(out, 'latin1'), a.body]));
+    this.ctx.metrics.request(a.status, 0, bytes);
+    if (this.ctx.config.log.access) logAnswer(this.log, mode, route?.name, head, a.status, bytes, startedAt);
+    this.#state = 'busy';
+    this.#requestEnded(!close, true);
+  }
+
+  /** A static route: the file job runs over events and reports through replyDone/replyFailed. */
+  #serveStatic(d: StaticDecision, head: RequestHead): void {
+    this.#beginLocal(head);
+    this.#setVars(head);
+    this.#state = 'busy';
+    this.#activityMark = -1;
+    const job = new StaticReply(this, d, head, this.#routeFields(d.route) + this.corsHeaders);
+    this.#job = job;
+    job.start();
+  }
+
+  replyDone(job: ReplyJob): void {
+    if (this.#job !== job) return;
+    this.#job = null;
+    this.ctx.metrics.request(job.status, 0, job.bytesOut);
+    if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, job.status, job.bytesOut, job.startedAt);
+    this.#requestEnded(!this.closing);
+  }
+
+  replyFailed(job: ReplyJob, err: ProxyError): void {
+    if (this.#job !== job) return;
+    this.#job = null;
+    const status = job.responseStarted ? job.status : statusOf(err.code);
+    this.ctx.metrics.request(status, 0, job.bytesOut);
+    if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, status, job.bytesOut, job.startedAt, err);
+    this.#state = 'closed';
+    if (!job.responseStarted) this.#writeCanned(err.code);
+    else this.socket.destroy();
   }
 
   setBodyPaused(paused: boolean): void {
@@ -356,6 +475,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#bodyPaused = false;
     this.#accessLog(ex, ex.status, undefined);
     this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
+    this.#requestEnded(clientReusable);
+  }
+
+  /** A response went out whole: close, or wait for the next request (a pipelined one is parsed at once). */
+  #requestEnded(clientReusable: boolean, inDispatch = false): void {
+    this.#discard = false;
+    this.corsHeaders = '';
     if (!clientReusable || this.closing) {
       this.#state = 'closed';
       this.#end();
@@ -366,8 +492,21 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#keepalive = true;
     this.#deadline = ka > 0 ? Date.now() + ka : 0;
     this.#updateFlow();
-    if (this.#buf !== null) this.#parse();
+    if (this.#buf === null) return;
+    if (!inDispatch) {
+      this.#parse();
+      return;
+    }
+    // a local answer ends inside its own dispatch: the next pipelined request is parsed on a later turn (no
+    // recursion per request), and only once the client took what was written (bounded output)
+    if (this.socket.writableLength > MAX_PIPELINE_BUFFER) this.#parseOnDrain = true;
+    else setImmediate(this.#parseNext);
   }
+
+  #parseOnDrain = false;
+  #parseNext = (): void => {
+    if (this.#state === 'head' && this.#buf !== null) this.#parse();
+  };
 
   /** Between requests: a reload may have swapped the context; the next request uses the new one. */
   #refreshContext(): void {
@@ -420,6 +559,11 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #onDrain = (): void => {
     this.#ex?.clientDrained();
+    this.#job?.clientDrained();
+    if (this.#parseOnDrain) {
+      this.#parseOnDrain = false;
+      this.#parseNext();
+    }
   };
 
   /** The client half-closed: finish the request in progress if it was read whole, else give up. */
@@ -460,6 +604,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#accessLog(ex, 499, err);
       this.ctx.metrics.request(499, ex.bytesIn, ex.bytesOut);
     }
+    const job = this.#job;
+    if (job !== null) {
+      this.#job = null;
+      job.abort();
+      this.ctx.metrics.request(499, 0, job.bytesOut);
+      if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, 499, job.bytesOut, job.startedAt, new ProxyError('CLIENT_CLOSED', 'client closed the connection before the answer was complete'));
+    }
     if (this.#state !== 'tunnel') this.#state = 'closed';
     if (!this.socket.destroyed) this.socket.destroy();
   }
@@ -485,7 +636,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.end(rateLimitedResponse(refusal.retryAfterMs / 1000));
+    socket.end(withFields(rateLimitedResponse(refusal.retryAfterMs / 1000), this.corsHeaders));
     this.#linger();
   }
 
@@ -506,7 +657,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.end(cannedResponse(code));
+    socket.end(withFields(cannedResponse(code), this.corsHeaders));
     this.#linger();
   }
 
@@ -550,7 +701,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
         return;
       case 'busy': {
         const ex = this.#ex;
-        if (ex === null) return;
+        if (ex === null) {
+          this.#job?.checkDeadline(now);
+          return;
+        }
         const mark = ex.bytesIn + ex.bytesOut;
         if (mark !== this.#activityMark) {
           this.#activityMark = mark;

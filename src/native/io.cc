@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -45,6 +46,7 @@ struct Conn {
   bool connecting = false;
   bool dead = false;        // an error was reported; no more events
   bool shutdown_pending = false;
+  bool want_drain = false;  // ioSendFile met a full socket: report kDrain once it is writable again
   std::string out;          // bytes the kernel did not take yet
   size_t out_off = 0;
 };
@@ -102,7 +104,7 @@ void UpdateRef(State& s) {
 void Rearm(State& s, Conn& c) {
   uint32_t want = 0;
   if (!c.dead) {
-    if (c.connecting || c.out.size() > c.out_off) want |= EPOLLOUT;
+    if (c.connecting || c.out.size() > c.out_off || c.want_drain) want |= EPOLLOUT;
     if (!c.connecting && c.reading && !c.eof) want |= EPOLLIN;
   }
   if (want == c.mask) return;
@@ -228,6 +230,10 @@ int Round(State& s) {
         continue;
       }
       if (c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+    }
+    if ((got & EPOLLOUT) != 0 && c.want_drain && c.out.size() == c.out_off) {
+      c.want_drain = false;
+      Push(s, n, id, kDrain, 0, 0);
     }
     if ((got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.reading && !c.eof) {
       if (kDataSize - used < kReadMin) {
@@ -496,6 +502,54 @@ Napi::Value KeepAlive(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ioSendFile(id, fileFd, offset, count) -> bytes of the file the kernel took with sendfile(2), the page cache
+// straight to the socket; fewer than count = the socket is full, a kDrain follows when it is writable.
+// -ENODATA when the file ends before offset; -errno on a socket error (the connection is then dead).
+Napi::Value SendFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 4 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) throw Napi::TypeError::New(env, "ioSendFile(id, fd, offset, count)");
+  int file = info[1].As<Napi::Number>().Int32Value();
+  off_t off = static_cast<off_t>(info[2].As<Napi::Number>().Int64Value());
+  int64_t count = info[3].As<Napi::Number>().Int64Value();
+  Conn& c = s.conns[id];
+  if (c.dead) return Napi::Number::New(env, -EPIPE);
+  if (c.connecting || c.out.size() > c.out_off) {
+    // bytes written earlier go first: wait until they are in the kernel
+    c.want_drain = true;
+    Rearm(s, c);
+    return Napi::Number::New(env, 0);
+  }
+  int64_t sent = 0;
+  bool full = false;
+  while (sent < count) {
+    int64_t left = count - sent;
+    ssize_t n = sendfile(c.fd, file, &off, static_cast<size_t>(left < (1 << 30) ? left : (1 << 30)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        full = true;
+        break;
+      }
+      int err = errno;
+      c.dead = true;
+      Rearm(s, c);
+      return Napi::Number::New(env, -err);
+    }
+    if (n == 0) {
+      if (sent == 0) return Napi::Number::New(env, -ENODATA);
+      break;
+    }
+    sent += n;
+  }
+  if (full) {
+    c.want_drain = true;
+    Rearm(s, c);
+  }
+  return Napi::Number::New(env, static_cast<double>(sent));
+}
+
 // ioQueued(id) -> bytes still queued here (a DRAIN event can be stale once JS wrote more in the same batch).
 Napi::Value Queued(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
@@ -568,6 +622,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));
   exports.Set("ioKeepAlive", Napi::Function::New(env, KeepAlive, "ioKeepAlive"));
   exports.Set("ioQueued", Napi::Function::New(env, Queued, "ioQueued"));
+  exports.Set("ioSendFile", Napi::Function::New(env, SendFile, "ioSendFile"));
   exports.Set("ioFd", Napi::Function::New(env, Fd, "ioFd"));
   exports.Set("ioAddress", Napi::Function::New(env, Address, "ioAddress"));
   exports.Set("ioStats", Napi::Function::New(env, Stats, "ioStats"));

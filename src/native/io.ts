@@ -25,6 +25,8 @@ interface IoAddon {
   ioKeepAlive(id: number, on: boolean, delaySeconds: number): void;
   ioFd(id: number): number;
   ioQueued(id: number): number;
+  /** Absent from addons built before it: then static files are read and written. */
+  ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
   ioStats(): { live: number };
 }
@@ -326,6 +328,27 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
 
   cork(): void {
     this.#corked++;
+  }
+
+  /** Whether sendFile() works on this socket (the addon has it). */
+  get canSendFile(): boolean {
+    return this.#io.addon.ioSendFile !== undefined;
+  }
+
+  /**
+   * Sends `count` bytes of the open file `fd` from `offset` with sendfile(2). Returns the bytes the kernel took:
+   * fewer than `count` means the socket is full and 'drain' follows; negative is -errno (the socket is then
+   * destroyed; -ENODATA: the file ended before `offset`).
+   */
+  sendFile(fd: number, offset: number, count: number): number {
+    if (this.#destroyed || this.#writableEnded || this.#corked > 0) return -(constants.errno.EPIPE ?? 32);
+    const r = this.#io.addon.ioSendFile!(this.#id, fd, offset, count);
+    if (r < 0) {
+      if (r !== -(constants.errno.ENODATA ?? 61)) process.nextTick(() => this.destroy(errnoError('sendfile', -r)));
+      return r;
+    }
+    if (r < count) this.#needDrain = true;
+    return r;
   }
 
   uncork(): void {

@@ -29,6 +29,13 @@ import type { Config, RouteConfig, TunnelConfig } from '../config/schema.js';
 import type { ErrorCode } from '../core/errors.js';
 import { RouterConfigError, compileHeaderTemplate, normaliseHost, validateHeaderTemplates, validateRouteMatches, type RequestVars } from '../config/route-rules.js';
 import { compileForwarding, type ForwardingPolicy } from './forwarding.js';
+import { compileRedirectTarget, validateRedirects, type RedirectRenderer } from '../config/redirect-target.js';
+import { CorsPolicy } from './policy/cors.js';
+
+/** A static route's config (config/static.ts), paths absolute. */
+export type StaticConfig = NonNullable<RouteConfig['static']>;
+/** A route's compression options (config/compress.ts). */
+export type CompressConfig = NonNullable<RouteConfig['compress']>;
 
 
 export interface CompiledHeaderOps {
@@ -51,6 +58,10 @@ export interface CompiledRoute {
   tunnel: TunnelConfig;
   /** The config's forwarding policy (the same object for every route of one config). */
   forwarding: ForwardingPolicy;
+  /** The route's CORS policy (route/policy/cors.ts), or undefined. */
+  cors: CorsPolicy | undefined;
+  /** The route's compression options, or undefined (off). */
+  compress: CompressConfig | undefined;
 }
 
 /** An HTTP request on a proxy route: forwarded to the route's upstream pool (handlers/forward.ts). */
@@ -69,6 +80,32 @@ export interface TunnelDecision {
   readonly upstream: string;
 }
 
+/** A request on a static route: a file from the route's root (handlers/static.ts). */
+export interface StaticDecision {
+  readonly kind: 'static';
+  readonly route: CompiledRoute;
+  readonly site: StaticConfig;
+}
+
+/** A request on a redirect route: a Location rendered from the request (handlers/fixed.ts). */
+export interface RedirectDecision {
+  readonly kind: 'redirect';
+  readonly route: CompiledRoute;
+  readonly status: number;
+  readonly render: RedirectRenderer;
+  /** The route's path_regex, run again for its captures (undefined when the target uses none). */
+  readonly captures: RegExp | undefined;
+}
+
+/** A request on a `return` route: a fixed status and body, built once (handlers/fixed.ts). */
+export interface ReturnDecision {
+  readonly kind: 'return';
+  readonly route: CompiledRoute;
+  readonly status: number;
+  readonly body: Buffer;
+  readonly contentType: string;
+}
+
 /** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
 export interface RejectDecision {
   readonly kind: 'reject';
@@ -85,7 +122,7 @@ export interface RejectDecision {
  * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
  * to every routed kind. No kind without something that produces it.
  */
-export type Decision = ForwardDecision | TunnelDecision | RejectDecision;
+export type Decision = ForwardDecision | TunnelDecision | StaticDecision | RedirectDecision | ReturnDecision | RejectDecision;
 
 /** A decision that names a route (every kind but reject): what policies and handlers get. */
 export type RoutedDecision = Exclude<Decision, RejectDecision>;
@@ -121,6 +158,18 @@ function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
     const upstream = r.proxy.upstream;
     return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze({ kind: 'tunnel', route, upstream }) };
   }
+  let d: RoutedDecision | undefined;
+  if (r.static !== undefined) d = Object.freeze({ kind: 'static', route, site: r.static });
+  else if (r.redirect !== undefined) {
+    const t = compileRedirectTarget(r.redirect.to, r.match.path_regex);
+    if (!t.ok) throw new Error(`route ${route.name}: ${t.message}`); // validateRedirects reported it first
+    const captures = /\$[1-9]/.test(r.redirect.to.replace(/\$\$/g, '')) && r.match.path_regex !== undefined ? new RegExp(r.match.path_regex) : undefined;
+    d = Object.freeze({ kind: 'redirect', route, status: r.redirect.status, render: t.render, captures });
+  } else if (r.return !== undefined) {
+    d = Object.freeze({ kind: 'return', route, status: r.return.status, body: Buffer.from(r.return.body, 'utf8'), contentType: r.return.content_type });
+  }
+  // a WebSocket handshake on a route that answers by itself gets the same answer (no tunnel without a backend)
+  if (d !== undefined) return { request: d, handshake: d };
   throw new Error(`route ${route.name} has no action`);
 }
 
@@ -231,7 +280,7 @@ export class Router {
   readonly #anyHost: PathTable | undefined;
 
   constructor(config: Config) {
-    const issues = [...validateRouteMatches(config), ...validateHeaderTemplates(config)];
+    const issues = [...validateRouteMatches(config), ...validateHeaderTemplates(config), ...validateRedirects(config)];
     if (issues.length > 0) throw new RouterConfigError(issues);
 
     const routes: CompiledRoute[] = [];
@@ -248,6 +297,8 @@ export class Router {
         responseHeaders: compileHeaderOps(r.response_headers),
         tunnel: r.tunnel ?? config.tunnel,
         forwarding,
+        cors: r.cors === undefined ? undefined : new CorsPolicy(r.cors),
+        compress: r.compress,
       });
       routes.push(route);
       const candidate: Candidate = {

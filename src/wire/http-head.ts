@@ -1002,9 +1002,10 @@ export class ChunkedScanner {
 
   /**
    * Consumes bytes from buf[start..]. Returns how many bytes belong to the body (stops at its end), or -1
-   * when the framing is invalid (then `error` says why).
+   * when the framing is invalid (then `error` says why). `onData`, when given, gets each run of chunk data
+   * (buf[from..to)) as it is passed over: the decoded body, for a relay that re-encodes it (compression).
    */
-  push(buf: Buffer, start: number): number {
+  push(buf: Buffer, start: number, onData?: (buf: Buffer, from: number, to: number) => void): number {
     let state = this.#state;
     if (state === C_DONE) return 0;
     if (state === C_ERROR) return -1;
@@ -1018,9 +1019,11 @@ export class ChunkedScanner {
         const avail = n - i;
         if (this.#size > avail) {
           this.#size -= avail;
+          if (onData !== undefined) onData(buf, i, n);
           i = n;
           break;
         }
+        if (onData !== undefined && this.#size > 0) onData(buf, i, i + this.#size);
         i += this.#size;
         this.#size = 0;
         state = C_DATA_CR;

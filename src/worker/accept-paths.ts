@@ -128,9 +128,9 @@ export class AcceptPaths {
   }
 
   /** The accept path of listener `index` of `config` (bound to `port`), with its own TLS server. */
-  handlerFor(config: Config, index: number, port: number, ticketKeys: string): OnConnection {
+  handlerFor(config: Config, index: number, port: number, ticketKeys: string, ports: readonly number[] = []): OnConnection {
     const cfg = config.listeners[index];
-    const info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port };
+    const info: ListenerInfo = { scheme: cfg.tls === undefined ? 'http' : 'https', port, httpsRedirectPort: httpsRedirectPort(config, index, ports) };
     const accept = (socket: ByteSocket, proxied?: ProxiedEnds) => {
       this.#metrics.connectionAccepted();
       handleConnection(socket, info, this.#source, this.#registry, proxied);
@@ -309,3 +309,15 @@ export class AcceptPaths {
 /** A held socket (see MAX_HELD_SOCKETS) that fails while it waits is destroyed by Node; nothing else to do. */
 export function ignoreHeldError(): void {}
 
+
+/**
+ * The https port a plain listener with `https_redirect` sends clients to: the number it names, or (true) the
+ * bound port of the first TLS listener in the file; undefined when the listener does not redirect.
+ */
+function httpsRedirectPort(config: Config, index: number, ports: readonly number[]): number | undefined {
+  const r = config.listeners[index].https_redirect;
+  if (r === undefined || r === false) return undefined;
+  if (typeof r === 'number') return r;
+  const tls = config.listeners.findIndex((l) => l.tls !== undefined);
+  return tls === -1 ? undefined : (ports[tls] ?? config.listeners[tls].address.port);
+}

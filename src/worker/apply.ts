@@ -204,7 +204,7 @@ export class Applier {
       }
       if (host.stopping) throw new ApplyError('the worker is stopping');
       // TLS contexts are built here, from the certificate files as they are now: renewed files take effect.
-      const handlers = config.listeners.map((_, index) => paths.handlerFor(config, index, ports[index], msg.ticketKeys));
+      const handlers = config.listeners.map((_, index) => paths.handlerFor(config, index, ports[index], msg.ticketKeys, ports));
       // The swap: nothing below can fail.
       host.swap(next, log);
       native()?.setPipeCap(config.limits.max_pipes);

@@ -12,6 +12,7 @@ import type { LimitStore } from '../route/policy/store.js';
 import { Router } from '../route/router.js';
 import { UpstreamPool, type PoolHooks } from '../upstream/pool.js';
 import type { DiscoveredSets, OpenKeys, PinTable } from '../upstream/sticky.js';
+import { setStaticOpenFiles } from '../handlers/static.js';
 
 /** What outlives every runtime of a worker. */
 export interface RuntimeDeps {
@@ -55,6 +56,7 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
   }
   const { log, worker, metrics, sticky, limits, acmeTokens } = deps;
   const routeLimits = limits?.build(config);
+  setStaticOpenFiles(config.limits.static_open_files);
   const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };

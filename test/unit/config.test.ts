@@ -411,7 +411,7 @@ tunnel: { idle_timeout: 2h, max_lifetime: 1d }
   assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
   assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, body: 60_000, shutdown_grace: 30_000 });
   assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
-  assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864, connections_per_ip: 'off', ipv6_prefix: 64, max_pipes: 1024 });
+  assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864, connections_per_ip: 'off', ipv6_prefix: 64, max_pipes: 1024, static_open_files: 1024 });
 
   const defaults = loaded(load(t, BASE));
   assert.deepEqual(defaults.tunnel, { idle_timeout: 0, max_lifetime: 0 });

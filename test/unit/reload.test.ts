@@ -353,7 +353,7 @@ test('control files: next to the config in .state/, outcome checked on read, rem
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-control-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const paths = controlPaths(path.join(dir, 'edge.yml'));
-  assert.deepEqual(paths, { dir: path.join(dir, '.state'), pid: path.join(dir, '.state', 'edge.pid'), outcome: path.join(dir, '.state', 'edge.reload.json') });
+  assert.deepEqual(paths, { dir: path.join(dir, '.state'), pid: path.join(dir, '.state', 'edge.pid'), outcome: path.join(dir, '.state', 'edge.reload.json'), upgrade: path.join(dir, '.state', 'edge.upgrade.json') });
   assert.equal(readOutcome(paths), undefined);
   await writePidFile(paths, 4242);
   await writeOutcome(paths, { ok: false, attempt: 1, startedAt: 1, finishedAt: 2, generation: 1, error: 'bad', errors: [{ path: 'routes', line: 3, message: 'm' }], pid: 4242 });
