@@ -25,7 +25,9 @@ commands:
   check [-c FILE]   validate FILE: print a one-line summary, or every error with its YAML path and line
   reload [-c FILE]  have the Portico running FILE re-read it (SIGHUP through its pid file in .state/ next
                     to FILE); prints what changed, or every error (the running config keeps serving)
-  bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
+  bench [ARGS...]   the capacity report: standard loads through Portico (and nginx, HAProxy when installed),
+                    report.html/.md/.json in --out DIR (default bench-report/); --quick, -c FILE, --plan
+                    PLAN.yaml; \`portico bench --help\` for all options (bench/README.md)
 
 options:
   -c, --config FILE   config file (relative to the current folder)
@@ -147,9 +149,9 @@ async function reload(args: string[]): Promise<number> {
   return 1;
 }
 
-/** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
+/** Runs the compiled capacity benchmark (bench/scenarios/capacity.ts) with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
-  const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'http-ws.js');
+  const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'capacity.js');
   if (!existsSync(script)) {
     process.stderr.write(`portico: ${script} not found (run \`npm run build\` first)\n`);
     return Promise.resolve(1);
