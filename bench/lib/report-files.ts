@@ -88,7 +88,7 @@ function capacityTable(loads: readonly LoadSummary[]): Table {
     rows: loads.flatMap((l) => {
       const r = l.rows.find((x) => x.target === target);
       if (r === undefined) return [];
-      return [[l.load.title, l.load.unit, r.perCore === undefined ? '—' : `${int(r.perCore)} ${l.load.unit}/s`, fix(r.proxyCpuUsPerUnit, 1), fix(r.cpuVsNginx, 2, 'x'), r.marks.length > 0 ? `${marksText(r)}: ${r.why.join('; ')}` : '']];
+      return [[l.load.title, l.load.unit, r.perCore === undefined ? '—' : `${int(r.perCore)} ${l.load.unit}/s`, fix(r.proxyCpuUsPerUnit, 1), fix(r.cpuVsNginx, 2, 'x'), marksText(r)]];
     }),
   };
 }
@@ -129,8 +129,12 @@ function conditionLines(rec: Recorded): string[] {
 
 function honestyLines(rec: Recorded, loads: readonly LoadSummary[]): string[] {
   const m = markCounts(loads);
+  const rows = loads.flatMap((l) => l.rows);
+  const leftOut = rows.reduce((n, r) => n + (r.marks.includes('disturbed') ? 0 : r.disturbed), 0);
+  const kept = disturbedRounds(rec) - leftOut;
   return [
-    `A round is **disturbed** when other processes used more than ${NOISY_SHARE * 100}% of a core during it (or the hypervisor stole over 5%): it is left out of the medians. ${disturbedRounds(rec)} of ${rec.runs.length} rounds were left out.`,
+    `A round is **disturbed** when other processes used more than ${NOISY_SHARE * 100}% of a core during it (or the hypervisor stole over 5%): it is left out of the medians. `
+      + `${leftOut} of ${rec.runs.length} rounds were left out; ${kept} disturbed round(s) remain in rows marked disturbed, which had no clean round.`,
     `Rows marked: ${m.disturbed} disturbed (only disturbed rounds remained: figures shown but not to be trusted), ${m['client-bound']} client-bound (the load generator's core was full: the rate is a floor), ${m.partial} partial (some rounds failed), ${m.failed} failed.`,
     'CPU per unit is the proxy\'s whole process tree (utime + stime from /proc) over the units completed; "per proxy core" is 1e6 / that figure: what one fully busy core would carry.',
   ];

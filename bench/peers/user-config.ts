@@ -71,7 +71,8 @@ export async function startUserPortico(tmp: string, file: string, b: Backends, c
   data.workers = 1;
   if (isObj(data.admin)) data.admin.address = `127.0.0.1:${await freePort()}`;
   const routes = Array.isArray(data.routes) ? data.routes : [];
-  const http = pickRoute(routes, (r) => r.websocket === undefined) ?? pickRoute(routes, () => true);
+  const looksWs = (r: Obj): boolean => r.websocket !== undefined || (isObj(r.match) && typeof r.match.path === 'string' && /ws/i.test(r.match.path));
+  const http = pickRoute(routes, (r) => !looksWs(r)) ?? pickRoute(routes, () => true);
   const ws = pickRoute(routes, (r) => r.websocket !== undefined) ?? pickRoute(routes, (r) => isObj(r.match) && typeof r.match.path === 'string' && /ws/i.test(r.match.path)) ?? http;
   const paths = { httpPath: http?.path, wsPath: ws?.path, host: http?.host ?? ws?.host };
   notes.push(
