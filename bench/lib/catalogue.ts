@@ -18,7 +18,7 @@ export interface LoadSpec {
   readonly mode?: 'echo' | 'upgrade';
   /** Part of the full run only (the connection sweep of the throughput-vs-connections chart). */
   readonly fullOnly?: boolean;
-  /** Goes through /ws: the WebSocket loads, which a terminating Portico (portico-term) takes too. */
+  /** Goes through /ws: the WebSocket loads, which a terminating Portico (portico-terminate) takes too. */
   readonly websocket: boolean;
   /** Bulk loads count MiB each way instead of messages. */
   readonly bulk?: boolean;

@@ -209,7 +209,7 @@ export async function startPortico(
 ): Promise<Target> {
   const port = await freePort();
   const { tls, terminate = false } = more;
-  const id: TargetId = terminate ? 'portico-term' : accessLog ? 'portico-access' : 'portico';
+  const id: TargetId = terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
   const label = terminate ? 'Portico (1 worker, WebSocket terminate)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
   const t: Target = { id, label, httpPort: port, wsPort: port, tlsPort: tls?.port };
   const started = await launchPortico(

@@ -27,7 +27,7 @@ import {
 } from '../peers/targets.js';
 import { startUserPortico, type UserTarget } from '../peers/user-config.js';
 
-const TARGET_IDS = ['direct', 'nginx', 'haproxy', 'portico', 'portico-term'] as const;
+const TARGET_IDS = ['direct', 'nginx', 'haproxy', 'portico', 'portico-terminate'] as const;
 type CapacityTargetId = (typeof TARGET_IDS)[number];
 
 interface Options {
@@ -150,7 +150,7 @@ function terminateAvailable(tmp: string): boolean {
 function applies(t: Target | UserTarget, l: LoadSpec): boolean {
   if (l.tls && t.tlsPort === undefined) return false;
   if (!l.tls && t.id !== 'direct' && 'plainPort' in t && t.plainPort === undefined) return false;
-  if (t.id === 'portico-term') return l.websocket && l.bulk !== true;
+  if (t.id === 'portico-terminate') return l.websocket && l.bulk !== true;
   return true;
 }
 
@@ -189,8 +189,8 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
   // --quick leaves out direct-to-backend (the ceiling of client + backends), which no ratio needs, to stay under 2 minutes.
   const wanted = (id: CapacityTargetId): boolean =>
     o.config === undefined && (o.targets === undefined ? !(o.quick && id === 'direct') : o.targets.includes(id));
-  const term = wanted('portico-term') && terminateAvailable(tmp);
-  if (wanted('portico-term') && !term) notes.push('terminated WebSocket (websocket.mode terminate): not in this build, so no row; fan-out: not measured (no publish load yet)');
+  const term = wanted('portico-terminate') && terminateAvailable(tmp);
+  if (wanted('portico-terminate') && !term) notes.push('terminated WebSocket (websocket.mode terminate): not in this build, so no row; fan-out: not measured (no publish load yet)');
   const addon = nativeStatus();
   const conditions: Conditions = {
     date: new Date().toISOString(), finishedAt: '', command: `portico bench ${process.argv.slice(2).join(' ')}`.trim(),
