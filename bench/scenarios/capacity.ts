@@ -247,12 +247,16 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
   const idle = o.idleCounts.length === 0 ? [] : await measureIdle(idleTargets, o.idleCounts, pin?.clientCpu, stopped);
 
   let done = 0;
+  let overheadS = 0;
   const t0 = Date.now();
-  const progress = (what: string): void => {
+  const warmups = o.warmupS > 0 ? runsPerRound : 0;
+  // What is left: each remaining run's window plus the overhead measured so far (spawn, connect, pause).
+  const progress = (what: string, windowS: number, startedAt: number): void => {
     done++;
-    const elapsed = (Date.now() - t0) / 1000;
-    const left = done > 0 ? (elapsed / done) * Math.max(0, totalRuns - done) : 0;
-    process.stderr.write(`[${done}/${totalRuns}] ${what}; ${Math.round(elapsed)} s elapsed, about ${Math.ceil(left)} s left\n`);
+    overheadS += (Date.now() - startedAt) / 1000 - windowS;
+    const ov = overheadS / done;
+    const left = Math.max(0, warmups - done) * (o.warmupS + ov) + Math.min(totalRuns - warmups, totalRuns - done) * (o.durationS + ov);
+    process.stderr.write(`[${done}/${totalRuns}] ${what}; ${Math.round((Date.now() - t0) / 1000)} s elapsed, about ${Math.ceil(Math.max(0, left))} s left\n`);
   };
   const byId = new Map(loads.map((l) => [l.id, l]));
   const watchOf = (t: Target | UserTarget): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid, backends.ws.pid] });
@@ -278,6 +282,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     },
     load: async (t, id, durationS) => {
       const l = byId.get(id) as LoadSpec;
+      const startedAt = Date.now();
       if (!alive(t)) throw new Error(`${t.label} exited: ${t.proc?.tail() ?? ''}`);
       truncateLog(t);
       const p = pathsOf(t);
@@ -294,7 +299,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
         return r;
       } finally {
         truncateLog(t);
-        progress(`${id} ${t.label}`);
+        progress(`${id} ${t.label}`, durationS, startedAt);
       }
     },
     stopped,
