@@ -1,7 +1,7 @@
 // Inline SVG charts for report.html: grouped horizontal bars (each group on its own scale, values printed) and
 // line charts (x and y from zero). Strings in, a self-contained <svg> string out: no scripts, no fonts, no I/O.
 
-const PALETTE = ['#1b6ca8', '#d1495b', '#edae49', '#00798c', '#6a4c93', '#66a182', '#8d6e63', '#30638e'];
+const PALETTE = ['#1b6ca8', '#d1495b', '#edae49', '#00798c', '#6a4c93', '#66a182', '#8d6e63', '#30638e', '#e07a5f', '#3d405b', '#81b29a', '#b5838d'];
 
 export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -93,7 +93,7 @@ export function lineChart(title: string, xLabel: string, yLabel: string, series:
     const xv = (xMax * i) / 5;
     parts.push(`<line x1="${left}" x2="${left + pw}" y1="${Y(yv).toFixed(1)}" y2="${Y(yv).toFixed(1)}" stroke="#ddd"/>`);
     parts.push(`<text x="${left - 6}" y="${(Y(yv) + 4).toFixed(1)}" font-size="10" text-anchor="end">${tickText(yv)}</text>`);
-    parts.push(`<text x="${X(xv).toFixed(1)}" y="${top + ph + 14}" font-size="10" text-anchor="middle">${tickText(xv)}</text>`);
+    parts.push(`<text x="${X(xv).toFixed(1)}" y="${top + ph + 14}" font-size="10" text-anchor="${i === 5 ? 'end' : 'middle'}">${tickText(xv)}</text>`);
   }
   parts.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${top + ph}" stroke="#444"/><line x1="${left}" x2="${left + pw}" y1="${top + ph}" y2="${top + ph}" stroke="#444"/>`);
   parts.push(`<text x="${left + pw / 2}" y="${top + ph + 32}" font-size="11" text-anchor="middle">${esc(xLabel)}</text>`);
