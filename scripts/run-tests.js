@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every compiled test file (dist/test/{unit,fuzz,component,e2e}/**/*.test.js) with node's test runner.
-// component: relays and sockets driven directly (no Portico process); e2e: Portico end to end.
-// Usage: node scripts/run-tests.js [unit|fuzz|component|e2e|soak ...]   (default: unit fuzz component e2e)
+// component: relays and sockets driven directly (no Portico process); e2e: Portico end to end; soak and bench
+// (`portico bench --quick` end to end) run only when named, as .ci/run does.
+// Usage: node scripts/run-tests.js [unit|fuzz|component|e2e|soak|bench ...]   (default: unit fuzz component e2e)
 import { readdirSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';

@@ -1,4 +1,5 @@
-// The two loads and their pre-flight checks: wrk for keep-alive GETs, ws-load.js for WebSocket ping-pong, and a
+// The loads and their pre-flight checks: wrk for GETs (keep-alive, or one connection per request; http or https),
+// ws-load.js for WebSocket ping-pong, handshakes and idle connections (ws or wss), the connrate client, and a
 // single curl / `ws` exchange through a target before any timing ("check the result before timing it").
 // Each run reports its count, its window and the CPU of the processes it was asked to watch.
 import { spawnSync } from 'node:child_process';
@@ -6,7 +7,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { cpuDelta, pinned, snapshotTree, spawnProcess, stopTree, ticksToUs, readMachineCpu, type CpuSnapshot, type MachineCpu, type ProcessCpu, type Spawned } from './procs.js';
+import {
+  cpuDelta, fdCount, pinned, processTree, rssKiB, snapshotTree, spawnProcess, stopTree, ticksToUs, readMachineCpu, type CpuSnapshot, type MachineCpu, type ProcessCpu, type Spawned,
+} from './procs.js';
 import { HTTP_BODY, HTTP_PATH, WS_PATH } from './shape.js';
 import { BENCH_DIST, FIXTURES } from './paths.js';
 
@@ -54,24 +57,39 @@ function cpuBetween(before: ReturnType<typeof snapshots>, after: ReturnType<type
   };
 }
 
+/** How a GET load reaches the target: over TLS or not, and keep-alive or a new connection per request. */
+export interface HttpFlavour {
+  tls?: boolean;
+  /** `Connection: close` on every request: each request is a whole new TCP (and TLS) connection. */
+  close?: boolean;
+  /** Request path (default HTTP_PATH) and Host header (default the address): a user's routes (`portico bench -c`). */
+  path?: string;
+  host?: string;
+}
+
 /** One GET through the target with curl: status 200 and exactly the backend's body. */
-export function checkHttp(port: number): void {
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const r = spawnSync('curl', ['-sS', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8', timeout: 10_000 });
+export function checkHttp(port: number, flavour: HttpFlavour = {}): void {
+  const url = `${flavour.tls === true ? 'https' : 'http'}://127.0.0.1:${port}${flavour.path ?? HTTP_PATH}`;
+  const extra = [
+    ...(flavour.tls === true ? ['-k'] : []), ...(flavour.close === true ? ['-H', 'Connection: close'] : []), ...(flavour.host === undefined ? [] : ['-H', `Host: ${flavour.host}`]),
+  ];
+  const r = spawnSync('curl', ['-sS', ...extra, '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8', timeout: 10_000 });
   if (r.error !== undefined) throw new Error(`curl: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`curl ${url}: ${r.stderr.trim() || `exit ${r.status}`}`);
   const cut = r.stdout.lastIndexOf('\n');
   const body = r.stdout.slice(0, cut);
   const status = r.stdout.slice(cut + 1);
-  if (status !== '200') throw new Error(`GET ${HTTP_PATH} answered ${status}: ${JSON.stringify(body.slice(0, 120))}`);
-  if (body !== HTTP_BODY) throw new Error(`GET ${HTTP_PATH} body ${JSON.stringify(body.slice(0, 120))}, expected ${JSON.stringify(HTTP_BODY)}`);
+  if (status !== '200') throw new Error(`GET ${flavour.path ?? HTTP_PATH} answered ${status}: ${JSON.stringify(body.slice(0, 120))}`);
+  if (body !== HTTP_BODY) throw new Error(`GET ${flavour.path ?? HTTP_PATH} body ${JSON.stringify(body.slice(0, 120))}, expected ${JSON.stringify(HTTP_BODY)}`);
 }
 
-/** One WebSocket through the target with the `ws` client: a 32-byte binary message comes back unchanged. */
-export function checkWs(port: number, size: number): Promise<void> {
+/** One WebSocket through the target with the `ws` client: a `size`-byte binary message comes back unchanged. */
+export function checkWs(port: number, size: number, tls = false, at: { path?: string; host?: string } = {}): Promise<void> {
   const payload = randomBytes(size);
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${WS_PATH}`, { perMessageDeflate: false, handshakeTimeout: 5000 });
+    const ws = new WebSocket(`${tls ? 'wss' : 'ws'}://127.0.0.1:${port}${at.path ?? WS_PATH}`, {
+      perMessageDeflate: false, handshakeTimeout: 5000, rejectUnauthorized: false, ...(at.host === undefined ? {} : { headers: { host: at.host }, servername: at.host }),
+    });
     const timer = setTimeout(() => done(new Error('no echo within 5 s')), 5000);
     let settled = false;
     function done(err?: Error): void {
@@ -121,10 +139,11 @@ async function runToExit(cmd: string, args: string[], limitS: number, watch: Wat
 }
 
 /** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
-export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined, flavour: HttpFlavour = {}): Promise<LoadResult> {
   const script = path.join(FIXTURES, 'wrk-report.lua');
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
+  const url = `${flavour.tls === true ? 'https' : 'http'}://127.0.0.1:${port}${flavour.path ?? HTTP_PATH}`;
+  const close = [...(flavour.close === true ? ['-H', 'Connection: close'] : []), ...(flavour.host === undefined ? [] : ['-H', `Host: ${flavour.host}`])];
+  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', ...close, '-s', script, url]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
   const line = /^WRK_JSON (\{.*\})$/m.exec(out)?.[1];
   if (code !== 0 || line === undefined) throw new Error(`wrk failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
@@ -174,10 +193,14 @@ interface WsLoadLine {
  * are open ("ready" -> snapshot -> "go") and when the window ends ("stop" -> snapshot -> "done"), so the
  * upgrades and the teardown stay out of the figures.
  */
-export async function runWsLoad(port: number, connections: number, size: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+export async function runWsLoad(
+  port: number, connections: number, size: number, durationS: number, watch: Watch, cpus: string | undefined,
+  flavour: { tls?: boolean; mode?: 'echo' | 'upgrade'; path?: string; host?: string } = {},
+): Promise<LoadResult> {
   const script = path.join(BENCH_DIST, 'peers', 'ws-load.js');
   const [cmd, args] = pinned(cpus, process.execPath, [
-    script, '--sync', '--port', String(port), '--path', WS_PATH, '--connections', String(connections), '--size', String(size), '--duration', String(durationS),
+    script, '--sync', '--port', String(port), '--path', flavour.path ?? WS_PATH, '--connections', String(connections), '--size', String(size), '--duration', String(durationS),
+    '--mode', flavour.mode ?? 'echo', ...(flavour.tls === true ? ['--tls'] : []), ...(flavour.host === undefined ? [] : ['--authority', flavour.host]),
   ]);
   const proc = spawnProcess(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const killer = setTimeout(() => void stopTree(proc, 1000, 'SIGKILL'), (durationS + 60) * 1000);
@@ -224,7 +247,7 @@ export async function runWsLoad(port: number, connections: number, size: number,
   if ((result.messages ?? 0) === 0) throw new Error('no message echoed');
   if (before === undefined || after === undefined) throw new Error('ws-load gave no ready/stop events');
   const notes: string[] = [];
-  if ((result.lost ?? 0) > 0) notes.push(`${result.lost} connections lost during the run`);
+  if ((result.lost ?? 0) > 0) notes.push(`${result.lost} ${flavour.mode === 'upgrade' ? 'handshakes failed' : 'connections lost during the run'}${(result.connectErrors ?? []).length > 0 ? ` (${(result.connectErrors ?? []).join('; ')})` : ''}`);
   if ((result.protocolErrors ?? 0) > 0) notes.push(`${result.protocolErrors} protocol errors`);
   return {
     count: result.messages ?? 0,
@@ -232,8 +255,80 @@ export async function runWsLoad(port: number, connections: number, size: number,
     cpu: cpuBetween(before, after, wallMs, cpuDelta(clientBefore, clientAfter)),
     latencyUs: undefined,
     notes,
-    info: [`verified ${result.verified} echoes`, `mean RTT ${result.meanRttUs} µs`],
+    info: [`verified ${result.verified} ${flavour.mode === 'upgrade' ? 'handshakes' : 'echoes'}`, `mean RTT ${result.meanRttUs} µs`],
   };
+}
+
+/** Memory and descriptors of a process tree at one instant: RSS summed over its processes, open fds. */
+export interface TreeFootprint {
+  rssKiB: number;
+  fds: number;
+}
+
+export function footprint(root: number): TreeFootprint {
+  let rss = 0;
+  let fds = 0;
+  for (const st of processTree(root)) {
+    rss += rssKiB(st.pid);
+    fds += fdCount(st.pid);
+  }
+  return { rssKiB: rss, fds };
+}
+
+/** Idle WebSockets held open by one ws-load process (--mode idle) until `release`. */
+export interface IdleHold {
+  connected: number;
+  release(): Promise<void>;
+}
+
+/**
+ * Opens `connections` WebSockets through the target, has each echo one message (the tunnel is whole end to end),
+ * and resolves once they are open and quiet; they stay open until `release`. Fails when any did not open or echo.
+ */
+export async function holdIdle(port: number, connections: number, tls: boolean, cpus: string | undefined, timeoutS: number, wsPath = WS_PATH): Promise<IdleHold> {
+  const script = path.join(BENCH_DIST, 'peers', 'ws-load.js');
+  const [cmd, args] = pinned(cpus, process.execPath, [
+    script, '--sync', '--mode', 'idle', '--port', String(port), '--path', wsPath, '--connections', String(connections), '--size', '32',
+    '--connect-timeout', String(timeoutS), ...(tls ? ['--tls'] : []),
+  ]);
+  const proc = spawnProcess(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  proc.child.stdin?.on('error', () => {});
+  const lines = createInterface({ input: proc.child.stdout as NodeJS.ReadableStream });
+  const release = async (): Promise<void> => {
+    if (proc.child.stdin?.writable) proc.child.stdin.write('done\n');
+    const killer = setTimeout(() => void stopTree(proc, 1000, 'SIGKILL'), 15_000);
+    await proc.exited;
+    clearTimeout(killer);
+    lines.close();
+  };
+  const ready = await new Promise<WsLoadLine & { echoed?: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${connections} idle WebSockets not open within ${timeoutS * 2} s`)), timeoutS * 2000);
+    lines.on('line', (text) => {
+      let msg: WsLoadLine & { echoed?: number };
+      try {
+        msg = JSON.parse(text) as WsLoadLine & { echoed?: number };
+      } catch {
+        return;
+      }
+      if (msg.event === 'ready' || msg.event === 'result') {
+        clearTimeout(timer);
+        resolve(msg);
+      }
+    });
+    void proc.exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`ws-load exited (code ${code}) before its connections were open: ${proc.tail()}`));
+    });
+  }).catch(async (err: Error) => {
+    await release();
+    throw err;
+  });
+  const connected = ready.connected ?? 0;
+  if (ready.event !== 'ready' || connected < connections || (ready.echoed ?? 0) < connected) {
+    await release();
+    throw new Error(`${connected}/${connections} idle WebSockets opened, ${ready.echoed ?? 0} echoed${(ready.connectErrors ?? []).length > 0 ? `: ${(ready.connectErrors ?? []).join('; ')}` : ''}`);
+  }
+  return { connected, release };
 }
 
 /** What the connrate client (bench/native/connrate.cc) is told for one run. */

@@ -53,6 +53,24 @@ export function readMachineCpu(): MachineCpu {
   }
 }
 
+/** Resident memory of one process (VmRSS), KiB; 0 when it is gone. */
+export function rssKiB(pid: number): number {
+  try {
+    return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/** Open file descriptors of one process; 0 when it is gone or not readable. */
+export function fdCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
+}
+
 export interface ProcStat {
   pid: number;
   ppid: number;
@@ -297,6 +315,20 @@ export function versionOf(cmd: string, args: string[], anyStatus = false): strin
   if (r.error !== undefined || (r.status !== 0 && !anyStatus)) return undefined;
   const out = `${r.stdout}\n${r.stderr}`.trim();
   return out.split('\n')[0] || undefined;
+}
+
+/** The version number in a tool's version line (by `re`'s first group), the whole line when it does not match. */
+function versionNumber(line: string | undefined, re: RegExp): string | undefined {
+  return line === undefined ? undefined : (re.exec(line)?.[1] ?? line);
+}
+
+/** Versions of the peers the end-to-end benchmarks use; undefined for one that is not installed. */
+export function peerVersions(): { nginx?: string; haproxy?: string; wrk?: string } {
+  return {
+    nginx: versionNumber(versionOf('nginx', ['-v']), /nginx\/(\S+)/),
+    haproxy: versionNumber(versionOf('haproxy', ['-v']), /version (\d+\.\d+\.\d+)/),
+    wrk: versionNumber(versionOf('wrk', ['-v'], true), /^wrk \S*?(\d+\.\d+\.\d+)/),
+  };
 }
 
 /** What a benchmark's body gets: its temp folder, the list to register every process it starts, and a stop flag. */

@@ -93,6 +93,8 @@ export interface Plan<T extends PlanTarget, L extends Scenario> {
   load(t: T, l: L, durationS: number): Promise<LoadResult>;
   /** A fact to add to each run's progress line (e.g. TIME_WAIT sockets after it). */
   note?(): string;
+  /** False for a load a target does not take (e.g. a TLS load and the direct target): it is never run or listed. */
+  applies?(t: T, l: L): boolean;
   /** True once the benchmark was interrupted: no further run starts. */
   stopped(): boolean;
 }
@@ -110,8 +112,10 @@ export interface PlanResult<L extends Scenario> {
 export async function runPlan<T extends PlanTarget, L extends Scenario>(plan: Plan<T, L>): Promise<PlanResult<L>> {
   const blocked = new Map<string, string>();
   const key = (t: T, l: L): string => `${t.id}:${l}`;
+  const applies = (t: T, l: L): boolean => plan.applies?.(t, l) ?? true;
   for (const t of plan.targets) {
     for (const l of plan.loads) {
+      if (!applies(t, l)) continue;
       if (t.error !== undefined) {
         blocked.set(key(t, l), t.error);
         continue;
@@ -122,12 +126,12 @@ export async function runPlan<T extends PlanTarget, L extends Scenario>(plan: Pl
         blocked.set(key(t, l), `check failed: ${(err as Error).message}`);
       }
     }
-    console.log(`check ${t.label}: ${plan.loads.map((l) => `${l} ${blocked.has(key(t, l)) ? `FAILED (${blocked.get(key(t, l))})` : 'ok'}`).join(', ')}`);
+    console.log(`check ${t.label}: ${plan.loads.filter((l) => applies(t, l)).map((l) => `${l} ${blocked.has(key(t, l)) ? `FAILED (${blocked.get(key(t, l))})` : 'ok'}`).join(', ')}`);
   }
   if (plan.warmupS > 0) {
     for (const l of plan.loads) {
       for (const t of plan.targets) {
-        if (blocked.has(key(t, l)) || plan.stopped()) continue;
+        if (!applies(t, l) || blocked.has(key(t, l)) || plan.stopped()) continue;
         try {
           await plan.load(t, l, plan.warmupS);
         } catch (err) {
@@ -142,6 +146,7 @@ export async function runPlan<T extends PlanTarget, L extends Scenario>(plan: Pl
     for (const l of plan.loads) {
       for (const t of rotate([...plan.targets], round)) {
         if (plan.stopped()) break;
+        if (!applies(t, l)) continue;
         const head = `round ${round + 1}/${plan.rounds} ${l.padEnd(4)} ${t.label}:`;
         const reason = blocked.get(key(t, l));
         if (reason !== undefined) {
@@ -176,7 +181,7 @@ export async function runPlan<T extends PlanTarget, L extends Scenario>(plan: Pl
   }
   const summaries = plan.loads.map((l) => ({
     scenario: l,
-    rows: summarize(l, plan.targets.map((t) => ({ id: t.id, label: t.label, error: blocked.get(key(t, l)) })), runs, plan.rounds),
+    rows: summarize(l, plan.targets.filter((t) => applies(t, l)).map((t) => ({ id: t.id, label: t.label, error: blocked.get(key(t, l)) })), runs, plan.rounds),
   }));
   return { runs, summaries };
 }

@@ -11,5 +11,9 @@ export const WS_PATH = '/ws';
 /** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing into Sec-WebSocket-Accept. */
 export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
-/** Every proxy (or none: direct) a scenario can point load at; portico-js: Portico with the native addon off. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js';
+/**
+ * Every proxy (or none: direct) a scenario can point load at; portico-js: Portico with the native addon off;
+ * portico-terminate: Portico terminating WebSockets in uWebSockets.js (`websocket: { mode: terminate }`), once it exists;
+ * portico-user: Portico on the user's own config (`portico bench -c FILE`).
+ */
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js' | 'portico-terminate' | 'portico-user';

@@ -1,5 +1,6 @@
 // Benchmark backends, each run in its own process: `backend.js ws` is a uWebSockets.js echo server (C++ does the
-// framing, so the backend stays cheap), `backend.js http` is the node:http fallback used when nginx is missing.
+// framing, so the backend stays cheap) that answers plain requests with HTTP_BODY; `backend.js http` is the
+// node:http fallback used when nginx is missing.
 // Prints one JSON line {"port": N} once listening on 127.0.0.1; exits on SIGTERM. Knows nothing of proxies.
 import http from 'node:http';
 import uWS from 'uWebSockets.js';
@@ -18,6 +19,16 @@ function startWsEcho(port: number): void {
     message: (ws, message, isBinary) => {
       ws.send(message, isBinary);
     },
+  });
+  // Plain requests get the HTTP body too, so one backend can stand in for every upstream of a user's config.
+  const body = Buffer.from(HTTP_BODY);
+  app.any('/*', (res, req) => {
+    // An upgrade goes on to the ws handler above (uWS tries routes in turn when one yields).
+    if (req.getHeader('upgrade') !== '') {
+      req.setYield(true);
+      return;
+    }
+    res.writeHeader('content-type', 'text/plain').end(body);
   });
   app.listen('127.0.0.1', port, (token) => {
     if (!token) {

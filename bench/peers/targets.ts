@@ -34,6 +34,8 @@ export interface Target {
   /** Where load goes: the proxy's listener, or the backend itself for direct. */
   httpPort: number;
   wsPort: number;
+  /** The proxy's TLS listener (same routes), when it was started with one (portico bench). */
+  tlsPort?: number;
   /** The proxy process (root of its tree: nginx master, Portico primary); none for direct. */
   proc?: Spawned;
   /** Set when the target could not start or failed its check; its rows print this. */
@@ -139,26 +141,38 @@ export async function startNginxBackends(dir: string, ports: number[], cpus: str
   return proc;
 }
 
+/** A certificate and key for the proxies' TLS listeners (`pem`: both in one file, as HAProxy reads them) and its port. */
+export interface TlsListener {
+  port: number;
+  cert: string;
+  key: string;
+  pem: string;
+}
+
 export function directTarget(b: Backends): Target {
   return { id: 'direct', label: `direct (${b.httpKind === 'nginx' ? 'nginx' : 'node:http'} / uWS backends)`, httpPort: b.httpPort, wsPort: b.wsPort };
 }
 
-export async function startNginxProxy(tmp: string, b: Backends, version: string, cpus: string | undefined): Promise<Target> {
+export async function startNginxProxy(tmp: string, b: Backends, version: string, cpus: string | undefined, tls?: TlsListener): Promise<Target> {
   const port = await freePort();
-  const t: Target = { id: 'nginx', label: `nginx ${version} (1 worker)`, httpPort: port, wsPort: port };
+  const t: Target = { id: 'nginx', label: `nginx ${version} (1 worker)`, httpPort: port, wsPort: port, tlsPort: tls?.port };
   const dir = path.join(tmp, 'nginx-proxy');
+  const tlsListen = tls === undefined ? '' : `listen 127.0.0.1:${tls.port} ssl; ssl_certificate ${tls.cert}; ssl_certificate_key ${tls.key};`;
   try {
-    t.proc = await startNginx(dir, fill('nginx-proxy.conf', { DIR: dir, PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }), port, cpus);
+    t.proc = await startNginx(dir, fill('nginx-proxy.conf', { DIR: dir, PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort, TLS_LISTEN: tlsListen }), port, cpus);
+    if (tls !== undefined) await waitForPort('127.0.0.1', tls.port, START_TIMEOUT_MS, t.proc);
   } catch (err) {
     t.error = (err as Error).message;
   }
   return t;
 }
 
-export async function startHaproxy(tmp: string, b: Backends, version: string, cpus: string | undefined): Promise<Target> {
+export async function startHaproxy(tmp: string, b: Backends, version: string, cpus: string | undefined, tls?: TlsListener): Promise<Target> {
   const port = await freePort();
-  const t: Target = { id: 'haproxy', label: `HAProxy ${version} (1 thread)`, httpPort: port, wsPort: port };
-  const started = await launchHaproxy(path.join(tmp, 'haproxy'), fill('haproxy.cfg', { PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort }), [port], cpus);
+  const t: Target = { id: 'haproxy', label: `HAProxy ${version} (1 thread)`, httpPort: port, wsPort: port, tlsPort: tls?.port };
+  const tlsBind = tls === undefined ? '' : `bind 127.0.0.1:${tls.port} ssl crt ${tls.pem}`;
+  const ports = tls === undefined ? [port] : [port, tls.port];
+  const started = await launchHaproxy(path.join(tmp, 'haproxy'), fill('haproxy.cfg', { PORT: port, HTTP_PORT: b.httpPort, WS_PORT: b.wsPort, TLS_BIND: tlsBind }), ports, cpus);
   t.proc = started.proc;
   t.error = started.error;
   return t;
@@ -186,11 +200,18 @@ export async function launchHaproxy(dir: string, cfg: string, ports: number[], c
   return out;
 }
 
-/** Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production). */
-export async function startPortico(tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined): Promise<Target> {
+/**
+ * Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production); `tls`
+ * adds a TLS listener with the same routes; `terminate` ends WebSockets in uWebSockets.js instead of tunnelling.
+ */
+export async function startPortico(
+  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean } = {},
+): Promise<Target> {
   const port = await freePort();
-  const id: TargetId = accessLog ? 'portico-access' : 'portico';
-  const t: Target = { id, label: `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`, httpPort: port, wsPort: port };
+  const { tls, terminate = false } = more;
+  const id: TargetId = terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
+  const label = terminate ? 'Portico (1 worker, WebSocket terminate)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
+  const t: Target = { id, label, httpPort: port, wsPort: port, tlsPort: tls?.port };
   const started = await launchPortico(
     path.join(tmp, id),
     [
@@ -198,6 +219,7 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
       'workers: 1',
       'listeners:',
       `  - address: 127.0.0.1:${port}`,
+      ...(tls === undefined ? [] : [`  - address: 127.0.0.1:${tls.port}`, `    tls: { certificates: [{ cert: ${JSON.stringify(tls.cert)}, key: ${JSON.stringify(tls.key)} }] }`]),
       'upstreams:',
       '  http:',
       `    targets: [127.0.0.1:${b.httpPort}]`,
@@ -207,13 +229,14 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
       'routes:',
       '  - match: { path: /ws }',
       '    proxy: ws',
+      ...(terminate ? ['    websocket: { mode: terminate }'] : []),
       '  - match: { path: / }',
       '    proxy: http',
       `log: { level: ${accessLog ? 'info' : 'warn'}, access: ${accessLog} }`,
       'timeouts: { shutdown_grace: 2s }  # the harness stops it at the end; nothing to drain',
       '',
     ].join('\n'),
-    [port],
+    tls === undefined ? [port] : [port, tls.port],
     cpus,
   );
   t.proc = started.proc;

@@ -2,13 +2,19 @@
 // RFC 6455 upgrade themselves, then keep exactly one masked frame in flight (send, wait for the echo, resend).
 // Built to stay out of the way: one pre-masked frame per connection, a fast path for a whole echo per read,
 // payload checks on the first echo and then every --verify-every. It reports; it never judges a proxy.
+// --tls speaks wss (TLS reads arrive as 'data' chunks, fed through the same parser); --mode upgrade opens,
+// checks and closes WebSockets back to back (handshakes per second); --mode idle opens them, has each echo one
+// message, and holds them until told (the memory of idle connections).
 //
 // Usage: node dist/bench/peers/ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
-//        [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync]
+//        [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync] [--tls] [--mode echo|upgrade|idle]
+//        [--authority NAME]   (Host header and TLS server name, when not the address connected to)
 // stdout, one JSON line each: {"event":"ready"} once connected, {"event":"start"} when timing begins,
 // {"event":"stop"} when it ends, then {"event":"result", ...}. With --sync it waits for a "go" line on stdin
-// after "ready" and a "done" line after "stop". Exit 0 when the run completed (errors are in the result).
+// after "ready" and a "done" line after "stop" (idle: only "done" after "ready"). Exit 0 when the run completed
+// (errors are in the result).
 import net from 'node:net';
+import tls from 'node:tls';
 import { createHash, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -26,6 +32,10 @@ interface Options {
   connectTimeoutMs: number;
   /** Wait for "go" / "done" lines on stdin around the timed window (the harness's CPU snapshots). */
   sync: boolean;
+  tls: boolean;
+  mode: 'echo' | 'upgrade' | 'idle';
+  /** Host header and TLS server name; default the address and port connected to. */
+  authority?: string;
 }
 
 export interface WsLoadResult {
@@ -49,12 +59,15 @@ export interface WsLoadResult {
 }
 
 const USAGE = `usage: node dist/bench/peers/ws-load.js --port P [--host 127.0.0.1] [--path /ws] [--connections 100] [--size 32]
-       [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync]`;
+       [--duration 10] [--verify-every 1024] [--connect-timeout 10] [--sync] [--tls] [--mode echo|upgrade|idle] [--authority NAME]`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
     argv,
-    { host: 'string', port: 'string', path: 'string', connections: 'string', size: 'string', duration: 'string', 'verify-every': 'string', 'connect-timeout': 'string', sync: 'boolean' },
+    {
+      host: 'string', port: 'string', path: 'string', connections: 'string', size: 'string', duration: 'string', 'verify-every': 'string',
+      'connect-timeout': 'string', sync: 'boolean', tls: 'boolean', mode: 'string', authority: 'string',
+    },
     USAGE,
   );
   const port = a.int('port', 0, 1, 65535);
@@ -70,6 +83,9 @@ function parseOptions(argv: string[]): Options {
     verifyEvery: a.int('verify-every', 1024, 1, Number.MAX_SAFE_INTEGER),
     connectTimeoutMs: a.num('connect-timeout', 10, 0.001, 3600) * 1000,
     sync: a.has('sync'),
+    tls: a.has('tls'),
+    mode: a.oneOf('mode', ['echo', 'upgrade', 'idle'] as const, 'echo'),
+    authority: a.str('authority', '') || undefined,
   };
 }
 
@@ -272,15 +288,72 @@ function connect(o: Options, index: number, stats: Stats): Promise<Conn> {
       socket.destroy();
       reject(err);
     });
-    const socket = net.connect({ host: o.host, port: o.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: conn.onRead } });
+    // TLS sockets take no `onread`: their chunks are copied into READ_BUFFER, in slices of its size.
+    const socket = o.tls
+      ? tls.connect({ host: o.host, port: o.port, rejectUnauthorized: false, ...(net.isIP(o.authority ?? o.host) === 0 ? { servername: o.authority ?? o.host } : {}) })
+      : net.connect({ host: o.host, port: o.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: conn.onRead } });
+    if (o.tls) {
+      socket.setNoDelay(true);
+      socket.on('data', (chunk: Buffer) => {
+        for (let at = 0; at < chunk.length; at += READ_BUFFER.length) conn.onRead(chunk.copy(READ_BUFFER, 0, at, at + READ_BUFFER.length));
+      });
+    }
     conn.socket = socket;
     socket.on('error', (err: NodeJS.ErrnoException) => conn.lose(err.code ?? err.message));
     socket.on('close', () => conn.lose('closed'));
     socket.write(
-      `GET ${o.path} HTTP/1.1\r\nHost: ${o.host}:${o.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `GET ${o.path} HTTP/1.1\r\nHost: ${o.authority ?? `${o.host}:${o.port}`}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
         `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
     );
   });
+}
+
+/** Connections opened at once at most (the rest wait for the batch before them). */
+const CONNECT_BATCH = 500;
+
+/**
+ * --mode upgrade: `connections` loops, each opening a WebSocket (101 and Sec-WebSocket-Accept checked), closing it
+ * with a Close frame and FIN, and opening the next, for the timed window. `messages` counts the handshakes.
+ */
+async function upgrades(o: Options, stats: Stats, waitFor: ((word: string, timeoutMs: number) => Promise<void>) | undefined, cpu0: NodeJS.CpuUsage): Promise<void> {
+  const reasons = new Set<string>();
+  let handshakes = 0;
+  let failed = 0;
+  let running = true;
+  const close = closeFrame();
+  emit({ event: 'ready', connected: o.connections });
+  await waitFor?.('go', 30_000);
+  emit({ event: 'start' });
+  const t0 = performance.now();
+  const loop = async (slot: number): Promise<void> => {
+    // Bounded by the window: `running` turns false when it ends.
+    for (let i = 0; running; i++) {
+      try {
+        const c = await connect(o, slot + i * o.connections, stats);
+        if (running) handshakes++;
+        c.finish(close);
+      } catch (err) {
+        if (!running) break;
+        failed++;
+        if (reasons.size < 5) reasons.add((err as Error).message);
+      }
+    }
+  };
+  const loops = Array.from({ length: o.connections }, (_, slot) => loop(slot));
+  await new Promise((r) => setTimeout(r, o.durationMs));
+  running = false;
+  const elapsedMs = performance.now() - t0;
+  emit({ event: 'stop' });
+  await waitFor?.('done', 10_000);
+  await Promise.race([Promise.all(loops), new Promise((r) => setTimeout(r, 5000))]);
+  const cpu = process.cpuUsage(cpu0);
+  const rate = elapsedMs > 0 ? (handshakes * 1000) / elapsedMs : 0;
+  const result: WsLoadResult = {
+    event: 'result', connections: o.connections, connected: o.connections, connectErrors: [...reasons], messages: handshakes,
+    elapsedMs: Math.round(elapsedMs), msgPerSec: Math.round(rate), meanRttUs: rate > 0 ? Math.round((o.connections / rate) * 1e6) : 0,
+    verified: handshakes, mismatches: 0, lost: failed, protocolErrors: stats.protocolErrors, cpuUserUs: cpu.user, cpuSystemUs: cpu.system,
+  };
+  emit(result);
 }
 
 function emit(obj: object): void {
@@ -322,16 +395,27 @@ async function main(): Promise<void> {
   const waitFor = o.sync ? stdinWaiter() : undefined;
   const stats = new Stats();
   const cpu0 = process.cpuUsage();
-  const settled = await Promise.allSettled(Array.from({ length: o.connections }, (_, i) => connect(o, i, stats)));
   const conns: Conn[] = [];
   const reasons = new Set<string>();
-  for (const s of settled) {
-    if (s.status === 'fulfilled') conns.push(s.value);
-    else if (reasons.size < 5) reasons.add((s.reason as Error).message);
+  if (o.mode === 'upgrade') return upgrades(o, stats, waitFor, cpu0);
+  // In batches, so that thousands of connects never overflow a listen backlog at once.
+  for (let i = 0; i < o.connections; i += CONNECT_BATCH) {
+    const batch = Array.from({ length: Math.min(CONNECT_BATCH, o.connections - i) }, (_, k) => connect(o, i + k, stats));
+    for (const s of await Promise.allSettled(batch)) {
+      if (s.status === 'fulfilled') conns.push(s.value);
+      else if (reasons.size < 5) reasons.add((s.reason as Error).message);
+    }
   }
   let messages = 0;
   let elapsedMs = 0;
-  if (conns.length > 0) {
+  if (o.mode === 'idle' && conns.length > 0) {
+    // Each tunnel carries one message end to end before it counts as open and idle.
+    for (const c of conns) c.send();
+    const deadline = Date.now() + o.connectTimeoutMs;
+    while (stats.verified + stats.mismatches < conns.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    emit({ event: 'ready', connected: conns.length, echoed: stats.verified + stats.mismatches });
+    await waitFor?.('done', 3_600_000);
+  } else if (conns.length > 0) {
     emit({ event: 'ready', connected: conns.length });
     await waitFor?.('go', 30_000);
     emit({ event: 'start' });

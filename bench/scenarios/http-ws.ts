@@ -8,7 +8,7 @@ import path from 'node:path';
 import { readArgs } from '../lib/args.js';
 import { checkHttp, checkWs, runWrk, runWsLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
-import { benchmarkMain, choosePinning, hasProc, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, hasProc, peerVersions, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
 import { formatProcesses, formatTable, type Scenario } from '../lib/report.js';
 import { caveats, runPlan } from '../lib/rounds.js';
 import { HTTP_BODY, type TargetId } from '../lib/shape.js';
@@ -105,15 +105,12 @@ interface Conditions {
   wsBackend: string;
 }
 
-function versionNumber(line: string | undefined, re: RegExp): string | undefined {
-  return line === undefined ? undefined : (re.exec(line)?.[1] ?? line);
-}
 
 
 function detect(o: Options): Conditions {
   const cpus = os.availableParallelism();
   const pinning = choosePinning(o.pin, cpus);
-  const nginx = versionNumber(versionOf('nginx', ['-v']), /nginx\/(\S+)/);
+  const { nginx, haproxy, wrk } = peerVersions();
   return {
     date: new Date().toISOString(),
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
@@ -122,8 +119,8 @@ function detect(o: Options): Conditions {
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
     nginx,
-    haproxy: versionNumber(versionOf('haproxy', ['-v']), /version (\d+\.\d+\.\d+)/),
-    wrk: versionNumber(versionOf('wrk', ['-v'], true), /^wrk \S*?(\d+\.\d+\.\d+)/),
+    haproxy,
+    wrk,
     curl: versionOf('curl', ['--version']) !== undefined,
     portico: porticoRevision(),
     pinning,

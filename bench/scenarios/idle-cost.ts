@@ -4,13 +4,13 @@
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
 // Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls]
 import { once } from 'node:events';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { WebSocket, WebSocketServer } from 'ws';
 import { readArgs } from '../lib/args.js';
-import { benchmarkMain, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
+import { benchmarkMain, fdCount as fds, rssKiB, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
 
 const USAGE = `usage: npm run bench:idle -- [options]
   --root DIR          checkout whose dist/ and bin/portico.js are measured (default: the current folder)
@@ -23,13 +23,6 @@ const n = args.int('n', 500, 1, 100_000);
 const mode = args.oneOf('mode', ['plain', 'tls'] as const, 'plain');
 const tls = mode === 'tls';
 
-function rssKiB(pid: number): number {
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-}
-
-function fds(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
 
 async function get(url: string): Promise<string> {
   const res = await fetch(url);

@@ -30,7 +30,9 @@ commands:
   upgrade [-c FILE] zero-downtime upgrade: the Portico running FILE starts a new one from the code and
                     config on disk now (new version, new worker count) and hands its ports over; it
                     then drains (requests finish, tunnels stay up to timeouts.shutdown_grace) and exits
-  bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
+  bench [ARGS...]   the capacity report: standard loads through Portico (and nginx, HAProxy when installed),
+                    report.html/.md/.json in --out DIR (default bench-report/); --quick, -c FILE, --plan
+                    PLAN.yaml; \`portico bench --help\` for all options (bench/README.md)
 
 options:
   -c, --config FILE   config file (relative to the current folder)
@@ -185,9 +187,9 @@ async function upgrade(args: string[]): Promise<number> {
   return 0;
 }
 
-/** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
+/** Runs the compiled capacity benchmark (bench/scenarios/capacity.ts) with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
-  const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'http-ws.js');
+  const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'capacity.js');
   if (!existsSync(script)) {
     process.stderr.write(`portico: ${script} not found (run \`npm run build\` first)\n`);
     return Promise.resolve(1);
