@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { checkCidr } from '../wire/proxy-protocol.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
+import { websocketSchema } from './websocket.js';
 import { isPlainObject } from '../core/util.js';
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -525,6 +526,8 @@ const route = z
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
+    /** How WebSocket handshakes of a proxy route are served: tunnelled (default) or terminated (config/websocket.ts). */
+    websocket: websocketSchema(duration, size).optional(),
     /** Request and WebSocket handshake rate limits per client key (default none: nothing counted). */
     rate_limit: routeRateLimit.optional(),
   })
@@ -546,6 +549,7 @@ function checkRouteAction(route: unknown, ctx: z.RefinementCtx): void {
   const present = ROUTE_ACTIONS.filter((k) => route[k] !== undefined);
   if (present.length === 0) ctx.addIssue({ code: 'custom', path: [], message: `a route needs one of: ${ROUTE_ACTIONS.join(', ')}` });
   else if (present.length > 1) ctx.addIssue({ code: 'custom', path: [present[1]], message: `use only one of ${present.join(', ')} in a route` });
+  if (route.websocket !== undefined && route.proxy === undefined) ctx.addIssue({ code: 'custom', path: ['websocket'], message: 'websocket applies to proxy routes only' });
 }
 
 function checkRouteMatch(route: unknown, ctx: z.RefinementCtx): void {
@@ -884,6 +888,7 @@ export type TargetConfig = UpstreamConfig['targets'][number];
 export type ResolverConfig = Config['resolver'];
 export type RouteConfig = Config['routes'][number];
 export type TunnelConfig = Config['tunnel'];
+export type { WebsocketConfig } from './websocket.js';
 export type RouteRateLimitConfig = NonNullable<RouteConfig['rate_limit']>;
 export type RateLimitConfig = NonNullable<RouteRateLimitConfig['requests']>;
 export type HealthConfig = UpstreamConfig['health'];

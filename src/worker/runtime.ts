@@ -12,6 +12,7 @@ import type { LimitStore } from '../route/policy/store.js';
 import { Router } from '../route/router.js';
 import { UpstreamPool, type PoolHooks } from '../upstream/pool.js';
 import type { DiscoveredSets, OpenKeys, PinTable } from '../upstream/sticky.js';
+import type { TerminateServices } from '../terminate/handoff.js';
 
 /** What outlives every runtime of a worker. */
 export interface RuntimeDeps {
@@ -22,6 +23,8 @@ export interface RuntimeDeps {
   readonly pins: PinTable;
   /** Connection and rate limits (absent: none, as in tests that build a runtime without a worker). */
   readonly limits?: LimitStore;
+  /** The worker's uWebSockets.js app (started by the first config with a terminate route). */
+  readonly terminate?: TerminateServices;
 }
 
 export interface Runtime {
@@ -51,9 +54,9 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
     const found = upstream.discover.length > 0 && Object.hasOwn(discovered, name) ? discovered[name] : undefined;
     pools.set(name, new UpstreamPool(name, upstream, hooks, { pins: deps.pins.of(name), previous: old, discovered: found }));
   }
-  const { log, worker, metrics, sticky, limits } = deps;
+  const { log, worker, metrics, sticky, limits, terminate } = deps;
   const routeLimits = limits?.build(config);
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits };
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, terminate };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };
 }

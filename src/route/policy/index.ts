@@ -19,6 +19,6 @@ export interface PolicyClient {
  */
 export function checkPolicies(routeLimits: ReadonlyArray<RouteLimits | undefined> | undefined, decision: RoutedDecision, head: RequestHead, client: PolicyClient): Refusal | null {
   const limits = routeLimits?.[decision.route.index];
-  if (limits !== undefined) return limits.check(head, client.clientKey, client.remoteAddr, decision.kind === 'tunnel', Date.now());
+  if (limits !== undefined) return limits.check(head, client.clientKey, client.remoteAddr, decision.kind === 'tunnel' || decision.kind === 'terminate', Date.now());
   return null;
 }

@@ -1,0 +1,218 @@
+// Terminated WebSocket (websocket.mode: terminate) end to end through a running Portico: the client's WebSocket
+// ends in uWebSockets.js and messages are relayed over Portico's own WebSocket to a `ws` backend. Echo (text,
+// binary, fragmented), the backend's subprotocol choice, request headers and the client IP reaching the backend,
+// close codes both ways, 1009 over max_message_size, 502 when the backend is down, keepalive pings.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+import { closedPort } from '../helpers/backends.js';
+import { echo, openWebSocket, UnexpectedResponse } from '../helpers/clients.js';
+import { plainListener, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
+
+/** A `ws` backend: echoes; `close:CODE:REASON` makes it close with that code; it picks the LAST offered subprotocol. */
+export interface ChatBackend {
+  readonly port: number;
+  readonly upgrades: http.IncomingHttpHeaders[];
+  /** Close codes and reasons the backend received, in order. */
+  readonly closes: Array<{ code: number; reason: string }>;
+  readonly sockets: Set<WebSocket>;
+  /** Resolves when `n` closes arrived. */
+  closesReach(n: number, timeoutMs?: number): Promise<void>;
+}
+
+export async function startChatBackend(t: TestContext, onConnection?: (ws: WebSocket, req: http.IncomingMessage) => void): Promise<ChatBackend> {
+  const server = http.createServer((_req, res) => res.writeHead(426).end());
+  const wss = new WebSocketServer({
+    server,
+    maxPayload: 64 * 1024 * 1024,
+    handleProtocols: (protocols) => [...protocols].at(-1) ?? false,
+  });
+  const upgrades: http.IncomingHttpHeaders[] = [];
+  const closes: Array<{ code: number; reason: string }> = [];
+  const sockets = new Set<WebSocket>();
+  let waiters: Array<() => void> = [];
+  wss.on('connection', (ws, req) => {
+    upgrades.push(req.headers);
+    sockets.add(ws);
+    ws.on('error', () => ws.terminate());
+    ws.on('close', (code, reason) => {
+      sockets.delete(ws);
+      closes.push({ code, reason: reason.toString() });
+      const w = waiters;
+      waiters = [];
+      for (const f of w) f();
+    });
+    if (onConnection !== undefined) return onConnection(ws, req);
+    ws.on('message', (data, isBinary) => {
+      const s = isBinary ? '' : data.toString();
+      if (s.startsWith('close:')) {
+        const [, code, reason] = s.split(':');
+        ws.close(Number(code), reason);
+        return;
+      }
+      ws.send(data, { binary: isBinary });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    upgrades,
+    closes,
+    sockets,
+    closesReach(n, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`backend saw ${closes.length} closes, not ${n}, in ${timeoutMs} ms`)), timeoutMs);
+        const check = (): void => {
+          if (closes.length >= n) {
+            clearTimeout(timer);
+            resolve();
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** The close code and reason the client got. */
+export function closeOf(ws: WebSocket, timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve, reject) => {
+    if (ws.readyState === WebSocket.CLOSED) return reject(new Error('already closed'));
+    const timer = setTimeout(() => reject(new Error(`still open after ${timeoutMs} ms`)), timeoutMs);
+    ws.once('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString() });
+    });
+  });
+}
+
+const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
+
+test('terminated WebSocket over a plain listener: messages relayed by uWebSockets.js', { timeout: 120_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const down = await closedPort();
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] }, down: { targets: [`127.0.0.1:${down}`] } },
+    routes: [
+      { match: { path: '/down' }, proxy: 'down', websocket: { mode: 'terminate' } },
+      { match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', max_message_size: '64KiB', ping_interval: '20s' } },
+    ],
+  });
+  const base = `ws://127.0.0.1:${portico.httpPort}`;
+  await portico.waitForLog((l) => l.msg === 'uWebSockets.js loaded for terminated WebSocket' && typeof l.uws === 'string');
+
+  await t.test('echo: text stays text, binary stays binary, a fragmented message arrives whole', async (t) => {
+    const ws = await openWebSocket(t, `${base}/wss`);
+    assert.equal(await echo(ws, 'hello'), 'hello');
+    const bin = Buffer.from([0, 1, 2, 254, 255]);
+    assert.deepEqual(await echo(ws, bin), bin);
+    const got = new Promise<Buffer>((resolve) => ws.once('message', (d: Buffer) => resolve(d)));
+    ws.send('frag-', { fin: false });
+    ws.send('ment-', { fin: false });
+    ws.send('ed', { fin: true });
+    assert.equal((await got).toString(), 'frag-ment-ed');
+    ws.close(1000, 'bye');
+    await backend.closesReach(1);
+    assert.deepEqual(backend.closes.at(-1), { code: 1000, reason: 'bye' }, 'the client\'s close code and reason reach the backend');
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
+    assert.equal(line.code, 1000);
+    assert.equal(line.remoteAddr, '127.0.0.1');
+    assert.equal(line.messagesIn, 4 - 1, 'three messages in (the fragments are one)');
+  });
+
+  await t.test('the backend chooses the subprotocol; request headers and the client IP reach it', async (t) => {
+    const before = backend.upgrades.length;
+    const ws2 = await new Promise<WebSocket>((resolve, reject) => {
+      const w = new WebSocket(`${base}/wss`, ['chat.v1', 'chat.v2'], { headers: { Cookie: 'sid=abc', Authorization: 'Bearer t' } });
+      t.after(() => w.terminate());
+      w.once('open', () => resolve(w));
+      w.once('error', reject);
+    });
+    assert.equal(ws2.protocol, 'chat.v2', 'the backend picked the last offer; the client got that one');
+    const h = backend.upgrades[before];
+    assert.equal(h.cookie, 'sid=abc');
+    assert.equal(h.authorization, 'Bearer t');
+    assert.equal(h['x-real-ip'], '127.0.0.1');
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['sec-websocket-extensions'], undefined, 'the backend leg offers no extension');
+    assert.equal(await echo(ws2, 'x'), 'x');
+  });
+
+  await t.test('backend closes with 4001 "reason": the client sees 4001 "reason"', async (t) => {
+    const ws = await openWebSocket(t, `${base}/wss`);
+    const c = closeOf(ws);
+    ws.send('close:4001:reason');
+    assert.deepEqual(await c, { code: 4001, reason: 'reason' });
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'upstream' && l.code === 4001);
+    assert.equal(line.reason, 'reason');
+  });
+
+  await t.test('a message over max_message_size: the client gets 1009', async (t) => {
+    const ws = await openWebSocket(t, `${base}/wss`);
+    const c = closeOf(ws);
+    ws.send(Buffer.alloc(64 * 1024 + 1, 7));
+    assert.equal((await c).code, 1009);
+    await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'message_too_big' && l.code === 1009);
+  });
+
+  await t.test('backend down: the handshake gets 502 and never a 101', async (t) => {
+    const err = await openWebSocket(t, `${base}/down`).then(
+      () => assert.fail('no 101 without a backend'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof UnexpectedResponse, String(err));
+    assert.equal(err.status, 502);
+  });
+});
+
+test('terminated WebSocket: a client that stops answering pings is closed after two intervals', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', ping_interval: '500ms' } }],
+  });
+  const url = `ws://127.0.0.1:${portico.httpPort}/wss`;
+  // a client that answers pings stays open past several intervals
+  const alive = await openWebSocket(t, url);
+  const pinged = new Promise<void>((resolve) => alive.once('ping', () => resolve()));
+  // a client that does not (ws's autoPong off): closed by Portico, the backend told with 1001
+  const silent = await openWebSocket(t, url, { autoPong: false });
+  const c = closeOf(silent);
+  await pinged;
+  assert.equal((await c).code, 1006, 'a vanished client gets no Close frame: the connection is dropped');
+  await backend.closesReach(1);
+  assert.equal(backend.closes[0].code, 1001);
+  const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'ping_timeout');
+  assert.ok(Number(line.pingsMissed) >= 1);
+  assert.equal(await echo(alive, 'still here'), 'still here', 'the client that answers pings is still open');
+});
+
+test('terminated WebSocket over TLS (wss): echo and the client IP', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [tlsListener()],
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' } }],
+  });
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/wss`);
+  assert.equal(await echo(ws, 'over tls'), 'over tls');
+  const big = Buffer.alloc(200 * 1024, 3);
+  assert.deepEqual(await echo(ws, big), big);
+  assert.equal(backend.upgrades[0]['x-forwarded-proto'], 'https');
+  ws.close(1000);
+  const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
+  assert.equal(line.remoteAddr, '127.0.0.1');
+});
