@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { closedPort } from '../helpers/backends.js';
 import { echo, openWebSocket, UnexpectedResponse } from '../helpers/clients.js';
-import { plainListener, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
+import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
 
 /** A `ws` backend: echoes; `close:CODE:REASON` makes it close with that code; it picks the LAST offered subprotocol. */
 export interface ChatBackend {
@@ -215,4 +215,48 @@ test('terminated WebSocket over TLS (wss): echo and the client IP', { timeout: 6
   ws.close(1000);
   const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
   assert.equal(line.remoteAddr, '127.0.0.1');
+});
+
+test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced at drain_rate, within the grace', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const N = 20;
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', drain_rate: '20/s' } }],
+    timeouts: { shutdown_grace: '15s' },
+  });
+  const url = `ws://127.0.0.1:${portico.httpPort}/wss`;
+  const clients = await Promise.all(Array.from({ length: N }, () => openWebSocket(t, url)));
+  for (const ws of clients) assert.equal(await echo(ws, 'up'), 'up');
+  const closes = clients.map((ws) => closeOf(ws, 20_000).then((c) => ({ ...c, at: Date.now() })));
+  const sentAt = Date.now();
+  portico.kill('SIGTERM');
+  const got = await Promise.all(closes);
+  assert.deepEqual(new Set(got.map((c) => c.code)), new Set([1001]), 'every client got Close 1001 (going away)');
+  const times = got.map((c) => c.at).sort((a, b) => a - b);
+  // paced: consecutive closes are at least half an interval (50 ms at 20/s) apart, jitter included
+  assert.ok(times[N - 1] - times[0] >= (N - 1) * 25, `closes spread over ${times[N - 1] - times[0]} ms`);
+  assert.ok(times[N - 1] - sentAt < 15_000, 'all within the shutdown grace');
+  await backend.closesReach(N);
+  assert.ok(backend.closes.every((c) => c.code === 1001), 'the backend legs got 1001 too');
+  assert.equal(await portico.exited, 0);
+  assert.equal(portico.logs.filter((l) => isTerminateLine(l) && l.closedBy === 'shutdown' && l.code === 1001).length, N);
+});
+
+test('terminated WebSocket: a reload that removes the route closes its clients with 1012; other routes stay', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const route = (path: string, name: string) => ({ name, match: { path }, proxy: 'chat', websocket: { mode: 'terminate' as const } });
+  const config = { workers: 1, listeners: [plainListener()], upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } } };
+  const portico = await startPortico(t, { ...config, routes: [route('/a', 'a'), route('/b', 'b')] });
+  const base = `ws://127.0.0.1:${portico.httpPort}`;
+  const a = await openWebSocket(t, `${base}/a`);
+  const b = await openWebSocket(t, `${base}/b`);
+  const closedA = closeOf(a, 20_000);
+  const r = await reloadPortico(portico, { ...config, listeners: [{ address: `127.0.0.1:${portico.httpPort}` }], routes: [route('/b', 'b')] });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await closedA).code, 1012, 'service restart');
+  assert.equal(await echo(b, 'kept'), 'kept', 'the route that stayed keeps its connection');
+  await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'reload' && l.code === 1012);
 });
