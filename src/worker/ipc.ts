@@ -80,7 +80,9 @@ export type ToWorker =
    * What discovery (the primary) resolved for one upstream, all its resolve/srv entries together: replaces
    * the previous set. Sent on every change; an apply carries every set of its config (ApplyMessage.discovered).
    */
-  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] };
+  | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] }
+  /** Edge fan-out: a message to every terminated WebSocket subscribed to `topic` (data base64-encoded). */
+  | { type: 'publish'; topic: string; data: string; binary: boolean };
 
 /** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
 export const MAX_DISCOVERED_TARGETS = 10_000;
@@ -236,6 +238,8 @@ export function isToWorker(m: unknown): m is ToWorker {
       return isCount(m.generation) && isTargetLoad(m.load);
     case 'discovered-targets':
       return typeof m.upstream === 'string' && isTargetSpecs(m.targets);
+    case 'publish':
+      return typeof m.topic === 'string' && typeof m.data === 'string' && typeof m.binary === 'boolean';
     default:
       return false;
   }

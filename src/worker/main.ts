@@ -197,6 +197,10 @@ class Worker {
       case 'listen-handle':
         this.#applier.receiveHandle(msg.seq, msg.index, handle);
         return;
+      case 'publish':
+        // edge fan-out: uWS delivers to this worker's subscribers (none when no terminate route ever ran here)
+        this.#terminate?.app.publish(msg.topic, Buffer.from(msg.data, 'base64'), msg.binary);
+        return;
       case 'shutdown':
         void this.shutdown('primary asked');
         return;

@@ -8,7 +8,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { closedPort } from '../helpers/backends.js';
-import { echo, openWebSocket, UnexpectedResponse } from '../helpers/clients.js';
+import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/clients.js';
+import { adminUrl, statusUntil } from '../helpers/admin.js';
+import { until } from '../helpers/until.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
 
 /** A `ws` backend: echoes; `close:CODE:REASON` makes it close with that code; it picks the LAST offered subprotocol. */
@@ -28,6 +30,11 @@ export async function startChatBackend(t: TestContext, onConnection?: (ws: WebSo
     server,
     maxPayload: 64 * 1024 * 1024,
     handleProtocols: (protocols) => [...protocols].at(-1) ?? false,
+  });
+  // the request header X-Want-Topic (set by a route) makes the backend name that topic in its 101
+  wss.on('headers', (headers, req) => {
+    const want = req.headers['x-want-topic'];
+    if (typeof want === 'string') headers.push(`X-Portico-Topics: ${want}`);
   });
   const upgrades: http.IncomingHttpHeaders[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
@@ -259,4 +266,48 @@ test('terminated WebSocket: a reload that removes the route closes its clients w
   assert.equal((await closedA).code, 1012, 'service restart');
   assert.equal(await echo(b, 'kept'), 'kept', 'the route that stayed keeps its connection');
   await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'reload' && l.code === 1012);
+});
+
+test('edge fan-out: the backend names a topic in its 101; one admin publish reaches every subscriber in both workers', { timeout: 90_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(t, {
+    workers: 2,
+    listeners: [plainListener()],
+    admin: { address: '127.0.0.1:0' },
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [
+      { match: { path: '/news' }, proxy: 'chat', websocket: { mode: 'terminate' }, request_headers: { set: { 'X-Want-Topic': 'news' } } },
+      { match: { path: '/other' }, proxy: 'chat', websocket: { mode: 'terminate' } },
+    ],
+  });
+  const base = `ws://127.0.0.1:${portico.httpPort}`;
+  // both workers must have loaded uWS before the clients spread over them
+  await until('both workers load uWS', async () => portico.logs.filter((l) => l.msg === 'uWebSockets.js loaded for terminated WebSocket').length, (n) => n === 2, 20_000);
+  const N = 24;
+  const seenHeaders: string[] = [];
+  const subscribers = await Promise.all(
+    Array.from({ length: N }, async () => {
+      const ws = new WebSocket(`${base}/news`);
+      t.after(() => ws.terminate());
+      ws.once('upgrade', (res) => seenHeaders.push(Object.keys(res.headers).join(',')));
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      return ws;
+    }),
+  );
+  const outsider = await openWebSocket(t, `${base}/other`);
+  // the connections are spread over the two workers (SO_REUSEPORT hashing; 24 all in one worker: 2^-23)
+  const status = await statusUntil(portico, 'both workers hold connections', (s) => s.workers.length === 2 && s.workers.every((w) => (w.connections ?? 0) > 0));
+  assert.equal(status.workers.reduce((n, w) => n + (w.connections ?? 0), 0), N + 1);
+  assert.ok(seenHeaders.every((h) => !h.includes('x-portico-topics')), 'the topics header never reaches the client');
+  const got = subscribers.map((ws) => new Promise<string>((resolve) => ws.once('message', (d: Buffer) => resolve(d.toString()))));
+  const outsiderGot: string[] = [];
+  outsider.on('message', (d: Buffer) => outsiderGot.push(d.toString()));
+  const res = await request(`${adminUrl(portico)}/topics/news/publish`, { method: 'POST', headers: { 'X-Portico-Admin': '1', 'Content-Type': 'text/plain' }, body: 'breaking' });
+  assert.equal(res.status, 202, res.body.toString());
+  assert.deepEqual(JSON.parse(res.body.toString()), { topic: 'news', bytes: 8, binary: false, workers: 2 });
+  assert.deepEqual(await Promise.all(got), Array.from({ length: N }, () => 'breaking'));
+  assert.equal(await echo(outsider, 'ping-after'), 'ping-after');
+  assert.deepEqual(outsiderGot, ['ping-after'], 'a client without the topic got nothing but its echo');
+  const refused = await request(`${adminUrl(portico)}/topics/news/publish`, { method: 'POST', body: 'x' });
+  assert.equal(refused.status, 403, 'publishing needs the admin token or X-Portico-Admin');
 });
