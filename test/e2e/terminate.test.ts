@@ -2,104 +2,15 @@
 // ends in uWebSockets.js and messages are relayed over Portico's own WebSocket to a `ws` backend. Echo (text,
 // binary, fragmented), the backend's subprotocol choice, request headers and the client IP reaching the backend,
 // close codes both ways, 1009 over max_message_size, 502 when the backend is down, keepalive pings.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { closedPort } from '../helpers/backends.js';
+import { closeOf, startChatBackend } from '../helpers/chat-backend.js';
 import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/clients.js';
 import { adminUrl, statusUntil } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
-
-/** A `ws` backend: echoes; `close:CODE:REASON` makes it close with that code; it picks the LAST offered subprotocol. */
-export interface ChatBackend {
-  readonly port: number;
-  readonly upgrades: http.IncomingHttpHeaders[];
-  /** Close codes and reasons the backend received, in order. */
-  readonly closes: Array<{ code: number; reason: string }>;
-  readonly sockets: Set<WebSocket>;
-  /** Resolves when `n` closes arrived. */
-  closesReach(n: number, timeoutMs?: number): Promise<void>;
-}
-
-export async function startChatBackend(t: TestContext, onConnection?: (ws: WebSocket, req: http.IncomingMessage) => void): Promise<ChatBackend> {
-  const server = http.createServer((_req, res) => res.writeHead(426).end());
-  const wss = new WebSocketServer({
-    server,
-    maxPayload: 64 * 1024 * 1024,
-    handleProtocols: (protocols) => [...protocols].at(-1) ?? false,
-  });
-  // the request header X-Want-Topic (set by a route) makes the backend name that topic in its 101
-  wss.on('headers', (headers, req) => {
-    const want = req.headers['x-want-topic'];
-    if (typeof want === 'string') headers.push(`X-Portico-Topics: ${want}`);
-  });
-  const upgrades: http.IncomingHttpHeaders[] = [];
-  const closes: Array<{ code: number; reason: string }> = [];
-  const sockets = new Set<WebSocket>();
-  let waiters: Array<() => void> = [];
-  wss.on('connection', (ws, req) => {
-    upgrades.push(req.headers);
-    sockets.add(ws);
-    ws.on('error', () => ws.terminate());
-    ws.on('close', (code, reason) => {
-      sockets.delete(ws);
-      closes.push({ code, reason: reason.toString() });
-      const w = waiters;
-      waiters = [];
-      for (const f of w) f();
-    });
-    if (onConnection !== undefined) return onConnection(ws, req);
-    ws.on('message', (data, isBinary) => {
-      const s = isBinary ? '' : data.toString();
-      if (s.startsWith('close:')) {
-        const [, code, reason] = s.split(':');
-        ws.close(Number(code), reason);
-        return;
-      }
-      ws.send(data, { binary: isBinary });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    for (const ws of wss.clients) ws.terminate();
-    await new Promise<void>((resolve) => wss.close(() => resolve()));
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    upgrades,
-    closes,
-    sockets,
-    closesReach(n, timeoutMs = 10_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`backend saw ${closes.length} closes, not ${n}, in ${timeoutMs} ms`)), timeoutMs);
-        const check = (): void => {
-          if (closes.length >= n) {
-            clearTimeout(timer);
-            resolve();
-          } else waiters.push(check);
-        };
-        check();
-      });
-    },
-  };
-}
-
-/** The close code and reason the client got. */
-export function closeOf(ws: WebSocket, timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
-  return new Promise((resolve, reject) => {
-    if (ws.readyState === WebSocket.CLOSED) return reject(new Error('already closed'));
-    const timer = setTimeout(() => reject(new Error(`still open after ${timeoutMs} ms`)), timeoutMs);
-    ws.once('close', (code, reason) => {
-      clearTimeout(timer);
-      resolve({ code, reason: reason.toString() });
-    });
-  });
-}
 
 const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
 
@@ -112,6 +23,7 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] }, down: { targets: [`127.0.0.1:${down}`] } },
     routes: [
       { match: { path: '/down' }, proxy: 'down', websocket: { mode: 'terminate' } },
+      { match: { path: '/deflate' }, proxy: 'chat', websocket: { mode: 'terminate', compression: true } },
       { match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', max_message_size: '64KiB', ping_interval: '20s' } },
     ],
   });
@@ -153,6 +65,16 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h['sec-websocket-extensions'], undefined, 'the backend leg offers no extension');
     assert.equal(await echo(ws2, 'x'), 'x');
+  });
+
+  await t.test('compression: permessage-deflate is negotiated with the client only on a route that asks for it', async (t) => {
+    const on = await openWebSocket(t, `${base}/deflate`);
+    assert.match(on.extensions, /permessage-deflate/);
+    const text = 'compressible '.repeat(2000);
+    assert.equal(await echo(on, text), text);
+    const off = await openWebSocket(t, `${base}/wss`);
+    assert.equal(off.extensions, '', 'ws offers deflate by default; the route without compression declines');
+    for (const h of backend.upgrades) assert.equal(h['sec-websocket-extensions'], undefined, 'the backend leg stays uncompressed');
   });
 
   await t.test('backend closes with 4001 "reason": the client sees 4001 "reason"', async (t) => {
