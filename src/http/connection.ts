@@ -455,6 +455,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       backendAnswer: res,
       websocket: t.d.websocket,
       route: t.d.route.name,
+      upstream: t.d.upstream,
+      target: ex.target?.id ?? '',
     });
     if (this.#registry.draining) this.#terminated.drain();
   }

@@ -53,6 +53,9 @@ export interface HandoffInput {
   readonly backendAnswer: ResponseHead;
   readonly websocket: WebsocketConfig;
   readonly route: string;
+  /** The upstream and the target (its id: the address as written) the backend leg went to. */
+  readonly upstream: string;
+  readonly target: string;
 }
 
 /**
@@ -114,6 +117,9 @@ export class TerminatedConnection {
   readonly drainInterval: number;
   /** The route's name (config `name`, else routes[i]). */
   readonly route: string;
+  /** Where the backend leg went: upstream name and target id (a drained target drains its connections). */
+  readonly upstream: string;
+  readonly target: string;
 
   constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
     this.#owner = owner;
@@ -140,6 +146,8 @@ export class TerminatedConnection {
     );
     this.#target = target;
     this.route = input.route;
+    this.upstream = input.upstream;
+    this.target = input.target;
     svc.open.add(this);
     this.#handOff(input, target);
   }

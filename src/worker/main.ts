@@ -221,6 +221,7 @@ class Worker {
         const { type: _type, ...control } = msg;
         this.#targetControl.set(`${control.upstream}\n${control.target}`, control);
         this.#applyControl(control);
+        if (control.draining) this.#drainTarget(control.upstream, control.target);
         return;
       }
       case 'remote-load':
@@ -322,6 +323,13 @@ class Worker {
     this.#terminate = { app, drainer: new Drainer(), open: new Set() };
     log.info({ uws: s.build, socket: app.socketPath }, 'uWebSockets.js loaded for terminated WebSocket');
     return this.#terminate;
+  }
+
+  /** A drained target: its terminated WebSockets get a paced Close 1012 (clients reconnect to another target). */
+  #drainTarget(upstream: string, target: string): void {
+    const t = this.#terminate;
+    if (t === undefined) return;
+    for (const c of t.open) if (c.upstream === upstream && c.target === target) c.drain(1012, 'target_drained');
   }
 
   /** After a reload: terminated WebSockets whose route (name and upstream) is gone get a paced Close 1012. */

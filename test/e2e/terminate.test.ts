@@ -233,3 +233,57 @@ test('edge fan-out: the backend names a topic in its 101; one admin publish reac
   const refused = await request(`${adminUrl(portico)}/topics/news/publish`, { method: 'POST', body: 'x' });
   assert.equal(refused.status, 403, 'publishing needs the admin token or X-Portico-Admin');
 });
+
+test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothing lost); metrics; a drained target gets 1012', { timeout: 90_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const target = `127.0.0.1:${backend.port}`;
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    admin: { address: '127.0.0.1:0' },
+    upstreams: { chat: { targets: [target] } },
+    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', max_buffer: '256KiB', drain_rate: '50/s' } }],
+  });
+  const url = `ws://127.0.0.1:${portico.httpPort}/wss`;
+  const metric = async (name: string): Promise<number> => {
+    const text = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+    const m = new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm').exec(text);
+    return m === null ? -1 : Number(m[1]);
+  };
+
+  await t.test('a client that stops reading: the backend finds Portico stopped reading too; then every message arrives in order', async (t) => {
+    const ws = await openWebSocket(t, url);
+    const N = 512;
+    const SIZE = 64 * 1024; // 32 MiB in all, far over max_buffer and the kernel's socket buffers
+    ws.pause(); // the client reads nothing from here on
+    ws.send(`flood:${N}:${SIZE}`);
+    const server = await until('the backend accepted the connection', () => [...backend.sockets].at(-1), (s) => s !== undefined);
+    // Portico pauses the backend leg: most of the flood stays queued in the backend's own WebSocket
+    const queued = await until('the backend sees its sends stop draining', () => server!.bufferedAmount, (b) => b > (N * SIZE) / 2, 20_000);
+    assert.ok(queued > (N * SIZE) / 2, `backend still holds ${queued} bytes`);
+    let next = 0;
+    const done = new Promise<void>((resolve, reject) => {
+      ws.on('message', (d: Buffer) => {
+        if (d.length !== SIZE || d.readUInt32BE(0) !== next) reject(new Error(`message ${next}: got index ${d.readUInt32BE(0)}, ${d.length} bytes`));
+        if (++next === N) resolve();
+      });
+    });
+    ws.resume();
+    await done;
+    assert.equal(await metric('portico_ws_terminated_open'), 1);
+    ws.close(1000);
+    await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesOut === N);
+    assert.equal(await metric('portico_ws_closes_total{code="1000"}'), 1);
+    assert.equal(await metric('portico_ws_messages_total{direction="out"}'), N);
+    assert.equal(await metric('portico_ws_drops_total'), 0);
+  });
+
+  await t.test('draining the target: its terminated clients get Close 1012', async (t) => {
+    const clients = await Promise.all([openWebSocket(t, url), openWebSocket(t, url), openWebSocket(t, url)]);
+    const closes = clients.map((ws) => closeOf(ws));
+    const res = await request(`${adminUrl(portico)}/upstreams/chat/targets/${encodeURIComponent(target)}/drain`, { method: 'POST', headers: { 'X-Portico-Admin': '1' } });
+    assert.equal(res.status, 200, res.body.toString());
+    for (const c of await Promise.all(closes)) assert.equal(c.code, 1012);
+    await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'target_drained' && l.code === 1012);
+  });
+});

@@ -1,5 +1,5 @@
 // A `ws` backend for terminated WebSocket tests: echoes (text stays text, binary binary); `close:CODE:REASON`
-// makes it close with that code and reason; it picks the LAST subprotocol offered (so a test tells the
+// makes it close with that code and reason; `flood:N:SIZE` sends N binary messages of SIZE bytes at once; it picks the LAST subprotocol offered (so a test tells the
 // backend's choice from the client's first offer); a request header X-Want-Topic makes it name that topic in
 // its 101 (X-Portico-Topics). Records upgrade headers and the closes it received. Plus the client's close.
 import http from 'node:http';
@@ -48,6 +48,16 @@ export async function startChatBackend(t: TestContext, onConnection?: (ws: WebSo
     if (onConnection !== undefined) return onConnection(ws, req);
     ws.on('message', (data, isBinary) => {
       const s = isBinary ? '' : data.toString();
+      if (s.startsWith('flood:')) {
+        // flood:N:SIZE -> N binary messages of SIZE bytes, each starting with its index (UInt32BE)
+        const [, n, size] = s.split(':');
+        for (let i = 0; i < Number(n); i++) {
+          const m = Buffer.alloc(Number(size), 1);
+          m.writeUInt32BE(i, 0);
+          ws.send(m, { binary: true });
+        }
+        return;
+      }
       if (s.startsWith('close:')) {
         const [, code, reason] = s.split(':');
         ws.close(Number(code), reason);
