@@ -4,6 +4,7 @@
 // close codes both ways, 1009 over max_message_size, 502 when the backend is down, keepalive pings.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { closedPort } from '../helpers/backends.js';
 import { closeOf, startChatBackend } from '../helpers/chat-backend.js';
@@ -11,6 +12,21 @@ import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/cli
 import { adminUrl, statusUntil } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
+
+/** Writes `head` on a fresh connection and resolves with everything read until the server closes. */
+function rawRequest(port: number, head: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(head));
+    const parts: Buffer[] = [];
+    const timer = setTimeout(() => s.destroy(new Error('no close in 10 s')), 10_000);
+    s.on('data', (d: Buffer) => parts.push(d));
+    s.on('error', reject);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(parts).toString('latin1'));
+    });
+  });
+}
 
 const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
 
@@ -24,6 +40,8 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     routes: [
       { match: { path: '/down' }, proxy: 'down', websocket: { mode: 'terminate' } },
       { match: { path: '/deflate' }, proxy: 'chat', websocket: { mode: 'terminate', compression: true } },
+      { match: { path: '/idle' }, proxy: 'chat', websocket: { mode: 'terminate', idle_timeout: '1s' } },
+      { match: { path: '/rate' }, proxy: 'chat', websocket: { mode: 'terminate', message_rate: '5/s' } },
       { match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', max_message_size: '64KiB', ping_interval: '20s' } },
     ],
   });
@@ -92,6 +110,28 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     ws.send(Buffer.alloc(64 * 1024 + 1, 7));
     assert.equal((await c).code, 1009);
     await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'message_too_big' && l.code === 1009);
+  });
+
+  await t.test('idle_timeout: no message either way for that long -> Close 1001 to both sides', async (t) => {
+    const ws = await openWebSocket(t, `${base}/idle`);
+    const c = closeOf(ws);
+    assert.equal(await echo(ws, 'one'), 'one');
+    assert.deepEqual(await c, { code: 1001, reason: 'idle timeout' });
+    await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'idle_timeout' && l.path === '/idle');
+  });
+
+  await t.test('message_rate: a client over its rate (burst of one second) is closed with 1008', async (t) => {
+    const ws = await openWebSocket(t, `${base}/rate`);
+    const c = closeOf(ws);
+    for (let i = 0; i < 20; i++) ws.send(`m${i}`);
+    assert.equal((await c).code, 1008);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'message_rate');
+    assert.ok(Number(line.messagesIn) <= 6, `at most the burst went to the backend (${String(line.messagesIn)})`);
+  });
+
+  await t.test('HTTP/1.0 never reaches uWebSockets.js: an Upgrade over HTTP/1.0 is forwarded as a plain request', async () => {
+    const res = await rawRequest(portico.httpPort, 'GET /wss HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    assert.match(res, /^HTTP\/1\.1 426 /, 'the backend\'s answer to a plain GET, never a 101 or uWS\'s 505');
   });
 
   await t.test('backend down: the handshake gets 502 and never a 101', async (t) => {
