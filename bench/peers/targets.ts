@@ -187,10 +187,11 @@ export async function launchHaproxy(dir: string, cfg: string, ports: number[], c
 }
 
 /** Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production). */
-export async function startPortico(tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined): Promise<Target> {
+export async function startPortico(tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, terminate = false): Promise<Target> {
   const port = await freePort();
-  const id: TargetId = accessLog ? 'portico-access' : 'portico';
-  const t: Target = { id, label: `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`, httpPort: port, wsPort: port };
+  const id: TargetId = terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
+  const label = terminate ? 'Portico (1 worker, /ws terminated in uWebSockets.js)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
+  const t: Target = { id, label, httpPort: port, wsPort: port };
   const started = await launchPortico(
     path.join(tmp, id),
     [
@@ -207,6 +208,7 @@ export async function startPortico(tmp: string, b: Backends, accessLog: boolean,
       'routes:',
       '  - match: { path: /ws }',
       '    proxy: ws',
+      ...(terminate ? ['    websocket: { mode: terminate }'] : []),
       '  - match: { path: / }',
       '    proxy: http',
       `log: { level: ${accessLog ? 'info' : 'warn'}, access: ${accessLog} }`,

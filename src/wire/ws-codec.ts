@@ -28,7 +28,8 @@ export function isValidCloseCode(code: number): boolean {
 /**
  * Incremental reader of server-to-client frames. `push(chunk)` returns the events completed by the chunk, in
  * order; after an `error` or `close` event it reads nothing more. Buffers at most one frame header and the
- * message in progress (`maxMessage` bytes, else error 1009).
+ * message in progress (`maxMessage` bytes, else error 1009). A message's `data` may be a view of the chunk
+ * pushed: the caller uses it before it reuses that chunk's memory (the session sends it on at once).
  */
 export class FrameReader {
   readonly #maxMessage: number;
@@ -122,7 +123,8 @@ export class FrameReader {
     }
     if (op !== OP_CONT) this.#msgOp = op;
     if (fin && this.#parts.length === 0) {
-      out.push({ kind: 'message', binary: op === OP_BINARY, data: Buffer.from(payload) });
+      // no copy: the caller consumes the events before its next push (see push())
+      out.push({ kind: 'message', binary: op === OP_BINARY, data: payload });
       this.#msgOp = 0;
       return hdr + len;
     }
@@ -173,7 +175,10 @@ let maskAt = MASK_POOL.length;
 export function encodeFrame(op: number, payload: Buffer | Uint8Array): Buffer {
   const len = payload.length;
   const hdr = len < 126 ? 2 : len < 65536 ? 4 : 10;
-  const out = Buffer.allocUnsafe(hdr + 4 + len);
+  // bigger payloads are masked a 32-bit word at a time: their bytes start 4-aligned in their own ArrayBuffer
+  const wordwise = len >= WORDWISE_FROM;
+  const lead = wordwise ? (4 - ((hdr + 4) & 3)) & 3 : 0;
+  const out = wordwise ? Buffer.from(new ArrayBuffer(lead + hdr + 4 + len), lead, hdr + 4 + len) : Buffer.allocUnsafe(hdr + 4 + len);
   out[0] = 0x80 | op;
   if (len < 126) out[1] = 0x80 | len;
   else if (len < 65536) {
@@ -198,12 +203,23 @@ export function encodeFrame(op: number, payload: Buffer | Uint8Array): Buffer {
   out[hdr + 2] = m2;
   out[hdr + 3] = m3;
   const base = hdr + 4;
-  for (let i = 0; i < len; i++) {
-    const m = (i & 3) === 0 ? m0 : (i & 3) === 1 ? m1 : (i & 3) === 2 ? m2 : m3;
-    out[base + i] = payload[i] ^ m;
+  let i = 0;
+  if (wordwise) {
+    out.set(payload, base);
+    // the key and the payload share the word layout: words[0] is the key, in this machine's byte order
+    const words = new Uint32Array(out.buffer, out.byteOffset + hdr, 1 + (len >>> 2));
+    const m = words[0];
+    for (let w = 1; w < words.length; w++) words[w] ^= m;
+    i = len & ~3;
+    for (; i < len; i++) out[base + i] ^= (i & 3) === 0 ? m0 : (i & 3) === 1 ? m1 : (i & 3) === 2 ? m2 : m3;
+    return out;
   }
+  for (; i < len; i++) out[base + i] = payload[i] ^ ((i & 3) === 0 ? m0 : (i & 3) === 1 ? m1 : (i & 3) === 2 ? m2 : m3);
   return out;
 }
+
+/** Payload size from which encodeFrame masks word by word (a fresh ArrayBuffer beats the byte loop from here). */
+const WORDWISE_FROM = 256;
 
 /** A masked Close frame with `code` and `reason` (the reason cut to fit 123 bytes). */
 export function encodeClose(code: number, reason: string): Buffer {

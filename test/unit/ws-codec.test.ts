@@ -108,7 +108,7 @@ test('a Close frame ends reading: code and reason; nothing after it is read', ()
 });
 
 test('encodeFrame: masked, FIN, the three length forms; encodeClose carries code and reason', () => {
-  for (const len of [0, 125, 126, 65535, 65536]) {
+  for (const len of [0, 1, 125, 126, 255, 256, 257, 1001, 4096, 65535, 65536]) {
     const payload = Buffer.alloc(len, 0x5a);
     const f = unmask(encodeFrame(OP_BINARY, payload));
     assert.equal(f.fin, true);
