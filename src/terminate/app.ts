@@ -66,6 +66,8 @@ export class TerminateApp {
           return;
         }
         app.#listen = ls;
+        // the private folder goes with the process, however it exits (process.exit after a drain included)
+        process.once('exit', app.#removeFolder);
         resolve(app);
       }, app.socketPath);
     });
@@ -106,8 +108,13 @@ export class TerminateApp {
     this.#listen = null;
     for (const e of this.#pending.values()) clearTimeout(e.timer);
     this.#pending.clear();
-    rmSync(this.#dir, { recursive: true, force: true });
+    process.removeListener('exit', this.#removeFolder);
+    this.#removeFolder();
   }
+
+  #removeFolder = (): void => {
+    rmSync(this.#dir, { recursive: true, force: true });
+  };
 
   #pattern(s: BehaviourSettings): string {
     const pattern = `/h/${s.maxMessage}-${s.maxBuffer}-${s.compression ? 1 : 0}/*`;

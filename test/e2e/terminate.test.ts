@@ -4,7 +4,9 @@
 // close codes both ways, 1009 over max_message_size, 502 when the backend is down, keepalive pings.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { closedPort } from '../helpers/backends.js';
 import { closeOf, startChatBackend } from '../helpers/chat-backend.js';
@@ -212,6 +214,8 @@ test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced a
   assert.ok(backend.closes.every((c) => c.code === 1001), 'the backend legs got 1001 too');
   assert.equal(await portico.exited, 0);
   assert.equal(portico.logs.filter((l) => isTerminateLine(l) && l.closedBy === 'shutdown' && l.code === 1001).length, N);
+  const loaded = portico.logs.find((l) => l.msg === 'uWebSockets.js loaded for terminated WebSocket');
+  assert.ok(typeof loaded?.socket === 'string' && !existsSync(path.dirname(loaded.socket)), 'the worker removed its private unix socket folder');
 });
 
 test('terminated WebSocket: a reload that removes the route closes its clients with 1012; other routes stay', { timeout: 60_000 }, async (t) => {
