@@ -105,6 +105,7 @@ export class TerminatedConnection {
   readonly startedAt = Date.now();
   #relay: Tunnel | SpliceTunnel | null = null;
   #unix: net.Socket | null = null;
+  readonly #client: ByteSocket;
   #relayEnded = false;
   #end: SessionEnd | undefined;
   #sessionEnded = false;
@@ -124,6 +125,7 @@ export class TerminatedConnection {
   constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
     this.#owner = owner;
     this.#svc = svc;
+    this.#client = input.client;
     this.#metrics = metrics;
     const ws = input.websocket;
     this.drainInterval = ws.drain_rate;
@@ -158,10 +160,13 @@ export class TerminatedConnection {
     this.#unix = unix;
     const client = input.client;
     const fail = (): void => this.#relayClosed();
-    unix.once('error', fail);
-    client.once('close', fail);
+    // until the relay attaches its own: the connection's listeners are gone, an 'error' must still land somewhere
+    unix.on('error', fail);
+    client.on('error', fail);
+    client.on('close', fail);
     unix.once('connect', () => {
       unix.removeListener('error', fail);
+      client.removeListener('error', fail);
       client.removeListener('close', fail);
       if (client.destroyed) {
         unix.destroy();
@@ -181,6 +186,8 @@ export class TerminatedConnection {
     if (this.#relayEnded) return;
     this.#relayEnded = true;
     this.#unix?.destroy();
+    // no relay yet (the unix hop failed, or the client left first): the client socket is still ours to close
+    if (this.#relay === null) this.#client.destroy();
     if (!this.#opened) {
       // the client (or the unix hop) went away before uWS upgraded it: no close callback will come
       this.#svc.app.cancel(this.#target);

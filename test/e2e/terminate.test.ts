@@ -322,6 +322,33 @@ test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothi
     assert.equal(await metric('portico_ws_drops_total'), 0);
   });
 
+  await t.test('clients that vanish at any point (mid-handshake, right after the 101, mid-message) leave nothing open', async (t) => {
+    const head = `GET /wss HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+    const gone: Array<Promise<void>> = [];
+    for (let i = 0; i < 30; i++) {
+      gone.push(
+        new Promise<void>((resolve) => {
+          const s = net.connect(portico.httpPort, '127.0.0.1', () => {
+            if (i % 3 === 0) s.write(head, () => s.destroy()); // during the backend handshake or the hand-off
+            else s.write(head);
+          });
+          s.on('data', (d: Buffer) => {
+            // after the 101: vanish at once, or in the middle of a masked frame
+            if (i % 3 === 2) s.write(Buffer.from([0x82, 0x85, 1, 2, 3, 4, 9]));
+            if (d.includes('101')) s.destroy();
+          });
+          s.on('error', () => {});
+          s.on('close', () => resolve());
+        }),
+      );
+    }
+    await Promise.all(gone);
+    await statusUntil(portico, 'no connection left', (s) => s.workers.every((w) => w.connections === 0), 15_000);
+    await until('the backend legs are closed', () => backend.sockets.size, (n) => n === 0, 15_000);
+    const ws = await openWebSocket(t, url);
+    assert.equal(await echo(ws, 'still serving'), 'still serving');
+  });
+
   await t.test('draining the target: its terminated clients get Close 1012', async (t) => {
     const clients = await Promise.all([openWebSocket(t, url), openWebSocket(t, url), openWebSocket(t, url)]);
     const closes = clients.map((ws) => closeOf(ws));
