@@ -72,7 +72,8 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
   await t.test('the backend chooses the subprotocol; request headers and the client IP reach it', async (t) => {
     const before = backend.upgrades.length;
     const ws2 = await new Promise<WebSocket>((resolve, reject) => {
-      const w = new WebSocket(`${base}/wss`, ['chat.v1', 'chat.v2'], { headers: { Cookie: 'sid=abc', Authorization: 'Bearer t' } });
+      // from a second loopback address: the client IP is told apart from Portico's own
+      const w = new WebSocket(`${base}/wss`, ['chat.v1', 'chat.v2'], { headers: { Cookie: 'sid=abc', Authorization: 'Bearer t' }, localAddress: '127.0.0.2' });
       t.after(() => w.terminate());
       w.once('open', () => resolve(w));
       w.once('error', reject);
@@ -81,10 +82,13 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     const h = backend.upgrades[before];
     assert.equal(h.cookie, 'sid=abc');
     assert.equal(h.authorization, 'Bearer t');
-    assert.equal(h['x-real-ip'], '127.0.0.1');
-    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-real-ip'], '127.0.0.2');
+    assert.equal(h['x-forwarded-for'], '127.0.0.2');
     assert.equal(h['sec-websocket-extensions'], undefined, 'the backend leg offers no extension');
     assert.equal(await echo(ws2, 'x'), 'x');
+    ws2.close(1000);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.remoteAddr === '127.0.0.2');
+    assert.equal(line.code, 1000, 'the access log names the real client on the plain (splice) hand-off');
   });
 
   await t.test('compression: permessage-deflate is negotiated with the client only on a route that asks for it', async (t) => {
@@ -178,14 +182,15 @@ test('terminated WebSocket over TLS (wss): echo and the client IP', { timeout: 6
     upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
     routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' } }],
   });
-  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/wss`);
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/wss`, { localAddress: '127.0.0.2' });
   assert.equal(await echo(ws, 'over tls'), 'over tls');
   const big = Buffer.alloc(200 * 1024, 3);
   assert.deepEqual(await echo(ws, big), big);
   assert.equal(backend.upgrades[0]['x-forwarded-proto'], 'https');
+  assert.equal(backend.upgrades[0]['x-real-ip'], '127.0.0.2');
   ws.close(1000);
   const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
-  assert.equal(line.remoteAddr, '127.0.0.1');
+  assert.equal(line.remoteAddr, '127.0.0.2', 'the access log names the real client on the TLS (JS relay) hand-off');
 });
 
 test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced at drain_rate, within the grace', { timeout: 60_000 }, async (t) => {
