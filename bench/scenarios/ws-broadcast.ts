@@ -1,10 +1,11 @@
 // Edge fan-out throughput: deliveries per second from POST /topics/NAME/publish to N terminated WebSockets
 // subscribed to the topic (the backend names it in its 101). One Portico worker; the subscribers are raw TCP
 // sockets in this process that do the handshake by hand and then only count bytes (every delivery is one
-// fixed-size unmasked frame), so the client costs little next to what it measures. Publishes go one after
-// the other through the admin listener; the clock runs from the first publish to the last byte received.
+// fixed-size unmasked frame), so the client costs little next to what it measures. Publishes go through the
+// admin listener, --inflight at a time (each is an HTTP request, an IPC message and a uWS publish, so one at a
+// time measures their latency, not delivery); the clock runs from the first publish to the last byte received.
 // It asserts nothing; a check run (one publish, every subscriber gets exactly one frame) comes first.
-// Usage: npm run bench:broadcast -- [--n 2000] [--messages 100] [--size 16]
+// Usage: npm run bench:broadcast -- [--n 2000] [--messages 100] [--size 16] [--inflight 16]
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -19,12 +20,14 @@ import { benchmarkMain, spawnProcess, stopTree, type BenchmarkScope } from '../l
 const USAGE = `usage: npm run bench:broadcast -- [options]
   --n N             subscribers (default 2000; each costs the worker 4 descriptors)
   --messages M      publishes (default 100)
-  --size B          message size in bytes, at most 125 (default 16)`;
+  --size B          message size in bytes, at most 125 (default 16)
+  --inflight K      publishes in flight at once (default 16)`;
 
-const args = readArgs(process.argv.slice(2), { n: 'string', messages: 'string', size: 'string' }, USAGE);
+const args = readArgs(process.argv.slice(2), { n: 'string', messages: 'string', size: 'string', inflight: 'string' }, USAGE);
 const N = args.int('n', 2000, 1, 100_000);
 const M = args.int('messages', 100, 1, 100_000);
 const SIZE = args.int('size', 16, 1, 125);
+const INFLIGHT = args.int('inflight', 16, 1, 1000);
 /** A server frame of SIZE <= 125 bytes: 2 header bytes, no mask. */
 const FRAME = SIZE + 2;
 
@@ -110,13 +113,20 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   if (!(await waitFor(N * FRAME, 30_000)) || subs.some((s) => s.received !== FRAME)) throw new Error(`check failed: ${total()} of ${N * FRAME} bytes`);
   const base = total();
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < M; i++) await post(admin, '/topics/b/publish', msg);
+  let sent = 0;
+  const lane = async (): Promise<void> => {
+    while (sent < M) {
+      sent++;
+      if ((await post(admin, '/topics/b/publish', msg)) !== 202) throw new Error('publish refused');
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(INFLIGHT, M) }, lane));
   const all = await waitFor(base + N * M * FRAME, 120_000);
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   const delivered = (total() - base) / FRAME;
   console.log(
     `broadcast: ${N} subscribers x ${M} publishes of ${SIZE} B, one worker: ${Math.round(delivered / s)} deliveries/s ` +
-      `(${delivered} delivered${all ? '' : ' (INCOMPLETE)'} in ${s.toFixed(2)} s; publishes sent one after the other; ` +
+      `(${delivered} delivered${all ? '' : ' (INCOMPLETE)'} in ${s.toFixed(2)} s; ${INFLIGHT} publishes in flight; ` +
       `${os.availableParallelism()} CPUs, load average ${os.loadavg()[0].toFixed(2)})`,
   );
   for (const sub of subs) sub.socket.destroy();
