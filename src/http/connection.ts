@@ -21,7 +21,7 @@ import { listenerHost, type ForwardDecision, type RequestVars, type Router, type
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import { logExchange, logRejected } from './access-log.js';
-import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
+import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
@@ -105,6 +105,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** A terminate decision whose backend handshake is in progress, then its terminated WebSocket. */
   #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; ex: Exchange | null } | null = null;
   #terminated: TerminatedConnection | null = null;
+  /** The hash key a terminated WebSocket holds on its target while open (sticky tunnels), to release at its end. */
+  #terminatedKey: StickyEntry | null = null;
   readonly remoteAddr: string;
   #proxied: ProxiedEnds | undefined;
   #upstreamClient: UpstreamClient | null = null;
@@ -458,6 +460,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       upstream: t.d.upstream,
       target: ex.target?.id ?? '',
     });
+    this.#terminatedKey = countStickyKey(this.ctx, ex);
     if (this.#registry.draining) this.#terminated.drain();
   }
 
@@ -466,6 +469,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     const t = this.#terminate;
     const ex = t?.ex ?? null;
     if (ex !== null && ex.target !== null) ex.target.active--;
+    releaseStickyKey(this.#terminatedKey);
+    this.#terminatedKey = null;
     if (t !== null && ex !== null && end !== undefined && this.ctx.config.log.access) logTerminated(this.log, ex, this.remoteAddr, end);
     this.#registry.delete(this);
     this.#releaseConnection();

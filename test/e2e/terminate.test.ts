@@ -363,3 +363,19 @@ test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothi
     await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'target_drained' && l.code === 1012);
   });
 });
+
+test('terminated WebSocket on a hash upstream: its key stays counted on its target while open (sticky tunnels)', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    admin: { address: '127.0.0.1:0' },
+    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`], balance: { policy: 'hash', key: '$remote_addr' } } },
+    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' } }],
+  });
+  const ws = await openWebSocket(t, `ws://127.0.0.1:${portico.httpPort}/wss`);
+  assert.equal(await echo(ws, 'k'), 'k');
+  await statusUntil(portico, 'the key counted open', (s) => s.sticky.keys === 1);
+  ws.close(1000);
+  await statusUntil(portico, 'the key released', (s) => s.sticky.keys === 0);
+});
