@@ -17,6 +17,7 @@ export const LAYERS = [
   ['upstream', 'accept'], // pools, balancers, health, discovery; listening sockets, TLS, the first-bytes preface
   ['tunnel', 'route'], // byte relays (JS, splice, L4); the router, its Decision and the policies it applies
   ['handlers'], // what a Decision runs: forward (and the request kinds to come)
+  ['terminate'], // terminated WebSocket: the worker's uWebSockets.js app, hand-off, message relay, paced drain
   ['http'], // the client connection: reads heads, asks the router, runs a handler, logs
   ['admin'], // the admin listener
   ['worker'], // a worker process: runtime, IPC, apply a config, wire listeners to connections

@@ -1,8 +1,8 @@
 // What an idle WebSocket tunnel costs one worker: RSS (KiB) and file descriptors per tunnel, plain (spliced when the
-// addon is loaded) and TLS. Starts `portico start` from --root (any checkout with dist/ built, so the same script
+// addon is loaded) and TLS; with --ws terminate, per terminated WebSocket (uWebSockets.js) instead. Starts `portico start` from --root (any checkout with dist/ built, so the same script
 // measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
-// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls]
+// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate]
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -15,13 +15,15 @@ import { benchmarkMain, fdCount as fds, rssKiB, spawnProcess, stopTree, type Ben
 const USAGE = `usage: npm run bench:idle -- [options]
   --root DIR          checkout whose dist/ and bin/portico.js are measured (default: the current folder)
   --n N               idle tunnels to open (default 500)
-  --mode plain|tls    listener kind (default plain)`;
+  --mode plain|tls    listener kind (default plain)
+  --ws tunnel|terminate  websocket.mode of the route (default tunnel)`;
 
-const args = readArgs(process.argv.slice(2), { root: 'string', n: 'string', mode: 'string' }, USAGE);
+const args = readArgs(process.argv.slice(2), { root: 'string', n: 'string', mode: 'string', ws: 'string' }, USAGE);
 const root = path.resolve(args.str('root', process.cwd()));
 const n = args.int('n', 500, 1, 100_000);
 const mode = args.oneOf('mode', ['plain', 'tls'] as const, 'plain');
 const tls = mode === 'tls';
+const terminate = args.oneOf('ws', ['tunnel', 'terminate'] as const, 'tunnel') === 'terminate';
 
 
 async function get(url: string): Promise<string> {
@@ -40,7 +42,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const listener = tls ? `{ address: 127.0.0.1:0, tls: { certificates: [{ cert: ${cert}, key: ${key} }] } }` : '{ address: 127.0.0.1:0 }';
   writeFileSync(
     path.join(dir, 'p.yaml'),
-    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
+    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? ', websocket: { mode: terminate }' : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
   );
   const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
   started.push(proc);
@@ -54,7 +56,12 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
     child.once('exit', () => reject(new Error('portico exited')));
   });
   const admin = `http://127.0.0.1:${listening.admin.port}`;
-  const status = async () => JSON.parse(await get(`${admin}/status`)) as { workers: Array<{ pid: number; tunnels?: number }> };
+  const raw = async () => JSON.parse(await get(`${admin}/status`)) as { workers: Array<{ pid: number; tunnels?: number; connections?: number }> };
+  // a terminated WebSocket is a connection, not a tunnel: count those instead
+  const status = async () => {
+    const s = await raw();
+    return { workers: s.workers.map((w) => ({ pid: w.pid, tunnels: terminate ? w.connections : w.tunnels })) };
+  };
   const url = `${tls ? 'wss://localhost' : 'ws://127.0.0.1'}:${listening.listeners[0].port}/ws`;
   const open = () =>
     new Promise<WebSocket>((resolve, reject) => {
@@ -78,7 +85,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const rss1 = rssKiB(pid);
   const fd1 = fds(pid);
   console.log(
-    `${mode}: ${n} idle tunnels, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
+    `${mode}${terminate ? ' terminate' : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
       `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
   );
   for (const ws of sockets) ws.terminate();

@@ -4,6 +4,7 @@
 // one, a loopback peer and the X-Portico-Admin header.
 // It only formats what its AdminSource returns; gathering numbers and fanning out drains is the primary's job
 // (primary/report.ts, primary/targets.ts).
+import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { checkControl, checkRequest, isLoopback } from './guard.js';
@@ -101,6 +102,8 @@ export interface AdminSource {
   status(): Promise<StatusReport>;
   /** Sets `draining` for `target` (its address as written in config) in every worker. */
   drain(upstream: string, target: string, draining: boolean): Promise<DrainResult>;
+  /** Edge fan-out: sends a message to every worker's subscribers of `topic`; returns the workers it went to. */
+  publish(topic: string, data: Buffer, binary: boolean): number;
 }
 
 export type AdminOptions = AdminGuardOptions;
@@ -124,6 +127,7 @@ export async function startAdminServer(host: string, port: number, source: Admin
     const refused = checkRequest(req, current);
     if (refused !== null) return refuse(req, res, path, refused, log);
     if (path.startsWith('/upstreams/')) serveControl(req, res, path, source, log, current);
+    else if (path.startsWith('/topics/')) servePublish(req, res, path, source, log, current);
     else if (path === '/dashboard/events') feed.serve(req, res);
     else if (!serveDashboardAsset(path, req, res)) serve(req, res, source, log);
   });
@@ -207,6 +211,57 @@ function serveControl(req: http.IncomingMessage, res: http.ServerResponse, path:
       send(res, 500, TEXT, 'internal error\n', false);
     },
   );
+}
+
+const PUBLISH_PATH = /^\/topics\/([^/]+)\/publish$/;
+/** Largest message POST /topics/NAME/publish takes (it is copied to every worker). */
+const MAX_PUBLISH_BYTES = 1024 * 1024;
+
+/**
+ * POST /topics/NAME/publish: the body is one message to every terminated WebSocket subscribed to NAME (a
+ * backend named the topic in its 101, README "Edge fan-out"); binary when Content-Type is
+ * application/octet-stream, else text (UTF-8). Needs the token or X-Portico-Admin, as drains do.
+ */
+function servePublish(req: http.IncomingMessage, res: http.ServerResponse, path: string, source: AdminSource, log: Logger, options: AdminOptions): void {
+  const m = PUBLISH_PATH.exec(path);
+  if (m === null) {
+    req.resume();
+    return send(res, 404, TEXT, 'not found: POST /topics/NAME/publish\n', req.method === 'HEAD');
+  }
+  if (req.method !== 'POST') {
+    req.resume();
+    res.setHeader('Allow', 'POST');
+    return send(res, 405, TEXT, 'method not allowed\n', false);
+  }
+  const denied = checkControl(req, options);
+  if (denied !== null) return refuse(req, res, path, denied, log);
+  let topic: string;
+  try {
+    topic = decodeURIComponent(m[1]);
+  } catch {
+    req.resume();
+    return send(res, 400, TEXT, 'bad percent-encoding in the path\n', false);
+  }
+  const binary = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase() === 'application/octet-stream';
+  const parts: Buffer[] = [];
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size > MAX_PUBLISH_BYTES) {
+      send(res, 413, TEXT, `message over ${MAX_PUBLISH_BYTES} bytes\n`, false);
+      req.destroy();
+      return;
+    }
+    parts.push(c);
+  });
+  req.on('end', () => {
+    if (size > MAX_PUBLISH_BYTES) return;
+    const data = Buffer.concat(parts, size);
+    if (!binary && !isUtf8(data)) return send(res, 400, TEXT, 'a text message must be UTF-8 (send binary as application/octet-stream)\n', false);
+    const workers = source.publish(topic, data, binary);
+    log.debug({ topic, bytes: size, binary, workers }, 'topic published');
+    send(res, 202, 'application/json; charset=utf-8', `${JSON.stringify({ topic, bytes: size, binary, workers })}\n`, false);
+  });
 }
 
 /** Answers a refused request (and logs it: a refusal may be an attack, or a script missing its header). */

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { formatErrors, loadConfig, resolveWorkers } from '../config/load.js';
+import { terminateProblem } from '../terminate/uws.js';
 import type { Config } from '../config/schema.js';
 import { controlPaths, requestReload, requestUpgrade } from '../primary/state-files.js';
 
@@ -97,9 +98,12 @@ function summary(config: Config): string {
 /** Loads and validates; on errors prints every one of them and returns undefined. */
 function load(file: ConfigFile): { config: Config; text: string } | undefined {
   const result = loadConfig(file.abs);
-  if (result.ok) return result;
-  process.stderr.write(`${formatErrors(file.shown, result.errors)}\n`);
-  process.stderr.write(`portico: ${plural(result.errors.length, 'error')} in ${file.shown}; nothing was started\n`);
+  // a terminate route needs uWebSockets.js here: refused now, never a silent slow fallback
+  const problem = result.ok ? terminateProblem(result.config) : undefined;
+  if (result.ok && problem === undefined) return result;
+  const errors = result.ok ? [problem!] : result.errors;
+  process.stderr.write(`${formatErrors(file.shown, errors)}\n`);
+  process.stderr.write(`portico: ${plural(errors.length, 'error')} in ${file.shown}; nothing was started\n`);
   return undefined;
 }
 

@@ -8,6 +8,7 @@ import { upstreamTls } from './upstream-tls.js';
 import { acmeSchema } from './acme.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
+import { websocketSchema } from './websocket.js';
 import { isPlainObject } from '../core/util.js';
 import { compressOptions } from './compress.js';
 import { corsPolicy } from './cors.js';
@@ -484,6 +485,8 @@ const route = z
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
+    /** How WebSocket handshakes of a proxy route are served: tunnelled (default) or terminated (config/websocket.ts). */
+    websocket: websocketSchema(duration, size).optional(),
     /** Request and WebSocket handshake rate limits per client key (default none: nothing counted). */
     rate_limit: routeRateLimit.optional(),
   })
@@ -505,6 +508,7 @@ function checkRouteAction(route: unknown, ctx: z.RefinementCtx): void {
   const present = ROUTE_ACTIONS.filter((k) => route[k] !== undefined);
   if (present.length === 0) ctx.addIssue({ code: 'custom', path: [], message: `a route needs one of: ${ROUTE_ACTIONS.join(', ')}` });
   else if (present.length > 1) ctx.addIssue({ code: 'custom', path: [present[1]], message: `use only one of ${present.join(', ')} in a route` });
+  if (route.websocket !== undefined && route.proxy === undefined) ctx.addIssue({ code: 'custom', path: ['websocket'], message: 'websocket applies to proxy routes only' });
 }
 
 function checkRouteMatch(route: unknown, ctx: z.RefinementCtx): void {
@@ -879,6 +883,7 @@ export type TargetConfig = UpstreamConfig['targets'][number];
 export type ResolverConfig = Config['resolver'];
 export type RouteConfig = Config['routes'][number];
 export type TunnelConfig = Config['tunnel'];
+export type { WebsocketConfig } from './websocket.js';
 export type RouteRateLimitConfig = NonNullable<RouteConfig['rate_limit']>;
 export type RateLimitConfig = NonNullable<RouteRateLimitConfig['requests']>;
 export type HealthConfig = UpstreamConfig['health'];

@@ -46,6 +46,54 @@ export interface MetricsSnapshot {
   rateLimited: Record<string, number>;
   /** The splice relay's pipe pool (absent without the addon): gauges, and copies as a counter. */
   pipes?: PipeGauges;
+  /** Terminated WebSockets (uWebSockets.js); absent until one opened. */
+  terminated?: TerminatedCounters;
+}
+
+/** Terminated WebSockets of one worker, or summed over workers. */
+export interface TerminatedCounters {
+  open: number;
+  total: number;
+  /** Messages and payload bytes client -> backend (in) and backend -> client (out). */
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  pingsMissed: number;
+  /** Messages dropped (uWS backpressure limit, message rate). */
+  drops: number;
+  /** Closes by the client-side close code: a bounded set (RFC 6455 codes, then "3xxx" / "4xxx"). */
+  closeCodes: Record<string, number>;
+}
+
+/** The label of a close code: codes 1000-1015 as they are, application ranges folded (bounded label set). */
+export function closeCodeLabel(code: number): string {
+  if (code >= 1000 && code <= 1015) return String(code);
+  if (code >= 3000 && code <= 3999) return '3xxx';
+  if (code >= 4000 && code <= 4999) return '4xxx';
+  return 'other';
+}
+
+function emptyTerminated(): TerminatedCounters {
+  return { open: 0, total: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, pingsMissed: 0, drops: 0, closeCodes: {} };
+}
+
+function sumTerminated(a: TerminatedCounters | undefined, b: TerminatedCounters | undefined): TerminatedCounters {
+  const x = a ?? emptyTerminated();
+  const y = b ?? emptyTerminated();
+  const closeCodes = { ...x.closeCodes };
+  for (const [k, n] of Object.entries(y.closeCodes)) closeCodes[k] = (closeCodes[k] ?? 0) + n;
+  return {
+    open: x.open + y.open,
+    total: x.total + y.total,
+    messagesIn: x.messagesIn + y.messagesIn,
+    messagesOut: x.messagesOut + y.messagesOut,
+    bytesIn: x.bytesIn + y.bytesIn,
+    bytesOut: x.bytesOut + y.bytesOut,
+    pingsMissed: x.pingsMissed + y.pingsMissed,
+    drops: x.drops + y.drops,
+    closeCodes,
+  };
 }
 
 /** The splice relay's pipe pool of one worker, or summed over workers. */
@@ -70,6 +118,28 @@ export class Metrics {
   #tlsHandshakeErrors = 0;
   #refused = new Map<RefusedReason, number>();
   #rateLimited = new Map<string, number>();
+  #terminated: TerminatedCounters | undefined;
+
+  /** A terminated WebSocket opened (its 101 went to the client). */
+  terminatedOpened(): void {
+    const t = (this.#terminated ??= emptyTerminated());
+    t.open++;
+    t.total++;
+  }
+
+  /** A terminated WebSocket ended: its counts and the close code the client side ended with. */
+  terminatedClosed(end: { code: number; messagesIn: number; messagesOut: number; bytesIn: number; bytesOut: number; pingsMissed: number; drops: number }): void {
+    const t = (this.#terminated ??= emptyTerminated());
+    if (t.open > 0) t.open--;
+    t.messagesIn += end.messagesIn;
+    t.messagesOut += end.messagesOut;
+    t.bytesIn += end.bytesIn;
+    t.bytesOut += end.bytesOut;
+    t.pingsMissed += end.pingsMissed;
+    t.drops += end.drops;
+    const label = closeCodeLabel(end.code);
+    t.closeCodes[label] = (t.closeCodes[label] ?? 0) + 1;
+  }
 
   connectionAccepted(): void {
     this.#connections++;
@@ -138,6 +208,7 @@ export class Metrics {
       tlsHandshakeErrors: this.#tlsHandshakeErrors,
       refused: Object.fromEntries(this.#refused),
       rateLimited: Object.fromEntries(this.#rateLimited),
+      ...(this.#terminated === undefined ? {} : { terminated: { ...this.#terminated, closeCodes: { ...this.#terminated.closeCodes } } }),
     };
   }
 
@@ -173,6 +244,7 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     refused,
     rateLimited,
     ...(a.pipes === undefined && b.pipes === undefined ? {} : { pipes: sumPipes(a.pipes, b.pipes) }),
+    ...(a.terminated === undefined && b.terminated === undefined ? {} : { terminated: sumTerminated(a.terminated, b.terminated) }),
   };
 }
 
@@ -244,6 +316,17 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
     metric('portico_splice_pipes_in_use', 'gauge', 'Pipes holding bytes of a tunnel now; an idle tunnel holds none.', [['', s.pipes.inUse]]);
     metric('portico_splice_pipes_cap', 'gauge', 'limits.max_pipes summed over workers.', [['', s.pipes.cap]]);
     metric('portico_splice_pipe_copies_total', 'counter', 'Tunnel reads copied through a small buffer because no pipe could be had (cap reached or pipe2 failed).', [['', s.pipes.copies]]);
+  }
+  if (s.terminated !== undefined) {
+    const t = s.terminated;
+    metric('portico_ws_terminated_open', 'gauge', 'Open terminated WebSockets (uWebSockets.js).', [['', t.open]]);
+    metric('portico_ws_terminated_total', 'counter', 'Terminated WebSockets opened.', [['', t.total]]);
+    metric('portico_ws_messages_total', 'counter', 'Messages relayed by terminated WebSockets, by direction (in: client to backend).', [[labels({ direction: 'in' }), t.messagesIn], [labels({ direction: 'out' }), t.messagesOut]]);
+    metric('portico_ws_message_bytes_total', 'counter', 'Message payload bytes relayed by terminated WebSockets, by direction.', [[labels({ direction: 'in' }), t.bytesIn], [labels({ direction: 'out' }), t.bytesOut]]);
+    metric('portico_ws_pings_missed_total', 'counter', 'Keepalive pings a client left unanswered.', [['', t.pingsMissed]]);
+    metric('portico_ws_drops_total', 'counter', 'Messages dropped (backpressure limit, message rate).', [['', t.drops]]);
+    const codes = Object.entries(t.closeCodes).sort(([a], [b]) => (a < b ? -1 : 1));
+    metric('portico_ws_closes_total', 'counter', 'Terminated WebSockets closed, by the close code the client side ended with (1006: no Close frame).', codes.map(([code, n]) => [labels({ code }), n]));
   }
   if (gauges !== undefined) {
     metric('portico_workers', 'gauge', 'Worker processes running.', [['', gauges.workers]]);

@@ -42,8 +42,11 @@ export interface ClientSide {
   exchangeDone(ex: Exchange, clientReusable: boolean): void;
   /** The exchange failed; `responseStarted` tells whether a canned response may still be written. */
   exchangeFailed(ex: Exchange, err: ProxyError): void;
-  /** The upstream answered 101: the owner turns the connection into a tunnel with these sockets. */
-  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null): void;
+  /**
+   * The upstream answered 101: the owner turns the connection into a tunnel with these sockets. `res`: the
+   * upstream's 101 (with `holdUpgrade` set, it was not written to the client: a terminated WebSocket answers itself).
+   */
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void;
 }
 
 type Phase = 'connecting' | 'waiting' | 'body' | 'done';
@@ -80,6 +83,8 @@ export class Exchange extends UpstreamAttempt {
   bytesOut = 0;
   /** Bytes of the request sent upstream (head included). */
   bytesIn = 0;
+  /** A 101 is not relayed to the client (terminated WebSocket: uWebSockets.js writes the client's 101). */
+  holdUpgrade = false;
   /** Nothing of a response reached the client yet: a canned error is still possible. */
   responseStarted = false;
   /** Why the exchange ended badly, for the log. */
@@ -515,15 +520,17 @@ export class Exchange extends UpstreamAttempt {
       return;
     }
     const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade', this.#stickyCookie());
-    this.responseStarted = true;
-    this.bytesOut += headStr.length;
     const up = this.#detachUpstream();
     Exchange.#disown(up as OwnedSocket);
     this.#finished = true;
     this.#phase = 'done';
-    this.#client.socket.write(headStr, 'latin1');
+    if (!this.holdUpgrade) {
+      this.responseStarted = true;
+      this.bytesOut += headStr.length;
+      this.#client.socket.write(headStr, 'latin1');
+    }
     this.pool.detach(this.target!, up);
-    this.#client.exchangeUpgraded(this, up, buf.length > used ? buf.subarray(used) : null);
+    this.#client.exchangeUpgraded(this, up, buf.length > used ? buf.subarray(used) : null, res);
   }
 
   #finishResponse(extraBytes: boolean): void {

@@ -17,15 +17,19 @@ import { checkPolicies, type PolicyClient } from '../route/policy/index.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { Refusal, RouteLimits } from '../route/policy/route-limits.js';
 import type { LimitStore } from '../route/policy/store.js';
-import { listenerHost, type CompiledRoute, type ForwardDecision, type RequestVars, type Router, type StaticDecision, type TunnelDecision } from '../route/router.js';
+import { listenerHost, type CompiledRoute, type ForwardDecision, type RequestVars, type Router, type StaticDecision, type TerminateDecision, type TunnelDecision } from '../route/router.js';
 import { httpsRedirectAnswer, preflightAnswer, redirectAnswer, returnAnswer, type FixedAnswer } from '../handlers/fixed.js';
 import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js';
 import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import { logAnswer, logExchange, logRejected } from './access-log.js';
-import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
+import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
+import type { ResponseHead } from '../wire/http-head.js';
+import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
+import type { SessionEnd } from '../terminate/session.js';
+import { logTerminated } from '../terminate/log.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -51,6 +55,8 @@ export interface ConnectionContext {
   readonly routeLimits?: ReadonlyArray<RouteLimits | undefined>;
   /** ACME HTTP-01 tokens of pending orders -> key authorization (primary/acme.ts); shared by every runtime of the worker. */
   readonly acmeTokens?: ReadonlyMap<string, string>;
+  /** The worker's uWebSockets.js app and paced drainer (absent: no terminated WebSocket route in this worker). */
+  readonly terminate?: TerminateServices;
 }
 
 /** Where an ACME CA fetches an HTTP-01 key authorization (RFC 8555 §8.3). */
@@ -91,7 +97,7 @@ function headLimits(config: Config): HeadLimits {
   return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
 }
 
-class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner {
+class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner, TerminateOwner {
   readonly socket: ByteSocket;
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
@@ -112,6 +118,11 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** The current route's CORS header lines for this request ('' without a CORS policy): on every answer, errors included. */
   corsHeaders = '';
   #tunnel: UpgradedTunnel | null = null;
+  /** A terminate decision whose backend handshake is in progress, then its terminated WebSocket. */
+  #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; ex: Exchange | null } | null = null;
+  #terminated: TerminatedConnection | null = null;
+  /** The hash key a terminated WebSocket holds on its target while open (sticky tunnels), to release at its end. */
+  #terminatedKey: StickyEntry | null = null;
   readonly remoteAddr: string;
   #proxied: ProxiedEnds | undefined;
   #upstreamClient: UpstreamClient | null = null;
@@ -348,14 +359,23 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       case 'return':
         this.#answer(returnAnswer(d), head, 'return', d.route);
         return;
+      case 'terminate':
+        // the backend's handshake first (as a tunnel's), then the client's WebSocket goes to uWebSockets.js
+        if (this.ctx.terminate === undefined) {
+          this.#reject('INTERNAL', 'uWebSockets.js is not running in this worker', head);
+          return;
+        }
+        this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, ex: null };
+        this.#forward(d, head);
+        return;
       default:
         // a Decision kind without a case here does not compile (router.ts Decision says how to add one)
         unhandledDecision(d);
     }
   }
 
-  /** Forward and tunnel decisions: an Exchange to the route's pool (a tunnel waits for a valid 101 in it). */
-  #forward(d: ForwardDecision | TunnelDecision, head: RequestHead): void {
+  /** Forward, tunnel and terminate decisions: an Exchange to the route's pool (a WebSocket waits for a valid 101 in it). */
+  #forward(d: ForwardDecision | TunnelDecision | TerminateDecision, head: RequestHead): void {
     const route = d.route;
     const pool = this.ctx.pools.get(d.upstream);
     if (pool === undefined) {
@@ -365,7 +385,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
     this.#setVars(head);
     if (!head.keepAlive) this.#closeAfter = true;
-    const ex = new Exchange(this, head, route, pool, d.kind === 'tunnel');
+    const ex = new Exchange(this, head, route, pool, d.kind !== 'forward');
+    if (d.kind === 'terminate') ex.holdUpgrade = true;
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -534,7 +555,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     else this.socket.destroy();
   }
 
-  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null): void {
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void {
+    if (this.#terminate !== null) return this.#startTerminated(ex, upstream, upstreamRest, res);
     this.#ex = null;
     this.#state = 'tunnel';
     this.#dropUpstreamClient();
@@ -549,6 +571,60 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#buf = null;
     this.#tunnel = new UpgradedTunnel(this, this.#registry, this.ctx, ex, socket, upstream);
     this.#tunnel.start(clientRest, upstreamRest);
+  }
+
+  /** The backend accepted the handshake: the client's WebSocket is handed to uWebSockets.js (terminate/handoff.ts). */
+  #startTerminated(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void {
+    const t = this.#terminate!;
+    const bad = checkBackendAnswer(t.head, res);
+    if (bad !== undefined) {
+      upstream.destroy();
+      if (ex.target !== null) ex.target.active--;
+      this.#requestFailed(ex, new ProxyError('UPSTREAM_HANDSHAKE_INVALID', bad));
+      return;
+    }
+    this.#ex = null;
+    this.#state = 'tunnel';
+    this.#dropUpstreamClient();
+    this.#deadline = 0;
+    const socket = this.socket;
+    socket.removeListener('data', this.#onData);
+    socket.removeListener('end', this.#onEnd);
+    socket.removeListener('drain', this.#onDrain);
+    socket.removeListener('error', this.#onError);
+    const clientRest = this.#buf;
+    this.#buf = null;
+    t.ex = ex;
+    const ends = this.upstreamClient;
+    this.#terminated = new TerminatedConnection(this, this.ctx.terminate!, this.ctx.metrics, {
+      client: socket,
+      clientRest,
+      clientHead: t.head,
+      extensionOffer: t.extensionOffer,
+      source: ends.source,
+      destination: ends.destination,
+      backend: upstream,
+      backendRest: upstreamRest,
+      backendAnswer: res,
+      websocket: t.d.websocket,
+      route: t.d.route.name,
+      upstream: t.d.upstream,
+      target: ex.target?.id ?? '',
+    });
+    this.#terminatedKey = countStickyKey(this.ctx, ex);
+    if (this.#registry.draining) this.#terminated.drain();
+  }
+
+  /** The terminated WebSocket is over (terminate/handoff.ts): logged, and the connection is gone. */
+  terminatedEnded(end: SessionEnd | undefined): void {
+    const t = this.#terminate;
+    const ex = t?.ex ?? null;
+    if (ex !== null && ex.target !== null) ex.target.active--;
+    releaseStickyKey(this.#terminatedKey);
+    this.#terminatedKey = null;
+    if (t !== null && ex !== null && end !== undefined && this.ctx.config.log.access) logTerminated(this.log, ex, this.remoteAddr, end);
+    this.#registry.delete(this);
+    this.#releaseConnection();
   }
 
   /** The tunnel reported its end (upgrade.ts): the connection is gone. */
@@ -715,6 +791,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       }
       case 'tunnel':
         this.#tunnel?.relay.checkIdle(now);
+        this.#terminated?.sweep(now);
         return;
       case 'closed':
         if (this.#deadline !== 0 && now >= this.#deadline) this.socket.destroy();
@@ -724,6 +801,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   /** Shutdown began a moment ago: an idle connection closes now; a busy one after its response (closing is true). */
   drain(): void {
+    if (this.#terminated !== null) {
+      this.#terminated.drain();
+      return;
+    }
     if (this.#state === 'head' && this.#buf === null) {
       this.#state = 'closed';
       this.#end();
@@ -732,7 +813,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */
   forceClose(): void {
-    if (this.#tunnel !== null) this.#tunnel.relay.shutdown();
+    if (this.#terminated !== null) this.#terminated.forceClose();
+    else if (this.#tunnel !== null) this.#tunnel.relay.shutdown();
     else this.#teardown();
   }
 }

@@ -28,6 +28,30 @@ export interface TunnelOwner {
   tunnelEnded(): void;
 }
 
+/** A hash key counted open on its target (ctx.sticky), to release at close. */
+export interface StickyEntry {
+  readonly keys: OpenKeys;
+  readonly upstream: string;
+  readonly key: string;
+  readonly target: string;
+}
+
+/**
+ * A WebSocket of a hash upstream (tunnelled or terminated) holds its key on its target while open
+ * (upstream/sticky.ts): counted here, or null when the upstream does not hash.
+ */
+export function countStickyKey(ctx: TunnelContext, ex: Exchange): StickyEntry | null {
+  const keys = ctx.sticky;
+  const balance = ex.pool.config.balance;
+  if (keys === undefined || ex.key === undefined || ex.target === null || typeof balance === 'string' || balance.policy !== 'hash') return null;
+  const entry = { keys, upstream: ex.pool.name, key: ex.key, target: ex.target.id };
+  return keys.opened(entry.upstream, entry.key, entry.target) ? entry : null;
+}
+
+export function releaseStickyKey(entry: StickyEntry | null): void {
+  if (entry !== null) entry.keys.closed(entry.upstream, entry.key, entry.target);
+}
+
 /** One open tunnel of a client connection and its bookkeeping. */
 export class UpgradedTunnel {
   readonly relay: Tunnel | SpliceTunnel;
@@ -36,7 +60,7 @@ export class UpgradedTunnel {
   readonly #ctx: TunnelContext;
   readonly #ex: Exchange;
   /** The tunnel's hash key as counted in ctx.sticky (sticky tunnels), to uncount at close. */
-  #stickyKey: { keys: OpenKeys; upstream: string; key: string; target: string } | null = null;
+  #stickyKey: StickyEntry | null = null;
 
   /** Builds the relay over both sockets and counts the tunnel; bytes move from start(). */
   constructor(owner: TunnelOwner, registry: ConnectionRegistry, ctx: TunnelContext, ex: Exchange, socket: ByteSocket, upstream: ByteSocket) {
@@ -62,21 +86,14 @@ export class UpgradedTunnel {
 
   /** A tunnel of a hash upstream holds its key on its target while open (upstream/sticky.ts). */
   #countStickyKey(ex: Exchange): void {
-    const keys = this.#ctx.sticky;
-    const balance = ex.pool.config.balance;
-    if (keys === undefined || ex.key === undefined || ex.target === null || typeof balance === 'string' || balance.policy !== 'hash') return;
-    const entry = { keys, upstream: ex.pool.name, key: ex.key, target: ex.target.id };
-    if (keys.opened(entry.upstream, entry.key, entry.target)) this.#stickyKey = entry;
+    this.#stickyKey = countStickyKey(this.#ctx, ex);
   }
 
   #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
     this.#registry.tunnelClosed();
     this.#owner.tunnelEnded();
-    const sticky = this.#stickyKey;
-    if (sticky !== null) {
-      this.#stickyKey = null;
-      sticky.keys.closed(sticky.upstream, sticky.key, sticky.target);
-    }
+    releaseStickyKey(this.#stickyKey);
+    this.#stickyKey = null;
     const ex = this.#ex;
     if (ex.target !== null) ex.target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);

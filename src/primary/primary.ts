@@ -249,7 +249,16 @@ class Primary {
   }
 
   #adminSource(): AdminSource {
-    return { metrics: () => this.#report.metricsText(), status: () => this.#report.status(), drain: (u: string, t: string, d: boolean) => this.#targets.drain(u, t, d) };
+    return {
+      metrics: () => this.#report.metricsText(),
+      status: () => this.#report.status(),
+      drain: (u: string, t: string, d: boolean) => this.#targets.drain(u, t, d),
+      // edge fan-out: every worker's uWS app delivers to its own subscribers of the topic
+      publish: (topic: string, data: Buffer, binary: boolean) => {
+        this.#supervisor.broadcast({ type: 'publish', topic, data: data.toString('base64'), binary });
+        return this.#supervisor.pids().length;
+      },
+    };
   }
 
   /** What a worker's message means (IPC keeps order per worker). */

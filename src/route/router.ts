@@ -25,7 +25,7 @@
 // `proxy.strip_prefix: true` removes the matched prefix before forwarding: `/api` turns `/api/x` into `/x` and
 // `/api` into `/`; a prefix written `/api/` strips the same way. It applies to `path` prefixes only.
 //
-import type { Config, RouteConfig, TunnelConfig } from '../config/schema.js';
+import type { Config, RouteConfig, TunnelConfig, WebsocketConfig } from '../config/schema.js';
 import type { ErrorCode } from '../core/errors.js';
 import { RouterConfigError, compileHeaderTemplate, normaliseHost, validateHeaderTemplates, validateRouteMatches, type RequestVars } from '../config/route-rules.js';
 import { compileForwarding, type ForwardingPolicy } from './forwarding.js';
@@ -106,6 +106,20 @@ export interface ReturnDecision {
   readonly contentType: string;
 }
 
+/**
+ * A WebSocket opening handshake on a proxy route with `websocket.mode: terminate`: the backend's handshake is
+ * made first (as for a tunnel), then the client's WebSocket is handed to the worker's uWebSockets.js app and
+ * messages are relayed (src/terminate/).
+ */
+export interface TerminateDecision {
+  readonly kind: 'terminate';
+  readonly route: CompiledRoute;
+  /** The upstream pool's name (the route's `proxy.upstream`). */
+  readonly upstream: string;
+  /** The route's `websocket` section (mode terminate). */
+  readonly websocket: WebsocketConfig;
+}
+
 /** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
 export interface RejectDecision {
   readonly kind: 'reject';
@@ -122,7 +136,7 @@ export interface RejectDecision {
  * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
  * to every routed kind. No kind without something that produces it.
  */
-export type Decision = ForwardDecision | TunnelDecision | StaticDecision | RedirectDecision | ReturnDecision | RejectDecision;
+export type Decision = ForwardDecision | TunnelDecision | TerminateDecision | StaticDecision | RedirectDecision | ReturnDecision | RejectDecision;
 
 /** A decision that names a route (every kind but reject): what policies and handlers get. */
 export type RoutedDecision = Exclude<Decision, RejectDecision>;
@@ -156,7 +170,9 @@ interface RouteDecisions {
 function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
   if (r.proxy !== undefined) {
     const upstream = r.proxy.upstream;
-    return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze({ kind: 'tunnel', route, upstream }) };
+    const ws = r.websocket;
+    const handshake: RoutedDecision = ws?.mode === 'terminate' ? { kind: 'terminate', route, upstream, websocket: ws } : { kind: 'tunnel', route, upstream };
+    return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze(handshake) };
   }
   let d: RoutedDecision | undefined;
   if (r.static !== undefined) d = Object.freeze({ kind: 'static', route, site: r.static });

@@ -6,10 +6,12 @@ import { deferred, type Deferred } from '../core/util.js';
 import type { Server, Socket } from 'node:net';
 import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from '../accept/listener.js';
 import { formatErrors, loadConfigText, type ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import type { ApplyMessage } from './ipc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { fdOf } from '../tunnel/splice.js';
 import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from './runtime.js';
+import type { TerminateServices } from '../terminate/handoff.js';
 import type { TargetSpec } from '../upstream/pool.js';
 import { setStickySecret } from '../upstream/hash-key.js';
 import { ACCEPT_OPTIONS, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
@@ -52,6 +54,8 @@ export interface ApplyHost {
   readonly log: Logger;
   /** What the next runtime shares with the running one (metrics, sticky tables, limits), logging to `log`. */
   runtimeDeps(log: Logger): RuntimeDeps;
+  /** The worker's uWebSockets.js services for `config` (started on first need); throws when they cannot start. */
+  terminateFor(config: Config, log: Logger): Promise<TerminateServices | undefined>;
   /** The discovered sets for apply `msg` (message number `at`). */
   setsFor(msg: ApplyMessage, at: number): Map<string, { readonly targets: readonly TargetSpec[]; readonly at: number }>;
   /** The target states the primary sent so far, onto a runtime not serving yet. */
@@ -152,7 +156,13 @@ export class Applier {
     const previous = running ?? undefined;
     // before any pool is built: cookie balancers map values to targets with it (the same in every apply)
     setStickySecret(msg.stickySecret);
-    const deps: RuntimeDeps = host.runtimeDeps(log);
+    let terminate: TerminateServices | undefined;
+    try {
+      terminate = await host.terminateFor(config, log);
+    } catch (err) {
+      throw new ApplyError(`cannot start terminated WebSocket: ${(err as Error).message}`);
+    }
+    const deps: RuntimeDeps = { ...host.runtimeDeps(log), terminate };
     let next: Runtime;
     try {
       // a changed upstream's new pool starts with its discovered targets: no request of it finds none

@@ -82,7 +82,9 @@ export type ToWorker =
    */
   | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] }
   /** An ACME HTTP-01 token to answer with its key authorization (null: the order is over, forget it). */
-  | { type: 'acme-challenge'; token: string; keyAuthorization: string | null };
+  | { type: 'acme-challenge'; token: string; keyAuthorization: string | null }
+  /** Edge fan-out: a message to every terminated WebSocket subscribed to `topic` (data base64-encoded). */
+  | { type: 'publish'; topic: string; data: string; binary: boolean };
 
 /** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
 export const MAX_DISCOVERED_TARGETS = 10_000;
@@ -241,6 +243,8 @@ export function isToWorker(m: unknown): m is ToWorker {
     case 'acme-challenge':
       // RFC 8555 §8.3: tokens are base64url; the key authorization is token "." thumbprint (both base64url)
       return typeof m.token === 'string' && /^[A-Za-z0-9_-]{1,256}$/.test(m.token) && (m.keyAuthorization === null || (typeof m.keyAuthorization === 'string' && /^[A-Za-z0-9_.-]{1,512}$/.test(m.keyAuthorization)));
+    case 'publish':
+      return typeof m.topic === 'string' && typeof m.data === 'string' && typeof m.binary === 'boolean';
     default:
       return false;
   }

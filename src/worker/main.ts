@@ -17,6 +17,11 @@ import { AcceptPaths } from './accept-paths.js';
 import { Applier, closeStray, type ApplyHost } from './apply.js';
 import { retiredActive, workerStats } from './stats.js';
 import { send } from './send.js';
+import type { Config } from '../config/schema.js';
+import { TerminateApp } from '../terminate/app.js';
+import { Drainer } from '../terminate/drain.js';
+import type { TerminateServices } from '../terminate/handoff.js';
+import { loadUws, terminateRoutePaths } from '../terminate/uws.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -73,6 +78,8 @@ class Worker {
   readonly #paths: AcceptPaths;
   /** Applies configs one at a time and owns the listening sockets. */
   readonly #applier: Applier;
+  /** The uWebSockets.js app of terminated WebSocket routes: started by the first config that has one, then kept. */
+  #terminate: TerminateServices | undefined;
 
   constructor(id: number, log: Logger, fdLimit: number) {
     this.id = id;
@@ -195,6 +202,10 @@ class Worker {
       case 'listen-handle':
         this.#applier.receiveHandle(msg.seq, msg.index, handle);
         return;
+      case 'publish':
+        // edge fan-out: uWS delivers to this worker's subscribers (none when no terminate route ever ran here)
+        this.#terminate?.app.publish(msg.topic, Buffer.from(msg.data, 'base64'), msg.binary);
+        return;
       case 'shutdown':
         void this.shutdown('primary asked');
         return;
@@ -215,6 +226,7 @@ class Worker {
         const { type: _type, ...control } = msg;
         this.#targetControl.set(`${control.upstream}\n${control.target}`, control);
         this.#applyControl(control);
+        if (control.draining) this.#drainTarget(control.upstream, control.target);
         return;
       }
       case 'remote-load':
@@ -284,6 +296,7 @@ class Worker {
         return worker.#log;
       },
       runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits, acmeTokens: this.#acmeTokens }),
+      terminateFor: (config, log) => this.#terminateFor(config, log),
       setsFor: (msg, at) => this.#setsFor(msg, at),
       applyControls: (next) => {
         for (const c of this.#targetControl.values()) this.#applyControl(c, next);
@@ -291,6 +304,7 @@ class Worker {
       swap: (next, log) => {
         this.#runtime = next;
         this.#log = log;
+        this.#drainRemovedRoutes(next.config);
       },
       settle: (msg, at, previous, next) => {
         // The sets of this config from now on (re-read: more may have come while sockets were opened); a kept pool
@@ -307,6 +321,35 @@ class Worker {
         this.#sentLoad = new Map(); // report the new generation's load at the next tick
       },
     };
+  }
+
+  /** Starts the uWebSockets.js app when `config` is the first with a terminate route; logs the build it loaded. */
+  async #terminateFor(config: Config, log: Logger): Promise<TerminateServices | undefined> {
+    if (this.#terminate !== undefined || terminateRoutePaths(config).length === 0) return this.#terminate;
+    const s = loadUws();
+    if (!s.ok) throw new Error(`uWebSockets.js cannot load: ${s.reason}`);
+    const app = await TerminateApp.start(s.uws, s.build);
+    this.#terminate = { app, drainer: new Drainer(), open: new Set() };
+    log.info({ uws: s.build, socket: app.socketPath }, 'uWebSockets.js loaded for terminated WebSocket');
+    return this.#terminate;
+  }
+
+  /** A drained target: its terminated WebSockets get a paced Close 1012 (clients reconnect to another target). */
+  #drainTarget(upstream: string, target: string): void {
+    const t = this.#terminate;
+    if (t === undefined) return;
+    for (const c of t.open) if (c.upstream === upstream && c.target === target) c.drain(1012, 'target_drained');
+  }
+
+  /** After a reload: terminated WebSockets whose route (name and upstream) is gone get a paced Close 1012. */
+  #drainRemovedRoutes(config: Config): void {
+    const t = this.#terminate;
+    if (t === undefined || t.open.size === 0) return;
+    const kept = new Set<string>();
+    config.routes.forEach((r, i) => {
+      if (r.websocket?.mode === 'terminate') kept.add(r.name ?? `routes[${i}]`);
+    });
+    for (const c of t.open) if (!kept.has(c.route)) c.drain(1012, 'reload');
   }
 
   #stats(): WorkerStats {

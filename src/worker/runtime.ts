@@ -13,6 +13,7 @@ import { Router } from '../route/router.js';
 import { UpstreamPool, type PoolHooks } from '../upstream/pool.js';
 import type { DiscoveredSets, OpenKeys, PinTable } from '../upstream/sticky.js';
 import { setStaticOpenFiles } from '../handlers/static.js';
+import type { TerminateServices } from '../terminate/handoff.js';
 
 /** What outlives every runtime of a worker. */
 export interface RuntimeDeps {
@@ -25,6 +26,8 @@ export interface RuntimeDeps {
   readonly limits?: LimitStore;
   /** ACME HTTP-01 tokens the primary asked this worker to answer. */
   readonly acmeTokens?: ReadonlyMap<string, string>;
+  /** The worker's uWebSockets.js app (started by the first config with a terminate route). */
+  readonly terminate?: TerminateServices;
 }
 
 export interface Runtime {
@@ -54,10 +57,10 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
     const found = upstream.discover.length > 0 && Object.hasOwn(discovered, name) ? discovered[name] : undefined;
     pools.set(name, new UpstreamPool(name, upstream, hooks, { pins: deps.pins.of(name), previous: old, discovered: found }));
   }
-  const { log, worker, metrics, sticky, limits, acmeTokens } = deps;
+  const { log, worker, metrics, sticky, limits, acmeTokens, terminate } = deps;
   const routeLimits = limits?.build(config);
   setStaticOpenFiles(config.limits.static_open_files);
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens };
+  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };
 }

@@ -28,6 +28,6 @@ export function checkPolicies(routeLimits: ReadonlyArray<RouteLimits | undefined
     if (preflight !== null) return preflight;
   }
   const limits = routeLimits?.[decision.route.index];
-  if (limits !== undefined) return limits.check(head, client.clientKey, client.remoteAddr, decision.kind === 'tunnel', Date.now());
+  if (limits !== undefined) return limits.check(head, client.clientKey, client.remoteAddr, decision.kind === 'tunnel' || decision.kind === 'terminate', Date.now());
   return null;
 }

@@ -1,0 +1,236 @@
+// A client connection whose WebSocket handshake the backend accepted (a valid 101 on the backend leg) is handed
+// to the worker's uWebSockets.js app: a unix connection gets a PROXY v2 header (the client's addresses) and a
+// handshake head Portico writes itself (the client's key and extension offer, a one-time token), then the bytes
+// between the client and uWS move by splice (plain client sockets: no byte through JavaScript) or by the JS relay
+// (a TLS client whose TLS Node terminated: the seam for the native TLS path). It checks the backend's answer,
+// builds the session (session.ts), and reports the end to its owner once.
+import net from 'node:net';
+import type { ByteSocket } from '../core/socket.js';
+import type { Logger } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
+import type { WebsocketConfig } from '../config/schema.js';
+import { headerValue } from '../handlers/rewrite.js';
+import { Tunnel } from '../tunnel/relay.js';
+import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { buildProxyV2, type ProxyEndpoint } from '../wire/proxy-protocol.js';
+import type { RequestHead, ResponseHead } from '../wire/http-head.js';
+import type { TerminateApp } from './app.js';
+import type { Drainer } from './drain.js';
+import { TerminatedSession, type SessionEnd } from './session.js';
+
+/** The header of a backend's 101 that names the topics a client joins (edge fan-out); never sent to the client. */
+export const TOPICS_HEADER = 'x-portico-topics';
+const MAX_TOPICS = 32;
+
+/** What the client connection gives the hand-off. */
+export interface TerminateOwner {
+  readonly log: Logger;
+  readonly remoteAddr: string;
+  /** The terminated WebSocket is over (both its relay and its session): the connection is gone. */
+  terminatedEnded(end: SessionEnd | undefined): void;
+}
+
+/** The worker's services a terminated WebSocket uses. */
+export interface TerminateServices {
+  readonly app: TerminateApp;
+  readonly drainer: Drainer;
+  /** Open terminated WebSockets of the worker (a reload that removed their route drains them). */
+  readonly open: Set<TerminatedConnection>;
+}
+
+export interface HandoffInput {
+  readonly client: ByteSocket;
+  /** Client bytes read past its head (a client may not send frames before the 101; relayed if it did). */
+  readonly clientRest: Buffer | null;
+  readonly clientHead: RequestHead;
+  /** The client's Sec-WebSocket-Extensions offer (takeExtensionOffer), for uWS's permessage-deflate. */
+  readonly extensionOffer: string | undefined;
+  /** The client's addresses (a trusted PROXY header's, else the socket's ends). */
+  readonly source: ProxyEndpoint | undefined;
+  readonly destination: ProxyEndpoint | undefined;
+  readonly backend: ByteSocket;
+  readonly backendRest: Buffer | null;
+  readonly backendAnswer: ResponseHead;
+  readonly websocket: WebsocketConfig;
+  readonly route: string;
+  /** The upstream and the target (its id: the address as written) the backend leg went to. */
+  readonly upstream: string;
+  readonly target: string;
+}
+
+/**
+ * Why the backend's 101 cannot be given to this client, or undefined. RFC 6455 §4.1: a subprotocol the client
+ * did not offer, or an extension (the backend leg offered none), fails the connection.
+ */
+export function checkBackendAnswer(clientHead: RequestHead, res: ResponseHead): string | undefined {
+  const chosen = headerValue(res.headers, 'sec-websocket-protocol');
+  if (chosen !== undefined) {
+    const offered = (headerValue(clientHead.headers, 'sec-websocket-protocol') ?? '').split(',').map((s) => s.trim());
+    if (!offered.includes(chosen)) return `backend chose subprotocol "${chosen}" that the client did not offer`;
+  }
+  if (headerValue(res.headers, 'sec-websocket-extensions') !== undefined) return 'backend accepted an extension that was not offered';
+  return undefined;
+}
+
+/**
+ * Removes the client's Sec-WebSocket-Extensions from the head forwarded to the backend (the backend leg is
+ * uncompressed: its frames are read by wire/ws-codec.ts) and returns the offer, for uWS to answer the client.
+ */
+export function takeExtensionOffer(head: RequestHead): string | undefined {
+  let offer: string | undefined;
+  const h = head.headers;
+  for (let i = 0; i < h.length; ) {
+    if (h[i].toLowerCase() === 'sec-websocket-extensions') {
+      offer = offer === undefined ? h[i + 1] : `${offer}, ${h[i + 1]}`;
+      h.splice(i, 2);
+    } else i += 2;
+  }
+  return offer;
+}
+
+/** The topics a backend's 101 names (comma-separated), bounded in count and length. */
+export function topicsOf(res: ResponseHead): string[] {
+  const v = headerValue(res.headers, TOPICS_HEADER);
+  if (v === undefined) return [];
+  return v
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t.length > 0 && t.length <= 256)
+    .slice(0, MAX_TOPICS);
+}
+
+/** One terminated WebSocket of a client connection: relay (client <-> uWS) and session (uWS <-> backend). */
+export class TerminatedConnection {
+  readonly session: TerminatedSession;
+  readonly startedAt = Date.now();
+  #relay: Tunnel | SpliceTunnel | null = null;
+  #unix: net.Socket | null = null;
+  readonly #client: ByteSocket;
+  #relayEnded = false;
+  #end: SessionEnd | undefined;
+  #sessionEnded = false;
+  #target = '';
+  readonly #owner: TerminateOwner;
+  readonly #svc: TerminateServices;
+  readonly #metrics: Metrics;
+  #opened = false;
+  /** The route's drain_rate as ms between two closes (drain.ts). */
+  readonly drainInterval: number;
+  /** The route's name (config `name`, else routes[i]). */
+  readonly route: string;
+  /** Where the backend leg went: upstream name and target id (a drained target drains its connections). */
+  readonly upstream: string;
+  readonly target: string;
+
+  constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
+    this.#owner = owner;
+    this.#svc = svc;
+    this.#client = input.client;
+    this.#metrics = metrics;
+    const ws = input.websocket;
+    this.drainInterval = ws.drain_rate;
+    this.session = new TerminatedSession(input.backend, input.backendRest, ws, topicsOf(input.backendAnswer), {
+      opened: () => {
+        this.#opened = true;
+        this.#metrics.terminatedOpened();
+      },
+      ended: (_s, end) => this.#sessionDone(end),
+    });
+    const head = input.clientHead;
+    const target = svc.app.expect(
+      { maxMessage: ws.max_message_size, maxBuffer: ws.max_buffer, compression: ws.compression },
+      {
+        session: this.session,
+        protocol: headerValue(input.backendAnswer.headers, 'sec-websocket-protocol') ?? '',
+        key: headerValue(head.headers, 'sec-websocket-key') ?? '',
+        extensions: ws.compression ? (input.extensionOffer ?? '') : '',
+      },
+    );
+    this.#target = target;
+    this.route = input.route;
+    this.upstream = input.upstream;
+    this.target = input.target;
+    svc.open.add(this);
+    this.#handOff(input, target);
+  }
+
+  /** Connects to the app's unix socket, writes PROXY v2 + the hand-off head, then relays client <-> uWS. */
+  #handOff(input: HandoffInput, target: string): void {
+    const unix = net.connect(this.#svc.app.socketPath);
+    this.#unix = unix;
+    const client = input.client;
+    const fail = (): void => this.#relayClosed();
+    // until the relay attaches its own: the connection's listeners are gone, an 'error' must still land somewhere
+    unix.on('error', fail);
+    client.on('error', fail);
+    client.on('close', fail);
+    unix.once('connect', () => {
+      unix.removeListener('error', fail);
+      client.removeListener('error', fail);
+      client.removeListener('close', fail);
+      if (client.destroyed) {
+        unix.destroy();
+        this.#relayClosed();
+        return;
+      }
+      const ext = input.websocket.compression ? input.extensionOffer : undefined;
+      unix.write(Buffer.concat([buildProxyV2(input.source, input.destination), Buffer.from(handoffHead(target, input.clientHead, ext), 'latin1')]));
+      const timeouts = { idle: 0, lifetime: 0 };
+      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
+      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
+      this.#relay.start(input.clientRest, null);
+    });
+  }
+
+  #relayClosed = (): void => {
+    if (this.#relayEnded) return;
+    this.#relayEnded = true;
+    this.#unix?.destroy();
+    // no relay yet (the unix hop failed, or the client left first): the client socket is still ours to close
+    if (this.#relay === null) this.#client.destroy();
+    if (!this.#opened) {
+      // the client (or the unix hop) went away before uWS upgraded it: no close callback will come
+      this.#svc.app.cancel(this.#target);
+      this.session.handoffFailed('client connection closed during the hand-off');
+    }
+    this.#maybeDone();
+  };
+
+  #sessionDone(end: SessionEnd): void {
+    this.#sessionEnded = true;
+    this.#end = end;
+    this.#svc.drainer.forget(this);
+    if (this.#opened) this.#metrics.terminatedClosed(end);
+    this.#maybeDone();
+  }
+
+  #maybeDone(): void {
+    if (!this.#relayEnded || !this.#sessionEnded) return;
+    this.#svc.open.delete(this);
+    this.#owner.terminatedEnded(this.#end);
+  }
+
+  sweep(now: number): void {
+    this.session.sweep(now);
+  }
+
+  /** Shutdown began (1001 going away) or its route left the config (1012 service restart): a paced Close. */
+  drain(code = 1001, by: 'shutdown' | 'reload' | 'target_drained' = 'shutdown'): void {
+    this.#svc.drainer.add(this, code, code === 1012 ? 'service restart' : 'going away', by);
+  }
+
+  /** The deadline: close what is left now. */
+  forceClose(): void {
+    this.session.forceClose();
+    if (!this.#opened) this.#relay?.close('shutdown');
+  }
+}
+
+/** The head uWS reads: only what its upgrade needs, and the token in the target. */
+function handoffHead(target: string, head: RequestHead, ext: string | undefined): string {
+  const key = headerValue(head.headers, 'sec-websocket-key') ?? '';
+  return (
+    `GET ${target} HTTP/1.1\r\nHost: portico\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${ext !== undefined ? `Sec-WebSocket-Extensions: ${ext}\r\n` : ''}\r\n`
+  );
+}
