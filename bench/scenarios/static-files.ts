@@ -4,7 +4,7 @@
 // level). Interleaved rounds, medians, CPU of each server from /proc. Not a test: it prints figures.
 // Run: `npm run bench:static -- [--rounds 2] [--duration 5]` (under `flock /work/bench.lock` on a shared machine).
 import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
@@ -78,6 +78,9 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   if (versionOf('wrk', ['-v'], true) === undefined) throw new Error('wrk is not installed');
   const root = path.join(scope.tmp, 'html');
   mkdirSync(root, { recursive: true });
+  // nginx's workers run as an unprivileged user when it is started as root: they must be able to read the folder
+  chmodSync(scope.tmp, 0o755);
+  chmodSync(root, 0o755);
   writeFileSync(path.join(root, 'small.bin'), Buffer.alloc(4096, 7));
   const big = Buffer.alloc(1024 * 1024, 3);
   const bigPath = path.join(root, 'big.bin');
