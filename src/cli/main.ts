@@ -25,6 +25,7 @@ commands:
   check [-c FILE]   validate FILE: print a one-line summary, or every error with its YAML path and line
   reload [-c FILE]  have the Portico running FILE re-read it (SIGHUP through its pid file in .state/ next
                     to FILE); prints what changed, or every error (the running config keeps serving)
+  schema            print the config file's JSON Schema (for editors: completion and checks; README)
   bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
 
 options:
@@ -147,6 +148,15 @@ async function reload(args: string[]): Promise<number> {
   return 1;
 }
 
+/** The JSON Schema of the config file, on stdout (`portico schema > portico.schema.json`). */
+async function schema(args: string[]): Promise<number> {
+  if (args.includes('-h') || args.includes('--help')) return help();
+  if (args.length > 0) return usage(`unexpected argument ${JSON.stringify(args[0])}`);
+  const { configJsonSchema } = await import('../config/json-schema.js');
+  process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+  return 0;
+}
+
 /** Runs the compiled benchmark driver with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
   const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'http-ws.js');
@@ -180,6 +190,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest, false);
     case 'demo':
       return run(rest, true);
+    case 'schema':
+      return schema(rest);
     case 'bench':
       return bench(rest);
     case undefined:
