@@ -2,7 +2,7 @@
 // `check` and `reload` must start nothing, so process code (primary/) is imported only by `start` and `demo`.
 // Exit codes: 0 ok, 1 bad config, refused reload or failure, 2 usage error.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,7 @@ commands:
 options:
   -c, --config FILE   config file (relative to the current folder)
   -h, --help          show this text
+  -v, --version       print the version
 `;
 
 
@@ -42,6 +43,13 @@ function usage(problem?: string): number {
 /** Asked-for help is an answer, not an error: stdout, exit 0. */
 function help(): number {
   process.stdout.write(USAGE);
+  return 0;
+}
+
+/** `portico --version`: the package's version and the Node.js it runs on. */
+function version(): number {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  process.stdout.write(`portico ${pkg.version} (node ${process.version})\n`);
   return 0;
 }
 
@@ -91,7 +99,10 @@ function summary(config: Config): string {
 /** Loads and validates; on errors prints every one of them and returns undefined. */
 function load(file: ConfigFile): { config: Config; text: string } | undefined {
   const result = loadConfig(file.abs);
-  if (result.ok) return result;
+  if (result.ok) {
+    if (result.warnings.length > 0) process.stderr.write(`${formatErrors(file.shown, result.warnings).replace(/^/gm, 'warning: ')}\n`);
+    return result;
+  }
   process.stderr.write(`${formatErrors(file.shown, result.errors)}\n`);
   process.stderr.write(`portico: ${plural(result.errors.length, 'error')} in ${file.shown}; nothing was started\n`);
   return undefined;
@@ -200,6 +211,10 @@ async function main(argv: string[]): Promise<number> {
     case '--help':
     case 'help':
       return help();
+    case '-v':
+    case '--version':
+    case 'version':
+      return version();
     default:
       return usage(`unknown command ${JSON.stringify(command)}`);
   }

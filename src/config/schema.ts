@@ -347,9 +347,10 @@ const upstream = z
     targets: z
       .array(target)
       .min(1, 'an upstream needs at least one target')
-      // An SRV entry brings its own weights and primaries (its lowest priority).
-      .refine((ts) => ts.some((t) => t.kind === 'srv' || t.weight > 0), 'at least one target needs a weight above 0')
-      .refine((ts) => ts.some((t) => t.kind === 'srv' || !t.backup), 'at least one target must not be a backup'),
+      // An SRV entry brings its own weights and primaries (its lowest priority). An empty list is min(1)'s
+      // one error, not three.
+      .refine((ts) => ts.length === 0 || ts.some((t) => t.kind === 'srv' || t.weight > 0), 'at least one target needs a weight above 0')
+      .refine((ts) => ts.length === 0 || ts.some((t) => t.kind === 'srv' || !t.backup), 'at least one target must not be a backup'),
     balance,
     max_connections: z.number().int().min(1).max(1_000_000).default(512).describe('Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512).'),
     queue: z
