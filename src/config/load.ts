@@ -124,6 +124,8 @@ export function loadConfigText(text: string, file: string): LoadResult {
   const baseDir = path.dirname(abs);
   const certs = checkCertificateFiles(data, baseDir);
   for (const e of certs.errors) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  const logFile = checkAccessFile(data, baseDir);
+  if (logFile !== undefined) errors.push({ path: 'log.access_file', ...at(locate(doc, ['log', 'access_file'])), message: logFile });
   const warnings = certs.warnings.map((e) => ({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message }));
 
   if (parsed.success) {
@@ -491,6 +493,28 @@ function checkCertificateFiles(data: unknown, baseDir: string): { errors: { path
   return { errors, warnings };
 }
 
+/** The access-log file must be writable where it is (or creatable in its folder): workers open it at start. */
+function checkAccessFile(data: unknown, baseDir: string): string | undefined {
+  const file = isPlainObject(data) && isPlainObject(data.log) && typeof data.log.access_file === 'string' && data.log.access_file !== '' ? path.resolve(baseDir, data.log.access_file) : undefined;
+  if (file === undefined) return undefined;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return `${file} is not a file`;
+    accessSync(file, fsConstants.W_OK);
+    return undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return `cannot write the access log: ${describeFsError(err, file)}`;
+  }
+  const dir = path.dirname(file);
+  try {
+    if (!statSync(dir).isDirectory()) return `cannot create the access log: ${dir} is not a folder`;
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    return `cannot create the access log in ${dir}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : 'not writable'}`;
+  }
+  return undefined;
+}
+
 function readPem(file: string): string | { error: string } {
   try {
     const st = statSync(file);
@@ -506,6 +530,7 @@ function readPem(file: string): string | { error: string } {
 function resolvePaths(config: Config, baseDir: string): Config {
   return {
     ...config,
+    log: config.log.access_file === undefined ? config.log : { ...config.log, access_file: path.resolve(baseDir, config.log.access_file) },
     listeners: config.listeners.map((l) =>
       l.tls === undefined
         ? l

@@ -641,7 +641,16 @@ export const configSchema = z
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level of the JSON lines on stdout (default info).'),
-        access: z.boolean().default(true).describe('One line per request and per tunnel (default true).'),
+        access: z.boolean().default(true).describe('One line per request and per tunnel on stdout (default true).'),
+        access_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('Also write the access lines to this file (relative to the config file), appended; SIGUSR1 reopens it (logrotate). With `access: false`, only there.'),
+        request_id: z
+          .boolean()
+          .default(true)
+          .describe('Send every request upstream with X-Request-Id: the client\'s own when it sent a valid one (1-128 printable characters), else one Portico makes; logged as `reqId` (default true).'),
         limit_interval: positiveDuration('10s').describe('Refusals by connection and rate limits: one line per client key at the first, then a summary per this interval (default 10s).'),
       })
       .strict()

@@ -20,7 +20,8 @@ import type { LimitStore } from '../route/policy/store.js';
 import { listenerHost, type ForwardDecision, type RequestVars, type Router, type TunnelDecision } from '../route/router.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logExchange, logRejected } from './access-log.js';
+import type { AccessLog } from './access-log.js';
+import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
 
@@ -44,6 +45,8 @@ export interface ConnectionContext {
   readonly limits?: LimitStore;
   /** Rate limits by route index; no entry = the route has none (and pays nothing). */
   readonly routeLimits?: ReadonlyArray<RouteLimits | undefined>;
+  /** Where access lines go (log.access, log.access_file); absent = no line is built. */
+  readonly accessLog?: AccessLog;
 }
 
 /**
@@ -309,7 +312,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
     const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
     const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
-    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
+    const requestId = this.ctx.config.log.request_id ? requestIdOf(head) : undefined;
+    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer, requestId };
     if (!head.keepAlive) this.#closeAfter = true;
     const ex = new Exchange(this, head, route, pool, d.kind === 'tunnel');
     this.#ex = ex;
@@ -458,7 +462,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#buf = null;
     const status = statusOf(code);
     this.ctx.metrics.request(status, 0, 0);
-    if (this.ctx.config.log.access) logRejected(this.log, head, status, code, reason);
+    this.ctx.accessLog?.rejected(this, head, head === undefined || !this.ctx.config.log.request_id ? undefined : requestIdOf(head), status, code, reason);
     this.#writeCanned(code);
   }
 
@@ -508,7 +512,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   }
 
   #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
-    if (this.ctx.config.log.access) logExchange(this.log, ex, status, err);
+    this.ctx.accessLog?.request(this, ex, this.vars.requestId, status, err);
   }
 
   /** Deadline checks, once per sweep. */

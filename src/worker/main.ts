@@ -6,6 +6,7 @@ import { isToWorker, WORKER_ENV, type ApplyMessage, type TargetControl, type Tar
 import { ConnectionRegistry } from '../core/registry.js';
 import type { ContextSource } from '../http/connection.js';
 import { createLogger, type Logger } from '../core/log.js';
+import { AccessFiles } from './access-files.js';
 import { raiseFdLimit } from './fd-limit.js';
 import { Metrics } from '../core/metrics.js';
 import { LimitStore, refusalLine } from '../route/policy/store.js';
@@ -32,6 +33,8 @@ class Worker {
   readonly id: number;
   #log: Logger;
   readonly #metrics = new Metrics();
+  /** The access-log files of every runtime (log.access_file), reopened on SIGUSR1. */
+  readonly accessFiles = new AccessFiles();
   readonly #registry = new ConnectionRegistry();
   readonly #sticky = new OpenKeys();
   readonly #pins = new PinTable();
@@ -274,7 +277,7 @@ class Worker {
       get log() {
         return worker.#log;
       },
-      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits }),
+      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits, accessFiles: this.accessFiles }),
       setsFor: (msg, at) => this.#setsFor(msg, at),
       applyControls: (next) => {
         for (const c of this.#targetControl.values()) this.#applyControl(c, next);
@@ -282,6 +285,7 @@ class Worker {
       swap: (next, log) => {
         this.#runtime = next;
         this.#log = log;
+        this.accessFiles.keepOnly(next.config.log.access_file);
       },
       settle: (msg, at, previous, next) => {
         // The sets of this config from now on (re-read: more may have come while sockets were opened); a kept pool
@@ -357,6 +361,9 @@ function main(): void {
   process.on('SIGHUP', () => {});
   // A SIGTERM sent to this worker alone drains it; the primary then starts a replacement.
   process.on('SIGTERM', () => void worker.shutdown('SIGTERM'));
+  // The primary passes on the SIGUSR1 of logrotate: the access-log files are opened again by their paths.
+  process.on('SIGUSR1', () => worker.accessFiles.reopen());
+  process.on('exit', () => worker.accessFiles.flushSync());
   process.on('disconnect', () => void worker.shutdown('primary gone'));
   send({ type: 'booted' });
 }

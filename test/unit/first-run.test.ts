@@ -124,3 +124,11 @@ test('check warns about an expired and a not yet valid certificate, and still ex
   assert.match(warnings[0], /listeners\[0\]\.tls\.certificates\[0\]\.cert: certificate expired on \d{4}-/);
   assert.match(warnings[1], /listeners\[1\]\.tls\.certificates\[0\]\.cert: certificate is not valid yet: valid from \d{4}-/);
 });
+
+test('check refuses an access-log file that cannot be written and a non-boolean request_id, with their YAML paths', async (t) => {
+  const r = await check(t, `listeners: [{ address: "127.0.0.1:0" }]\nlog:\n  access_file: no-such-folder/access.log\n  request_id: yes please\n`);
+  assert.equal(r.code, 1);
+  assert.equal(r.errors.length, 2, r.stderr);
+  assert.match(r.errors[0], /portico\.yaml:3:\d+ log\.access_file: cannot create the access log in .*no-such-folder: no such folder/);
+  assert.match(r.errors[1], /portico\.yaml:4:\d+ log\.request_id: expected a boolean/);
+});
