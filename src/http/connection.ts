@@ -348,6 +348,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#bodyPaused = false;
     this.#accessLog(ex, ex.status, undefined);
     this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
+    this.#observe(ex, ex.status);
     if (!clientReusable || this.closing) {
       this.#state = 'closed';
       this.#end();
@@ -380,6 +381,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
     this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
+    this.#observe(ex, status);
     if (err.side === 'upstream') this.ctx.metrics.upstreamError(err.code);
     else if (err.code === 'FD_LIMIT') this.ctx.metrics.connectionRefused('fd_limit');
     this.#state = 'closed';
@@ -451,6 +453,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       ex.abort(err);
       this.#accessLog(ex, 499, err);
       this.ctx.metrics.request(499, ex.bytesIn, ex.bytesOut);
+      this.#observe(ex, 499);
     }
     if (this.#state !== 'tunnel') this.#state = 'closed';
     if (!this.socket.destroyed) this.socket.destroy();
@@ -509,6 +512,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#paused = false;
       this.socket.resume();
     }
+  }
+
+  /** The exchange's latencies and its target's response, for the histograms (core/metrics.ts exchange()). */
+  #observe(ex: Exchange, status: number): void {
+    const target = ex.target ?? ex.lastTarget;
+    this.ctx.metrics.exchange(ex.route.name, ex.pool.name, target?.id, status, performance.now() - ex.startedHr, ex.connectMs, ex.reusedSocket, ex.firstByteMs);
   }
 
   #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {

@@ -82,6 +82,7 @@ export class UpgradedTunnel {
     const ex = this.#ex;
     if (ex.target !== null) ex.target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
+    this.#ctx.metrics.tunnelLifetime('websocket', ex.pool.name, Date.now() - t.startedAt);
     this.#ctx.accessLog?.tunnel(this.#owner, ex, this.#owner.vars.requestId, t);
   };
 }
