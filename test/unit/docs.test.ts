@@ -1,4 +1,4 @@
-// The docs as a first-time reader uses them: every relative link of README.md, CONTRIBUTING.md and bench/README.md
+// The docs as a first-time reader uses them: every relative link of README.md, CONTRIBUTING.md, bench/ and deploy/
 // reaches an existing file and heading, a link whose label names a file points at that file, and every YAML
 // example in README is either a whole config that `portico check` accepts or says it is a fragment.
 import { test } from 'node:test';
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { formatErrors, loadConfig } from '../../src/config/load.js';
 import { FIXTURES, ROOT } from '../helpers/paths.js';
 
-const DOCS = ['README.md', 'CONTRIBUTING.md', path.join('bench', 'README.md')];
+const DOCS = ['README.md', 'CONTRIBUTING.md', path.join('bench', 'README.md'), path.join('deploy', 'README.md')];
 
 /** GitHub's heading anchors: lower case, punctuation dropped (but `-` and `_`), spaces to `-`. */
 function anchorsOf(markdown: string): Set<string> {
