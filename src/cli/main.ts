@@ -2,7 +2,7 @@
 // `check` and `reload` must start nothing, so process code (primary/) is imported only by `start` and `demo`.
 // Exit codes: 0 ok, 1 bad config, refused reload or failure, 2 usage error.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,7 @@ commands:
   upgrade [-c FILE] zero-downtime upgrade: the Portico running FILE starts a new one from the code and
                     config on disk now (new version, new worker count) and hands its ports over; it
                     then drains (requests finish, tunnels stay up to timeouts.shutdown_grace) and exits
+  schema            print the config file's JSON Schema (for editors: completion and checks; README)
   bench [ARGS...]   the capacity report: standard loads through Portico (and nginx, HAProxy when installed),
                     report.html/.md/.json in --out DIR (default bench-report/); --quick, -c FILE, --plan
                     PLAN.yaml; \`portico bench --help\` for all options (bench/README.md)
@@ -38,6 +39,7 @@ commands:
 options:
   -c, --config FILE   config file (relative to the current folder)
   -h, --help          show this text
+  -v, --version       print the version
 `;
 
 
@@ -49,6 +51,13 @@ function usage(problem?: string): number {
 /** Asked-for help is an answer, not an error: stdout, exit 0. */
 function help(): number {
   process.stdout.write(USAGE);
+  return 0;
+}
+
+/** `portico --version`: the package's version and the Node.js it runs on. */
+function version(): number {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  process.stdout.write(`portico ${pkg.version} (node ${process.version})\n`);
   return 0;
 }
 
@@ -100,7 +109,10 @@ function load(file: ConfigFile): { config: Config; text: string } | undefined {
   const result = loadConfig(file.abs);
   // a terminate route needs uWebSockets.js here: refused now, never a silent slow fallback
   const problem = result.ok ? terminateProblem(result.config) : undefined;
-  if (result.ok && problem === undefined) return result;
+  if (result.ok && problem === undefined) {
+    if (result.warnings.length > 0) process.stderr.write(`${formatErrors(file.shown, result.warnings).replace(/^/gm, 'warning: ')}\n`);
+    return result;
+  }
   const errors = result.ok ? [problem!] : result.errors;
   process.stderr.write(`${formatErrors(file.shown, errors)}\n`);
   process.stderr.write(`portico: ${plural(errors.length, 'error')} in ${file.shown}; nothing was started\n`);
@@ -191,6 +203,15 @@ async function upgrade(args: string[]): Promise<number> {
   return 0;
 }
 
+/** The JSON Schema of the config file, on stdout (`portico schema > portico.schema.json`). */
+async function schema(args: string[]): Promise<number> {
+  if (args.includes('-h') || args.includes('--help')) return help();
+  if (args.length > 0) return usage(`unexpected argument ${JSON.stringify(args[0])}`);
+  const { configJsonSchema } = await import('../config/json-schema.js');
+  process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+  return 0;
+}
+
 /** Runs the compiled capacity benchmark (bench/scenarios/capacity.ts) with the remaining arguments, passing signals through. */
 function bench(args: string[]): Promise<number> {
   const script = path.join(ROOT, 'dist', 'bench', 'scenarios', 'capacity.js');
@@ -226,6 +247,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest, false);
     case 'demo':
       return run(rest, true);
+    case 'schema':
+      return schema(rest);
     case 'bench':
       return bench(rest);
     case undefined:
@@ -234,6 +257,10 @@ async function main(argv: string[]): Promise<number> {
     case '--help':
     case 'help':
       return help();
+    case '-v':
+    case '--version':
+    case 'version':
+      return version();
     default:
       return usage(`unknown command ${JSON.stringify(command)}`);
   }

@@ -25,7 +25,11 @@ export const acmeSchema = z
     /** Contact address given to the CA (expiry notices); optional. */
     email: z.string().regex(/^[^\s@]+@[^\s@]+$/, 'an e-mail address').optional(),
     /** ACME directory URL (default Let's Encrypt production; its staging: https://acme-staging-v02.api.letsencrypt.org/directory). */
-    directory: z.string().url().refine((u) => u.startsWith('https://'), 'the directory URL must be https://').default(LETS_ENCRYPT),
+    directory: z
+      .string()
+      .regex(/^https:\/\/[^\s/]+(\/\S*)?$/, 'the directory URL must be https://HOST/PATH')
+      .refine((u) => URL.canParse(u), 'not a valid URL')
+      .default(LETS_ENCRYPT),
     /** PEM file of the CA that signs the directory's own HTTPS certificate (a private ACME server); default: public roots. */
     directory_ca: z.string().min(1).optional(),
     /** http-01 (the default and, in this version, the only one): answered on this config's plain listeners (port 80 in production). */

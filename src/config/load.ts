@@ -1,7 +1,7 @@
 // Turns a YAML file into a frozen, validated Config, or into every error it has, each with its YAML path and
 // line: YAML syntax, schema (schema.ts), and certificate files. Relative paths resolve against the file's folder.
 // It starts nothing and keeps no state: reload calls it again and swaps in the new result only if it is ok.
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,8 @@ import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
 import { validateRedirects } from './redirect-target.js';
+import { foreignKeyHint, foreignValueHint } from './foreign-names.js';
+import { pemProblem, validityWarning } from './pem-check.js';
 import { isPlainObject } from '../core/util.js';
 import { acmeFiles, type AcmeConfig } from './acme.js';
 
@@ -26,8 +28,11 @@ export type ConfigError = {
   message: string;
 };
 
-/** `text`: the YAML as read, so a reload can hand workers exactly what the primary validated. */
-export type LoadResult = { ok: true; config: Config; file: string; text: string } | { ok: false; errors: ConfigError[] };
+/**
+ * `text`: the YAML as read, so a reload can hand workers exactly what the primary validated. `warnings`: what
+ * works today but deserves a look (a certificate expired, expiring or not valid yet); `check` prints them.
+ */
+export type LoadResult = { ok: true; config: Config; file: string; text: string; warnings: ConfigError[] } | { ok: false; errors: ConfigError[] };
 
 /** A config is a few KiB; anything this large is a wrong file, not a config. */
 const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
@@ -117,13 +122,16 @@ export function loadConfigText(text: string, file: string): LoadResult {
     return fail(errors);
   }
   if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      for (const e of flattenIssue(issue, [])) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+    for (const e of oneErrorPerMistake(parsed.error.issues.flatMap((issue) => flattenIssue(issue, [])))) {
+      errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
     }
   }
   const baseDir = path.dirname(abs);
-  for (const e of [...checkCertificateFiles(data, baseDir), ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
-  for (const e of checkStaticRoots(data, baseDir)) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  const certs = checkCertificateFiles(data, baseDir);
+  for (const e of [...certs.errors, ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir), ...checkStaticRoots(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  const logFile = checkAccessFile(data, baseDir);
+  if (logFile !== undefined) errors.push({ path: 'log.access_file', ...at(locate(doc, ['log', 'access_file'])), message: logFile });
+  const warnings = certs.warnings.map((e) => ({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message }));
 
   if (parsed.success) {
     // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
@@ -132,7 +140,7 @@ export function loadConfigText(text: string, file: string): LoadResult {
     }
   }
   if (errors.length > 0 || !parsed.success) return fail(errors);
-  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs, text };
+  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs, text, warnings };
 }
 
 function validate(data: unknown) {
@@ -243,25 +251,65 @@ function isTypeMismatch(branch: readonly Issue[]): boolean {
   return branch.every((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value'));
 }
 
-function flattenIssue(issue: Issue, prefix: readonly Segment[]): { path: Segment[]; message: string }[] {
+/** One message at one path; `kind` lets oneErrorPerMistake drop what an unknown key already explains. */
+type Flat = { path: Segment[]; message: string; kind: 'unknown-key' | 'required' | 'rule' | 'other' };
+
+function flattenIssue(issue: Issue, prefix: readonly Segment[]): Flat[] {
   const at: Segment[] = [...prefix, ...issue.path.map(toSegment)];
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((k) => ({ path: [...at, k], message: unknownKeyMessage(k, at) }));
+      return issue.keys.map((k) => ({ path: [...at, k], message: unknownKeyMessage(k, at), kind: 'unknown-key' }));
     case 'invalid_key':
-      return [{ path: at, message: issue.issues.map((i) => i.message).join('; ') }];
+      return [{ path: at, message: issue.issues.map((i) => i.message).join('; '), kind: 'other' }];
     case 'invalid_union': {
-      if (issue.message !== UNION_DEFAULT) return [{ path: at, message: issue.message }];
+      if (issue.message !== UNION_DEFAULT) return [{ path: at, message: withValueHint(issue.message, at, issue.input), kind: 'other' }];
       const useful = issue.errors.find((b) => !isTypeMismatch(b));
       if (useful !== undefined) return useful.flatMap((i) => flattenIssue(i, at));
       const expected = issue.errors.flatMap((b) =>
         b.map((i) => (i.code === 'invalid_type' ? typeName(i.expected) : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)).join(' or ') : '')),
       );
-      return [{ path: at, message: `expected ${[...new Set(expected.filter((e) => e !== ''))].join(' or ')}, got ${describeValue(issue.input)}` }];
+      const message = `expected ${[...new Set(expected.filter((e) => e !== ''))].join(' or ')}, got ${describeValue(issue.input)}`;
+      return [{ path: at, message: withValueHint(message, at, issue.input), kind: 'other' }];
     }
+    case 'invalid_type':
+      return [{ path: at, message: issue.message, kind: issue.input === undefined ? 'required' : 'other' }];
+    case 'invalid_value':
+      return [{ path: at, message: withValueHint(issue.message, at, issue.input), kind: 'other' }];
+    case 'custom':
+      return [{ path: at, message: issue.message, kind: 'rule' }];
     default:
-      return [{ path: at, message: issue.message }];
+      return [{ path: at, message: issue.message, kind: 'other' }];
   }
+}
+
+/** A value another proxy spells this way (`leastconn`, `ip_hash`) gets Portico's spelling appended. */
+function withValueHint(message: string, at: readonly Segment[], input: unknown): string {
+  const hint = typeof input === 'string' ? foreignValueHint(at, input) : undefined;
+  return hint === undefined ? message : `${message}; ${hint}`;
+}
+
+const samePath = (a: readonly Segment[], b: readonly Segment[]) => a.length === b.length && a.every((s, i) => s === b[i]);
+
+/**
+ * A misspelt key is one mistake, however many rules it breaks: in a map with an unknown key, "is required" of a
+ * sibling and the map's own rules ("a route needs one of: proxy") are what the unknown key explains, so only the
+ * unknown key is reported. Likewise one path reports one message for one rule broken several ways.
+ */
+function oneErrorPerMistake(flat: readonly Flat[]): Flat[] {
+  const withUnknown = flat.filter((e) => e.kind === 'unknown-key').map((e) => e.path.slice(0, -1));
+  const explained = (e: Flat): boolean => {
+    if (e.kind === 'rule') return withUnknown.some((p) => samePath(p, e.path));
+    if (e.kind === 'required') return withUnknown.some((p) => samePath(p, e.path.slice(0, -1)));
+    return false;
+  };
+  const seen = new Set<string>();
+  return flat.filter((e) => {
+    if (explained(e)) return false;
+    const key = `${formatPath(e.path)}\u0000${e.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 function toSegment(k: PropertyKey): Segment {
@@ -269,6 +317,8 @@ function toSegment(k: PropertyKey): Segment {
 }
 
 function unknownKeyMessage(key: string, parent: readonly Segment[]): string {
+  const foreign = foreignKeyHint(parent, key);
+  if (foreign !== undefined) return `unknown key "${key}" (${foreign})`;
   const near = closest(key, knownKeys(parent));
   return `unknown key "${key}"${near === undefined ? '' : ` (did you mean "${near}"?)`}`;
 }
@@ -424,9 +474,11 @@ function pathAt(doc: Document, offset: number): Segment[] {
  * Checks the raw data (not the parsed Config) so missing files are reported together with schema errors.
  * A certificate marked self_signed may be missing: it is generated at start.
  */
-function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
-  const out: { path: Segment[]; message: string }[] = [];
-  if (!isPlainObject(data) || !Array.isArray(data.listeners)) return out;
+function checkCertificateFiles(data: unknown, baseDir: string): { errors: { path: Segment[]; message: string }[]; warnings: { path: Segment[]; message: string }[] } {
+  const errors: { path: Segment[]; message: string }[] = [];
+  const warnings: { path: Segment[]; message: string }[] = [];
+  if (!isPlainObject(data) || !Array.isArray(data.listeners)) return { errors, warnings };
+  const now = Date.now();
   data.listeners.forEach((l: unknown, i) => {
     const certs = isPlainObject(l) && isPlainObject(l.tls) && Array.isArray(l.tls.certificates) ? l.tls.certificates : [];
     certs.forEach((c: unknown, j) => {
@@ -434,14 +486,38 @@ function checkCertificateFiles(data: unknown, baseDir: string): { path: Segment[
       const at: Segment[] = ['listeners', i, 'tls', 'certificates', j];
       const cert = typeof c.cert === 'string' && c.cert !== '' ? readPem(path.resolve(baseDir, c.cert)) : undefined;
       const key = typeof c.key === 'string' && c.key !== '' ? readPem(path.resolve(baseDir, c.key)) : undefined;
-      if (typeof cert === 'object') out.push({ path: [...at, 'cert'], message: cert.error });
-      if (typeof key === 'object') out.push({ path: [...at, 'key'], message: key.error });
+      if (typeof cert === 'object') errors.push({ path: [...at, 'cert'], message: cert.error });
+      if (typeof key === 'object') errors.push({ path: [...at, 'key'], message: key.error });
       if (typeof cert !== 'string' || typeof key !== 'string') return;
       const problem = pemProblem(cert, key);
-      if (problem !== undefined) out.push({ path: [...at, problem.field], message: problem.message });
+      if (problem !== undefined) errors.push({ path: [...at, problem.field], message: problem.message });
+      const warning = validityWarning(cert, now);
+      if (warning !== undefined) warnings.push({ path: [...at, 'cert'], message: warning });
     });
   });
-  return out;
+  return { errors, warnings };
+}
+
+/** The access-log file must be writable where it is (or creatable in its folder): workers open it at start. */
+function checkAccessFile(data: unknown, baseDir: string): string | undefined {
+  const file = isPlainObject(data) && isPlainObject(data.log) && typeof data.log.access_file === 'string' && data.log.access_file !== '' ? path.resolve(baseDir, data.log.access_file) : undefined;
+  if (file === undefined) return undefined;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return `${file} is not a file`;
+    accessSync(file, fsConstants.W_OK);
+    return undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return `cannot write the access log: ${describeFsError(err, file)}`;
+  }
+  const dir = path.dirname(file);
+  try {
+    if (!statSync(dir).isDirectory()) return `cannot create the access log: ${dir} is not a folder`;
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    return `cannot create the access log in ${dir}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : 'not writable'}`;
+  }
+  return undefined;
 }
 
 /** An ACME listener's `directory_ca` must be a readable PEM certificate. */
@@ -522,23 +598,6 @@ function readPem(file: string): string | { error: string } {
   }
 }
 
-/** Catches at check time what would otherwise fail every TLS handshake: bad PEM, or a key of another cert. */
-function pemProblem(certPem: string, keyPem: string): { field: 'cert' | 'key'; message: string } | undefined {
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(certPem);
-  } catch (err) {
-    return { field: 'cert', message: `not a PEM certificate: ${(err as Error).message}` };
-  }
-  try {
-    const key = createPrivateKey(keyPem);
-    if (!cert.checkPrivateKey(key)) return { field: 'key', message: 'this private key does not belong to the certificate' };
-  } catch (err) {
-    return { field: 'key', message: `not a usable PEM private key (encrypted keys are not supported): ${(err as Error).message}` };
-  }
-  return undefined;
-}
-
 /**
  * The certificate an ACME listener serves: in the state folder, self_signed so that a placeholder for its
  * domains is made at start until the CA issued the real one (primary/acme.ts writes it there).
@@ -556,6 +615,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
       Object.entries(config.upstreams).map(([name, u]) => [name, u.tls === undefined ? u : { ...u, tls: { ...u.tls, ca: abs(u.tls.ca), cert: abs(u.tls.cert), key: abs(u.tls.key) } }]),
     ),
     routes: config.routes.map((r) => (r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } })),
+    log: config.log.access_file === undefined ? config.log : { ...config.log, access_file: path.resolve(baseDir, config.log.access_file) },
     listeners: config.listeners.map((l) =>
       l.tls === undefined
         ? l

@@ -18,6 +18,8 @@ export interface RequestVars {
   serverPort: number; // $server_port
   /** The peer is one of `forwarding.trusted_proxies`: its X-Forwarded-* and Forwarded fields are kept. Not a template variable. */
   trustedPeer: boolean;
+  /** $request_id: the X-Request-Id sent upstream (log.request_id); absent when that is off. */
+  requestId?: string;
 }
 
 /** A problem found while compiling the routes, with its path in the config (as zod reports them). */
@@ -47,6 +49,7 @@ const VARIABLES: Readonly<Record<string, (v: RequestVars) => string>> = {
   scheme: (v) => v.scheme,
   request_uri: (v) => v.requestUri,
   server_port: (v) => String(v.serverPort),
+  request_id: (v) => v.requestId ?? '',
 };
 const KNOWN = Object.keys(VARIABLES).map((n) => `$${n}`).join(', ');
 

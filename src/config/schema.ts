@@ -29,8 +29,11 @@ export function parseAddress(input: string): { host: string; port: number } | un
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
+/** parseAddress's form as a JSON Schema pattern, for editors (json-schema.ts); the port range is check's. */
+const ADDRESS_PATTERN = '^\\s*(?:\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]*):\\d{1,5}\\s*$';
+
 const address = (what: string, allowPortZero = false) =>
-  z.string().transform((v, ctx) => {
+  z.string().meta({ pattern: ADDRESS_PATTERN }).transform((v, ctx) => {
     const a = parseAddress(v);
     if (!a || (a.port === 0 && !allowPortZero)) {
       ctx.addIssue({ code: 'custom', message: `invalid ${what} address ${JSON.stringify(v)} (expected host:port, [v6]:port or :port)` });
@@ -123,22 +126,10 @@ const target = z.union([
   z
     .object({
       address: address('target').optional(),
-      /** Share of new work relative to the other targets (default 1); 0 = drained: no new work, open tunnels stay. */
-      weight: z.number().int().min(0).max(1000).optional(),
-      /** Used only while every primary (non-backup) target is down or full (default false). */
-      backup: z.boolean().optional(),
-      /**
-       * The host is a DNS name resolved by the primary (A and/or AAAA, `resolver.family`) and re-resolved on
-       * its TTL: every address becomes a target on this port with this weight (default false: resolved by the
-       * OS at each connect, one target).
-       */
-      resolve: z.boolean().optional(),
-      /**
-       * Instead of `address`: an SRV name such as "_http._tcp.api.service.consul", resolved by the primary and
-       * re-resolved; each record's host (resolved to addresses) and port become targets, weighted by the
-       * record's weight; the records of the lowest priority are primaries, the others backups.
-       */
-      srv: dnsName.optional(),
+      weight: z.number().int().min(0).max(1000).optional().describe('Share of new work relative to the other targets (default 1); 0 = drained: no new work, open tunnels stay.'),
+      backup: z.boolean().optional().describe('Used only while every primary (non-backup) target is down or full (default false).'),
+      resolve: z.boolean().optional().describe('The host is a DNS name resolved by the primary (A and/or AAAA, `resolver.family`) and re-resolved on its TTL: every address becomes a target on this port with this weight (default false: resolved by the OS at each connect, one target).'),
+      srv: dnsName.optional().describe('Instead of `address`: an SRV name such as "_http._tcp.api.service.consul", resolved by the primary and re-resolved; each record\'s host (resolved to addresses) and port become targets, weighted by the record\'s weight; the records of the lowest priority are primaries, the others backups.'),
     })
     .strict()
     // Runs even when a field failed (every error at once), so it reads its input defensively.
@@ -215,15 +206,10 @@ export function parseStatusRanges(input: string): Array<[number, number]> | unde
  */
 const healthActive = z
   .object({
-    /** http: a request over a fresh connection; tcp: connect only; websocket: an Upgrade handshake (101 + valid Sec-WebSocket-Accept), then a Close frame. */
-    type: z.enum(['http', 'tcp', 'websocket']).default('http'),
-    /** Request target of http and websocket probes (default /healthz). */
-    path: z.string().regex(/^\/[\x21-\x7e]*$/, 'path must start with / and contain no spaces or control characters').default('/healthz'),
-    /** http probes only (default GET). */
-    method: z.string().regex(HEADER_NAME, 'method must be an RFC 9110 token').default('GET'),
-    /** Host header of http and websocket probes (default: the target's address as written). */
-    host: z.string().regex(/^[\x21-\x7e]+$/, 'host must be printable ASCII without spaces').optional(),
-    /** Statuses that count as healthy for http probes, e.g. "200-399" (default) or "200,204". */
+    type: z.enum(['http', 'tcp', 'websocket']).default('http').describe('http: a request over a fresh connection; tcp: connect only; websocket: an Upgrade handshake (101 + valid Sec-WebSocket-Accept), then a Close frame.'),
+    path: z.string().regex(/^\/[\x21-\x7e]*$/, 'path must start with / and contain no spaces or control characters').default('/healthz').describe('Request target of http and websocket probes (default /healthz).'),
+    method: z.string().regex(HEADER_NAME, 'method must be an RFC 9110 token').default('GET').describe('http probes only (default GET).'),
+    host: z.string().regex(/^[\x21-\x7e]+$/, 'host must be printable ASCII without spaces').optional().describe('Host header of http and websocket probes (default: the target\'s address as written).'),
     expect_status: z
       .string()
       .default('200-399')
@@ -234,17 +220,12 @@ const healthActive = z
           return z.NEVER;
         }
         return ranges;
-      }),
-    /** http probes only: the body (its first 64KiB) must contain this text. */
-    body_contains: z.string().min(1).optional(),
-    /** Time between probes of one target, jittered by up to 10% either way (default 5s). */
-    interval: positiveDuration('5s'),
-    /** One probe (connect + answer) must finish within this (default 2s). */
-    timeout: positiveDuration('2s'),
-    /** Consecutive good probes that bring a down target back (default 2). */
-    passes: z.number().int().min(1).max(100).default(2),
-    /** Consecutive failed probes that take a target down (default 3). */
-    fails: z.number().int().min(1).max(100).default(3),
+      }).describe('Statuses that count as healthy for http probes, e.g. "200-399" (default) or "200,204".'),
+    body_contains: z.string().min(1).optional().describe('http probes only: the body (its first 64KiB) must contain this text.'),
+    interval: positiveDuration('5s').describe('Time between probes of one target, jittered by up to 10% either way (default 5s).'),
+    timeout: positiveDuration('2s').describe('One probe (connect + answer) must finish within this (default 2s).'),
+    passes: z.number().int().min(1).max(100).default(2).describe('Consecutive good probes that bring a down target back (default 2).'),
+    fails: z.number().int().min(1).max(100).default(3).describe('Consecutive failed probes that take a target down (default 3).'),
   })
   .strict()
   // Runs even when other fields failed (every error at once), so it reads its input defensively.
@@ -264,12 +245,9 @@ const healthActive = z
  */
 const healthPassive = z
   .object({
-    /** Failures within fail_timeout that take a target out (default 1, as nginx; 0 = off). */
-    max_fails: z.number().int().min(0).max(1000).default(1),
-    /** The failure window and the time out (default 10s, as nginx). */
-    fail_timeout: duration('10s'),
-    /** Count 5xx responses as failures (default false). */
-    on_5xx: z.boolean().default(false),
+    max_fails: z.number().int().min(0).max(1000).default(1).describe('Failures within fail_timeout that take a target out (default 1, as nginx; 0 = off).'),
+    fail_timeout: duration('10s').describe('The failure window and the time out (default 10s, as nginx).'),
+    on_5xx: z.boolean().default(false).describe('Count 5xx responses as failures (default false).'),
   })
   .strict();
 
@@ -303,13 +281,7 @@ const balance = z
             policy: z.literal('cookie'),
             name: z.string().max(256).regex(HEADER_NAME, 'a cookie name must be an RFC 9110 token').default(DEFAULT_STICKY_COOKIE),
             fallback: z.enum(['round_robin', 'least_conn']).default('round_robin'),
-            /**
-             * The key the cookie value (an HMAC of the target address) is made with. Default: a random one made
-             * by the primary at start, the same in every worker and across reloads, new at each restart (then
-             * cookies are re-set once). Set it, the same everywhere, so that several instances behind one
-             * balancer, or a restart, accept each other's cookies. At least 16 characters.
-             */
-            secret: z.string().min(16, 'balance.secret must be at least 16 characters').max(1024).optional(),
+            secret: z.string().min(16, 'balance.secret must be at least 16 characters').max(1024).optional().describe('The key the cookie value (an HMAC of the target address) is made with. Default: a random one made by the primary at start, the same in every worker and across reloads, new at each restart (then cookies are re-set once). Set it, the same everywhere, so that several instances behind one balancer, or a restart, accept each other\'s cookies. At least 16 characters.'),
           })
           .strict(),
       ],
@@ -323,33 +295,20 @@ const upstream = z
     targets: z
       .array(target)
       .min(1, 'an upstream needs at least one target')
-      // An SRV entry brings its own weights and primaries (its lowest priority).
-      .refine((ts) => ts.some((t) => t.kind === 'srv' || t.weight > 0), 'at least one target needs a weight above 0')
-      .refine((ts) => ts.some((t) => t.kind === 'srv' || !t.backup), 'at least one target must not be a backup'),
+      // An SRV entry brings its own weights and primaries (its lowest priority). An empty list is min(1)'s
+      // one error, not three.
+      .refine((ts) => ts.length === 0 || ts.some((t) => t.kind === 'srv' || t.weight > 0), 'at least one target needs a weight above 0')
+      .refine((ts) => ts.length === 0 || ts.some((t) => t.kind === 'srv' || !t.backup), 'at least one target must not be a backup'),
     balance,
-    /** Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512). */
-    max_connections: z.number().int().min(1).max(1_000_000).default(512),
-    /**
-     * Requests waiting (FIFO, per worker, all targets together) for a target at max_connections to free a
-     * socket. Queue full or wait over `timeout` -> 503 with Retry-After. size 0 = no queue (default 128, 5s).
-     */
+    max_connections: z.number().int().min(1).max(1_000_000).default(512).describe('Upper bound of connections (idle + busy) Portico opens to one target, per worker (default 512).'),
     queue: z
       .object({
         size: z.number().int().min(0).max(1_000_000).default(128),
         timeout: positiveDuration('5s'),
       })
       .strict()
-      .prefault({}),
-    /**
-     * A target coming (back) up (health flip, passive recovery, undrain; not at start or reload) gets its weight
-     * ramped from 10% to 100% over this time. round_robin, least_conn, random_two; hash ignores it (default off).
-     */
-    slow_start: duration('off'),
-    /**
-     * Retries of a request on connect failure or a stale keep-alive socket: at most `max` per request, and over
-     * a sliding 10s window at most `budget` x requests (but always `min_per_second` per second) per worker,
-     * so a failing pool is not stormed (default 2, 0.2, 3).
-     */
+      .prefault({}).describe('Requests waiting (FIFO, per worker, all targets together) for a target at max_connections to free a socket. Queue full or wait over `timeout` -> 503 with Retry-After. size 0 = no queue (default 128, 5s).'),
+    slow_start: duration('off').describe('A target coming (back) up (health flip, passive recovery, undrain; not at start or reload) gets its weight ramped from 10% to 100% over this time. round_robin, least_conn, random_two; hash ignores it (default off).'),
     retries: z
       .object({
         max: z.number().int().min(0).max(10).default(2),
@@ -357,37 +316,26 @@ const upstream = z
         min_per_second: z.number().int().min(0).max(10_000).default(3),
       })
       .strict()
-      .prefault({}),
+      .prefault({}).describe('Retries of a request on connect failure or a stale keep-alive socket: at most `max` per request, and over a sliding 10s window at most `budget` x requests (but always `min_per_second` per second) per worker, so a failing pool is not stormed (default 2, 0.2, 3).'),
     keepalive: z
       .object({
-        /** Idle keep-alive connections kept per target, per worker (default 256; 0 disables reuse). */
-        max_idle: z.number().int().min(0).max(100_000).default(256),
-        /** An idle pooled connection is closed after this long (default 60s). */
-        idle_timeout: duration('60s'),
+        max_idle: z.number().int().min(0).max(100_000).default(256).describe('Idle keep-alive connections kept per target, per worker (default 256; 0 disables reuse).'),
+        idle_timeout: duration('60s').describe('An idle pooled connection is closed after this long (default 60s).'),
       })
       .strict()
       .prefault({}),
     timeouts: z
       .object({
         connect: duration('5s'),
-        /** From the request sent to the response head received (default 60s, like nginx proxy_read_timeout). */
-        response_headers: duration('60s'),
-        /** Longest silence while a body streams, either way (default 60s). Never applies to tunnels. */
-        idle: duration('60s'),
+        response_headers: duration('60s').describe('From the request sent to the response head received (default 60s, like nginx proxy_read_timeout).'),
+        idle: duration('60s').describe('Longest silence while a body streams, either way (default 60s). Never applies to tunnels.'),
       })
       .strict()
       .prefault({}),
-    /** Active (primary, shared) and passive (per worker) health checks; see healthActive and healthPassive. */
-    health: z.object({ active: healthActive.optional(), passive: healthPassive.prefault({}) }).strict().prefault({}),
-    /**
-     * PROXY protocol header (client address -> address it connected to) written to every new connection before
-     * any byte: "v1" (text) or "v2" (binary); default "off". For tcp listeners, TLS passthrough and HTTP routes
-     * alike; a kept-alive connection then serves only the client its header named (and WebSocket tunnels get
-     * the header too). Active health checks send PROXY UNKNOWN (v1) or a LOCAL header (v2) first.
-     */
-    send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off'),
+    health: z.object({ active: healthActive.optional(), passive: healthPassive.prefault({}) }).strict().prefault({}).describe('Active (primary, shared) and passive (per worker) health checks; see healthActive and healthPassive.'),
+    send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default('off').describe('PROXY protocol header (client address -> address it connected to) written to every new connection before any byte: "v1" (text) or "v2" (binary); default "off". For tcp listeners, TLS passthrough and HTTP routes alike; a kept-alive connection then serves only the client its header named (and WebSocket tunnels get the header too). Active health checks send PROXY UNKNOWN (v1) or a LOCAL header (v2) first.'),
     /** TLS to the targets (config/upstream-tls.ts): `true` for the defaults (verification on), or settings. */
-    tls: upstreamTls.optional(),
+    tls: upstreamTls.optional().describe('TLS to the targets: `true` for the defaults (verification on), or sni, verify, ca, cert, key, min_version, session_reuse.'),
   })
   .strict()
   // `targets` keeps the fixed targets; `discover` the entries the primary resolves (resolve: true, srv).
@@ -395,10 +343,8 @@ const upstream = z
 
 const tunnel = z
   .object({
-    /** Closes a tunnel after this long with no byte either way (default off: WebSockets stay open). */
-    idle_timeout: duration('off'),
-    /** Closes a tunnel after this long whatever its traffic (default off). */
-    max_lifetime: duration('off'),
+    idle_timeout: duration('off').describe('Closes a tunnel after this long with no byte either way (default off: WebSockets stay open).'),
+    max_lifetime: duration('off').describe('Closes a tunnel after this long whatever its traffic (default off).'),
   })
   .strict();
 
@@ -414,30 +360,23 @@ const proxy = z.union([
  */
 const rateLimit = z
   .object({
-    /** Steady rate per key: "100/s", "6000/m", "10/h" (required; a bare number is refused: per what?). */
-    rate: z.union([z.string(), z.number()]).transform((v, ctx) => {
+    rate: z.union([z.string(), z.number()]).meta({ unit: 'rate' }).transform((v, ctx) => {
       const interval = parseRate(v);
       if (typeof interval === 'string') {
         ctx.addIssue({ code: 'custom', message: interval });
         return z.NEVER;
       }
       return interval;
-    }),
-    /** Requests a key may send at once from a full bucket (default: one second of `rate`, at least 1). */
-    burst: z.number().int().min(1).max(1_000_000).optional(),
-    /**
-     * What a key is: "$remote_addr" (default: the client address, IPv6 by `limits.ipv6_prefix`), or
-     * "header:NAME", "cookie:NAME", "query:NAME"; a request without that value is keyed by its address.
-     */
+    }).describe('Steady rate per key: "100/s", "6000/m", "10/h" (required; a bare number is refused: per what?).'),
+    burst: z.number().int().min(1).max(1_000_000).optional().describe('Requests a key may send at once from a full bucket (default: one second of `rate`, at least 1).'),
     key: z
       .string()
       .default('$remote_addr')
       .superRefine((v, ctx) => {
         const spec = parseKeySpec(v);
         if (typeof spec === 'string') ctx.addIssue({ code: 'custom', message: spec });
-      }),
-    /** Keys held per worker; when full, an idle or least recently used key is dropped (default 100000). */
-    max_keys: z.number().int().min(1).max(10_000_000).default(100_000),
+      }).describe('What a key is: "$remote_addr" (default: the client address, IPv6 by `limits.ipv6_prefix`), or "header:NAME", "cookie:NAME", "query:NAME"; a request without that value is keyed by its address.'),
+    max_keys: z.number().int().min(1).max(10_000_000).default(100_000).describe('Keys held per worker; when full, an idle or least recently used key is dropped (default 100000).'),
   })
   .strict()
   .transform((r) => ({ ...r, burst: r.burst ?? Math.max(1, Math.round(1000 / r.rate)) }));
@@ -445,10 +384,8 @@ const rateLimit = z
 /** Per-route limits: every request (WebSocket handshakes included), and WebSocket handshakes alone. */
 const routeRateLimit = z
   .object({
-    /** Requests of any kind, per key. */
-    requests: rateLimit.optional(),
-    /** WebSocket opening handshakes, per key (a tunnel costs more than a request: limit them apart). */
-    handshakes: rateLimit.optional(),
+    requests: rateLimit.optional().describe('Requests of any kind, per key.'),
+    handshakes: rateLimit.optional().describe('WebSocket opening handshakes, per key (a tunnel costs more than a request: limit them apart).'),
   })
   .strict()
   .refine((r) => r.requests !== undefined || r.handshakes !== undefined, 'set `requests` and/or `handshakes` (or leave rate_limit out)');
@@ -458,14 +395,10 @@ const route = z
     name: z.string().optional(),
     match: z
       .object({
-        /** Exact host names or "*.suffix" wildcards, compared without port and case. */
-        host: stringList.optional(),
-        /** Path prefix on segment boundaries: "/wss" matches "/wss", "/wss/x", "/wss?x", not "/wssx". */
-        path: z.string().startsWith('/').optional(),
-        /** Exact path (query ignored). */
-        path_exact: z.string().startsWith('/').optional(),
-        /** JavaScript regular expression tested against the path (query ignored). */
-        path_regex: z.string().optional(),
+        host: stringList.optional().describe('Exact host names or "*.suffix" wildcards, compared without port and case.'),
+        path: z.string().startsWith('/').optional().describe('Path prefix on segment boundaries: "/wss" matches "/wss", "/wss/x", "/wss?x", not "/wssx".'),
+        path_exact: z.string().startsWith('/').optional().describe('Exact path (query ignored).'),
+        path_regex: z.string().optional().describe('JavaScript regular expression tested against the path (query ignored).'),
         method: stringList.optional(),
       })
       .strict()
@@ -485,10 +418,8 @@ const route = z
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
-    /** How WebSocket handshakes of a proxy route are served: tunnelled (default) or terminated (config/websocket.ts). */
-    websocket: websocketSchema(duration, size).optional(),
-    /** Request and WebSocket handshake rate limits per client key (default none: nothing counted). */
-    rate_limit: routeRateLimit.optional(),
+    websocket: websocketSchema(duration, size).optional().describe('How WebSocket handshakes of a proxy route are served: tunnel (default, raw bytes after the 101) or terminate (uWebSockets.js; messages relayed).'),
+    rate_limit: routeRateLimit.optional().describe('Request and WebSocket handshake rate limits per client key (default none: nothing counted).'),
   })
   .strict()
   // Runs even when other fields of the route failed, so every error is reported at once (zod skips a
@@ -529,10 +460,8 @@ const certificate = z
   .object({
     cert: z.string().min(1),
     key: z.string().min(1),
-    /** Names this certificate serves; default: the DNS names in its subjectAltName (else its CN). */
-    hosts: z.array(z.string()).optional(),
-    /** When cert and key are missing, generate a self-signed pair for `hosts` (default localhost) there. */
-    self_signed: z.boolean().default(false),
+    hosts: z.array(z.string()).optional().describe('Names this certificate serves; default: the DNS names in its subjectAltName (else its CN).'),
+    self_signed: z.boolean().default(false).describe('When cert and key are missing, generate a self-signed pair for `hosts` (default localhost) there.'),
   })
   .strict();
 
@@ -554,17 +483,10 @@ const passthrough = z.object({ sni: sniPattern, upstream: z.string().min(1) }).s
 const listener = z
   .object({
     address: address('listener', true),
-    /** http (default): HTTP/1.1, terminated TLS when `tls` is set; tcp: raw TCP relayed to `upstream`. */
-    mode: z.enum(['http', 'tcp']).default('http'),
-    /**
-     * Connections the kernel queues for accept before it drops new SYNs (default: the system's
-     * net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).
-     */
-    backlog: z.number().int().min(1).max(65535).optional(),
-    /** Plain listeners only: redirect every request to https (config/redirect.ts). */
-    https_redirect: httpsRedirect,
-    /** tcp listeners only: the upstream every connection is relayed to. */
-    upstream: z.string().min(1).optional(),
+    mode: z.enum(['http', 'tcp']).default('http').describe('http (default): HTTP/1.1, terminated TLS when `tls` is set; tcp: raw TCP relayed to `upstream`.'),
+    backlog: z.number().int().min(1).max(65535).optional().describe('Connections the kernel queues for accept before it drops new SYNs (default: the system\'s net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).'),
+    https_redirect: httpsRedirect.describe('Plain listeners only: redirect every request to https (true: the first TLS listener, or a port).'),
+    upstream: z.string().min(1).optional().describe('tcp listeners only: the upstream every connection is relayed to.'),
     /**
      * Expect a PROXY protocol v1 or v2 header before anything else, only from `trusted` senders (CIDRs or
      * addresses); others are closed at once, as is a connection whose header is missing or malformed. The
@@ -582,21 +504,14 @@ const listener = z
           .min(1, 'list the CIDRs allowed to send PROXY headers (e.g. "10.0.0.0/8")'),
       })
       .strict()
-      .optional(),
+      .optional().describe('Expect a PROXY protocol v1 or v2 header before anything else, only from `trusted` senders (CIDRs or addresses); others are closed at once, as is a connection whose header is missing or malformed. The header\'s source becomes the client address ($remote_addr, X-Forwarded-For, X-Real-IP).'),
     tls: z
       .object({
-        /**
-         * The first certificate is the default for clients that send no (or an unknown) SNI name. None: the
-         * listener only passes TLS through (needs `passthrough`); other names get a TLS alert and are closed.
-         */
-        certificates: z.array(certificate).default([]),
+        certificates: z.array(certificate).default([]).describe('The first certificate is the default for clients that send no (or an unknown) SNI name. None: the listener only passes TLS through (needs `passthrough`); other names get a TLS alert and are closed.'),
         min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-        /** Time allowed for the TLS handshake (default 10s); also bounds reading the ClientHello for passthrough. */
-        handshake_timeout: duration('10s'),
-        /** SNI names relayed untouched to an upstream instead of terminated here (default none). */
-        passthrough: z.array(passthrough).optional(),
-        /** Get and renew a certificate from an ACME CA (config/acme.ts); it is served beside `certificates`. */
-        acme: acmeSchema.optional(),
+        handshake_timeout: duration('10s').describe('Time allowed for the TLS handshake (default 10s); also bounds reading the ClientHello for passthrough.'),
+        passthrough: z.array(passthrough).optional().describe('SNI names relayed untouched to an upstream instead of terminated here (default none).'),
+        acme: acmeSchema.optional().describe('Get and renew a certificate from an ACME CA (Let\'s Encrypt by default); it is served beside `certificates`.'),
       })
       .strict()
       .superRefine((t, ctx) => checkTlsTerminates(t as unknown, ctx), { when: () => true })
@@ -643,7 +558,6 @@ export function parseResolverServer(input: string): string | undefined {
  */
 const resolver = z
   .object({
-    /** Name servers, "ip" or "ip:port" (default: the system's, from /etc/resolv.conf). */
     servers: z
       .array(
         z.string().superRefine((v, ctx) => {
@@ -651,17 +565,12 @@ const resolver = z
         }),
       )
       .min(1, 'list at least one name server, or leave `servers` out for the system resolver')
-      .optional(),
-    /** One DNS query (default 2s); a lookup that times out counts as failed. */
-    timeout: positiveDuration('2s'),
-    /** Shortest time between two lookups of one name, whatever its TTL says (default 1s). */
-    min_ttl: positiveDuration('1s'),
-    /** Longest time a name's answer is kept before it is looked up again (default 1h). */
-    max_ttl: positiveDuration('1h'),
-    /** After a failed lookup: first retry after `min`, doubling up to `max` (default 1s, 30s). */
-    backoff: z.object({ min: positiveDuration('1s'), max: positiveDuration('30s') }).strict().prefault({}),
-    /** Address records asked for: any (A and AAAA, default), ipv4 (A) or ipv6 (AAAA). */
-    family: z.enum(['any', 'ipv4', 'ipv6']).default('any'),
+      .optional().describe('Name servers, "ip" or "ip:port" (default: the system\'s, from /etc/resolv.conf).'),
+    timeout: positiveDuration('2s').describe('One DNS query (default 2s); a lookup that times out counts as failed.'),
+    min_ttl: positiveDuration('1s').describe('Shortest time between two lookups of one name, whatever its TTL says (default 1s).'),
+    max_ttl: positiveDuration('1h').describe('Longest time a name\'s answer is kept before it is looked up again (default 1h).'),
+    backoff: z.object({ min: positiveDuration('1s'), max: positiveDuration('30s') }).strict().prefault({}).describe('After a failed lookup: first retry after `min`, doubling up to `max` (default 1s, 30s).'),
+    family: z.enum(['any', 'ipv4', 'ipv6']).default('any').describe('Address records asked for: any (A and AAAA, default), ipv4 (A) or ipv6 (AAAA).'),
   })
   .strict()
   .superRefine(
@@ -675,72 +584,50 @@ const resolver = z
 
 export const configSchema = z
   .object({
-    /** Worker processes; "auto" = one per core (default). */
-    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
-    listeners: z.array(listener).min(1, 'at least one listener is needed'),
-    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'upstream names use letters, digits, _ . -'), upstream).default({}),
-    routes: z.array(route).default([]),
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto').describe('Worker processes; "auto" = one per core (default).'),
+    listeners: z.array(listener).min(1, 'at least one listener is needed').describe('Addresses Portico accepts connections on: HTTP (TLS terminated when `tls` is set, or passed through by SNI) or raw TCP.'),
+    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'upstream names use letters, digits, _ . -'), upstream).default({}).describe('Named pools of backend targets, balanced, health-checked and kept alive; routes and tcp listeners name them.'),
+    routes: z.array(route).default([]).describe('Tried in order; the first whose `match` fits the request takes it (no match -> 404).'),
     limits: z
       .object({
-        /** Request line + headers; larger -> 431 (default 32KiB). */
-        header_size: size('32KiB'),
-        /** Request target; longer -> 414 (default 8KiB). */
-        uri_size: size('8KiB'),
-        /** Header fields per request (default 100). */
-        headers: z.number().int().min(1).max(10_000).default(100),
-        /** Request body bytes; larger -> 413 (default off = unlimited, streamed). */
-        body_size: z.union([z.literal('off'), size('1MiB')]).default('off' as const),
-        /**
-         * Open connections per client address, per worker (HTTP, HTTPS, their WebSocket tunnels, L4 relays); more are
-         * closed at accept, before the TLS handshake (default off: carrier NAT puts thousands behind one address).
-         */
-        connections_per_ip: z.union([z.literal('off'), z.number().int().min(1).max(10_000_000)]).default('off' as const),
-        /** IPv6 clients are one client per this prefix for connection and rate limits (default 64). */
-        ipv6_prefix: z.number().int().min(1).max(128).default(64),
-        /**
-         * Pipes each worker's splice relay may hold at once (default 1024). A tunnel takes one only while bytes
-         * are in flight, so this bounds busy tunnels' kernel buffers, not open tunnels; above it bytes are copied
-         * through a 16 KiB buffer instead (slower, never refused). 0 = always copy.
-         */
-        max_pipes: z.number().int().min(0).max(1_000_000).default(1024),
-        /** Files static routes may hold open at once, per worker (default 1024); past it a request gets 503. */
-        static_open_files: z.number().int().min(1).max(1_000_000).default(1024),
+        header_size: size('32KiB').describe('Request line + headers; larger -> 431 (default 32KiB).'),
+        uri_size: size('8KiB').describe('Request target; longer -> 414 (default 8KiB).'),
+        headers: z.number().int().min(1).max(10_000).default(100).describe('Header fields per request (default 100).'),
+        body_size: z.union([z.literal('off'), size('1MiB')]).default('off' as const).describe('Request body bytes; larger -> 413 (default off = unlimited, streamed).'),
+        connections_per_ip: z.union([z.literal('off'), z.number().int().min(1).max(10_000_000)]).default('off' as const).describe('Open connections per client address, per worker (HTTP, HTTPS, their WebSocket tunnels, L4 relays); more are closed at accept, before the TLS handshake (default off: carrier NAT puts thousands behind one address).'),
+        ipv6_prefix: z.number().int().min(1).max(128).default(64).describe('IPv6 clients are one client per this prefix for connection and rate limits (default 64).'),
+        max_pipes: z.number().int().min(0).max(1_000_000).default(1024).describe('Pipes each worker\'s splice relay may hold at once (default 1024). A tunnel takes one only while bytes are in flight, so this bounds busy tunnels\' kernel buffers, not open tunnels; above it bytes are copied through a 16 KiB buffer instead (slower, never refused). 0 = always copy.'),
+        static_open_files: z.number().int().min(1).max(1_000_000).default(1024).describe('Files static routes may hold open at once, per worker (default 1024); past it a request gets 503.'),
       })
       .strict()
       .prefault({}),
     timeouts: z
       .object({
-        /** From connection (or previous response) to a complete request head; else 408 (default 15s). */
-        head: duration('15s'),
-        /** Idle client keep-alive connection with no request in progress (default 75s). */
-        keepalive: duration('75s'),
-        /**
-         * Longest wait for the next bytes of a request body the client is sending (nginx client_body_timeout);
-         * else 408 and close, never held against the target (default 60s).
-         */
-        body: duration('60s'),
-        /** SIGTERM: time in-flight requests get to finish before tunnels and the rest are closed (default 30s). */
-        shutdown_grace: duration('30s'),
+        head: duration('15s').describe('From connection (or previous response) to a complete request head; else 408 (default 15s).'),
+        keepalive: duration('75s').describe('Idle client keep-alive connection with no request in progress (default 75s).'),
+        body: duration('60s').describe('Longest wait for the next bytes of a request body the client is sending (nginx client_body_timeout); else 408 and close, never held against the target (default 60s).'),
+        shutdown_grace: duration('30s').describe('SIGTERM: time in-flight requests get to finish before tunnels and the rest are closed (default 30s).'),
       })
       .strict()
       .prefault({}),
-    /** Default tunnel (WebSocket) timeouts; a route's `tunnel` overrides them. */
-    tunnel: tunnel.prefault({}),
+    tunnel: tunnel.prefault({}).describe('Default tunnel (WebSocket) timeouts; a route\'s `tunnel` overrides them.'),
     log: z
       .object({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        /** One line per request and per tunnel (default true). */
-        access: z.boolean().default(true),
-        /** Refusals by connection and rate limits: one line per client key at the first, then a summary per this interval (default 10s). */
-        limit_interval: positiveDuration('10s'),
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level of the JSON lines on stdout (default info).'),
+        access: z.boolean().default(true).describe('One line per request and per tunnel on stdout (default true).'),
+        access_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('Also write the access lines to this file (relative to the config file), appended; SIGUSR1 reopens it (logrotate). With `access: false`, only there.'),
+        request_id: z
+          .boolean()
+          .default(true)
+          .describe('Send every request upstream with X-Request-Id: the client\'s own when it sent a valid one (1-128 printable characters), else one Portico makes; logged as `reqId` (default true).'),
+        limit_interval: positiveDuration('10s').describe('Refusals by connection and rate limits: one line per client key at the first, then a summary per this interval (default 10s).'),
       })
       .strict()
       .prefault({}),
-    /**
-     * Forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) and whom to believe about them. A client's copies
-     * are believed only from `trusted_proxies` (like nginx `set_real_ip_from`); from anyone else Portico sets
-     * them itself. The address checked is the client address Portico sees (a PROXY header's source included).
-     */
     forwarding: z
       .object({
         /** CIDRs or addresses of proxies in front of Portico whose forwarding headers are kept and appended to (default none). */
@@ -752,28 +639,17 @@ export const configSchema = z
             }),
           )
           .default([]),
-        /** X-Forwarded-For from an untrusted peer: `replace` it with the peer address (default) or `append` the peer to it. */
-        x_forwarded_for: z.enum(['replace', 'append']).default('replace'),
-        /** Also send an RFC 7239 `Forwarded` element (for, host, proto); default false (a client's copy is still dropped). */
-        forwarded: z.boolean().default(false),
+        x_forwarded_for: z.enum(['replace', 'append']).default('replace').describe('X-Forwarded-For from an untrusted peer: `replace` it with the peer address (default) or `append` the peer to it.'),
+        forwarded: z.boolean().default(false).describe('Also send an RFC 7239 `Forwarded` element (for, host, proto); default false (a client\'s copy is still dropped).'),
       })
       .strict()
-      .prefault({}),
-    /** DNS for targets with `resolve: true` and `srv` targets; see `resolver` above. */
-    resolver: resolver.prefault({}),
+      .prefault({}).describe('Forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) and whom to believe about them. A client\'s copies are believed only from `trusted_proxies` (like nginx `set_real_ip_from`); from anyone else Portico sets them itself. The address checked is the client address Portico sees (a PROXY header\'s source included).'),
+    resolver: resolver.prefault({}).describe('DNS for targets with `resolve: true` and `srv` targets; see `resolver` above.'),
     admin: z
       .object({
-        address: address('admin', true),
-        /**
-         * When set, POST requests (drain, undrain) need `Authorization: Bearer TOKEN` and may come from any
-         * address; without it they are accepted from loopback peers only, with the header `X-Portico-Admin: 1`.
-         */
-        token: z.string().min(16, 'admin token must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'admin token must be printable ASCII without spaces').optional(),
-        /**
-         * Host names the admin listener may be reached by (`Host` header), besides `localhost` and IP addresses;
-         * any other name is refused so that a DNS-rebinding page cannot read or drive it (default none).
-         */
-        hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, 'a host name (letters, digits, dots, dashes), without port')).max(64).default([]),
+        address: address('admin', true).describe('host:port of the admin API (/status, /metrics, drains); keep it on loopback or a private network.'),
+        token: z.string().min(16, 'admin token must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'admin token must be printable ASCII without spaces').optional().describe('When set, POST requests (drain, undrain) need `Authorization: Bearer TOKEN` and may come from any address; without it they are accepted from loopback peers only, with the header `X-Portico-Admin: 1`.'),
+        hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, 'a host name (letters, digits, dots, dashes), without port')).max(64).default([]).describe('Host names the admin listener may be reached by (`Host` header), besides `localhost` and IP addresses; any other name is refused so that a DNS-rebinding page cannot read or drive it (default none).'),
       })
       .strict()
       .optional(),

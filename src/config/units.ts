@@ -46,7 +46,7 @@ function unitError(kind: 'duration' | 'size', v: string | number): string {
 }
 
 export const duration = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: `expected a duration such as ${DURATION_FORMS}` }).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: `expected a duration such as ${DURATION_FORMS}` }).meta({ unit: 'duration' }).default(dflt).transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: unitError('duration', v) });
@@ -56,7 +56,7 @@ export const duration = (dflt: string) =>
   });
 
 export const size = (dflt: string) =>
-  z.union([z.string(), z.number()], { error: `expected a size such as ${SIZE_FORMS}` }).default(dflt).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: `expected a size such as ${SIZE_FORMS}` }).meta({ unit: 'size' }).default(dflt).transform((v, ctx) => {
     const bytes = parseSize(v);
     if (bytes === undefined || bytes === 0) {
       ctx.addIssue({ code: 'custom', message: unitError('size', v) });

@@ -2,18 +2,23 @@
 // Field names are fixed (STYLE.md 11): conn, worker, route, mode, upstream, status, bytesIn, bytesOut,
 // durationMs, closedBy, err.code. Secrets (keys, auth headers) are never passed to a logger.
 import { pino, type Logger as PinoLogger, type LevelWithSilent } from 'pino';
+import { stdoutWriter } from './line-writer.js';
 
 export type Logger = PinoLogger;
 export type LogLevel = LevelWithSilent;
 
+/** Lines go to the process's one stdout writer (line-writer.ts): buffered, written off the event loop. */
 export function createLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
-  return pino({
-    level,
-    base: { pid: process.pid, ...bindings },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-    serializers: { err: serializeError },
-  });
+  return pino(
+    {
+      level,
+      base: { pid: process.pid, ...bindings },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      serializers: { err: serializeError },
+    },
+    stdoutWriter(),
+  );
 }
 
 /** Errors are logged by code and message; stacks only for internal errors, and only at debug. */

@@ -2,6 +2,7 @@
 // format. Counting allocates nothing (the data path calls it per request and per tunnel); text is built only
 // on a scrape. No I/O here: primary/report.ts collects snapshots over IPC and admin/server.ts serves the text.
 import type { ErrorCode } from './errors.js';
+import { BUCKETS, Histogram, MAX_SERIES, renderHistogram, sumHistograms, type HistogramName, type HistogramSnapshot } from './histogram.js';
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
@@ -46,6 +47,10 @@ export interface MetricsSnapshot {
   rateLimited: Record<string, number>;
   /** The splice relay's pipe pool (absent without the addon): gauges, and copies as a counter. */
   pipes?: PipeGauges;
+  /** Latency histograms (histogram.ts BUCKETS), by their bounded label sets. */
+  histograms: Record<HistogramName, HistogramSnapshot>;
+  /** Responses per upstream target by status class, keyed "UPSTREAM\u0000TARGET". */
+  targetResponses: Record<string, { upstream: string; target: string; classes: number[] }>;
   /** Terminated WebSockets (uWebSockets.js); absent until one opened. */
   terminated?: TerminatedCounters;
 }
@@ -140,6 +145,15 @@ export class Metrics {
     const label = closeCodeLabel(end.code);
     t.closeCodes[label] = (t.closeCodes[label] ?? 0) + 1;
   }
+  readonly #histograms: Record<HistogramName, Histogram> = {
+    request: new Histogram(BUCKETS.request, ['route', 'class']),
+    connect: new Histogram(BUCKETS.connect, ['upstream', 'target']),
+    firstByte: new Histogram(BUCKETS.firstByte, ['upstream', 'target']),
+    tls: new Histogram(BUCKETS.tls, []),
+    tunnel: new Histogram(BUCKETS.tunnel, ['kind', 'upstream']),
+  };
+  readonly #targetResponses = new Map<string, Map<string, Float64Array>>();
+  #targetSeries = 0;
 
   connectionAccepted(): void {
     this.#connections++;
@@ -154,6 +168,40 @@ export class Metrics {
     if (cls >= 1 && cls <= 5) this.#requests[cls - 1]++;
     this.#bytesIn += bytesIn;
     this.#bytesOut += bytesOut;
+  }
+
+  /**
+   * A forwarded request ended (after request()): its duration by route and status class; its upstream target's
+   * responses by class; the connect time of a new connection (`connectMs` -1: none, or a kept-alive one) and the
+   * time to the first response byte (-1: none). Times in ms.
+   */
+  exchange(route: string, upstream: string, target: string | undefined, status: number, durationMs: number, connectMs: number, reused: boolean, firstByteMs: number): void {
+    const cls = (status / 100) | 0;
+    if (cls < 1 || cls > 5) return;
+    this.#histograms.request.observe(route, STATUS_CLASSES[cls - 1], durationMs / 1000);
+    if (target === undefined) return;
+    if (connectMs >= 0 && !reused) this.#histograms.connect.observe(upstream, target, connectMs / 1000);
+    if (firstByteMs >= 0) this.#histograms.firstByte.observe(upstream, target, firstByteMs / 1000);
+    let byTarget = this.#targetResponses.get(upstream);
+    let counts = byTarget?.get(target);
+    if (counts === undefined) {
+      if (this.#targetSeries >= MAX_SERIES) return; // bounded: past it only the histograms (folded) count
+      counts = new Float64Array(5);
+      if (byTarget === undefined) this.#targetResponses.set(upstream, (byTarget = new Map()));
+      byTarget.set(target, counts);
+      this.#targetSeries++;
+    }
+    counts[cls - 1]++;
+  }
+
+  /** A client TLS handshake finished after `ms`. */
+  tlsHandshake(ms: number): void {
+    this.#histograms.tls.observe('', '', ms / 1000);
+  }
+
+  /** A tunnel ended after `ms`: `kind` websocket (or another upgrade) or l4. */
+  tunnelLifetime(kind: 'websocket' | 'l4', upstream: string, ms: number): void {
+    this.#histograms.tunnel.observe(kind, upstream, ms / 1000);
   }
 
   tunnelOpened(): void {
@@ -209,7 +257,23 @@ export class Metrics {
       refused: Object.fromEntries(this.#refused),
       rateLimited: Object.fromEntries(this.#rateLimited),
       ...(this.#terminated === undefined ? {} : { terminated: { ...this.#terminated, closeCodes: { ...this.#terminated.closeCodes } } }),
+      histograms: {
+        request: this.#histograms.request.snapshot(),
+        connect: this.#histograms.connect.snapshot(),
+        firstByte: this.#histograms.firstByte.snapshot(),
+        tls: this.#histograms.tls.snapshot(),
+        tunnel: this.#histograms.tunnel.snapshot(),
+      },
+      targetResponses: this.#targetResponsesSnapshot(),
     };
+  }
+
+  #targetResponsesSnapshot(): MetricsSnapshot['targetResponses'] {
+    const out: MetricsSnapshot['targetResponses'] = {};
+    for (const [upstream, byTarget] of this.#targetResponses) {
+      for (const [target, counts] of byTarget) out[`${upstream}\u0000${target}`] = { upstream, target, classes: Array.from(counts) };
+    }
+    return out;
   }
 
   /** This worker's counters alone, as Prometheus text. */
@@ -232,6 +296,16 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
   for (const [id, n] of Object.entries(b.rateLimited)) rateLimited[id] = (rateLimited[id] ?? 0) + n;
   const requests = { ...a.requests };
   for (const cls of STATUS_CLASSES) requests[cls] += b.requests[cls];
+  const histograms = { ...a.histograms };
+  for (const name of Object.keys(BUCKETS) as HistogramName[]) histograms[name] = sumHistograms(a.histograms[name] ?? {}, b.histograms[name] ?? {});
+  const targetResponses: MetricsSnapshot['targetResponses'] = {};
+  for (const side of [a.targetResponses, b.targetResponses]) {
+    for (const [k, v] of Object.entries(side)) {
+      const t = targetResponses[k];
+      if (t === undefined) targetResponses[k] = { upstream: v.upstream, target: v.target, classes: [...v.classes] };
+      else v.classes.forEach((n, i) => (t.classes[i] = (t.classes[i] ?? 0) + n));
+    }
+  }
   return {
     connections: a.connections + b.connections,
     requests,
@@ -243,6 +317,8 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
     refused,
     rateLimited,
+    histograms,
+    targetResponses,
     ...(a.pipes === undefined && b.pipes === undefined ? {} : { pipes: sumPipes(a.pipes, b.pipes) }),
     ...(a.terminated === undefined && b.terminated === undefined ? {} : { terminated: sumTerminated(a.terminated, b.terminated) }),
   };
@@ -275,6 +351,22 @@ export interface ProcessGauges {
   upstreamTargets: ReadonlyArray<{ upstream: string; target: string; available: boolean; active: number }>;
   /** Absent: no per-upstream limit metrics (a caller that does not collect them). */
   upstreamLimits?: readonly UpstreamLimitTotals[];
+  /** Per worker that answered: its event loop and memory (absent: not collected). */
+  workerProcesses?: ReadonlyArray<{ worker: number } & ProcessHealth>;
+}
+
+/**
+ * A process's event loop and memory: the loop's delay over the time since the last report (perf_hooks
+ * monitorEventLoopDelay: how late timers ran, i.e. how long one turn blocked everything else), in seconds, and
+ * the V8 heap and resident set in bytes.
+ */
+export interface ProcessHealth {
+  loopDelayP50: number;
+  loopDelayP99: number;
+  loopDelayMax: number;
+  heapUsed: number;
+  heapTotal: number;
+  rss: number;
 }
 
 /** Prometheus text exposition format 0.0.4. */
@@ -311,6 +403,20 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
       return [labels({ route: id.slice(space + 1), limit: id.slice(0, space) }), n];
     }),
   );
+  const h = s.histograms;
+  const histogram = (name: string, help: string, which: HistogramName) => out.push(...renderHistogram(name, help, BUCKETS[which], h?.[which] ?? {}, labels));
+  histogram('portico_request_duration_seconds', 'Forwarded requests from the request head to the end of the response (or the failure), by route and status class.', 'request');
+  histogram('portico_upstream_connect_seconds', 'New connections to a target, from the request that asked for one to connected (kept-alive sockets are not counted).', 'connect');
+  histogram('portico_upstream_first_byte_seconds', 'From the request head to the first byte of the target\'s response.', 'firstByte');
+  histogram('portico_tls_handshake_seconds', 'Client TLS handshakes that completed, from the first byte read to finished.', 'tls');
+  histogram('portico_tunnel_duration_seconds', 'Tunnels from open to close, by kind (websocket, l4) and upstream.', 'tunnel');
+  const responses = Object.values(s.targetResponses ?? {}).sort((x, y) => (x.upstream + x.target < y.upstream + y.target ? -1 : 1));
+  metric(
+    'portico_upstream_responses_total',
+    'counter',
+    'Responses from each target (answered, or failed as 502/504 when it was tried), by status class.',
+    responses.flatMap((r) => STATUS_CLASSES.map((c, i): [string, number] => [labels({ upstream: r.upstream, target: r.target, class: c }), r.classes[i] ?? 0])),
+  );
   if (s.pipes !== undefined) {
     metric('portico_splice_pipes_open', 'gauge', 'Pipes of the splice relays\' pools (free or holding bytes in flight), all workers.', [['', s.pipes.open]]);
     metric('portico_splice_pipes_in_use', 'gauge', 'Pipes holding bytes of a tunnel now; an idle tunnel holds none.', [['', s.pipes.inUse]]);
@@ -342,6 +448,16 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
     metric('portico_upstream_queue_timeouts_total', 'counter', 'Requests that waited queue.timeout without a connection.', per((l) => l.queueTimeouts));
     metric('portico_upstream_retries_total', 'counter', 'Retries to another target granted by the retry budget.', per((l) => l.retriesTotal));
     metric('portico_upstream_retries_denied_total', 'counter', 'Retries refused by the retry budget.', per((l) => l.retriesDenied));
+    const procs = gauges.workerProcesses;
+    if (procs !== undefined) {
+      const each = (pick: (p: ProcessHealth) => number): Array<[string, number]> => procs.map((p) => [labels({ worker: String(p.worker) }), pick(p)]);
+      metric('portico_worker_event_loop_delay_p50_seconds', 'gauge', 'Median event-loop delay of each worker since the previous scrape.', each((p) => p.loopDelayP50));
+      metric('portico_worker_event_loop_delay_p99_seconds', 'gauge', '99th percentile event-loop delay of each worker since the previous scrape.', each((p) => p.loopDelayP99));
+      metric('portico_worker_event_loop_delay_max_seconds', 'gauge', 'Longest event-loop delay of each worker since the previous scrape.', each((p) => p.loopDelayMax));
+      metric('portico_worker_heap_used_bytes', 'gauge', 'V8 heap in use, per worker.', each((p) => p.heapUsed));
+      metric('portico_worker_heap_total_bytes', 'gauge', 'V8 heap reserved, per worker.', each((p) => p.heapTotal));
+      metric('portico_worker_resident_bytes', 'gauge', 'Resident set size, per worker.', each((p) => p.rss));
+    }
   }
   return `${out.join('\n')}\n`;
 }

@@ -78,6 +78,13 @@ export class Exchange extends UpstreamAttempt {
   readonly route: CompiledRoute;
   readonly tunnel: boolean;
   readonly startedAt: number;
+  /** performance.now() at the start: the timings below, the access log and the latency histograms read it. */
+  readonly startedHr: number;
+  /** Ms from the start to a socket to the target (a kept-alive one: about 0), and to the response's first byte; -1 = not (yet). */
+  connectMs = -1;
+  firstByteMs = -1;
+  /** The socket in use came from the keep-alive pool. */
+  reusedSocket = false;
   status = 0;
   /** Bytes of the response written to the client (head included). */
   bytesOut = 0;
@@ -139,6 +146,7 @@ export class Exchange extends UpstreamAttempt {
     this.route = route;
     this.tunnel = tunnel;
     this.startedAt = Date.now();
+    this.startedHr = performance.now();
     this.#timeouts = pool.config.timeouts;
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
     this.#reqChunked = head.bodyKind === 'chunked' ? new ChunkedScanner() : null;
@@ -172,6 +180,8 @@ export class Exchange extends UpstreamAttempt {
   protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
+    this.reusedSocket = reused;
+    this.connectMs = performance.now() - this.startedHr;
     Exchange.#adopt(socket as OwnedSocket, this);
     this.#phase = 'waiting';
     // the response head is awaited from the end of the request: a slow upload is the client's, not the target's
@@ -294,6 +304,7 @@ export class Exchange extends UpstreamAttempt {
       return;
     }
     if (this.#phase !== 'waiting') return;
+    if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
     let buf = this.#resBuf === null ? chunk : Buffer.concat([this.#resBuf, chunk]);
     for (;;) {
       const r = parseResponseHead(buf, RESPONSE_HEAD_LIMITS, this.head.method);

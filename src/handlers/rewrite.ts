@@ -83,6 +83,8 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
     if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
     const f = FORWARDING.get(lower);
     if (f === undefined) {
+      // the request id goes once, as Portico chose it (the client's own when it was usable: http/request-id.ts)
+      if (lower.length === 12 && vars.requestId !== undefined && lower === 'x-request-id') continue;
       out += `${name}: ${hs[i + 1]}\r\n`;
       continue;
     }
@@ -119,6 +121,7 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
       out += `Forwarded: ${fwd}\r\n`;
     }
   }
+  if (vars.requestId !== undefined && !own.has('x-request-id')) out += `X-Request-Id: ${vars.requestId}\r\n`;
   for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
   if (tunnel) out += `Connection: Upgrade\r\nUpgrade: ${h.upgrade}\r\n`;
   else if (h.versionMinor === 0) out += 'Connection: keep-alive\r\n';

@@ -1,31 +1,22 @@
-// The access-log lines of the client connection: one per request (answered, failed or refused) and one per
-// tunnel at its end. It only shapes the fields and writes them to the logger it is given; the caller checks
-// `log.access` first (so a connection that does not log never builds its child logger) and owns the counting.
+// The access-log lines of client connections: one per request (answered, failed or refused) and one per tunnel
+// at its end, to stdout (`log.access`) and/or a file (`log.access_file`, reopened on SIGUSR1). A line is built
+// by hand as one JSON string (pino's field names and level/time/pid/worker bindings, so both read alike) and
+// handed to a LineWriter that writes it later, off the request's path: no object, no serializer, no syscall per
+// request. It only shapes lines; the caller owns the counting, and builds an AccessLog only when a line is wanted.
 import type { ClosedBy } from '../core/socket.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import type { LineWriter } from '../core/line-writer.js';
 import type { Exchange } from '../handlers/forward.js';
 import type { RequestHead } from '../wire/http-head.js';
+import { realClient } from '../route/forwarding.js';
 import { SpliceTunnel } from '../tunnel/splice.js';
 import type { Tunnel } from '../tunnel/relay.js';
+import type { Logger } from '../core/log.js';
 
-/** A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). */
-export function logExchange(log: Logger, ex: Exchange, status: number, err: ProxyError | undefined): void {
-  log.info(
-    {
-      mode: 'http',
-      route: ex.route.name,
-      upstream: ex.target?.id,
-      method: ex.head.method,
-      path: ex.head.target,
-      status,
-      bytesIn: ex.bytesIn,
-      bytesOut: ex.bytesOut,
-      durationMs: Date.now() - ex.startedAt,
-      err: err === undefined ? undefined : { code: err.code, message: err.message },
-    },
-    'request',
-  );
+/** What a line says of the connection: its id, the address Portico sees (PROXY source included), trust. */
+export interface AccessClient {
+  readonly id: number;
+  readonly remoteAddr: string;
 }
 
 /** A request Portico answered itself (static file, redirect, fixed answer, CORS preflight): `mode` says which. */
@@ -36,26 +27,105 @@ export function logAnswer(log: Logger, mode: string, route: string | undefined, 
   );
 }
 
-/** A request answered with a canned response before any exchange (bad head, no route...). */
-export function logRejected(log: Logger, head: RequestHead | undefined, status: number, code: ErrorCode, reason: string): void {
-  log.info({ mode: 'http', method: head?.method, path: head?.target, status, err: { code, message: reason } }, 'request');
+/** Longest header value copied into a line (User-Agent, Referer): a client must not make lines unbounded. */
+const MAX_FIELD = 512;
+
+const q = JSON.stringify;
+
+/** `"key":"value"` for a string that may need escaping, cut to MAX_FIELD; '' when absent. */
+function str(key: string, v: string | undefined): string {
+  if (v === undefined) return '';
+  return `,"${key}":${q(v.length > MAX_FIELD ? v.slice(0, MAX_FIELD) : v)}`;
 }
 
-/** A tunnel that ended; `ex` is the exchange whose 101 opened it. */
-export function logTunnel(log: Logger, ex: Exchange, t: Tunnel | SpliceTunnel): void {
-  log.info(
-    {
-      mode: 'tunnel',
-      route: ex.route.name,
-      upstream: ex.target?.id,
-      path: ex.head.target,
-      status: 101,
-      bytesIn: t.bytesUp,
-      bytesOut: t.bytesDown,
-      durationMs: Date.now() - t.startedAt,
-      closedBy: t.closedBy as ClosedBy,
-      spliced: t instanceof SpliceTunnel && t.spliced,
-    },
-    'tunnel',
-  );
+/** Ms with µs precision, as a JSON number. */
+function ms(v: number): string {
+  return String(Math.round(v * 1000) / 1000);
+}
+
+export class AccessLog {
+  readonly #stdout: LineWriter | undefined;
+  readonly #file: LineWriter | undefined;
+  readonly #trusts: (address: string) => boolean;
+  /** `,"pid":N,"worker":W`: the bindings every line carries, as createLogger's lines do. */
+  readonly #bindings: string;
+  #lastMs = 0;
+  #lastIso = '';
+
+  constructor(opts: { stdout: LineWriter | undefined; file: LineWriter | undefined; worker: number; trusts: (address: string) => boolean }) {
+    this.#stdout = opts.stdout;
+    this.#file = opts.file;
+    this.#trusts = opts.trusts;
+    this.#bindings = `,"pid":${process.pid},"worker":${opts.worker}`;
+  }
+
+  /** `{"level":"info","time":"…","pid":…,"worker":…,"conn":N`; the ISO time is made once per millisecond. */
+  #open(conn: number): string {
+    const now = Date.now();
+    if (now !== this.#lastMs) {
+      this.#lastMs = now;
+      this.#lastIso = new Date(now).toISOString();
+    }
+    return `{"level":"info","time":"${this.#lastIso}"${this.#bindings},"conn":${conn}`;
+  }
+
+  #emit(line: string): void {
+    this.#stdout?.write(line);
+    this.#file?.write(line);
+  }
+
+  /**
+   * The request's own fields: method, target, HTTP version, Host, the client (the real one behind trusted
+   * proxies; `peer` when that differs), User-Agent and Referer. One pass over the headers.
+   */
+  #requestFields(c: AccessClient, head: RequestHead): string {
+    let ua: string | undefined;
+    let referer: string | undefined;
+    let xff: string | undefined;
+    const hs = head.headers;
+    for (let i = 0; i < hs.length; i += 2) {
+      const n = hs[i];
+      // lengths first: most names are rejected without lower-casing them
+      if (n.length === 10 && n.toLowerCase() === 'user-agent') ua ??= hs[i + 1];
+      else if (n.length === 7 && n.toLowerCase() === 'referer') referer ??= hs[i + 1];
+      else if (n.length === 15 && n.toLowerCase() === 'x-forwarded-for') xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
+    }
+    const client = realClient(c.remoteAddr, xff, this.#trusts);
+    let out = `,"method":"${head.method}"${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${str('host', head.hostRaw)},"client":${q(client)}`;
+    if (client !== c.remoteAddr) out += `,"peer":${q(c.remoteAddr)}`;
+    return out + str('ua', ua) + str('referer', referer);
+  }
+
+  /** The upstream side of an exchange: pool, target (the last one tried, also on 502/504), timings. */
+  #upstreamFields(ex: Exchange): string {
+    const target = ex.target ?? ex.lastTarget;
+    let out = `${str('route', ex.route.name)}${str('pool', ex.pool.name)}${target === null ? '' : str('upstream', target.id)}`;
+    if (ex.connectMs >= 0) out += `,"connectMs":${ms(ex.connectMs)}${ex.reusedSocket ? ',"reused":true' : ''}`;
+    if (ex.firstByteMs >= 0) out += `,"firstByteMs":${ms(ex.firstByteMs)}`;
+    return out;
+  }
+
+  /** A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). */
+  request(c: AccessClient, ex: Exchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
+    let line = `${this.#open(c.id)},"mode":"http"${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
+    line += `,"status":${status},"bytesIn":${ex.bytesIn},"bytesOut":${ex.bytesOut},"durationMs":${ms(performance.now() - ex.startedHr)}`;
+    if (err !== undefined) line += `,"err":{"code":"${err.code}"${str('message', err.message)}}`;
+    this.#emit(`${line},"msg":"request"}\n`);
+  }
+
+  /** A request answered with a canned response before any exchange (bad head, no route...). */
+  rejected(c: AccessClient, head: RequestHead | undefined, requestId: string | undefined, status: number, code: ErrorCode, reason: string): void {
+    let line = `${this.#open(c.id)},"mode":"http"`;
+    line += head === undefined ? `,"client":${q(c.remoteAddr)}` : this.#requestFields(c, head);
+    line += `${str('reqId', requestId)},"status":${status},"err":{"code":"${code}"${str('message', reason)}}`;
+    this.#emit(`${line},"msg":"request"}\n`);
+  }
+
+  /** A tunnel that ended; `ex` is the exchange whose 101 opened it. */
+  tunnel(c: AccessClient, ex: Exchange, requestId: string | undefined, t: Tunnel | SpliceTunnel): void {
+    let line = `${this.#open(c.id)},"mode":"tunnel"${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
+    line += `,"status":101,"bytesIn":${t.bytesUp},"bytesOut":${t.bytesDown},"durationMs":${Date.now() - t.startedAt}`;
+    line += `,"closedBy":"${t.closedBy ?? ('unknown' satisfies ClosedBy | 'unknown')}","spliced":${t instanceof SpliceTunnel && t.spliced}`;
+    this.#emit(`${line},"msg":"tunnel"}\n`);
+  }
 }

@@ -23,7 +23,8 @@ import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js'
 import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logAnswer, logExchange, logRejected } from './access-log.js';
+import { logAnswer, type AccessLog } from './access-log.js';
+import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
 import type { ResponseHead } from '../wire/http-head.js';
@@ -57,6 +58,8 @@ export interface ConnectionContext {
   readonly acmeTokens?: ReadonlyMap<string, string>;
   /** The worker's uWebSockets.js app and paced drainer (absent: no terminated WebSocket route in this worker). */
   readonly terminate?: TerminateServices;
+  /** Where access lines go (log.access, log.access_file); absent = no line is built. */
+  readonly accessLog?: AccessLog;
 }
 
 /** Where an ACME CA fetches an HTTP-01 key authorization (RFC 8555 §8.3). */
@@ -403,7 +406,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #setVars(head: RequestHead): void {
     const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
     const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
-    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
+    const requestId = this.ctx.config.log.request_id ? requestIdOf(head) : undefined;
+    this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer, requestId };
   }
 
   /** Whether a request's body is left unread by a local answer (then the connection closes after it). */
@@ -496,6 +500,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#bodyPaused = false;
     this.#accessLog(ex, ex.status, undefined);
     this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
+    this.#observe(ex, ex.status);
     this.#requestEnded(clientReusable);
   }
 
@@ -548,6 +553,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
     this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
+    this.#observe(ex, status);
     if (err.side === 'upstream') this.ctx.metrics.upstreamError(err.code);
     else if (err.code === 'FD_LIMIT') this.ctx.metrics.connectionRefused('fd_limit');
     this.#state = 'closed';
@@ -679,6 +685,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       ex.abort(err);
       this.#accessLog(ex, 499, err);
       this.ctx.metrics.request(499, ex.bytesIn, ex.bytesOut);
+      this.#observe(ex, 499);
     }
     const job = this.#job;
     if (job !== null) {
@@ -697,7 +704,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#buf = null;
     const status = statusOf(code);
     this.ctx.metrics.request(status, 0, 0);
-    if (this.ctx.config.log.access) logRejected(this.log, head, status, code, reason);
+    this.ctx.accessLog?.rejected(this, head, head === undefined || !this.ctx.config.log.request_id ? undefined : requestIdOf(head), status, code, reason);
     this.#writeCanned(code);
   }
 
@@ -757,8 +764,14 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
   }
 
+  /** The exchange's latencies and its target's response, for the histograms (core/metrics.ts exchange()). */
+  #observe(ex: Exchange, status: number): void {
+    const target = ex.target ?? ex.lastTarget;
+    this.ctx.metrics.exchange(ex.route.name, ex.pool.name, target?.id, status, performance.now() - ex.startedHr, ex.connectMs, ex.reusedSocket, ex.firstByteMs);
+  }
+
   #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
-    if (this.ctx.config.log.access) logExchange(this.log, ex, status, err);
+    this.ctx.accessLog?.request(this, ex, this.vars.requestId, status, err);
   }
 
   /** Deadline checks, once per sweep. */

@@ -5,25 +5,27 @@
 import type { ByteSocket } from '../core/socket.js';
 import type { ConnectionRegistry } from '../core/registry.js';
 import type { Config } from '../config/schema.js';
-import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Exchange } from '../handlers/forward.js';
 import { Tunnel } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logTunnel } from './access-log.js';
+import type { AccessClient, AccessLog } from './access-log.js';
+import type { RequestVars } from '../route/router.js';
 
 /** What a tunnel reads of the connection's context (the one of the request that opened it). */
 export interface TunnelContext {
   readonly config: Config;
   readonly metrics: Metrics;
   readonly sticky?: OpenKeys;
+  /** The access log, when lines are wanted (log.access, log.access_file). */
+  readonly accessLog?: AccessLog;
 }
 
 /** The client connection a tunnel belongs to. */
-export interface TunnelOwner {
-  /** The connection's logger (built on first use: read only when access logging is on). */
-  readonly log: Logger;
+export interface TunnelOwner extends AccessClient {
+  /** The request variables of the handshake (its request id). */
+  readonly vars: RequestVars;
   /** The tunnel ended: the connection leaves the registry and the limits it counted against. */
   tunnelEnded(): void;
 }
@@ -97,6 +99,7 @@ export class UpgradedTunnel {
     const ex = this.#ex;
     if (ex.target !== null) ex.target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
-    if (this.#ctx.config.log.access) logTunnel(this.#owner.log, ex, t);
+    this.#ctx.metrics.tunnelLifetime('websocket', ex.pool.name, Date.now() - t.startedAt);
+    this.#ctx.accessLog?.tunnel(this.#owner, ex, this.#owner.vars.requestId, t);
   };
 }

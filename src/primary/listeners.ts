@@ -4,13 +4,12 @@
 import { bindShared, defaultBacklog, type ListenStrategy } from '../accept/listener.js';
 import { describeConflict, findListenConflict, parentOf } from '../accept/port-owner.js';
 import { loadCertificates } from '../accept/tls.js';
+import { readFileSync } from 'node:fs';
+import { validityWarning } from '../config/pem-check.js';
 import { listenerKeys } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../core/log.js';
 import type { ListenerState, Served } from './state.js';
-
-/** Certificates that expire sooner than this are warned about at start and on reload. */
-const EXPIRY_WARNING_MS = 14 * 86_400_000;
 
 /** Whose sockets are not a conflict: this process, its workers, and a primary it takes over from. */
 export interface PortOwners {
@@ -32,13 +31,16 @@ function refuseTakenPort(host: string, port: number, owners: PortOwners): void {
   if (conflict !== undefined) throw new Error(describeConflict(host, port, conflict));
 }
 
-/** Throws (with the file name) when a certificate of `config` cannot be used; warns about expiring ones. */
+/**
+ * Throws (with the file name) when a certificate of `config` cannot be used; warns (at start and on reload, as
+ * `check` does) about expired, expiring and not yet valid ones.
+ */
 export function checkCertificates(config: Config, log: Logger): void {
   for (const listener of config.listeners) {
     if (listener.tls === undefined) continue;
     for (const cert of loadCertificates(listener.tls)) {
-      const left = cert.notAfter.getTime() - Date.now();
-      if (left < EXPIRY_WARNING_MS) log.warn({ cert: cert.certFile, notAfter: cert.notAfter.toISOString() }, left < 0 ? 'certificate has expired' : 'certificate expires soon');
+      const warning = validityWarning(readFileSync(cert.certFile, 'utf8'), Date.now());
+      if (warning !== undefined) log.warn({ cert: cert.certFile, notAfter: cert.notAfter.toISOString() }, warning);
     }
   }
 }

@@ -150,6 +150,7 @@ class Primary {
     process.on('SIGINT', this.#onSignal);
     process.on('SIGHUP', this.#onReloadSignal);
     process.on('SIGUSR2', this.#onUpgradeSignal);
+    process.on('SIGUSR1', this.#onReopenSignal);
     try {
       try {
         await this.#prepare();
@@ -347,9 +348,23 @@ class Primary {
     process.off('SIGINT', this.#onSignal);
     process.off('SIGHUP', this.#onReloadSignal);
     process.off('SIGUSR2', this.#onUpgradeSignal);
+    process.off('SIGUSR1', this.#onReopenSignal);
     state.log.info({ forced: this.#supervisor.forced, failedWorkers: this.#supervisor.failedWorkers }, 'stopped');
     this.#stopped.resolve();
   }
+
+  /** logrotate's SIGUSR1: the workers write the access-log files, so they reopen them. */
+  #onReopenSignal = (): void => {
+    const pids = this.#supervisor.pids();
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGUSR1');
+      } catch {
+        // a worker that just exited: its replacement opens the file anew
+      }
+    }
+    this.#state.log.info({ workers: pids.length }, 'SIGUSR1: workers reopen the access-log files');
+  };
 
   #onSignal = (signal: NodeJS.Signals): void => {
     this.#shutdown(signal);

@@ -71,6 +71,7 @@ export class Report {
       connectionsOpen,
       upstreamTargets: merged,
       upstreamLimits: [...this.#limits(answers).values()],
+      workerProcesses: answers.flatMap(({ slot, stats }) => (stats.process === undefined ? [] : [{ worker: slot.id, ...stats.process }])),
     });
     return (targets.health.size === 0 ? text : text + renderHealthMetrics(targets.health.values())) + (targets.discovery?.renderMetrics() ?? '');
   }

@@ -1,6 +1,7 @@
 // Who may tell the backend where a request came from: the `forwarding` config compiled once per config into a
 // policy (trusted proxy CIDRs, X-Forwarded-For mode, RFC 7239 Forwarded on/off) and the Forwarded element
 // Portico adds. buildRequestHead (handlers/rewrite.ts) applies it; this file opens no sockets and reads no headers.
+import { isIP } from 'node:net';
 import { createCidrMatcher } from '../wire/proxy-protocol.js';
 import type { Config } from '../config/schema.js';
 
@@ -39,4 +40,22 @@ export function forwardedElement(remoteAddr: string, hostRaw: string | undefined
   let out = `for=${forValue}`;
   if (hostRaw !== undefined && hostRaw !== '') out += `;host=${TOKEN.test(hostRaw) ? hostRaw : `"${hostRaw}"`}`;
   return `${out};proto=${scheme}`;
+}
+
+/**
+ * The client as far as trust reaches (nginx `real_ip_recursive on`): `peer` unless it is a trusted proxy; then
+ * X-Forwarded-For read from the right, past every trusted hop, to the first untrusted address. An entry that is
+ * not an IP address stops the walk at the hop before it. For the access log only: routing uses no header.
+ */
+export function realClient(peer: string, xff: string | undefined, trusts: (address: string) => boolean): string {
+  if (xff === undefined || !trusts(peer)) return peer;
+  let client = peer;
+  const hops = xff.split(',');
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const a = hops[i].trim();
+    if (isIP(a) === 0) break;
+    client = a;
+    if (!trusts(a)) break;
+  }
+  return client;
 }

@@ -160,6 +160,7 @@ class L4Connection extends UpstreamAttempt implements Tracked {
     this.#unregister();
     if (this.#target !== null) this.#target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
+    this.#ctx.metrics.tunnelLifetime('l4', this.#req.pool.name, Date.now() - this.#startedAt);
     // the relay chosen: SpliceTunnel.spliced reads false once closed, and a failed hand-over (EMFILE) runs
     // SpliceTunnel's own JS fallback, which it does not expose
     this.#logLine(t.bytesUp, t.bytesDown, t.closedBy as ClosedBy, undefined, t instanceof SpliceTunnel ? 'splice' : 'js');

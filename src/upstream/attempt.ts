@@ -34,6 +34,8 @@ export abstract class UpstreamAttempt {
   readonly key: string | undefined;
   /** The target of the attempt in progress, or of the socket in use; null between attempts. */
   target: Target | null = null;
+  /** The target of the latest attempt, kept after it failed: the access log names it on 502 and 504 lines. */
+  lastTarget: Target | null = null;
   readonly #rules: AttemptRules;
   /** Retries so far (connect failures and stale sockets alike), under rules 'budget'. */
   #retries = 0;
@@ -77,6 +79,7 @@ export abstract class UpstreamAttempt {
     if (this.#attempts === 0 && this.#rules.retry === 'budget') this.pool.countRequest();
     this.#attempts++;
     this.target = target;
+    this.lastTarget = target;
     target.active++;
     this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.upstreamClient());
   }

@@ -61,6 +61,8 @@ function proxiedEnds(header: ProxyHeader | undefined): ProxiedEnds | undefined {
 
 /** The TLS server wraps the accepted socket as `_parent` (Node's own name); the client's ends ride on it. */
 const proxiedOf = new WeakMap<Socket, ProxiedEnds>();
+/** performance.now() when a socket was handed to the TLS server: the handshake histogram's start. */
+const handshakeFrom = new WeakMap<Socket, number>();
 
 function parentOf(socket: TLSSocket): Socket | undefined {
   const parent = (socket as unknown as { _parent?: unknown })._parent;
@@ -141,6 +143,8 @@ export class AcceptPaths {
       try {
         tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64') }, (socket: TLSSocket) => {
           const parent = parentOf(socket);
+          const from = parent === undefined ? undefined : handshakeFrom.get(parent);
+          if (from !== undefined) this.#metrics.tlsHandshake(performance.now() - from);
           accept(socket, parent === undefined ? undefined : proxiedOf.get(parent));
         });
       } catch (err) {
@@ -203,6 +207,7 @@ export class AcceptPaths {
         return;
       }
       if (proxied !== undefined) proxiedOf.set(socket, proxied);
+      handshakeFrom.set(socket, performance.now());
       tlsServer.emit('connection', socket);
     };
     if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);

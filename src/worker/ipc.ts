@@ -2,7 +2,8 @@
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary/ and worker/main.ts (send.ts).
 import type { ConfigError } from '../config/load.js';
-import { STATUS_CLASSES, type MetricsSnapshot } from '../core/metrics.js';
+import { STATUS_CLASSES, type MetricsSnapshot, type ProcessHealth } from '../core/metrics.js';
+import { isHistogramSnapshot } from '../core/histogram.js';
 import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';
 import type { PinUpdate, StickyChange } from '../upstream/sticky.js';
 
@@ -122,6 +123,8 @@ export interface WorkerStats {
   upstreamLimits: UpstreamLimitStatus[];
   /** This worker's descriptors: open now (/proc/self/fd) and the soft RLIMIT_NOFILE (-1: unlimited). */
   fds?: { open: number; limit: number };
+  /** Its event-loop delay since the previous stats request, and its memory. */
+  process?: ProcessHealth;
 }
 
 export type ToPrimary =
@@ -154,7 +157,10 @@ function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
     Object.values(v.refused).every(isCount) &&
     isRecord(v.rateLimited) &&
     Object.values(v.rateLimited).every(isCount) &&
-    (v.pipes === undefined || (isRecord(v.pipes) && [v.pipes.open, v.pipes.inUse, v.pipes.cap, v.pipes.copies].every(isCount)))
+    (v.pipes === undefined || (isRecord(v.pipes) && [v.pipes.open, v.pipes.inUse, v.pipes.cap, v.pipes.copies].every(isCount))) &&
+    isRecord(v.histograms) && Object.values(v.histograms).every(isHistogramSnapshot) &&
+    isRecord(v.targetResponses) &&
+    Object.values(v.targetResponses).every((r) => isRecord(r) && typeof r.upstream === 'string' && typeof r.target === 'string' && Array.isArray(r.classes) && r.classes.every(isCount))
   );
 }
 
@@ -266,7 +272,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         isCount(m.id) && isMetricsSnapshot(m.metrics) && isCount(m.connections) && isCount(m.tunnels) &&
         Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
         Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus) &&
-        (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number'))
+        (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number')) &&
+        (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0)))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

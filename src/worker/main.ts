@@ -6,6 +6,7 @@ import { isToWorker, WORKER_ENV, type ApplyMessage, type TargetControl, type Tar
 import { ConnectionRegistry } from '../core/registry.js';
 import type { ContextSource } from '../http/connection.js';
 import { createLogger, type Logger } from '../core/log.js';
+import { AccessFiles } from './access-files.js';
 import { raiseFdLimit } from './fd-limit.js';
 import { Metrics } from '../core/metrics.js';
 import { LimitStore, refusalLine } from '../route/policy/store.js';
@@ -40,6 +41,8 @@ class Worker {
   readonly id: number;
   #log: Logger;
   readonly #metrics = new Metrics();
+  /** The access-log files of every runtime (log.access_file), reopened on SIGUSR1. */
+  readonly accessFiles = new AccessFiles();
   readonly #registry = new ConnectionRegistry();
   readonly #sticky = new OpenKeys();
   readonly #pins = new PinTable();
@@ -295,7 +298,7 @@ class Worker {
       get log() {
         return worker.#log;
       },
-      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits, acmeTokens: this.#acmeTokens }),
+      runtimeDeps: (log) => ({ log, worker: this.id, metrics: this.#metrics, sticky: this.#sticky, pins: this.#pins, limits: this.#limits, acmeTokens: this.#acmeTokens, accessFiles: this.accessFiles }),
       terminateFor: (config, log) => this.#terminateFor(config, log),
       setsFor: (msg, at) => this.#setsFor(msg, at),
       applyControls: (next) => {
@@ -305,6 +308,7 @@ class Worker {
         this.#runtime = next;
         this.#log = log;
         this.#drainRemovedRoutes(next.config);
+        this.accessFiles.keepOnly(next.config.log.access_file);
       },
       settle: (msg, at, previous, next) => {
         // The sets of this config from now on (re-read: more may have come while sockets were opened); a kept pool
@@ -409,6 +413,9 @@ function main(): void {
   process.on('SIGHUP', () => {});
   // A SIGTERM sent to this worker alone drains it; the primary then starts a replacement.
   process.on('SIGTERM', () => void worker.shutdown('SIGTERM'));
+  // The primary passes on the SIGUSR1 of logrotate: the access-log files are opened again by their paths.
+  process.on('SIGUSR1', () => worker.accessFiles.reopen());
+  process.on('exit', () => worker.accessFiles.flushSync());
   process.on('disconnect', () => void worker.shutdown('primary gone'));
   send({ type: 'booted' });
 }

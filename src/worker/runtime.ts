@@ -6,6 +6,9 @@ import type { L4Context } from '../tunnel/l4.js';
 import { sameUpstream } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import type { ConnectionContext } from '../http/connection.js';
+import { AccessLog } from '../http/access-log.js';
+import { stdoutWriter } from '../core/line-writer.js';
+import type { AccessFiles } from './access-files.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { LimitStore } from '../route/policy/store.js';
@@ -28,6 +31,8 @@ export interface RuntimeDeps {
   readonly acmeTokens?: ReadonlyMap<string, string>;
   /** The worker's uWebSockets.js app (started by the first config with a terminate route). */
   readonly terminate?: TerminateServices;
+  /** The worker's access-log files (absent: `log.access_file` is not written, as in tests without a worker). */
+  readonly accessFiles?: AccessFiles;
 }
 
 export interface Runtime {
@@ -60,9 +65,18 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
   const { log, worker, metrics, sticky, limits, acmeTokens, terminate } = deps;
   const routeLimits = limits?.build(config);
   setStaticOpenFiles(config.limits.static_open_files);
-  const ctx: ConnectionContext = { config, router: new Router(config), pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate };
+  const router = new Router(config);
+  const ctx: ConnectionContext = { config, router, pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate, accessLog: accessLogFor(config, deps, router) };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
   return { generation, config, pools, ctx, l4ctx };
+}
+
+/** The access log of `config`, or undefined when it writes no line (then connections build none). */
+function accessLogFor(config: Config, deps: RuntimeDeps, router: Router): AccessLog | undefined {
+  const path = config.log.access_file;
+  const file = path === undefined ? undefined : deps.accessFiles?.writer(path);
+  if (!config.log.access && file === undefined) return undefined;
+  return new AccessLog({ stdout: config.log.access ? stdoutWriter() : undefined, file, worker: deps.worker, trusts: router.forwarding.trusts });
 }
 
 /** Pools of `previous` that `next` does not use (removed or changed upstreams): to retire, then close. */

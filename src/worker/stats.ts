@@ -2,8 +2,9 @@
 // open connections and tunnels, per-target load and limits, pipes and file descriptors. Reads only: it changes
 // no state and sends nothing (the Worker in main.ts answers the request).
 import { readdirSync } from 'node:fs';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ConnectionRegistry } from '../core/registry.js';
-import type { Metrics } from '../core/metrics.js';
+import type { Metrics, ProcessHealth } from '../core/metrics.js';
 import { native } from '../native/addon.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
@@ -56,5 +57,29 @@ export function workerStats(s: StatsSource): WorkerStats {
   } catch {
     // not Linux: no count
   }
-  return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit } };
+  return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit }, process: processHealth() };
+}
+
+/** Samples the loop every 20 ms (a timer on libuv's side: nothing runs per request); started on first report. */
+let loopDelay: IntervalHistogram | null = null;
+
+/** The loop's delay since the previous report (then reset), and memory; ns -> s. */
+export function processHealth(): ProcessHealth {
+  if (loopDelay === null) {
+    loopDelay = monitorEventLoopDelay({ resolution: 20 });
+    loopDelay.enable();
+  }
+  const h = loopDelay;
+  const seconds = (ns: number) => (Number.isFinite(ns) && h.count > 0 ? ns / 1e9 : 0);
+  const mem = process.memoryUsage();
+  const out: ProcessHealth = {
+    loopDelayP50: seconds(h.percentile(50)),
+    loopDelayP99: seconds(h.percentile(99)),
+    loopDelayMax: seconds(h.max),
+    heapUsed: mem.heapUsed,
+    heapTotal: mem.heapTotal,
+    rss: mem.rss,
+  };
+  h.reset();
+  return out;
 }
