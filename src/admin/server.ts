@@ -48,6 +48,8 @@ export interface StatusReport {
     connections?: number;
     tunnels?: number;
     fds?: { open: number; limit: number };
+    /** Who accepts its connections: the addon's epoll set (native accept) or Node's net.Server. */
+    accept?: 'native' | 'node';
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /** `backlog`: the listen backlog asked of the kernel (listeners[].backlog, else the system's somaxconn). */

@@ -118,6 +118,8 @@ export interface WorkerStats {
   upstreamLimits: UpstreamLimitStatus[];
   /** This worker's descriptors: open now (/proc/self/fd) and the soft RLIMIT_NOFILE (-1: unlimited). */
   fds?: { open: number; limit: number };
+  /** Who accepts this worker's connections: the addon (native accept) or Node's net.Server; absent before a listener. */
+  accept?: 'native' | 'node';
 }
 
 export type ToPrimary =
@@ -257,7 +259,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         isCount(m.id) && isMetricsSnapshot(m.metrics) && isCount(m.connections) && isCount(m.tunnels) &&
         Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
         Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus) &&
-        (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number'))
+        (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number')) &&
+        (m.accept === undefined || m.accept === 'native' || m.accept === 'node')
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -18,6 +18,8 @@ export interface StatsSource {
   readonly metrics: Metrics;
   /** The soft RLIMIT_NOFILE (-1: unlimited). */
   readonly fdLimit: number;
+  /** Who accepts the listeners' connections (undefined: no listener open). */
+  readonly accept: 'native' | 'node' | undefined;
 }
 
 /** Open requests + tunnels to `target` in the retired pools of `upstream` (they still load the backend). */
@@ -56,5 +58,7 @@ export function workerStats(s: StatsSource): WorkerStats {
   } catch {
     // not Linux: no count
   }
-  return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit } };
+  const out: WorkerStats = { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit } };
+  if (s.accept !== undefined) out.accept = s.accept;
+  return out;
 }
