@@ -121,10 +121,12 @@ async function runToExit(cmd: string, args: string[], limitS: number, watch: Wat
 }
 
 /** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
-export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined, newConnectionEach = false): Promise<LoadResult> {
   const script = path.join(FIXTURES, 'wrk-report.lua');
   const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
+  // Connection: close: the server closes after each response and wrk reconnects (a new TCP connection per request)
+  const close = newConnectionEach ? ['-H', 'Connection: close'] : [];
+  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', ...close, '-s', script, url]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
   const line = /^WRK_JSON (\{.*\})$/m.exec(out)?.[1];
   if (code !== 0 || line === undefined) throw new Error(`wrk failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
@@ -233,6 +235,30 @@ export async function runWsLoad(port: number, connections: number, size: number,
     latencyUs: undefined,
     notes,
     info: [`verified ${result.verified} echoes`, `mean RTT ${result.meanRttUs} µs`],
+  };
+}
+
+/**
+ * Sequential WebSocket handshakes (bench/peers/ws-handshake.ts) for `durationS`: each a new connection, the
+ * upgrade, the whole 101 (accept key checked), a close. Rate = handshakes per second; latency = connect to 101.
+ * Any failed handshake fails the run.
+ */
+export async function runWsHandshakes(port: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(BENCH_DIST, 'peers', 'ws-handshake.js'), '--port', String(port), '--path', WS_PATH, '--duration', String(durationS)]);
+  const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 30, watch);
+  const line = /^(\{"completed".*\})$/m.exec(out)?.[1];
+  if (code !== 0 || line === undefined) throw new Error(`ws-handshake failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
+  const r = JSON.parse(line) as Omit<ConnRateResult, 'cpuUs' | 'sysUs'>;
+  const errors = Object.entries(r.errors).map(([why, n]) => `${n} ${why}`);
+  if (errors.length > 0) throw new Error(`handshakes failed: ${errors.join(', ')}`);
+  if (r.completed === 0) throw new Error('no handshake completed');
+  return {
+    count: r.completed,
+    rate: r.completed / r.elapsedS,
+    cpu: cpuBetween(before, after, wallMs, []),
+    latencyUs: { p50: r.p50Us, p90: r.p90Us, p99: r.p99Us, max: r.maxUs, mean: r.meanUs },
+    notes: [],
+    info: [`p50 ${r.p50Us} µs`, `p99 ${r.p99Us} µs`],
   };
 }
 

@@ -3,14 +3,17 @@
 import type { TargetId } from './shape.js';
 import { median } from './stats.js';
 
-/** http, ws: `npm run bench` (scenarios/http-ws.ts); tcp, tls: the L4 connection-rate benchmark (scenarios/connrate.ts). */
-export type Scenario = 'http' | 'ws' | 'tcp' | 'tls';
+/**
+ * http, ws, newconn (a new TCP connection per request), wshs (sequential WebSocket handshakes): `npm run bench`
+ * (scenarios/http-ws.ts); tcp, tls: the L4 connection-rate benchmark (scenarios/connrate.ts).
+ */
+export type Scenario = 'http' | 'ws' | 'newconn' | 'wshs' | 'tcp' | 'tls';
 
 /** What one counted unit of a scenario is: a request, an echoed message, a whole connection. */
-export const UNIT: Record<Scenario, string> = { http: 'req', ws: 'msg', tcp: 'conn', tls: 'conn' };
+export const UNIT: Record<Scenario, string> = { http: 'req', ws: 'msg', newconn: 'req', wshs: 'hs', tcp: 'conn', tls: 'conn' };
 
 /** Scenarios whose load generator reports per-unit latency. */
-const WITH_LATENCY: ReadonlySet<Scenario> = new Set<Scenario>(['http', 'tcp', 'tls']);
+const WITH_LATENCY: ReadonlySet<Scenario> = new Set<Scenario>(['http', 'newconn', 'wshs', 'tcp', 'tls']);
 
 export interface Run {
   scenario: Scenario;

@@ -81,6 +81,8 @@ struct State {
   bool dispatching = false;
   size_t live = 0;
   bool referenced = false;
+  double accepted = 0;       // connections accepted natively, ever
+  double accept_batches = 0; // batches that accepted at least one (accepted / batches = the mean batch)
 };
 
 State* state = nullptr;
@@ -351,6 +353,10 @@ int Round(State& s) {
       continue;
     }
     Rearm(s, c);
+  }
+  if (accepted > 0) {
+    s.accepted += accepted;
+    s.accept_batches++;
   }
   if (n > 0) {
     Napi::Env env(s.env);
@@ -677,10 +683,13 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// ioStats() -> { live }: open connections, for the admin status and fd-leak tests.
+// ioStats() -> { live, accepted, acceptBatches }: open connections and listeners (fd-leak tests), connections
+// accepted natively and the batches they came in (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));
+  o.Set("accepted", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accepted));
+  o.Set("acceptBatches", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accept_batches));
   return o;
 }
 

@@ -31,7 +31,7 @@ interface IoAddon {
   ioFd(id: number): number;
   ioQueued(id: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number };
 }
 
 const DATA = 1;
@@ -92,6 +92,13 @@ function ioOf(): Io | null {
 /** Whether sockets can go native (the addon is loaded and has its io part); PORTICO_NATIVE_IO=0 turns it off. */
 export function nativeIoAvailable(): boolean {
   return ioOf() !== null;
+}
+
+/** Connections accepted natively so far and the batches (wake-ups) they came in; undefined without native I/O. */
+export function nativeAcceptStats(): { accepted: number; batches: number } | undefined {
+  if (io === undefined || io === null) return undefined;
+  const s = io.addon.ioStats();
+  return { accepted: s.accepted, batches: s.acceptBatches };
 }
 
 /** Native sockets open now (for the admin status and leak checks). */

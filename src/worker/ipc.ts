@@ -120,6 +120,8 @@ export interface WorkerStats {
   fds?: { open: number; limit: number };
   /** Who accepts this worker's connections: the addon (native accept) or Node's net.Server; absent before a listener. */
   accept?: 'native' | 'node';
+  /** Native accept: connections accepted and the batches they came in (accepted / batches = the mean batch). */
+  acceptBatches?: { accepted: number; batches: number };
 }
 
 export type ToPrimary =
@@ -260,7 +262,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
         Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus) &&
         (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number')) &&
-        (m.accept === undefined || m.accept === 'native' || m.accept === 'node')
+        (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
+        (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches)))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

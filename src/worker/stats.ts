@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs';
 import type { ConnectionRegistry } from '../core/registry.js';
 import type { Metrics } from '../core/metrics.js';
 import { native } from '../native/addon.js';
+import { nativeAcceptStats } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -60,5 +61,7 @@ export function workerStats(s: StatsSource): WorkerStats {
   }
   const out: WorkerStats = { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit } };
   if (s.accept !== undefined) out.accept = s.accept;
+  const batches = s.accept === 'native' ? nativeAcceptStats() : undefined;
+  if (batches !== undefined) out.acceptBatches = batches;
   return out;
 }
