@@ -331,6 +331,30 @@ export async function holdIdle(port: number, connections: number, tls: boolean, 
   return { connected, release };
 }
 
+/**
+ * Sequential WebSocket handshakes (bench/peers/ws-handshake.ts) for `durationS`: each a new connection, the
+ * upgrade, the whole 101 (accept key checked), a close. Rate = handshakes per second; latency = connect to 101.
+ * Any failed handshake fails the run.
+ */
+export async function runWsHandshakes(port: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(BENCH_DIST, 'peers', 'ws-handshake.js'), '--port', String(port), '--path', WS_PATH, '--duration', String(durationS)]);
+  const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 30, watch);
+  const line = /^(\{"completed".*\})$/m.exec(out)?.[1];
+  if (code !== 0 || line === undefined) throw new Error(`ws-handshake failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);
+  const r = JSON.parse(line) as Omit<ConnRateResult, 'cpuUs' | 'sysUs'>;
+  const errors = Object.entries(r.errors).map(([why, n]) => `${n} ${why}`);
+  if (errors.length > 0) throw new Error(`handshakes failed: ${errors.join(', ')}`);
+  if (r.completed === 0) throw new Error('no handshake completed');
+  return {
+    count: r.completed,
+    rate: r.completed / r.elapsedS,
+    cpu: cpuBetween(before, after, wallMs, []),
+    latencyUs: { p50: r.p50Us, p90: r.p90Us, p99: r.p99Us, max: r.maxUs, mean: r.meanUs },
+    notes: [],
+    info: [`p50 ${r.p50Us} µs`, `p99 ${r.p99Us} µs`],
+  };
+}
+
 /** What the connrate client (bench/native/connrate.cc) is told for one run. */
 export interface ConnRateLoad {
   /** The built connrate binary. */

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
-import { checkHttp, checkWs, runWrk, runWsLoad, type Watch } from '../lib/loads.js';
+import { checkHttp, checkWs, runWrk, runWsHandshakes, runWsLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
 import { benchmarkMain, choosePinning, hasProc, peerVersions, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
 import { formatProcesses, formatTable, type Scenario } from '../lib/report.js';
@@ -16,8 +16,9 @@ import {
   alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target,
 } from '../peers/targets.js';
 
-/** The two loads of this benchmark (scenarios/connrate.ts has the L4 ones). */
-type Load = Extract<Scenario, 'http' | 'ws'>;
+/** The loads of this benchmark (scenarios/connrate.ts has the L4 ones). */
+type Load = Extract<Scenario, 'http' | 'ws' | 'newconn' | 'wshs'>;
+const LOADS: readonly Load[] = ['http', 'ws', 'newconn', 'wshs'];
 
 interface Options {
   durationS: number;
@@ -25,6 +26,7 @@ interface Options {
   warmupS: number;
   scenarios: Load[];
   httpConnections: number;
+  newconnConnections: number;
   wsConnections: number;
   size: number;
   pin: boolean;
@@ -42,7 +44,8 @@ const USAGE = `usage: npm run bench -- [options]
   --duration S       seconds per timed run (default 10)
   --rounds N         rounds; each runs every target once per load, order rotated (default 5)
   --warmup S         untimed warm-up per target and load before round 1 (default 2)
-  --only http|ws     one load only
+  --only LIST        comma list of http,ws,newconn,wshs (default: all four)
+  --newconn-connections N  concurrent connections of the new-connection-per-request load (default 16)
   --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
   --targets LIST     comma list of direct,nginx,haproxy,portico,portico-access,portico-terminate (default: all but
                      portico-terminate, which serves /ws in websocket.mode terminate)
@@ -64,18 +67,19 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', only: 'string', quick: 'boolean', targets: 'string', 'no-access-log': 'boolean',
       connections: 'string', 'ws-connections': 'string', size: 'string', 'no-pin': 'boolean', out: 'string', 'keep-tmp': 'boolean',
-      'node-backend': 'boolean', 'noisy-retries': 'string',
+      'node-backend': 'boolean', 'noisy-retries': 'string', 'newconn-connections': 'string',
     },
     USAGE,
   );
   // --quick changes the defaults; a flag given with it still wins (`--quick --rounds 3`).
   const quick = a.has('quick');
-  const only = a.oneOf<Load>('only', ['http', 'ws'], undefined);
+  const only = a.list<Load>('only', LOADS);
   return {
     durationS: a.num('duration', quick ? 2 : 10, 1, 3600),
     rounds: Math.round(a.num('rounds', quick ? 1 : 5, 1, 100)),
     warmupS: a.num('warmup', quick ? 1 : 2, 0, 600),
-    scenarios: only === undefined ? ['http', 'ws'] : [only],
+    scenarios: only === undefined ? [...LOADS] : only,
+    newconnConnections: Math.round(a.num('newconn-connections', 16, 1, 10_000)),
     httpConnections: Math.round(a.num('connections', 64, 1, 10_000)),
     wsConnections: Math.round(a.num('ws-connections', 100, 1, 10_000)),
     size: Math.round(a.num('size', 32, 1, 65_535)),
@@ -147,6 +151,8 @@ function formatConditions(c: Conditions, o: Options): string {
     `pinning:    ${pin}`,
   ];
   if (o.scenarios.includes('http')) lines.push(`http load:  wrk -t1 -c${o.httpConnections} -d${o.durationS}s, keep-alive GET /, body checked with curl first`);
+  if (o.scenarios.includes('newconn')) lines.push(`newconn:    wrk -t1 -c${o.newconnConnections} -d${o.durationS}s -H 'Connection: close': a new TCP connection per request`);
+  if (o.scenarios.includes('wshs')) lines.push(`wshs:       ws-handshake, one at a time: connect, upgrade, 101 (accept key checked), close; ${o.durationS} s`);
   if (o.scenarios.includes('ws')) {
     lines.push(`ws load:    ws-load, ${o.wsConnections} connections, ${o.size}-byte binary messages, one in flight per connection, ${o.durationS} s; echoes verified`);
   }
@@ -160,9 +166,9 @@ function main(): void {
   const o = parseOptions(process.argv.slice(2));
   if (!hasProc) throw new Error('this benchmark reads CPU time from /proc: run it on Linux');
   const c = detect(o);
-  if (o.scenarios.includes('http') && c.wrk === undefined) {
-    console.log('wrk is not installed (apt-get install wrk): the HTTP load is skipped');
-    o.scenarios = o.scenarios.filter((s) => s !== 'http');
+  if ((o.scenarios.includes('http') || o.scenarios.includes('newconn')) && c.wrk === undefined) {
+    console.log('wrk is not installed (apt-get install wrk): the HTTP loads are skipped');
+    o.scenarios = o.scenarios.filter((s) => s !== 'http' && s !== 'newconn');
   }
   if (o.scenarios.length === 0) throw new Error('nothing to run');
   console.log(`Portico end-to-end benchmark\n${formatConditions(c, o)}\n`);
@@ -204,14 +210,15 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
     warmupS: o.warmupS,
     durationS: o.durationS,
     noisyRetries: o.noisyRetries,
-    check: async (t, s) => (s === 'http' ? checkHttp(t.httpPort) : checkWs(t.wsPort, o.size)),
+    check: async (t, s) => (s === 'http' || s === 'newconn' ? checkHttp(t.httpPort) : checkWs(t.wsPort, o.size)),
     load: async (t, s, durationS) => {
       if (!alive(t)) throw new Error(`${t.label} exited: ${t.proc?.tail() ?? ''}`);
       truncateLog(t);
       try {
-        return s === 'http'
-          ? await runWrk(t.httpPort, o.httpConnections, durationS, watchOf(t), pin?.clientCpu)
-          : await runWsLoad(t.wsPort, o.wsConnections, o.size, durationS, watchOf(t), pin?.clientCpu);
+        if (s === 'http') return await runWrk(t.httpPort, o.httpConnections, durationS, watchOf(t), pin?.clientCpu);
+        if (s === 'newconn') return await runWrk(t.httpPort, o.newconnConnections, durationS, watchOf(t), pin?.clientCpu, { close: true });
+        if (s === 'wshs') return await runWsHandshakes(t.wsPort, durationS, watchOf(t), pin?.clientCpu);
+        return await runWsLoad(t.wsPort, o.wsConnections, o.size, durationS, watchOf(t), pin?.clientCpu);
       } finally {
         truncateLog(t);
       }
@@ -221,6 +228,8 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
 
   const titles: Record<Load, string> = {
     http: `HTTP keep-alive GET / (${o.httpConnections} connections, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
+    newconn: `New TCP connection per request, GET / with Connection: close (${o.newconnConnections} concurrent, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
+    wshs: `WebSocket handshake, one at a time (new connection, upgrade, 101, close; ${o.durationS} s x ${o.rounds} rounds; p50 = connect to 101)`,
     ws: `WebSocket echo (${o.wsConnections} connections, ${o.size}-byte messages, 1 in flight each, ${o.durationS} s x ${o.rounds} rounds)`,
   };
   const report = [

@@ -1,6 +1,8 @@
 // Listening sockets. Two strategies share one worker-side API: a bound socket created by the primary and shared
-// with every worker (the fallback), or one SO_REUSEPORT listener per worker (built in on Node >= 22.12, else the
-// native addon's socket served with `listen({ fd })`). The primary only binds, it never listens or accepts.
+// with every worker (the fallback), or one SO_REUSEPORT listener per worker: the addon's socket served by native
+// accept (accept4 in batches on the addon's epoll set, no net.Socket per connection) when native I/O is on, else
+// Node's net.Server (built-in reusePort on Node >= 22.12, or the addon's socket through `listen({ fd })`).
+// The primary only binds, it never listens or accepts.
 // Accepted sockets go to an `onConnection` callback; nothing above accept is imported here (DESIGN.md).
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -8,6 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
 import { native } from '../native/addon.js';
+import { listenNative, nativeIoAvailable, type AcceptMode, type NativeListener, type NativeSocket } from '../native/io.js';
 
 export type ListenStrategy = 'shared-handle' | 'reuse-port';
 
@@ -146,7 +149,10 @@ export function defaultBacklog(): number {
   return systemBacklog;
 }
 
-export type OnConnection = (socket: net.Socket) => void;
+/** A client connection as a listener hands it on: Node's socket, or a natively accepted one. */
+export type AcceptedSocket = net.Socket | NativeSocket;
+
+export type OnConnection = (socket: AcceptedSocket) => void;
 
 export interface ListenOptions {
   /** Keep the writable side open when the client half-closes (half-close is forwarded, STYLE.md 4). */
@@ -184,6 +190,75 @@ export function listenOnHandle(handle: unknown, onConnection: OnConnection, opts
   return listening(server, () => server.listen(handle, opts.backlog ?? defaultBacklog()));
 }
 
+/** A listening socket as a worker keeps it: a native listener or Node's net.Server, one surface. */
+export interface Listening {
+  readonly port: number;
+  /** Accepted by the addon (no net.Socket per connection). */
+  readonly native: boolean;
+  /** Stops accepting now and closes the socket; connections already accepted go on. */
+  close(): void;
+  /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
+  setMode(mode: AcceptMode): void;
+}
+
+function listeningOf(server: net.Server | NativeListener): Listening {
+  if (server instanceof net.Server) return { port: boundAddress(server).port, native: false, close: () => void server.close(), setMode: () => {} };
+  return {
+    port: server.address().port,
+    native: true,
+    close: () => server.close(),
+    setMode: (mode) => {
+      server.mode = mode;
+    },
+  };
+}
+
+/**
+ * Worker side of 'reuse-port' as a Listening: native accept when the addon's I/O is on (`mode` says what an
+ * accepted connection does first), else Node's server (listenReusePort). `onError` hears accept failures.
+ */
+export async function openReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions & { mode: AcceptMode }, onError: (err: Error) => void): Promise<Listening> {
+  const addon = native();
+  if (addon !== undefined && nativeIoAvailable()) {
+    const fd = await reusePortFd(host, port, opts.backlog ?? defaultBacklog());
+    let listener: NativeListener | undefined;
+    try {
+      listener = listenNative(fd, opts.mode, onConnection);
+    } catch (err) {
+      addon.close(fd);
+      throw err;
+    }
+    if (listener !== undefined) {
+      listener.on('error', onError);
+      return listeningOf(listener);
+    }
+    addon.close(fd);
+  }
+  const server = await listenReusePort(host, port, onConnection, opts);
+  server.on('error', onError);
+  return listeningOf(server);
+}
+
+/** Worker side of 'shared-handle' as a Listening (always Node's server: the handle is libuv's). */
+export async function openOnHandle(handle: unknown, onConnection: OnConnection, opts: ListenOptions, onError: (err: Error) => void): Promise<Listening> {
+  const server = await listenOnHandle(handle, onConnection, opts);
+  server.on('error', onError);
+  return listeningOf(server);
+}
+
+/** The addon's listening SO_REUSEPORT socket on host:port (the caller owns the fd). */
+async function reusePortFd(host: string, port: number, backlog: number): Promise<number> {
+  const addon = native();
+  if (addon === undefined) throw new Error('reuse-port listeners need Node >= 22.12 or the native addon; use the shared handle');
+  const { ip } = await resolveHost(host);
+  try {
+    return addon.reusePortListen(ip, port, backlog);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code === undefined ? err : Object.assign(bindError(host, port, 0, code), { cause: err });
+  }
+}
+
 /** Worker side of 'reuse-port': its own SO_REUSEPORT listener; the kernel spreads connections over workers. */
 export async function listenReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions): Promise<net.Server> {
   const backlog = opts.backlog ?? defaultBacklog();
@@ -193,16 +268,7 @@ export async function listenReusePort(host: string, port: number, onConnection: 
     const options: net.ListenOptions & { reusePort: boolean } = { host, port, backlog, reusePort: true };
     return listening(server, () => server.listen(options));
   }
-  const addon = native();
-  if (addon === undefined) throw new Error('reuse-port listeners need Node >= 22.12 or the native addon; use the shared handle');
-  const { ip } = await resolveHost(host);
-  let fd: number;
-  try {
-    fd = addon.reusePortListen(ip, port, backlog);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw code === undefined ? err : Object.assign(bindError(host, port, 0, code), { cause: err });
-  }
+  const fd = await reusePortFd(host, port, backlog);
   // Node adopts the fd (and closes it with the server); a worker is a child_process, so no cluster routing.
   const server = createServer(onConnection, opts);
   try {

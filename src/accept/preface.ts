@@ -3,7 +3,7 @@
 // handed back (`rest`) for replay, and the socket is left paused with its FIN, if any, still unread. It decides
 // nothing about routing and opens no upstream: worker/accept-paths.ts chooses what happens next from the result.
 import type { PrefaceFailure } from '../core/metrics.js';
-import type { Socket } from 'node:net';
+import type { ByteSocket } from '../core/socket.js';
 import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from '../wire/client-hello.js';
 import { DEFAULT_PROXY_V2_MAX_BYTES, parseProxyHeader, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { noop } from '../core/util.js';
@@ -38,12 +38,12 @@ const MAX_PREFACE_BYTES = DEFAULT_PROXY_V2_MAX_BYTES + DEFAULT_CLIENT_HELLO_BYTE
  * paused with no listener of ours left; on 'failed' it has been destroyed. The caller must not read from the
  * socket meanwhile.
  */
-export function readPreface(socket: Socket, opts: PrefaceOptions, done: (r: PrefaceResult) => void): void {
+export function readPreface(socket: ByteSocket, opts: PrefaceOptions, done: (r: PrefaceResult) => void): void {
   new PrefaceReader(socket, opts, done);
 }
 
 class PrefaceReader {
-  readonly #socket: Socket;
+  readonly #socket: ByteSocket;
   readonly #opts: PrefaceOptions;
   readonly #done: (r: PrefaceResult) => void;
   #buf: Buffer | null = null;
@@ -54,7 +54,7 @@ class PrefaceReader {
   #timer: NodeJS.Timeout;
   #settled = false;
 
-  constructor(socket: Socket, opts: PrefaceOptions, done: (r: PrefaceResult) => void) {
+  constructor(socket: ByteSocket, opts: PrefaceOptions, done: (r: PrefaceResult) => void) {
     this.#socket = socket;
     this.#opts = opts;
     this.#done = done;

@@ -50,6 +50,10 @@ export interface StatusReport {
     connections?: number;
     tunnels?: number;
     fds?: { open: number; limit: number };
+    /** Who accepts its connections: the addon's epoll set (native accept) or Node's net.Server. */
+    accept?: 'native' | 'node';
+    /** Native accept: connections accepted and the batches (wake-ups) they came in. */
+    acceptBatches?: { accepted: number; batches: number };
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /** `backlog`: the listen backlog asked of the kernel (listeners[].backlog, else the system's somaxconn). */

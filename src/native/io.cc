@@ -2,7 +2,9 @@
 // epoll set registered as a single uv_poll handle; each wake-up reads every ready socket into one shared buffer
 // and hands the whole batch to JS in one call (no stream objects, no per-read allocation in native code).
 // Writes go straight to send(2); only what the kernel does not take is queued here (JS bounds it).
-// Owns its fds from adopt/connect until close or release; never touches fds it was not given.
+// Listening sockets handed over by JS are served here too (native accept): accept4 in batches on the same wake-up,
+// each accepted socket a connection of this table from its first byte, never a libuv handle.
+// Owns its fds from listen/accept/adopt/connect until close or release; never touches fds it was not given.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -31,12 +33,24 @@ constexpr int32_t kEof = 2;      // the peer sent FIN
 constexpr int32_t kError = 3;    // a = errno
 constexpr int32_t kDrain = 4;    // the native write queue emptied
 constexpr int32_t kConnect = 5;  // a = 0 or errno
+constexpr int32_t kAccept = 6;   // id = the new connection; a = offset of its address record, b = its length
+constexpr int32_t kAcceptError = 7;  // id = the listener; a = errno (accepting is paused until JS resumes it)
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
 constexpr size_t kReadMax = 64 * 1024;  // one read(2)
 constexpr size_t kReadMin = 16 * 1024;  // stop reading this batch when less than this is left
 constexpr int kMaxRounds = 8;           // batches per wake-up before yielding to the rest of the loop
+constexpr int kAcceptMax = 512;         // accepts per batch, all listeners together (level triggering brings the rest)
+// A ready fd pushes at most two events (connect/drain + data/eof/error), an accept at most two (accept + its
+// first read's data/eof/error): the event array holds the worst case of a full batch.
+constexpr int kEventCap = 2 * kMaxEvents + 2 * kAcceptMax;
+// An accepted connection's address record in the data buffer: int32 listener id, uint16 port, address text.
+constexpr size_t kAddrRecordMax = 4 + 2 + INET6_ADDRSTRLEN;
+
+// What an accepted connection does first, set per listener by JS (and changed by a reload).
+constexpr int32_t kModeRead = 0;  // register for reading and read at once (plain HTTP, PROXY preface, ClientHello)
+constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for the next owner (splice, Node's TLS)
 
 struct Conn {
   int fd = -1;
@@ -47,6 +61,8 @@ struct Conn {
   bool dead = false;        // an error was reported; no more events
   bool shutdown_pending = false;
   bool want_drain = false;  // ioSendFile met a full socket: report kDrain once it is writable again
+  bool listener = false;    // a listening socket: readiness means connections to accept
+  int32_t mode = kModeRead; // listener: what its accepted connections do first
   std::string out;          // bytes the kernel did not take yet
   size_t out_off = 0;
 };
@@ -67,6 +83,8 @@ struct State {
   bool dispatching = false;
   size_t live = 0;
   bool referenced = false;
+  double accepted = 0;       // connections accepted natively, ever
+  double accept_batches = 0; // batches that accepted at least one (accepted / batches = the mean batch)
 };
 
 State* state = nullptr;
@@ -103,7 +121,9 @@ void UpdateRef(State& s) {
 // The epoll mask this connection needs now; registers, changes or removes it.
 void Rearm(State& s, Conn& c) {
   uint32_t want = 0;
-  if (!c.dead) {
+  if (c.listener) {
+    if (c.reading) want = EPOLLIN;
+  } else if (!c.dead) {
     if (c.connecting || c.out.size() > c.out_off || c.want_drain) want |= EPOLLOUT;
     if (!c.connecting && c.reading && !c.eof) want |= EPOLLIN;
   }
@@ -186,6 +206,86 @@ void Fail(State& s, Conn& c, int& n, int32_t id, int err) {
   Push(s, n, id, kError, err, 0);
 }
 
+// One read(2) into the batch's data buffer (the caller checked there is room): a DATA, EOF or error event, or
+// nothing (EAGAIN). False when the connection failed (its error event is pushed).
+bool ReadOnce(State& s, Conn& c, int32_t id, int& n, size_t& used) {
+  size_t room = kDataSize - used;
+  ssize_t r;
+  do r = read(c.fd, s.data + used, room < kReadMax ? room : kReadMax);
+  while (r < 0 && errno == EINTR);
+  if (r > 0) {
+    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
+    used += static_cast<size_t>(r);
+  } else if (r == 0) {
+    c.eof = true;
+    Push(s, n, id, kEof, 0, 0);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    Fail(s, c, n, id, errno);
+    return false;
+  }
+  return true;
+}
+
+// Writes an accepted peer's address record (listener id, port, address text) at data[used..]; its length.
+size_t AddressRecord(uint8_t* at, int32_t listener, const sockaddr_storage& ss) {
+  char text[INET6_ADDRSTRLEN] = {0};
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  }
+  size_t len = strlen(text);
+  memcpy(at, &listener, 4);
+  memcpy(at + 4, &port, 2);
+  memcpy(at + 6, text, len);
+  return 6 + len;
+}
+
+// Accepts what listener `lid` has waiting, within this batch's room: each connection gets an id and an ACCEPT
+// event before any of its bytes; a read-mode listener's connection is read at once (the request usually came
+// with the handshake: no second wake-up for it). Errors the client caused are skipped; a resource error (EMFILE,
+// ENFILE, ENOBUFS, ENOMEM) pauses the listener and tells JS, which resumes it later: level triggering would
+// otherwise spin on a queue it cannot drain.
+void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
+  while (accepted < kAcceptMax && kDataSize - used >= kAddrRecordMax) {
+    Conn& l = s.conns[lid];
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      l.reading = false;
+      Rearm(s, l);
+      Push(s, n, lid, kAcceptError, err, 0);
+      return;
+    }
+    accepted++;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int32_t mode = l.mode;
+    int32_t id = NewConn(s, fd);  // may grow the table: `l` is not used below
+    Conn& c = s.conns[id];
+    c.reading = mode == kModeRead;
+    size_t rec = AddressRecord(s.data + used, lid, ss);
+    Push(s, n, id, kAccept, static_cast<int32_t>(used), static_cast<int32_t>(rec));
+    used += rec;
+    if (!c.reading) continue;
+    Rearm(s, c);
+    if (c.mask == 0) {
+      Fail(s, c, n, id, errno != 0 ? errno : ENOMEM);  // epoll_ctl refused it: JS closes it
+      continue;
+    }
+    if (kDataSize - used >= kReadMin) ReadOnce(s, c, id, n, used);
+  }
+}
+
 // One epoll batch: read every ready socket, flush every writable one, then one JS call. Returns the events taken.
 int Round(State& s) {
   epoll_event evs[kMaxEvents];
@@ -193,9 +293,14 @@ int Round(State& s) {
   if (ready <= 0) return 0;
   int n = 0;
   size_t used = 0;
+  int accepted = 0;
   for (int i = 0; i < ready; i++) {
     int32_t id = static_cast<int32_t>(evs[i].data.u32);
     if (static_cast<size_t>(id) >= s.conns.size()) continue;
+    if (s.conns[id].listener) {
+      if (s.conns[id].fd >= 0 && s.conns[id].reading) AcceptBatch(s, id, n, used, accepted);
+      continue;
+    }
     Conn& c = s.conns[id];
     if (c.fd < 0 || c.dead) continue;
     uint32_t got = evs[i].events;
@@ -240,20 +345,7 @@ int Round(State& s) {
         Rearm(s, c);
         continue;  // level-triggered: read next round
       }
-      size_t room = kDataSize - used;
-      ssize_t r;
-      do r = read(c.fd, s.data + used, room < kReadMax ? room : kReadMax);
-      while (r < 0 && errno == EINTR);
-      if (r > 0) {
-        Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
-        used += static_cast<size_t>(r);
-      } else if (r == 0) {
-        c.eof = true;
-        Push(s, n, id, kEof, 0, 0);
-      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        Fail(s, c, n, id, errno);
-        continue;
-      }
+      if (!ReadOnce(s, c, id, n, used)) continue;
     } else if ((got & EPOLLERR) != 0) {
       int err = 0;
       socklen_t len = sizeof err;
@@ -267,6 +359,10 @@ int Round(State& s) {
       continue;
     }
     Rearm(s, c);
+  }
+  if (accepted > 0) {
+    s.accepted += accepted;
+    s.accept_batches++;
   }
   if (n > 0) {
     Napi::Env env(s.env);
@@ -312,7 +408,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   s->env = env;
   s->epfd = epfd;
   s->on_events = Napi::Persistent(info[0].As<Napi::Function>());
-  Napi::ArrayBuffer events = Napi::ArrayBuffer::New(env, kMaxEvents * 4 * sizeof(int32_t));
+  Napi::ArrayBuffer events = Napi::ArrayBuffer::New(env, kEventCap * 4 * sizeof(int32_t));
   Napi::ArrayBuffer data = Napi::ArrayBuffer::New(env, kDataSize);
   s->events_ref = Napi::Persistent(events);
   s->data_ref = Napi::Persistent(data);
@@ -331,7 +427,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("events", events);
   out.Set("data", data);
-  out.Set("maxEvents", Napi::Number::New(env, kMaxEvents));
+  out.Set("maxEvents", Napi::Number::New(env, kEventCap));
   return out;
 }
 
@@ -351,6 +447,55 @@ Napi::Value Adopt(const Napi::CallbackInfo& info) {
     throw SysError(info.Env(), "epoll_ctl", err);
   }
   return Napi::Number::New(info.Env(), id);
+}
+
+// ioListen(fd, mode) -> id: takes a listening socket (non-blocking) and accepts on it in every batch; each
+// connection comes to JS as an ACCEPT event. mode: 0 = read accepted connections at once, 1 = hold them unread.
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "ioListen(fd, mode)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int32_t mode = info[1].As<Napi::Number>().Int32Value();
+  if (fd < 0) throw Napi::TypeError::New(env, "fd must be a non-negative integer");
+  if (mode != kModeRead && mode != kModeHold) throw Napi::RangeError::New(env, "ioListen: mode must be 0 (read) or 1 (hold)");
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int32_t id = NewConn(s, fd);
+  Conn& c = s.conns[id];
+  c.listener = true;
+  c.mode = mode;
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    FreeConn(s, id);  // the fd stays the caller's
+    throw SysError(env, "epoll_ctl", err);
+  }
+  return Napi::Number::New(env, id);
+}
+
+// ioListenMode(id, mode): what the listener's next accepted connections do first (a reload may change it).
+Napi::Value ListenMode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  int32_t mode = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : -1;
+  if (!s.conns[id].listener) throw Napi::TypeError::New(env, "ioListenMode: not a listener");
+  if (mode != kModeRead && mode != kModeHold) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read) or 1 (hold)");
+  s.conns[id].mode = mode;
+  return env.Undefined();
+}
+
+// ioRelease(id) -> fd: the connection leaves this table without being closed (its new owner is Node's TLS, for
+// now); what was queued for it is dropped, so only a connection that wrote nothing is released.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  int fd = c.fd;
+  Unregister(s, c);
+  FreeConn(s, id);
+  return Napi::Number::New(info.Env(), fd);
 }
 
 // ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | -errno when it failed at once.
@@ -592,10 +737,13 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// ioStats() -> { live }: open connections, for the admin status and fd-leak tests.
+// ioStats() -> { live, accepted, acceptBatches }: open connections and listeners (fd-leak tests), connections
+// accepted natively and the batches they came in (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));
+  o.Set("accepted", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accepted));
+  o.Set("acceptBatches", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accept_batches));
   return o;
 }
 
@@ -614,6 +762,9 @@ void Teardown(void* /*arg*/) {
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioInit", Napi::Function::New(env, Init, "ioInit"));
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
+  exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
+  exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
+  exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));

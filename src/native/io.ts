@@ -2,9 +2,11 @@
 // the part of net.Socket that connection.ts, forward.ts, the pool and the relays use (events data, end, error,
 // close, drain, connect; write, end, destroy, pause, resume, cork), without Node's stream machinery, which is
 // most of a small proxied request's user-space CPU. One native call per wake-up delivers every socket's reads.
+// Listening sockets can be served here too (NativeListener: native accept, accept4 in batches): the accepted
+// connection is a NativeSocket from its first byte, no net.Socket is ever made for it.
 // This module owns the event dispatch and the fd <-> NativeSocket table; it knows nothing about HTTP.
 import { EventEmitter } from 'node:events';
-import type net from 'node:net';
+import net from 'node:net';
 import { constants } from 'node:os';
 import { isIP } from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
@@ -17,6 +19,9 @@ interface IoAddon {
   ioInit(onEvents: (count: number) => void): { events: ArrayBuffer; data: ArrayBuffer; maxEvents: number };
   ioAdopt(fd: number): number;
   ioConnect(ip: string, port: number): number;
+  ioListen(fd: number, mode: number): number;
+  ioListenMode(id: number, mode: number): void;
+  ioRelease(id: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
@@ -28,7 +33,7 @@ interface IoAddon {
   /** Absent from addons built before it: then static files are read and written. */
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number };
 }
 
 const DATA = 1;
@@ -36,6 +41,12 @@ const EOF = 2;
 const ERROR = 3;
 const DRAIN = 4;
 const CONNECT = 5;
+const ACCEPT = 6;
+const ACCEPT_ERROR = 7;
+
+/** What a listener's accepted connections do first (io.cc kModeRead / kModeHold). */
+export type AcceptMode = 'read' | 'hold';
+const MODE: Record<AcceptMode, number> = { read: 0, hold: 1 };
 
 const EMPTY = new Uint8Array(0);
 
@@ -58,6 +69,7 @@ interface Io {
   events: Int32Array;
   data: Buffer;
   sockets: Map<number, NativeSocket>;
+  listeners: Map<number, NativeListener>;
 }
 
 let io: Io | null | undefined;
@@ -71,12 +83,11 @@ function ioOf(): Io | null {
     return io;
   }
   const sockets = new Map<number, NativeSocket>();
-  let events = new Int32Array(0);
-  let data = Buffer.alloc(0);
-  const shared = addon.ioInit((count) => dispatch(sockets, events, data, count));
-  events = new Int32Array(shared.events);
-  data = Buffer.from(shared.data);
-  io = { addon: addon as IoAddon, events, data, sockets };
+  const listeners = new Map<number, NativeListener>();
+  let state: Io | undefined;
+  const shared = addon.ioInit((count) => dispatch(state!, count));
+  state = { addon: addon as IoAddon, events: new Int32Array(shared.events), data: Buffer.from(shared.data), sockets, listeners };
+  io = state;
   return io;
 }
 
@@ -85,18 +96,34 @@ export function nativeIoAvailable(): boolean {
   return ioOf() !== null;
 }
 
+/** Connections accepted natively so far and the batches (wake-ups) they came in; undefined without native I/O. */
+export function nativeAcceptStats(): { accepted: number; batches: number } | undefined {
+  if (io === undefined || io === null) return undefined;
+  const s = io.addon.ioStats();
+  return { accepted: s.accepted, batches: s.acceptBatches };
+}
+
 /** Native sockets open now (for the admin status and leak checks). */
 export function nativeIoLive(): number {
   return io?.addon.ioStats().live ?? 0;
 }
 
-function dispatch(sockets: Map<number, NativeSocket>, events: Int32Array, data: Buffer, count: number): void {
+function dispatch(state: Io, count: number): void {
+  const { sockets, events, data } = state;
   for (let i = 0; i < count; i++) {
     const at = i * 4;
+    const kind = events[at + 1]!;
+    if (kind === ACCEPT) {
+      accepted(state, events[at]!, events[at + 2]!, events[at + 3]!);
+      continue;
+    }
+    if (kind === ACCEPT_ERROR) {
+      state.listeners.get(events[at]!)?._onAcceptError(events[at + 2]!);
+      continue;
+    }
     const socket = sockets.get(events[at]!);
     // a socket closed earlier in this batch: its event is stale (ids are not reused within a batch)
     if (socket === undefined) continue;
-    const kind = events[at + 1]!;
     if (kind === DATA) {
       const off = events[at + 2]!;
       const len = events[at + 3]!;
@@ -110,6 +137,23 @@ function dispatch(sockets: Map<number, NativeSocket>, events: Int32Array, data: 
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
 }
+
+/** An ACCEPT event: connection `id`, its address record at data[off, off + len) (listener id, port, address). */
+function accepted(state: Io, id: number, off: number, len: number): void {
+  const data = state.data;
+  const listener = state.listeners.get(data.readInt32LE(off));
+  if (listener === undefined) {
+    // its listener closed earlier in this batch: nobody owns the connection
+    state.addon.ioClose(id);
+    return;
+  }
+  const port = data.readUInt16LE(off + 4);
+  const address = data.toString('latin1', off + 6, off + len);
+  listener._onAccept(new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold'));
+}
+
+/** Accepted connections keep their writable side when the client half-closes (half-close is forwarded). */
+const LISTENED: NativeSocketOptions = Object.freeze({ allowHalfOpen: true });
 
 export interface NativeSocketOptions {
   /** As net.Socket's: false ends our side when the peer's FIN arrives. */
@@ -144,9 +188,10 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #corkedBytes = 0;
   #finishCbs: Array<() => void> = [];
 
-  /** @internal use adoptNative() or connectNative() */
-  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions) {
+  /** @internal use adoptNative(), connectNative() or a NativeListener */
+  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, paused = false) {
     super();
+    this.#paused = paused;
     this.#io = io;
     this.#id = id;
     this.remoteAddress = remoteAddress;
@@ -456,6 +501,40 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return this;
   }
 
+  /** Puts `chunk` back in front of what is still to be delivered (peeking never loses a byte). */
+  unshift(chunk: Buffer): void {
+    if (this.#destroyed || chunk.length === 0) return;
+    this.#held.unshift(chunk);
+    this.#heldBytes += chunk.length;
+    if (!this.#paused) process.nextTick(this.#flushHeld);
+  }
+
+  /**
+   * Hands the connection to Node as a paused net.Socket (the seam where Node's TLS takes a natively accepted
+   * connection) and gives up this socket: what it read and did not deliver goes back in front of the net.Socket.
+   * Only for a connection that wrote nothing. Undefined when it is already closed.
+   */
+  toNetSocket(): net.Socket | undefined {
+    if (this.#destroyed) return undefined;
+    const held = this.#held.filter((c): c is Buffer => c !== null);
+    this.#destroyed = true;
+    this.#io.sockets.delete(this.#id);
+    const fd = this.#io.addon.ioRelease(this.#id);
+    this.#held = [];
+    this.#heldBytes = 0;
+    let socket: net.Socket;
+    try {
+      // pauseOnCreate: as a net.Server's pauseOnConnect, nothing is read until its new owner resumes it
+      socket = new net.Socket({ fd, allowHalfOpen: this.#allowHalfOpen, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+    } catch {
+      (this.#io.addon as IoAddon & NativeAddon).close(fd);
+      return undefined;
+    }
+    // a FIN already read is read again by libuv (a TCP socket keeps answering 0 after it)
+    for (let i = held.length - 1; i >= 0; i--) socket.unshift(held[i]!);
+    return socket;
+  }
+
   /** Delivers what arrived while paused, in order, until paused again. */
   #flushHeld = (): void => {
     while (!this.#paused && !this.#destroyed && this.#held.length > 0) {
@@ -483,6 +562,92 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (timeout !== 0) throw new Error('NativeSocket has no socket timer; use the connection registry deadlines');
     return this;
   }
+}
+
+/**
+ * A listening socket served by native I/O: the addon accepts in batches and each connection reaches `onConnection`
+ * as a NativeSocket, paused when the mode is 'hold' (nothing read: the bytes stay in the kernel for splice or
+ * Node's TLS), else reading. `close()` stops accepting at once and closes the socket (the kernel resets what
+ * waited in its queue, as closing a net.Server does).
+ */
+export class NativeListener extends EventEmitter {
+  readonly #io: Io;
+  readonly #id: number;
+  #mode: AcceptMode;
+  #closed = false;
+  #resumeTimer: NodeJS.Timeout | undefined;
+  onConnection: (socket: NativeSocket) => void;
+  readonly #address: { address: string; port: number; family: 'IPv4' | 'IPv6' };
+
+  /** @internal use listenNative() */
+  constructor(io: Io, fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void) {
+    super();
+    this.#io = io;
+    this.#mode = mode;
+    this.onConnection = onConnection;
+    this.#id = io.addon.ioListen(fd, MODE[mode]);
+    io.listeners.set(this.#id, this);
+    const a = io.addon.ioAddress(this.#id, true);
+    this.#address = { address: a?.address ?? '', port: a?.port ?? 0, family: isIP(a?.address ?? '') === 6 ? 'IPv6' : 'IPv4' };
+  }
+
+  get mode(): AcceptMode {
+    return this.#mode;
+  }
+
+  /** What the next accepted connections do first. */
+  set mode(mode: AcceptMode) {
+    if (this.#closed || mode === this.#mode) return;
+    this.#mode = mode;
+    this.#io.addon.ioListenMode(this.#id, MODE[mode]);
+  }
+
+  address(): { address: string; port: number; family: 'IPv4' | 'IPv6' } {
+    return this.#address;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#resumeTimer);
+    this.#io.listeners.delete(this.#id);
+    this.#io.addon.ioClose(this.#id);
+  }
+
+  /** @internal */
+  _onAccept(socket: NativeSocket): void {
+    this.onConnection(socket);
+  }
+
+  /**
+   * @internal accept4 failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM): the addon paused this
+   * listener (a level-triggered queue it cannot drain would spin); it resumes after a short pause.
+   */
+  _onAcceptError(errno: number): void {
+    if (this.#closed) return;
+    this.emit('error', errnoError('accept', errno));
+    clearTimeout(this.#resumeTimer);
+    this.#resumeTimer = setTimeout(() => {
+      if (!this.#closed) this.#io.addon.ioRead(this.#id, true);
+    }, ACCEPT_PAUSE_MS).unref();
+  }
+}
+
+/** How long a listener pauses after accept4 ran out of a resource (libuv retries at once and spins; nginx waits 500 ms). */
+const ACCEPT_PAUSE_MS = 100;
+
+/**
+ * Serves listening socket `fd` (bound, listening, owned by the caller until this returns) with native accept;
+ * undefined when native I/O is not available (PORTICO_NATIVE_IO=0, no addon): the caller keeps Node's net.Server.
+ */
+export function listenNative(fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void): NativeListener | undefined {
+  const state = ioOf();
+  if (state === null) return undefined;
+  return new NativeListener(state, fd, mode, onConnection);
 }
 
 /**

@@ -3,7 +3,6 @@
 // sent; the pool writes the PROXY header an upstream may want), replay what the listener read ahead, then
 // splice (or the JS relay).
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
-import type { Socket } from 'node:net';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { ProxyError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -44,7 +43,7 @@ export interface L4Context {
  * Takes ownership of `client` (not flowing; nothing of it consumed past `req.rest` except what Node buffered, which
  * is replayed right after it) and relays it to `req.pool`.
  */
-export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry): void {
+export function forwardL4(client: ByteSocket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry): void {
   new L4Connection(client, req, ctx, registry);
 }
 
@@ -55,7 +54,7 @@ export function forwardL4(client: Socket, req: L4Request, ctx: L4Context, regist
 const L4_RETRIES: AttemptRules = Object.freeze({ retry: 'untried', noneLeft: 'unavailable' });
 
 class L4Connection extends UpstreamAttempt implements Tracked {
-  readonly #client: Socket;
+  readonly #client: ByteSocket;
   readonly #req: L4Request;
   readonly #ctx: L4Context;
   readonly #registry: ConnectionRegistry;
@@ -69,7 +68,7 @@ class L4Connection extends UpstreamAttempt implements Tracked {
   /** Failed before a tunnel existed: logged and unregistered once. */
   #failed = false;
 
-  constructor(client: Socket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry) {
+  constructor(client: ByteSocket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry) {
     super(req.pool, undefined, L4_RETRIES);
     this.#client = client;
     this.#req = req;
@@ -214,7 +213,7 @@ const REFUSED_LINGER_MS = 2_000;
  * closes (bounded), so unread bytes cannot turn our close into a reset that destroys the alert in flight.
  * Takes ownership of `socket` (paused by the preface reader, no listener left on it).
  */
-export function refuseClientHello(socket: Socket, sni: string | undefined): void {
+export function refuseClientHello(socket: ByteSocket, sni: string | undefined): void {
   const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
   socket.on('error', noop);
   socket.on('end', () => socket.destroy());

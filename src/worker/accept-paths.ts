@@ -6,7 +6,7 @@ import { endpointOf } from '../core/util.js';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
-import type { ListenOptions, OnConnection } from '../accept/listener.js';
+import type { AcceptedSocket, ListenOptions, OnConnection } from '../accept/listener.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createTlsServer } from '../accept/tls.js';
@@ -17,7 +17,7 @@ import { ProxyError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { FdBudget, FD_RESERVE } from './fd-limit.js';
 import type { ByteSocket } from '../core/socket.js';
-import { adoptNative } from '../native/io.js';
+import { NativeSocket, adoptNative, type AcceptMode } from '../native/io.js';
 import type { Metrics, RefusedReason } from '../core/metrics.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { LimitStore } from '../route/policy/store.js';
@@ -37,6 +37,20 @@ export const ACCEPT_OPTIONS: ListenOptions = { ...LISTEN_OPTIONS, pauseOnConnect
 
 /** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
 const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
+
+/**
+ * What a natively accepted connection of listener `index` does first: 'hold' (nothing read, the bytes stay in the
+ * kernel) for a tcp listener without PROXY (splice; the server may speak first) and for a TLS listener that reads
+ * no preface (Node's TLS reads the ClientHello itself); 'read' for every listener that reads the first bytes in
+ * JavaScript (plain HTTP, a PROXY header, a ClientHello for passthrough).
+ */
+export function acceptModeOf(config: Config, index: number): AcceptMode {
+  const cfg = config.listeners[index];
+  if (cfg === undefined || cfg.proxy_protocol !== undefined) return 'read';
+  if (cfg.mode === 'tcp') return 'hold';
+  const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0;
+  return cfg.tls !== undefined && !passthrough ? 'hold' : 'read';
+}
 
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
@@ -193,8 +207,14 @@ export class AcceptPaths {
     }
     const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
-    const terminate = (socket: Socket, proxied?: ProxiedEnds): void => {
+    const terminate = (socket: AcceptedSocket, proxied?: ProxiedEnds): void => {
       if (tlsServer === undefined) {
+        if (socket instanceof NativeSocket) {
+          // natively accepted: already on native I/O, whatever its ends
+          accept(socket, proxied);
+          socket.resume(); // held sockets (and those after a preface) are paused; a no-op for the others
+          return;
+        }
         // plain HTTP with nothing read yet, its ends the socket's own (no PROXY header named others): onto native
         // I/O when the addon has it (the net.Socket is closed)
         const moved = proxied === undefined ? adoptNative(socket, LISTEN_OPTIONS) : undefined;
@@ -206,15 +226,20 @@ export class AcceptPaths {
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;
       }
-      if (proxied !== undefined) proxiedOf.set(socket, proxied);
-      handshakeFrom.set(socket, performance.now());
-      tlsServer.emit('connection', socket);
+      // The seam for native TLS: Node's TLS takes a net.Socket, so a natively accepted connection is handed to
+      // Node here with what was read ahead (see NativeSocket.toNetSocket); a native TLS server would take the
+      // NativeSocket as it is instead.
+      const tcp = socket instanceof NativeSocket ? socket.toNetSocket() : socket;
+      if (tcp === undefined) return;
+      if (proxied !== undefined) proxiedOf.set(tcp, proxied);
+      handshakeFrom.set(tcp, performance.now());
+      tlsServer.emit('connection', tcp);
     };
     if (trusted === undefined && passthrough === undefined && tcpUpstream === undefined) return (socket) => terminate(socket);
 
     const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
     const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
-    const l4 = (socket: Socket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
+    const l4 = (socket: AcceptedSocket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
       // the runtime current at accept time: a reload in between gives the connection the new pool
       const { ctx, l4ctx } = this.#current();
       const pool = ctx.pools.get(upstream);
@@ -274,7 +299,7 @@ export class AcceptPaths {
   }
 
   /** Too few descriptors left for this connection and its upstream: closed at once, counted, logged by the Worker's tick. */
-  refuseForFds(socket: Socket): void {
+  refuseForFds(socket: AcceptedSocket): void {
     socket.on('error', ignoreHeldError);
     socket.destroy(); // closes the fd now (uv_close), so the reserve holds for what is already accepted
     this.#metrics.connectionRefused('fd_limit');
@@ -283,7 +308,7 @@ export class AcceptPaths {
   }
 
   /** A connection closed before routing (untrusted PROXY sender, bad or missing preface): counted, debug log. */
-  #refused(socket: Socket, index: number, reason: RefusedReason, detail?: string): void {
+  #refused(socket: AcceptedSocket, index: number, reason: RefusedReason, detail?: string): void {
     this.#metrics.connectionRefused(reason);
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ listener: index, reason, detail, remoteAddr: socket.remoteAddress }, 'connection refused before routing');
   }
@@ -292,7 +317,7 @@ export class AcceptPaths {
    * A passthrough-only TLS listener met a name it does not pass through (or none): a TLS alert and a close,
    * counted, and one line like an L4 connection's (info with access logs, else debug).
    */
-  #unknownName(socket: Socket, index: number, sni: string | undefined): void {
+  #unknownName(socket: AcceptedSocket, index: number, sni: string | undefined): void {
     const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
     this.#metrics.connectionRefused(reason);
     const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };

@@ -3,8 +3,7 @@
 // failure it closes what it opened and nothing changes. It owns the listening sockets, kept across applies while
 // their address stays; what outlives a runtime (target states, discovered sets, retired pools) is the Worker's.
 import { deferred, type Deferred } from '../core/util.js';
-import type { Server, Socket } from 'node:net';
-import { listenOnHandle, listenReusePort, boundAddress, type ListenOptions, type OnConnection } from '../accept/listener.js';
+import { openOnHandle, openReusePort, type AcceptedSocket, type Listening, type ListenOptions, type OnConnection } from '../accept/listener.js';
 import { formatErrors, loadConfigText, type ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ApplyMessage } from './ipc.js';
@@ -14,7 +13,7 @@ import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from '.
 import type { TerminateServices } from '../terminate/handoff.js';
 import type { TargetSpec } from '../upstream/pool.js';
 import { setStickySecret } from '../upstream/hash-key.js';
-import { ACCEPT_OPTIONS, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
+import { ACCEPT_OPTIONS, acceptModeOf, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
 import { send } from './send.js';
 import { native } from '../native/addon.js';
 
@@ -30,7 +29,7 @@ const MAX_HELD_SOCKETS = 1024;
 /** A listening socket, kept across runtimes while its address stays in the config. */
 interface OpenListener {
   readonly key: string;
-  readonly server: Server;
+  readonly server: Listening;
   readonly port: number;
   /** What it does with an accepted socket; replaced by each apply (TLS certificates, mode, PROXY protocol...). */
   onConnection: OnConnection;
@@ -90,6 +89,12 @@ export class Applier {
   /** The listening socket of assignment `index` of apply `seq` (a 'listen-handle' message). */
   receiveHandle(seq: number, index: number, handle: unknown): void {
     this.#handleSlot(seq, index).resolve(handle);
+  }
+
+  /** Who accepts the connections of the listening sockets (all of one kind: native I/O is per process). */
+  get accept(): 'native' | 'node' | undefined {
+    for (const entry of this.#listeners.values()) return entry.server.native ? 'native' : 'node';
+    return undefined;
   }
 
   /** Stops accepting on every listening socket (the drain); connections already accepted go on. */
@@ -178,7 +183,7 @@ export class Applier {
     // New sockets first: they hold what they accept until the swap below.
     const paths = this.#paths;
     const fds = paths.fds;
-    const opened: Array<{ entry: OpenListener; held: Socket[] }> = [];
+    const opened: Array<{ entry: OpenListener; held: AcceptedSocket[] }> = [];
     const wanted = new Set<string>();
     const ports: number[] = [];
     try {
@@ -190,11 +195,12 @@ export class Applier {
           ports[a.index] = kept.port;
           continue;
         }
-        const held: Socket[] = [];
+        const held: AcceptedSocket[] = [];
         // Accepted paused (ACCEPT_OPTIONS): nothing is read until the accept path takes it as a fresh one.
         const hold: OnConnection = (socket) => {
           if (held.length >= MAX_HELD_SOCKETS) socket.destroy();
-          else held.push(socket.on('error', ignoreHeldError));
+          // paused: a natively accepted socket that reads at once keeps what comes until its owner resumes it
+          else held.push(socket.on('error', ignoreHeldError).pause());
         };
         const entryRef: { entry?: OpenListener } = {};
         const onConnection: OnConnection = (socket) => {
@@ -205,9 +211,9 @@ export class Applier {
           else entryRef.entry.onConnection(socket);
         };
         const options: ListenOptions = { ...ACCEPT_OPTIONS, backlog: config.listeners[a.index]?.backlog };
-        const server = a.via === 'handle' ? await listenOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, options) : await listenReusePort(a.host, a.port, onConnection, options);
-        server.on('error', (err) => host.log.error({ err, listener: a.key }, 'listener error'));
-        const entry: OpenListener = { key: a.key, server, port: boundAddress(server).port, onConnection: hold };
+        const onError = (err: Error) => host.log.error({ err, listener: a.key }, 'listener error');
+        const server = a.via === 'handle' ? await openOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, options, onError) : await openReusePort(a.host, a.port, onConnection, { ...options, mode: acceptModeOf(config, a.index) }, onError);
+        const entry: OpenListener = { key: a.key, server, port: server.port, onConnection: hold };
         entryRef.entry = entry;
         opened.push({ entry, held });
         ports[a.index] = entry.port;
@@ -220,7 +226,10 @@ export class Applier {
       native()?.setPipeCap(config.limits.max_pipes);
       for (const a of msg.listeners) {
         const entry = a.via === 'keep' ? this.#listeners.get(a.key) : opened.find((o) => o.entry.key === a.key)?.entry;
-        if (entry !== undefined) entry.onConnection = handlers[a.index];
+        if (entry === undefined) continue;
+        entry.onConnection = handlers[a.index];
+        // a kept socket may serve another kind of listener now (plain <-> TLS, tcp, PROXY)
+        entry.server.setMode(acceptModeOf(config, a.index));
       }
       for (const { entry, held } of opened) {
         this.#listeners.set(entry.key, entry);

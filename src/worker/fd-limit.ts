@@ -63,7 +63,10 @@ const MAX_COUNTED_LIMIT = 1 << 20;
  * Decides per accepted connection whether descriptors are left for it. The estimate starts from an exact count
  * (addon: one poll() over the table, ~0.5 ms at 20,000) and each accept adds two (its socket and its
  * upstream's), never subtracting closes, so it only errs towards refusing; once it comes near the limit an exact
- * count replaces it, at most every 10 ms. Far from the limit an accept costs an addition.
+ * count replaces it, at most every 10 ms, and a refusal the estimate alone makes is checked by a count first: native
+ * accept takes a whole batch before the first is admitted, so a count already holds the batch's sockets and two
+ * more per accept would refuse connections for descriptors nobody uses. A refusal the count itself makes needs
+ * no new count, so refusals cost nothing at the limit. Far from the limit an accept costs an addition.
  * Without the addon the accepted descriptor's number is the only signal: Linux hands out the lowest free one,
  * so one at soft - FD_RESERVE or above means no more than FD_RESERVE are free (holes below make it lenient).
  */
@@ -89,12 +92,17 @@ export class FdBudget {
     if (this.#count === undefined) return true;
     this.#since += 2;
     const now = this.#now();
-    if (this.#countedAt === Number.NEGATIVE_INFINITY || (this.#exact + this.#since >= soft - 4 * FD_RESERVE && now - this.#countedAt >= NEAR_RECOUNT_MS)) {
-      this.#exact = this.#count(soft) + 1; // + the upstream socket this connection will open
-      this.#countedAt = now;
-      this.#since = 0;
-    }
-    return this.#exact + this.#since < soft - FD_RESERVE;
+    if (this.#countedAt === Number.NEGATIVE_INFINITY || (this.#exact + this.#since >= soft - 4 * FD_RESERVE && now - this.#countedAt >= NEAR_RECOUNT_MS)) this.#recount(now);
+    if (this.#exact + this.#since < soft - FD_RESERVE) return true;
+    if (this.#since === 0 || this.#exact >= soft - FD_RESERVE) return false;
+    this.#recount(now);
+    return this.#exact < soft - FD_RESERVE;
+  }
+
+  #recount(now: number): void {
+    this.#exact = this.#count!(this.soft) + 1; // + the upstream socket this connection will open
+    this.#countedAt = now;
+    this.#since = 0;
   }
 }
 

@@ -125,6 +125,10 @@ export interface WorkerStats {
   fds?: { open: number; limit: number };
   /** Its event-loop delay since the previous stats request, and its memory. */
   process?: ProcessHealth;
+  /** Who accepts this worker's connections: the addon (native accept) or Node's net.Server; absent before a listener. */
+  accept?: 'native' | 'node';
+  /** Native accept: connections accepted and the batches they came in (accepted / batches = the mean batch). */
+  acceptBatches?: { accepted: number; batches: number };
 }
 
 export type ToPrimary =
@@ -273,7 +277,9 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         Array.isArray(m.upstreamTargets) && m.upstreamTargets.every(isTargetStatus) &&
         Array.isArray(m.upstreamLimits) && m.upstreamLimits.every(isLimitStatus) &&
         (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number')) &&
-        (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0)))
+        (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0))) &&
+        (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
+        (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches)))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -357,7 +357,7 @@ class Worker {
   }
 
   #stats(): WorkerStats {
-    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit });
+    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit, accept: this.#applier.accept });
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */

@@ -6,6 +6,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ConnectionRegistry } from '../core/registry.js';
 import type { Metrics, ProcessHealth } from '../core/metrics.js';
 import { native } from '../native/addon.js';
+import { nativeAcceptStats } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -19,6 +20,8 @@ export interface StatsSource {
   readonly metrics: Metrics;
   /** The soft RLIMIT_NOFILE (-1: unlimited). */
   readonly fdLimit: number;
+  /** Who accepts the listeners' connections (undefined: no listener open). */
+  readonly accept: 'native' | 'node' | undefined;
 }
 
 /** Open requests + tunnels to `target` in the retired pools of `upstream` (they still load the backend). */
@@ -57,7 +60,11 @@ export function workerStats(s: StatsSource): WorkerStats {
   } catch {
     // not Linux: no count
   }
-  return { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit }, process: processHealth() };
+  const out: WorkerStats = { metrics, connections: registry.size, tunnels: registry.tunnels, upstreamTargets, upstreamLimits, fds: { open: fdsOpen, limit: s.fdLimit }, process: processHealth() };
+  if (s.accept !== undefined) out.accept = s.accept;
+  const batches = s.accept === 'native' ? nativeAcceptStats() : undefined;
+  if (batches !== undefined) out.acceptBatches = batches;
+  return out;
 }
 
 /** Samples the loop every 20 ms (a timer on libuv's side: nothing runs per request); started on first report. */
