@@ -274,7 +274,7 @@ export class SpliceTunnel {
    */
   shutdown(): void {
     if (this.#fallback !== undefined) return this.#fallback.shutdown();
-    if (this.#phase !== 'native' || this.closedBy !== undefined) return this.close('shutdown');
+    if (!this.#websocket || this.#phase !== 'native' || this.closedBy !== undefined) return this.close('shutdown');
     // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
     if (native()?.spliceGoingAway(this.#id) === true) this.closedBy = 'shutdown';
   }
