@@ -243,3 +243,47 @@ test('a big frame\'s payload is spliced through a pipe; small frames never take 
     tunnel.close('shutdown');
   }
 });
+
+test('a WebSocket tunnel that falls back to the JS relay (the relay could not start) still closes with Close 1001, its trackers fed the leftovers', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
+  const addon = native()!;
+  const real = addon.spliceStart;
+  // the contract of spliceStart: it owns the fds even when it throws
+  addon.spliceStart = (a, b) => {
+    addon.close(a);
+    addon.close(b);
+    throw new Error('spliceStart: pipe2: Too many open files');
+  };
+  t.after(() => (addon.spliceStart = real));
+  const upFrame = frame(2, Buffer.from([0x82, 0x7f, 0, 0, 0, 0, 0, 0, 0, 9]), { mask: Buffer.alloc(4) });
+  const downFrame = frame(1, Buffer.alloc(70_000, 0x42));
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  let tunnel!: SpliceTunnel;
+  const closed = new Promise<ClosedBy>((resolve) => {
+    tunnel = new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!), true);
+    tunnel.start(upFrame.subarray(0, 8), downFrame.subarray(0, 1));
+  });
+  const atClient = collect(clientPeer);
+  const atUpstream = collect(upstreamPeer);
+  clientPeer.write(upFrame.subarray(8));
+  upstreamPeer.write(downFrame.subarray(1));
+  await received(upstreamPeer, atUpstream.length, upFrame.length);
+  await received(clientPeer, atClient.length, downFrame.length);
+  assert.equal(tunnel.spliced, false, 'on the JS relay');
+  tunnel.shutdown();
+  await Promise.all([atClient.ended, atUpstream.ended]);
+  const down = parseFrames(atClient.bytes());
+  assert.equal(down.frames.length, 2);
+  assertGoingAway(down.frames[1], false, 'to the client');
+  const upward = parseFrames(atUpstream.bytes());
+  assert.equal(upward.frames.length, 2);
+  assertGoingAway(upward.frames[1], true, 'to the upstream');
+  clientPeer.end();
+  upstreamPeer.end();
+  assert.equal(await closed, 'shutdown');
+});
