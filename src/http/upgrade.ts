@@ -75,7 +75,7 @@ export class UpgradedTunnel {
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
     // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
     const spliced = canSplice(socket, upstream);
-    this.relay = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
+    this.relay = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed, true) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
     this.#registry.tunnelOpened();
     this.#ctx.metrics.tunnelOpened();
     this.#countStickyKey(ex);

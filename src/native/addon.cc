@@ -173,8 +173,9 @@ uint64_t IdArg(const Napi::CallbackInfo& info) {
   return static_cast<uint64_t>(v);
 }
 
-// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno)) -> id. Takes both fds
-// (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
+// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?) -> id. Takes both
+// fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
+// websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted = raw.
 Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int a = FdArg(info, 0);
@@ -192,8 +193,17 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
     close(b);
     OwnBridge(env);  // throws
   }
+  portico::WebSocketStart ws;
+  const bool framed = info.Length() > 4 && info[4].IsObject();
+  if (framed) {
+    Napi::Object o = info[4].As<Napi::Object>();
+    for (auto [key, out] : {std::pair<const char*, std::string*>{"up", &ws.up}, {"down", &ws.down}}) {
+      Napi::Value v = o.Get(key);
+      if (v.IsBuffer()) out->assign(v.As<Napi::Buffer<char>>().Data(), v.As<Napi::Buffer<char>>().Length());
+    }
+  }
   std::string error;
-  uint64_t id = engine.Start(a, b, idle_ms, &error);
+  uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
   br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
@@ -211,6 +221,13 @@ Napi::Value SpliceClose(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "spliceClose(id, reason): reason must be a ClosedBy name");
   }
   return Napi::Boolean::New(env, engine.RequestClose(id, reason));
+}
+
+// spliceGoingAway(id) -> boolean: a WebSocket relay closes with Close 1001 at frame boundaries (a raw one at
+// once); false when the relay has already ended.
+Napi::Value SpliceGoingAway(const Napi::CallbackInfo& info) {
+  OwnBridge(info.Env());
+  return Napi::Boolean::New(info.Env(), engine.RequestGoingAway(IdArg(info)));
 }
 
 // spliceStats(id) -> { bytesUp, bytesDown, upBlocked, downBlocked } | null once ended.
@@ -320,6 +337,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvPeek", Napi::Function::New(env, RecvPeek, "recvPeek"));
   exports.Set("spliceStart", Napi::Function::New(env, SpliceStart, "spliceStart"));
   exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
+  exports.Set("spliceGoingAway", Napi::Function::New(env, SpliceGoingAway, "spliceGoingAway"));
   exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));
   exports.Set("status", Napi::Function::New(env, Status, "status"));
   exports.Set("setPipeCap", Napi::Function::New(env, SetPipeCap, "setPipeCap"));

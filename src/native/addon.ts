@@ -38,8 +38,19 @@ export interface NativeAddon {
   close(fd: number): void;
   /** Bytes waiting on `fd` without consuming them; empty = FIN; null = nothing yet. */
   recvPeek(fd: number, n: number): Buffer | null;
-  /** Takes both fds (also when it throws); `onEnd` runs once on the JS thread after both are closed. */
-  spliceStart(clientFd: number, upstreamFd: number, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void): number;
+  /**
+   * Takes both fds (also when it throws); `onEnd` runs once on the JS thread after both are closed.
+   * `websocket`: the tunnel carries WebSocket frames (`up`/`down`: bytes each way already relayed before).
+   */
+  spliceStart(
+    clientFd: number,
+    upstreamFd: number,
+    idleMs: number,
+    onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
+    websocket?: { up: Buffer | null; down: Buffer | null },
+  ): number;
+  /** End of the shutdown grace: Close 1001 each way at frame boundaries (a raw relay is closed); false once ended. */
+  spliceGoingAway(id: number): boolean;
   /** Asks the relay thread to close; false when the relay has already ended. */
   spliceClose(id: number, reason: ClosedBy): boolean;
   spliceStats(id: number): SpliceStats | null;

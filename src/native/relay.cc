@@ -4,15 +4,22 @@
 // relay leaves the map before it is freed, so a pointer found under the lock is valid while the lock is held.
 // Pipes belong to the relay thread's pool, not to relays: a direction takes one when bytes are ready and gives
 // it back empty, so an idle tunnel holds its two sockets only (HAProxy's pipe pool works the same way).
+// WebSocket tunnels (PumpFramed) follow frame headers: small reads pass through one user-space buffer (recv, the
+// headers read as they pass, send), and only the rest of a big frame, whose length is known, is spliced. At
+// shutdown that lets the relay stop each direction at a frame boundary and write a Close 1001 there.
 #include "relay.h"
+
+#include "frames.h"
 
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -40,6 +47,16 @@ constexpr size_t kMaxFreePipes = 64;
 // How often idle deadlines are checked while some relay has one.
 constexpr int kIdleSweepMs = 100;
 constexpr int kMaxEvents = 256;
+// WebSocket tunnels: the rest of a frame at least this big is spliced; anything smaller (and every header) is
+// read through the relay thread's buffer, kScratch at a time. HAProxy likewise splices large transfers only.
+constexpr uint64_t kSpliceMin = 64 * 1024;
+constexpr size_t kScratch = 64 * 1024;
+// Going away: how long a frame in progress may take to end, then how long the peers get to close their side
+// after the Close frames (the JS relay's GOING_AWAY_WAIT_MS and GOING_AWAY_LINGER_MS; the worker's drain
+// overrun is 2 s).
+constexpr uint64_t kGoingAwayWaitMs = 500;
+constexpr uint64_t kGoingAwayLingerMs = 1000;
+constexpr int kLeavingSweepMs = 20;
 
 uint64_t NowMs() {
   timespec ts;
@@ -70,6 +87,13 @@ struct Direction {
   size_t held = 0;          // bytes read in and not yet out (in the pipe or in buf)
   bool eof = false;         // the source sent FIN
   bool shut = false;        // FIN forwarded (shutdown(SHUT_WR) on the destination)
+  // WebSocket relays only (Relay::framed):
+  FrameTracker frames;      // the frame headers of the bytes read from the source so far
+  bool stopped = false;     // going away: at a boundary (or framing lost), nothing more is read
+  uint8_t tail[8] = {};     // going away: the Close frame, written once `held` is out
+  uint8_t tail_len = 0;
+  uint8_t tail_off = 0;
+  bool fin_after = false;   // lingering: FIN the destination once `held` and `tail` are out
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
 };
@@ -84,11 +108,16 @@ struct Relay {
   int last_eof_side = 0;
   bool closed = false;
   bool queued = false;  // in the again-list
+  bool framed = false;       // a WebSocket tunnel: PumpFramed, with frame trackers
+  bool going_away = false;   // RequestGoingAway: each direction runs to a frame boundary, then stops
+  bool lingering = false;    // the Close frames are queued: FIN after them, read and drop until both FINs
+  uint64_t deadline = 0;     // going away: when the boundaries are given up; lingering: when the relay closes
 };
 
 struct Command {
   uint64_t id;
   Reason reason;
+  bool going_away;
 };
 
 // The relay thread's pipes. `free_pipes` is touched by the relay thread only; the counters are read by stats.
@@ -114,6 +143,8 @@ struct State {
   std::thread thread;
   EndSink sink = nullptr;
   PipePool pipes;
+  std::vector<Relay*> leaving;  // relay thread only: relays going away (their deadlines are swept)
+  char scratch[kScratch];       // relay thread only: the user-space buffer of WebSocket relays
 };
 
 // Never destroyed: a joinable std::thread destroyed at exit() would call std::terminate.
@@ -189,6 +220,11 @@ void FreeRelay(Relay* r) {
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
+  if (r->going_away) {
+    g.leaving.erase(std::remove(g.leaving.begin(), g.leaving.end(), r), g.leaving.end());
+    // once the Close frames are out, a peer that resets instead of closing is still the shutdown's doing
+    if (r->lingering) reason = Reason::kShutdown;
+  }
   for (int s = 0; s < 2; s++) {
     epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
     CloseFd(r->fd[s]);
@@ -215,37 +251,51 @@ int SocketError(int fd) {
 }
 
 enum class Pumped { kWaiting, kMore, kClosed };
+enum class Step { kNext, kWaiting, kClosed };
+
+// Writes what direction d holds (in its pipe or its buffer) to the destination, once. A pipe (or buffer) is
+// given back as soon as it is empty.
+Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
+  Direction& x = r->dir[d];
+  const int dst = r->fd[1 - d];
+  ssize_t n = x.pipe_r >= 0 ? splice(x.pipe_r, nullptr, dst, nullptr, x.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                            : send(dst, x.buf + x.buf_off, x.held, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n > 0) {
+    x.held -= static_cast<size_t>(n);
+    x.buf_off += static_cast<size_t>(n);
+    x.blocked.store(false, std::memory_order_relaxed);
+    if (x.held == 0) {
+      GivePipe(&x, false);
+      FreeBuffer(&x);
+    }
+    return Step::kNext;
+  }
+  if (n < 0 && errno == EINTR) return Step::kNext;
+  if (n < 0 && errno == EAGAIN) {
+    // The destination's send buffer is full: wait for EPOLLOUT on it. Nothing more is read meanwhile, and
+    // the pipe stays with this direction until it is drained.
+    x.blocked.store(true, std::memory_order_relaxed);
+    return Step::kWaiting;
+  }
+  Finish(r, ErrorOf(1 - d), n < 0 ? errno : EPIPE, graveyard, true);
+  return Step::kClosed;
+}
+
+Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard);
 
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
 // edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
 // the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
 Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
+  if (r->framed) return PumpFramed(r, d, graveyard);
   Direction& x = r->dir[d];
   const int src = r->fd[d];
   const int dst = r->fd[1 - d];
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (x.held > 0) {
-      ssize_t n = x.pipe_r >= 0 ? splice(x.pipe_r, nullptr, dst, nullptr, x.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
-                                : send(dst, x.buf + x.buf_off, x.held, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        x.held -= static_cast<size_t>(n);
-        x.buf_off += static_cast<size_t>(n);
-        x.blocked.store(false, std::memory_order_relaxed);
-        if (x.held == 0) {
-          GivePipe(&x, false);
-          FreeBuffer(&x);
-        }
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) {
-        // The destination's send buffer is full: wait for EPOLLOUT on it. Nothing more is read meanwhile, and
-        // the pipe stays with this direction until it is drained.
-        x.blocked.store(true, std::memory_order_relaxed);
-        return Pumped::kWaiting;
-      }
-      Finish(r, ErrorOf(1 - d), n < 0 ? errno : EPIPE, graveyard, true);
-      return Pumped::kClosed;
+      Step s = WriteHeld(r, d, graveyard);
+      if (s == Step::kNext) continue;
+      return s == Step::kWaiting ? Pumped::kWaiting : Pumped::kClosed;
     }
     if (x.eof) {
       if (!x.shut) {
@@ -292,6 +342,195 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
   return Pumped::kMore;
 }
 
+// Going away: both directions have reached a frame boundary (or their framing is lost, or their source ended).
+bool GoingAwayReady(const Relay* r) {
+  if (!r->going_away || r->lingering) return false;
+  for (const Direction& x : r->dir) {
+    if (!x.stopped && !x.eof) return false;
+  }
+  return true;
+}
+
+// The Close frames (status 1001, going away: RFC 6455 §7.4.1) go where a boundary was reached and the source
+// neither sent a Close nor ended: masked with a fresh key to the upstream (§5.3), unmasked to the client. Then
+// every direction FINs once its bytes are out, and the relay reads and drops until both peers closed.
+void SayGoingAway(Relay* r) {
+  for (int d = 0; d < 2; d++) {
+    Direction& x = r->dir[d];
+    if (x.frames.AtBoundary() && !x.frames.CloseSeen() && !x.eof) {
+      x.tail[0] = 0x88;  // FIN, opcode 8 (Close)
+      if (d == 0) {
+        uint8_t mask[4];
+        if (getrandom(mask, sizeof mask, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof mask)) {
+          const uint64_t t = NowMs() * 2654435761u;  // never blocks; a Close frame carries no secret
+          memcpy(mask, &t, sizeof mask);
+        }
+        x.tail[1] = 0x80 | 2;
+        memcpy(x.tail + 2, mask, sizeof mask);
+        x.tail[6] = 0x03 ^ mask[0];
+        x.tail[7] = 0xe9 ^ mask[1];
+        x.tail_len = 8;
+      } else {
+        x.tail[1] = 2;
+        x.tail[2] = 0x03;
+        x.tail[3] = 0xe9;
+        x.tail_len = 4;
+      }
+    }
+    x.fin_after = true;
+  }
+  r->lingering = true;
+  r->deadline = NowMs() + kGoingAwayLingerMs;
+}
+
+// A WebSocket relay reads into g.scratch and writes at once; what the destination does not take now is kept in
+// a buffer of the direction's own (allocated only then). False when the relay was closed.
+bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard) {
+  Direction& x = r->dir[d];
+  ssize_t sent;
+  do sent = send(r->fd[1 - d], g.scratch, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0 && errno != EAGAIN) {
+    Finish(r, ErrorOf(1 - d), errno, graveyard, true);
+    return false;
+  }
+  const size_t done = sent < 0 ? 0 : static_cast<size_t>(sent);
+  if (done < n) {
+    x.buf = new char[n - done];
+    memcpy(x.buf, g.scratch + done, n - done);
+    x.buf_off = 0;
+    x.held = n - done;
+  }
+  return true;
+}
+
+// Direction d of a WebSocket relay: as Pump, with every byte read followed by the frame tracker. Headers and
+// small frames pass through g.scratch (recv, then send at once); the rest of a frame of kSpliceMin or more is
+// spliced, exactly its length, so bulk keeps the zero-copy path. A direction whose framing is lost is relayed
+// as raw bytes. Going away, a direction reads only to the end of the frame in progress, then stops; lingering,
+// it writes its Close frame after what it holds, FINs, and drops what its source still sends until its FIN.
+Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
+  Direction& x = r->dir[d];
+  const int src = r->fd[d];
+  const int dst = r->fd[1 - d];
+  for (int round = 0; round < kRoundsPerTurn; round++) {
+    if (x.held > 0) {
+      Step s = WriteHeld(r, d, graveyard);
+      if (s == Step::kNext) continue;
+      return s == Step::kWaiting ? Pumped::kWaiting : Pumped::kClosed;
+    }
+    if (x.tail_off < x.tail_len) {
+      ssize_t n = send(dst, x.tail + x.tail_off, x.tail_len - x.tail_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        x.tail_off += static_cast<uint8_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return Pumped::kWaiting;
+      Finish(r, ErrorOf(1 - d), n < 0 ? errno : EPIPE, graveyard, true);
+      return Pumped::kClosed;
+    }
+    if (x.eof) {
+      if (!x.shut) {
+        shutdown(dst, SHUT_WR);
+        x.shut = true;
+      }
+      // lingering, a direction can be shut (fin_after) before its source ended: the relay ends when both did
+      const Direction& other = r->dir[1 - d];
+      if (other.shut && other.eof) {
+        Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
+        return Pumped::kClosed;
+      }
+      if (GoingAwayReady(r)) {
+        SayGoingAway(r);
+        return Pumped::kMore;
+      }
+      return Pumped::kWaiting;
+    }
+    size_t want = kScratch;
+    if (r->lingering) {
+      if (x.fin_after && !x.shut) {
+        shutdown(dst, SHUT_WR);
+        x.shut = true;
+      }
+      // read and drop: a byte left unread would turn close() into a reset that can lose the Close at the peer
+      ssize_t n = recv(src, g.scratch, kScratch, MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n == 0) {
+        x.eof = true;
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return Pumped::kWaiting;
+      Finish(r, ErrorOf(d), errno, graveyard, true);
+      return Pumped::kClosed;
+    }
+    if (r->going_away) {
+      if (x.stopped) return Pumped::kWaiting;
+      const uint64_t left = x.frames.ToBoundary();
+      if (left == 0) {
+        // at a boundary (or the framing is lost): what comes next is past the Close, it stays unread
+        x.stopped = true;
+        if (GoingAwayReady(r)) {
+          SayGoingAway(r);
+          return Pumped::kMore;
+        }
+        return Pumped::kWaiting;
+      }
+      want = static_cast<size_t>(std::min<uint64_t>(want, left));
+    }
+    const bool broken = x.frames.Broken();
+    const uint64_t payload = x.frames.PayloadLeft();
+    const bool big = broken || payload >= kSpliceMin;
+    bool copied = false;
+    ssize_t n;
+    if (big && TakePipe(&x)) {
+      const size_t len = broken ? kChunk : static_cast<size_t>(std::min<uint64_t>(payload, kChunk));
+      n = splice(src, nullptr, x.pipe_w, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
+      if (n > 0) {
+        x.held = static_cast<size_t>(n);
+        x.frames.SkipPayload(static_cast<uint64_t>(n));
+      }
+    } else {
+      if (big) g.pipes.copies.fetch_add(1, std::memory_order_relaxed);
+      n = recv(src, g.scratch, big ? std::min(want, kCopyChunk) : want, MSG_DONTWAIT);
+      if (n > 0) {
+        x.frames.Feed(reinterpret_cast<const uint8_t*>(g.scratch), static_cast<size_t>(n));
+        copied = true;
+      }
+    }
+    if (n > 0) {
+      // counted when read, like the JS relay, so a peer that received a byte always sees it counted
+      x.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      r->last_active = NowMs();
+      if (copied && !SendScratch(r, d, static_cast<size_t>(n), graveyard)) return Pumped::kClosed;
+      continue;
+    }
+    if (n == 0) {
+      x.eof = true;
+      r->last_eof_side = d;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return Pumped::kWaiting;
+    Finish(r, ErrorOf(d), errno, graveyard, true);
+    return Pumped::kClosed;
+  }
+  return Pumped::kMore;
+}
+
+// Bytes or a FIN wait for room at the destination of direction x.
+bool WantsOut(const Direction& x) {
+  return x.held > 0 || (x.eof && !x.shut) || x.tail_off < x.tail_len || (x.fin_after && !x.shut);
+}
+
+void Queue(Relay* r, std::vector<Relay*>* again) {
+  if (r->queued || r->closed) return;
+  r->queued = true;
+  again->push_back(r);
+}
+
 // Returns true when the relay wants another turn without a new epoll edge.
 bool PumpBoth(Relay* r, std::vector<Relay*>* graveyard) {
   bool more = false;
@@ -304,20 +543,58 @@ bool PumpBoth(Relay* r, std::vector<Relay*>* graveyard) {
   return more;
 }
 
-void RunCommands(std::vector<Relay*>* graveyard) {
+// Going away starts: a raw relay, or one whose framing is lost either way, is closed at once (the peers see
+// 1006); a WebSocket relay runs each direction to a frame boundary (PumpFramed) within kGoingAwayWaitMs.
+void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
+  if (r->closed || r->going_away) return;
+  if (!r->framed || r->dir[0].frames.Broken() || r->dir[1].frames.Broken()) {
+    Finish(r, Reason::kShutdown, 0, graveyard, true);
+    return;
+  }
+  r->going_away = true;
+  r->deadline = NowMs() + kGoingAwayWaitMs;
+  g.leaving.push_back(r);
+  Queue(r, again);
+}
+
+void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
   uint64_t ignored;
   while (read(g.wakefd, &ignored, sizeof ignored) < 0 && errno == EINTR) {
   }
-  std::vector<std::pair<Relay*, Reason>> todo;
+  std::vector<Command> todo;
+  std::vector<Relay*> relays;
   {
     std::lock_guard<std::mutex> lock(g.mu);
     for (const Command& c : g.commands) {
       auto it = g.relays.find(c.id);
-      if (it != g.relays.end()) todo.emplace_back(it->second, c.reason);
+      if (it == g.relays.end()) continue;
+      todo.push_back(c);
+      relays.push_back(it->second);
     }
     g.commands.clear();
   }
-  for (auto& [relay, reason] : todo) Finish(relay, reason, 0, graveyard, true);
+  for (size_t i = 0; i < todo.size(); i++) {
+    if (todo[i].going_away) StartGoingAway(relays[i], graveyard, again);
+    else Finish(relays[i], todo[i].reason, 0, graveyard, true);
+  }
+}
+
+// Relays going away past their deadline: directions not at a boundary by then get no Close frame (their peer
+// sees 1006), the others do; lingering ones are closed.
+void SweepLeaving(uint64_t now, std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
+  std::vector<Relay*> due;
+  for (Relay* r : g.leaving) {
+    if (now >= r->deadline) due.push_back(r);
+  }
+  for (Relay* r : due) {
+    if (r->closed) continue;
+    if (r->lingering) {
+      Finish(r, Reason::kShutdown, 0, graveyard, true);
+    } else {
+      SayGoingAway(r);
+      Queue(r, again);
+    }
+  }
 }
 
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
@@ -344,6 +621,7 @@ void Loop() {
       if (g.stopping) break;
       if (g.with_idle > 0) timeout = kIdleSweepMs;
     }
+    if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
     int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
     if (n < 0) {
@@ -352,7 +630,7 @@ void Loop() {
     }
     for (int i = 0; i < n; i++) {
       if (events[i].data.ptr == nullptr) {
-        RunCommands(&graveyard);
+        RunCommands(&graveyard, &again);
         continue;
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
@@ -377,15 +655,12 @@ void Loop() {
         more = p == Pumped::kMore;
       }
       Direction& back = r->dir[1 - side];
-      if ((evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !r->closed && (back.held > 0 || (back.eof && !back.shut))) {
+      if ((evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !r->closed && WantsOut(back)) {
         Pumped p = Pump(r, 1 - side, &graveyard);
         if (p == Pumped::kClosed) continue;
         more = more || p == Pumped::kMore;
       }
-      if (more && !r->queued) {
-        r->queued = true;
-        again.push_back(r);
-      }
+      if (more) Queue(r, &again);
     }
     // Relays that used their turn with work left go again, after everyone else had a turn.
     next.clear();
@@ -403,6 +678,7 @@ void Loop() {
       last_sweep = now;
       SweepIdle(now, &graveyard);
     }
+    if (!g.leaving.empty()) SweepLeaving(now, &graveyard, &again);
     for (Relay* r : graveyard) delete r;
     graveyard.clear();
   }
@@ -492,12 +768,19 @@ bool ParseReason(const std::string& name, Reason* out) {
   return false;
 }
 
-uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, std::string* error) {
+uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error) {
   Relay* r = new Relay();
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
   r->last_active = NowMs();
+  if (websocket != nullptr) {
+    r->framed = true;
+    r->dir[0].frames = FrameTracker(true);  // client to server: masked
+    r->dir[1].frames = FrameTracker(false);
+    r->dir[0].frames.Feed(reinterpret_cast<const uint8_t*>(websocket->up.data()), websocket->up.size());
+    r->dir[1].frames.Feed(reinterpret_cast<const uint8_t*>(websocket->down.data()), websocket->down.size());
+  }
   for (int s = 0; s < 2; s++) {
     r->ep[s] = Endpoint{r, s};
     // dup()ed fds share the file status flags with libuv's copy, which is already non-blocking; make sure.
@@ -540,7 +823,17 @@ bool RelayEngine::RequestClose(uint64_t id, Reason reason) {
   {
     std::lock_guard<std::mutex> lock(g.mu);
     if (!g.started || g.relays.find(id) == g.relays.end()) return false;
-    g.commands.push_back(Command{id, reason});
+    g.commands.push_back(Command{id, reason, false});
+  }
+  Wake();
+  return true;
+}
+
+bool RelayEngine::RequestGoingAway(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (!g.started || g.relays.find(id) == g.relays.end()) return false;
+    g.commands.push_back(Command{id, Reason::kShutdown, true});
   }
   Wake();
   return true;

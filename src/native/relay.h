@@ -1,6 +1,7 @@
 // The splice relay engine: moves bytes between two connected sockets with splice(2) through pipes taken from a
 // pool only while bytes are in flight, on its own thread (one epoll set, edge triggered). Pure C++ and POSIX, no N-API: addon.cc binds it
 // to JS. Every fd handed to Start() belongs to the engine from then on and is closed exactly once by it.
+// WebSocket tunnels are relayed frame-aware (frames.h) so that shutdown can close them with Close 1001.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +41,12 @@ struct PipeStats {
   uint64_t pipe_errors;
 };
 
+// A WebSocket tunnel's bytes each way relayed before the hand-over (the frame trackers start after them).
+struct WebSocketStart {
+  std::string up;
+  std::string down;
+};
+
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
 using EndSink = void (*)(const RelayEnd& end);
 
@@ -48,9 +55,15 @@ class RelayEngine {
  public:
   explicit RelayEngine(EndSink sink) : sink_(sink) {}
   // Takes ownership of both fds (closed on failure too). Returns the relay id (> 0), or 0 with `error` set.
-  uint64_t Start(int client_fd, int upstream_fd, uint32_t idle_ms, std::string* error);
+  // `websocket` (may be null: raw bytes): the tunnel carries WebSocket frames; the relay follows their headers.
+  uint64_t Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error);
   // Asks the relay thread to close relay `id` with `reason`; false when no such relay is active.
   bool RequestClose(uint64_t id, Reason reason);
+  // End of the shutdown grace: a WebSocket relay ends the frame in progress each way (at most 0.5 s), writes a
+  // Close 1001 each way (masked to the upstream), FINs, and reads what comes until both peers closed (at most
+  // 1 s); it then ends with kShutdown. A raw relay, or one whose framing is lost, is closed at once as
+  // RequestClose(id, kShutdown). False when no such relay is active.
+  bool RequestGoingAway(uint64_t id);
   bool Stats(uint64_t id, RelayStats* out);
   size_t Active();
   // Most pipes the pool may hold at once (free + in use); above it a direction copies through a small buffer.

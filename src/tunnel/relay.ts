@@ -87,6 +87,12 @@ export class Tunnel {
     }
   }
 
+  /** Bytes each way relayed before this relay took over (a SpliceTunnel falling back): the frames start there. */
+  relayedBefore(up: Buffer | null, down: Buffer | null): void {
+    if (up !== null) this.#framesUp?.feed(up);
+    if (down !== null) this.#framesDown?.feed(down);
+  }
+
   /**
    * Starts relaying. `clientRest`/`upstreamRest`: bytes already read from either side past the handshake,
    * delivered first (peeking never loses a byte).

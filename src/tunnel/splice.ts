@@ -72,12 +72,17 @@ export class SpliceTunnel {
   #doneDown = 0;
   #reported = false;
   #clock: TunnelClock;
+  /** WebSocket tunnels: the leftovers each way (the first bytes of each frame stream), until the hand-over. */
+  readonly #websocket: boolean;
+  #seen: { up: Buffer | null; down: Buffer | null } = { up: null, down: null };
 
-  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
+  /** `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames. */
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false) {
     this.client = client;
     this.upstream = upstream;
     this.#timeouts = timeouts;
     this.#onClose = onClose;
+    this.#websocket = websocket;
     this.startedAt = Date.now();
     this.#clock = new TunnelClock(timeouts, this.startedAt);
   }
@@ -136,6 +141,7 @@ export class SpliceTunnel {
     const toClient = concatBytes(upstreamRest, drainReadable(upstream));
     this.#restUp = toUpstream?.length ?? 0;
     this.#restDown = toClient?.length ?? 0;
+    if (this.#websocket) this.#seen = { up: toUpstream, down: toClient };
     let pending = 1;
     const flushed = (): void => {
       if (--pending === 0) this.#handOver();
@@ -177,8 +183,9 @@ export class SpliceTunnel {
         addon.close(a);
         throw err;
       }
-      // spliceStart owns both dups from here, also when it throws
-      id = addon.spliceStart(a, b, this.#timeouts.idle, this.#onNativeEnd);
+      // spliceStart owns both dups from here, also when it throws; a WebSocket relay follows the frames from
+      // where the leftovers left them
+      id = addon.spliceStart(a, b, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
     } catch {
       // EMFILE and the like: the JS relay still works, the sockets are untouched
       this.#fallBack();
@@ -187,6 +194,7 @@ export class SpliceTunnel {
     this.#id = id;
     this.#phase = 'native';
     this.#wentNative = true;
+    this.#seen = { up: null, down: null };
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
     for (const s of [client, upstream]) {
@@ -214,11 +222,20 @@ export class SpliceTunnel {
       }
     }
     const timeouts = this.#timeouts;
-    this.#fallback = new Tunnel(client, upstream, timeouts, (t) => {
-      this.closedBy = t.closedBy;
-      this.#phase = 'closed';
-      this.#report();
-    });
+    this.#fallback = new Tunnel(
+      client,
+      upstream,
+      timeouts,
+      (t) => {
+        this.closedBy = t.closedBy;
+        this.#phase = 'closed';
+        this.#report();
+      },
+      this.#websocket,
+    );
+    // its frame trackers start where the leftovers left the frame streams
+    this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
+    this.#seen = { up: null, down: null };
     // leftovers were already written: they are counted here and not replayed
     this.#fallback.bytesUp = this.#restUp;
     this.#fallback.bytesDown = this.#restDown;
@@ -250,13 +267,16 @@ export class SpliceTunnel {
   }
 
   /**
-   * End of the shutdown grace. On the relay thread the bytes never pass through this process, so where one
-   * WebSocket frame ends is unknown and no Close frame can be put between two: the relay closes both sockets
-   * (the peers see 1006). A tunnel that fell back to the JS relay is closed by it.
+   * End of the shutdown grace. A WebSocket tunnel on the relay thread gets a Close 1001 each way there, between
+   * two frames (the relay follows the frame headers; see RelayEngine::RequestGoingAway in src/native/relay.h),
+   * and ends within 1.5 s; a raw one (L4) is closed (its peers see a FIN or a reset, as before). A tunnel that
+   * fell back to the JS relay, which does the same, is closed by it.
    */
   shutdown(): void {
-    if (this.#fallback !== undefined) this.#fallback.shutdown();
-    else this.close('shutdown');
+    if (this.#fallback !== undefined) return this.#fallback.shutdown();
+    if (!this.#websocket || this.#phase !== 'native' || this.closedBy !== undefined) return this.close('shutdown');
+    // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
+    if (native()?.spliceGoingAway(this.#id) === true) this.closedBy = 'shutdown';
   }
 
   /** Ends the tunnel once; the owner's onClose runs when the relay has closed both fds (with final counts). */

@@ -1,6 +1,6 @@
 // The tunnel relay over real loopback sockets: bytes both ways, half-close, backpressure, resets, timeouts.
 // One suite over a relay factory: the JS relay and the splice relay (when the addon is built; also with its pipe
-// pool's cap at 0, so every byte takes the user-space copy path), each with
+// pool's cap at 0, so every byte takes the user-space copy path, and with WebSocket framing on), each with
 // net.Socket legs and with NativeSocket legs (src/native/io.ts), run the very same cases (STYLE.md 13).
 import { test as nodeTest, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,6 +65,19 @@ const RELAYS: Relay[] = [
       assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
       native()?.setPipeCap(0);
       return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!));
+    },
+    holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
+  },
+  {
+    // a WebSocket tunnel's relay follows frame headers (PumpFramed); the cases' bytes are not frames, so this
+    // runs its reads up to the first header it refuses, then its raw path (framing lost): the same contract
+    name: 'splice relay, WebSocket framing on',
+    skip: nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`,
+    legs: 'net',
+    make: (c, u, timeouts, onClose) => {
+      assert.ok(canSplice(c, u), 'both legs are plain TCP with empty JS buffers');
+      native()?.setPipeCap(DEFAULT_PIPE_CAP);
+      return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!), true);
     },
     holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
   },
