@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
 import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js';
+import { resolveFastcgiRoot } from './fastcgi.js';
 import { isPlainObject } from '../core/util.js';
 
 export type ConfigError = {
@@ -482,6 +483,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
             },
           },
     ),
+    routes: config.routes.map((r) => resolveFastcgiRoot(r, baseDir)),
   };
 }
 

@@ -5,12 +5,13 @@ import type { ClosedBy } from '../core/socket.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { Exchange } from '../handlers/forward.js';
+import type { ClientExchange } from '../handlers/client-exchange.js';
 import type { RequestHead } from '../wire/http-head.js';
 import { SpliceTunnel } from '../tunnel/splice.js';
 import type { Tunnel } from '../tunnel/relay.js';
 
 /** A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). */
-export function logExchange(log: Logger, ex: Exchange, status: number, err: ProxyError | undefined): void {
+export function logExchange(log: Logger, ex: ClientExchange, status: number, err: ProxyError | undefined): void {
   log.info(
     {
       mode: 'http',

@@ -9,6 +9,8 @@ import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import type { Config } from '../config/schema.js';
 import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, type ErrorCode } from '../core/errors.js';
 import { Exchange, type ClientSide } from '../handlers/forward.js';
+import { FastcgiExchange } from '../handlers/fastcgi.js';
+import type { ClientExchange } from '../handlers/client-exchange.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from '../wire/http-head.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
@@ -17,7 +19,7 @@ import { checkPolicies, type PolicyClient } from '../route/policy/index.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { Refusal, RouteLimits } from '../route/policy/route-limits.js';
 import type { LimitStore } from '../route/policy/store.js';
-import { listenerHost, type ForwardDecision, type RequestVars, type Router, type TunnelDecision } from '../route/router.js';
+import { listenerHost, type FastcgiDecision, type ForwardDecision, type RequestVars, type Router, type TunnelDecision } from '../route/router.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import { logExchange, logRejected } from './access-log.js';
@@ -94,7 +96,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #state: State = 'head';
   /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
   #buf: Buffer | null = null;
-  #ex: Exchange | null = null;
+  #ex: ClientExchange | null = null;
   #tunnel: UpgradedTunnel | null = null;
   readonly remoteAddr: string;
   #proxied: ProxiedEnds | undefined;
@@ -292,6 +294,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       case 'tunnel':
         this.#forward(d, head);
         return;
+      case 'fastcgi':
+        this.#fastcgi(d, head);
+        return;
       default:
         // a Decision kind without a case here does not compile (router.ts Decision says how to add one)
         unhandledDecision(d);
@@ -307,11 +312,37 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
+    this.#setVars(head);
+    this.#run(new Exchange(this, head, route, pool, d.kind === 'tunnel'));
+  }
+
+  /** FastCGI decisions: the script run by the route's FastCGI pool (handlers/fastcgi.ts). */
+  #fastcgi(d: FastcgiDecision, head: RequestHead): void {
+    const pool = this.ctx.pools.get(d.upstream);
+    if (pool === undefined) {
+      this.#reject('INTERNAL', `route ${d.route.name} names a missing upstream`, head);
+      return;
+    }
+    // CONTENT_LENGTH must be known before the script starts (nginx buffers such a body; Portico streams)
+    if (head.bodyKind === 'chunked') {
+      this.#reject('CLIENT_LENGTH_REQUIRED', 'chunked request body on a FastCGI route', head);
+      return;
+    }
+    if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
+    this.#setVars(head);
+    this.#run(new FastcgiExchange(this, head, d, pool));
+  }
+
+  /** The request's template variables ($host, $remote_addr...), set before its handler runs. */
+  #setVars(head: RequestHead): void {
     const host = head.host !== undefined && head.host !== '' ? head.host : listenerHost(this.#proxied?.destination?.address ?? this.socket.localAddress);
     const trustedPeer = this.ctx.router.forwarding.trusts(this.remoteAddr);
     this.vars = { remoteAddr: this.remoteAddr, host, scheme: this.#listener.scheme, requestUri: head.target, serverPort: this.#listener.port, trustedPeer };
-    if (!head.keepAlive) this.#closeAfter = true;
-    const ex = new Exchange(this, head, route, pool, d.kind === 'tunnel');
+  }
+
+  /** Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first. */
+  #run(ex: ClientExchange): void {
+    if (!ex.head.keepAlive) this.#closeAfter = true;
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -338,7 +369,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     else this.socket.resume();
   }
 
-  exchangeDone(ex: Exchange, clientReusable: boolean): void {
+  exchangeDone(ex: ClientExchange, clientReusable: boolean): void {
     if (this.#ex !== ex) return;
     this.#ex = null;
     this.#bodyPaused = false;
@@ -366,12 +397,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#log = null;
   }
 
-  exchangeFailed(ex: Exchange, err: ProxyError): void {
+  exchangeFailed(ex: ClientExchange, err: ProxyError): void {
     if (this.#ex !== ex) return;
     this.#requestFailed(ex, err);
   }
 
-  #requestFailed(ex: Exchange, err: ProxyError): void {
+  #requestFailed(ex: ClientExchange, err: ProxyError): void {
     this.#ex = null;
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
@@ -507,7 +538,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
   }
 
-  #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
+  #accessLog(ex: ClientExchange, status: number, err: ProxyError | undefined): void {
     if (this.ctx.config.log.access) logExchange(this.log, ex, status, err);
   }
 

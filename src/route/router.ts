@@ -29,6 +29,7 @@ import type { Config, RouteConfig, TunnelConfig } from '../config/schema.js';
 import type { ErrorCode } from '../core/errors.js';
 import { RouterConfigError, compileHeaderTemplate, normaliseHost, validateHeaderTemplates, validateRouteMatches, type RequestVars } from '../config/route-rules.js';
 import { compileForwarding, type ForwardingPolicy } from './forwarding.js';
+import { parseParamTemplate, type FastcgiActionConfig, type TemplatePart } from '../config/fastcgi.js';
 
 
 export interface CompiledHeaderOps {
@@ -69,6 +70,37 @@ export interface TunnelDecision {
   readonly upstream: string;
 }
 
+/** A request on a fastcgi route: a script under `fastcgi.root` run by the route's FastCGI upstream (handlers/fastcgi.ts). */
+export interface FastcgiDecision {
+  readonly kind: 'fastcgi';
+  readonly route: CompiledRoute;
+  /** The upstream pool's name (the route's `fastcgi.upstream`). */
+  readonly upstream: string;
+  readonly fastcgi: CompiledFastcgi;
+}
+
+/** A fastcgi route's settings, compiled once (config/fastcgi.ts says what each means). */
+export interface CompiledFastcgi {
+  /** Absolute document root, without a trailing `/` (but `/` itself). */
+  readonly root: string;
+  readonly index: string;
+  /** split_path_info with its two groups, or null (the whole path is the script). */
+  readonly split: RegExp | null;
+  /** Extra params in config order: name and template. */
+  readonly params: ReadonlyArray<{ readonly name: string; readonly parts: readonly TemplatePart[] }>;
+}
+
+function compileFastcgi(f: FastcgiActionConfig): CompiledFastcgi {
+  const params = Object.entries(f.params).map(([name, value]) => {
+    const parts = parseParamTemplate(value);
+    // the schema refused bad templates already; a string here would be a schema/loader mismatch
+    if (typeof parts === 'string') throw new Error(`fastcgi param ${name}: ${parts}`);
+    return Object.freeze({ name, parts: Object.freeze(parts) });
+  });
+  const root = f.root.length > 1 ? f.root.replace(/\/+$/, '') : f.root;
+  return Object.freeze({ root, index: f.index, split: f.split_path_info === undefined ? null : new RegExp(f.split_path_info), params: Object.freeze(params) });
+}
+
 /** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
 export interface RejectDecision {
   readonly kind: 'reject';
@@ -85,7 +117,7 @@ export interface RejectDecision {
  * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
  * to every routed kind. No kind without something that produces it.
  */
-export type Decision = ForwardDecision | TunnelDecision | RejectDecision;
+export type Decision = ForwardDecision | TunnelDecision | FastcgiDecision | RejectDecision;
 
 /** A decision that names a route (every kind but reject): what policies and handlers get. */
 export type RoutedDecision = Exclude<Decision, RejectDecision>;
@@ -120,6 +152,11 @@ function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
   if (r.proxy !== undefined) {
     const upstream = r.proxy.upstream;
     return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze({ kind: 'tunnel', route, upstream }) };
+  }
+  if (r.fastcgi !== undefined) {
+    // a WebSocket handshake on a script route is a plain request to the script (FastCGI has no upgrade)
+    const d: FastcgiDecision = Object.freeze({ kind: 'fastcgi', route, upstream: r.fastcgi.upstream, fastcgi: compileFastcgi(r.fastcgi) });
+    return { request: d, handshake: d };
   }
   throw new Error(`route ${route.name} has no action`);
 }

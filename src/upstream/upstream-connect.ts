@@ -7,6 +7,7 @@ import type { ByteSocket } from '../core/socket.js';
 import { connectNative } from '../native/io.js';
 import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
 import type { Target } from './balancer.js';
+import { netAddress } from './target.js';
 import type { AcquireCallback, UpstreamClient } from './acquire-request.js';
 import { PooledSocket, type TargetSlot } from './target-slot.js';
 
@@ -25,7 +26,7 @@ export function connectTarget(
 ): PooledSocket {
   const { target } = slot;
   // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
-  const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+  const socket: ByteSocket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ ...netAddress(target), noDelay: true });
   const pooled = new PooledSocket(socket, slot, who?.key);
   let settled = false;
   let timer: NodeJS.Timeout | undefined;
