@@ -39,10 +39,12 @@ export interface PhpFpm {
   readonly socketPath: string | undefined;
   /** FPM's own log so far (master and workers' stderr). */
   log(): Promise<string>;
-  /** Stops the master (SIGQUIT = graceful; SIGTERM/SIGKILL = now) and waits for it to exit. */
+  /** Signals master and workers (SIGQUIT = graceful; SIGTERM/SIGKILL = now), waits for the master to exit, then kills what is left. */
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Established TCP connections FPM holds on its port now (TCP only). */
   connections(): Promise<number>;
+  /** The peer ports of those connections (which connections they are). */
+  connectionPeers(): Promise<number[]>;
 }
 
 function freePort(): Promise<number> {
@@ -74,18 +76,21 @@ async function accepting(addr: net.NetConnectOpts, child: ChildProcess, timeoutM
   throw new Error(`php-fpm did not accept within ${timeoutMs} ms`);
 }
 
-/** ESTABLISHED sockets whose local port is `port`, in /proc/net/tcp and tcp6 (FPM's side of each connection). */
-export async function establishedOn(port: number): Promise<number> {
-  let n = 0;
+/**
+ * ESTABLISHED sockets whose local port is `port`, in /proc/net/tcp and tcp6 (FPM's side of each connection):
+ * the peer port of each, i.e. which client connection it is.
+ */
+export async function establishedOn(port: number): Promise<number[]> {
+  const peers: number[] = [];
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     const text = await readFile(f, 'utf8').catch(() => '');
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/);
-      if (cols.length > 3 && cols[1].endsWith(`:${hex}`) && cols[3] === '01') n++;
+      if (cols.length > 3 && cols[1].endsWith(`:${hex}`) && cols[3] === '01') peers.push(parseInt(cols[2].slice(cols[2].lastIndexOf(':') + 1), 16));
     }
   }
-  return n;
+  return peers;
 }
 
 /**
@@ -120,7 +125,6 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
         ...(root ? ['user = nobody', 'group = nogroup', 'listen.owner = root', 'listen.mode = 0666'] : []),
         'pm = static',
         `pm.max_children = ${opts.children ?? 4}`,
-        'pm.status_path = /fpm-status',
         'catch_workers_output = no',
         'clear_env = yes',
         ...Object.entries(ini).map(([k, v]) => `php_admin_value[${k}] = ${v}`),
@@ -128,18 +132,28 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
       ].join('\n'),
     );
     const args = ['-n', '-F', '-y', conf, '-p', dir, ...(root ? ['-R'] : [])];
-    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // its own process group: the workers go with the master (a SIGKILLed master leaves them serving otherwise)
+    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     child.stderr?.on('data', (b: Buffer) => {
       if (stderr.length < 65536) stderr += b.toString();
     });
     const exited = once(child, 'exit');
+    const group = (signal: NodeJS.Signals): void => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // the group is gone already
+      }
+    };
     const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
+      if (child.exitCode === null && child.signalCode === null) {
+        group(signal);
+        const timer = setTimeout(() => group('SIGKILL'), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      group('SIGKILL'); // workers a master killed at once (SIGKILL) did not take down
     };
     t.after(() => stop('SIGKILL'));
     try {
@@ -155,7 +169,8 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
       socketPath,
       log,
       stop,
-      connections: () => establishedOn(port),
+      connections: async () => (await establishedOn(port)).length,
+      connectionPeers: () => establishedOn(port),
     };
   }
   throw lastError;
