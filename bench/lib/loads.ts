@@ -121,9 +121,9 @@ async function runToExit(cmd: string, args: string[], limitS: number, watch: Wat
 }
 
 /** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
-export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined, urlPath: string = HTTP_PATH): Promise<LoadResult> {
   const script = path.join(FIXTURES, 'wrk-report.lua');
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
+  const url = `http://127.0.0.1:${port}${urlPath}`;
   const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
   const line = /^WRK_JSON (\{.*\})$/m.exec(out)?.[1];
