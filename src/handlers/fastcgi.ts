@@ -37,6 +37,7 @@ const FASTCGI_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft:
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const CRLF = Buffer.from('\r\n', 'latin1');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
 const kOwner = Symbol('portico.fastcgi');
 /** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
@@ -134,6 +135,12 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
         }
         this.#script = r.script;
         this.#phase = 'connecting';
+        // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
+        // (FPM never sends interim responses; nginx answers 100 itself too)
+        if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
+          this.bytesOut += CONTINUE.length;
+          this.#client.socket.write(CONTINUE);
+        }
         super.start();
       },
       (err: unknown) => this.#fail(new ProxyError('INTERNAL', `script lookup failed: ${String(err)}`)),

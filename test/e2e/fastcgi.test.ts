@@ -118,6 +118,20 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
     assert.equal(j.sha256, createHash('sha256').update(data).digest('hex'));
   });
 
+  await t.test('Expect: 100-continue: Portico answers 100 once the script is found, then the body goes to FPM', async () => {
+    const c = net.connect(portico.httpPort, '127.0.0.1');
+    c.on('error', () => {});
+    t.after(() => c.destroy());
+    let got = '';
+    c.on('data', (b: Buffer) => (got += b.toString('latin1')));
+    c.write('POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    await until('the interim 100 Continue', () => got, (g) => g.startsWith('HTTP/1.1 100 Continue\r\n\r\n'));
+    c.write('hello');
+    await once(c, 'close');
+    assert.match(got, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.match(got, /"bodyLength":5/);
+  });
+
   await t.test('PATH_INFO from split_path_info', async () => {
     const r = await request(`${base}/env.php/extra/info?q=1`);
     const j = JSON.parse(r.body.toString()) as { server: Record<string, string> };
