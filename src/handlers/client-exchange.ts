@@ -7,6 +7,8 @@ import type { Target } from '../upstream/balancer.js';
 import type { RequestHead } from '../wire/http-head.js';
 
 export interface ClientExchange {
+  /** The access log's `mode` of the request. */
+  readonly mode: 'http' | 'fastcgi';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly startedAt: number;

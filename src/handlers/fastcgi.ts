@@ -48,6 +48,7 @@ type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
 export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink {
+  readonly mode = 'fastcgi';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly startedAt: number;

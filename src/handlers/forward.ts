@@ -69,6 +69,7 @@ const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'l
  * and retrying before the request reached a target is UpstreamAttempt's loop (start()).
  */
 export class Exchange extends UpstreamAttempt implements ClientExchange {
+  readonly mode = 'http';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly tunnel: boolean;

@@ -14,7 +14,7 @@ import type { Tunnel } from '../tunnel/relay.js';
 export function logExchange(log: Logger, ex: ClientExchange, status: number, err: ProxyError | undefined): void {
   log.info(
     {
-      mode: 'http',
+      mode: ex.mode,
       route: ex.route.name,
       upstream: ex.target?.id,
       method: ex.head.method,

@@ -166,6 +166,9 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
     assert.equal(r.status, 500);
     const line = await portico.waitForLog((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('Call to undefined function undefined_function_portico_test'));
     assert.equal(line.path, '/fatal.php');
+    const access = await portico.waitForLog((l) => l.msg === 'request' && l.path === '/fatal.php');
+    assert.equal(access.mode, 'fastcgi');
+    assert.equal(access.status, 500);
   });
 
   await t.test('a missing script is a 404 from Portico; paths out of root are refused', async () => {
