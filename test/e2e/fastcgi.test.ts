@@ -247,6 +247,25 @@ test('a client that aborts mid-upload leaves no FPM connection behind', { timeou
   assert.equal(r.status, 200, 'FPM serves the next request');
 });
 
+test('a client that stalls mid-body gets 408 (timeouts.body) and the FPM connection is closed', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  const config = phpConfig(fpm.target, { keepalive: { max_idle: 0 } }) as ConfigInput & { timeouts?: unknown };
+  config.timeouts = { body: '1s' };
+  const portico = await startPortico(t, config);
+  const c = net.connect(portico.httpPort, '127.0.0.1');
+  c.on('error', () => {});
+  t.after(() => c.destroy());
+  let got = '';
+  c.on('data', (b: Buffer) => (got += b.toString('latin1')));
+  await once(c, 'connect');
+  c.write('POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly part of it');
+  await until('FPM has the request', () => fpm.connections(), (n) => n === 1);
+  await once(c, 'close');
+  assert.match(got, /^HTTP\/1\.1 408 /);
+  await until('FPM connection closed', () => fpm.connections(), (n) => n === 0);
+});
+
 test('the fastcgi health probe (FCGI_GET_VALUES) passes against php-fpm and fails against an HTTP server', { timeout: 30_000 }, async (t) => {
   const fpm = await fpmOrSkip(t, { children: 1 });
   if (fpm === undefined) return;
