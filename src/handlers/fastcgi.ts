@@ -39,6 +39,15 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
+/**
+ * Per target (this worker): requests sent on a connection the pool opened for them that have no response byte
+ * yet. php-fpm gives each connection a worker process for as long as it stays open, idle kept-alive ones too, so
+ * a new connection beyond its pm.max_children waits in its listen queue until some connection closes. While
+ * such a request may be waiting there, a finished connection is closed instead of kept, which frees its worker
+ * for the queued one (without it, idle pooled connections could hold every worker until their idle timeout).
+ */
+const freshWaiting = new WeakMap<Target, number>();
+
 const kOwner = Symbol('portico.fastcgi');
 /** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
 type OwnedSocket = ByteSocket & { [kOwner]?: FastcgiExchange | null };
@@ -84,6 +93,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #clientPausedUpstream = false;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
+  /** This request counts in freshWaiting (see there) for this target. */
+  #fresh: Target | null = null;
   // stderr
   #errLine: Buffer | null = null;
   #errLines = 0;
@@ -155,6 +166,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#phase = 'waiting';
     this.#stdoutBytes = 0;
     this.#reader = new RecordReader(REQUEST_ID, this);
+    if (!reused) {
+      const t = this.target!;
+      this.#fresh = t;
+      freshWaiting.set(t, (freshWaiting.get(t) ?? 0) + 1);
+    }
     const s = this.#client.upstreamClient;
     const params = buildParams(this.head, this.#script!, this.#fcgi, {
       vars: this.#client.vars,
@@ -247,6 +263,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   stdout(data: Buffer): void {
     if (this.#finished) return;
     this.#stdoutBytes += data.length;
+    this.#answered();
     if (this.#phase === 'body') {
       this.#relayBody(data, undefined);
       return;
@@ -266,6 +283,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   }
 
   stderr(data: Buffer): void {
+    this.#answered(); // a worker runs the request
     let from = 0;
     for (;;) {
       const lf = data.indexOf(0x0a, from);
@@ -400,13 +418,23 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
   }
 
+  /** This request no longer waits for a first response byte on a fresh connection (see freshWaiting). */
+  #answered(): void {
+    const t = this.#fresh;
+    if (t === null) return;
+    this.#fresh = null;
+    freshWaiting.set(t, (freshWaiting.get(t) ?? 1) - 1);
+  }
+
   #finishResponse(): void {
     this.#phase = 'done';
     this.#finished = true;
     this.deadline = 0;
+    this.#answered();
     const up = this.#detachUpstream();
-    // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body
-    const reusable = this.#keepConn && this.requestComplete && !up.destroyed && up.readable && up.writable;
+    // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
+    // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
+    const reusable = this.#keepConn && this.requestComplete && (freshWaiting.get(this.target!) ?? 0) === 0 && !up.destroyed && up.readable && up.writable;
     this.pool.release(this.target!, up, reusable);
     this.target!.active--;
     if (this.#framing === 'close') this.#closeClient = true;
@@ -458,6 +486,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
    */
   #upstreamGone(err: ProxyError): void {
     if (this.#finished) return;
+    this.#answered();
     this.#detachUpstream().destroy();
     if (this.#phase === 'waiting' && this.#stdoutBytes === 0 && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
       const target = this.target!;
@@ -510,6 +539,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   abort(_err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#answered();
     this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {
@@ -522,6 +552,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (this.#finished) return;
     this.#finished = true;
     this.#phase = 'done';
+    this.#answered();
     this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
     if (this.target !== null) {

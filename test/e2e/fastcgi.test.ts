@@ -217,6 +217,17 @@ test('PHP-FPM stopped -> 502; slow -> 504 (response_headers)', { timeout: 60_000
   assert.equal(down.status, 502);
 });
 
+test('more concurrent requests than FPM workers (default max_connections): idle kept-alive connections never starve them', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  // default max_connections (512): 8 requests open 8 connections, 6 of them wait in FPM's listen queue
+  const portico = await startPortico(t, phpConfig(fpm.target, { timeouts: { response_headers: '10s' } }));
+  const all = await Promise.all(Array.from({ length: 8 }, () => request(`http://127.0.0.1:${portico.httpPort}/slow.php?ms=200`, { timeoutMs: 30_000 })));
+  assert.deepEqual(all.map((r) => r.status), Array(8).fill(200), 'a connection kept idle would hold an FPM worker while queued ones wait (504)');
+  const again = await request(`http://127.0.0.1:${portico.httpPort}/index.php`);
+  assert.equal(again.status, 200);
+});
+
 test('PHP-FPM on a unix socket (unix: target)', { timeout: 60_000 }, async (t) => {
   const fpm = await fpmOrSkip(t, { listen: 'unix', children: 2 });
   if (fpm === undefined) return;
