@@ -65,7 +65,7 @@ function nginxConf(port: number, fpmPort: number): string {
     '  access_log off; client_body_temp_path tmp_body; fastcgi_temp_path tmp_fastcgi; proxy_temp_path tmp_proxy; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;',
     `  upstream php { server 127.0.0.1:${fpmPort}; keepalive ${children}; }`,
     `  server { listen 127.0.0.1:${port}; root ${DOCROOT};`,
-    '    location ~ \\.php$ { fastcgi_pass php; fastcgi_keep_conn on; fastcgi_index index.php; include fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; }',
+    '    location ~ \\.php$ { fastcgi_pass php; fastcgi_keep_conn on; fastcgi_index index.php; include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; }',
     '  }',
     '}',
     '',
