@@ -46,7 +46,13 @@ const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
  * such a request may be waiting there, a finished connection is closed instead of kept, which frees its worker
  * for the queued one (without it, idle pooled connections could hold every worker until their idle timeout).
  */
-const freshWaiting = new WeakMap<Target, number>();
+const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
+/**
+ * A fresh connection's request without an answer after this long may be in FPM's listen queue (a worker answers
+ * within a few ms otherwise): only then are finished connections closed instead of kept. A shorter wait does not
+ * count, or under saturation every release would close its connection and reuse would never come back.
+ */
+const QUEUED_SUSPECT_MS = 100;
 
 const kOwner = Symbol('portico.fastcgi');
 /** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
@@ -93,8 +99,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #clientPausedUpstream = false;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
-  /** This request counts in freshWaiting (see there) for this target. */
+  /** This request counts in freshWaiting (see there) for this target, since #sentAt. */
   #fresh: Target | null = null;
+  #sentAt = 0;
   // stderr
   #errLine: Buffer | null = null;
   #errLines = 0;
@@ -169,7 +176,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (!reused) {
       const t = this.target!;
       this.#fresh = t;
-      freshWaiting.set(t, (freshWaiting.get(t) ?? 0) + 1);
+      this.#sentAt = Date.now();
+      let set = freshWaiting.get(t);
+      if (set === undefined) freshWaiting.set(t, (set = new Set()));
+      set.add(this);
     }
     const s = this.#client.upstreamClient;
     const params = buildParams(this.head, this.#script!, this.#fcgi, {
@@ -423,7 +433,15 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const t = this.#fresh;
     if (t === null) return;
     this.#fresh = null;
-    freshWaiting.set(t, (freshWaiting.get(t) ?? 1) - 1);
+    freshWaiting.get(t)?.delete(this);
+  }
+
+  /** Some request on a fresh connection to `t` has waited long enough to be in FPM's listen queue. */
+  static #queuedSuspect(t: Target, now: number): boolean {
+    const set = freshWaiting.get(t);
+    if (set === undefined || set.size === 0) return false;
+    for (const ex of set) if (now - ex.#sentAt >= QUEUED_SUSPECT_MS) return true;
+    return false;
   }
 
   #finishResponse(): void {
@@ -434,7 +452,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const up = this.#detachUpstream();
     // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
     // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
-    const reusable = this.#keepConn && this.requestComplete && (freshWaiting.get(this.target!) ?? 0) === 0 && !up.destroyed && up.readable && up.writable;
+    const reusable = this.#keepConn && this.requestComplete && !FastcgiExchange.#queuedSuspect(this.target!, Date.now()) && !up.destroyed && up.readable && up.writable;
     this.pool.release(this.target!, up, reusable);
     this.target!.active--;
     if (this.#framing === 'close') this.#closeClient = true;
