@@ -85,7 +85,7 @@ export interface TargetHealthReport {
   draining: boolean;
   /** Active checks, run once for the whole instance by the primary; null when the upstream has none. */
   active: null | {
-    type: 'http' | 'tcp' | 'websocket';
+    type: 'http' | 'tcp' | 'websocket' | 'fastcgi';
     healthy: boolean;
     /** ISO time of the last finished probe; null before the first. */
     lastCheck: string | null;

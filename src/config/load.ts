@@ -14,6 +14,7 @@ import { validateHeaderTemplates, validateRouteMatches } from './route-rules.js'
 import { validateRedirects } from './redirect-target.js';
 import { foreignKeyHint, foreignValueHint } from './foreign-names.js';
 import { pemProblem, validityWarning } from './pem-check.js';
+import { resolveFastcgiRoot } from './fastcgi.js';
 import { isPlainObject } from '../core/util.js';
 import { acmeFiles, type AcmeConfig } from './acme.js';
 
@@ -614,7 +615,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
     upstreams: Object.fromEntries(
       Object.entries(config.upstreams).map(([name, u]) => [name, u.tls === undefined ? u : { ...u, tls: { ...u.tls, ca: abs(u.tls.ca), cert: abs(u.tls.cert), key: abs(u.tls.key) } }]),
     ),
-    routes: config.routes.map((r) => (r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } })),
+    routes: config.routes.map((r) => resolveFastcgiRoot(r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } }, baseDir)),
     log: config.log.access_file === undefined ? config.log : { ...config.log, access_file: path.resolve(baseDir, config.log.access_file) },
     listeners: config.listeners.map((l) =>
       l.tls === undefined

@@ -14,6 +14,7 @@ import { compressOptions } from './compress.js';
 import { corsPolicy } from './cors.js';
 import { httpsRedirect, redirectAction, returnAction } from './redirect.js';
 import { staticAction } from './static.js';
+import { checkFastcgiReferences, fastcgiAction, fastcgiUpstreams } from './fastcgi.js';
 
 import { DURATION_FORMS, MAX_DURATION_MS, SIZE_FORMS, duration, parseDuration, parseSize, positiveDuration, size } from './units.js';
 
@@ -41,6 +42,29 @@ const address = (what: string, allowPortZero = false) =>
     }
     return { address: v, host: a.host, port: a.port };
   });
+
+/** A target's `unix:/path`: a Unix domain socket (php-fpm's `listen = /run/php/php-fpm.sock`); host is the path, port 0. */
+export const UNIX_TARGET_PREFIX = 'unix:';
+/** sockaddr_un.sun_path holds 108 bytes, its terminating NUL included. */
+const MAX_UNIX_PATH = 107;
+
+/** A target address: "host:port", "[v6]:port", or "unix:/absolute/path". */
+const targetAddress = z.string().transform((v, ctx) => {
+  if (!v.startsWith(UNIX_TARGET_PREFIX)) {
+    const a = parseAddress(v);
+    if (!a || a.port === 0) {
+      ctx.addIssue({ code: 'custom', message: `invalid target address ${JSON.stringify(v)} (expected host:port, [v6]:port or unix:/path/to.sock)` });
+      return z.NEVER;
+    }
+    return { address: v, host: a.host, port: a.port };
+  }
+  const p = v.slice(UNIX_TARGET_PREFIX.length);
+  if (!p.startsWith('/') || p.includes('\0') || Buffer.byteLength(p) > MAX_UNIX_PATH) {
+    ctx.addIssue({ code: 'custom', message: `invalid unix socket target ${JSON.stringify(v)} (expected unix:/absolute/path, at most ${MAX_UNIX_PATH} bytes)` });
+    return z.NEVER;
+  }
+  return { address: v, host: p, port: 0 };
+});
 
 const stringList = z.union([z.string(), z.array(z.string()).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v));
 
@@ -122,10 +146,10 @@ export interface StaticTarget {
 type TargetEntry = ({ readonly kind: 'static' } & StaticTarget) | ({ readonly kind: 'dns' } & StaticTarget) | { readonly kind: 'srv'; readonly name: string };
 
 const target = z.union([
-  address('target').transform((a): TargetEntry => ({ kind: 'static', ...a, weight: 1, backup: false })),
+  targetAddress.transform((a): TargetEntry => ({ kind: 'static', ...a, weight: 1, backup: false })),
   z
     .object({
-      address: address('target').optional(),
+      address: targetAddress.optional(),
       weight: z.number().int().min(0).max(1000).optional().describe('Share of new work relative to the other targets (default 1); 0 = drained: no new work, open tunnels stay.'),
       backup: z.boolean().optional().describe('Used only while every primary (non-backup) target is down or full (default false).'),
       resolve: z.boolean().optional().describe('The host is a DNS name resolved by the primary (A and/or AAAA, `resolver.family`) and re-resolved on its TTL: every address becomes a target on this port with this weight (default false: resolved by the OS at each connect, one target).'),
@@ -153,7 +177,9 @@ function checkTargetEntry(t: unknown, ctx: z.RefinementCtx): void {
     return;
   }
   const host = isPlainObject(t.address) ? t.address.host : undefined;
-  if (t.resolve === true && typeof host === 'string') {
+  if (t.resolve === true && isPlainObject(t.address) && t.address.port === 0) {
+    ctx.addIssue({ code: 'custom', path: ['resolve'], message: 'a unix: target has no name to resolve' });
+  } else if (t.resolve === true && typeof host === 'string') {
     const problem = checkDnsName(host);
     if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['address'], message: `resolve: ${problem}` });
   }
@@ -206,7 +232,7 @@ export function parseStatusRanges(input: string): Array<[number, number]> | unde
  */
 const healthActive = z
   .object({
-    type: z.enum(['http', 'tcp', 'websocket']).default('http').describe('http: a request over a fresh connection; tcp: connect only; websocket: an Upgrade handshake (101 + valid Sec-WebSocket-Accept), then a Close frame.'),
+    type: z.enum(['http', 'tcp', 'websocket', 'fastcgi']).default('http').describe('http: a request over a fresh connection; tcp: connect only; websocket: an Upgrade handshake (101 + valid Sec-WebSocket-Accept), then a Close frame; fastcgi: an FCGI_GET_VALUES query answered by a GET_VALUES_RESULT (for FastCGI upstreams such as php-fpm, which must never get HTTP).'),
     path: z.string().regex(/^\/[\x21-\x7e]*$/, 'path must start with / and contain no spaces or control characters').default('/healthz').describe('Request target of http and websocket probes (default /healthz).'),
     method: z.string().regex(HEADER_NAME, 'method must be an RFC 9110 token').default('GET').describe('http probes only (default GET).'),
     host: z.string().regex(/^[\x21-\x7e]+$/, 'host must be printable ASCII without spaces').optional().describe('Host header of http and websocket probes (default: the target\'s address as written).'),
@@ -415,6 +441,8 @@ const route = z
     cors: corsPolicy.optional(),
     /** Compress answers for clients that accept gzip or brotli (config/compress.ts; default off). */
     compress: compressOptions.optional(),
+    /** Run a script under `root` on a FastCGI upstream (PHP-FPM); see config/fastcgi.ts. */
+    fastcgi: fastcgiAction.optional(),
     request_headers: headerOps,
     response_headers: headerOps,
     tunnel: tunnel.optional(),
@@ -432,7 +460,7 @@ const route = z
  * FastCGI, redirect...) adds its key here, its schema beside the route's, its Decision in route/router.ts
  * (routeDecisions) and its handler (CONTRIBUTING.md).
  */
-export const ROUTE_ACTIONS = ['proxy', 'static', 'redirect', 'return'] as const;
+export const ROUTE_ACTIONS = ['proxy', 'fastcgi', 'static', 'redirect', 'return'] as const;
 
 function checkRouteAction(route: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainObject(route)) return;
@@ -711,6 +739,7 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
       if (isPlainObject(l) && l.https_redirect === true && !hasTls) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'https_redirect'], message: 'https_redirect: true needs a TLS listener to send clients to (or give the https port as a number)' });
     });
   }
+  if (Array.isArray(c.routes) && upstreams !== undefined) checkFastcgiReferences(c.routes, upstreams, ctx);
   if (Array.isArray(c.listeners) && upstreams !== undefined) checkL4References(c.listeners, upstreams, Array.isArray(c.routes) ? c.routes : [], ctx);
   const taken: { at: string; endpoint: Endpoint }[] = [];
   const claim = (endpoint: Endpoint | undefined, at: string, path: (string | number)[]): void => {
@@ -730,7 +759,7 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
  * takes a fresh connection and keeps it for good, so it must never meet a kept-alive HTTP socket.
  */
 function checkL4References(listeners: unknown[], upstreams: Record<string, unknown>, routes: unknown[], ctx: z.RefinementCtx): void {
-  const routed = new Set<string>();
+  const routed = fastcgiUpstreams(routes);
   for (const r of routes) {
     const name = isPlainObject(r) && isPlainObject(r.proxy) ? r.proxy.upstream : undefined;
     if (typeof name === 'string') routed.add(name);

@@ -15,6 +15,7 @@ export const ERROR_CODES = [
   'CLIENT_METHOD_NOT_ALLOWED', // CONNECT and other methods a reverse proxy refuses -> 405
   'CLIENT_RATE_LIMITED', // a route's rate limit refused the request -> 429 with Retry-After
   'CLIENT_SEND_TIMEOUT', // the client took no bytes of an answer for the route's send_timeout (logs only: cut)
+  'CLIENT_LENGTH_REQUIRED', // a chunked body where the handler needs its length first (FastCGI CONTENT_LENGTH) -> 411
   // routing
   'ROUTE_NOT_FOUND', // -> 404
   // upstream side
@@ -88,6 +89,8 @@ export function statusOf(code: ErrorCode): number {
       return 405;
     case 'CLIENT_RATE_LIMITED':
       return 429;
+    case 'CLIENT_LENGTH_REQUIRED':
+      return 411;
     case 'ROUTE_NOT_FOUND':
       return 404;
     case 'UPSTREAM_UNAVAILABLE':
@@ -111,7 +114,7 @@ export function statusOf(code: ErrorCode): number {
 }
 
 const REASONS: Record<number, string> = {
-  400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 408: 'Request Timeout',
+  400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 408: 'Request Timeout', 411: 'Length Required',
   413: 'Content Too Large', 414: 'URI Too Long', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
   500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
   505: 'HTTP Version Not Supported',

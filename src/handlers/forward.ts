@@ -11,6 +11,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
+import type { ClientExchange } from './client-exchange.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -39,9 +40,9 @@ export interface ClientSide {
   /** Pause/resume reading the client on behalf of this exchange (request-body backpressure). */
   setBodyPaused(paused: boolean): void;
   /** The exchange finished: the response was fully written. `clientReusable`: keep-alive may continue. */
-  exchangeDone(ex: Exchange, clientReusable: boolean): void;
+  exchangeDone(ex: ClientExchange, clientReusable: boolean): void;
   /** The exchange failed; `responseStarted` tells whether a canned response may still be written. */
-  exchangeFailed(ex: Exchange, err: ProxyError): void;
+  exchangeFailed(ex: ClientExchange, err: ProxyError): void;
   /**
    * The upstream answered 101: the owner turns the connection into a tunnel with these sockets. `res`: the
    * upstream's 101 (with `holdUpgrade` set, it was not written to the client: a terminated WebSocket answers itself).
@@ -73,7 +74,8 @@ const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'l
  * socket events; reports back exactly once through ClientSide (done, failed or upgraded). Picking, acquiring
  * and retrying before the request reached a target is UpstreamAttempt's loop (start()).
  */
-export class Exchange extends UpstreamAttempt {
+export class Exchange extends UpstreamAttempt implements ClientExchange {
+  readonly mode = 'http';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly tunnel: boolean;

@@ -7,6 +7,7 @@ import type { ClosedBy } from '../core/socket.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
 import type { LineWriter } from '../core/line-writer.js';
 import type { Exchange } from '../handlers/forward.js';
+import type { ClientExchange } from '../handlers/client-exchange.js';
 import type { RequestHead } from '../wire/http-head.js';
 import { realClient } from '../route/forwarding.js';
 import { SpliceTunnel } from '../tunnel/splice.js';
@@ -23,6 +24,25 @@ export interface AccessClient {
 export function logAnswer(log: Logger, mode: string, route: string | undefined, head: RequestHead, status: number, bytesOut: number, startedAt: number, err?: ProxyError): void {
   log.info(
     { mode, route, method: head.method, path: head.target, status, bytesOut, durationMs: Date.now() - startedAt, err: err === undefined ? undefined : { code: err.code, message: err.message } },
+    'request',
+  );
+}
+
+/** A request run by another handler than forward (FastCGI): its line through the logger, with the same fields. */
+export function logClientExchange(log: Logger, ex: ClientExchange, status: number, err: ProxyError | undefined): void {
+  log.info(
+    {
+      mode: ex.mode,
+      route: ex.route.name,
+      upstream: ex.target?.id,
+      method: ex.head.method,
+      path: ex.head.target,
+      status,
+      bytesIn: ex.bytesIn,
+      bytesOut: ex.bytesOut,
+      durationMs: Date.now() - ex.startedAt,
+      err: err === undefined ? undefined : { code: err.code, message: err.message },
+    },
     'request',
   );
 }

@@ -9,6 +9,8 @@ import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import type { Config } from '../config/schema.js';
 import { ProxyError, cannedResponse, rateLimitedResponse, statusOf, withFields, type ErrorCode } from '../core/errors.js';
 import { Exchange, type ClientSide } from '../handlers/forward.js';
+import { FastcgiExchange } from '../handlers/fastcgi.js';
+import type { ClientExchange } from '../handlers/client-exchange.js';
 import { parseRequestHead, type HeadLimits, type RequestHead } from '../wire/http-head.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
@@ -17,13 +19,13 @@ import { checkPolicies, type PolicyClient } from '../route/policy/index.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { Refusal, RouteLimits } from '../route/policy/route-limits.js';
 import type { LimitStore } from '../route/policy/store.js';
-import { listenerHost, type CompiledRoute, type ForwardDecision, type RequestVars, type Router, type StaticDecision, type TerminateDecision, type TunnelDecision } from '../route/router.js';
+import { listenerHost, type CompiledRoute, type FastcgiDecision, type ForwardDecision, type RequestVars, type Router, type StaticDecision, type TerminateDecision, type TunnelDecision } from '../route/router.js';
 import { httpsRedirectAnswer, preflightAnswer, redirectAnswer, returnAnswer, type FixedAnswer } from '../handlers/fixed.js';
 import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js';
 import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logAnswer, type AccessLog } from './access-log.js';
+import { logAnswer, logClientExchange, type AccessLog } from './access-log.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
@@ -113,7 +115,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #state: State = 'head';
   /** Unparsed bytes: a head in progress, or pipelined requests waiting for the current response. */
   #buf: Buffer | null = null;
-  #ex: Exchange | null = null;
+  #ex: ClientExchange | null = null;
   /** An answer Portico writes itself over time (a static file), instead of an exchange. */
   #job: ReplyJob | null = null;
   /** The request body of a local answer is not read: its bytes are dropped and the connection closes after. */
@@ -371,6 +373,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
         this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, ex: null };
         this.#forward(d, head);
         return;
+      case 'fastcgi':
+        this.#fastcgi(d, head);
+        return;
       default:
         // a Decision kind without a case here does not compile (router.ts Decision says how to add one)
         unhandledDecision(d);
@@ -387,9 +392,31 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
     this.#setVars(head);
-    if (!head.keepAlive) this.#closeAfter = true;
     const ex = new Exchange(this, head, route, pool, d.kind !== 'forward');
     if (d.kind === 'terminate') ex.holdUpgrade = true;
+    this.#run(ex);
+  }
+
+  /** FastCGI decisions: the script run by the route's FastCGI pool (handlers/fastcgi.ts). */
+  #fastcgi(d: FastcgiDecision, head: RequestHead): void {
+    const pool = this.ctx.pools.get(d.upstream);
+    if (pool === undefined) {
+      this.#reject('INTERNAL', `route ${d.route.name} names a missing upstream`, head);
+      return;
+    }
+    // CONTENT_LENGTH must be known before the script starts (nginx buffers such a body; Portico streams)
+    if (head.bodyKind === 'chunked') {
+      this.#reject('CLIENT_LENGTH_REQUIRED', 'chunked request body on a FastCGI route', head);
+      return;
+    }
+    if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
+    this.#setVars(head);
+    this.#run(new FastcgiExchange(this, head, d, pool));
+  }
+
+  /** Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first. */
+  #run(ex: ClientExchange): void {
+    if (!ex.head.keepAlive) this.#closeAfter = true;
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -494,7 +521,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     else this.socket.resume();
   }
 
-  exchangeDone(ex: Exchange, clientReusable: boolean): void {
+  exchangeDone(ex: ClientExchange, clientReusable: boolean): void {
     if (this.#ex !== ex) return;
     this.#ex = null;
     this.#bodyPaused = false;
@@ -543,12 +570,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#log = null;
   }
 
-  exchangeFailed(ex: Exchange, err: ProxyError): void {
+  exchangeFailed(ex: ClientExchange, err: ProxyError): void {
     if (this.#ex !== ex) return;
     this.#requestFailed(ex, err);
   }
 
-  #requestFailed(ex: Exchange, err: ProxyError): void {
+  #requestFailed(ex: ClientExchange, err: ProxyError): void {
     this.#ex = null;
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
@@ -765,13 +792,15 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   }
 
   /** The exchange's latencies and its target's response, for the histograms (core/metrics.ts exchange()). */
-  #observe(ex: Exchange, status: number): void {
+  #observe(ex: ClientExchange, status: number): void {
+    if (!(ex instanceof Exchange)) return;
     const target = ex.target ?? ex.lastTarget;
     this.ctx.metrics.exchange(ex.route.name, ex.pool.name, target?.id, status, performance.now() - ex.startedHr, ex.connectMs, ex.reusedSocket, ex.firstByteMs);
   }
 
-  #accessLog(ex: Exchange, status: number, err: ProxyError | undefined): void {
-    this.ctx.accessLog?.request(this, ex, this.vars.requestId, status, err);
+  #accessLog(ex: ClientExchange, status: number, err: ProxyError | undefined): void {
+    if (ex instanceof Exchange) this.ctx.accessLog?.request(this, ex, this.vars.requestId, status, err);
+    else if (this.ctx.config.log.access) logClientExchange(this.log, ex, status, err);
   }
 
   /** Deadline checks, once per sweep. */

@@ -36,6 +36,7 @@ import { CorsPolicy } from './policy/cors.js';
 export type StaticConfig = NonNullable<RouteConfig['static']>;
 /** A route's compression options (config/compress.ts). */
 export type CompressConfig = NonNullable<RouteConfig['compress']>;
+import { parseParamTemplate, type FastcgiActionConfig, type TemplatePart } from '../config/fastcgi.js';
 
 
 export interface CompiledHeaderOps {
@@ -120,6 +121,37 @@ export interface TerminateDecision {
   readonly websocket: WebsocketConfig;
 }
 
+/** A request on a fastcgi route: a script under `fastcgi.root` run by the route's FastCGI upstream (handlers/fastcgi.ts). */
+export interface FastcgiDecision {
+  readonly kind: 'fastcgi';
+  readonly route: CompiledRoute;
+  /** The upstream pool's name (the route's `fastcgi.upstream`). */
+  readonly upstream: string;
+  readonly fastcgi: CompiledFastcgi;
+}
+
+/** A fastcgi route's settings, compiled once (config/fastcgi.ts says what each means). */
+export interface CompiledFastcgi {
+  /** Absolute document root, without a trailing `/` (but `/` itself). */
+  readonly root: string;
+  readonly index: string;
+  /** split_path_info with its two groups, or null (the whole path is the script). */
+  readonly split: RegExp | null;
+  /** Extra params in config order: name and template. */
+  readonly params: ReadonlyArray<{ readonly name: string; readonly parts: readonly TemplatePart[] }>;
+}
+
+function compileFastcgi(f: FastcgiActionConfig): CompiledFastcgi {
+  const params = Object.entries(f.params).map(([name, value]) => {
+    const parts = parseParamTemplate(value);
+    // the schema refused bad templates already; a string here would be a schema/loader mismatch
+    if (typeof parts === 'string') throw new Error(`fastcgi param ${name}: ${parts}`);
+    return Object.freeze({ name, parts: Object.freeze(parts) });
+  });
+  const root = f.root.length > 1 ? f.root.replace(/\/+$/, '') : f.root;
+  return Object.freeze({ root, index: f.index, split: f.split_path_info === undefined ? null : new RegExp(f.split_path_info), params: Object.freeze(params) });
+}
+
 /** No handler runs: a canned response with the code's status (core/errors.ts); `reason` goes to the access log. */
 export interface RejectDecision {
   readonly kind: 'reject';
@@ -136,7 +168,7 @@ export interface RejectDecision {
  * whose `never` default does not compile until every kind has one. Policies (route/policy/) apply to it as
  * to every routed kind. No kind without something that produces it.
  */
-export type Decision = ForwardDecision | TunnelDecision | TerminateDecision | StaticDecision | RedirectDecision | ReturnDecision | RejectDecision;
+export type Decision = ForwardDecision | TunnelDecision | TerminateDecision | FastcgiDecision | StaticDecision | RedirectDecision | ReturnDecision | RejectDecision;
 
 /** A decision that names a route (every kind but reject): what policies and handlers get. */
 export type RoutedDecision = Exclude<Decision, RejectDecision>;
@@ -173,6 +205,11 @@ function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
     const ws = r.websocket;
     const handshake: RoutedDecision = ws?.mode === 'terminate' ? { kind: 'terminate', route, upstream, websocket: ws } : { kind: 'tunnel', route, upstream };
     return { request: Object.freeze({ kind: 'forward', route, upstream }), handshake: Object.freeze(handshake) };
+  }
+  if (r.fastcgi !== undefined) {
+    // a WebSocket handshake on a script route is a plain request to the script (FastCGI has no upgrade)
+    const d: FastcgiDecision = Object.freeze({ kind: 'fastcgi', route, upstream: r.fastcgi.upstream, fastcgi: compileFastcgi(r.fastcgi) });
+    return { request: d, handshake: d };
   }
   let d: RoutedDecision | undefined;
   if (r.static !== undefined) d = Object.freeze({ kind: 'static', route, site: r.static });

@@ -9,6 +9,8 @@ import { buildProxyV1, buildProxyV2Local } from '../wire/proxy-protocol.js';
 import type { ActiveHealthConfig } from '../config/schema.js';
 import type { Logger } from '../core/log.js';
 import type { UpstreamTls } from './upstream-tls.js';
+import { netAddress } from './target.js';
+import { encodeGetValues, readManagementReply } from '../wire/fastcgi.js';
 
 /** Where a probe goes: the target's address as written in config, and what it resolves to. */
 export interface ProbeTarget {
@@ -31,7 +33,7 @@ export function probeProxyHeader(version: 'off' | 'v1' | 'v2'): Buffer | undefin
 
 /** A TCP connection to the target with its PROXY header (if any) queued as the first bytes, then TLS if the upstream has it. */
 function probeConnect(target: ProbeTarget): Socket {
-  const socket = connect({ host: target.host, port: target.port });
+  const socket = connect(netAddress(target));
   if (target.proxyHeader !== undefined) socket.write(target.proxyHeader);
   return target.tls === undefined ? socket : target.tls.wrap(socket, target);
 }
@@ -68,6 +70,8 @@ export function probe(target: ProbeTarget, cfg: ActiveHealthConfig, signal?: Abo
       return probeHttp(target, cfg, signal);
     case 'websocket':
       return probeWebSocket(target, cfg, signal);
+    case 'fastcgi':
+      return probeFastcgi(target, cfg.timeout, signal);
     default: {
       const never: never = cfg.type;
       return Promise.resolve(fail(`unknown check type ${String(never)}`));
@@ -106,6 +110,27 @@ function probeTcp(target: ProbeTarget, timeoutMs: number, signal?: AbortSignal):
     const socket = probeConnect(target);
     socket.on('error', (err) => settle(fail(errorReason(err))));
     socket.once(target.tls === undefined ? 'connect' : 'secureConnect', () => settle(OK));
+    return () => socket.destroy();
+  });
+}
+
+/** FCGI_GET_VALUES (request id 0, no script run): a FastCGI application that answers it is up. */
+const FCGI_PROBE = encodeGetValues(['FCGI_MPXS_CONNS']);
+
+function probeFastcgi(target: ProbeTarget, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+  return bounded(timeoutMs, signal, (settle) => {
+    const socket = probeConnect(target);
+    let buf: Buffer = Buffer.alloc(0);
+    socket.on('error', (err) => settle(fail(errorReason(err))));
+    socket.once('connect', () => socket.write(FCGI_PROBE));
+    socket.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      const r = readManagementReply(buf);
+      if (r.kind === 'ok') settle(OK);
+      else if (r.kind === 'error') settle(fail(`FastCGI: ${r.reason}`));
+      else if (buf.length > 70_000) settle(fail('FastCGI: reply too long'));
+    });
+    socket.on('end', () => settle(fail('FastCGI: closed before answering FCGI_GET_VALUES')));
     return () => socket.destroy();
   });
 }

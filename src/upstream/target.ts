@@ -43,3 +43,8 @@ export type BalanceSpec =
   | { readonly policy: 'hash'; readonly key: string }
   | { readonly policy: 'cookie'; readonly name: string; readonly fallback: 'round_robin' | 'least_conn'; readonly secret?: string };
 
+
+/** What node:net connect() takes for a target: a Unix socket path (`unix:/path` targets: host is the path, port 0) or host and port. */
+export function netAddress(t: { readonly host: string; readonly port: number }): { path: string } | { host: string; port: number } {
+  return t.port === 0 && t.host.startsWith('/') ? { path: t.host } : { host: t.host, port: t.port };
+}

@@ -9,6 +9,7 @@ import { connectNative } from '../native/io.js';
 import { ProxyError, connectError, type ErrorCode } from '../core/errors.js';
 import type { Target } from './balancer.js';
 import type { UpstreamTls } from './upstream-tls.js';
+import { netAddress } from './target.js';
 import type { AcquireCallback, UpstreamClient } from './acquire-request.js';
 import { PooledSocket, type TargetSlot } from './target-slot.js';
 
@@ -31,12 +32,12 @@ export function connectTarget(
   let socket: ByteSocket;
   if (secure !== undefined) {
     // TLS is Node's: a node:net socket under it, the PROXY header queued first so that it precedes the ClientHello
-    const raw = connect({ host: target.host, port: target.port, noDelay: true });
+    const raw = connect({ ...netAddress(target), noDelay: true });
     if (header !== undefined) raw.write(header);
     socket = secure.wrap(raw, target);
   } else {
     // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
-    socket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ host: target.host, port: target.port, noDelay: true });
+    socket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ ...netAddress(target), noDelay: true });
   }
   const ready = secure !== undefined ? 'secureConnect' : 'connect';
   const pooled = new PooledSocket(socket, slot, who?.key);

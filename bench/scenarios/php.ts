@@ -1,0 +1,137 @@
+// PHP "hello" through Portico's fastcgi route vs nginx `fastcgi_pass` to the same php-fpm: req/s and the proxy's
+// CPU per request, interleaved rounds, medians. Both proxies keep FastCGI connections alive (nginx
+// `fastcgi_keep_conn on` + upstream `keepalive`; Portico FCGI_KEEP_CONN, max_connections = the FPM children).
+// Not a test: it prints figures. Run: `npm run bench:php -- [--rounds 3] [--duration 5] [--quick]`. Needs wrk,
+// curl, nginx and php-fpm.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { readArgs } from '../lib/args.js';
+import { runWrk, type LoadResult } from '../lib/loads.js';
+import { ROOT } from '../lib/paths.js';
+import { benchmarkMain, choosePinning, freePort, pinned, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Spawned } from '../lib/procs.js';
+import { median } from '../lib/stats.js';
+import { launchPortico, startNginx } from '../peers/targets.js';
+
+const USAGE = `usage: npm run bench:php -- [options]
+  --rounds N      rounds; each runs nginx and Portico once, the order alternating (default 3)
+  --duration S    seconds per timed run (default 5)
+  --connections N wrk connections (default 32)
+  --children N    php-fpm workers (pm static) = FastCGI connections each proxy keeps (default 4)
+  --quick         smoke run: defaults --rounds 1 --duration 2 (flags given win)
+  --no-pin        do not pin processes to CPUs
+  --keep-tmp      keep the temp folder with generated configs and logs`;
+
+const a = readArgs(process.argv.slice(2), { rounds: 'string', duration: 'string', connections: 'string', children: 'string', quick: 'boolean', 'no-pin': 'boolean', 'keep-tmp': 'boolean' }, USAGE);
+const quick = a.has('quick');
+const rounds = a.int('rounds', quick ? 1 : 3, 1, 100);
+const durationS = a.num('duration', quick ? 2 : 5, 1, 3600);
+const connections = a.int('connections', 32, 1, 10_000);
+const children = a.int('children', 4, 1, 256);
+const pinning = choosePinning(!a.has('no-pin'), os.availableParallelism());
+const PROXY_CPU = pinning.enabled ? pinning.proxyCpu : undefined;
+const CLIENT_CPU = pinning.enabled ? pinning.clientCpu : undefined;
+const DOCROOT = path.join(ROOT, 'test', 'fixtures', 'php');
+const SCRIPT = '/index.php';
+const BODY = 'hello from php\n';
+const FPM_BINARIES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3'];
+
+/** php-fpm in the foreground (its workers are its children, stopped with it), pinned with the client: it is the backend. */
+async function startFpm(scope: BenchmarkScope): Promise<{ proc: Spawned; port: number; label: string }> {
+  const bin = FPM_BINARIES.find((b) => versionOf(b, ['-v']) !== undefined);
+  if (bin === undefined) throw new Error('php-fpm is not installed');
+  const dir = path.join(scope.tmp, 'fpm');
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const root = process.getuid?.() === 0;
+  const conf = path.join(dir, 'php-fpm.conf');
+  writeFileSync(
+    conf,
+    ['[global]', `error_log = ${dir}/fpm.log`, `pid = ${dir}/fpm.pid`, 'daemonize = no', '[www]', `listen = 127.0.0.1:${port}`, 'listen.backlog = 4096',
+      ...(root ? ['user = nobody', 'group = nogroup'] : []), 'pm = static', `pm.max_children = ${children}`, 'pm.max_requests = 0', 'php_admin_value[display_errors] = Off', ''].join('\n'),
+  );
+  const [cmd, args] = pinned(CLIENT_CPU, bin, ['-n', '-F', '-y', conf, '-p', dir, ...(root ? ['-R'] : [])]);
+  const proc = spawnProcess(cmd, args);
+  scope.started.push(proc);
+  await waitForPort('127.0.0.1', port, 10_000, proc);
+  return { proc, port, label: `${(versionOf(bin, ['-v']) ?? bin).split('\n')[0]}, pm static ${children} workers, opcache off (-n)` };
+}
+
+function nginxConf(port: number, fpmPort: number): string {
+  return [
+    'worker_processes 1; pid nginx.pid; events { worker_connections 4096; }',
+    'http {',
+    '  access_log off; client_body_temp_path tmp_body; fastcgi_temp_path tmp_fastcgi; proxy_temp_path tmp_proxy; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;',
+    `  upstream php { server 127.0.0.1:${fpmPort}; keepalive ${children}; }`,
+    `  server { listen 127.0.0.1:${port}; root ${DOCROOT};`,
+    '    location ~ \\.php$ { fastcgi_pass php; fastcgi_keep_conn on; fastcgi_index index.php; include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; }',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** One GET through the proxy with curl: 200 and the script's body, before anything is timed. */
+function check(port: number): void {
+  const r = spawnSync('curl', ['-sS', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${SCRIPT}`], { encoding: 'utf8', timeout: 10_000 });
+  const cut = r.stdout.lastIndexOf('\n');
+  if (r.status !== 0 || r.stdout.slice(cut + 1) !== '200' || r.stdout.slice(0, cut) !== BODY) throw new Error(`GET ${SCRIPT} on ${port}: ${r.stderr.trim() || JSON.stringify(r.stdout.slice(0, 200))}`);
+}
+
+function proxyCpuUs(r: LoadResult): number {
+  return r.cpu.proxy.reduce((n, p) => n + p.cpuUs, 0);
+}
+
+async function bench(scope: BenchmarkScope): Promise<void> {
+  const fpm = await startFpm(scope);
+  const nginxPort = await freePort();
+  const nginx = await startNginx(path.join(scope.tmp, 'nginx'), nginxConf(nginxPort, fpm.port), nginxPort, PROXY_CPU);
+  scope.started.push(nginx);
+  const porticoPort = await freePort();
+  const yaml = [
+    'workers: 1',
+    `listeners: [{ address: 127.0.0.1:${porticoPort} }]`,
+    'upstreams:',
+    `  php: { targets: [127.0.0.1:${fpm.port}], max_connections: ${children}, keepalive: { max_idle: ${children} }, queue: { size: 4096, timeout: 30s } }`,
+    'routes:',
+    `  - match: { path_regex: '\\.php$' }`,
+    `    fastcgi: { upstream: php, root: ${DOCROOT}, index: index.php }`,
+    'log: { level: warn, access: false }',
+    'timeouts: { shutdown_grace: 2s }',
+    '',
+  ].join('\n');
+  const portico = await launchPortico(path.join(scope.tmp, 'portico'), yaml, [porticoPort], PROXY_CPU);
+  if (portico.proc !== undefined) scope.started.push(portico.proc);
+  if (portico.error !== undefined || portico.proc === undefined) throw new Error(`Portico: ${portico.error ?? 'not started'}`);
+  check(nginxPort);
+  check(porticoPort);
+  const targets = { nginx: { port: nginxPort, pid: nginx.pid }, portico: { port: porticoPort, pid: portico.proc.pid } };
+  console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds`);
+  console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}; Portico 1 worker`);
+  console.log(`pinning: ${pinning.enabled ? 'proxies on CPU 0, wrk and php-fpm on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+  const rows = { nginx: [] as Array<{ rate: number; us: number }>, portico: [] as Array<{ rate: number; us: number }> };
+  // warm-up: JIT, FPM workers, pooled connections
+  for (const t of Object.values(targets)) await runWrk(t.port, connections, 1, { proxy: t.pid, backend: [fpm.proc.pid] }, CLIENT_CPU, { path: SCRIPT });
+  for (let r = 0; r < rounds && !scope.stopped(); r++) {
+    const order = r % 2 === 0 ? (['nginx', 'portico'] as const) : (['portico', 'nginx'] as const);
+    for (const which of order) {
+      const t = targets[which];
+      const res = await runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [fpm.proc.pid] }, CLIENT_CPU, { path: SCRIPT });
+      const us = proxyCpuUs(res) / res.count;
+      rows[which].push({ rate: res.rate, us });
+      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req, ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
+    }
+  }
+  const n = median(rows.nginx.map((x) => x.rate));
+  const p = median(rows.portico.map((x) => x.rate));
+  const nUs = median(rows.nginx.map((x) => x.us));
+  const pUs = median(rows.portico.map((x) => x.us));
+  console.log(`\nmedian req/s: nginx ${Math.round(n).toLocaleString('en-US')}, Portico ${Math.round(p).toLocaleString('en-US')} (Portico/nginx ${(p / n).toFixed(2)}x)`);
+  console.log(`median proxy CPU-µs/req: nginx ${nUs.toFixed(1)}, Portico ${pUs.toFixed(1)} (Portico/nginx ${(pUs / nUs).toFixed(2)}x)`);
+  const paired = rows.portico.map((x, i) => x.rate / rows.nginx[i].rate);
+  console.log(`per-round Portico/nginx req/s: ${paired.map((x) => x.toFixed(2)).join(', ')}; load average at end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  await stopTree(fpm.proc);
+}
+
+benchmarkMain('php-bench', a.has('keep-tmp'), bench);

@@ -1,0 +1,41 @@
+// What the client connection (http/connection.ts) drives, whatever handler answers the request: an HTTP forward
+// (forward.ts) or a FastCGI request (fastcgi.ts). The connection feeds it body bytes, relays drain, checks its
+// deadlines and logs it; the handler reports back through ClientSide. Types only.
+import type { ProxyError } from '../core/errors.js';
+import type { CompiledRoute } from '../route/router.js';
+import type { Target } from '../upstream/balancer.js';
+import type { RequestHead } from '../wire/http-head.js';
+
+export interface ClientExchange {
+  /** The access log's `mode` of the request. */
+  readonly mode: 'http' | 'fastcgi';
+  readonly head: RequestHead;
+  readonly route: CompiledRoute;
+  readonly startedAt: number;
+  /** The response status (0 until a head was sent). */
+  readonly status: number;
+  /** Bytes sent upstream (request head or params included). */
+  readonly bytesIn: number;
+  /** Bytes written to the client (head included). */
+  readonly bytesOut: number;
+  /** Something of the response reached the client: a canned error is no longer possible. */
+  readonly responseStarted: boolean;
+  /** The target of the attempt in progress (for the log); null between attempts. */
+  readonly target: Target | null;
+  /** The request body was read whole. */
+  readonly requestComplete: boolean;
+  /** Why the last clientData() returned -1. */
+  readonly bodyError: ProxyError;
+  /** Starts the work (pick a target, connect...). */
+  start(): void;
+  /** Body bytes of chunk[start..]: how many belong to this request, or -1 when refused (see bodyError). */
+  clientData(chunk: Buffer, start: number): number;
+  /** The client socket drained: resume reading the upstream. */
+  clientDrained(): void;
+  /** Progress was seen at `now` (the sweep calls it when bytes moved). */
+  touch(now: number): void;
+  /** Timeouts, checked by the connection's sweep. */
+  checkDeadline(now: number): void;
+  /** The client went away or the connection is torn down: drop the upstream side. */
+  abort(err: ProxyError): void;
+}

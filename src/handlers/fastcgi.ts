@@ -1,0 +1,583 @@
+// One request run by a FastCGI application (PHP-FPM): resolve the script under root (404 without asking FPM
+// when there is none), borrow a pooled connection of the route's upstream, send BEGIN_REQUEST + PARAMS, stream
+// the request body as STDIN records, read STDOUT (CGI head, then the body streamed back: Content-Length as the
+// script gave it, else chunked to HTTP/1.1 clients or close-delimited), STDERR lines to the log, and
+// END_REQUEST. FCGI_KEEP_CONN keeps the connection for the pool. It borrows the client socket from its ClientSide
+// and never closes it; it owns the upstream socket between acquire and release.
+import type { ByteSocket } from '../core/socket.js';
+import type { Logger } from '../core/log.js';
+import { ProxyError, type ErrorCode } from '../core/errors.js';
+import { FCGI_REQUEST_COMPLETE, RecordReader, encodeBeginRequest, encodeParams, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
+import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
+import type { RequestHead, ResponseHead } from '../wire/http-head.js';
+import type { CompiledFastcgi, CompiledRoute, FastcgiDecision } from '../route/router.js';
+import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
+import type { Target } from '../upstream/balancer.js';
+import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
+import { buildResponseHead } from './rewrite.js';
+import type { ClientExchange } from './client-exchange.js';
+import type { ClientSide } from './forward.js';
+import { buildParams } from './fastcgi-params.js';
+import { resolveScript, type Script } from './fastcgi-script.js';
+
+/** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
+export interface FastcgiClient extends ClientSide {
+  readonly log: Logger;
+}
+
+/** One request per connection at a time, so every request has id 1 (FCGI_MPXS_CONNS is not used). */
+const REQUEST_ID = 1;
+/** The CGI head an application writes before its body: bounded like an upstream's HTTP response head. */
+const CGI_HEAD_LIMITS = Object.freeze({ headerSize: 64 * 1024, headers: 200 });
+/** STDERR: a line is cut at this length, and at most this many lines are logged per request (the rest counted). */
+const STDERR_LINE_MAX = 2048;
+const STDERR_LINES_MAX = 32;
+/** Retries as HTTP forwards have them (attempt.ts): within retries.max and the upstream's budget. */
+const FASTCGI_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error' });
+const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const CRLF = Buffer.from('\r\n', 'latin1');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+
+/**
+ * Per target (this worker): requests sent on a connection the pool opened for them that have no response byte
+ * yet. php-fpm gives each connection a worker process for as long as it stays open, idle kept-alive ones too, so
+ * a new connection beyond its pm.max_children waits in its listen queue until some connection closes. While
+ * such a request may be waiting there, a finished connection is closed instead of kept, which frees its worker
+ * for the queued one (without it, idle pooled connections could hold every worker until their idle timeout).
+ */
+const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
+/**
+ * A fresh connection's request without an answer after this long may be in FPM's listen queue (a worker answers
+ * within a few ms otherwise): only then are finished connections closed instead of kept. A shorter wait does not
+ * count, or under saturation every release would close its connection and reuse would never come back.
+ */
+const QUEUED_SUSPECT_MS = 100;
+
+const kOwner = Symbol('portico.fastcgi');
+/** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
+type OwnedSocket = ByteSocket & { [kOwner]?: FastcgiExchange | null };
+
+type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
+/** How the response body goes to the client. */
+type Framing = 'none' | 'length' | 'chunked' | 'close';
+
+export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink {
+  readonly mode = 'fastcgi';
+  readonly head: RequestHead;
+  readonly route: CompiledRoute;
+  readonly startedAt: number;
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  responseStarted = false;
+  deadline = 0;
+  deadlineCode: ErrorCode = 'UPSTREAM_HEADERS_TIMEOUT';
+
+  readonly #client: FastcgiClient;
+  readonly #fcgi: CompiledFastcgi;
+  readonly #timeouts: { response_headers: number; idle: number };
+  readonly #keepConn: boolean;
+  #phase: Phase = 'script';
+  #finished = false;
+  #script: Script | null = null;
+  #upstream: ByteSocket | null = null;
+  #reused = false;
+  #reader: RecordReader | null = null;
+  // request body (Content-Length framed; a chunked body is refused before this exchange exists)
+  #reqRemaining: number;
+  #earlyBody: Buffer[] | null = null;
+  #upstreamPausedClient = false;
+  #bodyMark = -1;
+  #bodyMarkAt = 0;
+  #bodyWaitsOn: 'client' | 'upstream' | null = null;
+  // response
+  #resBuf: Buffer | null = null;
+  #framing: Framing = 'none';
+  #resRemaining = 0;
+  #closeClient = false;
+  #clientPausedUpstream = false;
+  /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
+  #stdoutBytes = 0;
+  /** This request counts in freshWaiting (see there) for this target, since #sentAt. */
+  #fresh: Target | null = null;
+  #sentAt = 0;
+  // stderr
+  #errLine: Buffer | null = null;
+  #errLines = 0;
+  #errDropped = 0;
+
+  constructor(client: FastcgiClient, head: RequestHead, d: FastcgiDecision, pool: UpstreamPool) {
+    super(pool, undefined, FASTCGI_RETRIES);
+    this.#client = client;
+    this.head = head;
+    this.route = d.route;
+    this.#fcgi = d.fastcgi;
+    this.startedAt = Date.now();
+    this.#timeouts = pool.config.timeouts;
+    this.#keepConn = pool.config.keepalive.max_idle > 0;
+    this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : 0;
+  }
+
+  get requestComplete(): boolean {
+    return this.#reqRemaining === 0;
+  }
+
+  get bodyError(): ProxyError {
+    return new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body');
+  }
+
+  protected get attemptOver(): boolean {
+    return this.#finished;
+  }
+
+  protected upstreamClient(): UpstreamClient | undefined {
+    return this.pool.sendsProxyHeader ? this.#client.upstreamClient : undefined;
+  }
+
+  protected giveUp(err: ProxyError): void {
+    this.#fail(err);
+  }
+
+  /** First call: find the script (no FPM for a missing one), then pick a target; later calls (retries) pick again. */
+  override start(fallback?: Target): void {
+    if (this.#script !== null) {
+      super.start(fallback);
+      return;
+    }
+    resolveScript(this.head.path, this.#fcgi).then(
+      (r) => {
+        if (this.#finished) return;
+        if (!r.ok) {
+          this.#fail(new ProxyError('ROUTE_NOT_FOUND', `${r.reason}: not sent to FastCGI`));
+          return;
+        }
+        this.#script = r.script;
+        this.#phase = 'connecting';
+        // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
+        // (FPM never sends interim responses; nginx answers 100 itself too)
+        if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
+          this.bytesOut += CONTINUE.length;
+          this.#client.socket.write(CONTINUE);
+        }
+        super.start();
+      },
+      (err: unknown) => this.#fail(new ProxyError('INTERNAL', `script lookup failed: ${String(err)}`)),
+    );
+  }
+
+  protected connected(socket: ByteSocket, reused: boolean): void {
+    this.#upstream = socket;
+    this.#reused = reused;
+    FastcgiExchange.#adopt(socket as OwnedSocket, this);
+    this.#phase = 'waiting';
+    this.#stdoutBytes = 0;
+    this.#reader = new RecordReader(REQUEST_ID, this);
+    if (!reused) {
+      const t = this.target!;
+      this.#fresh = t;
+      this.#sentAt = Date.now();
+      let set = freshWaiting.get(t);
+      if (set === undefined) freshWaiting.set(t, (set = new Set()));
+      set.add(this);
+    }
+    const s = this.#client.upstreamClient;
+    const params = buildParams(this.head, this.#script!, this.#fcgi, {
+      vars: this.#client.vars,
+      remotePort: s.source === undefined ? '' : String(s.source.port),
+      serverAddr: s.destination?.address.replace(/^::ffff:(?=\d+\.)/, '') ?? '',
+      forwarding: this.route.forwarding,
+    });
+    const begin = encodeBeginRequest(REQUEST_ID, this.#keepConn);
+    const encoded = encodeParams(REQUEST_ID, params);
+    this.bytesIn = begin.length + encoded.length;
+    socket.cork();
+    socket.write(begin);
+    let ok = socket.write(encoded);
+    const early = this.#earlyBody;
+    this.#earlyBody = null;
+    if (early !== null) for (const b of early) ok = this.#writeStdin(socket, b);
+    if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
+    socket.uncork();
+    this.#armHeadersDeadline();
+    if (!this.requestComplete) {
+      this.#upstreamPausedClient = !ok;
+      this.#client.setBodyPaused(!ok);
+    }
+  }
+
+  /** STDIN records for `data` (the empty one ends the stream); counts the bytes; false when the socket is full. */
+  #writeStdin(socket: ByteSocket, data: Buffer): boolean {
+    let ok = true;
+    for (const b of encodeStdin(REQUEST_ID, data)) {
+      this.bytesIn += b.length;
+      ok = socket.write(b);
+    }
+    return ok;
+  }
+
+  /** The response head is awaited once the whole body was sent: a slow upload is the client's time, not FPM's. */
+  #armHeadersDeadline(): void {
+    this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
+    this.deadline = this.requestComplete && this.#phase === 'waiting' && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+  }
+
+  clientData(chunk: Buffer, start: number): number {
+    if (this.#reqRemaining === 0) return 0;
+    const used = Math.min(this.#reqRemaining, chunk.length - start);
+    if (used <= 0) return 0;
+    this.#reqRemaining -= used;
+    // copied when kept: the caller may reuse its buffer; written at once otherwise
+    const part = start === 0 && used === chunk.length ? chunk : chunk.subarray(start, start + used);
+    const up = this.#upstream;
+    if (up === null || (this.#phase !== 'waiting' && this.#phase !== 'body')) {
+      (this.#earlyBody ??= []).push(Buffer.from(part));
+      if (this.#reqRemaining > 0) this.#client.setBodyPaused(true);
+      return used;
+    }
+    up.cork();
+    let ok = this.#writeStdin(up, part);
+    if (this.#reqRemaining === 0) ok = this.#writeStdin(up, Buffer.alloc(0));
+    up.uncork();
+    if (this.#reqRemaining === 0) this.#armHeadersDeadline();
+    else if (!ok && !this.#upstreamPausedClient) {
+      this.#upstreamPausedClient = true;
+      this.#client.setBodyPaused(true);
+    }
+    return used;
+  }
+
+  #onUpDrain(): void {
+    if (this.#upstreamPausedClient) {
+      this.#upstreamPausedClient = false;
+      this.#client.setBodyPaused(false);
+    }
+  }
+
+  clientDrained(): void {
+    if (this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = false;
+      this.#upstream?.resume();
+    }
+  }
+
+  #onUpData(chunk: Buffer): void {
+    const reader = this.#reader;
+    if (reader === null || this.#finished) return;
+    const problem = reader.push(chunk);
+    if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
+  }
+
+  // ---- RecordSink: what the reader found in the application's stream ----
+
+  stdout(data: Buffer): void {
+    if (this.#finished) return;
+    this.#stdoutBytes += data.length;
+    this.#answered();
+    if (this.#phase === 'body') {
+      this.#relayBody(data, undefined);
+      return;
+    }
+    const buf = this.#resBuf === null ? data : Buffer.concat([this.#resBuf, data]);
+    const r = parseCgiHead(buf, CGI_HEAD_LIMITS);
+    if (r.kind === 'more') {
+      this.#resBuf = buf;
+      return;
+    }
+    this.#resBuf = null;
+    if (r.kind === 'error') {
+      this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI response head: ${r.reason}`));
+      return;
+    }
+    this.#onResponseHead(r.head, buf.subarray(r.used));
+  }
+
+  stderr(data: Buffer): void {
+    this.#answered(); // a worker runs the request
+    let from = 0;
+    for (;;) {
+      const lf = data.indexOf(0x0a, from);
+      const end = lf < 0 ? data.length : lf;
+      if (end > from || lf >= 0) this.#errPart(data.subarray(from, end), lf >= 0);
+      if (lf < 0) return;
+      from = lf + 1;
+      if (from >= data.length) return;
+    }
+  }
+
+  /** Collects one line of STDERR (bounded) and logs it when complete. */
+  #errPart(part: Buffer, complete: boolean): void {
+    const have = this.#errLine?.length ?? 0;
+    if (have < STDERR_LINE_MAX && part.length > 0) {
+      const take = part.subarray(0, STDERR_LINE_MAX - have);
+      this.#errLine = this.#errLine === null ? Buffer.from(take) : Buffer.concat([this.#errLine, take]);
+    }
+    if (complete) this.#flushErr();
+  }
+
+  #flushErr(): void {
+    const line = this.#errLine;
+    this.#errLine = null;
+    if (line === null || line.length === 0) return;
+    if (this.#errLines >= STDERR_LINES_MAX) {
+      this.#errDropped++;
+      return;
+    }
+    this.#errLines++;
+    this.#client.log.warn({ route: this.route.name, upstream: this.target?.id, path: this.head.target, stderr: line.toString('utf8').replace(/\r$/, '') }, 'FastCGI stderr');
+  }
+
+  end(appStatus: number, protocolStatus: number): void {
+    this.#flushErr();
+    if (this.#errDropped > 0) this.#client.log.warn({ route: this.route.name, upstream: this.target?.id, dropped: this.#errDropped }, 'FastCGI stderr lines not logged');
+    if (this.#finished) return;
+    if (protocolStatus !== FCGI_REQUEST_COMPLETE) {
+      const code: ErrorCode = protocolStatus === 2 /* OVERLOADED */ ? 'UPSTREAM_UNAVAILABLE' : 'UPSTREAM_BAD_RESPONSE';
+      this.#fail(new ProxyError(code, `FastCGI request not completed: ${protocolStatusName(protocolStatus)} (app status ${appStatus})`));
+      return;
+    }
+    if (this.#phase !== 'body') {
+      this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', this.#stdoutBytes === 0 ? 'FastCGI application ended the request without a response' : 'FastCGI response head incomplete at FCGI_END_REQUEST'));
+      return;
+    }
+    if (this.#framing === 'length' && this.#resRemaining > 0) {
+      this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI body ended ${this.#resRemaining} bytes short of its Content-Length`));
+      return;
+    }
+    if (this.#framing === 'chunked') {
+      this.bytesOut += LAST_CHUNK.length;
+      this.#client.socket.write(LAST_CHUNK);
+    }
+    this.#finishResponse();
+  }
+
+  #onResponseHead(cgi: CgiHead, rest: Buffer): void {
+    this.status = cgi.status;
+    this.deadline = 0;
+    this.pool.reportStatus(this.target!, cgi.status); // passive health: 5xx counts when on_5xx is set
+    const noBody = this.head.method === 'HEAD' || cgi.status === 204 || cgi.status === 304;
+    const http10 = this.head.versionMinor === 0;
+    this.#framing = noBody ? 'none' : cgi.contentLength >= 0 ? 'length' : http10 ? 'close' : 'chunked';
+    this.#resRemaining = this.#framing === 'length' ? cgi.contentLength : 0;
+    // keep the client connection only when the response is delimited and the request was read whole
+    this.#closeClient = !this.head.keepAlive || this.#framing === 'close' || !this.requestComplete || this.#client.closing;
+    const res: ResponseHead = {
+      status: cgi.status,
+      reason: cgi.reason,
+      versionMinor: 1,
+      headers: cgi.headers,
+      // a HEAD or 304 answer keeps the length the script gave; 204 has none (RFC 9110 §8.6)
+      contentLength: cgi.status === 204 ? -1 : cgi.contentLength,
+      chunked: this.#framing === 'chunked',
+      bodyKind: this.#framing === 'length' ? 'length' : this.#framing === 'chunked' ? 'chunked' : this.#framing === 'close' ? 'close' : 'none',
+      keepAlive: true,
+      connection: [],
+      transferEncoding: this.#framing === 'chunked' ? 'chunked' : undefined,
+      upgrade: undefined,
+    };
+    const conn = this.#closeClient ? 'close' : http10 ? 'keep-alive' : '';
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
+    this.responseStarted = true;
+    this.#phase = 'body';
+    this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+    if (rest.length > 0 && this.#framing !== 'none') {
+      this.#relayBody(rest, headStr);
+      return;
+    }
+    this.bytesOut += headStr.length;
+    this.#client.socket.write(headStr, 'latin1');
+  }
+
+  /** Response body bytes, framed for the client; `head`, when given, leaves in the same write. */
+  #relayBody(data: Buffer, head: string | undefined): void {
+    if (this.#framing === 'none') return; // HEAD, 204, 304: a body the script printed anyway is dropped
+    let body = data;
+    if (this.#framing === 'length') {
+      if (this.#resRemaining === 0) {
+        this.#closeClient = true; // more than its Content-Length: the rest is dropped, the client connection not reused
+        return;
+      }
+      if (body.length > this.#resRemaining) {
+        body = body.subarray(0, this.#resRemaining);
+        this.#closeClient = true;
+      }
+      this.#resRemaining -= body.length;
+    }
+    const client = this.#client.socket;
+    const chunked = this.#framing === 'chunked';
+    const size = chunked ? `${body.length.toString(16)}\r\n` : '';
+    const prefix = (head ?? '') + size;
+    this.bytesOut += prefix.length + body.length + (chunked ? 2 : 0);
+    let ok: boolean;
+    if (prefix.length + body.length <= 16 * 1024) {
+      const out = Buffer.allocUnsafe(prefix.length + body.length + (chunked ? 2 : 0));
+      out.write(prefix, 0, 'latin1');
+      body.copy(out, prefix.length);
+      if (chunked) CRLF.copy(out, prefix.length + body.length);
+      ok = client.write(out);
+    } else {
+      client.cork();
+      if (prefix.length > 0) client.write(prefix, 'latin1');
+      ok = client.write(body);
+      if (chunked) ok = client.write(CRLF);
+      client.uncork();
+    }
+    if (!ok && !this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = true;
+      this.#upstream?.pause();
+    }
+  }
+
+  /** This request no longer waits for a first response byte on a fresh connection (see freshWaiting). */
+  #answered(): void {
+    const t = this.#fresh;
+    if (t === null) return;
+    this.#fresh = null;
+    freshWaiting.get(t)?.delete(this);
+  }
+
+  /** Some request on a fresh connection to `t` has waited long enough to be in FPM's listen queue. */
+  static #queuedSuspect(t: Target, now: number): boolean {
+    const set = freshWaiting.get(t);
+    if (set === undefined || set.size === 0) return false;
+    for (const ex of set) if (now - ex.#sentAt >= QUEUED_SUSPECT_MS) return true;
+    return false;
+  }
+
+  #finishResponse(): void {
+    this.#phase = 'done';
+    this.#finished = true;
+    this.deadline = 0;
+    this.#answered();
+    const up = this.#detachUpstream();
+    // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
+    // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
+    const reusable = this.#keepConn && this.requestComplete && !FastcgiExchange.#queuedSuspect(this.target!, Date.now()) && !up.destroyed && up.readable && up.writable;
+    this.pool.release(this.target!, up, reusable);
+    this.target!.active--;
+    if (this.#framing === 'close') this.#closeClient = true;
+    this.#client.exchangeDone(this, !this.#closeClient);
+  }
+
+  static #adopt(socket: OwnedSocket, ex: FastcgiExchange): void {
+    if (socket[kOwner] === undefined) {
+      socket.on('data', FastcgiExchange.#dispatchData);
+      socket.on('end', FastcgiExchange.#dispatchGone);
+      socket.on('error', FastcgiExchange.#dispatchError);
+      socket.on('close', FastcgiExchange.#dispatchGone);
+      socket.on('drain', FastcgiExchange.#dispatchDrain);
+    }
+    socket[kOwner] = ex;
+  }
+
+  static #dispatchData(this: OwnedSocket, chunk: Buffer): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpData(chunk);
+  }
+  static #dispatchGone(this: OwnedSocket): void {
+    const ex = this[kOwner];
+    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
+  }
+  static #dispatchError(this: OwnedSocket, err: Error): void {
+    const ex = this[kOwner];
+    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', `FastCGI socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+  }
+  static #dispatchDrain(this: OwnedSocket): void {
+    const ex = this[kOwner];
+    if (ex) ex.#onUpDrain();
+  }
+
+  #detachUpstream(): ByteSocket {
+    const up = this.#upstream!;
+    (up as OwnedSocket)[kOwner] = null;
+    if (this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = false;
+      up.resume();
+    }
+    this.#upstream = null;
+    return up;
+  }
+
+  /**
+   * The FastCGI connection died. A reused one that died before any STDOUT byte was most likely closed by FPM
+   * while idle (a keep-alive race): an idempotent request without a body is sent again (attempt.ts rules).
+   */
+  #upstreamGone(err: ProxyError): void {
+    if (this.#finished) return;
+    this.#answered();
+    this.#detachUpstream().destroy();
+    if (this.#phase === 'waiting' && this.#stdoutBytes === 0 && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
+      const target = this.target!;
+      const stale = this.#reused;
+      if (!stale) this.pool.reportFailure(target, err.code);
+      this.leaveTarget(err);
+      this.#reader = null;
+      this.#resBuf = null;
+      this.deadline = 0;
+      this.#phase = 'connecting';
+      this.start(stale ? target : undefined);
+      return;
+    }
+    this.#fail(err);
+  }
+
+  checkDeadline(now: number): void {
+    if (this.#finished) return;
+    if (this.#reqRemaining > 0 && this.#phase !== 'script' && this.#bodyStalled(now)) return;
+    if (this.deadline !== 0 && now >= this.deadline) {
+      this.#fail(new ProxyError(this.deadlineCode, this.deadlineCode === 'UPSTREAM_HEADERS_TIMEOUT' ? 'no response head from FastCGI in time' : 'FastCGI response stalled'));
+    }
+  }
+
+  /** The request body: the client gets timeouts.body between reads, an FPM that stopped reading it timeouts.idle. */
+  #bodyStalled(now: number): boolean {
+    const waitsOn = this.#upstreamPausedClient ? 'upstream' : this.#upstream === null ? null : 'client';
+    if (this.bytesIn !== this.#bodyMark || waitsOn !== this.#bodyWaitsOn) {
+      this.#bodyMark = this.bytesIn;
+      this.#bodyMarkAt = now;
+      this.#bodyWaitsOn = waitsOn;
+      return false;
+    }
+    if (waitsOn === null) return false;
+    const limit = waitsOn === 'client' ? this.#client.bodyTimeout : this.#timeouts.idle;
+    if (limit <= 0 || now - this.#bodyMarkAt < limit) return false;
+    this.#fail(
+      waitsOn === 'client'
+        ? new ProxyError('CLIENT_BODY_TIMEOUT', `no request body bytes from the client for ${limit}ms`)
+        : new ProxyError('UPSTREAM_IDLE_TIMEOUT', `FastCGI took no request body bytes for ${limit}ms`),
+    );
+    return true;
+  }
+
+  touch(now: number): void {
+    if (this.#phase === 'body' && this.#timeouts.idle > 0) this.deadline = now + this.#timeouts.idle;
+  }
+
+  /** The client left: the FastCGI connection is closed (FPM ends the request; nothing half-read is pooled). */
+  abort(_err: ProxyError): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#answered();
+    this.withdrawAcquire();
+    if (this.#upstream !== null) this.#detachUpstream().destroy();
+    if (this.target !== null) {
+      this.target.active--;
+      this.target = null;
+    }
+  }
+
+  #fail(err: ProxyError): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#phase = 'done';
+    this.#answered();
+    this.withdrawAcquire();
+    if (this.#upstream !== null) this.#detachUpstream().destroy();
+    if (this.target !== null) {
+      this.target.active--;
+      if (err.side === 'upstream') this.pool.reportFailure(this.target, err.code);
+    }
+    this.#client.exchangeFailed(this, err);
+  }
+}
+

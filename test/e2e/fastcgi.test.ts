@@ -1,0 +1,393 @@
+// fastcgi routes end to end: the real `portico start` in front of a real php-fpm (started by the test on
+// loopback TCP or a unix socket, test/helpers/php-fpm.ts), driven by Node's client and raw sockets. A scripted
+// FastCGI peer stands in for FPM where the test needs an application that misbehaves or must never be asked.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { request } from '../helpers/clients.js';
+import { needPeer } from '../helpers/peers.js';
+import { FIXTURES, SHARED_CONTRACT } from '../helpers/paths.js';
+import { hasPhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
+import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
+import { until } from '../helpers/until.js';
+import { probe } from '../../src/upstream/health.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+
+const DOCROOT = path.join(FIXTURES, 'php');
+
+function phpConfig(target: string, upstream: Record<string, unknown> = {}, tls = false): ConfigInput {
+  return {
+    workers: 1,
+    listeners: [tls ? tlsListener() : plainListener()],
+    upstreams: { php: { targets: [target], ...upstream } },
+    routes: [
+      { match: { path_regex: '\\.php(/|$)' }, fastcgi: { upstream: 'php', root: DOCROOT, split_path_info: '^(.+\\.php)(/.*)$', params: { APP_ENV: 'test-$fastcgi_script_name' } } },
+    ],
+  } as ConfigInput;
+}
+
+/** Raw HTTP exchange on a fresh socket: everything the server sent until it closed. */
+async function raw(port: number, text: string): Promise<string> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  s.write(text);
+  const parts: Buffer[] = [];
+  s.on('data', (b: Buffer) => parts.push(b));
+  await once(s, 'close');
+  return Buffer.concat(parts).toString('latin1');
+}
+
+
+function multipart(boundary: string, field: string, filename: string, data: Buffer): Buffer {
+  return Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${field}"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+    data,
+    Buffer.from(`\r\n--${boundary}--\r\n`),
+  ]);
+}
+
+async function fpmOrSkip(t: TestContext, opts: Parameters<typeof startPhpFpm>[1] = {}): Promise<PhpFpm | undefined> {
+  if (!needPeer(t, 'php-fpm', hasPhpFpm())) return undefined;
+  return startPhpFpm(t, opts);
+}
+
+test("the seed's PHP route (seed-php.yaml) serves its page through HTTPS", { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t);
+  if (fpm === undefined) return;
+  const seed = parse(readFileSync(path.join(SHARED_CONTRACT, 'seed-php.yaml'), 'utf8')) as { routes: Array<Record<string, unknown>> };
+  // the seed's fastcgi route as written (match, fastcgi); its root made absolute (the seed's folder) and its
+  // upstream moved to this test's FPM. Its other routes and `cors` belong to other parts of the seed.
+  const route = seed.routes.find((r) => r.fastcgi !== undefined) as { match: unknown; fastcgi: { upstream: string; root: string; index: string } };
+  const fastcgi = { ...route.fastcgi, root: path.resolve(SHARED_CONTRACT, route.fastcgi.root) };
+  const portico = await startPortico(t, { workers: 1, listeners: [tlsListener()], upstreams: { php: { targets: [fpm.target] } }, routes: [{ match: route.match, fastcgi }] } as ConfigInput);
+  const r = await request(`https://localhost:${portico.tlsPort}/index.php?x=1&y=2`, { method: 'POST', body: 'seed body', headers: { 'content-type': 'text/plain' } });
+  assert.equal(r.status, 200, r.body.toString());
+  assert.match(String(r.headers['content-type']), /application\/json/);
+  const j = JSON.parse(r.body.toString()) as Record<string, string>;
+  assert.equal(j.script, path.join(SHARED_CONTRACT, 'html', 'index.php'));
+  assert.equal(j.method, 'POST');
+  assert.equal(j.query, 'x=1&y=2');
+  assert.equal(j.body, 'seed body');
+  assert.equal(j.remote, '127.0.0.1');
+});
+
+test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and HTTP/1.0 bodies, stderr, fatal errors, 200 concurrent, keep-alive', { timeout: 180_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 4 });
+  if (fpm === undefined) return;
+  // one FPM child per pooled connection (an idle kept-alive connection holds its child): max_connections x workers <= pm.max_children
+  const portico = await startPortico(t, phpConfig(fpm.target, { max_connections: 4, queue: { size: 1000, timeout: '30s' } }));
+  const base = `http://127.0.0.1:${portico.httpPort}`;
+
+  await t.test('GET with a query: params as nginx fastcgi_params sets them', async () => {
+    const r = await request(`${base}/env.php?a=1&b=x%20y`, { headers: { 'x-custom': 'c', proxy: 'http://evil.test:1' } });
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal(r.headers['x-script'], 'env');
+    const j = JSON.parse(r.body.toString()) as { server: Record<string, string>; get: Record<string, string> };
+    assert.deepEqual(j.get, { a: '1', b: 'x y' });
+    assert.equal(j.server.SCRIPT_FILENAME, path.join(DOCROOT, 'env.php'));
+    assert.equal(j.server.SCRIPT_NAME, '/env.php');
+    assert.equal(j.server.DOCUMENT_ROOT, DOCROOT);
+    assert.equal(j.server.REQUEST_URI, '/env.php?a=1&b=x%20y');
+    assert.equal(j.server.REMOTE_ADDR, '127.0.0.1');
+    assert.equal(j.server.HTTP_X_CUSTOM, 'c');
+    assert.equal(j.server.HTTP_PROXY, undefined, 'httpoxy: the Proxy header never becomes HTTP_PROXY');
+    assert.equal(j.server.APP_ENV, 'test-/env.php', 'an extra param with a variable');
+  });
+
+  await t.test('POST form fields reach $_POST', async () => {
+    const r = await request(`${base}/env.php`, { method: 'POST', body: 'name=portico&n=42', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    assert.equal(r.status, 200);
+    const j = JSON.parse(r.body.toString()) as { post: Record<string, string> };
+    assert.deepEqual(j.post, { name: 'portico', n: '42' });
+  });
+
+  await t.test('a 10 MiB multipart upload arrives whole (sha256 compared)', async () => {
+    const data = randomBytes(10 * 1024 * 1024);
+    const boundary = 'portico' + randomBytes(8).toString('hex');
+    const r = await request(`${base}/upload.php`, { method: 'POST', body: multipart(boundary, 'file', 'big.bin', data), headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, timeoutMs: 60_000 });
+    assert.equal(r.status, 200, r.body.toString());
+    const j = JSON.parse(r.body.toString()) as { size: number; sha256: string };
+    assert.equal(j.size, data.length);
+    assert.equal(j.sha256, createHash('sha256').update(data).digest('hex'));
+  });
+
+  await t.test('Expect: 100-continue: Portico answers 100 once the script is found, then the body goes to FPM', async () => {
+    const c = net.connect(portico.httpPort, '127.0.0.1');
+    c.on('error', () => {});
+    t.after(() => c.destroy());
+    let got = '';
+    c.on('data', (b: Buffer) => (got += b.toString('latin1')));
+    c.write('POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    await until('the interim 100 Continue', () => got, (g) => g.startsWith('HTTP/1.1 100 Continue\r\n\r\n'));
+    c.write('hello');
+    await once(c, 'close');
+    assert.match(got, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.match(got, /"bodyLength":5/);
+  });
+
+  await t.test('PATH_INFO from split_path_info', async () => {
+    const r = await request(`${base}/env.php/extra/info?q=1`);
+    const j = JSON.parse(r.body.toString()) as { server: Record<string, string> };
+    assert.equal(j.server.SCRIPT_NAME, '/env.php');
+    assert.equal(j.server.PATH_INFO, '/extra/info');
+  });
+
+  await t.test('HEAD: the head only; a body without length is chunked to HTTP/1.1 and close-delimited to HTTP/1.0', async () => {
+    const head = await request(`${base}/status.php?kib=4`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.body.length, 0);
+    const r = await request(`${base}/status.php?kib=64&code=201`);
+    assert.equal(r.status, 201);
+    assert.equal(r.headers['transfer-encoding'], 'chunked');
+    assert.equal(r.body.length, 64 * 1024);
+    const old = await raw(portico.httpPort, 'GET /status.php?kib=2 HTTP/1.0\r\n\r\n');
+    const [h, body] = [old.slice(0, old.indexOf('\r\n\r\n')), old.slice(old.indexOf('\r\n\r\n') + 4)];
+    assert.match(h, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(h, /transfer-encoding/i);
+    assert.match(h, /connection: close/i);
+    assert.equal(body.length, 2048);
+    const redirect = await request(`${base}/status.php?location=/elsewhere`);
+    assert.equal(redirect.status, 302, 'Location without Status is a 302 (RFC 3875 §6.2.3)');
+    assert.equal(redirect.headers.location, '/elsewhere');
+  });
+
+  await t.test('stderr lines go to the log; a PHP fatal error is a 500 with its stderr line logged', async () => {
+    const ok = await request(`${base}/stderr.php`);
+    assert.equal(ok.status, 200);
+    await portico.waitForLog((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('portico-stderr-line-two'));
+    const r = await request(`${base}/fatal.php`);
+    assert.equal(r.status, 500);
+    const line = await portico.waitForLog((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('Call to undefined function undefined_function_portico_test'));
+    assert.equal(line.path, '/fatal.php');
+    const access = await portico.waitForLog((l) => l.msg === 'request' && l.path === '/fatal.php');
+    assert.equal(access.mode, 'fastcgi');
+    assert.equal(access.status, 500);
+  });
+
+  await t.test('a missing script is a 404 from Portico; paths out of root are refused', async () => {
+    for (const p of ['/nope.php', '/uploads/x.jpg/.php', '/uploads/x.jpg/x.php']) {
+      const r = await request(`${base}${p}`);
+      assert.equal(r.status, 404, p);
+      assert.equal(r.headers.server, 'portico', `${p}: answered by Portico, not FPM`);
+    }
+    for (const p of ['/../env.php', '/sub/..%2Fenv.php', '/%2e%2e/env.php']) {
+      const r = await raw(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      assert.match(r, /^HTTP\/1\.1 400 /, p);
+    }
+  });
+
+  await t.test('200 concurrent requests all answered (4 FPM connections at most, the rest queued in Portico)', async () => {
+    const all = await Promise.all(Array.from({ length: 200 }, (_, i) => request(`${base}/env.php?i=${i}`, { timeoutMs: 60_000 })));
+    all.forEach((r, i) => {
+      assert.equal(r.status, 200);
+      assert.equal((JSON.parse(r.body.toString()) as { get: { i: string } }).get.i, String(i));
+    });
+  });
+
+  await t.test('keep-alive: sequential requests reuse pooled FPM connections (FCGI_KEEP_CONN)', async () => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 30; i++) {
+      assert.equal((await request(`${base}/index.php`)).status, 200);
+      const peers = await fpm.connectionPeers();
+      assert.ok(peers.length >= 1, `after request ${i}: FPM keeps the connection open (FCGI_KEEP_CONN)`);
+      for (const p of peers) seen.add(p);
+    }
+    // the pool holds up to 4 connections from the concurrent test; 30 sequential requests open no new one
+    assert.ok(seen.size <= 4, `30 sequential requests used ${seen.size} FPM connections`);
+  });
+});
+
+test('PHP-FPM stopped -> 502; slow -> 504 (response_headers)', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  const portico = await startPortico(t, phpConfig(fpm.target, { timeouts: { response_headers: '1s' } }));
+  const base = `http://127.0.0.1:${portico.httpPort}`;
+  assert.equal((await request(`${base}/slow.php?ms=10`)).status, 200);
+  const slow = await request(`${base}/slow.php?ms=4000`);
+  assert.equal(slow.status, 504);
+  await fpm.stop('SIGKILL');
+  const down = await request(`${base}/index.php`);
+  assert.equal(down.status, 502);
+});
+
+test('more concurrent requests than FPM workers (default max_connections): idle kept-alive connections never starve them', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  // default max_connections (512): 8 requests open 8 connections, 6 of them wait in FPM's listen queue
+  const portico = await startPortico(t, phpConfig(fpm.target, { timeouts: { response_headers: '10s' } }));
+  const all = await Promise.all(Array.from({ length: 8 }, () => request(`http://127.0.0.1:${portico.httpPort}/slow.php?ms=200`, { timeoutMs: 30_000 })));
+  assert.deepEqual(all.map((r) => r.status), Array(8).fill(200), 'a connection kept idle would hold an FPM worker while queued ones wait (504)');
+  const again = await request(`http://127.0.0.1:${portico.httpPort}/index.php`);
+  assert.equal(again.status, 200);
+});
+
+test('PHP-FPM on a unix socket (unix: target)', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { listen: 'unix', children: 2 });
+  if (fpm === undefined) return;
+  assert.ok(fpm.target.startsWith('unix:/'));
+  const portico = await startPortico(t, phpConfig(fpm.target));
+  for (let i = 0; i < 5; i++) {
+    const r = await request(`http://127.0.0.1:${portico.httpPort}/index.php`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'hello from php\n');
+  }
+});
+
+test('a client that aborts mid-upload leaves no FPM connection behind', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  const portico = await startPortico(t, phpConfig(fpm.target, { keepalive: { max_idle: 0 } }));
+  assert.equal(await fpm.connections(), 0);
+  const c = net.connect(portico.httpPort, '127.0.0.1');
+  c.on('error', () => {});
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  c.write(`POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: ${10 * 1024 * 1024}\r\n\r\n`);
+  c.write(randomBytes(1024 * 1024));
+  await until('FPM has the upload connection', () => fpm.connections(), (n) => n === 1);
+  c.resetAndDestroy();
+  await until('FPM connection closed after the client left', () => fpm.connections(), (n) => n === 0);
+  const r = await request(`http://127.0.0.1:${portico.httpPort}/index.php`);
+  assert.equal(r.status, 200, 'FPM serves the next request');
+});
+
+test('a client that stalls mid-body gets 408 (timeouts.body) and the FPM connection is closed', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  const config = phpConfig(fpm.target, { keepalive: { max_idle: 0 } }) as ConfigInput & { timeouts?: unknown };
+  config.timeouts = { body: '1s' };
+  const portico = await startPortico(t, config);
+  const c = net.connect(portico.httpPort, '127.0.0.1');
+  c.on('error', () => {});
+  t.after(() => c.destroy());
+  let got = '';
+  c.on('data', (b: Buffer) => (got += b.toString('latin1')));
+  await once(c, 'connect');
+  c.write('POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly part of it');
+  await until('FPM has the request', () => fpm.connections(), (n) => n === 1);
+  await once(c, 'close');
+  assert.match(got, /^HTTP\/1\.1 408 /);
+  await until('FPM connection closed', () => fpm.connections(), (n) => n === 0);
+});
+
+test('the fastcgi health probe (FCGI_GET_VALUES) passes against php-fpm and fails against an HTTP server', { timeout: 30_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 1 });
+  if (fpm === undefined) return;
+  const cfg = { type: 'fastcgi' as const, path: '/', method: 'GET', expect_status: [[200, 399]] as Array<[number, number]>, interval: 1000, timeout: 2000, passes: 1, fails: 1 };
+  assert.deepEqual(await probe({ id: fpm.target, host: '127.0.0.1', port: fpm.port }, cfg), { ok: true });
+  const http = net.createServer((s) => s.on('data', () => s.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n')));
+  http.listen(0, '127.0.0.1');
+  await once(http, 'listening');
+  t.after(() => http.close());
+  const r = await probe({ id: 'x', host: '127.0.0.1', port: (http.address() as net.AddressInfo).port }, cfg);
+  assert.equal(r.ok, false);
+});
+
+/** A FastCGI peer that answers each connection's first bytes with `reply` (or nothing), counting connections. */
+async function scriptedApp(t: TestContext, reply: Buffer | null): Promise<{ port: number; accepted: () => number }> {
+  let accepted = 0;
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    accepted++;
+    sockets.push(s);
+    s.on('error', () => {});
+    s.once('data', () => {
+      if (reply === null) s.destroy();
+      else s.end(reply);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as net.AddressInfo).port, accepted: () => accepted };
+}
+
+function rec(type: number, content: Buffer, version = 1, id = 1): Buffer {
+  const h = Buffer.from([version, type, id >> 8, id & 255, content.length >> 8, content.length & 255, 0, 0]);
+  return Buffer.concat([h, content]);
+}
+const END = rec(3, Buffer.alloc(8));
+
+/** A temp document root holding `names` (empty scripts) and whatever `extra` makes. */
+async function tempRoot(t: TestContext, names: string[]): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'portico-fcgi-root-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await Promise.all(names.map((n) => writeFile(path.join(dir, n), '<?php')));
+  return dir;
+}
+
+test('malformed FastCGI from the application -> 502, and the worker keeps serving', { timeout: 60_000 }, async (t) => {
+  const cases: Array<[string, Buffer]> = [
+    ['wrong version', rec(6, Buffer.from('Status: 200\r\n\r\nx'), 9)],
+    ['another request id', rec(6, Buffer.from('Status: 200\r\n\r\nx'), 1, 7)],
+    ['an unknown record type', rec(42, Buffer.from('x'))],
+    ['a broken CGI head', Buffer.concat([rec(6, Buffer.from('no colon here\r\n\r\n')), END])],
+    ['END_REQUEST without a response', END],
+    ['END_REQUEST of 3 bytes', rec(3, Buffer.alloc(3))],
+    ['a connection closed mid-record', rec(6, Buffer.from('Status: 200\r\n\r\nabc')).subarray(0, 12)],
+    ['a connection closed before any record', Buffer.alloc(0)],
+  ];
+  const apps = await Promise.all(cases.map(([, reply]) => scriptedApp(t, reply)));
+  const good = await scriptedApp(t, Buffer.concat([rec(6, Buffer.from('Content-Type: text/plain\r\n\r\nfine')), END]));
+  const root = await tempRoot(t, ['good.php', ...cases.map((_, i) => `bad${i}.php`)]);
+  const upstreams: Record<string, unknown> = { good: { targets: [`127.0.0.1:${good.port}`] } };
+  const routes: unknown[] = [{ match: { path_exact: '/good.php' }, fastcgi: { upstream: 'good', root } }];
+  apps.forEach((a, i) => {
+    upstreams[`bad${i}`] = { targets: [`127.0.0.1:${a.port}`], retries: { max: 0 } };
+    routes.push({ match: { path_exact: `/bad${i}.php` }, fastcgi: { upstream: `bad${i}`, root } });
+  });
+  const portico = await startPortico(t, { workers: 1, listeners: [plainListener()], upstreams, routes } as ConfigInput);
+  for (let i = 0; i < cases.length; i++) {
+    const r = await request(`http://127.0.0.1:${portico.httpPort}/bad${i}.php`);
+    assert.equal(r.status, 502, cases[i][0]);
+    assert.equal(apps[i].accepted(), 1, `${cases[i][0]}: the application was asked once`);
+  }
+  const ok = await request(`http://127.0.0.1:${portico.httpPort}/good.php`);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.toString(), 'fine');
+  assert.equal(ok.headers['transfer-encoding'], 'chunked');
+  assert.equal(portico.logs.filter((l) => l.msg === 'worker exited').length, 0, 'no worker crashed');
+});
+
+test('no path outside root and no missing script ever reaches the application', { timeout: 60_000 }, async (t) => {
+  const app = await scriptedApp(t, null);
+  const root = await tempRoot(t, ['real.php']);
+  const outside = await tempRoot(t, ['secret.php']);
+  await symlink(path.join(outside, 'secret.php'), path.join(root, 'link.php'));
+  await symlink(outside, path.join(root, 'dir'));
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { php: { targets: [`127.0.0.1:${app.port}`], retries: { max: 0 } } },
+    routes: [{ match: { path: '/' }, fastcgi: { upstream: 'php', root, split_path_info: '^(.+?\\.php)(/.*)$' } }],
+  } as ConfigInput);
+  const refused: Array<[string, number]> = [
+    ['/missing.php', 404],
+    ['/link.php', 404],
+    ['/dir/secret.php', 404],
+    ['/real.php.bak', 404],
+    ['/uploads/x.jpg/.php', 404],
+    ['/../secret.php', 400],
+    ['/dir/..%2F..%2Fsecret.php', 400],
+    ['/%2e%2e/secret.php', 400],
+    ['/real.php%00.jpg', 400],
+  ];
+  for (const [p, status] of refused) {
+    const r = await raw(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    assert.match(r, new RegExp(`^HTTP/1\\.1 ${status} `), p);
+  }
+  assert.equal(app.accepted(), 0, 'the application was never asked');
+  const r = await request(`http://127.0.0.1:${portico.httpPort}/real.php/more`);
+  assert.equal(r.status, 502, 'an existing script is sent (this peer then closes)');
+  assert.equal(app.accepted(), 1);
+});
