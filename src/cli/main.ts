@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { formatErrors, loadConfig, resolveWorkers } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { controlPaths, requestReload } from '../primary/state-files.js';
+import { importNginxCommand } from './import-nginx.js';
 
 /** The package root: this file runs as dist/src/cli/main.js. */
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
@@ -26,6 +27,9 @@ commands:
   reload [-c FILE]  have the Portico running FILE re-read it (SIGHUP through its pid file in .state/ next
                     to FILE); prints what changed, or every error (the running config keeps serving)
   bench [ARGS...]   run the end-to-end benchmark (bench/README.md)
+  import-nginx FILE [-o OUT]
+                    translate an nginx config into Portico YAML (stdout, or OUT); a comment marks each
+                    place that was not translated, and stderr lists them
 
 options:
   -c, --config FILE   config file (relative to the current folder)
@@ -182,6 +186,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest, true);
     case 'bench':
       return bench(rest);
+    case 'import-nginx':
+      return importNginxCommand(rest, usage);
     case undefined:
       return usage();
     case '-h':
