@@ -94,6 +94,8 @@ class Importer {
   /** upstream name -> the timeouts set on it, and where, so a clash between two locations is reported. */
   readonly #timeoutSource = new Map<string, Map<string, string>>();
   #bodySize: { value: string; at: string } | undefined;
+  /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
+  readonly #trailingSlash: { server: ServerOut; path: string }[] = [];
 
   constructor(source: string) {
     this.#source = source;
@@ -101,6 +103,11 @@ class Importer {
 
   run(directives: readonly Directive[]): ImportResult {
     this.#main(directives);
+    for (const { server, path: p } of this.#trailingSlash) {
+      const exact = p.slice(0, -1);
+      if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
+      this.#route(server, { path_exact: exact }, { redirect: { to: p, status: 301 } });
+    }
     if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
     const doc = new Document(this.#plain());
     doc.commentBefore = ` Made by \`portico import-nginx ${path.basename(this.#source)}\`. Read every comment: each marks something nginx did\n that this file does differently or not at all. Then: npx portico check -c THIS_FILE`;
@@ -512,6 +519,12 @@ class Importer {
     }
     const { route, index } = this.#route(server, match, action);
     void actionDirective;
+    // nginx answers a prefix location "/x/" served by proxy_pass or fastcgi_pass with a 301 to "/x/" for the
+    // request "/x" (its "special processing"); without the redirect "/x" would reach another route here.
+    const prefix = typeof match.path === 'string' ? match.path : undefined;
+    if (prefix !== undefined && prefix.length > 1 && prefix.endsWith('/') && (action.proxy !== undefined || action.fastcgi !== undefined)) {
+      this.#trailingSlash.push({ server, path: prefix });
+    }
     if (action.proxy !== undefined) {
       const upstream = typeof action.proxy === 'string' ? action.proxy : String((action.proxy as Obj).upstream);
       this.#applyTimeouts(upstream, timeouts, index, upgrade);
