@@ -94,6 +94,8 @@ class Importer {
   /** upstream name -> the timeouts set on it, and where, so a clash between two locations is reported. */
   readonly #timeoutSource = new Map<string, Map<string, string>>();
   #bodySize: { value: string; at: string } | undefined;
+  /** Each server's listen addresses (servers that only redirect to HTTPS left out). */
+  readonly #serverListens: { d: Directive; listens: string }[] = [];
   /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
   readonly #trailingSlash: { server: ServerOut; path: string }[] = [];
 
@@ -103,6 +105,11 @@ class Importer {
 
   run(directives: readonly Directive[]): ImportResult {
     this.#main(directives);
+    const sets = new Set(this.#serverListens.map((x) => x.listens));
+    if (sets.size > 1) {
+      const d = this.#serverListens[0].d;
+      this.#note(d, `the servers listen on different addresses (${[...sets].join(' | ')}); Portico's routes apply to every listener: a request on one port can now reach another server's routes`);
+    }
     for (const { server, path: p } of this.#trailingSlash) {
       const exact = p.slice(0, -1);
       if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
@@ -320,6 +327,7 @@ class Importer {
     const redirectsAll = ret !== undefined && isHttpsRedirect(ret.args) && server.listens.every((l) => !l.tls) && ds.every((s) => s.name !== 'location');
     for (const l of server.listens) this.#listener(l, server, redirectsAll);
     if (redirectsAll) return;
+    this.#serverListens.push({ d, listens: server.listens.map((l) => l.address).sort().join(' ') });
     if (server.names !== undefined && this.#isDefault(siblings, d)) {
       this.#note(d, `server_name ${server.names.join(' ')}: the default server, so its routes take any host (as in nginx)`, ['routes']);
       server.names = undefined;

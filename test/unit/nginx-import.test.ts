@@ -120,7 +120,9 @@ test('locations: prefix, exact, regex, case-insensitive regex, ^~, and prefix re
     }`);
   const o = out(r);
   const matches = o.routes.map((x) => x.match);
-  assert.deepEqual(matches, [{ path: '/api/' }, { path_exact: '/health' }, { path_regex: '\\.php$' }, { path_regex: '\\.([jJ][pP][gG]|[pP][nN][gG])$' }, { path: '/static/' }]);
+  assert.deepEqual(matches, [{ path: '/api/' }, { path_exact: '/health' }, { path_regex: '\\.php$' }, { path_regex: '\\.([jJ][pP][gG]|[pP][nN][gG])$' }, { path: '/static/' }, { path_exact: '/api' }, { path_exact: '/static' }]);
+  // nginx's "special processing": /api (no slash) is answered 301 -> /api/ for a proxied /api/ location
+  assert.deepEqual(o.routes[5].redirect, { to: '/api/', status: 301 });
   assert.deepEqual(o.routes[0].proxy, { upstream: 'api', strip_prefix: true });
   const ci = new RegExp(String((o.routes[3].match as Record<string, unknown>).path_regex));
   assert.ok(ci.test('/A.JPG') && ci.test('/a.jpg') && !ci.test('/a.gif'));
@@ -166,5 +168,36 @@ test('the README example imports to a config that loads', (t) => {
   assert.deepEqual(Object.keys(o.upstreams), ['chat', 'tomcat']);
   assert.deepEqual(o.listeners.map((l) => l.address), ['0.0.0.0:443', '0.0.0.0:8080']);
   assert.deepEqual(o.routes.map((x) => x.match), [{ path: '/wss' }, { path: '/Tomcat' }, { host: 'api.example.test', path: '/' }]);
+  loads(t, r);
+});
+
+test('servers on different ports: the importer says that routes apply to every listener', () => {
+  const r = translate(`server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 9090; server_name b.test; location / { proxy_pass http://127.0.0.1:9001; } }`);
+  assert.ok(r.notes.some((n) => /apply to every listener/.test(n.message)), r.notes.map((n) => n.message).join('\n'));
+  const same = translate(`server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 8080; server_name b.test; location / { proxy_pass http://127.0.0.1:9001; } }`);
+  assert.equal(same.notes.length, 0, same.notes.map((n) => n.message).join('\n'));
+});
+
+test('a plain server that only redirects to HTTPS becomes https_redirect on its listener', () => {
+  const r = translate(`server { listen 80; return 301 https://$host$request_uri; }
+    server { listen 443 ssl; ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key; location / { proxy_pass http://127.0.0.1:9000; } }`);
+  const o = out(r);
+  assert.deepEqual(o.listeners.map((l) => [l.address, l.https_redirect]), [['0.0.0.0:80', true], ['0.0.0.0:443', undefined]]);
+  assert.equal(o.routes.length, 1);
+  assert.equal(r.notes.length, 0, r.notes.map((n) => n.message).join('\n'));
+});
+
+test("the seed's nginx config (DESIGN.md) imports to the shape of the contract's seed-php.yaml, and loads", (t) => {
+  const r = importNginx(parseNginxFile(path.join(FIXTURES, 'nginx', 'seed.conf')), 'seed.conf');
+  assert.equal(r.notes.length, 0, r.notes.map((n) => `${n.source}: ${n.message}`).join('\n'));
+  const o = out(r);
+  assert.deepEqual(o.routes, [
+    { match: { path: '/wss' }, proxy: 'wss' },
+    { match: { path: '/Tomcat' }, proxy: 'tomcat' },
+    { match: { path_regex: '\\.php$' }, fastcgi: { upstream: 'php', root: './html', index: 'index.php' } },
+    { match: { path: '/' }, static: { root: './html', index: 'index.html' } },
+  ]);
   loads(t, r);
 });
