@@ -577,9 +577,16 @@ class Importer {
       this.#skip(s, raw.includes('$') ? 'proxy_pass with variables' : 'proxy_pass takes http://HOST[:PORT][/URI] here', ['routes']);
       return undefined;
     }
-    if (m[1] === 'https') this.#note(s, 'proxy_pass https://: this upstream is reached over TLS in nginx; Portico connects to it in plain TCP here: check the target', ['routes']);
     const upstream = this.#upstreamFor(m[2], s, labelOf(match));
     if (upstream === undefined) return undefined;
+    if (m[1] === 'https') {
+      // nginx does not verify an upstream's certificate unless proxy_ssl_verify is on; Portico does by default
+      const u = this.#out.upstreams[upstream];
+      if (u.tls === undefined) {
+        u.tls = true;
+        this.#note(s, 'proxy_pass https://: Portico verifies the targets\' certificates (nginx does not by default): set tls.ca / tls.sni, or tls: { verify: false }', ['upstreams', upstream, 'tls']);
+      }
+    }
     const uri = m[3];
     if (uri === undefined) return upstream;
     const prefix = typeof match.path === 'string' ? match.path : undefined;

@@ -201,3 +201,13 @@ test("the seed's nginx config (DESIGN.md) imports to the shape of the contract's
   ]);
   loads(t, r);
 });
+
+test('proxy_pass https:// -> tls on the upstream, with a note that Portico verifies', (t) => {
+  const r = translate(`upstream sec { server 10.0.0.9:443; }
+    server { listen 8080; location / { proxy_pass https://sec; } location /x { proxy_pass https://10.0.0.8:8443; } }`);
+  const o = out(r);
+  assert.equal(o.upstreams.sec.tls, true);
+  assert.equal(o.upstreams.x.tls, true);
+  assert.ok(r.notes.some((n) => /verifies/.test(n.message)));
+  loads(t, r);
+});
