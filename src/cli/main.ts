@@ -11,6 +11,7 @@ import { formatErrors, loadConfig, resolveWorkers } from '../config/load.js';
 import { terminateProblem } from '../terminate/uws.js';
 import type { Config } from '../config/schema.js';
 import { controlPaths, requestReload, requestUpgrade } from '../primary/state-files.js';
+import { importNginxCommand } from './import-nginx.js';
 
 /** The package root: this file runs as dist/src/cli/main.js. */
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
@@ -35,6 +36,9 @@ commands:
   bench [ARGS...]   the capacity report: standard loads through Portico (and nginx, HAProxy when installed),
                     report.html/.md/.json in --out DIR (default bench-report/); --quick, -c FILE, --plan
                     PLAN.yaml; \`portico bench --help\` for all options (bench/README.md)
+  import-nginx FILE [-o OUT]
+                    translate an nginx config into Portico YAML (stdout, or OUT); a comment marks each
+                    place that was not translated, and stderr lists them
 
 options:
   -c, --config FILE   config file (relative to the current folder)
@@ -251,6 +255,8 @@ async function main(argv: string[]): Promise<number> {
       return schema(rest);
     case 'bench':
       return bench(rest);
+    case 'import-nginx':
+      return importNginxCommand(rest, usage);
     case undefined:
       return usage();
     case '-h':

@@ -1,0 +1,886 @@
+// `portico import-nginx`: an nginx config (nginx-parse.ts) translated into Portico's YAML. What has a Portico
+// equivalent is written as such; what does not, or differs in meaning, gets a comment at the place it would
+// go, and one line in the summary. The output is meant to pass `portico check`; the comments say what to read.
+// Pure: no file is written here, and the translation never starts anything.
+import path from 'node:path';
+import { Document, isNode } from 'yaml';
+import type { Directive } from './nginx-parse.js';
+
+export interface ImportNote {
+  /** Where in the nginx config ("file:line"). */
+  readonly source: string;
+  readonly message: string;
+}
+
+export interface ImportResult {
+  readonly yaml: string;
+  readonly notes: readonly ImportNote[];
+  readonly counts: { listeners: number; upstreams: number; routes: number };
+}
+
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json | undefined };
+type Obj = { [k: string]: Json | undefined };
+type OutPath = (string | number)[];
+
+/** Variables Portico's header and redirect templates know, by nginx's names; others are reported. */
+const KNOWN_VARS = new Set(['remote_addr', 'host', 'scheme', 'request_uri', 'server_port']);
+/** proxy_set_header lines Portico's defaults already cover (README: X-Forwarded-*, X-Real-IP, Upgrade). */
+const DEFAULT_HEADERS: Readonly<Record<string, RegExp>> = {
+  host: /^\$(host|http_host)$/,
+  'x-real-ip': /^\$remote_addr$/,
+  'x-forwarded-for': /^\$(proxy_add_x_forwarded_for|remote_addr)$/,
+  'x-forwarded-proto': /^\$scheme$/,
+  'x-forwarded-host': /^\$(host|http_host)$/,
+  upgrade: /^\$http_upgrade$/,
+  connection: /^("?upgrade"?|\$connection_upgrade)$/i,
+};
+/** Directives with no effect on what Portico does, or whose job Portico does by itself: no comment needed. */
+const SILENT = new Set([
+  'proxy_http_version',
+  'sendfile',
+  'tcp_nopush',
+  'tcp_nodelay',
+  'default_type',
+  'types_hash_max_size',
+  'server_tokens',
+  'proxy_buffering',
+  'proxy_redirect',
+]);
+/** fastcgi_param lines Portico sends with nginx's meaning by itself (fastcgi_params + SCRIPT_FILENAME). */
+const BUILTIN_FASTCGI_PARAMS = new Set([
+  'SCRIPT_FILENAME',
+  'QUERY_STRING',
+  'REQUEST_METHOD',
+  'CONTENT_TYPE',
+  'CONTENT_LENGTH',
+  'SCRIPT_NAME',
+  'REQUEST_URI',
+  'DOCUMENT_URI',
+  'DOCUMENT_ROOT',
+  'SERVER_PROTOCOL',
+  'REQUEST_SCHEME',
+  'HTTPS',
+  'GATEWAY_INTERFACE',
+  'SERVER_SOFTWARE',
+  'REMOTE_ADDR',
+  'REMOTE_PORT',
+  'SERVER_ADDR',
+  'SERVER_PORT',
+  'SERVER_NAME',
+  'REDIRECT_STATUS',
+  'PATH_INFO',
+]);
+
+interface ListenSpec {
+  address: string;
+  tls: boolean;
+}
+
+interface ServerOut {
+  listens: ListenSpec[];
+  names: string[] | undefined;
+  certs: { cert: string; key: string }[];
+}
+
+/** Translates parsed nginx directives; `source` names the file for the header comment. */
+export function importNginx(directives: readonly Directive[], source: string): ImportResult {
+  return new Importer(source).run(directives);
+}
+
+class Importer {
+  readonly #source: string;
+  readonly #notes: (ImportNote & { at: OutPath })[] = [];
+  readonly #out: { workers?: Json; listeners: Obj[]; upstreams: Record<string, Obj>; routes: Obj[]; limits?: Obj } = { listeners: [], upstreams: {}, routes: [] };
+  /** upstream name -> the timeouts set on it, and where, so a clash between two locations is reported. */
+  readonly #timeoutSource = new Map<string, Map<string, string>>();
+  #bodySize: { value: string; at: string } | undefined;
+  /** Each server's listen addresses (servers that only redirect to HTTPS left out). */
+  readonly #serverListens: { d: Directive; listens: string }[] = [];
+  /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
+  readonly #trailingSlash: { server: ServerOut; path: string }[] = [];
+
+  constructor(source: string) {
+    this.#source = source;
+  }
+
+  run(directives: readonly Directive[]): ImportResult {
+    this.#main(directives);
+    const sets = new Set(this.#serverListens.map((x) => x.listens));
+    if (sets.size > 1) {
+      const d = this.#serverListens[0].d;
+      this.#note(d, `the servers listen on different addresses (${[...sets].join(' | ')}); Portico's routes apply to every listener: a request on one port can now reach another server's routes`);
+    }
+    for (const { server, path: p } of this.#trailingSlash) {
+      const exact = p.slice(0, -1);
+      if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
+      this.#route(server, { path_exact: exact }, { redirect: { to: p, status: 301 } });
+    }
+    if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
+    const doc = new Document(this.#plain());
+    doc.commentBefore = ` Made by \`portico import-nginx ${path.basename(this.#source)}\`. Read every comment: each marks something nginx did\n that this file does differently or not at all. Then: npx portico check -c THIS_FILE`;
+    for (const n of this.#notes) {
+      const node = n.at.length === 0 ? undefined : doc.getIn(n.at, true);
+      const line = ` ${n.source}: ${n.message}`;
+      if (isNode(node)) {
+        node.commentBefore = node.commentBefore ? `${node.commentBefore}\n${line}` : line;
+      } else {
+        doc.comment = doc.comment ? `${doc.comment}\n${line}` : line;
+      }
+    }
+    return {
+      yaml: doc.toString({ lineWidth: 0 }),
+      notes: this.#notes.map(({ source, message }) => ({ source, message })),
+      counts: { listeners: this.#out.listeners.length, upstreams: Object.keys(this.#out.upstreams).length, routes: this.#out.routes.length },
+    };
+  }
+
+  #plain(): Obj {
+    const o: Obj = {};
+    if (this.#out.workers !== undefined) o.workers = this.#out.workers;
+    o.listeners = this.#out.listeners;
+    o.upstreams = this.#out.upstreams;
+    o.routes = this.#out.routes;
+    if (this.#out.limits !== undefined) o.limits = this.#out.limits;
+    return o;
+  }
+
+  #note(d: Directive, message: string, at: OutPath = []): void {
+    this.#notes.push({ source: `${path.basename(d.file)}:${d.line}`, message, at });
+  }
+
+  #skip(d: Directive, why: string, at: OutPath = []): void {
+    this.#note(d, `not translated: \`${render(d)}\` (${why})`, at);
+  }
+
+  #main(ds: readonly Directive[]): void {
+    // a file holding only server/upstream blocks (a conf.d snippet): read those as the inside of http {}
+    const bare = ds.filter((d) => d.name === 'server' || d.name === 'upstream' || d.name === 'location');
+    if (bare.length > 0) this.#http(bare);
+    for (const d of ds) {
+      switch (d.name) {
+        case 'worker_processes':
+          this.#out.workers = d.args[0] === 'auto' ? 'auto' : Number(d.args[0]) > 0 ? Number(d.args[0]) : 'auto';
+          break;
+        case 'http':
+          this.#http(d.block ?? []);
+          break;
+        case 'events':
+        case 'user':
+        case 'pid':
+        case 'error_log':
+        case 'worker_rlimit_nofile':
+        case 'load_module':
+          break;
+        case 'server':
+        case 'upstream':
+        case 'location':
+          break;
+        default:
+          this.#skip(d, 'no Portico equivalent at the top level');
+      }
+    }
+  }
+
+  #http(ds: readonly Directive[]): void {
+    // upstreams first: servers refer to them by name wherever they are written
+    for (const d of ds) if (d.name === 'upstream') this.#upstream(d);
+    for (const d of ds) {
+      switch (d.name) {
+        case 'upstream':
+          break;
+        case 'server':
+          this.#server(d, ds);
+          break;
+        case 'client_max_body_size':
+          this.#setBodySize(d);
+          break;
+        case 'include':
+          if (/mime\.types$/.test(d.args[0] ?? '')) break;
+          this.#skip(d, 'the file was not found beside the config');
+          break;
+        case 'gzip':
+          if (d.args[0] === 'on') this.#note(d, 'gzip: Portico compresses per route (`compress:`), not translated');
+          break;
+        case 'access_log':
+          if (d.args[0] === 'off') this.#note(d, 'access_log off: set `log: { access: false }` to match');
+          break;
+        default:
+          if (!SILENT.has(d.name) && !d.name.startsWith('log_format') && !/^(keepalive_timeout|keepalive_requests|client_body_buffer_size|server_names_hash_bucket_size)$/.test(d.name)) {
+            this.#skip(d, 'no Portico equivalent in http {}');
+          }
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // upstream { }
+
+  #upstream(d: Directive): void {
+    const name = d.args[0];
+    if (name === undefined || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+      this.#skip(d, 'upstream names in Portico use letters, digits, _ . -');
+      return;
+    }
+    const u: Obj = { targets: [] };
+    this.#out.upstreams[name] = u;
+    const at: OutPath = ['upstreams', name];
+    const targets = u.targets as Json[];
+    for (const s of d.block ?? []) {
+      switch (s.name) {
+        case 'server': {
+          const t = this.#target(s, at);
+          if (t !== undefined) targets.push(t);
+          break;
+        }
+        case 'least_conn':
+          u.balance = 'least_conn';
+          break;
+        case 'ip_hash':
+          u.balance = { policy: 'hash', key: '$remote_addr' };
+          this.#note(s, 'ip_hash hashes the first three bytes of an IPv4 address; Portico hashes the whole address (Maglev)', [...at, 'balance']);
+          break;
+        case 'hash': {
+          const key = hashKey(s.args[0] ?? '');
+          if (key === undefined) this.#skip(s, 'Portico hashes on $remote_addr, $http_NAME, $cookie_NAME or $arg_NAME only', at);
+          else {
+            u.balance = { policy: 'hash', key };
+            if (s.args[1] !== 'consistent') this.#note(s, 'Portico always hashes consistently (Maglev)', [...at, 'balance']);
+          }
+          break;
+        }
+        case 'random':
+          u.balance = 'random_two';
+          if (s.args[0] !== 'two') this.#note(s, '`random` without `two`: Portico picks the lighter of two random targets', [...at, 'balance']);
+          break;
+        case 'keepalive':
+          u.keepalive = { ...(u.keepalive as Obj | undefined), max_idle: Number(s.args[0]) || 0 };
+          break;
+        case 'keepalive_timeout': {
+          const ms = this.#duration(s, s.args[0]);
+          if (ms !== undefined) u.keepalive = { ...(u.keepalive as Obj | undefined), idle_timeout: ms };
+          break;
+        }
+        default:
+          this.#skip(s, 'no Portico equivalent in upstream {}', at);
+      }
+    }
+    if (targets.length === 0) this.#note(d, 'this upstream has no `server`: add targets', at);
+  }
+
+  #target(s: Directive, at: OutPath): Json | undefined {
+    const raw = s.args[0];
+    if (raw === undefined) {
+      this.#skip(s, 'server without an address', at);
+      return undefined;
+    }
+    const address = targetAddress(raw);
+    let weight: number | undefined;
+    let backup = false;
+    for (const p of s.args.slice(1)) {
+      const [k, v] = p.split('=');
+      if (k === 'weight') weight = Number(v);
+      else if (k === 'backup') backup = true;
+      else if (k === 'down') weight = 0;
+      else if (k === 'max_fails' || k === 'fail_timeout') {
+        const u = this.#out.upstreams[String(at[1])];
+        const health = (u.health as Obj | undefined) ?? {};
+        const passive = (health.passive as Obj | undefined) ?? {};
+        if (k === 'max_fails') passive.max_fails = Number(v);
+        else {
+          const ms = this.#duration(s, v);
+          if (ms !== undefined) passive.fail_timeout = ms;
+        }
+        u.health = { ...health, passive };
+        this.#note(s, `${k} is one setting per upstream in Portico (health.passive), not per server`, [...at, 'health']);
+      } else this.#skip(s, `server parameter "${p}" has no Portico equivalent`, at);
+    }
+    if (weight === 0 && s.args.includes('down')) this.#note(s, '`down`: weight 0 drains the target (no new work)', at);
+    if (weight === undefined && !backup) return address;
+    const t: Obj = { address };
+    if (weight !== undefined) t.weight = weight;
+    if (backup) t.backup = true;
+    return t;
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // server { }
+
+  #server(d: Directive, siblings: readonly Directive[]): void {
+    const ds = d.block ?? [];
+    const server: ServerOut = { listens: [], names: undefined, certs: [] };
+    let cert: string | undefined;
+    let key: string | undefined;
+    for (const s of ds) {
+      if (s.name === 'listen') {
+        const l = this.#listen(s);
+        if (l !== undefined) server.listens.push(l);
+      } else if (s.name === 'server_name') server.names = this.#serverNames(s);
+      else if (s.name === 'ssl_certificate') cert = s.args[0];
+      else if (s.name === 'ssl_certificate_key') key = s.args[0];
+    }
+    if (server.listens.length === 0) server.listens.push({ address: '0.0.0.0:80', tls: false });
+    if (cert !== undefined && key !== undefined) server.certs.push({ cert: relative(cert), key: relative(key) });
+    const firstRoute = this.#out.routes.length;
+
+    // `return 301 https://$host$request_uri` in a plain server: https_redirect on its listeners
+    const ret = ds.find((s) => s.name === 'return');
+    const redirectsAll = ret !== undefined && isHttpsRedirect(ret.args) && server.listens.every((l) => !l.tls) && ds.every((s) => s.name !== 'location');
+    for (const l of server.listens) this.#listener(l, server, redirectsAll);
+    if (redirectsAll) return;
+    this.#serverListens.push({ d, listens: server.listens.map((l) => l.address).sort().join(' ') });
+    if (server.names !== undefined && this.#isDefault(siblings, d)) {
+      this.#note(d, `server_name ${server.names.join(' ')}: the default server, so its routes take any host (as in nginx)`, ['routes']);
+      server.names = undefined;
+    }
+
+    const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [] };
+    for (const s of ds) this.#serverLevel(s, ctx);
+    for (const s of ds) if (s.name === 'location') this.#location(s, server, { ...ctx, headers: [...ctx.headers], hide: [...ctx.hide], addHeaders: [...ctx.addHeaders] });
+    if (ret !== undefined) this.#route(server, { path: '/' }, this.#returnAction(ret, undefined));
+    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#headersInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }).route, ctx);
+    if (this.#out.routes.length === firstRoute) this.#note(d, 'this server has no location Portico could translate', ['listeners']);
+  }
+
+  /**
+   * nginx sends a request whose Host no server_name matches to the default server (`default_server`, else the
+   * first one): its routes are written without `match.host`, so that they take any host in Portico too.
+   */
+  #isDefault(siblings: readonly Directive[], self: Directive): boolean {
+    const servers = siblings.filter((s) => s.name === 'server');
+    const explicit = servers.filter((sv) => (sv.block ?? []).some((s) => s.name === 'listen' && s.args.includes('default_server')));
+    return explicit.length > 0 ? explicit.includes(self) : servers[0] === self;
+  }
+
+  #listen(s: Directive): ListenSpec | undefined {
+    const raw = s.args[0];
+    if (raw === undefined || raw.startsWith('unix:')) {
+      this.#skip(s, 'Portico listens on TCP addresses only', ['listeners']);
+      return undefined;
+    }
+    let address: string;
+    if (/^\d+$/.test(raw)) address = `0.0.0.0:${raw}`;
+    else if (/^\[[0-9a-fA-F:.]+\]$/.test(raw)) address = `${raw}:80`;
+    else if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(raw)) address = raw;
+    else if (/:\d+$/.test(raw)) address = raw.replace(/^\*:/, '0.0.0.0:');
+    else address = `${raw}:80`;
+    for (const p of s.args.slice(1)) {
+      if (p === 'ssl' || p === 'default_server' || p === 'default' || p === 'reuseport') continue;
+      if (p === 'http2' || p === 'quic') this.#note(s, `${p}: Portico serves HTTP/1.1 (and WebSocket over it) only`, ['listeners']);
+      else if (p === 'proxy_protocol') this.#note(s, 'proxy_protocol: set `proxy_protocol: { trusted: [CIDRs] }` on this listener', ['listeners']);
+      else if (!/^(backlog|rcvbuf|sndbuf|ipv6only|so_keepalive|deferred|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
+    }
+    return { address, tls: s.args.includes('ssl') };
+  }
+
+  #serverNames(s: Directive): string[] | undefined {
+    const names: string[] = [];
+    for (const n of s.args) {
+      if (n === '_' || n === '' || n === 'localhost') continue;
+      if (n.startsWith('~')) this.#skip(s, `regular-expression server_name "${n}": list the names or a "*.suffix" wildcard`, ['routes']);
+      else if (n.startsWith('.')) names.push(n.slice(1), `*${n}`);
+      else if (n.endsWith('.*')) this.#skip(s, `server_name "${n}": Portico's wildcards are "*.suffix" only`, ['routes']);
+      else names.push(n.toLowerCase());
+    }
+    return names.length > 0 ? [...new Set(names)] : undefined;
+  }
+
+  #listener(l: ListenSpec, server: ServerOut, httpsRedirect: boolean): void {
+    const port = l.address.slice(l.address.lastIndexOf(':') + 1);
+    // nginx's `listen 443` and `listen [::]:443` are two sockets; Portico's `[::]:443` takes both families.
+    const sameWildcard = (a: string): boolean => a === l.address || (isWildcard(a) && isWildcard(l.address) && a.endsWith(`:${port}`));
+    let entry = this.#out.listeners.find((x) => sameWildcard(String(x.address)));
+    if (entry === undefined) {
+      entry = { address: l.address };
+      this.#out.listeners.push(entry);
+    } else if (entry.address !== l.address && l.address.startsWith('[::]')) {
+      entry.address = l.address;
+    }
+    if (l.tls) {
+      const tls = (entry.tls as Obj | undefined) ?? { certificates: [] };
+      const certs = tls.certificates as Json[];
+      for (const c of server.certs) if (!certs.some((x) => (x as Obj).cert === c.cert)) certs.push(c);
+      entry.tls = tls;
+    }
+    if (httpsRedirect) entry.https_redirect = true;
+  }
+
+  #serverLevel(s: Directive, ctx: LocationCtx): void {
+    switch (s.name) {
+      case 'listen':
+      case 'server_name':
+      case 'ssl_certificate':
+      case 'ssl_certificate_key':
+      case 'location':
+      case 'return':
+        return;
+      case 'ssl_protocols':
+      case 'ssl_ciphers':
+      case 'ssl_prefer_server_ciphers':
+      case 'ssl_session_cache':
+      case 'ssl_session_timeout':
+      case 'ssl_session_tickets':
+        this.#note(s, `${s.name}: Portico's TLS defaults (TLS 1.2 and 1.3, modern ciphers, tickets) apply; see listeners[].tls`, ['listeners']);
+        return;
+      default:
+        this.#common(s, ctx, ['routes']);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // location { }
+
+  #location(d: Directive, server: ServerOut, ctx: LocationCtx): void {
+    const match = this.#match(d);
+    if (match === undefined) return;
+    const ds = d.block ?? [];
+    let action: Obj | undefined;
+    let actionDirective: Directive | undefined;
+    let timeouts: { name: string; ms: string; d: Directive }[] = [];
+    let fastcgi: Obj | undefined;
+    let upgrade = false;
+    for (const s of ds) {
+      switch (s.name) {
+        case 'proxy_pass': {
+          const proxy = this.#proxyPass(s, match);
+          if (proxy !== undefined) {
+            action = { proxy };
+            actionDirective = s;
+          }
+          break;
+        }
+        case 'fastcgi_pass': {
+          const upstream = this.#upstreamFor(s.args[0] ?? '', s, 'php');
+          if (upstream !== undefined) {
+            fastcgi = { upstream, ...(fastcgi ?? {}) };
+            action = { fastcgi };
+            actionDirective = s;
+          }
+          break;
+        }
+        case 'fastcgi_index':
+          fastcgi = { ...(fastcgi ?? {}), index: s.args[0] ?? 'index.php' };
+          if (action?.fastcgi !== undefined) action = { fastcgi };
+          break;
+        case 'fastcgi_split_path_info':
+          fastcgi = { ...(fastcgi ?? {}), split_path_info: s.args[0] ?? '' };
+          if (action?.fastcgi !== undefined) action = { fastcgi };
+          break;
+        case 'fastcgi_param': {
+          const [name, value] = s.args;
+          if (name === undefined || value === undefined) break;
+          if (BUILTIN_FASTCGI_PARAMS.has(name)) break;
+          const bad = unknownVars(value);
+          if (bad.length > 0) this.#skip(s, `variables ${bad.join(', ')} are not known to Portico`, ['routes']);
+          else fastcgi = { ...(fastcgi ?? {}), params: { ...((fastcgi?.params as Obj | undefined) ?? {}), [name]: value } };
+          if (action?.fastcgi !== undefined) action = { fastcgi };
+          break;
+        }
+        case 'include':
+          if (/fastcgi(_params|\.conf)$/.test(s.args[0] ?? '')) break; // Portico sends these params itself
+          if (/proxy_params$/.test(s.args[0] ?? '')) break; // Host, X-Real-IP, X-Forwarded-*: Portico's defaults
+          this.#skip(s, 'the file was not found beside the config', ['routes']);
+          break;
+        case 'return':
+          action = this.#returnAction(s, match);
+          actionDirective = s;
+          break;
+        case 'rewrite': {
+          const r = this.#rewrite(s);
+          if (r !== undefined) {
+            action = r;
+            actionDirective = s;
+          }
+          break;
+        }
+        case 'proxy_read_timeout':
+        case 'proxy_connect_timeout':
+        case 'proxy_send_timeout':
+        case 'fastcgi_read_timeout':
+        case 'fastcgi_connect_timeout': {
+          const ms = this.#duration(s, s.args[0]);
+          if (ms !== undefined) timeouts.push({ name: s.name, ms, d: s });
+          break;
+        }
+        case 'proxy_set_header':
+          if ((s.args[0] ?? '').toLowerCase() === 'upgrade') upgrade = true;
+          this.#common(s, ctx, ['routes']);
+          break;
+        case 'location':
+          this.#skip(s, 'nested locations: write them as routes of their own', ['routes']);
+          break;
+        default:
+          this.#common(s, ctx, ['routes']);
+      }
+    }
+    if (action === undefined && ctx.root !== undefined) {
+      action = { static: staticOf(ctx) };
+      actionDirective = d;
+    }
+    if (action?.fastcgi !== undefined) {
+      const f = action.fastcgi as Obj;
+      if (ctx.root === undefined) this.#note(d, 'fastcgi without `root`: set `root` (SCRIPT_FILENAME = root + script path)', ['routes']);
+      action = { fastcgi: { upstream: f.upstream, root: ctx.root ?? './html', ...(f.index !== undefined ? { index: f.index } : {}), ...(f.split_path_info !== undefined ? { split_path_info: f.split_path_info } : {}), ...(f.params !== undefined ? { params: f.params } : {}) } };
+    }
+    if (action === undefined) {
+      this.#note(d, `location ${d.args.join(' ')}: nothing Portico could serve (no proxy_pass, fastcgi_pass, root or return)`, ['routes']);
+      return;
+    }
+    const { route, index } = this.#route(server, match, action);
+    void actionDirective;
+    // nginx answers a prefix location "/x/" served by proxy_pass or fastcgi_pass with a 301 to "/x/" for the
+    // request "/x" (its "special processing"); without the redirect "/x" would reach another route here.
+    const prefix = typeof match.path === 'string' ? match.path : undefined;
+    if (prefix !== undefined && prefix.length > 1 && prefix.endsWith('/') && (action.proxy !== undefined || action.fastcgi !== undefined)) {
+      this.#trailingSlash.push({ server, path: prefix });
+    }
+    if (action.proxy !== undefined) {
+      const upstream = typeof action.proxy === 'string' ? action.proxy : String((action.proxy as Obj).upstream);
+      this.#applyTimeouts(upstream, timeouts, index, upgrade);
+    } else if (action.fastcgi !== undefined) {
+      this.#applyTimeouts(String((action.fastcgi as Obj).upstream), timeouts, index, false);
+    } else if (timeouts.length > 0) timeouts = [];
+    this.#headersInto(route, ctx);
+  }
+
+  #match(d: Directive): Obj | undefined {
+    const [a, b] = d.args;
+    if (a === undefined) return undefined;
+    if (b === undefined) {
+      if (a.startsWith('@')) {
+        this.#skip(d, 'named locations are reached by try_files/error_page, which Portico does not have', ['routes']);
+        return undefined;
+      }
+      return { path: a };
+    }
+    switch (a) {
+      case '=':
+        return { path_exact: b };
+      case '^~':
+        this.#note(d, '`^~`: in Portico regular-expression routes are tried before prefixes; check that no regex route takes these paths', ['routes']);
+        return { path: b };
+      case '~':
+        return checkRegex(b) ? { path_regex: b } : (this.#skip(d, 'the regular expression does not compile in JavaScript', ['routes']), undefined);
+      case '~*': {
+        const ci = caseless(b);
+        return checkRegex(ci) ? { path_regex: ci } : (this.#skip(d, 'the regular expression does not compile in JavaScript', ['routes']), undefined);
+      }
+      default:
+        this.#skip(d, `location modifier "${a}"`, ['routes']);
+        return undefined;
+    }
+  }
+
+  #proxyPass(s: Directive, match: Obj): Json | undefined {
+    const raw = s.args[0] ?? '';
+    const m = /^(https?):\/\/([^/]+)(\/.*)?$/.exec(raw);
+    if (m === null || raw.includes('$')) {
+      this.#skip(s, raw.includes('$') ? 'proxy_pass with variables' : 'proxy_pass takes http://HOST[:PORT][/URI] here', ['routes']);
+      return undefined;
+    }
+    const upstream = this.#upstreamFor(m[2], s, labelOf(match));
+    if (upstream === undefined) return undefined;
+    if (m[1] === 'https') {
+      // nginx does not verify an upstream's certificate unless proxy_ssl_verify is on; Portico does by default
+      const u = this.#out.upstreams[upstream];
+      if (u.tls === undefined) {
+        u.tls = true;
+        this.#note(s, 'proxy_pass https://: Portico verifies the targets\' certificates (nginx does not by default): set tls.ca / tls.sni, or tls: { verify: false }', ['upstreams', upstream, 'tls']);
+      }
+    }
+    const uri = m[3];
+    if (uri === undefined) return upstream;
+    const prefix = typeof match.path === 'string' ? match.path : undefined;
+    // `location /api/ { proxy_pass http://b/; }` replaces the prefix with "/": Portico's strip_prefix
+    if (uri === '/' && prefix !== undefined) return { upstream, strip_prefix: true };
+    this.#skip(s, `the URI part "${uri}" of proxy_pass (Portico strips the matched prefix, or keeps the path)`, ['routes']);
+    return upstream;
+  }
+
+  /** An upstream by name (a defined `upstream` block) or by address: a new single-target upstream. */
+  #upstreamFor(hostPort: string, s: Directive, preferred: string | undefined): string | undefined {
+    const name = hostPort.replace(/^http:\/\//, '');
+    if (Object.hasOwn(this.#out.upstreams, name)) return name;
+    if (!/^(unix:.+|[^\s:]+:\d+|\[[0-9a-fA-F:.]+\]:\d+|[^\s:/]+)$/.test(name)) {
+      this.#skip(s, `address "${hostPort}"`, ['routes']);
+      return undefined;
+    }
+    const address = targetAddress(name);
+    const existing = Object.entries(this.#out.upstreams).find(([, u]) => Array.isArray(u.targets) && u.targets.length === 1 && u.targets[0] === address);
+    if (existing !== undefined) return existing[0];
+    let label = preferred ?? address.replace(/^unix:/, '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '');
+    for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${preferred ?? 'upstream'}${i}`;
+    this.#out.upstreams[label] = { targets: [address] };
+    return label;
+  }
+
+  #returnAction(s: Directive, match: Obj | undefined): Obj {
+    const [first, second] = s.args;
+    const code = Number(first);
+    if (!Number.isInteger(code)) return { redirect: { to: this.#template(s, first ?? '/', match), status: 302 } };
+    if ([301, 302, 303, 307, 308].includes(code)) return { redirect: { to: this.#template(s, second ?? '/', match), status: code } };
+    const r: Obj = { status: code };
+    if (second !== undefined) r.body = second;
+    return { return: r };
+  }
+
+  #rewrite(s: Directive): Obj | undefined {
+    const [re, to, flag] = s.args;
+    if (re === undefined || to === undefined || !/^https?:\/\//.test(to) || (flag !== 'permanent' && flag !== 'redirect')) {
+      this.#skip(s, 'only `rewrite REGEX http(s)://... permanent|redirect` is translated (as a redirect)', ['routes']);
+      return undefined;
+    }
+    if (re !== '^' && re !== '^(.*)$' && re !== '^/(.*)$') {
+      this.#skip(s, 'rewrite with a regular expression: make it the route\'s path_regex and use $1.. in redirect.to', ['routes']);
+      return undefined;
+    }
+    const target = re === '^' ? to : to.replace(re === '^/(.*)$' ? /\/?\$1/ : /\$1/, '$request_uri');
+    return { redirect: { to: this.#template(s, target, undefined), status: flag === 'permanent' ? 301 : 302 } };
+  }
+
+  #template(s: Directive, value: string, match: Obj | undefined): string {
+    const bad = unknownVars(value).filter((v) => !(/^\$\d$/.test(v) && match?.path_regex !== undefined));
+    if (bad.length > 0) this.#note(s, `variables ${bad.join(', ')} are not known to Portico's templates: edit this value`, ['routes']);
+    return value;
+  }
+
+  /** What may appear in server {} and location {} alike. */
+  #common(s: Directive, ctx: LocationCtx, at: OutPath): void {
+    switch (s.name) {
+      case 'root':
+        ctx.root = relative(s.args[0] ?? '.');
+        return;
+      case 'index':
+        ctx.index = s.args[0];
+        if (s.args.length > 1) this.#note(s, 'Portico takes one index file: the first one is kept', at);
+        return;
+      case 'alias':
+        this.#skip(s, 'alias: use `static.root` on a route with `proxy`-style prefix stripping', at);
+        return;
+      case 'try_files':
+        if (!/^\$uri( \$uri\/)?( =404)?$/.test(s.args.join(' '))) this.#skip(s, 'Portico serves the file or its index, else 404 (try_files $uri $uri/ =404)', at);
+        return;
+      case 'proxy_set_header': {
+        const [name, value] = s.args;
+        if (name === undefined || value === undefined) return;
+        const dflt = DEFAULT_HEADERS[name.toLowerCase()];
+        if (dflt?.test(value)) return; // Portico does this by default (README: "What Portico sends upstream")
+        const bad = unknownVars(value);
+        if (bad.length > 0) this.#skip(s, `variables ${bad.join(', ')} are not known to Portico (known: ${[...KNOWN_VARS].map((v) => `$${v}`).join(', ')})`, at);
+        else if (['content-length', 'transfer-encoding', 'connection', 'upgrade', 'te', 'trailer', 'keep-alive'].includes(name.toLowerCase())) this.#skip(s, 'Portico owns framing and hop-by-hop headers', at);
+        else ctx.headers.push([name, value]);
+        return;
+      }
+      case 'proxy_hide_header':
+        if (s.args[0] !== undefined) ctx.hide.push(s.args[0]);
+        return;
+      case 'add_header': {
+        const [name, value] = s.args;
+        if (name === undefined || value === undefined) return;
+        const bad = unknownVars(value);
+        if (bad.length > 0) this.#skip(s, `variables ${bad.join(', ')} are not known to Portico`, at);
+        else ctx.addHeaders.push([name, value]);
+        return;
+      }
+      case 'client_max_body_size':
+        this.#setBodySize(s);
+        return;
+      case 'access_log':
+        if (s.args[0] === 'off') this.#note(s, 'access_log off here: Portico logs per instance (`log.access`)', at);
+        return;
+      default:
+        if (!SILENT.has(s.name)) this.#skip(s, 'no Portico equivalent', at);
+    }
+  }
+
+  #headersInto(route: Obj, ctx: LocationCtx): void {
+    if (ctx.headers.length > 0) route.request_headers = { set: Object.fromEntries(ctx.headers) };
+    if (ctx.addHeaders.length > 0 || ctx.hide.length > 0) {
+      const rh: Obj = {};
+      if (ctx.addHeaders.length > 0) rh.set = Object.fromEntries(ctx.addHeaders);
+      if (ctx.hide.length > 0) rh.remove = ctx.hide;
+      route.response_headers = rh;
+    }
+  }
+
+  /** Adds a route of `server` (its names become `match.host`); header rules and tunnel settings come after. */
+  #route(server: ServerOut, match: Obj, action: Obj): { route: Obj; index: number } {
+    const m = { ...match };
+    if (server.names !== undefined) m.host = server.names.length === 1 ? server.names[0] : server.names;
+    const route: Obj = { match: orderedMatch(m), ...action };
+    this.#out.routes.push(route);
+    return { route, index: this.#out.routes.length - 1 };
+  }
+
+  #applyTimeouts(upstream: string, timeouts: { name: string; ms: string; d: Directive }[], routeIndex: number, upgrade: boolean): void {
+    const u = this.#out.upstreams[upstream];
+    if (u === undefined) return;
+    const seen = this.#timeoutSource.get(upstream) ?? new Map<string, string>();
+    this.#timeoutSource.set(upstream, seen);
+    for (const t of timeouts) {
+      const keys = t.name.endsWith('connect_timeout') ? ['connect'] : t.name === 'proxy_send_timeout' ? ['idle'] : ['response_headers', 'idle'];
+      const tt = (u.timeouts as Obj | undefined) ?? {};
+      for (const k of keys) {
+        const before = seen.get(k);
+        if (before !== undefined && before !== t.ms) this.#note(t.d, `${t.name} ${t.ms} differs from another location of upstream "${upstream}" (${before}): Portico has one value per upstream; the last one is kept`, ['upstreams', upstream]);
+        seen.set(k, t.ms);
+        tt[k] = t.ms;
+      }
+      u.timeouts = tt;
+      // nginx cuts a WebSocket after proxy_read_timeout of silence; a Portico tunnel has no idle timeout by default
+      if (upgrade && t.name === 'proxy_read_timeout') {
+        const route = this.#out.routes[routeIndex];
+        route.tunnel = { idle_timeout: t.ms };
+        this.#note(t.d, 'nginx closes an idle WebSocket after proxy_read_timeout; kept as tunnel.idle_timeout (Portico\'s default is no idle timeout: remove it to keep WebSockets open)', ['routes', routeIndex, 'tunnel']);
+      }
+    }
+  }
+
+  #setBodySize(d: Directive): void {
+    const v = nginxSize(d.args[0] ?? '');
+    if (v === undefined) {
+      this.#skip(d, 'size not understood');
+      return;
+    }
+    const at = `${path.basename(d.file)}:${d.line}`;
+    if (this.#bodySize !== undefined && this.#bodySize.value !== v) this.#note(d, `client_max_body_size ${d.args[0]} differs from ${this.#bodySize.at}: Portico has one limits.body_size; the largest is kept`, ['limits']);
+    if (this.#bodySize === undefined || sizeBytes(v) > sizeBytes(this.#bodySize.value)) this.#bodySize = { value: v, at };
+  }
+
+  #duration(d: Directive, raw: string | undefined): string | undefined {
+    const ms = nginxDurationMs(raw ?? '');
+    if (ms === undefined) {
+      this.#skip(d, `duration "${raw}" not understood`);
+      return undefined;
+    }
+    return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+  }
+}
+
+interface LocationCtx {
+  root: string | undefined;
+  index: string | undefined;
+  headers: [string, string][];
+  hide: string[];
+  addHeaders: [string, string][];
+}
+
+/** A readable upstream name for an address written in proxy_pass: the location's first path segment. */
+function labelOf(match: Obj): string | undefined {
+  const p = typeof match.path === 'string' ? match.path : typeof match.path_exact === 'string' ? match.path_exact : undefined;
+  const seg = p?.split('/').find((x) => /^[A-Za-z0-9_.-]+$/.test(x));
+  return seg?.toLowerCase();
+}
+
+function staticOf(ctx: LocationCtx): Obj {
+  const s: Obj = { root: ctx.root ?? '.' };
+  if (ctx.index !== undefined) s.index = ctx.index;
+  return s;
+}
+
+function orderedMatch(m: Obj): Obj {
+  const o: Obj = {};
+  for (const k of ['host', 'path', 'path_exact', 'path_regex', 'method']) if (m[k] !== undefined) o[k] = m[k];
+  return o;
+}
+
+/** nginx reads a relative path against its prefix; Portico against the config file's folder. */
+function relative(p: string): string {
+  return path.isAbsolute(p) || p.startsWith('./') || p.startsWith('../') ? p : `./${p}`;
+}
+
+function isWildcard(address: string): boolean {
+  return address.startsWith('0.0.0.0:') || address.startsWith('[::]:');
+}
+
+function isHttpsRedirect(args: readonly string[]): boolean {
+  return (args[0] === '301' || args[0] === '302' || args[0] === '308') && /^https:\/\/\$(host|server_name)\$request_uri$/.test(args[1] ?? '');
+}
+
+function targetAddress(raw: string): string {
+  if (raw.startsWith('unix:')) return raw;
+  if (/^\[[0-9a-fA-F:.]+\]$/.test(raw)) return `${raw}:80`;
+  return /:\d+$/.test(raw) ? raw : `${raw}:80`;
+}
+
+function hashKey(v: string): string | undefined {
+  if (v === '$remote_addr' || v === '$binary_remote_addr') return '$remote_addr';
+  let m = /^\$http_([a-z0-9_]+)$/i.exec(v);
+  if (m) return `header:${m[1].replace(/_/g, '-')}`;
+  m = /^\$cookie_([A-Za-z0-9_]+)$/.exec(v);
+  if (m) return `cookie:${m[1]}`;
+  m = /^\$arg_([A-Za-z0-9_]+)$/.exec(v);
+  if (m) return `query:${m[1]}`;
+  return undefined;
+}
+
+function unknownVars(value: string): string[] {
+  const out: string[] = [];
+  for (const m of value.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*|\d)\}?/g)) if (!KNOWN_VARS.has(m[1])) out.push(`$${m[1]}`);
+  return out;
+}
+
+function checkRegex(source: string): boolean {
+  try {
+    new RegExp(source);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `~*` (case-insensitive): JavaScript has no inline (?i), so each ASCII letter becomes a class of both cases. */
+function caseless(source: string): string {
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') {
+      out += c + (source[i + 1] ?? '');
+      i++;
+      continue;
+    }
+    if (c === '[') inClass = true;
+    else if (c === ']') inClass = false;
+    const lower = c.toLowerCase();
+    const upper = c.toUpperCase();
+    if (lower !== upper && /[a-z]/i.test(c)) out += inClass ? lower + upper : `[${lower}${upper}]`;
+    else out += c;
+  }
+  return out;
+}
+
+/** nginx durations: "60", "60s", "1m30s", "500ms", "1h", "1d" -> milliseconds. */
+export function nginxDurationMs(raw: string): number | undefined {
+  if (/^\d+$/.test(raw)) return Number(raw) * 1000;
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+  let total = 0;
+  let rest = raw;
+  if (rest === '') return undefined;
+  while (rest.length > 0) {
+    const m = /^(\d+)(ms|s|m|h|d|w)/.exec(rest);
+    if (m === null) return undefined;
+    total += Number(m[1]) * units[m[2]];
+    rest = rest.slice(m[0].length);
+  }
+  return total;
+}
+
+/** nginx sizes: "1024", "8k", "10m", "1g" (powers of 1024) -> Portico's "KiB"/"MiB" forms; "0" -> "off". */
+export function nginxSize(raw: string): string | undefined {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(raw);
+  if (m === null) return undefined;
+  if (m[1] === '0') return 'off';
+  const unit = { '': 'B', k: 'KiB', m: 'MiB', g: 'GiB' }[m[2].toLowerCase()];
+  return `${m[1]}${unit}`;
+}
+
+function sizeBytes(v: string): number {
+  if (v === 'off') return Infinity;
+  const m = /^(\d+)(B|KiB|MiB|GiB)$/.exec(v);
+  if (m === null) return 0;
+  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2] as 'B'];
+}
+
+function render(d: Directive): string {
+  return `${d.name}${d.args.length > 0 ? ' ' : ''}${d.args.map((a) => (/[\s;{}#"']/.test(a) || a === '' ? JSON.stringify(a) : a)).join(' ')}${d.block !== undefined ? ' { ... }' : ';'}`;
+}

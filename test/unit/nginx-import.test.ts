@@ -1,0 +1,213 @@
+// portico import-nginx: the nginx tokenizer (quotes, escapes, comments, includes, errors with their line) and
+// the translation of each directive it knows, checked by loading the YAML it writes with Portico's own loader.
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test, { type TestContext } from 'node:test';
+import { parse } from 'yaml';
+import { formatErrors, loadConfig } from '../../src/config/load.js';
+import { importNginx, nginxDurationMs, nginxSize, type ImportResult } from '../../src/config/nginx-import.js';
+import { NginxParseError, parseNginxFile, parseNginxText, tokenize } from '../../src/config/nginx-parse.js';
+import { FIXTURES } from '../helpers/paths.js';
+
+const SEED_CERTS = path.join(FIXTURES, 'seed', 'certs');
+
+function folder(t: TestContext): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-import-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function translate(text: string): ImportResult {
+  return importNginx(parseNginxText(text, 'test.conf', '/nonexistent'), 'test.conf');
+}
+
+type Out = { listeners: Record<string, unknown>[]; upstreams: Record<string, Record<string, unknown>>; routes: Record<string, unknown>[]; limits?: Record<string, unknown>; workers?: unknown };
+const out = (r: ImportResult): Out => parse(r.yaml) as Out;
+
+/** The YAML loads with Portico's loader, beside a copy of the contract's certificates (certs/site.*). */
+function loads(t: TestContext, r: ImportResult): void {
+  const dir = folder(t);
+  mkdirSync(path.join(dir, 'certs'));
+  for (const f of ['site.crt', 'site.key']) copyFileSync(path.join(SEED_CERTS, f), path.join(dir, 'certs', f));
+  mkdirSync(path.join(dir, 'html'));
+  writeFileSync(path.join(dir, 'portico.yaml'), r.yaml);
+  const loaded = loadConfig(path.join(dir, 'portico.yaml'));
+  if (!loaded.ok) assert.fail(`the imported config does not load:\n${formatErrors('portico.yaml', loaded.errors)}\n---\n${r.yaml}`);
+}
+
+test('tokens: quotes, escapes, comments and ${var} are read as nginx reads them', () => {
+  const words = tokenize('a "b c" \'d;e\' f\\ g # comment ; {\nh ${x}y \\.php$ "q\\"r";', 'f').map((t) => t.text);
+  assert.deepEqual(words, ['a', 'b c', 'd;e', 'f\\ g', 'h', '${x}y', '\\.php$', 'q"r', ';']);
+});
+
+test('parse errors name the file and the line', () => {
+  assert.throws(() => parseNginxText('server {\n  listen 80;\n', 'x.conf'), (e: unknown) => e instanceof NginxParseError && e.line === 1 && /unclosed \{/.test(e.message));
+  assert.throws(() => parseNginxText('a b\n}', 'x.conf'), (e: unknown) => e instanceof NginxParseError && e.line === 2);
+  assert.throws(() => parseNginxText('listen "80;\n', 'x.conf'), /x\.conf:1: unclosed " quote/);
+  assert.throws(() => parseNginxText('listen 80', 'x.conf'), /no ending ";"/);
+});
+
+test('include: relative to the including file, globs in the last part, a self-include refused, a missing one kept', (t) => {
+  const dir = folder(t);
+  mkdirSync(path.join(dir, 'conf.d'));
+  writeFileSync(path.join(dir, 'conf.d', 'b.conf'), 'upstream b { server 127.0.0.1:2; }\n');
+  writeFileSync(path.join(dir, 'conf.d', 'a.conf'), 'upstream a { server 127.0.0.1:1; }\n');
+  writeFileSync(path.join(dir, 'main.conf'), 'http { include conf.d/*.conf; include fastcgi_params; }\n');
+  const http = parseNginxFile(path.join(dir, 'main.conf'))[0];
+  assert.deepEqual(http.block?.map((d) => `${d.name} ${d.args.join(' ')}`), ['upstream a', 'upstream b', 'include fastcgi_params']);
+  writeFileSync(path.join(dir, 'loop.conf'), 'include loop.conf;\n');
+  assert.throws(() => parseNginxFile(path.join(dir, 'loop.conf')), /includes itself/);
+});
+
+test('durations and sizes in nginx forms', () => {
+  assert.equal(nginxDurationMs('60'), 60_000);
+  assert.equal(nginxDurationMs('1m30s'), 90_000);
+  assert.equal(nginxDurationMs('500ms'), 500);
+  assert.equal(nginxDurationMs('2h'), 7_200_000);
+  assert.equal(nginxDurationMs('5x'), undefined);
+  assert.equal(nginxSize('10m'), '10MiB');
+  assert.equal(nginxSize('8k'), '8KiB');
+  assert.equal(nginxSize('1024'), '1024B');
+  assert.equal(nginxSize('0'), 'off');
+  assert.equal(nginxSize('1.5m'), undefined);
+});
+
+test('upstream: weights, backup, down, balancing and keepalive', (t) => {
+  const r = translate(`
+    upstream a { least_conn; server 10.0.0.1:80 weight=3; server 10.0.0.2 backup; server 10.0.0.3:81 down max_fails=2 fail_timeout=5s; keepalive 32; }
+    upstream b { ip_hash; server 10.0.0.4:80; }
+    upstream c { hash $http_x_user consistent; server 10.0.0.5:80; }
+    upstream d { hash $request_uri; server 10.0.0.6:80; }
+    server { listen 8080; location /a { proxy_pass http://a; } location /b { proxy_pass http://b; } location /c { proxy_pass http://c; } location /d { proxy_pass http://d; } }`);
+  const o = out(r);
+  assert.deepEqual(o.upstreams.a.targets, [{ address: '10.0.0.1:80', weight: 3 }, { address: '10.0.0.2:80', backup: true }, { address: '10.0.0.3:81', weight: 0 }]);
+  assert.equal(o.upstreams.a.balance, 'least_conn');
+  assert.deepEqual(o.upstreams.a.keepalive, { max_idle: 32 });
+  assert.deepEqual(o.upstreams.a.health, { passive: { max_fails: 2, fail_timeout: '5s' } });
+  assert.deepEqual(o.upstreams.b.balance, { policy: 'hash', key: '$remote_addr' });
+  assert.deepEqual(o.upstreams.c.balance, { policy: 'hash', key: 'header:x-user' });
+  assert.equal(o.upstreams.d.balance, undefined, '$request_uri is not a Portico hash key');
+  assert.ok(r.notes.some((n) => /hash \$request_uri/.test(n.message)), 'the untranslated hash is reported');
+  assert.ok(r.yaml.includes('# test.conf:'), 'notes are comments in the YAML');
+  loads(t, r);
+});
+
+test('listen, server_name and the default server', (t) => {
+  const r = translate(`
+    server { listen 80; listen [::]:80; server_name www.example.test .example.test; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 127.0.0.1:8443 ssl http2; server_name api.example.test; ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key;
+             location / { proxy_pass http://127.0.0.1:9001; } }`);
+  const o = out(r);
+  assert.deepEqual(o.listeners.map((l) => l.address), ['[::]:80', '127.0.0.1:8443'], 'listen 80 and [::]:80 are one dual-stack listener');
+  assert.deepEqual(o.listeners[1].tls, { certificates: [{ cert: './certs/site.crt', key: './certs/site.key' }] });
+  assert.equal((o.routes[0].match as Record<string, unknown>).host, undefined, 'the first server is the default: any host');
+  assert.equal((o.routes[1].match as Record<string, unknown>).host, 'api.example.test');
+  assert.ok(r.notes.some((n) => /http2/.test(n.message)));
+  loads(t, r);
+});
+
+test('locations: prefix, exact, regex, case-insensitive regex, ^~, and prefix replacement by proxy_pass URI', (t) => {
+  const r = translate(`
+    server { listen 8080;
+      location /api/ { proxy_pass http://127.0.0.1:9000/; }
+      location = /health { proxy_pass http://127.0.0.1:9000; }
+      location ~ \\.php$ { proxy_pass http://127.0.0.1:9001; }
+      location ~* \\.(jpg|png)$ { proxy_pass http://127.0.0.1:9002; }
+      location ^~ /static/ { proxy_pass http://127.0.0.1:9002; }
+      location @fallback { proxy_pass http://127.0.0.1:9003; }
+    }`);
+  const o = out(r);
+  const matches = o.routes.map((x) => x.match);
+  assert.deepEqual(matches, [{ path: '/api/' }, { path_exact: '/health' }, { path_regex: '\\.php$' }, { path_regex: '\\.([jJ][pP][gG]|[pP][nN][gG])$' }, { path: '/static/' }, { path_exact: '/api' }, { path_exact: '/static' }]);
+  // nginx's "special processing": /api (no slash) is answered 301 -> /api/ for a proxied /api/ location
+  assert.deepEqual(o.routes[5].redirect, { to: '/api/', status: 301 });
+  assert.deepEqual(o.routes[0].proxy, { upstream: 'api', strip_prefix: true });
+  const ci = new RegExp(String((o.routes[3].match as Record<string, unknown>).path_regex));
+  assert.ok(ci.test('/A.JPG') && ci.test('/a.jpg') && !ci.test('/a.gif'));
+  assert.ok(r.notes.some((n) => /\^~/.test(n.message)));
+  assert.ok(r.notes.some((n) => /named locations/.test(n.message)));
+  loads(t, r);
+});
+
+test('proxy_set_header: Portico defaults dropped, custom headers kept, unknown variables reported; timeouts and body size', (t) => {
+  const r = translate(`
+    http { client_max_body_size 10m;
+    server { listen 8080;
+      location /ws { proxy_pass http://127.0.0.1:9000; proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
+        proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Env "prod-$scheme"; proxy_set_header X-Id $request_id;
+        proxy_read_timeout 1h; proxy_connect_timeout 3s;
+        add_header X-Frame-Options DENY; proxy_hide_header X-Powered-By; }
+    } }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].request_headers, { set: { 'X-Env': 'prod-$scheme' } });
+  assert.deepEqual(o.routes[0].response_headers, { set: { 'X-Frame-Options': 'DENY' }, remove: ['X-Powered-By'] });
+  assert.ok(r.notes.some((n) => /\$request_id/.test(n.message)), 'an unknown variable is reported');
+  assert.deepEqual(o.upstreams.ws.timeouts, { response_headers: '3600s', idle: '3600s', connect: '3s' });
+  assert.deepEqual(o.routes[0].tunnel, { idle_timeout: '3600s' }, 'nginx cut idle WebSockets after proxy_read_timeout');
+  assert.deepEqual(o.limits, { body_size: '10MiB' });
+  loads(t, r);
+});
+
+test('untranslatable directives become comments and notes, never silently dropped', () => {
+  const r = translate(`server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; auth_basic "x"; limit_req zone=one; } }`);
+  const lines = r.notes.map((n) => n.message).join('\n');
+  assert.match(lines, /auth_basic/);
+  assert.match(lines, /limit_req/);
+  assert.ok(r.notes.every((n) => /^test\.conf:\d+$/.test(n.source)));
+  for (const n of r.notes) assert.ok(r.yaml.includes(n.message), `note in the YAML: ${n.message}`);
+});
+
+test('the README example imports to a config that loads', (t) => {
+  const r = importNginx(parseNginxFile(path.join(FIXTURES, 'nginx', 'readme.conf')), 'readme.conf');
+  const o = out(r);
+  assert.deepEqual(Object.keys(o.upstreams), ['chat', 'tomcat']);
+  assert.deepEqual(o.listeners.map((l) => l.address), ['0.0.0.0:443', '0.0.0.0:8080']);
+  assert.deepEqual(o.routes.map((x) => x.match), [{ path: '/wss' }, { path: '/Tomcat' }, { host: 'api.example.test', path: '/' }]);
+  loads(t, r);
+});
+
+test('servers on different ports: the importer says that routes apply to every listener', () => {
+  const r = translate(`server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 9090; server_name b.test; location / { proxy_pass http://127.0.0.1:9001; } }`);
+  assert.ok(r.notes.some((n) => /apply to every listener/.test(n.message)), r.notes.map((n) => n.message).join('\n'));
+  const same = translate(`server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 8080; server_name b.test; location / { proxy_pass http://127.0.0.1:9001; } }`);
+  assert.equal(same.notes.length, 0, same.notes.map((n) => n.message).join('\n'));
+});
+
+test('a plain server that only redirects to HTTPS becomes https_redirect on its listener', () => {
+  const r = translate(`server { listen 80; return 301 https://$host$request_uri; }
+    server { listen 443 ssl; ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key; location / { proxy_pass http://127.0.0.1:9000; } }`);
+  const o = out(r);
+  assert.deepEqual(o.listeners.map((l) => [l.address, l.https_redirect]), [['0.0.0.0:80', true], ['0.0.0.0:443', undefined]]);
+  assert.equal(o.routes.length, 1);
+  assert.equal(r.notes.length, 0, r.notes.map((n) => n.message).join('\n'));
+});
+
+test("the seed's nginx config (DESIGN.md) imports to the shape of the contract's seed-php.yaml, and loads", (t) => {
+  const r = importNginx(parseNginxFile(path.join(FIXTURES, 'nginx', 'seed.conf')), 'seed.conf');
+  assert.equal(r.notes.length, 0, r.notes.map((n) => `${n.source}: ${n.message}`).join('\n'));
+  const o = out(r);
+  assert.deepEqual(o.routes, [
+    { match: { path: '/wss' }, proxy: 'wss' },
+    { match: { path: '/Tomcat' }, proxy: 'tomcat' },
+    { match: { path_regex: '\\.php$' }, fastcgi: { upstream: 'php', root: './html', index: 'index.php' } },
+    { match: { path: '/' }, static: { root: './html', index: 'index.html' } },
+  ]);
+  loads(t, r);
+});
+
+test('proxy_pass https:// -> tls on the upstream, with a note that Portico verifies', (t) => {
+  const r = translate(`upstream sec { server 10.0.0.9:443; }
+    server { listen 8080; location / { proxy_pass https://sec; } location /x { proxy_pass https://10.0.0.8:8443; } }`);
+  const o = out(r);
+  assert.equal(o.upstreams.sec.tls, true);
+  assert.equal(o.upstreams.x.tls, true);
+  assert.ok(r.notes.some((n) => /verifies/.test(n.message)));
+  loads(t, r);
+});
