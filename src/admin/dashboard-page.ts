@@ -186,7 +186,8 @@ export const APP_JS = `'use strict';
     push('conns', conns);
     $('tunnels').textContent = fmt(st.tunnels);
     push('tunnels', st.tunnels);
-    const tlsName = Object.keys(cur.m).find((n) => /^portico_tls_handshakes?_total$/.test(n));
+    // handshakes: a counter if there is one, else the count of the handshake-time histogram
+    const tlsName = Object.keys(cur.m).find((n) => /^portico_tls_handshakes?_total$/.test(n)) || (has(cur.m, 'portico_tls_handshake_seconds_count') ? 'portico_tls_handshake_seconds_count' : undefined);
     const tls = tlsName ? rate(tlsName) : null;
     const tlsErr = rate('portico_tls_handshake_errors_total');
     $('tls').textContent = (tls === null ? '-' : fmt(tls)) + ' (' + fmt(tlsErr) + ')';
@@ -203,17 +204,18 @@ export const APP_JS = `'use strict';
     table('workers', ['id', 'pid', 'state', 'up (s)', 'restarts', 'config', 'connections', 'tunnels', 'fds', 'event-loop lag', 'heap', 'RSS'], (st.workers || []).map((w) => [
       w.id, w.pid === null ? '-' : w.pid, { text: w.state, cls: w.state === 'ready' || w.state === 'running' ? 'ok' : 'warn' }, fmt(w.uptime, 0), w.restarts, w.generation,
       w.connections === undefined ? '-' : w.connections, w.tunnels === undefined ? '-' : w.tunnels, w.fds ? w.fds.open + ' / ' + w.fds.limit : '-',
-      lagOf(w), bytes(w.heapUsed !== undefined ? w.heapUsed : w.memory && w.memory.heapUsed), bytes(w.rss !== undefined ? w.rss : w.memory && w.memory.rss),
+      lagOf(w), bytes(perWorker('portico_worker_heap_used_bytes', w.id)), bytes(perWorker('portico_worker_resident_bytes', w.id)),
     ]));
     prev = cur;
   }
-  function lagOf(w) {
-    const v = w.eventLoopLagMs !== undefined ? w.eventLoopLagMs : w.eventLoop && (w.eventLoop.p99Ms !== undefined ? w.eventLoop.p99Ms : w.eventLoop.lagMs);
-    return v === undefined || v === null ? workerMetric('portico_worker_event_loop_lag_seconds', w.id, (s) => ms(s)) : fmt(v, 1) + ' ms';
-  }
-  function workerMetric(name, id, f) {
+  /** A worker's gauge from /metrics (label worker="ID"), or undefined. */
+  function perWorker(name, id) {
     const s = (cur.m[name] || []).find((x) => x.labels.worker === String(id));
-    return s ? f(s.value) : '-';
+    return s ? s.value : undefined;
+  }
+  function lagOf(w) {
+    const p99 = perWorker('portico_worker_event_loop_delay_p99_seconds', w.id);
+    return p99 === undefined ? '-' : 'p99 ' + ms(p99);
   }
   function bytes(n) { return n === undefined || n === null ? '-' : n >= 1 << 30 ? (n / (1 << 30)).toFixed(2) + ' GiB' : (n / (1 << 20)).toFixed(1) + ' MiB'; }
   function renderRoutes() {

@@ -37,6 +37,8 @@ test('the dashboard loads clean, follows the load, and drains a target from its 
   const text = (sel: string): Promise<string> => page.evaluate<string>(`document.querySelector(${JSON.stringify(sel)}).textContent`);
   assert.equal(await text('#live'), 'live');
   assert.match(await text('#workers'), /ready|running/);
+  // each worker's event-loop delay and heap come from /metrics (per-worker gauges)
+  await until('event-loop delay and heap shown per worker', () => text('#workers'), (v) => /p99 [\d.]+ (µs|ms|s)/.test(v) && /MiB/.test(v), 10_000, 100);
   assert.match(await text('#upstreams'), new RegExp(`127\\.0\\.0\\.1:${a.port}`));
 
   // load: bounded loop of keep-alive requests for a few seconds; the requests/s figure must go above 0
@@ -54,6 +56,8 @@ test('the dashboard loads clean, follows the load, and drains a target from its 
     const rps = await until('requests/s above 0 on the page', () => text('#rps'), (v) => Number.parseFloat(v) > 0, 15_000, 100);
     assert.ok(Number.parseFloat(rps) > 0);
     await until('2xx counted in the status table', () => text('#statuses'), (v) => /2xx\s*[1-9]/.test(v), 10_000, 100);
+    // percentiles from the request-duration histogram of /metrics
+    await until('latency percentiles shown', () => text('#lat'), (v) => /^[\d.]+ (µs|ms|s) \/ [\d.]+ (µs|ms|s) \/ [\d.]+ (µs|ms|s)$/.test(v), 10_000, 100);
   } finally {
     stop = true;
     await load;
