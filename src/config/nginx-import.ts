@@ -23,7 +23,7 @@ type Obj = { [k: string]: Json | undefined };
 type OutPath = (string | number)[];
 
 /** Variables Portico's header and redirect templates know, by nginx's names; others are reported. */
-const KNOWN_VARS = new Set(['remote_addr', 'host', 'scheme', 'request_uri', 'server_port']);
+const KNOWN_VARS = new Set(['remote_addr', 'host', 'scheme', 'request_uri', 'server_port', 'args', 'is_args', 'request_id']);
 /** proxy_set_header lines Portico's defaults already cover (README: X-Forwarded-*, X-Real-IP, Upgrade). */
 const DEFAULT_HEADERS: Readonly<Record<string, RegExp>> = {
   host: /^\$(host|http_host)$/,
@@ -113,7 +113,7 @@ class Importer {
     for (const { server, path: p } of this.#trailingSlash) {
       const exact = p.slice(0, -1);
       if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
-      this.#route(server, { path_exact: exact }, { redirect: { to: p, status: 301 } });
+      this.#route(server, { path_exact: exact }, { redirect: { to: `${p}$is_args$args`, status: 301 } });
     }
     if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
     const doc = new Document(this.#plain());

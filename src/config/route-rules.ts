@@ -48,6 +48,12 @@ const VARIABLES: Readonly<Record<string, (v: RequestVars) => string>> = {
   host: (v) => v.host,
   scheme: (v) => v.scheme,
   request_uri: (v) => v.requestUri,
+  /** The query string without its `?` ('' when none); `$is_args` is "?" when there is one (nginx's pair). */
+  args: (v) => {
+    const q = v.requestUri.indexOf('?');
+    return q < 0 ? '' : v.requestUri.slice(q + 1);
+  },
+  is_args: (v) => (v.requestUri.indexOf('?') < 0 ? '' : '?'),
   server_port: (v) => String(v.serverPort),
   request_id: (v) => v.requestId ?? '',
 };

@@ -45,6 +45,7 @@ test('an imported nginx config routes every request as nginx does', async (t) =>
     ['example.test', '/app/x?q=1'],
     ['example.test', '/api/y?q=2'],
     ['example.test', '/api'],
+    ['example.test', '/api?q=3&r=4'],
     ['example.test', '/exact'],
     ['example.test', '/exact/more'],
     ['example.test', '/img/A.JPG'],

@@ -122,7 +122,7 @@ test('locations: prefix, exact, regex, case-insensitive regex, ^~, and prefix re
   const matches = o.routes.map((x) => x.match);
   assert.deepEqual(matches, [{ path: '/api/' }, { path_exact: '/health' }, { path_regex: '\\.php$' }, { path_regex: '\\.([jJ][pP][gG]|[pP][nN][gG])$' }, { path: '/static/' }, { path_exact: '/api' }, { path_exact: '/static' }]);
   // nginx's "special processing": /api (no slash) is answered 301 -> /api/ for a proxied /api/ location
-  assert.deepEqual(o.routes[5].redirect, { to: '/api/', status: 301 });
+  assert.deepEqual(o.routes[5].redirect, { to: '/api/$is_args$args', status: 301 });
   assert.deepEqual(o.routes[0].proxy, { upstream: 'api', strip_prefix: true });
   const ci = new RegExp(String((o.routes[3].match as Record<string, unknown>).path_regex));
   assert.ok(ci.test('/A.JPG') && ci.test('/a.jpg') && !ci.test('/a.gif'));
@@ -139,14 +139,14 @@ test('proxy_set_header: Portico defaults dropped, custom headers kept, unknown v
         proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
         proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Env "prod-$scheme"; proxy_set_header X-Id $request_id;
+        proxy_set_header X-Env "prod-$scheme"; proxy_set_header X-Id $request_time;
         proxy_read_timeout 1h; proxy_connect_timeout 3s;
         add_header X-Frame-Options DENY; proxy_hide_header X-Powered-By; }
     } }`);
   const o = out(r);
   assert.deepEqual(o.routes[0].request_headers, { set: { 'X-Env': 'prod-$scheme' } });
   assert.deepEqual(o.routes[0].response_headers, { set: { 'X-Frame-Options': 'DENY' }, remove: ['X-Powered-By'] });
-  assert.ok(r.notes.some((n) => /\$request_id/.test(n.message)), 'an unknown variable is reported');
+  assert.ok(r.notes.some((n) => /\$request_time/.test(n.message)), "an unknown variable is reported");
   assert.deepEqual(o.upstreams.ws.timeouts, { response_headers: '3600s', idle: '3600s', connect: '3s' });
   assert.deepEqual(o.routes[0].tunnel, { idle_timeout: '3600s' }, 'nginx cut idle WebSockets after proxy_read_timeout');
   assert.deepEqual(o.limits, { body_size: '10MiB' });
