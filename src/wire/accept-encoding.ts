@@ -1,5 +1,6 @@
 // `Accept-Encoding` (RFC 9110 §12.5.3): which content coding, of those Portico can send, a client prefers.
-// q-values are honoured (q=0 refuses a coding, `*` stands for codings not named); at equal q the order of
+// q-values are honoured (q=0 refuses a coding, `*` stands for codings not named; a coding named twice gets the
+// lower of its weights); at equal q the order of
 // `offered` decides (brotli before gzip). Pure and bounded: never throws; a malformed element is skipped.
 
 export type Coding = 'br' | 'gzip';
@@ -22,9 +23,10 @@ export function chooseEncoding(header: string | undefined, offered: readonly Cod
       else if (/^\s*q\s*=/i.test(p)) weight = -1; // malformed q: skip the element
     }
     if (weight < 0) continue;
-    if (name === '*') star = weight;
-    else if (name === 'x-gzip') q.set('gzip', Math.max(q.get('gzip') ?? 0, weight));
-    else q.set(name, Math.max(q.get(name) ?? 0, weight));
+    // a coding named twice is ambiguous: the lower weight holds, so a q=0 anywhere refuses it (strict reading)
+    const key = name === 'x-gzip' ? 'gzip' : name;
+    if (key === '*') star = star < 0 ? weight : Math.min(star, weight);
+    else q.set(key, Math.min(q.get(key) ?? weight, weight));
   }
   let best: Coding | null = null;
   let bestQ = 0;
