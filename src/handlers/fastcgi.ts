@@ -19,6 +19,7 @@ import type { ClientExchange } from './client-exchange.js';
 import type { ClientSide } from './forward.js';
 import { buildParams } from './fastcgi-params.js';
 import { resolveScript, type Script } from './fastcgi-script.js';
+import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
 export interface FastcgiClient extends ClientSide {
@@ -88,9 +89,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #reqRemaining: number;
   #earlyBody: Buffer[] | null = null;
   #upstreamPausedClient = false;
-  #bodyMark = -1;
-  #bodyMarkAt = 0;
-  #bodyWaitsOn: 'client' | 'upstream' | null = null;
+  readonly #bodyStall = new BodyStallWatch();
   // response
   #resBuf: Buffer | null = null;
   #framing: Framing = 'none';
@@ -531,21 +530,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   /** The request body: the client gets timeouts.body between reads, an FPM that stopped reading it timeouts.idle. */
   #bodyStalled(now: number): boolean {
-    const waitsOn = this.#upstreamPausedClient ? 'upstream' : this.#upstream === null ? null : 'client';
-    if (this.bytesIn !== this.#bodyMark || waitsOn !== this.#bodyWaitsOn) {
-      this.#bodyMark = this.bytesIn;
-      this.#bodyMarkAt = now;
-      this.#bodyWaitsOn = waitsOn;
-      return false;
-    }
-    if (waitsOn === null) return false;
-    const limit = waitsOn === 'client' ? this.#client.bodyTimeout : this.#timeouts.idle;
-    if (limit <= 0 || now - this.#bodyMarkAt < limit) return false;
-    this.#fail(
-      waitsOn === 'client'
-        ? new ProxyError('CLIENT_BODY_TIMEOUT', `no request body bytes from the client for ${limit}ms`)
-        : new ProxyError('UPSTREAM_IDLE_TIMEOUT', `FastCGI took no request body bytes for ${limit}ms`),
-    );
+    const waitsOn: BodyWaiter = this.#upstreamPausedClient ? 'upstream' : this.#upstream === null ? null : 'client';
+    const err = this.#bodyStall.check(this.bytesIn, waitsOn, now, this.#client.bodyTimeout, this.#timeouts.idle, 'FastCGI');
+    if (err === null) return false;
+    this.#fail(err);
     return true;
   }
 

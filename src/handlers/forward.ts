@@ -12,6 +12,7 @@ import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
+import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -132,9 +133,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
   readonly #timeouts: { response_headers: number; idle: number };
   // Request body clock, read by the sweep (no timer per request): bytesIn when it last moved, since when, and
   // whom the body waited on then (the client, an upstream that stopped taking it, or no one while connecting).
-  #bodyMark = -1;
-  #bodyMarkAt = 0;
-  #bodyWaitsOn: 'client' | 'upstream' | null = null;
+  readonly #bodyStall = new BodyStallWatch();
   /** A body byte came from the client (an `Expect: 100-continue` client may wait for the 100 before that). */
   #bodyStarted = false;
   /** A 100 Continue was relayed to a client that asked for it. */
@@ -684,21 +683,10 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
    * `Expect: 100-continue` client has sent nothing yet (the response head deadline runs). True once failed.
    */
   #bodyStalled(now: number): boolean {
-    const waitsOn = this.#upstreamPausedClient ? 'upstream' : (this.#upstream === null && this.#earlyBody !== null) || this.#awaitingContinue ? null : 'client';
-    if (this.bytesIn !== this.#bodyMark || waitsOn !== this.#bodyWaitsOn) {
-      this.#bodyMark = this.bytesIn;
-      this.#bodyMarkAt = now;
-      this.#bodyWaitsOn = waitsOn;
-      return false;
-    }
-    if (waitsOn === null) return false;
-    const limit = waitsOn === 'client' ? this.#client.bodyTimeout : this.#timeouts.idle;
-    if (limit <= 0 || now - this.#bodyMarkAt < limit) return false;
-    this.#fail(
-      waitsOn === 'client'
-        ? new ProxyError('CLIENT_BODY_TIMEOUT', `no request body bytes from the client for ${limit}ms`)
-        : new ProxyError('UPSTREAM_IDLE_TIMEOUT', `upstream took no request body bytes for ${limit}ms`),
-    );
+    const waitsOn: BodyWaiter = this.#upstreamPausedClient ? 'upstream' : (this.#upstream === null && this.#earlyBody !== null) || this.#awaitingContinue ? null : 'client';
+    const err = this.#bodyStall.check(this.bytesIn, waitsOn, now, this.#client.bodyTimeout, this.#timeouts.idle, 'upstream');
+    if (err === null) return false;
+    this.#fail(err);
     return true;
   }
 
