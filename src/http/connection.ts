@@ -590,6 +590,17 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void {
     if (this.#terminate !== null) return this.#startTerminated(ex, upstream, upstreamRest, res);
+    // from here the tunnel owns both sockets; the registry entry goes when the tunnel reports its end
+    const clientRest = this.#leaveHttp();
+    this.#tunnel = new UpgradedTunnel(this, this.#registry, this.ctx, ex, this.socket, upstream);
+    this.#tunnel.start(clientRest, upstreamRest);
+  }
+
+  /**
+   * The connection leaves HTTP for good (a tunnel or a terminated WebSocket owns its socket from here): no
+   * exchange, no deadline, none of this connection's socket listeners. Returns the client's bytes read past the head.
+   */
+  #leaveHttp(): Buffer | null {
     this.#ex = null;
     this.#state = 'tunnel';
     this.#dropUpstreamClient();
@@ -599,11 +610,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('drain', this.#onDrain);
     socket.removeListener('error', this.#onError);
-    // from here the tunnel owns both sockets; the registry entry goes when the tunnel reports its end
-    const clientRest = this.#buf;
+    const rest = this.#buf;
     this.#buf = null;
-    this.#tunnel = new UpgradedTunnel(this, this.#registry, this.ctx, ex, socket, upstream);
-    this.#tunnel.start(clientRest, upstreamRest);
+    return rest;
   }
 
   /** The backend accepted the handshake: the client's WebSocket is handed to uWebSockets.js (terminate/handoff.ts). */
@@ -616,17 +625,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#requestFailed(ex, new ProxyError('UPSTREAM_HANDSHAKE_INVALID', bad));
       return;
     }
-    this.#ex = null;
-    this.#state = 'tunnel';
-    this.#dropUpstreamClient();
-    this.#deadline = 0;
+    const clientRest = this.#leaveHttp();
     const socket = this.socket;
-    socket.removeListener('data', this.#onData);
-    socket.removeListener('end', this.#onEnd);
-    socket.removeListener('drain', this.#onDrain);
-    socket.removeListener('error', this.#onError);
-    const clientRest = this.#buf;
-    this.#buf = null;
     t.ex = ex;
     const ends = this.upstreamClient;
     this.#terminated = new TerminatedConnection(this, this.ctx.terminate!, this.ctx.metrics, {

@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { TLSSocket } from 'node:tls';
-import { generate } from 'selfsigned';
 import WebSocket, { WebSocketServer } from 'ws';
 import { statusUntil } from '../helpers/admin.js';
 import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, plainListener, startPortico } from '../helpers/portico.js';
 import { readFileSync } from 'node:fs';
+import { selfSigned } from '../helpers/certs.js';
 
 interface Seen {
   sni: string | false | undefined;
@@ -123,21 +123,9 @@ test('verify: false accepts any certificate', async (t) => {
 test('client certificate: sent when configured, and a backend that requires one refuses Portico without it', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'portico-mtls-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const now = Date.now();
-  const client = await generate([{ name: 'commonName', value: 'portico-client' }], {
-    keyType: 'ec',
-    curve: 'P-256',
-    algorithm: 'sha256',
-    notBeforeDate: new Date(now - 86_400_000),
-    notAfterDate: new Date(now + 86_400_000),
-    extensions: [
-      { name: 'basicConstraints', cA: true, critical: true },
-      { name: 'keyUsage', digitalSignature: true, keyCertSign: true, critical: true },
-      { name: 'extKeyUsage', clientAuth: true },
-    ],
-  });
+  const client = await selfSigned('portico-client', 'client');
   await writeFile(path.join(dir, 'client.crt'), client.cert);
-  await writeFile(path.join(dir, 'client.key'), client.private);
+  await writeFile(path.join(dir, 'client.key'), client.key);
   const backend = await startTlsBackend(t, { requestCert: true, rejectUnauthorized: true, ca: client.cert });
 
   const without = await startPortico(t, config(backend.port, { ca: TEST_CERT }));

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import { freePort } from './ports.js';
 
 export function hasNginx(): boolean {
   return spawnSync('nginx', ['-v'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
@@ -17,18 +18,6 @@ export interface Nginx {
   readonly port: number;
   /** The error log so far (for assertion messages). */
   errorLog(): Promise<string>;
-}
-
-/** A loopback port free a moment ago: nginx cannot listen on port 0 and report the port. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Resolves once 127.0.0.1:port accepts; rejects when nginx exits first or after `timeoutMs`. */

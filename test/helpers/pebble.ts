@@ -5,12 +5,12 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { generate } from 'selfsigned';
 import { hasCommand } from './peers.js';
+import { selfSigned } from './certs.js';
+import { freePort } from './ports.js';
 
 export function hasPebble(): boolean {
   // pebble has no --version; -h prints its usage and exits 2
@@ -25,17 +25,6 @@ export interface Pebble {
   /** Pebble's issuing root (PEM), from its management interface: what issued certificates chain to. */
   root(): Promise<string>;
   readonly output: () => string;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function get(url: string, ca: string): Promise<string> {
@@ -55,23 +44,10 @@ function get(url: string, ca: string): Promise<string> {
 export async function startPebble(t: TestContext, opts: { httpPort: number; tlsPort: number; dnsPort: number; validitySeconds?: number }): Promise<Pebble> {
   const dir = await mkdtemp(path.join(tmpdir(), 'portico-pebble-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const now = Date.now();
-  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
-    keyType: 'ec',
-    curve: 'P-256',
-    algorithm: 'sha256',
-    notBeforeDate: new Date(now - 86_400_000),
-    notAfterDate: new Date(now + 86_400_000),
-    extensions: [
-      { name: 'basicConstraints', cA: true, critical: true },
-      { name: 'keyUsage', digitalSignature: true, keyCertSign: true, critical: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] },
-    ],
-  });
+  const pems = await selfSigned('localhost', { server: ['localhost', '127.0.0.1'] });
   const caFile = path.join(dir, 'cert.pem');
   await writeFile(caFile, pems.cert);
-  await writeFile(path.join(dir, 'key.pem'), pems.private);
+  await writeFile(path.join(dir, 'key.pem'), pems.key);
   let out = '';
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import { freePort } from './ports.js';
 
 const CANDIDATES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3', '/usr/sbin/php-fpm8.1'];
 
@@ -45,17 +46,6 @@ export interface PhpFpm {
   connections(): Promise<number>;
   /** The peer ports of those connections (which connections they are). */
   connectionPeers(): Promise<number[]>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Resolves once the address accepts; rejects when FPM exits first or after `timeoutMs`. */
