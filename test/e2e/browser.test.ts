@@ -4,40 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDemoBackends } from '../../src/cli/demo.js';
-import { hasChromium, launchChromium } from '../helpers/chromium.js';
+import { demoPageExchange, hasChromium, launchChromium, type DemoPageResult } from '../helpers/chromium.js';
 import { needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
-
-interface PageResult {
-  state: string;
-  url: string;
-  echoes: string[];
-  headers: Record<string, string>;
-}
-
-/** Runs in the page: waits for the socket to open, sends each message through the form, waits for all echoes. */
-function exchangeScript(messages: string[]): string {
-  return `(async () => {
-    const until = async (what, cond, ms) => {
-      const end = Date.now() + ms;
-      while (!cond()) {
-        if (Date.now() > end) throw new Error('timed out waiting for ' + what + '; state=' + document.getElementById('state').textContent + ' log=' + document.getElementById('log').textContent);
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    };
-    const echoes = () => [...document.querySelectorAll('#log .echo')].map((li) => li.textContent);
-    await until('open', () => document.getElementById('state').dataset.state === 'open', 15000);
-    const messages = ${JSON.stringify(messages)};
-    for (const m of messages) {
-      document.getElementById('message').value = m;
-      document.getElementById('send-button').click();
-    }
-    await until('echoes', () => echoes().length >= messages.length, 15000);
-    const headers = {};
-    for (const td of document.querySelectorAll('[data-header]')) headers[td.dataset.header] = td.textContent;
-    return { state: document.getElementById('state').dataset.state, url: document.getElementById('url').textContent, echoes: echoes(), headers };
-  })()`;
-}
 
 test('Chromium opens the demo page through Portico and exchanges WebSocket messages', { timeout: 120_000 }, async (t) => {
   if (!needPeer(t, 'chromium', hasChromium())) return;
@@ -60,7 +29,7 @@ test('Chromium opens the demo page through Portico and exchanges WebSocket messa
 
   await t.test('over HTTPS: the page opens wss://localhost:PORT/wss and shows every echo', async () => {
     const page = await browser.open(`https://localhost:${portico.tlsPort}/`);
-    const r = await page.evaluate<PageResult>(exchangeScript(messages));
+    const r = await page.evaluate<DemoPageResult>(demoPageExchange(messages));
     assert.equal(r.url, `wss://localhost:${portico.tlsPort}/wss`);
     assert.equal(r.state, 'open');
     assert.deepEqual(r.echoes, messages);
@@ -71,7 +40,7 @@ test('Chromium opens the demo page through Portico and exchanges WebSocket messa
 
   await t.test('over plain HTTP: the page uses ws:// on the same port', async () => {
     const page = await browser.open(`http://localhost:${portico.httpPort}/`);
-    const r = await page.evaluate<PageResult>(exchangeScript(['plain']));
+    const r = await page.evaluate<DemoPageResult>(demoPageExchange(['plain']));
     assert.equal(r.url, `ws://localhost:${portico.httpPort}/wss`);
     assert.deepEqual(r.echoes, ['plain']);
     assert.equal(r.headers['x-forwarded-proto'], 'http');

@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { native } from '../../src/native/addon.js';
 import { request } from '../helpers/clients.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
 import { adminStatus, adminUrl } from '../helpers/admin.js';
+import { statusLineUntilClose } from '../helpers/wire.js';
 
 const CONNECTIONS = 10_000;
 /** Source addresses the clients spread over (loopback is 127/8), so no one address runs out of ephemeral ports. */
@@ -25,28 +25,6 @@ function listenDrops(): { overflows: number; drops: number } {
   const names = lines[0].split(/\s+/);
   const values = lines[1].split(/\s+/).map(Number);
   return { overflows: values[names.indexOf('ListenOverflows')] ?? 0, drops: values[names.indexOf('ListenDrops')] ?? 0 };
-}
-
-/** One connection: connect, ask for a path no route serves, read until the server closes. Resolves with what happened. */
-function oneRequest(port: number, localAddress: string): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
-    const chunks: Buffer[] = [];
-    let settled = false;
-    const done = (outcome: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(outcome);
-    };
-    // bounded: a SYN dropped at a full backlog is retried by the kernel after 1 s, 3 s, 7 s...
-    const timer = setTimeout(() => done('timeout'), 60_000);
-    socket.on('connect', () => socket.write('GET /flood HTTP/1.1\r\nHost: flood.test\r\n\r\n'));
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', (err: NodeJS.ErrnoException) => done(err.code ?? 'error'));
-    socket.on('close', () => done(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
-  });
 }
 
 test(`${CONNECTIONS} connections opened at once against one worker: all accepted and answered, backlog = somaxconn, none refused`, { timeout: 240_000 }, async (t) => {
@@ -67,7 +45,7 @@ test(`${CONNECTIONS} connections opened at once against one worker: all accepted
   const baseFds = before.workers[0].fds?.open ?? 0;
 
   const drops0 = listenDrops();
-  const outcomes = await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => oneRequest(portico.httpPort, SOURCES[i % SOURCES.length])));
+  const outcomes = await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => statusLineUntilClose(portico.httpPort, 'GET /flood HTTP/1.1\r\nHost: flood.test\r\n\r\n', SOURCES[i % SOURCES.length])));
   const drops1 = listenDrops();
   const tally = new Map<string, number>();
   for (const o of outcomes) tally.set(o, (tally.get(o) ?? 0) + 1);

@@ -24,7 +24,10 @@ import { hasCommand, needPeer } from '../helpers/peers.js';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
 import { fdCount, rssBytes } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
-import { connectPlain, ResponseReader } from '../helpers/wire.js';
+import { connectPlain, ResponseReader, statusLineUntilClose } from '../helpers/wire.js';
+
+/** GET a path no route serves on a connection of its own, read until the server closes (the status line or what failed). */
+const burstRequest = (port: number): Promise<string> => statusLineUntilClose(port, 'GET /burst HTTP/1.1\r\nHost: burst.test\r\nConnection: close\r\n\r\n');
 
 const HAS_PRLIMIT = hasCommand('prlimit', ['--version']);
 /** Who should be accepting in this run: the addon unless PORTICO_NATIVE_IO=0 or PORTICO_NATIVE=0 (or no build). */
@@ -41,34 +44,13 @@ async function refusedFor(portico: Portico, reason: string): Promise<number> {
   return m === null ? 0 : Number(m[1]);
 }
 
-/** One connection: GET a path no route serves, read until the server closes; the status line or what failed. */
-function oneRequest(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    const chunks: Buffer[] = [];
-    let settled = false;
-    const done = (outcome: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(outcome);
-    };
-    const timer = setTimeout(() => done('timeout'), 60_000);
-    socket.on('connect', () => socket.write('GET /burst HTTP/1.1\r\nHost: burst.test\r\nConnection: close\r\n\r\n'));
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', (err: NodeJS.ErrnoException) => done(err.code ?? 'error'));
-    socket.on('close', () => done(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
-  });
-}
-
 test('2,000 connections at once: accepted in batches by the addon, every one answered, 0 refused', { timeout: 120_000 }, async (t) => {
   native()?.raiseFdLimit();
   const portico = await startPortico(t, { workers: 1, listeners: [plainListener()], routes: [], admin: { address: '127.0.0.1:0' }, log: { access: false } });
   const before = worker(await adminStatus(portico));
   assert.equal(before.accept, EXPECTED_ACCEPT, `/status names who accepts (${before.accept})`);
   const N = 2_000;
-  const outcomes = await Promise.all(Array.from({ length: N }, () => oneRequest(portico.httpPort)));
+  const outcomes = await Promise.all(Array.from({ length: N }, () => burstRequest(portico.httpPort)));
   const tally = new Map<string, number>();
   for (const o of outcomes) tally.set(o, (tally.get(o) ?? 0) + 1);
   assert.equal(tally.get('HTTP/1.1 404 Not Found'), N, `every connection answered: ${JSON.stringify([...tally])}`);
@@ -112,7 +94,7 @@ test('past the fd limit a natively accepted connection is refused at once, count
   await portico.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('connections refused: out of file descriptors'));
   for (const s of held.splice(0, 20)) s.destroy();
   await statusUntil(portico, 'freed connections gone', (s) => s.workers[0].connections === held.length);
-  assert.equal(await oneRequest(portico.httpPort), 'HTTP/1.1 404 Not Found', 'accepting again once fds are free');
+  assert.equal(await burstRequest(portico.httpPort), 'HTTP/1.1 404 Not Found', 'accepting again once fds are free');
   for (const s of held) s.destroy();
 });
 

@@ -4,34 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDemoBackends } from '../../src/cli/demo.js';
 import { startChatBackend } from '../helpers/chat-backend.js';
-import { hasChromium, launchChromium } from '../helpers/chromium.js';
+import { demoPageExchange, hasChromium, launchChromium, type DemoPageResult } from '../helpers/chromium.js';
 import { hasPythonWebsockets, PYTHON, PYTHON_WSS_CLIENT, run } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { startPortico, tlsListener, TEST_CERT } from '../helpers/portico.js';
-
-/** Runs in the demo page: waits for the socket to open, sends each message through the form, waits for the echoes. */
-function exchangeScript(messages: string[]): string {
-  return `(async () => {
-    const until = async (what, cond, ms) => {
-      const end = Date.now() + ms;
-      while (!cond()) {
-        if (Date.now() > end) throw new Error('timed out waiting for ' + what + '; state=' + document.getElementById('state').textContent);
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    };
-    const echoes = () => [...document.querySelectorAll('#log .echo')].map((li) => li.textContent);
-    await until('open', () => document.getElementById('state').dataset.state === 'open', 15000);
-    const messages = ${JSON.stringify(messages)};
-    for (const m of messages) {
-      document.getElementById('message').value = m;
-      document.getElementById('send-button').click();
-    }
-    await until('echoes', () => echoes().length >= messages.length, 15000);
-    const headers = {};
-    for (const td of document.querySelectorAll('[data-header]')) headers[td.dataset.header] = td.textContent;
-    return { state: document.getElementById('state').dataset.state, echoes: echoes(), headers };
-  })()`;
-}
 
 test('terminated WSS with real clients: Python websockets and headless Chromium', { timeout: 120_000 }, async (t) => {
   const demo = await startDemoBackends({ appPort: 0, echoPort: 0 });
@@ -63,7 +39,7 @@ test('terminated WSS with real clients: Python websockets and headless Chromium'
     const browser = await launchChromium(t);
     const page = await browser.open(`https://localhost:${portico.tlsPort}/`);
     const messages = ['hello through uWebSockets.js', 'ünïcødé ✓', 'x'.repeat(5000)];
-    const r = await page.evaluate<{ state: string; echoes: string[]; headers: Record<string, string> }>(exchangeScript(messages));
+    const r = await page.evaluate<DemoPageResult>(demoPageExchange(messages));
     assert.equal(r.state, 'open');
     assert.deepEqual(r.echoes, messages);
     assert.equal(r.headers['x-forwarded-for'], '127.0.0.1');

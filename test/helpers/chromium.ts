@@ -232,3 +232,35 @@ class Cdp {
     }
   }
 }
+
+/** What demoPageExchange returns from the demo page (src/cli/demo.ts). */
+export interface DemoPageResult {
+  state: string;
+  url: string;
+  echoes: string[];
+  headers: Record<string, string>;
+}
+
+/** Runs in the demo page: waits for the socket to open, sends each message through the form, waits for all echoes. */
+export function demoPageExchange(messages: string[]): string {
+  return `(async () => {
+    const until = async (what, cond, ms) => {
+      const end = Date.now() + ms;
+      while (!cond()) {
+        if (Date.now() > end) throw new Error('timed out waiting for ' + what + '; state=' + document.getElementById('state').textContent + ' log=' + document.getElementById('log').textContent);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    const echoes = () => [...document.querySelectorAll('#log .echo')].map((li) => li.textContent);
+    await until('open', () => document.getElementById('state').dataset.state === 'open', 15000);
+    const messages = ${JSON.stringify(messages)};
+    for (const m of messages) {
+      document.getElementById('message').value = m;
+      document.getElementById('send-button').click();
+    }
+    await until('echoes', () => echoes().length >= messages.length, 15000);
+    const headers = {};
+    for (const td of document.querySelectorAll('[data-header]')) headers[td.dataset.header] = td.textContent;
+    return { state: document.getElementById('state').dataset.state, url: document.getElementById('url').textContent, echoes: echoes(), headers };
+  })()`;
+}

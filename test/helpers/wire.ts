@@ -206,3 +206,28 @@ export function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Prom
     });
   });
 }
+
+/**
+ * One connection that sends `head` and reads until the server closes: resolves with the status line, the socket
+ * error's code, 'closed without a reply' or 'timeout' (bounded: a SYN dropped at a full backlog is retried by the
+ * kernel after 1 s, 3 s, 7 s...). Never rejects, so thousands can run in one Promise.all.
+ */
+export function statusLineUntilClose(port: number, head: string, localAddress?: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const done = (outcome: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(outcome);
+    };
+    const timer = setTimeout(() => done('timeout'), 60_000);
+    socket.on('connect', () => socket.write(head));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (err: NodeJS.ErrnoException) => done(err.code ?? 'error'));
+    socket.on('close', () => done(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
+  });
+}
