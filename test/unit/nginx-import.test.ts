@@ -61,6 +61,37 @@ test('include: relative to the including file, globs in the last part, a self-in
   assert.throws(() => parseNginxFile(path.join(dir, 'loop.conf')), /includes itself/);
 });
 
+test('hostile includes end with a parse error naming the place: too deep, globs that multiply, too large, an unreadable folder; globs as glob(3)', (t) => {
+  const dir = folder(t);
+  const parseError = (file: string, message: RegExp) => (e: unknown) => e instanceof NginxParseError && message.test(e.message) && e.message.includes(file);
+  // a chain of 18 files, each including the next (no cycle)
+  for (let i = 0; i < 18; i++) writeFileSync(path.join(dir, `chain${i}.conf`), i < 17 ? `include chain${i + 1}.conf;\n` : 'worker_processes 1;\n');
+  assert.throws(() => parseNginxFile(path.join(dir, 'chain0.conf')), parseError('chain16.conf', /nested deeper than 16/));
+  assert.deepEqual(parseNginxFile(path.join(dir, 'chain2.conf')).map((d) => d.name), ['worker_processes'], '16 levels are fine');
+  // 4 levels of 8 files each including all 8 of the next level: 8 + 64 + 512 + 4096 reads from 32 files
+  for (let level = 0; level < 4; level++) {
+    mkdirSync(path.join(dir, `l${level}`));
+    for (let i = 0; i < 8; i++) writeFileSync(path.join(dir, `l${level}`, `f${i}.conf`), level < 3 ? `include ../l${level + 1}/*.conf;\n` : 'worker_processes 1;\n');
+  }
+  writeFileSync(path.join(dir, 'fan.conf'), 'include l0/*.conf;\n');
+  assert.throws(() => parseNginxFile(path.join(dir, 'fan.conf')), parseError('.conf', /more than 1024 files read through include/));
+  writeFileSync(path.join(dir, 'fan3.conf'), 'include l1/*.conf;\n');
+  assert.equal(parseNginxFile(path.join(dir, 'fan3.conf')).length, 512, 'three levels (584 reads) are within the budget');
+  writeFileSync(path.join(dir, 'big.conf'), Buffer.alloc(4 * 1024 * 1024 + 1, 0x20));
+  writeFileSync(path.join(dir, 'inc-big.conf'), 'include big.conf;\n');
+  assert.throws(() => parseNginxFile(path.join(dir, 'inc-big.conf')), parseError('big.conf', /larger than 4194304 bytes/));
+  // glob(3): a [ without its ] is a plain character; classes and [!...] as usual
+  mkdirSync(path.join(dir, 'conf.d'));
+  for (const f of ['[a1.conf', 'a1.conf', 'b.conf', 'c.conf']) writeFileSync(path.join(dir, 'conf.d', f), `upstream ${f} {}\n`);
+  const names = (glob: string) => parseNginxText(`include conf.d/${glob};`, 'g.conf', dir).map((d) => d.args[0]);
+  assert.deepEqual(names('[a*.conf'), ['[a1.conf']);
+  assert.deepEqual(names('[ab]*.conf'), ['a1.conf', 'b.conf']);
+  assert.deepEqual(names('[!ab]*.conf'), ['[a1.conf', 'c.conf']);
+  assert.deepEqual(names('?.conf'), ['b.conf', 'c.conf']);
+  writeFileSync(path.join(dir, 'notdir.conf'), 'include big.conf/*.conf;\n');
+  assert.throws(() => parseNginxFile(path.join(dir, 'notdir.conf')), parseError('notdir.conf:1', /include "big.conf\/\*.conf"/));
+});
+
 test('durations and sizes in nginx forms', () => {
   assert.equal(nginxDurationMs('60'), 60_000);
   assert.equal(nginxDurationMs('1m30s'), 90_000);
