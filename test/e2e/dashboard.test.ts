@@ -101,3 +101,51 @@ test('a page from another origin cannot read the stream, and a drain without the
   const drain = await request(`${url}/upstreams/app/targets/${encodeURIComponent(`127.0.0.1:${backend.port}`)}/drain`, { method: 'POST' });
   assert.equal(drain.status, 403);
 });
+
+/** Opens GET /dashboard/events and resolves once its status is known and, for a 200, the first sample arrived. */
+function openEvents(url: string): Promise<{ status: number; retryAfter?: string; req: http.ClientRequest; res: http.IncomingMessage }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${url}/dashboard/events`, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'], req, res });
+        return;
+      }
+      let text = '';
+      res.setEncoding('utf8');
+      const onData = (c: string) => {
+        text += c;
+        if (!text.includes('data: ')) return;
+        res.off('data', onData);
+        res.resume();
+        resolve({ status: 200, req, res });
+      };
+      res.on('data', onData);
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('no dashboard sample within 10 s')));
+    req.on('error', reject);
+  });
+}
+
+test('at most 8 live dashboards: a 9th page gets 503 with Retry-After, and one closing makes room', async (t) => {
+  const portico = await startPortico(t, { workers: 1, listeners: [plainListener()], admin: { address: '127.0.0.1:0' }, routes: [] });
+  const url = adminUrl(portico);
+  const open: Array<{ req: http.ClientRequest }> = [];
+  t.after(() => open.forEach((o) => o.req.destroy()));
+  for (let i = 0; i < 8; i++) {
+    const o = await openEvents(url);
+    assert.equal(o.status, 200, `page ${i + 1} streams`);
+    open.push(o);
+  }
+  const ninth = await openEvents(url);
+  assert.equal(ninth.status, 503);
+  assert.equal(ninth.retryAfter, '5');
+  // the admin API itself still answers while the dashboards are full
+  assert.equal((await request(`${url}/status`)).status, 200);
+  open.shift()!.req.destroy();
+  // the admin listener sees the close a moment later: a bounded number of tries, each a real request
+  let again = await openEvents(url);
+  for (let tries = 0; again.status === 503 && tries < 50; tries++) again = await openEvents(url);
+  assert.equal(again.status, 200, 'a place freed by the page that left');
+  open.push(again);
+});
