@@ -4,6 +4,7 @@
 // self_signed so that a placeholder exists until the first one is issued).
 import path from 'node:path';
 import { z } from 'zod';
+import { duration } from './units.js';
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
 
@@ -34,6 +35,8 @@ export const acmeSchema = z
     directory_ca: z.string().min(1).optional(),
     /** http-01 (the default and, in this version, the only one): answered on this config's plain listeners (port 80 in production). */
     challenge: z.literal('http-01', { error: 'challenge: only "http-01" is built in this version (tls-alpn-01 is not yet)' }).default('http-01'),
+    /** Time limit of each request to the CA (default 30s): a CA that stops answering fails the order, which is retried later. */
+    request_timeout: duration('30s').refine((ms) => ms > 0 && ms <= 600_000, 'above 0 and at most 10m'),
     /** Renew this long before expiry (default 30d; days allowed up to 365d). */
     renew_before: z
       .string()

@@ -5,7 +5,7 @@
 // plain listeners (http/connection.ts). Certificates and account keys stay in the state folder; a new one is
 // written atomically and the workers rebuild their TLS contexts from the files (open connections keep theirs).
 // A failed order is logged and retried with backoff; whatever served before keeps serving.
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
@@ -20,6 +20,12 @@ const CHECK_EVERY_MS = 12 * 3_600_000;
 /** After a failed order: the first retry, doubling up to the last (CAs rate-limit failures). */
 const RETRY_MIN_MS = 60_000;
 const RETRY_MAX_MS = 3_600_000;
+/** A whole order (every request and the CA's processing) ends by then, failed if not done: nothing hangs for good. */
+const ORDER_DEADLINE_MS = 10 * 60_000;
+/** The largest answer taken from the CA (a certificate chain is a few KiB). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+/** Clock skew allowed between the CA and this machine for a certificate's start. */
+const SKEW_MS = 3_600_000;
 /** After an issue, the next check waits at least this long (a CA whose certificates live less than renew_before). */
 const REORDER_FLOOR_MS = 5 * 60_000;
 
@@ -120,7 +126,7 @@ export class AcmeManager {
     } catch (err) {
       m.failures++;
       const retryMs = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (m.failures - 1));
-      this.#log.error({ err: { message: (err as Error).message }, domains: m.acme.domains, retryInMs: retryMs, serving: held?.issued === true ? 'the previous certificate' : 'the placeholder' }, 'acme: order failed');
+      this.#log.error({ err: { message: orderFailure(err, m.acme) }, domains: m.acme.domains, retryInMs: retryMs, serving: held?.issued === true ? 'the previous certificate' : 'the placeholder' }, 'acme: order failed');
       this.#schedule(m, retryMs);
     } finally {
       m.ordering = false;
@@ -131,12 +137,19 @@ export class AcmeManager {
     const a = m.acme;
     // the directory's own HTTPS: public roots, or the CA given for a private ACME server (module-wide in acme-client)
     acme.axios.defaults.httpsAgent = a.directory_ca === undefined ? undefined : new https.Agent({ ca: await readFile(a.directory_ca) });
+    acme.axios.defaults.timeout = a.request_timeout;
+    acme.axios.defaults.maxContentLength = MAX_ANSWER_BYTES;
+    acme.axios.defaults.maxBodyLength = MAX_ANSWER_BYTES;
     const client = new acme.Client({ directoryUrl: a.directory, accountKey: await this.#accountKey(a) });
     const [key, csr] = await acme.crypto.createCsr({ commonName: a.domains[0], altNames: [...a.domains] }, await acme.crypto.createPrivateEcdsaKey());
     const tokens: string[] = [];
     let pem: string;
+    let deadline: NodeJS.Timeout | undefined;
     try {
-      pem = await client.auto({
+      const overdue = new Promise<never>((_, reject) => {
+        deadline = setTimeout(() => reject(new Error(`the order took longer than ${ORDER_DEADLINE_MS / 60_000} min`)), ORDER_DEADLINE_MS);
+      });
+      const order = client.auto({
         csr,
         email: a.email,
         termsOfServiceAgreed: true,
@@ -151,12 +164,13 @@ export class AcmeManager {
           this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
         },
       });
+      order.catch(() => undefined); // past the deadline its own failure has no one to tell
+      pem = await Promise.race([order, overdue]);
     } finally {
+      clearTimeout(deadline);
       for (const token of tokens) this.#hooks.broadcast({ type: 'acme-challenge', token, keyAuthorization: null });
     }
-    const held = describe(pem);
-    if (held === undefined) throw new Error('the CA answered something that is not a PEM certificate');
-    if (!a.domains.every((d) => held.names.includes(d))) throw new Error(`the issued certificate does not name ${a.domains.join(', ')}`);
+    const held = checkIssued(typeof pem === 'string' ? pem : String(pem), key, a.domains, Date.now());
     // key first, then the certificate: a reader that sees the new certificate finds its key
     await mkdir(m.files.dir, { recursive: true, mode: 0o700 });
     await writeAtomically(m.files.key, key, 0o600);
@@ -179,12 +193,45 @@ export class AcmeManager {
   }
 }
 
+/**
+ * Why an order failed, for the log. acme-client 5.4 loses a request that got no answer at all (connection refused
+ * or reset, request_timeout passed) in its own retry interceptor, which then throws a TypeError about `config`:
+ * that is said plainly instead.
+ */
+function orderFailure(err: unknown, a: AcmeConfig): string {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof TypeError && message.includes("reading 'config'")) {
+    return `no answer from the CA at ${new URL(a.directory).host} (connection refused or reset, or no answer within request_timeout ${a.request_timeout} ms)`;
+  }
+  return message;
+}
+
 async function readHeld(file: string): Promise<Held | undefined> {
   try {
     return describe(await readFile(file, 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What a CA answered, checked before anything is written: a PEM certificate for this order's key (a CA that
+ * answers another one's certificate would leave the workers with a pair that cannot serve), valid now (within
+ * SKEW_MS for its start), naming every domain. Throws with the reason.
+ */
+export function checkIssued(pem: string, key: Buffer | string, domains: readonly string[], now: number): Held {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(pem);
+  } catch {
+    throw new Error('the CA answered something that is not a PEM certificate');
+  }
+  if (!x.checkPrivateKey(createPrivateKey(key))) throw new Error('the issued certificate is not for the key of this order');
+  if (new Date(x.validFrom).getTime() > now + SKEW_MS) throw new Error(`the issued certificate is not valid before ${x.validFrom}`);
+  if (new Date(x.validTo).getTime() <= now) throw new Error(`the issued certificate expired on ${x.validTo}`);
+  const held = describe(pem)!;
+  if (!domains.every((d) => held.names.includes(d))) throw new Error(`the issued certificate does not name ${domains.join(', ')}`);
+  return held;
 }
 
 /** The leaf of a PEM chain: self-signed (the placeholder) or issued, its expiry, serial and DNS names. */

@@ -11,7 +11,10 @@ import { startHttpBackend } from '../helpers/backends.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { freePort, hasPebble, startPebble } from '../helpers/pebble.js';
 import { needPeer } from '../helpers/peers.js';
-import { reloadPortico, startPortico } from '../helpers/portico.js';
+import { selfSigned } from '../helpers/certs.js';
+import { startFakeAcme } from '../helpers/fake-acme.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { reloadPortico, startPortico, TEST_CERT } from '../helpers/portico.js';
 
 const NAME = 'site.acme.test';
 
@@ -103,3 +106,54 @@ async function untilServed(port: number, root: string, serial: string): Promise<
   }
   throw new Error(`still serving ${last}, not ${serial}`);
 }
+
+/** The certificate served for NAME, whoever signed it (the placeholder is self-signed): issuer and subject. */
+function servedUnverified(port: number): Promise<{ issuer: string; subject: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false }, () => {
+      const cert = socket.getPeerX509Certificate();
+      socket.destroy();
+      if (cert === undefined) reject(new Error('no certificate'));
+      else resolve({ issuer: cert.issuer, subject: cert.subject });
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** Portico on a lying CA: a plain listener for http-01 and a TLS listener whose certificate comes from `directory`. */
+function lyingCaConfig(directory: string): ConfigInput {
+  return {
+    workers: 1,
+    listeners: [
+      { address: '127.0.0.1:0' },
+      { address: '127.0.0.1:0', tls: { acme: { domains: [NAME], directory, directory_ca: TEST_CERT, request_timeout: '1s' } } },
+    ],
+    routes: [{ match: { path: '/' }, return: { status: 200, body: 'ok' } }],
+  };
+}
+
+test('ACME: a CA that never answers fails the order at request_timeout; it is retried later and the placeholder keeps serving', async (t) => {
+  const ca = await startFakeAcme(t, 'hang');
+  const portico = await startPortico(t, lyingCaConfig(ca.directory));
+  const failed = await portico.waitForLog((l) => l.msg === 'acme: order failed', 20_000);
+  assert.match(String((failed.err as { message?: string } | undefined)?.message), /^no answer from the CA at 127\.0\.0\.1:\d+ .*request_timeout 1000 ms/);
+  assert.equal(failed.retryInMs, 60_000);
+  assert.equal(failed.serving, 'the placeholder');
+  assert.deepEqual(ca.requests, ['GET /dir'], 'the directory was asked once and never answered');
+  const served = await servedUnverified(portico.tlsPort);
+  assert.equal(served.issuer, served.subject, 'the self-signed placeholder is still served');
+});
+
+test('ACME: a CA that hands out a certificate for another key is refused; nothing is written, the placeholder keeps serving', async (t) => {
+  const other = await selfSigned(NAME, { server: [NAME] });
+  const ca = await startFakeAcme(t, other.cert);
+  const portico = await startPortico(t, lyingCaConfig(ca.directory));
+  const failed = await portico.waitForLog((l) => l.msg === 'acme: order failed', 20_000);
+  assert.match(String((failed.err as { message?: string } | undefined)?.message), /not for the key of this order/);
+  assert.ok(ca.requests.includes('POST /cert/1'), `the whole order ran: ${ca.requests.join(', ')}`);
+  const certFile = path.join(portico.dir, '.state', 'acme', NAME, 'cert.pem');
+  const onDisk = await readFile(certFile, 'utf8').catch(() => ''); // the placeholder, or nothing
+  assert.ok(!onDisk.includes(other.cert.trim().split('\n')[1]), 'the lying answer was not written');
+  const served = await servedUnverified(portico.tlsPort);
+  assert.equal(served.issuer, served.subject, 'the self-signed placeholder is still served');
+});

@@ -166,7 +166,7 @@ test('upstream tls: missing CA file, a cert without key, a bad sni and tls on an
   assert.equal(loaded(load(t, edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: false'))).upstreams.app.tls, undefined);
 });
 
-test('acme: the managed certificate is served beside the others; bad domains, tls-alpn-01 and a config without a plain listener are refused', (t) => {
+test('acme: the managed certificate is served beside the others; bad domains, tls-alpn-01, a request_timeout over 10m and a config without a plain listener are refused', (t) => {
   const withAcme = edit(BASE, `        - ${SEED_CERT}\n          ${SEED_KEY}`, `        - ${SEED_CERT}\n          ${SEED_KEY}\n      acme: { domains: [www.example.test, example.test], email: ops@example.test }`);
   const cfg = loaded(load(t, withAcme));
   const tls = cfg.listeners[0].tls!;
@@ -185,6 +185,9 @@ test('acme: the managed certificate is served beside the others; bad domains, tl
   expectError(errorsOf(load(t, noPlain)), noPlain, 'listeners[0].tls.acme.challenge', 'acme:', /plain listener/);
   const missingCa = withAcme.replace('email: ops@example.test', 'directory_ca: ./nope.pem');
   expectError(errorsOf(load(t, missingCa)), missingCa, 'listeners[0].tls.acme.directory_ca', 'acme:', /does not exist/);
+  assert.equal(tls.acme?.request_timeout, 30_000);
+  const longWait = withAcme.replace('email: ops@example.test', 'request_timeout: 1h');
+  expectError(errorsOf(load(t, longWait)), longWait, 'listeners[0].tls.acme.request_timeout', 'acme:', /at most 10m/);
 });
 
 test('bad duration "30x" -> path and line of the value', (t) => {
