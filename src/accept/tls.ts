@@ -8,7 +8,6 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { generate } from 'selfsigned';
 import type { Config, ListenerConfig } from '../config/schema.js';
 
 export type TlsConfig = NonNullable<ListenerConfig['tls']>;
@@ -220,6 +219,8 @@ export async function ensureSelfSigned(certPath: string, keyPath: string, hosts:
   const altNames = names.map((h) => (isIP(h) !== 0 ? { type: 7 as const, ip: h } : { type: 2 as const, value: h }));
   const commonName = names.find((h) => isIP(h) === 0) ?? names[0];
   const now = Date.now();
+  // loaded here, not at start: selfsigned (node-forge) costs a process ~16 MiB that only this needs
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: commonName }], {
     keyType: 'ec',
     curve: 'P-256',
