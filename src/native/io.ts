@@ -27,6 +27,19 @@ interface IoAddon {
   ioQueued(id: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
   ioStats(): { live: number };
+  ioAdoptTls?(fd: number, serverId: number): number;
+  ioTlsInfo?(id: number): NativeTlsInfo | null;
+  ioTlsError?(id: number): string | null;
+}
+
+/** What a natively terminated TLS connection negotiated (src/native/tls.cc). */
+export interface NativeTlsInfo {
+  version: string;
+  cipher: string | null;
+  alpn: string | null;
+  servername: string | null;
+  /** The client resumed a session (by ticket). */
+  resumed: boolean;
 }
 
 const DATA = 1;
@@ -34,6 +47,7 @@ const EOF = 2;
 const ERROR = 3;
 const DRAIN = 4;
 const CONNECT = 5;
+const SECURE = 6;
 
 const EMPTY = new Uint8Array(0);
 
@@ -105,6 +119,7 @@ function dispatch(sockets: Map<number, NativeSocket>, events: Int32Array, data: 
     } else if (kind === EOF) socket._onEof();
     else if (kind === DRAIN) socket._onDrain();
     else if (kind === CONNECT) socket._onConnect(events[at + 2]!);
+    else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
 }
@@ -121,6 +136,8 @@ export interface NativeSocketOptions {
 export class NativeSocket extends EventEmitter implements ByteSocket {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
+  /** TLS is terminated by the addon on this socket: 'secure' comes first, then plaintext. */
+  readonly encrypted: boolean;
   #io: Io;
   #id: number;
   #allowHalfOpen: boolean;
@@ -143,8 +160,9 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #finishCbs: Array<() => void> = [];
 
   /** @internal use adoptNative() or connectNative() */
-  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions) {
+  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, encrypted = false) {
     super();
+    this.encrypted = encrypted;
     this.#io = io;
     this.#id = id;
     this.remoteAddress = remoteAddress;
@@ -273,7 +291,23 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /** @internal */
+  _onSecure(): void {
+    this.emit('secure');
+  }
+
+  /** What the TLS handshake negotiated; null before it completed, after destroy, or without TLS. */
+  tlsInfo(): NativeTlsInfo | null {
+    if (!this.encrypted || this.#destroyed) return null;
+    return this.#io.addon.ioTlsInfo?.(this.#id) ?? null;
+  }
+
+  /** @internal */
   _onError(err: Error): void {
+    // OpenSSL's own words for a TLS failure, while the session still exists
+    if (this.encrypted) {
+      const why = this.#io.addon.ioTlsError?.(this.#id);
+      if (why) err.message = `${err.message}: ${why}`;
+    }
     this.destroy(err);
   }
 
@@ -466,9 +500,10 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
  * Moves a freshly accepted net.Socket that has not read anything onto native I/O: the fd is duplicated, the
  * net.Socket destroyed (libuv closes its copy). Undefined when native I/O is not available or it cannot move.
  */
-export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): NativeSocket | undefined {
+export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsServerId?: number): NativeSocket | undefined {
   const state = ioOf();
   if (state === null) return undefined;
+  if (tlsServerId !== undefined && state.addon.ioAdoptTls === undefined) return undefined;
   const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
   const fd = handle?.fd;
   if (typeof fd !== 'number' || fd < 0 || socket.readableLength > 0 || socket.destroyed) return undefined;
@@ -481,7 +516,7 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): Nati
   }
   let id: number;
   try {
-    id = addon.ioAdopt(copy);
+    id = tlsServerId === undefined ? addon.ioAdopt(copy) : addon.ioAdoptTls!(copy, tlsServerId);
   } catch {
     addon.close(copy);
     return undefined;
@@ -490,7 +525,7 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): Nati
   const remotePort = socket.remotePort;
   socket.on('error', noop);
   socket.destroy();
-  return new NativeSocket(state, id, remoteAddress, remotePort, false, opts);
+  return new NativeSocket(state, id, remoteAddress, remotePort, false, opts, tlsServerId !== undefined);
 }
 
 /**

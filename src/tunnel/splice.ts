@@ -41,7 +41,8 @@ export function fdOf(socket: ByteSocket): number {
 export function canSplice(client: ByteSocket, upstream: ByteSocket): boolean {
   if (native() === undefined) return false;
   for (const s of [client, upstream]) {
-    if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket)) return false;
+    // a TLS leg (Node's or the addon's) carries ciphertext on its fd: never spliced
+    if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket) || (s instanceof NativeSocket && s.encrypted)) return false;
     if (s.destroyed || s.readableLength > 0 || fdOf(s) < 0) return false;
   }
   return true;

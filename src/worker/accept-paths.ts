@@ -9,7 +9,8 @@ import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js'
 import type { ListenOptions, OnConnection } from '../accept/listener.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
-import { createTlsServer } from '../accept/tls.js';
+import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
+import { adoptNativeTls, nativeTlsStatus, useTicketSecret, type NativeTlsServer } from '../native/tls.js';
 import type { Config } from '../config/schema.js';
 import type { ConnectionRegistry } from '../core/registry.js';
 import { handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from '../http/connection.js';
@@ -37,6 +38,9 @@ export const ACCEPT_OPTIONS: ListenOptions = { ...LISTEN_OPTIONS, pauseOnConnect
 
 /** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
 const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
+
+/** Node's own handshake bound when tls.handshake_timeout is "off" (tls.Server's default): native TLS keeps it. */
+const NODE_HANDSHAKE_BOUND_MS = 120_000;
 
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
@@ -149,7 +153,18 @@ export class AcceptPaths {
       }
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
-    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer));
+    const nativeTls = tlsServer !== undefined && nativeTlsStatus().available ? this.#nativeTls(config, index, ticketKeys) : undefined;
+    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer, nativeTls));
+  }
+
+  /** The addon's contexts for listener `index` (native TLS termination); Node's tls.Server stays for the rest. */
+  #nativeTls(config: Config, index: number, ticketKeys: string): NativeTlsServer {
+    useTicketSecret(Buffer.from(ticketKeys, 'base64'));
+    try {
+      return createNativeTlsServer(config.listeners[index].tls!);
+    } catch (err) {
+      throw new Error(`listeners[${index}]: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -178,7 +193,7 @@ export class AcceptPaths {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined, nativeTls: NativeTlsServer | undefined): OnConnection {
     const cfg = config.listeners[index];
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
@@ -189,6 +204,8 @@ export class AcceptPaths {
     }
     const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
+    // as Node's tls.Server: "off" still gets a bound, never an unbounded handshake
+    const handshake = { ...LISTEN_OPTIONS, timeoutMs: cfg.tls !== undefined && cfg.tls.handshake_timeout > 0 ? cfg.tls.handshake_timeout : NODE_HANDSHAKE_BOUND_MS };
     const terminate = (socket: Socket, proxied?: ProxiedEnds): void => {
       if (tlsServer === undefined) {
         // plain HTTP with nothing read yet, its ends the socket's own (no PROXY header named others): onto native
@@ -202,6 +219,11 @@ export class AcceptPaths {
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;
       }
+      // the addon terminates TLS when nothing was read ahead (a preface's leftovers need Node's TLS, which replays them)
+      if (nativeTls !== undefined && adoptNativeTls(socket, nativeTls, handshake, (s) => {
+        this.#metrics.nativeTlsHandshake();
+        accept(s, proxied);
+      }, (err, s) => this.#handshakeFailed(err, s)) !== undefined) return;
       if (proxied !== undefined) proxiedOf.set(socket, proxied);
       tlsServer.emit('connection', socket);
     };
@@ -297,7 +319,7 @@ export class AcceptPaths {
   }
 
   /** Handshake failures are the client's business: counted, logged at debug, never fatal. */
-  #handshakeFailed(err: NodeJS.ErrnoException, socket: TLSSocket): void {
+  #handshakeFailed(err: NodeJS.ErrnoException, socket: { readonly remoteAddress?: string | undefined }): void {
     this.#metrics.tlsHandshakeError();
     if (this.#log.isLevelEnabled('debug')) {
       const error = new ProxyError('CLIENT_TLS_HANDSHAKE', `TLS handshake failed: ${err.message}`, { cause: err });
