@@ -20,6 +20,7 @@
 
 #include "io.h"
 #include "relay.h"
+#include "tls-relay.h"
 #include "tls.h"
 
 namespace {
@@ -329,6 +330,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("countOpenFds", Napi::Function::New(env, CountOpenFds, "countOpenFds"));
   portico::io::Register(env, exports);
   portico::tls::Register(env, exports);
+  portico::tls_relay::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new Bridge();
     bridge->env = env;

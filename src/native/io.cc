@@ -708,6 +708,20 @@ void Teardown(void* /*arg*/) {
 
 }  // namespace
 
+bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return false;
+  State& s = *state;
+  if (id < 0 || static_cast<size_t>(id) >= s.conns.size()) return false;
+  Conn& c = s.conns[id];
+  if (c.fd < 0 || c.tls == nullptr || c.handshaking || c.dead || c.out.size() > c.out_off || c.shutdown_pending || c.tls_want_write) return false;
+  Unregister(s, c);
+  *fd = c.fd;
+  *session = c.tls;
+  c.tls = nullptr;  // FreeConn must not free what now belongs to the caller
+  FreeConn(s, id);
+  return true;
+}
+
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioInit", Napi::Function::New(env, Init, "ioInit"));
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));

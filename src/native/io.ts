@@ -219,6 +219,24 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return this.#localCache;
   }
 
+  /** @internal The addon's id of this connection (the TLS relay takes it over by id). */
+  get ioId(): number {
+    return this.#id;
+  }
+
+  /**
+   * @internal The addon took this connection over (fd and TLS session, for the TLS relay): this object is done,
+   * as after destroy(), but closes nothing ('close' follows).
+   */
+  released(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#io.sockets.delete(this.#id);
+    this.#held = [];
+    this.#heldBytes = 0;
+    process.nextTick(() => this.emit('close', false));
+  }
+
   /** The kernel fd, still owned by this socket (the splice relay takes a dup, then destroys this). */
   get fd(): number {
     return this.#destroyed ? -1 : this.#io.addon.ioFd(this.#id);

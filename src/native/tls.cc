@@ -76,11 +76,16 @@ struct TicketKey {
 };
 
 std::mutex ring_mu;
-std::vector<TicketKey> ring;  // guarded by ring_mu; empty until JS sets keys (then OpenSSL's own keys are not used)
+std::vector<TicketKey> ring;  // guarded by ring_mu; JS sets it (else one random key of this process)
 
 int OnTicketKey(SSL* /*ssl*/, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
   std::lock_guard<std::mutex> lock(ring_mu);
-  if (ring.empty()) return enc ? -1 : 0;
+  if (ring.empty()) {
+    // no keys from JS yet (a test, an addon used alone): a random key of this process's own
+    TicketKey own;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&own), sizeof own) != 1) return enc ? -1 : 0;
+    ring.push_back(own);
+  }
   const TicketKey* key = nullptr;
   bool current = false;
   if (enc) {

@@ -4,7 +4,7 @@
 // can use either. It falls back to the JS Tunnel when the hand-over fails; it knows nothing about HTTP.
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
+import { native, nativeStatus, type NativeStatus, type SpliceStats } from '../native/addon.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { NativeSocket } from '../native/io.js';
 import { Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
@@ -48,6 +48,42 @@ export function canSplice(client: ByteSocket, upstream: ByteSocket): boolean {
   return true;
 }
 
+/**
+ * How a tunnel's sockets reach a relay thread of the addon: splice(2) for two plain legs (below), the TLS relay
+ * for a client leg whose TLS the addon terminates (tls-relay.ts).
+ */
+export interface NativeRelay {
+  /**
+   * Hands both sockets' bytes to the relay thread: the relay id (> 0; the caller then destroys the JS sockets,
+   * which by now close only their own copies), or 0 when nothing was taken (the JS relay takes over).
+   * Throws like 0, with the sockets untouched.
+   */
+  start(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void): number;
+  /** False when the relay has already ended (its onEnd is on its way). */
+  close(id: number, reason: ClosedBy): boolean;
+  stats(id: number): SpliceStats | null;
+}
+
+/** Two plain kernel sockets: dups of both fds go to the splice thread (relay.cc). */
+export const SPLICE_RELAY: NativeRelay = {
+  start(client, upstream, idleMs, onEnd) {
+    const addon = native();
+    if (addon === undefined) return 0;
+    const a = addon.dup(fdOf(client));
+    let b: number;
+    try {
+      b = addon.dup(fdOf(upstream));
+    } catch (err) {
+      addon.close(a);
+      throw err;
+    }
+    // spliceStart owns both dups from here, also when it throws
+    return addon.spliceStart(a, b, idleMs, onEnd);
+  },
+  close: (id, reason) => native()?.spliceClose(id, reason) === true,
+  stats: (id) => native()?.spliceStats(id) ?? null,
+};
+
 /** As in relay.ts: tunnels have no idle timeout by default. */
 const KEEPALIVE_PROBE_MS = 60_000;
 
@@ -73,8 +109,11 @@ export class SpliceTunnel {
   #doneDown = 0;
   #reported = false;
   #clock: TunnelClock;
+  readonly #relay: NativeRelay;
 
-  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void) {
+  /** `relay`: the addon's thread that moves the bytes (splice for two plain legs, the default). */
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, relay: NativeRelay = SPLICE_RELAY) {
+    this.#relay = relay;
     this.client = client;
     this.upstream = upstream;
     this.#timeouts = timeouts;
@@ -107,7 +146,7 @@ export class SpliceTunnel {
   }
 
   #stats() {
-    return this.#id === 0 ? null : (native()?.spliceStats(this.#id) ?? null);
+    return this.#id === 0 ? null : this.#relay.stats(this.#id);
   }
 
   /**
@@ -160,28 +199,41 @@ export class SpliceTunnel {
 
   #handOver(): void {
     if (this.#phase !== 'flushing') return;
-    const addon = native();
     const { client, upstream } = this;
-    const clientFd = fdOf(client);
-    const upstreamFd = fdOf(upstream);
-    if (addon === undefined || client.destroyed || upstream.destroyed || clientFd < 0 || upstreamFd < 0) {
+    if (client.destroyed || upstream.destroyed || fdOf(client) < 0 || fdOf(upstream) < 0) {
       this.#fallBack();
+      return;
+    }
+    // bytes a native socket read in the batch that paused it arrived after start() drained it: out first
+    const lateUp = drainReadable(client);
+    const lateDown = drainReadable(upstream);
+    if (lateUp !== null || lateDown !== null) {
+      this.#restUp += lateUp?.length ?? 0;
+      this.#restDown += lateDown?.length ?? 0;
+      let pending = 1;
+      const again = (): void => {
+        if (--pending === 0) this.#handOver();
+      };
+      if (lateUp !== null) {
+        pending++;
+        upstream.write(lateUp, again);
+      }
+      if (lateDown !== null) {
+        pending++;
+        client.write(lateDown, again);
+      }
+      again();
       return;
     }
     let id = 0;
     try {
-      const a = addon.dup(clientFd);
-      let b: number;
-      try {
-        b = addon.dup(upstreamFd);
-      } catch (err) {
-        addon.close(a);
-        throw err;
-      }
-      // spliceStart owns both dups from here, also when it throws
-      id = addon.spliceStart(a, b, this.#timeouts.idle, this.#onNativeEnd);
+      id = this.#relay.start(client, upstream, this.#timeouts.idle, this.#onNativeEnd);
     } catch {
       // EMFILE and the like: the JS relay still works, the sockets are untouched
+      this.#fallBack();
+      return;
+    }
+    if (id <= 0) {
       this.#fallBack();
       return;
     }
@@ -251,9 +303,10 @@ export class SpliceTunnel {
   }
 
   /**
-   * End of the shutdown grace. On the relay thread the bytes never pass through this process, so where one
+   * End of the shutdown grace. On the splice thread the bytes never pass through this process, so where one
    * WebSocket frame ends is unknown and no Close frame can be put between two: the relay closes both sockets
-   * (the peers see 1006). A tunnel that fell back to the JS relay is closed by it.
+   * (the peers see 1006). The TLS relay sees the plaintext and sends Close 1001 each way at a frame boundary,
+   * as the JS relay does. A tunnel that fell back to the JS relay is closed by it.
    */
   shutdown(): void {
     if (this.#fallback !== undefined) this.#fallback.shutdown();
@@ -269,7 +322,7 @@ export class SpliceTunnel {
     if (this.closedBy !== undefined || this.#phase === 'closed') return;
     if (this.#phase === 'native') {
       // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
-      if (native()?.spliceClose(this.#id, by) === true) this.closedBy = by;
+      if (this.#relay.close(this.#id, by)) this.closedBy = by;
       return;
     }
     this.#finish(by);
