@@ -55,9 +55,9 @@ function cpuBetween(before: ReturnType<typeof snapshots>, after: ReturnType<type
 }
 
 /** One GET through the target with curl: status 200 and exactly the backend's body. */
-export function checkHttp(port: number): void {
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const r = spawnSync('curl', ['-sS', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8', timeout: 10_000 });
+export function checkHttp(port: number, https = false): void {
+  const url = `${https ? 'https' : 'http'}://127.0.0.1:${port}${HTTP_PATH}`;
+  const r = spawnSync('curl', ['-sS', '-k', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8', timeout: 10_000 });
   if (r.error !== undefined) throw new Error(`curl: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`curl ${url}: ${r.stderr.trim() || `exit ${r.status}`}`);
   const cut = r.stdout.lastIndexOf('\n');
@@ -120,11 +120,14 @@ async function runToExit(cmd: string, args: string[], limitS: number, watch: Wat
   return { out, code, signal, proc, wallMs, before, after: snapshots(watch) };
 }
 
-/** `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit. */
-export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
+/**
+ * `wrk -t1 -cN -dS` with the report script; CPU of proxy and backends from just before spawn to just after exit.
+ * `https`: over TLS; `extra`: more wrk arguments (`-H 'Connection: close'`: a new connection per request).
+ */
+export async function runWrk(port: number, connections: number, durationS: number, watch: Watch, cpus: string | undefined, opts: { https?: boolean; extra?: string[] } = {}): Promise<LoadResult> {
   const script = path.join(FIXTURES, 'wrk-report.lua');
-  const url = `http://127.0.0.1:${port}${HTTP_PATH}`;
-  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url]);
+  const url = `${opts.https === true ? 'https' : 'http'}://127.0.0.1:${port}${HTTP_PATH}`;
+  const [cmd, args] = pinned(cpus, 'wrk', ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', ...(opts.extra ?? []), '-s', script, url]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 20, watch);
   const line = /^WRK_JSON (\{.*\})$/m.exec(out)?.[1];
   if (code !== 0 || line === undefined) throw new Error(`wrk failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);

@@ -12,4 +12,4 @@ export const WS_PATH = '/ws';
 export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /** Every proxy (or none: direct) a scenario can point load at; portico-js: Portico with the native addon off. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js' | 'uws-sslapp';
