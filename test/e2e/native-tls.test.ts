@@ -138,6 +138,9 @@ function needNativeTls(t: TestContext): boolean {
   return needPeer(t, `native TLS (${status.reason ?? nativeStatus().reason})`, false);
 }
 
+/** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
+const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
+
 const pythonSsl = (): boolean => hasCommand(PYTHON, ['-c', 'import ssl']);
 const haveOpenssl = (): boolean => hasCommand('openssl', ['version']);
 
@@ -146,7 +149,7 @@ test('native TLS: curl, Python and openssl s_client over TLS 1.2 and 1.3; SNI hi
   if (!needPeer(t, 'curl', hasCurl()) || !needPeer(t, 'python3 ssl', pythonSsl()) || !needPeer(t, 'openssl', haveOpenssl())) return;
   const certs = await makeCerts(t);
   const backend = await startHttpBackend(t);
-  const portico = await startPortico(t, config(backend.port, certs));
+  const portico = await startPortico(t, config(backend.port, certs), START);
   const port = portico.tlsPort;
   const before = await nativeHandshakes(portico);
 
@@ -198,7 +201,7 @@ test('native TLS: session tickets resume on either of 2 workers (TLS 1.2 and 1.3
   if (!needPeer(t, 'python3 ssl', pythonSsl())) return;
   const certs = await makeCerts(t);
   const backend = await startHttpBackend(t);
-  const portico = await startPortico(t, config(backend.port, certs));
+  const portico = await startPortico(t, config(backend.port, certs), START);
   for (const v of ['1.2', '1.3'] as const) {
     const probes = await pythonProbe(portico.tlsPort, 'localhost', 'http/1.1', v, v, 16);
     for (const [i, p] of probes.entries()) {
@@ -219,7 +222,7 @@ test('native TLS: malformed and truncated ClientHellos and records never crash a
   if (!needNativeTls(t)) return;
   const certs = await makeCerts(t);
   const backend = await startHttpBackend(t);
-  const portico = await startPortico(t, config(backend.port, certs, { workers: 1 }));
+  const portico = await startPortico(t, config(backend.port, certs, { workers: 1 }), START);
   const port = portico.tlsPort;
   const pids = (await adminStatus(portico)).workers.map((w) => w.pid);
   const hello = await captureNodeHello({ servername: 'localhost', ALPNProtocols: ['http/1.1'] });
@@ -289,7 +292,7 @@ test('native TLS: a handshake that stalls is cut at tls.handshake_timeout and co
   if (!needNativeTls(t)) return;
   const certs = await makeCerts(t);
   const backend = await startHttpBackend(t);
-  const portico = await startPortico(t, config(backend.port, certs, { workers: 1, handshake_timeout: '300ms' }));
+  const portico = await startPortico(t, config(backend.port, certs, { workers: 1, handshake_timeout: '300ms' }), START);
   const hello = await captureNodeHello({ servername: 'localhost' });
   const before = await handshakeErrors(portico);
   const started = Date.now();
@@ -316,7 +319,7 @@ test('native TLS: portico reload renews the certificate for new connections', as
   await copyFile(certs.aCert, live.cert);
   await copyFile(certs.aKey, live.key);
   const cfg = config(backend.port, { ...certs, aCert: live.cert, aKey: live.key }, { workers: 2 });
-  const portico = await startPortico(t, cfg);
+  const portico = await startPortico(t, cfg, START);
   const [first] = await pythonProbe(portico.tlsPort, 'a.test', 'http/1.1', '1.3', '1.3');
   assert.equal(first.fingerprint, certs.a);
   const renewedCert = path.join(certs.dir, 'renewed.crt');
@@ -341,7 +344,7 @@ for (const env of [{ PORTICO_NATIVE_TLS: '0' }, { PORTICO_NATIVE_IO: '0' }] as A
     if (!needPeer(t, 'python3 ssl', pythonSsl())) return;
     const certs = await makeCerts(t);
     const backend = await startHttpBackend(t);
-    const portico = await startPortico(t, config(backend.port, certs, { workers: 1 }), { env });
+    const portico = await startPortico(t, config(backend.port, certs, { workers: 1 }), { env, ...START });
     for (const [sni, expect] of [['a.test', certs.a], ['x.b.test', certs.wildB], ['-', certs.localhost]] as const) {
       const [p] = await pythonProbe(portico.tlsPort, sni, 'h2,http/1.1', '1.2', '1.3');
       assert.equal(p.fingerprint, expect);

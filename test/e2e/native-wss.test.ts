@@ -29,6 +29,9 @@ function needNativeTls(t: TestContext): boolean {
   return needPeer(t, `native TLS (${nativeTlsStatus().reason ?? nativeStatus().reason})`, false);
 }
 
+/** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
+const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
+
 function config(backendPort: number, extra: Partial<ConfigInput> = {}): ConfigInput {
   return {
     workers: 1,
@@ -107,7 +110,7 @@ async function rawWss(t: TestContext, portico: Portico, path: string): Promise<{
 test('WSS echo from ws and Python websockets runs on the TLS relay thread', async (t) => {
   if (!needNativeTls(t) || !needPeer(t, 'python3 websockets', hasPythonWebsockets())) return;
   const backend = await startWsEchoBackend(t);
-  const portico = await startPortico(t, config(backend.port));
+  const portico = await startPortico(t, config(backend.port), START);
   const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/node`, { ca: testCaCert() });
   for (const m of ['hello', 'x'.repeat(70_000), randomBytes(1 << 20)]) assert.deepEqual(await echo(ws, m), m);
   ws.close(1000);
@@ -125,7 +128,7 @@ test('WSS echo from ws and Python websockets runs on the TLS relay thread', asyn
 test('WSS half-close through the TLS relay: the client FIN reaches the backend, which still answers before closing', async (t) => {
   if (!needNativeTls(t)) return;
   const backend = await startRawUpgradeBackend(t);
-  const portico = await startPortico(t, config(backend.port));
+  const portico = await startPortico(t, config(backend.port), START);
   const client = await rawWss(t, portico, '/half');
   client.socket.end('last words'); // close_notify + FIN
   await backend.ended;
@@ -142,7 +145,7 @@ test('WSS half-close through the TLS relay: the client FIN reaches the backend, 
 test('WSS backpressure through the TLS relay: a backend that does not read holds the client back; all 16 MiB arrive intact', async (t) => {
   if (!needNativeTls(t)) return;
   const backend = await startRawUpgradeBackend(t, true);
-  const portico = await startPortico(t, config(backend.port));
+  const portico = await startPortico(t, config(backend.port), START);
   const client = await rawWss(t, portico, '/slow');
   const payload = randomBytes(16 * 1024 * 1024);
   client.socket.write(payload);
@@ -164,7 +167,7 @@ test('WSS backpressure through the TLS relay: a backend that does not read holds
 test('end of the shutdown grace: the TLS relay sends Close 1001 both ways', async (t) => {
   if (!needNativeTls(t)) return;
   const backend = await startRawUpgradeBackend(t);
-  const portico = await startPortico(t, config(backend.port, { timeouts: { shutdown_grace: '500ms' } }));
+  const portico = await startPortico(t, config(backend.port, { timeouts: { shutdown_grace: '500ms' } }), START);
   const client = await rawWss(t, portico, '/bye');
   // one whole masked frame from the client, so the relay knows where frames end
   client.socket.write(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 'h'.charCodeAt(0) ^ 1, 'i'.charCodeAt(0) ^ 2]));
