@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The native addon under AddressSanitizer: builds src/native/*.cc with -fsanitize=address into build-asan/ (g++
 # directly, the same flags as binding.gyp), then runs the tests that drive the addon's TLS, relays and socket
-# I/O with that build preloaded (node itself is not instrumented; leak checking is off, as Node's own
+# I/O (native accept included) with that build preloaded (node itself is not instrumented; leak checking is off, as Node's own
 # allocations at exit are not ours). A sanitizer report aborts the process, which fails the test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,4 @@ export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
 node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js \
-  dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
+  dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js dist/test/e2e/native-accept.test.js

@@ -194,6 +194,12 @@ test('native TLS: curl, Python and openssl s_client over TLS 1.2 and 1.3; SNI hi
 
   // every handshake above went through the addon (2 curl + 14 Python + 2 s_client that got an answer)
   assert.ok((await nativeHandshakes(portico)) - before >= 18, 'the handshakes were native');
+  // on connections the addon accepted itself: the handshake started where the connection was (no net.Socket;
+  // one handed to Node through toNetSocket would have gone through Node's TLS, not counted above)
+  const status = await adminStatus(portico);
+  for (const w of status.workers) assert.equal(w.accept, 'native', `worker ${w.pid} accepts natively`);
+  const accepted = status.workers.reduce((n, w) => n + (w.acceptBatches?.accepted ?? 0), 0);
+  assert.ok(accepted >= 18, `the connections were accepted natively (${accepted})`);
 });
 
 test('native TLS: session tickets resume on either of 2 workers (TLS 1.2 and 1.3)', async (t) => {
