@@ -12,8 +12,15 @@ g++ -shared -fPIC -fsanitize=address -fno-omit-frame-pointer -O1 -g -std=c++17 -
   -I"$nodeinc" -I"$napi" -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
   src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc \
   -o build-asan/portico_native.node
+# curl hangs at start with libasan preloaded: the tests' curl runs without it (a shim first on PATH)
+mkdir -p build-asan/bin
+printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$@"\n' "$(command -v curl)" > build-asan/bin/curl
+chmod +x build-asan/bin/curl
+export PATH="$PWD/build-asan/bin:$PATH"
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
 node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js \
-  dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js dist/test/e2e/native-accept.test.js
+  dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
+# native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)
+node --test --test-name-pattern='^(?!up to )' dist/test/e2e/native-accept.test.js
