@@ -1,5 +1,6 @@
-// TLS for listeners: every certificate is loaded once into a SecureContext and chosen per connection by SNI
-// (exact name, then a `*.` wildcard, then the first certificate as default); also makes the self-signed pair
+// TLS for listeners: every certificate is loaded once into a SecureContext (and, for native termination, into
+// the addon's OpenSSL contexts) and chosen per connection by SNI (exact name, then a `*.` wildcard, then the
+// first certificate as default); also makes the self-signed pair
 // that `npm start` needs. It accepts no sockets and parses no HTTP: worker/accept-paths.ts feeds accepted sockets to the
 // tls.Server made here and hands each handshaken socket to the data path.
 import { X509Certificate } from 'node:crypto';
@@ -9,6 +10,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import type { Config, ListenerConfig } from '../config/schema.js';
+import { NativeTlsServer, type NativeCertificate } from '../native/tls.js';
 
 export type TlsConfig = NonNullable<ListenerConfig['tls']>;
 export type CertificateConfig = TlsConfig['certificates'][number];
@@ -195,6 +197,23 @@ export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, on
   });
   server.prependListener('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
   return server;
+}
+
+/**
+ * The listener's certificates as the addon's OpenSSL contexts (native TLS termination), selected by SNI with
+ * SniSelector's rules (the same names: `hosts`, else the certificate's). Throws with the file on any problem.
+ */
+export function createNativeTlsServer(tlsConfig: TlsConfig): NativeTlsServer {
+  const certs: NativeCertificate[] = tlsConfig.certificates.map((c) => {
+    const cert = readPem(c.cert, 'certificate');
+    const key = readPem(c.key, 'key');
+    return { cert, key, names: c.hosts !== undefined && c.hosts.length > 0 ? c.hosts.map(normalizeName) : certificateNames(cert) };
+  });
+  try {
+    return new NativeTlsServer(certs, tlsConfig.min_version);
+  } catch (err) {
+    throw new Error(`cannot use TLS certificates natively: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Default names of a generated certificate when the config lists no `hosts`. */

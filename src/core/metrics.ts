@@ -41,6 +41,8 @@ export interface MetricsSnapshot {
   bytesOut: number;
   upstreamErrors: Partial<Record<ErrorCode, number>>;
   tlsHandshakeErrors: number;
+  /** TLS handshakes completed by the native addon (the rest went through Node's TLS). */
+  nativeTlsHandshakes?: number;
   /** Connections closed before routing, by reason. */
   refused: Partial<Record<RefusedReason, number>>;
   /** Requests answered 429 by a route's rate limit, by "KIND ROUTE" (KIND: requests | handshakes). */
@@ -121,6 +123,7 @@ export class Metrics {
   #bytesOut = 0;
   #upstreamErrors = new Map<ErrorCode, number>();
   #tlsHandshakeErrors = 0;
+  #nativeTlsHandshakes = 0;
   #refused = new Map<RefusedReason, number>();
   #rateLimited = new Map<string, number>();
   #terminated: TerminatedCounters | undefined;
@@ -230,6 +233,10 @@ export class Metrics {
     this.#tlsHandshakeErrors++;
   }
 
+  nativeTlsHandshake(): void {
+    this.#nativeTlsHandshakes++;
+  }
+
   connectionRefused(reason: RefusedReason): void {
     this.#refused.set(reason, (this.#refused.get(reason) ?? 0) + 1);
   }
@@ -254,6 +261,7 @@ export class Metrics {
       bytesOut: this.#bytesOut,
       upstreamErrors: Object.fromEntries(this.#upstreamErrors),
       tlsHandshakeErrors: this.#tlsHandshakeErrors,
+      nativeTlsHandshakes: this.#nativeTlsHandshakes,
       refused: Object.fromEntries(this.#refused),
       rateLimited: Object.fromEntries(this.#rateLimited),
       ...(this.#terminated === undefined ? {} : { terminated: { ...this.#terminated, closeCodes: { ...this.#terminated.closeCodes } } }),
@@ -315,6 +323,7 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     bytesOut: a.bytesOut + b.bytesOut,
     upstreamErrors,
     tlsHandshakeErrors: a.tlsHandshakeErrors + b.tlsHandshakeErrors,
+    nativeTlsHandshakes: (a.nativeTlsHandshakes ?? 0) + (b.nativeTlsHandshakes ?? 0),
     refused,
     rateLimited,
     histograms,
@@ -385,6 +394,7 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   const codes = Object.entries(s.upstreamErrors).sort(([a], [b]) => (a < b ? -1 : 1));
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
+  metric('portico_tls_native_handshakes_total', 'counter', 'TLS handshakes completed by the native addon (the others by Node).', [['', s.nativeTlsHandshakes ?? 0]]);
   const refused = Object.entries(s.refused).sort(([a], [b]) => (a < b ? -1 : 1));
   metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface, unknown passthrough name), or refused for lack of file descriptors (fd_limit: at accept, or when its upstream connect got EMFILE), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
   metric(

@@ -1,5 +1,5 @@
 // A forwarded WebSocket handshake the upstream accepted (a valid 101) becomes a tunnel here: the relay is chosen
-// (splice when both legs are kernel sockets, else the JS relay), counted (registry, metrics, a sticky hash key)
+// (splice when both legs are kernel sockets, the addon's TLS relay for a natively terminated client, else the JS relay), counted (registry, metrics, a sticky hash key)
 // and, at its end, uncounted and logged. The relay owns both sockets from start(); the client connection keeps
 // its own state and is told when the tunnel ended. Nothing here runs per byte.
 import type { ByteSocket } from '../core/socket.js';
@@ -8,7 +8,8 @@ import type { Config } from '../config/schema.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Exchange } from '../handlers/forward.js';
 import { Tunnel } from '../tunnel/relay.js';
-import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { SPLICE_RELAY, SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { TLS_RELAY, canTlsRelay } from '../tunnel/tls-relay.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import type { AccessClient, AccessLog } from './access-log.js';
 import type { RequestVars } from '../route/router.js';
@@ -74,8 +75,9 @@ export class UpgradedTunnel {
     const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
     // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
-    const spliced = canSplice(socket, upstream);
-    this.relay = spliced ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed, true) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
+    // a client whose TLS the addon terminates and a plain backend: the addon's TLS relay thread, never JS
+    const native = canSplice(socket, upstream) ? SPLICE_RELAY : canTlsRelay(socket, upstream) ? TLS_RELAY : undefined;
+    this.relay = native !== undefined ? new SpliceTunnel(socket, upstream, timeouts, this.#onTunnelClosed, true, native) : new Tunnel(socket, upstream, timeouts, this.#onTunnelClosed, true);
     this.#registry.tunnelOpened();
     this.#ctx.metrics.tunnelOpened();
     this.#countStickyKey(ex);

@@ -20,6 +20,8 @@
 
 #include "io.h"
 #include "relay.h"
+#include "tls-relay.h"
+#include "tls.h"
 
 namespace {
 
@@ -345,6 +347,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("raiseFdLimit", Napi::Function::New(env, RaiseFdLimit, "raiseFdLimit"));
   exports.Set("countOpenFds", Napi::Function::New(env, CountOpenFds, "countOpenFds"));
   portico::io::Register(env, exports);
+  portico::tls::Register(env, exports);
+  portico::tls_relay::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new Bridge();
     bridge->env = env;

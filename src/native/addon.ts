@@ -90,7 +90,8 @@ function load(): { addon: NativeAddon | undefined; status: NativeStatus } {
   if (process.env.PORTICO_NATIVE === '0') return { addon: undefined, status: { native: false, reason: 'disabled by PORTICO_NATIVE=0' } };
   if (process.platform !== 'linux') return { addon: undefined, status: { native: false, reason: `no native addon on ${process.platform} (splice(2) is Linux only)` } };
   const root = packageRoot();
-  const file = root === undefined ? undefined : path.join(root, FILE);
+  // PORTICO_NATIVE_ADDON: another build of the same addon (CI's AddressSanitizer build, scripts/asan.sh)
+  const file = process.env.PORTICO_NATIVE_ADDON ?? (root === undefined ? undefined : path.join(root, FILE));
   if (file === undefined || !existsSync(file)) {
     return { addon: undefined, status: { native: false, reason: `${FILE} not built (npm install builds it when g++, make and python3 are present; see its output)` } };
   }

@@ -23,6 +23,7 @@
 #include <napi.h>
 
 #include "io.h"
+#include "tls.h"
 
 namespace portico::io {
 namespace {
@@ -35,6 +36,7 @@ constexpr int32_t kDrain = 4;    // the native write queue emptied
 constexpr int32_t kConnect = 5;  // a = 0 or errno
 constexpr int32_t kAccept = 6;   // id = the new connection; a = offset of its address record, b = its length
 constexpr int32_t kAcceptError = 7;  // id = the listener; a = errno (accepting is paused until JS resumes it)
+constexpr int32_t kSecure = 8;   // the TLS handshake completed (reads now deliver plaintext)
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
@@ -42,15 +44,15 @@ constexpr size_t kReadMax = 64 * 1024;  // one read(2)
 constexpr size_t kReadMin = 16 * 1024;  // stop reading this batch when less than this is left
 constexpr int kMaxRounds = 8;           // batches per wake-up before yielding to the rest of the loop
 constexpr int kAcceptMax = 512;         // accepts per batch, all listeners together (level triggering brings the rest)
-// A ready fd pushes at most two events (connect/drain + data/eof/error), an accept at most two (accept + its
-// first read's data/eof/error): the event array holds the worst case of a full batch.
-constexpr int kEventCap = 2 * kMaxEvents + 2 * kAcceptMax;
+// A ready fd pushes at most four events (a TLS one: secure + drain + data + eof/error; a plain one two), an accept
+// at most two (accept + its first read's data/eof/error): the event array holds the worst case of a full batch.
+constexpr int kEventCap = 4 * kMaxEvents + 2 * kAcceptMax;
 // An accepted connection's address record in the data buffer: int32 listener id, uint16 port, address text.
 constexpr size_t kAddrRecordMax = 4 + 2 + INET6_ADDRSTRLEN;
 
 // What an accepted connection does first, set per listener by JS (and changed by a reload).
 constexpr int32_t kModeRead = 0;  // register for reading and read at once (plain HTTP, PROXY preface, ClientHello)
-constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for the next owner (splice, Node's TLS)
+constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for the next owner (splice, TLS)
 
 struct Conn {
   int fd = -1;
@@ -63,8 +65,11 @@ struct Conn {
   bool want_drain = false;  // ioSendFile met a full socket: report kDrain once it is writable again
   bool listener = false;    // a listening socket: readiness means connections to accept
   int32_t mode = kModeRead; // listener: what its accepted connections do first
-  std::string out;          // bytes the kernel did not take yet
+  std::string out;          // bytes the kernel did not take yet (plaintext on a TLS connection)
   size_t out_off = 0;
+  tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
+  bool handshaking = false;
+  bool tls_want_write = false;  // a TLS handshake, read or close_notify waits for room to write
 };
 
 struct State {
@@ -124,8 +129,9 @@ void Rearm(State& s, Conn& c) {
   if (c.listener) {
     if (c.reading) want = EPOLLIN;
   } else if (!c.dead) {
-    if (c.connecting || c.out.size() > c.out_off || c.want_drain) want |= EPOLLOUT;
-    if (!c.connecting && c.reading && !c.eof) want |= EPOLLIN;
+    if (c.connecting || c.out.size() > c.out_off || c.want_drain || c.tls_want_write) want |= EPOLLOUT;
+    // a TLS handshake reads whatever JS wants: pause() holds back plaintext only
+    if (!c.connecting && (c.reading || c.handshaking) && !c.eof) want |= EPOLLIN;
   }
   if (want == c.mask) return;
   epoll_event ev{};
@@ -162,6 +168,8 @@ int32_t NewConn(State& s, int fd) {
 
 void FreeConn(State& s, int32_t id) {
   Conn& c = s.conns[id];
+  delete c.tls;
+  c.tls = nullptr;
   c.fd = -1;
   c.mask = 0;
   std::string().swap(c.out);
@@ -173,6 +181,14 @@ void FreeConn(State& s, int32_t id) {
 
 // Sends queued bytes; 0 when the queue is empty or the kernel is full, else an errno.
 int Flush(Conn& c) {
+  while (c.out.size() > c.out_off && c.tls != nullptr) {
+    size_t wrote = 0;
+    tls::Io r = c.tls->Write(c.out.data() + c.out_off, c.out.size() - c.out_off, &wrote);
+    c.out_off += wrote;
+    if (r == tls::Io::kOk && c.out.size() > c.out_off) return 0;  // the socket is full: EPOLLOUT brings the rest
+    if (r == tls::Io::kWantWrite || r == tls::Io::kWantRead) return 0;
+    if (r != tls::Io::kOk) return c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPIPE;
+  }
   while (c.out.size() > c.out_off) {
     ssize_t n = send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
     if (n < 0) {
@@ -185,6 +201,9 @@ int Flush(Conn& c) {
   std::string().swap(c.out);
   c.out_off = 0;
   if (c.shutdown_pending) {
+    // TLS: close_notify first; a full socket keeps it pending until EPOLLOUT
+    c.tls_want_write = c.tls != nullptr && c.tls->Shutdown() == tls::Io::kWantWrite;
+    if (c.tls_want_write) return 0;
     c.shutdown_pending = false;
     ::shutdown(c.fd, SHUT_WR);
   }
@@ -286,6 +305,79 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
   }
 }
 
+// A TLS record's plaintext is at most this: a read offered this much room never leaves half a record inside
+// OpenSSL, where level-triggered epoll could not see it.
+constexpr size_t kTlsRecord = 16 * 1024;
+
+// The TLS handshake failed or the client left during it: JS gets an error (ECONNRESET when it just left).
+void TlsFailed(State& s, Conn& c, int& n, int32_t id, tls::Io r) {
+  Fail(s, c, n, id, r == tls::Io::kEof ? ECONNRESET : (c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPROTO));
+}
+
+// One ready TLS connection: handshake steps, then flush queued plaintext, then read records into the batch
+// (several per wake-up, one DATA event for them, at most kReadMax).
+void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used) {
+  bool fresh = false;
+  if (c.handshaking) {
+    tls::Io r = c.tls->Handshake();
+    c.tls_want_write = r == tls::Io::kWantWrite;
+    if (r == tls::Io::kWantRead || r == tls::Io::kWantWrite) {
+      Rearm(s, c);
+      return;
+    }
+    if (r != tls::Io::kOk) {
+      TlsFailed(s, c, n, id, r);
+      return;
+    }
+    c.handshaking = false;
+    fresh = true;  // the client's first request may have come with its Finished
+    Push(s, n, id, kSecure, 0, 0);
+  }
+  bool writable = (got & EPOLLOUT) != 0;
+  bool read_waited_for_room = c.tls_want_write && writable;
+  if (read_waited_for_room) c.tls_want_write = false;
+  if ((writable || fresh) && (c.out.size() > c.out_off || c.shutdown_pending)) {
+    bool had = c.out.size() > c.out_off;
+    int ferr = Flush(c);
+    if (ferr != 0) {
+      Fail(s, c, n, id, ferr);
+      return;
+    }
+    if (had && c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+  }
+  bool readable = (got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 || fresh || read_waited_for_room;
+  if (readable && c.reading && !c.eof) {
+    size_t start = used;
+    tls::Io r = tls::Io::kOk;
+    while (kDataSize - used >= kTlsRecord && used - start + kTlsRecord <= kReadMax) {
+      size_t took = 0;
+      r = c.tls->Read(reinterpret_cast<char*>(s.data) + used, kReadMax - (used - start), &took);
+      if (r != tls::Io::kOk) break;
+      used += took;
+    }
+    if (used > start) Push(s, n, id, kData, static_cast<int32_t>(start), static_cast<int32_t>(used - start));
+    if (r == tls::Io::kWantWrite) c.tls_want_write = true;
+    if (r == tls::Io::kEof) {
+      c.eof = true;
+      Push(s, n, id, kEof, 0, 0);
+    } else if (r == tls::Io::kError) {
+      Fail(s, c, n, id, c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPROTO);
+      return;
+    }
+  } else if ((got & EPOLLERR) != 0) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    Fail(s, c, n, id, err != 0 ? err : ECONNRESET);
+    return;
+  }
+  if ((got & EPOLLHUP) != 0 && (!c.reading || c.eof) && c.out.size() == c.out_off && !c.tls_want_write) {
+    Unregister(s, c);
+    return;
+  }
+  Rearm(s, c);
+}
+
 // One epoll batch: read every ready socket, flush every writable one, then one JS call. Returns the events taken.
 int Round(State& s) {
   epoll_event evs[kMaxEvents];
@@ -304,6 +396,10 @@ int Round(State& s) {
     Conn& c = s.conns[id];
     if (c.fd < 0 || c.dead) continue;
     uint32_t got = evs[i].events;
+    if (c.tls != nullptr) {
+      TlsReady(s, c, id, got, n, used);
+      continue;
+    }
     if (c.connecting) {
       int err = 0;
       socklen_t len = sizeof err;
@@ -449,6 +545,31 @@ Napi::Value Adopt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
+// ioAdoptTls(fd, serverId) -> id: takes the fd (an accepted TCP socket nobody read from) and runs the server
+// side of a TLS handshake on it with the contexts of tlsServerNew(serverId); SECURE (or an error) follows.
+Napi::Value AdoptTls(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "ioAdoptTls(fd, serverId)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0) throw Napi::TypeError::New(env, "fd must be a non-negative integer");
+  std::string error;
+  tls::Session* session = tls::Session::New(info[1].As<Napi::Number>().Int32Value(), fd, &error);
+  if (session == nullptr) throw Napi::Error::New(env, "ioAdoptTls: " + error);
+  SetupSocket(fd);
+  int32_t id = NewConn(s, fd);
+  Conn& c = s.conns[id];
+  c.tls = session;
+  c.handshaking = true;
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    FreeConn(s, id);
+    throw SysError(env, "epoll_ctl", err);
+  }
+  return Napi::Number::New(env, id);
+}
+
 // ioListen(fd, mode) -> id: takes a listening socket (non-blocking) and accepts on it in every batch; each
 // connection comes to JS as an ACCEPT event. mode: 0 = read accepted connections at once, 1 = hold them unread.
 Napi::Value Listen(const Napi::CallbackInfo& info) {
@@ -496,6 +617,49 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   Unregister(s, c);
   FreeConn(s, id);
   return Napi::Number::New(info.Env(), fd);
+}
+
+// ioStartTls(id, serverId): a natively accepted connection that nobody read from (a hold-mode listener's) starts
+// the server side of a TLS handshake with the contexts of tlsServerNew(serverId), reading from now on; SECURE
+// (or an error) follows. Throws (the connection unchanged) when it is not such a connection or OpenSSL refuses.
+Napi::Value StartTls(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "ioStartTls(id, serverId)");
+  Conn& c = s.conns[id];
+  if (c.listener || c.tls != nullptr || c.connecting || c.dead || c.eof || c.out.size() > c.out_off) {
+    throw Napi::Error::New(env, "ioStartTls: not a fresh accepted connection");
+  }
+  std::string error;
+  tls::Session* session = tls::Session::New(info[1].As<Napi::Number>().Int32Value(), c.fd, &error);
+  if (session == nullptr) throw Napi::Error::New(env, "ioStartTls: " + error);
+  c.tls = session;
+  c.handshaking = true;
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    delete c.tls;
+    c.tls = nullptr;
+    c.handshaking = false;
+    throw SysError(env, "epoll_ctl", err);
+  }
+  return env.Undefined();
+}
+
+// ioTlsInfo(id) -> { version, cipher, alpn, servername, resumed } | null (not TLS); ioTlsError(id) -> why it failed.
+Napi::Value TlsInfo(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  const Conn& c = s.conns[IdArg(info, s)];
+  if (c.tls == nullptr) return info.Env().Null();
+  return tls::Info(info.Env(), *c.tls);
+}
+
+Napi::Value TlsError(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  const Conn& c = s.conns[IdArg(info, s)];
+  if (c.tls == nullptr) return info.Env().Null();
+  return Napi::String::New(info.Env(), c.tls->error());
 }
 
 // ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | -errno when it failed at once.
@@ -553,7 +717,16 @@ Napi::Value SendOrQueue(Napi::Env env, State& s, int32_t id, const char* p, size
   Conn& c = s.conns[id];
   if (c.dead) return Napi::Number::New(env, -EPIPE);
   size_t sent = 0;
-  if (!c.connecting && c.out.size() == c.out_off) {
+  if (c.tls != nullptr && !c.handshaking && c.out.size() == c.out_off) {
+    tls::Io r = c.tls->Write(p, len, &sent);
+    if (r == tls::Io::kError || r == tls::Io::kEof) {
+      int err = c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPIPE;
+      c.dead = true;
+      Rearm(s, c);
+      return Napi::Number::New(env, -err);
+    }
+    if (sent == len) return Napi::Number::New(env, 0);
+  } else if (c.tls == nullptr && !c.connecting && c.out.size() == c.out_off) {
     while (sent < len) {
       ssize_t n = send(c.fd, p + sent, len - sent, MSG_NOSIGNAL);
       if (n < 0) {
@@ -613,8 +786,15 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
-  if (c.connecting || c.out.size() > c.out_off) c.shutdown_pending = true;
-  else ::shutdown(c.fd, SHUT_WR);
+  if (c.connecting || c.handshaking || c.out.size() > c.out_off) {
+    c.shutdown_pending = true;
+  } else if (c.tls != nullptr) {
+    c.shutdown_pending = true;
+    Flush(c);  // close_notify, then the FIN (or both wait for EPOLLOUT)
+    Rearm(s, c);
+  } else {
+    ::shutdown(c.fd, SHUT_WR);
+  }
   return info.Env().Undefined();
 }
 
@@ -660,6 +840,7 @@ Napi::Value SendFile(const Napi::CallbackInfo& info) {
   int64_t count = info[3].As<Napi::Number>().Int64Value();
   Conn& c = s.conns[id];
   if (c.dead) return Napi::Number::New(env, -EPIPE);
+  if (c.tls != nullptr) return Napi::Number::New(env, -EOPNOTSUPP);  // the file's bytes would bypass the TLS session
   if (c.connecting || c.out.size() > c.out_off) {
     // bytes written earlier go first: wait until they are in the kernel
     c.want_drain = true;
@@ -759,6 +940,20 @@ void Teardown(void* /*arg*/) {
 
 }  // namespace
 
+bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return false;
+  State& s = *state;
+  if (id < 0 || static_cast<size_t>(id) >= s.conns.size()) return false;
+  Conn& c = s.conns[id];
+  if (c.fd < 0 || c.tls == nullptr || c.handshaking || c.dead || c.out.size() > c.out_off || c.shutdown_pending || c.tls_want_write) return false;
+  Unregister(s, c);
+  *fd = c.fd;
+  *session = c.tls;
+  c.tls = nullptr;  // FreeConn must not free what now belongs to the caller
+  FreeConn(s, id);
+  return true;
+}
+
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioInit", Napi::Function::New(env, Init, "ioInit"));
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
@@ -777,6 +972,10 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioFd", Napi::Function::New(env, Fd, "ioFd"));
   exports.Set("ioAddress", Napi::Function::New(env, Address, "ioAddress"));
   exports.Set("ioStats", Napi::Function::New(env, Stats, "ioStats"));
+  exports.Set("ioAdoptTls", Napi::Function::New(env, AdoptTls, "ioAdoptTls"));
+  exports.Set("ioStartTls", Napi::Function::New(env, StartTls, "ioStartTls"));
+  exports.Set("ioTlsInfo", Napi::Function::New(env, TlsInfo, "ioTlsInfo"));
+  exports.Set("ioTlsError", Napi::Function::New(env, TlsError, "ioTlsError"));
   napi_add_env_cleanup_hook(env, Teardown, nullptr);
 }
 

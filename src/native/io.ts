@@ -34,6 +34,20 @@ interface IoAddon {
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
   ioStats(): { live: number; accepted: number; acceptBatches: number };
+  ioAdoptTls?(fd: number, serverId: number): number;
+  ioStartTls?(id: number, serverId: number): void;
+  ioTlsInfo?(id: number): NativeTlsInfo | null;
+  ioTlsError?(id: number): string | null;
+}
+
+/** What a natively terminated TLS connection negotiated (src/native/tls.cc). */
+export interface NativeTlsInfo {
+  version: string;
+  cipher: string | null;
+  alpn: string | null;
+  servername: string | null;
+  /** The client resumed a session (by ticket). */
+  resumed: boolean;
 }
 
 const DATA = 1;
@@ -47,6 +61,7 @@ const ACCEPT_ERROR = 7;
 /** What a listener's accepted connections do first (io.cc kModeRead / kModeHold). */
 export type AcceptMode = 'read' | 'hold';
 const MODE: Record<AcceptMode, number> = { read: 0, hold: 1 };
+const SECURE = 8;
 
 const EMPTY = new Uint8Array(0);
 
@@ -134,6 +149,7 @@ function dispatch(state: Io, count: number): void {
     } else if (kind === EOF) socket._onEof();
     else if (kind === DRAIN) socket._onDrain();
     else if (kind === CONNECT) socket._onConnect(events[at + 2]!);
+    else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
 }
@@ -167,6 +183,8 @@ export interface NativeSocketOptions {
 export class NativeSocket extends EventEmitter implements ByteSocket {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
+  /** TLS is terminated by the addon on this socket (set at adoption, or by startTls()). */
+  #encrypted: boolean;
   #io: Io;
   #id: number;
   #allowHalfOpen: boolean;
@@ -189,9 +207,10 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #finishCbs: Array<() => void> = [];
 
   /** @internal use adoptNative(), connectNative() or a NativeListener */
-  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, paused = false) {
+  constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, paused = false, encrypted = false) {
     super();
     this.#paused = paused;
+    this.#encrypted = encrypted;
     this.#io = io;
     this.#id = id;
     this.remoteAddress = remoteAddress;
@@ -246,6 +265,47 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #local(): { address: string; port: number } | null {
     if (this.#localCache === null && !this.#destroyed && !this.#connecting) this.#localCache = this.#io.addon.ioAddress(this.#id, true);
     return this.#localCache;
+  }
+
+  /** TLS is terminated by the addon on this socket: 'secure' comes first, then plaintext. */
+  get encrypted(): boolean {
+    return this.#encrypted;
+  }
+
+  /**
+   * A natively accepted connection that nothing read from (a hold-mode listener's) starts the server side of a
+   * TLS handshake in the addon with the contexts of tls server `serverId`: 'secure' (or 'error') follows, then
+   * plaintext. False when it cannot (no native TLS in the addon, the connection is not fresh, OpenSSL refused):
+   * the socket is unchanged.
+   */
+  startTls(serverId: number): boolean {
+    const start = this.#io.addon.ioStartTls;
+    if (start === undefined || this.#destroyed || this.#encrypted || this.#readableEnded || this.#held.length > 0 || this.#queued > 0) return false;
+    try {
+      start.call(this.#io.addon, this.#id, serverId);
+    } catch {
+      return false;
+    }
+    this.#encrypted = true;
+    return true;
+  }
+
+  /** @internal The addon's id of this connection (the TLS relay takes it over by id). */
+  get ioId(): number {
+    return this.#id;
+  }
+
+  /**
+   * @internal The addon took this connection over (fd and TLS session, for the TLS relay): this object is done,
+   * as after destroy(), but closes nothing ('close' follows).
+   */
+  released(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#io.sockets.delete(this.#id);
+    this.#held = [];
+    this.#heldBytes = 0;
+    process.nextTick(() => this.emit('close', false));
   }
 
   /** The kernel fd, still owned by this socket (the splice relay takes a dup, then destroys this). */
@@ -320,7 +380,23 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /** @internal */
+  _onSecure(): void {
+    this.emit('secure');
+  }
+
+  /** What the TLS handshake negotiated; null before it completed, after destroy, or without TLS. */
+  tlsInfo(): NativeTlsInfo | null {
+    if (!this.encrypted || this.#destroyed) return null;
+    return this.#io.addon.ioTlsInfo?.(this.#id) ?? null;
+  }
+
+  /** @internal */
   _onError(err: Error): void {
+    // OpenSSL's own words for a TLS failure, while the session still exists
+    if (this.encrypted) {
+      const why = this.#io.addon.ioTlsError?.(this.#id);
+      if (why) err.message = `${err.message}: ${why}`;
+    }
     this.destroy(err);
   }
 
@@ -375,9 +451,9 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#corked++;
   }
 
-  /** Whether sendFile() works on this socket (the addon has it). */
+  /** Whether sendFile() works on this socket (the addon has it; not through a TLS session). */
   get canSendFile(): boolean {
-    return this.#io.addon.ioSendFile !== undefined;
+    return this.#io.addon.ioSendFile !== undefined && !this.#encrypted;
   }
 
   /**
@@ -654,9 +730,10 @@ export function listenNative(fd: number, mode: AcceptMode, onConnection: (socket
  * Moves a freshly accepted net.Socket that has not read anything onto native I/O: the fd is duplicated, the
  * net.Socket destroyed (libuv closes its copy). Undefined when native I/O is not available or it cannot move.
  */
-export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): NativeSocket | undefined {
+export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsServerId?: number): NativeSocket | undefined {
   const state = ioOf();
   if (state === null) return undefined;
+  if (tlsServerId !== undefined && state.addon.ioAdoptTls === undefined) return undefined;
   const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
   const fd = handle?.fd;
   if (typeof fd !== 'number' || fd < 0 || socket.readableLength > 0 || socket.destroyed) return undefined;
@@ -669,7 +746,7 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): Nati
   }
   let id: number;
   try {
-    id = addon.ioAdopt(copy);
+    id = tlsServerId === undefined ? addon.ioAdopt(copy) : addon.ioAdoptTls!(copy, tlsServerId);
   } catch {
     addon.close(copy);
     return undefined;
@@ -678,7 +755,7 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions): Nati
   const remotePort = socket.remotePort;
   socket.on('error', noop);
   socket.destroy();
-  return new NativeSocket(state, id, remoteAddress, remotePort, false, opts);
+  return new NativeSocket(state, id, remoteAddress, remotePort, false, opts, false, tlsServerId !== undefined);
 }
 
 /**

@@ -10,6 +10,7 @@ import { startAdminServer, type AdminSource } from '../admin/server.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../core/log.js';
 import { deferred } from '../core/util.js';
+import { nativeTlsStatus } from '../native/tls.js';
 import { nativeStatus } from '../native/addon.js';
 import { raiseFdLimit } from '../worker/fd-limit.js';
 import type { ToPrimary } from '../worker/ipc.js';
@@ -200,6 +201,18 @@ class Primary {
     const native = nativeStatus();
     // said once, here: without the addon tunnels use the JS relay and (Node < 22.12) workers share one socket
     if (!native.native) state.log.warn({ reason: native.reason }, 'native addon not in use: JS relay only');
+    const nativeTls = nativeTlsStatus();
+    if (native.native && config.listeners.some((l) => (l.tls?.certificates.length ?? 0) > 0)) {
+      if (nativeTls.available) {
+        state.log.info({ openssl: nativeTls.openssl }, 'TLS terminated by the native addon');
+        // the addon starts a handshake on a connection nothing read from; a preface was read in JavaScript
+        config.listeners.forEach((l, i) => {
+          if ((l.tls?.certificates.length ?? 0) === 0) return;
+          const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : (l.tls?.passthrough?.length ?? 0) > 0 ? 'a ClientHello peek (passthrough)' : undefined;
+          if (preface !== undefined) state.log.info({ listener: i, address: l.address.address }, `listeners[${i}]: Node's TLS terminates here, not the addon: ${preface} is read first`);
+        });
+      } else state.log.warn({ reason: nativeTls.reason }, "TLS terminated by Node's TLS, not the native addon");
+    }
     // Workers inherit the raised limit (fork keeps rlimits); said once, here.
     const fds = raiseFdLimit();
     if (fds.notRaised !== undefined) state.log.warn({ fdLimit: fds.soft, hard: fds.hard, reason: fds.notRaised }, `file descriptors: soft limit ${fds.soft}, could not raise it to the hard limit ${fds.hard}`);

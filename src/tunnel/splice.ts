@@ -4,7 +4,7 @@
 // can use either. It falls back to the JS Tunnel when the hand-over fails; it knows nothing about HTTP.
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { native, nativeStatus, type NativeStatus } from '../native/addon.js';
+import { native, nativeStatus, type NativeStatus, type SpliceStats } from '../native/addon.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { NativeSocket } from '../native/io.js';
 import { Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
@@ -41,11 +41,57 @@ export function fdOf(socket: ByteSocket): number {
 export function canSplice(client: ByteSocket, upstream: ByteSocket): boolean {
   if (native() === undefined) return false;
   for (const s of [client, upstream]) {
-    if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket)) return false;
+    // a TLS leg (Node's or the addon's) carries ciphertext on its fd: never spliced
+    if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket) || (s instanceof NativeSocket && s.encrypted)) return false;
     if (s.destroyed || s.readableLength > 0 || fdOf(s) < 0) return false;
   }
   return true;
 }
+
+/**
+ * How a tunnel's sockets reach a relay thread of the addon: splice(2) for two plain legs (below), the TLS relay
+ * for a client leg whose TLS the addon terminates (tls-relay.ts).
+ */
+export interface NativeRelay {
+  /**
+   * Hands both sockets' bytes to the relay thread: the relay id (> 0; the caller then destroys the JS sockets,
+   * which by now close only their own copies), or 0 when nothing was taken (the JS relay takes over).
+   * Throws like 0, with the sockets untouched.
+   */
+  start(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number;
+  /** False when the relay has already ended (its onEnd is on its way). */
+  close(id: number, reason: ClosedBy): boolean;
+  /** Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary; false when it had already ended. */
+  goingAway(id: number): boolean;
+  stats(id: number): SpliceStats | null;
+}
+
+/** WebSocket tunnels: the bytes already relayed each way, so a relay thread knows where the frames stand. */
+export interface WebSocketSeen {
+  up: Buffer | null;
+  down: Buffer | null;
+}
+
+/** Two plain kernel sockets: dups of both fds go to the splice thread (relay.cc). */
+export const SPLICE_RELAY: NativeRelay = {
+  start(client, upstream, idleMs, onEnd, seen) {
+    const addon = native();
+    if (addon === undefined) return 0;
+    const a = addon.dup(fdOf(client));
+    let b: number;
+    try {
+      b = addon.dup(fdOf(upstream));
+    } catch (err) {
+      addon.close(a);
+      throw err;
+    }
+    // spliceStart owns both dups from here, also when it throws
+    return addon.spliceStart(a, b, idleMs, onEnd, seen);
+  },
+  close: (id, reason) => native()?.spliceClose(id, reason) === true,
+  goingAway: (id) => native()?.spliceGoingAway(id) === true,
+  stats: (id) => native()?.spliceStats(id) ?? null,
+};
 
 /** As in relay.ts: tunnels have no idle timeout by default. */
 const KEEPALIVE_PROBE_MS = 60_000;
@@ -74,10 +120,15 @@ export class SpliceTunnel {
   #clock: TunnelClock;
   /** WebSocket tunnels: the leftovers each way (the first bytes of each frame stream), until the hand-over. */
   readonly #websocket: boolean;
-  #seen: { up: Buffer | null; down: Buffer | null } = { up: null, down: null };
+  #seen: WebSocketSeen = { up: null, down: null };
+  readonly #relay: NativeRelay;
 
-  /** `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames. */
-  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false) {
+  /**
+   * `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames; `relay`: the
+   * addon's thread that moves the bytes (splice for two plain legs, the default).
+   */
+  constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false, relay: NativeRelay = SPLICE_RELAY) {
+    this.#relay = relay;
     this.client = client;
     this.upstream = upstream;
     this.#timeouts = timeouts;
@@ -111,7 +162,7 @@ export class SpliceTunnel {
   }
 
   #stats() {
-    return this.#id === 0 ? null : (native()?.spliceStats(this.#id) ?? null);
+    return this.#id === 0 ? null : this.#relay.stats(this.#id);
   }
 
   /**
@@ -165,29 +216,44 @@ export class SpliceTunnel {
 
   #handOver(): void {
     if (this.#phase !== 'flushing') return;
-    const addon = native();
     const { client, upstream } = this;
-    const clientFd = fdOf(client);
-    const upstreamFd = fdOf(upstream);
-    if (addon === undefined || client.destroyed || upstream.destroyed || clientFd < 0 || upstreamFd < 0) {
+    if (client.destroyed || upstream.destroyed || fdOf(client) < 0 || fdOf(upstream) < 0) {
       this.#fallBack();
+      return;
+    }
+    // bytes a native socket read in the batch that paused it arrived after start() drained it: out first
+    const lateUp = drainReadable(client);
+    const lateDown = drainReadable(upstream);
+    if (lateUp !== null || lateDown !== null) {
+      this.#restUp += lateUp?.length ?? 0;
+      this.#restDown += lateDown?.length ?? 0;
+      if (this.#websocket) this.#seen = { up: concatBytes(this.#seen.up, lateUp), down: concatBytes(this.#seen.down, lateDown) };
+      let pending = 1;
+      const again = (): void => {
+        if (--pending === 0) this.#handOver();
+      };
+      if (lateUp !== null) {
+        pending++;
+        upstream.write(lateUp, again);
+      }
+      if (lateDown !== null) {
+        pending++;
+        client.write(lateDown, again);
+      }
+      again();
       return;
     }
     let id = 0;
     try {
-      const a = addon.dup(clientFd);
-      let b: number;
-      try {
-        b = addon.dup(upstreamFd);
-      } catch (err) {
-        addon.close(a);
-        throw err;
-      }
-      // spliceStart owns both dups from here, also when it throws; a WebSocket relay follows the frames from
+      // the relay owns what it took from here, also when it throws; a WebSocket relay follows the frames from
       // where the leftovers left them
-      id = addon.spliceStart(a, b, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
+      id = this.#relay.start(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
     } catch {
       // EMFILE and the like: the JS relay still works, the sockets are untouched
+      this.#fallBack();
+      return;
+    }
+    if (id <= 0) {
       this.#fallBack();
       return;
     }
@@ -267,16 +333,16 @@ export class SpliceTunnel {
   }
 
   /**
-   * End of the shutdown grace. A WebSocket tunnel on the relay thread gets a Close 1001 each way there, between
-   * two frames (the relay follows the frame headers; see RelayEngine::RequestGoingAway in src/native/relay.h),
-   * and ends within 1.5 s; a raw one (L4) is closed (its peers see a FIN or a reset, as before). A tunnel that
-   * fell back to the JS relay, which does the same, is closed by it.
+   * End of the shutdown grace. A WebSocket tunnel on a relay thread gets a Close 1001 each way there, between
+   * two frames (both relays follow the frame headers; see RelayEngine::RequestGoingAway in src/native/relay.h
+   * and StartGoingAway in src/native/tls-relay.cc), and ends within 1.5 s; a raw one (L4) is closed (its peers
+   * see a FIN or a reset, as before). A tunnel that fell back to the JS relay, which does the same, is closed by it.
    */
   shutdown(): void {
     if (this.#fallback !== undefined) return this.#fallback.shutdown();
     if (!this.#websocket || this.#phase !== 'native' || this.closedBy !== undefined) return this.close('shutdown');
     // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
-    if (native()?.spliceGoingAway(this.#id) === true) this.closedBy = 'shutdown';
+    if (this.#relay.goingAway(this.#id)) this.closedBy = 'shutdown';
   }
 
   /** Ends the tunnel once; the owner's onClose runs when the relay has closed both fds (with final counts). */
@@ -288,7 +354,7 @@ export class SpliceTunnel {
     if (this.closedBy !== undefined || this.#phase === 'closed') return;
     if (this.#phase === 'native') {
       // false: the relay ended meanwhile and its own reason is on its way to #onNativeEnd
-      if (native()?.spliceClose(this.#id, by) === true) this.closedBy = by;
+      if (this.#relay.close(this.#id, by)) this.closedBy = by;
       return;
     }
     this.#finish(by);

@@ -9,7 +9,8 @@ import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js'
 import type { AcceptedSocket, ListenOptions, OnConnection } from '../accept/listener.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
-import { createTlsServer } from '../accept/tls.js';
+import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
+import { adoptNativeTls, nativeTlsStatus, startNativeTls, useTicketSecret, type NativeTlsServer } from '../native/tls.js';
 import type { Config } from '../config/schema.js';
 import type { ConnectionRegistry } from '../core/registry.js';
 import { handleConnection, type ContextSource, type ListenerInfo, type ProxiedEnds } from '../http/connection.js';
@@ -41,7 +42,7 @@ const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done
 /**
  * What a natively accepted connection of listener `index` does first: 'hold' (nothing read, the bytes stay in the
  * kernel) for a tcp listener without PROXY (splice; the server may speak first) and for a TLS listener that reads
- * no preface (Node's TLS reads the ClientHello itself); 'read' for every listener that reads the first bytes in
+ * no preface (the addon's TLS, or Node's, reads the ClientHello itself); 'read' for every listener that reads the first bytes in
  * JavaScript (plain HTTP, a PROXY header, a ClientHello for passthrough).
  */
 export function acceptModeOf(config: Config, index: number): AcceptMode {
@@ -51,6 +52,9 @@ export function acceptModeOf(config: Config, index: number): AcceptMode {
   const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0;
   return cfg.tls !== undefined && !passthrough ? 'hold' : 'read';
 }
+
+/** Node's own handshake bound when tls.handshake_timeout is "off" (tls.Server's default): native TLS keeps it. */
+const NODE_HANDSHAKE_BOUND_MS = 120_000;
 
 /** Bound of a preface (PROXY header, ClientHello) when its phase timeout is "off": never unbounded. */
 const PREFACE_FALLBACK_MS = 60_000;
@@ -167,7 +171,18 @@ export class AcceptPaths {
       }
       tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => this.#handshakeFailed(err, socket));
     }
-    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer));
+    const nativeTls = tlsServer !== undefined && nativeTlsStatus().available ? this.#nativeTls(config, index, ticketKeys) : undefined;
+    return this.#connectionLimit(config, index, this.#acceptPath(config, index, accept, tlsServer, nativeTls));
+  }
+
+  /** The addon's contexts for listener `index` (native TLS termination); Node's tls.Server stays for the rest. */
+  #nativeTls(config: Config, index: number, ticketKeys: string): NativeTlsServer {
+    useTicketSecret(Buffer.from(ticketKeys, 'base64'));
+    try {
+      return createNativeTlsServer(config.listeners[index].tls!);
+    } catch (err) {
+      throw new Error(`listeners[${index}]: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -196,7 +211,7 @@ export class AcceptPaths {
    * preface to read (the common case costs nothing more); else PROXY header and/or ClientHello first, then
    * HTTP, TLS termination, or an L4 relay (tcp listener, passthrough name).
    */
-  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined): OnConnection {
+  #acceptPath(config: Config, index: number, accept: (socket: ByteSocket, proxied?: ProxiedEnds) => void, tlsServer: TlsServer | undefined, nativeTls: NativeTlsServer | undefined): OnConnection {
     const cfg = config.listeners[index];
     let trusted: ((address: string) => boolean) | undefined;
     if (cfg.proxy_protocol !== undefined) {
@@ -207,6 +222,15 @@ export class AcceptPaths {
     }
     const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0 ? new PassthroughTable(cfg.tls.passthrough) : undefined;
     const tcpUpstream = cfg.mode === 'tcp' ? cfg.upstream : undefined;
+    // as Node's tls.Server: "off" still gets a bound, never an unbounded handshake
+    const handshake = { ...LISTEN_OPTIONS, timeoutMs: cfg.tls !== undefined && cfg.tls.handshake_timeout > 0 ? cfg.tls.handshake_timeout : NODE_HANDSHAKE_BOUND_MS };
+    const onNativeSecure = (from: number, proxied: ProxiedEnds | undefined) => (s: NativeSocket): void => {
+      this.#metrics.nativeTlsHandshake();
+      this.#metrics.tlsHandshake(performance.now() - from);
+      accept(s, proxied);
+      s.resume(); // a held connection was accepted paused (its handshake ran regardless); a no-op for the others
+    };
+    const onNativeFailure = (err: Error, s: NativeSocket): void => this.#handshakeFailed(err, s);
     const terminate = (socket: AcceptedSocket, proxied?: ProxiedEnds): void => {
       if (tlsServer === undefined) {
         if (socket instanceof NativeSocket) {
@@ -226,9 +250,17 @@ export class AcceptPaths {
         socket.resume(); // the preface reader left it paused; a 'data' listener alone does not restart it
         return;
       }
-      // The seam for native TLS: Node's TLS takes a net.Socket, so a natively accepted connection is handed to
-      // Node here with what was read ahead (see NativeSocket.toNetSocket); a native TLS server would take the
-      // NativeSocket as it is instead.
+      // The addon terminates TLS when nothing was read ahead: a natively accepted connection starts its handshake
+      // where it is (no net.Socket), a net.Socket from Node's accept moves onto native I/O for it. A preface's
+      // leftovers (PROXY header, passthrough ClientHello peek) need Node's TLS, which replays them.
+      if (nativeTls !== undefined && proxied === undefined) {
+        const from = performance.now();
+        if (socket instanceof NativeSocket) {
+          if (startNativeTls(socket, nativeTls, handshake, onNativeSecure(from, proxied), onNativeFailure)) return;
+        } else if (adoptNativeTls(socket, nativeTls, handshake, onNativeSecure(from, proxied), onNativeFailure) !== undefined) return;
+      }
+      // Node's TLS takes a net.Socket, so a natively accepted connection is handed to Node here with what was
+      // read ahead (see NativeSocket.toNetSocket)
       const tcp = socket instanceof NativeSocket ? socket.toNetSocket() : socket;
       if (tcp === undefined) return;
       if (proxied !== undefined) proxiedOf.set(tcp, proxied);
@@ -327,7 +359,7 @@ export class AcceptPaths {
   }
 
   /** Handshake failures are the client's business: counted, logged at debug, never fatal. */
-  #handshakeFailed(err: NodeJS.ErrnoException, socket: TLSSocket): void {
+  #handshakeFailed(err: NodeJS.ErrnoException, socket: { readonly remoteAddress?: string | undefined }): void {
     this.#metrics.tlsHandshakeError();
     if (this.#log.isLevelEnabled('debug')) {
       const error = new ProxyError('CLIENT_TLS_HANDSHAKE', `TLS handshake failed: ${err.message}`, { cause: err });

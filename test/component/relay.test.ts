@@ -1,7 +1,8 @@
 // The tunnel relay over real loopback sockets: bytes both ways, half-close, backpressure, resets, timeouts.
 // One suite over a relay factory: the JS relay and the splice relay (when the addon is built; also with its pipe
 // pool's cap at 0, so every byte takes the user-space copy path, and with WebSocket framing on), each with
-// net.Socket legs and with NativeSocket legs (src/native/io.ts), run the very same cases (STYLE.md 13).
+// net.Socket legs and with NativeSocket legs (src/native/io.ts), and the TLS relay (a client whose TLS the addon
+// terminates, a Node TLS client in front of it), run the very same cases (STYLE.md 13).
 import { test as nodeTest, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -11,7 +12,12 @@ import { Tunnel, type TunnelTimeouts } from '../../src/tunnel/relay.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
 import { native } from '../../src/native/addon.js';
 import type { ByteSocket, ClosedBy } from '../../src/core/socket.js';
-import { adoptNative, connectNative, nativeIoAvailable } from '../../src/native/io.js';
+import { adoptNative, connectNative, nativeIoAvailable, type NativeSocket } from '../../src/native/io.js';
+import { NativeTlsServer, adoptNativeTls, nativeTlsStatus } from '../../src/native/tls.js';
+import { TLS_RELAY, canTlsRelay } from '../../src/tunnel/tls-relay.js';
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import { TEST_CERT, TEST_KEY } from '../helpers/portico.js';
 
 /** What the suite needs of a relay: Tunnel's public surface, plus "the proxy stopped reading downstream". */
 interface RelayUnderTest {
@@ -29,7 +35,7 @@ interface Relay {
   /** Why this relay cannot run here (the suite is skipped, loudly), or undefined. */
   skip: string | undefined;
   /** The tunnel's own sockets: as Node accepted and connected them, or moved onto native I/O. */
-  legs: 'net' | 'native';
+  legs: 'net' | 'native' | 'tls';
   make(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (by: ClosedBy) => void): RelayUnderTest;
   /** True once the relay holds back the upstream because the client does not read. */
   holdsBackDownstream(t: RelayUnderTest): boolean;
@@ -85,6 +91,18 @@ const RELAYS: Relay[] = [
 const DEFAULT_PIPE_CAP = native()?.pipeStats().cap ?? 0;
 // the same relays with both legs on native I/O, as the plain-HTTP path hands them over
 for (const r of [...RELAYS]) RELAYS.push({ ...r, name: `${r.name} on native sockets`, skip: r.skip ?? NATIVE_IO_SKIP, legs: 'native' });
+// a client leg whose TLS the addon terminates and a native plain upstream: the addon's TLS relay thread
+RELAYS.push({
+  name: 'tls relay',
+  skip: nativeTlsStatus().available ? undefined : `native TLS not in use: ${nativeTlsStatus().reason}`,
+  legs: 'tls',
+  make: (c, u, timeouts, onClose) => {
+    assert.ok(canTlsRelay(c, u), 'a native TLS client leg and a plain upstream');
+    return new SpliceTunnel(c, u, timeouts, (t) => onClose(t.closedBy!), false, TLS_RELAY);
+  },
+  holdsBackDownstream: (t) => (t as SpliceTunnel).blocked.down,
+});
+let tlsServer: NativeTlsServer | undefined;
 
 for (const relay of RELAYS) suite(relay);
 
@@ -112,10 +130,23 @@ function suite(relay: Relay): void {
   async function rig(timeouts = { idle: 0, lifetime: 0 }, clientRest: Buffer | null = null, upstreamRest: Buffer | null = null): Promise<Rig> {
     const front = await acceptOne();
     const back = await acceptOne();
-    const clientPeer = net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
+    const secure = relay.legs === 'tls';
+    const clientPeer = secure
+      ? tls.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true, servername: 'localhost', ca: readFileSync(TEST_CERT), ALPNProtocols: ['http/1.1'] } as tls.ConnectionOptions)
+      : net.connect({ port: front.port, host: '127.0.0.1', allowHalfOpen: true });
     const accepted = await front.accepted;
-    const native = relay.legs === 'native';
-    const tunnelClient: ByteSocket | undefined = native ? adoptNative(accepted, { allowHalfOpen: true }) : accepted;
+    const native = relay.legs !== 'net';
+    let tunnelClient: ByteSocket | undefined;
+    if (secure) {
+      tlsServer ??= new NativeTlsServer([{ cert: readFileSync(TEST_CERT), key: readFileSync(TEST_KEY), names: ['localhost'] }], 'TLSv1.2');
+      const handshaken = new Promise<NativeSocket>((resolve, reject) => {
+        tunnelClient = adoptNativeTls(accepted, tlsServer!, { allowHalfOpen: true, timeoutMs: 10_000 }, resolve, reject);
+      });
+      assert.ok(tunnelClient !== undefined, 'adoptNativeTls took the accepted socket');
+      await Promise.all([handshaken, once(clientPeer, 'secureConnect')]);
+    } else {
+      tunnelClient = native ? adoptNative(accepted, { allowHalfOpen: true }) : accepted;
+    }
     assert.ok(tunnelClient !== undefined, 'adoptNative took the accepted socket');
     const tunnelUpstream: ByteSocket | undefined = native
       ? connectNative('127.0.0.1', back.port, { allowHalfOpen: true })
@@ -127,7 +158,7 @@ function suite(relay: Relay): void {
     await upstreamConnected;
     let resolveClosed!: (b: ClosedBy) => void;
     const closed = new Promise<ClosedBy>((r) => (resolveClosed = r));
-    const tunnel = relay.make(tunnelClient, tunnelUpstream, timeouts, resolveClosed);
+    const tunnel = relay.make(tunnelClient!, tunnelUpstream, timeouts, resolveClosed);
     tunnel.start(clientRest, upstreamRest);
     return {
       clientPeer,
@@ -135,7 +166,7 @@ function suite(relay: Relay): void {
       tunnel,
       closed,
       cleanup() {
-        for (const s of [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream]) s.destroy();
+        for (const s of [clientPeer, upstreamPeer, tunnelClient!, tunnelUpstream]) s.destroy();
         front.server.close();
         back.server.close();
       },
@@ -172,6 +203,8 @@ function suite(relay: Relay): void {
     assert.ok(by === 'upstream' || by === 'client');
     assert.equal(r.tunnel.bytesUp, up.length);
     assert.equal(r.tunnel.bytesDown, down.length);
+     // the splice and TLS relays moved the bytes on the addon's thread, not through the JS fallback
+    if (r.tunnel instanceof SpliceTunnel) assert.ok(r.tunnel.spliced, "relayed on the addon's thread");
   });
 
   test('relay: client half-close reaches the upstream, which can still answer before closing', async (t) => {

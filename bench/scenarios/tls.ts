@@ -1,0 +1,152 @@
+// `npm run bench:tls`: HTTPS through nginx (1 worker), HAProxy (1 thread) and Portico (1 worker) with TLS
+// terminated by the native addon and, for comparison, by Node's TLS (PORTICO_NATIVE_TLS=0): keep-alive GETs
+// over 64 connections, and a new connection (a full TLS handshake, no resumption) per request. Same
+// certificate (the test ECDSA P-256 one), same backend, interleaved rounds, medians, proxy CPU per request.
+// It never asserts a speed; see bench/README.md.
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { readArgs } from '../lib/args.js';
+import { checkHttp, runWrk, type Watch } from '../lib/loads.js';
+import { BENCH_DIST, ROOT } from '../lib/paths.js';
+import { benchmarkMain, choosePinning, freePort, hasProc, pinned, spawnProcess, versionOf, waitForPort, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { formatTable, type Scenario } from '../lib/report.js';
+import { caveats, runPlan } from '../lib/rounds.js';
+import type { TargetId } from '../lib/shape.js';
+import { launchHaproxy, launchPortico, porticoRevision, startBackends, startNginx, type Target } from '../peers/targets.js';
+
+const CERT = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.crt');
+const KEY = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.key');
+
+const USAGE = `usage: npm run bench:tls -- [--duration S] [--rounds N] [--warmup S] [--connections N] [--no-pin] [--targets LIST]
+  targets: nginx,haproxy,portico,portico-js,uws-sslapp (portico-js = PORTICO_NATIVE_TLS=0: Node's TLS;
+  uws-sslapp = the uWebSockets.js SSLApp + adoptSocket prototype, bench/probes/uws-tls-front.ts)`;
+
+/** 'http' = HTTPS keep-alive; 'tls' = a new TLS connection per request (the report's units: req and conn). */
+type Load = Extract<Scenario, 'http' | 'tls'>;
+
+function main(): void {
+  const a = readArgs(process.argv.slice(2), { duration: 'string', rounds: 'string', warmup: 'string', connections: 'string', 'no-pin': 'boolean', targets: 'string' }, USAGE);
+  const o = {
+    durationS: a.num('duration', 5, 1, 3600),
+    rounds: Math.round(a.num('rounds', 2, 1, 100)),
+    warmupS: a.num('warmup', 1, 0, 600),
+    connections: Math.round(a.num('connections', 64, 1, 10_000)),
+    pin: !a.has('no-pin'),
+    targets: a.list<TargetId>('targets', ['nginx', 'haproxy', 'portico', 'portico-js', 'uws-sslapp']),
+  };
+  if (!hasProc) throw new Error('this benchmark reads CPU time from /proc: run it on Linux');
+  const pinning = choosePinning(o.pin, os.availableParallelism());
+  const nginx = /nginx\/(\S+)/.exec(versionOf('nginx', ['-v']) ?? '')?.[1];
+  const haproxy = /version (\d+\.\d+\.\d+)/.exec(versionOf('haproxy', ['-v']) ?? '')?.[1];
+  console.log(
+    [
+      'Portico TLS benchmark',
+      `date:     ${new Date().toISOString()}  (npm run bench:tls -- ${process.argv.slice(2).join(' ')})`,
+      `peers:    nginx ${nginx ?? 'not installed'}, HAProxy ${haproxy ?? 'not installed'}; portico ${porticoRevision()}, node ${process.version} (OpenSSL ${process.versions.openssl})`,
+      'tls:      test ECDSA P-256 certificate for every proxy; TLS 1.3 negotiated by wrk; tickets on (wrk does not resume)',
+      `loads:    HTTPS keep-alive: wrk -t1 -c${o.connections}; new TLS connection per request: wrk -t1 -c${o.connections} -H "Connection: close"; ${o.durationS} s each, ${o.rounds} rounds, medians`,
+      `pinning:  ${pinning.enabled ? `proxy on CPU ${pinning.proxyCpu}; wrk and backend on CPU ${pinning.clientCpu}` : `off (${pinning.reason})`}`,
+      '',
+    ].join('\n'),
+  );
+  benchmarkMain('bench-tls', false, (scope) => bench(o, pinning, nginx, haproxy, scope));
+}
+
+async function bench(
+  o: { durationS: number; rounds: number; warmupS: number; connections: number; targets: TargetId[] | undefined },
+  pinning: Pinning,
+  nginx: string | undefined,
+  haproxy: string | undefined,
+  { tmp, started, stopped }: BenchmarkScope,
+): Promise<void> {
+  const pin = pinning.enabled ? pinning : undefined;
+  const wanted = (id: TargetId): boolean => o.targets === undefined || o.targets.includes(id);
+  const backends = await startBackends(tmp, nginx !== undefined, pin?.backendCpu);
+  started.push(backends.http, backends.ws);
+  const targets: Target[] = [];
+  const add = (t: Target): void => {
+    targets.push(t);
+    if (t.proc !== undefined) started.push(t.proc);
+  };
+  if (wanted('nginx') && nginx !== undefined) {
+    const port = await freePort();
+    const dir = path.join(tmp, 'nginx-tls');
+    const conf = `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;\n  upstream http_backend { server 127.0.0.1:${backends.httpPort}; keepalive 64; keepalive_requests 1000000; }\n  server {\n    listen 127.0.0.1:${port} ssl;\n    ssl_certificate ${CERT};\n    ssl_certificate_key ${KEY};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets on;\n    proxy_set_header Host $http_host;\n    proxy_set_header X-Real-IP $remote_addr;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    proxy_set_header X-Forwarded-Proto $scheme;\n    proxy_set_header X-Forwarded-Host $http_host;\n    location / { proxy_pass http://http_backend; proxy_http_version 1.1; proxy_set_header Connection ""; }\n  }\n}\n`;
+    const t: Target = { id: 'nginx', label: `nginx ${nginx} (1 worker)`, httpPort: port, wsPort: port };
+    try {
+      t.proc = await startNginx(dir, conf, port, pin?.proxyCpu);
+    } catch (err) {
+      t.error = (err as Error).message;
+    }
+    add(t);
+  }
+  if (wanted('haproxy') && haproxy !== undefined) {
+    const port = await freePort();
+    const dir = path.join(tmp, 'haproxy-tls');
+    mkdirSync(dir, { recursive: true });
+    const pem = path.join(dir, 'cert.pem');
+    writeFileSync(pem, Buffer.concat([readFileSync(CERT), readFileSync(KEY)]));
+    const cfg = `global\n  nbthread 1\n  maxconn 4096\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  http-reuse always\n  option forwardfor\nfrontend bench\n  bind 127.0.0.1:${port} ssl crt ${pem} alpn http/1.1\n  http-request set-header X-Real-IP %[src]\n  http-request set-header X-Forwarded-Proto https\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  default_backend http_backend\nbackend http_backend\n  server s1 127.0.0.1:${backends.httpPort}\n`;
+    const l = await launchHaproxy(dir, cfg, [port], pin?.proxyCpu);
+    add({ id: 'haproxy', label: `HAProxy ${haproxy} (1 thread)`, httpPort: port, wsPort: port, proc: l.proc, error: l.error });
+  }
+  for (const [id, env, label] of [
+    ['portico', undefined, 'Portico (1 worker, native TLS)'],
+    ['portico-js', { PORTICO_NATIVE_TLS: '0' }, "Portico (1 worker, Node's TLS)"],
+  ] as const) {
+    if (!wanted(id)) continue;
+    const port = await freePort();
+    const yaml = [
+      'workers: 1',
+      'listeners:',
+      `  - address: 127.0.0.1:${port}`,
+      '    tls:',
+      `      certificates: [{ cert: ${CERT}, key: ${KEY} }]`,
+      'upstreams:',
+      '  http:',
+      `    targets: [127.0.0.1:${backends.httpPort}]`,
+      '    keepalive: { max_idle: 64 }',
+      'routes:',
+      '  - match: { path: / }',
+      '    proxy: http',
+      'log: { level: warn, access: false }',
+      'timeouts: { shutdown_grace: 2s }',
+      '',
+    ].join('\n');
+    const l = await launchPortico(path.join(tmp, id), yaml, [port], pin?.proxyCpu, env);
+    add({ id, label, httpPort: port, wsPort: port, proc: l.proc, error: l.error, logFile: l.logFile });
+  }
+  if (wanted('uws-sslapp')) {
+    // the prototype front (bench/probes/uws-tls-front.ts): uWS SSLApp + adoptSocket, JS forwarding
+    const port = await freePort();
+    const [cmd, args] = pinned(pin?.proxyCpu, process.execPath, [path.join(BENCH_DIST, 'probes', 'uws-tls-front.js'), '--port', String(port), '--backend', String(backends.httpPort)]);
+    const t: Target = { id: 'uws-sslapp', label: 'uWS SSLApp + adoptSocket (prototype)', httpPort: port, wsPort: port };
+    try {
+      t.proc = spawnProcess(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      await waitForPort('127.0.0.1', port, 15_000, t.proc);
+    } catch (err) {
+      t.error = (err as Error).message;
+    }
+    add(t);
+  }
+  const watchOf = (t: Target): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid] });
+  const { runs, summaries } = await runPlan<Target, Load>({
+    targets,
+    loads: ['http', 'tls'],
+    rounds: o.rounds,
+    warmupS: o.warmupS,
+    durationS: o.durationS,
+    noisyRetries: 1,
+    check: async (t) => checkHttp(t.httpPort, { tls: true }),
+    load: (t, l, d) => runWrk(t.httpPort, o.connections, d, watchOf(t), pin?.clientCpu, { tls: true, close: l === 'tls' }),
+    stopped,
+  });
+  for (const s of summaries) {
+    console.log(`\n${s.scenario === 'http' ? 'HTTPS keep-alive' : 'new TLS connection per request'}`);
+    console.log(formatTable(s.scenario, s.rows));
+  }
+  for (const c of caveats(runs, pinning)) console.log(`note: ${c}`);
+}
+
+main();

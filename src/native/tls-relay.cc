@@ -1,0 +1,786 @@
+// The TLS tunnel relay thread. Ownership as in relay.cc: the JS thread builds a relay (the client's tls::Session
+// and fd taken from io.cc, a dup of the backend's fd) and registers it in the map and the epoll set under the
+// lock; from then on only this thread touches its session and fds and frees it. A direction holds a 16 KiB
+// buffer only while bytes are in flight, and OpenSSL releases its record buffers on idle (RELEASE_BUFFERS), so
+// an idle tunnel costs its two sockets and its session. Ends go to JS through this file's own thread-safe
+// function (the splice relay keeps its own, so neither depends on the other's ids).
+#include "tls-relay.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "io.h"
+#include "relay.h"
+#include "tls.h"
+
+namespace portico::tls_relay {
+namespace {
+
+using tls::Io;
+
+constexpr size_t kBuf = 16 * 1024;  // one TLS record's plaintext; what a direction holds while bytes are in flight
+constexpr int kRoundsPerTurn = 16;  // reads per direction before other relays get a turn
+constexpr int kIdleSweepMs = 100;
+constexpr int kMaxEvents = 256;
+
+uint64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+struct Relay;
+
+// WebSocket frame boundaries of one direction (src/wire/ws-frames.ts's FrameTracker, in C++): where a Close frame
+// may go at shutdown without cutting a frame.
+class Frames {
+ public:
+  bool AtBoundary() const { return !broken_ && payload_left_ == 0 && header_len_ == 0; }
+  bool broken() const { return broken_; }
+  bool close_seen() const { return close_seen_; }
+  // Follows p[0..n) (or only up to the end of the frame in progress); returns how many bytes that was.
+  size_t Feed(const unsigned char* p, size_t n, bool stop_at_boundary) {
+    size_t i = 0;
+    while (i < n && !broken_) {
+      if (payload_left_ > 0) {
+        uint64_t take = payload_left_ < n - i ? payload_left_ : n - i;
+        payload_left_ -= take;
+        i += static_cast<size_t>(take);
+        if (payload_left_ == 0 && stop_at_boundary) return i;
+        continue;
+      }
+      if (stop_at_boundary && header_len_ == 0) return i;
+      header_[header_len_++] = p[i++];
+      if (header_len_ < Need()) continue;
+      uint64_t len = header_[1] & 0x7f;
+      if (len == 126) len = (static_cast<uint64_t>(header_[2]) << 8) | header_[3];
+      else if (len == 127) {
+        len = 0;
+        for (int k = 2; k < 10; k++) len = (len << 8) | header_[k];
+        if (len > (1ull << 53) - 1) broken_ = true;
+      }
+      if ((header_[0] & 0x0f) == 0x8) close_seen_ = true;
+      header_len_ = 0;
+      if (broken_) break;
+      payload_left_ = len;
+      if (len == 0 && stop_at_boundary) return i;
+    }
+    return i;
+  }
+
+ private:
+  size_t Need() const {
+    if (header_len_ < 2) return 2;
+    size_t len7 = header_[1] & 0x7f;
+    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((header_[1] & 0x80) != 0 ? 4 : 0);
+  }
+  uint64_t payload_left_ = 0;
+  unsigned char header_[14] = {0};
+  size_t header_len_ = 0;
+  bool broken_ = false;
+  bool close_seen_ = false;
+};
+
+// At shutdown, how long a frame in progress may take to end, then how long the peers get to close (relay.ts).
+constexpr uint64_t kGoingAwayWaitMs = 500;
+constexpr uint64_t kGoingAwayLingerMs = 1000;
+
+struct Endpoint {
+  Relay* relay;
+  int side;  // 0 = client (TLS), 1 = upstream (plain)
+};
+
+// Bytes read from one side and not yet written to the other.
+struct Held {
+  char* data = nullptr;
+  size_t off = 0;
+  size_t len = 0;  // bytes from data + off
+  bool eof = false;   // the source ended (close_notify or FIN)
+  bool shut = false;  // the end was passed on (FIN to the backend; close_notify + FIN to the client)
+  bool stopped = false;  // going away: this direction reached a frame boundary and reads no more
+  Frames frames;
+  std::atomic<bool> blocked{false};
+  std::atomic<uint64_t> bytes{0};
+  void Free() {
+    delete[] data;
+    data = nullptr;
+    off = len = 0;
+  }
+};
+
+struct Relay {
+  uint64_t id = 0;
+  int fd[2] = {-1, -1};
+  tls::Session* tls = nullptr;
+  Held up;    // client -> upstream (plaintext from SSL_read)
+  Held down;  // upstream -> client (plaintext for SSL_write)
+  Endpoint ep[2];
+  uint32_t idle_ms = 0;
+  uint64_t last_active = 0;
+  int last_eof_side = 0;
+  int first_eof_side = -1;
+  bool closed = false;
+  bool queued = false;
+  // Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary, then the peers get to close.
+  bool going_away = false;
+  bool lingering = false;
+  uint64_t deadline = 0;
+};
+
+struct Command {
+  uint64_t id;
+  Reason reason;
+  bool going_away;  // shutdown(): Close frames first, not a cut
+};
+
+struct State {
+  std::mutex mu;
+  std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
+  std::vector<Command> commands;                // guarded by mu
+  uint64_t next_id = 1;                         // guarded by mu
+  size_t with_idle = 0;                         // guarded by mu
+  size_t going_away = 0;                        // guarded by mu: relays with a shutdown deadline
+  bool started = false;                         // guarded by mu
+  bool stopping = false;                        // guarded by mu
+  int epfd = -1;
+  int wakefd = -1;
+  std::thread thread;
+};
+
+// Never destroyed (a joinable std::thread destroyed at exit() would terminate the process).
+State& g = *new State();
+
+// JS side: the one thread-safe function carrying ends to the JS thread, and each relay's callback.
+struct Bridge {
+  napi_env env = nullptr;
+  Napi::ThreadSafeFunction tsfn;
+  std::unordered_map<uint64_t, Napi::FunctionReference> callbacks;
+  size_t refs = 0;
+};
+Bridge* bridge = nullptr;
+
+void CloseFd(int& fd) {
+  if (fd >= 0) close(fd);
+  fd = -1;
+}
+
+void FreeRelay(Relay* r) {
+  delete r->tls;
+  r->tls = nullptr;
+  for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
+  r->up.Free();
+  r->down.Free();
+  delete r;
+}
+
+void CallEnd(Napi::Env env, Napi::Function /*unused*/, RelayEnd* end) {
+  RelayEnd e = *end;
+  delete end;
+  if (env == nullptr || bridge == nullptr) return;
+  auto it = bridge->callbacks.find(e.id);
+  if (it == bridge->callbacks.end()) return;
+  Napi::FunctionReference cb = std::move(it->second);
+  bridge->callbacks.erase(it);
+  if (bridge->refs > 0 && --bridge->refs == 0) bridge->tsfn.Unref(env);
+  Napi::HandleScope scope(env);
+  cb.Call({Napi::String::New(env, ReasonName(e.reason)), Napi::Number::New(env, static_cast<double>(e.bytes_up)),
+           Napi::Number::New(env, static_cast<double>(e.bytes_down)), Napi::Number::New(env, e.error)});
+}
+
+// Relay thread only. Frees the session, closes both fds, reports once; memory goes after the batch (graveyard).
+void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
+  if (r->closed) return;
+  r->closed = true;
+  for (int s = 0; s < 2; s++) epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
+  delete r->tls;
+  r->tls = nullptr;
+  for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
+  r->up.Free();
+  r->down.Free();
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    g.relays.erase(r->id);
+    if (r->idle_ms > 0) g.with_idle--;
+    if (r->going_away) g.going_away--;
+  }
+  if (report && bridge != nullptr) {
+    RelayEnd* e = new RelayEnd{r->id, reason, r->up.bytes.load(std::memory_order_relaxed), r->down.bytes.load(std::memory_order_relaxed), error};
+    if (bridge->tsfn.NonBlockingCall(e, CallEnd) != napi_ok) delete e;
+  }
+  graveyard->push_back(r);
+}
+
+enum class Pumped { kWaiting, kMore, kClosed };
+
+int ErrnoOf(const tls::Session* s) { return s->sys_errno() != 0 ? s->sys_errno() : EPROTO; }
+
+// Both ends passed on: the tunnel is done, named after the side that ended last.
+bool BothShut(Relay* r, std::vector<Relay*>* graveyard) {
+  if (!(r->up.shut && r->down.shut) || r->lingering) return false;
+  // the backend ending first closed the tunnel (the JS relay's name for it); else the side that ended last
+  int side = r->first_eof_side == 1 ? 1 : r->last_eof_side;
+  Finish(r, side == 0 ? Reason::kClient : Reason::kUpstream, 0, graveyard, true);
+  return true;
+}
+
+void Ended(Relay* r, int side) {
+  r->last_eof_side = side;
+  if (r->first_eof_side < 0) r->first_eof_side = side;
+}
+
+// Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in
+// progress and stops the direction there. Returns the bytes to pass on.
+size_t Track(Relay* r, Held& h, size_t got) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(h.data);
+  if (!r->going_away) {
+    h.frames.Feed(p, got, false);
+    return got;
+  }
+  size_t keep = h.frames.Feed(p, got, true);
+  if (h.frames.AtBoundary() || h.frames.broken()) h.stopped = true;
+  return keep;
+}
+
+// Appends bytes behind what the direction still holds (a Close frame at shutdown).
+void Append(Held& h, const unsigned char* p, size_t n) {
+  char* data = new char[h.len + n];
+  if (h.len > 0) std::memcpy(data, h.data + h.off, h.len);
+  std::memcpy(data + h.len, p, n);
+  delete[] h.data;
+  h.data = data;
+  h.off = 0;
+  h.len += n;
+}
+
+// Going away: once both directions stopped at a frame boundary (or the wait is over), a Close 1001 goes each way
+// that has not carried one (masked to the backend, RFC 6455 §5.3), then both ends close and the peers get
+// kGoingAwayLingerMs to close theirs. A direction still inside a frame at the deadline gets no Close (1006).
+void MaybeSayGoingAway(Relay* r, uint64_t now) {
+  if (!r->going_away || r->lingering) return;
+  bool ready = (r->up.stopped || r->up.eof) && (r->down.stopped || r->down.eof);
+  if (!ready && now < r->deadline) return;
+  if (r->down.frames.AtBoundary() && !r->down.frames.close_seen() && !r->down.eof) {
+    static const unsigned char kClose[] = {0x88, 0x02, 0x03, 0xe9};
+    Append(r->down, kClose, sizeof kClose);
+  }
+  if (r->up.frames.AtBoundary() && !r->up.frames.close_seen() && !r->up.eof) {
+    unsigned char mask[4] = {0x5a, 0x1c, 0xe7, 0x93};
+    if (getrandom(mask, sizeof mask, GRND_NONBLOCK) != sizeof mask) mask[0] ^= static_cast<unsigned char>(NowMs());
+    const unsigned char frame[] = {0x88, 0x82, mask[0], mask[1], mask[2], mask[3], static_cast<unsigned char>(0x03 ^ mask[0]), static_cast<unsigned char>(0xe9 ^ mask[1])};
+    Append(r->up, frame, sizeof frame);
+  }
+  r->up.eof = r->down.eof = true;
+  r->up.stopped = r->down.stopped = true;
+  r->lingering = true;
+  r->deadline = now + kGoingAwayLingerMs;
+}
+
+// Lingering: what the peers still send is read and dropped until both ended (so no unread byte turns the
+// close into a reset that loses the Close frame at the peer); true when both have.
+bool Drained(Relay* r) {
+  static char sink[kBuf];
+  bool client_done = false;
+  for (;;) {
+    size_t got = 0;
+    Io io = r->tls->Read(sink, sizeof sink, &got);
+    if (io == Io::kOk) continue;
+    client_done = io == Io::kEof || io == Io::kError;
+    break;
+  }
+  bool upstream_done = false;
+  for (;;) {
+    ssize_t n = recv(r->fd[1], sink, sizeof sink, MSG_DONTWAIT);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    upstream_done = n == 0 || errno != EAGAIN;
+    break;
+  }
+  return client_done && upstream_done;
+}
+
+// client (TLS) -> upstream: SSL_read into the held buffer, send() it on.
+Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
+  Held& h = r->up;
+  for (int round = 0; round < kRoundsPerTurn; round++) {
+    if (h.len > 0) {
+      ssize_t n = send(r->fd[1], h.data + h.off, h.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        h.off += static_cast<size_t>(n);
+        h.len -= static_cast<size_t>(n);
+        h.blocked.store(false, std::memory_order_relaxed);
+        if (h.len == 0) h.Free();
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        h.blocked.store(true, std::memory_order_relaxed);  // backpressure: nothing more is decrypted meanwhile
+        return Pumped::kWaiting;
+      }
+      Finish(r, Reason::kUpstreamError, n < 0 ? errno : EPIPE, graveyard, true);
+      return Pumped::kClosed;
+    }
+    if (h.eof) {
+      if (!h.shut) {
+        shutdown(r->fd[1], SHUT_WR);  // the client's close_notify (or FIN) becomes the backend's FIN
+        h.shut = true;
+      }
+      return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
+    }
+    if (h.stopped) return Pumped::kWaiting;
+    if (h.data == nullptr) h.data = new char[kBuf];
+    size_t got = 0;
+    Io io = r->tls->Read(h.data, kBuf, &got);
+    if (io == Io::kOk) {
+      h.off = 0;
+      h.len = Track(r, h, got);
+      h.bytes.fetch_add(h.len, std::memory_order_relaxed);
+      r->last_active = NowMs();
+      if (h.len == 0) h.Free();
+      continue;
+    }
+    h.Free();
+    if (io == Io::kWantRead || io == Io::kWantWrite) return Pumped::kWaiting;  // both wake us on the client's edges
+    if (io == Io::kEof) {
+      h.eof = true;
+      Ended(r, 0);
+      continue;
+    }
+    Finish(r, Reason::kClientError, ErrnoOf(r->tls), graveyard, true);
+    return Pumped::kClosed;
+  }
+  return Pumped::kMore;
+}
+
+// upstream (plain) -> client: recv() into the held buffer, SSL_write it on.
+Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
+  Held& h = r->down;
+  for (int round = 0; round < kRoundsPerTurn; round++) {
+    if (h.len > 0) {
+      size_t wrote = 0;
+      Io io = r->tls->Write(h.data + h.off, h.len, &wrote);
+      h.off += wrote;
+      h.len -= wrote;
+      if (io == Io::kOk && h.len == 0) {
+        h.Free();
+        h.blocked.store(false, std::memory_order_relaxed);
+        continue;
+      }
+      if (io == Io::kOk || io == Io::kWantWrite || io == Io::kWantRead) {
+        // the client's socket is full: the same bytes go again on its next edge (OpenSSL's retry rule)
+        h.blocked.store(true, std::memory_order_relaxed);
+        return Pumped::kWaiting;
+      }
+      Finish(r, Reason::kClientError, ErrnoOf(r->tls), graveyard, true);
+      return Pumped::kClosed;
+    }
+    if (h.eof) {
+      if (!h.shut) {
+        // close_notify, then FIN: the client's TLS stack sees a clean end of the backend's half
+        if (r->tls->Shutdown() == Io::kWantWrite) return Pumped::kWaiting;
+        shutdown(r->fd[0], SHUT_WR);
+        h.shut = true;
+      }
+      return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
+    }
+    if (h.stopped) return Pumped::kWaiting;
+    if (h.data == nullptr) h.data = new char[kBuf];
+    ssize_t n = recv(r->fd[1], h.data, kBuf, MSG_DONTWAIT);
+    if (n > 0) {
+      h.off = 0;
+      h.len = Track(r, h, static_cast<size_t>(n));
+      h.bytes.fetch_add(h.len, std::memory_order_relaxed);
+      r->last_active = NowMs();
+      if (h.len == 0) h.Free();
+      continue;
+    }
+    h.Free();
+    if (n == 0) {
+      h.eof = true;
+      Ended(r, 1);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return Pumped::kWaiting;
+    Finish(r, Reason::kUpstreamError, errno, graveyard, true);
+    return Pumped::kClosed;
+  }
+  return Pumped::kMore;
+}
+
+// Edge-triggered: every edge pumps both directions (a TLS read may wait on the client's POLLOUT and a TLS write
+// on its POLLIN, so an edge on one side can concern either direction). True when a direction has work left.
+bool PumpBoth(Relay* r, std::vector<Relay*>* graveyard) {
+  Pumped up = PumpUp(r, graveyard);
+  if (up == Pumped::kClosed) return false;
+  Pumped down = PumpDown(r, graveyard);
+  if (down == Pumped::kClosed) return false;
+  if (r->going_away) {
+    bool was = r->lingering;
+    MaybeSayGoingAway(r, NowMs());
+    if (!was && r->lingering) {
+      // the Close frames were queued now: send them (no new edge would come for sockets already writable)
+      if (PumpUp(r, graveyard) == Pumped::kClosed || PumpDown(r, graveyard) == Pumped::kClosed) return false;
+    }
+    if (r->lingering && r->up.shut && r->down.shut && Drained(r)) {
+      Finish(r, Reason::kShutdown, 0, graveyard, true);
+      return false;
+    }
+    if (r->lingering && (r->up.len > 0 || r->down.len > 0 || !r->up.shut || !r->down.shut)) return true;  // Close frames to send
+  }
+  return up == Pumped::kMore || down == Pumped::kMore;
+}
+
+// shutdown(): going away, as the JS relay does for WebSocket tunnels; a direction whose framing was lost is cut.
+void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard) {
+  if (r->going_away) return;
+  if (r->up.frames.broken() || r->down.frames.broken()) {
+    Finish(r, Reason::kShutdown, 0, graveyard, true);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    g.going_away++;
+  }
+  r->going_away = true;
+  r->deadline = NowMs() + kGoingAwayWaitMs;
+  for (Held* h : {&r->up, &r->down})
+    if (h->frames.AtBoundary()) h->stopped = true;
+  PumpBoth(r, graveyard);
+}
+
+void RunCommands(std::vector<Relay*>* graveyard) {
+  uint64_t ignored;
+  while (read(g.wakefd, &ignored, sizeof ignored) < 0 && errno == EINTR) {
+  }
+  std::vector<std::pair<Relay*, Command>> todo;
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    for (const Command& c : g.commands) {
+      auto it = g.relays.find(c.id);
+      if (it != g.relays.end()) todo.emplace_back(it->second, c);
+    }
+    g.commands.clear();
+  }
+  for (auto& [relay, c] : todo) {
+    if (relay->closed) continue;
+    if (c.going_away) StartGoingAway(relay, graveyard);
+    else Finish(relay, c.reason, 0, graveyard, true);
+  }
+}
+
+void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
+  std::vector<Relay*> expired, due;
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    for (auto& [id, r] : g.relays) {
+      if (r->going_away) {
+        if (now >= r->deadline) due.push_back(r);
+      } else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) {
+        expired.push_back(r);
+      }
+    }
+  }
+  for (Relay* r : expired) Finish(r, Reason::kIdleTimeout, 0, graveyard, true);
+  for (Relay* r : due) {
+    if (r->closed) continue;
+    if (r->lingering) Finish(r, Reason::kShutdown, 0, graveyard, true);  // the peers did not close in time
+    else PumpBoth(r, graveyard);  // the wait is over: Close frames where a boundary allows
+  }
+}
+
+void Loop() {
+  epoll_event events[kMaxEvents];
+  std::vector<Relay*> graveyard, again, next;
+  uint64_t last_sweep = NowMs();
+  for (;;) {
+    int timeout = -1;
+    {
+      std::lock_guard<std::mutex> lock(g.mu);
+      if (g.stopping) break;
+      if (g.with_idle > 0 || g.going_away > 0) timeout = kIdleSweepMs;
+    }
+    if (!again.empty()) timeout = 0;
+    int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      if (events[i].data.ptr == nullptr) {
+        RunCommands(&graveyard);
+        continue;
+      }
+      Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
+      Relay* r = ep->relay;
+      if (r->closed) continue;
+      if (PumpBoth(r, &graveyard) && !r->closed && !r->queued) {
+        r->queued = true;
+        again.push_back(r);
+      }
+    }
+    next.clear();
+    for (Relay* r : again) {
+      r->queued = false;
+      if (r->closed) continue;
+      if (PumpBoth(r, &graveyard) && !r->closed && !r->queued) {
+        r->queued = true;
+        next.push_back(r);
+      }
+    }
+    again.swap(next);
+    uint64_t now = NowMs();
+    if (now - last_sweep >= kIdleSweepMs) {
+      last_sweep = now;
+      SweepIdle(now, &graveyard);
+    }
+    for (Relay* r : graveyard) delete r;
+    graveyard.clear();
+  }
+  std::vector<Relay*> all;
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    for (auto& [id, r] : g.relays) all.push_back(r);
+  }
+  for (Relay* r : all) Finish(r, Reason::kShutdown, 0, &graveyard, false);
+  for (Relay* r : graveyard) delete r;
+}
+
+bool EnsureStartedLocked(std::string* error) {
+  if (g.started) return true;
+  if (g.stopping) {
+    *error = "the TLS relay was stopped";
+    return false;
+  }
+  g.epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (g.epfd < 0) {
+    *error = std::string("epoll_create1: ") + strerror(errno);
+    return false;
+  }
+  g.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  if (g.wakefd < 0 || epoll_ctl(g.epfd, EPOLL_CTL_ADD, g.wakefd, &ev) != 0) {
+    *error = std::string("eventfd: ") + strerror(errno);
+    CloseFd(g.wakefd);
+    CloseFd(g.epfd);
+    return false;
+  }
+  try {
+    g.thread = std::thread(Loop);
+  } catch (const std::exception& e) {
+    *error = std::string("cannot start the TLS relay thread: ") + e.what();
+    CloseFd(g.wakefd);
+    CloseFd(g.epfd);
+    return false;
+  }
+  g.started = true;
+  return true;
+}
+
+void Wake() {
+  uint64_t one = 1;
+  while (write(g.wakefd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+// The bytes a WebSocket tunnel relayed each way before the hand-over (the leftovers): the frame trackers start
+// where those left the two frame streams.
+struct Seen {
+  std::string up;
+  std::string down;
+};
+
+// JS thread. Takes the session and both fds (freed/closed on failure too); returns the id or 0 with `error`.
+uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t idle_ms, const Seen& seen, std::string* error) {
+  Relay* r = new Relay();
+  r->up.frames.Feed(reinterpret_cast<const unsigned char*>(seen.up.data()), seen.up.size(), false);
+  r->down.frames.Feed(reinterpret_cast<const unsigned char*>(seen.down.data()), seen.down.size(), false);
+  r->fd[0] = client_fd;
+  r->fd[1] = upstream_fd;
+  r->tls = session;
+  r->idle_ms = idle_ms;
+  r->last_active = NowMs();
+  for (int s = 0; s < 2; s++) {
+    r->ep[s] = Endpoint{r, s};
+    int flags = fcntl(r->fd[s], F_GETFL);
+    if (flags < 0 || fcntl(r->fd[s], F_SETFL, flags | O_NONBLOCK) != 0) {
+      *error = std::string("fcntl(O_NONBLOCK): ") + strerror(errno);
+      FreeRelay(r);
+      return 0;
+    }
+  }
+  std::unique_lock<std::mutex> lock(g.mu);
+  if (!EnsureStartedLocked(error)) {
+    lock.unlock();
+    FreeRelay(r);
+    return 0;
+  }
+  r->id = g.next_id++;
+  g.relays.emplace(r->id, r);
+  if (idle_ms > 0) g.with_idle++;
+  for (int s = 0; s < 2; s++) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = &r->ep[s];
+    if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
+      *error = std::string("epoll_ctl: ") + strerror(errno);
+      epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
+      g.relays.erase(r->id);
+      if (idle_ms > 0) g.with_idle--;
+      lock.unlock();
+      FreeRelay(r);
+      return 0;
+    }
+  }
+  return r->id;
+}
+
+Bridge& OwnBridge(Napi::Env env) {
+  if (bridge == nullptr || bridge->env != static_cast<napi_env>(env)) throw Napi::Error::New(env, "the TLS relay belongs to another JS environment");
+  return *bridge;
+}
+
+uint64_t RelayIdArg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "relay id must be a number");
+  double v = info[0].As<Napi::Number>().DoubleValue();
+  if (v < 1 || v != static_cast<double>(static_cast<uint64_t>(v))) throw Napi::TypeError::New(info.Env(), "bad relay id");
+  return static_cast<uint64_t>(v);
+}
+
+// The optional `{ up, down }` of tlsRelayStart: Buffers or null.
+Seen SeenArg(const Napi::Value& v) {
+  Seen seen;
+  if (!v.IsObject()) return seen;
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value up = o.Get("up");
+  Napi::Value down = o.Get("down");
+  if (up.IsBuffer()) seen.up.assign(up.As<Napi::Buffer<char>>().Data(), up.As<Napi::Buffer<char>>().Length());
+  if (down.IsBuffer()) seen.down.assign(down.As<Napi::Buffer<char>>().Data(), down.As<Napi::Buffer<char>>().Length());
+  return seen;
+}
+
+// tlsRelayStart(clientIoId, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), seen?) -> id > 0: the client
+// connection left the native I/O (its id is free) for the relay; 0: it could not (bytes queued, a close
+// pending), nothing changed; -1: it left but the relay could not start, so it is closed. The upstream fd is
+// taken in every case.
+Napi::Value StartJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsFunction()) {
+    if (info.Length() > 1 && info[1].IsNumber()) close(info[1].As<Napi::Number>().Int32Value());
+    throw Napi::TypeError::New(env, "tlsRelayStart(clientIoId, upstreamFd, idleMs, callback)");
+  }
+  int upstream_fd = info[1].As<Napi::Number>().Int32Value();
+  Bridge* br = bridge;
+  int client_fd = -1;
+  tls::Session* session = nullptr;
+  if (br == nullptr || br->env != static_cast<napi_env>(env)) {
+    close(upstream_fd);
+    OwnBridge(env);  // throws
+  }
+  if (!io::DetachTls(env, info[0].As<Napi::Number>().Int32Value(), &client_fd, &session)) {
+    close(upstream_fd);
+    return Napi::Number::New(env, 0);
+  }
+  double idle = info[2].As<Napi::Number>().DoubleValue();
+  uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
+  std::string error;
+  uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, SeenArg(info.Length() > 4 ? info[4] : env.Undefined()), &error);
+  if (id == 0) return Napi::Number::New(env, -1);  // Start closed both (EMFILE on epoll, thread failure)
+  br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
+  if (br->refs++ == 0) br->tsfn.Ref(env);
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// tlsRelayClose(id, reason) -> false when the relay has already ended (its callback is on its way).
+Napi::Value CloseJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OwnBridge(env);
+  uint64_t id = RelayIdArg(info);
+  Reason reason;
+  if (info.Length() < 2 || !info[1].IsString() || !ParseReason(info[1].As<Napi::String>().Utf8Value(), &reason)) {
+    throw Napi::TypeError::New(env, "tlsRelayClose(id, reason): reason must be a ClosedBy name");
+  }
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (!g.started || g.relays.find(id) == g.relays.end()) return Napi::Boolean::New(env, false);
+    // "shutdown" is the end of the drain: Close frames first (WebSocket tunnels only reach this relay)
+    g.commands.push_back(Command{id, reason, reason == Reason::kShutdown});
+  }
+  Wake();
+  return Napi::Boolean::New(env, true);
+}
+
+// tlsRelayStats(id) -> { bytesUp, bytesDown, upBlocked, downBlocked } | null once ended.
+Napi::Value StatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t id = RelayIdArg(info);
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto it = g.relays.find(id);
+  if (it == g.relays.end()) return env.Null();
+  Relay* r = it->second;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytesUp", Napi::Number::New(env, static_cast<double>(r->up.bytes.load(std::memory_order_relaxed))));
+  o.Set("bytesDown", Napi::Number::New(env, static_cast<double>(r->down.bytes.load(std::memory_order_relaxed))));
+  o.Set("upBlocked", Napi::Boolean::New(env, r->up.blocked.load(std::memory_order_relaxed)));
+  o.Set("downBlocked", Napi::Boolean::New(env, r->down.blocked.load(std::memory_order_relaxed)));
+  return o;
+}
+
+// tlsRelayStatus() -> { active }
+Napi::Value StatusJs(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g.mu);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("active", Napi::Number::New(info.Env(), static_cast<double>(g.relays.size())));
+  return o;
+}
+
+void Teardown(void* /*arg*/) {
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    g.stopping = true;
+  }
+  if (g.started) {
+    Wake();
+    if (g.thread.joinable()) g.thread.join();
+    CloseFd(g.wakefd);
+    CloseFd(g.epfd);
+  }
+  if (bridge != nullptr) {
+    bridge->tsfn.Release();
+    bridge->callbacks.clear();
+    delete bridge;
+    bridge = nullptr;
+  }
+}
+
+}  // namespace
+
+void Register(Napi::Env env, Napi::Object exports) {
+  exports.Set("tlsRelayStart", Napi::Function::New(env, StartJs, "tlsRelayStart"));
+  exports.Set("tlsRelayClose", Napi::Function::New(env, CloseJs, "tlsRelayClose"));
+  exports.Set("tlsRelayStats", Napi::Function::New(env, StatsJs, "tlsRelayStats"));
+  exports.Set("tlsRelayStatus", Napi::Function::New(env, StatusJs, "tlsRelayStatus"));
+  if (bridge == nullptr) {
+    bridge = new Bridge();
+    bridge->env = env;
+    bridge->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "portico-tls-relay", 0, 1);
+    bridge->tsfn.Unref(env);
+    napi_add_env_cleanup_hook(env, Teardown, nullptr);
+  }
+}
+
+}  // namespace portico::tls_relay

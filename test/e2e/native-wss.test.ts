@@ -1,0 +1,188 @@
+// WSS tunnels on the addon's TLS relay thread (src/native/tls-relay.cc) through a real `portico start`: a `ws`
+// client and Python `websockets` echo through it (its access line says the bytes went through the addon), a
+// TLS client's half-close reaches the backend which still answers, a backend that does not read holds the
+// client back, and the end of the shutdown grace sends Close 1001 both ways from the relay thread.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { nativeStatus } from '../../src/native/addon.js';
+import { nativeTlsStatus } from '../../src/native/tls.js';
+import { startWsEchoBackend } from '../helpers/backends.js';
+import { PYTHON, PYTHON_WSS_CLIENT, closed, echo, hasPythonWebsockets, openWebSocket, run } from '../helpers/clients.js';
+import { needPeer } from '../helpers/peers.js';
+import { TEST_CERT, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { until } from '../helpers/until.js';
+import { testCaCert } from '../helpers/wire.js';
+
+function needNativeTls(t: TestContext): boolean {
+  if (nativeTlsStatus().available) return true;
+  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_TLS'].find((v) => process.env[v] === '0');
+  if (off !== undefined) {
+    t.skip(`native TLS switched off by ${off}=0`);
+    return false;
+  }
+  return needPeer(t, `native TLS (${nativeTlsStatus().reason ?? nativeStatus().reason})`, false);
+}
+
+/** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
+const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
+
+function config(backendPort: number, extra: Partial<ConfigInput> = {}): ConfigInput {
+  return {
+    workers: 1,
+    listeners: [tlsListener()],
+    upstreams: { ws: { targets: [`127.0.0.1:${backendPort}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'ws' }],
+    log: { level: 'info', access: true },
+    ...extra,
+  };
+}
+
+const tunnelLine = (path: string) => (l: LogLine) => l.msg === 'tunnel' && l.path === path;
+
+/**
+ * A backend that answers any upgrade with a valid 101 and then speaks raw bytes: it records what arrives and
+ * whether the FIN came; `hold` makes it stop reading after the 101 until released.
+ */
+async function startRawUpgradeBackend(t: TestContext, hold = false): Promise<{ port: number; got: () => Buffer; ended: Promise<void>; socket: Promise<net.Socket> }> {
+  const chunks: Buffer[] = [];
+  let resolveEnded!: () => void;
+  const ended = new Promise<void>((r) => (resolveEnded = r));
+  let resolveSocket!: (s: net.Socket) => void;
+  const socket = new Promise<net.Socket>((r) => (resolveSocket = r));
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    let head = Buffer.alloc(0);
+    const onHead = (c: Buffer): void => {
+      head = Buffer.concat([head, c]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      s.removeListener('data', onHead);
+      const key = /sec-websocket-key:\s*(\S+)/i.exec(head.subarray(0, end).toString('latin1'))?.[1] ?? '';
+      const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      if (head.length > end + 4) chunks.push(head.subarray(end + 4));
+      if (hold) s.pause();
+      s.on('data', (d: Buffer) => chunks.push(d));
+      s.on('end', resolveEnded);
+      resolveSocket(s);
+    };
+    s.on('data', onHead);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return { port: (server.address() as AddressInfo).port, got: () => Buffer.concat(chunks), ended, socket };
+}
+
+/** A TLS client that sends a WebSocket upgrade by hand and returns once the 101 head arrived (raw bytes after). */
+async function rawWss(t: TestContext, portico: Portico, path: string): Promise<{ socket: tls.TLSSocket; data: () => Buffer; ended: Promise<unknown> }> {
+  const socket = tls.connect({ host: '127.0.0.1', port: portico.tlsPort, servername: 'localhost', ca: testCaCert(), ALPNProtocols: ['http/1.1'], allowHalfOpen: true } as tls.ConnectionOptions);
+  t.after(() => socket.destroy());
+  socket.on('error', () => {});
+  await once(socket, 'secureConnect');
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  await new Promise<void>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error('no 101 within 10 s')), 10_000);
+    const onData = (c: Buffer): void => {
+      buf = Buffer.concat([buf, c]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(guard);
+      assert.match(buf.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 101 /);
+      buf = buf.subarray(end + 4);
+      socket.removeListener('data', onData);
+      resolve();
+    };
+    socket.on('data', onData);
+  });
+  const chunks: Buffer[] = [buf];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return { socket, data: () => Buffer.concat(chunks), ended: once(socket, 'end') };
+}
+
+test('WSS echo from ws and Python websockets runs on the TLS relay thread', async (t) => {
+  if (!needNativeTls(t) || !needPeer(t, 'python3 websockets', hasPythonWebsockets())) return;
+  const backend = await startWsEchoBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/node`, { ca: testCaCert() });
+  for (const m of ['hello', 'x'.repeat(70_000), randomBytes(1 << 20)]) assert.deepEqual(await echo(ws, m), m);
+  ws.close(1000);
+  assert.equal(await closed(ws), 1000);
+  const py = await run(PYTHON, [PYTHON_WSS_CLIENT, `wss://localhost:${portico.tlsPort}/python`, TEST_CERT], 60_000);
+  assert.equal(py.code, 0, py.stderr + py.stdout);
+  assert.equal((JSON.parse(py.stdout.trim()) as { ok: boolean }).ok, true);
+  for (const path of ['/node', '/python']) {
+    const line = await portico.waitForLog(tunnelLine(path));
+    assert.equal(line.spliced, true, `${path}: relayed on the addon's thread`);
+    assert.ok(Number(line.bytesIn) > 0 && Number(line.bytesOut) > 0);
+  }
+});
+
+test('WSS half-close through the TLS relay: the client FIN reaches the backend, which still answers before closing', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startRawUpgradeBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const client = await rawWss(t, portico, '/half');
+  client.socket.end('last words'); // close_notify + FIN
+  await backend.ended;
+  assert.equal(backend.got().toString(), 'last words');
+  const up = await backend.socket;
+  up.end('answer after your FIN');
+  await client.ended;
+  assert.equal(client.data().toString(), 'answer after your FIN');
+  const line = await portico.waitForLog(tunnelLine('/half'));
+  assert.equal(line.spliced, true);
+  assert.equal(line.closedBy, 'upstream');
+});
+
+test('WSS backpressure through the TLS relay: a backend that does not read holds the client back; all 16 MiB arrive intact', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startRawUpgradeBackend(t, true);
+  const portico = await startPortico(t, config(backend.port), START);
+  const client = await rawWss(t, portico, '/slow');
+  const payload = randomBytes(16 * 1024 * 1024);
+  client.socket.write(payload);
+  // the client's own buffer stops draining: the relay reads no more than the backend takes (kernel buffers aside)
+  const stuck = await until('client writes held back', () => client.socket.writableLength, (n) => n > 4 * 1024 * 1024, 15_000, 100);
+  assert.ok(stuck > 4 * 1024 * 1024, `${stuck} bytes wait in the client`);
+  assert.ok(backend.got().length === 0, 'the backend has read nothing yet');
+  const up = await backend.socket;
+  up.resume();
+  await until('all bytes at the backend', () => backend.got().length, (n) => n >= payload.length, 30_000, 50);
+  assert.equal(createHash('sha256').update(backend.got()).digest('hex'), createHash('sha256').update(payload).digest('hex'));
+  client.socket.end();
+  up.end();
+  const line = await portico.waitForLog(tunnelLine('/slow'));
+  assert.equal(line.spliced, true);
+  assert.equal(line.bytesIn, payload.length);
+});
+
+test('end of the shutdown grace: the TLS relay sends Close 1001 both ways', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startRawUpgradeBackend(t);
+  const portico = await startPortico(t, config(backend.port, { timeouts: { shutdown_grace: '500ms' } }), START);
+  const client = await rawWss(t, portico, '/bye');
+  // one whole masked frame from the client, so the relay knows where frames end
+  client.socket.write(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 'h'.charCodeAt(0) ^ 1, 'i'.charCodeAt(0) ^ 2]));
+  await until('the frame at the backend', () => backend.got().length, (n) => n >= 8);
+  portico.kill('SIGTERM');
+  await client.ended;
+  assert.deepEqual([...client.data()], [0x88, 0x02, 0x03, 0xe9], 'an unmasked Close 1001 to the client');
+  await backend.ended;
+  const atBackend = backend.got().subarray(8);
+  assert.equal(atBackend.length, 8, 'one masked Close frame after the client frame');
+  assert.deepEqual([atBackend[0], atBackend[1]], [0x88, 0x82]);
+  const mask = atBackend.subarray(2, 6);
+  assert.deepEqual([atBackend[6] ^ mask[0], atBackend[7] ^ mask[1]], [0x03, 0xe9], 'status 1001');
+  assert.equal(await portico.exited, 0);
+  const line = portico.logs.find(tunnelLine('/bye'));
+  assert.equal(line?.spliced, true);
+  assert.equal(line?.closedBy, 'shutdown');
+});
