@@ -90,7 +90,8 @@ export class LineWriter {
       this.#curLines++;
       return;
     }
-    if (this.#readyBytes + this.#curLen + bytes > this.#maxBuffered) {
+    // a new chunk counts whole: what it will hold is then within the bound before its lines come
+    if (this.#readyBytes + this.#curLen + Math.max(bytes, this.#chunk) > this.#maxBuffered) {
       this.dropped++;
       return;
     }

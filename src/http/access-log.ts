@@ -130,7 +130,7 @@ export class AccessLog {
       else if (n.length === 15 && n.toLowerCase() === 'x-forwarded-for') xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
     }
     const client = realClient(c.remoteAddr, xff, this.#trusts);
-    let out = `,"method":"${head.method}"${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${str('host', head.hostRaw)},"client":${q(client)}`;
+    let out = `,"method":${q(head.method)}${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${str('host', head.hostRaw)},"client":${q(client)}`;
     if (client !== c.remoteAddr) out += `,"peer":${q(c.remoteAddr)}`;
     return out + str('ua', ua) + str('referer', referer);
   }
