@@ -107,15 +107,21 @@ export class LineWriter {
     this.#curLines = 1;
   }
 
-  /** The chunk being filled joins the ready ones (a full one leaves now if nothing is in flight). */
+  /** The chunk being filled joins the ready ones (and leaves now if nothing is in flight). */
   #seal(): void {
+    const piece = this.#detach();
+    if (piece !== undefined) this.#queue(piece);
+  }
+
+  /** The chunk being filled as a piece (undefined when empty); new lines go to another chunk. */
+  #detach(): Piece | undefined {
     const cur = this.#cur;
-    if (cur === null || this.#curLen === 0) return;
+    if (cur === null || this.#curLen === 0) return undefined;
     const piece = { buf: cur.subarray(0, this.#curLen), lines: this.#curLines };
     this.#cur = null;
     this.#curLen = 0;
     this.#curLines = 0;
-    this.#queue(piece);
+    return piece;
   }
 
   #queue(piece: Piece): void {
@@ -126,7 +132,8 @@ export class LineWriter {
 
   readonly #endOfTurn = (): void => {
     this.#scheduled = false;
-    if (!this.#closed) this.#seal();
+    // while a write is in flight the chunk keeps filling: the next write takes every turn's lines since
+    if (!this.#closed && !this.#writing) this.#seal();
   };
 
   /** Opens the file again by its path (after logrotate renamed it); stdout is left alone. */
@@ -204,13 +211,15 @@ export class LineWriter {
 
   /** Starts the write of the oldest ready piece. */
   #next(): void {
-    const piece = this.#ready.shift();
+    let piece = this.#ready.shift();
+    if (piece !== undefined) this.#readyBytes -= piece.buf.length;
+    // else the lines that came while the last write was in flight
+    else piece = this.#detach();
     if (piece === undefined) {
       if (this.#closed && this.#path !== undefined) closeSync(this.#fd);
       for (const done of this.#drained.splice(0)) done();
       return;
     }
-    this.#readyBytes -= piece.buf.length;
     this.#writing = true;
     this.#send(piece, piece.buf);
   }
