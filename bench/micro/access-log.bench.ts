@@ -1,6 +1,6 @@
 // Micro-benchmark of one access-log line (not a test, asserts no speed): the way lines were written before
 // (pino, a child logger per connection, one synchronous write per line) against http/access-log.ts (a line built
-// by hand into a LineWriter, written once per event-loop turn). Both write to /dev/null; the figure is the
+// by hand, encoded into a LineWriter's chunk, written once per chunk or event-loop turn), and the line alone. Both write to /dev/null; the figure is the
 // process's CPU time (main thread and libuv's threads: process.cpuUsage) per line over batches of 256 lines with a
 // turn of the loop between batches, as a busy worker would. The lines are checked to parse before timing.
 // Run: npm run bench:micro:access-log
@@ -12,6 +12,7 @@ import { AccessLog, type AccessClient } from '../../src/http/access-log.js';
 import type { Exchange } from '../../src/handlers/forward.js';
 
 const BATCH = 256;
+const FEW = 8;
 const LINES = 200_000;
 const ROUNDS = 3;
 
@@ -58,15 +59,23 @@ function oldWay(): Writer {
   };
 }
 
+/** The line alone: built and handed to a writer that only counts it (the JS cost, no encoding, no write). */
+function lineOnly(): Writer {
+  let bytes = 0;
+  const sink = { write: (l: string) => (bytes += l.length) } as unknown as LineWriter;
+  const log = new AccessLog({ stdout: sink, file: undefined, worker: 1, trusts: () => false });
+  return () => log.request(client, ex, 'f3a9c1d2e4b5-1a', 200, undefined);
+}
+
 function newWay(): Writer {
   const log = new AccessLog({ stdout: new LineWriter('/dev/null'), file: undefined, worker: 1, trusts: () => false });
   return () => log.request(client, ex, 'f3a9c1d2e4b5-1a', 200, undefined);
 }
 
-async function measure(write: Writer): Promise<number> {
+async function measure(write: Writer, batch = BATCH): Promise<number> {
   const before = process.cpuUsage();
-  for (let i = 0; i < LINES; i += BATCH) {
-    for (let j = 0; j < BATCH; j++) write();
+  for (let i = 0; i < LINES; i += batch) {
+    for (let j = 0; j < batch; j++) write();
     await new Promise((resolve) => setImmediate(resolve));
   }
   // let the last writes leave
@@ -84,11 +93,16 @@ assert.equal(parsed.ua, head.headers[3]);
 
 console.log(`# access-log line cost: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 console.log(`# ${ROUNDS} rounds of ${LINES} lines each way, alternating; CPU µs per line (main thread + libuv threads)`);
-const results = { old: [] as number[], new: [] as number[] };
+const results = { old: [] as number[], new: [] as number[], few: [] as number[], line: [] as number[] };
 for (let r = 0; r < ROUNDS; r++) {
   results.old.push(await measure(oldWay()));
   results.new.push(await measure(newWay()));
+  // a proxy's turn of the loop carries a few requests, not hundreds: the writes must still be shared
+  results.few.push(await measure(newWay(), FEW));
+  results.line.push(await measure(lineOnly()));
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log(`pino child + sync write (before): ${median(results.old).toFixed(2)} µs/line  (rounds ${results.old.map((x) => x.toFixed(2)).join(', ')})`);
 console.log(`hand-built + LineWriter (now):    ${median(results.new).toFixed(2)} µs/line  (rounds ${results.new.map((x) => x.toFixed(2)).join(', ')})`);
+console.log(`  the same, ${FEW} lines a turn:       ${median(results.few).toFixed(2)} µs/line  (rounds ${results.few.map((x) => x.toFixed(2)).join(', ')})`);
+console.log(`  of which the line alone:        ${median(results.line).toFixed(2)} µs/line  (rounds ${results.line.map((x) => x.toFixed(2)).join(', ')})`);

@@ -1,37 +1,54 @@
 // Buffered, asynchronous writing of whole log lines to a file descriptor (stdout) or a file (the access log), so
-// that a request pays for appending a string, never for a write(2): lines written in one turn of the event loop
-// leave in one write on a libuv thread. Bounded (lines past `maxBuffered` are counted and dropped), whole lines
-// only per write (at most PIPE_BUF bytes to a pipe shared with other processes, so lines never interleave), and
-// a file can be reopened (logrotate: SIGUSR1). What a line says is the caller's; this file only moves bytes.
+// that a request pays for copying its line into a buffer, never for a write(2): lines are encoded straight into
+// fixed chunks (64 KiB; PIPE_BUF to a pipe shared with other processes, so lines never interleave) and a chunk
+// leaves in one write on a libuv thread when it is full or at the end of the event-loop turn, whichever is first.
+// Bounded: past `maxBuffered` bytes waiting, new lines are dropped and counted, never queued. A file can be
+// reopened (logrotate: SIGUSR1). What a line says is the caller's; this file only moves bytes.
 import { closeSync, fstatSync, openSync, write, writeSync } from 'node:fs';
 
-/** Bytes of lines held while a write is in flight; past it new lines are dropped (and counted), never queued. */
-const MAX_BUFFERED = 8 * 1024 * 1024;
+/** Bytes of lines held waiting for the disk or stdout's reader; past it new lines are dropped (and counted). */
+export const MAX_BUFFERED = 8 * 1024 * 1024;
 /** POSIX PIPE_BUF on Linux: a write to a pipe up to this size is never interleaved with other writers'. */
 const PIPE_BUF = 4096;
-/** One write to a file or terminal at most (whole lines). */
-const MAX_WRITE = 256 * 1024;
+/** One write to a file or terminal at most: a busy turn's lines leave in a few writes, a quiet one's in one. */
+const FILE_CHUNK = 64 * 1024;
 /** A non-blocking stdout that is full (EAGAIN) is tried again after this. */
 const RETRY_MS = 10;
+/** Emptied chunks kept for the next lines instead of allocating new ones. */
+const SPARE_CHUNKS = 4;
+/** How long `drain()` waits at most for the writes in flight (a clean stop must not hang on a dead disk). */
+const DRAIN_MS = 5000;
+
+/** Bytes ready to leave in one write, and how many lines they hold (counted as dropped if the write fails). */
+type Piece = { buf: Buffer; lines: number };
 
 export class LineWriter {
   readonly #path: string | undefined;
   #fd: number;
-  /** Whole lines of one write: small to a pipe shared with other processes, larger elsewhere. */
+  /** Chunk size: whole lines of one write, small to a pipe shared with other processes. */
   readonly #chunk: number;
-  #pending: string[] = [];
-  #pendingBytes = 0;
+  readonly #maxBuffered: number;
+  /** The chunk being filled, its used length and line count. */
+  #cur: Buffer | null = null;
+  #curLen = 0;
+  #curLines = 0;
+  /** Full chunks waiting for the write in flight, oldest first; their bytes. */
+  #ready: Piece[] = [];
+  #readyBytes = 0;
+  #spare: Buffer[] = [];
   #writing = false;
   #scheduled = false;
   #reopen = false;
   #closed = false;
-  /** Lines dropped because the buffer was full (the disk or the reader of stdout did not keep up). */
+  #drained: (() => void)[] = [];
+  /** Lines dropped because the buffer was full (the disk or the reader of stdout did not keep up) or a write failed. */
   dropped = 0;
 
   /** `target`: a file descriptor (1 = stdout; never closed here) or a file path, opened for appending. */
-  constructor(target: number | string) {
+  constructor(target: number | string, maxBuffered = MAX_BUFFERED) {
     this.#path = typeof target === 'string' ? target : undefined;
     this.#fd = typeof target === 'string' ? openSync(target, 'a', 0o640) : target;
+    this.#maxBuffered = maxBuffered;
     let fifo = false;
     try {
       const st = fstatSync(this.#fd);
@@ -40,24 +57,84 @@ export class LineWriter {
       // an fd that cannot be stat'ed: keep writes small
       fifo = true;
     }
-    // lengths are counted in UTF-16 units: a third of PIPE_BUF stays under it whatever the characters
-    this.#chunk = fifo ? Math.floor(PIPE_BUF / 3) : MAX_WRITE;
+    this.#chunk = fifo ? PIPE_BUF : FILE_CHUNK;
   }
 
-  /** Appends `line` (which ends with "\n"); it leaves in the next turn of the event loop. */
+  /** Bytes waiting to be written (the write in flight not counted). */
+  get buffered(): number {
+    return this.#readyBytes + this.#curLen;
+  }
+
+  /** Appends `line` (which ends with "\n"); it leaves by the end of this turn of the event loop. */
   write(line: string): void {
     if (this.#closed) return;
-    if (this.#pendingBytes > MAX_BUFFERED) {
+    const cur = this.#cur;
+    // a UTF-16 unit is at most 3 bytes of UTF-8: most lines are copied without measuring them first
+    if (cur !== null && line.length * 3 <= cur.length - this.#curLen) {
+      this.#curLen += cur.write(line, this.#curLen);
+      this.#curLines++;
+    } else {
+      this.#writeSlow(line);
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#endOfTurn);
+    }
+  }
+
+  #writeSlow(line: string): void {
+    const bytes = Buffer.byteLength(line);
+    const cur = this.#cur;
+    if (cur !== null && bytes <= cur.length - this.#curLen) {
+      this.#curLen += cur.write(line, this.#curLen);
+      this.#curLines++;
+      return;
+    }
+    // a new chunk counts whole: what it will hold is then within the bound before its lines come
+    if (this.#readyBytes + this.#curLen + Math.max(bytes, this.#chunk) > this.#maxBuffered) {
       this.dropped++;
       return;
     }
-    this.#pending.push(line);
-    this.#pendingBytes += line.length;
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      setImmediate(this.#flush);
+    this.#seal();
+    if (bytes > this.#chunk) {
+      // longer than a chunk: a write of its own (to a pipe, it may then mix with other writers' lines)
+      this.#queue({ buf: Buffer.from(line), lines: 1 });
+      return;
     }
+    const next = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#chunk);
+    this.#cur = next;
+    this.#curLen = next.write(line, 0);
+    this.#curLines = 1;
   }
+
+  /** The chunk being filled joins the ready ones (and leaves now if nothing is in flight). */
+  #seal(): void {
+    const piece = this.#detach();
+    if (piece !== undefined) this.#queue(piece);
+  }
+
+  /** The chunk being filled as a piece (undefined when empty); new lines go to another chunk. */
+  #detach(): Piece | undefined {
+    const cur = this.#cur;
+    if (cur === null || this.#curLen === 0) return undefined;
+    const piece = { buf: cur.subarray(0, this.#curLen), lines: this.#curLines };
+    this.#cur = null;
+    this.#curLen = 0;
+    this.#curLines = 0;
+    return piece;
+  }
+
+  #queue(piece: Piece): void {
+    this.#ready.push(piece);
+    this.#readyBytes += piece.buf.length;
+    if (!this.#writing) this.#next();
+  }
+
+  readonly #endOfTurn = (): void => {
+    this.#scheduled = false;
+    // while a write is in flight the chunk keeps filling: the next write takes every turn's lines since
+    if (!this.#closed && !this.#writing) this.#seal();
+  };
 
   /** Opens the file again by its path (after logrotate renamed it); stdout is left alone. */
   reopen(): void {
@@ -83,66 +160,90 @@ export class LineWriter {
     closeSync(old);
   }
 
-  /** Writes what is buffered now, synchronously (process exit). */
+  /** Resolves once every line given so far has been written (or failed), or after DRAIN_MS: a clean stop. */
+  drain(): Promise<void> {
+    this.#seal();
+    if (!this.#writing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, DRAIN_MS);
+      timer.unref();
+      this.#drained.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Writes what is buffered now, synchronously (process exit). A write still in flight on libuv's thread is
+   * not waited for: `drain()` first where the stop is a clean one.
+   */
   flushSync(): void {
-    let text = this.#take(Infinity);
-    for (let tries = 0; text !== '' && tries < 1000; ) {
-      try {
-        const n = writeSync(this.#fd, text);
-        text = Buffer.from(text).subarray(n).toString();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
-        tries++;
+    this.#seal();
+    const pieces = this.#ready;
+    this.#ready = [];
+    this.#readyBytes = 0;
+    // while a write is in flight the first ready piece is not yet started; all of these are unwritten
+    for (const p of pieces) {
+      let buf = p.buf;
+      for (let tries = 0; buf.length > 0 && tries < 1000; ) {
+        try {
+          buf = buf.subarray(writeSync(this.#fd, buf));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
+            this.dropped += p.lines;
+            break;
+          }
+          tries++;
+        }
       }
     }
   }
 
-  /** Flushes and closes a file writer; a closed writer drops what it is given. */
+  /** Closes a file writer once what it holds is written (in order); a closed writer drops what it is given. */
   close(): void {
     if (this.#closed) return;
-    this.flushSync();
+    this.#seal();
     this.#closed = true;
+    if (this.#writing) return; // the writes in flight and ready go on; the last one closes the file
     if (this.#path !== undefined) closeSync(this.#fd);
   }
 
-  /** Whole lines from the front of the buffer, at most `limit` bytes (one line at least). */
-  #take(limit: number): string {
-    const p = this.#pending;
-    if (p.length === 0) return '';
-    let n = 0;
-    let bytes = 0;
-    while (n < p.length && (n === 0 || bytes + p[n].length <= limit)) bytes += p[n++].length;
-    const text = n === p.length ? p.join('') : p.slice(0, n).join('');
-    if (n === p.length) this.#pending = [];
-    else this.#pending = p.slice(n);
-    this.#pendingBytes -= bytes;
-    return text;
+  /** Starts the write of the oldest ready piece. */
+  #next(): void {
+    let piece = this.#ready.shift();
+    if (piece !== undefined) this.#readyBytes -= piece.buf.length;
+    // else the lines that came while the last write was in flight
+    else piece = this.#detach();
+    if (piece === undefined) {
+      if (this.#closed && this.#path !== undefined) closeSync(this.#fd);
+      for (const done of this.#drained.splice(0)) done();
+      return;
+    }
+    this.#writing = true;
+    this.#send(piece, piece.buf);
   }
 
-  readonly #flush = (): void => {
-    this.#scheduled = false;
-    if (this.#writing || this.#closed) return;
-    const text = this.#take(this.#chunk);
-    if (text === '') return;
-    this.#writing = true;
-    this.#send(Buffer.from(text));
-  };
-
-  #send(buf: Buffer): void {
+  #send(piece: Piece, buf: Buffer): void {
     write(this.#fd, buf, 0, buf.length, null, (err, n) => {
       if (err !== null) {
-        if (err.code === 'EAGAIN' && !this.#closed) {
-          setTimeout(() => this.#send(buf), RETRY_MS).unref();
+        if (err.code === 'EAGAIN') {
+          setTimeout(() => this.#send(piece, buf), RETRY_MS).unref();
           return;
         }
         // EPIPE (stdout's reader went away), ENOSPC...: these lines are lost; later ones are tried again
+        this.dropped += piece.lines;
       } else if (n < buf.length) {
-        this.#send(buf.subarray(n));
+        this.#send(piece, buf.subarray(n));
         return;
       }
       this.#writing = false;
-      if (this.#reopen) this.#swapFile();
-      if (this.#pending.length > 0) this.#flush();
+      const whole = piece.buf.buffer;
+      if (piece.buf.byteOffset === 0 && whole.byteLength === this.#chunk && this.#spare.length < SPARE_CHUNKS) {
+        this.#spare.push(Buffer.from(whole, 0, this.#chunk));
+      }
+      if (this.#reopen && !this.#closed) this.#swapFile();
+      this.#next();
     });
   }
 }

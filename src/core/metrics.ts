@@ -55,6 +55,14 @@ export interface MetricsSnapshot {
   targetResponses: Record<string, { upstream: string; target: string; classes: number[] }>;
   /** Terminated WebSockets (uWebSockets.js); absent until one opened. */
   terminated?: TerminatedCounters;
+  /** Log lines dropped because stdout's reader or the access-log file's disk did not keep up (line-writer.ts). */
+  logDropped?: LogDropped;
+}
+
+/** Lines dropped per destination: stdout (access log and pino's lines) and the `log.access_file` files. */
+export interface LogDropped {
+  stdout: number;
+  file: number;
 }
 
 /** Terminated WebSockets of one worker, or summed over workers. */
@@ -330,6 +338,9 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     targetResponses,
     ...(a.pipes === undefined && b.pipes === undefined ? {} : { pipes: sumPipes(a.pipes, b.pipes) }),
     ...(a.terminated === undefined && b.terminated === undefined ? {} : { terminated: sumTerminated(a.terminated, b.terminated) }),
+    ...(a.logDropped === undefined && b.logDropped === undefined
+      ? {}
+      : { logDropped: { stdout: (a.logDropped?.stdout ?? 0) + (b.logDropped?.stdout ?? 0), file: (a.logDropped?.file ?? 0) + (b.logDropped?.file ?? 0) } }),
   };
 }
 
@@ -395,6 +406,10 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
   metric('portico_tls_native_handshakes_total', 'counter', 'TLS handshakes completed by the native addon (the others by Node).', [['', s.nativeTlsHandshakes ?? 0]]);
+  metric('portico_log_lines_dropped_total', 'counter', 'Log lines dropped because their buffer was full or a write failed (stdout\'s reader or the access-log disk too slow), by destination.', [
+    [labels({ to: 'stdout' }), s.logDropped?.stdout ?? 0],
+    [labels({ to: 'file' }), s.logDropped?.file ?? 0],
+  ]);
   const refused = Object.entries(s.refused).sort(([a], [b]) => (a < b ? -1 : 1));
   metric('portico_connections_refused_total', 'counter', 'Connections closed before routing (untrusted PROXY sender, bad or missing preface, unknown passthrough name), or refused for lack of file descriptors (fd_limit: at accept, or when its upstream connect got EMFILE), by reason.', refused.map(([reason, n]) => [labels({ reason }), n ?? 0]));
   metric(

@@ -5,6 +5,8 @@ import { LineWriter } from '../core/line-writer.js';
 
 export class AccessFiles {
   readonly #open = new Map<string, LineWriter>();
+  /** Lines dropped by writers already closed (a reload moved the file elsewhere). */
+  #droppedClosed = 0;
 
   /** The writer of `path`, opened (appending) on first use; throws when the file cannot be opened. */
   writer(path: string): LineWriter {
@@ -21,12 +23,25 @@ export class AccessFiles {
     for (const [path, w] of this.#open) {
       if (path === keep) continue;
       w.close();
+      this.#droppedClosed += w.dropped;
       this.#open.delete(path);
     }
   }
 
+  /** Lines dropped so far by every file writer (too slow a disk, a failed write). */
+  get dropped(): number {
+    let n = this.#droppedClosed;
+    for (const w of this.#open.values()) n += w.dropped;
+    return n;
+  }
+
   reopen(): void {
     for (const w of this.#open.values()) w.reopen();
+  }
+
+  /** Resolves once every line given so far is written (bounded: see LineWriter.drain). */
+  async drain(): Promise<void> {
+    await Promise.all([...this.#open.values()].map((w) => w.drain()));
   }
 
   flushSync(): void {

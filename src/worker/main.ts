@@ -7,6 +7,7 @@ import { ConnectionRegistry } from '../core/registry.js';
 import type { ContextSource } from '../http/connection.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { AccessFiles } from './access-files.js';
+import { stdoutWriter } from '../core/line-writer.js';
 import { raiseFdLimit } from './fd-limit.js';
 import { Metrics } from '../core/metrics.js';
 import { LimitStore, refusalLine } from '../route/policy/store.js';
@@ -357,7 +358,7 @@ class Worker {
   }
 
   #stats(): WorkerStats {
-    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit, accept: this.#applier.accept });
+    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit, accept: this.#applier.accept, logDropped: { stdout: stdoutWriter().dropped, file: this.accessFiles.dropped } });
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -384,6 +385,8 @@ class Worker {
     clearInterval(this.#loadTimer);
     const refused = Object.values(this.#metrics.snapshot().refused).reduce((a, b) => a + (b ?? 0), 0);
     this.#log.info({ refusedBeforeRouting: refused }, 'worker stopped');
+    // every access-log line of the drained requests is written before the exit (a clean stop loses none)
+    await Promise.all([this.accessFiles.drain(), stdoutWriter().drain()]);
     process.exit(code);
   }
 }

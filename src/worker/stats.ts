@@ -4,7 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ConnectionRegistry } from '../core/registry.js';
-import type { Metrics, ProcessHealth } from '../core/metrics.js';
+import type { LogDropped, Metrics, ProcessHealth } from '../core/metrics.js';
 import { native } from '../native/addon.js';
 import { nativeAcceptStats } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -22,6 +22,8 @@ export interface StatsSource {
   readonly fdLimit: number;
   /** Who accepts the listeners' connections (undefined: no listener open). */
   readonly accept: 'native' | 'node' | undefined;
+  /** Log lines dropped so far by stdout's writer and the access-log files' (line-writer.ts). */
+  readonly logDropped?: LogDropped;
 }
 
 /** Open requests + tunnels to `target` in the retired pools of `upstream` (they still load the backend). */
@@ -54,6 +56,7 @@ export function workerStats(s: StatsSource): WorkerStats {
   const pipes = native()?.pipeStats();
   const metrics = s.metrics.snapshot();
   if (pipes !== undefined) metrics.pipes = { open: pipes.open, inUse: pipes.inUse, cap: pipes.cap, copies: pipes.copies };
+  if (s.logDropped !== undefined) metrics.logDropped = s.logDropped;
   let fdsOpen = 0;
   try {
     fdsOpen = readdirSync('/proc/self/fd').length;

@@ -5,11 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { closedPort, startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { startPortico, type LogLine } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
+import { adminUrl } from '../helpers/admin.js';
 
 type Line = Record<string, unknown>;
 
@@ -39,6 +41,7 @@ test('access log: fields, X-Request-Id upstream, stdout and file alike, 502/504 
     ],
     forwarding: { trusted_proxies: ['127.0.0.1/32'] },
     log: { access_file: 'access.log' },
+    admin: { address: '127.0.0.1:0' },
   });
   const file = path.join(portico.dir, 'access.log');
   const base = `http://127.0.0.1:${portico.httpPort}`;
@@ -96,6 +99,11 @@ test('access log: fields, X-Request-Id upstream, stdout and file alike, 502/504 
     onStdout.map((l) => [l.path, l.status, l.reqId]),
   );
 
+  // nothing was dropped, and /metrics says so per destination
+  const metrics = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+  assert.match(metrics, /\nportico_log_lines_dropped_total\{to="stdout"\} 0\n/);
+  assert.match(metrics, /\nportico_log_lines_dropped_total\{to="file"\} 0\n/);
+
   // logrotate: the file is renamed, SIGUSR1 to the primary, new lines go to a new file at the same path
   renameSync(file, `${file}.1`);
   portico.kill('SIGUSR1');
@@ -130,4 +138,50 @@ test('log.request_id: false sends no X-Request-Id and logs none; the client\'s h
   assert.equal(own.headers['x-request-id'], 'x y');
   const line = await portico.waitForLog((l) => l.msg === 'request' && l.path === '/a');
   assert.equal(line.reqId, undefined);
+});
+
+test('a clean stop loses no line: SIGTERM while requests are in flight, every answered request has its line on stdout and in the file', async (t) => {
+  const backend = await startHttpBackend(t);
+  const portico = await startPortico(t, {
+    workers: 2,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+    log: { access_file: 'access.log' },
+  });
+  const file = path.join(portico.dir, 'access.log');
+  const N = 800;
+  // keep-alive connections, many requests in flight: lines are made during the drain, up to the last turn
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  t.after(() => agent.destroy());
+  const answered: string[] = [];
+  let stopping: Promise<number | NodeJS.Signals> | undefined;
+  const get = (i: number) =>
+    new Promise<void>((resolve) => {
+      const p = `/stop/${i}`;
+      const req = http.get({ host: '127.0.0.1', port: portico.httpPort, path: p, agent }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          answered.push(p);
+          // half-way: SIGTERM with the rest of the requests in flight or not yet sent
+          if (answered.length === N / 2) stopping = portico.stop('SIGTERM');
+          resolve();
+        });
+        res.on('error', () => resolve());
+      });
+      req.setTimeout(20_000, () => req.destroy(new Error('no answer')));
+      req.on('error', () => resolve()); // refused or closed by the drain: no answer, no line needed
+    });
+  await Promise.all(Array.from({ length: N }, (_, i) => get(i)));
+  agent.destroy();
+  assert.ok(stopping !== undefined);
+  assert.equal(await stopping, 0);
+  assert.ok(answered.length >= N / 2);
+  const lines = fileLines(file).filter((l) => l.msg === 'request');
+  const inFile = new Set(lines.map((l) => l.path));
+  const onStdout = new Set(portico.logs.filter((l) => l.msg === 'request').map((l) => l.path));
+  const missing = answered.filter((p) => !inFile.has(p));
+  assert.deepEqual(missing, [], `answered requests without a line in the file (${answered.length} answered)`);
+  assert.deepEqual(answered.filter((p) => !onStdout.has(p)), [], 'answered requests without a line on stdout');
+  assert.equal(lines.length, inFile.size, 'no line twice');
 });

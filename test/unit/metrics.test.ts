@@ -144,3 +144,15 @@ test('rate-limit refusals are counted per route and limit, summed over workers, 
   assert.match(text, /^portico_rate_limited_total\{route="api v1",limit="requests"\} 3$/m);
   assert.match(text, /^portico_rate_limited_total\{route="chat",limit="handshakes"\} 1$/m);
 });
+
+test('log lines dropped (stdout, file) add up over workers and render as a counter, zeros before any drop', () => {
+  const a = { ...emptySnapshot(), logDropped: { stdout: 2, file: 0 } };
+  const b = { ...emptySnapshot(), logDropped: { stdout: 1, file: 5 } };
+  const sum = sumSnapshots(sumSnapshots(a, b), emptySnapshot());
+  assert.deepEqual(sum.logDropped, { stdout: 3, file: 5 });
+  const text = renderPrometheus(sum);
+  assert.match(text, /# TYPE portico_log_lines_dropped_total counter\n/);
+  assert.match(text, /\nportico_log_lines_dropped_total\{to="stdout"\} 3\n/);
+  assert.match(text, /\nportico_log_lines_dropped_total\{to="file"\} 5\n/);
+  assert.match(renderPrometheus(emptySnapshot()), /\nportico_log_lines_dropped_total\{to="file"\} 0\n/);
+});
