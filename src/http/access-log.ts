@@ -160,11 +160,20 @@ export class AccessLog {
     this.#emit(`${line},"msg":"request"}\n`);
   }
 
-  /** A tunnel that ended; `ex` is the exchange whose 101 opened it. */
-  tunnel(c: AccessClient, ex: Exchange, requestId: string | undefined, t: Tunnel | SpliceTunnel): void {
-    let line = `${this.#open(c.id)},"mode":"tunnel"${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
+  /**
+   * What a tunnel's line will say of its opening (route, upstream, request, request id), made when it opens: the
+   * tunnel keeps this string instead of its exchange and request head, which an idle tunnel would hold for hours.
+   */
+  tunnelFields(c: AccessClient, ex: Exchange, requestId: string | undefined): string {
+    return `${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
+  }
+
+  /** A tunnel that ended; `fields` is what tunnelFields said when it opened. */
+  tunnel(c: AccessClient, fields: string, t: Tunnel | SpliceTunnel): void {
+    let line = `${this.#open(c.id)},"mode":"tunnel"${fields}`;
     line += `,"status":101,"bytesIn":${t.bytesUp},"bytesOut":${t.bytesDown},"durationMs":${Date.now() - t.startedAt}`;
     line += `,"closedBy":"${t.closedBy ?? ('unknown' satisfies ClosedBy | 'unknown')}","spliced":${t instanceof SpliceTunnel && t.spliced}`;
     this.#emit(`${line},"msg":"tunnel"}\n`);
   }
+
 }

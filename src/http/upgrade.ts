@@ -10,6 +10,7 @@ import type { Exchange } from '../handlers/forward.js';
 import { Tunnel } from '../tunnel/relay.js';
 import { SPLICE_RELAY, SpliceTunnel, canSplice } from '../tunnel/splice.js';
 import { TLS_RELAY, canTlsRelay } from '../tunnel/tls-relay.js';
+import type { Target } from '../upstream/balancer.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import type { AccessClient, AccessLog } from './access-log.js';
 import type { RequestVars } from '../route/router.js';
@@ -61,7 +62,11 @@ export class UpgradedTunnel {
   readonly #owner: TunnelOwner;
   readonly #registry: ConnectionRegistry;
   readonly #ctx: TunnelContext;
-  readonly #ex: Exchange;
+  /** What the tunnel needs of its exchange at close (not the exchange: an idle tunnel would keep it and its heads). */
+  readonly #target: Target | null;
+  readonly #pool: string;
+  /** The access-log line's opening fields (AccessLog.tunnelFields), when lines are wanted. */
+  readonly #logFields: string | undefined;
   /** The tunnel's hash key as counted in ctx.sticky (sticky tunnels), to uncount at close. */
   #stickyKey: StickyEntry | null = null;
 
@@ -70,7 +75,9 @@ export class UpgradedTunnel {
     this.#owner = owner;
     this.#registry = registry;
     this.#ctx = ctx;
-    this.#ex = ex;
+    this.#target = ex.target;
+    this.#pool = ex.pool.name;
+    this.#logFields = ctx.accessLog?.tunnelFields(owner, ex, owner.vars.requestId);
     const t = ex.route.tunnel;
     const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
@@ -98,10 +105,9 @@ export class UpgradedTunnel {
     this.#owner.tunnelEnded();
     releaseStickyKey(this.#stickyKey);
     this.#stickyKey = null;
-    const ex = this.#ex;
-    if (ex.target !== null) ex.target.active--;
+    if (this.#target !== null) this.#target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
-    this.#ctx.metrics.tunnelLifetime('websocket', ex.pool.name, Date.now() - t.startedAt);
-    this.#ctx.accessLog?.tunnel(this.#owner, ex, this.#owner.vars.requestId, t);
+    this.#ctx.metrics.tunnelLifetime('websocket', this.#pool, Date.now() - t.startedAt);
+    if (this.#logFields !== undefined) this.#ctx.accessLog?.tunnel(this.#owner, this.#logFields, t);
   };
 }

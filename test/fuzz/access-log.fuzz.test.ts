@@ -84,7 +84,7 @@ function logOne(log: AccessLog, r: Req): void {
   const err = r.message === undefined ? undefined : ({ code: 'UPSTREAM_CONNECT_REFUSED', message: r.message } as ProxyError);
   if (r.kind === 'request') log.request(c, ex, r.reqId, 502, err);
   else if (r.kind === 'rejected') log.rejected(c, head, r.reqId, 400, 'CLIENT_BAD_REQUEST', r.message ?? 'bad');
-  else log.tunnel(c, ex, r.reqId, { bytesUp: 1, bytesDown: 2, startedAt: Date.now(), closedBy: 'client' } as unknown as Tunnel);
+  else log.tunnel(c, log.tunnelFields(c, ex, r.reqId), { bytesUp: 1, bytesDown: 2, startedAt: Date.now(), closedBy: 'client' } as unknown as Tunnel);
 }
 
 function check(r: Req, line: string): void {
