@@ -78,6 +78,22 @@ export function compressionFor(c: CompressConfig | undefined, a: AnswerFacts): C
   return chooseEncoding(a.acceptEncoding, rulesOf(c).offered);
 }
 
+/** The key of a compressed form of a body under config `c` (the coding and its level). */
+export function variantKey(c: CompressConfig, coding: Coding): string {
+  return `${coding}:${rulesOf(c).level}`;
+}
+
+/**
+ * A small body compressed at once, on the event loop (as nginx does): for bodies of a few KiB the thread-pool
+ * round trips of a zlib stream cost more than the compression itself. Callers keep the result (static files).
+ */
+export function compressWhole(c: CompressConfig, coding: Coding, body: Buffer): Buffer {
+  const level = rulesOf(c).level;
+  return coding === 'gzip'
+    ? zlib.gzipSync(body, { level })
+    : zlib.brotliCompressSync(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: level, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length } });
+}
+
 const CRLF = Buffer.from('\r\n');
 const LAST_CHUNK = '0\r\n\r\n';
 
