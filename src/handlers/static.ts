@@ -186,6 +186,8 @@ export class StaticReply implements ReplyJob {
   #native: NativeSocket | null = null;
   /** Compresses the body on its way out (route `compress`), or null. */
   #encoder: Encoder | null = null;
+  /** The request was served again after its file changed under a cached lookup (#openBody). */
+  #retried = false;
 
   constructor(owner: ReplyOwner, d: StaticDecision, head: RequestHead, fields: string) {
     this.#owner = owner;
@@ -338,7 +340,7 @@ export class StaticReply implements ReplyJob {
     const body = file.body;
     if (coding !== null && length > 0 && (body !== null || (size <= COMPRESS_WHOLE && cache.limits.entries > 0))) {
       // a file of up to COMPRESS_WHOLE: compressed once, kept with its entry, sent with a length
-      const packed = this.#variant(root, fileKey, file, coding);
+      const packed = this.#variant(fileKey, file, coding);
       if (packed === undefined) return;
       if (packed !== null) {
         // a weak ETag: the bytes differ from the file's, and another level would make other bytes again
@@ -348,7 +350,7 @@ export class StaticReply implements ReplyJob {
       }
       // compressing did not make it smaller: the file as it is (Vary stays, as the choice depends on the coding)
     } else if (coding !== null && length > 0) {
-      if (!this.#openBody(root, fileKey, file)) return;
+      if (!this.#openBody(fileKey, file)) return;
       // compressed on the fly: chunked, no ranges offered, a weak ETag (the bytes differ from the file's)
       const weak = etag === undefined ? validators : validators.replace(`ETag: ${etag}`, `ETag: W/${etag}`);
       const headStr = replyHead(200, `${fields}Content-Encoding: ${coding}\r\n${weak}${this.#fields}`, 'chunked', this.#connection());
@@ -370,7 +372,7 @@ export class StaticReply implements ReplyJob {
       this.#finish();
       return;
     }
-    if (!this.#openBody(root, fileKey, file)) return;
+    if (!this.#openBody(fileKey, file)) return;
     const socket = this.#owner.socket;
     const sendfile = socket instanceof NativeSocket && socket.canSendFile;
     if (length <= SMALL_FILE && !sendfile) {
@@ -437,14 +439,14 @@ export class StaticReply implements ReplyJob {
    * The compressed form of a file's body, made once per cache entry (reading the file when its bytes are not
    * held); null when it is not smaller, undefined when the file could not be read (the answer is written).
    */
-  #variant(root: string, key: string, file: CachedFile, coding: Coding): Buffer | null | undefined {
+  #variant(key: string, file: CachedFile, coding: Coding): Buffer | null | undefined {
     const c = this.route.compress!;
     const vk = variantKey(c, coding);
     const known = file.variants?.get(vk);
     if (known !== undefined) return known;
     let body = file.body;
     if (body === null) {
-      if (!this.#openBody(root, key, file)) return undefined;
+      if (!this.#openBody(key, file)) return undefined;
       body = Buffer.allocUnsafeSlow(file.size);
       const n = readSync(this.#fd, body, 0, file.size, 0);
       this.#release();
@@ -462,25 +464,23 @@ export class StaticReply implements ReplyJob {
     return kept;
   }
 
-  /** Opens the chosen file for its body: the cached lookup's file if it is still the same, else a fresh lookup. */
-  #openBody(root: string, key: string, file: CachedFile): boolean {
-    let fd = reopen(file);
-    if (fd === REOPEN_CHANGED) {
-      // replaced since it was looked up: look again, once (a file rewritten without pause answers 503 this time)
-      cache.delete(key);
-      const again = lookup(root, key);
-      if (typeof again === 'number' || again.kind !== 'file') {
-        this.#refuse(typeof again === 'number' ? again : again.kind === 'refused' ? again.status : 404);
-        return false;
-      }
-      fd = reopen(again);
+  /**
+   * Opens the chosen file for its body if it is still the file the cached lookup describes. When it was replaced
+   * or changed meanwhile, the lookup is dropped and the request served again from a fresh one (the head built so
+   * far described the old file), once: a file rewritten twice in that moment answers 503.
+   */
+  #openBody(key: string, file: CachedFile): boolean {
+    const fd = reopen(file);
+    if (fd >= 0) {
+      this.#fd = fd;
+      return true;
     }
-    if (fd < 0) {
-      this.#refuse(503);
-      return false;
-    }
-    this.#fd = fd;
-    return true;
+    if (fd === REOPEN_CHANGED) cache.delete(key);
+    if (fd === REOPEN_CHANGED && !this.#retried) {
+      this.#retried = true;
+      this.#serve();
+    } else this.#refuse(503);
+    return false;
   }
 
   /** sendfile(2) until the socket is full (then 'drain' calls again) or the range is sent. */
