@@ -588,7 +588,9 @@ export class StaticReply implements ReplyJob {
     }
     if (!this.#waitingDrain) return;
     this.#waitingDrain = false;
-    this.#pump();
+    // the rest of a sendfile(2) answer goes on with sendfile, not through reads into memory
+    if (this.#native !== null) this.#sendfile();
+    else this.#pump();
   }
 
   /** Closes the file (now, or after a read in flight). */
