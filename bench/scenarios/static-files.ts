@@ -1,9 +1,9 @@
 // Static files and gzip through Portico next to nginx serving the same folder: a 4 KiB file (requests per
 // second, 64 keep-alive connections) and a 100 MiB file (throughput, 4 connections), then what gzip costs per
 // request (a 64 KiB text file with and without Accept-Encoding: gzip, Portico and nginx `gzip on` at the same
-// level, nginx's default 1). Portico runs three ways: its defaults (static_cache on, files up to 16 KiB in memory),
-// static_cache.file_size 64KiB (the 64 KiB file from memory instead of sendfile), and static_cache.entries 0 (no
-// cache: every request resolves, opens and reads). Interleaved rounds, medians, CPU of each server from /proc.
+// level, nginx's default 1). Portico runs three ways: its defaults (static_cache on, files up to 64 KiB in memory),
+// static_cache.file_size 16KiB (the 64 KiB file with sendfile instead of from memory), and static_cache.entries 0
+// (no cache: every request resolves and opens its file). Interleaved rounds, medians, CPU of each server from /proc.
 // Not a test: it prints figures.
 // Run: `npm run bench:static -- [--rounds 2] [--duration 5]` (under `flock /work/bench.lock` on a shared machine).
 import { spawnSync } from 'node:child_process';
@@ -142,14 +142,14 @@ log: { level: warn, access: false }
   const servers = [
     { id: 'nginx', port: nginxPort, pid: nginx.pid },
     await portico('portico', '{}'),
-    await portico('p-mem64', '{ file_size: 64KiB }'),
+    await portico('p-sendfile', '{ file_size: 16KiB }'),
     await portico('p-nocache', '{ entries: 0 }'),
   ];
   /** The 100 MiB file never comes from memory: only nginx and Portico's defaults run it. */
   const runs = (s: { id: string }, l: Load): boolean => l.bytes < 1024 * 1024 || s.id === 'nginx' || s.id === 'portico';
   for (const s of servers) for (const l of loads) if (runs(s, l)) check(s.port, l);
 
-  console.log(`static files: wrk -t1, ${durationS}s per run, ${rounds} round(s); node ${process.version}; ${nginxVersion.trim()} (1 worker, sendfile on, gzip level 1); Portico workers: 1, plain listener, compress level 1; p-mem64: static_cache.file_size 64KiB; p-nocache: static_cache.entries 0`);
+  console.log(`static files: wrk -t1, ${durationS}s per run, ${rounds} round(s); node ${process.version}; ${nginxVersion.trim()} (1 worker, sendfile on, gzip level 1); Portico workers: 1, plain listener, compress level 1; p-sendfile: static_cache.file_size 16KiB; p-nocache: static_cache.entries 0`);
   console.log(`pinning: ${pinning.enabled ? 'servers on CPU 0, wrk on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const samples = new Map<string, Sample[]>();
   for (let r = 0; r < rounds && !scope.stopped(); r++) {
