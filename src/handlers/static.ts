@@ -82,9 +82,14 @@ function fileRelative(p: string): { ok: true; rel: string } | { ok: false; statu
   return { ok: true, rel };
 }
 
-/** A ready answer (head and body in one buffer) of a cached file, valid while its Date second and fields hold. */
+/**
+ * A ready answer (head and body in one buffer) of a cached file, valid while its Date second and its header
+ * lines hold: the file's own (one entry can answer as itself and as the .gz sibling of another) and the
+ * connection's (route headers, CORS).
+ */
 interface Memo {
   readonly date: string;
+  readonly head: string;
   readonly fields: string;
   readonly decision: StaticDecision;
   readonly buf: Buffer;
@@ -361,7 +366,7 @@ export class StaticReply implements ReplyJob {
       return;
     }
     if (body !== null && head.method === 'GET' && length > 0) {
-      if (status === 200) this.#sendBytes(fileKey, file, 'identity', 200, fields + validators + extra, body);
+      if (status === 200) this.#sendBytes(fileKey, file, sibling ?? 'identity', 200, fields + validators + extra, body);
       else this.#sendBytes(fileKey, file, null, status, fields + validators + extra, body.subarray(start, end));
       return;
     }
@@ -412,7 +417,7 @@ export class StaticReply implements ReplyJob {
     const memos = file.memo as Memos | null;
     if (memo !== null && connection === '' && memos !== null) {
       const m = memos[memo];
-      if (m !== undefined && m.date === date && m.decision === this.#decision && m.fields === this.#fields) {
+      if (m !== undefined && m.date === date && m.decision === this.#decision && m.head === fields && m.fields === this.#fields) {
         this.#writeRaw(m.buf);
         this.bytesOut = m.buf.length;
         this.#finish();
@@ -426,7 +431,7 @@ export class StaticReply implements ReplyJob {
     if (memo !== null && connection === '') {
       const all: Memos = memos ?? {};
       const old = all[memo]?.buf.length ?? 0;
-      all[memo] = { date, fields: this.#fields, decision: this.#decision, buf: out };
+      all[memo] = { date, head: fields, fields: this.#fields, decision: this.#decision, buf: out };
       file.memo = all;
       cache.charge(key, file, out.length - old);
     }

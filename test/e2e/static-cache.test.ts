@@ -5,9 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import type { TestContext } from 'node:test';
 import { request, type SimpleResponse } from '../helpers/clients.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
@@ -39,7 +40,10 @@ async function start(t: TestContext, root: string, compress = false): Promise<(p
     static_cache: { valid: `${VALID_MS}ms`, file_size: '16KiB' },
     routes: [{ match: { path: '/' }, static: { root }, ...(compress ? { compress: { types: ['text/plain'] } } : {}) }],
   });
-  return (p, headers = {}) => request(`http://127.0.0.1:${portico.httpPort}${p}`, { headers });
+  // keep-alive, as browsers: a connection about to close gets no ready-made answer, so this is the path that counts
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  t.after(() => agent.destroy());
+  return (p, headers = {}) => request(`http://127.0.0.1:${portico.httpPort}${p}`, { headers, agent });
 }
 
 test('static cache: same bytes and ETag from a hit; a change on disk shows after at most `valid`, not before', { timeout: 90_000 }, async (t) => {
@@ -157,4 +161,23 @@ test('static cache and compression: gzip and br bodies decode to the file, from 
   writeFileSync(path.join(root, 'mid.txt'), changed);
   const after = await until('the new mid.txt, compressed', () => get('/mid.txt', { 'accept-encoding': 'gzip' }), (r) => gunzipSync(r.body).equals(changed), SHOW_WITHIN_MS);
   assert.equal(after.headers['content-encoding'], 'gzip');
+});
+
+test('static cache: a .gz sibling asked for by its own name keeps its own type and no Content-Encoding, and the reverse', { timeout: 60_000 }, async (t) => {
+  const { root } = folder(t);
+  const js = 'console.log("precompressed sibling");\n'.repeat(50);
+  writeFileSync(path.join(root, 'app.js'), js);
+  writeFileSync(path.join(root, 'app.js.gz'), gzipSync(js));
+  const get = await start(t, root);
+  for (let i = 0; i < 2; i++) {
+    // each order twice: a ready answer kept for one must never be sent for the other
+    const sib = await get('/app.js', { 'accept-encoding': 'gzip' });
+    assert.equal(sib.headers['content-encoding'], 'gzip', `round ${i}`);
+    assert.match(String(sib.headers['content-type']), /^text\/javascript/);
+    assert.equal(gunzipSync(sib.body).toString(), js);
+    const direct = await get('/app.js.gz', { 'accept-encoding': 'gzip' });
+    assert.equal(direct.headers['content-encoding'], undefined, `round ${i}: the .gz file itself is not encoded`);
+    assert.equal(direct.headers['content-type'], 'application/gzip');
+    assert.equal(gunzipSync(direct.body).toString(), js);
+  }
 });
