@@ -122,11 +122,17 @@ function fileEntry(o: Extract<Opened, { ok: true }>, stale: CacheEntry | undefin
     etagCore: `${mtime.toString(16)}-${st.size.toString(16)}`,
     lastModified: new Date(mtime * 1000).toUTCString(),
     body,
-    bytes: body === null ? 0 : body.length,
+    bytes: (body === null ? 0 : body.length) + (same ? variantBytes(stale.variants) : 0),
     variants: same ? stale.variants : null,
     memo: null,
     expires: 0,
   };
+}
+
+function variantBytes(v: Map<string, Buffer | null> | null): number {
+  let n = 0;
+  if (v !== null) for (const b of v.values()) n += b === null ? 0 : b.length;
+  return n;
 }
 
 /**
