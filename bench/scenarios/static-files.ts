@@ -1,7 +1,10 @@
 // Static files and gzip through Portico next to nginx serving the same folder: a 4 KiB file (requests per
 // second, 64 keep-alive connections) and a 100 MiB file (throughput, 4 connections), then what gzip costs per
 // request (a 64 KiB text file with and without Accept-Encoding: gzip, Portico and nginx `gzip on` at the same
-// level). Interleaved rounds, medians, CPU of each server from /proc. Not a test: it prints figures.
+// level, nginx's default 1). Portico runs three ways: its defaults (static_cache on, files up to 64 KiB in memory),
+// static_cache.file_size 16KiB (the 64 KiB file with sendfile instead of from memory), and static_cache.entries 0
+// (no cache: every request resolves and opens its file). Interleaved rounds, medians, CPU of each server from /proc.
+// Not a test: it prints figures.
 // Run: `npm run bench:static -- [--rounds 2] [--duration 5]` (under `flock /work/bench.lock` on a shared machine).
 import { spawnSync } from 'node:child_process';
 import { chmodSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -9,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
 import { FIXTURES } from '../lib/paths.js';
-import { benchmarkMain, choosePinning, cpuDelta, freePort, pinned, snapshotTree, spawnProcess, versionOf, type BenchmarkScope } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, cpuDelta, freePort, pinned, snapshotTree, versionOf, type BenchmarkScope } from '../lib/procs.js';
 import { median } from '../lib/stats.js';
 import { launchPortico, startNginx } from '../peers/targets.js';
 
@@ -101,7 +104,7 @@ http {
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     types { text/plain txt; application/octet-stream bin; }
-    gzip on; gzip_comp_level 5; gzip_min_length 1024; gzip_types text/plain; gzip_vary on;
+    gzip on; gzip_comp_level 1; gzip_min_length 1024; gzip_types text/plain; gzip_vary on;
     client_body_temp_path ${nginxDir}/client_body;
     proxy_temp_path ${nginxDir}/proxy;
     fastcgi_temp_path ${nginxDir}/fastcgi;
@@ -112,19 +115,23 @@ http {
 `;
   const nginx = await startNginx(nginxDir, conf, nginxPort, SERVER_CPU);
   scope.started.push(nginx);
-  const porticoPort = await freePort();
-  const yaml = `workers: 1
+  const portico = async (id: string, cache: string): Promise<{ id: string; port: number; pid: number }> => {
+    const port = await freePort();
+    const yaml = `workers: 1
 listeners:
-  - address: 127.0.0.1:${porticoPort}
+  - address: 127.0.0.1:${port}
 routes:
   - match: { path: / }
     static: { root: ${root} }
-    compress: { level: 5, types: [text/plain] }
+    compress: { level: 1, types: [text/plain] }
+static_cache: ${cache}
 log: { level: warn, access: false }
 `;
-  const started = await launchPortico(path.join(scope.tmp, 'portico'), yaml, [porticoPort], SERVER_CPU);
-  if (started.proc !== undefined) scope.started.push(started.proc);
-  if (started.error !== undefined || started.proc === undefined) throw new Error(`Portico: ${started.error ?? 'not started'}`);
+    const started = await launchPortico(path.join(scope.tmp, id), yaml, [port], SERVER_CPU);
+    if (started.proc !== undefined) scope.started.push(started.proc);
+    if (started.error !== undefined || started.proc === undefined) throw new Error(`Portico (${id}): ${started.error ?? 'not started'}`);
+    return { id, port, pid: started.proc.pid };
+  };
 
   const loads: Load[] = [
     { id: '4 KiB file', path: '/small.bin', connections: 64, headers: [], bytes: 4096 },
@@ -134,17 +141,22 @@ log: { level: warn, access: false }
   ];
   const servers = [
     { id: 'nginx', port: nginxPort, pid: nginx.pid },
-    { id: 'portico', port: porticoPort, pid: started.proc.pid },
+    await portico('portico', '{}'),
+    await portico('p-sendfile', '{ file_size: 16KiB }'),
+    await portico('p-nocache', '{ entries: 0 }'),
   ];
-  for (const s of servers) for (const l of loads) check(s.port, l);
+  /** The 100 MiB file never comes from memory: only nginx and Portico's defaults run it. */
+  const runs = (s: { id: string }, l: Load): boolean => l.bytes < 1024 * 1024 || s.id === 'nginx' || s.id === 'portico';
+  for (const s of servers) for (const l of loads) if (runs(s, l)) check(s.port, l);
 
-  console.log(`static files: wrk -t1, ${durationS}s per run, ${rounds} round(s); node ${process.version}; ${nginxVersion.trim()} (1 worker, sendfile on, gzip level 5); Portico workers: 1, plain listener`);
+  console.log(`static files: wrk -t1, ${durationS}s per run, ${rounds} round(s); node ${process.version}; ${nginxVersion.trim()} (1 worker, sendfile on, gzip level 1); Portico workers: 1, plain listener, compress level 1; p-sendfile: static_cache.file_size 16KiB; p-nocache: static_cache.entries 0`);
   console.log(`pinning: ${pinning.enabled ? 'servers on CPU 0, wrk on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const samples = new Map<string, Sample[]>();
   for (let r = 0; r < rounds && !scope.stopped(); r++) {
     for (const l of loads) {
       const order = r % 2 === 0 ? servers : [...servers].reverse();
       for (const s of order) {
+        if (!runs(s, l)) continue;
         const x = wrk(s.port, l, s.pid);
         const key = `${l.id}|${s.id}`;
         samples.set(key, [...(samples.get(key) ?? []), x]);
@@ -152,19 +164,23 @@ log: { level: warn, access: false }
       }
     }
   }
-  console.log('\nmedians (Portico / nginx):');
+  console.log('\nmedians (each Portico run / nginx):');
   for (const l of loads) {
     const n = samples.get(`${l.id}|nginx`) ?? [];
-    const p = samples.get(`${l.id}|portico`) ?? [];
-    if (n.length === 0 || p.length === 0) continue;
+    if (n.length === 0) continue;
     const nr = median(n.map((x) => x.rate));
-    const pr = median(p.map((x) => x.rate));
     const nc = median(n.map((x) => x.cpuUsPerReq));
-    const pc = median(p.map((x) => x.cpuUsPerReq));
-    console.log(`  ${l.id.padEnd(22)} nginx ${Math.round(nr).toLocaleString('en-US')} req/s (${median(n.map((x) => x.mibPerS)).toFixed(0)} MiB/s, ${nc.toFixed(1)} CPU-µs/req); Portico ${Math.round(pr).toLocaleString('en-US')} req/s (${median(p.map((x) => x.mibPerS)).toFixed(0)} MiB/s, ${pc.toFixed(1)} CPU-µs/req); ratio ${(pr / nr).toFixed(2)}x`);
+    console.log(`  ${l.id.padEnd(22)} nginx      ${Math.round(nr).toLocaleString('en-US').padStart(8)} req/s (${median(n.map((x) => x.mibPerS)).toFixed(0).padStart(5)} MiB/s, ${nc.toFixed(1).padStart(8)} CPU-µs/req)`);
+    for (const s of servers.slice(1)) {
+      const p = samples.get(`${l.id}|${s.id}`) ?? [];
+      if (p.length === 0) continue;
+      const pr = median(p.map((x) => x.rate));
+      const pc = median(p.map((x) => x.cpuUsPerReq));
+      console.log(`  ${''.padEnd(22)} ${s.id.padEnd(10)} ${Math.round(pr).toLocaleString('en-US').padStart(8)} req/s (${median(p.map((x) => x.mibPerS)).toFixed(0).padStart(5)} MiB/s, ${pc.toFixed(1).padStart(8)} CPU-µs/req); ${(pr / nr).toFixed(2)}x nginx's rate, ${(pc / nc).toFixed(2)}x its CPU per request`);
+    }
   }
   const cost = (server: string): number => median((samples.get(`64 KiB text, gzip|${server}`) ?? []).map((x) => x.cpuUsPerReq)) - median((samples.get(`64 KiB text, identity|${server}`) ?? []).map((x) => x.cpuUsPerReq));
-  console.log(`\ngzip CPU cost per 64 KiB answer (gzip minus identity, server CPU-µs/req): nginx ${cost('nginx').toFixed(1)}, Portico ${cost('portico').toFixed(1)}`);
+  console.log(`\ngzip CPU cost per 64 KiB answer (gzip minus identity, server CPU-µs/req): ${servers.map((s) => `${s.id} ${cost(s.id).toFixed(1)}`).join(', ')}`);
   console.log(`load average at end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 }
 

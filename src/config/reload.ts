@@ -54,13 +54,13 @@ export interface ConfigChanges {
   listeners: { added: string[]; removed: string[]; changed: string[] };
   upstreams: { added: string[]; removed: string[]; changed: string[] };
   routes: { before: number; after: number; changed: boolean };
-  /** Top-level sections whose settings differ: limits, timeouts, tunnel, log, admin, resolver. */
+  /** Top-level sections whose settings differ: limits, timeouts, tunnel, log, admin, resolver, static_cache. */
   settings: string[];
   /** The worker count differs: it is not changed by a reload (see README, "Reload"). */
   workers: { running: Config['workers']; configured: Config['workers'] } | null;
 }
 
-const SETTINGS = ['limits', 'timeouts', 'tunnel', 'log', 'admin', 'resolver'] as const;
+const SETTINGS = ['limits', 'timeouts', 'tunnel', 'log', 'admin', 'resolver', 'static_cache'] as const;
 
 export function diffConfigs(old: Config, next: Config): ConfigChanges {
   const oldKeys = listenerKeys(old.listeners);

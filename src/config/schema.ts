@@ -14,6 +14,7 @@ import { compressOptions } from './compress.js';
 import { corsPolicy } from './cors.js';
 import { httpsRedirect, redirectAction, returnAction } from './redirect.js';
 import { staticAction } from './static.js';
+import { staticCacheSchema } from './static-cache.js';
 import { checkFastcgiReferences, fastcgiAction, fastcgiUpstreams } from './fastcgi.js';
 
 import { DURATION_FORMS, MAX_DURATION_MS, SIZE_FORMS, duration, parseDuration, parseSize, positiveDuration, size } from './units.js';
@@ -629,6 +630,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    static_cache: staticCacheSchema.prefault({}).describe('Per-worker cache of static files: lookups, small files and their compressed forms (nginx open_file_cache).'),
     timeouts: z
       .object({
         head: duration('15s').describe('From connection (or previous response) to a complete request head; else 408 (default 15s).'),

@@ -1,42 +1,54 @@
 // One request on a static route: map the normalized path into the route's root (dotfiles, symlinks out of the
 // root and folders without an index refused), then answer with the file: conditional requests (304), a single
-// byte range (206/416), a precompressed .br/.gz sibling, streamed with backpressure in bounded chunks.
+// byte range (206/416), a precompressed .br/.gz sibling, small files (and their compressed forms) from the
+// worker's cache in one write, larger ones with sendfile or streamed with backpressure in bounded chunks.
 // It owns the file descriptor it opens (closed on every path out) and borrows the client socket from its
-// ReplyOwner (connection.ts). Like nginx without aio, the metadata calls (realpath, open, fstat) and reads of
-// small files are made on the event loop: a static root belongs on a local disk.
-import { close, fstatSync, openSync, read, readSync, realpathSync, constants as fsConstants, type Stats } from 'node:fs';
+// ReplyOwner (connection.ts). Like nginx without aio, the metadata calls and reads of small files are made on the
+// event loop: a static root belongs on a local disk. Lookups are remembered (static-cache.ts) for
+// static_cache.valid: a change on disk shows after at most that long.
+import { fstatSync, read, readSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { ProxyError } from '../core/errors.js';
-import { noop } from '../core/util.js';
+import type { StaticCacheConfig } from '../config/static-cache.js';
 import type { StaticDecision, StaticConfig } from '../route/router.js';
 import type { RequestHead } from '../wire/http-head.js';
 import { chooseEncoding, type Coding } from '../wire/accept-encoding.js';
 import { etagListMatches, ifRangeHolds, parseRange } from '../wire/range.js';
 import { contentTypeOf } from './mime.js';
-import { Encoder, compressible, compressionFor } from './compress.js';
-import { replyHead, type ReplyJob, type ReplyOwner } from './reply.js';
+import { Encoder, compressWhole, compressible, compressionFor, variantKey } from './compress.js';
+import { httpDate, replyHead, type ReplyJob, type ReplyOwner } from './reply.js';
 import { headerValue } from './rewrite.js';
+import { StaticCache, type CacheEntry, type CachedFile } from './static-cache.js';
+import { REOPEN_CHANGED, closeFile, openInside, reopen, type Opened } from './static-open.js';
 import { NativeSocket } from '../native/io.js';
 
-/** Files up to this size are read in one call and leave with the head in one write. */
+export { setStaticOpenFiles, staticOpenFiles } from './static-open.js';
+
+/** Without sendfile, files not held in memory up to this size are read in one call and leave with the head in one write. */
 const SMALL_FILE = 64 * 1024;
 /** One read of a larger file: what is held in memory per download (plus the socket's own buffer). */
 const CHUNK = 256 * 1024;
+/**
+ * Files up to this size that the route compresses are compressed whole, once, on the event loop (about a
+ * millisecond at level 1), and the result is kept with the cache entry; larger ones are compressed as they stream.
+ */
+const COMPRESS_WHOLE = 256 * 1024;
 const SIBLINGS: readonly Coding[] = ['br', 'gzip'];
 const SUFFIX: Readonly<Record<Coding, string>> = { br: '.br', gzip: '.gz' };
 
-/** Open files of static routes in this worker, against limits.static_open_files. */
-let openFiles = 0;
-let openFilesCap = 1024;
+const DEFAULT_CACHE: StaticCacheConfig = { entries: 4096, valid: 5000, errors: true, file_size: 64 * 1024, memory: 32 * 1024 * 1024 };
+let cache = new StaticCache(DEFAULT_CACHE);
 
-/** Sets the worker's cap (limits.static_open_files); applied by the next open. */
-export function setStaticOpenFiles(cap: number): void {
-  openFilesCap = cap;
+/** Applies the config's static_cache (a reload with other limits starts an empty cache). */
+export function setStaticCache(c: StaticCacheConfig): void {
+  const l = cache.limits;
+  if (l.entries === c.entries && l.valid === c.valid && l.errors === c.errors && l.file_size === c.file_size && l.memory === c.memory) return;
+  cache = new StaticCache(c);
 }
 
-/** Open static files now (tests and /status). */
-export function staticOpenFiles(): number {
-  return openFiles;
+/** The cache's fill (tests and /status). */
+export function staticCacheStats(): { entries: number; bytes: number } {
+  return { entries: cache.size, bytes: cache.bytes };
 }
 
 const roots = new WeakMap<StaticConfig, string>();
@@ -70,12 +82,95 @@ function fileRelative(p: string): { ok: true; rel: string } | { ok: false; statu
   return { ok: true, rel };
 }
 
-function inside(real: string, root: string): boolean {
-  return real === root || (real.startsWith(root) && real.charCodeAt(root.length) === 47 /* / */);
+/**
+ * A ready answer (head and body in one buffer) of a cached file, valid while its Date second and its header
+ * lines hold: the file's own (one entry can answer as itself and as the .gz sibling of another) and the
+ * connection's (route headers, CORS).
+ */
+interface Memo {
+  readonly date: string;
+  readonly head: string;
+  readonly fields: string;
+  readonly decision: StaticDecision;
+  readonly buf: Buffer;
+}
+type Memos = Partial<Record<Coding | 'identity', Memo>>;
+
+/** What a lookup found, built from an opened file (its fstat) and, when small, its bytes. */
+function fileEntry(o: Extract<Opened, { ok: true }>, stale: CacheEntry | undefined): CachedFile | null {
+  const st = o.st;
+  const mtime = Math.floor(st.mtimeMs / 1000);
+  const same = stale !== undefined && stale.kind === 'file' && stale.real === o.real && stale.ino === st.ino && stale.dev === st.dev && stale.size === st.size && stale.mtimeMs === st.mtimeMs;
+  let body: Buffer | null = null;
+  if (same) body = stale.body;
+  else if (st.size <= cache.limits.file_size && cache.limits.entries > 0) {
+    body = Buffer.allocUnsafeSlow(st.size);
+    const n = st.size === 0 ? 0 : readSync(o.fd, body, 0, st.size, 0);
+    const after = fstatSync(o.fd);
+    // written while it was read: serve it from disk this time, remember it once it holds still
+    if (n !== st.size || after.size !== st.size || after.mtimeMs !== st.mtimeMs) return null;
+  }
+  return {
+    kind: 'file',
+    real: o.real,
+    dev: st.dev,
+    ino: st.ino,
+    size: st.size,
+    mtimeMs: st.mtimeMs,
+    mtime,
+    contentType: contentTypeOf(o.real),
+    etagCore: `${mtime.toString(16)}-${st.size.toString(16)}`,
+    lastModified: new Date(mtime * 1000).toUTCString(),
+    body,
+    bytes: (body === null ? 0 : body.length) + (same ? variantBytes(stale.variants) : 0),
+    variants: same ? stale.variants : null,
+    memo: null,
+    expires: 0,
+  };
 }
 
-/** An opened regular file (real path inside the root), or the status to answer. */
-type Opened = { ok: true; fd: number; st: Stats; real: string } | { ok: false; status: number; location?: string };
+function variantBytes(v: Map<string, Buffer | null> | null): number {
+  let n = 0;
+  if (v !== null) for (const b of v.values()) n += b === null ? 0 : b.length;
+  return n;
+}
+
+/**
+ * What `key` (a path under `root`) names, from the cache or found now: a file, a folder, a refusal (403/404,
+ * remembered with static_cache.errors), or 503 (the open-files cap: never remembered).
+ */
+function lookup(root: string, key: string): CacheEntry | 503 {
+  const hit = cache.get(key);
+  if (hit !== undefined) return hit;
+  const stale = cache.takeStale(key);
+  const o = openInside(root, key);
+  if (!o.ok) {
+    if (o.status === 503) return 503;
+    const refused: CacheEntry = { kind: 'refused', status: o.status, bytes: 0, expires: 0 };
+    cache.put(key, refused);
+    return refused;
+  }
+  try {
+    if (o.st.isDirectory()) {
+      const folder: CacheEntry = { kind: 'folder', real: o.real, bytes: 0, expires: 0 };
+      cache.put(key, folder);
+      return folder;
+    }
+    const file = fileEntry(o, stale);
+    if (file === null) return lookupUncached(o);
+    cache.put(key, file);
+    return file;
+  } finally {
+    closeFile(o.fd);
+  }
+}
+
+/** A file that changed while it was read: its metadata now, its bytes from disk per request, not remembered. */
+function lookupUncached(o: Extract<Opened, { ok: true }>): CachedFile {
+  const st = fstatSync(o.fd);
+  const mtime = Math.floor(st.mtimeMs / 1000);
+  return { kind: 'file', real: o.real, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, mtime, contentType: contentTypeOf(o.real), etagCore: `${mtime.toString(16)}-${st.size.toString(16)}`, lastModified: new Date(mtime * 1000).toUTCString(), body: null, bytes: 0, variants: null, memo: null, expires: 0 };
+}
 
 export class StaticReply implements ReplyJob {
   readonly route: StaticDecision['route'];
@@ -85,6 +180,7 @@ export class StaticReply implements ReplyJob {
   bytesOut = 0;
   responseStarted = false;
   readonly #owner: ReplyOwner;
+  readonly #decision: StaticDecision;
   readonly #site: StaticConfig;
   /** Header lines from the connection: the route's response_headers.set and CORS. */
   readonly #fields: string;
@@ -101,10 +197,13 @@ export class StaticReply implements ReplyJob {
   #native: NativeSocket | null = null;
   /** Compresses the body on its way out (route `compress`), or null. */
   #encoder: Encoder | null = null;
+  /** The request was served again after its file changed under a cached lookup (#openBody). */
+  #retried = false;
 
   constructor(owner: ReplyOwner, d: StaticDecision, head: RequestHead, fields: string) {
     this.#owner = owner;
     this.route = d.route;
+    this.#decision = d;
     this.#site = d.site;
     this.head = head;
     this.#fields = fields;
@@ -136,112 +235,77 @@ export class StaticReply implements ReplyJob {
       this.#answer(404, '', '404 Not Found\n');
       return;
     }
-    const opened = this.#openInside(root, path.join(root, rel.rel), rel.rel.endsWith('/'));
-    if (!opened.ok) {
-      if (opened.location !== undefined) this.#answer(opened.status, `Location: ${opened.location}\r\n`, `${opened.status} ${opened.location}\n`);
-      else this.#answer(opened.status, '', `${opened.status} ${opened.status === 403 ? 'Forbidden' : opened.status === 503 ? 'Service Unavailable' : 'Not Found'}\n`);
+    const key = root + rel.rel; // rel starts with "/": the path as it would be joined, without a per-request join
+    const found = this.#findFile(root, key, rel.rel.endsWith('/'));
+    if (typeof found === 'number') {
+      this.#refuse(found);
       return;
     }
-    this.#sendFile(root, opened.fd, opened.st, opened.real);
+    if (found.status === 301) {
+      const location = `${this.head.path}/${this.head.query}`;
+      this.#answer(301, `Location: ${location}\r\n`, `301 ${location}\n`);
+      return;
+    }
+    this.#sendFile(root, found.key, found.file);
   }
 
-  /** Opens `candidate` (or the index of that folder) if it is a regular file inside `root`. */
-  #openInside(root: string, candidate: string, isDirPath: boolean): Opened {
-    const first = this.#openFile(root, candidate);
-    if (!first.ok || !first.st.isDirectory()) return first;
-    this.#closeFd(first.fd);
-    if (!isDirPath) {
-      // nginx: a folder named without its final slash is redirected to it, so relative links in its index work
-      return { ok: false, status: 301, location: `${this.head.path}/${this.head.query}` };
-    }
+  #refuse(status: number): void {
+    this.#answer(status, '', `${status} ${status === 403 ? 'Forbidden' : status === 503 ? 'Service Unavailable' : 'Not Found'}\n`);
+  }
+
+  /** What `key` names, through the cache: a file, or a folder's index, or a status (301: a folder without its final slash). */
+  #findFile(root: string, key: string, isDirPath: boolean): number | { status: 200; key: string; file: CachedFile } | { status: 301 } {
+    const e = lookup(root, key);
+    if (typeof e === 'number') return e;
+    if (e.kind === 'refused') return e.status;
+    if (e.kind === 'file') return { status: 200, key, file: e };
+    // nginx: a folder named without its final slash is redirected to it, so relative links in its index work
+    if (!isDirPath) return { status: 301 };
     for (const index of this.#site.index) {
-      const r = this.#openFile(root, path.join(first.real, index));
-      if (r.ok && r.st.isFile()) return r;
-      if (r.ok) this.#closeFd(r.fd);
-      else if (r.status !== 404) return r;
+      const k = path.join(e.real, index);
+      const r = lookup(root, k);
+      if (typeof r === 'number') return r;
+      if (r.kind === 'file') return { status: 200, key: k, file: r };
+      if (r.kind === 'refused' && r.status !== 404) return r.status;
     }
-    return { ok: false, status: 403 }; // a folder without an index is not listed (nginx: 403)
-  }
-
-  #openFile(root: string, candidate: string): Opened {
-    let real: string;
-    try {
-      real = realpathSync.native(candidate);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return { ok: false, status: code === 'EACCES' ? 403 : 404 };
-    }
-    // a symlink (anywhere on the way) that leads out of the root is refused
-    if (!inside(real, root)) return { ok: false, status: 403 };
-    if (openFiles >= openFilesCap) return { ok: false, status: 503 };
-    let fd: number;
-    try {
-      fd = openSync(real, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EMFILE' || code === 'ENFILE') return { ok: false, status: 503 };
-      return { ok: false, status: code === 'EACCES' || code === 'ELOOP' ? 403 : 404 };
-    }
-    openFiles++;
-    let st: Stats;
-    try {
-      st = fstatSync(fd);
-    } catch {
-      this.#closeFd(fd);
-      return { ok: false, status: 404 };
-    }
-    if (!st.isFile() && !st.isDirectory()) {
-      this.#closeFd(fd);
-      return { ok: false, status: 404 }; // devices, fifos, sockets are never served
-    }
-    return { ok: true, fd, st, real };
-  }
-
-  #closeFd(fd: number): void {
-    openFiles--;
-    close(fd, noop);
+    return 403; // a folder without an index is not listed (nginx: 403)
   }
 
   /** Chooses the representation and range, writes the head, then the body. */
-  #sendFile(root: string, fd: number, st: Stats, real: string): void {
+  #sendFile(root: string, key: string, found: CachedFile): void {
     const head = this.head;
     const site = this.#site;
     const h = head.headers;
     const rangeHeader = head.method === 'GET' ? headerValue(h, 'range') : undefined;
-    const contentType = contentTypeOf(real);
-    let fields = `Content-Type: ${contentType}\r\n`;
+    const acceptEncoding = headerValue(h, 'accept-encoding');
+    let file = found;
+    let fileKey = key;
     // a precompressed sibling (FILE.br, FILE.gz) for a client that accepts it; ranges are served from the file itself
-    let vary = false;
-    if (site.precompressed && rangeHeader === undefined) {
-      const ae = headerValue(h, 'accept-encoding');
-      const best = chooseEncoding(ae, SIBLINGS);
+    let sibling: Coding | null = null;
+    if (site.precompressed && rangeHeader === undefined && acceptEncoding !== undefined) {
+      const best = chooseEncoding(acceptEncoding, SIBLINGS);
       // the client's favourite first, then the other if it accepts it too (a site may ship only .gz)
-      const order = best === null ? [] : [best, ...SIBLINGS.filter((c) => c !== best && chooseEncoding(ae, [c]) !== null)];
+      const order = best === null ? [] : [best, ...SIBLINGS.filter((c) => c !== best && chooseEncoding(acceptEncoding, [c]) !== null)];
       for (const c of order) {
-        const sib = this.#openFile(root, real + SUFFIX[c]);
-        if (!sib.ok) continue;
-        if (!sib.st.isFile()) {
-          this.#closeFd(sib.fd);
-          continue;
-        }
-        this.#closeFd(fd);
-        fd = sib.fd;
-        st = sib.st;
-        fields += `Content-Encoding: ${c}\r\n`;
-        vary = true;
+        const k = found.real + SUFFIX[c];
+        const sib = lookup(root, k);
+        if (typeof sib === 'number' || sib.kind !== 'file') continue;
+        file = sib;
+        fileKey = k;
+        sibling = c;
         break;
       }
     }
-    this.#fd = fd;
-    const size = st.size;
-    const mtime = Math.floor(st.mtimeMs / 1000);
-    const etag = site.etag ? `"${mtime.toString(16)}-${size.toString(16)}${vary ? `-${fields.includes('br\r\n') ? 'br' : 'gz'}` : ''}"` : undefined;
-    let validators = `Last-Modified: ${new Date(mtime * 1000).toUTCString()}\r\n`;
+    const contentType = found.contentType;
+    const size = file.size;
+    const mtime = file.mtime;
+    const etag = site.etag ? `"${file.etagCore}${sibling === null ? '' : sibling === 'br' ? '-br' : '-gz'}"` : undefined;
+    let validators = `Last-Modified: ${file.lastModified}\r\n`;
     if (etag !== undefined) validators += `ETag: ${etag}\r\n`;
     if (site.cache_control !== undefined) validators += `Cache-Control: ${site.cache_control}\r\n`;
     // a type the route compresses varies by Accept-Encoding for every client (caches must not mix them up)
-    const compressed = !vary && compressible(this.route.compress, contentType, size);
-    if (vary || compressed) validators += 'Vary: Accept-Encoding\r\n';
+    const compressed = sibling === null && compressible(this.route.compress, contentType, size);
+    if (sibling !== null || compressed) validators += 'Vary: Accept-Encoding\r\n';
     // RFC 9110 §13.2.2: If-None-Match first; If-Modified-Since only without it, and only for GET and HEAD
     const inm = headerValue(h, 'if-none-match');
     let notModified = false;
@@ -253,9 +317,9 @@ export class StaticReply implements ReplyJob {
         notModified = Number.isFinite(t) && mtime <= Math.floor(t / 1000);
       }
     }
+    const fields = `Content-Type: ${contentType}\r\n${sibling === null ? '' : `Content-Encoding: ${sibling}\r\n`}`;
     if (notModified) {
-      this.#release();
-      this.#writeHead(304, validators, 'none');
+      this.#writeHead(304, fields + validators, 'none');
       this.#finish();
       return;
     }
@@ -267,7 +331,6 @@ export class StaticReply implements ReplyJob {
       const ifRange = headerValue(h, 'if-range');
       const r = ifRange === undefined || ifRangeHolds(ifRange, etag, mtime) ? parseRange(rangeHeader, size) : { kind: 'none' as const };
       if (r.kind === 'unsatisfiable') {
-        this.#release();
         this.#answer(416, `Content-Range: bytes */${size}\r\n${validators}`, '');
         return;
       }
@@ -283,9 +346,22 @@ export class StaticReply implements ReplyJob {
     this.#end = end;
     const length = end - start;
     const coding = compressed
-      ? compressionFor(this.route.compress, { method: head.method, status, contentType, contentEncoding: undefined, length, ranged: status === 206, acceptEncoding: headerValue(h, 'accept-encoding'), versionMinor: head.versionMinor })
+      ? compressionFor(this.route.compress, { method: head.method, status, contentType, contentEncoding: undefined, length, ranged: status === 206, acceptEncoding, versionMinor: head.versionMinor })
       : null;
-    if (coding !== null && length > 0) {
+    const body = file.body;
+    if (coding !== null && length > 0 && (body !== null || size <= COMPRESS_WHOLE)) {
+      // a file of up to COMPRESS_WHOLE: compressed once, kept with its entry, sent with a length
+      const packed = this.#variant(fileKey, file, coding);
+      if (packed === undefined) return;
+      if (packed !== null) {
+        // a weak ETag: the bytes differ from the file's, and another level would make other bytes again
+        const weak = etag === undefined ? validators : validators.replace(`ETag: ${etag}`, `ETag: W/${etag}`);
+        this.#sendBytes(fileKey, file, coding, 200, `${fields}Content-Encoding: ${coding}\r\n${weak}`, packed);
+        return;
+      }
+      // compressing did not make it smaller: the file as it is (Vary stays, as the choice depends on the coding)
+    } else if (coding !== null && length > 0) {
+      if (!this.#openBody(fileKey, file)) return;
       // compressed on the fly: chunked, no ranges offered, a weak ETag (the bytes differ from the file's)
       const weak = etag === undefined ? validators : validators.replace(`ETag: ${etag}`, `ETag: W/${etag}`);
       const headStr = replyHead(200, `${fields}Content-Encoding: ${coding}\r\n${weak}${this.#fields}`, 'chunked', this.#connection());
@@ -295,22 +371,29 @@ export class StaticReply implements ReplyJob {
       this.#pump();
       return;
     }
+    if (body !== null && head.method === 'GET' && length > 0) {
+      if (status === 200) this.#sendBytes(fileKey, file, sibling ?? 'identity', 200, fields + validators + extra, body);
+      else this.#sendBytes(fileKey, file, null, status, fields + validators + extra, body.subarray(start, end));
+      return;
+    }
     const headStr = replyHead(status, fields + validators + extra + this.#fields, { length }, this.#connection());
     this.status = status;
     if (head.method === 'HEAD' || length === 0) {
-      this.#release();
       this.#writeRaw(headStr);
       this.#finish();
       return;
     }
-    if (length <= SMALL_FILE) {
+    if (!this.#openBody(fileKey, file)) return;
+    const socket = this.#owner.socket;
+    const sendfile = socket instanceof NativeSocket && socket.canSendFile;
+    if (length <= SMALL_FILE && !sendfile) {
       // head and body in one write
       const out = Buffer.allocUnsafe(headStr.length + length);
       out.write(headStr, 0, 'latin1');
-      const n = readSync(fd, out, headStr.length, length, start);
+      const n = readSync(this.#fd, out, headStr.length, length, start);
       this.#release();
       if (n !== length) {
-        this.#fail(new ProxyError('INTERNAL', `static file ${real} changed while it was read`));
+        this.#fail(new ProxyError('INTERNAL', `static file ${file.real} changed while it was read`));
         return;
       }
       this.#writeRaw(out);
@@ -320,14 +403,95 @@ export class StaticReply implements ReplyJob {
     }
     this.#writeRaw(headStr);
     this.bytesOut = headStr.length;
-    const socket = this.#owner.socket;
     // a plain listener on the addon's socket I/O: the page cache goes to the socket in the kernel (sendfile)
-    if (socket instanceof NativeSocket && socket.canSendFile) {
+    if (sendfile) {
       this.#native = socket;
       this.#sendfile();
       return;
     }
     this.#pump();
+  }
+
+  /**
+   * An answer whose body is in memory, head and body in one write. A whole-file answer (`memo` set) is kept
+   * ready with the cache entry and reused while the Date second, the route and the connection's fields hold.
+   */
+  #sendBytes(key: string, file: CachedFile, memo: Coding | 'identity' | null, status: number, fields: string, body: Buffer): void {
+    this.status = status;
+    const connection = this.#connection();
+    const date = httpDate();
+    const memos = file.memo as Memos | null;
+    if (memo !== null && connection === '' && memos !== null) {
+      const m = memos[memo];
+      if (m !== undefined && m.date === date && m.decision === this.#decision && m.head === fields && m.fields === this.#fields) {
+        this.#writeRaw(m.buf);
+        this.bytesOut = m.buf.length;
+        this.#finish();
+        return;
+      }
+    }
+    const headStr = replyHead(status, fields + this.#fields, { length: body.length }, connection);
+    const out = Buffer.allocUnsafe(headStr.length + body.length);
+    out.write(headStr, 0, 'latin1');
+    body.copy(out, headStr.length);
+    if (memo !== null && connection === '') {
+      const all: Memos = memos ?? {};
+      const old = all[memo]?.buf.length ?? 0;
+      all[memo] = { date, head: fields, fields: this.#fields, decision: this.#decision, buf: out };
+      file.memo = all;
+      cache.charge(key, file, out.length - old);
+    }
+    this.#writeRaw(out);
+    this.bytesOut = out.length;
+    this.#finish();
+  }
+
+  /**
+   * The compressed form of a file's body, made once per cache entry (reading the file when its bytes are not
+   * held); null when it is not smaller, undefined when the file could not be read (the answer is written).
+   */
+  #variant(key: string, file: CachedFile, coding: Coding): Buffer | null | undefined {
+    const c = this.route.compress!;
+    const vk = variantKey(c, coding);
+    const known = file.variants?.get(vk);
+    if (known !== undefined) return known;
+    let body = file.body;
+    if (body === null) {
+      if (!this.#openBody(key, file)) return undefined;
+      body = Buffer.allocUnsafeSlow(file.size);
+      const n = readSync(this.#fd, body, 0, file.size, 0);
+      this.#release();
+      if (n !== file.size) {
+        this.#fail(new ProxyError('INTERNAL', `static file ${file.real} changed while it was read`));
+        return undefined;
+      }
+    }
+    const out = compressWhole(c, coding, body);
+    const kept = out.length < body.length ? out : null;
+    const variants = file.variants ?? new Map<string, Buffer | null>();
+    variants.set(vk, kept);
+    file.variants = variants;
+    cache.charge(key, file, kept === null ? 0 : kept.length);
+    return kept;
+  }
+
+  /**
+   * Opens the chosen file for its body if it is still the file the cached lookup describes. When it was replaced
+   * or changed meanwhile, the lookup is dropped and the request served again from a fresh one (the head built so
+   * far described the old file), once: a file rewritten twice in that moment answers 503.
+   */
+  #openBody(key: string, file: CachedFile): boolean {
+    const fd = reopen(file);
+    if (fd >= 0) {
+      this.#fd = fd;
+      return true;
+    }
+    if (fd === REOPEN_CHANGED) cache.delete(key);
+    if (fd === REOPEN_CHANGED && !this.#retried) {
+      this.#retried = true;
+      this.#serve();
+    } else this.#refuse(503);
+    return false;
   }
 
   /** sendfile(2) until the socket is full (then 'drain' calls again) or the range is sent. */
@@ -435,7 +599,9 @@ export class StaticReply implements ReplyJob {
     }
     if (!this.#waitingDrain) return;
     this.#waitingDrain = false;
-    this.#pump();
+    // the rest of a sendfile(2) answer goes on with sendfile, not through reads into memory
+    if (this.#native !== null) this.#sendfile();
+    else this.#pump();
   }
 
   /** Closes the file (now, or after a read in flight). */
@@ -443,7 +609,7 @@ export class StaticReply implements ReplyJob {
     if (this.#fd === -1 || this.#reading) return;
     const fd = this.#fd;
     this.#fd = -1;
-    this.#closeFd(fd);
+    closeFile(fd);
   }
 
   #finish(): void {

@@ -15,7 +15,7 @@ import type { LimitStore } from '../route/policy/store.js';
 import { Router } from '../route/router.js';
 import { UpstreamPool, type PoolHooks } from '../upstream/pool.js';
 import type { DiscoveredSets, OpenKeys, PinTable } from '../upstream/sticky.js';
-import { setStaticOpenFiles } from '../handlers/static.js';
+import { setStaticCache, setStaticOpenFiles } from '../handlers/static.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 
 /** What outlives every runtime of a worker. */
@@ -65,6 +65,7 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
   const { log, worker, metrics, sticky, limits, acmeTokens, terminate } = deps;
   const routeLimits = limits?.build(config);
   setStaticOpenFiles(config.limits.static_open_files);
+  setStaticCache(config.static_cache);
   const router = new Router(config);
   const ctx: ConnectionContext = { config, router, pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate, accessLog: accessLogFor(config, deps, router) };
   const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };

@@ -75,11 +75,11 @@ export interface SimpleResponse {
   body: Buffer;
 }
 
-/** One request with Node's client to Portico (https: SNI localhost, test CA); the body is read whole. */
-export function request(url: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number } = {}): Promise<SimpleResponse> {
+/** One request with Node's client to Portico (https: SNI localhost, test CA); the body is read whole. A plain-HTTP `agent` keeps connections alive (default: none, `Connection: close`). */
+export function request(url: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; agent?: http.Agent } = {}): Promise<SimpleResponse> {
   const u = new URL(url);
-  const { body, timeoutMs = 20_000, method = 'GET', headers = {} } = opts;
-  const common = { host: '127.0.0.1', port: u.port, path: `${u.pathname}${u.search}`, method, agent: false as const, headers: { host: u.host, ...headers } };
+  const { body, timeoutMs = 20_000, method = 'GET', headers = {}, agent = false } = opts;
+  const common = { host: '127.0.0.1', port: u.port, path: `${u.pathname}${u.search}`, method, agent, headers: { host: u.host, ...headers } };
   return new Promise((resolve, reject) => {
     const onResponse = (res: http.IncomingMessage): void => {
       const parts: Buffer[] = [];

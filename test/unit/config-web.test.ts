@@ -63,7 +63,7 @@ test('static, redirect, return, cors and compress load with their defaults; stat
   assert.deepEqual(re.redirect, { to: '/user/$1', status: 302 });
   assert.deepEqual(old.redirect, { to: 'https://$host$request_uri', status: 302 });
   assert.deepEqual(ok.return, { status: 200, body: 'ok', content_type: 'text/plain; charset=utf-8' });
-  assert.equal(ok.compress?.level, 5);
+  assert.equal(ok.compress?.level, 1);
   assert.equal(ok.compress?.min_size, 1024);
   assert.deepEqual(st.static, { root: path.join(path.dirname(file), 'html'), index: ['index.html'], precompressed: true, etag: true, send_timeout: 60_000 });
   assert.deepEqual(st.cors, { origins: ['https://a.example.test'], credentials: false, methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], expose: [], max_age: 600_000 });
