@@ -75,6 +75,8 @@ export class SpliceTunnel {
   /** WebSocket tunnels: the leftovers each way (the first bytes of each frame stream), until the hand-over. */
   readonly #websocket: boolean;
   #seen: { up: Buffer | null; down: Buffer | null } = { up: null, down: null };
+  /** holdUp(): nothing more is read from the client (applied at the hand-over when asked before it). */
+  #heldUp = false;
 
   /** `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames. */
   constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false) {
@@ -108,6 +110,17 @@ export class SpliceTunnel {
   get blocked(): { up: boolean; down: boolean } {
     const s = this.#phase === 'native' ? this.#stats() : null;
     return { up: s?.upBlocked ?? false, down: s?.downBlocked ?? false };
+  }
+
+  /**
+   * Stops (true) or restarts (false) reading the client, for an owner whose upstream is slow (terminate's unix
+   * hop into uWS, which cannot pause a WebSocket itself). Raw relays only: a WebSocket relay ignores it.
+   */
+  holdUp(on: boolean): void {
+    if (this.#heldUp === on) return;
+    this.#heldUp = on;
+    if (this.#fallback !== undefined) this.#fallback.holdUp(on);
+    else if (this.#phase === 'native') native()?.splicePause?.(this.#id, 0, on);
   }
 
   #stats() {
@@ -195,6 +208,7 @@ export class SpliceTunnel {
     this.#phase = 'native';
     this.#wentNative = true;
     this.#seen = { up: null, down: null };
+    if (this.#heldUp) addon.splicePause?.(id, 0, true);
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
     for (const s of [client, upstream]) {
@@ -235,6 +249,7 @@ export class SpliceTunnel {
     );
     // its frame trackers start where the leftovers left the frame streams
     this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
+    if (this.#heldUp) this.#fallback.holdUp(true);
     this.#seen = { up: null, down: null };
     // leftovers were already written: they are counted here and not replayed
     this.#fallback.bytesUp = this.#restUp;
