@@ -219,8 +219,15 @@ export class TerminatedSession {
       return;
     }
     const events = this.#reader.push(chunk);
-    for (let i = 0; i < events.length; i++) this.#backendEvent(events[i]);
+    if (events.length === 1) this.#backendEvent(events[0]);
+    // several messages in one read: uWS writes them to the client in one syscall (outside its own callbacks,
+    // uWS sends each message at once unless corked)
+    else if (events.length > 1) this.#ws.cork(() => this.#backendEvents(events));
   };
+
+  #backendEvents(events: WsEvent[]): void {
+    for (let i = 0; i < events.length; i++) this.#backendEvent(events[i]);
+  }
 
   #backendEvent(e: WsEvent): void {
     const ws = this.#ws;
