@@ -232,6 +232,17 @@ Napi::Value SpliceGoingAway(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), engine.RequestGoingAway(IdArg(info)));
 }
 
+// splicePause(id, direction, paused) -> boolean: a raw relay stops (or restarts) reading one direction (0 client
+// -> upstream, 1 upstream -> client); false when the relay has already ended.
+Napi::Value SplicePause(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OwnBridge(env);
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsBoolean()) throw Napi::TypeError::New(env, "splicePause(id, direction, paused)");
+  int direction = info[1].As<Napi::Number>().Int32Value();
+  if (direction != 0 && direction != 1) throw Napi::RangeError::New(env, "splicePause: direction must be 0 or 1");
+  return Napi::Boolean::New(env, engine.RequestPause(IdArg(info), direction, info[2].As<Napi::Boolean>().Value()));
+}
+
 // spliceStats(id) -> { bytesUp, bytesDown, upBlocked, downBlocked } | null once ended.
 Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -341,6 +352,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
   exports.Set("spliceGoingAway", Napi::Function::New(env, SpliceGoingAway, "spliceGoingAway"));
   exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));
+  exports.Set("splicePause", Napi::Function::New(env, SplicePause, "splicePause"));
   exports.Set("status", Napi::Function::New(env, Status, "status"));
   exports.Set("setPipeCap", Napi::Function::New(env, SetPipeCap, "setPipeCap"));
   exports.Set("pipeStats", Napi::Function::New(env, PipeStatsJs, "pipeStats"));

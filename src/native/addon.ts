@@ -54,6 +54,8 @@ export interface NativeAddon {
   /** Asks the relay thread to close; false when the relay has already ended. */
   spliceClose(id: number, reason: ClosedBy): boolean;
   spliceStats(id: number): SpliceStats | null;
+  /** A raw relay stops (true) or restarts reading one direction (0 client -> upstream, 1 back); false once ended. Absent from older builds. */
+  splicePause?(id: number, direction: 0 | 1, paused: boolean): boolean;
   status(): { active: number; callbacks: number };
   /** Most pipes the relay's pool may hold at once; above it a tunnel's bytes are copied through a small buffer. */
   setPipeCap(n: number): void;

@@ -94,6 +94,9 @@ struct Direction {
   uint8_t tail_len = 0;
   uint8_t tail_off = 0;
   bool fin_after = false;   // lingering: FIN the destination once `held` and `tail` are out
+  // RequestPause (raw relays): nothing more is read from the source; bytes already held still go out. A hang-up
+  // or error of the source is still read, so a vanished peer is not kept forever.
+  bool paused = false;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
 };
@@ -118,6 +121,9 @@ struct Command {
   uint64_t id;
   Reason reason;
   bool going_away;
+  // RequestPause: -1 not a pause command; else the direction (0 up, 1 down) and its new state
+  int8_t pause_dir = -1;
+  bool pause = false;
 };
 
 // The relay thread's pipes. `free_pipes` is touched by the relay thread only; the counters are read by stats.
@@ -310,6 +316,7 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
       }
       return Pumped::kWaiting;
     }
+    if (x.paused) return Pumped::kWaiting;
     // Nothing is held here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
     ssize_t n;
     if (TakePipe(&x)) {
@@ -574,6 +581,13 @@ void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
     g.commands.clear();
   }
   for (size_t i = 0; i < todo.size(); i++) {
+    if (todo[i].pause_dir >= 0) {
+      Relay* r = relays[i];
+      r->dir[todo[i].pause_dir].paused = todo[i].pause;
+      // edge triggered: bytes that arrived while paused raise no new edge, so a resumed relay pumps now
+      if (!todo[i].pause) Queue(r, again);
+      continue;
+    }
     if (todo[i].going_away) StartGoingAway(relays[i], graveyard, again);
     else Finish(relays[i], todo[i].reason, 0, graveyard, true);
   }
@@ -650,6 +664,8 @@ void Loop() {
       const uint32_t evs = events[i].events;
       bool more = false;
       if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        // a paused source that hung up is read anyway (its FIN or error ends the relay as usual)
+        if (r->dir[side].paused && (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->dir[side].paused = false;
         Pumped p = Pump(r, side, &graveyard);
         if (p == Pumped::kClosed) continue;
         more = p == Pumped::kMore;
@@ -834,6 +850,19 @@ bool RelayEngine::RequestGoingAway(uint64_t id) {
     std::lock_guard<std::mutex> lock(g.mu);
     if (!g.started || g.relays.find(id) == g.relays.end()) return false;
     g.commands.push_back(Command{id, Reason::kShutdown, true});
+  }
+  Wake();
+  return true;
+}
+
+bool RelayEngine::RequestPause(uint64_t id, int direction, bool paused) {
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (!g.started || g.relays.find(id) == g.relays.end()) return false;
+    Command c{id, Reason::kShutdown, false};
+    c.pause_dir = static_cast<int8_t>(direction == 0 ? 0 : 1);
+    c.pause = paused;
+    g.commands.push_back(c);
   }
   Wake();
   return true;

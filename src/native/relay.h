@@ -64,6 +64,9 @@ class RelayEngine {
   // 1 s); it then ends with kShutdown. A raw relay, or one whose framing is lost, is closed at once as
   // RequestClose(id, kShutdown). False when no such relay is active.
   bool RequestGoingAway(uint64_t id);
+  // Raw relays: stops (paused) or restarts reading direction `direction` (0 client -> upstream, 1 upstream ->
+  // client); bytes already read still go out, a hang-up of the source is still seen. False when no such relay.
+  bool RequestPause(uint64_t id, int direction, bool paused);
   bool Stats(uint64_t id, RelayStats* out);
   size_t Active();
   // Most pipes the pool may hold at once (free + in use); above it a direction copies through a small buffer.

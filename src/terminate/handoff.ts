@@ -114,6 +114,8 @@ export class TerminatedConnection {
   readonly #svc: TerminateServices;
   readonly #metrics: Metrics;
   #opened = false;
+  /** The session asked to stop reading the client (a slow backend); applied to the relay once it exists. */
+  #heldUp = false;
   /** The route's drain_rate as ms between two closes (drain.ts). */
   readonly drainInterval: number;
   /** The route's name (config `name`, else routes[i]). */
@@ -135,6 +137,10 @@ export class TerminatedConnection {
         this.#metrics.terminatedOpened();
       },
       ended: (_s, end) => this.#sessionDone(end),
+      holdClient: (on) => {
+        this.#heldUp = on;
+        this.#relay?.holdUp(on);
+      },
     });
     const head = input.clientHead;
     const target = svc.app.expect(
@@ -179,6 +185,7 @@ export class TerminatedConnection {
       // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
       this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
       this.#relay.start(input.clientRest, null);
+      if (this.#heldUp) this.#relay.holdUp(true);
     });
   }
 

@@ -1,7 +1,8 @@
 // One terminated WebSocket: the client's side lives in uWebSockets.js (app.ts), the backend's is a WebSocket of
 // Portico's own over an upstream socket (frames by wire/ws-codec.ts). Messages are relayed whole, text and
 // binary kept; close codes and reasons go both ways; each side's backlog is bounded (max_buffer), the slow
-// side pausing the other. Keepalive pings, the idle timeout and the message rate are checked by the owner's
+// side pausing the other (a slow client: the backend socket stops being read; a slow backend: the owner stops
+// reading the client before uWS, since uWS.js cannot pause a WebSocket). Keepalive pings, the idle timeout and the message rate are checked by the owner's
 // sweep and on each message (no timer per connection). It owns the backend socket; uWS owns the client's.
 import type { WebSocket } from 'uWebSockets.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
@@ -31,10 +32,18 @@ export interface SessionHooks {
   opened(session: TerminatedSession): void;
   /** Both sides are done (called once). */
   ended(session: TerminatedSession, end: SessionEnd): void;
+  /** Stop (true) or restart (false) reading the client's bytes before they reach uWS: the backend is slow. */
+  holdClient(on: boolean): void;
 }
 
 /** How long the backend gets to answer our Close before its socket is destroyed. */
 const BACKEND_CLOSE_LINGER_MS = 2000;
+
+/**
+ * What may still reach uWS after the client is held (the relay's pipe and the unix socket's buffer, both
+ * smaller than this): a backend leg holding more than max_buffer + max_message_size + this is closed (1013).
+ */
+export const HOP_SLACK = 1024 * 1024;
 
 type Ws = WebSocket<unknown>;
 
@@ -71,6 +80,8 @@ export class TerminatedSession {
   /** message_rate: theoretical arrival time of the next message (GCRA), ms. */
   #tat = 0;
   #backendPaused = false;
+  /** The client is held (not read) because the backend leg holds more than max_buffer. */
+  #clientHeld = false;
 
   constructor(backend: ByteSocket, upstreamRest: Buffer | null, cfg: WebsocketConfig, topics: readonly string[], hooks: SessionHooks) {
     this.#backend = backend;
@@ -83,6 +94,7 @@ export class TerminatedSession {
     backend.on('close', this.#onBackendClose);
     backend.on('end', this.#onBackendEnd);
     backend.on('data', this.#onBackendData);
+    backend.on('drain', this.#onBackendDrain);
     backend.setTimeout(0);
     // no backend byte is read until the client's side exists (a message then has somewhere to go)
     backend.pause();
@@ -125,12 +137,28 @@ export class TerminatedSession {
     }
     this.messagesIn++;
     this.bytesIn += msg.byteLength;
-    this.#backend.write(encodeFrame(binary ? OP_BINARY : OP_TEXT, new Uint8Array(msg)));
-    // uWS.js v20.51 cannot pause reading a WebSocket: a backend that stops reading is bounded by closing (1013)
-    if (this.#backend.writableLength > this.#cfg.max_buffer + this.#cfg.max_message_size) {
+    if (this.#backend.write(encodeFrame(binary ? OP_BINARY : OP_TEXT, new Uint8Array(msg)))) return;
+    // write said false, so 'drain' will come. uWS.js v20.51 cannot pause reading a WebSocket: over max_buffer
+    // the owner stops reading the client before uWS; what was already on its way still arrives (HOP_SLACK)
+    const queued = this.#backend.writableLength;
+    if (queued > this.#cfg.max_buffer + this.#cfg.max_message_size + HOP_SLACK) {
       this.#drops++;
       this.#closeBoth('backend_slow', 1013, 'backend too slow');
+    } else if (!this.#clientHeld && queued > this.#cfg.max_buffer) {
+      this.#clientHeld = true;
+      this.#hooks.holdClient(true);
     }
+  }
+
+  /** The backend leg's queue is empty again: the client is read again. */
+  #onBackendDrain = (): void => {
+    this.#releaseClient();
+  };
+
+  #releaseClient(): void {
+    if (!this.#clientHeld) return;
+    this.#clientHeld = false;
+    this.#hooks.holdClient(false);
   }
 
   /** GCRA with a burst of one second of the rate. */
@@ -165,6 +193,7 @@ export class TerminatedSession {
   clientClosed(code: number, msg: ArrayBuffer): void {
     this.#clientGone = true;
     this.#ws = null;
+    this.#releaseClient();
     if (this.#closedBy === undefined) {
       // the client's own Close (or a lost connection, or uWS's limit: 1009 for a message over max_message_size)
       this.#code = code;
@@ -190,8 +219,15 @@ export class TerminatedSession {
       return;
     }
     const events = this.#reader.push(chunk);
-    for (let i = 0; i < events.length; i++) this.#backendEvent(events[i]);
+    if (events.length === 1) this.#backendEvent(events[0]);
+    // several messages in one read: uWS writes them to the client in one syscall (outside its own callbacks,
+    // uWS sends each message at once unless corked)
+    else if (events.length > 1) this.#ws.cork(() => this.#backendEvents(events));
   };
+
+  #backendEvents(events: WsEvent[]): void {
+    for (let i = 0; i < events.length; i++) this.#backendEvent(events[i]);
+  }
 
   #backendEvent(e: WsEvent): void {
     const ws = this.#ws;
@@ -267,6 +303,8 @@ export class TerminatedSession {
 
   /** A Close frame to the client (uWS answers and closes); the code is what the client will see. */
   #endClient(code: number, reason: string): void {
+    // the client's answer to our Close (and its FIN) must be read
+    this.#releaseClient();
     const ws = this.#ws;
     if (this.#code === 1006) {
       this.#code = code;
@@ -323,6 +361,8 @@ export class TerminatedSession {
     const ws = this.#ws;
     if (ws === null || this.#closedBy !== undefined) return;
     const every = this.#cfg.ping_interval;
+    // a held client cannot be heard (its pongs wait unread behind its messages): silence is ours, not its
+    if (this.#clientHeld) this.#heardAt = now;
     if (every > 0) {
       const silent = now - this.#heardAt;
       if (silent >= 2 * every) {

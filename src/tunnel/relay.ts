@@ -73,6 +73,8 @@ export class Tunnel {
   #goingAway: NodeJS.Timeout | null = null;
   /** The Close frames are written: close() ends the sockets and waits for them (#linger). */
   #lingering = false;
+  /** holdUp(): the owner stopped reading the client; the upstream's drain does not restart it. */
+  #heldUp = false;
 
   /** `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames. */
   constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void, websocket = false) {
@@ -214,8 +216,16 @@ export class Tunnel {
     if (open === 0) closed();
   }
 
+  /** Stops (true) or restarts (false) reading the client, for an owner whose upstream is slow (terminate's hop). */
+  holdUp(on: boolean): void {
+    if (this.#heldUp === on) return;
+    this.#heldUp = on;
+    if (on) this.client.pause();
+    else if (this.closedBy === undefined && !this.#clientEnded) this.client.resume();
+  }
+
   #onUpstreamDrain = (): void => {
-    if (this.closedBy === undefined && !this.#clientEnded) this.client.resume();
+    if (this.closedBy === undefined && !this.#clientEnded && !this.#heldUp) this.client.resume();
   };
 
   #onClientDrain = (): void => {

@@ -64,6 +64,8 @@ export interface NativeRelay {
   /** Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary; false when it had already ended. */
   goingAway(id: number): boolean;
   stats(id: number): SpliceStats | null;
+  /** Stops (true) or restarts (false) reading the client's side; absent where the relay cannot (the TLS relay). */
+  pauseClient?(id: number, on: boolean): void;
 }
 
 /** WebSocket tunnels: the bytes already relayed each way, so a relay thread knows where the frames stand. */
@@ -91,6 +93,7 @@ export const SPLICE_RELAY: NativeRelay = {
   close: (id, reason) => native()?.spliceClose(id, reason) === true,
   goingAway: (id) => native()?.spliceGoingAway(id) === true,
   stats: (id) => native()?.spliceStats(id) ?? null,
+  pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
 };
 
 /** As in relay.ts: tunnels have no idle timeout by default. */
@@ -122,6 +125,8 @@ export class SpliceTunnel {
   readonly #websocket: boolean;
   #seen: WebSocketSeen = { up: null, down: null };
   readonly #relay: NativeRelay;
+  /** holdUp(): nothing more is read from the client (applied at the hand-over when asked before it). */
+  #heldUp = false;
 
   /**
    * `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames; `relay`: the
@@ -159,6 +164,17 @@ export class SpliceTunnel {
   get blocked(): { up: boolean; down: boolean } {
     const s = this.#phase === 'native' ? this.#stats() : null;
     return { up: s?.upBlocked ?? false, down: s?.downBlocked ?? false };
+  }
+
+  /**
+   * Stops (true) or restarts (false) reading the client, for an owner whose upstream is slow (terminate's unix
+   * hop into uWS, which cannot pause a WebSocket itself). Raw relays only: a WebSocket relay ignores it.
+   */
+  holdUp(on: boolean): void {
+    if (this.#heldUp === on) return;
+    this.#heldUp = on;
+    if (this.#fallback !== undefined) this.#fallback.holdUp(on);
+    else if (this.#phase === 'native') this.#relay.pauseClient?.(this.#id, on);
   }
 
   #stats() {
@@ -261,6 +277,7 @@ export class SpliceTunnel {
     this.#phase = 'native';
     this.#wentNative = true;
     this.#seen = { up: null, down: null };
+    if (this.#heldUp) this.#relay.pauseClient?.(id, true);
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
     for (const s of [client, upstream]) {
@@ -301,6 +318,7 @@ export class SpliceTunnel {
     );
     // its frame trackers start where the leftovers left the frame streams
     this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
+    if (this.#heldUp) this.#fallback.holdUp(true);
     this.#seen = { up: null, down: null };
     // leftovers were already written: they are counted here and not replayed
     this.#fallback.bytesUp = this.#restUp;

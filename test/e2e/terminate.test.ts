@@ -2,18 +2,18 @@
 // ends in uWebSockets.js and messages are relayed over Portico's own WebSocket to a `ws` backend. Echo (text,
 // binary, fragmented), the backend's subprotocol choice, request headers and the client IP reaching the backend,
 // close codes both ways, 1009 over max_message_size, 502 when the backend is down, keepalive pings.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { closedPort } from '../helpers/backends.js';
-import { closeOf, startChatBackend } from '../helpers/chat-backend.js';
+import { closeOf, startChatBackend, type ChatBackend } from '../helpers/chat-backend.js';
 import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/clients.js';
-import { adminUrl, statusUntil } from '../helpers/admin.js';
+import { adminStatus, adminUrl, statusUntil } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
-import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
+import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 
 /** Writes `head` on a fresh connection and resolves with everything read until the server closes. */
 function rawRequest(port: number, head: string): Promise<string> {
@@ -31,6 +31,59 @@ function rawRequest(port: number, head: string): Promise<string> {
 }
 
 const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
+
+/**
+ * A backend that stops reading (its socket paused) while the client sends 96 MiB: the client's sends must stall
+ * with the worker (RSS of `worker`, when given) holding a bounded amount and the connection open (no 1013); once
+ * the backend reads again every message arrives in order and the connection goes on.
+ */
+async function backendStall(t: TestContext, portico: Portico, backend: ChatBackend, url: string, worker: number | undefined): Promise<void> {
+  const rssKiB = (): number => (worker === undefined ? 0 : Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${worker}/status`, 'utf8'))?.[1] ?? NaN));
+  const ws = await openWebSocket(t, url, { localAddress: '127.0.0.2' });
+  const closed = closeOf(ws, 60_000);
+  assert.equal(await echo(ws, 'before'), 'before');
+  const server = [...backend.sockets].at(-1)!;
+  server.pause(); // the backend reads nothing from here on
+  const N = 1536;
+  const SIZE = 64 * 1024; // 96 MiB in all: far over max_buffer (256 KiB) + max_message_size + the hop's slack
+  let next = 0;
+  const arrived = new Promise<void>((resolve, reject) => {
+    server.on('message', (d: Buffer, binary: boolean) => {
+      if (!binary) return;
+      if (d.length !== SIZE || d.readUInt32BE(0) !== next) reject(new Error(`message ${next}: got index ${d.readUInt32BE(0)}, ${d.length} bytes`));
+      if (++next === N) resolve();
+    });
+  });
+  let echoed = 0; // the backend echoes each one back once it reads again
+  ws.on('message', (_d: Buffer, binary: boolean) => void (binary && echoed++));
+  const rssBefore = rssKiB();
+  for (let i = 0; i < N; i++) {
+    const m = Buffer.alloc(SIZE, i & 0xff);
+    m.writeUInt32BE(i, 0);
+    ws.send(m, { binary: true });
+  }
+  // the client's sends stop draining: what left it sits in kernel buffers and, bounded, in the worker
+  let last = -1;
+  let still = 0;
+  await until('the client\'s sends stop draining', () => {
+    const b = ws.bufferedAmount;
+    still = b === last ? still + 1 : 0;
+    last = b;
+    return still;
+  }, (n) => n >= 6, 30_000, 100);
+  const grown = rssKiB() - rssBefore;
+  t.diagnostic(`stalled: the client holds ${ws.bufferedAmount} of ${N * SIZE} bytes; the worker grew by ${grown} KiB`);
+  assert.ok(ws.bufferedAmount > 32 * 1024 * 1024, `the client still holds only ${ws.bufferedAmount} of ${N * SIZE} bytes: it was not paused`);
+  assert.ok(grown < 32 * 1024, `the worker grew by ${grown} KiB while the backend read nothing`);
+  assert.equal(ws.readyState, WebSocket.OPEN);
+  server.resume();
+  await arrived;
+  await until('the client\'s sends drained and their echoes came back', () => [ws.bufferedAmount, echoed], ([b, e]) => b === 0 && e === N, 30_000);
+  assert.equal(await echo(ws, 'after'), 'after');
+  ws.close(1000);
+  assert.equal((await closed).code, 1000);
+  await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesIn === N + 2);
+}
 
 test('terminated WebSocket over a plain listener: messages relayed by uWebSockets.js', { timeout: 120_000 }, async (t) => {
   const backend = await startChatBackend(t);
@@ -191,6 +244,8 @@ test('terminated WebSocket over TLS (wss): echo and the client IP', { timeout: 6
   ws.close(1000);
   const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
   assert.equal(line.remoteAddr, '127.0.0.2', 'the access log names the real client on the TLS (JS relay) hand-off');
+  // the JS relay of the TLS path holds the client the same way (Tunnel.holdUp)
+  await backendStall(t, portico, backend, `wss://localhost:${portico.tlsPort}/wss`, undefined);
 });
 
 test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced at drain_rate, within the grace', { timeout: 60_000 }, async (t) => {
@@ -325,6 +380,10 @@ test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothi
     assert.equal(await metric('portico_ws_closes_total{code="1000"}'), 1);
     assert.equal(await metric('portico_ws_messages_total{direction="out"}'), N);
     assert.equal(await metric('portico_ws_drops_total'), 0);
+  });
+
+  await t.test('a backend that stops reading: the client\'s sends pause with the worker\'s memory bounded (no 1013); then every message arrives in order', async (t) => {
+    await backendStall(t, portico, backend, url, (await adminStatus(portico)).workers[0]!.pid ?? undefined);
   });
 
   await t.test('clients that vanish at any point (mid-handshake, right after the 101, mid-message) leave nothing open', async (t) => {
