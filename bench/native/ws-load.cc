@@ -10,7 +10,11 @@
 //              it byte for byte, resend); latency = send to echo, in a bounded histogram.
 //     upgrade: N loops of connect, [TLS,] upgrade (101, Upgrade and Sec-WebSocket-Accept checked), Close, next;
 //              latency = connect to 101.
-//     recv:    N WebSockets that send nothing and count the messages the server pushes.
+//     recv:    N WebSockets that send nothing and count the messages the server pushes (each must be a binary
+//              message of --size bytes). With --publish-port it also drives the pushes, closed loop: --inflight
+//              keep-alive connections POST --size bytes to --publish-path (with --publish-header), and a publish
+//              is sent only while fewer than --inflight publishes are undelivered (received / N), so the rate is
+//              what the server and proxy deliver, not a backlog; after 200 ms without a delivery one more goes.
 //   Ends at --duration seconds or after --count units, whichever first. stdout, one JSON line each, as the JS
 //   client: {"event":"ready"} once connected, {"event":"start"}, {"event":"stop"}, {"event":"result",...}; with
 //   --sync it waits for "go" on stdin after ready and "done" after stop (the harness reads CPU counters there).
@@ -49,7 +53,9 @@ namespace {
 constexpr size_t kMaxHead = 16 * 1024;
 constexpr size_t kMaxMessage = 1024 * 1024;  // a server message larger than this fails the run
 constexpr int kMaxConnections = 20000;
-constexpr int kMaxConnecting = 256;  // connects in progress at once (a listen backlog is finite)
+// Handshakes in progress at once (connect to 101): a listen backlog is finite, and a proxy bounds its pending
+// upstream connects (Portico: max_connections + queue, 503 beyond).
+constexpr int kMaxConnecting = 128;
 constexpr int kMaxEvents = 512;
 const char* kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -158,6 +164,8 @@ struct Options {
   double durationS = 10, connectTimeoutS = 10;
   uint64_t count = 0;  // 0: no count bound
   bool tls = false, sync = false;
+  int publishPort = 0, inflight = 4;
+  std::string publishPath = "/publish", publishHeader;
 };
 
 enum class State { Connecting, TlsHandshake, Head, Open, Closing, Dead };
@@ -180,6 +188,7 @@ struct Conn {
   uint64_t startedUs = 0;  // connect (upgrade latency) or send (echo latency)
   uint64_t deadlineUs = 0;  // connect/handshake/close phase deadline
   bool closeSent = false, closeReceived = false;
+  bool publisher = false, busy = false;  // a publish connection (plain HTTP/1.1), a POST awaiting its answer
 };
 
 struct Run {
@@ -192,6 +201,9 @@ struct Run {
   std::set<std::string> reasons;
   bool running = false, ended = false;
   uint64_t messages = 0, verified = 0, mismatches = 0, lost = 0, protocolErrors = 0, closedClean = 0;
+  std::vector<Conn*> pubs;
+  std::string pubRequest;
+  uint64_t published = 0, answered = 0, stalls = 0, lastDeliveryUs = 0, lastPublishUs = 0;
   Histogram hist;
   std::string fatal;  // set once: the run's failure
   std::string stdinLine;
@@ -336,7 +348,12 @@ void send_echo(Conn* c) {
 /** One complete message from the server. */
 void on_message(Conn* c, uint8_t opcode, const uint8_t* p, size_t n) {
   if (R.o.mode == Mode::Recv) {
-    if (R.running) R.messages++;
+    if (opcode != 0x2 || n != size_t(R.o.size)) {
+      R.mismatches++;
+      return fail_run(c, "pushed message of " + std::to_string(n) + " bytes (opcode " + std::to_string(opcode) + "), expected a binary one of " + std::to_string(R.o.size));
+    }
+    R.verified++;
+    if (R.running) R.messages++, R.lastDeliveryUs = now_us();
     return;
   }
   if (R.o.mode != Mode::Echo) return fail_run(c, "unexpected message from the server during an upgrade");
@@ -460,8 +477,9 @@ bool on_head(Conn* c) {
   c->state = State::Open;
   c->deadlineUs = 0;
   R.opened++;
+  R.connecting--;
   if (R.o.mode == Mode::Upgrade) {
-    if (R.running) R.messages++, R.hist.add(now_us() - c->startedUs);
+    if (R.running) R.messages++, R.verified++, R.hist.add(now_us() - c->startedUs);
     // The handshake counted; the close handshake runs beside the slot's next connection.
     send_close(c, 1000);
     c->state = State::Closing;
@@ -484,7 +502,6 @@ void drive(Conn* c) {
     sockaddr_in peer{};
     socklen_t pl = sizeof peer;
     if (getpeername(c->fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) return;
-    R.connecting--;
     c->state = R.o.tls ? State::TlsHandshake : State::Head;
   }
 #ifdef WSLOAD_TLS
@@ -526,7 +543,7 @@ void drive(Conn* c) {
 void lose(Conn* c, const std::string& why) {
   if (c->state == State::Dead) return;
   bool opening = c->state == State::Connecting || c->state == State::TlsHandshake || c->state == State::Head;
-  if (c->state == State::Connecting) R.connecting--;
+  if (opening) R.connecting--;
   bool closing = c->state == State::Closing;
   destroy(c);
   if (closing) return;  // an upgrade loop's finished connection: already counted
@@ -604,6 +621,97 @@ void start_upgrade_slot(int slot) {
   else if (std::find(R.closing.begin(), R.closing.end(), c) == R.closing.end()) R.closing.push_back(c);
 }
 
+/** The publish connections: plain TCP, blocking connect at setup (loopback), then non-blocking in the epoll set. */
+void open_publishers() {
+  std::string body(size_t(R.o.size), '\0');
+  for (int i = 0; i < R.o.size; i++) body[size_t(i)] = char((i * 13 + 5) & 0xff);
+  R.pubRequest = "POST " + R.o.publishPath + " HTTP/1.1\r\nHost: " + R.o.host + ":" + std::to_string(R.o.publishPort) +
+                 "\r\nContent-Type: application/octet-stream\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+                 (R.o.publishHeader.empty() ? "" : R.o.publishHeader + "\r\n") + "\r\n" + body;
+  sockaddr_in a = R.addr;
+  a.sin_port = htons(uint16_t(R.o.publishPort));
+  for (int i = 0; i < R.o.inflight; i++) {
+    Conn* c = new Conn();
+    c->publisher = true;
+    c->slot = -1 - i;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{5, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (c->fd < 0 || connect(c->fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      fail_run(nullptr, std::string("publisher cannot connect to port ") + std::to_string(R.o.publishPort) + ": " + strerror(errno));
+      if (c->fd >= 0) close(c->fd);
+      delete c;
+      return;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    c->state = State::Open;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
+    ev.data.ptr = c;
+    epoll_ctl(R.ep, EPOLL_CTL_ADD, c->fd, &ev);
+    R.pubs.push_back(c);
+  }
+}
+
+/** Sends publishes while the credit allows: fewer than --inflight undelivered (or a 200 ms stall). */
+void pump_publishers() {
+  if (!R.running || R.pubs.empty()) return;
+  uint64_t n = uint64_t(R.opened > 0 ? R.opened : 1);
+  for (Conn* c : R.pubs) {
+    if (c->busy || c->state != State::Open) continue;
+    uint64_t delivered = R.messages / n;
+    bool credit = R.published < delivered + uint64_t(R.o.inflight);
+    if (!credit) {
+      uint64_t now = now_us();
+      if (now - std::max(R.lastDeliveryUs, R.lastPublishUs) < 200000) return;
+      R.stalls++;
+    }
+    c->busy = true;
+    R.published++;
+    R.lastPublishUs = now_us();
+    c->out.assign(R.pubRequest.begin(), R.pubRequest.end());
+    c->outOff = 0;
+    if (!flush(c)) return fail_run(c, "publish write failed");
+  }
+}
+
+/** A publish connection's bytes: whole HTTP answers (2xx, Content-Length body), one per POST. */
+void drive_publisher(Conn* c) {
+  if (!flush(c)) return fail_run(c, "publish write failed");
+  uint8_t buf[16384];
+  while (true) {
+    std::string why;
+    ssize_t r = io_read(c, buf, sizeof buf, why);
+    if (r == -1) break;
+    if (r <= 0) {
+      // After the window an idle keep-alive connection may be closed by the server: not a failure then.
+      if (!R.running) { destroy(c); return; }
+      return fail_run(c, "publish connection closed by the server" + (why.empty() ? "" : ": " + why));
+    }
+    c->in.insert(c->in.end(), buf, buf + r);
+    while (true) {
+      std::string text(c->in.begin(), c->in.end());
+      size_t end = text.find("\r\n\r\n");
+      if (end == std::string::npos) {
+        if (text.size() > kMaxHead) return fail_run(c, "publish answer head too large");
+        break;
+      }
+      std::string head = text.substr(0, end), v;
+      if (head.compare(0, 10, "HTTP/1.1 2") != 0) return fail_run(c, "publish answered " + head.substr(0, head.find("\r\n")).substr(0, 80) + ": " + text.substr(end + 4, 120));
+      size_t body = header_is(head, "content-length", v) ? size_t(strtoull(v.c_str(), nullptr, 10)) : 0;
+      if (body > kMaxHead) return fail_run(c, "publish answer body too large");
+      if (text.size() < end + 4 + body) break;
+      c->in.erase(c->in.begin(), c->in.begin() + long(end + 4 + body));
+      if (!c->busy) return fail_run(c, "publish answer with no request");
+      c->busy = false;
+      R.answered++;
+    }
+  }
+  pump_publishers();
+}
+
 /** stdin lines for --sync ("go", "done"); false when stdin closed. */
 void read_stdin() {
   char b[256];
@@ -625,8 +733,10 @@ void poll_once(int waitMs) {
   for (int i = 0; i < n; i++) {
     if (evs[i].data.ptr == nullptr) { read_stdin(); continue; }
     Conn* c = static_cast<Conn*>(evs[i].data.ptr);
-    if (c->state != State::Dead) drive(c);
+    if (c->publisher) { if (c->state != State::Dead) drive_publisher(c); }
+    else if (c->state != State::Dead) drive(c);
   }
+  pump_publishers();
   uint64_t now = now_us();
   for (Conn* c : R.conns)
     if (c != nullptr && c->state != State::Dead && c->deadlineUs != 0 && now > c->deadlineUs) lose(c, c->state == State::Closing ? "no Close from the server" : "handshake timeout");
@@ -681,6 +791,10 @@ Options parse(int argc, char** argv) {
     else if (a == "--duration") o.durationS = num("--duration", val(), 0.001, 3600);
     else if (a == "--count") o.count = uint64_t(num("--count", val(), 1, 1e12));
     else if (a == "--connect-timeout") o.connectTimeoutS = num("--connect-timeout", val(), 0.001, 3600);
+    else if (a == "--publish-port") o.publishPort = int(num("--publish-port", val(), 1, 65535));
+    else if (a == "--publish-path") o.publishPath = val();
+    else if (a == "--publish-header") o.publishHeader = val();
+    else if (a == "--inflight") o.inflight = int(num("--inflight", val(), 1, 256));
     else if (a == "--tls") o.tls = true;
     else if (a == "--sync") o.sync = true;
     else if (a == "--mode") {
@@ -701,6 +815,9 @@ Options parse(int argc, char** argv) {
   if (o.port == 0) usage("--port is required");
   if (o.path.empty() || o.path[0] != '/' || o.path.find_first_of(" \r\n") != std::string::npos) usage("--path must start with / and hold no space or line break");
   if (o.authority.find_first_of(" \r\n") != std::string::npos) usage("--authority holds a space or line break");
+  if (o.publishPath.empty() || o.publishPath[0] != '/' || o.publishPath.find_first_of(" \r\n") != std::string::npos) usage("--publish-path must start with / and hold no space or line break");
+  if (o.publishHeader.find_first_of("\r\n") != std::string::npos || (!o.publishHeader.empty() && o.publishHeader.find(':') == std::string::npos)) usage("--publish-header is one \"Name: value\" line");
+  if (o.publishPort != 0 && o.mode != Mode::Recv) usage("--publish-port goes with --mode recv");
 #ifndef WSLOAD_TLS
   if (o.tls) usage("this build has no TLS (OpenSSL was not linkable when it was compiled)");
 #endif
@@ -759,6 +876,7 @@ int main(int argc, char** argv) {
     }
     for (Conn* c : R.conns) if (c != nullptr && c->state != State::Open && c->state != State::Dead) lose(c, "handshake timeout");
   }
+  if (o.publishPort != 0 && R.fatal.empty()) open_publishers();
   int connected = o.mode == Mode::Upgrade ? o.connections : R.opened;
   emit("{\"event\":\"ready\",\"connected\":%d}", connected);
   bool go = connected > 0 && R.fatal.empty() && (!o.sync || wait_word("go", 30));
@@ -768,6 +886,8 @@ int main(int argc, char** argv) {
     uint64_t t0 = now_us(), end = t0 + uint64_t(o.durationS * 1e6);
     if (o.mode == Mode::Upgrade) for (int s = 0; s < o.connections; s++) start_upgrade_slot(s);
     else if (o.mode == Mode::Echo) for (Conn* c : R.conns) if (c->state == State::Open) { send_echo(c); drive(c); }
+    R.lastDeliveryUs = now_us();
+    pump_publishers();
     while (!g_stop && R.fatal.empty() && now_us() < end && !(o.count > 0 && R.messages >= o.count)) {
       uint64_t left = (end - now_us()) / 1000;
       poll_once(int(std::min<uint64_t>(left + 1, 50)));
@@ -797,6 +917,7 @@ int main(int argc, char** argv) {
     poll_once(20);
   }
   for (Conn* c : R.conns) if (c != nullptr) { destroy(c); delete c; }
+  for (Conn* c : R.pubs) { destroy(c); delete c; }
   rusage ru1{};
   getrusage(RUSAGE_SELF, &ru1);
   double rate = elapsedUs > 0 ? double(R.messages) * 1e6 / double(elapsedUs) : 0;
@@ -806,12 +927,13 @@ int main(int argc, char** argv) {
   emit("{\"event\":\"result\",\"native\":true,\"tls\":%s,\"mode\":\"%s\",\"connections\":%d,\"connected\":%d,\"connectErrors\":[%s],"
        "\"messages\":%llu,\"elapsedMs\":%llu,\"msgPerSec\":%.0f,\"meanRttUs\":%llu,\"verified\":%llu,\"mismatches\":%llu,\"lost\":%llu,"
        "\"protocolErrors\":%llu,\"closedClean\":%llu,\"latencyUs\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu,\"mean\":%llu},"
-       "\"cpuUserUs\":%llu,\"cpuSystemUs\":%llu%s%s%s}",
+       "\"published\":%llu,\"publishAnswered\":%llu,\"publishStalls\":%llu,\"cpuUserUs\":%llu,\"cpuSystemUs\":%llu%s%s%s}",
        o.tls ? "true" : "false", o.mode == Mode::Echo ? "echo" : o.mode == Mode::Upgrade ? "upgrade" : "recv", o.connections, connected, reasons.c_str(),
        (unsigned long long)R.messages, (unsigned long long)(elapsedUs / 1000), rate, (unsigned long long)(h.n > 0 ? h.sum / h.n : 0), (unsigned long long)R.verified,
        (unsigned long long)R.mismatches, (unsigned long long)R.lost, (unsigned long long)(R.fatal.empty() ? 0 : 1), (unsigned long long)R.closedClean,
        (unsigned long long)h.pct(0.5), (unsigned long long)h.pct(0.9), (unsigned long long)h.pct(0.99), (unsigned long long)h.max,
-       (unsigned long long)(h.n > 0 ? h.sum / h.n : 0), (unsigned long long)(tv_us(ru1.ru_utime) - tv_us(ru0.ru_utime)),
+       (unsigned long long)(h.n > 0 ? h.sum / h.n : 0), (unsigned long long)R.published, (unsigned long long)R.answered, (unsigned long long)R.stalls,
+       (unsigned long long)(tv_us(ru1.ru_utime) - tv_us(ru0.ru_utime)),
        (unsigned long long)(tv_us(ru1.ru_stime) - tv_us(ru0.ru_stime)), R.fatal.empty() ? "" : ",\"error\":\"", json_escape(R.fatal).c_str(), R.fatal.empty() ? "" : "\"");
   return R.fatal.empty() ? 0 : 3;
 }
