@@ -738,8 +738,13 @@ void poll_once(int waitMs) {
   }
   pump_publishers();
   uint64_t now = now_us();
-  for (Conn* c : R.conns)
-    if (c != nullptr && c->state != State::Dead && c->deadlineUs != 0 && now > c->deadlineUs) lose(c, c->state == State::Closing ? "no Close from the server" : "handshake timeout");
+  // Phase deadlines are coarse (seconds): a sweep every 10 ms keeps a busy loop from walking every connection.
+  static uint64_t nextSweep = 0;
+  if (now >= nextSweep) {
+    nextSweep = now + 10000;
+    for (Conn* c : R.conns)
+      if (c != nullptr && c->state != State::Dead && c->deadlineUs != 0 && now > c->deadlineUs) lose(c, c->state == State::Closing ? "no Close from the server" : "handshake timeout");
+  }
   // Finished close handshakes of the upgrade loops: free them, bounded by the list.
   size_t keep = 0;
   for (Conn* c : R.closing) {
