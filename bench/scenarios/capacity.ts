@@ -141,11 +141,20 @@ function writeReport(o: Options, rec: Recorded, planResult: PlanResult | undefin
   console.log(`\nwrote ${shown}/report.html, ${shown}/report.md, ${shown}/report.json`);
 }
 
-/** True when this build's `portico check` accepts `websocket: { mode: terminate }` (the terminated WebSocket exists). */
-function terminateAvailable(tmp: string): boolean {
+/**
+ * Whether this build's `portico check` accepts `websocket: { mode: terminate }` (the terminated WebSocket exists),
+ * and if not, what check said. Tried twice: a check killed by its timeout on a busy machine is not an answer.
+ */
+function terminateAvailable(tmp: string): { ok: boolean; why: string } {
   const file = path.join(tmp, 'terminate-probe.yaml');
   writeFileSync(file, 'listeners: [{ address: 127.0.0.1:1 }]\nupstreams: { a: { targets: [127.0.0.1:2] } }\nroutes: [{ match: { path: / }, proxy: a, websocket: { mode: terminate } }]\n');
-  return spawnSync(process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'check', '-c', file], { stdio: 'ignore', timeout: 20_000 }).status === 0;
+  let why = '';
+  for (let i = 0; i < 2; i++) {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'check', '-c', file], { encoding: 'utf8', timeout: 30_000 });
+    if (r.status === 0) return { ok: true, why: '' };
+    why = `${r.error?.message ?? r.signal ?? `exit ${r.status}`}: ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-2).join(' ').slice(0, 300)}`;
+  }
+  return { ok: false, why };
 }
 
 function applies(t: Target | UserTarget, l: LoadSpec): boolean {
@@ -192,8 +201,12 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
   // --quick leaves out direct-to-backend (the ceiling of client + backends), which no ratio needs, to stay under 2 minutes.
   const wanted = (id: CapacityTargetId): boolean =>
     o.config === undefined && (o.targets === undefined ? !(o.quick && id === 'direct') : o.targets.includes(id));
-  const term = wanted('portico-terminate') && terminateAvailable(tmp);
-  if (wanted('portico-terminate') && !term) notes.push('terminated WebSocket (websocket.mode terminate): not in this build, so no row');
+  const probe = wanted('portico-terminate') ? terminateAvailable(tmp) : { ok: false, why: '' };
+  const term = probe.ok;
+  if (wanted('portico-terminate') && !term) {
+    notes.push(`terminated WebSocket (websocket.mode terminate): portico check refused it (${probe.why}), so no row`);
+    console.log(`portico-terminate: no row: portico check refused websocket.mode terminate (${probe.why})`);
+  }
   // The native WebSocket client (bench/native/ws-load.cc) drives the WebSocket loads; the JS one is the fallback.
   const nativeWs = nativeWsLoad();
   const native: NativeWsLoad | undefined = nativeWs.ok ? nativeWs.tool : undefined;
