@@ -15,14 +15,23 @@ export interface LoadSpec {
   readonly size?: number;
   /** wrk: `Connection: close`, one new connection per request. */
   readonly close?: boolean;
-  readonly mode?: 'echo' | 'upgrade';
+  readonly mode?: 'echo' | 'upgrade' | 'recv';
   /** Part of the full run only (the connection sweep of the throughput-vs-connections chart). */
   readonly fullOnly?: boolean;
   /** Goes through /ws: the WebSocket loads, which a terminating Portico (portico-terminate) takes too. */
   readonly websocket: boolean;
   /** Bulk loads count MiB each way instead of messages. */
   readonly bulk?: boolean;
+  /**
+   * Fan-out: `connections` WebSockets on FANOUT_PATH receive what is published to their topic; the unit is one
+   * delivered message. Terminating Portico publishes through its admin API (edge fan-out); every other target
+   * tunnels the WebSockets to the backend, which publishes to them itself (uWS topic).
+   */
+  readonly fanout?: boolean;
 }
+
+/** Publishes the fan-out load keeps undelivered at most (closed loop: the rate is what gets delivered). */
+export const FANOUT_INFLIGHT = 16;
 
 /** Message size of the bulk tunnel loads: big frames through the tunnel, one in flight per connection. */
 export const BULK_MESSAGE = 60 * 1024;
@@ -40,14 +49,22 @@ export const LOADS: readonly LoadSpec[] = [
   { id: 'wss-4k', title: 'WSS echo, 4 KiB messages, 100 connections', tls: true, generator: 'ws-load', connections: 100, size: 4096, mode: 'echo', websocket: true },
   { id: 'ws-upgrade', title: 'WebSocket handshakes (open, check 101, close), 16 in flight', tls: false, generator: 'ws-load', connections: 16, mode: 'upgrade', websocket: true },
   { id: 'wss-upgrade', title: 'WSS handshakes (TLS + upgrade, close), 16 in flight', tls: true, generator: 'ws-load', connections: 16, mode: 'upgrade', websocket: true },
+  { id: 'fanout', title: 'Fan-out: each publish delivered to 1,000 WebSockets, 16 B messages', tls: false, generator: 'ws-load', connections: 1000, size: 16, mode: 'recv', websocket: true, fanout: true },
   { id: 'tunnel', title: 'Bulk tunnel, 60 KiB frames both ways, 8 connections', tls: false, generator: 'ws-load', connections: 8, size: BULK_MESSAGE, mode: 'echo', websocket: true, bulk: true },
   { id: 'tunnel-tls', title: 'Bulk tunnel over TLS, 60 KiB frames both ways, 8 connections', tls: true, generator: 'ws-load', connections: 8, size: BULK_MESSAGE, mode: 'echo', websocket: true, bulk: true },
 ];
 
-/** The load generator's command line, for the report's conditions. */
-export function generatorOf(l: LoadSpec): string {
+/**
+ * The load generator's command line, for the report's conditions: `native` when the C++ ws-load runs this load
+ * (bench/native/ws-load.cc), else the JS one (bench/peers/ws-load.ts) and why.
+ */
+export function generatorOf(l: LoadSpec, native: { ok: boolean; tls?: boolean; reason?: string } = { ok: false }): string {
   if (l.generator === 'wrk') return `wrk -t1 -c${l.connections}${l.close === true ? " -H 'Connection: close'" : ''} ${l.tls ? 'https' : 'http'}://…/`;
-  return `ws-load${l.tls ? ' --tls' : ''} --mode ${l.mode ?? 'echo'} --connections ${l.connections}${l.size === undefined ? '' : ` --size ${l.size}`}`;
+  const args = `${l.tls ? ' --tls' : ''} --mode ${l.mode ?? 'echo'} --connections ${l.connections}${l.size === undefined ? '' : ` --size ${l.size}`}`;
+  const pub = l.fanout === true ? ` --publish-port … --inflight ${FANOUT_INFLIGHT}` : '';
+  if (native.ok && (!l.tls || native.tls === true)) return `ws-load (native C++, bench/native/ws-load.cc)${args}${pub}`;
+  const why = native.ok ? 'the native one was built without OpenSSL' : native.reason ?? 'native not built';
+  return `ws-load.js (JavaScript; ${why})${args}`;
 }
 
 export function loadById(id: string): LoadSpec | undefined {

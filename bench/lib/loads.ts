@@ -1,5 +1,6 @@
 // The loads and their pre-flight checks: wrk for GETs (keep-alive, or one connection per request; http or https),
-// ws-load.js for WebSocket ping-pong, handshakes and idle connections (ws or wss), the connrate client, and a
+// ws-load for WebSocket ping-pong, handshakes and fan-out (native, bench/native/ws-load.cc, when built; else the
+// JS client for what it can do) and idle connections (ws or wss), the connrate client, and a
 // single curl / `ws` exchange through a target before any timing ("check the result before timing it").
 // Each run reports its count, its window and the CPU of the processes it was asked to watch.
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import {
 } from './procs.js';
 import { HTTP_BODY, HTTP_PATH, WS_PATH } from './shape.js';
 import { BENCH_DIST, FIXTURES } from './paths.js';
+import type { NativeWsLoad } from './native-tools.js';
 
 /** Process trees whose CPU a run records, by role. */
 export interface Watch {
@@ -111,6 +113,21 @@ export function checkWs(port: number, size: number, tls = false, at: { path?: st
   });
 }
 
+/**
+ * The fan-out load's check: 4 WebSockets on `flavour.path`, publishes until each got one message of `size` bytes
+ * (the native client's own checks: the 101, every frame, every size), within 10 s.
+ */
+export function checkFanout(port: number, size: number, flavour: WsFlavour & { native: NativeWsLoad; publish: NonNullable<WsFlavour['publish']> }): void {
+  const [cmd, args] = wsLoadCommand(port, 4, size, 10, { ...flavour, publish: { ...flavour.publish, inflight: 1 } });
+  const r = spawnSync(cmd, [...args.filter((a) => a !== '--sync'), '--count', '4'], { encoding: 'utf8', timeout: 30_000 });
+  const line = /^(\{"event":"result".*\})$/m.exec(r.stdout ?? '')?.[1];
+  const res = line === undefined ? undefined : (JSON.parse(line) as WsLoadLine);
+  if (res?.error !== undefined) throw new Error(`fan-out check: ${res.error}`);
+  if (r.status !== 0 || res === undefined) throw new Error(`fan-out check: ws-load ${r.error?.message ?? `exit ${r.status}`}: ${(r.stderr ?? '').trim().slice(-300)}`);
+  if ((res.connected ?? 0) < 4) throw new Error(`fan-out check: ${res.connected ?? 0}/4 WebSockets opened: ${(res.connectErrors ?? []).join('; ')}`);
+  if ((res.messages ?? 0) < 4) throw new Error(`fan-out check: ${res.messages ?? 0} of 4 deliveries in 10 s (${res.published ?? 0} publishes)`);
+}
+
 interface Exited {
   /** The last 16 KiB of its stdout. */
   out: string;
@@ -186,6 +203,40 @@ interface WsLoadLine {
   mismatches?: number;
   lost?: number;
   protocolErrors?: number;
+  /** The native client only: */
+  native?: boolean;
+  latencyUs?: { p50: number; p90: number; p99: number; max: number; mean: number };
+  published?: number;
+  publishStalls?: number;
+  error?: string;
+}
+
+/** How a WebSocket load runs: wss or not, what it does, where, and with which client. */
+export interface WsFlavour {
+  tls?: boolean;
+  /** recv: count pushed messages (fan-out); native client only. */
+  mode?: 'echo' | 'upgrade' | 'recv';
+  path?: string;
+  host?: string;
+  /** The native client; without it the JS client (bench/peers/ws-load.ts) runs, which has no recv mode. */
+  native?: NativeWsLoad;
+  /** recv: where the client POSTs each publish, closed loop with `inflight` undelivered at most. */
+  publish?: { port: number; path: string; header?: string; inflight: number };
+}
+
+/** The command line of one ws-load run, native or JS. */
+function wsLoadCommand(port: number, connections: number, size: number, durationS: number, flavour: WsFlavour): [string, string[]] {
+  const common = [
+    '--sync', '--port', String(port), '--path', flavour.path ?? WS_PATH, '--connections', String(connections), '--size', String(size), '--duration', String(durationS),
+    '--mode', flavour.mode ?? 'echo', ...(flavour.tls === true ? ['--tls'] : []), ...(flavour.host === undefined ? [] : ['--authority', flavour.host]),
+  ];
+  if (flavour.native !== undefined) {
+    const p = flavour.publish;
+    const pub = p === undefined ? [] : ['--publish-port', String(p.port), '--publish-path', p.path, '--inflight', String(p.inflight), ...(p.header === undefined ? [] : ['--publish-header', p.header])];
+    return [flavour.native.binary, [...common, ...pub]];
+  }
+  if (flavour.mode === 'recv') throw new Error('the fan-out load needs the native ws-load (npm run build:bench-tools)');
+  return [process.execPath, [path.join(BENCH_DIST, 'peers', 'ws-load.js'), ...common]];
 }
 
 /**
@@ -194,14 +245,9 @@ interface WsLoadLine {
  * upgrades and the teardown stay out of the figures.
  */
 export async function runWsLoad(
-  port: number, connections: number, size: number, durationS: number, watch: Watch, cpus: string | undefined,
-  flavour: { tls?: boolean; mode?: 'echo' | 'upgrade'; path?: string; host?: string } = {},
+  port: number, connections: number, size: number, durationS: number, watch: Watch, cpus: string | undefined, flavour: WsFlavour = {},
 ): Promise<LoadResult> {
-  const script = path.join(BENCH_DIST, 'peers', 'ws-load.js');
-  const [cmd, args] = pinned(cpus, process.execPath, [
-    script, '--sync', '--port', String(port), '--path', flavour.path ?? WS_PATH, '--connections', String(connections), '--size', String(size), '--duration', String(durationS),
-    '--mode', flavour.mode ?? 'echo', ...(flavour.tls === true ? ['--tls'] : []), ...(flavour.host === undefined ? [] : ['--authority', flavour.host]),
-  ]);
+  const [cmd, args] = pinned(cpus, ...wsLoadCommand(port, connections, size, durationS, flavour));
   const proc = spawnProcess(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const killer = setTimeout(() => void stopTree(proc, 1000, 'SIGKILL'), (durationS + 60) * 1000);
   let before: ReturnType<typeof snapshots> | undefined;
@@ -238,24 +284,34 @@ export async function runWsLoad(
   const { code, signal } = await proc.exited;
   clearTimeout(killer);
   lines.close();
+  if (result?.error !== undefined) throw new Error(`ws-load: ${result.error}`);
   if (code !== 0 || result === undefined) throw new Error(`ws-load failed (${signal ?? `code ${code}`}): ${proc.tail()}`);
   const connected = result.connected ?? 0;
   if (connected < connections) {
     throw new Error(`${connected}/${connections} WebSockets opened: ${(result.connectErrors ?? []).join('; ') || 'no reason given'}`);
   }
   if ((result.mismatches ?? 0) > 0) throw new Error(`${result.mismatches} echoed payloads differed from what was sent`);
-  if ((result.messages ?? 0) === 0) throw new Error('no message echoed');
+  if ((result.messages ?? 0) === 0) throw new Error(flavour.mode === 'recv' ? 'no pushed message received' : 'no message echoed');
   if (before === undefined || after === undefined) throw new Error('ws-load gave no ready/stop events');
   const notes: string[] = [];
   if ((result.lost ?? 0) > 0) notes.push(`${result.lost} ${flavour.mode === 'upgrade' ? 'handshakes failed' : 'connections lost during the run'}${(result.connectErrors ?? []).length > 0 ? ` (${(result.connectErrors ?? []).join('; ')})` : ''}`);
   if ((result.protocolErrors ?? 0) > 0) notes.push(`${result.protocolErrors} protocol errors`);
+  const messages = result.messages ?? 0;
+  const info = flavour.mode === 'recv'
+    ? [`${result.published ?? 0} publishes to ${connected} clients, ${messages} deliveries in the window`, `${result.publishStalls ?? 0} stalls`]
+    : [`verified ${result.verified} ${flavour.mode === 'upgrade' ? 'handshakes' : 'echoes'}`, `mean RTT ${result.meanRttUs} µs`];
+  // Closed loop: at most `inflight` publishes are undelivered when the window ends, so fewer deliveries than that are drops.
+  if (flavour.publish !== undefined) {
+    const missing = ((result.published ?? 0) - flavour.publish.inflight) * connected - messages;
+    if (missing > 0) notes.push(`${missing} deliveries missing (messages dropped under backpressure)`);
+  }
   return {
-    count: result.messages ?? 0,
-    rate: (result.messages ?? 0) / ((result.elapsedMs ?? durationS * 1000) / 1000),
+    count: messages,
+    rate: messages / ((result.elapsedMs ?? durationS * 1000) / 1000),
     cpu: cpuBetween(before, after, wallMs, cpuDelta(clientBefore, clientAfter)),
-    latencyUs: undefined,
+    latencyUs: result.native === true && flavour.mode !== 'recv' ? result.latencyUs : undefined,
     notes,
-    info: [`verified ${result.verified} ${flavour.mode === 'upgrade' ? 'handshakes' : 'echoes'}`, `mean RTT ${result.meanRttUs} µs`],
+    info: [...(result.native === true ? ['native ws-load'] : ['JS ws-load']), ...info],
   };
 }
 

@@ -11,13 +11,14 @@ import { median } from './stats.js';
 export type Scenario =
   | 'http' | 'ws' | 'newconn' | 'wshs' | 'tcp' | 'tls'
   | 'http-c16' | 'http-c256' | 'https' | 'http-new' | 'https-new'
-  | 'ws-4k' | 'wss' | 'wss-4k' | 'ws-upgrade' | 'wss-upgrade' | 'tunnel' | 'tunnel-tls';
+  | 'ws-4k' | 'wss' | 'wss-4k' | 'ws-upgrade' | 'wss-upgrade' | 'tunnel' | 'tunnel-tls' | 'fanout';
 
 /** What one counted unit of a scenario is: a request, an echoed message, a whole connection, a MiB each way. */
 export const UNIT: Record<Scenario, string> = {
   http: 'req', ws: 'msg', newconn: 'req', wshs: 'hs', tcp: 'conn', tls: 'conn',
   'http-c16': 'req', 'http-c256': 'req', https: 'req', 'http-new': 'conn', 'https-new': 'conn',
   'ws-4k': 'msg', wss: 'msg', 'wss-4k': 'msg', 'ws-upgrade': 'upgrade', 'wss-upgrade': 'upgrade', tunnel: 'MiB', 'tunnel-tls': 'MiB',
+  fanout: 'msg',
 };
 
 /** Scenarios whose load generator reports per-unit latency (wrk and the connrate client). */

@@ -8,6 +8,9 @@ export const HTTP_BODY = 'ok portico bench\n';
 export const HTTP_PATH = '/';
 /** Path routed to the WebSocket echo backend (a prefix route in every proxy). */
 export const WS_PATH = '/ws';
+/** Fan-out: WebSockets on this path join FANOUT_TOPIC (under WS_PATH, so every proxy routes it to the WebSocket backend). */
+export const FANOUT_PATH = '/ws/fan';
+export const FANOUT_TOPIC = 'fan';
 /** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing into Sec-WebSocket-Accept. */
 export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 

@@ -36,6 +36,8 @@ export interface Target {
   wsPort: number;
   /** The proxy's TLS listener (same routes), when it was started with one (portico bench). */
   tlsPort?: number;
+  /** Portico's admin listener, when started with one (the fan-out load publishes through it). */
+  adminPort?: number;
   /** The proxy process (root of its tree: nginx master, Portico primary); none for direct. */
   proc?: Spawned;
   /** Set when the target could not start or failed its check; its rows print this. */
@@ -205,13 +207,14 @@ export async function launchHaproxy(dir: string, cfg: string, ports: number[], c
  * adds a TLS listener with the same routes; `terminate` ends WebSockets in uWebSockets.js instead of tunnelling.
  */
 export async function startPortico(
-  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean } = {},
+  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean; admin?: boolean } = {},
 ): Promise<Target> {
   const port = await freePort();
   const { tls, terminate = false } = more;
+  const adminPort = more.admin === true ? await freePort() : undefined;
   const id: TargetId = terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
   const label = terminate ? 'Portico (1 worker, WebSocket terminate)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
-  const t: Target = { id, label, httpPort: port, wsPort: port, tlsPort: tls?.port };
+  const t: Target = { id, label, httpPort: port, wsPort: port, tlsPort: tls?.port, adminPort };
   const started = await launchPortico(
     path.join(tmp, id),
     [
@@ -234,9 +237,10 @@ export async function startPortico(
       '    proxy: http',
       `log: { level: ${accessLog ? 'info' : 'warn'}, access: ${accessLog} }`,
       'timeouts: { shutdown_grace: 2s }  # the harness stops it at the end; nothing to drain',
+      ...(adminPort === undefined ? [] : [`admin: { address: 127.0.0.1:${adminPort} }`]),
       '',
     ].join('\n'),
-    tls === undefined ? [port] : [port, tls.port],
+    [port, ...(tls === undefined ? [] : [tls.port]), ...(adminPort === undefined ? [] : [adminPort])],
     cpus,
   );
   t.proc = started.proc;

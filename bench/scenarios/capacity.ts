@@ -10,8 +10,9 @@ import path from 'node:path';
 import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { readArgs } from '../lib/args.js';
-import { BULK_MESSAGE, IDLE_COUNTS, LOADS, generatorOf, type LoadSpec } from '../lib/catalogue.js';
-import { checkHttp, checkWs, footprint, holdIdle, runWrk, runWsLoad, type IdleHold, type LoadResult, type Watch } from '../lib/loads.js';
+import { BULK_MESSAGE, FANOUT_INFLIGHT, IDLE_COUNTS, LOADS, generatorOf, type LoadSpec } from '../lib/catalogue.js';
+import { checkFanout, checkHttp, checkWs, footprint, holdIdle, runWrk, runWsLoad, type IdleHold, type LoadResult, type Watch, type WsFlavour } from '../lib/loads.js';
+import { nativeWsLoad, type NativeWsLoad } from '../lib/native-tools.js';
 import { ROOT } from '../lib/paths.js';
 import { figuresFrom, plan, PlanError, type PlanResult } from '../lib/plan.js';
 import { readPlan } from '../lib/plan-file.js';
@@ -21,7 +22,7 @@ import { UNIT, type Scenario } from '../lib/report.js';
 import { renderReport } from '../lib/report-files.js';
 import { runPlan } from '../lib/rounds.js';
 import { summarizeRecorded } from '../lib/summary.js';
-import type { TargetId } from '../lib/shape.js';
+import { FANOUT_PATH, FANOUT_TOPIC, type TargetId } from '../lib/shape.js';
 import {
   alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target, type TlsListener,
 } from '../peers/targets.js';
@@ -140,14 +141,25 @@ function writeReport(o: Options, rec: Recorded, planResult: PlanResult | undefin
   console.log(`\nwrote ${shown}/report.html, ${shown}/report.md, ${shown}/report.json`);
 }
 
-/** True when this build's `portico check` accepts `websocket: { mode: terminate }` (the terminated WebSocket exists). */
-function terminateAvailable(tmp: string): boolean {
+/**
+ * Whether this build's `portico check` accepts `websocket: { mode: terminate }` (the terminated WebSocket exists),
+ * and if not, what check said. Tried twice: a check killed by its timeout on a busy machine is not an answer.
+ */
+function terminateAvailable(tmp: string): { ok: boolean; why: string } {
   const file = path.join(tmp, 'terminate-probe.yaml');
   writeFileSync(file, 'listeners: [{ address: 127.0.0.1:1 }]\nupstreams: { a: { targets: [127.0.0.1:2] } }\nroutes: [{ match: { path: / }, proxy: a, websocket: { mode: terminate } }]\n');
-  return spawnSync(process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'check', '-c', file], { stdio: 'ignore', timeout: 20_000 }).status === 0;
+  let why = '';
+  for (let i = 0; i < 2; i++) {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'check', '-c', file], { encoding: 'utf8', timeout: 30_000 });
+    if (r.status === 0) return { ok: true, why: '' };
+    why = `${r.error?.message ?? r.signal ?? `exit ${r.status}`}: ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-2).join(' ').slice(0, 300)}`;
+  }
+  return { ok: false, why };
 }
 
 function applies(t: Target | UserTarget, l: LoadSpec): boolean {
+  // Fan-out needs the benchmark's own backend routes (a user's config has no publish endpoint to drive).
+  if (l.fanout === true && t.id === 'portico-user') return false;
   if (l.tls && t.tlsPort === undefined) return false;
   if (!l.tls && t.id !== 'direct' && 'plainPort' in t && t.plainPort === undefined) return false;
   if (t.id === 'portico-terminate') return l.websocket && l.bulk !== true;
@@ -189,8 +201,20 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
   // --quick leaves out direct-to-backend (the ceiling of client + backends), which no ratio needs, to stay under 2 minutes.
   const wanted = (id: CapacityTargetId): boolean =>
     o.config === undefined && (o.targets === undefined ? !(o.quick && id === 'direct') : o.targets.includes(id));
-  const term = wanted('portico-terminate') && terminateAvailable(tmp);
-  if (wanted('portico-terminate') && !term) notes.push('terminated WebSocket (websocket.mode terminate): not in this build, so no row; fan-out: not measured (no publish load yet)');
+  const probe = wanted('portico-terminate') ? terminateAvailable(tmp) : { ok: false, why: '' };
+  const term = probe.ok;
+  if (wanted('portico-terminate') && !term) {
+    notes.push(`terminated WebSocket (websocket.mode terminate): portico check refused it (${probe.why}), so no row`);
+    console.log(`portico-terminate: no row: portico check refused websocket.mode terminate (${probe.why})`);
+  }
+  // The native WebSocket client (bench/native/ws-load.cc) drives the WebSocket loads; the JS one is the fallback.
+  const nativeWs = nativeWsLoad();
+  const native: NativeWsLoad | undefined = nativeWs.ok ? nativeWs.tool : undefined;
+  if (!nativeWs.ok) {
+    notes.push(`native ws-load not available (${nativeWs.reason}): the WebSocket loads ran on the JS client, which may be the bottleneck (see client CPU); no fan-out load`);
+    loads = loads.filter((l) => l.fanout !== true);
+  } else if (!nativeWs.tool.tls) notes.push('native ws-load built without OpenSSL: the wss loads ran on the JS client (apt-get install libssl-dev; npm run build:bench-tools)');
+  const nativeFor = (l: LoadSpec): NativeWsLoad | undefined => (native !== undefined && (!l.tls || native.tls) ? native : undefined);
   const addon = nativeStatus();
   const conditions: Conditions = {
     date: new Date().toISOString(), finishedAt: '', command: `portico bench ${process.argv.slice(2).join(' ')}`.trim(),
@@ -229,7 +253,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     if (wanted('nginx') && peers.nginx !== undefined) add(await startNginxProxy(tmp, backends, peers.nginx, pin?.proxyCpu, await tlsFor()));
     if (wanted('haproxy') && peers.haproxy !== undefined) add(await startHaproxy(tmp, backends, peers.haproxy, pin?.proxyCpu, await tlsFor()));
     if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor() }));
-    if (term) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor(), terminate: true }));
+    if (term) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor(), terminate: true, admin: true }));
     if (peers.nginx === undefined) notes.push('nginx is not installed: no nginx row, no ratio vs nginx');
     if (peers.haproxy === undefined) notes.push('HAProxy is not installed: no HAProxy row');
   }
@@ -266,6 +290,14 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     return l.websocket ? t.wsPort : t.httpPort;
   };
   const pathsOf = (t: Target | UserTarget): { httpPath?: string; wsPath?: string; host?: string } => ('paths' in t ? t.paths : {});
+  // Fan-out: terminating Portico publishes to its clients itself (admin API); through every other target the
+  // backend publishes to the tunnelled WebSockets.
+  const fanoutOf = (t: Target | UserTarget): WsFlavour & { native: NativeWsLoad; publish: NonNullable<WsFlavour['publish']> } => ({
+    mode: 'recv', path: FANOUT_PATH, native: native as NativeWsLoad,
+    publish: t.id === 'portico-terminate' && 'adminPort' in t && t.adminPort !== undefined
+      ? { port: t.adminPort, path: `/topics/${FANOUT_TOPIC}/publish`, header: 'X-Portico-Admin: 1', inflight: FANOUT_INFLIGHT }
+      : { port: backends.wsPort, path: '/publish', inflight: FANOUT_INFLIGHT },
+  });
   const { runs } = await runPlan<Target | UserTarget, Scenario>({
     targets,
     loads: loads.map((l) => l.id),
@@ -278,6 +310,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
       const l = byId.get(id) as LoadSpec;
       const p = pathsOf(t);
       if (l.generator === 'wrk') checkHttp(portOf(t, l), { tls: l.tls, close: l.close, path: p.httpPath, host: p.host });
+      else if (l.fanout === true) checkFanout(portOf(t, l), l.size ?? 16, fanoutOf(t));
       else await checkWs(portOf(t, l), Math.min(l.size ?? 32, 4096), l.tls, { path: p.wsPath, host: p.host });
     },
     load: async (t, id, durationS) => {
@@ -289,7 +322,9 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
       try {
         const r: LoadResult = l.generator === 'wrk'
           ? await runWrk(portOf(t, l), l.connections, durationS, watchOf(t), pin?.clientCpu, { tls: l.tls, close: l.close, path: p.httpPath, host: p.host })
-          : await runWsLoad(portOf(t, l), l.connections, l.size ?? 32, durationS, watchOf(t), pin?.clientCpu, { tls: l.tls, mode: l.mode, path: p.wsPath, host: p.host });
+          : l.fanout === true
+            ? await runWsLoad(portOf(t, l), l.connections, l.size ?? 16, durationS, watchOf(t), pin?.clientCpu, fanoutOf(t))
+            : await runWsLoad(portOf(t, l), l.connections, l.size ?? 32, durationS, watchOf(t), pin?.clientCpu, { tls: l.tls, mode: l.mode, path: p.wsPath, host: p.host, native: nativeFor(l) });
         // Bulk loads count MiB each way: every echoed message carried BULK_MESSAGE bytes up and as many down.
         if (l.bulk === true) {
           const mib = (r.count * BULK_MESSAGE) / (1024 * 1024);
@@ -311,7 +346,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     version: 1,
     conditions,
     targets: targets.map((t) => ({ id: t.id, label: t.label, ...(t.error === undefined ? {} : { error: t.error }) })),
-    loads: loads.map((l) => ({ id: l.id, title: l.title, unit: UNIT[l.id], tls: l.tls, generator: generatorOf(l) })),
+    loads: loads.map((l) => ({ id: l.id, title: l.title, unit: UNIT[l.id], tls: l.tls, generator: generatorOf(l, nativeWs.ok ? { ok: true, tls: nativeWs.tool.tls } : nativeWs) })),
     runs,
     idle,
   };

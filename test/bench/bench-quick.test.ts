@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { LOADS } from '../../bench/lib/catalogue.js';
 import type { Recorded } from '../../bench/lib/recorded.js';
+import { nativeWsLoad } from '../../bench/lib/native-tools.js';
 import { SATURATED_SHARE, type Row } from '../../bench/lib/summary.js';
 import { CLI, FIXTURES, ROOT } from '../helpers/paths.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
@@ -74,6 +75,19 @@ test('portico bench --quick writes report.html/.md/.json with every standard loa
       if (row.clientCpuPct !== undefined) assert.equal(row.marks.includes('client-bound'), row.clientCpuPct >= SATURATED_SHARE * 100, `${s.load.id} ${row.label}`);
       if (row.marks.includes('disturbed')) assert.match(row.why.join(' '), /disturbed/);
     }
+  }
+  // The WebSocket loads run on the native client (g++ and libssl-dev are in CI): named in the conditions, with
+  // its latency percentiles in the rows; fan-out goes through every target, the terminating Portico included.
+  if (needPeer(t, 'g++ and libssl-dev (native ws-load)', nativeWsLoad().ok)) {
+    for (const l of rep.loads.filter((x) => LOADS.find((y) => y.id === x.id)?.generator === 'ws-load')) {
+      assert.match(l.generator, /^ws-load \(native C\+\+/, `${l.id}: ${l.generator}`);
+    }
+    const ws = rep.summary.find((s) => s.load.id === 'wss')?.rows.find((x) => x.target === 'portico');
+    assert.ok(ws?.latencyUs !== undefined && ws.latencyUs.p50 > 0, 'wss: latency percentiles from the native client');
+    const fan = rep.summary.find((s) => s.load.id === 'fanout');
+    assert.equal(fan?.load.unit, 'msg');
+    assert.deepEqual(fan?.rows.map((x) => x.target).sort(), ['haproxy', 'nginx', 'portico', 'portico-terminate']);
+    for (const row of fan?.rows ?? []) assert.ok(!row.marks.includes('failed') && (row.rate ?? 0) > 0, `fanout ${row.label}: ${row.why.join('; ')}`);
   }
   for (const run of rep.runs.filter((x) => x.ok)) {
     assert.ok(run.processes.some((p) => p.role === 'client' && p.cpuUs > 0), `${run.scenario} ${run.target}: the load generator's CPU`);
