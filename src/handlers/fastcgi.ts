@@ -96,6 +96,14 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #resRemaining = 0;
   #closeClient = false;
   #clientPausedUpstream = false;
+  /**
+   * While one read of the application's stream is taken apart (#onUpData): the small client writes it made,
+   * sent together when it is done or the response ends, so a page, its last chunk and the next record of the
+   * same read leave in one send (each send to a client on loopback costs as much as the rest of the request).
+   */
+  #holding = false;
+  #held: Buffer[] = [];
+  #heldBytes = 0;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
   /** This request counts in freshWaiting (see there) for this target, since #sentAt. */
@@ -263,8 +271,28 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #onUpData(chunk: Buffer): void {
     const reader = this.#reader;
     if (reader === null || this.#finished) return;
+    this.#holding = true;
     const problem = reader.push(chunk);
+    this.#holding = false;
+    this.#flushHeld();
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
+  }
+
+  /** Sends what #onUpData held back, in one write. */
+  #flushHeld(): void {
+    if (this.#held.length === 0) return;
+    const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#heldBytes);
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#clientWrote(this.#client.socket.write(out));
+  }
+
+  /** The client's socket said full: FPM's connection is not read until it drains. */
+  #clientWrote(ok: boolean): void {
+    if (!ok && !this.#clientPausedUpstream) {
+      this.#clientPausedUpstream = true;
+      this.#upstream?.pause();
+    }
   }
 
   // ---- RecordSink: what the reader found in the application's stream ----
@@ -345,8 +373,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
     if (this.#framing === 'chunked') {
       this.bytesOut += LAST_CHUNK.length;
-      this.#client.socket.write(LAST_CHUNK);
+      if (this.#holding) this.#hold(LAST_CHUNK);
+      else this.#client.socket.write(LAST_CHUNK);
     }
+    // the answer leaves before the connection moves on (a next pipelined request, or its close)
+    this.#flushHeld();
     this.#finishResponse();
   }
 
@@ -384,7 +415,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       return;
     }
     this.bytesOut += headStr.length;
-    this.#client.socket.write(headStr, 'latin1');
+    if (this.#holding) this.#hold(Buffer.from(headStr, 'latin1'));
+    else this.#client.socket.write(headStr, 'latin1');
   }
 
   /** Response body bytes, framed for the client; `head`, when given, leaves in the same write. */
@@ -413,18 +445,27 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       out.write(prefix, 0, 'latin1');
       body.copy(out, prefix.length);
       if (chunked) CRLF.copy(out, prefix.length + body.length);
+      if (this.#holding) {
+        this.#hold(out);
+        return;
+      }
       ok = client.write(out);
     } else {
+      this.#flushHeld();
       client.cork();
       if (prefix.length > 0) client.write(prefix, 'latin1');
       ok = client.write(body);
       if (chunked) ok = client.write(CRLF);
       client.uncork();
     }
-    if (!ok && !this.#clientPausedUpstream) {
-      this.#clientPausedUpstream = true;
-      this.#upstream?.pause();
-    }
+    this.#clientWrote(ok);
+  }
+
+  /** Held for #flushHeld; past 64 KiB held, what is held goes at once. */
+  #hold(out: Buffer): void {
+    this.#held.push(out);
+    this.#heldBytes += out.length;
+    if (this.#heldBytes >= 64 * 1024) this.#flushHeld();
   }
 
   /** This request no longer waits for a first response byte on a fresh connection (see freshWaiting). */
@@ -545,6 +586,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   abort(_err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#held = [];
+    this.#heldBytes = 0;
     this.#answered();
     this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
@@ -557,6 +600,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #fail(err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#held = []; // a broken answer: the client connection is cut, what was held with it
+    this.#heldBytes = 0;
     this.#phase = 'done';
     this.#answered();
     this.withdrawAcquire();

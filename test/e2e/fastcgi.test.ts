@@ -202,6 +202,22 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
     // the pool holds up to 4 connections from the concurrent test; 30 sequential requests open no new one
     assert.ok(seen.size <= 4, `30 sequential requests used ${seen.size} FPM connections`);
   });
+
+  await t.test('pipelined requests on one connection: each chunked page whole, in order, then the close', async () => {
+    const n = 5;
+    const text = Array.from({ length: n }, (_, i) => `GET /env.php?p=${i} HTTP/1.1\r\nHost: php.test\r\n${i === n - 1 ? 'Connection: close\r\n' : ''}\r\n`).join('');
+    const out = await raw(portico.httpPort, text);
+    const pages = out.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(pages.length, n, out.slice(0, 400));
+    pages.forEach((page, i) => {
+      assert.match(page, /^HTTP\/1\.1 200 /);
+      assert.match(page, /\r\ntransfer-encoding: chunked\r\n/i);
+      const body = page.slice(page.indexOf('\r\n\r\n') + 4);
+      assert.ok(body.endsWith('0\r\n\r\n'), `page ${i} ends with its last chunk`);
+      const json = body.replace(/^[0-9a-f]+\r\n/, '').replace(/\r\n0\r\n\r\n$/, '');
+      assert.equal((JSON.parse(json) as { get: { p: string } }).get.p, String(i));
+    });
+  });
 });
 
 test('PHP-FPM stopped -> 502; slow -> 504 (response_headers)', { timeout: 60_000 }, async (t) => {
