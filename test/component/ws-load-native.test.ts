@@ -29,6 +29,7 @@ interface Result {
   lost: number;
   closedClean: number;
   published: number;
+  publishStalls: number;
   latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number };
   cpuUserUs: number;
   cpuSystemUs: number;
@@ -176,7 +177,11 @@ test('recv mode with a publisher: each POST is delivered to every client and cou
   const r = await run(bin.binary, ['--port', String(port), '--mode', 'recv', '--connections', '20', '--size', '16', '--count', '2000', '--publish-port', String(port), '--inflight', '4']);
   assert.equal(r.code, 0, r.err);
   assert.ok(r.result.messages >= 2000, `${r.result.messages} deliveries`);
-  assert.ok(r.result.published >= 100 && r.result.published <= 100 + 4, `${r.result.published} publishes for 2,000 deliveries to 20 clients`);
+  // closed loop: at most --inflight publishes undelivered beyond what the deliveries counted (the last read may
+  // carry a few past --count), plus one per 200 ms stall (a loaded machine) that the tool counts and reports
+  const stalls = r.result.publishStalls;
+  const delivered = Math.floor(r.result.messages / 20);
+  assert.ok(r.result.published >= 100 && r.result.published <= delivered + 4 + stalls, `${r.result.published} publishes (${stalls} after a stall) for ${r.result.messages} deliveries to 20 clients`);
 });
 
 /** A raw server: a valid 101 for the client's key, then `after` bytes (or a bad 101 when `accept` is given). */
