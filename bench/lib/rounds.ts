@@ -87,6 +87,8 @@ export interface Plan<T extends PlanTarget, L extends Scenario> {
   readonly warmupS: number;
   readonly durationS: number;
   readonly noisyRetries: number;
+  /** A disturbed run is run again (one more run than planned: for a progress line). */
+  onRerun?(): void;
   /** Before any timing ("check the result before timing it"): throws when the target gets the work wrong. */
   check(t: T, l: L): Promise<void>;
   /** One timed (or warm-up) run of `durationS` seconds. */
@@ -160,7 +162,10 @@ export async function runPlan<T extends PlanTarget, L extends Scenario>(plan: Pl
               return { run: toRun(l, t.id, round + 1, result), result };
             },
             plan.noisyRetries,
-            (other) => console.log(`${head} other processes used ${(other * 100).toFixed(0)}% of a core, run again`),
+            (other) => {
+              console.log(`${head} other processes used ${(other * 100).toFixed(0)}% of a core, run again`);
+              plan.onRerun?.();
+            },
             () => plan.stopped(),
           );
           if (best === undefined) continue;

@@ -271,6 +271,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
   const idle = o.idleCounts.length === 0 ? [] : await measureIdle(idleTargets, o.idleCounts, pin?.clientCpu, stopped);
 
   let done = 0;
+  let reruns = 0; // disturbed runs run again: each is one more run than planned
   let overheadS = 0;
   const t0 = Date.now();
   const warmups = o.warmupS > 0 ? runsPerRound : 0;
@@ -279,8 +280,10 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     done++;
     overheadS += (Date.now() - startedAt) / 1000 - windowS;
     const ov = overheadS / done;
-    const left = Math.max(0, warmups - done) * (o.warmupS + ov) + Math.min(totalRuns - warmups, totalRuns - done) * (o.durationS + ov);
-    process.stderr.write(`[${done}/${totalRuns}] ${what}; ${Math.round((Date.now() - t0) / 1000)} s elapsed, about ${Math.ceil(Math.max(0, left))} s left\n`);
+    const total = totalRuns + reruns;
+    const left = Math.max(0, warmups - done) * (o.warmupS + ov) + Math.min(total - warmups, total - done) * (o.durationS + ov);
+    const again = reruns > 0 ? ` (${reruns} disturbed run${reruns === 1 ? '' : 's'} run again)` : '';
+    process.stderr.write(`[${done}/${total}] ${what}; ${Math.round((Date.now() - t0) / 1000)} s elapsed, about ${Math.ceil(Math.max(0, left))} s left${again}\n`);
   };
   const byId = new Map(loads.map((l) => [l.id, l]));
   const watchOf = (t: Target | UserTarget): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid, backends.ws.pid] });
@@ -305,6 +308,7 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     warmupS: o.warmupS,
     durationS: o.durationS,
     noisyRetries: o.noisyRetries,
+    onRerun: () => reruns++,
     applies: (t, id) => applies(t, byId.get(id) as LoadSpec),
     check: async (t, id) => {
       const l = byId.get(id) as LoadSpec;
