@@ -57,12 +57,21 @@ export interface MetricsSnapshot {
   terminated?: TerminatedCounters;
   /** Log lines dropped because stdout's reader or the access-log file's disk did not keep up (line-writer.ts). */
   logDropped?: LogDropped;
+  staticCache?: StaticCacheStats;
 }
 
 /** Lines dropped per destination: stdout (access log and pino's lines) and the `log.access_file` files. */
 export interface LogDropped {
   stdout: number;
   file: number;
+}
+
+/** The static-file cache of one worker (handlers/static-cache.ts), or summed over workers. */
+export interface StaticCacheStats {
+  entries: number;
+  bytes: number;
+  hits: number;
+  misses: number;
 }
 
 /** Terminated WebSockets of one worker, or summed over workers. */
@@ -341,9 +350,17 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
     ...(a.logDropped === undefined && b.logDropped === undefined
       ? {}
       : { logDropped: { stdout: (a.logDropped?.stdout ?? 0) + (b.logDropped?.stdout ?? 0), file: (a.logDropped?.file ?? 0) + (b.logDropped?.file ?? 0) } }),
+    ...(a.staticCache === undefined && b.staticCache === undefined ? {} : { staticCache: sumStaticCache(a.staticCache, b.staticCache) }),
   };
 }
 
+
+function sumStaticCache(a: StaticCacheStats | undefined, b: StaticCacheStats | undefined): StaticCacheStats {
+  const z = { entries: 0, bytes: 0, hits: 0, misses: 0 };
+  const x = a ?? z;
+  const y = b ?? z;
+  return { entries: x.entries + y.entries, bytes: x.bytes + y.bytes, hits: x.hits + y.hits, misses: x.misses + y.misses };
+}
 function sumPipes(a: PipeGauges | undefined, b: PipeGauges | undefined): PipeGauges {
   const z: PipeGauges = { open: 0, inUse: 0, cap: 0, copies: 0 };
   const x = a ?? z;
@@ -406,6 +423,14 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   metric('portico_upstream_errors_total', 'counter', 'Upstream failures by error code.', codes.map(([code, n]) => [labels({ code }), n ?? 0]));
   metric('portico_tls_handshake_errors_total', 'counter', 'TLS handshakes that failed or timed out.', [['', s.tlsHandshakeErrors]]);
   metric('portico_tls_native_handshakes_total', 'counter', 'TLS handshakes completed by the native addon (the others by Node).', [['', s.nativeTlsHandshakes ?? 0]]);
+  if (s.staticCache !== undefined) {
+    metric('portico_static_cache_entries', 'gauge', 'Lookups held by the static-file caches (static_cache.entries per worker), summed over workers.', [['', s.staticCache.entries]]);
+    metric('portico_static_cache_bytes', 'gauge', 'File contents and compressed forms held by the static-file caches (static_cache.memory per worker).', [['', s.staticCache.bytes]]);
+    metric('portico_static_cache_lookups_total', 'counter', 'Static-file lookups, by whether a valid cached entry answered them.', [
+      [labels({ result: 'hit' }), s.staticCache.hits],
+      [labels({ result: 'miss' }), s.staticCache.misses],
+    ]);
+  }
   metric('portico_log_lines_dropped_total', 'counter', 'Log lines dropped because their buffer was full or a write failed (stdout\'s reader or the access-log disk too slow), by destination.', [
     [labels({ to: 'stdout' }), s.logDropped?.stdout ?? 0],
     [labels({ to: 'file' }), s.logDropped?.file ?? 0],

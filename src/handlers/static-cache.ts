@@ -48,6 +48,9 @@ export class StaticCache {
   /** Insertion order is recency order: a hit moves its key to the end, eviction takes from the front. */
   readonly #map = new Map<string, CacheEntry>();
   #bytes = 0;
+  /** Lookups answered by a valid entry, and the others (for metrics). */
+  hits = 0;
+  misses = 0;
 
   constructor(limits: CacheLimits, now: () => number = Date.now) {
     this.limits = limits;
@@ -67,8 +70,11 @@ export class StaticCache {
   /** The entry for `key` while it is valid (and now the most recently used), else undefined. */
   get(key: string): CacheEntry | undefined {
     const e = this.#map.get(key);
-    if (e === undefined) return undefined;
-    if (e.expires <= this.#now()) return undefined;
+    if (e === undefined || e.expires <= this.#now()) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
     this.#map.delete(key);
     this.#map.set(key, e);
     return e;

@@ -9,6 +9,7 @@
 import { fstatSync, read, readSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { ProxyError } from '../core/errors.js';
+import type { StaticCacheStats } from '../core/metrics.js';
 import type { StaticCacheConfig } from '../config/static-cache.js';
 import type { StaticDecision, StaticConfig } from '../route/router.js';
 import type { RequestHead } from '../wire/http-head.js';
@@ -43,12 +44,18 @@ let cache = new StaticCache(DEFAULT_CACHE);
 export function setStaticCache(c: StaticCacheConfig): void {
   const l = cache.limits;
   if (l.entries === c.entries && l.valid === c.valid && l.errors === c.errors && l.file_size === c.file_size && l.memory === c.memory) return;
+  pastHits += cache.hits;
+  pastMisses += cache.misses;
   cache = new StaticCache(c);
 }
 
-/** The cache's fill (tests and /status). */
-export function staticCacheStats(): { entries: number; bytes: number } {
-  return { entries: cache.size, bytes: cache.bytes };
+/** Lookups of the caches this worker has had (a reload that changes the limits starts a new one). */
+let pastHits = 0;
+let pastMisses = 0;
+
+/** The cache's fill and its lookups so far (metrics and tests). */
+export function staticCacheStats(): StaticCacheStats {
+  return { entries: cache.size, bytes: cache.bytes, hits: pastHits + cache.hits, misses: pastMisses + cache.misses };
 }
 
 const roots = new WeakMap<StaticConfig, string>();

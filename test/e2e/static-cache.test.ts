@@ -13,6 +13,7 @@ import type { TestContext } from 'node:test';
 import { request, type SimpleResponse } from '../helpers/clients.js';
 import { plainListener, startPortico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
+import { adminUrl } from '../helpers/admin.js';
 
 const VALID_MS = 3000;
 /** Longest wait for a change to show: the window plus room for a loaded machine. */
@@ -180,4 +181,31 @@ test('static cache: a .gz sibling asked for by its own name keeps its own type a
     assert.equal(direct.headers['content-type'], 'application/gzip');
     assert.equal(gunzipSync(direct.body).toString(), js);
   }
+});
+
+test('static cache in /metrics: entries and bytes held, lookups by hit and miss, summed over workers', { timeout: 60_000 }, async (t) => {
+  const { root } = folder(t);
+  writeFileSync(path.join(root, 'small.txt'), 'cached body\n');
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    admin: { address: '127.0.0.1:0' },
+    static_cache: { valid: '60s' },
+    routes: [{ match: { path: '/' }, static: { root } }],
+  });
+  const base = `http://127.0.0.1:${portico.httpPort}`;
+  for (let i = 0; i < 3; i++) assert.equal((await request(`${base}/small.txt`)).status, 200);
+  assert.equal((await request(`${base}/missing.txt`)).status, 404);
+  const text = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+  const value = (name: string): number => {
+    const m = new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm').exec(text);
+    assert.ok(m !== null, `${name} in /metrics`);
+    return Number(m[1]);
+  };
+  assert.match(text, /# TYPE portico_static_cache_entries gauge\n/);
+  assert.ok(value('portico_static_cache_entries') >= 1);
+  assert.ok(value('portico_static_cache_bytes') >= 'cached body\n'.length);
+  // the first lookup of each path misses, the repeats hit
+  assert.ok(value('portico_static_cache_lookups_total{result="hit"}') >= 2);
+  assert.ok(value('portico_static_cache_lookups_total{result="miss"}') >= 2);
 });

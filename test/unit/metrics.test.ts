@@ -156,3 +156,16 @@ test('log lines dropped (stdout, file) add up over workers and render as a count
   assert.match(text, /\nportico_log_lines_dropped_total\{to="file"\} 5\n/);
   assert.match(renderPrometheus(emptySnapshot()), /\nportico_log_lines_dropped_total\{to="file"\} 0\n/);
 });
+
+test('the static-file caches add up over workers: entries and bytes as gauges, lookups by hit and miss', () => {
+  const a = { ...emptySnapshot(), staticCache: { entries: 3, bytes: 100, hits: 7, misses: 2 } };
+  const b = { ...emptySnapshot(), staticCache: { entries: 1, bytes: 20, hits: 1, misses: 4 } };
+  const sum = sumSnapshots(sumSnapshots(a, b), emptySnapshot());
+  assert.deepEqual(sum.staticCache, { entries: 4, bytes: 120, hits: 8, misses: 6 });
+  const text = renderPrometheus(sum);
+  assert.match(text, /\n# TYPE portico_static_cache_entries gauge\nportico_static_cache_entries 4\n/);
+  assert.match(text, /\nportico_static_cache_bytes 120\n/);
+  assert.match(text, /\nportico_static_cache_lookups_total\{result="hit"\} 8\n/);
+  assert.match(text, /\nportico_static_cache_lookups_total\{result="miss"\} 6\n/);
+  assert.doesNotMatch(renderPrometheus(emptySnapshot()), /portico_static_cache/, 'no cache figures from a snapshot without them');
+});
