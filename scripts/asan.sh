@@ -23,4 +23,6 @@ export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
 node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js \
   dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)
-node --test --test-name-pattern='^(?!up to )' dist/test/e2e/native-accept.test.js
+# (named one by one: Node 20's --test-name-pattern ran it despite a negative lookahead; ASan's quarantine also
+# keeps freed memory, so its RSS check cannot hold there)
+node --test --test-name-pattern='connections at once' --test-name-pattern='past the fd limit' --test-name-pattern='^SIGTERM: the listener' dist/test/e2e/native-accept.test.js
