@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { isPlainObject } from '../core/util.js';
+import { scanTemplate } from './template.js';
 
 /**
  * Variables `params` values may use: nginx's names and meaning. `$document_root` is `root`;
@@ -33,40 +34,13 @@ export type TemplatePart = { readonly text: string } | { readonly variable: Fast
 
 const KNOWN = new Set<string>(FASTCGI_VARIABLES);
 
-/** `$name`, `${name}`, `$$` (a literal `$`), a lone `$` literal: the header templates' syntax (route-rules.ts). */
+/** A params value as a template, with the header templates' syntax (scanTemplate); a string says what is wrong. */
 export function parseParamTemplate(value: string): TemplatePart[] | string {
-  const parts: TemplatePart[] = [];
-  let text = '';
-  let i = 0;
-  while (i < value.length) {
-    const dollar = value.indexOf('$', i);
-    if (dollar === -1) {
-      text += value.slice(i);
-      break;
-    }
-    text += value.slice(i, dollar);
-    const rest = value.slice(dollar + 1);
-    if (rest.startsWith('$')) {
-      text += '$';
-      i = dollar + 2;
-      continue;
-    }
-    const m = /^\{([A-Za-z_][A-Za-z0-9_]*)\}|^([A-Za-z_][A-Za-z0-9_]*)/.exec(rest);
-    if (m === null) {
-      if (rest.startsWith('{')) return `invalid \${...} at offset ${dollar}`;
-      text += '$';
-      i = dollar + 1;
-      continue;
-    }
-    const name = m[1] ?? m[2];
-    if (!KNOWN.has(name)) return `unknown variable $${name} (known: ${FASTCGI_VARIABLES.map((v) => `$${v}`).join(', ')}; write $$ for a literal $)`;
-    if (text !== '') parts.push({ text });
-    text = '';
-    parts.push({ variable: name as FastcgiVariable });
-    i = dollar + 1 + m[0].length;
-  }
-  if (text !== '' || parts.length === 0) parts.push({ text });
-  return parts;
+  const r = scanTemplate<TemplatePart>(value, (name) =>
+    KNOWN.has(name) ? { variable: name as FastcgiVariable } : { refused: `unknown variable $${name} (known: ${FASTCGI_VARIABLES.map((v) => `$${v}`).join(', ')}; write $$ for a literal $)` },
+  );
+  if (!r.ok) return r.message;
+  return r.parts.map((p) => (typeof p === 'string' ? { text: p } : p));
 }
 
 /** CGI/1.1 meta-variable names: what FPM reads into $_SERVER (letters, digits, `_`). */

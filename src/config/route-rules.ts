@@ -8,6 +8,7 @@
 // name (`${host}_x`). `$$` is a literal `$`; a `$` not followed by a letter, `_` or `{` is literal too
 // (`5$`, `$ 1`). Any other `$name` is a config error (validateHeaderTemplates reports it with its path).
 import type { Config } from './schema.js';
+import { scanTemplate } from './template.js';
 
 /** Values a header template may use (nginx names and meaning). */
 export interface RequestVars {
@@ -41,9 +42,10 @@ export class RouterConfigError extends Error {
 // ---------------------------------------------------------------------------------------------------------
 // Header templates
 
-type Part = string | ((v: RequestVars) => string);
+type Getter = (v: RequestVars) => string;
+type Part = string | Getter;
 
-const VARIABLES: Readonly<Record<string, (v: RequestVars) => string>> = {
+const VARIABLES: Readonly<Record<string, Getter>> = {
   remote_addr: (v) => v.remoteAddr,
   host: (v) => v.host,
   scheme: (v) => v.scheme,
@@ -59,9 +61,6 @@ const VARIABLES: Readonly<Record<string, (v: RequestVars) => string>> = {
 };
 const KNOWN = Object.keys(VARIABLES).map((n) => `$${n}`).join(', ');
 
-const isNameStart = (c: number): boolean => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95; // a-z A-Z _
-const isNameChar = (c: number): boolean => isNameStart(c) || (c >= 48 && c <= 57);
-
 function unknownVariable(name: string): string {
   // nginx configs often carry these; Portico does their job by itself, so say so instead of a bare "unknown".
   if (name.startsWith('http_') || name === 'connection_upgrade') {
@@ -71,50 +70,10 @@ function unknownVariable(name: string): string {
   return `unknown variable $${name} (known: ${KNOWN}; write $$ for a literal $)`;
 }
 
+
 /** Splits a header value template into literal text and variable getters, or says what is wrong with it. */
 export function parseHeaderTemplate(value: string): { ok: true; parts: Part[] } | { ok: false; message: string } {
-  const parts: Part[] = [];
-  let text = '';
-  let i = 0;
-  while (i < value.length) {
-    const dollar = value.indexOf('$', i);
-    if (dollar === -1) {
-      text += value.slice(i);
-      break;
-    }
-    text += value.slice(i, dollar);
-    const next = value.charCodeAt(dollar + 1); // NaN past the end
-    let name: string;
-    if (next === 36 /* $ */) {
-      text += '$';
-      i = dollar + 2;
-      continue;
-    } else if (next === 123 /* { */) {
-      const close = value.indexOf('}', dollar + 2);
-      if (close === -1) return { ok: false, message: `unterminated \${ at offset ${dollar}` };
-      name = value.slice(dollar + 2, close);
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
-        return { ok: false, message: `invalid variable name \${${name}} at offset ${dollar}` };
-      }
-      i = close + 1;
-    } else if (isNameStart(next)) {
-      let end = dollar + 2;
-      while (end < value.length && isNameChar(value.charCodeAt(end))) end++;
-      name = value.slice(dollar + 1, end);
-      i = end;
-    } else {
-      text += '$'; // a lone `$` (end of value, before a space or a digit) is literal
-      i = dollar + 1;
-      continue;
-    }
-    const getter = Object.hasOwn(VARIABLES, name) ? VARIABLES[name] : undefined;
-    if (getter === undefined) return { ok: false, message: unknownVariable(name) };
-    if (text !== '') parts.push(text);
-    text = '';
-    parts.push(getter);
-  }
-  if (text !== '' || parts.length === 0) parts.push(text);
-  return { ok: true, parts };
+  return scanTemplate<Getter>(value, (name) => (Object.hasOwn(VARIABLES, name) ? VARIABLES[name] : { refused: unknownVariable(name) }));
 }
 
 /** Builds the renderer: a constant, a single getter, or a loop that concatenates precomputed parts. */
