@@ -777,6 +777,8 @@ test('fastcgi: bad values are refused with their YAML path', (t) => {
     ['index: index.php }', "index: index.php, split_path_info: '^(.+\\.php)$' }", 'routes[2].fastcgi.split_path_info', 'split_path_info', /two capture groups/],
     ['index: index.php }', "index: index.php, split_path_info: '(' }", 'routes[2].fastcgi.split_path_info', 'split_path_info', /invalid regular expression/],
     ['index: index.php }', "index: index.php, params: { APP: '$nope' } }", 'routes[2].fastcgi.params.APP', 'params:', /unknown variable \$nope/],
+    ['index: index.php }', "index: index.php, params: { APP: '${uri' } }", 'routes[2].fastcgi.params.APP', 'params:', /unterminated \$\{ at offset 0/],
+    ['index: index.php }', "index: index.php, params: { APP: 'x${1a}' } }", 'routes[2].fastcgi.params.APP', 'params:', /invalid variable name \$\{1a\} at offset 1/],
     ['index: index.php }', "index: index.php, params: { HTTP_PROXY: x } }", 'routes[2].fastcgi.params.HTTP_PROXY', 'params:', /httpoxy/],
     ['targets: [127.0.0.1:9000]', 'targets: [unix:php.sock]', 'upstreams.php.targets[0]', 'unix:php.sock', /unix:\/absolute\/path/],
   ];
