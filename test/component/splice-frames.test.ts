@@ -11,7 +11,8 @@ import { test, type TestContext } from 'node:test';
 import { native } from '../../src/native/addon.js';
 import type { ClosedBy } from '../../src/core/socket.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
-import { Acceptor } from '../helpers/acceptor.js';
+import { acceptors, relayEnds } from '../helpers/acceptor.js';
+import { spliceStartFails } from '../helpers/splice-faults.js';
 
 const NO_NATIVE = nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`;
 
@@ -79,13 +80,8 @@ async function wsTunnel(
   t: TestContext,
   rest: { client?: Buffer; upstream?: Buffer } = {},
 ): Promise<{ clientPeer: net.Socket; upstreamPeer: net.Socket; tunnel: SpliceTunnel; closed: Promise<ClosedBy> }> {
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
-  const [clientPeer, tunnelClient] = await front.pair();
-  const [tunnelUpstream, upstreamPeer] = await back.pair();
-  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  const { front, back } = await acceptors(t);
+  const { clientPeer, tunnelClient, tunnelUpstream, upstreamPeer } = await relayEnds(t, front, back);
   assert.ok(canSplice(tunnelClient, tunnelUpstream));
   let tunnel!: SpliceTunnel;
   const closed = new Promise<ClosedBy>((resolve) => {
@@ -245,24 +241,11 @@ test('a big frame\'s payload is spliced through a pipe; small frames never take 
 });
 
 test('a WebSocket tunnel that falls back to the JS relay (the relay could not start) still closes with Close 1001, its trackers fed the leftovers', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
-  const addon = native()!;
-  const real = addon.spliceStart;
-  // the contract of spliceStart: it owns the fds even when it throws
-  addon.spliceStart = (a, b) => {
-    addon.close(a);
-    addon.close(b);
-    throw new Error('spliceStart: pipe2: Too many open files');
-  };
-  t.after(() => (addon.spliceStart = real));
+  spliceStartFails(t);
   const upFrame = frame(2, Buffer.from([0x82, 0x7f, 0, 0, 0, 0, 0, 0, 0, 9]), { mask: Buffer.alloc(4) });
   const downFrame = frame(1, Buffer.alloc(70_000, 0x42));
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
-  const [clientPeer, tunnelClient] = await front.pair();
-  const [tunnelUpstream, upstreamPeer] = await back.pair();
-  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  const { front, back } = await acceptors(t);
+  const { clientPeer, tunnelClient, tunnelUpstream, upstreamPeer } = await relayEnds(t, front, back);
   let tunnel!: SpliceTunnel;
   const closed = new Promise<ClosedBy>((resolve) => {
     tunnel = new SpliceTunnel(tunnelClient, tunnelUpstream, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!), true);

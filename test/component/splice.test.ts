@@ -10,7 +10,8 @@ import { test, type TestContext } from 'node:test';
 import { native } from '../../src/native/addon.js';
 import type { ClosedBy } from '../../src/core/socket.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
-import { Acceptor } from '../helpers/acceptor.js';
+import { Acceptor, acceptors, relayEnds } from '../helpers/acceptor.js';
+import { spliceStartFails } from '../helpers/splice-faults.js';
 
 const NO_NATIVE = nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`;
 
@@ -47,10 +48,7 @@ async function oneTunnel(front: Acceptor, back: Acceptor): Promise<ClosedBy> {
 }
 
 test('1000 splice tunnels opened and closed leave the number of open fds unchanged', { skip: NO_NATIVE, timeout: 120_000 }, async (t) => {
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
+  const { front, back } = await acceptors(t);
   // the first tunnel starts the relay thread (its epoll and wake-up fds live as long as the process)
   await oneTunnel(front, back);
   const before = fdsBesidesFreePipes();
@@ -80,10 +78,7 @@ async function rawTunnel(front: Acceptor, back: Acceptor): Promise<{ clientPeer:
 
 test('idle splice tunnels hold their two sockets only: pipes come from the pool while bytes move and go back empty', { skip: NO_NATIVE, timeout: 60_000 }, async (t) => {
   const addon = native()!;
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
+  const { front, back } = await acceptors(t);
   await oneTunnel(front, back); // starts the relay thread
   const N = 200;
   const before = fdsBesidesFreePipes();
@@ -132,10 +127,7 @@ test('at the pipe cap a tunnel copies through a small buffer: nothing refused, e
   const cap = addon.pipeStats().cap;
   addon.setPipeCap(0);
   t.after(() => addon.setPipeCap(cap));
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
+  const { front, back } = await acceptors(t);
   const copiesBefore = addon.pipeStats().copies;
   const x = await rawTunnel(front, back);
   const blob = Buffer.alloc(4 << 20);
@@ -153,13 +145,8 @@ test('at the pipe cap a tunnel copies through a small buffer: nothing refused, e
 });
 
 test('bytes the owner queued before start() (and the leftovers) reach the peer before any spliced byte', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
-  const [clientPeer, tunnelClient] = await front.pair();
-  const [tunnelUpstream, upstreamPeer] = await back.pair();
-  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  const { front, back } = await acceptors(t);
+  const { clientPeer, tunnelClient, tunnelUpstream, upstreamPeer } = await relayEnds(t, front, back);
   // 8 MiB the owner wrote (a replayed head, say) is still queued in Node when the tunnel starts
   const queued = Buffer.alloc(8 * 1024 * 1024, 0x61);
   tunnelUpstream.write(queued);
@@ -184,19 +171,8 @@ test('bytes the owner queued before start() (and the leftovers) reach the peer b
 });
 
 test('a relay that cannot start (EMFILE, say) falls back to the JS relay on the untouched sockets', { skip: NO_NATIVE, timeout: 30_000 }, async (t) => {
-  const addon = native()!;
-  const real = addon.spliceStart;
-  // the contract of spliceStart: it owns the fds even when it throws
-  addon.spliceStart = (a, b) => {
-    addon.close(a);
-    addon.close(b);
-    throw new Error('spliceStart: pipe2: Too many open files');
-  };
-  t.after(() => (addon.spliceStart = real));
-  const front = new Acceptor();
-  const back = new Acceptor();
-  await front.listen(t);
-  await back.listen(t);
+  spliceStartFails(t);
+  const { front, back } = await acceptors(t);
   const before = openFds();
   const [clientPeer, tunnelClient] = await front.pair();
   const [tunnelUpstream, upstreamPeer] = await back.pair();

@@ -39,3 +39,27 @@ export class Acceptor {
     return [c, await new Promise<net.Socket>((resolve) => this.#waiting.set(local, resolve))];
   }
 }
+
+/** Two listening acceptors: `front` gives a relay its client side, `back` its upstream side. */
+export async function acceptors(t: TestContext): Promise<{ front: Acceptor; back: Acceptor }> {
+  const front = new Acceptor();
+  const back = new Acceptor();
+  await front.listen(t);
+  await back.listen(t);
+  return { front, back };
+}
+
+/** The four ends around a relay under test, destroyed when the test ends: the relay joins tunnelClient and tunnelUpstream. */
+export interface RelayEnds {
+  clientPeer: net.Socket;
+  tunnelClient: net.Socket;
+  tunnelUpstream: net.Socket;
+  upstreamPeer: net.Socket;
+}
+
+export async function relayEnds(t: TestContext, front: Acceptor, back: Acceptor): Promise<RelayEnds> {
+  const [clientPeer, tunnelClient] = await front.pair();
+  const [tunnelUpstream, upstreamPeer] = await back.pair();
+  t.after(() => [clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].forEach((s) => s.destroy()));
+  return { clientPeer, tunnelClient, tunnelUpstream, upstreamPeer };
+}
