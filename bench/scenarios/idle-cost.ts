@@ -2,6 +2,9 @@
 // addon is loaded) and TLS; with --ws terminate, per terminated WebSocket (uWebSockets.js) instead. Starts `portico start` from --root (any checkout with dist/ built, so the same script
 // measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
+// Each reading is taken twice: at once, and after a full GC in the worker (through the inspector, which Portico is
+// started with): V8 frees the handshakes' garbage only some 10-30 s after they stop, and what an idle connection
+// costs for good is what stays after that. nginx and HAProxy have no such garbage: compare them with the second.
 // Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate]
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -9,6 +12,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { WebSocket, WebSocketServer } from 'ws';
+import { collectGarbageIn, INSPECT_ENV } from '../../test/helpers/inspector-gc.js';
 import { readArgs } from '../lib/args.js';
 import { benchmarkMain, fdCount as fds, rssKiB, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
 
@@ -44,9 +48,14 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
     path.join(dir, 'p.yaml'),
     `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? ', websocket: { mode: terminate }' : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
   );
-  const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...INSPECT_ENV } });
   started.push(proc);
   const child = proc.child;
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString();
+    if (!c.toString().includes('Debugger') && !c.toString().includes('inspector')) process.stderr.write(c);
+  });
   let buf = '';
   const listening = await new Promise<{ listeners: Array<{ port: number }>; admin: { port: number } }>((resolve, reject) => {
     child.stdout?.on('data', (c: Buffer) => {
@@ -79,14 +88,18 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   while ((await status()).workers[0].tunnels !== 0) await new Promise((r) => setTimeout(r, 50));
   const rss0 = rssKiB(pid);
   const fd0 = fds(pid);
+  await collectGarbageIn(stderr, pid);
+  const gc0 = rssKiB(pid);
   const sockets: WebSocket[] = [];
   for (let i = 0; i < n; i += 50) sockets.push(...(await Promise.all(Array.from({ length: Math.min(50, n - i) }, open))));
   while ((await status()).workers[0].tunnels !== n) await new Promise((r) => setTimeout(r, 50));
   const rss1 = rssKiB(pid);
   const fd1 = fds(pid);
+  await collectGarbageIn(stderr, pid);
+  const gc1 = rssKiB(pid);
   console.log(
     `${mode}${terminate ? ' terminate' : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
-      `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
+      `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}); after a full GC: ${((gc1 - gc0) / n).toFixed(1)} KiB RSS per tunnel (${gc0} -> ${gc1} KiB); root ${root}`,
   );
   for (const ws of sockets) ws.terminate();
   await stopTree(proc);

@@ -47,9 +47,14 @@ async function session<T>(url: string, run: (call: (method: string, params?: obj
 }
 
 /** Runs two full collections in the process `pid` of `portico` (started with INSPECT_ENV). */
-export async function collectGarbage(portico: Portico, pid: number): Promise<void> {
-  const urls = [...portico.stderr.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1]);
-  assert.ok(urls.length > 0, `Portico was started without the inspector (INSPECT_ENV); stderr: ${portico.stderr.slice(0, 500)}`);
+export function collectGarbage(portico: Portico, pid: number): Promise<void> {
+  return collectGarbageIn(portico.stderr, pid);
+}
+
+/** The same for any Portico started with INSPECT_ENV, given what its processes wrote to stderr so far. */
+export async function collectGarbageIn(stderr: string, pid: number): Promise<void> {
+  const urls = [...stderr.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].map((m) => m[1]);
+  assert.ok(urls.length > 0, `Portico was started without the inspector (INSPECT_ENV); stderr: ${stderr.slice(0, 500)}`);
   for (const url of urls) {
     const done = await session(url, async (call) => {
       const reply = await call('Runtime.evaluate', { expression: 'process.pid', returnByValue: true });
