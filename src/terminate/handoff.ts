@@ -2,13 +2,17 @@
 // to the worker's uWebSockets.js app: a unix connection gets a PROXY v2 header (the client's addresses) and a
 // handshake head Portico writes itself (the client's key and extension offer, a one-time token), then the bytes
 // between the client and uWS move by splice (plain client sockets: no byte through JavaScript) or by the JS relay
-// (a TLS client whose TLS Node terminated: the seam for the native TLS path). It checks the backend's answer,
-// builds the session (session.ts), and reports the end to its owner once.
+// (a TLS client whose TLS Node terminated: the seam for the native TLS path). A route with `handoff: adopt` whose
+// client connection was only peeked (nothing consumed: native I/O's peek mode) hands the client's own socket to
+// uWS instead (adoptSocket): uWS reads the client's head itself, no hop, no relay. It checks the backend's
+// answer, builds the session (session.ts), and reports the end to its owner once.
 import net from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { WebsocketConfig } from '../config/schema.js';
+import { native } from '../native/addon.js';
+import { NativeSocket } from '../native/io.js';
 import { headerValue } from '../handlers/rewrite.js';
 import { Tunnel } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
@@ -56,6 +60,11 @@ export interface HandoffInput {
   /** The upstream and the target (its id: the address as written) the backend leg went to. */
   readonly upstream: string;
   readonly target: string;
+  /**
+   * The route asks for `handoff: adopt` and the connection qualifies (its first request, nothing past the head
+   * when it was routed): the client socket goes to uWS whole when it is still unconsumed, else the relay.
+   */
+  readonly adopt: boolean;
 }
 
 /**
@@ -123,6 +132,8 @@ export class TerminatedConnection {
   /** Where the backend leg went: upstream name and target id (a drained target drains its connections). */
   readonly upstream: string;
   readonly target: string;
+  /** How the client reached uWS: its socket adopted, or the unix hop and a relay. */
+  readonly handoff: 'adopt' | 'relay';
 
   constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
     this.#owner = owner;
@@ -131,33 +142,49 @@ export class TerminatedConnection {
     this.#metrics = metrics;
     const ws = input.websocket;
     this.drainInterval = ws.drain_rate;
+    const client = input.client;
+    // the client's own socket, nothing consumed: uWS will read its head (and any frame sent after it) itself
+    const fd = input.adopt && client instanceof NativeSocket ? client.takeWhole() : undefined;
+    // anything that stays with the relay was read by Portico: reads from here on consume (the splice relay's dup too)
+    if (fd === undefined && client instanceof NativeSocket) client.commit();
+    this.handoff = fd === undefined ? 'relay' : 'adopt';
     this.session = new TerminatedSession(input.backend, input.backendRest, ws, topicsOf(input.backendAnswer), {
       opened: () => {
         this.#opened = true;
         this.#metrics.terminatedOpened();
       },
       ended: (_s, end) => this.#sessionDone(end),
-      holdClient: (on) => {
-        this.#heldUp = on;
-        this.#relay?.holdUp(on);
-      },
+      holdClient:
+        fd !== undefined
+          ? undefined
+          : (on) => {
+              this.#heldUp = on;
+              this.#relay?.holdUp(on);
+            },
     });
     const head = input.clientHead;
-    const target = svc.app.expect(
-      { maxMessage: ws.max_message_size, maxBuffer: ws.max_buffer, compression: ws.compression },
-      {
-        session: this.session,
-        protocol: headerValue(input.backendAnswer.headers, 'sec-websocket-protocol') ?? '',
-        key: headerValue(head.headers, 'sec-websocket-key') ?? '',
-        extensions: ws.compression ? (input.extensionOffer ?? '') : '',
-      },
-    );
-    this.#target = target;
+    const settings = { maxMessage: ws.max_message_size, maxBuffer: ws.max_buffer, compression: ws.compression };
+    const pending = {
+      session: this.session,
+      protocol: headerValue(input.backendAnswer.headers, 'sec-websocket-protocol') ?? '',
+      key: headerValue(head.headers, 'sec-websocket-key') ?? '',
+      extensions: ws.compression ? (input.extensionOffer ?? '') : '',
+    };
     this.route = input.route;
     this.upstream = input.upstream;
     this.target = input.target;
     svc.open.add(this);
-    this.#handOff(input, target);
+    if (fd !== undefined) {
+      // no relay: the client's end is uWS's close callback (or, if it never upgrades, the app's pending timeout)
+      this.#relayEnded = true;
+      if (!svc.app.adopt(settings, pending, fd, owner.remoteAddr)) {
+        native()?.close(fd);
+        this.session.handoffFailed('uWebSockets.js did not adopt the client socket');
+      }
+      return;
+    }
+    this.#target = svc.app.expect(settings, pending);
+    this.#handOff(input, this.#target);
   }
 
   /** Connects to the app's unix socket, writes PROXY v2 + the hand-off head, then relays client <-> uWS. */
@@ -214,7 +241,7 @@ export class TerminatedConnection {
   #maybeDone(): void {
     if (!this.#relayEnded || !this.#sessionEnded) return;
     this.#svc.open.delete(this);
-    this.#owner.terminatedEnded(this.#end);
+    this.#owner.terminatedEnded(this.#end === undefined ? undefined : { ...this.#end, handoff: this.handoff });
   }
 
   sweep(now: number): void {
