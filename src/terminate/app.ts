@@ -139,11 +139,16 @@ export class TerminateApp {
 
   /** Sends a message to every subscriber of `topic` in this worker; false when it has none. */
   publish(topic: string, data: Buffer, binary: boolean): boolean {
-    return this.#app.publish(topic, data, binary);
+    // topics are per uWS app: the hop's and each adopting app's subscribers
+    let any = this.#app.publish(topic, data, binary);
+    for (const app of this.#adopters.values()) any = app.publish(topic, data, binary) || any;
+    return any;
   }
 
   numSubscribers(topic: string): number {
-    return this.#app.numSubscribers(topic);
+    let n = this.#app.numSubscribers(topic);
+    for (const app of this.#adopters.values()) n += app.numSubscribers(topic);
+    return n;
   }
 
   close(): void {

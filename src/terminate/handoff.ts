@@ -123,6 +123,8 @@ export class TerminatedConnection {
   readonly #svc: TerminateServices;
   readonly #metrics: Metrics;
   #opened = false;
+  /** Client bytes read past its head: written to uWS once it opened the WebSocket (see #handOff), then the relay starts. */
+  #startAfterOpen: (() => void) | null = null;
   /** The session asked to stop reading the client (a slow backend); applied to the relay once it exists. */
   #heldUp = false;
   /** The route's drain_rate as ms between two closes (drain.ts). */
@@ -144,7 +146,8 @@ export class TerminatedConnection {
     this.drainInterval = ws.drain_rate;
     const client = input.client;
     // the client's own socket, nothing consumed: uWS will read its head (and any frame sent after it) itself
-    const fd = input.adopt && client instanceof NativeSocket ? client.takeWhole() : undefined;
+    // (not when the client sent bytes past its head before our 101: uWS drops what follows an upgrade in one read)
+    const fd = input.adopt && input.clientRest === null && client instanceof NativeSocket ? client.takeWhole() : undefined;
     // anything that stays with the relay was read by Portico: reads from here on consume (the splice relay's dup too)
     if (fd === undefined && client instanceof NativeSocket) client.commit();
     this.handoff = fd === undefined ? 'relay' : 'adopt';
@@ -152,6 +155,9 @@ export class TerminatedConnection {
       opened: () => {
         this.#opened = true;
         this.#metrics.terminatedOpened();
+        const start = this.#startAfterOpen;
+        this.#startAfterOpen = null;
+        start?.();
       },
       ended: (_s, end) => this.#sessionDone(end),
       holdClient:
@@ -197,10 +203,19 @@ export class TerminatedConnection {
     unix.on('error', fail);
     client.on('error', fail);
     client.on('close', fail);
-    unix.once('connect', () => {
+    const startRelay = (): void => {
       unix.removeListener('error', fail);
+      unix.removeListener('close', fail);
       client.removeListener('error', fail);
       client.removeListener('close', fail);
+      if (this.#relayEnded) return;
+      const timeouts = { idle: 0, lifetime: 0 };
+      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
+      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
+      this.#relay.start(null, null);
+      if (this.#heldUp) this.#relay.holdUp(true);
+    };
+    unix.once('connect', () => {
       if (client.destroyed) {
         unix.destroy();
         this.#relayClosed();
@@ -208,11 +223,19 @@ export class TerminatedConnection {
       }
       const ext = input.websocket.compression ? input.extensionOffer : undefined;
       unix.write(Buffer.concat([buildProxyV2(input.source, input.destination), Buffer.from(handoffHead(target, input.clientHead, ext), 'latin1')]));
-      const timeouts = { idle: 0, lifetime: 0 };
-      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
-      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
-      this.#relay.start(input.clientRest, null);
-      if (this.#heldUp) this.#relay.holdUp(true);
+      const rest = input.clientRest;
+      if (rest === null) {
+        startRelay();
+        return;
+      }
+      // frames the client sent before its 101: uWS drops bytes that follow an upgrade head in the same read, so
+      // they go once uWS has opened the WebSocket (its 101 waits in the unix socket until the relay starts)
+      unix.on('close', fail);
+      this.#startAfterOpen = () => {
+        if (this.#relayEnded) return;
+        unix.write(rest);
+        startRelay();
+      };
     });
   }
 
