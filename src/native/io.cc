@@ -304,34 +304,50 @@ void PeekEnd(Conn& c, bool discard) {
   setsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof none);
 }
 
-// A peeking connection is readable: one recv(MSG_PEEK), a DATA event as read(2)'s would be. Edge triggering
-// reports only new bytes, so a peek that may have left some behind (it filled its room, or the batch had none)
-// re-arms the fd: EPOLL_CTL_MOD reports it again next round while it is readable.
+// A peeking connection is readable: peeks until the kernel has nothing new, into one DATA event (as one
+// read(2)'s). Edge triggering reports only new bytes, so a peek that may have left something behind re-arms the
+// fd (EPOLL_CTL_MOD reports it again next round while it is readable): the batch had no room, the room filled,
+// or a FIN came behind the data (its EOF event is the next round's: one event per fd and round).
 void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
   if (!c.reading || c.eof || c.dead) return;
-  epoll_event again{};
-  again.events = c.mask;
-  again.data.u32 = static_cast<uint32_t>(id);
-  if (kDataSize - used < kReadMin) {
-    epoll_ctl(s.epfd, EPOLL_CTL_MOD, c.fd, &again);
-    return;
-  }
   size_t room = kDataSize - used < kReadMax ? kDataSize - used : kReadMax;
-  ssize_t r;
-  do r = recv(c.fd, s.data + used, room, MSG_PEEK | MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  if (r > 0) {
-    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
-    used += static_cast<size_t>(r);
-    // one peek per fd and round (the event array's worst case counts one read per fd); a full one may have left
-    // bytes behind: re-armed, it is reported again next round
-    if (static_cast<size_t>(r) == room) epoll_ctl(s.epfd, EPOLL_CTL_MOD, c.fd, &again);
-  } else if (r == 0) {
+  size_t got = 0;
+  bool again = kDataSize - used < kReadMin;
+  int err = 0;
+  bool fin = false;
+  while (!again) {
+    ssize_t r;
+    do r = recv(c.fd, s.data + used + got, room - got, MSG_PEEK | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+      again = got == room;
+    } else if (r == 0) {
+      fin = true;
+      break;
+    } else {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+      break;
+    }
+  }
+  if (got > 0) {
+    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(got));
+    used += got;
+    again = again || fin || err != 0;  // the FIN or the error is reported next round, after these bytes
+  } else if (fin) {
     c.eof = true;
     Push(s, n, id, kEof, 0, 0);
     Rearm(s, c);
-  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-    Fail(s, c, n, id, errno);
+    return;
+  } else if (err != 0) {
+    Fail(s, c, n, id, err);
+    return;
+  }
+  if (again) {
+    epoll_event ev{};
+    ev.events = c.mask;
+    ev.data.u32 = static_cast<uint32_t>(id);
+    epoll_ctl(s.epfd, EPOLL_CTL_MOD, c.fd, &ev);
   }
 }
 
