@@ -303,10 +303,12 @@ test('handoff: adopt: keepalive pings; a slow backend closes 1013 with bounded m
     const c = await closed;
     peak = Math.max(peak, rssBytes(pid));
     t.diagnostic(`closed ${c.code} after ${sent} messages of ${SIZE} B; worker RSS grew by ${Math.round((peak - rssBefore) / 1024)} KiB at most`);
-    assert.equal(c.code, 1013, 'backend too slow');
+    // uWS sends Close 1013 and closes; a client still sending at that moment may meet a reset first (1006)
+    assert.ok(c.code === 1013 || c.code === 1006, `closed with ${c.code}`);
     assert.ok(peak - rssBefore < 48 * 1024 * 1024, `the worker grew by ${peak - rssBefore} bytes`);
     server.resume();
     const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'backend_slow');
+    assert.equal(line.code, 1013, 'Portico closed the client with 1013 (backend too slow)');
     assert.equal(line.handoff, 'adopt');
   });
 
