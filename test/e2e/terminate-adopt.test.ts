@@ -232,15 +232,16 @@ test('handoff: adopt: a peeked connection that stays HTTP works as any (keep-ali
     }, (k) => k === n, 20_000);
     return bodies;
   };
-  s.write('GET /first HTTP/1.1\r\nHost: x\r\n\r\n');
-  assert.equal(JSON.parse((await responses(1))[0]).url, '/first');
-  // 8 MiB: far more than a socket's receive buffer, which would fill and stall if the peeked bytes stayed queued
+  // the first request, a POST of 8 MiB: far more than a socket's receive buffer, which would fill and stall if
+  // the peeked bytes stayed queued (the backend answers only once it has the whole body)
   const body = Buffer.alloc(8 * 1024 * 1024, 'p');
   s.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`);
   s.write(body);
   const up = JSON.parse((await responses(1))[0]) as { bytes: number; sha256: string };
   assert.equal(up.bytes, body.length);
   assert.equal(up.sha256, createHash('sha256').update(body).digest('hex'));
+  s.write('GET /first HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal(JSON.parse((await responses(1))[0]).url, '/first');
   s.write('GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n');
   assert.deepEqual((await responses(2)).map((b) => (JSON.parse(b) as { url: string }).url), ['/p1', '/p2']);
   // a WebSocket handshake as a later request on a kept-alive connection: read for good, so the relay serves it
