@@ -2,7 +2,7 @@
 // addon is loaded) and TLS; with --ws terminate, per terminated WebSocket (uWebSockets.js) instead. Starts `portico start` from --root (any checkout with dist/ built, so the same script
 // measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
-// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate]
+// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate|terminate-adopt]
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -16,14 +16,16 @@ const USAGE = `usage: npm run bench:idle -- [options]
   --root DIR          checkout whose dist/ and bin/portico.js are measured (default: the current folder)
   --n N               idle tunnels to open (default 500)
   --mode plain|tls    listener kind (default plain)
-  --ws tunnel|terminate  websocket.mode of the route (default tunnel)`;
+  --ws tunnel|terminate|terminate-adopt  websocket.mode of the route (default tunnel; terminate-adopt: with handoff: adopt)`;
 
 const args = readArgs(process.argv.slice(2), { root: 'string', n: 'string', mode: 'string', ws: 'string' }, USAGE);
 const root = path.resolve(args.str('root', process.cwd()));
 const n = args.int('n', 500, 1, 100_000);
 const mode = args.oneOf('mode', ['plain', 'tls'] as const, 'plain');
 const tls = mode === 'tls';
-const terminate = args.oneOf('ws', ['tunnel', 'terminate'] as const, 'tunnel') === 'terminate';
+const wsMode = args.oneOf('ws', ['tunnel', 'terminate', 'terminate-adopt'] as const, 'tunnel');
+const terminate = wsMode !== 'tunnel';
+const adopt = wsMode === 'terminate-adopt';
 
 
 async function get(url: string): Promise<string> {
@@ -42,7 +44,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const listener = tls ? `{ address: 127.0.0.1:0, tls: { certificates: [{ cert: ${cert}, key: ${key} }] } }` : '{ address: 127.0.0.1:0 }';
   writeFileSync(
     path.join(dir, 'p.yaml'),
-    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? ', websocket: { mode: terminate }' : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
+    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? `, websocket: { mode: terminate${adopt ? ', handoff: adopt' : ''} }` : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
   );
   const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
   started.push(proc);
@@ -85,7 +87,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const rss1 = rssKiB(pid);
   const fd1 = fds(pid);
   console.log(
-    `${mode}${terminate ? ' terminate' : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
+    `${mode}${terminate ? ` ${wsMode}` : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
       `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
   );
   for (const ws of sockets) ws.terminate();
