@@ -282,6 +282,29 @@ test('handoff: adopt: keepalive pings; a slow backend closes 1013 with bounded m
     alive.close(1000);
   });
 
+  await t.test('a client that stops reading: the backend leg is paused (uWS backpressure), then every message arrives in order', async (t) => {
+    const ws = await openWebSocket(t, `${base}/wss`);
+    const N = 512;
+    const SIZE = 60 * 1024; // 30 MiB in all, far over max_buffer and the kernel's socket buffers
+    ws.pause();
+    ws.send(`flood:${N}:${SIZE}`);
+    const server = await until('the backend accepted the connection', () => [...backend.sockets].at(-1), (x) => x !== undefined);
+    const queued = await until('the backend sees its sends stop draining', () => server!.bufferedAmount, (b) => b > (N * SIZE) / 2, 20_000);
+    assert.ok(queued > (N * SIZE) / 2);
+    let next = 0;
+    const done = new Promise<void>((resolve, reject) => {
+      ws.on('message', (d: Buffer) => {
+        if (d.length !== SIZE || d.readUInt32BE(0) !== next) reject(new Error(`message ${next}: got index ${d.readUInt32BE(0)}, ${d.length} bytes`));
+        if (++next === N) resolve();
+      });
+    });
+    ws.resume();
+    await done;
+    ws.close(1000);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesOut === N);
+    assert.equal(line.handoff, 'adopt');
+  });
+
   await t.test('a backend that stops reading: the client is closed with 1013 (uWS cannot pause an adopted socket); the worker stays bounded', async (t) => {
     const pid = await workerPid(portico);
     const ws = await openWebSocket(t, `${base}/wss`);
