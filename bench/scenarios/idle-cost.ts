@@ -2,7 +2,7 @@
 // addon is loaded) and TLS; with --ws terminate, per terminated WebSocket (uWebSockets.js) instead. Starts `portico start` from --root (any checkout with dist/ built, so the same script
 // measures another branch), one worker, one ws echo backend in this process, opens --n WebSockets, sends one
 // message each, waits until /status counts them, and reads the worker's /proc/PID/status and /proc/PID/fd.
-// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate|terminate-adopt]
+// Usage: npm run bench:idle -- [--root DIR] [--n 500] [--mode plain|tls] [--ws tunnel|terminate]
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -87,7 +87,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const rss1 = rssKiB(pid);
   const fd1 = fds(pid);
   console.log(
-    `${mode}${terminate ? ` ${wsMode}` : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
+    `${mode}${terminate ? ' terminate' : ''}: ${n} idle ${terminate ? 'terminated WebSockets' : 'tunnels'}, one worker: ${((rss1 - rss0) / n).toFixed(1)} KiB RSS and ${((fd1 - fd0) / n).toFixed(2)} fds per tunnel ` +
       `(worker RSS ${rss0} -> ${rss1} KiB, fds ${fd0} -> ${fd1}; root ${root})`,
   );
   for (const ws of sockets) ws.terminate();
