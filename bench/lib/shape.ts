@@ -17,7 +17,8 @@ export const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /**
  * Every proxy (or none: direct) a scenario can point load at; portico-js: Portico with the native addon off;
  * portico-terminate: Portico terminating WebSockets in uWebSockets.js (`websocket: { mode: terminate }`), once it exists;
+ * portico-terminate-adopt: the same with `handoff: adopt` (the client socket itself handed to uWS, no unix hop);
  * portico-user: Portico on the user's own config (`portico bench -c FILE`).
  * uws-sslapp: the uWebSockets.js SSLApp + adoptSocket TLS front prototype (bench:tls).
  */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js' | 'portico-terminate' | 'portico-user' | 'uws-sslapp';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'portico' | 'portico-access' | 'portico-js' | 'portico-terminate' | 'portico-terminate-adopt' | 'portico-user' | 'uws-sslapp';

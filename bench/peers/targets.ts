@@ -204,16 +204,17 @@ export async function launchHaproxy(dir: string, cfg: string, ports: number[], c
 
 /**
  * Portico with 1 worker; `accessLog` adds the per-request log line (written to a file, as in production); `tls`
- * adds a TLS listener with the same routes; `terminate` ends WebSockets in uWebSockets.js instead of tunnelling.
+ * adds a TLS listener with the same routes; `terminate` ends WebSockets in uWebSockets.js instead of tunnelling (`adopt`: with `handoff: adopt`).
  */
 export async function startPortico(
-  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean; admin?: boolean } = {},
+  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean; adopt?: boolean; admin?: boolean } = {},
 ): Promise<Target> {
   const port = await freePort();
   const { tls, terminate = false } = more;
   const adminPort = more.admin === true ? await freePort() : undefined;
-  const id: TargetId = terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
-  const label = terminate ? 'Portico (1 worker, WebSocket terminate)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
+  const adopt = terminate && more.adopt === true;
+  const id: TargetId = adopt ? 'portico-terminate-adopt' : terminate ? 'portico-terminate' : accessLog ? 'portico-access' : 'portico';
+  const label = adopt ? 'Portico (1 worker, WebSocket terminate, handoff adopt)' : terminate ? 'Portico (1 worker, WebSocket terminate)' : `Portico (1 worker, access log ${accessLog ? 'on' : 'off'})`;
   const t: Target = { id, label, httpPort: port, wsPort: port, tlsPort: tls?.port, adminPort };
   const started = await launchPortico(
     path.join(tmp, id),
@@ -232,7 +233,7 @@ export async function startPortico(
       'routes:',
       '  - match: { path: /ws }',
       '    proxy: ws',
-      ...(terminate ? ['    websocket: { mode: terminate }'] : []),
+      ...(terminate ? [`    websocket: { mode: terminate${adopt ? ', handoff: adopt' : ''} }`] : []),
       '  - match: { path: / }',
       '    proxy: http',
       `log: { level: ${accessLog ? 'info' : 'warn'}, access: ${accessLog} }`,

@@ -47,8 +47,9 @@ const USAGE = `usage: npm run bench -- [options]
   --only LIST        comma list of http,ws,newconn,wshs (default: all four)
   --newconn-connections N  concurrent connections of the new-connection-per-request load (default 16)
   --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
-  --targets LIST     comma list of direct,nginx,haproxy,portico,portico-access,portico-terminate (default: all but
-                     portico-terminate, which serves /ws in websocket.mode terminate)
+  --targets LIST     comma list of direct,nginx,haproxy,portico,portico-access,portico-terminate,
+                     portico-terminate-adopt (default: all but the two portico-terminate*, which serve /ws in
+                     websocket.mode terminate, the second with handoff: adopt)
   --no-access-log    skip the Portico row with access logs on
   --connections N    HTTP connections (default 64)
   --ws-connections N WebSocket connections (default 100)
@@ -59,7 +60,7 @@ const USAGE = `usage: npm run bench -- [options]
   --node-backend     HTTP backend = node:http even when nginx is installed
   --noisy-retries N  rerun a run up to N times when other processes used >15% of a core in it (default 2)`;
 
-const TARGET_IDS: readonly TargetId[] = ['direct', 'nginx', 'haproxy', 'portico', 'portico-access', 'portico-terminate'];
+const TARGET_IDS: readonly TargetId[] = ['direct', 'nginx', 'haproxy', 'portico', 'portico-access', 'portico-terminate', 'portico-terminate-adopt'];
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -178,7 +179,7 @@ function main(): void {
 async function bench(o: Options, c: Conditions, { tmp, started, stopped }: BenchmarkScope): Promise<void> {
   const pin = c.pinning.enabled ? c.pinning : undefined;
   const wanted = (id: TargetId): boolean =>
-    (o.targets === undefined ? id !== 'portico-terminate' : o.targets.includes(id)) && (id !== 'portico-access' || o.accessLogRow);
+    (o.targets === undefined ? id !== 'portico-terminate' && id !== 'portico-terminate-adopt' : o.targets.includes(id)) && (id !== 'portico-access' || o.accessLogRow);
   const backends: Backends = await startBackends(tmp, c.nginx !== undefined && !o.nodeBackend, pin?.backendCpu);
   started.push(backends.http, backends.ws);
   console.log(`backends: HTTP (${backends.httpKind}) on 127.0.0.1:${backends.httpPort}, WebSocket echo on 127.0.0.1:${backends.wsPort}`);
@@ -201,6 +202,7 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
   if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu));
   if (wanted('portico-access')) add(await startPortico(tmp, backends, true, pin?.proxyCpu));
   if (wanted('portico-terminate')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { terminate: true }));
+  if (wanted('portico-terminate-adopt')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { terminate: true, adopt: true }));
 
   const watchOf = (t: Target): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid, backends.ws.pid] });
   const { runs, summaries } = await runPlan<Target, Load>({

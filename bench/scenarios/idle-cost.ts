@@ -20,14 +20,16 @@ const USAGE = `usage: npm run bench:idle -- [options]
   --root DIR          checkout whose dist/ and bin/portico.js are measured (default: the current folder)
   --n N               idle tunnels to open (default 500)
   --mode plain|tls    listener kind (default plain)
-  --ws tunnel|terminate  websocket.mode of the route (default tunnel)`;
+  --ws tunnel|terminate|terminate-adopt  websocket.mode of the route (default tunnel; terminate-adopt: with handoff: adopt)`;
 
 const args = readArgs(process.argv.slice(2), { root: 'string', n: 'string', mode: 'string', ws: 'string' }, USAGE);
 const root = path.resolve(args.str('root', process.cwd()));
 const n = args.int('n', 500, 1, 100_000);
 const mode = args.oneOf('mode', ['plain', 'tls'] as const, 'plain');
 const tls = mode === 'tls';
-const terminate = args.oneOf('ws', ['tunnel', 'terminate'] as const, 'tunnel') === 'terminate';
+const wsMode = args.oneOf('ws', ['tunnel', 'terminate', 'terminate-adopt'] as const, 'tunnel');
+const terminate = wsMode !== 'tunnel';
+const adopt = wsMode === 'terminate-adopt';
 
 
 async function get(url: string): Promise<string> {
@@ -46,7 +48,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   const listener = tls ? `{ address: 127.0.0.1:0, tls: { certificates: [{ cert: ${cert}, key: ${key} }] } }` : '{ address: 127.0.0.1:0 }';
   writeFileSync(
     path.join(dir, 'p.yaml'),
-    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? ', websocket: { mode: terminate }' : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
+    `workers: 1\nlisteners: [${listener}]\nupstreams: { echo: { targets: [127.0.0.1:${(backend.address() as AddressInfo).port}] } }\nroutes: [{ match: { path: / }, proxy: echo${terminate ? `, websocket: { mode: terminate${adopt ? ', handoff: adopt' : ''} }` : ''} }]\nadmin: { address: 127.0.0.1:0 }\nlog: { access: false }\n`,
   );
   const proc = spawnProcess(process.execPath, [path.join(root, 'bin', 'portico.js'), 'start', '-c', path.join(dir, 'p.yaml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...INSPECT_ENV } });
   started.push(proc);

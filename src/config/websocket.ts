@@ -7,6 +7,13 @@ import { parseRate } from './rate.js';
 
 export const WEBSOCKET_MODES = ['tunnel', 'terminate'] as const;
 
+/**
+ * How a terminated WebSocket's client connection reaches uWebSockets.js: `relay` (default) through a unix socket
+ * to the worker's uWS app, the bytes moved by splice; `adopt` hands the client's own socket to uWS (adoptSocket)
+ * on plain HTTP listeners, no second hop (src/terminate/handoff.ts).
+ */
+export const WEBSOCKET_HANDOFFS = ['relay', 'adopt'] as const;
+
 /** The route's `websocket` schema, built with schema.ts's `duration` and `size`. */
 export function websocketSchema<D extends z.ZodType<number>, S extends z.ZodType<number>>(duration: (dflt: string) => D, size: (dflt: string) => S) {
   return z
@@ -37,6 +44,13 @@ export function websocketSchema<D extends z.ZodType<number>, S extends z.ZodType
           return interval;
         })
         .default(0),
+      /**
+       * terminate: `relay` (default) or `adopt`. adopt hands the client's socket itself to uWebSockets.js (plain
+       * HTTP listeners; TLS listeners keep the relay): less CPU per message and half the fds, but uWS.js cannot
+       * pause reading a WebSocket, so a slow backend closes the client with 1013 once the backend leg holds
+       * more than max_buffer plus one message, where relay pauses the client.
+       */
+      handoff: z.enum(WEBSOCKET_HANDOFFS).default('relay'),
       /** terminate: permessage-deflate toward clients that offer it (default false); the backend leg stays uncompressed. */
       compression: z.boolean().default(false),
       /** terminate: at shutdown or reload, Close frames sent per second per worker, with jitter (default "200/s"). */

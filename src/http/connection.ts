@@ -33,6 +33,7 @@ import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
 import { logTerminated } from '../terminate/log.js';
+import { NativeSocket } from '../native/io.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -124,7 +125,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   corsHeaders = '';
   #tunnel: UpgradedTunnel | null = null;
   /** A terminate decision whose backend handshake is in progress, then its terminated WebSocket. */
-  #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; ex: Exchange | null } | null = null;
+  #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; ex: Exchange | null; adopt: boolean } | null = null;
   #terminated: TerminatedConnection | null = null;
   /** The hash key a terminated WebSocket holds on its target while open (sticky tunnels), to release at its end. */
   #terminatedKey: StickyEntry | null = null;
@@ -328,6 +329,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
     // routes match, and the upstream gets, the normalized path (wire/path.ts); the log keeps the raw target
     const d = decide(this.ctx.router, head);
+    // a peek-mode connection (handoff: adopt) keeps its bytes in the kernel only for a first HTTP/1.1 request to
+    // such a route with nothing read past its head; anything else is read for good from here (terminate/handoff.ts)
+    const adopt = this.#requests === 1 && this.#buf === null && d.kind === 'terminate' && d.websocket.handoff === 'adopt' && head.versionMinor === 1;
+    if (!adopt && this.socket instanceof NativeSocket) this.socket.commit();
     if (d.kind === 'reject') {
       this.#reject(d.code, d.reason, head);
       return;
@@ -370,7 +375,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
           this.#reject('INTERNAL', 'uWebSockets.js is not running in this worker', head);
           return;
         }
-        this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, ex: null };
+        this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, ex: null, adopt };
         this.#forward(d, head);
         return;
       case 'fastcgi':
@@ -643,6 +648,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       route: t.d.route.name,
       upstream: t.d.upstream,
       target: ex.target?.id ?? '',
+      adopt: t.adopt,
     });
     this.#terminatedKey = countStickyKey(this.ctx, ex);
     if (this.#registry.draining) this.#terminated.drain();

@@ -53,6 +53,9 @@ constexpr size_t kAddrRecordMax = 4 + 2 + INET6_ADDRSTRLEN;
 // What an accepted connection does first, set per listener by JS (and changed by a reload).
 constexpr int32_t kModeRead = 0;  // register for reading and read at once (plain HTTP, PROXY preface, ClientHello)
 constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for the next owner (splice, TLS)
+// Read without consuming (recv MSG_PEEK from SO_PEEK_OFF), so the connection can still be handed whole to
+// uWebSockets.js (adoptSocket) once JS has routed its head; ioCommit turns it into a read-mode connection.
+constexpr int32_t kModePeek = 2;
 
 struct Conn {
   int fd = -1;
@@ -70,6 +73,7 @@ struct Conn {
   tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
   bool handshaking = false;
   bool tls_want_write = false;  // a TLS handshake, read or close_notify waits for room to write
+  bool peeking = false;     // kModePeek: reads are recv(MSG_PEEK) and the fd is edge-triggered (see PeekReady)
 };
 
 struct State {
@@ -132,6 +136,8 @@ void Rearm(State& s, Conn& c) {
     if (c.connecting || c.out.size() > c.out_off || c.want_drain || c.tls_want_write) want |= EPOLLOUT;
     // a TLS handshake reads whatever JS wants: pause() holds back plaintext only
     if (!c.connecting && (c.reading || c.handshaking) && !c.eof) want |= EPOLLIN;
+    // a peeked socket stays readable (its bytes are still queued): level triggering would wake the loop forever
+    if (c.peeking && (want & EPOLLIN) != 0) want |= EPOLLET;
   }
   if (want == c.mask) return;
   epoll_event ev{};
@@ -265,6 +271,86 @@ size_t AddressRecord(uint8_t* at, int32_t listener, const sockaddr_storage& ss) 
   return 6 + len;
 }
 
+// ---- peek mode (kModePeek): the connection's bytes stay queued in the kernel until JS commits ----------------
+
+// Starts peeking on a fresh connection: SO_PEEK_OFF 0 makes each recv(MSG_PEEK) return the bytes after the last
+// one peeked (TCP since Linux 6.10). Where the kernel refuses it the connection is an ordinary read-mode one
+// (ioPeeking says so; JS then never hands it over whole).
+void PeekStart(Conn& c) {
+  int zero = 0;
+  c.peeking = setsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0;
+}
+
+// Ends peeking. `discard`: the bytes JS has seen (the peek offset) are taken off the queue, so reads go on after
+// them (ioCommit, and a close: a socket closed with unread bytes would send RST, not FIN). Without it the queue
+// is left whole for the fd's next owner (ioRelease: uWebSockets.js reads the head again from its first byte).
+void PeekEnd(Conn& c, bool discard) {
+  if (!c.peeking) return;
+  c.peeking = false;
+  if (discard) {
+    int off = 0;
+    socklen_t len = sizeof off;
+    if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &off, &len) != 0) off = 0;
+    // MSG_TRUNC on TCP drops bytes without copying; the scratch buffer only bounds a kernel that would copy
+    static char scratch[16 * 1024];
+    while (off > 0) {
+      ssize_t r = recv(c.fd, scratch, off < static_cast<int>(sizeof scratch) ? static_cast<size_t>(off) : sizeof scratch, MSG_TRUNC | MSG_DONTWAIT);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;  // reset or already gone: the next read reports it
+      off -= static_cast<int>(r);
+    }
+  }
+  int none = -1;
+  setsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof none);
+}
+
+// A peeking connection is readable: peeks until the kernel has nothing new, into one DATA event (as one
+// read(2)'s). Edge triggering reports only new bytes, so a peek that may have left something behind re-arms the
+// fd (EPOLL_CTL_MOD reports it again next round while it is readable): the batch had no room, the room filled,
+// or a FIN came behind the data (its EOF event is the next round's: one event per fd and round).
+void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
+  if (!c.reading || c.eof || c.dead) return;
+  size_t room = kDataSize - used < kReadMax ? kDataSize - used : kReadMax;
+  size_t got = 0;
+  bool again = kDataSize - used < kReadMin;
+  int err = 0;
+  bool fin = false;
+  while (!again) {
+    ssize_t r;
+    do r = recv(c.fd, s.data + used + got, room - got, MSG_PEEK | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+      again = got == room;
+    } else if (r == 0) {
+      fin = true;
+      break;
+    } else {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+      break;
+    }
+  }
+  if (got > 0) {
+    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(got));
+    used += got;
+    again = again || fin || err != 0;  // the FIN or the error is reported next round, after these bytes
+  } else if (fin) {
+    c.eof = true;
+    Push(s, n, id, kEof, 0, 0);
+    Rearm(s, c);
+    return;
+  } else if (err != 0) {
+    Fail(s, c, n, id, err);
+    return;
+  }
+  if (again) {
+    epoll_event ev{};
+    ev.events = c.mask;
+    ev.data.u32 = static_cast<uint32_t>(id);
+    epoll_ctl(s.epfd, EPOLL_CTL_MOD, c.fd, &ev);
+  }
+}
+
 // Accepts what listener `lid` has waiting, within this batch's room: each connection gets an id and an ACCEPT
 // event before any of its bytes; a read-mode listener's connection is read at once (the request usually came
 // with the handshake: no second wake-up for it). Errors the client caused are skipped; a resource error (EMFILE,
@@ -291,7 +377,8 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
     int32_t mode = l.mode;
     int32_t id = NewConn(s, fd);  // may grow the table: `l` is not used below
     Conn& c = s.conns[id];
-    c.reading = mode == kModeRead;
+    c.reading = mode != kModeHold;
+    if (mode == kModePeek) PeekStart(c);
     size_t rec = AddressRecord(s.data + used, lid, ss);
     Push(s, n, id, kAccept, static_cast<int32_t>(used), static_cast<int32_t>(rec));
     used += rec;
@@ -301,7 +388,8 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
       Fail(s, c, n, id, errno != 0 ? errno : ENOMEM);  // epoll_ctl refused it: JS closes it
       continue;
     }
-    if (kDataSize - used >= kReadMin) ReadOnce(s, c, id, n, used);
+    if (c.peeking) PeekReady(s, c, id, n, used);
+    else if (kDataSize - used >= kReadMin) ReadOnce(s, c, id, n, used);
   }
 }
 
@@ -435,6 +523,10 @@ int Round(State& s) {
     if ((got & EPOLLOUT) != 0 && c.want_drain && c.out.size() == c.out_off) {
       c.want_drain = false;
       Push(s, n, id, kDrain, 0, 0);
+    }
+    if (c.peeking && (got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.reading && !c.eof) {
+      PeekReady(s, c, id, n, used);
+      continue;
     }
     if ((got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.reading && !c.eof) {
       if (kDataSize - used < kReadMin) {
@@ -579,7 +671,7 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   int fd = info[0].As<Napi::Number>().Int32Value();
   int32_t mode = info[1].As<Napi::Number>().Int32Value();
   if (fd < 0) throw Napi::TypeError::New(env, "fd must be a non-negative integer");
-  if (mode != kModeRead && mode != kModeHold) throw Napi::RangeError::New(env, "ioListen: mode must be 0 (read) or 1 (hold)");
+  if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListen: mode must be 0 (read), 1 (hold) or 2 (peek)");
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   int32_t id = NewConn(s, fd);
@@ -602,7 +694,7 @@ Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   int32_t mode = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : -1;
   if (!s.conns[id].listener) throw Napi::TypeError::New(env, "ioListenMode: not a listener");
-  if (mode != kModeRead && mode != kModeHold) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read) or 1 (hold)");
+  if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read), 1 (hold) or 2 (peek)");
   s.conns[id].mode = mode;
   return env.Undefined();
 }
@@ -615,6 +707,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   Conn& c = s.conns[id];
   int fd = c.fd;
   Unregister(s, c);
+  PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);
   return Napi::Number::New(info.Env(), fd);
 }
@@ -804,6 +897,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   Unregister(s, c);
+  PeekEnd(c, true);  // what JS read is off the queue, so the close is a FIN, as after read(2)
   close(c.fd);
   FreeConn(s, id);
   return info.Env().Undefined();
@@ -928,6 +1022,34 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// ioCommit(id): a peeking connection stops peeking: the bytes JS has seen leave the kernel's queue and reads go
+// on from there, level-triggered, as on any read-mode connection. A no-op for the others.
+Napi::Value Commit(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  if (!c.peeking) return info.Env().Undefined();
+  PeekEnd(c, true);
+  Rearm(s, c);  // the mask loses EPOLLET: EPOLL_CTL_MOD reports bytes still queued past what was seen
+  return info.Env().Undefined();
+}
+
+// ioPeeking(id) -> whether nothing of this connection was consumed yet (its whole stream is still queued).
+Napi::Value Peeking(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  return Napi::Boolean::New(info.Env(), s.conns[IdArg(info, s)].peeking);
+}
+
+// ioPeekSupported() -> whether this kernel peeks TCP at an offset (SO_PEEK_OFF on TCP: Linux >= 6.10).
+Napi::Value PeekSupported(const Napi::CallbackInfo& info) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Napi::Boolean::New(info.Env(), false);
+  int zero = 0;
+  bool ok = setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0;
+  close(fd);
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 void Teardown(void* /*arg*/) {
   if (state == nullptr) return;
   for (Conn& c : state->conns)
@@ -976,6 +1098,9 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioStartTls", Napi::Function::New(env, StartTls, "ioStartTls"));
   exports.Set("ioTlsInfo", Napi::Function::New(env, TlsInfo, "ioTlsInfo"));
   exports.Set("ioTlsError", Napi::Function::New(env, TlsError, "ioTlsError"));
+  exports.Set("ioCommit", Napi::Function::New(env, Commit, "ioCommit"));
+  exports.Set("ioPeeking", Napi::Function::New(env, Peeking, "ioPeeking"));
+  exports.Set("ioPeekSupported", Napi::Function::New(env, PeekSupported, "ioPeekSupported"));
   napi_add_env_cleanup_hook(env, Teardown, nullptr);
 }
 

@@ -38,6 +38,10 @@ interface IoAddon {
   ioStartTls?(id: number, serverId: number): void;
   ioTlsInfo?(id: number): NativeTlsInfo | null;
   ioTlsError?(id: number): string | null;
+  /** Peek mode (absent from addons built before it: listeners then read). */
+  ioCommit?(id: number): void;
+  ioPeeking?(id: number): boolean;
+  ioPeekSupported?(): boolean;
 }
 
 /** What a natively terminated TLS connection negotiated (src/native/tls.cc). */
@@ -58,9 +62,13 @@ const CONNECT = 5;
 const ACCEPT = 6;
 const ACCEPT_ERROR = 7;
 
-/** What a listener's accepted connections do first (io.cc kModeRead / kModeHold). */
-export type AcceptMode = 'read' | 'hold';
-const MODE: Record<AcceptMode, number> = { read: 0, hold: 1 };
+/**
+ * What a listener's accepted connections do first (io.cc kModeRead / kModeHold / kModePeek). 'peek' reads like
+ * 'read' without consuming: the connection can be handed whole to uWebSockets.js until commit() (a plain HTTP
+ * listener whose config has `handoff: adopt` routes).
+ */
+export type AcceptMode = 'read' | 'hold' | 'peek';
+const MODE: Record<AcceptMode, number> = { read: 0, hold: 1, peek: 2 };
 const SECURE = 8;
 
 const EMPTY = new Uint8Array(0);
@@ -118,6 +126,12 @@ export function nativeAcceptStats(): { accepted: number; batches: number } | und
   return { accepted: s.accepted, batches: s.acceptBatches };
 }
 
+/** Whether accepted connections can be peeked (the addon has peek mode and the kernel SO_PEEK_OFF on TCP, Linux >= 6.10). */
+export function nativePeekAvailable(): boolean {
+  const state = ioOf();
+  return state !== null && state.addon.ioPeekSupported?.() === true;
+}
+
 /** Native sockets open now (for the admin status and leak checks). */
 export function nativeIoLive(): number {
   return io?.addon.ioStats().live ?? 0;
@@ -165,7 +179,9 @@ function accepted(state: Io, id: number, off: number, len: number): void {
   }
   const port = data.readUInt16LE(off + 4);
   const address = data.toString('latin1', off + 6, off + len);
-  listener._onAccept(new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold'));
+  const socket = new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold');
+  if (listener.mode === 'peek') socket._peeking = true;
+  listener._onAccept(socket);
 }
 
 /** Accepted connections keep their writable side when the client half-closes (half-close is forwarded). */
@@ -290,6 +306,42 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return true;
   }
 
+  /** @internal Accepted by a peek-mode listener and not committed yet (the addon says so in takeWhole()). */
+  _peeking = false;
+
+  /** Nothing this connection sent is consumed yet: it can still be handed whole to a new owner (takeWhole). */
+  get peeking(): boolean {
+    return this._peeking;
+  }
+
+  /**
+   * A peeking connection stays with JavaScript: the bytes delivered so far leave the kernel's queue and reads go
+   * on as on any connection. Anything written to it (an answer) commits it first.
+   */
+  commit(): void {
+    if (!this._peeking) return;
+    this._peeking = false;
+    if (!this.#destroyed) this.#io.addon.ioCommit?.(this.#id);
+  }
+
+  /**
+   * Gives up a peeking connection with everything it received still queued in the kernel (nothing consumed,
+   * nothing written): the fd is the caller's, this socket is done ('close' follows, nothing is closed).
+   * Undefined when it cannot (committed, wrote, closed, or the kernel could not peek it).
+   */
+  takeWhole(): number | undefined {
+    const addon = this.#io.addon;
+    if (!this._peeking || this.#destroyed || this.#queued > 0 || this.#writableEnded || addon.ioPeeking?.(this.#id) !== true) return undefined;
+    this._peeking = false;
+    this.#destroyed = true;
+    this.#io.sockets.delete(this.#id);
+    const fd = addon.ioRelease(this.#id);
+    this.#held = [];
+    this.#heldBytes = 0;
+    process.nextTick(() => this.emit('close', false));
+    return fd;
+  }
+
   /** @internal The addon's id of this connection (the TLS relay takes it over by id). */
   get ioId(): number {
     return this.#id;
@@ -404,6 +456,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
 
   write(data: Uint8Array | string, encodingOrCb?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
     const callback = typeof encodingOrCb === 'function' ? encodingOrCb : cb;
+    if (this._peeking) this.commit();
     if (this.#destroyed || this.#writableEnded) {
       if (callback !== undefined) process.nextTick(callback, new Error(this.#destroyed ? 'write after destroy' : 'write after end'));
       return false;
@@ -462,6 +515,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
    * destroyed; -ENODATA: the file ended before `offset`).
    */
   sendFile(fd: number, offset: number, count: number): number {
+    if (this._peeking) this.commit();
     if (this.#destroyed || this.#writableEnded || this.#corked > 0) return -(constants.errno.EPIPE ?? 32);
     const r = this.#io.addon.ioSendFile!(this.#id, fd, offset, count);
     if (r < 0) {
@@ -499,6 +553,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     const callback = typeof dataOrCb === 'function' ? dataOrCb : cb;
     if (dataOrCb !== undefined && typeof dataOrCb !== 'function') this.write(dataOrCb);
     if (callback !== undefined) this.#finishCbs.push(callback);
+    if (this._peeking) this.commit();
     if (this.#writableEnded || this.#destroyed) return this;
     if (this.#corked > 0) {
       this.#corked = 1;
@@ -592,6 +647,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
    */
   toNetSocket(): net.Socket | undefined {
     if (this.#destroyed) return undefined;
+    this.commit(); // what was delivered is in `held` below, not to be read twice
     const held = this.#held.filter((c): c is Buffer => c !== null);
     this.#destroyed = true;
     this.#io.sockets.delete(this.#id);

@@ -2,13 +2,17 @@
 // to the worker's uWebSockets.js app: a unix connection gets a PROXY v2 header (the client's addresses) and a
 // handshake head Portico writes itself (the client's key and extension offer, a one-time token), then the bytes
 // between the client and uWS move by splice (plain client sockets: no byte through JavaScript) or by the JS relay
-// (a TLS client whose TLS Node terminated: the seam for the native TLS path). It checks the backend's answer,
-// builds the session (session.ts), and reports the end to its owner once.
+// (a TLS client whose TLS Node terminated: the seam for the native TLS path). A route with `handoff: adopt` whose
+// client connection was only peeked (nothing consumed: native I/O's peek mode) hands the client's own socket to
+// uWS instead (adoptSocket): uWS reads the client's head itself, no hop, no relay. It checks the backend's
+// answer, builds the session (session.ts), and reports the end to its owner once.
 import net from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { WebsocketConfig } from '../config/schema.js';
+import { native } from '../native/addon.js';
+import { NativeSocket } from '../native/io.js';
 import { headerValue } from '../handlers/rewrite.js';
 import { Tunnel } from '../tunnel/relay.js';
 import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
@@ -56,6 +60,11 @@ export interface HandoffInput {
   /** The upstream and the target (its id: the address as written) the backend leg went to. */
   readonly upstream: string;
   readonly target: string;
+  /**
+   * The route asks for `handoff: adopt` and the connection qualifies (its first request, nothing past the head
+   * when it was routed): the client socket goes to uWS whole when it is still unconsumed, else the relay.
+   */
+  readonly adopt: boolean;
 }
 
 /**
@@ -114,6 +123,8 @@ export class TerminatedConnection {
   readonly #svc: TerminateServices;
   readonly #metrics: Metrics;
   #opened = false;
+  /** Client bytes read past its head: written to uWS once it opened the WebSocket (see #handOff), then the relay starts. */
+  #startAfterOpen: (() => void) | null = null;
   /** The session asked to stop reading the client (a slow backend); applied to the relay once it exists. */
   #heldUp = false;
   /** The route's drain_rate as ms between two closes (drain.ts). */
@@ -123,6 +134,8 @@ export class TerminatedConnection {
   /** Where the backend leg went: upstream name and target id (a drained target drains its connections). */
   readonly upstream: string;
   readonly target: string;
+  /** How the client reached uWS: its socket adopted, or the unix hop and a relay. */
+  readonly handoff: 'adopt' | 'relay';
 
   constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
     this.#owner = owner;
@@ -131,33 +144,53 @@ export class TerminatedConnection {
     this.#metrics = metrics;
     const ws = input.websocket;
     this.drainInterval = ws.drain_rate;
+    const client = input.client;
+    // the client's own socket, nothing consumed: uWS will read its head (and any frame sent after it) itself
+    // (not when the client sent bytes past its head before our 101: uWS drops what follows an upgrade in one read)
+    const fd = input.adopt && input.clientRest === null && client instanceof NativeSocket ? client.takeWhole() : undefined;
+    // anything that stays with the relay was read by Portico: reads from here on consume (the splice relay's dup too)
+    if (fd === undefined && client instanceof NativeSocket) client.commit();
+    this.handoff = fd === undefined ? 'relay' : 'adopt';
     this.session = new TerminatedSession(input.backend, input.backendRest, ws, topicsOf(input.backendAnswer), {
       opened: () => {
         this.#opened = true;
         this.#metrics.terminatedOpened();
+        const start = this.#startAfterOpen;
+        this.#startAfterOpen = null;
+        start?.();
       },
       ended: (_s, end) => this.#sessionDone(end),
-      holdClient: (on) => {
-        this.#heldUp = on;
-        this.#relay?.holdUp(on);
-      },
+      holdClient:
+        fd !== undefined
+          ? undefined
+          : (on) => {
+              this.#heldUp = on;
+              this.#relay?.holdUp(on);
+            },
     });
     const head = input.clientHead;
-    const target = svc.app.expect(
-      { maxMessage: ws.max_message_size, maxBuffer: ws.max_buffer, compression: ws.compression },
-      {
-        session: this.session,
-        protocol: headerValue(input.backendAnswer.headers, 'sec-websocket-protocol') ?? '',
-        key: headerValue(head.headers, 'sec-websocket-key') ?? '',
-        extensions: ws.compression ? (input.extensionOffer ?? '') : '',
-      },
-    );
-    this.#target = target;
+    const settings = { maxMessage: ws.max_message_size, maxBuffer: ws.max_buffer, compression: ws.compression };
+    const pending = {
+      session: this.session,
+      protocol: headerValue(input.backendAnswer.headers, 'sec-websocket-protocol') ?? '',
+      key: headerValue(head.headers, 'sec-websocket-key') ?? '',
+      extensions: ws.compression ? (input.extensionOffer ?? '') : '',
+    };
     this.route = input.route;
     this.upstream = input.upstream;
     this.target = input.target;
     svc.open.add(this);
-    this.#handOff(input, target);
+    if (fd !== undefined) {
+      // no relay: the client's end is uWS's close callback (or, if it never upgrades, the app's pending timeout)
+      this.#relayEnded = true;
+      if (!svc.app.adopt(settings, pending, fd, owner.remoteAddr)) {
+        native()?.close(fd);
+        this.session.handoffFailed('uWebSockets.js did not adopt the client socket');
+      }
+      return;
+    }
+    this.#target = svc.app.expect(settings, pending);
+    this.#handOff(input, this.#target);
   }
 
   /** Connects to the app's unix socket, writes PROXY v2 + the hand-off head, then relays client <-> uWS. */
@@ -170,10 +203,19 @@ export class TerminatedConnection {
     unix.on('error', fail);
     client.on('error', fail);
     client.on('close', fail);
-    unix.once('connect', () => {
+    const startRelay = (): void => {
       unix.removeListener('error', fail);
+      unix.removeListener('close', fail);
       client.removeListener('error', fail);
       client.removeListener('close', fail);
+      if (this.#relayEnded) return;
+      const timeouts = { idle: 0, lifetime: 0 };
+      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
+      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
+      this.#relay.start(null, null);
+      if (this.#heldUp) this.#relay.holdUp(true);
+    };
+    unix.once('connect', () => {
       if (client.destroyed) {
         unix.destroy();
         this.#relayClosed();
@@ -181,11 +223,19 @@ export class TerminatedConnection {
       }
       const ext = input.websocket.compression ? input.extensionOffer : undefined;
       unix.write(Buffer.concat([buildProxyV2(input.source, input.destination), Buffer.from(handoffHead(target, input.clientHead, ext), 'latin1')]));
-      const timeouts = { idle: 0, lifetime: 0 };
-      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
-      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
-      this.#relay.start(input.clientRest, null);
-      if (this.#heldUp) this.#relay.holdUp(true);
+      const rest = input.clientRest;
+      if (rest === null) {
+        startRelay();
+        return;
+      }
+      // frames the client sent before its 101: uWS drops bytes that follow an upgrade head in the same read, so
+      // they go once uWS has opened the WebSocket (its 101 waits in the unix socket until the relay starts)
+      unix.on('close', fail);
+      this.#startAfterOpen = () => {
+        if (this.#relayEnded) return;
+        unix.write(rest);
+        startRelay();
+      };
     });
   }
 
@@ -214,7 +264,7 @@ export class TerminatedConnection {
   #maybeDone(): void {
     if (!this.#relayEnded || !this.#sessionEnded) return;
     this.#svc.open.delete(this);
-    this.#owner.terminatedEnded(this.#end);
+    this.#owner.terminatedEnded(this.#end === undefined ? undefined : { ...this.#end, handoff: this.handoff });
   }
 
   sweep(now: number): void {

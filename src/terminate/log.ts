@@ -8,6 +8,7 @@ export function logTerminated(log: Logger, ex: Exchange, remoteAddr: string, end
   log.info(
     {
       mode: 'terminate',
+      handoff: end.handoff,
       route: ex.route.name,
       upstream: ex.target?.id,
       path: ex.head.target,

@@ -2,7 +2,8 @@
 // Portico's own over an upstream socket (frames by wire/ws-codec.ts). Messages are relayed whole, text and
 // binary kept; close codes and reasons go both ways; each side's backlog is bounded (max_buffer), the slow
 // side pausing the other (a slow client: the backend socket stops being read; a slow backend: the owner stops
-// reading the client before uWS, since uWS.js cannot pause a WebSocket). Keepalive pings, the idle timeout and the message rate are checked by the owner's
+// reading the client before uWS, since uWS.js cannot pause a WebSocket; an adopted client socket cannot be held,
+// so there a slow backend closes it with 1013). Keepalive pings, the idle timeout and the message rate are checked by the owner's
 // sweep and on each message (no timer per connection). It owns the backend socket; uWS owns the client's.
 import type { WebSocket } from 'uWebSockets.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
@@ -22,6 +23,8 @@ export interface SessionEnd {
   readonly pingsMissed: number;
   readonly drops: number;
   readonly durationMs: number;
+  /** How the client reached uWS (handoff.ts): its own socket adopted, or the relay hop. */
+  readonly handoff?: 'adopt' | 'relay';
 }
 
 export type TerminateClosedBy = ClosedBy | 'ping_timeout' | 'message_too_big' | 'message_rate' | 'protocol_error' | 'handoff_failed' | 'reload' | 'target_drained' | 'backend_slow';
@@ -32,8 +35,11 @@ export interface SessionHooks {
   opened(session: TerminatedSession): void;
   /** Both sides are done (called once). */
   ended(session: TerminatedSession, end: SessionEnd): void;
-  /** Stop (true) or restart (false) reading the client's bytes before they reach uWS: the backend is slow. */
-  holdClient(on: boolean): void;
+  /**
+   * Stop (true) or restart (false) reading the client's bytes before they reach uWS: the backend is slow.
+   * Absent when the client cannot be held (an adopted socket: uWS reads it): a slow backend then closes 1013.
+   */
+  holdClient?(on: boolean): void;
 }
 
 /** How long the backend gets to answer our Close before its socket is destroyed. */
@@ -141,10 +147,12 @@ export class TerminatedSession {
     // write said false, so 'drain' will come. uWS.js v20.51 cannot pause reading a WebSocket: over max_buffer
     // the owner stops reading the client before uWS; what was already on its way still arrives (HOP_SLACK)
     const queued = this.#backend.writableLength;
-    if (queued > this.#cfg.max_buffer + this.#cfg.max_message_size + HOP_SLACK) {
+    // no hold (adopted socket): one message past max_buffer is all the backend leg may hold
+    const slack = this.#hooks.holdClient === undefined ? 0 : HOP_SLACK;
+    if (queued > this.#cfg.max_buffer + this.#cfg.max_message_size + slack) {
       this.#drops++;
       this.#closeBoth('backend_slow', 1013, 'backend too slow');
-    } else if (!this.#clientHeld && queued > this.#cfg.max_buffer) {
+    } else if (!this.#clientHeld && queued > this.#cfg.max_buffer && this.#hooks.holdClient !== undefined) {
       this.#clientHeld = true;
       this.#hooks.holdClient(true);
     }
@@ -158,7 +166,7 @@ export class TerminatedSession {
   #releaseClient(): void {
     if (!this.#clientHeld) return;
     this.#clientHeld = false;
-    this.#hooks.holdClient(false);
+    this.#hooks.holdClient?.(false);
   }
 
   /** GCRA with a burst of one second of the rate. */

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type * as Uws from 'uWebSockets.js';
 import type { Config } from '../config/schema.js';
+import { native, nativeStatus } from '../native/addon.js';
 
 export type UwsModule = typeof Uws;
 
@@ -40,11 +41,60 @@ export function terminateRoutePaths(config: Config): string[] {
   return out;
 }
 
-/** Why this config cannot run here (uWebSockets.js does not load but a route needs it), or undefined. */
+/** YAML paths of the terminate routes that ask for `handoff: adopt`. */
+export function adoptRoutePaths(config: Config): string[] {
+  const out: string[] = [];
+  config.routes.forEach((r, i) => {
+    if (r.websocket?.mode === 'terminate' && r.websocket.handoff === 'adopt') out.push(`routes[${i}].websocket.handoff`);
+  });
+  return out;
+}
+
+/** uWebSockets.js's adoptSocket: in the binary (App and SSLApp) but not in the package's typings. */
+export type AdoptingApp = Uws.TemplatedApp & { adoptSocket?: (fd: number) => Uws.TemplatedApp };
+
+/**
+ * Why `handoff: adopt` cannot work on this machine at all, or undefined: the uWS build has no adoptSocket, the
+ * native addon is missing or predates peek mode, or the kernel cannot peek TCP at an offset (Linux < 6.10).
+ * PORTICO_NATIVE_IO=0 is not a problem here: an operator's switch, logged per listener at start (adoptNotes).
+ */
+export function adoptUnavailable(uws: UwsModule): string | undefined {
+  if (typeof (uws.App() as AdoptingApp).adoptSocket !== 'function') return 'this uWebSockets.js build has no adoptSocket';
+  const addon = native() as { ioPeekSupported?: () => boolean } | undefined;
+  if (addon === undefined) return `the native addon is not loaded (${nativeStatus().reason ?? 'disabled'})`;
+  if (addon.ioPeekSupported === undefined) return 'the native addon predates peek mode (rebuild it: npm run build:native)';
+  if (!addon.ioPeekSupported()) return 'this kernel cannot peek TCP at an offset (SO_PEEK_OFF on TCP needs Linux >= 6.10)';
+  return undefined;
+}
+
+/** Why this config cannot run here (uWebSockets.js does not load but a route needs it, or adopt cannot work), or undefined. */
 export function terminateProblem(config: Config): { path: string; message: string } | undefined {
   const paths = terminateRoutePaths(config);
   if (paths.length === 0) return undefined;
   const s = loadUws();
-  if (s.ok) return undefined;
-  return { path: paths[0], message: `mode terminate needs uWebSockets.js, which cannot load here: ${s.reason} (use mode: tunnel, or install a build for this platform)` };
+  if (!s.ok) return { path: paths[0], message: `mode terminate needs uWebSockets.js, which cannot load here: ${s.reason} (use mode: tunnel, or install a build for this platform)` };
+  const adopt = adoptRoutePaths(config);
+  if (adopt.length === 0) return undefined;
+  const why = adoptUnavailable(s.uws);
+  if (why === undefined) return undefined;
+  return { path: adopt[0], message: `handoff: adopt cannot work here: ${why} (use handoff: relay)` };
+}
+
+/**
+ * The listeners where `handoff: adopt` routes keep the relay hop, each with the reason (logged at start and on
+ * each reload, one line per listener): TLS (uWS would need the TLS Portico terminated), a PROXY header (read
+ * before routing), a tcp listener, or native I/O turned off.
+ */
+export function adoptFallbacks(config: Config, nativeIo: boolean): Array<{ listener: number; reason: string }> {
+  if (adoptRoutePaths(config).length === 0) return [];
+  const out: Array<{ listener: number; reason: string }> = [];
+  config.listeners.forEach((l, i) => {
+    if (l.mode === 'tcp') return;
+    let reason: string | undefined;
+    if (l.tls !== undefined) reason = 'TLS listener: Portico terminates TLS, so the relay hop stays';
+    else if (l.proxy_protocol !== undefined) reason = 'PROXY protocol listener: the header is read before routing, so the relay hop stays';
+    else if (!nativeIo) reason = 'native socket I/O is off (PORTICO_NATIVE_IO=0), so the relay hop stays';
+    if (reason !== undefined) out.push({ listener: i, reason });
+  });
+  return out;
 }

@@ -18,7 +18,8 @@ import { ProxyError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { FdBudget, FD_RESERVE } from './fd-limit.js';
 import type { ByteSocket } from '../core/socket.js';
-import { NativeSocket, adoptNative, type AcceptMode } from '../native/io.js';
+import { NativeSocket, adoptNative, nativePeekAvailable, type AcceptMode } from '../native/io.js';
+import { adoptRoutePaths } from '../terminate/uws.js';
 import type { Metrics, RefusedReason } from '../core/metrics.js';
 import { clientKey } from '../route/policy/client-address.js';
 import type { LimitStore } from '../route/policy/store.js';
@@ -50,7 +51,9 @@ export function acceptModeOf(config: Config, index: number): AcceptMode {
   if (cfg === undefined || cfg.proxy_protocol !== undefined) return 'read';
   if (cfg.mode === 'tcp') return 'hold';
   const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0;
-  return cfg.tls !== undefined && !passthrough ? 'hold' : 'read';
+  if (cfg.tls !== undefined) return passthrough ? 'read' : 'hold';
+  // plain HTTP: peeked (nothing consumed until routed) where `handoff: adopt` routes may take the socket whole
+  return adoptRoutePaths(config).length > 0 && nativePeekAvailable() ? 'peek' : 'read';
 }
 
 /** Node's own handshake bound when tls.handshake_timeout is "off" (tls.Server's default): native TLS keeps it. */

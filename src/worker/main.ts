@@ -23,7 +23,8 @@ import type { Config } from '../config/schema.js';
 import { TerminateApp } from '../terminate/app.js';
 import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
-import { loadUws, terminateRoutePaths } from '../terminate/uws.js';
+import { adoptFallbacks, loadUws, terminateRoutePaths } from '../terminate/uws.js';
+import { nativePeekAvailable } from '../native/io.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -330,6 +331,8 @@ class Worker {
 
   /** Starts the uWebSockets.js app when `config` is the first with a terminate route; logs the build it loaded. */
   async #terminateFor(config: Config, log: Logger): Promise<TerminateServices | undefined> {
+    // handoff: adopt routes keep the relay hop on these listeners: said once per listener and apply, never silent
+    for (const f of adoptFallbacks(config, nativePeekAvailable())) log.warn({ listener: f.listener, reason: f.reason }, 'websocket handoff: adopt falls back to relay on this listener');
     if (this.#terminate !== undefined || terminateRoutePaths(config).length === 0) return this.#terminate;
     const s = loadUws();
     if (!s.ok) throw new Error(`uWebSockets.js cannot load: ${s.reason}`);
