@@ -7,7 +7,7 @@
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
-import { FCGI_REQUEST_COMPLETE, RecordReader, encodeBeginRequest, encodeParams, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
+import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
 import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
 import type { CompiledFastcgi, CompiledRoute, FastcgiDecision } from '../route/router.js';
@@ -17,8 +17,8 @@ import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { buildResponseHead } from './rewrite.js';
 import type { ClientExchange } from './client-exchange.js';
 import type { ClientSide } from './forward.js';
-import { buildParams } from './fastcgi-params.js';
-import { resolveScript, type Script } from './fastcgi-script.js';
+import { fixedParams, requestParams } from './fastcgi-params.js';
+import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
@@ -62,6 +62,11 @@ type OwnedSocket = ByteSocket & { [kOwner]?: FastcgiExchange | null };
 type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
+
+/** An IPv4-mapped IPv6 address as its IPv4 form (what SERVER_ADDR shows for a dual-stack listener). */
+function plainAddress(a: string): string {
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
 
 export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink {
   readonly mode = 'fastcgi';
@@ -152,25 +157,31 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       super.start(fallback);
       return;
     }
+    const known = knownScript(this.head.path, this.#fcgi);
+    if (known !== null) {
+      this.#scriptFound(known);
+      return;
+    }
     resolveScript(this.head.path, this.#fcgi).then(
       (r) => {
         if (this.#finished) return;
-        if (!r.ok) {
-          this.#fail(new ProxyError('ROUTE_NOT_FOUND', `${r.reason}: not sent to FastCGI`));
-          return;
-        }
-        this.#script = r.script;
-        this.#phase = 'connecting';
-        // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
-        // (FPM never sends interim responses; nginx answers 100 itself too)
-        if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
-          this.bytesOut += CONTINUE.length;
-          this.#client.socket.write(CONTINUE);
-        }
-        super.start();
+        if (r.ok) this.#scriptFound(r.script);
+        else this.#fail(new ProxyError('ROUTE_NOT_FOUND', `${r.reason}: not sent to FastCGI`));
       },
       (err: unknown) => this.#fail(new ProxyError('INTERNAL', `script lookup failed: ${String(err)}`)),
     );
+  }
+
+  #scriptFound(script: Script): void {
+    this.#script = script;
+    this.#phase = 'connecting';
+    // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
+    // (FPM never sends interim responses; nginx answers 100 itself too)
+    if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
+      this.bytesOut += CONTINUE.length;
+      this.#client.socket.write(CONTINUE);
+    }
+    super.start();
   }
 
   protected connected(socket: ByteSocket, reused: boolean): void {
@@ -189,23 +200,27 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       set.add(this);
     }
     const s = this.#client.upstreamClient;
-    const params = buildParams(this.head, this.#script!, this.#fcgi, {
+    const pairs = requestParams(this.head, this.#script!, this.#fcgi, {
       vars: this.#client.vars,
       remotePort: s.source === undefined ? '' : String(s.source.port),
-      serverAddr: s.destination?.address.replace(/^::ffff:(?=\d+\.)/, '') ?? '',
+      serverAddr: s.destination === undefined ? '' : plainAddress(s.destination.address),
       forwarding: this.route.forwarding,
     });
-    const begin = encodeBeginRequest(REQUEST_ID, this.#keepConn);
-    const encoded = encodeParams(REQUEST_ID, params);
-    this.bytesIn = begin.length + encoded.length;
-    socket.cork();
-    socket.write(begin);
-    let ok = socket.write(encoded);
     const early = this.#earlyBody;
     this.#earlyBody = null;
-    if (early !== null) for (const b of early) ok = this.#writeStdin(socket, b);
-    if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
-    socket.uncork();
+    // BEGIN_REQUEST, PARAMS and (no body) the end of STDIN: one buffer, one send
+    const opening = encodeRequestStart(REQUEST_ID, this.#keepConn, fixedParams(this.#fcgi), pairs, early === null && this.requestComplete);
+    this.bytesIn = opening.length;
+    let ok: boolean;
+    if (early === null) ok = socket.write(opening);
+    else {
+      socket.cork();
+      socket.write(opening);
+      ok = true;
+      for (const b of early) ok = this.#writeStdin(socket, b);
+      if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
+      socket.uncork();
+    }
     this.#armHeadersDeadline();
     if (!this.requestComplete) {
       this.#upstreamPausedClient = !ok;
