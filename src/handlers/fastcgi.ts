@@ -14,6 +14,7 @@ import type { CompiledFastcgi, CompiledRoute, FastcgiDecision } from '../route/r
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { Target } from '../upstream/balancer.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
+import { adoptSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildResponseHead } from './rewrite.js';
 import type { ClientExchange } from './client-exchange.js';
 import type { ClientSide } from './forward.js';
@@ -55,10 +56,6 @@ const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
  */
 const QUEUED_SUSPECT_MS = 100;
 
-const kOwner = Symbol('portico.fastcgi');
-/** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
-type OwnedSocket = ByteSocket & { [kOwner]?: FastcgiExchange | null };
-
 type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
@@ -68,7 +65,7 @@ function plainAddress(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
-export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink {
+export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink, UpstreamSocketOwner {
   readonly mode = 'fastcgi';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
@@ -102,7 +99,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #closeClient = false;
   #clientPausedUpstream = false;
   /**
-   * While one read of the application's stream is taken apart (#onUpData): the small client writes it made,
+   * While one read of the application's stream is taken apart (upstreamData): the small client writes it made,
    * sent together when it is done or the response ends, so a page, its last chunk and the next record of the
    * same read leave in one send (each send to a client on loopback costs as much as the rest of the request).
    */
@@ -187,7 +184,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
-    FastcgiExchange.#adopt(socket as OwnedSocket, this);
+    adoptSocket(socket, this);
     this.#phase = 'waiting';
     this.#stdoutBytes = 0;
     this.#reader = new RecordReader(REQUEST_ID, this);
@@ -269,7 +266,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     return used;
   }
 
-  #onUpDrain(): void {
+  upstreamDrain(): void {
     if (this.#upstreamPausedClient) {
       this.#upstreamPausedClient = false;
       this.#client.setBodyPaused(false);
@@ -283,7 +280,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
   }
 
-  #onUpData(chunk: Buffer): void {
+  upstreamData(chunk: Buffer): void {
     const reader = this.#reader;
     if (reader === null || this.#finished) return;
     this.#holding = true;
@@ -293,7 +290,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
   }
 
-  /** Sends what #onUpData held back, in one write. */
+  /** Sends what upstreamData held back, in one write. */
   #flushHeld(): void {
     if (this.#held.length === 0) return;
     const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#heldBytes);
@@ -514,37 +511,21 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#client.exchangeDone(this, !this.#closeClient);
   }
 
-  static #adopt(socket: OwnedSocket, ex: FastcgiExchange): void {
-    if (socket[kOwner] === undefined) {
-      socket.on('data', FastcgiExchange.#dispatchData);
-      socket.on('end', FastcgiExchange.#dispatchGone);
-      socket.on('error', FastcgiExchange.#dispatchError);
-      socket.on('close', FastcgiExchange.#dispatchGone);
-      socket.on('drain', FastcgiExchange.#dispatchDrain);
-    }
-    socket[kOwner] = ex;
+  upstreamEnd(): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
   }
 
-  static #dispatchData(this: OwnedSocket, chunk: Buffer): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpData(chunk);
+  upstreamClose(): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
   }
-  static #dispatchGone(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
-  }
-  static #dispatchError(this: OwnedSocket, err: Error): void {
-    const ex = this[kOwner];
-    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', `FastCGI socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
-  }
-  static #dispatchDrain(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpDrain();
+
+  upstreamError(err: Error): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', `FastCGI socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
   }
 
   #detachUpstream(): ByteSocket {
     const up = this.#upstream!;
-    (up as OwnedSocket)[kOwner] = null;
+    releaseSocket(up);
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       up.resume();
@@ -562,15 +543,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#answered();
     this.#detachUpstream().destroy();
     if (this.#phase === 'waiting' && this.#stdoutBytes === 0 && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
-      const target = this.target!;
-      const stale = this.#reused;
-      if (!stale) this.pool.reportFailure(target, err.code);
-      this.leaveTarget(err);
       this.#reader = null;
       this.#resBuf = null;
       this.deadline = 0;
       this.#phase = 'connecting';
-      this.start(stale ? target : undefined);
+      this.retryAfterReset(err, this.#reused);
       return;
     }
     this.#fail(err);
@@ -604,12 +581,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#held = [];
     this.#heldBytes = 0;
     this.#answered();
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      this.target = null;
-    }
+    this.endAttempt(null);
   }
 
   #fail(err: ProxyError): void {
@@ -619,12 +592,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#heldBytes = 0;
     this.#phase = 'done';
     this.#answered();
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      if (err.side === 'upstream') this.pool.reportFailure(this.target, err.code);
-    }
+    this.endAttempt(err);
     this.#client.exchangeFailed(this, err);
   }
 }
