@@ -2,8 +2,8 @@
 // proxy's CPU per request, interleaved rounds, medians. Both proxies keep FastCGI connections alive (nginx
 // `fastcgi_keep_conn on` + upstream `keepalive`; Portico FCGI_KEEP_CONN, max_connections = the FPM children).
 // Each proxy has its own php-fpm master, same binary and config: an FPM child serves one connection for as long
-// as it stays open, so idle connections kept by the proxy measured before would hold the children the other one
-// needs (the other then waits in FPM's listen queue until they time out: seconds of a run lost, p99 in seconds).
+// as it stays open, so with one shared FPM the idle connections kept by the proxy measured before could hold the
+// children the other one needs (seen: Portico's requests waiting in FPM's listen queue behind nginx's 4 idle ones).
 // Not a test: it prints figures. Run: `npm run bench:php -- [--rounds 3] [--duration 5] [--quick]`. Needs wrk,
 // curl, nginx and php-fpm.
 import { spawnSync } from 'node:child_process';
