@@ -127,15 +127,20 @@ export async function startBackends(tmp: string, useNginx: boolean, cpus: string
 }
 
 /**
- * One nginx (1 worker) answering HTTP_BODY on each of `ports`: the health-overhead scenario's three targets.
- * Started and pinned like the other backends; up once every port accepts.
+ * One nginx (1 worker) answering HTTP_BODY on each of `ports`: the health-overhead scenario's three targets, and
+ * (`tls`) HTTPS on more ports with a certificate (the HTTPS-upstream scenario's backend). Started and pinned like
+ * the other backends; up once every port accepts.
  */
-export async function startNginxBackends(dir: string, ports: number[], cpus: string | undefined): Promise<Spawned> {
-  const servers = ports.map((p) => `server { listen 127.0.0.1:${p}; location / { return 200 ${JSON.stringify(HTTP_BODY)}; } }`).join('\n  ');
+export async function startNginxBackends(dir: string, ports: number[], cpus: string | undefined, tls?: { ports: number[]; cert: string; key: string }): Promise<Spawned> {
+  const answer = `location / { return 200 ${JSON.stringify(HTTP_BODY)}; }`;
+  const servers = [
+    ...ports.map((p) => `server { listen 127.0.0.1:${p}; ${answer} }`),
+    ...(tls?.ports ?? []).map((p) => `server { listen 127.0.0.1:${p} ssl; ssl_certificate ${tls!.cert}; ssl_certificate_key ${tls!.key}; ssl_session_tickets on; ssl_session_cache shared:bench:1m; ${answer} }`),
+  ].join('\n  ');
   const conf = `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;\n  ${servers}\n}\n`;
   const proc = await startNginx(dir, conf, ports[0], cpus);
   try {
-    for (const port of ports.slice(1)) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
+    for (const port of [...ports.slice(1), ...(tls?.ports ?? [])]) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, proc);
   } catch (err) {
     await stopTree(proc);
     throw err;

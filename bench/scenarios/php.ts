@@ -1,6 +1,9 @@
-// PHP "hello" through Portico's fastcgi route vs nginx `fastcgi_pass` to the same php-fpm: req/s and the proxy's
-// CPU per request, interleaved rounds, medians. Both proxies keep FastCGI connections alive (nginx
+// PHP "hello" through Portico's fastcgi route vs nginx `fastcgi_pass` to the same php-fpm setup: req/s and the
+// proxy's CPU per request, interleaved rounds, medians. Both proxies keep FastCGI connections alive (nginx
 // `fastcgi_keep_conn on` + upstream `keepalive`; Portico FCGI_KEEP_CONN, max_connections = the FPM children).
+// Each proxy has its own php-fpm master, same binary and config: an FPM child serves one connection for as long
+// as it stays open, so with one shared FPM the idle connections kept by the proxy measured before could hold the
+// children the other one needs (seen: Portico's requests waiting in FPM's listen queue behind nginx's 4 idle ones).
 // Not a test: it prints figures. Run: `npm run bench:php -- [--rounds 3] [--duration 5] [--quick]`. Needs wrk,
 // curl, nginx and php-fpm.
 import { spawnSync } from 'node:child_process';
@@ -38,10 +41,10 @@ const BODY = 'hello from php\n';
 const FPM_BINARIES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3'];
 
 /** php-fpm in the foreground (its workers are its children, stopped with it), pinned with the client: it is the backend. */
-async function startFpm(scope: BenchmarkScope): Promise<{ proc: Spawned; port: number; label: string }> {
+async function startFpm(scope: BenchmarkScope, name: string): Promise<{ proc: Spawned; port: number; label: string }> {
   const bin = FPM_BINARIES.find((b) => versionOf(b, ['-v']) !== undefined);
   if (bin === undefined) throw new Error('php-fpm is not installed');
-  const dir = path.join(scope.tmp, 'fpm');
+  const dir = path.join(scope.tmp, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const root = process.getuid?.() === 0;
@@ -84,7 +87,8 @@ function proxyCpuUs(r: LoadResult): number {
 }
 
 async function bench(scope: BenchmarkScope): Promise<void> {
-  const fpm = await startFpm(scope);
+  const fpm = await startFpm(scope, 'fpm-nginx');
+  const fpmP = await startFpm(scope, 'fpm-portico');
   const nginxPort = await freePort();
   const nginx = await startNginx(path.join(scope.tmp, 'nginx'), nginxConf(nginxPort, fpm.port), nginxPort, PROXY_CPU);
   scope.started.push(nginx);
@@ -93,7 +97,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
     'workers: 1',
     `listeners: [{ address: 127.0.0.1:${porticoPort} }]`,
     'upstreams:',
-    `  php: { targets: [127.0.0.1:${fpm.port}], max_connections: ${children}, keepalive: { max_idle: ${children} }, queue: { size: 4096, timeout: 30s } }`,
+    `  php: { targets: [127.0.0.1:${fpmP.port}], max_connections: ${children}, keepalive: { max_idle: ${children} }, queue: { size: 4096, timeout: 30s } }`,
     'routes:',
     `  - match: { path_regex: '\\.php$' }`,
     `    fastcgi: { upstream: php, root: ${DOCROOT}, index: index.php }`,
@@ -106,18 +110,18 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   if (portico.error !== undefined || portico.proc === undefined) throw new Error(`Portico: ${portico.error ?? 'not started'}`);
   check(nginxPort);
   check(porticoPort);
-  const targets = { nginx: { port: nginxPort, pid: nginx.pid }, portico: { port: porticoPort, pid: portico.proc.pid } };
+  const targets = { nginx: { port: nginxPort, pid: nginx.pid, fpm: fpm.proc.pid }, portico: { port: porticoPort, pid: portico.proc.pid, fpm: fpmP.proc.pid } };
   console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds`);
-  console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}; Portico 1 worker`);
+  console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}, one master per proxy; Portico 1 worker`);
   console.log(`pinning: ${pinning.enabled ? 'proxies on CPU 0, wrk and php-fpm on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const rows = { nginx: [] as Array<{ rate: number; us: number }>, portico: [] as Array<{ rate: number; us: number }> };
   // warm-up: JIT, FPM workers, pooled connections
-  for (const t of Object.values(targets)) await runWrk(t.port, connections, 1, { proxy: t.pid, backend: [fpm.proc.pid] }, CLIENT_CPU, { path: SCRIPT });
+  for (const t of Object.values(targets)) await runWrk(t.port, connections, 1, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
   for (let r = 0; r < rounds && !scope.stopped(); r++) {
     const order = r % 2 === 0 ? (['nginx', 'portico'] as const) : (['portico', 'nginx'] as const);
     for (const which of order) {
       const t = targets[which];
-      const res = await runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [fpm.proc.pid] }, CLIENT_CPU, { path: SCRIPT });
+      const res = await runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
       const us = proxyCpuUs(res) / res.count;
       rows[which].push({ rate: res.rate, us });
       console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req, ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
@@ -132,6 +136,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   const paired = rows.portico.map((x, i) => x.rate / rows.nginx[i].rate);
   console.log(`per-round Portico/nginx req/s: ${paired.map((x) => x.toFixed(2)).join(', ')}; load average at end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   await stopTree(fpm.proc);
+  await stopTree(fpmP.proc);
 }
 
 benchmarkMain('php-bench', a.has('keep-tmp'), bench);

@@ -28,6 +28,11 @@ const FOUND_TTL_MS = 1000;
 /** Entries kept at most; the cache is emptied when full (scripts are few; a scan of random paths never enters). */
 const FOUND_MAX = 4096;
 const found = new Map<string, number>();
+/**
+ * Per route: request paths whose script was found, with the script and until when (FOUND_TTL_MS), so that a
+ * hot path costs one lookup and no promise (knownScript). Bounded like `found`; a reload compiles a new route.
+ */
+const known = new WeakMap<CompiledFastcgi, Map<string, { readonly script: Script; readonly until: number }>>();
 /** Real paths of document roots, kept as long as found scripts. */
 const realRoots = new Map<string, { readonly real: string; readonly until: number }>();
 
@@ -78,6 +83,12 @@ async function realRoot(root: string, now: number): Promise<string> {
   return real;
 }
 
+/** The script of `normalizedPath` when it was found within FOUND_TTL_MS, else null (then ask resolveScript). */
+export function knownScript(normalizedPath: string, f: CompiledFastcgi): Script | null {
+  const hit = known.get(f)?.get(normalizedPath);
+  return hit !== undefined && hit.until > Date.now() ? hit.script : null;
+}
+
 /** Resolves the script of `normalizedPath` (a wire/path.ts result) under the route's root. Never rejects. */
 export async function resolveScript(normalizedPath: string, f: CompiledFastcgi): Promise<ScriptResult> {
   const uri = decodePath(normalizedPath);
@@ -101,5 +112,9 @@ export async function resolveScript(normalizedPath: string, f: CompiledFastcgi):
   }
   if (found.size >= FOUND_MAX) found.clear();
   found.set(filename, now + FOUND_TTL_MS);
+  let paths = known.get(f);
+  if (paths === undefined) known.set(f, (paths = new Map()));
+  if (paths.size >= FOUND_MAX) paths.clear();
+  paths.set(normalizedPath, { script, until: now + FOUND_TTL_MS });
   return { ok: true, script };
 }

@@ -7,18 +7,19 @@
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
-import { FCGI_REQUEST_COMPLETE, RecordReader, encodeBeginRequest, encodeParams, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
+import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
 import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
 import type { CompiledFastcgi, CompiledRoute, FastcgiDecision } from '../route/router.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { Target } from '../upstream/balancer.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
+import { adoptSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildResponseHead } from './rewrite.js';
 import type { ClientExchange } from './client-exchange.js';
 import type { ClientSide } from './forward.js';
-import { buildParams } from './fastcgi-params.js';
-import { resolveScript, type Script } from './fastcgi-script.js';
+import { fixedParams, requestParams } from './fastcgi-params.js';
+import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
@@ -55,15 +56,16 @@ const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
  */
 const QUEUED_SUSPECT_MS = 100;
 
-const kOwner = Symbol('portico.fastcgi');
-/** An upstream socket as FastCGI exchanges see it: the exchange it serves now (null while pooled). */
-type OwnedSocket = ByteSocket & { [kOwner]?: FastcgiExchange | null };
-
 type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
-export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink {
+/** An IPv4-mapped IPv6 address as its IPv4 form (what SERVER_ADDR shows for a dual-stack listener). */
+function plainAddress(a: string): string {
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink, UpstreamSocketOwner {
   readonly mode = 'fastcgi';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
@@ -97,7 +99,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #closeClient = false;
   #clientPausedUpstream = false;
   /**
-   * While one read of the application's stream is taken apart (#onUpData): the small client writes it made,
+   * While one read of the application's stream is taken apart (upstreamData): the small client writes it made,
    * sent together when it is done or the response ends, so a page, its last chunk and the next record of the
    * same read leave in one send (each send to a client on loopback costs as much as the rest of the request).
    */
@@ -152,31 +154,37 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       super.start(fallback);
       return;
     }
+    const known = knownScript(this.head.path, this.#fcgi);
+    if (known !== null) {
+      this.#scriptFound(known);
+      return;
+    }
     resolveScript(this.head.path, this.#fcgi).then(
       (r) => {
         if (this.#finished) return;
-        if (!r.ok) {
-          this.#fail(new ProxyError('ROUTE_NOT_FOUND', `${r.reason}: not sent to FastCGI`));
-          return;
-        }
-        this.#script = r.script;
-        this.#phase = 'connecting';
-        // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
-        // (FPM never sends interim responses; nginx answers 100 itself too)
-        if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
-          this.bytesOut += CONTINUE.length;
-          this.#client.socket.write(CONTINUE);
-        }
-        super.start();
+        if (r.ok) this.#scriptFound(r.script);
+        else this.#fail(new ProxyError('ROUTE_NOT_FOUND', `${r.reason}: not sent to FastCGI`));
       },
       (err: unknown) => this.#fail(new ProxyError('INTERNAL', `script lookup failed: ${String(err)}`)),
     );
   }
 
+  #scriptFound(script: Script): void {
+    this.#script = script;
+    this.#phase = 'connecting';
+    // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
+    // (FPM never sends interim responses; nginx answers 100 itself too)
+    if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
+      this.bytesOut += CONTINUE.length;
+      this.#client.socket.write(CONTINUE);
+    }
+    super.start();
+  }
+
   protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
-    FastcgiExchange.#adopt(socket as OwnedSocket, this);
+    adoptSocket(socket, this);
     this.#phase = 'waiting';
     this.#stdoutBytes = 0;
     this.#reader = new RecordReader(REQUEST_ID, this);
@@ -189,23 +197,27 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       set.add(this);
     }
     const s = this.#client.upstreamClient;
-    const params = buildParams(this.head, this.#script!, this.#fcgi, {
+    const pairs = requestParams(this.head, this.#script!, this.#fcgi, {
       vars: this.#client.vars,
       remotePort: s.source === undefined ? '' : String(s.source.port),
-      serverAddr: s.destination?.address.replace(/^::ffff:(?=\d+\.)/, '') ?? '',
+      serverAddr: s.destination === undefined ? '' : plainAddress(s.destination.address),
       forwarding: this.route.forwarding,
     });
-    const begin = encodeBeginRequest(REQUEST_ID, this.#keepConn);
-    const encoded = encodeParams(REQUEST_ID, params);
-    this.bytesIn = begin.length + encoded.length;
-    socket.cork();
-    socket.write(begin);
-    let ok = socket.write(encoded);
     const early = this.#earlyBody;
     this.#earlyBody = null;
-    if (early !== null) for (const b of early) ok = this.#writeStdin(socket, b);
-    if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
-    socket.uncork();
+    // BEGIN_REQUEST, PARAMS and (no body) the end of STDIN: one buffer, one send
+    const opening = encodeRequestStart(REQUEST_ID, this.#keepConn, fixedParams(this.#fcgi), pairs, early === null && this.requestComplete);
+    this.bytesIn = opening.length;
+    let ok: boolean;
+    if (early === null) ok = socket.write(opening);
+    else {
+      socket.cork();
+      socket.write(opening);
+      ok = true;
+      for (const b of early) ok = this.#writeStdin(socket, b);
+      if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
+      socket.uncork();
+    }
     this.#armHeadersDeadline();
     if (!this.requestComplete) {
       this.#upstreamPausedClient = !ok;
@@ -254,7 +266,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     return used;
   }
 
-  #onUpDrain(): void {
+  upstreamDrain(): void {
     if (this.#upstreamPausedClient) {
       this.#upstreamPausedClient = false;
       this.#client.setBodyPaused(false);
@@ -268,7 +280,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
   }
 
-  #onUpData(chunk: Buffer): void {
+  upstreamData(chunk: Buffer): void {
     const reader = this.#reader;
     if (reader === null || this.#finished) return;
     this.#holding = true;
@@ -278,7 +290,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
   }
 
-  /** Sends what #onUpData held back, in one write. */
+  /** Sends what upstreamData held back, in one write. */
   #flushHeld(): void {
     if (this.#held.length === 0) return;
     const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#heldBytes);
@@ -499,37 +511,21 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#client.exchangeDone(this, !this.#closeClient);
   }
 
-  static #adopt(socket: OwnedSocket, ex: FastcgiExchange): void {
-    if (socket[kOwner] === undefined) {
-      socket.on('data', FastcgiExchange.#dispatchData);
-      socket.on('end', FastcgiExchange.#dispatchGone);
-      socket.on('error', FastcgiExchange.#dispatchError);
-      socket.on('close', FastcgiExchange.#dispatchGone);
-      socket.on('drain', FastcgiExchange.#dispatchDrain);
-    }
-    socket[kOwner] = ex;
+  upstreamEnd(): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
   }
 
-  static #dispatchData(this: OwnedSocket, chunk: Buffer): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpData(chunk);
+  upstreamClose(): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
   }
-  static #dispatchGone(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'FastCGI connection closed mid-request'));
-  }
-  static #dispatchError(this: OwnedSocket, err: Error): void {
-    const ex = this[kOwner];
-    if (ex) ex.#upstreamGone(new ProxyError('UPSTREAM_RESET', `FastCGI socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
-  }
-  static #dispatchDrain(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpDrain();
+
+  upstreamError(err: Error): void {
+    this.#upstreamGone(new ProxyError('UPSTREAM_RESET', `FastCGI socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
   }
 
   #detachUpstream(): ByteSocket {
     const up = this.#upstream!;
-    (up as OwnedSocket)[kOwner] = null;
+    releaseSocket(up);
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       up.resume();
@@ -547,15 +543,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#answered();
     this.#detachUpstream().destroy();
     if (this.#phase === 'waiting' && this.#stdoutBytes === 0 && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
-      const target = this.target!;
-      const stale = this.#reused;
-      if (!stale) this.pool.reportFailure(target, err.code);
-      this.leaveTarget(err);
       this.#reader = null;
       this.#resBuf = null;
       this.deadline = 0;
       this.#phase = 'connecting';
-      this.start(stale ? target : undefined);
+      this.retryAfterReset(err, this.#reused);
       return;
     }
     this.#fail(err);
@@ -589,12 +581,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#held = [];
     this.#heldBytes = 0;
     this.#answered();
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      this.target = null;
-    }
+    this.endAttempt(null);
   }
 
   #fail(err: ProxyError): void {
@@ -604,12 +592,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#heldBytes = 0;
     this.#phase = 'done';
     this.#answered();
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      if (err.side === 'upstream') this.pool.reportFailure(this.target, err.code);
-    }
+    this.endAttempt(err);
     this.#client.exchangeFailed(this, err);
   }
 }

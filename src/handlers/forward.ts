@@ -9,6 +9,7 @@ import type { CompiledRoute, RequestVars } from '../route/router.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
+import { adoptSocket, disownSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
@@ -19,10 +20,6 @@ const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRAC
 const SMALL_BODY = 16 * 1024;
 /** Bytes of a response head we buffer from an upstream before calling it broken. */
 const RESPONSE_HEAD_LIMITS: HeadLimits = { headerSize: 64 * 1024, uriSize: 8192, headers: 200 };
-
-const kOwner = Symbol('portico.exchange');
-/** An upstream socket as exchanges see it: the exchange it currently serves (null while pooled). */
-type OwnedSocket = ByteSocket & { [kOwner]?: Exchange | null };
 
 /** What an exchange needs from the client connection that owns the client socket. */
 export interface ClientSide {
@@ -75,7 +72,7 @@ const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'l
  * socket events; reports back exactly once through ClientSide (done, failed or upgraded). Picking, acquiring
  * and retrying before the request reached a target is UpstreamAttempt's loop (start()).
  */
-export class Exchange extends UpstreamAttempt implements ClientExchange {
+export class Exchange extends UpstreamAttempt implements ClientExchange, UpstreamSocketOwner {
   readonly mode = 'http';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
@@ -183,7 +180,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     this.#reused = reused;
     this.reusedSocket = reused;
     this.connectMs = performance.now() - this.startedHr;
-    Exchange.#adopt(socket as OwnedSocket, this);
+    adoptSocket(socket, this);
     this.#phase = 'waiting';
     // the response head is awaited from the end of the request: a slow upload is the client's, not the target's
     this.#armHeadersDeadline();
@@ -278,12 +275,12 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     return n;
   }
 
-  #onUpDrain = (): void => {
+  upstreamDrain(): void {
     if (this.#upstreamPausedClient) {
       this.#upstreamPausedClient = false;
       this.#client.setBodyPaused(false);
     }
-  };
+  }
 
   /** Client socket drained: resume reading the upstream. */
   clientDrained(): void {
@@ -298,7 +295,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     }
   }
 
-  #onUpData = (chunk: Buffer): void => {
+  upstreamData(chunk: Buffer): void {
     if (this.#phase === 'body') {
       if (this.#encoder !== null) this.#relayEncoded(chunk, 0);
       else this.#relayBody(chunk, 0, undefined);
@@ -343,7 +340,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
       this.#onResponseHead(res, buf, r.used);
       return;
     }
-  };
+  }
 
   #onResponseHead(res: ResponseHead, buf: Buffer, used: number): void {
     this.#res = res;
@@ -533,7 +530,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     }
     const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade', this.#stickyCookie());
     const up = this.#detachUpstream();
-    Exchange.#disown(up as OwnedSocket);
+    disownSocket(up);
     this.#finished = true;
     this.#phase = 'done';
     if (!this.holdUpgrade) {
@@ -569,53 +566,9 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     this.#client.exchangeDone(this, !this.#closeClient);
   }
 
-  // Upstream sockets carry one set of listeners for their whole life (added on first use, dispatching to the
-  // exchange that currently owns the socket), so a kept-alive socket costs no listener churn per request.
-  static #adopt(socket: OwnedSocket, ex: Exchange): void {
-    if (socket[kOwner] === undefined) {
-      socket.on('data', Exchange.#dispatchData);
-      socket.on('end', Exchange.#dispatchEnd);
-      socket.on('error', Exchange.#dispatchError);
-      socket.on('close', Exchange.#dispatchClose);
-      socket.on('drain', Exchange.#dispatchDrain);
-    }
-    socket[kOwner] = ex;
-  }
-
-  /** For a socket that leaves HTTP for good (a tunnel): its relay attaches listeners of its own. */
-  static #disown(socket: OwnedSocket): void {
-    socket.removeListener('data', Exchange.#dispatchData);
-    socket.removeListener('end', Exchange.#dispatchEnd);
-    socket.removeListener('error', Exchange.#dispatchError);
-    socket.removeListener('close', Exchange.#dispatchClose);
-    socket.removeListener('drain', Exchange.#dispatchDrain);
-    delete socket[kOwner];
-  }
-
-  static #dispatchData(this: OwnedSocket, chunk: Buffer): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpData(chunk);
-  }
-  static #dispatchEnd(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpEnd();
-  }
-  static #dispatchError(this: OwnedSocket, err: Error): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpError(err);
-  }
-  static #dispatchClose(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpClose();
-  }
-  static #dispatchDrain(this: OwnedSocket): void {
-    const ex = this[kOwner];
-    if (ex) ex.#onUpDrain();
-  }
-
   #detachUpstream(): ByteSocket {
     const up = this.#upstream!;
-    (up as OwnedSocket)[kOwner] = null;
+    releaseSocket(up);
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       up.resume();
@@ -624,21 +577,21 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     return up;
   }
 
-  #onUpEnd = (): void => {
+  upstreamEnd(): void {
     if (this.#phase === 'body' && this.#res !== null && this.#res.bodyKind === 'close') {
       this.#finishResponse(false);
       return;
     }
     this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream closed the connection mid-exchange'));
-  };
+  }
 
-  #onUpError = (err: Error): void => {
+  upstreamError(err: Error): void {
     this.#upstreamGone(new ProxyError('UPSTREAM_RESET', `upstream socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
-  };
+  }
 
-  #onUpClose = (): void => {
+  upstreamClose(): void {
     this.#upstreamGone(new ProxyError('UPSTREAM_RESET', 'upstream connection closed mid-exchange'));
-  };
+  }
 
   /**
    * The upstream socket died. An idempotent request without a body whose response had not begun to reach the
@@ -654,14 +607,10 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     up.destroy();
     const nothingToClient = this.#phase === 'waiting' && !this.responseStarted && this.bytesOut === 0;
     if (nothingToClient && IDEMPOTENT.has(this.head.method) && this.head.bodyKind === 'none' && this.mayRetry()) {
-      const target = this.target!;
-      const stale = this.#reused;
-      if (!stale) this.pool.reportFailure(target, err.code);
-      this.leaveTarget(err);
       this.#resBuf = null; // a partial response head from the socket that died
       this.deadline = 0;
       this.#phase = 'connecting';
-      this.start(stale ? target : undefined);
+      this.retryAfterReset(err, this.#reused);
       return;
     }
     this.#fail(err);
@@ -702,12 +651,8 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     this.#encoder?.destroy();
     this.#encoder = null;
     this.errorCode = err.code;
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      this.target = null;
-    }
+    this.endAttempt(null);
   }
 
   #fail(err: ProxyError): void {
@@ -717,14 +662,8 @@ export class Exchange extends UpstreamAttempt implements ClientExchange {
     this.#encoder = null;
     this.#phase = 'done';
     this.errorCode = err.code;
-    this.withdrawAcquire();
     if (this.#upstream !== null) this.#detachUpstream().destroy();
-    if (this.target !== null) {
-      this.target.active--;
-      // passive health: the pool counts what is the target's fault (timeouts, bad answers, resets) and ignores
-      // the rest; connect failures it saw itself (the target is already cleared then)
-      if (err.side === 'upstream') this.pool.reportFailure(this.target, err.code);
-    }
+    this.endAttempt(err);
     this.#client.exchangeFailed(this, err);
   }
 }

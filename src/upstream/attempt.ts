@@ -97,6 +97,35 @@ export abstract class UpstreamAttempt {
     }
   }
 
+  /**
+   * The work ends early (failed, or the client left) and gives back no socket: a pending acquire leaves the
+   * pool, and the target no longer counts it. `failure` given: the target stays named (the access log reports
+   * it on the 502/504 line) and is charged when the fault is the upstream's (passive health; connect failures the
+   * pool saw itself, when the target is already cleared). null (aborted): the target is cleared too. The
+   * caller destroys the socket it holds, if any.
+   */
+  protected endAttempt(failure: ProxyError | null): void {
+    this.withdrawAcquire();
+    const t = this.target;
+    if (t === null) return;
+    t.active--;
+    if (failure === null) this.target = null;
+    else if (failure.side === 'upstream') this.pool.reportFailure(t, failure.code);
+  }
+
+  /**
+   * The socket died before any answer and the caller may send the work again (mayRetry said yes, its own state
+   * is reset): a fresh connection's reset is the target's passive failure; a reused one may only have been closed
+   * by the target while idle (a keep-alive race), so it is not held against it, and with no other target to pick
+   * that target is asked again.
+   */
+  protected retryAfterReset(err: ProxyError, reused: boolean): void {
+    const target = this.target!;
+    if (!reused) this.pool.reportFailure(target, err.code);
+    this.leaveTarget(err);
+    this.start(reused ? target : undefined);
+  }
+
   /** One more retry allowed by the rules (counted when allowed; the budget is asked only when the bound allows). */
   protected mayRetry(): boolean {
     if (this.#rules.retry === 'untried') return (this.#tried?.size ?? 0) < this.pool.targets.length;

@@ -63,12 +63,8 @@ function writeLength(buf: Buffer, at: number, n: number): number {
   return at + 4;
 }
 
-/**
- * A stream of name-value pairs (PARAMS or GET_VALUES), as records of at most FCGI_MAX_CONTENT bytes each,
- * followed (for PARAMS) by the empty record that ends the stream. Names and values are sent as UTF-8 bytes;
- * `pairs` is flat: name, value, name, value...
- */
-export function encodeParams(requestId: number, pairs: readonly string[], type: number = FCGI_PARAMS): Buffer {
+/** §3.4: name-value pairs as their content bytes (no record headers); `pairs` is flat: name, value, ... as UTF-8. */
+export function encodePairs(pairs: readonly string[]): Buffer {
   const bytes: Buffer[] = [];
   let body = 0;
   for (let i = 0; i < pairs.length; i++) {
@@ -88,6 +84,17 @@ export function encodeParams(requestId: number, pairs: readonly string[], type: 
     value.copy(payload, at);
     at += value.length;
   }
+  return payload;
+}
+
+/**
+ * A stream of name-value pairs (PARAMS or GET_VALUES), as records of at most FCGI_MAX_CONTENT bytes each,
+ * followed (for PARAMS) by the empty record that ends the stream. Names and values are sent as UTF-8 bytes;
+ * `pairs` is flat: name, value, name, value...
+ */
+export function encodeParams(requestId: number, pairs: readonly string[], type: number = FCGI_PARAMS): Buffer {
+  const payload = encodePairs(pairs);
+  const body = payload.length;
   const records = Math.ceil(body / FCGI_MAX_CONTENT);
   const end = type === FCGI_PARAMS ? FCGI_HEADER_LEN : 0;
   const out = Buffer.allocUnsafe(records * FCGI_HEADER_LEN + body + end);
@@ -100,6 +107,75 @@ export function encodeParams(requestId: number, pairs: readonly string[], type: 
     o += len;
   }
   if (end > 0) header(type, requestId, 0).copy(out, o);
+  return out;
+}
+
+/**
+ * A name-value pair (§3.4) as a "binary" string, one char per byte as latin1 writes it: the form the per-request
+ * params are collected in, so that one request's pairs cost one string and one write into the outgoing buffer
+ * instead of a Buffer per name and value. `name` and `value` must be binary strings already (see binary()).
+ */
+export function binaryPair(name: string, value: string): string {
+  return lengthChars(name.length) + lengthChars(value.length) + name + value;
+}
+
+/** One-char strings for the lengths below 128 (the common case: one byte, no allocation). */
+const SHORT_LENGTHS: readonly string[] = Array.from({ length: 128 }, (_, n) => String.fromCharCode(n));
+
+function lengthChars(n: number): string {
+  if (n < 128) return SHORT_LENGTHS[n];
+  return String.fromCharCode(((n >>> 24) & 0x7f) | 0x80, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Text (a decoded path, a config value) as its UTF-8 bytes in binary form; ASCII text is its own form. */
+export function binary(text: string): string {
+  return NON_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text;
+}
+
+/** Writes a record header at `at`; returns the offset after it. */
+function putHeader(buf: Buffer, at: number, type: number, requestId: number, length: number): number {
+  buf[at] = FCGI_VERSION_1;
+  buf[at + 1] = type;
+  buf.writeUInt16BE(requestId, at + 2);
+  buf.writeUInt16BE(length, at + 4);
+  buf[at + 6] = 0;
+  buf[at + 7] = 0;
+  return at + FCGI_HEADER_LEN;
+}
+
+/**
+ * The opening of one request as a single buffer, so that it leaves in one send: BEGIN_REQUEST, the PARAMS
+ * stream (`fixed`, pairs encoded once per route, then `pairs`, this request's, in binary form; split into
+ * records of at most FCGI_MAX_CONTENT), its empty closing record, and with `stdinEnd` the empty STDIN record of
+ * a request without a body.
+ */
+export function encodeRequestStart(requestId: number, keepConn: boolean, fixed: Buffer, pairs: string, stdinEnd: boolean): Buffer {
+  const body = fixed.length + pairs.length;
+  const records = Math.ceil(body / FCGI_MAX_CONTENT);
+  const out = Buffer.allocUnsafe(2 * FCGI_HEADER_LEN + records * FCGI_HEADER_LEN + body + FCGI_HEADER_LEN + (stdinEnd ? FCGI_HEADER_LEN : 0));
+  let o = putHeader(out, 0, FCGI_BEGIN_REQUEST, requestId, 8);
+  out.writeUInt16BE(FCGI_RESPONDER, o);
+  out[o + 2] = keepConn ? FCGI_KEEP_CONN : 0;
+  out.fill(0, o + 3, o + 8);
+  o += 8;
+  // no pairs at all: only the closing record (an empty one before it would end the stream early)
+  if (body > 0 && body <= FCGI_MAX_CONTENT) {
+    o = putHeader(out, o, FCGI_PARAMS, requestId, body);
+    o += fixed.copy(out, o);
+    o += out.write(pairs, o, 'latin1');
+  } else if (body > FCGI_MAX_CONTENT) {
+    // past 64 KiB (a request with very large headers): the pairs are laid out once, then cut into records
+    const payload = Buffer.concat([fixed, Buffer.from(pairs, 'latin1')]);
+    for (let from = 0; from < body; from += FCGI_MAX_CONTENT) {
+      const len = Math.min(FCGI_MAX_CONTENT, body - from);
+      o = putHeader(out, o, FCGI_PARAMS, requestId, len);
+      o += payload.copy(out, o, from, from + len);
+    }
+  }
+  o = putHeader(out, o, FCGI_PARAMS, requestId, 0);
+  if (stdinEnd) putHeader(out, o, FCGI_STDIN, requestId, 0);
   return out;
 }
 
@@ -154,12 +230,15 @@ export class RecordReader {
   readonly #requestId: number;
   readonly #sink: RecordSink;
   #state: ReaderState = 'header';
-  readonly #head = Buffer.alloc(FCGI_HEADER_LEN);
+  /** A record header split across pushes is collected here (allocated then only: a whole one is read in place). */
+  #head: Buffer | null = null;
   #headHave = 0;
   #type = 0;
   #contentLeft = 0;
   #paddingLeft = 0;
-  readonly #end = Buffer.alloc(8);
+  /** END_REQUEST's content: its two fields, filled as its bytes arrive. */
+  #appStatus = 0;
+  #protocolStatus = 0;
   #endHave = 0;
   #error: ReadError | null = null;
 
@@ -184,12 +263,20 @@ export class RecordReader {
     while (i < n) {
       switch (this.#state) {
         case 'header': {
+          if (this.#headHave === 0 && n - i >= FCGI_HEADER_LEN) {
+            i += FCGI_HEADER_LEN;
+            const problem = this.#onHeader(chunk, i - FCGI_HEADER_LEN);
+            if (problem !== null) return this.#fail(problem);
+            break;
+          }
+          const head = (this.#head ??= Buffer.alloc(FCGI_HEADER_LEN));
           const take = Math.min(FCGI_HEADER_LEN - this.#headHave, n - i);
-          chunk.copy(this.#head, this.#headHave, i, i + take);
+          chunk.copy(head, this.#headHave, i, i + take);
           this.#headHave += take;
           i += take;
           if (this.#headHave === FCGI_HEADER_LEN) {
-            const problem = this.#onHeader();
+            this.#headHave = 0;
+            const problem = this.#onHeader(head, 0);
             if (problem !== null) return this.#fail(problem);
           }
           break;
@@ -201,10 +288,7 @@ export class RecordReader {
           i += take;
           if (this.#type === FCGI_STDOUT) this.#sink.stdout(part);
           else if (this.#type === FCGI_STDERR) this.#sink.stderr(part);
-          else {
-            part.copy(this.#end, this.#endHave);
-            this.#endHave += take;
-          }
+          else this.#endBytes(part);
           if (this.#state !== 'content') return this.#error; // the sink failed us meanwhile (see stop())
           if (this.#contentLeft === 0) this.#afterContent();
           break;
@@ -236,20 +320,29 @@ export class RecordReader {
     return reason;
   }
 
-  #onHeader(): ReadError | null {
-    const h = this.#head;
-    this.#headHave = 0;
-    if (h[0] !== FCGI_VERSION_1) return `record version ${h[0]} (expected 1)`;
-    const type = h[1];
-    const id = h.readUInt16BE(2);
-    const length = h.readUInt16BE(4);
+  /** END_REQUEST content bytes (§5.5: appStatus, 4 bytes big-endian, then protocolStatus), however split. */
+  #endBytes(part: Buffer): void {
+    for (let j = 0; j < part.length; j++, this.#endHave++) {
+      if (this.#endHave < 4) this.#appStatus = this.#appStatus * 256 + part[j];
+      else if (this.#endHave === 4) this.#protocolStatus = part[j];
+    }
+  }
+
+  /** The record header at `h[at..at+8]`. */
+  #onHeader(h: Buffer, at: number): ReadError | null {
+    if (h[at] !== FCGI_VERSION_1) return `record version ${h[at]} (expected 1)`;
+    const type = h[at + 1];
+    const id = (h[at + 2] << 8) | h[at + 3];
+    const length = (h[at + 4] << 8) | h[at + 5];
     if (type !== FCGI_STDOUT && type !== FCGI_STDERR && type !== FCGI_END_REQUEST) return `unexpected record type ${type}`;
     if (id !== this.#requestId) return `record for request ${id} (expected ${this.#requestId})`;
     if (type === FCGI_END_REQUEST && length !== 8) return `FCGI_END_REQUEST of ${length} bytes (expected 8)`;
     this.#type = type;
     this.#contentLeft = length;
-    this.#paddingLeft = h[6];
+    this.#paddingLeft = h[at + 6];
     this.#endHave = 0;
+    this.#appStatus = 0;
+    this.#protocolStatus = 0;
     if (length > 0) this.#state = 'content';
     else this.#afterContent();
     return null;
@@ -263,7 +356,7 @@ export class RecordReader {
   #recordDone(): void {
     if (this.#type === FCGI_END_REQUEST) {
       this.#state = 'ended';
-      this.#sink.end(this.#end.readUInt32BE(0), this.#end[4]);
+      this.#sink.end(this.#appStatus, this.#protocolStatus);
       return;
     }
     this.#state = 'header';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { request } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { FIXTURES, SHARED_CONTRACT } from '../helpers/paths.js';
 import { hasPhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
-import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
+import { plainListener, reloadPortico, startPortico, tlsListener } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
 import { probe } from '../../src/upstream/health.js';
 import type { ConfigInput } from '../../src/config/schema.js';
@@ -218,6 +218,36 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
       assert.equal((JSON.parse(json) as { get: { p: string } }).get.p, String(i));
     });
   });
+});
+
+test('a reload that changes root and params reaches FPM (the params each route encodes once are encoded anew)', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t);
+  if (fpm === undefined) return;
+  // the second root: a copy of env.php that FPM's user can read (it may run as nobody)
+  const root2 = await mkdtemp(path.join(tmpdir(), 'portico-fcgi-reload-'));
+  t.after(() => rm(root2, { recursive: true, force: true }));
+  await chmod(root2, 0o755);
+  await copyFile(path.join(DOCROOT, 'env.php'), path.join(root2, 'env.php'));
+  await chmod(path.join(root2, 'env.php'), 0o644);
+  const config = (root: string, params: Record<string, string>): ConfigInput =>
+    ({ workers: 1, listeners: [plainListener()], upstreams: { php: { targets: [fpm.target] } }, routes: [{ match: { path_regex: '\\.php$' }, fastcgi: { upstream: 'php', root, params } }] }) as ConfigInput;
+  const portico = await startPortico(t, config(DOCROOT, { APP_ENV: 'one', APP_SCRIPT: '$document_root' }));
+  const server = async (): Promise<Record<string, string>> => {
+    const r = await request(`http://127.0.0.1:${portico.httpPort}/env.php`);
+    assert.equal(r.status, 200, r.body.toString());
+    return (JSON.parse(r.body.toString()) as { server: Record<string, string> }).server;
+  };
+  const before = await server();
+  assert.equal(before.DOCUMENT_ROOT, DOCROOT);
+  assert.equal(before.APP_ENV, 'one');
+  assert.equal(before.APP_SCRIPT, DOCROOT);
+  const r = await reloadPortico(portico, config(root2, { APP_ENV: 'two-$uri', APP_SCRIPT: 'fixed' }));
+  assert.equal(r.code, 0, r.stderr);
+  const after = await server();
+  assert.equal(after.DOCUMENT_ROOT, root2);
+  assert.equal(after.SCRIPT_FILENAME, path.join(root2, 'env.php'));
+  assert.equal(after.APP_ENV, 'two-/env.php');
+  assert.equal(after.APP_SCRIPT, 'fixed');
 });
 
 test('PHP-FPM stopped -> 502; slow -> 504 (response_headers)', { timeout: 60_000 }, async (t) => {

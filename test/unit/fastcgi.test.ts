@@ -14,13 +14,14 @@ import {
   decodePairs,
   encodeBeginRequest,
   encodeParams,
+  encodeRequestStart,
   encodeStdin,
   readManagementReply,
   type RecordSink,
 } from '../../src/wire/fastcgi.js';
 import { parseCgiHead } from '../../src/wire/cgi-head.js';
 import { parseRequestHead, type RequestHead } from '../../src/wire/http-head.js';
-import { buildParams, realClient } from '../../src/handlers/fastcgi-params.js';
+import { fixedParams, requestParams, realClient } from '../../src/handlers/fastcgi-params.js';
 import { decodePath, resolveScript, splitScript } from '../../src/handlers/fastcgi-script.js';
 import { compileForwarding } from '../../src/route/forwarding.js';
 import type { CompiledFastcgi } from '../../src/route/router.js';
@@ -63,6 +64,35 @@ function headOf(raw: string): RequestHead {
 }
 
 const FCGI: CompiledFastcgi = { root: '/srv/www', index: 'index.php', split: /^(.+\.php)(\/.*)$/, params: [] };
+
+/** The records of `buf` in order: type, request id and content. */
+function recordsOf(buf: Buffer): Array<{ type: number; id: number; content: Buffer }> {
+  const out: Array<{ type: number; id: number; content: Buffer }> = [];
+  for (let o = 0; o < buf.length; ) {
+    assert.ok(o + 8 <= buf.length, 'a whole record header');
+    const len = buf.readUInt16BE(o + 4);
+    out.push({ type: buf[o + 1], id: buf.readUInt16BE(o + 2), content: buf.subarray(o + 8, o + 8 + len) });
+    o += 8 + len + buf[o + 6];
+  }
+  return out;
+}
+
+/** The params FPM reads from a request's opening (encodeRequestStart), as a map; every name must come once. */
+function paramsSent(f: CompiledFastcgi, pairs: string): Map<string, string> {
+  const params = recordsOf(encodeRequestStart(1, true, fixedParams(f), pairs, true)).filter((r) => r.type === 4);
+  const content = Buffer.concat(params.map((r) => r.content));
+  const out = new Map<string, string>();
+  for (let i = 0; i < content.length; ) {
+    const len = (): number => (content[i] < 128 ? content[i++] : ((i += 4), content.readUInt32BE(i - 4) & 0x7fffffff));
+    const nl = len();
+    const vl = len();
+    const name = content.toString('latin1', i, i + nl);
+    assert.equal(out.has(name), false, `${name} sent once`);
+    out.set(name, content.toString('latin1', i + nl, i + nl + vl));
+    i += nl + vl;
+  }
+  return out;
+}
 
 test('params records: name-value pairs with 1- and 4-byte lengths decode back, then the empty PARAMS record', () => {
   const long = 'v'.repeat(300);
@@ -178,9 +208,8 @@ test('params: nginx fastcgi_params meaning, HTTP_* from headers, no HTTP_PROXY, 
   const forwarding = compileForwarding({ forwarding: { trusted_proxies: [], x_forwarded_for: 'replace', forwarded: false } } as unknown as Config);
   const script = { ...splitScript('/app/index.php/extra/path', FCGI), uri: '/app/index.php/extra/path', filename: '/srv/www/app/index.php' };
   const f: CompiledFastcgi = { ...FCGI, params: [{ name: 'APP_SCRIPT', parts: parseParamTemplate('$document_root$fastcgi_script_name') as never }, { name: 'SERVER_SOFTWARE', parts: parseParamTemplate('mine') as never }] };
-  const flat = buildParams(head, script, f, { vars: { remoteAddr: '10.1.2.3', host: 'example.test', scheme: 'https', requestUri: head.target, serverPort: 8443, trustedPeer: false }, remotePort: '5555', serverAddr: '127.0.0.1', forwarding });
-  const p = new Map<string, string>();
-  for (let i = 0; i < flat.length; i += 2) p.set(flat[i], flat[i + 1]);
+  const pairs = requestParams(head, script, f, { vars: { remoteAddr: '10.1.2.3', host: 'example.test', scheme: 'https', requestUri: head.target, serverPort: 8443, trustedPeer: false }, remotePort: '5555', serverAddr: '127.0.0.1', forwarding });
+  const p = paramsSent(f, pairs);
   assert.equal(p.get('SCRIPT_FILENAME'), '/srv/www/app/index.php');
   assert.equal(p.get('SCRIPT_NAME'), '/app/index.php');
   assert.equal(p.get('PATH_INFO'), '/extra/path');
@@ -203,6 +232,51 @@ test('params: nginx fastcgi_params meaning, HTTP_* from headers, no HTTP_PROXY, 
   assert.equal(p.has('HTTP_X_FORWARDED_FOR'), false, 'an untrusted client\'s forwarding headers are dropped');
   assert.equal(p.get('APP_SCRIPT'), '/srv/www/app/index.php');
   assert.equal(p.get('SERVER_SOFTWARE'), 'mine', 'an extra param replaces a standard one');
+});
+
+test('request opening: BEGIN_REQUEST, PARAMS (route pairs, then the request\'s), the empty PARAMS and, without a body, the empty STDIN in one buffer', () => {
+  const fixed = Buffer.from([1, 1, 0x41, 0x42]);
+  const withEnd = recordsOf(encodeRequestStart(1, true, fixed, '\x01\x01CD', true));
+  assert.deepEqual(withEnd.map((r) => r.type), [1, 4, 4, 5]);
+  assert.deepEqual([...withEnd[0].content], [0, 1, 1, 0, 0, 0, 0, 0], 'responder role, FCGI_KEEP_CONN');
+  assert.deepEqual(decodePairs(withEnd[1].content), new Map([['A', 'B'], ['C', 'D']]));
+  assert.equal(withEnd[2].content.length + withEnd[3].content.length, 0);
+  const noKeep = recordsOf(encodeRequestStart(1, false, fixed, '', false));
+  assert.deepEqual(noKeep.map((r) => r.type), [1, 4, 4], 'a body follows: STDIN is not ended');
+  assert.equal(noKeep[0].content[2], 0);
+  assert.deepEqual(recordsOf(encodeRequestStart(1, true, Buffer.alloc(0), '', true)).map((r) => r.type), [1, 4, 5], 'no pairs: only the closing PARAMS record');
+  const big = 'x'.repeat(70_000);
+  const split = recordsOf(encodeRequestStart(1, true, fixed, '\x01' + String.fromCharCode(0x80, 0x01, 0x11, 0x70) + 'Y' + big, true));
+  assert.deepEqual(split.map((r) => [r.type, r.content.length]), [[1, 8], [4, 65535], [4, 4 + 6 + 70_000 - 65535], [4, 0], [5, 0]]);
+  assert.ok(decodePairs(Buffer.concat([split[1].content, split[2].content]))?.get('Y') === big, 'pairs past 64 KiB span records');
+});
+
+test('params: header values and the request target go as the bytes the client sent; decoded paths and config text as UTF-8', () => {
+  const forwarding = compileForwarding({ forwarding: { trusted_proxies: [], x_forwarded_for: 'replace', forwarded: false } } as unknown as Config);
+  const head = headOf('GET /caf%C3%A9.php HTTP/1.1\r\nHost: a\r\nX-Name: Jos\xe9\r\n\r\n');
+  const script = { scriptName: '/café.php', pathInfo: '', uri: '/café.php', filename: '/srv/wwwé/café.php' };
+  const f: CompiledFastcgi = { ...FCGI, root: '/srv/wwwé', params: [{ name: 'APP', parts: parseParamTemplate('é$fastcgi_script_name') as never }] };
+  const p = paramsSent(f, requestParams(head, script, f, { vars: { remoteAddr: '10.1.2.3', host: 'a', scheme: 'http', requestUri: head.target, serverPort: 80, trustedPeer: false }, remotePort: '1', serverAddr: '', forwarding }));
+  const utf8 = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
+  assert.equal(p.get('HTTP_X_NAME'), 'Jos\xe9', 'the raw byte 0xE9, not its UTF-8 form (nginx passes bytes)');
+  assert.equal(p.get('REQUEST_URI'), '/caf%C3%A9.php');
+  assert.equal(p.get('SCRIPT_NAME'), utf8('/café.php'));
+  assert.equal(p.get('SCRIPT_FILENAME'), utf8('/srv/wwwé/café.php'));
+  assert.equal(p.get('DOCUMENT_ROOT'), utf8('/srv/wwwé'));
+  assert.equal(p.get('APP'), utf8('é/café.php'));
+});
+
+test('params: an extra param replaces the header of its name, fixed or per request; repeated headers are one', () => {
+  const forwarding = compileForwarding({ forwarding: { trusted_proxies: [], x_forwarded_for: 'replace', forwarded: false } } as unknown as Config);
+  const head = headOf('GET /index.php?q=1 HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nX-B: b\r\n\r\n');
+  const script = { scriptName: '/index.php', pathInfo: '', uri: '/index.php', filename: '/srv/www/index.php' };
+  const f: CompiledFastcgi = { ...FCGI, params: [{ name: 'HTTP_HOST', parts: parseParamTemplate('fixed.test') as never }, { name: 'HTTP_X_B', parts: parseParamTemplate('$args') as never }, { name: 'ROOTED', parts: parseParamTemplate('$document_root/x') as never }] };
+  const p = paramsSent(f, requestParams(head, script, f, { vars: { remoteAddr: '10.1.2.3', host: 'a', scheme: 'http', requestUri: head.target, serverPort: 80, trustedPeer: false }, remotePort: '1', serverAddr: '', forwarding }));
+  assert.equal(p.get('HTTP_HOST'), 'fixed.test');
+  assert.equal(p.get('HTTP_X_B'), 'q=1');
+  assert.equal(p.get('HTTP_X_A'), '1, 2');
+  assert.equal(p.get('ROOTED'), '/srv/www/x');
+  assert.equal(p.has('HTTPS'), false);
 });
 
 test('params: REMOTE_ADDR is the real client behind trusted proxies (rightmost untrusted X-Forwarded-For entry)', () => {

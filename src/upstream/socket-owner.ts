@@ -1,0 +1,62 @@
+// Who a pooled upstream socket works for right now. The socket outlives the exchanges it serves, so it carries
+// one set of listeners for its whole life (added when first adopted) that pass each event to its current owner:
+// a kept-alive socket costs no listener churn per request, and an event after the owner let go (the socket idle
+// in the pool, or destroyed by an exchange that failed) reaches nobody. Shared by the HTTP and FastCGI exchanges.
+import type { ByteSocket } from '../core/socket.js';
+
+/** What an exchange does with the events of the upstream socket it owns (called by the listeners below only). */
+export interface UpstreamSocketOwner {
+  upstreamData(chunk: Buffer): void;
+  /** The peer ended its side (FIN). */
+  upstreamEnd(): void;
+  upstreamError(err: Error): void;
+  upstreamClose(): void;
+  upstreamDrain(): void;
+}
+
+const kOwner = Symbol('portico.upstream-owner');
+type OwnedSocket = ByteSocket & { [kOwner]?: UpstreamSocketOwner | null };
+
+/** `owner` gets the socket's events from now on (the listeners are added on the socket's first adoption). */
+export function adoptSocket(socket: ByteSocket, owner: UpstreamSocketOwner): void {
+  const s = socket as OwnedSocket;
+  if (s[kOwner] === undefined) {
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    s.on('close', onClose);
+    s.on('drain', onDrain);
+  }
+  s[kOwner] = owner;
+}
+
+/** The owner lets go (the socket goes back to the pool, or is destroyed): its events reach nobody. */
+export function releaseSocket(socket: ByteSocket): void {
+  (socket as OwnedSocket)[kOwner] = null;
+}
+
+/** For a socket that leaves the pool's protocol for good (a tunnel): its new user attaches listeners of its own. */
+export function disownSocket(socket: ByteSocket): void {
+  socket.removeListener('data', onData);
+  socket.removeListener('end', onEnd);
+  socket.removeListener('error', onError);
+  socket.removeListener('close', onClose);
+  socket.removeListener('drain', onDrain);
+  delete (socket as OwnedSocket)[kOwner];
+}
+
+function onData(this: OwnedSocket, chunk: Buffer): void {
+  this[kOwner]?.upstreamData(chunk);
+}
+function onEnd(this: OwnedSocket): void {
+  this[kOwner]?.upstreamEnd();
+}
+function onError(this: OwnedSocket, err: Error): void {
+  this[kOwner]?.upstreamError(err);
+}
+function onClose(this: OwnedSocket): void {
+  this[kOwner]?.upstreamClose();
+}
+function onDrain(this: OwnedSocket): void {
+  this[kOwner]?.upstreamDrain();
+}
