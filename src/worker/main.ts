@@ -24,6 +24,7 @@ import { TerminateApp } from '../terminate/app.js';
 import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 import { loadUws, terminateRoutePaths } from '../terminate/uws.js';
+import { alpnChallenges } from '../accept/acme-alpn.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -247,6 +248,10 @@ class Worker {
       case 'acme-challenge':
         if (msg.keyAuthorization === null) this.#acmeTokens.delete(msg.token);
         else if (this.#acmeTokens.size < MAX_ACME_TOKENS) this.#acmeTokens.set(msg.token, msg.keyAuthorization);
+        return;
+      case 'acme-alpn-challenge':
+        if (msg.cert === null || msg.key === null) alpnChallenges.delete(msg.name);
+        else alpnChallenges.set(msg.name, msg.cert, msg.key);
         return;
     }
   }
