@@ -17,6 +17,9 @@ import { hasCommand, needPeer } from '../helpers/peers.js';
 import { startPortico, type Portico } from '../helpers/portico.js';
 import { nativeTlsStatus } from '../../src/native/tls.js';
 
+/** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
+const START_TIMEOUT_MS = process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000;
+
 const NAME = 'alpn.acme.test';
 /** DER of the id-pe-acmeIdentifier OID 1.3.6.1.5.5.7.1.31 (RFC 8737 §6.1), as it appears in a certificate. */
 const OID_DER = Buffer.from('06082b0601050507011f', 'hex');
@@ -111,7 +114,7 @@ async function issueByTlsAlpn(t: TestContext, nativeTls: boolean): Promise<void>
   // Pebble's look-up of NAME is held: the challenge stays pending in Portico until the test lets it go
   dns.holding = true;
   const asked = dns.nextQuery((q) => q.name === NAME, 60_000);
-  const portico = await startPortico(t, config, { env: nativeTls ? {} : { PORTICO_NATIVE_TLS: '0' } });
+  const portico = await startPortico(t, config, { env: nativeTls ? {} : { PORTICO_NATIVE_TLS: '0' }, startTimeoutMs: START_TIMEOUT_MS });
   t.after(() => dns.releaseReplies());
   await asked.catch((err: Error) => {
     throw new Error(`${err.message}\n--- pebble ---\n${pebble.output()}\n--- portico ---\n${portico.logs.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`);
