@@ -172,17 +172,21 @@ export interface TlsServerOptions extends TlsSettings {
 
 /** Handshakes whose ALPN callback chose a TLS-ALPN-01 challenge: their SNI callback serves its certificate. */
 const challenged = new WeakSet<tls.TLSSocket>();
+/** Handshakes whose certificate was chosen already (TLS 1.2: before ALPN): too late for a challenge. */
+const certChosen = new WeakSet<tls.TLSSocket>();
 
 /**
  * SNI and ALPN for a listener that answers TLS-ALPN-01 (RFC 8737 §3) on Node's TLS. Node calls both as methods
  * of the TLSSocket (_tls_wrap.js: `socket[kALPNCallback](...)`, `owner._SNICallback(...)`), which is how the
  * ALPN choice reaches the certificate choice. OpenSSL runs the ALPN callback before the certificate one in
- * TLS 1.3 only, so a validation here needs TLS 1.3 (every CA offers it); the native path has no such limit.
+ * TLS 1.3 only, so a validation here needs TLS 1.3 (every CA offers it; an acme-tls/1 TLS 1.2 handshake fails
+ * rather than get a normal certificate). The challenge certificate needs TLS 1.3 anyway (primary/acme.ts).
  */
 function acmeAlpnCallbacks(selector: SniSelector): Pick<tls.TlsOptions, 'SNICallback' | 'ALPNCallback'> {
   return {
     ALPNCallback(this: tls.TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }): string | undefined {
-      if (alpnChallenges.size > 0 && protocols.includes(ACME_TLS_ALPN) && alpnChallenges.get(servername) !== undefined) {
+      // TLS 1.2 chose the certificate first: never acme-tls/1 over a normal certificate (RFC 8737 §3), it fails below
+      if (alpnChallenges.size > 0 && protocols.includes(ACME_TLS_ALPN) && !certChosen.has(this) && alpnChallenges.get(servername) !== undefined) {
         challenged.add(this);
         return ACME_TLS_ALPN;
       }
@@ -190,6 +194,7 @@ function acmeAlpnCallbacks(selector: SniSelector): Pick<tls.TlsOptions, 'SNICall
       return protocols.includes(ALPN[0]) ? ALPN[0] : undefined;
     },
     SNICallback(this: tls.TLSSocket, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void {
+      certChosen.add(this);
       const challenge = challenged.has(this) ? alpnChallenges.get(servername) : undefined;
       cb(null, challenge ?? selector.select(servername).context);
     },

@@ -169,7 +169,9 @@ export class AcmeManager {
           // acme-client 5.4's types list http-01 and dns-01 only; the CA's answer may name tls-alpn-01 (RFC 8737)
           if (isTlsAlpn(challenge)) {
             // RFC 8737 §3: a self-signed certificate for the name holding SHA-256(keyAuthorization) in the
-            // critical acmeIdentifier extension; EC P-256 keeps the key quick to make and small on the wire
+            // critical acmeIdentifier extension; EC P-256 keeps the key quick to make and small on the wire.
+            // acme-client gives it keyUsage keyCertSign only, so OpenSSL serves it over TLS 1.3 alone (no
+            // digitalSignature for a TLS 1.2 ECDHE exchange): CAs validate over TLS 1.3, which every listener offers.
             const name = authz.identifier.value;
             const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await acme.crypto.createPrivateEcdsaKey());
             alpnNames.push(name);

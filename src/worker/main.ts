@@ -251,7 +251,7 @@ class Worker {
         return;
       case 'acme-alpn-challenge':
         if (msg.cert === null || msg.key === null) alpnChallenges.delete(msg.name);
-        else alpnChallenges.set(msg.name, msg.cert, msg.key);
+        else if (!alpnChallenges.set(msg.name, msg.cert, msg.key)) this.#log.warn({ domain: msg.name }, 'acme: a tls-alpn-01 challenge certificate could not be loaded (or too many are pending)');
         return;
     }
   }
