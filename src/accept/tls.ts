@@ -1,6 +1,6 @@
 // TLS for listeners: every certificate is loaded once into a SecureContext (and, for native termination, into
 // the addon's OpenSSL contexts) and chosen per connection by SNI (exact name, then a `*.` wildcard, then the
-// first certificate as default); also makes the self-signed pair
+// first certificate as default), or by a pending TLS-ALPN-01 challenge (acme-alpn.ts); also makes the self-signed pair
 // that `npm start` needs. It accepts no sockets and parses no HTTP: worker/accept-paths.ts feeds accepted sockets to the
 // tls.Server made here and hands each handshaken socket to the data path.
 import { X509Certificate } from 'node:crypto';
@@ -9,8 +9,10 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
+import { ACME_TLS_ALPN } from '../config/acme.js';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import { NativeTlsServer, type NativeCertificate } from '../native/tls.js';
+import { alpnChallenges } from './acme-alpn.js';
 
 export type TlsConfig = NonNullable<ListenerConfig['tls']>;
 export type CertificateConfig = TlsConfig['certificates'][number];
@@ -164,6 +166,39 @@ export class SniSelector {
 export interface TlsServerOptions extends TlsSettings {
   /** Keep the writable side open when the client half-closes (see accept/listener.ts). */
   allowHalfOpen: boolean;
+  /** The config answers TLS-ALPN-01 (config/acme.ts answersTlsAlpn): serve challenge certificates to acme-tls/1. */
+  acmeAlpn?: boolean;
+}
+
+/** Handshakes whose ALPN callback chose a TLS-ALPN-01 challenge: their SNI callback serves its certificate. */
+const challenged = new WeakSet<tls.TLSSocket>();
+/** Handshakes whose certificate was chosen already (TLS 1.2: before ALPN): too late for a challenge. */
+const certChosen = new WeakSet<tls.TLSSocket>();
+
+/**
+ * SNI and ALPN for a listener that answers TLS-ALPN-01 (RFC 8737 §3) on Node's TLS. Node calls both as methods
+ * of the TLSSocket (_tls_wrap.js: `socket[kALPNCallback](...)`, `owner._SNICallback(...)`), which is how the
+ * ALPN choice reaches the certificate choice. OpenSSL runs the ALPN callback before the certificate one in
+ * TLS 1.3 only, so a validation here needs TLS 1.3 (every CA offers it; an acme-tls/1 TLS 1.2 handshake fails
+ * rather than get a normal certificate). The challenge certificate needs TLS 1.3 anyway (primary/acme.ts).
+ */
+function acmeAlpnCallbacks(selector: SniSelector): Pick<tls.TlsOptions, 'SNICallback' | 'ALPNCallback'> {
+  return {
+    ALPNCallback(this: tls.TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }): string | undefined {
+      // TLS 1.2 chose the certificate first: never acme-tls/1 over a normal certificate (RFC 8737 §3), it fails below
+      if (alpnChallenges.size > 0 && protocols.includes(ACME_TLS_ALPN) && !certChosen.has(this) && alpnChallenges.get(servername) !== undefined) {
+        challenged.add(this);
+        return ACME_TLS_ALPN;
+      }
+      // as ALPNProtocols: ['http/1.1'] answers: http/1.1, else no_application_protocol (RFC 7301 §3.2)
+      return protocols.includes(ALPN[0]) ? ALPN[0] : undefined;
+    },
+    SNICallback(this: tls.TLSSocket, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void {
+      certChosen.add(this);
+      const challenge = challenged.has(this) ? alpnChallenges.get(servername) : undefined;
+      cb(null, challenge ?? selector.select(servername).context);
+    },
+  };
 }
 
 /** tls.Server options for a listener: TLS 1.2+ (or 1.3), SNI selection, ALPN http/1.1, handshake timeout. */
@@ -175,8 +210,7 @@ export function createTlsOptions(tlsConfig: TlsConfig, opts: TlsServerOptions, c
     // The server's own context (used when the client sends no SNI) is the default certificate.
     cert: readPem(first.cert, 'certificate'),
     key: readPem(first.key, 'key'),
-    SNICallback: (servername, cb) => cb(null, selector.select(servername).context),
-    ALPNProtocols: ALPN,
+    ...(opts.acmeAlpn === true ? acmeAlpnCallbacks(selector) : { SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => cb(null, selector.select(servername).context), ALPNProtocols: ALPN }),
     // 0 ("off") gets Node's own bound (120 s): an unbounded handshake would be a free slot for slowloris.
     handshakeTimeout: tlsConfig.handshake_timeout,
     allowHalfOpen: opts.allowHalfOpen,
@@ -193,6 +227,8 @@ export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, on
     // TLS 1.2 client-initiated renegotiation costs the server a handshake per request and serves a proxy
     // nothing (TLS 1.3 has none): refused outright rather than rate-limited.
     socket.disableRenegotiation();
+    // a TLS-ALPN-01 validation carries nothing after its handshake (RFC 8737 §3): closed, never routed
+    if (socket.alpnProtocol === ACME_TLS_ALPN) return void socket.end();
     onSecureConnection(socket);
   });
   server.prependListener('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
@@ -203,14 +239,14 @@ export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, on
  * The listener's certificates as the addon's OpenSSL contexts (native TLS termination), selected by SNI with
  * SniSelector's rules (the same names: `hosts`, else the certificate's). Throws with the file on any problem.
  */
-export function createNativeTlsServer(tlsConfig: TlsConfig): NativeTlsServer {
+export function createNativeTlsServer(tlsConfig: TlsConfig, acmeAlpn = false): NativeTlsServer {
   const certs: NativeCertificate[] = tlsConfig.certificates.map((c) => {
     const cert = readPem(c.cert, 'certificate');
     const key = readPem(c.key, 'key');
     return { cert, key, names: c.hosts !== undefined && c.hosts.length > 0 ? c.hosts.map(normalizeName) : certificateNames(cert) };
   });
   try {
-    return new NativeTlsServer(certs, tlsConfig.min_version);
+    return new NativeTlsServer(certs, tlsConfig.min_version, acmeAlpn);
   } catch (err) {
     throw new Error(`cannot use TLS certificates natively: ${(err as Error).message}`, { cause: err });
   }

@@ -5,7 +5,7 @@ import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { checkCidr } from '../wire/proxy-protocol.js';
 import { upstreamTls } from './upstream-tls.js';
-import { acmeSchema } from './acme.js';
+import { acmeChallengeIssues, acmeSchema } from './acme.js';
 import { DEFAULT_STICKY_COOKIE, parseKeySpec } from './key-spec.js';
 import { parseRate } from './rate.js';
 import { websocketSchema } from './websocket.js';
@@ -705,16 +705,20 @@ function collides(a: Endpoint, b: Endpoint): boolean {
   return (a.host === '0.0.0.0' && isIPv4(b.host)) || (b.host === '0.0.0.0' && isIPv4(a.host));
 }
 
-/** ACME: http-01 needs a plain listener to answer on; two ACME listeners may not share a first domain (one state folder). */
+/** ACME: each challenge needs a listener to answer it (acmeChallengeIssues); two ACME listeners may not share a first domain (one state folder). */
 function checkAcme(c: Record<string, unknown>, ctx: z.RefinementCtx): void {
   if (!Array.isArray(c.listeners)) return;
-  const plain = c.listeners.some((l: unknown) => isPlainObject(l) && l.tls === undefined && l.mode !== 'tcp');
+  const views = c.listeners.map((l: unknown) => {
+    const tls = isPlainObject(l) && isPlainObject(l.tls) ? l.tls : undefined;
+    const names = Array.isArray(tls?.passthrough) ? tls.passthrough.map((p: unknown) => (isPlainObject(p) && typeof p.sni === 'string' ? p.sni : '')) : [];
+    return { port: endpointOf(isPlainObject(l) ? l.address : undefined)?.port, plain: isPlainObject(l) && tls === undefined && l.mode !== 'tcp', terminates: tls !== undefined && (tls.acme !== undefined || (Array.isArray(tls.certificates) && tls.certificates.length > 0)), passthrough: names };
+  });
   const firsts = new Map<string, number>();
   c.listeners.forEach((l: unknown, i) => {
     const acme = isPlainObject(l) && isPlainObject(l.tls) && isPlainObject(l.tls.acme) ? l.tls.acme : undefined;
     if (acme === undefined) return;
     const path = ['listeners', i, 'tls', 'acme'];
-    if ((acme.challenge ?? 'http-01') === 'http-01' && !plain) ctx.addIssue({ code: 'custom', path: [...path, 'challenge'], message: 'http-01 is answered on a plain listener (port 80 in production) and this config has none: add one' });
+    for (const issue of acmeChallengeIssues(acme, views)) ctx.addIssue({ code: 'custom', path: [...path, issue.path], message: issue.message });
     const first = Array.isArray(acme.domains) && typeof acme.domains[0] === 'string' ? acme.domains[0].trim().toLowerCase() : undefined;
     if (first === undefined) return;
     const other = firsts.get(first);

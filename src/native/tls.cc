@@ -1,7 +1,8 @@
 // Native TLS with Node's own OpenSSL (headers from node-gyp's include/node/openssl, symbols from the node binary):
 // listener contexts built from PEM handed in by JS, SNI -> context by src/accept/tls.ts's rules, ALPN http/1.1,
 // session tickets sealed with a key ring JS sets (the primary's keys, so every worker resumes every ticket), and
-// the non-blocking Session calls io.cc and tls-relay.cc drive. Never blocks, never reads a socket on its own.
+// the non-blocking Session calls io.cc and tls-relay.cc drive; and TLS-ALPN-01 (RFC 8737) challenge certificates
+// served to `acme-tls/1` ClientHellos. Never blocks, never reads a socket on its own.
 #include "tls.h"
 
 #include <dlfcn.h>
@@ -12,6 +13,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -46,7 +48,7 @@ const char* const kSymbols[] = {
     "ERR_clear_error", "ERR_get_error", "ERR_peek_last_error", "ERR_error_string_n", "RAND_bytes",
     "EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_aes_256_cbc", "EVP_MAC_CTX_set_params",
     "OSSL_PARAM_construct_octet_string", "OSSL_PARAM_construct_utf8_string", "OSSL_PARAM_construct_end",
-    "OpenSSL_version"};
+    "OpenSSL_version", "SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_ext"};
 
 std::string CheckSymbols() {
   std::string missing;
@@ -117,8 +119,7 @@ int OnTicketKey(SSL* /*ssl*/, unsigned char* key_name, unsigned char* iv, EVP_CI
 
 // --- SNI and ALPN ---
 
-std::string Normalize(const char* name) {
-  std::string s(name);
+std::string Normalize(std::string s) {
   for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
   if (!s.empty() && s.back() == '.') s.pop_back();
   return s;
@@ -163,6 +164,99 @@ int OnAlpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen, const
 }
 
 int NoPassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return 0; }
+
+// --- TLS-ALPN-01 (RFC 8737): challenge certificates by name, for ClientHellos that offer acme-tls/1 ---
+
+// One pending challenge: a context holding the self-signed challenge certificate (SSL_set_SSL_CTX takes its own
+// reference, so a handshake under way keeps it after the challenge is removed).
+struct AlpnChallenge {
+  SSL_CTX* ctx;
+  explicit AlpnChallenge(SSL_CTX* c) : ctx(c) {}
+  ~AlpnChallenge() { SSL_CTX_free(ctx); }
+};
+
+std::mutex challenges_mu;
+std::unordered_map<std::string, std::shared_ptr<AlpnChallenge>> challenges;  // guarded by challenges_mu
+// challenges.size(), read without the lock: the one branch every handshake pays when no challenge is pending
+std::atomic<size_t> challenges_pending{0};
+
+const unsigned char kAcmeTls1[] = {'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'};
+
+// RFC 7301 §3.1: ProtocolNameList is a 2-byte length, then 1-byte-length names, nothing after. True when one of
+// them is acme-tls/1; a malformed list is no offer.
+bool OffersAcmeTls(const unsigned char* p, size_t len) {
+  if (len < 2 || (static_cast<size_t>(p[0]) << 8 | p[1]) != len - 2) return false;
+  bool found = false;
+  for (size_t i = 2; i < len;) {
+    size_t n = p[i];
+    if (n == 0 || i + 1 + n > len) return false;
+    if (n == sizeof kAcmeTls1 && std::memcmp(p + i + 1, kAcmeTls1, n) == 0) found = true;
+    i += 1 + n;
+  }
+  return found;
+}
+
+// RFC 6066 §3: ServerNameList is a 2-byte length, then (type, 2-byte length, name) entries; the host_name (type 0)
+// entry, lower-cased, in *out. False when malformed or absent, or when the name holds a NUL.
+bool HostName(const unsigned char* p, size_t len, std::string* out) {
+  if (len < 2 || (static_cast<size_t>(p[0]) << 8 | p[1]) != len - 2) return false;
+  for (size_t i = 2; i + 3 <= len;) {
+    size_t n = static_cast<size_t>(p[i + 1]) << 8 | p[i + 2];
+    if (n == 0 || i + 3 + n > len) return false;
+    if (p[i] == 0) {
+      if (std::memchr(p + i + 3, 0, n) != nullptr) return false;
+      *out = Normalize(std::string(reinterpret_cast<const char*>(p + i + 3), n));
+      return true;
+    }
+    i += 3 + n;
+  }
+  return false;
+}
+
+// Runs before SNI and ALPN (SSL_CTX_set_client_hello_cb): a ClientHello offering acme-tls/1 for a name with a
+// pending challenge moves to that challenge's context, which answers it with acme-tls/1 and the challenge
+// certificate. Every other ClientHello goes on untouched: one that offers acme-tls/1 for another name then fails
+// in OnAlpn unless it offers http/1.1 too (RFC 8737 §3: never a normal certificate under acme-tls/1).
+int OnClientHello(SSL* ssl, int* alert, void* /*arg*/) {
+  if (challenges_pending.load(std::memory_order_relaxed) == 0) return SSL_CLIENT_HELLO_SUCCESS;
+  const unsigned char* ext = nullptr;
+  size_t len = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len) != 1 || !OffersAcmeTls(ext, len)) return SSL_CLIENT_HELLO_SUCCESS;
+  std::string name;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) != 1 || !HostName(ext, len, &name)) return SSL_CLIENT_HELLO_SUCCESS;
+  std::shared_ptr<AlpnChallenge> challenge;
+  {
+    std::lock_guard<std::mutex> lock(challenges_mu);
+    auto it = challenges.find(name);
+    if (it != challenges.end()) challenge = it->second;
+  }
+  if (challenge == nullptr) return SSL_CLIENT_HELLO_SUCCESS;
+  if (SSL_set_SSL_CTX(ssl, challenge->ctx) != challenge->ctx) {
+    *alert = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+// The challenge context's own SNI callback: keeps it (without one, OpenSSL would call the listener's, which
+// would move the handshake back to the normal certificate).
+int KeepChallenge(SSL* /*ssl*/, int* /*alert*/, void* /*arg*/) { return SSL_TLSEXT_ERR_OK; }
+
+// RFC 8737 §3: the challenge handshake negotiates acme-tls/1 and nothing else.
+int OnAcmeAlpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen, void* /*arg*/) {
+  for (unsigned int i = 0; i < inlen;) {
+    unsigned int len = in[i];
+    if (i + 1 + len > inlen) break;
+    if (len == sizeof kAcmeTls1 && std::memcmp(in + i + 1, kAcmeTls1, len) == 0) {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 
 struct Options {
   int min_version;
@@ -289,6 +383,8 @@ Napi::Value ServerNew(const Napi::CallbackInfo& info) {
   // The callback sits on the context every session starts with: the first certificate's.
   SSL_CTX_set_tlsext_servername_callback(server->ctxs[0], OnServerName);
   SSL_CTX_set_tlsext_servername_arg(server->ctxs[0], server.get());
+  // Only on listeners of a config that answers TLS-ALPN-01: the others never look at a ClientHello's ALPN here.
+  if (o.Get("acmeAlpn").ToBoolean().Value()) SSL_CTX_set_client_hello_cb(server->ctxs[0], OnClientHello, nullptr);
   std::lock_guard<std::mutex> lock(servers_mu);
   int32_t id = next_server++;
   servers.emplace(id, std::move(server));
@@ -319,6 +415,35 @@ Napi::Value SetTicketKeys(const Napi::CallbackInfo& info) {
   }
   std::lock_guard<std::mutex> lock(ring_mu);
   ring.swap(keys);
+  return env.Undefined();
+}
+
+// tlsSetAlpnChallenge(name, cert: string | null, key: string | null): serves the PEM pair as the TLS-ALPN-01
+// challenge certificate for `name` on every server made with acmeAlpn; null removes it. Throws when OpenSSL
+// refuses the pair.
+Napi::Value SetAlpnChallenge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckAvailable(env);
+  if (info.Length() < 3 || !info[0].IsString()) throw Napi::TypeError::New(env, "tlsSetAlpnChallenge(name, cert, key)");
+  std::string name = Normalize(info[0].As<Napi::String>().Utf8Value());
+  if (info[1].IsNull() || info[2].IsNull()) {
+    std::lock_guard<std::mutex> lock(challenges_mu);
+    challenges.erase(name);
+    challenges_pending.store(challenges.size(), std::memory_order_relaxed);
+    return env.Undefined();
+  }
+  if (!info[1].IsString() || !info[2].IsString()) throw Napi::TypeError::New(env, "tlsSetAlpnChallenge(name, cert: string, key: string)");
+  Options opts{TLS1_2_VERSION, "", ""};
+  std::string error;
+  SSL_CTX* ctx = NewContext(opts, info[1].As<Napi::String>().Utf8Value(), info[2].As<Napi::String>().Utf8Value(), &error);
+  if (ctx == nullptr) throw Napi::Error::New(env, "challenge certificate: " + error);
+  SSL_CTX_set_alpn_select_cb(ctx, OnAcmeAlpn, nullptr);
+  SSL_CTX_set_tlsext_servername_callback(ctx, KeepChallenge);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // a validation connection is never resumed
+  auto challenge = std::make_shared<AlpnChallenge>(ctx);
+  std::lock_guard<std::mutex> lock(challenges_mu);
+  challenges[name] = std::move(challenge);
+  challenges_pending.store(challenges.size(), std::memory_order_relaxed);
   return env.Undefined();
 }
 
@@ -456,6 +581,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tlsServerNew", Napi::Function::New(env, ServerNew, "tlsServerNew"));
   exports.Set("tlsServerFree", Napi::Function::New(env, ServerFree, "tlsServerFree"));
   exports.Set("tlsSetTicketKeys", Napi::Function::New(env, SetTicketKeys, "tlsSetTicketKeys"));
+  exports.Set("tlsSetAlpnChallenge", Napi::Function::New(env, SetAlpnChallenge, "tlsSetAlpnChallenge"));
 }
 
 }  // namespace portico::tls

@@ -13,7 +13,8 @@ interface TlsAddon {
   ioAdoptTls(fd: number, serverId: number): number;
   ioStartTls(id: number, serverId: number): void;
   tlsStatus(): { available: boolean; reason?: string; openssl?: string };
-  tlsServerNew(opts: { certs: ReadonlyArray<{ cert: Buffer; key: Buffer; names: readonly string[] }>; minVersion: string; ciphers: string }): number;
+  tlsServerNew(opts: { certs: ReadonlyArray<{ cert: Buffer; key: Buffer; names: readonly string[] }>; minVersion: string; ciphers: string; acmeAlpn?: boolean }): number;
+  tlsSetAlpnChallenge?(name: string, cert: string | null, key: string | null): void;
   tlsServerFree(id: number): void;
   tlsSetTicketKeys(keys: Uint8Array): void;
 }
@@ -61,16 +62,38 @@ const contexts = new FinalizationRegistry<number>((id) => tlsAddon()?.tlsServerF
 /** One listener's certificates as OpenSSL contexts in the addon (built once per apply: a reload renews them). */
 export class NativeTlsServer {
   readonly id: number;
+  /** Serves TLS-ALPN-01 challenge certificates to `acme-tls/1` handshakes (setNativeAlpnChallenge). */
+  readonly acmeAlpn: boolean;
 
   /** Throws with OpenSSL's reason when a pair is unusable. Check nativeTlsStatus() first. */
-  constructor(certs: readonly NativeCertificate[], minVersion: 'TLSv1.2' | 'TLSv1.3') {
+  constructor(certs: readonly NativeCertificate[], minVersion: 'TLSv1.2' | 'TLSv1.3', acmeAlpn = false) {
     const addon = tlsAddon();
     if (addon === undefined) throw new Error('native TLS is not available');
+    if (acmeAlpn && addon.tlsSetAlpnChallenge === undefined) throw new Error('this addon cannot answer TLS-ALPN-01 (rebuild it)');
     // Node's default cipher list: the same choice as the listeners Node terminates
-    this.id = addon.tlsServerNew({ certs, minVersion, ciphers: DEFAULT_CIPHERS });
+    this.id = addon.tlsServerNew({ certs, minVersion, ciphers: DEFAULT_CIPHERS, acmeAlpn });
+    this.acmeAlpn = acmeAlpn;
     contexts.register(this, this.id);
   }
 }
+
+/**
+ * Serves `cert`/`key` (PEM) as the TLS-ALPN-01 challenge certificate for `name` on every native server made with
+ * acmeAlpn (null: the challenge is over). False when the addon refused the pair; true without native TLS.
+ */
+export function setNativeAlpnChallenge(name: string, cert: string | null, key: string | null): boolean {
+  const addon = tlsAddon();
+  if (addon?.tlsSetAlpnChallenge === undefined || !nativeTlsStatus().available) return true;
+  try {
+    addon.tlsSetAlpnChallenge(name, cert, key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** RFC 8737 §6.2: what a TLS-ALPN-01 validation negotiates; such a connection carries nothing after its handshake. */
+const ACME_TLS_ALPN = 'acme-tls/1';
 
 /** Bytes of one ticket key: 16 name, 32 HMAC-SHA256, 32 AES-256. */
 const TICKET_KEY_BYTES = 80;
@@ -125,7 +148,7 @@ export class HandshakeTimeoutError extends Error {
 export function adoptNativeTls(socket: net.Socket, server: NativeTlsServer, opts: HandshakeOptions, onSecure: (s: NativeSocket) => void, onFailure: (err: Error, s: NativeSocket) => void): NativeSocket | undefined {
   const moved = adoptNative(socket, opts, server.id);
   if (moved === undefined) return undefined;
-  awaitHandshake(moved, opts.timeoutMs, onSecure, onFailure);
+  awaitHandshake(moved, server, opts.timeoutMs, onSecure, onFailure);
   return moved;
 }
 
@@ -137,13 +160,16 @@ export function adoptNativeTls(socket: net.Socket, server: NativeTlsServer, opts
  */
 export function startNativeTls(socket: NativeSocket, server: NativeTlsServer, opts: HandshakeOptions, onSecure: (s: NativeSocket) => void, onFailure: (err: Error, s: NativeSocket) => void): boolean {
   if (!socket.startTls(server.id)) return false;
-  awaitHandshake(socket, opts.timeoutMs, onSecure, onFailure);
+  awaitHandshake(socket, server, opts.timeoutMs, onSecure, onFailure);
   // a held connection was accepted paused: the handshake runs whatever, plaintext waits for whoever resumes it
   return true;
 }
 
-/** 'secure' within `timeoutMs`, else the socket is destroyed with HandshakeTimeoutError; errors go to onFailure. */
-function awaitHandshake(socket: NativeSocket, timeoutMs: number, onSecure: (s: NativeSocket) => void, onFailure: (err: Error, s: NativeSocket) => void): void {
+/**
+ * 'secure' within `timeoutMs`, else the socket is destroyed with HandshakeTimeoutError; errors go to onFailure.
+ * A TLS-ALPN-01 validation (acme-tls/1 negotiated) is closed after its handshake instead (RFC 8737 §3).
+ */
+function awaitHandshake(socket: NativeSocket, server: NativeTlsServer, timeoutMs: number, onSecure: (s: NativeSocket) => void, onFailure: (err: Error, s: NativeSocket) => void): void {
   const timer = setTimeout(() => socket.destroy(new HandshakeTimeoutError('TLS handshake timeout')), timeoutMs);
   timer.unref();
   const failed = (err: Error): void => {
@@ -157,6 +183,11 @@ function awaitHandshake(socket: NativeSocket, timeoutMs: number, onSecure: (s: N
     clearTimeout(timer);
     socket.removeListener('error', failed);
     socket.removeListener('close', closed);
+    if (server.acmeAlpn && socket.tlsInfo()?.alpn === ACME_TLS_ALPN) {
+      socket.on('error', () => undefined); // a validator that leaves first is no fault of ours
+      socket.end();
+      return;
+    }
     onSecure(socket);
   });
 }

@@ -2,7 +2,8 @@
 // the whole instance with the well-kept `acme-client` (RFC 8555). A listener starts on a self-signed placeholder
 // (load.ts marks the managed certificate self_signed) and serves the CA's certificate as soon as it is issued;
 // renewal starts `renew_before` its expiry. HTTP-01 tokens go to every worker over IPC and are answered on the
-// plain listeners (http/connection.ts). Certificates and account keys stay in the state folder; a new one is
+// plain listeners (http/connection.ts); TLS-ALPN-01 challenge certificates (RFC 8737) made here go the same way
+// and are served by the TLS listeners to `acme-tls/1` handshakes (accept/acme-alpn.ts). Certificates and account keys stay in the state folder; a new one is
 // written atomically and the workers rebuild their TLS contexts from the files (open connections keep theirs).
 // A failed order is logged and retried with backoff; whatever served before keeps serving.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
@@ -36,7 +37,7 @@ const SKEW_MS = 3_600_000;
 const REORDER_FLOOR_MS = 5 * 60_000;
 
 export interface AcmeHooks {
-  /** Sends a message to every worker (challenge tokens). */
+  /** Sends a message to every worker (challenge tokens and TLS-ALPN-01 certificates). */
   broadcast(msg: ToWorker): void;
   /** New certificate files are in place: workers rebuild their TLS contexts from them. */
   refresh(): void;
@@ -150,6 +151,7 @@ export class AcmeManager {
     const client = new acme.Client({ directoryUrl: a.directory, accountKey: await this.#accountKey(a) });
     const [key, csr] = await acme.crypto.createCsr({ commonName: a.domains[0], altNames: [...a.domains] }, await acme.crypto.createPrivateEcdsaKey());
     const tokens: string[] = [];
+    const alpnNames: string[] = [];
     let pem: string;
     let deadline: NodeJS.Timeout | undefined;
     try {
@@ -160,15 +162,29 @@ export class AcmeManager {
         csr,
         email: a.email,
         termsOfServiceAgreed: true,
-        challengePriority: [a.challenge],
+        challengePriority: [...a.challenge],
         // Portico answers the token itself: fetching it back through the public name proves nothing more
         skipChallengeVerification: true,
-        challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
-          tokens.push(challenge.token);
-          this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization });
+        challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+          // acme-client 5.4's types list http-01 and dns-01 only; the CA's answer may name tls-alpn-01 (RFC 8737)
+          if (isTlsAlpn(challenge)) {
+            // RFC 8737 §3: a self-signed certificate for the name holding SHA-256(keyAuthorization) in the
+            // critical acmeIdentifier extension; EC P-256 keeps the key quick to make and small on the wire.
+            // acme-client gives it keyUsage keyCertSign only, so OpenSSL serves it over TLS 1.3 alone (no
+            // digitalSignature for a TLS 1.2 ECDHE exchange): CAs validate over TLS 1.3, which every listener offers.
+            const name = authz.identifier.value;
+            const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await acme.crypto.createPrivateEcdsaKey());
+            alpnNames.push(name);
+            this.#hooks.broadcast({ type: 'acme-alpn-challenge', name, cert: cert.toString(), key: key.toString() });
+          } else {
+            tokens.push(challenge.token);
+            this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization });
+          }
+          this.#log.info({ domain: authz.identifier.value, challenge: challenge.type }, 'acme: challenge ready');
         },
-        challengeRemoveFn: async (_authz, challenge) => {
-          this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
+        challengeRemoveFn: async (authz, challenge) => {
+          if (isTlsAlpn(challenge)) this.#hooks.broadcast({ type: 'acme-alpn-challenge', name: authz.identifier.value, cert: null, key: null });
+          else this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
         },
       });
       order.catch(() => undefined); // past the deadline its own failure has no one to tell
@@ -176,6 +192,7 @@ export class AcmeManager {
     } finally {
       clearTimeout(deadline);
       for (const token of tokens) this.#hooks.broadcast({ type: 'acme-challenge', token, keyAuthorization: null });
+      for (const name of alpnNames) this.#hooks.broadcast({ type: 'acme-alpn-challenge', name, cert: null, key: null });
     }
     const held = checkIssued(typeof pem === 'string' ? pem : String(pem), key, a.domains, Date.now());
     // key first, then the certificate: a reader that sees the new certificate finds its key
@@ -198,6 +215,10 @@ export class AcmeManager {
       return key;
     }
   }
+}
+
+function isTlsAlpn(challenge: { type: string }): boolean {
+  return challenge.type === 'tls-alpn-01';
 }
 
 /**

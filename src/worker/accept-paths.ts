@@ -10,6 +10,7 @@ import type { AcceptedSocket, ListenOptions, OnConnection } from '../accept/list
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
+import { answersTlsAlpn } from '../config/acme.js';
 import { adoptNativeTls, nativeTlsStatus, startNativeTls, useTicketSecret, type NativeTlsServer } from '../native/tls.js';
 import type { Config } from '../config/schema.js';
 import type { ConnectionRegistry } from '../core/registry.js';
@@ -162,7 +163,7 @@ export class AcceptPaths {
     // a TLS listener without certificates only passes names through: nothing to terminate, no server
     if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) {
       try {
-        tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64') }, (socket: TLSSocket) => {
+        tlsServer = createTlsServer(cfg.tls, { ...LISTEN_OPTIONS, ticketKeys: Buffer.from(ticketKeys, 'base64'), acmeAlpn: answersTlsAlpn(config.listeners) }, (socket: TLSSocket) => {
           const parent = parentOf(socket);
           const from = parent === undefined ? undefined : handshakeFrom.get(parent);
           if (from !== undefined) this.#metrics.tlsHandshake(performance.now() - from);
@@ -182,7 +183,7 @@ export class AcceptPaths {
   #nativeTls(config: Config, index: number, ticketKeys: string): NativeTlsServer {
     useTicketSecret(Buffer.from(ticketKeys, 'base64'));
     try {
-      return createNativeTlsServer(config.listeners[index].tls!);
+      return createNativeTlsServer(config.listeners[index].tls!, answersTlsAlpn(config.listeners));
     } catch (err) {
       throw new Error(`listeners[${index}]: ${(err as Error).message}`);
     }

@@ -84,6 +84,8 @@ export type ToWorker =
   | { type: 'discovered-targets'; upstream: string; targets: TargetSpec[] }
   /** An ACME HTTP-01 token to answer with its key authorization (null: the order is over, forget it). */
   | { type: 'acme-challenge'; token: string; keyAuthorization: string | null }
+  /** An ACME TLS-ALPN-01 challenge certificate and key (PEM) to serve for `name` (null: the order is over). */
+  | { type: 'acme-alpn-challenge'; name: string; cert: string | null; key: string | null }
   /** Edge fan-out: a message to every terminated WebSocket subscribed to `topic` (data base64-encoded). */
   | { type: 'publish'; topic: string; data: string; binary: boolean };
 
@@ -253,6 +255,9 @@ export function isToWorker(m: unknown): m is ToWorker {
     case 'acme-challenge':
       // RFC 8555 §8.3: tokens are base64url; the key authorization is token "." thumbprint (both base64url)
       return typeof m.token === 'string' && /^[A-Za-z0-9_-]{1,256}$/.test(m.token) && (m.keyAuthorization === null || (typeof m.keyAuthorization === 'string' && /^[A-Za-z0-9_.-]{1,512}$/.test(m.keyAuthorization)));
+    case 'acme-alpn-challenge':
+      // a DNS name (config/acme.ts checked it) and a small PEM pair, or both null
+      return typeof m.name === 'string' && /^[a-z0-9.-]{1,253}$/.test(m.name) && ((m.cert === null && m.key === null) || (isPem(m.cert) && isPem(m.key)));
     case 'publish':
       return typeof m.topic === 'string' && typeof m.data === 'string' && typeof m.binary === 'boolean';
     default:
@@ -286,4 +291,9 @@ export function isToPrimary(m: unknown): m is ToPrimary {
     default:
       return false;
   }
+}
+
+/** A PEM text of at most 16 KiB (a challenge certificate or key is under 2 KiB). */
+function isPem(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= 16 * 1024 && v.startsWith('-----BEGIN ');
 }

@@ -25,6 +25,7 @@ import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 import { adoptFallbacks, loadUws, terminateRoutePaths } from '../terminate/uws.js';
 import { nativePeekAvailable } from '../native/io.js';
+import { alpnChallenges } from '../accept/acme-alpn.js';
 
 /** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
 const DRAIN_OVERRUN_MS = 2_000;
@@ -248,6 +249,10 @@ class Worker {
       case 'acme-challenge':
         if (msg.keyAuthorization === null) this.#acmeTokens.delete(msg.token);
         else if (this.#acmeTokens.size < MAX_ACME_TOKENS) this.#acmeTokens.set(msg.token, msg.keyAuthorization);
+        return;
+      case 'acme-alpn-challenge':
+        if (msg.cert === null || msg.key === null) alpnChallenges.delete(msg.name);
+        else if (!alpnChallenges.set(msg.name, msg.cert, msg.key)) this.#log.warn({ domain: msg.name }, 'acme: a tls-alpn-01 challenge certificate could not be loaded (or too many are pending)');
         return;
     }
   }

@@ -46,6 +46,9 @@ export class TestDnsServer extends EventEmitter {
   mode: DnsMode = 'answer';
   /** Replies wait this long (ms) in the server: a slow resolver. 0 = at once. */
   delayMs = 0;
+  /** While true, replies wait until releaseReplies(): the test decides when the asker gets its answer. */
+  holding = false;
+  readonly #held: Array<() => void> = [];
   readonly #records = new Map<string, RecordSet>();
   readonly #socket: Socket;
 
@@ -81,6 +84,12 @@ export class TestDnsServer extends EventEmitter {
       };
       this.on('query', onQuery);
     });
+  }
+
+  /** Stops holding and sends every held reply. */
+  releaseReplies(): void {
+    this.holding = false;
+    for (const send of this.#held.splice(0)) send();
   }
 
   close(): void {
@@ -128,7 +137,8 @@ export class TestDnsServer extends EventEmitter {
         // closed meanwhile (the test ended): nobody waits for this reply
       }
     };
-    if (this.delayMs > 0) setTimeout(send, this.delayMs).unref();
+    if (this.holding) this.#held.push(send);
+    else if (this.delayMs > 0) setTimeout(send, this.delayMs).unref();
     else send();
     seen(rcode, answers.length);
   }

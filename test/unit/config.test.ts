@@ -166,7 +166,7 @@ test('upstream tls: missing CA file, a cert without key, a bad sni and tls on an
   assert.equal(loaded(load(t, edit(BASE, '    timeouts: { connect: 2s }', '    timeouts: { connect: 2s }\n    tls: false'))).upstreams.app.tls, undefined);
 });
 
-test('acme: the managed certificate is served beside the others; bad domains, tls-alpn-01, a request_timeout over 10m and a config without a plain listener are refused', (t) => {
+test('acme: the managed certificate is served beside the others; bad domains, a challenge no listener can answer, a request_timeout over 10m and a config without a plain listener are refused', (t) => {
   const withAcme = edit(BASE, `        - ${SEED_CERT}\n          ${SEED_KEY}`, `        - ${SEED_CERT}\n          ${SEED_KEY}\n      acme: { domains: [www.example.test, example.test], email: ops@example.test }`);
   const cfg = loaded(load(t, withAcme));
   const tls = cfg.listeners[0].tls!;
@@ -179,8 +179,22 @@ test('acme: the managed certificate is served beside the others; bad domains, tl
 
   const wildcard = withAcme.replace('domains: [www.example.test, example.test]', 'domains: ["*.example.test"]');
   expectError(errorsOf(load(t, wildcard)), wildcard, 'listeners[0].tls.acme.domains[0]', 'acme:', /no wildcard/);
+  assert.deepEqual(tls.acme?.challenge, ['http-01'], 'http-01 by default, as a list');
+  assert.equal(tls.acme?.tls_alpn_port, 443);
+  // tls-alpn-01 needs a TLS listener on the port the CA connects to (443, or tls_alpn_port)
   const alpn = withAcme.replace('email: ops@example.test', 'challenge: tls-alpn-01');
-  expectError(errorsOf(load(t, alpn)), alpn, 'listeners[0].tls.acme.challenge', 'acme:', /only "http-01"/);
+  expectError(errorsOf(load(t, alpn)), alpn, 'listeners[0].tls.acme.challenge', 'acme:', /TLS listener on port 443 .* this config has none/);
+  const alpnHere = withAcme.replace('email: ops@example.test', 'challenge: [tls-alpn-01, http-01], tls_alpn_port: 8443');
+  assert.deepEqual(loaded(load(t, alpnHere)).listeners[0].tls!.acme?.challenge, ['tls-alpn-01', 'http-01']);
+  // tls-alpn-01 alone needs no plain listener
+  const alpnOnly = withAcme.replace('email: ops@example.test', 'challenge: tls-alpn-01, tls_alpn_port: 8443').replace('  - address: 127.0.0.1:8080\n', '');
+  assert.deepEqual(loaded(load(t, alpnOnly)).listeners[0].tls!.acme?.challenge, ['tls-alpn-01']);
+  const passedThrough = alpnOnly.replace('      acme:', '      passthrough: [{ sni: "*.example.test", upstream: app }]\n      acme:');
+  expectError(errorsOf(load(t, passedThrough)), passedThrough, 'listeners[0].tls.acme.challenge', 'acme:', /passes www\.example\.test through/);
+  const dns01 = withAcme.replace('email: ops@example.test', 'challenge: dns-01');
+  expectError(errorsOf(load(t, dns01)), dns01, 'listeners[0].tls.acme.challenge', 'acme:', /"http-01" or "tls-alpn-01"/);
+  const badPort = withAcme.replace('email: ops@example.test', 'challenge: tls-alpn-01, tls_alpn_port: 70000');
+  expectError(errorsOf(load(t, badPort)), badPort, 'listeners[0].tls.acme.tls_alpn_port', 'acme:', /65535/);
   const noPlain = withAcme.replace('  - address: 127.0.0.1:8080\n', '');
   expectError(errorsOf(load(t, noPlain)), noPlain, 'listeners[0].tls.acme.challenge', 'acme:', /plain listener/);
   const missingCa = withAcme.replace('email: ops@example.test', 'directory_ca: ./nope.pem');
