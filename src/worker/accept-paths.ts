@@ -6,7 +6,8 @@ import { endpointOf } from '../core/util.js';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
-import type { AcceptedSocket, ListenOptions, OnConnection } from '../accept/listener.js';
+import type { AcceptedSocket, Listening, ListenOptions, OnConnection } from '../accept/listener.js';
+import { NativeL4 } from '../tunnel/l4-native.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
@@ -131,6 +132,43 @@ export class AcceptPaths {
 
   #current(): Runtime {
     return this.#deps.current();
+  }
+
+  /** The addon's L4 listeners (created on the first tcp listener), or why there are none. */
+  #nativeL4: NativeL4 | string | undefined;
+
+  /**
+   * After the swap: tcp listener `index` (socket `key`) is served wholly by the addon when it can be (accept,
+   * connect, splice: tunnel/l4-native.ts), else by the JS path, the reason logged once. Never throws.
+   */
+  serveL4(key: string, server: Listening, config: Config, index: number, runtime: Runtime): void {
+    const cfg = config.listeners[index];
+    if (cfg.mode !== 'tcp' || !server.native) {
+      server.serveL4(undefined);
+      if (this.#nativeL4 instanceof NativeL4) this.#nativeL4.serving(key, undefined, this.#log);
+      return;
+    }
+    this.#nativeL4 ??= NativeL4.create(this.#registry, this.#metrics);
+    const l4 = this.#nativeL4;
+    if (typeof l4 === 'string') {
+      this.#log.info({ listener: key, reason: l4 }, 'tcp listener served by JavaScript, not the addon');
+      return;
+    }
+    try {
+      const plan = l4.plan(config, index, runtime.pools, runtime.l4ctx);
+      if ('reason' in plan) {
+        server.serveL4(undefined);
+        l4.serving(key, undefined, this.#log, plan.reason);
+      } else if (server.serveL4(plan.config)) {
+        l4.serving(key, plan.config, this.#log);
+      } else {
+        l4.discard(plan.config);
+        l4.serving(key, undefined, this.#log, 'the listening socket cannot move to the addon');
+      }
+    } catch (err) {
+      server.serveL4(undefined);
+      l4.serving(key, undefined, this.#log, `the addon refused the compile: ${(err as Error).message}`);
+    }
   }
 
   /** One line per FD_LOG_INTERVAL_MS at most, with the count since the last, never one per connection. */

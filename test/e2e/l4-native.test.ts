@@ -1,0 +1,282 @@
+// tcp listeners served wholly by the addon (src/native/l4.cc, src/tunnel/l4-native.ts) through the real `portico
+// start`: the listener says it is native, echo with half-close, a refused target skipped for the next one, every
+// target down (closed and logged), the PROXY header a backend receives, a reload that changes targets without
+// cutting open connections, a config the addon does not take (JS path, reason logged), and 10,000 idle
+// connections in one worker with the fds back to the baseline after they close.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { native } from '../../src/native/addon.js';
+import { nativeL4 } from '../../src/native/l4.js';
+import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
+import { FD_RESERVE } from '../../src/worker/fd-limit.js';
+import { adminStatus, statusUntil } from '../helpers/admin.js';
+import { closedPort } from '../helpers/backends.js';
+import { PYTHON } from '../helpers/clients.js';
+import { FIXTURES } from '../helpers/paths.js';
+import { reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
+import { fdCount } from '../helpers/proc-stats.js';
+import { until } from '../helpers/until.js';
+
+const NATIVE = nativeL4().addon !== undefined;
+const SKIP = NATIVE ? false : `the addon's L4 part is not available here (${'reason' in nativeL4() ? (nativeL4() as { reason: string }).reason : ''})`;
+
+async function listen(t: TestContext, server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Echoes with `tag` in front of each chunk; ends its side only after the client's FIN (half-close kept). */
+async function startTagEcho(t: TestContext, tag = ''): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+    s.on('data', (d: Buffer) => s.write(tag + d.toString('latin1')));
+    s.on('end', () => s.end());
+  });
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  return listen(t, server);
+}
+
+/** Writes `text` and resolves with what comes back once at least `expect` characters came. */
+function roundTrip(socket: net.Socket, text: string, expect: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const timer = setTimeout(() => reject(new Error(`no reply to ${JSON.stringify(text)} within 10 s (got ${JSON.stringify(got)})`)), 10_000);
+    const onData = (d: Buffer) => {
+      got += d.toString('latin1');
+      if (got.length < expect) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      resolve(got);
+    };
+    socket.on('data', onData);
+    socket.write(text);
+  });
+}
+
+async function connect(t: TestContext, port: number): Promise<net.Socket> {
+  const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  return c;
+}
+
+function servedByAddon(portico: Portico): Promise<unknown> {
+  return portico.waitForLog((l) => l.msg === 'tcp listener served by the addon (accept, connect, splice)');
+}
+
+/** The listener is on the path the test asks for: the addon (said in the log), or not (nothing said of it). */
+async function servedBy(portico: Portico, onAddon: boolean): Promise<void> {
+  if (onAddon) await servedByAddon(portico);
+  else assert.equal(portico.logs.find((l) => l.msg === 'tcp listener served by the addon (accept, connect, splice)'), undefined);
+}
+
+// the same behaviour on both paths: the addon's, and the JS path (PORTICO_NATIVE_L4=0) it must stay equal to
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  test(`${label}: served by the addon; echo, then half-close each way; one access line with the splice relay`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+    const echo = await startTagEcho(t);
+    const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } } }, env);
+    await servedBy(portico, onAddon);
+    const c = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(c, 'hello', 5), 'hello');
+    // the client's FIN reaches the backend, which still answers on its open side, then FINs back
+    const ended = once(c, 'end');
+    c.end();
+    await ended;
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.mode, 'tcp');
+    assert.equal(line.relay, onAddon ? 'splice' : native() === undefined ? 'js' : 'splice');
+    assert.equal(line.upstream, 'echo');
+    assert.equal(line.target, `127.0.0.1:${echo}`);
+    assert.equal(line.remoteAddr, '127.0.0.1');
+    assert.equal(line.bytesIn, 5);
+    assert.equal(line.bytesOut, 5);
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', `closedBy ${String(line.closedBy)}`);
+  });
+
+  test(`${label}: a refused target is skipped for the next one (each connection still reaches the echo), and passive health takes it out`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+    const dead = await closedPort();
+    const echo = await startTagEcho(t, 'e:');
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'mixed' }],
+      upstreams: { mixed: { targets: [`127.0.0.1:${dead}`, `127.0.0.1:${echo}`] } },
+      admin: { address: '127.0.0.1:0' },
+    }, env);
+    await servedBy(portico, onAddon);
+    for (let i = 0; i < 4; i++) {
+      const c = await connect(t, portico.ports[0]);
+      assert.equal(await roundTrip(c, `n${i}`, 4), `e:n${i}`);
+      c.destroy();
+    }
+    const lines = await until('four access lines', () => portico.logs.filter((l) => l.msg === 'tcp'), (ls) => ls.length >= 4);
+    for (const l of lines) assert.equal(l.target, `127.0.0.1:${echo}`);
+    // the refused connect was reported to the pool: passive health marks the target down
+    await statusUntil(portico, 'the refused target passively down', (s) => s.upstreams.mixed?.some((x) => x.target === `127.0.0.1:${dead}` && !x.available) === true);
+  });
+
+  test(`${label}: its only target refuses: the client is closed without a byte, and a warn line gives the connect error`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+    const dead = await closedPort();
+    const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'down' }], upstreams: { down: { targets: [`127.0.0.1:${dead}`] } } }, env);
+    await servedBy(portico, onAddon);
+    const c = await connect(t, portico.ports[0]);
+    const got: Buffer[] = [];
+    c.on('data', (d: Buffer) => got.push(d));
+    c.on('error', () => {});
+    await once(c, 'end');
+    assert.equal(Buffer.concat(got).length, 0);
+    const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.closedBy === 'upstream_error');
+    assert.equal(line.level, 'warn');
+    assert.deepEqual(line.err, { code: 'UPSTREAM_CONNECT_REFUSED', message: 'upstream connect failed: ECONNREFUSED' });
+    assert.equal(line.target, undefined);
+  });
+
+  test(`${label}: send_proxy_protocol v1: the backend reads the real client address and the listener, then the bytes`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+    const seen: Array<(h: { header: ProxyHeader; after: string }) => void> = [];
+    const server = net.createServer((s) => {
+      s.on('error', () => s.destroy());
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const r = parseProxyHeader(buf);
+        if (r.kind === 'done' && buf.length >= r.used + 4) {
+          seen.shift()?.({ header: r.header, after: buf.subarray(r.used).toString() });
+          s.end('ok');
+        }
+      });
+    });
+    const backend = await listen(t, server);
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'pp' }],
+      upstreams: { pp: { targets: [`127.0.0.1:${backend}`], send_proxy_protocol: 'v1' } },
+    }, env);
+    await servedBy(portico, onAddon);
+    const got = new Promise<{ header: ProxyHeader; after: string }>((resolve) => seen.push(resolve));
+    const c = await connect(t, portico.ports[0]);
+    c.write('ping');
+    const { header, after } = await got;
+    assert.equal(header.version, 1);
+    assert.equal(header.family, 'tcp4');
+    assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
+    assert.deepEqual(header.destination, { address: '127.0.0.1', port: portico.ports[0] });
+    assert.equal(after, 'ping');
+  });
+}
+
+test('native tcp listener: a reload moves new connections to the new target; an open connection keeps its own', { skip: SKIP, timeout: 90_000 }, async (t) => {
+  const a = await startTagEcho(t, 'A:');
+  const b = await startTagEcho(t, 'B:');
+  const config = (target: number) => ({ workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${target}`] } } });
+  const portico = await startPortico(t, config(a));
+  await servedByAddon(portico);
+  const before = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(before, 'x', 3), 'A:x');
+  const r = await reloadPortico(portico, { ...config(b), listeners: [{ address: `127.0.0.1:${portico.ports[0]}`, mode: 'tcp' as const, upstream: 'echo' }] });
+  assert.equal(r.code, 0, r.stderr);
+  const after = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(after, 'y', 3), 'B:y');
+  // the connection opened before the reload still talks to A
+  assert.equal(await roundTrip(before, 'z', 3), 'A:z');
+  const closed = once(before, 'close');
+  before.end();
+  await closed;
+  const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.target === `127.0.0.1:${a}`);
+  assert.equal(line.bytesIn, 2);
+});
+
+test('a tcp listener the addon does not take (limits.connections_per_ip) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
+  const echo = await startTagEcho(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
+    limits: { connections_per_ip: 100 },
+  });
+  if (NATIVE) {
+    const said = await portico.waitForLog((l) => l.msg === 'tcp listener served by JavaScript, not the addon');
+    assert.equal(said.reason, 'limits.connections_per_ip is counted in JavaScript');
+  }
+  const c = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(c, 'js', 2), 'js');
+  c.end();
+  const line = await portico.waitForLog((l) => l.msg === 'tcp');
+  assert.equal(line.bytesIn, 2);
+});
+
+async function startEchoProcess(t: TestContext): Promise<number> {
+  const child = spawn(PYTHON, [path.join(FIXTURES, 'backends', 'tcp-echo.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => {
+    child.stdin.end();
+    child.kill();
+  });
+  const lines = createInterface({ input: child.stdout });
+  return new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tcp echo backend did not start')), 10_000);
+    child.once('error', reject);
+    lines.on('line', (line) => {
+      const [word, n] = line.split(' ');
+      if (word !== 'port') return;
+      clearTimeout(timer);
+      resolve(Number(n));
+    });
+  });
+}
+
+const CONNECTIONS = 10_000;
+
+test(`native tcp listener: ${CONNECTIONS.toLocaleString('en')} idle connections in one worker, 2 fds each, each still echoes; fds back to the baseline after they close`, { skip: SKIP, timeout: 600_000 }, async (t) => {
+  native()?.raiseFdLimit();
+  const backend = await startEchoProcess(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${backend}`] } },
+    admin: { address: '127.0.0.1:0' },
+    log: { access: false },
+  });
+  await servedByAddon(portico);
+  const status = await adminStatus(portico);
+  const pid = status.workers[0].pid!;
+  // one connection first: the L4 thread, the relay thread and its pipes exist from here on
+  const warm = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(warm, 'warm', 4), 'warm');
+  warm.destroy();
+  await statusUntil(portico, 'warm-up connection gone', (s) => s.workers[0].tunnels === 0, 20_000);
+  const baseFds = fdCount(pid);
+  const fdLimit = status.workers[0].fds?.limit ?? -1;
+  const fits = fdLimit < 0 ? CONNECTIONS : Math.floor((fdLimit - baseFds - FD_RESERVE - 16) / 2);
+  const n = Math.min(CONNECTIONS, fits);
+  if (n < CONNECTIONS) t.diagnostic(`worker fd limit ${fdLimit}: ${n} connections fit, not ${CONNECTIONS}`);
+  assert.ok(n >= 9_000, `at least 9,000 connections fit (${n})`);
+  const sockets: net.Socket[] = [];
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  const BATCH = 200;
+  for (let i = 0; i < n; i += BATCH) {
+    sockets.push(...(await Promise.all(Array.from({ length: Math.min(BATCH, n - i) }, () => connect(t, portico.ports[0])))));
+  }
+  await statusUntil(portico, `${n} connections open`, (s) => s.workers[0].tunnels === n, 60_000, 200);
+  // connected and relayed: both sockets of each exist in the worker, nothing else per connection
+  const perConnection = (fdCount(pid) - baseFds) / n;
+  t.diagnostic(`${n} idle L4 connections: ${perConnection.toFixed(3)} fds each`);
+  assert.ok(perConnection <= 2.01, `an idle connection holds its two sockets only (${perConnection.toFixed(3)} fds each)`);
+  for (let i = 0; i < sockets.length; i += 97) assert.equal(await roundTrip(sockets[i], `idle ${i}`, `idle ${i}`.length), `idle ${i}`);
+  for (const s of sockets.splice(0)) s.destroy();
+  await statusUntil(portico, 'every connection closed', (s) => s.workers[0].tunnels === 0 && s.workers[0].connections === 0, 120_000, 200);
+  await until('fds back to the baseline', () => fdCount(pid), (fds) => fds <= baseFds + 4, 60_000, 200);
+});
