@@ -6,6 +6,8 @@
 // records per event-loop turn at most, from which it writes the access log and metrics (src/tunnel/l4-native.ts).
 #include "l4.h"
 
+#include "client-hello.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -35,6 +38,9 @@ constexpr int kMaxEvents = 256;
 constexpr uint64_t kAcceptPauseMs = 100;  // after EMFILE/ENFILE/ENOBUFS/ENOMEM: a queue we cannot drain would spin
 constexpr int kSweepMs = 25;              // connect deadlines and paused listeners are checked this often
 constexpr int kKeepIdleS = 60;            // TCP keep-alive probe as the JS tunnels set it (relay.ts)
+constexpr uint64_t kLingerMs = 2000;      // a refused TLS client's time to read its alert (l4.ts REFUSED_LINGER_MS)
+constexpr uint8_t kAlertUnrecognizedName = 112;
+constexpr uint8_t kAlertMissingExtension = 109;
 
 uint64_t Clock(clockid_t id) {
   timespec ts{};
@@ -64,9 +70,27 @@ struct Config {
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
 };
 
+// TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
+struct SniTable {
+  uint32_t id = 0;
+  std::unordered_map<std::string, std::shared_ptr<Config>> exact;
+  std::vector<std::pair<std::string, std::shared_ptr<Config>>> wildcards;  // (".example.com", config)
+  uint32_t peek_ms = 0;  // the whole ClientHello must come within this
+
+  std::shared_ptr<Config> Match(const std::string& sni) const {
+    auto it = exact.find(sni);
+    if (it != exact.end()) return it->second;
+    for (auto& [suffix, cfg] : wildcards) {
+      if (sni.size() > suffix.size() && sni.compare(sni.size() - suffix.size(), suffix.size(), suffix) == 0) return cfg;
+    }
+    return nullptr;
+  }
+};
+
 struct Listener {
   int fd = -1;
-  std::shared_ptr<Config> cfg;
+  std::shared_ptr<Config> cfg;    // a tcp listener
+  std::shared_ptr<SniTable> sni;  // a passthrough-only TLS listener
   uint64_t paused_until = 0;  // monotonic; 0 = accepting
 };
 
@@ -76,8 +100,15 @@ struct Failure {
   int err;  // errno behind it (ETIMEDOUT for the connect timeout)
 };
 
+// A connection's phase on the L4 thread (after these the relay owns it).
+enum class Phase : uint8_t { kPeek, kConnect, kLinger };
+
 struct Conn {
   uint64_t id = 0;
+  Phase phase = Phase::kConnect;
+  std::shared_ptr<SniTable> table;  // passthrough: the listener's table (for the record)
+  bool has_sni = false;
+  std::string sni;
   int cfd = -1;
   int ufd = -1;
   std::shared_ptr<Config> cfg;
@@ -92,6 +123,10 @@ struct Conn {
 
 struct Record {
   uint64_t id;
+  uint32_t table;  // passthrough: the SNI table's id, else 0
+  bool has_sni;
+  std::string sni;
+  const char* refused;  // closed before routing: the RefusedReason, else nullptr
   uint32_t cfg;
   int32_t target;
   std::string addr;
@@ -107,6 +142,8 @@ struct Record {
 struct State {
   std::mutex mu;  // everything below; the L4 thread holds it while it handles a batch of events
   std::unordered_map<uint32_t, std::shared_ptr<Config>> configs;
+  std::unordered_map<uint32_t, std::shared_ptr<SniTable>> tables;
+  std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer
   std::unordered_map<uint32_t, Listener> listeners;
   std::unordered_map<uint64_t, Conn*> connecting;  // by connection id
   std::unordered_map<uint64_t, Conn*> relayed;     // by relay id
@@ -306,17 +343,18 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
 
 void Schedule();
 
-void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down) {
+void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr) {
   uint16_t port = 0;
   std::string addr = AddressText(c->peer, &port);
   uint64_t now = WallMs();
-  g.records.push_back(Record{c->id, c->cfg->id, c->target, std::move(addr), port, up, down, now > c->started ? now - c->started : 0,
-                             closed_by, err_code, std::move(c->failures)});
+  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, c->cfg ? c->cfg->id : 0, c->target,
+                             std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,
+                             std::move(c->failures)});
   Schedule();
 }
 
 void Release(Conn* c) {
-  if (c->target >= 0 && c->cfg->targets[c->target].active > 0) c->cfg->targets[c->target].active--;
+  if (c->cfg && c->target >= 0 && c->cfg->targets[c->target].active > 0) c->cfg->targets[c->target].active--;
 }
 
 // Before any relay: the client is closed and the connection reported with `code`.
@@ -407,6 +445,79 @@ void TryConnect(Conn* c) {
   }
 }
 
+// Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
+void Refuse(Conn* c, const char* reason) {
+  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  CloseFd(c->cfd);
+  PushRecord(c, "refused", nullptr, 0, 0, reason);
+  g.connecting.erase(c->id);
+  delete c;
+}
+
+// Reads and drops what a refused client still sends, until its FIN or the linger deadline (then closed): unread
+// bytes would turn our close into a reset that destroys the alert in flight (l4.ts refuseClientHello).
+void Linger(Conn* c) {
+  char sink[4096];
+  for (;;) {
+    ssize_t n = recv(c->cfd, sink, sizeof sink, 0);
+    if (n > 0) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && errno == EINTR) continue;
+    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    CloseFd(c->cfd);
+    g.connecting.erase(c->id);
+    delete c;
+    return;
+  }
+}
+
+// A ClientHello naming no passthrough (or none): one fatal alert, a FIN, then the linger. Reported now.
+void RefuseName(Conn* c) {
+  const char* reason = c->has_sni ? "sni_unknown" : "sni_missing";
+  uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, c->has_sni ? kAlertUnrecognizedName : kAlertMissingExtension};
+  send(c->cfd, alert, sizeof alert, MSG_NOSIGNAL);
+  shutdown(c->cfd, SHUT_WR);
+  PushRecord(c, "refused", nullptr, 0, 0, reason);
+  c->phase = Phase::kLinger;
+  c->deadline = MonoMs() + kLingerMs;
+  Linger(c);
+}
+
+// The ClientHello, read with MSG_PEEK (nothing consumed: the relay sends it on as it came) and parsed as
+// src/wire/client-hello.ts does; each new arrival is a new edge (EPOLLET), so a dripping client re-parses.
+void Peek(Conn* c, bool hung_up) {
+  if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
+  ssize_t n = recv(c->cfd, g.peek.data(), g.peek.size(), MSG_PEEK);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    return Refuse(c, "closed");
+  }
+  if (n == 0) return Refuse(c, "closed");
+  hello::Result r = hello::Parse(g.peek.data(), static_cast<size_t>(n));
+  switch (r.kind) {
+    case hello::Kind::kMore:
+      // the client's FIN came with what it sent (no more will come), or the bound is reached
+      if (hung_up || static_cast<size_t>(n) >= g.peek.size()) return Refuse(c, "client_hello_invalid");
+      return;
+    case hello::Kind::kNotTls: return Refuse(c, "not_tls");
+    case hello::Kind::kError: return Refuse(c, "client_hello_invalid");
+    case hello::Kind::kDone: break;
+  }
+  c->has_sni = r.has_sni;
+  c->sni = std::move(r.sni);
+  std::shared_ptr<Config> route = c->has_sni ? c->table->Match(c->sni) : nullptr;
+  if (!route) return RefuseName(c);
+  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  g.connecting.erase(c->id);
+  c->phase = Phase::kConnect;
+  c->deadline = 0;
+  c->cfg = route;
+  c->tried.assign(route->targets.size(), 0);
+  g.opened++;
+  Schedule();
+  TryConnect(c);
+}
+
 void ConnectReady(Conn* c) {
   int err = 0;
   socklen_t len = sizeof err;
@@ -443,14 +554,25 @@ void AcceptBatch(uint32_t lid, Listener& l) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    g.opened++;
     Conn* c = new Conn();
     c->id = g.next_conn++;
     c->cfd = fd;
-    c->cfg = l.cfg;
-    c->tried.assign(l.cfg->targets.size(), 0);
     c->started = WallMs();
     c->peer = ss;
+    if (l.sni) {
+      c->table = l.sni;
+      c->phase = Phase::kPeek;
+      c->deadline = MonoMs() + l.sni->peek_ms;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+      ev.data.u64 = c->id;
+      g.connecting.emplace(c->id, c);
+      if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) Refuse(c, "closed");
+      continue;
+    }
+    g.opened++;
+    c->cfg = l.cfg;
+    c->tried.assign(l.cfg->targets.size(), 0);
     TryConnect(c);
   }
 }
@@ -460,7 +582,17 @@ void Sweep(uint64_t now) {
   for (auto& [id, c] : g.connecting) {
     if (c->deadline != 0 && c->deadline <= now) late.push_back(c);
   }
-  for (Conn* c : late) TargetFailed(c, "UPSTREAM_CONNECT_TIMEOUT", ETIMEDOUT);
+  for (Conn* c : late) {
+    if (c->phase == Phase::kPeek) Refuse(c, "timeout");
+    else if (c->phase == Phase::kLinger) {
+      epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+      CloseFd(c->cfd);
+      g.connecting.erase(c->id);
+      delete c;
+    } else {
+      TargetFailed(c, "UPSTREAM_CONNECT_TIMEOUT", ETIMEDOUT);
+    }
+  }
   for (auto& [lid, l] : g.listeners) {
     if (l.paused_until == 0 || l.paused_until > now) continue;
     l.paused_until = 0;
@@ -507,7 +639,11 @@ void Loop() {
         continue;
       }
       auto it = g.connecting.find(data);
-      if (it != g.connecting.end()) ConnectReady(it->second);
+      if (it == g.connecting.end()) continue;
+      Conn* c = it->second;
+      if (c->phase == Phase::kPeek) Peek(c, (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+      else if (c->phase == Phase::kLinger) Linger(c);
+      else ConnectReady(c);
     }
     uint64_t now = MonoMs();
     if (now - last_sweep >= static_cast<uint64_t>(kSweepMs)) {
@@ -554,6 +690,9 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
     Napi::Object o = Napi::Object::New(env);
     o.Set("id", Napi::Number::New(env, static_cast<double>(r.id)));
     o.Set("config", Napi::Number::New(env, r.cfg));
+    if (r.table != 0) o.Set("table", Napi::Number::New(env, r.table));
+    if (r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
+    if (r.refused != nullptr) o.Set("refused", Napi::String::New(env, r.refused));
     o.Set("target", Napi::Number::New(env, r.target));
     o.Set("address", Napi::String::New(env, r.addr));
     o.Set("port", Napi::Number::New(env, r.port));
@@ -661,6 +800,39 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cfg->id);
 }
 
+// l4CompileSni({ entries: [{ sni, config }], peekMs }) -> table id (ids shared with configs): a passthrough-only
+// TLS listener's names, first entry winning on duplicates as PassthroughTable.
+Napi::Value CompileSni(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4CompileSni(table)");
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Value ev = o.Get("entries");
+  if (!ev.IsArray()) throw Napi::TypeError::New(env, "l4CompileSni: entries must be an array");
+  Napi::Array entries = ev.As<Napi::Array>();
+  auto table = std::make_shared<SniTable>();
+  table->peek_ms = U32(o.Get("peekMs"), "peekMs");
+  std::lock_guard<std::mutex> lock(g.mu);
+  for (uint32_t i = 0; i < entries.Length(); i++) {
+    Napi::Object e = entries.Get(i).As<Napi::Object>();
+    std::string name = e.Get("sni").As<Napi::String>().Utf8Value();
+    for (char& ch : name) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch);
+    auto it = g.configs.find(U32(e.Get("config"), "config"));
+    if (it == g.configs.end()) throw Napi::Error::New(env, "l4CompileSni: no such L4 config");
+    if (name.rfind("*.", 0) == 0) {
+      std::string suffix = name.substr(1);
+      bool dup = false;
+      for (auto& w : table->wildcards) dup = dup || w.first == suffix;
+      if (!dup) table->wildcards.emplace_back(suffix, it->second);
+    } else if (table->exact.find(name) == table->exact.end()) {
+      table->exact.emplace(name, it->second);
+    }
+  }
+  std::stable_sort(table->wildcards.begin(), table->wildcards.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  table->id = g.next_config++;
+  g.tables.emplace(table->id, table);
+  return Napi::Number::New(env, table->id);
+}
+
 std::shared_ptr<Config> ConfigArg(const Napi::CallbackInfo& info, size_t i) {
   uint32_t id = U32(info[i], "config id");
   auto it = g.configs.find(id);
@@ -686,8 +858,23 @@ Napi::Value Targets(const Napi::CallbackInfo& info) {
 // l4Forget(configId): no listener takes this config any more (connections keep their own reference).
 Napi::Value Forget(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g.mu);
-  g.configs.erase(U32(info[0], "config id"));
+  uint32_t id = U32(info[0], "config id");
+  g.configs.erase(id);
+  g.tables.erase(id);
   return info.Env().Undefined();
+}
+
+// What listener `l` serves: config id (a tcp listener) or SNI table id (passthrough-only TLS). Called with g.mu held.
+void Serve(const Napi::CallbackInfo& info, size_t i, Listener* l) {
+  uint32_t id = U32(info[i], "config id");
+  auto t = g.tables.find(id);
+  if (t != g.tables.end()) {
+    l->sni = t->second;
+    l->cfg = nullptr;
+    return;
+  }
+  l->cfg = ConfigArg(info, i);
+  l->sni = nullptr;
 }
 
 // l4Listen(fd, configId) -> listener id: the addon accepts on the listening socket from now on and owns the fd.
@@ -697,7 +884,8 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   int fd = static_cast<int>(U32(info[0], "fd"));
   std::lock_guard<std::mutex> lock(g.mu);
   if (!g.has_tsfn) throw Napi::Error::New(env, "l4Listen: call l4Init first");
-  auto cfg = ConfigArg(info, 1);
+  Listener l;
+  Serve(info, 1, &l);
   EnsureStarted(env);
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw Napi::Error::New(env, std::string("l4Listen: fcntl: ") + strerror(errno));
@@ -710,7 +898,8 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   ev.events = EPOLLIN;
   ev.data.u64 = kListenerTag | lid;
   if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) throw Napi::Error::New(env, std::string("l4Listen: epoll_ctl: ") + strerror(errno));
-  g.listeners.emplace(lid, Listener{fd, cfg, 0});
+  l.fd = fd;
+  g.listeners.emplace(lid, l);
   return Napi::Number::New(env, lid);
 }
 
@@ -719,7 +908,7 @@ Napi::Value Use(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g.mu);
   auto it = g.listeners.find(U32(info[0], "listener id"));
   if (it == g.listeners.end()) throw Napi::Error::New(info.Env(), "no such L4 listener");
-  it->second.cfg = ConfigArg(info, 1);
+  Serve(info, 1, &it->second);
   return info.Env().Undefined();
 }
 
@@ -749,7 +938,17 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
   for (auto& [rid, c] : g.relayed) g.engine->RequestClose(rid, Reason::kShutdown);
   std::vector<Conn*> connecting;
   for (auto& [id, c] : g.connecting) connecting.push_back(c);
-  for (Conn* c : connecting) Fail(c, "shutdown", "SHUTDOWN");
+  for (Conn* c : connecting) {
+    if (c->phase == Phase::kConnect) {
+      Fail(c, "shutdown", "SHUTDOWN");
+      continue;
+    }
+    // not routed yet (peeking) or already refused (lingering): closed without a record, as the JS preface reader
+    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    CloseFd(c->cfd);
+    g.connecting.erase(c->id);
+    delete c;
+  }
   return info.Env().Undefined();
 }
 
@@ -761,6 +960,21 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("listeners", Napi::Number::New(env, static_cast<double>(g.listeners.size())));
   o.Set("connecting", Napi::Number::New(env, static_cast<double>(g.connecting.size())));
   o.Set("relayed", Napi::Number::New(env, static_cast<double>(g.relayed.size())));
+  return o;
+}
+
+// l4ParseHello(buf) -> { kind: 'more'|'done'|'not_tls'|'error', sni? }: the C++ ClientHello reader, for the fuzz
+// test that holds it to src/wire/client-hello.ts.
+Napi::Value ParseHello(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "l4ParseHello(buffer)");
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  hello::Result r = hello::Parse(buf.Data(), buf.Length());
+  Napi::Object o = Napi::Object::New(env);
+  const char* kinds[] = {"more", "done", "not_tls", "error"};
+  o.Set("kind", Napi::String::New(env, kinds[static_cast<int>(r.kind)]));
+  if (r.kind == hello::Kind::kDone && r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
+  if (r.kind == hello::Kind::kDone) o.Set("recordBytes", Napi::Number::New(env, static_cast<double>(r.record_bytes)));
   return o;
 }
 
@@ -810,6 +1024,8 @@ void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
   exports.Set("l4Init", Napi::Function::New(env, Init, "l4Init"));
   exports.Set("l4Compile", Napi::Function::New(env, Compile, "l4Compile"));
   exports.Set("l4Targets", Napi::Function::New(env, Targets, "l4Targets"));
+  exports.Set("l4CompileSni", Napi::Function::New(env, CompileSni, "l4CompileSni"));
+  exports.Set("l4ParseHello", Napi::Function::New(env, ParseHello, "l4ParseHello"));
   exports.Set("l4Forget", Napi::Function::New(env, Forget, "l4Forget"));
   exports.Set("l4Listen", Napi::Function::New(env, Listen, "l4Listen"));
   exports.Set("l4Use", Napi::Function::New(env, Use, "l4Use"));

@@ -2,6 +2,7 @@
 // states pushed, and closed-connection records received in batches. Types and availability only; what a record
 // means for logs and metrics is src/tunnel/l4-native.ts.
 import type { ClosedBy } from '../core/socket.js';
+import type { RefusedReason } from '../core/metrics.js';
 import { native, type NativeAddon } from './addon.js';
 import { nativeIoAvailable } from './io.js';
 
@@ -19,6 +20,12 @@ export interface L4Compiled {
 export interface L4Record {
   readonly id: number;
   readonly config: number;
+  /** Passthrough: the listener's SNI table (absent for a tcp listener). */
+  readonly table?: number;
+  /** Passthrough: the ClientHello's server name, when it had one. */
+  readonly sni?: string;
+  /** Closed before routing (a preface failure, or an unknown name after its alert): the RefusedReason. */
+  readonly refused?: RefusedReason;
   /** The target relayed to (index in the compile), -1 when none was connected. */
   readonly target: number;
   readonly address: string;
@@ -45,6 +52,8 @@ export interface L4Batch {
 export interface L4Addon {
   l4Init(onBatch: (batch: L4Batch) => void): void;
   l4Compile(config: L4Compiled): number;
+  /** A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello. Same id space. */
+  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number }): number;
   l4Targets(config: number, up: readonly boolean[], remote: readonly number[]): void;
   l4Forget(config: number): void;
   l4Listen(fd: number, config: number): number;

@@ -13,7 +13,7 @@ import type { Logger } from '../core/log.js';
 import { nativeL4, type L4Addon, type L4Batch, type L4Record } from '../native/l4.js';
 import type { Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
-import { logL4Line, type L4Context } from './l4.js';
+import { logL4Line, logUnknownName, type L4Context } from './l4.js';
 
 /** How often target states (health, drain, passive, panic, the other workers' load) are compared and pushed. */
 const PUSH_MS = 100;
@@ -33,12 +33,28 @@ interface Compiled {
   retired: boolean;
 }
 
-/** Why listener `index` of `config` cannot be served by the addon; undefined when it can (or is no tcp listener). */
-function unsupported(config: Config, index: number, pool: UpstreamPool | undefined): string | undefined {
+/** Bound of a ClientHello when tls.handshake_timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
+const PEEK_FALLBACK_MS = 60_000;
+
+/** A passthrough-only TLS listener's table: its listener, and the compiles of its upstreams. */
+interface Table {
+  readonly index: number;
+  readonly ctx: L4Context;
+  readonly configs: readonly number[];
+}
+
+/** Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can. */
+function listenerUnsupported(config: Config, index: number): string | undefined {
   const cfg = config.listeners[index];
   if (cfg.proxy_protocol !== undefined) return 'proxy_protocol on the listener (the PROXY header is read in JavaScript)';
   if (config.limits.connections_per_ip !== 'off') return 'limits.connections_per_ip is counted in JavaScript';
   if (config.tunnel.max_lifetime > 0) return 'tunnel.max_lifetime is enforced in JavaScript';
+  if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) return 'the listener terminates TLS too (its ClientHello is read in JavaScript)';
+  return undefined;
+}
+
+/** Why upstream `pool` cannot be balanced by the addon; undefined when it can. */
+function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (pool === undefined) return 'upstream missing from the runtime';
   const balance = pool.config.balance;
   if (balance !== 'round_robin' && balance !== 'least_conn') return `balance ${typeof balance === 'string' ? balance : balance.policy} is not ported to the addon`;
@@ -54,6 +70,7 @@ export class NativeL4 implements Tracked {
   readonly #registry: ConnectionRegistry;
   readonly #metrics: Metrics;
   readonly #configs = new Map<number, Compiled>();
+  readonly #tables = new Map<number, Table>();
   /** Config id by listener key: the compile each listening socket serves now. */
   readonly #serving = new Map<string, number>();
   /** Reasons already logged, by listener key: said once per change, not at every reload. */
@@ -82,9 +99,33 @@ export class NativeL4 implements Tracked {
    */
   plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context): NativeL4Plan {
     const cfg = config.listeners[index];
-    const pool = cfg.upstream === undefined ? undefined : pools.get(cfg.upstream);
-    const reason = unsupported(config, index, pool);
-    if (reason !== undefined || pool === undefined) return { reason: reason ?? 'upstream missing from the runtime' };
+    const refused = listenerUnsupported(config, index);
+    if (refused !== undefined) return { reason: refused };
+    if (cfg.mode === 'tcp') {
+      const pool = cfg.upstream === undefined ? undefined : pools.get(cfg.upstream);
+      const reason = unsupported(pool);
+      return reason !== undefined || pool === undefined ? { reason: reason ?? 'upstream missing from the runtime' } : { config: this.#compile(pool, ctx) };
+    }
+    // a passthrough-only TLS listener: one compile per upstream, then the name table over them
+    const entries = cfg.tls?.passthrough ?? [];
+    const byUpstream = new Map<string, number>();
+    for (const e of entries) {
+      if (byUpstream.has(e.upstream)) continue;
+      const pool = pools.get(e.upstream);
+      const reason = unsupported(pool);
+      if (reason !== undefined || pool === undefined) {
+        for (const id of byUpstream.values()) this.#retire(id);
+        return { reason: `${e.upstream}: ${reason ?? 'upstream missing from the runtime'}` };
+      }
+      byUpstream.set(e.upstream, this.#compile(pool, ctx));
+    }
+    const timeout = cfg.tls!.handshake_timeout;
+    const id = this.#addon.l4CompileSni({ entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })), peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS });
+    this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()] });
+    return { config: id };
+  }
+
+  #compile(pool: UpstreamPool, ctx: L4Context): number {
     const header = pool.config.send_proxy_protocol;
     const id = this.#addon.l4Compile({
       targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
@@ -97,7 +138,7 @@ export class NativeL4 implements Tracked {
     this.#configs.set(id, compiled);
     this.#push(compiled);
     this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
-    return { config: id };
+    return id;
   }
 
   /** Listener `key` serves compile `id` now (undefined: the JS path); the one it served before is retired. */
@@ -109,8 +150,8 @@ export class NativeL4 implements Tracked {
     const said = id === undefined ? reason : 'native';
     if (said !== undefined && this.#said.get(key) !== said) {
       this.#said.set(key, said);
-      if (id === undefined) log.info({ listener: key, reason }, 'tcp listener served by JavaScript, not the addon');
-      else log.info({ listener: key }, 'tcp listener served by the addon (accept, connect, splice)');
+      if (id === undefined) log.info({ listener: key, reason }, 'L4 listener served by JavaScript, not the addon');
+      else log.info({ listener: key, passthrough: this.#tables.has(id) }, 'L4 listener served by the addon (accept, connect, splice)');
     }
   }
 
@@ -120,6 +161,12 @@ export class NativeL4 implements Tracked {
   }
 
   #retire(id: number): void {
+    const table = this.#tables.get(id);
+    if (table !== undefined) {
+      this.#addon.l4Forget(id);
+      for (const c of table.configs) this.#retire(c);
+      return;
+    }
     const c = this.#configs.get(id);
     if (c === undefined || c.retired) return;
     c.retired = true;
@@ -160,11 +207,29 @@ export class NativeL4 implements Tracked {
         this.#registry.tunnelOpened();
       }
     }
-    for (const r of batch.closed) this.#closed(r);
-    if (batch.closed.length > 0) {
-      this.#live = Math.max(0, this.#live - batch.closed.length);
+    let ended = 0;
+    for (const r of batch.closed) {
+      if (r.refused !== undefined) this.#refused(r);
+      else {
+        ended++;
+        this.#closed(r);
+      }
+    }
+    if (ended > 0) {
+      this.#live = Math.max(0, this.#live - ended);
       if (this.#live === 0) this.#registry.delete(this);
     }
+  }
+
+  /** Closed before routing: as accept-paths.ts #refused and #unknownName. */
+  #refused(r: L4Record): void {
+    const reason = r.refused!;
+    this.#metrics.connectionRefused(reason);
+    const table = this.#tables.get(r.table ?? -1);
+    if (table === undefined) return;
+    if (reason === 'sni_unknown' || reason === 'sni_missing') return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
+    const log = table.ctx.log;
+    if (log.isLevelEnabled('debug')) log.debug({ listener: table.index, reason, remoteAddr: r.address }, 'connection refused before routing');
   }
 
   #closed(r: L4Record): void {
@@ -186,8 +251,8 @@ export class NativeL4 implements Tracked {
     if (c === undefined) return; // retired long ago: nothing left to name it by
     logL4Line(c.ctx, {
       conn: r.id,
-      mode: 'tcp',
-      sni: undefined,
+      mode: r.table === undefined ? 'tcp' : 'passthrough',
+      sni: r.sni,
       remoteAddr: r.address,
       upstream: c.pool.name,
       target: failed ? undefined : targets[r.target]?.id,

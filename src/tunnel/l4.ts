@@ -219,6 +219,16 @@ export function logL4Line(ctx: L4Context, line: L4Line): void {
   else ctx.log.warn(line, line.mode);
 }
 
+/**
+ * The line of a passthrough-only TLS listener's refusal (a name it does not pass, or none): info with access logs,
+ * else debug. The JS accept path and the addon's records both write it here.
+ */
+export function logUnknownName(ctx: L4Context, listener: number, sni: string | undefined, remoteAddr: string | undefined, reason: 'sni_unknown' | 'sni_missing'): void {
+  const line = { listener, mode: 'passthrough', sni, remoteAddr, closedBy: 'refused', reason };
+  if (ctx.access) ctx.log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+  else if (ctx.log.isLevelEnabled('debug')) ctx.log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+}
+
 function clientClosed(): ProxyError {
   return new ProxyError('CLIENT_CLOSED', 'client closed before the upstream connection was made');
 }

@@ -5,7 +5,7 @@
 import { endpointOf } from '../core/util.js';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
+import { PassthroughTable, forwardL4, logUnknownName, refuseClientHello } from '../tunnel/l4.js';
 import type { AcceptedSocket, Listening, ListenOptions, OnConnection } from '../accept/listener.js';
 import { NativeL4 } from '../tunnel/l4-native.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
@@ -143,31 +143,32 @@ export class AcceptPaths {
    */
   serveL4(key: string, server: Listening, config: Config, index: number, runtime: Runtime): void {
     const cfg = config.listeners[index];
-    if (cfg.mode !== 'tcp' || !server.native) {
+    const l4 = cfg.mode === 'tcp' || (cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0);
+    if (!l4 || !server.native) {
       server.serveL4(undefined);
       if (this.#nativeL4 instanceof NativeL4) this.#nativeL4.serving(key, undefined, this.#log);
       return;
     }
     this.#nativeL4 ??= NativeL4.create(this.#registry, this.#metrics);
-    const l4 = this.#nativeL4;
-    if (typeof l4 === 'string') {
-      this.#log.info({ listener: key, reason: l4 }, 'tcp listener served by JavaScript, not the addon');
+    const native = this.#nativeL4;
+    if (typeof native === 'string') {
+      this.#log.info({ listener: key, reason: native }, 'L4 listener served by JavaScript, not the addon');
       return;
     }
     try {
-      const plan = l4.plan(config, index, runtime.pools, runtime.l4ctx);
+      const plan = native.plan(config, index, runtime.pools, runtime.l4ctx);
       if ('reason' in plan) {
         server.serveL4(undefined);
-        l4.serving(key, undefined, this.#log, plan.reason);
+        native.serving(key, undefined, this.#log, plan.reason);
       } else if (server.serveL4(plan.config)) {
-        l4.serving(key, plan.config, this.#log);
+        native.serving(key, plan.config, this.#log);
       } else {
-        l4.discard(plan.config);
-        l4.serving(key, undefined, this.#log, 'the listening socket cannot move to the addon');
+        native.discard(plan.config);
+        native.serving(key, undefined, this.#log, 'the listening socket cannot move to the addon');
       }
     } catch (err) {
       server.serveL4(undefined);
-      l4.serving(key, undefined, this.#log, `the addon refused the compile: ${(err as Error).message}`);
+      native.serving(key, undefined, this.#log, `the addon refused the compile: ${(err as Error).message}`);
     }
   }
 
@@ -388,11 +389,9 @@ export class AcceptPaths {
    * counted, and one line like an L4 connection's (info with access logs, else debug).
    */
   #unknownName(socket: AcceptedSocket, index: number, sni: string | undefined): void {
-    const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
+    const reason = sni === undefined ? 'sni_missing' : 'sni_unknown';
     this.#metrics.connectionRefused(reason);
-    const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
-    if (this.#current().l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
-    else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+    logUnknownName(this.#current().l4ctx, index, sni, socket.remoteAddress, reason);
     refuseClientHello(socket, sni);
   }
 

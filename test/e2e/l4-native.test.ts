@@ -7,6 +7,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import tls from 'node:tls';
+import fc from 'fast-check';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -14,11 +17,13 @@ import { native } from '../../src/native/addon.js';
 import { nativeL4 } from '../../src/native/l4.js';
 import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { FD_RESERVE } from '../../src/worker/fd-limit.js';
-import { adminStatus, statusUntil } from '../helpers/admin.js';
+import { adminStatus, adminUrl, statusUntil } from '../helpers/admin.js';
+import { captureNodeHello } from '../helpers/client-hello-capture.js';
+import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { closedPort } from '../helpers/backends.js';
-import { PYTHON } from '../helpers/clients.js';
+import { PYTHON, request } from '../helpers/clients.js';
 import { FIXTURES } from '../helpers/paths.js';
-import { reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
+import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
 
@@ -73,13 +78,13 @@ async function connect(t: TestContext, port: number): Promise<net.Socket> {
 }
 
 function servedByAddon(portico: Portico): Promise<unknown> {
-  return portico.waitForLog((l) => l.msg === 'tcp listener served by the addon (accept, connect, splice)');
+  return portico.waitForLog((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)');
 }
 
 /** The listener is on the path the test asks for: the addon (said in the log), or not (nothing said of it). */
 async function servedBy(portico: Portico, onAddon: boolean): Promise<void> {
   if (onAddon) await servedByAddon(portico);
-  else assert.equal(portico.logs.find((l) => l.msg === 'tcp listener served by the addon (accept, connect, splice)'), undefined);
+  else assert.equal(portico.logs.find((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)'), undefined);
 }
 
 // the same behaviour on both paths: the addon's, and the JS path (PORTICO_NATIVE_L4=0) it must stay equal to
@@ -207,7 +212,7 @@ test('a tcp listener the addon does not take (limits.connections_per_ip) stays o
     limits: { connections_per_ip: 100 },
   });
   if (NATIVE) {
-    const said = await portico.waitForLog((l) => l.msg === 'tcp listener served by JavaScript, not the addon');
+    const said = await portico.waitForLog((l) => l.msg === 'L4 listener served by JavaScript, not the addon');
     assert.equal(said.reason, 'limits.connections_per_ip is counted in JavaScript');
   }
   const c = await connect(t, portico.ports[0]);
@@ -279,4 +284,120 @@ test(`native tcp listener: ${CONNECTIONS.toLocaleString('en')} idle connections 
   for (const s of sockets.splice(0)) s.destroy();
   await statusUntil(portico, 'every connection closed', (s) => s.workers[0].tunnels === 0 && s.workers[0].connections === 0, 120_000, 200);
   await until('fds back to the baseline', () => fdCount(pid), (fds) => fds <= baseFds + 4, 60_000, 200);
+});
+
+/** A TLS backend on the test certificate: answers `backend:<data>` to the first bytes and closes. */
+async function startTlsBackend(t: TestContext): Promise<number> {
+  const [cert, key] = await Promise.all([readFile(TEST_CERT), readFile(TEST_KEY)]);
+  const server = tls.createServer({ cert, key }, (s) => {
+    s.on('error', () => s.destroy());
+    s.once('data', (d: Buffer) => s.end(`backend:${d.toString()}`));
+  });
+  return listen(t, server);
+}
+
+/** The backend's reply to "hello" over TLS through `port` for `servername`. */
+async function tlsHello(t: TestContext, port: number, servername: string): Promise<string> {
+  const c = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false });
+  t.after(() => c.destroy());
+  await once(c, 'secureConnect');
+  const reply: Buffer[] = [];
+  c.on('data', (d: Buffer) => reply.push(d));
+  c.write('hello');
+  await once(c, 'end');
+  return Buffer.concat(reply).toString();
+}
+
+/** How a TLS client fails against `port` (the alert's error code). */
+function tlsRefusal(t: TestContext, port: number, servername: string | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(servername === undefined ? {} : { servername }) });
+    t.after(() => c.destroy());
+    c.on('secureConnect', () => reject(new Error('handshake completed')));
+    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+/** Sends `bytes` and resolves once Portico closed the connection (whatever it sent back). */
+function sendAndClosed(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error(`not closed within 10 s after ${bytes.toString('hex').slice(0, 64)}...`));
+    }, 10_000);
+    c.on('error', () => {});
+    c.on('data', () => {});
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    c.end(bytes);
+  });
+}
+
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'TLS passthrough on the addon' : 'TLS passthrough on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  test(`${label}: a name passes through (exact and wildcard), another gets unrecognized_name, none gets missing_extension, plaintext and malformed hellos are closed; one line each`, { skip: onAddon ? SKIP : false, timeout: 90_000 }, async (t) => {
+    const backend = await startTlsBackend(t);
+    const portico = await startPortico(t, {
+      workers: 1,
+      admin: { address: '127.0.0.1:0' },
+      listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }, { sni: '*.pass.test', upstream: 'tls' }] } }],
+      upstreams: { tls: { targets: [`127.0.0.1:${backend}`] } },
+      log: { level: 'debug' },
+    }, env);
+    await servedBy(portico, onAddon);
+    const port = portico.ports[0];
+    assert.equal(await tlsHello(t, port, 'LocalHost'), 'backend:hello');
+    assert.equal(await tlsHello(t, port, 'a.b.pass.test'), 'backend:hello');
+    const hit = await portico.waitForLog((l) => l.msg === 'passthrough' && l.sni === 'a.b.pass.test');
+    assert.equal(hit.mode, 'passthrough');
+    assert.equal(hit.target, `127.0.0.1:${backend}`);
+    assert.ok((hit.bytesOut as number) > 0 && (hit.bytesIn as number) > 0, 'bytes went both ways');
+    assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
+    assert.equal(await tlsRefusal(t, port, 'pass.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME', 'a wildcard needs a label before its suffix');
+    assert.equal(await tlsRefusal(t, port, undefined), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
+    const refused = (sni: string | undefined) => (l: LogLine) => l.msg === 'no passthrough for this TLS name: alert sent, closed' && l.sni === sni && l.closedBy === 'refused';
+    await portico.waitForLog(refused('other.test'));
+    await portico.waitForLog(refused(undefined));
+    await sendAndClosed(port, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await portico.waitForLog((l) => l.msg === 'connection refused before routing' && l.reason === 'not_tls');
+    // a handshake record whose ClientHello claims a session id longer than 32 bytes
+    await sendAndClosed(port, Buffer.from('16030100280100002403030000000000000000000000000000000000000000000000000000000000000000ff', 'hex'));
+    await portico.waitForLog((l) => l.msg === 'connection refused before routing' && l.reason === 'client_hello_invalid');
+    const metrics = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+    assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 2$/m);
+    assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
+    assert.match(metrics, /^portico_connections_refused_total\{reason="not_tls"\} 1$/m);
+  });
+}
+
+test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated, split) never crash the worker; a good name still passes after them', { skip: SKIP, timeout: 120_000 }, async (t) => {
+  const backend = await startTlsBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }], handshake_timeout: '2s' } }],
+    upstreams: { tls: { targets: [`127.0.0.1:${backend}`] } },
+  });
+  await servedByAddon(portico);
+  const port = portico.ports[0];
+  const before = (await adminStatus(portico)).workers[0];
+  const seed = await captureNodeHello({ servername: 'localhost' });
+  const rng = fc.sample(fc.tuple(fc.array(mutationArbOf([0x00, 0x01, 0x03, 0x16, 0x2e, 0xff]), { minLength: 1, maxLength: 4 }), fc.nat()), { numRuns: 300, seed: 42 });
+  for (let i = 0; i < rng.length; i += 30) {
+    await Promise.all(
+      rng.slice(i, i + 30).map(async ([mutations, cut]) => {
+        const buf = mutate(seed, mutations);
+        // some arrive whole, some truncated (the peek deadline or the FIN ends them)
+        await sendAndClosed(port, cut % 3 === 0 ? buf.subarray(0, cut % (buf.length + 1)) : buf);
+      }),
+    );
+  }
+  assert.equal(await tlsHello(t, port, 'localhost'), 'backend:hello');
+  const after = (await adminStatus(portico)).workers[0];
+  assert.equal(after.pid, before.pid, 'the same worker process');
+  assert.equal(after.restarts, 0);
 });
