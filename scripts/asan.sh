@@ -26,3 +26,8 @@ node --test dist/test/component/relay.test.js dist/test/component/native-io.test
 # (named one by one: Node 20's --test-name-pattern ran it despite a negative lookahead; ASan's quarantine also
 # keeps freed memory, so its RSS check cannot hold there)
 node --test --test-name-pattern='connections at once' --test-name-pattern='past the fd limit' --test-name-pattern='^SIGTERM: the listener' dist/test/e2e/native-accept.test.js
+# L4 listeners served by the addon (l4.cc, client-hello.h): the C++ ClientHello reader fuzzed against the JS one,
+# then tcp and TLS passthrough through a running worker, 300 fuzzed hellos included (the 10,000-connection test is
+# left to the plain run)
+node --test dist/test/fuzz/native-client-hello.fuzz.test.js
+node --test --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/test/e2e/l4-native.test.js
