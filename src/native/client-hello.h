@@ -17,7 +17,7 @@ struct Result {
   Kind kind = Kind::kMore;
   bool has_sni = false;
   std::string sni;     // lower-cased, validated; only when has_sni
-  const char* reason = nullptr;  // kError: a short reason (not the JS text)
+  const char* reason = nullptr;  // kError: the JS reader's reason, word for word
   size_t record_bytes = 0;       // kDone: bytes of the records that carried the hello
 };
 
@@ -47,8 +47,8 @@ inline uint8_t Lower(uint8_t c) {
 
 inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* out) {
   size_t n = e - s;
-  if (n > 253) return "server name longer than 253 characters";
-  if (b[e - 1] == '.') return "server name has a trailing dot";
+  if (n > 253) return "server name longer than 253 characters (RFC 1035 §2.3.4)";
+  if (b[e - 1] == '.') return "server name has a trailing dot (RFC 6066 §3)";
   size_t label_start = s;
   bool last_numeric = true;
   for (size_t i = s; i <= e; i++) {
@@ -56,8 +56,8 @@ inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* o
     if (c == '.') {
       size_t label_len = i - label_start;
       if (label_len == 0) return "server name has an empty label";
-      if (label_len > 63) return "server name label longer than 63 characters";
-      if (b[label_start] == '-' || b[i - 1] == '-') return "server name label starts or ends with a hyphen";
+      if (label_len > 63) return "server name label longer than 63 characters (RFC 1035 §2.3.4)";
+      if (b[label_start] == '-' || b[i - 1] == '-') return "server name label starts or ends with a hyphen (RFC 1123 §2.1)";
       last_numeric = true;
       for (size_t k = label_start; k < i; k++) {
         if (b[k] < '0' || b[k] > '9') {
@@ -68,9 +68,9 @@ inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* o
       label_start = i + 1;
       continue;
     }
-    if (Lower(c) == 0) return "server name has a character outside letters, digits, -, _ and .";
+    if (Lower(c) == 0) return "server name has a character outside letters, digits, \"-\", \"_\" and \".\" (RFC 6066 §3)";
   }
-  if (last_numeric) return "server name is an IP literal";
+  if (last_numeric) return "server name is an IP literal, which RFC 6066 §3 forbids";
   out->resize(n);
   for (size_t i = 0; i < n; i++) (*out)[i] = static_cast<char>(Lower(b[s + i]));
   return nullptr;
@@ -80,15 +80,15 @@ inline const char* ServerName(const uint8_t* b, size_t p, size_t end, Result* r)
   if (end - p < 2) return "server_name extension truncated";
   size_t list_len = static_cast<size_t>(b[p] << 8 | b[p + 1]);
   p += 2;
-  if (list_len == 0 || p + list_len != end) return "server_name list length is wrong";
+  if (list_len == 0 || p + list_len != end) return "server_name list length is wrong (RFC 6066 §3)";
   while (p < end) {
     if (p + 3 > end) return "server_name entry truncated";
     uint8_t type = b[p];
     size_t name_len = static_cast<size_t>(b[p + 1] << 8 | b[p + 2]);
     p += 3;
-    if (name_len == 0 || p + name_len > end) return "server_name entry length is wrong";
+    if (name_len == 0 || p + name_len > end) return "server_name entry length is wrong (RFC 6066 §3)";
     if (type == 0) {
-      if (r->has_sni) return "more than one host_name in server_name";
+      if (r->has_sni) return "more than one host_name in server_name (RFC 6066 §3)";
       const char* bad = HostName(b, p, p + name_len, &r->sni);
       if (bad != nullptr) return bad;
       r->has_sni = true;
@@ -102,10 +102,10 @@ inline const char* Alpn(const uint8_t* b, size_t p, size_t end) {
   if (end - p < 2) return "ALPN extension truncated";
   size_t list_len = static_cast<size_t>(b[p] << 8 | b[p + 1]);
   p += 2;
-  if (list_len < 2 || p + list_len != end) return "ALPN list length is wrong";
+  if (list_len < 2 || p + list_len != end) return "ALPN list length is wrong (RFC 7301 §3.1)";
   while (p < end) {
     size_t n = b[p++];
-    if (n == 0) return "empty ALPN protocol name";
+    if (n == 0) return "empty ALPN protocol name (RFC 7301 §3.1)";
     if (p + n > end) return "ALPN protocol name runs past the list";
     p += n;
   }
@@ -115,26 +115,26 @@ inline const char* Alpn(const uint8_t* b, size_t p, size_t end) {
 inline const char* SupportedVersions(const uint8_t* b, size_t p, size_t end) {
   if (end - p < 1) return "supported_versions extension truncated";
   size_t list_len = b[p++];
-  if (list_len < 2 || (list_len & 1) != 0 || p + list_len != end) return "supported_versions length is wrong";
+  if (list_len < 2 || (list_len & 1) != 0 || p + list_len != end) return "supported_versions length is wrong (RFC 8446 §4.2.1)";
   return nullptr;
 }
 
 inline Result Body(const uint8_t* b, size_t start, size_t end, size_t record_bytes) {
   size_t p = start;
   if (end - p < 2 + 32 + 1) return Error("ClientHello too short");
-  if (b[p] != 0x03) return Error("ClientHello legacy_version major is not 3");
+  if (b[p] != 0x03) return Error("ClientHello legacy_version major is not 3 (RFC 8446 §4.1.2)");
   p += 2 + 32;
   size_t sid = b[p++];
-  if (sid > 32) return Error("legacy_session_id longer than 32 bytes");
+  if (sid > 32) return Error("legacy_session_id longer than 32 bytes (RFC 8446 §4.1.2)");
   p += sid;
   if (p + 2 > end) return Error("ClientHello truncated in cipher_suites");
   size_t cs = static_cast<size_t>(b[p] << 8 | b[p + 1]);
   p += 2;
-  if (cs < 2 || (cs & 1) != 0) return Error("cipher_suites length is not a positive even number");
+  if (cs < 2 || (cs & 1) != 0) return Error("cipher_suites length is not a positive even number (RFC 8446 §4.1.2)");
   p += cs;
   if (p + 1 > end) return Error("ClientHello truncated in cipher_suites");
   size_t cm = b[p++];
-  if (cm < 1) return Error("legacy_compression_methods is empty");
+  if (cm < 1) return Error("legacy_compression_methods is empty (RFC 8446 §4.1.2)");
   p += cm;
   if (p > end) return Error("ClientHello truncated in legacy_compression_methods");
   Result r;
@@ -144,7 +144,7 @@ inline Result Body(const uint8_t* b, size_t start, size_t end, size_t record_byt
   if (p + 2 > end) return Error("ClientHello truncated in extensions length");
   size_t ext_len = static_cast<size_t>(b[p] << 8 | b[p + 1]);
   p += 2;
-  if (p + ext_len != end) return Error("extensions length does not match the ClientHello length");
+  if (p + ext_len != end) return Error("extensions length does not match the ClientHello length (RFC 8446 §4.1.2)");
   std::vector<uint16_t> seen;
   while (p < end) {
     if (p + 4 > end) return Error("extension header truncated");
@@ -153,10 +153,10 @@ inline Result Body(const uint8_t* b, size_t start, size_t end, size_t record_byt
     p += 4;
     if (p + d > end) return Error("extension data runs past the extensions block");
     for (uint16_t t : seen) {
-      if (t == type) return Error("duplicate extension");
+      if (t == type) return Error("duplicate extension (RFC 8446 §4.2)");
     }
     seen.push_back(type);
-    if (type == 41 && p + d != end) return Error("pre_shared_key is not the last extension");
+    if (type == 41 && p + d != end) return Error("pre_shared_key is not the last extension (RFC 8446 §4.2.11)");
     const char* bad = nullptr;
     if (type == 0) bad = ServerName(b, p, p + d, &r);
     else if (type == 16) bad = Alpn(b, p, p + d);
@@ -169,8 +169,9 @@ inline Result Body(const uint8_t* b, size_t start, size_t end, size_t record_byt
 
 }  // namespace detail
 
-// parseClientHello(buf, max) of src/wire/client-hello.ts.
-inline Result Parse(const uint8_t* buf, size_t len, size_t max_bytes = kDefaultMax) {
+// parseClientHello(buf) of src/wire/client-hello.ts, with its default bound (the reasons name it).
+inline Result Parse(const uint8_t* buf, size_t len) {
+  constexpr size_t max_bytes = kDefaultMax;
   using namespace detail;
   Result more;
   if (len == 0) return more;
@@ -183,36 +184,36 @@ inline Result Parse(const uint8_t* buf, size_t len, size_t max_bytes = kDefaultM
   uint64_t hs_header = 0;
   int64_t need = -1;
   for (;;) {
-    if (pos >= max_bytes) return Error("ClientHello too large");
+    if (pos >= max_bytes) return Error("ClientHello larger than 16384 bytes");
     if (pos >= len) return more;
-    if (buf[pos] != kHandshake) return Error("non-handshake record before the ClientHello was complete");
-    if (pos + 1 < len && buf[pos + 1] != 0x03) return Error("record version major is not 3");
+    if (buf[pos] != kHandshake) return Error("non-handshake record before the ClientHello was complete (RFC 8446 §5.1)");
+    if (pos + 1 < len && buf[pos + 1] != 0x03) return Error("record version major is not 3 (RFC 8446 §5.1)");
     if (pos + kRecordHeader > len) return more;
     size_t frag = static_cast<size_t>(buf[pos + 3] << 8 | buf[pos + 4]);
-    if (frag > kMaxPlaintext) return Error("record longer than 2^14 bytes");
-    if (frag == 0) return Error("zero-length handshake record");
+    if (frag > kMaxPlaintext) return Error("record longer than 2^14 bytes (RFC 8446 §5.1)");
+    if (frag == 0) return Error("zero-length handshake record (RFC 8446 §5.1)");
     size_t rec_end = pos + kRecordHeader + frag;
-    if (rec_end > max_bytes) return Error("ClientHello too large");
+    if (rec_end > max_bytes) return Error("ClientHello larger than 16384 bytes");
     records++;
     size_t data = pos + kRecordHeader;
     size_t avail = (rec_end < len ? rec_end : len) - data;
     for (size_t k = 0; k < avail && hs_bytes + k < kHsHeader; k++) {
       uint8_t b = buf[data + k];
       size_t at = hs_bytes + k;
-      if (at == 0 && b != 0x01) return Error("first handshake message is not a ClientHello");
+      if (at == 0 && b != 0x01) return Error("first handshake message is not a ClientHello (RFC 8446 §4)");
       hs_header = hs_header * 256 + b;
       if (at == kHsHeader - 1) {
         need = static_cast<int64_t>(kHsHeader + (hs_header & 0xffffff));
         size_t n = static_cast<size_t>(need);
         size_t min_wire = n + kRecordHeader * ((n + kMaxPlaintext - 1) / kMaxPlaintext);
-        if (min_wire > max_bytes) return Error("ClientHello too large");
+        if (min_wire > max_bytes) return Error("ClientHello larger than 16384 bytes");
       }
     }
     hs_bytes += avail;
     if (need >= 0 && hs_bytes >= static_cast<size_t>(need)) {
       size_t n = static_cast<size_t>(need);
       size_t used_here = n - (hs_bytes - avail);
-      if (frag > used_here) return Error("bytes after the ClientHello in its record");
+      if (frag > used_here) return Error("bytes after the ClientHello in its record (RFC 8446 §5.1)");
       if (records == 1) return Body(buf, kRecordHeader + kHsHeader, kRecordHeader + n, rec_end);
       std::vector<uint8_t> hs(n);
       size_t out = 0, at = 0;

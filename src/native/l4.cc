@@ -127,6 +127,7 @@ struct Record {
   bool has_sni;
   std::string sni;
   const char* refused;  // closed before routing: the RefusedReason, else nullptr
+  const char* detail;   // with it: what the ClientHello reader said (static), or nullptr
   uint32_t cfg;
   int32_t target;
   std::string addr;
@@ -343,11 +344,12 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
 
 void Schedule();
 
-void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr) {
+void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
+                const char* detail = nullptr) {
   uint16_t port = 0;
   std::string addr = AddressText(c->peer, &port);
   uint64_t now = WallMs();
-  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, c->cfg ? c->cfg->id : 0, c->target,
+  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, detail, c->cfg ? c->cfg->id : 0, c->target,
                              std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,
                              std::move(c->failures)});
   Schedule();
@@ -446,10 +448,10 @@ void TryConnect(Conn* c) {
 }
 
 // Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
-void Refuse(Conn* c, const char* reason) {
+void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
   epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
   CloseFd(c->cfd);
-  PushRecord(c, "refused", nullptr, 0, 0, reason);
+  PushRecord(c, "refused", nullptr, 0, 0, reason, detail);
   g.connecting.erase(c->id);
   delete c;
 }
@@ -497,10 +499,11 @@ void Peek(Conn* c, bool hung_up) {
   switch (r.kind) {
     case hello::Kind::kMore:
       // the client's FIN came with what it sent (no more will come), or the bound is reached
-      if (hung_up || static_cast<size_t>(n) >= g.peek.size()) return Refuse(c, "client_hello_invalid");
+      if (static_cast<size_t>(n) >= g.peek.size()) return Refuse(c, "client_hello_invalid", "preface too large");
+      if (hung_up) return Refuse(c, "client_hello_invalid", "connection ended inside the preface");
       return;
     case hello::Kind::kNotTls: return Refuse(c, "not_tls");
-    case hello::Kind::kError: return Refuse(c, "client_hello_invalid");
+    case hello::Kind::kError: return Refuse(c, "client_hello_invalid", r.reason);
     case hello::Kind::kDone: break;
   }
   c->has_sni = r.has_sni;
@@ -693,6 +696,7 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
     if (r.table != 0) o.Set("table", Napi::Number::New(env, r.table));
     if (r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
     if (r.refused != nullptr) o.Set("refused", Napi::String::New(env, r.refused));
+    if (r.detail != nullptr) o.Set("detail", Napi::String::New(env, r.detail));
     o.Set("target", Napi::Number::New(env, r.target));
     o.Set("address", Napi::String::New(env, r.addr));
     o.Set("port", Napi::Number::New(env, r.port));
@@ -975,6 +979,7 @@ Napi::Value ParseHello(const Napi::CallbackInfo& info) {
   o.Set("kind", Napi::String::New(env, kinds[static_cast<int>(r.kind)]));
   if (r.kind == hello::Kind::kDone && r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
   if (r.kind == hello::Kind::kDone) o.Set("recordBytes", Napi::Number::New(env, static_cast<double>(r.record_bytes)));
+  if (r.kind == hello::Kind::kError) o.Set("reason", Napi::String::New(env, r.reason));
   return o;
 }
 

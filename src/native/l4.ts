@@ -26,6 +26,8 @@ export interface L4Record {
   readonly sni?: string;
   /** Closed before routing (a preface failure, or an unknown name after its alert): the RefusedReason. */
   readonly refused?: RefusedReason;
+  /** With `refused`: what the ClientHello reader said (the JS reader's words). */
+  readonly detail?: string;
   /** The target relayed to (index in the compile), -1 when none was connected. */
   readonly target: number;
   readonly address: string;

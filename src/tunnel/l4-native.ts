@@ -229,7 +229,7 @@ export class NativeL4 implements Tracked {
     if (table === undefined) return;
     if (reason === 'sni_unknown' || reason === 'sni_missing') return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
     const log = table.ctx.log;
-    if (log.isLevelEnabled('debug')) log.debug({ listener: table.index, reason, remoteAddr: r.address }, 'connection refused before routing');
+    if (log.isLevelEnabled('debug')) log.debug({ listener: table.index, reason, detail: r.detail, remoteAddr: r.address }, 'connection refused before routing');
   }
 
   #closed(r: L4Record): void {

@@ -1,6 +1,6 @@
 // The addon's ClientHello reader (src/native/client-hello.h, used by native TLS passthrough) held to the JS one
 // (src/wire/client-hello.ts) with fast-check under a time budget: on mutated real hellos, arbitrary bytes and every
-// prefix, both give the same kind, and on 'done' the same server name and recordBytes. Run under ASan by
+// prefix, both give the same kind, on 'error' the same reason, and on 'done' the same server name and recordBytes. Run under ASan by
 // scripts/asan.sh, where a read past the input is a crash.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { native } from '../../src/native/addon.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 
-type NativeHello = { kind: 'more' | 'done' | 'not_tls' | 'error'; sni?: string; recordBytes?: number };
+type NativeHello = { kind: 'more' | 'done' | 'not_tls' | 'error'; sni?: string; recordBytes?: number; reason?: string };
 const parseNative = (native() as unknown as { l4ParseHello?: (b: Buffer) => NativeHello } | undefined)?.l4ParseHello;
 const SKIP = parseNative === undefined ? 'the native addon (with its L4 part) is not built here' : false;
 
@@ -24,6 +24,7 @@ function agree(buf: Buffer): void {
   const js = parseClientHello(buf);
   const cc = parseNative!(buf);
   assert.equal(cc.kind, js.kind, `kind of ${buf.toString('hex')}`);
+  if (js.kind === 'error') assert.equal(cc.reason, js.reason, `reason for ${buf.toString('hex')}`);
   if (js.kind === 'done') {
     assert.equal(cc.sni, js.hello.sni, `server name of ${buf.toString('hex')}`);
     assert.equal(cc.recordBytes, js.hello.recordBytes);
