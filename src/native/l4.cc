@@ -389,8 +389,9 @@ void TargetFailed(Conn* c, const char* code, int err) {
 }
 
 // Connected: PROXY header out (a fresh socket's send buffer takes it whole), then the splice relay owns both fds.
+// The upstream fd stays in the L4 epoll set, disarmed (EPOLLONESHOT fired): no event comes from it, and its close
+// by the relay removes it; one epoll_ctl less per connection.
 void Connected(Conn* c) {
-  if (c->ufd >= 0) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->ufd, nullptr);
   if (c->cfg->proxy != 0) {
     std::string header = ProxyHeader(c->cfg->proxy, c->cfd, c->peer);
     ssize_t n = send(c->ufd, header.data(), header.size(), MSG_NOSIGNAL);
@@ -555,8 +556,6 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       l.paused_until = MonoMs() + kAcceptPauseMs;
       return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     Conn* c = new Conn();
     c->id = g.next_conn++;
     c->cfd = fd;
@@ -893,8 +892,9 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   EnsureStarted(env);
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw Napi::Error::New(env, std::string("l4Listen: fcntl: ") + strerror(errno));
-  // keep-alive set once here: accepted sockets inherit it (no setsockopt per connection)
+  // keep-alive and TCP_NODELAY set once here: accepted sockets inherit them (no setsockopt per connection)
   int one = 1, idle = kKeepIdleS;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   uint32_t lid = g.next_listener++;

@@ -220,13 +220,18 @@ test('native tcp listener: draining a target from the admin API sends new connec
   const drained = await request(`${adminUrl(portico)}/upstreams/echo/targets/127.0.0.1:${a}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } });
   assert.equal(drained.status, 200);
   await statusUntil(portico, 'A drained', (s) => s.upstreams.echo?.some((x) => x.target === `127.0.0.1:${a}` && !x.available) === true);
-  // the addon hears of it within its push period; every connection after that goes to B
-  await until('a new connection reaches B', async () => {
-    const c = await connect(t, portico.ports[0]);
-    const reply = await roundTrip(c, 'p', 3);
-    c.destroy();
-    return reply;
-  }, (r) => r === 'B:p', 5_000, 20);
+  // the addon hears of it within its push period; every connection after that goes to B (two in a row: round
+  // robin alone would alternate A, B)
+  const twice = async (): Promise<string> => {
+    const replies: string[] = [];
+    for (const text of ['p', 'q']) {
+      const c = await connect(t, portico.ports[0]);
+      replies.push(await roundTrip(c, text, 3));
+      c.destroy();
+    }
+    return replies.join(' ');
+  };
+  await until('two new connections in a row reach B', twice, (r) => r === 'B:p B:q', 5_000, 20);
   for (let i = 0; i < 4; i++) {
     const c = await connect(t, portico.ports[0]);
     assert.equal(await roundTrip(c, `n${i}`, 4), `B:n${i}`);
