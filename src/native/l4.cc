@@ -143,6 +143,7 @@ struct Record {
 struct State {
   std::mutex mu;  // everything below; the L4 thread holds it while it handles a batch of events
   std::unordered_map<uint32_t, std::shared_ptr<Config>> configs;
+  std::unordered_map<uint32_t, std::shared_ptr<Config>> forgotten;  // no listener takes them; connections may
   std::unordered_map<uint32_t, std::shared_ptr<SniTable>> tables;
   std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer
   std::unordered_map<uint32_t, Listener> listeners;
@@ -858,11 +859,41 @@ Napi::Value Targets(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// l4Active(configId) -> per-target open connections (connecting or relayed) of this compile, or null once the
+// compile is forgotten and its last connection ended (the zeros were answered the call before).
+Napi::Value Active(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(g.mu);
+  uint32_t id = U32(info[0], "config id");
+  std::shared_ptr<Config> cfg;
+  auto it = g.configs.find(id);
+  if (it != g.configs.end()) cfg = it->second;
+  auto f = g.forgotten.find(id);
+  if (!cfg && f != g.forgotten.end()) {
+    cfg = f->second;
+    bool idle = true;
+    for (const Target& t : cfg->targets) idle = idle && t.active == 0;
+    if (idle && cfg.use_count() == 2) {  // the map's and ours: no connection holds it
+      g.forgotten.erase(f);
+      return env.Null();
+    }
+  }
+  if (!cfg) return env.Null();
+  Napi::Array out = Napi::Array::New(env, cfg->targets.size());
+  for (uint32_t i = 0; i < cfg->targets.size(); i++) out.Set(i, Napi::Number::New(env, cfg->targets[i].active));
+  return out;
+}
+
 // l4Forget(configId): no listener takes this config any more (connections keep their own reference).
 Napi::Value Forget(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g.mu);
   uint32_t id = U32(info[0], "config id");
-  g.configs.erase(id);
+  auto it = g.configs.find(id);
+  if (it != g.configs.end()) {
+    // kept for l4Active until its last connection ended (its counts must reach JS's pool once more)
+    g.forgotten.emplace(id, it->second);
+    g.configs.erase(it);
+  }
   g.tables.erase(id);
   return info.Env().Undefined();
 }
@@ -1032,6 +1063,7 @@ void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
   exports.Set("l4CompileSni", Napi::Function::New(env, CompileSni, "l4CompileSni"));
   exports.Set("l4ParseHello", Napi::Function::New(env, ParseHello, "l4ParseHello"));
   exports.Set("l4Forget", Napi::Function::New(env, Forget, "l4Forget"));
+  exports.Set("l4Active", Napi::Function::New(env, Active, "l4Active"));
   exports.Set("l4Listen", Napi::Function::New(env, Listen, "l4Listen"));
   exports.Set("l4Use", Napi::Function::New(env, Use, "l4Use"));
   exports.Set("l4Release", Napi::Function::New(env, ReleaseListener, "l4Release"));

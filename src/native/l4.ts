@@ -58,6 +58,8 @@ export interface L4Addon {
   l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number }): number;
   l4Targets(config: number, up: readonly boolean[], remote: readonly number[]): void;
   l4Forget(config: number): void;
+  /** Open connections per target of a compile; null once it is forgotten and none is left. */
+  l4Active(config: number): number[] | null;
   l4Listen(fd: number, config: number): number;
   l4Use(listener: number, config: number): void;
   l4Release(listener: number): number;

@@ -17,7 +17,7 @@ import { logL4Line, logUnknownName, type L4Context } from './l4.js';
 
 /** How often target states (health, drain, passive, panic, the other workers' load) are compared and pushed. */
 const PUSH_MS = 100;
-/** Replaced compiles kept for the records of connections still open on them (a reload each); the oldest go first. */
+/** Replaced compiles kept (at most) for the connections still open on them (a reload each); the oldest go first. */
 const RETIRED_KEPT = 64;
 
 /** What a listener's compile answers: the addon's config id, or why the listener stays on the JS path. */
@@ -31,6 +31,11 @@ interface Compiled {
   /** The states last pushed ("1"/"0" per target, then the remote loads). */
   pushed: string;
   retired: boolean;
+  /**
+   * The addon's open connections per target as last added to the targets' `active` (the pool's load and
+   * `/status` read it; least_conn across workers too): each period adds the difference.
+   */
+  readonly active: number[];
 }
 
 /** Bound of a ClientHello when tls.handshake_timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
@@ -134,7 +139,7 @@ export class NativeL4 implements Tracked {
       idleMs: ctx.timeouts.idle,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
     });
-    const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false };
+    const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);
     this.#push(compiled);
     this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
@@ -172,12 +177,33 @@ export class NativeL4 implements Tracked {
     c.retired = true;
     this.#addon.l4Forget(id);
     const retired = [...this.#configs.values()].filter((x) => x.retired);
-    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#configs.delete(old.id);
+    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) {
+      old.active.forEach((n, i) => (old.targets[i].active -= n));
+      this.#configs.delete(old.id);
+    }
   }
 
   #pushAll = (): void => {
-    for (const c of this.#configs.values()) if (!c.retired) this.#push(c);
+    for (const c of this.#configs.values()) {
+      if (!c.retired) this.#push(c);
+      this.#count(c);
+    }
   };
+
+  /** The addon's open connections into the targets' `active`; a retired compile leaves once it has none. */
+  #count(c: Compiled): void {
+    const now = this.#addon.l4Active(c.id);
+    if (now === null) {
+      if (c.retired) this.#configs.delete(c.id);
+      return;
+    }
+    for (let i = 0; i < c.active.length; i++) {
+      const d = (now[i] ?? 0) - c.active[i];
+      if (d === 0) continue;
+      c.targets[i].active += d;
+      c.active[i] += d;
+    }
+  }
 
   /**
    * Health, drain, passive state and backups are folded into `available` by the pool; in panic (nothing

@@ -26,9 +26,21 @@ import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
+import { needPeer } from '../helpers/peers.js';
 
 const NATIVE = nativeL4().addon !== undefined;
-const SKIP = NATIVE ? false : `the addon's L4 part is not available here (${'reason' in nativeL4() ? (nativeL4() as { reason: string }).reason : ''})`;
+
+/** The addon's L4 part here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
+function needNativeL4(t: TestContext): boolean {
+  const l4 = nativeL4();
+  if (l4.addon !== undefined) return true;
+  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_L4'].find((v) => process.env[v] === '0');
+  if (off !== undefined) {
+    t.skip(`native L4 switched off by ${off}=0`);
+    return false;
+  }
+  return needPeer(t, `the native addon's L4 part (${l4.reason})`, false);
+}
 
 async function listen(t: TestContext, server: net.Server): Promise<number> {
   server.listen(0, '127.0.0.1');
@@ -91,7 +103,8 @@ async function servedBy(portico: Portico, onAddon: boolean): Promise<void> {
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
   const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
-  test(`${label}: served by the addon; echo, then half-close each way; one access line with the splice relay`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+  test(`${label}: served by the addon; echo, then half-close each way; one access line with the splice relay`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
     const echo = await startTagEcho(t);
     const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } } }, env);
     await servedBy(portico, onAddon);
@@ -112,7 +125,8 @@ for (const onAddon of [true, false]) {
     assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', `closedBy ${String(line.closedBy)}`);
   });
 
-  test(`${label}: a refused target is skipped for the next one (each connection still reaches the echo), and passive health takes it out`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+  test(`${label}: a refused target is skipped for the next one (each connection still reaches the echo), and passive health takes it out`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
     const dead = await closedPort();
     const echo = await startTagEcho(t, 'e:');
     const portico = await startPortico(t, {
@@ -133,7 +147,8 @@ for (const onAddon of [true, false]) {
     await statusUntil(portico, 'the refused target passively down', (s) => s.upstreams.mixed?.some((x) => x.target === `127.0.0.1:${dead}` && !x.available) === true);
   });
 
-  test(`${label}: its only target refuses: the client is closed without a byte, and a warn line gives the connect error`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+  test(`${label}: its only target refuses: the client is closed without a byte, and a warn line gives the connect error`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
     const dead = await closedPort();
     const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'down' }], upstreams: { down: { targets: [`127.0.0.1:${dead}`] } } }, env);
     await servedBy(portico, onAddon);
@@ -149,7 +164,8 @@ for (const onAddon of [true, false]) {
     assert.equal(line.target, undefined);
   });
 
-  test(`${label}: send_proxy_protocol v1: the backend reads the real client address and the listener, then the bytes`, { skip: onAddon ? SKIP : false, timeout: 60_000 }, async (t) => {
+  test(`${label}: send_proxy_protocol v1: the backend reads the real client address and the listener, then the bytes`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
     const seen: Array<(h: { header: ProxyHeader; after: string }) => void> = [];
     const server = net.createServer((s) => {
       s.on('error', () => s.destroy());
@@ -182,7 +198,8 @@ for (const onAddon of [true, false]) {
   });
 }
 
-test('native tcp listener: a reload moves new connections to the new target; an open connection keeps its own', { skip: SKIP, timeout: 90_000 }, async (t) => {
+test('native tcp listener: a reload moves new connections to the new target; an open connection keeps its own', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
   const a = await startTagEcho(t, 'A:');
   const b = await startTagEcho(t, 'B:');
   const config = (target: number) => ({ workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${target}`] } } });
@@ -204,7 +221,8 @@ test('native tcp listener: a reload moves new connections to the new target; an 
   assert.equal(line.bytesIn, 2);
 });
 
-test('native tcp listener: draining a target from the admin API sends new connections elsewhere; its open connection goes on', { skip: SKIP, timeout: 90_000 }, async (t) => {
+test('native tcp listener: draining a target from the admin API sends new connections elsewhere; its open connection goes on', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
   const a = await startTagEcho(t, 'A:');
   const b = await startTagEcho(t, 'B:');
   const portico = await startPortico(t, {
@@ -239,6 +257,33 @@ test('native tcp listener: draining a target from the admin API sends new connec
   }
   assert.equal(await roundTrip(open, 'y', 3), 'A:y', 'the open connection to the drained target goes on');
 });
+
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  test(`${label}: SIGTERM: an open connection still relays during the grace, then is closed and logged as shutdown; exit 0`, { timeout: 60_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const echo = await startTagEcho(t);
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
+      timeouts: { shutdown_grace: '1500ms' },
+    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+    await servedBy(portico, onAddon);
+    const open = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(open, 'a', 1), 'a');
+    const closed = once(open, 'end');
+    const stopping = portico.stop('SIGTERM', 20_000);
+    await portico.waitForLog((l) => l.msg === 'worker draining');
+    // within the grace the tunnel still relays
+    assert.equal(await roundTrip(open, 'b', 1), 'b');
+    await closed;
+    assert.equal(await stopping, 0);
+    const line = portico.logs.find((l) => l.msg === 'tcp');
+    assert.equal(line?.closedBy, 'shutdown');
+    assert.equal(line?.bytesIn, 2);
+  });
+}
 
 test('a tcp listener the addon does not take (limits.connections_per_ip) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
   const echo = await startTagEcho(t);
@@ -280,7 +325,8 @@ async function startEchoProcess(t: TestContext): Promise<number> {
 
 const CONNECTIONS = 10_000;
 
-test(`native tcp listener: ${CONNECTIONS.toLocaleString('en')} idle connections in one worker, 2 fds each, each still echoes; fds back to the baseline after they close`, { skip: SKIP, timeout: 600_000 }, async (t) => {
+test(`native tcp listener: ${CONNECTIONS.toLocaleString('en')} idle connections in one worker, 2 fds each, each still echoes; fds back to the baseline after they close`, { timeout: 600_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
   native()?.raiseFdLimit();
   const backend = await startEchoProcess(t);
   const portico = await startPortico(t, {
@@ -376,7 +422,8 @@ function sendAndClosed(port: number, bytes: Buffer): Promise<void> {
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'TLS passthrough on the addon' : 'TLS passthrough on the JS path (PORTICO_NATIVE_L4=0)';
   const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
-  test(`${label}: a name passes through (exact and wildcard), another gets unrecognized_name, none gets missing_extension, plaintext and malformed hellos are closed; one line each`, { skip: onAddon ? SKIP : false, timeout: 90_000 }, async (t) => {
+  test(`${label}: a name passes through (exact and wildcard), another gets unrecognized_name, none gets missing_extension, plaintext and malformed hellos are closed; one line each`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
     const backend = await startTlsBackend(t);
     const portico = await startPortico(t, {
       workers: 1,
@@ -413,7 +460,8 @@ for (const onAddon of [true, false]) {
   });
 }
 
-test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated, split) never crash the worker; a good name still passes after them', { skip: SKIP, timeout: 120_000 }, async (t) => {
+test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated, split) never crash the worker; a good name still passes after them', { timeout: 120_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
   const backend = await startTlsBackend(t);
   const portico = await startPortico(t, {
     workers: 1,

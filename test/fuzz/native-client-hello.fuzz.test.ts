@@ -2,17 +2,26 @@
 // (src/wire/client-hello.ts) with fast-check under a time budget: on mutated real hellos, arbitrary bytes and every
 // prefix, both give the same kind, on 'error' the same reason, and on 'done' the same server name and recordBytes. Run under ASan by
 // scripts/asan.sh, where a read past the input is a crash.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseClientHello } from '../../src/wire/client-hello.js';
 import { native } from '../../src/native/addon.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
+import { needPeer } from '../helpers/peers.js';
 
 type NativeHello = { kind: 'more' | 'done' | 'not_tls' | 'error'; sni?: string; recordBytes?: number; reason?: string };
 const parseNative = (native() as unknown as { l4ParseHello?: (b: Buffer) => NativeHello } | undefined)?.l4ParseHello;
-const SKIP = parseNative === undefined ? 'the native addon (with its L4 part) is not built here' : false;
+/** The addon here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, PORTICO_NATIVE=0 does not. */
+function needAddon(t: TestContext): boolean {
+  if (parseNative !== undefined) return true;
+  if (process.env.PORTICO_NATIVE === '0') {
+    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
+    return false;
+  }
+  return needPeer(t, 'the native addon (with its L4 part)', false);
+}
 
 const BUDGET_MS = 1_000;
 const opts = { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] };
@@ -31,7 +40,8 @@ function agree(buf: Buffer): void {
   }
 }
 
-test('native ClientHello reader = the JS one on mutated real hellos and all their prefixes', { skip: SKIP }, async () => {
+test('native ClientHello reader = the JS one on mutated real hellos and all their prefixes', async (t) => {
+  if (!needAddon(t)) return;
   const seeds = [
     await captureNodeHello({ servername: 'Fuzz.Example', ALPNProtocols: ['h2', 'http/1.1'] }),
     await captureNodeHello({ servername: 'twelve.example', maxVersion: 'TLSv1.2' }),
@@ -48,7 +58,8 @@ test('native ClientHello reader = the JS one on mutated real hellos and all thei
   );
 });
 
-test('native ClientHello reader = the JS one on arbitrary bytes behind a handshake record header', { skip: SKIP }, () => {
+test('native ClientHello reader = the JS one on arbitrary bytes behind a handshake record header', (t) => {
+  if (!needAddon(t)) return;
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 600 }), fc.boolean(), (bytes, framed) => {
       agree(framed ? Buffer.concat([Buffer.of(0x16, 0x03, 0x01, bytes.length >> 8, bytes.length & 0xff, 0x01), Buffer.from(bytes)]) : Buffer.from(bytes));
@@ -57,7 +68,8 @@ test('native ClientHello reader = the JS one on arbitrary bytes behind a handsha
   );
 });
 
-test('native ClientHello reader = the JS one on hellos split over records and too large', { skip: SKIP }, async () => {
+test('native ClientHello reader = the JS one on hellos split over records and too large', async (t) => {
+  if (!needAddon(t)) return;
   const seed = await captureNodeHello({ servername: 'split.example' });
   const hs = seed.subarray(5, 5 + ((seed[3] << 8) | seed[4]));
   fc.assert(
