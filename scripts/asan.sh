@@ -10,7 +10,7 @@ napi="$(node -p "require('node-addon-api').include_dir")"
 nodeinc="$(dirname "$(dirname "$(command -v node)")")/include/node"
 g++ -shared -fPIC -fsanitize=address -fno-omit-frame-pointer -O1 -g -std=c++17 -fexceptions \
   -I"$nodeinc" -I"$napi" -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc \
+  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc \
   -o build-asan/portico_native.node
 # curl hangs at start with libasan preloaded: the tests' curl runs without it (a shim first on PATH)
 mkdir -p build-asan/bin
@@ -30,3 +30,8 @@ node --test --test-name-pattern='native TLS' dist/test/e2e/acme-alpn-fuzz.test.j
 # (named one by one: Node 20's --test-name-pattern ran it despite a negative lookahead; ASan's quarantine also
 # keeps freed memory, so its RSS check cannot hold there)
 node --test --test-name-pattern='connections at once' --test-name-pattern='past the fd limit' --test-name-pattern='^SIGTERM: the listener' dist/test/e2e/native-accept.test.js
+# L4 listeners served by the addon (l4.cc, client-hello.h): the C++ ClientHello reader fuzzed against the JS one,
+# then tcp and TLS passthrough through a running worker, 300 fuzzed hellos included (the 10,000-connection test is
+# left to the plain run)
+node --test dist/test/fuzz/native-client-hello.fuzz.test.js
+node --test --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/test/e2e/l4-native.test.js

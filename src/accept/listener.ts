@@ -11,6 +11,7 @@ import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
 import { native } from '../native/addon.js';
 import { listenNative, nativeIoAvailable, type AcceptMode, type NativeListener, type NativeSocket } from '../native/io.js';
+import { nativeL4, type L4Addon } from '../native/l4.js';
 
 export type ListenStrategy = 'shared-handle' | 'reuse-port';
 
@@ -199,18 +200,92 @@ export interface Listening {
   close(): void;
   /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
   setMode(mode: AcceptMode): void;
+  /**
+   * An L4 listener served wholly by the addon (native/l4.ts): `config` is its compile, and the listening socket
+   * moves to the addon's L4 thread (no connection reaches `onConnection`); undefined moves it back to native
+   * accept. False when this listener cannot (Node's accept): it stays as it is.
+   */
+  serveL4(config: number | undefined): boolean;
 }
 
-function listeningOf(server: net.Server | NativeListener): Listening {
-  if (server instanceof net.Server) return { port: boundAddress(server).port, native: false, close: () => void server.close(), setMode: () => {} };
-  return {
-    port: server.address().port,
-    native: true,
-    close: () => server.close(),
-    setMode: (mode) => {
-      server.mode = mode;
-    },
-  };
+function listeningOf(server: net.Server): Listening {
+  return { port: boundAddress(server).port, native: false, close: () => void server.close(), setMode: () => {}, serveL4: () => false };
+}
+
+/**
+ * A native listening socket, served by native accept (io.cc) or, for an L4 listener the addon serves wholly, by
+ * the L4 thread (l4.cc); the fd moves between the two on a reload, never closed in between.
+ */
+class NativeListening implements Listening {
+  readonly port: number;
+  readonly native = true;
+  #accept: NativeListener | undefined;
+  #l4: number | undefined;
+  #mode: AcceptMode;
+  readonly #onConnection: OnConnection;
+  readonly #onError: (err: Error) => void;
+
+  constructor(server: NativeListener, onConnection: OnConnection, onError: (err: Error) => void) {
+    this.port = server.address().port;
+    this.#accept = server;
+    this.#mode = server.mode;
+    this.#onConnection = onConnection;
+    this.#onError = onError;
+    server.on('error', onError);
+  }
+
+  close(): void {
+    this.#accept?.close();
+    this.#accept = undefined;
+    if (this.#l4 !== undefined) nativeL4Addon()?.l4Close(this.#l4);
+    this.#l4 = undefined;
+  }
+
+  setMode(mode: AcceptMode): void {
+    this.#mode = mode;
+    if (this.#accept !== undefined) this.#accept.mode = mode;
+  }
+
+  serveL4(config: number | undefined): boolean {
+    const addon = nativeL4Addon();
+    if (addon === undefined) return false;
+    if (config !== undefined) {
+      if (this.#l4 !== undefined) addon.l4Use(this.#l4, config);
+      else if (this.#accept !== undefined) {
+        const accept = this.#accept;
+        const fd = accept.release();
+        this.#accept = undefined;
+        try {
+          this.#l4 = addon.l4Listen(fd, config);
+        } catch (err) {
+          this.#relisten(fd);
+          throw err;
+        }
+      } else return false;
+      return true;
+    }
+    if (this.#l4 === undefined) return true;
+    const fd = addon.l4Release(this.#l4);
+    this.#l4 = undefined;
+    return this.#relisten(fd);
+  }
+
+  /** Back to native accept on `fd` (closed if even that fails: the listener then accepts nothing). */
+  #relisten(fd: number): boolean {
+    const listener = listenNative(fd, this.#mode, this.#onConnection);
+    if (listener === undefined) {
+      native()?.close(fd);
+      return false;
+    }
+    listener.on('error', this.#onError);
+    this.#accept = listener;
+    return true;
+  }
+}
+
+function nativeL4Addon(): L4Addon | undefined {
+  const l4 = nativeL4();
+  return l4.addon;
 }
 
 /**
@@ -228,10 +303,7 @@ export async function openReusePort(host: string, port: number, onConnection: On
       addon.close(fd);
       throw err;
     }
-    if (listener !== undefined) {
-      listener.on('error', onError);
-      return listeningOf(listener);
-    }
+    if (listener !== undefined) return new NativeListening(listener, onConnection, onError);
     addon.close(fd);
   }
   const server = await listenReusePort(host, port, onConnection, opts);

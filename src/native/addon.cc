@@ -19,6 +19,7 @@
 #include <napi.h>
 
 #include "io.h"
+#include "l4.h"
 #include "relay.h"
 #include "tls-relay.h"
 #include "tls.h"
@@ -156,6 +157,7 @@ void CallRelayEnd(Napi::Env env, Napi::Function /*unused*/, RelayEnd* end) {
 
 // Relay thread. The queue is unbounded, so NonBlockingCall only fails once the tsfn is closing (teardown).
 void OnRelayEnd(const RelayEnd& end) {
+  if (portico::l4::ClaimRelayEnd(end)) return;  // an L4 listener's connection: reported in l4.cc's batches
   if (bridge == nullptr) return;
   RelayEnd* copy = new RelayEnd(end);
   if (bridge->tsfn.NonBlockingCall(copy, CallRelayEnd) != napi_ok) delete copy;
@@ -361,6 +363,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   portico::io::Register(env, exports);
   portico::tls::Register(env, exports);
   portico::tls_relay::Register(env, exports);
+  portico::l4::Register(env, exports, &engine);
   if (bridge == nullptr) {
     bridge = new Bridge();
     bridge->env = env;

@@ -750,6 +750,15 @@ export class NativeListener extends EventEmitter {
     this.#io.addon.ioClose(this.#id);
   }
 
+  /** Stops accepting and hands the listening socket's fd (still open, still listening) to the caller. */
+  release(): number {
+    if (this.#closed) throw new Error('listener already closed');
+    this.#closed = true;
+    clearTimeout(this.#resumeTimer);
+    this.#io.listeners.delete(this.#id);
+    return this.#io.addon.ioRelease(this.#id);
+  }
+
   /** @internal */
   _onAccept(socket: NativeSocket): void {
     this.onConnection(socket);

@@ -801,7 +801,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
     r->ep[s] = Endpoint{r, s};
     // dup()ed fds share the file status flags with libuv's copy, which is already non-blocking; make sure.
     int flags = fcntl(r->fd[s], F_GETFL);
-    if (flags < 0 || fcntl(r->fd[s], F_SETFL, flags | O_NONBLOCK) != 0) {
+    if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(r->fd[s], F_SETFL, flags | O_NONBLOCK) != 0)) {
       *error = std::string("fcntl(O_NONBLOCK): ") + strerror(errno);
       FreeRelay(r);
       return 0;

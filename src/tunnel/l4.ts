@@ -166,8 +166,7 @@ class L4Connection extends UpstreamAttempt implements Tracked {
   };
 
   #logLine(bytesIn: number, bytesOut: number, closedBy: ClosedBy, err: ProxyError | undefined, relay?: 'splice' | 'js'): void {
-    if (!this.#ctx.access && err === undefined) return;
-    const line = {
+    logL4Line(this.#ctx, {
       conn: this.#id,
       mode: this.#req.mode,
       sni: this.#req.sni,
@@ -180,9 +179,7 @@ class L4Connection extends UpstreamAttempt implements Tracked {
       closedBy,
       relay,
       err: err === undefined ? undefined : { code: err.code, message: err.message },
-    };
-    if (err === undefined) this.#ctx.log.info(line, this.#req.mode);
-    else this.#ctx.log.warn(line, this.#req.mode);
+    });
   }
 
   sweep(now: number): void {
@@ -198,6 +195,39 @@ class L4Connection extends UpstreamAttempt implements Tracked {
   }
 }
 
+
+/** What one L4 connection's line says (JS and native paths alike: one format). */
+export interface L4Line {
+  readonly conn: number;
+  readonly mode: 'tcp' | 'passthrough';
+  readonly sni: string | undefined;
+  readonly remoteAddr: string | undefined;
+  readonly upstream: string;
+  readonly target: string | undefined;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly durationMs: number;
+  readonly closedBy: ClosedBy;
+  readonly relay: 'splice' | 'js' | undefined;
+  readonly err: { readonly code: string; readonly message: string } | undefined;
+}
+
+/** The one log line of an L4 connection at close: info with access logs on, warn when it failed (always). */
+export function logL4Line(ctx: L4Context, line: L4Line): void {
+  if (!ctx.access && line.err === undefined) return;
+  if (line.err === undefined) ctx.log.info(line, line.mode);
+  else ctx.log.warn(line, line.mode);
+}
+
+/**
+ * The line of a passthrough-only TLS listener's refusal (a name it does not pass, or none): info with access logs,
+ * else debug. The JS accept path and the addon's records both write it here.
+ */
+export function logUnknownName(ctx: L4Context, listener: number, sni: string | undefined, remoteAddr: string | undefined, reason: 'sni_unknown' | 'sni_missing'): void {
+  const line = { listener, mode: 'passthrough', sni, remoteAddr, closedBy: 'refused', reason };
+  if (ctx.access) ctx.log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+  else if (ctx.log.isLevelEnabled('debug')) ctx.log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+}
 
 function clientClosed(): ProxyError {
   return new ProxyError('CLIENT_CLOSED', 'client closed before the upstream connection was made');

@@ -5,8 +5,9 @@
 import { endpointOf } from '../core/util.js';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { PassthroughTable, forwardL4, refuseClientHello } from '../tunnel/l4.js';
-import type { AcceptedSocket, ListenOptions, OnConnection } from '../accept/listener.js';
+import { PassthroughTable, forwardL4, logUnknownName, refuseClientHello } from '../tunnel/l4.js';
+import type { AcceptedSocket, Listening, ListenOptions, OnConnection } from '../accept/listener.js';
+import { NativeL4 } from '../tunnel/l4-native.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
@@ -135,6 +136,44 @@ export class AcceptPaths {
 
   #current(): Runtime {
     return this.#deps.current();
+  }
+
+  /** The addon's L4 listeners (created on the first tcp listener), or why there are none. */
+  #nativeL4: NativeL4 | string | undefined;
+
+  /**
+   * After the swap: tcp listener `index` (socket `key`) is served wholly by the addon when it can be (accept,
+   * connect, splice: tunnel/l4-native.ts), else by the JS path, the reason logged once. Never throws.
+   */
+  serveL4(key: string, server: Listening, config: Config, index: number, runtime: Runtime): void {
+    const cfg = config.listeners[index];
+    const l4 = cfg.mode === 'tcp' || (cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0);
+    if (!l4 || !server.native) {
+      server.serveL4(undefined);
+      if (this.#nativeL4 instanceof NativeL4) this.#nativeL4.serving(key, undefined, this.#log);
+      return;
+    }
+    this.#nativeL4 ??= NativeL4.create(this.#registry, this.#metrics);
+    const native = this.#nativeL4;
+    if (typeof native === 'string') {
+      this.#log.info({ listener: key, reason: native }, 'L4 listener served by JavaScript, not the addon');
+      return;
+    }
+    try {
+      const plan = native.plan(config, index, runtime.pools, runtime.l4ctx);
+      if ('reason' in plan) {
+        server.serveL4(undefined);
+        native.serving(key, undefined, this.#log, plan.reason);
+      } else if (server.serveL4(plan.config)) {
+        native.serving(key, plan.config, this.#log);
+      } else {
+        native.discard(plan.config);
+        native.serving(key, undefined, this.#log, 'the listening socket cannot move to the addon');
+      }
+    } catch (err) {
+      server.serveL4(undefined);
+      native.serving(key, undefined, this.#log, `the addon refused the compile: ${(err as Error).message}`);
+    }
   }
 
   /** One line per FD_LOG_INTERVAL_MS at most, with the count since the last, never one per connection. */
@@ -354,11 +393,9 @@ export class AcceptPaths {
    * counted, and one line like an L4 connection's (info with access logs, else debug).
    */
   #unknownName(socket: AcceptedSocket, index: number, sni: string | undefined): void {
-    const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
+    const reason = sni === undefined ? 'sni_missing' : 'sni_unknown';
     this.#metrics.connectionRefused(reason);
-    const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
-    if (this.#current().l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
-    else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
+    logUnknownName(this.#current().l4ctx, index, sni, socket.remoteAddress, reason);
     refuseClientHello(socket, sni);
   }
 

@@ -230,6 +230,7 @@ export class Applier {
         entry.onConnection = handlers[a.index];
         // a kept socket may serve another kind of listener now (plain <-> TLS, tcp, PROXY)
         entry.server.setMode(acceptModeOf(config, a.index));
+        paths.serveL4(entry.key, entry.server, config, a.index, next);
       }
       for (const { entry, held } of opened) {
         this.#listeners.set(entry.key, entry);

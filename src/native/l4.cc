@@ -1,0 +1,1076 @@
+// L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, picks a target
+// (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
+// connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
+// wants, and hands both fds to the splice relay. No JS object exists per connection: JavaScript compiles the
+// config (targets, bits, timeouts), pushes target state changes, and receives one batch of closed-connection
+// records per event-loop turn at most, from which it writes the access log and metrics (src/tunnel/l4-native.ts).
+#include "l4.h"
+
+#include "client-hello.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace portico::l4 {
+namespace {
+
+constexpr uint64_t kListenerTag = 1ull << 63;  // epoll data of a listener: tag | listener id; else a connection id
+constexpr int kAcceptBatch = 64;               // accepts per listener per wake-up (level triggering brings the rest)
+constexpr int kMaxEvents = 256;
+constexpr uint64_t kAcceptPauseMs = 100;  // after EMFILE/ENFILE/ENOBUFS/ENOMEM: a queue we cannot drain would spin
+constexpr int kSweepMs = 25;              // connect deadlines and paused listeners are checked this often
+constexpr int kKeepIdleS = 60;            // TCP keep-alive probe as the JS tunnels set it (relay.ts)
+constexpr uint64_t kLingerMs = 2000;      // a refused TLS client's time to read its alert (l4.ts REFUSED_LINGER_MS)
+constexpr uint8_t kAlertUnrecognizedName = 112;
+constexpr uint8_t kAlertMissingExtension = 109;
+
+uint64_t Clock(clockid_t id) {
+  timespec ts{};
+  clock_gettime(id, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+uint64_t MonoMs() { return Clock(CLOCK_MONOTONIC); }
+uint64_t WallMs() { return Clock(CLOCK_REALTIME); }
+
+struct Target {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  double weight = 1;
+  bool up = true;
+  double current = 0;   // smooth weighted round robin state
+  uint32_t active = 0;  // connections of this worker (connecting or relayed), for least_conn
+  uint32_t remote = 0;  // the other workers' load as the primary summed it (pushed by JS)
+};
+
+// One compile of one listener; conns keep theirs alive across a reload (shared_ptr), so their counts stay right.
+struct Config {
+  uint32_t id = 0;
+  std::vector<Target> targets;
+  bool least_conn = false;
+  uint32_t connect_ms = 0;
+  uint32_t idle_ms = 0;
+  int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
+};
+
+// TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
+struct SniTable {
+  uint32_t id = 0;
+  std::unordered_map<std::string, std::shared_ptr<Config>> exact;
+  std::vector<std::pair<std::string, std::shared_ptr<Config>>> wildcards;  // (".example.com", config)
+  uint32_t peek_ms = 0;  // the whole ClientHello must come within this
+
+  std::shared_ptr<Config> Match(const std::string& sni) const {
+    auto it = exact.find(sni);
+    if (it != exact.end()) return it->second;
+    for (auto& [suffix, cfg] : wildcards) {
+      if (sni.size() > suffix.size() && sni.compare(sni.size() - suffix.size(), suffix.size(), suffix) == 0) return cfg;
+    }
+    return nullptr;
+  }
+};
+
+struct Listener {
+  int fd = -1;
+  std::shared_ptr<Config> cfg;    // a tcp listener
+  std::shared_ptr<SniTable> sni;  // a passthrough-only TLS listener
+  uint64_t paused_until = 0;  // monotonic; 0 = accepting
+};
+
+struct Failure {
+  int32_t target;
+  const char* code;
+  int err;  // errno behind it (ETIMEDOUT for the connect timeout)
+};
+
+// A connection's phase on the L4 thread (after these the relay owns it).
+enum class Phase : uint8_t { kPeek, kConnect, kLinger };
+
+struct Conn {
+  uint64_t id = 0;
+  Phase phase = Phase::kConnect;
+  std::shared_ptr<SniTable> table;  // passthrough: the listener's table (for the record)
+  bool has_sni = false;
+  std::string sni;
+  int cfd = -1;
+  int ufd = -1;
+  std::shared_ptr<Config> cfg;
+  int32_t target = -1;
+  std::vector<uint8_t> tried;
+  size_t tried_count = 0;
+  uint64_t deadline = 0;  // monotonic; 0 = no connect timeout
+  uint64_t started = 0;   // wall clock
+  sockaddr_storage peer{};
+  std::vector<Failure> failures;
+};
+
+struct Record {
+  uint64_t id;
+  uint32_t table;  // passthrough: the SNI table's id, else 0
+  bool has_sni;
+  std::string sni;
+  const char* refused;  // closed before routing: the RefusedReason, else nullptr
+  const char* detail;   // with it: what the ClientHello reader said (static), or nullptr
+  uint32_t cfg;
+  int32_t target;
+  std::string addr;
+  uint16_t port;
+  uint64_t up;
+  uint64_t down;
+  uint64_t duration_ms;
+  const char* closed_by;
+  const char* err_code;  // nullptr: closed without error
+  std::vector<Failure> failures;
+};
+
+struct State {
+  std::mutex mu;  // everything below; the L4 thread holds it while it handles a batch of events
+  std::unordered_map<uint32_t, std::shared_ptr<Config>> configs;
+  std::unordered_map<uint32_t, std::shared_ptr<Config>> forgotten;  // no listener takes them; connections may
+  std::unordered_map<uint32_t, std::shared_ptr<SniTable>> tables;
+  std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer
+  std::unordered_map<uint32_t, Listener> listeners;
+  std::unordered_map<uint64_t, Conn*> connecting;  // by connection id
+  std::unordered_map<uint64_t, Conn*> relayed;     // by relay id
+  std::vector<Record> records;
+  uint64_t opened = 0;  // accepted since the last batch
+  uint32_t next_config = 1;
+  uint32_t next_listener = 1;
+  uint64_t next_conn = 1;
+  bool started = false;
+  bool stopping = false;
+  int epfd = -1;
+  int wakefd = -1;
+  std::thread thread;
+  RelayEngine* engine = nullptr;
+  Napi::ThreadSafeFunction tsfn;
+  bool has_tsfn = false;
+};
+
+State& g = *new State();  // never destroyed: a joinable std::thread destroyed at exit() would std::terminate
+std::atomic<bool> any{false};        // an L4 listener was ever served: relay ends are worth a look-up
+std::atomic<bool> scheduled{false};  // a batch call is queued on the JS thread
+
+void CloseFd(int& fd) {
+  if (fd >= 0) close(fd);
+  fd = -1;
+}
+
+std::string AddressText(const sockaddr_storage& ss, uint16_t* port) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  *port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    *port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    *port = ntohs(a->sin6_port);
+  }
+  return buf;
+}
+
+// ---- PROXY header out (as buildProxyV1/buildProxyV2 of src/wire/proxy-protocol.ts) ----
+
+bool Words(const sockaddr_storage& ss, uint16_t w[8], uint16_t* port) {
+  memset(w, 0, 16);
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    uint32_t v = ntohl(a->sin_addr.s_addr);
+    w[5] = 0xffff;
+    w[6] = static_cast<uint16_t>(v >> 16);
+    w[7] = static_cast<uint16_t>(v);
+    *port = ntohs(a->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    for (int i = 0; i < 8; i++) w[i] = static_cast<uint16_t>(a->sin6_addr.s6_addr[2 * i] << 8 | a->sin6_addr.s6_addr[2 * i + 1]);
+    *port = ntohs(a->sin6_port);
+    return true;
+  }
+  return false;
+}
+
+bool Mapped(const uint16_t w[8]) { return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0 && w[4] == 0 && w[5] == 0xffff; }
+
+// Hex groups with the longest run (> 1) of zero groups as "::" (formatIPv6(w, false)).
+std::string HexGroups(const uint16_t w[8]) {
+  int best = -1, best_len = 1;
+  for (int i = 0; i < 8;) {
+    if (w[i] != 0) {
+      i++;
+      continue;
+    }
+    int j = i;
+    while (j < 8 && w[j] == 0) j++;
+    if (j - i > best_len) {
+      best = i;
+      best_len = j - i;
+    }
+    i = j;
+  }
+  std::string out;
+  char buf[8];
+  for (int i = 0; i < 8; i++) {
+    if (i == best) {
+      out += "::";
+      i += best_len - 1;
+      continue;
+    }
+    if (!out.empty() && out.back() != ':') out += ':';
+    snprintf(buf, sizeof buf, "%x", w[i]);
+    out += buf;
+  }
+  return out;
+}
+
+std::string Dotted(const uint16_t w[8]) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "%u.%u.%u.%u", w[6] >> 8, w[6] & 0xff, w[7] >> 8, w[7] & 0xff);
+  return buf;
+}
+
+std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  uint16_t s[8], d[8], sport = 0, dport = 0;
+  bool known = getsockname(cfd, reinterpret_cast<sockaddr*>(&local), &len) == 0 && Words(peer, s, &sport) && Words(local, d, &dport);
+  bool v6 = known && !(Mapped(s) && Mapped(d));
+  if (version == 1) {
+    if (!known) return "PROXY UNKNOWN\r\n";
+    std::string out = v6 ? "PROXY TCP6 " + HexGroups(s) + " " + HexGroups(d) : "PROXY TCP4 " + Dotted(s) + " " + Dotted(d);
+    return out + " " + std::to_string(sport) + " " + std::to_string(dport) + "\r\n";
+  }
+  static const uint8_t kSig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
+  std::string out(reinterpret_cast<const char*>(kSig), 12);
+  uint16_t body = !known ? 0 : v6 ? 36 : 12;
+  out += static_cast<char>(0x21);
+  out += static_cast<char>(!known ? 0x00 : v6 ? 0x21 : 0x11);
+  out += static_cast<char>(body >> 8);
+  out += static_cast<char>(body & 0xff);
+  auto put16 = [&out](uint16_t v) {
+    out += static_cast<char>(v >> 8);
+    out += static_cast<char>(v & 0xff);
+  };
+  if (known) {
+    if (v6) {
+      for (int i = 0; i < 8; i++) put16(s[i]);
+      for (int i = 0; i < 8; i++) put16(d[i]);
+    } else {
+      put16(s[6]);
+      put16(s[7]);
+      put16(d[6]);
+      put16(d[7]);
+    }
+    put16(sport);
+    put16(dport);
+  }
+  return out;
+}
+
+// ---- balancing (src/upstream/balancer.ts: SmoothWeightedRoundRobin, LeastConn) ----
+
+bool Eligible(const Target& t, const Conn& c, size_t i) { return t.up && t.weight > 0 && !c.tried[i]; }
+
+int32_t PickRoundRobin(Config& cfg, const Conn& c) {
+  int32_t best = -1;
+  double total = 0;
+  for (size_t i = 0; i < cfg.targets.size(); i++) {
+    Target& t = cfg.targets[i];
+    if (!Eligible(t, c, i)) continue;
+    t.current += t.weight;
+    total += t.weight;
+    if (best == -1 || t.current > cfg.targets[best].current) best = static_cast<int32_t>(i);
+  }
+  if (best >= 0) cfg.targets[best].current -= total;
+  return best;
+}
+
+int32_t PickLeastConn(Config& cfg, const Conn& c) {
+  auto load = [](const Target& t) { return static_cast<double>(t.active) + t.remote; };
+  int32_t best = -1;
+  int ties = 0;
+  for (size_t i = 0; i < cfg.targets.size(); i++) {
+    const Target& t = cfg.targets[i];
+    if (!Eligible(t, c, i)) continue;
+    if (best == -1) {
+      best = static_cast<int32_t>(i);
+      ties = 1;
+      continue;
+    }
+    double lhs = load(t) * cfg.targets[best].weight;
+    double rhs = load(cfg.targets[best]) * t.weight;
+    if (lhs < rhs) {
+      best = static_cast<int32_t>(i);
+      ties = 1;
+    } else if (lhs == rhs) {
+      ties++;
+    }
+  }
+  if (best == -1 || ties == 1) return best;
+  const Target& b = cfg.targets[best];
+  int32_t chosen = -1;
+  double total = 0;
+  for (size_t i = best; i < cfg.targets.size(); i++) {
+    Target& t = cfg.targets[i];
+    if (!Eligible(t, c, i) || load(t) * b.weight != load(b) * t.weight) continue;
+    t.current += t.weight;
+    total += t.weight;
+    if (chosen == -1 || t.current > cfg.targets[chosen].current) chosen = static_cast<int32_t>(i);
+  }
+  cfg.targets[chosen].current -= total;
+  return chosen;
+}
+
+// ---- records to JS ----
+
+void Schedule();
+
+void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
+                const char* detail = nullptr) {
+  uint16_t port = 0;
+  std::string addr = AddressText(c->peer, &port);
+  uint64_t now = WallMs();
+  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, detail, c->cfg ? c->cfg->id : 0, c->target,
+                             std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,
+                             std::move(c->failures)});
+  Schedule();
+}
+
+void Release(Conn* c) {
+  if (c->cfg && c->target >= 0 && c->cfg->targets[c->target].active > 0) c->cfg->targets[c->target].active--;
+}
+
+// Before any relay: the client is closed and the connection reported with `code`.
+void Fail(Conn* c, const char* closed_by, const char* code) {
+  CloseFd(c->ufd);
+  CloseFd(c->cfd);
+  Release(c);
+  PushRecord(c, closed_by, code, 0, 0);
+  g.connecting.erase(c->id);
+  delete c;
+}
+
+const char* ConnectCode(int err) {
+  return err == ECONNREFUSED ? "UPSTREAM_CONNECT_REFUSED" : err == ETIMEDOUT ? "UPSTREAM_CONNECT_TIMEOUT" : "UPSTREAM_CONNECT_ERROR";
+}
+
+void TryConnect(Conn* c);
+
+// The current target failed (`code`): counted for passive health by JS, then the next untried target; once every
+// target was tried, the connection ends with this failure (as attempt.ts gives up with the last connect error).
+void TargetFailed(Conn* c, const char* code, int err) {
+  c->failures.push_back(Failure{c->target, code, err});
+  if (c->ufd >= 0) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->ufd, nullptr);
+  CloseFd(c->ufd);
+  Release(c);
+  c->deadline = 0;
+  c->target = -1;
+  if (c->tried_count >= c->tried.size()) return Fail(c, "upstream_error", code);
+  TryConnect(c);
+}
+
+// Connected: PROXY header out (a fresh socket's send buffer takes it whole), then the splice relay owns both fds.
+// The upstream fd stays in the L4 epoll set, disarmed (EPOLLONESHOT fired): no event comes from it, and its close
+// by the relay removes it; one epoll_ctl less per connection.
+void Connected(Conn* c) {
+  if (c->cfg->proxy != 0) {
+    std::string header = ProxyHeader(c->cfg->proxy, c->cfd, c->peer);
+    ssize_t n = send(c->ufd, header.data(), header.size(), MSG_NOSIGNAL);
+    if (n != static_cast<ssize_t>(header.size())) return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", n < 0 ? errno : EAGAIN);
+  }
+  g.connecting.erase(c->id);
+  std::string error;
+  uint64_t rid = g.engine->Start(c->cfd, c->ufd, c->cfg->idle_ms, nullptr, &error);
+  c->cfd = -1;  // the engine's now, closed by it on failure too
+  c->ufd = -1;
+  if (rid == 0) {
+    Release(c);
+    PushRecord(c, "upstream_error", "INTERNAL", 0, 0);
+    delete c;
+    return;
+  }
+  g.relayed.emplace(rid, c);
+}
+
+void TryConnect(Conn* c) {
+  Config& cfg = *c->cfg;
+  for (;;) {
+    int32_t t = cfg.least_conn ? PickLeastConn(cfg, *c) : PickRoundRobin(cfg, *c);
+    if (t < 0) return Fail(c, "upstream_error", "UPSTREAM_UNAVAILABLE");
+    c->tried[t] = 1;
+    c->tried_count++;
+    c->target = t;
+    Target& target = cfg.targets[t];
+    target.active++;
+    int fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      // out of descriptors is Portico's shortage, not the target's: another target would fail the same way
+      if (errno == EMFILE || errno == ENFILE) return Fail(c, "upstream_error", "FD_LIMIT");
+      return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    int idle = kKeepIdleS;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    c->ufd = fd;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) return Connected(c);
+    if (errno == EINPROGRESS) {
+      epoll_event ev{};
+      ev.events = EPOLLOUT | EPOLLONESHOT;
+      ev.data.u64 = c->id;
+      if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return Fail(c, "upstream_error", "INTERNAL");
+      c->deadline = cfg.connect_ms > 0 ? MonoMs() + cfg.connect_ms : 0;
+      g.connecting.emplace(c->id, c);
+      return;
+    }
+    int err = errno;
+    return TargetFailed(c, ConnectCode(err), err);
+  }
+}
+
+// Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
+void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
+  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  CloseFd(c->cfd);
+  PushRecord(c, "refused", nullptr, 0, 0, reason, detail);
+  g.connecting.erase(c->id);
+  delete c;
+}
+
+// Reads and drops what a refused client still sends, until its FIN or the linger deadline (then closed): unread
+// bytes would turn our close into a reset that destroys the alert in flight (l4.ts refuseClientHello).
+void Linger(Conn* c) {
+  char sink[4096];
+  for (;;) {
+    ssize_t n = recv(c->cfd, sink, sizeof sink, 0);
+    if (n > 0) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && errno == EINTR) continue;
+    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    CloseFd(c->cfd);
+    g.connecting.erase(c->id);
+    delete c;
+    return;
+  }
+}
+
+// A ClientHello naming no passthrough (or none): one fatal alert, a FIN, then the linger. Reported now.
+void RefuseName(Conn* c) {
+  const char* reason = c->has_sni ? "sni_unknown" : "sni_missing";
+  uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, c->has_sni ? kAlertUnrecognizedName : kAlertMissingExtension};
+  send(c->cfd, alert, sizeof alert, MSG_NOSIGNAL);
+  shutdown(c->cfd, SHUT_WR);
+  PushRecord(c, "refused", nullptr, 0, 0, reason);
+  c->phase = Phase::kLinger;
+  c->deadline = MonoMs() + kLingerMs;
+  Linger(c);
+}
+
+// The ClientHello, read with MSG_PEEK (nothing consumed: the relay sends it on as it came) and parsed as
+// src/wire/client-hello.ts does; each new arrival is a new edge (EPOLLET), so a dripping client re-parses.
+void Peek(Conn* c, bool hung_up) {
+  if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
+  ssize_t n = recv(c->cfd, g.peek.data(), g.peek.size(), MSG_PEEK);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    return Refuse(c, "closed");
+  }
+  if (n == 0) return Refuse(c, "closed");
+  hello::Result r = hello::Parse(g.peek.data(), static_cast<size_t>(n));
+  switch (r.kind) {
+    case hello::Kind::kMore:
+      // the client's FIN came with what it sent (no more will come), or the bound is reached
+      if (static_cast<size_t>(n) >= g.peek.size()) return Refuse(c, "client_hello_invalid", "preface too large");
+      if (hung_up) return Refuse(c, "client_hello_invalid", "connection ended inside the preface");
+      return;
+    case hello::Kind::kNotTls: return Refuse(c, "not_tls");
+    case hello::Kind::kError: return Refuse(c, "client_hello_invalid", r.reason);
+    case hello::Kind::kDone: break;
+  }
+  c->has_sni = r.has_sni;
+  c->sni = std::move(r.sni);
+  std::shared_ptr<Config> route = c->has_sni ? c->table->Match(c->sni) : nullptr;
+  if (!route) return RefuseName(c);
+  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  g.connecting.erase(c->id);
+  c->phase = Phase::kConnect;
+  c->deadline = 0;
+  c->cfg = route;
+  c->tried.assign(route->targets.size(), 0);
+  g.opened++;
+  Schedule();
+  TryConnect(c);
+}
+
+void ConnectReady(Conn* c) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err != 0) return TargetFailed(c, ConnectCode(err), err);
+  Connected(c);
+}
+
+void AcceptBatch(uint32_t lid, Listener& l);
+
+// JS hears of the accepted connections in the next batch (the registry counts them, so a drain waits for them).
+void Accept(uint32_t lid, Listener& l) {
+  uint64_t before = g.opened;
+  AcceptBatch(lid, l);
+  if (g.opened != before) Schedule();
+}
+
+void AcceptBatch(uint32_t lid, Listener& l) {
+  for (int i = 0; i < kAcceptBatch; i++) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      // a resource shortage: stop watching for a moment, or level triggering would spin on the queue
+      epoll_event ev{};
+      ev.events = 0;
+      ev.data.u64 = kListenerTag | lid;
+      epoll_ctl(g.epfd, EPOLL_CTL_MOD, l.fd, &ev);
+      l.paused_until = MonoMs() + kAcceptPauseMs;
+      return;
+    }
+    Conn* c = new Conn();
+    c->id = g.next_conn++;
+    c->cfd = fd;
+    c->started = WallMs();
+    c->peer = ss;
+    if (l.sni) {
+      c->table = l.sni;
+      c->phase = Phase::kPeek;
+      c->deadline = MonoMs() + l.sni->peek_ms;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+      ev.data.u64 = c->id;
+      g.connecting.emplace(c->id, c);
+      if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) Refuse(c, "closed");
+      continue;
+    }
+    g.opened++;
+    c->cfg = l.cfg;
+    c->tried.assign(l.cfg->targets.size(), 0);
+    TryConnect(c);
+  }
+}
+
+void Sweep(uint64_t now) {
+  std::vector<Conn*> late;
+  for (auto& [id, c] : g.connecting) {
+    if (c->deadline != 0 && c->deadline <= now) late.push_back(c);
+  }
+  for (Conn* c : late) {
+    if (c->phase == Phase::kPeek) Refuse(c, "timeout");
+    else if (c->phase == Phase::kLinger) {
+      epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+      CloseFd(c->cfd);
+      g.connecting.erase(c->id);
+      delete c;
+    } else {
+      TargetFailed(c, "UPSTREAM_CONNECT_TIMEOUT", ETIMEDOUT);
+    }
+  }
+  for (auto& [lid, l] : g.listeners) {
+    if (l.paused_until == 0 || l.paused_until > now) continue;
+    l.paused_until = 0;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenerTag | lid;
+    epoll_ctl(g.epfd, EPOLL_CTL_MOD, l.fd, &ev);
+  }
+}
+
+bool NeedsSweep() {
+  if (!g.connecting.empty()) return true;
+  for (auto& [lid, l] : g.listeners) {
+    if (l.paused_until != 0) return true;
+  }
+  return false;
+}
+
+void Loop() {
+  epoll_event events[kMaxEvents];
+  uint64_t last_sweep = MonoMs();
+  for (;;) {
+    int timeout = -1;
+    {
+      std::lock_guard<std::mutex> lock(g.mu);
+      if (g.stopping) break;
+      if (NeedsSweep()) timeout = kSweepMs;
+    }
+    int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
+    if (n < 0 && errno != EINTR) break;
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (g.stopping) break;
+    for (int i = 0; i < n; i++) {
+      uint64_t data = events[i].data.u64;
+      if (data == 0) {
+        uint64_t v;
+        while (read(g.wakefd, &v, sizeof v) < 0 && errno == EINTR) {
+        }
+        continue;
+      }
+      if (data & kListenerTag) {
+        auto it = g.listeners.find(static_cast<uint32_t>(data & ~kListenerTag));
+        if (it != g.listeners.end()) Accept(it->first, it->second);
+        continue;
+      }
+      auto it = g.connecting.find(data);
+      if (it == g.connecting.end()) continue;
+      Conn* c = it->second;
+      if (c->phase == Phase::kPeek) Peek(c, (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+      else if (c->phase == Phase::kLinger) Linger(c);
+      else ConnectReady(c);
+    }
+    uint64_t now = MonoMs();
+    if (now - last_sweep >= static_cast<uint64_t>(kSweepMs)) {
+      last_sweep = now;
+      Sweep(now);
+    }
+  }
+}
+
+// Called with g.mu held.
+void EnsureStarted(Napi::Env env) {
+  if (g.started) return;
+  g.epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (g.epfd < 0) throw Napi::Error::New(env, std::string("epoll_create1: ") + strerror(errno));
+  g.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0;
+  if (g.wakefd < 0 || epoll_ctl(g.epfd, EPOLL_CTL_ADD, g.wakefd, &ev) != 0) {
+    CloseFd(g.wakefd);
+    CloseFd(g.epfd);
+    throw Napi::Error::New(env, std::string("eventfd: ") + strerror(errno));
+  }
+  g.thread = std::thread(Loop);
+  g.started = true;
+}
+
+void Wake() {
+  uint64_t one = 1;
+  if (g.wakefd >= 0) {
+    while (write(g.wakefd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+// ---- JS side ----
+
+Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) {
+  Napi::Object batch = Napi::Object::New(env);
+  batch.Set("opened", Napi::Number::New(env, static_cast<double>(opened)));
+  Napi::Array closed = Napi::Array::New(env, records.size());
+  for (size_t i = 0; i < records.size(); i++) {
+    const Record& r = records[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Napi::Number::New(env, static_cast<double>(r.id)));
+    o.Set("config", Napi::Number::New(env, r.cfg));
+    if (r.table != 0) o.Set("table", Napi::Number::New(env, r.table));
+    if (r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
+    if (r.refused != nullptr) o.Set("refused", Napi::String::New(env, r.refused));
+    if (r.detail != nullptr) o.Set("detail", Napi::String::New(env, r.detail));
+    o.Set("target", Napi::Number::New(env, r.target));
+    o.Set("address", Napi::String::New(env, r.addr));
+    o.Set("port", Napi::Number::New(env, r.port));
+    o.Set("bytesUp", Napi::Number::New(env, static_cast<double>(r.up)));
+    o.Set("bytesDown", Napi::Number::New(env, static_cast<double>(r.down)));
+    o.Set("durationMs", Napi::Number::New(env, static_cast<double>(r.duration_ms)));
+    o.Set("closedBy", Napi::String::New(env, r.closed_by));
+    if (r.err_code != nullptr) o.Set("error", Napi::String::New(env, r.err_code));
+    Napi::Array failures = Napi::Array::New(env, r.failures.size());
+    for (size_t k = 0; k < r.failures.size(); k++) {
+      Napi::Object f = Napi::Object::New(env);
+      f.Set("target", Napi::Number::New(env, r.failures[k].target));
+      f.Set("code", Napi::String::New(env, r.failures[k].code));
+      f.Set("errno", Napi::Number::New(env, r.failures[k].err));
+      failures.Set(k, f);
+    }
+    o.Set("failures", failures);
+    closed.Set(i, o);
+  }
+  batch.Set("closed", closed);
+  return batch;
+}
+
+void Deliver(Napi::Env env, Napi::Function callback) {
+  scheduled.store(false);
+  std::vector<Record> records;
+  uint64_t opened;
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    records.swap(g.records);
+    opened = g.opened;
+    g.opened = 0;
+  }
+  if (records.empty() && opened == 0) return;
+  if (env == nullptr || callback.IsEmpty()) return;
+  callback.Call({Batch(env, records, opened)});
+}
+
+// Called with g.mu held: at most one batch call is queued at a time; it takes everything queued until it runs.
+void Schedule() {
+  if (!g.has_tsfn || scheduled.exchange(true)) return;
+  if (g.tsfn.NonBlockingCall(Deliver) != napi_ok) scheduled.store(false);
+}
+
+uint32_t U32(const Napi::Value& v, const char* what) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d < 0 || d > 0xffffffffu || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a 32-bit unsigned integer");
+  return static_cast<uint32_t>(d);
+}
+
+// l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (one per event-loop turn at most).
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "l4Init(onBatch)");
+  std::lock_guard<std::mutex> lock(g.mu);
+  if (g.has_tsfn) throw Napi::Error::New(env, "l4Init: already initialised");
+  g.tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "portico-l4", 0, 1);
+  g.tsfn.Unref(env);  // batches never keep the process alive; the registry does while connections are open
+  g.has_tsfn = true;
+  any.store(true);
+  return env.Undefined();
+}
+
+// l4Compile({ targets: [{ ip, port, weight }], leastConn, connectMs, idleMs, proxy }) -> config id.
+Napi::Value Compile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4Compile(config)");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto cfg = std::make_shared<Config>();
+  Napi::Value tv = o.Get("targets");
+  if (!tv.IsArray()) throw Napi::TypeError::New(env, "l4Compile: targets must be an array");
+  Napi::Array targets = tv.As<Napi::Array>();
+  for (uint32_t i = 0; i < targets.Length(); i++) {
+    Napi::Object t = targets.Get(i).As<Napi::Object>();
+    std::string ip = t.Get("ip").As<Napi::String>().Utf8Value();
+    uint32_t port = U32(t.Get("port"), "port");
+    if (port > 65535) throw Napi::RangeError::New(env, "l4Compile: port must be 0..65535");
+    Target target;
+    target.weight = t.Get("weight").As<Napi::Number>().DoubleValue();
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&target.addr);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&target.addr);
+    if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(static_cast<uint16_t>(port));
+      target.len = sizeof *v4;
+    } else if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(static_cast<uint16_t>(port));
+      target.len = sizeof *v6;
+    } else {
+      throw Napi::TypeError::New(env, "l4Compile: target ip must be an IP literal, got \"" + ip + "\"");
+    }
+    cfg->targets.push_back(target);
+  }
+  cfg->least_conn = o.Get("leastConn").ToBoolean();
+  cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
+  cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
+  uint32_t proxy = U32(o.Get("proxy"), "proxy");
+  if (proxy > 2) throw Napi::RangeError::New(env, "l4Compile: proxy must be 0, 1 or 2");
+  cfg->proxy = static_cast<int>(proxy);
+  std::lock_guard<std::mutex> lock(g.mu);
+  cfg->id = g.next_config++;
+  g.configs.emplace(cfg->id, cfg);
+  return Napi::Number::New(env, cfg->id);
+}
+
+// l4CompileSni({ entries: [{ sni, config }], peekMs }) -> table id (ids shared with configs): a passthrough-only
+// TLS listener's names, first entry winning on duplicates as PassthroughTable.
+Napi::Value CompileSni(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4CompileSni(table)");
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Value ev = o.Get("entries");
+  if (!ev.IsArray()) throw Napi::TypeError::New(env, "l4CompileSni: entries must be an array");
+  Napi::Array entries = ev.As<Napi::Array>();
+  auto table = std::make_shared<SniTable>();
+  table->peek_ms = U32(o.Get("peekMs"), "peekMs");
+  std::lock_guard<std::mutex> lock(g.mu);
+  for (uint32_t i = 0; i < entries.Length(); i++) {
+    Napi::Object e = entries.Get(i).As<Napi::Object>();
+    std::string name = e.Get("sni").As<Napi::String>().Utf8Value();
+    for (char& ch : name) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch);
+    auto it = g.configs.find(U32(e.Get("config"), "config"));
+    if (it == g.configs.end()) throw Napi::Error::New(env, "l4CompileSni: no such L4 config");
+    if (name.rfind("*.", 0) == 0) {
+      std::string suffix = name.substr(1);
+      bool dup = false;
+      for (auto& w : table->wildcards) dup = dup || w.first == suffix;
+      if (!dup) table->wildcards.emplace_back(suffix, it->second);
+    } else if (table->exact.find(name) == table->exact.end()) {
+      table->exact.emplace(name, it->second);
+    }
+  }
+  std::stable_sort(table->wildcards.begin(), table->wildcards.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  table->id = g.next_config++;
+  g.tables.emplace(table->id, table);
+  return Napi::Number::New(env, table->id);
+}
+
+std::shared_ptr<Config> ConfigArg(const Napi::CallbackInfo& info, size_t i) {
+  uint32_t id = U32(info[i], "config id");
+  auto it = g.configs.find(id);
+  if (it == g.configs.end()) throw Napi::Error::New(info.Env(), "no such L4 config");
+  return it->second;
+}
+
+// l4Targets(configId, up: boolean[], remote: number[]): target states (health, drain, passive, panic folded in by JS).
+Napi::Value Targets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) throw Napi::TypeError::New(env, "l4Targets(configId, up, remote)");
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto cfg = ConfigArg(info, 0);
+  Napi::Array up = info[1].As<Napi::Array>();
+  Napi::Array remote = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < cfg->targets.size() && i < up.Length(); i++) {
+    cfg->targets[i].up = up.Get(i).ToBoolean();
+    if (i < remote.Length()) cfg->targets[i].remote = U32(remote.Get(i), "remote");
+  }
+  return env.Undefined();
+}
+
+// l4Active(configId) -> per-target open connections (connecting or relayed) of this compile, or null once the
+// compile is forgotten and its last connection ended (the zeros were answered the call before).
+Napi::Value Active(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(g.mu);
+  uint32_t id = U32(info[0], "config id");
+  std::shared_ptr<Config> cfg;
+  auto it = g.configs.find(id);
+  if (it != g.configs.end()) cfg = it->second;
+  auto f = g.forgotten.find(id);
+  if (!cfg && f != g.forgotten.end()) {
+    cfg = f->second;
+    bool idle = true;
+    for (const Target& t : cfg->targets) idle = idle && t.active == 0;
+    if (idle && cfg.use_count() == 2) {  // the map's and ours: no connection holds it
+      g.forgotten.erase(f);
+      return env.Null();
+    }
+  }
+  if (!cfg) return env.Null();
+  Napi::Array out = Napi::Array::New(env, cfg->targets.size());
+  for (uint32_t i = 0; i < cfg->targets.size(); i++) out.Set(i, Napi::Number::New(env, cfg->targets[i].active));
+  return out;
+}
+
+// l4Forget(configId): no listener takes this config any more (connections keep their own reference).
+Napi::Value Forget(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g.mu);
+  uint32_t id = U32(info[0], "config id");
+  auto it = g.configs.find(id);
+  if (it != g.configs.end()) {
+    // kept for l4Active until its last connection ended (its counts must reach JS's pool once more)
+    g.forgotten.emplace(id, it->second);
+    g.configs.erase(it);
+  }
+  g.tables.erase(id);
+  return info.Env().Undefined();
+}
+
+// What listener `l` serves: config id (a tcp listener) or SNI table id (passthrough-only TLS). Called with g.mu held.
+void Serve(const Napi::CallbackInfo& info, size_t i, Listener* l) {
+  uint32_t id = U32(info[i], "config id");
+  auto t = g.tables.find(id);
+  if (t != g.tables.end()) {
+    l->sni = t->second;
+    l->cfg = nullptr;
+    return;
+  }
+  l->cfg = ConfigArg(info, i);
+  l->sni = nullptr;
+}
+
+// l4Listen(fd, configId) -> listener id: the addon accepts on the listening socket from now on and owns the fd.
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2) throw Napi::TypeError::New(env, "l4Listen(fd, configId)");
+  int fd = static_cast<int>(U32(info[0], "fd"));
+  std::lock_guard<std::mutex> lock(g.mu);
+  if (!g.has_tsfn) throw Napi::Error::New(env, "l4Listen: call l4Init first");
+  Listener l;
+  Serve(info, 1, &l);
+  EnsureStarted(env);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw Napi::Error::New(env, std::string("l4Listen: fcntl: ") + strerror(errno));
+  // keep-alive and TCP_NODELAY set once here: accepted sockets inherit them (no setsockopt per connection)
+  int one = 1, idle = kKeepIdleS;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  uint32_t lid = g.next_listener++;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenerTag | lid;
+  if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) throw Napi::Error::New(env, std::string("l4Listen: epoll_ctl: ") + strerror(errno));
+  l.fd = fd;
+  g.listeners.emplace(lid, l);
+  return Napi::Number::New(env, lid);
+}
+
+// l4Use(listenerId, configId): the config its next connections take (a reload).
+Napi::Value Use(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto it = g.listeners.find(U32(info[0], "listener id"));
+  if (it == g.listeners.end()) throw Napi::Error::New(info.Env(), "no such L4 listener");
+  Serve(info, 1, &it->second);
+  return info.Env().Undefined();
+}
+
+// l4Release(listenerId) -> fd: stops accepting and gives the listening socket back (open) to the caller.
+// l4Close(listenerId): stops accepting and closes it. Connections already accepted go on either way.
+int Unlisten(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto it = g.listeners.find(U32(info[0], "listener id"));
+  if (it == g.listeners.end()) throw Napi::Error::New(info.Env(), "no such L4 listener");
+  int fd = it->second.fd;
+  epoll_ctl(g.epfd, EPOLL_CTL_DEL, fd, nullptr);
+  g.listeners.erase(it);
+  return fd;
+}
+
+Napi::Value ReleaseListener(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Unlisten(info)); }
+
+Napi::Value CloseListener(const Napi::CallbackInfo& info) {
+  close(Unlisten(info));
+  return info.Env().Undefined();
+}
+
+// l4CloseAll(): the end of the shutdown grace: relayed connections close (reported as "shutdown"), connecting
+// ones too.
+Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g.mu);
+  for (auto& [rid, c] : g.relayed) g.engine->RequestClose(rid, Reason::kShutdown);
+  std::vector<Conn*> connecting;
+  for (auto& [id, c] : g.connecting) connecting.push_back(c);
+  for (Conn* c : connecting) {
+    if (c->phase == Phase::kConnect) {
+      Fail(c, "shutdown", "SHUTDOWN");
+      continue;
+    }
+    // not routed yet (peeking) or already refused (lingering): closed without a record, as the JS preface reader
+    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    CloseFd(c->cfd);
+    g.connecting.erase(c->id);
+    delete c;
+  }
+  return info.Env().Undefined();
+}
+
+// l4Stats() -> { listeners, connecting, relayed }: what is open now (tests, the drain).
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(g.mu);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("listeners", Napi::Number::New(env, static_cast<double>(g.listeners.size())));
+  o.Set("connecting", Napi::Number::New(env, static_cast<double>(g.connecting.size())));
+  o.Set("relayed", Napi::Number::New(env, static_cast<double>(g.relayed.size())));
+  return o;
+}
+
+// l4ParseHello(buf) -> { kind: 'more'|'done'|'not_tls'|'error', sni? }: the C++ ClientHello reader, for the fuzz
+// test that holds it to src/wire/client-hello.ts.
+Napi::Value ParseHello(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "l4ParseHello(buffer)");
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  hello::Result r = hello::Parse(buf.Data(), buf.Length());
+  Napi::Object o = Napi::Object::New(env);
+  const char* kinds[] = {"more", "done", "not_tls", "error"};
+  o.Set("kind", Napi::String::New(env, kinds[static_cast<int>(r.kind)]));
+  if (r.kind == hello::Kind::kDone && r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
+  if (r.kind == hello::Kind::kDone) o.Set("recordBytes", Napi::Number::New(env, static_cast<double>(r.record_bytes)));
+  if (r.kind == hello::Kind::kError) o.Set("reason", Napi::String::New(env, r.reason));
+  return o;
+}
+
+void Teardown(void*) {
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (!g.started) {
+      if (g.has_tsfn) g.tsfn.Release();
+      g.has_tsfn = false;
+      return;
+    }
+    g.stopping = true;
+  }
+  Wake();
+  if (g.thread.joinable()) g.thread.join();
+  std::lock_guard<std::mutex> lock(g.mu);
+  for (auto& [lid, l] : g.listeners) close(l.fd);
+  g.listeners.clear();
+  for (auto& [id, c] : g.connecting) {
+    CloseFd(c->cfd);
+    CloseFd(c->ufd);
+    delete c;
+  }
+  g.connecting.clear();
+  if (g.has_tsfn) g.tsfn.Release();
+  g.has_tsfn = false;
+}
+
+}  // namespace
+
+bool ClaimRelayEnd(const RelayEnd& end) {
+  if (!any.load(std::memory_order_relaxed)) return false;
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto it = g.relayed.find(end.id);
+  if (it == g.relayed.end()) return false;
+  Conn* c = it->second;
+  g.relayed.erase(it);
+  Release(c);
+  const char* code = end.reason == Reason::kClientError ? "CLIENT_RESET" : end.reason == Reason::kUpstreamError ? "UPSTREAM_RESET" : nullptr;
+  PushRecord(c, ReasonName(end.reason), code, end.bytes_up, end.bytes_down);
+  delete c;
+  return true;
+}
+
+void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
+  g.engine = engine;
+  exports.Set("l4Init", Napi::Function::New(env, Init, "l4Init"));
+  exports.Set("l4Compile", Napi::Function::New(env, Compile, "l4Compile"));
+  exports.Set("l4Targets", Napi::Function::New(env, Targets, "l4Targets"));
+  exports.Set("l4CompileSni", Napi::Function::New(env, CompileSni, "l4CompileSni"));
+  exports.Set("l4ParseHello", Napi::Function::New(env, ParseHello, "l4ParseHello"));
+  exports.Set("l4Forget", Napi::Function::New(env, Forget, "l4Forget"));
+  exports.Set("l4Active", Napi::Function::New(env, Active, "l4Active"));
+  exports.Set("l4Listen", Napi::Function::New(env, Listen, "l4Listen"));
+  exports.Set("l4Use", Napi::Function::New(env, Use, "l4Use"));
+  exports.Set("l4Release", Napi::Function::New(env, ReleaseListener, "l4Release"));
+  exports.Set("l4Close", Napi::Function::New(env, CloseListener, "l4Close"));
+  exports.Set("l4CloseAll", Napi::Function::New(env, CloseAll, "l4CloseAll"));
+  exports.Set("l4Stats", Napi::Function::New(env, Stats, "l4Stats"));
+  napi_add_env_cleanup_hook(env, Teardown, nullptr);
+}
+
+}  // namespace portico::l4

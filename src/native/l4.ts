@@ -1,0 +1,81 @@
+// The addon's L4 listeners (l4.cc) as JavaScript sees them: compiled configs, listening sockets handed over, target
+// states pushed, and closed-connection records received in batches. Types and availability only; what a record
+// means for logs and metrics is src/tunnel/l4-native.ts.
+import type { ClosedBy } from '../core/socket.js';
+import type { RefusedReason } from '../core/metrics.js';
+import { native, type NativeAddon } from './addon.js';
+import { nativeIoAvailable } from './io.js';
+
+/** One listener's compile: targets as IP literals (index = the pool's target index), policy, timeouts, PROXY out. */
+export interface L4Compiled {
+  readonly targets: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly weight: number }>;
+  readonly leastConn: boolean;
+  readonly connectMs: number;
+  readonly idleMs: number;
+  /** PROXY header to the upstream: 0 none, 1 v1, 2 v2. */
+  readonly proxy: 0 | 1 | 2;
+}
+
+/** One closed connection: before any relay (`error` says why), or after its splice relay ended. */
+export interface L4Record {
+  readonly id: number;
+  readonly config: number;
+  /** Passthrough: the listener's SNI table (absent for a tcp listener). */
+  readonly table?: number;
+  /** Passthrough: the ClientHello's server name, when it had one. */
+  readonly sni?: string;
+  /** Closed before routing (a preface failure, or an unknown name after its alert): the RefusedReason. */
+  readonly refused?: RefusedReason;
+  /** With `refused`: what the ClientHello reader said (the JS reader's words). */
+  readonly detail?: string;
+  /** The target relayed to (index in the compile), -1 when none was connected. */
+  readonly target: number;
+  readonly address: string;
+  readonly port: number;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  readonly durationMs: number;
+  readonly closedBy: ClosedBy;
+  /**
+   * Why it closed before any relay (a ProxyError code): UPSTREAM_UNAVAILABLE, the last target's connect failure
+   * (UPSTREAM_CONNECT_*), FD_LIMIT, SHUTDOWN, INTERNAL.
+   */
+  readonly error?: string;
+  /** Connect failures on the way, for passive health (`code`: UPSTREAM_CONNECT_REFUSED/_TIMEOUT/_ERROR). */
+  readonly failures: ReadonlyArray<{ readonly target: number; readonly code: string; readonly errno: number }>;
+}
+
+export interface L4Batch {
+  /** Connections accepted since the last batch. */
+  readonly opened: number;
+  readonly closed: readonly L4Record[];
+}
+
+export interface L4Addon {
+  l4Init(onBatch: (batch: L4Batch) => void): void;
+  l4Compile(config: L4Compiled): number;
+  /** A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello. Same id space. */
+  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number }): number;
+  l4Targets(config: number, up: readonly boolean[], remote: readonly number[]): void;
+  l4Forget(config: number): void;
+  /** Open connections per target of a compile; null once it is forgotten and none is left. */
+  l4Active(config: number): number[] | null;
+  l4Listen(fd: number, config: number): number;
+  l4Use(listener: number, config: number): void;
+  l4Release(listener: number): number;
+  l4Close(listener: number): void;
+  l4CloseAll(): void;
+  l4Stats(): { listeners: number; connecting: number; relayed: number };
+}
+
+/**
+ * The addon's L4 part, or why it is not used: PORTICO_NATIVE_L4=0, native I/O off (PORTICO_NATIVE_IO=0, no
+ * addon), or a build without it.
+ */
+export function nativeL4(): { addon: NativeAddon & L4Addon } | { addon: undefined; reason: string } {
+  if (process.env.PORTICO_NATIVE_L4 === '0') return { addon: undefined, reason: 'disabled by PORTICO_NATIVE_L4=0' };
+  const addon = native() as (NativeAddon & Partial<L4Addon>) | undefined;
+  if (addon === undefined || !nativeIoAvailable()) return { addon: undefined, reason: 'native socket I/O is off' };
+  if (addon.l4Init === undefined) return { addon: undefined, reason: 'the native addon has no L4 part' };
+  return { addon: addon as NativeAddon & L4Addon };
+}

@@ -1,0 +1,324 @@
+// tcp listeners served wholly by the addon (src/native/l4.cc), from the worker's side: which listeners it can
+// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out),
+// the target states pushed on change, and the addon's batches of closed connections turned into the same log
+// line (logL4Line), metrics and passive-health reports as the JS path. Holds no object per connection.
+import { isIP } from 'node:net';
+import { constants } from 'node:os';
+import type { Config } from '../config/schema.js';
+import type { ConnectionRegistry, Tracked } from '../core/registry.js';
+import type { Metrics } from '../core/metrics.js';
+import type { ErrorCode } from '../core/errors.js';
+import type { ClosedBy } from '../core/socket.js';
+import type { Logger } from '../core/log.js';
+import { nativeL4, type L4Addon, type L4Batch, type L4Record } from '../native/l4.js';
+import type { Target } from '../upstream/balancer.js';
+import type { UpstreamPool } from '../upstream/pool.js';
+import { logL4Line, logUnknownName, type L4Context } from './l4.js';
+
+/** How often target states (health, drain, passive, panic, the other workers' load) are compared and pushed. */
+const PUSH_MS = 100;
+/** Replaced compiles kept (at most) for the connections still open on them (a reload each); the oldest go first. */
+const RETIRED_KEPT = 64;
+
+/** What a listener's compile answers: the addon's config id, or why the listener stays on the JS path. */
+export type NativeL4Plan = { readonly config: number } | { readonly reason: string };
+
+interface Compiled {
+  readonly id: number;
+  readonly pool: UpstreamPool;
+  readonly ctx: L4Context;
+  readonly targets: readonly Target[];
+  /** The states last pushed ("1"/"0" per target, then the remote loads). */
+  pushed: string;
+  retired: boolean;
+  /**
+   * The addon's open connections per target as last added to the targets' `active` (the pool's load and
+   * `/status` read it; least_conn across workers too): each period adds the difference.
+   */
+  readonly active: number[];
+}
+
+/** Bound of a ClientHello when tls.handshake_timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
+const PEEK_FALLBACK_MS = 60_000;
+
+/** A passthrough-only TLS listener's table: its listener, and the compiles of its upstreams. */
+interface Table {
+  readonly index: number;
+  readonly ctx: L4Context;
+  readonly configs: readonly number[];
+}
+
+/** Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can. */
+function listenerUnsupported(config: Config, index: number): string | undefined {
+  const cfg = config.listeners[index];
+  if (cfg.proxy_protocol !== undefined) return 'proxy_protocol on the listener (the PROXY header is read in JavaScript)';
+  if (config.limits.connections_per_ip !== 'off') return 'limits.connections_per_ip is counted in JavaScript';
+  if (config.tunnel.max_lifetime > 0) return 'tunnel.max_lifetime is enforced in JavaScript';
+  if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) return 'the listener terminates TLS too (its ClientHello is read in JavaScript)';
+  return undefined;
+}
+
+/** Why upstream `pool` cannot be balanced by the addon; undefined when it can. */
+function unsupported(pool: UpstreamPool | undefined): string | undefined {
+  if (pool === undefined) return 'upstream missing from the runtime';
+  const balance = pool.config.balance;
+  if (balance !== 'round_robin' && balance !== 'least_conn') return `balance ${typeof balance === 'string' ? balance : balance.policy} is not ported to the addon`;
+  if (pool.config.slow_start > 0) return 'slow_start is not ported to the addon';
+  if (pool.config.discover.length > 0) return 'discovered targets (DNS) change at run time';
+  const named = pool.targets.find((t) => isIP(t.host) === 0);
+  if (named !== undefined) return `target ${named.id} is not an IP address`;
+  return undefined;
+}
+
+export class NativeL4 implements Tracked {
+  readonly #addon: L4Addon;
+  readonly #registry: ConnectionRegistry;
+  readonly #metrics: Metrics;
+  readonly #configs = new Map<number, Compiled>();
+  readonly #tables = new Map<number, Table>();
+  /** Config id by listener key: the compile each listening socket serves now. */
+  readonly #serving = new Map<string, number>();
+  /** Reasons already logged, by listener key: said once per change, not at every reload. */
+  readonly #said = new Map<string, string>();
+  /** Connections open in the addon as the batches told (in the registry while > 0, so a drain waits for them). */
+  #live = 0;
+  #timer: NodeJS.Timeout | null = null;
+
+  /** The worker's one NativeL4, or the reason there is none (addon missing, native I/O off, PORTICO_NATIVE_L4=0). */
+  static create(registry: ConnectionRegistry, metrics: Metrics): NativeL4 | string {
+    const l4 = nativeL4();
+    if (l4.addon === undefined) return l4.reason;
+    return new NativeL4(l4.addon, registry, metrics);
+  }
+
+  private constructor(addon: L4Addon, registry: ConnectionRegistry, metrics: Metrics) {
+    this.#addon = addon;
+    this.#registry = registry;
+    this.#metrics = metrics;
+    addon.l4Init((batch) => this.#onBatch(batch));
+  }
+
+  /**
+   * Compiles tcp listener `index` of `config` for the addon, against the runtime's pools; or the reason it stays
+   * on the JS path. The listener's previous compile (`key`) is retired when the caller serves the new one.
+   */
+  plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context): NativeL4Plan {
+    const cfg = config.listeners[index];
+    const refused = listenerUnsupported(config, index);
+    if (refused !== undefined) return { reason: refused };
+    if (cfg.mode === 'tcp') {
+      const pool = cfg.upstream === undefined ? undefined : pools.get(cfg.upstream);
+      const reason = unsupported(pool);
+      return reason !== undefined || pool === undefined ? { reason: reason ?? 'upstream missing from the runtime' } : { config: this.#compile(pool, ctx) };
+    }
+    // a passthrough-only TLS listener: one compile per upstream, then the name table over them
+    const entries = cfg.tls?.passthrough ?? [];
+    const byUpstream = new Map<string, number>();
+    for (const e of entries) {
+      if (byUpstream.has(e.upstream)) continue;
+      const pool = pools.get(e.upstream);
+      const reason = unsupported(pool);
+      if (reason !== undefined || pool === undefined) {
+        for (const id of byUpstream.values()) this.#retire(id);
+        return { reason: `${e.upstream}: ${reason ?? 'upstream missing from the runtime'}` };
+      }
+      byUpstream.set(e.upstream, this.#compile(pool, ctx));
+    }
+    const timeout = cfg.tls!.handshake_timeout;
+    const id = this.#addon.l4CompileSni({ entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })), peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS });
+    this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()] });
+    return { config: id };
+  }
+
+  #compile(pool: UpstreamPool, ctx: L4Context): number {
+    const header = pool.config.send_proxy_protocol;
+    const id = this.#addon.l4Compile({
+      targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
+      leastConn: pool.config.balance === 'least_conn',
+      connectMs: pool.config.timeouts.connect,
+      idleMs: ctx.timeouts.idle,
+      proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
+    });
+    const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
+    this.#configs.set(id, compiled);
+    this.#push(compiled);
+    this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
+    return id;
+  }
+
+  /** Listener `key` serves compile `id` now (undefined: the JS path); the one it served before is retired. */
+  serving(key: string, id: number | undefined, log: Logger, reason?: string): void {
+    const before = this.#serving.get(key);
+    if (before !== undefined && before !== id) this.#retire(before);
+    if (id === undefined) this.#serving.delete(key);
+    else this.#serving.set(key, id);
+    const said = id === undefined ? reason : 'native';
+    if (said !== undefined && this.#said.get(key) !== said) {
+      this.#said.set(key, said);
+      if (id === undefined) log.info({ listener: key, reason }, 'L4 listener served by JavaScript, not the addon');
+      else log.info({ listener: key, passthrough: this.#tables.has(id) }, 'L4 listener served by the addon (accept, connect, splice)');
+    }
+  }
+
+  /** A compile no listener took (the apply failed after it, or the listening socket could not move). */
+  discard(id: number): void {
+    this.#retire(id);
+  }
+
+  #retire(id: number): void {
+    const table = this.#tables.get(id);
+    if (table !== undefined) {
+      this.#addon.l4Forget(id);
+      for (const c of table.configs) this.#retire(c);
+      return;
+    }
+    const c = this.#configs.get(id);
+    if (c === undefined || c.retired) return;
+    c.retired = true;
+    this.#addon.l4Forget(id);
+    const retired = [...this.#configs.values()].filter((x) => x.retired);
+    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) {
+      old.active.forEach((n, i) => (old.targets[i].active -= n));
+      this.#configs.delete(old.id);
+    }
+  }
+
+  #pushAll = (): void => {
+    for (const c of this.#configs.values()) {
+      if (!c.retired) this.#push(c);
+      this.#count(c);
+    }
+  };
+
+  /** The addon's open connections into the targets' `active`; a retired compile leaves once it has none. */
+  #count(c: Compiled): void {
+    const now = this.#addon.l4Active(c.id);
+    if (now === null) {
+      if (c.retired) this.#configs.delete(c.id);
+      return;
+    }
+    for (let i = 0; i < c.active.length; i++) {
+      const d = (now[i] ?? 0) - c.active[i];
+      if (d === 0) continue;
+      c.targets[i].active += d;
+      c.active[i] += d;
+    }
+  }
+
+  /**
+   * Health, drain, passive state and backups are folded into `available` by the pool; in panic (nothing
+   * available) every target not drained is tried, as attempt.ts does through the pool's fallback.
+   */
+  #push(c: Compiled): void {
+    const { pool, targets } = c;
+    let up = targets.map((t) => t.available);
+    if (pool.panic) {
+      const draining = new Set(pool.health().filter((h) => h.draining).map((h) => h.target));
+      up = targets.map((t) => !draining.has(t.id));
+    }
+    const remote = targets.map((t) => t.remote ?? 0);
+    const key = up.map((u) => (u ? '1' : '0')).join('') + remote.join(',');
+    if (key === c.pushed) return;
+    c.pushed = key;
+    this.#addon.l4Targets(c.id, up, remote);
+  }
+
+  #onBatch(batch: L4Batch): void {
+    if (batch.opened > 0) {
+      if (this.#live === 0) this.#registry.add(this);
+      this.#live += batch.opened;
+      for (let i = 0; i < batch.opened; i++) {
+        this.#metrics.connectionAccepted();
+        this.#metrics.tunnelOpened();
+        this.#registry.tunnelOpened();
+      }
+    }
+    let ended = 0;
+    for (const r of batch.closed) {
+      if (r.refused !== undefined) this.#refused(r);
+      else {
+        ended++;
+        this.#closed(r);
+      }
+    }
+    if (ended > 0) {
+      this.#live = Math.max(0, this.#live - ended);
+      if (this.#live === 0) this.#registry.delete(this);
+    }
+  }
+
+  /** Closed before routing: as accept-paths.ts #refused and #unknownName. */
+  #refused(r: L4Record): void {
+    const reason = r.refused!;
+    this.#metrics.connectionRefused(reason);
+    const table = this.#tables.get(r.table ?? -1);
+    if (table === undefined) return;
+    if (reason === 'sni_unknown' || reason === 'sni_missing') return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
+    const log = table.ctx.log;
+    if (log.isLevelEnabled('debug')) log.debug({ listener: table.index, reason, detail: r.detail, remoteAddr: r.address }, 'connection refused before routing');
+  }
+
+  #closed(r: L4Record): void {
+    this.#registry.tunnelClosed();
+    const c = this.#configs.get(r.config);
+    const targets = c?.targets ?? [];
+    for (const f of r.failures) {
+      const t = targets[f.target];
+      if (t !== undefined) c!.pool.reportFailure(t, f.code as ErrorCode);
+    }
+    const metrics = this.#metrics;
+    const failed = r.error !== undefined;
+    metrics.tunnelClosed(r.bytesUp, r.bytesDown);
+    if (failed) {
+      // as l4.ts #fail: an upstream-side error is counted by its code, out of descriptors as a refusal
+      if (r.error === 'FD_LIMIT') metrics.connectionRefused('fd_limit');
+      else if (r.error === 'UPSTREAM_UNAVAILABLE' || r.error?.startsWith('UPSTREAM_CONNECT_') === true) metrics.upstreamError(r.error as ErrorCode);
+    } else if (c !== undefined) metrics.tunnelLifetime('l4', c.pool.name, r.durationMs);
+    if (c === undefined) return; // retired long ago: nothing left to name it by
+    logL4Line(c.ctx, {
+      conn: r.id,
+      mode: r.table === undefined ? 'tcp' : 'passthrough',
+      sni: r.sni,
+      remoteAddr: r.address,
+      upstream: c.pool.name,
+      target: failed ? undefined : targets[r.target]?.id,
+      bytesIn: r.bytesUp,
+      bytesOut: r.bytesDown,
+      durationMs: r.durationMs,
+      closedBy: r.closedBy as ClosedBy,
+      relay: failed ? undefined : 'splice',
+      err: failed ? { code: r.error ?? 'INTERNAL', message: failureMessage(r, c) } : undefined,
+    });
+  }
+
+  sweep(): void {}
+
+  /** Shutdown: a tunnel runs on until the grace ends (as the JS path's L4 connections). */
+  drain(): void {}
+
+  forceClose(): void {
+    this.#addon.l4CloseAll();
+  }
+}
+
+/** The messages the JS path gives the same failures (attempt.ts, errors.ts connectError, upstream-connect.ts). */
+function failureMessage(r: L4Record, c: Compiled): string {
+  const last = r.failures.at(-1);
+  switch (r.error) {
+    case 'UPSTREAM_UNAVAILABLE':
+      return `no available target in upstream "${c.pool.name}"`;
+    case 'UPSTREAM_CONNECT_TIMEOUT':
+      return `upstream connect to ${c.targets[last?.target ?? -1]?.id ?? '?'} timed out after ${c.pool.config.timeouts.connect}ms`;
+    case 'UPSTREAM_CONNECT_REFUSED':
+    case 'UPSTREAM_CONNECT_ERROR':
+      return `upstream connect failed: ${last === undefined ? 'unknown error' : (ERRNO_NAMES.get(last.errno) ?? `errno ${last.errno}`)}`;
+    case 'FD_LIMIT':
+      return 'upstream connect failed: EMFILE (out of file descriptors)';
+    case 'SHUTDOWN':
+      return 'Portico is stopping';
+    default:
+      return 'the connection could not be handed to the splice relay';
+  }
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));

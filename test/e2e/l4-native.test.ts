@@ -1,0 +1,490 @@
+// tcp listeners served wholly by the addon (src/native/l4.cc, src/tunnel/l4-native.ts) through the real `portico
+// start`: the listener says it is native, echo with half-close, a refused target skipped for the next one, every
+// target down (closed and logged), the PROXY header a backend receives, a reload that changes targets without
+// cutting open connections, a config the addon does not take (JS path, reason logged), and 10,000 idle
+// connections in one worker with the fds back to the baseline after they close.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import tls from 'node:tls';
+import fc from 'fast-check';
+import net from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { native } from '../../src/native/addon.js';
+import { nativeL4 } from '../../src/native/l4.js';
+import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
+import { FD_RESERVE } from '../../src/worker/fd-limit.js';
+import { adminStatus, adminUrl, statusUntil } from '../helpers/admin.js';
+import { captureNodeHello } from '../helpers/client-hello-capture.js';
+import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
+import { closedPort } from '../helpers/backends.js';
+import { PYTHON, request } from '../helpers/clients.js';
+import { FIXTURES } from '../helpers/paths.js';
+import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { fdCount } from '../helpers/proc-stats.js';
+import { until } from '../helpers/until.js';
+import { needPeer } from '../helpers/peers.js';
+
+const NATIVE = nativeL4().addon !== undefined;
+
+/** The addon's L4 part here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
+function needNativeL4(t: TestContext): boolean {
+  const l4 = nativeL4();
+  if (l4.addon !== undefined) return true;
+  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_L4'].find((v) => process.env[v] === '0');
+  if (off !== undefined) {
+    t.skip(`native L4 switched off by ${off}=0`);
+    return false;
+  }
+  return needPeer(t, `the native addon's L4 part (${l4.reason})`, false);
+}
+
+async function listen(t: TestContext, server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Echoes with `tag` in front of each chunk; ends its side only after the client's FIN (half-close kept). */
+async function startTagEcho(t: TestContext, tag = ''): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+    s.on('data', (d: Buffer) => s.write(tag + d.toString('latin1')));
+    s.on('end', () => s.end());
+  });
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  return listen(t, server);
+}
+
+/** Writes `text` and resolves with what comes back once at least `expect` characters came. */
+function roundTrip(socket: net.Socket, text: string, expect: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const timer = setTimeout(() => reject(new Error(`no reply to ${JSON.stringify(text)} within 10 s (got ${JSON.stringify(got)})`)), 10_000);
+    const onData = (d: Buffer) => {
+      got += d.toString('latin1');
+      if (got.length < expect) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      resolve(got);
+    };
+    socket.on('data', onData);
+    socket.write(text);
+  });
+}
+
+async function connect(t: TestContext, port: number): Promise<net.Socket> {
+  const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  return c;
+}
+
+function servedByAddon(portico: Portico): Promise<unknown> {
+  return portico.waitForLog((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)');
+}
+
+/** The listener is on the path the test asks for: the addon (said in the log), or not (nothing said of it). */
+async function servedBy(portico: Portico, onAddon: boolean): Promise<void> {
+  if (onAddon) await servedByAddon(portico);
+  else assert.equal(portico.logs.find((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)'), undefined);
+}
+
+// the same behaviour on both paths: the addon's, and the JS path (PORTICO_NATIVE_L4=0) it must stay equal to
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  test(`${label}: served by the addon; echo, then half-close each way; one access line with the splice relay`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+    const echo = await startTagEcho(t);
+    const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } } }, env);
+    await servedBy(portico, onAddon);
+    const c = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(c, 'hello', 5), 'hello');
+    // the client's FIN reaches the backend, which still answers on its open side, then FINs back
+    const ended = once(c, 'end');
+    c.end();
+    await ended;
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.mode, 'tcp');
+    assert.equal(line.relay, onAddon ? 'splice' : native() === undefined ? 'js' : 'splice');
+    assert.equal(line.upstream, 'echo');
+    assert.equal(line.target, `127.0.0.1:${echo}`);
+    assert.equal(line.remoteAddr, '127.0.0.1');
+    assert.equal(line.bytesIn, 5);
+    assert.equal(line.bytesOut, 5);
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', `closedBy ${String(line.closedBy)}`);
+  });
+
+  test(`${label}: a refused target is skipped for the next one (each connection still reaches the echo), and passive health takes it out`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+    const dead = await closedPort();
+    const echo = await startTagEcho(t, 'e:');
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'mixed' }],
+      upstreams: { mixed: { targets: [`127.0.0.1:${dead}`, `127.0.0.1:${echo}`] } },
+      admin: { address: '127.0.0.1:0' },
+    }, env);
+    await servedBy(portico, onAddon);
+    for (let i = 0; i < 4; i++) {
+      const c = await connect(t, portico.ports[0]);
+      assert.equal(await roundTrip(c, `n${i}`, 4), `e:n${i}`);
+      c.destroy();
+    }
+    const lines = await until('four access lines', () => portico.logs.filter((l) => l.msg === 'tcp'), (ls) => ls.length >= 4);
+    for (const l of lines) assert.equal(l.target, `127.0.0.1:${echo}`);
+    // the refused connect was reported to the pool: passive health marks the target down
+    await statusUntil(portico, 'the refused target passively down', (s) => s.upstreams.mixed?.some((x) => x.target === `127.0.0.1:${dead}` && !x.available) === true);
+  });
+
+  test(`${label}: its only target refuses: the client is closed without a byte, and a warn line gives the connect error`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+    const dead = await closedPort();
+    const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'down' }], upstreams: { down: { targets: [`127.0.0.1:${dead}`] } } }, env);
+    await servedBy(portico, onAddon);
+    const c = await connect(t, portico.ports[0]);
+    const got: Buffer[] = [];
+    c.on('data', (d: Buffer) => got.push(d));
+    c.on('error', () => {});
+    await once(c, 'end');
+    assert.equal(Buffer.concat(got).length, 0);
+    const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.closedBy === 'upstream_error');
+    assert.equal(line.level, 'warn');
+    assert.deepEqual(line.err, { code: 'UPSTREAM_CONNECT_REFUSED', message: 'upstream connect failed: ECONNREFUSED' });
+    assert.equal(line.target, undefined);
+  });
+
+  test(`${label}: send_proxy_protocol v1: the backend reads the real client address and the listener, then the bytes`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+    const seen: Array<(h: { header: ProxyHeader; after: string }) => void> = [];
+    const server = net.createServer((s) => {
+      s.on('error', () => s.destroy());
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const r = parseProxyHeader(buf);
+        if (r.kind === 'done' && buf.length >= r.used + 4) {
+          seen.shift()?.({ header: r.header, after: buf.subarray(r.used).toString() });
+          s.end('ok');
+        }
+      });
+    });
+    const backend = await listen(t, server);
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'pp' }],
+      upstreams: { pp: { targets: [`127.0.0.1:${backend}`], send_proxy_protocol: 'v1' } },
+    }, env);
+    await servedBy(portico, onAddon);
+    const got = new Promise<{ header: ProxyHeader; after: string }>((resolve) => seen.push(resolve));
+    const c = await connect(t, portico.ports[0]);
+    c.write('ping');
+    const { header, after } = await got;
+    assert.equal(header.version, 1);
+    assert.equal(header.family, 'tcp4');
+    assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
+    assert.deepEqual(header.destination, { address: '127.0.0.1', port: portico.ports[0] });
+    assert.equal(after, 'ping');
+  });
+}
+
+test('native tcp listener: a reload moves new connections to the new target; an open connection keeps its own', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const a = await startTagEcho(t, 'A:');
+  const b = await startTagEcho(t, 'B:');
+  const config = (target: number) => ({ workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${target}`] } } });
+  const portico = await startPortico(t, config(a));
+  await servedByAddon(portico);
+  const before = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(before, 'x', 3), 'A:x');
+  // the same listener (its socket kept): the addon's listener takes the new compile
+  const r = await reloadPortico(portico, config(b));
+  assert.equal(r.code, 0, r.stderr);
+  const after = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(after, 'y', 3), 'B:y');
+  // the connection opened before the reload still talks to A
+  assert.equal(await roundTrip(before, 'z', 3), 'A:z');
+  const closed = once(before, 'close');
+  before.end();
+  await closed;
+  const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.target === `127.0.0.1:${a}`);
+  assert.equal(line.bytesIn, 2);
+});
+
+test('native tcp listener: draining a target from the admin API sends new connections elsewhere; its open connection goes on', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const a = await startTagEcho(t, 'A:');
+  const b = await startTagEcho(t, 'B:');
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`] } },
+    admin: { address: '127.0.0.1:0' },
+  });
+  await servedByAddon(portico);
+  // round robin starts with the first target
+  const open = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(open, 'x', 3), 'A:x');
+  const drained = await request(`${adminUrl(portico)}/upstreams/echo/targets/127.0.0.1:${a}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } });
+  assert.equal(drained.status, 200);
+  await statusUntil(portico, 'A drained', (s) => s.upstreams.echo?.some((x) => x.target === `127.0.0.1:${a}` && !x.available) === true);
+  // the addon hears of it within its push period; every connection after that goes to B (two in a row: round
+  // robin alone would alternate A, B)
+  const twice = async (): Promise<string> => {
+    const replies: string[] = [];
+    for (const text of ['p', 'q']) {
+      const c = await connect(t, portico.ports[0]);
+      replies.push(await roundTrip(c, text, 3));
+      c.destroy();
+    }
+    return replies.join(' ');
+  };
+  await until('two new connections in a row reach B', twice, (r) => r === 'B:p B:q', 5_000, 20);
+  for (let i = 0; i < 4; i++) {
+    const c = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(c, `n${i}`, 4), `B:n${i}`);
+    c.destroy();
+  }
+  assert.equal(await roundTrip(open, 'y', 3), 'A:y', 'the open connection to the drained target goes on');
+});
+
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  test(`${label}: SIGTERM: an open connection still relays during the grace, then is closed and logged as shutdown; exit 0`, { timeout: 60_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const echo = await startTagEcho(t);
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
+      timeouts: { shutdown_grace: '1500ms' },
+    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+    await servedBy(portico, onAddon);
+    const open = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(open, 'a', 1), 'a');
+    const closed = once(open, 'end');
+    const stopping = portico.stop('SIGTERM', 20_000);
+    await portico.waitForLog((l) => l.msg === 'worker draining');
+    // within the grace the tunnel still relays
+    assert.equal(await roundTrip(open, 'b', 1), 'b');
+    await closed;
+    assert.equal(await stopping, 0);
+    const line = portico.logs.find((l) => l.msg === 'tcp');
+    assert.equal(line?.closedBy, 'shutdown');
+    assert.equal(line?.bytesIn, 2);
+  });
+}
+
+test('a tcp listener the addon does not take (limits.connections_per_ip) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
+  const echo = await startTagEcho(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
+    limits: { connections_per_ip: 100 },
+  });
+  if (NATIVE) {
+    const said = await portico.waitForLog((l) => l.msg === 'L4 listener served by JavaScript, not the addon');
+    assert.equal(said.reason, 'limits.connections_per_ip is counted in JavaScript');
+  }
+  const c = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(c, 'js', 2), 'js');
+  c.end();
+  const line = await portico.waitForLog((l) => l.msg === 'tcp');
+  assert.equal(line.bytesIn, 2);
+});
+
+async function startEchoProcess(t: TestContext): Promise<number> {
+  const child = spawn(PYTHON, [path.join(FIXTURES, 'backends', 'tcp-echo.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => {
+    child.stdin.end();
+    child.kill();
+  });
+  const lines = createInterface({ input: child.stdout });
+  return new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tcp echo backend did not start')), 10_000);
+    child.once('error', reject);
+    lines.on('line', (line) => {
+      const [word, n] = line.split(' ');
+      if (word !== 'port') return;
+      clearTimeout(timer);
+      resolve(Number(n));
+    });
+  });
+}
+
+const CONNECTIONS = 10_000;
+
+test(`native tcp listener: ${CONNECTIONS.toLocaleString('en')} idle connections in one worker, 2 fds each, each still echoes; fds back to the baseline after they close`, { timeout: 600_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  native()?.raiseFdLimit();
+  const backend = await startEchoProcess(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${backend}`] } },
+    admin: { address: '127.0.0.1:0' },
+    log: { access: false },
+  });
+  await servedByAddon(portico);
+  const status = await adminStatus(portico);
+  const pid = status.workers[0].pid!;
+  // one connection first: the L4 thread, the relay thread and its pipes exist from here on
+  const warm = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(warm, 'warm', 4), 'warm');
+  warm.destroy();
+  await statusUntil(portico, 'warm-up connection gone', (s) => s.workers[0].tunnels === 0, 20_000);
+  const baseFds = fdCount(pid);
+  const fdLimit = status.workers[0].fds?.limit ?? -1;
+  const fits = fdLimit < 0 ? CONNECTIONS : Math.floor((fdLimit - baseFds - FD_RESERVE - 16) / 2);
+  const n = Math.min(CONNECTIONS, fits);
+  if (n < CONNECTIONS) t.diagnostic(`worker fd limit ${fdLimit}: ${n} connections fit, not ${CONNECTIONS}`);
+  assert.ok(n >= 9_000, `at least 9,000 connections fit (${n})`);
+  const sockets: net.Socket[] = [];
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  const BATCH = 200;
+  for (let i = 0; i < n; i += BATCH) {
+    sockets.push(...(await Promise.all(Array.from({ length: Math.min(BATCH, n - i) }, () => connect(t, portico.ports[0])))));
+  }
+  await statusUntil(portico, `${n} connections open`, (s) => s.workers[0].tunnels === n, 60_000, 200);
+  // connected and relayed: both sockets of each exist in the worker, nothing else per connection
+  const perConnection = (fdCount(pid) - baseFds) / n;
+  t.diagnostic(`${n} idle L4 connections: ${perConnection.toFixed(3)} fds each`);
+  assert.ok(perConnection <= 2.01, `an idle connection holds its two sockets only (${perConnection.toFixed(3)} fds each)`);
+  for (let i = 0; i < sockets.length; i += 97) assert.equal(await roundTrip(sockets[i], `idle ${i}`, `idle ${i}`.length), `idle ${i}`);
+  for (const s of sockets.splice(0)) s.destroy();
+  await statusUntil(portico, 'every connection closed', (s) => s.workers[0].tunnels === 0 && s.workers[0].connections === 0, 120_000, 200);
+  await until('fds back to the baseline', () => fdCount(pid), (fds) => fds <= baseFds + 4, 60_000, 200);
+});
+
+/** A TLS backend on the test certificate: answers `backend:<data>` to the first bytes and closes. */
+async function startTlsBackend(t: TestContext): Promise<number> {
+  const [cert, key] = await Promise.all([readFile(TEST_CERT), readFile(TEST_KEY)]);
+  const server = tls.createServer({ cert, key }, (s) => {
+    s.on('error', () => s.destroy());
+    s.once('data', (d: Buffer) => s.end(`backend:${d.toString()}`));
+  });
+  return listen(t, server);
+}
+
+/** The backend's reply to "hello" over TLS through `port` for `servername`. */
+async function tlsHello(t: TestContext, port: number, servername: string): Promise<string> {
+  const c = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false });
+  t.after(() => c.destroy());
+  await once(c, 'secureConnect');
+  const reply: Buffer[] = [];
+  c.on('data', (d: Buffer) => reply.push(d));
+  c.write('hello');
+  await once(c, 'end');
+  return Buffer.concat(reply).toString();
+}
+
+/** How a TLS client fails against `port` (the alert's error code). */
+function tlsRefusal(t: TestContext, port: number, servername: string | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(servername === undefined ? {} : { servername }) });
+    t.after(() => c.destroy());
+    c.on('secureConnect', () => reject(new Error('handshake completed')));
+    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+/** Sends `bytes` and resolves once Portico closed the connection (whatever it sent back). */
+function sendAndClosed(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error(`not closed within 10 s after ${bytes.toString('hex').slice(0, 64)}...`));
+    }, 10_000);
+    c.on('error', () => {});
+    c.on('data', () => {});
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    c.end(bytes);
+  });
+}
+
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'TLS passthrough on the addon' : 'TLS passthrough on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  test(`${label}: a name passes through (exact and wildcard), another gets unrecognized_name, none gets missing_extension, plaintext and malformed hellos are closed; one line each`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const backend = await startTlsBackend(t);
+    const portico = await startPortico(t, {
+      workers: 1,
+      admin: { address: '127.0.0.1:0' },
+      listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }, { sni: '*.pass.test', upstream: 'tls' }] } }],
+      upstreams: { tls: { targets: [`127.0.0.1:${backend}`] } },
+      log: { level: 'debug' },
+    }, env);
+    await servedBy(portico, onAddon);
+    const port = portico.ports[0];
+    assert.equal(await tlsHello(t, port, 'LocalHost'), 'backend:hello');
+    assert.equal(await tlsHello(t, port, 'a.b.pass.test'), 'backend:hello');
+    const hit = await portico.waitForLog((l) => l.msg === 'passthrough' && l.sni === 'a.b.pass.test');
+    assert.equal(hit.mode, 'passthrough');
+    assert.equal(hit.target, `127.0.0.1:${backend}`);
+    assert.ok((hit.bytesOut as number) > 0 && (hit.bytesIn as number) > 0, 'bytes went both ways');
+    assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
+    assert.equal(await tlsRefusal(t, port, 'pass.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME', 'a wildcard needs a label before its suffix');
+    assert.equal(await tlsRefusal(t, port, undefined), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
+    const refused = (sni: string | undefined) => (l: LogLine) => l.msg === 'no passthrough for this TLS name: alert sent, closed' && l.sni === sni && l.closedBy === 'refused';
+    await portico.waitForLog(refused('other.test'));
+    await portico.waitForLog(refused(undefined));
+    await sendAndClosed(port, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await portico.waitForLog((l) => l.msg === 'connection refused before routing' && l.reason === 'not_tls');
+    // a handshake record whose ClientHello claims a session id longer than 32 bytes
+    const body = Buffer.concat([Buffer.of(0x03, 0x03), Buffer.alloc(32), Buffer.of(33)]);
+    await sendAndClosed(port, Buffer.concat([Buffer.of(0x16, 0x03, 0x01, 0x00, 4 + body.length, 0x01, 0x00, 0x00, body.length), body]));
+    const invalid = await portico.waitForLog((l) => l.msg === 'connection refused before routing' && l.reason === 'client_hello_invalid');
+    assert.equal(invalid.detail, 'legacy_session_id longer than 32 bytes (RFC 8446 §4.1.2)');
+    const metrics = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+    assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 2$/m);
+    assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
+    assert.match(metrics, /^portico_connections_refused_total\{reason="not_tls"\} 1$/m);
+  });
+}
+
+test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated, split) never crash the worker; a good name still passes after them', { timeout: 120_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const backend = await startTlsBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }], handshake_timeout: '2s' } }],
+    upstreams: { tls: { targets: [`127.0.0.1:${backend}`] } },
+  });
+  await servedByAddon(portico);
+  const port = portico.ports[0];
+  const before = (await adminStatus(portico)).workers[0];
+  const seed = await captureNodeHello({ servername: 'localhost' });
+  const rng = fc.sample(fc.tuple(fc.array(mutationArbOf([0x00, 0x01, 0x03, 0x16, 0x2e, 0xff]), { minLength: 1, maxLength: 4 }), fc.nat()), { numRuns: 300, seed: 42 });
+  for (let i = 0; i < rng.length; i += 30) {
+    await Promise.all(
+      rng.slice(i, i + 30).map(async ([mutations, cut]) => {
+        const buf = mutate(seed, mutations);
+        // some arrive whole, some truncated (the peek deadline or the FIN ends them)
+        await sendAndClosed(port, cut % 3 === 0 ? buf.subarray(0, cut % (buf.length + 1)) : buf);
+      }),
+    );
+  }
+  assert.equal(await tlsHello(t, port, 'localhost'), 'backend:hello');
+  const after = (await adminStatus(portico)).workers[0];
+  assert.equal(after.pid, before.pid, 'the same worker process');
+  assert.equal(after.restarts, 0);
+});
