@@ -5,7 +5,7 @@
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { ProxyError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import type { AccessLines, Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import { Tunnel, type TunnelTimeouts } from './relay.js';
@@ -36,7 +36,8 @@ export interface L4Context {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly timeouts: TunnelTimeouts;
-  readonly access: boolean;
+  /** Where the connection's line goes (log.access, log.access_file); absent = access logs off. */
+  readonly accessLog: AccessLines | undefined;
 }
 
 /**
@@ -166,9 +167,9 @@ class L4Connection extends UpstreamAttempt implements Tracked {
   };
 
   #logLine(bytesIn: number, bytesOut: number, closedBy: ClosedBy, err: ProxyError | undefined, relay?: 'splice' | 'js'): void {
-    if (!this.#ctx.access && err === undefined) return;
+    const access = this.#ctx.accessLog;
+    if (access === undefined && err === undefined) return;
     const line = {
-      conn: this.#id,
       mode: this.#req.mode,
       sni: this.#req.sni,
       remoteAddr: this.#req.source?.address,
@@ -181,8 +182,9 @@ class L4Connection extends UpstreamAttempt implements Tracked {
       relay,
       err: err === undefined ? undefined : { code: err.code, message: err.message },
     };
-    if (err === undefined) this.#ctx.log.info(line, this.#req.mode);
-    else this.#ctx.log.warn(line, this.#req.mode);
+    // with access logs off, a failure still reaches the process log
+    if (access !== undefined) access.line(this.#id, err === undefined ? 'info' : 'warn', line, this.#req.mode);
+    else this.#ctx.log.warn({ conn: this.#id, ...line }, this.#req.mode);
   }
 
   sweep(now: number): void {

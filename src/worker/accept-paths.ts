@@ -353,7 +353,8 @@ export class AcceptPaths {
     const reason: RefusedReason = sni === undefined ? 'sni_missing' : 'sni_unknown';
     this.#metrics.connectionRefused(reason);
     const line = { listener: index, mode: 'passthrough', sni, remoteAddr: socket.remoteAddress, closedBy: 'refused', reason };
-    if (this.#current().l4ctx.access) this.#log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+    const access = this.#current().l4ctx.accessLog;
+    if (access !== undefined) access.line(undefined, 'info', line, 'no passthrough for this TLS name: alert sent, closed');
     else if (this.#log.isLevelEnabled('debug')) this.#log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
     refuseClientHello(socket, sni);
   }
