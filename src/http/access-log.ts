@@ -56,6 +56,34 @@ function ms(v: number): string {
   return `${(us - frac) / 1000}${MILLIS[frac]}`;
 }
 
+/**
+ * One field's last value and its `,"key":"…"` text: hosts, clients, user agents, methods and names repeat from
+ * request to request, and comparing two strings costs less than scanning one for characters to escape.
+ */
+class Field {
+  readonly #key: string;
+  #raw: string | undefined = undefined;
+  #text = '';
+
+  constructor(key: string) {
+    this.#key = key;
+  }
+
+  of(v: string | undefined): string {
+    if (v === undefined) return '';
+    if (v !== this.#raw) {
+      this.#raw = v;
+      this.#text = str(this.#key, v);
+    }
+    return this.#text;
+  }
+}
+
+/** A header name equal to `lower` whatever its case: the usual spellings first, without making a string. */
+function named(n: string, lower: string, usual: string): boolean {
+  return n === usual || n === lower || n.toLowerCase() === lower;
+}
+
 /** The requests Portico answers itself, by `mode`: a static file, a redirect, a fixed `return`, a CORS preflight. */
 export type AnswerMode = 'static' | 'redirect' | 'return' | 'preflight';
 
@@ -68,6 +96,15 @@ export class AccessLog implements AccessLines {
   #lastMs = 0;
   /** The line's start up to `"conn":`, for #lastMs. */
   #prefix = '';
+  readonly #method = new Field('method');
+  readonly #host = new Field('host');
+  readonly #client = new Field('client');
+  readonly #peer = new Field('peer');
+  readonly #ua = new Field('ua');
+  readonly #referer = new Field('referer');
+  readonly #route = new Field('route');
+  readonly #pool = new Field('pool');
+  readonly #upstream = new Field('upstream');
 
   constructor(opts: { stdout: LineWriter | undefined; file: LineWriter | undefined; worker: number; trusts: (address: string) => boolean }) {
     this.#stdout = opts.stdout;
@@ -102,21 +139,25 @@ export class AccessLog implements AccessLines {
     const hs = head.headers;
     for (let i = 0; i < hs.length; i += 2) {
       const n = hs[i];
-      // lengths first: most names are rejected without lower-casing them
-      if (n.length === 10 && n.toLowerCase() === 'user-agent') ua ??= hs[i + 1];
-      else if (n.length === 7 && n.toLowerCase() === 'referer') referer ??= hs[i + 1];
-      else if (n.length === 15 && n.toLowerCase() === 'x-forwarded-for') xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
+      // lengths first: most names are rejected without comparing them
+      if (n.length === 10) {
+        if (named(n, 'user-agent', 'User-Agent')) ua ??= hs[i + 1];
+      } else if (n.length === 7) {
+        if (named(n, 'referer', 'Referer')) referer ??= hs[i + 1];
+      } else if (n.length === 15 && named(n, 'x-forwarded-for', 'X-Forwarded-For')) {
+        xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
+      }
     }
     const client = realClient(c.remoteAddr, xff, this.#trusts);
-    let out = `,"method":${q(head.method)}${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${str('host', head.hostRaw)},"client":${q(client)}`;
-    if (client !== c.remoteAddr) out += `,"peer":${q(c.remoteAddr)}`;
-    return out + str('ua', ua) + str('referer', referer);
+    let out = `${this.#method.of(head.method)}${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${this.#host.of(head.hostRaw)}${this.#client.of(client)}`;
+    if (client !== c.remoteAddr) out += this.#peer.of(c.remoteAddr);
+    return out + this.#ua.of(ua) + this.#referer.of(referer);
   }
 
   /** The upstream side of an exchange: pool, target (the last one tried, also on 502/504), timings. */
   #upstreamFields(ex: Exchange): string {
     const target = ex.target ?? ex.lastTarget;
-    let out = `${str('route', ex.route.name)}${str('pool', ex.pool.name)}${target === null ? '' : str('upstream', target.id)}`;
+    let out = `${this.#route.of(ex.route.name)}${this.#pool.of(ex.pool.name)}${target === null ? '' : this.#upstream.of(target.id)}`;
     if (ex.connectMs >= 0) out += `,"connectMs":${ms(ex.connectMs)}${ex.reusedSocket ? ',"reused":true' : ''}`;
     if (ex.firstByteMs >= 0) out += `,"firstByteMs":${ms(ex.firstByteMs)}`;
     return out;
@@ -133,7 +174,7 @@ export class AccessLog implements AccessLines {
   /** A request answered with a canned response before any exchange (bad head, no route...). */
   rejected(c: AccessClient, head: RequestHead | undefined, requestId: string | undefined, status: number, code: ErrorCode, reason: string): void {
     let line = `${this.#open(c.id)},"mode":"http"`;
-    line += head === undefined ? `,"client":${q(c.remoteAddr)}` : this.#requestFields(c, head);
+    line += head === undefined ? this.#client.of(c.remoteAddr) : this.#requestFields(c, head);
     line += `${str('reqId', requestId)},"status":${status},"err":{"code":"${code}"${str('message', reason)}}`;
     this.#emit(`${line},"msg":"request"}\n`);
   }
@@ -161,7 +202,7 @@ export class AccessLog implements AccessLines {
 
   /** A request Portico answered itself (`mode` says how): once its answer was written whole, failed, or the client left. */
   answer(c: AccessClient, mode: AnswerMode, route: string | undefined, head: RequestHead, requestId: string | undefined, status: number, bytesOut: number, startedAt: number, err?: ProxyError): void {
-    let line = `${this.#open(c.id)},"mode":"${mode}"${str('route', route)}${this.#requestFields(c, head)}${str('reqId', requestId)}`;
+    let line = `${this.#open(c.id)},"mode":"${mode}"${this.#route.of(route)}${this.#requestFields(c, head)}${str('reqId', requestId)}`;
     line += `,"status":${status},"bytesOut":${bytesOut},"durationMs":${Date.now() - startedAt}${AccessLog.#err(err)}`;
     this.#emit(`${line},"msg":"request"}\n`);
   }
@@ -169,7 +210,7 @@ export class AccessLog implements AccessLines {
   /** A request run by another handler than forward (FastCGI): the fields of a forwarded request's line it has (the target tried last, also on 502/504). */
   exchange(c: AccessClient, ex: ClientExchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
     const target = ex.target ?? ex.lastTarget;
-    let line = `${this.#open(c.id)},"mode":"${ex.mode}"${str('route', ex.route.name)}${target === null ? '' : str('upstream', target.id)}`;
+    let line = `${this.#open(c.id)},"mode":"${ex.mode}"${this.#route.of(ex.route.name)}${target === null ? '' : this.#upstream.of(target.id)}`;
     line += `${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
     line += `,"status":${status},"bytesIn":${ex.bytesIn},"bytesOut":${ex.bytesOut},"durationMs":${Date.now() - ex.startedAt}${AccessLog.#err(err)}`;
     this.#emit(`${line},"msg":"request"}\n`);
