@@ -1,9 +1,10 @@
 // Buffered, asynchronous writing of whole log lines to a file descriptor (stdout) or a file (the access log), so
 // that a request pays for copying its line into a buffer, never for a write(2): lines are encoded straight into
-// fixed chunks (64 KiB; PIPE_BUF to a pipe shared with other processes, so lines never interleave) and a chunk
-// leaves in one write on a libuv thread when it is full or at the end of the event-loop turn, whichever is first.
-// Bounded: past `maxBuffered` bytes waiting, new lines are dropped and counted, never queued. A file can be
-// reopened (logrotate: SIGUSR1). What a line says is the caller's; this file only moves bytes.
+// fixed chunks (64 KiB; PIPE_BUF to a pipe shared with other processes, so lines never interleave). A full chunk
+// leaves at once, in one write on a libuv thread; a partial one at the end of the event-loop turn when nothing
+// was written for FLUSH_MS, else once FLUSH_MS have passed (a busy proxy pays one write per chunk or per FLUSH_MS,
+// not one per turn). Bounded: past `maxBuffered` bytes waiting, new lines are dropped and counted, never queued.
+// A file can be reopened (logrotate: SIGUSR1). What a line says is the caller's; this file only moves bytes.
 import { closeSync, fstatSync, openSync, write, writeSync } from 'node:fs';
 
 /** Bytes of lines held waiting for the disk or stdout's reader; past it new lines are dropped (and counted). */
@@ -12,6 +13,12 @@ export const MAX_BUFFERED = 8 * 1024 * 1024;
 const PIPE_BUF = 4096;
 /** One write to a file or terminal at most: a busy turn's lines leave in a few writes, a quiet one's in one. */
 const FILE_CHUNK = 64 * 1024;
+/**
+ * Least time between the starts of two writes of a partial chunk: a write costs tens of µs of CPU (a libuv thread
+ * woken, the syscall, the completion), so under load lines wait up to this long to share one (nginx's
+ * `access_log ... flush=` is seconds); after a quiet spell the first line still leaves at the end of its turn.
+ */
+export const FLUSH_MS = 10;
 /** A non-blocking stdout that is full (EAGAIN) is tried again after this. */
 const RETRY_MS = 10;
 /** Emptied chunks kept for the next lines instead of allocating new ones. */
@@ -37,12 +44,17 @@ export class LineWriter {
   #readyBytes = 0;
   #spare: Buffer[] = [];
   #writing = false;
+  /** A flush is set (end of turn or timer) for the lines of the chunk being filled. */
   #scheduled = false;
+  /** Date.now() when the last write of a partial chunk started. */
+  #lastFlush = 0;
   #reopen = false;
   #closed = false;
   #drained: (() => void)[] = [];
   /** Lines dropped because the buffer was full (the disk or the reader of stdout did not keep up) or a write failed. */
   dropped = 0;
+  /** Writes started (a full chunk, a partial one, or a line longer than a chunk): lines per write is what pacing buys. */
+  writes = 0;
 
   /** `target`: a file descriptor (1 = stdout; never closed here) or a file path, opened for appending. */
   constructor(target: number | string, maxBuffered = MAX_BUFFERED) {
@@ -76,10 +88,15 @@ export class LineWriter {
     } else {
       this.#writeSlow(line);
     }
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(this.#endOfTurn);
-    }
+    if (!this.#scheduled) this.#schedule();
+  }
+
+  /** The chunk being filled leaves at the end of this turn, or when FLUSH_MS have passed since the last flush. */
+  #schedule(): void {
+    this.#scheduled = true;
+    const wait = this.#lastFlush + FLUSH_MS - Date.now();
+    if (wait <= 0) setImmediate(this.#flush);
+    else setTimeout(this.#flush, wait);
   }
 
   #writeSlow(line: string): void {
@@ -130,10 +147,12 @@ export class LineWriter {
     if (!this.#writing) this.#next();
   }
 
-  readonly #endOfTurn = (): void => {
+  readonly #flush = (): void => {
     this.#scheduled = false;
-    // while a write is in flight the chunk keeps filling: the next write takes every turn's lines since
-    if (!this.#closed && !this.#writing) this.#seal();
+    // while a write is in flight the chunk keeps filling: the write after it takes these lines too (#next)
+    if (this.#closed || this.#writing || this.#curLen === 0) return;
+    this.#lastFlush = Date.now();
+    this.#seal();
   };
 
   /** Opens the file again by its path (after logrotate renamed it); stdout is left alone. */
@@ -209,18 +228,28 @@ export class LineWriter {
     if (this.#path !== undefined) closeSync(this.#fd);
   }
 
-  /** Starts the write of the oldest ready piece. */
+  /** Starts the write of the oldest ready piece, else of the lines that came meanwhile once FLUSH_MS have passed. */
   #next(): void {
     let piece = this.#ready.shift();
     if (piece !== undefined) this.#readyBytes -= piece.buf.length;
-    // else the lines that came while the last write was in flight
-    else piece = this.#detach();
+    else if (this.#curLen > 0 && !this.#closed) {
+      const now = Date.now();
+      if (now - this.#lastFlush >= FLUSH_MS) {
+        this.#lastFlush = now;
+        piece = this.#detach();
+      } else if (!this.#scheduled) {
+        this.#schedule();
+      }
+    } else {
+      piece = this.#detach();
+    }
     if (piece === undefined) {
       if (this.#closed && this.#path !== undefined) closeSync(this.#fd);
       for (const done of this.#drained.splice(0)) done();
       return;
     }
     this.#writing = true;
+    this.writes++;
     this.#send(piece, piece.buf);
   }
 

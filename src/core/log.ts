@@ -30,3 +30,15 @@ function serializeError(err: unknown): unknown {
   if (e.code === undefined || e.code === 'INTERNAL') out.stack = e.stack;
   return out;
 }
+
+/** A field of an access line: a string (JSON-escaped, cut at 512), a number, a flag, an error; undefined = absent. */
+export type AccessValue = string | number | boolean | undefined | { readonly code: string; readonly message: string };
+
+/**
+ * Where the per-request and per-tunnel lines of the rooms below http/ go (L4 tunnels, refused TLS names): the
+ * access log's destinations (http/access-log.ts AccessLog), not pino. Keys are field names written in code,
+ * never input; `conn` undefined = a socket that was never registered.
+ */
+export interface AccessLines {
+  line(conn: number | undefined, level: 'info' | 'warn', fields: Readonly<Record<string, AccessValue>>, msg: string): void;
+}

@@ -22,6 +22,8 @@ export interface ClientExchange {
   readonly responseStarted: boolean;
   /** The target of the attempt in progress (for the log); null between attempts. */
   readonly target: Target | null;
+  /** The target tried last, also after it failed (the log names it on 502/504 lines). */
+  readonly lastTarget: Target | null;
   /** The request body was read whole. */
   readonly requestComplete: boolean;
   /** Why the last clientData() returned -1. */

@@ -25,14 +25,13 @@ import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js'
 import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import { logAnswer, logClientExchange, type AccessLog } from './access-log.js';
+import type { AccessLog, AnswerMode } from './access-log.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
-import { logTerminated } from '../terminate/log.js';
 import { NativeSocket } from '../native/io.js';
 
 export interface ListenerInfo {
@@ -466,7 +465,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   }
 
   /** A fixed answer (redirect, return, preflight): written in one write, then the next request. */
-  #answer(a: FixedAnswer, head: RequestHead, mode: string, route: CompiledRoute | undefined): void {
+  #answer(a: FixedAnswer, head: RequestHead, mode: AnswerMode, route: CompiledRoute | undefined): void {
     const startedAt = Date.now();
     this.#beginLocal(head);
     if (route !== undefined) this.#setVars(head);
@@ -477,7 +476,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (noBody || head.method === 'HEAD' || a.body.length === 0) this.socket.write(out, 'latin1');
     else this.socket.write(Buffer.concat([Buffer.from(out, 'latin1'), a.body]));
     this.ctx.metrics.request(a.status, 0, bytes);
-    if (this.ctx.config.log.access) logAnswer(this.log, mode, route?.name, head, a.status, bytes, startedAt);
+    this.ctx.accessLog?.answer(this, mode, route?.name, head, this.vars.requestId, a.status, bytes, startedAt);
     this.#state = 'busy';
     this.#requestEnded(!close, true);
   }
@@ -497,7 +496,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (this.#job !== job) return;
     this.#job = null;
     this.ctx.metrics.request(job.status, 0, job.bytesOut);
-    if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, job.status, job.bytesOut, job.startedAt);
+    this.ctx.accessLog?.answer(this, 'static', job.route.name, job.head, this.vars.requestId, job.status, job.bytesOut, job.startedAt);
     this.#requestEnded(!this.closing);
   }
 
@@ -506,7 +505,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#job = null;
     const status = job.responseStarted ? job.status : statusOf(err.code);
     this.ctx.metrics.request(status, 0, job.bytesOut);
-    if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, status, job.bytesOut, job.startedAt, err);
+    this.ctx.accessLog?.answer(this, 'static', job.route.name, job.head, this.vars.requestId, status, job.bytesOut, job.startedAt, err);
     this.#state = 'closed';
     if (!job.responseStarted) this.#writeCanned(err.code);
     else this.socket.destroy();
@@ -661,7 +660,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (ex !== null && ex.target !== null) ex.target.active--;
     releaseStickyKey(this.#terminatedKey);
     this.#terminatedKey = null;
-    if (t !== null && ex !== null && end !== undefined && this.ctx.config.log.access) logTerminated(this.log, ex, this.remoteAddr, end);
+    if (t !== null && ex !== null && end !== undefined) this.ctx.accessLog?.terminated(this, ex, end);
     this.#registry.delete(this);
     this.#releaseConnection();
   }
@@ -725,7 +724,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#job = null;
       job.abort();
       this.ctx.metrics.request(499, 0, job.bytesOut);
-      if (this.ctx.config.log.access) logAnswer(this.log, 'static', job.route.name, job.head, 499, job.bytesOut, job.startedAt, new ProxyError('CLIENT_CLOSED', 'client closed the connection before the answer was complete'));
+      this.ctx.accessLog?.answer(this, 'static', job.route.name, job.head, this.vars.requestId, 499, job.bytesOut, job.startedAt, new ProxyError('CLIENT_CLOSED', 'client closed the connection before the answer was complete'));
     }
     if (this.#state !== 'tunnel') this.#state = 'closed';
     if (!this.socket.destroyed) this.socket.destroy();
@@ -806,7 +805,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #accessLog(ex: ClientExchange, status: number, err: ProxyError | undefined): void {
     if (ex instanceof Exchange) this.ctx.accessLog?.request(this, ex, this.vars.requestId, status, err);
-    else if (this.ctx.config.log.access) logClientExchange(this.log, ex, status, err);
+    else this.ctx.accessLog?.exchange(this, ex, this.vars.requestId, status, err);
   }
 
   /** Deadline checks, once per sweep. */

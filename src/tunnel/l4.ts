@@ -5,7 +5,7 @@
 // One log line per connection at close. It parses no bytes; the listener's preface reader did that.
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { ProxyError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import type { AccessLines, Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';
 import { Tunnel, type TunnelTimeouts } from './relay.js';
@@ -36,7 +36,8 @@ export interface L4Context {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly timeouts: TunnelTimeouts;
-  readonly access: boolean;
+  /** Where the connection's line goes (log.access, log.access_file); absent = access logs off. */
+  readonly accessLog: AccessLines | undefined;
 }
 
 /**
@@ -214,9 +215,11 @@ export interface L4Line {
 
 /** The one log line of an L4 connection at close: info with access logs on, warn when it failed (always). */
 export function logL4Line(ctx: L4Context, line: L4Line): void {
-  if (!ctx.access && line.err === undefined) return;
-  if (line.err === undefined) ctx.log.info(line, line.mode);
-  else ctx.log.warn(line, line.mode);
+  const access = ctx.accessLog;
+  if (access !== undefined) {
+    const { conn, ...fields } = line;
+    access.line(conn, line.err === undefined ? 'info' : 'warn', fields, line.mode);
+  } else if (line.err !== undefined) ctx.log.warn(line, line.mode); // with access logs off, a failure still reaches the process log
 }
 
 /**
@@ -225,7 +228,7 @@ export function logL4Line(ctx: L4Context, line: L4Line): void {
  */
 export function logUnknownName(ctx: L4Context, listener: number, sni: string | undefined, remoteAddr: string | undefined, reason: 'sni_unknown' | 'sni_missing'): void {
   const line = { listener, mode: 'passthrough', sni, remoteAddr, closedBy: 'refused', reason };
-  if (ctx.access) ctx.log.info(line, 'no passthrough for this TLS name: alert sent, closed');
+  if (ctx.accessLog !== undefined) ctx.accessLog.line(undefined, 'info', line, 'no passthrough for this TLS name: alert sent, closed');
   else if (ctx.log.isLevelEnabled('debug')) ctx.log.debug(line, 'no passthrough for this TLS name: alert sent, closed');
 }
 

@@ -67,8 +67,9 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
   setStaticOpenFiles(config.limits.static_open_files);
   setStaticCache(config.static_cache);
   const router = new Router(config);
-  const ctx: ConnectionContext = { config, router, pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate, accessLog: accessLogFor(config, deps, router) };
-  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, access: config.log.access };
+  const accessLog = accessLogFor(config, deps, router);
+  const ctx: ConnectionContext = { config, router, pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate, accessLog };
+  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, accessLog };
   return { generation, config, pools, ctx, l4ctx };
 }
 

@@ -3,6 +3,8 @@
 // latin1 characters that bytes of invalid UTF-8 decode to, lone surrogates), and whatever a config or an error
 // puts in names and messages, every line is one valid JSON object whose values round-trip (cut at 512), whose
 // timings read as String(Math.round(v * 1000) / 1000) did, and which a LineWriter puts in a file byte for byte.
+// Every kind of line: forwarded, refused, HTTP tunnel, answered by Portico (static, redirect...), FastCGI,
+// terminated WebSocket, and the named-field lines of L4 tunnels.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,6 +17,8 @@ import type { Exchange } from '../../src/handlers/forward.js';
 import type { RequestHead } from '../../src/wire/http-head.js';
 import type { ProxyError } from '../../src/core/errors.js';
 import type { Tunnel } from '../../src/tunnel/relay.js';
+import type { ClientExchange } from '../../src/handlers/client-exchange.js';
+import type { SessionEnd } from '../../src/terminate/session.js';
 
 const BUDGET_MS = 1500;
 const MAX_FIELD = 512;
@@ -42,7 +46,8 @@ const requestArb = fc.record({
   connectMs: fc.option(timingArb, { nil: undefined }),
   firstByteMs: fc.option(timingArb, { nil: undefined }),
   remoteAddr: fc.oneof(fc.constantFrom('127.0.0.1', '::1', '2001:db8::7'), textArb),
-  kind: fc.constantFrom('request', 'rejected', 'tunnel'),
+  kind: fc.constantFrom('request', 'rejected', 'tunnel', 'answer', 'fastcgi', 'terminate', 'l4'),
+  answerMode: fc.constantFrom('static', 'redirect', 'return', 'preflight'),
 });
 type Req = typeof requestArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -84,16 +89,45 @@ function logOne(log: AccessLog, r: Req): void {
   const err = r.message === undefined ? undefined : ({ code: 'UPSTREAM_CONNECT_REFUSED', message: r.message } as ProxyError);
   if (r.kind === 'request') log.request(c, ex, r.reqId, 502, err);
   else if (r.kind === 'rejected') log.rejected(c, head, r.reqId, 400, 'CLIENT_BAD_REQUEST', r.message ?? 'bad');
-  else log.tunnel(c, log.tunnelFields(c, ex, r.reqId), { bytesUp: 1, bytesDown: 2, startedAt: Date.now(), closedBy: 'client' } as unknown as Tunnel);
+  else if (r.kind === 'tunnel') log.tunnel(c, log.tunnelFields(c, ex, r.reqId), { bytesUp: 1, bytesDown: 2, startedAt: Date.now(), closedBy: 'client' } as unknown as Tunnel);
+  else if (r.kind === 'answer') log.answer(c, r.answerMode, r.route, head, r.reqId, 404, 33, Date.now(), err);
+  else if (r.kind === 'fastcgi') log.exchange(c, { ...ex, mode: 'fastcgi' } as unknown as ClientExchange, r.reqId, 502, err);
+  else if (r.kind === 'terminate') log.terminated(c, ex, { closedBy: 'client', code: 1000, reason: r.message ?? '', messagesIn: 1, messagesOut: 2, bytesIn: 11, bytesOut: 22, pingsMissed: 0, drops: 0, durationMs: 5 } as SessionEnd);
+  else log.line(7, r.message === undefined ? 'info' : 'warn', { mode: 'passthrough', sni: r.host, remoteAddr: r.remoteAddr, upstream: r.route, target: r.target_id, bytesIn: 11, bytesOut: 22, closedBy: 'client', err: err === undefined ? undefined : { code: err.code, message: err.message } }, r.method);
+}
+
+/** The named-field lines (L4, terminated WebSocket): no request fields, their own names. */
+function checkNamed(r: Req, o: Record<string, unknown>): void {
+  assert.equal(o.conn, 7);
+  assert.equal(o.bytesIn, 11);
+  assert.equal(o.bytesOut, 22);
+  assert.equal(o.closedBy, 'client');
+  if (r.kind === 'terminate') {
+    assert.equal(o.msg, 'websocket');
+    assert.equal(o.path, cut(r.target));
+    assert.equal(o.remoteAddr, cut(r.remoteAddr));
+    assert.equal(o.route, cut(r.route));
+    assert.equal(o.upstream, undefined, 'no target held');
+    assert.equal(o.reason, r.message === undefined || r.message === '' ? undefined : cut(r.message));
+    return;
+  }
+  assert.equal(o.msg, cut(r.method));
+  assert.equal(o.level, r.message === undefined ? 'info' : 'warn');
+  assert.equal(o.sni, r.host === undefined ? undefined : cut(r.host));
+  assert.equal(o.remoteAddr, cut(r.remoteAddr));
+  assert.equal(o.upstream, cut(r.route));
+  assert.equal(o.target, cut(r.target_id));
+  assert.deepEqual(o.err, r.message === undefined ? undefined : { code: 'UPSTREAM_CONNECT_REFUSED', message: cut(r.message) });
 }
 
 function check(r: Req, line: string): void {
   assert.ok(line.endsWith('}\n') && line.indexOf('\n') === line.length - 1, 'one line');
   const o = JSON.parse(line) as Record<string, unknown>;
-  assert.equal(o.method, r.method);
+  if (r.kind === 'terminate' || r.kind === 'l4') return checkNamed(r, o);
+  assert.equal(o.method, cut(r.method));
   assert.equal(o.path, cut(r.target));
   assert.equal(o.host, r.host === undefined ? undefined : cut(r.host));
-  assert.equal(o.client, r.remoteAddr);
+  assert.equal(o.client, cut(r.remoteAddr));
   assert.equal(o.ua, r.ua === undefined ? undefined : cut(r.ua));
   assert.equal(o.referer, r.referer === undefined ? undefined : cut(r.referer));
   assert.equal(o.reqId, r.reqId === undefined ? undefined : cut(r.reqId));
@@ -103,6 +137,17 @@ function check(r: Req, line: string): void {
     return;
   }
   assert.equal(o.route, cut(r.route));
+  const err = r.message === undefined ? undefined : { code: 'UPSTREAM_CONNECT_REFUSED', message: cut(r.message) };
+  if (r.kind === 'answer') {
+    assert.deepEqual([o.mode, o.status, o.bytesOut, o.pool, o.upstream], [r.answerMode, 404, 33, undefined, undefined]);
+    assert.deepEqual(o.err, err);
+    return;
+  }
+  if (r.kind === 'fastcgi') {
+    assert.deepEqual([o.mode, o.status, o.bytesIn, o.bytesOut, o.upstream], ['fastcgi', 502, 11, 22, cut(r.target_id)]);
+    assert.deepEqual(o.err, err);
+    return;
+  }
   assert.equal(o.pool, cut(r.route));
   assert.equal(o.upstream, cut(r.target_id));
   for (const k of ['connectMs', 'firstByteMs'] as const) {

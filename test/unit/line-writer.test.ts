@@ -1,14 +1,14 @@
 // core/line-writer.ts on real files and a real pipe (a FIFO): lines come out whole, in order and byte for byte
 // across chunk edges (multi-byte characters, lines longer than a chunk); a reader that stops reading makes the
 // writer drop and count lines at its bound instead of holding more; drain() waits for the writes in flight, and
-// close() writes everything it holds before it closes the file.
+// close() writes everything it holds before it closes the file; lines of many turns share writes (pacing).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { closeSync, constants, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { LineWriter } from '../../src/core/line-writer.js';
+import { FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-line-writer-'));
@@ -92,4 +92,23 @@ test('pipe whose reader stops: lines past the bound are dropped and counted, mem
     assert.ok(found >= at, `line out of order or cut: ${line.slice(0, 60)}`);
     at = found + 1;
   }
+});
+
+test('file: a line in each of 300 turns: at most one write per FLUSH_MS (plus the first and the drain), every line whole and in order', async (t) => {
+  const file = path.join(tempDir(t), 'paced.log');
+  const w = new LineWriter(file);
+  const sent: string[] = [];
+  const started = Date.now();
+  for (let turn = 0; turn < 300; turn++) {
+    sent.push(`{"turn":${turn}}\n`);
+    w.write(sent[sent.length - 1]);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const elapsed = Date.now() - started;
+  await w.drain();
+  w.close();
+  assert.equal(readFileSync(file, 'utf8'), sent.join(''));
+  assert.equal(w.dropped, 0);
+  // a write per turn (or per write completion) would be tens to hundreds here, however fast the machine
+  assert.ok(w.writes <= Math.ceil(elapsed / FLUSH_MS) + 2, `${w.writes} writes for 300 turns in ${elapsed} ms`);
 });
