@@ -3,7 +3,9 @@
 // reload without dropping an open TLS connection, and keeps the certificate it has when a renewal fails.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile, stat } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { test } from 'node:test';
 import tls from 'node:tls';
@@ -49,11 +51,13 @@ test('ACME: first issue, renewal on reload without dropping connections, a faile
     routes: [{ match: { path: '/' }, proxy: 'app' }],
   };
   const portico = await startPortico(t, config);
+  /** A wait that timed out, with what the CA and Portico said last. */
+  const explain = (err: Error): never => {
+    throw new Error(`${err.message}\n--- pebble ---\n${pebble.output()}\n--- portico ---\n${portico.logs.slice(-25).map((l) => JSON.stringify(l)).join('\n')}`);
+  };
 
   // first issue: the placeholder is replaced by Pebble's certificate for NAME, in every worker
-  const first = await portico.waitForLog((l) => l.msg === 'acme: certificate issued', 60_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n--- pebble ---\n${pebble.output()}`);
-  });
+  const first = await portico.waitForLog((l) => l.msg === 'acme: certificate issued', 60_000).catch(explain);
   assert.ok(portico.logs.some((l) => l.msg === 'acme: answered an http-01 challenge'), 'a worker answered the CA on the plain listener');
   const root = await pebble.root();
   // every worker rebuilds its TLS contexts from the new files (an apply each): wait until all of them serve it
@@ -72,7 +76,7 @@ test('ACME: first issue, renewal on reload without dropping connections, a faile
   const open = await presented(tlsPort, root, true);
   t.after(() => open.socket?.destroy());
   assert.equal((await reloadPortico(portico)).code, 0);
-  const second = await portico.waitForLog((l) => l.msg === 'acme: certificate issued' && l.serial !== first.serial, 60_000);
+  const second = await portico.waitForLog((l) => l.msg === 'acme: certificate issued' && l.serial !== first.serial, 60_000).catch(explain);
   await untilServed(tlsPort, root, String(second.serial).toUpperCase()).catch((err: Error) => {
     throw new Error(`${err.message}\n${portico.logs.slice(-25).map((l) => JSON.stringify(l)).join('\n')}`);
   });
@@ -84,10 +88,15 @@ test('ACME: first issue, renewal on reload without dropping connections, a faile
   });
   assert.match(reply, /^HTTP\/1\.1 200/);
 
-  // a failed renewal: the name now points where nothing answers; the certificate that serves stays
+  // a failed renewal: the name now points at a server that answers every challenge with 404 (at once, so the
+  // CA marks it invalid on its first try); the certificate that serves stays
+  const wrong = http.createServer((_req, res) => res.writeHead(404).end('not here'));
+  wrong.listen(httpPort, '127.0.0.2');
+  await once(wrong, 'listening');
+  t.after(() => wrong.close());
   dns.set(NAME, { A: [{ address: '127.0.0.2' }] });
   assert.equal((await reloadPortico(portico)).code, 0);
-  const failed = await portico.waitForLog((l) => l.msg === 'acme: order failed', 60_000);
+  const failed = await portico.waitForLog((l) => l.msg === 'acme: order failed', 60_000).catch(explain);
   assert.equal(failed.serving, 'the previous certificate');
   assert.equal((await presented(tlsPort, root)).serial, String(second.serial).toUpperCase());
 });
