@@ -23,6 +23,8 @@ import { plainListener, startPortico, tlsListener, type LogLine } from '../helpe
 
 const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
 const adopt = { mode: 'terminate' as const, handoff: 'adopt' as const };
+/** The native socket I/O switched off (CI's second e2e run): adopt falls back to the relay hop, logged; the last test covers that. */
+const NO_PEEK = process.env.PORTICO_NATIVE === '0' || process.env.PORTICO_NATIVE_IO === '0' ? 'native socket I/O switched off: handoff: adopt keeps the relay hop here' : undefined;
 
 const UPGRADE_HEAD = (p: string) => `GET ${p} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
 
@@ -62,7 +64,7 @@ function rawExchange(port: number, bytes: string | Buffer, done: (got: string) =
   });
 }
 
-test('handoff: adopt on a plain listener: the client socket itself goes to uWebSockets.js', { timeout: 120_000 }, async (t) => {
+test('handoff: adopt on a plain listener: the client socket itself goes to uWebSockets.js', { timeout: 120_000, skip: NO_PEEK }, async (t) => {
   const backend = await startChatBackend(t);
   const down = await closedPort();
   const portico = await startPortico(t, {
@@ -199,7 +201,7 @@ test('handoff: adopt on a plain listener: the client socket itself goes to uWebS
   });
 });
 
-test('handoff: adopt: a peeked connection that stays HTTP works as any (keep-alive, a large POST, pipelining)', { timeout: 60_000 }, async (t) => {
+test('handoff: adopt: a peeked connection that stays HTTP works as any (keep-alive, a large POST, pipelining)', { timeout: 60_000, skip: NO_PEEK }, async (t) => {
   const http = await startHttpBackend(t);
   const chat = await startChatBackend(t);
   const portico = await startPortico(t, {
@@ -254,7 +256,7 @@ test('handoff: adopt: a peeked connection that stays HTTP works as any (keep-ali
   await portico.waitForLog((l) => isTerminateLine(l) && l.handoff === 'relay');
 });
 
-test('handoff: adopt: keepalive pings; a slow backend closes 1013 with bounded memory; SIGTERM drains with 1001', { timeout: 120_000 }, async (t) => {
+test('handoff: adopt: keepalive pings; a slow backend closes 1013 with bounded memory; SIGTERM drains with 1001', { timeout: 120_000, skip: NO_PEEK }, async (t) => {
   const backend = await startChatBackend(t);
   const portico = await startPortico(t, {
     workers: 1,
