@@ -167,7 +167,7 @@ export class AccessLog implements AccessLines {
   request(c: AccessClient, ex: Exchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
     let line = `${this.#open(c.id)},"mode":"http"${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
     line += `,"status":${status},"bytesIn":${ex.bytesIn},"bytesOut":${ex.bytesOut},"durationMs":${ms(performance.now() - ex.startedHr)}`;
-    if (err !== undefined) line += `,"err":{"code":"${err.code}"${str('message', err.message)}}`;
+    line += AccessLog.#err(err);
     this.#emit(`${line},"msg":"request"}\n`);
   }
 
@@ -175,7 +175,7 @@ export class AccessLog implements AccessLines {
   rejected(c: AccessClient, head: RequestHead | undefined, requestId: string | undefined, status: number, code: ErrorCode, reason: string): void {
     let line = `${this.#open(c.id)},"mode":"http"`;
     line += head === undefined ? this.#client.of(c.remoteAddr) : this.#requestFields(c, head);
-    line += `${str('reqId', requestId)},"status":${status},"err":{"code":"${code}"${str('message', reason)}}`;
+    line += `${str('reqId', requestId)},"status":${status}${AccessLog.#errOf(code, reason)}`;
     this.#emit(`${line},"msg":"request"}\n`);
   }
 
@@ -197,7 +197,11 @@ export class AccessLog implements AccessLines {
 
   /** `,"err":{…}` of a failed request; '' when it did not fail. Codes are literals, messages may carry input. */
   static #err(err: ProxyError | undefined): string {
-    return err === undefined ? '' : `,"err":{"code":"${err.code}"${str('message', err.message)}}`;
+    return err === undefined ? '' : AccessLog.#errOf(err.code, err.message);
+  }
+
+  static #errOf(code: ErrorCode, message: string): string {
+    return `,"err":{"code":"${code}"${str('message', message)}}`;
   }
 
   /** A request Portico answered itself (`mode` says how): once its answer was written whole, failed, or the client left. */
