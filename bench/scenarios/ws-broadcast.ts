@@ -4,7 +4,10 @@
 // fixed-size unmasked frame), so the client costs little next to what it measures. Publishes go through the
 // admin listener, --inflight at a time (each is an HTTP request, an IPC message and a uWS publish, so one at a
 // time measures their latency, not delivery); the clock runs from the first publish to the last byte received.
-// It asserts nothing; a check run (one publish, every subscriber gets exactly one frame) comes first.
+// It asserts nothing; a check run (one publish, every subscriber gets exactly one frame) comes first. Besides the
+// rate by the clock (which the harness's own sockets on the same cores hold down), it prints the CPU Portico spent
+// per delivery (utime + stime of the worker, and of the whole tree with the primary's admin and IPC work): 1e6
+// over it is what one fully busy core would deliver, the issue's "per core".
 // Usage: npm run bench:broadcast -- [--n 2000] [--messages 100] [--size 16] [--inflight 16]
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
@@ -15,7 +18,7 @@ import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import { readArgs } from '../lib/args.js';
 import { ROOT } from '../lib/paths.js';
-import { benchmarkMain, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
+import { benchmarkMain, cpuDelta, snapshotTree, spawnProcess, stopTree, type BenchmarkScope } from '../lib/procs.js';
 
 const USAGE = `usage: npm run bench:broadcast -- [options]
   --n N             subscribers (default 2000; each costs the worker 4 descriptors)
@@ -112,6 +115,7 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   if ((await post(admin, '/topics/b/publish', msg)) !== 202) throw new Error('publish refused');
   if (!(await waitFor(N * FRAME, 30_000)) || subs.some((s) => s.received !== FRAME)) throw new Error(`check failed: ${total()} of ${N * FRAME} bytes`);
   const base = total();
+  const cpuBefore = snapshotTree(proc.child.pid ?? -1);
   const t0 = process.hrtime.bigint();
   let sent = 0;
   const lane = async (): Promise<void> => {
@@ -123,11 +127,22 @@ async function main({ tmp: dir, started }: BenchmarkScope): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(INFLIGHT, M) }, lane));
   const all = await waitFor(base + N * M * FRAME, 120_000);
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuDelta(cpuBefore, snapshotTree(proc.child.pid ?? -1));
   const delivered = (total() - base) / FRAME;
+  const treeUs = cpu.reduce((n, p) => n + p.cpuUs, 0);
+  // the worker is the busiest process of the tree (the primary only forwards each publish over IPC)
+  const worker = cpu.reduce((w, p) => (p.cpuUs > w.cpuUs ? p : w), { cpuUs: 0, sysUs: 0 });
+  const workerUs = worker.cpuUs;
+  const perCore = (us: number): string => (us > 0 ? `${Math.round((delivered / us) * 1e6)}` : 'n/a');
   console.log(
     `broadcast: ${N} subscribers x ${M} publishes of ${SIZE} B, one worker: ${Math.round(delivered / s)} deliveries/s ` +
       `(${delivered} delivered${all ? '' : ' (INCOMPLETE)'} in ${s.toFixed(2)} s; ${INFLIGHT} publishes in flight; ` +
       `${os.availableParallelism()} CPUs, load average ${os.loadavg()[0].toFixed(2)})`,
+  );
+  console.log(
+    `  CPU: worker ${(workerUs / 1000).toFixed(0)} ms = ${((workerUs || NaN) / delivered).toFixed(3)} µs per delivery ` +
+      `(${perCore(workerUs)} deliveries per busy core; ${Math.round((100 * worker.sysUs) / (workerUs || 1))}% in the kernel); whole tree ${(treeUs / 1000).toFixed(0)} ms = ` +
+      `${((treeUs || NaN) / delivered).toFixed(3)} µs per delivery (${perCore(treeUs)} per core)`,
   );
   for (const sub of subs) sub.socket.destroy();
   await stopTree(proc);

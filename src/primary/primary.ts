@@ -25,6 +25,7 @@ import { Supervisor, send } from './supervisor.js';
 import { Targets } from './targets.js';
 import { Upgrade, announceReady } from './upgrade.js';
 import { AcmeManager } from './acme.js';
+import { PublishBatcher } from './publish.js';
 
 export interface PrimaryOptions {
   configFile: string;
@@ -51,6 +52,8 @@ class Primary {
   readonly #handoverFrom: number | undefined;
   readonly #owners: PortOwners;
   readonly #supervisor: Supervisor;
+  /** Edge fan-out publishes from the admin API, one IPC message per turn (publish.ts). */
+  readonly #publishes: PublishBatcher;
   readonly #loadShare: LoadShare;
   readonly #targets: Targets;
   readonly #apply: ConfigApply;
@@ -107,6 +110,7 @@ class Primary {
       committed: (config) => this.#acme.update(config),
     });
     this.#supervisor = supervisor;
+    this.#publishes = new PublishBatcher((msg) => supervisor.broadcast(msg));
     this.#loadShare = loadShare;
     this.#targets = targets;
     this.#apply = apply;
@@ -269,7 +273,7 @@ class Primary {
       drain: (u: string, t: string, d: boolean) => this.#targets.drain(u, t, d),
       // edge fan-out: every worker's uWS app delivers to its own subscribers of the topic
       publish: (topic: string, data: Buffer, binary: boolean) => {
-        this.#supervisor.broadcast({ type: 'publish', topic, data: data.toString('base64'), binary });
+        this.#publishes.add(topic, data, binary);
         return this.#supervisor.pids().length;
       },
     };

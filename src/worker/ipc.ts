@@ -86,8 +86,11 @@ export type ToWorker =
   | { type: 'acme-challenge'; token: string; keyAuthorization: string | null }
   /** An ACME TLS-ALPN-01 challenge certificate and key (PEM) to serve for `name` (null: the order is over). */
   | { type: 'acme-alpn-challenge'; name: string; cert: string | null; key: string | null }
-  /** Edge fan-out: a message to every terminated WebSocket subscribed to `topic` (data base64-encoded). */
-  | { type: 'publish'; topic: string; data: string; binary: boolean };
+  /**
+   * Edge fan-out: messages to every terminated WebSocket subscribed to their topic, in order (data base64-encoded;
+   * the publishes of one turn of the primary together, see primary/publish.ts).
+   */
+  | { type: 'publish'; messages: PublishEntry[] };
 
 /** Bound of one discovered set on the wire (discovery keeps far fewer per name; see discovery.ts). */
 export const MAX_DISCOVERED_TARGETS = 10_000;
@@ -145,6 +148,20 @@ export type ToPrimary =
   | { type: 'load'; generation: number; load: TargetLoad }
   /** Open sticky tunnels that changed since the last report. */
   | { type: 'sticky'; changes: StickyChange[] };
+
+/** One edge fan-out publish as it travels: data base64-encoded (IPC carries JSON). */
+export interface PublishEntry {
+  readonly topic: string;
+  readonly data: string;
+  readonly binary: boolean;
+}
+
+/** Most publishes one IPC message carries (the primary sends a full batch at once). */
+export const MAX_PUBLISH_BATCH = 1024;
+
+function isPublishEntry(e: unknown): e is PublishEntry {
+  return isRecord(e) && typeof e.topic === 'string' && typeof e.data === 'string' && typeof e.binary === 'boolean';
+}
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -259,7 +276,7 @@ export function isToWorker(m: unknown): m is ToWorker {
       // a DNS name (config/acme.ts checked it) and a small PEM pair, or both null
       return typeof m.name === 'string' && /^[a-z0-9.-]{1,253}$/.test(m.name) && ((m.cert === null && m.key === null) || (isPem(m.cert) && isPem(m.key)));
     case 'publish':
-      return typeof m.topic === 'string' && typeof m.data === 'string' && typeof m.binary === 'boolean';
+      return Array.isArray(m.messages) && m.messages.length <= MAX_PUBLISH_BATCH && m.messages.every(isPublishEntry);
     default:
       return false;
   }

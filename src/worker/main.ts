@@ -209,8 +209,9 @@ class Worker {
         this.#applier.receiveHandle(msg.seq, msg.index, handle);
         return;
       case 'publish':
-        // edge fan-out: uWS delivers to this worker's subscribers (none when no terminate route ever ran here)
-        this.#terminate?.app.publish(msg.topic, Buffer.from(msg.data, 'base64'), msg.binary);
+        // edge fan-out: uWS delivers to this worker's subscribers (none when no terminate route ever ran here); one
+        // turn for the whole batch, so uWS drains it to each subscriber in one write
+        if (this.#terminate !== undefined) for (const m of msg.messages) this.#terminate.app.publish(m.topic, Buffer.from(m.data, 'base64'), m.binary);
         return;
       case 'shutdown':
         void this.shutdown('primary asked');

@@ -336,6 +336,28 @@ test('edge fan-out: the backend names a topic in its 101; one admin publish reac
   assert.deepEqual(outsiderGot, ['ping-after'], 'a client without the topic got nothing but its echo');
   const refused = await request(`${adminUrl(portico)}/topics/news/publish`, { method: 'POST', body: 'x' });
   assert.equal(refused.status, 403, 'publishing needs the admin token or X-Portico-Admin');
+  // a burst of concurrent publishes (the primary batches a turn's publishes into one IPC message per worker): each
+  // subscriber gets every message once, nothing lost, nothing doubled, and a publish sent after the burst comes last
+  const B = 40;
+  const bursts = subscribers.map(
+    (ws) =>
+      new Promise<string[]>((resolve) => {
+        const seen: string[] = [];
+        const onMessage = (d: Buffer): void => {
+          seen.push(d.toString());
+          if (seen.at(-1) !== 'last') return;
+          ws.off('message', onMessage);
+          resolve(seen);
+        };
+        ws.on('message', onMessage);
+      }),
+  );
+  const publish = (body: string): Promise<number> =>
+    request(`${adminUrl(portico)}/topics/news/publish`, { method: 'POST', headers: { 'X-Portico-Admin': '1' }, body }).then((r) => r.status);
+  assert.deepEqual(await Promise.all(Array.from({ length: B }, (_, i) => publish(`m${i}`))), Array.from({ length: B }, () => 202));
+  assert.equal(await publish('last'), 202);
+  const expected = [...Array.from({ length: B }, (_, i) => `m${i}`).sort(), 'last'];
+  for (const seen of await Promise.all(bursts)) assert.deepEqual([...seen.slice(0, -1).sort(), seen.at(-1)], expected);
 });
 
 test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothing lost); metrics; a drained target gets 1012', { timeout: 90_000 }, async (t) => {
