@@ -20,16 +20,19 @@ import { launchPortico, startNginx } from '../peers/targets.js';
 const USAGE = `usage: npm run bench:php -- [options]
   --rounds N      rounds; each runs nginx and Portico once, the order alternating (default 3)
   --duration S    seconds per timed run (default 5)
+  --warmup S      seconds of load on each proxy before the rounds (default 3): JIT, FPM workers, pooled
+                  connections (Portico's worker spends 2-3x its steady CPU per request on its first few thousand)
   --connections N wrk connections (default 32)
   --children N    php-fpm workers (pm static) = FastCGI connections each proxy keeps (default 4)
   --quick         smoke run: defaults --rounds 1 --duration 2 (flags given win)
   --no-pin        do not pin processes to CPUs
   --keep-tmp      keep the temp folder with generated configs and logs`;
 
-const a = readArgs(process.argv.slice(2), { rounds: 'string', duration: 'string', connections: 'string', children: 'string', quick: 'boolean', 'no-pin': 'boolean', 'keep-tmp': 'boolean' }, USAGE);
+const a = readArgs(process.argv.slice(2), { rounds: 'string', duration: 'string', warmup: 'string', connections: 'string', children: 'string', quick: 'boolean', 'no-pin': 'boolean', 'keep-tmp': 'boolean' }, USAGE);
 const quick = a.has('quick');
 const rounds = a.int('rounds', quick ? 1 : 3, 1, 100);
 const durationS = a.num('duration', quick ? 2 : 5, 1, 3600);
+const warmupS = a.num('warmup', quick ? 1 : 3, 1, 600);
 const connections = a.int('connections', 32, 1, 10_000);
 const children = a.int('children', 4, 1, 256);
 const pinning = choosePinning(!a.has('no-pin'), os.availableParallelism());
@@ -111,12 +114,13 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   check(nginxPort);
   check(porticoPort);
   const targets = { nginx: { port: nginxPort, pid: nginx.pid, fpm: fpm.proc.pid }, portico: { port: porticoPort, pid: portico.proc.pid, fpm: fpmP.proc.pid } };
-  console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds`);
+  console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds after ${warmupS} s of warm-up each`);
   console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}, one master per proxy; Portico 1 worker`);
   console.log(`pinning: ${pinning.enabled ? 'proxies on CPU 0, wrk and php-fpm on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const rows = { nginx: [] as Array<{ rate: number; us: number }>, portico: [] as Array<{ rate: number; us: number }> };
-  // warm-up: JIT, FPM workers, pooled connections
-  for (const t of Object.values(targets)) await runWrk(t.port, connections, 1, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
+  // warm-up: JIT, FPM workers, pooled connections (a 1 s warm-up left Portico's first round in its JIT warm-up
+  // when the machine was loaded and rates were low)
+  for (const t of Object.values(targets)) await runWrk(t.port, connections, warmupS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
   for (let r = 0; r < rounds && !scope.stopped(); r++) {
     const order = r % 2 === 0 ? (['nginx', 'portico'] as const) : (['portico', 'nginx'] as const);
     for (const which of order) {

@@ -92,10 +92,15 @@ function headerKind(name: string): HeaderKind {
 interface ParamsPlan {
   /** The pairs every request of the route sends, encoded (PARAMS content). */
   readonly fixed: Buffer;
-  /** Names the route's extra params set: the standard pair or header of that name is not sent. */
-  readonly overridden: ReadonlySet<string>;
+  /** Names the route's extra params set: the standard pair or header of that name is not sent; null when none. */
+  readonly overridden: ReadonlySet<string> | null;
   /** Extra params that use per-request variables, their text parts in binary form. */
   readonly perRequest: ReadonlyArray<{ readonly name: string; readonly parts: readonly TemplatePart[] }>;
+  /**
+   * The pairs a script gives (SCRIPT_FILENAME, SCRIPT_NAME, PATH_INFO, DOCUMENT_URI) by Script object: a found
+   * script is one object per route and path for a while (fastcgi-script.ts), so its pairs are made once.
+   */
+  readonly scripts: WeakMap<Script, string>;
 }
 
 const plans = new WeakMap<CompiledFastcgi, ParamsPlan>();
@@ -127,7 +132,7 @@ function planOf(f: CompiledFastcgi): ParamsPlan {
       perRequest.push({ name: p.name, parts: p.parts.map((x) => ('text' in x ? { text: binary(x.text) } : x)) });
     }
   }
-  const plan: ParamsPlan = Object.freeze({ fixed: encodePairs(fixed), overridden, perRequest });
+  const plan: ParamsPlan = Object.freeze({ fixed: encodePairs(fixed), overridden: overridden.size === 0 ? null : overridden, perRequest, scripts: new WeakMap<Script, string>() });
   plans.set(f, plan);
   return plan;
 }
@@ -150,10 +155,7 @@ export function requestParams(head: RequestHead, script: Script, f: CompiledFast
   const query = head.query.length > 0 ? head.query.slice(1) : '';
   const remoteAddr = realClient(head, v, ctx.forwarding);
   const serverPort = String(v.serverPort);
-  const filename = binary(script.filename);
-  const scriptName = binary(script.scriptName);
-  const pathInfo = binary(script.pathInfo);
-  const uri = binary(script.uri);
+
   // headers first: CONTENT_TYPE comes from them; repeated fields are one list (RFC 9110 §5.3), Cookie's
   // separator "; " (RFC 6265 §5.4)
   let contentType = '';
@@ -166,7 +168,7 @@ export function requestParams(head: RequestHead, script: Script, f: CompiledFast
       if (contentType === '') contentType = hs[i + 1];
       continue;
     }
-    if (k.kind === 'skip' || (k.kind === 'forwarding' && !v.trustedPeer) || skip.has(k.cgi)) continue;
+    if (k.kind === 'skip' || (k.kind === 'forwarding' && !v.trustedPeer) || (skip !== null && skip.has(k.cgi))) continue;
     names ??= [];
     values ??= [];
     const at = names.indexOf(k.cgi);
@@ -180,11 +182,8 @@ export function requestParams(head: RequestHead, script: Script, f: CompiledFast
   out += pairUnless(skip, 'REQUEST_METHOD', head.method);
   out += pairUnless(skip, 'CONTENT_TYPE', contentType);
   out += pairUnless(skip, 'CONTENT_LENGTH', head.bodyKind === 'length' ? String(head.contentLength) : '');
-  out += pairUnless(skip, 'SCRIPT_FILENAME', filename);
-  out += pairUnless(skip, 'SCRIPT_NAME', scriptName);
-  out += pairUnless(skip, 'PATH_INFO', pathInfo);
+  out += scriptPairs(plan, script);
   out += pairUnless(skip, 'REQUEST_URI', head.target);
-  out += pairUnless(skip, 'DOCUMENT_URI', uri);
   out += pairUnless(skip, 'SERVER_PROTOCOL', `HTTP/1.${head.versionMinor}`);
   out += pairUnless(skip, 'REQUEST_SCHEME', v.scheme);
   out += pairUnless(skip, 'REMOTE_ADDR', remoteAddr);
@@ -205,9 +204,9 @@ export function requestParams(head: RequestHead, script: Script, f: CompiledFast
       server_port: serverPort,
       server_addr: ctx.serverAddr,
       document_root: binary(f.root),
-      fastcgi_script_name: scriptName,
-      fastcgi_path_info: pathInfo,
-      uri,
+      fastcgi_script_name: binary(script.scriptName),
+      fastcgi_path_info: binary(script.pathInfo),
+      uri: binary(script.uri),
       args: query,
       query_string: query,
     };
@@ -217,8 +216,22 @@ export function requestParams(head: RequestHead, script: Script, f: CompiledFast
 }
 
 /** The pair, unless an extra param of the route replaces it. */
-function pairUnless(overridden: ReadonlySet<string>, name: string, value: string): string {
-  return overridden.has(name) ? '' : binaryPair(name, value);
+function pairUnless(overridden: ReadonlySet<string> | null, name: string, value: string): string {
+  return overridden !== null && overridden.has(name) ? '' : binaryPair(name, value);
+}
+
+/** The pairs of `script` (paths decoded, as UTF-8 bytes), made once per Script object and route. */
+function scriptPairs(plan: ParamsPlan, script: Script): string {
+  const hit = plan.scripts.get(script);
+  if (hit !== undefined) return hit;
+  const skip = plan.overridden;
+  const pairs =
+    pairUnless(skip, 'SCRIPT_FILENAME', binary(script.filename)) +
+    pairUnless(skip, 'SCRIPT_NAME', binary(script.scriptName)) +
+    pairUnless(skip, 'PATH_INFO', binary(script.pathInfo)) +
+    pairUnless(skip, 'DOCUMENT_URI', binary(script.uri));
+  plan.scripts.set(script, pairs);
+  return pairs;
 }
 
 function render(parts: readonly TemplatePart[], values: Record<FastcgiVariable, string>): string {

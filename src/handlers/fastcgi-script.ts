@@ -32,7 +32,20 @@ const found = new Map<string, number>();
  * Per route: request paths whose script was found, with the script and until when (FOUND_TTL_MS), so that a
  * hot path costs one lookup and no promise (knownScript). Bounded like `found`; a reload compiles a new route.
  */
-const known = new WeakMap<CompiledFastcgi, Map<string, { readonly script: Script; readonly until: number }>>();
+const known = new WeakMap<CompiledFastcgi, Map<string, KnownScript>>();
+interface KnownScript {
+  readonly script: Script;
+  readonly until: number;
+  /** A re-check of this entry is under way (see REFRESH_AHEAD_MS). */
+  rechecking: boolean;
+}
+/**
+ * A hit this close to the end of its FOUND_TTL_MS starts one re-check of the file in the background while the
+ * hit is served (it is still within its time): a script in steady use never expires, so no request waits on the
+ * file system for it and the requests arriving at its expiry do not each start a lookup. A failed re-check
+ * forgets the entry (a removed script is a 404 as before, within FOUND_TTL_MS of its last check).
+ */
+const REFRESH_AHEAD_MS = 250;
 /** Real paths of document roots, kept as long as found scripts. */
 const realRoots = new Map<string, { readonly real: string; readonly until: number }>();
 
@@ -86,35 +99,65 @@ async function realRoot(root: string, now: number): Promise<string> {
 /** The script of `normalizedPath` when it was found within FOUND_TTL_MS, else null (then ask resolveScript). */
 export function knownScript(normalizedPath: string, f: CompiledFastcgi): Script | null {
   const hit = known.get(f)?.get(normalizedPath);
-  return hit !== undefined && hit.until > Date.now() ? hit.script : null;
+  if (hit === undefined) return null;
+  const left = hit.until - Date.now();
+  if (left <= 0) return null;
+  if (left < REFRESH_AHEAD_MS && !hit.rechecking) recheck(normalizedPath, f, hit);
+  return hit.script;
 }
 
-/** Resolves the script of `normalizedPath` (a wire/path.ts result) under the route's root. Never rejects. */
-export async function resolveScript(normalizedPath: string, f: CompiledFastcgi): Promise<ScriptResult> {
+/** Checks a known script's file again (see REFRESH_AHEAD_MS): found, its time starts anew; else it is forgotten. */
+function recheck(normalizedPath: string, f: CompiledFastcgi, hit: KnownScript): void {
+  hit.rechecking = true;
+  const forget = (): void => {
+    const paths = known.get(f);
+    if (paths?.get(normalizedPath) === hit) paths.delete(normalizedPath);
+  };
+  resolveScript(normalizedPath, f, true).then((r) => {
+    if (!r.ok) forget();
+  }, forget);
+}
+
+/**
+ * Resolves the script of `normalizedPath` (a wire/path.ts result) under the route's root. Never rejects.
+ * `recheck`: the file system is asked even when the file was found within FOUND_TTL_MS.
+ */
+export async function resolveScript(normalizedPath: string, f: CompiledFastcgi, recheck = false): Promise<ScriptResult> {
   const uri = decodePath(normalizedPath);
   if (uri === null || !uri.startsWith('/')) return { ok: false, reason: 'path is not a file name' };
   const { scriptName, pathInfo } = splitScript(uri, f);
   // the normalized path has no dot segments; a split regex could still cut one out of the middle of a name
   if (scriptName.includes('/../') || scriptName.includes('/./') || scriptName.endsWith('/..') || scriptName.endsWith('/.')) return { ok: false, reason: 'dot segment in script name' };
   const filename = f.root === '/' ? scriptName : f.root + scriptName;
-  const script: Script = { scriptName, pathInfo, uri, filename };
+  // the same path of the same route always gives the same script: a known one keeps its object (params made from
+  // it are cached by it, fastcgi-params.ts)
+  const script: Script = known.get(f)?.get(normalizedPath)?.script ?? { scriptName, pathInfo, uri, filename };
   const now = Date.now();
   const until = found.get(filename);
-  if (until !== undefined && until > now) return { ok: true, script };
-  try {
-    const [root, real] = await Promise.all([realRoot(f.root, now), realpath(filename)]);
-    // a symlink (or the script itself) leading out of root is not served
-    if (real !== root && !real.startsWith(root === '/' ? '/' : root + path.sep)) return { ok: false, reason: 'script resolves outside root' };
-    const st = await stat(real);
-    if (!st.isFile()) return { ok: false, reason: 'script is not a regular file' };
-  } catch (err) {
-    return { ok: false, reason: `script not found (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+  if (!recheck && until !== undefined && until > now) return { ok: true, script };
+  const refused = await checkFile(f.root, filename, now);
+  if (refused !== null) {
+    found.delete(filename); // what a re-check finds wrong holds for every path to this file
+    return { ok: false, reason: refused };
   }
   if (found.size >= FOUND_MAX) found.clear();
   found.set(filename, now + FOUND_TTL_MS);
   let paths = known.get(f);
   if (paths === undefined) known.set(f, (paths = new Map()));
   if (paths.size >= FOUND_MAX) paths.clear();
-  paths.set(normalizedPath, { script, until: now + FOUND_TTL_MS });
+  paths.set(normalizedPath, { script, until: now + FOUND_TTL_MS, rechecking: false });
   return { ok: true, script };
+}
+
+/** Why `filename` is not served (missing, not a regular file, resolving outside root), or null when it is. */
+async function checkFile(rootDir: string, filename: string, now: number): Promise<string | null> {
+  try {
+    const [root, real] = await Promise.all([realRoot(rootDir, now), realpath(filename)]);
+    // a symlink (or the script itself) leading out of root is not served
+    if (real !== root && !real.startsWith(root === '/' ? '/' : root + path.sep)) return 'script resolves outside root';
+    const st = await stat(real);
+    return st.isFile() ? null : 'script is not a regular file';
+  } catch (err) {
+    return `script not found (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+  }
 }

@@ -104,7 +104,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
    * same read leave in one send (each send to a client on loopback costs as much as the rest of the request).
    */
   #holding = false;
-  #held: Buffer[] = [];
+  /** Bytes, or latin1 text (a head, a chunk size): made into one buffer when sent (#flushHeld). */
+  #held: Array<Buffer | string> = [];
   #heldBytes = 0;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
@@ -290,13 +291,24 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
   }
 
-  /** Sends what upstreamData held back, in one write. */
+  /** Sends what upstreamData held back, in one write: the pieces are copied once, into one buffer. */
   #flushHeld(): void {
-    if (this.#held.length === 0) return;
-    const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#heldBytes);
+    const held = this.#held;
+    if (held.length === 0) return;
+    const socket = this.#client.socket;
+    let ok: boolean;
+    if (held.length === 1) {
+      const only = held[0];
+      ok = typeof only === 'string' ? socket.write(only, 'latin1') : socket.write(only);
+    } else {
+      const out = Buffer.allocUnsafe(this.#heldBytes);
+      let at = 0;
+      for (const piece of held) at += typeof piece === 'string' ? out.write(piece, at, 'latin1') : piece.copy(out, at);
+      ok = socket.write(out);
+    }
     this.#held = [];
     this.#heldBytes = 0;
-    this.#clientWrote(this.#client.socket.write(out));
+    this.#clientWrote(ok);
   }
 
   /** The client's socket said full: FPM's connection is not read until it drains. */
@@ -385,7 +397,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
     if (this.#framing === 'chunked') {
       this.bytesOut += LAST_CHUNK.length;
-      if (this.#holding) this.#hold(LAST_CHUNK);
+      if (this.#holding) this.#hold(LAST_CHUNK, LAST_CHUNK.length);
       else this.#client.socket.write(LAST_CHUNK);
     }
     // the answer leaves before the connection moves on (a next pipelined request, or its close)
@@ -427,7 +439,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       return;
     }
     this.bytesOut += headStr.length;
-    if (this.#holding) this.#hold(Buffer.from(headStr, 'latin1'));
+    if (this.#holding) this.#hold(headStr, headStr.length);
     else this.#client.socket.write(headStr, 'latin1');
   }
 
@@ -452,15 +464,18 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const prefix = (head ?? '') + size;
     this.bytesOut += prefix.length + body.length + (chunked ? 2 : 0);
     let ok: boolean;
+    if (this.#holding && prefix.length + body.length <= 16 * 1024) {
+      // kept as pieces: the body is this read's own bytes, copied once when what is held goes (#flushHeld)
+      if (prefix.length > 0) this.#hold(prefix, prefix.length);
+      this.#hold(body, body.length);
+      if (chunked) this.#hold(CRLF, CRLF.length);
+      return;
+    }
     if (prefix.length + body.length <= 16 * 1024) {
       const out = Buffer.allocUnsafe(prefix.length + body.length + (chunked ? 2 : 0));
       out.write(prefix, 0, 'latin1');
       body.copy(out, prefix.length);
       if (chunked) CRLF.copy(out, prefix.length + body.length);
-      if (this.#holding) {
-        this.#hold(out);
-        return;
-      }
       ok = client.write(out);
     } else {
       this.#flushHeld();
@@ -473,10 +488,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#clientWrote(ok);
   }
 
-  /** Held for #flushHeld; past 64 KiB held, what is held goes at once. */
-  #hold(out: Buffer): void {
-    this.#held.push(out);
-    this.#heldBytes += out.length;
+  /** Held for #flushHeld (`bytes`: its length on the wire); past 64 KiB held, what is held goes at once. */
+  #hold(piece: Buffer | string, bytes: number): void {
+    this.#held.push(piece);
+    this.#heldBytes += bytes;
     if (this.#heldBytes >= 64 * 1024) this.#flushHeld();
   }
 

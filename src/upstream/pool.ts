@@ -94,6 +94,9 @@ export class UpstreamPool {
   #queued = 0;
   #queueRejected = 0;
   #queueTimeouts = 0;
+  /** Due at the earliest expiry of a queued waiter (see #armQueueTimer); null when none is armed. */
+  #queueTimer: NodeJS.Timeout | null = null;
+  #queueTimerAt = 0;
   /** Guards #serveQueue against re-entry through the counts it changes. */
   #serving = false;
   /** Passive health counts the connect failures of connectTarget (bound once). */
@@ -344,31 +347,66 @@ export class UpstreamPool {
     // A waiter moved from a target that left keeps the rest of its wait (at least a tick: it gets its answer
     // from the timer, like any waiter).
     const wait = waitUntil > 0 ? Math.max(1, Math.min(timeout, waitUntil - now)) : timeout;
-    const waiter: Waiter = { cb, client, deadline: waitUntil > 0 ? waitUntil : now + timeout, timer: undefined, done: false };
-    waiter.timer = setTimeout(() => {
-      if (waiter.done) return;
-      waiter.done = true;
-      this.#queued--;
-      this.#queueTimeouts++;
-      cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
-    }, wait).unref();
+    const waiter: Waiter = { cb, client, deadline: waitUntil > 0 ? waitUntil : now + timeout, expires: now + wait, done: false };
     slot.waiters.push(waiter);
     this.#queued++;
+    if (this.#queueTimer === null || waiter.expires < this.#queueTimerAt) this.#armQueueTimer(waiter.expires, now);
     return () => {
       if (waiter.done) return;
       waiter.done = true;
       this.#queued--;
-      clearTimeout(waiter.timer);
     };
   }
 
-  /** The first live waiter of `slot`, taken off its queue, its timer cleared; undefined when none. */
+  /**
+   * One timer for every waiter's queue.timeout, due at the earliest expiry (not a timer per queued request: under
+   * a saturated upstream every request queues, and a timer set and cleared each time is a cost of its own).
+   */
+  #armQueueTimer(at: number, now: number): void {
+    if (this.#queueTimer !== null) clearTimeout(this.#queueTimer);
+    this.#queueTimerAt = at;
+    this.#queueTimer = setTimeout(() => this.#expireWaiters(), Math.max(1, at - now));
+    this.#queueTimer.unref();
+  }
+
+  /**
+   * The queue timer fired: waiters past their expiry get UPSTREAM_QUEUE_TIMEOUT, the timer re-arms for the rest.
+   * The answers go after the walk: one may queue or release again, which changes the queues being walked.
+   */
+  #expireWaiters(): void {
+    this.#queueTimer = null;
+    const now = this.#now();
+    let next = Infinity;
+    const expired: Array<{ waiter: Waiter; slot: TargetSlot }> = [];
+    for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
+      for (let i = slot.waitHead; i < slot.waiters.length; i++) {
+        const waiter = slot.waiters[i];
+        if (waiter.done) continue;
+        if (waiter.expires > now) {
+          next = Math.min(next, waiter.expires);
+          continue;
+        }
+        waiter.done = true;
+        this.#queued--;
+        this.#queueTimeouts++;
+        expired.push({ waiter, slot });
+      }
+      firstWaiter(slot); // drops the answered entries at its head
+    }
+    if (next !== Infinity) this.#armQueueTimer(next, now);
+    const { timeout } = this.config.queue;
+    const max = this.config.max_connections;
+    for (const { waiter, slot } of expired) {
+      waiter.cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
+    }
+  }
+
+  /** The first live waiter of `slot`, taken off its queue; undefined when none. */
   #takeWaiter(slot: TargetSlot): Waiter | undefined {
     const waiter = shiftWaiter(slot);
     if (waiter === undefined) return undefined;
     waiter.done = true;
     this.#queued--;
-    clearTimeout(waiter.timer);
     return waiter;
   }
 
@@ -475,6 +513,8 @@ export class UpstreamPool {
    */
   close(): void {
     this.#closed = true;
+    if (this.#queueTimer !== null) clearTimeout(this.#queueTimer);
+    this.#queueTimer = null;
     for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;

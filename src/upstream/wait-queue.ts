@@ -10,7 +10,8 @@ export interface Waiter {
   readonly deadline: number;
   /** Whom the connection made for this waiter will speak for (PROXY-sending pools). */
   readonly client: UpstreamClient | undefined;
-  timer: NodeJS.Timeout | undefined;
+  /** When its queue.timeout ends (pool clock): the pool's one queue timer answers it then. */
+  readonly expires: number;
   /** Served, timed out or cancelled: skipped when met in the queue. */
   done: boolean;
 }

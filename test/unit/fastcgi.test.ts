@@ -22,7 +22,7 @@ import {
 import { parseCgiHead } from '../../src/wire/cgi-head.js';
 import { parseRequestHead, type RequestHead } from '../../src/wire/http-head.js';
 import { fixedParams, requestParams, realClient } from '../../src/handlers/fastcgi-params.js';
-import { decodePath, resolveScript, splitScript } from '../../src/handlers/fastcgi-script.js';
+import { decodePath, knownScript, resolveScript, splitScript } from '../../src/handlers/fastcgi-script.js';
 import { compileForwarding } from '../../src/route/forwarding.js';
 import type { CompiledFastcgi } from '../../src/route/router.js';
 import { parseParamTemplate } from '../../src/config/fastcgi.js';
@@ -297,6 +297,36 @@ test('script split: split_path_info groups, the index for a directory, decoding'
   assert.equal(decodePath('/caf%C3%A9.php'), '/café.php');
   assert.equal(decodePath('/bad%C3.php'), null, 'not UTF-8');
   assert.equal(decodePath('/a%0Ab.php'), null, 'a control character');
+});
+
+test('a known script is re-checked near the end of its time while still served: kept while its file exists, forgotten once it is gone', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'portico-fcgi-unit-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(path.join(dir, 'kept.php'), '<?php');
+  await writeFile(path.join(dir, 'gone.php'), '<?php');
+  const f: CompiledFastcgi = { root: dir, index: 'index.php', split: null, params: [] };
+  const T = 5_000_000;
+  t.mock.timers.enable({ apis: ['Date'], now: T });
+  assert.ok((await resolveScript('/kept.php', f)).ok);
+  assert.ok((await resolveScript('/gone.php', f)).ok);
+  const kept = knownScript('/kept.php', f);
+  assert.ok(kept !== null && knownScript('/gone.php', f) !== null, 'found: known for a while');
+  await rm(path.join(dir, 'gone.php'));
+  t.mock.timers.setTime(T + 800); // within its second, in the last quarter: served, and its file is checked again
+  assert.equal(knownScript('/kept.php', f), kept);
+  assert.ok(knownScript('/gone.php', f) !== null, 'still within the time of its last check');
+  // the re-checks run on the file system (no event says when they are done): read what they left, at a time past
+  // the first check's second, a bounded number of times
+  const at = (ms: number, p: string): ReturnType<typeof knownScript> => {
+    t.mock.timers.setTime(ms);
+    const s = knownScript(p, f);
+    t.mock.timers.setTime(T + 800);
+    return s;
+  };
+  for (let i = 0; i < 200 && (at(T + 1500, '/kept.php') === null || at(T + 800, '/gone.php') !== null); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(at(T + 1500, '/kept.php'), kept, 'found again: known past the first second, the same script');
+  assert.equal(at(T + 800, '/gone.php'), null, 'its file is gone: forgotten before its second is over');
+  assert.equal((await resolveScript('/gone.php', f)).ok, false);
 });
 
 test('script lookup: existing file found; missing, directory, the /uploads/x.jpg/.php trap and symlinks out of root refused', async (t) => {

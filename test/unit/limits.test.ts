@@ -162,6 +162,37 @@ test('a moved waiter that must queue again keeps the rest of its wait, not a new
   assert.equal(pool.limits().queueTimeouts, 2);
 });
 
+test('one queue timer for every waiter: a waiter queued after the earlier one was served still times out, never before its expiry', async (t) => {
+  const port = await tcpEchoServer(t);
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '60ms' } });
+  const [a] = pool.targets;
+  const holding = await acquire(t, pool, a).done;
+  const first = acquire(t, pool, a); // arms the queue timer for its expiry
+  pool.release(a, holding.socket!, true);
+  assert.equal((await first.done).err, null, 'served before its expiry');
+  const queuedAt = Date.now();
+  const second = await acquire(t, pool, a).done; // the timer armed for the first one must come round to it
+  assert.equal(second.err?.code, 'UPSTREAM_QUEUE_TIMEOUT');
+  assert.ok(Date.now() - queuedAt >= 59, `answered after its own queue.timeout (${Date.now() - queuedAt} ms)`);
+  assert.deepEqual({ queued: pool.limits().queued, timeouts: pool.limits().queueTimeouts }, { queued: 0, timeouts: 1 });
+});
+
+test('one queue timer for every waiter: a later waiter with an earlier expiry (a moved one) times out first; the others wait on', async (t) => {
+  const port = await tcpEchoServer(t);
+  const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
+  const [a] = pool.targets;
+  await acquire(t, pool, a).done;
+  const long = acquire(t, pool, a); // 20 s: the timer is armed for it
+  const started = Date.now();
+  const short = await acquire(t, pool, a, Date.now() + 40).done; // 40 ms left: the timer must be brought forward
+  assert.equal(short.err?.code, 'UPSTREAM_QUEUE_TIMEOUT');
+  assert.ok(Date.now() - started < 10_000, 'timed out on its own deadline, not the first waiter\'s');
+  assert.equal(long.settled(), false, 'the first waiter still waits');
+  assert.deepEqual({ queued: pool.limits().queued, timeouts: pool.limits().queueTimeouts }, { queued: 1, timeouts: 1 });
+  pool.close();
+  assert.equal((await long.done).err?.code, 'UPSTREAM_UNAVAILABLE');
+});
+
 test('waiters stay on a target that is merely full, and on the last target when every one is down (panic tries it anyway)', async (t) => {
   const port = await tcpEchoServer(t);
   const pool = poolFor(t, { targets: [`127.0.0.1:${port}`], max_connections: 1, queue: { size: 4, timeout: '20s' } });
