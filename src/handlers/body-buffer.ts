@@ -45,8 +45,10 @@ export interface Replay {
   stop(): void;
 }
 
-/** Body bytes gathered before one write to the temp file, and the size of one read when replaying. */
+/** Body bytes gathered before one write to the temp file. */
 const STAGE_BYTES = 64 * 1024;
+/** One read of a replay: four whole FastCGI records of 65535 bytes (fewer thread-pool trips, bounded memory). */
+const REPLAY_BYTES = 4 * 65535;
 /** Bytes waiting for the temp file past which the client is paused (resumed once they are written). */
 const PENDING_HIGH = 256 * 1024;
 
@@ -305,7 +307,7 @@ export class BodyBuffer {
   }
 
   /**
-   * The body from its first byte into `sink`: memory parts at once, a file by STAGE_BYTES reads, each next
+   * The body from its first byte into `sink`: memory parts at once, a file by REPLAY_BYTES reads, each next
    * read only after the sink took the previous one (never the whole file in memory). Only once ready.
    */
   replay(sink: ReplaySink): Replay {
@@ -333,7 +335,7 @@ export class BodyBuffer {
         return;
       }
       const fd = this.#fd;
-      const want = Math.min(STAGE_BYTES, this.length - position);
+      const want = Math.min(REPLAY_BYTES, this.length - position);
       const into = Buffer.allocUnsafe(want);
       reading = true;
       this.#inflight++;

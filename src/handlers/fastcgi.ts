@@ -223,7 +223,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   replayData(data: Buffer): boolean {
     const up = this.#upstream;
     if (up === null || this.#finished) return false;
+    up.cork();
     const ok = this.#writeStdin(up, data);
+    up.uncork();
     if (!ok) this.#upstreamPausedClient = true;
     return ok;
   }
