@@ -271,19 +271,18 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     });
     const early = this.#earlyBody;
     this.#earlyBody = null;
-    const buffer = held;
     // BEGIN_REQUEST, PARAMS and (no body) the end of STDIN: one buffer, one send
-    const bodyless = buffer === null ? early === null && this.requestComplete : buffer.length === 0;
+    const bodyless = held === null ? early === null && this.requestComplete : held.length === 0;
     const opening = encodeRequestStart(REQUEST_ID, this.#keepConn, fixedParams(this.#fcgi), pairs, bodyless);
     this.bytesIn = opening.length;
     this.#stdinDone = bodyless;
     let ok: boolean;
-    if (buffer !== null) {
+    if (held !== null) {
       // a held body: STDIN from memory or the temp file, each part once FPM took the previous (replayData)
       socket.write(opening);
       this.#upstreamPausedClient = false;
       this.#replay?.stop();
-      this.#replay = bodyless ? null : buffer.replay(this);
+      this.#replay = bodyless ? null : held.replay(this);
       this.#armHeadersDeadline();
       return;
     }
