@@ -5,6 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { isPlainObject } from '../core/util.js';
 import { scanTemplate } from './template.js';
+import { size } from './units.js';
 
 /**
  * Variables `params` values may use: nginx's names and meaning. `$document_root` is `root`;
@@ -144,3 +145,29 @@ export function fastcgiUpstreams(routes: unknown[]): Set<string> {
 export function resolveFastcgiRoot<R extends { fastcgi?: FastcgiActionConfig }>(route: R, baseDir: string): R {
   return route.fastcgi === undefined ? route : { ...route, fastcgi: { ...route.fastcgi, root: path.resolve(baseDir, route.fastcgi.root) } };
 }
+
+/** Largest `body_buffer.memory`: it is held per request being buffered, so connections x this is the bound. */
+const MAX_BODY_MEMORY = 64 * 1024 * 1024;
+
+/**
+ * `body_buffer`: where a chunked request body to a FastCGI route waits until its length is known (FastCGI sends
+ * CONTENT_LENGTH before the body; nginx client_body_buffer_size + client_body_temp_path). Decoded bytes stay in
+ * memory up to `memory`; a larger body goes whole to a temp file in `temp_dir` that has no name on disk
+ * (handlers/body-buffer.ts). Content-Length bodies are streamed as they arrive and never buffered.
+ */
+export const bodyBufferSchema = z
+  .object({
+    memory: size('16KiB')
+      .refine((n) => n <= MAX_BODY_MEMORY, `at most ${MAX_BODY_MEMORY / 1024 / 1024}MiB (it is held per request while buffering)`)
+      .describe('Decoded bytes of a chunked body kept in memory; a larger body goes to a temp file (default 16KiB, nginx client_body_buffer_size).'),
+    temp_dir: z
+      .string()
+      .min(1)
+      .regex(/^[^\0]*$/, 'a folder path must not contain NUL')
+      .optional()
+      .describe('Folder of the temp files (relative to the config file\'s folder; default: the OS temp folder, $TMPDIR or /tmp). Files there have no name (O_TMPFILE, else unlinked once open): nothing is left after a crash. Where /tmp is a tmpfs, its files are RAM: point this at a disk folder.'),
+    disk_max: size('1GiB').describe('Bytes the temp files of one worker may hold at once; a body that would pass it is refused with 503 (default 1GiB).'),
+  })
+  .strict();
+
+export type BodyBufferConfig = z.output<typeof bodyBufferSchema>;

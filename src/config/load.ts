@@ -3,7 +3,7 @@
 // It starts nothing and keeps no state: reload calls it again and swaps in the new result only if it is ok.
 import { X509Certificate } from 'node:crypto';
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } from 'yaml';
 import type { Document } from 'yaml';
@@ -129,7 +129,7 @@ export function loadConfigText(text: string, file: string): LoadResult {
   }
   const baseDir = path.dirname(abs);
   const certs = checkCertificateFiles(data, baseDir);
-  for (const e of [...certs.errors, ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir), ...checkStaticRoots(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
+  for (const e of [...certs.errors, ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir), ...checkStaticRoots(data, baseDir), ...checkBodyBufferDir(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
   const logFile = checkAccessFile(data, baseDir);
   if (logFile !== undefined) errors.push({ path: 'log.access_file', ...at(locate(doc, ['log', 'access_file'])), message: logFile });
   const warnings = certs.warnings.map((e) => ({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message }));
@@ -553,6 +553,27 @@ function checkStaticRoots(data: unknown, baseDir: string): { path: Segment[]; me
   return out;
 }
 
+/**
+ * body_buffer.temp_dir must be a folder Portico can create files in (workers open unnamed temp files there for
+ * chunked bodies to FastCGI routes). The default, the OS temp folder, is checked only when a FastCGI route uses it.
+ */
+function checkBodyBufferDir(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
+  if (!isPlainObject(data)) return [];
+  const set = isPlainObject(data.body_buffer) && typeof data.body_buffer.temp_dir === 'string' && data.body_buffer.temp_dir !== '' ? data.body_buffer.temp_dir : undefined;
+  const fastcgi = Array.isArray(data.routes) && data.routes.some((r: unknown) => isPlainObject(r) && r.fastcgi !== undefined);
+  if (set === undefined && !fastcgi) return [];
+  const dir = set === undefined ? tmpdir() : path.resolve(baseDir, set);
+  const at: Segment[] = ['body_buffer', 'temp_dir'];
+  try {
+    if (!statSync(dir).isDirectory()) return [{ path: at, message: `${dir} is not a folder` }];
+    accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return [{ path: at, message: code === 'EACCES' || code === 'EPERM' ? `${dir} is not writable (temp files of chunked FastCGI bodies go there)` : describeFsError(err, dir) }];
+  }
+  return [];
+}
+
 /** An upstream's `tls.ca` must hold at least one certificate; `cert` and `key` must be a pair (as for listeners). */
 function checkUpstreamTlsFiles(data: unknown, baseDir: string): { path: Segment[]; message: string }[] {
   const out: { path: Segment[]; message: string }[] = [];
@@ -616,6 +637,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
       Object.entries(config.upstreams).map(([name, u]) => [name, u.tls === undefined ? u : { ...u, tls: { ...u.tls, ca: abs(u.tls.ca), cert: abs(u.tls.cert), key: abs(u.tls.key) } }]),
     ),
     routes: config.routes.map((r) => resolveFastcgiRoot(r.static === undefined ? r : { ...r, static: { ...r.static, root: path.resolve(baseDir, r.static.root) } }, baseDir)),
+    body_buffer: config.body_buffer.temp_dir === undefined ? config.body_buffer : { ...config.body_buffer, temp_dir: path.resolve(baseDir, config.body_buffer.temp_dir) },
     log: config.log.access_file === undefined ? config.log : { ...config.log, access_file: path.resolve(baseDir, config.log.access_file) },
     listeners: config.listeners.map((l) =>
       l.tls === undefined

@@ -15,7 +15,7 @@ import { corsPolicy } from './cors.js';
 import { httpsRedirect, redirectAction, returnAction } from './redirect.js';
 import { staticAction } from './static.js';
 import { staticCacheSchema } from './static-cache.js';
-import { checkFastcgiReferences, fastcgiAction, fastcgiUpstreams } from './fastcgi.js';
+import { bodyBufferSchema, checkFastcgiReferences, fastcgiAction, fastcgiUpstreams } from './fastcgi.js';
 
 import { DURATION_FORMS, MAX_DURATION_MS, SIZE_FORMS, duration, parseDuration, parseSize, positiveDuration, size } from './units.js';
 
@@ -630,6 +630,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    body_buffer: bodyBufferSchema.prefault({}).describe('Chunked request bodies to FastCGI routes, held whole until their length is known: memory, then an unnamed temp file (config/fastcgi.ts).'),
     static_cache: staticCacheSchema.prefault({}).describe('Per-worker cache of static files: lookups, small files and their compressed forms (nginx open_file_cache).'),
     timeouts: z
       .object({

@@ -38,6 +38,8 @@ export const ERROR_CODES = [
   'SHUTDOWN', // Portico is stopping -> 503
   'FD_LIMIT', // this process is out of file descriptors (EMFILE/ENFILE) -> 503; never the target's fault
   'STATIC_FILES_BUSY', // static routes hold limits.static_open_files open files in this worker -> 503
+  'BODY_BUFFER_FULL', // buffering a chunked body would pass body_buffer.disk_max in this worker -> 503
+  'BODY_BUFFER_IO', // the temp file of a buffered body could not be opened, written or read (ENOSPC, EACCES...) -> 500
   'INTERNAL', // -> 500
 ] as const;
 
@@ -99,6 +101,7 @@ export function statusOf(code: ErrorCode): number {
     case 'SHUTDOWN':
     case 'FD_LIMIT':
     case 'STATIC_FILES_BUSY':
+    case 'BODY_BUFFER_FULL':
       return 503;
     case 'UPSTREAM_CONNECT_TIMEOUT':
     case 'UPSTREAM_HEADERS_TIMEOUT':
@@ -107,6 +110,7 @@ export function statusOf(code: ErrorCode): number {
     case 'TUNNEL_LIFETIME':
       return 504;
     case 'INTERNAL':
+    case 'BODY_BUFFER_IO':
       return 500;
     default:
       return 502; // every other upstream failure (Caddy statusError: 502 by default)

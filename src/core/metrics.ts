@@ -58,6 +58,15 @@ export interface MetricsSnapshot {
   /** Log lines dropped because stdout's reader or the access-log file's disk did not keep up (line-writer.ts). */
   logDropped?: LogDropped;
   staticCache?: StaticCacheStats;
+  /** Chunked bodies held for FastCGI routes (handlers/body-buffer.ts). */
+  bodyBuffer?: BodyBufferStats;
+}
+
+/** Chunked request bodies held whole by one worker (or summed): kept in memory, spilled to a temp file, disk held now. */
+export interface BodyBufferStats {
+  memory: number;
+  file: number;
+  diskBytes: number;
 }
 
 /** Lines dropped per destination: stdout (access log and pino's lines) and the `log.access_file` files. */
@@ -351,6 +360,9 @@ export function sumSnapshots(a: MetricsSnapshot, b: MetricsSnapshot): MetricsSna
       ? {}
       : { logDropped: { stdout: (a.logDropped?.stdout ?? 0) + (b.logDropped?.stdout ?? 0), file: (a.logDropped?.file ?? 0) + (b.logDropped?.file ?? 0) } }),
     ...(a.staticCache === undefined && b.staticCache === undefined ? {} : { staticCache: sumStaticCache(a.staticCache, b.staticCache) }),
+    ...(a.bodyBuffer === undefined && b.bodyBuffer === undefined
+      ? {}
+      : { bodyBuffer: { memory: (a.bodyBuffer?.memory ?? 0) + (b.bodyBuffer?.memory ?? 0), file: (a.bodyBuffer?.file ?? 0) + (b.bodyBuffer?.file ?? 0), diskBytes: (a.bodyBuffer?.diskBytes ?? 0) + (b.bodyBuffer?.diskBytes ?? 0) } }),
   };
 }
 
@@ -430,6 +442,13 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
       [labels({ result: 'hit' }), s.staticCache.hits],
       [labels({ result: 'miss' }), s.staticCache.misses],
     ]);
+  }
+  if (s.bodyBuffer !== undefined) {
+    metric('portico_body_buffered_total', 'counter', 'Chunked request bodies held whole for FastCGI routes (CONTENT_LENGTH first), by where: memory (up to body_buffer.memory) or an unnamed temp file.', [
+      [labels({ to: 'memory' }), s.bodyBuffer.memory],
+      [labels({ to: 'file' }), s.bodyBuffer.file],
+    ]);
+    metric('portico_body_buffer_disk_bytes', 'gauge', 'Bytes the temp files of held request bodies take now (bounded per worker by body_buffer.disk_max).', [['', s.bodyBuffer.diskBytes]]);
   }
   metric('portico_log_lines_dropped_total', 'counter', 'Log lines dropped because their buffer was full or a write failed (stdout\'s reader or the access-log disk too slow), by destination.', [
     [labels({ to: 'stdout' }), s.logDropped?.stdout ?? 0],

@@ -4,6 +4,7 @@
 // script gave it, else chunked to HTTP/1.1 clients or close-delimited), STDERR lines to the log, and
 // END_REQUEST. FCGI_KEEP_CONN keeps the connection for the pool. It borrows the client socket from its ClientSide
 // and never closes it; it owns the upstream socket between acquire and release.
+import { tmpdir } from 'node:os';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
@@ -21,10 +22,14 @@ import type { ClientSide } from './forward.js';
 import { fixedParams, requestParams } from './fastcgi-params.js';
 import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
+import { BodyBuffer, type BodyBufferOwner, type Replay, type ReplaySink } from './body-buffer.js';
+import type { BodyBufferConfig } from '../config/fastcgi.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
 export interface FastcgiClient extends ClientSide {
   readonly log: Logger;
+  /** Where a chunked body waits for its length (body_buffer). */
+  readonly bodyBuffer: BodyBufferConfig;
 }
 
 /** One request per connection at a time, so every request has id 1 (FCGI_MPXS_CONNS is not used). */
@@ -56,7 +61,8 @@ const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
  */
 const QUEUED_SUSPECT_MS = 100;
 
-type Phase = 'script' | 'connecting' | 'waiting' | 'body' | 'done';
+/** 'buffering': the script exists, its chunked body is not whole yet (no target asked before it is). */
+type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done';
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
@@ -65,7 +71,7 @@ function plainAddress(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
-export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink, UpstreamSocketOwner {
+export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink, UpstreamSocketOwner, BodyBufferOwner, ReplaySink {
   readonly mode = 'fastcgi';
   readonly head: RequestHead;
   readonly route: CompiledRoute;
@@ -87,8 +93,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #upstream: ByteSocket | null = null;
   #reused = false;
   #reader: RecordReader | null = null;
-  // request body (Content-Length framed; a chunked body is refused before this exchange exists)
+  // request body: Content-Length framed (streamed as it comes), or chunked (held whole in #buffer, then replayed:
+  // FastCGI sends CONTENT_LENGTH before the body)
   #reqRemaining: number;
+  readonly #buffer: BodyBuffer | null = null;
+  #replay: Replay | null = null;
+  /** The whole body (and the empty STDIN record) went to the application. */
+  #stdinDone = false;
   #earlyBody: Buffer[] | null = null;
   #upstreamPausedClient = false;
   readonly #bodyStall = new BodyStallWatch();
@@ -127,14 +138,18 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#timeouts = pool.config.timeouts;
     this.#keepConn = pool.config.keepalive.max_idle > 0;
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : 0;
+    if (head.bodyKind === 'chunked') {
+      const b = client.bodyBuffer;
+      this.#buffer = new BodyBuffer({ memory: b.memory, dir: b.temp_dir ?? tmpdir(), diskMax: b.disk_max, maxBody: client.maxBodySize }, this);
+    }
   }
 
   get requestComplete(): boolean {
-    return this.#reqRemaining === 0;
+    return this.#buffer === null ? this.#reqRemaining === 0 : this.#buffer.clientDone;
   }
 
   get bodyError(): ProxyError {
-    return new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body');
+    return this.#buffer?.error ?? new ProxyError('CLIENT_BAD_REQUEST', 'invalid request body');
   }
 
   protected get attemptOver(): boolean {
@@ -175,11 +190,59 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#phase = 'connecting';
     // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
     // (FPM never sends interim responses; nginx answers 100 itself too)
-    if (this.head.expectContinue && this.head.versionMinor === 1 && this.#reqRemaining > 0) {
+    if (this.head.expectContinue && this.head.versionMinor === 1 && !this.requestComplete) {
       this.bytesOut += CONTINUE.length;
       this.#client.socket.write(CONTINUE);
     }
+    // a chunked body is held whole first: no target is picked (nor FPM asked) before it is
+    if (this.#buffer !== null && !this.#buffer.ready) {
+      this.#phase = 'buffering';
+      return;
+    }
     super.start();
+  }
+
+  // ---- BodyBufferOwner: the chunked body being held ----
+
+  bufferPaused(paused: boolean): void {
+    this.#client.setBodyPaused(paused);
+  }
+
+  bufferReady(): void {
+    if (this.#phase !== 'buffering' || this.#finished) return;
+    this.#phase = 'connecting';
+    super.start();
+  }
+
+  bufferFailed(err: ProxyError): void {
+    this.#client.log.error({ route: this.route.name, path: this.head.target, err: { code: err.code, message: err.message } }, 'request body not buffered: temp file error');
+    this.#fail(err);
+  }
+
+  // ---- ReplaySink: the held body, as STDIN records ----
+
+  replayData(data: Buffer): boolean {
+    const up = this.#upstream;
+    if (up === null || this.#finished) return false;
+    up.cork();
+    const ok = this.#writeStdin(up, data);
+    up.uncork();
+    if (!ok) this.#upstreamPausedClient = true;
+    return ok;
+  }
+
+  replayEnd(): void {
+    const up = this.#upstream;
+    if (up === null || this.#finished) return;
+    this.#replay = null;
+    this.#writeStdin(up, Buffer.alloc(0));
+    this.#stdinDone = true;
+    this.#armHeadersDeadline();
+  }
+
+  replayFailed(err: ProxyError): void {
+    this.#replay = null;
+    this.bufferFailed(err);
   }
 
   protected connected(socket: ByteSocket, reused: boolean): void {
@@ -198,7 +261,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       set.add(this);
     }
     const s = this.#client.upstreamClient;
-    const pairs = requestParams(this.head, this.#script!, this.#fcgi, {
+    // a held chunked body reaches FPM as what it now is: a body of known length (nginx sets CONTENT_LENGTH so too)
+    const held = this.#buffer;
+    const asSent: RequestHead = held === null ? this.head : { ...this.head, bodyKind: 'length', contentLength: held.length, chunked: false, transferEncoding: undefined };
+    const pairs = requestParams(asSent, this.#script!, this.#fcgi, {
       vars: this.#client.vars,
       remotePort: s.source === undefined ? '' : String(s.source.port),
       serverAddr: s.destination === undefined ? '' : plainAddress(s.destination.address),
@@ -207,16 +273,30 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const early = this.#earlyBody;
     this.#earlyBody = null;
     // BEGIN_REQUEST, PARAMS and (no body) the end of STDIN: one buffer, one send
-    const opening = encodeRequestStart(REQUEST_ID, this.#keepConn, fixedParams(this.#fcgi), pairs, early === null && this.requestComplete);
+    const bodyless = held === null ? early === null && this.requestComplete : held.length === 0;
+    const opening = encodeRequestStart(REQUEST_ID, this.#keepConn, fixedParams(this.#fcgi), pairs, bodyless);
     this.bytesIn = opening.length;
+    this.#stdinDone = bodyless;
     let ok: boolean;
+    if (held !== null) {
+      // a held body: STDIN from memory or the temp file, each part once FPM took the previous (replayData)
+      socket.write(opening);
+      this.#upstreamPausedClient = false;
+      this.#replay?.stop();
+      this.#replay = bodyless ? null : held.replay(this);
+      this.#armHeadersDeadline();
+      return;
+    }
     if (early === null) ok = socket.write(opening);
     else {
       socket.cork();
       socket.write(opening);
       ok = true;
       for (const b of early) ok = this.#writeStdin(socket, b);
-      if (this.requestComplete) ok = this.#writeStdin(socket, Buffer.alloc(0));
+      if (this.requestComplete) {
+        ok = this.#writeStdin(socket, Buffer.alloc(0));
+        this.#stdinDone = true;
+      }
       socket.uncork();
     }
     this.#armHeadersDeadline();
@@ -239,10 +319,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   /** The response head is awaited once the whole body was sent: a slow upload is the client's time, not FPM's. */
   #armHeadersDeadline(): void {
     this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
-    this.deadline = this.requestComplete && this.#phase === 'waiting' && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+    this.deadline = this.#stdinDone && this.#phase === 'waiting' && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
   }
 
   clientData(chunk: Buffer, start: number): number {
+    if (this.#buffer !== null) return this.#buffer.push(chunk, start);
     if (this.#reqRemaining === 0) return 0;
     const used = Math.min(this.#reqRemaining, chunk.length - start);
     if (used <= 0) return 0;
@@ -257,7 +338,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
     up.cork();
     let ok = this.#writeStdin(up, part);
-    if (this.#reqRemaining === 0) ok = this.#writeStdin(up, Buffer.alloc(0));
+    if (this.#reqRemaining === 0) {
+      ok = this.#writeStdin(up, Buffer.alloc(0));
+      this.#stdinDone = true;
+    }
     up.uncork();
     if (this.#reqRemaining === 0) this.#armHeadersDeadline();
     else if (!ok && !this.#upstreamPausedClient) {
@@ -270,7 +354,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   upstreamDrain(): void {
     if (this.#upstreamPausedClient) {
       this.#upstreamPausedClient = false;
-      this.#client.setBodyPaused(false);
+      if (this.#replay !== null) this.#replay.resume();
+      else this.#client.setBodyPaused(false);
     }
   }
 
@@ -519,7 +604,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const up = this.#detachUpstream();
     // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
     // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
-    const reusable = this.#keepConn && this.requestComplete && !FastcgiExchange.#queuedSuspect(this.target!, Date.now()) && !up.destroyed && up.readable && up.writable;
+    this.#dropBody();
+    const reusable = this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!, Date.now()) && !up.destroyed && up.readable && up.writable;
     this.pool.release(this.target!, up, reusable);
     this.target!.active--;
     if (this.#framing === 'close') this.#closeClient = true;
@@ -570,7 +656,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   checkDeadline(now: number): void {
     if (this.#finished) return;
-    if (this.#reqRemaining > 0 && this.#phase !== 'script' && this.#bodyStalled(now)) return;
+    if (this.#buffer !== null) {
+      if (this.#heldBodyStalled(now)) return;
+    } else if (this.#reqRemaining > 0 && this.#phase !== 'script' && this.#bodyStalled(now)) return;
     if (this.deadline !== 0 && now >= this.deadline) {
       this.#fail(new ProxyError(this.deadlineCode, this.deadlineCode === 'UPSTREAM_HEADERS_TIMEOUT' ? 'no response head from FastCGI in time' : 'FastCGI response stalled'));
     }
@@ -585,6 +673,29 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     return true;
   }
 
+  /**
+   * A chunked body: while the client sends it, timeouts.body between its bytes (never the target's failure: none
+   * is picked yet; a wait for the disk is nobody's stall); while it is replayed, timeouts.idle for an FPM that
+   * stopped taking it.
+   */
+  #heldBodyStalled(now: number): boolean {
+    const b = this.#buffer!;
+    let err: ProxyError | null;
+    if (!b.clientDone) err = this.#bodyStall.check(b.received, b.waitingOnDisk ? null : 'client', now, this.#client.bodyTimeout, 0, 'FastCGI');
+    else if (this.#upstream !== null && !this.#stdinDone) err = this.#bodyStall.check(this.bytesIn, this.#upstreamPausedClient ? 'upstream' : null, now, 0, this.#timeouts.idle, 'FastCGI');
+    else return false;
+    if (err === null) return false;
+    this.#fail(err);
+    return true;
+  }
+
+  /** The held body is no longer needed: its replay stops, its memory and temp file go. */
+  #dropBody(): void {
+    this.#replay?.stop();
+    this.#replay = null;
+    this.#buffer?.dispose();
+  }
+
   touch(now: number): void {
     if (this.#phase === 'body' && this.#timeouts.idle > 0) this.deadline = now + this.#timeouts.idle;
   }
@@ -593,6 +704,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   abort(_err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#dropBody();
     this.#held = [];
     this.#heldBytes = 0;
     this.#answered();
@@ -603,6 +715,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #fail(err: ProxyError): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#dropBody();
     this.#held = []; // a broken answer: the client connection is cut, what was held with it
     this.#heldBytes = 0;
     this.#phase = 'done';

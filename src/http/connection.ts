@@ -181,6 +181,11 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     return this.ctx.config.timeouts.body;
   }
 
+  /** Where a chunked body to a FastCGI route waits for its length (handlers/body-buffer.ts). */
+  get bodyBuffer(): Config['body_buffer'] {
+    return this.ctx.config.body_buffer;
+  }
+
   get maxBodySize(): number {
     const max = this.ctx.config.limits.body_size;
     return max === 'off' ? Infinity : max;
@@ -406,11 +411,6 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     const pool = this.ctx.pools.get(d.upstream);
     if (pool === undefined) {
       this.#reject('INTERNAL', `route ${d.route.name} names a missing upstream`, head);
-      return;
-    }
-    // CONTENT_LENGTH must be known before the script starts (nginx buffers such a body; Portico streams)
-    if (head.bodyKind === 'chunked') {
-      this.#reject('CLIENT_LENGTH_REQUIRED', 'chunked request body on a FastCGI route', head);
       return;
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);

@@ -6,6 +6,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ConnectionRegistry } from '../core/registry.js';
 import type { LogDropped, Metrics, ProcessHealth } from '../core/metrics.js';
 import { staticCacheStats } from '../handlers/static.js';
+import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
 import { nativeAcceptStats } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -59,6 +60,7 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (pipes !== undefined) metrics.pipes = { open: pipes.open, inUse: pipes.inUse, cap: pipes.cap, copies: pipes.copies };
   if (s.logDropped !== undefined) metrics.logDropped = s.logDropped;
   metrics.staticCache = staticCacheStats();
+  metrics.bodyBuffer = bodyBufferStats();
   let fdsOpen = 0;
   try {
     fdsOpen = readdirSync('/proc/self/fd').length;
