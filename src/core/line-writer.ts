@@ -86,7 +86,24 @@ export class LineWriter {
       this.#curLen += cur.write(line, this.#curLen);
       this.#curLines++;
     } else {
-      this.#writeSlow(line);
+      this.#writeSlow(line, Buffer.byteLength(line));
+    }
+    if (!this.#scheduled) this.#schedule();
+  }
+
+  /**
+   * Appends the first `len` bytes of `src` (a whole line, ending with "\n", that the caller overwrites after):
+   * the same as write() for a line already encoded.
+   */
+  writeBytes(src: Buffer, len: number): void {
+    if (this.#closed) return;
+    const cur = this.#cur;
+    if (cur !== null && len <= cur.length - this.#curLen) {
+      src.copy(cur, this.#curLen, 0, len);
+      this.#curLen += len;
+      this.#curLines++;
+    } else {
+      this.#writeSlow(src, len);
     }
     if (!this.#scheduled) this.#schedule();
   }
@@ -99,11 +116,11 @@ export class LineWriter {
     else setTimeout(this.#flush, wait);
   }
 
-  #writeSlow(line: string): void {
-    const bytes = Buffer.byteLength(line);
+  /** A line that may not fit the chunk being filled: `line` as text, or its first `bytes` bytes when a Buffer. */
+  #writeSlow(line: string | Buffer, bytes: number): void {
     const cur = this.#cur;
     if (cur !== null && bytes <= cur.length - this.#curLen) {
-      this.#curLen += cur.write(line, this.#curLen);
+      this.#curLen += LineWriter.#copy(line, bytes, cur, this.#curLen);
       this.#curLines++;
       return;
     }
@@ -115,13 +132,17 @@ export class LineWriter {
     this.#seal();
     if (bytes > this.#chunk) {
       // longer than a chunk: a write of its own (to a pipe, it may then mix with other writers' lines)
-      this.#queue({ buf: Buffer.from(line), lines: 1 });
+      this.#queue({ buf: typeof line === 'string' ? Buffer.from(line) : Buffer.from(line.subarray(0, bytes)), lines: 1 });
       return;
     }
     const next = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#chunk);
     this.#cur = next;
-    this.#curLen = next.write(line, 0);
+    this.#curLen = LineWriter.#copy(line, bytes, next, 0);
     this.#curLines = 1;
+  }
+
+  static #copy(line: string | Buffer, bytes: number, to: Buffer, at: number): number {
+    return typeof line === 'string' ? to.write(line, at) : line.copy(to, at, 0, bytes);
   }
 
   /** The chunk being filled joins the ready ones (and leaves now if nothing is in flight). */
