@@ -15,6 +15,9 @@ const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 /** Strings up to this long are checked and copied in one JS loop; longer ones by a regex and Node's encoder. */
 const SHORT = 48;
 
+/** Line lengths whose view of the buffer is kept (line()). */
+const VIEWS = 2048;
+
 /** A line is grown past this only by a field made of escapes (bounded by the caller's cut of every string). */
 const INITIAL_BYTES = 8 * 1024;
 
@@ -26,6 +29,11 @@ export function ascii(s: string): Buffer {
 export class JsonLine {
   #buf: Buffer = Buffer.allocUnsafeSlow(INITIAL_BYTES);
   #len = 0;
+  /**
+   * Views of #buf from 0, by length: a line's length takes a few dozen values, and a view made per line (a
+   * typed-array object) cost as much as copying the line. Only short lengths are kept, so at most VIEWS of them.
+   */
+  #views: (Uint8Array | undefined)[] = [];
 
   /** The bytes written since reset(): valid up to `length`, overwritten by the next line. */
   get bytes(): Buffer {
@@ -45,6 +53,7 @@ export class JsonLine {
     const bigger = Buffer.allocUnsafeSlow(Math.max(this.#buf.length * 2, this.#len + n));
     this.#buf.copy(bigger, 0, 0, this.#len);
     this.#buf = bigger;
+    this.#views = [];
   }
 
   /** Bytes made before (a constant, a cached field). */
@@ -169,6 +178,18 @@ export class JsonLine {
   #latin1(s: string): void {
     this.#room(s.length);
     this.#len += (this.#buf as Buffer & Encoders).latin1Write(s, this.#len);
+  }
+
+  /** The bytes written since reset(), as a view valid until the next line is written. */
+  line(): Uint8Array {
+    const n = this.#len;
+    if (n >= VIEWS) return this.#buf.subarray(0, n);
+    let v = this.#views[n];
+    if (v === undefined) {
+      v = new Uint8Array(this.#buf.buffer, this.#buf.byteOffset, n);
+      this.#views[n] = v;
+    }
+    return v;
   }
 
   /** A copy of the bytes from `start` to the end, to be given to raw() again (a cached field). */

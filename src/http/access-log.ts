@@ -51,13 +51,14 @@ function named(n: string, lower: string, usual: string): boolean {
 /** The requests Portico answers itself, by `mode`: a static file, a redirect, a fixed `return`, a CORS preflight. */
 export type AnswerMode = 'static' | 'redirect' | 'return' | 'preflight';
 
-type Key = string | number | boolean | undefined;
+type Key = string | undefined;
 
 /**
- * A run of fields as bytes and the values it was made from (up to seven): the route, pool and target of a request,
- * or its method, or its HTTP version, Host, client, User-Agent and Referer repeat from request to request, and
- * comparing a few strings costs less than writing them again (and scanning them for characters to escape). A run
- * ends with the key of the value that follows it (`,"path":`...) when that is known: fewer pieces to copy.
+ * A run of fields as bytes and the values it was made from (up to five strings): the route, pool and target of a
+ * request, or its method, or its Host, client, User-Agent and Referer repeat from request to request, and comparing
+ * a few strings costs less than writing them again (and scanning them for characters to escape). A run ends with
+ * the key of the value that follows it (`,"path":`...) when that is known: fewer pieces to copy. What else shapes
+ * the run (HTTP version, timings present) picks one of several Segments, so that keys compare as strings only.
  */
 class Segment {
   #a: Key = undefined;
@@ -65,29 +66,30 @@ class Segment {
   #c: Key = undefined;
   #d: Key = undefined;
   #e: Key = undefined;
-  #f: Key = undefined;
-  #g: Key = undefined;
   #bytes: Buffer | null = null;
 
   /** Copies the bytes made from these values into `out`; false (nothing written) when they were made from others. */
-  copy(out: JsonLine, a: Key, b: Key, c: Key, d: Key, e: Key, f: Key, g: Key): boolean {
+  copy(out: JsonLine, a: Key, b: Key, c: Key, d: Key, e: Key): boolean {
     const bytes = this.#bytes;
-    if (bytes === null || a !== this.#a || b !== this.#b || c !== this.#c || d !== this.#d || e !== this.#e || f !== this.#f || g !== this.#g) return false;
+    if (bytes === null || a !== this.#a || b !== this.#b || c !== this.#c || d !== this.#d || e !== this.#e) return false;
     out.raw(bytes);
     return true;
   }
 
   /** Keeps what `out` holds from `start` as the bytes of these values. */
-  keep(out: JsonLine, start: number, a: Key, b: Key, c: Key, d: Key, e: Key, f: Key, g: Key): void {
+  keep(out: JsonLine, start: number, a: Key, b: Key, c: Key, d: Key, e: Key): void {
     this.#a = a;
     this.#b = b;
     this.#c = c;
     this.#d = d;
     this.#e = e;
-    this.#f = f;
-    this.#g = g;
     this.#bytes = out.copyFrom(start);
   }
+}
+
+/** Segments by a few cases: what a run holds besides its string values. */
+function segments(n: number): Segment[] {
+  return Array.from({ length: n }, () => new Segment());
 }
 
 /** The constant pieces of a line, as bytes. */
@@ -135,11 +137,13 @@ export class AccessLog implements AccessLines {
   readonly #statusOut: (Buffer | undefined)[] = [];
   /** The line being written; a request's line is built here and copied to each writer. */
   readonly #out = new JsonLine();
-  readonly #forwarded = new Segment();
+  /** By (timings: connectMs present) * 2 + (mode field first). */
+  readonly #forwarded = segments(4);
   readonly #exchanged = new Segment();
   readonly #answered = new Segment();
   readonly #method = new Segment();
-  readonly #request = new Segment();
+  /** By (HTTP/1.1) * 2 + (request id present); HTTP/1.x for x other than 0 and 1 is not kept. */
+  readonly #request = segments(4);
 
   constructor(opts: { stdout: LineWriter | undefined; file: LineWriter | undefined; worker: number; trusts: (address: string) => boolean }) {
     this.#stdout = opts.stdout;
@@ -181,8 +185,9 @@ export class AccessLog implements AccessLines {
 
   /** #out's line, ended, to each writer. */
   #emitOut(out: JsonLine): void {
-    this.#stdout?.writeBytes(out.bytes, out.length);
-    this.#file?.writeBytes(out.bytes, out.length);
+    const line = out.line();
+    this.#stdout?.writeBytes(line);
+    this.#file?.writeBytes(line);
   }
 
   /** `,"key":"value"` for a string that may need escaping, cut to MAX_FIELD; nothing when absent. */
@@ -215,17 +220,18 @@ export class AccessLog implements AccessLines {
     const client = realClient(c.remoteAddr, xff, this.#trusts);
     const peer = client === c.remoteAddr ? undefined : c.remoteAddr;
     const method = head.method;
-    if (!this.#method.copy(out, method, undefined, undefined, undefined, undefined, undefined, undefined)) {
+    if (!this.#method.copy(out, method, undefined, undefined, undefined, undefined)) {
       const start = out.length;
       AccessLog.#field(out, K.method, method);
       out.raw(K.path);
-      this.#method.keep(out, start, method, undefined, undefined, undefined, undefined, undefined, undefined);
+      this.#method.keep(out, start, method, undefined, undefined, undefined, undefined);
     }
     out.string(head.target, MAX_FIELD);
     const v = head.versionMinor;
     const host = head.hostRaw;
     const withId = requestId !== undefined;
-    if (!this.#request.copy(out, v, host, client, peer, ua, referer, withId)) {
+    const seg = v === 0 || v === 1 ? this.#request[v * 2 + (withId ? 1 : 0)] : undefined;
+    if (seg === undefined || !seg.copy(out, host, client, peer, ua, referer)) {
       const start = out.length;
       out.raw(K.proto);
       out.int(v);
@@ -236,7 +242,7 @@ export class AccessLog implements AccessLines {
       AccessLog.#field(out, K.ua, ua);
       AccessLog.#field(out, K.referer, referer);
       if (withId) out.raw(K.reqId);
-      this.#request.keep(out, start, v, host, client, peer, ua, referer, withId);
+      seg?.keep(out, start, host, client, peer, ua, referer);
     }
     if (withId) out.string(requestId, MAX_FIELD);
   }
@@ -251,14 +257,15 @@ export class AccessLog implements AccessLines {
     const pool = ex.pool.name;
     const id = target === null ? undefined : target.id;
     const connected = ex.connectMs >= 0;
-    if (!this.#forwarded.copy(out, route, pool, id, connected, mode, undefined, undefined)) {
+    const seg = this.#forwarded[(connected ? 2 : 0) + (mode ? 1 : 0)];
+    if (!seg.copy(out, route, pool, id, undefined, undefined)) {
       const start = out.length;
       if (mode) out.raw(K.modeHttp);
       AccessLog.#field(out, K.route, route);
       AccessLog.#field(out, K.pool, pool);
       AccessLog.#field(out, K.upstream, id);
       if (connected) out.raw(K.connectMs);
-      this.#forwarded.keep(out, start, route, pool, id, connected, mode, undefined, undefined);
+      seg.keep(out, start, route, pool, id, undefined, undefined);
     }
     const firstByte = ex.firstByteMs >= 0;
     if (connected) {
@@ -354,12 +361,12 @@ export class AccessLog implements AccessLines {
   /** A request Portico answered itself (`mode` says how): once its answer was written whole, failed, or the client left. */
   answer(c: AccessClient, mode: AnswerMode, route: string | undefined, head: RequestHead, requestId: string | undefined, status: number, bytesOut: number, startedAt: number, err?: ProxyError): void {
     const out = this.#begin(c.id);
-    if (!this.#answered.copy(out, mode, route, undefined, undefined, undefined, undefined, undefined)) {
+    if (!this.#answered.copy(out, mode, route, undefined, undefined, undefined)) {
       const start = out.length;
       out.raw(K.mode);
       out.string(mode, MAX_FIELD);
       AccessLog.#field(out, K.route, route);
-      this.#answered.keep(out, start, mode, route, undefined, undefined, undefined, undefined, undefined);
+      this.#answered.keep(out, start, mode, route, undefined, undefined, undefined);
     }
     this.#requestFields(out, c, head, requestId);
     this.#counts(out, status, undefined, bytesOut);
@@ -375,13 +382,13 @@ export class AccessLog implements AccessLines {
     const id = target === null ? undefined : target.id;
     const route = ex.route.name;
     const out = this.#begin(c.id);
-    if (!this.#exchanged.copy(out, ex.mode, route, id, undefined, undefined, undefined, undefined)) {
+    if (!this.#exchanged.copy(out, ex.mode, route, id, undefined, undefined)) {
       const start = out.length;
       out.raw(K.mode);
       out.string(ex.mode, MAX_FIELD);
       AccessLog.#field(out, K.route, route);
       AccessLog.#field(out, K.upstream, id);
-      this.#exchanged.keep(out, start, ex.mode, route, id, undefined, undefined, undefined, undefined);
+      this.#exchanged.keep(out, start, ex.mode, route, id, undefined, undefined);
     }
     this.#requestFields(out, c, ex.head, requestId);
     this.#counts(out, status, ex.bytesIn, ex.bytesOut);
