@@ -35,11 +35,7 @@ export class JsonLine {
    */
   #views: (Uint8Array | undefined)[] = [];
 
-  /** The bytes written since reset(): valid up to `length`, overwritten by the next line. */
-  get bytes(): Buffer {
-    return this.#buf;
-  }
-
+  /** Bytes written since reset(). */
   get length(): number {
     return this.#len;
   }
@@ -174,7 +170,7 @@ export class JsonLine {
     return true;
   }
 
-  /** Text known to be printable ASCII with nothing to escape (a number's String(), a code). */
+  /** Text known to be printable ASCII with nothing to escape: a number's String(). */
   #latin1(s: string): void {
     this.#room(s.length);
     this.#len += (this.#buf as Buffer & Encoders).latin1Write(s, this.#len);
@@ -200,11 +196,5 @@ export class JsonLine {
   /** The line so far as a string (a tunnel keeps its opening fields as one). */
   text(start = 0): string {
     return this.#buf.toString('utf8', start, this.#len);
-  }
-
-  /** UTF-8 text of unknown content appended as it is (the caller made it valid JSON). */
-  utf8(s: string): void {
-    this.#room(s.length * 3);
-    this.#len += (this.#buf as Buffer & Encoders).utf8Write(s, this.#len);
   }
 }
