@@ -86,9 +86,25 @@ export class LineWriter {
       this.#curLen += cur.write(line, this.#curLen);
       this.#curLines++;
     } else {
-      this.#writeSlow(line);
+      this.#writeSlow(line, Buffer.byteLength(line));
     }
-    if (!this.#scheduled) this.#schedule();
+    // while a write is in flight its completion (#next) takes these lines: no timer per turn meanwhile
+    if (!this.#scheduled && !this.#writing) this.#schedule();
+  }
+
+  /** Appends `line` (whole, ending with "\n", copied now: the caller may reuse it): write() for an encoded line. */
+  writeBytes(line: Uint8Array): void {
+    if (this.#closed) return;
+    const cur = this.#cur;
+    const len = line.length;
+    if (cur !== null && len <= cur.length - this.#curLen) {
+      cur.set(line, this.#curLen);
+      this.#curLen += len;
+      this.#curLines++;
+    } else {
+      this.#writeSlow(line, len);
+    }
+    if (!this.#scheduled && !this.#writing) this.#schedule();
   }
 
   /** The chunk being filled leaves at the end of this turn, or when FLUSH_MS have passed since the last flush. */
@@ -99,11 +115,11 @@ export class LineWriter {
     else setTimeout(this.#flush, wait);
   }
 
-  #writeSlow(line: string): void {
-    const bytes = Buffer.byteLength(line);
+  /** A line that may not fit the chunk being filled, as text or as bytes; `bytes`: its length in UTF-8. */
+  #writeSlow(line: string | Uint8Array, bytes: number): void {
     const cur = this.#cur;
     if (cur !== null && bytes <= cur.length - this.#curLen) {
-      this.#curLen += cur.write(line, this.#curLen);
+      this.#curLen += LineWriter.#copy(line, cur, this.#curLen);
       this.#curLines++;
       return;
     }
@@ -115,13 +131,19 @@ export class LineWriter {
     this.#seal();
     if (bytes > this.#chunk) {
       // longer than a chunk: a write of its own (to a pipe, it may then mix with other writers' lines)
-      this.#queue({ buf: Buffer.from(line), lines: 1 });
+      this.#queue({ buf: typeof line === 'string' ? Buffer.from(line) : Buffer.from(line), lines: 1 });
       return;
     }
     const next = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#chunk);
     this.#cur = next;
-    this.#curLen = next.write(line, 0);
+    this.#curLen = LineWriter.#copy(line, next, 0);
     this.#curLines = 1;
+  }
+
+  static #copy(line: string | Uint8Array, to: Buffer, at: number): number {
+    if (typeof line === 'string') return to.write(line, at);
+    to.set(line, at);
+    return line.length;
   }
 
   /** The chunk being filled joins the ready ones (and leaves now if nothing is in flight). */

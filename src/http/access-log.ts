@@ -1,12 +1,13 @@
 // The access-log lines: one per request (forwarded, answered by Portico itself, run by FastCGI, failed or refused)
 // and one per tunnel at its end (HTTP upgrade, terminated WebSocket, L4), to stdout (`log.access`) and/or a file
-// (`log.access_file`, reopened on SIGUSR1). A line is built by hand as one JSON string (pino's field names and
-// level/time/pid/worker bindings, so both read alike) and handed to a LineWriter that writes it later, off the
-// request's path: no object, no serializer, no syscall per request. It only shapes lines; the caller owns the
-// counting, and builds an AccessLog only when a line is wanted.
+// (`log.access_file`, reopened on SIGUSR1). A request's line is written by hand straight into bytes (core/json-line.ts;
+// pino's field names and level/time/pid/worker bindings, so both read alike), a tunnel's as one string, and handed to
+// a LineWriter that writes it later, off the request's path: no object, no serializer, no syscall per request. It
+// only shapes lines; the caller owns the counting, and builds an AccessLog only when a line is wanted.
 import type { ClosedBy } from '../core/socket.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
 import type { LineWriter } from '../core/line-writer.js';
+import { JsonLine, ascii } from '../core/json-line.js';
 import type { Exchange } from '../handlers/forward.js';
 import type { ClientExchange } from '../handlers/client-exchange.js';
 import type { RequestHead } from '../wire/http-head.js';
@@ -42,43 +43,6 @@ function str(key: string, v: string | undefined): string {
   return `,"${key}":${q(v.length > MAX_FIELD ? v.slice(0, MAX_FIELD) : v)}`;
 }
 
-/** '.001' ... '.999' without trailing zeros ('' for 0): the decimals String() gives a multiple of 0.001. */
-const MILLIS = Array.from({ length: 1000 }, (_, i) => (i === 0 ? '' : `.${String(i).padStart(3, '0')}`.replace(/0+$/, '')));
-
-/**
- * Ms with µs precision, as a JSON number: the same text as String(Math.round(v * 1000) / 1000), made from
- * integers (a double's shortest decimal form is the costliest part of a line otherwise).
- */
-function ms(v: number): string {
-  const us = Math.round(v * 1000);
-  if (!(us >= 0 && us <= Number.MAX_SAFE_INTEGER)) return String(Math.round(v * 1000) / 1000);
-  const frac = us % 1000;
-  return `${(us - frac) / 1000}${MILLIS[frac]}`;
-}
-
-/**
- * One field's last value and its `,"key":"…"` text: hosts, clients, user agents, methods and names repeat from
- * request to request, and comparing two strings costs less than scanning one for characters to escape.
- */
-class Field {
-  readonly #key: string;
-  #raw: string | undefined = undefined;
-  #text = '';
-
-  constructor(key: string) {
-    this.#key = key;
-  }
-
-  of(v: string | undefined): string {
-    if (v === undefined) return '';
-    if (v !== this.#raw) {
-      this.#raw = v;
-      this.#text = str(this.#key, v);
-    }
-    return this.#text;
-  }
-}
-
 /** A header name equal to `lower` whatever its case: the usual spellings first, without making a string. */
 function named(n: string, lower: string, usual: string): boolean {
   return n === usual || n === lower || n.toLowerCase() === lower;
@@ -87,6 +51,77 @@ function named(n: string, lower: string, usual: string): boolean {
 /** The requests Portico answers itself, by `mode`: a static file, a redirect, a fixed `return`, a CORS preflight. */
 export type AnswerMode = 'static' | 'redirect' | 'return' | 'preflight';
 
+type Key = string | undefined;
+
+/**
+ * A run of fields as bytes and the values it was made from (up to five strings): the route, pool and target of a
+ * request, or its method, or its Host, client, User-Agent and Referer repeat from request to request, and comparing
+ * a few strings costs less than writing them again (and scanning them for characters to escape). A run ends with
+ * the key of the value that follows it (`,"path":`...) when that is known: fewer pieces to copy. What else shapes
+ * the run (HTTP version, timings present) picks one of several Segments, so that keys compare as strings only.
+ */
+class Segment {
+  #a: Key = undefined;
+  #b: Key = undefined;
+  #c: Key = undefined;
+  #d: Key = undefined;
+  #e: Key = undefined;
+  #bytes: Buffer | null = null;
+
+  /** Copies the bytes made from these values into `out`; false (nothing written) when they were made from others. */
+  copy(out: JsonLine, a: Key, b: Key, c: Key, d: Key, e: Key): boolean {
+    const bytes = this.#bytes;
+    if (bytes === null || a !== this.#a || b !== this.#b || c !== this.#c || d !== this.#d || e !== this.#e) return false;
+    out.raw(bytes);
+    return true;
+  }
+
+  /** Keeps what `out` holds from `start` as the bytes of these values. */
+  keep(out: JsonLine, start: number, a: Key, b: Key, c: Key, d: Key, e: Key): void {
+    this.#a = a;
+    this.#b = b;
+    this.#c = c;
+    this.#d = d;
+    this.#e = e;
+    this.#bytes = out.copyFrom(start);
+  }
+}
+
+/** Segments by a few cases: what a run holds besides its string values. */
+function segments(n: number): Segment[] {
+  return Array.from({ length: n }, () => new Segment());
+}
+
+/** The constant pieces of a line, as bytes. */
+const K = {
+  conn: ascii(',"conn":'),
+  modeHttp: ascii(',"mode":"http"'),
+  mode: ascii(',"mode":'),
+  route: ascii(',"route":'),
+  pool: ascii(',"pool":'),
+  upstream: ascii(',"upstream":'),
+  connectMs: ascii(',"connectMs":'),
+  reused: ascii(',"reused":true'),
+  reusedFirstByteMs: ascii(',"reused":true,"firstByteMs":'),
+  firstByteMs: ascii(',"firstByteMs":'),
+  method: ascii(',"method":'),
+  path: ascii(',"path":'),
+  proto: ascii(',"proto":"HTTP/1.'),
+  host: ascii(',"host":'),
+  client: ascii(',"client":'),
+  peer: ascii(',"peer":'),
+  ua: ascii(',"ua":'),
+  referer: ascii(',"referer":'),
+  reqId: ascii(',"reqId":'),
+  status: ascii(',"status":'),
+  bytesIn: ascii(',"bytesIn":'),
+  bytesOut: ascii(',"bytesOut":'),
+  durationMs: ascii(',"durationMs":'),
+  errCode: ascii(',"err":{"code":'),
+  message: ascii(',"message":'),
+  request: ascii(',"msg":"request"}\n'),
+};
+
 export class AccessLog implements AccessLines {
   readonly #stdout: LineWriter | undefined;
   readonly #file: LineWriter | undefined;
@@ -94,17 +129,21 @@ export class AccessLog implements AccessLines {
   /** `,"pid":N,"worker":W`: the bindings every line carries, as createLogger's lines do. */
   readonly #bindings: string;
   #lastMs = 0;
-  /** The line's start up to `"conn":`, for #lastMs. */
+  /** The line's start up to `"conn":`, for #lastMs, as text and as bytes. */
   #prefix = '';
-  readonly #method = new Field('method');
-  readonly #host = new Field('host');
-  readonly #client = new Field('client');
-  readonly #peer = new Field('peer');
-  readonly #ua = new Field('ua');
-  readonly #referer = new Field('referer');
-  readonly #route = new Field('route');
-  readonly #pool = new Field('pool');
-  readonly #upstream = new Field('upstream');
+  #prefixBytes: Buffer = Buffer.alloc(0);
+  /** `,"status":N,"bytesIn":` (and `,"status":N,"bytesOut":` for lines without bytesIn) by status, made once each. */
+  readonly #statusIn: (Buffer | undefined)[] = [];
+  readonly #statusOut: (Buffer | undefined)[] = [];
+  /** The line being written; a request's line is built here and copied to each writer. */
+  readonly #out = new JsonLine();
+  /** By (timings: connectMs present) * 2 + (mode field first). */
+  readonly #forwarded = segments(4);
+  readonly #exchanged = new Segment();
+  readonly #answered = new Segment();
+  readonly #method = new Segment();
+  /** By (HTTP/1.1) * 2 + (request id present); HTTP/1.x for x other than 0 and 1 is not kept. */
+  readonly #request = segments(4);
 
   constructor(opts: { stdout: LineWriter | undefined; file: LineWriter | undefined; worker: number; trusts: (address: string) => boolean }) {
     this.#stdout = opts.stdout;
@@ -113,14 +152,30 @@ export class AccessLog implements AccessLines {
     this.#bindings = `,"pid":${process.pid},"worker":${opts.worker}`;
   }
 
-  /** `{"level":"info","time":"…","pid":…,"worker":…,"conn":N`; the part before N is made once per millisecond. */
-  #open(conn: number): string {
+  /** `{"level":"info","time":"…","pid":…,"worker":…,"conn":`, made once per millisecond. */
+  #now(): void {
     const now = Date.now();
     if (now !== this.#lastMs) {
       this.#lastMs = now;
       this.#prefix = `{"level":"info","time":"${new Date(now).toISOString()}"${this.#bindings},"conn":`;
+      this.#prefixBytes = ascii(this.#prefix);
     }
+  }
+
+  /** The opening of a line of text (tunnels, named fields): `{"level":"info",…,"conn":N`. */
+  #open(conn: number): string {
+    this.#now();
     return this.#prefix + conn;
+  }
+
+  /** A new line in #out, opened as #open's. */
+  #begin(conn: number): JsonLine {
+    this.#now();
+    const out = this.#out;
+    out.reset();
+    out.raw(this.#prefixBytes);
+    out.int(conn);
+    return out;
   }
 
   #emit(line: string): void {
@@ -128,11 +183,25 @@ export class AccessLog implements AccessLines {
     this.#file?.write(line);
   }
 
+  /** #out's line, ended, to each writer. */
+  #emitOut(out: JsonLine): void {
+    const line = out.line();
+    this.#stdout?.writeBytes(line);
+    this.#file?.writeBytes(line);
+  }
+
+  /** `,"key":"value"` for a string that may need escaping, cut to MAX_FIELD; nothing when absent. */
+  static #field(out: JsonLine, key: Buffer, v: string | undefined): void {
+    if (v === undefined) return;
+    out.raw(key);
+    out.string(v, MAX_FIELD);
+  }
+
   /**
    * The request's own fields: method, target, HTTP version, Host, the client (the real one behind trusted
-   * proxies; `peer` when that differs), User-Agent and Referer. One pass over the headers.
+   * proxies; `peer` when that differs), User-Agent and Referer, and the request id. One pass over the headers.
    */
-  #requestFields(c: AccessClient, head: RequestHead): string {
+  #requestFields(out: JsonLine, c: AccessClient, head: RequestHead, requestId: string | undefined): void {
     let ua: string | undefined;
     let referer: string | undefined;
     let xff: string | undefined;
@@ -149,34 +218,124 @@ export class AccessLog implements AccessLines {
       }
     }
     const client = realClient(c.remoteAddr, xff, this.#trusts);
-    let out = `${this.#method.of(head.method)}${str('path', head.target)},"proto":"HTTP/1.${head.versionMinor}"${this.#host.of(head.hostRaw)}${this.#client.of(client)}`;
-    if (client !== c.remoteAddr) out += this.#peer.of(c.remoteAddr);
-    return out + this.#ua.of(ua) + this.#referer.of(referer);
+    const peer = client === c.remoteAddr ? undefined : c.remoteAddr;
+    const method = head.method;
+    if (!this.#method.copy(out, method, undefined, undefined, undefined, undefined)) {
+      const start = out.length;
+      AccessLog.#field(out, K.method, method);
+      out.raw(K.path);
+      this.#method.keep(out, start, method, undefined, undefined, undefined, undefined);
+    }
+    out.string(head.target, MAX_FIELD);
+    const v = head.versionMinor;
+    const host = head.hostRaw;
+    const withId = requestId !== undefined;
+    const seg = v === 0 || v === 1 ? this.#request[v * 2 + (withId ? 1 : 0)] : undefined;
+    if (seg === undefined || !seg.copy(out, host, client, peer, ua, referer)) {
+      const start = out.length;
+      out.raw(K.proto);
+      out.int(v);
+      out.byte(34);
+      AccessLog.#field(out, K.host, host);
+      AccessLog.#field(out, K.client, client);
+      AccessLog.#field(out, K.peer, peer);
+      AccessLog.#field(out, K.ua, ua);
+      AccessLog.#field(out, K.referer, referer);
+      if (withId) out.raw(K.reqId);
+      seg?.keep(out, start, host, client, peer, ua, referer);
+    }
+    if (withId) out.string(requestId, MAX_FIELD);
   }
 
-  /** The upstream side of an exchange: pool, target (the last one tried, also on 502/504), timings. */
-  #upstreamFields(ex: Exchange): string {
+  /**
+   * The upstream side of an exchange: route, pool, target (the last one tried, also on 502/504), timings;
+   * `,"mode":"http"` first when `mode`.
+   */
+  #upstreamFields(out: JsonLine, ex: Exchange, mode: boolean): void {
     const target = ex.target ?? ex.lastTarget;
-    let out = `${this.#route.of(ex.route.name)}${this.#pool.of(ex.pool.name)}${target === null ? '' : this.#upstream.of(target.id)}`;
-    if (ex.connectMs >= 0) out += `,"connectMs":${ms(ex.connectMs)}${ex.reusedSocket ? ',"reused":true' : ''}`;
-    if (ex.firstByteMs >= 0) out += `,"firstByteMs":${ms(ex.firstByteMs)}`;
-    return out;
+    const route = ex.route.name;
+    const pool = ex.pool.name;
+    const id = target === null ? undefined : target.id;
+    const connected = ex.connectMs >= 0;
+    const seg = this.#forwarded[(connected ? 2 : 0) + (mode ? 1 : 0)];
+    if (!seg.copy(out, route, pool, id, undefined, undefined)) {
+      const start = out.length;
+      if (mode) out.raw(K.modeHttp);
+      AccessLog.#field(out, K.route, route);
+      AccessLog.#field(out, K.pool, pool);
+      AccessLog.#field(out, K.upstream, id);
+      if (connected) out.raw(K.connectMs);
+      seg.keep(out, start, route, pool, id, undefined, undefined);
+    }
+    const firstByte = ex.firstByteMs >= 0;
+    if (connected) {
+      out.ms(ex.connectMs);
+      if (ex.reusedSocket) out.raw(firstByte ? K.reusedFirstByteMs : K.reused);
+      else if (firstByte) out.raw(K.firstByteMs);
+    } else if (firstByte) {
+      out.raw(K.firstByteMs);
+    }
+    if (firstByte) out.ms(ex.firstByteMs);
+  }
+
+  /** `,"status":N,"bytesIn":N,"bytesOut":N,"durationMs":` (the duration is the caller's); bytesIn only when counted. */
+  #counts(out: JsonLine, status: number, bytesIn: number | undefined, bytesOut: number): void {
+    const made = bytesIn === undefined ? this.#statusOut : this.#statusIn;
+    // the usual statuses: one piece made once; anything else (not a status code) written as it comes
+    const usual = status >= 100 && status <= 999 && Math.floor(status) === status;
+    let piece = usual ? made[status] : undefined;
+    if (piece === undefined) {
+      const start = out.length;
+      out.raw(K.status);
+      out.int(status);
+      out.raw(bytesIn === undefined ? K.bytesOut : K.bytesIn);
+      if (usual) made[status] = out.copyFrom(start);
+    } else {
+      out.raw(piece);
+    }
+    if (bytesIn !== undefined) {
+      out.int(bytesIn);
+      out.raw(K.bytesOut);
+    }
+    out.int(bytesOut);
+    out.raw(K.durationMs);
+  }
+
+  /** `,"err":{"code":"…","message":"…"}` of a failed request. Codes are literals, messages may carry input. */
+  static #errOut(out: JsonLine, code: ErrorCode, message: string): void {
+    out.raw(K.errCode);
+    out.string(code, MAX_FIELD);
+    AccessLog.#field(out, K.message, message);
+    out.byte(125);
   }
 
   /** A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). */
   request(c: AccessClient, ex: Exchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
-    let line = `${this.#open(c.id)},"mode":"http"${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
-    line += `,"status":${status},"bytesIn":${ex.bytesIn},"bytesOut":${ex.bytesOut},"durationMs":${ms(performance.now() - ex.startedHr)}`;
-    line += AccessLog.#err(err);
-    this.#emit(`${line},"msg":"request"}\n`);
+    const out = this.#begin(c.id);
+    this.#upstreamFields(out, ex, true);
+    this.#requestFields(out, c, ex.head, requestId);
+    this.#counts(out, status, ex.bytesIn, ex.bytesOut);
+    out.ms(performance.now() - ex.startedHr);
+    if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);
+    out.raw(K.request);
+    this.#emitOut(out);
   }
 
   /** A request answered with a canned response before any exchange (bad head, no route...). */
   rejected(c: AccessClient, head: RequestHead | undefined, requestId: string | undefined, status: number, code: ErrorCode, reason: string): void {
-    let line = `${this.#open(c.id)},"mode":"http"`;
-    line += head === undefined ? this.#client.of(c.remoteAddr) : this.#requestFields(c, head);
-    line += `${str('reqId', requestId)},"status":${status}${AccessLog.#errOf(code, reason)}`;
-    this.#emit(`${line},"msg":"request"}\n`);
+    const out = this.#begin(c.id);
+    out.raw(K.modeHttp);
+    if (head === undefined) {
+      AccessLog.#field(out, K.client, c.remoteAddr);
+      AccessLog.#field(out, K.reqId, requestId);
+    } else {
+      this.#requestFields(out, c, head, requestId);
+    }
+    out.raw(K.status);
+    out.int(status);
+    AccessLog.#errOut(out, code, reason);
+    out.raw(K.request);
+    this.#emitOut(out);
   }
 
   /**
@@ -184,7 +343,11 @@ export class AccessLog implements AccessLines {
    * tunnel keeps this string instead of its exchange and request head, which an idle tunnel would hold for hours.
    */
   tunnelFields(c: AccessClient, ex: Exchange, requestId: string | undefined): string {
-    return `${this.#upstreamFields(ex)}${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
+    const out = this.#out;
+    out.reset();
+    this.#upstreamFields(out, ex, false);
+    this.#requestFields(out, c, ex.head, requestId);
+    return out.text();
   }
 
   /** A tunnel that ended; `fields` is what tunnelFields said when it opened. */
@@ -195,29 +358,44 @@ export class AccessLog implements AccessLines {
     this.#emit(`${line},"msg":"tunnel"}\n`);
   }
 
-  /** `,"err":{…}` of a failed request; '' when it did not fail. Codes are literals, messages may carry input. */
-  static #err(err: ProxyError | undefined): string {
-    return err === undefined ? '' : AccessLog.#errOf(err.code, err.message);
-  }
-
-  static #errOf(code: ErrorCode, message: string): string {
-    return `,"err":{"code":"${code}"${str('message', message)}}`;
-  }
-
   /** A request Portico answered itself (`mode` says how): once its answer was written whole, failed, or the client left. */
   answer(c: AccessClient, mode: AnswerMode, route: string | undefined, head: RequestHead, requestId: string | undefined, status: number, bytesOut: number, startedAt: number, err?: ProxyError): void {
-    let line = `${this.#open(c.id)},"mode":"${mode}"${this.#route.of(route)}${this.#requestFields(c, head)}${str('reqId', requestId)}`;
-    line += `,"status":${status},"bytesOut":${bytesOut},"durationMs":${Date.now() - startedAt}${AccessLog.#err(err)}`;
-    this.#emit(`${line},"msg":"request"}\n`);
+    const out = this.#begin(c.id);
+    if (!this.#answered.copy(out, mode, route, undefined, undefined, undefined)) {
+      const start = out.length;
+      out.raw(K.mode);
+      out.string(mode, MAX_FIELD);
+      AccessLog.#field(out, K.route, route);
+      this.#answered.keep(out, start, mode, route, undefined, undefined, undefined);
+    }
+    this.#requestFields(out, c, head, requestId);
+    this.#counts(out, status, undefined, bytesOut);
+    out.int(Date.now() - startedAt);
+    if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);
+    out.raw(K.request);
+    this.#emitOut(out);
   }
 
   /** A request run by another handler than forward (FastCGI): the fields of a forwarded request's line it has (the target tried last, also on 502/504). */
   exchange(c: AccessClient, ex: ClientExchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
     const target = ex.target ?? ex.lastTarget;
-    let line = `${this.#open(c.id)},"mode":"${ex.mode}"${this.#route.of(ex.route.name)}${target === null ? '' : this.#upstream.of(target.id)}`;
-    line += `${this.#requestFields(c, ex.head)}${str('reqId', requestId)}`;
-    line += `,"status":${status},"bytesIn":${ex.bytesIn},"bytesOut":${ex.bytesOut},"durationMs":${Date.now() - ex.startedAt}${AccessLog.#err(err)}`;
-    this.#emit(`${line},"msg":"request"}\n`);
+    const id = target === null ? undefined : target.id;
+    const route = ex.route.name;
+    const out = this.#begin(c.id);
+    if (!this.#exchanged.copy(out, ex.mode, route, id, undefined, undefined)) {
+      const start = out.length;
+      out.raw(K.mode);
+      out.string(ex.mode, MAX_FIELD);
+      AccessLog.#field(out, K.route, route);
+      AccessLog.#field(out, K.upstream, id);
+      this.#exchanged.keep(out, start, ex.mode, route, id, undefined, undefined);
+    }
+    this.#requestFields(out, c, ex.head, requestId);
+    this.#counts(out, status, ex.bytesIn, ex.bytesOut);
+    out.int(Date.now() - ex.startedAt);
+    if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);
+    out.raw(K.request);
+    this.#emitOut(out);
   }
 
   /** A terminated WebSocket (terminate/) that ended: who closed it, with which code and reason, what it relayed. */

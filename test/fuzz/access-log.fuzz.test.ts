@@ -171,7 +171,8 @@ test('access-log lines: any client string or name gives one valid JSON line whos
   // the property runs without a turn of the event loop, so nothing is written until it ends: room for it all
   const file = new LineWriter(path.join(dir, 'access.log'), 1 << 30);
   const seen: string[] = [];
-  const capture = { write: (l: string) => seen.push(l) };
+  // a writer that keeps each line as text, given as a string (tunnels, named fields) or as bytes (requests)
+  const capture = { write: (l: string) => seen.push(l), writeBytes: (b: Uint8Array) => seen.push(Buffer.from(b).toString('utf8')) };
   const log = new AccessLog({ stdout: capture as unknown as LineWriter, file, worker: 1, trusts: () => false });
   const reqs: Req[] = [];
   let runs = 0;

@@ -112,3 +112,83 @@ test('file: a line in each of 300 turns: at most one write per FLUSH_MS (plus th
   // a write per turn (or per write completion) would be tens to hundreds here, however fast the machine
   assert.ok(w.writes <= Math.ceil(elapsed / FLUSH_MS) + 2, `${w.writes} writes for 300 turns in ${elapsed} ms`);
 });
+
+test('file: lines given as bytes (writeBytes, the caller reusing its buffer at once) and as text mix whole and in order, across chunks', async (t) => {
+  const file = path.join(tempDir(t), 'bytes.log');
+  const w = new LineWriter(file);
+  const sent: Buffer[] = [];
+  const scratch = new Uint8Array(80_000);
+  for (let turn = 0; turn < 3; turn++) {
+    for (let i = 0; i < 3000; i++) {
+      const text = `${JSON.stringify({ turn, i, pad: 'b'.repeat(i % 101), s: ['é', '😀', ''][i % 3] })}\n`;
+      if (i % 3 === 0) {
+        w.write(text);
+      } else {
+        // the line encoded into a buffer the caller overwrites right after: the writer must have copied it
+        const n = Buffer.from(scratch.buffer).write(text, 0);
+        w.writeBytes(scratch.subarray(0, n));
+        scratch.fill(0x2a, 0, n);
+      }
+      sent.push(Buffer.from(text));
+    }
+    // a line longer than a chunk (64 KiB), as bytes: a write of its own
+    const long = Buffer.from(`${'z'.repeat(70_000)}\n`);
+    scratch.set(long);
+    w.writeBytes(scratch.subarray(0, long.length));
+    scratch.fill(0x2a, 0, long.length);
+    sent.push(long);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await w.drain();
+  w.close();
+  assert.equal(w.dropped, 0);
+  assert.ok(readFileSync(file).equals(Buffer.concat(sent)), 'file bytes = the lines in order');
+});
+
+test('pipe: lines given while a write waits on a full pipe leave after it, with no further call (its completion takes them)', async (t) => {
+  const dir = tempDir(t);
+  const fifo = path.join(dir, 'fifo');
+  const made = spawnSync('mkfifo', [fifo]);
+  assert.equal(made.status, 0, String(made.stderr));
+  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  let fdOpen = true;
+  t.after(() => {
+    if (fdOpen) closeSync(fd);
+  });
+  const w = new LineWriter(fd, 4 * 1024 * 1024);
+  const sent: string[] = [];
+  // more than the pipe holds (64 KiB): the writer's write is left waiting (EAGAIN, retried) with nobody reading
+  for (let i = 0; i < 1200; i++) {
+    sent.push(`{"fill":${i},"pad":"${'f'.repeat(90)}"}\n`);
+    w.write(sent[sent.length - 1]);
+    if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 2 * FLUSH_MS));
+  // a few lines in later turns, while that write still waits; then nothing more is asked of the writer
+  for (let i = 0; i < 5; i++) {
+    sent.push(`{"late":${i}}\n`);
+    w.write(sent[sent.length - 1]);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const want = Buffer.byteLength(sent.join(''));
+  const reader = createReadStream(fifo);
+  const parts: Buffer[] = [];
+  let got = 0;
+  const all = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${got} of ${want} bytes arrived`)), 5000);
+    reader.on('data', (c) => {
+      parts.push(c as Buffer);
+      got += (c as Buffer).length;
+      if (got >= want) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  await all;
+  reader.destroy();
+  closeSync(fd);
+  fdOpen = false;
+  assert.equal(w.dropped, 0);
+  assert.equal(Buffer.concat(parts).toString('utf8'), sent.join(''));
+});
