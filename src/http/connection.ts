@@ -139,6 +139,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #bodyPaused = false;
   #paused = false;
   #closeAfter = false;
+  /**
+   * The request in progress said `Connection: close` (or was HTTP/1.0 without keep-alive) and was read whole: the
+   * client expects the close and sends nothing more, so after the answer the socket closes at once (nginx's
+   * lingering_close heuristic) instead of a FIN and a wait for the client's (#closeAtOnce).
+   */
+  #askedClose = false;
   #requests = 0;
   #activityMark = -1;
   #log: Logger | null = null;
@@ -421,6 +427,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first. */
   #run(ex: ClientExchange): void {
     if (!ex.head.keepAlive) this.#closeAfter = true;
+    this.#askedClose = !ex.head.keepAlive;
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -449,6 +456,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Before a local answer: a body is not read (dropped, close after), a non-keep-alive request closes after. */
   #beginLocal(head: RequestHead): void {
     if (!head.keepAlive) this.#closeAfter = true;
+    this.#askedClose = !head.keepAlive && !ClientConnection.#hasBody(head);
     if (ClientConnection.#hasBody(head)) {
       this.#closeAfter = true;
       this.#discard = true;
@@ -529,6 +537,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (this.#ex !== ex) return;
     this.#ex = null;
     this.#bodyPaused = false;
+    if (!ex.requestComplete) this.#askedClose = false; // body bytes may still be on their way
     this.#accessLog(ex, ex.status, undefined);
     this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
     this.#observe(ex, ex.status);
@@ -581,6 +590,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #requestFailed(ex: ClientExchange, err: ProxyError): void {
     this.#ex = null;
+    if (!ex.requestComplete) this.#askedClose = false;
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
     this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
@@ -733,6 +743,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Canned response for an error found before any exchange (bad head, no route...), then close. */
   #reject(code: ErrorCode, reason: string, head?: RequestHead): void {
     this.#state = 'closed';
+    this.#askedClose = head !== undefined && !head.keepAlive && !ClientConnection.#hasBody(head) && this.#buf === null;
     this.#buf = null;
     const status = statusOf(code);
     this.ctx.metrics.request(status, 0, 0);
@@ -772,12 +783,29 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.end(withFields(cannedResponse(code), this.corsHeaders));
-    this.#linger();
+    socket.write(withFields(cannedResponse(code), this.corsHeaders));
+    this.#end();
   }
 
-  /** Orderly close after a complete response. */
+  /**
+   * After an answer the client asked to be the last: close now when nothing can be lost by it. A close with
+   * nothing unread sends a FIN after the answer, like shutdown(); it saves the shutdown, the wait for the client's
+   * FIN and its read. Only on a plain native socket whose answer is all in the kernel (destroy() drops what is
+   * queued; a TLS session owes a close_notify first) and with no byte read past the request (unread bytes at
+   * close(2) would make the kernel send RST, which can destroy the answer in flight: such a client lingers).
+   */
+  #closeAtOnce(): boolean {
+    const s = this.socket;
+    return this.#askedClose && this.#buf === null && !this.#paused && s instanceof NativeSocket && !s.encrypted && s.writableLength === 0 && !s.destroyed;
+  }
+
+  /** Orderly close after a complete response: at once when nothing can be lost by it, else FIN and linger. */
   #end(): void {
+    if (this.#closeAtOnce()) {
+      this.#state = 'closed';
+      this.socket.destroy();
+      return;
+    }
     this.socket.end();
     this.#linger();
   }

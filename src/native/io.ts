@@ -168,7 +168,7 @@ function dispatch(state: Io, count: number): void {
   }
 }
 
-/** An ACCEPT event: connection `id`, its address record at data[off, off + len) (listener id, port, address). */
+/** An ACCEPT event: connection `id`, its record at data[off, off + len) (listener id, fd, port, address). */
 function accepted(state: Io, id: number, off: number, len: number): void {
   const data = state.data;
   const listener = state.listeners.get(data.readInt32LE(off));
@@ -177,9 +177,10 @@ function accepted(state: Io, id: number, off: number, len: number): void {
     state.addon.ioClose(id);
     return;
   }
-  const port = data.readUInt16LE(off + 4);
-  const address = data.toString('latin1', off + 6, off + len);
+  const port = data.readUInt16LE(off + 8);
+  const address = data.toString('latin1', off + 10, off + len);
   const socket = new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold');
+  socket._fdNumber = data.readInt32LE(off + 4);
   if (listener.mode === 'peek') socket._peeking = true;
   listener._onAccept(socket);
 }
@@ -358,6 +359,18 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#held = [];
     this.#heldBytes = 0;
     process.nextTick(() => this.emit('close', false));
+  }
+
+  /** @internal accept4's descriptor number (-1: not accepted natively), as the ACCEPT event carried it. */
+  _fdNumber = -1;
+
+  /**
+   * The descriptor's number for counting descriptors (the worker's fd budget), without a call into the addon;
+   * not for I/O on it (`fd` is: the addon then knows the fd may be shared).
+   */
+  get fdNumber(): number {
+    if (this.#destroyed) return -1;
+    return this._fdNumber >= 0 ? this._fdNumber : this.fd;
   }
 
   /** The kernel fd, still owned by this socket (the splice relay takes a dup, then destroys this). */
