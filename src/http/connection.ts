@@ -32,7 +32,7 @@ import { endpointOf } from '../core/util.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
-import { NativeSocket } from '../native/io.js';
+import { NativeSocket, type SocketOwner } from '../native/io.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -97,12 +97,47 @@ export function handleConnection(socket: ByteSocket, listener: ListenerInfo, sou
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';
 
+/** The head limits of the last config asked for: built once per config, not per connection. */
+let limitsOf: { config: Config; limits: HeadLimits } | null = null;
+
 function headLimits(config: Config): HeadLimits {
+  if (limitsOf !== null && limitsOf.config === config) return limitsOf.limits;
   const l = config.limits;
-  return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
+  const limits: HeadLimits = Object.freeze({ headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers });
+  limitsOf = { config, limits };
+  return limits;
 }
 
-class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner, TerminateOwner {
+/**
+ * A connection's socket handlers as listeners of a Node socket (PORTICO_NATIVE_IO=0, Node's TLS); a NativeSocket
+ * calls them directly (setOwner), with no listener or closure per connection.
+ */
+interface NodeListeners {
+  /** The connection leaves HTTP: all but 'close' are removed. */
+  leaveHttp(socket: ByteSocket): void;
+}
+
+function nodeListeners(socket: ByteSocket, c: SocketOwner): NodeListeners {
+  const onError = (err: Error): void => c.socketError(err);
+  const onEnd = (): void => c.socketEnd();
+  const onData = (chunk: Buffer): void => c.socketData(chunk);
+  const onDrain = (): void => c.socketDrain();
+  socket.on('error', onError);
+  socket.on('close', () => c.socketClose());
+  socket.on('end', onEnd);
+  socket.on('data', onData);
+  socket.on('drain', onDrain);
+  return {
+    leaveHttp(s: ByteSocket): void {
+      s.removeListener('data', onData);
+      s.removeListener('end', onEnd);
+      s.removeListener('drain', onDrain);
+      s.removeListener('error', onError);
+    },
+  };
+}
+
+class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner, TerminateOwner, SocketOwner {
   readonly socket: ByteSocket;
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
@@ -171,11 +206,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
-    socket.on('end', this.#onEnd);
-    socket.on('data', this.#onData);
-    socket.on('drain', this.#onDrain);
+    // a native socket calls this connection's socket* methods; Node's gets them as listeners (nodeListeners)
+    if (socket instanceof NativeSocket) socket.setOwner(this);
+    else this.#listeners = nodeListeners(socket, this);
     socket.setNoDelay(true);
     this.id = registry.add(this);
     const headTimeout = ctx.config.timeouts.head;
@@ -249,7 +282,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     return (this.#log ??= this.ctx.log.child({ conn: this.id }));
   }
 
-  #onData = (chunk: Buffer): void => {
+  /** Node's sockets only (NativeSocket.setOwner takes the connection itself). */
+  #listeners: NodeListeners | null = null;
+
+  socketData(chunk: Buffer): void {
     if (this.#state === 'head') {
       if (this.#buf === null) {
         this.#buf = chunk;
@@ -276,7 +312,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     this.#feedExchange(chunk);
-  };
+  }
 
   /** Client bytes while a request is in progress: body bytes go to the exchange, the rest waits. */
   #feedExchange(chunk: Buffer): void {
@@ -566,13 +602,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     // a local answer ends inside its own dispatch: the next pipelined request is parsed on a later turn (no
     // recursion per request), and only once the client took what was written (bounded output)
     if (this.socket.writableLength > MAX_PIPELINE_BUFFER) this.#parseOnDrain = true;
-    else setImmediate(this.#parseNext);
+    else setImmediate(() => this.#parseNext());
   }
 
   #parseOnDrain = false;
-  #parseNext = (): void => {
+  #parseNext(): void {
     if (this.#state === 'head' && this.#buf !== null) this.#parse();
-  };
+  }
 
   /** Between requests: a reload may have swapped the context; the next request uses the new one. */
   #refreshContext(): void {
@@ -620,10 +656,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#dropUpstreamClient();
     this.#deadline = 0;
     const socket = this.socket;
-    socket.removeListener('data', this.#onData);
-    socket.removeListener('end', this.#onEnd);
-    socket.removeListener('drain', this.#onDrain);
-    socket.removeListener('error', this.#onError);
+    // 'close' stays with Node's socket (socketClose ignores it from here); a native one has no owner any more
+    if (socket instanceof NativeSocket) socket.setOwner(null);
+    else if (this.#listeners !== null) this.#listeners.leaveHttp(socket);
     const rest = this.#buf;
     this.#buf = null;
     return rest;
@@ -681,17 +716,17 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#releaseConnection();
   }
 
-  #onDrain = (): void => {
+  socketDrain(): void {
     this.#ex?.clientDrained();
     this.#job?.clientDrained();
     if (this.#parseOnDrain) {
       this.#parseOnDrain = false;
       this.#parseNext();
     }
-  };
+  }
 
   /** The client half-closed: finish the request in progress if it was read whole, else give up. */
-  #onEnd = (): void => {
+  socketEnd(): void {
     if (this.#state === 'busy' && this.#ex !== null && this.#ex.requestComplete) {
       this.#closeAfter = true;
       return;
@@ -702,13 +737,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     this.#teardown();
-  };
+  }
 
-  #onError = (): void => {
+  socketError(): void {
     this.#teardown();
-  };
+  }
 
-  #onClose = (): void => {
+  socketClose(): void {
     // a tunnel owns the socket (a spliced one closes the JS socket at hand-over): it reports its own end
     if (this.#state === 'tunnel') return;
     this.#teardown();
@@ -716,7 +751,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#state = 'closed';
     this.#registry.delete(this);
     this.#releaseConnection();
-  };
+  }
 
   /** The client is gone: drop the exchange (logged as 499) and the socket. */
   #teardown(): void {
