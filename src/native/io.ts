@@ -79,6 +79,11 @@ const EMPTY = new Uint8Array(0);
  */
 const NONE: never[] = Object.freeze([]) as unknown as never[];
 
+/** NativeSocket's delivery of what it held while paused, a tick later, without a closure per socket. */
+function flushHeld(socket: NativeSocket): void {
+  socket._flushHeld();
+}
+
 /** destroy()'s deferred half, without a closure per socket. */
 function closed(socket: NativeSocket, cbs: Array<(err?: Error | null) => void>, error: Error | undefined): void {
   socket._closed(cbs, error);
@@ -692,7 +697,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (!this.#paused || this.#destroyed) return this;
     this.#paused = false;
     if (!this.#readableEnded) this.#io.addon.ioRead(this.#id, true);
-    if (this.#held.length > 0) process.nextTick(this.#flushHeld);
+    if (this.#held.length > 0) process.nextTick(flushHeld, this);
     return this;
   }
 
@@ -701,7 +706,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#destroyed || chunk.length === 0) return;
     (this.#held === NONE ? (this.#held = []) : this.#held).unshift(chunk);
     this.#heldBytes += chunk.length;
-    if (!this.#paused) process.nextTick(this.#flushHeld);
+    if (!this.#paused) process.nextTick(flushHeld, this);
   }
 
   /**
@@ -731,8 +736,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return socket;
   }
 
-  /** Delivers what arrived while paused, in order, until paused again. */
-  #flushHeld = (): void => {
+  /** @internal Delivers what arrived while paused, in order, until paused again. */
+  _flushHeld(): void {
     while (!this.#paused && !this.#destroyed && this.#held.length > 0) {
       const chunk = this.#held.shift()!;
       if (chunk === null) {
@@ -743,7 +748,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       if (this.#owner !== null) this.#owner.socketData(chunk);
       else this.emit('data', chunk);
     }
-  };
+  }
+
 
   setNoDelay(): this {
     return this; // always on (io.cc sets TCP_NODELAY)
