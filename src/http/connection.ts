@@ -32,7 +32,7 @@ import { endpointOf } from '../core/util.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
-import { NativeSocket } from '../native/io.js';
+import { NativeSocket, type SocketOwner } from '../native/io.js';
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -97,12 +97,47 @@ export function handleConnection(socket: ByteSocket, listener: ListenerInfo, sou
 
 type State = 'head' | 'busy' | 'tunnel' | 'closed';
 
+/** The head limits of the last config asked for: built once per config, not per connection. */
+let limitsOf: { config: Config; limits: HeadLimits } | null = null;
+
 function headLimits(config: Config): HeadLimits {
+  if (limitsOf !== null && limitsOf.config === config) return limitsOf.limits;
   const l = config.limits;
-  return { headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers };
+  const limits: HeadLimits = Object.freeze({ headerSize: l.header_size, uriSize: l.uri_size, headers: l.headers });
+  limitsOf = { config, limits };
+  return limits;
 }
 
-class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner, TerminateOwner {
+/**
+ * A connection's socket handlers as listeners of a Node socket (PORTICO_NATIVE_IO=0, Node's TLS); a NativeSocket
+ * calls them directly (setOwner), with no listener or closure per connection.
+ */
+interface NodeListeners {
+  /** The connection leaves HTTP: all but 'close' are removed. */
+  leaveHttp(socket: ByteSocket): void;
+}
+
+function nodeListeners(socket: ByteSocket, c: SocketOwner): NodeListeners {
+  const onError = (err: Error): void => c.socketError(err);
+  const onEnd = (): void => c.socketEnd();
+  const onData = (chunk: Buffer): void => c.socketData(chunk);
+  const onDrain = (): void => c.socketDrain();
+  socket.on('error', onError);
+  socket.on('close', () => c.socketClose());
+  socket.on('end', onEnd);
+  socket.on('data', onData);
+  socket.on('drain', onDrain);
+  return {
+    leaveHttp(s: ByteSocket): void {
+      s.removeListener('data', onData);
+      s.removeListener('end', onEnd);
+      s.removeListener('drain', onDrain);
+      s.removeListener('error', onError);
+    },
+  };
+}
+
+class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner, ReplyOwner, TerminateOwner, SocketOwner {
   readonly socket: ByteSocket;
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
@@ -139,6 +174,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #bodyPaused = false;
   #paused = false;
   #closeAfter = false;
+  /**
+   * The request in progress said `Connection: close` (or was HTTP/1.0 without keep-alive) and was read whole: the
+   * client expects the close and sends nothing more, so after the answer the socket closes at once (nginx's
+   * lingering_close heuristic) instead of a FIN and a wait for the client's (#closeAtOnce).
+   */
+  #askedClose = false;
   #requests = 0;
   #activityMark = -1;
   #log: Logger | null = null;
@@ -165,11 +206,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
-    socket.on('end', this.#onEnd);
-    socket.on('data', this.#onData);
-    socket.on('drain', this.#onDrain);
+    // a native socket calls this connection's socket* methods; Node's gets them as listeners (nodeListeners)
+    if (socket instanceof NativeSocket) socket.setOwner(this);
+    else this.#listeners = nodeListeners(socket, this);
     socket.setNoDelay(true);
     this.id = registry.add(this);
     const headTimeout = ctx.config.timeouts.head;
@@ -248,7 +287,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     return (this.#log ??= this.ctx.log.child({ conn: this.id }));
   }
 
-  #onData = (chunk: Buffer): void => {
+  /** Node's sockets only (NativeSocket.setOwner takes the connection itself). */
+  #listeners: NodeListeners | null = null;
+
+  socketData(chunk: Buffer): void {
     if (this.#state === 'head') {
       if (this.#buf === null) {
         this.#buf = chunk;
@@ -275,7 +317,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     this.#feedExchange(chunk);
-  };
+  }
 
   /** Client bytes while a request is in progress: body bytes go to the exchange, the rest waits. */
   #feedExchange(chunk: Buffer): void {
@@ -421,6 +463,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first. */
   #run(ex: ClientExchange): void {
     if (!ex.head.keepAlive) this.#closeAfter = true;
+    this.#askedClose = !ex.head.keepAlive;
     this.#ex = ex;
     this.#state = 'busy';
     this.#activityMark = -1;
@@ -449,6 +492,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Before a local answer: a body is not read (dropped, close after), a non-keep-alive request closes after. */
   #beginLocal(head: RequestHead): void {
     if (!head.keepAlive) this.#closeAfter = true;
+    this.#askedClose = !head.keepAlive && !ClientConnection.#hasBody(head);
     if (ClientConnection.#hasBody(head)) {
       this.#closeAfter = true;
       this.#discard = true;
@@ -529,6 +573,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (this.#ex !== ex) return;
     this.#ex = null;
     this.#bodyPaused = false;
+    if (!ex.requestComplete) this.#askedClose = false; // body bytes may still be on their way
     this.#accessLog(ex, ex.status, undefined);
     this.ctx.metrics.request(ex.status, ex.bytesIn, ex.bytesOut);
     this.#observe(ex, ex.status);
@@ -557,13 +602,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     // a local answer ends inside its own dispatch: the next pipelined request is parsed on a later turn (no
     // recursion per request), and only once the client took what was written (bounded output)
     if (this.socket.writableLength > MAX_PIPELINE_BUFFER) this.#parseOnDrain = true;
-    else setImmediate(this.#parseNext);
+    else setImmediate(() => this.#parseNext());
   }
 
   #parseOnDrain = false;
-  #parseNext = (): void => {
+  #parseNext(): void {
     if (this.#state === 'head' && this.#buf !== null) this.#parse();
-  };
+  }
 
   /** Between requests: a reload may have swapped the context; the next request uses the new one. */
   #refreshContext(): void {
@@ -581,6 +626,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #requestFailed(ex: ClientExchange, err: ProxyError): void {
     this.#ex = null;
+    if (!ex.requestComplete) this.#askedClose = false;
     const status = statusOf(err.code);
     this.#accessLog(ex, status, err);
     this.ctx.metrics.request(status, ex.bytesIn, ex.bytesOut);
@@ -610,10 +656,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#dropUpstreamClient();
     this.#deadline = 0;
     const socket = this.socket;
-    socket.removeListener('data', this.#onData);
-    socket.removeListener('end', this.#onEnd);
-    socket.removeListener('drain', this.#onDrain);
-    socket.removeListener('error', this.#onError);
+    // 'close' stays with Node's socket (socketClose ignores it from here); a native one has no owner any more
+    if (socket instanceof NativeSocket) socket.setOwner(null);
+    else if (this.#listeners !== null) this.#listeners.leaveHttp(socket);
     const rest = this.#buf;
     this.#buf = null;
     return rest;
@@ -671,17 +716,17 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#releaseConnection();
   }
 
-  #onDrain = (): void => {
+  socketDrain(): void {
     this.#ex?.clientDrained();
     this.#job?.clientDrained();
     if (this.#parseOnDrain) {
       this.#parseOnDrain = false;
       this.#parseNext();
     }
-  };
+  }
 
   /** The client half-closed: finish the request in progress if it was read whole, else give up. */
-  #onEnd = (): void => {
+  socketEnd(): void {
     if (this.#state === 'busy' && this.#ex !== null && this.#ex.requestComplete) {
       this.#closeAfter = true;
       return;
@@ -692,13 +737,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     this.#teardown();
-  };
+  }
 
-  #onError = (): void => {
+  socketError(): void {
     this.#teardown();
-  };
+  }
 
-  #onClose = (): void => {
+  socketClose(): void {
     // a tunnel owns the socket (a spliced one closes the JS socket at hand-over): it reports its own end
     if (this.#state === 'tunnel') return;
     this.#teardown();
@@ -706,7 +751,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#state = 'closed';
     this.#registry.delete(this);
     this.#releaseConnection();
-  };
+  }
 
   /** The client is gone: drop the exchange (logged as 499) and the socket. */
   #teardown(): void {
@@ -733,6 +778,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Canned response for an error found before any exchange (bad head, no route...), then close. */
   #reject(code: ErrorCode, reason: string, head?: RequestHead): void {
     this.#state = 'closed';
+    this.#askedClose = head !== undefined && !head.keepAlive && !ClientConnection.#hasBody(head) && this.#buf === null;
     this.#buf = null;
     const status = statusOf(code);
     this.ctx.metrics.request(status, 0, 0);
@@ -772,12 +818,29 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       socket.destroy();
       return;
     }
-    socket.end(withFields(cannedResponse(code), this.corsHeaders));
-    this.#linger();
+    socket.write(withFields(cannedResponse(code), this.corsHeaders));
+    this.#end();
   }
 
-  /** Orderly close after a complete response. */
+  /**
+   * After an answer the client asked to be the last: close now when nothing can be lost by it. A close with
+   * nothing unread sends a FIN after the answer, like shutdown(); it saves the shutdown, the wait for the client's
+   * FIN and its read. Only on a plain native socket whose answer is all in the kernel (destroy() drops what is
+   * queued; a TLS session owes a close_notify first) and with no byte read past the request (unread bytes at
+   * close(2) would make the kernel send RST, which can destroy the answer in flight: such a client lingers).
+   */
+  #closeAtOnce(): boolean {
+    const s = this.socket;
+    return this.#askedClose && this.#buf === null && !this.#paused && s instanceof NativeSocket && !s.encrypted && s.writableLength === 0 && !s.destroyed;
+  }
+
+  /** Orderly close after a complete response: at once when nothing can be lost by it, else FIN and linger. */
   #end(): void {
+    if (this.#closeAtOnce()) {
+      this.#state = 'closed';
+      this.socket.destroy();
+      return;
+    }
     this.socket.end();
     this.#linger();
   }

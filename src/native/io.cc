@@ -47,8 +47,9 @@ constexpr int kAcceptMax = 512;         // accepts per batch, all listeners toge
 // A ready fd pushes at most four events (a TLS one: secure + drain + data + eof/error; a plain one two), an accept
 // at most two (accept + its first read's data/eof/error): the event array holds the worst case of a full batch.
 constexpr int kEventCap = 4 * kMaxEvents + 2 * kAcceptMax;
-// An accepted connection's address record in the data buffer: int32 listener id, uint16 port, address text.
-constexpr size_t kAddrRecordMax = 4 + 2 + INET6_ADDRSTRLEN;
+// An accepted connection's record in the data buffer: int32 listener id, int32 fd (its number, for JS's descriptor
+// budget: no ioFd call per accept), uint16 port, address text.
+constexpr size_t kAddrRecordMax = 4 + 4 + 2 + INET6_ADDRSTRLEN;
 
 // What an accepted connection does first, set per listener by JS (and changed by a reload).
 constexpr int32_t kModeRead = 0;  // register for reading and read at once (plain HTTP, PROXY preface, ClientHello)
@@ -74,6 +75,13 @@ struct Conn {
   bool handshaking = false;
   bool tls_want_write = false;  // a TLS handshake, read or close_notify waits for room to write
   bool peeking = false;     // kModePeek: reads are recv(MSG_PEEK) and the fd is edge-triggered (see PeekReady)
+  // The fd was made here (accept4, socket) and never left: its close(2) also takes it out of the epoll set, so
+  // ioClose skips the EPOLL_CTL_DEL (a syscall per connection). False once ioFd gave it out (the splice relay
+  // dups it: the description then outlives this close and would stay registered) and for adopted fds.
+  bool sole_fd = false;
+  // A listener: TCP_NODELAY comes with each accepted connection (Linux copies it from the listening socket; checked
+  // on its first accepted one). -1 = not checked yet, 1 = inherited (no setsockopt per accept), 0 = set per accept.
+  int8_t nodelay_inherited = -1;
 };
 
 struct State {
@@ -251,8 +259,8 @@ bool ReadOnce(State& s, Conn& c, int32_t id, int& n, size_t& used) {
   return true;
 }
 
-// Writes an accepted peer's address record (listener id, port, address text) at data[used..]; its length.
-size_t AddressRecord(uint8_t* at, int32_t listener, const sockaddr_storage& ss) {
+// Writes an accepted peer's record (listener id, fd, port, address text) at data[used..]; its length.
+size_t AddressRecord(uint8_t* at, int32_t listener, int32_t fd, const sockaddr_storage& ss) {
   char text[INET6_ADDRSTRLEN] = {0};
   uint16_t port = 0;
   if (ss.ss_family == AF_INET) {
@@ -266,9 +274,10 @@ size_t AddressRecord(uint8_t* at, int32_t listener, const sockaddr_storage& ss) 
   }
   size_t len = strlen(text);
   memcpy(at, &listener, 4);
-  memcpy(at + 4, &port, 2);
-  memcpy(at + 6, text, len);
-  return 6 + len;
+  memcpy(at + 4, &fd, 4);
+  memcpy(at + 8, &port, 2);
+  memcpy(at + 10, text, len);
+  return 10 + len;
 }
 
 // ---- peek mode (kModePeek): the connection's bytes stay queued in the kernel until JS commits ----------------
@@ -372,14 +381,20 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
       return;
     }
     accepted++;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (l.nodelay_inherited != 1) {
+      int on = 0;
+      socklen_t olen = sizeof on;
+      if (l.nodelay_inherited == -1) l.nodelay_inherited = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &olen) == 0 && on != 0 ? 1 : 0;
+      int one = 1;
+      if (l.nodelay_inherited == 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     int32_t mode = l.mode;
     int32_t id = NewConn(s, fd);  // may grow the table: `l` is not used below
     Conn& c = s.conns[id];
+    c.sole_fd = true;
     c.reading = mode != kModeHold;
     if (mode == kModePeek) PeekStart(c);
-    size_t rec = AddressRecord(s.data + used, lid, ss);
+    size_t rec = AddressRecord(s.data + used, lid, fd, ss);
     Push(s, n, id, kAccept, static_cast<int32_t>(used), static_cast<int32_t>(rec));
     used += rec;
     if (!c.reading) continue;
@@ -674,6 +689,9 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListen: mode must be 0 (read), 1 (hold) or 2 (peek)");
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  // accepted connections inherit it (AcceptBatch checks once): no setsockopt per connection
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int32_t id = NewConn(s, fd);
   Conn& c = s.conns[id];
   c.listener = true;
@@ -795,6 +813,7 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   int32_t id = NewConn(s, fd);
   Conn& c = s.conns[id];
   c.connecting = true;
+  c.sole_fd = true;
   Rearm(s, c);
   if (c.mask == 0) {
     int err = errno;
@@ -896,7 +915,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
-  Unregister(s, c);
+  if (!c.sole_fd) Unregister(s, c);
   PeekEnd(c, true);  // what JS read is off the queue, so the close is a FIN, as after read(2)
   close(c.fd);
   FreeConn(s, id);
@@ -980,7 +999,9 @@ Napi::Value Queued(const Napi::CallbackInfo& info) {
 // ioFd(id) -> the fd (still owned here; the splice relay takes a dup of it).
 Napi::Value Fd(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
-  return Napi::Number::New(info.Env(), s.conns[IdArg(info, s)].fd);
+  Conn& c = s.conns[IdArg(info, s)];
+  c.sole_fd = false;  // a dup may outlive our close: ioClose must unregister explicitly
+  return Napi::Number::New(info.Env(), c.fd);
 }
 
 // ioAddress(id, local) -> { address, port } of this end (local) or the peer; null when not connected.

@@ -73,6 +73,34 @@ const SECURE = 8;
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * The empty list every NativeSocket list starts as (held chunks, write and finish callbacks, corked writes): a
+ * connection that never needs one allocates none; a push replaces it with a list of the socket's own first.
+ */
+const NONE: never[] = Object.freeze([]) as unknown as never[];
+
+/** NativeSocket's delivery of what it held while paused, a tick later, without a closure per socket. */
+function flushHeld(socket: NativeSocket): void {
+  socket._flushHeld();
+}
+
+/** destroy()'s deferred half, without a closure per socket. */
+function closed(socket: NativeSocket, cbs: Array<(err?: Error | null) => void>, error: Error | undefined): void {
+  socket._closed(cbs, error);
+}
+
+/**
+ * A socket's one owner (an HTTP client connection), called in place of listeners: data, end and drain go to it
+ * alone; error and close to it first, then to any listeners. `socketError` comes before `socketClose`.
+ */
+export interface SocketOwner {
+  socketData(chunk: Buffer): void;
+  socketEnd(): void;
+  socketDrain(): void;
+  socketError(err: Error): void;
+  socketClose(): void;
+}
+
 /** As net.Socket: write() says false once this much waits in the native queue. */
 const HIGH_WATER_MARK = 16 * 1024;
 
@@ -91,7 +119,8 @@ interface Io {
   addon: IoAddon;
   events: Int32Array;
   data: Buffer;
-  sockets: Map<number, NativeSocket>;
+  /** By the addon's id (small integers, reused after a close): an array, no hashing per event or connection. */
+  sockets: Array<NativeSocket | undefined>;
   listeners: Map<number, NativeListener>;
 }
 
@@ -105,7 +134,7 @@ function ioOf(): Io | null {
     io = null;
     return io;
   }
-  const sockets = new Map<number, NativeSocket>();
+  const sockets: Array<NativeSocket | undefined> = [];
   const listeners = new Map<number, NativeListener>();
   let state: Io | undefined;
   const shared = addon.ioInit((count) => dispatch(state!, count));
@@ -150,7 +179,7 @@ function dispatch(state: Io, count: number): void {
       state.listeners.get(events[at]!)?._onAcceptError(events[at + 2]!);
       continue;
     }
-    const socket = sockets.get(events[at]!);
+    const socket = sockets[events[at]!];
     // a socket closed earlier in this batch: its event is stale (ids are not reused within a batch)
     if (socket === undefined) continue;
     if (kind === DATA) {
@@ -168,7 +197,7 @@ function dispatch(state: Io, count: number): void {
   }
 }
 
-/** An ACCEPT event: connection `id`, its address record at data[off, off + len) (listener id, port, address). */
+/** An ACCEPT event: connection `id`, its record at data[off, off + len) (listener id, fd, port, address). */
 function accepted(state: Io, id: number, off: number, len: number): void {
   const data = state.data;
   const listener = state.listeners.get(data.readInt32LE(off));
@@ -177,9 +206,10 @@ function accepted(state: Io, id: number, off: number, len: number): void {
     state.addon.ioClose(id);
     return;
   }
-  const port = data.readUInt16LE(off + 4);
-  const address = data.toString('latin1', off + 6, off + len);
+  const port = data.readUInt16LE(off + 8);
+  const address = data.toString('latin1', off + 10, off + len);
   const socket = new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold');
+  socket._fdNumber = data.readInt32LE(off + 4);
   if (listener.mode === 'peek') socket._peeking = true;
   listener._onAccept(socket);
 }
@@ -207,20 +237,22 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #connecting: boolean;
   #destroyed = false;
   #paused = false;
-  /** Chunks (and the FIN, as null) that arrived while paused. */
-  #held: Array<Buffer | null> = [];
+  /** Chunks (and the FIN, as null) that arrived while paused. The lists below start as NONE (shared, empty). */
+  #held: Array<Buffer | null> = NONE;
   #heldBytes = 0;
   #readableEnded = false;
   #writableEnded = false;
   #writableFinished = false;
   #queued = 0;
   #needDrain = false;
-  #writeCbs: Array<(err?: Error | null) => void> = [];
+  #writeCbs: Array<(err?: Error | null) => void> = NONE;
   #corked = 0;
-  #corkedChunks: Uint8Array[] = [];
-  #corkedCbs: Array<(err?: Error | null) => void> = [];
+  #corkedChunks: Uint8Array[] = NONE;
+  #corkedCbs: Array<(err?: Error | null) => void> = NONE;
   #corkedBytes = 0;
-  #finishCbs: Array<() => void> = [];
+  #finishCbs: Array<() => void> = NONE;
+  /** Takes the events in place of listeners (setOwner); null = listeners. */
+  #owner: SocketOwner | null = null;
 
   /** @internal use adoptNative(), connectNative() or a NativeListener */
   constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, paused = false, encrypted = false) {
@@ -233,7 +265,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.remotePort = remotePort;
     this.#connecting = connecting;
     this.#allowHalfOpen = opts.allowHalfOpen;
-    io.sockets.set(id, this);
+    io.sockets[id] = this;
   }
 
   get destroyed(): boolean {
@@ -334,11 +366,11 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (!this._peeking || this.#destroyed || this.#queued > 0 || this.#writableEnded || addon.ioPeeking?.(this.#id) !== true) return undefined;
     this._peeking = false;
     this.#destroyed = true;
-    this.#io.sockets.delete(this.#id);
+    this.#io.sockets[this.#id] = undefined;
     const fd = addon.ioRelease(this.#id);
-    this.#held = [];
+    this.#held = NONE;
     this.#heldBytes = 0;
-    process.nextTick(() => this.emit('close', false));
+    process.nextTick(closed, this, NONE, undefined);
     return fd;
   }
 
@@ -354,10 +386,22 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   released(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    this.#io.sockets.delete(this.#id);
-    this.#held = [];
+    this.#io.sockets[this.#id] = undefined;
+    this.#held = NONE;
     this.#heldBytes = 0;
-    process.nextTick(() => this.emit('close', false));
+    process.nextTick(closed, this, NONE, undefined);
+  }
+
+  /** @internal accept4's descriptor number (-1: not accepted natively), as the ACCEPT event carried it. */
+  _fdNumber = -1;
+
+  /**
+   * The descriptor's number for counting descriptors (the worker's fd budget), without a call into the addon;
+   * not for I/O on it (`fd` is: the addon then knows the fd may be shared).
+   */
+  get fdNumber(): number {
+    if (this.#destroyed) return -1;
+    return this._fdNumber >= 0 ? this._fdNumber : this.fd;
   }
 
   /** The kernel fd, still owned by this socket (the splice relay takes a dup, then destroys this). */
@@ -370,17 +414,18 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   /** @internal */
   _onData(chunk: Buffer): void {
     if (this.#paused || this.#held.length > 0) {
-      this.#held.push(chunk);
+      (this.#held === NONE ? (this.#held = []) : this.#held).push(chunk);
       this.#heldBytes += chunk.length;
       return;
     }
-    this.emit('data', chunk);
+    if (this.#owner !== null) this.#owner.socketData(chunk);
+    else this.emit('data', chunk);
   }
 
   /** @internal */
   _onEof(): void {
     if (this.#paused || this.#held.length > 0) {
-      this.#held.push(null);
+      (this.#held === NONE ? (this.#held = []) : this.#held).push(null);
       return;
     }
     this.#ended();
@@ -389,7 +434,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #ended(): void {
     if (this.#readableEnded || this.#destroyed) return;
     this.#readableEnded = true;
-    this.emit('end');
+    if (this.#owner !== null) this.#owner.socketEnd();
+    else this.emit('end');
     if (this.#destroyed) return;
     if (!this.#allowHalfOpen && !this.#writableEnded) this.end();
     else this.#maybeClose();
@@ -410,12 +456,12 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   /** Everything written so far is in the kernel: write callbacks, a pending end, 'drain'. */
   #flushed(): void {
     const cbs = this.#writeCbs;
-    this.#writeCbs = [];
+    this.#writeCbs = NONE;
     for (const cb of cbs) cb(null);
     if (this.#writableEnded) this.#finished();
     if (this.#needDrain && !this.#destroyed) {
       this.#needDrain = false;
-      this.emit('drain');
+      this.#emitDrain();
     }
   }
 
@@ -464,10 +510,10 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (typeof data === 'string' && encodingOrCb === 'latin1' && this.#corked === 0) return this.#send(data, callback);
     const bytes = typeof data === 'string' ? Buffer.from(data, typeof encodingOrCb === 'string' ? encodingOrCb : 'utf8') : data;
     if (this.#corked > 0) {
-      this.#corkedChunks.push(bytes);
+      (this.#corkedChunks === NONE ? (this.#corkedChunks = []) : this.#corkedChunks).push(bytes);
       this.#corkedBytes += bytes.length;
       // kept apart: a drain of earlier bytes must not run them before their own bytes were sent
-      if (callback !== undefined) this.#corkedCbs.push(callback);
+      if (callback !== undefined) (this.#corkedCbs === NONE ? (this.#corkedCbs = []) : this.#corkedCbs).push(callback);
       if (this.#queued + this.#corkedBytes < HIGH_WATER_MARK) return true;
       this.#needDrain = true;
       return false;
@@ -491,7 +537,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#queued = r;
     if (callback !== undefined) {
       if (r === 0 && !this.#connecting) process.nextTick(callback, null);
-      else this.#writeCbs.push(callback);
+      else (this.#writeCbs === NONE ? (this.#writeCbs = []) : this.#writeCbs).push(callback);
     }
     if (r >= HIGH_WATER_MARK) {
       this.#needDrain = true;
@@ -530,8 +576,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#corked === 0 || --this.#corked > 0) return;
     const chunks = this.#corkedChunks;
     const cbs = this.#corkedCbs;
-    this.#corkedChunks = [];
-    this.#corkedCbs = [];
+    this.#corkedChunks = NONE;
+    this.#corkedCbs = NONE;
     this.#corkedBytes = 0;
     if (this.#destroyed) return;
     // one callback for the corked writes: settled like any write (now, on the drain, or with the error)
@@ -544,7 +590,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#needDrain && this.#queued === 0 && !this.#connecting && !this.#destroyed) {
       this.#needDrain = false;
       process.nextTick(() => {
-        if (!this.#destroyed) this.emit('drain');
+        if (!this.#destroyed) this.#emitDrain();
       });
     }
   }
@@ -552,7 +598,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   end(dataOrCb?: Uint8Array | string | (() => void), cb?: () => void): this {
     const callback = typeof dataOrCb === 'function' ? dataOrCb : cb;
     if (dataOrCb !== undefined && typeof dataOrCb !== 'function') this.write(dataOrCb);
-    if (callback !== undefined) this.#finishCbs.push(callback);
+    if (callback !== undefined) (this.#finishCbs === NONE ? (this.#finishCbs = []) : this.#finishCbs).push(callback);
     if (this._peeking) this.commit();
     if (this.#writableEnded || this.#destroyed) return this;
     if (this.#corked > 0) {
@@ -569,7 +615,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#writableFinished) return;
     this.#writableFinished = true;
     const cbs = this.#finishCbs;
-    this.#finishCbs = [];
+    this.#finishCbs = NONE;
     for (const cb of cbs) process.nextTick(cb);
     this.emit('finish');
     this.#maybeClose();
@@ -583,26 +629,48 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   destroySoon(): void {
     if (!this.#writableEnded) this.end();
     if (this.#writableFinished) this.destroy();
-    else this.#finishCbs.push(() => this.destroy());
+    else (this.#finishCbs === NONE ? (this.#finishCbs = []) : this.#finishCbs).push(() => this.destroy());
   }
 
   destroy(error?: Error): this {
     if (this.#destroyed) return this;
     this.#destroyed = true;
-    this.#io.sockets.delete(this.#id);
+    this.#io.sockets[this.#id] = undefined;
     this.#io.addon.ioClose(this.#id);
-    this.#held = [];
+    this.#held = NONE;
     this.#heldBytes = 0;
-    const cbs = this.#writeCbs.concat(this.#corkedCbs);
-    this.#writeCbs = [];
-    this.#corkedCbs = [];
-    this.#corkedChunks = [];
-    process.nextTick(() => {
-      for (const cb of cbs) cb(error ?? new Error('socket destroyed'));
-      if (error !== undefined) this.emit('error', error);
-      this.emit('close', error !== undefined);
-    });
+    const cbs = this.#writeCbs.length === 0 && this.#corkedCbs.length === 0 ? NONE : this.#writeCbs.concat(this.#corkedCbs);
+    this.#writeCbs = NONE;
+    this.#corkedCbs = NONE;
+    this.#corkedChunks = NONE;
+    process.nextTick(closed, this, cbs, error);
     return this;
+  }
+
+  /** @internal destroy()'s second half, a tick later (as net.Socket): write callbacks fail, then 'error', 'close'. */
+  _closed(cbs: Array<(err?: Error | null) => void>, error: Error | undefined): void {
+    for (const cb of cbs) cb(error ?? new Error('socket destroyed'));
+    const owner = this.#owner;
+    if (owner !== null) {
+      if (error !== undefined) owner.socketError(error);
+      owner.socketClose();
+      // anyone else listening (the owner takes data, end and drain alone; close and error are everyone's)
+      if (error !== undefined && this.listenerCount('error') > 0) this.emit('error', error);
+    } else if (error !== undefined) this.emit('error', error);
+    this.emit('close', error !== undefined);
+  }
+
+  /**
+   * Delivers data, end and drain to `owner` alone, and error and close to it first, instead of listeners (a
+   * connection's handlers without a listener or closure per connection); null gives them back to listeners.
+   */
+  setOwner(owner: SocketOwner | null): void {
+    this.#owner = owner;
+  }
+
+  #emitDrain(): void {
+    if (this.#owner !== null) this.#owner.socketDrain();
+    else this.emit('drain');
   }
 
   pause(): this {
@@ -619,6 +687,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   read(): Buffer | null {
     const chunk = this.#held[0];
     if (chunk === undefined || chunk === null) return null;
+    // a non-empty list is never NONE
     this.#held.shift();
     this.#heldBytes -= chunk.length;
     return chunk;
@@ -628,16 +697,16 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (!this.#paused || this.#destroyed) return this;
     this.#paused = false;
     if (!this.#readableEnded) this.#io.addon.ioRead(this.#id, true);
-    if (this.#held.length > 0) process.nextTick(this.#flushHeld);
+    if (this.#held.length > 0) process.nextTick(flushHeld, this);
     return this;
   }
 
   /** Puts `chunk` back in front of what is still to be delivered (peeking never loses a byte). */
   unshift(chunk: Buffer): void {
     if (this.#destroyed || chunk.length === 0) return;
-    this.#held.unshift(chunk);
+    (this.#held === NONE ? (this.#held = []) : this.#held).unshift(chunk);
     this.#heldBytes += chunk.length;
-    if (!this.#paused) process.nextTick(this.#flushHeld);
+    if (!this.#paused) process.nextTick(flushHeld, this);
   }
 
   /**
@@ -650,9 +719,9 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.commit(); // what was delivered is in `held` below, not to be read twice
     const held = this.#held.filter((c): c is Buffer => c !== null);
     this.#destroyed = true;
-    this.#io.sockets.delete(this.#id);
+    this.#io.sockets[this.#id] = undefined;
     const fd = this.#io.addon.ioRelease(this.#id);
-    this.#held = [];
+    this.#held = NONE;
     this.#heldBytes = 0;
     let socket: net.Socket;
     try {
@@ -667,8 +736,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return socket;
   }
 
-  /** Delivers what arrived while paused, in order, until paused again. */
-  #flushHeld = (): void => {
+  /** @internal Delivers what arrived while paused, in order, until paused again. */
+  _flushHeld(): void {
     while (!this.#paused && !this.#destroyed && this.#held.length > 0) {
       const chunk = this.#held.shift()!;
       if (chunk === null) {
@@ -676,9 +745,11 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
         continue;
       }
       this.#heldBytes -= chunk.length;
-      this.emit('data', chunk);
+      if (this.#owner !== null) this.#owner.socketData(chunk);
+      else this.emit('data', chunk);
     }
-  };
+  }
+
 
   setNoDelay(): this {
     return this; // always on (io.cc sets TCP_NODELAY)

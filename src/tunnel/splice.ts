@@ -34,6 +34,11 @@ export function fdOf(socket: ByteSocket): number {
   return typeof fd === 'number' ? fd : -1;
 }
 
+/** The socket's descriptor number for counting descriptors (the fd budget at accept), or -1; not for I/O on it. */
+export function fdNumberOf(socket: ByteSocket): number {
+  return socket instanceof NativeSocket ? socket.fdNumber : fdOf(socket);
+}
+
 /**
  * True when both sockets can be relayed by splice(2): the addon is loaded, both are plain TCP or unix sockets
  * (not TLS: a terminated leg is decrypted in user space), open, and nothing is waiting in their JS read buffers.

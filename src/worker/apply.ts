@@ -8,7 +8,7 @@ import { formatErrors, loadConfigText, type ConfigError } from '../config/load.j
 import type { Config } from '../config/schema.js';
 import type { ApplyMessage } from './ipc.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { fdOf } from '../tunnel/splice.js';
+import { fdNumberOf } from '../tunnel/splice.js';
 import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from './runtime.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 import type { TargetSpec } from '../upstream/pool.js';
@@ -206,7 +206,7 @@ export class Applier {
         const onConnection: OnConnection = (socket) => {
           // Refused here, counted and logged, rather than accepted into a connection whose upstream socket would
           // find no descriptor (or dropped silently by libuv at EMFILE).
-          if (!fds.admit(fdOf(socket))) return paths.refuseForFds(socket);
+          if (!fds.admit(fdNumberOf(socket))) return paths.refuseForFds(socket);
           if (entryRef.entry === undefined) hold(socket);
           else entryRef.entry.onConnection(socket);
         };

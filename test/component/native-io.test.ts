@@ -9,7 +9,7 @@ import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { adoptNative, connectNative, nativeIoAvailable, nativeIoLive, type NativeSocket } from '../../src/native/io.js';
+import { adoptNative, connectNative, nativeIoAvailable, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { needPeer } from '../helpers/peers.js';
 import { closedPort } from '../helpers/backends.js';
@@ -792,4 +792,76 @@ nativeTest("destroy() from another socket's 'data' in the same batch: no stale e
   assert.deepEqual(late, [], 'the destroyed socket got no data after destroy()');
   assert.deepEqual(freshEvents, ['data:fresh-own']);
   assert.deepEqual(afterEvents, ['.']);
+});
+
+// --- one owner instead of listeners (setOwner: the HTTP client connection) ---
+
+/** An owner that records what it is told, in order; `done` resolves on socketClose. */
+function recordingOwner(): SocketOwner & { log: string[]; done: Promise<void>; data: Buffer[] } {
+  const log: string[] = [];
+  const data: Buffer[] = [];
+  let closed!: () => void;
+  const done = new Promise<void>((resolve) => (closed = resolve));
+  return {
+    log,
+    data,
+    done,
+    socketData: (chunk) => (data.push(chunk), log.push('data')),
+    socketEnd: () => log.push('end'),
+    socketDrain: () => log.push('drain'),
+    socketError: (err) => log.push(`error:${(err as NodeJS.ErrnoException).code}`),
+    socketClose: () => (log.push('close'), closed()),
+  };
+}
+
+nativeTest('setOwner: data, held data after resume, end and close reach the owner alone (no listener sees data or end); setOwner(null) gives them back', async (t) => {
+  const srv = await listen(t);
+  const { s, peer } = await pair(t, srv, false); // no half-open: the peer's FIN ends our side too, then close
+  const owner = recordingOwner();
+  const seenByListeners: string[] = [];
+  s.on('data', () => seenByListeners.push('data'));
+  s.on('end', () => seenByListeners.push('end'));
+  s.setOwner(owner);
+  peer.write('one');
+  await within(new Promise<void>((resolve) => {
+    const poll = (): void => (owner.data.length > 0 ? resolve() : void setImmediate(poll));
+    poll();
+  }), 'the owner to get the first bytes');
+  s.pause();
+  const probe = await pair(t, srv);
+  peer.write('two');
+  await pollCycle(probe); // 'two' is held while paused
+  s.resume();
+  const closed = closeOf(s);
+  peer.end();
+  await within(owner.done, "the owner's socketClose");
+  assert.equal(await closed, false, "listeners still get 'close'");
+  assert.equal(Buffer.concat(owner.data).toString(), 'onetwo');
+  assert.deepEqual(owner.log.filter((e, i, a) => e !== 'data' || a[i - 1] !== 'data'), ['data', 'end', 'close'], 'events in order (our side ends with the peer: close)');
+  assert.deepEqual(seenByListeners, [], 'no listener saw data or end while the owner held the socket');
+
+  // without an owner, listeners get everything again
+  const second = await pair(t, srv);
+  const other = recordingOwner();
+  second.s.setOwner(other);
+  second.s.setOwner(null);
+  const got = once(second.s, 'data');
+  second.peer.write('x');
+  assert.equal(String((await within(got, "a listener's data"))[0]), 'x');
+  assert.deepEqual(other.log, []);
+});
+
+nativeTest("setOwner: a reset reaches the owner as socketError then socketClose, and 'error' listeners too when there are any", async (t) => {
+  const srv = await listen(t);
+  for (const withListener of [false, true]) {
+    const { s, peer } = await pair(t, srv);
+    const owner = recordingOwner();
+    s.setOwner(owner);
+    const errors: string[] = [];
+    if (withListener) s.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
+    peer.resetAndDestroy();
+    await within(owner.done, 'socketClose after the reset');
+    assert.deepEqual(owner.log, ['error:ECONNRESET', 'close']);
+    assert.deepEqual(errors, withListener ? ['ECONNRESET'] : [], 'no listener: no unhandled error either');
+  }
 });
