@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <openssl/ssl.h>
+
 #include "io.h"
 #include "relay.h"
 #include "tls.h"
@@ -141,6 +143,16 @@ struct Relay {
   int first_eof_side = -1;
   bool closed = false;
   bool queued = false;
+  // Readiness per fd (0 client, 1 upstream), as epoll's edges left it: set by an edge, cleared when a call would
+  // block. Every pump passes by both directions; these keep it from a syscall that would only say EAGAIN (a
+  // 32-byte message otherwise costs as many failed reads and recvs as useful ones).
+  bool rd[2] = {true, true};
+  bool wr[2] = {true, true};
+  // The peer hung up (an edge said RDHUP/HUP/ERR): a short recv no longer means the socket is drained.
+  bool hup[2] = {false, false};
+  // OpenSSL's cross waits: a read that must write first (a TLS 1.3 KeyUpdate answer), a write that must read.
+  bool read_wants_write = false;
+  bool write_wants_read = false;
   // Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary, then the peers get to close.
   bool going_away = false;
   bool lingering = false;
@@ -326,6 +338,10 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
   Held& h = r->up;
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (h.len > 0) {
+      if (!r->wr[1]) {
+        h.blocked.store(true, std::memory_order_relaxed);
+        return Pumped::kWaiting;
+      }
       ssize_t n = send(r->fd[1], h.data + h.off, h.len, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         h.off += static_cast<size_t>(n);
@@ -336,6 +352,7 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
+        r->wr[1] = false;
         h.blocked.store(true, std::memory_order_relaxed);  // backpressure: nothing more is decrypted meanwhile
         return Pumped::kWaiting;
       }
@@ -350,9 +367,14 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
     }
     if (h.stopped || h.paused) return Pumped::kWaiting;
+    // nothing new on the client's socket and nothing buffered in OpenSSL (read-ahead): SSL_read would only block
+    if (!r->rd[0] && !(r->read_wants_write && r->wr[0]) && SSL_has_pending(r->tls->ssl()) == 0) return Pumped::kWaiting;
     if (h.data == nullptr) h.data = new char[kBuf];
     size_t got = 0;
     Io io = r->tls->Read(h.data, kBuf, &got);
+    r->read_wants_write = io == Io::kWantWrite;
+    if (io == Io::kWantRead) r->rd[0] = false;
+    if (io == Io::kWantWrite) r->wr[0] = false;
     if (io == Io::kOk) {
       h.off = 0;
       h.len = Track(r, h, got);
@@ -379,10 +401,18 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
   Held& h = r->down;
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (h.len > 0) {
+      if (!r->wr[0] && !(r->write_wants_read && r->rd[0])) {
+        h.blocked.store(true, std::memory_order_relaxed);
+        return Pumped::kWaiting;
+      }
       size_t wrote = 0;
       Io io = r->tls->Write(h.data + h.off, h.len, &wrote);
       h.off += wrote;
       h.len -= wrote;
+      // Write returns kOk with bytes left when the socket filled up after some progress: it waits like kWantWrite
+      r->write_wants_read = io == Io::kWantRead || (io == Io::kOk && h.len > 0);
+      if (io == Io::kWantWrite || (io == Io::kOk && h.len > 0)) r->wr[0] = false;
+      if (io == Io::kWantRead) r->rd[0] = false;
       if (io == Io::kOk && h.len == 0) {
         h.Free();
         h.blocked.store(false, std::memory_order_relaxed);
@@ -399,16 +429,23 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
     if (h.eof) {
       if (!h.shut) {
         // close_notify, then FIN: the client's TLS stack sees a clean end of the backend's half
-        if (r->tls->Shutdown() == Io::kWantWrite) return Pumped::kWaiting;
+        if (r->tls->Shutdown() == Io::kWantWrite) {
+          r->wr[0] = false;
+          return Pumped::kWaiting;
+        }
         shutdown(r->fd[0], SHUT_WR);
         h.shut = true;
       }
       return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
     }
     if (h.stopped) return Pumped::kWaiting;
+    if (!r->rd[1]) return Pumped::kWaiting;
     if (h.data == nullptr) h.data = new char[kBuf];
     ssize_t n = recv(r->fd[1], h.data, kBuf, MSG_DONTWAIT);
     if (n > 0) {
+      // Edge triggered: a read shorter than asked drained the socket, and whatever arrives next (bytes, FIN)
+      // raises a new edge; only a FIN that came with this edge must still be read (hup)
+      if (static_cast<size_t>(n) < kBuf && !r->hup[1]) r->rd[1] = false;
       h.off = 0;
       h.len = Track(r, h, static_cast<size_t>(n));
       h.bytes.fetch_add(h.len, std::memory_order_relaxed);
@@ -423,7 +460,10 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
       continue;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return Pumped::kWaiting;
+    if (errno == EAGAIN) {
+      r->rd[1] = false;
+      return Pumped::kWaiting;
+    }
     Finish(r, Reason::kUpstreamError, errno, graveyard, true);
     return Pumped::kClosed;
   }
@@ -547,8 +587,15 @@ void Loop() {
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
       if (r->closed) continue;
-      // a paused client that hung up is read anyway (its close_notify, FIN or error ends the relay as usual)
-      if (ep->side == 0 && r->up.paused && (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->up.paused = false;
+      const uint32_t evs = events[i].events;
+      const int side = ep->side;
+      if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r->rd[side] = true;
+      if (evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) r->wr[side] = true;
+      if (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        r->hup[side] = true;
+        // a paused client that hung up is read anyway (its close_notify, FIN or error ends the relay as usual)
+        if (side == 0) r->up.paused = false;
+      }
       if (PumpBoth(r, &graveyard)) Queue(r, &again);
     }
     next.clear();
@@ -636,6 +683,9 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->tls = session;
+  // one read() takes whatever records are there (not a 5-byte header, then the record): half the reads per
+  // message; SSL_has_pending tells the pumps when records wait in OpenSSL's buffer rather than in the socket
+  SSL_set_read_ahead(session->ssl(), 1);
   r->idle_ms = idle_ms;
   r->last_active = NowMs();
   for (int s = 0; s < 2; s++) {
