@@ -24,6 +24,9 @@ node --test dist/test/component/relay.test.js dist/test/component/native-io.test
   dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
 # peek mode (handoff: adopt): the addon's half, then the hand-over to uWebSockets.js end to end
 node --test dist/test/component/native-peek.test.js dist/test/e2e/terminate-adopt.test.js
+# terminated WSS: the hop into uWebSockets.js on the TLS relay thread (a raw relay over a unix socket, held up by
+# the session when the backend is slow), the Node-TLS fallback, and a SIGTERM drain (1001) over the TLS hop
+node --test --test-name-pattern='WSS|wss' dist/test/e2e/terminate.test.js
 # TLS-ALPN-01: the addon's ClientHello reading (odd hellos while a challenge is pending) and a Pebble issue
 node --test --test-name-pattern='native TLS' dist/test/e2e/acme-alpn-fuzz.test.js dist/test/e2e/acme-alpn.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)

@@ -406,6 +406,7 @@ export class AccessLog implements AccessLines {
       {
         mode: 'terminate',
         handoff: end.handoff,
+        hop: end.hop,
         route: ex.route.name,
         upstream: ex.target?.id,
         path: ex.head.target,

@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <openssl/ssl.h>
+
 #include "io.h"
 #include "relay.h"
 #include "tls.h"
@@ -111,6 +113,9 @@ struct Held {
   bool eof = false;   // the source ended (close_notify or FIN)
   bool shut = false;  // the end was passed on (FIN to the backend; close_notify + FIN to the client)
   bool stopped = false;  // going away: this direction reached a frame boundary and reads no more
+  // tlsRelayPause (the client direction of a raw relay): nothing more is read from the source; bytes already
+  // held still go out, and a hang-up of the source is still seen (the Loop unpauses on it)
+  bool paused = false;
   Frames frames;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
@@ -131,9 +136,23 @@ struct Relay {
   uint32_t idle_ms = 0;
   uint64_t last_active = 0;
   int last_eof_side = 0;
+  // The bytes are WebSocket frames (a tunnel after a 101): followed, so that shutdown can send Close frames. A raw
+  // relay (terminate's hop into uWebSockets.js, whose first bytes are uWS's HTTP 101) follows nothing and is
+  // cut at shutdown: the uWS session there closes with its own Close frames.
+  bool websocket = false;
   int first_eof_side = -1;
   bool closed = false;
   bool queued = false;
+  // Readiness per fd (0 client, 1 upstream), as epoll's edges left it: set by an edge, cleared when a call would
+  // block. Every pump passes by both directions; these keep it from a syscall that would only say EAGAIN (a
+  // 32-byte message otherwise costs as many failed reads and recvs as useful ones).
+  bool rd[2] = {true, true};
+  bool wr[2] = {true, true};
+  // The peer hung up (an edge said RDHUP/HUP/ERR): a short recv no longer means the socket is drained.
+  bool hup[2] = {false, false};
+  // OpenSSL's cross waits: a read that must write first (a TLS 1.3 KeyUpdate answer), a write that must read.
+  bool read_wants_write = false;
+  bool write_wants_read = false;
   // Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary, then the peers get to close.
   bool going_away = false;
   bool lingering = false;
@@ -144,6 +163,8 @@ struct Command {
   uint64_t id;
   Reason reason;
   bool going_away;  // shutdown(): Close frames first, not a cut
+  // tlsRelayPause: -1 not a pause command; else the client direction's new state (0 read, 1 paused)
+  int8_t pause = -1;
 };
 
 struct State {
@@ -244,6 +265,7 @@ void Ended(Relay* r, int side) {
 // Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in
 // progress and stops the direction there. Returns the bytes to pass on.
 size_t Track(Relay* r, Held& h, size_t got) {
+  if (!r->websocket) return got;
   const unsigned char* p = reinterpret_cast<const unsigned char*>(h.data);
   if (!r->going_away) {
     h.frames.Feed(p, got, false);
@@ -316,6 +338,10 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
   Held& h = r->up;
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (h.len > 0) {
+      if (!r->wr[1]) {
+        h.blocked.store(true, std::memory_order_relaxed);
+        return Pumped::kWaiting;
+      }
       ssize_t n = send(r->fd[1], h.data + h.off, h.len, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         h.off += static_cast<size_t>(n);
@@ -326,6 +352,7 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
+        r->wr[1] = false;
         h.blocked.store(true, std::memory_order_relaxed);  // backpressure: nothing more is decrypted meanwhile
         return Pumped::kWaiting;
       }
@@ -339,10 +366,15 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       }
       return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
     }
-    if (h.stopped) return Pumped::kWaiting;
+    if (h.stopped || h.paused) return Pumped::kWaiting;
+    // nothing new on the client's socket and nothing buffered in OpenSSL (read-ahead): SSL_read would only block
+    if (!r->rd[0] && !(r->read_wants_write && r->wr[0]) && SSL_has_pending(r->tls->ssl()) == 0) return Pumped::kWaiting;
     if (h.data == nullptr) h.data = new char[kBuf];
     size_t got = 0;
     Io io = r->tls->Read(h.data, kBuf, &got);
+    r->read_wants_write = io == Io::kWantWrite;
+    if (io == Io::kWantRead) r->rd[0] = false;
+    if (io == Io::kWantWrite) r->wr[0] = false;
     if (io == Io::kOk) {
       h.off = 0;
       h.len = Track(r, h, got);
@@ -369,10 +401,18 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
   Held& h = r->down;
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (h.len > 0) {
+      if (!r->wr[0] && !(r->write_wants_read && r->rd[0])) {
+        h.blocked.store(true, std::memory_order_relaxed);
+        return Pumped::kWaiting;
+      }
       size_t wrote = 0;
       Io io = r->tls->Write(h.data + h.off, h.len, &wrote);
       h.off += wrote;
       h.len -= wrote;
+      // Write returns kOk with bytes left when the socket filled up after some progress: it waits like kWantWrite
+      r->write_wants_read = io == Io::kWantRead || (io == Io::kOk && h.len > 0);
+      if (io == Io::kWantWrite || (io == Io::kOk && h.len > 0)) r->wr[0] = false;
+      if (io == Io::kWantRead) r->rd[0] = false;
       if (io == Io::kOk && h.len == 0) {
         h.Free();
         h.blocked.store(false, std::memory_order_relaxed);
@@ -389,16 +429,23 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
     if (h.eof) {
       if (!h.shut) {
         // close_notify, then FIN: the client's TLS stack sees a clean end of the backend's half
-        if (r->tls->Shutdown() == Io::kWantWrite) return Pumped::kWaiting;
+        if (r->tls->Shutdown() == Io::kWantWrite) {
+          r->wr[0] = false;
+          return Pumped::kWaiting;
+        }
         shutdown(r->fd[0], SHUT_WR);
         h.shut = true;
       }
       return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
     }
     if (h.stopped) return Pumped::kWaiting;
+    if (!r->rd[1]) return Pumped::kWaiting;
     if (h.data == nullptr) h.data = new char[kBuf];
     ssize_t n = recv(r->fd[1], h.data, kBuf, MSG_DONTWAIT);
     if (n > 0) {
+      // Edge triggered: a read shorter than asked drained the socket, and whatever arrives next (bytes, FIN)
+      // raises a new edge; only a FIN that came with this edge must still be read (hup)
+      if (static_cast<size_t>(n) < kBuf && !r->hup[1]) r->rd[1] = false;
       h.off = 0;
       h.len = Track(r, h, static_cast<size_t>(n));
       h.bytes.fetch_add(h.len, std::memory_order_relaxed);
@@ -413,7 +460,10 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
       continue;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return Pumped::kWaiting;
+    if (errno == EAGAIN) {
+      r->rd[1] = false;
+      return Pumped::kWaiting;
+    }
     Finish(r, Reason::kUpstreamError, errno, graveyard, true);
     return Pumped::kClosed;
   }
@@ -446,7 +496,7 @@ bool PumpBoth(Relay* r, std::vector<Relay*>* graveyard) {
 // shutdown(): going away, as the JS relay does for WebSocket tunnels; a direction whose framing was lost is cut.
 void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard) {
   if (r->going_away) return;
-  if (r->up.frames.broken() || r->down.frames.broken()) {
+  if (!r->websocket || r->up.frames.broken() || r->down.frames.broken()) {
     Finish(r, Reason::kShutdown, 0, graveyard, true);
     return;
   }
@@ -461,7 +511,15 @@ void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard) {
   PumpBoth(r, graveyard);
 }
 
-void RunCommands(std::vector<Relay*>* graveyard) {
+// Edge triggered: a relay with work left, or whose bytes arrived while it was paused (no new edge will come),
+// is pumped again after this batch of events.
+void Queue(Relay* r, std::vector<Relay*>* again) {
+  if (r->closed || r->queued) return;
+  r->queued = true;
+  again->push_back(r);
+}
+
+void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
   uint64_t ignored;
   while (read(g.wakefd, &ignored, sizeof ignored) < 0 && errno == EINTR) {
   }
@@ -476,7 +534,10 @@ void RunCommands(std::vector<Relay*>* graveyard) {
   }
   for (auto& [relay, c] : todo) {
     if (relay->closed) continue;
-    if (c.going_away) StartGoingAway(relay, graveyard);
+    if (c.pause >= 0) {
+      relay->up.paused = c.pause == 1;
+      if (c.pause == 0) Queue(relay, again);
+    } else if (c.going_away) StartGoingAway(relay, graveyard);
     else Finish(relay, c.reason, 0, graveyard, true);
   }
 }
@@ -520,16 +581,22 @@ void Loop() {
     }
     for (int i = 0; i < n; i++) {
       if (events[i].data.ptr == nullptr) {
-        RunCommands(&graveyard);
+        RunCommands(&graveyard, &again);
         continue;
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
       if (r->closed) continue;
-      if (PumpBoth(r, &graveyard) && !r->closed && !r->queued) {
-        r->queued = true;
-        again.push_back(r);
+      const uint32_t evs = events[i].events;
+      const int side = ep->side;
+      if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r->rd[side] = true;
+      if (evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) r->wr[side] = true;
+      if (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        r->hup[side] = true;
+        // a paused client that hung up is read anyway (its close_notify, FIN or error ends the relay as usual)
+        if (side == 0) r->up.paused = false;
       }
+      if (PumpBoth(r, &graveyard)) Queue(r, &again);
     }
     next.clear();
     for (Relay* r : again) {
@@ -605,13 +672,20 @@ struct Seen {
 };
 
 // JS thread. Takes the session and both fds (freed/closed on failure too); returns the id or 0 with `error`.
-uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t idle_ms, const Seen& seen, std::string* error) {
+// `seen` null: a raw relay (no frames followed, a cut at shutdown).
+uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t idle_ms, const Seen* seen, std::string* error) {
   Relay* r = new Relay();
-  r->up.frames.Feed(reinterpret_cast<const unsigned char*>(seen.up.data()), seen.up.size(), false);
-  r->down.frames.Feed(reinterpret_cast<const unsigned char*>(seen.down.data()), seen.down.size(), false);
+  r->websocket = seen != nullptr;
+  if (seen != nullptr) {
+    r->up.frames.Feed(reinterpret_cast<const unsigned char*>(seen->up.data()), seen->up.size(), false);
+    r->down.frames.Feed(reinterpret_cast<const unsigned char*>(seen->down.data()), seen->down.size(), false);
+  }
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->tls = session;
+  // one read() takes whatever records are there (not a 5-byte header, then the record): half the reads per
+  // message; SSL_has_pending tells the pumps when records wait in OpenSSL's buffer rather than in the socket
+  SSL_set_read_ahead(session->ssl(), 1);
   r->idle_ms = idle_ms;
   r->last_active = NowMs();
   for (int s = 0; s < 2; s++) {
@@ -661,16 +735,17 @@ uint64_t RelayIdArg(const Napi::CallbackInfo& info) {
   return static_cast<uint64_t>(v);
 }
 
-// The optional `{ up, down }` of tlsRelayStart: Buffers or null.
-Seen SeenArg(const Napi::Value& v) {
-  Seen seen;
-  if (!v.IsObject()) return seen;
+// The optional `{ up, down }` of tlsRelayStart (Buffers or null): present for a WebSocket tunnel, absent for a
+// raw relay (false).
+bool SeenArg(const Napi::Value& v, Seen* out) {
+  Seen& seen = *out;
+  if (!v.IsObject()) return false;
   Napi::Object o = v.As<Napi::Object>();
   Napi::Value up = o.Get("up");
   Napi::Value down = o.Get("down");
   if (up.IsBuffer()) seen.up.assign(up.As<Napi::Buffer<char>>().Data(), up.As<Napi::Buffer<char>>().Length());
   if (down.IsBuffer()) seen.down.assign(down.As<Napi::Buffer<char>>().Data(), down.As<Napi::Buffer<char>>().Length());
-  return seen;
+  return true;
 }
 
 // tlsRelayStart(clientIoId, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), seen?) -> id > 0: the client
@@ -698,7 +773,9 @@ Napi::Value StartJs(const Napi::CallbackInfo& info) {
   double idle = info[2].As<Napi::Number>().DoubleValue();
   uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
   std::string error;
-  uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, SeenArg(info.Length() > 4 ? info[4] : env.Undefined()), &error);
+  Seen seen;
+  bool websocket = SeenArg(info.Length() > 4 ? info[4] : env.Undefined(), &seen);
+  uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, websocket ? &seen : nullptr, &error);
   if (id == 0) return Napi::Number::New(env, -1);  // Start closed both (EMFILE on epoll, thread failure)
   br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
   if (br->refs++ == 0) br->tsfn.Ref(env);
@@ -717,8 +794,25 @@ Napi::Value CloseJs(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(g.mu);
     if (!g.started || g.relays.find(id) == g.relays.end()) return Napi::Boolean::New(env, false);
-    // "shutdown" is the end of the drain: Close frames first (WebSocket tunnels only reach this relay)
+    // "shutdown" is the end of the drain: Close frames first for a WebSocket tunnel; a raw relay is cut
     g.commands.push_back(Command{id, reason, reason == Reason::kShutdown});
+  }
+  Wake();
+  return Napi::Boolean::New(env, true);
+}
+
+// tlsRelayPause(id, paused) -> false when the relay has already ended: stops (or restarts) reading the client.
+// For a raw relay whose destination cannot push back itself (uWebSockets.js reads a WebSocket whatever its
+// backend does): bytes already decrypted still go out; the client's hang-up is still seen.
+Napi::Value PauseJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OwnBridge(env);
+  uint64_t id = RelayIdArg(info);
+  if (info.Length() < 2 || !info[1].IsBoolean()) throw Napi::TypeError::New(env, "tlsRelayPause(id, paused)");
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (!g.started || g.relays.find(id) == g.relays.end()) return Napi::Boolean::New(env, false);
+    g.commands.push_back(Command{id, Reason::kShutdown, false, static_cast<int8_t>(info[1].As<Napi::Boolean>().Value() ? 1 : 0)});
   }
   Wake();
   return Napi::Boolean::New(env, true);
@@ -773,6 +867,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tlsRelayStart", Napi::Function::New(env, StartJs, "tlsRelayStart"));
   exports.Set("tlsRelayClose", Napi::Function::New(env, CloseJs, "tlsRelayClose"));
   exports.Set("tlsRelayStats", Napi::Function::New(env, StatsJs, "tlsRelayStats"));
+  exports.Set("tlsRelayPause", Napi::Function::New(env, PauseJs, "tlsRelayPause"));
   exports.Set("tlsRelayStatus", Napi::Function::New(env, StatusJs, "tlsRelayStatus"));
   if (bridge == nullptr) {
     bridge = new Bridge();

@@ -1,12 +1,15 @@
 // A client connection whose WebSocket handshake the backend accepted (a valid 101 on the backend leg) is handed
 // to the worker's uWebSockets.js app: a unix connection gets a PROXY v2 header (the client's addresses) and a
 // handshake head Portico writes itself (the client's key and extension offer, a one-time token), then the bytes
-// between the client and uWS move by splice (plain client sockets: no byte through JavaScript) or by the JS relay
-// (a TLS client whose TLS Node terminated: the seam for the native TLS path). A route with `handoff: adopt` whose
+// between the client and uWS move on a relay thread of the addon, never through JavaScript: splice for a plain
+// client socket, the TLS relay (decrypt -> unix socket, unix socket -> encrypt) for a client whose TLS the addon
+// terminated. Only a client whose TLS Node terminated (native TLS off or not possible) takes the JS relay,
+// logged (uws.ts). A route with `handoff: adopt` whose
 // client connection was only peeked (nothing consumed: native I/O's peek mode) hands the client's own socket to
 // uWS instead (adoptSocket): uWS reads the client's head itself, no hop, no relay. It checks the backend's
 // answer, builds the session (session.ts), and reports the end to its owner once.
 import net from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
@@ -15,12 +18,13 @@ import { native } from '../native/addon.js';
 import { NativeSocket } from '../native/io.js';
 import { headerValue } from '../handlers/rewrite.js';
 import { Tunnel } from '../tunnel/relay.js';
-import { SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { SPLICE_RELAY, SpliceTunnel, canSplice } from '../tunnel/splice.js';
+import { TLS_RELAY, tlsRelayUnfit } from '../tunnel/tls-relay.js';
 import { buildProxyV2, type ProxyEndpoint } from '../wire/proxy-protocol.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
 import type { TerminateApp } from './app.js';
 import type { Drainer } from './drain.js';
-import { TerminatedSession, type SessionEnd } from './session.js';
+import { TerminatedSession, type SessionEnd, type TerminateHop } from './session.js';
 
 /** The header of a backend's 101 that names the topics a client joins (edge fan-out); never sent to the client. */
 export const TOPICS_HEADER = 'x-portico-topics';
@@ -136,6 +140,8 @@ export class TerminatedConnection {
   readonly target: string;
   /** How the client reached uWS: its socket adopted, or the unix hop and a relay. */
   readonly handoff: 'adopt' | 'relay';
+  /** What relays the unix hop (none when adopted); the access line says what did (a failed hand-over falls back to JS). */
+  #hop: TerminateHop | undefined;
 
   constructor(owner: TerminateOwner, svc: TerminateServices, metrics: Metrics, input: HandoffInput) {
     this.#owner = owner;
@@ -209,9 +215,19 @@ export class TerminatedConnection {
       client.removeListener('error', fail);
       client.removeListener('close', fail);
       if (this.#relayEnded) return;
+      // the session keeps the idle timeout and the keepalive: the hop has none of its own
       const timeouts = { idle: 0, lifetime: 0 };
-      // both plain kernel sockets: splice, no byte through this process; a TLS client: the JS relay
-      this.#relay = canSplice(client, unix) ? new SpliceTunnel(client, unix, timeouts, this.#relayClosed) : new Tunnel(client, unix, timeouts, this.#relayClosed, false);
+      // a raw relay (not `websocket`): the first bytes down are uWS's HTTP 101, and at shutdown the session closes
+      // the WebSocket itself (paced Close frames through uWS); the relay is cut only at the deadline
+      const unfit = canSplice(client, unix) ? undefined : tlsRelayUnfit(client, unix);
+      if (unfit === undefined) {
+        this.#hop = client instanceof NativeSocket && client.encrypted ? 'tls-relay' : 'splice';
+        this.#relay = new SpliceTunnel(client, unix, timeouts, this.#relayClosed, false, this.#hop === 'tls-relay' ? TLS_RELAY : SPLICE_RELAY);
+      } else {
+        this.#hop = 'js';
+        if (client instanceof TLSSocket || (client instanceof NativeSocket && client.encrypted)) jsHopSaid(this.#owner.log, unfit);
+        this.#relay = new Tunnel(client, unix, timeouts, this.#relayClosed, false);
+      }
       this.#relay.start(null, null);
       if (this.#heldUp) this.#relay.holdUp(true);
     };
@@ -242,6 +258,8 @@ export class TerminatedConnection {
   #relayClosed = (): void => {
     if (this.#relayEnded) return;
     this.#relayEnded = true;
+    // a hand-over to the addon that failed (EMFILE and the like) went on in the JS relay
+    if (this.#relay instanceof SpliceTunnel && !this.#relay.spliced) this.#hop = 'js';
     this.#unix?.destroy();
     // no relay yet (the unix hop failed, or the client left first): the client socket is still ours to close
     if (this.#relay === null) this.#client.destroy();
@@ -264,7 +282,7 @@ export class TerminatedConnection {
   #maybeDone(): void {
     if (!this.#relayEnded || !this.#sessionEnded) return;
     this.#svc.open.delete(this);
-    this.#owner.terminatedEnded(this.#end === undefined ? undefined : { ...this.#end, handoff: this.handoff });
+    this.#owner.terminatedEnded(this.#end === undefined ? undefined : { ...this.#end, handoff: this.handoff, hop: this.#hop });
   }
 
   sweep(now: number): void {
@@ -281,6 +299,14 @@ export class TerminatedConnection {
     this.session.forceClose();
     if (!this.#opened) this.#relay?.close('shutdown');
   }
+}
+
+/** A TLS client's hop relayed in JavaScript: said once per worker and reason (listeners where it always is are logged at start: uws.ts). */
+const saidJsHop = new Set<string>();
+function jsHopSaid(log: Logger, reason: string): void {
+  if (saidJsHop.has(reason) || saidJsHop.size >= 8) return;
+  saidJsHop.add(reason);
+  log.info({ reason }, 'terminated WebSocket: the hop into uWebSockets.js is relayed in JavaScript');
 }
 
 /** The head uWS reads: only what its upgrade needs, and the token in the target. */

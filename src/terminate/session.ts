@@ -25,7 +25,12 @@ export interface SessionEnd {
   readonly durationMs: number;
   /** How the client reached uWS (handoff.ts): its own socket adopted, or the relay hop. */
   readonly handoff?: 'adopt' | 'relay';
+  /** What relayed the hop (handoff `relay`): splice or the TLS relay on the addon's threads, or JavaScript. */
+  readonly hop?: TerminateHop;
 }
+
+/** What carried the bytes between the client and uWS on the relay hop (handoff.ts). */
+export type TerminateHop = 'splice' | 'tls-relay' | 'js';
 
 export type TerminateClosedBy = ClosedBy | 'ping_timeout' | 'message_too_big' | 'message_rate' | 'protocol_error' | 'handoff_failed' | 'reload' | 'target_drained' | 'backend_slow';
 

@@ -69,7 +69,7 @@ export interface NativeRelay {
   /** Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary; false when it had already ended. */
   goingAway(id: number): boolean;
   stats(id: number): SpliceStats | null;
-  /** Stops (true) or restarts (false) reading the client's side; absent where the relay cannot (the TLS relay). */
+  /** Stops (true) or restarts (false) reading the client's side (raw relays: terminate's hop into uWebSockets.js). */
   pauseClient?(id: number, on: boolean): void;
 }
 

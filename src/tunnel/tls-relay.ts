@@ -1,7 +1,8 @@
 // The TLS tunnel relay seen from a tunnel's owner: a client leg whose TLS the addon terminates (a NativeSocket
 // with `encrypted`) and a plain backend leg go to the addon's TLS relay thread (src/native/tls-relay.cc), which
 // decrypts and encrypts there, so a WSS tunnel's bytes never enter JavaScript. SpliceTunnel drives the hand-over
-// (leftovers first, then the sockets) with this as its NativeRelay; it knows nothing about HTTP.
+// (leftovers first, then the sockets) with this as its NativeRelay; it knows nothing about HTTP. A raw relay (no
+// `seen`: terminate's hop into uWebSockets.js, a unix socket) can also stop reading its client (pauseClient).
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { native, type NativeAddon, type SpliceStats } from '../native/addon.js';
@@ -14,6 +15,8 @@ interface TlsRelayAddon {
   tlsRelayStart(clientIoId: number, upstreamFd: number, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void, seen?: WebSocketSeen): number;
   tlsRelayClose(id: number, reason: ClosedBy): boolean;
   tlsRelayStats(id: number): SpliceStats | null;
+  /** Stops (true) or restarts (false) reading the client; false when the relay has already ended. */
+  tlsRelayPause?(id: number, paused: boolean): boolean;
   tlsRelayStatus(): { active: number };
 }
 
@@ -24,14 +27,21 @@ function relayAddon(): (NativeAddon & TlsRelayAddon) | undefined {
 
 /**
  * True when the tunnel can run on the TLS relay thread: the client's TLS is the addon's (a NativeSocket), the
- * backend leg is a plain kernel socket, both open, and the backend has nothing waiting in a JS read buffer.
+ * other leg is a plain kernel socket (TCP, or the unix socket into uWebSockets.js), both open. What either JS
+ * socket read ahead is written by SpliceTunnel before the fds change hands (its leftovers), so it may be there.
  */
 export function canTlsRelay(client: ByteSocket, upstream: ByteSocket): boolean {
-  if (relayAddon() === undefined) return false;
-  if (!(client instanceof NativeSocket) || !client.encrypted || client.destroyed) return false;
-  if (upstream instanceof TLSSocket || !(upstream instanceof net.Socket || upstream instanceof NativeSocket)) return false;
-  if (upstream instanceof NativeSocket && upstream.encrypted) return false;
-  return !upstream.destroyed && upstream.readableLength === 0 && fdOf(upstream) >= 0;
+  return tlsRelayUnfit(client, upstream) === undefined;
+}
+
+/** Why canTlsRelay says no (for the log of a fallback), or undefined. */
+export function tlsRelayUnfit(client: ByteSocket, upstream: ByteSocket): string | undefined {
+  if (relayAddon() === undefined) return 'the native addon has no TLS relay';
+  if (!(client instanceof NativeSocket) || !client.encrypted) return "Node's TLS terminated the client";
+  if (upstream instanceof TLSSocket || !(upstream instanceof net.Socket || upstream instanceof NativeSocket)) return 'the other leg is not a plain kernel socket';
+  if (upstream instanceof NativeSocket && upstream.encrypted) return 'the other leg is TLS';
+  if (client.destroyed || upstream.destroyed || fdOf(upstream) < 0) return 'a leg is closed';
+  return undefined;
 }
 
 /** Native TLS client leg + plain backend leg: the client's connection (fd and session) and a dup of the backend's fd. */
@@ -50,6 +60,7 @@ export const TLS_RELAY: NativeRelay = {
   // "shutdown" is the end of the drain there: Close 1001 each way at a frame boundary
   goingAway: (id) => relayAddon()?.tlsRelayClose(id, 'shutdown') === true,
   stats: (id) => relayAddon()?.tlsRelayStats(id) ?? null,
+  pauseClient: (id, on) => void relayAddon()?.tlsRelayPause?.(id, on),
 };
 
 /** Tunnels on the TLS relay thread now (for leak checks). */

@@ -23,7 +23,8 @@ import type { Config } from '../config/schema.js';
 import { TerminateApp } from '../terminate/app.js';
 import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
-import { adoptFallbacks, loadUws, terminateRoutePaths } from '../terminate/uws.js';
+import { adoptFallbacks, loadUws, terminateHopFallbacks, terminateRoutePaths } from '../terminate/uws.js';
+import { nativeTlsStatus } from '../native/tls.js';
 import { nativePeekAvailable } from '../native/io.js';
 import { alpnChallenges } from '../accept/acme-alpn.js';
 
@@ -339,6 +340,7 @@ class Worker {
   async #terminateFor(config: Config, log: Logger): Promise<TerminateServices | undefined> {
     // handoff: adopt routes keep the relay hop on these listeners: said once per listener and apply, never silent
     for (const f of adoptFallbacks(config, nativePeekAvailable())) log.warn({ listener: f.listener, reason: f.reason }, 'websocket handoff: adopt falls back to relay on this listener');
+    for (const f of terminateHopFallbacks(config, nativeTlsStatus())) log.warn({ listener: f.listener, reason: f.reason }, 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener');
     if (this.#terminate !== undefined || terminateRoutePaths(config).length === 0) return this.#terminate;
     const s = loadUws();
     if (!s.ok) throw new Error(`uWebSockets.js cannot load: ${s.reason}`);

@@ -7,12 +7,15 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import WebSocket from 'ws';
 import { closedPort } from '../helpers/backends.js';
 import { closeOf, startChatBackend, type ChatBackend } from '../helpers/chat-backend.js';
 import { echo, openWebSocket, request, UnexpectedResponse } from '../helpers/clients.js';
 import { adminStatus, adminUrl, statusUntil } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
+import { testCaCert } from '../helpers/wire.js';
+import { nativeTlsStatus } from '../../src/native/tls.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 
 /** Writes `head` on a fresh connection and resolves with everything read until the server closes. */
@@ -31,6 +34,9 @@ function rawRequest(port: number, head: string): Promise<string> {
 }
 
 const isTerminateLine = (l: LogLine) => l.msg === 'websocket' && l.mode === 'terminate';
+
+/** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
+const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
 
 /**
  * A backend that stops reading (its socket paused) while the client sends 96 MiB: the client's sends must stall
@@ -83,6 +89,35 @@ async function backendStall(t: TestContext, portico: Portico, backend: ChatBacke
   ws.close(1000);
   assert.equal((await closed).code, 1000);
   await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesIn === N + 2);
+}
+
+/**
+ * A client that stops reading while the backend floods it with 32 MiB: Portico stops reading the backend leg (most
+ * of the flood stays queued in the backend's own WebSocket); once the client reads again every message arrives in
+ * order. Returns the number of messages.
+ */
+async function clientStall(t: TestContext, portico: Portico, backend: ChatBackend, url: string, beforeClose?: () => Promise<void>): Promise<number> {
+  const ws = await openWebSocket(t, url);
+  const N = 512;
+  const SIZE = 64 * 1024; // 32 MiB in all, far over max_buffer and the kernel's socket buffers
+  ws.pause(); // the client reads nothing from here on
+  ws.send(`flood:${N}:${SIZE}`);
+  const server = await until('the backend accepted the connection', () => [...backend.sockets].at(-1), (s) => s !== undefined);
+  const queued = await until('the backend sees its sends stop draining', () => server!.bufferedAmount, (b) => b > (N * SIZE) / 2, 20_000);
+  assert.ok(queued > (N * SIZE) / 2, `backend still holds ${queued} bytes`);
+  let next = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    ws.on('message', (d: Buffer) => {
+      if (d.length !== SIZE || d.readUInt32BE(0) !== next) reject(new Error(`message ${next}: got index ${d.readUInt32BE(0)}, ${d.length} bytes`));
+      if (++next === N) resolve();
+    });
+  });
+  ws.resume();
+  await done;
+  await beforeClose?.();
+  ws.close(1000);
+  await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesOut === N);
+  return N;
 }
 
 test('terminated WebSocket over a plain listener: messages relayed by uWebSockets.js', { timeout: 120_000 }, async (t) => {
@@ -227,38 +262,181 @@ test('terminated WebSocket: a client that stops answering pings is closed after 
   assert.equal(await echo(alive, 'still here'), 'still here', 'the client that answers pings is still open');
 });
 
-test('terminated WebSocket over TLS (wss): echo and the client IP', { timeout: 60_000 }, async (t) => {
-  const backend = await startChatBackend(t);
-  const portico = await startPortico(t, {
-    workers: 1,
-    listeners: [tlsListener()],
-    upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
-    routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' } }],
+/** A masked client text frame (RFC 6455 §5.3), payload under 126 bytes. */
+function maskedText(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = [0x11, 0x22, 0x33, 0x44];
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, ...mask]), Buffer.from(payload.map((b, i) => b ^ mask[i % 4]))]);
+}
+
+/**
+ * Over TLS, writes an upgrade head and a text frame "early" in one write (the frame reaches Portico with the head),
+ * then, once both echoes could be there, "late"; resolves with what came back (latin1) when the second echo is in.
+ */
+function earlyFrameEcho(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const head = `GET /wss HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: testCaCert() }, () => s.write(Buffer.concat([Buffer.from(head), maskedText('early')])));
+    let got = '';
+    let sentLate = false;
+    const timer = setTimeout(() => s.destroy(new Error(`no echoes in 10 s: ${JSON.stringify(got)}`)), 10_000);
+    s.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (!sentLate && got.endsWith('\x81\x05early')) {
+        sentLate = true;
+        s.write(maskedText('late'));
+      }
+      if (got.endsWith('\x81\x04late')) {
+        clearTimeout(timer);
+        s.end(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]));
+        resolve(got);
+      }
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
-  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/wss`, { localAddress: '127.0.0.2' });
-  assert.equal(await echo(ws, 'over tls'), 'over tls');
-  const big = Buffer.alloc(200 * 1024, 3);
-  assert.deepEqual(await echo(ws, big), big);
-  assert.equal(backend.upgrades[0]['x-forwarded-proto'], 'https');
-  assert.equal(backend.upgrades[0]['x-real-ip'], '127.0.0.2');
-  ws.close(1000);
-  const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
-  assert.equal(line.remoteAddr, '127.0.0.2', 'the access log names the real client on the TLS (JS relay) hand-off');
-  // the JS relay of the TLS path holds the client the same way (Tunnel.holdUp)
-  await backendStall(t, portico, backend, `wss://localhost:${portico.tlsPort}/wss`, undefined);
+}
+
+/**
+ * What relays the hop into uWS for a TLS client: the addon's TLS relay thread where the addon terminates TLS, else
+ * (PORTICO_NATIVE_TLS=0, no addon: Node's TLS) the JS relay, which the worker says at start.
+ */
+const TLS_HOP = nativeTlsStatus().available ? 'tls-relay' : 'js';
+
+test(`terminated WSS: the hop into uWebSockets.js runs on the ${TLS_HOP === 'js' ? 'JS relay (Node\'s TLS here)' : 'addon\'s TLS relay thread, no byte through JavaScript'}`, { timeout: 180_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(
+    t,
+    {
+      workers: 1,
+      listeners: [tlsListener()],
+      admin: { address: '127.0.0.1:0' },
+      upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+      routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', max_buffer: '256KiB' } }],
+    },
+    START,
+  );
+  const url = `wss://localhost:${portico.tlsPort}/wss`;
+  const fallback = (l: LogLine) => l.msg === 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener';
+  if (TLS_HOP === 'js') await portico.waitForLog(fallback);
+
+  await t.test(`echo (text, binary, fragmented, 200 KiB), the client's close code, the client IP; the access line says hop ${TLS_HOP}`, async (t) => {
+    const ws = await openWebSocket(t, url, { localAddress: '127.0.0.2' });
+    assert.equal(await echo(ws, 'over tls'), 'over tls');
+    const bin = Buffer.from([0, 1, 2, 254, 255]);
+    assert.deepEqual(await echo(ws, bin), bin);
+    const big = Buffer.alloc(200 * 1024, 3);
+    assert.deepEqual(await echo(ws, big), big);
+    const got = new Promise<Buffer>((resolve) => ws.once('message', (d: Buffer) => resolve(d)));
+    ws.send('frag-', { fin: false });
+    ws.send('ment-', { fin: false });
+    ws.send('ed', { fin: true });
+    assert.equal((await got).toString(), 'frag-ment-ed');
+    assert.equal(backend.upgrades[0]['x-forwarded-proto'], 'https');
+    assert.equal(backend.upgrades[0]['x-real-ip'], '127.0.0.2');
+    assert.equal(backend.upgrades[0]['x-forwarded-for'], '127.0.0.2');
+    ws.close(4002, 'client bye');
+    await backend.closesReach(1);
+    assert.deepEqual(backend.closes.at(-1), { code: 4002, reason: 'client bye' }, "the client's close code and reason reach the backend");
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
+    assert.equal(line.remoteAddr, '127.0.0.2', 'the access log names the real client');
+    assert.equal(line.code, 4002);
+    assert.equal(line.messagesIn, 4, 'four messages in (the fragments are one)');
+    assert.equal(line.bytesIn, 'over tls'.length + bin.length + big.length + 'frag-ment-ed'.length);
+    assert.equal(line.handoff, 'relay');
+    assert.equal(line.hop, TLS_HOP, TLS_HOP === 'tls-relay' ? "the client's plaintext went to uWS on the addon's TLS relay thread" : 'the JS relay');
+    if (TLS_HOP === 'tls-relay') assert.equal(portico.logs.find(fallback), undefined, 'no fallback said');
+  });
+
+  await t.test('the backend closes with 4001 "reason": the client sees 4001 "reason"', async (t) => {
+    const ws = await openWebSocket(t, url);
+    const c = closeOf(ws);
+    ws.send('close:4001:reason');
+    assert.deepEqual(await c, { code: 4001, reason: 'reason' });
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'upstream' && l.code === 4001);
+    assert.equal(line.reason, 'reason');
+    assert.equal(line.hop, TLS_HOP);
+  });
+
+  await t.test('a frame sent in the same write as the handshake reaches the backend first, then the next ones, in order', async () => {
+    const got = await earlyFrameEcho(portico.tlsPort);
+    assert.match(got, /^HTTP\/1\.1 101 /);
+    assert.ok(got.endsWith('\x81\x05early\x81\x04late'), `echoes in order after the 101: ${JSON.stringify(got.slice(-16))}`);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.messagesIn === 2 && l.messagesOut === 2);
+    assert.equal(line.hop, TLS_HOP);
+  });
+
+  await t.test('a client that stops reading pauses the backend leg; then every message arrives in order', async (t) => {
+    const N = await clientStall(t, portico, backend, url);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.messagesOut === N);
+    assert.equal(line.hop, TLS_HOP);
+  });
+
+  await t.test("a backend that stops reading: the client's sends pause with the worker's memory bounded (no 1013); then every message arrives in order", async (t) => {
+    // the relay stops reading the client at the session's word (holdUp): uWS cannot pause a WebSocket itself
+    await backendStall(t, portico, backend, url, (await adminStatus(portico)).workers[0]!.pid ?? undefined);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && Number(l.messagesIn) > 1000);
+    assert.equal(line.hop, TLS_HOP);
+  });
+
+  await t.test('clients that vanish (right after the 101, mid-message, mid-handshake) leave nothing open', async (t) => {
+    const gone: Array<Promise<void>> = [];
+    for (let i = 0; i < 30; i++) {
+      gone.push(
+        new Promise<void>((resolve) => {
+          const ws = new WebSocket(url, { ca: testCaCert() });
+          ws.on('error', () => {});
+          ws.on('close', () => resolve());
+          if (i % 3 === 0) ws.on('upgrade', () => ws.terminate());
+          else if (i % 3 === 1) ws.on('open', () => ws.terminate());
+          else ws.on('open', () => ws.send(Buffer.alloc(300 * 1024, 1), () => ws.terminate()));
+        }),
+      );
+    }
+    await Promise.all(gone);
+    await statusUntil(portico, 'no connection left', (s) => s.workers.every((w) => w.connections === 0), 15_000);
+    await until('the backend legs are closed', () => backend.sockets.size, (n) => n === 0, 15_000);
+    const ws = await openWebSocket(t, url);
+    assert.equal(await echo(ws, 'still serving'), 'still serving');
+  });
 });
 
-test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced at drain_rate, within the grace', { timeout: 60_000 }, async (t) => {
+test('terminated WSS with PORTICO_NATIVE_TLS=0: Node terminates TLS, the hop stays in JavaScript and the worker says so', { timeout: 60_000 }, async (t) => {
+  const backend = await startChatBackend(t);
+  const portico = await startPortico(
+    t,
+    {
+      workers: 1,
+      listeners: [tlsListener()],
+      upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
+      routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' } }],
+    },
+    { ...START, env: { PORTICO_NATIVE_TLS: '0' } },
+  );
+  const said = await portico.waitForLog((l) => l.msg === 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener');
+  assert.equal(said.listener, 0);
+  assert.match(String(said.reason), /PORTICO_NATIVE_TLS=0/);
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/wss`);
+  assert.equal(await echo(ws, 'node tls'), 'node tls');
+  ws.close(1000);
+  const line = await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client');
+  assert.equal(line.hop, 'js');
+});
+
+for (const kind of ['plain', 'tls'] as const) {
+test(`terminated WebSocket drain (${kind === 'plain' ? 'ws, splice hop' : `wss, ${TLS_HOP} hop`}): SIGTERM closes every client with 1001, paced at drain_rate, within the grace`, { timeout: 60_000 }, async (t) => {
   const backend = await startChatBackend(t);
   const N = 20;
   const portico = await startPortico(t, {
     workers: 1,
-    listeners: [plainListener()],
+    listeners: [kind === 'plain' ? plainListener() : tlsListener()],
     upstreams: { chat: { targets: [`127.0.0.1:${backend.port}`] } },
     routes: [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate', drain_rate: '20/s' } }],
     timeouts: { shutdown_grace: '15s' },
-  });
-  const url = `ws://127.0.0.1:${portico.httpPort}/wss`;
+  }, START);
+  const url = kind === 'plain' ? `ws://127.0.0.1:${portico.httpPort}/wss` : `wss://localhost:${portico.tlsPort}/wss`;
   const clients = await Promise.all(Array.from({ length: N }, () => openWebSocket(t, url)));
   for (const ws of clients) assert.equal(await echo(ws, 'up'), 'up');
   const closes = clients.map((ws) => closeOf(ws, 20_000).then((c) => ({ ...c, at: Date.now() })));
@@ -273,10 +451,11 @@ test('terminated WebSocket drain: SIGTERM closes every client with 1001, paced a
   await backend.closesReach(N);
   assert.ok(backend.closes.every((c) => c.code === 1001), 'the backend legs got 1001 too');
   assert.equal(await portico.exited, 0);
-  assert.equal(portico.logs.filter((l) => isTerminateLine(l) && l.closedBy === 'shutdown' && l.code === 1001).length, N);
+  assert.equal(portico.logs.filter((l) => isTerminateLine(l) && l.closedBy === 'shutdown' && l.code === 1001 && (kind === 'plain' || l.hop === TLS_HOP)).length, N);
   const loaded = portico.logs.find((l) => l.msg === 'uWebSockets.js loaded for terminated WebSocket');
   assert.ok(typeof loaded?.socket === 'string' && !existsSync(path.dirname(loaded.socket)), 'the worker removed its private unix socket folder');
 });
+}
 
 test('terminated WebSocket: a reload that removes the route closes its clients with 1012; other routes stay', { timeout: 60_000 }, async (t) => {
   const backend = await startChatBackend(t);
@@ -378,27 +557,7 @@ test('terminated WebSocket: a slow client pauses the backend leg (bounded, nothi
   };
 
   await t.test('a client that stops reading: the backend finds Portico stopped reading too; then every message arrives in order', async (t) => {
-    const ws = await openWebSocket(t, url);
-    const N = 512;
-    const SIZE = 64 * 1024; // 32 MiB in all, far over max_buffer and the kernel's socket buffers
-    ws.pause(); // the client reads nothing from here on
-    ws.send(`flood:${N}:${SIZE}`);
-    const server = await until('the backend accepted the connection', () => [...backend.sockets].at(-1), (s) => s !== undefined);
-    // Portico pauses the backend leg: most of the flood stays queued in the backend's own WebSocket
-    const queued = await until('the backend sees its sends stop draining', () => server!.bufferedAmount, (b) => b > (N * SIZE) / 2, 20_000);
-    assert.ok(queued > (N * SIZE) / 2, `backend still holds ${queued} bytes`);
-    let next = 0;
-    const done = new Promise<void>((resolve, reject) => {
-      ws.on('message', (d: Buffer) => {
-        if (d.length !== SIZE || d.readUInt32BE(0) !== next) reject(new Error(`message ${next}: got index ${d.readUInt32BE(0)}, ${d.length} bytes`));
-        if (++next === N) resolve();
-      });
-    });
-    ws.resume();
-    await done;
-    assert.equal(await metric('portico_ws_terminated_open'), 1);
-    ws.close(1000);
-    await portico.waitForLog((l) => isTerminateLine(l) && l.closedBy === 'client' && l.messagesOut === N);
+    const N = await clientStall(t, portico, backend, url, async () => assert.equal(await metric('portico_ws_terminated_open'), 1));
     assert.equal(await metric('portico_ws_closes_total{code="1000"}'), 1);
     assert.equal(await metric('portico_ws_messages_total{direction="out"}'), N);
     assert.equal(await metric('portico_ws_drops_total'), 0);
