@@ -19,6 +19,7 @@ import { plainListener, startPortico, type Portico } from '../helpers/portico.js
 import { adminStatus, adminUrl } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { exchangeUntilClose } from '../helpers/wire.js';
 
 const DOCROOT = path.join(FIXTURES, 'php');
 
@@ -100,16 +101,6 @@ function chunkedPost(url: string, parts: Buffer[], headers: http.OutgoingHttpHea
   });
 }
 
-/** Raw bytes on a fresh connection: everything the server sent until it closed. */
-async function raw(port: number, text: string | Buffer): Promise<string> {
-  const s = net.connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  s.write(text);
-  const parts: Buffer[] = [];
-  s.on('data', (b: Buffer) => parts.push(b));
-  await once(s, 'close');
-  return Buffer.concat(parts).toString('latin1');
-}
 
 /** portico_body_buffered_total{to} and portico_body_buffer_disk_bytes from /metrics. */
 async function bufferMetrics(portico: Portico): Promise<{ memory: number; file: number; diskBytes: number }> {
@@ -183,13 +174,13 @@ test('a small chunked body stays in memory; FPM gets CONTENT_LENGTH = the decode
   assert.equal(j.bodyLength, form.length);
   // chunk extensions and a trailer section, by hand (Node's client writes no extensions)
   const body = 'a=1&b=2';
-  const res = await raw(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4;ext=1\r\na=1&\r\n3; name="q v"\r\nb=2\r\n0\r\nX-Trailer: t\r\nOther: u\r\n\r\n`);
+  const res = await exchangeUntilClose(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4;ext=1\r\na=1&\r\n3; name="q v"\r\nb=2\r\n0\r\nX-Trailer: t\r\nOther: u\r\n\r\n`);
   assert.match(res, /^HTTP\/1\.1 200 /);
   const jj = JSON.parse(res.slice(res.indexOf('{'), res.lastIndexOf('}') + 1)) as { server: Record<string, string>; post: Record<string, string> };
   assert.equal(jj.server.CONTENT_LENGTH, String(body.length));
   assert.deepEqual(jj.post, { a: '1', b: '2' });
   // an empty chunked body: CONTENT_LENGTH 0
-  const empty = await raw(s.portico.httpPort, 'POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n');
+  const empty = await exchangeUntilClose(s.portico.httpPort, 'POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n');
   assert.match(empty, /^HTTP\/1\.1 200 /);
   assert.match(empty, /"CONTENT_LENGTH":"0"/);
   const m = await bufferMetrics(s.portico);
@@ -237,7 +228,7 @@ test('a chunked body over limits.body_size -> 413 as soon as a chunk size passes
   assert.deepEqual(await readdir(s.tempDir), []);
   assert.equal((await bufferMetrics(s.portico)).diskBytes, 0);
   // a single chunk over the limit: refused from its size line alone
-  const one = await raw(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${(2 * 1024 * 1024).toString(16)}\r\n`);
+  const one = await exchangeUntilClose(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${(2 * 1024 * 1024).toString(16)}\r\n`);
   assert.match(one, /^HTTP\/1\.1 413 /);
   assert.equal(s.relay.accepted(), 0);
 });
@@ -288,7 +279,7 @@ test('malformed chunk sizes -> 400; FPM never asked', { timeout: 60_000 }, async
   if (s === undefined) return;
   const bodies = ['zz\r\nhello\r\n0\r\n\r\n', '-5\r\nhello\r\n0\r\n\r\n', '0x5\r\nhello\r\n0\r\n\r\n', '5\r\nhelloXX0\r\n\r\n', `${'1'.repeat(17)}\r\n`, '5\nhello\r\n0\r\n\r\n', '5 ;\r\nhello\r\n0\r\n\r\n', '0\r\nContent-Length: 5\r\n\r\n'];
   for (const b of bodies) {
-    const r = await raw(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${b}`);
+    const r = await exchangeUntilClose(s.portico.httpPort, `POST /env.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${b}`);
     assert.match(r, /^HTTP\/1\.1 400 /, JSON.stringify(b));
   }
   assert.equal(s.relay.accepted(), 0, 'FPM was never asked');

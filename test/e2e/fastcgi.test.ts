@@ -19,6 +19,7 @@ import { plainListener, reloadPortico, startPortico, tlsListener } from '../help
 import { until } from '../helpers/until.js';
 import { probe } from '../../src/upstream/health.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { exchangeUntilClose } from '../helpers/wire.js';
 
 const DOCROOT = path.join(FIXTURES, 'php');
 
@@ -33,16 +34,6 @@ function phpConfig(target: string, upstream: Record<string, unknown> = {}, tls =
   } as ConfigInput;
 }
 
-/** Raw HTTP exchange on a fresh socket: everything the server sent until it closed. */
-async function raw(port: number, text: string): Promise<string> {
-  const s = net.connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  s.write(text);
-  const parts: Buffer[] = [];
-  s.on('data', (b: Buffer) => parts.push(b));
-  await once(s, 'close');
-  return Buffer.concat(parts).toString('latin1');
-}
 
 
 function multipart(boundary: string, field: string, filename: string, data: Buffer): Buffer {
@@ -147,7 +138,7 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
     assert.equal(r.status, 201);
     assert.equal(r.headers['transfer-encoding'], 'chunked');
     assert.equal(r.body.length, 64 * 1024);
-    const old = await raw(portico.httpPort, 'GET /status.php?kib=2 HTTP/1.0\r\n\r\n');
+    const old = await exchangeUntilClose(portico.httpPort, 'GET /status.php?kib=2 HTTP/1.0\r\n\r\n');
     const [h, body] = [old.slice(0, old.indexOf('\r\n\r\n')), old.slice(old.indexOf('\r\n\r\n') + 4)];
     assert.match(h, /^HTTP\/1\.1 200 /);
     assert.doesNotMatch(h, /transfer-encoding/i);
@@ -178,7 +169,7 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
       assert.equal(r.headers.server, 'portico', `${p}: answered by Portico, not FPM`);
     }
     for (const p of ['/../env.php', '/sub/..%2Fenv.php', '/%2e%2e/env.php']) {
-      const r = await raw(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      const r = await exchangeUntilClose(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
       assert.match(r, /^HTTP\/1\.1 400 /, p);
     }
   });
@@ -206,7 +197,7 @@ test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and
   await t.test('pipelined requests on one connection: each chunked page whole, in order, then the close', async () => {
     const n = 5;
     const text = Array.from({ length: n }, (_, i) => `GET /env.php?p=${i} HTTP/1.1\r\nHost: php.test\r\n${i === n - 1 ? 'Connection: close\r\n' : ''}\r\n`).join('');
-    const out = await raw(portico.httpPort, text);
+    const out = await exchangeUntilClose(portico.httpPort, text);
     const pages = out.split(/(?=HTTP\/1\.1 )/);
     assert.equal(pages.length, n, out.slice(0, 400));
     pages.forEach((page, i) => {
@@ -429,7 +420,7 @@ test('no path outside root and no missing script ever reaches the application', 
     ['/real.php%00.jpg', 400],
   ];
   for (const [p, status] of refused) {
-    const r = await raw(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    const r = await exchangeUntilClose(portico.httpPort, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`);
     assert.match(r, new RegExp(`^HTTP/1\\.1 ${status} `), p);
   }
   assert.equal(app.accepted(), 0, 'the application was never asked');

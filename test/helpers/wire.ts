@@ -1,6 +1,7 @@
 // Byte-level HTTP/1.1 client pieces for e2e tests that must see exactly what went over the wire (pipelining,
 // responses without bodies, canned errors, a 101 that must never arrive). A strict response reader over one
 // socket; it is a test tool, not a general client: it throws on anything it does not expect.
+import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -230,4 +231,15 @@ export function statusLineUntilClose(port: number, head: string, localAddress?: 
     socket.on('error', (err: NodeJS.ErrnoException) => done(err.code ?? 'error'));
     socket.on('close', () => done(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
   });
+}
+
+/** Raw bytes on a fresh connection: everything the server sent until it closed (latin1, byte for byte). */
+export async function exchangeUntilClose(port: number, bytes: string | Buffer): Promise<string> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  s.write(bytes);
+  const parts: Buffer[] = [];
+  s.on('data', (b: Buffer) => parts.push(b));
+  await once(s, 'close');
+  return Buffer.concat(parts).toString('latin1');
 }
