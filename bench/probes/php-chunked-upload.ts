@@ -10,8 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
 import { ROOT } from '../lib/paths.js';
-import { benchmarkMain, choosePinning, cpuDelta, freePort, pinned, snapshotTree, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Spawned } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, cpuDelta, freePort, pinned, snapshotTree, stopTree, versionOf, type BenchmarkScope } from '../lib/procs.js';
 import { median } from '../lib/stats.js';
+import { startFpm } from '../peers/php-fpm.js';
 import { launchPortico, startNginx } from '../peers/targets.js';
 
 const USAGE = `usage: node dist/bench/probes/php-chunked-upload.js [options]
@@ -30,29 +31,6 @@ const pinning = choosePinning(!a.has('no-pin'), os.availableParallelism());
 const PROXY_CPU = pinning.enabled ? pinning.proxyCpu : undefined;
 const CLIENT_CPU = pinning.enabled ? pinning.clientCpu : undefined;
 const DOCROOT = path.join(ROOT, 'test', 'fixtures', 'php');
-const FPM_BINARIES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3'];
-
-async function startFpm(scope: BenchmarkScope, name: string): Promise<{ proc: Spawned; port: number }> {
-  const bin = FPM_BINARIES.find((b) => versionOf(b, ['-v']) !== undefined);
-  if (bin === undefined) throw new Error('php-fpm is not installed');
-  const dir = path.join(scope.tmp, name);
-  mkdirSync(dir, { recursive: true });
-  const port = await freePort();
-  const root = process.getuid?.() === 0;
-  const conf = path.join(dir, 'php-fpm.conf');
-  const ini = { display_errors: 'Off', post_max_size: '64M', upload_max_filesize: '64M', upload_tmp_dir: dir };
-  writeFileSync(
-    conf,
-    ['[global]', `error_log = ${dir}/fpm.log`, `pid = ${dir}/fpm.pid`, 'daemonize = no', '[www]', `listen = 127.0.0.1:${port}`,
-      ...(root ? ['user = nobody', 'group = nogroup'] : []), 'pm = static', 'pm.max_children = 2', ...Object.entries(ini).map(([k, v]) => `php_admin_value[${k}] = ${v}`), ''].join('\n'),
-  );
-  if (root) spawnSync('chmod', ['777', dir]);
-  const [cmd, args] = pinned(CLIENT_CPU, bin, ['-n', '-F', '-y', conf, '-p', dir, ...(root ? ['-R'] : [])]);
-  const proc = spawnProcess(cmd, args);
-  scope.started.push(proc);
-  await waitForPort('127.0.0.1', port, 10_000, proc);
-  return { proc, port };
-}
 
 /** One chunked multipart upload with curl: its wall time (s), after checking PHP's sha256 of the file. */
 function upload(port: number, file: string, sha: string): number {
@@ -72,8 +50,9 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   const file = path.join(scope.tmp, 'upload.bin');
   writeFileSync(file, data);
   const sha = createHash('sha256').update(data).digest('hex');
-  const fpmN = await startFpm(scope, 'fpm-nginx');
-  const fpmP = await startFpm(scope, 'fpm-portico');
+  const fpmOptions = { children: 2, cpus: CLIENT_CPU, ini: { post_max_size: '64M', upload_max_filesize: '64M' } };
+  const fpmN = await startFpm(scope, 'fpm-nginx', fpmOptions);
+  const fpmP = await startFpm(scope, 'fpm-portico', fpmOptions);
   const nginxDir = path.join(scope.tmp, 'nginx');
   const nginxPort = await freePort();
   const conf = [
@@ -109,7 +88,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   try {
     for (const t of Object.values(targets)) upload(t.port, file, sha); // warm-up and check
   } catch (err) {
-    const log = spawnSync('tail', ['-5', path.join(nginxDir, 'error.log'), path.join(scope.tmp, 'fpm-nginx', 'fpm.log')], { encoding: 'utf8' }).stdout;
+    const log = spawnSync('tail', ['-5', path.join(nginxDir, 'error.log'), path.join(fpmN.dir, 'fpm.log')], { encoding: 'utf8' }).stdout;
     throw new Error(`${(err as Error).message}\n${log}`);
   }
   console.log(`${a.has('length') ? 'Content-Length' : 'chunked'} ${mib} MiB multipart upload (curl ${framing.join(' ')} -F), ${uploads} sequential uploads per proxy per round, ${rounds} rounds`);

@@ -7,14 +7,14 @@
 // Not a test: it prints figures. Run: `npm run bench:php -- [--rounds 3] [--duration 5] [--quick]`. Needs wrk,
 // curl, nginx and php-fpm.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
 import { runWrk, type LoadResult } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
-import { benchmarkMain, choosePinning, freePort, pinned, spawnProcess, stopTree, versionOf, waitForPort, type BenchmarkScope, type Spawned } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, freePort, pinned, stopTree, versionOf, type BenchmarkScope } from '../lib/procs.js';
 import { median } from '../lib/stats.js';
+import { startFpm } from '../peers/php-fpm.js';
 import { launchPortico, startNginx } from '../peers/targets.js';
 
 const USAGE = `usage: npm run bench:php -- [options]
@@ -41,28 +41,6 @@ const CLIENT_CPU = pinning.enabled ? pinning.clientCpu : undefined;
 const DOCROOT = path.join(ROOT, 'test', 'fixtures', 'php');
 const SCRIPT = '/index.php';
 const BODY = 'hello from php\n';
-const FPM_BINARIES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3'];
-
-/** php-fpm in the foreground (its workers are its children, stopped with it), pinned with the client: it is the backend. */
-async function startFpm(scope: BenchmarkScope, name: string): Promise<{ proc: Spawned; port: number; label: string }> {
-  const bin = FPM_BINARIES.find((b) => versionOf(b, ['-v']) !== undefined);
-  if (bin === undefined) throw new Error('php-fpm is not installed');
-  const dir = path.join(scope.tmp, name);
-  mkdirSync(dir, { recursive: true });
-  const port = await freePort();
-  const root = process.getuid?.() === 0;
-  const conf = path.join(dir, 'php-fpm.conf');
-  writeFileSync(
-    conf,
-    ['[global]', `error_log = ${dir}/fpm.log`, `pid = ${dir}/fpm.pid`, 'daemonize = no', '[www]', `listen = 127.0.0.1:${port}`, 'listen.backlog = 4096',
-      ...(root ? ['user = nobody', 'group = nogroup'] : []), 'pm = static', `pm.max_children = ${children}`, 'pm.max_requests = 0', 'php_admin_value[display_errors] = Off', ''].join('\n'),
-  );
-  const [cmd, args] = pinned(CLIENT_CPU, bin, ['-n', '-F', '-y', conf, '-p', dir, ...(root ? ['-R'] : [])]);
-  const proc = spawnProcess(cmd, args);
-  scope.started.push(proc);
-  await waitForPort('127.0.0.1', port, 10_000, proc);
-  return { proc, port, label: `${(versionOf(bin, ['-v']) ?? bin).split('\n')[0]}, pm static ${children} workers, opcache off (-n)` };
-}
 
 function nginxConf(port: number, fpmPort: number): string {
   return [
@@ -90,8 +68,9 @@ function proxyCpuUs(r: LoadResult): number {
 }
 
 async function bench(scope: BenchmarkScope): Promise<void> {
-  const fpm = await startFpm(scope, 'fpm-nginx');
-  const fpmP = await startFpm(scope, 'fpm-portico');
+  // php-fpm is the backend: pinned with the client
+  const fpm = await startFpm(scope, 'fpm-nginx', { children, cpus: CLIENT_CPU });
+  const fpmP = await startFpm(scope, 'fpm-portico', { children, cpus: CLIENT_CPU });
   const nginxPort = await freePort();
   const nginx = await startNginx(path.join(scope.tmp, 'nginx'), nginxConf(nginxPort, fpm.port), nginxPort, PROXY_CPU);
   scope.started.push(nginx);

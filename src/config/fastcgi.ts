@@ -5,7 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { isPlainObject } from '../core/util.js';
 import { scanTemplate } from './template.js';
-import { size } from './units.js';
+import { duration, size } from './units.js';
 
 /**
  * Variables `params` values may use: nginx's names and meaning. `$document_root` is `root`;
@@ -167,6 +167,9 @@ export const bodyBufferSchema = z
       .optional()
       .describe('Folder of the temp files (relative to the config file\'s folder; default: the OS temp folder, $TMPDIR or /tmp). Files there have no name (O_TMPFILE, else unlinked once open): nothing is left after a crash. Where /tmp is a tmpfs, its files are RAM: point this at a disk folder.'),
     disk_max: size('1GiB').describe('Bytes the temp files of one worker may hold at once; a body that would pass it is refused with 503 (default 1GiB).'),
+    disk_timeout: duration('30s')
+      .refine((ms) => ms > 0, 'above 0 (a stuck disk would hold the request for ever)')
+      .describe('Longest wait for one open, write or read of a temp file; past it the request fails with 500 (BODY_BUFFER_TIMEOUT), since the client\'s timeouts.body does not cover a wait on the disk (default 30s).'),
   })
   .strict();
 

@@ -40,6 +40,7 @@ export const ERROR_CODES = [
   'STATIC_FILES_BUSY', // static routes hold limits.static_open_files open files in this worker -> 503
   'BODY_BUFFER_FULL', // buffering a chunked body would pass body_buffer.disk_max in this worker -> 503
   'BODY_BUFFER_IO', // the temp file of a buffered body could not be opened, written or read (ENOSPC, EACCES...) -> 500
+  'BODY_BUFFER_TIMEOUT', // an open, write or read of that temp file took over body_buffer.disk_timeout (stuck disk) -> 500
   'INTERNAL', // -> 500
 ] as const;
 
@@ -111,6 +112,7 @@ export function statusOf(code: ErrorCode): number {
       return 504;
     case 'INTERNAL':
     case 'BODY_BUFFER_IO':
+    case 'BODY_BUFFER_TIMEOUT':
       return 500;
     default:
       return 502; // every other upstream failure (Caddy statusError: 502 by default)

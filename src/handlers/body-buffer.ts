@@ -2,7 +2,8 @@
 // decoded with wire/http-head.ts ChunkedScanner, kept in memory up to `body_buffer.memory`, past it in a temp
 // file that never has a name (O_TMPFILE, else opened and unlinked at once), so nothing is left on disk after a
 // crash, an abort or a reload. It enforces limits.body_size as chunk sizes arrive, bounds the worker's disk use
-// (`body_buffer.disk_max`), and replays the body with backpressure. It owns the file descriptor; no sockets.
+// (`body_buffer.disk_max`) and each wait on it (`body_buffer.disk_timeout`), and replays the body with
+// backpressure. It owns the file descriptor; no sockets.
 import { close, constants as fsConstants, open, read, unlink, writev } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -29,6 +30,8 @@ export interface BodyBufferSettings {
   readonly diskMax: number;
   /** limits.body_size (Infinity when off). */
   readonly maxBody: number;
+  /** Longest wait for one open, write or read of the temp file (ms): a stuck disk fails the request, 500. */
+  readonly diskTimeout: number;
 }
 
 /** Where a replayed body goes: `data` false = full, wait for resume(); then `end` once, or `failed`. */
@@ -96,6 +99,9 @@ function openNamed(dir: string, done: (err: NodeJS.ErrnoException | null, fd: nu
   });
 }
 
+/** What waits on the temp file: one operation at a time (writes in order, reads only once every write landed). */
+type DiskOp = 'open' | 'write' | 'read';
+
 /** The request's error for a failed temp-file operation (500; the code and folder say what to fix). */
 function ioError(op: string, dir: string, err: NodeJS.ErrnoException): ProxyError {
   return new ProxyError('BODY_BUFFER_IO', `request body temp file ${op} in ${dir} failed: ${err.code ?? err.message}`, { cause: err });
@@ -129,6 +135,14 @@ export class BodyBuffer {
   #readyTold = false;
   #disposed = false;
   #failed = false;
+  /**
+   * The disk operation in flight and what its timeout ends (null: none waits). One timer, refreshed as each
+   * operation starts: a timer that fires with nothing in flight does nothing. The client's body timeout never
+   * covers these waits (the client is paused for them, or done), and nothing else would end one.
+   */
+  #diskOp: DiskOp | null = null;
+  #diskFail: ((err: ProxyError) => void) | null = null;
+  #diskTimer: NodeJS.Timeout | null = null;
 
   constructor(settings: BodyBufferSettings, owner: BodyBufferOwner) {
     this.#settings = settings;
@@ -217,9 +231,11 @@ export class BodyBuffer {
     this.#opening = true;
     this.#inflight++;
     const dir = this.#settings.dir;
+    this.#diskWait('open', this.#writeTimedOut);
     openTemp(dir, (err, fd) => {
       this.#inflight--;
       this.#opening = false;
+      this.#diskDone();
       if (err !== null) return this.#ioFailed(ioError('open', dir, err));
       this.#fd = fd;
       if (this.#disposed) return this.#closeFile();
@@ -278,8 +294,10 @@ export class BodyBuffer {
     this.#pending = [];
     this.#pendingBytes = 0;
     this.#inflight++;
+    this.#diskWait('write', this.#writeTimedOut);
     writev(this.#fd, batch, this.#written, (err, n) => {
       this.#inflight--;
+      this.#diskDone();
       if (this.#disposed) return this.#closeFile();
       if (err !== null) return this.#ioFailed(ioError('write', this.#settings.dir, err));
       this.#written += n;
@@ -291,6 +309,35 @@ export class BodyBuffer {
       this.#flush();
     });
   }
+
+  /** `op` starts on the temp file: `fail` ends the request if it is not done within body_buffer.disk_timeout. */
+  #diskWait(op: DiskOp, fail: (err: ProxyError) => void): void {
+    this.#diskOp = op;
+    this.#diskFail = fail;
+    if (this.#diskTimer === null) {
+      this.#diskTimer = setTimeout(this.#diskTimedOut, this.#settings.diskTimeout);
+      this.#diskTimer.unref();
+    } else {
+      this.#diskTimer.refresh();
+    }
+  }
+
+  #diskDone(): void {
+    this.#diskOp = null;
+    this.#diskFail = null;
+  }
+
+  readonly #diskTimedOut = (): void => {
+    const op = this.#diskOp;
+    const fail = this.#diskFail;
+    if (op === null || fail === null || this.#disposed) return;
+    // the operation stays in flight (a thread of the pool is stuck in it): its descriptor is closed when it
+    // returns (see #closeFile), the request ends now
+    this.#diskFail = null;
+    fail(new ProxyError('BODY_BUFFER_TIMEOUT', `request body temp file ${op} in ${this.#settings.dir} took over ${this.#settings.diskTimeout}ms (body_buffer.disk_timeout)`));
+  };
+
+  readonly #writeTimedOut = (err: ProxyError): void => this.#ioFailed(err);
 
   #tellReady(): void {
     if (this.#readyTold || this.#disposed) return;
@@ -317,6 +364,11 @@ export class BodyBuffer {
     let index = 0;
     let reading = false;
     const parts = this.#parts;
+    const failed = (err: ProxyError): void => {
+      if (stopped) return;
+      stopped = true;
+      sink.replayFailed(err);
+    };
     const step = (): void => {
       waiting = false;
       if (parts !== null) {
@@ -339,9 +391,11 @@ export class BodyBuffer {
       const into = Buffer.allocUnsafe(want);
       reading = true;
       this.#inflight++;
+      this.#diskWait('read', failed);
       read(fd, into, 0, want, position, (err, n) => {
         reading = false;
         this.#inflight--;
+        this.#diskDone();
         if (this.#disposed) return this.#closeFile();
         if (stopped) return;
         if (err !== null || n === 0) {
@@ -375,6 +429,9 @@ export class BodyBuffer {
     this.#stage = null;
     stats.diskBytes -= this.#reserved;
     this.#reserved = 0;
+    if (this.#diskTimer !== null) clearTimeout(this.#diskTimer);
+    this.#diskTimer = null;
+    this.#diskFail = null;
     this.#closeFile();
   }
 

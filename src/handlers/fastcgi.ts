@@ -140,7 +140,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : 0;
     if (head.bodyKind === 'chunked') {
       const b = client.bodyBuffer;
-      this.#buffer = new BodyBuffer({ memory: b.memory, dir: b.temp_dir ?? tmpdir(), diskMax: b.disk_max, maxBody: client.maxBodySize }, this);
+      this.#buffer = new BodyBuffer({ memory: b.memory, dir: b.temp_dir ?? tmpdir(), diskMax: b.disk_max, maxBody: client.maxBodySize, diskTimeout: b.disk_timeout }, this);
     }
   }
 

@@ -8,7 +8,7 @@
 // with send_proxy_protocol gets at the start of each connection), and never resolves names.
 // UpstreamPool is the façade: acquire/release/cancel, the wait queue's service and bounds, tunnels, retire and
 // passive health live here; per-target state is target-slot.ts, connecting upstream-connect.ts, the target set
-// target-set.ts, availability availability.ts, /status rows pool-stats.ts.
+// target-set.ts, availability availability.ts, /status rows pool-stats.ts, the queue's expiry order expiry-heap.ts.
 import type { ByteSocket } from '../core/socket.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
@@ -19,6 +19,7 @@ import { AcquireRequest, NOT_QUEUED, UNKNOWN_CLIENT, type AcquireCallback, type 
 import { PooledSocket, closeIdle, healthy, type TargetSlot } from './target-slot.js';
 import { refreshAvailability } from './availability.js';
 import { firstWaiter, shiftWaiter, type Waiter } from './wait-queue.js';
+import { ExpiryHeap } from './expiry-heap.js';
 import { connectTarget } from './upstream-connect.js';
 import { UpstreamTls } from './upstream-tls.js';
 import { TargetSet, usableDiscovered, type DiscoveredChange, type TargetSpec } from './target-set.js';
@@ -54,6 +55,11 @@ export interface PoolHooks {
   passive?(target: Target, down: boolean, code: ErrorCode | null): void;
   /** No target is usable: all non-drained targets are tried anyway (nginx), or that ended. */
   panic?(on: boolean): void;
+}
+
+/** A queued waiter as the pool keeps it: in its target's FIFO and in the pool's expiry heap. */
+interface QueuedWaiter extends Waiter {
+  readonly slot: TargetSlot;
 }
 
 /** Codes that count as a passive failure of a target when reported (connect failures are counted by the pool). */
@@ -97,6 +103,8 @@ export class UpstreamPool {
   /** Due at the earliest expiry of a queued waiter (see #armQueueTimer); null when none is armed. */
   #queueTimer: NodeJS.Timeout | null = null;
   #queueTimerAt = 0;
+  /** Every waiter of every slot (those leaving included) in expiry order: a fire takes only those due. */
+  readonly #expiries = new ExpiryHeap<QueuedWaiter>();
   /** Guards #serveQueue against re-entry through the counts it changes. */
   #serving = false;
   /** Passive health counts the connect failures of connectTarget (bound once). */
@@ -347,14 +355,16 @@ export class UpstreamPool {
     // A waiter moved from a target that left keeps the rest of its wait (at least a tick: it gets its answer
     // from the timer, like any waiter).
     const wait = waitUntil > 0 ? Math.max(1, Math.min(timeout, waitUntil - now)) : timeout;
-    const waiter: Waiter = { cb, client, deadline: waitUntil > 0 ? waitUntil : now + timeout, expires: now + wait, done: false };
+    const waiter: QueuedWaiter = { cb, client, deadline: waitUntil > 0 ? waitUntil : now + timeout, expires: now + wait, done: false, slot };
     slot.waiters.push(waiter);
+    this.#expiries.push(waiter);
     this.#queued++;
     if (this.#queueTimer === null || waiter.expires < this.#queueTimerAt) this.#armQueueTimer(waiter.expires, now);
     return () => {
       if (waiter.done) return;
       waiter.done = true;
       this.#queued--;
+      this.#expiries.dropped();
     };
   }
 
@@ -370,34 +380,26 @@ export class UpstreamPool {
   }
 
   /**
-   * The queue timer fired: waiters past their expiry get UPSTREAM_QUEUE_TIMEOUT, the timer re-arms for the rest.
-   * The answers go after the walk: one may queue or release again, which changes the queues being walked.
+   * The queue timer fired: waiters past their expiry get UPSTREAM_QUEUE_TIMEOUT, earliest first, and the timer
+   * re-arms for the next. Only the entries due are touched (a walk of every queue here was O(queued) a fire, and
+   * fires come each ms when expiries are spread). The answers go after: one may queue or release again.
    */
   #expireWaiters(): void {
     this.#queueTimer = null;
     const now = this.#now();
-    let next = Infinity;
-    const expired: Array<{ waiter: Waiter; slot: TargetSlot }> = [];
-    for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
-      for (let i = slot.waitHead; i < slot.waiters.length; i++) {
-        const waiter = slot.waiters[i];
-        if (waiter.done) continue;
-        if (waiter.expires > now) {
-          next = Math.min(next, waiter.expires);
-          continue;
-        }
-        waiter.done = true;
-        this.#queued--;
-        this.#queueTimeouts++;
-        expired.push({ waiter, slot });
-      }
-      firstWaiter(slot); // drops the answered entries at its head
+    const expired = this.#expiries.take(now);
+    for (const waiter of expired) {
+      waiter.done = true;
+      this.#queued--;
+      this.#queueTimeouts++;
+      firstWaiter(waiter.slot); // drops the answered entries at its head
     }
+    const next = this.#expiries.next();
     if (next !== Infinity) this.#armQueueTimer(next, now);
     const { timeout } = this.config.queue;
     const max = this.config.max_connections;
-    for (const { waiter, slot } of expired) {
-      waiter.cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
+    for (const { cb, slot } of expired) {
+      cb(new ProxyError('UPSTREAM_QUEUE_TIMEOUT', `upstream ${this.name} target ${slot.target.id}: no connection free within ${timeout}ms (max_connections ${max})`), null, false);
     }
   }
 
@@ -407,6 +409,7 @@ export class UpstreamPool {
     if (waiter === undefined) return undefined;
     waiter.done = true;
     this.#queued--;
+    this.#expiries.dropped();
     return waiter;
   }
 
@@ -515,6 +518,7 @@ export class UpstreamPool {
     this.#closed = true;
     if (this.#queueTimer !== null) clearTimeout(this.#queueTimer);
     this.#queueTimer = null;
+    this.#expiries.clear();
     for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
       slot.passiveTimer = null;
@@ -571,6 +575,11 @@ export class UpstreamPool {
     if (counts.length !== targets.length) return false;
     for (let i = 0; i < targets.length; i++) targets[i].remote = counts[i];
     return true;
+  }
+
+  /** Queue entries the queue timer has taken off its heap so far (tests bound the timer's work with it). */
+  get queueTimerVisits(): number {
+    return this.#expiries.visited;
   }
 
   /** Queue and retry counters (for /status); not for the hot path. */
