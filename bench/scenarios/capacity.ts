@@ -425,9 +425,12 @@ async function collectGarbage(t: Target | UserTarget): Promise<void> {
   for (const p of processTree(t.proc.pid)) await collectGarbageIn(said, p.pid).catch(() => undefined);
 }
 
-/** Lets closes, frees and the allocator settle before /proc is read. */
+/**
+ * Lets closes, frees and the allocator settle before /proc is read: 1.5 s, so that a Portico worker has seen a
+ * second without TLS handshakes and returned their freed memory to the system (src/native/tls.cc TrimIdle).
+ */
 function settle(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 500));
+  return new Promise((r) => setTimeout(r, 1500));
 }
 
 try {

@@ -1,7 +1,9 @@
 // What an idle WebSocket keeps in JavaScript once its bytes moved to a relay thread of the addon: a tunnel (ws and
 // wss) no socket object of its upstream leg, a terminated WebSocket no exchange, request head or unix hop socket.
 // Read from a heap snapshot of the worker (by constructor), with every connection open and quiet; each still
-// passes a message both ways afterwards. The KiB these cost are measured by `npm run bench:idle`, not here.
+// passes a message both ways afterwards. After a burst of natively terminated TLS handshakes the worker gives the
+// memory they freed back to the system (malloc_trim), and the idle connections relay on. The KiB these cost are
+// measured by `npm run bench:idle` and `portico bench`, not here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type WebSocket from 'ws';
@@ -12,6 +14,8 @@ import { INSPECT_ENV, objectCounts } from '../helpers/inspector-gc.js';
 import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { nativeTlsStatus } from '../../src/native/tls.js';
+
+const NO_NATIVE_TLS = nativeTlsStatus().available ? undefined : `the addon does not terminate TLS here: ${nativeTlsStatus().reason}`;
 
 /** Connections of each kind. */
 const N = 30;
@@ -73,4 +77,28 @@ test(`idle tunnels and terminated WebSockets (${N} of each kind) keep no exchang
   for (const { kind, ws } of open) assert.equal(await echo(ws, `${kind} again`), `${kind} again`);
   for (const { ws } of open) ws.close();
   await statusUntil(portico, 'all closed', (s) => s.workers[0].tunnels === 0 && s.workers[0].connections === 0, 20_000);
+});
+
+test('after a burst of TLS handshakes the worker returns the freed memory to the system; every idle WSS tunnel still relays both ways', { skip: NO_NATIVE_TLS, timeout: 120_000 }, async (t) => {
+  const backend = await startWsEchoBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [tlsListener()],
+    upstreams: { echo: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'echo' }],
+    log: { level: 'debug', access: false },
+  });
+  const isTrim = (l: { msg?: unknown }) => l.msg === 'memory freed by TLS handshakes returned to the system';
+  // a burst: more handshakes than the addon's threshold (64) at once
+  const open = await Promise.all(Array.from({ length: 100 }, () => openWebSocket(t, `wss://localhost:${portico.tlsPort}/ws`)));
+  for (const [i, ws] of open.entries()) assert.equal(await echo(ws, `first ${i}`), `first ${i}`);
+  // the burst is over: after a second of quiet the worker trims and says how many handshakes that covered
+  const line = await portico.waitForLog(isTrim, 20_000);
+  assert.ok(typeof line.handshakes === 'number' && line.handshakes >= 64, `the trim came after a burst (>= 64 handshakes): ${JSON.stringify(line)}`);
+  assert.equal(typeof line.freedKiB, 'number');
+  // the relay thread's buffers were freed while idle and the heap trimmed under them: bytes still pass both ways
+  for (const [i, ws] of open.entries()) assert.equal(await echo(ws, `after ${i}`), `after ${i}`);
+  const covered = portico.logs.filter(isTrim).reduce((n, l) => n + Number(l.handshakes), 0);
+  assert.ok(covered <= 100, `trims cover only the handshakes there were: ${covered}`);
+  for (const ws of open) ws.close();
 });
