@@ -25,7 +25,7 @@ import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js'
 import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
-import type { AccessLog, AnswerMode, TerminatedAt } from './access-log.js';
+import type { AccessLog, AnswerMode } from './access-log.js';
 import type { Target } from '../upstream/balancer.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
@@ -163,7 +163,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; adopt: boolean } | null = null;
   #terminated: TerminatedConnection | null = null;
   /** What the terminated WebSocket's end needs of its exchange (the target it counts on, the log's fields): not the exchange and its heads. */
-  #terminatedAt: (TerminatedAt & { readonly target: Target | null }) | null = null;
+  #terminatedAt: { readonly route: string; readonly path: string; readonly target: Target | null } | null = null;
   /** The hash key a terminated WebSocket holds on its target while open (sticky tunnels), to release at its end. */
   #terminatedKey: StickyEntry | null = null;
   readonly remoteAddr: string;
@@ -681,7 +681,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     const socket = this.socket;
     // from here the connection keeps only what the end needs (an idle WebSocket would keep the heads otherwise)
     this.#terminate = null;
-    this.#terminatedAt = { route: { name: ex.route.name }, target: ex.target, head: { target: ex.head.target } };
+    this.#terminatedAt = { route: ex.route.name, path: ex.head.target, target: ex.target };
     const ends = this.upstreamClient;
     this.#terminated = new TerminatedConnection(this, this.ctx.terminate!, this.ctx.metrics, {
       client: socket,
@@ -710,7 +710,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (at !== null && at.target !== null) at.target.active--;
     releaseStickyKey(this.#terminatedKey);
     this.#terminatedKey = null;
-    if (at !== null && end !== undefined) this.ctx.accessLog?.terminated(this, at, end);
+    if (at !== null && end !== undefined) this.ctx.accessLog?.terminated(this, { route: { name: at.route }, target: at.target, head: { target: at.path } }, end);
     this.#registry.delete(this);
     this.#releaseConnection();
   }

@@ -101,6 +101,9 @@ export const SPLICE_RELAY: NativeRelay = {
   pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
 };
 
+/** No leftovers (before start, after the hand-over): one shared object, not one per idle tunnel. */
+const NOTHING_SEEN: WebSocketSeen = Object.freeze({ up: null, down: null });
+
 /** As in relay.ts: tunnels have no idle timeout by default. */
 const KEEPALIVE_PROBE_MS = 60_000;
 
@@ -131,7 +134,7 @@ export class SpliceTunnel {
   #clock: TunnelClock;
   /** WebSocket tunnels: the leftovers each way (the first bytes of each frame stream), until the hand-over. */
   readonly #websocket: boolean;
-  #seen: WebSocketSeen = { up: null, down: null };
+  #seen: WebSocketSeen = NOTHING_SEEN;
   readonly #relay: NativeRelay;
   /** holdUp(): nothing more is read from the client (applied at the hand-over when asked before it). */
   #heldUp = false;
@@ -283,7 +286,7 @@ export class SpliceTunnel {
     this.#id = id;
     this.#phase = 'native';
     this.#wentNative = true;
-    this.#seen = { up: null, down: null };
+    this.#seen = NOTHING_SEEN;
     if (this.#heldUp) this.#relay.pauseClient?.(id, true);
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
@@ -329,7 +332,7 @@ export class SpliceTunnel {
     // its frame trackers start where the leftovers left the frame streams
     this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
     if (this.#heldUp) this.#fallback.holdUp(true);
-    this.#seen = { up: null, down: null };
+    this.#seen = NOTHING_SEEN;
     // leftovers were already written: they are counted here and not replayed
     this.#fallback.bytesUp = this.#restUp;
     this.#fallback.bytesDown = this.#restDown;
