@@ -18,7 +18,7 @@ interface TlsAddon {
   tlsServerFree(id: number): void;
   tlsSetTicketKeys(keys: Uint8Array): void;
   /** Returns freed memory to the system once a burst of handshakes is over (tls.cc TrimIdle); undefined when it did nothing. */
-  tlsTrimIdle?(): { handshakes: number; freedKiB: number } | undefined;
+  tlsTrimIdle?(): HandshakeTrim | undefined;
 }
 
 export interface NativeTlsStatus {
@@ -194,10 +194,11 @@ function awaitHandshake(socket: NativeSocket, server: NativeTlsServer, timeoutMs
   });
 }
 
-/** What trimAfterHandshakes did: the handshakes since the previous trim and the RSS it gave back. */
+/** What trimAfterHandshakes did: the handshakes since the previous trim, the RSS it gave back, what it took (ms). */
 export interface HandshakeTrim {
   handshakes: number;
   freedKiB: number;
+  ms: number;
 }
 
 /**

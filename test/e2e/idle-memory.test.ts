@@ -107,6 +107,8 @@ test('after a burst of TLS handshakes the worker returns the freed memory to the
   const line = await portico.waitForLog(isTrim, 20_000);
   assert.ok(typeof line.handshakes === 'number' && line.handshakes >= 64, `the trim came after a burst (>= 64 handshakes): ${JSON.stringify(line)}`);
   assert.equal(typeof line.freedKiB, 'number');
+  assert.equal(typeof line.ms, 'number');
+  t.diagnostic(`trim: ${JSON.stringify(line)}`);
   // the relay thread's buffers were freed while idle and the heap trimmed under them: bytes still pass both ways
   for (const [i, ws] of open.entries()) assert.equal(await echo(ws, `after ${i}`), `after ${i}`);
   const covered = portico.logs.filter(isTrim).reduce((n, l) => n + Number(l.handshakes), 0);
