@@ -22,6 +22,8 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
 node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js \
   dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
+# idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after
+node --test dist/test/e2e/idle-memory.test.js
 # peek mode (handoff: adopt): the addon's half, then the hand-over to uWebSockets.js end to end
 node --test dist/test/component/native-peek.test.js dist/test/e2e/terminate-adopt.test.js
 # terminated WSS: the hop into uWebSockets.js on the TLS relay thread (a raw relay over a unix socket, held up by

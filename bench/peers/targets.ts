@@ -44,6 +44,8 @@ export interface Target {
   error?: string;
   /** Truncated after each run: Portico's stdout (access log lines when on). */
   logFile?: string;
+  /** Portico started with its inspector open (`inspect`): what its processes said of it on stderr, for a full GC. */
+  inspector?: () => string;
 }
 
 function fill(template: string, vars: Record<string, string | number>): string {
@@ -191,6 +193,9 @@ export interface Launched {
   error?: string;
 }
 
+/** Environment for a Portico whose processes each open the V8 inspector on a free loopback port (a full GC from outside). */
+const INSPECT_ENV = { NODE_OPTIONS: '--inspect=127.0.0.1:0' };
+
 /** HAProxy in the foreground (-db) on config text `cfg`, written into `dir`; up once every port in `ports` accepts. */
 export async function launchHaproxy(dir: string, cfg: string, ports: number[], cpus: string | undefined): Promise<Launched> {
   mkdirSync(dir, { recursive: true });
@@ -212,7 +217,7 @@ export async function launchHaproxy(dir: string, cfg: string, ports: number[], c
  * adds a TLS listener with the same routes; `terminate` ends WebSockets in uWebSockets.js instead of tunnelling (`adopt`: with `handoff: adopt`).
  */
 export async function startPortico(
-  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean; adopt?: boolean; admin?: boolean } = {},
+  tmp: string, b: Backends, accessLog: boolean, cpus: string | undefined, more: { tls?: TlsListener; terminate?: boolean; adopt?: boolean; admin?: boolean; inspect?: boolean } = {},
 ): Promise<Target> {
   const port = await freePort();
   const { tls, terminate = false } = more;
@@ -248,10 +253,12 @@ export async function startPortico(
     ].join('\n'),
     [port, ...(tls === undefined ? [] : [tls.port]), ...(adminPort === undefined ? [] : [adminPort])],
     cpus,
+    more.inspect === true ? INSPECT_ENV : undefined,
   );
   t.proc = started.proc;
   t.error = started.error;
   t.logFile = started.logFile;
+  t.inspector = started.inspector;
   return t;
 }
 
@@ -259,16 +266,24 @@ export async function startPortico(
  * `portico start` on the YAML text `yaml`, written into `dir`; up once every port in `ports` accepts. Its stdout
  * goes to a file (`logFile`), not a pipe: the harness must not spend CPU reading access logs during a run.
  */
-export async function launchPortico(dir: string, yaml: string, ports: number[], cpus: string | undefined, env?: Record<string, string>): Promise<Launched & { logFile: string }> {
+export async function launchPortico(dir: string, yaml: string, ports: number[], cpus: string | undefined, env?: Record<string, string>): Promise<Launched & { logFile: string; inspector?: () => string }> {
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'portico.yaml');
   writeFileSync(file, yaml);
   const logFile = path.join(dir, 'stdout.log');
-  const out: Launched & { logFile: string } = { logFile };
+  const out: Launched & { logFile: string; inspector?: () => string } = { logFile };
   const fd = openSync(logFile, 'a');
   const [cmd, args] = pinned(cpus, process.execPath, [path.join(ROOT, 'bin', 'portico.js'), 'start', '-c', file]);
   try {
     out.proc = spawnProcess(cmd, args, { cwd: ROOT, stdio: ['ignore', fd, 'pipe'], env: env === undefined ? undefined : { ...process.env, ...env } });
+    if (env?.NODE_OPTIONS?.includes('--inspect') === true) {
+      // every process (primary, workers) says where its inspector listens, once, at start
+      let said = '';
+      out.proc.child.stderr?.on('data', (c: Buffer) => {
+        for (const line of c.toString('utf8').split('\n')) if (line.startsWith('Debugger listening on ')) said += `${line}\n`;
+      });
+      out.inspector = () => said;
+    }
     for (const port of ports) await waitForPort('127.0.0.1', port, START_TIMEOUT_MS, out.proc);
   } catch (err) {
     out.error = `${(err as Error).message}${tailOf(logFile)}`;

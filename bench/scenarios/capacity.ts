@@ -16,7 +16,8 @@ import { nativeWsLoad, type NativeWsLoad } from '../lib/native-tools.js';
 import { ROOT } from '../lib/paths.js';
 import { figuresFrom, plan, PlanError, type PlanResult } from '../lib/plan.js';
 import { readPlan } from '../lib/plan-file.js';
-import { benchmarkMain, choosePinning, freePort, hasProc, peerVersions, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, freePort, hasProc, peerVersions, processTree, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { collectGarbageIn } from '../../test/helpers/inspector-gc.js';
 import type { Conditions, IdleSeries, Recorded } from '../lib/recorded.js';
 import { UNIT, type Scenario } from '../lib/report.js';
 import { renderReport } from '../lib/report-files.js';
@@ -252,8 +253,13 @@ async function bench(o: Options, scope: BenchmarkScope): Promise<void> {
     if (wanted('direct')) add(directTarget(backends));
     if (wanted('nginx') && peers.nginx !== undefined) add(await startNginxProxy(tmp, backends, peers.nginx, pin?.proxyCpu, await tlsFor()));
     if (wanted('haproxy') && peers.haproxy !== undefined) add(await startHaproxy(tmp, backends, peers.haproxy, pin?.proxyCpu, await tlsFor()));
-    if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor() }));
-    if (term) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor(), terminate: true, admin: true }));
+    // the inspector (idle only): Portico's idle memory is read after a full GC in its processes (measureIdle)
+    const inspect = o.idleCounts.length > 0;
+    if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor(), inspect }));
+    if (term) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor(), terminate: true, admin: true, inspect }));
+    if (inspect && (wanted('portico') || term)) {
+      notes.push("Portico's idle memory is read after a full garbage collection in its processes (through the inspector): V8 frees the handshakes' garbage by itself only some 10-30 s into idleness; nginx and HAProxy have none");
+    }
     if (peers.nginx === undefined) notes.push('nginx is not installed: no nginx row, no ratio vs nginx');
     if (peers.haproxy === undefined) notes.push('HAProxy is not installed: no HAProxy row');
   }
@@ -388,12 +394,14 @@ async function measureIdle(targets: ReadonlyArray<Target | UserTarget>, counts: 
         const warm = await holdIdle(port, 10, tls, clientCpu, 30, wsPath);
         await warm.release();
         await settle();
+        await collectGarbage(t);
         series.baseline = footprint(t.proc.pid);
         let held = 0;
         for (const n of counts) {
           holds.push(await holdIdle(port, n - held, tls, clientCpu, 60, wsPath));
           held = n;
           await settle();
+          await collectGarbage(t);
           series.points.push({ connections: n, ...footprint(t.proc.pid) });
           process.stderr.write(`idle ${tls ? 'wss' : 'ws'} ${t.label}: ${n} connections, RSS ${(series.points.at(-1)?.rssKiB ?? 0) / 1024 | 0} MiB\n`);
         }
@@ -409,9 +417,20 @@ async function measureIdle(targets: ReadonlyArray<Target | UserTarget>, counts: 
   return out;
 }
 
-/** Lets closes, frees and the allocator settle before /proc is read. */
+/** A full GC in every process of a Portico started with its inspector (what its idle connections hold for good). */
+async function collectGarbage(t: Target | UserTarget): Promise<void> {
+  const said = 'inspector' in t ? t.inspector?.() : undefined;
+  if (said === undefined || t.proc === undefined) return;
+  // a process without an inspector session (none expected) is read as it is
+  for (const p of processTree(t.proc.pid)) await collectGarbageIn(said, p.pid).catch(() => undefined);
+}
+
+/**
+ * Lets closes, frees and the allocator settle before /proc is read: 1.5 s, so that a Portico worker has seen a
+ * second without TLS handshakes and returned their freed memory to the system (src/native/tls.cc TrimIdle).
+ */
 function settle(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 500));
+  return new Promise((r) => setTimeout(r, 1500));
 }
 
 try {

@@ -17,6 +17,16 @@ import type { Tunnel } from '../tunnel/relay.js';
 import type { AccessLines, AccessValue } from '../core/log.js';
 import type { SessionEnd } from '../terminate/session.js';
 
+/**
+ * What a terminated WebSocket's line names of the exchange that opened it (an Exchange has it): a connection keeps
+ * only this while the WebSocket lives, not the exchange and its heads.
+ */
+export interface TerminatedAt {
+  readonly route: { readonly name: string };
+  readonly target: { readonly id: string } | null;
+  readonly head: { readonly target: string };
+}
+
 /** What a line says of the connection: its id, the address Portico sees (PROXY source included), trust. */
 export interface AccessClient {
   readonly id: number;
@@ -399,7 +409,7 @@ export class AccessLog implements AccessLines {
   }
 
   /** A terminated WebSocket (terminate/) that ended: who closed it, with which code and reason, what it relayed. */
-  terminated(c: AccessClient, ex: Exchange, end: SessionEnd): void {
+  terminated(c: AccessClient, ex: TerminatedAt, end: SessionEnd): void {
     this.line(
       c.id,
       'info',

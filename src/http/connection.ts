@@ -26,6 +26,7 @@ import { StaticReply } from '../handlers/static.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import type { AccessLog, AnswerMode } from './access-log.js';
+import type { Target } from '../upstream/balancer.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
@@ -159,8 +160,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   corsHeaders = '';
   #tunnel: UpgradedTunnel | null = null;
   /** A terminate decision whose backend handshake is in progress, then its terminated WebSocket. */
-  #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; ex: Exchange | null; adopt: boolean } | null = null;
+  #terminate: { d: TerminateDecision; extensionOffer: string | undefined; head: RequestHead; adopt: boolean } | null = null;
   #terminated: TerminatedConnection | null = null;
+  /** What the terminated WebSocket's end needs of its exchange (the target it counts on, the log's fields): not the exchange and its heads. */
+  #terminatedAt: { readonly route: string; readonly path: string; readonly target: Target | null } | null = null;
   /** The hash key a terminated WebSocket holds on its target while open (sticky tunnels), to release at its end. */
   #terminatedKey: StickyEntry | null = null;
   readonly remoteAddr: string;
@@ -421,7 +424,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
           this.#reject('INTERNAL', 'uWebSockets.js is not running in this worker', head);
           return;
         }
-        this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, ex: null, adopt };
+        this.#terminate = { d, extensionOffer: takeExtensionOffer(head), head, adopt };
         this.#forward(d, head);
         return;
       case 'fastcgi':
@@ -676,7 +679,9 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
     const clientRest = this.#leaveHttp();
     const socket = this.socket;
-    t.ex = ex;
+    // from here the connection keeps only what the end needs (an idle WebSocket would keep the heads otherwise)
+    this.#terminate = null;
+    this.#terminatedAt = { route: ex.route.name, path: ex.head.target, target: ex.target };
     const ends = this.upstreamClient;
     this.#terminated = new TerminatedConnection(this, this.ctx.terminate!, this.ctx.metrics, {
       client: socket,
@@ -700,12 +705,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   /** The terminated WebSocket is over (terminate/handoff.ts): logged, and the connection is gone. */
   terminatedEnded(end: SessionEnd | undefined): void {
-    const t = this.#terminate;
-    const ex = t?.ex ?? null;
-    if (ex !== null && ex.target !== null) ex.target.active--;
+    const at = this.#terminatedAt;
+    this.#terminatedAt = null;
+    if (at !== null && at.target !== null) at.target.active--;
     releaseStickyKey(this.#terminatedKey);
     this.#terminatedKey = null;
-    if (t !== null && ex !== null && end !== undefined) this.ctx.accessLog?.terminated(this, ex, end);
+    if (at !== null && end !== undefined) this.ctx.accessLog?.terminated(this, { route: { name: at.route }, target: at.target, head: { target: at.path } }, end);
     this.#registry.delete(this);
     this.#releaseConnection();
   }

@@ -6,6 +6,8 @@
 #include "tls.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -13,8 +15,11 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -449,6 +454,74 @@ Napi::Value SetAlpnChallenge(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Handshakes completed by this process's sessions (any thread), for TrimIdle.
+std::atomic<uint64_t> handshakes{0};
+
+// A handshake allocates some 50 KiB that it frees at its end (the handshake buffer, record buffers, key shares,
+// the certificate messages) between the allocations the connection keeps (the SSL, its ciphers and session).
+// After a burst of handshakes the freed memory lies in holes of malloc's heap that free() does not return to the
+// system: ~3 KiB of RSS per idle TLS connection after 3,000 handshakes 500 at a time. malloc_trim(0) gives back
+// the whole free pages of those holes. Done once a burst has ended (no handshake for kTrimQuietMs after at least
+// kTrimBurst), or every kTrimEveryMs while handshakes go on; the JS thread asks often (tlsTrimIdle), each ask
+// costs two atomic loads when there is nothing to do.
+constexpr uint64_t kTrimQuietMs = 1000;
+constexpr uint64_t kTrimBurst = 64;
+constexpr uint64_t kTrimEveryMs = 30000;
+struct Trim {
+  uint64_t seen = 0;         // handshakes at the last ask
+  uint64_t changed_ms = 0;   // when the count last moved
+  uint64_t trimmed = 0;      // handshakes at the last trim
+  uint64_t trimmed_ms = 0;
+};
+Trim trim;  // the JS thread only
+
+uint64_t MonotonicMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+// This process's resident memory in KiB (/proc/self/statm), -1 when unreadable.
+int64_t RssKiB() {
+  FILE* f = fopen("/proc/self/statm", "r");
+  if (f == nullptr) return -1;
+  long size = 0, resident = 0;
+  int got = fscanf(f, "%ld %ld", &size, &resident);
+  fclose(f);
+  return got == 2 ? static_cast<int64_t>(resident) * (sysconf(_SC_PAGESIZE) / 1024) : -1;
+}
+
+// tlsTrimIdle() -> { handshakes, freedKiB, ms } when this call trimmed (handshakes since the last trim), else undefined
+Napi::Value TrimIdle(const Napi::CallbackInfo& info) {
+  uint64_t h = handshakes.load(std::memory_order_relaxed);
+  uint64_t now = MonotonicMs();
+  if (trim.trimmed_ms == 0) trim.trimmed_ms = now;  // the first ask starts the clock of kTrimEveryMs
+  if (h != trim.seen) {
+    trim.seen = h;
+    trim.changed_ms = now;
+  }
+  uint64_t since = h - trim.trimmed;
+  bool burst_over = since >= kTrimBurst && now - trim.changed_ms >= kTrimQuietMs;
+  bool overdue = since > 0 && now - trim.trimmed_ms >= kTrimEveryMs;
+  if (!burst_over && !overdue) return info.Env().Undefined();
+  int64_t before = RssKiB();
+  timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  int64_t after = RssKiB();
+  trim.trimmed = h;
+  trim.trimmed_ms = now;
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("handshakes", Napi::Number::New(info.Env(), static_cast<double>(since)));
+  o.Set("freedKiB", Napi::Number::New(info.Env(), before < 0 || after < 0 ? 0.0 : static_cast<double>(before - after)));
+  // what the trim cost this thread (malloc's arenas are locked meanwhile): for the log
+  o.Set("ms", Napi::Number::New(info.Env(), static_cast<double>((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000) / 1000.0));
+  return o;
+}
+
 // tlsStatus() -> { available, reason?, openssl }
 Napi::Value Status(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -511,7 +584,9 @@ Io Session::Handshake() {
   ERR_clear_error();
   errno = 0;
   int r = SSL_do_handshake(ssl_);
-  return r == 1 ? Io::kOk : Fail(r);
+  if (r != 1) return Fail(r);
+  handshakes.fetch_add(1, std::memory_order_relaxed);
+  return Io::kOk;
 }
 
 Io Session::Read(char* buf, size_t len, size_t* got) {
@@ -580,6 +655,7 @@ Napi::Object Info(Napi::Env env, const Session& session) {
 
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tlsStatus", Napi::Function::New(env, Status, "tlsStatus"));
+  exports.Set("tlsTrimIdle", Napi::Function::New(env, TrimIdle, "tlsTrimIdle"));
   exports.Set("tlsServerNew", Napi::Function::New(env, ServerNew, "tlsServerNew"));
   exports.Set("tlsServerFree", Napi::Function::New(env, ServerFree, "tlsServerFree"));
   exports.Set("tlsSetTicketKeys", Napi::Function::New(env, SetTicketKeys, "tlsSetTicketKeys"));

@@ -17,6 +17,8 @@ interface TlsAddon {
   tlsSetAlpnChallenge?(name: string, cert: string | null, key: string | null): void;
   tlsServerFree(id: number): void;
   tlsSetTicketKeys(keys: Uint8Array): void;
+  /** Returns freed memory to the system once a burst of handshakes is over (tls.cc TrimIdle); undefined when it did nothing. */
+  tlsTrimIdle?(): HandshakeTrim | undefined;
 }
 
 export interface NativeTlsStatus {
@@ -190,4 +192,21 @@ function awaitHandshake(socket: NativeSocket, server: NativeTlsServer, timeoutMs
     }
     onSecure(socket);
   });
+}
+
+/** What trimAfterHandshakes did: the handshakes since the previous trim, the RSS it gave back, what it took (ms). */
+export interface HandshakeTrim {
+  handshakes: number;
+  freedKiB: number;
+  ms: number;
+}
+
+/**
+ * Asked often by the worker (its 100 ms tick): once a burst of natively terminated handshakes is over, the
+ * memory they freed goes back to the system (malloc_trim in the addon), or each 30 s while they go on. Undefined
+ * when nothing was done (most calls: two atomic loads in the addon) or the addon does not terminate TLS.
+ */
+export function trimAfterHandshakes(): HandshakeTrim | undefined {
+  const addon = nativeTlsStatus().available ? tlsAddon() : undefined;
+  return addon?.tlsTrimIdle?.();
 }

@@ -228,6 +228,9 @@ export class TerminatedConnection {
         if (client instanceof TLSSocket || (client instanceof NativeSocket && client.encrypted)) jsHopSaid(this.#owner.log, unfit);
         this.#relay = new Tunnel(client, unix, timeouts, this.#relayClosed, false);
       }
+      // the relay owns the unix socket from here (and destroys it at its end): not kept, an idle connection
+      // whose hop went to the addon's thread then holds no net.Socket
+      this.#unix = null;
       this.#relay.start(null, null);
       if (this.#heldUp) this.#relay.holdUp(true);
     };

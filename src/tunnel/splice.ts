@@ -101,15 +101,21 @@ export const SPLICE_RELAY: NativeRelay = {
   pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
 };
 
+/** No leftovers (before start, after the hand-over): one shared object, not one per idle tunnel. */
+const NOTHING_SEEN: WebSocketSeen = Object.freeze({ up: null, down: null });
+
 /** As in relay.ts: tunnels have no idle timeout by default. */
 const KEEPALIVE_PROBE_MS = 60_000;
 
 type Phase = 'new' | 'flushing' | 'native' | 'fallback' | 'closed';
 
 export class SpliceTunnel {
-  /** The JS sockets as handed in; destroyed once the relay thread owns dups of their fds. */
-  readonly client: ByteSocket;
-  readonly upstream: ByteSocket;
+  /**
+   * The JS sockets as handed in, until the relay thread owns dups of their fds: then destroyed and let go (an
+   * idle tunnel then holds no socket object, its upstream's pool bookkeeping or their listeners); the JS
+   * fallback relay takes them over instead.
+   */
+  #legs: { client: ByteSocket; upstream: ByteSocket } | null;
   readonly startedAt: number;
   closedBy: ClosedBy | undefined;
   #timeouts: TunnelTimeouts;
@@ -128,7 +134,7 @@ export class SpliceTunnel {
   #clock: TunnelClock;
   /** WebSocket tunnels: the leftovers each way (the first bytes of each frame stream), until the hand-over. */
   readonly #websocket: boolean;
-  #seen: WebSocketSeen = { up: null, down: null };
+  #seen: WebSocketSeen = NOTHING_SEEN;
   readonly #relay: NativeRelay;
   /** holdUp(): nothing more is read from the client (applied at the hand-over when asked before it). */
   #heldUp = false;
@@ -139,8 +145,7 @@ export class SpliceTunnel {
    */
   constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false, relay: NativeRelay = SPLICE_RELAY) {
     this.#relay = relay;
-    this.client = client;
-    this.upstream = upstream;
+    this.#legs = { client, upstream };
     this.#timeouts = timeouts;
     this.#onClose = onClose;
     this.#websocket = websocket;
@@ -191,9 +196,9 @@ export class SpliceTunnel {
    * sockets' JS read buffers are written with plain writes first; the fds go to the relay once those flushed.
    */
   start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
-    if (this.#phase !== 'new') return;
+    if (this.#phase !== 'new' || this.#legs === null) return;
     this.#phase = 'flushing';
-    const { client, upstream } = this;
+    const { client, upstream } = this.#legs;
     client.on('error', this.#onClientError);
     upstream.on('error', this.#onUpstreamError);
     // From here the kernel keeps every new byte (and FIN) for the relay thread: libuv reads nothing more.
@@ -236,8 +241,8 @@ export class SpliceTunnel {
   }
 
   #handOver(): void {
-    if (this.#phase !== 'flushing') return;
-    const { client, upstream } = this;
+    if (this.#phase !== 'flushing' || this.#legs === null) return;
+    const { client, upstream } = this.#legs;
     if (client.destroyed || upstream.destroyed || fdOf(client) < 0 || fdOf(upstream) < 0) {
       this.#fallBack();
       return;
@@ -281,7 +286,7 @@ export class SpliceTunnel {
     this.#id = id;
     this.#phase = 'native';
     this.#wentNative = true;
-    this.#seen = { up: null, down: null };
+    this.#seen = NOTHING_SEEN;
     if (this.#heldUp) this.#relay.pauseClient?.(id, true);
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
     // every write of ours has completed, so no byte is left behind in either copy.
@@ -290,10 +295,12 @@ export class SpliceTunnel {
       s.on('error', noop);
       s.destroy();
     }
+    this.#legs = null;
   }
 
   #fallBack(): void {
-    const { client, upstream } = this;
+    if (this.#legs === null) return;
+    const { client, upstream } = this.#legs;
     client.removeListener('error', this.#onClientError);
     upstream.removeListener('error', this.#onUpstreamError);
     if (client.destroyed || upstream.destroyed) {
@@ -301,6 +308,7 @@ export class SpliceTunnel {
       return;
     }
     this.#phase = 'fallback';
+    this.#legs = null;
     // undo start()'s readStop: Readable still counts a read in progress, so resume() alone would not restart it
     for (const s of [client, upstream]) {
       const handle = handleOf(s);
@@ -324,7 +332,7 @@ export class SpliceTunnel {
     // its frame trackers start where the leftovers left the frame streams
     this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
     if (this.#heldUp) this.#fallback.holdUp(true);
-    this.#seen = { up: null, down: null };
+    this.#seen = NOTHING_SEEN;
     // leftovers were already written: they are counted here and not replayed
     this.#fallback.bytesUp = this.#restUp;
     this.#fallback.bytesDown = this.#restDown;
@@ -387,8 +395,10 @@ export class SpliceTunnel {
   #finish(by: ClosedBy): void {
     this.closedBy = by;
     this.#phase = 'closed';
-    for (const s of [this.client, this.upstream]) {
-      s.removeListener('error', s === this.client ? this.#onClientError : this.#onUpstreamError);
+    const legs = this.#legs;
+    this.#legs = null;
+    for (const s of legs === null ? [] : [legs.client, legs.upstream]) {
+      s.removeListener('error', s === legs?.client ? this.#onClientError : this.#onUpstreamError);
       s.on('error', noop);
       s.destroy();
     }

@@ -24,7 +24,7 @@ import { TerminateApp } from '../terminate/app.js';
 import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 import { adoptFallbacks, loadUws, terminateHopFallbacks, terminateRoutePaths } from '../terminate/uws.js';
-import { nativeTlsStatus } from '../native/tls.js';
+import { nativeTlsStatus, trimAfterHandshakes } from '../native/tls.js';
 import { nativePeekAvailable } from '../native/io.js';
 import { alpnChallenges } from '../accept/acme-alpn.js';
 
@@ -132,6 +132,9 @@ class Worker {
     this.#reportSticky();
     this.#reportLoad();
     this.#paths.logFdRefusals();
+    // a burst of TLS handshakes is over: the memory they freed goes back to the system (src/native/tls.cc)
+    const trimmed = trimAfterHandshakes();
+    if (trimmed !== undefined) this.#log.debug(trimmed, 'memory freed by TLS handshakes returned to the system');
     if (hadRetired && this.#remoteLoad !== null) this.#applyRemoteLoad(this.#remoteLoad);
   }
 
