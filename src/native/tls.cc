@@ -48,7 +48,7 @@ const char* const kSymbols[] = {
     "ERR_clear_error", "ERR_get_error", "ERR_peek_last_error", "ERR_error_string_n", "RAND_bytes",
     "EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_aes_256_cbc", "EVP_MAC_CTX_set_params",
     "OSSL_PARAM_construct_octet_string", "OSSL_PARAM_construct_utf8_string", "OSSL_PARAM_construct_end",
-    "OpenSSL_version", "SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_ext",
+    "OpenSSL_version", "SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_ext", "SSL_version",
     // tls-relay.cc
     "SSL_set_read_ahead", "SSL_has_pending"};
 
@@ -82,7 +82,7 @@ struct TicketKey {
 std::mutex ring_mu;
 std::vector<TicketKey> ring;  // guarded by ring_mu; JS sets it (else one random key of this process)
 
-int OnTicketKey(SSL* /*ssl*/, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
+int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
   std::lock_guard<std::mutex> lock(ring_mu);
   if (ring.empty()) {
     // no keys from JS yet (a test, an addon used alone): a random key of this process's own
@@ -115,8 +115,11 @@ int OnTicketKey(SSL* /*ssl*/, unsigned char* key_name, unsigned char* iv, EVP_CI
   int ok = enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, key->aes, iv)
                : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, key->aes, iv);
   if (ok != 1) return -1;
-  // 2: valid, but sealed with an older key: OpenSSL issues a fresh ticket under the current one
-  return enc || current ? 1 : 2;
+  // 2: valid, and OpenSSL issues a fresh ticket on this connection. Always so in TLS 1.3: a client uses each
+  // ticket once (RFC 8446 §C.4), so a resumption that issued none would leave it a full handshake for its next
+  // connection (nginx and HAProxy issue one). In TLS 1.2 only for a ticket sealed with an older key.
+  if (enc) return 1;
+  return current && SSL_version(ssl) < TLS1_3_VERSION ? 1 : 2;
 }
 
 // --- SNI and ALPN ---
