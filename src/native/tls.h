@@ -36,7 +36,8 @@ class Session {
   Io Write(const char* p, size_t len, size_t* wrote);
   // Sends close_notify (once); kWantWrite when the socket is full (call again on POLLOUT).
   Io Shutdown();
-  // Plaintext OpenSSL holds that no Read returned yet (it must be read before waiting on the socket).
+  // Bytes OpenSSL holds that no Read returned yet (plaintext, or records read ahead): they must be read before
+  // waiting on the socket, which may have nothing more to say.
   bool Pending() const;
   // Why the last call failed (OpenSSL's error text, or the errno's), for logs.
   const std::string& error() const { return error_; }
