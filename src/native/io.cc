@@ -437,6 +437,8 @@ void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used)
     }
     c.handshaking = false;
     fresh = true;  // the client's first request may have come with its Finished
+    // read ahead with it: a connection JS has not resumed yet reads it on resume, when the socket may be silent
+    c.tls_buffered = c.tls->Pending();
     Push(s, n, id, kSecure, 0, 0);
   }
   bool writable = (got & EPOLLOUT) != 0;
