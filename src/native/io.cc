@@ -753,9 +753,15 @@ Napi::Value StartTls(const Napi::CallbackInfo& info) {
   if (session == nullptr) throw Napi::Error::New(env, "ioStartTls: " + error);
   c.tls = session;
   c.handshaking = true;
+  // Plaintext is read as soon as the handshake is done, paused or not: a held connection's NativeSocket keeps it
+  // until JS resumes, which it does while dispatching SECURE. Held unread instead, the socket would leave the epoll
+  // set at SECURE and come back at the resume (two epoll_ctl per connection).
+  bool was_reading = c.reading;
+  c.reading = true;
   Rearm(s, c);
   if (c.mask == 0) {
     int err = errno;
+    c.reading = was_reading;
     delete c.tls;
     c.tls = nullptr;
     c.handshaking = false;
