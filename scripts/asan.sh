@@ -20,7 +20,7 @@ export PATH="$PWD/build-asan/bin:$PATH"
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
-node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js \
+node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js \
   dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
 # peek mode (handoff: adopt): the addon's half, then the hand-over to uWebSockets.js end to end
 node --test dist/test/component/native-peek.test.js dist/test/e2e/terminate-adopt.test.js
