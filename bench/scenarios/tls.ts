@@ -1,6 +1,7 @@
 // `npm run bench:tls`: HTTPS through nginx (1 worker), HAProxy (1 thread) and Portico (1 worker) with TLS
 // terminated by the native addon and, for comparison, by Node's TLS (PORTICO_NATIVE_TLS=0): keep-alive GETs
-// over 64 connections, and a new connection (a full TLS handshake, no resumption) per request. Same
+// over 64 connections, and a new connection (a TLS handshake: wrk offers the last ticket it got, so a proxy that
+// issues a fresh ticket on each resumption is resumed every time, others every other time) per request. Same
 // certificate (the test ECDSA P-256 one), same backend, interleaved rounds, medians, proxy CPU per request.
 // It never asserts a speed; see bench/README.md.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -44,7 +45,7 @@ function main(): void {
       'Portico TLS benchmark',
       `date:     ${new Date().toISOString()}  (npm run bench:tls -- ${process.argv.slice(2).join(' ')})`,
       `peers:    nginx ${nginx ?? 'not installed'}, HAProxy ${haproxy ?? 'not installed'}; portico ${porticoRevision()}, node ${process.version} (OpenSSL ${process.versions.openssl})`,
-      'tls:      test ECDSA P-256 certificate for every proxy; TLS 1.3 negotiated by wrk; tickets on (wrk does not resume)',
+      'tls:      test ECDSA P-256 certificate for every proxy; TLS 1.3 negotiated by wrk; tickets on (wrk resumes with the ticket of its last connection: SSL_clear keeps the session)',
       `loads:    HTTPS keep-alive: wrk -t1 -c${o.connections}; new TLS connection per request: wrk -t1 -c${o.connections} -H "Connection: close"; ${o.durationS} s each, ${o.rounds} rounds, medians`,
       `pinning:  ${pinning.enabled ? `proxy on CPU ${pinning.proxyCpu}; wrk and backend on CPU ${pinning.clientCpu}` : `off (${pinning.reason})`}`,
       '',

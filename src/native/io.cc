@@ -74,6 +74,9 @@ struct Conn {
   tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
   bool handshaking = false;
   bool tls_want_write = false;  // a TLS handshake, read or close_notify waits for room to write
+  // OpenSSL read ahead records that no read returned (the batch had no more room): the socket may raise no edge for
+  // them, so the connection waits for EPOLLOUT (at once on a socket with room) and reads them then.
+  bool tls_buffered = false;
   bool peeking = false;     // kModePeek: reads are recv(MSG_PEEK) and the fd is edge-triggered (see PeekReady)
   // The fd was made here (accept4, socket) and never left: its close(2) also takes it out of the epoll set, so
   // ioClose skips the EPOLL_CTL_DEL (a syscall per connection). False once ioFd gave it out (the splice relay
@@ -141,7 +144,7 @@ void Rearm(State& s, Conn& c) {
   if (c.listener) {
     if (c.reading) want = EPOLLIN;
   } else if (!c.dead) {
-    if (c.connecting || c.out.size() > c.out_off || c.want_drain || c.tls_want_write) want |= EPOLLOUT;
+    if (c.connecting || c.out.size() > c.out_off || c.want_drain || c.tls_want_write || (c.tls_buffered && c.reading)) want |= EPOLLOUT;
     // a TLS handshake reads whatever JS wants: pause() holds back plaintext only
     if (!c.connecting && (c.reading || c.handshaking) && !c.eof) want |= EPOLLIN;
     // a peeked socket stays readable (its bytes are still queued): level triggering would wake the loop forever
@@ -408,8 +411,8 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
   }
 }
 
-// A TLS record's plaintext is at most this: a read offered this much room never leaves half a record inside
-// OpenSSL, where level-triggered epoll could not see it.
+// A TLS record's plaintext is at most this: a read offered this much room takes a whole record. Records read ahead
+// past the batch's room stay in OpenSSL, where level-triggered epoll cannot see them: tls_buffered revisits them.
 constexpr size_t kTlsRecord = 16 * 1024;
 
 // The TLS handshake failed or the client left during it: JS gets an error (ECONNRESET when it just left).
@@ -434,6 +437,8 @@ void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used)
     }
     c.handshaking = false;
     fresh = true;  // the client's first request may have come with its Finished
+    // read ahead with it: a connection JS has not resumed yet reads it on resume, when the socket may be silent
+    c.tls_buffered = c.tls->Pending();
     Push(s, n, id, kSecure, 0, 0);
   }
   bool writable = (got & EPOLLOUT) != 0;
@@ -448,7 +453,7 @@ void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used)
     }
     if (had && c.out.empty()) Push(s, n, id, kDrain, 0, 0);
   }
-  bool readable = (got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 || fresh || read_waited_for_room;
+  bool readable = (got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 || fresh || read_waited_for_room || c.tls_buffered;
   if (readable && c.reading && !c.eof) {
     size_t start = used;
     tls::Io r = tls::Io::kOk;
@@ -457,8 +462,10 @@ void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used)
       r = c.tls->Read(reinterpret_cast<char*>(s.data) + used, kReadMax - (used - start), &took);
       if (r != tls::Io::kOk) break;
       used += took;
+      if (c.tls->Drained()) break;  // the next read would only meet EAGAIN (a syscall per request saved)
     }
     if (used > start) Push(s, n, id, kData, static_cast<int32_t>(start), static_cast<int32_t>(used - start));
+    c.tls_buffered = r == tls::Io::kOk && c.tls->Pending();
     if (r == tls::Io::kWantWrite) c.tls_want_write = true;
     if (r == tls::Io::kEof) {
       c.eof = true;
@@ -747,9 +754,15 @@ Napi::Value StartTls(const Napi::CallbackInfo& info) {
   if (session == nullptr) throw Napi::Error::New(env, "ioStartTls: " + error);
   c.tls = session;
   c.handshaking = true;
+  // Plaintext is read as soon as the handshake is done, paused or not: a held connection's NativeSocket keeps it
+  // until JS resumes, which it does while dispatching SECURE. Held unread instead, the socket would leave the epoll
+  // set at SECURE and come back at the resume (two epoll_ctl per connection).
+  bool was_reading = c.reading;
+  c.reading = true;
   Rearm(s, c);
   if (c.mask == 0) {
     int err = errno;
+    c.reading = was_reading;
     delete c.tls;
     c.tls = nullptr;
     c.handshaking = false;

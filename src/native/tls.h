@@ -36,18 +36,25 @@ class Session {
   Io Write(const char* p, size_t len, size_t* wrote);
   // Sends close_notify (once); kWantWrite when the socket is full (call again on POLLOUT).
   Io Shutdown();
-  // Plaintext OpenSSL holds that no Read returned yet (it must be read before waiting on the socket).
+  // Bytes OpenSSL holds that no Read returned yet (plaintext, or records read ahead): they must be read before
+  // waiting on the socket, which may have nothing more to say.
   bool Pending() const;
+  // The last recv came back shorter than asked and OpenSSL holds nothing unread: another Read would only find the
+  // socket empty (level-triggered epoll says when it is not). A hint: Read still works after it.
+  bool Drained() const;
+  int fd() const { return fd_; }
+  bool recv_drained = false;  // set by the socket BIO (tls.cc) after each recv
   // Why the last call failed (OpenSSL's error text, or the errno's), for logs.
   const std::string& error() const { return error_; }
   int sys_errno() const { return sys_errno_; }
   SSL* ssl() const { return ssl_; }
 
  private:
-  Session(std::shared_ptr<Server> server, SSL* ssl) : server_(std::move(server)), ssl_(ssl) {}
+  Session(std::shared_ptr<Server> server, SSL* ssl, int fd) : server_(std::move(server)), ssl_(ssl), fd_(fd) {}
   Io Fail(int ret);
   std::shared_ptr<Server> server_;  // keeps the contexts alive while the connection lives (reload swaps servers)
   SSL* ssl_;
+  int fd_;
   std::string error_;
   int sys_errno_ = 0;
   bool shutdown_sent_ = false;

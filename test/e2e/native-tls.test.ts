@@ -224,6 +224,56 @@ test('native TLS: session tickets resume on either of 2 workers (TLS 1.2 and 1.3
   assert.ok((await nativeHandshakes(portico)) >= 32);
 });
 
+/** One TLS 1.3 GET offering `session`: whether it resumed and the tickets the server sent on it. */
+async function ticketExchange(port: number, session: Buffer | undefined): Promise<{ reused: boolean; tickets: Buffer[]; status: number | undefined }> {
+  const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false, minVersion: 'TLSv1.3', session, ALPNProtocols: ['http/1.1'] });
+  const tickets: Buffer[] = [];
+  socket.on('session', (s: Buffer) => tickets.push(s));
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  let reused = false;
+  socket.on('secure', () => {
+    reused = socket.isSessionReused();
+    socket.write('GET /ticket HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+  });
+  const timer = setTimeout(() => socket.destroy(new Error('no answer within 10 s')), 10_000);
+  try {
+    // the server closes after its answer; the tickets of the handshake come before it
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.once('end', () => resolve());
+    });
+  } finally {
+    clearTimeout(timer);
+    socket.destroy();
+  }
+  const status = /^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString('latin1'))?.[1];
+  return { reused, tickets, status: status === undefined ? undefined : Number(status) };
+}
+
+test('native TLS: a TLS 1.3 resumption gets a fresh ticket, so a client using each ticket once resumes every time', async (t) => {
+  if (!needNativeTls(t)) return;
+  const certs = await makeCerts(t);
+  const backend = await startHttpBackend(t);
+  const portico = await startPortico(t, config(backend.port, certs), START);
+  const before = await nativeHandshakes(portico);
+  const first = await ticketExchange(portico.tlsPort, undefined);
+  assert.equal(first.status, 200);
+  assert.equal(first.reused, false);
+  assert.ok(first.tickets.length >= 1, 'a full handshake issues tickets');
+  // RFC 8446 §C.4: each connection offers the newest ticket, never one already used
+  let ticket = first.tickets.at(-1);
+  for (let i = 0; i < 4; i++) {
+    const next = await ticketExchange(portico.tlsPort, ticket);
+    assert.equal(next.status, 200);
+    assert.equal(next.reused, true, `connection ${i + 2} resumed with the ticket of the one before`);
+    assert.ok(next.tickets.length >= 1, `connection ${i + 2} (resumed) got a fresh ticket`);
+    assert.notDeepEqual(next.tickets.at(-1), ticket);
+    ticket = next.tickets.at(-1);
+  }
+  assert.ok((await nativeHandshakes(portico)) - before >= 5, 'the handshakes were native');
+});
+
 test('native TLS: malformed and truncated ClientHellos and records never crash a worker', async (t) => {
   if (!needNativeTls(t)) return;
   const certs = await makeCerts(t);
