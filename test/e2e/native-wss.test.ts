@@ -1,6 +1,7 @@
 // WSS tunnels on the addon's TLS relay thread (src/native/tls-relay.cc) through a real `portico start`: a `ws`
 // client and Python `websockets` echo through it (its access line says the bytes went through the addon), a
-// TLS client's half-close reaches the backend which still answers, a backend that does not read holds the
+// TLS client's half-close reaches the backend which still answers, a burst of records ended by close_notify
+// arrives whole, a backend that does not read holds the
 // client back, and the end of the shutdown grace sends Close 1001 both ways from the relay thread.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -140,6 +141,25 @@ test('WSS half-close through the TLS relay: the client FIN reaches the backend, 
   const line = await portico.waitForLog(tunnelLine('/half'));
   assert.equal(line.spliced, true);
   assert.equal(line.closedBy, 'upstream');
+});
+
+test('WSS burst then close_notify through the TLS relay: records read ahead together all reach the backend, in order, before its FIN', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startRawUpgradeBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const client = await rawWss(t, portico, '/burst');
+  // 96 records of 3,001 bytes and the close_notify leave in one turn: the relay reads several records with one
+  // recv() (read-ahead) and takes them together, with the end of the stream right behind them
+  const parts = Array.from({ length: 96 }, (_, i) => Buffer.alloc(3001, 65 + (i % 26)));
+  for (const p of parts) client.socket.write(p);
+  client.socket.end();
+  await backend.ended;
+  assert.equal(createHash('sha256').update(backend.got()).digest('hex'), createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+  (await backend.socket).end();
+  await client.ended;
+  const line = await portico.waitForLog(tunnelLine('/burst'));
+  assert.equal(line.spliced, true);
+  assert.equal(line.bytesIn, 96 * 3001);
 });
 
 test('WSS backpressure through the TLS relay: a backend that does not read holds the client back; all 16 MiB arrive intact', async (t) => {
