@@ -1,7 +1,7 @@
 // WSS tunnels on the addon's TLS relay thread (src/native/tls-relay.cc) through a real `portico start`: a `ws`
 // client and Python `websockets` echo through it (its access line says the bytes went through the addon), a
 // TLS client's half-close reaches the backend which still answers, a burst of records ended by close_notify
-// arrives whole, a backend that does not read holds the
+// arrives whole, 1,500 pipelined echoes of mixed sizes all come back, a backend that does not read holds the
 // client back, and the end of the shutdown grace sends Close 1001 both ways from the relay thread.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -124,6 +124,37 @@ test('WSS echo from ws and Python websockets runs on the TLS relay thread', asyn
     assert.equal(line.spliced, true, `${path}: relayed on the addon's thread`);
     assert.ok(Number(line.bytesIn) > 0 && Number(line.bytesOut) > 0);
   }
+});
+
+test('WSS pipelined echo of 1,500 messages of 1 B to 60 KiB through the TLS relay: every one comes back, in order (no read left waiting for an edge that never comes)', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startWsEchoBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/pipelined`, { ca: testCaCert() });
+  // sizes that end TLS records and socket reads anywhere: tiny frames between ones larger than OpenSSL's buffer
+  const sizes = Array.from({ length: 1500 }, (_, i) => (i % 7 === 0 ? 1 + ((i * 7919) % 61_440) : 1 + ((i * 104_729) % 3000)));
+  const sent = sizes.map((n, i) => Buffer.alloc(n, i % 251));
+  const got: Buffer[] = [];
+  const all = new Promise<void>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error(`${got.length} of ${sent.length} echoes within 60 s`)), 60_000);
+    ws.on('message', (m: Buffer) => {
+      got.push(m);
+      if (got.length < sent.length) {
+        const next = got.length + 31; // 32 messages in flight
+        if (next < sent.length) ws.send(sent[next]);
+        return;
+      }
+      clearTimeout(guard);
+      resolve();
+    });
+  });
+  for (let i = 0; i < 32; i++) ws.send(sent[i]);
+  await all;
+  for (let i = 0; i < sent.length; i++) assert.ok(got[i].equals(sent[i]), `echo ${i} (${sent[i].length} bytes)`);
+  ws.close(1000);
+  assert.equal(await closed(ws), 1000);
+  const line = await portico.waitForLog(tunnelLine('/pipelined'));
+  assert.equal(line.spliced, true);
 });
 
 test('WSS half-close through the TLS relay: the client FIN reaches the backend, which still answers before closing', async (t) => {
