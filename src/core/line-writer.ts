@@ -131,7 +131,9 @@ export class LineWriter {
     this.#seal();
     if (bytes > this.#chunk) {
       // longer than a chunk: a write of its own (to a pipe, it may then mix with other writers' lines)
-      this.#queue({ buf: typeof line === 'string' ? Buffer.from(line) : Buffer.from(line), lines: 1 });
+      const buf = Buffer.allocUnsafeSlow(bytes);
+      LineWriter.#copy(line, buf, 0);
+      this.#queue({ buf, lines: 1 });
       return;
     }
     const next = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#chunk);

@@ -1,6 +1,6 @@
 // The TLS tunnel relay thread. Ownership as in relay.cc: the JS thread builds a relay (the client's tls::Session
 // and fd taken from io.cc, a dup of the backend's fd) and registers it in the map and the epoll set under the
-// lock; from then on only this thread touches its session and fds and frees it. A direction holds a 16 KiB
+// lock; from then on only this thread touches its session and fds and frees it. A direction holds a 64 KiB
 // buffer only while bytes are in flight, and OpenSSL releases its record buffers on idle (RELEASE_BUFFERS), so
 // an idle tunnel costs its two sockets and its session. Ends go to JS through this file's own thread-safe
 // function (the splice relay keeps its own, so neither depends on the other's ids).
@@ -33,7 +33,12 @@ namespace {
 
 using tls::Io;
 
-constexpr size_t kBuf = 16 * 1024;  // one TLS record's plaintext; what a direction holds while bytes are in flight
+// What a direction holds while bytes are in flight: four TLS records' plaintext. Bulk moves in one recv() and one
+// send() per 64 KiB on the plain leg, and (with OpenSSL's read buffer as large, kReadAhead) one recv() per four
+// records on the TLS leg, instead of one of each per 16 KiB record; small messages still take one read each.
+constexpr size_t kBuf = 64 * 1024;
+// OpenSSL's read buffer under read-ahead: kBuf of records and their headers, tags and padding (16 KiB records).
+constexpr size_t kReadAhead = kBuf + 4 * (SSL3_RT_HEADER_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD);
 constexpr int kRoundsPerTurn = 16;  // reads per direction before other relays get a turn
 constexpr int kIdleSweepMs = 100;
 constexpr int kMaxEvents = 256;
@@ -116,6 +121,7 @@ struct Held {
   // tlsRelayPause (the client direction of a raw relay): nothing more is read from the source; bytes already
   // held still go out, and a hang-up of the source is still seen (the Loop unpauses on it)
   bool paused = false;
+  bool failed = false;  // the source failed after the bytes held were read: they go out, then the relay ends
   Frames frames;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
@@ -264,9 +270,9 @@ void Ended(Relay* r, int side) {
 
 // Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in
 // progress and stops the direction there. Returns the bytes to pass on.
-size_t Track(Relay* r, Held& h, size_t got) {
+size_t Track(Relay* r, Held& h, size_t at, size_t got) {
   if (!r->websocket) return got;
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(h.data);
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(h.data + at);
   if (!r->going_away) {
     h.frames.Feed(p, got, false);
     return got;
@@ -366,21 +372,55 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       }
       return BothShut(r, graveyard) ? Pumped::kClosed : Pumped::kWaiting;
     }
+    if (h.failed) {
+      Finish(r, Reason::kClientError, ErrnoOf(r->tls), graveyard, true);
+      return Pumped::kClosed;
+    }
     if (h.stopped || h.paused) return Pumped::kWaiting;
     // nothing new on the client's socket and nothing buffered in OpenSSL (read-ahead): SSL_read would only block
     if (!r->rd[0] && !(r->read_wants_write && r->wr[0]) && SSL_has_pending(r->tls->ssl()) == 0) return Pumped::kWaiting;
     if (h.data == nullptr) h.data = new char[kBuf];
-    size_t got = 0;
-    Io io = r->tls->Read(h.data, kBuf, &got);
-    r->read_wants_write = io == Io::kWantWrite;
-    if (io == Io::kWantRead) r->rd[0] = false;
-    if (io == Io::kWantWrite) r->wr[0] = false;
-    if (io == Io::kOk) {
+    // SSL_read gives one record at most: records already in OpenSSL's buffer (one recv() of read-ahead took them)
+    // are taken too, so that they leave in one send(); the socket is not read again for them
+    size_t filled = 0;
+    Io io;
+    BIO* rbio = SSL_get_rbio(r->tls->ssl());
+    const uint64_t socket_before = BIO_number_read(rbio);
+    const bool held_before = SSL_has_pending(r->tls->ssl()) != 0;
+    for (;;) {
+      size_t got = 0;
+      io = r->tls->Read(h.data + filled, kBuf - filled, &got);
+      r->read_wants_write = io == Io::kWantWrite;
+      if (io == Io::kWantRead) r->rd[0] = false;
+      if (io == Io::kWantWrite) r->wr[0] = false;
+      if (io != Io::kOk) break;
+      filled += Track(r, h, filled, got);
+      if (filled == kBuf || h.stopped || SSL_has_pending(r->tls->ssl()) == 0) break;
+    }
+    if (io == Io::kOk && !held_before && !r->hup[0]) {
+      // OpenSSL held nothing, so its first recv() asked for a whole buffer (at least one record's worth): when the
+      // socket gave less than a record in all, that recv() drained it (as PumpDown's short read), and edge-
+      // triggered epoll reports whatever came or comes after it. Without this the next round's SSL_read would make
+      // a recv() only to learn EAGAIN: one syscall in five of a WSS echo. (With a partial record held, OpenSSL asks
+      // for its rest only, which tells nothing.)
+      uint64_t took = BIO_number_read(rbio) - socket_before;
+      if (took > 0 && took < SSL3_RT_MAX_PLAIN_LENGTH) r->rd[0] = false;
+    }
+    if (filled > 0) {
+      // what was read before an end or an error goes out first
+      if (io == Io::kEof) {
+        h.eof = true;
+        Ended(r, 0);
+      }
+      h.failed = io == Io::kError;
       h.off = 0;
-      h.len = Track(r, h, got);
-      h.bytes.fetch_add(h.len, std::memory_order_relaxed);
+      h.len = filled;
+      h.bytes.fetch_add(filled, std::memory_order_relaxed);
       r->last_active = NowMs();
-      if (h.len == 0) h.Free();
+      continue;
+    }
+    if (io == Io::kOk) {
+      h.Free();  // a record of no plaintext (or nothing kept at a frame boundary while going away)
       continue;
     }
     h.Free();
@@ -447,7 +487,7 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
       // raises a new edge; only a FIN that came with this edge must still be read (hup)
       if (static_cast<size_t>(n) < kBuf && !r->hup[1]) r->rd[1] = false;
       h.off = 0;
-      h.len = Track(r, h, static_cast<size_t>(n));
+      h.len = Track(r, h, 0, static_cast<size_t>(n));
       h.bytes.fetch_add(h.len, std::memory_order_relaxed);
       r->last_active = NowMs();
       if (h.len == 0) h.Free();
@@ -686,6 +726,7 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   // one read() takes whatever records are there (not a 5-byte header, then the record): half the reads per
   // message; SSL_has_pending tells the pumps when records wait in OpenSSL's buffer rather than in the socket
   SSL_set_read_ahead(session->ssl(), 1);
+  SSL_set_default_read_buffer_len(session->ssl(), kReadAhead);
   r->idle_ms = idle_ms;
   r->last_active = NowMs();
   for (int s = 0; s < 2; s++) {

@@ -1,6 +1,7 @@
 // WSS tunnels on the addon's TLS relay thread (src/native/tls-relay.cc) through a real `portico start`: a `ws`
 // client and Python `websockets` echo through it (its access line says the bytes went through the addon), a
-// TLS client's half-close reaches the backend which still answers, a backend that does not read holds the
+// TLS client's half-close reaches the backend which still answers, a burst of records ended by close_notify
+// arrives whole, 1,500 pipelined echoes of mixed sizes all come back, a backend that does not read holds the
 // client back, and the end of the shutdown grace sends Close 1001 both ways from the relay thread.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -125,6 +126,37 @@ test('WSS echo from ws and Python websockets runs on the TLS relay thread', asyn
   }
 });
 
+test('WSS pipelined echo of 1,500 messages of 1 B to 60 KiB through the TLS relay: every one comes back, in order (no read left waiting for an edge that never comes)', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startWsEchoBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const ws = await openWebSocket(t, `wss://localhost:${portico.tlsPort}/pipelined`, { ca: testCaCert() });
+  // sizes that end TLS records and socket reads anywhere: tiny frames between ones larger than OpenSSL's buffer
+  const sizes = Array.from({ length: 1500 }, (_, i) => (i % 7 === 0 ? 1 + ((i * 7919) % 61_440) : 1 + ((i * 104_729) % 3000)));
+  const sent = sizes.map((n, i) => Buffer.alloc(n, i % 251));
+  const got: Buffer[] = [];
+  const all = new Promise<void>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error(`${got.length} of ${sent.length} echoes within 60 s`)), 60_000);
+    ws.on('message', (m: Buffer) => {
+      got.push(m);
+      if (got.length < sent.length) {
+        const next = got.length + 31; // 32 messages in flight
+        if (next < sent.length) ws.send(sent[next]);
+        return;
+      }
+      clearTimeout(guard);
+      resolve();
+    });
+  });
+  for (let i = 0; i < 32; i++) ws.send(sent[i]);
+  await all;
+  for (let i = 0; i < sent.length; i++) assert.ok(got[i].equals(sent[i]), `echo ${i} (${sent[i].length} bytes)`);
+  ws.close(1000);
+  assert.equal(await closed(ws), 1000);
+  const line = await portico.waitForLog(tunnelLine('/pipelined'));
+  assert.equal(line.spliced, true);
+});
+
 test('WSS half-close through the TLS relay: the client FIN reaches the backend, which still answers before closing', async (t) => {
   if (!needNativeTls(t)) return;
   const backend = await startRawUpgradeBackend(t);
@@ -140,6 +172,25 @@ test('WSS half-close through the TLS relay: the client FIN reaches the backend, 
   const line = await portico.waitForLog(tunnelLine('/half'));
   assert.equal(line.spliced, true);
   assert.equal(line.closedBy, 'upstream');
+});
+
+test('WSS burst then close_notify through the TLS relay: records read ahead together all reach the backend, in order, before its FIN', async (t) => {
+  if (!needNativeTls(t)) return;
+  const backend = await startRawUpgradeBackend(t);
+  const portico = await startPortico(t, config(backend.port), START);
+  const client = await rawWss(t, portico, '/burst');
+  // 96 records of 3,001 bytes and the close_notify leave in one turn: the relay reads several records with one
+  // recv() (read-ahead) and takes them together, with the end of the stream right behind them
+  const parts = Array.from({ length: 96 }, (_, i) => Buffer.alloc(3001, 65 + (i % 26)));
+  for (const p of parts) client.socket.write(p);
+  client.socket.end();
+  await backend.ended;
+  assert.equal(createHash('sha256').update(backend.got()).digest('hex'), createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+  (await backend.socket).end();
+  await client.ended;
+  const line = await portico.waitForLog(tunnelLine('/burst'));
+  assert.equal(line.spliced, true);
+  assert.equal(line.bytesIn, 96 * 3001);
 });
 
 test('WSS backpressure through the TLS relay: a backend that does not read holds the client back; all 16 MiB arrive intact', async (t) => {
