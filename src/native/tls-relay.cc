@@ -384,9 +384,6 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
     // are taken too, so that they leave in one send(); the socket is not read again for them
     size_t filled = 0;
     Io io;
-    BIO* rbio = SSL_get_rbio(r->tls->ssl());
-    const uint64_t socket_before = BIO_number_read(rbio);
-    const bool held_before = SSL_has_pending(r->tls->ssl()) != 0;
     for (;;) {
       size_t got = 0;
       io = r->tls->Read(h.data + filled, kBuf - filled, &got);
@@ -397,14 +394,11 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       filled += Track(r, h, filled, got);
       if (filled == kBuf || h.stopped || SSL_has_pending(r->tls->ssl()) == 0) break;
     }
-    if (io == Io::kOk && !held_before && !r->hup[0]) {
-      // OpenSSL held nothing, so its first recv() asked for a whole buffer (at least one record's worth): when the
-      // socket gave less than a record in all, that recv() drained it (as PumpDown's short read), and edge-
-      // triggered epoll reports whatever came or comes after it. Without this the next round's SSL_read would make
-      // a recv() only to learn EAGAIN: one syscall in five of a WSS echo. (With a partial record held, OpenSSL asks
-      // for its rest only, which tells nothing.)
-      uint64_t took = BIO_number_read(rbio) - socket_before;
-      if (took > 0 && took < SSL3_RT_MAX_PLAIN_LENGTH) r->rd[0] = false;
+    if (io == Io::kOk && !r->hup[0] && r->tls->Drained()) {
+      // the last recv() came back shorter than asked and OpenSSL holds nothing: the socket is drained (as PumpDown's
+      // short read), and edge-triggered epoll reports whatever comes after. Without this the next round's SSL_read
+      // would make a recv() only to learn EAGAIN: one syscall in five of a WSS echo
+      r->rd[0] = false;
     }
     if (filled > 0) {
       // what was read before an end or an error goes out first

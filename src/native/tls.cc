@@ -58,8 +58,7 @@ const char* const kSymbols[] = {
     "OSSL_PARAM_construct_octet_string", "OSSL_PARAM_construct_utf8_string", "OSSL_PARAM_construct_end",
     "OpenSSL_version", "SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_ext", "SSL_version",
     // tls-relay.cc
-    "SSL_set_read_ahead", "SSL_has_pending", "SSL_set_default_read_buffer_len",
-    "SSL_get_rbio", "BIO_number_read"};
+    "SSL_set_read_ahead", "SSL_has_pending", "SSL_set_default_read_buffer_len"};
 
 std::string CheckSymbols() {
   std::string missing;
