@@ -801,7 +801,8 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   }
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Napi::Number::New(env, -errno);
-  SetupSocket(fd);
+  int one = 1;  // non-blocking from socket(): no F_GETFL as SetupSocket's
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int rc;
   do rc = connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
   while (rc < 0 && errno == EINTR);
@@ -1095,6 +1096,32 @@ bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session) {
   c.tls = nullptr;  // FreeConn must not free what now belongs to the caller
   FreeConn(s, id);
   return true;
+}
+
+bool SuspendPlain(Napi::Env env, int32_t id, int* fd) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return false;
+  State& s = *state;
+  if (id < 0 || static_cast<size_t>(id) >= s.conns.size()) return false;
+  Conn& c = s.conns[id];
+  // a peeking connection's bytes are still queued in the kernel: the relay would read them a second time
+  if (c.fd < 0 || c.listener || c.tls != nullptr || c.connecting || c.dead || c.peeking || c.shutdown_pending || c.want_drain ||
+      c.out.size() > c.out_off) {
+    return false;
+  }
+  Unregister(s, c);
+  if (c.mask != 0) return false;  // epoll refused the EPOLL_CTL_DEL: the connection stays as it was
+  *fd = c.fd;
+  return true;
+}
+
+void ResumePlain(Napi::Env env, int32_t id) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return;
+  Rearm(*state, state->conns[id]);
+}
+
+void ReleasePlain(Napi::Env env, int32_t id) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return;
+  FreeConn(*state, id);
 }
 
 void Register(Napi::Env env, Napi::Object exports) {
