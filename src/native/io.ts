@@ -928,14 +928,27 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsSe
 }
 
 /**
- * A native TCP connection to an IP literal; 'connect' or 'error' follows. Undefined when native I/O is not
- * available or `host` is a name (resolving names is net.connect's job).
+ * A native TCP connection to an IP literal; 'connect' or 'error' follows (a loopback one is mostly established
+ * when this returns: its 'connect' comes in the same turn of the loop, without a wake-up). Undefined when native I/O
+ * is not available or `host` is a name (resolving names is net.connect's job).
  */
 export function connectNative(host: string, port: number, opts: NativeSocketOptions): NativeSocket | undefined {
   const state = ioOf();
   if (state === null || isIP(host) === 0) return undefined;
-  const id = state.addon.ioConnect(host, port);
+  const r = state.addon.ioConnect(host, port);
   // failed at once (EMFILE, no route...): net.connect reports the same failure the usual way
-  if (id < 0) return undefined;
-  return new NativeSocket(state, id, host, port, true, opts);
+  if (r < 0) return undefined;
+  if (r < CONNECTED_NOW) return new NativeSocket(state, r, host, port, true, opts);
+  // established inside connect(2) (loopback): 'connect' once the current callback and its promise jobs are done
+  // (setImmediate, not nextTick: a caller may attach its listener after an await, as with the event)
+  const socket = new NativeSocket(state, r - CONNECTED_NOW, host, port, true, opts);
+  setImmediate(connectedNow, socket);
+  return socket;
+}
+
+/** ioConnect's flag for a connection established at once (io.cc kConnectedNow): no CONNECT event comes for it. */
+const CONNECTED_NOW = 1 << 30;
+
+function connectedNow(socket: NativeSocket): void {
+  if (!socket.destroyed) socket._onConnect(0);
 }
