@@ -2,7 +2,7 @@
 // upstream, the response head sent to the client, the hop-by-hop and framing fields both drop, and the
 // WebSocket accept check. Pure functions over parsed heads and a route's compiled rules: no sockets, no state
 // beyond per-route caches of name sets (computed once per route, read per request).
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../route/router.js';
 import { forwardedElement } from '../route/forwarding.js';
@@ -157,9 +157,13 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
   return out + '\r\n';
 }
 
+/** crypto.hash (Node >= 20.12): one call, no Hash object per digest (a third of createHash's cost); else undefined. */
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64') => string }).hash;
+
 /** RFC 6455 §4.2.2: the accept value a server must answer for a client's Sec-WebSocket-Key. */
 export function websocketAccept(key: string): string {
-  return createHash('sha1').update(key + WS_GUID).digest('base64');
+  if (oneShotHash !== undefined) return oneShotHash('sha1', key + WS_GUID, 'base64');
+  return crypto.createHash('sha1').update(key + WS_GUID).digest('base64');
 }
 
 export function headerValue(headers: readonly string[], lowerName: string): string | undefined {

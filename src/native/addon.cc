@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -177,6 +178,28 @@ uint64_t IdArg(const Napi::CallbackInfo& info) {
   return static_cast<uint64_t>(v);
 }
 
+// The WebSocket leftovers argument of spliceStart/spliceTakeIo: { up, down } Buffers (either may be null).
+portico::WebSocketStart WebSocketArg(const Napi::Value& v) {
+  portico::WebSocketStart ws;
+  Napi::Object o = v.As<Napi::Object>();
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"up", &ws.up}, {"down", &ws.down}}) {
+    Napi::Value b = o.Get(key);
+    if (b.IsBuffer()) out->assign(b.As<Napi::Buffer<char>>().Data(), b.As<Napi::Buffer<char>>().Length());
+  }
+  return ws;
+}
+
+// TCP keep-alive probes after `seconds` of silence, then every second, 10 at most (net.Socket's setKeepAlive).
+void KeepAlive(int fd, int seconds) {
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
+  int interval = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  int count = 10;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
 // spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?) -> id. Takes both
 // fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
 // websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted = raw.
@@ -199,19 +222,56 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   }
   portico::WebSocketStart ws;
   const bool framed = info.Length() > 4 && info[4].IsObject();
-  if (framed) {
-    Napi::Object o = info[4].As<Napi::Object>();
-    for (auto [key, out] : {std::pair<const char*, std::string*>{"up", &ws.up}, {"down", &ws.down}}) {
-      Napi::Value v = o.Get(key);
-      if (v.IsBuffer()) out->assign(v.As<Napi::Buffer<char>>().Data(), v.As<Napi::Buffer<char>>().Length());
-    }
-  }
+  if (framed) ws = WebSocketArg(info[4]);
   std::string error;
   uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
   br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
   if (br->refs++ == 0) br->tsfn.Ref(env);
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?) -> id | 0. Two connections of
+// the native I/O (io.cc ids) go to the splice relay as they are: their fds leave the I/O's table unclosed and
+// the relay owns them (no dup, no close, no fcntl, one call for both), with TCP keep-alive turned on when
+// keepAliveSeconds > 0. 0: nothing was taken (not plain connected sockets, bytes still queued to one of them,
+// or the relay could not start): both are as they were. cb and websocket as spliceStart's.
+Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Bridge& br = OwnBridge(env);
+  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsFunction()) {
+    throw Napi::TypeError::New(env, "spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, callback, websocket?)");
+  }
+  const int32_t ids[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
+  double idle = info[2].As<Napi::Number>().DoubleValue();
+  uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
+  const int keep_alive = info[3].As<Napi::Number>().Int32Value();
+  const bool framed = info.Length() > 5 && info[5].IsObject();
+  portico::WebSocketStart ws;
+  if (framed) ws = WebSocketArg(info[5]);
+  if (ids[0] == ids[1]) return Napi::Number::New(env, 0);
+  int fds[2] = {-1, -1};
+  if (!portico::io::SuspendPlain(env, ids[0], &fds[0])) return Napi::Number::New(env, 0);
+  if (!portico::io::SuspendPlain(env, ids[1], &fds[1])) {
+    portico::io::ResumePlain(env, ids[0]);
+    return Napi::Number::New(env, 0);
+  }
+  if (keep_alive > 0) {
+    for (int fd : fds) KeepAlive(fd, keep_alive);
+  }
+  std::string error;
+  portico::StartOptions options;
+  options.nonblocking = true;  // every fd of the native I/O is (SOCK_NONBLOCK, or made so at adoption)
+  options.keep_on_failure = true;
+  uint64_t id = engine.Start(fds[0], fds[1], idle_ms, framed ? &ws : nullptr, &error, options);
+  if (id == 0) {
+    for (int32_t io_id : ids) portico::io::ResumePlain(env, io_id);
+    return Napi::Number::New(env, 0);
+  }
+  for (int32_t io_id : ids) portico::io::ReleasePlain(env, io_id);
+  br.callbacks.emplace(id, Napi::Persistent(info[4].As<Napi::Function>()));
+  if (br.refs++ == 0) br.tsfn.Ref(env);
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -351,6 +411,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("recvPeek", Napi::Function::New(env, RecvPeek, "recvPeek"));
   exports.Set("spliceStart", Napi::Function::New(env, SpliceStart, "spliceStart"));
+  exports.Set("spliceTakeIo", Napi::Function::New(env, SpliceTakeIo, "spliceTakeIo"));
   exports.Set("spliceClose", Napi::Function::New(env, SpliceClose, "spliceClose"));
   exports.Set("spliceGoingAway", Napi::Function::New(env, SpliceGoingAway, "spliceGoingAway"));
   exports.Set("spliceStats", Napi::Function::New(env, SpliceStats, "spliceStats"));

@@ -49,6 +49,20 @@ export interface NativeAddon {
     onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
     websocket?: { up: Buffer | null; down: Buffer | null },
   ): number;
+  /**
+   * Two connections of the native I/O (NativeSocket ioIds) go to the splice relay as they are: their fds leave
+   * the I/O unclosed (no dup), with TCP keep-alive after `keepAliveSeconds` of silence when > 0. 0: nothing was
+   * taken (not plain connected sockets, bytes still queued natively, or the relay could not start): both are as
+   * they were. Else as spliceStart. Absent from addons built before it.
+   */
+  spliceTakeIo?(
+    clientIoId: number,
+    upstreamIoId: number,
+    idleMs: number,
+    keepAliveSeconds: number,
+    onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
+    websocket?: { up: Buffer | null; down: Buffer | null },
+  ): number;
   /** End of the shutdown grace: Close 1001 each way at frame boundaries (a raw relay is closed); false once ended. */
   spliceGoingAway(id: number): boolean;
   /** Asks the relay thread to close; false when the relay has already ended. */

@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -786,7 +787,21 @@ Napi::Value TlsError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), c.tls->error());
 }
 
-// ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | -errno when it failed at once.
+// ioConnect's answer for a connection that is established already (kConnectedNow + id): no CONNECT event follows.
+constexpr int32_t kConnectedNow = 1 << 30;
+
+// A loopback destination (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104): its handshake completes inside connect(2)
+// itself (the SYN, SYN-ACK and ACK are processed before the syscall returns, although it says EINPROGRESS).
+bool Loopback(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return (ntohl(reinterpret_cast<const sockaddr_in&>(ss).sin_addr.s_addr) >> 24) == 127;
+  const in6_addr& a = reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+}
+
+// ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | kConnectedNow + id (established already:
+// no CONNECT event, JS says 'connect' itself) | -errno when it failed at once. A loopback connection is checked
+// with one poll(2) after connect(2): the epoll round trip for its EPOLLOUT (a wake-up of the loop, an
+// EPOLL_CTL_MOD, a getsockopt) is saved, the request goes out in the same turn.
 Napi::Value Connect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
@@ -814,7 +829,8 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   }
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Napi::Number::New(env, -errno);
-  SetupSocket(fd);
+  int one = 1;  // non-blocking from socket(): no F_GETFL as SetupSocket's
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int rc;
   do rc = connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
   while (rc < 0 && errno == EINTR);
@@ -823,9 +839,14 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
     close(fd);
     return Napi::Number::New(env, -err);
   }
+  bool now = rc == 0;
+  if (!now && Loopback(ss)) {
+    pollfd p{fd, POLLOUT, 0};
+    now = poll(&p, 1, 0) == 1 && p.revents == POLLOUT;  // writable, no error or hang-up: established
+  }
   int32_t id = NewConn(s, fd);
   Conn& c = s.conns[id];
-  c.connecting = true;
+  c.connecting = !now;
   c.sole_fd = true;
   Rearm(s, c);
   if (c.mask == 0) {
@@ -834,7 +855,7 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
     FreeConn(s, id);
     return Napi::Number::New(env, -err);
   }
-  return Napi::Number::New(env, id);
+  return Napi::Number::New(env, now ? kConnectedNow + id : id);
 }
 
 // Sends p[0..len) now, queueing what the kernel does not take; bytes queued (0 = all sent) or -errno.
@@ -1108,6 +1129,32 @@ bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session) {
   c.tls = nullptr;  // FreeConn must not free what now belongs to the caller
   FreeConn(s, id);
   return true;
+}
+
+bool SuspendPlain(Napi::Env env, int32_t id, int* fd) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return false;
+  State& s = *state;
+  if (id < 0 || static_cast<size_t>(id) >= s.conns.size()) return false;
+  Conn& c = s.conns[id];
+  // a peeking connection's bytes are still queued in the kernel: the relay would read them a second time
+  if (c.fd < 0 || c.listener || c.tls != nullptr || c.connecting || c.dead || c.peeking || c.shutdown_pending || c.want_drain ||
+      c.out.size() > c.out_off) {
+    return false;
+  }
+  Unregister(s, c);
+  if (c.mask != 0) return false;  // epoll refused the EPOLL_CTL_DEL: the connection stays as it was
+  *fd = c.fd;
+  return true;
+}
+
+void ResumePlain(Napi::Env env, int32_t id) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return;
+  Rearm(*state, state->conns[id]);
+}
+
+void ReleasePlain(Napi::Env env, int32_t id) {
+  if (state == nullptr || state->env != static_cast<napi_env>(env)) return;
+  FreeConn(*state, id);
 }
 
 void Register(Napi::Env env, Napi::Object exports) {

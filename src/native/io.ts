@@ -122,6 +122,9 @@ interface Io {
   /** By the addon's id (small integers, reused after a close): an array, no hashing per event or connection. */
   sockets: Array<NativeSocket | undefined>;
   listeners: Map<number, NativeListener>;
+  /** The batch being dispatched: its event count (0 between batches) and the index of the event being handled. */
+  batch: number;
+  at: number;
 }
 
 let io: Io | null | undefined;
@@ -138,7 +141,7 @@ function ioOf(): Io | null {
   const listeners = new Map<number, NativeListener>();
   let state: Io | undefined;
   const shared = addon.ioInit((count) => dispatch(state!, count));
-  state = { addon: addon as IoAddon, events: new Int32Array(shared.events), data: Buffer.from(shared.data), sockets, listeners };
+  state = { addon: addon as IoAddon, events: new Int32Array(shared.events), data: Buffer.from(shared.data), sockets, listeners, batch: 0, at: 0 };
   io = state;
   return io;
 }
@@ -168,7 +171,9 @@ export function nativeIoLive(): number {
 
 function dispatch(state: Io, count: number): void {
   const { sockets, events, data } = state;
+  state.batch = count;
   for (let i = 0; i < count; i++) {
+    state.at = i;
     const at = i * 4;
     const kind = events[at + 1]!;
     if (kind === ACCEPT) {
@@ -195,6 +200,16 @@ function dispatch(state: Io, count: number): void {
     else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
+  state.batch = 0;
+}
+
+/** Whether the batch being dispatched still has an event for connection `id` after the one being handled. */
+function laterInBatch(state: Io, id: number): boolean {
+  const events = state.events;
+  for (let i = state.at + 1; i < state.batch; i++) {
+    if (events[i * 4] === id) return true;
+  }
+  return false;
 }
 
 /** An ACCEPT event: connection `id`, its record at data[off, off + len) (listener id, fd, port, address). */
@@ -372,6 +387,24 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#heldBytes = 0;
     process.nextTick(closed, this, NONE, undefined);
     return fd;
+  }
+
+  /**
+   * Nothing of this connection waits in JavaScript (no held bytes or undelivered events of the batch being
+   * dispatched, no queued, corked or unconfirmed writes), and it is connected, plain, committed and its writing
+   * side open: it can change hands as it stands (the splice relay takes it by id, spliceTakeIo).
+   */
+  get settled(): boolean {
+    return !this.#destroyed && !this.#connecting && !this.#encrypted && !this._peeking && !this.#writableEnded &&
+      this.#held.length === 0 && this.#queued === 0 && this.#corked === 0 && this.#writeCbs.length === 0 && !this.inBatch;
+  }
+
+  /**
+   * The batch being dispatched still holds an event of this connection (bytes the addon read, a FIN, an error)
+   * after the one being handled: it is delivered before the batch ends (a tick from now at the latest).
+   */
+  get inBatch(): boolean {
+    return laterInBatch(this.#io, this.#id);
   }
 
   /** @internal The addon's id of this connection (the TLS relay takes it over by id). */
@@ -895,14 +928,27 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsSe
 }
 
 /**
- * A native TCP connection to an IP literal; 'connect' or 'error' follows. Undefined when native I/O is not
- * available or `host` is a name (resolving names is net.connect's job).
+ * A native TCP connection to an IP literal; 'connect' or 'error' follows (a loopback one is mostly established
+ * when this returns: its 'connect' comes in the same turn of the loop, without a wake-up). Undefined when native I/O
+ * is not available or `host` is a name (resolving names is net.connect's job).
  */
 export function connectNative(host: string, port: number, opts: NativeSocketOptions): NativeSocket | undefined {
   const state = ioOf();
   if (state === null || isIP(host) === 0) return undefined;
-  const id = state.addon.ioConnect(host, port);
+  const r = state.addon.ioConnect(host, port);
   // failed at once (EMFILE, no route...): net.connect reports the same failure the usual way
-  if (id < 0) return undefined;
-  return new NativeSocket(state, id, host, port, true, opts);
+  if (r < 0) return undefined;
+  if (r < CONNECTED_NOW) return new NativeSocket(state, r, host, port, true, opts);
+  // established inside connect(2) (loopback): 'connect' once the current callback and its promise jobs are done
+  // (setImmediate, not nextTick: a caller may attach its listener after an await, as with the event)
+  const socket = new NativeSocket(state, r - CONNECTED_NOW, host, port, true, opts);
+  setImmediate(connectedNow, socket);
+  return socket;
+}
+
+/** ioConnect's flag for a connection established at once (io.cc kConnectedNow): no CONNECT event comes for it. */
+const CONNECTED_NOW = 1 << 30;
+
+function connectedNow(socket: NativeSocket): void {
+  if (!socket.destroyed) socket._onConnect(0);
 }

@@ -57,6 +57,17 @@ constexpr size_t kScratch = 64 * 1024;
 constexpr uint64_t kGoingAwayWaitMs = 500;
 constexpr uint64_t kGoingAwayLingerMs = 1000;
 constexpr int kLeavingSweepMs = 20;
+// What a relay's sockets wait for from registration on. EPOLLOUT is not among them: a fresh socket is writable,
+// so asking for it at EPOLL_CTL_ADD would wake this thread once per socket of every new tunnel for nothing (two
+// context switches per WebSocket handshake); it is added to a socket's mask once a write to it found it full.
+constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
+// Relay::registration.
+constexpr uint8_t kRegistering = 0;
+constexpr uint8_t kRegistered = 1;
+constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed, the relay thread frees it
+// Pause-loop rounds the relay thread spins for a registration in progress (one epoll_ctl, microseconds) before
+// it sleeps on the mutex Start() holds: a futex sleep and wake-up would cost more than the wait.
+constexpr int kRegistrationSpins = 4096;
 
 uint64_t NowMs() {
   timespec ts;
@@ -110,6 +121,11 @@ struct Relay {
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
+  // Where Start() is (kRegistering, kRegistered, kGivenUp). An event can reach the relay thread between the
+  // two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts (AwaitRegistered: a
+  // write's AskRoom or a close would race the second ADD).
+  std::atomic<uint8_t> registration{0};
+  bool room_asked[2] = {false, false};  // EPOLLOUT is in fd[s]'s epoll mask (AskRoom)
   bool queued = false;  // in the again-list
   bool framed = false;       // a WebSocket tunnel: PumpFramed, with frame trackers
   bool going_away = false;   // RequestGoingAway: each direction runs to a frame boundary, then stops
@@ -150,6 +166,9 @@ struct State {
   EndSink sink = nullptr;
   PipePool pipes;
   std::vector<Relay*> leaving;  // relay thread only: relays going away (their deadlines are swept)
+  // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
+  // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
+  std::vector<Relay*> unborn;
   char scratch[kScratch];       // relay thread only: the user-space buffer of WebSocket relays
 };
 
@@ -215,10 +234,27 @@ void FreeBuffer(Direction* x) {
   x->buf_off = 0;
 }
 
-// JS thread, before the relay is registered: a relay owns no pipe yet, only its sockets.
-void FreeRelay(Relay* r) {
-  for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
+// JS thread, before the relay is registered: a relay owns no pipe yet, only its sockets (closed unless `keep`:
+// they are the caller's again).
+void FreeRelay(Relay* r, bool keep = false) {
+  if (!keep) {
+    for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
+  }
   delete r;
+}
+
+// Relay thread only. A write to fd[s] found it full: from now on epoll reports room on it (edge triggered, once per
+// new room). Asked once per socket and kept: a socket that filled up once is likely to again (bulk), and
+// EPOLL_CTL_MOD reports room that came meanwhile, so no edge is lost between the EAGAIN and this call. False
+// when epoll refused (ENOMEM): the caller ends the relay, which could otherwise wait forever.
+bool AskRoom(Relay* r, int s) {
+  if (r->room_asked[s]) return true;
+  epoll_event ev{};
+  ev.events = kReadEvents | EPOLLOUT;
+  ev.data.ptr = &r->ep[s];
+  if (epoll_ctl(g.epfd, EPOLL_CTL_MOD, r->fd[s], &ev) != 0) return false;
+  r->room_asked[s] = true;
+  return true;
 }
 
 // Relay thread only. Closes every fd, takes the relay out of the map, reports once. The memory is freed by the
@@ -256,6 +292,10 @@ int SocketError(int fd) {
   return err;
 }
 
+// LastFin: when a direction's source ends and the other direction is already over (its source ended, its FIN
+// went out), the relay closes both sockets at once. The destination's own source sent FIN and was read to the
+// end, so close(2) sends a FIN after whatever the kernel still has to send, as shutdown(SHUT_WR) would: that
+// shutdown is left out (one syscall per tunnel).
 enum class Pumped { kWaiting, kMore, kClosed };
 enum class Step { kNext, kWaiting, kClosed };
 
@@ -281,7 +321,9 @@ Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
     // The destination's send buffer is full: wait for EPOLLOUT on it. Nothing more is read meanwhile, and
     // the pipe stays with this direction until it is drained.
     x.blocked.store(true, std::memory_order_relaxed);
-    return Step::kWaiting;
+    if (AskRoom(r, 1 - d)) return Step::kWaiting;
+    Finish(r, ErrorOf(1 - d), errno, graveyard, true);
+    return Step::kClosed;
   }
   Finish(r, ErrorOf(1 - d), n < 0 ? errno : EPIPE, graveyard, true);
   return Step::kClosed;
@@ -304,13 +346,13 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
       return s == Step::kWaiting ? Pumped::kWaiting : Pumped::kClosed;
     }
     if (x.eof) {
-      if (!x.shut) {
-        // Half-close: the source's FIN becomes a FIN to the destination once the pipe is empty.
-        // ENOTCONN (the destination is already gone) is reported by its own direction, not here.
-        shutdown(dst, SHUT_WR);
-        x.shut = true;
-      }
-      if (r->dir[1 - d].shut) {
+      const bool last = r->dir[1 - d].shut;
+      // Half-close: the source's FIN becomes a FIN to the destination once the pipe is empty. ENOTCONN (the
+      // destination is already gone) is reported by its own direction, not here. The last FIN is the close's own
+      // (LastFin).
+      if (!x.shut && !last) shutdown(dst, SHUT_WR);
+      x.shut = true;
+      if (last) {
         Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
         return Pumped::kClosed;
       }
@@ -433,18 +475,18 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return Pumped::kWaiting;
+      if (n < 0 && errno == EAGAIN && AskRoom(r, 1 - d)) return Pumped::kWaiting;
       Finish(r, ErrorOf(1 - d), n < 0 ? errno : EPIPE, graveyard, true);
       return Pumped::kClosed;
     }
     if (x.eof) {
-      if (!x.shut) {
-        shutdown(dst, SHUT_WR);
-        x.shut = true;
-      }
       // lingering, a direction can be shut (fin_after) before its source ended: the relay ends when both did
       const Direction& other = r->dir[1 - d];
-      if (other.shut && other.eof) {
+      const bool last = other.shut && other.eof;
+      // the last FIN is the close's own (LastFin)
+      if (!x.shut && !last) shutdown(dst, SHUT_WR);
+      x.shut = true;
+      if (last) {
         Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
         return Pumped::kClosed;
       }
@@ -622,6 +664,19 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   for (Relay* r : expired) Finish(r, Reason::kIdleTimeout, 0, graveyard, true);
 }
 
+// An event of a relay whose registration is in progress: waits until Start() is done with it (registered, or
+// given up: then `closed` is set). Start() adds the client's fd last, so the usual early event (the client's FIN
+// right behind its handshake) mostly comes when nothing is left to wait for.
+void AwaitRegistered(Relay* r) {
+  for (int i = 0; i < kRegistrationSpins; i++) {
+    if (r->registration.load(std::memory_order_acquire) != kRegistering) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::lock_guard<std::mutex> lock(g.mu);  // Start() holds it until the registration ended
+}
+
 void Loop() {
   epoll_event events[kMaxEvents];
   std::vector<Relay*> graveyard;
@@ -632,6 +687,8 @@ void Loop() {
     int timeout = -1;
     {
       std::lock_guard<std::mutex> lock(g.mu);
+      for (Relay* r : g.unborn) delete r;
+      g.unborn.clear();
       if (g.stopping) break;
       if (g.with_idle > 0) timeout = kIdleSweepMs;
     }
@@ -649,6 +706,7 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
+      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r);
       if (r->closed) continue;
       if (events[i].events & EPOLLERR) {
         int err = SocketError(r->fd[ep->side]);
@@ -784,7 +842,8 @@ bool ParseReason(const std::string& name, Reason* out) {
   return false;
 }
 
-uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error) {
+uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error,
+                            StartOptions options) {
   Relay* r = new Relay();
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
@@ -799,11 +858,12 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   for (int s = 0; s < 2; s++) {
     r->ep[s] = Endpoint{r, s};
+    if (options.nonblocking) continue;
     // dup()ed fds share the file status flags with libuv's copy, which is already non-blocking; make sure.
     int flags = fcntl(r->fd[s], F_GETFL);
     if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(r->fd[s], F_SETFL, flags | O_NONBLOCK) != 0)) {
       *error = std::string("fcntl(O_NONBLOCK): ") + strerror(errno);
-      FreeRelay(r);
+      FreeRelay(r, options.keep_on_failure);
       return 0;
     }
   }
@@ -811,27 +871,40 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   g.sink = sink_;
   if (!EnsureStartedLocked(error)) {
     lock.unlock();
-    FreeRelay(r);
+    FreeRelay(r, options.keep_on_failure);
     return 0;
   }
   r->id = g.next_id++;
   g.relays.emplace(r->id, r);
   if (idle_ms > 0) g.with_idle++;
   // Registered while holding the lock: the relay thread cannot finish (erase) it before both fds are in.
-  for (int s = 0; s < 2; s++) {
+  // EPOLL_CTL_ADD reports what is already there to read (edge triggered included): bytes or a FIN that came
+  // before the hand-over are not missed. The upstream's fd first (see AwaitRegistered).
+  for (int s : {1, 0}) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = kReadEvents;
     ev.data.ptr = &r->ep[s];
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
-      epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
       g.relays.erase(r->id);
       if (idle_ms > 0) g.with_idle--;
-      lock.unlock();
-      FreeRelay(r);
+      if (s == 1) {
+        lock.unlock();
+        FreeRelay(r, options.keep_on_failure);
+        return 0;
+      }
+      // fd[1] was in the set: an event of it may be in the relay thread's hands, which frees the relay
+      epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[1], nullptr);
+      r->closed = true;
+      if (!options.keep_on_failure) {
+        for (int k = 0; k < 2; k++) CloseFd(r->fd[k]);
+      }
+      g.unborn.push_back(r);
+      r->registration.store(kGivenUp, std::memory_order_release);
       return 0;
     }
   }
+  r->registration.store(kRegistered, std::memory_order_release);
   return r->id;
 }
 

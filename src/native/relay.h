@@ -47,6 +47,15 @@ struct WebSocketStart {
   std::string down;
 };
 
+// How Start() may treat the fds it is given.
+struct StartOptions {
+  // Both fds are known to be non-blocking (made with SOCK_NONBLOCK and never changed): no fcntl per fd.
+  bool nonblocking = false;
+  // On failure the fds stay the caller's, open (the caller then puts them back where they came from); by
+  // default Start() owns them from the call and closes them when it fails.
+  bool keep_on_failure = false;
+};
+
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
 using EndSink = void (*)(const RelayEnd& end);
 
@@ -54,9 +63,12 @@ using EndSink = void (*)(const RelayEnd& end);
 class RelayEngine {
  public:
   explicit RelayEngine(EndSink sink) : sink_(sink) {}
-  // Takes ownership of both fds (closed on failure too). Returns the relay id (> 0), or 0 with `error` set.
+  // Takes ownership of both fds (closed on failure too, unless options.keep_on_failure). Returns the relay id (> 0),
+  // or 0 with `error` set. Registering a relay wakes the relay thread only when a socket already has something to
+  // read: room to write is asked of epoll only once a write found a socket full.
   // `websocket` (may be null: raw bytes): the tunnel carries WebSocket frames; the relay follows their headers.
-  uint64_t Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error);
+  uint64_t Start(int client_fd, int upstream_fd, uint32_t idle_ms, const WebSocketStart* websocket, std::string* error,
+                 StartOptions options = StartOptions());
   // Asks the relay thread to close relay `id` with `reason`; false when no such relay is active.
   bool RequestClose(uint64_t id, Reason reason);
   // End of the shutdown grace: a WebSocket relay ends the frame in progress each way (at most 0.5 s), writes a

@@ -12,6 +12,9 @@ import { noop } from '../core/util.js';
 
 export { nativeStatus, type NativeStatus };
 
+/** As in relay.ts: TCP keep-alive finds a peer that vanished without FIN (tunnels have no idle timeout by default). */
+const KEEPALIVE_PROBE_MS = 60_000;
+
 /** The libuv stream handle behind a net.Socket: its fd, and reading stopped without closing. */
 interface StreamHandle {
   fd?: number;
@@ -48,9 +51,14 @@ export function canSplice(client: ByteSocket, upstream: ByteSocket): boolean {
   for (const s of [client, upstream]) {
     // a TLS leg (Node's or the addon's) carries ciphertext on its fd: never spliced
     if (s instanceof TLSSocket || !(s instanceof net.Socket || s instanceof NativeSocket) || (s instanceof NativeSocket && s.encrypted)) return false;
-    if (s.destroyed || s.readableLength > 0 || fdOf(s) < 0) return false;
+    if (s.destroyed || s.readableLength > 0 || closedFd(s)) return false;
   }
   return true;
+}
+
+/** A socket without a kernel fd any more (a NativeSocket has one until destroyed: no ioFd call to ask). */
+function closedFd(s: ByteSocket): boolean {
+  return s instanceof NativeSocket ? s.destroyed : fdOf(s) < 0;
 }
 
 /**
@@ -71,6 +79,12 @@ export interface NativeRelay {
   stats(id: number): SpliceStats | null;
   /** Stops (true) or restarts (false) reading the client's side (raw relays: terminate's hop into uWebSockets.js). */
   pauseClient?(id: number, on: boolean): void;
+  /**
+   * Takes two sockets that have nothing waiting in JavaScript either way (NativeSocket.settled) as they stand,
+   * in one step, TCP keep-alive included: no pause, no flush, no dup. The relay id, or 0 when it cannot
+   * (nothing changed: the caller goes the usual way). Absent: always the usual way.
+   */
+  takeSettled?(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number;
 }
 
 /** WebSocket tunnels: the bytes already relayed each way, so a relay thread knows where the frames stand. */
@@ -79,11 +93,16 @@ export interface WebSocketSeen {
   down: Buffer | null;
 }
 
-/** Two plain kernel sockets: dups of both fds go to the splice thread (relay.cc). */
+/**
+ * Two plain kernel sockets go to the splice thread (relay.cc): two NativeSockets by their ids (the fds leave the
+ * native I/O unclosed, spliceTakeIo), else dups of both fds.
+ */
 export const SPLICE_RELAY: NativeRelay = {
   start(client, upstream, idleMs, onEnd, seen) {
     const addon = native();
     if (addon === undefined) return 0;
+    // keep-alive is already on (start() set it before the flush)
+    if (client instanceof NativeSocket && upstream instanceof NativeSocket && addon.spliceTakeIo !== undefined) return takeIo(client, upstream, idleMs, 0, onEnd, seen);
     const a = addon.dup(fdOf(client));
     let b: number;
     try {
@@ -99,13 +118,22 @@ export const SPLICE_RELAY: NativeRelay = {
   goingAway: (id) => native()?.spliceGoingAway(id) === true,
   stats: (id) => native()?.spliceStats(id) ?? null,
   pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
+  takeSettled(client, upstream, idleMs, onEnd, seen) {
+    if (!(client instanceof NativeSocket && upstream instanceof NativeSocket) || native()?.spliceTakeIo === undefined) return 0;
+    return takeIo(client, upstream, idleMs, KEEPALIVE_PROBE_MS / 1000, onEnd, seen);
+  },
 };
 
-/** No leftovers (before start, after the hand-over): one shared object, not one per idle tunnel. */
-const NOTHING_SEEN: WebSocketSeen = Object.freeze({ up: null, down: null });
+/** Both NativeSockets' connections go to the splice relay by id; once taken, the JS sockets are done (they close nothing). */
+function takeIo(client: NativeSocket, upstream: NativeSocket, idleMs: number, keepAliveS: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number {
+  const id = native()!.spliceTakeIo!(client.ioId, upstream.ioId, idleMs, keepAliveS, onEnd, seen);
+  if (id > 0) {
+    client.released();
+    upstream.released();
+  }
+  return id;
+}
 
-/** As in relay.ts: tunnels have no idle timeout by default. */
-const KEEPALIVE_PROBE_MS = 60_000;
 
 type Phase = 'new' | 'flushing' | 'native' | 'fallback' | 'closed';
 
@@ -199,6 +227,16 @@ export class SpliceTunnel {
     if (this.#phase !== 'new' || this.#legs === null) return;
     this.#phase = 'flushing';
     const { client, upstream } = this.#legs;
+    // nothing to write first and nothing waiting in JS either way (the usual WebSocket handshake): the relay
+    // takes both connections as they stand, in one call
+    if (clientRest === null && upstreamRest === null && this.#relay.takeSettled !== undefined && settled(client) && settled(upstream)) {
+      const id = this.#relay.takeSettled(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
+      if (id > 0) {
+        this.#native(id);
+        this.#legs = null;
+        return;
+      }
+    }
     client.on('error', this.#onClientError);
     upstream.on('error', this.#onUpstreamError);
     // From here the kernel keeps every new byte (and FIN) for the relay thread: libuv reads nothing more.
@@ -237,13 +275,19 @@ export class SpliceTunnel {
       pending++;
       flushAll([client, upstream], flushed);
     }
+    if (inBatch(client) || inBatch(upstream)) {
+      // the addon read more of a leg in the batch being dispatched: it reaches the paused socket (held) before
+      // the batch ends, and #handOver sends it on; handing the fds over now would drop it
+      pending++;
+      process.nextTick(flushed);
+    }
     flushed();
   }
 
   #handOver(): void {
     if (this.#phase !== 'flushing' || this.#legs === null) return;
     const { client, upstream } = this.#legs;
-    if (client.destroyed || upstream.destroyed || fdOf(client) < 0 || fdOf(upstream) < 0) {
+    if (client.destroyed || upstream.destroyed || closedFd(client) || closedFd(upstream)) {
       this.#fallBack();
       return;
     }
@@ -283,19 +327,26 @@ export class SpliceTunnel {
       this.#fallBack();
       return;
     }
-    this.#id = id;
-    this.#phase = 'native';
-    this.#wentNative = true;
-    this.#seen = NOTHING_SEEN;
-    if (this.#heldUp) this.#relay.pauseClient?.(id, true);
+    this.#native(id);
     // The relay thread now holds its own copies: close libuv's. libuv has read nothing since readStop and
-    // every write of ours has completed, so no byte is left behind in either copy.
+    // every write of ours has completed, so no byte is left behind in either copy. (NativeSockets taken by id
+    // are done already: nothing to close.)
     for (const s of [client, upstream]) {
       s.removeListener('error', s === client ? this.#onClientError : this.#onUpstreamError);
+      if (s.destroyed) continue;
       s.on('error', noop);
       s.destroy();
     }
     this.#legs = null;
+  }
+
+  /** The relay thread moves the bytes from here (relay id `id`). */
+  #native(id: number): void {
+    this.#id = id;
+    this.#phase = 'native';
+    this.#wentNative = true;
+    if (this.#websocket) this.#seen = NOTHING_SEEN;
+    if (this.#heldUp) this.#relay.pauseClient?.(id, true);
   }
 
   #fallBack(): void {
@@ -410,6 +461,19 @@ export class SpliceTunnel {
     this.#reported = true;
     this.#onClose(this);
   }
+}
+
+/** A WebSocket tunnel's leftovers before any: shared, never written to (#seen is replaced, not changed). */
+const NOTHING_SEEN: WebSocketSeen = Object.freeze({ up: null, down: null });
+
+/** A NativeSocket with an event still to come in the batch being dispatched (NativeSocket.inBatch). */
+function inBatch(s: ByteSocket): boolean {
+  return s instanceof NativeSocket && s.inBatch;
+}
+
+/** A NativeSocket with nothing waiting in JavaScript (NativeSocket.settled); a net.Socket never is. */
+function settled(s: ByteSocket): boolean {
+  return s instanceof NativeSocket && s.settled;
 }
 
 /** What Node read ahead and nobody consumed: it goes out by plain write before the hand-over. */

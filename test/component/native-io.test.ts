@@ -186,6 +186,47 @@ nativeTest('connectNative: connect, addresses and ports right, 1 MiB each way in
   assert.equal(s.destroyed, true);
 });
 
+nativeTest("a loopback connect is established inside connectNative: 'connect' in the same turn of the loop (no wake-up for it), once, also to a listener attached after an await", async (t) => {
+  const srv = await listen(t);
+  const probe = await pair(t, srv);
+  // from an I/O callback (the poll phase): an immediate set now runs before the loop polls again, so only a
+  // connection known to be established at once can have said 'connect' by then
+  const seen = await within(
+    new Promise<{ s: NativeSocket; connectedByImmediate: boolean }>((resolve) => {
+      probe.s.once('data', () => {
+        const s = mustConnect(srv.port, true);
+        track(t, s);
+        assert.equal(s.connecting, true, "connecting until 'connect'");
+        let connected = false;
+        s.once('connect', () => (connected = true));
+        setImmediate(() => resolve({ s, connectedByImmediate: connected }));
+      });
+      probe.peer.write('.');
+    }),
+    'the probe byte',
+  );
+  assert.equal(seen.connectedByImmediate, true, "'connect' came before the next poll of the loop");
+  const { s } = seen;
+  assert.equal(s.connecting, false);
+  const peer = await srv.accepted(s.localPort);
+  track(t, peer);
+  // a listener attached after an await still gets its own 'connect' from a fresh connection
+  const late = mustConnect(srv.port, true);
+  track(t, late);
+  await Promise.resolve();
+  let connects = 0;
+  late.on('connect', () => connects++);
+  await within(once(late, 'connect'), "the late listener's 'connect'");
+  const back = once(s, 'data');
+  s.write('ping');
+  const [got] = (await within(once(peer, 'data'), 'the first bytes at the peer')) as [Buffer];
+  assert.equal(got.toString(), 'ping');
+  peer.write('pong');
+  assert.equal(((await within(back, 'the answer')) as [Buffer])[0].toString(), 'pong');
+  await pollCycle(probe);
+  assert.equal(connects, 1, "'connect' once");
+});
+
 nativeTest('write(): strings in utf8 and latin1 and Uint8Array views arrive as the same bytes net.Socket would send', async (t) => {
   const srv = await listen(t);
   const { s, peer } = await pair(t, srv);

@@ -1,15 +1,16 @@
 // The splice relay's resources, driven directly: 1000 splice tunnels leave no fd behind, idle tunnels hold no
-// pipe, the pipe cap falls back to copying, queued bytes go first, and a relay that cannot start falls back to
-// the JS relay. Relay behaviour itself is covered by relay.test.ts over both relays; the listening side of the
+// pipe, the pipe cap falls back to copying, queued bytes go first, a relay that cannot start falls back to
+// the JS relay, and two native sockets go over by id (spliceTakeIo) without losing a byte of the batch. Relay behaviour itself is covered by relay.test.ts over both relays; the listening side of the
 // addon (SO_REUSEPORT workers, PORTICO_NATIVE=0) end to end is test/e2e/reuse-port.test.ts.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
 import { native } from '../../src/native/addon.js';
 import type { ClosedBy } from '../../src/core/socket.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
+import { adoptNative, nativeIoAvailable, nativeIoLive, type NativeSocket } from '../../src/native/io.js';
 import { Acceptor, acceptors, relayEnds } from '../helpers/acceptor.js';
 import { spliceStartFails } from '../helpers/splice-faults.js';
 
@@ -195,3 +196,127 @@ test('a relay that cannot start (EMFILE, say) falls back to the JS relay on the 
   await Promise.all([clientPeer, upstreamPeer, tunnelClient, tunnelUpstream].map((s) => (s.closed ? undefined : once(s, 'close'))));
   assert.equal(openFds(), before, 'the dups were closed, the sockets too');
 });
+
+// --- two native sockets: the hand-over by id (spliceTakeIo) ---
+
+const NO_NATIVE_IO = NO_NATIVE ?? (nativeIoAvailable() && native()?.spliceTakeIo !== undefined ? undefined : 'native I/O (or spliceTakeIo) not in this build');
+
+/** A NativeSocket (the accepted side, adopted) and the net.Socket peer it is connected to; both destroyed at the end. */
+async function nativeEnd(t: TestContext, on: Acceptor): Promise<{ peer: net.Socket; s: NativeSocket }> {
+  const [peer, accepted] = await on.pair();
+  const s = adoptNative(accepted, { allowHalfOpen: true });
+  assert.ok(s !== undefined, 'adopted');
+  t.after(() => {
+    peer.destroy();
+    s.destroy();
+  });
+  return { peer, s };
+}
+
+test('two native sockets with nothing waiting go to the splice relay within start(), by id: bytes and FINs both ways, no fd left', { skip: NO_NATIVE_IO, timeout: 30_000 }, async (t) => {
+  const { front, back } = await acceptors(t);
+  await oneTunnel(front, back); // starts the relay thread
+  const before = fdsBesidesFreePipes();
+  const client = await nativeEnd(t, front);
+  const upstream = await nativeEnd(t, back);
+  const live = nativeIoLive();
+  const sockets = [client.s, upstream.s].map((s) => ({ fd: s.fd, inode: readlinkSync(`/proc/self/fd/${s.fd}`) }));
+  let tunnel!: SpliceTunnel;
+  const closed = new Promise<ClosedBy>((resolve) => {
+    tunnel = new SpliceTunnel(client.s, upstream.s, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!));
+    tunnel.start(null, null);
+  });
+  // no write to wait for, no tick: the relay has both connections when start() returns
+  assert.equal(tunnel.spliced, true, 'on the relay thread within start()');
+  assert.equal(client.s.destroyed && upstream.s.destroyed, true, 'the JS sockets are done');
+  assert.equal(nativeIoLive(), live - 2, 'both connections left the native I/O');
+  for (const { fd, inode } of sockets) {
+    // a dup would have a new number, and the native I/O would have closed this one
+    assert.equal(readlinkSync(`/proc/self/fd/${fd}`), inode, `fd ${fd} is still open, the same socket: the relay holds it, no dup`);
+  }
+  upstream.peer.on('data', (c: Buffer) => upstream.peer.write(c));
+  const atClient = collectAll(client.peer);
+  const upEnded = once(upstream.peer, 'end');
+  client.peer.end('hello through the relay');
+  await upEnded;
+  upstream.peer.end('and back');
+  assert.equal((await atClient).toString(), 'hello through the relayand back');
+  assert.equal(await closed, 'upstream');
+  assert.equal(tunnel.bytesUp, 'hello through the relay'.length);
+  await Promise.all([client.peer, upstream.peer].map((s) => (s.closed ? undefined : once(s, 'close'))));
+  assert.equal(fdsBesidesFreePipes(), before, 'the relay closed the fds it was given: no dup, no leak');
+});
+
+test("a client chunk the addon read in the same batch as the upstream's answer still reaches the upstream (the hand-over waits for it)", { skip: NO_NATIVE_IO, timeout: 30_000 }, async (t) => {
+  const { front, back } = await acceptors(t);
+  await oneTunnel(front, back);
+  const ends = { x: await nativeEnd(t, front), y: await nativeEnd(t, back) };
+  // Both peers send at once: the addon reads both chunks in one batch. Whichever is dispatched first plays the
+  // upstream's 101 (its handler starts the tunnel at once, as Portico does); the other one, still later in the
+  // same batch, is the client's first bytes behind its handshake.
+  const started = new Promise<{ clientPeer: net.Socket; upstreamPeer: net.Socket; tunnel: SpliceTunnel; closed: Promise<ClosedBy>; late: string }>((resolve) => {
+    let done = false;
+    for (const [name, otherName] of [['x', 'y'], ['y', 'x']] as const) {
+      ends[name].s.on('data', () => {
+        if (done) return;
+        done = true;
+        const me = ends[name];
+        const other = ends[otherName];
+        me.s.removeAllListeners('data');
+        other.s.removeAllListeners('data');
+        let tunnel!: SpliceTunnel;
+        const closed = new Promise<ClosedBy>((r) => {
+          tunnel = new SpliceTunnel(other.s, me.s, { idle: 0, lifetime: 0 }, (x) => r(x.closedBy!));
+          tunnel.start(null, null);
+        });
+        resolve({ clientPeer: other.peer, upstreamPeer: me.peer, tunnel, closed, late: `${otherName}-first-bytes` });
+      });
+    }
+  });
+  ends.x.peer.write('x-first-bytes');
+  ends.y.peer.write('y-first-bytes');
+  const { clientPeer, upstreamPeer, tunnel, closed, late } = await started;
+  const atUpstream = collectAll(upstreamPeer);
+  clientPeer.end();
+  upstreamPeer.on('end', () => upstreamPeer.end());
+  assert.equal((await atUpstream).toString(), late, 'the chunk read in the same batch went to the upstream, before the FIN');
+  assert.equal(await closed, 'upstream');
+  assert.equal(tunnel.spliced, true);
+  assert.equal(tunnel.bytesUp, late.length);
+});
+
+test('spliceTakeIo takes nothing when one connection still has bytes queued: both stay with the native I/O as they were', { skip: NO_NATIVE_IO, timeout: 30_000 }, async (t) => {
+  const addon = native()!;
+  const { front, back } = await acceptors(t);
+  const a = await nativeEnd(t, front);
+  const b = await nativeEnd(t, back);
+  // b's peer does not read: what b writes stays queued in the addon
+  b.peer.pause();
+  let written = 0;
+  for (let i = 0; i < 256 && b.s.writableLength === 0; i++) {
+    b.s.write(Buffer.alloc(1 << 20, 1));
+    written += 1 << 20;
+  }
+  assert.ok(b.s.writableLength > 0, 'bytes queued natively');
+  const noRelay = (): void => assert.fail('no relay was started');
+  assert.equal(addon.spliceTakeIo!(a.s.ioId, b.s.ioId, 0, 60, noRelay), 0, 'refused: b has bytes queued');
+  assert.equal(addon.spliceTakeIo!(b.s.ioId, a.s.ioId, 0, 60, noRelay), 0, 'refused the other way round');
+  assert.equal(addon.spliceTakeIo!(a.s.ioId, a.s.ioId, 0, 60, noRelay), 0, 'one connection twice');
+  // a was out of the epoll set while b was asked: it is back, reading
+  const got = once(a.s, 'data');
+  a.peer.write('still read');
+  assert.equal(String((await got)[0]), 'still read');
+  // b's queue still drains, every byte
+  let drained = 0;
+  const all = new Promise<void>((resolve) => b.peer.on('data', (c: Buffer) => (drained += c.length) >= written && resolve()));
+  b.peer.resume();
+  await all;
+  assert.equal(drained, written);
+});
+
+/** Every byte `s` delivers until its 'end'. */
+function collectAll(s: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  return once(s, 'end').then(() => Buffer.concat(chunks));
+}
