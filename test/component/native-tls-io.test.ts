@@ -9,21 +9,10 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { NativeSocket } from '../../src/native/io.js';
-import { NativeTlsServer, adoptNativeTls, nativeTlsStatus } from '../../src/native/tls.js';
-import { needPeer } from '../helpers/peers.js';
+import { NativeTlsServer, adoptNativeTls } from '../../src/native/tls.js';
 import { TEST_CERT, TEST_KEY } from '../helpers/portico.js';
+import { needNativeTls } from '../helpers/native-tls.js';
 
-/** Native TLS here, or a loud skip (a failure under PORTICO_REQUIRE_PEERS=1 unless switched off on purpose). */
-function needNativeTls(t: TestContext): boolean {
-  const status = nativeTlsStatus();
-  if (status.available) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_TLS'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native TLS switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `native TLS (${status.reason ?? 'unavailable'})`, false);
-}
 
 let server: NativeTlsServer | undefined;
 

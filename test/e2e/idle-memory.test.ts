@@ -4,28 +4,18 @@
 // passes a message both ways afterwards. After a burst of natively terminated TLS handshakes the worker gives the
 // memory they freed back to the system (malloc_trim), and the idle connections relay on. The KiB these cost are
 // measured by `npm run bench:idle` and `portico bench`, not here.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type WebSocket from 'ws';
 import { startWsEchoBackend } from '../helpers/backends.js';
 import { echo, openWebSocket } from '../helpers/clients.js';
 import { adminStatus, statusUntil } from '../helpers/admin.js';
-import { needPeer } from '../helpers/peers.js';
 import { INSPECT_ENV, objectCounts } from '../helpers/inspector-gc.js';
 import { plainListener, startPortico, tlsListener } from '../helpers/portico.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { nativeTlsStatus } from '../../src/native/tls.js';
+import { needNativeTls } from '../helpers/native-tls.js';
 
-/** The trim is the addon's TLS: skipped where a run switched it off on purpose, else a missing peer (CI fails). */
-function needNativeTls(t: TestContext): boolean {
-  if (nativeTlsStatus().available) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_TLS'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native TLS switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `native TLS (${nativeTlsStatus().reason ?? nativeStatus().reason})`, false);
-}
 
 /** Connections of each kind. */
 const N = 30;

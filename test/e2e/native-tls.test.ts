@@ -22,8 +22,8 @@ import { FIXTURES } from '../helpers/paths.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
-import { native, nativeStatus } from '../../src/native/addon.js';
-import { nativeTlsStatus } from '../../src/native/tls.js';
+import { native } from '../../src/native/addon.js';
+import { needNativeTls } from '../helpers/native-tls.js';
 
 const TLS_PROBE = path.join(FIXTURES, 'clients', 'tls-probe.py');
 
@@ -126,17 +126,6 @@ function subjectOf(out: string): string | undefined {
   return /^subject=(.*)$/m.exec(out)?.[1]?.trim();
 }
 
-/** Native TLS here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
-function needNativeTls(t: TestContext): boolean {
-  const status = nativeTlsStatus();
-  if (status.available) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_TLS'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native TLS switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `native TLS (${status.reason ?? nativeStatus().reason})`, false);
-}
 
 /** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
 const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };

@@ -11,24 +11,14 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { nativeStatus } from '../../src/native/addon.js';
-import { nativeTlsStatus } from '../../src/native/tls.js';
 import { startWsEchoBackend } from '../helpers/backends.js';
 import { PYTHON, PYTHON_WSS_CLIENT, closed, echo, hasPythonWebsockets, openWebSocket, run } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { TEST_CERT, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
 import { testCaCert } from '../helpers/wire.js';
+import { needNativeTls } from '../helpers/native-tls.js';
 
-function needNativeTls(t: TestContext): boolean {
-  if (nativeTlsStatus().available) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_TLS'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native TLS switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `native TLS (${nativeTlsStatus().reason ?? nativeStatus().reason})`, false);
-}
 
 /** Workers start slower under scripts/asan.sh (an instrumented addon preloaded with libasan). */
 const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
