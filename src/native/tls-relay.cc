@@ -717,9 +717,8 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->tls = session;
-  // one read() takes whatever records are there (not a 5-byte header, then the record): half the reads per
-  // message; SSL_has_pending tells the pumps when records wait in OpenSSL's buffer rather than in the socket
-  SSL_set_read_ahead(session->ssl(), 1);
+  // read-ahead is on from Session::New (one read() takes whatever records are there; SSL_has_pending tells the
+  // pumps when records wait in OpenSSL's buffer rather than in the socket): here its buffer grows to kReadAhead
   SSL_set_default_read_buffer_len(session->ssl(), kReadAhead);
   r->idle_ms = idle_ms;
   r->last_active = NowMs();
