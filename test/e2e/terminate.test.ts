@@ -223,6 +223,16 @@ test('terminated WebSocket over a plain listener: messages relayed by uWebSocket
     assert.ok(Number(line.messagesIn) <= 6, `at most the burst went to the backend (${String(line.messagesIn)})`);
   });
 
+  await t.test('a frame sent in the same write as the handshake reaches the backend first, then the next ones, in order; the hop is still spliced', async () => {
+    // uWS's 101 waits for the early frame to go in, so Node has read it into the unix socket before the hop starts:
+    // the hop writes it on and splices from there, instead of relaying the whole connection in JavaScript
+    const got = await earlyFrameEcho(portico.httpPort, false);
+    assert.match(got, /^HTTP\/1\.1 101 /);
+    assert.ok(got.endsWith('\x81\x05early\x81\x04late'), `echoes in order after the 101: ${JSON.stringify(got.slice(-16))}`);
+    const line = await portico.waitForLog((l) => isTerminateLine(l) && l.messagesIn === 2 && l.messagesOut === 2);
+    assert.equal(line.hop, 'splice');
+  });
+
   await t.test('HTTP/1.0 never reaches uWebSockets.js: an Upgrade over HTTP/1.0 is forwarded as a plain request', async () => {
     const res = await rawRequest(portico.httpPort, 'GET /wss HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
     assert.match(res, /^HTTP\/1\.1 426 /, 'the backend\'s answer to a plain GET, never a 101 or uWS\'s 505');
@@ -270,13 +280,15 @@ function maskedText(text: string): Buffer {
 }
 
 /**
- * Over TLS, writes an upgrade head and a text frame "early" in one write (the frame reaches Portico with the head),
- * then, once both echoes could be there, "late"; resolves with what came back (latin1) when the second echo is in.
+ * Over TLS (or plain TCP), writes an upgrade head and a text frame "early" in one write (the frame reaches Portico
+ * with the head), then, once both echoes could be there, "late"; resolves with what came back (latin1) when the
+ * second echo is in.
  */
-function earlyFrameEcho(port: number): Promise<string> {
+function earlyFrameEcho(port: number, secure = true): Promise<string> {
   return new Promise((resolve, reject) => {
     const head = `GET /wss HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
-    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: testCaCert() }, () => s.write(Buffer.concat([Buffer.from(head), maskedText('early')])));
+    const first = (): boolean => s.write(Buffer.concat([Buffer.from(head), maskedText('early')]));
+    const s = secure ? tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: testCaCert() }, first) : net.connect({ port, host: '127.0.0.1' }, first);
     let got = '';
     let sentLate = false;
     const timer = setTimeout(() => s.destroy(new Error(`no echoes in 10 s: ${JSON.stringify(got)}`)), 10_000);
