@@ -39,6 +39,10 @@ constexpr uint64_t kAcceptPauseMs = 100;  // after EMFILE/ENFILE/ENOBUFS/ENOMEM:
 constexpr int kSweepMs = 25;              // connect deadlines and paused listeners are checked this often
 constexpr int kKeepIdleS = 60;            // TCP keep-alive probe as the JS tunnels set it (relay.ts)
 constexpr uint64_t kLingerMs = 2000;      // a refused TLS client's time to read its alert (l4.ts REFUSED_LINGER_MS)
+// Batches to JS are at least this far apart: under load a batch carries many connections, so the JS thread's
+// wake-up (eventfd write and read, a futex or two, the callback) is paid per batch, not per connection. A lone
+// connection's record still goes at once.
+constexpr uint64_t kBatchMs = 5;
 constexpr uint8_t kAlertUnrecognizedName = 112;
 constexpr uint8_t kAlertMissingExtension = 109;
 
@@ -156,6 +160,9 @@ struct State {
   uint64_t next_conn = 1;
   bool started = false;
   bool stopping = false;
+  uint64_t last_batch = 0;  // monotonic ms when the last batch call was queued
+  uint64_t batch_due = 0;   // monotonic ms when the L4 thread queues the waiting batch; 0: none waits
+  bool asleep = false;      // the L4 thread is (about to be) in epoll_wait without a timeout
   int epfd = -1;
   int wakefd = -1;
   std::thread thread;
@@ -344,6 +351,8 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
 // ---- records to JS ----
 
 void Schedule();
+void Post(uint64_t now);
+void Wake();
 
 void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
                 const char* detail = nullptr) {
@@ -400,7 +409,10 @@ void Connected(Conn* c) {
   }
   g.connecting.erase(c->id);
   std::string error;
-  uint64_t rid = g.engine->Start(c->cfd, c->ufd, c->cfg->idle_ms, nullptr, &error);
+  StartOptions options;
+  options.nonblocking = true;  // accept4 and socket made both with SOCK_NONBLOCK
+  options.sole_owner = true;   // never dup()ed: their close() is their epoll removal
+  uint64_t rid = g.engine->Start(c->cfd, c->ufd, c->cfg->idle_ms, nullptr, &error, options);
   c->cfd = -1;  // the engine's now, closed by it on failure too
   c->ufd = -1;
   if (rid == 0) {
@@ -623,10 +635,17 @@ void Loop() {
       std::lock_guard<std::mutex> lock(g.mu);
       if (g.stopping) break;
       if (NeedsSweep()) timeout = kSweepMs;
+      if (g.batch_due != 0) {
+        uint64_t now = MonoMs();
+        int left = g.batch_due > now ? static_cast<int>(g.batch_due - now) : 0;
+        timeout = timeout < 0 ? left : std::min(timeout, left);
+      }
+      g.asleep = timeout < 0;
     }
     int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) break;
     std::lock_guard<std::mutex> lock(g.mu);
+    g.asleep = false;
     if (g.stopping) break;
     for (int i = 0; i < n; i++) {
       uint64_t data = events[i].data.u64;
@@ -653,6 +672,7 @@ void Loop() {
       last_sweep = now;
       Sweep(now);
     }
+    if (g.batch_due != 0 && now >= g.batch_due) Post(now);
   }
 }
 
@@ -735,10 +755,25 @@ void Deliver(Napi::Env env, Napi::Function callback) {
   callback.Call({Batch(env, records, opened)});
 }
 
-// Called with g.mu held: at most one batch call is queued at a time; it takes everything queued until it runs.
-void Schedule() {
+// Called with g.mu held: queues the batch call now (at most one is queued at a time; it takes everything queued
+// until it runs).
+void Post(uint64_t now) {
+  g.batch_due = 0;
+  g.last_batch = now;
   if (!g.has_tsfn || scheduled.exchange(true)) return;
   if (g.tsfn.NonBlockingCall(Deliver) != napi_ok) scheduled.store(false);
+}
+
+// Called with g.mu held (from the L4 thread, the relay thread or JS): something waits for JS. Queued at once
+// when the last batch is kBatchMs old, else at its due time by the L4 thread, woken for it if it sleeps with no
+// timeout.
+void Schedule() {
+  if (!g.has_tsfn || scheduled.load()) return;
+  uint64_t now = MonoMs();
+  if (now >= g.last_batch + kBatchMs) return Post(now);
+  if (g.batch_due != 0) return;
+  g.batch_due = g.last_batch + kBatchMs;
+  if (g.asleep) Wake();
 }
 
 uint32_t U32(const Napi::Value& v, const char* what) {

@@ -2,6 +2,9 @@
 // the map and the epoll set; from then on only the relay thread touches its fds and frees it. The map (guarded
 // by mu) is the only structure both threads read: lookups for stats and close requests go through it, and a
 // relay leaves the map before it is freed, so a pointer found under the lock is valid while the lock is held.
+// Raw tunnels read with recv into one user-space buffer and send at once while their reads are small: a short
+// connection (a request, a reply, two FINs) never takes a pipe. The first read that fills the buffer marks the
+// direction bulk, and it splices from then on (HAProxy splices past a threshold too).
 // Pipes belong to the relay thread's pool, not to relays: a direction takes one when bytes are ready and gives
 // it back empty, so an idle tunnel holds its two sockets only (HAProxy's pipe pool works the same way).
 // WebSocket tunnels (PumpFramed) follow frame headers: small reads pass through one user-space buffer (recv, the
@@ -108,6 +111,8 @@ struct Direction {
   // RequestPause (raw relays): nothing more is read from the source; bytes already held still go out. A hang-up
   // or error of the source is still read, so a vanished peer is not kept forever.
   bool paused = false;
+  // Raw relays: a read filled the scratch buffer, so this direction carries bulk and splices from now on.
+  bool bulk = false;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
 };
@@ -121,6 +126,7 @@ struct Relay {
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
+  bool sole_owner = false;  // StartOptions::sole_owner: close() alone leaves the epoll set
   // Where Start() is (kRegistering, kRegistered, kGivenUp). An event can reach the relay thread between the
   // two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts (AwaitRegistered: a
   // write's AskRoom or a close would race the second ADD).
@@ -268,7 +274,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
     if (r->lingering) reason = Reason::kShutdown;
   }
   for (int s = 0; s < 2; s++) {
-    epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
+    if (!r->sole_owner) epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);  // a dup elsewhere keeps it in
     CloseFd(r->fd[s]);
     GivePipe(&r->dir[s], r->dir[s].held > 0);
     FreeBuffer(&r->dir[s]);
@@ -330,11 +336,15 @@ Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
 }
 
 Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard);
+bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard);
 
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
 // edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
 // the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
-Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
+// `drained`: the epoll event that brought us here carried no hang-up and no error. Then a recv that returns less
+// than it asked for has emptied the socket (a FIN already queued would have set EPOLLRDHUP in that event), and
+// whatever arrives later raises a new edge: the turn ends there, without a recv that would only say EAGAIN.
+Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool drained = false) {
   if (r->framed) return PumpFramed(r, d, graveyard);
   Direction& x = r->dir[d];
   const int src = r->fd[d];
@@ -361,7 +371,20 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
     if (x.paused) return Pumped::kWaiting;
     // Nothing is held here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
     ssize_t n;
-    if (TakePipe(&x)) {
+    if (!x.bulk) {
+      // Small reads: recv into the thread's buffer and send at once (what the destination does not take waits in
+      // a buffer of the direction's own). A read that fills the buffer makes the direction bulk: splice from then.
+      n = recv(src, g.scratch, kScratch, MSG_DONTWAIT);
+      if (n > 0) {
+        x.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        r->last_active = NowMs();
+        const bool short_read = static_cast<size_t>(n) < kScratch;
+        if (!short_read) x.bulk = true;
+        if (!SendScratch(r, d, static_cast<size_t>(n), graveyard)) return Pumped::kClosed;
+        if (drained && short_read && x.held == 0) return Pumped::kWaiting;
+        continue;
+      }
+    } else if (TakePipe(&x)) {
       n = splice(src, nullptr, x.pipe_w, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
     } else {
@@ -724,7 +747,7 @@ void Loop() {
       if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         // a paused source that hung up is read anyway (its FIN or error ends the relay as usual)
         if (r->dir[side].paused && (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->dir[side].paused = false;
-        Pumped p = Pump(r, side, &graveyard);
+        Pumped p = Pump(r, side, &graveyard, (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0);
         if (p == Pumped::kClosed) continue;
         more = p == Pumped::kMore;
       }
@@ -848,6 +871,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
+  r->sole_owner = options.sole_owner;
   r->last_active = NowMs();
   if (websocket != nullptr) {
     r->framed = true;
