@@ -115,6 +115,8 @@ struct Direction {
   bool bulk = false;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
+  // A relay freed before its first event (Start failed) may still hold StartOptions::upstream_first.
+  ~Direction() { delete[] buf; }
 };
 
 struct Relay {
@@ -873,6 +875,13 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->idle_ms = idle_ms;
   r->sole_owner = options.sole_owner;
   r->last_active = NowMs();
+  if (!options.upstream_first.empty()) {
+    Direction& up = r->dir[0];
+    up.buf = new char[options.upstream_first.size()];
+    memcpy(up.buf, options.upstream_first.data(), options.upstream_first.size());
+    up.held = options.upstream_first.size();
+    r->room_asked[1] = true;  // registered with EPOLLOUT below: the first event writes them
+  }
   if (websocket != nullptr) {
     r->framed = true;
     r->dir[0].frames = FrameTracker(true);  // client to server: masked
@@ -906,7 +915,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   // before the hand-over are not missed. The upstream's fd first (see AwaitRegistered).
   for (int s : {1, 0}) {
     epoll_event ev{};
-    ev.events = kReadEvents;
+    ev.events = r->room_asked[s] ? kReadEvents | EPOLLOUT : kReadEvents;
     ev.data.ptr = &r->ep[s];
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);

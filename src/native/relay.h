@@ -58,6 +58,9 @@ struct StartOptions {
   // Nothing else refers to the fds' open files (no dup, no other process): close() alone takes them out of
   // every epoll set, so the end of the relay makes no EPOLL_CTL_DEL per fd. Never for dup()ed fds (libuv's).
   bool sole_owner = false;
+  // Bytes the caller read from the client and could not write to the upstream itself: written before anything
+  // the client sends next (counted by the caller, not in bytes_up).
+  std::string upstream_first;
 };
 
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
