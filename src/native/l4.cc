@@ -440,6 +440,7 @@ void Connected(Conn* c) {
   std::string error;
   options.nonblocking = true;  // accept4 and socket made both with SOCK_NONBLOCK
   options.sole_owner = true;   // never dup()ed: their close() is their epoll removal
+  options.upstream_keepalive_s = kKeepIdleS;  // once the relay lived a second: none for a short connection
   uint64_t rid;
   {
     // held across the start: a relay that ends at once is looked up by the relay thread only after the emplace
@@ -473,10 +474,7 @@ void TryConnect(Conn* c) {
       return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    int idle = kKeepIdleS;
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // keep-alive: armed by the relay (Connected)
     c->ufd = fd;
     if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) return Connected(c);
     if (errno == EINPROGRESS) {

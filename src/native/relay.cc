@@ -15,6 +15,8 @@
 #include "frames.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
@@ -26,6 +28,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -47,8 +50,10 @@ constexpr int kRoundsPerTurn = 16;
 constexpr size_t kCopyChunk = 16 * 1024;
 // Empty pipes kept for reuse; more are closed when given back (a burst does not hold fds forever).
 constexpr size_t kMaxFreePipes = 64;
-// How often idle deadlines are checked while some relay has one.
+// How often idle deadlines (and keep-alives due) are checked while some relay has one.
 constexpr int kIdleSweepMs = 100;
+// StartOptions::upstream_keepalive_s is armed this long after the start.
+constexpr uint64_t kKeepAliveAfterMs = 1000;
 constexpr int kMaxEvents = 256;
 // WebSocket tunnels: the rest of a frame at least this big is spliced; anything smaller (and every header) is
 // read through the relay thread's buffer, kScratch at a time. HAProxy likewise splices large transfers only.
@@ -125,6 +130,7 @@ struct Relay {
   Direction dir[2];  // dir[0]: client -> upstream, dir[1]: upstream -> client
   Endpoint ep[2];
   uint32_t idle_ms = 0;
+  int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
@@ -166,6 +172,7 @@ struct State {
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
   size_t with_idle = 0;                         // guarded by mu
+  std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
   int epfd = -1;
@@ -678,6 +685,25 @@ void SweepLeaving(uint64_t now, std::vector<Relay*>* graveyard, std::vector<Rela
   }
 }
 
+// Relay thread only: upstream keep-alives due (StartOptions::upstream_keepalive_s). Only this thread closes a
+// relay's fds, so an fd found under the lock is still the relay's after it.
+void ArmKeepAlives(uint64_t now) {
+  std::vector<std::pair<int, int>> due;  // (fd, idle seconds)
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    while (!g.keepalive.empty() && g.keepalive.front().first <= now) {
+      auto it = g.relays.find(g.keepalive.front().second);
+      if (it != g.relays.end() && !it->second->closed) due.emplace_back(it->second->fd[1], it->second->keepalive_s);
+      g.keepalive.pop_front();
+    }
+  }
+  const int one = 1;
+  for (auto [fd, idle] : due) {
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  }
+}
+
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   std::vector<Relay*> expired;
   {
@@ -715,7 +741,7 @@ void Loop() {
       for (Relay* r : g.unborn) delete r;
       g.unborn.clear();
       if (g.stopping) break;
-      if (g.with_idle > 0) timeout = kIdleSweepMs;
+      if (g.with_idle > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
     }
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
@@ -776,6 +802,7 @@ void Loop() {
     if (now - last_sweep >= kIdleSweepMs) {
       last_sweep = now;
       SweepIdle(now, &graveyard);
+      ArmKeepAlives(now);
     }
     if (!g.leaving.empty()) SweepLeaving(now, &graveyard, &again);
     for (Relay* r : graveyard) delete r;
@@ -936,6 +963,10 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
       r->registration.store(kGivenUp, std::memory_order_release);
       return 0;
     }
+  }
+  if (options.upstream_keepalive_s > 0) {
+    r->keepalive_s = options.upstream_keepalive_s;
+    g.keepalive.emplace_back(NowMs() + kKeepAliveAfterMs, r->id);
   }
   r->registration.store(kRegistered, std::memory_order_release);
   return r->id;

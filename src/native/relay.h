@@ -61,6 +61,9 @@ struct StartOptions {
   // Bytes the caller read from the client and could not write to the upstream itself: written before anything
   // the client sends next (counted by the caller, not in bytes_up).
   std::string upstream_first;
+  // > 0: TCP keep-alive on the upstream socket, first probe after this many idle seconds, armed once the relay has
+  // lived a second (a short connection makes no setsockopt for it; probes come after a minute's silence anyway).
+  int upstream_keepalive_s = 0;
 };
 
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.

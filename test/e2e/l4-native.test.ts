@@ -563,3 +563,35 @@ for (const onAddon of [true, false]) {
     });
   }
 }
+
+/** The kernel's timer on the IPv4 socket from `localPort` to `remotePort` (/proc/net/tcp `tr`: 2 = keep-alive), or -1. */
+async function tcpTimer(localPort: number, remotePort: number): Promise<number> {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !f[1]!.endsWith(`:${hex(localPort)}`) || !f[2]!.endsWith(`:${hex(remotePort)}`)) continue;
+    return Number.parseInt(f[5]!.split(':')[0]!, 16);
+  }
+  return -1;
+}
+
+// The addon arms TCP keep-alive on the upstream socket only once a connection has lived a second (a short one
+// makes no setsockopt for it): a tunnel that stays open must still get it.
+test('tcp listener on the addon: a connection open past a second has TCP keep-alive armed on its upstream socket', { timeout: 60_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const upstreamPorts: number[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    upstreamPorts.push(s.remotePort!);
+    s.on('error', () => s.destroy());
+    s.on('data', (d: Buffer) => s.write(d));
+  });
+  const backend = await listen(t, server);
+  t.after(() => server.close());
+  const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${backend}`] } } });
+  await servedByAddon(portico);
+  const c = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(c, 'ping', 4), 'ping');
+  const from = upstreamPorts[0]!;
+  await until('keep-alive timer on the upstream socket', () => tcpTimer(from, backend), (tr) => tr === 2, 10_000);
+  assert.equal(await roundTrip(c, 'pong', 4), 'pong', 'the tunnel still relays');
+});
