@@ -477,6 +477,13 @@ void TryConnect(Conn* c) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // keep-alive: armed by the relay (Connected)
     c->ufd = fd;
     if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) return Connected(c);
+    // Over loopback the handshake has often completed inside that very call (the SYN-ACK is processed as the
+    // socket is released): asking again says so (0, or EISCONN) and saves the epoll round trip (an epoll_ctl, a
+    // wake-up and a getsockopt); EALREADY means it is still under way, anything else is the connect's error.
+    if (errno == EINPROGRESS) {
+      if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0 || errno == EISCONN) return Connected(c);
+      if (errno == EALREADY) errno = EINPROGRESS;
+    }
     if (errno == EINPROGRESS) {
       epoll_event ev{};
       ev.events = EPOLLOUT | EPOLLONESHOT;
