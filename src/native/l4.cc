@@ -1,9 +1,9 @@
 // L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, picks a target
 // (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
 // connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
-// wants, and hands both fds to the splice relay. No JS object exists per connection: JavaScript compiles the
-// config (targets, bits, timeouts), pushes target state changes, and receives one batch of closed-connection
-// records per event-loop turn at most, from which it writes the access log and metrics (src/tunnel/l4-native.ts).
+// wants, and hands both fds to the relay. No JS object exists per connection: JavaScript compiles the config
+// (targets, bits, timeouts), pushes target state changes, and receives batches of closed-connection records (at
+// most one per kBatchMs), from which it writes the access log and metrics (src/tunnel/l4-native.ts).
 #include "l4.h"
 
 #include "client-hello.h"
@@ -852,7 +852,7 @@ uint32_t U32(const Napi::Value& v, const char* what) {
   return static_cast<uint32_t>(d);
 }
 
-// l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (one per event-loop turn at most).
+// l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (at most one per kBatchMs).
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "l4Init(onBatch)");
