@@ -1,9 +1,9 @@
 // L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, picks a target
 // (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
 // connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
-// wants, and hands both fds to the splice relay. No JS object exists per connection: JavaScript compiles the
-// config (targets, bits, timeouts), pushes target state changes, and receives one batch of closed-connection
-// records per event-loop turn at most, from which it writes the access log and metrics (src/tunnel/l4-native.ts).
+// wants, and hands both fds to the relay. No JS object exists per connection: JavaScript compiles the config
+// (targets, bits, timeouts), pushes target state changes, and receives batches of closed-connection records (at
+// most one per kBatchMs), from which it writes the access log and metrics (src/tunnel/l4-native.ts).
 #include "l4.h"
 
 #include "client-hello.h"
@@ -39,6 +39,10 @@ constexpr uint64_t kAcceptPauseMs = 100;  // after EMFILE/ENFILE/ENOBUFS/ENOMEM:
 constexpr int kSweepMs = 25;              // connect deadlines and paused listeners are checked this often
 constexpr int kKeepIdleS = 60;            // TCP keep-alive probe as the JS tunnels set it (relay.ts)
 constexpr uint64_t kLingerMs = 2000;      // a refused TLS client's time to read its alert (l4.ts REFUSED_LINGER_MS)
+// Batches to JS are at least this far apart: under load a batch carries many connections, so the JS thread's
+// wake-up (eventfd write and read, a futex or two, the callback) is paid per batch, not per connection. A lone
+// connection's record still goes at once.
+constexpr uint64_t kBatchMs = 5;
 constexpr uint8_t kAlertUnrecognizedName = 112;
 constexpr uint8_t kAlertMissingExtension = 109;
 
@@ -109,6 +113,7 @@ struct Conn {
   std::shared_ptr<SniTable> table;  // passthrough: the listener's table (for the record)
   bool has_sni = false;
   std::string sni;
+  std::string head;  // passthrough: the bytes read from the client while routing (the ClientHello), sent on first
   int cfd = -1;
   int ufd = -1;
   std::shared_ptr<Config> cfg;
@@ -145,10 +150,9 @@ struct State {
   std::unordered_map<uint32_t, std::shared_ptr<Config>> configs;
   std::unordered_map<uint32_t, std::shared_ptr<Config>> forgotten;  // no listener takes them; connections may
   std::unordered_map<uint32_t, std::shared_ptr<SniTable>> tables;
-  std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer
+  std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer (a hello in pieces is kept in Conn::head between reads)
   std::unordered_map<uint32_t, Listener> listeners;
   std::unordered_map<uint64_t, Conn*> connecting;  // by connection id
-  std::unordered_map<uint64_t, Conn*> relayed;     // by relay id
   std::vector<Record> records;
   uint64_t opened = 0;  // accepted since the last batch
   uint32_t next_config = 1;
@@ -161,12 +165,21 @@ struct State {
   std::thread thread;
   RelayEngine* engine = nullptr;
   Napi::ThreadSafeFunction tsfn;
-  bool has_tsfn = false;
+  bool has_tsfn = false;  // also under ends_mu to change
+
+  // What the relay thread touches when an L4 relay ends, under a lock of its own so that it never waits for the
+  // L4 thread's turn (held under mu for a whole batch of events). Taken after mu, never before it.
+  std::mutex ends_mu;
+  std::unordered_map<uint64_t, Conn*> relayed;       // by relay id
+  std::vector<std::pair<Conn*, RelayEnd>> ended;     // relays ended, not yet records (DrainEnded, under mu)
+  bool scheduled = false;   // a batch call is queued on the JS thread
+  uint64_t last_batch = 0;  // monotonic ms when the last batch call was queued
+  uint64_t batch_due = 0;   // monotonic ms when the L4 thread queues the waiting batch; 0: none waits
+  bool asleep = false;      // the L4 thread is (about to be) in epoll_wait without a timeout
 };
 
 State& g = *new State();  // never destroyed: a joinable std::thread destroyed at exit() would std::terminate
-std::atomic<bool> any{false};        // an L4 listener was ever served: relay ends are worth a look-up
-std::atomic<bool> scheduled{false};  // a batch call is queued on the JS thread
+std::atomic<bool> any{false};  // an L4 listener was ever served: relay ends are worth a look-up
 
 void CloseFd(int& fd) {
   if (fd >= 0) close(fd);
@@ -344,6 +357,9 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
 // ---- records to JS ----
 
 void Schedule();
+void ScheduleLocked();
+void Post(uint64_t now);
+void Wake();
 
 void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
                 const char* detail = nullptr) {
@@ -358,6 +374,23 @@ void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t u
 
 void Release(Conn* c) {
   if (c->cfg && c->target >= 0 && c->cfg->targets[c->target].active > 0) c->cfg->targets[c->target].active--;
+}
+
+// Called with g.mu held: the relays ended since the last call become records (and their targets' counts drop).
+void DrainEnded() {
+  std::vector<std::pair<Conn*, RelayEnd>> ended;
+  {
+    std::lock_guard<std::mutex> lock(g.ends_mu);
+    if (g.ended.empty()) return;
+    ended.swap(g.ended);
+  }
+  for (auto& [c, end] : ended) {
+    Release(c);
+    const char* code = end.reason == Reason::kClientError ? "CLIENT_RESET" : end.reason == Reason::kUpstreamError ? "UPSTREAM_RESET" : nullptr;
+    // the ClientHello was read by the L4 thread, not the relay: counted here
+    PushRecord(c, ReasonName(end.reason), code, end.bytes_up + c->head.size(), end.bytes_down);
+    delete c;
+  }
 }
 
 // Before any relay: the client is closed and the connection reported with `code`.
@@ -389,27 +422,39 @@ void TargetFailed(Conn* c, const char* code, int err) {
   TryConnect(c);
 }
 
-// Connected: PROXY header out (a fresh socket's send buffer takes it whole), then the splice relay owns both fds.
-// The upstream fd stays in the L4 epoll set, disarmed (EPOLLONESHOT fired): no event comes from it, and its close
-// by the relay removes it; one epoll_ctl less per connection.
+// Connected: the PROXY header and the bytes read while routing (the ClientHello) go out in one send (a fresh
+// socket's send buffer takes them whole, nearly always; what it does not take, the relay writes before anything
+// else), then the relay owns both fds. The upstream fd stays in the L4 epoll set, disarmed (EPOLLONESHOT fired):
+// no event comes from it, and its close by the relay removes it; one epoll_ctl less per connection. So does a
+// passthrough client's fd (its EPOLLONESHOT fired for the ClientHello).
 void Connected(Conn* c) {
-  if (c->cfg->proxy != 0) {
-    std::string header = ProxyHeader(c->cfg->proxy, c->cfd, c->peer);
-    ssize_t n = send(c->ufd, header.data(), header.size(), MSG_NOSIGNAL);
-    if (n != static_cast<ssize_t>(header.size())) return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", n < 0 ? errno : EAGAIN);
+  StartOptions options;
+  if (c->cfg->proxy != 0 || !c->head.empty()) {
+    std::string out = c->cfg->proxy != 0 ? ProxyHeader(c->cfg->proxy, c->cfd, c->peer) + c->head : c->head;
+    ssize_t n = send(c->ufd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
+    size_t sent = n < 0 ? 0 : static_cast<size_t>(n);
+    if (sent < out.size()) options.upstream_first = out.substr(sent);
   }
   g.connecting.erase(c->id);
   std::string error;
-  uint64_t rid = g.engine->Start(c->cfd, c->ufd, c->cfg->idle_ms, nullptr, &error);
+  options.nonblocking = true;  // accept4 and socket made both with SOCK_NONBLOCK
+  options.sole_owner = true;   // never dup()ed: their close() is their epoll removal
+  options.upstream_keepalive_s = kKeepIdleS;  // once the relay lived a second: none for a short connection
+  uint64_t rid;
+  {
+    // held across the start: a relay that ends at once is looked up by the relay thread only after the emplace
+    std::lock_guard<std::mutex> lock(g.ends_mu);
+    rid = g.engine->Start(c->cfd, c->ufd, c->cfg->idle_ms, nullptr, &error, options);
+    if (rid != 0) g.relayed.emplace(rid, c);
+  }
   c->cfd = -1;  // the engine's now, closed by it on failure too
   c->ufd = -1;
   if (rid == 0) {
     Release(c);
     PushRecord(c, "upstream_error", "INTERNAL", 0, 0);
     delete c;
-    return;
   }
-  g.relayed.emplace(rid, c);
 }
 
 void TryConnect(Conn* c) {
@@ -429,12 +474,16 @@ void TryConnect(Conn* c) {
       return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    int idle = kKeepIdleS;
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // keep-alive: armed by the relay (Connected)
     c->ufd = fd;
     if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) return Connected(c);
+    // Over loopback the handshake has often completed inside that very call (the SYN-ACK is processed as the
+    // socket is released): asking again says so (0, or EISCONN) and saves the epoll round trip (an epoll_ctl, a
+    // wake-up and a getsockopt); EALREADY means it is still under way, anything else is the connect's error.
+    if (errno == EINPROGRESS) {
+      if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0 || errno == EISCONN) return Connected(c);
+      if (errno == EALREADY) errno = EINPROGRESS;
+    }
     if (errno == EINPROGRESS) {
       epoll_event ev{};
       ev.events = EPOLLOUT | EPOLLONESHOT;
@@ -458,6 +507,15 @@ void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
   delete c;
 }
 
+// A client fd waiting in the L4 set (EPOLLONESHOT, level triggered) asks for its next event: what is already
+// there to read is reported at once. False (the caller closes it) when epoll refused.
+bool Rearm(Conn* c) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  ev.data.u64 = c->id;
+  return epoll_ctl(g.epfd, EPOLL_CTL_MOD, c->cfd, &ev) == 0;
+}
+
 // Reads and drops what a refused client still sends, until its FIN or the linger deadline (then closed): unread
 // bytes would turn our close into a reset that destroys the alert in flight (l4.ts refuseClientHello).
 void Linger(Conn* c) {
@@ -465,7 +523,7 @@ void Linger(Conn* c) {
   for (;;) {
     ssize_t n = recv(c->cfd, sink, sizeof sink, 0);
     if (n > 0) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && Rearm(c)) return;
     if (n < 0 && errno == EINTR) continue;
     epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
     CloseFd(c->cfd);
@@ -487,22 +545,30 @@ void RefuseName(Conn* c) {
   Linger(c);
 }
 
-// The ClientHello, read with MSG_PEEK (nothing consumed: the relay sends it on as it came) and parsed as
-// src/wire/client-hello.ts does; each new arrival is a new edge (EPOLLET), so a dripping client re-parses.
+// The ClientHello, read (consumed: Connected sends it on before the relay starts) and parsed as
+// src/wire/client-hello.ts does. A hello in pieces waits in c->head between reads; each read re-parses all of it.
+// The fd is in the L4 set with EPOLLONESHOT: re-armed only while more is needed, and left disarmed once routed
+// (no EPOLL_CTL_DEL; its close takes it out).
 void Peek(Conn* c, bool hung_up) {
   if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
-  ssize_t n = recv(c->cfd, g.peek.data(), g.peek.size(), MSG_PEEK);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+  const size_t have = c->head.size();
+  memcpy(g.peek.data(), c->head.data(), have);
+  ssize_t got = recv(c->cfd, g.peek.data() + have, g.peek.size() - have, 0);
+  if (got < 0) {
+    if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && Rearm(c)) return;
     return Refuse(c, "closed");
   }
-  if (n == 0) return Refuse(c, "closed");
-  hello::Result r = hello::Parse(g.peek.data(), static_cast<size_t>(n));
+  if (got == 0 && have == 0) return Refuse(c, "closed");
+  if (got == 0) hung_up = true;
+  const size_t n = have + static_cast<size_t>(got);
+  hello::Result r = hello::Parse(g.peek.data(), n);
   switch (r.kind) {
     case hello::Kind::kMore:
       // the client's FIN came with what it sent (no more will come), or the bound is reached
-      if (static_cast<size_t>(n) >= g.peek.size()) return Refuse(c, "client_hello_invalid", "preface too large");
+      if (n >= g.peek.size()) return Refuse(c, "client_hello_invalid", "preface too large");
       if (hung_up) return Refuse(c, "client_hello_invalid", "connection ended inside the preface");
+      c->head.assign(reinterpret_cast<const char*>(g.peek.data()), n);
+      if (!Rearm(c)) return Refuse(c, "closed");
       return;
     case hello::Kind::kNotTls: return Refuse(c, "not_tls");
     case hello::Kind::kError: return Refuse(c, "client_hello_invalid", r.reason);
@@ -512,7 +578,8 @@ void Peek(Conn* c, bool hung_up) {
   c->sni = std::move(r.sni);
   std::shared_ptr<Config> route = c->has_sni ? c->table->Match(c->sni) : nullptr;
   if (!route) return RefuseName(c);
-  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  // all of it goes to the upstream, bytes past the hello's records too (a client may send on without waiting)
+  c->head.assign(reinterpret_cast<const char*>(g.peek.data()), n);
   g.connecting.erase(c->id);
   c->phase = Phase::kConnect;
   c->deadline = 0;
@@ -567,7 +634,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       c->phase = Phase::kPeek;
       c->deadline = MonoMs() + l.sni->peek_ms;
       epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;  // see Peek
       ev.data.u64 = c->id;
       g.connecting.emplace(c->id, c);
       if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) Refuse(c, "closed");
@@ -623,11 +690,19 @@ void Loop() {
       std::lock_guard<std::mutex> lock(g.mu);
       if (g.stopping) break;
       if (NeedsSweep()) timeout = kSweepMs;
+      std::lock_guard<std::mutex> ends(g.ends_mu);
+      if (g.batch_due != 0) {
+        uint64_t now = MonoMs();
+        int left = g.batch_due > now ? static_cast<int>(g.batch_due - now) : 0;
+        timeout = timeout < 0 ? left : std::min(timeout, left);
+      }
+      g.asleep = timeout < 0;
     }
     int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) break;
     std::lock_guard<std::mutex> lock(g.mu);
     if (g.stopping) break;
+    DrainEnded();  // least_conn counts what ended
     for (int i = 0; i < n; i++) {
       uint64_t data = events[i].data.u64;
       if (data == 0) {
@@ -653,6 +728,9 @@ void Loop() {
       last_sweep = now;
       Sweep(now);
     }
+    std::lock_guard<std::mutex> ends(g.ends_mu);
+    g.asleep = false;
+    if (g.batch_due != 0 && now >= g.batch_due) Post(now);
   }
 }
 
@@ -721,24 +799,50 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
 }
 
 void Deliver(Napi::Env env, Napi::Function callback) {
-  scheduled.store(false);
   std::vector<Record> records;
   uint64_t opened;
   {
     std::lock_guard<std::mutex> lock(g.mu);
+    DrainEnded();  // its records queue no other call: `scheduled` is still set
     records.swap(g.records);
     opened = g.opened;
     g.opened = 0;
+    // records are pushed under mu (held), relay ends under ends_mu: one that came after the drain asks again
+    std::lock_guard<std::mutex> ends(g.ends_mu);
+    g.scheduled = false;
+    if (!g.ended.empty()) ScheduleLocked();
   }
   if (records.empty() && opened == 0) return;
   if (env == nullptr || callback.IsEmpty()) return;
   callback.Call({Batch(env, records, opened)});
 }
 
-// Called with g.mu held: at most one batch call is queued at a time; it takes everything queued until it runs.
+// Called with g.ends_mu held: queues the batch call now (at most one is queued at a time; it takes everything
+// queued until it runs).
+void Post(uint64_t now) {
+  g.batch_due = 0;
+  g.last_batch = now;
+  if (!g.has_tsfn || g.scheduled) return;
+  g.scheduled = true;
+  if (g.tsfn.NonBlockingCall(Deliver) != napi_ok) g.scheduled = false;
+}
+
+// Called with g.ends_mu held (from the L4 thread, the relay thread or JS): something waits for JS. Queued at once
+// when the last batch is kBatchMs old, else at its due time by the L4 thread, woken for it if it sleeps with no
+// timeout.
+void ScheduleLocked() {
+  if (!g.has_tsfn || g.scheduled) return;
+  uint64_t now = MonoMs();
+  if (now >= g.last_batch + kBatchMs) return Post(now);
+  if (g.batch_due != 0) return;
+  g.batch_due = g.last_batch + kBatchMs;
+  if (g.asleep) Wake();
+}
+
+// Called with g.mu held.
 void Schedule() {
-  if (!g.has_tsfn || scheduled.exchange(true)) return;
-  if (g.tsfn.NonBlockingCall(Deliver) != napi_ok) scheduled.store(false);
+  std::lock_guard<std::mutex> lock(g.ends_mu);
+  ScheduleLocked();
 }
 
 uint32_t U32(const Napi::Value& v, const char* what) {
@@ -748,7 +852,7 @@ uint32_t U32(const Napi::Value& v, const char* what) {
   return static_cast<uint32_t>(d);
 }
 
-// l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (one per event-loop turn at most).
+// l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (at most one per kBatchMs).
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "l4Init(onBatch)");
@@ -756,6 +860,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   if (g.has_tsfn) throw Napi::Error::New(env, "l4Init: already initialised");
   g.tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "portico-l4", 0, 1);
   g.tsfn.Unref(env);  // batches never keep the process alive; the registry does while connections are open
+  std::lock_guard<std::mutex> ends(g.ends_mu);
   g.has_tsfn = true;
   any.store(true);
   return env.Undefined();
@@ -864,6 +969,7 @@ Napi::Value Targets(const Napi::CallbackInfo& info) {
 Napi::Value Active(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(g.mu);
+  DrainEnded();  // the counts of relays that ended
   uint32_t id = U32(info[0], "config id");
   std::shared_ptr<Config> cfg;
   auto it = g.configs.find(id);
@@ -970,7 +1076,10 @@ Napi::Value CloseListener(const Napi::CallbackInfo& info) {
 // ones too.
 Napi::Value CloseAll(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g.mu);
-  for (auto& [rid, c] : g.relayed) g.engine->RequestClose(rid, Reason::kShutdown);
+  {
+    std::lock_guard<std::mutex> ends(g.ends_mu);
+    for (auto& [rid, c] : g.relayed) g.engine->RequestClose(rid, Reason::kShutdown);
+  }
   std::vector<Conn*> connecting;
   for (auto& [id, c] : g.connecting) connecting.push_back(c);
   for (Conn* c : connecting) {
@@ -994,6 +1103,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("listeners", Napi::Number::New(env, static_cast<double>(g.listeners.size())));
   o.Set("connecting", Napi::Number::New(env, static_cast<double>(g.connecting.size())));
+  DrainEnded();
+  std::lock_guard<std::mutex> ends(g.ends_mu);
   o.Set("relayed", Napi::Number::New(env, static_cast<double>(g.relayed.size())));
   return o;
 }
@@ -1018,6 +1129,7 @@ void Teardown(void*) {
   {
     std::lock_guard<std::mutex> lock(g.mu);
     if (!g.started) {
+      std::lock_guard<std::mutex> ends(g.ends_mu);
       if (g.has_tsfn) g.tsfn.Release();
       g.has_tsfn = false;
       return;
@@ -1035,6 +1147,7 @@ void Teardown(void*) {
     delete c;
   }
   g.connecting.clear();
+  std::lock_guard<std::mutex> ends(g.ends_mu);
   if (g.has_tsfn) g.tsfn.Release();
   g.has_tsfn = false;
 }
@@ -1043,15 +1156,13 @@ void Teardown(void*) {
 
 bool ClaimRelayEnd(const RelayEnd& end) {
   if (!any.load(std::memory_order_relaxed)) return false;
-  std::lock_guard<std::mutex> lock(g.mu);
+  // ends_mu only: the record is made under mu later (DrainEnded, by the L4 thread or the batch call)
+  std::lock_guard<std::mutex> lock(g.ends_mu);
   auto it = g.relayed.find(end.id);
   if (it == g.relayed.end()) return false;
-  Conn* c = it->second;
+  g.ended.emplace_back(it->second, end);
   g.relayed.erase(it);
-  Release(c);
-  const char* code = end.reason == Reason::kClientError ? "CLIENT_RESET" : end.reason == Reason::kUpstreamError ? "UPSTREAM_RESET" : nullptr;
-  PushRecord(c, ReasonName(end.reason), code, end.bytes_up, end.bytes_down);
-  delete c;
+  ScheduleLocked();
   return true;
 }
 

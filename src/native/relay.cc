@@ -2,6 +2,9 @@
 // the map and the epoll set; from then on only the relay thread touches its fds and frees it. The map (guarded
 // by mu) is the only structure both threads read: lookups for stats and close requests go through it, and a
 // relay leaves the map before it is freed, so a pointer found under the lock is valid while the lock is held.
+// Raw tunnels read with recv into one user-space buffer and send at once while their reads are small: a short
+// connection (a request, a reply, two FINs) never takes a pipe. The first read that fills the buffer marks the
+// direction bulk, and it splices from then on (HAProxy splices past a threshold too).
 // Pipes belong to the relay thread's pool, not to relays: a direction takes one when bytes are ready and gives
 // it back empty, so an idle tunnel holds its two sockets only (HAProxy's pipe pool works the same way).
 // WebSocket tunnels (PumpFramed) follow frame headers: small reads pass through one user-space buffer (recv, the
@@ -12,6 +15,8 @@
 #include "frames.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
@@ -23,6 +28,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -44,8 +50,10 @@ constexpr int kRoundsPerTurn = 16;
 constexpr size_t kCopyChunk = 16 * 1024;
 // Empty pipes kept for reuse; more are closed when given back (a burst does not hold fds forever).
 constexpr size_t kMaxFreePipes = 64;
-// How often idle deadlines are checked while some relay has one.
+// How often idle deadlines (and keep-alives due) are checked while some relay has one.
 constexpr int kIdleSweepMs = 100;
+// StartOptions::upstream_keepalive_s is armed this long after the start.
+constexpr uint64_t kKeepAliveAfterMs = 1000;
 constexpr int kMaxEvents = 256;
 // WebSocket tunnels: the rest of a frame at least this big is spliced; anything smaller (and every header) is
 // read through the relay thread's buffer, kScratch at a time. HAProxy likewise splices large transfers only.
@@ -108,8 +116,12 @@ struct Direction {
   // RequestPause (raw relays): nothing more is read from the source; bytes already held still go out. A hang-up
   // or error of the source is still read, so a vanished peer is not kept forever.
   bool paused = false;
+  // Raw relays: a read filled the scratch buffer, so this direction carries bulk and splices from now on.
+  bool bulk = false;
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
+  // A relay freed before its first event (Start failed) may still hold StartOptions::upstream_first.
+  ~Direction() { delete[] buf; }
 };
 
 struct Relay {
@@ -118,9 +130,11 @@ struct Relay {
   Direction dir[2];  // dir[0]: client -> upstream, dir[1]: upstream -> client
   Endpoint ep[2];
   uint32_t idle_ms = 0;
+  int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
+  bool sole_owner = false;  // StartOptions::sole_owner: close() alone leaves the epoll set
   // Where Start() is (kRegistering, kRegistered, kGivenUp). An event can reach the relay thread between the
   // two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts (AwaitRegistered: a
   // write's AskRoom or a close would race the second ADD).
@@ -158,6 +172,7 @@ struct State {
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
   size_t with_idle = 0;                         // guarded by mu
+  std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
   int epfd = -1;
@@ -268,7 +283,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
     if (r->lingering) reason = Reason::kShutdown;
   }
   for (int s = 0; s < 2; s++) {
-    epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
+    if (!r->sole_owner) epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);  // a dup elsewhere keeps it in
     CloseFd(r->fd[s]);
     GivePipe(&r->dir[s], r->dir[s].held > 0);
     FreeBuffer(&r->dir[s]);
@@ -330,11 +345,15 @@ Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
 }
 
 Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard);
+bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard);
 
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
 // edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
 // the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
-Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
+// `drained`: the epoll event that brought us here carried no hang-up and no error. Then a recv that returns less
+// than it asked for has emptied the socket (a FIN already queued would have set EPOLLRDHUP in that event), and
+// whatever arrives later raises a new edge: the turn ends there, without a recv that would only say EAGAIN.
+Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool drained = false) {
   if (r->framed) return PumpFramed(r, d, graveyard);
   Direction& x = r->dir[d];
   const int src = r->fd[d];
@@ -361,7 +380,20 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard) {
     if (x.paused) return Pumped::kWaiting;
     // Nothing is held here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
     ssize_t n;
-    if (TakePipe(&x)) {
+    if (!x.bulk) {
+      // Small reads: recv into the thread's buffer and send at once (what the destination does not take waits in
+      // a buffer of the direction's own). A read that fills the buffer makes the direction bulk: splice from then.
+      n = recv(src, g.scratch, kScratch, MSG_DONTWAIT);
+      if (n > 0) {
+        x.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        r->last_active = NowMs();
+        const bool short_read = static_cast<size_t>(n) < kScratch;
+        if (!short_read) x.bulk = true;
+        if (!SendScratch(r, d, static_cast<size_t>(n), graveyard)) return Pumped::kClosed;
+        if (drained && short_read && x.held == 0) return Pumped::kWaiting;
+        continue;
+      }
+    } else if (TakePipe(&x)) {
       n = splice(src, nullptr, x.pipe_w, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
     } else {
@@ -653,6 +685,25 @@ void SweepLeaving(uint64_t now, std::vector<Relay*>* graveyard, std::vector<Rela
   }
 }
 
+// Relay thread only: upstream keep-alives due (StartOptions::upstream_keepalive_s). Only this thread closes a
+// relay's fds, so an fd found under the lock is still the relay's after it.
+void ArmKeepAlives(uint64_t now) {
+  std::vector<std::pair<int, int>> due;  // (fd, idle seconds)
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    while (!g.keepalive.empty() && g.keepalive.front().first <= now) {
+      auto it = g.relays.find(g.keepalive.front().second);
+      if (it != g.relays.end() && !it->second->closed) due.emplace_back(it->second->fd[1], it->second->keepalive_s);
+      g.keepalive.pop_front();
+    }
+  }
+  const int one = 1;
+  for (auto [fd, idle] : due) {
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  }
+}
+
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   std::vector<Relay*> expired;
   {
@@ -690,7 +741,7 @@ void Loop() {
       for (Relay* r : g.unborn) delete r;
       g.unborn.clear();
       if (g.stopping) break;
-      if (g.with_idle > 0) timeout = kIdleSweepMs;
+      if (g.with_idle > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
     }
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
@@ -724,7 +775,7 @@ void Loop() {
       if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         // a paused source that hung up is read anyway (its FIN or error ends the relay as usual)
         if (r->dir[side].paused && (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->dir[side].paused = false;
-        Pumped p = Pump(r, side, &graveyard);
+        Pumped p = Pump(r, side, &graveyard, (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0);
         if (p == Pumped::kClosed) continue;
         more = p == Pumped::kMore;
       }
@@ -751,6 +802,7 @@ void Loop() {
     if (now - last_sweep >= kIdleSweepMs) {
       last_sweep = now;
       SweepIdle(now, &graveyard);
+      ArmKeepAlives(now);
     }
     if (!g.leaving.empty()) SweepLeaving(now, &graveyard, &again);
     for (Relay* r : graveyard) delete r;
@@ -848,7 +900,15 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
+  r->sole_owner = options.sole_owner;
   r->last_active = NowMs();
+  if (!options.upstream_first.empty()) {
+    Direction& up = r->dir[0];
+    up.buf = new char[options.upstream_first.size()];
+    memcpy(up.buf, options.upstream_first.data(), options.upstream_first.size());
+    up.held = options.upstream_first.size();
+    r->room_asked[1] = true;  // registered with EPOLLOUT below: the first event writes them
+  }
   if (websocket != nullptr) {
     r->framed = true;
     r->dir[0].frames = FrameTracker(true);  // client to server: masked
@@ -882,7 +942,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   // before the hand-over are not missed. The upstream's fd first (see AwaitRegistered).
   for (int s : {1, 0}) {
     epoll_event ev{};
-    ev.events = kReadEvents;
+    ev.events = r->room_asked[s] ? kReadEvents | EPOLLOUT : kReadEvents;
     ev.data.ptr = &r->ep[s];
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
@@ -903,6 +963,10 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
       r->registration.store(kGivenUp, std::memory_order_release);
       return 0;
     }
+  }
+  if (options.upstream_keepalive_s > 0) {
+    r->keepalive_s = options.upstream_keepalive_s;
+    g.keepalive.emplace_back(NowMs() + kKeepAliveAfterMs, r->id);
   }
   r->registration.store(kRegistered, std::memory_order_release);
   return r->id;

@@ -1,5 +1,6 @@
-// The splice relay engine: moves bytes between two connected sockets with splice(2) through pipes taken from a
-// pool only while bytes are in flight, on its own thread (one epoll set, edge triggered). Pure C++ and POSIX, no N-API: addon.cc binds it
+// The splice relay engine: moves bytes between two connected sockets on its own thread (one epoll set, edge
+// triggered): small reads with recv/send through one buffer, bulk with splice(2) through pipes taken from a pool
+// only while bytes are in flight. Pure C++ and POSIX, no N-API: addon.cc binds it
 // to JS. Every fd handed to Start() belongs to the engine from then on and is closed exactly once by it.
 // WebSocket tunnels are relayed frame-aware (frames.h) so that shutdown can close them with Close 1001.
 #pragma once
@@ -54,6 +55,15 @@ struct StartOptions {
   // On failure the fds stay the caller's, open (the caller then puts them back where they came from); by
   // default Start() owns them from the call and closes them when it fails.
   bool keep_on_failure = false;
+  // Nothing else refers to the fds' open files (no dup, no other process): close() alone takes them out of
+  // every epoll set, so the end of the relay makes no EPOLL_CTL_DEL per fd. Never for dup()ed fds (libuv's).
+  bool sole_owner = false;
+  // Bytes the caller read from the client and could not write to the upstream itself: written before anything
+  // the client sends next (counted by the caller, not in bytes_up).
+  std::string upstream_first;
+  // > 0: TCP keep-alive on the upstream socket, first probe after this many idle seconds, armed once the relay has
+  // lived a second (a short connection makes no setsockopt for it; probes come after a minute's silence anyway).
+  int upstream_keepalive_s = 0;
 };
 
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.

@@ -488,3 +488,110 @@ test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated,
   assert.equal(after.pid, before.pid, 'the same worker process');
   assert.equal(after.restarts, 0);
 });
+
+// The addon reads the ClientHello itself (no peek) and sends it on, behind the PROXY header, before the relay
+// starts: the backend must get the header, then the hello and whatever the client sent behind it, byte for byte,
+// whether the hello came whole or in pieces; the log counts every byte; a bulk transfer after it (the relay
+// splices it) arrives intact both ways.
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'TLS passthrough on the addon' : 'TLS passthrough on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  for (const pieces of [1, 3]) {
+    test(`${label}: a ClientHello ${pieces === 1 ? 'in one write' : 'in 3 writes'} with bytes behind it reaches a PROXY v2 backend byte for byte, then 4 MiB each way; bytesIn counts them all`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+      const hello = await captureNodeHello({ servername: 'bulk.pass.test' });
+      const tail = Buffer.from('after the hello');
+      const up = Buffer.alloc(4 << 20);
+      for (let i = 0; i < up.length; i++) up[i] = (i * 7) & 0xff;
+      const down = Buffer.alloc(4 << 20);
+      for (let i = 0; i < down.length; i++) down[i] = (i * 13) & 0xff;
+      const head = hello.length + tail.length;
+      let resolveFirst: (b: { header: ProxyHeader; first: Buffer }) => void = () => {};
+      const arrived = new Promise<{ header: ProxyHeader; first: Buffer }>((resolve) => (resolveFirst = resolve));
+      let resolveRest: (b: Buffer) => void = () => {};
+      const rest = new Promise<Buffer>((resolve) => (resolveRest = resolve));
+      const server = net.createServer({ allowHalfOpen: true }, (s) => {
+        s.on('error', () => s.destroy());
+        let buf = Buffer.alloc(0);
+        let used = -1;
+        s.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          if (used < 0) {
+            const r = parseProxyHeader(buf);
+            if (r.kind !== 'done' || buf.length < r.used + head) return;
+            used = r.used;
+            resolveFirst({ header: r.header, first: buf.subarray(used, used + head) });
+            s.write(down);
+          }
+        });
+        s.on('end', () => {
+          resolveRest(buf.subarray(used + head));
+          s.end();
+        });
+      });
+      const backend = await listen(t, server);
+      const portico = await startPortico(t, {
+        workers: 1,
+        listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: '*.pass.test', upstream: 'raw' }] } }],
+        upstreams: { raw: { targets: [`127.0.0.1:${backend}`], send_proxy_protocol: 'v2' } },
+      }, env);
+      await servedBy(portico, onAddon);
+      const c = await connect(t, portico.ports[0]);
+      c.setNoDelay(true);
+      const received: Buffer[] = [];
+      c.on('data', (d: Buffer) => received.push(d));
+      const cuts = pieces === 1 ? [hello.length] : [5, 60, hello.length];
+      let from = 0;
+      for (const cut of cuts) {
+        // each piece handed to the kernel before the next is written
+        await new Promise<void>((resolve, reject) => c.write(hello.subarray(from, cut), (err) => (err ? reject(err) : resolve())));
+        from = cut;
+      }
+      c.write(tail);
+      const { header, first } = await arrived;
+      assert.equal(header.version, 2);
+      assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
+      assert.ok(first.equals(Buffer.concat([hello, tail])), 'the ClientHello and the bytes behind it, as sent');
+      const ended = once(c, 'end');
+      c.end(up);
+      assert.ok((await rest).equals(up), '4 MiB up, intact');
+      await ended;
+      assert.ok(Buffer.concat(received).equals(down), '4 MiB down, intact');
+      const line = await portico.waitForLog((l) => l.msg === 'passthrough' && l.sni === 'bulk.pass.test');
+      assert.equal(line.bytesIn, head + up.length);
+      assert.equal(line.bytesOut, down.length);
+    });
+  }
+}
+
+/** The kernel's timer on the IPv4 socket from `localPort` to `remotePort` (/proc/net/tcp `tr`: 2 = keep-alive), or -1. */
+async function tcpTimer(localPort: number, remotePort: number): Promise<number> {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !f[1]!.endsWith(`:${hex(localPort)}`) || !f[2]!.endsWith(`:${hex(remotePort)}`)) continue;
+    return Number.parseInt(f[5]!.split(':')[0]!, 16);
+  }
+  return -1;
+}
+
+// The addon arms TCP keep-alive on the upstream socket only once a connection has lived a second (a short one
+// makes no setsockopt for it): a tunnel that stays open must still get it.
+test('tcp listener on the addon: a connection open past a second has TCP keep-alive armed on its upstream socket', { timeout: 60_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const upstreamPorts: number[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    upstreamPorts.push(s.remotePort!);
+    s.on('error', () => s.destroy());
+    s.on('data', (d: Buffer) => s.write(d));
+  });
+  const backend = await listen(t, server);
+  t.after(() => server.close());
+  const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }], upstreams: { echo: { targets: [`127.0.0.1:${backend}`] } } });
+  await servedByAddon(portico);
+  const c = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(c, 'ping', 4), 'ping');
+  const from = upstreamPorts[0]!;
+  await until('keep-alive timer on the upstream socket', () => tcpTimer(from, backend), (tr) => tr === 2, 10_000);
+  assert.equal(await roundTrip(c, 'pong', 4), 'pong', 'the tunnel still relays');
+});
