@@ -12,6 +12,11 @@ const SWEEP_MS = 250;
 export const DRAIN_IDLE_GRACE_MS = 1000;
 /** What the registry needs of a live connection: deadline checks, the start of a drain, and its end. */
 export interface Tracked {
+  /**
+   * The registry's bookkeeping: where this connection sits in its list, -1 while not registered. Written by the
+   * registry alone; each implementor declares it (`registrySlot = -1`) so every instance has it from birth.
+   */
+  registrySlot: number;
   /** Deadline checks, once per sweep. */
   sweep(now: number): void;
   /** Shutdown began DRAIN_IDLE_GRACE_MS ago: close now if idle, else finish what is in progress. */
@@ -25,7 +30,14 @@ export interface Tracked {
  * and shutdown finds them all (Caddy registerConnection).
  */
 export class ConnectionRegistry {
-  readonly #conns = new Set<Tracked>();
+  /**
+   * Live connections, unordered; each knows its index (registrySlot), so add and delete are O(1) and allocate
+   * nothing. Not a Set: a Set with an entry added and deleted per connection is rehashed every few dozen
+   * connections, and V8 leaves each obsolete table linked to its successor with its entries in place; once one
+   * table is promoted, the chain keeps every connection any table ever held alive through scavenges until the
+   * next full GC (measured: ~1 KiB promoted per connection, 11 ms scavenges, under new-connection load).
+   */
+  readonly #conns: Tracked[] = [];
   #tunnels = 0;
   #nextId = 0;
   #draining = false;
@@ -34,7 +46,7 @@ export class ConnectionRegistry {
 
   /** Open client connections (tunnels included). */
   get size(): number {
-    return this.#conns.size;
+    return this.#conns.length;
   }
 
   get tunnels(): number {
@@ -47,7 +59,9 @@ export class ConnectionRegistry {
 
   /** @internal */
   add(c: Tracked): number {
-    this.#conns.add(c);
+    if (c.registrySlot !== -1) return ++this.#nextId; // already here: no second entry
+    c.registrySlot = this.#conns.length;
+    this.#conns.push(c);
     if (this.#timer === null) {
       this.#timer = setInterval(this.#sweep, SWEEP_MS);
       this.#timer.unref();
@@ -57,8 +71,17 @@ export class ConnectionRegistry {
 
   /** @internal */
   delete(c: Tracked): void {
-    if (!this.#conns.delete(c)) return;
-    if (this.#conns.size === 0) {
+    const conns = this.#conns;
+    const i = c.registrySlot;
+    if (i === -1 || conns[i] !== c) return;
+    c.registrySlot = -1;
+    // the last entry fills the hole
+    const last = conns.pop()!;
+    if (last !== c) {
+      conns[i] = last;
+      last.registrySlot = i;
+    }
+    if (conns.length === 0) {
       if (this.#timer !== null) {
         clearInterval(this.#timer);
         this.#timer = null;
@@ -79,9 +102,17 @@ export class ConnectionRegistry {
     this.#tunnels--;
   }
 
+  /**
+   * `fn` on each connection registered now, over a copy: what `fn` closes may leave the list (the last entry
+   * moves into its place) without another being skipped or visited twice; one that left before its turn is skipped.
+   */
+  #each(fn: (c: Tracked) => void): void {
+    for (const c of this.#conns.slice()) if (c.registrySlot !== -1) fn(c);
+  }
+
   #sweep = (): void => {
     const now = Date.now();
-    for (const c of this.#conns) c.sweep(now);
+    this.#each((c) => c.sweep(now));
   };
 
   /**
@@ -92,16 +123,16 @@ export class ConnectionRegistry {
    */
   drain(graceMs: number): Promise<void> {
     this.#draining = true;
-    if (this.#conns.size === 0) return Promise.resolve();
+    if (this.#conns.length === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const idle = setTimeout(() => {
-        for (const c of this.#conns) c.drain();
+        this.#each((c) => c.drain());
       }, Math.min(DRAIN_IDLE_GRACE_MS, graceMs));
       idle.unref();
       const timer = setTimeout(() => {
-        for (const c of this.#conns) c.forceClose();
+        this.#each((c) => c.forceClose());
         // destroy() emits 'close' asynchronously; resolve once they are all gone
-        if (this.#conns.size === 0) resolve();
+        if (this.#conns.length === 0) resolve();
         else this.#idleWaiters.push(resolve);
       }, graceMs);
       timer.unref();

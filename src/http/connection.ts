@@ -143,6 +143,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** The context of the current (or next) request; taken from #source again before each new request head. */
   ctx: ConnectionContext;
   readonly id: number;
+  registrySlot = -1;
   readonly #source: ContextSource;
   vars: RequestVars;
   #registry: ConnectionRegistry;

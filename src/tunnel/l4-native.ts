@@ -71,6 +71,7 @@ function unsupported(pool: UpstreamPool | undefined): string | undefined {
 }
 
 export class NativeL4 implements Tracked {
+  registrySlot = -1;
   readonly #addon: L4Addon;
   readonly #registry: ConnectionRegistry;
   readonly #metrics: Metrics;

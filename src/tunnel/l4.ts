@@ -55,6 +55,7 @@ export function forwardL4(client: ByteSocket, req: L4Request, ctx: L4Context, re
 const L4_RETRIES: AttemptRules = Object.freeze({ retry: 'untried', noneLeft: 'unavailable' });
 
 class L4Connection extends UpstreamAttempt implements Tracked {
+  registrySlot = -1;
   readonly #client: ByteSocket;
   readonly #req: L4Request;
   readonly #ctx: L4Context;
