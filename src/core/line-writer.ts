@@ -56,6 +56,8 @@ export class LineWriter {
   #lastFlush = 0;
   #reopen = false;
   #closed = false;
+  /** In flushSync(): pieces sealed meanwhile are written there, not started on libuv's thread. */
+  #syncing = false;
   #drained: (() => void)[] = [];
   /** Lines held elsewhere (defer()): handed over before any other line, flush, drain or close. */
   #deferred: (() => void) | null = null;
@@ -234,7 +236,7 @@ export class LineWriter {
   #queue(piece: Piece): void {
     this.#ready.push(piece);
     this.#readyBytes += piece.buf.length;
-    if (!this.#writing) this.#next();
+    if (!this.#writing && !this.#syncing) this.#next();
   }
 
   readonly #flush = (): void => {
@@ -291,8 +293,14 @@ export class LineWriter {
    * not waited for: `drain()` first where the stop is a clean one.
    */
   flushSync(): void {
-    this.#pull();
-    this.#seal();
+    // the chunk being filled was once sealed here and so started as an asynchronous write: lost at process exit
+    this.#syncing = true;
+    try {
+      this.#pull();
+      this.#seal();
+    } finally {
+      this.#syncing = false;
+    }
     const pieces = this.#ready;
     this.#ready = [];
     this.#readyBytes = 0;

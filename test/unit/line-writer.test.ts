@@ -192,3 +192,61 @@ test('pipe: lines given while a write waits on a full pipe leave after it, with 
   assert.equal(w.dropped, 0);
   assert.equal(Buffer.concat(parts).toString('utf8'), sent.join(''));
 });
+
+test('file: flushSync() writes every line it holds before it returns (process exit: no write left to libuv\'s thread)', (t) => {
+  const file = path.join(tempDir(t), 'exit.log');
+  const w = new LineWriter(file);
+  const sent: string[] = [];
+  // a partial chunk (less than 64 KiB) that no turn has flushed yet
+  for (let i = 0; i < 500; i++) {
+    sent.push(`${JSON.stringify({ i, pad: 'e'.repeat(60) })}\n`);
+    w.write(sent[sent.length - 1]);
+  }
+  w.flushSync();
+  assert.equal(readFileSync(file, 'utf8'), sent.join(''));
+  w.close();
+});
+
+test('file: lines held by deferring writers (defer, claim/commit) come out whole and in order with write() and writeBytes() lines, across chunks', async (t) => {
+  const file = path.join(tempDir(t), 'deferred.log');
+  const w = new LineWriter(file);
+  const sent: Buffer[] = [];
+  const held: Buffer[][] = [[], []];
+  // a holder writes its lines straight into the chunk when there is room, else gives them as bytes
+  const writeHeld = (mine: Buffer[]) => {
+    for (const line of mine.splice(0)) {
+      const chunk = w.claim();
+      if (chunk !== null && chunk.length - w.claimedAt >= line.length) {
+        line.copy(chunk, w.claimedAt);
+        w.commit(line.length);
+      } else {
+        w.writeBytes(line);
+      }
+    }
+  };
+  const holders = [() => writeHeld(held[0]), () => writeHeld(held[1])];
+  for (let turn = 0; turn < 4; turn++) {
+    for (let i = 0; i < 3000; i++) {
+      const line = Buffer.from(`${JSON.stringify({ turn, i, pad: 'd'.repeat(i % 89), s: ['é', '😀', ''][i % 3] })}\n`);
+      sent.push(line);
+      const kind = i % 5;
+      if (kind === 0) w.write(line.toString('utf8'));
+      else if (kind === 1) w.writeBytes(line);
+      else {
+        // two holders: deferring one pulls the other's lines first, so the order given is the order written
+        const h = kind === 2 ? 0 : 1;
+        held[h].push(line);
+        w.defer(holders[h]);
+      }
+    }
+    // lines still held at the end of a turn leave with no further call (the writer pulls them)
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  held[0].push(Buffer.from('{"last":0}\n'));
+  sent.push(held[0][0]);
+  w.defer(holders[0]);
+  await w.drain();
+  w.close();
+  assert.equal(w.dropped, 0);
+  assert.ok(readFileSync(file).equals(Buffer.concat(sent)), 'file bytes = the lines in the order given');
+});
