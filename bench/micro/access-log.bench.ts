@@ -1,6 +1,7 @@
 // Micro-benchmark of one access-log line (not a test, asserts no speed): the way lines were written before
-// (pino, a child logger per connection, one synchronous write per line) against http/access-log.ts (a line built
-// by hand, encoded into a LineWriter's chunk, written once per full chunk or per FLUSH_MS), and the line alone. Both
+// (pino, a child logger per connection, one synchronous write per line) against http/access-log.ts (a request's
+// values noted, its line built by hand later with the others noted since, straight into a LineWriter's chunk,
+// written once per full chunk or per FLUSH_MS), and the line alone (noted, then built 256 at a time). Both
 // write to /dev/null; the figure is the process's CPU time (main thread, libuv's and V8's threads: process.cpuUsage)
 // per line, the writes amortised, over batches of lines with a turn of the loop between batches (256, as a
 // saturated worker; 8, as a proxy's turn; 8 every millisecond, a worker at 8,000 requests/s, where a write carries

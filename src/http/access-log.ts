@@ -242,9 +242,10 @@ export class AccessLog implements AccessLines {
     const first = this.#first as LineWriter;
     const second = this.#second;
     if (out.inPlace) {
-      const len = out.length;
-      if (second !== undefined) second.writeBytes(out.line());
-      first.commit(len);
+      // taken first: giving it to the other writer may make that one pull someone's lines into this chunk
+      const line = second === undefined ? undefined : out.line();
+      first.commit(out.length);
+      if (line !== undefined) second?.writeBytes(line);
     } else {
       const line = out.line();
       first.writeBytes(line);
