@@ -250,3 +250,40 @@ test('file: lines held by deferring writers (defer, claim/commit) come out whole
   assert.equal(w.dropped, 0);
   assert.ok(readFileSync(file).equals(Buffer.concat(sent)), 'file bytes = the lines in the order given');
 });
+
+test('pipe: lines held by a deferring writer alone leave by themselves (the writer pulls them at the end of the turn)', async (t) => {
+  const dir = tempDir(t);
+  const fifo = path.join(dir, 'fifo');
+  const made = spawnSync('mkfifo', [fifo]);
+  assert.equal(made.status, 0, String(made.stderr));
+  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  let fdOpen = true;
+  t.after(() => {
+    if (fdOpen) closeSync(fd);
+  });
+  const w = new LineWriter(fd);
+  const reader = createReadStream(fifo);
+  let text = '';
+  const line = '{"held":1}\n';
+  // nothing else is given to the writer, no write is in flight: only its own flush can pull the line
+  w.defer(() => {
+    const chunk = w.claim();
+    assert.ok(chunk !== null);
+    const n = chunk.write(line, w.claimedAt);
+    w.commit(n);
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the held line did not leave: ${JSON.stringify(text)}`)), 5000);
+    reader.on('data', (c) => {
+      text += (c as Buffer).toString('utf8');
+      if (text === line) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  reader.destroy();
+  closeSync(fd);
+  fdOpen = false;
+  assert.equal(text, line);
+});
