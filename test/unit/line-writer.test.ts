@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, constants, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
+import { FILE_CHUNK, FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-line-writer-'));
@@ -27,8 +27,8 @@ test('file: lines of every size and script come out whole and in order, across c
       sent.push(`${JSON.stringify({ body })}\n`);
       w.write(sent[sent.length - 1]);
     }
-    // one line longer than a chunk (64 KiB): a write of its own
-    sent.push(`${'y'.repeat(70_000)}\n`);
+    // one line longer than a chunk: a write of its own
+    sent.push(`${'y'.repeat(FILE_CHUNK + 4000)}\n`);
     w.write(sent[sent.length - 1]);
     await new Promise((resolve) => setImmediate(resolve));
   }
@@ -117,7 +117,7 @@ test('file: lines given as bytes (writeBytes, the caller reusing its buffer at o
   const file = path.join(tempDir(t), 'bytes.log');
   const w = new LineWriter(file);
   const sent: Buffer[] = [];
-  const scratch = new Uint8Array(80_000);
+  const scratch = new Uint8Array(FILE_CHUNK + 8000);
   for (let turn = 0; turn < 3; turn++) {
     for (let i = 0; i < 3000; i++) {
       const text = `${JSON.stringify({ turn, i, pad: 'b'.repeat(i % 101), s: ['é', '😀', ''][i % 3] })}\n`;
@@ -131,8 +131,8 @@ test('file: lines given as bytes (writeBytes, the caller reusing its buffer at o
       }
       sent.push(Buffer.from(text));
     }
-    // a line longer than a chunk (64 KiB), as bytes: a write of its own
-    const long = Buffer.from(`${'z'.repeat(70_000)}\n`);
+    // a line longer than a chunk, as bytes: a write of its own
+    const long = Buffer.from(`${'z'.repeat(FILE_CHUNK + 4000)}\n`);
     scratch.set(long);
     w.writeBytes(scratch.subarray(0, long.length));
     scratch.fill(0x2a, 0, long.length);
@@ -197,7 +197,7 @@ test('file: flushSync() writes every line it holds before it returns (process ex
   const file = path.join(tempDir(t), 'exit.log');
   const w = new LineWriter(file);
   const sent: string[] = [];
-  // a partial chunk (less than 64 KiB) that no turn has flushed yet
+  // a partial chunk (less than a chunk) that no turn has flushed yet
   for (let i = 0; i < 500; i++) {
     sent.push(`${JSON.stringify({ i, pad: 'e'.repeat(60) })}\n`);
     w.write(sent[sent.length - 1]);
