@@ -1,7 +1,9 @@
 // One JSON line written straight into bytes: ASCII pieces known in advance (keys, separators, cached fields) are
 // copied, numbers are printed digit by digit, strings are copied as they are unless they need escaping. The
 // access log builds each request's line here instead of concatenating strings: no rope to flatten and encode, no
-// string per number, nothing left for the garbage collector. It only writes bytes; what a line says is the caller's.
+// string per number, nothing left for the garbage collector. A line is written into its own buffer, or straight
+// into someone else's (a LineWriter's chunk), moving to its own only if it outgrows the room there. It only
+// writes bytes; what a line says is the caller's.
 
 /** Node's own encoders of Buffer.prototype (what `buf.write(s, off, enc)` calls after parsing its arguments). */
 interface Encoders {
@@ -27,29 +29,58 @@ export function ascii(s: string): Buffer {
 }
 
 export class JsonLine {
-  #buf: Buffer = Buffer.allocUnsafeSlow(INITIAL_BYTES);
+  /** The line's own buffer. */
+  #own: Buffer = Buffer.allocUnsafeSlow(INITIAL_BYTES);
+  /** Where the line is written: #own, or the buffer given to into(); the line starts at #start. */
+  #buf: Buffer = this.#own;
+  #start = 0;
   #len = 0;
   /**
-   * Views of #buf from 0, by length: a line's length takes a few dozen values, and a view made per line (a
+   * Views of #own from 0, by length: a line's length takes a few dozen values, and a view made per line (a
    * typed-array object) cost as much as copying the line. Only short lengths are kept, so at most VIEWS of them.
    */
   #views: (Uint8Array | undefined)[] = [];
 
-  /** Bytes written since reset(). */
+  /** Bytes written since reset() or into(). */
   get length(): number {
-    return this.#len;
+    return this.#len - this.#start;
   }
 
+  /** A new line, in the line's own buffer. */
   reset(): void {
+    this.#buf = this.#own;
+    this.#start = 0;
     this.#len = 0;
+  }
+
+  /**
+   * A new line written into `buf` from `at` (a writer's chunk: no copy afterwards); it moves to the line's own
+   * buffer if it outgrows `buf`, leaving there only bytes past the caller's length. inPlace() says where it ended.
+   */
+  into(buf: Buffer, at: number): void {
+    this.#buf = buf;
+    this.#start = at;
+    this.#len = at;
+  }
+
+  /** The line is still in the buffer given to into(), from its `at`, length() bytes. */
+  get inPlace(): boolean {
+    return this.#buf !== this.#own;
   }
 
   #room(n: number): void {
     if (this.#len + n <= this.#buf.length) return;
-    const bigger = Buffer.allocUnsafeSlow(Math.max(this.#buf.length * 2, this.#len + n));
-    this.#buf.copy(bigger, 0, 0, this.#len);
-    this.#buf = bigger;
-    this.#views = [];
+    // past the end of a borrowed buffer or of the own one: the line so far moves to a large enough own buffer
+    const used = this.#len - this.#start;
+    const from = this.#buf;
+    if (this.#own.length < used + n) {
+      this.#own = Buffer.allocUnsafeSlow(Math.max(this.#own.length * 2, used + n));
+      this.#views = [];
+    }
+    from.copy(this.#own, 0, this.#start, this.#len);
+    this.#buf = this.#own;
+    this.#start = 0;
+    this.#len = used;
   }
 
   /** Bytes made before (a constant, a cached field). */
@@ -176,25 +207,25 @@ export class JsonLine {
     this.#len += (this.#buf as Buffer & Encoders).latin1Write(s, this.#len);
   }
 
-  /** The bytes written since reset(), as a view valid until the next line is written. */
+  /** The line's bytes, as a view valid until the next line is written (or the borrowed buffer is reused). */
   line(): Uint8Array {
-    const n = this.#len;
-    if (n >= VIEWS) return this.#buf.subarray(0, n);
+    const n = this.#len - this.#start;
+    if (this.#buf !== this.#own || n >= VIEWS) return this.#buf.subarray(this.#start, this.#len);
     let v = this.#views[n];
     if (v === undefined) {
-      v = new Uint8Array(this.#buf.buffer, this.#buf.byteOffset, n);
+      v = new Uint8Array(this.#own.buffer, this.#own.byteOffset, n);
       this.#views[n] = v;
     }
     return v;
   }
 
-  /** A copy of the bytes from `start` to the end, to be given to raw() again (a cached field). */
+  /** A copy of the bytes from `start` (a length() of before) to the end, to be given to raw() again (a cached field). */
   copyFrom(start: number): Buffer {
-    return Buffer.from(this.#buf.subarray(start, this.#len));
+    return Buffer.from(this.#buf.subarray(this.#start + start, this.#len));
   }
 
   /** The line so far as a string (a tunnel keeps its opening fields as one). */
   text(start = 0): string {
-    return this.#buf.toString('utf8', start, this.#len);
+    return this.#buf.toString('utf8', this.#start + start, this.#len);
   }
 }

@@ -2,8 +2,11 @@
 // and one per tunnel at its end (HTTP upgrade, terminated WebSocket, L4), to stdout (`log.access`) and/or a file
 // (`log.access_file`, reopened on SIGUSR1). A request's line is written by hand straight into bytes (core/json-line.ts;
 // pino's field names and level/time/pid/worker bindings, so both read alike), a tunnel's as one string, and handed to
-// a LineWriter that writes it later, off the request's path: no object, no serializer, no syscall per request. It
-// only shapes lines; the caller owns the counting, and builds an AccessLog only when a line is wanted.
+// a LineWriter that writes it later, off the request's path: no object, no serializer, no syscall per request. A
+// forwarded request's values are only noted when it ends; its line is written with the others noted since, when
+// the writer's chunk is about to leave (LineWriter.defer), straight into that chunk: one tight loop over a few
+// hundred lines instead of the line builder woken cold between two requests. It only shapes lines; the caller owns
+// the counting, and builds an AccessLog only when a line is wanted.
 import type { ClosedBy } from '../core/socket.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
 import type { LineWriter } from '../core/line-writer.js';
@@ -62,6 +65,33 @@ function named(n: string, lower: string, usual: string): boolean {
 export type AnswerMode = 'static' | 'redirect' | 'return' | 'preflight';
 
 type Key = string | undefined;
+
+/** Forwarded requests noted and not yet written at most: then they are written at once (bounded memory). */
+const HELD = 256;
+
+/**
+ * What a forwarded request's line says, noted when it ended (its times taken then); the line is written later.
+ * Reused from line to line; it holds the request head (not the exchange) until then.
+ */
+class Noted {
+  conn = 0;
+  remoteAddr = '';
+  timeMs = 0;
+  durationMs = 0;
+  route = '';
+  pool = '';
+  upstream: string | undefined = undefined;
+  connectMs = -1;
+  reused = false;
+  firstByteMs = -1;
+  head: RequestHead | null = null;
+  requestId: string | undefined = undefined;
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  errCode: ErrorCode | undefined = undefined;
+  errMessage = '';
+}
 
 /**
  * A run of fields as bytes and the values it was made from (up to five strings): the route, pool and target of a
@@ -154,17 +184,24 @@ export class AccessLog implements AccessLines {
   readonly #method = new Segment();
   /** By (HTTP/1.1) * 2 + (request id present); HTTP/1.x for x other than 0 and 1 is not kept. */
   readonly #request = segments(4);
+  /** Forwarded requests noted, #held of them not yet written (request()). */
+  readonly #noted: Noted[] = [];
+  #held = 0;
+  /** The writer whose chunk a line is written into (the file's when both), and the other one. */
+  readonly #first: LineWriter | undefined;
+  readonly #second: LineWriter | undefined;
 
   constructor(opts: { stdout: LineWriter | undefined; file: LineWriter | undefined; worker: number; trusts: (address: string) => boolean }) {
     this.#stdout = opts.stdout;
     this.#file = opts.file;
     this.#trusts = opts.trusts;
     this.#bindings = `,"pid":${process.pid},"worker":${opts.worker}`;
+    this.#first = opts.file ?? opts.stdout;
+    this.#second = opts.file === undefined ? undefined : opts.stdout;
   }
 
-  /** `{"level":"info","time":"…","pid":…,"worker":…,"conn":`, made once per millisecond. */
-  #now(): void {
-    const now = Date.now();
+  /** `{"level":"info","time":"…","pid":…,"worker":…,"conn":`, made once per millisecond (`now`: Date.now()). */
+  #now(now = Date.now()): void {
     if (now !== this.#lastMs) {
       this.#lastMs = now;
       this.#prefix = `{"level":"info","time":"${new Date(now).toISOString()}"${this.#bindings},"conn":`;
@@ -178,26 +215,65 @@ export class AccessLog implements AccessLines {
     return this.#prefix + conn;
   }
 
-  /** A new line in #out, opened as #open's. */
-  #begin(conn: number): JsonLine {
-    this.#now();
+  /**
+   * A new line in #out, opened as #open's (at `now`, a Date.now()), written straight into the first writer's
+   * chunk when it has room; the lines noted before it are written first (their order kept).
+   */
+  #begin(conn: number, now?: number): JsonLine {
+    if (this.#held > 0) this.#writeNoted();
+    this.#now(now);
     const out = this.#out;
-    out.reset();
+    const chunk = this.#first?.claim() ?? null;
+    if (chunk === null) out.reset();
+    else out.into(chunk, (this.#first as LineWriter).claimedAt);
     out.raw(this.#prefixBytes);
     out.int(conn);
     return out;
   }
 
   #emit(line: string): void {
+    if (this.#held > 0) this.#writeNoted(); // the writers would pull them too; the lines noted first go first
     this.#stdout?.write(line);
     this.#file?.write(line);
   }
 
-  /** #out's line, ended, to each writer. */
+  /** #out's line, ended, to each writer: taken where it was written, or copied. */
   #emitOut(out: JsonLine): void {
-    const line = out.line();
-    this.#stdout?.writeBytes(line);
-    this.#file?.writeBytes(line);
+    const first = this.#first as LineWriter;
+    const second = this.#second;
+    if (out.inPlace) {
+      // taken first: giving it to the other writer may make that one pull someone's lines into this chunk
+      const line = second === undefined ? undefined : out.line();
+      first.commit(out.length);
+      if (line !== undefined) second?.writeBytes(line);
+    } else {
+      const line = out.line();
+      first.writeBytes(line);
+      second?.writeBytes(line);
+    }
+  }
+
+  /** Writes the forwarded requests' lines noted and not yet written (the writers call it: defer()). */
+  readonly #writeNoted = (): void => {
+    const n = this.#held;
+    if (n === 0) return;
+    this.#held = 0;
+    this.#first?.undefer(this.#writeNoted);
+    this.#second?.undefer(this.#writeNoted);
+    const noted = this.#noted;
+    for (let i = 0; i < n; i++) {
+      const r = noted[i];
+      this.#requestLine(r);
+      r.head = null;
+      r.requestId = undefined;
+      r.errCode = undefined;
+      r.errMessage = '';
+    }
+  };
+
+  /** Writes the lines noted so far now (a test that reads them at once; the writers pull them by themselves). */
+  flush(): void {
+    this.#writeNoted();
   }
 
   /** `,"key":"value"` for a string that may need escaping, cut to MAX_FIELD; nothing when absent. */
@@ -211,7 +287,7 @@ export class AccessLog implements AccessLines {
    * The request's own fields: method, target, HTTP version, Host, the client (the real one behind trusted
    * proxies; `peer` when that differs), User-Agent and Referer, and the request id. One pass over the headers.
    */
-  #requestFields(out: JsonLine, c: AccessClient, head: RequestHead, requestId: string | undefined): void {
+  #requestFields(out: JsonLine, remoteAddr: string, head: RequestHead, requestId: string | undefined): void {
     let ua: string | undefined;
     let referer: string | undefined;
     let xff: string | undefined;
@@ -227,8 +303,8 @@ export class AccessLog implements AccessLines {
         xff = xff === undefined ? hs[i + 1] : `${xff}, ${hs[i + 1]}`;
       }
     }
-    const client = realClient(c.remoteAddr, xff, this.#trusts);
-    const peer = client === c.remoteAddr ? undefined : c.remoteAddr;
+    const client = realClient(remoteAddr, xff, this.#trusts);
+    const peer = client === remoteAddr ? undefined : remoteAddr;
     const method = head.method;
     if (!this.#method.copy(out, method, undefined, undefined, undefined, undefined)) {
       const start = out.length;
@@ -261,12 +337,8 @@ export class AccessLog implements AccessLines {
    * The upstream side of an exchange: route, pool, target (the last one tried, also on 502/504), timings;
    * `,"mode":"http"` first when `mode`.
    */
-  #upstreamFields(out: JsonLine, ex: Exchange, mode: boolean): void {
-    const target = ex.target ?? ex.lastTarget;
-    const route = ex.route.name;
-    const pool = ex.pool.name;
-    const id = target === null ? undefined : target.id;
-    const connected = ex.connectMs >= 0;
+  #upstreamFields(out: JsonLine, route: string, pool: string, id: string | undefined, connectMs: number, reused: boolean, firstByteMs: number, mode: boolean): void {
+    const connected = connectMs >= 0;
     const seg = this.#forwarded[(connected ? 2 : 0) + (mode ? 1 : 0)];
     if (!seg.copy(out, route, pool, id, undefined, undefined)) {
       const start = out.length;
@@ -277,15 +349,15 @@ export class AccessLog implements AccessLines {
       if (connected) out.raw(K.connectMs);
       seg.keep(out, start, route, pool, id, undefined, undefined);
     }
-    const firstByte = ex.firstByteMs >= 0;
+    const firstByte = firstByteMs >= 0;
     if (connected) {
-      out.ms(ex.connectMs);
-      if (ex.reusedSocket) out.raw(firstByte ? K.reusedFirstByteMs : K.reused);
+      out.ms(connectMs);
+      if (reused) out.raw(firstByte ? K.reusedFirstByteMs : K.reused);
       else if (firstByte) out.raw(K.firstByteMs);
     } else if (firstByte) {
       out.raw(K.firstByteMs);
     }
-    if (firstByte) out.ms(ex.firstByteMs);
+    if (firstByte) out.ms(firstByteMs);
   }
 
   /** `,"status":N,"bytesIn":N,"bytesOut":N,"durationMs":` (the duration is the caller's); bytesIn only when counted. */
@@ -319,14 +391,52 @@ export class AccessLog implements AccessLines {
     out.byte(125);
   }
 
-  /** A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). */
+  /**
+   * A forwarded request that ended: answered (`err` undefined), failed, or dropped by the client (499). Its values
+   * and times are noted now, its line written with the next ones (#writeNoted) when a writer pulls them.
+   */
   request(c: AccessClient, ex: Exchange, requestId: string | undefined, status: number, err: ProxyError | undefined): void {
-    const out = this.#begin(c.id);
-    this.#upstreamFields(out, ex, true);
-    this.#requestFields(out, c, ex.head, requestId);
-    this.#counts(out, status, ex.bytesIn, ex.bytesOut);
-    out.ms(performance.now() - ex.startedHr);
-    if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);
+    if (this.#held === HELD) this.#writeNoted();
+    const noted = this.#noted;
+    let r = noted[this.#held];
+    if (r === undefined) {
+      r = new Noted();
+      noted.push(r);
+    }
+    r.durationMs = performance.now() - ex.startedHr;
+    r.timeMs = Date.now();
+    r.conn = c.id;
+    r.remoteAddr = c.remoteAddr;
+    const target = ex.target ?? ex.lastTarget;
+    r.route = ex.route.name;
+    r.pool = ex.pool.name;
+    r.upstream = target === null ? undefined : target.id;
+    r.connectMs = ex.connectMs;
+    r.reused = ex.reusedSocket;
+    r.firstByteMs = ex.firstByteMs;
+    r.head = ex.head;
+    r.requestId = requestId;
+    r.status = status;
+    r.bytesIn = ex.bytesIn;
+    r.bytesOut = ex.bytesOut;
+    if (err !== undefined) {
+      r.errCode = err.code;
+      r.errMessage = err.message;
+    }
+    if (this.#held++ === 0) {
+      this.#first?.defer(this.#writeNoted);
+      this.#second?.defer(this.#writeNoted);
+    }
+  }
+
+  /** A noted request's line, written. */
+  #requestLine(r: Noted): void {
+    const out = this.#begin(r.conn, r.timeMs);
+    this.#upstreamFields(out, r.route, r.pool, r.upstream, r.connectMs, r.reused, r.firstByteMs, true);
+    this.#requestFields(out, r.remoteAddr, r.head as RequestHead, r.requestId);
+    this.#counts(out, r.status, r.bytesIn, r.bytesOut);
+    out.ms(r.durationMs);
+    if (r.errCode !== undefined) AccessLog.#errOut(out, r.errCode, r.errMessage);
     out.raw(K.request);
     this.#emitOut(out);
   }
@@ -339,7 +449,7 @@ export class AccessLog implements AccessLines {
       AccessLog.#field(out, K.client, c.remoteAddr);
       AccessLog.#field(out, K.reqId, requestId);
     } else {
-      this.#requestFields(out, c, head, requestId);
+      this.#requestFields(out, c.remoteAddr, head, requestId);
     }
     out.raw(K.status);
     out.int(status);
@@ -355,8 +465,9 @@ export class AccessLog implements AccessLines {
   tunnelFields(c: AccessClient, ex: Exchange, requestId: string | undefined): string {
     const out = this.#out;
     out.reset();
-    this.#upstreamFields(out, ex, false);
-    this.#requestFields(out, c, ex.head, requestId);
+    const target = ex.target ?? ex.lastTarget;
+    this.#upstreamFields(out, ex.route.name, ex.pool.name, target === null ? undefined : target.id, ex.connectMs, ex.reusedSocket, ex.firstByteMs, false);
+    this.#requestFields(out, c.remoteAddr, ex.head, requestId);
     return out.text();
   }
 
@@ -378,7 +489,7 @@ export class AccessLog implements AccessLines {
       AccessLog.#field(out, K.route, route);
       this.#answered.keep(out, start, mode, route, undefined, undefined, undefined);
     }
-    this.#requestFields(out, c, head, requestId);
+    this.#requestFields(out, c.remoteAddr, head, requestId);
     this.#counts(out, status, undefined, bytesOut);
     out.int(Date.now() - startedAt);
     if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);
@@ -400,7 +511,7 @@ export class AccessLog implements AccessLines {
       AccessLog.#field(out, K.upstream, id);
       this.#exchanged.keep(out, start, ex.mode, route, id, undefined, undefined);
     }
-    this.#requestFields(out, c, ex.head, requestId);
+    this.#requestFields(out, c.remoteAddr, ex.head, requestId);
     this.#counts(out, status, ex.bytesIn, ex.bytesOut);
     out.int(Date.now() - ex.startedAt);
     if (err !== undefined) AccessLog.#errOut(out, err.code, err.message);

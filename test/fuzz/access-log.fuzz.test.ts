@@ -171,8 +171,9 @@ test('access-log lines: any client string or name gives one valid JSON line whos
   // the property runs without a turn of the event loop, so nothing is written until it ends: room for it all
   const file = new LineWriter(path.join(dir, 'access.log'), 1 << 30);
   const seen: string[] = [];
-  // a writer that keeps each line as text, given as a string (tunnels, named fields) or as bytes (requests)
-  const capture = { write: (l: string) => seen.push(l), writeBytes: (b: Uint8Array) => seen.push(Buffer.from(b).toString('utf8')) };
+  // a writer that keeps each line as text, given as a string (tunnels, named fields) or as bytes (requests); the file
+  // is the writer lines are written into (claim), the capture gets a copy; noted lines are written by log.flush()
+  const capture = { write: (l: string) => seen.push(l), writeBytes: (b: Uint8Array) => seen.push(Buffer.from(b).toString('utf8')), defer: () => {}, undefer: () => {} };
   const log = new AccessLog({ stdout: capture as unknown as LineWriter, file, worker: 1, trusts: () => false });
   const reqs: Req[] = [];
   let runs = 0;
@@ -182,6 +183,7 @@ test('access-log lines: any client string or name gives one valid JSON line whos
       reqs.push(r);
       const before = seen.length;
       logOne(log, r);
+      log.flush();
       assert.equal(seen.length, before + 1);
       check(r, seen[seen.length - 1]);
     }),

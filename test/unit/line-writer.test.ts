@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, constants, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
+import { FILE_CHUNK, FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-line-writer-'));
@@ -27,8 +27,8 @@ test('file: lines of every size and script come out whole and in order, across c
       sent.push(`${JSON.stringify({ body })}\n`);
       w.write(sent[sent.length - 1]);
     }
-    // one line longer than a chunk (64 KiB): a write of its own
-    sent.push(`${'y'.repeat(70_000)}\n`);
+    // one line longer than a chunk: a write of its own
+    sent.push(`${'y'.repeat(FILE_CHUNK + 4000)}\n`);
     w.write(sent[sent.length - 1]);
     await new Promise((resolve) => setImmediate(resolve));
   }
@@ -117,7 +117,7 @@ test('file: lines given as bytes (writeBytes, the caller reusing its buffer at o
   const file = path.join(tempDir(t), 'bytes.log');
   const w = new LineWriter(file);
   const sent: Buffer[] = [];
-  const scratch = new Uint8Array(80_000);
+  const scratch = new Uint8Array(FILE_CHUNK + 8000);
   for (let turn = 0; turn < 3; turn++) {
     for (let i = 0; i < 3000; i++) {
       const text = `${JSON.stringify({ turn, i, pad: 'b'.repeat(i % 101), s: ['é', '😀', ''][i % 3] })}\n`;
@@ -131,8 +131,8 @@ test('file: lines given as bytes (writeBytes, the caller reusing its buffer at o
       }
       sent.push(Buffer.from(text));
     }
-    // a line longer than a chunk (64 KiB), as bytes: a write of its own
-    const long = Buffer.from(`${'z'.repeat(70_000)}\n`);
+    // a line longer than a chunk, as bytes: a write of its own
+    const long = Buffer.from(`${'z'.repeat(FILE_CHUNK + 4000)}\n`);
     scratch.set(long);
     w.writeBytes(scratch.subarray(0, long.length));
     scratch.fill(0x2a, 0, long.length);
@@ -191,4 +191,99 @@ test('pipe: lines given while a write waits on a full pipe leave after it, with 
   fdOpen = false;
   assert.equal(w.dropped, 0);
   assert.equal(Buffer.concat(parts).toString('utf8'), sent.join(''));
+});
+
+test('file: flushSync() writes every line it holds before it returns (process exit: no write left to libuv\'s thread)', (t) => {
+  const file = path.join(tempDir(t), 'exit.log');
+  const w = new LineWriter(file);
+  const sent: string[] = [];
+  // a partial chunk (less than a chunk) that no turn has flushed yet
+  for (let i = 0; i < 500; i++) {
+    sent.push(`${JSON.stringify({ i, pad: 'e'.repeat(60) })}\n`);
+    w.write(sent[sent.length - 1]);
+  }
+  w.flushSync();
+  assert.equal(readFileSync(file, 'utf8'), sent.join(''));
+  w.close();
+});
+
+test('file: lines held by deferring writers (defer, claim/commit) come out whole and in order with write() and writeBytes() lines, across chunks', async (t) => {
+  const file = path.join(tempDir(t), 'deferred.log');
+  const w = new LineWriter(file);
+  const sent: Buffer[] = [];
+  const held: Buffer[][] = [[], []];
+  // a holder writes its lines straight into the chunk when there is room, else gives them as bytes
+  const writeHeld = (mine: Buffer[]) => {
+    for (const line of mine.splice(0)) {
+      const chunk = w.claim();
+      if (chunk !== null && chunk.length - w.claimedAt >= line.length) {
+        line.copy(chunk, w.claimedAt);
+        w.commit(line.length);
+      } else {
+        w.writeBytes(line);
+      }
+    }
+  };
+  const holders = [() => writeHeld(held[0]), () => writeHeld(held[1])];
+  for (let turn = 0; turn < 4; turn++) {
+    for (let i = 0; i < 3000; i++) {
+      const line = Buffer.from(`${JSON.stringify({ turn, i, pad: 'd'.repeat(i % 89), s: ['é', '😀', ''][i % 3] })}\n`);
+      sent.push(line);
+      const kind = i % 5;
+      if (kind === 0) w.write(line.toString('utf8'));
+      else if (kind === 1) w.writeBytes(line);
+      else {
+        // two holders: deferring one pulls the other's lines first, so the order given is the order written
+        const h = kind === 2 ? 0 : 1;
+        held[h].push(line);
+        w.defer(holders[h]);
+      }
+    }
+    // lines still held at the end of a turn leave with no further call (the writer pulls them)
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  held[0].push(Buffer.from('{"last":0}\n'));
+  sent.push(held[0][0]);
+  w.defer(holders[0]);
+  await w.drain();
+  w.close();
+  assert.equal(w.dropped, 0);
+  assert.ok(readFileSync(file).equals(Buffer.concat(sent)), 'file bytes = the lines in the order given');
+});
+
+test('pipe: lines held by a deferring writer alone leave by themselves (the writer pulls them at the end of the turn)', async (t) => {
+  const dir = tempDir(t);
+  const fifo = path.join(dir, 'fifo');
+  const made = spawnSync('mkfifo', [fifo]);
+  assert.equal(made.status, 0, String(made.stderr));
+  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  let fdOpen = true;
+  t.after(() => {
+    if (fdOpen) closeSync(fd);
+  });
+  const w = new LineWriter(fd);
+  const reader = createReadStream(fifo);
+  let text = '';
+  const line = '{"held":1}\n';
+  // nothing else is given to the writer, no write is in flight: only its own flush can pull the line
+  w.defer(() => {
+    const chunk = w.claim();
+    assert.ok(chunk !== null);
+    const n = chunk.write(line, w.claimedAt);
+    w.commit(n);
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the held line did not leave: ${JSON.stringify(text)}`)), 5000);
+    reader.on('data', (c) => {
+      text += (c as Buffer).toString('utf8');
+      if (text === line) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  reader.destroy();
+  closeSync(fd);
+  fdOpen = false;
+  assert.equal(text, line);
 });
