@@ -67,6 +67,11 @@ function proxyCpuUs(r: LoadResult): number {
   return r.cpu.proxy.reduce((n, p) => n + p.cpuUs, 0);
 }
 
+/** The kernel's part of proxyCpuUs: the sends and reads cost each proxy alike, the gap is in user time. */
+function proxySysUs(r: LoadResult): number {
+  return r.cpu.proxy.reduce((n, p) => n + p.sysUs, 0);
+}
+
 async function bench(scope: BenchmarkScope): Promise<void> {
   // php-fpm is the backend: pinned with the client
   const fpm = await startFpm(scope, 'fpm-nginx', { children, cpus: CLIENT_CPU });
@@ -96,7 +101,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds after ${warmupS} s of warm-up each`);
   console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}, one master per proxy; Portico 1 worker`);
   console.log(`pinning: ${pinning.enabled ? 'proxies on CPU 0, wrk and php-fpm on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
-  const rows = { nginx: [] as Array<{ rate: number; us: number }>, portico: [] as Array<{ rate: number; us: number }> };
+  const rows = { nginx: [] as Array<{ rate: number; us: number; sys: number }>, portico: [] as Array<{ rate: number; us: number; sys: number }> };
   // warm-up: JIT, FPM workers, pooled connections (a 1 s warm-up left Portico's first round in its JIT warm-up
   // when the machine was loaded and rates were low)
   for (const t of Object.values(targets)) await runWrk(t.port, connections, warmupS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
@@ -106,8 +111,9 @@ async function bench(scope: BenchmarkScope): Promise<void> {
       const t = targets[which];
       const res = await runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
       const us = proxyCpuUs(res) / res.count;
-      rows[which].push({ rate: res.rate, us });
-      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req, ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
+      const sys = proxySysUs(res) / res.count;
+      rows[which].push({ rate: res.rate, us, sys });
+      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req (user ${(us - sys).toFixed(1)}, sys ${sys.toFixed(1)}), ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
     }
   }
   const n = median(rows.nginx.map((x) => x.rate));
@@ -116,6 +122,9 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   const pUs = median(rows.portico.map((x) => x.us));
   console.log(`\nmedian req/s: nginx ${Math.round(n).toLocaleString('en-US')}, Portico ${Math.round(p).toLocaleString('en-US')} (Portico/nginx ${(p / n).toFixed(2)}x)`);
   console.log(`median proxy CPU-µs/req: nginx ${nUs.toFixed(1)}, Portico ${pUs.toFixed(1)} (Portico/nginx ${(pUs / nUs).toFixed(2)}x)`);
+  const user = (xs: Array<{ us: number; sys: number }>): number => median(xs.map((x) => x.us - x.sys));
+  const sys = (xs: Array<{ us: number; sys: number }>): number => median(xs.map((x) => x.sys));
+  console.log(`median proxy user / sys CPU-µs/req: nginx ${user(rows.nginx).toFixed(1)} / ${sys(rows.nginx).toFixed(1)}, Portico ${user(rows.portico).toFixed(1)} / ${sys(rows.portico).toFixed(1)}`);
   const paired = rows.portico.map((x, i) => x.rate / rows.nginx[i].rate);
   console.log(`per-round Portico/nginx req/s: ${paired.map((x) => x.toFixed(2)).join(', ')}; load average at end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   await stopTree(fpm.proc);

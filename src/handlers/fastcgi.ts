@@ -589,9 +589,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   }
 
   /** Some request on a fresh connection to `t` has waited long enough to be in FPM's listen queue. */
-  static #queuedSuspect(t: Target, now: number): boolean {
+  static #queuedSuspect(t: Target): boolean {
     const set = freshWaiting.get(t);
     if (set === undefined || set.size === 0) return false;
+    const now = Date.now(); // read only when some request waits (at steady state none does)
     for (const ex of set) if (now - ex.#sentAt >= QUEUED_SUSPECT_MS) return true;
     return false;
   }
@@ -605,7 +606,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
     // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
     this.#dropBody();
-    const reusable = this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!, Date.now()) && !up.destroyed && up.readable && up.writable;
+    const reusable = this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!) && !up.destroyed && up.readable && up.writable;
     this.pool.release(this.target!, up, reusable);
     this.target!.active--;
     if (this.#framing === 'close') this.#closeClient = true;

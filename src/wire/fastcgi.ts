@@ -136,10 +136,13 @@ export function binary(text: string): string {
 
 /** Writes a record header at `at`; returns the offset after it. */
 function putHeader(buf: Buffer, at: number, type: number, requestId: number, length: number): number {
+  // byte stores, not writeUInt16BE (a bounds-checked call each): this runs four times per request
   buf[at] = FCGI_VERSION_1;
   buf[at + 1] = type;
-  buf.writeUInt16BE(requestId, at + 2);
-  buf.writeUInt16BE(length, at + 4);
+  buf[at + 2] = requestId >>> 8;
+  buf[at + 3] = requestId & 0xff;
+  buf[at + 4] = length >>> 8;
+  buf[at + 5] = length & 0xff;
   buf[at + 6] = 0;
   buf[at + 7] = 0;
   return at + FCGI_HEADER_LEN;
@@ -156,9 +159,15 @@ export function encodeRequestStart(requestId: number, keepConn: boolean, fixed: 
   const records = Math.ceil(body / FCGI_MAX_CONTENT);
   const out = Buffer.allocUnsafe(2 * FCGI_HEADER_LEN + records * FCGI_HEADER_LEN + body + FCGI_HEADER_LEN + (stdinEnd ? FCGI_HEADER_LEN : 0));
   let o = putHeader(out, 0, FCGI_BEGIN_REQUEST, requestId, 8);
-  out.writeUInt16BE(FCGI_RESPONDER, o);
+  // the BEGIN_REQUEST body: role (2 bytes), flags, 5 reserved zero bytes (stores: fill() is a call into C++)
+  out[o] = FCGI_RESPONDER >>> 8;
+  out[o + 1] = FCGI_RESPONDER & 0xff;
   out[o + 2] = keepConn ? FCGI_KEEP_CONN : 0;
-  out.fill(0, o + 3, o + 8);
+  out[o + 3] = 0;
+  out[o + 4] = 0;
+  out[o + 5] = 0;
+  out[o + 6] = 0;
+  out[o + 7] = 0;
   o += 8;
   // no pairs at all: only the closing record (an empty one before it would end the stream early)
   if (body > 0 && body <= FCGI_MAX_CONTENT) {
