@@ -6,10 +6,10 @@
 // bounded number wait unwritten.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { closeSync, constants, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { openFifo } from '../helpers/fifo.js';
 import { AccessLog, type AccessClient } from '../../src/http/access-log.js';
 import { LineWriter } from '../../src/core/line-writer.js';
 import { ProxyError } from '../../src/core/errors.js';
@@ -55,15 +55,10 @@ const client: AccessClient = { id: 1, remoteAddr: '127.0.0.1' };
 
 test('access log: noted request lines keep their order with every other line of both writers, and leave with no further call', async (t) => {
   const dir = tempDir(t);
-  const fifo = path.join(dir, 'stdout');
-  const made = spawnSync('mkfifo', [fifo]);
-  assert.equal(made.status, 0, String(made.stderr));
   // a pipe as stdout (its reader sees what leaves by itself) and a file, as with log.access and log.access_file
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  let fdOpen = true;
-  t.after(() => {
-    if (fdOpen) closeSync(fd);
-  });
+  const pipe = openFifo(t, dir, 'stdout');
+  const fifo = pipe.path;
+  const fd = pipe.fd;
   const stdout = new LineWriter(fd);
   const filePath = path.join(dir, 'access.log');
   const file = new LineWriter(filePath);
@@ -112,8 +107,7 @@ test('access log: noted request lines keep their order with every other line of 
     });
   });
   reader.destroy();
-  closeSync(fd);
-  fdOpen = false;
+  pipe.close();
   assert.deepEqual(text.slice(0, -1).split('\n').map(labelOf), want);
   await file.drain();
   file.close();

@@ -4,10 +4,10 @@
 // close() writes everything it holds before it closes the file; lines of many turns share writes (pacing).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { closeSync, constants, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { openFifo } from '../helpers/fifo.js';
 import { FILE_CHUNK, FLUSH_MS, LineWriter } from '../../src/core/line-writer.js';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -48,15 +48,10 @@ test('file: lines of every size and script come out whole and in order, across c
 
 test('pipe whose reader stops: lines past the bound are dropped and counted, memory stays bounded, the rest arrive whole and in order', async (t) => {
   const dir = tempDir(t);
-  const fifo = path.join(dir, 'fifo');
-  const made = spawnSync('mkfifo', [fifo]);
-  assert.equal(made.status, 0, String(made.stderr));
   // read-write and non-blocking: a full pipe answers EAGAIN (as a non-blocking stdout does), nobody reads yet
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  let fdOpen = true;
-  t.after(() => {
-    if (fdOpen) closeSync(fd);
-  });
+  const pipe = openFifo(t, dir, 'fifo');
+  const fifo = pipe.path;
+  const fd = pipe.fd;
   const bound = 32 * 1024;
   const w = new LineWriter(fd, bound);
   const sent: string[] = [];
@@ -80,8 +75,7 @@ test('pipe whose reader stops: lines past the bound are dropped and counted, mem
   reader.on('data', (c) => parts.push(c as Buffer));
   const ended = new Promise<void>((resolve) => reader.on('close', () => resolve()));
   await w.drain();
-  closeSync(fd); // the last writer: the reader gets EOF
-  fdOpen = false;
+  pipe.close(); // the last writer: the reader gets EOF
   await ended;
   const got = Buffer.concat(parts).toString('utf8').split('\n');
   assert.equal(got.pop(), '');
@@ -147,14 +141,9 @@ test('file: lines given as bytes (writeBytes, the caller reusing its buffer at o
 
 test('pipe: lines given while a write waits on a full pipe leave after it, with no further call (its completion takes them)', async (t) => {
   const dir = tempDir(t);
-  const fifo = path.join(dir, 'fifo');
-  const made = spawnSync('mkfifo', [fifo]);
-  assert.equal(made.status, 0, String(made.stderr));
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  let fdOpen = true;
-  t.after(() => {
-    if (fdOpen) closeSync(fd);
-  });
+  const pipe = openFifo(t, dir, 'fifo');
+  const fifo = pipe.path;
+  const fd = pipe.fd;
   const w = new LineWriter(fd, 4 * 1024 * 1024);
   const sent: string[] = [];
   // more than the pipe holds (64 KiB): the writer's write is left waiting (EAGAIN, retried) with nobody reading
@@ -187,8 +176,7 @@ test('pipe: lines given while a write waits on a full pipe leave after it, with 
   });
   await all;
   reader.destroy();
-  closeSync(fd);
-  fdOpen = false;
+  pipe.close();
   assert.equal(w.dropped, 0);
   assert.equal(Buffer.concat(parts).toString('utf8'), sent.join(''));
 });
@@ -253,14 +241,9 @@ test('file: lines held by deferring writers (defer, claim/commit) come out whole
 
 test('pipe: lines held by a deferring writer alone leave by themselves (the writer pulls them at the end of the turn)', async (t) => {
   const dir = tempDir(t);
-  const fifo = path.join(dir, 'fifo');
-  const made = spawnSync('mkfifo', [fifo]);
-  assert.equal(made.status, 0, String(made.stderr));
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  let fdOpen = true;
-  t.after(() => {
-    if (fdOpen) closeSync(fd);
-  });
+  const pipe = openFifo(t, dir, 'fifo');
+  const fifo = pipe.path;
+  const fd = pipe.fd;
   const w = new LineWriter(fd);
   const reader = createReadStream(fifo);
   let text = '';
@@ -283,7 +266,6 @@ test('pipe: lines held by a deferring writer alone leave by themselves (the writ
     });
   });
   reader.destroy();
-  closeSync(fd);
-  fdOpen = false;
+  pipe.close();
   assert.equal(text, line);
 });
