@@ -94,7 +94,11 @@ test('past the fd limit a natively accepted connection is refused at once, count
   await portico.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('connections refused: out of file descriptors'));
   for (const s of held.splice(0, 20)) s.destroy();
   await statusUntil(portico, 'freed connections gone', (s) => s.workers[0].connections === held.length);
-  assert.equal(await burstRequest(portico.httpPort), 'HTTP/1.1 404 Not Found', 'accepting again once fds are free');
+  // the budget counts descriptors at most every 10 ms near the limit (fd-limit.ts), and a refusal its last count
+  // made stands until the next: a connection in the first milliseconds after the closes may still be refused, the
+  // next ones are served
+  const first = await until('accepting again once fds are free', () => burstRequest(portico.httpPort), (r) => r !== 'closed without a reply', 5_000, 20);
+  assert.equal(first, 'HTTP/1.1 404 Not Found', 'accepting again once fds are free');
   for (const s of held) s.destroy();
 });
 
