@@ -91,6 +91,17 @@ class Noted {
   bytesOut = 0;
   errCode: ErrorCode | undefined = undefined;
   errMessage = '';
+
+  /** The exchange's upstream side: route, pool, target (the last one tried, also on 502/504), timings. */
+  noteUpstream(ex: Exchange): void {
+    const target = ex.target ?? ex.lastTarget;
+    this.route = ex.route.name;
+    this.pool = ex.pool.name;
+    this.upstream = target === null ? undefined : target.id;
+    this.connectMs = ex.connectMs;
+    this.reused = ex.reusedSocket;
+    this.firstByteMs = ex.firstByteMs;
+  }
 }
 
 /**
@@ -186,6 +197,8 @@ export class AccessLog implements AccessLines {
   readonly #request = segments(4);
   /** Forwarded requests noted, #held of them not yet written (request()). */
   readonly #noted: Noted[] = [];
+  /** A tunnel's upstream side, noted for #upstreamFields (its line is written at once). */
+  readonly #tunnelNoted = new Noted();
   #held = 0;
   /** The writer whose chunk a line is written into (the file's when both), and the other one. */
   readonly #first: LineWriter | undefined;
@@ -337,7 +350,8 @@ export class AccessLog implements AccessLines {
    * The upstream side of an exchange: route, pool, target (the last one tried, also on 502/504), timings;
    * `,"mode":"http"` first when `mode`.
    */
-  #upstreamFields(out: JsonLine, route: string, pool: string, id: string | undefined, connectMs: number, reused: boolean, firstByteMs: number, mode: boolean): void {
+  #upstreamFields(out: JsonLine, r: Noted, mode: boolean): void {
+    const { route, pool, upstream: id, connectMs, firstByteMs } = r;
     const connected = connectMs >= 0;
     const seg = this.#forwarded[(connected ? 2 : 0) + (mode ? 1 : 0)];
     if (!seg.copy(out, route, pool, id, undefined, undefined)) {
@@ -352,7 +366,7 @@ export class AccessLog implements AccessLines {
     const firstByte = firstByteMs >= 0;
     if (connected) {
       out.ms(connectMs);
-      if (reused) out.raw(firstByte ? K.reusedFirstByteMs : K.reused);
+      if (r.reused) out.raw(firstByte ? K.reusedFirstByteMs : K.reused);
       else if (firstByte) out.raw(K.firstByteMs);
     } else if (firstByte) {
       out.raw(K.firstByteMs);
@@ -407,13 +421,7 @@ export class AccessLog implements AccessLines {
     r.timeMs = Date.now();
     r.conn = c.id;
     r.remoteAddr = c.remoteAddr;
-    const target = ex.target ?? ex.lastTarget;
-    r.route = ex.route.name;
-    r.pool = ex.pool.name;
-    r.upstream = target === null ? undefined : target.id;
-    r.connectMs = ex.connectMs;
-    r.reused = ex.reusedSocket;
-    r.firstByteMs = ex.firstByteMs;
+    r.noteUpstream(ex);
     r.head = ex.head;
     r.requestId = requestId;
     r.status = status;
@@ -432,7 +440,7 @@ export class AccessLog implements AccessLines {
   /** A noted request's line, written. */
   #requestLine(r: Noted): void {
     const out = this.#begin(r.conn, r.timeMs);
-    this.#upstreamFields(out, r.route, r.pool, r.upstream, r.connectMs, r.reused, r.firstByteMs, true);
+    this.#upstreamFields(out, r, true);
     this.#requestFields(out, r.remoteAddr, r.head as RequestHead, r.requestId);
     this.#counts(out, r.status, r.bytesIn, r.bytesOut);
     out.ms(r.durationMs);
@@ -465,8 +473,9 @@ export class AccessLog implements AccessLines {
   tunnelFields(c: AccessClient, ex: Exchange, requestId: string | undefined): string {
     const out = this.#out;
     out.reset();
-    const target = ex.target ?? ex.lastTarget;
-    this.#upstreamFields(out, ex.route.name, ex.pool.name, target === null ? undefined : target.id, ex.connectMs, ex.reusedSocket, ex.firstByteMs, false);
+    const r = this.#tunnelNoted;
+    r.noteUpstream(ex);
+    this.#upstreamFields(out, r, false);
     this.#requestFields(out, c.remoteAddr, ex.head, requestId);
     return out.text();
   }
