@@ -198,6 +198,12 @@ export interface Listening {
   readonly native: boolean;
   /** Stops accepting now and closes the socket; connections already accepted go on. */
   close(): void;
+  /**
+   * Stops accepting, but first accepts the clients already in the kernel's accept queue (native accept; Node's
+   * accept closes at once, as close()); resolves once the socket is closed. For a drain, where close() would
+   * reset those clients.
+   */
+  end(): Promise<void>;
   /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
   setMode(mode: AcceptMode): void;
   /**
@@ -209,7 +215,8 @@ export interface Listening {
 }
 
 function listeningOf(server: net.Server): Listening {
-  return { port: boundAddress(server).port, native: false, close: () => void server.close(), setMode: () => {}, serveL4: () => false };
+  const close = (): void => void server.close();
+  return { port: boundAddress(server).port, native: false, close, end: () => Promise.resolve(close()), setMode: () => {}, serveL4: () => false };
 }
 
 /**
@@ -239,6 +246,16 @@ class NativeListening implements Listening {
     this.#accept = undefined;
     if (this.#l4 !== undefined) nativeL4Addon()?.l4Close(this.#l4);
     this.#l4 = undefined;
+  }
+
+  end(): Promise<void> {
+    const accept = this.#accept;
+    this.#accept = undefined;
+    if (accept === undefined) {
+      this.close(); // an L4 listener: the addon's L4 thread owns its queue
+      return Promise.resolve();
+    }
+    return accept.end();
   }
 
   setMode(mode: AcceptMode): void {

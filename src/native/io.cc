@@ -38,6 +38,7 @@ constexpr int32_t kConnect = 5;  // a = 0 or errno
 constexpr int32_t kAccept = 6;   // id = the new connection; a = offset of its address record, b = its length
 constexpr int32_t kAcceptError = 7;  // id = the listener; a = errno (accepting is paused until JS resumes it)
 constexpr int32_t kSecure = 8;   // the TLS handshake completed (reads now deliver plaintext)
+constexpr int32_t kListenEnd = 9;  // id = a listener ioListenEnd left open: its queue is accepted, its fd closed
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
@@ -69,6 +70,7 @@ struct Conn {
   bool shutdown_pending = false;
   bool want_drain = false;  // ioSendFile met a full socket: report kDrain once it is writable again
   bool listener = false;    // a listening socket: readiness means connections to accept
+  bool ending = false;      // a listener ioListenEnd left open: accept what is queued, then close (kListenEnd)
   int32_t mode = kModeRead; // listener: what its accepted connections do first
   std::string out;          // bytes the kernel did not take yet (plaintext on a TLS connection)
   size_t out_off = 0;
@@ -184,7 +186,8 @@ int32_t NewConn(State& s, int fd) {
   return id;
 }
 
-void FreeConn(State& s, int32_t id) {
+// `batch`: the id may still be named by events of the batch being built (reusable only after it).
+void FreeConn(State& s, int32_t id, bool batch = false) {
   Conn& c = s.conns[id];
   delete c.tls;
   c.tls = nullptr;
@@ -192,7 +195,7 @@ void FreeConn(State& s, int32_t id) {
   c.mask = 0;
   std::string().swap(c.out);
   c.out_off = 0;
-  (s.dispatching ? s.freed_in_batch : s.free_ids).push_back(id);
+  (s.dispatching || batch ? s.freed_in_batch : s.free_ids).push_back(id);
   s.live--;
   UpdateRef(s);
 }
@@ -368,8 +371,8 @@ void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
 // event before any of its bytes; a read-mode listener's connection is read at once (the request usually came
 // with the handshake: no second wake-up for it). Errors the client caused are skipped; a resource error (EMFILE,
 // ENFILE, ENOBUFS, ENOMEM) pauses the listener and tells JS, which resumes it later: level triggering would
-// otherwise spin on a queue it cannot drain.
-void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
+// otherwise spin on a queue it cannot drain. Returns true when the queue was found empty (or cannot be drained).
+bool AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
   while (accepted < kAcceptMax && kDataSize - used >= kAddrRecordMax) {
     Conn& l = s.conns[lid];
     sockaddr_storage ss{};
@@ -378,11 +381,12 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
     if (fd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EAGAIN || err == EWOULDBLOCK) return true;
+      if (l.ending) return true;  // closing anyway: what it could not take is the kernel's to reset
       l.reading = false;
       Rearm(s, l);
       Push(s, n, lid, kAcceptError, err, 0);
-      return;
+      return true;
     }
     accepted++;
     if (l.nodelay_inherited != 1) {
@@ -410,6 +414,17 @@ void AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
     if (c.peeking) PeekReady(s, c, id, n, used);
     else if (kDataSize - used >= kReadMin) ReadOnce(s, c, id, n, used);
   }
+  return false;  // the batch is full: level triggering brings the rest
+}
+
+// The end of a listener that ioListenEnd left open: its fd closes and JS hears of it (the id stays unused until
+// the batch naming it is dispatched).
+void EndListener(State& s, int32_t lid, int& n) {
+  Conn& l = s.conns[lid];
+  if (!l.sole_fd) Unregister(s, l);
+  close(l.fd);
+  FreeConn(s, lid, true);
+  Push(s, n, lid, kListenEnd, 0, 0);
 }
 
 // A TLS record's plaintext is at most this: a read offered this much room takes a whole record. Records read ahead
@@ -501,7 +516,7 @@ int Round(State& s) {
     int32_t id = static_cast<int32_t>(evs[i].data.u32);
     if (static_cast<size_t>(id) >= s.conns.size()) continue;
     if (s.conns[id].listener) {
-      if (s.conns[id].fd >= 0 && s.conns[id].reading) AcceptBatch(s, id, n, used, accepted);
+      if (s.conns[id].fd >= 0 && s.conns[id].reading && AcceptBatch(s, id, n, used, accepted) && s.conns[id].ending) EndListener(s, id, n);
       continue;
     }
     Conn& c = s.conns[id];
@@ -736,6 +751,34 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);
   return Napi::Number::New(info.Env(), fd);
+}
+
+// ioListenEnd(id) -> closed now: a listener stops accepting without resetting what its accept queue holds. An
+// empty queue closes it at once (true); else the next batches accept what waits (ACCEPT events as usual) and the
+// fd closes once accept4 finds the queue empty, with a LISTEN_END event (false). Closing at once would reset the
+// queued connections: clients the kernel already completed a handshake with (a hand-over, a shutdown).
+Napi::Value ListenEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  Conn& l = s.conns[id];
+  if (!l.listener) throw Napi::TypeError::New(env, "ioListenEnd: not a listener");
+  pollfd p{l.fd, POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0 || (p.revents & POLLIN) == 0) {
+    if (!l.sole_fd) Unregister(s, l);
+    close(l.fd);
+    FreeConn(s, id);
+    return Napi::Boolean::New(env, true);
+  }
+  l.ending = true;
+  l.reading = true;  // a paused listener (EMFILE) tries once more; AcceptBatch ends it on any error
+  Rearm(s, l);
+  if (l.mask == 0) {  // epoll refused it: nothing would ever accept the queue
+    close(l.fd);
+    FreeConn(s, id);
+    return Napi::Boolean::New(env, true);
+  }
+  return Napi::Boolean::New(env, false);
 }
 
 // ioStartTls(id, serverId): a natively accepted connection that nobody read from (a hold-mode listener's) starts
@@ -1163,6 +1206,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
   exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
+  exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));

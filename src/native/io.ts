@@ -22,6 +22,8 @@ interface IoAddon {
   ioListen(fd: number, mode: number): number;
   ioListenMode(id: number, mode: number): void;
   ioRelease(id: number): number;
+  /** Absent from addons built before it: then end() closes at once. */
+  ioListenEnd?(id: number): boolean;
   ioWrite(id: number, bytes: Uint8Array): number;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
@@ -70,6 +72,7 @@ const ACCEPT_ERROR = 7;
 export type AcceptMode = 'read' | 'hold' | 'peek';
 const MODE: Record<AcceptMode, number> = { read: 0, hold: 1, peek: 2 };
 const SECURE = 8;
+const LISTEN_END = 9;
 
 const EMPTY = new Uint8Array(0);
 
@@ -182,6 +185,10 @@ function dispatch(state: Io, count: number): void {
     }
     if (kind === ACCEPT_ERROR) {
       state.listeners.get(events[at]!)?._onAcceptError(events[at + 2]!);
+      continue;
+    }
+    if (kind === LISTEN_END) {
+      state.listeners.get(events[at]!)?._onEnd();
       continue;
     }
     const socket = sockets[events[at]!];
@@ -804,13 +811,15 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
  * A listening socket served by native I/O: the addon accepts in batches and each connection reaches `onConnection`
  * as a NativeSocket, paused when the mode is 'hold' (nothing read: the bytes stay in the kernel for splice or
  * Node's TLS), else reading. `close()` stops accepting at once and closes the socket (the kernel resets what
- * waited in its queue, as closing a net.Server does).
+ * waited in its queue, as closing a net.Server does); `end()` accepts that queue first.
  */
 export class NativeListener extends EventEmitter {
   readonly #io: Io;
   readonly #id: number;
   #mode: AcceptMode;
   #closed = false;
+  #ended: Promise<void> | undefined;
+  #onEnded: (() => void) | undefined;
   #resumeTimer: NodeJS.Timeout | undefined;
   onConnection: (socket: NativeSocket) => void;
   readonly #address: { address: string; port: number; family: 'IPv4' | 'IPv6' };
@@ -852,6 +861,39 @@ export class NativeListener extends EventEmitter {
     clearTimeout(this.#resumeTimer);
     this.#io.listeners.delete(this.#id);
     this.#io.addon.ioClose(this.#id);
+  }
+
+  /**
+   * Stops accepting without resetting the clients already in the kernel's accept queue (a hand-over, a
+   * shutdown): they are accepted and reach onConnection as usual, then the socket closes. Resolves once closed.
+   * A client whose handshake is still in flight when it closes is reset (net.ipv4.tcp_migrate_req=1 moves those
+   * to another listener of the same SO_REUSEPORT group instead).
+   */
+  end(): Promise<void> {
+    if (this.#closed) return this.#ended ?? Promise.resolve();
+    const addon = this.#io.addon;
+    if (addon.ioListenEnd === undefined) {
+      this.close();
+      return (this.#ended = Promise.resolve());
+    }
+    this.#closed = true;
+    clearTimeout(this.#resumeTimer);
+    if (addon.ioListenEnd(this.#id)) {
+      this.#io.listeners.delete(this.#id);
+      return (this.#ended = Promise.resolve());
+    }
+    // kept in io.listeners until LISTEN_END: the connections accepted before it still find their listener
+    this.#ended = new Promise((resolve) => {
+      this.#onEnded = resolve;
+    });
+    return this.#ended;
+  }
+
+  /** @internal LISTEN_END: the queue end() left was accepted and the socket closed. */
+  _onEnd(): void {
+    this.#io.listeners.delete(this.#id);
+    this.#onEnded?.();
+    this.#onEnded = undefined;
   }
 
   /** Stops accepting and hands the listening socket's fd (still open, still listening) to the caller. */

@@ -5,6 +5,7 @@
 // to the shutdown grace. If the new one fails to start, this one keeps serving as if nothing happened. The
 // outcome is written for `portico upgrade` (state-files.ts). The new primary's side is `announceReady`.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../core/log.js';
 import { writeUpgradeOutcome, type ControlPaths } from './state-files.js';
 
@@ -67,6 +68,12 @@ export class Upgrade {
     });
     this.#child = child;
     this.#log.info({ newPid: child.pid }, 'upgrade: starting a new primary beside this one');
+    if (migrateRequests() === false) {
+      this.#log.warn(
+        { sysctl: 'net.ipv4.tcp_migrate_req=0' },
+        'upgrade: a client whose TCP handshake is still in flight on an old listening socket when it closes is reset; net.ipv4.tcp_migrate_req=1 lets the kernel move it to the new listeners',
+      );
+    }
     let settled = false;
     const finish = (ok: boolean, detail: { newPid?: number; workers?: number; error?: string }): void => {
       if (settled) return;
@@ -114,4 +121,18 @@ export function announceReady(handoverFrom: number | undefined, workers: number,
     process.channel?.unref();
   });
   process.on('disconnect', () => {});
+}
+
+/**
+ * Whether the kernel moves the connections of a closing SO_REUSEPORT listener to another one of its group
+ * (net.ipv4.tcp_migrate_req, Linux >= 5.14); undefined where it cannot be read. The old workers accept what their
+ * accept queues hold before they close (NativeListener.end), so only handshakes in flight at that instant depend
+ * on it.
+ */
+function migrateRequests(): boolean | undefined {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'latin1').trim() !== '0';
+  } catch {
+    return undefined;
+  }
 }

@@ -97,10 +97,13 @@ export class Applier {
     return undefined;
   }
 
-  /** Stops accepting on every listening socket (the drain); connections already accepted go on. */
-  stopAccepting(): void {
-    // close() stops accepting now; its callback would wait for every connection, the drain below does that.
-    for (const entry of this.#listeners.values()) entry.server.close();
+  /**
+   * Stops accepting on every listening socket (the drain); connections already accepted go on, and so do the
+   * clients already in the accept queues (end() accepts them before it closes: a hand-over to a new Portico must
+   * not reset them). Resolves once every socket is closed.
+   */
+  async stopAccepting(): Promise<void> {
+    await Promise.all([...this.#listeners.values()].map((entry) => entry.server.end()));
   }
 
   #handleSlot(seq: number, index: number): Deferred<unknown> {

@@ -381,7 +381,7 @@ class Worker {
     this.#stopping = true;
     const grace = this.#runtime?.config.timeouts.shutdown_grace ?? 0;
     const registry = this.#registry;
-    this.#applier.stopAccepting();
+    const ended = this.#applier.stopAccepting();
     this.#log.info({ reason, graceMs: grace, connections: registry.size, tunnels: registry.tunnels }, 'worker draining');
     setTimeout(() => {
       this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
@@ -389,6 +389,8 @@ class Worker {
     }, grace + DRAIN_OVERRUN_MS).unref();
     let code = 0;
     try {
+      // the accept queues' clients join the registry first (a batch or two), so the drain waits for them too
+      await ended;
       await registry.drain(grace);
     } catch (err) {
       this.#log.error({ err }, 'drain failed');

@@ -9,26 +9,13 @@ import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { adoptNative, connectNative, nativeIoAvailable, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
-import { nativeStatus } from '../../src/native/addon.js';
-import { needPeer } from '../helpers/peers.js';
+import { adoptNative, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
+import { needNativeIo } from '../helpers/native-io.js';
 import { closedPort } from '../helpers/backends.js';
 
 const MiB = 1024 * 1024;
 /** Bounds every single wait of a test phase (the test's own timeout bounds the whole). */
 const PHASE_MS = 10_000;
-
-/** Native I/O here, or a loud skip; a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
-function needNativeIo(t: TestContext): boolean {
-  if (nativeIoAvailable()) return true;
-  const off = process.env.PORTICO_NATIVE === '0' ? 'PORTICO_NATIVE=0' : process.env.PORTICO_NATIVE_IO === '0' ? 'PORTICO_NATIVE_IO=0' : undefined;
-  if (off !== undefined) {
-    t.skip(`native I/O switched off by ${off}`);
-    return false;
-  }
-  const why = nativeStatus().native ? 'the loaded addon has no io functions (rebuild it)' : nativeStatus().reason;
-  return needPeer(t, `native I/O (${why})`, false);
-}
 
 function nativeTest(name: string, fn: (t: TestContext) => Promise<void>, timeout = 30_000): void {
   test(name, { timeout }, async (t) => {

@@ -1,0 +1,123 @@
+// A native listener's end() (io.cc ioListenEnd), the drain's way to stop accepting: the clients already in the
+// kernel's accept queue are accepted and served, then the socket closes; close() would reset them. Here the queue
+// is filled while nobody polls the socket (its fd released from native accept), then a new listener on that fd is
+// ended in the same turn: every queued client must get its answer, none a reset, more than one accept batch
+// included (the addon takes at most 512 per batch). Skipped (loudly) without native I/O; CI makes that a failure.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { readdirSync } from 'node:fs';
+import { listenNative, nativeIoLive, type NativeSocket } from '../../src/native/io.js';
+import { native } from '../../src/native/addon.js';
+import { needNativeIo } from '../helpers/native-io.js';
+import { until } from '../helpers/until.js';
+
+const PHASE_MS = 20_000;
+
+function nativeTest(name: string, fn: (t: TestContext) => Promise<void>): void {
+  test(name, { timeout: 60_000 }, async (t) => {
+    if (!needNativeIo(t)) return;
+    await fn(t);
+  });
+}
+
+/** A listening fd with `n` clients in its accept queue, each having sent `ping <i>`; nobody accepted them yet. */
+async function queued(t: TestContext, n: number): Promise<{ fd: number; port: number; clients: net.Socket[] }> {
+  const fd = native()!.reusePortListen('127.0.0.1', 0, 4096);
+  // its port, then out of native accept again: the fd keeps listening, unpolled
+  const probe = listenNative(fd, 'read', () => assert.fail('nothing connects yet'))!;
+  const port = probe.address().port;
+  assert.equal(probe.release(), fd);
+  const clients: net.Socket[] = [];
+  t.after(() => {
+    for (const c of clients) c.destroy();
+  });
+  await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      new Promise<void>((resolve, reject) => {
+        const c = net.connect({ port, host: '127.0.0.1' }, () => {
+          c.write(`ping ${i}`);
+          resolve();
+        });
+        c.once('error', reject);
+        clients.push(c);
+      }),
+    ),
+  );
+  return { fd, port, clients };
+}
+
+/** What each client got back, or the error that ended it. */
+function outcomes(clients: net.Socket[]): Array<Promise<string>> {
+  return clients.map(
+    (c) =>
+      new Promise<string>((resolve) => {
+        let got = '';
+        c.setEncoding('latin1');
+        c.on('data', (s: string) => (got += s));
+        c.once('end', () => resolve(got));
+        c.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+      }),
+  );
+}
+
+/** Answers each accepted connection's `ping <i>` with `pong <i>` and a FIN. */
+function pong(open: Set<NativeSocket>): (s: NativeSocket) => void {
+  return (s) => {
+    open.add(s);
+    s.on('close', () => open.delete(s));
+    let head = '';
+    s.on('data', (b: Buffer) => {
+      head += b.toString('latin1');
+      if (/^ping \d+$/.test(head)) s.end(`pong ${head.slice(5)}`);
+    });
+  };
+}
+
+function refused(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const c = net.connect({ port, host: '127.0.0.1' }, () => {
+      c.destroy();
+      resolve('connected');
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+for (const n of [20, 700]) {
+  nativeTest(`end() accepts the ${n} clients already queued and answers them (none reset), then closes the socket`, async (t) => {
+    const fdsBefore = readdirSync('/proc/self/fd').length;
+    const liveBefore = nativeIoLive();
+    const { fd, port, clients } = await queued(t, n);
+    const results = outcomes(clients);
+    const open = new Set<NativeSocket>();
+    t.after(() => {
+      for (const s of open) s.destroy();
+    });
+    const l = listenNative(fd, 'read', pong(open))!;
+    // in the same turn as the listen: nothing was accepted yet, the whole queue is the kernel's
+    const ended = l.end();
+    assert.equal(l.closed, true);
+    const got = await Promise.all(results);
+    const wrong = got.map((g, i) => [i, g] as const).filter(([i, g]) => g !== `pong ${i}`);
+    assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} of ${n} queued clients got no answer (first ones shown)`);
+    await ended;
+    assert.equal(await refused(port), 'ECONNREFUSED', 'the socket is closed once end() resolves');
+    for (const c of clients) c.destroy();
+    await until('fds and native sockets back', () => [readdirSync('/proc/self/fd').length, nativeIoLive()], ([f, live]) => f <= fdsBefore && live === liveBefore, PHASE_MS);
+  });
+}
+
+nativeTest('end() with an empty queue closes at once; end() twice is the same promise; close() after it is harmless', async (t) => {
+  const liveBefore = nativeIoLive();
+  const fd = native()!.reusePortListen('127.0.0.1', 0, 64);
+  const l = listenNative(fd, 'read', () => assert.fail('nobody connects'))!;
+  const port = l.address().port;
+  const first = l.end();
+  assert.equal(l.end(), first);
+  l.close();
+  await first;
+  assert.equal(await refused(port), 'ECONNREFUSED');
+  assert.equal(nativeIoLive(), liveBefore);
+  t.diagnostic('closed at once');
+});
