@@ -886,11 +886,18 @@ export class NativeListener extends EventEmitter {
     this.#ended = new Promise((resolve) => {
       this.#onEnded = resolve;
     });
+    // clients arriving as fast as they are accepted would keep the queue from ever being empty: bounded
+    this.#resumeTimer = setTimeout(() => {
+      if (this.#onEnded === undefined) return;
+      this.#io.addon.ioClose(this.#id);
+      this._onEnd();
+    }, LISTEN_END_MAX_MS).unref();
     return this.#ended;
   }
 
   /** @internal LISTEN_END: the queue end() left was accepted and the socket closed. */
   _onEnd(): void {
+    clearTimeout(this.#resumeTimer);
     this.#io.listeners.delete(this.#id);
     this.#onEnded?.();
     this.#onEnded = undefined;
@@ -926,6 +933,8 @@ export class NativeListener extends EventEmitter {
 
 /** How long a listener pauses after accept4 ran out of a resource (libuv retries at once and spins; nginx waits 500 ms). */
 const ACCEPT_PAUSE_MS = 100;
+/** How long end() accepts a queue that never empties before it closes the socket anyway. */
+const LISTEN_END_MAX_MS = 1000;
 
 /**
  * Serves listening socket `fd` (bound, listening, owned by the caller until this returns) with native accept;
