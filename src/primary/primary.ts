@@ -30,8 +30,6 @@ import { PublishBatcher } from './publish.js';
 export interface PrimaryOptions {
   configFile: string;
   config: Config;
-  /** The YAML `config` was loaded from: what workers are given (they never read the file themselves). */
-  configText: string;
   /**
    * Services to start before the workers and stop with Portico (`portico demo` passes the demo backends of
    * cli/demo.ts); the primary knows nothing of what they are.
@@ -69,7 +67,7 @@ class Primary {
     const configFile = path.resolve(opts.configFile);
     this.#control = controlPaths(configFile);
     const state: PrimaryState = {
-      served: { generation: 1, config: opts.config, text: opts.configText, listeners: [] },
+      served: { generation: 1, config: opts.config, listeners: [] },
       configFile,
       log: createLogger(opts.config.log.level, { role: 'primary' }),
       strategy: chooseListenStrategy(),

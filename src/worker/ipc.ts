@@ -2,6 +2,7 @@
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary/ and worker/main.ts (send.ts).
 import type { ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { STATUS_CLASSES, type MetricsSnapshot, type ProcessHealth } from '../core/metrics.js';
 import { isHistogramSnapshot } from '../core/histogram.js';
 import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';
@@ -21,15 +22,16 @@ export type ListenerAssignment =
 
 /**
  * Serve this config from now on (at boot, on reload, and back to the running config when a reload is rolled
- * back). `text` is the YAML the primary validated, loaded by the worker as if read from `file`; sockets it
- * has under keys the assignments do not name are closed. `seq` ties 'listen-handle' messages to this apply.
+ * back). `config` is the Config the primary validated (from `file`), as JSON carries it (config/transfer.ts):
+ * the worker serves it as it is, without parsing or validating it again. Sockets it has under keys the
+ * assignments do not name are closed. `seq` ties 'listen-handle' messages to this apply.
  */
 export interface ApplyMessage {
   type: 'apply';
   seq: number;
   generation: number;
   file: string;
-  text: string;
+  config: Config;
   listeners: ListenerAssignment[];
   /** Session ticket keys shared by every worker (base64, 48 bytes). */
   ticketKeys: string;
@@ -224,6 +226,11 @@ function isDiscoveredSets(v: unknown): v is Record<string, TargetSpec[]> {
   return isRecord(v) && Object.values(v).every(isTargetSpecs);
 }
 
+/** The outline of a Config (the primary validated the rest: a worker does not validate it again). */
+function isConfigShape(v: unknown): boolean {
+  return isRecord(v) && Array.isArray(v.listeners) && Array.isArray(v.routes) && isRecord(v.upstreams);
+}
+
 function isAssignment(v: unknown): v is ListenerAssignment {
   if (!isRecord(v) || !isCount(v.index) || typeof v.key !== 'string') return false;
   return v.via === 'keep' || v.via === 'handle' || (v.via === 'reuse-port' && typeof v.host === 'string' && isCount(v.port) && v.port <= 65535);
@@ -250,7 +257,7 @@ export function isToWorker(m: unknown): m is ToWorker {
   switch (m.type) {
     case 'apply':
       return (
-        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && typeof m.text === 'string' && typeof m.ticketKeys === 'string' && typeof m.stickySecret === 'string' &&
+        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && isConfigShape(m.config) && typeof m.ticketKeys === 'string' && typeof m.stickySecret === 'string' &&
         Array.isArray(m.listeners) && m.listeners.every(isAssignment) && isDiscoveredSets(m.discovered)
       );
     case 'listen-handle':
