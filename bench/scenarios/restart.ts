@@ -3,10 +3,10 @@
 // exit seen, -> replacement forked ("worker started"), -> replacement accepting ("worker ready": its listeners
 // accept and it answered the primary's apply). Optional load while it happens: --busy N busy CPU loops (normal
 // priority) and --traffic N kept-alive wrk connections through Portico. A fresh instance per round, so every kill is
-// a first restart (100 ms backoff). Not a test: it prints figures and their conditions, and asserts nothing.
+// a first restart (the shortest restart backoff). Not a test: it prints figures and their conditions, and asserts nothing.
 // Usage: npm run bench:restart -- [--root DIR] [--rounds 3] [--busy 2] [--traffic 4]
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -78,6 +78,11 @@ class LogWatch {
     });
   }
 
+  /** The last line seen so far matching `pred`. */
+  last(pred: (l: LogLine) => boolean): LogLine | undefined {
+    return this.#lines.findLast(pred);
+  }
+
   get count(): number {
     return this.#lines.length;
   }
@@ -89,9 +94,27 @@ interface Kill {
   exitSeenMs: number;
   forkedMs: number;
   readyMs: number;
-  /** CPU time (user + system) the replacement had used when it was accepting: its start's cost, whatever the load. */
+  /**
+   * CPU time (user + system) the replacement's process had used when it was accepting: a fresh fork's whole start,
+   * whatever the load; a standby's includes loading its modules, done before the kill.
+   */
   cpuMs: number;
   rssKiB: number;
+  /** A standby worker took the slot (standby_worker), rather than a fresh fork. */
+  standby: boolean;
+  /** RSS and private memory of the standby waiting at this kill (KiB), 0 when none was ready by then. */
+  standbyKiB: number;
+  standbyPrivateKiB: number;
+}
+
+/** Memory only this process holds (Private_Clean + Private_Dirty of smaps_rollup, KiB): what another process costs, the node binary and shared libraries left out. 0 when gone. */
+function privateKiB(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    return ['Private_Clean', 'Private_Dirty'].reduce((sum, k) => sum + Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? 0), 0);
+  } catch {
+    return 0;
+  }
 }
 
 /** When a log line was written (ms since the epoch, this machine's clock). */
@@ -139,6 +162,10 @@ async function round(dir: string, started: Spawned[], backendPort: number, n: nu
     for (const id of [1, 2]) {
       await new Promise((r) => setTimeout(r, settleMs));
       const victim = pids.get(id) ?? 0;
+      // the standby waiting now (if one is ready): its memory is what the option costs
+      const waiting = log.last((l) => l.msg === 'standby worker ready');
+      const standbyKiB = waiting === undefined ? 0 : rssKiB(waiting.workerPid ?? 0);
+      const standbyPrivateKiB = waiting === undefined ? 0 : privateKiB(waiting.workerPid ?? 0);
       const from = log.count;
       const killedAt = Date.now();
       process.kill(victim, 'SIGKILL');
@@ -146,7 +173,7 @@ async function round(dir: string, started: Spawned[], backendPort: number, n: nu
       const forked = await log.wait('worker started', (l) => l.msg === 'worker started' && l.worker === id && l.workerPid !== victim, from);
       const ready = await log.wait('worker ready', (l) => l.msg === 'worker ready' && l.worker === id && l.workerPid === forked.workerPid, from);
       pids.set(id, ready.workerPid ?? 0);
-      kills.push({ round: n, worker: id, exitSeenMs: at(exited) - killedAt, forkedMs: at(forked) - killedAt, readyMs: at(ready) - killedAt, cpuMs: Math.round((readStat(ready.workerPid ?? 0)?.cpuUs ?? NaN) / 1000), rssKiB: rssKiB(ready.workerPid ?? 0) });
+      kills.push({ round: n, worker: id, exitSeenMs: at(exited) - killedAt, forkedMs: at(forked) - killedAt, readyMs: at(ready) - killedAt, cpuMs: Math.round((readStat(ready.workerPid ?? 0)?.cpuUs ?? NaN) / 1000), rssKiB: rssKiB(ready.workerPid ?? 0), standby: forked.standby === true, standbyKiB, standbyPrivateKiB });
     }
     if (wrk !== undefined) await stopTree(wrk, 2000, 'SIGINT');
     if ((await get(port)) !== 200) throw new Error('Portico did not answer 200 after the kills');
@@ -170,10 +197,10 @@ async function main({ tmp, started, stopped }: BenchmarkScope): Promise<void> {
   const pad = (v: string | number, w: number): string => String(v).padStart(w);
   console.log(`restart after SIGKILL, 2 workers: node ${process.version}, ${os.cpus().length} CPUs, busy loops ${busy}, wrk connections ${traffic}, root ${root}`);
   console.log(`load average before ${loadBefore}, after ${load()}; times from the primary's log lines (ms after the kill)`);
-  console.log(`${pad('round', 5)} ${pad('worker', 6)} ${pad('exit seen', 9)} ${pad('forked', 7)} ${pad('accepting', 9)} ${pad('start CPU ms', 12)} ${pad('new RSS KiB', 11)}`);
-  for (const k of kills) console.log(`${pad(k.round, 5)} ${pad(k.worker, 6)} ${pad(k.exitSeenMs, 9)} ${pad(k.forkedMs, 7)} ${pad(k.readyMs, 9)} ${pad(k.cpuMs, 12)} ${pad(k.rssKiB, 11)}`);
+  console.log(`${pad('round', 5)} ${pad('worker', 6)} ${pad('exit seen', 9)} ${pad('forked', 7)} ${pad('accepting', 9)} ${pad('proc CPU ms', 12)} ${pad('new RSS KiB', 11)} ${pad('standby', 7)} ${pad('standby RSS KiB', 15)} ${pad('(private)', 9)}`);
+  for (const k of kills) console.log(`${pad(k.round, 5)} ${pad(k.worker, 6)} ${pad(k.exitSeenMs, 9)} ${pad(k.forkedMs, 7)} ${pad(k.readyMs, 9)} ${pad(k.cpuMs, 12)} ${pad(k.rssKiB, 11)} ${pad(k.standby ? 'took' : '-', 7)} ${pad(k.standbyKiB, 15)} ${pad(k.standbyPrivateKiB, 9)}`);
   const ready = kills.map((k) => k.readyMs);
-  console.log(`kill -> accepting: median ${median(ready)} ms, max ${Math.max(...ready)} ms over ${ready.length} kills; kill -> forked: median ${median(kills.map((k) => k.forkedMs))} ms; the replacement's CPU until accepting: median ${median(kills.map((k) => k.cpuMs))} ms`);
+  console.log(`kill -> accepting: median ${median(ready)} ms, max ${Math.max(...ready)} ms over ${ready.length} kills; kill -> forked: median ${median(kills.map((k) => k.forkedMs))} ms; the replacement process's CPU when accepting: median ${median(kills.map((k) => k.cpuMs))} ms`);
 }
 
 benchmarkMain('restart', false, main);

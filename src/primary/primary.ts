@@ -105,7 +105,10 @@ class Primary {
       owners: this.#owners,
       control: this.#control,
       adminSource: () => this.#adminSource(),
-      committed: (config) => this.#acme.update(config),
+      committed: (config) => {
+        this.#acme.update(config);
+        supervisor.syncStandby();
+      },
     });
     this.#supervisor = supervisor;
     this.#publishes = new PublishBatcher((msg) => supervisor.broadcast(msg));
@@ -192,6 +195,7 @@ class Primary {
       'listening',
     );
     this.#reload.started();
+    this.#supervisor.syncStandby();
     this.#acme.update(this.#config);
     announceReady(this.#handoverFrom, this.#supervisor.slots.length, state.log);
   }
@@ -280,6 +284,9 @@ class Primary {
   /** What a worker's message means (IPC keeps order per worker). */
   #onWorkerMessage(slot: WorkerSlot, child: ChildProcess, msg: ToPrimary): void {
     switch (msg.type) {
+      case 'standby':
+        // said once by a standby, before it took this slot (supervisor.ts); nothing to do as a worker
+        return;
       case 'booted':
         slot.booted = true;
         if (this.#state.stopping) send(child, { type: 'shutdown' }).catch(() => child.kill('SIGTERM'));

@@ -9,7 +9,8 @@ import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';
 import type { PinUpdate, StickyChange } from '../upstream/sticky.js';
 
 /** Environment the primary sets for each worker it forks. */
-export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;
+/** `standby` = '1': a standby worker (no id yet), which waits for a 'take-slot' message (primary/supervisor.ts). */
+export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG', standby: 'PORTICO_WORKER_STANDBY' } as const;
 
 /** How a worker gets listener `index` of the config it applies; `key` is its identity (config/reload.ts). */
 export type ListenerAssignment =
@@ -65,6 +66,8 @@ export type TargetLoad = Record<string, number[]>;
 
 export type ToWorker =
   | ApplyMessage
+  /** To a standby worker: be worker `id` from now on (it then says 'booted' and gets the served config). */
+  | { type: 'take-slot'; id: number }
   /** A listening socket for assignment `index` of apply `seq` comes with this message as its IPC handle. */
   | { type: 'listen-handle'; seq: number; index: number }
   /** Stop accepting, drain within the grace, exit 0. */
@@ -141,6 +144,8 @@ export interface WorkerStats {
 export type ToPrimary =
   /** The process is up and listens for messages: ready for its first apply. */
   | { type: 'booted' }
+  /** A standby worker has loaded its modules and waits for a 'take-slot'. */
+  | { type: 'standby' }
   /** Apply `generation` done: every listener accepting, `ports[i]` the port of listener i. */
   | { type: 'applied'; seq: number; generation: number; ok: true; ports: number[] }
   /** Apply refused: the worker keeps what it ran before (at boot it exits). */
@@ -262,6 +267,8 @@ export function isToWorker(m: unknown): m is ToWorker {
       );
     case 'listen-handle':
       return isCount(m.seq) && isCount(m.index);
+    case 'take-slot':
+      return isCount(m.id) && m.id >= 1;
     case 'pins':
       return Array.isArray(m.updates) && m.updates.every(isPinUpdate);
     case 'shutdown':
@@ -293,6 +300,7 @@ export function isToPrimary(m: unknown): m is ToPrimary {
   if (!isRecord(m)) return false;
   switch (m.type) {
     case 'booted':
+    case 'standby':
       return true;
     case 'applied':
       if (!isCount(m.seq) || !isCount(m.generation)) return false;
