@@ -4,7 +4,7 @@
 // accept and it answered the primary's apply). Optional load while it happens: --busy N busy CPU loops (normal
 // priority) and --traffic N kept-alive wrk connections through Portico. A fresh instance per round, so every kill is
 // a first restart (the shortest restart backoff). Not a test: it prints figures and their conditions, and asserts nothing.
-// Usage: npm run bench:restart -- [--root DIR] [--rounds 3] [--busy 2] [--traffic 4]
+// Usage: npm run bench:restart -- [--root DIR] [--rounds 3] [--busy 2] [--traffic 4] [--settle 3] [--standby on|off]
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -20,14 +20,16 @@ const USAGE = `usage: npm run bench:restart -- [options]
   --rounds N       Portico instances, each killed twice (worker 1, then worker 2) (default 3)
   --busy N         busy CPU loops (node, normal priority) running from before the first kill (default 0)
   --traffic N      kept-alive wrk connections (GET /) through Portico during the kills, 0 for none (default 4)
-  --settle S       seconds between a worker being back and the next kill (default 1)`;
+  --settle S       seconds between a worker being back and the next kill (default 1)
+  --standby on|off writes standby_worker into the config (default: not written, the checkout's default)`;
 
-const args = readArgs(process.argv.slice(2), { root: 'string', rounds: 'string', busy: 'string', traffic: 'string', settle: 'string' }, USAGE);
+const args = readArgs(process.argv.slice(2), { root: 'string', rounds: 'string', busy: 'string', traffic: 'string', settle: 'string', standby: 'string' }, USAGE);
 const root = path.resolve(args.str('root', process.cwd()));
 const rounds = args.int('rounds', 3, 1, 50);
 const busy = args.int('busy', 0, 0, 16);
 const traffic = args.int('traffic', 4, 0, 256);
 const settleMs = args.num('settle', 1, 0, 60) * 1000;
+const standbyOption = args.oneOf('standby', ['on', 'off'] as const, undefined);
 /** Any one wait of the harness (a log line, a process start) gives up after this. */
 const WAIT_MS = 30_000;
 
@@ -105,6 +107,8 @@ interface Kill {
   /** RSS and private memory of the standby waiting at this kill (KiB), 0 when none was ready by then. */
   standbyKiB: number;
   standbyPrivateKiB: number;
+  /** CPU the standby had used when the kill came (its module load), NaN when none was ready: cpuMs minus this is its apply. */
+  standbyCpuMs: number;
 }
 
 /** Memory only this process holds (Private_Clean + Private_Dirty of smaps_rollup, KiB): what another process costs, the node binary and shared libraries left out. 0 when gone. */
@@ -135,6 +139,7 @@ async function round(dir: string, started: Spawned[], backendPort: number, n: nu
     [
       '# Written by bench/scenarios/restart.ts',
       'workers: 2',
+      ...(standbyOption === undefined ? [] : [`standby_worker: ${standbyOption === 'on'}`]),
       'listeners: [{ address: 127.0.0.1:0 }]',
       `upstreams: { app: { targets: [127.0.0.1:${backendPort}] } }`,
       'routes: [{ match: { path: / }, proxy: app }]',
@@ -166,6 +171,7 @@ async function round(dir: string, started: Spawned[], backendPort: number, n: nu
       const waiting = log.last((l) => l.msg === 'standby worker ready');
       const standbyKiB = waiting === undefined ? 0 : rssKiB(waiting.workerPid ?? 0);
       const standbyPrivateKiB = waiting === undefined ? 0 : privateKiB(waiting.workerPid ?? 0);
+      const standbyCpuMs = waiting === undefined ? NaN : Math.round((readStat(waiting.workerPid ?? 0)?.cpuUs ?? NaN) / 1000);
       const from = log.count;
       const killedAt = Date.now();
       process.kill(victim, 'SIGKILL');
@@ -173,7 +179,7 @@ async function round(dir: string, started: Spawned[], backendPort: number, n: nu
       const forked = await log.wait('worker started', (l) => l.msg === 'worker started' && l.worker === id && l.workerPid !== victim, from);
       const ready = await log.wait('worker ready', (l) => l.msg === 'worker ready' && l.worker === id && l.workerPid === forked.workerPid, from);
       pids.set(id, ready.workerPid ?? 0);
-      kills.push({ round: n, worker: id, exitSeenMs: at(exited) - killedAt, forkedMs: at(forked) - killedAt, readyMs: at(ready) - killedAt, cpuMs: Math.round((readStat(ready.workerPid ?? 0)?.cpuUs ?? NaN) / 1000), rssKiB: rssKiB(ready.workerPid ?? 0), standby: forked.standby === true, standbyKiB, standbyPrivateKiB });
+      kills.push({ round: n, worker: id, exitSeenMs: at(exited) - killedAt, forkedMs: at(forked) - killedAt, readyMs: at(ready) - killedAt, cpuMs: Math.round((readStat(ready.workerPid ?? 0)?.cpuUs ?? NaN) / 1000), rssKiB: rssKiB(ready.workerPid ?? 0), standby: forked.standby === true, standbyKiB, standbyPrivateKiB, standbyCpuMs });
     }
     if (wrk !== undefined) await stopTree(wrk, 2000, 'SIGINT');
     if ((await get(port)) !== 200) throw new Error('Portico did not answer 200 after the kills');
@@ -195,10 +201,10 @@ async function main({ tmp, started, stopped }: BenchmarkScope): Promise<void> {
     backend.close();
   }
   const pad = (v: string | number, w: number): string => String(v).padStart(w);
-  console.log(`restart after SIGKILL, 2 workers: node ${process.version}, ${os.cpus().length} CPUs, busy loops ${busy}, wrk connections ${traffic}, root ${root}`);
+  console.log(`restart after SIGKILL, 2 workers: node ${process.version}, ${os.cpus().length} CPUs, busy loops ${busy}, wrk connections ${traffic}, standby_worker ${standbyOption ?? '(default)'}, settle ${settleMs / 1000} s, root ${root}`);
   console.log(`load average before ${loadBefore}, after ${load()}; times from the primary's log lines (ms after the kill)`);
-  console.log(`${pad('round', 5)} ${pad('worker', 6)} ${pad('exit seen', 9)} ${pad('forked', 7)} ${pad('accepting', 9)} ${pad('proc CPU ms', 12)} ${pad('new RSS KiB', 11)} ${pad('standby', 7)} ${pad('standby RSS KiB', 15)} ${pad('(private)', 9)}`);
-  for (const k of kills) console.log(`${pad(k.round, 5)} ${pad(k.worker, 6)} ${pad(k.exitSeenMs, 9)} ${pad(k.forkedMs, 7)} ${pad(k.readyMs, 9)} ${pad(k.cpuMs, 12)} ${pad(k.rssKiB, 11)} ${pad(k.standby ? 'took' : '-', 7)} ${pad(k.standbyKiB, 15)} ${pad(k.standbyPrivateKiB, 9)}`);
+  console.log(`${pad('round', 5)} ${pad('worker', 6)} ${pad('exit seen', 9)} ${pad('forked', 7)} ${pad('accepting', 9)} ${pad('proc CPU ms', 12)} ${pad('new RSS KiB', 11)} ${pad('standby', 7)} ${pad('standby RSS KiB', 15)} ${pad('(private)', 9)} ${pad('apply CPU ms', 12)}`);
+  for (const k of kills) console.log(`${pad(k.round, 5)} ${pad(k.worker, 6)} ${pad(k.exitSeenMs, 9)} ${pad(k.forkedMs, 7)} ${pad(k.readyMs, 9)} ${pad(k.cpuMs, 12)} ${pad(k.rssKiB, 11)} ${pad(k.standby ? 'took' : '-', 7)} ${pad(k.standbyKiB, 15)} ${pad(k.standbyPrivateKiB, 9)} ${pad(k.standby && Number.isFinite(k.standbyCpuMs) ? k.cpuMs - k.standbyCpuMs : '-', 12)}`);
   const ready = kills.map((k) => k.readyMs);
   console.log(`kill -> accepting: median ${median(ready)} ms, max ${Math.max(...ready)} ms over ${ready.length} kills; kill -> forked: median ${median(kills.map((k) => k.forkedMs))} ms; the replacement process's CPU when accepting: median ${median(kills.map((k) => k.cpuMs))} ms`);
 }
