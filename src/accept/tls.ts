@@ -9,7 +9,7 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { ACME_TLS_ALPN } from '../config/acme.js';
+import { ACME_TLS_ALPN } from '../config/acme-alpn-config.js';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import { NativeTlsServer, type NativeCertificate } from '../native/tls.js';
 import { alpnChallenges } from './acme-alpn.js';

@@ -132,7 +132,7 @@ async function run(args: string[], demo: boolean): Promise<number> {
   // Imported here, not at the top: `check` and `reload` load no process code.
   const { runPrimary } = await import('../primary/primary.js');
   const sidecars = demo ? async () => (await import('./demo.js')).startDemoBackends() : undefined;
-  await runPrimary({ configFile: arg.file.abs, config: loaded.config, configText: loaded.text, sidecars });
+  await runPrimary({ configFile: arg.file.abs, config: loaded.config, sidecars });
   return 0;
 }
 

@@ -15,8 +15,8 @@ export const ACME_CHALLENGES = ['http-01', 'tls-alpn-01'] as const;
 export type AcmeChallenge = (typeof ACME_CHALLENGES)[number];
 const acmeChallenge = z.enum(ACME_CHALLENGES, { error: 'http-01 or tls-alpn-01 (dns-01 is not built)' });
 
-/** RFC 8737 §6.2: the ALPN protocol of a TLS-ALPN-01 validation connection. */
-export const ACME_TLS_ALPN = 'acme-tls/1';
+// what a worker's accept path reads lives in acme-alpn-config.ts, without zod (it is on the worker's start path)
+export { ACME_TLS_ALPN, answersTlsAlpn } from './acme-alpn-config.js';
 
 const dnsName = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
@@ -82,11 +82,6 @@ export function acmeFiles(configDir: string, acme: Pick<AcmeConfig, 'domains'>):
 export function acmeAccountFile(configDir: string, directory: string, email: string | undefined): string {
   const id = `${new URL(directory).host}-${(email ?? 'anonymous').replace(/[^A-Za-z0-9_.-]/g, '_')}`;
   return path.join(configDir, '.state', 'acme', 'accounts', `${id}.key`);
-}
-
-/** Whether a config answers TLS-ALPN-01 anywhere: its TLS listeners then look at `acme-tls/1` in ClientHellos. */
-export function answersTlsAlpn(listeners: ReadonlyArray<{ tls?: { acme?: Pick<AcmeConfig, 'challenge'> } }>): boolean {
-  return listeners.some((l) => l.tls?.acme?.challenge.includes('tls-alpn-01') === true);
 }
 
 interface ListenerView {

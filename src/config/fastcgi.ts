@@ -1,48 +1,14 @@
-// The `fastcgi:` route action (PHP-FPM and other FastCGI responders): its schema, the variables its extra
-// `params` may use, and the rules that tie it to its upstream (checked with the config's cross-references).
+// The `fastcgi:` route action (PHP-FPM and other FastCGI responders): its schema and the rules that tie it to
+// its upstream (checked with the config's cross-references); the variables `params` may use are fastcgi-params.ts's.
 // Pure config: no sockets, no file system access beyond nothing; the handler (handlers/fastcgi.ts) runs it.
 import path from 'node:path';
 import { z } from 'zod';
 import { isPlainObject } from '../core/util.js';
-import { scanTemplate } from './template.js';
 import { duration, size } from './units.js';
+import { parseParamTemplate } from './fastcgi-params.js';
 
-/**
- * Variables `params` values may use: nginx's names and meaning. `$document_root` is `root`;
- * `$fastcgi_script_name` and `$fastcgi_path_info` are split_path_info's two parts (the script, the rest);
- * `$uri` is the decoded, normalized path; `$args` the query without `?`.
- */
-export const FASTCGI_VARIABLES = [
-  'remote_addr',
-  'remote_port',
-  'host',
-  'scheme',
-  'request_uri',
-  'request_method',
-  'server_port',
-  'server_addr',
-  'document_root',
-  'fastcgi_script_name',
-  'fastcgi_path_info',
-  'uri',
-  'args',
-  'query_string',
-] as const;
-export type FastcgiVariable = (typeof FASTCGI_VARIABLES)[number];
-
-/** A params template: literal text and variable names, in order. */
-export type TemplatePart = { readonly text: string } | { readonly variable: FastcgiVariable };
-
-const KNOWN = new Set<string>(FASTCGI_VARIABLES);
-
-/** A params value as a template, with the header templates' syntax (scanTemplate); a string says what is wrong. */
-export function parseParamTemplate(value: string): TemplatePart[] | string {
-  const r = scanTemplate<TemplatePart>(value, (name) =>
-    KNOWN.has(name) ? { variable: name as FastcgiVariable } : { refused: `unknown variable $${name} (known: ${FASTCGI_VARIABLES.map((v) => `$${v}`).join(', ')}; write $$ for a literal $)` },
-  );
-  if (!r.ok) return r.message;
-  return r.parts.map((p) => (typeof p === 'string' ? { text: p } : p));
-}
+// the params templates live in fastcgi-params.ts, without zod: the router compiles them on a worker's start path
+export { FASTCGI_VARIABLES, parseParamTemplate, type FastcgiVariable, type TemplatePart } from './fastcgi-params.js';
 
 /** CGI/1.1 meta-variable names: what FPM reads into $_SERVER (letters, digits, `_`). */
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -15,7 +15,8 @@ import { validateRedirects } from './redirect-target.js';
 import { foreignKeyHint, foreignValueHint } from './foreign-names.js';
 import { pemProblem, validityWarning } from './pem-check.js';
 import { resolveFastcgiRoot } from './fastcgi.js';
-import { isPlainObject } from '../core/util.js';
+import { deepFreeze, isPlainObject } from '../core/util.js';
+import { transferProblem } from './transfer.js';
 import { acmeFiles, type AcmeConfig } from './acme.js';
 
 type CertificateEntry = NonNullable<Config['listeners'][number]['tls']>['certificates'][number];
@@ -141,7 +142,11 @@ export function loadConfigText(text: string, file: string): LoadResult {
     }
   }
   if (errors.length > 0 || !parsed.success) return fail(errors);
-  return { ok: true, config: deepFreeze(resolvePaths(parsed.data, baseDir)), file: abs, text, warnings };
+  const config = resolvePaths(parsed.data, baseDir);
+  // workers get the config over IPC as JSON (transfer.ts): one that would not arrive whole is a bug, refused here
+  const untransferable = transferProblem(config);
+  if (untransferable !== undefined) return fail([{ path: '', message: `internal error: the validated config cannot be sent to the workers: ${untransferable}` }]);
+  return { ok: true, config: deepFreeze(config), file: abs, text, warnings };
 }
 
 function validate(data: unknown) {
@@ -655,12 +660,4 @@ function resolvePaths(config: Config, baseDir: string): Config {
           },
     ),
   };
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
 }

@@ -614,6 +614,10 @@ const resolver = z
 export const configSchema = z
   .object({
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto').describe('Worker processes; "auto" = one per core (default).'),
+    standby_worker: z
+      .boolean()
+      .default(true)
+      .describe('A spare worker process, forked once the workers are up: modules loaded, no listener, no config. It takes the place of a worker that dies at once (its start is then only applying the config), and another is forked once it serves. Costs one idle process (~60 MiB RSS, ~17 MiB of it its own). false: a dead worker is replaced by a new process, which loads its modules first (default true).'),
     listeners: z.array(listener).min(1, 'at least one listener is needed').describe('Addresses Portico accepts connections on: HTTP (TLS terminated when `tls` is set, or passed through by SNI) or raw TCP.'),
     upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'upstream names use letters, digits, _ . -'), upstream).default({}).describe('Named pools of backend targets, balanced, health-checked and kept alive; routes and tcp listeners name them.'),
     routes: z.array(route).default([]).describe('Tried in order; the first whose `match` fits the request takes it (no match -> 404).'),

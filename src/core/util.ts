@@ -1,5 +1,5 @@
 // Small generic helpers that several rooms used to copy: a promise settled from outside, a no-op listener, a
-// plain-object check, an address/port pair. Nothing here knows about Portico; no I/O, no state.
+// plain-object check, a deep freeze, an address/port pair. Nothing here knows about Portico; no I/O, no state.
 
 /** A promise with its resolve and reject, settled from outside. */
 export interface Deferred<T = void> {
@@ -24,6 +24,15 @@ export function noop(): void {}
 
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Freezes `value` and everything it holds (a config: its readers can never change it); returns it. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }
 
 /** A socket's address and port as one value; none when either is unknown (a closed socket). */

@@ -77,7 +77,7 @@ export class ConfigApply {
       return { index: e.index, key: e.key, via: 'reuse-port', host: target.config.listeners[e.index].address.host, port: target.listeners[e.index].port };
     });
     const msg: ApplyMessage = {
-      type: 'apply', seq, generation: target.generation, file: this.#state.configFile, text: target.text, listeners, ticketKeys: this.#ticketKeys, stickySecret: this.#stickySecret,
+      type: 'apply', seq, generation: target.generation, file: this.#state.configFile, config: target.config, listeners, ticketKeys: this.#ticketKeys, stickySecret: this.#stickySecret,
       discovered: { ...discovered },
     };
     return new Promise<ApplyResult>((resolve) => {

@@ -30,8 +30,6 @@ import { PublishBatcher } from './publish.js';
 export interface PrimaryOptions {
   configFile: string;
   config: Config;
-  /** The YAML `config` was loaded from: what workers are given (they never read the file themselves). */
-  configText: string;
   /**
    * Services to start before the workers and stop with Portico (`portico demo` passes the demo backends of
    * cli/demo.ts); the primary knows nothing of what they are.
@@ -69,7 +67,7 @@ class Primary {
     const configFile = path.resolve(opts.configFile);
     this.#control = controlPaths(configFile);
     const state: PrimaryState = {
-      served: { generation: 1, config: opts.config, text: opts.configText, listeners: [] },
+      served: { generation: 1, config: opts.config, listeners: [] },
       configFile,
       log: createLogger(opts.config.log.level, { role: 'primary' }),
       strategy: chooseListenStrategy(),
@@ -107,7 +105,10 @@ class Primary {
       owners: this.#owners,
       control: this.#control,
       adminSource: () => this.#adminSource(),
-      committed: (config) => this.#acme.update(config),
+      committed: (config) => {
+        this.#acme.update(config);
+        supervisor.syncStandby();
+      },
     });
     this.#supervisor = supervisor;
     this.#publishes = new PublishBatcher((msg) => supervisor.broadcast(msg));
@@ -194,6 +195,7 @@ class Primary {
       'listening',
     );
     this.#reload.started();
+    this.#supervisor.syncStandby();
     this.#acme.update(this.#config);
     announceReady(this.#handoverFrom, this.#supervisor.slots.length, state.log);
   }
@@ -282,6 +284,9 @@ class Primary {
   /** What a worker's message means (IPC keeps order per worker). */
   #onWorkerMessage(slot: WorkerSlot, child: ChildProcess, msg: ToPrimary): void {
     switch (msg.type) {
+      case 'standby':
+        // said once by a standby, before it took this slot (supervisor.ts); nothing to do as a worker
+        return;
       case 'booted':
         slot.booted = true;
         if (this.#state.stopping) send(child, { type: 'shutdown' }).catch(() => child.kill('SIGTERM'));

@@ -184,7 +184,7 @@ export class Reload {
     await this.#parts.supervisor.collect();
     // One snapshot of the new config's discovered sets for every worker; commit() reports what changed since.
     const sets = plan?.sets() ?? {};
-    const target: Served = { generation: running.generation + 1, config: next, text: loaded.text, listeners: prepared.states };
+    const target: Served = { generation: running.generation + 1, config: next, listeners: prepared.states };
     const health = targets.healthCheckers(next, sets, targets.health);
     this.#parts.supervisor.broadcast(targets.fullState(next, health, sets));
     loadShare.broadcastPins(loadShare.sticky.setHomes(hashHomes(next.upstreams, sets)));

@@ -39,7 +39,6 @@ export interface ListenerState {
 export interface Served {
   readonly generation: number;
   readonly config: Config;
-  readonly text: string;
   readonly listeners: readonly ListenerState[];
 }
 

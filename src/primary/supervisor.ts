@@ -1,6 +1,8 @@
 // The worker processes: forks one per slot (child_process, not node:cluster), restarts one that dies with
 // backoff, tells a draining stop to each and kills the ones that outlive the grace, and carries messages to
 // them (send, broadcast, the stats fan-out). What a message means is not decided here: the primary's hooks are.
+// It also keeps the standby worker (`standby_worker`): a process with its modules loaded that takes the place of
+// the next worker to die, so a replacement's start is only its apply.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolveWorkers } from '../config/load.js';
@@ -9,7 +11,10 @@ import { WORKER_ENV, isToPrimary, type ToPrimary, type ToWorker, type WorkerStat
 import type { PrimaryState, WorkerSlot } from './state.js';
 
 const WORKER_PATH = fileURLToPath(new URL('../worker/main.js', import.meta.url));
-/** Restart backoff: 100 ms doubling to 10 s; a worker that lived 30 s starts over at 100 ms. */
+/**
+ * Restart backoff: the first restart at once (the standby, or a fresh fork), then 100 ms doubling to 10 s; a
+ * worker that lived 30 s starts over with an immediate restart.
+ */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const HEALTHY_AFTER_MS = 30_000;
@@ -19,6 +24,20 @@ const FORCE_KILL_AFTER_GRACE_MS = 5_000;
 const STARTUP_TIMEOUT_MS = 30_000;
 /** A worker that does not answer a stats request in time is left out of /metrics and /status. */
 const STATS_TIMEOUT_MS = 1_000;
+/** A standby that died is forked again after this, doubling to STANDBY_BACKOFF_MAX_MS (a standby that took a slot starts over). */
+const STANDBY_BACKOFF_MIN_MS = 1_000;
+const STANDBY_BACKOFF_MAX_MS = 60_000;
+
+/**
+ * The standby worker process: `ready` once it said its modules are loaded; `leaving` once it was told to exit;
+ * `claimed` when a slot took it before it was ready (called when it is).
+ */
+interface Standby {
+  readonly child: ChildProcess;
+  ready: boolean;
+  leaving: boolean;
+  claimed: (() => void) | null;
+}
 
 /** What the supervisor leaves to the rest of the primary. */
 export interface SupervisorHooks {
@@ -46,6 +65,9 @@ export class Supervisor {
   #forceTimer: NodeJS.Timeout | null = null;
   #statsSeq = 0;
   #restartsTotal = 0;
+  #standby: Standby | null = null;
+  #standbyTimer: NodeJS.Timeout | null = null;
+  #standbyBackoffMs = STANDBY_BACKOFF_MIN_MS;
 
   constructor(state: PrimaryState, hooks: SupervisorHooks) {
     this.#state = state;
@@ -79,7 +101,7 @@ export class Supervisor {
     const count = resolveWorkers(this.#state.served.config);
     for (let id = 1; id <= count; id++) {
       this.#slots.push({
-        id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: BACKOFF_MIN_MS, restartTimer: null, ready: null, bootError: null,
+        id, child: null, state: 'starting', booted: false, startedAt: 0, restarts: 0, backoffMs: 0, restartTimer: null, ready: null, bootError: null,
         pendingStats: new Map(), lastStats: null, load: null, loadGeneration: 0, remoteSent: '', generation: 0, listenerKeys: new Set(), applying: null,
       });
     }
@@ -97,11 +119,18 @@ export class Supervisor {
   }
 
   #spawn(slot: WorkerSlot): Deferred {
-    const child = fork(WORKER_PATH, [], {
-      env: { ...process.env, [WORKER_ENV.id]: String(slot.id), [WORKER_ENV.config]: this.#state.configFile },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    // the standby, when there is one, is this slot's process from now on: it loaded its modules (or is loading
+    // them, and had a head start over a fresh fork, which would only share the CPU with it)
+    const standby = this.#takeStandby();
+    const child =
+      standby?.child ??
+      fork(WORKER_PATH, [], {
+        env: { ...process.env, [WORKER_ENV.id]: String(slot.id), [WORKER_ENV.config]: this.#state.configFile },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
     const ready = deferred();
+    // once this slot serves, a new standby may start (not before: the slot's start gets the CPU first)
+    ready.promise.then(() => this.syncStandby(), () => {});
     slot.child = child;
     slot.state = 'starting';
     slot.booted = false;
@@ -122,8 +151,84 @@ export class Supervisor {
       // A fork that failed never emits 'exit'.
       if (child.pid === undefined) this.#onExit(slot, child, null, null);
     });
-    this.#state.log.info({ worker: slot.id, workerPid: child.pid }, 'worker started');
+    if (standby !== null) {
+      // a standby that cannot be told is gone: its 'exit' (now this slot's) restarts the slot as any exit does
+      const tell = (): void => {
+        send(child, { type: 'take-slot', id: slot.id }).catch((err: unknown) => {
+          this.#state.log.warn({ err, worker: slot.id, workerPid: child.pid }, 'the standby worker could not take the slot');
+          child.kill('SIGKILL');
+        });
+      };
+      if (standby.ready) tell();
+      else standby.claimed = tell;
+    }
+    this.#state.log.info({ worker: slot.id, workerPid: child.pid, standby: standby !== null }, 'worker started');
     return ready;
+  }
+
+  /** The standby, loaded or loading, for a slot (it leaves the standby role); null when there is none. */
+  #takeStandby(): Standby | null {
+    const s = this.#standby;
+    if (s === null || s.leaving || !s.child.connected) return null;
+    this.#standby = null;
+    this.#standbyBackoffMs = STANDBY_BACKOFF_MIN_MS;
+    return s;
+  }
+
+  /**
+   * Forks a standby when the served config wants one (`standby_worker`), none runs or is due, and every slot
+   * serves; stops the one there is when the config no longer wants it (a reload). Called once the instance
+   * is up, after each reload and whenever a slot is ready.
+   */
+  syncStandby(): void {
+    const state = this.#state;
+    if (!state.started || state.stopping || !state.served.config.standby_worker) {
+      if (this.#standbyTimer !== null) clearTimeout(this.#standbyTimer);
+      this.#standbyTimer = null;
+      this.#stopStandby();
+      return;
+    }
+    if (this.#standby !== null || this.#standbyTimer !== null || this.#slots.some((s) => s.state !== 'ready')) return;
+    const child = fork(WORKER_PATH, [], {
+      env: { ...process.env, [WORKER_ENV.standby]: '1', [WORKER_ENV.config]: state.configFile },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const standby: Standby = { child, ready: false, leaving: false, claimed: null };
+    this.#standby = standby;
+    child.on('message', (msg: unknown) => {
+      if (standby.ready || !isToPrimary(msg) || msg.type !== 'standby') return;
+      standby.ready = true;
+      if (standby.claimed !== null) return standby.claimed();
+      if (this.#standby === standby) state.log.info({ workerPid: child.pid }, 'standby worker ready');
+    });
+    child.on('exit', (code, signal) => this.#onStandbyExit(standby, code, signal));
+    child.on('error', (err) => {
+      state.log.error({ err, workerPid: child.pid }, 'standby worker process error');
+      if (child.pid === undefined) this.#onStandbyExit(standby, null, null);
+    });
+    state.log.info({ workerPid: child.pid }, 'standby worker started');
+  }
+
+  /** Tells the standby (if any) to exit; it is forgotten once it did. */
+  #stopStandby(): void {
+    const s = this.#standby;
+    if (s === null || s.leaving) return;
+    s.leaving = true;
+    s.child.kill('SIGTERM');
+  }
+
+  #onStandbyExit(standby: Standby, code: number | null, signal: NodeJS.Signals | null): void {
+    // a standby that took a slot is that slot's process: its exit is #onExit's
+    if (this.#standby !== standby) return;
+    this.#standby = null;
+    if (standby.leaving || this.#state.stopping) return void this.checkAllExited();
+    const delay = this.#standbyBackoffMs;
+    this.#standbyBackoffMs = Math.min(delay * 2, STANDBY_BACKOFF_MAX_MS);
+    this.#state.log.warn({ workerPid: standby.child.pid, code, signal, restartInMs: delay }, 'standby worker exited: forking another');
+    this.#standbyTimer = setTimeout(() => {
+      this.#standbyTimer = null;
+      this.syncStandby();
+    }, delay);
   }
 
   #onMessage(slot: WorkerSlot, child: ChildProcess, msg: unknown): void {
@@ -195,9 +300,9 @@ export class Supervisor {
       slot.ready?.reject(new Error(`worker ${slot.id} could not start: ${why}`));
       return;
     }
-    if (Date.now() - slot.startedAt >= HEALTHY_AFTER_MS) slot.backoffMs = BACKOFF_MIN_MS;
+    if (Date.now() - slot.startedAt >= HEALTHY_AFTER_MS) slot.backoffMs = 0;
     const delay = slot.backoffMs;
-    slot.backoffMs = Math.min(delay * 2, BACKOFF_MAX_MS);
+    slot.backoffMs = delay === 0 ? BACKOFF_MIN_MS : Math.min(delay * 2, BACKOFF_MAX_MS);
     slot.state = 'restarting';
     this.#state.log.warn({ worker: slot.id, workerPid: child.pid, code, signal, restartInMs: delay }, 'worker exited unexpectedly: restarting it');
     slot.restartTimer = setTimeout(() => {
@@ -210,6 +315,7 @@ export class Supervisor {
 
   /** Every worker stops accepting and drains (one still loading its config is stopped); killed after `graceMs` + 5 s. */
   stopAll(graceMs: number): void {
+    this.syncStandby(); // stopping: the standby exits (nothing to drain) and none is forked again
     for (const slot of this.#slots) {
       if (slot.restartTimer !== null) {
         clearTimeout(slot.restartTimer);
@@ -232,6 +338,7 @@ export class Supervisor {
   }
 
   killAll(): void {
+    this.#standby?.child.kill('SIGKILL');
     for (const slot of this.#slots) {
       if (slot.child === null) continue;
       this.#forced = true;
@@ -240,7 +347,7 @@ export class Supervisor {
   }
 
   checkAllExited(): void {
-    if (!this.#state.stopping || !this.#state.prepared || this.#slots.some((s) => s.child !== null)) return;
+    if (!this.#state.stopping || !this.#state.prepared || this.#slots.some((s) => s.child !== null) || this.#standby !== null) return;
     if (this.#forceTimer !== null) {
       clearTimeout(this.#forceTimer);
       this.#forceTimer = null;

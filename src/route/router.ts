@@ -36,7 +36,8 @@ import { CorsPolicy } from './policy/cors.js';
 export type StaticConfig = NonNullable<RouteConfig['static']>;
 /** A route's compression options (config/compress.ts). */
 export type CompressConfig = NonNullable<RouteConfig['compress']>;
-import { parseParamTemplate, type FastcgiActionConfig, type TemplatePart } from '../config/fastcgi.js';
+import type { FastcgiActionConfig } from '../config/fastcgi.js';
+import { parseParamTemplate, type TemplatePart } from '../config/fastcgi-params.js';
 
 
 export interface CompiledHeaderOps {

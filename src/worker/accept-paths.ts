@@ -11,7 +11,7 @@ import { NativeL4 } from '../tunnel/l4-native.js';
 import { readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
-import { answersTlsAlpn } from '../config/acme.js';
+import { answersTlsAlpn } from '../config/acme-alpn-config.js';
 import { adoptNativeTls, nativeTlsStatus, startNativeTls, useTicketSecret, type NativeTlsServer } from '../native/tls.js';
 import type { Config } from '../config/schema.js';
 import type { ConnectionRegistry } from '../core/registry.js';

@@ -4,7 +4,8 @@
 // their address stays; what outlives a runtime (target states, discovered sets, retired pools) is the Worker's.
 import { deferred, type Deferred } from '../core/util.js';
 import { openOnHandle, openReusePort, type AcceptedSocket, type Listening, type ListenOptions, type OnConnection } from '../accept/listener.js';
-import { formatErrors, loadConfigText, type ConfigError } from '../config/load.js';
+import type { ConfigError } from '../config/load.js';
+import { receivedConfig } from '../config/transfer.js';
 import type { Config } from '../config/schema.js';
 import type { ApplyMessage } from './ipc.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -155,9 +156,8 @@ export class Applier {
   }
 
   async #applyOrThrow(msg: ApplyMessage, at: number): Promise<number[]> {
-    const loaded = loadConfigText(msg.text, msg.file);
-    if (!loaded.ok) throw new ApplyError(`invalid config\n${formatErrors(msg.file, loaded.errors)}`, loaded.errors);
-    const config = loaded.config;
+    // validated by the primary: what it accepted is served as it is (files it named are read below, as they are now)
+    const config = receivedConfig(msg.config);
     const host = this.#host;
     const running = host.runtime;
     const log = running === null || running.config.log.level !== config.log.level ? createLogger(config.log.level, { worker: host.id }) : host.log;

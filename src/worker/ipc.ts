@@ -2,13 +2,15 @@
 // the guards each side runs on what it receives (a message is data from another process: checked, not trusted).
 // Only types and pure checks: sending and handling live in primary/ and worker/main.ts (send.ts).
 import type { ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { STATUS_CLASSES, type MetricsSnapshot, type ProcessHealth } from '../core/metrics.js';
 import { isHistogramSnapshot } from '../core/histogram.js';
 import type { PoolLimitStats, TargetSpec } from '../upstream/pool.js';
 import type { PinUpdate, StickyChange } from '../upstream/sticky.js';
 
 /** Environment the primary sets for each worker it forks. */
-export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG' } as const;
+/** `standby` = '1': a standby worker (no id yet), which waits for a 'take-slot' message (primary/supervisor.ts). */
+export const WORKER_ENV = { id: 'PORTICO_WORKER_ID', config: 'PORTICO_CONFIG', standby: 'PORTICO_WORKER_STANDBY' } as const;
 
 /** How a worker gets listener `index` of the config it applies; `key` is its identity (config/reload.ts). */
 export type ListenerAssignment =
@@ -21,15 +23,16 @@ export type ListenerAssignment =
 
 /**
  * Serve this config from now on (at boot, on reload, and back to the running config when a reload is rolled
- * back). `text` is the YAML the primary validated, loaded by the worker as if read from `file`; sockets it
- * has under keys the assignments do not name are closed. `seq` ties 'listen-handle' messages to this apply.
+ * back). `config` is the Config the primary validated (from `file`), as JSON carries it (config/transfer.ts):
+ * the worker serves it as it is, without parsing or validating it again. Sockets it has under keys the
+ * assignments do not name are closed. `seq` ties 'listen-handle' messages to this apply.
  */
 export interface ApplyMessage {
   type: 'apply';
   seq: number;
   generation: number;
   file: string;
-  text: string;
+  config: Config;
   listeners: ListenerAssignment[];
   /** Session ticket keys shared by every worker (base64, 48 bytes). */
   ticketKeys: string;
@@ -63,6 +66,8 @@ export type TargetLoad = Record<string, number[]>;
 
 export type ToWorker =
   | ApplyMessage
+  /** To a standby worker: be worker `id` from now on (it then says 'booted' and gets the served config). */
+  | { type: 'take-slot'; id: number }
   /** A listening socket for assignment `index` of apply `seq` comes with this message as its IPC handle. */
   | { type: 'listen-handle'; seq: number; index: number }
   /** Stop accepting, drain within the grace, exit 0. */
@@ -139,6 +144,8 @@ export interface WorkerStats {
 export type ToPrimary =
   /** The process is up and listens for messages: ready for its first apply. */
   | { type: 'booted' }
+  /** A standby worker has loaded its modules and waits for a 'take-slot'. */
+  | { type: 'standby' }
   /** Apply `generation` done: every listener accepting, `ports[i]` the port of listener i. */
   | { type: 'applied'; seq: number; generation: number; ok: true; ports: number[] }
   /** Apply refused: the worker keeps what it ran before (at boot it exits). */
@@ -224,6 +231,11 @@ function isDiscoveredSets(v: unknown): v is Record<string, TargetSpec[]> {
   return isRecord(v) && Object.values(v).every(isTargetSpecs);
 }
 
+/** The outline of a Config (the primary validated the rest: a worker does not validate it again). */
+function isConfigShape(v: unknown): boolean {
+  return isRecord(v) && Array.isArray(v.listeners) && Array.isArray(v.routes) && isRecord(v.upstreams);
+}
+
 function isAssignment(v: unknown): v is ListenerAssignment {
   if (!isRecord(v) || !isCount(v.index) || typeof v.key !== 'string') return false;
   return v.via === 'keep' || v.via === 'handle' || (v.via === 'reuse-port' && typeof v.host === 'string' && isCount(v.port) && v.port <= 65535);
@@ -250,11 +262,13 @@ export function isToWorker(m: unknown): m is ToWorker {
   switch (m.type) {
     case 'apply':
       return (
-        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && typeof m.text === 'string' && typeof m.ticketKeys === 'string' && typeof m.stickySecret === 'string' &&
+        isCount(m.seq) && isCount(m.generation) && typeof m.file === 'string' && isConfigShape(m.config) && typeof m.ticketKeys === 'string' && typeof m.stickySecret === 'string' &&
         Array.isArray(m.listeners) && m.listeners.every(isAssignment) && isDiscoveredSets(m.discovered)
       );
     case 'listen-handle':
       return isCount(m.seq) && isCount(m.index);
+    case 'take-slot':
+      return isCount(m.id) && m.id >= 1;
     case 'pins':
       return Array.isArray(m.updates) && m.updates.every(isPinUpdate);
     case 'shutdown':
@@ -286,6 +300,7 @@ export function isToPrimary(m: unknown): m is ToPrimary {
   if (!isRecord(m)) return false;
   switch (m.type) {
     case 'booted':
+    case 'standby':
       return true;
     case 'applied':
       if (!isCount(m.seq) || !isCount(m.generation)) return false;

@@ -212,6 +212,10 @@ class Worker {
       case 'listen-handle':
         this.#applier.receiveHandle(msg.seq, msg.index, handle);
         return;
+      case 'take-slot':
+        // only a standby takes a slot (before it is a Worker); this one has its slot
+        this.#log.warn({ slot: msg.id }, 'ignoring take-slot: this worker has its slot');
+        return;
       case 'publish':
         // edge fan-out: uWS delivers to this worker's subscribers (none when no terminate route ever ran here); one
         // turn for the whole batch, so uWS drains it to each subscriber in one write
@@ -412,15 +416,49 @@ function main(): void {
     process.stderr.write('portico: worker/main.js is started by the primary; run `portico start -c FILE`\n');
     process.exit(2);
   }
+  // The primary raised (and logged) the limit already; a worker started some other way raises its own.
+  const fds = raiseFdLimit();
+  if (process.env[WORKER_ENV.standby] === '1') return standBy(fds.soft);
   const id = Number(process.env[WORKER_ENV.id]);
   if (!Number.isInteger(id) || id < 1) {
     process.stderr.write(`portico worker: ${WORKER_ENV.id} must be set by the primary\n`);
     process.exit(2);
   }
-  // The primary raised (and logged) the limit already; a worker started some other way raises its own.
-  const fds = raiseFdLimit();
+  serve(id, fds.soft);
+}
+
+/**
+ * A standby worker (primary/supervisor.ts): its modules are loaded (what takes a worker's start its time) and it
+ * holds no socket and no config. It becomes worker N on 'take-slot' and from then on starts like a fresh one;
+ * until then it only waits, and a SIGTERM or the primary going away ends it at once (it has nothing to drain).
+ */
+function standBy(fdLimit: number): void {
+  const exit = (): void => process.exit(0);
+  const crash = (err: Error): void => {
+    process.stderr.write(`portico standby worker: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  };
+  const ignore = (): void => {};
+  const onMessage = (msg: unknown): void => {
+    if (!isToWorker(msg) || msg.type !== 'take-slot') return void process.stderr.write('portico standby worker: ignoring a message before take-slot\n');
+    for (const [event, fn] of [['message', onMessage], ['SIGTERM', exit], ['disconnect', exit], ['SIGINT', ignore], ['SIGHUP', ignore], ['SIGUSR1', ignore], ['uncaughtException', crash]] as const) process.off(event, fn);
+    serve(msg.id, fdLimit);
+  };
+  process.on('uncaughtException', crash);
+  process.on('message', onMessage);
+  process.on('SIGINT', ignore);
+  process.on('SIGHUP', ignore);
+  // it has no access-log file to reopen, and Node's own SIGUSR1 action (the inspector) is not wanted either
+  process.on('SIGUSR1', ignore);
+  process.on('SIGTERM', exit);
+  process.on('disconnect', exit);
+  send({ type: 'standby' });
+}
+
+/** Worker `id` from now on: wires the process to a Worker and tells the primary it is ready for its first apply. */
+function serve(id: number, fdLimit: number): void {
   // The config comes with the first apply; until then, the default level.
-  const worker = new Worker(id, createLogger('info', { worker: id }), fds.soft);
+  const worker = new Worker(id, createLogger('info', { worker: id }), fdLimit);
   process.on('uncaughtException', (err) => {
     // The data path must not depend on this: it is the last resort that turns a bug into a restart.
     worker.log.fatal({ err }, 'uncaught exception: worker exits and the primary restarts it');

@@ -127,6 +127,12 @@ export function synSentTo(port: number): number {
   return tcpTable().filter((r) => r.remoteHex === '0100007F' && r.remotePort === port && r.state === '02').length;
 }
 
+/** Listening TCP sockets on `port` that process `pid` holds (a worker's listeners; none for a standby). */
+export function listeningSockets(pid: number, port: number): number {
+  const mine = new Set(socketInodes(pid));
+  return tcpTable().filter((r) => r.localPort === port && r.state === '0A' && mine.has(r.inode)).length;
+}
+
 /**
  * Which of `pids` holds the server side of each loopback TCP connection to `serverPort`: a map from the
  * client's port to the pid (from /proc/net/tcp and tcp6 and each process's fds). A test learns this way which

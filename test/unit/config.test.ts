@@ -828,3 +828,13 @@ test('the seed-php fastcgi route loads (the file in ../shared/contract may still
     assert.equal(route?.fastcgi?.index, 'index.php');
   }
 });
+
+test('standby_worker: true by default, a boolean; portico check refuses anything else with its path and line', async (t) => {
+  assert.equal(loaded(load(t, BASE)).standby_worker, true);
+  assert.equal(loaded(load(t, edit(BASE, 'workers: 2', 'workers: 2\nstandby_worker: false'))).standby_worker, false);
+  const yaml = edit(BASE, 'workers: 2', 'workers: 2\nstandby_worker: "yes"');
+  const file = path.join(folder(t, { 'bad.yaml': yaml }), 'bad.yaml');
+  const r = await runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.trim().split('\n')[0], `${file}:${lineOf(yaml, 'standby_worker')}:1 standby_worker: expected a boolean, got "yes"`);
+});

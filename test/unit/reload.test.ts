@@ -328,13 +328,14 @@ test('a discovered set rebuilds a hash pool\'s balancer with the pins it was giv
 
 test('ipc: apply, listen-handle, pins, applied and sticky messages are checked', () => {
   const discovered = { api: [{ id: '10.0.0.1:80', host: '10.0.0.1', port: 80, weight: 1, backup: false }] };
-  const apply = { type: 'apply', seq: 1, generation: 2, file: '/x.yaml', text: 'a', ticketKeys: 'k', stickySecret: 's', listeners: [{ index: 0, key: '127.0.0.1:80', via: 'keep' }, { index: 1, key: 'k', via: 'reuse-port', host: '::', port: 0 }], discovered };
+  const apply = { type: 'apply', seq: 1, generation: 2, file: '/x.yaml', config: { listeners: [], routes: [], upstreams: {} }, ticketKeys: 'k', stickySecret: 's', listeners: [{ index: 0, key: '127.0.0.1:80', via: 'keep' }, { index: 1, key: 'k', via: 'reuse-port', host: '::', port: 0 }], discovered };
   assert.equal(isToWorker(apply), true);
   assert.equal(isToWorker({ ...apply, discovered: undefined }), false, 'an apply brings the discovered sets of its config');
   assert.equal(isToWorker({ ...apply, discovered: { api: [{ id: '10.0.0.1:80', host: '10.0.0.1', port: 0, weight: 1, backup: false }] } }), false);
   assert.equal(isToWorker({ ...apply, listeners: [{ index: 0, key: 'k', via: 'reuse-port', host: '::', port: 70000 }] }), false);
   assert.equal(isToWorker({ ...apply, listeners: [{ index: 0, key: 'k', via: 'teleport' }] }), false);
-  assert.equal(isToWorker({ ...apply, text: 1 }), false);
+  assert.equal(isToWorker({ ...apply, config: undefined }), false, 'an apply carries the validated config');
+  assert.equal(isToWorker({ ...apply, config: { listeners: {}, routes: [], upstreams: {} } }), false);
   assert.equal(isToWorker({ type: 'listen-handle', seq: 1, index: 0 }), true);
   assert.equal(isToWorker({ type: 'pins', updates: [{ upstream: 'u', full: true, set: [['k', 't']], unset: ['j'] }] }), true);
   assert.equal(isToWorker({ type: 'pins', updates: [{ upstream: 'u', full: true, set: [['k']], unset: [] }] }), false);
