@@ -42,7 +42,7 @@ export const LOADS: readonly LoadSpec[] = [
   { id: 'http-c256', title: 'HTTP keep-alive GET, 256 connections', tls: false, generator: 'wrk', connections: 256, fullOnly: true, websocket: false },
   { id: 'https', title: 'HTTPS keep-alive GET, 64 connections', tls: true, generator: 'wrk', connections: 64, websocket: false },
   { id: 'http-new', title: 'New TCP connection per GET (Connection: close), 32 in flight', tls: false, generator: 'wrk', connections: 32, close: true, websocket: false },
-  { id: 'https-new', title: 'New TLS connection per GET (full handshake, Connection: close), 32 in flight', tls: true, generator: 'wrk', connections: 32, close: true, websocket: false },
+  { id: 'https-new', title: 'New TLS connection per GET (TLS 1.3, resumed by the last ticket as wrk does, Connection: close), 32 in flight', tls: true, generator: 'wrk', connections: 32, close: true, websocket: false },
   { id: 'ws', title: 'WebSocket echo, 32 B messages, 100 connections', tls: false, generator: 'ws-load', connections: 100, size: 32, mode: 'echo', websocket: true },
   { id: 'ws-4k', title: 'WebSocket echo, 4 KiB messages, 100 connections', tls: false, generator: 'ws-load', connections: 100, size: 4096, mode: 'echo', websocket: true },
   { id: 'wss', title: 'WSS echo, 32 B messages, 100 connections', tls: true, generator: 'ws-load', connections: 100, size: 32, mode: 'echo', websocket: true },

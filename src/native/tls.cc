@@ -54,7 +54,7 @@ const char* const kSymbols[] = {
     "SSL_get0_alpn_selected", "SSL_is_init_finished", "SSL_get_current_cipher", "SSL_CIPHER_get_name",
     "BIO_new_mem_buf", "BIO_free", "PEM_read_bio_X509", "PEM_read_bio_PrivateKey", "X509_free", "EVP_PKEY_free",
     "ERR_clear_error", "ERR_get_error", "ERR_peek_last_error", "ERR_error_string_n", "RAND_bytes",
-    "EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_aes_256_cbc", "EVP_MAC_CTX_set_params",
+    "EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_aes_256_cbc", "EVP_CIPHER_fetch", "EVP_MAC_CTX_set_params",
     "OSSL_PARAM_construct_octet_string", "OSSL_PARAM_construct_utf8_string", "OSSL_PARAM_construct_end",
     "OpenSSL_version", "SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_ext", "SSL_version",
     // tls-relay.cc
@@ -90,6 +90,14 @@ struct TicketKey {
 std::mutex ring_mu;
 std::vector<TicketKey> ring;  // guarded by ring_mu; JS sets it (else one random key of this process)
 
+// AES-256-CBC fetched from the provider once per process. EVP_aes_256_cbc() is OpenSSL 3's legacy table entry:
+// each EncryptInit/DecryptInit with it fetches the provider's cipher again (a name lookup under locks), and every
+// handshake that issues or opens a ticket made one or two of those. Null when the fetch fails: the legacy entry then.
+const EVP_CIPHER* TicketCipher() {
+  static const EVP_CIPHER* const fetched = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+  return fetched != nullptr ? fetched : EVP_aes_256_cbc();
+}
+
 int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
   std::lock_guard<std::mutex> lock(ring_mu);
   if (ring.empty()) {
@@ -120,8 +128,8 @@ int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER
   params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0);
   params[2] = OSSL_PARAM_construct_end();
   if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
-  int ok = enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, key->aes, iv)
-               : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, key->aes, iv);
+  int ok = enc ? EVP_EncryptInit_ex(cctx, TicketCipher(), nullptr, key->aes, iv)
+               : EVP_DecryptInit_ex(cctx, TicketCipher(), nullptr, key->aes, iv);
   if (ok != 1) return -1;
   // 2: valid, and OpenSSL issues a fresh ticket on this connection. Always so in TLS 1.3: a client uses each
   // ticket once (RFC 8446 §C.4), so a resumption that issued none would leave it a full handshake for its next
