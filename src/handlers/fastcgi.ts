@@ -69,6 +69,11 @@ type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done'
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
+/** end()'s deferred half (see there), without a closure per request. */
+function sendAnswer(ex: FastcgiExchange): void {
+  ex.sendAnswer();
+}
+
 /** An IPv4-mapped IPv6 address as its IPv4 form (what SERVER_ADDR shows for a dual-stack listener). */
 function plainAddress(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
@@ -121,6 +126,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   /** Bytes, or latin1 text (a head, a chunk size): made into one buffer when sent (#flushHeld). */
   #held: Array<Buffer | string> = [];
   #heldBytes = 0;
+  /** The answer is whole and held, sent once this wake-up's events are handled (see end()). */
+  #answerDue = false;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
   /** This request counts in freshWaiting (see there) for this target, since #sentAt, at index #freshSlot. */
@@ -377,7 +384,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#holding = true;
     const problem = reader.push(chunk);
     this.#holding = false;
-    this.#flushHeld();
+    if (!this.#answerDue) this.#flushHeld();
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
   }
 
@@ -497,6 +504,21 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       if (this.#holding) this.#hold(LAST_CHUNK, LAST_CHUNK.length);
       else this.#client.socket.write(LAST_CHUNK);
     }
+    this.#answerDue = true;
+    if (this.requestComplete) {
+      // the answer leaves after this wake-up's other events: an FPM answer later in the same batch hands its
+      // connection to a queued request before this send, not after it (a request whose body is still coming
+      // ends at once: the connection must take over those bytes)
+      process.nextTick(sendAnswer, this);
+      return;
+    }
+    this.sendAnswer();
+  }
+
+  /** @internal end()'s second half: the held answer goes to the client, then the connection moves on. */
+  sendAnswer(): void {
+    if (!this.#answerDue) return; // the client left meanwhile (abort)
+    this.#answerDue = false;
     // the answer leaves before the connection moves on (a next pipelined request, or its close)
     this.#flushHeld();
     if (this.#framing === 'close') this.#closeClient = true;
@@ -722,6 +744,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   /** The client left: the FastCGI connection is closed (FPM ends the request; nothing half-read is pooled). */
   abort(_err: ProxyError): void {
+    if (this.#answerDue) {
+      // the client left before its answer was sent: nothing goes (the connection logs the request as aborted)
+      this.#answerDue = false;
+      this.#held = [];
+      this.#heldBytes = 0;
+      return;
+    }
     if (this.#finished) return;
     this.#finished = true;
     this.#dropBody();
