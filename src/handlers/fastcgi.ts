@@ -69,11 +69,6 @@ type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done'
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
-/** end()'s deferred half (see there), without a closure per request. */
-function sendAnswer(ex: FastcgiExchange): void {
-  ex.sendAnswer();
-}
-
 /** An IPv4-mapped IPv6 address as its IPv4 form (what SERVER_ADDR shows for a dual-stack listener). */
 function plainAddress(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
@@ -509,14 +504,17 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       // the answer leaves after this wake-up's other events: an FPM answer later in the same batch hands its
       // connection to a queued request before this send, not after it (a request whose body is still coming
       // ends at once: the connection must take over those bytes)
-      process.nextTick(sendAnswer, this);
+      process.nextTick(FastcgiExchange.#sendLater, this);
       return;
     }
-    this.sendAnswer();
+    this.#sendAnswer();
   }
 
-  /** @internal end()'s second half: the held answer goes to the client, then the connection moves on. */
-  sendAnswer(): void {
+  /** end()'s deferred half, without a closure per request. */
+  static readonly #sendLater = (ex: FastcgiExchange): void => ex.#sendAnswer();
+
+  /** end()'s second half: the held answer goes to the client, then the connection moves on. */
+  #sendAnswer(): void {
     if (!this.#answerDue) return; // the client left meanwhile (abort)
     this.#answerDue = false;
     // the answer leaves before the connection moves on (a next pipelined request, or its close)
