@@ -63,6 +63,17 @@ function check(port: number): void {
   if (r.status !== 0 || r.stdout.slice(cut + 1) !== '200' || r.stdout.slice(0, cut) !== BODY) throw new Error(`GET ${SCRIPT} on ${port}: ${r.stderr.trim() || JSON.stringify(r.stdout.slice(0, 200))}`);
 }
 
+/**
+ * CPU 1's side (php-fpm and wrk, pinned there): its CPU per request, and how busy it kept the CPU. Near 100 %
+ * the rate is php-fpm's and wrk's to give, whatever the proxy; well below it, the proxy's turnaround (the time a
+ * FastCGI connection waits for its next request) sets it.
+ */
+function backendSide(r: LoadResult): { fpmUs: number; wrkUs: number; busy: number } {
+  const fpm = r.cpu.backend.reduce((n, p) => n + p.cpuUs, 0);
+  const wrk = r.cpu.client.reduce((n, p) => n + p.cpuUs, 0);
+  return { fpmUs: fpm / r.count, wrkUs: wrk / r.count, busy: (fpm + wrk) / (r.cpu.wallMs * 1000) };
+}
+
 function proxyCpuUs(r: LoadResult): number {
   return r.cpu.proxy.reduce((n, p) => n + p.cpuUs, 0);
 }
@@ -113,7 +124,8 @@ async function bench(scope: BenchmarkScope): Promise<void> {
       const us = proxyCpuUs(res) / res.count;
       const sys = proxySysUs(res) / res.count;
       rows[which].push({ rate: res.rate, us, sys });
-      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req (user ${(us - sys).toFixed(1)}, sys ${sys.toFixed(1)}), ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
+      const b = backendSide(res);
+      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req (user ${(us - sys).toFixed(1)}, sys ${sys.toFixed(1)}), php-fpm ${b.fpmUs.toFixed(1)} + wrk ${b.wrkUs.toFixed(1)} CPU-µs/req (${Math.round(b.busy * 100)} % of a CPU), ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
     }
   }
   const n = median(rows.nginx.map((x) => x.rate));

@@ -52,8 +52,11 @@ const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
  * a new connection beyond its pm.max_children waits in its listen queue until some connection closes. While
  * such a request may be waiting there, a finished connection is closed instead of kept, which frees its worker
  * for the queued one (without it, idle pooled connections could hold every worker until their idle timeout).
+ * Unordered lists whose entries know their index (#freshSlot), not Sets: a Set with one add and one delete per
+ * fresh connection is rehashed every few dozen, and V8's chain of obsolete tables keeps what they held alive
+ * through scavenges (see core/registry.ts, where this was measured).
  */
-const freshWaiting = new WeakMap<Target, Set<FastcgiExchange>>();
+const freshWaiting = new WeakMap<Target, FastcgiExchange[]>();
 /**
  * A fresh connection's request without an answer after this long may be in FPM's listen queue (a worker answers
  * within a few ms otherwise): only then are finished connections closed instead of kept. A shorter wait does not
@@ -118,10 +121,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   /** Bytes, or latin1 text (a head, a chunk size): made into one buffer when sent (#flushHeld). */
   #held: Array<Buffer | string> = [];
   #heldBytes = 0;
+  /** The answer is whole and held, sent once this wake-up's events are handled (see end()). */
+  #answerDue = false;
   /** STDOUT bytes seen (head included): a reused socket that died before any is a stale keep-alive. */
   #stdoutBytes = 0;
-  /** This request counts in freshWaiting (see there) for this target, since #sentAt. */
+  /** This request counts in freshWaiting (see there) for this target, since #sentAt, at index #freshSlot. */
   #fresh: Target | null = null;
+  #freshSlot = -1;
   #sentAt = 0;
   // stderr
   #errLine: Buffer | null = null;
@@ -256,9 +262,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       const t = this.target!;
       this.#fresh = t;
       this.#sentAt = Date.now();
-      let set = freshWaiting.get(t);
-      if (set === undefined) freshWaiting.set(t, (set = new Set()));
-      set.add(this);
+      let list = freshWaiting.get(t);
+      if (list === undefined) freshWaiting.set(t, (list = []));
+      this.#freshSlot = list.length;
+      list.push(this);
     }
     const s = this.#client.upstreamClient;
     // a held chunked body reaches FPM as what it now is: a body of known length (nginx sets CONTENT_LENGTH so too)
@@ -372,7 +379,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#holding = true;
     const problem = reader.push(chunk);
     this.#holding = false;
-    this.#flushHeld();
+    if (!this.#answerDue) this.#flushHeld();
     if (problem !== null && !this.#finished) this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI: ${problem}`));
   }
 
@@ -480,14 +487,40 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI body ended ${this.#resRemaining} bytes short of its Content-Length`));
       return;
     }
+    this.#phase = 'done';
+    this.#finished = true;
+    this.deadline = 0;
+    // FPM's connection goes back first: a request queued for it is sent inside release(), so the application
+    // works on it while this answer goes to its client (its worker would otherwise wait for that send, and for
+    // the rest of this wake-up's events, at every request of a saturated upstream)
+    this.#releaseUpstream();
     if (this.#framing === 'chunked') {
       this.bytesOut += LAST_CHUNK.length;
       if (this.#holding) this.#hold(LAST_CHUNK, LAST_CHUNK.length);
       else this.#client.socket.write(LAST_CHUNK);
     }
+    this.#answerDue = true;
+    if (this.requestComplete) {
+      // the answer leaves after this wake-up's other events: an FPM answer later in the same batch hands its
+      // connection to a queued request before this send, not after it (a request whose body is still coming
+      // ends at once: the connection must take over those bytes)
+      process.nextTick(FastcgiExchange.#sendLater, this);
+      return;
+    }
+    this.#sendAnswer();
+  }
+
+  /** end()'s deferred half, without a closure per request. */
+  static readonly #sendLater = (ex: FastcgiExchange): void => ex.#sendAnswer();
+
+  /** end()'s second half: the held answer goes to the client, then the connection moves on. */
+  #sendAnswer(): void {
+    if (!this.#answerDue) return; // the client left meanwhile (abort)
+    this.#answerDue = false;
     // the answer leaves before the connection moves on (a next pipelined request, or its close)
     this.#flushHeld();
-    this.#finishResponse();
+    if (this.#framing === 'close') this.#closeClient = true;
+    this.#client.exchangeDone(this, !this.#closeClient);
   }
 
   #onResponseHead(cgi: CgiHead, rest: Buffer): void {
@@ -585,32 +618,38 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const t = this.#fresh;
     if (t === null) return;
     this.#fresh = null;
-    freshWaiting.get(t)?.delete(this);
+    const list = freshWaiting.get(t);
+    const i = this.#freshSlot;
+    this.#freshSlot = -1;
+    if (list === undefined || list[i] !== this) return;
+    // the last entry fills the hole
+    const last = list.pop()!;
+    if (last !== this) {
+      list[i] = last;
+      last.#freshSlot = i;
+    }
   }
 
   /** Some request on a fresh connection to `t` has waited long enough to be in FPM's listen queue. */
   static #queuedSuspect(t: Target): boolean {
-    const set = freshWaiting.get(t);
-    if (set === undefined || set.size === 0) return false;
+    const list = freshWaiting.get(t);
+    if (list === undefined || list.length === 0) return false;
     const now = Date.now(); // read only when some request waits (at steady state none does)
-    for (const ex of set) if (now - ex.#sentAt >= QUEUED_SUSPECT_MS) return true;
+    for (const ex of list) if (now - ex.#sentAt >= QUEUED_SUSPECT_MS) return true;
     return false;
   }
 
-  #finishResponse(): void {
-    this.#phase = 'done';
-    this.#finished = true;
-    this.deadline = 0;
+  /** The response is whole (END_REQUEST): FPM's connection goes back to the pool, kept when it can be. */
+  #releaseUpstream(): void {
     this.#answered();
     const up = this.#detachUpstream();
     // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
     // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
     this.#dropBody();
     const reusable = this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!) && !up.destroyed && up.readable && up.writable;
-    this.pool.release(this.target!, up, reusable);
-    this.target!.active--;
-    if (this.#framing === 'close') this.#closeClient = true;
-    this.#client.exchangeDone(this, !this.#closeClient);
+    const target = this.target!;
+    target.active--;
+    this.pool.release(target, up, reusable, 'now');
   }
 
   upstreamEnd(): void {
@@ -703,6 +742,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   /** The client left: the FastCGI connection is closed (FPM ends the request; nothing half-read is pooled). */
   abort(_err: ProxyError): void {
+    if (this.#answerDue) {
+      // the client left before its answer was sent: nothing goes (the connection logs the request as aborted)
+      this.#answerDue = false;
+      this.#held = [];
+      this.#heldBytes = 0;
+      return;
+    }
     if (this.#finished) return;
     this.#finished = true;
     this.#dropBody();

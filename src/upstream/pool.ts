@@ -447,8 +447,13 @@ export class UpstreamPool {
     this.#sockets.set(pooled.socket, pooled);
   }
 
-  /** Gives a socket back: kept idle when reusable and under max_idle, else destroyed. */
-  release(target: Target, socket: ByteSocket, reusable: boolean): void {
+  /**
+   * Gives a socket back: kept idle when reusable and under max_idle, else destroyed. A waiter that takes it is
+   * answered on a later tick, or with `handOff` 'now' inside this call: the caller is done with the socket and
+   * with its own state, and the waiter's request leaves before the caller goes on (FastCGI: the application's
+   * next request is on its way while this one's answer is written to its client).
+   */
+  release(target: Target, socket: ByteSocket, reusable: boolean, handOff: 'tick' | 'now' = 'tick'): void {
     const pooled = this.#sockets.get(socket);
     if (pooled === undefined || pooled.slot.target !== target) {
       socket.destroy(); // not one of ours: never pool a stranger
@@ -461,7 +466,8 @@ export class UpstreamPool {
       // A waiter takes the socket as it is (still busy): FIFO, and no trip through the idle stack.
       const waiter = this.#takeWaiter(pooled.slot);
       if (waiter !== undefined) {
-        process.nextTick(waiter.cb, null, socket, true);
+        if (handOff === 'now') waiter.cb(null, socket, true);
+        else process.nextTick(waiter.cb, null, socket, true);
         return;
       }
     }

@@ -74,6 +74,34 @@ test('a released socket is reused by the next acquire (reused = true), and callb
   assert.deepEqual(pool.stats(), [{ target: `127.0.0.1:${port}`, open: 1, tunnels: 0, idle: 0, active: 0, queued: 0, available: true, backup: false, rampingUp: false }]);
 });
 
+test("release with handOff 'now' answers a queued waiter inside the call, the default on a later tick; neither pools the socket", async (t) => {
+  const { port } = await echoServer(t);
+  const { pool, target } = makePool(t, port, { max_connections: 1, queue: { size: 10, timeout: '10s' } });
+  const first = await acquire(t, pool, target);
+  assert.equal(first.err, null);
+  let held = first.socket;
+  for (const handOff of ['now', 'tick'] as const) {
+    const got: { socket: Socket | null; reused: boolean } = { socket: null, reused: false };
+    pool.acquire(target, (err, socket, reused) => {
+      assert.equal(err, null);
+      got.socket = socket as Socket;
+      got.reused = reused;
+    }, 0);
+    assert.equal(pool.limits().queued, 1, 'max_connections 1 is held: the acquire waits in the queue');
+    pool.release(target, held, true, handOff);
+    if (handOff === 'tick') {
+      assert.equal(got.socket, null, "'tick': not answered inside release()");
+      await new Promise((r) => process.nextTick(r));
+    }
+    assert.equal(got.socket, held, `'${handOff}': the waiter has the released socket`);
+    assert.equal(got.reused, true);
+    assert.deepEqual(counts(pool), { open: 1, idle: 0 }, 'handed over busy, never through the idle stack');
+    assert.equal(pool.limits().queued, 0);
+    assert.equal(await echo(held, handOff), handOff, 'the waiter can use it at once');
+  }
+  held.destroy();
+});
+
 test('idle sockets are reused last-in first-out (the warmest first)', async (t) => {
   const { port } = await echoServer(t);
   const { pool, target } = makePool(t, port);
