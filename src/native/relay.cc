@@ -134,6 +134,7 @@ struct Relay {
   Endpoint ep[2];
   uint32_t idle_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
+  bool keepalive_client = false;  // StartOptions::client_keepalive
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
@@ -724,23 +725,23 @@ void SweepLeaving(uint64_t now, std::vector<Relay*>* graveyard, std::vector<Rela
   }
 }
 
-// Relay thread only: upstream keep-alives due (StartOptions::upstream_keepalive_s). Only this thread closes a
-// relay's fds, so an fd found under the lock is still the relay's after it.
+// Relay thread only: keep-alives due (StartOptions::upstream_keepalive_s, client_keepalive). Only this thread
+// closes a relay's fds, so an fd found under the lock is still the relay's after it.
 void ArmKeepAlives(uint64_t now) {
   std::vector<std::pair<int, int>> due;  // (fd, idle seconds)
   {
     std::lock_guard<std::mutex> lock(g.mu);
     while (!g.keepalive.empty() && g.keepalive.front().first <= now) {
       auto it = g.relays.find(g.keepalive.front().second);
-      if (it != g.relays.end() && !it->second->closed) due.emplace_back(it->second->fd[1], it->second->keepalive_s);
+      if (it != g.relays.end() && !it->second->closed) {
+        const Relay* r = it->second;
+        due.emplace_back(r->fd[1], r->keepalive_s);
+        if (r->keepalive_client) due.emplace_back(r->fd[0], r->keepalive_s);
+      }
       g.keepalive.pop_front();
     }
   }
-  const int one = 1;
-  for (auto [fd, idle] : due) {
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  }
+  for (auto [fd, idle] : due) SetKeepAlive(fd, idle);
 }
 
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
@@ -909,6 +910,16 @@ void Wake() {
 
 }  // namespace
 
+void SetKeepAlive(int fd, int idle_s) {
+  const int one = 1;
+  const int interval = 1;
+  const int count = 10;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
 const char* ReasonName(Reason reason) {
   switch (reason) {
     case Reason::kClient: return "client";
@@ -1005,6 +1016,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   if (options.upstream_keepalive_s > 0) {
     r->keepalive_s = options.upstream_keepalive_s;
+    r->keepalive_client = options.client_keepalive;
     g.keepalive.emplace_back(NowMs() + kKeepAliveAfterMs, r->id);
   }
   r->registration.store(kRegistered, std::memory_order_release);
