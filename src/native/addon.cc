@@ -241,8 +241,9 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   if (framed) ws = WebSocketArg(info[5]);
   if (ids[0] == ids[1]) return Napi::Number::New(env, 0);
   int fds[2] = {-1, -1};
-  if (!portico::io::SuspendPlain(env, ids[0], &fds[0])) return Napi::Number::New(env, 0);
-  if (!portico::io::SuspendPlain(env, ids[1], &fds[1])) {
+  bool sole[2] = {false, false};
+  if (!portico::io::SuspendPlain(env, ids[0], &fds[0], &sole[0])) return Napi::Number::New(env, 0);
+  if (!portico::io::SuspendPlain(env, ids[1], &fds[1], &sole[1])) {
     portico::io::ResumePlain(env, ids[0]);
     return Napi::Number::New(env, 0);
   }
@@ -250,6 +251,8 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   portico::StartOptions options;
   options.nonblocking = true;  // every fd of the native I/O is (SOCK_NONBLOCK, or made so at adoption)
   options.keep_on_failure = true;
+  // accepted or connected by the native I/O and never dup'ed: the relay's close() needs no EPOLL_CTL_DEL
+  options.sole_owner = sole[0] && sole[1];
   // both legs, armed by the relay thread once the tunnel lived a second: no setsockopt in the hand-over
   options.upstream_keepalive_s = keep_alive > 0 ? keep_alive : 0;
   options.client_keepalive = true;
