@@ -20,7 +20,7 @@ export PATH="$PWD/build-asan/bin:$PATH"
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export PORTICO_NATIVE_ADDON="$PWD/build-asan/portico_native.node"
-node --test dist/test/component/relay.test.js dist/test/component/native-io.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js \
+node --test dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js \
   dist/test/e2e/native-tls.test.js dist/test/e2e/native-wss.test.js
 # idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after
 node --test dist/test/e2e/idle-memory.test.js

@@ -392,8 +392,8 @@ export async function holdIdle(port: number, connections: number, tls: boolean, 
  * upgrade, the whole 101 (accept key checked), a close. Rate = handshakes per second; latency = connect to 101.
  * Any failed handshake fails the run.
  */
-export async function runWsHandshakes(port: number, durationS: number, watch: Watch, cpus: string | undefined): Promise<LoadResult> {
-  const [cmd, args] = pinned(cpus, process.execPath, [path.join(BENCH_DIST, 'peers', 'ws-handshake.js'), '--port', String(port), '--path', WS_PATH, '--duration', String(durationS)]);
+export async function runWsHandshakes(port: number, durationS: number, watch: Watch, cpus: string | undefined, tls = false): Promise<LoadResult> {
+  const [cmd, args] = pinned(cpus, process.execPath, [path.join(BENCH_DIST, 'peers', 'ws-handshake.js'), '--port', String(port), '--path', WS_PATH, '--duration', String(durationS), ...(tls ? ['--tls'] : [])]);
   const { out, code, signal, proc, wallMs, before, after } = await runToExit(cmd, args, durationS + 30, watch);
   const line = /^(\{"completed".*\})$/m.exec(out)?.[1];
   if (code !== 0 || line === undefined) throw new Error(`ws-handshake failed (${signal ?? `code ${code}`}): ${proc.tail() || out.trim().slice(-300)}`);

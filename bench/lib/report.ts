@@ -5,25 +5,25 @@ import { median } from './stats.js';
 
 /**
  * http, ws: `npm run bench` (scenarios/http-ws.ts); tcp, tls: the L4 connection-rate benchmark (scenarios/connrate.ts);
- * newconn (a new TCP connection per request), wshs (sequential WebSocket handshakes): `npm run bench` too;
+ * newconn (a new TCP connection per request), wshs and wsshs (sequential WebSocket and WSS handshakes): `npm run bench` too;
  * http-tls-upstream (keep-alive HTTP to the proxy, HTTPS from it to the backend): `npm run bench:https-upstream`;
  * the rest: `portico bench` (scenarios/capacity.ts, its catalogue in lib/catalogue.ts).
  */
 export type Scenario =
-  | 'http' | 'ws' | 'newconn' | 'wshs' | 'tcp' | 'tls'
+  | 'http' | 'ws' | 'newconn' | 'wshs' | 'wsshs' | 'tcp' | 'tls'
   | 'http-c16' | 'http-c256' | 'https' | 'http-new' | 'https-new'
   | 'ws-4k' | 'wss' | 'wss-4k' | 'ws-upgrade' | 'wss-upgrade' | 'tunnel' | 'tunnel-tls' | 'fanout' | 'http-tls-upstream';
 
 /** What one counted unit of a scenario is: a request, an echoed message, a whole connection, a MiB each way. */
 export const UNIT: Record<Scenario, string> = {
-  http: 'req', ws: 'msg', newconn: 'req', wshs: 'hs', tcp: 'conn', tls: 'conn',
+  http: 'req', ws: 'msg', newconn: 'req', wshs: 'hs', wsshs: 'hs', tcp: 'conn', tls: 'conn',
   'http-c16': 'req', 'http-c256': 'req', https: 'req', 'http-new': 'conn', 'https-new': 'conn',
   'ws-4k': 'msg', wss: 'msg', 'wss-4k': 'msg', 'ws-upgrade': 'upgrade', 'wss-upgrade': 'upgrade', tunnel: 'MiB', 'tunnel-tls': 'MiB',
   fanout: 'msg', 'http-tls-upstream': 'req',
 };
 
 /** Scenarios whose load generator reports per-unit latency (wrk and the connrate client). */
-export const WITH_LATENCY: ReadonlySet<Scenario> = new Set<Scenario>(['http', 'newconn', 'wshs', 'tcp', 'tls', 'http-c16', 'http-c256', 'https', 'http-new', 'https-new', 'http-tls-upstream']);
+export const WITH_LATENCY: ReadonlySet<Scenario> = new Set<Scenario>(['http', 'newconn', 'wshs', 'wsshs', 'tcp', 'tls', 'http-c16', 'http-c256', 'https', 'http-new', 'https-new', 'http-tls-upstream']);
 
 export interface Run {
   scenario: Scenario;

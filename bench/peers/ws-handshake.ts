@@ -2,25 +2,30 @@
 // TCP connection that sends the RFC 6455 upgrade, waits for the whole 101 head (its Sec-WebSocket-Accept checked),
 // then closes; the time from connect() to the 101 head is one handshake's latency. Sequential on purpose: the
 // figure is what one handshake costs and waits, not how many a machine can overlap. It reports; it never judges.
+// --tls: WSS, each connection a full TLS handshake (no session offered; SNI localhost, certificate not checked), the
+// time from connect() to the 101 then includes it.
 //
-// Usage: node dist/bench/peers/ws-handshake.js --port P [--host 127.0.0.1] [--path /ws] [--duration 10]
+// Usage: node dist/bench/peers/ws-handshake.js --port P [--host 127.0.0.1] [--path /ws] [--duration 10] [--tls]
 // stdout: one JSON line {"completed", "elapsedS", "p50Us", "p90Us", "p99Us", "maxUs", "meanUs", "errors"}.
 import net from 'node:net';
+import tls from 'node:tls';
 import { createHash, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { readArgs } from '../lib/args.js';
 import { percentile } from '../lib/stats.js';
 import { WS_GUID, WS_PATH } from '../lib/shape.js';
 
-const USAGE = 'usage: node dist/bench/peers/ws-handshake.js --port P [--host H] [--path /ws] [--duration S]';
+const USAGE = 'usage: node dist/bench/peers/ws-handshake.js --port P [--host H] [--path /ws] [--duration S] [--tls]';
 
 /** One handshake: resolves with its latency in µs, or rejects with why it failed. */
-function handshake(host: string, port: number, urlPath: string): Promise<number> {
+function handshake(host: string, port: number, urlPath: string, secure: boolean): Promise<number> {
   return new Promise((resolve, reject) => {
     const key = randomBytes(16).toString('base64');
     const expected = createHash('sha1').update(key + WS_GUID).digest('base64');
     const t0 = performance.now();
-    const socket = net.connect({ host, port, noDelay: true });
+    const socket = secure
+      ? tls.connect({ host, port, servername: 'localhost', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }).setNoDelay(true)
+      : net.connect({ host, port, noDelay: true });
     let head = '';
     const timer = setTimeout(() => done(new Error('timeout')), 10_000);
     function done(err?: Error): void {
@@ -30,7 +35,7 @@ function handshake(host: string, port: number, urlPath: string): Promise<number>
       else resolve((performance.now() - t0) * 1000);
     }
     socket.on('error', (err: NodeJS.ErrnoException) => done(new Error(err.code ?? err.message)));
-    socket.on('connect', () => socket.write(`GET ${urlPath} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+    socket.on(secure ? 'secureConnect' : 'connect', () => socket.write(`GET ${urlPath} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
     socket.on('data', (chunk: Buffer) => {
       head += chunk.toString('latin1');
       const end = head.indexOf('\r\n\r\n');
@@ -44,7 +49,8 @@ function handshake(host: string, port: number, urlPath: string): Promise<number>
 }
 
 async function main(): Promise<void> {
-  const a = readArgs(process.argv.slice(2), { port: 'string', host: 'string', path: 'string', duration: 'string' }, USAGE);
+  const a = readArgs(process.argv.slice(2), { port: 'string', host: 'string', path: 'string', duration: 'string', tls: 'boolean' }, USAGE);
+  const secure = a.has('tls');
   const port = Math.round(a.num('port', 0, 1, 65535));
   const host = a.str('host', '127.0.0.1');
   const urlPath = a.str('path', WS_PATH);
@@ -54,7 +60,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   while (performance.now() - t0 < durationMs) {
     try {
-      latencies.push(await handshake(host, port, urlPath));
+      latencies.push(await handshake(host, port, urlPath, secure));
     } catch (err) {
       const why = (err as Error).message;
       errors[why] = (errors[why] ?? 0) + 1;

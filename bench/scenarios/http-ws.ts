@@ -2,23 +2,26 @@
 // nginx (1 worker) and HAProxy (1 thread) when installed; interleaved rounds, medians, ratios, proxy CPU per
 // request/message; conditions printed above the tables; JSON to bench/results/latest.json. A failed target
 // prints its reason in its row and the run goes on. It never asserts a speed; see bench/README.md.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readArgs } from '../lib/args.js';
 import { checkHttp, checkWs, runWrk, runWsHandshakes, runWsLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
-import { benchmarkMain, choosePinning, hasProc, peerVersions, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { benchmarkMain, choosePinning, freePort, hasProc, peerVersions, versionOf, type BenchmarkScope, type Pinning } from '../lib/procs.js';
+import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { formatProcesses, formatTable, type Scenario } from '../lib/report.js';
 import { caveats, runPlan } from '../lib/rounds.js';
 import { HTTP_BODY, type TargetId } from '../lib/shape.js';
 import {
-  alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target,
+  alive, directTarget, porticoRevision, startBackends, startHaproxy, startNginxProxy, startPortico, truncateLog, type Backends, type Target, type TlsListener,
 } from '../peers/targets.js';
 
 /** The loads of this benchmark (scenarios/connrate.ts has the L4 ones). */
-type Load = Extract<Scenario, 'http' | 'ws' | 'newconn' | 'wshs'>;
+type Load = Extract<Scenario, 'http' | 'ws' | 'newconn' | 'wshs' | 'wsshs'>;
+/** The default loads; wsshs (sequential WSS handshakes: the proxies get a TLS listener) only when asked by --only. */
 const LOADS: readonly Load[] = ['http', 'ws', 'newconn', 'wshs'];
+const ALL_LOADS: readonly Load[] = [...LOADS, 'wsshs'];
 
 interface Options {
   durationS: number;
@@ -44,7 +47,7 @@ const USAGE = `usage: npm run bench -- [options]
   --duration S       seconds per timed run (default 10)
   --rounds N         rounds; each runs every target once per load, order rotated (default 5)
   --warmup S         untimed warm-up per target and load before round 1 (default 2)
-  --only LIST        comma list of http,ws,newconn,wshs (default: all four)
+  --only LIST        comma list of http,ws,newconn,wshs,wsshs (default: the first four; wsshs = WSS handshakes)
   --newconn-connections N  concurrent connections of the new-connection-per-request load (default 16)
   --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
   --targets LIST     comma list of direct,nginx,haproxy,portico,portico-access,portico-terminate,
@@ -74,7 +77,7 @@ function parseOptions(argv: string[]): Options {
   );
   // --quick changes the defaults; a flag given with it still wins (`--quick --rounds 3`).
   const quick = a.has('quick');
-  const only = a.list<Load>('only', LOADS);
+  const only = a.list<Load>('only', ALL_LOADS);
   return {
     durationS: a.num('duration', quick ? 2 : 10, 1, 3600),
     rounds: Math.round(a.num('rounds', quick ? 1 : 5, 1, 100)),
@@ -154,6 +157,7 @@ function formatConditions(c: Conditions, o: Options): string {
   if (o.scenarios.includes('http')) lines.push(`http load:  wrk -t1 -c${o.httpConnections} -d${o.durationS}s, keep-alive GET /, body checked with curl first`);
   if (o.scenarios.includes('newconn')) lines.push(`newconn:    wrk -t1 -c${o.newconnConnections} -d${o.durationS}s -H 'Connection: close': a new TCP connection per request`);
   if (o.scenarios.includes('wshs')) lines.push(`wshs:       ws-handshake, one at a time: connect, upgrade, 101 (accept key checked), close; ${o.durationS} s`);
+  if (o.scenarios.includes('wsshs')) lines.push(`wsshs:      ws-handshake --tls, one at a time: connect, full TLS 1.3 handshake (no session offered), upgrade, 101, close; ${o.durationS} s`);
   if (o.scenarios.includes('ws')) {
     lines.push(`ws load:    ws-load, ${o.wsConnections} connections, ${o.size}-byte binary messages, one in flight per connection, ${o.durationS} s; echoes verified`);
   }
@@ -190,16 +194,26 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
     targets.push(t);
     if (t.proc !== undefined) started.push(t.proc);
   };
+  // wsshs: every proxy also listens with TLS (a self-signed certificate made for this run)
+  let tlsFor: () => Promise<TlsListener | undefined> = async () => undefined;
+  if (o.scenarios.includes('wsshs')) {
+    const cert = path.join(tmp, 'tls', 'bench.crt');
+    const key = path.join(tmp, 'tls', 'bench.key');
+    await ensureSelfSigned(cert, key, ['localhost', '127.0.0.1']);
+    const pem = path.join(tmp, 'tls', 'bench.pem');
+    writeFileSync(pem, `${readFileSync(cert, 'utf8')}\n${readFileSync(key, 'utf8')}`);
+    tlsFor = async () => ({ port: await freePort(), cert, key, pem });
+  }
   if (wanted('direct')) add(directTarget(backends));
   if (wanted('nginx')) {
-    if (c.nginx !== undefined) add(await startNginxProxy(tmp, backends, c.nginx, pin?.proxyCpu));
+    if (c.nginx !== undefined) add(await startNginxProxy(tmp, backends, c.nginx, pin?.proxyCpu, await tlsFor()));
     else console.log('nginx is not installed: no nginx row, no ratio vs nginx');
   }
   if (wanted('haproxy')) {
-    if (c.haproxy !== undefined) add(await startHaproxy(tmp, backends, c.haproxy, pin?.proxyCpu));
+    if (c.haproxy !== undefined) add(await startHaproxy(tmp, backends, c.haproxy, pin?.proxyCpu, await tlsFor()));
     else console.log('HAProxy is not installed: no HAProxy row');
   }
-  if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu));
+  if (wanted('portico')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { tls: await tlsFor() }));
   if (wanted('portico-access')) add(await startPortico(tmp, backends, true, pin?.proxyCpu));
   if (wanted('portico-terminate')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { terminate: true }));
   if (wanted('portico-terminate-adopt')) add(await startPortico(tmp, backends, false, pin?.proxyCpu, { terminate: true, adopt: true }));
@@ -220,6 +234,10 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
         if (s === 'http') return await runWrk(t.httpPort, o.httpConnections, durationS, watchOf(t), pin?.clientCpu);
         if (s === 'newconn') return await runWrk(t.httpPort, o.newconnConnections, durationS, watchOf(t), pin?.clientCpu, { close: true });
         if (s === 'wshs') return await runWsHandshakes(t.wsPort, durationS, watchOf(t), pin?.clientCpu);
+        if (s === 'wsshs') {
+          if (t.tlsPort === undefined) throw new Error('no TLS listener');
+          return await runWsHandshakes(t.tlsPort, durationS, watchOf(t), pin?.clientCpu, true);
+        }
         return await runWsLoad(t.wsPort, o.wsConnections, o.size, durationS, watchOf(t), pin?.clientCpu);
       } finally {
         truncateLog(t);
@@ -232,6 +250,7 @@ async function bench(o: Options, c: Conditions, { tmp, started, stopped }: Bench
     http: `HTTP keep-alive GET / (${o.httpConnections} connections, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
     newconn: `New TCP connection per request, GET / with Connection: close (${o.newconnConnections} concurrent, wrk -t1, ${o.durationS} s x ${o.rounds} rounds)`,
     wshs: `WebSocket handshake, one at a time (new connection, upgrade, 101, close; ${o.durationS} s x ${o.rounds} rounds; p50 = connect to 101)`,
+    wsshs: `WSS handshake, one at a time (new connection, full TLS handshake, upgrade, 101, close; ${o.durationS} s x ${o.rounds} rounds; p50 = connect to 101)`,
     ws: `WebSocket echo (${o.wsConnections} connections, ${o.size}-byte messages, 1 in flight each, ${o.durationS} s x ${o.rounds} rounds)`,
   };
   const report = [

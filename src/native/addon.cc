@@ -189,17 +189,6 @@ portico::WebSocketStart WebSocketArg(const Napi::Value& v) {
   return ws;
 }
 
-// TCP keep-alive probes after `seconds` of silence, then every second, 10 at most (net.Socket's setKeepAlive).
-void KeepAlive(int fd, int seconds) {
-  int on = 1;
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
-  int interval = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  int count = 10;
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-}
-
 // spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?) -> id. Takes both
 // fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
 // websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted = raw.
@@ -234,8 +223,8 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
 
 // spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?) -> id | 0. Two connections of
 // the native I/O (io.cc ids) go to the splice relay as they are: their fds leave the I/O's table unclosed and
-// the relay owns them (no dup, no close, no fcntl, one call for both), with TCP keep-alive turned on when
-// keepAliveSeconds > 0. 0: nothing was taken (not plain connected sockets, bytes still queued to one of them,
+// the relay owns them (no dup, no close, no fcntl, one call for both), with TCP keep-alive on both armed by the
+// relay thread once the tunnel lived a second when keepAliveSeconds > 0. 0: nothing was taken (not plain connected sockets, bytes still queued to one of them,
 // or the relay could not start): both are as they were. cb and websocket as spliceStart's.
 Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -252,18 +241,21 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   if (framed) ws = WebSocketArg(info[5]);
   if (ids[0] == ids[1]) return Napi::Number::New(env, 0);
   int fds[2] = {-1, -1};
-  if (!portico::io::SuspendPlain(env, ids[0], &fds[0])) return Napi::Number::New(env, 0);
-  if (!portico::io::SuspendPlain(env, ids[1], &fds[1])) {
+  bool sole[2] = {false, false};
+  if (!portico::io::SuspendPlain(env, ids[0], &fds[0], &sole[0])) return Napi::Number::New(env, 0);
+  if (!portico::io::SuspendPlain(env, ids[1], &fds[1], &sole[1])) {
     portico::io::ResumePlain(env, ids[0]);
     return Napi::Number::New(env, 0);
-  }
-  if (keep_alive > 0) {
-    for (int fd : fds) KeepAlive(fd, keep_alive);
   }
   std::string error;
   portico::StartOptions options;
   options.nonblocking = true;  // every fd of the native I/O is (SOCK_NONBLOCK, or made so at adoption)
   options.keep_on_failure = true;
+  // accepted or connected by the native I/O and never dup'ed: the relay's close() needs no EPOLL_CTL_DEL
+  options.sole_owner = sole[0] && sole[1];
+  // both legs, armed by the relay thread once the tunnel lived a second: no setsockopt in the hand-over
+  options.upstream_keepalive_s = keep_alive > 0 ? keep_alive : 0;
+  options.client_keepalive = true;
   uint64_t id = engine.Start(fds[0], fds[1], idle_ms, framed ? &ws : nullptr, &error, options);
   if (id == 0) {
     for (int32_t io_id : ids) portico::io::ResumePlain(env, io_id);

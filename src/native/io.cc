@@ -1174,7 +1174,7 @@ bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session) {
   return true;
 }
 
-bool SuspendPlain(Napi::Env env, int32_t id, int* fd) {
+bool SuspendPlain(Napi::Env env, int32_t id, int* fd, bool* sole) {
   if (state == nullptr || state->env != static_cast<napi_env>(env)) return false;
   State& s = *state;
   if (id < 0 || static_cast<size_t>(id) >= s.conns.size()) return false;
@@ -1187,6 +1187,7 @@ bool SuspendPlain(Napi::Env env, int32_t id, int* fd) {
   Unregister(s, c);
   if (c.mask != 0) return false;  // epoll refused the EPOLL_CTL_DEL: the connection stays as it was
   *fd = c.fd;
+  *sole = c.sole_fd;
   return true;
 }
 

@@ -21,7 +21,9 @@ bool DetachTls(Napi::Env env, int32_t id, int* fd, tls::Session** session);
 // relay cannot take it. SuspendPlain takes its fd out of the epoll set and gives it (false, nothing changed: not
 // a connected plain TCP connection, or it has bytes queued, a FIN pending or a peeked head); then either
 // ReleasePlain (the fd is the caller's, not closed; the id is free) or ResumePlain (back in the set, as it was).
-bool SuspendPlain(Napi::Env env, int32_t id, int* fd);
+// `sole`: no dup of the fd was ever given out (an fd accepted or connected here), so close() alone takes it out
+// of any epoll set.
+bool SuspendPlain(Napi::Env env, int32_t id, int* fd, bool* sole);
 void ReleasePlain(Napi::Env env, int32_t id);
 void ResumePlain(Napi::Env env, int32_t id);
 }

@@ -68,7 +68,10 @@ constexpr int kLeavingSweepMs = 20;
 // What a relay's sockets wait for from registration on. EPOLLOUT is not among them: a fresh socket is writable,
 // so asking for it at EPOLL_CTL_ADD would wake this thread once per socket of every new tunnel for nothing (two
 // context switches per WebSocket handshake); it is added to a socket's mask once a write to it found it full.
-constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
+// EPOLLPRI: an event then says when TCP urgent data waits, which a read stops short of (see Source).
+constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+// An edge with none of these is quiet (see Source): the socket holds bytes at most, no FIN, no error, no urgent mark.
+constexpr uint32_t kLoudEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI;
 // Relay::registration.
 constexpr uint8_t kRegistering = 0;
 constexpr uint8_t kRegistered = 1;
@@ -131,6 +134,7 @@ struct Relay {
   Endpoint ep[2];
   uint32_t idle_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
+  bool keepalive_client = false;  // StartOptions::client_keepalive
   uint64_t last_active = 0;
   int last_eof_side = 0;
   bool closed = false;
@@ -344,19 +348,56 @@ Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
   return Step::kClosed;
 }
 
-Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard);
+// The source socket of one turn of one direction: every read of a pump goes through it. It holds the rule that
+// spares a turn its last recv, the one that would only say EAGAIN. When the epoll event that started the turn was
+// quiet (no hang-up, error or urgent data: kLoudEvents), a copied read that returns less than it asked for has
+// emptied the socket: TCP stops a recv short only when its receive queue is empty, at a FIN (whose arrival
+// before the event would have set EPOLLRDHUP in it) or at an urgent mark (EPOLLPRI), and whatever arrives after
+// the event was collected raises a new edge. The turn's next read then says EAGAIN without a syscall.
+// Never from a spliced read (a read short of the pipe's room says nothing of the socket), and never on a turn no
+// edge of this socket started (the again-list, a destination's room): a FIN whose edge was spent while the
+// direction waited for room would be missed.
+class Source {
+ public:
+  Source(int fd, bool quiet) : fd_(fd), quiet_(quiet) {}
+  // Nothing to read until a new edge.
+  bool Empty() const { return empty_; }
+  // recv into user memory, at most `want` bytes; -1 with EAGAIN once Empty().
+  ssize_t Copy(char* into, size_t want) {
+    if (empty_) {
+      errno = EAGAIN;
+      return -1;
+    }
+    ssize_t n = recv(fd_, into, want, MSG_DONTWAIT);
+    if (quiet_ && n > 0 && static_cast<size_t>(n) < want) empty_ = true;
+    return n;
+  }
+  // splice into a pipe, at most `want` bytes; -1 with EAGAIN once Empty().
+  ssize_t Splice(int pipe_w, size_t want) {
+    if (empty_) {
+      errno = EAGAIN;
+      return -1;
+    }
+    return splice(fd_, nullptr, pipe_w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  }
+
+ private:
+  int fd_;
+  bool quiet_;
+  bool empty_ = false;
+};
+
+Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& source);
 bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard);
 
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
 // edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
 // the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
-// `drained`: the epoll event that brought us here carried no hang-up and no error. Then a recv that returns less
-// than it asked for has emptied the socket (a FIN already queued would have set EPOLLRDHUP in that event), and
-// whatever arrives later raises a new edge: the turn ends there, without a recv that would only say EAGAIN.
-Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool drained = false) {
-  if (r->framed) return PumpFramed(r, d, graveyard);
+// `quiet`: an epoll event of direction d's source started this turn, and it was quiet (see Source).
+Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool quiet = false) {
+  Source source(r->fd[d], quiet);
+  if (r->framed) return PumpFramed(r, d, graveyard, source);
   Direction& x = r->dir[d];
-  const int src = r->fd[d];
   const int dst = r->fd[1 - d];
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (x.held > 0) {
@@ -377,30 +418,28 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool drained = fals
       }
       return Pumped::kWaiting;
     }
-    if (x.paused) return Pumped::kWaiting;
+    if (x.paused || source.Empty()) return Pumped::kWaiting;
     // Nothing is held here, so EAGAIN can only mean "no data on the socket" (not "pipe full").
     ssize_t n;
     if (!x.bulk) {
       // Small reads: recv into the thread's buffer and send at once (what the destination does not take waits in
       // a buffer of the direction's own). A read that fills the buffer makes the direction bulk: splice from then.
-      n = recv(src, g.scratch, kScratch, MSG_DONTWAIT);
+      n = source.Copy(g.scratch, kScratch);
       if (n > 0) {
         x.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
         r->last_active = NowMs();
-        const bool short_read = static_cast<size_t>(n) < kScratch;
-        if (!short_read) x.bulk = true;
+        if (static_cast<size_t>(n) == kScratch) x.bulk = true;
         if (!SendScratch(r, d, static_cast<size_t>(n), graveyard)) return Pumped::kClosed;
-        if (drained && short_read && x.held == 0) return Pumped::kWaiting;
         continue;
       }
     } else if (TakePipe(&x)) {
-      n = splice(src, nullptr, x.pipe_w, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      n = source.Splice(x.pipe_w, kChunk);
       if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
     } else {
       g.pipes.copies.fetch_add(1, std::memory_order_relaxed);
       x.buf = new char[kCopyChunk];
       x.buf_off = 0;
-      n = recv(src, x.buf, kCopyChunk, MSG_DONTWAIT);
+      n = source.Copy(x.buf, kCopyChunk);
       if (n <= 0) FreeBuffer(&x);
     }
     if (n > 0) {
@@ -490,9 +529,8 @@ bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard) {
 // spliced, exactly its length, so bulk keeps the zero-copy path. A direction whose framing is lost is relayed
 // as raw bytes. Going away, a direction reads only to the end of the frame in progress, then stops; lingering,
 // it writes its Close frame after what it holds, FINs, and drops what its source still sends until its FIN.
-Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
+Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& source) {
   Direction& x = r->dir[d];
-  const int src = r->fd[d];
   const int dst = r->fd[1 - d];
   for (int round = 0; round < kRoundsPerTurn; round++) {
     if (x.held > 0) {
@@ -535,7 +573,7 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
         x.shut = true;
       }
       // read and drop: a byte left unread would turn close() into a reset that can lose the Close at the peer
-      ssize_t n = recv(src, g.scratch, kScratch, MSG_DONTWAIT);
+      ssize_t n = source.Copy(g.scratch, kScratch);
       if (n > 0) continue;
       if (n == 0) {
         x.eof = true;
@@ -560,6 +598,8 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
       }
       want = static_cast<size_t>(std::min<uint64_t>(want, left));
     }
+    // after the going-away checks above: a read that just ended a frame must still stop the direction there
+    if (source.Empty()) return Pumped::kWaiting;
     const bool broken = x.frames.Broken();
     const uint64_t payload = x.frames.PayloadLeft();
     const bool big = broken || payload >= kSpliceMin;
@@ -567,7 +607,7 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
     ssize_t n;
     if (big && TakePipe(&x)) {
       const size_t len = broken ? kChunk : static_cast<size_t>(std::min<uint64_t>(payload, kChunk));
-      n = splice(src, nullptr, x.pipe_w, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      n = source.Splice(x.pipe_w, len);
       if (n <= 0) GivePipe(&x, false);  // nothing went in: the pipe is still empty
       if (n > 0) {
         x.held = static_cast<size_t>(n);
@@ -575,7 +615,7 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard) {
       }
     } else {
       if (big) g.pipes.copies.fetch_add(1, std::memory_order_relaxed);
-      n = recv(src, g.scratch, big ? std::min(want, kCopyChunk) : want, MSG_DONTWAIT);
+      n = source.Copy(g.scratch, big ? std::min(want, kCopyChunk) : want);
       if (n > 0) {
         x.frames.Feed(reinterpret_cast<const uint8_t*>(g.scratch), static_cast<size_t>(n));
         copied = true;
@@ -685,23 +725,23 @@ void SweepLeaving(uint64_t now, std::vector<Relay*>* graveyard, std::vector<Rela
   }
 }
 
-// Relay thread only: upstream keep-alives due (StartOptions::upstream_keepalive_s). Only this thread closes a
-// relay's fds, so an fd found under the lock is still the relay's after it.
+// Relay thread only: keep-alives due (StartOptions::upstream_keepalive_s, client_keepalive). Only this thread
+// closes a relay's fds, so an fd found under the lock is still the relay's after it.
 void ArmKeepAlives(uint64_t now) {
   std::vector<std::pair<int, int>> due;  // (fd, idle seconds)
   {
     std::lock_guard<std::mutex> lock(g.mu);
     while (!g.keepalive.empty() && g.keepalive.front().first <= now) {
       auto it = g.relays.find(g.keepalive.front().second);
-      if (it != g.relays.end() && !it->second->closed) due.emplace_back(it->second->fd[1], it->second->keepalive_s);
+      if (it != g.relays.end() && !it->second->closed) {
+        const Relay* r = it->second;
+        due.emplace_back(r->fd[1], r->keepalive_s);
+        if (r->keepalive_client) due.emplace_back(r->fd[0], r->keepalive_s);
+      }
       g.keepalive.pop_front();
     }
   }
-  const int one = 1;
-  for (auto [fd, idle] : due) {
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  }
+  for (auto [fd, idle] : due) SetKeepAlive(fd, idle);
 }
 
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
@@ -775,7 +815,7 @@ void Loop() {
       if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         // a paused source that hung up is read anyway (its FIN or error ends the relay as usual)
         if (r->dir[side].paused && (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->dir[side].paused = false;
-        Pumped p = Pump(r, side, &graveyard, (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0);
+        Pumped p = Pump(r, side, &graveyard, (evs & kLoudEvents) == 0);
         if (p == Pumped::kClosed) continue;
         more = p == Pumped::kMore;
       }
@@ -869,6 +909,16 @@ void Wake() {
 }
 
 }  // namespace
+
+void SetKeepAlive(int fd, int idle_s) {
+  const int one = 1;
+  const int interval = 1;
+  const int count = 10;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
 
 const char* ReasonName(Reason reason) {
   switch (reason) {
@@ -966,6 +1016,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   if (options.upstream_keepalive_s > 0) {
     r->keepalive_s = options.upstream_keepalive_s;
+    r->keepalive_client = options.client_keepalive;
     g.keepalive.emplace_back(NowMs() + kKeepAliveAfterMs, r->id);
   }
   r->registration.store(kRegistered, std::memory_order_release);

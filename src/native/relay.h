@@ -64,7 +64,14 @@ struct StartOptions {
   // > 0: TCP keep-alive on the upstream socket, first probe after this many idle seconds, armed once the relay has
   // lived a second (a short connection makes no setsockopt for it; probes come after a minute's silence anyway).
   int upstream_keepalive_s = 0;
+  // With upstream_keepalive_s: the client's socket gets the same keep-alive, armed at the same time (a WebSocket
+  // tunnel's two legs: no setsockopt on the JS thread at the hand-over, none at all for a tunnel that lives < 1 s).
+  bool client_keepalive = false;
 };
+
+// TCP keep-alive on `fd` as libuv sets it (uv_tcp_keepalive): first probe after `idle_s` idle seconds, then every
+// second, ten of them. Best effort (a unix socket refuses it).
+void SetKeepAlive(int fd, int idle_s);
 
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
 using EndSink = void (*)(const RelayEnd& end);

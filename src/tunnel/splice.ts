@@ -81,8 +81,9 @@ export interface NativeRelay {
   pauseClient?(id: number, on: boolean): void;
   /**
    * Takes two sockets that have nothing waiting in JavaScript either way (NativeSocket.settled) as they stand,
-   * in one step, TCP keep-alive included: no pause, no flush, no dup. The relay id, or 0 when it cannot
-   * (nothing changed: the caller goes the usual way). Absent: always the usual way.
+   * in one step, TCP keep-alive included (armed by the relay thread once the tunnel lived a second): no pause, no
+   * flush, no dup. The relay id, or 0 when it cannot (nothing changed: the caller goes the usual way). Absent:
+   * always the usual way.
    */
   takeSettled?(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number;
 }

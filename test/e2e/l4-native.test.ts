@@ -24,7 +24,7 @@ import { closedPort } from '../helpers/backends.js';
 import { PYTHON, request } from '../helpers/clients.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
-import { fdCount } from '../helpers/proc-stats.js';
+import { fdCount, tcpTimer } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
 import { needPeer } from '../helpers/peers.js';
 
@@ -562,17 +562,6 @@ for (const onAddon of [true, false]) {
       assert.equal(line.bytesOut, down.length);
     });
   }
-}
-
-/** The kernel's timer on the IPv4 socket from `localPort` to `remotePort` (/proc/net/tcp `tr`: 2 = keep-alive), or -1. */
-async function tcpTimer(localPort: number, remotePort: number): Promise<number> {
-  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
-  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 6 || !f[1]!.endsWith(`:${hex(localPort)}`) || !f[2]!.endsWith(`:${hex(remotePort)}`)) continue;
-    return Number.parseInt(f[5]!.split(':')[0]!, 16);
-  }
-  return -1;
 }
 
 // The addon arms TCP keep-alive on the upstream socket only once a connection has lived a second (a short one

@@ -1,13 +1,17 @@
 // WebSocket tunnels end to end through one TLS listener, with backends that misbehave: one refuses the upgrade,
 // one answers 101 with a wrong Sec-WebSocket-Accept, one dies mid-tunnel; and a route whose tunnel idle timeout
-// closes a silent tunnel and says so in its log line.
+// closes a silent tunnel and says so in its log line. A plain tunnel (the splice relay) gets TCP keep-alive on both
+// of its sockets once it lived a second.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { startBadAcceptBackend, startRefusingUpgradeBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { closed, echo, openWebSocket, UnexpectedResponse } from '../helpers/clients.js';
-import { startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
-import { connectTls, ResponseReader } from '../helpers/wire.js';
+import { plainListener, startPortico, tlsListener, type LogLine } from '../helpers/portico.js';
+import { tcpTimer, tcpTimersTo } from '../helpers/proc-stats.js';
+import { until } from '../helpers/until.js';
+import { connectPlain, connectTls, ResponseReader } from '../helpers/wire.js';
 
 /** The one access-log line a tunnel writes when it closes. */
 const isTunnelLine = (path: string) => (l: LogLine) => l.msg === 'tunnel' && l.path === path;
@@ -91,4 +95,32 @@ test('WebSocket tunnels through one TLS listener', { timeout: 120_000 }, async (
     assert.ok(Number(line.bytesIn) > 0 && Number(line.bytesOut) > 0, 'byte counts both ways');
     assert.equal(portico.logs.filter(isTunnelLine('/wss/normal')).length, 1, 'one line per tunnel');
   });
+});
+
+// The relay thread arms TCP keep-alive on a tunnel's two sockets once it has lived a second (a short tunnel makes no
+// setsockopt at all, none is made in the hand-over): one that stays open must have it on both, as the JS relay does.
+test('a plain WebSocket tunnel open past a second has TCP keep-alive armed on its client and upstream sockets', { timeout: 60_000 }, async (t) => {
+  const backend = await startWsEchoBackend(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { echo: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/ws' }, proxy: 'echo' }],
+  });
+  const port = portico.ports[0]!;
+  const socket = await connectPlain(t, port);
+  const reader = new ResponseReader(socket);
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+  assert.equal((await reader.next()).status, 101);
+  await until('keep-alive on the client socket (the proxy\'s end)', () => tcpTimer(port, socket.localPort!), (tr) => tr === 2, 10_000);
+  await until('keep-alive on the upstream socket', () => tcpTimersTo(backend.port), (trs) => trs.length === 1 && trs[0] === 2, 10_000);
+  // the tunnel still relays: a masked text frame "ping" comes back unmasked
+  const mask = randomBytes(4);
+  socket.write(Buffer.concat([Buffer.from([0x81, 0x84]), mask, Buffer.from('ping').map((b, i) => b ^ mask[i % 4]!)]));
+  let got = Buffer.alloc(0);
+  while (got.length < 6) got = Buffer.concat([got, (await once(socket, 'data'))[0] as Buffer]);
+  assert.deepEqual(got.subarray(0, 6), Buffer.from([0x81, 0x04, ...Buffer.from('ping')]));
 });

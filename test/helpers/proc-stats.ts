@@ -99,6 +99,8 @@ interface TcpRow {
   /** The remote address as the kernel prints it (hex, e.g. "0100007F" for 127.0.0.1). */
   remoteHex: string;
   state: string;
+  /** The socket's timer (`tr`: 0 none, 1 retransmit, 2 keep-alive, ...). */
+  timer: number;
   inode: string;
 }
 
@@ -116,10 +118,20 @@ function tcpTable(): TcpRow[] {
       const f = line.trim().split(/\s+/);
       if (f.length < 10) continue;
       const [remoteHex, remotePort] = f[2].split(':');
-      rows.push({ localPort: Number.parseInt(f[1].split(':')[1], 16), remotePort: Number.parseInt(remotePort, 16), remoteHex, state: f[3], inode: f[9] });
+      rows.push({ localPort: Number.parseInt(f[1].split(':')[1], 16), remotePort: Number.parseInt(remotePort, 16), remoteHex, state: f[3], timer: Number.parseInt(f[5].split(':')[0], 16), inode: f[9] });
     }
   }
   return rows;
+}
+
+/** The kernel's timer on the TCP socket from `localPort` to `remotePort` (2 = keep-alive armed), or -1: no such socket. */
+export function tcpTimer(localPort: number, remotePort: number): number {
+  return tcpTable().find((r) => r.localPort === localPort && r.remotePort === remotePort)?.timer ?? -1;
+}
+
+/** The timers of this machine's TCP sockets connected to port `remotePort` (a proxy's upstream sockets to a backend). */
+export function tcpTimersTo(remotePort: number): number[] {
+  return tcpTable().filter((r) => r.remotePort === remotePort && r.state === '01').map((r) => r.timer);
 }
 
 /** Sockets of this machine in SYN_SENT towards 127.0.0.1:port: connects still pending. */
