@@ -1,6 +1,7 @@
 // Live client connections and tunnels of one worker (HTTP and L4 alike): one sweep checks their deadlines, and
 // shutdown finds them all. Knows nothing of protocols: a connection is anything Tracked. A leaf of core/, so
 // the HTTP connection and the L4 relay both register here without importing each other.
+import { removeUnordered } from './util.js';
 
 /** How often deadlines (head, keep-alive, upstream phases, tunnel idle) are checked. */
 const SWEEP_MS = 250;
@@ -23,6 +24,11 @@ export interface Tracked {
   drain(): void;
   /** End of the shutdown grace: close now. */
   forceClose(): void;
+}
+
+/** removeUnordered's record of an entry that moved into a hole. */
+function movedTo(c: Tracked, at: number): void {
+  c.registrySlot = at;
 }
 
 /**
@@ -71,17 +77,9 @@ export class ConnectionRegistry {
 
   /** @internal */
   delete(c: Tracked): void {
-    const conns = this.#conns;
-    const i = c.registrySlot;
-    if (i === -1 || conns[i] !== c) return;
+    if (!removeUnordered(this.#conns, c.registrySlot, c, movedTo)) return;
     c.registrySlot = -1;
-    // the last entry fills the hole
-    const last = conns.pop()!;
-    if (last !== c) {
-      conns[i] = last;
-      last.registrySlot = i;
-    }
-    if (conns.length === 0) {
+    if (this.#conns.length === 0) {
       if (this.#timer !== null) {
         clearInterval(this.#timer);
         this.#timer = null;

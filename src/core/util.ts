@@ -39,3 +39,18 @@ export function deepFreeze<T>(value: T): T {
 export function endpointOf(address: string | undefined, port: number | undefined): { address: string; port: number } | undefined {
   return address === undefined || port === undefined ? undefined : { address, port };
 }
+
+/**
+ * Takes `item`, found at index `i`, out of an unordered list whose entries know their own index: the last entry
+ * fills the hole and `moved` records its new index. O(1) and allocation-free, unlike a Set with one add and one
+ * delete per entry (see ConnectionRegistry). False, with nothing changed, when `item` is not at `i`.
+ */
+export function removeUnordered<T>(list: T[], i: number, item: T, moved: (entry: T, at: number) => void): boolean {
+  if (i < 0 || list[i] !== item) return false;
+  const last = list.pop()!;
+  if (last !== item) {
+    list[i] = last;
+    moved(last, i);
+  }
+  return true;
+}

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
+import { removeUnordered } from '../core/util.js';
 import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
 import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
@@ -619,16 +620,14 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (t === null) return;
     this.#fresh = null;
     const list = freshWaiting.get(t);
-    const i = this.#freshSlot;
+    if (list !== undefined) removeUnordered(list, this.#freshSlot, this, FastcgiExchange.#movedTo);
     this.#freshSlot = -1;
-    if (list === undefined || list[i] !== this) return;
-    // the last entry fills the hole
-    const last = list.pop()!;
-    if (last !== this) {
-      list[i] = last;
-      last.#freshSlot = i;
-    }
   }
+
+  /** removeUnordered's record of a fresh request that moved into a hole of freshWaiting. */
+  static readonly #movedTo = (ex: FastcgiExchange, at: number): void => {
+    ex.#freshSlot = at;
+  };
 
   /** Some request on a fresh connection to `t` has waited long enough to be in FPM's listen queue. */
   static #queuedSuspect(t: Target): boolean {
