@@ -764,21 +764,17 @@ Napi::Value ListenEnd(const Napi::CallbackInfo& info) {
   Conn& l = s.conns[id];
   if (!l.listener) throw Napi::TypeError::New(env, "ioListenEnd: not a listener");
   pollfd p{l.fd, POLLIN, 0};
-  if (poll(&p, 1, 0) <= 0 || (p.revents & POLLIN) == 0) {
-    if (!l.sole_fd) Unregister(s, l);
-    close(l.fd);
-    FreeConn(s, id);
-    return Napi::Boolean::New(env, true);
+  if (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0) {
+    l.ending = true;
+    l.reading = true;  // a paused listener (EMFILE) tries once more; AcceptBatch ends it on any error
+    Rearm(s, l);
+    if (l.mask != 0) return Napi::Boolean::New(env, false);
+    // epoll refused it: nothing would ever accept the queue
   }
-  l.ending = true;
-  l.reading = true;  // a paused listener (EMFILE) tries once more; AcceptBatch ends it on any error
-  Rearm(s, l);
-  if (l.mask == 0) {  // epoll refused it: nothing would ever accept the queue
-    close(l.fd);
-    FreeConn(s, id);
-    return Napi::Boolean::New(env, true);
-  }
-  return Napi::Boolean::New(env, false);
+  if (!l.sole_fd) Unregister(s, l);
+  close(l.fd);
+  FreeConn(s, id);
+  return Napi::Boolean::New(env, true);
 }
 
 // ioStartTls(id, serverId): a natively accepted connection that nobody read from (a hold-mode listener's) starts

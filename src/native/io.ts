@@ -820,6 +820,8 @@ export class NativeListener extends EventEmitter {
   #closed = false;
   #ended: Promise<void> | undefined;
   #onEnded: (() => void) | undefined;
+  /** end()'s bound: the socket closes then even if its queue never emptied. */
+  #endTimer: NodeJS.Timeout | undefined;
   #resumeTimer: NodeJS.Timeout | undefined;
   onConnection: (socket: NativeSocket) => void;
   readonly #address: { address: string; port: number; family: 'IPv4' | 'IPv6' };
@@ -887,7 +889,7 @@ export class NativeListener extends EventEmitter {
       this.#onEnded = resolve;
     });
     // clients arriving as fast as they are accepted would keep the queue from ever being empty: bounded
-    this.#resumeTimer = setTimeout(() => {
+    this.#endTimer = setTimeout(() => {
       if (this.#onEnded === undefined) return;
       this.#io.addon.ioClose(this.#id);
       this._onEnd();
@@ -897,7 +899,7 @@ export class NativeListener extends EventEmitter {
 
   /** @internal LISTEN_END: the queue end() left was accepted and the socket closed. */
   _onEnd(): void {
-    clearTimeout(this.#resumeTimer);
+    clearTimeout(this.#endTimer);
     this.#io.listeners.delete(this.#id);
     this.#onEnded?.();
     this.#onEnded = undefined;
