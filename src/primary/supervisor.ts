@@ -124,10 +124,7 @@ export class Supervisor {
     const standby = this.#takeStandby();
     const child =
       standby?.child ??
-      fork(WORKER_PATH, [], {
-        env: { ...process.env, [WORKER_ENV.id]: String(slot.id), [WORKER_ENV.config]: this.#state.configFile },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      });
+      this.#fork({ [WORKER_ENV.id]: String(slot.id) });
     const ready = deferred();
     // once this slot serves, a new standby may start (not before: the slot's start gets the CPU first)
     ready.promise.then(() => this.syncStandby(), () => {});
@@ -166,6 +163,14 @@ export class Supervisor {
     return ready;
   }
 
+  /** A worker process (a slot's, or the standby with `role` saying so), with the config file's name. */
+  #fork(role: Record<string, string>): ChildProcess {
+    return fork(WORKER_PATH, [], {
+      env: { ...process.env, ...role, [WORKER_ENV.config]: this.#state.configFile },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+  }
+
   /** The standby, loaded or loading, for a slot (it leaves the standby role); null when there is none. */
   #takeStandby(): Standby | null {
     const s = this.#standby;
@@ -189,10 +194,7 @@ export class Supervisor {
       return;
     }
     if (this.#standby !== null || this.#standbyTimer !== null || this.#slots.some((s) => s.state !== 'ready')) return;
-    const child = fork(WORKER_PATH, [], {
-      env: { ...process.env, [WORKER_ENV.standby]: '1', [WORKER_ENV.config]: state.configFile },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const child = this.#fork({ [WORKER_ENV.standby]: '1' });
     const standby: Standby = { child, ready: false, leaving: false, claimed: null };
     this.#standby = standby;
     child.on('message', (msg: unknown) => {
