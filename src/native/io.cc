@@ -24,6 +24,7 @@
 #include <napi.h>
 
 #include "io.h"
+#include "relay.h"
 #include "tls.h"
 
 namespace portico::io {
@@ -1002,14 +1003,8 @@ Napi::Value KeepAlive(const Napi::CallbackInfo& info) {
   int on = info.Length() > 1 && info[1].ToBoolean() ? 1 : 0;
   int delay = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
   int fd = s.conns[id].fd;
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-  if (on != 0 && delay > 0) {
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &delay, sizeof delay);
-    int interval = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-    int count = 10;
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-  }
+  if (on != 0 && delay > 0) SetKeepAlive(fd, delay);
+  else setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
   return info.Env().Undefined();
 }
 
