@@ -3,7 +3,9 @@
 // (load.ts marks the managed certificate self_signed) and serves the CA's certificate as soon as it is issued;
 // renewal starts `renew_before` its expiry. HTTP-01 tokens go to every worker over IPC and are answered on the
 // plain listeners (http/connection.ts); TLS-ALPN-01 challenge certificates (RFC 8737) made here go the same way
-// and are served by the TLS listeners to `acme-tls/1` handshakes (accept/acme-alpn.ts). Certificates and account keys stay in the state folder; a new one is
+// and are served by the TLS listeners to `acme-tls/1` handshakes (accept/acme-alpn.ts). The CA is told to validate
+// only once every worker has confirmed it holds the challenge, and a worker that starts while one is pending (a
+// restart) gets it at boot. Certificates and account keys stay in the state folder; a new one is
 // written atomically and the workers rebuild their TLS contexts from the files (open connections keep theirs).
 // A failed order is logged and retried with backoff; whatever served before keeps serving.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
@@ -31,6 +33,8 @@ const RETRY_MAX_MS = 3_600_000;
 const ORDER_DEADLINE_MS = 10 * 60_000;
 /** The largest answer taken from the CA (a certificate chain is a few KiB). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
+/** How long the CA's validation waits for every worker to confirm a challenge (a stalled worker does not hold it longer). */
+const DELIVERY_TIMEOUT_MS = 10_000;
 /** Clock skew allowed between the CA and this machine for a certificate's start. */
 const SKEW_MS = 3_600_000;
 /** After an issue, the next check waits at least this long (a CA whose certificates live less than renew_before). */
@@ -39,6 +43,11 @@ const REORDER_FLOOR_MS = 5 * 60_000;
 export interface AcmeHooks {
   /** Sends a message to every worker (challenge tokens and TLS-ALPN-01 certificates). */
   broadcast(msg: ToWorker): void;
+  /**
+   * Resolves once every serving worker has handled what was broadcast before (bounded by `timeoutMs`), with the
+   * ids of those that did not confirm in time.
+   */
+  delivered(timeoutMs: number): Promise<number[]>;
   /** New certificate files are in place: workers rebuild their TLS contexts from them. */
   refresh(): void;
 }
@@ -65,6 +74,8 @@ export class AcmeManager {
   readonly #configDir: string;
   readonly #hooks: AcmeHooks;
   readonly #managed = new Map<string, Managed>();
+  /** The challenges in force (by HTTP-01 token or TLS-ALPN-01 name), for workers that start while they are. */
+  readonly #live = new Map<string, ToWorker>();
   #stopped = false;
 
   constructor(log: Logger, configFile: string, hooks: AcmeHooks) {
@@ -96,6 +107,18 @@ export class AcmeManager {
       clearTimeout(m.timer);
       this.#managed.delete(key);
     }
+  }
+
+  /** The challenge messages in force, for a worker that has just booted (sent before its first apply). */
+  pending(): ToWorker[] {
+    return [...this.#live.values()];
+  }
+
+  /** Puts a challenge in force (`msg` holds it) or ends it (`msg` clears it) on every worker, now and later. */
+  #challenge(key: string, msg: ToWorker, inForce: boolean): void {
+    if (inForce) this.#live.set(key, msg);
+    else this.#live.delete(key);
+    this.#hooks.broadcast(msg);
   }
 
   stop(): void {
@@ -175,24 +198,27 @@ export class AcmeManager {
             const name = authz.identifier.value;
             const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await acme.crypto.createPrivateEcdsaKey());
             alpnNames.push(name);
-            this.#hooks.broadcast({ type: 'acme-alpn-challenge', name, cert: cert.toString(), key: key.toString() });
+            this.#challenge(alpnKey(name), { type: 'acme-alpn-challenge', name, cert: cert.toString(), key: key.toString() }, true);
           } else {
             tokens.push(challenge.token);
-            this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization });
+            this.#challenge(httpKey(challenge.token), { type: 'acme-challenge', token: challenge.token, keyAuthorization }, true);
           }
+          // acme-client tells the CA to validate when this returns: every worker must answer by then
+          const unconfirmed = await this.#hooks.delivered(DELIVERY_TIMEOUT_MS);
+          if (unconfirmed.length > 0) this.#log.warn({ domain: authz.identifier.value, workers: unconfirmed, waitedMs: DELIVERY_TIMEOUT_MS }, 'acme: some workers did not confirm the challenge in time: the CA validates anyway');
           this.#log.info({ domain: authz.identifier.value, challenge: challenge.type }, 'acme: challenge ready');
         },
         challengeRemoveFn: async (authz, challenge) => {
-          if (isTlsAlpn(challenge)) this.#hooks.broadcast({ type: 'acme-alpn-challenge', name: authz.identifier.value, cert: null, key: null });
-          else this.#hooks.broadcast({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
+          if (isTlsAlpn(challenge)) this.#challenge(alpnKey(authz.identifier.value), { type: 'acme-alpn-challenge', name: authz.identifier.value, cert: null, key: null }, false);
+          else this.#challenge(httpKey(challenge.token), { type: 'acme-challenge', token: challenge.token, keyAuthorization: null }, false);
         },
       });
       order.catch(() => undefined); // past the deadline its own failure has no one to tell
       pem = await Promise.race([order, overdue]);
     } finally {
       clearTimeout(deadline);
-      for (const token of tokens) this.#hooks.broadcast({ type: 'acme-challenge', token, keyAuthorization: null });
-      for (const name of alpnNames) this.#hooks.broadcast({ type: 'acme-alpn-challenge', name, cert: null, key: null });
+      for (const token of tokens) this.#challenge(httpKey(token), { type: 'acme-challenge', token, keyAuthorization: null }, false);
+      for (const name of alpnNames) this.#challenge(alpnKey(name), { type: 'acme-alpn-challenge', name, cert: null, key: null }, false);
     }
     const held = checkIssued(typeof pem === 'string' ? pem : String(pem), key, a.domains, Date.now());
     // key first, then the certificate: a reader that sees the new certificate finds its key
@@ -216,6 +242,9 @@ export class AcmeManager {
     }
   }
 }
+
+const httpKey = (token: string): string => `http-01 ${token}`;
+const alpnKey = (name: string): string => `tls-alpn-01 ${name}`;
 
 function isTlsAlpn(challenge: { type: string }): boolean {
   return challenge.type === 'tls-alpn-01';

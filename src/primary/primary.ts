@@ -91,6 +91,8 @@ class Primary {
     this.#owners = { strategy: state.strategy, workerPids: () => supervisor.pids(), handoverFrom: opts.handoverFrom };
     this.#acme = new AcmeManager(state.log, configFile, {
       broadcast: (msg) => supervisor.broadcast(msg),
+      // a stats round trip: IPC keeps order per worker, so its answer means every earlier message was handled
+      delivered: async (timeoutMs) => (await supervisor.collect(timeoutMs)).unanswered,
       // workers rebuild their TLS contexts from the files with an apply of the served config (a reload does too)
       refresh: () => {
         if (state.reloading || state.stopping) return;
@@ -295,6 +297,8 @@ class Primary {
           // target the instance has taken out.
           send(child, this.#targets.fullState()).catch((err: unknown) => this.#state.log.debug({ err, worker: slot.id }, 'could not send the target states to a worker'));
           this.#loadShare.sendPins(child, this.#loadShare.sticky.full());
+          // ACME challenges pending now (a worker restarted during an order): the CA may ask this worker next
+          for (const challenge of this.#acme.pending()) send(child, challenge).catch(() => {});
           this.#apply.applyServed(slot, child);
         }
         return;

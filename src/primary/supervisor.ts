@@ -252,7 +252,7 @@ export class Supervisor {
   }
 
   /** Asks every running worker for its numbers; the ones that do not answer in time are listed as such. */
-  async collect(): Promise<{ answers: Array<{ slot: WorkerSlot; stats: WorkerStats }>; unanswered: number[] }> {
+  async collect(timeoutMs = STATS_TIMEOUT_MS): Promise<{ answers: Array<{ slot: WorkerSlot; stats: WorkerStats }>; unanswered: number[] }> {
     const id = ++this.#statsSeq;
     const asked: Array<{ slot: WorkerSlot; child: ChildProcess }> = [];
     for (const slot of this.#slots) if (slot.state === 'ready' && slot.booted && slot.child !== null) asked.push({ slot, child: slot.child });
@@ -265,7 +265,7 @@ export class Supervisor {
               slot.pendingStats.delete(id);
               resolve(stats);
             };
-            const timer = setTimeout(() => done(null), STATS_TIMEOUT_MS);
+            const timer = setTimeout(() => done(null), timeoutMs);
             slot.pendingStats.set(id, done);
             send(child, { type: 'stats-request', id }).catch(() => done(null));
           }),

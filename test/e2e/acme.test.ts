@@ -17,6 +17,7 @@ import { selfSigned } from '../helpers/certs.js';
 import { startFakeAcme } from '../helpers/fake-acme.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { reloadPortico, startPortico, TEST_CERT } from '../helpers/portico.js';
+import { until } from '../helpers/until.js';
 
 const NAME = 'site.acme.test';
 
@@ -53,7 +54,9 @@ test('ACME: first issue, renewal on reload without dropping connections, a faile
   const portico = await startPortico(t, config);
   /** A wait that timed out, with what the CA and Portico said last. */
   const explain = (err: Error): never => {
-    throw new Error(`${err.message}\n--- pebble ---\n${pebble.output()}\n--- portico ---\n${portico.logs.slice(-25).map((l) => JSON.stringify(l)).join('\n')}`);
+    // Portico's lines first and Pebble's last ones: a failure report shows its start and its end
+    const pebbleTail = pebble.output().trimEnd().split('\n').slice(-15).join('\n');
+    throw new Error(`${err.message}\n--- portico ---\n${portico.logs.slice(-25).map((l) => JSON.stringify(l)).join('\n')}\n--- pebble (last lines) ---\n${pebbleTail}`);
   };
 
   // first issue: the placeholder is replaced by Pebble's certificate for NAME, in every worker
@@ -165,4 +168,33 @@ test('ACME: a CA that hands out a certificate for another key is refused; nothin
   assert.ok(!onDisk.includes(other.cert.trim().split('\n')[1]), 'the lying answer was not written');
   const served = await servedUnverified(portico.tlsPort);
   assert.equal(served.issuer, served.subject, 'the self-signed placeholder is still served');
+});
+
+test('ACME HTTP-01: the CA is told to validate only once the worker holds the token; a worker started while it is pending answers it too', async (t) => {
+  const ca = await startFakeAcme(t, { pending: NAME, type: 'http-01', holdAuthz: true });
+  const portico = await startPortico(t, lyingCaConfig(ca.directory));
+  ca.checkAt(`http://127.0.0.1:${portico.httpPort}`);
+  const worker = Number((await portico.waitForLog((l) => l.msg === 'worker ready' && l.worker === 1)).workerPid);
+  await until('the CA was asked for the authorization', () => ca.requests.includes('POST /authz/1'), (asked) => asked, 20_000);
+  // a worker that cannot handle its IPC now (stopped) cannot confirm the token: the CA must not be told yet
+  process.kill(worker, 'SIGSTOP');
+  let stopped = true;
+  t.after(() => void (stopped && process.kill(worker, 'SIGCONT')));
+  ca.release();
+  // An absence, so a bounded window: unconfirmed, acme-client says "validate now" milliseconds after the answer.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.ok(!ca.requests.includes('POST /chall/1'), `the CA was told to validate before the worker confirmed: ${ca.requests.join(', ')}`);
+  process.kill(worker, 'SIGCONT');
+  stopped = false;
+  await until('the CA was told to validate', () => ca.validations.length, (n) => n >= 1, 15_000);
+  const [checked] = ca.validations;
+  assert.equal(checked.status, 200, `the CA's fetch at "validate now": ${JSON.stringify(checked)}`);
+  assert.ok(checked.body.startsWith(`${ca.token}.`), 'the key authorization is the token and the account thumbprint');
+
+  // the worker dies during the order: the one that takes its slot answers the token as well
+  process.kill(worker, 'SIGKILL');
+  await portico.waitForLog((l) => l.msg === 'worker ready' && l.worker === 1 && Number(l.workerPid) !== worker, 15_000);
+  const again = await fetch(`http://127.0.0.1:${portico.httpPort}/.well-known/acme-challenge/${ca.token}`);
+  assert.equal(again.status, 200);
+  assert.equal(await again.text(), checked.body);
 });
