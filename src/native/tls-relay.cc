@@ -156,6 +156,9 @@ struct Relay {
   bool wr[2] = {true, true};
   // The peer hung up (an edge said RDHUP/HUP/ERR): a short recv no longer means the socket is drained.
   bool hup[2] = {false, false};
+  // TCP urgent data came (an edge said PRI) and the socket has not said EAGAIN since: a recv stops short at the
+  // urgent mark with bytes behind it, for which no new edge comes, so a short recv does not mean drained either.
+  bool urgent[2] = {false, false};
   // OpenSSL's cross waits: a read that must write first (a TLS 1.3 KeyUpdate answer), a write that must read.
   bool read_wants_write = false;
   bool write_wants_read = false;
@@ -388,13 +391,13 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       size_t got = 0;
       io = r->tls->Read(h.data + filled, kBuf - filled, &got);
       r->read_wants_write = io == Io::kWantWrite;
-      if (io == Io::kWantRead) r->rd[0] = false;
+      if (io == Io::kWantRead) r->rd[0] = r->urgent[0] = false;
       if (io == Io::kWantWrite) r->wr[0] = false;
       if (io != Io::kOk) break;
       filled += Track(r, h, filled, got);
       if (filled == kBuf || h.stopped || SSL_has_pending(r->tls->ssl()) == 0) break;
     }
-    if (io == Io::kOk && !r->hup[0] && r->tls->Drained()) {
+    if (io == Io::kOk && !r->hup[0] && !r->urgent[0] && r->tls->Drained()) {
       // the last recv() came back shorter than asked and OpenSSL holds nothing: the socket is drained (as PumpDown's
       // short read), and edge-triggered epoll reports whatever comes after. Without this the next round's SSL_read
       // would make a recv() only to learn EAGAIN: one syscall in five of a WSS echo
@@ -479,7 +482,7 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
     if (n > 0) {
       // Edge triggered: a read shorter than asked drained the socket, and whatever arrives next (bytes, FIN)
       // raises a new edge; only a FIN that came with this edge must still be read (hup)
-      if (static_cast<size_t>(n) < kBuf && !r->hup[1]) r->rd[1] = false;
+      if (static_cast<size_t>(n) < kBuf && !r->hup[1] && !r->urgent[1]) r->rd[1] = false;
       h.off = 0;
       h.len = Track(r, h, 0, static_cast<size_t>(n));
       h.bytes.fetch_add(h.len, std::memory_order_relaxed);
@@ -495,7 +498,7 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
-      r->rd[1] = false;
+      r->rd[1] = r->urgent[1] = false;
       return Pumped::kWaiting;
     }
     Finish(r, Reason::kUpstreamError, errno, graveyard, true);
@@ -623,7 +626,8 @@ void Loop() {
       if (r->closed) continue;
       const uint32_t evs = events[i].events;
       const int side = ep->side;
-      if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r->rd[side] = true;
+      if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) r->rd[side] = true;
+      if (evs & EPOLLPRI) r->urgent[side] = true;
       if (evs & (EPOLLOUT | EPOLLHUP | EPOLLERR)) r->wr[side] = true;
       if (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         r->hup[side] = true;
@@ -742,7 +746,7 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   if (idle_ms > 0) g.with_idle++;
   for (int s = 0; s < 2; s++) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     ev.data.ptr = &r->ep[s];
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
