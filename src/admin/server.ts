@@ -56,6 +56,12 @@ export interface StatusReport {
     acceptBatches?: { accepted: number; batches: number };
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
+  /**
+   * The standby worker (`standby_worker`): its pid, and `loading` until its modules are loaded, then `ready` to
+   * take the next dead worker's slot (`leaving`: told to exit by a reload that turned it off); null when there is
+   * none (off, or not forked yet: it follows a replacement once every slot serves).
+   */
+  standby: { pid: number | null; state: 'loading' | 'ready' | 'leaving' } | null;
   /** `backlog`: the listen backlog asked of the kernel (listeners[].backlog, else the system's somaxconn). */
   listeners: Array<{ address: string; port: number; tls: boolean; backlog: number }>;
   /**

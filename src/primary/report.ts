@@ -163,6 +163,7 @@ export class Report {
           ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels, fds: stats.fds, pipes: stats.metrics.pipes, accept: stats.accept, acceptBatches: stats.acceptBatches }),
         };
       }),
+      standby: supervisor.standby,
       listeners: listenerReport(this.#state.served),
       upstreams,
       limits,

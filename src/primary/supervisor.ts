@@ -171,6 +171,12 @@ export class Supervisor {
     });
   }
 
+  /** The standby as /status shows it; null when there is none. */
+  get standby(): { pid: number | null; state: 'loading' | 'ready' | 'leaving' } | null {
+    const s = this.#standby;
+    return s === null ? null : { pid: s.child.pid ?? null, state: s.leaving ? 'leaving' : s.ready ? 'ready' : 'loading' };
+  }
+
   /** The standby, loaded or loading, for a slot (it leaves the standby role); null when there is none. */
   #takeStandby(): Standby | null {
     const s = this.#standby;

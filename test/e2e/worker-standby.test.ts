@@ -5,6 +5,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHttpBackend } from '../helpers/backends.js';
+import { adminStatus } from '../helpers/admin.js';
 import { request } from '../helpers/clients.js';
 import { plainListener, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { listeningSockets } from '../helpers/proc-stats.js';
@@ -16,6 +17,7 @@ async function start(t: TestContext, standby?: boolean): Promise<Portico> {
     workers: 2,
     ...(standby === undefined ? {} : { standby_worker: standby }),
     listeners: [plainListener()],
+    admin: { address: '127.0.0.1:0' },
     upstreams: { app: { targets: [`127.0.0.1:${app.port}`] } },
     routes: [{ match: { path: '/' }, proxy: 'app' }],
     log: { access: false },
@@ -47,6 +49,7 @@ test('a SIGKILLed worker\'s slot is taken by the standby worker (loaded, not lis
   const first = await portico.waitForLog((l) => l.msg === 'standby worker ready', 20_000);
   const standbyPid = pidOf(first);
   assert.equal(listeningSockets(standbyPid, portico.httpPort), 0, 'a standby holds no listening socket');
+  assert.deepEqual((await adminStatus(portico)).standby, { pid: standbyPid, state: 'ready' }, '/status shows the standby');
   const victim = pidOf(await portico.waitForLog((l) => l.msg === 'worker ready' && l.worker === 1));
   assert.ok(listeningSockets(victim, portico.httpPort) >= 1, 'a worker does (the check sees listeners)');
 
@@ -60,6 +63,7 @@ test('a SIGKILLed worker\'s slot is taken by the standby worker (loaded, not lis
 
   const next = await portico.waitForLog((l) => l.msg === 'standby worker ready' && pidOf(l) !== standbyPid, 20_000);
   assert.ok(alive(pidOf(next)), 'a new standby waits');
+  assert.deepEqual((await adminStatus(portico)).standby, { pid: pidOf(next), state: 'ready' }, '/status shows the new standby');
   assert.equal(portico.logs.filter((l) => l.msg === 'standby worker started').length, 2, 'one standby at a time: the first, then its successor');
 });
 
@@ -72,6 +76,7 @@ test('standby_worker: false -> no standby; a SIGKILLed worker is replaced by a n
   await portico.waitForLog((l) => l.msg === 'worker ready' && l.worker === 2 && pidOf(l) === pidOf(started), 15_000);
   await serves(portico, 5);
   assert.deepEqual(portico.logs.filter((l) => String(l.msg).startsWith('standby')), [], 'no standby was ever started');
+  assert.equal((await adminStatus(portico)).standby, null, '/status: no standby');
 });
 
 test('a reload turns the standby off (it exits) and on again (one is forked); a stop ends it with the instance', { timeout: 60_000 }, async (t) => {
