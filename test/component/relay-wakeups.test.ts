@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
+import { SpliceTunnel, canSplice, nativeStatus, type NativeRelay } from '../../src/tunnel/splice.js';
 import type { ByteSocket, ClosedBy } from '../../src/core/socket.js';
 import { adoptNative, connectNative, nativeIoAvailable, type NativeSocket } from '../../src/native/io.js';
 import { NativeTlsServer, adoptNativeTls, nativeTlsStatus } from '../../src/native/tls.js';
@@ -116,18 +116,18 @@ function leg(v: Variant, accepted: net.Socket): ByteSocket {
   return s;
 }
 
-/** Starts the splice relay between the legs and waits until the addon holds it. */
-async function splice(t: TestContext, v: Variant, client: ByteSocket, upstream: ByteSocket): Promise<{ tunnel: SpliceTunnel; closed: Promise<ClosedBy> }> {
-  assert.ok(canSplice(client, upstream), 'both legs can be spliced');
+/** Starts the splice relay (or `relay`, the TLS relay) between the legs and waits until the addon holds it. */
+async function splice(t: TestContext, framed: boolean, client: ByteSocket, upstream: ByteSocket, relay?: NativeRelay): Promise<{ tunnel: SpliceTunnel; closed: Promise<ClosedBy> }> {
+  assert.ok(relay === undefined ? canSplice(client, upstream) : canTlsRelay(client, upstream), 'the addon can relay these legs');
   let tunnel!: SpliceTunnel;
   const closed = new Promise<ClosedBy>((resolve) => {
-    tunnel = new SpliceTunnel(client, upstream, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!), v.framed);
+    tunnel = new SpliceTunnel(client, upstream, { idle: 0, lifetime: 0 }, (x) => resolve(x.closedBy!), framed, relay);
     tunnel.start(null, null);
   });
   t.after(() => tunnel.close('shutdown'));
   const deadline = Date.now() + CROSS_MS;
   while (!tunnel.spliced) {
-    assert.ok(Date.now() < deadline, 'the tunnel went to the splice relay');
+    assert.ok(Date.now() < deadline, 'the tunnel went to the addon\'s relay');
     await new Promise((r) => setImmediate(r));
   }
   return { tunnel, closed };
@@ -175,7 +175,7 @@ async function oneSegment(t: TestContext, v: Variant, from: 'client' | 'upstream
   const got = sink(receiver);
   const [client, upstream] = from === 'client' ? [pyLeg, nodeLeg] : [nodeLeg, pyLeg];
   if (when === 'before') await py.send();
-  await splice(t, v, client, upstream);
+  await splice(t, v.framed, client, upstream);
   if (when === 'relaying') await py.send();
   await got.waitFor(expected.length, `${from} -> the other side`, fin);
   assert.deepEqual(got.bytes(), expected);
@@ -212,7 +212,7 @@ for (const v of VARIANTS) {
         const upstreamPeer = net.connect({ port: back.port, host: '127.0.0.1', allowHalfOpen: true, noDelay: true });
         const upstream = leg(v, await back.accepted);
         t.after(() => [clientPeer, upstreamPeer].forEach((s) => s.destroy()));
-        const { closed } = await splice(t, v, client, upstream);
+        const { closed } = await splice(t, v.framed, client, upstream);
         const atUpstream = sink(upstreamPeer);
         const atClient = sink(clientPeer);
         const sentUp: Buffer[] = [];
@@ -279,15 +279,8 @@ test('tls relay: TCP urgent data from the upstream, each time among bytes of one
   assert.ok(client !== undefined, 'adoptNativeTls took the accepted socket');
   await Promise.all([handshaken, once(clientPeer, 'secureConnect')]);
   const got = sink(clientPeer as net.Socket);
-  assert.ok(canTlsRelay(client, upstream), 'a native TLS client leg and a plain native upstream');
-  const tunnel = new SpliceTunnel(client, upstream, { idle: 0, lifetime: 0 }, () => {}, false, TLS_RELAY);
-  tunnel.start(null, null);
-  t.after(() => tunnel.close('shutdown'));
-  const deadline = Date.now() + CROSS_MS;
-  while (!tunnel.spliced) {
-    assert.ok(Date.now() < deadline, 'the tunnel went to the TLS relay');
-    await new Promise((r) => setImmediate(r));
-  }
+  assert.ok(client !== undefined);
+  await splice(t, false, client, upstream, TLS_RELAY);
   // the urgent byte is not inline (SO_OOBINLINE is off) and so is not relayed
   const expected: Buffer[] = [];
   for (let i = 0; i < ROUNDS; i++) {
