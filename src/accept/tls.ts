@@ -6,7 +6,7 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { ACME_TLS_ALPN } from '../config/acme-alpn-config.js';
@@ -224,6 +224,8 @@ export function createTlsOptions(tlsConfig: TlsConfig, opts: TlsServerOptions, c
  */
 export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, onSecureConnection: (socket: tls.TLSSocket) => void): tls.Server {
   const server = tls.createServer(createTlsOptions(tlsConfig, opts), (socket) => {
+    // half-open from here on, as the listener says (a client's FIN after its request still gets the answer)
+    socket.allowHalfOpen = opts.allowHalfOpen;
     // TLS 1.2 client-initiated renegotiation costs the server a handshake per request and serves a proxy
     // nothing (TLS 1.3 has none): refused outright rather than rate-limited.
     socket.disableRenegotiation();
@@ -232,6 +234,10 @@ export function createTlsServer(tlsConfig: TlsConfig, opts: TlsServerOptions, on
     onSecureConnection(socket);
   });
   server.prependListener('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
+  // During the handshake a FIN from the client ends the connection: the TLSSocket takes allowHalfOpen from the
+  // socket it wraps, and half-open it would wait for the rest of a ClientHello that cannot come until the
+  // handshake timeout. The secure-connection callback above makes it half-open again.
+  server.prependListener('connection', (raw: Socket) => void (raw.allowHalfOpen = false));
   return server;
 }
 

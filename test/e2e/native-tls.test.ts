@@ -354,6 +354,44 @@ test('native TLS: a handshake that stalls is cut at tls.handshake_timeout and co
   await until('the timeout counted', () => handshakeErrors(portico), (n) => n > before);
 });
 
+for (const nodeTls of [false, true]) {
+  const which = nodeTls ? "Node's TLS (PORTICO_NATIVE_TLS=0)" : 'native TLS';
+  test(`${which}: a FIN in the middle of a ClientHello ends the connection at once, not at tls.handshake_timeout; once secure, a client's FIN after its request still gets the answer`, async (t) => {
+    if (!nodeTls && !needNativeTls(t)) return;
+    const certs = await makeCerts(t);
+    const backend = await startHttpBackend(t);
+    const portico = await startPortico(t, config(backend.port, certs, { workers: 1, handshake_timeout: '30s' }), { ...START, env: nodeTls ? { PORTICO_NATIVE_TLS: '0' } : {} });
+    const hello = await captureNodeHello({ servername: 'localhost' });
+    const started = Date.now();
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(portico.tlsPort, '127.0.0.1', () => s.end(hello.subarray(0, 20))); // half a ClientHello, then FIN
+      const guard = setTimeout(() => reject(new Error('still open after 10 s: held for the handshake timeout')), 10_000);
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearTimeout(guard);
+        resolve();
+      });
+    });
+    assert.ok(Date.now() - started < 10_000);
+
+    // half-open after the handshake: the request, then close_notify + FIN, then the answer (the backend waits 300 ms)
+    const ca = await readFile(TEST_CERT);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', port: portico.tlsPort, servername: 'localhost', ca, allowHalfOpen: true } as tls.ConnectionOptions, () => {
+        s.end('GET /delay?ms=300 HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      });
+      let got = '';
+      s.setEncoding('utf8').on('data', (c: string) => (got += c));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+      s.setTimeout(10_000, () => s.destroy(new Error('no answer within 10 s')));
+    });
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.match(answer, /"url":"\/delay\?ms=300"/);
+    assert.equal(await nativeHandshakes(portico), nodeTls ? 0 : 1);
+  });
+}
+
 test('native TLS: portico reload renews the certificate for new connections', async (t) => {
   if (!needNativeTls(t)) return;
   if (!needPeer(t, 'python3 ssl', pythonSsl())) return;
