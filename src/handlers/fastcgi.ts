@@ -9,7 +9,7 @@ import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { removeUnordered } from '../core/util.js';
-import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, type RecordSink } from '../wire/fastcgi.js';
+import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, putBytes, putLatin1, type RecordSink } from '../wire/fastcgi.js';
 import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
 import type { CompiledFastcgi, CompiledRoute, FastcgiDecision } from '../route/router.js';
@@ -64,6 +64,9 @@ const freshWaiting = new WeakMap<Target, FastcgiExchange[]>();
  * count, or under saturation every release would close its connection and reuse would never come back.
  */
 const QUEUED_SUSPECT_MS = 100;
+
+/** Whole answers held until this wake-up's events are handled, in the order they ended (see end()). */
+let answersDue: FastcgiExchange[] = [];
 
 /** 'buffering': the script exists, its chunked body is not whole yet (no target asked before it is). */
 type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done';
@@ -396,10 +399,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     } else {
       const out = Buffer.allocUnsafe(this.#heldBytes);
       let at = 0;
-      for (const piece of held) at += typeof piece === 'string' ? out.write(piece, at, 'latin1') : piece.copy(out, at);
+      for (const piece of held) at += typeof piece === 'string' ? putLatin1(out, piece, at) : putBytes(out, piece, at);
       ok = socket.write(out);
     }
-    this.#held = [];
+    held.length = 0;
     this.#heldBytes = 0;
     this.#clientWrote(ok);
   }
@@ -504,15 +507,31 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (this.requestComplete) {
       // the answer leaves after this wake-up's other events: an FPM answer later in the same batch hands its
       // connection to a queued request before this send, not after it (a request whose body is still coming
-      // ends at once: the connection must take over those bytes)
-      process.nextTick(FastcgiExchange.#sendLater, this);
+      // ends at once: the connection must take over those bytes). One tick sends every answer of the batch.
+      if (answersDue.push(this) === 1) process.nextTick(FastcgiExchange.#sendDue);
       return;
     }
     this.#sendAnswer();
   }
 
-  /** end()'s deferred half, without a closure per request. */
-  static readonly #sendLater = (ex: FastcgiExchange): void => ex.#sendAnswer();
+  /**
+   * end()'s deferred half for the whole batch: one tick, not one per answer. An answer that ends while these are
+   * sent (a pipelined request answered at once) is in the next list, with a tick of its own; should a send throw,
+   * the answers after it are sent by that next tick before the error goes on.
+   */
+  static readonly #sendDue = (): void => {
+    const due = answersDue;
+    answersDue = [];
+    let i = 0;
+    try {
+      for (; i < due.length; i++) due[i].#sendAnswer();
+    } finally {
+      if (i < due.length - 1) {
+        if (answersDue.length === 0) process.nextTick(FastcgiExchange.#sendDue);
+        for (let j = i + 1; j < due.length; j++) answersDue.push(due[j]);
+      }
+    }
+  };
 
   /** end()'s second half: the held answer goes to the client, then the connection moves on. */
   #sendAnswer(): void {
@@ -592,9 +611,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
     if (prefix.length + body.length <= 16 * 1024) {
       const out = Buffer.allocUnsafe(prefix.length + body.length + (chunked ? 2 : 0));
-      out.write(prefix, 0, 'latin1');
-      body.copy(out, prefix.length);
-      if (chunked) CRLF.copy(out, prefix.length + body.length);
+      putLatin1(out, prefix, 0);
+      putBytes(out, body, prefix.length);
+      if (chunked) putBytes(out, CRLF, prefix.length + body.length);
       ok = client.write(out);
     } else {
       this.#flushHeld();

@@ -122,6 +122,8 @@ interface Io {
   addon: IoAddon;
   events: Int32Array;
   data: Buffer;
+  /** The same bytes as a plain Uint8Array: its subarray() is a plain view (a Buffer's makes a Buffer). */
+  bytes: Uint8Array;
   /** By the addon's id (small integers, reused after a close): an array, no hashing per event or connection. */
   sockets: Array<NativeSocket | undefined>;
   listeners: Map<number, NativeListener>;
@@ -144,7 +146,7 @@ function ioOf(): Io | null {
   const listeners = new Map<number, NativeListener>();
   let state: Io | undefined;
   const shared = addon.ioInit((count) => dispatch(state!, count));
-  state = { addon: addon as IoAddon, events: new Int32Array(shared.events), data: Buffer.from(shared.data), sockets, listeners, batch: 0, at: 0 };
+  state = { addon: addon as IoAddon, events: new Int32Array(shared.events), data: Buffer.from(shared.data), bytes: new Uint8Array(shared.data), sockets, listeners, batch: 0, at: 0 };
   io = state;
   return io;
 }
@@ -173,7 +175,7 @@ export function nativeIoLive(): number {
 }
 
 function dispatch(state: Io, count: number): void {
-  const { sockets, events, data } = state;
+  const { sockets, events, bytes } = state;
   state.batch = count;
   for (let i = 0; i < count; i++) {
     state.at = i;
@@ -197,9 +199,10 @@ function dispatch(state: Io, count: number): void {
     if (kind === DATA) {
       const off = events[at + 2]!;
       const len = events[at + 3]!;
-      // the shared buffer is overwritten by the next batch: the chunk gets bytes of its own
+      // the shared buffer is overwritten by the next batch: the chunk gets bytes of its own (TypedArray set of a
+      // plain view: what copy() does after its argument handling)
       const chunk = Buffer.allocUnsafe(len);
-      data.copy(chunk, 0, off, off + len);
+      chunk.set(bytes.subarray(off, off + len));
       socket._onData(chunk);
     } else if (kind === EOF) socket._onEof();
     else if (kind === DRAIN) socket._onDrain();

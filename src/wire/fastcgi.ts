@@ -134,6 +134,25 @@ export function binary(text: string): string {
   return NON_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text;
 }
 
+/** Node's own latin1 encoder of Buffer.prototype (what `buf.write(s, at, 'latin1')` calls after parsing its arguments). */
+interface Latin1Encoder {
+  latin1Write(s: string, offset: number): number;
+}
+
+/**
+ * Writes `text` (one byte per char) into `buf` at `at`, returns the bytes written: Node's encoder called directly,
+ * without write()'s argument handling (a request's opening and answer each make a few such writes).
+ */
+export function putLatin1(buf: Buffer, text: string, at: number): number {
+  return (buf as Buffer & Latin1Encoder).latin1Write(text, at);
+}
+
+/** Copies `bytes` into `buf` at `at` (TypedArray set: no copy()'s argument handling), returns their length. */
+export function putBytes(buf: Buffer, bytes: Uint8Array, at: number): number {
+  buf.set(bytes, at);
+  return bytes.length;
+}
+
 /** Writes a record header at `at`; returns the offset after it. */
 function putHeader(buf: Buffer, at: number, type: number, requestId: number, length: number): number {
   // byte stores, not writeUInt16BE (a bounds-checked call each): this runs four times per request
@@ -172,8 +191,8 @@ export function encodeRequestStart(requestId: number, keepConn: boolean, fixed: 
   // no pairs at all: only the closing record (an empty one before it would end the stream early)
   if (body > 0 && body <= FCGI_MAX_CONTENT) {
     o = putHeader(out, o, FCGI_PARAMS, requestId, body);
-    o += fixed.copy(out, o);
-    o += out.write(pairs, o, 'latin1');
+    o += putBytes(out, fixed, o);
+    o += putLatin1(out, pairs, o);
   } else if (body > FCGI_MAX_CONTENT) {
     // past 64 KiB (a request with very large headers): the pairs are laid out once, then cut into records
     const payload = Buffer.concat([fixed, Buffer.from(pairs, 'latin1')]);
