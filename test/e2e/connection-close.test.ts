@@ -38,6 +38,38 @@ async function halfOpenClient(t: TestContext, port: number, tls = false): Promis
   return { socket, reader: new ResponseReader(socket) };
 }
 
+/**
+ * Asks for `bytes` with Connection: close while not reading, then reads: the answer fills the socket buffers
+ * first (what is left queued when the exchange ends must not be dropped by a close), and every byte the backend
+ * sent must arrive before the end of the stream (FIN, or close_notify over TLS).
+ */
+async function slowReaderGetsAll(p: Portico & { app: HttpBackend }, socket: net.Socket, bytes: number): Promise<void> {
+  socket.pause();
+  socket.write(`GET /app/stream?bytes=${bytes}&chunked=0 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+  const hash = createHash('sha256');
+  let head: Buffer | null = Buffer.alloc(0);
+  let body = 0;
+  socket.on('data', (chunk: Buffer) => {
+    if (head !== null) {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      chunk = head.subarray(end + 4);
+      head = null;
+    }
+    body += chunk.length;
+    hash.update(chunk);
+  });
+  const closed = new Promise<void>((resolve, reject) => {
+    socket.once('end', resolve);
+    socket.once('error', (err) => reject(new Error(`${err.message} after ${body} bytes of the body`)));
+  });
+  socket.resume();
+  await closed;
+  assert.equal(body, bytes, 'the whole body arrived before the end of the stream');
+  assert.equal(hash.digest('hex'), p.app.streams.at(-1)?.sha256, 'the bytes the backend sent');
+}
+
 const connections = async (p: Portico): Promise<number | undefined> => (await adminStatus(p)).workers[0]?.connections;
 
 test('Connection: close, read whole: closed right after the answer, not after the client', { timeout: 60_000, skip: nativeIoAvailable() ? false : 'the close at once is native I/O only (PORTICO_NATIVE_IO=0 lingers as before)' }, async (t) => {
@@ -87,31 +119,7 @@ test('Connection: close over native TLS: close_notify, then closed at once; a 4 
 
   await t.test('a 4 MiB answer to a client that reads slowly: every byte arrives before the close_notify', async () => {
     const { socket } = await halfOpenClient(t, p.tlsPort, true);
-    const bytes = 4 * 1024 * 1024;
-    socket.pause();
-    socket.write(`GET /app/stream?bytes=${bytes}&chunked=0 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
-    const hash = createHash('sha256');
-    let head: Buffer | null = Buffer.alloc(0);
-    let body = 0;
-    socket.on('data', (chunk: Buffer) => {
-      if (head !== null) {
-        head = Buffer.concat([head, chunk]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        chunk = head.subarray(end + 4);
-        head = null;
-      }
-      body += chunk.length;
-      hash.update(chunk);
-    });
-    const closed = new Promise<void>((resolve, reject) => {
-      socket.once('end', resolve);
-      socket.once('error', (err) => reject(new Error(`${err.message} after ${body} bytes of the body`)));
-    });
-    socket.resume();
-    await closed;
-    assert.equal(body, bytes, 'the whole body arrived before the close_notify');
-    assert.equal(hash.digest('hex'), p.app.streams.at(-1)?.sha256, 'the bytes the backend sent');
+    await slowReaderGetsAll(p, socket, 4 * 1024 * 1024);
     socket.end();
     await statusUntil(p, 'the connection closed', (s) => s.workers[0].connections === 0);
   });
@@ -137,30 +145,7 @@ test('Connection: close with bytes behind the request, or an answer still queued
 
   await t.test('a 16 MiB answer to a client that reads slowly: every byte arrives', async () => {
     const { socket } = await halfOpenClient(t, p.httpPort);
-    const bytes = 16 * 1024 * 1024;
-    socket.pause();
-    socket.write(`GET /app/stream?bytes=${bytes}&chunked=0 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
-    // the answer fills the socket buffers while the client does not read (what is left queued when the exchange
-    // ends must not be dropped by a close)
-    const hash = createHash('sha256');
-    let head: Buffer | null = Buffer.alloc(0);
-    let body = 0;
-    socket.on('data', (chunk: Buffer) => {
-      if (head !== null) {
-        head = Buffer.concat([head, chunk]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        chunk = head.subarray(end + 4);
-        head = null;
-      }
-      body += chunk.length;
-      hash.update(chunk);
-    });
-    const closed = new Promise<void>((resolve) => socket.once('end', resolve));
-    socket.resume();
-    await closed;
-    assert.equal(body, bytes, 'the whole body arrived before the FIN');
-    assert.equal(hash.digest('hex'), p.app.streams.at(-1)?.sha256, 'the bytes the backend sent');
+    await slowReaderGetsAll(p, socket, 16 * 1024 * 1024);
     socket.end();
     await statusUntil(p, 'the connection closed', (s) => s.workers[0].connections === 0);
   });
