@@ -101,9 +101,12 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
-/** Options every context of a listener shares; honorCipherOrder: the server's (Node's modern) order wins. */
+/**
+ * Options every context of a listener shares. honorCipherOrder off: the client's order picks among Node's default
+ * ciphers, as on the native path (tls.cc NewContext) and nginx's default.
+ */
 function contextOptions(tlsConfig: TlsConfig, settings: TlsSettings): tls.SecureContextOptions {
-  const opts: tls.SecureContextOptions = { minVersion: tlsConfig.min_version, honorCipherOrder: true };
+  const opts: tls.SecureContextOptions = { minVersion: tlsConfig.min_version, honorCipherOrder: false };
   if (settings.ticketKeys !== undefined) opts.ticketKeys = settings.ticketKeys;
   return opts;
 }

@@ -831,13 +831,16 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /**
    * After an answer the client asked to be the last: close now when nothing can be lost by it. A close with
    * nothing unread sends a FIN after the answer, like shutdown(); it saves the shutdown, the wait for the client's
-   * FIN and its read. Only on a plain native socket whose answer is all in the kernel (destroy() drops what is
-   * queued; a TLS session owes a close_notify first) and with no byte read past the request (unread bytes at
-   * close(2) would make the kernel send RST, which can destroy the answer in flight: such a client lingers).
+   * FIN and its read. Only on a native socket whose answer is all in the kernel (destroy() drops what is queued),
+   * on TLS once its close_notify went out whole right now (as nginx closes: the client's own close_notify, if it
+   * sends one, then meets a closed socket, after it read the answer), and with no byte read past the request
+   * (unread bytes at close(2) would make the kernel send RST, which can destroy the answer in flight: such a
+   * client lingers).
    */
   #closeAtOnce(): boolean {
     const s = this.socket;
-    return this.#askedClose && this.#buf === null && !this.#paused && s instanceof NativeSocket && !s.encrypted && s.writableLength === 0 && !s.destroyed;
+    if (!this.#askedClose || this.#buf !== null || this.#paused || !(s instanceof NativeSocket) || s.writableLength !== 0 || s.destroyed) return false;
+    return !s.encrypted || s.closeNotify();
   }
 
   /** Orderly close after a complete response: at once when nothing can be lost by it, else FIN and linger. */

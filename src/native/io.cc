@@ -984,6 +984,18 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ioCloseNotify(id) -> true when a TLS connection with nothing queued sent its close_notify now, whole: a close
+// may follow at once (its FIN comes after it, as nginx closes). False, nothing changed or the alert waits in
+// OpenSSL for room, when it is not such a connection or the socket is full: end() then finishes it as usual.
+Napi::Value CloseNotify(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  int32_t id = IdArg(info, s);
+  Conn& c = s.conns[id];
+  bool sent = c.tls != nullptr && !c.handshaking && !c.dead && !c.shutdown_pending && !c.tls_want_write && c.out.size() == c.out_off &&
+              c.tls->Shutdown() == tls::Io::kOk;
+  return Napi::Boolean::New(info.Env(), sent);
+}
+
 // ioClose(id): closes the fd and drops what is queued.
 Napi::Value Close(const Napi::CallbackInfo& info) {
   State& s = Own(info.Env());
@@ -1204,6 +1216,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));
+  exports.Set("ioCloseNotify", Napi::Function::New(env, CloseNotify, "ioCloseNotify"));
   exports.Set("ioClose", Napi::Function::New(env, Close, "ioClose"));
   exports.Set("ioKeepAlive", Napi::Function::New(env, KeepAlive, "ioKeepAlive"));
   exports.Set("ioQueued", Napi::Function::New(env, Queued, "ioQueued"));

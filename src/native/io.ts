@@ -28,6 +28,8 @@ interface IoAddon {
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
   ioShutdown(id: number): void;
+  /** Absent from addons built before it: then a TLS connection never closes at once. */
+  ioCloseNotify?(id: number): boolean;
   ioClose(id: number): void;
   ioKeepAlive(id: number, on: boolean, delaySeconds: number): void;
   ioFd(id: number): number;
@@ -636,6 +638,14 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
         if (!this.#destroyed) this.#emitDrain();
       });
     }
+  }
+
+  /**
+   * TLS: sends close_notify now when nothing is queued; true when it left whole, so destroy() may follow at once
+   * (the FIN comes after it). False otherwise (plain, bytes queued, a full socket): end() as usual.
+   */
+  closeNotify(): boolean {
+    return this.encrypted && !this.#destroyed && !this.#writableEnded && !this._peeking && this.#queued === 0 && this.#corked === 0 && this.#io.addon.ioCloseNotify?.(this.#id) === true;
   }
 
   end(dataOrCb?: Uint8Array | string | (() => void), cb?: () => void): this {

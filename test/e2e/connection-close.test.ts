@@ -2,15 +2,17 @@
 // #closeAtOnce): read whole with nothing behind it, the socket closes right after the answer, without waiting
 // for the client's FIN (nginx's lingering_close heuristic); with bytes behind the request, or an answer still
 // queued, Portico half-closes and lingers so that an unread byte cannot turn the close into a reset that
-// destroys the answer. Every case checks the answer arrives whole.
+// destroys the answer. Over native TLS the close at once comes right after a close_notify sent whole (as nginx
+// closes). Every case checks the answer arrives whole.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import { adminStatus, statusUntil } from '../helpers/admin.js';
 import { startHttpBackend, type EchoReply, type HttpBackend } from '../helpers/backends.js';
-import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
-import { connectPlain, ResponseReader } from '../helpers/wire.js';
+import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
+import { connectPlain, connectTls, ResponseReader } from '../helpers/wire.js';
+import { nativeTlsStatus } from '../../src/native/tls.js';
 import { nativeIoAvailable } from '../../src/native/io.js';
 
 /** Shorter than the linger (LINGER_MS, 5 s): a connection still open after this is lingering, not closed at once. */
@@ -20,7 +22,7 @@ async function portico(t: TestContext): Promise<Portico & { app: HttpBackend }> 
   const app = await startHttpBackend(t, { name: 'app' });
   const p = await startPortico(t, {
     workers: 1,
-    listeners: [plainListener()],
+    listeners: [plainListener(), tlsListener()],
     upstreams: { app: { targets: [`127.0.0.1:${app.port}`] } },
     routes: [{ match: { path: '/app' }, proxy: { upstream: 'app', strip_prefix: true } }],
     admin: { address: '127.0.0.1:0' },
@@ -29,11 +31,43 @@ async function portico(t: TestContext): Promise<Portico & { app: HttpBackend }> 
   return Object.assign(p, { app });
 }
 
-/** A client that keeps its own side open after the server's FIN (as a slow client may). */
-async function halfOpenClient(t: TestContext, port: number): Promise<{ socket: net.Socket; reader: ResponseReader }> {
-  const socket = await connectPlain(t, port);
+/** A client that keeps its own side open after the server's FIN (as a slow client may); `tls`: over TLS. */
+async function halfOpenClient(t: TestContext, port: number, tls = false): Promise<{ socket: net.Socket; reader: ResponseReader }> {
+  const socket = tls ? await connectTls(t, port) : await connectPlain(t, port);
   socket.allowHalfOpen = true;
   return { socket, reader: new ResponseReader(socket) };
+}
+
+/**
+ * Asks for `bytes` with Connection: close while not reading, then reads: the answer fills the socket buffers
+ * first (what is left queued when the exchange ends must not be dropped by a close), and every byte the backend
+ * sent must arrive before the end of the stream (FIN, or close_notify over TLS).
+ */
+async function slowReaderGetsAll(p: Portico & { app: HttpBackend }, socket: net.Socket, bytes: number): Promise<void> {
+  socket.pause();
+  socket.write(`GET /app/stream?bytes=${bytes}&chunked=0 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+  const hash = createHash('sha256');
+  let head: Buffer | null = Buffer.alloc(0);
+  let body = 0;
+  socket.on('data', (chunk: Buffer) => {
+    if (head !== null) {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      chunk = head.subarray(end + 4);
+      head = null;
+    }
+    body += chunk.length;
+    hash.update(chunk);
+  });
+  const closed = new Promise<void>((resolve, reject) => {
+    socket.once('end', resolve);
+    socket.once('error', (err) => reject(new Error(`${err.message} after ${body} bytes of the body`)));
+  });
+  socket.resume();
+  await closed;
+  assert.equal(body, bytes, 'the whole body arrived before the end of the stream');
+  assert.equal(hash.digest('hex'), p.app.streams.at(-1)?.sha256, 'the bytes the backend sent');
 }
 
 const connections = async (p: Portico): Promise<number | undefined> => (await adminStatus(p)).workers[0]?.connections;
@@ -69,6 +103,28 @@ test('Connection: close, read whole: closed right after the answer, not after th
   });
 });
 
+test('Connection: close over native TLS: close_notify, then closed at once; a 4 MiB answer to a slow reader arrives whole', { timeout: 60_000, skip: nativeTlsStatus().available ? false : 'native TLS only' }, async (t) => {
+  const p = await portico(t);
+
+  await t.test('the connection is gone after the close_notify while the client still holds its end open', async () => {
+    const { socket, reader } = await halfOpenClient(t, p.tlsPort, true);
+    socket.write(`GET /app/hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+    const res = await reader.next();
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.connection, 'close');
+    await reader.rest(); // the close_notify and the FIN ended the stream
+    assert.equal(socket.writable, true, 'the client has not closed its side');
+    await statusUntil(p, 'the connection closed at once', (s) => s.workers[0].connections === 0, AT_ONCE_MS, 20);
+  });
+
+  await t.test('a 4 MiB answer to a client that reads slowly: every byte arrives before the close_notify', async () => {
+    const { socket } = await halfOpenClient(t, p.tlsPort, true);
+    await slowReaderGetsAll(p, socket, 4 * 1024 * 1024);
+    socket.end();
+    await statusUntil(p, 'the connection closed', (s) => s.workers[0].connections === 0);
+  });
+});
+
 test('Connection: close with bytes behind the request, or an answer still queued: Portico lingers, the answer arrives whole', { timeout: 60_000 }, async (t) => {
   const p = await portico(t);
 
@@ -89,30 +145,7 @@ test('Connection: close with bytes behind the request, or an answer still queued
 
   await t.test('a 16 MiB answer to a client that reads slowly: every byte arrives', async () => {
     const { socket } = await halfOpenClient(t, p.httpPort);
-    const bytes = 16 * 1024 * 1024;
-    socket.pause();
-    socket.write(`GET /app/stream?bytes=${bytes}&chunked=0 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
-    // the answer fills the socket buffers while the client does not read (what is left queued when the exchange
-    // ends must not be dropped by a close)
-    const hash = createHash('sha256');
-    let head: Buffer | null = Buffer.alloc(0);
-    let body = 0;
-    socket.on('data', (chunk: Buffer) => {
-      if (head !== null) {
-        head = Buffer.concat([head, chunk]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        chunk = head.subarray(end + 4);
-        head = null;
-      }
-      body += chunk.length;
-      hash.update(chunk);
-    });
-    const closed = new Promise<void>((resolve) => socket.once('end', resolve));
-    socket.resume();
-    await closed;
-    assert.equal(body, bytes, 'the whole body arrived before the FIN');
-    assert.equal(hash.digest('hex'), p.app.streams.at(-1)?.sha256, 'the bytes the backend sent');
+    await slowReaderGetsAll(p, socket, 16 * 1024 * 1024);
     socket.end();
     await statusUntil(p, 'the connection closed', (s) => s.workers[0].connections === 0);
   });

@@ -421,6 +421,43 @@ test('native TLS: portico reload renews the certificate for new connections', as
   assert.ok((await nativeHandshakes(portico)) >= 7);
 });
 
+/** The suite `openssl s_client` reports it negotiated ("Cipher is X"), or undefined when the handshake failed. */
+function cipherOf(out: string): string | undefined {
+  return /Cipher is (\S+)/.exec(out)?.[1];
+}
+
+// The client's cipher order decides (nginx's default, Mozilla's intermediate profile): a browser that offers
+// AES-128-GCM first gets it, with TLS 1.3's key schedule on SHA-256. The same on both TLS paths.
+for (const env of [{}, { PORTICO_NATIVE_TLS: '0' }] as Array<Record<string, string>>) {
+  const which = env.PORTICO_NATIVE_TLS === '0' ? "Node's TLS" : 'native TLS';
+  test(`${which}: the client's cipher order picks the suite, TLS 1.3 and 1.2`, async (t) => {
+    if (!needPeer(t, 'openssl', haveOpenssl())) return;
+    if (env.PORTICO_NATIVE_TLS === undefined && !needNativeTls(t)) return;
+    const certs = await makeCerts(t);
+    const backend = await startHttpBackend(t);
+    const portico = await startPortico(t, config(backend.port, certs, { workers: 1 }), { env, ...START });
+    const aes128 = 'TLS_AES_128_GCM_SHA256';
+    const aes256 = 'TLS_AES_256_GCM_SHA384';
+    const ecdsa128 = 'ECDHE-ECDSA-AES128-GCM-SHA256';
+    const ecdsa256 = 'ECDHE-ECDSA-AES256-GCM-SHA384';
+    const cases: Array<[string[], string]> = [
+      [['-tls1_3', '-ciphersuites', `${aes128}:${aes256}`], aes128],
+      [['-tls1_3', '-ciphersuites', `${aes256}:${aes128}`], aes256],
+      [['-tls1_3', '-ciphersuites', `TLS_CHACHA20_POLY1305_SHA256:${aes128}:${aes256}`], 'TLS_CHACHA20_POLY1305_SHA256'],
+      [['-tls1_2', '-cipher', `${ecdsa128}:${ecdsa256}`], ecdsa128],
+      [['-tls1_2', '-cipher', `${ecdsa256}:${ecdsa128}`], ecdsa256],
+    ];
+    for (const [args, expect] of cases) {
+      const out = await sClient(portico.tlsPort, args);
+      assert.equal(cipherOf(out), expect, `s_client ${args.join(' ')}: ${out.slice(-400)}`);
+      assert.match(out, /HTTP\/1\.1 200/, 'the request went through');
+    }
+    const handshakes = await nativeHandshakes(portico);
+    if (env.PORTICO_NATIVE_TLS === '0') assert.equal(handshakes, 0);
+    else assert.equal(handshakes, cases.length, 'every handshake ran in the addon');
+  });
+}
+
 for (const env of [{ PORTICO_NATIVE_TLS: '0' }, { PORTICO_NATIVE_IO: '0' }] as Array<Record<string, string>>) {
   const name = Object.keys(env)[0];
   test(`${name}=0 keeps Node's TLS: same certificates and answers, no native handshake`, async (t) => {
