@@ -11,19 +11,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <time.h>
-
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <napi.h>
-#include <uv.h>
 
+#include "end-bridge.h"
 #include "io.h"
 #include "l4.h"
 #include "relay.h"
@@ -36,32 +31,8 @@ using portico::Reason;
 using portico::RelayEnd;
 using portico::RelayEngine;
 
-// How long a relay's end may wait for the JS thread to wake for something else (the next connection, a timer)
-// before the relay thread wakes it for the end alone.
-constexpr uint64_t kEndHoldMs = 5;
-
-// Main-thread state: each relay's callback, and the relay ends on their way to them. An end does not wake the JS
-// thread by itself: it waits in `ended` until the loop's next turn (the prepare handle delivers it before the loop
-// sleeps again), at most kEndHoldMs, after which the relay thread wakes the loop through the thread-safe function.
-// Under load the loop turns anyway (a short WebSocket tunnel ends between two handshakes), so an end costs no
-// eventfd write, no wake-up of the JS thread and no epoll round of its own.
-struct Bridge {
-  napi_env env = nullptr;
-  Napi::ThreadSafeFunction tsfn;
-  std::unordered_map<uint64_t, Napi::FunctionReference> callbacks;
-  size_t refs = 0;  // active relays and ends not delivered; the tsfn keeps the event loop alive only while there are some
-  uv_prepare_t* prepare = nullptr;  // delivers held ends before the loop sleeps (unreferenced)
-  Napi::AsyncContext* async = nullptr;
-  uint64_t delivered = 0;  // main thread: ends delivered
-  std::mutex mu;
-  std::vector<RelayEnd> ended;  // under mu: ends not delivered yet, in the order they came
-  uint64_t ended_since = 0;     // under mu: monotonic ms of the oldest one
-  bool woken = false;           // under mu: a tsfn call to deliver them is queued
-  uint64_t wakes = 0;           // under mu: tsfn calls made for held ends (the loop had not turned in time)
-  std::atomic<bool> holding{false};  // `ended` is not empty (read without the lock on every turn of both loops)
-};
-
-Bridge* bridge = nullptr;
+// The splice relay's ends on their way to JS (end-bridge.h: held until the loop's next turn).
+portico::EndBridge* bridge = nullptr;
 
 void OnRelayEnd(const RelayEnd& end);
 int EndsBeforeWait();
@@ -165,77 +136,19 @@ Napi::Value RecvPeek(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(env, buf.Data(), static_cast<size_t>(n));
 }
 
-uint64_t MonoMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-// JS thread: every held end goes to its relay's callback (each a callback of its own, so nextTicks and promise
-// jobs run after each as after any I/O callback).
-void DeliverEnds(Napi::Env env) {
-  Bridge* br = bridge;
-  if (env == nullptr || br == nullptr || !br->holding.load(std::memory_order_acquire)) return;
-  std::vector<RelayEnd> ends;
-  {
-    std::lock_guard<std::mutex> lock(br->mu);
-    ends.swap(br->ended);
-    br->ended_since = 0;
-    br->woken = false;  // a tsfn call still queued finds nothing, or what came after this
-    br->holding.store(false, std::memory_order_relaxed);
-  }
-  for (const RelayEnd& e : ends) {
-    auto it = br->callbacks.find(e.id);
-    if (it == br->callbacks.end()) continue;
-    Napi::FunctionReference cb = std::move(it->second);
-    br->callbacks.erase(it);
-    if (br->refs > 0 && --br->refs == 0) br->tsfn.Unref(env);
-    br->delivered++;
-    Napi::HandleScope scope(env);
-    try {
-      cb.MakeCallback(env.Global(),
-                      {Napi::String::New(env, portico::ReasonName(e.reason)), Napi::Number::New(env, static_cast<double>(e.bytes_up)),
-                       Napi::Number::New(env, static_cast<double>(e.bytes_down)), Napi::Number::New(env, e.error)},
-                      *br->async);
-    } catch (const Napi::Error& err) {
-      napi_fatal_exception(env, err.Value());
-    }
-  }
-}
-
-// The loop is about to wait for events: what the relay thread ended meanwhile is delivered first.
-void OnPrepare(uv_prepare_t* /*handle*/) {
-  Bridge* br = bridge;
-  if (br != nullptr && br->holding.load(std::memory_order_acquire)) DeliverEnds(Napi::Env(br->env));
-}
-
 // Relay thread: the end waits for the JS thread's next turn (no syscall here).
 void OnRelayEnd(const RelayEnd& end) {
   if (portico::l4::ClaimRelayEnd(end)) return;  // an L4 listener's connection: reported in l4.cc's batches
-  Bridge* br = bridge;
-  if (br == nullptr) return;
-  std::lock_guard<std::mutex> lock(br->mu);
-  if (br->ended.empty()) br->ended_since = MonoMs();
-  br->ended.push_back(end);
-  br->holding.store(true, std::memory_order_release);
+  if (bridge != nullptr) bridge->Hold(end);
 }
 
-// Relay thread, before it sleeps: ends held kEndHoldMs wake the JS thread (the tsfn's queue is unbounded, so
-// NonBlockingCall only fails once it is closing: teardown); younger ones bound the sleep to their due time.
+// Relay thread, before it sleeps.
 int EndsBeforeWait() {
-  Bridge* br = bridge;
-  if (br == nullptr || !br->holding.load(std::memory_order_acquire)) return -1;
-  std::lock_guard<std::mutex> lock(br->mu);
-  if (br->ended.empty() || br->woken) return -1;
-  uint64_t now = MonoMs();
-  if (now < br->ended_since + kEndHoldMs) return static_cast<int>(br->ended_since + kEndHoldMs - now);
-  br->woken = br->tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) { DeliverEnds(env); }) == napi_ok;
-  if (br->woken) br->wakes++;
-  return -1;
+  return bridge != nullptr ? bridge->BeforeWait() : -1;
 }
 
-Bridge& OwnBridge(Napi::Env env) {
-  if (bridge == nullptr || bridge->env != static_cast<napi_env>(env)) {
+portico::EndBridge& OwnBridge(Napi::Env env) {
+  if (bridge == nullptr || !bridge->Owns(env)) {
     throw Napi::Error::New(env, "the splice relay belongs to another JS environment (load the addon from the main thread only)");
   }
   return *bridge;
@@ -273,8 +186,8 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   }
   double idle = info[2].As<Napi::Number>().DoubleValue();
   uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
-  Bridge* br = bridge;
-  if (br == nullptr || br->env != static_cast<napi_env>(env)) {
+  portico::EndBridge* br = bridge;
+  if (br == nullptr || !br->Owns(env)) {
     close(a);
     close(b);
     OwnBridge(env);  // throws
@@ -286,8 +199,7 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
-  br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
-  if (br->refs++ == 0) br->tsfn.Ref(env);
+  br->Expect(env, id, info[3].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -298,7 +210,7 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
 // or the relay could not start): both are as they were. cb and websocket as spliceStart's.
 Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Bridge& br = OwnBridge(env);
+  portico::EndBridge& br = OwnBridge(env);
   if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, callback, websocket?)");
   }
@@ -332,8 +244,7 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, 0);
   }
   for (int32_t io_id : ids) portico::io::ReleasePlain(env, io_id);
-  br.callbacks.emplace(id, Napi::Persistent(info[4].As<Napi::Function>()));
-  if (br.refs++ == 0) br.tsfn.Ref(env);
+  br.Expect(env, id, info[4].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -385,15 +296,10 @@ Napi::Value Status(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("active", Napi::Number::New(env, static_cast<double>(engine.Active())));
-  o.Set("callbacks", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->callbacks.size()) : 0));
+  o.Set("callbacks", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Expected()) : 0));
   // relay ends delivered, and how many times the relay thread had to wake the JS thread for them
-  o.Set("endsDelivered", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->delivered) : 0));
-  uint64_t wakes = 0;
-  if (bridge != nullptr) {
-    std::lock_guard<std::mutex> lock(bridge->mu);
-    wakes = bridge->wakes;
-  }
-  o.Set("endWakes", Napi::Number::New(env, static_cast<double>(wakes)));
+  o.Set("endsDelivered", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Delivered()) : 0));
+  o.Set("endWakes", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Wakes()) : 0));
   return o;
 }
 
@@ -467,17 +373,9 @@ Napi::Value CountOpenFds(const Napi::CallbackInfo& info) {
 void Teardown(void* /*arg*/) {
   // Stop the relay thread before the tsfn goes: it must never call into a released function.
   engine.Stop();
-  if (bridge != nullptr) {
-    bridge->tsfn.Release();
-    bridge->callbacks.clear();
-    if (bridge->prepare != nullptr) {
-      uv_prepare_stop(bridge->prepare);
-      uv_close(reinterpret_cast<uv_handle_t*>(bridge->prepare), [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
-    }
-    delete bridge->async;
-    delete bridge;
-    bridge = nullptr;
-  }
+  portico::EndBridge* br = bridge;
+  bridge = nullptr;
+  delete br;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -501,18 +399,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   portico::tls_relay::Register(env, exports);
   portico::l4::Register(env, exports, &engine);
   if (bridge == nullptr) {
-    bridge = new Bridge();
-    bridge->env = env;
-    bridge->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "portico-splice", 0, 1);
-    bridge->tsfn.Unref(env);
-    bridge->async = new Napi::AsyncContext(env, "portico-splice-end");
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop != nullptr) {
-      bridge->prepare = new uv_prepare_t;
-      uv_prepare_init(loop, bridge->prepare);
-      uv_prepare_start(bridge->prepare, OnPrepare);
-      uv_unref(reinterpret_cast<uv_handle_t*>(bridge->prepare));
-    }
+    bridge = new portico::EndBridge(env, "portico-splice", &bridge);
     napi_add_env_cleanup_hook(env, Teardown, nullptr);
   }
   return exports;
