@@ -14,11 +14,11 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <napi.h>
 
+#include "end-bridge.h"
 #include "io.h"
 #include "l4.h"
 #include "relay.h"
@@ -31,18 +31,12 @@ using portico::Reason;
 using portico::RelayEnd;
 using portico::RelayEngine;
 
-// Main-thread state: the one thread-safe function that carries relay ends to JS, and each relay's callback.
-struct Bridge {
-  napi_env env = nullptr;
-  Napi::ThreadSafeFunction tsfn;
-  std::unordered_map<uint64_t, Napi::FunctionReference> callbacks;
-  size_t refs = 0;  // active relays; the tsfn keeps the event loop alive only while there are some
-};
-
-Bridge* bridge = nullptr;
+// The splice relay's ends on their way to JS (end-bridge.h: held until the loop's next turn).
+portico::EndBridge* bridge = nullptr;
 
 void OnRelayEnd(const RelayEnd& end);
-RelayEngine engine(OnRelayEnd);
+int EndsBeforeWait();
+RelayEngine engine(OnRelayEnd, EndsBeforeWait);
 
 // An Error like Node's system errors: message "syscall CODE: text", with .code, .errno and .syscall.
 Napi::Error SystemError(Napi::Env env, const char* syscall, int err) {
@@ -142,30 +136,19 @@ Napi::Value RecvPeek(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(env, buf.Data(), static_cast<size_t>(n));
 }
 
-void CallRelayEnd(Napi::Env env, Napi::Function /*unused*/, RelayEnd* end) {
-  RelayEnd e = *end;
-  delete end;
-  if (env == nullptr || bridge == nullptr) return;  // the environment is being torn down
-  auto it = bridge->callbacks.find(e.id);
-  if (it == bridge->callbacks.end()) return;
-  Napi::FunctionReference cb = std::move(it->second);
-  bridge->callbacks.erase(it);
-  if (bridge->refs > 0 && --bridge->refs == 0) bridge->tsfn.Unref(env);
-  Napi::HandleScope scope(env);
-  cb.Call({Napi::String::New(env, portico::ReasonName(e.reason)), Napi::Number::New(env, static_cast<double>(e.bytes_up)),
-           Napi::Number::New(env, static_cast<double>(e.bytes_down)), Napi::Number::New(env, e.error)});
-}
-
-// Relay thread. The queue is unbounded, so NonBlockingCall only fails once the tsfn is closing (teardown).
+// Relay thread: the end waits for the JS thread's next turn (no syscall here).
 void OnRelayEnd(const RelayEnd& end) {
   if (portico::l4::ClaimRelayEnd(end)) return;  // an L4 listener's connection: reported in l4.cc's batches
-  if (bridge == nullptr) return;
-  RelayEnd* copy = new RelayEnd(end);
-  if (bridge->tsfn.NonBlockingCall(copy, CallRelayEnd) != napi_ok) delete copy;
+  if (bridge != nullptr) bridge->Hold(end);
 }
 
-Bridge& OwnBridge(Napi::Env env) {
-  if (bridge == nullptr || bridge->env != static_cast<napi_env>(env)) {
+// Relay thread, before it sleeps.
+int EndsBeforeWait() {
+  return bridge != nullptr ? bridge->BeforeWait() : -1;
+}
+
+portico::EndBridge& OwnBridge(Napi::Env env) {
+  if (bridge == nullptr || !bridge->Owns(env)) {
     throw Napi::Error::New(env, "the splice relay belongs to another JS environment (load the addon from the main thread only)");
   }
   return *bridge;
@@ -203,8 +186,8 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   }
   double idle = info[2].As<Napi::Number>().DoubleValue();
   uint32_t idle_ms = idle > 0 ? (idle > 4e9 ? 4000000000u : static_cast<uint32_t>(idle)) : 0;
-  Bridge* br = bridge;
-  if (br == nullptr || br->env != static_cast<napi_env>(env)) {
+  portico::EndBridge* br = bridge;
+  if (br == nullptr || !br->Owns(env)) {
     close(a);
     close(b);
     OwnBridge(env);  // throws
@@ -216,8 +199,7 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
-  br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
-  if (br->refs++ == 0) br->tsfn.Ref(env);
+  br->Expect(env, id, info[3].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -228,7 +210,7 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
 // or the relay could not start): both are as they were. cb and websocket as spliceStart's.
 Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Bridge& br = OwnBridge(env);
+  portico::EndBridge& br = OwnBridge(env);
   if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, callback, websocket?)");
   }
@@ -262,8 +244,7 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, 0);
   }
   for (int32_t io_id : ids) portico::io::ReleasePlain(env, io_id);
-  br.callbacks.emplace(id, Napi::Persistent(info[4].As<Napi::Function>()));
-  if (br.refs++ == 0) br.tsfn.Ref(env);
+  br.Expect(env, id, info[4].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -315,7 +296,10 @@ Napi::Value Status(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("active", Napi::Number::New(env, static_cast<double>(engine.Active())));
-  o.Set("callbacks", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->callbacks.size()) : 0));
+  o.Set("callbacks", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Expected()) : 0));
+  // relay ends delivered, and how many times the relay thread had to wake the JS thread for them
+  o.Set("endsDelivered", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Delivered()) : 0));
+  o.Set("endWakes", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Wakes()) : 0));
   return o;
 }
 
@@ -389,12 +373,9 @@ Napi::Value CountOpenFds(const Napi::CallbackInfo& info) {
 void Teardown(void* /*arg*/) {
   // Stop the relay thread before the tsfn goes: it must never call into a released function.
   engine.Stop();
-  if (bridge != nullptr) {
-    bridge->tsfn.Release();
-    bridge->callbacks.clear();
-    delete bridge;
-    bridge = nullptr;
-  }
+  portico::EndBridge* br = bridge;
+  bridge = nullptr;
+  delete br;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -418,10 +399,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   portico::tls_relay::Register(env, exports);
   portico::l4::Register(env, exports, &engine);
   if (bridge == nullptr) {
-    bridge = new Bridge();
-    bridge->env = env;
-    bridge->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "portico-splice", 0, 1);
-    bridge->tsfn.Unref(env);
+    bridge = new portico::EndBridge(env, "portico-splice", &bridge);
     napi_add_env_cleanup_hook(env, Teardown, nullptr);
   }
   return exports;

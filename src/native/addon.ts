@@ -70,7 +70,7 @@ export interface NativeAddon {
   spliceStats(id: number): SpliceStats | null;
   /** A raw relay stops (true) or restarts reading one direction (0 client -> upstream, 1 back); false once ended. Absent from older builds. */
   splicePause?(id: number, direction: 0 | 1, paused: boolean): boolean;
-  status(): { active: number; callbacks: number };
+  status(): { active: number; callbacks: number; endsDelivered: number; endWakes: number };
   /** Most pipes the relay's pool may hold at once; above it a tunnel's bytes are copied through a small buffer. */
   setPipeCap(n: number): void;
   pipeStats(): PipePoolStats;

@@ -183,6 +183,7 @@ struct State {
   int wakefd = -1;
   std::thread thread;
   EndSink sink = nullptr;
+  BeforeWait before_wait = nullptr;
   PipePool pipes;
   std::vector<Relay*> leaving;  // relay thread only: relays going away (their deadlines are swept)
   // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
@@ -785,6 +786,10 @@ void Loop() {
     }
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
+    if (g.before_wait != nullptr) {
+      int limit = g.before_wait();
+      if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
+    }
     int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -979,6 +984,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   std::unique_lock<std::mutex> lock(g.mu);
   g.sink = sink_;
+  g.before_wait = before_wait_;
   if (!EnsureStartedLocked(error)) {
     lock.unlock();
     FreeRelay(r, options.keep_on_failure);

@@ -75,11 +75,14 @@ void SetKeepAlive(int fd, int idle_s);
 
 // Called on the relay thread, once per relay, after its fds are closed. Must not block.
 using EndSink = void (*)(const RelayEnd& end);
+// Called on the relay thread before each wait for events: the longest it may sleep (ms), -1 for no limit of its
+// own. Lets a sink that holds ends back (addon.cc) bound how long they wait. Must not block.
+using BeforeWait = int (*)();
 
 // Starts the relay thread on first use. All methods are safe to call from any one other thread.
 class RelayEngine {
  public:
-  explicit RelayEngine(EndSink sink) : sink_(sink) {}
+  explicit RelayEngine(EndSink sink, BeforeWait before_wait = nullptr) : sink_(sink), before_wait_(before_wait) {}
   // Takes ownership of both fds (closed on failure too, unless options.keep_on_failure). Returns the relay id (> 0),
   // or 0 with `error` set. Registering a relay wakes the relay thread only when a socket already has something to
   // read: room to write is asked of epoll only once a write found a socket full.
@@ -106,6 +109,7 @@ class RelayEngine {
 
  private:
   EndSink sink_;
+  BeforeWait before_wait_;
 };
 
 }  // namespace portico

@@ -2,8 +2,8 @@
 // and fd taken from io.cc, a dup of the backend's fd) and registers it in the map and the epoll set under the
 // lock; from then on only this thread touches its session and fds and frees it. A direction holds a 64 KiB
 // buffer only while bytes are in flight, and OpenSSL releases its record buffers on idle (RELEASE_BUFFERS), so
-// an idle tunnel costs its two sockets and its session. Ends go to JS through this file's own thread-safe
-// function (the splice relay keeps its own, so neither depends on the other's ids).
+// an idle tunnel costs its two sockets and its session. Ends go to JS through an EndBridge of this file's own
+// (end-bridge.h; the splice relay keeps its own, so neither depends on the other's ids).
 #include "tls-relay.h"
 
 #include <sys/epoll.h>
@@ -24,6 +24,7 @@
 
 #include <openssl/ssl.h>
 
+#include "end-bridge.h"
 #include "io.h"
 #include "relay.h"
 #include "tls.h"
@@ -193,14 +194,8 @@ struct State {
 // Never destroyed (a joinable std::thread destroyed at exit() would terminate the process).
 State& g = *new State();
 
-// JS side: the one thread-safe function carrying ends to the JS thread, and each relay's callback.
-struct Bridge {
-  napi_env env = nullptr;
-  Napi::ThreadSafeFunction tsfn;
-  std::unordered_map<uint64_t, Napi::FunctionReference> callbacks;
-  size_t refs = 0;
-};
-Bridge* bridge = nullptr;
+// The ends on their way to JS (end-bridge.h: held until the loop's next turn).
+EndBridge* bridge = nullptr;
 
 void CloseFd(int& fd) {
   if (fd >= 0) close(fd);
@@ -214,20 +209,6 @@ void FreeRelay(Relay* r) {
   r->up.Free();
   r->down.Free();
   delete r;
-}
-
-void CallEnd(Napi::Env env, Napi::Function /*unused*/, RelayEnd* end) {
-  RelayEnd e = *end;
-  delete end;
-  if (env == nullptr || bridge == nullptr) return;
-  auto it = bridge->callbacks.find(e.id);
-  if (it == bridge->callbacks.end()) return;
-  Napi::FunctionReference cb = std::move(it->second);
-  bridge->callbacks.erase(it);
-  if (bridge->refs > 0 && --bridge->refs == 0) bridge->tsfn.Unref(env);
-  Napi::HandleScope scope(env);
-  cb.Call({Napi::String::New(env, ReasonName(e.reason)), Napi::Number::New(env, static_cast<double>(e.bytes_up)),
-           Napi::Number::New(env, static_cast<double>(e.bytes_down)), Napi::Number::New(env, e.error)});
 }
 
 // Relay thread only. Frees the session, closes both fds, reports once; memory goes after the batch (graveyard).
@@ -247,8 +228,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
     if (r->going_away) g.going_away--;
   }
   if (report && bridge != nullptr) {
-    RelayEnd* e = new RelayEnd{r->id, reason, r->up.bytes.load(std::memory_order_relaxed), r->down.bytes.load(std::memory_order_relaxed), error};
-    if (bridge->tsfn.NonBlockingCall(e, CallEnd) != napi_ok) delete e;
+    bridge->Hold(RelayEnd{r->id, reason, r->up.bytes.load(std::memory_order_relaxed), r->down.bytes.load(std::memory_order_relaxed), error});
   }
   graveyard->push_back(r);
 }
@@ -611,6 +591,8 @@ void Loop() {
       if (g.with_idle > 0 || g.going_away > 0) timeout = kIdleSweepMs;
     }
     if (!again.empty()) timeout = 0;
+    int limit = bridge != nullptr ? bridge->BeforeWait() : -1;
+    if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
     int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -761,8 +743,8 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   return r->id;
 }
 
-Bridge& OwnBridge(Napi::Env env) {
-  if (bridge == nullptr || bridge->env != static_cast<napi_env>(env)) throw Napi::Error::New(env, "the TLS relay belongs to another JS environment");
+EndBridge& OwnBridge(Napi::Env env) {
+  if (bridge == nullptr || !bridge->Owns(env)) throw Napi::Error::New(env, "the TLS relay belongs to another JS environment");
   return *bridge;
 }
 
@@ -797,10 +779,10 @@ Napi::Value StartJs(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "tlsRelayStart(clientIoId, upstreamFd, idleMs, callback)");
   }
   int upstream_fd = info[1].As<Napi::Number>().Int32Value();
-  Bridge* br = bridge;
+  EndBridge* br = bridge;
   int client_fd = -1;
   tls::Session* session = nullptr;
-  if (br == nullptr || br->env != static_cast<napi_env>(env)) {
+  if (br == nullptr || !br->Owns(env)) {
     close(upstream_fd);
     OwnBridge(env);  // throws
   }
@@ -815,8 +797,7 @@ Napi::Value StartJs(const Napi::CallbackInfo& info) {
   bool websocket = SeenArg(info.Length() > 4 ? info[4] : env.Undefined(), &seen);
   uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, websocket ? &seen : nullptr, &error);
   if (id == 0) return Napi::Number::New(env, -1);  // Start closed both (EMFILE on epoll, thread failure)
-  br->callbacks.emplace(id, Napi::Persistent(info[3].As<Napi::Function>()));
-  if (br->refs++ == 0) br->tsfn.Ref(env);
+  br->Expect(env, id, info[3].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -872,11 +853,16 @@ Napi::Value StatsJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// tlsRelayStatus() -> { active }
+// tlsRelayStatus() -> { active, endsDelivered, endWakes } (the last two as the splice relay's status())
 Napi::Value StatusJs(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g.mu);
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("active", Napi::Number::New(info.Env(), static_cast<double>(g.relays.size())));
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    o.Set("active", Napi::Number::New(env, static_cast<double>(g.relays.size())));
+  }
+  o.Set("endsDelivered", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Delivered()) : 0));
+  o.Set("endWakes", Napi::Number::New(env, bridge != nullptr ? static_cast<double>(bridge->Wakes()) : 0));
   return o;
 }
 
@@ -891,12 +877,9 @@ void Teardown(void* /*arg*/) {
     CloseFd(g.wakefd);
     CloseFd(g.epfd);
   }
-  if (bridge != nullptr) {
-    bridge->tsfn.Release();
-    bridge->callbacks.clear();
-    delete bridge;
-    bridge = nullptr;
-  }
+  EndBridge* br = bridge;
+  bridge = nullptr;
+  delete br;
 }
 
 }  // namespace
@@ -908,10 +891,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tlsRelayPause", Napi::Function::New(env, PauseJs, "tlsRelayPause"));
   exports.Set("tlsRelayStatus", Napi::Function::New(env, StatusJs, "tlsRelayStatus"));
   if (bridge == nullptr) {
-    bridge = new Bridge();
-    bridge->env = env;
-    bridge->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "portico-tls-relay", 0, 1);
-    bridge->tsfn.Unref(env);
+    bridge = new EndBridge(env, "portico-tls-relay", &bridge);
     napi_add_env_cleanup_hook(env, Teardown, nullptr);
   }
 }

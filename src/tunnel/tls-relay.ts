@@ -17,7 +17,7 @@ interface TlsRelayAddon {
   tlsRelayStats(id: number): SpliceStats | null;
   /** Stops (true) or restarts (false) reading the client; false when the relay has already ended. */
   tlsRelayPause?(id: number, paused: boolean): boolean;
-  tlsRelayStatus(): { active: number };
+  tlsRelayStatus(): { active: number; endsDelivered: number; endWakes: number };
 }
 
 function relayAddon(): (NativeAddon & TlsRelayAddon) | undefined {
