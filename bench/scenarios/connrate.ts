@@ -45,6 +45,8 @@ interface Options {
   noisyRetries: number;
   out: string;
   keepTmp: boolean;
+  /** Portico's listeners' half_close (on: its default; off: as nginx stream's default, proxy_half_close off). */
+  halfClose: boolean;
 }
 
 const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
@@ -60,14 +62,16 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --no-pin           do not pin processes to CPUs
   --noisy-retries N  rerun a run up to N times when other processes used >15% of a core in it (default 2)
   --out FILE         JSON result file (default bench/results/connrate.json)
-  --keep-tmp         keep the temp folder with generated configs and logs`;
+  --keep-tmp         keep the temp folder with generated configs and logs
+  --half-close on|off  Portico's listeners' half_close (default on, Portico's default; off closes both sides at
+                     the first FIN, as nginx stream does by default: proxy_half_close off)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
     argv,
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
-      'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean',
+      'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
     },
     USAGE,
   );
@@ -86,6 +90,7 @@ function parseOptions(argv: string[]): Options {
     noisyRetries: a.int('noisy-retries', 2, 0, 10),
     out: path.resolve(a.str('out', path.join(ROOT, 'bench', 'results', 'connrate.json'))),
     keepTmp: a.has('keep-tmp'),
+    halfClose: a.oneOf('half-close', ['on', 'off'] as const, 'on') === 'on',
   };
 }
 
@@ -202,8 +207,9 @@ backend tls_backend
       '# Written by bench/scenarios/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
       'workers: 1',
       'listeners:',
-      `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend }`,
+      `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend${o.halfClose ? '' : ', half_close: false'} }`,
       `  - address: "127.0.0.1:${p.tls}"`,
+      ...(o.halfClose ? [] : ['    half_close: false']),
       `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
       'upstreams:',
       `  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`,
@@ -228,7 +234,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `date:       ${new Date().toISOString()}  (node dist/bench/scenarios/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
     `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
-    `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off`,
+    `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
     `connection: tcp = connect, ${REQUEST_BYTES} B request, ${REPLY_BYTES} B reply, backend closes, client closes; tls = the same with a ${c.helloBytes} B`,

@@ -516,6 +516,7 @@ const listener = z
     backlog: z.number().int().min(1).max(65535).optional().describe('Connections the kernel queues for accept before it drops new SYNs (default: the system\'s net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).'),
     https_redirect: httpsRedirect.describe('Plain listeners only: redirect every request to https (true: the first TLS listener, or a port).'),
     upstream: z.string().min(1).optional().describe('tcp listeners only: the upstream every connection is relayed to.'),
+    half_close: z.boolean().optional().describe('tcp listeners and TLS passthrough: true (default) forwards one side\'s FIN to the other and relays the other way until that side ends too (a client may shut its sending side and still read the answer); false closes both sides once either has ended and what it sent is written out, as nginx `stream` does by default (`proxy_half_close off`): fewer system calls and wake-ups per connection, for protocols where the first FIN ends the conversation.'),
     /**
      * Expect a PROXY protocol v1 or v2 header before anything else, only from `trusted` senders (CIDRs or
      * addresses); others are closed at once, as is a connection whose header is missing or malformed. The
@@ -565,6 +566,9 @@ function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
     if (l.tls !== undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'a tcp listener relays raw bytes and terminates no TLS (for TLS by SNI, use tls.passthrough on an http listener)' });
   } else if (l.upstream !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'upstream applies to tcp listeners only (add mode: tcp, or route HTTP with routes)' });
+  }
+  if (l.half_close !== undefined && l.mode !== 'tcp' && !(isPlainObject(l.tls) && Array.isArray(l.tls.passthrough) && l.tls.passthrough.length > 0)) {
+    ctx.addIssue({ code: 'custom', path: ['half_close'], message: 'half_close applies to tcp listeners and TLS passthrough only' });
   }
   if (l.https_redirect !== undefined && l.https_redirect !== false && (l.tls !== undefined || l.mode === 'tcp')) {
     ctx.addIssue({ code: 'custom', path: ['https_redirect'], message: 'https_redirect applies to plain http listeners only' });

@@ -172,9 +172,15 @@ portico::WebSocketStart WebSocketArg(const Napi::Value& v) {
   return ws;
 }
 
-// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?) -> id. Takes both
-// fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are closed.
-// websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted = raw.
+// The halfClose argument of spliceStart/spliceTakeIo at `i`: only an explicit false turns half-close off.
+bool HalfCloseArg(const Napi::CallbackInfo& info, size_t i) {
+  return !(info.Length() > i && info[i].IsBoolean() && !info[i].As<Napi::Boolean>().Value());
+}
+
+// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?, halfClose?) -> id.
+// Takes both fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are
+// closed. websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted or
+// undefined = raw. halfClose: false = StartOptions::half_close off (raw relays); omitted = on.
 Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int a = FdArg(info, 0);
@@ -196,14 +202,16 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   const bool framed = info.Length() > 4 && info[4].IsObject();
   if (framed) ws = WebSocketArg(info[4]);
   std::string error;
-  uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error);
+  portico::StartOptions options;
+  options.half_close = HalfCloseArg(info, 5);
+  uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error, options);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
   br->Expect(env, id, info[3].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
-// spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?) -> id | 0. Two connections of
+// spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?, halfClose?) -> id | 0. Two connections of
 // the native I/O (io.cc ids) go to the splice relay as they are: their fds leave the I/O's table unclosed and
 // the relay owns them (no dup, no close, no fcntl, one call for both), with TCP keep-alive on both armed by the
 // relay thread once the tunnel lived a second when keepAliveSeconds > 0. 0: nothing was taken (not plain connected sockets, bytes still queued to one of them,
@@ -238,6 +246,7 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   // both legs, armed by the relay thread once the tunnel lived a second: no setsockopt in the hand-over
   options.upstream_keepalive_s = keep_alive > 0 ? keep_alive : 0;
   options.client_keepalive = true;
+  options.half_close = HalfCloseArg(info, 6);
   uint64_t id = engine.Start(fds[0], fds[1], idle_ms, framed ? &ws : nullptr, &error, options);
   if (id == 0) {
     for (int32_t io_id : ids) portico::io::ResumePlain(env, io_id);

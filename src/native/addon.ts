@@ -48,6 +48,8 @@ export interface NativeAddon {
     idleMs: number,
     onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
     websocket?: { up: Buffer | null; down: Buffer | null },
+    /** false: the relay ends at the first FIN either way (listener `half_close: false`); default true. */
+    halfClose?: boolean,
   ): number;
   /**
    * Two connections of the native I/O (NativeSocket ioIds) go to the splice relay as they are: their fds leave
@@ -62,6 +64,7 @@ export interface NativeAddon {
     keepAliveSeconds: number,
     onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
     websocket?: { up: Buffer | null; down: Buffer | null },
+    halfClose?: boolean,
   ): number;
   /** End of the shutdown grace: Close 1001 each way at frame boundaries (a raw relay is closed); false once ended. */
   spliceGoingAway(id: number): boolean;

@@ -72,6 +72,7 @@ struct Config {
   uint32_t connect_ms = 0;
   uint32_t idle_ms = 0;
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
+  bool half_close = true;  // the listener's half_close (StartOptions::half_close)
 };
 
 // TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
@@ -441,6 +442,7 @@ void Connected(Conn* c) {
   options.nonblocking = true;  // accept4 and socket made both with SOCK_NONBLOCK
   options.sole_owner = true;   // never dup()ed: their close() is their epoll removal
   options.upstream_keepalive_s = kKeepIdleS;  // once the relay lived a second: none for a short connection
+  options.half_close = c->cfg->half_close;
   uint64_t rid;
   {
     // held across the start: a relay that ends at once is looked up by the relay thread only after the emplace
@@ -866,7 +868,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// l4Compile({ targets: [{ ip, port, weight }], leastConn, connectMs, idleMs, proxy }) -> config id.
+// l4Compile({ targets: [{ ip, port, weight }], leastConn, connectMs, idleMs, proxy, halfClose? }) -> config id.
 Napi::Value Compile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4Compile(config)");
@@ -903,6 +905,8 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   uint32_t proxy = U32(o.Get("proxy"), "proxy");
   if (proxy > 2) throw Napi::RangeError::New(env, "l4Compile: proxy must be 0, 1 or 2");
   cfg->proxy = static_cast<int>(proxy);
+  Napi::Value half = o.Get("halfClose");
+  cfg->half_close = half.IsUndefined() || half.ToBoolean();
   std::lock_guard<std::mutex> lock(g.mu);
   cfg->id = g.next_config++;
   g.configs.emplace(cfg->id, cfg);

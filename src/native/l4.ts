@@ -14,6 +14,8 @@ export interface L4Compiled {
   readonly idleMs: number;
   /** PROXY header to the upstream: 0 none, 1 v1, 2 v2. */
   readonly proxy: 0 | 1 | 2;
+  /** The listener's half_close (false: both sides close at the first FIN); absent = true. */
+  readonly halfClose?: boolean;
 }
 
 /** One closed connection: before any relay (`error` says why), or after its splice relay ended. */

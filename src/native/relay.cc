@@ -139,6 +139,7 @@ struct Relay {
   int last_eof_side = 0;
   bool closed = false;
   bool sole_owner = false;  // StartOptions::sole_owner: close() alone leaves the epoll set
+  bool half_close = true;   // StartOptions::half_close (raw relays)
   // Where Start() is (kRegistering, kRegistered, kGivenUp). An event can reach the relay thread between the
   // two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts (AwaitRegistered: a
   // write's AskRoom or a close would race the second ADD).
@@ -407,6 +408,13 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool quiet = false)
       return s == Step::kWaiting ? Pumped::kWaiting : Pumped::kClosed;
     }
     if (x.eof) {
+      if (!r->half_close) {
+        // No half-close: the first FIN read ends the relay once its source's bytes are out (nothing is held
+        // here). close(2) sends the destination a FIN after them; bytes the closing side had not read from the
+        // other peer are dropped with a reset, as nginx `stream` does.
+        Finish(r, OrderlyOf(d), 0, graveyard, true);
+        return Pumped::kClosed;
+      }
       const bool last = r->dir[1 - d].shut;
       // Half-close: the source's FIN becomes a FIN to the destination once the pipe is empty. ENOTCONN (the
       // destination is already gone) is reported by its own direction, not here. The last FIN is the close's own
@@ -956,6 +964,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
   r->sole_owner = options.sole_owner;
+  r->half_close = options.half_close || websocket != nullptr;  // a WebSocket tunnel keeps its own close rules
   r->last_active = NowMs();
   if (!options.upstream_first.empty()) {
     Direction& up = r->dir[0];

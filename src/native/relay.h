@@ -67,6 +67,10 @@ struct StartOptions {
   // With upstream_keepalive_s: the client's socket gets the same keep-alive, armed at the same time (a WebSocket
   // tunnel's two legs: no setsockopt on the JS thread at the hand-over, none at all for a tunnel that lives < 1 s).
   bool client_keepalive = false;
+  // false: the relay ends (both sockets closed) as soon as either source's FIN is read and what that source sent
+  // is written out, as nginx `stream` with `proxy_half_close off` (its default). true (default): the FIN is
+  // forwarded (shutdown(SHUT_WR)) and the other direction runs on until its own source ends. Raw relays only.
+  bool half_close = true;
 };
 
 // TCP keep-alive on `fd` as libuv sets it (uv_tcp_keepalive): first probe after `idle_s` idle seconds, then every

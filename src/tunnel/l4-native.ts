@@ -110,7 +110,7 @@ export class NativeL4 implements Tracked {
     if (cfg.mode === 'tcp') {
       const pool = cfg.upstream === undefined ? undefined : pools.get(cfg.upstream);
       const reason = unsupported(pool);
-      return reason !== undefined || pool === undefined ? { reason: reason ?? 'upstream missing from the runtime' } : { config: this.#compile(pool, ctx) };
+      return reason !== undefined || pool === undefined ? { reason: reason ?? 'upstream missing from the runtime' } : { config: this.#compile(pool, ctx, cfg.half_close !== false) };
     }
     // a passthrough-only TLS listener: one compile per upstream, then the name table over them
     const entries = cfg.tls?.passthrough ?? [];
@@ -123,7 +123,7 @@ export class NativeL4 implements Tracked {
         for (const id of byUpstream.values()) this.#retire(id);
         return { reason: `${e.upstream}: ${reason ?? 'upstream missing from the runtime'}` };
       }
-      byUpstream.set(e.upstream, this.#compile(pool, ctx));
+      byUpstream.set(e.upstream, this.#compile(pool, ctx, cfg.half_close !== false));
     }
     const timeout = cfg.tls!.handshake_timeout;
     const id = this.#addon.l4CompileSni({ entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })), peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS });
@@ -131,7 +131,7 @@ export class NativeL4 implements Tracked {
     return { config: id };
   }
 
-  #compile(pool: UpstreamPool, ctx: L4Context): number {
+  #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean): number {
     const header = pool.config.send_proxy_protocol;
     const id = this.#addon.l4Compile({
       targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
@@ -139,6 +139,7 @@ export class NativeL4 implements Tracked {
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
+      halfClose,
     });
     const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);

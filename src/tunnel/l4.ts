@@ -30,6 +30,8 @@ export interface L4Request {
   readonly sni?: string;
   /** Called once when the connection ends, whatever ended it (limits.connections_per_ip releases its count). */
   readonly onEnd?: () => void;
+  /** The listener's half_close: false ends the tunnel at the first FIN either way. Absent = true. */
+  readonly halfClose?: boolean;
 }
 
 export interface L4Context {
@@ -121,6 +123,7 @@ class L4Connection extends UpstreamAttempt implements Tracked {
     const rest = concatBytes(this.#req.rest, drainReadable(client));
     const spliced = canSplice(client, upstream);
     this.#tunnel = spliced ? new SpliceTunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed) : new Tunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed);
+    this.#tunnel.halfClose = this.#req.halfClose !== false;
     this.#tunnel.start(rest, null);
   }
 

@@ -66,6 +66,8 @@ export class Tunnel {
   #onClose: (t: Tunnel) => void;
   #clientEnded = false;
   #upstreamEnded = false;
+  /** Set before start(): false ends the tunnel at the first FIN either way (an L4 listener's `half_close: false`). */
+  halfClose = true;
   /** WebSocket tunnels: frame boundaries client -> upstream and upstream -> client (null for raw TCP). */
   #framesUp: FrameTracker | null = null;
   #framesDown: FrameTracker | null = null;
@@ -233,15 +235,16 @@ export class Tunnel {
   };
 
   // Half-close: a FIN from one side becomes a FIN to the other; the tunnel ends when both sides have ended.
+  // Without (halfClose false), the first FIN ends it: close() flushes what was written, then closes both.
   #onClientEnd = (): void => {
     this.#clientEnded = true;
-    if (this.#upstreamEnded) this.close('client');
+    if (this.#upstreamEnded || !this.halfClose) this.close('client');
     else this.upstream.end();
   };
 
   #onUpstreamEnd = (): void => {
     this.#upstreamEnded = true;
-    if (this.#clientEnded) this.close('upstream');
+    if (this.#clientEnded || !this.halfClose) this.close('upstream');
     else this.client.end();
   };
 

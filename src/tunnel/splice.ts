@@ -69,9 +69,10 @@ export interface NativeRelay {
   /**
    * Hands both sockets' bytes to the relay thread: the relay id (> 0; the caller then destroys the JS sockets,
    * which by now close only their own copies), or 0 when nothing was taken (the JS relay takes over).
-   * Throws like 0, with the sockets untouched.
+   * Throws like 0, with the sockets untouched. `halfClose` false: a raw relay ends at the first FIN either way
+   * (an L4 listener's `half_close: false`); a relay that always half-closes may ignore it only if no L4 path uses it.
    */
-  start(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number;
+  start(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
   /** False when the relay has already ended (its onEnd is on its way). */
   close(id: number, reason: ClosedBy): boolean;
   /** Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary; false when it had already ended. */
@@ -85,7 +86,7 @@ export interface NativeRelay {
    * flush, no dup. The relay id, or 0 when it cannot (nothing changed: the caller goes the usual way). Absent:
    * always the usual way.
    */
-  takeSettled?(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number;
+  takeSettled?(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
 }
 
 /** WebSocket tunnels: the bytes already relayed each way, so a relay thread knows where the frames stand. */
@@ -99,11 +100,11 @@ export interface WebSocketSeen {
  * native I/O unclosed, spliceTakeIo), else dups of both fds.
  */
 export const SPLICE_RELAY: NativeRelay = {
-  start(client, upstream, idleMs, onEnd, seen) {
+  start(client, upstream, idleMs, onEnd, seen, halfClose) {
     const addon = native();
     if (addon === undefined) return 0;
     // keep-alive is already on (start() set it before the flush)
-    if (client instanceof NativeSocket && upstream instanceof NativeSocket && addon.spliceTakeIo !== undefined) return takeIo(client, upstream, idleMs, 0, onEnd, seen);
+    if (client instanceof NativeSocket && upstream instanceof NativeSocket && addon.spliceTakeIo !== undefined) return takeIo(client, upstream, idleMs, 0, onEnd, seen, halfClose);
     const a = addon.dup(fdOf(client));
     let b: number;
     try {
@@ -113,21 +114,21 @@ export const SPLICE_RELAY: NativeRelay = {
       throw err;
     }
     // spliceStart owns both dups from here, also when it throws
-    return addon.spliceStart(a, b, idleMs, onEnd, seen);
+    return addon.spliceStart(a, b, idleMs, onEnd, seen, halfClose);
   },
   close: (id, reason) => native()?.spliceClose(id, reason) === true,
   goingAway: (id) => native()?.spliceGoingAway(id) === true,
   stats: (id) => native()?.spliceStats(id) ?? null,
   pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
-  takeSettled(client, upstream, idleMs, onEnd, seen) {
+  takeSettled(client, upstream, idleMs, onEnd, seen, halfClose) {
     if (!(client instanceof NativeSocket && upstream instanceof NativeSocket) || native()?.spliceTakeIo === undefined) return 0;
-    return takeIo(client, upstream, idleMs, KEEPALIVE_PROBE_MS / 1000, onEnd, seen);
+    return takeIo(client, upstream, idleMs, KEEPALIVE_PROBE_MS / 1000, onEnd, seen, halfClose);
   },
 };
 
 /** Both NativeSockets' connections go to the splice relay by id; once taken, the JS sockets are done (they close nothing). */
-function takeIo(client: NativeSocket, upstream: NativeSocket, idleMs: number, keepAliveS: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined): number {
-  const id = native()!.spliceTakeIo!(client.ioId, upstream.ioId, idleMs, keepAliveS, onEnd, seen);
+function takeIo(client: NativeSocket, upstream: NativeSocket, idleMs: number, keepAliveS: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose = true): number {
+  const id = native()!.spliceTakeIo!(client.ioId, upstream.ioId, idleMs, keepAliveS, onEnd, seen, halfClose);
   if (id > 0) {
     client.released();
     upstream.released();
@@ -167,6 +168,8 @@ export class SpliceTunnel {
   readonly #relay: NativeRelay;
   /** holdUp(): nothing more is read from the client (applied at the hand-over when asked before it). */
   #heldUp = false;
+  /** Set before start(): false ends a raw tunnel at the first FIN either way (an L4 listener's `half_close: false`). */
+  halfClose = true;
 
   /**
    * `websocket`: the bytes are WebSocket frames (after a 101), so shutdown() can send Close frames; `relay`: the
@@ -231,7 +234,7 @@ export class SpliceTunnel {
     // nothing to write first and nothing waiting in JS either way (the usual WebSocket handshake): the relay
     // takes both connections as they stand, in one call
     if (clientRest === null && upstreamRest === null && this.#relay.takeSettled !== undefined && settled(client) && settled(upstream)) {
-      const id = this.#relay.takeSettled(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
+      const id = this.#relay.takeSettled(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
       if (id > 0) {
         this.#native(id);
         this.#legs = null;
@@ -318,7 +321,7 @@ export class SpliceTunnel {
     try {
       // the relay owns what it took from here, also when it throws; a WebSocket relay follows the frames from
       // where the leftovers left them
-      id = this.#relay.start(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined);
+      id = this.#relay.start(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
     } catch {
       // EMFILE and the like: the JS relay still works, the sockets are untouched
       this.#fallBack();
@@ -381,6 +384,7 @@ export class SpliceTunnel {
       },
       this.#websocket,
     );
+    this.#fallback.halfClose = this.halfClose;
     // its frame trackers start where the leftovers left the frame streams
     this.#fallback.relayedBefore(this.#seen.up, this.#seen.down);
     if (this.#heldUp) this.#fallback.holdUp(true);

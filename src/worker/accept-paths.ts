@@ -332,7 +332,7 @@ export class AcceptPaths {
         socket.destroy();
         return;
       }
-      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd }, l4ctx, this.#registry);
+      forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd, halfClose: cfg.half_close !== false }, l4ctx, this.#registry);
     };
     // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
     if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);

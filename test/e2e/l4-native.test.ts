@@ -6,7 +6,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import fc from 'fast-check';
@@ -195,6 +195,78 @@ for (const onAddon of [true, false]) {
     assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
     assert.deepEqual(header.destination, { address: '127.0.0.1', port: portico.ports[0] });
     assert.equal(after, 'ping');
+  });
+}
+
+// half_close: false (nginx stream's default) on every L4 path: the addon's, the JS path with the splice relay
+// (PORTICO_NATIVE_L4=0) and the JS relay (PORTICO_NATIVE=0). The first FIN either way closes both sides.
+for (const [label, env] of [
+  ['addon', {}],
+  ['JS path, splice relay (PORTICO_NATIVE_L4=0)', { PORTICO_NATIVE_L4: '0' }],
+  ['JS relay (PORTICO_NATIVE=0)', { PORTICO_NATIVE: '0' }],
+] as const) {
+  test(`half_close: false, ${label}: the client's FIN closes both sides (the backend's later answer never comes); the backend's FIN does too`, { timeout: 60_000 }, async (t) => {
+    if (label === 'addon' && !needNativeL4(t)) return;
+    // echoes; after the peer's FIN it answers "late" on its open side, then ends (a half-close relay delivers it).
+    // A connection that opens with "first" gets "bye" and the backend's FIN at once, and stays open for reading.
+    let ends = 0;
+    const sockets = new Set<net.Socket>();
+    const backendEnd = new EventEmitter();
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+      s.on('data', (d: Buffer) => {
+        if (d.toString('latin1') === 'first') s.end('bye');
+        else s.write(d);
+      });
+      s.on('end', () => {
+        ends++;
+        backendEnd.emit('end');
+        if (s.writable) s.end('late');
+      });
+    });
+    t.after(() => {
+      for (const s of sockets) s.destroy();
+    });
+    const backend = await listen(t, server);
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'b', half_close: false }],
+      upstreams: { b: { targets: [`127.0.0.1:${backend}`] } },
+    }, { env });
+    if (label === 'addon') await servedByAddon(portico);
+
+    // the client's FIN first: Portico closes both; the backend sees the FIN, its "late" meets a closed socket
+    const c = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(c, 'ping', 4), 'ping');
+    let after = '';
+    c.on('data', (d: Buffer) => (after += d.toString('latin1')));
+    const clientEnd = once(c, 'end');
+    c.end();
+    await clientEnd;
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.closedBy, 'client');
+    assert.equal(line.bytesIn, 4);
+    assert.equal(line.bytesOut, 4);
+    if (ends === 0) await once(backendEnd, 'end');
+    assert.equal(after, '', 'nothing after the client\'s FIN: the tunnel closed at it');
+
+    // the backend's FIN first: Portico closes the client's side too (FIN after "bye") and the upstream's, while the
+    // client has not ended: the backend sees a FIN of its own connection
+    const c2 = net.connect({ host: '127.0.0.1', port: portico.ports[0], allowHalfOpen: true });
+    t.after(() => c2.destroy());
+    await once(c2, 'connect');
+    let got = '';
+    c2.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    const backendSawEnd = once(backendEnd, 'end');
+    const c2End = once(c2, 'end');
+    c2.write('first');
+    await c2End;
+    assert.equal(got, 'bye');
+    await backendSawEnd;
+    const line2 = await portico.waitForLog((l) => l.msg === 'tcp' && l !== line);
+    assert.equal(line2.closedBy, 'upstream');
   });
 }
 

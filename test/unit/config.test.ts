@@ -212,6 +212,31 @@ test('bad duration "30x" -> path and line of the value', (t) => {
   expectError(errorsOf(load(t, tooLong)), tooLong, 'upstreams.app.timeouts.connect', 'connect: 30d', /at most "24d"/);
 });
 
+test('half_close: tcp listeners and TLS passthrough take it; an http listener is refused at the key, a non-boolean too', (t) => {
+  const ok = `listeners:
+  - { address: 127.0.0.1:0, mode: tcp, upstream: db, half_close: false }
+  - address: 127.0.0.1:0
+    half_close: false
+    tls: { passthrough: [{ sni: db.example.com, upstream: db }] }
+upstreams:
+  db: { targets: [127.0.0.1:5432] }
+`;
+  const c = loaded(load(t, ok));
+  assert.deepEqual(c.listeners.map((l) => l.half_close), [false, false]);
+
+  const http = `listeners:
+  - address: 127.0.0.1:0
+    half_close: false
+upstreams:
+  app: { targets: [127.0.0.1:8080] }
+routes:
+  - proxy: app
+`;
+  expectError(errorsOf(load(t, http)), http, 'listeners[0].half_close', 'half_close: false', /tcp listeners and TLS passthrough only/);
+  const word = edit(ok, 'half_close: false }', 'half_close: maybe }');
+  expectError(errorsOf(load(t, word)), word, 'listeners[0].half_close', 'half_close: maybe', /boolean/);
+});
+
 test('bad size -> path and line', (t) => {
   const yaml = edit(BASE, 'header_size: 16KiB', 'header_size: 16 furlongs');
   expectError(errorsOf(load(t, yaml)), yaml, 'limits.header_size', 'header_size', /invalid size "16 furlongs"/);
