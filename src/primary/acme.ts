@@ -40,6 +40,9 @@ const SKEW_MS = 3_600_000;
 /** After an issue, the next check waits at least this long (a CA whose certificates live less than renew_before). */
 const REORDER_FLOOR_MS = 5 * 60_000;
 
+/** The IPC messages that put a challenge in force on the workers or end it. */
+type ChallengeMessage = Extract<ToWorker, { type: 'acme-challenge' | 'acme-alpn-challenge' }>;
+
 export interface AcmeHooks {
   /** Sends a message to every worker (challenge tokens and TLS-ALPN-01 certificates). */
   broadcast(msg: ToWorker): void;
@@ -75,7 +78,7 @@ export class AcmeManager {
   readonly #hooks: AcmeHooks;
   readonly #managed = new Map<string, Managed>();
   /** The challenges in force (by HTTP-01 token or TLS-ALPN-01 name), for workers that start while they are. */
-  readonly #live = new Map<string, ToWorker>();
+  readonly #live = new Map<string, ChallengeMessage>();
   #stopped = false;
 
   constructor(log: Logger, configFile: string, hooks: AcmeHooks) {
@@ -110,14 +113,18 @@ export class AcmeManager {
   }
 
   /** The challenge messages in force, for a worker that has just booted (sent before its first apply). */
-  pending(): ToWorker[] {
+  pending(): ChallengeMessage[] {
     return [...this.#live.values()];
   }
 
-  /** Puts a challenge in force (`msg` holds it) or ends it (`msg` clears it) on every worker, now and later. */
-  #challenge(key: string, msg: ToWorker, inForce: boolean): void {
-    if (inForce) this.#live.set(key, msg);
-    else this.#live.delete(key);
+  /**
+   * Puts a challenge in force (`msg` holds it) or ends it (`msg` clears it) on every worker, now and later. An end
+   * of one not in force (the order's own removal came first) is not sent again.
+   */
+  #challenge(msg: ChallengeMessage): void {
+    const key = msg.type === 'acme-challenge' ? `http-01 ${msg.token}` : `tls-alpn-01 ${msg.name}`;
+    if (msg.type === 'acme-challenge' ? msg.keyAuthorization !== null : msg.cert !== null) this.#live.set(key, msg);
+    else if (!this.#live.delete(key)) return;
     this.#hooks.broadcast(msg);
   }
 
@@ -198,10 +205,10 @@ export class AcmeManager {
             const name = authz.identifier.value;
             const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await acme.crypto.createPrivateEcdsaKey());
             alpnNames.push(name);
-            this.#challenge(alpnKey(name), { type: 'acme-alpn-challenge', name, cert: cert.toString(), key: key.toString() }, true);
+            this.#challenge({ type: 'acme-alpn-challenge', name, cert: cert.toString(), key: key.toString() });
           } else {
             tokens.push(challenge.token);
-            this.#challenge(httpKey(challenge.token), { type: 'acme-challenge', token: challenge.token, keyAuthorization }, true);
+            this.#challenge({ type: 'acme-challenge', token: challenge.token, keyAuthorization });
           }
           // acme-client tells the CA to validate when this returns: every worker must answer by then
           const unconfirmed = await this.#hooks.delivered(DELIVERY_TIMEOUT_MS);
@@ -209,16 +216,17 @@ export class AcmeManager {
           this.#log.info({ domain: authz.identifier.value, challenge: challenge.type }, 'acme: challenge ready');
         },
         challengeRemoveFn: async (authz, challenge) => {
-          if (isTlsAlpn(challenge)) this.#challenge(alpnKey(authz.identifier.value), { type: 'acme-alpn-challenge', name: authz.identifier.value, cert: null, key: null }, false);
-          else this.#challenge(httpKey(challenge.token), { type: 'acme-challenge', token: challenge.token, keyAuthorization: null }, false);
+          if (isTlsAlpn(challenge)) this.#challenge({ type: 'acme-alpn-challenge', name: authz.identifier.value, cert: null, key: null });
+          else this.#challenge({ type: 'acme-challenge', token: challenge.token, keyAuthorization: null });
         },
       });
       order.catch(() => undefined); // past the deadline its own failure has no one to tell
       pem = await Promise.race([order, overdue]);
     } finally {
       clearTimeout(deadline);
-      for (const token of tokens) this.#challenge(httpKey(token), { type: 'acme-challenge', token, keyAuthorization: null }, false);
-      for (const name of alpnNames) this.#challenge(alpnKey(name), { type: 'acme-alpn-challenge', name, cert: null, key: null }, false);
+      // what the order's own removal did not end (it failed or ran out of time first)
+      for (const token of tokens) this.#challenge({ type: 'acme-challenge', token, keyAuthorization: null });
+      for (const name of alpnNames) this.#challenge({ type: 'acme-alpn-challenge', name, cert: null, key: null });
     }
     const held = checkIssued(typeof pem === 'string' ? pem : String(pem), key, a.domains, Date.now());
     // key first, then the certificate: a reader that sees the new certificate finds its key
@@ -242,9 +250,6 @@ export class AcmeManager {
     }
   }
 }
-
-const httpKey = (token: string): string => `http-01 ${token}`;
-const alpnKey = (name: string): string => `tls-alpn-01 ${name}`;
 
 function isTlsAlpn(challenge: { type: string }): boolean {
   return challenge.type === 'tls-alpn-01';
