@@ -79,7 +79,7 @@ interface HeadMemo {
   /** The CGI head's bytes, its empty line included (a copy). */
   readonly cgi: Buffer;
   readonly head: CgiHead;
-  /** What besides the CGI head shaped `bytes` (headShape). */
+  /** What besides the CGI head shaped `bytes`: HEAD, HTTP/1.0, Connection: close (see #onResponseHead). */
   shape: number;
   /** The client's head, as sent. */
   bytes: Buffer;
