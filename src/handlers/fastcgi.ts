@@ -25,6 +25,7 @@ import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 import { BodyBuffer, type BodyBufferOwner, type Replay, type ReplaySink } from './body-buffer.js';
 import type { BodyBufferConfig } from '../config/fastcgi.js';
+import { afterBatch } from '../native/io.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
 export interface FastcgiClient extends ClientSide {
@@ -67,6 +68,32 @@ const QUEUED_SUSPECT_MS = 100;
 
 /** Whole answers held until this wake-up's events are handled, in the order they ended (see end()). */
 let answersDue: FastcgiExchange[] = [];
+
+/**
+ * A route's last CGI head and the client head it gave: an application tends to start every answer with the same
+ * bytes (PHP: X-Powered-By and Content-type), and the same bytes give the same head, so a repeat is compared, not
+ * parsed and built again. One per route (a reload compiles new routes), heads of at most HEAD_MEMO_MAX bytes, only
+ * for routes whose response_headers set nothing (a value may use the request's variables).
+ */
+interface HeadMemo {
+  /** The CGI head's bytes, its empty line included (a copy). */
+  readonly cgi: Buffer;
+  readonly head: CgiHead;
+  /** What besides the CGI head shaped `bytes`: HEAD, HTTP/1.0, Connection: close (see #onResponseHead). */
+  shape: number;
+  /** The client's head, as sent. */
+  bytes: Buffer;
+}
+const headMemos = new WeakMap<CompiledRoute, HeadMemo>();
+const HEAD_MEMO_MAX = 1024;
+
+/** Whether `data` starts with the bytes of `cgi`. */
+function startsWith(data: Buffer, cgi: Buffer): boolean {
+  const n = cgi.length;
+  if (data.length < n) return false;
+  for (let i = 0; i < n; i++) if (data[i] !== cgi[i]) return false;
+  return true;
+}
 
 /** 'buffering': the script exists, its chunked body is not whole yet (no target asked before it is). */
 type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done';
@@ -425,6 +452,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#relayBody(data, undefined);
       return;
     }
+    if (this.#resBuf === null) {
+      const memo = headMemos.get(this.route);
+      if (memo !== undefined && startsWith(data, memo.cgi)) {
+        this.#onResponseHead(memo.head, data.subarray(memo.cgi.length), memo, null);
+        return;
+      }
+    }
     const buf = this.#resBuf === null ? data : Buffer.concat([this.#resBuf, data]);
     const r = parseCgiHead(buf, CGI_HEAD_LIMITS);
     if (r.kind === 'more') {
@@ -436,7 +470,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI response head: ${r.reason}`));
       return;
     }
-    this.#onResponseHead(r.head, buf.subarray(r.used));
+    this.#onResponseHead(r.head, buf.subarray(r.used), null, r.used <= HEAD_MEMO_MAX ? buf.subarray(0, r.used) : null);
   }
 
   stderr(data: Buffer): void {
@@ -507,17 +541,18 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (this.requestComplete) {
       // the answer leaves after this wake-up's other events: an FPM answer later in the same batch hands its
       // connection to a queued request before this send, not after it (a request whose body is still coming
-      // ends at once: the connection must take over those bytes). One tick sends every answer of the batch.
-      if (answersDue.push(this) === 1) process.nextTick(FastcgiExchange.#sendDue);
+      // ends at once: the connection must take over those bytes). One call sends every answer of the batch: at
+      // the end of the native I/O batch being dispatched, else (Node's streams) on the next tick.
+      if (answersDue.push(this) === 1 && !afterBatch(FastcgiExchange.#sendDue)) process.nextTick(FastcgiExchange.#sendDue);
       return;
     }
     this.#sendAnswer();
   }
 
   /**
-   * end()'s deferred half for the whole batch: one tick, not one per answer. An answer that ends while these are
-   * sent (a pipelined request answered at once) is in the next list, with a tick of its own; should a send throw,
-   * the answers after it are sent by that next tick before the error goes on.
+   * end()'s deferred half for the whole batch: one call, not one per answer. An answer that ends while these are
+   * sent (a pipelined request answered at once) is in the next list, with a tick of its own (the batch is over);
+   * should a send throw, the answers after it are sent by that next tick before the error goes on.
    */
   static readonly #sendDue = (): void => {
     const due = answersDue;
@@ -543,7 +578,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#client.exchangeDone(this, !this.#closeClient);
   }
 
-  #onResponseHead(cgi: CgiHead, rest: Buffer): void {
+  /**
+   * The CGI head is whole: the client's head is made (or taken from `memo`, the route's head of the same bytes)
+   * and sent with the body bytes that came with it. `raw`: the CGI head's bytes, when they may be remembered.
+   */
+  #onResponseHead(cgi: CgiHead, rest: Buffer, memo: HeadMemo | null, raw: Buffer | null): void {
     this.status = cgi.status;
     this.deadline = 0;
     this.pool.reportStatus(this.target!, cgi.status); // passive health: 5xx counts when on_5xx is set
@@ -553,6 +592,36 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#resRemaining = this.#framing === 'length' ? cgi.contentLength : 0;
     // keep the client connection only when the response is delimited and the request was read whole
     this.#closeClient = !this.head.keepAlive || this.#framing === 'close' || !this.requestComplete || this.#client.closing;
+    // the rest of what the head depends on, given the CGI head's bytes (its status and Content-Length)
+    const shape = (this.head.method === 'HEAD' ? 1 : 0) | (http10 ? 2 : 0) | (this.#closeClient ? 4 : 0);
+    let head: Buffer | string;
+    if (memo !== null && memo.shape === shape) head = memo.bytes;
+    else {
+      head = this.#clientHead(cgi, http10);
+      const ops = this.route.responseHeaders;
+      if (ops.set.length === 0) {
+        const bytes = Buffer.from(head, 'latin1');
+        if (memo !== null) {
+          memo.shape = shape;
+          memo.bytes = bytes;
+        } else if (raw !== null) headMemos.set(this.route, { cgi: Buffer.from(raw), head: cgi, shape, bytes });
+      }
+    }
+    this.responseStarted = true;
+    this.#phase = 'body';
+    this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+    if (rest.length > 0 && this.#framing !== 'none') {
+      this.#relayBody(rest, head);
+      return;
+    }
+    this.bytesOut += head.length;
+    if (this.#holding) this.#hold(head, head.length);
+    else if (typeof head === 'string') this.#client.socket.write(head, 'latin1');
+    else this.#client.socket.write(head);
+  }
+
+  /** The client's response head for `cgi`, framed as #onResponseHead decided. */
+  #clientHead(cgi: CgiHead, http10: boolean): string {
     const res: ResponseHead = {
       status: cgi.status,
       reason: cgi.reason,
@@ -568,21 +637,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       upgrade: undefined,
     };
     const conn = this.#closeClient ? 'close' : http10 ? 'keep-alive' : '';
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
-    this.responseStarted = true;
-    this.#phase = 'body';
-    this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
-    if (rest.length > 0 && this.#framing !== 'none') {
-      this.#relayBody(rest, headStr);
-      return;
-    }
-    this.bytesOut += headStr.length;
-    if (this.#holding) this.#hold(headStr, headStr.length);
-    else this.#client.socket.write(headStr, 'latin1');
+    return buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
   }
 
   /** Response body bytes, framed for the client; `head`, when given, leaves in the same write. */
-  #relayBody(data: Buffer, head: string | undefined): void {
+  #relayBody(data: Buffer, head: Buffer | string | undefined): void {
     if (this.#framing === 'none') return; // HEAD, 204, 304: a body the script printed anyway is dropped
     let body = data;
     if (this.#framing === 'length') {
@@ -599,26 +658,31 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const client = this.#client.socket;
     const chunked = this.#framing === 'chunked';
     const size = chunked ? `${body.length.toString(16)}\r\n` : '';
-    const prefix = (head ?? '') + size;
-    this.bytesOut += prefix.length + body.length + (chunked ? 2 : 0);
+    const headLen = head === undefined ? 0 : head.length;
+    const prefixLen = headLen + size.length;
+    this.bytesOut += prefixLen + body.length + (chunked ? 2 : 0);
     let ok: boolean;
-    if (this.#holding && prefix.length + body.length <= 16 * 1024) {
+    if (this.#holding && prefixLen + body.length <= 16 * 1024) {
       // kept as pieces: the body is this read's own bytes, copied once when what is held goes (#flushHeld)
-      if (prefix.length > 0) this.#hold(prefix, prefix.length);
+      if (head !== undefined) this.#hold(head, headLen);
+      if (chunked) this.#hold(size, size.length);
       this.#hold(body, body.length);
       if (chunked) this.#hold(CRLF, CRLF.length);
       return;
     }
-    if (prefix.length + body.length <= 16 * 1024) {
-      const out = Buffer.allocUnsafe(prefix.length + body.length + (chunked ? 2 : 0));
-      putLatin1(out, prefix, 0);
-      putBytes(out, body, prefix.length);
-      if (chunked) putBytes(out, CRLF, prefix.length + body.length);
+    if (prefixLen + body.length <= 16 * 1024) {
+      const out = Buffer.allocUnsafe(prefixLen + body.length + (chunked ? 2 : 0));
+      let at = head === undefined ? 0 : typeof head === 'string' ? putLatin1(out, head, 0) : putBytes(out, head, 0);
+      if (chunked) at += putLatin1(out, size, at);
+      at += putBytes(out, body, at);
+      if (chunked) putBytes(out, CRLF, at);
       ok = client.write(out);
     } else {
       this.#flushHeld();
       client.cork();
-      if (prefix.length > 0) client.write(prefix, 'latin1');
+      if (typeof head === 'string') client.write(head, 'latin1');
+      else if (head !== undefined) client.write(head);
+      if (chunked) client.write(size, 'latin1');
       ok = client.write(body);
       if (chunked) ok = client.write(CRLF);
       client.uncork();

@@ -176,9 +176,36 @@ export function nativeIoLive(): number {
   return io?.addon.ioStats().live ?? 0;
 }
 
+/**
+ * Functions to run once the batch being dispatched is handled (afterBatch): after its last event, before the
+ * `process.nextTick` queue that runs when the addon's callback returns.
+ */
+let batchDone: Array<() => void> = [];
+
+/**
+ * Runs `fn` after the rest of the native I/O batch being dispatched, without a `process.nextTick` (whose queue
+ * entry, an object literal with symbol keys, takes a V8 runtime call each). False when no batch is being
+ * dispatched (a caller outside one, or without native I/O): the caller defers its own way then.
+ */
+export function afterBatch(fn: () => void): boolean {
+  if (io === undefined || io === null || io.batch === 0) return false;
+  batchDone.push(fn);
+  return true;
+}
+
 function dispatch(state: Io, count: number): void {
-  const { sockets, events, bytes } = state;
   state.batch = count;
+  try {
+    dispatchEvents(state, count);
+  } finally {
+    // also when an event's handler threw: what was deferred to the batch's end is not left waiting for another
+    state.batch = 0;
+    if (batchDone.length > 0) runBatchDone();
+  }
+}
+
+function dispatchEvents(state: Io, count: number): void {
+  const { sockets, events, bytes } = state;
   for (let i = 0; i < count; i++) {
     state.at = i;
     const at = i * 4;
@@ -212,7 +239,23 @@ function dispatch(state: Io, count: number): void {
     else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
-  state.batch = 0;
+}
+
+/** The batch's afterBatch functions, in the order given; outside the batch now (what they defer goes its own way). */
+function runBatchDone(): void {
+  const due = batchDone;
+  batchDone = [];
+  runFrom(due, 0);
+}
+
+/** Runs due[from..]; should one throw, the rest still run (on the next tick) before the error goes on. */
+function runFrom(due: Array<() => void>, from: number): void {
+  let i = from;
+  try {
+    for (; i < due.length; i++) due[i]();
+  } finally {
+    if (i < due.length - 1) process.nextTick(runFrom, due, i + 1);
+  }
 }
 
 /** Whether the batch being dispatched still has an event for connection `id` after the one being handled. */

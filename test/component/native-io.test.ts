@@ -9,7 +9,7 @@ import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { adoptNative, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
+import { adoptNative, afterBatch, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
 import { needNativeIo } from '../helpers/native-io.js';
 import { closedPort } from '../helpers/backends.js';
 
@@ -820,6 +820,40 @@ nativeTest("destroy() from another socket's 'data' in the same batch: no stale e
   assert.deepEqual(late, [], 'the destroyed socket got no data after destroy()');
   assert.deepEqual(freshEvents, ['data:fresh-own']);
   assert.deepEqual(afterEvents, ['.']);
+});
+
+nativeTest('afterBatch(): runs after the rest of the batch being dispatched, before its nextTicks; refused outside a batch', async (t) => {
+  assert.equal(afterBatch(() => assert.fail('run outside a batch')), false, 'no batch is being dispatched here');
+  const srv = await listen(t);
+  const pairs = [await pair(t, srv), await pair(t, srv)];
+  const order: string[] = [];
+  let inside: boolean | undefined;
+  const done = new Promise<void>((resolve) => {
+    for (const { s } of pairs) {
+      s.on('data', () => {
+        if (order.length > 0) {
+          order.push('second data');
+          return;
+        }
+        order.push('first data');
+        process.nextTick(() => {
+          order.push('nextTick');
+          resolve();
+        });
+        const deferred = afterBatch(() => {
+          order.push('after batch');
+          inside = afterBatch(() => assert.fail('run by a batch that was over'));
+        });
+        if (!deferred) order.push('refused');
+      });
+    }
+  });
+  // both bytes are in the kernel before the native poll runs again (this thread runs it): one batch
+  pairs[0].peer.write('a');
+  pairs[1].peer.write('b');
+  await within(done, 'the batch and its tick');
+  assert.deepEqual(order, ['first data', 'second data', 'after batch', 'nextTick']);
+  assert.equal(inside, false, 'once the batch is over, afterBatch says so');
 });
 
 // --- one owner instead of listeners (setOwner: the HTTP client connection) ---

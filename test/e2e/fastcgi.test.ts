@@ -428,3 +428,53 @@ test('no path outside root and no missing script ever reaches the application', 
   assert.equal(r.status, 502, 'an existing script is sent (this peer then closes)');
   assert.equal(app.accepted(), 1);
 });
+
+test('a route remembers its last CGI head: a repeat gives the same head, framed for each request; other bytes, or a route that sets headers, are made anew', { timeout: 60_000 }, async (t) => {
+  // each connection is answered with the reply set before its request (FCGI_KEEP_CONN off: one connection a request)
+  let reply: Buffer = Buffer.alloc(0);
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.end(reply));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const root = await tempRoot(t, ['a.php', 'b.php']);
+  const app = { targets: [`127.0.0.1:${port}`], keepalive: { max_idle: 0 }, retries: { max: 0 } };
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { plain: app, templated: app },
+    routes: [
+      { match: { path_exact: '/a.php' }, fastcgi: { upstream: 'plain', root } },
+      { match: { path_exact: '/b.php' }, fastcgi: { upstream: 'templated', root }, response_headers: { set: { 'X-Host': 'h-$host' } } },
+    ],
+  } as ConfigInput);
+  const answer = (head: string, body: string): Buffer => Buffer.concat([rec(6, Buffer.from(head + body)), END]);
+  const send = async (req: string): Promise<string> => exchangeUntilClose(portico.httpPort, req);
+  const HEAD_A = 'X-A: 1\r\nContent-Type: text/plain\r\n\r\n';
+
+  reply = answer(HEAD_A, 'one');
+  const first = await send('GET /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.match(first, /^HTTP\/1\.1 200 OK\r\nX-A: 1\r\nContent-Type: text\/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\none\r\n0\r\n\r\n$/);
+  reply = answer(HEAD_A, 'two!');
+  assert.equal(await send('GET /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), first.replace('3\r\none', '4\r\ntwo!'), 'the same head again');
+  // the same CGI bytes, other framing: no chunked head for HEAD nor for an HTTP/1.0 client, keep-alive said to 1.0
+  reply = answer(HEAD_A, 'dropped');
+  assert.equal(await send('HEAD /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 'HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n');
+  reply = answer(HEAD_A, 'old');
+  assert.equal(await send('GET /a.php HTTP/1.0\r\nHost: x\r\n\r\n'), 'HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nold');
+  // bytes that start like the remembered head but are another head (its empty line is where this one goes on)
+  reply = answer('X-A: 1\r\nContent-Type: text/plain\r\nX-B: 2\r\n\r\n', 'b');
+  assert.match(await send('GET /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 OK\r\nX-A: 1\r\nContent-Type: text\/plain\r\nX-B: 2\r\n/);
+  reply = answer('Status: 404 Not Found\r\nContent-Length: 2\r\n\r\n', 'no');
+  assert.equal(await send('GET /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 'HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno');
+  reply = answer(HEAD_A, 'again');
+  assert.match(await send('GET /a.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 OK\r\nX-A: 1\r\nContent-Type: text\/plain\r\nTransfer-Encoding: chunked\r\n.*\r\n\r\n5\r\nagain\r\n0\r\n\r\n$/s);
+  // a route whose response_headers use the request's variables: its head is the request's own every time
+  for (const host of ['one.test', 'two.test']) {
+    reply = answer(HEAD_A, 'x');
+    assert.match(await send(`GET /b.php HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`), new RegExp(`\\r\\nX-Host: h-${host}\\r\\n`), host);
+  }
+});
