@@ -568,7 +568,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       upgrade: undefined,
     };
     const conn = this.#closeClient ? 'close' : http10 ? 'keep-alive' : '';
-    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
+    const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, undefined, this.route.cors === undefined ? undefined : this.#client.corsHeaders);
     this.responseStarted = true;
     this.#phase = 'body';
     this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
