@@ -73,7 +73,8 @@ let answersDue: FastcgiExchange[] = [];
  * A route's last CGI head and the client head it gave: an application tends to start every answer with the same
  * bytes (PHP: X-Powered-By and Content-type), and the same bytes give the same head, so a repeat is compared, not
  * parsed and built again. One per route (a reload compiles new routes), heads of at most HEAD_MEMO_MAX bytes, only
- * for routes whose response_headers set nothing (a value may use the request's variables).
+ * for routes whose response_headers set nothing (a value may use the request's variables) and with no cors policy
+ * (the grant names the request's Origin).
  */
 interface HeadMemo {
   /** The CGI head's bytes, its empty line included (a copy). */
@@ -598,8 +599,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (memo !== null && memo.shape === shape) head = memo.bytes;
     else {
       head = this.#clientHead(cgi, http10);
-      const ops = this.route.responseHeaders;
-      if (ops.set.length === 0) {
+      // not on a route whose head depends on the request: response_headers set values (they may use its
+      // variables), a cors policy (its grant names the request's Origin)
+      if (this.route.responseHeaders.set.length === 0 && this.route.cors === undefined) {
         const bytes = Buffer.from(head, 'latin1');
         if (memo !== null) {
           memo.shape = shape;
@@ -637,7 +639,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       upgrade: undefined,
     };
     const conn = this.#closeClient ? 'close' : http10 ? 'keep-alive' : '';
-    return buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn);
+    return buildResponseHead(res, this.route.responseHeaders, this.#client.vars, conn, undefined, this.route.cors === undefined ? undefined : this.#client.corsHeaders);
   }
 
   /** Response body bytes, framed for the client; `head`, when given, leaves in the same write. */

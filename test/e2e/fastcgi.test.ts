@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -67,6 +68,47 @@ test("the seed's PHP route (seed-php.yaml) serves its page through HTTPS", { tim
   assert.equal(j.query, 'x=1&y=2');
   assert.equal(j.body, 'seed body');
   assert.equal(j.remote, '127.0.0.1');
+});
+
+test("a fastcgi route's cors policy (the seed's PHP route has one): FPM's answers carry the grant for each request's own origin", { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t);
+  if (fpm === undefined) return;
+  const seed = parse(readFileSync(path.join(SHARED_CONTRACT, 'seed-php.yaml'), 'utf8')) as { routes: Array<Record<string, unknown>> };
+  const route = seed.routes.find((r) => r.fastcgi !== undefined) as { match: unknown; fastcgi: { upstream: string; root: string; index: string }; cors: { origins: string[]; credentials?: boolean } };
+  assert.ok(route.cors !== undefined, "the seed's PHP route has a cors block");
+  const routes = [
+    { match: { path_exact: '/cors.php' }, fastcgi: { upstream: 'php', root: DOCROOT }, cors: route.cors }, // exact: before the seed's regex
+    // the seed's route as written, cors included (root made absolute, upstream moved to this test's FPM)
+    { match: route.match, fastcgi: { ...route.fastcgi, root: path.resolve(SHARED_CONTRACT, route.fastcgi.root) }, cors: route.cors },
+  ];
+  const portico = await startPortico(t, { workers: 1, listeners: [tlsListener(), plainListener()], upstreams: { php: { targets: [fpm.target] } }, routes } as ConfigInput);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const get = (url: string, origin: string | undefined): ReturnType<typeof request> => request(url, { headers: origin === undefined ? {} : { origin }, agent: url.startsWith('http:') ? agent : undefined });
+  const seedPage = `https://localhost:${portico.tlsPort}/index.php`;
+  const own = `http://127.0.0.1:${portico.httpPort}/cors.php`;
+
+  const exact = await get(seedPage, 'https://app.example.test');
+  assert.equal(exact.status, 200, exact.body.toString());
+  assert.equal(exact.headers['access-control-allow-origin'], 'https://app.example.test');
+  assert.equal(exact.headers['access-control-allow-credentials'], 'true');
+  assert.match(String(exact.headers.vary), /Origin/);
+  const suffix = await get(seedPage, 'https://shop.example.test');
+  assert.equal(suffix.headers['access-control-allow-origin'], 'https://shop.example.test', 'an https://*.example.test origin');
+  const foreign = await get(seedPage, 'https://evil.test');
+  assert.equal(foreign.status, 200);
+  assert.equal(foreign.headers['access-control-allow-origin'], undefined, 'no grant for an origin not listed');
+  assert.match(String(foreign.headers.vary), /Origin/);
+
+  // the same script answering with the same bytes, one request after another on one connection: each answer's
+  // grant is its own request's (the script's own "*" replaced, never a previous request's origin)
+  for (const origin of ['https://a.example.test', 'https://b.example.test', undefined, 'https://evil.test', 'https://app.example.test']) {
+    const r = await get(own, origin);
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal(r.body.toString(), 'cors from php\n');
+    assert.equal(r.headers['access-control-allow-origin'], origin === undefined || origin === 'https://evil.test' ? undefined : origin, `origin ${origin ?? '(none)'}`);
+    assert.equal(r.headers['access-control-allow-credentials'], origin === undefined || origin === 'https://evil.test' ? undefined : 'true');
+  }
 });
 
 test('PHP-FPM over TCP: query, form, 10 MiB upload, PATH_INFO, HEAD, chunked and HTTP/1.0 bodies, stderr, fatal errors, 200 concurrent, keep-alive', { timeout: 180_000 }, async (t) => {

@@ -75,10 +75,10 @@ export interface SimpleResponse {
   body: Buffer;
 }
 
-/** One request with Node's client to Portico (https: SNI localhost, test CA); the body is read whole. A plain-HTTP `agent` keeps connections alive (default: none, `Connection: close`). */
-export function request(url: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; agent?: http.Agent } = {}): Promise<SimpleResponse> {
+/** One request with Node's client to Portico (https: SNI localhost, the test CA or `ca`); the body is read whole. A plain-HTTP `agent` keeps connections alive (default: none, `Connection: close`). */
+export function request(url: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; agent?: http.Agent; ca?: Buffer } = {}): Promise<SimpleResponse> {
   const u = new URL(url);
-  const { body, timeoutMs = 20_000, method = 'GET', headers = {}, agent = false } = opts;
+  const { body, timeoutMs = 20_000, method = 'GET', headers = {}, agent = false, ca = testCaCert() } = opts;
   const common = { host: '127.0.0.1', port: u.port, path: `${u.pathname}${u.search}`, method, agent, headers: { host: u.host, ...headers } };
   return new Promise((resolve, reject) => {
     const onResponse = (res: http.IncomingMessage): void => {
@@ -87,7 +87,7 @@ export function request(url: string, opts: { method?: string; headers?: http.Out
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
       res.on('error', reject);
     };
-    const req = u.protocol === 'https:' ? https.request({ ...common, servername: 'localhost', ca: testCaCert() }, onResponse) : http.request(common, onResponse);
+    const req = u.protocol === 'https:' ? https.request({ ...common, servername: 'localhost', ca }, onResponse) : http.request(common, onResponse);
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`no response within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end(body);
