@@ -350,43 +350,67 @@ Step WriteHeld(Relay* r, int d, std::vector<Relay*>* graveyard) {
   return Step::kClosed;
 }
 
-// The source socket of one turn of one direction: every read of a pump goes through it. It holds the rule that
-// spares a turn its last recv, the one that would only say EAGAIN. When the epoll event that started the turn was
-// quiet (no hang-up, error or urgent data: kLoudEvents), a copied read that returns less than it asked for has
-// emptied the socket: TCP stops a recv short only when its receive queue is empty, at a FIN (whose arrival
-// before the event would have set EPOLLRDHUP in it) or at an urgent mark (EPOLLPRI), and whatever arrives after
-// the event was collected raises a new edge. The turn's next read then says EAGAIN without a syscall.
+// What the epoll event that started a turn of a direction said of its source socket (see Source).
+enum class Edge : uint8_t {
+  kNone,   // no edge of this socket started the turn (the again-list, a destination's room)
+  kQuiet,  // none of kLoudEvents: bytes at most
+  kEnded,  // EPOLLRDHUP (the FIN is in), no error, no urgent mark
+  kLoud,   // anything else (error, urgent data)
+};
+
+Edge EdgeOf(uint32_t events) {
+  if ((events & kLoudEvents) == 0) return Edge::kQuiet;
+  if ((events & EPOLLRDHUP) && !(events & (EPOLLERR | EPOLLPRI))) return Edge::kEnded;
+  return Edge::kLoud;
+}
+
+// The source socket of one turn of one direction: every read of a pump goes through it. It holds two rules that
+// spare a turn its last recv, the one that would only say EAGAIN or 0. TCP stops a copied recv short of what it
+// asked for only when its receive queue is empty, at a FIN (tcp_recvmsg takes the FIN with the bytes before it and
+// returns them) or at an urgent mark (EPOLLPRI).
+// - Quiet edge (no hang-up, error or urgent data: kLoudEvents): a short read has emptied the socket, since a FIN
+//   that came before the event would have set EPOLLRDHUP in it and whatever arrives after it raises a new edge.
+//   The turn's next read says EAGAIN without a syscall.
+// - Ended edge (EPOLLRDHUP without EPOLLERR or EPOLLPRI): the FIN was in order when the event was collected, so
+//   every byte before it was queued already and nothing can come after it; a short read has read up to the FIN.
+//   The turn's next read says 0 (end of stream) without a syscall: a reply that comes with its FIN costs one recv.
 // Never from a spliced read (a read short of the pipe's room says nothing of the socket), and never on a turn no
 // edge of this socket started (the again-list, a destination's room): a FIN whose edge was spent while the
 // direction waited for room would be missed.
 class Source {
  public:
-  Source(int fd, bool quiet) : fd_(fd), quiet_(quiet) {}
+  Source(int fd, Edge edge) : fd_(fd), edge_(edge) {}
   // Nothing to read until a new edge.
   bool Empty() const { return empty_; }
-  // recv into user memory, at most `want` bytes; -1 with EAGAIN once Empty().
+  // recv into user memory, at most `want` bytes; -1 with EAGAIN once Empty(), 0 once the FIN was read.
   ssize_t Copy(char* into, size_t want) {
     if (empty_) {
       errno = EAGAIN;
       return -1;
     }
+    if (at_fin_) return 0;
     ssize_t n = recv(fd_, into, want, MSG_DONTWAIT);
-    if (quiet_ && n > 0 && static_cast<size_t>(n) < want) empty_ = true;
+    if (n > 0 && static_cast<size_t>(n) < want) {
+      if (edge_ == Edge::kQuiet) empty_ = true;
+      if (edge_ == Edge::kEnded) at_fin_ = true;
+    }
     return n;
   }
-  // splice into a pipe, at most `want` bytes; -1 with EAGAIN once Empty().
+  // splice into a pipe, at most `want` bytes; -1 with EAGAIN once Empty(), 0 once the FIN was read.
   ssize_t Splice(int pipe_w, size_t want) {
     if (empty_) {
       errno = EAGAIN;
       return -1;
     }
+    if (at_fin_) return 0;
     return splice(fd_, nullptr, pipe_w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
   }
 
  private:
   int fd_;
-  bool quiet_;
+  Edge edge_;
   bool empty_ = false;
+  bool at_fin_ = false;  // a copied read of an ended edge came back short: the FIN is read
 };
 
 Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& source);
@@ -395,9 +419,9 @@ bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard);
 // Moves what it can in direction d until a syscall would block. Edge-triggered epoll wakes us only on a new
 // edge, so every path ends either at EAGAIN, at EOF, or with kMore (the caller re-queues the relay). A pipe (or
 // the copy buffer) is held only while it has bytes: it is taken for a read and given back once empty.
-// `quiet`: an epoll event of direction d's source started this turn, and it was quiet (see Source).
-Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, bool quiet = false) {
-  Source source(r->fd[d], quiet);
+// `edge`: what the epoll event of direction d's source that started this turn said (see Source).
+Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, Edge edge = Edge::kNone) {
+  Source source(r->fd[d], edge);
   if (r->framed) return PumpFramed(r, d, graveyard, source);
   Direction& x = r->dir[d];
   const int dst = r->fd[1 - d];
@@ -828,7 +852,7 @@ void Loop() {
       if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         // a paused source that hung up is read anyway (its FIN or error ends the relay as usual)
         if (r->dir[side].paused && (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r->dir[side].paused = false;
-        Pumped p = Pump(r, side, &graveyard, (evs & kLoudEvents) == 0);
+        Pumped p = Pump(r, side, &graveyard, EdgeOf(evs));
         if (p == Pumped::kClosed) continue;
         more = p == Pumped::kMore;
       }
