@@ -396,7 +396,6 @@ bool AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
   while (accepted < kAcceptMax && kDataSize - used >= kAddrRecordMax) {
     Conn& l = s.conns[lid];
     if (l.one_at_a_time && accepted > from) return false;  // level triggering brings the next, if any
-    if (accepted - from > 1) l.one_at_a_time = false;
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     int fd = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
