@@ -60,8 +60,6 @@ constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for 
 // Read without consuming (recv MSG_PEEK from SO_PEEK_OFF), so the connection can still be handed whole to
 // uWebSockets.js (adoptSocket) once JS has routed its head; ioCommit turns it into a read-mode connection.
 constexpr int32_t kModePeek = 2;
-// TCP_DEFER_ACCEPT of a read or peek listener (DeferAccept): how long a silent client waits before it is accepted.
-constexpr int kDeferAcceptS = 1;
 
 struct Conn {
   int fd = -1;
@@ -382,7 +380,7 @@ void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
 // otherwise spin on a queue it cannot drain. Returns true when the queue was found empty (or cannot be drained).
 //
 // One at a time: a listener whose last drained batch held a single connection (clients one after another, each
-// woken for on its own: with TCP_DEFER_ACCEPT a connection comes with its request) takes one and stops, without the
+// woken for on its own) takes one and stops, without the
 // accept4 that would only find the queue empty (a syscall per connection). When it was ready in the round just
 // before as well (more were queued: a burst), it drains the queue again, as every batch did before; so a burst
 // costs one round more at its start, and nothing waits longer than the next round. An ending listener drains.
@@ -725,18 +723,6 @@ Napi::Value AdoptTls(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, id);
 }
 
-// A listener whose clients speak first (read and peek modes: an HTTP request, a PROXY header, a ClientHello to
-// route on) is woken only once a connection's first bytes came: TCP_DEFER_ACCEPT keeps a connection that only
-// completed its handshake in the kernel, so its accept and its first read take one wake-up, not two. A client
-// that stays silent is accepted all the same after the option's second (the kernel's next SYN-ACK retransmit,
-// which the client ACKs; nginx's `deferred` uses 1 s for the same reason: how long a connection waited cannot be
-// known), and the head timeout runs from there; a FIN or any byte is accepted at once. Hold mode (a `tcp`
-// listener whose server may speak first) never defers: its clients may wait for the server's greeting.
-void DeferAccept(int fd, int32_t mode) {
-  int secs = mode == kModeHold ? 0 : kDeferAcceptS;
-  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
-}
-
 // ioListen(fd, mode) -> id: takes a listening socket (non-blocking) and accepts on it in every batch; each
 // connection comes to JS as an ACCEPT event. mode: 0 = read accepted connections at once, 1 = hold them unread.
 Napi::Value Listen(const Napi::CallbackInfo& info) {
@@ -752,7 +738,6 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   // accepted connections inherit it (AcceptBatch checks once): no setsockopt per connection
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  DeferAccept(fd, mode);
   int32_t id = NewConn(s, fd);
   Conn& c = s.conns[id];
   c.listener = true;
@@ -774,9 +759,7 @@ Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   int32_t mode = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : -1;
   if (!s.conns[id].listener) throw Napi::TypeError::New(env, "ioListenMode: not a listener");
   if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read), 1 (hold) or 2 (peek)");
-  Conn& l = s.conns[id];
-  if ((l.mode == kModeHold) != (mode == kModeHold)) DeferAccept(l.fd, mode);
-  l.mode = mode;
+  s.conns[id].mode = mode;
   return env.Undefined();
 }
 
@@ -787,7 +770,6 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   int fd = c.fd;
-  if (c.listener) DeferAccept(fd, kModeHold);  // its next owner (the L4 thread) accepts at the handshake, as before
   Unregister(s, c);
   PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);

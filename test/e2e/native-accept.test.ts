@@ -1,8 +1,7 @@
 // Native accept (src/native/io.cc, NativeListener in src/native/io.ts) as clients see it through a running Portico:
 // a burst of connections is accepted in batches with none refused; past the fd limit a connection is refused at
 // accept, counted and logged, and service resumes; SIGTERM stops accepting at once while a request in flight
-// finishes; a plain HTTP listener is woken for a connection only once its first bytes came (TCP_DEFER_ACCEPT), a
-// TLS listener (hold mode) at the handshake; ~10,000 idle spliced tunnels in one worker with the default config, fds back after they close and RSS
+// finishes; ~10,000 idle spliced tunnels in one worker with the default config, fds back after they close and RSS
 // settled (a third round of as many tunnels takes no more memory).
 // With PORTICO_NATIVE_IO=0 (or no addon) the same behaviours hold on Node's net.Server, which /status names.
 import { test, type TestContext } from 'node:test';
@@ -22,10 +21,10 @@ import { startScriptedHttpPeer } from '../helpers/tcp-server.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { collectGarbage, INSPECT_ENV } from '../helpers/inspector-gc.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
-import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
+import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
 import { fdCount, rssBytes } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
-import { connectPlain, connectTls, ResponseReader, statusLineUntilClose } from '../helpers/wire.js';
+import { connectPlain, ResponseReader, statusLineUntilClose } from '../helpers/wire.js';
 
 /** GET a path no route serves on a connection of its own, read until the server closes (the status line or what failed). */
 const burstRequest = (port: number): Promise<string> => statusLineUntilClose(port, 'GET /burst HTTP/1.1\r\nHost: burst.test\r\nConnection: close\r\n\r\n');
@@ -68,38 +67,6 @@ test('2,000 connections at once: accepted in batches by the addon, every one ans
   }
 });
 
-test('a plain HTTP listener is woken for a connection once its first bytes came (TCP_DEFER_ACCEPT): a silent client is not accepted while a talking one is, and is answered once it talks; a TLS listener (hold mode) accepts at the handshake', { timeout: 60_000 }, async (t) => {
-  if (EXPECTED_ACCEPT !== 'native') {
-    t.skip(`native accept only: this run accepts with ${EXPECTED_ACCEPT}`);
-    return;
-  }
-  const portico = await startPortico(t, { workers: 1, listeners: [plainListener(), tlsListener()], routes: [], admin: { address: '127.0.0.1:0' }, log: { access: false } });
-  const accepted = async (): Promise<number> => {
-    const b = worker(await adminStatus(portico)).acceptBatches;
-    assert.ok(b !== undefined, '/status has the accept counts');
-    return b.accepted;
-  };
-  const start = await accepted();
-  // connected (the kernel completed the handshake), nothing sent: the connection stays in the kernel
-  const silent = await connectPlain(t, portico.httpPort);
-  // a connection that sends its request at once is accepted and answered meanwhile (connected after the silent one,
-  // so without deferral the silent one, first in the accept queue, would have been accepted before it)
-  assert.equal(await burstRequest(portico.httpPort), 'HTTP/1.1 404 Not Found');
-  assert.equal((await accepted()) - start, 1, 'only the client that sent its request was accepted');
-  // once it talks it is accepted and answered like any other
-  const reader = new ResponseReader(silent);
-  silent.write('GET /late HTTP/1.1\r\nHost: late.test\r\n\r\n');
-  assert.equal((await reader.next()).status, 404);
-  assert.equal((await accepted()) - start, 2, 'the silent client was accepted once it talked');
-  // hold mode (a TLS listener: Node or the addon runs the handshake) does not defer: a silent client is accepted
-  // before the one that connects after it
-  const quiet = await connectPlain(t, portico.tlsPort);
-  const talking = await connectTls(t, portico.tlsPort);
-  talking.destroy();
-  assert.equal((await accepted()) - start, 4, 'both TLS clients were accepted, the silent one too');
-  quiet.destroy();
-});
-
 test('past the fd limit a natively accepted connection is refused at once, counted and logged; service resumes', { timeout: 120_000 }, async (t) => {
   if (!needPeer(t, 'prlimit (util-linux)', HAS_PRLIMIT)) return;
   const limit = 200;
@@ -110,15 +77,13 @@ test('past the fd limit a natively accepted connection is refused at once, count
   );
   const base = worker(await adminStatus(portico));
   assert.equal(base.accept, EXPECTED_ACCEPT);
-  // idle connections (the first line of a head sent, the rest not yet) hold one fd each in the worker: open them
-  // one by one until refusals come; each is either counted open by the worker or closed by it (a connection that
-  // sent nothing at all stays in the kernel for a second: TCP_DEFER_ACCEPT, the test above)
+  // idle connections (nothing sent yet) hold one fd each in the worker: open them one by one until refusals come;
+  // each is either counted open by the worker or closed by it
   const fits = limit - (base.fds?.open ?? 0) - FD_RESERVE;
   const held: net.Socket[] = [];
   let refused = 0;
   for (let i = 0; i < fits + 40 && refused < 5; i++) {
     const socket = await connectPlain(t, portico.httpPort);
-    socket.write('GET /held HTTP/1.1\r\n');
     const closed = new Promise<'refused'>((resolve) => socket.once('close', () => resolve('refused')));
     const counted = statusUntil(portico, 'connection counted', (s) => s.workers[0].connections === held.length + 1, 10_000).then(() => 'held' as const);
     if ((await Promise.race([closed, counted])) === 'held') held.push(socket);
