@@ -89,6 +89,10 @@ struct Conn {
   // A listener: TCP_NODELAY comes with each accepted connection (Linux copies it from the listening socket; checked
   // on its first accepted one). -1 = not checked yet, 1 = inherited (no setsockopt per accept), 0 = set per accept.
   int8_t nodelay_inherited = -1;
+  // listener: its last drained batch held one connection, so the next takes one and does not ask accept4 again
+  // (AcceptBatch); the round it was last seen ready in tells a burst (ready again at once) from the next client
+  bool one_at_a_time = false;
+  uint64_t ready_round = 0;
 };
 
 struct State {
@@ -109,6 +113,7 @@ struct State {
   bool referenced = false;
   double accepted = 0;       // connections accepted natively, ever
   double accept_batches = 0; // batches that accepted at least one (accepted / batches = the mean batch)
+  uint64_t rounds = 0;       // Round()s that found something ready
 };
 
 State* state = nullptr;
@@ -373,16 +378,32 @@ void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
 // with the handshake: no second wake-up for it). Errors the client caused are skipped; a resource error (EMFILE,
 // ENFILE, ENOBUFS, ENOMEM) pauses the listener and tells JS, which resumes it later: level triggering would
 // otherwise spin on a queue it cannot drain. Returns true when the queue was found empty (or cannot be drained).
+//
+// One at a time: a listener whose last drained batch held a single connection (clients one after another, each
+// woken for on its own) takes one and stops, without the
+// accept4 that would only find the queue empty (a syscall per connection). When it was ready in the round just
+// before as well (more were queued: a burst), it drains the queue again, as every batch did before; so a burst
+// costs one round more at its start, and nothing waits longer than the next round. An ending listener drains.
 bool AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
+  const int from = accepted;
+  {
+    Conn& l = s.conns[lid];
+    if (l.ending || l.ready_round + 1 == s.rounds) l.one_at_a_time = false;
+    l.ready_round = s.rounds;
+  }
   while (accepted < kAcceptMax && kDataSize - used >= kAddrRecordMax) {
     Conn& l = s.conns[lid];
+    if (l.one_at_a_time && accepted > from) return false;  // level triggering brings the next, if any
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     int fd = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) return true;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        l.one_at_a_time = accepted - from == 1;
+        return true;
+      }
       if (l.ending) return true;  // closing anyway: what it could not take is the kernel's to reset
       l.reading = false;
       Rearm(s, l);
@@ -510,6 +531,7 @@ int Round(State& s) {
   epoll_event evs[kMaxEvents];
   int ready = epoll_wait(s.epfd, evs, kMaxEvents, 0);
   if (ready <= 0) return 0;
+  s.rounds++;
   int n = 0;
   size_t used = 0;
   int accepted = 0;

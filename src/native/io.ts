@@ -290,6 +290,11 @@ const LISTENED: NativeSocketOptions = Object.freeze({ allowHalfOpen: true });
 export interface NativeSocketOptions {
   /** As net.Socket's: false ends our side when the peer's FIN arrives. */
   allowHalfOpen: boolean;
+  /**
+   * connectNative: the caller attaches its 'connect' listener before connectNative returns, so a connection
+   * established inside connect(2) says so in a nextTick (no setImmediate and its own callback into JS).
+   */
+  connectListenerNow?: boolean;
 }
 
 /**
@@ -1051,7 +1056,8 @@ export function connectNative(host: string, port: number, opts: NativeSocketOpti
   // established inside connect(2) (loopback): 'connect' once the current callback and its promise jobs are done
   // (setImmediate, not nextTick: a caller may attach its listener after an await, as with the event)
   const socket = new NativeSocket(state, r - CONNECTED_NOW, host, port, true, opts);
-  setImmediate(connectedNow, socket);
+  if (opts.connectListenerNow === true) process.nextTick(connectedNow, socket);
+  else setImmediate(connectedNow, socket);
   return socket;
 }
 

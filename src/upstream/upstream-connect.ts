@@ -37,7 +37,7 @@ export function connectTarget(
     socket = secure.wrap(raw, target);
   } else {
     // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
-    socket = connectNative(target.host, target.port, { allowHalfOpen: false }) ?? connect({ ...netAddress(target), noDelay: true });
+    socket = connectNative(target.host, target.port, NATIVE_OPTIONS) ?? connect({ ...netAddress(target), noDelay: true });
   }
   const ready = secure !== undefined ? 'secureConnect' : 'connect';
   const pooled = new PooledSocket(socket, slot, who?.key);
@@ -81,6 +81,9 @@ export function connectTarget(
   }
   return pooled;
 }
+
+/** An upstream connection ends with its peer's FIN; its 'connect' listener is attached below, before any tick. */
+const NATIVE_OPTIONS = Object.freeze({ allowHalfOpen: false, connectListenerNow: true });
 
 /** A failure of the TLS layer (certificate, name, protocol alert) rather than of the TCP connection under it. */
 function isTlsFailure(err: NodeJS.ErrnoException): boolean {
