@@ -88,12 +88,10 @@ interface HeadMemo {
 const headMemos = new WeakMap<CompiledRoute, HeadMemo>();
 const HEAD_MEMO_MAX = 1024;
 
-/** Whether `data` starts with the bytes of `cgi`. */
+/** Whether `data` starts with the bytes of `cgi` (Buffer's own compare, no copy). */
 function startsWith(data: Buffer, cgi: Buffer): boolean {
   const n = cgi.length;
-  if (data.length < n) return false;
-  for (let i = 0; i < n; i++) if (data[i] !== cgi[i]) return false;
-  return true;
+  return data.length >= n && cgi.compare(data, 0, n) === 0;
 }
 
 /** 'buffering': the script exists, its chunked body is not whole yet (no target asked before it is). */
@@ -602,7 +600,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       // not on a route whose head depends on the request: response_headers set values (they may use its
       // variables), a cors policy (its grant names the request's Origin)
       if (this.route.responseHeaders.set.length === 0 && this.route.cors === undefined) {
+        // encoded once: the remembered bytes are the ones sent
         const bytes = Buffer.from(head, 'latin1');
+        head = bytes;
         if (memo !== null) {
           memo.shape = shape;
           memo.bytes = bytes;
