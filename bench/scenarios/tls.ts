@@ -3,6 +3,8 @@
 // over 64 connections, and a new connection (a TLS handshake: wrk offers the last ticket it got, so a proxy that
 // issues a fresh ticket on each resumption is resumed every time, others every other time) per request. Same
 // certificate (the test ECDSA P-256 one), same backend, interleaved rounds, medians, proxy CPU per request.
+// `--loads http,https` adds plain HTTP keep-alive through the same proxies (a plain listener beside the TLS one, the
+// same routes) as a baseline: the difference per request is what TLS costs each proxy, measured in one run.
 // It never asserts a speed; see bench/README.md.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -19,15 +21,19 @@ import { launchHaproxy, launchPortico, porticoRevision, startBackends, startNgin
 const CERT = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.crt');
 const KEY = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.key');
 
-const USAGE = `usage: npm run bench:tls -- [--duration S] [--rounds N] [--warmup S] [--connections N] [--no-pin] [--targets LIST]
+const USAGE = `usage: npm run bench:tls -- [--duration S] [--rounds N] [--warmup S] [--connections N] [--no-pin] [--targets LIST] [--loads LIST]
+  loads: https (keep-alive), tls (a new TLS connection per request), http (plain keep-alive through the same
+  proxies, the baseline of https); default https,tls
   targets: nginx,haproxy,portico,portico-js,uws-sslapp (portico-js = PORTICO_NATIVE_TLS=0: Node's TLS;
   uws-sslapp = the uWebSockets.js SSLApp + adoptSocket prototype, bench/probes/uws-tls-front.ts)`;
 
-/** 'http' = HTTPS keep-alive; 'tls' = a new TLS connection per request (the report's units: req and conn). */
-type Load = Extract<Scenario, 'http' | 'tls'>;
+/** 'https' = HTTPS keep-alive; 'tls' = a new TLS connection per request; 'http' = plain keep-alive (baseline). */
+type Load = Extract<Scenario, 'http' | 'https' | 'tls'>;
+const LOADS: readonly Load[] = ['http', 'https', 'tls'];
+const TITLE: Record<Load, string> = { http: 'HTTP keep-alive (plain, same proxies: the baseline)', https: 'HTTPS keep-alive', tls: 'new TLS connection per request' };
 
 function main(): void {
-  const a = readArgs(process.argv.slice(2), { duration: 'string', rounds: 'string', warmup: 'string', connections: 'string', 'no-pin': 'boolean', targets: 'string' }, USAGE);
+  const a = readArgs(process.argv.slice(2), { duration: 'string', rounds: 'string', warmup: 'string', connections: 'string', 'no-pin': 'boolean', targets: 'string', loads: 'string' }, USAGE);
   const o = {
     durationS: a.num('duration', 5, 1, 3600),
     rounds: Math.round(a.num('rounds', 2, 1, 100)),
@@ -35,7 +41,10 @@ function main(): void {
     connections: Math.round(a.num('connections', 64, 1, 10_000)),
     pin: !a.has('no-pin'),
     targets: a.list<TargetId>('targets', ['nginx', 'haproxy', 'portico', 'portico-js', 'uws-sslapp']),
+    loads: a.list<Load>('loads', LOADS) ?? ['https', 'tls'],
   };
+  // in the table's order, whatever the order given
+  o.loads = LOADS.filter((l) => o.loads.includes(l));
   if (!hasProc) throw new Error('this benchmark reads CPU time from /proc: run it on Linux');
   const pinning = choosePinning(o.pin, os.availableParallelism());
   const nginx = /nginx\/(\S+)/.exec(versionOf('nginx', ['-v']) ?? '')?.[1];
@@ -46,7 +55,7 @@ function main(): void {
       `date:     ${new Date().toISOString()}  (npm run bench:tls -- ${process.argv.slice(2).join(' ')})`,
       `peers:    nginx ${nginx ?? 'not installed'}, HAProxy ${haproxy ?? 'not installed'}; portico ${porticoRevision()}, node ${process.version} (OpenSSL ${process.versions.openssl})`,
       'tls:      test ECDSA P-256 certificate for every proxy; TLS 1.3 negotiated by wrk; tickets on (wrk resumes with the ticket of its last connection: SSL_clear keeps the session)',
-      `loads:    HTTPS keep-alive: wrk -t1 -c${o.connections}; new TLS connection per request: wrk -t1 -c${o.connections} -H "Connection: close"; ${o.durationS} s each, ${o.rounds} rounds, medians`,
+      `loads:    ${o.loads.map((l) => (l === 'tls' ? `new TLS connection per request: wrk -t1 -c${o.connections} -H "Connection: close"` : `${l === 'https' ? 'HTTPS' : 'plain HTTP'} keep-alive: wrk -t1 -c${o.connections}`)).join('; ')}; ${o.durationS} s each, ${o.rounds} rounds, medians`,
       `pinning:  ${pinning.enabled ? `proxy on CPU ${pinning.proxyCpu}; wrk and backend on CPU ${pinning.clientCpu}` : `off (${pinning.reason})`}`,
       '',
     ].join('\n'),
@@ -55,7 +64,7 @@ function main(): void {
 }
 
 async function bench(
-  o: { durationS: number; rounds: number; warmupS: number; connections: number; targets: TargetId[] | undefined },
+  o: { durationS: number; rounds: number; warmupS: number; connections: number; targets: TargetId[] | undefined; loads: Load[] },
   pinning: Pinning,
   nginx: string | undefined,
   haproxy: string | undefined,
@@ -66,14 +75,19 @@ async function bench(
   const backends = await startBackends(tmp, nginx !== undefined, pin?.backendCpu);
   started.push(backends.http, backends.ws);
   const targets: Target[] = [];
+  // each proxy's plain listener (the http load), beside its TLS one (httpPort here)
+  const plainPorts = new Map<TargetId, number>();
+  const plain = o.loads.includes('http');
   const add = (t: Target): void => {
     targets.push(t);
     if (t.proc !== undefined) started.push(t.proc);
   };
   if (wanted('nginx') && nginx !== undefined) {
     const port = await freePort();
+    const plainPort = plain ? await freePort() : undefined;
+    if (plainPort !== undefined) plainPorts.set('nginx', plainPort);
     const dir = path.join(tmp, 'nginx-tls');
-    const conf = `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;\n  upstream http_backend { server 127.0.0.1:${backends.httpPort}; keepalive 64; keepalive_requests 1000000; }\n  server {\n    listen 127.0.0.1:${port} ssl;\n    ssl_certificate ${CERT};\n    ssl_certificate_key ${KEY};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets on;\n    proxy_set_header Host $http_host;\n    proxy_set_header X-Real-IP $remote_addr;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    proxy_set_header X-Forwarded-Proto $scheme;\n    proxy_set_header X-Forwarded-Host $http_host;\n    location / { proxy_pass http://http_backend; proxy_http_version 1.1; proxy_set_header Connection ""; }\n  }\n}\n`;
+    const conf = `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;\n  upstream http_backend { server 127.0.0.1:${backends.httpPort}; keepalive 64; keepalive_requests 1000000; }\n  server {\n${plainPort === undefined ? '' : `    listen 127.0.0.1:${plainPort};\n`}    listen 127.0.0.1:${port} ssl;\n    ssl_certificate ${CERT};\n    ssl_certificate_key ${KEY};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets on;\n    proxy_set_header Host $http_host;\n    proxy_set_header X-Real-IP $remote_addr;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    proxy_set_header X-Forwarded-Proto $scheme;\n    proxy_set_header X-Forwarded-Host $http_host;\n    location / { proxy_pass http://http_backend; proxy_http_version 1.1; proxy_set_header Connection ""; }\n  }\n}\n`;
     const t: Target = { id: 'nginx', label: `nginx ${nginx} (1 worker)`, httpPort: port, wsPort: port };
     try {
       t.proc = await startNginx(dir, conf, port, pin?.proxyCpu);
@@ -84,12 +98,14 @@ async function bench(
   }
   if (wanted('haproxy') && haproxy !== undefined) {
     const port = await freePort();
+    const plainPort = plain ? await freePort() : undefined;
+    if (plainPort !== undefined) plainPorts.set('haproxy', plainPort);
     const dir = path.join(tmp, 'haproxy-tls');
     mkdirSync(dir, { recursive: true });
     const pem = path.join(dir, 'cert.pem');
     writeFileSync(pem, Buffer.concat([readFileSync(CERT), readFileSync(KEY)]));
-    const cfg = `global\n  nbthread 1\n  maxconn 4096\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  http-reuse always\n  option forwardfor\nfrontend bench\n  bind 127.0.0.1:${port} ssl crt ${pem} alpn http/1.1\n  http-request set-header X-Real-IP %[src]\n  http-request set-header X-Forwarded-Proto https\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  default_backend http_backend\nbackend http_backend\n  server s1 127.0.0.1:${backends.httpPort}\n`;
-    const l = await launchHaproxy(dir, cfg, [port], pin?.proxyCpu);
+    const cfg = `global\n  nbthread 1\n  maxconn 4096\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  http-reuse always\n  option forwardfor\nfrontend bench\n  bind 127.0.0.1:${port} ssl crt ${pem} alpn http/1.1\n${plainPort === undefined ? '' : `  bind 127.0.0.1:${plainPort}\n`}  http-request set-header X-Real-IP %[src]\n  http-request set-header X-Forwarded-Proto https\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  default_backend http_backend\nbackend http_backend\n  server s1 127.0.0.1:${backends.httpPort}\n`;
+    const l = await launchHaproxy(dir, cfg, plainPort === undefined ? [port] : [port, plainPort], pin?.proxyCpu);
     add({ id: 'haproxy', label: `HAProxy ${haproxy} (1 thread)`, httpPort: port, wsPort: port, proc: l.proc, error: l.error });
   }
   for (const [id, env, label] of [
@@ -98,9 +114,12 @@ async function bench(
   ] as const) {
     if (!wanted(id)) continue;
     const port = await freePort();
+    const plainPort = plain ? await freePort() : undefined;
+    if (plainPort !== undefined) plainPorts.set(id, plainPort);
     const yaml = [
       'workers: 1',
       'listeners:',
+      ...(plainPort === undefined ? [] : [`  - address: 127.0.0.1:${plainPort}`]),
       `  - address: 127.0.0.1:${port}`,
       '    tls:',
       `      certificates: [{ cert: ${CERT}, key: ${KEY} }]`,
@@ -115,7 +134,7 @@ async function bench(
       'timeouts: { shutdown_grace: 2s }',
       '',
     ].join('\n');
-    const l = await launchPortico(path.join(tmp, id), yaml, [port], pin?.proxyCpu, env);
+    const l = await launchPortico(path.join(tmp, id), yaml, plainPort === undefined ? [port] : [port, plainPort], pin?.proxyCpu, env);
     add({ id, label, httpPort: port, wsPort: port, proc: l.proc, error: l.error, logFile: l.logFile });
   }
   if (wanted('uws-sslapp')) {
@@ -134,18 +153,35 @@ async function bench(
   const watchOf = (t: Target): Watch => ({ proxy: t.proc?.pid, backend: [backends.http.pid] });
   const { runs, summaries } = await runPlan<Target, Load>({
     targets,
-    loads: ['http', 'tls'],
+    loads: o.loads,
+    applies: (t, l) => l !== 'http' || plainPorts.has(t.id),
     rounds: o.rounds,
     warmupS: o.warmupS,
     durationS: o.durationS,
     noisyRetries: 1,
-    check: async (t) => checkHttp(t.httpPort, { tls: true }),
-    load: (t, l, d) => runWrk(t.httpPort, o.connections, d, watchOf(t), pin?.clientCpu, { tls: true, close: l === 'tls' }),
+    check: async (t, l) => (l === 'http' ? checkHttp(plainPorts.get(t.id)!) : checkHttp(t.httpPort, { tls: true })),
+    load: (t, l, d) =>
+      l === 'http'
+        ? runWrk(plainPorts.get(t.id)!, o.connections, d, watchOf(t), pin?.clientCpu)
+        : runWrk(t.httpPort, o.connections, d, watchOf(t), pin?.clientCpu, { tls: true, close: l === 'tls' }),
     stopped,
   });
   for (const s of summaries) {
-    console.log(`\n${s.scenario === 'http' ? 'HTTPS keep-alive' : 'new TLS connection per request'}`);
+    console.log(`\n${TITLE[s.scenario]}`);
     console.log(formatTable(s.scenario, s.rows));
+  }
+  // what TLS adds per keep-alive request, each proxy against its own plain figure of this run
+  const plainRows = summaries.find((s) => s.scenario === 'http')?.rows;
+  const tlsRows = summaries.find((s) => s.scenario === 'https')?.rows;
+  if (plainRows !== undefined && tlsRows !== undefined) {
+    console.log('\nTLS per keep-alive request (HTTPS minus plain HTTP, medians of this run), proxy CPU-µs (user + sys)');
+    for (const r of tlsRows) {
+      const p = plainRows.find((x) => x.label === r.label);
+      if (p?.proxyCpuUsPerUnit === undefined || r.proxyCpuUsPerUnit === undefined) continue;
+      const du = (r.proxyUserUsPerUnit ?? 0) - (p.proxyUserUsPerUnit ?? 0);
+      const ds = (r.proxySysUsPerUnit ?? 0) - (p.proxySysUsPerUnit ?? 0);
+      console.log(`  ${r.label}: ${p.proxyCpuUsPerUnit.toFixed(1)} -> ${r.proxyCpuUsPerUnit.toFixed(1)}: +${(r.proxyCpuUsPerUnit - p.proxyCpuUsPerUnit).toFixed(1)} (${du.toFixed(1)} + ${ds.toFixed(1)})`);
+    }
   }
   for (const c of caveats(runs, pinning)) console.log(`note: ${c}`);
 }
