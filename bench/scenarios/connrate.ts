@@ -47,6 +47,8 @@ interface Options {
   keepTmp: boolean;
   /** Portico's listeners' half_close (on: its default; off: as nginx stream's default, proxy_half_close off). */
   halfClose: boolean;
+  /** nginx's proxy_half_close on its tcp server (off: nginx's default; on: the same semantics as Portico's default). */
+  nginxHalfClose: boolean;
 }
 
 const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
@@ -64,7 +66,9 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --out FILE         JSON result file (default bench/results/connrate.json)
   --keep-tmp         keep the temp folder with generated configs and logs
   --half-close on|off  Portico's listeners' half_close (default on, Portico's default; off closes both sides at
-                     the first FIN, as nginx stream does by default: proxy_half_close off)`;
+                     the first FIN, as nginx stream does by default: proxy_half_close off)
+  --nginx-half-close on|off  nginx stream's proxy_half_close on the tcp server (default off, nginx's default; on
+                     passes one side's FIN on and waits for the other's, as Portico's default does: the same work)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -72,6 +76,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
+      'nginx-half-close': 'string',
     },
     USAGE,
   );
@@ -91,6 +96,7 @@ function parseOptions(argv: string[]): Options {
     out: path.resolve(a.str('out', path.join(ROOT, 'bench', 'results', 'connrate.json'))),
     keepTmp: a.has('keep-tmp'),
     halfClose: a.oneOf('half-close', ['on', 'off'] as const, 'on') === 'on',
+    nginxHalfClose: a.oneOf('nginx-half-close', ['on', 'off'] as const, 'off') === 'on',
   };
 }
 
@@ -154,7 +160,7 @@ worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
-stream {
+stream {${o.nginxHalfClose ? '\n    proxy_half_close on;' : ''}
     server { listen 127.0.0.1:${p.tcp}; proxy_pass 127.0.0.1:${backend.tcp}; }
     map $ssl_preread_server_name $tls_upstream { ${SNI} 127.0.0.1:${backend.tls}; default 127.0.0.1:1; }
     server { listen 127.0.0.1:${p.tls}; ssl_preread on; proxy_pass $tls_upstream; }
@@ -233,7 +239,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
   return [
     `date:       ${new Date().toISOString()}  (node dist/bench/scenarios/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
     `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
-    `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
+    `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread, proxy_half_close ${o.nginxHalfClose ? 'on' : 'off (its default)'}), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
