@@ -60,6 +60,13 @@ constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for 
 // Read without consuming (recv MSG_PEEK from SO_PEEK_OFF), so the connection can still be handed whole to
 // uWebSockets.js (adoptSocket) once JS has routed its head; ioCommit turns it into a read-mode connection.
 constexpr int32_t kModePeek = 2;
+// TCP_DEFER_ACCEPT of a listener whose clients speak first (ioListenDefer), in seconds: how long the kernel keeps a
+// connection that only completed its handshake before it is accepted all the same. The kernel counts it in SYN-ACK
+// retransmits (1 s = the first one, at the request's first timer, TCP_TIMEOUT_INIT): a silent client ACKs that
+// retransmit and is accepted then, ~1 s after its SYN, as with nginx's `listen … deferred`. Longer would only keep
+// silent clients (preconnects, idle pools) out of the head timeout's sight longer, and a listener's end must wait
+// that long for them (NativeListener.end in io.ts).
+constexpr int kDeferAcceptS = 1;
 
 struct Conn {
   int fd = -1;
@@ -73,6 +80,7 @@ struct Conn {
   bool listener = false;    // a listening socket: readiness means connections to accept
   bool ending = false;      // a listener ioListenEnd left open: accept what is queued, then close (kListenEnd)
   int32_t mode = kModeRead; // listener: what its accepted connections do first
+  bool defer = false;       // listener: TCP_DEFER_ACCEPT asked for (ioListenDefer)
   std::string out;          // bytes the kernel did not take yet (plaintext on a TLS connection)
   size_t out_off = 0;
   tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
@@ -763,6 +771,32 @@ Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Sets (on) or clears TCP_DEFER_ACCEPT on a listener's socket; false when the kernel refused it.
+bool SetDefer(Conn& l, bool on) {
+  int secs = on ? kDeferAcceptS : 0;
+  if (setsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0) return false;
+  l.defer = on;
+  return true;
+}
+
+// ioListenDefer(id[, on]) -> seconds: with `on`, sets (a listener whose clients speak first: the connection wakes the
+// worker once, with its first bytes, not once at the handshake and again for them) or clears TCP_DEFER_ACCEPT;
+// returns what the kernel has now (getsockopt: 0 = accepted at the handshake). Clearing it also frees, at once, a
+// connection whose handshake completes from now on, and any waiting one with its first byte (as always) or its
+// request's next timer (tcp_check_req, syn_ack_recalc: the kernel reads the option when a packet or a timer comes).
+Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  Conn& l = s.conns[id];
+  if (!l.listener) throw Napi::TypeError::New(env, "ioListenDefer: not a listener");
+  if (info.Length() > 1 && info[1].IsBoolean() && !SetDefer(l, info[1].As<Napi::Boolean>().Value())) throw SysError(env, "setsockopt", errno);
+  int secs = 0;
+  socklen_t len = sizeof secs;
+  if (getsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &len) != 0) throw SysError(env, "getsockopt", errno);
+  return Napi::Number::New(env, secs);
+}
+
 // ioRelease(id) -> fd: the connection leaves this table without being closed (its new owner is Node's TLS, for
 // now); what was queued for it is dropped, so only a connection that wrote nothing is released.
 Napi::Value Release(const Napi::CallbackInfo& info) {
@@ -770,6 +804,8 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   int fd = c.fd;
+  // a listener's next owner (the L4 thread) accepts at the handshake, and its end closes at once: no deferral there
+  if (c.listener && c.defer) SetDefer(c, false);
   Unregister(s, c);
   PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);
@@ -1231,6 +1267,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
   exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
+  exports.Set("ioListenDefer", Napi::Function::New(env, ListenDefer, "ioListenDefer"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
