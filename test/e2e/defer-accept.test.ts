@@ -14,7 +14,7 @@ import { adminStatus, statusUntil, type StatusReport } from '../helpers/admin.js
 import { startHttpBackend } from '../helpers/backends.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { plainListener, reloadPortico, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
-import { connectPlain, connectTls, ResponseReader, statusLineUntilClose } from '../helpers/wire.js';
+import { connectPlain, connectTls, ResponseReader, statusLineOnClose, statusLineUntilClose } from '../helpers/wire.js';
 
 /** The tcp listeners stay on native accept (io.cc), not on the addon's L4 thread, so their sockets are io.cc's to read. */
 const ENV = { PORTICO_NATIVE_L4: '0' };
@@ -106,16 +106,6 @@ test('a deferring listener accepts a connection once its first bytes came (a sil
   silentTls.destroy();
 });
 
-/** Resolves with what the server sent until it closed, or the error that ended the socket. */
-function answer(socket: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
-    socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
-  });
-}
-
 test('SIGTERM drain: clients that connected before the end began and write their request after it began are all answered (none reset)', { timeout: 60_000 }, async (t) => {
   if (!nativeOnly(t)) return;
   const backend = await startHttpBackend(t);
@@ -129,7 +119,7 @@ test('SIGTERM drain: clients that connected before the end began and write their
   });
   const N = 20;
   const clients = await Promise.all(Array.from({ length: N }, () => connectPlain(t, portico.httpPort)));
-  const answers = clients.map(answer);
+  const answers = clients.map(statusLineOnClose);
   // at once: a silent connection stays in the SYN queue until ~1 s after its handshake
   portico.kill('SIGTERM');
   const draining = await portico.waitForLog((l: LogLine) => l.msg === 'worker draining');
@@ -151,7 +141,7 @@ test('a client that sends nothing is accepted after the defer period and closed 
   const silent = await connectPlain(t, portico.httpPort);
   const slow = await connectPlain(t, portico.httpPort);
   slow.write('G');
-  const closed = [answer(silent), answer(slow)];
+  const closed = [statusLineOnClose(silent), statusLineOnClose(slow)];
   // the server ends both (no reset by the kernel): head timeout, a 408 or a plain close
   const got = await Promise.all(closed);
   for (const g of got) assert.ok(!g.startsWith('error'), `closed by the server, not reset: ${g}`);

@@ -16,7 +16,7 @@ import { CLI, ROOT } from '../helpers/paths.js';
 import { nativeIoAvailable } from '../../src/native/io.js';
 import { plainListener, startPortico, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
-import { connectPlain } from '../helpers/wire.js';
+import { connectPlain, statusLineOnClose } from '../helpers/wire.js';
 
 function runUpgrade(portico: Portico): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -148,16 +148,6 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
   assert.equal(status.workers.length, 2);
 });
 
-/** Resolves with the status line the server sent before it closed, or the error that ended the socket. */
-function statusLineOf(socket: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
-    socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
-  });
-}
-
 test('hand-over: clients that connected before the old listener\'s end began and write their request after it began are all answered (deferred accept: none reset)', { timeout: 120_000 }, async (t) => {
   if (!nativeIoAvailable()) {
     t.skip('deferred accept is native accept only: this run accepts with Node (PORTICO_NATIVE_IO=0 or no addon)');
@@ -188,7 +178,7 @@ test('hand-over: clients that connected before the old listener\'s end began and
   for (let i = 0; i < 2_500 && !began; i++) {
     const c = await connectPlain(t, port);
     clients.push(c);
-    answers.push(statusLineOf(c));
+    answers.push(statusLineOnClose(c));
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   await draining;
