@@ -9,6 +9,9 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
@@ -797,6 +800,69 @@ Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, secs);
 }
 
+// Connections of `family` still in a SYN queue (request socks: handshake in progress, or done and held back by
+// TCP_DEFER_ACCEPT) whose local port is `port`, from a sock_diag dump of the SYN_RECV state (what `ss -tn state
+// syn-recv` reads); -1 when the dump fails. Every listener of the port counts (other workers' SO_REUSEPORT sockets, a
+// new primary's): the caller takes it as "may still be mine".
+int SynQueued(int family, uint16_t port) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return -1;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = static_cast<uint8_t>(family);
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = 1u << TCP_SYN_RECV;  // request socks are dumped in this state
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  if (sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) {
+    close(fd);
+    return -1;
+  }
+  alignas(nlmsghdr) char buf[32 * 1024];
+  int count = 0;
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    int left = static_cast<int>(n);
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE) {
+        close(fd);
+        return count;
+      }
+      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) {
+        close(fd);
+        return -1;
+      }
+      const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if (ntohs(m->id.idiag_sport) == port) count++;
+    }
+  }
+  close(fd);
+  return -1;
+}
+
+// ioSynQueued(id) -> count: connections on the listener's port still in a SYN queue (SynQueued, IPv4 and IPv6
+// together: a dual-stack socket's requests are IPv6); -1 when the kernel's dump cannot be read.
+Napi::Value SynQueuedOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  Conn& l = s.conns[id];
+  if (!l.listener) throw Napi::TypeError::New(env, "ioSynQueued: not a listener");
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return Napi::Number::New(env, -1);
+  uint16_t port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  int v4 = SynQueued(AF_INET, port);
+  int v6 = SynQueued(AF_INET6, port);
+  return Napi::Number::New(env, v4 < 0 || v6 < 0 ? -1 : v4 + v6);
+}
+
 // ioRelease(id) -> fd: the connection leaves this table without being closed (its new owner is Node's TLS, for
 // now); what was queued for it is dropped, so only a connection that wrote nothing is released.
 Napi::Value Release(const Napi::CallbackInfo& info) {
@@ -1268,6 +1334,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
   exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
   exports.Set("ioListenDefer", Napi::Function::New(env, ListenDefer, "ioListenDefer"));
+  exports.Set("ioSynQueued", Napi::Function::New(env, SynQueuedOf, "ioSynQueued"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));

@@ -26,6 +26,8 @@ interface IoAddon {
   ioListenEnd?(id: number): boolean;
   /** Sets or clears TCP_DEFER_ACCEPT (with `on`); the kernel's value in seconds. Absent from addons built before it. */
   ioListenDefer?(id: number, on?: boolean): number;
+  /** Connections on the listener's port still in a SYN queue (sock_diag); -1 when unknown. Absent from older addons. */
+  ioSynQueued?(id: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
@@ -965,9 +967,11 @@ export class NativeListener extends EventEmitter {
    * A deferring listener's clients that completed their handshake but whose first bytes had not come yet wait in
    * the SYN queue, not the accept queue: closing once the accept queue is empty would reset them. So it first
    * clears TCP_DEFER_ACCEPT (a handshake completing from now on is queued for accept at once), then goes on
-   * accepting for DEFER_END_GRACE_MS, by which time every connection whose SYN came before the end is in the accept
-   * queue (its bytes came, or its request's first timer sent the SYN-ACK again and the client's ACK completed it),
-   * and only then stops as a listener that never deferred does (bounded by LISTEN_END_MAX_MS from there).
+   * accepting while the kernel still lists connections of its port in a SYN queue (ioSynQueued, looked at every
+   * SYN_QUEUE_POLL_MS), for DEFER_END_GRACE_MS at most: by then every connection whose SYN came before the end is in
+   * the accept queue (its bytes came, or its request's first timer sent the SYN-ACK again and the client's ACK
+   * completed it). Only then does it stop as a listener that never deferred does (bounded by LISTEN_END_MAX_MS from
+   * there). With no such connection (a quiet port) that is at once, as before.
    */
   end(): Promise<void> {
     if (this.#closed) return this.#ended ?? Promise.resolve();
@@ -984,9 +988,21 @@ export class NativeListener extends EventEmitter {
     this.#ended = new Promise((resolve) => {
       this.#onEnded = resolve;
     });
-    if (deferred) this.#endTimer = setTimeout(() => this.#endQueue(), DEFER_END_GRACE_MS).unref();
+    if (deferred) this.#endAfterSynQueue(performance.now() + DEFER_END_GRACE_MS);
     else this.#endQueue();
     return this.#ended;
+  }
+
+  /** end() of a deferring listener: the accept-queue rule once no connection of its port waits in a SYN queue. */
+  #endAfterSynQueue(deadline: number): void {
+    const queued = this.#io.addon.ioSynQueued?.(this.#id) ?? -1;
+    if (queued === 0 || performance.now() >= deadline) {
+      this.#endQueue();
+      return;
+    }
+    // -1 (the kernel's list could not be read): the whole grace
+    const wait = queued < 0 ? deadline - performance.now() : Math.min(SYN_QUEUE_POLL_MS, deadline - performance.now());
+    this.#endTimer = setTimeout(() => this.#endAfterSynQueue(deadline), wait).unref();
   }
 
   /** end()'s second part: accept what the accept queue holds, then close (at once when it is empty). */
@@ -1050,6 +1066,8 @@ const LISTEN_END_MAX_MS = 1000;
  * round trip.
  */
 const DEFER_END_GRACE_MS = 1250;
+/** How often a deferring listener's end() looks whether connections of its port still wait in a SYN queue. */
+const SYN_QUEUE_POLL_MS = 25;
 /** The longest a listener's end() takes (a deferring one's grace, then the queue's bound): the drain waits for it. */
 export const LISTEN_END_BOUND_MS = DEFER_END_GRACE_MS + LISTEN_END_MAX_MS;
 
