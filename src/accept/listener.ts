@@ -207,6 +207,13 @@ export interface Listening {
   /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
   setMode(mode: AcceptMode): void;
   /**
+   * Accept a connection only once its first bytes came (TCP_DEFER_ACCEPT; native accept only: its end() waits for
+   * the connections the kernel holds back, Node's closes at once). A listener the L4 thread serves does not defer.
+   */
+  setDeferAccept(on: boolean): void;
+  /** TCP_DEFER_ACCEPT as the kernel has it on this socket, in seconds (0 when not deferring). */
+  deferAcceptSeconds(): number;
+  /**
    * An L4 listener served wholly by the addon (native/l4.ts): `config` is its compile, and the listening socket
    * moves to the addon's L4 thread (no connection reaches `onConnection`); undefined moves it back to native
    * accept. False when this listener cannot (Node's accept): it stays as it is.
@@ -216,7 +223,7 @@ export interface Listening {
 
 function listeningOf(server: net.Server): Listening {
   const close = (): void => void server.close();
-  return { port: boundAddress(server).port, native: false, close, end: () => Promise.resolve(close()), setMode: () => {}, serveL4: () => false };
+  return { port: boundAddress(server).port, native: false, close, end: () => Promise.resolve(close()), setMode: () => {}, setDeferAccept: () => {}, deferAcceptSeconds: () => 0, serveL4: () => false };
 }
 
 /**
@@ -229,6 +236,7 @@ class NativeListening implements Listening {
   #accept: NativeListener | undefined;
   #l4: number | undefined;
   #mode: AcceptMode;
+  #defer: boolean;
   readonly #onConnection: OnConnection;
   readonly #onError: (err: Error) => void;
 
@@ -236,6 +244,7 @@ class NativeListening implements Listening {
     this.port = server.address().port;
     this.#accept = server;
     this.#mode = server.mode;
+    this.#defer = server.deferAccept;
     this.#onConnection = onConnection;
     this.#onError = onError;
     server.on('error', onError);
@@ -261,6 +270,15 @@ class NativeListening implements Listening {
   setMode(mode: AcceptMode): void {
     this.#mode = mode;
     if (this.#accept !== undefined) this.#accept.mode = mode;
+  }
+
+  setDeferAccept(on: boolean): void {
+    this.#defer = on;
+    if (this.#accept !== undefined) this.#accept.deferAccept = on;
+  }
+
+  deferAcceptSeconds(): number {
+    return this.#accept?.deferAcceptSeconds() ?? 0;
   }
 
   serveL4(config: number | undefined): boolean {
@@ -289,7 +307,7 @@ class NativeListening implements Listening {
 
   /** Back to native accept on `fd` (closed if even that fails: the listener then accepts nothing). */
   #relisten(fd: number): boolean {
-    const listener = listenNative(fd, this.#mode, this.#onConnection);
+    const listener = listenNative(fd, this.#mode, this.#onConnection, this.#defer);
     if (listener === undefined) {
       native()?.close(fd);
       return false;
@@ -307,15 +325,16 @@ function nativeL4Addon(): L4Addon | undefined {
 
 /**
  * Worker side of 'reuse-port' as a Listening: native accept when the addon's I/O is on (`mode` says what an
- * accepted connection does first), else Node's server (listenReusePort). `onError` hears accept failures.
+ * accepted connection does first, `deferAccept` whether it is accepted only once its first bytes came), else Node's
+ * server (listenReusePort). `onError` hears accept failures.
  */
-export async function openReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions & { mode: AcceptMode }, onError: (err: Error) => void): Promise<Listening> {
+export async function openReusePort(host: string, port: number, onConnection: OnConnection, opts: ListenOptions & { mode: AcceptMode; deferAccept: boolean }, onError: (err: Error) => void): Promise<Listening> {
   const addon = native();
   if (addon !== undefined && nativeIoAvailable()) {
     const fd = await reusePortFd(host, port, opts.backlog ?? defaultBacklog());
     let listener: NativeListener | undefined;
     try {
-      listener = listenNative(fd, opts.mode, onConnection);
+      listener = listenNative(fd, opts.mode, onConnection, opts.deferAccept);
     } catch (err) {
       addon.close(fd);
       throw err;

@@ -54,6 +54,8 @@ export interface StatusReport {
     accept?: 'native' | 'node';
     /** Native accept: connections accepted and the batches (wake-ups) they came in. */
     acceptBatches?: { accepted: number; batches: number };
+    /** Native accept: listeners (keys) whose socket has TCP_DEFER_ACCEPT in force, as the kernel says. */
+    deferAccept?: string[];
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /**

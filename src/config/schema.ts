@@ -516,6 +516,7 @@ const listener = z
     backlog: z.number().int().min(1).max(65535).optional().describe('Connections the kernel queues for accept before it drops new SYNs (default: the system\'s net.core.somaxconn, 4096 on current Linux; the kernel caps any value at it).'),
     https_redirect: httpsRedirect.describe('Plain listeners only: redirect every request to https (true: the first TLS listener, or a port).'),
     upstream: z.string().min(1).optional().describe('tcp listeners only: the upstream every connection is relayed to.'),
+    defer_accept: z.boolean().optional().describe('Listeners whose clients speak first (http, TLS, and tcp with proxy_protocol): true (default) has the kernel hand a connection over only once its first bytes came (TCP_DEFER_ACCEPT, as nginx `listen … deferred`), so accepting it and reading its request take one wake-up, not two; a client that sends nothing is accepted about 1 s after its handshake, and the head (or handshake) timeout runs from there. A listener that stops (drain, hand-over) first waits for such clients while the kernel still holds some on its port (1.25 s at most). Native accept only; false accepts at the handshake. A tcp listener without proxy_protocol never defers (its server may speak first).'),
     half_close: z.boolean().optional().describe('tcp listeners and TLS passthrough: true (default) forwards one side\'s FIN to the other and relays the other way until that side ends too (a client may shut its sending side and still read the answer); false closes both sides once either has ended and what it sent is written out, as nginx `stream` does by default (`proxy_half_close off`): fewer system calls and wake-ups per connection, for protocols where the first FIN ends the conversation.'),
     /**
      * Expect a PROXY protocol v1 or v2 header before anything else, only from `trusted` senders (CIDRs or
@@ -569,6 +570,9 @@ function checkListenerMode(l: unknown, ctx: z.RefinementCtx): void {
   }
   if (l.half_close !== undefined && l.mode !== 'tcp' && !(isPlainObject(l.tls) && Array.isArray(l.tls.passthrough) && l.tls.passthrough.length > 0)) {
     ctx.addIssue({ code: 'custom', path: ['half_close'], message: 'half_close applies to tcp listeners and TLS passthrough only' });
+  }
+  if (l.defer_accept === true && l.mode === 'tcp' && l.proxy_protocol === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['defer_accept'], message: 'defer_accept applies to listeners whose clients speak first: a tcp listener without proxy_protocol may have a server that speaks first' });
   }
   if (l.https_redirect !== undefined && l.https_redirect !== false && (l.tls !== undefined || l.mode === 'tcp')) {
     ctx.addIssue({ code: 'custom', path: ['https_redirect'], message: 'https_redirect applies to plain http listeners only' });

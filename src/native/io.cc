@@ -9,6 +9,9 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
@@ -60,6 +63,13 @@ constexpr int32_t kModeHold = 1;  // not read: its bytes stay in the kernel for 
 // Read without consuming (recv MSG_PEEK from SO_PEEK_OFF), so the connection can still be handed whole to
 // uWebSockets.js (adoptSocket) once JS has routed its head; ioCommit turns it into a read-mode connection.
 constexpr int32_t kModePeek = 2;
+// TCP_DEFER_ACCEPT of a listener whose clients speak first (ioListenDefer), in seconds: how long the kernel keeps a
+// connection that only completed its handshake before it is accepted all the same. The kernel counts it in SYN-ACK
+// retransmits (1 s = the first one, at the request's first timer, TCP_TIMEOUT_INIT): a silent client ACKs that
+// retransmit and is accepted then, ~1 s after its SYN, as with nginx's `listen … deferred`. Longer would only keep
+// silent clients (preconnects, idle pools) out of the head timeout's sight longer, and a listener's end must wait
+// that long for them (NativeListener.end in io.ts).
+constexpr int kDeferAcceptS = 1;
 
 struct Conn {
   int fd = -1;
@@ -73,6 +83,7 @@ struct Conn {
   bool listener = false;    // a listening socket: readiness means connections to accept
   bool ending = false;      // a listener ioListenEnd left open: accept what is queued, then close (kListenEnd)
   int32_t mode = kModeRead; // listener: what its accepted connections do first
+  bool defer = false;       // listener: TCP_DEFER_ACCEPT asked for (ioListenDefer)
   std::string out;          // bytes the kernel did not take yet (plaintext on a TLS connection)
   size_t out_off = 0;
   tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
@@ -763,6 +774,95 @@ Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Sets (on) or clears TCP_DEFER_ACCEPT on a listener's socket; false when the kernel refused it.
+bool SetDefer(Conn& l, bool on) {
+  int secs = on ? kDeferAcceptS : 0;
+  if (setsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0) return false;
+  l.defer = on;
+  return true;
+}
+
+// ioListenDefer(id[, on]) -> seconds: with `on`, sets (a listener whose clients speak first: the connection wakes the
+// worker once, with its first bytes, not once at the handshake and again for them) or clears TCP_DEFER_ACCEPT;
+// returns what the kernel has now (getsockopt: 0 = accepted at the handshake). Clearing it also frees, at once, a
+// connection whose handshake completes from now on, and any waiting one with its first byte (as always) or its
+// request's next timer (tcp_check_req, syn_ack_recalc: the kernel reads the option when a packet or a timer comes).
+Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  Conn& l = s.conns[id];
+  if (!l.listener) throw Napi::TypeError::New(env, "ioListenDefer: not a listener");
+  if (info.Length() > 1 && info[1].IsBoolean() && !SetDefer(l, info[1].As<Napi::Boolean>().Value())) throw SysError(env, "setsockopt", errno);
+  int secs = 0;
+  socklen_t len = sizeof secs;
+  if (getsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &len) != 0) throw SysError(env, "getsockopt", errno);
+  return Napi::Number::New(env, secs);
+}
+
+// Connections of `family` still in a SYN queue (request socks: handshake in progress, or done and held back by
+// TCP_DEFER_ACCEPT) whose local port is `port`, from a sock_diag dump of the SYN_RECV state (what `ss -tn state
+// syn-recv` reads); -1 when the dump fails. Every listener of the port counts (other workers' SO_REUSEPORT sockets, a
+// new primary's): the caller takes it as "may still be mine".
+int SynQueued(int family, uint16_t port) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return -1;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = static_cast<uint8_t>(family);
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = 1u << TCP_SYN_RECV;  // request socks are dumped in this state
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  if (sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) {
+    close(fd);
+    return -1;
+  }
+  alignas(nlmsghdr) char buf[32 * 1024];
+  int count = 0;
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    int left = static_cast<int>(n);
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE) {
+        close(fd);
+        return count;
+      }
+      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) {
+        close(fd);
+        return -1;
+      }
+      const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if (ntohs(m->id.idiag_sport) == port) count++;
+    }
+  }
+  close(fd);
+  return -1;
+}
+
+// ioSynQueued(id) -> count: connections on the listener's port still in a SYN queue (SynQueued, IPv4 and IPv6
+// together: a dual-stack socket's requests are IPv6); -1 when the kernel's dump cannot be read.
+Napi::Value SynQueuedOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  Conn& l = s.conns[id];
+  if (!l.listener) throw Napi::TypeError::New(env, "ioSynQueued: not a listener");
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return Napi::Number::New(env, -1);
+  uint16_t port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  int v4 = SynQueued(AF_INET, port);
+  int v6 = SynQueued(AF_INET6, port);
+  return Napi::Number::New(env, v4 < 0 || v6 < 0 ? -1 : v4 + v6);
+}
+
 // ioRelease(id) -> fd: the connection leaves this table without being closed (its new owner is Node's TLS, for
 // now); what was queued for it is dropped, so only a connection that wrote nothing is released.
 Napi::Value Release(const Napi::CallbackInfo& info) {
@@ -770,6 +870,8 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   int fd = c.fd;
+  // a listener's next owner (the L4 thread) accepts at the handshake, and its end closes at once: no deferral there
+  if (c.listener && c.defer) SetDefer(c, false);
   Unregister(s, c);
   PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);
@@ -1231,6 +1333,8 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
   exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
+  exports.Set("ioListenDefer", Napi::Function::New(env, ListenDefer, "ioListenDefer"));
+  exports.Set("ioSynQueued", Napi::Function::New(env, SynQueuedOf, "ioSynQueued"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));

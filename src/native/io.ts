@@ -24,6 +24,10 @@ interface IoAddon {
   ioRelease(id: number): number;
   /** Absent from addons built before it: then end() closes at once. */
   ioListenEnd?(id: number): boolean;
+  /** Sets or clears TCP_DEFER_ACCEPT (with `on`); the kernel's value in seconds. Absent from addons built before it. */
+  ioListenDefer?(id: number, on?: boolean): number;
+  /** Connections on the listener's port still in a SYN queue (sock_diag); -1 when unknown. Absent from older addons. */
+  ioSynQueued?(id: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
@@ -878,17 +882,18 @@ export class NativeListener extends EventEmitter {
   readonly #io: Io;
   readonly #id: number;
   #mode: AcceptMode;
+  #defer = false;
   #closed = false;
   #ended: Promise<void> | undefined;
   #onEnded: (() => void) | undefined;
-  /** end()'s bound: the socket closes then even if its queue never emptied. */
+  /** end()'s timer: the deferral grace's end, then the bound (the socket closes even if its queue never emptied). */
   #endTimer: NodeJS.Timeout | undefined;
   #resumeTimer: NodeJS.Timeout | undefined;
   onConnection: (socket: NativeSocket) => void;
   readonly #address: { address: string; port: number; family: 'IPv4' | 'IPv6' };
 
   /** @internal use listenNative() */
-  constructor(io: Io, fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void) {
+  constructor(io: Io, fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void, deferAccept: boolean) {
     super();
     this.#io = io;
     this.#mode = mode;
@@ -897,6 +902,7 @@ export class NativeListener extends EventEmitter {
     io.listeners.set(this.#id, this);
     const a = io.addon.ioAddress(this.#id, true);
     this.#address = { address: a?.address ?? '', port: a?.port ?? 0, family: isIP(a?.address ?? '') === 6 ? 'IPv6' : 'IPv4' };
+    this.deferAccept = deferAccept;
   }
 
   get mode(): AcceptMode {
@@ -908,6 +914,32 @@ export class NativeListener extends EventEmitter {
     if (this.#closed || mode === this.#mode) return;
     this.#mode = mode;
     this.#io.addon.ioListenMode(this.#id, MODE[mode]);
+  }
+
+  /**
+   * Accept a connection only once its first bytes came (TCP_DEFER_ACCEPT), so its accept and its first read take
+   * one wake-up: for listeners whose clients speak first (an HTTP request, a PROXY header, a ClientHello), never for
+   * one whose server may speak first. A client that stays silent is accepted ~1 s after its handshake (io.cc
+   * kDeferAcceptS). An addon without it, or a kernel that refuses it, accepts at the handshake as before.
+   */
+  get deferAccept(): boolean {
+    return this.#defer;
+  }
+
+  set deferAccept(on: boolean) {
+    if (this.#closed || on === this.#defer || this.#io.addon.ioListenDefer === undefined) return;
+    try {
+      this.#io.addon.ioListenDefer(this.#id, on);
+      this.#defer = on;
+    } catch {
+      // refused by the kernel: connections are accepted at the handshake, as without the option
+    }
+  }
+
+  /** TCP_DEFER_ACCEPT as the kernel has it on this socket, in seconds (0: accepted at the handshake; undefined: closed). */
+  deferAcceptSeconds(): number | undefined {
+    if (this.#closed || this.#io.addon.ioListenDefer === undefined) return this.#closed ? undefined : 0;
+    return this.#io.addon.ioListenDefer(this.#id);
   }
 
   address(): { address: string; port: number; family: 'IPv4' | 'IPv6' } {
@@ -931,6 +963,15 @@ export class NativeListener extends EventEmitter {
    * shutdown): they are accepted and reach onConnection as usual, then the socket closes. Resolves once closed.
    * A client whose handshake is still in flight when it closes is reset (net.ipv4.tcp_migrate_req=1 moves those
    * to another listener of the same SO_REUSEPORT group instead).
+   *
+   * A deferring listener's clients that completed their handshake but whose first bytes had not come yet wait in
+   * the SYN queue, not the accept queue: closing once the accept queue is empty would reset them. So it first
+   * clears TCP_DEFER_ACCEPT (a handshake completing from now on is queued for accept at once), then goes on
+   * accepting while the kernel still lists connections of its port in a SYN queue (ioSynQueued, looked at every
+   * SYN_QUEUE_POLL_MS), for DEFER_END_GRACE_MS at most: by then every connection whose SYN came before the end is in
+   * the accept queue (its bytes came, or its request's first timer sent the SYN-ACK again and the client's ACK
+   * completed it). Only then does it stop as a listener that never deferred does (bounded by LISTEN_END_MAX_MS from
+   * there). With no such connection (a quiet port) that is at once, as before.
    */
   end(): Promise<void> {
     if (this.#closed) return this.#ended ?? Promise.resolve();
@@ -939,23 +980,43 @@ export class NativeListener extends EventEmitter {
       this.close();
       return (this.#ended = Promise.resolve());
     }
+    const deferred = this.#defer;
+    this.deferAccept = false;
     this.#closed = true;
     clearTimeout(this.#resumeTimer);
-    if (addon.ioListenEnd(this.#id)) {
-      this.#io.listeners.delete(this.#id);
-      return (this.#ended = Promise.resolve());
-    }
     // kept in io.listeners until LISTEN_END: the connections accepted before it still find their listener
     this.#ended = new Promise((resolve) => {
       this.#onEnded = resolve;
     });
+    if (deferred) this.#endAfterSynQueue(performance.now() + DEFER_END_GRACE_MS);
+    else this.#endQueue();
+    return this.#ended;
+  }
+
+  /** end() of a deferring listener: the accept-queue rule once no connection of its port waits in a SYN queue. */
+  #endAfterSynQueue(deadline: number): void {
+    const queued = this.#io.addon.ioSynQueued?.(this.#id) ?? -1;
+    if (queued === 0 || performance.now() >= deadline) {
+      this.#endQueue();
+      return;
+    }
+    // -1 (the kernel's list could not be read): the whole grace
+    const wait = queued < 0 ? deadline - performance.now() : Math.min(SYN_QUEUE_POLL_MS, deadline - performance.now());
+    this.#endTimer = setTimeout(() => this.#endAfterSynQueue(deadline), wait).unref();
+  }
+
+  /** end()'s second part: accept what the accept queue holds, then close (at once when it is empty). */
+  #endQueue(): void {
+    if (this.#io.addon.ioListenEnd!(this.#id)) {
+      this._onEnd();
+      return;
+    }
     // clients arriving as fast as they are accepted would keep the queue from ever being empty: bounded
     this.#endTimer = setTimeout(() => {
       if (this.#onEnded === undefined) return;
       this.#io.addon.ioClose(this.#id);
       this._onEnd();
     }, LISTEN_END_MAX_MS).unref();
-    return this.#ended;
   }
 
   /** @internal LISTEN_END: the queue end() left was accepted and the socket closed. */
@@ -966,7 +1027,7 @@ export class NativeListener extends EventEmitter {
     this.#onEnded = undefined;
   }
 
-  /** Stops accepting and hands the listening socket's fd (still open, still listening) to the caller. */
+  /** Stops accepting and hands the listening socket's fd (still open, still listening, not deferring) to the caller. */
   release(): number {
     if (this.#closed) throw new Error('listener already closed');
     this.#closed = true;
@@ -998,15 +1059,27 @@ export class NativeListener extends EventEmitter {
 const ACCEPT_PAUSE_MS = 100;
 /** How long end() accepts a queue that never empties before it closes the socket anyway. */
 const LISTEN_END_MAX_MS = 1000;
+/**
+ * How long a deferring listener's end() goes on accepting before the rule above applies: a connection whose SYN came
+ * before the end is promoted to the accept queue by its first bytes or, silent, by its request's first timer (1 s
+ * after the SYN: the SYN-ACK retransmit it ACKs), so 1 s, plus 250 ms for the timer wheel's slack and that ACK's
+ * round trip.
+ */
+const DEFER_END_GRACE_MS = 1250;
+/** How often a deferring listener's end() looks whether connections of its port still wait in a SYN queue. */
+const SYN_QUEUE_POLL_MS = 25;
+/** The longest a listener's end() takes (a deferring one's grace, then the queue's bound): the drain waits for it. */
+export const LISTEN_END_BOUND_MS = DEFER_END_GRACE_MS + LISTEN_END_MAX_MS;
 
 /**
- * Serves listening socket `fd` (bound, listening, owned by the caller until this returns) with native accept;
- * undefined when native I/O is not available (PORTICO_NATIVE_IO=0, no addon): the caller keeps Node's net.Server.
+ * Serves listening socket `fd` (bound, listening, owned by the caller until this returns) with native accept
+ * (`deferAccept`: see NativeListener.deferAccept); undefined when native I/O is not available (PORTICO_NATIVE_IO=0,
+ * no addon): the caller keeps Node's net.Server.
  */
-export function listenNative(fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void): NativeListener | undefined {
+export function listenNative(fd: number, mode: AcceptMode, onConnection: (socket: NativeSocket) => void, deferAccept = false): NativeListener | undefined {
   const state = ioOf();
   if (state === null) return undefined;
-  return new NativeListener(state, fd, mode, onConnection);
+  return new NativeListener(state, fd, mode, onConnection, deferAccept);
 }
 
 /**

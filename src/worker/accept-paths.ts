@@ -58,6 +58,17 @@ export function acceptModeOf(config: Config, index: number): AcceptMode {
   return adoptRoutePaths(config).length > 0 && nativePeekAvailable() ? 'peek' : 'read';
 }
 
+/**
+ * Whether listener `index` accepts a connection only once its first bytes came (TCP_DEFER_ACCEPT): `defer_accept`,
+ * by default on where the client speaks first (everything but a tcp listener without a PROXY header, whose server
+ * may speak first: its clients could wait forever for a greeting the kernel holds back).
+ */
+export function deferAcceptOf(config: Config, index: number): boolean {
+  const cfg = config.listeners[index];
+  if (cfg === undefined || (cfg.mode === 'tcp' && cfg.proxy_protocol === undefined)) return false;
+  return cfg.defer_accept !== false;
+}
+
 /** Node's own handshake bound when tls.handshake_timeout is "off" (tls.Server's default): native TLS keeps it. */
 const NODE_HANDSHAKE_BOUND_MS = 120_000;
 

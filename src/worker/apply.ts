@@ -14,7 +14,7 @@ import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from '.
 import type { TerminateServices } from '../terminate/handoff.js';
 import type { TargetSpec } from '../upstream/pool.js';
 import { setStickySecret } from '../upstream/hash-key.js';
-import { ACCEPT_OPTIONS, acceptModeOf, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
+import { ACCEPT_OPTIONS, acceptModeOf, deferAcceptOf, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
 import { send } from './send.js';
 import { native } from '../native/addon.js';
 
@@ -96,6 +96,11 @@ export class Applier {
   get accept(): 'native' | 'node' | undefined {
     for (const entry of this.#listeners.values()) return entry.server.native ? 'native' : 'node';
     return undefined;
+  }
+
+  /** The keys of the listening sockets the kernel defers (TCP_DEFER_ACCEPT in force, read back from the socket). */
+  get deferring(): string[] {
+    return [...this.#listeners.values()].filter((entry) => entry.server.deferAcceptSeconds() > 0).map((entry) => entry.key);
   }
 
   /**
@@ -215,7 +220,7 @@ export class Applier {
         };
         const options: ListenOptions = { ...ACCEPT_OPTIONS, backlog: config.listeners[a.index]?.backlog };
         const onError = (err: Error) => host.log.error({ err, listener: a.key }, 'listener error');
-        const server = a.via === 'handle' ? await openOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, options, onError) : await openReusePort(a.host, a.port, onConnection, { ...options, mode: acceptModeOf(config, a.index) }, onError);
+        const server = a.via === 'handle' ? await openOnHandle(await this.#takeHandle(msg.seq, a.index), onConnection, options, onError) : await openReusePort(a.host, a.port, onConnection, { ...options, mode: acceptModeOf(config, a.index), deferAccept: deferAcceptOf(config, a.index) }, onError);
         const entry: OpenListener = { key: a.key, server, port: server.port, onConnection: hold };
         entryRef.entry = entry;
         opened.push({ entry, held });
@@ -233,6 +238,7 @@ export class Applier {
         entry.onConnection = handlers[a.index];
         // a kept socket may serve another kind of listener now (plain <-> TLS, tcp, PROXY)
         entry.server.setMode(acceptModeOf(config, a.index));
+        entry.server.setDeferAccept(deferAcceptOf(config, a.index));
         paths.serveL4(entry.key, entry.server, config, a.index, next);
       }
       for (const { entry, held } of opened) {

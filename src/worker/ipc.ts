@@ -139,6 +139,8 @@ export interface WorkerStats {
   accept?: 'native' | 'node';
   /** Native accept: connections accepted and the batches they came in (accepted / batches = the mean batch). */
   acceptBatches?: { accepted: number; batches: number };
+  /** Native accept: the keys of the listeners whose socket has TCP_DEFER_ACCEPT in force (getsockopt). */
+  deferAccept?: string[];
 }
 
 export type ToPrimary =
@@ -316,7 +318,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.fds === undefined || (isRecord(m.fds) && isCount(m.fds.open) && typeof m.fds.limit === 'number')) &&
         (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0))) &&
         (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
-        (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches)))
+        (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches))) &&
+        (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string')))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -25,10 +25,13 @@ import { Drainer } from '../terminate/drain.js';
 import type { TerminateServices } from '../terminate/handoff.js';
 import { adoptFallbacks, loadUws, terminateHopFallbacks, terminateRoutePaths } from '../terminate/uws.js';
 import { nativeTlsStatus, trimAfterHandshakes } from '../native/tls.js';
-import { nativePeekAvailable } from '../native/io.js';
+import { LISTEN_END_BOUND_MS, nativePeekAvailable } from '../native/io.js';
 import { alpnChallenges } from '../accept/acme-alpn.js';
 
-/** A drain that outlives its grace by this much ends the process anyway (the primary kills at grace + 5 s). */
+/**
+ * A drain that outlives its grace by this much ends the process anyway, counted from the listeners' end (at most
+ * LISTEN_END_BOUND_MS, 2.25 s; the primary kills at grace + 5 s).
+ */
 const DRAIN_OVERRUN_MS = 2_000;
 
 /**
@@ -376,7 +379,7 @@ class Worker {
   }
 
   #stats(): WorkerStats {
-    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit, accept: this.#applier.accept, logDropped: { stdout: stdoutWriter().dropped, file: this.accessFiles.dropped } });
+    return workerStats({ runtime: this.#runtime, retired: this.#retired, registry: this.#registry, metrics: this.#metrics, fdLimit: this.#fdLimit, accept: this.#applier.accept, deferAccept: this.#applier.deferring, logDropped: { stdout: stdoutWriter().dropped, file: this.accessFiles.dropped } });
   }
 
   /** Stops accepting at once, lets connections finish within the grace (see ConnectionRegistry.drain), exits. */
@@ -390,7 +393,7 @@ class Worker {
     setTimeout(() => {
       this.#log.warn({ connections: registry.size }, 'drain overran its grace: exiting');
       process.exit(1);
-    }, grace + DRAIN_OVERRUN_MS).unref();
+    }, LISTEN_END_BOUND_MS + grace + DRAIN_OVERRUN_MS).unref();
     let code = 0;
     try {
       // the accept queues' clients join the registry first (a batch or two), so the drain waits for them too

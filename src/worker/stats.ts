@@ -24,6 +24,8 @@ export interface StatsSource {
   readonly fdLimit: number;
   /** Who accepts the listeners' connections (undefined: no listener open). */
   readonly accept: 'native' | 'node' | undefined;
+  /** Listener keys whose socket has TCP_DEFER_ACCEPT in force. */
+  readonly deferAccept?: string[];
   /** Log lines dropped so far by stdout's writer and the access-log files' (line-writer.ts). */
   readonly logDropped?: LogDropped;
 }
@@ -71,6 +73,7 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (s.accept !== undefined) out.accept = s.accept;
   const batches = s.accept === 'native' ? nativeAcceptStats() : undefined;
   if (batches !== undefined) out.acceptBatches = batches;
+  if (s.accept === 'native' && s.deferAccept !== undefined) out.deferAccept = s.deferAccept;
   return out;
 }
 

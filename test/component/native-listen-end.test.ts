@@ -2,7 +2,9 @@
 // kernel's accept queue are accepted and served, then the socket closes; close() would reset them. Here the queue
 // is filled while nobody polls the socket (its fd released from native accept), then a new listener on that fd is
 // ended in the same turn: every queued client must get its answer, none a reset, more than one accept batch
-// included (the addon takes at most 512 per batch). Skipped (loudly) without native I/O; CI makes that a failure.
+// included (the addon takes at most 512 per batch). A deferring listener (TCP_DEFER_ACCEPT) also waits for the
+// clients the kernel still holds in its SYN queue, and closes at once on a quiet port. Skipped (loudly) without native
+// I/O; CI makes that a failure.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -120,4 +122,35 @@ nativeTest('end() with an empty queue closes at once; end() twice is the same pr
   assert.equal(await refused(port), 'ECONNREFUSED');
   assert.equal(nativeIoLive(), liveBefore);
   t.diagnostic('closed at once');
+});
+
+nativeTest('a deferring listener: end() on a quiet port closes at once; a client the kernel holds (connected, nothing sent) is waited for and answered once it writes', async (t) => {
+  const open = new Set<NativeSocket>();
+  t.after(() => {
+    for (const s of open) s.destroy();
+  });
+  // a client that still reaches it was accepted after the end began: closed here, and the refusal check below fails
+  const quiet = listenNative(native()!.reusePortListen('127.0.0.1', 0, 64), 'read', (s) => s.destroy(), true)!;
+  assert.equal(quiet.deferAcceptSeconds(), 1, 'TCP_DEFER_ACCEPT in force');
+  const quietPort = quiet.address().port;
+  const quietEnded = quiet.end();
+  // nothing in a SYN queue of its port: closed in end() itself, as a listener that never deferred
+  assert.equal(await refused(quietPort), 'ECONNREFUSED');
+  await quietEnded;
+
+  const l = listenNative(native()!.reusePortListen('127.0.0.1', 0, 64), 'read', pong(open), true)!;
+  const port = l.address().port;
+  const client = await new Promise<net.Socket>((resolve, reject) => {
+    const c = net.connect({ port, host: '127.0.0.1' }, () => resolve(c));
+    c.once('error', reject);
+  });
+  t.after(() => client.destroy());
+  const [answer] = outcomes([client]);
+  // the handshake is done and nothing was sent: the connection is in the SYN queue, not the accept queue
+  const ended = l.end();
+  assert.equal(l.closed, true);
+  client.write('ping 0');
+  assert.equal(await answer, 'pong 0', 'the held client is accepted once its bytes come, not reset');
+  await ended;
+  assert.equal(await refused(port), 'ECONNREFUSED');
 });

@@ -77,13 +77,15 @@ test('past the fd limit a natively accepted connection is refused at once, count
   );
   const base = worker(await adminStatus(portico));
   assert.equal(base.accept, EXPECTED_ACCEPT);
-  // idle connections (nothing sent yet) hold one fd each in the worker: open them one by one until refusals come;
-  // each is either counted open by the worker or closed by it
+  // idle connections (the first line of a head sent, the rest not yet) hold one fd each in the worker: open them one
+  // by one until refusals come; each is either counted open by the worker or closed by it (one that sent nothing at
+  // all would stay in the kernel for a second: TCP_DEFER_ACCEPT, test/e2e/defer-accept.test.ts)
   const fits = limit - (base.fds?.open ?? 0) - FD_RESERVE;
   const held: net.Socket[] = [];
   let refused = 0;
   for (let i = 0; i < fits + 40 && refused < 5; i++) {
     const socket = await connectPlain(t, portico.httpPort);
+    socket.write('GET /held HTTP/1.1\r\n');
     const closed = new Promise<'refused'>((resolve) => socket.once('close', () => resolve('refused')));
     const counted = statusUntil(portico, 'connection counted', (s) => s.workers[0].connections === held.length + 1, 10_000).then(() => 'held' as const);
     if ((await Promise.race([closed, counted])) === 'held') held.push(socket);

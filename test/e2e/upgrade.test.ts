@@ -1,7 +1,9 @@
 // `portico upgrade` end to end: a running Portico hands its port to a new one started from the files on disk
 // (here with another worker count) under continuous HTTP load (kept-alive and new connections) and 200 open
 // WebSockets: no request fails, no tunnel is cut before the shutdown grace, the old primary exits 0, the new
-// one serves. A new primary that cannot start leaves the old one serving.
+// one serves. Clients that connected before the old listener's end began and write their request only after it
+// began are answered (a deferring listener's end clears TCP_DEFER_ACCEPT and goes on accepting for a grace). A new
+// primary that cannot start leaves the old one serving.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
@@ -11,8 +13,10 @@ import WebSocket from 'ws';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { CLI, ROOT } from '../helpers/paths.js';
+import { nativeIoAvailable } from '../../src/native/io.js';
 import { plainListener, startPortico, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
+import { connectPlain, statusLineOnClose } from '../helpers/wire.js';
 
 function runUpgrade(portico: Portico): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -142,6 +146,50 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
   const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body.toString()) as { pid: number; workers: unknown[] };
   assert.equal(status.pid, newPid);
   assert.equal(status.workers.length, 2);
+});
+
+test('hand-over: clients that connected before the old listener\'s end began and write their request after it began are all answered (deferred accept: none reset)', { timeout: 120_000 }, async (t) => {
+  if (!nativeIoAvailable()) {
+    t.skip('deferred accept is native accept only: this run accepts with Node (PORTICO_NATIVE_IO=0 or no addon)');
+    return;
+  }
+  const backend = await startHttpBackend(t);
+  const base = (port: number) => ({
+    workers: 1,
+    listeners: [{ address: `127.0.0.1:${port}` }],
+    admin: { address: '127.0.0.1:0' },
+    // an idle client accepted early waits for its request longer than the upgrade takes on a loaded machine
+    timeouts: { shutdown_grace: '5s', head: '60s' },
+    upstreams: { app: { targets: [`127.0.0.1:${backend.port}`] } },
+    routes: [{ match: { path: '/' }, proxy: 'app' }],
+  });
+  const portico = await startPortico(t, { ...base(0), listeners: [plainListener()] });
+  reapNewPrimary(t, portico);
+  const port = portico.httpPort;
+  await writeConfig(portico, base(port));
+  let began = false;
+  const draining = portico.waitForLog((l: LogLine) => l.msg === 'worker draining' && l.pid !== portico.pid, 60_000).finally(() => (began = true));
+  const up = runUpgrade(portico);
+  // silent clients, one every 20 ms, until the old worker's end began (bounded): the last second's ones to the old
+  // listener are still in its SYN queue then (deferred: nothing sent), the rest were accepted by the old worker or
+  // went to the new one
+  const clients: net.Socket[] = [];
+  const answers: Promise<string>[] = [];
+  for (let i = 0; i < 2_500 && !began; i++) {
+    const c = await connectPlain(t, port);
+    clients.push(c);
+    answers.push(statusLineOnClose(c));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await draining;
+  clients.forEach((c, i) => c.write(`GET /late/${i} HTTP/1.1\r\nHost: late.test\r\nConnection: close\r\n\r\n`));
+  const got = await Promise.all(answers);
+  const wrong = got.map((g, i) => `${i}: ${g}`).filter((g) => !g.endsWith(': HTTP/1.1 200 OK'));
+  assert.deepEqual(wrong, [], `${wrong.length} of ${clients.length} clients got no answer`);
+  const done = await up;
+  assert.equal(done.code, 0, `portico upgrade: ${done.stdout}${done.stderr}`);
+  assert.equal(await portico.exited, 0, 'the old primary exits cleanly');
+  t.diagnostic(`${clients.length} clients connected during the upgrade, every one answered`);
 });
 
 test('a new primary that cannot start leaves the old one serving, and `portico upgrade` says why', async (t) => {

@@ -233,6 +233,16 @@ export function statusLineUntilClose(port: number, head: string, localAddress?: 
   });
 }
 
+/** What an open socket got until the server closed it: the status line, 'closed without a reply', or `error CODE`. */
+export function statusLineOnClose(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+    socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1').split('\r\n')[0] || 'closed without a reply'));
+  });
+}
+
 /** Raw bytes on a fresh connection: everything the server sent until it closed (latin1, byte for byte). */
 export async function exchangeUntilClose(port: number, bytes: string | Buffer): Promise<string> {
   const s = net.connect(port, '127.0.0.1');

@@ -237,6 +237,28 @@ routes:
   expectError(errorsOf(load(t, word)), word, 'listeners[0].half_close', 'half_close: maybe', /boolean/);
 });
 
+test('defer_accept: listeners whose clients speak first take it (default: unset, on where it applies); a tcp listener without proxy_protocol is refused at the key, a non-boolean too', (t) => {
+  const ok = `listeners:
+  - { address: 127.0.0.1:0, defer_accept: false }
+  - { address: 127.0.0.1:0, mode: tcp, upstream: db, defer_accept: true, proxy_protocol: { trusted: [127.0.0.1] } }
+  - { address: 127.0.0.1:0, mode: tcp, upstream: db, defer_accept: false }
+  - { address: 127.0.0.1:0 }
+upstreams:
+  db: { targets: [127.0.0.1:5432] }
+`;
+  const c = loaded(load(t, ok));
+  assert.deepEqual(c.listeners.map((l) => l.defer_accept), [false, true, false, undefined]);
+
+  const tcp = `listeners:
+  - { address: 127.0.0.1:0, mode: tcp, upstream: db, defer_accept: true }
+upstreams:
+  db: { targets: [127.0.0.1:5432] }
+`;
+  expectError(errorsOf(load(t, tcp)), tcp, 'listeners[0].defer_accept', 'defer_accept: true', /server that speaks first/);
+  const word = edit(ok, 'defer_accept: false }', 'defer_accept: later }');
+  expectError(errorsOf(load(t, word)), word, 'listeners[0].defer_accept', 'defer_accept: later', /boolean/);
+});
+
 test('bad size -> path and line', (t) => {
   const yaml = edit(BASE, 'header_size: 16KiB', 'header_size: 16 furlongs');
   expectError(errorsOf(load(t, yaml)), yaml, 'limits.header_size', 'header_size', /invalid size "16 furlongs"/);
