@@ -111,6 +111,9 @@ struct State {
   uv_poll_t poll{};
   int epfd = -1;
   Napi::FunctionReference on_events;
+  // The receiver of on_events (the global object), kept from ioInit: env.Global() per batch is a
+  // v8::Context::Global call, measurable at one batch per request or two.
+  Napi::ObjectReference global_ref;
   Napi::Reference<Napi::ArrayBuffer> events_ref;
   Napi::Reference<Napi::ArrayBuffer> data_ref;
   Napi::AsyncContext* async = nullptr;
@@ -629,7 +632,7 @@ int Round(State& s) {
     Napi::HandleScope scope(env);
     s.dispatching = true;
     try {
-      s.on_events.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *s.async);
+      s.on_events.MakeCallback(s.global_ref.Value(), {Napi::Number::New(env, n)}, *s.async);
     } catch (const Napi::Error& e) {
       s.dispatching = false;
       napi_fatal_exception(s.env, e.Value());
@@ -668,6 +671,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   s->env = env;
   s->epfd = epfd;
   s->on_events = Napi::Persistent(info[0].As<Napi::Function>());
+  s->global_ref = Napi::Persistent(env.Global());
   Napi::ArrayBuffer events = Napi::ArrayBuffer::New(env, kEventCap * 4 * sizeof(int32_t));
   Napi::ArrayBuffer data = Napi::ArrayBuffer::New(env, kDataSize);
   s->events_ref = Napi::Persistent(events);

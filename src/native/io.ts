@@ -110,6 +110,14 @@ export interface SocketOwner {
   socketClose(): void;
 }
 
+/**
+ * Takes a socket's 'data' in place of its 'data' listeners when it has no owner (setDataReceiver): a pooled
+ * upstream socket's bytes reach the exchange that uses it in one call, not through emit() and each listener.
+ */
+export interface DataReceiver {
+  socketData(chunk: Buffer): void;
+}
+
 /** As net.Socket: write() says false once this much waits in the native queue. */
 const HIGH_WATER_MARK = 16 * 1024;
 
@@ -332,6 +340,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   #finishCbs: Array<() => void> = NONE;
   /** Takes the events in place of listeners (setOwner); null = listeners. */
   #owner: SocketOwner | null = null;
+  /** Takes 'data' in place of its listeners when there is no owner (setDataReceiver); null = listeners. */
+  #dataTo: DataReceiver | null = null;
 
   /** @internal use adoptNative(), connectNative() or a NativeListener */
   constructor(io: Io, id: number, remoteAddress: string | undefined, remotePort: number | undefined, connecting: boolean, opts: NativeSocketOptions, paused = false, encrypted = false) {
@@ -516,6 +526,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       return;
     }
     if (this.#owner !== null) this.#owner.socketData(chunk);
+    else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
     else this.emit('data', chunk);
   }
 
@@ -773,6 +784,14 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     this.#owner = owner;
   }
 
+  /**
+   * Delivers 'data' to `receiver` alone instead of 'data' listeners (an owner, when set, still comes first);
+   * the receiver may emit it to the listeners itself. null gives 'data' back to listeners.
+   */
+  setDataReceiver(receiver: DataReceiver | null): void {
+    this.#dataTo = receiver;
+  }
+
   #emitDrain(): void {
     if (this.#owner !== null) this.#owner.socketDrain();
     else this.emit('drain');
@@ -851,6 +870,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       }
       this.#heldBytes -= chunk.length;
       if (this.#owner !== null) this.#owner.socketData(chunk);
+      else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
       else this.emit('data', chunk);
     }
   }

@@ -3,6 +3,7 @@
 // a kept-alive socket costs no listener churn per request, and an event after the owner let go (the socket idle
 // in the pool, or destroyed by an exchange that failed) reaches nobody. Shared by the HTTP and FastCGI exchanges.
 import type { ByteSocket } from '../core/socket.js';
+import { NativeSocket, type DataReceiver } from '../native/io.js';
 
 /** What an exchange does with the events of the upstream socket it owns (called by the listeners below only). */
 export interface UpstreamSocketOwner {
@@ -21,7 +22,9 @@ type OwnedSocket = ByteSocket & { [kOwner]?: UpstreamSocketOwner | null };
 export function adoptSocket(socket: ByteSocket, owner: UpstreamSocketOwner): void {
   const s = socket as OwnedSocket;
   if (s[kOwner] === undefined) {
-    s.on('data', onData);
+    // a native socket's bytes come to the owner in one call, not through emit() and each 'data' listener
+    if (socket instanceof NativeSocket) socket.setDataReceiver(new OwnerData(socket as NativeSocket & OwnedSocket));
+    else s.on('data', onData);
     s.on('end', onEnd);
     s.on('error', onError);
     s.on('close', onClose);
@@ -37,12 +40,32 @@ export function releaseSocket(socket: ByteSocket): void {
 
 /** For a socket that leaves the pool's protocol for good (a tunnel): its new user attaches listeners of its own. */
 export function disownSocket(socket: ByteSocket): void {
-  socket.removeListener('data', onData);
+  if (socket instanceof NativeSocket) socket.setDataReceiver(null);
+  else socket.removeListener('data', onData);
   socket.removeListener('end', onEnd);
   socket.removeListener('error', onError);
   socket.removeListener('close', onClose);
   socket.removeListener('drain', onDrain);
   delete (socket as OwnedSocket)[kOwner];
+}
+
+/**
+ * A native socket's 'data': to its owner; with none (idle in the pool, or given up by a failed exchange) to its
+ * 'data' listeners, where the pool's idle listener takes stray bytes for a broken connection. While an owner
+ * has it, the socket is not idle, so the idle listener had nothing to do with its bytes anyway.
+ */
+class OwnerData implements DataReceiver {
+  readonly #socket: NativeSocket & OwnedSocket;
+
+  constructor(socket: NativeSocket & OwnedSocket) {
+    this.#socket = socket;
+  }
+
+  socketData(chunk: Buffer): void {
+    const owner = this.#socket[kOwner];
+    if (owner !== undefined && owner !== null) owner.upstreamData(chunk);
+    else this.#socket.emit('data', chunk);
+  }
 }
 
 function onData(this: OwnedSocket, chunk: Buffer): void {

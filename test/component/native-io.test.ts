@@ -913,6 +913,57 @@ nativeTest('setOwner: data, held data after resume, end and close reach the owne
   assert.deepEqual(other.log, []);
 });
 
+nativeTest("setDataReceiver: 'data', bytes held while paused included, goes to the receiver alone; an owner comes first; null gives it back to listeners; 'end' stays the listeners'", async (t) => {
+  const srv = await listen(t);
+  const { s, peer } = await pair(t, srv);
+  /** Resolves once `text` is what `into` holds (checked on each arrival: no polling). */
+  const arrivals = (into: string[]): { push: (c: Buffer) => void; reach: (text: string) => Promise<void> } => {
+    let want = '';
+    let reached: () => void = () => {};
+    return {
+      push: (c) => {
+        into.push(c.toString());
+        if (into.join('') === want) reached();
+      },
+      reach: (text) => new Promise<void>((resolve) => {
+        want = text;
+        reached = resolve;
+        if (into.join('') === text) resolve();
+      }),
+    };
+  };
+  const received: string[] = [];
+  const heard: string[] = [];
+  s.on('data', (c: Buffer) => heard.push(`data:${c.toString()}`));
+  s.on('end', () => heard.push('end'));
+  const r = arrivals(received);
+  s.setDataReceiver({ socketData: r.push });
+  peer.write('one');
+  await within(r.reach('one'), 'the receiver to get the first bytes');
+  // bytes held in JS while paused (what a batch read after pause() leaves), delivered on resume
+  s.pause();
+  s.unshift(Buffer.from('two'));
+  s.resume();
+  await within(r.reach('onetwo'), 'the held bytes to reach the receiver');
+  // an owner takes data before the receiver
+  const owned: string[] = [];
+  const o = arrivals(owned);
+  const owner = recordingOwner();
+  s.setOwner({ ...owner, socketData: o.push });
+  peer.write('three');
+  await within(o.reach('three'), 'the owner to get its bytes');
+  s.setOwner(null);
+  s.setDataReceiver(null);
+  const got = once(s, 'data');
+  peer.write('four');
+  await within(got, "a listener's data");
+  const ended = once(s, 'end');
+  peer.end();
+  await within(ended, "a listener's end");
+  assert.equal(received.join(''), 'onetwo');
+  assert.deepEqual(heard, ['data:four', 'end'], 'listeners saw no data while the receiver or the owner had it');
+});
+
 nativeTest("setOwner: a reset reaches the owner as socketError then socketClose, and 'error' listeners too when there are any", async (t) => {
   const srv = await listen(t);
   for (const withListener of [false, true]) {

@@ -520,3 +520,45 @@ test('a route remembers its last CGI head: a repeat gives the same head, framed 
     assert.match(await send(`GET /b.php HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`), new RegExp(`\\r\\nX-Host: h-${host}\\r\\n`), host);
   }
 });
+
+test('an idle kept-alive FastCGI connection that sends bytes is closed, not reused: the next request gets a new connection', { timeout: 60_000 }, async (t) => {
+  // FCGI_KEEP_CONN kept: each connection answers every request it gets (one read = one request here)
+  const answer = Buffer.concat([rec(6, Buffer.from('Content-Type: text/plain\r\n\r\nok')), END]);
+  const conns: Array<{ s: net.Socket; closed: boolean }> = [];
+  const server = net.createServer((s) => {
+    const c = { s, closed: false };
+    conns.push(c);
+    s.on('error', () => {});
+    s.on('close', () => (c.closed = true));
+    s.on('data', () => s.write(answer));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const c of conns) c.s.destroy();
+    server.close();
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  const root = await tempRoot(t, ['a.php']);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [`127.0.0.1:${port}`], retries: { max: 0 } } },
+    routes: [{ match: { path_exact: '/a.php' }, fastcgi: { upstream: 'app', root } }],
+  } as ConfigInput);
+  const url = `http://127.0.0.1:${portico.httpPort}/a.php`;
+  const first = await request(url);
+  assert.equal(first.body.toString(), 'ok');
+  assert.equal(conns.length, 1);
+  // kept: a second request goes on the same connection
+  assert.equal((await request(url)).body.toString(), 'ok');
+  assert.equal(conns.length, 1, 'the idle connection was reused');
+  // the application speaks while idle (not asked anything): Portico closes that connection
+  conns[0].s.write(rec(6, Buffer.from('unasked')));
+  await until('the idle connection closed by Portico', () => conns[0].closed, (closed) => closed);
+  const next = await request(url);
+  assert.equal(next.status, 200);
+  assert.equal(next.body.toString(), 'ok');
+  assert.equal(conns.length, 2, 'the next request went on a new connection');
+  assert.equal(portico.logs.filter((l) => l.msg === 'worker exited').length, 0, 'no worker crashed');
+});
