@@ -474,7 +474,7 @@ export function renderPrometheus(s: MetricsSnapshot, gauges?: ProcessGauges): st
   );
   const h = s.histograms;
   const histogram = (name: string, help: string, which: HistogramName) => out.push(...renderHistogram(name, help, BUCKETS[which], h?.[which] ?? {}, labels));
-  histogram('portico_request_duration_seconds', 'Forwarded requests from the request head to the end of the response (or the failure), by route and status class.', 'request');
+  histogram('portico_request_duration_seconds', 'Forwarded and FastCGI requests from the request head to the end of the response (or the failure), by route and status class.', 'request');
   histogram('portico_upstream_connect_seconds', 'New connections to a target, from the request that asked for one to connected (kept-alive sockets are not counted).', 'connect');
   histogram('portico_upstream_first_byte_seconds', 'From the request head to the first byte of the target\'s response.', 'firstByte');
   histogram('portico_tls_handshake_seconds', 'Client TLS handshakes that completed, from the first byte read to finished.', 'tls');

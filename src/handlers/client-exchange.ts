@@ -4,6 +4,7 @@
 import type { ProxyError } from '../core/errors.js';
 import type { CompiledRoute } from '../route/router.js';
 import type { Target } from '../upstream/balancer.js';
+import type { UpstreamPool } from '../upstream/pool.js';
 import type { RequestHead } from '../wire/http-head.js';
 
 export interface ClientExchange {
@@ -12,6 +13,15 @@ export interface ClientExchange {
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly startedAt: number;
+  /** performance.now() at the start: the latency histograms (core/metrics.ts exchange()) read the timings below. */
+  readonly startedHr: number;
+  /** Ms from the start to a socket to the target (a kept-alive one: about 0), and to its first answer byte; -1 = not (yet). */
+  readonly connectMs: number;
+  readonly firstByteMs: number;
+  /** The socket in use came from the keep-alive pool. */
+  readonly reusedSocket: boolean;
+  /** The upstream the request is sent to (HTTP targets, or FastCGI applications). */
+  readonly pool: UpstreamPool;
   /** The response status (0 until a head was sent). */
   readonly status: number;
   /** Bytes sent upstream (request head or params included). */

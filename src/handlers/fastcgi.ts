@@ -109,6 +109,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   readonly head: RequestHead;
   readonly route: CompiledRoute;
   readonly startedAt: number;
+  readonly startedHr: number;
+  connectMs = -1;
+  firstByteMs = -1;
+  reusedSocket = false;
   status = 0;
   bytesIn = 0;
   bytesOut = 0;
@@ -171,6 +175,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.route = d.route;
     this.#fcgi = d.fastcgi;
     this.startedAt = Date.now();
+    this.startedHr = performance.now();
     this.#timeouts = pool.config.timeouts;
     this.#keepConn = pool.config.keepalive.max_idle > 0;
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : 0;
@@ -284,6 +289,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
+    this.reusedSocket = reused;
+    this.connectMs = performance.now() - this.startedHr;
     adoptSocket(socket, this);
     this.#phase = 'waiting';
     this.#stdoutBytes = 0;
@@ -406,6 +413,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   upstreamData(chunk: Buffer): void {
     const reader = this.#reader;
     if (reader === null || this.#finished) return;
+    if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
     this.#holding = true;
     const problem = reader.push(chunk);
     this.#holding = false;

@@ -870,7 +870,6 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   /** The exchange's latencies and its target's response, for the histograms (core/metrics.ts exchange()). */
   #observe(ex: ClientExchange, status: number): void {
-    if (!(ex instanceof Exchange)) return;
     const target = ex.target ?? ex.lastTarget;
     this.ctx.metrics.exchange(ex.route.name, ex.pool.name, target?.id, status, performance.now() - ex.startedHr, ex.connectMs, ex.reusedSocket, ex.firstByteMs);
   }

@@ -17,6 +17,7 @@ import { needPeer } from '../helpers/peers.js';
 import { FIXTURES, SHARED_CONTRACT } from '../helpers/paths.js';
 import { hasPhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
 import { plainListener, reloadPortico, startPortico, tlsListener } from '../helpers/portico.js';
+import { adminUrl } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { probe } from '../../src/upstream/health.js';
 import type { ConfigInput } from '../../src/config/schema.js';
@@ -561,4 +562,45 @@ test('an idle kept-alive FastCGI connection that sends bytes is closed, not reus
   assert.equal(next.body.toString(), 'ok');
   assert.equal(conns.length, 2, 'the next request went on a new connection');
   assert.equal(portico.logs.filter((l) => l.msg === 'worker exited').length, 0, 'no worker crashed');
+});
+
+test('FastCGI requests are in the latency histograms and the per-target response counts (/metrics), as forwarded ones are', { timeout: 60_000 }, async (t) => {
+  // FCGI_KEEP_CONN kept: one connection answers every request; `/bad.php` gets a record of an unknown version (502)
+  const good = Buffer.concat([rec(6, Buffer.from('Content-Type: text/plain\r\n\r\nok')), END]);
+  const conns: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    conns.push(s);
+    s.on('error', () => {});
+    s.on('data', (d) => s.write(d.includes('/bad.php') ? rec(6, Buffer.from('x'), 9) : good));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const s of conns) s.destroy();
+    server.close();
+  });
+  const target = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const root = await tempRoot(t, ['a.php', 'bad.php']);
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [plainListener()],
+    upstreams: { app: { targets: [target], retries: { max: 0 } } },
+    routes: [{ name: 'php', match: { path_regex: '\\.php$' }, fastcgi: { upstream: 'app', root } }],
+    admin: { address: '127.0.0.1:0' },
+  } as ConfigInput);
+  const base = `http://127.0.0.1:${portico.httpPort}`;
+  for (let i = 0; i < 3; i++) assert.equal((await request(`${base}/a.php`)).status, 200);
+  assert.equal((await request(`${base}/bad.php`)).status, 502);
+
+  const text = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+  const m = new Map<string, number>();
+  for (const line of text.split('\n')) if (line !== '' && !line.startsWith('#')) m.set(line.slice(0, line.lastIndexOf(' ')), Number(line.slice(line.lastIndexOf(' ') + 1)));
+  assert.equal(m.get('portico_request_duration_seconds_count{route="php",class="2xx"}'), 3);
+  assert.equal(m.get('portico_request_duration_seconds_count{route="php",class="5xx"}'), 1);
+  assert.ok((m.get('portico_request_duration_seconds_sum{route="php",class="2xx"}') ?? 0) > 0, 'durations observed');
+  assert.equal(m.get(`portico_upstream_responses_total{upstream="app",target="${target}",class="2xx"}`), 3);
+  assert.equal(m.get(`portico_upstream_responses_total{upstream="app",target="${target}",class="5xx"}`), 1, 'the bad answer counts against its target');
+  // every request had a first byte from the application; connections: a fresh one is observed, a kept-alive one not
+  assert.equal(m.get('portico_upstream_first_byte_seconds_count{upstream="app",target="' + target + '"}'), 4);
+  assert.equal(m.get('portico_upstream_connect_seconds_count{upstream="app",target="' + target + '"}'), conns.length);
 });
