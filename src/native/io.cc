@@ -153,6 +153,13 @@ int32_t IdArg(const Napi::CallbackInfo& info, State& s) {
   return id;
 }
 
+// IdArg of a listening socket: throws "<fn>: not a listener" for any other connection.
+int32_t ListenerIdArg(const Napi::CallbackInfo& info, State& s, const char* fn) {
+  int32_t id = IdArg(info, s);
+  if (!s.conns[id].listener) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": not a listener");
+  return id;
+}
+
 void UpdateRef(State& s) {
   bool want = s.live > 0;
   if (want == s.referenced) return;
@@ -770,9 +777,8 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
 Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
-  int32_t id = IdArg(info, s);
+  int32_t id = ListenerIdArg(info, s, "ioListenMode");
   int32_t mode = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : -1;
-  if (!s.conns[id].listener) throw Napi::TypeError::New(env, "ioListenMode: not a listener");
   if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read), 1 (hold) or 2 (peek)");
   s.conns[id].mode = mode;
   return env.Undefined();
@@ -794,9 +800,7 @@ bool SetDefer(Conn& l, bool on) {
 Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
-  int32_t id = IdArg(info, s);
-  Conn& l = s.conns[id];
-  if (!l.listener) throw Napi::TypeError::New(env, "ioListenDefer: not a listener");
+  Conn& l = s.conns[ListenerIdArg(info, s, "ioListenDefer")];
   if (info.Length() > 1 && info[1].IsBoolean() && !SetDefer(l, info[1].As<Napi::Boolean>().Value())) throw SysError(env, "setsockopt", errno);
   int secs = 0;
   socklen_t len = sizeof secs;
@@ -855,9 +859,7 @@ int SynQueued(int family, uint16_t port) {
 Napi::Value SynQueuedOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
-  int32_t id = IdArg(info, s);
-  Conn& l = s.conns[id];
-  if (!l.listener) throw Napi::TypeError::New(env, "ioSynQueued: not a listener");
+  Conn& l = s.conns[ListenerIdArg(info, s, "ioSynQueued")];
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return Napi::Number::New(env, -1);
@@ -889,9 +891,8 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
 Napi::Value ListenEnd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
-  int32_t id = IdArg(info, s);
+  int32_t id = ListenerIdArg(info, s, "ioListenEnd");
   Conn& l = s.conns[id];
-  if (!l.listener) throw Napi::TypeError::New(env, "ioListenEnd: not a listener");
   pollfd p{l.fd, POLLIN, 0};
   if (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0) {
     l.ending = true;
