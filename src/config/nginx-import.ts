@@ -74,6 +74,8 @@ const BUILTIN_FASTCGI_PARAMS = new Set([
 interface ListenSpec {
   address: string;
   tls: boolean;
+  /** `backlog=N`: the listen queue (listeners[].backlog). */
+  backlog?: number;
 }
 
 interface ServerOut {
@@ -363,13 +365,19 @@ class Importer {
     else if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(raw)) address = raw;
     else if (/:\d+$/.test(raw)) address = raw.replace(/^\*:/, '0.0.0.0:');
     else address = `${raw}:80`;
+    let backlog: number | undefined;
     for (const p of s.args.slice(1)) {
-      if (p === 'ssl' || p === 'default_server' || p === 'default' || p === 'reuseport') continue;
-      if (p === 'http2' || p === 'quic') this.#note(s, `${p}: Portico serves HTTP/1.1 (and WebSocket over it) only`, ['listeners']);
+      // deferred: Portico's listeners defer accept by default (listeners[].defer_accept)
+      if (p === 'ssl' || p === 'default_server' || p === 'default' || p === 'reuseport' || p === 'deferred') continue;
+      if (p.startsWith('backlog=')) {
+        const n = /^backlog=\d{1,5}$/.test(p) ? Number(p.slice(8)) : 0;
+        if (n >= 1 && n <= 65535) backlog = n;
+        else this.#skip(s, `listen parameter "${p}": a backlog is 1 to 65535`, ['listeners']);
+      } else if (p === 'http2' || p === 'quic') this.#note(s, `${p}: Portico serves HTTP/1.1 (and WebSocket over it) only`, ['listeners']);
       else if (p === 'proxy_protocol') this.#note(s, 'proxy_protocol: set `proxy_protocol: { trusted: [CIDRs] }` on this listener', ['listeners']);
-      else if (!/^(backlog|rcvbuf|sndbuf|ipv6only|so_keepalive|deferred|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
+      else if (!/^(rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
     }
-    return { address, tls: s.args.includes('ssl') };
+    return { address, tls: s.args.includes('ssl'), ...(backlog === undefined ? {} : { backlog }) };
   }
 
   #serverNames(s: Directive): string[] | undefined {
@@ -402,6 +410,7 @@ class Importer {
       entry.tls = tls;
     }
     if (httpsRedirect) entry.https_redirect = true;
+    if (l.backlog !== undefined) entry.backlog = Math.max(l.backlog, typeof entry.backlog === 'number' ? entry.backlog : 0);
   }
 
   #serverLevel(s: Directive, ctx: LocationCtx): void {

@@ -127,12 +127,16 @@ test('upstream: weights, backup, down, balancing and keepalive', (t) => {
 
 test('listen, server_name and the default server', (t) => {
   const r = translate(`
-    server { listen 80; listen [::]:80; server_name www.example.test .example.test; location / { proxy_pass http://127.0.0.1:9000; } }
-    server { listen 127.0.0.1:8443 ssl http2; server_name api.example.test; ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key;
+    server { listen 80 deferred; listen [::]:80 backlog=2048; server_name www.example.test .example.test; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 127.0.0.1:8443 ssl http2 backlog=70000; server_name api.example.test; ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key;
              location / { proxy_pass http://127.0.0.1:9001; } }`);
   const o = out(r);
   assert.deepEqual(o.listeners.map((l) => l.address), ['[::]:80', '127.0.0.1:8443'], 'listen 80 and [::]:80 are one dual-stack listener');
   assert.deepEqual(o.listeners[1].tls, { certificates: [{ cert: './certs/site.crt', key: './certs/site.key' }] });
+  assert.equal(o.listeners[0].backlog, 2048, 'backlog=N is the listener\'s backlog');
+  assert.equal(o.listeners[1].backlog, undefined);
+  assert.ok(!r.notes.some((n) => /deferred|backlog=2048/.test(n.message)), 'deferred (Portico defers by default) and a backlog need no note');
+  assert.ok(r.notes.some((n) => /backlog=70000.*1 to 65535/.test(n.message)), 'a backlog out of range is reported');
   assert.equal((o.routes[0].match as Record<string, unknown>).host, undefined, 'the first server is the default: any host');
   assert.equal((o.routes[1].match as Record<string, unknown>).host, 'api.example.test');
   assert.ok(r.notes.some((n) => /http2/.test(n.message)));
