@@ -128,7 +128,6 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #finished = false;
   #script: Script | null = null;
   #upstream: ByteSocket | null = null;
-  #reused = false;
   #reader: RecordReader | null = null;
   // request body: Content-Length framed (streamed as it comes), or chunked (held whole in #buffer, then replayed:
   // FastCGI sends CONTENT_LENGTH before the body)
@@ -288,7 +287,6 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   protected connected(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
-    this.#reused = reused;
     this.reusedSocket = reused;
     this.connectMs = performance.now() - this.startedHr;
     adoptSocket(socket, this);
@@ -781,7 +779,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#resBuf = null;
       this.deadline = 0;
       this.#phase = 'connecting';
-      this.retryAfterReset(err, this.#reused);
+      this.retryAfterReset(err, this.reusedSocket);
       return;
     }
     this.#fail(err);

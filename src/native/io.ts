@@ -525,6 +525,11 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
       this.#heldBytes += chunk.length;
       return;
     }
+    this.#deliver(chunk);
+  }
+
+  /** A chunk to whoever takes 'data': the owner, else the data receiver, else the 'data' listeners. */
+  #deliver(chunk: Buffer): void {
     if (this.#owner !== null) this.#owner.socketData(chunk);
     else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
     else this.emit('data', chunk);
@@ -869,9 +874,7 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
         continue;
       }
       this.#heldBytes -= chunk.length;
-      if (this.#owner !== null) this.#owner.socketData(chunk);
-      else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
-      else this.emit('data', chunk);
+      this.#deliver(chunk);
     }
   }
 
