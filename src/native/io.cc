@@ -808,16 +808,20 @@ Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, secs);
 }
 
-// Connections of `family` still in a SYN queue (request socks: handshake in progress, or done and held back by
-// TCP_DEFER_ACCEPT) whose local port is `port`, from a sock_diag dump of the SYN_RECV state (what `ss -tn state
-// syn-recv` reads); -1 when the dump fails. Every listener of the port counts (other workers' SO_REUSEPORT sockets, a
-// new primary's): the caller takes it as "may still be mine".
+// Whether any connection of `family` whose local port is `port` is still in a SYN queue (request socks: handshake in
+// progress, or done and held back by TCP_DEFER_ACCEPT): 1 yes, 0 no, -1 when the kernel's list cannot be read. A
+// sock_diag dump of the SYN_RECV state (what `ss -tn state syn-recv sport = :port` reads), filtered by the kernel to
+// the port (inet_diag bytecode), and read only up to the first entry: a SYN flood on the port makes the answer "yes"
+// in one small read, not a dump of every request sock each time it is asked. Every listener of the port counts
+// (other workers' SO_REUSEPORT sockets, a new primary's): the caller takes it as "may still be mine".
 int SynQueued(int family, uint16_t port) {
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return -1;
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 req;
+    nlattr attr;
+    inet_diag_bc_op ops[2];  // sport == port: yes -> end of the program (match), no -> past it (no match)
   } msg{};
   msg.nlh.nlmsg_len = sizeof msg;
   msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
@@ -825,37 +829,43 @@ int SynQueued(int family, uint16_t port) {
   msg.req.sdiag_family = static_cast<uint8_t>(family);
   msg.req.sdiag_protocol = IPPROTO_TCP;
   msg.req.idiag_states = 1u << TCP_SYN_RECV;  // request socks are dumped in this state
+  msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
+  msg.attr.nla_len = static_cast<uint16_t>(NLA_HDRLEN + sizeof msg.ops);
+  msg.ops[0] = inet_diag_bc_op{INET_DIAG_BC_S_EQ, sizeof msg.ops, sizeof msg.ops + 4};
+  msg.ops[1].no = port;
+  static_assert(sizeof msg == NLMSG_LENGTH(sizeof(inet_diag_req_v2)) + NLA_HDRLEN + 2 * sizeof(inet_diag_bc_op), "no padding");
   sockaddr_nl to{};
   to.nl_family = AF_NETLINK;
   if (sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) {
     close(fd);
     return -1;
   }
-  alignas(nlmsghdr) char buf[32 * 1024];
-  int count = 0;
-  for (;;) {
+  alignas(nlmsghdr) char buf[8 * 1024];
+  int found = -1;
+  while (found < 0) {
     ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n <= 0) break;
     int left = static_cast<int>(n);
     for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_type == NLMSG_DONE) {
-        close(fd);
-        return count;
+        found = 0;
+        break;
       }
-      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) {
-        close(fd);
-        return -1;
+      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) break;
+      // the filter already matched; checked again in case a kernel ignored it
+      if (ntohs(static_cast<const inet_diag_msg*>(NLMSG_DATA(h))->id.idiag_sport) == port) {
+        found = 1;
+        break;
       }
-      const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
-      if (ntohs(m->id.idiag_sport) == port) count++;
     }
+    if (left > 0 && found < 0) break;  // an error message, or a malformed one
   }
-  close(fd);
-  return -1;
+  close(fd);  // the rest of the dump, if any, is dropped with the socket
+  return found;
 }
 
-// ioSynQueued(id) -> count: connections on the listener's port still in a SYN queue (SynQueued, IPv4 and IPv6
-// together: a dual-stack socket's requests are IPv6); -1 when the kernel's dump cannot be read.
+// ioSynQueued(id) -> 1 when some connection on the listener's port is still in a SYN queue, else 0 (SynQueued, IPv4
+// and IPv6: a dual-stack socket's requests are IPv6); -1 when the kernel's list cannot be read.
 Napi::Value SynQueuedOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
@@ -865,8 +875,9 @@ Napi::Value SynQueuedOf(const Napi::CallbackInfo& info) {
   if (getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return Napi::Number::New(env, -1);
   uint16_t port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   int v4 = SynQueued(AF_INET, port);
+  if (v4 > 0) return Napi::Number::New(env, 1);
   int v6 = SynQueued(AF_INET6, port);
-  return Napi::Number::New(env, v4 < 0 || v6 < 0 ? -1 : v4 + v6);
+  return Napi::Number::New(env, v4 < 0 || v6 < 0 ? -1 : v6);
 }
 
 // ioRelease(id) -> fd: the connection leaves this table without being closed (its new owner is Node's TLS, for

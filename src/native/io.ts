@@ -26,7 +26,7 @@ interface IoAddon {
   ioListenEnd?(id: number): boolean;
   /** Sets or clears TCP_DEFER_ACCEPT (with `on`); the kernel's value in seconds. Absent from addons built before it. */
   ioListenDefer?(id: number, on?: boolean): number;
-  /** Connections on the listener's port still in a SYN queue (sock_diag); -1 when unknown. Absent from older addons. */
+  /** 1 when a connection on the listener's port is still in a SYN queue (sock_diag), 0 when none, -1 when unknown. Absent from older addons. */
   ioSynQueued?(id: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
   ioWriteLatin1(id: number, text: string): number;
@@ -1016,9 +1016,18 @@ export class NativeListener extends EventEmitter {
     return this.#ended;
   }
 
+  /**
+   * Whether a connection of this listener's port waits in a SYN queue (handshake in flight, or held back by
+   * TCP_DEFER_ACCEPT): 1 yes, 0 no, -1 unknown (the kernel's list could not be read, or the addon is older).
+   */
+  synQueued(): number {
+    if (this.#closed && this.#onEnded === undefined) return -1;
+    return this.#io.addon.ioSynQueued?.(this.#id) ?? -1;
+  }
+
   /** end() of a deferring listener: the accept-queue rule once no connection of its port waits in a SYN queue. */
   #endAfterSynQueue(deadline: number): void {
-    const queued = this.#io.addon.ioSynQueued?.(this.#id) ?? -1;
+    const queued = this.synQueued();
     if (queued === 0 || performance.now() >= deadline) {
       this.#endQueue();
       return;

@@ -154,3 +154,56 @@ nativeTest('a deferring listener: end() on a quiet port closes at once; a client
   await ended;
   assert.equal(await refused(port), 'ECONNREFUSED');
 });
+
+/** A client that completes its handshake and sends nothing (held in the SYN queue of a deferring listener). */
+function silent(t: TestContext, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ port, host: '127.0.0.1' }, () => resolve(c));
+    c.once('error', reject);
+    t.after(() => c.destroy());
+  });
+}
+
+nativeTest('ioSynQueued: a deferring listener sees the clients held on its own port only (the kernel filters by port), and none once they are accepted', async (t) => {
+  const addon = native()!;
+  const open = new Set<NativeSocket>();
+  t.after(() => {
+    for (const s of open) s.destroy();
+  });
+  const mine = listenNative(addon.reusePortListen('127.0.0.1', 0, 64), 'read', pong(open), true)!;
+  const other = listenNative(addon.reusePortListen('127.0.0.1', 0, 64), 'read', pong(open), true)!;
+  t.after(() => {
+    mine.close();
+    other.close();
+  });
+  const probe = (l: typeof mine): number => l.synQueued();
+  assert.equal(probe(mine), 0, 'a quiet port');
+  // 300 silent clients on the other port: a dump of every SYN_RECV sock would see them, a filtered one must not
+  const held = await Promise.all(Array.from({ length: 300 }, () => silent(t, other.address().port)));
+  assert.equal(probe(other), 1, 'the other port has held clients');
+  assert.equal(probe(mine), 0, 'clients held on another port do not count');
+  const client = await silent(t, mine.address().port);
+  assert.equal(probe(mine), 1, 'its own held client counts');
+  const [answer] = outcomes([client]);
+  client.write('ping 7');
+  assert.equal(await answer, 'pong 7');
+  assert.equal(probe(mine), 0, 'accepted once its bytes came: no longer in the SYN queue');
+  for (const c of held) c.destroy();
+});
+
+nativeTest('a deferring listener ends within its bound while 300 silent clients keep its SYN queue full (they never write)', async (t) => {
+  const open = new Set<NativeSocket>();
+  t.after(() => {
+    for (const s of open) s.destroy();
+  });
+  const l = listenNative(native()!.reusePortListen('127.0.0.1', 0, 4096), 'read', pong(open), true)!;
+  const port = l.address().port;
+  await Promise.all(Array.from({ length: 300 }, () => silent(t, port)));
+  const began = performance.now();
+  await l.end();
+  const took = performance.now() - began;
+  t.diagnostic(`ended in ${took.toFixed(0)} ms with 300 silent clients held`);
+  assert.equal(await refused(port), 'ECONNREFUSED', 'closed once end() resolved');
+  // bounded: the deferral grace (1.25 s) plus the accept queue's bound (LISTEN_END_MAX_MS); never waits for the clients
+  assert.ok(took < 10_000, `end() took ${took} ms`);
+});
