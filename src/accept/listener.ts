@@ -207,8 +207,8 @@ export interface Listening {
   /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
   setMode(mode: AcceptMode): void;
   /**
-   * Accept a connection only once its first bytes came (TCP_DEFER_ACCEPT; native accept only: its end() waits for
-   * the connections the kernel holds back, Node's closes at once). A listener the L4 thread serves does not defer.
+   * Accept a connection only once its first bytes came (TCP_DEFER_ACCEPT; native accept and the L4 thread: their
+   * end() waits for the connections the kernel holds back; Node's accept does not defer, and closes at once).
    */
   setDeferAccept(on: boolean): void;
   /** TCP_DEFER_ACCEPT as the kernel has it on this socket, in seconds (0 when not deferring). */
@@ -258,13 +258,16 @@ class NativeListening implements Listening {
   }
 
   end(): Promise<void> {
+    // an L4 listener comes back to native accept for its end: the clients in its queues (accept, and SYN while it
+    // deferred) are accepted there and served by the JS L4 path, where closing on the L4 thread would reset them
+    if (this.#l4 !== undefined) {
+      const fd = nativeL4Addon()!.l4Release(this.#l4);
+      this.#l4 = undefined;
+      this.#relisten(fd);
+    }
     const accept = this.#accept;
     this.#accept = undefined;
-    if (accept === undefined) {
-      this.close(); // an L4 listener: the addon's L4 thread owns its queue
-      return Promise.resolve();
-    }
-    return accept.end();
+    return accept === undefined ? Promise.resolve() : accept.end();
   }
 
   setMode(mode: AcceptMode): void {
@@ -275,10 +278,21 @@ class NativeListening implements Listening {
   setDeferAccept(on: boolean): void {
     this.#defer = on;
     if (this.#accept !== undefined) this.#accept.deferAccept = on;
+    if (this.#l4 !== undefined) this.#l4Defer(on);
   }
 
   deferAcceptSeconds(): number {
+    if (this.#l4 !== undefined) return this.#l4Defer();
     return this.#accept?.deferAcceptSeconds() ?? 0;
+  }
+
+  /** TCP_DEFER_ACCEPT on the L4 thread's socket: set or cleared with `on`; the seconds in force (0 when unknown). */
+  #l4Defer(on?: boolean): number {
+    try {
+      return nativeL4Addon()?.l4Defer?.(this.#l4!, on) ?? 0;
+    } catch {
+      return 0; // refused by the kernel: accepted at the handshake, as without the option
+    }
   }
 
   serveL4(config: number | undefined): boolean {
@@ -296,6 +310,8 @@ class NativeListening implements Listening {
           this.#relisten(fd);
           throw err;
         }
+        // a passthrough listener's clients speak first (deferAcceptOf is false for a tcp listener without PROXY)
+        if (this.#defer) this.#l4Defer(true);
       } else return false;
       return true;
     }

@@ -37,6 +37,7 @@ constexpr int kAcceptBatch = 64;               // accepts per listener per wake-
 constexpr int kMaxEvents = 256;
 constexpr uint64_t kAcceptPauseMs = 100;  // after EMFILE/ENFILE/ENOBUFS/ENOMEM: a queue we cannot drain would spin
 constexpr int kSweepMs = 25;              // connect deadlines and paused listeners are checked this often
+constexpr int kDeferAcceptS = 1;          // TCP_DEFER_ACCEPT of a deferring listener, as native accept's (io.cc)
 constexpr int kKeepIdleS = 60;            // TCP keep-alive probe as the JS tunnels set it (relay.ts)
 constexpr uint64_t kLingerMs = 2000;      // a refused TLS client's time to read its alert (l4.ts REFUSED_LINGER_MS)
 // Batches to JS are at least this far apart: under load a batch carries many connections, so the JS thread's
@@ -97,6 +98,7 @@ struct Listener {
   std::shared_ptr<Config> cfg;    // a tcp listener
   std::shared_ptr<SniTable> sni;  // a passthrough-only TLS listener
   uint64_t paused_until = 0;  // monotonic; 0 = accepting
+  bool defer = false;  // TCP_DEFER_ACCEPT set by l4Defer: an accepted client's first bytes are already there
 };
 
 struct Failure {
@@ -640,6 +642,8 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       ev.data.u64 = c->id;
       g.connecting.emplace(c->id, c);
       if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) Refuse(c, "closed");
+      // deferred: the hello (or its start) came before the accept, read it now rather than after the next wait
+      else if (l.defer) Peek(c, false);
       continue;
     }
     g.opened++;
@@ -1057,7 +1061,28 @@ Napi::Value Use(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// l4Release(listenerId) -> fd: stops accepting and gives the listening socket back (open) to the caller.
+// l4Defer(listenerId[, on]) -> seconds: with `on`, sets or clears TCP_DEFER_ACCEPT on a listener whose clients speak
+// first (a passthrough-only TLS listener: the ClientHello); returns what the kernel has now (0: accepted at the
+// handshake). Deferred, the accept and the hello's read take one wake-up of the L4 thread, not two.
+Napi::Value Defer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto it = g.listeners.find(U32(info[0], "listener id"));
+  if (it == g.listeners.end()) throw Napi::Error::New(env, "no such L4 listener");
+  Listener& l = it->second;
+  if (info.Length() > 1 && info[1].IsBoolean()) {
+    bool on = info[1].As<Napi::Boolean>().Value();
+    int secs = on ? kDeferAcceptS : 0;
+    if (setsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0) throw Napi::Error::New(env, std::string("l4Defer: setsockopt: ") + strerror(errno));
+    l.defer = on;
+  }
+  int secs = 0;
+  socklen_t len = sizeof secs;
+  if (getsockopt(l.fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &len) != 0) throw Napi::Error::New(env, std::string("l4Defer: getsockopt: ") + strerror(errno));
+  return Napi::Number::New(env, secs);
+}
+
+// l4Release(listenerId) -> fd: stops accepting and gives the listening socket back (open, not deferring) to the caller.
 // l4Close(listenerId): stops accepting and closes it. Connections already accepted go on either way.
 int Unlisten(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g.mu);
@@ -1065,6 +1090,10 @@ int Unlisten(const Napi::CallbackInfo& info) {
   if (it == g.listeners.end()) throw Napi::Error::New(info.Env(), "no such L4 listener");
   int fd = it->second.fd;
   epoll_ctl(g.epfd, EPOLL_CTL_DEL, fd, nullptr);
+  if (it->second.defer) {
+    int off = 0;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &off, sizeof off);
+  }
   g.listeners.erase(it);
   return fd;
 }
@@ -1181,6 +1210,7 @@ void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
   exports.Set("l4Active", Napi::Function::New(env, Active, "l4Active"));
   exports.Set("l4Listen", Napi::Function::New(env, Listen, "l4Listen"));
   exports.Set("l4Use", Napi::Function::New(env, Use, "l4Use"));
+  exports.Set("l4Defer", Napi::Function::New(env, Defer, "l4Defer"));
   exports.Set("l4Release", Napi::Function::New(env, ReleaseListener, "l4Release"));
   exports.Set("l4Close", Napi::Function::New(env, CloseListener, "l4Close"));
   exports.Set("l4CloseAll", Napi::Function::New(env, CloseAll, "l4CloseAll"));

@@ -64,6 +64,9 @@ export interface L4Addon {
   l4Active(config: number): number[] | null;
   l4Listen(fd: number, config: number): number;
   l4Use(listener: number, config: number): void;
+  /** With `on`, sets or clears TCP_DEFER_ACCEPT (a passthrough listener); the seconds in force. Absent from older addons. */
+  l4Defer?(listener: number, on?: boolean): number;
+  /** Stops accepting; the listening socket, open and no longer deferring. */
   l4Release(listener: number): number;
   l4Close(listener: number): void;
   l4CloseAll(): void;

@@ -532,6 +532,50 @@ for (const onAddon of [true, false]) {
   });
 }
 
+test('TLS passthrough on the addon defers accept (the tcp listener beside it does not); SIGTERM: clients that connected before the drain and send their ClientHello after it began are all passed through, none reset', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const backend = await startTlsBackend(t);
+  const echo = await startTagEcho(t);
+  const portico = await startPortico(t, {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }] } }, { address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { tls: { targets: [`127.0.0.1:${backend}`] }, echo: { targets: [`127.0.0.1:${echo}`] } },
+    timeouts: { shutdown_grace: '5s' },
+    log: { access: false },
+  });
+  const onAddon = () => portico.logs.filter((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)').length;
+  await until('both listeners on the addon', onAddon, (n) => n === 2, 20_000);
+  const status = await adminStatus(portico);
+  assert.deepEqual(status.workers[0].deferAccept, ['127.0.0.1:0'], 'the passthrough listener defers, the tcp one (its server may speak first) does not');
+  const port = portico.ports[0];
+  assert.equal(await tlsHello(t, port, 'localhost'), 'backend:hello', 'passes through while deferring');
+
+  const N = 20;
+  // connected, nothing sent: each waits in the kernel's SYN queue of the passthrough listener (deferred)
+  const raws = await Promise.all(Array.from({ length: N }, () => connect(t, port)));
+  const stopping = portico.stop('SIGTERM', 30_000);
+  await portico.waitForLog((l: LogLine) => l.msg === 'worker draining');
+  const replies = raws.map(async (raw, i) => {
+    try {
+      const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
+      c.on('error', () => {});
+      await once(c, 'secureConnect');
+      const got: Buffer[] = [];
+      c.on('data', (d: Buffer) => got.push(d));
+      c.write(`late ${i}`);
+      await once(c, 'end');
+      return Buffer.concat(got).toString();
+    } catch (err) {
+      return `error ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+    }
+  });
+  const got = await Promise.all(replies);
+  const wrong = got.map((g, i) => [i, g] as const).filter(([i, g]) => g !== `backend:late ${i}`);
+  assert.deepEqual(wrong, [], `${wrong.length} of ${N} clients were not passed through`);
+  assert.equal(await stopping, 0);
+});
+
 test('TLS passthrough on the addon: 300 fuzzed ClientHellos (mutated, truncated, split) never crash the worker; a good name still passes after them', { timeout: 120_000 }, async (t) => {
   if (!needNativeL4(t)) return;
   const backend = await startTlsBackend(t);
