@@ -14,6 +14,10 @@
 //       with IP_BIND_ADDRESS_NO_PORT), send FILE, read exactly N pattern bytes then EOF, close, start the next.
 //       Prints {"completed":..,"elapsedS":..,"p50Us":..,"p90Us":..,"p99Us":..,"maxUs":..,"meanUs":..,"cpuUs":..,
 //       "sysUs":..,"errors":{..}} (latencies: connect to EOF; CPU: its own user+sys); exit 0.
+//       --rate R: open loop instead (wrk2's idea): a new connection starts every 1/R s whatever the others do, at
+//       most C in flight (a start with none free is counted as "no free slot"); latencies run from the scheduled
+//       start, so a late start counts. --http 1: the reply is any HTTP/1.1 200 answer read to EOF (--reply-bytes
+//       not needed); "firstP50Us"/"firstP90Us" add the time from the request's write to the answer's first byte.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +31,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,7 +67,7 @@ uint64_t now_ns() {
 
 [[noreturn]] void usage(const char* why) {
   fprintf(stderr, "connrate: %s\nusage: connrate server --request FILE --reply-bytes N [--port P]\n"
-                  "       connrate client --port P --request FILE --reply-bytes N --concurrency C (--duration S | --count K) [--sources K] [--timeout-ms T]\n", why);
+                  "       connrate client --port P --request FILE (--reply-bytes N | --http 1) --concurrency C (--duration S | --count K) [--rate R] [--sources K] [--timeout-ms T]\n", why);
   exit(2);
 }
 
@@ -198,6 +203,9 @@ struct ClientConn {
   size_t sent = 0;
   size_t got = 0;
   uint64_t started = 0;
+  uint64_t written = 0;  // the request's last byte written
+  uint64_t first = 0;    // the reply's first byte read
+  char prefix[16] = {};  // --http: the reply's first bytes
 };
 
 struct ClientOptions {
@@ -207,7 +215,12 @@ struct ClientOptions {
   long count = 0;
   int sources = 1;
   int timeout_ms = 5000;
+  double rate = 0;    // > 0: open loop, connections started per second
+  bool http = false;  // the reply is an HTTP/1.1 200 answer of any length
 };
+
+constexpr char kHttpOk[] = "HTTP/1.1 200 ";
+constexpr uint64_t kNoSlot = UINT64_MAX;
 
 int run_client(const ClientOptions& o, const std::vector<char>& request, const std::vector<char>& reply) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -215,7 +228,13 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
   std::vector<ClientConn> slots(size_t(o.concurrency));
   std::map<std::string, uint64_t> errors;
   std::vector<uint32_t> latencies;  // µs, capped
+  std::vector<uint32_t> firsts;     // µs from the request written to the first reply byte
   latencies.reserve(1 << 20);
+  firsts.reserve(1 << 20);
+  const bool open_loop = o.rate > 0;
+  const uint64_t gap_ns = open_loop ? uint64_t(1e9 / o.rate) : 0;
+  std::vector<size_t> free_slots;  // open loop: slots with no connection
+  int tfd = -1;
   uint64_t completed = 0, started_total = 0, next_source = 0;
   std::vector<char> buf(kMaxReply + 1);
   const uint64_t t0 = now_ns();
@@ -232,7 +251,7 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
     }
     c = ClientConn{};
   };
-  auto start = [&](size_t i) {
+  auto start = [&](size_t i, uint64_t at) {
     ClientConn& c = slots[i];
     c = ClientConn{};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -251,7 +270,7 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
     dst.sin_port = htons(uint16_t(o.port));
     dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     c.fd = fd;
-    c.started = now_ns();
+    c.started = at;
     started_total++;
     if (bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) return fail(c, "bind");
     if (connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0 && errno != EINPROGRESS) return fail(c, strerror(errno));
@@ -261,8 +280,44 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
     ev.data.u64 = i;
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   };
+  // what a slot does once its connection is done: the next one at once (closed loop) or wait for the schedule
+  auto next = [&](size_t i) {
+    if (open_loop) free_slots.push_back(i);
+    else if (more()) start(i, now_ns());
+  };
+  uint64_t next_due = t0;
+  if (open_loop) {
+    for (size_t i = slots.size(); i > 0; i--) free_slots.push_back(i - 1);
+    tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0) die("timerfd_create");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kNoSlot;
+    epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+  }
+  // open loop: every start now due, then the timer set for the next one
+  auto schedule = [&]() {
+    uint64_t now = now_ns();
+    while (more() && next_due <= now) {
+      if (free_slots.empty()) {
+        errors["no free slot"]++;
+        started_total++;
+      } else {
+        size_t i = free_slots.back();
+        free_slots.pop_back();
+        start(i, next_due);
+        if (slots[i].state == State::Idle) free_slots.push_back(i);  // failed at once
+      }
+      next_due += gap_ns;
+    }
+    itimerspec its{};
+    its.it_value.tv_sec = time_t(next_due / 1000000000ull);
+    its.it_value.tv_nsec = long(next_due % 1000000000ull);
+    timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, nullptr);
+  };
   size_t active = 0;
-  for (size_t i = 0; i < slots.size() && more(); i++) start(i);
+  if (open_loop) schedule();
+  else for (size_t i = 0; i < slots.size() && more(); i++) start(i, now_ns());
   epoll_event events[kMaxEvents];
   uint64_t last_sweep = now_ns();
   for (;;) {
@@ -276,7 +331,13 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
     }
     int n = epoll_wait(ep, events, kMaxEvents, 100);
     if (n < 0 && errno != EINTR) die("epoll_wait");
+    if (open_loop) schedule();
     for (int k = 0; k < n; k++) {
+      if (events[k].data.u64 == kNoSlot) {
+        uint64_t ticks;
+        while (read(tfd, &ticks, sizeof ticks) > 0) {}
+        continue;
+      }
       size_t i = size_t(events[k].data.u64);
       ClientConn& c = slots[i];
       if (c.state == State::Connecting) {
@@ -286,17 +347,18 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
         if (err != 0) {
           errno = err;
           fail(c, strerror(err));
-          if (more()) start(i);
+          next(i);
           continue;
         }
         ssize_t w = write(c.fd, request.data() + c.sent, request.size() - c.sent);
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
           fail(c, "write");
-          if (more()) start(i);
+          next(i);
           continue;
         }
         if (w > 0) c.sent += size_t(w);
         if (c.sent < request.size()) continue;  // EPOLLOUT again
+        c.written = now_ns();
         c.state = State::Reading;
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLRDHUP;
@@ -309,30 +371,40 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (r < 0) {
         fail(c, errno == ECONNRESET ? "reset" : "read");
-        if (more()) start(i);
+        next(i);
         continue;
       }
       if (r > 0) {
-        if (c.got + size_t(r) > reply.size() || memcmp(buf.data(), reply.data() + c.got, size_t(r)) != 0) {
+        if (c.first == 0) c.first = now_ns();
+        if (o.http) {
+          for (size_t k = 0; c.got + k < sizeof kHttpOk - 1 && k < size_t(r); k++) c.prefix[c.got + k] = buf[k];
+          if (c.got + size_t(r) > kMaxReply) {
+            fail(c, "reply too long");
+            next(i);
+            continue;
+          }
+        } else if (c.got + size_t(r) > reply.size() || memcmp(buf.data(), reply.data() + c.got, size_t(r)) != 0) {
           fail(c, "wrong reply bytes");
-          if (more()) start(i);
+          next(i);
           continue;
         }
         c.got += size_t(r);
         continue;
       }
       // EOF
-      if (c.got != reply.size()) {
-        fail(c, "short reply");
+      if (o.http ? c.got < sizeof kHttpOk - 1 || memcmp(c.prefix, kHttpOk, sizeof kHttpOk - 1) != 0 : c.got != reply.size()) {
+        fail(c, o.http ? "not an HTTP/1.1 200" : "short reply");
       } else {
-        uint64_t us = (now_ns() - c.started) / 1000;
+        uint64_t now = now_ns();
+        uint64_t us = (now - c.started) / 1000;
         latencies.push_back(uint32_t(us > UINT32_MAX ? UINT32_MAX : us));
+        firsts.push_back(uint32_t((c.first - c.written) / 1000));
         completed++;
         epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
         close(c.fd);
         c = ClientConn{};
       }
-      if (more()) start(i);
+      next(i);
     }
     uint64_t now = now_ns();
     if (now - last_sweep > 100000000ull) {
@@ -340,7 +412,7 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
       for (size_t i = 0; i < slots.size(); i++) {
         if (slots[i].state != State::Idle && now - slots[i].started > timeout_ns) {
           fail(slots[i], "timeout");
-          if (more()) start(i);
+          next(i);
         }
       }
     }
@@ -354,6 +426,8 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
     return sorted[idx];
   };
   unsigned p50 = pct(0.5), p90 = pct(0.9), p99 = pct(0.99), pmax = pct(1.0);
+  sorted = firsts;
+  unsigned first50 = pct(0.5), first90 = pct(0.9);
   double sum = 0;
   for (uint32_t v : latencies) sum += v;
   const double mean = latencies.empty() ? 0 : sum / double(latencies.size());
@@ -362,8 +436,8 @@ int run_client(const ClientOptions& o, const std::vector<char>& request, const s
   getrusage(RUSAGE_SELF, &ru);
   const long long user_us = (long long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
   const long long sys_us = (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-  printf("{\"completed\":%llu,\"elapsedS\":%.6f,\"p50Us\":%u,\"p90Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"meanUs\":%.1f,\"cpuUs\":%lld,\"sysUs\":%lld,\"errors\":{",
-         (unsigned long long)completed, elapsed, p50, p90, p99, pmax, mean, user_us + sys_us, sys_us);
+  printf("{\"completed\":%llu,\"elapsedS\":%.6f,\"p50Us\":%u,\"p90Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"meanUs\":%.1f,\"firstP50Us\":%u,\"firstP90Us\":%u,\"cpuUs\":%lld,\"sysUs\":%lld,\"errors\":{",
+         (unsigned long long)completed, elapsed, p50, p90, p99, pmax, mean, first50, first90, user_us + sys_us, sys_us);
   bool first = true;
   for (auto& [why, count] : errors) {
     printf("%s\"%s\":%llu", first ? "" : ",", why.c_str(), (unsigned long long)count);
@@ -393,9 +467,12 @@ int main(int argc, char** argv) {
     else if (a == "--count") o.count = arg_long(v, 1, 100000000, "--count");
     else if (a == "--sources") o.sources = int(arg_long(v, 1, 250, "--sources"));
     else if (a == "--timeout-ms") o.timeout_ms = int(arg_long(v, 1, 600000, "--timeout-ms"));
+    else if (a == "--rate") o.rate = double(arg_long(v, 1, 1000000, "--rate"));
+    else if (a == "--http") o.http = std::string(v) == "1";
     else usage(("unknown option " + a).c_str());
   }
-  if (request_file == nullptr || reply_bytes < 0) usage("--request and --reply-bytes are required");
+  if (request_file == nullptr || (reply_bytes < 0 && !(mode == "client" && o.http))) usage("--request and --reply-bytes (or, client, --http 1) are required");
+  if (reply_bytes < 0) reply_bytes = 1;
   signal(SIGPIPE, SIG_IGN);
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
