@@ -4,6 +4,11 @@
 // Each proxy has its own php-fpm master, same binary and config: an FPM child serves one connection for as long
 // as it stays open, so with one shared FPM the idle connections kept by the proxy measured before could hold the
 // children the other one needs (seen: Portico's requests waiting in FPM's listen queue behind nginx's 4 idle ones).
+// Same work on both sides: each proxy may have every wrk connection's request at FPM at once (php-fpm children =
+// wrk connections by default). nginx opens an FPM connection per request in flight whatever `keepalive` says, and
+// an FPM child serves one kept connection until it closes, so with fewer children nginx's extra connections wait
+// in php-fpm's accept queue (28 of 32 with 4 children) while Portico queues its requests at max_connections: two
+// different loads. Each round prints the FPM connections the proxy had open and those in FPM's accept queue.
 // Not a test: it prints figures. Run: `npm run bench:php -- [--rounds 3] [--duration 5] [--quick]`. Needs wrk,
 // curl, nginx and php-fpm.
 import { spawnSync } from 'node:child_process';
@@ -23,7 +28,8 @@ const USAGE = `usage: npm run bench:php -- [options]
   --warmup S      seconds of load on each proxy before the rounds (default 3): JIT, FPM workers, pooled
                   connections (Portico's worker spends 2-3x its steady CPU per request on its first few thousand)
   --connections N wrk connections (default 32)
-  --children N    php-fpm workers (pm static) = FastCGI connections each proxy keeps (default 4)
+  --children N    php-fpm workers (pm static) = FastCGI connections each proxy keeps (default: --connections;
+                  fewer, and nginx's extra connections wait in FPM's accept queue while Portico queues)
   --quick         smoke run: defaults --rounds 1 --duration 2 (flags given win)
   --no-pin        do not pin processes to CPUs
   --keep-tmp      keep the temp folder with generated configs and logs`;
@@ -34,7 +40,7 @@ const rounds = a.int('rounds', quick ? 1 : 3, 1, 100);
 const durationS = a.num('duration', quick ? 2 : 5, 1, 3600);
 const warmupS = a.num('warmup', quick ? 1 : 3, 1, 600);
 const connections = a.int('connections', 32, 1, 10_000);
-const children = a.int('children', 4, 1, 256);
+const children = a.int('children', connections, 1, 256);
 const pinning = choosePinning(!a.has('no-pin'), os.availableParallelism());
 const PROXY_CPU = pinning.enabled ? pinning.proxyCpu : undefined;
 const CLIENT_CPU = pinning.enabled ? pinning.clientCpu : undefined;
@@ -74,6 +80,30 @@ function backendSide(r: LoadResult): { fpmUs: number; wrkUs: number; busy: numbe
   return { fpmUs: fpm / r.count, wrkUs: wrk / r.count, busy: (fpm + wrk) / (r.cpu.wallMs * 1000) };
 }
 
+/**
+ * The proxy's FastCGI connections to FPM on `fpmPort` now: open (established, the proxy's side) and waiting in
+ * php-fpm's accept queue (the listen socket's Recv-Q). Read with `ss`; undefined when it cannot be run.
+ */
+function fpmConnections(fpmPort: number): { open: number; queued: number } | undefined {
+  const est = spawnSync('ss', ['-Htn', 'state', 'established', 'dst', `127.0.0.1:${fpmPort}`], { encoding: 'utf8', timeout: 5_000 });
+  const lis = spawnSync('ss', ['-Hltn', 'src', `127.0.0.1:${fpmPort}`], { encoding: 'utf8', timeout: 5_000 });
+  if (est.status !== 0 || lis.status !== 0) return undefined;
+  const open = est.stdout.split('\n').filter((l) => l.trim() !== '').length;
+  const queued = Number(lis.stdout.trim().split(/\s+/)[1] ?? NaN);
+  return Number.isFinite(queued) ? { open, queued } : undefined;
+}
+
+/** Runs `load`, reading fpmConnections(fpmPort) half-way through it. */
+async function withConnectionSample<T>(fpmPort: number, load: Promise<T>): Promise<{ result: T; conns: ReturnType<typeof fpmConnections> }> {
+  let conns: ReturnType<typeof fpmConnections>;
+  const timer = setTimeout(() => (conns = fpmConnections(fpmPort)), (durationS * 1000) / 2);
+  try {
+    return { result: await load, conns };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function proxyCpuUs(r: LoadResult): number {
   return r.cpu.proxy.reduce((n, p) => n + p.cpuUs, 0);
 }
@@ -108,7 +138,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
   if (portico.error !== undefined || portico.proc === undefined) throw new Error(`Portico: ${portico.error ?? 'not started'}`);
   check(nginxPort);
   check(porticoPort);
-  const targets = { nginx: { port: nginxPort, pid: nginx.pid, fpm: fpm.proc.pid }, portico: { port: porticoPort, pid: portico.proc.pid, fpm: fpmP.proc.pid } };
+  const targets = { nginx: { port: nginxPort, pid: nginx.pid, fpm: fpm.proc.pid, fpmPort: fpm.port }, portico: { port: porticoPort, pid: portico.proc.pid, fpm: fpmP.proc.pid, fpmPort: fpmP.port } };
   console.log(`PHP hello (${SCRIPT}, ${BODY.length}-byte body) through nginx fastcgi_pass vs Portico fastcgi, wrk -t1 -c${connections} -d${durationS}s, ${rounds} rounds after ${warmupS} s of warm-up each`);
   console.log(`node ${process.version}; ${versionOf('nginx', ['-v'], true)?.trim() ?? 'nginx'} 1 worker; php-fpm: ${fpm.label}, one master per proxy; Portico 1 worker`);
   console.log(`pinning: ${pinning.enabled ? 'proxies on CPU 0, wrk and php-fpm on CPU 1' : `none (${pinning.reason})`}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
@@ -120,12 +150,13 @@ async function bench(scope: BenchmarkScope): Promise<void> {
     const order = r % 2 === 0 ? (['nginx', 'portico'] as const) : (['portico', 'nginx'] as const);
     for (const which of order) {
       const t = targets[which];
-      const res = await runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT });
+      const { result: res, conns } = await withConnectionSample(t.fpmPort, runWrk(t.port, connections, durationS, { proxy: t.pid, backend: [t.fpm] }, CLIENT_CPU, { path: SCRIPT }));
+      const fpmConns = conns === undefined ? 'FPM connections unknown (ss)' : `${conns.open} FPM connections open, ${conns.queued} in FPM's accept queue`;
       const us = proxyCpuUs(res) / res.count;
       const sys = proxySysUs(res) / res.count;
       rows[which].push({ rate: res.rate, us, sys });
       const b = backendSide(res);
-      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req (user ${(us - sys).toFixed(1)}, sys ${sys.toFixed(1)}), php-fpm ${b.fpmUs.toFixed(1)} + wrk ${b.wrkUs.toFixed(1)} CPU-µs/req (${Math.round(b.busy * 100)} % of a CPU), ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
+      console.log(`round ${r + 1}/${rounds} ${which.padEnd(7)}: ${Math.round(res.rate).toLocaleString('en-US')} req/s, ${us.toFixed(1)} proxy CPU-µs/req (user ${(us - sys).toFixed(1)}, sys ${sys.toFixed(1)}), php-fpm ${b.fpmUs.toFixed(1)} + wrk ${b.wrkUs.toFixed(1)} CPU-µs/req (${Math.round(b.busy * 100)} % of a CPU), ${fpmConns}, ${res.info.join(', ')}${res.notes.length > 0 ? ` (${res.notes.join('; ')})` : ''}`);
     }
   }
   const n = median(rows.nginx.map((x) => x.rate));

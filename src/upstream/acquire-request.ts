@@ -6,7 +6,8 @@ import type { ByteSocket } from '../core/socket.js';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 
 /**
- * Called on a later tick than acquire(), never synchronously. The caller must attach its own 'error' and
+ * Called after acquire() returned, never synchronously: on a later tick, or (an idle socket, while the native
+ * I/O batch that asked is dispatched) once that batch's events are handled. The caller must attach its own 'error' and
  * 'data' listeners (or pause the socket) inside the callback, before returning: a reused socket is already
  * flowing, so bytes that arrive after the callback returned with no 'data' listener would be dropped.
  * With UPSTREAM_TARGET_GONE (the target left rotation while the acquire waited in its queue, or before it
