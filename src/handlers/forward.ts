@@ -63,9 +63,9 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
 
 /**
  * HTTP retries (attempt.ts): within `retries.max` and the upstream's retry budget; with no target left, the last
- * failure answers.
+ * failure answers. A kept-alive socket is taken at once: the exchange is whole when connection.ts starts it.
  */
-const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error' });
+const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error', reuseNow: true });
 
 /**
  * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
