@@ -14,6 +14,7 @@ import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } fro
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
+import { batchNow } from '../core/clock.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -143,7 +144,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.head = head;
     this.route = route;
     this.tunnel = tunnel;
-    this.startedAt = Date.now();
+    this.startedAt = batchNow();
     this.startedHr = performance.now();
     this.#timeouts = pool.config.timeouts;
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
@@ -210,7 +211,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   #armHeadersDeadline(): void {
     this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
     const upstreamsTurn = this.#requestComplete || this.#awaitingContinue;
-    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? batchNow() + this.#timeouts.response_headers : 0;
   }
 
   get #awaitingContinue(): boolean {

@@ -30,6 +30,7 @@ import type { Target } from '../upstream/balancer.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
+import { batchNow } from '../core/clock.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
@@ -342,15 +343,21 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #parse(): void {
     const buf = this.#buf!;
-    if (this.#keepalive) {
-      // the first byte of a next request: from now on the head timeout applies, with the latest config
+    const firstBytes = this.#keepalive;
+    if (firstBytes) {
+      // the first bytes of a next request: from now on the head timeout applies, with the latest config
       this.#keepalive = false;
       this.#refreshContext();
-      const t = this.ctx.config.timeouts.head;
-      this.#deadline = t > 0 ? Date.now() + t : 0;
     }
     const r = parseRequestHead(buf, this.#limits);
-    if (r.kind === 'more') return;
+    if (r.kind === 'more') {
+      if (firstBytes) {
+        // (a head that came whole is dispatched at once, and needs no deadline)
+        const t = this.ctx.config.timeouts.head;
+        this.#deadline = t > 0 ? batchNow() + t : 0;
+      }
+      return;
+    }
     if (r.kind === 'error') {
       this.#reject(r.code, r.reason);
       return;
@@ -596,7 +603,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#state = 'head';
     const ka = this.ctx.config.timeouts.keepalive;
     this.#keepalive = true;
-    this.#deadline = ka > 0 ? Date.now() + ka : 0;
+    this.#deadline = ka > 0 ? batchNow() + ka : 0;
     this.#updateFlow();
     if (this.#buf === null) return;
     if (!inDispatch) {

@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
 import { native, type NativeAddon } from './addon.js';
 import { noop } from '../core/util.js';
+import { beginBatch, endBatch } from '../core/clock.js';
 
 
 /** The native half of io: the addon's io* functions. */
@@ -207,11 +208,13 @@ export function afterBatch(fn: () => void): boolean {
 
 function dispatch(state: Io, count: number): void {
   state.batch = count;
+  beginBatch();
   try {
     dispatchEvents(state, count);
   } finally {
     // also when an event's handler threw: what was deferred to the batch's end is not left waiting for another
     state.batch = 0;
+    endBatch();
     if (batchDone.length > 0) runBatchDone();
   }
 }

@@ -10,6 +10,7 @@
 // passive health live here; per-target state is target-slot.ts, connecting upstream-connect.ts, the target set
 // target-set.ts, availability availability.ts, /status rows pool-stats.ts, the queue's expiry order expiry-heap.ts.
 import type { ByteSocket } from '../core/socket.js';
+import { batchNow } from '../core/clock.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
@@ -32,7 +33,7 @@ export { usableDiscovered } from './target-set.js';
 export type { PoolLimitStats, TargetHealthStats, TargetReport, TargetStats } from './pool-stats.js';
 
 export interface PoolOptions {
-  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default batchNow (core/clock.ts); tests inject one. */
   readonly now?: () => number;
   /** hash only: keys pinned to a target while tunnels for them are open (see BalancerOptions.pins). */
   readonly pins?: ReadonlyMap<string, string>;
@@ -115,7 +116,7 @@ export class UpstreamPool {
   constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}, options: PoolOptions = {}) {
     this.name = name;
     this.config = config;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? batchNow;
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     this.#proxyHeader = config.send_proxy_protocol;
