@@ -2,6 +2,9 @@
 // stream the request body (framing tracked, bytes untouched), parse the response head and stream the body back.
 // It borrows the client socket from its ClientSide (connection.ts) and never closes it; it owns the upstream
 // socket between acquire and release. The header rewriting (RFC 9110 §7.6) is rewrite.ts's.
+// Buffer and performance from their modules: on Node 20 the globals are getters, called at each use
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { ByteSocket } from '../core/socket.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from '../wire/http-head.js';

@@ -3,6 +3,9 @@
 // valid 101: upgrade.ts), keep-alive and pipelining, canned errors, one access-log line per request
 // (access-log.ts). It owns the client socket; upstream sockets are borrowed from pools.
 // Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
+// Buffer and performance from their modules: on Node 20 the globals are getters, called at each use
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 import type { ByteSocket } from '../core/socket.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';

@@ -5,6 +5,8 @@
 // Listening sockets can be served here too (NativeListener: native accept, accept4 in batches): the accepted
 // connection is a NativeSocket from its first byte, no net.Socket is ever made for it.
 // This module owns the event dispatch and the fd <-> NativeSocket table; it knows nothing about HTTP.
+// Buffer from its module: on Node 20 the global is a getter, called at each use (each chunk delivered)
+import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { constants } from 'node:os';
