@@ -2,6 +2,9 @@
 // stream the request body (framing tracked, bytes untouched), parse the response head and stream the body back.
 // It borrows the client socket from its ClientSide (connection.ts) and never closes it; it owns the upstream
 // socket between acquire and release. The header rewriting (RFC 9110 §7.6) is rewrite.ts's.
+// Buffer and performance from their modules: on Node 20 the globals are getters, called at each use
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { ByteSocket } from '../core/socket.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from '../wire/http-head.js';
@@ -14,6 +17,7 @@ import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } fro
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
+import { batchNow } from '../core/clock.js';
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Response bytes that arrive with the head and are copied to leave in one write with it. */
@@ -63,9 +67,9 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
 
 /**
  * HTTP retries (attempt.ts): within `retries.max` and the upstream's retry budget; with no target left, the last
- * failure answers.
+ * failure answers. A kept-alive socket is taken at once: the exchange is whole when connection.ts starts it.
  */
-const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error' });
+const HTTP_RETRIES: AttemptRules = Object.freeze({ retry: 'budget', noneLeft: 'last-error', reuseNow: true });
 
 /**
  * One request/response over one upstream socket. Created by connection.ts after routing; drives itself from
@@ -143,7 +147,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.head = head;
     this.route = route;
     this.tunnel = tunnel;
-    this.startedAt = Date.now();
+    this.startedAt = batchNow();
     this.startedHr = performance.now();
     this.#timeouts = pool.config.timeouts;
     this.#reqRemaining = head.bodyKind === 'length' ? head.contentLength : head.bodyKind === 'chunked' ? -1 : 0;
@@ -210,7 +214,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   #armHeadersDeadline(): void {
     this.deadlineCode = 'UPSTREAM_HEADERS_TIMEOUT';
     const upstreamsTurn = this.#requestComplete || this.#awaitingContinue;
-    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? Date.now() + this.#timeouts.response_headers : 0;
+    this.deadline = upstreamsTurn && this.#timeouts.response_headers > 0 ? batchNow() + this.#timeouts.response_headers : 0;
   }
 
   get #awaitingContinue(): boolean {

@@ -30,27 +30,82 @@ const FORWARDING: ReadonlyMap<string, number> = new Map([
 ]);
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
-const ownCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
-const skipCache = new WeakMap<CompiledHeaderOps, ReadonlySet<string>>();
-
-/** Names a route's header rules own: removed, or replaced by `set` (computed once per route). */
-function ownNames(ops: CompiledHeaderOps): ReadonlySet<string> {
-  let s = ownCache.get(ops);
-  if (s === undefined) {
-    s = new Set<string>([...ops.remove, ...ops.set.map((h) => h.lower)]);
-    ownCache.set(ops, s);
-  }
-  return s;
+/**
+ * A route's header plan, computed once per CompiledHeaderOps: the names its rules own (removed, or replaced by
+ * `set`), the names dropped when copying a message's fields (hop-by-hop and framing, and the route's own), and
+ * `maybe`, which rules out most field names without lower-casing them: a name can be one of `skip` (or, for a
+ * request, a forwarding field or X-Request-Id) only when bit `lengthBit(length)` of `maybe[first char | 0x20]`
+ * is set. Field names are tchar (RFC 9110 §5.6.2, ASCII: every parser and the config schema make sure), so
+ * lower-casing keeps a name's length and maps its first character as `| 0x20` does; a first character past
+ * ASCII is always looked at.
+ */
+interface HeaderPlan {
+  readonly own: ReadonlySet<string>;
+  readonly skip: ReadonlySet<string>;
+  readonly maybe: Int32Array;
 }
 
-/** Names dropped when copying a message's headers: hop-by-hop and framing, and the route's own names. */
-function skipNames(ops: CompiledHeaderOps): ReadonlySet<string> {
-  let s = skipCache.get(ops);
-  if (s === undefined) {
-    s = new Set<string>([...HOP_BY_HOP, ...ownNames(ops)]);
-    skipCache.set(ops, s);
+const plans = new WeakMap<CompiledHeaderOps, HeaderPlan>();
+/** The last plan asked for: most requests of a worker go through one or two routes (no WeakMap lookup for them). */
+let lastOps: CompiledHeaderOps | null = null;
+let lastPlan: HeaderPlan | null = null;
+
+function lengthBit(length: number): number {
+  return 1 << (length < 31 ? length : 31);
+}
+
+/** Marks `lower` (a lower-case name) as a candidate in `maybe`. */
+function markName(maybe: Int32Array, lower: string): void {
+  const c = lower.charCodeAt(0) | 0x20;
+  if (c < 128) maybe[c] |= lengthBit(lower.length);
+}
+
+/** Could `name` (as received) lower-case to a name marked in `maybe`? False rules it out; true means look. */
+function mayMatch(maybe: Int32Array, name: string): boolean {
+  const c = name.charCodeAt(0) | 0x20;
+  return c >= 128 || (maybe[c] & lengthBit(name.length)) !== 0;
+}
+
+function planOf(ops: CompiledHeaderOps): HeaderPlan {
+  if (ops === lastOps) return lastPlan!;
+  let plan = plans.get(ops);
+  if (plan === undefined) {
+    const own = new Set<string>([...ops.remove, ...ops.set.map((h) => h.lower)]);
+    const skip = new Set<string>([...HOP_BY_HOP, ...own]);
+    const maybe = new Int32Array(128);
+    for (const name of skip) markName(maybe, name);
+    for (const name of FORWARDING.keys()) markName(maybe, name);
+    markName(maybe, 'x-request-id');
+    plan = { own, skip, maybe };
+    plans.set(ops, plan);
   }
-  return s;
+  lastOps = ops;
+  lastPlan = plan;
+  return plan;
+}
+
+/** Status codes (100..599, RFC 9110 §15) as text, made once: not a number-to-string per response. */
+const STATUS_TEXTS: readonly string[] = Array.from({ length: 600 }, (_, i) => String(i));
+function statusText(status: number): string {
+  return status >= 0 && status < 600 ? STATUS_TEXTS[status] : String(status);
+}
+
+/** The last listener port written as text (a worker's requests come through one or two listeners). */
+let lastPort = -1;
+let lastPortText = '';
+function portText(port: number): string {
+  if (port !== lastPort) {
+    lastPortText = String(port);
+    lastPort = port;
+  }
+  return lastPortText;
+}
+
+/** Lengths of a message's Connection tokens (lower-case), as lengthBit bits: the fields they name are dropped too. */
+function tokenLengths(tokens: readonly string[]): number {
+  let bits = 0;
+  for (let i = 0; i < tokens.length; i++) bits |= lengthBit(tokens[i].length);
+  return bits;
 }
 
 /**
@@ -66,10 +121,11 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
     if (path === '' || path.charCodeAt(0) !== 47 /* / */) path = '/' + path;
   }
   const ops = route.requestHeaders;
-  const skip = skipNames(ops);
+  const { own, skip, maybe } = planOf(ops);
   const connTokens = h.connection;
+  const tokenBits = tokenLengths(connTokens);
   const trusted = vars.trustedPeer;
-  let out = `${h.method} ${path}${h.query} HTTP/1.${h.versionMinor}\r\n`;
+  let out = `${h.method} ${path}${h.query}${h.versionMinor === 1 ? ' HTTP/1.1\r\n' : ' HTTP/1.0\r\n'}`;
   let xff: string | undefined;
   let fwd: string | undefined;
   let realIp: string | undefined;
@@ -79,6 +135,10 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
   const hs = h.headers;
   for (let i = 0; i < hs.length; i += 2) {
     const name = hs[i];
+    if (!mayMatch(maybe, name) && (tokenBits & lengthBit(name.length)) === 0) {
+      out += `${name}: ${hs[i + 1]}\r\n`;
+      continue;
+    }
     const lower = name.toLowerCase();
     if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
     const f = FORWARDING.get(lower);
@@ -102,7 +162,6 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
   if (h.bodyKind === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
   else if (h.bodyKind === 'length') out += `Content-Length: ${h.contentLength}\r\n`;
   // Defaults, unless the route removes them or sets its own value (nginx proxy_set_header semantics).
-  const own = ownNames(ops);
   const policy = route.forwarding;
   if (!own.has('x-forwarded-for')) {
     const keep = xff !== undefined && (trusted || policy.xForwardedFor === 'append');
@@ -111,7 +170,7 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
   if (!own.has('x-forwarded-proto')) out += `X-Forwarded-Proto: ${proto ?? vars.scheme}\r\n`;
   const host = fhost ?? h.hostRaw;
   if (host !== undefined && !own.has('x-forwarded-host')) out += `X-Forwarded-Host: ${host}\r\n`;
-  if (!own.has('x-forwarded-port')) out += `X-Forwarded-Port: ${port ?? vars.serverPort}\r\n`;
+  if (!own.has('x-forwarded-port')) out += `X-Forwarded-Port: ${port ?? portText(vars.serverPort)}\r\n`;
   if (!own.has('x-real-ip')) out += `X-Real-IP: ${realIp ?? vars.remoteAddr}\r\n`;
   if (!own.has('forwarded')) {
     if (policy.forwarded) {
@@ -134,16 +193,19 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
  * `setCookie`: a stickiness cookie Portico adds (balance: cookie). `cors`: the route's CORS lines (route/policy/cors.ts).
  */
 export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars: RequestVars, connection: 'close' | 'keep-alive' | 'upgrade' | '', setCookie?: string, cors?: string): string {
-  const skip = skipNames(ops);
+  const { skip, maybe } = planOf(ops);
   const connTokens = r.connection;
-  let out = `HTTP/1.1 ${r.status} ${r.reason}\r\n`;
+  const tokenBits = tokenLengths(connTokens);
+  let out = `HTTP/1.1 ${statusText(r.status)} ${r.reason}\r\n`;
   const hs = r.headers;
   for (let i = 0; i < hs.length; i += 2) {
     const name = hs[i];
-    const lower = name.toLowerCase();
-    if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    if (mayMatch(maybe, name) || (tokenBits & lengthBit(name.length)) !== 0) {
+      const lower = name.toLowerCase();
+      if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
+    }
     // a route with a CORS policy: Portico's grant is the only one (two Allow-Origin values fail in browsers)
-    if (cors !== undefined && lower.startsWith('access-control-')) continue;
+    if (cors !== undefined && isAccessControl(name)) continue;
     out += `${name}: ${hs[i + 1]}\r\n`;
   }
   // The body is relayed as received, so its codings are too; a HEAD or 304 answer keeps its Content-Length.
@@ -164,6 +226,11 @@ const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encodi
 export function websocketAccept(key: string): string {
   if (oneShotHash !== undefined) return oneShotHash('sha1', key + WS_GUID, 'base64');
   return crypto.createHash('sha1').update(key + WS_GUID).digest('base64');
+}
+
+/** `access-control-*`, in any case (the CORS response fields). */
+function isAccessControl(name: string): boolean {
+  return name.length >= 15 && (name.charCodeAt(0) | 0x20) === 0x61 && name.slice(0, 15).toLowerCase() === 'access-control-';
 }
 
 export function headerValue(headers: readonly string[], lowerName: string): string | undefined {

@@ -3,6 +3,9 @@
 // valid 101: upgrade.ts), keep-alive and pipelining, canned errors, one access-log line per request
 // (access-log.ts). It owns the client socket; upstream sockets are borrowed from pools.
 // Timeouts are deadlines checked by one sweep per worker, so the hot path creates no timer per request.
+// Buffer and performance from their modules: on Node 20 the globals are getters, called at each use
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 import type { ByteSocket } from '../core/socket.js';
 import type { ConnectionRegistry, Tracked } from '../core/registry.js';
@@ -30,6 +33,7 @@ import type { Target } from '../upstream/balancer.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
 import { endpointOf } from '../core/util.js';
+import { batchNow } from '../core/clock.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
@@ -342,15 +346,21 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
 
   #parse(): void {
     const buf = this.#buf!;
-    if (this.#keepalive) {
-      // the first byte of a next request: from now on the head timeout applies, with the latest config
+    const firstBytes = this.#keepalive;
+    if (firstBytes) {
+      // the first bytes of a next request: from now on the head timeout applies, with the latest config
       this.#keepalive = false;
       this.#refreshContext();
-      const t = this.ctx.config.timeouts.head;
-      this.#deadline = t > 0 ? Date.now() + t : 0;
     }
     const r = parseRequestHead(buf, this.#limits);
-    if (r.kind === 'more') return;
+    if (r.kind === 'more') {
+      if (firstBytes) {
+        // (a head that came whole is dispatched at once, and needs no deadline)
+        const t = this.ctx.config.timeouts.head;
+        this.#deadline = t > 0 ? batchNow() + t : 0;
+      }
+      return;
+    }
     if (r.kind === 'error') {
       this.#reject(r.code, r.reason);
       return;
@@ -596,7 +606,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#state = 'head';
     const ka = this.ctx.config.timeouts.keepalive;
     this.#keepalive = true;
-    this.#deadline = ka > 0 ? Date.now() + ka : 0;
+    this.#deadline = ka > 0 ? batchNow() + ka : 0;
     this.#updateFlow();
     if (this.#buf === null) return;
     if (!inDispatch) {

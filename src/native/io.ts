@@ -5,6 +5,8 @@
 // Listening sockets can be served here too (NativeListener: native accept, accept4 in batches): the accepted
 // connection is a NativeSocket from its first byte, no net.Socket is ever made for it.
 // This module owns the event dispatch and the fd <-> NativeSocket table; it knows nothing about HTTP.
+// Buffer from its module: on Node 20 the global is a getter, called at each use (each chunk delivered)
+import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -12,6 +14,7 @@ import { isIP } from 'node:net';
 import type { ByteSocket } from '../core/socket.js';
 import { native, type NativeAddon } from './addon.js';
 import { noop } from '../core/util.js';
+import { beginBatch, endBatch } from '../core/clock.js';
 
 
 /** The native half of io: the addon's io* functions. */
@@ -207,11 +210,13 @@ export function afterBatch(fn: () => void): boolean {
 
 function dispatch(state: Io, count: number): void {
   state.batch = count;
+  beginBatch();
   try {
     dispatchEvents(state, count);
   } finally {
     // also when an event's handler threw: what was deferred to the batch's end is not left waiting for another
     state.batch = 0;
+    endBatch();
     if (batchDone.length > 0) runBatchDone();
   }
 }

@@ -21,6 +21,11 @@ export interface AttemptRules {
    * UPSTREAM_UNAVAILABLE. Before any attempt both end with UPSTREAM_UNAVAILABLE.
    */
   readonly noneLeft: 'last-error' | 'unavailable';
+  /**
+   * An idle kept-alive socket is taken in start() itself (pool.takeIdle), so connected() may run inside start():
+   * for a caller whose state is complete before it calls start(). Otherwise every socket comes on a later tick.
+   */
+  readonly reuseNow?: boolean;
 }
 
 /**
@@ -81,6 +86,14 @@ export abstract class UpstreamAttempt {
     this.target = target;
     this.lastTarget = target;
     target.active++;
+    if (this.#rules.reuseNow === true) {
+      const socket = this.pool.takeIdle(target);
+      if (socket !== null) {
+        this.#waitUntil = 0;
+        this.connected(socket, true);
+        return;
+      }
+    }
     this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.upstreamClient());
   }
 

@@ -10,6 +10,7 @@
 // passive health live here; per-target state is target-slot.ts, connecting upstream-connect.ts, the target set
 // target-set.ts, availability availability.ts, /status rows pool-stats.ts, the queue's expiry order expiry-heap.ts.
 import type { ByteSocket } from '../core/socket.js';
+import { batchNow } from '../core/clock.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { createBalancer, type Balancer, type Target } from './balancer.js';
@@ -42,7 +43,7 @@ function answerReused(cb: AcquireCallback, socket: ByteSocket): void {
 }
 
 export interface PoolOptions {
-  /** Clock for passive health windows, slow start and the retry budget (ms). Default Date.now; tests inject one. */
+  /** Clock for passive health windows, slow start and the retry budget (ms). Default batchNow (core/clock.ts); tests inject one. */
   readonly now?: () => number;
   /** hash only: keys pinned to a target while tunnels for them are open (see BalancerOptions.pins). */
   readonly pins?: ReadonlyMap<string, string>;
@@ -125,7 +126,7 @@ export class UpstreamPool {
   constructor(name: string, config: UpstreamConfig, hooks: PoolHooks = {}, options: PoolOptions = {}) {
     this.name = name;
     this.config = config;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? batchNow;
     this.#hooks = hooks;
     this.#retryBudget = new RetryBudget(config.retries.budget, config.retries.min_per_second);
     this.#proxyHeader = config.send_proxy_protocol;
@@ -247,6 +248,34 @@ export class UpstreamPool {
   }
 
   /**
+   * A healthy idle socket of `target`, handed over now (reused, busy from here), or null: then acquire() as
+   * usual. For a caller ready to take a socket inside its own call (the HTTP exchange): a kept-alive request
+   * costs no tick, acquire object or closure. Never in a PROXY-sending pool (acquire() picks the client's own
+   * socket there) nor a closed one.
+   */
+  takeIdle(target: Target): ByteSocket | null {
+    const slot = this.#slots.get(target);
+    if (slot === undefined || slot.byClient !== null || this.#closed) return null;
+    return this.#popIdle(slot);
+  }
+
+  /** The warmest healthy idle socket of `slot`, marked busy; dead ones met on the way are destroyed. */
+  #popIdle(slot: TargetSlot): ByteSocket | null {
+    const idle = slot.idle;
+    while (idle.length > 0) {
+      const pooled = idle.pop() as PooledSocket;
+      if (healthy(pooled.socket)) {
+        pooled.leaveIdle('busy');
+        if (idle.length === 0) this.#slotChanged(slot); // may have become full
+        return pooled.socket;
+      }
+      // Dead but not yet 'close'd (e.g. FIN seen this tick): its idle listeners stay to absorb a late 'error'.
+      pooled.socket.destroy();
+    }
+    return null;
+  }
+
+  /**
    * A socket whose acquire was cancelled before it was handed over: nothing was written on it by the caller
    * (a PROXY header may have been), so it is released as reusable, except in a PROXY-sending pool where it
    * speaks for a client that is gone.
@@ -275,17 +304,10 @@ export class UpstreamPool {
       return NOT_QUEUED;
     }
     if (slot.byClient !== null) return this.#acquireFor(slot, cb, waitUntil, client ?? UNKNOWN_CLIENT);
-    const idle = slot.idle;
-    while (idle.length > 0) {
-      const pooled = idle.pop() as PooledSocket;
-      if (healthy(pooled.socket)) {
-        pooled.leaveIdle('busy');
-        if (idle.length === 0) this.#slotChanged(slot); // may have become full
-        answerReused(cb, pooled.socket);
-        return NOT_QUEUED;
-      }
-      // Dead but not yet 'close'd (e.g. FIN seen this tick): its idle listeners stay to absorb a late 'error'.
-      pooled.socket.destroy();
+    const socket = this.#popIdle(slot);
+    if (socket !== null) {
+      answerReused(cb, socket);
+      return NOT_QUEUED;
     }
     // Earlier waiters go first (FIFO) even when a socket just closed and left room.
     if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {

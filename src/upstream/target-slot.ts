@@ -5,6 +5,7 @@ import type { ByteSocket } from '../core/socket.js';
 import type { Target } from './balancer.js';
 import type { PassiveWindow } from './health.js';
 import type { WaitQueue } from './wait-queue.js';
+import { batchNow } from '../core/clock.js';
 
 /** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
 const TCP_KEEPALIVE_DELAY_MS = 60_000;
@@ -87,7 +88,7 @@ export class PooledSocket {
     s.resume(); // the caller may have paused it; an idle socket must keep reading to see 'end' or stray bytes
     this.#idleTimeoutMs = idleTimeoutMs;
     if (idleTimeoutMs > 0) {
-      this.#idleSince = Date.now();
+      this.#idleSince = batchNow();
       if (this.#idleTimer === undefined) this.#idleTimer = setTimeout(this.#onIdleTimeout, idleTimeoutMs).unref();
     }
     this.state = 'idle';

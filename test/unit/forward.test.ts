@@ -8,14 +8,14 @@ import { Router, type CompiledRoute, type RequestVars } from '../../src/route/ro
 
 const LIMITS = { headerSize: 32768, uriSize: 8192, headers: 100 };
 
-function req(raw: string): RequestHead {
-  const r = parseRequestHead(Buffer.from(raw, 'latin1'), LIMITS);
+function req(raw: string, limits = LIMITS): RequestHead {
+  const r = parseRequestHead(Buffer.from(raw, 'latin1'), limits);
   assert.equal(r.kind, 'done', `request parses: ${JSON.stringify(r)}`);
   return (r as { head: RequestHead }).head;
 }
 
-function res(raw: string, method = 'GET'): ResponseHead {
-  const r = parseResponseHead(Buffer.from(raw, 'latin1'), LIMITS, method);
+function res(raw: string, method = 'GET', limits = LIMITS): ResponseHead {
+  const r = parseResponseHead(Buffer.from(raw, 'latin1'), limits, method);
   assert.equal(r.kind, 'done');
   return (r as { head: ResponseHead }).head;
 }
@@ -183,4 +183,68 @@ test('websocketAccept matches RFC 6455 §1.3 example; headerValue is case-insens
   assert.equal(websocketAccept('dGhlIHNhbXBsZSBub25jZQ=='), 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
   assert.equal(headerValue(['Sec-WebSocket-Key', 'k', 'Host', 'h'], 'sec-websocket-key'), 'k');
   assert.equal(headerValue(['Host', 'h'], 'sec-websocket-key'), undefined);
+});
+
+const MANY_FIELDS = { ...LIMITS, headers: 1000 };
+
+/** Spellings of a name a peer may send: field names are case-insensitive (RFC 9110 §5.1). */
+function spellings(lower: string): string[] {
+  const title = lower.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase());
+  const alternate = [...lower].map((c, i) => (i % 2 === 0 ? c.toUpperCase() : c)).join('');
+  const lastUpper = lower.slice(0, -1) + lower.slice(-1).toUpperCase();
+  return [...new Set([lower, lower.toUpperCase(), title, alternate, lastUpper])];
+}
+
+// Names a response copy drops (hop-by-hop, framing, the route's own, Connection-named, CORS) and names beside them
+// that share a first letter and a length with one of them, or differ from one in one character: all kept.
+const DROPPED_BY_RESPONSE = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings', 'content-length', 'transfer-encoding', 'server', 'x-served-by', 'x-hop', 'access-control-allow-origin', 'access-control-'];
+const KEPT_BY_RESPONSE = ['content-type', 'connectiox', 'keep-alivf', 'tf', 'upgrad_', 'content-lengtH0', 'servers', 'serveR~', 'x-served-bz', 'x-hops', 'x-hoq', 'access-control', 'accesscontrol-allow', 'date', 'etag', 'vary', 'x-request-id', 'x-forwarded-for', 'kontent-length', '_onnection', '^onnection', 'content-length-'];
+
+test('response: a field is dropped or copied by its name in any case, and a copied name keeps its case', () => {
+  const route = routeFor({ response_headers: { set: { 'X-Served-By': 'portico' }, remove: ['Server'] } });
+  for (const cors of [undefined, 'Access-Control-Allow-Origin: https://a.test\r\n']) {
+    const lines: string[] = [];
+    const expected: string[] = [];
+    for (const lower of [...DROPPED_BY_RESPONSE, ...KEPT_BY_RESPONSE]) {
+      for (const name of spellings(lower)) {
+        if (/^(content-length|transfer-encoding)$/.test(lower)) continue; // framing: covered above, one per head
+        lines.push(`${name}: v-${name}`);
+        const dropped = DROPPED_BY_RESPONSE.includes(lower) && (cors !== undefined || !lower.startsWith('access-control-'));
+        if (!dropped) expected.push(`${name}: v-${name}`);
+      }
+    }
+    const r = res(`HTTP/1.1 200 OK\r\nConnection: X-Hop\r\n${lines.join('\r\n')}\r\nContent-Length: 0\r\n\r\n`, 'GET', MANY_FIELDS);
+    const out = buildResponseHead(r, route.responseHeaders, vars, '', undefined, cors);
+    const copied = out.split('\r\n').slice(1).filter((l) => l.includes(': v-'));
+    assert.deepEqual(copied, expected, `cors ${cors === undefined ? 'off' : 'on'}`);
+    // Portico's own lines, whatever the upstream sent
+    assert.ok(out.includes('\r\nX-Served-By: portico\r\n') && out.includes('\r\nContent-Length: 0\r\n'));
+  }
+});
+
+// Names a request copy drops or replaces (hop-by-hop, framing, forwarding fields of an untrusted peer, the
+// request id Portico chose, the route's own, Connection-named) and names beside them: all kept.
+const DROPPED_BY_REQUEST = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-request-id', 'accept', 'x-where', 'x-secret'];
+const KEPT_BY_REQUEST = ['host', 'user-agent', 'accept-encoding', 'cookie', 'x-forwarded-foo', 'x-real-ipv', 'forwardee', 'x-request-ix', 'accepts', 'x-where2', 'x-secrets', 'referer', 'tf', 'x-forwarded-port0', 'connection-'];
+
+test('request: a field is dropped or copied by its name in any case, and a copied name keeps its case', () => {
+  const route = routeFor({ request_headers: { set: { 'X-Where': '$scheme' }, remove: ['Accept'] } });
+  const lines: string[] = [];
+  const expected: string[] = [];
+  for (const lower of [...DROPPED_BY_REQUEST, ...KEPT_BY_REQUEST]) {
+    for (const name of spellings(lower)) {
+      if (lower === 'host' && name !== 'Host') continue; // one Host only
+      lines.push(`${name}: v-${name}`);
+      if (!DROPPED_BY_REQUEST.includes(lower)) expected.push(`${name}: v-${name}`);
+    }
+  }
+  const h = req(`GET / HTTP/1.1\r\nConnection: X-Secret\r\n${lines.join('\r\n')}\r\n\r\n`, MANY_FIELDS);
+  const out = buildRequestHead(h, route, { ...vars, requestId: 'id-1' }, false);
+  // (Portico's own X-Forwarded-Host carries the Host value)
+  const copied = out.split('\r\n').slice(1).filter((l) => l.includes(': v-') && l !== 'X-Forwarded-Host: v-Host');
+  assert.deepEqual(copied, expected);
+  const f = fields(out);
+  assert.deepEqual(f.filter(([k]) => k === 'x-request-id'), [['x-request-id', 'id-1']]);
+  assert.deepEqual(f.filter(([k]) => k === 'x-forwarded-for'), [['x-forwarded-for', '10.1.2.3']]);
+  assert.deepEqual(f.filter(([k]) => k === 'x-where'), [['x-where', 'https']]);
 });

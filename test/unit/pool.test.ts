@@ -161,6 +161,38 @@ test('idle timeout closes an idle socket; a reused socket is not closed by its o
   assert.equal(fresh.reused, false);
 });
 
+test('takeIdle hands over the warmest healthy idle socket in its own call; a dead one is dropped; none: null', async (t) => {
+  const { port } = await echoServer(t);
+  const { pool, target } = makePool(t, port);
+  assert.equal(pool.takeIdle(target), null); // nothing idle: the caller acquires as usual
+  const a = await acquire(t, pool, target);
+  const b = await acquire(t, pool, target);
+  const c = await acquire(t, pool, target);
+  pool.release(target, a.socket, true);
+  pool.release(target, b.socket, true);
+  pool.release(target, c.socket, true);
+  assert.deepEqual(counts(pool), { open: 3, idle: 3 });
+  c.socket.destroy(); // the warmest is dead (its 'close' not seen yet): dropped, the next one is handed out
+  const taken = pool.takeIdle(target);
+  assert.equal(taken, b.socket);
+  assert.equal(await echo(b.socket, 'now'), 'now');
+  assert.deepEqual(counts(pool), { open: 2, idle: 1 });
+  pool.release(target, b.socket, true);
+  assert.deepEqual(counts(pool), { open: 2, idle: 2 }); // busy again after takeIdle: released and pooled as usual
+  pool.close();
+  assert.equal(pool.takeIdle(target), null);
+});
+
+test('takeIdle never hands out a socket of a PROXY-sending pool (acquire picks the client\'s own there)', async (t) => {
+  const { port } = await echoServer(t);
+  const { pool, target } = makePool(t, port, { send_proxy_protocol: 'v1' });
+  const a = await acquire(t, pool, target);
+  pool.release(target, a.socket, true);
+  assert.deepEqual(counts(pool), { open: 1, idle: 1 });
+  assert.equal(pool.takeIdle(target), null);
+  assert.deepEqual(counts(pool), { open: 1, idle: 1 });
+});
+
 test('an upstream closing an idle socket removes it from the pool', async (t) => {
   const srv = await echoServer(t);
   const { pool, target } = makePool(t, srv.port);
