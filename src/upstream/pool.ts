@@ -35,8 +35,9 @@ export type { PoolLimitStats, TargetHealthStats, TargetReport, TargetStats } fro
 
 /**
  * An idle socket handed to acquire(): at the end of the native I/O batch being dispatched, else on the next tick.
- * Every kept-alive request takes this path; a `process.nextTick` entry costs a V8 runtime call and the tick
- * queue's run around it (measured in the PHP bench's profile), the batch's list a push.
+ * Every kept-alive FastCGI request takes this path (HTTP's exchange takes its socket in its own call, takeIdle); a
+ * `process.nextTick` entry costs a V8 runtime call and the tick queue's run around it (measured in the PHP bench's
+ * profile), the batch's list a push.
  */
 function answerReused(cb: AcquireCallback, socket: ByteSocket): void {
   if (!afterBatch(() => cb(null, socket, true))) process.nextTick(cb, null, socket, true);
