@@ -60,10 +60,14 @@ function markName(maybe: Int32Array, lower: string): void {
   if (c < 128) maybe[c] |= lengthBit(lower.length);
 }
 
-/** Could `name` (as received) lower-case to a name marked in `maybe`? False rules it out; true means look. */
-function mayMatch(maybe: Int32Array, name: string): boolean {
+/**
+ * Could `name` (as received) lower-case to a name marked in `maybe`, or to one of the message's Connection tokens
+ * (their lengths in `tokenBits`)? False rules it out (copied as received); true means look.
+ */
+function mayDrop(maybe: Int32Array, tokenBits: number, name: string): boolean {
   const c = name.charCodeAt(0) | 0x20;
-  return c >= 128 || (maybe[c] & lengthBit(name.length)) !== 0;
+  const bit = lengthBit(name.length);
+  return c >= 128 || (maybe[c] & bit) !== 0 || (tokenBits & bit) !== 0;
 }
 
 function planOf(ops: CompiledHeaderOps): HeaderPlan {
@@ -135,7 +139,7 @@ export function buildRequestHead(h: RequestHead, route: CompiledRoute, vars: Req
   const hs = h.headers;
   for (let i = 0; i < hs.length; i += 2) {
     const name = hs[i];
-    if (!mayMatch(maybe, name) && (tokenBits & lengthBit(name.length)) === 0) {
+    if (!mayDrop(maybe, tokenBits, name)) {
       out += `${name}: ${hs[i + 1]}\r\n`;
       continue;
     }
@@ -200,7 +204,7 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
   const hs = r.headers;
   for (let i = 0; i < hs.length; i += 2) {
     const name = hs[i];
-    if (mayMatch(maybe, name) || (tokenBits & lengthBit(name.length)) !== 0) {
+    if (mayDrop(maybe, tokenBits, name)) {
       const lower = name.toLowerCase();
       if (skip.has(lower) || (connTokens.length > 0 && connTokens.includes(lower))) continue;
     }
