@@ -117,6 +117,7 @@ struct Conn {
   bool has_sni = false;
   std::string sni;
   std::string head;  // passthrough: the bytes read from the client while routing (the ClientHello), sent on first
+  bool watched = false;  // passthrough: cfd is in the L4 set (a deferring listener's client is added only when it must wait)
   int cfd = -1;
   int ufd = -1;
   std::shared_ptr<Config> cfg;
@@ -504,7 +505,7 @@ void TryConnect(Conn* c) {
 
 // Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
 void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
-  epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
   CloseFd(c->cfd);
   PushRecord(c, "refused", nullptr, 0, 0, reason, detail);
   g.connecting.erase(c->id);
@@ -512,12 +513,15 @@ void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
 }
 
 // A client fd waiting in the L4 set (EPOLLONESHOT, level triggered) asks for its next event: what is already
-// there to read is reported at once. False (the caller closes it) when epoll refused.
+// there to read is reported at once. The first wait of a client not yet in the set adds it. False (the caller
+// closes it) when epoll refused.
 bool Rearm(Conn* c) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
   ev.data.u64 = c->id;
-  return epoll_ctl(g.epfd, EPOLL_CTL_MOD, c->cfd, &ev) == 0;
+  if (epoll_ctl(g.epfd, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->cfd, &ev) != 0) return false;
+  c->watched = true;
+  return true;
 }
 
 // Reads and drops what a refused client still sends, until its FIN or the linger deadline (then closed): unread
@@ -529,7 +533,7 @@ void Linger(Conn* c) {
     if (n > 0) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && Rearm(c)) return;
     if (n < 0 && errno == EINTR) continue;
-    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
     CloseFd(c->cfd);
     g.connecting.erase(c->id);
     delete c;
@@ -637,13 +641,11 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       c->table = l.sni;
       c->phase = Phase::kPeek;
       c->deadline = MonoMs() + l.sni->peek_ms;
-      epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;  // see Peek
-      ev.data.u64 = c->id;
       g.connecting.emplace(c->id, c);
-      if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) Refuse(c, "closed");
-      // deferred: the hello (or its start) came before the accept, read it now rather than after the next wait
-      else if (l.defer) Peek(c, false);
+      // deferred: the hello (or its start) came before the accept: read it now, and add the fd to the set only
+      // if it must wait for more (Peek's Rearm); a whole hello costs no epoll_ctl at all
+      if (l.defer) Peek(c, false);
+      else if (!Rearm(c)) Refuse(c, "closed");
       continue;
     }
     g.opened++;
@@ -661,7 +663,7 @@ void Sweep(uint64_t now) {
   for (Conn* c : late) {
     if (c->phase == Phase::kPeek) Refuse(c, "timeout");
     else if (c->phase == Phase::kLinger) {
-      epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+      if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
       CloseFd(c->cfd);
       g.connecting.erase(c->id);
       delete c;
@@ -1121,7 +1123,7 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
       continue;
     }
     // not routed yet (peeking) or already refused (lingering): closed without a record, as the JS preface reader
-    epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
     CloseFd(c->cfd);
     g.connecting.erase(c->id);
     delete c;
