@@ -24,6 +24,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import tls from 'node:tls';
 import { LISTEN_END_BOUND_MS } from '../../src/native/io.js';
@@ -34,6 +35,7 @@ import { PYTHON } from '../helpers/clients.js';
 import { get, getLoop, progress } from '../helpers/loops.js';
 import { makeNetns, SUDO, type Netns } from '../helpers/netns.js';
 import { FIXTURES } from '../helpers/paths.js';
+import { needNativeIo } from '../helpers/native-io.js';
 import { needPeer } from '../helpers/peers.js';
 import { TEST_CERT, TEST_KEY, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, singleWorkerResources, startSampler, type WorkerResources } from '../helpers/proc-stats.js';
@@ -63,6 +65,7 @@ interface Setup {
 
 /** A namespace, the backends on this side and Portico inside (one HTTP and one passthrough-only TLS listener). */
 async function setup(t: TestContext): Promise<Setup | undefined> {
+  if (!needNativeIo(t)) return undefined;
   const l4 = nativeL4();
   if (l4.addon === undefined && !needPeer(t, `the native addon's L4 part (${l4.reason})`, false)) return undefined;
   const ns = await makeNetns(t);
@@ -123,9 +126,9 @@ interface Flood {
   stop(): void;
 }
 
-/** Starts the raw SYN sender (bounded by SYN_COUNT, SYN_RATE, SYN_SECONDS) at `port` in the namespace. */
-function synFlood(t: TestContext, ns: Netns, port: number): Flood {
-  const [cmd, ...args] = [...SUDO, PYTHON, FLOOD_SCRIPT, ns.nsAddr, String(port), ns.spoofPrefix, String(SYN_COUNT), String(SYN_RATE), String(SYN_SECONDS)];
+/** Starts the raw SYN sender (bounded by `count`, SYN_RATE, SYN_SECONDS) at `port` in the namespace. */
+function synFlood(t: TestContext, ns: Netns, port: number, count = SYN_COUNT): Flood {
+  const [cmd, ...args] = [...SUDO, PYTHON, FLOOD_SCRIPT, ns.nsAddr, String(port), ns.spoofPrefix, String(count), String(SYN_RATE), String(SYN_SECONDS)];
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -238,6 +241,26 @@ async function silentFlood(t: TestContext, host: string, port: number, n: number
   return all;
 }
 
+/** A connection to host:port whose handshake is done and which has sent nothing yet. */
+async function connected(t: TestContext, host: string, port: number): Promise<net.Socket> {
+  const c = net.connect({ host, port });
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  return c;
+}
+
+/** Sends a GET on `c` (Connection: close) and resolves with its status line, or the error that ended it. */
+function lateRequest(c: net.Socket, i: number): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    c.setEncoding('latin1');
+    c.on('data', (d: string) => (got += d));
+    c.once('end', () => resolve(got.split('\r\n')[0]));
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+    c.write(`GET /late?i=${i} HTTP/1.1\r\nHost: flood.test\r\nConnection: close\r\n\r\n`);
+  });
+}
+
 /** A passthrough session through `port`: TLS to the backend (SNI localhost), one round trip done. */
 async function session(t: TestContext, host: string, port: number, i: number): Promise<tls.TLSSocket> {
   const c = tls.connect({ host, port, servername: 'localhost', rejectUnauthorized: false });
@@ -298,6 +321,78 @@ async function inFlight(s: Setup, n: number, ms: number): Promise<Array<Promise<
 
 const MiB = 1024 * 1024;
 
+/** The deferring native listener program (test/fixtures/backends/native-listener.ts) run inside the namespace. */
+async function nsListener(t: TestContext, ns: Netns): Promise<{ port: number; ask(command: string): Promise<string> }> {
+  const script = fileURLToPath(new URL('../fixtures/backends/native-listener.js', import.meta.url));
+  const [cmd, ...args] = [...ns.wrap, process.execPath, script, ns.nsAddr];
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => {
+    child.stdin.end();
+    child.kill();
+  });
+  const lines: string[] = [];
+  const waiters: Array<(line: string) => void> = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    const w = waiters.shift();
+    if (w !== undefined) w(line);
+    else lines.push(line);
+  });
+  const next = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const line = lines.shift();
+      if (line !== undefined) return resolve(line);
+      const timer = setTimeout(() => reject(new Error('native-listener.js did not answer within 10 s')), 10_000);
+      waiters.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+    });
+  const first = await next();
+  assert.match(first, /^port \d+$/);
+  return {
+    port: Number(first.slice(5)),
+    ask: (command) => {
+      child.stdin.write(`${command}\n`);
+      return next();
+    },
+  };
+}
+
+test('SYN-queue probe of a deferring listener (io.cc SynQueued) under a spoofed SYN flood: young half-open requests count, those whose SYN-ACK went unanswered for a second do not, a held client counts among them; the listener then ends at once', { timeout: 60_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const ns = await makeNetns(t);
+  if (ns === undefined) return;
+  const l = await nsListener(t, ns);
+  assert.equal(await l.ask('probe'), 'probe 0', 'a quiet port');
+  // a short flood, over in well under a second: every request it leaves is young when it ends
+  const flood = synFlood(t, ns, l.port, 1_500);
+  const sent = await flood.done;
+  assert.equal(await l.ask('probe'), 'probe 1', 'requests younger than their first SYN-ACK timer may be held clients');
+  const spoofed = await synRecv(ns, l.port);
+  assert.ok(spoofed >= BACKLOG / 2, `the flood left half-open requests (${spoofed})`);
+  // once their first SYN-ACK resend is a round trip old, the spoofed requests no longer count; they are still there
+  await until('the probe passes over the spoofed requests', () => l.ask('probe'), (p) => p === 'probe 0', 5_000, 100);
+  const left = await synRecv(ns, l.port);
+  assert.ok(left >= spoofed / 2, `the spoofed requests are still in the SYN queue (${left} of ${spoofed})`);
+  // a real client held by TCP_DEFER_ACCEPT (handshake done, nothing sent) counts among them
+  const client = net.connect({ host: ns.nsAddr, port: l.port });
+  t.after(() => client.destroy());
+  await once(client, 'connect');
+  assert.equal(await l.ask('probe'), 'probe 1', 'a held client counts');
+  const reply = new Promise<string>((resolve) => {
+    let got = '';
+    client.on('data', (d: Buffer) => (got += d.toString()));
+    client.once('end', () => resolve(got));
+    client.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+  });
+  client.write('ping');
+  assert.equal(await reply, 'pong');
+  assert.equal(await l.ask('probe'), 'probe 0', 'accepted once its bytes came');
+  // with only the flood's stale requests on its port, the end does not wait for them
+  assert.equal(await l.ask('end'), 'ended at-once', `the end waited for ${left} spoofed requests`);
+  t.diagnostic(`${sent.sent} spoofed SYNs in ${sent.seconds} s left ${spoofed} half-open requests; ${left} still there when the probe passed over them; the listener ended at once`);
+});
+
 test('SYN flood from spoofed sources at a deferring HTTP listener: the worker does not spin, real clients are answered, a SIGTERM mid-flood answers every accepted request and ends in bound', { timeout: 120_000 }, async (t) => {
   const s = await setup(t);
   if (s === undefined) return;
@@ -327,19 +422,25 @@ test('SYN flood from spoofed sources at a deferring HTTP listener: the worker do
   const after = await counters(ns, ['TcpExtSyncookiesSent', 'TcpExtListenDrops', 'TcpExtTCPReqQFullDoCookies']);
   t.diagnostic(`during the flood: ${results.map((r) => r.ok).join(' + ')} real requests answered (1 kept-alive loop, 2 new-connection loops), none failed; SYN queue ${during}; syncookies sent ${after.TcpExtSyncookiesSent - before.TcpExtSyncookiesSent}, listen drops ${after.TcpExtListenDrops - before.TcpExtListenDrops}`);
 
-  // SIGTERM mid-flood, with requests accepted and in flight
+  // SIGTERM mid-flood, with requests accepted and in flight, and clients whose handshake is done but whose request
+  // comes only after the drain began (held by TCP_DEFER_ACCEPT among the flood's requests: they must not be reset)
   const answers = await inFlight(s, 20, 1_500);
+  const late = await Promise.all(Array.from({ length: 20 }, () => connected(t, ns.nsAddr, httpPort)));
   assert.ok((await synRecv(ns, httpPort)) >= BACKLOG / 2, 'the flood still runs at the SIGTERM');
   const t0 = performance.now();
   const stopped = portico.stop('SIGTERM', 30_000);
   const endedAt = refusedAfter(ns.nsAddr, httpPort, t0, 20_000);
+  await portico.waitForLog((l: LogLine) => l.msg === 'worker draining');
+  const lateAnswers = late.map((c, i) => lateRequest(c, i));
   const got = await Promise.all(answers);
   assert.deepEqual(got.filter((g) => g !== '200'), [], 'every request accepted before the SIGTERM is answered');
+  const lateGot = await Promise.all(lateAnswers);
+  assert.deepEqual(lateGot.filter((g) => !g.startsWith('HTTP/1.1 200 ')), [], 'every client that connected before the SIGTERM and wrote after it is answered');
   assert.equal(await stopped, 0, 'a clean exit');
   const exitMs = performance.now() - t0;
   const endMs = await endedAt;
   const sent = (flood.stop(), await flood.done);
-  t.diagnostic(`SIGTERM mid-flood: the flooded listener refused new connects ${endMs.toFixed(0)} ms after it (its bound ${LISTEN_END_BOUND_MS} ms), the process exited after ${exitMs.toFixed(0)} ms with 20 of 20 held requests (1.5 s each) answered; the flood sent ${sent.sent} SYNs in ${sent.seconds} s`);
+  t.diagnostic(`SIGTERM mid-flood: the flooded listener refused new connects ${endMs.toFixed(0)} ms after it (its bound ${LISTEN_END_BOUND_MS} ms), the process exited after ${exitMs.toFixed(0)} ms with 20 of 20 requests in flight (1.5 s each) and 20 of 20 clients that wrote after the SIGTERM answered; the flood sent ${sent.sent} SYNs in ${sent.seconds} s`);
   // The listener's end: its deferral grace, then the accept queue's bound; refusals are seen from this side, so slack
   assert.ok(endMs < LISTEN_END_BOUND_MS + 2_000, `the listener's end took ${endMs.toFixed(0)} ms`);
 });
