@@ -515,15 +515,30 @@ test('SIGTERM while SYN floods and silent connections hit both ports: the L4 lis
   await until('the spoofed SYNs fill both SYN queues', () => Promise.all([synRecv(ns, httpPort), synRecv(ns, tlsPort)]), (n) => n.every((k) => k >= BACKLOG / 2), 20_000, 100);
   const silent = [...(await silentFlood(t, ns.nsAddr, httpPort, SILENT / 2)), ...(await silentFlood(t, ns.nsAddr, tlsPort, SILENT / 2))];
   const answers = await inFlight(s, N, 1_500);
+  // handshake done, ClientHello only after the drain began: held by the kernel or accepted, never reset
+  const late = await Promise.all(Array.from({ length: N }, () => connected(t, ns.nsAddr, tlsPort)));
 
   const t0 = performance.now();
   const stopped = portico.stop('SIGTERM', 30_000);
   const l4End = refusedAfter(ns.nsAddr, tlsPort, t0, 20_000);
   const httpEnd = refusedAfter(ns.nsAddr, httpPort, t0, 20_000);
   await portico.waitForLog((l: LogLine) => l.msg === 'worker draining');
+  const lateSessions = late.map(async (raw, i) => {
+    try {
+      const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
+      c.on('error', () => {});
+      await once(c, 'secureConnect');
+      return await lastRoundTrip(c, i);
+    } catch (err) {
+      return `error ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+    }
+  });
   const after = await Promise.all(sessions.map((c, i) => lastRoundTrip(c, i)));
   const wrong = after.map((g, i) => [i, g] as const).filter(([i, g]) => g !== `backend:after ${i}`);
   assert.deepEqual(wrong, [], `${wrong.length} of ${N} accepted passthrough sessions were cut by the drain`);
+  const lateGot = await Promise.all(lateSessions);
+  const lateWrong = lateGot.map((g, i) => [i, g] as const).filter(([i, g]) => g !== `backend:after ${i}`);
+  assert.deepEqual(lateWrong, [], `${lateWrong.length} of ${N} clients that connected before the SIGTERM and sent their ClientHello after it were not passed through`);
   const got = await Promise.all(answers);
   assert.deepEqual(got.filter((g) => g !== '200'), [], 'every HTTP request accepted before the SIGTERM is answered');
   const [l4Ms, httpMs] = await Promise.all([l4End, httpEnd]);
@@ -531,8 +546,10 @@ test('SIGTERM while SYN floods and silent connections hit both ports: the L4 lis
   const exitMs = performance.now() - t0;
   for (const f of floods) f.stop();
   const sent = await Promise.all(floods.map((f) => f.done));
-  const resets = silent.filter((c) => c.error !== undefined).length;
-  t.diagnostic(`SIGTERM under both floods (${sent.map((x) => x.sent).join(' + ')} spoofed SYNs, ${silent.length} silent connections): the L4 listener refused new connects after ${l4Ms.toFixed(0)} ms, the HTTP one after ${httpMs.toFixed(0)} ms (bound ${LISTEN_END_BOUND_MS} ms); exit after ${exitMs.toFixed(0)} ms; ${N} of ${N} passthrough sessions and ${N} of ${N} HTTP requests served; silent connections ended by an error: ${resets}`);
+  await until('every silent connection was closed', () => silent.filter((c) => c.closedAt === undefined).length, (n) => n === 0, 20_000, 100);
+  const resets = silent.filter((c) => c.error !== undefined);
+  t.diagnostic(`SIGTERM under both floods (${sent.map((x) => x.sent).join(' + ')} spoofed SYNs, ${silent.length} silent connections): the L4 listener refused new connects after ${l4Ms.toFixed(0)} ms, the HTTP one after ${httpMs.toFixed(0)} ms (bound ${LISTEN_END_BOUND_MS} ms); exit after ${exitMs.toFixed(0)} ms; ${N} of ${N} passthrough sessions, ${N} of ${N} late ClientHellos and ${N} of ${N} HTTP requests served; silent connections ended by an error: ${resets.length}`);
+  assert.deepEqual(resets.map((c) => c.error).slice(0, 5), [], `${resets.length} silent connections were reset, not closed`);
   assert.ok(l4Ms < LISTEN_END_BOUND_MS + 2_000, `the L4 listener's end took ${l4Ms.toFixed(0)} ms`);
   assert.ok(httpMs < LISTEN_END_BOUND_MS + 2_000, `the HTTP listener's end took ${httpMs.toFixed(0)} ms`);
 });
