@@ -33,7 +33,7 @@ import { adminStatus } from '../helpers/admin.js';
 import { startHttpBackend, type HttpBackend } from '../helpers/backends.js';
 import { PYTHON } from '../helpers/clients.js';
 import { get, getLoop, progress } from '../helpers/loops.js';
-import { makeNetns, SUDO, type Netns } from '../helpers/netns.js';
+import { makeNetns, SUDO, toolEnv, type Netns } from '../helpers/netns.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { needNativeIo } from '../helpers/native-io.js';
 import { needPeer } from '../helpers/peers.js';
@@ -129,7 +129,7 @@ interface Flood {
 /** Starts the raw SYN sender (bounded by `count`, SYN_RATE, SYN_SECONDS) at `port` in the namespace. */
 function synFlood(t: TestContext, ns: Netns, port: number, count = SYN_COUNT): Flood {
   const [cmd, ...args] = [...SUDO, PYTHON, FLOOD_SCRIPT, ns.nsAddr, String(port), ns.spoofPrefix, String(count), String(SYN_RATE), String(SYN_SECONDS)];
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: toolEnv() });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let last = { sent: 0, seconds: 0 };

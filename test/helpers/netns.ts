@@ -27,10 +27,20 @@ export interface Netns {
   exec(argv: string[], timeoutMs?: number): Promise<string>;
 }
 
+/**
+ * This process's environment without LD_PRELOAD, for the tools run here (ip, ss, the flood): under scripts/asan.sh
+ * it preloads AddressSanitizer for the addon, and iproute2's own code trips it (as curl hangs with it).
+ */
+export function toolEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.LD_PRELOAD;
+  return env;
+}
+
 function run(argv: string[], timeoutMs = 10_000): Promise<string> {
   const [cmd, ...args] = [...SUDO, ...argv];
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', env: toolEnv() }, (err, stdout, stderr) => {
       if (err !== null) reject(new Error(`${[cmd, ...args].join(' ')}: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
@@ -74,7 +84,7 @@ export async function makeNetns(t: TestContext): Promise<Netns | undefined> {
     hostAddr: `198.18.${n}.1`,
     nsAddr: `198.18.${n}.2`,
     spoofPrefix: `198.19.${n}`,
-    wrap: [...SUDO, 'ip', 'netns', 'exec', name, ...(SUDO.length === 0 ? [] : dropToUser())],
+    wrap: [...preload('off'), ...SUDO, 'ip', 'netns', 'exec', name, ...(SUDO.length === 0 ? preload('on') : dropToUser())],
     exec: (argv, timeoutMs) => run(['ip', 'netns', 'exec', name, ...argv], timeoutMs),
   };
   // removed even when a step below fails: the namespace takes its veth end (and so the pair) with it
@@ -102,9 +112,16 @@ export async function makeNetns(t: TestContext): Promise<Netns | undefined> {
   return ns;
 }
 
+/** An LD_PRELOAD of this process (asan.sh) is off for `ip` itself and on again for the program it runs. */
+function preload(state: 'off' | 'on'): string[] {
+  const lib = process.env.LD_PRELOAD;
+  if (lib === undefined) return [];
+  return state === 'off' ? ['env', '-u', 'LD_PRELOAD'] : ['env', `LD_PRELOAD=${lib}`];
+}
+
 /** Under sudo: back to this process's user inside the namespace, with the environment sudo does not pass. */
 function dropToUser(): string[] {
-  const env = Object.entries(process.env).filter(([k, v]) => v !== undefined && (k.startsWith('PORTICO_') || k.startsWith('NODE_') || k === 'PATH' || k === 'HOME'));
+  const env = Object.entries(process.env).filter(([k, v]) => v !== undefined && (k.startsWith('PORTICO_') || k.startsWith('NODE_') || k.startsWith('ASAN_') || k === 'LD_PRELOAD' || k === 'PATH' || k === 'HOME'));
   return ['setpriv', `--reuid=${process.getuid?.()}`, `--regid=${process.getgid?.()}`, '--clear-groups', 'env', ...env.map(([k, v]) => `${k}=${v}`)];
 }
 
