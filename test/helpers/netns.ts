@@ -87,8 +87,11 @@ export async function makeNetns(t: TestContext): Promise<Netns | undefined> {
     wrap: [...preload('off'), ...SUDO, 'ip', 'netns', 'exec', name, ...(SUDO.length === 0 ? preload('on') : dropToUser())],
     exec: (argv, timeoutMs) => run(['ip', 'netns', 'exec', name, ...argv], timeoutMs),
   };
-  // removed even when a step below fails: the namespace takes its veth end (and so the pair) with it
+  // removed even when a step below fails: the namespace takes its veth end (and so the pair) with it. What still runs
+  // in it was started by this test (under sudo a SIGKILL to sudo would not reach its child): ended first, by pid.
   t.after(async () => {
+    const pids = (await run(['ip', 'netns', 'pids', name]).catch(() => '')).split('\n').filter((p) => /^\d+$/.test(p));
+    if (pids.length > 0) await run(['kill', '-KILL', ...pids]).catch(() => {});
     await run(['ip', 'netns', 'del', name]).catch(() => {});
     await run(['ip', 'link', 'del', hostIf]).catch(() => {});
   });
