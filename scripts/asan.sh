@@ -40,3 +40,6 @@ node --test --test-name-pattern='connections at once' --test-name-pattern='past 
 # left to the plain run)
 node --test dist/test/fuzz/native-client-hello.fuzz.test.js
 node --test --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/test/e2e/l4-native.test.js
+# floods in a network namespace the test makes (root or sudo -n): io.cc SynQueued under a spoofed SYN flood, native
+# accept and the L4 thread under silent connections, a SIGTERM under both
+node --test dist/test/e2e/netns-floods.test.js

@@ -808,11 +808,21 @@ Napi::Value ListenDefer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, secs);
 }
 
-// Whether any connection of `family` whose local port is `port` is still in a SYN queue (request socks: handshake in
-// progress, or done and held back by TCP_DEFER_ACCEPT): 1 yes, 0 no, -1 when the kernel's list cannot be read. A
-// sock_diag dump of the SYN_RECV state (what `ss -tn state syn-recv sport = :port` reads), filtered by the kernel to
-// the port (inet_diag bytecode), and read only up to the first entry: a SYN flood on the port makes the answer "yes"
-// in one small read, not a dump of every request sock each time it is asked. Every listener of the port counts
+// A request sock whose SYN-ACK was resent more than this long ago is not a client held back by TCP_DEFER_ACCEPT: one
+// that ACKed is held only until its request's first timer (kDeferAcceptS = one retransmit: tcp_check_req stops
+// dropping its bare ACK from then on), whose resent SYN-ACK it ACKs again within a round trip, and is accepted then.
+constexpr uint32_t kSynAckRttMs = 250;
+// The kernel's first SYN-ACK timeout (TCP_TIMEOUT_INIT), doubled at each resend (reqsk_timer_handler).
+constexpr uint32_t kSynAckTimeoutMs = 1000;
+
+// Whether any connection of `family` whose local port is `port` is in a SYN queue and may be a client (request socks:
+// handshake in progress, or done and held back by TCP_DEFER_ACCEPT): 1 yes, 0 no, -1 when the kernel's list cannot
+// be read. A sock_diag dump of the SYN_RECV state (what `ss -tn state syn-recv sport = :port` reads), filtered by the
+// kernel to the port (inet_diag bytecode), read up to the first request that may be a client: one whose SYN-ACK was
+// never resent (idiag_retrans 0), or resent within kSynAckRttMs (its client's ACK may be on its way). The rest, whose
+// SYN-ACK went unanswered for a second or more (a SYN flood's spoofed sources: they stay until tcp_synack_retries
+// runs out, up to a minute), are passed over: a client the kernel held would have been accepted by now. The record
+// has no "ACKed" bit, so a flood's requests younger than a second still count. Every listener of the port counts
 // (other workers' SO_REUSEPORT sockets, a new primary's): the caller takes it as "may still be mine".
 int SynQueued(int family, uint16_t port) {
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
@@ -853,7 +863,10 @@ int SynQueued(int family, uint16_t port) {
       }
       if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) break;
       // the filter already matched; checked again in case a kernel ignored it
-      if (ntohs(static_cast<const inet_diag_msg*>(NLMSG_DATA(h))->id.idiag_sport) == port) {
+      const inet_diag_msg* r = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if (ntohs(r->id.idiag_sport) != port) continue;
+      bool young = r->idiag_retrans == 0 || (r->idiag_retrans == 1 && r->idiag_expires + kSynAckRttMs > 2 * kSynAckTimeoutMs);
+      if (young) {
         found = 1;
         break;
       }

@@ -995,11 +995,14 @@ export class NativeListener extends EventEmitter {
    * A deferring listener's clients that completed their handshake but whose first bytes had not come yet wait in
    * the SYN queue, not the accept queue: closing once the accept queue is empty would reset them. So it first
    * clears TCP_DEFER_ACCEPT (a handshake completing from now on is queued for accept at once), then goes on
-   * accepting while the kernel still lists connections of its port in a SYN queue (ioSynQueued, looked at every
-   * SYN_QUEUE_POLL_MS), for DEFER_END_GRACE_MS at most: by then every connection whose SYN came before the end is in
-   * the accept queue (its bytes came, or its request's first timer sent the SYN-ACK again and the client's ACK
-   * completed it). Only then does it stop as a listener that never deferred does (bounded by LISTEN_END_MAX_MS from
-   * there). With no such connection (a quiet port) that is at once, as before.
+   * accepting while the kernel still lists connections of its port in a SYN queue that may be clients (ioSynQueued,
+   * looked at every SYN_QUEUE_POLL_MS), for DEFER_END_GRACE_MS at most: by then every connection whose SYN came
+   * before the end is in the accept queue (its bytes came, or its request's first timer sent the SYN-ACK again and
+   * the client's ACK completed it). Only then does it stop as a listener that never deferred does (bounded by
+   * LISTEN_END_MAX_MS from there). With no such connection (a quiet port) that is at once, as before; so too when the
+   * port holds only a SYN flood's requests older than their first SYN-ACK resend (io.cc SynQueued passes over them).
+   * A flood's younger requests cannot be told from held clients (the kernel's record has no "ACKed" bit): while
+   * some are there, the end waits for them, DEFER_END_GRACE_MS at most.
    */
   end(): Promise<void> {
     if (this.#closed) return this.#ended ?? Promise.resolve();

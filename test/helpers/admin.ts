@@ -17,9 +17,12 @@ export function adminPort(portico: Portico): number {
   return port;
 }
 
-/** http://127.0.0.1:PORT of the admin listener. */
+/** http://ADDRESS:PORT of the admin listener: its own address, or 127.0.0.1 when it listens on every address. */
 export function adminUrl(portico: Portico): string {
-  return `http://127.0.0.1:${adminPort(portico)}`;
+  const line = portico.logs.find((l) => l.msg === 'listening');
+  const address = (line?.admin as { address?: string } | null | undefined)?.address;
+  const host = address === undefined || address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address.includes(':') ? `[${address}]` : address;
+  return `http://${host}:${adminPort(portico)}`;
 }
 
 /** GET /status, answered 200. */

@@ -3,6 +3,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { WebSocket, type ClientOptions } from 'ws';
@@ -79,7 +80,9 @@ export interface SimpleResponse {
 export function request(url: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; agent?: http.Agent; ca?: Buffer } = {}): Promise<SimpleResponse> {
   const u = new URL(url);
   const { body, timeoutMs = 20_000, method = 'GET', headers = {}, agent = false, ca = testCaCert() } = opts;
-  const common = { host: '127.0.0.1', port: u.port, path: `${u.pathname}${u.search}`, method, agent, headers: { host: u.host, ...headers } };
+  // a name (localhost, a test host) is reached at 127.0.0.1 with its Host header; an address literal at itself
+  const literal = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  const common = { host: isIP(literal) === 0 ? '127.0.0.1' : literal, port: u.port, path: `${u.pathname}${u.search}`, method, agent, headers: { host: u.host, ...headers } };
   return new Promise((resolve, reject) => {
     const onResponse = (res: http.IncomingMessage): void => {
       const parts: Buffer[] = [];

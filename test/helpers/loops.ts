@@ -30,6 +30,8 @@ export interface GetLoop {
 export interface LoopBounds {
   maxRequests?: number;
   maxMs?: number;
+  /** The address to GET from (default 127.0.0.1). */
+  host?: string;
 }
 
 /**
@@ -47,7 +49,7 @@ export function getLoop(port: number, urlPath: string, keepAlive: boolean, check
   const done = (async () => {
     for (let i = 0; i < maxRequests && !stopped && Date.now() < deadline; i++) {
       try {
-        const r = await get('127.0.0.1', port, urlPath, agent);
+        const r = await get(bounds.host ?? '127.0.0.1', port, urlPath, agent);
         const problem = r.status === 200 ? check?.(r) : `status ${r.status}: ${r.body.slice(0, 100)}`;
         if (problem === undefined) ok++;
         else failures.push(problem);
