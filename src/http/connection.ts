@@ -745,6 +745,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   socketEnd(): void {
     if (this.#state === 'busy' && this.#ex !== null && this.#ex.requestComplete) {
       this.#closeAfter = true;
+      this.#ex.clientClosing?.();
       return;
     }
     if (this.#state === 'head' && this.#buf !== null) {
@@ -936,6 +937,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (this.#state === 'head' && this.#buf === null) {
       this.#state = 'closed';
       this.#end();
+    } else {
+      this.#ex?.clientClosing?.();
     }
   }
 
