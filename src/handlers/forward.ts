@@ -260,8 +260,10 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
    * One read of the armed upstream, relayed by the addon: the head went out (ANSWER_HEAD: what #onResponseHead
    * does for it), `bodyBytes` of the body followed; with ANSWER_DONE the body is whole (#finishResponse).
    */
-  upstreamAnswer(status: number, flags: number, headBytes: number, bodyBytes: number): void {
+  upstreamAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
     if (this.#finished) return;
+    // the client's queue as the addon left it: connection.ts's close and pipelining decisions read writableLength
+    if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
     if ((flags & ANSWER_HEAD) !== 0) {
       if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
       this.status = status;

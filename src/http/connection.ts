@@ -937,9 +937,12 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (this.#state === 'head' && this.#buf === null) {
       this.#state = 'closed';
       this.#end();
-    } else {
-      this.#ex?.clientClosing?.();
     }
+  }
+
+  /** Shutdown begins: an answer the addon was to relay with a keep-alive head comes back to say `Connection: close`. */
+  draining(): void {
+    this.#ex?.clientClosing?.();
   }
 
   /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */

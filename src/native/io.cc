@@ -355,8 +355,8 @@ constexpr int8_t kAnswerHead = 1;  // armed: the head is awaited, nothing consum
 constexpr int8_t kAnswerBody = 2;  // the head went out: relaying the rest of the body
 // Reading the upstream stops while the client has more than this queued (the client's write queue is the bound).
 constexpr size_t kAnswerQueueMax = 64 * 1024;
-// A kAnswer record in the data buffer: int32 status, int32 flags, int32 head bytes written, int32 0, float64 body
-// bytes relayed by this read.
+// A kAnswer record in the data buffer: int32 status, int32 flags, int32 head bytes written, int32 bytes now queued
+// for the client (its JS socket's writableLength: a close must not drop them), float64 body bytes relayed by this read.
 constexpr size_t kAnswerRecord = 24;
 constexpr int32_t kAnsHead = 1;        // the head was accepted and written (status and head bytes are set)
 constexpr int32_t kAnsDone = 2;        // the body is whole: the upstream is JS's again
@@ -388,14 +388,14 @@ void AnswerResume(State& s, Conn& c) {
   Rearm(s, u);
 }
 
-void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int32_t flags, int32_t head_bytes, uint64_t body) {
+void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int32_t flags, int32_t head_bytes, size_t queued, uint64_t body) {
   uint8_t* at = s.data + used;
-  int32_t zero = 0;
+  int32_t q = queued > 0x7fffffff ? 0x7fffffff : static_cast<int32_t>(queued);
   double b = static_cast<double>(body);
   memcpy(at, &status, 4);
   memcpy(at + 4, &flags, 4);
   memcpy(at + 8, &head_bytes, 4);
-  memcpy(at + 12, &zero, 4);
+  memcpy(at + 12, &q, 4);
   memcpy(at + 16, &b, 8);
   Push(s, n, id, kAnswer, static_cast<int32_t>(used), static_cast<int32_t>(kAnswerRecord));
   used += kAnswerRecord;
@@ -460,7 +460,7 @@ bool AnswerData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r) {
     u.answer_paused = true;
     u.reading = false;
   }
-  PushAnswer(s, n, id, used, status, flags, head_bytes, body);
+  PushAnswer(s, n, id, used, status, flags, head_bytes, client_ok && !c->dead ? c->out.size() - c->out_off : 0, body);
   return true;
 }
 

@@ -137,9 +137,10 @@ export interface DataReceiver {
   socketData(chunk: Buffer): void;
   /**
    * One read of an armed upstream, relayed to its client by the addon (answerTo): `flags` ANSWER_*; `status` and
-   * `headBytes` with ANSWER_HEAD; `bodyBytes` of the body this read relayed.
+   * `headBytes` with ANSWER_HEAD; `bodyBytes` of the body this read relayed; `clientQueued` bytes left in the
+   * client's queue (for its answerQueued).
    */
-  socketAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number): void;
+  socketAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
 }
 
 /** As net.Socket: write() says false once this much waits in the native queue. */
@@ -292,7 +293,7 @@ function dispatchEvents(state: Io, count: number): void {
     else if (kind === ANSWER) {
       const off = events[at + 2]!;
       const data = state.data;
-      socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16));
+      socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16), data.readInt32LE(off + 12));
     } else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
@@ -581,8 +582,16 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /** @internal An answer record (see DataReceiver.socketAnswer); an armed upstream is never paused by JS. */
-  _onAnswer(status: number, flags: number, headBytes: number, bodyBytes: number): void {
-    this.#dataTo?.socketAnswer?.(status, flags, headBytes, bodyBytes);
+  _onAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    this.#dataTo?.socketAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
+  }
+
+  /**
+   * The addon wrote to this socket for an armed upstream (answerTo) and `queued` bytes wait in its queue now: what
+   * writableLength says, so that an end or a close waits for them ('drain' comes when they are out).
+   */
+  answerQueued(queued: number): void {
+    if (!this.#destroyed) this.#queued = queued;
   }
 
   /**

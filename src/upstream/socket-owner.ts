@@ -14,7 +14,7 @@ export interface UpstreamSocketOwner {
   upstreamClose(): void;
   upstreamDrain(): void;
   /** A native socket's answer relayed by the addon (NativeSocket.answerTo): only owners that arm one get these. */
-  upstreamAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number): void;
+  upstreamAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
 }
 
 const kOwner = Symbol('portico.upstream-owner');
@@ -69,8 +69,8 @@ class OwnerData implements DataReceiver {
     else this.#socket.emit('data', chunk);
   }
 
-  socketAnswer(status: number, flags: number, headBytes: number, bodyBytes: number): void {
-    this.#socket[kOwner]?.upstreamAnswer?.(status, flags, headBytes, bodyBytes);
+  socketAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    this.#socket[kOwner]?.upstreamAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
   }
 }
 

@@ -4,7 +4,8 @@
 // PORTICO_NATIVE_ANSWER=0 answers the same requests, plain and TLS listeners); a head and body split over many
 // reads; a body far larger than the socket buffers to a client that stops reading (the backend is held back:
 // bounded memory), then reads it whole; a backend that closes mid-body and one that lies about its length and
-// idles (the exchange's idle deadline ends both as on the JS path); a client that leaves mid-body; pipelined requests.
+// idles (the exchange's idle deadline ends both as on the JS path); a client that leaves mid-body; pipelined requests;
+// `Connection: close` with the end of the answer still queued for a client that reads late (the close waits for it).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -15,20 +16,20 @@ import { adminStatus } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { connectPlain, connectTls, ResponseReader } from '../helpers/wire.js';
 import { needNativeIo } from '../helpers/native-io.js';
+import { startScriptedHttpPeer } from '../helpers/tcp-server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const MiB = 1024 * 1024;
 const BIG = 64 * MiB;
 const BIG_BODY = Buffer.alloc(BIG, 0);
 for (let i = 0; i < BIG; i += 4096) BIG_BODY.writeUInt32LE(i, i);
+const ASAN = (process.env.LD_PRELOAD ?? '').includes('libasan');
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 interface Backend {
   readonly port: number;
-  /** The backend's side of the last `/big` answer (its writableLength shows whether Portico reads). */
+  /** The backend's side of the last `/big` answer (Portico closes it when its client leaves). */
   big: net.Socket | undefined;
-  /** Connections from Portico open on the backend's side. */
-  readonly open: number;
   /** Bytes of the last `/big` body the backend wrote so far, and when its last write found the socket full. */
   readonly sent: number;
   readonly blockedAt: number;
@@ -36,27 +37,12 @@ interface Backend {
 
 /**
  * Answers by path, keep-alive: `/small` a head with fields the rewrite drops; `/split` the head in one write and
- * the body in 12, each after the previous one left (`/split-head`: the head in pieces too); `/big` 64 MiB (more than the kernel buffers on the way hold); `/cut` a head announcing 1 MiB, 64 KiB of it, then a
- * FIN; `/lie` a head announcing 100 bytes, 10 of them, then nothing; `/chunked` a chunked answer (JavaScript's).
+ * the body in 12, each after the previous one left (`/split-head`: the head in pieces too); `/big` 64 MiB (more
+ * than the kernel buffers on the way hold); `/cut` a head announcing 1 MiB, 64 KiB of it, then a FIN; `/lie` a
+ * head announcing 100 bytes, 10 of them, then nothing; `/chunked` a chunked answer (JavaScript's).
  */
 async function startBackend(t: TestContext): Promise<Backend> {
-  const sockets = new Set<net.Socket>();
   const state: { big: net.Socket | undefined; sent: number; blockedAt: number } = { big: undefined, sent: 0, blockedAt: 0 };
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.setNoDelay(true);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let buf = '';
-    socket.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('latin1');
-      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
-        const path = /^[A-Z]+ (\S+) /.exec(buf)?.[1] ?? '';
-        buf = buf.slice(end + 4);
-        answer(socket, path);
-      }
-    });
-  });
   function answer(socket: net.Socket, path: string): void {
     if (path === '/small' || path.startsWith('/small?')) {
       socket.write('HTTP/1.1 200 OK\r\nServer: scripted\r\nConnection: X-Drop\r\nX-Drop: 1\r\nKeep-Alive: timeout=5\r\nX-Keep:  yes \r\nContent-Type: text/plain\r\ncontent-length: 5\r\n\r\nhello');
@@ -101,24 +87,17 @@ async function startBackend(t: TestContext): Promise<Backend> {
       socket.write('HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found');
     }
   }
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
+  const port = await startScriptedHttpPeer(t, (head, socket) => {
+    socket.setNoDelay(true);
+    answer(socket, /^[A-Z]+ (\S+) /.exec(head)?.[1] ?? '');
+  });
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port,
     get big() {
       return state.big;
     },
     set big(s) {
       state.big = s;
-    },
-    get open() {
-      return sockets.size;
     },
     get sent() {
       return state.sent;
@@ -238,7 +217,8 @@ test('relayed answers: a 64 MiB body to a client that stops reading holds the ba
     assert.equal(all.length - at, BIG);
     assert.equal(sha(all.subarray(at)), sha(BIG_BODY));
     const grew = peakRss(worker) - hwm0;
-    assert.ok(grew < 16 * MiB, `the worker's peak RSS grew by ${(grew / MiB).toFixed(1)} MiB relaying ${BIG / MiB} MiB`);
+    // (under AddressSanitizer, scripts/asan.sh, freed memory stays in its quarantine: no RSS bound holds there)
+    if (!ASAN) assert.ok(grew < 16 * MiB, `the worker's peak RSS grew by ${(grew / MiB).toFixed(1)} MiB relaying ${BIG / MiB} MiB`);
     // the connection is still good for the next answer
     const reader = new ResponseReader(socket);
     socket.write('GET /small HTTP/1.1\r\nHost: a.test\r\n\r\n');
@@ -281,4 +261,32 @@ test('relayed answers: a backend that closes mid-body or lies about its length, 
   assert.ok(s.workers.length === 1);
   // the worker serves on as before
   assert.equal((await raw(t, p, false, 'GET /small HTTP/1.1\r\nHost: a.test\r\n\r\n', 1)).endsWith('hello'), true);
+});
+
+test('relayed answers: Connection: close with the end of the answer still queued for the client: it arrives whole', { timeout: 90_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const backend = await startBackend(t);
+  const p = await startPortico(t, config(backend));
+  for (const tlsOn of [false, true]) {
+    backend.big = undefined;
+    const socket = tlsOn ? await connectTls(t, p.tlsPort) : await connectPlain(t, p.httpPort);
+    socket.on('error', () => {});
+    socket.pause();
+    const before = await answers(p);
+    socket.write('GET /big HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+    // the client reads only once the backend is held back; the close that follows the exchange must not cut what
+    // is still queued for it (the addon reports its queue with each record, so writableLength sees it)
+    await until('the answer relayed natively', () => answers(p), (n) => n > before);
+    await until('the backend held back', () => backend.blockedAt, (at) => at > 0);
+    const got: Buffer[] = [];
+    socket.on('data', (c: Buffer) => got.push(c));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.resume();
+    await closed;
+    const all = Buffer.concat(got);
+    const at = all.indexOf('\r\n\r\n') + 4;
+    assert.match(all.subarray(0, at).toString('latin1'), /\r\nConnection: close\r\n/);
+    assert.equal(all.length - at, BIG, 'the whole body before the close');
+    assert.equal(sha(all.subarray(at)), sha(BIG_BODY));
+  }
 });
