@@ -56,6 +56,8 @@ export interface StatusReport {
     acceptBatches?: { accepted: number; batches: number };
     /** Native accept: listeners (keys) whose socket has TCP_DEFER_ACCEPT in force, as the kernel says. */
     deferAccept?: string[];
+    /** Answers the addon relayed itself (the common forwarded answer: no JavaScript per exchange). */
+    nativeAnswers?: number;
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /**

@@ -20,6 +20,8 @@ export interface Tracked {
   registrySlot: number;
   /** Deadline checks, once per sweep. */
   sweep(now: number): void;
+  /** Shutdown begins now: every response from here says `Connection: close` (optional: most need not be told). */
+  draining?(): void;
   /** Shutdown began DRAIN_IDLE_GRACE_MS ago: close now if idle, else finish what is in progress. */
   drain(): void;
   /** End of the shutdown grace: close now. */
@@ -122,6 +124,7 @@ export class ConnectionRegistry {
   drain(graceMs: number): Promise<void> {
     this.#draining = true;
     if (this.#conns.length === 0) return Promise.resolve();
+    this.#each((c) => c.draining?.());
     return new Promise<void>((resolve) => {
       const idle = setTimeout(() => {
         this.#each((c) => c.drain());

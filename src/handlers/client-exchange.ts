@@ -34,6 +34,11 @@ export interface ClientExchange {
   readonly target: Target | null;
   /** The target tried last, also after it failed (the log names it on 502/504 lines). */
   readonly lastTarget: Target | null;
+  /**
+   * The connection will close after this exchange, decided while it runs (draining began, the client half-closed):
+   * an answer head not written yet must say so.
+   */
+  clientClosing?(): void;
   /** The request body was read whole. */
   readonly requestComplete: boolean;
   /** Why the last clientData() returned -1. */

@@ -8,12 +8,13 @@ import { performance } from 'node:perf_hooks';
 import type { ByteSocket } from '../core/socket.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import { ChunkedScanner, parseResponseHead, type HeadLimits, type RequestHead, type ResponseHead } from '../wire/http-head.js';
-import type { CompiledRoute, RequestVars } from '../route/router.js';
+import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../route/router.js';
 import { keyExtractorFor, stickyCookieFor, type KeyExtractor } from '../upstream/hash-key.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { adoptSocket, disownSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
-import { buildRequestHead, buildResponseHead, headerValue, websocketAccept } from './rewrite.js';
+import { buildRequestHead, buildResponseHead, headerValue, responseSkipNames, routeResponseLines, websocketAccept } from './rewrite.js';
+import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, NativeSocket, answerPlan } from '../native/io.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
@@ -63,6 +64,23 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
     keyCache.set(pool, k);
   }
   return k;
+}
+
+/**
+ * The addon relays the common answer (a final status with a Content-Length body, src/native/response-head.h) from
+ * the upstream to the client itself, and tells the exchange once per read (upstreamAnswer). PORTICO_NATIVE_ANSWER=0
+ * turns it off (every answer then comes here as data, as without the addon).
+ */
+const NATIVE_ANSWER = process.env.PORTICO_NATIVE_ANSWER !== '0';
+/** The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange. */
+const answerPlans = new WeakMap<CompiledHeaderOps, number>();
+function answerPlanOf(ops: CompiledHeaderOps): number {
+  let plan = answerPlans.get(ops);
+  if (plan === undefined) {
+    plan = answerPlan(responseSkipNames(ops));
+    answerPlans.set(ops, plan);
+  }
+  return plan;
 }
 
 /**
@@ -139,6 +157,8 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   #bodyStarted = false;
   /** A 100 Continue was relayed to a client that asked for it. */
   #continued = false;
+  /** The upstream socket is armed (#armAnswer): its answer may come relayed by the addon (upstreamAnswer). */
+  #armed = false;
 
   constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
     const key = keyOf(pool);
@@ -204,6 +224,66 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     if (!this.#requestComplete) {
       this.#upstreamPausedClient = !ok;
       this.#client.setBodyPaused(!ok);
+    } else if (NATIVE_ANSWER) {
+      this.#armAnswer(socket);
+    }
+  }
+
+  /**
+   * The request went whole: when nothing of the answer needs JavaScript (a plain response side: no compression,
+   * no CORS policy; no HEAD, upgrade or Expect exchange), the addon may relay it (NativeSocket.answerTo). The head
+   * is rewritten there as #onResponseHead would (same Connection decision, the route's lines computed here); an
+   * answer it does not take comes as data, as always.
+   */
+  #armAnswer(socket: ByteSocket): void {
+    const client = this.#client.socket;
+    const route = this.route;
+    if (this.tunnel || this.head.method === 'HEAD' || this.head.expectContinue || route.compress !== undefined || route.cors !== undefined) return;
+    if (!(socket instanceof NativeSocket) || !(client instanceof NativeSocket)) return;
+    const plan = answerPlanOf(route.responseHeaders);
+    if (plan < 0) return;
+    this.#closeClient = !this.head.keepAlive || this.#client.closing;
+    const conn = this.#closeClient ? ANSWER_CONN_CLOSE : this.head.versionMinor === 0 ? ANSWER_CONN_KEEP_ALIVE : ANSWER_CONN_NONE;
+    this.#armed = socket.answerTo(client, plan, routeResponseLines(route.responseHeaders, this.#client.vars, this.#stickyCookie()), conn);
+  }
+
+  /**
+   * The connection closes after this exchange now: an armed answer whose head the addon has not taken yet comes
+   * back to JavaScript (#onResponseHead writes `Connection: close`); one whose head went out goes on, as here.
+   */
+  clientClosing(): void {
+    if (!this.#armed || !(this.#upstream instanceof NativeSocket)) return;
+    if (this.#upstream.answerOff(true) !== 2) this.#armed = false;
+  }
+
+  /**
+   * One read of the armed upstream, relayed by the addon: the head went out (ANSWER_HEAD: what #onResponseHead
+   * does for it), `bodyBytes` of the body followed; with ANSWER_DONE the body is whole (#finishResponse).
+   */
+  upstreamAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    if (this.#finished) return;
+    // the client's queue as the addon left it: connection.ts's close and pipelining decisions read writableLength
+    if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
+    if ((flags & ANSWER_HEAD) !== 0) {
+      if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
+      this.status = status;
+      this.deadline = 0;
+      this.pool.reportStatus(this.target!, status); // passive health: 5xx counts when on_5xx is set
+      this.responseStarted = true;
+      this.bytesOut += headBytes;
+      this.#phase = 'body';
+      this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+      // draining began since the arming: the connection closes after this answer all the same
+      if (this.#client.closing) this.#closeClient = true;
+    }
+    this.bytesOut += bodyBytes;
+    if ((flags & ANSWER_DONE) !== 0) {
+      this.#armed = false;
+      this.#finishResponse(false, (flags & ANSWER_REUSABLE) !== 0);
+    } else if ((flags & ANSWER_CLIENT_GONE) !== 0) {
+      // the client's own error came first and ended the exchange; should it not have, end it here
+      this.#armed = false;
+      this.#fail(new ProxyError('CLIENT_CLOSED', 'client closed the connection before the answer was complete'));
     }
   }
 
@@ -300,6 +380,11 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   }
 
   upstreamData(chunk: Buffer): void {
+    if (this.#armed) {
+      // the addon did not take this answer (or bytes came before the arming): it is JavaScript's, as always
+      this.#armed = false;
+      if (this.#upstream instanceof NativeSocket) this.#upstream.answerOff();
+    }
     if (this.#phase === 'body') {
       if (this.#encoder !== null) this.#relayEncoded(chunk, 0);
       else this.#relayBody(chunk, 0, undefined);
@@ -546,7 +631,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.#client.exchangeUpgraded(this, up, buf.length > used ? buf.subarray(used) : null, res);
   }
 
-  #finishResponse(extraBytes: boolean): void {
+  #finishResponse(extraBytes: boolean, keepAlive?: boolean): void {
     const enc = this.#encoder;
     if (enc !== null) {
       // the compressor flushes the end of the body first; then the exchange ends as usual
@@ -564,7 +649,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.#finished = true;
     this.deadline = 0;
     const up = this.#detachUpstream();
-    const reusable = !extraBytes && this.#requestComplete && this.#res!.keepAlive && !up.destroyed && up.readable && up.writable;
+    const reusable = !extraBytes && this.#requestComplete && (keepAlive ?? this.#res!.keepAlive) && !up.destroyed && up.readable && up.writable;
     this.pool.release(this.target!, up, reusable);
     this.target!.active--;
     this.#client.exchangeDone(this, !this.#closeClient);
@@ -573,6 +658,8 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   #detachUpstream(): ByteSocket {
     const up = this.#upstream!;
     releaseSocket(up);
+    // still armed: the socket is destroyed next (a failure, a retry), which disarms it in the addon
+    this.#armed = false;
     if (this.#clientPausedUpstream) {
       this.#clientPausedUpstream = false;
       up.resume();

@@ -215,12 +215,24 @@ export function buildResponseHead(r: ResponseHead, ops: CompiledHeaderOps, vars:
   // The body is relayed as received, so its codings are too; a HEAD or 304 answer keeps its Content-Length.
   if (r.transferEncoding !== undefined) out += `Transfer-Encoding: ${r.transferEncoding}\r\n`;
   else if (r.contentLength >= 0) out += `Content-Length: ${r.contentLength}\r\n`;
-  for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
-  if (setCookie !== undefined) out += `Set-Cookie: ${setCookie}\r\n`;
+  out += routeResponseLines(ops, vars, setCookie);
   if (cors !== undefined) out += cors;
   if (connection === 'upgrade') out += `Connection: Upgrade\r\nUpgrade: ${r.upgrade ?? 'websocket'}\r\n`;
   else if (connection !== '') out += `Connection: ${connection}\r\n`;
   return out + '\r\n';
+}
+
+/** The lines a route adds to every response head after the framing: its `set` rules, then a stickiness cookie. */
+export function routeResponseLines(ops: CompiledHeaderOps, vars: RequestVars, setCookie?: string): string {
+  let out = '';
+  for (const s of ops.set) out += `${s.name}: ${s.render(vars)}\r\n`;
+  if (setCookie !== undefined) out += `Set-Cookie: ${setCookie}\r\n`;
+  return out;
+}
+
+/** The lower-case names buildResponseHead drops from a response under `ops` (besides the Connection-listed ones). */
+export function responseSkipNames(ops: CompiledHeaderOps): string[] {
+  return [...planOf(ops).skip];
 }
 
 /** crypto.hash (Node >= 20.12): one call, no Hash object per digest (a third of createHash's cost); else undefined. */

@@ -745,6 +745,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   socketEnd(): void {
     if (this.#state === 'busy' && this.#ex !== null && this.#ex.requestComplete) {
       this.#closeAfter = true;
+      this.#ex.clientClosing?.();
       return;
     }
     if (this.#state === 'head' && this.#buf !== null) {
@@ -937,6 +938,11 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#state = 'closed';
       this.#end();
     }
+  }
+
+  /** Shutdown begins: an answer the addon was to relay with a keep-alive head comes back to say `Connection: close`. */
+  draining(): void {
+    this.#ex?.clientClosing?.();
   }
 
   /** End of the shutdown grace: whatever is left is closed now (a WebSocket tunnel with Close frames, 1001). */

@@ -28,6 +28,7 @@
 
 #include "io.h"
 #include "relay.h"
+#include "response-head.h"
 #include "tls.h"
 
 namespace portico::io {
@@ -43,6 +44,7 @@ constexpr int32_t kAccept = 6;   // id = the new connection; a = offset of its a
 constexpr int32_t kAcceptError = 7;  // id = the listener; a = errno (accepting is paused until JS resumes it)
 constexpr int32_t kSecure = 8;   // the TLS handshake completed (reads now deliver plaintext)
 constexpr int32_t kListenEnd = 9;  // id = a listener ioListenEnd left open: its queue is accepted, its fd closed
+constexpr int32_t kAnswer = 10;    // an armed upstream relayed part of its answer (ioAnswer): a = offset of the record, b = its length
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
@@ -104,6 +106,19 @@ struct Conn {
   // (AcceptBatch); the round it was last seen ready in tells a burst (ready again at once) from the next client
   bool one_at_a_time = false;
   uint64_t ready_round = 0;
+  // An upstream armed by ioAnswer: its answer is read here and, when response-head.h takes it, relayed to client
+  // `answer_to` without JS (one kAnswer record per read instead of a DATA event). 0 = not armed, kAnswerHead = the
+  // head is awaited (nothing consumed yet), kAnswerBody = relaying `answer_left` more body bytes.
+  int8_t answer = 0;
+  bool answer_paused = false;  // reading stopped here while the client's queue is over kAnswerQueueMax
+  int32_t answer_to = -1;
+  int32_t answer_plan = -1;
+  int32_t answer_conn = 0;
+  uint64_t answer_left = 0;
+  bool answer_keep = false;
+  std::string answer_extra;
+  // A client: the armed upstream relaying to it (-1 none); its reading resumes when this queue drains.
+  int32_t answer_from = -1;
 };
 
 struct State {
@@ -128,6 +143,9 @@ struct State {
   double accepted = 0;       // connections accepted natively, ever
   double accept_batches = 0; // batches that accepted at least one (accepted / batches = the mean batch)
   uint64_t rounds = 0;       // Round()s that found something ready
+  std::vector<rh::Plan> plans;  // response sides of routes (ioAnswerPlan), by id
+  std::string answer_out;       // the rewritten head and the first body bytes, sent as one write
+  double answered = 0;          // answers whose head the relay took (ioAnswer), ever
 };
 
 State* state = nullptr;
@@ -213,9 +231,14 @@ int32_t NewConn(State& s, int fd) {
   return id;
 }
 
+void AnswerOff(State& s, Conn& u);
+
 // `batch`: the id may still be named by events of the batch being built (reusable only after it).
 void FreeConn(State& s, int32_t id, bool batch = false) {
   Conn& c = s.conns[id];
+  // an armed upstream or its client goes: the other side is left as if never armed
+  AnswerOff(s, c);
+  if (c.answer_from >= 0) AnswerOff(s, s.conns[c.answer_from]);
   delete c.tls;
   c.tls = nullptr;
   c.fd = -1;
@@ -258,6 +281,39 @@ int Flush(Conn& c) {
   return 0;
 }
 
+// Sends p[0..len) now, queueing what the kernel does not take: 0, or an errno (the connection is dead then).
+int Send(State& s, Conn& c, const char* p, size_t len) {
+  if (c.dead) return EPIPE;
+  size_t sent = 0;
+  if (c.tls != nullptr && !c.handshaking && c.out.size() == c.out_off) {
+    tls::Io r = c.tls->Write(p, len, &sent);
+    if (r == tls::Io::kError || r == tls::Io::kEof) {
+      int err = c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPIPE;
+      c.dead = true;
+      Rearm(s, c);
+      return err;
+    }
+    if (sent == len) return 0;
+  } else if (c.tls == nullptr && !c.connecting && c.out.size() == c.out_off) {
+    while (sent < len) {
+      ssize_t n = send(c.fd, p + sent, len - sent, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        int err = errno;
+        c.dead = true;
+        Rearm(s, c);
+        return err;
+      }
+      sent += static_cast<size_t>(n);
+    }
+    if (sent == len) return 0;
+  }
+  c.out.append(p + sent, len - sent);
+  Rearm(s, c);
+  return 0;
+}
+
 void Push(State& s, int& n, int32_t id, int32_t kind, int32_t a, int32_t b) {
   int32_t* e = s.events + static_cast<size_t>(n) * 4;
   e[0] = id;
@@ -288,6 +344,144 @@ bool ReadOnce(State& s, Conn& c, int32_t id, int& n, size_t& used) {
     Push(s, n, id, kEof, 0, 0);
   } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
     Fail(s, c, n, id, errno);
+    return false;
+  }
+  return true;
+}
+
+// ---- the relayed answer (ioAnswer): an armed upstream's response goes to its client without JS ----------------
+
+constexpr int8_t kAnswerHead = 1;  // armed: the head is awaited, nothing consumed yet
+constexpr int8_t kAnswerBody = 2;  // the head went out: relaying the rest of the body
+// Reading the upstream stops while the client has more than this queued (the client's write queue is the bound).
+constexpr size_t kAnswerQueueMax = 64 * 1024;
+// A kAnswer record in the data buffer: int32 status, int32 flags, int32 head bytes written, int32 bytes now queued
+// for the client (its JS socket's writableLength: a close must not drop them), float64 body bytes relayed by this read.
+constexpr size_t kAnswerRecord = 24;
+constexpr int32_t kAnsHead = 1;        // the head was accepted and written (status and head bytes are set)
+constexpr int32_t kAnsDone = 2;        // the body is whole: the upstream is JS's again
+constexpr int32_t kAnsReusable = 4;    // the answer allows the upstream's reuse (HTTP/1.1 without Connection: close)
+constexpr int32_t kAnsExtra = 8;       // bytes came after the body (dropped: the upstream must not be reused)
+constexpr int32_t kAnsClientGone = 16; // the client failed or closed: the rest was dropped (its own error says why)
+
+// Stops relaying on upstream `u` (done, declined, failed, or JS took it back): reading as JS left it.
+void AnswerOff(State& s, Conn& u) {
+  if (u.answer == 0) return;
+  if (u.answer_to >= 0 && static_cast<size_t>(u.answer_to) < s.conns.size() && s.conns[u.answer_to].answer_from == static_cast<int32_t>(&u - s.conns.data()))
+    s.conns[u.answer_to].answer_from = -1;
+  u.answer = 0;
+  u.answer_to = -1;
+  std::string().swap(u.answer_extra);
+  if (u.answer_paused) {
+    u.answer_paused = false;
+    u.reading = true;
+  }
+}
+
+// A client's queue went down: an upstream waiting for it reads again.
+void AnswerResume(State& s, Conn& c) {
+  if (c.answer_from < 0 || c.out.size() - c.out_off > kAnswerQueueMax) return;
+  Conn& u = s.conns[c.answer_from];
+  if (!u.answer_paused) return;
+  u.answer_paused = false;
+  u.reading = true;
+  Rearm(s, u);
+}
+
+void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int32_t flags, int32_t head_bytes, size_t queued, uint64_t body) {
+  uint8_t* at = s.data + used;
+  int32_t q = queued > 0x7fffffff ? 0x7fffffff : static_cast<int32_t>(queued);
+  double b = static_cast<double>(body);
+  memcpy(at, &status, 4);
+  memcpy(at + 4, &flags, 4);
+  memcpy(at + 8, &head_bytes, 4);
+  memcpy(at + 12, &q, 4);
+  memcpy(at + 16, &b, 8);
+  Push(s, n, id, kAnswer, static_cast<int32_t>(used), static_cast<int32_t>(kAnswerRecord));
+  used += kAnswerRecord;
+}
+
+// An armed upstream's read of r bytes at data[used..]: relayed to the client when this path takes them (a kAnswer
+// record in their place), else left for the caller to deliver as DATA (false: not relayed, not consumed).
+bool AnswerData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r) {
+  Conn* c = u.answer_to >= 0 && static_cast<size_t>(u.answer_to) < s.conns.size() ? &s.conns[u.answer_to] : nullptr;
+  bool client_ok = c != nullptr && c->fd >= 0 && !c->dead && c->answer_from == id;
+  const uint8_t* p = s.data + used;
+  int32_t flags = 0;
+  int32_t status = 0;
+  int32_t head_bytes = 0;
+  uint64_t body = 0;
+  if (u.answer == kAnswerHead) {
+    rh::Head head;
+    if (!client_ok || u.answer_plan < 0 || static_cast<size_t>(u.answer_plan) >= s.plans.size() ||
+        !rh::Rewrite(p, r, s.plans[u.answer_plan], u.answer_extra, u.answer_conn, &head, &s.answer_out)) {
+      AnswerOff(s, u);
+      return false;  // JS's, as if never armed
+    }
+    size_t rest = r - head.used;
+    body = rest < head.content_length ? rest : head.content_length;
+    status = head.status;
+    head_bytes = static_cast<int32_t>(s.answer_out.size());
+    flags = kAnsHead;
+    s.answered++;
+    u.answer_keep = head.keep_alive;
+    u.answer_left = head.content_length - body;
+    u.answer = kAnswerBody;
+    if (rest > body) flags |= kAnsExtra;
+    s.answer_out.append(reinterpret_cast<const char*>(p) + head.used, body);
+    int err = Send(s, *c, s.answer_out.data(), s.answer_out.size());
+    if (s.answer_out.capacity() > 64 * 1024) std::string().swap(s.answer_out);
+    if (err != 0) {
+      Push(s, n, u.answer_to, kError, err, 0);
+      flags |= kAnsClientGone;
+    }
+  } else {
+    body = r < u.answer_left ? r : u.answer_left;
+    if (r > body) flags |= kAnsExtra;
+    u.answer_left -= body;
+    if (!client_ok) {
+      flags |= kAnsClientGone;
+    } else if (body > 0) {
+      int err = Send(s, *c, reinterpret_cast<const char*>(p), body);
+      if (err != 0) {
+        Push(s, n, u.answer_to, kError, err, 0);
+        flags |= kAnsClientGone;
+      }
+    }
+  }
+  if (u.answer_left == 0 && (flags & kAnsClientGone) == 0) {
+    flags |= kAnsDone;
+    if (u.answer_keep && (flags & kAnsExtra) == 0) flags |= kAnsReusable;
+  }
+  if ((flags & (kAnsDone | kAnsClientGone | kAnsExtra)) != 0) {
+    AnswerOff(s, u);
+  } else if (c->out.size() - c->out_off > kAnswerQueueMax) {
+    // the client is slow: read no more until its queue drains (AnswerResume)
+    u.answer_paused = true;
+    u.reading = false;
+  }
+  PushAnswer(s, n, id, used, status, flags, head_bytes, client_ok && !c->dead ? c->out.size() - c->out_off : 0, body);
+  return true;
+}
+
+// One read(2) of an armed upstream: relayed (AnswerData), or DATA/EOF/error as ReadOnce. An EOF or error ends the
+// relay; JS hears of it as of any socket's and fails or finishes the exchange as without the relay.
+bool AnswerRead(State& s, Conn& u, int32_t id, int& n, size_t& used) {
+  size_t room = kDataSize - used - kAnswerRecord;
+  ssize_t r;
+  do r = read(u.fd, s.data + used, room < kReadMax ? room : kReadMax);
+  while (r < 0 && errno == EINTR);
+  if (r > 0) {
+    if (AnswerData(s, u, id, n, used, static_cast<size_t>(r))) return true;
+    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
+    used += static_cast<size_t>(r);
+  } else if (r == 0) {
+    AnswerOff(s, u);
+    u.eof = true;
+    Push(s, n, id, kEof, 0, 0);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    AnswerOff(s, u);
+    Fail(s, u, n, id, errno);
     return false;
   }
   return true;
@@ -511,6 +705,7 @@ void TlsReady(State& s, Conn& c, int32_t id, uint32_t got, int& n, size_t& used)
       return;
     }
     if (had && c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+    AnswerResume(s, c);
   }
   bool readable = (got & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 || fresh || read_waited_for_room || c.tls_buffered;
   if (readable && c.reading && !c.eof) {
@@ -601,6 +796,7 @@ int Round(State& s) {
         continue;
       }
       if (c.out.empty()) Push(s, n, id, kDrain, 0, 0);
+      AnswerResume(s, c);
     }
     if ((got & EPOLLOUT) != 0 && c.want_drain && c.out.size() == c.out_off) {
       c.want_drain = false;
@@ -615,7 +811,7 @@ int Round(State& s) {
         Rearm(s, c);
         continue;  // level-triggered: read next round
       }
-      if (!ReadOnce(s, c, id, n, used)) continue;
+      if (!(c.answer != 0 ? AnswerRead(s, c, id, n, used) : ReadOnce(s, c, id, n, used))) continue;
     } else if ((got & EPOLLERR) != 0) {
       int err = 0;
       socklen_t len = sizeof err;
@@ -1054,35 +1250,8 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
 // Sends p[0..len) now, queueing what the kernel does not take; bytes queued (0 = all sent) or -errno.
 Napi::Value SendOrQueue(Napi::Env env, State& s, int32_t id, const char* p, size_t len) {
   Conn& c = s.conns[id];
-  if (c.dead) return Napi::Number::New(env, -EPIPE);
-  size_t sent = 0;
-  if (c.tls != nullptr && !c.handshaking && c.out.size() == c.out_off) {
-    tls::Io r = c.tls->Write(p, len, &sent);
-    if (r == tls::Io::kError || r == tls::Io::kEof) {
-      int err = c.tls->sys_errno() != 0 ? c.tls->sys_errno() : EPIPE;
-      c.dead = true;
-      Rearm(s, c);
-      return Napi::Number::New(env, -err);
-    }
-    if (sent == len) return Napi::Number::New(env, 0);
-  } else if (c.tls == nullptr && !c.connecting && c.out.size() == c.out_off) {
-    while (sent < len) {
-      ssize_t n = send(c.fd, p + sent, len - sent, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        int err = errno;
-        c.dead = true;
-        Rearm(s, c);
-        return Napi::Number::New(env, -err);
-      }
-      sent += static_cast<size_t>(n);
-    }
-    if (sent == len) return Napi::Number::New(env, 0);
-  }
-  c.out.append(p + sent, len - sent);
-  Rearm(s, c);
-  return Napi::Number::New(env, static_cast<double>(c.out.size() - c.out_off));
+  int err = Send(s, c, p, len);
+  return Napi::Number::New(env, err != 0 ? -static_cast<double>(err) : static_cast<double>(c.out.size() - c.out_off));
 }
 
 // ioWrite(id, bytes: Uint8Array) -> bytes now queued natively (0 = all in the kernel) | -errno.
@@ -1268,11 +1437,106 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
 
 // ioStats() -> { live, accepted, acceptBatches }: open connections and listeners (fd-leak tests), connections
 // accepted natively and the batches they came in (the admin status).
+// ioAnswerPlan(skip: string[]) -> plan id: a route's response side for ioAnswer (the lower-case names its head
+// rewrite drops). Made once per route's header rules; never freed (a worker has as many as its config's routes).
+Napi::Value AnswerPlan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "ioAnswerPlan(skip: string[])");
+  Napi::Array names = info[0].As<Napi::Array>();
+  rh::Plan plan;
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    Napi::Value v = names.Get(i);
+    if (!v.IsString()) throw Napi::TypeError::New(env, "ioAnswerPlan: names are strings");
+    plan.skip.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  s.plans.push_back(std::move(plan));
+  return Napi::Number::New(env, static_cast<double>(s.plans.size() - 1));
+}
+
+// ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the
+// answer to relay to the client (response-head.h); taken, it goes out from here and JS gets kAnswer records; not
+// taken, it comes as DATA as always. `extra`: header lines of the route (latin1), `conn`: the Connection line.
+// False (nothing armed) for a connection that cannot take part (TLS upstream, closed, at EOF, peeking, a client
+// already served by another).
+Napi::Value Answer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t uid = IdArg(info, s);
+  if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsNumber())
+    throw Napi::TypeError::New(env, "ioAnswer(upstream, client, plan, extra, conn)");
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t plan = info[2].As<Napi::Number>().Int32Value();
+  int32_t conn = info[4].As<Napi::Number>().Int32Value();
+  if (cid < 0 || static_cast<size_t>(cid) >= s.conns.size() || cid == uid || plan < 0 || static_cast<size_t>(plan) >= s.plans.size()) return Napi::Boolean::New(env, false);
+  Conn& u = s.conns[uid];
+  Conn& c = s.conns[cid];
+  if (u.listener || u.tls != nullptr || u.dead || u.eof || u.peeking || u.connecting || !u.reading || u.answer != 0) return Napi::Boolean::New(env, false);
+  if (c.fd < 0 || c.listener || c.dead || c.handshaking || c.answer_from >= 0 || c.answer != 0) return Napi::Boolean::New(env, false);
+  napi_value v = info[3];
+  size_t len = 0;
+  if (napi_get_value_string_latin1(env, v, nullptr, 0, &len) != napi_ok) return Napi::Boolean::New(env, false);
+  u.answer_extra.resize(len + 1);
+  napi_get_value_string_latin1(env, v, u.answer_extra.data(), len + 1, &len);
+  u.answer_extra.resize(len);
+  u.answer = kAnswerHead;
+  u.answer_to = cid;
+  u.answer_plan = plan;
+  u.answer_conn = conn;
+  u.answer_left = 0;
+  u.answer_keep = false;
+  c.answer_from = uid;
+  return Napi::Boolean::New(env, true);
+}
+
+// ioAnswerOff(upstream, headOnly) -> what it was: 0 not armed, 1 armed with nothing consumed, 2 relaying a body.
+// Disarms; with headOnly, a body being relayed goes on.
+Napi::Value AnswerOffJs(const Napi::CallbackInfo& info) {
+  State& s = Own(info.Env());
+  Conn& u = s.conns[IdArg(info, s)];
+  int was = u.answer;
+  if (was == kAnswerBody && info.Length() > 1 && info[1].ToBoolean()) return Napi::Number::New(info.Env(), was);
+  AnswerOff(s, u);
+  Rearm(s, u);
+  return Napi::Number::New(info.Env(), was);
+}
+
+// responseHeadRewrite(bytes, skip, extra, conn) -> { status, used, contentLength, keepAlive, head } | null: the
+// C++ head path on its own, for the differential tests against src/wire/http-head.ts and rewrite.ts.
+Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "responseHeadRewrite(bytes, skip, extra, conn)");
+  Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+  Napi::Array names = info[1].As<Napi::Array>();
+  rh::Plan plan;
+  for (uint32_t i = 0; i < names.Length(); i++) plan.skip.push_back(names.Get(i).As<Napi::String>().Utf8Value());
+  napi_value v = info[2];
+  size_t len = 0;
+  napi_get_value_string_latin1(env, v, nullptr, 0, &len);
+  std::string extra(len + 1, '\0');
+  napi_get_value_string_latin1(env, v, extra.data(), len + 1, &len);
+  extra.resize(len);
+  rh::Head head;
+  std::string out;
+  if (!rh::Rewrite(bytes.Data(), bytes.ByteLength(), plan, extra, info[3].As<Napi::Number>().Int32Value(), &head, &out)) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("status", head.status);
+  o.Set("used", static_cast<double>(head.used));
+  o.Set("contentLength", static_cast<double>(head.content_length));
+  o.Set("keepAlive", head.keep_alive);
+  napi_value str;
+  napi_create_string_latin1(env, out.data(), out.size(), &str);
+  o.Set("head", Napi::Value(env, str));
+  return o;
+}
+
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));
   o.Set("accepted", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accepted));
   o.Set("acceptBatches", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accept_batches));
+  o.Set("answered", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->answered));
   return o;
 }
 
@@ -1368,6 +1632,10 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
+  exports.Set("ioAnswerPlan", Napi::Function::New(env, AnswerPlan, "ioAnswerPlan"));
+  exports.Set("ioAnswer", Napi::Function::New(env, Answer, "ioAnswer"));
+  exports.Set("ioAnswerOff", Napi::Function::New(env, AnswerOffJs, "ioAnswerOff"));
+  exports.Set("responseHeadRewrite", Napi::Function::New(env, ResponseHeadRewrite, "responseHeadRewrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));

@@ -32,6 +32,10 @@ interface IoAddon {
   /** 1 when a connection on the listener's port is still in a SYN queue (sock_diag), 0 when none, -1 when unknown. Absent from older addons. */
   ioSynQueued?(id: number): number;
   ioWrite(id: number, bytes: Uint8Array): number;
+  /** The relayed answer (io.cc ioAnswer, response-head.h); absent from addons built before it: answers then come as data. */
+  ioAnswerPlan?(skip: string[]): number;
+  ioAnswer?(upstream: number, client: number, plan: number, extra: string, conn: number): boolean;
+  ioAnswerOff?(upstream: number, headOnly: boolean): number;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
   ioShutdown(id: number): void;
@@ -44,7 +48,7 @@ interface IoAddon {
   /** Absent from addons built before it: then static files are read and written. */
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number; accepted: number; acceptBatches: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number };
   ioAdoptTls?(fd: number, serverId: number): number;
   ioStartTls?(id: number, serverId: number): void;
   ioTlsInfo?(id: number): NativeTlsInfo | null;
@@ -82,6 +86,18 @@ export type AcceptMode = 'read' | 'hold' | 'peek';
 const MODE: Record<AcceptMode, number> = { read: 0, hold: 1, peek: 2 };
 const SECURE = 8;
 const LISTEN_END = 9;
+const ANSWER = 10;
+
+/** Flags of an answer record (io.cc kAns*): what one read of an armed upstream did. */
+export const ANSWER_HEAD = 1;
+export const ANSWER_DONE = 2;
+export const ANSWER_REUSABLE = 4;
+export const ANSWER_EXTRA = 8;
+export const ANSWER_CLIENT_GONE = 16;
+/** The Connection line of a relayed answer's head (response-head.h kConn*). */
+export const ANSWER_CONN_NONE = 0;
+export const ANSWER_CONN_CLOSE = 1;
+export const ANSWER_CONN_KEEP_ALIVE = 2;
 
 const EMPTY = new Uint8Array(0);
 
@@ -119,6 +135,12 @@ export interface SocketOwner {
  */
 export interface DataReceiver {
   socketData(chunk: Buffer): void;
+  /**
+   * One read of an armed upstream, relayed to its client by the addon (answerTo): `flags` ANSWER_*; `status` and
+   * `headBytes` with ANSWER_HEAD; `bodyBytes` of the body this read relayed; `clientQueued` bytes left in the
+   * client's queue (for its answerQueued).
+   */
+  socketAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
 }
 
 /** As net.Socket: write() says false once this much waits in the native queue. */
@@ -184,6 +206,21 @@ export function nativeAcceptStats(): { accepted: number; batches: number } | und
 export function nativePeekAvailable(): boolean {
   const state = ioOf();
   return state !== null && state.addon.ioPeekSupported?.() === true;
+}
+
+/**
+ * A route's response side for NativeSocket.answerTo: the lower-case field names its head rewrite drops. -1 when the
+ * addon cannot relay answers (then nothing is armed).
+ */
+export function answerPlan(skip: string[]): number {
+  const state = ioOf();
+  return state?.addon.ioAnswerPlan?.(skip) ?? -1;
+}
+
+/** Answers the addon relayed itself (NativeSocket.answerTo) so far; undefined without native I/O or an addon without it. */
+export function nativeAnswered(): number | undefined {
+  if (io === undefined || io === null) return undefined;
+  return io.addon.ioStats().answered;
 }
 
 /** Native sockets open now (for the admin status and leak checks). */
@@ -253,7 +290,11 @@ function dispatchEvents(state: Io, count: number): void {
     } else if (kind === EOF) socket._onEof();
     else if (kind === DRAIN) socket._onDrain();
     else if (kind === CONNECT) socket._onConnect(events[at + 2]!);
-    else if (kind === SECURE) socket._onSecure();
+    else if (kind === ANSWER) {
+      const off = events[at + 2]!;
+      const data = state.data;
+      socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16), data.readInt32LE(off + 12));
+    } else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
 }
@@ -538,6 +579,40 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#owner !== null) this.#owner.socketData(chunk);
     else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
     else this.emit('data', chunk);
+  }
+
+  /** @internal An answer record (see DataReceiver.socketAnswer); an armed upstream is never paused by JS. */
+  _onAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    this.#dataTo?.socketAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
+  }
+
+  /**
+   * The addon wrote to this socket for an armed upstream (answerTo) and `queued` bytes wait in its queue now: what
+   * writableLength says, so that an end or a close waits for them ('drain' comes when they are out).
+   */
+  answerQueued(queued: number): void {
+    if (!this.#destroyed) this.#queued = queued;
+  }
+
+  /**
+   * Arms this upstream socket: its next read is tried by the addon as the answer to relay to `client` (a plain or
+   * natively terminated NativeSocket), rewritten with route plan `plan` (answerPlan), `extra` header lines and the
+   * Connection line `conn` (ANSWER_CONN_*). Taken, it reaches the data receiver as socketAnswer records; not taken,
+   * as data, as always. False: not armed (no addon support, or a socket that cannot take part).
+   */
+  answerTo(client: NativeSocket, plan: number, extra: string, conn: number): boolean {
+    const arm = this.#io.addon.ioAnswer;
+    if (arm === undefined || this.#destroyed || this.#paused || this.#held.length > 0 || client.#destroyed || client.#corked > 0) return false;
+    return arm.call(this.#io.addon, this.#id, client.#id, plan, extra, conn);
+  }
+
+  /**
+   * Disarms (answerTo): 0 it was not armed, 1 armed with nothing taken, 2 relaying a body. `headOnly`: only before
+   * the head was taken (a body being relayed goes on, and 2 says so).
+   */
+  answerOff(headOnly = false): number {
+    if (this.#destroyed) return 0;
+    return this.#io.addon.ioAnswerOff?.(this.#id, headOnly) ?? 0;
   }
 
   /** @internal */

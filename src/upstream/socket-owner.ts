@@ -13,6 +13,8 @@ export interface UpstreamSocketOwner {
   upstreamError(err: Error): void;
   upstreamClose(): void;
   upstreamDrain(): void;
+  /** A native socket's answer relayed by the addon (NativeSocket.answerTo): only owners that arm one get these. */
+  upstreamAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
 }
 
 const kOwner = Symbol('portico.upstream-owner');
@@ -65,6 +67,10 @@ class OwnerData implements DataReceiver {
     const owner = this.#socket[kOwner];
     if (owner !== undefined && owner !== null) owner.upstreamData(chunk);
     else this.#socket.emit('data', chunk);
+  }
+
+  socketAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    this.#socket[kOwner]?.upstreamAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
   }
 }
 

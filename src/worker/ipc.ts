@@ -141,6 +141,8 @@ export interface WorkerStats {
   acceptBatches?: { accepted: number; batches: number };
   /** Native accept: the keys of the listeners whose socket has TCP_DEFER_ACCEPT in force (getsockopt). */
   deferAccept?: string[];
+  /** Answers the addon relayed to clients itself (forward.ts arms them; absent without native I/O). */
+  nativeAnswers?: number;
 }
 
 export type ToPrimary =
@@ -319,7 +321,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0))) &&
         (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
         (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches))) &&
-        (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string')))
+        (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string'))) &&
+        (m.nativeAnswers === undefined || isCount(m.nativeAnswers))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -8,7 +8,7 @@ import type { LogDropped, Metrics, ProcessHealth } from '../core/metrics.js';
 import { staticCacheStats } from '../handlers/static.js';
 import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
-import { nativeAcceptStats } from '../native/io.js';
+import { nativeAcceptStats, nativeAnswered } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -74,6 +74,8 @@ export function workerStats(s: StatsSource): WorkerStats {
   const batches = s.accept === 'native' ? nativeAcceptStats() : undefined;
   if (batches !== undefined) out.acceptBatches = batches;
   if (s.accept === 'native' && s.deferAccept !== undefined) out.deferAccept = s.deferAccept;
+  const answered = nativeAnswered();
+  if (answered !== undefined) out.nativeAnswers = answered;
   return out;
 }
 

@@ -1,0 +1,168 @@
+// See response-head.h. Pure: no sockets, no N-API; io.cc calls it on an armed upstream's first read.
+#include "response-head.h"
+
+#include <cstring>
+
+namespace portico::rh {
+namespace {
+
+constexpr uint8_t CR = 0x0d;
+constexpr uint8_t LF = 0x0a;
+constexpr uint8_t SP = 0x20;
+constexpr uint8_t HTAB = 0x09;
+constexpr uint64_t kMaxSafe = 9007199254740991ULL;  // 2^53-1: JS's bound on a Content-Length
+
+// tchar (RFC 9110 §5.6.2), as http-head.ts TCHAR
+bool Tchar(uint8_t c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
+// field-vchar / SP / HTAB, obs-text included (http-head.ts FIELD_VALUE): no NUL, CR, LF, DEL or other CTL
+bool ValueByte(uint8_t c) {
+  return c == HTAB || (c >= 0x20 && c != 0x7f);
+}
+
+uint8_t Lower(uint8_t c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<uint8_t>(c | 0x20) : c;
+}
+
+// p[a..b) lower-cased (ASCII) equals the lower-case `name` of length n
+bool EqLower(const uint8_t* p, size_t a, size_t b, const char* name, size_t n) {
+  if (b - a != n) return false;
+  for (size_t k = 0; k < n; k++)
+    if (Lower(p[a + k]) != static_cast<uint8_t>(name[k])) return false;
+  return true;
+}
+
+bool EqLowerRange(const uint8_t* p, size_t a, size_t b, const uint8_t* q, size_t c, size_t d) {
+  if (b - a != d - c) return false;
+  for (size_t k = 0; k < b - a; k++)
+    if (Lower(p[a + k]) != Lower(q[c + k])) return false;
+  return true;
+}
+
+struct Field {
+  uint32_t ns, ne, vs, ve;
+};
+
+struct Token {
+  uint32_t s, e;
+};
+
+}  // namespace
+
+bool Rewrite(const uint8_t* p, size_t len, const Plan& plan, const std::string& extra, int conn, Head* head, std::string* out) {
+  const size_t end = len < kHeadLimit ? len : kHeadLimit;
+  // status-line: "HTTP/1.1" SP 3DIGIT SP reason CRLF (a missing final SP, HTTP/1.0 and the rest are JS's)
+  if (end < 15 || std::memcmp(p, "HTTP/1.1 ", 9) != 0) return false;
+  int status = 0;
+  for (size_t i = 9; i < 12; i++) {
+    if (p[i] < '0' || p[i] > '9') return false;
+    status = status * 10 + (p[i] - '0');
+  }
+  // final answers with a body only: 1xx and 101 (interim, upgrades), 204 and 304 (no body) stay JS's
+  if (status < 200 || status > 599 || status == 204 || status == 304) return false;
+  if (p[12] != SP) return false;
+  size_t i = 13;
+  while (i < end && ValueByte(p[i])) i++;
+  const size_t reason_end = i;
+  if (i + 1 >= end || p[i] != CR || p[i + 1] != LF) return false;
+  i += 2;
+
+  Field fields[kMaxFields];
+  int n = 0;
+  Token tokens[64];
+  int ntok = 0;
+  bool close = false;
+  bool length_seen = false;
+  uint64_t length = 0;
+  for (;;) {
+    if (i >= end) return false;
+    if (p[i] == CR) {
+      if (i + 1 >= end || p[i + 1] != LF) return false;
+      i += 2;
+      break;
+    }
+    if (n >= kMaxFields) return false;
+    const size_t ns = i;
+    while (i < end && Tchar(p[i])) i++;
+    if (i == ns || i >= end || p[i] != ':') return false;
+    const size_t ne = i++;
+    while (i < end && (p[i] == SP || p[i] == HTAB)) i++;
+    const size_t vs = i;
+    while (i < end && ValueByte(p[i])) i++;
+    if (i + 1 >= end || p[i] != CR || p[i + 1] != LF) return false;
+    size_t ve = i;
+    while (ve > vs && (p[ve - 1] == SP || p[ve - 1] == HTAB)) ve--;
+    i += 2;
+    fields[n++] = Field{static_cast<uint32_t>(ns), static_cast<uint32_t>(ne), static_cast<uint32_t>(vs), static_cast<uint32_t>(ve)};
+    const size_t nl = ne - ns;
+    if (nl == 14 && EqLower(p, ns, ne, "content-length", 14)) {
+      // one, plain digits, within 2^53-1 (JS refuses a second one, equal or not)
+      if (length_seen || ve == vs) return false;
+      length_seen = true;
+      for (size_t k = vs; k < ve; k++) {
+        if (p[k] < '0' || p[k] > '9') return false;
+        length = length * 10 + static_cast<uint64_t>(p[k] - '0');
+        if (length > kMaxSafe) return false;
+      }
+    } else if (nl == 17 && EqLower(p, ns, ne, "transfer-encoding", 17)) {
+      return false;
+    } else if (nl == 10 && EqLower(p, ns, ne, "connection", 10)) {
+      // #connection-option, as http-head.ts readConnection: elements trimmed, empty ones skipped; each names a
+      // field to drop, but for host and the framing fields (never hop-by-hop)
+      size_t k = vs;
+      while (k < ve) {
+        if (p[k] == ',' || p[k] == SP || p[k] == HTAB) {
+          k++;
+          continue;
+        }
+        const size_t es = k;
+        while (k < ve && p[k] != ',') k++;
+        size_t ee = k;
+        while (ee > es && (p[ee - 1] == SP || p[ee - 1] == HTAB)) ee--;
+        if (EqLower(p, es, ee, "close", 5)) close = true;
+        if (EqLower(p, es, ee, "host", 4) || EqLower(p, es, ee, "content-length", 14) || EqLower(p, es, ee, "transfer-encoding", 17)) continue;
+        if (ntok == 64) return false;
+        tokens[ntok++] = Token{static_cast<uint32_t>(es), static_cast<uint32_t>(ee)};
+      }
+    }
+  }
+  if (!length_seen) return false;
+
+  out->clear();
+  out->reserve(i + extra.size() + 64);
+  out->append(reinterpret_cast<const char*>(p), reason_end);
+  out->append("\r\n", 2);
+  for (int f = 0; f < n; f++) {
+    const Field& fd = fields[f];
+    bool drop = false;
+    for (const std::string& s : plan.skip) {
+      if (EqLower(p, fd.ns, fd.ne, s.data(), s.size())) {
+        drop = true;
+        break;
+      }
+    }
+    for (int t = 0; !drop && t < ntok; t++) drop = EqLowerRange(p, fd.ns, fd.ne, p, tokens[t].s, tokens[t].e);
+    if (drop) continue;
+    out->append(reinterpret_cast<const char*>(p) + fd.ns, fd.ne - fd.ns);
+    out->append(": ", 2);
+    out->append(reinterpret_cast<const char*>(p) + fd.vs, fd.ve - fd.vs);
+    out->append("\r\n", 2);
+  }
+  out->append("Content-Length: ");
+  out->append(std::to_string(length));
+  out->append("\r\n", 2);
+  out->append(extra);
+  if (conn == kConnClose) out->append("Connection: close\r\n");
+  else if (conn == kConnKeepAlive) out->append("Connection: keep-alive\r\n");
+  out->append("\r\n", 2);
+  head->status = status;
+  head->used = i;
+  head->content_length = length;
+  head->keep_alive = !close;
+  return true;
+}
+
+}  // namespace portico::rh
