@@ -43,3 +43,6 @@ node --test --test-name-pattern='on the addon' --test-name-pattern='reload moves
 # floods in a network namespace the test makes (root or sudo -n): io.cc SynQueued under a spoofed SYN flood, native
 # accept and the L4 thread under silent connections, a SIGTERM under both
 node --test dist/test/e2e/netns-floods.test.js
+# the relayed answer (response-head.cc, io.cc ioAnswer): the C++ head fuzzed against the JS parser and rewriter,
+# then answers relayed through a running worker (plain and TLS clients, backpressure, lying and vanishing peers)
+node --test dist/test/fuzz/native-response-head.fuzz.test.js dist/test/e2e/native-answer.test.js
