@@ -20,7 +20,9 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -144,6 +146,7 @@ struct State {
   double accept_batches = 0; // batches that accepted at least one (accepted / batches = the mean batch)
   uint64_t rounds = 0;       // Round()s that found something ready
   std::vector<rh::Plan> plans;  // response sides of routes (ioAnswerPlan), by id
+  std::map<std::string, int32_t> plan_ids;  // the same response side (its sorted names) -> its id: made once
   std::string answer_out;       // the rewritten head and the first body bytes, sent as one write
   double answered = 0;          // answers whose head the relay took (ioAnswer), ever
 };
@@ -1435,10 +1438,9 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// ioStats() -> { live, accepted, acceptBatches }: open connections and listeners (fd-leak tests), connections
-// accepted natively and the batches they came in (the admin status).
 // ioAnswerPlan(skip: string[]) -> plan id: a route's response side for ioAnswer (the lower-case names its head
-// rewrite drops). Made once per route's header rules; never freed (a worker has as many as its config's routes).
+// rewrite drops). Plans are never freed, so the same set of names gets the same id: every reload compiles its routes
+// anew and asks again, and the worker keeps one plan per distinct response side, not one per route per reload.
 Napi::Value AnswerPlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
@@ -1450,8 +1452,16 @@ Napi::Value AnswerPlan(const Napi::CallbackInfo& info) {
     if (!v.IsString()) throw Napi::TypeError::New(env, "ioAnswerPlan: names are strings");
     plan.skip.push_back(v.As<Napi::String>().Utf8Value());
   }
+  std::vector<std::string> sorted = plan.skip;
+  std::sort(sorted.begin(), sorted.end());
+  std::string key;
+  for (const std::string& name : sorted) key.append(name).push_back('\n');
+  auto found = s.plan_ids.find(key);
+  if (found != s.plan_ids.end()) return Napi::Number::New(env, found->second);
   s.plans.push_back(std::move(plan));
-  return Napi::Number::New(env, static_cast<double>(s.plans.size() - 1));
+  int32_t id = static_cast<int32_t>(s.plans.size() - 1);
+  s.plan_ids.emplace(std::move(key), id);
+  return Napi::Number::New(env, id);
 }
 
 // ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the
@@ -1531,6 +1541,8 @@ Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// ioStats() -> { live, accepted, acceptBatches, answered }: open connections and listeners (fd-leak tests),
+// connections accepted natively and the batches they came in, answers relayed here (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));

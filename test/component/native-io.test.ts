@@ -9,7 +9,7 @@ import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { adoptNative, afterBatch, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
+import { adoptNative, afterBatch, answerPlan, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
 import { needNativeIo } from '../helpers/native-io.js';
 import { closedPort } from '../helpers/backends.js';
 
@@ -977,4 +977,16 @@ nativeTest("setOwner: a reset reaches the owner as socketError then socketClose,
     assert.deepEqual(owner.log, ['error:ECONNRESET', 'close']);
     assert.deepEqual(errors, withListener ? ['ECONNRESET'] : [], 'no listener: no unhandled error either');
   }
+});
+
+nativeTest('answerPlan: the same response side gets the same plan, in any order (every reload asks again; plans are never freed)', async (t) => {
+  const srv = await listen(t);
+  await pair(t, srv); // native I/O started
+  const a = answerPlan(['connection', 'keep-alive', 'x-secret']);
+  assert.ok(a >= 0, 'the addon makes plans');
+  assert.equal(answerPlan(['x-secret', 'connection', 'keep-alive']), a, 'same names, another order');
+  for (let i = 0; i < 1000; i++) assert.equal(answerPlan(['connection', 'keep-alive', 'x-secret']), a);
+  const b = answerPlan(['connection', 'keep-alive']);
+  assert.notEqual(b, a, 'another set of names is another plan');
+  assert.equal(answerPlan(['keep-alive', 'connection']), b);
 });
