@@ -33,6 +33,9 @@ interface Backend {
   /** Bytes of the last `/big` body the backend wrote so far, and when its last write found the socket full. */
   readonly sent: number;
   readonly blockedAt: number;
+  /** The backend's sockets that last answered `/smuggle` and `/small`. */
+  readonly smuggledOn: net.Socket | undefined;
+  readonly smallOn: net.Socket | undefined;
 }
 
 /**
@@ -42,9 +45,10 @@ interface Backend {
  * head announcing 100 bytes, 10 of them, then nothing; `/chunked` a chunked answer (JavaScript's).
  */
 async function startBackend(t: TestContext): Promise<Backend> {
-  const state: { big: net.Socket | undefined; sent: number; blockedAt: number } = { big: undefined, sent: 0, blockedAt: 0 };
+  const state: { big: net.Socket | undefined; sent: number; blockedAt: number; smuggledOn?: net.Socket; smallOn?: net.Socket } = { big: undefined, sent: 0, blockedAt: 0 };
   function answer(socket: net.Socket, path: string): void {
     if (path === '/small' || path.startsWith('/small?')) {
+      state.smallOn = socket;
       socket.write('HTTP/1.1 200 OK\r\nServer: scripted\r\nConnection: X-Drop\r\nX-Drop: 1\r\nKeep-Alive: timeout=5\r\nX-Keep:  yes \r\nContent-Type: text/plain\r\ncontent-length: 5\r\n\r\nhello');
     } else if (path === '/split' || path === '/split-head') {
       // /split: the head in one write, the body in 12; /split-head: the head in pieces too (JavaScript's answer:
@@ -79,6 +83,10 @@ async function startBackend(t: TestContext): Promise<Backend> {
       more();
     } else if (path === '/cut') {
       socket.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${1024 * 1024}\r\n\r\n`), Buffer.alloc(64 * 1024, 120)]));
+    } else if (path === '/smuggle') {
+      // a lying backend: a second answer right behind the first, in the same write (response splitting)
+      state.smuggledOn = socket;
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged');
     } else if (path === '/lie') {
       socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789');
     } else if (path === '/chunked') {
@@ -104,6 +112,12 @@ async function startBackend(t: TestContext): Promise<Backend> {
     },
     get blockedAt() {
       return state.blockedAt;
+    },
+    get smuggledOn() {
+      return state.smuggledOn;
+    },
+    get smallOn() {
+      return state.smallOn;
     },
   };
 }
@@ -288,5 +302,19 @@ test('relayed answers: Connection: close with the end of the answer still queued
     assert.match(all.subarray(0, at).toString('latin1'), /\r\nConnection: close\r\n/);
     assert.equal(all.length - at, BIG, 'the whole body before the close');
     assert.equal(sha(all.subarray(at)), sha(BIG_BODY));
+  }
+});
+
+test('relayed answers: a backend that sends a second answer behind the first: the extra bytes are dropped and its connection is not reused', { timeout: 60_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const backend = await startBackend(t);
+  const p = await startPortico(t, config(backend));
+  for (const tlsOn of [false, true]) {
+    const before = await answers(p);
+    const out = await raw(t, p, tlsOn, 'GET /smuggle HTTP/1.1\r\nHost: a.test\r\n\r\nGET /small HTTP/1.1\r\nHost: a.test\r\n\r\n', 2);
+    assert.ok((await answers(p)) >= before + 2, 'both relayed natively');
+    assert.doesNotMatch(out, /forged/, 'the smuggled answer never reaches the client');
+    assert.equal(out.match(/hello/g)?.length, 2, 'each request got its own answer');
+    assert.notEqual(backend.smallOn, backend.smuggledOn, 'the next request went on another backend connection');
   }
 });
