@@ -46,3 +46,6 @@ node --test dist/test/e2e/netns-floods.test.js
 # the relayed answer (response-head.cc, io.cc ioAnswer): the C++ head fuzzed against the JS parser and rewriter,
 # then answers relayed through a running worker (plain and TLS clients, backpressure, lying and vanishing peers)
 node --test dist/test/fuzz/native-response-head.fuzz.test.js dist/test/e2e/native-answer.test.js
+# the WebSocket 101 written by the addon (response-head.cc RewriteUpgrade, io.cc ioAnswerUpgrade): the C++ check fuzzed
+# against the JS one, then upgrades through a running worker (plain and TLS, first frames, lying and vanishing peers)
+node --test dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/e2e/native-upgrade.test.js

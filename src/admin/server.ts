@@ -58,6 +58,8 @@ export interface StatusReport {
     deferAccept?: string[];
     /** Answers the addon relayed itself (the common forwarded answer: no JavaScript per exchange). */
     nativeAnswers?: number;
+    /** WebSocket 101s the addon checked and wrote itself (no JavaScript between the backend's 101 and the client's). */
+    nativeUpgrades?: number;
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /**

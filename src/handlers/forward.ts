@@ -14,7 +14,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { adoptSocket, disownSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildRequestHead, buildResponseHead, headerValue, responseSkipNames, routeResponseLines, websocketAccept } from './rewrite.js';
-import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, NativeSocket, answerPlan } from '../native/io.js';
+import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, ANSWER_UPGRADE, NativeSocket, answerPlan } from '../native/io.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
@@ -48,9 +48,11 @@ export interface ClientSide {
   exchangeFailed(ex: ClientExchange, err: ProxyError): void;
   /**
    * The upstream answered 101: the owner turns the connection into a tunnel with these sockets. `res`: the
-   * upstream's 101 (with `holdUpgrade` set, it was not written to the client: a terminated WebSocket answers itself).
+   * upstream's 101 (with `holdUpgrade` set, it was not written to the client: a terminated WebSocket answers itself);
+   * null when the addon checked and wrote it (Exchange.upgradeTo: never with `holdUpgrade`), `sentDown` then being the
+   * upstream's bytes that came behind it, written to the client with it (the tunnel's first bytes down).
    */
-  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void;
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead | null, sentDown?: Buffer | null): void;
 }
 
 type Phase = 'connecting' | 'waiting' | 'body' | 'done';
@@ -68,8 +70,9 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
 
 /**
  * The addon relays the common answer (a final status with a Content-Length body, src/native/response-head.h) from
- * the upstream to the client itself, and tells the exchange once per read (upstreamAnswer). PORTICO_NATIVE_ANSWER=0
- * turns it off (every answer then comes here as data, as without the addon).
+ * the upstream to the client itself, and tells the exchange once per read (upstreamAnswer); a WebSocket upgrade's
+ * 101 it checks and writes itself, with no JavaScript between its arrival and its departure. PORTICO_NATIVE_ANSWER=0
+ * turns both off (every answer then comes here as data, as without the addon).
  */
 const NATIVE_ANSWER = process.env.PORTICO_NATIVE_ANSWER !== '0';
 /** The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange. */
@@ -225,8 +228,24 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
       this.#upstreamPausedClient = !ok;
       this.#client.setBodyPaused(!ok);
     } else if (NATIVE_ANSWER) {
-      this.#armAnswer(socket);
+      if (this.tunnel) this.#armUpgrade(socket);
+      else this.#armAnswer(socket);
     }
+  }
+
+  /**
+   * A WebSocket upgrade went whole: the addon may check the 101 and write it to the client itself (NativeSocket.upgradeTo),
+   * with the accept value #onUpgrade would require and the lines buildResponseHead would add; a 101 it does not take
+   * (or any other answer) comes as data, as always. Not for a terminated WebSocket (uWebSockets.js answers the client).
+   */
+  #armUpgrade(socket: ByteSocket): void {
+    const client = this.#client.socket;
+    if (this.holdUpgrade || !(socket instanceof NativeSocket) || !(client instanceof NativeSocket)) return;
+    const key = headerValue(this.head.headers, 'sec-websocket-key');
+    if (key === undefined) return;
+    const plan = answerPlanOf(this.route.responseHeaders);
+    if (plan < 0) return;
+    this.#armed = socket.upgradeTo(client, plan, routeResponseLines(this.route.responseHeaders, this.#client.vars, this.#stickyCookie()), websocketAccept(key));
   }
 
   /**
@@ -260,8 +279,12 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
    * One read of the armed upstream, relayed by the addon: the head went out (ANSWER_HEAD: what #onResponseHead
    * does for it), `bodyBytes` of the body followed; with ANSWER_DONE the body is whole (#finishResponse).
    */
-  upstreamAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+  upstreamAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number, sentDown: Buffer | null = null): void {
     if (this.#finished) return;
+    if ((flags & ANSWER_UPGRADE) !== 0) {
+      this.#upgradedNatively(flags, headBytes, clientQueued, sentDown);
+      return;
+    }
     // the client's queue as the addon left it: connection.ts's close and pipelining decisions read writableLength
     if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
     if ((flags & ANSWER_HEAD) !== 0) {
@@ -618,17 +641,45 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
       return;
     }
     const headStr = buildResponseHead(res, this.route.responseHeaders, this.#client.vars, 'upgrade', this.#stickyCookie());
-    const up = this.#detachUpstream();
-    disownSocket(up);
-    this.#finished = true;
-    this.#phase = 'done';
     if (!this.holdUpgrade) {
       this.responseStarted = true;
       this.bytesOut += headStr.length;
       this.#client.socket.write(headStr, 'latin1');
     }
+    this.#upgraded(buf.length > used ? buf.subarray(used) : null, res, null);
+  }
+
+  /**
+   * The addon checked the upstream's 101 and wrote it, with `sentDown` (what came behind it), to the client
+   * (#armUpgrade): what #onResponseHead and #onUpgrade do for a 101, but the check and the write.
+   */
+  #upgradedNatively(flags: number, headBytes: number, clientQueued: number, sentDown: Buffer | null): void {
+    this.#armed = false;
+    // the client's queue as the addon left it (a tunnel hands the socket over once it is out)
+    if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
+    if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
+    this.status = 101;
+    this.deadline = 0;
+    this.pool.reportStatus(this.target!, 101);
+    this.responseStarted = true;
+    // as #onUpgrade counts: the head here, the bytes behind it in the tunnel's bytesDown
+    this.bytesOut += headBytes;
+    if ((flags & ANSWER_CLIENT_GONE) !== 0) {
+      // the client's own error came first and ended the exchange; should it not have, end it here
+      this.#fail(new ProxyError('CLIENT_CLOSED', 'client closed the connection before the 101 was written'));
+      return;
+    }
+    this.#upgraded(null, null, sentDown);
+  }
+
+  /** A valid 101: the upstream leaves the pool and the exchange ends; the owner makes the tunnel. */
+  #upgraded(upstreamRest: Buffer | null, res: ResponseHead | null, sentDown: Buffer | null): void {
+    const up = this.#detachUpstream();
+    disownSocket(up);
+    this.#finished = true;
+    this.#phase = 'done';
     this.pool.detach(this.target!, up);
-    this.#client.exchangeUpgraded(this, up, buf.length > used ? buf.subarray(used) : null, res);
+    this.#client.exchangeUpgraded(this, up, upstreamRest, res, sentDown);
   }
 
   #finishResponse(extraBytes: boolean, keepAlive?: boolean): void {

@@ -652,12 +652,13 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     else this.socket.destroy();
   }
 
-  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead): void {
-    if (this.#terminate !== null) return this.#startTerminated(ex, upstream, upstreamRest, res);
+  exchangeUpgraded(ex: Exchange, upstream: ByteSocket, upstreamRest: Buffer | null, res: ResponseHead | null, sentDown: Buffer | null = null): void {
+    // (a 101 the addon wrote, res null, is never a terminated WebSocket's: the exchange holds those back)
+    if (this.#terminate !== null && res !== null) return this.#startTerminated(ex, upstream, upstreamRest, res);
     // from here the tunnel owns both sockets; the registry entry goes when the tunnel reports its end
     const clientRest = this.#leaveHttp();
     this.#tunnel = new UpgradedTunnel(this, this.#registry, this.ctx, ex, this.socket, upstream);
-    this.#tunnel.start(clientRest, upstreamRest);
+    this.#tunnel.start(clientRest, upstreamRest, sentDown);
   }
 
   /**

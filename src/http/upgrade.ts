@@ -90,9 +90,12 @@ export class UpgradedTunnel {
     this.#countStickyKey(ex);
   }
 
-  /** `clientRest`/`upstreamRest`: bytes each side sent behind its head, relayed first. */
-  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
-    this.relay.start(clientRest, upstreamRest);
+  /**
+   * `clientRest`/`upstreamRest`: bytes each side sent behind its head, relayed first; `sentDown`: the upstream's bytes
+   * behind a 101 the addon wrote, already written to the client with it (counted and followed, not written again).
+   */
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null, sentDown: Buffer | null = null): void {
+    this.relay.start(clientRest, upstreamRest, sentDown);
   }
 
   /** A tunnel of a hash upstream holds its key on its target while open (upstream/sticky.ts). */

@@ -119,6 +119,10 @@ struct Conn {
   uint64_t answer_left = 0;
   bool answer_keep = false;
   std::string answer_extra;
+  // Armed by ioAnswerUpgrade: the answer awaited is a WebSocket upgrade's 101 (response-head.h RewriteUpgrade), whose
+  // Sec-WebSocket-Accept must be `answer_accept`; taken, the tunnel's first bytes follow it and JS moves both legs.
+  bool answer_upgrade = false;
+  std::string answer_accept;
   // A client: the armed upstream relaying to it (-1 none); its reading resumes when this queue drains.
   int32_t answer_from = -1;
 };
@@ -149,6 +153,7 @@ struct State {
   std::map<std::string, int32_t> plan_ids;  // the same response side (its sorted names) -> its id: made once
   std::string answer_out;       // the rewritten head and the first body bytes, sent as one write
   double answered = 0;          // answers whose head the relay took (ioAnswer), ever
+  double upgraded = 0;          // 101s taken and written here (ioAnswerUpgrade), ever
 };
 
 State* state = nullptr;
@@ -366,6 +371,9 @@ constexpr int32_t kAnsDone = 2;        // the body is whole: the upstream is JS'
 constexpr int32_t kAnsReusable = 4;    // the answer allows the upstream's reuse (HTTP/1.1 without Connection: close)
 constexpr int32_t kAnsExtra = 8;       // bytes came after the body (dropped: the upstream must not be reused)
 constexpr int32_t kAnsClientGone = 16; // the client failed or closed: the rest was dropped (its own error says why)
+// An upgrade's 101 was taken and written (ioAnswerUpgrade): the record is followed by the bytes that came behind the
+// 101 in the same read (written to the client with it: the tunnel's first bytes down), `body` of them.
+constexpr int32_t kAnsUpgrade = 32;
 
 // Stops relaying on upstream `u` (done, declined, failed, or JS took it back): reading as JS left it.
 void AnswerOff(State& s, Conn& u) {
@@ -375,6 +383,8 @@ void AnswerOff(State& s, Conn& u) {
   u.answer = 0;
   u.answer_to = -1;
   std::string().swap(u.answer_extra);
+  u.answer_upgrade = false;
+  std::string().swap(u.answer_accept);
   if (u.answer_paused) {
     u.answer_paused = false;
     u.reading = true;
@@ -391,7 +401,9 @@ void AnswerResume(State& s, Conn& c) {
   Rearm(s, u);
 }
 
-void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int32_t flags, int32_t head_bytes, size_t queued, uint64_t body) {
+// `tail`: bytes the caller left right behind the record (an upgrade's first bytes), part of the event.
+void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int32_t flags, int32_t head_bytes, size_t queued, uint64_t body,
+                size_t tail = 0) {
   uint8_t* at = s.data + used;
   int32_t q = queued > 0x7fffffff ? 0x7fffffff : static_cast<int32_t>(queued);
   double b = static_cast<double>(body);
@@ -400,8 +412,40 @@ void PushAnswer(State& s, int& n, int32_t id, size_t& used, int32_t status, int3
   memcpy(at + 8, &head_bytes, 4);
   memcpy(at + 12, &q, 4);
   memcpy(at + 16, &b, 8);
-  Push(s, n, id, kAnswer, static_cast<int32_t>(used), static_cast<int32_t>(kAnswerRecord));
-  used += kAnswerRecord;
+  Push(s, n, id, kAnswer, static_cast<int32_t>(used), static_cast<int32_t>(kAnswerRecord + tail));
+  used += kAnswerRecord + tail;
+}
+
+// An armed upgrade's first read (r bytes at data[used..]): the backend's 101, taken when RewriteUpgrade passes it and
+// the client can take it (open, not at EOF). The client gets the 101 JS would write and the bytes that came behind it
+// (the backend's first frames) in one write, before JS hears of it: the 101 leaves with no JS on its way. JS gets one
+// record with those bytes behind it and moves both connections to a relay (the tunnel's first bytes down are known
+// there, and what the client sent is still in the kernel or held by JS). Not taken: JS's, as if never armed.
+bool UpgradeData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r, Conn* c, bool client_ok) {
+  const uint8_t* p = s.data + used;
+  rh::Head head;
+  if (!client_ok || c->eof || c->handshaking || u.answer_plan < 0 || static_cast<size_t>(u.answer_plan) >= s.plans.size() ||
+      !rh::RewriteUpgrade(p, r, s.plans[u.answer_plan], u.answer_extra, u.answer_accept, &head, &s.answer_out)) {
+    AnswerOff(s, u);
+    return false;
+  }
+  const size_t rest = r - head.used;
+  const int32_t head_bytes = static_cast<int32_t>(s.answer_out.size());
+  s.answer_out.append(reinterpret_cast<const char*>(p) + head.used, rest);
+  int err = Send(s, *c, s.answer_out.data(), s.answer_out.size());
+  if (s.answer_out.capacity() > 64 * 1024) std::string().swap(s.answer_out);
+  int32_t flags = kAnsHead | kAnsUpgrade;
+  if (err != 0) {
+    Push(s, n, u.answer_to, kError, err, 0);
+    flags |= kAnsClientGone;
+  }
+  s.upgraded++;
+  const size_t queued = c->dead ? 0 : c->out.size() - c->out_off;
+  AnswerOff(s, u);
+  // the record goes where the head was read; the bytes behind the 101 move up to follow it (the read left room)
+  memmove(s.data + used + kAnswerRecord, p + head.used, rest);
+  PushAnswer(s, n, id, used, 101, flags, head_bytes, queued, rest, rest);
+  return true;
 }
 
 // An armed upstream's read of r bytes at data[used..]: relayed to the client when this path takes them (a kAnswer
@@ -414,6 +458,7 @@ bool AnswerData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r) {
   int32_t status = 0;
   int32_t head_bytes = 0;
   uint64_t body = 0;
+  if (u.answer == kAnswerHead && u.answer_upgrade) return UpgradeData(s, u, id, n, used, r, c, client_ok);
   if (u.answer == kAnswerHead) {
     rh::Head head;
     if (!client_ok || u.answer_plan < 0 || static_cast<size_t>(u.answer_plan) >= s.plans.size() ||
@@ -1464,38 +1509,71 @@ Napi::Value AnswerPlan(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, id);
 }
 
-// ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the
-// answer to relay to the client (response-head.h); taken, it goes out from here and JS gets kAnswer records; not
-// taken, it comes as DATA as always. `extra`: header lines of the route (latin1), `conn`: the Connection line.
-// False (nothing armed) for a connection that cannot take part (TLS upstream, closed, at EOF, peeking, a client
-// already served by another).
+// A one-byte string argument into `out` (latin1); false when it is not a string.
+bool Latin1Arg(napi_env env, napi_value v, std::string* out) {
+  size_t len = 0;
+  if (napi_get_value_string_latin1(env, v, nullptr, 0, &len) != napi_ok) return false;
+  out->resize(len + 1);  // napi writes a terminating NUL
+  napi_get_value_string_latin1(env, v, out->data(), len + 1, &len);
+  out->resize(len);
+  return true;
+}
+
+// Arms upstream info[0] for client info[1] with plan info[2] and extra lines info[3] (ioAnswer, ioAnswerUpgrade); the
+// caller sets what differs. Null when the pair cannot take part (nothing armed).
+Conn* Arm(const Napi::CallbackInfo& info, State& s, int32_t uid) {
+  Napi::Env env = info.Env();
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t plan = info[2].As<Napi::Number>().Int32Value();
+  if (cid < 0 || static_cast<size_t>(cid) >= s.conns.size() || cid == uid || plan < 0 || static_cast<size_t>(plan) >= s.plans.size()) return nullptr;
+  Conn& u = s.conns[uid];
+  Conn& c = s.conns[cid];
+  if (u.listener || u.tls != nullptr || u.dead || u.eof || u.peeking || u.connecting || !u.reading || u.answer != 0) return nullptr;
+  if (c.fd < 0 || c.listener || c.dead || c.handshaking || c.answer_from >= 0 || c.answer != 0) return nullptr;
+  if (!Latin1Arg(env, info[3], &u.answer_extra)) return nullptr;
+  u.answer = kAnswerHead;
+  u.answer_to = cid;
+  u.answer_plan = plan;
+  u.answer_conn = rh::kConnNone;
+  u.answer_left = 0;
+  u.answer_keep = false;
+  u.answer_upgrade = false;
+  c.answer_from = uid;
+  return &u;
+}
+
+// ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the answer to
+// relay to the client (response-head.h); taken, it goes out from here and JS gets kAnswer records; not taken, it comes
+// as DATA as always. `extra`: header lines of the route (latin1), `conn`: the Connection line. False (nothing armed)
+// for a connection that cannot take part (TLS upstream, closed, at EOF, peeking, a client already served by another).
 Napi::Value Answer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsNumber())
     throw Napi::TypeError::New(env, "ioAnswer(upstream, client, plan, extra, conn)");
-  int32_t cid = info[1].As<Napi::Number>().Int32Value();
-  int32_t plan = info[2].As<Napi::Number>().Int32Value();
-  int32_t conn = info[4].As<Napi::Number>().Int32Value();
-  if (cid < 0 || static_cast<size_t>(cid) >= s.conns.size() || cid == uid || plan < 0 || static_cast<size_t>(plan) >= s.plans.size()) return Napi::Boolean::New(env, false);
-  Conn& u = s.conns[uid];
-  Conn& c = s.conns[cid];
-  if (u.listener || u.tls != nullptr || u.dead || u.eof || u.peeking || u.connecting || !u.reading || u.answer != 0) return Napi::Boolean::New(env, false);
-  if (c.fd < 0 || c.listener || c.dead || c.handshaking || c.answer_from >= 0 || c.answer != 0) return Napi::Boolean::New(env, false);
-  napi_value v = info[3];
-  size_t len = 0;
-  if (napi_get_value_string_latin1(env, v, nullptr, 0, &len) != napi_ok) return Napi::Boolean::New(env, false);
-  u.answer_extra.resize(len + 1);
-  napi_get_value_string_latin1(env, v, u.answer_extra.data(), len + 1, &len);
-  u.answer_extra.resize(len);
-  u.answer = kAnswerHead;
-  u.answer_to = cid;
-  u.answer_plan = plan;
-  u.answer_conn = conn;
-  u.answer_left = 0;
-  u.answer_keep = false;
-  c.answer_from = uid;
+  Conn* u = Arm(info, s, uid);
+  if (u != nullptr) u->answer_conn = info[4].As<Napi::Number>().Int32Value();
+  return Napi::Boolean::New(env, u != nullptr);
+}
+
+// ioAnswerUpgrade(upstream, client, plan, extra, accept) -> true when armed: the upstream's next read is tried as the
+// 101 of the WebSocket upgrade it was sent (RewriteUpgrade, `accept`: the Sec-WebSocket-Accept the client's key asks
+// for); taken, the 101 (and what came behind it) goes to the client from here and JS gets one kAnswer record with
+// kAnsUpgrade; not taken (another status, a wrong key, a head in pieces), it comes as DATA as always.
+Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t uid = IdArg(info, s);
+  if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsString())
+    throw Napi::TypeError::New(env, "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
+  Conn* u = Arm(info, s, uid);
+  if (u == nullptr) return Napi::Boolean::New(env, false);
+  if (!Latin1Arg(env, info[4], &u->answer_accept)) {
+    AnswerOff(s, *u);
+    return Napi::Boolean::New(env, false);
+  }
+  u->answer_upgrade = true;
   return Napi::Boolean::New(env, true);
 }
 
@@ -1511,25 +1589,30 @@ Napi::Value AnswerOffJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), was);
 }
 
-// responseHeadRewrite(bytes, skip, extra, conn) -> { status, used, contentLength, keepAlive, head } | null: the
-// C++ head path on its own, for the differential tests against src/wire/http-head.ts and rewrite.ts.
+// responseHeadRewrite(bytes, skip, extra, conn | accept) -> { status, used, contentLength, keepAlive, head } | null: the
+// C++ head path on its own, for the differential tests against src/wire/http-head.ts and rewrite.ts; with a string
+// `accept` in place of `conn`, an upgrade's 101 (RewriteUpgrade).
 Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() || !info[3].IsNumber())
-    throw Napi::TypeError::New(env, "responseHeadRewrite(bytes, skip, extra, conn)");
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() || !(info[3].IsNumber() || info[3].IsString()))
+    throw Napi::TypeError::New(env, "responseHeadRewrite(bytes, skip, extra, conn | accept)");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
   Napi::Array names = info[1].As<Napi::Array>();
   rh::Plan plan;
   for (uint32_t i = 0; i < names.Length(); i++) plan.skip.push_back(names.Get(i).As<Napi::String>().Utf8Value());
-  napi_value v = info[2];
-  size_t len = 0;
-  napi_get_value_string_latin1(env, v, nullptr, 0, &len);
-  std::string extra(len + 1, '\0');
-  napi_get_value_string_latin1(env, v, extra.data(), len + 1, &len);
-  extra.resize(len);
+  std::string extra;
+  Latin1Arg(env, info[2], &extra);
   rh::Head head;
   std::string out;
-  if (!rh::Rewrite(bytes.Data(), bytes.ByteLength(), plan, extra, info[3].As<Napi::Number>().Int32Value(), &head, &out)) return env.Null();
+  bool taken;
+  if (info[3].IsString()) {
+    std::string accept;
+    Latin1Arg(env, info[3], &accept);
+    taken = rh::RewriteUpgrade(bytes.Data(), bytes.ByteLength(), plan, extra, accept, &head, &out);
+  } else {
+    taken = rh::Rewrite(bytes.Data(), bytes.ByteLength(), plan, extra, info[3].As<Napi::Number>().Int32Value(), &head, &out);
+  }
+  if (!taken) return env.Null();
   Napi::Object o = Napi::Object::New(env);
   o.Set("status", head.status);
   o.Set("used", static_cast<double>(head.used));
@@ -1541,14 +1624,15 @@ Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// ioStats() -> { live, accepted, acceptBatches, answered }: open connections and listeners (fd-leak tests),
-// connections accepted natively and the batches they came in, answers relayed here (the admin status).
+// ioStats() -> { live, accepted, acceptBatches, answered, upgraded }: open connections and listeners (fd-leak tests),
+// connections accepted natively and the batches they came in, answers relayed and 101s written here (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("live", Napi::Number::New(info.Env(), state == nullptr ? 0 : static_cast<double>(state->live)));
   o.Set("accepted", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accepted));
   o.Set("acceptBatches", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accept_batches));
   o.Set("answered", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->answered));
+  o.Set("upgraded", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->upgraded));
   return o;
 }
 
@@ -1646,6 +1730,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
   exports.Set("ioAnswerPlan", Napi::Function::New(env, AnswerPlan, "ioAnswerPlan"));
   exports.Set("ioAnswer", Napi::Function::New(env, Answer, "ioAnswer"));
+  exports.Set("ioAnswerUpgrade", Napi::Function::New(env, AnswerUpgrade, "ioAnswerUpgrade"));
   exports.Set("ioAnswerOff", Napi::Function::New(env, AnswerOffJs, "ioAnswerOff"));
   exports.Set("responseHeadRewrite", Napi::Function::New(env, ResponseHeadRewrite, "responseHeadRewrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));

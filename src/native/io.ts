@@ -36,6 +36,8 @@ interface IoAddon {
   ioAnswerPlan?(skip: string[]): number;
   ioAnswer?(upstream: number, client: number, plan: number, extra: string, conn: number): boolean;
   ioAnswerOff?(upstream: number, headOnly: boolean): number;
+  /** The 101 of a WebSocket upgrade checked and written by the addon (io.cc ioAnswerUpgrade); absent from addons built before it. */
+  ioAnswerUpgrade?(upstream: number, client: number, plan: number, extra: string, accept: string): boolean;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
   ioShutdown(id: number): void;
@@ -48,7 +50,7 @@ interface IoAddon {
   /** Absent from addons built before it: then static files are read and written. */
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number; upgraded?: number };
   ioAdoptTls?(fd: number, serverId: number): number;
   ioStartTls?(id: number, serverId: number): void;
   ioTlsInfo?(id: number): NativeTlsInfo | null;
@@ -94,6 +96,10 @@ export const ANSWER_DONE = 2;
 export const ANSWER_REUSABLE = 4;
 export const ANSWER_EXTRA = 8;
 export const ANSWER_CLIENT_GONE = 16;
+/** An upgrade's 101 was checked and written by the addon (upgradeTo); the bytes that followed it come with the record. */
+export const ANSWER_UPGRADE = 32;
+/** An answer record's own bytes (io.cc kAnswerRecord): an upgrade's first bytes down follow them in the event. */
+const ANSWER_RECORD = 24;
 /** The Connection line of a relayed answer's head (response-head.h kConn*). */
 export const ANSWER_CONN_NONE = 0;
 export const ANSWER_CONN_CLOSE = 1;
@@ -140,7 +146,7 @@ export interface DataReceiver {
    * `headBytes` with ANSWER_HEAD; `bodyBytes` of the body this read relayed; `clientQueued` bytes left in the
    * client's queue (for its answerQueued).
    */
-  socketAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
+  socketAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number, sentDown: Buffer | null): void;
 }
 
 /** As net.Socket: write() says false once this much waits in the native queue. */
@@ -223,6 +229,12 @@ export function nativeAnswered(): number | undefined {
   return io.addon.ioStats().answered;
 }
 
+/** WebSocket 101s the addon checked and wrote itself (NativeSocket.upgradeTo) so far; undefined without native I/O or support. */
+export function nativeUpgraded(): number | undefined {
+  if (io === undefined || io === null) return undefined;
+  return io.addon.ioStats().upgraded;
+}
+
 /** Native sockets open now (for the admin status and leak checks). */
 export function nativeIoLive(): number {
   return io?.addon.ioStats().live ?? 0;
@@ -292,8 +304,15 @@ function dispatchEvents(state: Io, count: number): void {
     else if (kind === CONNECT) socket._onConnect(events[at + 2]!);
     else if (kind === ANSWER) {
       const off = events[at + 2]!;
+      const len = events[at + 3]!;
       const data = state.data;
-      socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16), data.readInt32LE(off + 12));
+      // an upgrade's first bytes down (written to the client with the 101) follow the record: a copy of their own
+      let sentDown: Buffer | null = null;
+      if (len > ANSWER_RECORD) {
+        sentDown = Buffer.allocUnsafe(len - ANSWER_RECORD);
+        sentDown.set(bytes.subarray(off + ANSWER_RECORD, off + len));
+      }
+      socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16), data.readInt32LE(off + 12), sentDown);
     } else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
@@ -582,8 +601,8 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /** @internal An answer record (see DataReceiver.socketAnswer); an armed upstream is never paused by JS. */
-  _onAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
-    this.#dataTo?.socketAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
+  _onAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number, sentDown: Buffer | null): void {
+    this.#dataTo?.socketAnswer?.(status, flags, headBytes, bodyBytes, clientQueued, sentDown);
   }
 
   /**
@@ -607,7 +626,19 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /**
-   * Disarms (answerTo): 0 it was not armed, 1 armed with nothing taken, 2 relaying a body. `headOnly`: only before
+   * Arms this upstream socket, which was sent a WebSocket upgrade: its next read is tried by the addon as the 101
+   * (response-head.h RewriteUpgrade: its Sec-WebSocket-Accept must be `accept`); taken, the 101 JS would write (route
+   * plan `plan`, `extra` header lines) and the bytes behind it go to `client` at once, and one socketAnswer record with
+   * ANSWER_UPGRADE and those bytes follows; not taken, the bytes come as data, as always. False: not armed.
+   */
+  upgradeTo(client: NativeSocket, plan: number, extra: string, accept: string): boolean {
+    const arm = this.#io.addon.ioAnswerUpgrade;
+    if (arm === undefined || this.#destroyed || this.#paused || this.#held.length > 0 || client.#destroyed || client.#corked > 0) return false;
+    return arm.call(this.#io.addon, this.#id, client.#id, plan, extra, accept);
+  }
+
+  /**
+   * Disarms (answerTo, upgradeTo): 0 it was not armed, 1 armed with nothing taken, 2 relaying a body. `headOnly`: only before
    * the head was taken (a body being relayed goes on, and 2 says so).
    */
   answerOff(headOnly = false): number {

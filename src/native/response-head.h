@@ -7,6 +7,7 @@
 // The rewrite is src/handlers/rewrite.ts buildResponseHead's for a route whose response side is plain: hop-by-hop,
 // framing, route-owned and Connection-listed fields dropped, Content-Length written from the value read, the
 // route's own lines (computed by JS when it armed the exchange) appended, then the Connection line JS chose.
+// A WebSocket upgrade's 101 has its own check and rewrite (RewriteUpgrade): forward.ts #onUpgrade's.
 #pragma once
 
 #include <cstddef>
@@ -41,5 +42,14 @@ struct Head {
 // Reads the head at p[0..len) and writes the client's head into `out` (replaced). False: not this path's (nothing
 // in `head` or `out` is meaningful then). `extra`: header lines ending in CRLF, appended after Content-Length.
 bool Rewrite(const uint8_t* p, size_t len, const Plan& plan, const std::string& extra, int conn, Head* head, std::string* out);
+
+// The backend's answer to a WebSocket upgrade (forward.ts #onUpgrade, then buildResponseHead with 'upgrade'), read at
+// p[0..len) and rewritten into `out`: "HTTP/1.1 101 reason", the fields as for Rewrite (same rules, same drops; no
+// Content-Length or Transfer-Encoding at all), exactly one Upgrade field whose value is websocket (any case), listed
+// in Connection, exactly one Sec-WebSocket-Accept equal to `accept` (the value the client's key asks for). The client
+// gets the fields the plan keeps, `extra`, then "Connection: Upgrade" and "Upgrade: websocket". False: not this
+// path's (JS then reads the bytes and judges them, wrong accept key included). head->used: where the tunnel's
+// bytes start.
+bool RewriteUpgrade(const uint8_t* p, size_t len, const Plan& plan, const std::string& extra, const std::string& accept, Head* head, std::string* out);
 
 }  // namespace portico::rh

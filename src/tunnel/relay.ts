@@ -99,10 +99,15 @@ export class Tunnel {
 
   /**
    * Starts relaying. `clientRest`/`upstreamRest`: bytes already read from either side past the handshake,
-   * delivered first (peeking never loses a byte).
+   * delivered first (peeking never loses a byte). `sentDown`: upstream bytes already written to the client (behind
+   * a 101 the addon wrote): counted and followed, not written again.
    */
-  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null, sentDown: Buffer | null = null): void {
     const { client, upstream } = this;
+    if (sentDown !== null) {
+      this.bytesDown += sentDown.length;
+      this.#framesDown?.feed(sentDown);
+    }
     // 'error' first: a reset during setup must land on our handler (STYLE.md 3)
     client.on('error', this.#onClientError);
     upstream.on('error', this.#onUpstreamError);

@@ -226,11 +226,16 @@ export class SpliceTunnel {
   /**
    * Starts relaying. `clientRest`/`upstreamRest` (bytes read past the handshake) and anything still in the
    * sockets' JS read buffers are written with plain writes first; the fds go to the relay once those flushed.
+   * `sentDown`: upstream bytes already written to the client (behind a 101 the addon wrote): counted, and the
+   * frames down start after them.
    */
-  start(clientRest: Buffer | null, upstreamRest: Buffer | null): void {
+  start(clientRest: Buffer | null, upstreamRest: Buffer | null, sentDown: Buffer | null = null): void {
     if (this.#phase !== 'new' || this.#legs === null) return;
     this.#phase = 'flushing';
     const { client, upstream } = this.#legs;
+    const sent = sentDown !== null && sentDown.length > 0 ? sentDown : null;
+    this.#restDown = sent?.length ?? 0;
+    if (this.#websocket && sent !== null) this.#seen = { up: null, down: sent };
     // nothing to write first and nothing waiting in JS either way (the usual WebSocket handshake): the relay
     // takes both connections as they stand, in one call
     if (clientRest === null && upstreamRest === null && this.#relay.takeSettled !== undefined && settled(client) && settled(upstream)) {
@@ -259,8 +264,8 @@ export class SpliceTunnel {
     const toUpstream = concatBytes(clientRest, drainReadable(client));
     const toClient = concatBytes(upstreamRest, drainReadable(upstream));
     this.#restUp = toUpstream?.length ?? 0;
-    this.#restDown = toClient?.length ?? 0;
-    if (this.#websocket) this.#seen = { up: toUpstream, down: toClient };
+    this.#restDown += toClient?.length ?? 0;
+    if (this.#websocket) this.#seen = { up: toUpstream, down: concatBytes(sent, toClient) };
     let pending = 1;
     const flushed = (): void => {
       if (--pending === 0) this.#handOver();

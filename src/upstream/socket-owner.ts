@@ -13,8 +13,11 @@ export interface UpstreamSocketOwner {
   upstreamError(err: Error): void;
   upstreamClose(): void;
   upstreamDrain(): void;
-  /** A native socket's answer relayed by the addon (NativeSocket.answerTo): only owners that arm one get these. */
-  upstreamAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void;
+  /**
+   * A native socket's answer relayed by the addon (NativeSocket.answerTo, upgradeTo): only owners that arm one get
+   * these. `sentDown`: an upgrade's bytes that came behind the 101 (already written to the client with it).
+   */
+  upstreamAnswer?(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number, sentDown: Buffer | null): void;
 }
 
 const kOwner = Symbol('portico.upstream-owner');
@@ -69,8 +72,8 @@ class OwnerData implements DataReceiver {
     else this.#socket.emit('data', chunk);
   }
 
-  socketAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
-    this.#socket[kOwner]?.upstreamAnswer?.(status, flags, headBytes, bodyBytes, clientQueued);
+  socketAnswer(status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number, sentDown: Buffer | null): void {
+    this.#socket[kOwner]?.upstreamAnswer?.(status, flags, headBytes, bodyBytes, clientQueued, sentDown);
   }
 }
 

@@ -143,6 +143,8 @@ export interface WorkerStats {
   deferAccept?: string[];
   /** Answers the addon relayed to clients itself (forward.ts arms them; absent without native I/O). */
   nativeAnswers?: number;
+  /** WebSocket 101s the addon checked and wrote to clients itself (forward.ts arms them; absent without native I/O). */
+  nativeUpgrades?: number;
 }
 
 export type ToPrimary =
@@ -322,7 +324,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
         (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches))) &&
         (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string'))) &&
-        (m.nativeAnswers === undefined || isCount(m.nativeAnswers))
+        (m.nativeAnswers === undefined || isCount(m.nativeAnswers)) &&
+        (m.nativeUpgrades === undefined || isCount(m.nativeUpgrades))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -8,7 +8,7 @@ import type { LogDropped, Metrics, ProcessHealth } from '../core/metrics.js';
 import { staticCacheStats } from '../handlers/static.js';
 import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
-import { nativeAcceptStats, nativeAnswered } from '../native/io.js';
+import { nativeAcceptStats, nativeAnswered, nativeUpgraded } from '../native/io.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -76,6 +76,8 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (s.accept === 'native' && s.deferAccept !== undefined) out.deferAccept = s.deferAccept;
   const answered = nativeAnswered();
   if (answered !== undefined) out.nativeAnswers = answered;
+  const upgraded = nativeUpgraded();
+  if (upgraded !== undefined) out.nativeUpgrades = upgraded;
   return out;
 }
 

@@ -1,5 +1,8 @@
 // Building blocks shared by the parser fuzz tests: byte-level mutations of valid seeds, and a view of the input
 // inside a larger junk buffer (a parser that reads past `length` sees junk and gives itself away).
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 
 export interface Mutation {
@@ -33,4 +36,31 @@ export function inJunk(buf: Buffer, junk: number, slack = 64): Buffer {
   const big = Buffer.alloc(buf.length + slack, junk);
   buf.copy(big, 16);
   return big.subarray(16, 16 + buf.length);
+}
+
+/**
+ * Response heads written as string literals in the repository's tests ('…' or "…", starting with a status line whose
+ * code matches `status`, a regular expression source such as `\\d{3}`), unescaped: seeds for the head fuzz tests.
+ */
+export function responseHeadLiterals(status: string): Buffer[] {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const root = path.resolve(here, '..', '..', '..', 'test');
+  const literal = new RegExp(`(['"])(HTTP\\/1\\.[01] ${status}(?:\\\\.|(?!\\1)[^\\\\\\n])*)\\1`, 'g');
+  const out: Buffer[] = [];
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir)) {
+      const p = path.join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.ts')) {
+        for (const m of readFileSync(p, 'utf8').matchAll(literal)) {
+          const text = m[2].replace(/\\(r|n|t|0|\\|'|"|x[0-9a-fA-F]{2})/g, (_, e: string) =>
+            e === 'r' ? '\r' : e === 'n' ? '\n' : e === 't' ? '\t' : e === '0' ? '\0' : e[0] === 'x' ? String.fromCharCode(parseInt(e.slice(1), 16)) : e,
+          );
+          out.push(Buffer.from(text, 'latin1'));
+        }
+      }
+    }
+  };
+  walk(root);
+  return out;
 }
