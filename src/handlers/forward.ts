@@ -14,7 +14,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { adoptSocket, disownSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildRequestHead, buildResponseHead, headerValue, responseSkipNames, routeResponseLines, websocketAccept } from './rewrite.js';
-import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, NativeSocket, answerPlan } from '../native/io.js';
+import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, NATIVE_ANSWER, NativeSocket, answerPlan } from '../native/io.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
@@ -70,9 +70,9 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
  * The addon relays the common answer (a final status with a Content-Length body, src/native/response-head.h) from
  * the upstream to the client itself, and tells the exchange once per read (upstreamAnswer). PORTICO_NATIVE_ANSWER=0
  * turns it off (every answer then comes here as data, as without the addon).
+ *
+ * The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange.
  */
-const NATIVE_ANSWER = process.env.PORTICO_NATIVE_ANSWER !== '0';
-/** The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange. */
 const answerPlans = new WeakMap<CompiledHeaderOps, number>();
 function answerPlanOf(ops: CompiledHeaderOps): number {
   let plan = answerPlans.get(ops);
