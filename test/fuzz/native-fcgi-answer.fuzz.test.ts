@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RecordReader, type RecordSink } from '../../src/wire/fastcgi.js';
 import { native } from '../../src/native/addon.js';
-import { mutate, mutationArb } from '../helpers/fuzz.js';
+import { mutate, mutationArb, split } from '../helpers/fuzz.js';
 import { needPeer } from '../helpers/peers.js';
 
 type Step = { result: 'more' | 'done' | 'handover' | 'not-mine'; used: number; extra: boolean; out: Buffer };
@@ -175,17 +175,6 @@ function agree(reads: Buffer[]): Step[] {
   return steps;
 }
 
-function split(buf: Buffer, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.map((c) => (buf.length === 0 ? 0 : c % buf.length)))].filter((c) => c > 0).sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const c of at) {
-    out.push(buf.subarray(from, c));
-    from = c;
-  }
-  out.push(buf.subarray(from));
-  return out;
-}
 
 test('FastCGI answer reader: the common answers are taken whole, with the client bytes fastcgi.ts writes', (t) => {
   if (!needAddon(t)) return;
@@ -279,7 +268,7 @@ test('FastCGI answer reader: any answer, split into reads anywhere, mutated: C++
   handedOver = 0;
   fc.assert(
     fc.property(answerArb, fc.array(fc.nat(), { maxLength: 6 }), fc.array(mutationArb([0, 1, 3, 6, 7, 8, 0x0a, 0x0d, 0xff]), { maxLength: 2 }), fc.boolean(), (base, cuts, muts, mutated) => {
-      agree(split(mutated ? mutate(base, muts) : base, cuts));
+      agree(split(mutated ? mutate(base, muts) : base, cuts).filter((b) => b.length > 0)); // (a read is never empty)
     }),
     opts,
   );

@@ -34,3 +34,16 @@ export function inJunk(buf: Buffer, junk: number, slack = 64): Buffer {
   buf.copy(big, 16);
   return big.subarray(16, 16 + buf.length);
 }
+
+/** `buf` cut at `cuts` (each modulo its length, duplicates dropped): split delivery; a cut at 0 gives an empty first piece. */
+export function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
+  const at = [...new Set(cuts.map((c) => (buf.length === 0 ? 0 : c % buf.length)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const c of at) {
+    out.push(buf.subarray(from, c));
+    from = c;
+  }
+  out.push(buf.subarray(from));
+  return out;
+}
