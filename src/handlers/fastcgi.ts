@@ -172,6 +172,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
    */
   #armed = false;
   #armedMemo: HeadMemo | null = null;
+  /** The armed head's shape closes the client connection (the memo's shape may change before the answer comes). */
+  #armedClose = false;
 
   constructor(client: FastcgiClient, head: RequestHead, d: FastcgiDecision, pool: UpstreamPool) {
     super(pool, undefined, FASTCGI_RETRIES);
@@ -338,8 +340,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (early === null) {
       ok = socket.write(opening);
       if (bodyless && NATIVE_ANSWER) this.#armAnswer(socket);
-    }
-    else {
+    } else {
       socket.cork();
       socket.write(opening);
       ok = true;
@@ -371,10 +372,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const cgi = memo.head;
     if (cgi.contentLength >= 0 || cgi.status === 204 || cgi.status === 304) return;
     // #onResponseHead's shape for a chunked answer to a request read whole: only Connection: close can differ
-    if (memo.shape !== (!this.head.keepAlive || this.#client.closing ? 4 : 0)) return;
+    const close = !this.head.keepAlive || this.#client.closing;
+    if (memo.shape !== (close ? 4 : 0)) return;
     if (!(socket instanceof NativeSocket) || !(client instanceof NativeSocket)) return;
     this.#armed = socket.fcgiAnswerTo(client, memo.cgi, memo.bytes, REQUEST_ID);
-    if (this.#armed) this.#armedMemo = memo;
+    if (!this.#armed) return;
+    this.#armedMemo = memo;
+    this.#armedClose = close;
   }
 
   /**
@@ -405,8 +409,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.pool.reportStatus(this.target!, memo.head.status); // passive health: 5xx counts when on_5xx is set
       this.#framing = 'chunked';
       this.#resRemaining = 0;
-      // as armed (memo.shape), or closing since: the connection closes after this answer all the same
-      this.#closeClient = memo.shape !== 0 || this.#client.closing;
+      // as armed, or closing since: the connection closes after this answer all the same
+      this.#closeClient = this.#armedClose || this.#client.closing;
       this.responseStarted = true;
       this.#phase = 'body';
       this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
