@@ -25,7 +25,7 @@ import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 import { BodyBuffer, type BodyBufferOwner, type Replay, type ReplaySink } from './body-buffer.js';
 import type { BodyBufferConfig } from '../config/fastcgi.js';
-import { afterBatch } from '../native/io.js';
+import { ANSWER_CLIENT_GONE, ANSWER_DONE, ANSWER_EXTRA, ANSWER_HANDOVER, ANSWER_HEAD, NATIVE_ANSWER, NativeSocket, afterBatch } from '../native/io.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
 export interface FastcgiClient extends ClientSide {
@@ -166,6 +166,14 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   #errLine: Buffer | null = null;
   #errLines = 0;
   #errDropped = 0;
+  /**
+   * The upstream socket is armed (#armAnswer): an answer that starts with this route head's CGI bytes may come
+   * relayed by the addon (upstreamAnswer), the client head being `#armedMemo.bytes` as it was at the arming.
+   */
+  #armed = false;
+  #armedMemo: HeadMemo | null = null;
+  /** The armed head's shape closes the client connection (the memo's shape may change before the answer comes). */
+  #armedClose = false;
 
   constructor(client: FastcgiClient, head: RequestHead, d: FastcgiDecision, pool: UpstreamPool) {
     super(pool, undefined, FASTCGI_RETRIES);
@@ -329,8 +337,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#armHeadersDeadline();
       return;
     }
-    if (early === null) ok = socket.write(opening);
-    else {
+    if (early === null) {
+      ok = socket.write(opening);
+      if (bodyless && NATIVE_ANSWER) this.#armAnswer(socket);
+    } else {
       socket.cork();
       socket.write(opening);
       ok = true;
@@ -346,6 +356,74 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#upstreamPausedClient = !ok;
       this.#client.setBodyPaused(!ok);
     }
+  }
+
+  /**
+   * The request went whole: when the route remembers a CGI head and the client head it gave for this request's
+   * shape, and nothing of the answer needs JavaScript (HTTP/1.1, not HEAD, a chunked answer: the remembered head
+   * has no Content-Length and a status with a body), the addon may relay an answer that starts with the same bytes
+   * (NativeSocket.fcgiAnswerTo: the same client head, chunks and last chunk as #onResponseHead, #relayBody and
+   * end() would write). Any other answer, and whatever the addon hands over, comes as data, as always.
+   */
+  #armAnswer(socket: ByteSocket): void {
+    const memo = headMemos.get(this.route);
+    const client = this.#client.socket;
+    if (memo === undefined || this.head.method === 'HEAD' || this.head.versionMinor === 0) return;
+    const cgi = memo.head;
+    if (cgi.contentLength >= 0 || cgi.status === 204 || cgi.status === 304) return;
+    // #onResponseHead's shape for a chunked answer to a request read whole: only Connection: close can differ
+    const close = !this.head.keepAlive || this.#client.closing;
+    if (memo.shape !== (close ? 4 : 0)) return;
+    if (!(socket instanceof NativeSocket) || !(client instanceof NativeSocket)) return;
+    this.#armed = socket.fcgiAnswerTo(client, memo.cgi, memo.bytes, REQUEST_ID);
+    if (!this.#armed) return;
+    this.#armedMemo = memo;
+    this.#armedClose = close;
+  }
+
+  /**
+   * The connection closes after this exchange now: an armed answer whose head the addon has not taken yet comes
+   * back to JavaScript (#onResponseHead writes `Connection: close`); one whose head went out goes on.
+   */
+  clientClosing(): void {
+    if (!this.#armed || !(this.#upstream instanceof NativeSocket)) return;
+    if (this.#upstream.answerOff(true) !== 2) this.#armed = false;
+  }
+
+  /**
+   * One read of the armed upstream, relayed by the addon: the remembered head went out (ANSWER_HEAD: what
+   * #onResponseHead does for it), then `bodyBytes` of chunks; with ANSWER_DONE the answer is whole (end()'s part
+   * after END_REQUEST); with ANSWER_HANDOVER the rest of the read follows as data, from a record's first byte.
+   */
+  upstreamAnswer(_status: number, flags: number, headBytes: number, bodyBytes: number, clientQueued: number): void {
+    if (this.#finished) return;
+    // the client's queue as the addon left it: connection.ts's close and pipelining decisions read writableLength
+    if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
+    if ((flags & ANSWER_HEAD) !== 0) {
+      const memo = this.#armedMemo!;
+      if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
+      this.#stdoutBytes += memo.cgi.length;
+      this.#answered();
+      this.status = memo.head.status;
+      this.deadline = 0;
+      this.pool.reportStatus(this.target!, memo.head.status); // passive health: 5xx counts when on_5xx is set
+      this.#framing = 'chunked';
+      this.#resRemaining = 0;
+      // as armed, or closing since: the connection closes after this answer all the same
+      this.#closeClient = this.#armedClose || this.#client.closing;
+      this.responseStarted = true;
+      this.#phase = 'body';
+      this.deadlineCode = 'UPSTREAM_IDLE_TIMEOUT';
+    }
+    this.bytesOut += headBytes + bodyBytes;
+    if ((flags & ANSWER_DONE) !== 0) {
+      this.#armed = false;
+      this.#complete((flags & ANSWER_EXTRA) !== 0, false);
+    } else if ((flags & ANSWER_CLIENT_GONE) !== 0) {
+      // the client's own error came first and ended the exchange; should it not have, end it here
+      this.#armed = false;
+      this.#fail(new ProxyError('CLIENT_CLOSED', 'client closed the connection before the answer was complete'));
+    } else if ((flags & ANSWER_HANDOVER) !== 0) this.#armed = false;
   }
 
   /** STDIN records for `data` (the empty one ends the stream); counts the bytes; false when the socket is full. */
@@ -411,6 +489,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   upstreamData(chunk: Buffer): void {
     const reader = this.#reader;
     if (reader === null || this.#finished) return;
+    if (this.#armed) {
+      // the addon did not take this answer, or handed its rest over: it is JavaScript's from here, as always
+      this.#armed = false;
+      if (this.#upstream instanceof NativeSocket) this.#upstream.answerOff();
+    }
     if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
     this.#holding = true;
     const problem = reader.push(chunk);
@@ -514,7 +597,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#client.log.warn({ route: this.route.name, upstream: this.target?.id, path: this.head.target, stderr: line.toString('utf8').replace(/\r$/, '') }, 'FastCGI stderr');
   }
 
-  end(appStatus: number, protocolStatus: number): void {
+  end(appStatus: number, protocolStatus: number, trailing: boolean): void {
     this.#flushErr();
     if (this.#errDropped > 0) this.#client.log.warn({ route: this.route.name, upstream: this.target?.id, dropped: this.#errDropped }, 'FastCGI stderr lines not logged');
     if (this.#finished) return;
@@ -531,14 +614,22 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#fail(new ProxyError('UPSTREAM_BAD_RESPONSE', `FastCGI body ended ${this.#resRemaining} bytes short of its Content-Length`));
       return;
     }
+    this.#complete(trailing, true);
+  }
+
+  /**
+   * The answer is whole: FPM's connection goes back (not kept with `trailing` bytes after its END_REQUEST), the last
+   * chunk is written (`lastChunk`: not by the addon already), and the client connection moves on.
+   */
+  #complete(trailing: boolean, lastChunk: boolean): void {
     this.#phase = 'done';
     this.#finished = true;
     this.deadline = 0;
     // FPM's connection goes back first: a request queued for it is sent inside release(), so the application
     // works on it while this answer goes to its client (its worker would otherwise wait for that send, and for
     // the rest of this wake-up's events, at every request of a saturated upstream)
-    this.#releaseUpstream();
-    if (this.#framing === 'chunked') {
+    this.#releaseUpstream(trailing);
+    if (this.#framing === 'chunked' && lastChunk) {
       this.bytesOut += LAST_CHUNK.length;
       if (this.#holding) this.#hold(LAST_CHUNK, LAST_CHUNK.length);
       else this.#client.socket.write(LAST_CHUNK);
@@ -731,13 +822,14 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   }
 
   /** The response is whole (END_REQUEST): FPM's connection goes back to the pool, kept when it can be. */
-  #releaseUpstream(): void {
+  #releaseUpstream(trailing: boolean): void {
     this.#answered();
     const up = this.#detachUpstream();
-    // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, and
-    // no request may be waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
+    // FCGI_KEEP_CONN: FPM keeps the connection after END_REQUEST; reusable when it also took the whole body, sent
+    // nothing behind END_REQUEST (a lying application's bytes would meet the next request), and no request may be
+    // waiting in FPM's listen queue for the worker this connection holds (freshWaiting)
     this.#dropBody();
-    const reusable = this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!) && !up.destroyed && up.readable && up.writable;
+    const reusable = !trailing && this.#keepConn && this.requestComplete && this.#stdinDone && !FastcgiExchange.#queuedSuspect(this.target!) && !up.destroyed && up.readable && up.writable;
     const target = this.target!;
     target.active--;
     this.pool.release(target, up, reusable, 'now');
@@ -854,7 +946,11 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (this.#finished) return;
     this.#finished = true;
     this.#dropBody();
-    this.#held = []; // a broken answer: the client connection is cut, what was held with it
+    // a broken answer: the client connection is cut. What this read gave before the failure (a failed or short
+    // END_REQUEST behind a page) still leaves first, as it would have had the failure come in a later read, and as
+    // the addon's relayed answer has sent it: where FPM's writes were cut into reads decides nothing
+    if (this.#holding) this.#flushHeld();
+    this.#held = [];
     this.#heldBytes = 0;
     this.#phase = 'done';
     this.#answered();

@@ -14,7 +14,7 @@ import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { adoptSocket, disownSocket, releaseSocket, type UpstreamSocketOwner } from '../upstream/socket-owner.js';
 import { buildRequestHead, buildResponseHead, headerValue, responseSkipNames, routeResponseLines, websocketAccept } from './rewrite.js';
-import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, ANSWER_UPGRADE, NativeSocket, answerPlan } from '../native/io.js';
+import { ANSWER_CLIENT_GONE, ANSWER_CONN_CLOSE, ANSWER_CONN_KEEP_ALIVE, ANSWER_CONN_NONE, ANSWER_DONE, ANSWER_HEAD, ANSWER_REUSABLE, ANSWER_UPGRADE, NATIVE_ANSWER, NativeSocket, answerPlan } from '../native/io.js';
 import { Encoder, compressible, compressionFor } from './compress.js';
 import type { ClientExchange } from './client-exchange.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
@@ -73,9 +73,9 @@ function keyOf(pool: UpstreamPool): KeyExtractor | null {
  * the upstream to the client itself, and tells the exchange once per read (upstreamAnswer); a WebSocket upgrade's
  * 101 it checks and writes itself, with no JavaScript between its arrival and its departure. PORTICO_NATIVE_ANSWER=0
  * turns both off (every answer then comes here as data, as without the addon).
+ *
+ * The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange.
  */
-const NATIVE_ANSWER = process.env.PORTICO_NATIVE_ANSWER !== '0';
-/** The addon's plan of each route's response side (answerPlan), made on the route's first armed exchange. */
 const answerPlans = new WeakMap<CompiledHeaderOps, number>();
 function answerPlanOf(ops: CompiledHeaderOps): number {
   let plan = answerPlans.get(ops);

@@ -28,6 +28,7 @@
 
 #include <napi.h>
 
+#include "fcgi-answer.h"
 #include "io.h"
 #include "relay.h"
 #include "response-head.h"
@@ -123,6 +124,10 @@ struct Conn {
   // Sec-WebSocket-Accept must be `answer_accept`; taken, the tunnel's first bytes follow it and JS moves both legs.
   bool answer_upgrade = false;
   std::string answer_accept;
+  // A FastCGI upstream armed by ioFcgiAnswer (answer_fcgi): its records are read by fcgi-answer.h; made on its first
+  // arming and kept for the next requests of the pooled connection.
+  bool answer_fcgi = false;
+  fa::Answer* fcgi = nullptr;
   // A client: the armed upstream relaying to it (-1 none); its reading resumes when this queue drains.
   int32_t answer_from = -1;
 };
@@ -249,6 +254,8 @@ void FreeConn(State& s, int32_t id, bool batch = false) {
   if (c.answer_from >= 0) AnswerOff(s, s.conns[c.answer_from]);
   delete c.tls;
   c.tls = nullptr;
+  delete c.fcgi;
+  c.fcgi = nullptr;
   c.fd = -1;
   c.mask = 0;
   std::string().swap(c.out);
@@ -374,6 +381,7 @@ constexpr int32_t kAnsClientGone = 16; // the client failed or closed: the rest 
 // An upgrade's 101 was taken and written (ioAnswerUpgrade): the record is followed by the bytes that came behind the
 // 101 in the same read (written to the client with it: the tunnel's first bytes down), `body` of them.
 constexpr int32_t kAnsUpgrade = 32;
+constexpr int32_t kAnsHandover = 64;   // FastCGI: the rest of this read follows as DATA, JavaScript's from a record's start
 
 // Stops relaying on upstream `u` (done, declined, failed, or JS took it back): reading as JS left it.
 void AnswerOff(State& s, Conn& u) {
@@ -382,6 +390,7 @@ void AnswerOff(State& s, Conn& u) {
     s.conns[u.answer_to].answer_from = -1;
   u.answer = 0;
   u.answer_to = -1;
+  u.answer_fcgi = false;
   std::string().swap(u.answer_extra);
   u.answer_upgrade = false;
   std::string().swap(u.answer_accept);
@@ -448,9 +457,71 @@ bool UpgradeData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r, 
   return true;
 }
 
+// A FastCGI upstream's read of r bytes at data[used..] (AnswerData's for ioFcgiAnswer): the client's bytes for it
+// go out and a kAnswer record takes the read's place; a handed-over rest follows the record as DATA. False: not
+// taken (the head did not go out), the read is delivered as DATA untouched.
+bool FcgiAnswerData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r) {
+  Conn* c = u.answer_to >= 0 && static_cast<size_t>(u.answer_to) < s.conns.size() ? &s.conns[u.answer_to] : nullptr;
+  bool client_ok = c != nullptr && c->fd >= 0 && !c->dead && c->answer_from == id;
+  uint8_t* p = s.data + used;
+  fa::Answer& a = *u.fcgi;
+  bool head_was = a.head_done;
+  if (!head_was && !client_ok) {
+    AnswerOff(s, u);
+    return false;
+  }
+  fa::Step step = fa::Feed(a, p, r, &s.answer_out);
+  if (step.result == fa::Result::kNotMine) {
+    AnswerOff(s, u);
+    return false;  // JS's, as if never armed
+  }
+  int32_t flags = 0;
+  int32_t head_bytes = 0;
+  if (!head_was) {
+    flags = kAnsHead;
+    head_bytes = static_cast<int32_t>(a.head.size());
+    s.answered++;
+  }
+  uint64_t body = s.answer_out.size() - static_cast<size_t>(head_bytes);
+  if (!client_ok) {
+    flags |= kAnsClientGone;
+  } else if (!s.answer_out.empty()) {
+    int err = Send(s, *c, s.answer_out.data(), s.answer_out.size());
+    if (err != 0) {
+      Push(s, n, u.answer_to, kError, err, 0);
+      flags |= kAnsClientGone;
+    }
+  }
+  if (s.answer_out.capacity() > 64 * 1024) std::string().swap(s.answer_out);
+  size_t rest = 0;
+  if ((flags & kAnsClientGone) == 0) {
+    if (step.result == fa::Result::kDone) flags |= kAnsDone | (step.extra ? kAnsExtra : 0);
+    if (step.result == fa::Result::kHandover) {
+      flags |= kAnsHandover;
+      rest = r - step.used;
+    }
+  }
+  if ((flags & (kAnsDone | kAnsClientGone | kAnsHandover)) != 0) {
+    AnswerOff(s, u);
+  } else if (c->out.size() - c->out_off > kAnswerQueueMax) {
+    // the client is slow: read no more until its queue drains (AnswerResume)
+    u.answer_paused = true;
+    u.reading = false;
+  }
+  // the record takes the read's first bytes: the handed-over rest moves behind it (within the read's room)
+  if (rest > 0) memmove(p + kAnswerRecord, p + step.used, rest);
+  PushAnswer(s, n, id, used, 0, flags, head_bytes, client_ok && !c->dead ? c->out.size() - c->out_off : 0, body);
+  if (rest > 0) {
+    Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(rest));
+    used += rest;
+  }
+  return true;
+}
+
 // An armed upstream's read of r bytes at data[used..]: relayed to the client when this path takes them (a kAnswer
 // record in their place), else left for the caller to deliver as DATA (false: not relayed, not consumed).
 bool AnswerData(State& s, Conn& u, int32_t id, int& n, size_t& used, size_t r) {
+  if (u.answer_fcgi) return FcgiAnswerData(s, u, id, n, used, r);
   Conn* c = u.answer_to >= 0 && static_cast<size_t>(u.answer_to) < s.conns.size() ? &s.conns[u.answer_to] : nullptr;
   bool client_ok = c != nullptr && c->fd >= 0 && !c->dead && c->answer_from == id;
   const uint8_t* p = s.data + used;
@@ -1519,27 +1590,22 @@ bool Latin1Arg(napi_env env, napi_value v, std::string* out) {
   return true;
 }
 
-// Arms upstream info[0] for client info[1] with plan info[2] and extra lines info[3] (ioAnswer, ioAnswerUpgrade); the
-// caller sets what differs. Null when the pair cannot take part (nothing armed).
-Conn* Arm(const Napi::CallbackInfo& info, State& s, int32_t uid) {
-  Napi::Env env = info.Env();
-  int32_t cid = info[1].As<Napi::Number>().Int32Value();
-  int32_t plan = info[2].As<Napi::Number>().Int32Value();
-  if (cid < 0 || static_cast<size_t>(cid) >= s.conns.size() || cid == uid || plan < 0 || static_cast<size_t>(plan) >= s.plans.size()) return nullptr;
+// Whether upstream `uid` may relay its answer to client `cid` (ioAnswer, ioAnswerUpgrade, ioFcgiAnswer): a plain, open, reading
+// upstream not armed yet, and an open client (plain or TLS terminated here) that no other upstream relays to.
+bool Armable(State& s, int32_t uid, int32_t cid) {
+  if (cid < 0 || static_cast<size_t>(cid) >= s.conns.size() || cid == uid) return false;
   Conn& u = s.conns[uid];
   Conn& c = s.conns[cid];
-  if (u.listener || u.tls != nullptr || u.dead || u.eof || u.peeking || u.connecting || !u.reading || u.answer != 0) return nullptr;
-  if (c.fd < 0 || c.listener || c.dead || c.handshaking || c.answer_from >= 0 || c.answer != 0) return nullptr;
-  if (!Latin1Arg(env, info[3], &u.answer_extra)) return nullptr;
+  if (u.listener || u.tls != nullptr || u.dead || u.eof || u.peeking || u.connecting || !u.reading || u.answer != 0) return false;
+  return !(c.fd < 0 || c.listener || c.dead || c.handshaking || c.answer_from >= 0 || c.answer != 0);
+}
+
+// Arms upstream `uid` for client `cid` (Armable said yes; the kind's own fields are set): the head is awaited.
+void Arm(State& s, int32_t uid, int32_t cid) {
+  Conn& u = s.conns[uid];
   u.answer = kAnswerHead;
   u.answer_to = cid;
-  u.answer_plan = plan;
-  u.answer_conn = rh::kConnNone;
-  u.answer_left = 0;
-  u.answer_keep = false;
-  u.answer_upgrade = false;
-  c.answer_from = uid;
-  return &u;
+  s.conns[cid].answer_from = uid;
 }
 
 // ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the answer to
@@ -1552,9 +1618,17 @@ Napi::Value Answer(const Napi::CallbackInfo& info) {
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsNumber())
     throw Napi::TypeError::New(env, "ioAnswer(upstream, client, plan, extra, conn)");
-  Conn* u = Arm(info, s, uid);
-  if (u != nullptr) u->answer_conn = info[4].As<Napi::Number>().Int32Value();
-  return Napi::Boolean::New(env, u != nullptr);
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t plan = info[2].As<Napi::Number>().Int32Value();
+  if (plan < 0 || static_cast<size_t>(plan) >= s.plans.size() || !Armable(s, uid, cid)) return Napi::Boolean::New(env, false);
+  Conn& u = s.conns[uid];
+  if (!Latin1Arg(env, info[3], &u.answer_extra)) return Napi::Boolean::New(env, false);
+  u.answer_plan = plan;
+  u.answer_conn = info[4].As<Napi::Number>().Int32Value();
+  u.answer_left = 0;
+  u.answer_keep = false;
+  Arm(s, uid, cid);
+  return Napi::Boolean::New(env, true);
 }
 
 // ioAnswerUpgrade(upstream, client, plan, extra, accept) -> true when armed: the upstream's next read is tried as the
@@ -1567,14 +1641,73 @@ Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) {
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsString())
     throw Napi::TypeError::New(env, "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
-  Conn* u = Arm(info, s, uid);
-  if (u == nullptr) return Napi::Boolean::New(env, false);
-  if (!Latin1Arg(env, info[4], &u->answer_accept)) {
-    AnswerOff(s, *u);
-    return Napi::Boolean::New(env, false);
-  }
-  u->answer_upgrade = true;
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t plan = info[2].As<Napi::Number>().Int32Value();
+  if (plan < 0 || static_cast<size_t>(plan) >= s.plans.size() || !Armable(s, uid, cid)) return Napi::Boolean::New(env, false);
+  Conn& u = s.conns[uid];
+  if (!Latin1Arg(env, info[3], &u.answer_extra) || !Latin1Arg(env, info[4], &u.answer_accept)) return Napi::Boolean::New(env, false);
+  u.answer_plan = plan;
+  u.answer_conn = rh::kConnNone;
+  u.answer_left = 0;
+  u.answer_keep = false;
+  u.answer_upgrade = true;
+  Arm(s, uid, cid);
   return Napi::Boolean::New(env, true);
+}
+
+// ioFcgiAnswer(upstream, client, cgi, head, requestId) -> true when armed: the FastCGI upstream's records are read
+// here (fcgi-answer.h); an answer whose first STDOUT bytes are `cgi` goes to the client as `head` and chunks, and JS
+// gets kAnswer records; any other comes as DATA as always. False as for ioAnswer.
+Napi::Value FcgiAnswer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t uid = IdArg(info, s);
+  if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsNumber())
+    throw Napi::TypeError::New(env, "ioFcgiAnswer(upstream, client, cgi, head, requestId)");
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t rid = info[4].As<Napi::Number>().Int32Value();
+  Napi::Uint8Array cgi = info[2].As<Napi::Uint8Array>();
+  Napi::Uint8Array head = info[3].As<Napi::Uint8Array>();
+  if (rid < 1 || rid > 0xffff || cgi.ByteLength() == 0 || !Armable(s, uid, cid)) return Napi::Boolean::New(env, false);
+  Conn& u = s.conns[uid];
+  if (u.fcgi == nullptr) u.fcgi = new fa::Answer();
+  u.fcgi->cgi.assign(reinterpret_cast<const char*>(cgi.Data()), cgi.ByteLength());
+  u.fcgi->head.assign(reinterpret_cast<const char*>(head.Data()), head.ByteLength());
+  u.fcgi->request_id = static_cast<uint16_t>(rid);
+  u.fcgi->Reset();
+  u.answer_fcgi = true;
+  Arm(s, uid, cid);
+  return Napi::Boolean::New(env, true);
+}
+
+// fcgiAnswerFeed(reads, cgi, head, requestId) -> [{ result, used, extra, out }] per read, up to the first that is
+// not 'more': fcgi-answer.h on its own, for the differential tests against src/wire/fastcgi.ts.
+Napi::Value FcgiAnswerFeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "fcgiAnswerFeed(reads, cgi, head, requestId)");
+  Napi::Array reads = info[0].As<Napi::Array>();
+  Napi::Uint8Array cgi = info[1].As<Napi::Uint8Array>();
+  Napi::Uint8Array head = info[2].As<Napi::Uint8Array>();
+  fa::Answer a;
+  a.cgi.assign(reinterpret_cast<const char*>(cgi.Data()), cgi.ByteLength());
+  a.head.assign(reinterpret_cast<const char*>(head.Data()), head.ByteLength());
+  a.request_id = static_cast<uint16_t>(info[3].As<Napi::Number>().Uint32Value());
+  Napi::Array steps = Napi::Array::New(env);
+  static const char* const kNames[] = {"more", "done", "handover", "not-mine"};
+  std::string out;
+  for (uint32_t i = 0; i < reads.Length(); i++) {
+    Napi::Uint8Array r = reads.Get(i).As<Napi::Uint8Array>();
+    fa::Step step = fa::Feed(a, r.Data(), r.ByteLength(), &out);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("result", kNames[static_cast<int>(step.result)]);
+    o.Set("used", static_cast<double>(step.used));
+    o.Set("extra", step.extra);
+    o.Set("out", Napi::Buffer<char>::Copy(env, out.data(), out.size()));
+    steps.Set(i, o);
+    if (step.result != fa::Result::kMore) break;
+  }
+  return steps;
 }
 
 // ioAnswerOff(upstream, headOnly) -> what it was: 0 not armed, 1 armed with nothing consumed, 2 relaying a body.
@@ -1732,6 +1865,8 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAnswer", Napi::Function::New(env, Answer, "ioAnswer"));
   exports.Set("ioAnswerUpgrade", Napi::Function::New(env, AnswerUpgrade, "ioAnswerUpgrade"));
   exports.Set("ioAnswerOff", Napi::Function::New(env, AnswerOffJs, "ioAnswerOff"));
+  exports.Set("ioFcgiAnswer", Napi::Function::New(env, FcgiAnswer, "ioFcgiAnswer"));
+  exports.Set("fcgiAnswerFeed", Napi::Function::New(env, FcgiAnswerFeed, "fcgiAnswerFeed"));
   exports.Set("responseHeadRewrite", Napi::Function::New(env, ResponseHeadRewrite, "responseHeadRewrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));

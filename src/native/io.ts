@@ -38,6 +38,8 @@ interface IoAddon {
   ioAnswerOff?(upstream: number, headOnly: boolean): number;
   /** The 101 of a WebSocket upgrade checked and written by the addon (io.cc ioAnswerUpgrade); absent from addons built before it. */
   ioAnswerUpgrade?(upstream: number, client: number, plan: number, extra: string, accept: string): boolean;
+  /** FastCGI's relayed answer (io.cc ioFcgiAnswer, fcgi-answer.h); absent from addons built before it. */
+  ioFcgiAnswer?(upstream: number, client: number, cgi: Uint8Array, head: Uint8Array, requestId: number): boolean;
   ioWriteLatin1(id: number, text: string): number;
   ioRead(id: number, on: boolean): void;
   ioShutdown(id: number): void;
@@ -100,6 +102,8 @@ export const ANSWER_CLIENT_GONE = 16;
 export const ANSWER_UPGRADE = 32;
 /** An answer record's own bytes (io.cc kAnswerRecord): an upgrade's first bytes down follow them in the event. */
 const ANSWER_RECORD = 24;
+/** FastCGI: the rest of this read follows as data, from a record's first byte (the exchange's reader takes it). */
+export const ANSWER_HANDOVER = 64;
 /** The Connection line of a relayed answer's head (response-head.h kConn*). */
 export const ANSWER_CONN_NONE = 0;
 export const ANSWER_CONN_CLOSE = 1;
@@ -223,7 +227,13 @@ export function answerPlan(skip: string[]): number {
   return state?.addon.ioAnswerPlan?.(skip) ?? -1;
 }
 
-/** Answers the addon relayed itself (NativeSocket.answerTo) so far; undefined without native I/O or an addon without it. */
+/**
+ * The addon may relay answers (PORTICO_NATIVE_ANSWER=0 turns it off: every answer then comes to its exchange as data,
+ * as without the addon). Read once, by forward.ts and fastcgi.ts alike.
+ */
+export const NATIVE_ANSWER = process.env.PORTICO_NATIVE_ANSWER !== '0';
+
+/** Answers the addon relayed itself (NativeSocket.answerTo, fcgiAnswerTo) so far; undefined without native I/O or an addon without it. */
 export function nativeAnswered(): number | undefined {
   if (io === undefined || io === null) return undefined;
   return io.addon.ioStats().answered;
@@ -621,8 +631,25 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
    */
   answerTo(client: NativeSocket, plan: number, extra: string, conn: number): boolean {
     const arm = this.#io.addon.ioAnswer;
-    if (arm === undefined || this.#destroyed || this.#paused || this.#held.length > 0 || client.#destroyed || client.#corked > 0) return false;
+    if (arm === undefined || !this.#armableFor(client)) return false;
     return arm.call(this.#io.addon, this.#id, client.#id, plan, extra, conn);
+  }
+
+  /** Neither socket is closed, this one holds no bytes JS has not seen, and JS is not batching writes to the client. */
+  #armableFor(client: NativeSocket): boolean {
+    return !this.#destroyed && !this.#paused && this.#held.length === 0 && !client.#destroyed && client.#corked === 0;
+  }
+
+  /**
+   * Arms this FastCGI upstream socket (answerTo's for FastCGI): an answer of request `requestId` whose first STDOUT
+   * bytes are `cgi` (a route's remembered CGI head) goes to `client` as `head` and chunks, read and framed by the
+   * addon (fcgi-answer.h), and reaches the data receiver as socketAnswer records; any other comes as data. False:
+   * not armed.
+   */
+  fcgiAnswerTo(client: NativeSocket, cgi: Uint8Array, head: Uint8Array, requestId: number): boolean {
+    const arm = this.#io.addon.ioFcgiAnswer;
+    if (arm === undefined || !this.#armableFor(client)) return false;
+    return arm.call(this.#io.addon, this.#id, client.#id, cgi, head, requestId);
   }
 
   /**
@@ -633,12 +660,12 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
    */
   upgradeTo(client: NativeSocket, plan: number, extra: string, accept: string): boolean {
     const arm = this.#io.addon.ioAnswerUpgrade;
-    if (arm === undefined || this.#destroyed || this.#paused || this.#held.length > 0 || client.#destroyed || client.#corked > 0) return false;
+    if (arm === undefined || !this.#armableFor(client)) return false;
     return arm.call(this.#io.addon, this.#id, client.#id, plan, extra, accept);
   }
 
   /**
-   * Disarms (answerTo, upgradeTo): 0 it was not armed, 1 armed with nothing taken, 2 relaying a body. `headOnly`: only before
+   * Disarms (answerTo, fcgiAnswerTo, upgradeTo): 0 it was not armed, 1 armed with nothing taken, 2 relaying a body. `headOnly`: only before
    * the head was taken (a body being relayed goes on, and 2 says so).
    */
   answerOff(headOnly = false): number {

@@ -239,8 +239,11 @@ export interface RecordSink {
   stdout(data: Buffer): void;
   /** STDERR bytes, possibly part of a record; never empty. */
   stderr(data: Buffer): void;
-  /** END_REQUEST: the response is complete. Nothing may follow it. */
-  end(appStatus: number, protocolStatus: number): void;
+  /**
+   * END_REQUEST: the response is complete. Nothing may follow it: `trailing` says bytes came right after it in the
+   * same push (the reader fails on them next; the connection must not be reused).
+   */
+  end(appStatus: number, protocolStatus: number, trailing: boolean): void;
 }
 
 /** A stream error: why the application's bytes are not FastCGI we accept. */
@@ -269,6 +272,8 @@ export class RecordReader {
   #protocolStatus = 0;
   #endHave = 0;
   #error: ReadError | null = null;
+  /** Bytes of the push follow the record just read (END_REQUEST's `trailing`). */
+  #trailing = false;
 
   constructor(requestId: number, sink: RecordSink) {
     this.#requestId = requestId;
@@ -318,14 +323,20 @@ export class RecordReader {
           else if (this.#type === FCGI_STDERR) this.#sink.stderr(part);
           else this.#endBytes(part);
           if (this.#state !== 'content') return this.#error; // the sink failed us meanwhile (see stop())
-          if (this.#contentLeft === 0) this.#afterContent();
+          if (this.#contentLeft === 0) {
+            this.#trailing = i < n;
+            this.#afterContent();
+          }
           break;
         }
         case 'padding': {
           const take = Math.min(this.#paddingLeft, n - i);
           this.#paddingLeft -= take;
           i += take;
-          if (this.#paddingLeft === 0) this.#recordDone();
+          if (this.#paddingLeft === 0) {
+            this.#trailing = i < n;
+            this.#recordDone();
+          }
           break;
         }
         case 'ended':
@@ -384,7 +395,7 @@ export class RecordReader {
   #recordDone(): void {
     if (this.#type === FCGI_END_REQUEST) {
       this.#state = 'ended';
-      this.#sink.end(this.#appStatus, this.#protocolStatus);
+      this.#sink.end(this.#appStatus, this.#protocolStatus, this.#trailing);
       return;
     }
     this.#state = 'header';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RecordReader, encodeParams, decodePairs, type RecordSink } from '../../src/wire/fastcgi.js';
 import { parseCgiHead } from '../../src/wire/cgi-head.js';
-import { mutate, mutationArb } from '../helpers/fuzz.js';
+import { mutate, mutationArb, split } from '../helpers/fuzz.js';
 
 const BUDGET_MS = 500;
 const opts = { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] };
@@ -52,18 +52,6 @@ const recordArb = fc.record({
 });
 const streamArb = fc.array(recordArb, { maxLength: 8 }).map((rs) => Buffer.concat(rs.map((r) => record(r.type, r.id, r.type === 3 && r.content.length > 0 ? r.content.subarray(0, 8) : r.content, r.padding))));
 const cutsArb = fc.array(fc.nat(), { maxLength: 6 });
-
-function split(buf: Buffer, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.map((c) => (buf.length === 0 ? 0 : c % buf.length)))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const c of at) {
-    out.push(buf.subarray(from, c));
-    from = c;
-  }
-  out.push(buf.subarray(from));
-  return out;
-}
 
 test('record reader: any bytes, split anywhere, give the same result as whole delivery and never throw', () => {
   fc.assert(

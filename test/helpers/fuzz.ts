@@ -64,3 +64,16 @@ export function responseHeadLiterals(status: string): Buffer[] {
   walk(root);
   return out;
 }
+
+/** `buf` cut at `cuts` (each modulo its length, duplicates dropped): split delivery; a cut at 0 gives an empty first piece. */
+export function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
+  const at = [...new Set(cuts.map((c) => (buf.length === 0 ? 0 : c % buf.length)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const c of at) {
+    out.push(buf.subarray(from, c));
+    from = c;
+  }
+  out.push(buf.subarray(from));
+  return out;
+}

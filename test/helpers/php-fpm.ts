@@ -10,12 +10,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { freePort } from './ports.js';
+import { toolEnv } from './netns.js';
 
 const CANDIDATES = ['/usr/sbin/php-fpm8.2', '/usr/sbin/php-fpm', '/usr/sbin/php-fpm8.3', '/usr/sbin/php-fpm8.1'];
 
 /** The php-fpm binary, or undefined when none is installed. */
 export function phpFpmBinary(): string | undefined {
-  for (const c of CANDIDATES) if (existsSync(c) && spawnSync(c, ['-v'], { stdio: 'ignore', timeout: 10_000 }).status === 0) return c;
+  for (const c of CANDIDATES) if (existsSync(c) && spawnSync(c, ['-v'], { stdio: 'ignore', timeout: 10_000, env: toolEnv() }).status === 0) return c;
   return undefined;
 }
 
@@ -123,7 +124,8 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
     );
     const args = ['-n', '-F', '-y', conf, '-p', dir, ...(root ? ['-R'] : [])];
     // its own process group: the workers go with the master (a SIGKILLed master leaves them serving otherwise)
-    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    // (never under scripts/asan.sh's LD_PRELOAD: php-fpm is not the addon, and AddressSanitizer stops it at start)
+    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: toolEnv() });
     let stderr = '';
     child.stderr?.on('data', (b: Buffer) => {
       if (stderr.length < 65536) stderr += b.toString();
