@@ -1608,6 +1608,22 @@ void Arm(State& s, int32_t uid, int32_t cid) {
   s.conns[cid].answer_from = uid;
 }
 
+// What ioAnswer and ioAnswerUpgrade share: upstream `uid` may relay to client info[1] (Armable) with plan info[2], and
+// takes the route's extra lines info[3] and a plain Connection line; the caller sets its kind's fields, then Arm()s.
+// Null: it cannot take part (nothing armed).
+Conn* HttpArmable(const Napi::CallbackInfo& info, State& s, int32_t uid) {
+  int32_t cid = info[1].As<Napi::Number>().Int32Value();
+  int32_t plan = info[2].As<Napi::Number>().Int32Value();
+  if (plan < 0 || static_cast<size_t>(plan) >= s.plans.size() || !Armable(s, uid, cid)) return nullptr;
+  Conn& u = s.conns[uid];
+  if (!Latin1Arg(info.Env(), info[3], &u.answer_extra)) return nullptr;
+  u.answer_plan = plan;
+  u.answer_conn = rh::kConnNone;
+  u.answer_left = 0;
+  u.answer_keep = false;
+  return &u;
+}
+
 // ioAnswer(upstream, client, plan, extra, conn) -> true when armed: the upstream's next read is tried as the answer to
 // relay to the client (response-head.h); taken, it goes out from here and JS gets kAnswer records; not taken, it comes
 // as DATA as always. `extra`: header lines of the route (latin1), `conn`: the Connection line. False (nothing armed)
@@ -1618,16 +1634,10 @@ Napi::Value Answer(const Napi::CallbackInfo& info) {
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsNumber())
     throw Napi::TypeError::New(env, "ioAnswer(upstream, client, plan, extra, conn)");
-  int32_t cid = info[1].As<Napi::Number>().Int32Value();
-  int32_t plan = info[2].As<Napi::Number>().Int32Value();
-  if (plan < 0 || static_cast<size_t>(plan) >= s.plans.size() || !Armable(s, uid, cid)) return Napi::Boolean::New(env, false);
-  Conn& u = s.conns[uid];
-  if (!Latin1Arg(env, info[3], &u.answer_extra)) return Napi::Boolean::New(env, false);
-  u.answer_plan = plan;
-  u.answer_conn = info[4].As<Napi::Number>().Int32Value();
-  u.answer_left = 0;
-  u.answer_keep = false;
-  Arm(s, uid, cid);
+  Conn* u = HttpArmable(info, s, uid);
+  if (u == nullptr) return Napi::Boolean::New(env, false);
+  u->answer_conn = info[4].As<Napi::Number>().Int32Value();
+  Arm(s, uid, info[1].As<Napi::Number>().Int32Value());
   return Napi::Boolean::New(env, true);
 }
 
@@ -1641,17 +1651,10 @@ Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) {
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsString())
     throw Napi::TypeError::New(env, "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
-  int32_t cid = info[1].As<Napi::Number>().Int32Value();
-  int32_t plan = info[2].As<Napi::Number>().Int32Value();
-  if (plan < 0 || static_cast<size_t>(plan) >= s.plans.size() || !Armable(s, uid, cid)) return Napi::Boolean::New(env, false);
-  Conn& u = s.conns[uid];
-  if (!Latin1Arg(env, info[3], &u.answer_extra) || !Latin1Arg(env, info[4], &u.answer_accept)) return Napi::Boolean::New(env, false);
-  u.answer_plan = plan;
-  u.answer_conn = rh::kConnNone;
-  u.answer_left = 0;
-  u.answer_keep = false;
-  u.answer_upgrade = true;
-  Arm(s, uid, cid);
+  Conn* u = HttpArmable(info, s, uid);
+  if (u == nullptr || !Latin1Arg(env, info[4], &u->answer_accept)) return Napi::Boolean::New(env, false);
+  u->answer_upgrade = true;
+  Arm(s, uid, info[1].As<Napi::Number>().Int32Value());
   return Napi::Boolean::New(env, true);
 }
 
