@@ -6,7 +6,9 @@
 // same read as its 101, the client's pipelined behind its request); a 101 with a wrong accept key or two Upgrade
 // fields (502 from JavaScript, never a 101) and one split across reads (JavaScript writes it); a backend that closes
 // right after its 101, a client that leaves before it; real clients (ws, Python websockets, curl); 1,000 handshakes
-// one after another with the worker's descriptors back where they were.
+// one after another with the worker's descriptors back where they were; a flood of upgrades the backend never answers
+// (max_connections reach it, the queue's overflow and its waiters get 503, the rest 504 at the response timeout, another
+// route served meanwhile, the worker back at rest), with the addon's 101 on and off.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -290,4 +292,83 @@ test('upgrades: 1,000 handshakes one after another, every 101 the addon\'s, the 
   }
   assert.equal(await upgrades(p), before + n);
   await until('the worker at rest', async () => [(await adminStatus(p)).tunnels, fdCount(pid)], ([tn, f]) => tn === 0 && f === fds);
+});
+
+/** One raw upgrade on its own connection: the answer's status line (or 'closed' when none came) and when it came. */
+async function rawUpgrade(port: number, path: string): Promise<{ status: string; ms: number; head: string }> {
+  const t0 = performance.now();
+  const c = net.connect({ host: '127.0.0.1', port });
+  c.on('error', () => {});
+  let got = '';
+  c.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  c.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
+  await until(`an answer to ${path}`, () => got.includes('\r\n\r\n') || c.destroyed, (v) => v, 15_000, 20);
+  const ms = performance.now() - t0;
+  c.destroy();
+  return { status: /^HTTP\/1\.1 (\d{3}) /.exec(got)?.[1] ?? 'closed', ms, head: got.slice(0, Math.max(0, got.indexOf('\r\n\r\n'))) };
+}
+
+test('upgrades: a flood the backend never answers is bounded by max_connections, the queue and the response timeout, and other routes are served meanwhile', { timeout: 60_000 }, async (t) => {
+  // the backend accepts and reads every upgrade and never answers; it counts the connections it saw and still holds
+  const held = new Set<net.Socket>();
+  let seen = 0;
+  const silent = net.createServer((s) => {
+    seen++;
+    held.add(s);
+    s.on('error', () => {});
+    s.on('close', () => held.delete(s));
+    s.resume();
+  });
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.after(() => {
+    for (const s of held) s.destroy();
+    silent.close();
+  });
+  const echoBackend = await startWsEchoBackend(t);
+  const max = 6;
+  const queued = 4;
+  const flood = 30;
+  for (const env of [{}, { PORTICO_NATIVE_ANSWER: '0' }] as Record<string, string>[]) {
+    seen = 0;
+    const p = await startPortico(t, {
+      workers: 1,
+      admin: { address: '127.0.0.1:0' },
+      listeners: [plainListener()],
+      upstreams: {
+        silent: { targets: [`127.0.0.1:${(silent.address() as AddressInfo).port}`], max_connections: max, queue: { size: queued, timeout: '1s' }, timeouts: { response_headers: '2s' } },
+        echo: { targets: [`127.0.0.1:${echoBackend.port}`] },
+      },
+      routes: [
+        { match: { path: '/silent' }, proxy: 'silent' },
+        { match: { path: '/' }, proxy: 'echo' },
+      ],
+      log: { level: 'warn', access: false },
+    }, { ...START, env });
+    const [pid] = await workerPids(p);
+    // warm: the first tunnel starts the relay thread (its epoll set and eventfd) before fds are counted
+    assert.equal((await rawUpgrade(p.httpPort, '/ws')).status, '101');
+    await until('the warm-up tunnel closed', async () => (await adminStatus(p)).tunnels, (n) => n === 0);
+    const fds = fdCount(pid);
+    const answers = Promise.all(Array.from({ length: flood }, () => rawUpgrade(p.httpPort, '/silent')));
+    await until('the backend at max_connections', () => seen, (n) => n >= max);
+    // while the flood waits: another route's upgrade is answered at once (its own pool, the worker not blocked)
+    const other = await rawUpgrade(p.httpPort, '/ws');
+    assert.equal(other.status, '101', other.head);
+    const got = await answers;
+    const by = (s: string): number[] => got.filter((a) => a.status === s).map((a) => a.ms);
+    assert.equal(seen, max, 'exactly max_connections reached the backend');
+    // the queue full: 503 at once; the queued ones: 503 at the queue's timeout; the ones at the backend: 504 at the response timeout
+    assert.equal(by('503').length, flood - max, JSON.stringify(got.map((a) => a.status)));
+    assert.equal(by('504').length, max, JSON.stringify(got.map((a) => a.status)));
+    assert.equal(by('503').filter((ms) => ms >= 900).length, queued, `queued 503s at ~1 s: ${by('503').map(Math.round).join(',')}`);
+    for (const ms of by('504')) assert.ok(ms >= 1_900, `504 after the 2 s response timeout, not ${Math.round(ms)} ms`);
+    assert.match(got.find((a) => a.status === '503')!.head, /\r\nretry-after: \d+/i);
+    await until('the backend\'s connections closed', () => held.size, (n) => n === 0);
+    await until('the worker at rest', async () => {
+      const s = await adminStatus(p);
+      return [s.tunnels, s.connections, fdCount(pid)];
+    }, ([tn, cn, f]) => tn === 0 && cn === 0 && f === fds, 10_000).catch((e: Error) => { throw new Error(`${e.message} (base ${fds})`); });
+    await p.stop();
+  }
 });
