@@ -286,6 +286,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#writeStdin(up, Buffer.alloc(0));
     this.#stdinDone = true;
     this.#armHeadersDeadline();
+    this.#armAfterBody(up);
   }
 
   replayFailed(err: ProxyError): void {
@@ -350,12 +351,21 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
         this.#stdinDone = true;
       }
       socket.uncork();
+      if (this.#stdinDone) this.#armAfterBody(socket);
     }
     this.#armHeadersDeadline();
     if (!this.requestComplete) {
       this.#upstreamPausedClient = !ok;
       this.#client.setBodyPaused(!ok);
     }
+  }
+
+  /**
+   * STDIN ended behind a request body: the answer may still be the addon's (#armAnswer) when nothing of it reached
+   * JavaScript yet (FPM reads the whole body before the script runs, so its answer comes after this as a rule).
+   */
+  #armAfterBody(socket: ByteSocket): void {
+    if (NATIVE_ANSWER && !this.#armed && !this.#finished && this.#phase === 'waiting' && this.firstByteMs < 0) this.#armAnswer(socket);
   }
 
   /**
@@ -463,8 +473,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       this.#stdinDone = true;
     }
     up.uncork();
-    if (this.#reqRemaining === 0) this.#armHeadersDeadline();
-    else if (!ok && !this.#upstreamPausedClient) {
+    if (this.#reqRemaining === 0) {
+      this.#armHeadersDeadline();
+      this.#armAfterBody(up);
+    } else if (!ok && !this.#upstreamPausedClient) {
       this.#upstreamPausedClient = true;
       this.#client.setBodyPaused(true);
     }

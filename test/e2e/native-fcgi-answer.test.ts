@@ -5,7 +5,8 @@
 // and TLS); 64 MiB to a client that reads nothing holds FPM back with the worker's memory bounded, then arrives
 // whole; a script's STDERR lines are still logged; FPM killed mid-answer and a client that leaves mid-answer end as
 // on the JavaScript path; a lying application (another request id, a bad version, bytes after END_REQUEST, a failed
-// END_REQUEST, a record header split across reads, STDERR after the head) gets the same client bytes either way.
+// END_REQUEST, a record header split across reads, STDERR after the head) gets the same client bytes either way;
+// requests with a body (a form in the head's read, 1 MiB streamed, a chunked body held) are relayed too.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -150,6 +151,53 @@ test('FastCGI relayed answers: the same bytes as the JavaScript path from a real
   // a script's STDERR lines reach the log (JavaScript's answer: the addon never takes STDERR)
   const lines = p.logs.filter((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('portico-stderr-line-two')).length;
   assert.equal(lines, 6, 'every stderr.php request logged its second line');
+});
+
+test('FastCGI relayed answers: requests with a body (a form in the head\'s read, 1 MiB streamed, a chunked body held) get the same bytes, relayed natively', { timeout: 90_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t);
+  if (fpm === undefined) return;
+  const p = await startPortico(t, config(fpm.target));
+  const js = await startPortico(t, config(fpm.target), { env: { PORTICO_NATIVE_ANSWER: '0' } });
+  const big = Buffer.from('0123456789abcdef'.repeat(64 * 1024), 'latin1'); // 1 MiB
+  const chunked = (body: Buffer): Buffer => {
+    const parts: Buffer[] = [];
+    for (let at = 0; at < body.length; at += 100_000) {
+      const piece = body.subarray(at, at + 100_000);
+      parts.push(Buffer.from(`${piece.length.toString(16)}\r\n`, 'latin1'), piece, Buffer.from('\r\n', 'latin1'));
+    }
+    return Buffer.concat([...parts, Buffer.from('0\r\n\r\n', 'latin1')]);
+  };
+  const requests: Array<[string, Buffer]> = [
+    ['form in the head\'s read', Buffer.from('POST /post.php HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\na=1&b=2', 'latin1')],
+    ['1 MiB streamed', Buffer.concat([Buffer.from(`POST /post.php HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/octet-stream\r\nContent-Length: ${big.length}\r\n\r\n`, 'latin1'), big])],
+    ['chunked, held', Buffer.concat([Buffer.from('POST /post.php HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n', 'latin1'), chunked(big)])],
+  ];
+  /** `n` answers to `request`, one after the other on one keep-alive connection. */
+  const send = async (instance: Portico, tlsOn: boolean, request: Buffer, n: number): Promise<string[]> => {
+    const socket = await connect(t, instance, tlsOn);
+    const reader = new ResponseReader(socket);
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      socket.write(request);
+      out.push((await reader.next()).raw.toString('latin1'));
+    }
+    socket.destroy();
+    return out;
+  };
+  // the route's head remembered first (a GET), then each kind of body three times on one connection
+  await send(p, false, Buffer.from('GET /post.php HTTP/1.1\r\nHost: a.test\r\n\r\n', 'latin1'), 1);
+  for (const tlsOn of [false, true]) {
+    for (const [what, request] of requests) {
+      const before = await answers(p);
+      const native = await send(p, tlsOn, request, 3);
+      const plain = await send(js, tlsOn, request, 3);
+      assert.deepEqual(native, plain, `${tlsOn ? 'TLS' : 'plain'} ${what}`);
+      const length = what.startsWith('form') ? 7 : big.length;
+      assert.match(native[0], new RegExp(`^HTTP/1\\.1 200 OK\\r\\n[^]*Transfer-Encoding: chunked\\r\\n[^]*\\r\\n${length} [0-9a-f]{64}\\n\\r\\n0\\r\\n\\r\\n$`));
+      assert.equal((await answers(p)) - before, 3, `relayed natively: ${tlsOn ? 'TLS' : 'plain'} ${what}`);
+    }
+  }
+  assert.equal(await answers(js), 0);
 });
 
 test('FastCGI relayed answers: 64 MiB to a client that reads nothing holds FPM back, then arrives whole', { timeout: 120_000 }, async (t) => {
