@@ -52,3 +52,6 @@ node --test dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/e2e/native
 # FastCGI's relayed answer (fcgi-answer.cc, io.cc ioFcgiAnswer): the C++ record reader fuzzed against the JS codec,
 # then answers relayed from a real php-fpm and a lying application (plain and TLS clients, backpressure, FPM killed)
 node --test dist/test/fuzz/native-fcgi-answer.fuzz.test.js dist/test/e2e/native-fcgi-answer.test.js
+# the request head read and rewritten in C++ (request-head.cc, io.cc requestHeadRewrite; not on the request path yet):
+# fuzzed against the JS parser, path normalization and head builder, heads of real clients included
+node --test dist/test/fuzz/native-request-head.fuzz.test.js

@@ -76,6 +76,19 @@ inline size_t FieldLine(const uint8_t* p, size_t i, size_t end, Field* f) {
   return i + 2;
 }
 
+// The field lines from p[i] to the empty line that ends the head, within p[..end): `each(field)` gets every line in
+// order (false from it: not mine). Returns the index after the final CRLF, or 0 when a line is not a field-line, the
+// head runs past `end`, or it has more than `max_fields` fields.
+template <class Each>
+inline size_t FieldLines(const uint8_t* p, size_t i, size_t end, int max_fields, Each each) {
+  for (int n = 0;; n++) {
+    if (i >= end) return 0;
+    if (p[i] == CR) return i + 1 < end && p[i + 1] == LF ? i + 2 : 0;
+    Field f;
+    if (n >= max_fields || (i = FieldLine(p, i, end, &f)) == 0 || !each(f)) return 0;
+  }
+}
+
 // The elements of the #list value p[a..b) (RFC 9110 §5.6.1, as http-head.ts readConnection): each trimmed of OWS,
 // empty ones skipped. `each(es, ee)` gets every element in order; false from it stops the walk (and returns false).
 template <class Each>

@@ -127,20 +127,8 @@ bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h) {
   const size_t end = len < limits.head_size ? len : limits.head_size;
   size_t i = RequestLine(p, end, limits.uri_size, h);
   if (i == 0) return false;
-  const int max_fields = limits.fields < kMaxFields ? limits.fields : kMaxFields;
   bool host = false;
-  for (;;) {
-    if (i >= end) return false;
-    if (p[i] == CR) {
-      if (i + 1 >= end || p[i + 1] != LF) return false;
-      i += 2;
-      break;
-    }
-    if (h->n >= max_fields) return false;
-    Field f;
-    const size_t next = hs::FieldLine(p, i, end, &f);
-    if (next == 0) return false;
-    i = next;
+  i = hs::FieldLines(p, i, end, limits.fields < kMaxFields ? limits.fields : kMaxFields, [&](const Field& f) {
     h->fields[h->n++] = f;
     const size_t nl = f.ne - f.ns;
     if (nl == 4 && EqLower(p, f.ns, f.ne, "host", 4)) {
@@ -159,17 +147,18 @@ bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h) {
       h->length_zero = true;
     } else if (nl == 10 && EqLower(p, f.ns, f.ne, "connection", 10)) {
       // close and keep-alive only: any other token names a field to drop or asks for an upgrade
-      const bool ok = hs::ForEachElement(p, f.vs, f.ve, [&](size_t es, size_t ee) {
+      return hs::ForEachElement(p, f.vs, f.ve, [&](size_t es, size_t ee) {
         if (EqLower(p, es, ee, "close", 5)) h->close_token = true;
         else if (EqLower(p, es, ee, "keep-alive", 10)) h->keep_alive_token = true;
         else return false;
         return true;
       });
-      if (!ok) return false;
     } else if (Refused(p, f.ns, f.ne)) {
       return false;
     }
-  }
+    return true;
+  });
+  if (i == 0) return false;
   if (!host) return false;
   h->used = i;
   h->keep_alive = h->minor == 1 ? !h->close_token : h->keep_alive_token && !h->close_token;  // RFC 9112 §9.3

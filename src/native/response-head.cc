@@ -67,18 +67,7 @@ bool Scan(const uint8_t* p, size_t len, bool upgrade, Scanned* h) {
   if (i + 1 >= end || p[i] != CR || p[i + 1] != LF) return false;
   i += 2;
 
-  for (;;) {
-    if (i >= end) return false;
-    if (p[i] == CR) {
-      if (i + 1 >= end || p[i + 1] != LF) return false;
-      i += 2;
-      break;
-    }
-    if (h->n >= kMaxFields) return false;
-    Field field;
-    const size_t next = hs::FieldLine(p, i, end, &field);
-    if (next == 0) return false;
-    i = next;
+  i = hs::FieldLines(p, i, end, kMaxFields, [&](const Field& field) {
     const size_t ns = field.ns, ne = field.ne, vs = field.vs, ve = field.ve;
     h->fields[h->n++] = field;
     const size_t nl = ne - ns;
@@ -112,7 +101,9 @@ bool Scan(const uint8_t* p, size_t len, bool upgrade, Scanned* h) {
       });
       if (!ok) return false;
     }
-  }
+    return true;
+  });
+  if (i == 0) return false;
   h->used = i;
   return true;
 }

@@ -20,7 +20,7 @@ import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../../src/ro
 import type { ForwardingPolicy } from '../../src/route/forwarding.js';
 import { native } from '../../src/native/addon.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
-import { needPeer } from '../helpers/peers.js';
+import { needAddonExport, needPeer } from '../helpers/peers.js';
 import { hasCurl, run } from '../helpers/clients.js';
 
 type NativeRequest = { used: number; keepAlive: boolean; minor: number; method: string; lengthZero: boolean; path: string; query: string; hostRaw: string; host: string; head: string } | null;
@@ -40,12 +40,7 @@ type RequestHeadRewrite = (
 const rewriteNative = (native() as unknown as { requestHeadRewrite?: RequestHeadRewrite } | undefined)?.requestHeadRewrite;
 
 function needAddon(t: TestContext): boolean {
-  if (rewriteNative !== undefined) return true;
-  if (process.env.PORTICO_NATIVE === '0') {
-    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
-    return false;
-  }
-  return needPeer(t, 'the native addon (with requestHeadRewrite)', false);
+  return needAddonExport(t, rewriteNative !== undefined, 'the native addon (with requestHeadRewrite)');
 }
 
 /** The config's defaults (schema.ts limits) and small ones, so that heads near each bound are common. */
