@@ -16,10 +16,21 @@ constexpr uint8_t LF = 0x0a;
 constexpr uint8_t SP = 0x20;
 constexpr uint8_t HTAB = 0x09;
 
-// tchar (RFC 9110 §5.6.2), as http-head.ts TCHAR
+// tchar (RFC 9110 §5.6.2), as http-head.ts TCHAR: a table, names are read byte by byte on every head
+struct ByteSet {
+  bool has[256];
+};
+constexpr ByteSet MakeTchar() {
+  ByteSet t{};
+  for (int c = '0'; c <= '9'; c++) t.has[c] = true;
+  for (int c = 'a'; c <= 'z'; c++) t.has[c] = true;
+  for (int c = 'A'; c <= 'Z'; c++) t.has[c] = true;
+  for (const char* s = "!#$%&'*+-.^_`|~"; *s != 0; s++) t.has[static_cast<uint8_t>(*s)] = true;
+  return t;
+}
+inline constexpr ByteSet kTchar = MakeTchar();
 inline bool Tchar(uint8_t c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+  return kTchar.has[c];
 }
 
 // field-vchar / SP / HTAB, obs-text included (http-head.ts FIELD_VALUE): no NUL, CR, LF, DEL or other CTL

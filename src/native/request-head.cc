@@ -122,7 +122,7 @@ void Append(std::string* out, const uint8_t* p, size_t a, size_t b) {
 }  // namespace
 
 bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h) {
-  *h = Head();
+  h->Reset();
   // parseRequestHead reads within header_size: a head that ends past it is a 431, JS's
   const size_t end = len < limits.head_size ? len : limits.head_size;
   size_t i = RequestLine(p, end, limits.uri_size, h);
@@ -174,27 +174,44 @@ uint32_t OwnBits(const std::vector<std::string>& own) {
   return bits;
 }
 
-bool AddressText(const Client& c, std::string* out) {
-  char text[INET6_ADDRSTRLEN] = {0};
-  if (c.family == AF_INET) {
-    inet_ntop(AF_INET, c.addr, text, sizeof text);
-  } else if (c.family == AF_INET6) {
-    in6_addr a;
-    std::memcpy(&a, c.addr, 16);
-    // Node writes a link-local address with its zone ("fe80::1%eth0"): JS's
-    if (IN6_IS_ADDR_LINKLOCAL(&a)) return false;
-    // connection.ts drops "::ffff:" from an IPv4-mapped address: the IPv4 text
-    if (IN6_IS_ADDR_V4MAPPED(&a)) {
-      inet_ntop(AF_INET, c.addr + 12, text, sizeof text);
-    } else {
-      inet_ntop(AF_INET6, &a, text, sizeof text);
-      // connection.ts drops that prefix from any text, so ::ffff:0:1:0:0:ffff (reserved, not mapped) loses a part
-      // there; such an address stays JS's rather than being written differently
-      if (std::strncmp(text, "::ffff:", 7) == 0) return false;
-    }
-  } else {
-    return false;
+namespace {
+
+// dotted decimal, as inet_ntop writes it (without its printf)
+void Ipv4Text(const uint8_t* a, std::string* out) {
+  char text[16];
+  size_t n = 0;
+  for (int k = 0; k < 4; k++) {
+    if (k > 0) text[n++] = '.';
+    const uint8_t v = a[k];
+    if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
+    if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
+    text[n++] = static_cast<char>('0' + v % 10);
   }
+  out->assign(text, n);
+}
+
+}  // namespace
+
+bool AddressText(const Client& c, std::string* out) {
+  if (c.family == AF_INET) {
+    Ipv4Text(c.addr, out);
+    return true;
+  }
+  if (c.family != AF_INET6) return false;
+  in6_addr a;
+  std::memcpy(&a, c.addr, 16);
+  // Node writes a link-local address with its zone ("fe80::1%eth0"): JS's
+  if (IN6_IS_ADDR_LINKLOCAL(&a)) return false;
+  // connection.ts drops "::ffff:" from an IPv4-mapped address: the IPv4 text
+  if (IN6_IS_ADDR_V4MAPPED(&a)) {
+    Ipv4Text(c.addr + 12, out);
+    return true;
+  }
+  char text[INET6_ADDRSTRLEN] = {0};
+  inet_ntop(AF_INET6, &a, text, sizeof text);
+  // connection.ts drops that prefix from any text, so ::ffff:0:1:0:0:ffff (reserved, not mapped) loses a part there;
+  // such an address stays JS's rather than being written differently
+  if (std::strncmp(text, "::ffff:", 7) == 0) return false;
   out->assign(text);
   return true;
 }

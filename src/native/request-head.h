@@ -78,6 +78,18 @@ struct Head {
   bool keep_alive_token = false;  // Connection lists keep-alive
   hs::Field fields[kMaxFields];
   int n = 0;
+  // Everything but the field storage (only its first n entries mean anything): a head is ~4 KiB, reset per read.
+  void Reset() {
+    head_method = false;
+    minor = 1;
+    used = 0;
+    keep_alive = false;
+    length_zero = false;
+    target_s = query_s = target_e = 0;
+    host_s = host_name_e = host_e = 0;
+    close_token = keep_alive_token = false;
+    n = 0;
+  }
 };
 
 // Reads the head at p[0..len) into `h`. False: not this path's (the head is incomplete, or outside the subset).
