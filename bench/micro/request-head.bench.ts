@@ -10,6 +10,7 @@ import { normalizePath } from '../../src/wire/path.js';
 import { buildRequestHead, responseSkipNames } from '../../src/handlers/rewrite.js';
 import type { CompiledRoute, RequestVars } from '../../src/route/router.js';
 import { native } from '../../src/native/addon.js';
+import { browserGet } from './heads.js';
 
 const LIMITS: HeadLimits = { headerSize: 32 * 1024, uriSize: 8 * 1024, headers: 100 };
 const BATCH = 100;
@@ -21,22 +22,6 @@ if (rewrite === undefined) {
   process.exit(1);
 }
 
-const browserGet = Buffer.from(
-  [
-    'GET /Tomcat/app/index.html?lang=en&v=3 HTTP/1.1',
-    'Host: www.example.com',
-    'Connection: keep-alive',
-    'Upgrade-Insecure-Requests: 1',
-    'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36',
-    'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8',
-    'Accept-Encoding: gzip, deflate, br, zstd',
-    'Accept-Language: en-US,en;q=0.9',
-    'Cookie: session=3f1c2a9b7d; theme=dark',
-    '',
-    '',
-  ].join('\r\n'),
-  'latin1',
-);
 const smallGet = Buffer.from('GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n', 'latin1');
 
 const ops = { remove: new Set<string>(), set: [] };
