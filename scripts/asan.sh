@@ -10,7 +10,7 @@ napi="$(node -p "require('node-addon-api').include_dir")"
 nodeinc="$(dirname "$(dirname "$(command -v node)")")/include/node"
 g++ -shared -fPIC -fsanitize=address -fno-omit-frame-pointer -O1 -g -std=c++17 -fexceptions \
   -I"$nodeinc" -I"$napi" -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/fcgi-answer.cc \
+  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/request-head.cc src/native/fcgi-answer.cc \
   -o build-asan/portico_native.node
 # curl hangs at start with libasan preloaded: the tests' curl runs without it (a shim first on PATH)
 mkdir -p build-asan/bin
@@ -52,3 +52,6 @@ node --test dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/e2e/native
 # FastCGI's relayed answer (fcgi-answer.cc, io.cc ioFcgiAnswer): the C++ record reader fuzzed against the JS codec,
 # then answers relayed from a real php-fpm and a lying application (plain and TLS clients, backpressure, FPM killed)
 node --test dist/test/fuzz/native-fcgi-answer.fuzz.test.js dist/test/e2e/native-fcgi-answer.test.js
+# the request head read and rewritten in C++ (request-head.cc, io.cc requestHeadRewrite; not on the request path yet):
+# fuzzed against the JS parser, path normalization and head builder, heads of real clients included
+node --test dist/test/fuzz/native-request-head.fuzz.test.js

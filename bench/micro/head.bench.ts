@@ -5,27 +5,12 @@ import { Bench } from 'tinybench';
 import { printBatchTable } from './batch-table.js';
 import { ChunkedScanner, parseRequestHead, parseResponseHead } from '../../src/wire/http-head.js';
 import type { HeadLimits } from '../../src/wire/http-head.js';
+import { browserGet } from './heads.js';
 
 const LIMITS: HeadLimits = { headerSize: 32 * 1024, uriSize: 8 * 1024, headers: 100 };
 /** Calls per timed iteration: one parse is far below the timer's resolution and overhead. */
 const BATCH = 100;
 
-const browserGet = Buffer.from(
-  [
-    'GET /Tomcat/app/index.html?lang=en&v=3 HTTP/1.1',
-    'Host: www.example.com',
-    'Connection: keep-alive',
-    'Upgrade-Insecure-Requests: 1',
-    'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36',
-    'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8',
-    'Accept-Encoding: gzip, deflate, br, zstd',
-    'Accept-Language: en-US,en;q=0.9',
-    'Cookie: session=3f1c2a9b7d; theme=dark',
-    '',
-    '',
-  ].join('\r\n'),
-  'latin1',
-);
 const smallGet = Buffer.from('GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n', 'latin1');
 const response = Buffer.from(
   [

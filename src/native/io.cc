@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@
 #include "fcgi-answer.h"
 #include "io.h"
 #include "relay.h"
+#include "request-head.h"
 #include "response-head.h"
 #include "tls.h"
 
@@ -1554,6 +1556,18 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// A string[] argument (lower-case field names) into `out`; false when it is not an array of strings.
+bool NamesArg(Napi::Value v, std::vector<std::string>* out) {
+  if (!v.IsArray()) return false;
+  Napi::Array names = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    Napi::Value name = names.Get(i);
+    if (!name.IsString()) return false;
+    out->push_back(name.As<Napi::String>().Utf8Value());
+  }
+  return true;
+}
+
 // ioAnswerPlan(skip: string[]) -> plan id: a route's response side for ioAnswer (the lower-case names its head
 // rewrite drops). Plans are never freed, so the same set of names gets the same id: every reload compiles its routes
 // anew and asks again, and the worker keeps one plan per distinct response side, not one per route per reload.
@@ -1561,13 +1575,8 @@ Napi::Value AnswerPlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   State& s = Own(env);
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "ioAnswerPlan(skip: string[])");
-  Napi::Array names = info[0].As<Napi::Array>();
   rh::Plan plan;
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    Napi::Value v = names.Get(i);
-    if (!v.IsString()) throw Napi::TypeError::New(env, "ioAnswerPlan: names are strings");
-    plan.skip.push_back(v.As<Napi::String>().Utf8Value());
-  }
+  if (!NamesArg(info[0], &plan.skip)) throw Napi::TypeError::New(env, "ioAnswerPlan: names are strings");
   std::vector<std::string> sorted = plan.skip;
   std::sort(sorted.begin(), sorted.end());
   std::string key;
@@ -1733,9 +1742,8 @@ Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() || !(info[3].IsNumber() || info[3].IsString()))
     throw Napi::TypeError::New(env, "responseHeadRewrite(bytes, skip, extra, conn | accept)");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
-  Napi::Array names = info[1].As<Napi::Array>();
   rh::Plan plan;
-  for (uint32_t i = 0; i < names.Length(); i++) plan.skip.push_back(names.Get(i).As<Napi::String>().Utf8Value());
+  if (!NamesArg(info[1], &plan.skip)) throw Napi::TypeError::New(env, "responseHeadRewrite: names are strings");
   std::string extra;
   Latin1Arg(env, info[2], &extra);
   rh::Head head;
@@ -1757,6 +1765,59 @@ Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   napi_value str;
   napi_create_string_latin1(env, out.data(), out.size(), &str);
   o.Set("head", Napi::Value(env, str));
+  return o;
+}
+
+// requestHeadRewrite(bytes, [headSize, uriSize, fields], skip, own, forwarded, strip, extra, address, https, serverPort,
+// requestId?) -> { used, keepAlive, minor, method, path, query, hostRaw, head } | null: request-head.cc on its own, for
+// the differential tests against src/wire/http-head.ts and rewrite.ts buildRequestHead (not on the request path yet).
+// `address`: the client's 4 or 16 bytes; `own`: the lower-case names the route removes or sets.
+Napi::Value RequestHeadRewrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  rq::Plan plan;
+  std::vector<std::string> own;
+  if (info.Length() < 10 || !info[0].IsTypedArray() || !info[1].IsArray() || !NamesArg(info[2], &plan.skip) || !NamesArg(info[3], &own) || !info[5].IsString() ||
+      !info[6].IsString() || !info[7].IsTypedArray() || !info[9].IsNumber())
+    throw Napi::TypeError::New(env, "requestHeadRewrite(bytes, limits, skip, own, forwarded, strip, extra, address, https, serverPort, requestId?)");
+  Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+  Napi::Array l = info[1].As<Napi::Array>();
+  rq::Limits limits;
+  limits.head_size = static_cast<size_t>(l.Get(0u).As<Napi::Number>().Int64Value());
+  limits.uri_size = static_cast<size_t>(l.Get(1u).As<Napi::Number>().Int64Value());
+  limits.fields = l.Get(2u).As<Napi::Number>().Int32Value();
+  plan.own = rq::OwnBits(own);
+  plan.forwarded = info[4].ToBoolean();
+  Latin1Arg(env, info[5], &plan.strip_prefix);
+  Latin1Arg(env, info[6], &plan.extra);
+  Napi::Uint8Array address = info[7].As<Napi::Uint8Array>();
+  rq::Client client;
+  if (address.ByteLength() == 4 || address.ByteLength() == 16) {
+    client.family = address.ByteLength() == 4 ? AF_INET : AF_INET6;
+    std::memcpy(client.addr, address.Data(), address.ByteLength());
+  }
+  client.https = info[8].ToBoolean();
+  client.server_port = info[9].As<Napi::Number>().Int32Value();
+  client.has_request_id = info.Length() > 10 && Latin1Arg(env, info[10], &client.request_id);
+  auto head = std::make_unique<rq::Head>();
+  std::string out;
+  if (!rq::Rewrite(bytes.Data(), bytes.ByteLength(), limits, plan, client, head.get(), &out)) return env.Null();
+  const char* p = reinterpret_cast<const char*>(bytes.Data());
+  auto latin1 = [&](const char* s, size_t n) {
+    napi_value v;
+    napi_create_string_latin1(env, s, n, &v);
+    return Napi::Value(env, v);
+  };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("used", static_cast<double>(head->used));
+  o.Set("keepAlive", head->keep_alive);
+  o.Set("minor", head->minor);
+  o.Set("method", head->head_method ? "HEAD" : "GET");
+  o.Set("lengthZero", head->length_zero);
+  o.Set("path", latin1(p + head->target_s, head->query_s - head->target_s));
+  o.Set("query", latin1(p + head->query_s, head->target_e - head->query_s));
+  o.Set("hostRaw", latin1(p + head->host_s, head->host_e - head->host_s));
+  o.Set("host", latin1(p + head->host_s, head->host_name_e - head->host_s));
+  o.Set("head", latin1(out.data(), out.size()));
   return o;
 }
 
@@ -1871,6 +1932,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioFcgiAnswer", Napi::Function::New(env, FcgiAnswer, "ioFcgiAnswer"));
   exports.Set("fcgiAnswerFeed", Napi::Function::New(env, FcgiAnswerFeed, "fcgiAnswerFeed"));
   exports.Set("responseHeadRewrite", Napi::Function::New(env, ResponseHeadRewrite, "responseHeadRewrite"));
+  exports.Set("requestHeadRewrite", Napi::Function::New(env, RequestHeadRewrite, "requestHeadRewrite"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));

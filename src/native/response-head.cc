@@ -3,48 +3,21 @@
 
 #include <cstring>
 
+#include "head-scan.h"
+
 namespace portico::rh {
 namespace {
 
-constexpr uint8_t CR = 0x0d;
-constexpr uint8_t LF = 0x0a;
-constexpr uint8_t SP = 0x20;
-constexpr uint8_t HTAB = 0x09;
+using hs::CR;
+using hs::EqLower;
+using hs::EqLowerRange;
+using hs::Field;
+using hs::HTAB;
+using hs::LF;
+using hs::SP;
+using hs::ValueByte;
+
 constexpr uint64_t kMaxSafe = 9007199254740991ULL;  // 2^53-1: JS's bound on a Content-Length
-
-// tchar (RFC 9110 §5.6.2), as http-head.ts TCHAR
-bool Tchar(uint8_t c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-// field-vchar / SP / HTAB, obs-text included (http-head.ts FIELD_VALUE): no NUL, CR, LF, DEL or other CTL
-bool ValueByte(uint8_t c) {
-  return c == HTAB || (c >= 0x20 && c != 0x7f);
-}
-
-uint8_t Lower(uint8_t c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<uint8_t>(c | 0x20) : c;
-}
-
-// p[a..b) lower-cased (ASCII) equals the lower-case `name` of length n
-bool EqLower(const uint8_t* p, size_t a, size_t b, const char* name, size_t n) {
-  if (b - a != n) return false;
-  for (size_t k = 0; k < n; k++)
-    if (Lower(p[a + k]) != static_cast<uint8_t>(name[k])) return false;
-  return true;
-}
-
-bool EqLowerRange(const uint8_t* p, size_t a, size_t b, const uint8_t* q, size_t c, size_t d) {
-  if (b - a != d - c) return false;
-  for (size_t k = 0; k < b - a; k++)
-    if (Lower(p[a + k]) != Lower(q[c + k])) return false;
-  return true;
-}
-
-struct Field {
-  uint32_t ns, ne, vs, ve;
-};
 
 struct Token {
   uint32_t s, e;
@@ -94,26 +67,8 @@ bool Scan(const uint8_t* p, size_t len, bool upgrade, Scanned* h) {
   if (i + 1 >= end || p[i] != CR || p[i + 1] != LF) return false;
   i += 2;
 
-  for (;;) {
-    if (i >= end) return false;
-    if (p[i] == CR) {
-      if (i + 1 >= end || p[i + 1] != LF) return false;
-      i += 2;
-      break;
-    }
-    if (h->n >= kMaxFields) return false;
-    const size_t ns = i;
-    while (i < end && Tchar(p[i])) i++;
-    if (i == ns || i >= end || p[i] != ':') return false;
-    const size_t ne = i++;
-    while (i < end && (p[i] == SP || p[i] == HTAB)) i++;
-    const size_t vs = i;
-    while (i < end && ValueByte(p[i])) i++;
-    if (i + 1 >= end || p[i] != CR || p[i + 1] != LF) return false;
-    size_t ve = i;
-    while (ve > vs && (p[ve - 1] == SP || p[ve - 1] == HTAB)) ve--;
-    i += 2;
-    const Field field{static_cast<uint32_t>(ns), static_cast<uint32_t>(ne), static_cast<uint32_t>(vs), static_cast<uint32_t>(ve)};
+  i = hs::FieldLines(p, i, end, kMaxFields, [&](const Field& field) {
+    const size_t ns = field.ns, ne = field.ne, vs = field.vs, ve = field.ve;
     h->fields[h->n++] = field;
     const size_t nl = ne - ns;
     if (nl == 14 && EqLower(p, ns, ne, "content-length", 14)) {
@@ -136,24 +91,19 @@ bool Scan(const uint8_t* p, size_t len, bool upgrade, Scanned* h) {
     } else if (nl == 10 && EqLower(p, ns, ne, "connection", 10)) {
       // #connection-option, as http-head.ts readConnection: elements trimmed, empty ones skipped; each names a
       // field to drop, but for host and the framing fields (never hop-by-hop)
-      size_t k = vs;
-      while (k < ve) {
-        if (p[k] == ',' || p[k] == SP || p[k] == HTAB) {
-          k++;
-          continue;
-        }
-        const size_t es = k;
-        while (k < ve && p[k] != ',') k++;
-        size_t ee = k;
-        while (ee > es && (p[ee - 1] == SP || p[ee - 1] == HTAB)) ee--;
+      const bool ok = hs::ForEachElement(p, vs, ve, [&](size_t es, size_t ee) {
         if (EqLower(p, es, ee, "close", 5)) h->close = true;
         if (EqLower(p, es, ee, "upgrade", 7)) h->upgrade_token = true;
-        if (EqLower(p, es, ee, "host", 4) || EqLower(p, es, ee, "content-length", 14) || EqLower(p, es, ee, "transfer-encoding", 17)) continue;
+        if (EqLower(p, es, ee, "host", 4) || EqLower(p, es, ee, "content-length", 14) || EqLower(p, es, ee, "transfer-encoding", 17)) return true;
         if (h->ntok == 64) return false;
         h->tokens[h->ntok++] = Token{static_cast<uint32_t>(es), static_cast<uint32_t>(ee)};
-      }
+        return true;
+      });
+      if (!ok) return false;
     }
-  }
+    return true;
+  });
+  if (i == 0) return false;
   h->used = i;
   return true;
 }
@@ -166,13 +116,7 @@ void WriteFields(const uint8_t* p, const Scanned& h, const Plan& plan, size_t re
   out->append("\r\n", 2);
   for (int f = 0; f < h.n; f++) {
     const Field& fd = h.fields[f];
-    bool drop = false;
-    for (const std::string& s : plan.skip) {
-      if (EqLower(p, fd.ns, fd.ne, s.data(), s.size())) {
-        drop = true;
-        break;
-      }
-    }
+    bool drop = hs::NameIn(p, fd.ns, fd.ne, plan.skip);
     for (int t = 0; !drop && t < h.ntok; t++) drop = EqLowerRange(p, fd.ns, fd.ne, p, h.tokens[t].s, h.tokens[t].e);
     if (drop) continue;
     out->append(reinterpret_cast<const char*>(p) + fd.ns, fd.ne - fd.ns);

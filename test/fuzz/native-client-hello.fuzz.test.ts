@@ -9,18 +9,13 @@ import { parseClientHello } from '../../src/wire/client-hello.js';
 import { native } from '../../src/native/addon.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
-import { needPeer } from '../helpers/peers.js';
+import { needAddonExport } from '../helpers/peers.js';
 
 type NativeHello = { kind: 'more' | 'done' | 'not_tls' | 'error'; sni?: string; recordBytes?: number; reason?: string };
 const parseNative = (native() as unknown as { l4ParseHello?: (b: Buffer) => NativeHello } | undefined)?.l4ParseHello;
 /** The addon here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, PORTICO_NATIVE=0 does not. */
 function needAddon(t: TestContext): boolean {
-  if (parseNative !== undefined) return true;
-  if (process.env.PORTICO_NATIVE === '0') {
-    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
-    return false;
-  }
-  return needPeer(t, 'the native addon (with its L4 part)', false);
+  return needAddonExport(t, parseNative !== undefined, 'the native addon (with its L4 part)');
 }
 
 const BUDGET_MS = 1_000;

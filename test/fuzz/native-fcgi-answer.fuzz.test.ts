@@ -12,18 +12,13 @@ import fc from 'fast-check';
 import { RecordReader, type RecordSink } from '../../src/wire/fastcgi.js';
 import { native } from '../../src/native/addon.js';
 import { mutate, mutationArb, split } from '../helpers/fuzz.js';
-import { needPeer } from '../helpers/peers.js';
+import { needAddonExport } from '../helpers/peers.js';
 
 type Step = { result: 'more' | 'done' | 'handover' | 'not-mine'; used: number; extra: boolean; out: Buffer };
 const feedNative = (native() as unknown as { fcgiAnswerFeed?: (reads: Uint8Array[], cgi: Uint8Array, head: Uint8Array, id: number) => Step[] } | undefined)?.fcgiAnswerFeed;
 
 function needAddon(t: TestContext): boolean {
-  if (feedNative !== undefined) return true;
-  if (process.env.PORTICO_NATIVE === '0') {
-    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
-    return false;
-  }
-  return needPeer(t, 'the native addon (with its FastCGI answer)', false);
+  return needAddonExport(t, feedNative !== undefined, 'the native addon (with its FastCGI answer)');
 }
 
 const BUDGET_MS = 1500;

@@ -12,18 +12,13 @@ import { buildResponseHead, responseSkipNames, routeResponseLines } from '../../
 import type { CompiledHeaderOps, RequestVars } from '../../src/route/router.js';
 import { native } from '../../src/native/addon.js';
 import { mutate, mutationArb as mutationArbOf, responseHeadLiterals } from '../helpers/fuzz.js';
-import { needPeer } from '../helpers/peers.js';
+import { needAddonExport } from '../helpers/peers.js';
 
 type NativeHead = { status: number; used: number; contentLength: number; keepAlive: boolean; head: string } | null;
 const rewriteNative = (native() as unknown as { responseHeadRewrite?: (b: Uint8Array, skip: string[], extra: string, conn: number) => NativeHead } | undefined)?.responseHeadRewrite;
 
 function needAddon(t: TestContext): boolean {
-  if (rewriteNative !== undefined) return true;
-  if (process.env.PORTICO_NATIVE === '0') {
-    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
-    return false;
-  }
-  return needPeer(t, 'the native addon (with its relayed answer)', false);
+  return needAddonExport(t, rewriteNative !== undefined, 'the native addon (with its relayed answer)');
 }
 
 /** forward.ts RESPONSE_HEAD_LIMITS */

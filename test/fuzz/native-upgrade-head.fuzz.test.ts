@@ -14,7 +14,7 @@ import { buildResponseHead, headerValue, responseSkipNames, routeResponseLines }
 import type { CompiledHeaderOps, RequestVars } from '../../src/route/router.js';
 import { native } from '../../src/native/addon.js';
 import { mutate, mutationArb as mutationArbOf, responseHeadLiterals } from '../helpers/fuzz.js';
-import { needPeer } from '../helpers/peers.js';
+import { needAddonExport } from '../helpers/peers.js';
 
 type NativeHead = { status: number; used: number; head: string } | null;
 const addon = native() as unknown as { responseHeadRewrite?: (b: Uint8Array, skip: string[], extra: string, accept: string) => NativeHead; ioAnswerUpgrade?: unknown } | undefined;
@@ -22,12 +22,7 @@ const addon = native() as unknown as { responseHeadRewrite?: (b: Uint8Array, ski
 const rewrite = addon?.ioAnswerUpgrade !== undefined ? addon.responseHeadRewrite : undefined;
 
 function needAddon(t: TestContext): boolean {
-  if (rewrite !== undefined) return true;
-  if (process.env.PORTICO_NATIVE === '0') {
-    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
-    return false;
-  }
-  return needPeer(t, 'the native addon (with its upgrade path)', false);
+  return needAddonExport(t, rewrite !== undefined, 'the native addon (with its upgrade path)');
 }
 
 /** forward.ts RESPONSE_HEAD_LIMITS */

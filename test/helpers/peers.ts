@@ -23,3 +23,16 @@ export function needPeer(t: TestContext, name: string, present: boolean): boolea
   t.skip(reason);
   return false;
 }
+
+/**
+ * A fuzz test of one addon export (`present`: the addon loaded and has it): skipped when PORTICO_NATIVE=0 switched
+ * the addon off, else a missing addon is a missing peer (`what` names it).
+ */
+export function needAddonExport(t: TestContext, present: boolean, what: string): boolean {
+  if (present) return true;
+  if (process.env.PORTICO_NATIVE === '0') {
+    t.skip('the native addon is switched off by PORTICO_NATIVE=0');
+    return false;
+  }
+  return needPeer(t, what, false);
+}
