@@ -163,20 +163,23 @@ test('unix: a missing path, a socket nobody listens on and a full backlog give t
   for (const [socketPath, why] of [[missing, 'ENOENT'], [refusing, 'ECONNREFUSED'], [full, 'EAGAIN']]) {
     const got: string[][] = [];
     for (const env of [{}, { PORTICO_NATIVE_IO: '0' }] as Array<Record<string, string>>) {
-      const p = await startPortico(t, phpConfig(`unix:${socketPath}`), { ...START, env });
-      const statuses: string[] = [];
-      // the first failures take the target out (passive health): then no target is left
-      for (let i = 0; i < 4; i++) {
+      const p = await startPortico(t, { ...phpConfig(`unix:${socketPath}`), log: { level: 'info', access: true } } as ConfigInput, { ...START, env });
+      // each answer's status, and the error its access line names; the first failure takes the target out of the
+      // worker (passive health, logged with its reason)
+      const seen: string[] = [];
+      for (let i = 0; i < 3; i++) {
         const r = await request(`http://127.0.0.1:${p.httpPort}/index.php`);
-        statuses.push(`${r.status}`);
+        const lines = await until('its access line', () => p.logs.filter((l) => l.path === '/index.php' && l.status !== undefined), (ls) => ls.length === i + 1);
+        const err = (lines[i].err ?? {}) as { code?: string; message?: string };
+        seen.push(`${r.status} ${err.code} ${err.message}`);
       }
-      const failures = p.logs.filter((l) => JSON.stringify(l).includes(why)).length;
-      statuses.push(failures > 0 ? `logged ${why}` : `no ${why} logged`);
-      got.push(statuses);
+      for (const l of p.logs) if (typeof l.msg === 'string' && l.msg.startsWith('upstream target is out')) seen.push(`${l.msg} ${l.reason}`);
+      got.push(seen);
       await p.stop();
     }
-    assert.deepEqual(got[0], got[1], `${why}: native ${got[0].join(' ')}, node:net ${got[1].join(' ')}`);
-    assert.equal(got[0][0], '502', why);
+    assert.deepEqual(got[0], got[1], `${why}: native and node:net`);
+    assert.equal(got[0][0], `502 UPSTREAM_CONNECT_${why === 'ECONNREFUSED' ? 'REFUSED' : 'ERROR'} upstream connect failed: ${why}`);
+    assert.ok(got[0].some((x) => x.startsWith('upstream target is out')), got[0].join('\n'));
   }
 });
 
