@@ -10,7 +10,7 @@ import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { adoptNative, afterBatch, answerPlan, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
@@ -999,7 +999,7 @@ nativeTest('answerPlan: the same response side gets the same plan, in any order 
 
 // --- Unix stream sockets (unix:/path targets) ---
 
-nativeTest('connectNative to a Unix socket: connected at once, no remote address or port (as a node:net pipe), 1 MiB each way, half-close, close; refused, missing, full-backlog and bad paths fail at once', async (t) => {
+nativeTest('connectNative to a Unix socket: connected at once, no remote address or port (as a node:net pipe), 1 MiB each way, half-close, close; refused, missing, forbidden, full-backlog and bad paths fail at once', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-io-unix-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const at = path.join(dir, 'peer.sock');
@@ -1055,6 +1055,20 @@ nativeTest('connectNative to a Unix socket: connected at once, no remote address
   assert.equal(connectUnix(full), -11, 'EAGAIN: the backlog is full');
   assert.equal(connectNative(full, 0, { allowHalfOpen: false }), undefined);
   (native() as unknown as { ioClose(id: number): void }).ioClose(filler - (1 << 30));
+  // connect(2) needs write permission on the socket file: without it EACCES (root has it always, so a process
+  // as nobody asks when the test runs as root; the folder is searchable, the socket the server's 0755)
+  const addonFile = process.env.PORTICO_NATIVE_ADDON ?? path.resolve('build/Release/portico_native.node');
+  chmodSync(dir, 0o755);
+  chmodSync(at, 0o755);
+  const asked = process.getuid?.() === 0
+    ? await new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['-e', 'const a = require(process.argv[1]); a.ioInit(() => {}); console.log(a.ioConnectUnix(process.argv[2])); process.exit(0)', addonFile, at], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+        child.on('close', () => resolve(out.trim()));
+      })
+    : String(connectUnix(at));
+  assert.equal(asked, '-13', 'EACCES: no write permission on the socket');
   assert.throws(() => connectUnix('relative.sock'), RangeError);
   assert.throws(() => connectUnix(`/${'x'.repeat(107)}`), RangeError);
   assert.throws(() => connectUnix('/a\0b'), RangeError);
