@@ -1294,7 +1294,7 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsSe
  * `port` 0, as target.ts netAddress reads them); 'connect' or 'error' follows (a loopback or Unix one is mostly
  * established when this returns: its 'connect' comes in the same turn of the loop, without a wake-up). Undefined
  * when native I/O is not available, `host` is a name (resolving names is net.connect's job), the addon has no
- * Unix connect, or the connect failed at once (a Unix one always fails so: refused, ENOENT, EACCES, a full
+ * Unix connect, or the connect failed at once (a Unix one never fails later: refused, ENOENT, EACCES, a full
  * backlog's EAGAIN): net.connect then tries it and reports the failure as it always has.
  * A Unix socket's remoteAddress and remotePort are undefined, as a node:net pipe's.
  */

@@ -2,8 +2,8 @@
 // pool and the relays rely on it behaving like net.Socket: bytes intact both ways, addresses, adoption of an
 // accepted socket, backpressure and write callbacks, pause/resume with held chunks, half-close, errors, cork,
 // fd hygiene, no stale event for a socket closed in the middle of a batch, and connects to Unix stream sockets
-// (unix: targets) with their failures. Skipped (loudly) where native I/O
-// is not built; PORTICO_REQUIRE_PEERS=1 (CI) turns that into a failure.
+// (unix: targets) with their failures. Skipped (loudly) where native I/O is not built; PORTICO_REQUIRE_PEERS=1 (CI)
+// turns that into a failure.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';

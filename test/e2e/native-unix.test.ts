@@ -3,7 +3,7 @@
 // FastCGI's relayed answer on and off (counted as native when on), keeps its connection, still has its STDERR
 // logged, and a stopped FPM is a 502; a missing path, a socket nobody listens on and a full backlog give the same
 // answers as node:net's connects (PORTICO_NATIVE_IO=0); an HTTP backend keeps its connection with the relayed
-// answer armed; a WebSocket tunnel to a `ws` backend echoes both ways through the addon's 101 and leaves the
+// answer armed, and answers the same through node:net; a WebSocket tunnel to a `ws` backend echoes both ways through the addon's 101 and leaves the
 // worker's descriptors where they were.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -109,8 +109,8 @@ test('unix: FastCGI: php-fpm on a Unix socket gives the same bytes with the rela
   const after = await counts(p);
   assert.ok(after.answers >= before.answers + 3, `relayed natively: ${after.answers - before.answers}`);
   assert.equal((await counts(js)).answers, 0, 'PORTICO_NATIVE_ANSWER=0 relays nothing natively');
-  const lines = p.logs.filter((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('portico-stderr-line-two')).length;
-  assert.equal(lines, 2, 'every stderr.php request logged its second line');
+  const stderrLines = (): number => p.logs.filter((l) => l.msg === 'FastCGI stderr' && String(l.stderr).includes('portico-stderr-line-two')).length;
+  await until('every stderr.php request logged its second line', stderrLines, (n) => n === 2);
   await fpm.stop('SIGKILL');
   for (const instance of [p, js]) {
     const down = await request(`http://127.0.0.1:${instance.httpPort}/index.php`);
@@ -183,7 +183,7 @@ test('unix: a missing path, a socket nobody listens on and a full backlog give t
   }
 });
 
-test('unix: an HTTP backend on a Unix socket: one kept connection, the relayed answer armed (nativeAnswers moves), X-Forwarded-For the client', { timeout: 60_000 }, async (t) => {
+test('unix: an HTTP backend on a Unix socket: one kept connection, the relayed answer armed (nativeAnswers moves), X-Forwarded-For the client; the same answers through node:net (PORTICO_NATIVE_IO=0)', { timeout: 60_000 }, async (t) => {
   if (!needNativeIo(t)) return;
   const dir = tempDir(t);
   const backend = await startHttpBackend(t, { path: path.join(dir, 'http.sock') });
@@ -196,6 +196,13 @@ test('unix: an HTTP backend on a Unix socket: one kept connection, the relayed a
   assert.ok(backend.requests.every((r) => r.headers['x-forwarded-for'] === '127.0.0.1'), JSON.stringify(backend.requests.map((r) => r.headers['x-forwarded-for'])));
   const after = await counts(p);
   assert.ok(after.answers >= before.answers + 3, `relayed natively: ${after.answers - before.answers}`);
+  // PORTICO_NATIVE_IO=0: node:net's socket, the same answers, nothing relayed natively
+  const off = await startPortico(t, proxyConfig(`unix:${path.join(dir, 'http.sock')}`), { ...START, env: { PORTICO_NATIVE_IO: '0' } });
+  const undated = (raws: string[]): string[] => raws.map((r) => r.replace(/\r\ndate: [^\r]*/i, ''));
+  const plain = undated(await rawAnswers(t, off, ['/status/200', '/status/200']));
+  assert.match(plain[0], /^HTTP\/1\.1 200 OK\r\n/);
+  assert.deepEqual(plain, undated(await rawAnswers(t, p, ['/status/200', '/status/200'])));
+  assert.equal((await counts(off)).answers, 0);
 });
 
 test('unix: a WebSocket tunnelled to a backend on a Unix socket: the addon\'s 101, echo both ways, close, the worker\'s descriptors back where they were', { timeout: 60_000 }, async (t) => {
