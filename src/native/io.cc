@@ -16,10 +16,12 @@
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -1308,6 +1310,23 @@ bool Loopback(const sockaddr_storage& ss) {
   return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
 }
 
+// A connecting (or, with `now`, established) socket into the table: its id, kConnectedNow + id, or -errno (the
+// fd closed) when epoll would not take it.
+int32_t Connected(State& s, int fd, bool now) {
+  int32_t id = NewConn(s, fd);
+  Conn& c = s.conns[id];
+  c.connecting = !now;
+  c.sole_fd = true;
+  Rearm(s, c);
+  if (c.mask == 0) {
+    int err = errno;
+    close(fd);
+    FreeConn(s, id);
+    return -err;
+  }
+  return now ? kConnectedNow + id : id;
+}
+
 // ioConnect(ip, port) -> id (the CONNECT event reports the outcome) | kConnectedNow + id (established already:
 // no CONNECT event, JS says 'connect' itself) | -errno when it failed at once. A loopback connection is checked
 // with one poll(2) after connect(2): the epoll round trip for its EPOLLOUT (a wake-up of the loop, an
@@ -1354,18 +1373,36 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
     pollfd p{fd, POLLOUT, 0};
     now = poll(&p, 1, 0) == 1 && p.revents == POLLOUT;  // writable, no error or hang-up: established
   }
-  int32_t id = NewConn(s, fd);
-  Conn& c = s.conns[id];
-  c.connecting = !now;
-  c.sole_fd = true;
-  Rearm(s, c);
-  if (c.mask == 0) {
+  return Napi::Number::New(env, Connected(s, fd, now));
+}
+
+// ioConnectUnix(path) -> kConnectedNow + id | -errno, as ioConnect's answers for an AF_UNIX stream socket at
+// `path` (absolute, at most sun_path's 107 bytes; no abstract names: config/schema.ts accepts neither). connect(2)
+// on a Unix stream socket never says EINPROGRESS on Linux: it is established at once or fails at once; a full
+// backlog is EAGAIN, the peer's refusal ECONNREFUSED, a missing path ENOENT, a forbidden one EACCES, each as
+// -errno (JS hands such a failure to node:net, which reports it as it always has). No TCP options: there is no TCP.
+Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "ioConnectUnix(path)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  sockaddr_un sa{};
+  if (path.empty() || path[0] != '/' || path.find('\0') != std::string::npos || path.size() >= sizeof sa.sun_path) {
+    throw Napi::RangeError::New(env, "ioConnectUnix: not an absolute path of at most 107 bytes");
+  }
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path.data(), path.size());  // NUL-terminated by sa{}
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Napi::Number::New(env, -errno);
+  int rc;
+  do rc = connect(fd, reinterpret_cast<sockaddr*>(&sa), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
     int err = errno;
     close(fd);
-    FreeConn(s, id);
     return Napi::Number::New(env, -err);
   }
-  return Napi::Number::New(env, now ? kConnectedNow + id : id);
+  return Napi::Number::New(env, Connected(s, fd, true));
 }
 
 // Sends p[0..len) now, queueing what the kernel does not take; bytes queued (0 = all sent) or -errno.
@@ -1924,6 +1961,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));
   exports.Set("ioListenEnd", Napi::Function::New(env, ListenEnd, "ioListenEnd"));
   exports.Set("ioConnect", Napi::Function::New(env, Connect, "ioConnect"));
+  exports.Set("ioConnectUnix", Napi::Function::New(env, ConnectUnix, "ioConnectUnix"));
   exports.Set("ioWrite", Napi::Function::New(env, Write, "ioWrite"));
   exports.Set("ioAnswerPlan", Napi::Function::New(env, AnswerPlan, "ioAnswerPlan"));
   exports.Set("ioAnswer", Napi::Function::New(env, Answer, "ioAnswer"));

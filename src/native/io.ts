@@ -22,6 +22,8 @@ interface IoAddon {
   ioInit(onEvents: (count: number) => void): { events: ArrayBuffer; data: ArrayBuffer; maxEvents: number };
   ioAdopt(fd: number): number;
   ioConnect(ip: string, port: number): number;
+  /** An AF_UNIX stream connection (`unix:/path` targets); absent from addons built before it: those go through node:net. */
+  ioConnectUnix?(path: string): number;
   ioListen(fd: number, mode: number): number;
   ioListenMode(id: number, mode: number): void;
   ioRelease(id: number): number;
@@ -1288,20 +1290,28 @@ export function adoptNative(socket: net.Socket, opts: NativeSocketOptions, tlsSe
 }
 
 /**
- * A native TCP connection to an IP literal; 'connect' or 'error' follows (a loopback one is mostly established
- * when this returns: its 'connect' comes in the same turn of the loop, without a wake-up). Undefined when native I/O
- * is not available or `host` is a name (resolving names is net.connect's job).
+ * A native TCP connection to an IP literal, or a Unix stream socket's for a `unix:/path` target (`host` the path,
+ * `port` 0, as target.ts netAddress reads them); 'connect' or 'error' follows (a loopback or Unix one is mostly
+ * established when this returns: its 'connect' comes in the same turn of the loop, without a wake-up). Undefined
+ * when native I/O is not available, `host` is a name (resolving names is net.connect's job), the addon has no
+ * Unix connect, or the connect failed at once (a Unix one never fails later: refused, ENOENT, EACCES, a full
+ * backlog's EAGAIN): net.connect then tries it and reports the failure as it always has.
+ * A Unix socket's remoteAddress and remotePort are undefined, as a node:net pipe's.
  */
 export function connectNative(host: string, port: number, opts: NativeSocketOptions): NativeSocket | undefined {
   const state = ioOf();
-  if (state === null || isIP(host) === 0) return undefined;
-  const r = state.addon.ioConnect(host, port);
+  if (state === null) return undefined;
+  const unix = port === 0 && host.startsWith('/');
+  if (unix ? state.addon.ioConnectUnix === undefined : isIP(host) === 0) return undefined;
+  const r = unix ? state.addon.ioConnectUnix!(host) : state.addon.ioConnect(host, port);
   // failed at once (EMFILE, no route...): net.connect reports the same failure the usual way
   if (r < 0) return undefined;
-  if (r < CONNECTED_NOW) return new NativeSocket(state, r, host, port, true, opts);
+  const address = unix ? undefined : host;
+  const remotePort = unix ? undefined : port;
+  if (r < CONNECTED_NOW) return new NativeSocket(state, r, address, remotePort, true, opts);
   // established inside connect(2) (loopback): 'connect' once the current callback and its promise jobs are done
   // (setImmediate, not nextTick: a caller may attach its listener after an await, as with the event)
-  const socket = new NativeSocket(state, r - CONNECTED_NOW, host, port, true, opts);
+  const socket = new NativeSocket(state, r - CONNECTED_NOW, address, remotePort, true, opts);
   if (opts.connectListenerNow === true) process.nextTick(connectedNow, socket);
   else setImmediate(connectedNow, socket);
   return socket;

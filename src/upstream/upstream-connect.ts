@@ -36,7 +36,7 @@ export function connectTarget(
     if (header !== undefined) raw.write(header);
     socket = secure.wrap(raw, target);
   } else {
-    // native I/O when the addon has it and the target is an IP literal: no stream machinery per request
+    // native I/O when the addon has it and the target is an IP literal or a Unix socket: no stream machinery per request
     socket = connectNative(target.host, target.port, NATIVE_OPTIONS) ?? connect({ ...netAddress(target), noDelay: true });
   }
   const ready = secure !== undefined ? 'secureConnect' : 'connect';

@@ -1,17 +1,23 @@
 // NativeSocket (src/native/io.ts over io.cc) against real net.Socket peers on loopback, where the HTTP path, the
 // pool and the relays rely on it behaving like net.Socket: bytes intact both ways, addresses, adoption of an
 // accepted socket, backpressure and write callbacks, pause/resume with held chunks, half-close, errors, cork,
-// fd hygiene, and no stale event for a socket closed in the middle of a batch. Skipped (loudly) where native I/O
-// is not built; PORTICO_REQUIRE_PEERS=1 (CI) turns that into a failure.
+// fd hygiene, no stale event for a socket closed in the middle of a batch, and connects to Unix stream sockets
+// (unix: targets) with their failures. Skipped (loudly) where native I/O is not built; PORTICO_REQUIRE_PEERS=1 (CI)
+// turns that into a failure.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once, type EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { adoptNative, afterBatch, answerPlan, connectNative, nativeIoLive, type NativeSocket, type SocketOwner } from '../../src/native/io.js';
 import { needNativeIo } from '../helpers/native-io.js';
 import { closedPort } from '../helpers/backends.js';
+import { until } from '../helpers/until.js';
+import { native } from '../../src/native/addon.js';
 
 const MiB = 1024 * 1024;
 /** Bounds every single wait of a test phase (the test's own timeout bounds the whole). */
@@ -989,4 +995,85 @@ nativeTest('answerPlan: the same response side gets the same plan, in any order 
   const b = answerPlan(['connection', 'keep-alive']);
   assert.notEqual(b, a, 'another set of names is another plan');
   assert.equal(answerPlan(['keep-alive', 'connection']), b);
+});
+
+// --- Unix stream sockets (unix:/path targets) ---
+
+nativeTest('connectNative to a Unix socket: connected at once, no remote address or port (as a node:net pipe), 1 MiB each way, half-close, close; refused, missing, forbidden, full-backlog and bad paths fail at once', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-io-unix-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const at = path.join(dir, 'peer.sock');
+  const accepted: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (c) => accepted.push(c));
+  server.listen(at);
+  await once(server, 'listening');
+  t.after(() => {
+    for (const c of accepted) c.destroy();
+    server.close();
+  });
+  // a first connection starts the native I/O (its epoll and event fds stay): the baseline is taken after it
+  const first = connectNative(at, 0, { allowHalfOpen: false });
+  assert.ok(first !== undefined);
+  first.destroy();
+  await until('the first accepted', () => accepted.length, (n) => n === 1);
+  accepted.shift()!.destroy();
+  const fds = openFds();
+  const s = connectNative(at, 0, { allowHalfOpen: true });
+  assert.ok(s !== undefined, 'connectNative gave a socket');
+  track(t, s);
+  await within(once(s, 'connect'), "'connect'");
+  const piped = net.connect({ path: at });
+  await within(once(piped, 'connect'), "node:net's 'connect'");
+  assert.deepEqual([s.remoteAddress, s.remotePort, s.localAddress, s.localPort], [piped.remoteAddress, piped.remotePort, undefined, undefined]);
+  piped.destroy();
+  const peer = (await until('the accepted socket', () => accepted[0], (c) => c !== undefined))!;
+  const up = randomBytes(MiB);
+  const down = randomBytes(MiB);
+  const atPeer = collect(peer);
+  const atNative = collect(s);
+  const closed = closeOf(s);
+  s.end(up); // a half-close: the peer reads the FIN and can still answer
+  assert.equal(sha(await within(atPeer.done, 'the peer to read 1 MiB and FIN')), sha(up));
+  peer.end(down);
+  assert.equal(sha(await within(atNative.done, 'the native socket to read 1 MiB and FIN')), sha(down));
+  assert.equal(await within(closed, "'close'"), false);
+  for (const c of accepted) c.destroy();
+  await until('the descriptors back', () => openFds(), (n) => n === fds);
+
+  // failures come back as -errno at once (connectNative then leaves the connect to node:net)
+  const connectUnix = (native() as unknown as { ioConnectUnix(p: string): number }).ioConnectUnix;
+  assert.equal(connectUnix(path.join(dir, 'missing.sock')), -2, 'ENOENT');
+  const bound = path.join(dir, 'bound.sock');
+  const script = "import socket,sys\nb=socket.socket(socket.AF_UNIX)\nb.bind(sys.argv[1])\nf=socket.socket(socket.AF_UNIX)\nf.bind(sys.argv[2])\nf.listen(0)\nprint('ready',flush=True)\nsys.stdin.read()";
+  const full = path.join(dir, 'full.sock');
+  const py = spawn('/usr/bin/python3', ['-c', script, bound, full], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => py.kill('SIGKILL'));
+  await within(once(py.stdout!, 'data'), 'the python peer');
+  assert.equal(connectUnix(bound), -111, 'ECONNREFUSED: bound, not listening');
+  const filler = connectUnix(full); // backlog 0: one connection fills the queue, established (kConnectedNow)
+  assert.ok(filler >= 1 << 30, `the filler connected: ${filler}`);
+  assert.equal(connectUnix(full), -11, 'EAGAIN: the backlog is full');
+  assert.equal(connectNative(full, 0, { allowHalfOpen: false }), undefined);
+  (native() as unknown as { ioClose(id: number): void }).ioClose(filler - (1 << 30));
+  // connect(2) needs write permission on the socket file: without it EACCES (root has it always, so a process
+  // as nobody asks when the test runs as root; the folder is searchable, the socket the server's 0755)
+  const addonFile = process.env.PORTICO_NATIVE_ADDON ?? path.resolve('build/Release/portico_native.node');
+  chmodSync(dir, 0o755);
+  chmodSync(at, 0o755);
+  const asked = process.getuid?.() === 0
+    ? await new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['-e', 'const a = require(process.argv[1]); a.ioInit(() => {}); console.log(a.ioConnectUnix(process.argv[2])); process.exit(0)', addonFile, at], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+        child.on('close', () => resolve(out.trim()));
+      })
+    : String(connectUnix(at));
+  assert.equal(asked, '-13', 'EACCES: no write permission on the socket');
+  assert.throws(() => connectUnix('relative.sock'), RangeError);
+  assert.throws(() => connectUnix(`/${'x'.repeat(107)}`), RangeError);
+  assert.throws(() => connectUnix('/a\0b'), RangeError);
+  assert.ok(connectUnix(`/${'x'.repeat(106)}`) < 0, 'a path of 107 bytes is tried (ENOENT)');
+  py.kill('SIGKILL');
+  await once(py, 'close');
+  await until('the descriptors back after the failures', () => openFds(), (n) => n === fds);
 });

@@ -4,7 +4,6 @@
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 
@@ -96,7 +95,7 @@ export async function startHttpBackend(t: TestContext, opts: { name?: string } &
   await listen(server, opts);
   const backend: HttpBackend = {
     name,
-    port: (server.address() as AddressInfo).port,
+    port: portOf(server),
     requests,
     streams,
     get connections() {
@@ -217,7 +216,7 @@ export async function startWsEchoBackend(t: TestContext, bind: BindOptions = {})
   });
   await listen(server, bind);
   const backend: WsEchoBackend = {
-    port: (server.address() as AddressInfo).port,
+    port: portOf(server),
     upgrades,
     get open() {
       return wss.clients.size;
@@ -253,7 +252,7 @@ export async function startRefusingUpgradeBackend(t: TestContext): Promise<Refus
   });
   await listen(server);
   const backend: RefusingBackend = {
-    port: (server.address() as AddressInfo).port,
+    port: portOf(server),
     body,
     get refused() {
       return refused;
@@ -296,7 +295,7 @@ export async function startBadAcceptBackend(t: TestContext): Promise<RawBackend>
   });
   trackConnections(server);
   await listen(server);
-  const backend: RawBackend = { port: (server.address() as AddressInfo).port, heads, close: () => closeServer(server) };
+  const backend: RawBackend = { port: portOf(server), heads, close: () => closeServer(server) };
   t.after(() => backend.close());
   return backend;
 }
@@ -335,15 +334,25 @@ export interface BindOptions {
   host?: string;
   /** Default 0 (any free port). */
   port?: number;
+  /** A Unix socket path to listen on instead (host and port ignored; the backend's `port` is then 0). */
+  path?: string;
+}
+
+/** The server's TCP port; 0 for one on a Unix socket. */
+function portOf(server: net.Server): number {
+  const a = server.address();
+  return typeof a === 'object' && a !== null ? a.port : 0;
 }
 
 function listen(server: net.Server, bind: BindOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(bind.port ?? 0, bind.host ?? '127.0.0.1', () => {
+    const ready = (): void => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if (bind.path !== undefined) server.listen(bind.path, ready);
+    else server.listen(bind.port ?? 0, bind.host ?? '127.0.0.1', ready);
   });
 }
 
