@@ -90,7 +90,14 @@ test('a Chromium page on another origin cannot drain a target: neither a no-cors
     res.writeHead(200, { 'content-type': 'text/html' });
     res.end('<!doctype html><title>elsewhere</title><p>a page on another origin</p>');
   });
-  t.after(() => new Promise<void>((resolve) => page.close(() => resolve())));
+  // Chromium's kept-alive connection ended too: close() alone waits for it (the browser is stopped by a later hook)
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        page.close(() => resolve());
+        page.closeAllConnections();
+      }),
+  );
   await new Promise<void>((resolve) => page.listen(0, '127.0.0.1', resolve));
   const pagePort = (page.address() as AddressInfo).port;
 

@@ -23,7 +23,14 @@ async function pageServer(t: import('node:test').TestContext): Promise<number> {
     res.end('<!doctype html><title>page</title>');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  // Chromium's kept-alive connection ended too: close() alone waits for it (the browser is stopped by a later hook)
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
   return (server.address() as AddressInfo).port;
 }
 

@@ -315,7 +315,10 @@ interface Liar {
 /** A FastCGI application on loopback answering each request by its QUERY_STRING (LIES), writes spaced out. */
 async function startLiar(t: TestContext): Promise<Liar> {
   const served: Liar['served'] = [];
+  const open = new Set<net.Socket>();
   const server = net.createServer((socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
     socket.setNoDelay(true);
     socket.on('error', () => {});
     let buf = Buffer.alloc(0);
@@ -346,10 +349,15 @@ async function startLiar(t: TestContext): Promise<Liar> {
   });
   server.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));
-  t.after(() => new Promise((resolve) => server.close(resolve)));
-  t.after(() => {
-    for (const s of served) s.socket.destroy();
-  });
+  // every connection ended first: close() waits for them, and Portico's pooled ones would hold it until their idle
+  // timeout (after hooks run in the order they were added)
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        for (const s of open) s.destroy();
+        server.close(resolve);
+      }),
+  );
   return { port: (server.address() as net.AddressInfo).port, served };
 }
 
