@@ -284,9 +284,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (up === null || this.#finished) return;
     this.#replay = null;
     this.#writeStdin(up, Buffer.alloc(0));
-    this.#stdinDone = true;
-    this.#armHeadersDeadline();
-    this.#armAfterBody(up);
+    this.#stdinEnded(up);
   }
 
   replayFailed(err: ProxyError): void {
@@ -346,12 +344,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
       socket.write(opening);
       ok = true;
       for (const b of early) ok = this.#writeStdin(socket, b);
-      if (this.requestComplete) {
-        ok = this.#writeStdin(socket, Buffer.alloc(0));
-        this.#stdinDone = true;
-      }
+      const ended = this.requestComplete;
+      if (ended) ok = this.#writeStdin(socket, Buffer.alloc(0));
       socket.uncork();
-      if (this.#stdinDone) this.#armAfterBody(socket);
+      if (ended) this.#stdinEnded(socket);
     }
     this.#armHeadersDeadline();
     if (!this.requestComplete) {
@@ -361,10 +357,13 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   }
 
   /**
-   * STDIN ended behind a request body: the answer may still be the addon's (#armAnswer) when nothing of it reached
-   * JavaScript yet (FPM reads the whole body before the script runs, so its answer comes after this as a rule).
+   * STDIN's end went out behind a request body: the response head is awaited from now, and the answer may still be
+   * the addon's (#armAnswer) when nothing of it reached JavaScript yet (FPM reads the whole body before the script
+   * runs, so its answer comes after this as a rule).
    */
-  #armAfterBody(socket: ByteSocket): void {
+  #stdinEnded(socket: ByteSocket): void {
+    this.#stdinDone = true;
+    this.#armHeadersDeadline();
     if (NATIVE_ANSWER && !this.#armed && !this.#finished && this.#phase === 'waiting' && this.firstByteMs < 0) this.#armAnswer(socket);
   }
 
@@ -468,15 +467,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     }
     up.cork();
     let ok = this.#writeStdin(up, part);
-    if (this.#reqRemaining === 0) {
-      ok = this.#writeStdin(up, Buffer.alloc(0));
-      this.#stdinDone = true;
-    }
+    if (this.#reqRemaining === 0) ok = this.#writeStdin(up, Buffer.alloc(0));
     up.uncork();
-    if (this.#reqRemaining === 0) {
-      this.#armHeadersDeadline();
-      this.#armAfterBody(up);
-    } else if (!ok && !this.#upstreamPausedClient) {
+    if (this.#reqRemaining === 0) this.#stdinEnded(up);
+    else if (!ok && !this.#upstreamPausedClient) {
       this.#upstreamPausedClient = true;
       this.#client.setBodyPaused(true);
     }
