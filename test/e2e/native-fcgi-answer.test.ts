@@ -6,13 +6,16 @@
 // whole; a script's STDERR lines are still logged; FPM killed mid-answer and a client that leaves mid-answer end as
 // on the JavaScript path; a lying application (another request id, a bad version, bytes after END_REQUEST, a failed
 // END_REQUEST, a record header split across reads, STDERR after the head) gets the same client bytes either way;
-// requests with a body (a form in the head's read, 1 MiB streamed, a chunked body held) are relayed too.
+// requests with a body (a form in the head's read, 1 MiB streamed, a chunked body held) are relayed too; an
+// application that answers before the body ended (wholly, its head, part of its head) is JavaScript's on both, its
+// FPM connection dropped when END_REQUEST came first; the lies and the early answers again over a Unix socket.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
 import { adminStatus } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
@@ -306,14 +309,30 @@ const LIES: Record<string, Buffer[]> = {
   'padded': [Buffer.concat([rec(6, `${FAKE_HEAD}a`, 1, 1, 7), rec(6, 'bcd', 1, 1, 5)]), endRec()],
 };
 
+/**
+ * Answers that begin before the request's body ended (`POST /index.php?CASE`, the body sent in two halves): the
+ * first part is written at the first STDIN record, the second at the empty STDIN record that ends the body, if it
+ * comes. `early-whole` ends the request (END_REQUEST) while the client still sends; `early-head` sends the head and
+ * some body, then the rest once STDIN ended; `early-partial` sends 12 bytes of the head, the rest after STDIN.
+ */
+const EARLY: Record<string, { atFirstStdin: Buffer; atStdinEnd: Buffer }> = {
+  'early-whole': { atFirstStdin: Buffer.concat([rec(6, `${FAKE_HEAD}early`), rec(6, ''), endRec()]), atStdinEnd: Buffer.alloc(0) },
+  'early-head': { atFirstStdin: rec(6, `${FAKE_HEAD}early-`), atStdinEnd: Buffer.concat([rec(6, 'rest'), rec(6, ''), endRec()]) },
+  'early-partial': { atFirstStdin: rec(6, FAKE_HEAD.slice(0, 12)), atStdinEnd: Buffer.concat([rec(6, `${FAKE_HEAD.slice(12)}late`), rec(6, ''), endRec()]) },
+};
+
 interface Liar {
-  readonly port: number;
+  /** Where Portico reaches it: `127.0.0.1:PORT` or `unix:PATH`. */
+  readonly target: string;
   /** The application-side socket of each answer, by case, in order. */
   readonly served: Array<{ what: string; socket: net.Socket }>;
 }
 
-/** A FastCGI application on loopback answering each request by its QUERY_STRING (LIES), writes spaced out. */
-async function startLiar(t: TestContext): Promise<Liar> {
+/**
+ * A FastCGI application on loopback TCP, or on the Unix socket `unixPath`, answering each request by its
+ * QUERY_STRING (LIES once STDIN ended, writes spaced out; EARLY during the body).
+ */
+async function startLiar(t: TestContext, unixPath?: string): Promise<Liar> {
   const served: Liar['served'] = [];
   const open = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -323,6 +342,9 @@ async function startLiar(t: TestContext): Promise<Liar> {
     socket.on('error', () => {});
     let buf = Buffer.alloc(0);
     let params = Buffer.alloc(0);
+    let what = 'ok';
+    let early: (typeof EARLY)[string] | undefined;
+    let earlyBegun = false;
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
       while (buf.length >= 8) {
@@ -332,10 +354,21 @@ async function startLiar(t: TestContext): Promise<Liar> {
         const type = buf[1];
         const content = buf.subarray(8, 8 + len);
         buf = buf.subarray(total);
-        if (type === 4) params = Buffer.concat([params, content]);
-        if (type === 5 && len === 0) {
-          const what = decodePairs(params)?.get('QUERY_STRING') ?? 'ok';
+        if (type === 4 && len > 0) params = Buffer.concat([params, content]);
+        if (type === 4 && len === 0) {
+          what = decodePairs(params)?.get('QUERY_STRING') ?? 'ok';
           params = Buffer.alloc(0);
+          early = EARLY[what];
+          earlyBegun = false;
+        }
+        if (type === 5 && early !== undefined) {
+          if (len > 0 && !earlyBegun) {
+            earlyBegun = true;
+            served.push({ what, socket });
+            socket.write(early.atFirstStdin);
+          }
+          if (len === 0 && early.atStdinEnd.length > 0) socket.write(early.atStdinEnd);
+        } else if (type === 5 && len === 0) {
           served.push({ what, socket });
           const writes = LIES[what] ?? LIES.ok;
           const send = (i: number): void => {
@@ -347,7 +380,8 @@ async function startLiar(t: TestContext): Promise<Liar> {
       }
     });
   });
-  server.listen(0, '127.0.0.1');
+  if (unixPath === undefined) server.listen(0, '127.0.0.1');
+  else server.listen(unixPath);
   await new Promise((resolve) => server.once('listening', resolve));
   // every connection ended first: close() waits for them, and Portico's pooled ones would hold it until their idle
   // timeout (after hooks run in the order they were added)
@@ -358,16 +392,12 @@ async function startLiar(t: TestContext): Promise<Liar> {
         server.close(resolve);
       }),
   );
-  return { port: (server.address() as net.AddressInfo).port, served };
+  return { target: unixPath === undefined ? `127.0.0.1:${(server.address() as net.AddressInfo).port}` : `unix:${unixPath}`, served };
 }
 
-test('FastCGI relayed answers: a lying application gets the same client bytes with and without the relay', { timeout: 90_000 }, async (t) => {
-  if (!needNativeIo(t)) return;
-  const liar = await startLiar(t);
-  const target = `127.0.0.1:${liar.port}`;
-  const p = await startPortico(t, config(target, { retries: { max: 0 } }));
-  const js = await startPortico(t, config(target, { retries: { max: 0 } }), { env: { PORTICO_NATIVE_ANSWER: '0' } });
-  for (const tlsOn of [false, true]) {
+/** Each LIES case on `p` (the relay on) and `js` (PORTICO_NATIVE_ANSWER=0): the same client bytes, cut where it lied. */
+async function checkLies(t: TestContext, liar: Liar, p: Portico, js: Portico, tlsModes: boolean[]): Promise<void> {
+  for (const tlsOn of tlsModes) {
     for (const what of Object.keys(LIES)) {
       const got: string[] = [];
       const sockets: net.Socket[] = [];
@@ -393,4 +423,108 @@ test('FastCGI relayed answers: a lying application gets the same client bytes wi
   }
   await p.waitForLog((l) => l.msg === 'FastCGI stderr' && l.stderr === 'fake-stderr-line', 5_000);
   await js.waitForLog((l) => l.msg === 'FastCGI stderr' && l.stderr === 'fake-stderr-line', 5_000);
+}
+
+/** Resolves once the bytes `reader` holds match `pattern` (the socket's own events; the test's timeout bounds it). */
+function bytesSeen(socket: net.Socket, reader: ResponseReader, pattern: RegExp): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (pattern.test(reader.pending.toString('latin1'))) {
+        socket.off('data', check);
+        socket.off('close', closed);
+        resolve();
+      }
+    };
+    const closed = (): void => reject(new Error(`closed before ${pattern}: ${JSON.stringify(reader.pending.toString('latin1'))}`));
+    socket.on('data', check);
+    socket.once('close', closed);
+    check();
+  });
+}
+
+/**
+ * An EARLY case on one instance: a POST of 2,000 bytes sent as two halves, the second only once the answer is whole
+ * (`early-whole`) or has begun (`early-head`). Every byte the client got until the connection closed, and how
+ * many answers the instance relayed natively while the early one ran.
+ */
+async function earlyExchange(t: TestContext, liar: Liar, p: Portico, tlsOn: boolean, what: string): Promise<{ bytes: string; relayed: number }> {
+  await rawAnswers(t, p, tlsOn, ['/index.php?ok']); // the route remembers the fake head
+  const seen = liar.served.filter((s) => s.what === what).length;
+  const before = await answers(p);
+  const socket = await connect(t, p, tlsOn);
+  socket.on('error', () => {});
+  const reader = new ResponseReader(socket);
+  const half = 'a'.repeat(1000);
+  socket.write(`POST /index.php?${what} HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 2000\r\n\r\n${half}`);
+  if (what === 'early-whole') {
+    const first = await reader.next(); // the whole answer came while half the body is unsent
+    const relayed = (await answers(p)) - before;
+    socket.write(half); // the rest of the body, for an exchange that has ended: the connection closes
+    return { bytes: first.raw.toString('latin1') + (await reader.rest(15_000)).toString('latin1'), relayed };
+  }
+  if (what === 'early-head') await bytesSeen(socket, reader, /early-\r\n$/); // the head and a first chunk, the body half sent
+  else await until(`${what}: 12 bytes of the head at the application's side`, () => liar.served.filter((s) => s.what === what).length, (n) => n > seen, 5_000);
+  socket.write(half);
+  const first = await reader.next(); // the rest once the body ended
+  const relayed = (await answers(p)) - before;
+  // early-head's answer closes the connection; early-partial's head came after the body's end: it is kept
+  if (what === 'early-partial') socket.write('GET /index.php?ok HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+  return { bytes: first.raw.toString('latin1') + (await reader.rest(15_000)).toString('latin1'), relayed };
+}
+
+/** Each EARLY case on `p` and `js`: the same client bytes, nothing relayed natively, FPM's connection not reused after an END_REQUEST that came before the body's end. */
+async function checkEarly(t: TestContext, liar: Liar, p: Portico, js: Portico, tlsModes: boolean[]): Promise<void> {
+  for (const tlsOn of tlsModes) {
+    for (const what of Object.keys(EARLY)) {
+      const got: string[] = [];
+      for (const instance of [p, js]) {
+        const { bytes, relayed } = await earlyExchange(t, liar, instance, tlsOn, what);
+        got.push(bytes);
+        // its answer began before STDIN ended: JavaScript read it, so the relay is never armed for it
+        assert.equal(relayed, 0, `${what}: not relayed natively`);
+        if (what === 'early-whole') {
+          const fpmSide = liar.served.filter((s) => s.what === what).at(-1)!.socket;
+          await until(`${what}: its FPM connection closed, not reused`, () => fpmSide.destroyed || fpmSide.readableEnded, (x) => x, 5_000);
+        }
+        assert.match((await rawAnswers(t, instance, tlsOn, ['/index.php?ok']))[0], /hello\r\n0\r\n\r\n$/, `${what}: served on after it`);
+      }
+      assert.equal(got[0], got[1], `${tlsOn ? 'TLS' : 'plain'} ${what}: the same bytes`);
+      const label = `${tlsOn ? 'TLS' : 'plain'} ${what}`;
+      if (what === 'early-partial') {
+        // its head was whole only after the body's end: a kept connection, the next request answered on it
+        assert.match(got[0], /^HTTP\/1\.1 200 OK\r\n(?![^]*Connection: close[^]*\r\n\r\n4\r\n)[^]*\r\n\r\n4\r\nlate\r\n0\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*hello\r\n0\r\n\r\n$/, `${label}: both answers whole on one connection: ${JSON.stringify(got[0])}`);
+        continue;
+      }
+      // an answer begun before the request was read whole closes the connection after it (its head says so)
+      const body = what === 'early-whole' ? '5\r\nearly\r\n0\r\n\r\n' : '6\r\nearly-\r\n4\r\nrest\r\n0\r\n\r\n';
+      assert.ok(got[0].startsWith('HTTP/1.1 200 OK\r\n') && got[0].endsWith(`\r\nConnection: close\r\n\r\n${body}`), `${label}: the whole answer, then the connection closed: ${JSON.stringify(got[0])}`);
+    }
+  }
+}
+
+test('FastCGI relayed answers: a lying application gets the same client bytes with and without the relay', { timeout: 90_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const liar = await startLiar(t);
+  const p = await startPortico(t, config(liar.target, { retries: { max: 0 } }));
+  const js = await startPortico(t, config(liar.target, { retries: { max: 0 } }), { env: { PORTICO_NATIVE_ANSWER: '0' } });
+  await checkLies(t, liar, p, js, [false, true]);
+});
+
+test('FastCGI relayed answers: an application that answers before the request body ended (whole, or its head) gets the same client bytes with and without the relay', { timeout: 90_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const liar = await startLiar(t);
+  const p = await startPortico(t, config(liar.target, { retries: { max: 0 } }));
+  const js = await startPortico(t, config(liar.target, { retries: { max: 0 } }), { env: { PORTICO_NATIVE_ANSWER: '0' } });
+  await checkEarly(t, liar, p, js, [false, true]);
+});
+
+test('FastCGI relayed answers: the lying and early applications on a Unix socket give the same client bytes with and without the relay', { timeout: 90_000 }, async (t) => {
+  if (!needNativeIo(t)) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-liar-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const liar = await startLiar(t, path.join(dir, 'app.sock'));
+  const p = await startPortico(t, config(liar.target, { retries: { max: 0 } }));
+  const js = await startPortico(t, config(liar.target, { retries: { max: 0 } }), { env: { PORTICO_NATIVE_ANSWER: '0' } });
+  await checkLies(t, liar, p, js, [false]);
+  await checkEarly(t, liar, p, js, [false]);
 });
