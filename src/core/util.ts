@@ -54,3 +54,11 @@ export function removeUnordered<T>(list: T[], i: number, item: T, moved: (entry:
   }
   return true;
 }
+
+/**
+ * An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as libuv writes one) as its IPv4 text; any other address as it
+ * is (a reserved `::ffff:0:1:0:0:ffff` keeps its first part: only the mapped form has the dotted quad).
+ */
+export function unmapIPv4(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

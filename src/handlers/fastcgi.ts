@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import type { ByteSocket } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
-import { removeUnordered } from '../core/util.js';
+import { removeUnordered, unmapIPv4 } from '../core/util.js';
 import { FCGI_REQUEST_COMPLETE, RecordReader, encodeRequestStart, encodeStdin, protocolStatusName, putBytes, putLatin1, type RecordSink } from '../wire/fastcgi.js';
 import { parseCgiHead, type CgiHead } from '../wire/cgi-head.js';
 import type { RequestHead, ResponseHead } from '../wire/http-head.js';
@@ -98,11 +98,6 @@ function startsWith(data: Buffer, cgi: Buffer): boolean {
 type Phase = 'script' | 'buffering' | 'connecting' | 'waiting' | 'body' | 'done';
 /** How the response body goes to the client. */
 type Framing = 'none' | 'length' | 'chunked' | 'close';
-
-/** An IPv4-mapped IPv6 address as its IPv4 form (what SERVER_ADDR shows for a dual-stack listener). */
-function plainAddress(a: string): string {
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
 
 export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, RecordSink, UpstreamSocketOwner, BodyBufferOwner, ReplaySink {
   readonly mode = 'fastcgi';
@@ -316,7 +311,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     const pairs = requestParams(asSent, this.#script!, this.#fcgi, {
       vars: this.#client.vars,
       remotePort: s.source === undefined ? '' : String(s.source.port),
-      serverAddr: s.destination === undefined ? '' : plainAddress(s.destination.address),
+      serverAddr: s.destination === undefined ? '' : unmapIPv4(s.destination.address),
       forwarding: this.route.forwarding,
     });
     const early = this.#earlyBody;

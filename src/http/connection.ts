@@ -32,7 +32,7 @@ import type { AccessLog, AnswerMode } from './access-log.js';
 import type { Target } from '../upstream/balancer.js';
 import { requestIdOf } from './request-id.js';
 import { UpgradedTunnel, countStickyKey, releaseStickyKey, type StickyEntry, type TunnelOwner } from './upgrade.js';
-import { endpointOf } from '../core/util.js';
+import { endpointOf, unmapIPv4 } from '../core/util.js';
 import { batchNow } from '../core/clock.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
@@ -206,7 +206,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#limits = headLimits(ctx.config);
     this.#proxied = proxied;
     const ra = proxied?.source?.address ?? socket.remoteAddress ?? '';
-    this.remoteAddr = ra.startsWith('::ffff:') ? ra.slice(7) : ra;
+    this.remoteAddr = unmapIPv4(ra);
     this.vars = { remoteAddr: this.remoteAddr, host: '', scheme: listener.scheme, requestUri: '', serverPort: listener.port, trustedPeer: false };
     if (ctx.limits !== undefined && ctx.config.limits.connections_per_ip !== 'off' && !this.#countConnection(ctx.limits, ctx.config.limits.connections_per_ip)) {
       this.#state = 'closed';

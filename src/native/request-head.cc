@@ -209,9 +209,6 @@ bool AddressText(const Client& c, std::string* out) {
   }
   char text[INET6_ADDRSTRLEN] = {0};
   inet_ntop(AF_INET6, &a, text, sizeof text);
-  // connection.ts drops that prefix from any text, so ::ffff:0:1:0:0:ffff (reserved, not mapped) loses a part there;
-  // such an address stays JS's rather than being written differently
-  if (std::strncmp(text, "::ffff:", 7) == 0) return false;
   out->assign(text);
   return true;
 }

@@ -27,6 +27,7 @@
 //
 import type { Config, RouteConfig, TunnelConfig, WebsocketConfig } from '../config/schema.js';
 import type { ErrorCode } from '../core/errors.js';
+import { unmapIPv4 } from '../core/util.js';
 import { RouterConfigError, compileHeaderTemplate, normaliseHost, validateHeaderTemplates, validateRouteMatches, type RequestVars } from '../config/route-rules.js';
 import { compileForwarding, type ForwardingPolicy } from './forwarding.js';
 import { compileRedirectTarget, validateRedirects, type RedirectRenderer } from '../config/redirect-target.js';
@@ -425,8 +426,7 @@ export function stripTarget(target: string, stripPrefix: string): string {
  * made agree), lower-cased, without port.
  */
 export function listenerHost(localAddress: string | undefined): string {
-  const a = localAddress ?? '';
-  if (a.startsWith('::ffff:') && a.includes('.')) return a.slice(7);
+  const a = unmapIPv4(localAddress ?? '');
   return a.includes(':') ? `[${a}]` : a;
 }
 

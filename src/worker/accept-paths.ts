@@ -2,7 +2,7 @@
 // then the preface (PROXY header, ClientHello), TLS termination, and the hand-over to connection.ts or an L4
 // relay (tunnel/l4.ts); refusals before routing are counted and logged here. It opens no listening socket and
 // keeps no runtime of its own: apply.ts binds the sockets and swaps, the Worker (main.ts) gives the runtime.
-import { endpointOf } from '../core/util.js';
+import { endpointOf, unmapIPv4 } from '../core/util.js';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { PassthroughTable, forwardL4, logUnknownName, refuseClientHello } from '../tunnel/l4.js';
@@ -255,7 +255,7 @@ export class AcceptPaths {
       const key = clientKey(address, prefix);
       if (limits.connections.count(key) < max) return path(socket);
       this.#metrics.connectionRefused('connections_per_ip');
-      limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+      limits.connectionLog.refused(key, unmapIPv4(address), Date.now());
       socket.destroy();
     };
   }
@@ -380,7 +380,7 @@ export class AcceptPaths {
     const key = clientKey(address, config.limits.ipv6_prefix);
     if (limits.connections.acquire(key, max)) return () => limits.connections.release(key);
     this.#metrics.connectionRefused('connections_per_ip');
-    limits.connectionLog.refused(key, address.startsWith('::ffff:') ? address.slice(7) : address, Date.now());
+    limits.connectionLog.refused(key, unmapIPv4(address), Date.now());
     return null;
   }
 

@@ -19,6 +19,7 @@ import { buildRequestHead, responseSkipNames, routeResponseLines } from '../../s
 import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../../src/route/router.js';
 import type { ForwardingPolicy } from '../../src/route/forwarding.js';
 import { native } from '../../src/native/addon.js';
+import { unmapIPv4 } from '../../src/core/util.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
 import { hasCurl, run } from '../helpers/clients.js';
@@ -82,7 +83,7 @@ function remoteAddrOf(address: Uint8Array): string {
   let text: string;
   if (address.length === 4) text = address.join('.');
   else text = new SocketAddress({ address: remoteWords(address), family: 'ipv6' }).address;
-  return text.startsWith('::ffff:') ? text.slice(7) : text;
+  return unmapIPv4(text);
 }
 
 /** An address's bytes from its text (IPv4, IPv6 with `::` and a trailing IPv4 part). */
@@ -389,8 +390,8 @@ test('native request head = the JS parser, path normalization and head builder o
   if (!needAddon(t)) return;
   const heads = await captureClients(t);
   for (const { head, from, who } of heads) {
-    const client: Client = { address: addressBytes(from.startsWith('::ffff:') ? from.slice(7) : from), https: false, port: 8080, requestId: undefined, trusted: false };
-    assert.equal(remoteAddrOf(client.address), from.startsWith('::ffff:') ? from.slice(7) : from, `${who}: address text`);
+    const client: Client = { address: addressBytes(unmapIPv4(from)), https: false, port: 8080, requestId: undefined, trusted: false };
+    assert.equal(remoteAddrOf(client.address), unmapIPv4(from), `${who}: address text`);
     // the address as the peer really had it (IPv4-mapped included), and the usual clients
     const mapped: Client = { ...client, address: addressBytes(from) };
     agree(head, [client, mapped, ...CLIENTS], [DEFAULT_LIMITS]);
@@ -428,15 +429,16 @@ test('native request head: client addresses written as Node writes them (IPv4, I
     fc.uint8Array({ minLength: 4, maxLength: 4 }),
     fc.array(word, { minLength: 8, maxLength: 8 }).map((ws) => Uint8Array.from(ws.flatMap((w) => [w >> 8, w & 0xff]))),
   );
+  // a reserved address whose text begins as a mapped one's keeps its first part (only ::ffff:a.b.c.d is mapped)
+  const reserved = Uint8Array.from([0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff]);
+  assert.equal(remoteAddrOf(reserved), '::ffff:0:1:0:0:ffff');
+  assert.ok(rewriteNative!(head, [32768, 8192, 100], [], [], true, '', '', reserved, false, 80) !== null, 'a reserved ::ffff: address taken');
+  agree(head, [{ address: reserved, https: false, port: 80, requestId: undefined, trusted: false }], [DEFAULT_LIMITS]);
   fc.assert(
     fc.property(address, fc.boolean(), fc.integer({ min: 1, max: 65535 }), (addr, https, port) => {
       const cc = rewriteNative!(head, [32768, 8192, 100], [], [], true, '', '', addr, https, port);
       // link-local IPv6 carries a zone in Node's text: JS's
       if (addr.length === 16 && addr[0] === 0xfe && (addr[1] & 0xc0) === 0x80) return cc === null;
-      // connection.ts drops "::ffff:" from the text of any address, a reserved one that is not IPv4-mapped too
-      // (::ffff:0:1:0:0:ffff): those stay JS's
-      const mappedText = addr.length === 16 && addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff && addr[11] === 0xff;
-      if (addr.length === 16 && !mappedText && new SocketAddress({ address: remoteWords(addr), family: 'ipv6' }).address.startsWith('::ffff:')) return cc === null;
       assert.ok(cc !== null);
       agree(head, [{ address: addr, https, port, requestId: undefined, trusted: false }], [DEFAULT_LIMITS]);
       return true;
