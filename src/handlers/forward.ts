@@ -162,6 +162,8 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
   #continued = false;
   /** The upstream socket is armed (#armAnswer): its answer may come relayed by the addon (upstreamAnswer). */
   #armed = false;
+  /** The upstream request head, once built (#requestHead). */
+  #headStr: string | undefined;
 
   constructor(client: ClientSide, head: RequestHead, route: CompiledRoute, pool: UpstreamPool, tunnel: boolean) {
     const key = keyOf(pool);
@@ -196,13 +198,29 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.#fail(err);
   }
 
+  /**
+   * A bodiless request (an upgrade, a GET) is whole from the start: its head may leave the moment a new connection
+   * is established, from inside the pool's connect (upstream-connect.ts), instead of a tick later in connected().
+   */
+  protected override firstBytes(): string | undefined {
+    return this.#requestComplete && this.#earlyBody === null ? this.#requestHead() : undefined;
+  }
+
+  /** The upstream request head: the same for every attempt, built once. */
+  #requestHead(): string {
+    return (this.#headStr ??= buildRequestHead(this.head, this.route, this.#client.vars, this.tunnel));
+  }
+
   /** The client for a PROXY-sending pool (a pooled socket then serves this client connection only); else none. */
   protected upstreamClient(): UpstreamClient | undefined {
     return this.pool.sendsProxyHeader ? this.#client.upstreamClient : undefined;
   }
 
-  /** A socket to the target: send the head (and any body that came early), then wait for the response head. */
-  protected connected(socket: ByteSocket, reused: boolean): void {
+  /**
+   * A socket to the target: send the head (and any body that came early; `headSent`: the pool wrote the head at
+   * connect, firstBytes()), then wait for the response head.
+   */
+  protected connected(socket: ByteSocket, reused: boolean, headSent: boolean): void {
     this.#upstream = socket;
     this.#reused = reused;
     this.reusedSocket = reused;
@@ -211,11 +229,12 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     this.#phase = 'waiting';
     // the response head is awaited from the end of the request: a slow upload is the client's, not the target's
     this.#armHeadersDeadline();
-    const headStr = buildRequestHead(this.head, this.route, this.#client.vars, this.tunnel);
+    const headStr = this.#requestHead();
     this.bytesIn = headStr.length;
     let ok = true;
     if (this.#earlyBody === null) {
-      socket.write(headStr, 'latin1');
+      // the pool wrote it already when firstBytes() offered it (a whole request: never with early body bytes)
+      if (!headSent) socket.write(headStr, 'latin1');
     } else {
       // body bytes that arrived before the connection was ready, framed already; kept for a connect retry
       socket.cork();

@@ -393,6 +393,11 @@ export interface NativeSocketOptions {
 export class NativeSocket extends EventEmitter implements ByteSocket {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
+  /**
+   * connectNative: the connection was established inside connect(2) (its 'connect' is on its way, no event of
+   * the addon). Writes go out at once from here (the addon sends them), before 'connect' is emitted.
+   */
+  connectedNow = false;
   /** TLS is terminated by the addon on this socket (set at adoption, or by startTls()). */
   #encrypted: boolean;
   #io: Io;
@@ -1312,6 +1317,7 @@ export function connectNative(host: string, port: number, opts: NativeSocketOpti
   // established inside connect(2) (loopback): 'connect' once the current callback and its promise jobs are done
   // (setImmediate, not nextTick: a caller may attach its listener after an await, as with the event)
   const socket = new NativeSocket(state, r - CONNECTED_NOW, address, remotePort, true, opts);
+  socket.connectedNow = true;
   if (opts.connectListenerNow === true) process.nextTick(connectedNow, socket);
   else setImmediate(connectedNow, socket);
   return socket;

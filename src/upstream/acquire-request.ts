@@ -13,8 +13,9 @@ import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
  * With UPSTREAM_TARGET_GONE (the target left rotation while the acquire waited in its queue, or before it
  * started), `waitUntil` is the end of the wait already begun (pool clock, ms; 0 = none): the caller picks
  * another target and passes it to acquire() again, so moving never extends a request's queue time.
+ * `firstSent`: the caller's first bytes (acquire's `first`) are written on this socket already.
  */
-export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number) => void;
+export type AcquireCallback = (err: ProxyError | null, socket: ByteSocket | null, reused: boolean, waitUntil?: number, firstSent?: boolean) => void;
 
 /**
  * Whom a connection to an upstream with send_proxy_protocol speaks for. Its PROXY header, written once at the
@@ -59,14 +60,14 @@ export class AcquireRequest {
     this.#reclaim = reclaim;
   }
 
-  readonly answer: AcquireCallback = (err, socket, reused, waitUntil) => {
+  readonly answer: AcquireCallback = (err, socket, reused, waitUntil, firstSent) => {
     if (this.#state === 'cancelled') {
       if (socket !== null) this.#reclaim(socket);
       return;
     }
     if (this.#state !== 'pending') return;
     this.#state = 'answered';
-    this.#cb(err, socket, reused, waitUntil);
+    this.#cb(err, socket, reused, waitUntil, firstSent);
   };
 
   readonly cancel: CancelAcquire = () => {

@@ -62,10 +62,21 @@ export abstract class UpstreamAttempt {
   protected abstract get attemptOver(): boolean;
   /** Whom the connection speaks for when the pool sends PROXY headers (see UpstreamClient); else undefined. */
   protected abstract upstreamClient(): UpstreamClient | undefined;
-  /** A socket to `this.target`, the caller's from now on (see AcquireCallback for the listeners it must add). */
-  protected abstract connected(socket: ByteSocket, reused: boolean): void;
+  /**
+   * A socket to `this.target`, the caller's from now on (see AcquireCallback for the listeners it must add).
+   * `firstSent`: what firstBytes() returned is written on it already (a connection established inside connect(2)).
+   */
+  protected abstract connected(socket: ByteSocket, reused: boolean, firstSent: boolean): void;
   /** No (further) attempt: the work ends with `err`; `this.target` is null. */
   protected abstract giveUp(err: ProxyError): void;
+
+  /**
+   * The bytes the work writes first on any socket, when it is ready to have them written as soon as a new
+   * connection is established (the pool may then write them before connected(), which says so); undefined = none.
+   */
+  protected firstBytes(): string | undefined {
+    return undefined;
+  }
 
   /**
    * Picks a target and acquires a socket; the first step and every retry. `fallback`: the target to ask again
@@ -90,11 +101,11 @@ export abstract class UpstreamAttempt {
       const socket = this.pool.takeIdle(target);
       if (socket !== null) {
         this.#waitUntil = 0;
-        this.connected(socket, true);
+        this.connected(socket, true, false);
         return;
       }
     }
-    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.upstreamClient());
+    this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.upstreamClient(), this.firstBytes());
   }
 
   /** An acquire is pending (the pool has not answered it). */
@@ -158,7 +169,7 @@ export abstract class UpstreamAttempt {
     this.target = null;
   }
 
-  readonly #onAcquired: AcquireCallback = (err, socket, reused, waitUntil) => {
+  readonly #onAcquired: AcquireCallback = (err, socket, reused, waitUntil, firstSent) => {
     this.#cancelAcquire = null;
     if (this.attemptOver) {
       // unreachable while the work withdraws its acquire when it ends (the pool then keeps the socket); never
@@ -175,7 +186,7 @@ export abstract class UpstreamAttempt {
       this.#retryOrFail(err ?? new ProxyError('UPSTREAM_CONNECT_ERROR', 'no socket'));
       return;
     }
-    this.connected(socket, reused);
+    this.connected(socket, reused, firstSent === true);
   };
 
   /**

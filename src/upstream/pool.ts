@@ -239,12 +239,14 @@ export class UpstreamPool {
    * UPSTREAM_TARGET_GONE (retryable, see AcquireCallback) when the target left rotation while the acquire
    * waited, or was removed by discovery before it. `waitUntil` (from an earlier UPSTREAM_TARGET_GONE) bounds
    * a wait already begun. `client`: whom the connection speaks for when this upstream sends PROXY headers (see
-   * UpstreamClient). The callback is never synchronous. Returns a cancel for the caller that went away, valid
-   * in every phase (see CancelAcquire).
+   * UpstreamClient). `first`: the caller's first bytes, written on a new connection as soon as it is
+   * established inside connect(2) (a loopback or Unix target; not in a PROXY-sending or TLS pool), before the
+   * callback, which then says so (`firstSent`). The callback is never synchronous. Returns a cancel for the caller
+   * that went away, valid in every phase (see CancelAcquire).
    */
-  acquire(target: Target, callback: AcquireCallback, waitUntil = 0, client?: UpstreamClient): CancelAcquire {
+  acquire(target: Target, callback: AcquireCallback, waitUntil = 0, client?: UpstreamClient, first?: string): CancelAcquire {
     const req = new AcquireRequest(callback, (socket) => this.#reclaim(target, socket));
-    req.withdraw = this.#acquire(target, req.answer, waitUntil, client);
+    req.withdraw = this.#acquire(target, req.answer, waitUntil, client, first);
     return req.cancel;
   }
 
@@ -279,11 +281,11 @@ export class UpstreamPool {
   /**
    * A socket whose acquire was cancelled before it was handed over: nothing was written on it by the caller
    * (a PROXY header may have been), so it is released as reusable, except in a PROXY-sending pool where it
-   * speaks for a client that is gone.
+   * speaks for a client that is gone, and one that carries the caller's first bytes (its answer is no one's).
    */
   #reclaim(target: Target, socket: ByteSocket): void {
     const pooled = this.#sockets.get(socket);
-    if (pooled !== undefined && pooled.slot.byClient !== null) {
+    if (pooled !== undefined && (pooled.slot.byClient !== null || pooled.spoke)) {
       pooled.forget();
       socket.destroy();
       return;
@@ -291,7 +293,7 @@ export class UpstreamPool {
     this.release(target, socket, true);
   }
 
-  #acquire(target: Target, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined): CancelAcquire {
+  #acquire(target: Target, cb: AcquireCallback, waitUntil: number, client: UpstreamClient | undefined, first: string | undefined): CancelAcquire {
     const slot = this.#slots.get(target);
     if (slot === undefined) {
       const err = this.#set.gone.has(target)
@@ -312,7 +314,7 @@ export class UpstreamPool {
     }
     // Earlier waiters go first (FIFO) even when a socket just closed and left room.
     if (slot.open < this.config.max_connections && firstWaiter(slot) === undefined) {
-      this.#connect(slot, cb, undefined);
+      this.#connect(slot, cb, undefined, first);
       return NOT_QUEUED;
     }
     return this.#enqueue(slot, cb, waitUntil, undefined);
@@ -474,9 +476,9 @@ export class UpstreamPool {
     }
   }
 
-  #connect(slot: TargetSlot, cb: AcquireCallback, client: UpstreamClient | undefined): void {
+  #connect(slot: TargetSlot, cb: AcquireCallback, client: UpstreamClient | undefined, first?: string): void {
     const who = slot.byClient === null ? undefined : (client ?? UNKNOWN_CLIENT);
-    const pooled = connectTarget(slot, cb, who, this.config.timeouts.connect, this.#proxyHeader, this.#onConnectFailure, this.#tls);
+    const pooled = connectTarget(slot, cb, who, this.config.timeouts.connect, this.#proxyHeader, this.#onConnectFailure, this.#tls, first);
     this.#sockets.set(pooled.socket, pooled);
   }
 
@@ -493,6 +495,7 @@ export class UpstreamPool {
       return;
     }
     if (pooled.state === 'idle') return; // released twice: it is already pooled once
+    pooled.spoke = false; // what its acquirer wrote first had its exchange (a reusable socket is clean again)
     if (pooled.slot.removed) reusable = false; // its target left: this exchange was its last
     if (pooled.slot.byClient !== null) return this.#releaseFor(pooled, reusable);
     if (reusable && pooled.state === 'busy' && !this.#closed && healthy(socket)) {

@@ -53,6 +53,8 @@ export class PooledSocket {
   /** The client its PROXY header named (PROXY-sending pools); undefined otherwise. */
   readonly clientKey: string | undefined;
   state: SocketState = 'connecting';
+  /** Its acquirer's first bytes were written on it at connect (connectTarget): it is never pooled for another. */
+  spoke = false;
   #idleTimer: NodeJS.Timeout | undefined;
   #idleSince = 0;
   #idleTimeoutMs = 0;

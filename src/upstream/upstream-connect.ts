@@ -15,8 +15,10 @@ import { PooledSocket, type TargetSlot } from './target-slot.js';
 
 /**
  * Connects to `slot`'s target and answers `cb` once (socket, or a connect error after `onFailure` saw it, so a
- * retry already finds the target out). `who`: whom the PROXY header names (undefined: no header). Returns the
- * socket's bookkeeping, already counted in `slot.open`, for the pool to index.
+ * retry already finds the target out). `who`: whom the PROXY header names (undefined: no header). `first`: the
+ * acquirer's first bytes (latin1), written at once when the connection was established inside connect(2) and no
+ * PROXY header or TLS handshake must go first (then `cb` says `firstSent`); otherwise the acquirer writes them
+ * itself. Returns the socket's bookkeeping, already counted in `slot.open`, for the pool to index.
  */
 export function connectTarget(
   slot: TargetSlot,
@@ -26,10 +28,12 @@ export function connectTarget(
   proxyHeader: 'off' | 'v1' | 'v2',
   onFailure: (target: Target, code: ErrorCode) => void,
   secure?: UpstreamTls,
+  first?: string,
 ): PooledSocket {
   const { target } = slot;
   const header = who === undefined ? undefined : proxyHeader === 'v1' ? buildProxyV1(who.source, who.destination) : buildProxyV2(who.source, who.destination);
   let socket: ByteSocket;
+  let firstSent = false;
   if (secure !== undefined) {
     // TLS is Node's: a node:net socket under it, the PROXY header queued first so that it precedes the ClientHello
     const raw = connect({ ...netAddress(target), noDelay: true });
@@ -37,10 +41,17 @@ export function connectTarget(
     socket = secure.wrap(raw, target);
   } else {
     // native I/O when the addon has it and the target is an IP literal or a Unix socket: no stream machinery per request
-    socket = connectNative(target.host, target.port, NATIVE_OPTIONS) ?? connect({ ...netAddress(target), noDelay: true });
+    const native = connectNative(target.host, target.port, NATIVE_OPTIONS);
+    socket = native ?? connect({ ...netAddress(target), noDelay: true });
+    // established already (loopback, Unix): the request leaves now, before any bookkeeping or the connect's tick
+    if (first !== undefined && header === undefined && native?.connectedNow === true) {
+      native.write(first, 'latin1');
+      firstSent = true;
+    }
   }
   const ready = secure !== undefined ? 'secureConnect' : 'connect';
   const pooled = new PooledSocket(socket, slot, who?.key);
+  pooled.spoke = firstSent;
   let settled = false;
   let timer: NodeJS.Timeout | undefined;
 
@@ -64,7 +75,7 @@ export function connectTarget(
     pooled.state = 'busy';
     // the header is the connection's first bytes: written before the caller can write anything
     if (header !== undefined && secure === undefined) socket.write(header);
-    cb(null, socket, false);
+    cb(null, socket, false, undefined, firstSent);
   };
   socket.once(ready, onConnect);
   socket.on('error', onError);
