@@ -159,7 +159,9 @@ const HOSTS = ['example.com', 'Example.COM', 'example.com.', 'a.example.com', 'b
 const PREFIXES = ['/', '/a', '/a/', '/ab', '/a/b', '/a/b/', '/api', '/api/', '/api/v1', '/b', '/B'];
 const EXACTS = ['/', '/a', '/a/', '/a/b', '/api', '/x', '/B'];
 const REGEXES = ['^/a', '^/api/v[0-9]+$', 'b$'];
-const METHODS = ['GET', 'HEAD', 'POST', 'get', 'DELETE'];
+/** Methods of routes (the schema refuses lower case) and of requests (`get` is another method to the router). */
+const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE'];
+const REQUEST_METHODS = ['GET', 'HEAD', 'POST', 'get', 'DELETE', 'OPTIONS'];
 
 const pathCond = fc.oneof(
   { weight: 3, arbitrary: fc.constant({}) },
@@ -198,7 +200,7 @@ const requestArb = fc.record({
     fc.tuple(fc.constantFrom(...PREFIXES, ...EXACTS), fc.constantFrom('', '/', 'x', '/x', '/b', 'i', '/v2', '/.well-known/acme-challenge/t')).map(([a, b]) => (a + b).replace(/^\/\//, '/')),
     fc.constantFrom('/api/v12', '/r', '/ab/', '/.well-known/acme-challenge/t'),
   ),
-  method: fc.constantFrom(...METHODS),
+  method: fc.constantFrom(...REQUEST_METHODS),
 });
 
 test('random configs and requests: whenever the addon answers, the router picks the same route with the same candidate bit', (t) => {
@@ -230,10 +232,11 @@ test('random configs and requests: whenever the addon answers, the router picks 
         }
       }
     }),
-    { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(2_000)] } as fc.Parameters<[RouteInput[], Array<{ host: string; hostCase: boolean; path: string; method: string }>]>,
+    // a fixed number of configs (not a time budget): the share asserted below is then never a matter of speed
+    { numRuns: 400 },
   );
   t.diagnostic(`${configs} configs (${regexFree} without path_regex), ${asked} requests, ${answered} answered by the addon (${regexFreeAnswered} of ${regexFreeAsked} in regex-free configs), ${candidates} on candidate routes`);
-  assert.ok(configs > 50, `too few valid configs: ${configs}`);
+  assert.ok(configs > 200, `too few valid configs: ${configs} of 400`);
   assert.ok(answered > asked * 0.5, `the addon answered ${answered} of ${asked}: it refuses too much`);
   assert.ok(candidates > 0, 'no request on a candidate route');
 });
@@ -273,7 +276,7 @@ test('whole heads: the host the head reader gives (ports, case, trailing dots) r
         }
       },
     ),
-    { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(1_500)] },
+    { numRuns: 300 },
   );
   t.diagnostic(`${heads} heads taken by the head reader, ${routed} routed by the table`);
   assert.ok(routed > heads * 0.5, `the table answered ${routed} of ${heads} heads`);
