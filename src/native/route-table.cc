@@ -6,18 +6,38 @@
 namespace portico::rq {
 namespace {
 
-inline uint8_t Fold(uint8_t c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<uint8_t>(c | 0x20) : c;
+// Hosts and paths are read eight bytes at a time: a request's host is hashed, then compared with a key or a suffix.
+inline uint64_t Load(const uint8_t* p, size_t n) {  // n <= 8, zero-padded, little-endian
+  uint64_t v = 0;
+  if (n == 8) {
+    std::memcpy(&v, p, 8);
+    return v;
+  }
+  for (size_t k = 0; k < n; k++) v |= static_cast<uint64_t>(p[k]) << (8 * k);
+  return v;
 }
 
-// FNV-1a over p[0..n), folded when asked
+constexpr uint64_t kHigh = 0x8080808080808080ULL;
+
+// ASCII upper case to lower case in each byte of x (bytes above 0x7f unchanged): 'A'..'Z' are the bytes b with
+// b + 0x3f >= 0x80 and b + 0x25 < 0x80, computed on the low seven bits so no byte carries into the next
+inline uint64_t FoldWord(uint64_t x) {
+  const uint64_t low = x & ~kHigh;
+  const uint64_t upper = (low + 0x3f3f3f3f3f3f3f3fULL) & ~(low + 0x2525252525252525ULL) & ~x & kHigh;
+  return x | (upper >> 2);
+}
+
+// p[0..n) (folded when asked) hashed a word at a time
 uint32_t Hash(const uint8_t* p, size_t n, bool fold) {
-  uint32_t h = 2166136261u;
-  for (size_t k = 0; k < n; k++) {
-    h ^= fold ? Fold(p[k]) : p[k];
-    h *= 16777619u;
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
+  uint64_t h = (n + 1) * kMul;
+  for (size_t k = 0; k < n; k += 8) {
+    uint64_t w = Load(p + k, n - k < 8 ? n - k : 8);
+    if (fold) w = FoldWord(w);
+    h = (h ^ w) * kMul;
+    h ^= h >> 29;
   }
-  return h;
+  return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
 uint32_t HashOf(const std::string& s) {
@@ -28,8 +48,11 @@ uint32_t HashOf(const std::string& s) {
 bool Same(const uint8_t* p, size_t n, const std::string& key, bool fold) {
   if (n != key.size()) return false;
   if (!fold) return std::memcmp(p, key.data(), n) == 0;
-  for (size_t k = 0; k < n; k++)
-    if (Fold(p[k]) != static_cast<uint8_t>(key[k])) return false;
+  const uint8_t* q = reinterpret_cast<const uint8_t*>(key.data());
+  for (size_t k = 0; k < n; k += 8) {
+    const size_t m = n - k < 8 ? n - k : 8;
+    if (FoldWord(Load(p + k, m)) != Load(q + k, m)) return false;
+  }
   return true;
 }
 
@@ -61,9 +84,9 @@ RouteVerdict MatchPath(const RoutePathTable& t, const uint8_t* path, size_t n, c
 }
 
 bool Ascii(const uint8_t* p, size_t n) {
-  for (size_t k = 0; k < n; k++)
-    if (p[k] >= 0x80) return false;
-  return true;
+  uint64_t any = 0;
+  for (size_t k = 0; k < n; k += 8) any |= Load(p + k, n - k < 8 ? n - k : 8);
+  return (any & kHigh) == 0;
 }
 
 // http/connection.ts ACME_CHALLENGE_PREFIX: answered before routing while an order is pending (state JS holds)
