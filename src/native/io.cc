@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -1863,6 +1864,8 @@ Napi::Value RequestHeadRewrite(const Napi::CallbackInfo& info) {
 // whatever still uses the old one keeps it alive; it is freed when the last holder (the handle's finalizer) lets go.
 using SharedRouteTable = std::shared_ptr<const rq::RouteTable>;
 constexpr napi_type_tag kRouteTableTag = {0x706f727469636f2dULL, 0x726f7574652d7462ULL};
+// Tables alive (made, not freed yet): the test that a table is freed once nothing holds it reads it.
+std::atomic<int64_t> route_tables_live{0};
 
 // routeTableCompile(bytes) -> handle: the bytes src/route/native-routes.ts writes for one config, read once into a
 // table that is never changed (route-table.h). Throws on malformed bytes.
@@ -1870,12 +1873,22 @@ Napi::Value RouteTableCompile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "routeTableCompile(bytes)");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
-  auto table = std::make_shared<rq::RouteTable>();
+  auto parsed = std::make_unique<rq::RouteTable>();
   std::string error;
-  if (!rq::ParseRouteTable(bytes.Data(), bytes.ByteLength(), table.get(), &error)) throw Napi::Error::New(env, "routeTableCompile: " + error);
+  if (!rq::ParseRouteTable(bytes.Data(), bytes.ByteLength(), parsed.get(), &error)) throw Napi::Error::New(env, "routeTableCompile: " + error);
+  route_tables_live++;
+  SharedRouteTable table(parsed.release(), [](const rq::RouteTable* t) {
+    route_tables_live--;
+    delete t;
+  });
   auto handle = Napi::External<SharedRouteTable>::New(env, new SharedRouteTable(std::move(table)), [](Napi::Env, SharedRouteTable* t) { delete t; });
   handle.TypeTag(&kRouteTableTag);
   return handle;
+}
+
+// routeTableLive() -> tables made and not freed yet
+Napi::Value RouteTableLive(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(route_tables_live.load()));
 }
 
 // routeTableMatch(handle, host, path, method) -> route * 2 + candidate bit, -1 for no route (404), -2 for not mine:
@@ -2012,6 +2025,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("requestHeadRewrite", Napi::Function::New(env, RequestHeadRewrite, "requestHeadRewrite"));
   exports.Set("routeTableCompile", Napi::Function::New(env, RouteTableCompile, "routeTableCompile"));
   exports.Set("routeTableMatch", Napi::Function::New(env, RouteTableMatch, "routeTableMatch"));
+  exports.Set("routeTableLive", Napi::Function::New(env, RouteTableLive, "routeTableLive"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));

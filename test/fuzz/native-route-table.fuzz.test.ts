@@ -9,6 +9,9 @@
 // bytes are refused without a crash. Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import { Router } from '../../src/route/router.js';
@@ -23,7 +26,7 @@ type RouteInput = NonNullable<ConfigInput['routes']>[number];
 type Scanned = { host: string; path: string; method: string } | null;
 type RequestHeadRewrite = (...args: unknown[]) => Scanned;
 
-const addon = native() as unknown as { routeTableCompile?: (b: Uint8Array) => object; requestHeadRewrite?: RequestHeadRewrite } | undefined;
+const addon = native() as unknown as { routeTableCompile?: (b: Uint8Array) => object; routeTableLive?: () => number; requestHeadRewrite?: RequestHeadRewrite } | undefined;
 
 function needAddon(t: TestContext): boolean {
   return needAddonExport(t, addon?.routeTableCompile !== undefined, 'the native addon (with routeTableCompile)');
@@ -346,4 +349,38 @@ test('malformed table bytes are refused (a thrown error), never read past their 
   );
   t.diagnostic(`${good.length} bytes; mutations: ${refused} refused, ${accepted} compiled`);
   assert.ok(refused > 0);
+});
+
+test('a table lives while JS holds its handle and is freed once nothing does (a reload drops the old one)', async (t) => {
+  if (!needAddon(t)) return;
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const b = build([{ match: { host: ['example.com'], path: '/a' }, proxy: 'a' }, { proxy: 'a' }])!;
+  const bytes = routeTableBytes(b.router, b.config);
+  // the tables earlier tests dropped go first: collect until the count stays the same three rounds in a row
+  let before = addon!.routeTableLive!();
+  for (let same = 0, round = 0; same < 3 && round < 200; round++) {
+    gc();
+    await tick();
+    const now = addon!.routeTableLive!();
+    same = now === before ? same + 1 : 0;
+    before = now;
+  }
+  // fifty reloads: each compiles a new table and drops the previous one; the last stays held and keeps answering
+  let held: object | undefined;
+  for (let i = 0; i < 50; i++) held = addon!.routeTableCompile!(bytes);
+  assert.ok(addon!.routeTableLive!() >= before + 1);
+  // finalizers run after a collection, from the event loop: collect and yield until the forty-nine are gone
+  for (let round = 0; round < 200 && addon!.routeTableLive!() > before + 1; round++) {
+    gc();
+    await tick();
+  }
+  assert.equal(addon!.routeTableLive!(), before + 1, 'the dropped tables were freed, the held one was not');
+  assert.deepEqual(routeTableMatch({ handle: held!, routes: 2 }, 'example.com', '/a/x', 'GET'), { kind: 'route', route: 0, candidate: true });
+  held = undefined;
+  for (let round = 0; round < 200 && addon!.routeTableLive!() > before; round++) {
+    gc();
+    await tick();
+  }
+  assert.equal(addon!.routeTableLive!(), before, 'the last table was freed once dropped');
 });
