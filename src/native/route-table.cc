@@ -154,10 +154,7 @@ struct Reader {
     t->exact_lists.resize(n);
     for (uint32_t k = 0; k < n; k++)
       if (!Str(&paths[k]) || !Candidates(&t->exact_lists[k], routes)) return false;
-    for (uint32_t k = 0; k < n; k++)
-      for (uint32_t j = 0; j < k; j++)
-        if (paths[j] == paths[k]) return Fail("exact path twice");
-    t->exact.Build(std::move(paths));
+    if (!t->exact.Build(std::move(paths))) return Fail("exact path twice");
     if (!U32(&t->regexes) || !Count(&n, 9)) return false;
     t->prefixes.resize(n);
     for (RoutePrefix& e : t->prefixes) {
@@ -172,7 +169,7 @@ struct Reader {
 
 }  // namespace
 
-void StringIndex::Build(std::vector<std::string> keys) {
+bool StringIndex::Build(std::vector<std::string> keys) {
   keys_ = std::move(keys);
   size_t cap = 4;
   while (cap < keys_.size() * 2) cap <<= 1;
@@ -181,9 +178,11 @@ void StringIndex::Build(std::vector<std::string> keys) {
   for (size_t i = 0; i < keys_.size(); i++) {
     hashes_[i] = HashOf(keys_[i]);
     size_t s = hashes_[i] & (cap - 1);
-    while (slots_[s] >= 0) s = (s + 1) & (cap - 1);
+    for (; slots_[s] >= 0; s = (s + 1) & (cap - 1))
+      if (hashes_[slots_[s]] == hashes_[i] && keys_[slots_[s]] == keys_[i]) return false;
     slots_[s] = static_cast<int32_t>(i);
   }
+  return true;
 }
 
 int32_t StringIndex::Find(const uint8_t* p, size_t n, bool fold) const {
@@ -219,10 +218,7 @@ bool ParseRouteTable(const uint8_t* p, size_t len, RouteTable* out, std::string*
     if (!r.Str(&hosts[k]) || !r.U32(&out->host_tables[k])) return false;
     if (out->host_tables[k] >= tables) return r.Fail("bad table index");
   }
-  for (uint32_t k = 0; k < n; k++)
-    for (uint32_t j = 0; j < k; j++)
-      if (hosts[j] == hosts[k]) return r.Fail("host twice");
-  out->hosts.Build(std::move(hosts));
+  if (!out->hosts.Build(std::move(hosts))) return r.Fail("host twice");
   if (!r.Count(&n, 8)) return false;
   out->wildcards.resize(n);
   for (RouteWildcard& w : out->wildcards) {

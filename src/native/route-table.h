@@ -31,7 +31,8 @@ struct RouteCandidate {
 // are stored as JS gave them (hosts lower-case already); a lookup can fold ASCII upper case in its key.
 class StringIndex {
  public:
-  void Build(std::vector<std::string> keys);  // value of keys[i] is i
+  // The value of keys[i] is i; false when a key comes twice.
+  bool Build(std::vector<std::string> keys);
   // The value of p[0..n) (ASCII-lower-cased first when `fold`), or -1.
   int32_t Find(const uint8_t* p, size_t n, bool fold) const;
   size_t size() const { return keys_.size(); }

@@ -321,6 +321,16 @@ test('malformed table bytes are refused (a thrown error), never read past their 
   ])!;
   const good = routeTableBytes(b.router, b.config);
   assert.ok(addon!.routeTableCompile!(good) !== undefined);
+  // a host or an exact path written twice (JS never does: they are Map keys) is refused, not shadowed
+  const twice = build([
+    { match: { host: ['aa.test'], path_exact: '/p1' }, proxy: 'a' },
+    { match: { host: ['bb.test'], path_exact: '/p2' }, proxy: 'a' },
+    { match: { host: ['aa.test'], path_exact: '/p3' }, proxy: 'a' },
+  ])!;
+  const twiceBytes = routeTableBytes(twice.router, twice.config);
+  assert.ok(addon!.routeTableCompile!(twiceBytes) !== undefined);
+  assert.throws(() => addon!.routeTableCompile!(Buffer.from(twiceBytes.toString('latin1').replace('bb.test', 'aa.test'), 'latin1')), /host twice/);
+  assert.throws(() => addon!.routeTableCompile!(Buffer.from(twiceBytes.toString('latin1').replace('/p3', '/p1'), 'latin1')), /exact path twice/);
   let refused = 0;
   let accepted = 0;
   // every cut, then random mutations: each compiles or throws, and a table that compiles answers without crashing
