@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -36,6 +37,7 @@
 #include "relay.h"
 #include "request-head.h"
 #include "response-head.h"
+#include "route-table.h"
 #include "tls.h"
 
 namespace portico::io {
@@ -1858,6 +1860,56 @@ Napi::Value RequestHeadRewrite(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// A compiled route table held by JS: the addon's holders share it, so a reload's new table replaces it in JS while
+// whatever still uses the old one keeps it alive; it is freed when the last holder (the handle's finalizer) lets go.
+using SharedRouteTable = std::shared_ptr<const rq::RouteTable>;
+constexpr napi_type_tag kRouteTableTag = {0x706f727469636f2dULL, 0x726f7574652d7462ULL};
+// Tables alive (made, not freed yet): the test that a table is freed once nothing holds it reads it.
+std::atomic<int64_t> route_tables_live{0};
+
+// routeTableCompile(bytes) -> handle: the bytes src/route/native-routes.ts writes for one config, read once into a
+// table that is never changed (route-table.h). Throws on malformed bytes.
+Napi::Value RouteTableCompile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "routeTableCompile(bytes)");
+  Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+  auto parsed = std::make_unique<rq::RouteTable>();
+  std::string error;
+  if (!rq::ParseRouteTable(bytes.Data(), bytes.ByteLength(), parsed.get(), &error)) throw Napi::Error::New(env, "routeTableCompile: " + error);
+  route_tables_live++;
+  SharedRouteTable table(parsed.release(), [](const rq::RouteTable* t) {
+    route_tables_live--;
+    delete t;
+  });
+  auto handle = Napi::External<SharedRouteTable>::New(env, new SharedRouteTable(std::move(table)), [](Napi::Env, SharedRouteTable* t) { delete t; });
+  handle.TypeTag(&kRouteTableTag);
+  return handle;
+}
+
+// routeTableLive() -> tables made and not freed yet
+Napi::Value RouteTableLive(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(route_tables_live.load()));
+}
+
+// routeTableMatch(handle, host, path, method) -> route * 2 + candidate bit, -1 for no route (404), -2 for not mine:
+// route-table.cc MatchRoute, for the differential tests and the benchmark (not on the request path yet). The strings go
+// in as UTF-8, so any character above 0x7f is a byte MatchRoute refuses.
+Napi::Value RouteTableMatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsExternal() || !info[1].IsString() || !info[2].IsString() || !info[3].IsString())
+    throw Napi::TypeError::New(env, "routeTableMatch(table, host, path, method)");
+  auto handle = info[0].As<Napi::External<SharedRouteTable>>();
+  if (!handle.CheckTypeTag(&kRouteTableTag)) throw Napi::TypeError::New(env, "routeTableMatch: not a route table");
+  const std::string host = info[1].As<Napi::String>().Utf8Value();
+  const std::string path = info[2].As<Napi::String>().Utf8Value();
+  const std::string method = info[3].As<Napi::String>().Utf8Value();
+  auto u = [](const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); };
+  const rq::RouteMatch m = rq::MatchRoute(**handle.Data(), u(host), host.size(), u(path), path.size(), u(method), method.size());
+  if (m.verdict == rq::RouteVerdict::kNotMine) return Napi::Number::New(env, -2);
+  if (m.verdict == rq::RouteVerdict::kNoRoute) return Napi::Number::New(env, -1);
+  return Napi::Number::New(env, static_cast<double>(m.route) * 2 + (m.candidate ? 1 : 0));
+}
+
 // ioStats() -> { live, accepted, acceptBatches, answered, upgraded }: open connections and listeners (fd-leak tests),
 // connections accepted natively and the batches they came in, answers relayed and 101s written here (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -1971,6 +2023,9 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("fcgiAnswerFeed", Napi::Function::New(env, FcgiAnswerFeed, "fcgiAnswerFeed"));
   exports.Set("responseHeadRewrite", Napi::Function::New(env, ResponseHeadRewrite, "responseHeadRewrite"));
   exports.Set("requestHeadRewrite", Napi::Function::New(env, RequestHeadRewrite, "requestHeadRewrite"));
+  exports.Set("routeTableCompile", Napi::Function::New(env, RouteTableCompile, "routeTableCompile"));
+  exports.Set("routeTableMatch", Napi::Function::New(env, RouteTableMatch, "routeTableMatch"));
+  exports.Set("routeTableLive", Napi::Function::New(env, RouteTableLive, "routeTableLive"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));

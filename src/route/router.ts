@@ -256,6 +256,28 @@ interface PrefixEntry {
   readonly candidates: Candidate[];
 }
 
+/** One candidate as layout() shows it: the route's index (file order) and its method list (undefined: any). */
+export interface CandidateLayout {
+  readonly route: number;
+  readonly methods: readonly string[] | undefined;
+}
+
+/** A sealed PathTable's lists in match order; `regexes` counts the path_regex conditions (matched by V8 only). */
+export interface PathTableLayout {
+  readonly exact: ReadonlyArray<{ readonly path: string; readonly candidates: readonly CandidateLayout[] }>;
+  readonly regexes: number;
+  readonly prefixes: ReadonlyArray<{ readonly prefix: string; readonly boundary: boolean; readonly candidates: readonly CandidateLayout[] }>;
+  readonly any: readonly CandidateLayout[];
+}
+
+/** The router's host classes in match order (Router.layout). */
+export interface RouterLayout {
+  readonly exactHosts: ReadonlyArray<{ readonly host: string; readonly table: PathTableLayout }>;
+  /** Longest suffix first; `suffix` is ".example.com" for "*.example.com". */
+  readonly wildcards: ReadonlyArray<{ readonly suffix: string; readonly table: PathTableLayout }>;
+  readonly anyHost: PathTableLayout | undefined;
+}
+
 /** The routes of one host class (one exact host, one wildcard suffix, or no host), ordered for matching. */
 class PathTable {
   readonly #exact = new Map<string, Candidate[]>();
@@ -292,6 +314,17 @@ class PathTable {
     this.#any.sort(tieOrder);
     // Two different prefixes of the same length can never both match one path, so length alone orders them.
     this.#prefixes = this.#prefixes.sort((a, b) => b.prefix.length - a.prefix.length);
+  }
+
+  /** The sealed lists in the order match() reads them (route/native-routes.ts compiles them for the addon). */
+  layout(): PathTableLayout {
+    const cands = (list: readonly Candidate[]): CandidateLayout[] => list.map((c) => ({ route: c.index, methods: c.methods === undefined ? undefined : [...c.methods] }));
+    return {
+      exact: [...this.#exact].map(([path, list]) => ({ path, candidates: cands(list) })),
+      regexes: this.#regexes.length,
+      prefixes: this.#prefixes.map((e) => ({ prefix: e.prefix, boundary: e.boundary, candidates: cands(e.candidates) })),
+      any: cands(this.#any),
+    };
   }
 
   match(method: string, path: string): Candidate | undefined {
@@ -385,6 +418,15 @@ export class Router {
     anyHost?.seal();
     this.#anyHost = anyHost;
     this.routes = Object.freeze(routes);
+  }
+
+  /** The sealed tables as plain data, in the order route() reads them (route/native-routes.ts compiles them). */
+  layout(): RouterLayout {
+    return {
+      exactHosts: [...this.#exactHosts].map(([host, t]) => ({ host, table: t.layout() })),
+      wildcards: this.#wildcards.map((w) => ({ suffix: w.suffix, table: w.table.layout() })),
+      anyHost: this.#anyHost?.layout(),
+    };
   }
 
   /**
