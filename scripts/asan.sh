@@ -10,7 +10,7 @@ napi="$(node -p "require('node-addon-api').include_dir")"
 nodeinc="$(dirname "$(dirname "$(command -v node)")")/include/node"
 g++ -shared -fPIC -fsanitize=address -fno-omit-frame-pointer -O1 -g -std=c++17 -fexceptions \
   -I"$nodeinc" -I"$napi" -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/request-head.cc src/native/fcgi-answer.cc \
+  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/request-head.cc src/native/fcgi-answer.cc src/native/fcgi-request.cc \
   -o build-asan/portico_native.node
 # curl hangs at start with libasan preloaded: the tests' curl runs without it (a shim first on PATH)
 mkdir -p build-asan/bin
