@@ -55,6 +55,9 @@ node --test dist/test/fuzz/native-fcgi-answer.fuzz.test.js dist/test/e2e/native-
 # the request head read and rewritten in C++ (request-head.cc, io.cc requestHeadRewrite; not on the request path yet):
 # fuzzed against the JS parser, path normalization and head builder, heads of real clients included
 node --test dist/test/fuzz/native-request-head.fuzz.test.js
+# FastCGI's request records of a bodyless GET/HEAD in C++ (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request
+# path yet): fuzzed against the JS params and encodeRequestStart, heads of real clients included
+node --test dist/test/fuzz/native-fcgi-request.fuzz.test.js
 # unix:/path targets on the native I/O (io.cc ioConnectUnix): FastCGI and HTTP relayed answers, connect failures
 # (refused, missing, full backlog) and a WebSocket tunnel through the splice relay, all to peers on Unix sockets
 node --test dist/test/e2e/native-unix.test.js

@@ -428,6 +428,8 @@ test('native FastCGI records = the JS ones on random heads, route plans and clie
     }),
     opts,
   );
-  assert.ok(planned > 100, `random heads taken by the C++ path: ${planned} of ${runs}`);
+  // a share, not a count: under ASan the same 1.5 s run a tenth of the cases (POST, per-request params, bad targets
+  // and link-local addresses are refused by design: about 15 % is taken)
+  assert.ok(planned >= 20 && planned / runs > 0.08, `random heads taken by the C++ path: ${planned} of ${runs}`);
   t.diagnostic(`${runs} random (head, plan, client, script): ${planned} taken and agreed`);
 });
