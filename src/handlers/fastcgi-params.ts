@@ -143,6 +143,21 @@ export function fixedParams(f: CompiledFastcgi): Buffer {
 }
 
 /**
+ * What the addon's request records (src/native/fcgi-request.h) take once per route: the fixed pairs, every extra
+ * param's name (each replaces the standard pair or header of its name), and whether some param is rendered per
+ * request (such a route stays JavaScript's). Not on the request path yet.
+ */
+export function nativeParamsPlan(f: CompiledFastcgi): { readonly fixed: Buffer; readonly overridden: readonly string[]; readonly perRequest: boolean } {
+  const plan = planOf(f);
+  return { fixed: plan.fixed, overridden: f.params.map((p) => p.name), perRequest: plan.perRequest.length > 0 };
+}
+
+/** The pairs `script` gives on route `f` (binary form), as requestParams writes them: made once per Script object. */
+export function scriptParams(f: CompiledFastcgi, script: Script): string {
+  return scriptPairs(planOf(f), script);
+}
+
+/**
  * This request's pairs as one binary string (wire/fastcgi.ts binaryPair): the standard ones, HTTP_* from the
  * headers, then the extra params that use request variables. Header values and the request target go as the
  * bytes the client sent (latin1, as the parser read them; as nginx passes them); decoded paths as UTF-8. Names

@@ -33,6 +33,7 @@
 #include <napi.h>
 
 #include "fcgi-answer.h"
+#include "fcgi-request.h"
 #include "io.h"
 #include "relay.h"
 #include "request-head.h"
@@ -1910,6 +1911,46 @@ Napi::Value RouteTableMatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(m.route) * 2 + (m.candidate ? 1 : 0));
 }
 
+// fcgiRequestRecords(bytes, [headSize, uriSize, fields], fixed, overridden, perRequest, script, remote, remotePort, local,
+// serverPort, https, trusted, requestId, keepConn) -> Buffer | null: fcgi-request.cc on its own, for the differential
+// tests against src/wire/fastcgi.ts encodeRequestStart and src/handlers/fastcgi-params.ts requestParams (not on the
+// request path). `fixed` and `script`: the route's and the script's pairs' bytes; `remote`, `local`: 4 or 16 bytes.
+// Per call it makes the plan and the connection the real path would make once per route and per connection.
+Napi::Value FcgiRequestRecords(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> overridden;
+  if (info.Length() < 14 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsTypedArray() || !NamesArg(info[3], &overridden) || !info[5].IsTypedArray() ||
+      !info[6].IsTypedArray() || !info[7].IsNumber() || !info[8].IsTypedArray() || !info[9].IsNumber() || !info[12].IsNumber())
+    throw Napi::TypeError::New(env, "fcgiRequestRecords(bytes, limits, fixed, overridden, perRequest, script, remote, remotePort, local, serverPort, https, trusted, requestId, keepConn)");
+  Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+  Napi::Array l = info[1].As<Napi::Array>();
+  rq::Limits limits;
+  limits.head_size = static_cast<size_t>(l.Get(0u).As<Napi::Number>().Int64Value());
+  limits.uri_size = static_cast<size_t>(l.Get(1u).As<Napi::Number>().Int64Value());
+  limits.fields = l.Get(2u).As<Napi::Number>().Int32Value();
+  Napi::Uint8Array fixed = info[2].As<Napi::Uint8Array>();
+  const fq::Plan plan = fq::MakePlan(std::string(reinterpret_cast<const char*>(fixed.Data()), fixed.ByteLength()), overridden, info[4].ToBoolean());
+  Napi::Uint8Array script = info[5].As<Napi::Uint8Array>();
+  auto client = [](Napi::Uint8Array a) {
+    rq::Client c;
+    if (a.ByteLength() == 4 || a.ByteLength() == 16) {
+      c.family = a.ByteLength() == 4 ? AF_INET : AF_INET6;
+      std::memcpy(c.addr, a.Data(), a.ByteLength());
+    }
+    return c;
+  };
+  fq::Conn conn;
+  if (!fq::MakeConn(client(info[6].As<Napi::Uint8Array>()), info[7].As<Napi::Number>().Int32Value(), client(info[8].As<Napi::Uint8Array>()), info[9].As<Napi::Number>().Int32Value(),
+                    info[10].ToBoolean(), info[11].ToBoolean(), &conn))
+    return env.Null();
+  auto head = std::make_unique<rq::Head>();
+  std::string out;
+  if (!fq::Records(bytes.Data(), bytes.ByteLength(), limits, plan, conn, reinterpret_cast<const char*>(script.Data()), script.ByteLength(),
+                   static_cast<uint16_t>(info[12].As<Napi::Number>().Uint32Value()), info[13].ToBoolean(), head.get(), &out))
+    return env.Null();
+  return Napi::Buffer<char>::Copy(env, out.data(), out.size());
+}
+
 // ioStats() -> { live, accepted, acceptBatches, answered, upgraded }: open connections and listeners (fd-leak tests),
 // connections accepted natively and the batches they came in, answers relayed and 101s written here (the admin status).
 Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -2026,6 +2067,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("routeTableCompile", Napi::Function::New(env, RouteTableCompile, "routeTableCompile"));
   exports.Set("routeTableMatch", Napi::Function::New(env, RouteTableMatch, "routeTableMatch"));
   exports.Set("routeTableLive", Napi::Function::New(env, RouteTableLive, "routeTableLive"));
+  exports.Set("fcgiRequestRecords", Napi::Function::New(env, FcgiRequestRecords, "fcgiRequestRecords"));
   exports.Set("ioWriteLatin1", Napi::Function::New(env, WriteLatin1, "ioWriteLatin1"));
   exports.Set("ioRead", Napi::Function::New(env, Read, "ioRead"));
   exports.Set("ioShutdown", Napi::Function::New(env, Shutdown, "ioShutdown"));

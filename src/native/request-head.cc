@@ -96,9 +96,9 @@ size_t RequestLine(const uint8_t* p, size_t end, size_t uri_size, Head* h) {
 }
 
 // Names whose field makes the head JS's: framing and body (Transfer-Encoding; Expect's interim answer), a tunnel
-// (Upgrade), hop-by-hop negotiation JS would drop but this path does not judge (TE, Trailer), forwarding claims that
-// a trust policy would read (Forwarded, X-Real-IP and every X-Forwarded-*).
-bool Refused(const uint8_t* p, size_t ns, size_t ne) {
+// (Upgrade), hop-by-hop negotiation JS would drop but this path does not judge (TE, Trailer), and unless
+// `forwarding`, forwarding claims that a trust policy would read (Forwarded, X-Real-IP and every X-Forwarded-*).
+bool Refused(const uint8_t* p, size_t ns, size_t ne, bool forwarding) {
   switch (ne - ns) {
     case 2:
       return EqLower(p, ns, ne, "te", 2);
@@ -107,12 +107,12 @@ bool Refused(const uint8_t* p, size_t ns, size_t ne) {
     case 7:
       return EqLower(p, ns, ne, "upgrade", 7) || EqLower(p, ns, ne, "trailer", 7);
     case 9:
-      return EqLower(p, ns, ne, "forwarded", 9) || EqLower(p, ns, ne, "x-real-ip", 9);
+      return !forwarding && (EqLower(p, ns, ne, "forwarded", 9) || EqLower(p, ns, ne, "x-real-ip", 9));
     case 17:
       if (EqLower(p, ns, ne, "transfer-encoding", 17)) return true;
       break;
   }
-  return ne - ns >= 12 && EqLower(p, ns, ns + 12, "x-forwarded-", 12);
+  return !forwarding && ne - ns >= 12 && EqLower(p, ns, ns + 12, "x-forwarded-", 12);
 }
 
 void Append(std::string* out, const uint8_t* p, size_t a, size_t b) {
@@ -121,7 +121,7 @@ void Append(std::string* out, const uint8_t* p, size_t a, size_t b) {
 
 }  // namespace
 
-bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h) {
+bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h, bool forwarding) {
   h->Reset();
   // parseRequestHead reads within header_size: a head that ends past it is a 431, JS's
   const size_t end = len < limits.head_size ? len : limits.head_size;
@@ -153,7 +153,7 @@ bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h) {
         else return false;
         return true;
       });
-    } else if (Refused(p, f.ns, f.ne)) {
+    } else if (Refused(p, f.ns, f.ne, forwarding)) {
       return false;
     }
     return true;

@@ -93,7 +93,9 @@ struct Head {
 };
 
 // Reads the head at p[0..len) into `h`. False: not this path's (the head is incomplete, or outside the subset).
-bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h);
+// `forwarding`: Forwarded, X-Real-IP and X-Forwarded-* are read as any other field (a reader that applies the trust
+// policy itself: fcgi-request.cc); without it they make the head JS's (Rewrite, whose trust rules are rewrite.ts's).
+bool Scan(const uint8_t* p, size_t len, const Limits& limits, Head* h, bool forwarding = false);
 
 // The client's address as connection.ts remoteAddr has it (Node's text, an IPv4-mapped address as IPv4). False:
 // not an address this path formats (no family, or link-local: Node adds its zone).
