@@ -1808,6 +1808,15 @@ Napi::Value ResponseHeadRewrite(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The test exports' [headSize, uriSize, fields] argument as the head reader's limits.
+rq::Limits LimitsArg(const Napi::Array& l) {
+  rq::Limits limits;
+  limits.head_size = static_cast<size_t>(l.Get(0u).As<Napi::Number>().Int64Value());
+  limits.uri_size = static_cast<size_t>(l.Get(1u).As<Napi::Number>().Int64Value());
+  limits.fields = l.Get(2u).As<Napi::Number>().Int32Value();
+  return limits;
+}
+
 // requestHeadRewrite(bytes, [headSize, uriSize, fields], skip, own, forwarded, strip, extra, address, https, serverPort,
 // requestId?) -> { used, keepAlive, minor, method, path, query, hostRaw, head } | null: request-head.cc on its own, for
 // the differential tests against src/wire/http-head.ts and rewrite.ts buildRequestHead (not on the request path yet).
@@ -1820,11 +1829,7 @@ Napi::Value RequestHeadRewrite(const Napi::CallbackInfo& info) {
       !info[6].IsString() || !info[7].IsTypedArray() || !info[9].IsNumber())
     throw Napi::TypeError::New(env, "requestHeadRewrite(bytes, limits, skip, own, forwarded, strip, extra, address, https, serverPort, requestId?)");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
-  Napi::Array l = info[1].As<Napi::Array>();
-  rq::Limits limits;
-  limits.head_size = static_cast<size_t>(l.Get(0u).As<Napi::Number>().Int64Value());
-  limits.uri_size = static_cast<size_t>(l.Get(1u).As<Napi::Number>().Int64Value());
-  limits.fields = l.Get(2u).As<Napi::Number>().Int32Value();
+  const rq::Limits limits = LimitsArg(info[1].As<Napi::Array>());
   plan.own = rq::OwnBits(own);
   plan.forwarded = info[4].ToBoolean();
   Latin1Arg(env, info[5], &plan.strip_prefix);
@@ -1923,11 +1928,7 @@ Napi::Value FcgiRequestRecords(const Napi::CallbackInfo& info) {
       !info[6].IsTypedArray() || !info[7].IsNumber() || !info[8].IsTypedArray() || !info[9].IsNumber() || !info[12].IsNumber())
     throw Napi::TypeError::New(env, "fcgiRequestRecords(bytes, limits, fixed, overridden, perRequest, script, remote, remotePort, local, serverPort, https, trusted, requestId, keepConn)");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
-  Napi::Array l = info[1].As<Napi::Array>();
-  rq::Limits limits;
-  limits.head_size = static_cast<size_t>(l.Get(0u).As<Napi::Number>().Int64Value());
-  limits.uri_size = static_cast<size_t>(l.Get(1u).As<Napi::Number>().Int64Value());
-  limits.fields = l.Get(2u).As<Napi::Number>().Int32Value();
+  const rq::Limits limits = LimitsArg(info[1].As<Napi::Array>());
   Napi::Uint8Array fixed = info[2].As<Napi::Uint8Array>();
   const fq::Plan plan = fq::MakePlan(std::string(reinterpret_cast<const char*>(fixed.Data()), fixed.ByteLength()), overridden, info[4].ToBoolean());
   Napi::Uint8Array script = info[5].As<Napi::Uint8Array>();

@@ -10,7 +10,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
-import { createServer, SocketAddress, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { parseRequestHead, type HeadLimits } from '../../src/wire/http-head.js';
 import { normalizePath } from '../../src/wire/path.js';
@@ -22,6 +22,7 @@ import type { CompiledFastcgi, RequestVars } from '../../src/route/router.js';
 import type { ForwardingPolicy } from '../../src/route/forwarding.js';
 import { native } from '../../src/native/addon.js';
 import { unmapIPv4 } from '../../src/core/util.js';
+import { addressBytes, nodeAddressText } from '../helpers/addresses.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
 import { hasCurl, run } from '../helpers/clients.js';
@@ -95,40 +96,6 @@ interface Client {
   trusted: boolean;
 }
 
-/** The 8 hex words of an IPv6 address, uncompressed. */
-function words(address: Uint8Array): string {
-  const out: string[] = [];
-  for (let i = 0; i < 16; i += 2) out.push(((address[i] << 8) | address[i + 1]).toString(16));
-  return out.join(':');
-}
-
-/** Node's text for an address (what socket.remoteAddress / localAddress give), as connection.ts keeps it. */
-function addressText(address: Uint8Array): string {
-  const text = address.length === 4 ? address.join('.') : new SocketAddress({ address: words(address), family: 'ipv6' }).address;
-  return unmapIPv4(text);
-}
-
-/** An address's bytes from its text (IPv4, IPv6 with `::` and a trailing IPv4 part). */
-function addressBytes(text: string): Uint8Array {
-  if (!text.includes(':')) return Uint8Array.from(text.split('.').map(Number));
-  let t = text;
-  const last = t.lastIndexOf(':');
-  if (t.slice(last + 1).includes('.')) {
-    const v4 = t.slice(last + 1).split('.').map(Number);
-    t = `${t.slice(0, last + 1)}${((v4[0] << 8) | v4[1]).toString(16)}:${((v4[2] << 8) | v4[3]).toString(16)}`;
-  }
-  const [a, b] = t.split('::');
-  const left = a === '' ? [] : a.split(':').map((w) => parseInt(w, 16));
-  const right = b === undefined || b === '' ? [] : b.split(':').map((w) => parseInt(w, 16));
-  const ws = b === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  const out = new Uint8Array(16);
-  ws.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  return out;
-}
-
 const CLIENTS: Client[] = [
   { remote: addressBytes('127.0.0.1'), remotePort: 40312, local: addressBytes('127.0.0.1'), serverPort: 80, https: false, trusted: false },
   { remote: addressBytes('::1'), remotePort: 1, local: addressBytes('::1'), serverPort: 443, https: true, trusted: false },
@@ -189,9 +156,9 @@ function agree(buf: Buffer, clients: readonly Client[] = CLIENTS, limitsList: re
           assert.equal(h.expectContinue, false, what);
           assert.ok(h.bodyKind === 'none' || (h.bodyKind === 'length' && h.contentLength === 0), `a body: ${what}`);
           assert.ok(h.host !== undefined && h.host !== '', what);
-          const remoteAddr = addressText(client.remote);
+          const remoteAddr = nodeAddressText(client.remote);
           const vars: RequestVars = { remoteAddr, host: h.host!, scheme: client.https ? 'https' : 'http', requestUri: h.target, serverPort: client.serverPort, trustedPeer: client.trusted };
-          const pairs = requestParams(h, script, f, { vars, remotePort: String(client.remotePort), serverAddr: addressText(client.local), forwarding: FORWARDING });
+          const pairs = requestParams(h, script, f, { vars, remotePort: String(client.remotePort), serverAddr: nodeAddressText(client.local), forwarding: FORWARDING });
           const expected = encodeRequestStart(1, keepConn, fixedParams(f), pairs, true);
           if (!cc.equals(expected)) assert.equal(cc.toString('latin1'), expected.toString('latin1'), `different records: ${what}`);
         }
@@ -323,7 +290,7 @@ test('native FastCGI records = the JS ones on heads real clients send', async (t
   taken = 0;
   for (const { head, from, fromPort, to, who } of heads) {
     const client: Client = { remote: addressBytes(from), remotePort: fromPort, local: addressBytes(to), serverPort: 8080, https: false, trusted: false };
-    assert.equal(addressText(client.remote), unmapIPv4(from), `${who}: address text`);
+    assert.equal(nodeAddressText(client.remote), unmapIPv4(from), `${who}: address text`);
     agree(head, [client, { ...client, trusted: true, https: true }, ...CLIENTS], [DEFAULT_LIMITS]);
     assert.ok(takes(head, client), `${who}: ${head.toString('latin1')}`);
   }
@@ -336,7 +303,7 @@ test('native FastCGI records = the JS ones on the corpus, its prefixes and large
   for (const s of MUST_TAKE) assert.ok(takes(s), `taken: ${JSON.stringify(s)}`);
   for (const [s, client, f] of REFUSED) assert.ok(!takes(s, client, f), `not mine: ${JSON.stringify(s)}`);
   // every client of the first test's list takes the plain head on a route without per-request params
-  for (const c of CLIENTS) assert.ok(takes('GET / HTTP/1.1\r\nHost: h\r\n\r\n', c), `client ${addressText(c.remote)}`);
+  for (const c of CLIENTS) assert.ok(takes('GET / HTTP/1.1\r\nHost: h\r\n\r\n', c), `client ${nodeAddressText(c.remote)}`);
   // a trusted peer's X-Forwarded-For is JS's (realClient); an untrusted one's is dropped, so the head is taken
   assert.ok(takes(MUST_TAKE[11], CLIENTS[0]) && !takes(MUST_TAKE[11], CLIENTS[2]));
   taken = 0;

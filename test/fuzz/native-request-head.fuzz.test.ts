@@ -10,7 +10,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
-import { createServer, SocketAddress, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
 import { parseRequestHead, type HeadLimits } from '../../src/wire/http-head.js';
@@ -20,6 +20,7 @@ import type { CompiledHeaderOps, CompiledRoute, RequestVars } from '../../src/ro
 import type { ForwardingPolicy } from '../../src/route/forwarding.js';
 import { native } from '../../src/native/addon.js';
 import { unmapIPv4 } from '../../src/core/util.js';
+import { addressBytes, ipv6Words, nodeAddressText } from '../helpers/addresses.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
 import { hasCurl, run } from '../helpers/clients.js';
@@ -69,43 +70,6 @@ interface Client {
   port: number;
   requestId: string | undefined;
   trusted: boolean;
-}
-
-/** The 8 hex words of an IPv6 address, uncompressed. */
-function remoteWords(address: Uint8Array): string {
-  const words: string[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(((address[i] << 8) | address[i + 1]).toString(16));
-  return words.join(':');
-}
-
-/** Node's text for an address (libuv's, what socket.remoteAddress gives), as connection.ts keeps it (IPv4-mapped as IPv4). */
-function remoteAddrOf(address: Uint8Array): string {
-  let text: string;
-  if (address.length === 4) text = address.join('.');
-  else text = new SocketAddress({ address: remoteWords(address), family: 'ipv6' }).address;
-  return unmapIPv4(text);
-}
-
-/** An address's bytes from its text (IPv4, IPv6 with `::` and a trailing IPv4 part). */
-function addressBytes(text: string): Uint8Array {
-  if (!text.includes(':')) return Uint8Array.from(text.split('.').map(Number));
-  let t = text;
-  const last = t.lastIndexOf(':');
-  if (t.slice(last + 1).includes('.')) {
-    // the trailing IPv4 part is the last two words
-    const v4 = t.slice(last + 1).split('.').map(Number);
-    t = `${t.slice(0, last + 1)}${((v4[0] << 8) | v4[1]).toString(16)}:${((v4[2] << 8) | v4[3]).toString(16)}`;
-  }
-  const [a, b] = t.split('::');
-  const left = a === '' ? [] : a.split(':').map((w) => parseInt(w, 16));
-  const right = b === undefined || b === '' ? [] : b.split(':').map((w) => parseInt(w, 16));
-  const words = b === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  const out = new Uint8Array(16);
-  words.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  return out;
 }
 
 const v6 = (text: string): Uint8Array => addressBytes(text);
@@ -169,7 +133,7 @@ function agree(buf: Buffer, clients: readonly Client[] = CLIENTS, limitsList: re
         const sp = route.stripPrefix;
         if (sp !== '') assert.ok(h.path.startsWith(sp) && (h.path.length === sp.length || h.path[sp.length] === '/'), `prefix ${sp} not at a boundary: ${what}`);
         const vars: RequestVars = {
-          remoteAddr: remoteAddrOf(client.address),
+          remoteAddr: nodeAddressText(client.address),
           host: h.host ?? '',
           scheme: client.https ? 'https' : 'http',
           requestUri: h.target,
@@ -391,7 +355,7 @@ test('native request head = the JS parser, path normalization and head builder o
   const heads = await captureClients(t);
   for (const { head, from, who } of heads) {
     const client: Client = { address: addressBytes(unmapIPv4(from)), https: false, port: 8080, requestId: undefined, trusted: false };
-    assert.equal(remoteAddrOf(client.address), unmapIPv4(from), `${who}: address text`);
+    assert.equal(nodeAddressText(client.address), unmapIPv4(from), `${who}: address text`);
     // the address as the peer really had it (IPv4-mapped included), and the usual clients
     const mapped: Client = { ...client, address: addressBytes(from) };
     agree(head, [client, mapped, ...CLIENTS], [DEFAULT_LIMITS]);
@@ -431,7 +395,7 @@ test('native request head: client addresses written as Node writes them (IPv4, I
   );
   // a reserved address whose text begins as a mapped one's keeps its first part (only ::ffff:a.b.c.d is mapped)
   const reserved = Uint8Array.from([0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff]);
-  assert.equal(remoteAddrOf(reserved), '::ffff:0:1:0:0:ffff');
+  assert.equal(nodeAddressText(reserved), '::ffff:0:1:0:0:ffff');
   assert.ok(rewriteNative!(head, [32768, 8192, 100], [], [], true, '', '', reserved, false, 80) !== null, 'a reserved ::ffff: address taken');
   agree(head, [{ address: reserved, https: false, port: 80, requestId: undefined, trusted: false }], [DEFAULT_LIMITS]);
   fc.assert(
