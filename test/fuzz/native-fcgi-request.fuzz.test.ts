@@ -8,9 +8,6 @@
 // peer's X-Forwarded-For must not. Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { createServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { parseRequestHead, type HeadLimits } from '../../src/wire/http-head.js';
 import { normalizePath } from '../../src/wire/path.js';
@@ -25,7 +22,8 @@ import { unmapIPv4 } from '../../src/core/util.js';
 import { addressBytes, nodeAddressText } from '../helpers/addresses.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
-import { hasCurl, run } from '../helpers/clients.js';
+import { hasCurl } from '../helpers/clients.js';
+import { startHeadCapture, type CapturedHead } from '../helpers/head-capture.js';
 
 type FcgiRequestRecords = (
   bytes: Uint8Array,
@@ -221,50 +219,16 @@ const REFUSED: Array<[string, Client, CompiledFastcgi]> = [
 ];
 
 /** Heads sent by real clients to a loopback server, with the address each came from. */
-async function captureClients(t: TestContext): Promise<Array<{ head: Buffer; from: string; fromPort: number; to: string; who: string }>> {
-  const seen: Array<{ head: Buffer; from: string; fromPort: number; to: string }> = [];
-  const sockets: Socket[] = [];
-  const server = createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => {});
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0 || buf.length > 65536) return;
-      const head = buf.subarray(0, end + 4);
-      seen.push({ head, from: s.remoteAddress ?? '', fromPort: s.remotePort ?? 0, to: s.localAddress ?? '' });
-      s.end(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n${head.toString('latin1').startsWith('HEAD ') ? '' : 'ok'}`);
-      s.removeAllListeners('data');
-    });
-  });
-  server.listen({ host: '::', port: 0, ipv6Only: false });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  const port = (server.address() as { port: number }).port;
-  const out: Array<{ head: Buffer; from: string; fromPort: number; to: string; who: string }> = [];
-  const take = (who: string): void => {
-    assert.equal(seen.length, 1, `${who}: one head seen`);
-    out.push({ ...seen.pop()!, who });
-  };
-  const get = (host: string, headers: http.OutgoingHttpHeaders, method = 'GET'): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const req = http.request({ host, port, path: '/index.php?x=1', method, headers, agent: false }, (res) => {
-        res.resume();
-        res.on('end', resolve);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-  await get('127.0.0.1', { cookie: ['a=1', 'b=2'], 'content-type': 'application/json', proxy: 'http://evil' });
-  take('node http (IPv4-mapped on a dual-stack listener)');
-  await get('::1', { 'user-agent': 'node', 'x-forwarded-for': '203.0.113.9' }, 'HEAD');
-  take('node http HEAD from ::1');
+async function captureClients(t: TestContext): Promise<CapturedHead[]> {
+  const cap = await startHeadCapture(t);
+  const port = cap.port;
+  const out: CapturedHead[] = [];
+  await cap.nodeRequest('127.0.0.1', '/index.php?x=1', { cookie: ['a=1', 'b=2'], 'content-type': 'application/json', proxy: 'http://evil' });
+  out.push(cap.take('node http (IPv4-mapped on a dual-stack listener)'));
+  await cap.nodeRequest('::1', '/index.php?x=1', { 'user-agent': 'node', 'x-forwarded-for': '203.0.113.9' }, 'HEAD');
+  out.push(cap.take('node http HEAD from ::1'));
   await (await fetch(`http://127.0.0.1:${port}/fetch.php?y=2`, { headers: { 'x-request-id': 'from-fetch', accept: 'text/html' } })).text();
-  take('fetch (undici)');
+  out.push(cap.take('fetch (undici)'));
   if (hasCurl()) {
     const curls: Array<[string[], string]> = [
       [[`http://127.0.0.1:${port}/curl/index.php`], 'curl'],
@@ -273,11 +237,7 @@ async function captureClients(t: TestContext): Promise<Array<{ head: Buffer; fro
       [['-b', 'session=4a7f9c; theme=dark', '-H', 'Cookie: second=1', '-A', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0', '-H', 'Accept-Language: en', `http://localhost:${port}/curl/c.php`], 'curl with cookies'],
       [['-0', '-H', 'Content-Type: text/plain', `http://127.0.0.1:${port}/curl/ten.php`], 'curl HTTP/1.0'],
     ];
-    for (const [args, who] of curls) {
-      const r = await run('curl', ['-sS', '--max-time', '10', ...args], 15_000);
-      assert.equal(r.code, 0, `${who}: ${r.stderr}`);
-      take(who);
-    }
+    for (const [args, who] of curls) out.push(await cap.curl(args, who));
   } else if (!needPeer(t, 'curl', false)) {
     return out;
   }

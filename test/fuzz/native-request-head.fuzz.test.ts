@@ -8,9 +8,6 @@
 // scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { createServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
 import { parseRequestHead, type HeadLimits } from '../../src/wire/http-head.js';
@@ -23,7 +20,8 @@ import { unmapIPv4 } from '../../src/core/util.js';
 import { addressBytes, ipv6Words, nodeAddressText } from '../helpers/addresses.js';
 import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
-import { hasCurl, run } from '../helpers/clients.js';
+import { hasCurl } from '../helpers/clients.js';
+import { startHeadCapture, type CapturedHead } from '../helpers/head-capture.js';
 
 type NativeRequest = { used: number; keepAlive: boolean; minor: number; method: string; lengthZero: boolean; path: string; query: string; hostRaw: string; host: string; head: string } | null;
 type RequestHeadRewrite = (
@@ -280,63 +278,25 @@ function limitHeads(): string[] {
 }
 
 /** Heads sent by real clients to a loopback server, with the address each came from. */
-async function captureClients(t: TestContext): Promise<Array<{ head: Buffer; from: string; who: string }>> {
-  const seen: Array<{ head: Buffer; from: string }> = [];
-  const sockets: Socket[] = [];
-  const server = createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => {});
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0 || buf.length > 65536) return;
-      const head = buf.subarray(0, end + 4);
-      seen.push({ head, from: s.remoteAddress ?? '' });
-      s.end(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n${head.toString('latin1').startsWith('HEAD ') ? '' : 'ok'}`);
-      s.removeAllListeners('data');
-    });
-  });
-  server.listen({ host: '::', port: 0, ipv6Only: false });
-  await once(server, 'listening');
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  const port = (server.address() as { port: number }).port;
-  const out: Array<{ head: Buffer; from: string; who: string }> = [];
-  const take = (who: string): void => {
-    assert.equal(seen.length, 1, `${who}: one head seen`);
-    out.push({ ...seen.pop()!, who });
-  };
-  const get = (host: string, headers: http.OutgoingHttpHeaders, method = 'GET'): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const req = http.request({ host, port, path: '/node/path?x=1', method, headers, agent: false }, (res) => {
-        res.resume();
-        res.on('end', resolve);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-  await get('127.0.0.1', { cookie: 'a=1; b=2' });
-  take('node http (IPv4-mapped on a dual-stack listener)');
-  await get('::1', { 'user-agent': 'node' }, 'HEAD');
-  take('node http HEAD from ::1');
+async function captureClients(t: TestContext): Promise<CapturedHead[]> {
+  const cap = await startHeadCapture(t);
+  const port = cap.port;
+  const out: CapturedHead[] = [];
+  await cap.nodeRequest('127.0.0.1', '/node/path?x=1', { cookie: 'a=1; b=2' });
+  out.push(cap.take('node http (IPv4-mapped on a dual-stack listener)'));
+  await cap.nodeRequest('::1', '/node/path?x=1', { 'user-agent': 'node' }, 'HEAD');
+  out.push(cap.take('node http HEAD from ::1'));
   await (await fetch(`http://127.0.0.1:${port}/fetch?y=2`, { headers: { 'x-request-id': 'from-fetch' } })).text();
-  take('fetch (undici)');
+  out.push(cap.take('fetch (undici)'));
   if (hasCurl()) {
-    const curls: Array<[string, string[], string]> = [
-      ['curl', [`http://127.0.0.1:${port}/curl/index.html`], 'curl'],
-      ['curl -I', ['-I', `http://127.0.0.1:${port}/curl/head`], 'curl HEAD'],
-      ['curl IPv6', ['-g', `http://[::1]:${port}/curl/v6?q=a`], 'curl over IPv6'],
-      ['curl cookies', ['-b', 'session=4a7f9c; theme=dark', '-A', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0', '-H', 'Accept-Language: en', `http://localhost:${port}/curl/c`], 'curl with cookies'],
-      ['curl 1.0', ['-0', `http://127.0.0.1:${port}/curl/ten`], 'curl HTTP/1.0'],
+    const curls: Array<[string[], string]> = [
+      [[`http://127.0.0.1:${port}/curl/index.html`], 'curl'],
+      [['-I', `http://127.0.0.1:${port}/curl/head`], 'curl HEAD'],
+      [['-g', `http://[::1]:${port}/curl/v6?q=a`], 'curl over IPv6'],
+      [['-b', 'session=4a7f9c; theme=dark', '-A', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0', '-H', 'Accept-Language: en', `http://localhost:${port}/curl/c`], 'curl with cookies'],
+      [['-0', `http://127.0.0.1:${port}/curl/ten`], 'curl HTTP/1.0'],
     ];
-    for (const [, args, who] of curls) {
-      const r = await run('curl', ['-sS', '--max-time', '10', ...args], 15_000);
-      assert.equal(r.code, 0, `${who}: ${r.stderr}`);
-      take(who);
-    }
+    for (const [args, who] of curls) out.push(await cap.curl(args, who));
   } else if (!needPeer(t, 'curl', false)) {
     return out;
   }
@@ -346,7 +306,7 @@ async function captureClients(t: TestContext): Promise<Array<{ head: Buffer; fro
     ws.on('error', () => {}); // "Unexpected server response: 200": the handshake was all this wanted
     ws.on('close', () => resolve());
   });
-  take('ws handshake');
+  out.push(cap.take('ws handshake'));
   return out;
 }
 
