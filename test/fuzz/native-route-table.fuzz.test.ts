@@ -11,6 +11,7 @@
 // regexes are all literal must be answered whole. Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { setImmediate as tick } from 'node:timers/promises';
@@ -24,7 +25,9 @@ import { native } from '../../src/native/addon.js';
 import { literalRegex, type LiteralRegex } from '../../src/route/literal-regex.js';
 import { importNginx } from '../../src/config/nginx-import.js';
 import { parseNginxText } from '../../src/config/nginx-parse.js';
+import { loadConfig } from '../../src/config/load.js';
 import { mutate, mutationArb } from '../helpers/fuzz.js';
+import { SHARED_CONTRACT } from '../helpers/paths.js';
 import { needAddonExport } from '../helpers/peers.js';
 
 type RouteInput = NonNullable<ConfigInput['routes']>[number];
@@ -195,6 +198,34 @@ test('known configs: literal path_regex (`\\.php$`, `^/api/`, `^/x$`, a substrin
     const cc = routeTableMatch(b.table, host, path, method);
     assert.equal(cc.kind === 'route' ? names[cc.route] : cc.kind, want, `${method} ${host} ${path}`);
     if (want !== 'not-mine') assert.ok(agree(b, host, path, method));
+  }
+});
+
+test('the user\'s seed-php.yaml: PHP scripts (`\\.php$`), the terminated /wss and the static rest are all answered by the table', (t) => {
+  if (!needAddon(t)) return;
+  const loaded = loadConfig(path.join(SHARED_CONTRACT, 'seed-php.yaml'));
+  assert.ok(loaded.ok);
+  const config = loaded.config;
+  const router = new Router(config);
+  const b = { config, router, table: compileNativeRoutes(router, config)! };
+  const kinds = config.routes.map((r) => (r.fastcgi !== undefined ? 'php' : r.static !== undefined ? 'static' : 'wss'));
+  const expect: Array<[string, string, string]> = [
+    ['/index.php', 'GET', 'php'],
+    ['/blog/wp-login.php', 'POST', 'php'],
+    ['/info.php', 'HEAD', 'php'],
+    ['/index.PHP', 'GET', 'static'], // nginx's `~` is case-sensitive too
+    ['/a.php/x', 'GET', 'static'],
+    ['/css/site.css', 'GET', 'static'],
+    ['/', 'GET', 'static'],
+    ['/wss', 'GET', 'wss'],
+    ['/wss/x.php', 'GET', 'php'], // regexes before prefixes
+  ];
+  for (const [p, method, want] of expect) {
+    for (const host of ['', 'localhost', 'Example.TEST.']) {
+      assert.ok(agree(b, host, p, method), `${method} ${host} ${p} not taken`);
+      const cc = routeTableMatch(b.table, host, p, method);
+      assert.equal(cc.kind === 'route' ? kinds[cc.route] : cc.kind, want, `${method} ${host} ${p}`);
+    }
   }
 });
 
