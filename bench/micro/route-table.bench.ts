@@ -1,7 +1,8 @@
 // Micro-benchmark of routing one request: JavaScript's Router.route against the addon's route table (route-table.cc
 // MatchRoute through its test export routeTableMatch, which also pays N-API for four string arguments: an upper bound
 // of what the C++ costs). Checks that both pick the expected route before timing (STYLE.md 14); not a test. Writes
-// the table's bytes to build/bench/route-table.bin for bench/native/route-table-bench.cc (Match alone, no N-API).
+// the tables' bytes to build/bench/route-table.bin and route-table-php.bin for bench/native/route-table-bench.cc
+// (Match alone, no N-API).
 // Run: npm run bench:micro:route-table
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Bench } from 'tinybench';
@@ -28,27 +29,43 @@ const routes: NonNullable<ConfigInput['routes']> = [
   { match: { path: '/api' }, proxy: 'a' },
   { proxy: 'a' },
 ];
-const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { a: { targets: ['127.0.0.1:9001'] } }, routes });
-const router = new Router(config);
-const table = compileNativeRoutes(router, config);
-const match = (native() as unknown as { routeTableMatch?: (t: object, h: string, p: string, m: string) => number } | undefined)?.routeTableMatch;
-if (table === undefined || match === undefined) {
-  console.error('the native addon (with routeTableCompile) is not built: npm run build:native');
-  process.exit(1);
-}
-mkdirSync('build/bench', { recursive: true });
-writeFileSync('build/bench/route-table.bin', routeTableBytes(router, config));
-
-// host (as the head reader gives it), path, the route both must pick
-const cases: Array<[string, string, string, number]> = [
-  ['exact host, prefix', 'www.example.com', '/Tomcat/app/index.html', 4],
-  ['exact host, 2nd prefix', 'api.example.com', '/v2/users/42', 1],
-  ['wildcard', 'x.cdn.example.com', '/img/a.png', 6],
-  ['fall-through', '127.0.0.1', '/', 17],
+// The PHP site's shape (/work/shared/contract/seed-php.yaml, bench/scenarios/php.ts: `/wss`, nginx's `location ~
+// \.php$` as `path_regex: '\.php$'`, then `/`), host-less as there; proxy actions stand in for its fastcgi and
+// static ones (the action does not change the match). The same table in bench/native/route-table-bench.cc.
+const phpRoutes: NonNullable<ConfigInput['routes']> = [
+  { match: { path: '/wss' }, proxy: 'a' },
+  { match: { path_regex: '\\.php$' }, proxy: 'a' },
+  { match: { path: '/' }, proxy: 'a' },
 ];
-for (const [name, host, path, want] of cases) {
-  const d = router.route(host, 'GET', path);
-  const cc = routeTableMatch(table, host, path, 'GET');
+const match = (native() as unknown as { routeTableMatch?: (t: object, h: string, p: string, m: string) => number } | undefined)?.routeTableMatch;
+mkdirSync('build/bench', { recursive: true });
+const tables = [
+  { routes, file: 'build/bench/route-table.bin' },
+  { routes: phpRoutes, file: 'build/bench/route-table-php.bin' },
+].map(({ routes: r, file }) => {
+  const config = configSchema.parse({ listeners: [{ address: '127.0.0.1:0' }], upstreams: { a: { targets: ['127.0.0.1:9001'] } }, routes: r });
+  const router = new Router(config);
+  const table = compileNativeRoutes(router, config);
+  if (table === undefined || match === undefined) {
+    console.error('the native addon (with routeTableCompile) is not built: npm run build:native');
+    process.exit(1);
+  }
+  writeFileSync(file, routeTableBytes(router, config));
+  return { router, table };
+});
+
+// host (as the head reader gives it), path, the route both must pick, the table (0: the site, 1: PHP)
+const cases: Array<[string, string, string, number, number]> = [
+  ['exact host, prefix', 'www.example.com', '/Tomcat/app/index.html', 4, 0],
+  ['exact host, 2nd prefix', 'api.example.com', '/v2/users/42', 1, 0],
+  ['wildcard', 'x.cdn.example.com', '/img/a.png', 6, 0],
+  ['fall-through', '127.0.0.1', '/', 17, 0],
+  ['PHP: \\.php$', 'localhost', '/index.php', 1, 1],
+  ['PHP: past \\.php$ to /', 'localhost', '/css/site.css', 2, 1],
+];
+for (const [name, host, path, want, t] of cases) {
+  const d = tables[t].router.route(host, 'GET', path);
+  const cc = routeTableMatch(tables[t].table, host, path, 'GET');
   if (d.kind !== 'forward' || d.route.index !== want || cc.kind !== 'route' || cc.route !== want) {
     console.error(`bench precheck failed: ${name}`);
     process.exit(1);
@@ -61,7 +78,8 @@ const texts = cases.map(([, host, path]) => `GET ${path} HTTP/1.1\r\nHost: ${hos
 
 let sink = 0;
 const bench = new Bench({ name: 'route', time: 1000, warmupTime: 200 });
-cases.forEach(([name, host, path], k) => {
+cases.forEach(([name, host, path, , t], k) => {
+  const { router, table } = tables[t];
   const text = texts[k];
   const ps = 4;
   const pe = ps + path.length;
@@ -78,7 +96,7 @@ cases.forEach(([name, host, path], k) => {
       for (let i = 0; i < BATCH; i++) sink += router.route(host, 'GET', path).kind.length;
     })
     .add(`addon: routeTableMatch, ${name}`, () => {
-      for (let i = 0; i < BATCH; i++) sink += match(table.handle, host, path, 'GET');
+      for (let i = 0; i < BATCH; i++) sink += match!(table.handle, host, path, 'GET');
     });
 });
 await bench.run();

@@ -66,13 +66,56 @@ const RouteCandidate* Pick(const std::vector<RouteCandidate>& list, const uint8_
   return nullptr;
 }
 
-// router.ts PathTable.match, or kNotMine when it would test a path_regex
+// e.text at p[0..e.text.size()), each path byte or'ed with its fold mask (0x20 takes a letter's upper case too)
+bool LiteralAt(const RouteRegex& e, const uint8_t* p) {
+  const size_t n = e.text.size();
+  const uint8_t* t = reinterpret_cast<const uint8_t*>(e.text.data());
+  const uint8_t* f = reinterpret_cast<const uint8_t*>(e.fold.data());
+  for (size_t k = 0; k < n; k += 8) {
+    const size_t w = n - k < 8 ? n - k : 8;
+    if ((Load(p + k, w) | Load(f + k, w)) != Load(t + k, w)) return false;
+  }
+  return true;
+}
+
+// RegExp.test of a literal regex (route-table.h RegexKind) on path[0..n)
+bool MatchRegex(const RouteRegex& e, const uint8_t* path, size_t n) {
+  const size_t tn = e.text.size();
+  if (n < tn) return false;
+  switch (e.kind) {
+    case RegexKind::kExact:
+      return n == tn && LiteralAt(e, path);
+    case RegexKind::kPrefix:
+      return LiteralAt(e, path);
+    case RegexKind::kSuffix:
+      return LiteralAt(e, path + n - tn);
+    case RegexKind::kContains:
+      for (size_t s = 0; s + tn <= n; s++)
+        if (LiteralAt(e, path + s)) return true;
+      return false;
+    case RegexKind::kOpaque:
+      break;
+  }
+  return false;
+}
+
+// router.ts PathTable.match, or kNotMine when it would ask V8's RegExp
 RouteVerdict MatchPath(const RoutePathTable& t, const uint8_t* path, size_t n, const uint8_t* m, size_t mn, const RouteCandidate** found) {
   if (t.exact.size() > 0) {
     const int32_t k = t.exact.Find(path, n, false);
     if (k >= 0 && (*found = Pick(t.exact_lists[k], m, mn)) != nullptr) return RouteVerdict::kRoute;
   }
-  if (t.regexes > 0) return RouteVerdict::kNotMine;  // V8's RegExp decides, in file order, before any prefix
+  // in file order, before any prefix; JS tests a regex, then picks among its routes: a regex none of whose routes
+  // takes the method is passed over whatever it would say
+  for (const RouteRegex& e : t.regexes) {
+    const RouteCandidate* c = Pick(e.candidates, m, mn);
+    if (c == nullptr) continue;
+    if (e.kind == RegexKind::kOpaque) return RouteVerdict::kNotMine;
+    if (MatchRegex(e, path, n)) {
+      *found = c;
+      return RouteVerdict::kRoute;
+    }
+  }
   for (const RoutePrefix& e : t.prefixes) {
     const size_t pn = e.prefix.size();
     if (n < pn || std::memcmp(path, e.prefix.data(), pn) != 0) continue;
@@ -147,6 +190,21 @@ struct Reader {
     }
     return true;
   }
+  // a kind, the literal, its fold mask (kOpaque: both empty), the candidates
+  bool Regex(RouteRegex* e, uint32_t routes) {
+    uint8_t kind;
+    if (!U8(&kind) || !Str(&e->text) || !Str(&e->fold) || !Candidates(&e->candidates, routes)) return false;
+    if (kind > static_cast<uint8_t>(RegexKind::kContains)) return Fail("bad regex kind");
+    e->kind = static_cast<RegexKind>(kind);
+    if (e->fold.size() != e->text.size()) return Fail("bad regex fold");
+    if (e->kind == RegexKind::kOpaque && !e->text.empty()) return Fail("bad regex literal");
+    for (size_t k = 0; k < e->text.size(); k++) {
+      const uint8_t t = static_cast<uint8_t>(e->text[k]), f = static_cast<uint8_t>(e->fold[k]);
+      if (t > 0x7f) return Fail("bad regex literal");
+      if (f != 0 && (f != 0x20 || t < 'a' || t > 'z')) return Fail("bad regex fold");
+    }
+    return true;
+  }
   bool Table(RoutePathTable* t, uint32_t routes) {
     uint32_t n;
     if (!Count(&n, 8)) return false;
@@ -155,7 +213,11 @@ struct Reader {
     for (uint32_t k = 0; k < n; k++)
       if (!Str(&paths[k]) || !Candidates(&t->exact_lists[k], routes)) return false;
     if (!t->exact.Build(std::move(paths))) return Fail("exact path twice");
-    if (!U32(&t->regexes) || !Count(&n, 9)) return false;
+    if (!Count(&n, 13)) return false;
+    t->regexes.resize(n);
+    for (RouteRegex& e : t->regexes)
+      if (!Regex(&e, routes)) return false;
+    if (!Count(&n, 9)) return false;
     t->prefixes.resize(n);
     for (RoutePrefix& e : t->prefixes) {
       uint8_t b;
@@ -198,7 +260,7 @@ int32_t StringIndex::Find(const uint8_t* p, size_t n, bool fold) const {
 
 bool ParseRouteTable(const uint8_t* p, size_t len, RouteTable* out, std::string* error) {
   Reader r{p, len, 0, error};
-  if (len < 4 || std::memcmp(p, "PRT1", 4) != 0) return r.Fail("not a route table");
+  if (len < 4 || std::memcmp(p, "PRT2", 4) != 0) return r.Fail("not a route table");
   r.at = 4;
   uint32_t routes, n;
   if (!r.Count(&routes, 1)) return false;

@@ -7,9 +7,11 @@
 // WebSocket handshake, over the host as scanAuthority reads it, the normalized path and the method: exact hosts, then
 // `*.suffix` wildcards longest first, then the host-less routes, falling through from one class to the next; within a
 // class `path_exact`, `path_regex`, prefixes longest first on a segment boundary, routes without a path; in each list
-// the first candidate whose methods fit (tie order: JS sorted them). Whatever it cannot be sure of is "not mine": a
-// class with a `path_regex` reached without an exact-path hit (no regex engine equal to V8's here), a path JS's
-// connection may answer before routing (ACME HTTP-01), bytes outside ASCII.
+// the first candidate whose methods fit (tie order: JS sorted them). A `path_regex` JS proved literal (`\.php$`,
+// `^/api/`, `^/x$`, `/x`: src/route/literal-regex.ts) is matched here as a suffix, prefix, whole path or substring.
+// Whatever it cannot be sure of is "not mine": any other `path_regex` reached without an earlier hit, when one of its
+// routes takes the method (no regex engine equal to V8's here), a path JS's connection may answer before routing
+// (ACME HTTP-01), bytes outside ASCII.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +21,16 @@
 #include <vector>
 
 namespace portico::rq {
+
+// A path_regex as src/route/literal-regex.ts classified it: a literal it matches as V8's RegExp.test does on an ASCII
+// path, or kOpaque (V8 decides: the class is JS's from this regex on, when one of its routes takes the method).
+enum class RegexKind : uint8_t {
+  kOpaque = 0,
+  kExact = 1,     // ^text$
+  kPrefix = 2,    // ^text
+  kSuffix = 3,    // text$
+  kContains = 4,  // text anywhere
+};
 
 // One route under one path condition: its index in the config (file order) and its method list.
 struct RouteCandidate {
@@ -49,11 +61,18 @@ struct RoutePrefix {
   std::vector<RouteCandidate> candidates;
 };
 
+struct RouteRegex {
+  RegexKind kind = RegexKind::kOpaque;
+  std::string text;  // ASCII; a letter taken in both cases is stored lower-case
+  std::string fold;  // as long as text: 0x20 where a letter is taken in both cases, else 0 (path byte | fold == text byte)
+  std::vector<RouteCandidate> candidates;
+};
+
 // The routes of one host class (an exact host, a wildcard suffix, or no host), in Router's match order.
 struct RoutePathTable {
   StringIndex exact;                                     // path_exact -> exact_lists
   std::vector<std::vector<RouteCandidate>> exact_lists;  // tie order
-  uint32_t regexes = 0;                                  // path_regex conditions: the class is JS's past its exact paths
+  std::vector<RouteRegex> regexes;                       // path_regex conditions in file order
   std::vector<RoutePrefix> prefixes;                     // longest first
   std::vector<RouteCandidate> any;                       // no path condition
 };

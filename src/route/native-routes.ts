@@ -1,12 +1,14 @@
 // A sealed Router compiled for the addon's route table (src/native/route-table.h), once per config: the host classes
-// and path lists in the order Router.route reads them (Router.layout), and per route the "candidate" bit, whether
-// its request side could be handed over to the addon (handsOverReason). Step 2 of native-notes/request.md: nothing on
-// the request path uses it yet; the differential test and the benchmark call routeTableMatch. Builds bytes and a
-// handle, never changes one: a reload compiles a new table, and the old one is freed once nothing holds it.
+// and path lists in the order Router.route reads them (Router.layout), each path_regex as the literal literal-regex.ts
+// proves it is (suffix, prefix, whole path, substring) or as V8's, and per route the "candidate" bit, whether its
+// request side could be handed over to the addon (handsOverReason). Step 2 of native-notes/request.md: nothing on the
+// request path uses it yet; the differential test and the benchmark call routeTableMatch. Builds bytes and a handle,
+// never changes one: a reload compiles a new table, and the old one is freed once nothing holds it.
 import type { Config, RouteConfig } from '../config/schema.js';
 import { parseHeaderTemplate } from '../config/route-rules.js';
 import { native } from '../native/addon.js';
 import type { CandidateLayout, PathTableLayout, Router } from './router.js';
+import { literalRegex, type LiteralKind } from './literal-regex.js';
 
 /** The addon's side (src/native/io.cc): absent from builds before step 2. */
 interface RouteTableAddon {
@@ -52,7 +54,7 @@ export function handsOverReason(config: Config, r: RouteConfig): string | undefi
   return undefined;
 }
 
-/** Little-endian u32s, u8s and length-prefixed UTF-8 strings (route-table.cc Reader). */
+/** Little-endian u32s, u8s, length-prefixed UTF-8 strings and byte strings (route-table.cc Reader). */
 class Writer {
   #chunks: Buffer[] = [];
   u8(v: number): void {
@@ -65,6 +67,10 @@ class Writer {
   }
   str(s: string): void {
     const b = Buffer.from(s, 'utf8');
+    this.u32(b.length);
+    this.#chunks.push(b);
+  }
+  blob(b: Buffer): void {
     this.u32(b.length);
     this.#chunks.push(b);
   }
@@ -90,13 +96,24 @@ function writeCandidates(w: Writer, list: readonly CandidateLayout[]): void {
   }
 }
 
+/** route-table.h RegexKind: 0 is a regex the table does not match. */
+const LITERAL_KINDS: Record<LiteralKind, number> = { exact: 1, prefix: 2, suffix: 3, contains: 4 };
+
 function writeTable(w: Writer, t: PathTableLayout): void {
   w.u32(t.exact.length);
   for (const e of t.exact) {
     w.str(e.path);
     writeCandidates(w, e.candidates);
   }
-  w.u32(t.regexes);
+  w.u32(t.regexes.length);
+  for (const e of t.regexes) {
+    // a literal the C++ matches as V8 would, or 0: from this regex on the class is V8's (when its methods fit)
+    const lit = literalRegex(e.source, e.flags);
+    w.u8(lit === undefined ? 0 : LITERAL_KINDS[lit.kind]);
+    w.str(lit?.text ?? '');
+    w.blob(Buffer.from(lit?.fold ?? []));
+    writeCandidates(w, e.candidates);
+  }
   w.u32(t.prefixes.length);
   for (const e of t.prefixes) {
     w.str(e.prefix);
@@ -110,7 +127,7 @@ function writeTable(w: Writer, t: PathTableLayout): void {
 export function routeTableBytes(router: Router, config: Config): Buffer {
   const layout = router.layout();
   const w = new Writer();
-  w.raw(Buffer.from('PRT1', 'latin1'));
+  w.raw(Buffer.from('PRT2', 'latin1'));
   w.u32(config.routes.length);
   for (const r of config.routes) w.u8(handsOverReason(config, r) === undefined ? 1 : 0);
   const tables: PathTableLayout[] = [...layout.exactHosts.map((h) => h.table), ...layout.wildcards.map((x) => x.table)];

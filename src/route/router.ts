@@ -262,10 +262,10 @@ export interface CandidateLayout {
   readonly methods: readonly string[] | undefined;
 }
 
-/** A sealed PathTable's lists in match order; `regexes` counts the path_regex conditions (matched by V8 only). */
+/** A sealed PathTable's lists in match order; `regexes` are the path_regex conditions in file order, each with the source and flags it was compiled from. */
 export interface PathTableLayout {
   readonly exact: ReadonlyArray<{ readonly path: string; readonly candidates: readonly CandidateLayout[] }>;
-  readonly regexes: number;
+  readonly regexes: ReadonlyArray<{ readonly source: string; readonly flags: string; readonly candidates: readonly CandidateLayout[] }>;
   readonly prefixes: ReadonlyArray<{ readonly prefix: string; readonly boundary: boolean; readonly candidates: readonly CandidateLayout[] }>;
   readonly any: readonly CandidateLayout[];
 }
@@ -321,7 +321,7 @@ class PathTable {
     const cands = (list: readonly Candidate[]): CandidateLayout[] => list.map((c) => ({ route: c.index, methods: c.methods === undefined ? undefined : [...c.methods] }));
     return {
       exact: [...this.#exact].map(([path, list]) => ({ path, candidates: cands(list) })),
-      regexes: this.#regexes.length,
+      regexes: this.#regexes.map((e) => ({ source: e.source, flags: e.re.flags, candidates: cands(e.candidates) })),
       prefixes: this.#prefixes.map((e) => ({ prefix: e.prefix, boundary: e.boundary, candidates: cands(e.candidates) })),
       any: cands(this.#any),
     };

@@ -6,9 +6,12 @@
 // refuse what it can be sure of: in a config without path_regex it answers every ASCII request but ACME's, and known
 // configs are answered as written here. Heads go through both readers too (request-head.cc, then the table; against
 // parseRequestHead and decide), so ports in Host and the host as each side reads it are covered. Malformed table
-// bytes are refused without a crash. Run under ASan by scripts/asan.sh.
+// bytes are refused without a crash. A path_regex the classifier (src/route/literal-regex.ts) takes as a literal is
+// matched by the table: the classifier is held to V8's RegExp over random sources and flags, and a config whose
+// regexes are all literal must be answered whole. Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { setImmediate as tick } from 'node:timers/promises';
@@ -19,7 +22,12 @@ import { decide } from '../../src/route/decide.js';
 import { parseRequestHead } from '../../src/wire/http-head.js';
 import { compileNativeRoutes, handsOverReason, routeTableBytes, routeTableMatch, type NativeRouteTable } from '../../src/route/native-routes.js';
 import { native } from '../../src/native/addon.js';
+import { literalRegex, type LiteralRegex } from '../../src/route/literal-regex.js';
+import { importNginx } from '../../src/config/nginx-import.js';
+import { parseNginxText } from '../../src/config/nginx-parse.js';
+import { loadConfig } from '../../src/config/load.js';
 import { mutate, mutationArb } from '../helpers/fuzz.js';
+import { SHARED_CONTRACT } from '../helpers/paths.js';
 import { needAddonExport } from '../helpers/peers.js';
 
 type RouteInput = NonNullable<ConfigInput['routes']>[number];
@@ -132,7 +140,96 @@ test('known configs: hosts, wildcards, fall-through, prefixes, exact paths, meth
   assert.equal(routeTableMatch(b.table, 'exämple.com', '/api', 'GET').kind, 'not-mine');
 });
 
-test('known configs: a class holding a path_regex is JS past its exact paths; other classes stay the addon\'s', (t) => {
+test('known configs: literal path_regex (`\\.php$`, `^/api/`, `^/x$`, a substring, nginx `~*`) matched in file order between exact paths and prefixes', (t) => {
+  if (!needAddon(t)) return;
+  // nginx's `location ~* \.php$` as portico import-nginx writes it: each letter a class of its two cases
+  const imported = importNginx(parseNginxText('server { listen 8080; location ~* \\.php$ { proxy_pass http://127.0.0.1:9000; } }', 'test.conf', '/nonexistent'), 'test.conf');
+  const caseless = /path_regex: (.*)$/m.exec(imported.yaml)?.[1].replace(/^'(.*)'$/, '$1');
+  assert.equal(caseless, '\\.[pP][hH][pP]$');
+  const b = build([
+    { name: 'exact', match: { host: ['example.com'], path_exact: '/status.php' }, return: { status: 200, body: 'ok' } },
+    { name: 'php', match: { host: ['example.com'], path_regex: '\\.php$' }, proxy: 'a' },
+    { name: 'api', match: { host: ['example.com'], path_regex: '^/api/', method: ['POST'] }, proxy: 'a' },
+    { name: 'x', match: { host: ['example.com'], path_regex: '^/x$' }, proxy: 'p' },
+    { name: 'ci', match: { host: ['example.com'], path_regex: caseless!.replace('[pP]$', '[pP]5$') }, proxy: 'a' },
+    { name: 'cgi', match: { host: ['example.com'], path_regex: '/cgi-bin/' }, proxy: 'a' },
+    { name: 'group', match: { host: ['example.com'], path_regex: '^/(?:v1)/(app)\\.js$' }, proxy: 'a' },
+    { name: 'pre', match: { host: ['example.com'], path: '/' }, proxy: 'a' },
+    { name: 'opaque', match: { host: ['rx.test'], path_regex: '^/r[0-9]+$', method: ['GET'] }, proxy: 'a' },
+    { name: 'rx-php', match: { host: ['rx.test'], path_regex: '\\.php$' }, proxy: 'a' },
+    { name: 'default', proxy: 'a' },
+  ])!;
+  const names = b.config.routes.map((r) => r.name);
+  const expect: Array<[string, string, string, string | 'none' | 'not-mine']> = [
+    ['example.com', '/index.php', 'GET', 'php'],
+    ['EXAMPLE.com', '/a/b/c.php', 'HEAD', 'php'],
+    ['example.com', '/status.php', 'GET', 'exact'], // path_exact before any regex
+    ['example.com', '/a.php/x', 'GET', 'pre'], // a suffix, not a substring
+    ['example.com', '/a.PHP', 'GET', 'pre'], // case-sensitive without a class
+    ['example.com', '/a.phpx', 'GET', 'pre'],
+    ['example.com', '/.php', 'GET', 'php'],
+    ['example.com', '/api/x', 'POST', 'api'],
+    ['example.com', '/api/', 'POST', 'api'],
+    ['example.com', '/api/x', 'GET', 'pre'], // the regex matches, its route does not take GET: matching goes on
+    ['example.com', '/api', 'POST', 'pre'],
+    ['example.com', '/API/x', 'POST', 'pre'],
+    ['example.com', '/v/api/', 'POST', 'pre'], // a prefix, not a substring
+    ['example.com', '/x', 'GET', 'x'],
+    ['example.com', '/x/', 'GET', 'pre'],
+    ['example.com', '/xx', 'GET', 'pre'],
+    ['example.com', '/x.php', 'GET', 'php'], // file order among regexes
+    ['example.com', '/a.php5', 'GET', 'ci'],
+    ['example.com', '/a.PHP5', 'GET', 'ci'],
+    ['example.com', '/a.pHp5', 'GET', 'ci'],
+    ['example.com', '/a.p@p5', 'GET', 'pre'], // '@' is not 'H' or 'h' (0x40 | 0x20 is '`', not 'h')
+    ['example.com', '/a.php5/', 'GET', 'pre'],
+    ['example.com', '/a/cgi-bin/run', 'GET', 'cgi'],
+    ['example.com', '/cgi-bin/', 'GET', 'cgi'],
+    ['example.com', '/cgi-bin', 'GET', 'pre'],
+    ['example.com', '/v1/app.js', 'GET', 'group'],
+    ['example.com', '/v1/appxjs', 'GET', 'pre'],
+    ['rx.test', '/a.php', 'GET', 'not-mine'], // the opaque regex comes first and its route takes GET
+    ['rx.test', '/a.php', 'POST', 'rx-php'], // ... but not POST: V8's answer would not matter
+    ['rx.test', '/b', 'POST', 'default'],
+    ['rx.test', '/b', 'GET', 'not-mine'],
+    ['other.test', '/a.php', 'GET', 'default'],
+  ];
+  for (const [host, path, method, want] of expect) {
+    const cc = routeTableMatch(b.table, host, path, method);
+    assert.equal(cc.kind === 'route' ? names[cc.route] : cc.kind, want, `${method} ${host} ${path}`);
+    if (want !== 'not-mine') assert.ok(agree(b, host, path, method));
+  }
+});
+
+test('the user\'s seed-php.yaml: PHP scripts (`\\.php$`), the terminated /wss and the static rest are all answered by the table', (t) => {
+  if (!needAddon(t)) return;
+  const loaded = loadConfig(path.join(SHARED_CONTRACT, 'seed-php.yaml'));
+  assert.ok(loaded.ok);
+  const config = loaded.config;
+  const router = new Router(config);
+  const b = { config, router, table: compileNativeRoutes(router, config)! };
+  const kinds = config.routes.map((r) => (r.fastcgi !== undefined ? 'php' : r.static !== undefined ? 'static' : 'wss'));
+  const expect: Array<[string, string, string]> = [
+    ['/index.php', 'GET', 'php'],
+    ['/blog/wp-login.php', 'POST', 'php'],
+    ['/info.php', 'HEAD', 'php'],
+    ['/index.PHP', 'GET', 'static'], // nginx's `~` is case-sensitive too
+    ['/a.php/x', 'GET', 'static'],
+    ['/css/site.css', 'GET', 'static'],
+    ['/', 'GET', 'static'],
+    ['/wss', 'GET', 'wss'],
+    ['/wss/x.php', 'GET', 'php'], // regexes before prefixes
+  ];
+  for (const [p, method, want] of expect) {
+    for (const host of ['', 'localhost', 'Example.TEST.']) {
+      assert.ok(agree(b, host, p, method), `${method} ${host} ${p} not taken`);
+      const cc = routeTableMatch(b.table, host, p, method);
+      assert.equal(cc.kind === 'route' ? kinds[cc.route] : cc.kind, want, `${method} ${host} ${p}`);
+    }
+  }
+});
+
+test('known configs: a class holding a non-literal path_regex is JS past its exact paths; other classes stay the addon\'s', (t) => {
   if (!needAddon(t)) return;
   const b = build([
     { name: 'rx', match: { host: ['rx.test'], path_regex: '^/r[0-9]+$' }, proxy: 'a' },
@@ -177,12 +274,130 @@ test('case folding: hosts of every printable ASCII byte, at every offset of a 24
 });
 
 // ---------------------------------------------------------------------------------------------------------
+// Literal regexes: the classifier (src/route/literal-regex.ts) held to V8's RegExp
+
+/** The meaning route-table.cc MatchRegex gives a literal: its bytes at the start, the end, the whole path, or anywhere. */
+function literalTest(lit: LiteralRegex, path: string): boolean {
+  const n = lit.text.length;
+  const at = (from: number): boolean => {
+    for (let k = 0; k < n; k++) if ((path.charCodeAt(from + k) | lit.fold[k]) !== lit.text.charCodeAt(k)) return false;
+    return true;
+  };
+  if (path.length < n) return false;
+  if (lit.kind === 'exact') return path.length === n && at(0);
+  if (lit.kind === 'prefix') return at(0);
+  if (lit.kind === 'suffix') return at(path.length - n);
+  for (let s = 0; s + n <= path.length; s++) if (at(s)) return true;
+  return false;
+}
+
+/** Atoms the classifier must take, and atoms that make a regex something else (a class, a quantifier, an escape with a meaning, a lookaround). */
+const LITERAL_ATOMS = ['a', 'b', 'p', 'P', 'h', 'H', 'x', '/', '-', '_', '~', '1', '%', '@', '`', '\\]', '\\}', '\\.', '\\/', '\\-', '\\$', '\\^', '\\(', '\\[', '\\{', '\\|', '\\*', '\\\\', '[pP]', '[Hh]', '[aA]'];
+const OTHER_ATOMS = ['.', '[0-9]', '[ab]', '[pp]', '[p]', '[^p]', '[pP]?', '\\d', '\\w', '\\s', '\\b', '\\B', '\\a', '\\n', '\\0', '\\1', '\\x61', '\\u0061', '\\cJ', 'a*', 'a+', 'a?', 'a{2}', 'a{', '}', '|', '(?=a)', '(?!a)', '(?<=a)', '(?<n>a)', '\\k<n>', 'a^', '$a', 'é'];
+
+const regexArb = fc
+  .record({
+    start: fc.boolean(),
+    end: fc.boolean(),
+    atoms: fc.array(fc.oneof({ weight: 20, arbitrary: fc.constantFrom(...LITERAL_ATOMS) }, { weight: 1, arbitrary: fc.constantFrom(...OTHER_ATOMS) }), { maxLength: 8 }),
+    group: fc.option(fc.tuple(fc.nat(8), fc.nat(8), fc.constantFrom('(', '(?:')), { freq: 3 }),
+    quantified: fc.constantFrom('', '', '', '', '', '*', '?', '{1}'),
+    flags: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('', 'i') }, { weight: 1, arbitrary: fc.constantFrom('m', 'im', 'g', 'y', 's', 'u', 'd', 'gi') }),
+  })
+  .map(({ start, end, atoms, group, quantified, flags }) => {
+    const parts = [...atoms];
+    if (group !== null) {
+      const [a, b, open] = group;
+      const from = Math.min(a, b, parts.length);
+      const to = Math.min(Math.max(a, b), parts.length);
+      parts.splice(to, 0, `)${quantified}`);
+      parts.splice(from, 0, open);
+    }
+    const other = atoms.some((x) => OTHER_ATOMS.includes(x)) || (group !== null && quantified !== '') || (flags !== '' && flags !== 'i');
+    return { source: `${start ? '^' : ''}${parts.join('')}${end ? '$' : ''}`, flags, other };
+  });
+
+/** Paths near a literal: its text with each letter's case flipped, cut, doubled, with bytes around it. */
+function pathsNear(text: string, extra: readonly string[]): string[] {
+  const out = new Set<string>([text, text.toUpperCase(), text.toLowerCase(), '', '/', text + text, ...extra]);
+  for (let k = 0; k < text.length; k++) {
+    const c = text[k];
+    out.add(text.slice(0, k) + (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()) + text.slice(k + 1));
+    out.add(text.slice(0, k) + String.fromCharCode(c.charCodeAt(0) ^ 0x20) + text.slice(k + 1));
+    out.add(text.slice(0, k) + text.slice(k + 1));
+  }
+  for (const p of [...out]) for (const [a, z] of [['x', ''], ['', 'x'], ['/', '/'], ['A', '.php'], ['\n', '\n']]) out.add(a + p + z);
+  return [...out];
+}
+
+test('literal regexes: what the classifier takes matches as RegExp.test does; classes, quantifiers, escapes, lookarounds and flags but i are refused', (t) => {
+  const known: Array<[string, string, LiteralRegex | undefined]> = [
+    ['\\.php$', '', { kind: 'suffix', text: '.php', fold: [0, 0, 0, 0] }],
+    ['\\.(php)$', '', { kind: 'suffix', text: '.php', fold: [0, 0, 0, 0] }],
+    ['\\.[pP][hH][pP]$', '', { kind: 'suffix', text: '.php', fold: [0, 0x20, 0x20, 0x20] }],
+    ['\\.PHP$', 'i', { kind: 'suffix', text: '.php', fold: [0, 0x20, 0x20, 0x20] }],
+    ['^/api/', '', { kind: 'prefix', text: '/api/', fold: [0, 0, 0, 0, 0] }],
+    ['^/x$', '', { kind: 'exact', text: '/x', fold: [0, 0] }],
+    ['/cgi-bin/', '', { kind: 'contains', text: '/cgi-bin/', fold: [0, 0, 0, 0, 0, 0, 0, 0, 0] }],
+    ['', '', { kind: 'contains', text: '', fold: [] }],
+    ['\\.php$', 'm', undefined], // $ before a line end too
+    ['\\.php', 'g', undefined], // test() moves lastIndex
+    ['\\.php$', 'u', undefined],
+    ['.php$', '', undefined],
+    ['\\.ph?p$', '', undefined],
+    ['\\.(php|phtml)$', '', undefined],
+    ['\\.php\\b', '', undefined],
+    ['^/api/v[0-9]+$', '', undefined],
+    ['(?i:\\.php)$', '', undefined],
+    ['\\.php(?=$)', '', undefined],
+    ['(\\.php)+$', '', undefined],
+    ['((php))', '', undefined],
+    ['\\.[pp]hp$', '', undefined],
+    ['\\.[ph]hp$', '', undefined],
+    ['^/a^', '', undefined],
+    ['a$b', '', undefined],
+  ];
+  for (const [source, flags, want] of known) assert.deepEqual(literalRegex(source, flags), want, `${source} /${flags}`);
+  let literal = 0;
+  let refused = 0;
+  let tested = 0;
+  fc.assert(
+    fc.property(regexArb, fc.array(fc.stringMatching(/^[aApPhHxX/._\-~%@`1[\]\n]{0,12}$/), { maxLength: 6 }), ({ source, flags, other }, randomPaths) => {
+      let re: RegExp;
+      try {
+        re = new RegExp(source, flags);
+      } catch {
+        return;
+      }
+      const lit = literalRegex(source, flags);
+      if (other) assert.equal(lit, undefined, `taken, but not literal: /${source}/${flags}`);
+      if (lit === undefined) {
+        refused++;
+        return;
+      }
+      literal++;
+      for (const path of pathsNear(lit.text, randomPaths)) {
+        tested++;
+        re.lastIndex = 0;
+        if (literalTest(lit, path) !== re.test(path)) assert.fail(`/${source}/${flags} on ${JSON.stringify(path)}: V8 ${re.test(path)}, as a literal ${JSON.stringify(lit)}`);
+      }
+    }),
+    { numRuns: 4000 },
+  );
+  t.diagnostic(`${literal} literal regexes (${tested} paths tested against V8), ${refused} refused`);
+  assert.ok(literal > 1500 && refused > 500, `${literal} literal, ${refused} refused`);
+});
+
+// ---------------------------------------------------------------------------------------------------------
 // Random configs and requests
 
 const HOSTS = ['example.com', 'Example.COM', 'example.com.', 'a.example.com', 'b.a.example.com', '*.example.com', '*.a.example.com', '*.EXAMPLE.com', '*.com', 'other.test', '*.other.test', '[::1]', '127.0.0.1', 'ex', '*.x'];
 const PREFIXES = ['/', '/a', '/a/', '/ab', '/a/b', '/a/b/', '/api', '/api/', '/api/v1', '/b', '/B'];
 const EXACTS = ['/', '/a', '/a/', '/a/b', '/api', '/x', '/B'];
-const REGEXES = ['^/a', '^/api/v[0-9]+$', 'b$'];
+/** path_regex sources: literal forms the table matches (suffix, prefix, whole path, substring, two-case classes, groups) and others it refuses. */
+const LITERAL_REGEXES = ['\\.php$', '^/a', '^/api/', 'b$', '^/a$', '^/x$', '/b', '\\.[pP][hH][pP]$', '^/[aA][pP][iI]', '^(/api)/', '\\.(php)$', '^/a(?:/b)$', 'x', '^$', '^', '$', '', '^/B', '\\/a\\/', 'a\\.php'];
+const OTHER_REGEXES = ['^/api/v[0-9]+$', '.php$', '^/a|^/b', '^/a+', '\\d', '^/a(?=/)', '[ab]$', '\\.ph(p|tml)$', '^/a/?$'];
+const REGEXES = [...LITERAL_REGEXES, ...OTHER_REGEXES];
 /** Methods of routes (the schema refuses lower case) and of requests (`get` is another method to the router). */
 const METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE'];
 const REQUEST_METHODS = ['GET', 'HEAD', 'POST', 'get', 'DELETE', 'OPTIONS'];
@@ -191,7 +406,7 @@ const pathCond = fc.oneof(
   { weight: 3, arbitrary: fc.constant({}) },
   { weight: 6, arbitrary: fc.constantFrom(...PREFIXES).map((path) => ({ path })) },
   { weight: 3, arbitrary: fc.constantFrom(...EXACTS).map((path_exact) => ({ path_exact })) },
-  { weight: 1, arbitrary: fc.constantFrom(...REGEXES).map((path_regex) => ({ path_regex })) },
+  { weight: 3, arbitrary: fc.constantFrom(...REGEXES).map((path_regex) => ({ path_regex })) },
 );
 const action = fc.oneof(
   { weight: 6, arbitrary: fc.record({ upstream: fc.constantFrom('a', 'a', 'a', 'p', 't', 'h'), strip: fc.boolean() }).map(({ upstream, strip }) => ({ proxy: { upstream, strip_prefix: strip } })) },
@@ -221,8 +436,8 @@ const requestArb = fc.record({
   hostCase: fc.boolean(),
   path: fc.oneof(
     fc.constantFrom(...PREFIXES, ...EXACTS),
-    fc.tuple(fc.constantFrom(...PREFIXES, ...EXACTS), fc.constantFrom('', '/', 'x', '/x', '/b', 'i', '/v2', '/.well-known/acme-challenge/t')).map(([a, b]) => (a + b).replace(/^\/\//, '/')),
-    fc.constantFrom('/api/v12', '/r', '/ab/', '/.well-known/acme-challenge/t'),
+    fc.tuple(fc.constantFrom(...PREFIXES, ...EXACTS), fc.constantFrom('', '/', 'x', '/x', '/b', 'i', '/v2', '/.well-known/acme-challenge/t', '.php', '/a.php', '.PHP', '.pHp', '.phpx', '/index.php')).map(([a, b]) => (a + b).replace(/^\/\//, '/')),
+    fc.constantFrom('/api/v12', '/r', '/ab/', '/.well-known/acme-challenge/t', '/index.php', '/API/x', '/Api/', '/a.php/x', '/a/a.php', '/xa.php', '/x.php'),
   ),
   method: fc.constantFrom(...REQUEST_METHODS),
 });
@@ -233,6 +448,7 @@ test('random configs and requests: whenever the addon answers, the router picks 
   answered = 0;
   let configs = 0;
   let regexFree = 0;
+  let literalOnly = 0;
   let regexFreeAnswered = 0;
   let regexFreeAsked = 0;
   let candidates = 0;
@@ -241,8 +457,11 @@ test('random configs and requests: whenever the addon answers, the router picks 
       const b = build(routes);
       if (b === undefined) return;
       configs++;
-      const hasRegex = b.config.routes.some((r) => r.match.path_regex !== undefined);
-      if (!hasRegex) regexFree++;
+      // a config whose regexes are all literal leaves the table nothing to be unsure of, as one without regexes
+      const regexes = b.config.routes.filter((r) => r.match.path_regex !== undefined);
+      const hasRegex = regexes.some((r) => literalRegex(r.match.path_regex!, '') === undefined);
+      if (regexes.length === 0) regexFree++;
+      else if (!hasRegex) literalOnly++;
       for (const r of requests) {
         const host = r.hostCase ? r.host.toUpperCase() : r.host;
         const took = agree(b, host, r.path, r.method);
@@ -254,14 +473,15 @@ test('random configs and requests: whenever the addon answers, the router picks 
           regexFreeAsked++;
           if (took) regexFreeAnswered++;
           // nothing to be unsure of: a refusal here is a table that refuses what it could answer
-          assert.ok(took, `not taken without a path_regex: ${r.method} ${host} ${r.path} in ${JSON.stringify(b.config.routes.map((x) => x.match))}`);
+          assert.ok(took, `not taken without a non-literal path_regex: ${r.method} ${host} ${r.path} in ${JSON.stringify(b.config.routes.map((x) => x.match))}`);
         }
       }
     }),
     // a fixed number of configs (not a time budget): the share asserted below is then never a matter of speed
     { numRuns: 400 },
   );
-  t.diagnostic(`${configs} configs (${regexFree} without path_regex), ${asked} requests, ${answered} answered by the addon (${regexFreeAnswered} of ${regexFreeAsked} in regex-free configs), ${candidates} on candidate routes`);
+  t.diagnostic(`${configs} configs (${regexFree} without path_regex, ${literalOnly} more with literal ones only), ${asked} requests, ${answered} answered by the addon (${regexFreeAnswered} of ${regexFreeAsked} in configs without a non-literal regex), ${candidates} on candidate routes`);
+  assert.ok(literalOnly > 50, `too few configs with literal regexes: ${literalOnly}`);
   assert.ok(configs > 200, `too few valid configs: ${configs} of 400`);
   assert.ok(answered > asked * 0.5, `the addon answered ${answered} of ${asked}: it refuses too much`);
   assert.ok(candidates > 0, 'no request on a candidate route');
@@ -317,10 +537,26 @@ test('malformed table bytes are refused (a thrown error), never read past their 
     { match: { host: ['example.com', '*.example.com'], path: '/api', method: ['GET', 'HEAD'] }, proxy: 'a' },
     { match: { path_exact: '/x' }, proxy: 'p' },
     { match: { host: ['rx.test'], path_regex: '^/r' }, proxy: 'a' },
+    { match: { host: ['rx.test'], path_regex: '\\.[pP]$' }, proxy: 'a' },
+    { match: { host: ['rx.test'], path_regex: '^/r[0-9]' }, proxy: 'a' },
     { proxy: 'a' },
   ])!;
   const good = routeTableBytes(b.router, b.config);
   assert.ok(addon!.routeTableCompile!(good) !== undefined);
+  // a literal's fold mask: 0x20 only on a lower-case letter, as long as the literal; a kind the table knows
+  const latin = good.toString('latin1');
+  const lit = '\x03\x02\x00\x00\x00.p\x02\x00\x00\x00\x00\x20'; // suffix, ".p", fold [0, 0x20]
+  assert.ok(latin.includes(lit));
+  const edit = (to: string): Buffer => Buffer.from(latin.replace(lit, to), 'latin1');
+  assert.ok(addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.p\x02\x00\x00\x00\x00\x00')) !== undefined);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.p\x02\x00\x00\x00\x20\x20')), /bad regex fold/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.P\x02\x00\x00\x00\x00\x20')), /bad regex fold/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.p\x02\x00\x00\x00\x00\x01')), /bad regex fold/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.p\x01\x00\x00\x00\x00\x00')), /bad regex fold|routeTableCompile/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x05\x02\x00\x00\x00.p\x02\x00\x00\x00\x00\x20')), /bad regex kind/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x00\x02\x00\x00\x00.p\x02\x00\x00\x00\x00\x20')), /bad regex literal/);
+  assert.throws(() => addon!.routeTableCompile!(edit('\x03\x02\x00\x00\x00.\xf0\x02\x00\x00\x00\x00\x00')), /bad regex literal/);
+  assert.throws(() => addon!.routeTableCompile!(Buffer.from(latin.replace('PRT2', 'PRT1'), 'latin1')), /not a route table/);
   // a host or an exact path written twice (JS never does: they are Map keys) is refused, not shadowed
   const twice = build([
     { match: { host: ['aa.test'], path_exact: '/p1' }, proxy: 'a' },
@@ -350,7 +586,7 @@ test('malformed table bytes are refused (a thrown error), never read past their 
       }
       accepted++;
       const table = { handle, routes: b.config.routes.length };
-      for (const [host, path] of [['example.com', '/api'], ['a.example.com', '/api/x'], ['', '/x'], ['rx.test', '/r']]) {
+      for (const [host, path] of [['example.com', '/api'], ['a.example.com', '/api/x'], ['', '/x'], ['rx.test', '/r'], ['rx.test', '/a.P'], ['rx.test', '/r1']]) {
         const m = routeTableMatch(table, host, path, 'GET');
         if (m.kind === 'route') assert.ok(m.route < b.config.routes.length);
       }
