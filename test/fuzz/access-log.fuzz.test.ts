@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
+import { assertFor } from '../helpers/fuzz.js';
 import { AccessLog, type AccessClient } from '../../src/http/access-log.js';
 import { LineWriter } from '../../src/core/line-writer.js';
 import type { Exchange } from '../../src/handlers/forward.js';
@@ -177,7 +178,7 @@ test('access-log lines: any client string or name gives one valid JSON line whos
   const log = new AccessLog({ stdout: capture as unknown as LineWriter, file, worker: 1, trusts: () => false });
   const reqs: Req[] = [];
   let runs = 0;
-  fc.assert(
+  assertFor(
     fc.property(requestArb, (r) => {
       runs++;
       reqs.push(r);
@@ -187,9 +188,9 @@ test('access-log lines: any client string or name gives one valid JSON line whos
       assert.equal(seen.length, before + 1);
       check(r, seen[seen.length - 1]);
     }),
-    { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] },
+    BUDGET_MS,
+    () => runs > 50, // at least that many requests logged and checked, however busy the machine
   );
-  assert.ok(runs > 50, `only ${runs} runs in the budget`);
   await file.drain();
   file.close();
   assert.equal(file.dropped, 0);

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RecordReader, type RecordSink } from '../../src/wire/fastcgi.js';
 import { native } from '../../src/native/addon.js';
-import { mutate, mutationArb, split } from '../helpers/fuzz.js';
+import { assertFor, mutate, mutationArb, split } from '../helpers/fuzz.js';
 import { needAddonExport } from '../helpers/peers.js';
 
 type Step = { result: 'more' | 'done' | 'handover' | 'not-mine'; used: number; extra: boolean; out: Buffer };
@@ -261,11 +261,12 @@ test('FastCGI answer reader: any answer, split into reads anywhere, mutated: C++
   if (!needAddon(t)) return;
   taken = 0;
   handedOver = 0;
-  fc.assert(
+  assertFor(
     fc.property(answerArb, fc.array(fc.nat(), { maxLength: 6 }), fc.array(mutationArb([0, 1, 3, 6, 7, 8, 0x0a, 0x0d, 0xff]), { maxLength: 2 }), fc.boolean(), (base, cuts, muts, mutated) => {
       agree(split(mutated ? mutate(base, muts) : base, cuts).filter((b) => b.length > 0)); // (a read is never empty)
     }),
-    opts,
+    BUDGET_MS,
+    () => taken > 100 && handedOver > 10,
   );
   assert.ok(taken > 100, `reads taken by the C++ side: ${taken}`);
   assert.ok(handedOver > 10, `hand-overs: ${handedOver}`);

@@ -18,7 +18,7 @@ import type { ForwardingPolicy } from '../../src/route/forwarding.js';
 import { native } from '../../src/native/addon.js';
 import { unmapIPv4 } from '../../src/core/util.js';
 import { addressBytes, ipv6Words, nodeAddressText } from '../helpers/addresses.js';
-import { mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
+import { assertFor, mutate, mutationArb as mutationArbOf } from '../helpers/fuzz.js';
 import { needAddonExport, needPeer } from '../helpers/peers.js';
 import { hasCurl } from '../helpers/clients.js';
 import { startHeadCapture, type CapturedHead } from '../helpers/head-capture.js';
@@ -376,14 +376,15 @@ test('native request head = the JS one on mutated heads and their prefixes', (t)
   const seeds = [...MUST_TAKE, ...TAKEN].map((s) => Buffer.from(s, 'latin1'));
   taken = 0;
   runs = 0;
-  fc.assert(
+  assertFor(
     fc.property(fc.constantFrom(...seeds), fc.array(mutationArb, { minLength: 1, maxLength: 4 }), fc.array(fc.nat(), { maxLength: 2 }), (seed, mutations, cuts) => {
       runs++;
       const buf = mutate(seed, mutations);
       agree(buf, CLIENTS.slice(0, 3));
       for (const c of cuts) agree(buf.subarray(0, buf.length === 0 ? 0 : c % buf.length), CLIENTS.slice(0, 1));
     }),
-    opts,
+    BUDGET_MS,
+    () => taken > 100,
   );
   assert.ok(taken > 100, `mutated heads taken by the C++ path: ${taken}`);
   t.diagnostic(`${runs} mutated heads: ${taken} (head, route, client, limits) cases taken and agreed`);
@@ -407,7 +408,7 @@ test('native request head = the JS one on heads built from random lines and fiel
   );
   taken = 0;
   runs = 0;
-  fc.assert(
+  assertFor(
     fc.property(fc.constantFrom('GET', 'GET', 'HEAD', 'POST', 'GETS'), target, fc.constantFrom('HTTP/1.1', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/1.2'), fc.array(fc.tuple(name, value), { maxLength: 6 }), host, fc.nat(), (method, tgt, version, fields, h, at) => {
       runs++;
       // one Host line (most heads have one) among the random ones
@@ -416,7 +417,8 @@ test('native request head = the JS one on heads built from random lines and fiel
       const head = `${method} ${tgt} ${version}\r\n${lines.join('')}\r\n`;
       agree(Buffer.from(head, 'latin1'), CLIENTS.slice(0, 3));
     }),
-    opts,
+    BUDGET_MS,
+    () => taken > 100,
   );
   assert.ok(taken > 100, `random heads taken by the C++ path: ${taken}`);
   t.diagnostic(`${runs} random heads: ${taken} (head, route, client, limits) cases taken and agreed`);

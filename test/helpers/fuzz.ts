@@ -77,3 +77,14 @@ export function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
   out.push(buf.subarray(from));
   return out;
 }
+
+/**
+ * Checks `property` for `budgetMs`, then, when `enough()` is still false (a loaded machine ran too few cases in the
+ * budget), in steps of 100 more runs until it holds or `maxRuns` more have run: the test's own share assertion
+ * (cases taken, hand-overs, runs) then judges what the code does, not how busy the machine was. Bounded in time
+ * when the machine is quick, in count when it is not.
+ */
+export function assertFor<Ts>(property: fc.IRawProperty<Ts>, budgetMs: number, enough: () => boolean, maxRuns = 20_000): void {
+  fc.assert(property, { numRuns: 1_000_000, plugins: [fc.interruptAfterTimeLimit(budgetMs)] });
+  for (let more = 0; !enough() && more < maxRuns; more += 100) fc.assert(property, { numRuns: 100 });
+}
