@@ -16,7 +16,7 @@ import { startHttpBackend, startWsEchoBackend, type WsEchoBackend } from '../hel
 import { startBacklogPeer, type BacklogPeer } from '../helpers/backlog-peer.js';
 import { closed, echo } from '../helpers/clients.js';
 import { plainListener, startPortico, tlsListener, type Portico } from '../helpers/portico.js';
-import { singleWorkerResources, synSentTo, type WorkerResources } from '../helpers/proc-stats.js';
+import { establishedTo, singleWorkerResources, synSentTo, type WorkerResources } from '../helpers/proc-stats.js';
 import { adminStatus } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { ResponseReader, testCaCert } from '../helpers/wire.js';
@@ -233,6 +233,9 @@ test('client RST while the upstream connect is pending: the upstream socket is c
     // Let the connect complete (if Portico still has it): the kernel's next SYN retransmit gets through.
     s.backlog.accept();
     await until('no connect pending any more', () => synSentTo(s.backlog.port), (n) => n === 0, SETTLE_MS);
+    // and the peer has accepted every connection that completed (one still in its accept queue would miss the RST
+    // and stay pooled: not a leak, but not what this checks)
+    await until('the peer holds every established connection', () => establishedTo(s.backlog.port) - s.backlog.held, (n) => n === 0, SETTLE_MS);
     // A socket Portico kept is now either idle in the pool (fine) or leaked; an RST on it must not crash the worker.
     s.backlog.reset();
     await backToBaseline(s, `${mode}: RST while connect pending`);

@@ -139,6 +139,11 @@ export function synSentTo(port: number): number {
   return tcpTable().filter((r) => r.remoteHex === '0100007F' && r.remotePort === port && r.state === '02').length;
 }
 
+/** Client-side loopback TCP sockets to 127.0.0.1:`port` whose connection is established (state ESTABLISHED). */
+export function establishedTo(port: number): number {
+  return tcpTable().filter((r) => r.remoteHex === '0100007F' && r.remotePort === port && r.state === '01').length;
+}
+
 /** Listening TCP sockets on `port` that process `pid` holds (a worker's listeners; none for a standby). */
 export function listeningSockets(pid: number, port: number): number {
   const mine = new Set(socketInodes(pid));
