@@ -223,7 +223,39 @@ export interface Listening {
 
 function listeningOf(server: net.Server): Listening {
   const close = (): void => void server.close();
-  return { port: boundAddress(server).port, native: false, close, end: () => Promise.resolve(close()), setMode: () => {}, setDeferAccept: () => {}, deferAcceptSeconds: () => 0, serveL4: () => false };
+  return { port: boundAddress(server).port, native: false, close, end: () => endAfterAccepting(server, close), setMode: () => {}, setDeferAccept: () => {}, deferAcceptSeconds: () => 0, serveL4: () => false };
+}
+
+/** How long Node's listener keeps accepting at its end while clients keep arriving (ms). */
+const END_ACCEPT_MS = 100;
+
+/**
+ * Node's end of a listener: libuv accepts in its poll phase (one connection per turn of the loop here, Node 20), and
+ * a close called from another callback (the primary's message to stop accepting) resets every client queued since.
+ * So the close waits for a turn of the loop that accepted nothing (or END_ACCEPT_MS, should clients keep coming):
+ * what the kernel queued before the end is accepted. A client whose handshake ends between that turn and the close
+ * is still reset; the native listener's end drains with accept4 up to its close and waits for deferred clients
+ * (native-notes/io.md).
+ */
+function endAfterAccepting(server: net.Server, close: () => void): Promise<void> {
+  let accepted = 0;
+  const count = (): void => void accepted++;
+  server.on('connection', count);
+  const until = performance.now() + END_ACCEPT_MS;
+  return new Promise((resolve) => {
+    let seen = -1; // the first turn may run before any poll phase (called from one): it only starts the count
+    const turn = (): void => {
+      if (accepted === seen || performance.now() > until) {
+        server.off('connection', count);
+        close();
+        resolve();
+        return;
+      }
+      seen = accepted;
+      setImmediate(turn);
+    };
+    setImmediate(turn);
+  });
 }
 
 /**

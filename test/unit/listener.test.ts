@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { bindShared, boundAddress, listenOnHandle, listenStrategy, type SharedHandle } from '../../src/accept/listener.js';
+import { execFileSync } from 'node:child_process';
+import { bindShared, boundAddress, listenOnHandle, listenStrategy, openOnHandle, type SharedHandle } from '../../src/accept/listener.js';
 
 function connectOutcome(port: number, host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve) => {
@@ -51,6 +52,22 @@ test('a shared handle is bound but refuses connections until a worker listens; t
   t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
   assert.equal(boundAddress(server).port, handle.bound.port);
   assert.equal(await connectOutcome(handle.bound.port), 'served:hello');
+});
+
+test("Node's listener ends after accepting the clients queued while the event loop was busy (none reset)", async () => {
+  const handle = await bindShared('127.0.0.1', 0);
+  const port = handle.bound.port;
+  let accepted = 0;
+  const listening = await openOnHandle(rawOf(handle), (socket) => {
+    accepted++;
+    socket.destroy();
+  }, { allowHalfOpen: false }, (err) => assert.fail(err));
+  // 20 clients connect while this event loop is blocked (the kernel completes their handshakes into the accept
+  // queue; libuv has not seen them), then the end is called in the same run, as a stop message would call it
+  const clients = `let n = 0; for (let i = 0; i < 20; i++) require('node:net').connect(${port}, '127.0.0.1', () => { if (++n === 20) process.exit(0); }).on('error', (e) => { console.error(e.message); process.exit(1); });`;
+  execFileSync(process.execPath, ['-e', clients], { timeout: 10_000 });
+  await listening.end();
+  assert.equal(accepted, 20, 'every queued client accepted before the close');
 });
 
 test('an IPv6 loopback address binds as IPv6', async (t) => {
