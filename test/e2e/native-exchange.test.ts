@@ -229,3 +229,31 @@ test('native exchange: a client leaving mid-exchange and a reload while exchange
   const s = await adminStatus(p);
   assert.equal(s.workers[0].restarts, 0);
 });
+
+test('native exchange: a target out of rotation (passive health) gets no request from the addon: its lent connections are taken back', { timeout: 60_000 }, async (t) => {
+  if (!needNativeIo(t) || !needPeer(t, 'php-fpm', hasPhpFpm())) return;
+  const a = await startPhpFpm(t, { children: 4, ini: { user_agent: 'fpm-a' } });
+  const b = await startPhpFpm(t, { children: 4, ini: { user_agent: 'fpm-b' } });
+  const cfg = config(a.target);
+  (cfg.upstreams as Record<string, Record<string, unknown>>).php = {
+    targets: [a.target, b.target],
+    max_connections: 4,
+    keepalive: { max_idle: 4 },
+    health: { passive: { max_fails: 1, fail_timeout: '60s', on_5xx: true } },
+  };
+  const p = await startPortico(t, cfg, ON);
+  // two ready clients whose requests went to both targets: each target has idle connections lent to the addon
+  const cs = [await warmClient(t, p, '/which.php'), await warmClient(t, p, '/which.php')];
+  const seen = new Set<string>();
+  for (let i = 0; i < 6; i++) for (const c of cs) seen.add((await c.get('/which.php')).body.toString().trim());
+  assert.deepEqual([...seen].sort(), ['fpm-a', 'fpm-b']);
+  const before = await started(p);
+  assert.ok(before > 0);
+  // one 500 takes its target out of this worker's rotation (max_fails 1, on_5xx)
+  assert.equal((await cs[0].get('/status.php?code=500')).status, 500);
+  await p.waitForLog((l) => typeof l.msg === 'string' && l.msg.includes('passive health'), 5_000);
+  const after = new Set<string>();
+  for (let i = 0; i < 8; i++) for (const c of cs) after.add((await c.get('/which.php')).body.toString().trim());
+  assert.equal(after.size, 1, `one target left: ${[...after].join(', ')}`);
+  assert.ok((await started(p)) > before + 8, 'started by the addon, on the target in rotation');
+});
