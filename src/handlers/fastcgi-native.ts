@@ -11,7 +11,7 @@ import type { UpstreamPool } from '../upstream/pool.js';
 import type { NativeSocket, NativeStart } from '../native/io.js';
 import { exchangeConfig, exchangeDrop, exchangeMemo, exchangeReady, exchangeRoute, exchangeScript, exchangeScriptForget, nativeExchangeOn } from '../native/exchange.js';
 import { nativeParamsPlan, scriptParams } from './fastcgi-params.js';
-import { knownUntil, onScriptForgotten, type Script } from './fastcgi-script.js';
+import { knownUntil, onScriptForgotten, onScriptFound, type Script } from './fastcgi-script.js';
 
 /**
  * Why route `r`'s requests must stay JavaScript's, or undefined when the addon may start them. What the addon does
@@ -66,6 +66,14 @@ onScriptForgotten((f, path) => {
   const i = installed;
   const route = i?.byFastcgi.get(f);
   if (i !== null && route !== undefined) exchangeScriptForget(i.id, route, path);
+});
+
+// a re-check found the script again (JS's entry renewed): the addon's entry is renewed at once, not at the next
+// request JS gets for it (until then the addon's has ended: REFRESH_AHEAD_MS before JS's)
+onScriptFound((f, path, script) => {
+  const i = installed;
+  const route = i?.byFastcgi.get(f);
+  if (i !== null && route !== undefined) handOver(i, route, f, path, script);
 });
 
 /** The connection context's parts this module reads. */
@@ -130,12 +138,17 @@ export function handScript(route: CompiledRoute, f: CompiledFastcgi, path: strin
     exchangeRoute(i.id, route.index, plan.fixed, plan.overridden, plan.perRequest, poolId);
     exchangeMemo(i.id, route.index, memo);
   }
+  handOver(i, route.index, f, path, script);
+}
+
+/** The script's pairs to the addon, unless handed with the same end already. */
+function handOver(i: Installed, route: number, f: CompiledFastcgi, path: string, script: Script): void {
   const until = knownUntil(path, f);
   if (until <= Date.now()) return;
   const was = handed.get(script);
   if (was !== undefined && was.config === i.id && was.until === until) return;
   handed.set(script, { config: i.id, until });
-  exchangeScript(i.id, route.index, path, scriptParams(f, script), until);
+  exchangeScript(i.id, route, path, scriptParams(f, script), until);
 }
 
 /** A head memo as the addon arms answers with it (fastcgi.ts HeadMemo for a chunked answer), or null. */

@@ -113,6 +113,13 @@ export function onScriptForgotten(fn: (f: CompiledFastcgi, normalizedPath: strin
   forgotten = fn;
 }
 
+/** Told when a script is found (again): its time starts anew (the native script cache renews its entry). */
+let foundHook: ((f: CompiledFastcgi, normalizedPath: string, script: Script) => void) | null = null;
+
+export function onScriptFound(fn: (f: CompiledFastcgi, normalizedPath: string, script: Script) => void): void {
+  foundHook = fn;
+}
+
 /** The script of `normalizedPath` when it was found within FOUND_TTL_MS, else null (then ask resolveScript). */
 export function knownScript(normalizedPath: string, f: CompiledFastcgi): Script | null {
   const hit = known.get(f)?.get(normalizedPath);
@@ -164,6 +171,7 @@ export async function resolveScript(normalizedPath: string, f: CompiledFastcgi, 
   if (paths === undefined) known.set(f, (paths = new Map()));
   if (paths.size >= FOUND_MAX) paths.clear();
   paths.set(normalizedPath, { script, until: now + FOUND_TTL_MS, rechecking: false });
+  foundHook?.(f, normalizedPath, script);
   return { ok: true, script };
 }
 

@@ -566,7 +566,10 @@ export class UpstreamPool {
     if (this.#lendId >= 0) return this.#lendId;
     if (this.#closed || this.#retired || this.config.balance !== 'round_robin' || this.#proxyHeader !== 'off' || this.#tls !== undefined || this.config.keepalive.max_idle <= 0) return -1;
     this.#lendId = id();
-    for (const slot of this.#slots.values()) slot.lend = this.#lendId;
+    for (const slot of this.#slots.values()) {
+      slot.lend = this.#lendId;
+      for (const pooled of slot.idle) pooled.lend(); // those idle now, at once
+    }
     return this.#lendId;
   }
 

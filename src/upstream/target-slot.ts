@@ -105,11 +105,7 @@ export class PooledSocket {
     }
     this.state = 'idle';
     this.slot.idle.push(this);
-    const slot = this.slot;
-    if (slot.lend >= 0 && slot.target.available && (slot.target.rampUntil ?? 0) <= batchNow() && s instanceof NativeSocket) {
-      lendSocket(slot.lend, slot.lendIndex, s);
-      this.lent = true;
-    }
+    this.lend();
     if (this.slot.byClient !== null && this.clientKey !== undefined) {
       const mine = this.slot.byClient.get(this.clientKey);
       if (mine === undefined) this.slot.byClient.set(this.clientKey, [this]);
@@ -130,6 +126,14 @@ export class PooledSocket {
     const j = mine.lastIndexOf(this);
     if (j !== -1) mine.splice(j, 1);
     if (mine.length === 0) byClient.delete(this.clientKey);
+  }
+
+  /** Lends this idle socket to the addon when its pool lends (TargetSlot.lend) and its target is in rotation. */
+  lend(): void {
+    const slot = this.slot;
+    if (this.lent || this.state !== 'idle' || slot.lend < 0 || !slot.target.available || (slot.target.rampUntil ?? 0) > batchNow() || !(this.socket instanceof NativeSocket)) return;
+    lendSocket(slot.lend, slot.lendIndex, this.socket);
+    this.lent = true;
   }
 
   /**

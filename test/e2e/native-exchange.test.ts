@@ -71,6 +71,19 @@ async function warmClient(t: TestContext, p: Portico, target = '/index.php'): Pr
   return c;
 }
 
+/**
+ * Requests `target` on `c` until the addon starts one: a script's entry in the addon ends a little before JS's, and
+ * the request JS then gets renews it (a native start in flight is what the caller tests next).
+ */
+async function nativeNow(p: Portico, c: Client, target: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const before = await started(p);
+    assert.equal((await c.get(target)).status, 200);
+    if ((await started(p)) > before) return;
+  }
+  assert.fail(`${target}: never started by the addon`);
+}
+
 /** env.php's params, without those of the connection itself (ports, which differ between the two instances). */
 function params(r: WireResponse): Record<string, unknown> {
   const server = (JSON.parse(r.body.toString('utf8')) as { server: Record<string, unknown> }).server;
@@ -202,6 +215,7 @@ test('native exchange: a client leaving mid-exchange and a reload while exchange
   const p = await startPortico(t, config(fpm.target, undefined, true), ON);
   // a client that leaves while FPM works on its request
   const gone = await warmClient(t, p, '/slow.php?ms=1');
+  await nativeNow(p, gone, '/slow.php?ms=1');
   const before = await started(p);
   gone.socket.write('GET /slow.php?ms=300 HTTP/1.1\r\nHost: a.test\r\n\r\n');
   await until('started', () => started(p), (n) => n > before);
@@ -209,6 +223,7 @@ test('native exchange: a client leaving mid-exchange and a reload while exchange
   await p.waitForLog((l) => l.msg === 'request' && l.path === '/slow.php?ms=300', 5_000);
   // requests in flight across a reload finish; the next ones are served (by the addon again, under the new routes)
   const cs = [await warmClient(t, p, '/slow.php?ms=1'), await warmClient(t, p, '/slow.php?ms=1')];
+  await nativeNow(p, cs[0], '/slow.php?ms=1');
   const mid = await started(p);
   // (both at once: the second finds no lent connection when the warm-ups left one idle, and is JavaScript's)
   const inFlight = cs.map((c) => c.get('/slow.php?ms=600'));
@@ -242,10 +257,16 @@ test('native exchange: a target out of rotation (passive health) gets no request
     health: { passive: { max_fails: 1, fail_timeout: '60s', on_5xx: true } },
   };
   const p = await startPortico(t, cfg, ON);
-  // two ready clients whose requests went to both targets: each target has idle connections lent to the addon
-  const cs = [await warmClient(t, p, '/which.php'), await warmClient(t, p, '/which.php')];
+  // each target with idle connections lent to the addon, more than one (the request that takes a target out must
+  // leave others of its connections idle): first requests of fresh connections at once, JavaScript's, each its own
+  // FPM connection (answered within 100 ms: fastcgi.ts keeps them, QUEUED_SUSPECT_MS); then four ready clients whose requests went to both targets
+  const fresh = await Promise.all(Array.from({ length: 6 }, () => Client.open(t, p)));
+  for (const r of await Promise.all(fresh.map((c) => c.get('/slow.php?ms=30')))) assert.equal(r.status, 200);
+  await until('two idle connections per target', async () => (await adminStatus(p)).upstreams.php, (ts) => ts.every((x) => x.idle >= 2));
+  const cs: Client[] = [];
+  for (let i = 0; i < 4; i++) cs.push(await warmClient(t, p, '/which.php'));
   const seen = new Set<string>();
-  for (let i = 0; i < 6; i++) for (const c of cs) seen.add((await c.get('/which.php')).body.toString().trim());
+  for (let i = 0; i < 4; i++) for (const c of cs) seen.add((await c.get('/which.php')).body.toString().trim());
   assert.deepEqual([...seen].sort(), ['fpm-a', 'fpm-b']);
   const before = await started(p);
   assert.ok(before > 0);
