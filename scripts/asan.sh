@@ -10,7 +10,7 @@ napi="$(node -p "require('node-addon-api').include_dir")"
 nodeinc="$(dirname "$(dirname "$(command -v node)")")/include/node"
 g++ -shared -fPIC -fsanitize=address -fno-omit-frame-pointer -O1 -g -std=c++17 -fexceptions \
   -I"$nodeinc" -I"$napi" -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/request-head.cc src/native/route-table.cc src/native/fcgi-answer.cc src/native/fcgi-request.cc \
+  src/native/addon.cc src/native/relay.cc src/native/io.cc src/native/tls.cc src/native/tls-relay.cc src/native/l4.cc src/native/end-bridge.cc src/native/response-head.cc src/native/request-head.cc src/native/route-table.cc src/native/fcgi-answer.cc src/native/fcgi-request.cc src/native/exchange.cc src/native/script-cache.cc \
   -o build-asan/portico_native.node
 # curl hangs at start with libasan preloaded: the tests' curl runs without it (a shim first on PATH)
 mkdir -p build-asan/bin
@@ -64,3 +64,7 @@ node --test dist/test/fuzz/native-fcgi-request.fuzz.test.js
 # unix:/path targets on the native I/O (io.cc ioConnectUnix): FastCGI and HTTP relayed answers, connect failures
 # (refused, missing, full backlog) and a WebSocket tunnel through the splice relay, all to peers on Unix sockets
 node --test dist/test/e2e/native-unix.test.js
+# the native FastCGI exchange (exchange.cc, script-cache.cc, io.cc StartExchange; PORTICO_NATIVE_EXCHANGE=1): requests a
+# ready client's read started by the addon on lent FPM connections of a real php-fpm, pipelined and split heads, a
+# deleted script, FPM closing its connections, a client leaving, a reload, a target leaving rotation
+node --test dist/test/e2e/native-exchange.test.js

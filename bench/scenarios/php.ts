@@ -30,17 +30,20 @@ const USAGE = `usage: npm run bench:php -- [options]
   --connections N wrk connections (default 32)
   --children N    php-fpm workers (pm static) = FastCGI connections each proxy keeps (default: --connections;
                   fewer, and nginx's extra connections wait in FPM's accept queue while Portico queues)
+  --route-path P  Portico's route matches \`path: P\` (exact) instead of \`path_regex: '\\.php$'\` (the addon's route
+                  table leaves regex classes to JS: PORTICO_NATIVE_EXCHANGE=1 needs this until it learns literal ones)
   --quick         smoke run: defaults --rounds 1 --duration 2 (flags given win)
   --no-pin        do not pin processes to CPUs
   --keep-tmp      keep the temp folder with generated configs and logs`;
 
-const a = readArgs(process.argv.slice(2), { rounds: 'string', duration: 'string', warmup: 'string', connections: 'string', children: 'string', quick: 'boolean', 'no-pin': 'boolean', 'keep-tmp': 'boolean' }, USAGE);
+const a = readArgs(process.argv.slice(2), { rounds: 'string', duration: 'string', warmup: 'string', connections: 'string', children: 'string', 'route-path': 'string', quick: 'boolean', 'no-pin': 'boolean', 'keep-tmp': 'boolean' }, USAGE);
 const quick = a.has('quick');
 const rounds = a.int('rounds', quick ? 1 : 3, 1, 100);
 const durationS = a.num('duration', quick ? 2 : 5, 1, 3600);
 const warmupS = a.num('warmup', quick ? 1 : 3, 1, 600);
 const connections = a.int('connections', 32, 1, 10_000);
 const children = a.int('children', connections, 1, 256);
+const routePath = a.str('route-path', '') || undefined;
 const pinning = choosePinning(!a.has('no-pin'), os.availableParallelism());
 const PROXY_CPU = pinning.enabled ? pinning.proxyCpu : undefined;
 const CLIENT_CPU = pinning.enabled ? pinning.clientCpu : undefined;
@@ -127,7 +130,7 @@ async function bench(scope: BenchmarkScope): Promise<void> {
     'upstreams:',
     `  php: { targets: [127.0.0.1:${fpmP.port}], max_connections: ${children}, keepalive: { max_idle: ${children} }, queue: { size: 4096, timeout: 30s } }`,
     'routes:',
-    `  - match: { path_regex: '\\.php$' }`,
+    routePath === undefined ? `  - match: { path_regex: '\\.php$' }` : `  - match: { path: ${routePath} }`,
     `    fastcgi: { upstream: php, root: ${DOCROOT}, index: index.php }`,
     'log: { level: warn, access: false }',
     'timeouts: { shutdown_grace: 2s }',

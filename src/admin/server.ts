@@ -60,6 +60,8 @@ export interface StatusReport {
     nativeAnswers?: number;
     /** WebSocket 101s the addon checked and wrote itself (no JavaScript between the backend's 101 and the client's). */
     nativeUpgrades?: number;
+    /** FastCGI exchanges the addon started itself (PORTICO_NATIVE_EXCHANGE=1: no JavaScript before the request went to FPM). */
+    nativeExchanges?: number;
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /**

@@ -96,6 +96,30 @@ async function realRoot(root: string, now: number): Promise<string> {
   return real;
 }
 
+/**
+ * Until when (Date.now() ms) the known script of `normalizedPath` holds without a re-check: its FOUND_TTL_MS less
+ * REFRESH_AHEAD_MS, so that a request in the last part of its time comes to knownScript, which starts the re-check
+ * (the native exchange's script cache keeps entries this long: fastcgi-native.ts). 0 when not known.
+ */
+export function knownUntil(normalizedPath: string, f: CompiledFastcgi): number {
+  const hit = known.get(f)?.get(normalizedPath);
+  return hit === undefined ? 0 : hit.until - REFRESH_AHEAD_MS;
+}
+
+/** Told when a known script is forgotten because its re-check failed (the native script cache drops it too). */
+let forgotten: ((f: CompiledFastcgi, normalizedPath: string) => void) | null = null;
+
+export function onScriptForgotten(fn: (f: CompiledFastcgi, normalizedPath: string) => void): void {
+  forgotten = fn;
+}
+
+/** Told when a script is found (again): its time starts anew (the native script cache renews its entry). */
+let foundHook: ((f: CompiledFastcgi, normalizedPath: string, script: Script) => void) | null = null;
+
+export function onScriptFound(fn: (f: CompiledFastcgi, normalizedPath: string, script: Script) => void): void {
+  foundHook = fn;
+}
+
 /** The script of `normalizedPath` when it was found within FOUND_TTL_MS, else null (then ask resolveScript). */
 export function knownScript(normalizedPath: string, f: CompiledFastcgi): Script | null {
   const hit = known.get(f)?.get(normalizedPath);
@@ -112,6 +136,7 @@ function recheck(normalizedPath: string, f: CompiledFastcgi, hit: KnownScript): 
   const forget = (): void => {
     const paths = known.get(f);
     if (paths?.get(normalizedPath) === hit) paths.delete(normalizedPath);
+    forgotten?.(f, normalizedPath);
   };
   resolveScript(normalizedPath, f, true).then((r) => {
     if (!r.ok) forget();
@@ -146,6 +171,7 @@ export async function resolveScript(normalizedPath: string, f: CompiledFastcgi, 
   if (paths === undefined) known.set(f, (paths = new Map()));
   if (paths.size >= FOUND_MAX) paths.clear();
   paths.set(normalizedPath, { script, until: now + FOUND_TTL_MS, rechecking: false });
+  foundHook?.(f, normalizedPath, script);
   return { ok: true, script };
 }
 

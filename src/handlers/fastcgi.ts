@@ -25,7 +25,9 @@ import { knownScript, resolveScript, type Script } from './fastcgi-script.js';
 import { BodyStallWatch, type BodyWaiter } from './body-stall.js';
 import { BodyBuffer, type BodyBufferOwner, type Replay, type ReplaySink } from './body-buffer.js';
 import type { BodyBufferConfig } from '../config/fastcgi.js';
-import { ANSWER_CLIENT_GONE, ANSWER_DONE, ANSWER_EXTRA, ANSWER_HANDOVER, ANSWER_HEAD, NATIVE_ANSWER, NativeSocket, afterBatch } from '../native/io.js';
+import { ANSWER_CLIENT_GONE, ANSWER_DONE, ANSWER_EXTRA, ANSWER_HANDOVER, ANSWER_HEAD, NATIVE_ANSWER, NativeSocket, afterBatch, type NativeStart } from '../native/io.js';
+import { nativeExchangeOn } from '../native/exchange.js';
+import { handMemo, handScript, type NativeMemo } from './fastcgi-native.js';
 
 /** The client connection as a FastCGI request needs it: ClientSide plus its logger (for STDERR lines). */
 export interface FastcgiClient extends ClientSide {
@@ -87,6 +89,15 @@ interface HeadMemo {
 }
 const headMemos = new WeakMap<CompiledRoute, HeadMemo>();
 const HEAD_MEMO_MAX = 1024;
+
+/** The addon may start this worker's FastCGI requests (PORTICO_NATIVE_EXCHANGE=1): scripts and memos are handed to it. */
+const NATIVE_EXCHANGE = nativeExchangeOn();
+
+/** `memo` as the addon arms an answer with it (#armAnswer's conditions on the CGI head), or null. */
+function nativeMemoOf(memo: HeadMemo | undefined): NativeMemo | null {
+  if (memo === undefined || !NATIVE_ANSWER || memo.head.contentLength >= 0 || memo.head.status === 204 || memo.head.status === 304) return null;
+  return { cgi: memo.cgi, head: memo.bytes, shape: memo.shape, status: memo.head.status };
+}
 
 /** Whether `data` starts with the bytes of `cgi` (Buffer's own compare, no copy). */
 function startsWith(data: Buffer, cgi: Buffer): boolean {
@@ -166,7 +177,9 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
    * relayed by the addon (upstreamAnswer), the client head being `#armedMemo.bytes` as it was at the arming.
    */
   #armed = false;
-  #armedMemo: HeadMemo | null = null;
+  /** The armed memo's CGI head length and status (the memo itself may change before the answer comes). */
+  #armedCgi = 0;
+  #armedStatus = 0;
   /** The armed head's shape closes the client connection (the memo's shape may change before the answer comes). */
   #armedClose = false;
 
@@ -230,6 +243,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
 
   #scriptFound(script: Script): void {
     this.#script = script;
+    if (NATIVE_EXCHANGE && this.head.bodyKind === 'none') handScript(this.route, this.#fcgi, this.head.path, script, this.pool, nativeMemoOf(headMemos.get(this.route)));
     this.#phase = 'connecting';
     // RFC 9110 §10.1.1: the script exists, so the body is wanted; a client waiting for this sends it now
     // (FPM never sends interim responses; nginx answers 100 itself too)
@@ -352,6 +366,35 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
   }
 
   /**
+   * The addon started this request itself (a STARTED event: connection.ts): its records went whole to `socket`, an
+   * idle kept-alive connection of `target` the pool lent it and has moved to busy (UpstreamPool.takeLent), and the
+   * answer is armed when `start.armed`. From here on the exchange is the one connected() would have made for a
+   * reused connection: the same deadlines, retries (a reused connection closed before any answer, for GET and HEAD),
+   * passive health, access log and metrics.
+   */
+  adoptStarted(socket: NativeSocket, target: Target, start: NativeStart): void {
+    // the script is known (the addon had its pairs); a retry that finds it forgotten looks it up again
+    this.#script = knownScript(this.head.path, this.#fcgi);
+    this.startedElsewhere(target);
+    this.#upstream = socket;
+    this.reusedSocket = true;
+    this.connectMs = performance.now() - this.startedHr;
+    adoptSocket(socket, this);
+    this.#phase = 'waiting';
+    this.#stdoutBytes = 0;
+    this.#reader = new RecordReader(REQUEST_ID, this);
+    this.bytesIn = start.records;
+    this.#stdinDone = true;
+    if (start.armed) {
+      this.#armed = true;
+      this.#armedCgi = start.cgiLength;
+      this.#armedStatus = start.status;
+      this.#armedClose = !this.head.keepAlive;
+    }
+    this.#armHeadersDeadline();
+  }
+
+  /**
    * STDIN's end went out behind a request body: the response head is awaited from now, and the answer may still be
    * the addon's (#armAnswer) when nothing of it reached JavaScript yet (FPM reads the whole body before the script
    * runs, so its answer comes after this as a rule).
@@ -381,7 +424,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     if (!(socket instanceof NativeSocket) || !(client instanceof NativeSocket)) return;
     this.#armed = socket.fcgiAnswerTo(client, memo.cgi, memo.bytes, REQUEST_ID);
     if (!this.#armed) return;
-    this.#armedMemo = memo;
+    this.#armedCgi = memo.cgi.length;
+    this.#armedStatus = cgi.status;
     this.#armedClose = close;
   }
 
@@ -404,13 +448,12 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     // the client's queue as the addon left it: connection.ts's close and pipelining decisions read writableLength
     if (clientQueued > 0) (this.#client.socket as NativeSocket).answerQueued(clientQueued);
     if ((flags & ANSWER_HEAD) !== 0) {
-      const memo = this.#armedMemo!;
       if (this.firstByteMs < 0) this.firstByteMs = performance.now() - this.startedHr;
-      this.#stdoutBytes += memo.cgi.length;
+      this.#stdoutBytes += this.#armedCgi;
       this.#answered();
-      this.status = memo.head.status;
+      this.status = this.#armedStatus;
       this.deadline = 0;
-      this.pool.reportStatus(this.target!, memo.head.status); // passive health: 5xx counts when on_5xx is set
+      this.pool.reportStatus(this.target!, this.#armedStatus); // passive health: 5xx counts when on_5xx is set
       this.#framing = 'chunked';
       this.#resRemaining = 0;
       // as armed, or closing since: the connection closes after this answer all the same
@@ -705,7 +748,12 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
         if (memo !== null) {
           memo.shape = shape;
           memo.bytes = bytes;
-        } else if (raw !== null) headMemos.set(this.route, { cgi: Buffer.from(raw), head: cgi, shape, bytes });
+          if (NATIVE_EXCHANGE) handMemo(this.route, nativeMemoOf(memo));
+        } else if (raw !== null) {
+          const made: HeadMemo = { cgi: Buffer.from(raw), head: cgi, shape, bytes };
+          headMemos.set(this.route, made);
+          if (NATIVE_EXCHANGE) handMemo(this.route, nativeMemoOf(made));
+        }
       }
     }
     this.responseStarted = true;

@@ -37,7 +37,12 @@ import { batchNow } from '../core/clock.js';
 import type { ResponseHead } from '../wire/http-head.js';
 import { TerminatedConnection, checkBackendAnswer, takeExtensionOffer, type TerminateOwner, type TerminateServices } from '../terminate/handoff.js';
 import type { SessionEnd } from '../terminate/session.js';
-import { NativeSocket, type SocketOwner } from '../native/io.js';
+import { NativeSocket, type NativeStart, type SocketOwner } from '../native/io.js';
+import { markReady, startedFor } from '../handlers/fastcgi-native.js';
+import { nativeExchangeOn } from '../native/exchange.js';
+
+/** The addon may start FastCGI exchanges on ready connections (PORTICO_NATIVE_EXCHANGE=1; handlers/fastcgi-native.ts). */
+const NATIVE_EXCHANGE = nativeExchangeOn();
 
 export interface ListenerInfo {
   scheme: 'http' | 'https';
@@ -298,6 +303,35 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
   /** Node's sockets only (NativeSocket.setOwner takes the connection itself). */
   #listeners: NodeListeners | null = null;
 
+  /** A STARTED event's exchange, while its head is parsed and routed (#fastcgi adopts it). */
+  #started: NativeStart | null = null;
+
+  /**
+   * The addon started a FastCGI exchange with this read (the connection was marked ready): the head is parsed and
+   * routed as any, and #fastcgi adopts the exchange when the route is the one the addon matched. Should it not be
+   * (never, unless the two matchers disagree), the request the addon sent is dropped with its connection and the
+   * head is served as JS would have served it.
+   */
+  socketStarted(start: NativeStart, head: Buffer): void {
+    this.#started = start;
+    this.socketData(head);
+    if (this.#started !== null) {
+      this.#started = null;
+      start.upstream.destroy();
+    }
+  }
+
+  /**
+   * Between exchanges, idle with nothing buffered: the addon may start the next FastCGI request itself
+   * (handlers/fastcgi-native.ts). Not while the batch still holds an event of this connection read before now.
+   */
+  #markReady(): void {
+    const s = this.socket;
+    if (!(s instanceof NativeSocket) || this.#paused || this.closing || s.inBatch) return;
+    const l = this.#listener;
+    markReady(s, this.#source.current, l.scheme === 'http' && l.httpsRedirectPort === undefined && this.#proxied === undefined, this.remoteAddr, l.port);
+  }
+
   socketData(chunk: Buffer): void {
     if (this.#state === 'head') {
       if (this.#buf === null) {
@@ -471,11 +505,25 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     }
     if (pool.sendsProxyHeader) (this.#proxiedPools ??= new Set()).add(pool);
     this.#setVars(head);
-    this.#run(new FastcgiExchange(this, head, d, pool));
+    const ex = new FastcgiExchange(this, head, d, pool);
+    const started = this.#started;
+    if (started !== null) {
+      // the addon started this request (socketStarted): adopted when it is this route's, on a socket of this pool
+      const target = startedFor(started, this.ctx.router, d.route) && this.#buf === null ? pool.takeLent(started.upstream) : null;
+      if (target !== null) {
+        this.#started = null;
+        this.#run(ex, started, target);
+        return;
+      }
+    }
+    this.#run(ex);
   }
 
-  /** Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first. */
-  #run(ex: ClientExchange): void {
+  /**
+   * Runs an exchange: the connection is busy until it reports back; body bytes read with the head go to it first.
+   * `started`: a FastCGI exchange the addon started on a socket of `target`, adopted instead of started.
+   */
+  #run(ex: ClientExchange, started?: NativeStart, target?: Target): void {
     if (!ex.head.keepAlive) this.#closeAfter = true;
     this.#askedClose = !ex.head.keepAlive;
     this.#ex = ex;
@@ -487,7 +535,8 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       this.#feedExchange(rest);
       if (this.#ex !== ex) return; // the body was invalid and the request already failed
     }
-    ex.start();
+    if (started !== undefined) (ex as FastcgiExchange).adoptStarted(started.upstream, target!, started);
+    else ex.start();
   }
 
   /** The request's template variables ($host, $scheme, $request_uri...). */
@@ -608,7 +657,10 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     this.#keepalive = true;
     this.#deadline = ka > 0 ? batchNow() + ka : 0;
     this.#updateFlow();
-    if (this.#buf === null) return;
+    if (this.#buf === null) {
+      if (NATIVE_EXCHANGE) this.#markReady();
+      return;
+    }
     if (!inDispatch) {
       this.#parse();
       return;

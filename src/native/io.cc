@@ -32,12 +32,14 @@
 
 #include <napi.h>
 
+#include "exchange.h"
 #include "fcgi-answer.h"
 #include "fcgi-request.h"
 #include "io.h"
 #include "relay.h"
 #include "request-head.h"
 #include "response-head.h"
+#include "route-handle.h"
 #include "route-table.h"
 #include "tls.h"
 
@@ -55,6 +57,12 @@ constexpr int32_t kAcceptError = 7;  // id = the listener; a = errno (accepting 
 constexpr int32_t kSecure = 8;   // the TLS handshake completed (reads now deliver plaintext)
 constexpr int32_t kListenEnd = 9;  // id = a listener ioListenEnd left open: its queue is accepted, its fd closed
 constexpr int32_t kAnswer = 10;    // an armed upstream relayed part of its answer (ioAnswer): a = offset of the record, b = its length
+// The addon started a FastCGI exchange with this client's read (exchange.h): a = offset of the record (kStartedRecord
+// bytes) followed by the head's bytes, b = their length together
+constexpr int32_t kStarted = 11;
+// A kStarted record: int32 upstream id, route index, target index, flags (1 = the answer is armed), the armed memo's
+// CGI head length, its status, the records' length written, the exchange config's id.
+constexpr size_t kStartedRecord = 32;
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
@@ -166,6 +174,7 @@ struct State {
   std::string answer_out;       // the rewritten head and the first body bytes, sent as one write
   double answered = 0;          // answers whose head the relay took (ioAnswer), ever
   double upgraded = 0;          // 101s taken and written here (ioAnswerUpgrade), ever
+  double started = 0;           // FastCGI exchanges started here (exchange.h), ever
 };
 
 State* state = nullptr;
@@ -256,6 +265,7 @@ void AnswerOff(State& s, Conn& u);
 // `batch`: the id may still be named by events of the batch being built (reusable only after it).
 void FreeConn(State& s, int32_t id, bool batch = false) {
   Conn& c = s.conns[id];
+  nx::Forget(id);
   // an armed upstream or its client goes: the other side is left as if never armed
   AnswerOff(s, c);
   if (c.answer_from >= 0) AnswerOff(s, s.conns[c.answer_from]);
@@ -353,12 +363,15 @@ void Fail(State& s, Conn& c, int& n, int32_t id, int err) {
 
 // One read(2) into the batch's data buffer (the caller checked there is room): a DATA, EOF or error event, or
 // nothing (EAGAIN). False when the connection failed (its error event is pushed).
+bool StartExchange(State& s, Conn& c, int32_t id, int& n, size_t& used, size_t r);
+
 bool ReadOnce(State& s, Conn& c, int32_t id, int& n, size_t& used) {
   size_t room = kDataSize - used;
   ssize_t r;
   do r = read(c.fd, s.data + used, room < kReadMax ? room : kReadMax);
   while (r < 0 && errno == EINTR);
   if (r > 0) {
+    if (nx::Ready(id) && StartExchange(s, c, id, n, used, static_cast<size_t>(r))) return true;
     Push(s, n, id, kData, static_cast<int32_t>(used), static_cast<int32_t>(r));
     used += static_cast<size_t>(r);
   } else if (r == 0) {
@@ -886,6 +899,7 @@ int Round(State& s) {
     }
     Conn& c = s.conns[id];
     if (c.fd < 0 || c.dead) continue;
+    nx::Spoke(id);  // a lent FPM connection that reads anything (bytes, FIN, error) is not lent any more
     uint32_t got = evs[i].events;
     if (c.tls != nullptr) {
       TlsReady(s, c, id, got, n, used);
@@ -967,6 +981,7 @@ int Round(State& s) {
       napi_fatal_exception(s.env, e.Value());
     }
     s.dispatching = false;
+    nx::BatchDone();
     for (int32_t id : s.freed_in_batch) s.free_ids.push_back(id);
     s.freed_in_batch.clear();
   }
@@ -1657,6 +1672,50 @@ void Arm(State& s, int32_t uid, int32_t cid) {
   s.conns[cid].answer_from = uid;
 }
 
+// A ready client's read of r bytes at data[used..] (exchange.h): when the addon starts the exchange, the records go
+// to the lent FPM connection, its answer is armed as ioFcgiAnswer arms it, and a kStarted record with the head behind
+// it takes the read's place. False: the read is JS's (delivered as DATA).
+bool StartExchange(State& s, Conn& c, int32_t id, int& n, size_t& used, size_t r) {
+  if (c.tls != nullptr || c.peeking || used + r + kStartedRecord > kDataSize) {
+    nx::Forget(id);
+    return false;
+  }
+  auto usable = [&s, id](int32_t uid) {
+    if (static_cast<size_t>(uid) >= s.conns.size()) return false;
+    const Conn& u = s.conns[uid];
+    return u.fd >= 0 && u.out.size() == u.out_off && !u.shutdown_pending && Armable(s, uid, id);
+  };
+  nx::Start st;
+  if (!nx::Try(id, c.fd, s.data + used, r, usable, &st)) return false;
+  const int32_t uid = st.upstream;
+  Conn& u = s.conns[uid];
+  int err = Send(s, u, st.records.data(), st.records.size());
+  if (err != 0) {
+    // nothing reached FPM that it will answer: the connection fails as JS's, the read is JS's
+    nx::Forget(uid);
+    Push(s, n, uid, kError, err, 0);
+    return false;
+  }
+  if (st.armed) {
+    if (u.fcgi == nullptr) u.fcgi = new fa::Answer();
+    u.fcgi->cgi = *st.cgi;
+    u.fcgi->head = *st.head;
+    u.fcgi->request_id = nx::kRequestId;
+    u.fcgi->Reset();
+    u.answer_fcgi = true;
+    Arm(s, uid, id);
+  }
+  uint8_t* at = s.data + used;
+  memmove(at + kStartedRecord, at, r);
+  const int32_t rec[8] = {uid, st.route, st.target, st.armed ? 1 : 0, st.armed ? static_cast<int32_t>(st.cgi->size()) : 0, st.armed ? st.status : 0,
+                          static_cast<int32_t>(st.records.size()), st.config};
+  memcpy(at, rec, sizeof rec);
+  Push(s, n, id, kStarted, static_cast<int32_t>(used), static_cast<int32_t>(kStartedRecord + r));
+  used += kStartedRecord + r;
+  s.started++;
+  return true;
+}
+
 // What ioAnswer and ioAnswerUpgrade share: upstream `uid` may relay to client info[1] (Armable) with plan info[2], and
 // takes the route's extra lines info[3] and a plain Connection line; the caller sets its kind's fields, then Arm()s.
 // Null: it cannot take part (nothing armed).
@@ -1868,8 +1927,8 @@ Napi::Value RequestHeadRewrite(const Napi::CallbackInfo& info) {
 
 // A compiled route table held by JS: the addon's holders share it, so a reload's new table replaces it in JS while
 // whatever still uses the old one keeps it alive; it is freed when the last holder (the handle's finalizer) lets go.
-using SharedRouteTable = std::shared_ptr<const rq::RouteTable>;
-constexpr napi_type_tag kRouteTableTag = {0x706f727469636f2dULL, 0x726f7574652d7462ULL};
+using rq::SharedRouteTable;
+using rq::kRouteTableTag;
 // Tables alive (made, not freed yet): the test that a table is freed once nothing holds it reads it.
 std::atomic<int64_t> route_tables_live{0};
 
@@ -1961,6 +2020,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("acceptBatches", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->accept_batches));
   o.Set("answered", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->answered));
   o.Set("upgraded", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->upgraded));
+  o.Set("started", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->started));
   return o;
 }
 
@@ -2046,6 +2106,7 @@ void ReleasePlain(Napi::Env env, int32_t id) {
 }
 
 void Register(Napi::Env env, Napi::Object exports) {
+  nx::Register(env, exports);
   exports.Set("ioInit", Napi::Function::New(env, Init, "ioInit"));
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));

@@ -54,7 +54,7 @@ interface IoAddon {
   /** Absent from addons built before it: then static files are read and written. */
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number; upgraded?: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number; upgraded?: number; started?: number };
   ioAdoptTls?(fd: number, serverId: number): number;
   ioStartTls?(id: number, serverId: number): void;
   ioTlsInfo?(id: number): NativeTlsInfo | null;
@@ -93,6 +93,26 @@ const MODE: Record<AcceptMode, number> = { read: 0, hold: 1, peek: 2 };
 const SECURE = 8;
 const LISTEN_END = 9;
 const ANSWER = 10;
+/** The addon started a FastCGI exchange with a ready client's read (exchange.h): a record, then the head's bytes. */
+const STARTED = 11;
+/** io.cc kStartedRecord: eight int32s (upstream, route, target, flags, CGI head length, status, records, config). */
+const STARTED_RECORD = 32;
+
+/**
+ * What the addon's STARTED event says (native/exchange.ts): it wrote FastCGI request records of `records` bytes on
+ * `upstream` (a connection the pool lent it: busy from now on) for route `route` of exchange config `config`; with
+ * `armed`, the answer is armed as fcgiAnswerTo arms it, with a CGI head of `cgiLength` bytes and status `status`.
+ */
+export interface NativeStart {
+  readonly upstream: NativeSocket;
+  readonly route: number;
+  readonly target: number;
+  readonly armed: boolean;
+  readonly cgiLength: number;
+  readonly status: number;
+  readonly records: number;
+  readonly config: number;
+}
 
 /** Flags of an answer record (io.cc kAns*): what one read of an armed upstream did. */
 export const ANSWER_HEAD = 1;
@@ -135,6 +155,8 @@ function closed(socket: NativeSocket, cbs: Array<(err?: Error | null) => void>, 
  */
 export interface SocketOwner {
   socketData(chunk: Buffer): void;
+  /** The addon started a FastCGI exchange with this read (`head`: its bytes); absent: never marked ready. */
+  socketStarted?(start: NativeStart, head: Buffer): void;
   socketEnd(): void;
   socketDrain(): void;
   socketError(err: Error): void;
@@ -325,6 +347,21 @@ function dispatchEvents(state: Io, count: number): void {
         sentDown.set(bytes.subarray(off + ANSWER_RECORD, off + len));
       }
       socket._onAnswer(data.readInt32LE(off), data.readInt32LE(off + 4), data.readInt32LE(off + 8), data.readDoubleLE(off + 16), data.readInt32LE(off + 12), sentDown);
+    } else if (kind === STARTED) {
+      const off = events[at + 2]!;
+      const len = events[at + 3]!;
+      const data = state.data;
+      const head = Buffer.allocUnsafe(len - STARTED_RECORD);
+      head.set(bytes.subarray(off + STARTED_RECORD, off + len));
+      const upstream = sockets[data.readInt32LE(off)];
+      if (upstream === undefined) socket._onData(head); // (never: a taken connection is not closed before this)
+      else {
+        const flags = data.readInt32LE(off + 12);
+        socket._onStarted(
+          { upstream, route: data.readInt32LE(off + 4), target: data.readInt32LE(off + 8), armed: (flags & 1) !== 0, cgiLength: data.readInt32LE(off + 16), status: data.readInt32LE(off + 20), records: data.readInt32LE(off + 24), config: data.readInt32LE(off + 28) },
+          head,
+        );
+      }
     } else if (kind === SECURE) socket._onSecure();
     else if (kind === ERROR) socket._onError(errnoError('read', events[at + 2]!));
   }
@@ -615,6 +652,20 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (this.#owner !== null) this.#owner.socketData(chunk);
     else if (this.#dataTo !== null) this.#dataTo.socketData(chunk);
     else this.emit('data', chunk);
+  }
+
+  /**
+   * @internal A STARTED event: to the owner that takes it; otherwise (never: only such an owner marks its socket
+   * ready) the upstream request is dropped and the head is data as any read.
+   */
+  _onStarted(start: NativeStart, head: Buffer): void {
+    const owner = this.#owner;
+    if (owner?.socketStarted !== undefined && !this.#paused && this.#held.length === 0) {
+      owner.socketStarted(start, head);
+      return;
+    }
+    start.upstream.destroy();
+    this._onData(head);
   }
 
   /** @internal An answer record (see DataReceiver.socketAnswer); an armed upstream is never paused by JS. */

@@ -108,6 +108,18 @@ export abstract class UpstreamAttempt {
     this.#cancelAcquire = this.pool.acquire(target, this.#onAcquired, this.#waitUntil, this.upstreamClient(), this.firstBytes());
   }
 
+  /**
+   * The first attempt was made outside this loop, on a socket of `target` the caller already holds (the addon's
+   * native exchange took a lent connection): counted as start() counts an attempt, without a pick or an acquire.
+   */
+  protected startedElsewhere(target: Target): void {
+    if (this.#attempts === 0 && this.#rules.retry === 'budget') this.pool.countRequest();
+    this.#attempts++;
+    this.target = target;
+    this.lastTarget = target;
+    target.active++;
+  }
+
   /** An acquire is pending (the pool has not answered it). */
   protected get acquiring(): boolean {
     return this.#cancelAcquire !== null;

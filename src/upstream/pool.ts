@@ -17,7 +17,8 @@ import { createBalancer, type Balancer, type Target } from './balancer.js';
 import { PassiveWindow } from './health.js';
 import { RetryBudget } from './retry-budget.js';
 import { AcquireRequest, NOT_QUEUED, UNKNOWN_CLIENT, type AcquireCallback, type CancelAcquire, type UpstreamClient } from './acquire-request.js';
-import { PooledSocket, closeIdle, healthy, type TargetSlot } from './target-slot.js';
+import { PooledSocket, closeIdle, healthy, unlendIdle, type TargetSlot } from './target-slot.js';
+import { dropLendingPool } from '../native/exchange.js';
 import { refreshAvailability } from './availability.js';
 import { firstWaiter, shiftWaiter, type Waiter } from './wait-queue.js';
 import { ExpiryHeap } from './expiry-heap.js';
@@ -119,6 +120,9 @@ export class UpstreamPool {
   readonly #expiries = new ExpiryHeap<QueuedWaiter>();
   /** Guards #serveQueue against re-entry through the counts it changes. */
   #serving = false;
+  /** Lends idle native sockets to the addon's native FastCGI exchange under this id (lendAs); -1 = not. */
+  #lendId = -1;
+  #lendIndexes = 0;
   /** Passive health counts the connect failures of connectTarget (bound once). */
   readonly #onConnectFailure = (target: Target, code: ErrorCode): void => this.reportFailure(target, code);
   /** Tells a slot's waiters to pick another target (bound once, for the target set and availability). */
@@ -194,6 +198,8 @@ export class UpstreamPool {
       passive: keepPassive ? old.passive : new PassiveWindow(max_fails, fail_timeout),
       passiveTimer: null,
       removed: false,
+      lend: this.#lendId,
+      lendIndex: this.#lendIndexes++,
     };
     return slot;
   }
@@ -267,6 +273,11 @@ export class UpstreamPool {
     const idle = slot.idle;
     while (idle.length > 0) {
       const pooled = idle.pop() as PooledSocket;
+      if (!pooled.reclaim()) {
+        pooled.leaveIdle('busy'); // the addon took it in this batch: its STARTED event adopts it (takeLent)
+        if (idle.length === 0) this.#slotChanged(slot);
+        continue;
+      }
       if (healthy(pooled.socket)) {
         pooled.leaveIdle('busy');
         if (idle.length === 0) this.#slotChanged(slot); // may have become full
@@ -350,6 +361,11 @@ export class UpstreamPool {
     const max = this.config.max_connections;
     while (slot.open >= max && slot.idle.length > 0) {
       const oldest = slot.idle[0];
+      if (!oldest.reclaim()) {
+        oldest.unlistIdle();
+        oldest.leaveIdle('busy'); // the addon's now (takeLent)
+        continue;
+      }
       oldest.forget(); // unlists it and lowers `open` now; 'close' comes a loop turn later
       oldest.socket.destroy();
     }
@@ -542,6 +558,49 @@ export class UpstreamPool {
   }
 
   /**
+   * Lends this pool's idle native sockets to the addon's native FastCGI exchange from now on, when it can: round
+   * robin (the addon takes connections target after target, skipping those with none lent), no PROXY header, no TLS,
+   * kept-alive connections, in service. The id the addon knows the pool by, or -1.
+   */
+  lendAs(id: () => number): number {
+    if (this.#lendId >= 0) return this.#lendId;
+    if (this.#closed || this.#retired || this.config.balance !== 'round_robin' || this.#proxyHeader !== 'off' || this.#tls !== undefined || this.config.keepalive.max_idle <= 0) return -1;
+    this.#lendId = id();
+    for (const slot of this.#slots.values()) {
+      slot.lend = this.#lendId;
+      for (const pooled of slot.idle) pooled.lend(); // those idle now, at once
+    }
+    return this.#lendId;
+  }
+
+  /** Lends no more: the lent sockets are reclaimed (one the addon took in this batch is adopted as usual). */
+  #stopLending(): void {
+    if (this.#lendId < 0) return;
+    dropLendingPool(this.#lendId);
+    this.#lendId = -1;
+    for (const slot of [...this.#slots.values(), ...this.#set.leaving.values()]) {
+      slot.lend = -1;
+      unlendIdle(slot);
+    }
+  }
+
+  /**
+   * The addon started an exchange on `socket`, an idle socket this pool lent it (a STARTED event): busy from now
+   * on, the caller's until release(). Its target, or null when it is not such a socket any more (closed).
+   */
+  takeLent(socket: ByteSocket): Target | null {
+    const pooled = this.#sockets.get(socket);
+    if (pooled === undefined || (pooled.state !== 'idle' && pooled.state !== 'busy') || socket.destroyed) return null;
+    pooled.lent = false;
+    if (pooled.state === 'idle') {
+      pooled.unlistIdle();
+      pooled.leaveIdle('busy');
+      if (pooled.slot.idle.length === 0) this.#slotChanged(pooled.slot);
+    }
+    return pooled.slot.target;
+  }
+
+  /**
    * Takes a socket out of the pool for good (it became a tunnel): it no longer counts toward max_idle nor
    * max_connections (a waiter may get its slot at once); `tunnels` counts it until it closes. The balancer's
    * load (`Target.active`) still counts the tunnel: that is the caller's counter.
@@ -557,6 +616,7 @@ export class UpstreamPool {
    * (detached) are left alone: a reload must not cut long-lived connections.
    */
   close(): void {
+    this.#stopLending();
     this.#closed = true;
     if (this.#queueTimer !== null) clearTimeout(this.#queueTimer);
     this.#queueTimer = null;
@@ -578,6 +638,7 @@ export class UpstreamPool {
    */
   retire(): void {
     if (this.#retired || this.#closed) return;
+    this.#stopLending();
     this.#retired = true;
     for (const slot of this.#slots.values()) {
       if (slot.passiveTimer !== null) clearTimeout(slot.passiveTimer);
@@ -687,6 +748,8 @@ export class UpstreamPool {
   /** Recomputes every target's `available` and the panic state (see refreshAvailability). */
   #refresh(): void {
     const panic = refreshAvailability(this.#slots, this.#now(), this.config.slow_start, this.#moveOut);
+    // a target out of rotation (health, drain, passive failures) gets no request from the addon either
+    if (this.#lendId >= 0) for (const slot of this.#slots.values()) if (!slot.target.available) unlendIdle(slot);
     if (panic !== this.#panic) {
       this.#panic = panic;
       if (!this.#retired) this.#hooks.panic?.(panic);

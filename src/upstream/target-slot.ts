@@ -6,6 +6,8 @@ import type { Target } from './balancer.js';
 import type { PassiveWindow } from './health.js';
 import type { WaitQueue } from './wait-queue.js';
 import { batchNow } from '../core/clock.js';
+import { NativeSocket } from '../native/io.js';
+import { TAKEN, lendSocket, unlendSocket } from '../native/exchange.js';
 
 /** TCP keep-alive probes on pooled sockets start after this much silence, to notice dead peers and NATs. */
 const TCP_KEEPALIVE_DELAY_MS = 60_000;
@@ -37,6 +39,12 @@ export interface TargetSlot extends WaitQueue {
   passiveTimer: NodeJS.Timeout | null;
   /** Removed by discovery: nothing new is sent; busy sockets are closed on release, tunnels stay. */
   removed: boolean;
+  /**
+   * The pool's lending id (upstream/lending.ts): its idle native sockets are lent to the addon's native FastCGI
+   * exchange while the target is available; -1 = not lending. `lendIndex`: this target's number there.
+   */
+  lend: number;
+  readonly lendIndex: number;
 }
 
 type SocketState = 'connecting' | 'busy' | 'idle' | 'detached' | 'closed';
@@ -55,6 +63,8 @@ export class PooledSocket {
   state: SocketState = 'connecting';
   /** Its acquirer's first bytes were written on it at connect (connectTarget): it is never pooled for another. */
   spoke = false;
+  /** Idle and lent to the addon (see TargetSlot.lend): reclaim() before JS uses or closes it. */
+  lent = false;
   #idleTimer: NodeJS.Timeout | undefined;
   #idleSince = 0;
   #idleTimeoutMs = 0;
@@ -95,6 +105,7 @@ export class PooledSocket {
     }
     this.state = 'idle';
     this.slot.idle.push(this);
+    this.lend();
     if (this.slot.byClient !== null && this.clientKey !== undefined) {
       const mine = this.slot.byClient.get(this.clientKey);
       if (mine === undefined) this.slot.byClient.set(this.clientKey, [this]);
@@ -117,22 +128,40 @@ export class PooledSocket {
     if (mine.length === 0) byClient.delete(this.clientKey);
   }
 
+  /** Lends this idle socket to the addon when its pool lends (TargetSlot.lend) and its target is in rotation. */
+  lend(): void {
+    const slot = this.slot;
+    if (this.lent || this.state !== 'idle' || slot.lend < 0 || !slot.target.available || (slot.target.rampUntil ?? 0) > batchNow() || !(this.socket instanceof NativeSocket)) return;
+    lendSocket(slot.lend, slot.lendIndex, this.socket);
+    this.lent = true;
+  }
+
+  /**
+   * An idle socket JS wants (to use or to close): false when the addon took it meanwhile, a STARTED event of the
+   * batch being dispatched names it (the pool moves it to busy there: UpstreamPool.takeLent); true when it is JS's.
+   */
+  reclaim(): boolean {
+    if (!this.lent) return true;
+    this.lent = false;
+    return unlendSocket(this.socket as NativeSocket) !== TAKEN;
+  }
+
   /** Hands the socket over (to an exchange, or for good to an L4 relay); the idle listeners go quiet. */
   leaveIdle(next: 'busy' | 'detached'): void {
     this.state = next;
   }
 
   readonly #onIdleError = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
+    if (this.state === 'idle' && this.reclaim()) this.socket.destroy();
   };
 
   // An upstream may not speak first on an idle HTTP/1.1 connection: whatever arrives is a protocol violation.
   readonly #onIdleData = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
+    if (this.state === 'idle' && this.reclaim()) this.socket.destroy();
   };
 
   readonly #onIdleEnd = (): void => {
-    if (this.state === 'idle') this.socket.destroy();
+    if (this.state === 'idle' && this.reclaim()) this.socket.destroy();
   };
 
   readonly #onIdleTimeout = (): void => {
@@ -140,7 +169,7 @@ export class PooledSocket {
     if (this.state !== 'idle') return; // busy: the next enterIdle arms a new timer
     const left = this.#idleSince + this.#idleTimeoutMs - Date.now();
     if (left > 0) this.#idleTimer = setTimeout(this.#onIdleTimeout, left).unref();
-    else this.socket.destroy();
+    else if (this.reclaim()) this.socket.destroy();
   };
 
   /**
@@ -173,8 +202,18 @@ export class PooledSocket {
   };
 }
 
+/** The idle sockets of `slot` are no longer lent (its target left rotation): the addon picks none of them. */
+export function unlendIdle(slot: TargetSlot): void {
+  for (const pooled of slot.idle) {
+    if (pooled.lent && !pooled.reclaim()) pooled.lent = false; // taken: a STARTED event moves it to busy
+  }
+}
+
 /** Closes every idle socket of `slot`, emptied now so stats() shows none at once; each 'close' lowers `open` later. */
 export function closeIdle(slot: TargetSlot): void {
   slot.byClient?.clear();
-  for (const pooled of slot.idle.splice(0)) pooled.socket.destroy();
+  for (const pooled of slot.idle.splice(0)) {
+    if (pooled.reclaim()) pooled.socket.destroy();
+    else pooled.leaveIdle('busy'); // the addon's: its exchange ends it (a closed pool keeps nothing)
+  }
 }

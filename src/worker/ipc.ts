@@ -145,6 +145,8 @@ export interface WorkerStats {
   nativeAnswers?: number;
   /** WebSocket 101s the addon checked and wrote to clients itself (forward.ts arms them; absent without native I/O). */
   nativeUpgrades?: number;
+  /** FastCGI exchanges the addon started itself (PORTICO_NATIVE_EXCHANGE=1; absent otherwise). */
+  nativeExchanges?: number;
 }
 
 export type ToPrimary =
@@ -325,7 +327,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches))) &&
         (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string'))) &&
         (m.nativeAnswers === undefined || isCount(m.nativeAnswers)) &&
-        (m.nativeUpgrades === undefined || isCount(m.nativeUpgrades))
+        (m.nativeUpgrades === undefined || isCount(m.nativeUpgrades)) &&
+        (m.nativeExchanges === undefined || isCount(m.nativeExchanges))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

@@ -27,6 +27,7 @@ import { adoptFallbacks, loadUws, terminateHopFallbacks, terminateRoutePaths } f
 import { nativeTlsStatus, trimAfterHandshakes } from '../native/tls.js';
 import { LISTEN_END_BOUND_MS, nativePeekAvailable } from '../native/io.js';
 import { alpnChallenges } from '../accept/acme-alpn.js';
+import { nativeExchangeSwapped } from '../handlers/fastcgi-native.js';
 
 /**
  * A drain that outlives its grace by this much ends the process anyway, counted from the listeners' end (at most
@@ -325,6 +326,7 @@ class Worker {
       },
       swap: (next, log) => {
         this.#runtime = next;
+        nativeExchangeSwapped(); // the addon starts no request under the old routes (fastcgi-native.ts)
         this.#log = log;
         this.#drainRemovedRoutes(next.config);
         this.accessFiles.keepOnly(next.config.log.access_file);

@@ -9,6 +9,7 @@ import { staticCacheStats } from '../handlers/static.js';
 import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
 import { nativeAcceptStats, nativeAnswered, nativeUpgraded } from '../native/io.js';
+import { nativeExchangesStarted } from '../native/exchange.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -78,6 +79,8 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (answered !== undefined) out.nativeAnswers = answered;
   const upgraded = nativeUpgraded();
   if (upgraded !== undefined) out.nativeUpgrades = upgraded;
+  const started = nativeExchangesStarted();
+  if (started !== undefined) out.nativeExchanges = started;
   return out;
 }
 

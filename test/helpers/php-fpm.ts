@@ -29,6 +29,8 @@ export interface PhpFpmOptions {
   listen?: 'tcp' | 'unix';
   /** Worker processes (pm = static; default 4). */
   children?: number;
+  /** pm.max_requests: each worker exits (closing its connection) after this many requests (default 0: never). */
+  maxRequests?: number;
   /** Extra php.ini settings (php_admin_value). */
   ini?: Record<string, string>;
 }
@@ -116,6 +118,7 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
         ...(root ? ['user = nobody', 'group = nogroup', 'listen.owner = root', 'listen.mode = 0666'] : []),
         'pm = static',
         `pm.max_children = ${opts.children ?? 4}`,
+        ...(opts.maxRequests === undefined ? [] : [`pm.max_requests = ${opts.maxRequests}`]),
         'catch_workers_output = no',
         'clear_env = yes',
         ...Object.entries(ini).map(([k, v]) => `php_admin_value[${k}] = ${v}`),
