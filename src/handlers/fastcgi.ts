@@ -301,7 +301,8 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.bufferFailed(err);
   }
 
-  protected connected(socket: ByteSocket, reused: boolean): void {
+  /** The upstream socket is this exchange's from now on, and FPM's answer is awaited on it. */
+  #takeUpstream(socket: ByteSocket, reused: boolean): void {
     this.#upstream = socket;
     this.reusedSocket = reused;
     this.connectMs = performance.now() - this.startedHr;
@@ -309,6 +310,10 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     this.#phase = 'waiting';
     this.#stdoutBytes = 0;
     this.#reader = new RecordReader(REQUEST_ID, this);
+  }
+
+  protected connected(socket: ByteSocket, reused: boolean): void {
+    this.#takeUpstream(socket, reused);
     if (!reused) {
       const t = this.target!;
       this.#fresh = t;
@@ -376,13 +381,7 @@ export class FastcgiExchange extends UpstreamAttempt implements ClientExchange, 
     // the script is known (the addon had its pairs); a retry that finds it forgotten looks it up again
     this.#script = knownScript(this.head.path, this.#fcgi);
     this.startedElsewhere(target);
-    this.#upstream = socket;
-    this.reusedSocket = true;
-    this.connectMs = performance.now() - this.startedHr;
-    adoptSocket(socket, this);
-    this.#phase = 'waiting';
-    this.#stdoutBytes = 0;
-    this.#reader = new RecordReader(REQUEST_ID, this);
+    this.#takeUpstream(socket, true);
     this.bytesIn = start.records;
     this.#stdinDone = true;
     if (start.armed) {
