@@ -75,7 +75,6 @@ struct State {
   std::unordered_map<int32_t, Pool> pools;
   std::vector<int32_t> taken;  // taken in this batch (BatchDone clears their state)
   std::unique_ptr<rq::Head> head = std::make_unique<rq::Head>();
-  double started = 0;  // exchanges started here, ever
   double declined = 0;  // reads of ready clients that went to JS
 };
 
@@ -233,7 +232,6 @@ bool TryWith(int32_t id, int fd, const uint8_t* p, size_t len, bool (*usable)(vo
   out->head = &rp.head;
   out->status = rp.status;
   st.declined--;
-  st.started++;
   return true;
 }
 
@@ -411,10 +409,10 @@ Napi::Value ExPoolDrop(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// exStats() -> { started, declined, scripts }: exchanges started here; reads of ready clients left to JS.
+// exStats() -> { declined, scripts }: reads of ready clients left to JS; the script cache's entries. (The exchanges
+// started are io.cc's count, made once the records were sent: ioStats().started.)
 Napi::Value ExStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("started", Napi::Number::New(info.Env(), st.started));
   o.Set("declined", Napi::Number::New(info.Env(), st.declined));
   o.Set("scripts", Napi::Number::New(info.Env(), st.current == nullptr ? 0 : static_cast<double>(st.current->scripts.size())));
   return o;

@@ -4,7 +4,7 @@
 // addon starts comes back as a STARTED event (io.ts NativeStart) that handlers/fastcgi.ts adopts. Off unless
 // PORTICO_NATIVE_EXCHANGE=1 (read once), and without native I/O or an addon that has it.
 import { native } from './addon.js';
-import { nativeIoAvailable, type NativeSocket } from './io.js';
+import { nativeIoAvailable, nativeStarted, type NativeSocket } from './io.js';
 
 interface ExchangeAddon {
   exConfig(table: object, limits: [number, number, number], routes: number): number;
@@ -18,7 +18,7 @@ interface ExchangeAddon {
   exLend(pool: number, target: number, conn: number): void;
   exUnlend(conn: number): number;
   exPoolDrop(pool: number): void;
-  exStats(): { started: number; declined: number; scripts: number };
+  exStats(): { declined: number; scripts: number };
 }
 
 let addon: ExchangeAddon | null | undefined;
@@ -91,10 +91,11 @@ export function dropLendingPool(pool: number): void {
 }
 
 /** Exchanges the addon started, ever; undefined when it cannot start any. */
+/** Exchanges the addon started (io.cc's count, made after the records were sent), when it may start any. */
 export function nativeExchangesStarted(): number | undefined {
-  return addonOf()?.exStats().started;
+  return addonOf() === null ? undefined : nativeStarted();
 }
 
-export function nativeExchangeStats(): { started: number; declined: number; scripts: number } | undefined {
+export function nativeExchangeStats(): { declined: number; scripts: number } | undefined {
   return addonOf()?.exStats();
 }

@@ -269,6 +269,12 @@ export function nativeUpgraded(): number | undefined {
   return io.addon.ioStats().upgraded;
 }
 
+/** FastCGI exchanges the addon started itself (exchange.h), counted once their records were sent; undefined without native I/O. */
+export function nativeStarted(): number | undefined {
+  if (io === undefined || io === null) return undefined;
+  return io.addon.ioStats().started;
+}
+
 /** Native sockets open now (for the admin status and leak checks). */
 export function nativeIoLive(): number {
   return io?.addon.ioStats().live ?? 0;
