@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { bindShared, boundAddress, listenOnHandle, listenStrategy, openOnHandle, type SharedHandle } from '../../src/accept/listener.js';
 
 function connectOutcome(port: number, host = '127.0.0.1'): Promise<string> {
@@ -68,6 +68,34 @@ test("Node's listener ends after accepting the clients queued while the event lo
   execFileSync(process.execPath, ['-e', clients], { timeout: 10_000 });
   await listening.end();
   assert.equal(accepted, 20, 'every queued client accepted before the close');
+});
+
+test("Node's listener end is bounded while clients keep arriving faster than it accepts", async () => {
+  const handle = await bindShared('127.0.0.1', 0);
+  const port = handle.bound.port;
+  let accepted = 0;
+  const listening = await openOnHandle(rawOf(handle), (socket) => {
+    accepted++;
+    socket.destroy();
+    const until = performance.now() + 2; // each accept costs 2 ms: the flood below outpaces it, the queue never empties
+    while (performance.now() < until);
+  }, { allowHalfOpen: false }, (err) => assert.fail(err));
+  // a child keeps 64 connections in flight for up to 15 s (at most 200,000): resets at the close are expected
+  const flood = `const net = require('node:net'); const end = Date.now() + 15000; let made = 0;
+    const one = () => { if (Date.now() > end || made++ > 200000) return; const s = net.connect(${port}, '127.0.0.1'); s.on('connect', () => { s.destroy(); one(); }); s.on('error', () => setTimeout(one, 1)); };
+    for (let i = 0; i < 64; i++) one(); process.stdout.write('go');`;
+  const child = spawn(process.execPath, ['-e', flood], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    const started = await Promise.race([new Promise<string>((resolve) => child.stdout.once('data', () => resolve('go'))), exited.then(() => 'exited')]);
+    assert.equal(started, 'go', 'the flood must start');
+    while (accepted < 20 && child.exitCode === null) await new Promise((resolve) => setImmediate(resolve)); // the flood reaches the listener
+    const ended = await Promise.race([listening.end().then(() => 'ended'), exited.then(() => 'flood over')]);
+    assert.equal(ended, 'ended', 'the end must not wait for the clients to stop coming');
+  } finally {
+    child.kill();
+    await exited;
+  }
 });
 
 test('an IPv6 loopback address binds as IPv6', async (t) => {
