@@ -974,8 +974,16 @@ Napi::Value Targets(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Called with g.mu held: a closed-connection record of compile `id` waits for its batch.
+bool RecordPending(uint32_t id) {
+  for (const Record& r : g.records)
+    if (r.cfg == id) return true;
+  return false;
+}
+
 // l4Active(configId) -> per-target open connections (connecting or relayed) of this compile, or null once the
-// compile is forgotten and its last connection ended (the zeros were answered the call before).
+// compile is forgotten, its last connection ended and that connection's record went out in a batch: until then
+// the zeros (JS takes the compile's counts off its targets with them, and names the record by the compile).
 Napi::Value Active(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(g.mu);
@@ -989,7 +997,7 @@ Napi::Value Active(const Napi::CallbackInfo& info) {
     cfg = f->second;
     bool idle = true;
     for (const Target& t : cfg->targets) idle = idle && t.active == 0;
-    if (idle && cfg.use_count() == 2) {  // the map's and ours: no connection holds it
+    if (idle && cfg.use_count() == 2 && !RecordPending(id)) {  // the map's and ours: no connection holds it
       g.forgotten.erase(f);
       return env.Null();
     }
