@@ -46,6 +46,7 @@ interface Table {
   readonly index: number;
   readonly ctx: L4Context;
   readonly configs: readonly number[];
+  retired: boolean;
 }
 
 /** Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can. */
@@ -127,7 +128,7 @@ export class NativeL4 implements Tracked {
     }
     const timeout = cfg.tls!.handshake_timeout;
     const id = this.#addon.l4CompileSni({ entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })), peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS });
-    this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()] });
+    this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()], retired: false });
     return { config: id };
   }
 
@@ -170,8 +171,13 @@ export class NativeL4 implements Tracked {
   #retire(id: number): void {
     const table = this.#tables.get(id);
     if (table !== undefined) {
+      if (table.retired) return;
+      table.retired = true;
       this.#addon.l4Forget(id);
       for (const c of table.configs) this.#retire(c);
+      // kept for the refusals of its connections still reading a ClientHello, the oldest dropped past the bound
+      const retired = [...this.#tables].filter(([, x]) => x.retired);
+      for (const [old] of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#tables.delete(old);
       return;
     }
     const c = this.#configs.get(id);
@@ -179,10 +185,13 @@ export class NativeL4 implements Tracked {
     c.retired = true;
     this.#addon.l4Forget(id);
     const retired = [...this.#configs.values()].filter((x) => x.retired);
-    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) {
-      old.active.forEach((n, i) => (old.targets[i].active -= n));
-      this.#configs.delete(old.id);
-    }
+    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#forget(old);
+  }
+
+  #forget(c: Compiled): void {
+    c.active.forEach((n, i) => (c.targets[i].active -= n));
+    c.active.fill(0);
+    this.#configs.delete(c.id);
   }
 
   #pushAll = (): void => {
@@ -192,11 +201,14 @@ export class NativeL4 implements Tracked {
     }
   };
 
-  /** The addon's open connections into the targets' `active`; a retired compile leaves once it has none. */
+  /**
+   * The addon's open connections into the targets' `active`; a retired compile leaves once it has none and its
+   * last records came (the addon answers null only then), its counts taken off its targets.
+   */
   #count(c: Compiled): void {
     const now = this.#addon.l4Active(c.id);
     if (now === null) {
-      if (c.retired) this.#configs.delete(c.id);
+      if (c.retired) this.#forget(c);
       return;
     }
     for (let i = 0; i < c.active.length; i++) {

@@ -293,6 +293,37 @@ test('native tcp listener: a reload moves new connections to the new target; an 
   assert.equal(line.bytesIn, 2);
 });
 
+test('native tcp listener: a connection of a replaced compile that ends after the reload is logged and leaves no load behind', { timeout: 90_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
+  const a = await startTagEcho(t, 'A:');
+  // least_conn: the worker reports its load (the retired pool's included) and /status shows what the primary saw
+  const config = (connect: string) => ({
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${a}`], balance: 'least_conn' as const, timeouts: { connect } } },
+    admin: { address: '127.0.0.1:0' },
+  });
+  const portico = await startPortico(t, config('2s'));
+  await servedByAddon(portico);
+  const before = await connect(t, portico.ports[0]);
+  assert.equal(await roundTrip(before, 'x', 3), 'A:x');
+  await statusUntil(portico, 'the open connection counted', (s) => s.upstreams.echo?.[0]?.active === 1);
+  const r = await reloadPortico(portico, config('3s')); // a new pool and compile; `before` keeps the old one
+  assert.equal(r.code, 0, r.stderr);
+  // the old compile's connection ends: whenever its record comes, it is logged, and its count leaves the target
+  for (let i = 0; i < 5; i++) {
+    const c = await connect(t, portico.ports[0]);
+    assert.equal(await roundTrip(c, `n${i}`, 4), `A:n${i}`);
+    c.destroy();
+  }
+  const closed = once(before, 'close');
+  before.end();
+  await closed;
+  const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.bytesIn === 1 && l.bytesOut === 3);
+  assert.equal(line.target, `127.0.0.1:${a}`);
+  await statusUntil(portico, 'no load left on the target', (s) => s.upstreams.echo?.[0]?.active === 0 && (s.upstreams.echo?.[0]?.loadSeen ?? [0]).every((n) => n === 0));
+});
+
 test('native tcp listener: draining a target from the admin API sends new connections elsewhere; its open connection goes on', { timeout: 90_000 }, async (t) => {
   if (!needNativeL4(t)) return;
   const a = await startTagEcho(t, 'A:');
