@@ -100,6 +100,7 @@ run --test-name-pattern='^unix: (FastCGI|an HTTP backend|a WebSocket)' dist/test
 # ready client's read started by the addon on lent FPM connections of a real php-fpm, pipelined and split heads, a
 # deleted script, FPM closing its connections, a client leaving, a reload, a target leaving rotation
 run dist/test/e2e/native-exchange.test.js
+run dist/test/e2e/native-exchange-liar.test.js
 # idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after (~19 s)
 run dist/test/e2e/idle-memory.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)

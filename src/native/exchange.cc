@@ -156,6 +156,10 @@ void Forget(int32_t id) {
   }
 }
 
+void Unstarted() {
+  st.declined++;
+}
+
 void Spoke(int32_t id) {
   LentSlot* l = LentOf(id);
   if (l == nullptr || l->state != 1) return;

@@ -42,6 +42,9 @@ bool Ready(int32_t id);
 template <typename Usable>
 bool Try(int32_t id, int fd, const uint8_t* p, size_t len, Usable usable, Start* out);
 
+// The exchange Try started could not be sent (io.cc's write failed): the read goes to JS after all, a declined one.
+void Unstarted();
+
 // The connection `id` closed, or something came from it while it was lent (a stray byte, its FIN, an error: JS's
 // idle listeners close it): neither ready nor lent from now on.
 void Forget(int32_t id);

@@ -1693,6 +1693,7 @@ bool StartExchange(State& s, Conn& c, int32_t id, int& n, size_t& used, size_t r
   if (err != 0) {
     // nothing reached FPM that it will answer: the connection fails as JS's, the read is JS's
     nx::Forget(uid);
+    nx::Unstarted();
     Push(s, n, uid, kError, err, 0);
     return false;
   }

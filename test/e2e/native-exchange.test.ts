@@ -294,3 +294,22 @@ test('native exchange: a target out of rotation (drained) gets no request from t
   assert.deepEqual([...after], ['fpm-b']);
   assert.ok((await started(p)) >= mid + 6, 'still started by the addon, on the target in rotation');
 });
+
+test('native exchange: a pool at max_connections: JavaScript\'s queued acquires get connections while the addon takes lent ones; none waits out its queue timeout', { timeout: 60_000 }, async (t) => {
+  const fpm = await fpmOrSkip(t, { children: 2 });
+  if (fpm === undefined) return;
+  const cfg = config(fpm.target);
+  // two connections for six clients: most requests wait in the queue (2 s), the addon starts those that find one lent
+  (cfg.upstreams as Record<string, Record<string, unknown>>).php = { targets: [fpm.target], max_connections: 2, keepalive: { max_idle: 2 }, queue: { size: 64, timeout: '2s' } };
+  const p = await startPortico(t, cfg, ON);
+  const cs: Client[] = [];
+  for (let i = 0; i < 6; i++) cs.push(await warmClient(t, p, '/slow.php?ms=1'));
+  const before = await started(p);
+  for (let round = 0; round < 15; round++) {
+    const rs = await Promise.all(cs.map((c) => c.get('/slow.php?ms=5')));
+    for (const r of rs) assert.equal(r.status, 200, `round ${round}: ${r.status} ${r.body.toString()}`);
+  }
+  assert.ok((await started(p)) > before, 'some started by the addon');
+  const s = await adminStatus(p);
+  assert.equal(s.workers[0].restarts, 0);
+});
