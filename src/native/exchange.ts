@@ -90,7 +90,6 @@ export function dropLendingPool(pool: number): void {
   addonOf()?.exPoolDrop(pool);
 }
 
-/** Exchanges the addon started, ever; undefined when it cannot start any. */
 /** Exchanges the addon started (io.cc's count, made after the records were sent), when it may start any. */
 export function nativeExchangesStarted(): number | undefined {
   return addonOf() === null ? undefined : nativeStarted();
