@@ -36,6 +36,7 @@
 #include "fcgi-answer.h"
 #include "fcgi-request.h"
 #include "io.h"
+#include "ip-text.h"
 #include "relay.h"
 #include "request-head.h"
 #include "response-head.h"
@@ -630,16 +631,17 @@ bool AnswerRead(State& s, Conn& u, int32_t id, int& n, size_t& used) {
 size_t AddressRecord(uint8_t* at, int32_t listener, int32_t fd, const sockaddr_storage& ss) {
   char text[INET6_ADDRSTRLEN] = {0};
   uint16_t port = 0;
+  size_t len = 0;
   if (ss.ss_family == AF_INET) {
     auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    len = Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);
     port = ntohs(a->sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    len = strlen(text);
     port = ntohs(a->sin6_port);
   }
-  size_t len = strlen(text);
   memcpy(at, &listener, 4);
   memcpy(at + 4, &fd, 4);
   memcpy(at + 8, &port, 2);
@@ -1596,7 +1598,7 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   int port;
   if (ss.ss_family == AF_INET) {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);  // text was zeroed: NUL-terminated
     port = ntohs(a->sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
