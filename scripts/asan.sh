@@ -107,12 +107,12 @@ run dist/test/e2e/idle-memory.test.js
 # (named one by one: Node 20's --test-name-pattern ran it despite a negative lookahead; ASan's quarantine also
 # keeps freed memory, so its RSS check cannot hold there) (~15 s)
 run --test-name-pattern='connections at once' --test-name-pattern='past the fd limit' --test-name-pattern='^SIGTERM: the listener' dist/test/e2e/native-accept.test.js
-# the C++ heads fuzzed against the JS ones: response heads (response-head.cc), the 101 check (RewriteUpgrade),
+# the C++ heads fuzzed against the JS ones: response heads (response-head.cc), the 101 check (RewriteUpgrade) and its accept value (ws-accept.h),
 # FastCGI's answer records (fcgi-answer.cc), request heads (request-head.cc; not on the request path yet), the route
 # table (route-table.cc, io.cc routeTableCompile / routeTableMatch; not on the request path yet), FastCGI's request
 # records of a bodyless GET/HEAD (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request path yet), the
 # ClientHello reader (client-hello.h) against the JS one; heads of real clients included (~35 s together)
-run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
+run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
 run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js
 
