@@ -79,24 +79,26 @@ class Sha1 {
   uint64_t bits_ = 0;
 };
 
-// Base64 (RFC 4648 §4, with padding) of `n` bytes, appended to *out.
-inline void Base64(const uint8_t* p, size_t n, std::string* out) {
+// Base64 (RFC 4648 §4, with padding) of `n` bytes, written at out (room for 4 * ceil(n / 3) bytes); the length.
+inline size_t Base64(const uint8_t* p, size_t n, char* out) {
   static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   size_t i = 0;
+  size_t o = 0;
   for (; i + 3 <= n; i += 3) {
     const uint32_t v = static_cast<uint32_t>(p[i]) << 16 | static_cast<uint32_t>(p[i + 1]) << 8 | p[i + 2];
-    out->push_back(kAlphabet[v >> 18]);
-    out->push_back(kAlphabet[(v >> 12) & 63]);
-    out->push_back(kAlphabet[(v >> 6) & 63]);
-    out->push_back(kAlphabet[v & 63]);
+    out[o++] = kAlphabet[v >> 18];
+    out[o++] = kAlphabet[(v >> 12) & 63];
+    out[o++] = kAlphabet[(v >> 6) & 63];
+    out[o++] = kAlphabet[v & 63];
   }
   if (i < n) {
     const uint32_t v = static_cast<uint32_t>(p[i]) << 16 | (i + 1 < n ? static_cast<uint32_t>(p[i + 1]) << 8 : 0);
-    out->push_back(kAlphabet[v >> 18]);
-    out->push_back(kAlphabet[(v >> 12) & 63]);
-    out->push_back(i + 1 < n ? kAlphabet[(v >> 6) & 63] : '=');
-    out->push_back('=');
+    out[o++] = kAlphabet[v >> 18];
+    out[o++] = kAlphabet[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? kAlphabet[(v >> 6) & 63] : '=';
+    out[o++] = '=';
   }
+  return o;
 }
 
 // The accept value for the key whose latin1 characters are key[0..n) (a JavaScript string's code units < 256).
@@ -113,10 +115,8 @@ inline std::string Accept(const uint8_t* key, size_t n) {
   sha.Update(reinterpret_cast<const uint8_t*>(kGuid), sizeof kGuid - 1);
   uint8_t digest[20];
   sha.Final(digest);
-  std::string out;
-  out.reserve(28);
-  Base64(digest, sizeof digest, &out);
-  return out;
+  char text[28];
+  return std::string(text, Base64(digest, sizeof digest, text));
 }
 
 }  // namespace portico::wsa
