@@ -1,5 +1,6 @@
 // An IPv4 address as dotted-decimal text, the bytes inet_ntop(AF_INET) writes, without its sprintf (a printf per
-// accepted connection showed in the accept path's profile). Pure: no sockets, no N-API.
+// accepted connection showed in the accept path's profile): io.cc's accept records and ioAddress, l4.cc's closed
+// records, request-head.cc's client address. Pure: no sockets, no N-API.
 #ifndef PORTICO_NATIVE_IP_TEXT_H_
 #define PORTICO_NATIVE_IP_TEXT_H_
 
