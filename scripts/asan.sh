@@ -58,8 +58,8 @@ run() { RUNS+=("$(printf '%q ' "$@")"); }
 # and early applications again on a Unix socket (plain clients only): the same records through the same reader, and
 # io.cc's Unix connect with a relayed FastCGI answer is native-unix's FastCGI case below.
 run --test-name-pattern='^FastCGI relayed answers: (the same bytes|requests with a body|64 MiB|FPM killed|a client that leaves|a lying application|an application that answers)' dist/test/e2e/native-fcgi-answer.test.js
-# the relays, native sockets, native accept's end, splice, the TLS sessions' reads, driven directly (~56 s)
-run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js
+# the relays, native sockets, native accept's end and address text, splice, the TLS sessions' reads, driven directly (~56 s)
+run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-accept-address.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js
 # the WebSocket 101 written by the addon (response-head.cc RewriteUpgrade, io.cc ioAnswerUpgrade): upgrades through a
 # running worker (plain and TLS, first frames, pipelined frames, lying and vanishing peers, 1,000 in a row, a flood the
 # backend never answers) (~48 s). Left out: the same upgrade from ws, Python websockets and curl: their requests are
@@ -107,12 +107,12 @@ run dist/test/e2e/idle-memory.test.js
 # (named one by one: Node 20's --test-name-pattern ran it despite a negative lookahead; ASan's quarantine also
 # keeps freed memory, so its RSS check cannot hold there) (~15 s)
 run --test-name-pattern='connections at once' --test-name-pattern='past the fd limit' --test-name-pattern='^SIGTERM: the listener' dist/test/e2e/native-accept.test.js
-# the C++ heads fuzzed against the JS ones: response heads (response-head.cc), the 101 check (RewriteUpgrade),
+# the C++ heads fuzzed against the JS ones: response heads (response-head.cc), the 101 check (RewriteUpgrade) and its accept value (ws-accept.h),
 # FastCGI's answer records (fcgi-answer.cc), request heads (request-head.cc; not on the request path yet), the route
 # table (route-table.cc, io.cc routeTableCompile / routeTableMatch; not on the request path yet), FastCGI's request
 # records of a bodyless GET/HEAD (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request path yet), the
 # ClientHello reader (client-hello.h) against the JS one; heads of real clients included (~35 s together)
-run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
+run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
 run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js
 

@@ -264,7 +264,7 @@ export class Exchange extends UpstreamAttempt implements ClientExchange, Upstrea
     if (key === undefined) return;
     const plan = answerPlanOf(this.route.responseHeaders);
     if (plan < 0) return;
-    this.#armed = socket.upgradeTo(client, plan, routeResponseLines(this.route.responseHeaders, this.#client.vars, this.#stickyCookie()), websocketAccept(key));
+    this.#armed = socket.upgradeTo(client, plan, routeResponseLines(this.route.responseHeaders, this.#client.vars, this.#stickyCookie()), key, websocketAccept);
   }
 
   /**

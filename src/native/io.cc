@@ -36,12 +36,14 @@
 #include "fcgi-answer.h"
 #include "fcgi-request.h"
 #include "io.h"
+#include "ip-text.h"
 #include "relay.h"
 #include "request-head.h"
 #include "response-head.h"
 #include "route-handle.h"
 #include "route-table.h"
 #include "tls.h"
+#include "ws-accept.h"
 
 namespace portico::io {
 namespace {
@@ -630,16 +632,17 @@ bool AnswerRead(State& s, Conn& u, int32_t id, int& n, size_t& used) {
 size_t AddressRecord(uint8_t* at, int32_t listener, int32_t fd, const sockaddr_storage& ss) {
   char text[INET6_ADDRSTRLEN] = {0};
   uint16_t port = 0;
+  size_t len = 0;
   if (ss.ss_family == AF_INET) {
     auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    len = Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);
     port = ntohs(a->sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    len = strlen(text);
     port = ntohs(a->sin6_port);
   }
-  size_t len = strlen(text);
   memcpy(at, &listener, 4);
   memcpy(at + 4, &fd, 4);
   memcpy(at + 8, &port, 2);
@@ -1596,7 +1599,7 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   int port;
   if (ss.ss_family == AF_INET) {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);  // text was zeroed: NUL-terminated
     port = ntohs(a->sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
@@ -1754,17 +1757,32 @@ Napi::Value Answer(const Napi::CallbackInfo& info) {
 // 101 of the WebSocket upgrade it was sent (RewriteUpgrade, `accept`: the Sec-WebSocket-Accept the client's key asks
 // for); taken, the 101 (and what came behind it) goes to the client from here and JS gets one kAnswer record with
 // kAnsUpgrade; not taken (another status, a wrong key, a head in pieces), it comes as DATA as always.
-Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) {
+// ioAnswerUpgradeKey(upstream, client, plan, extra, key): the same, given the client's Sec-WebSocket-Key, whose
+// accept value is computed here (ws-accept.h) instead of in JavaScript.
+Napi::Value ArmUpgrade(const Napi::CallbackInfo& info, bool from_key) {
   Napi::Env env = info.Env();
   State& s = Own(env);
   int32_t uid = IdArg(info, s);
   if (info.Length() < 5 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsString() || !info[4].IsString())
-    throw Napi::TypeError::New(env, "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
+    throw Napi::TypeError::New(env, from_key ? "ioAnswerUpgradeKey(upstream, client, plan, extra, key)" : "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
   Conn* u = HttpArmable(info, s, uid);
   if (u == nullptr || !Latin1Arg(env, info[4], &u->answer_accept)) return Napi::Boolean::New(env, false);
+  if (from_key) u->answer_accept = wsa::Accept(reinterpret_cast<const uint8_t*>(u->answer_accept.data()), u->answer_accept.size());
   u->answer_upgrade = true;
   Arm(s, uid, info[1].As<Napi::Number>().Int32Value());
   return Napi::Boolean::New(env, true);
+}
+
+Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) { return ArmUpgrade(info, false); }
+Napi::Value AnswerUpgradeKey(const Napi::CallbackInfo& info) { return ArmUpgrade(info, true); }
+
+// wsAccept(key) -> the accept value ioAnswerUpgradeKey computes for `key` (a latin1 string): ws-accept.h on its own,
+// for the differential test against rewrite.ts websocketAccept.
+Napi::Value WsAccept(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string key;
+  if (info.Length() < 1 || !info[0].IsString() || !Latin1Arg(env, info[0], &key)) throw Napi::TypeError::New(env, "wsAccept(key)");
+  return Napi::String::New(env, wsa::Accept(reinterpret_cast<const uint8_t*>(key.data()), key.size()));
 }
 
 // ioFcgiAnswer(upstream, client, cgi, head, requestId) -> true when armed: the FastCGI upstream's records are read
@@ -2122,6 +2140,8 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAnswerPlan", Napi::Function::New(env, AnswerPlan, "ioAnswerPlan"));
   exports.Set("ioAnswer", Napi::Function::New(env, Answer, "ioAnswer"));
   exports.Set("ioAnswerUpgrade", Napi::Function::New(env, AnswerUpgrade, "ioAnswerUpgrade"));
+  exports.Set("ioAnswerUpgradeKey", Napi::Function::New(env, AnswerUpgradeKey, "ioAnswerUpgradeKey"));
+  exports.Set("wsAccept", Napi::Function::New(env, WsAccept, "wsAccept"));
   exports.Set("ioAnswerOff", Napi::Function::New(env, AnswerOffJs, "ioAnswerOff"));
   exports.Set("ioFcgiAnswer", Napi::Function::New(env, FcgiAnswer, "ioFcgiAnswer"));
   exports.Set("fcgiAnswerFeed", Napi::Function::New(env, FcgiAnswerFeed, "fcgiAnswerFeed"));

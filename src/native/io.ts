@@ -40,6 +40,8 @@ interface IoAddon {
   ioAnswerOff?(upstream: number, headOnly: boolean): number;
   /** The 101 of a WebSocket upgrade checked and written by the addon (io.cc ioAnswerUpgrade); absent from addons built before it. */
   ioAnswerUpgrade?(upstream: number, client: number, plan: number, extra: string, accept: string): boolean;
+  /** The same, given the client's Sec-WebSocket-Key (its accept value computed by the addon, ws-accept.h); absent from addons built before it. */
+  ioAnswerUpgradeKey?(upstream: number, client: number, plan: number, extra: string, key: string): boolean;
   /** FastCGI's relayed answer (io.cc ioFcgiAnswer, fcgi-answer.h); absent from addons built before it. */
   ioFcgiAnswer?(upstream: number, client: number, cgi: Uint8Array, head: Uint8Array, requestId: number): boolean;
   ioWriteLatin1(id: number, text: string): number;
@@ -717,15 +719,18 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
   }
 
   /**
-   * Arms this upstream socket, which was sent a WebSocket upgrade: its next read is tried by the addon as the 101
-   * (response-head.h RewriteUpgrade: its Sec-WebSocket-Accept must be `accept`); taken, the 101 JS would write (route
-   * plan `plan`, `extra` header lines) and the bytes behind it go to `client` at once, and one socketAnswer record with
-   * ANSWER_UPGRADE and those bytes follows; not taken, the bytes come as data, as always. False: not armed.
+   * Arms this upstream socket, which was sent a WebSocket upgrade with the Sec-WebSocket-Key `key`: its next read is
+   * tried by the addon as the 101 (response-head.h RewriteUpgrade: its Sec-WebSocket-Accept must be the value `key`
+   * asks for, computed by the addon, or by `acceptOf` for an addon without ioAnswerUpgradeKey); taken, the 101 JS
+   * would write (route plan `plan`, `extra` header lines) and the bytes behind it go to `client` at once, and one
+   * socketAnswer record with ANSWER_UPGRADE and those bytes follows; not taken, the bytes come as data, as always.
+   * False: not armed.
    */
-  upgradeTo(client: NativeSocket, plan: number, extra: string, accept: string): boolean {
-    const arm = this.#io.addon.ioAnswerUpgrade;
-    if (arm === undefined || !this.#armableFor(client)) return false;
-    return arm.call(this.#io.addon, this.#id, client.#id, plan, extra, accept);
+  upgradeTo(client: NativeSocket, plan: number, extra: string, key: string, acceptOf: (key: string) => string): boolean {
+    const addon = this.#io.addon;
+    if ((addon.ioAnswerUpgradeKey === undefined && addon.ioAnswerUpgrade === undefined) || !this.#armableFor(client)) return false;
+    if (addon.ioAnswerUpgradeKey !== undefined) return addon.ioAnswerUpgradeKey(this.#id, client.#id, plan, extra, key);
+    return addon.ioAnswerUpgrade!(this.#id, client.#id, plan, extra, acceptOf(key));
   }
 
   /**

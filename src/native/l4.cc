@@ -7,6 +7,7 @@
 #include "l4.h"
 
 #include "client-hello.h"
+#include "ip-text.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -195,8 +196,8 @@ std::string AddressText(const sockaddr_storage& ss, uint16_t* port) {
   *port = 0;
   if (ss.ss_family == AF_INET) {
     auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
     *port = ntohs(a->sin_port);
+    return std::string(buf, Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), buf));
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);

@@ -1,6 +1,8 @@
 // See request-head.h. Pure: no sockets, no N-API.
 #include "request-head.h"
 
+#include "ip-text.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -174,27 +176,10 @@ uint32_t OwnBits(const std::vector<std::string>& own) {
   return bits;
 }
 
-namespace {
-
-// dotted decimal, as inet_ntop writes it (without its printf)
-void Ipv4Text(const uint8_t* a, std::string* out) {
-  char text[16];
-  size_t n = 0;
-  for (int k = 0; k < 4; k++) {
-    if (k > 0) text[n++] = '.';
-    const uint8_t v = a[k];
-    if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
-    if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
-    text[n++] = static_cast<char>('0' + v % 10);
-  }
-  out->assign(text, n);
-}
-
-}  // namespace
-
 bool AddressText(const Client& c, std::string* out) {
+  char text[INET6_ADDRSTRLEN] = {0};
   if (c.family == AF_INET) {
-    Ipv4Text(c.addr, out);
+    out->assign(text, Ipv4Text(c.addr, text));
     return true;
   }
   if (c.family != AF_INET6) return false;
@@ -204,10 +189,9 @@ bool AddressText(const Client& c, std::string* out) {
   if (IN6_IS_ADDR_LINKLOCAL(&a)) return false;
   // connection.ts drops "::ffff:" from an IPv4-mapped address: the IPv4 text
   if (IN6_IS_ADDR_V4MAPPED(&a)) {
-    Ipv4Text(c.addr + 12, out);
+    out->assign(text, Ipv4Text(c.addr + 12, text));
     return true;
   }
-  char text[INET6_ADDRSTRLEN] = {0};
   inet_ntop(AF_INET6, &a, text, sizeof text);
   out->assign(text);
   return true;
