@@ -5,26 +5,15 @@
 // Driven here without a Portico: a listener on the addon, a connection on the first compile, a reload (l4Use, then
 // l4Forget), the connection closed, then l4Active called while this thread holds the batch back. Skipped (loudly)
 // without the addon's L4 part; CI makes that a failure.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { native } from '../../src/native/addon.js';
 import { listenNative } from '../../src/native/io.js';
 import { nativeL4, type L4Batch, type L4Compiled } from '../../src/native/l4.js';
-import { needPeer } from '../helpers/peers.js';
+import { needNativeL4 } from '../helpers/native-io.js';
 import { until } from '../helpers/until.js';
-
-function needL4(t: TestContext): boolean {
-  const l4 = nativeL4();
-  if (l4.addon !== undefined) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_L4'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native L4 switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `the native addon's L4 part (${l4.reason})`, false);
-}
 
 /** Spins (this thread never yields) until `done` or `ms` passed; the last answer. */
 function spin<T>(ms: number, call: () => T, done: (v: T) => boolean): T {
@@ -49,7 +38,7 @@ process.stdin.once('data', (d) => {
 });`;
 
 test('l4Active answers null for a forgotten compile only once the record of its last connection went out in a batch', { timeout: 30_000 }, async (t) => {
-  if (!needL4(t)) return;
+  if (!needNativeL4(t)) return;
   const addon = nativeL4().addon!;
   const batches: L4Batch[] = [];
   addon.l4Init((b) => batches.push(b));

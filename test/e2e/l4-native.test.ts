@@ -26,22 +26,11 @@ import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, tcpTimer } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
-import { needPeer } from '../helpers/peers.js';
+import { needNativeL4 } from '../helpers/native-io.js';
 
 const NATIVE = nativeL4().addon !== undefined;
 
 /** The addon's L4 part here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
-function needNativeL4(t: TestContext): boolean {
-  const l4 = nativeL4();
-  if (l4.addon !== undefined) return true;
-  const off = ['PORTICO_NATIVE', 'PORTICO_NATIVE_IO', 'PORTICO_NATIVE_L4'].find((v) => process.env[v] === '0');
-  if (off !== undefined) {
-    t.skip(`native L4 switched off by ${off}=0`);
-    return false;
-  }
-  return needPeer(t, `the native addon's L4 part (${l4.reason})`, false);
-}
-
 async function listen(t: TestContext, server: net.Server): Promise<number> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

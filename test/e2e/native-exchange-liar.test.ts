@@ -16,7 +16,7 @@ import { connectPlain, ResponseReader } from '../helpers/wire.js';
 import { needNativeIo } from '../helpers/native-io.js';
 import { singleWorkerResources, type WorkerResources } from '../helpers/proc-stats.js';
 import { FIXTURES } from '../helpers/paths.js';
-import { decodePairs } from '../../src/wire/fastcgi.js';
+import { fcgiRecords } from '../helpers/fcgi-records.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const HEAD = 'X-Powered-By: fake\r\nContent-type: text/html; charset=UTF-8\r\n\r\n';
@@ -47,24 +47,12 @@ async function startLiar(t: TestContext): Promise<Liar> {
     socket.on('close', () => open.delete(socket));
     socket.on('error', () => {});
     socket.setNoDelay(true);
-    let buf = Buffer.alloc(0);
-    let params = Buffer.alloc(0);
     let query = '';
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 8) {
-        const len = buf.readUInt16BE(4);
-        const total = 8 + len + buf[6];
-        if (buf.length < total) return;
-        const type = buf[1];
-        const content = buf.subarray(8, 8 + len);
-        buf = buf.subarray(total);
-        if (type === 4 && len > 0) params = Buffer.concat([params, content]);
-        if (type === 4 && len === 0) {
-          query = decodePairs(params)?.get('QUERY_STRING') ?? '';
-          params = Buffer.alloc(0);
-        }
-        if (type !== 5 || len !== 0) continue;
+    socket.on(
+      'data',
+      fcgiRecords((type, content, pairs) => {
+        if (pairs !== undefined) query = pairs?.get('QUERY_STRING') ?? '';
+        if (type !== 5 || content.length !== 0) return;
         const what = query.split('&')[0] as Lie;
         served.push({ what, socket });
         const first = !seen.has(query);
@@ -78,8 +66,8 @@ async function startLiar(t: TestContext): Promise<Liar> {
         else if (what === 'partial-close') socket.write(rec(6, `${HEAD}part`), () => socket.destroy());
         else if (what === 'close-before' && first) socket.destroy();
         else socket.write(WHOLE);
-      }
-    });
+      }),
+    );
   });
   server.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));

@@ -24,7 +24,7 @@ import { needNativeIo } from '../helpers/native-io.js';
 import { needPeer } from '../helpers/peers.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { hasPhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
-import { decodePairs } from '../../src/wire/fastcgi.js';
+import { fcgiRecords } from '../helpers/fcgi-records.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const DOCROOT = path.join(FIXTURES, 'php');
@@ -340,24 +340,15 @@ async function startLiar(t: TestContext, unixPath?: string): Promise<Liar> {
     socket.on('close', () => open.delete(socket));
     socket.setNoDelay(true);
     socket.on('error', () => {});
-    let buf = Buffer.alloc(0);
-    let params = Buffer.alloc(0);
     let what = 'ok';
     let early: (typeof EARLY)[string] | undefined;
     let earlyBegun = false;
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 8) {
-        const len = buf.readUInt16BE(4);
-        const total = 8 + len + buf[6];
-        if (buf.length < total) return;
-        const type = buf[1];
-        const content = buf.subarray(8, 8 + len);
-        buf = buf.subarray(total);
-        if (type === 4 && len > 0) params = Buffer.concat([params, content]);
-        if (type === 4 && len === 0) {
-          what = decodePairs(params)?.get('QUERY_STRING') ?? 'ok';
-          params = Buffer.alloc(0);
+    socket.on(
+      'data',
+      fcgiRecords((type, content, pairs) => {
+        const len = content.length;
+        if (pairs !== undefined) {
+          what = pairs?.get('QUERY_STRING') ?? 'ok';
           early = EARLY[what];
           earlyBegun = false;
         }
@@ -377,8 +368,8 @@ async function startLiar(t: TestContext, unixPath?: string): Promise<Liar> {
           };
           send(0);
         }
-      }
-    });
+      }),
+    );
   });
   if (unixPath === undefined) server.listen(0, '127.0.0.1');
   else server.listen(unixPath);

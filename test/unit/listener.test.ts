@@ -32,6 +32,19 @@ function rawOf(handle: SharedHandle): unknown {
   return raw;
 }
 
+/** Node's listener on a fresh shared handle, closing each connection it accepts (after `costMs` of busy work). */
+async function countingListener(costMs = 0): Promise<{ port: number; listening: Awaited<ReturnType<typeof openOnHandle>>; accepted: () => number }> {
+  const handle = await bindShared('127.0.0.1', 0);
+  let accepted = 0;
+  const listening = await openOnHandle(rawOf(handle), (socket) => {
+    accepted++;
+    socket.destroy();
+    const until = performance.now() + costMs;
+    while (performance.now() < until);
+  }, { allowHalfOpen: false }, (err) => assert.fail(err));
+  return { port: handle.bound.port, listening, accepted: () => accepted };
+}
+
 test('the strategy follows the Node version: reusePort from 22.12 on, a shared handle before', () => {
   assert.equal(listenStrategy('20.20.2'), 'shared-handle');
   assert.equal(listenStrategy('22.11.0'), 'shared-handle');
@@ -55,31 +68,18 @@ test('a shared handle is bound but refuses connections until a worker listens; t
 });
 
 test("Node's listener ends after accepting the clients queued while the event loop was busy (none reset)", async () => {
-  const handle = await bindShared('127.0.0.1', 0);
-  const port = handle.bound.port;
-  let accepted = 0;
-  const listening = await openOnHandle(rawOf(handle), (socket) => {
-    accepted++;
-    socket.destroy();
-  }, { allowHalfOpen: false }, (err) => assert.fail(err));
+  const { port, listening, accepted } = await countingListener();
   // 20 clients connect while this event loop is blocked (the kernel completes their handshakes into the accept
   // queue; libuv has not seen them), then the end is called in the same run, as a stop message would call it
   const clients = `let n = 0; for (let i = 0; i < 20; i++) require('node:net').connect(${port}, '127.0.0.1', () => { if (++n === 20) process.exit(0); }).on('error', (e) => { console.error(e.message); process.exit(1); });`;
   execFileSync(process.execPath, ['-e', clients], { timeout: 10_000 });
   await listening.end();
-  assert.equal(accepted, 20, 'every queued client accepted before the close');
+  assert.equal(accepted(), 20, 'every queued client accepted before the close');
 });
 
 test("Node's listener end is bounded while clients keep arriving faster than it accepts", async () => {
-  const handle = await bindShared('127.0.0.1', 0);
-  const port = handle.bound.port;
-  let accepted = 0;
-  const listening = await openOnHandle(rawOf(handle), (socket) => {
-    accepted++;
-    socket.destroy();
-    const until = performance.now() + 2; // each accept costs 2 ms: the flood below outpaces it, the queue never empties
-    while (performance.now() < until);
-  }, { allowHalfOpen: false }, (err) => assert.fail(err));
+  // each accept costs 2 ms: the flood below outpaces it, the queue never empties
+  const { port, listening, accepted } = await countingListener(2);
   // a child keeps 64 connections in flight for up to 15 s (at most 200,000): resets at the close are expected
   const flood = `const net = require('node:net'); const end = Date.now() + 15000; let made = 0;
     const one = () => { if (Date.now() > end || made++ > 200000) return; const s = net.connect(${port}, '127.0.0.1'); s.on('connect', () => { s.destroy(); one(); }); s.on('error', () => setTimeout(one, 1)); };
@@ -89,7 +89,7 @@ test("Node's listener end is bounded while clients keep arriving faster than it 
   try {
     const started = await Promise.race([new Promise<string>((resolve) => child.stdout.once('data', () => resolve('go'))), exited.then(() => 'exited')]);
     assert.equal(started, 'go', 'the flood must start');
-    while (accepted < 20 && child.exitCode === null) await new Promise((resolve) => setImmediate(resolve)); // the flood reaches the listener
+    while (accepted() < 20 && child.exitCode === null) await new Promise((resolve) => setImmediate(resolve)); // the flood reaches the listener
     const ended = await Promise.race([listening.end().then(() => 'ended'), exited.then(() => 'flood over')]);
     assert.equal(ended, 'ended', 'the end must not wait for the clients to stop coming');
   } finally {
