@@ -400,6 +400,7 @@ class Worker {
     try {
       // the accept queues' clients join the registry first (a batch or two), so the drain waits for them too
       await ended;
+      this.#log.info({ connections: registry.size, tunnels: registry.tunnels }, 'worker stopped accepting');
       await registry.drain(grace);
     } catch (err) {
       this.#log.error({ err }, 'drain failed');

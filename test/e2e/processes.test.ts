@@ -182,8 +182,11 @@ test('SIGTERM: in-flight requests complete, new connections are refused, the pro
   await backend.arrived(20);
 
   portico.kill('SIGTERM');
+  // each worker's listener ends once it accepted the clients already queued (Node's accept: a loop turn that took
+  // none, at most 100 ms while clients keep coming); then every copy of the listening socket is closed, and a new
+  // client is refused, not left hanging
   for (const id of [1, 2]) await portico.waitForLog((l) => l.msg === 'worker draining' && l.worker === id);
-  // Every copy of the listening socket is closed now: a new client is refused, not left hanging.
+  for (const id of [1, 2]) await portico.waitForLog((l) => l.msg === 'worker stopped accepting' && l.worker === id);
   assert.equal(await connectOutcome(portico.httpPort), 'ECONNREFUSED');
 
   const replies = await Promise.all(inFlight);
