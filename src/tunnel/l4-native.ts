@@ -176,16 +176,14 @@ export class NativeL4 implements Tracked {
       this.#addon.l4Forget(id);
       for (const c of table.configs) this.#retire(c);
       // kept for the refusals of its connections still reading a ClientHello, the oldest dropped past the bound
-      const retired = [...this.#tables].filter(([, x]) => x.retired);
-      for (const [old] of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#tables.delete(old);
+      for (const [old] of pastKept(this.#tables)) this.#tables.delete(old);
       return;
     }
     const c = this.#configs.get(id);
     if (c === undefined || c.retired) return;
     c.retired = true;
     this.#addon.l4Forget(id);
-    const retired = [...this.#configs.values()].filter((x) => x.retired);
-    for (const old of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#forget(old);
+    for (const [, old] of pastKept(this.#configs)) this.#forget(old);
   }
 
   #forget(c: Compiled): void {
@@ -313,6 +311,12 @@ export class NativeL4 implements Tracked {
   forceClose(): void {
     this.#addon.l4CloseAll();
   }
+}
+
+/** The retired entries of `map` beyond the RETIRED_KEPT newest (a Map keeps insertion order: the oldest first). */
+function pastKept<K, V extends { readonly retired: boolean }>(map: ReadonlyMap<K, V>): Array<[K, V]> {
+  const retired = [...map].filter(([, v]) => v.retired);
+  return retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT));
 }
 
 /** The messages the JS path gives the same failures (attempt.ts, errors.ts connectError, upstream-connect.ts). */

@@ -17,6 +17,7 @@ import { needNativeIo } from '../helpers/native-io.js';
 import { singleWorkerResources, type WorkerResources } from '../helpers/proc-stats.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { fcgiRecords } from '../helpers/fcgi-records.js';
+import { startPeer } from '../helpers/tcp-server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const HEAD = 'X-Powered-By: fake\r\nContent-type: text/html; charset=UTF-8\r\n\r\n';
@@ -40,12 +41,8 @@ interface Liar {
 
 async function startLiar(t: TestContext): Promise<Liar> {
   const served: Liar['served'] = [];
-  const open = new Set<net.Socket>();
   const seen = new Set<string>();
-  const server = net.createServer((socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-    socket.on('error', () => {});
+  const target = await startPeer(t, (socket) => {
     socket.setNoDelay(true);
     let query = '';
     socket.on(
@@ -69,16 +66,7 @@ async function startLiar(t: TestContext): Promise<Liar> {
       }),
     );
   });
-  server.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(resolve);
-      }),
-  );
-  return { target: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, served };
+  return { target, served };
 }
 
 function config(target: string): ConfigInput {

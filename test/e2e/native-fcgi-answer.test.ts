@@ -25,6 +25,7 @@ import { needPeer } from '../helpers/peers.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { hasPhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
 import { fcgiRecords } from '../helpers/fcgi-records.js';
+import { startPeer } from '../helpers/tcp-server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 
 const DOCROOT = path.join(FIXTURES, 'php');
@@ -334,12 +335,10 @@ interface Liar {
  */
 async function startLiar(t: TestContext, unixPath?: string): Promise<Liar> {
   const served: Liar['served'] = [];
-  const open = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-    socket.setNoDelay(true);
-    socket.on('error', () => {});
+  const target = await startPeer(
+    t,
+    (socket) => {
+      socket.setNoDelay(true);
     let what = 'ok';
     let early: (typeof EARLY)[string] | undefined;
     let earlyBegun = false;
@@ -370,20 +369,10 @@ async function startLiar(t: TestContext, unixPath?: string): Promise<Liar> {
         }
       }),
     );
-  });
-  if (unixPath === undefined) server.listen(0, '127.0.0.1');
-  else server.listen(unixPath);
-  await new Promise((resolve) => server.once('listening', resolve));
-  // every connection ended first: close() waits for them, and Portico's pooled ones would hold it until their idle
-  // timeout (after hooks run in the order they were added)
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(resolve);
-      }),
+    },
+    unixPath,
   );
-  return { target: unixPath === undefined ? `127.0.0.1:${(server.address() as net.AddressInfo).port}` : `unix:${unixPath}`, served };
+  return { target, served };
 }
 
 /** Each LIES case on `p` (the relay on) and `js` (PORTICO_NATIVE_ANSWER=0): the same client bytes, cut where it lied. */

@@ -1,24 +1,44 @@
 // Plain TCP peers on 127.0.0.1 port 0 for pool tests: one echoes what it reads, one accepts and never answers.
-// Every accepted socket is destroyed after the test with the server. Nothing else: tests that need to see the
-// peer keep their own.
+// Every accepted socket is destroyed after the test with the server; `startPeer` gives any other peer (a lying
+// FastCGI application, on TCP or a Unix socket) the same life.
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 
-async function tcpPeer(t: TestContext, onSocket: (s: Socket) => void): Promise<number> {
-  const accepted: Socket[] = [];
+/**
+ * A peer on 127.0.0.1 port 0, or on the Unix socket `unixPath`, calling `onSocket` for each connection (errors
+ * ignored). After the test its connections are destroyed first, then it is closed and awaited (close() waits for
+ * them: a connection pooled by Portico would hold it until its idle timeout).
+ */
+async function listenPeer(t: TestContext, onSocket: (s: Socket) => void, unixPath?: string): Promise<Server> {
+  const open = new Set<Socket>();
   const server = createServer((s) => {
-    accepted.push(s);
+    open.add(s);
+    s.on('close', () => open.delete(s));
     s.on('error', () => {});
     onSocket(s);
   });
-  server.listen({ host: '127.0.0.1', port: 0 });
+  if (unixPath === undefined) server.listen({ host: '127.0.0.1', port: 0 });
+  else server.listen(unixPath);
   await once(server, 'listening');
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of open) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return server;
+}
+
+async function tcpPeer(t: TestContext, onSocket: (s: Socket) => void): Promise<number> {
+  return ((await listenPeer(t, onSocket)).address() as AddressInfo).port;
+}
+
+/** A peer as listenPeer makes it, given as an upstream target: "127.0.0.1:PORT" or "unix:PATH". */
+export async function startPeer(t: TestContext, onSocket: (s: Socket) => void, unixPath?: string): Promise<string> {
+  const server = await listenPeer(t, onSocket, unixPath);
+  return unixPath === undefined ? `127.0.0.1:${(server.address() as AddressInfo).port}` : `unix:${unixPath}`;
 }
 
 /** Starts an echo server and resolves with its port. */
