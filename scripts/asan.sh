@@ -81,6 +81,9 @@ run --test-name-pattern='^native TLS: ' --test-name-pattern='^the native addon r
 # floods in a network namespace the test makes (root or sudo -n): io.cc SynQueued under a spoofed SYN flood, native
 # accept and the L4 thread under silent connections, a SIGTERM under both (~25 s)
 run dist/test/e2e/netns-floods.test.js
+# a link-local client's address with its zone (ip-text.h AddressText) through native accept and the L4 thread, in a
+# namespace the test makes (~10 s; the PORTICO_NATIVE_IO=0 oracle's cases are left to the plain run)
+run --test-name-pattern='^native accept' dist/test/e2e/link-local-client.test.js
 # TLS-ALPN-01: the addon's ClientHello reading (odd hellos while a challenge is pending) and a Pebble issue (~22 s)
 run --test-name-pattern='native TLS' dist/test/e2e/acme-alpn-fuzz.test.js dist/test/e2e/acme-alpn.test.js
 # peek mode (handoff: adopt): the addon's half, then the hand-over to uWebSockets.js end to end (~22 s). Left out:

@@ -77,7 +77,7 @@ constexpr int kAcceptMax = 512;         // accepts per batch, all listeners toge
 constexpr int kEventCap = 4 * kMaxEvents + 2 * kAcceptMax;
 // An accepted connection's record in the data buffer: int32 listener id, int32 fd (its number, for JS's descriptor
 // budget: no ioFd call per accept), uint16 port, address text.
-constexpr size_t kAddrRecordMax = 4 + 4 + 2 + INET6_ADDRSTRLEN;
+constexpr size_t kAddrRecordMax = 4 + 4 + 2 + kAddressTextMax;
 
 // What an accepted connection does first, set per listener by JS (and changed by a reload).
 constexpr int32_t kModeRead = 0;  // register for reading and read at once (plain HTTP, PROXY preface, ClientHello)
@@ -630,19 +630,9 @@ bool AnswerRead(State& s, Conn& u, int32_t id, int& n, size_t& used) {
 
 // Writes an accepted peer's record (listener id, fd, port, address text) at data[used..]; its length.
 size_t AddressRecord(uint8_t* at, int32_t listener, int32_t fd, const sockaddr_storage& ss) {
-  char text[INET6_ADDRSTRLEN] = {0};
+  char text[kAddressTextMax];
   uint16_t port = 0;
-  size_t len = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    len = Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
-    len = strlen(text);
-    port = ntohs(a->sin6_port);
-  }
+  const size_t len = AddressText(ss, text, &port);
   memcpy(at, &listener, 4);
   memcpy(at + 4, &fd, 4);
   memcpy(at + 8, &port, 2);
@@ -1595,19 +1585,9 @@ Napi::Value Address(const Napi::CallbackInfo& info) {
   socklen_t len = sizeof ss;
   int fd = s.conns[id].fd;
   if ((local ? getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) : getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)) != 0) return env.Null();
-  char text[INET6_ADDRSTRLEN] = {0};
-  int port;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), text);  // text was zeroed: NUL-terminated
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
-    port = ntohs(a->sin6_port);
-  } else {
-    return env.Null();
-  }
+  char text[kAddressTextMax];
+  uint16_t port = 0;
+  if (AddressText(ss, text, &port) == 0) return env.Null();
   Napi::Object o = Napi::Object::New(env);
   o.Set("address", Napi::String::New(env, text));
   o.Set("port", Napi::Number::New(env, port));

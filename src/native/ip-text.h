@@ -1,11 +1,19 @@
-// An IPv4 address as dotted-decimal text, the bytes inet_ntop(AF_INET) writes, without its sprintf (a printf per
-// accepted connection showed in the accept path's profile): io.cc's accept records and ioAddress, l4.cc's closed
-// records, request-head.cc's client address. Pure: no sockets, no N-API.
+// A socket address as text, the way Node's net module shows it (so that a client is the same string whichever
+// side accepted it): io.cc's accept records and ioAddress, l4.cc's closed records; request-head.cc's client address
+// takes the IPv4 part. IPv4 without inet_ntop's sprintf (a printf per accepted connection showed in the accept
+// path's profile). No N-API; a link-local IPv6 address's zone costs a lookup of its interface's name.
 #ifndef PORTICO_NATIVE_IP_TEXT_H_
 #define PORTICO_NATIVE_IP_TEXT_H_
 
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 
 namespace portico {
 
@@ -18,6 +26,43 @@ inline size_t Ipv4Text(const uint8_t* a, char* out) {
     if (v >= 100) out[n++] = static_cast<char>('0' + v / 100);
     if (v >= 10) out[n++] = static_cast<char>('0' + v / 10 % 10);
     out[n++] = static_cast<char>('0' + v % 10);
+  }
+  return n;
+}
+
+// Room for the longest text AddressText writes, its NUL included: an IPv6 address, '%', an interface name.
+constexpr size_t kAddressTextMax = INET6_ADDRSTRLEN + 1 + IF_NAMESIZE;
+
+// Writes the address of `ss` at out (room for kAddressTextMax bytes, NUL-terminated) and its port at *port; the
+// text's length, 0 for a family other than IPv4 and IPv6. IPv6 as inet_ntop writes it (an IPv4-mapped address keeps
+// its "::ffff:" as Node's does) and, for a link-local address, its zone as Node adds it: "fe80::1%eth0", the name of
+// the interface the connection came in on, or its index when that interface is gone (Node throws there). Without the
+// zone two hosts with one link-local address on two interfaces would be one client to the per-address limits.
+inline size_t AddressText(const sockaddr_storage& ss, char* out, uint16_t* port) {
+  out[0] = '\0';
+  *port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    *port = ntohs(a->sin_port);
+    const size_t n = Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), out);
+    out[n] = '\0';
+    return n;
+  }
+  if (ss.ss_family != AF_INET6) return 0;
+  auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+  *port = ntohs(a->sin6_port);
+  if (inet_ntop(AF_INET6, &a->sin6_addr, out, INET6_ADDRSTRLEN) == nullptr) {
+    out[0] = '\0';
+    return 0;
+  }
+  size_t n = std::strlen(out);
+  if (IN6_IS_ADDR_LINKLOCAL(&a->sin6_addr) && a->sin6_scope_id > 0) {
+    out[n++] = '%';
+    if (if_indextoname(a->sin6_scope_id, out + n) != nullptr) {
+      n += std::strlen(out + n);
+    } else {
+      n += static_cast<size_t>(std::snprintf(out + n, kAddressTextMax - n, "%u", static_cast<unsigned>(a->sin6_scope_id)));
+    }
   }
   return n;
 }

@@ -191,21 +191,6 @@ void CloseFd(int& fd) {
   fd = -1;
 }
 
-std::string AddressText(const sockaddr_storage& ss, uint16_t* port) {
-  char buf[INET6_ADDRSTRLEN] = "";
-  *port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    *port = ntohs(a->sin_port);
-    return std::string(buf, Ipv4Text(reinterpret_cast<const uint8_t*>(&a->sin_addr), buf));
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-    *port = ntohs(a->sin6_port);
-  }
-  return buf;
-}
-
 // ---- PROXY header out (as buildProxyV1/buildProxyV2 of src/wire/proxy-protocol.ts) ----
 
 bool Words(const sockaddr_storage& ss, uint16_t w[8], uint16_t* port) {
@@ -369,7 +354,8 @@ void Wake();
 void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
                 const char* detail = nullptr) {
   uint16_t port = 0;
-  std::string addr = AddressText(c->peer, &port);
+  char text[kAddressTextMax];
+  std::string addr(text, AddressText(c->peer, text, &port));
   uint64_t now = WallMs();
   g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, detail, c->cfg ? c->cfg->id : 0, c->target,
                              std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,

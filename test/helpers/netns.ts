@@ -18,6 +18,9 @@ export interface Netns {
   readonly nsAddr: string;
   /** Three octets (198.19.N): sources whose replies the namespace routes to a neighbour that does not exist. */
   readonly spoofPrefix: string;
+  /** The veth's two ends: this side's interface and the namespace's. */
+  readonly hostIf: string;
+  readonly nsIf: string;
   /**
    * The command a process runs under to live in the namespace (startPortico's `wrap`): `ip netns exec NAME`, and for
    * a non-root user under sudo, back to that user (setpriv) with the PORTICO_ and NODE_ environment passed on.
@@ -25,6 +28,8 @@ export interface Netns {
   readonly wrap: string[];
   /** Runs `argv` in the namespace (privileged), bounded in time; its stdout. */
   exec(argv: string[], timeoutMs?: number): Promise<string>;
+  /** Runs `argv` on this side (privileged), bounded in time; its stdout. */
+  execHost(argv: string[], timeoutMs?: number): Promise<string>;
 }
 
 /**
@@ -84,8 +89,11 @@ export async function makeNetns(t: TestContext): Promise<Netns | undefined> {
     hostAddr: `198.18.${n}.1`,
     nsAddr: `198.18.${n}.2`,
     spoofPrefix: `198.19.${n}`,
+    hostIf,
+    nsIf,
     wrap: [...preload('off'), ...SUDO, 'ip', 'netns', 'exec', name, ...(SUDO.length === 0 ? preload('on') : dropToUser())],
     exec: (argv, timeoutMs) => run(['ip', 'netns', 'exec', name, ...argv], timeoutMs),
+    execHost: (argv, timeoutMs) => run(argv, timeoutMs),
   };
   // removed even when a step below fails: the namespace takes its veth end (and so the pair) with it. What still runs
   // in it was started by this test (under sudo a SIGKILL to sudo would not reach its child): ended first, by pid.
