@@ -16,12 +16,14 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -466,7 +468,7 @@ void TryConnect(Conn* c) {
       return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // keep-alive: armed by the relay (Connected)
+    if (target.addr.ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // keep-alive: armed by the relay (Connected)
     c->ufd = fd;
     if (connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) return Connected(c);
     // Over loopback the handshake has often completed inside that very call (the SYN-ACK is processed as the
@@ -879,7 +881,15 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
     target.weight = t.Get("weight").As<Napi::Number>().DoubleValue();
     auto* v4 = reinterpret_cast<sockaddr_in*>(&target.addr);
     auto* v6 = reinterpret_cast<sockaddr_in6*>(&target.addr);
-    if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&target.addr);
+    if (!ip.empty() && ip[0] == '/') {
+      // a `unix:/path` target (schema.ts: host is the path, port 0)
+      if (port != 0 || ip.size() >= sizeof un->sun_path || ip.find('\0') != std::string::npos)
+        throw Napi::RangeError::New(env, "l4Compile: a unix target is an absolute path of at most 107 bytes with port 0");
+      un->sun_family = AF_UNIX;
+      std::memcpy(un->sun_path, ip.data(), ip.size());
+      target.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + ip.size() + 1);
+    } else if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
       v4->sin_family = AF_INET;
       v4->sin_port = htons(static_cast<uint16_t>(port));
       target.len = sizeof *v4;
@@ -888,7 +898,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
       v6->sin6_port = htons(static_cast<uint16_t>(port));
       target.len = sizeof *v6;
     } else {
-      throw Napi::TypeError::New(env, "l4Compile: target ip must be an IP literal, got \"" + ip + "\"");
+      throw Napi::TypeError::New(env, "l4Compile: target ip must be an IP literal or a unix socket's path, got \"" + ip + "\"");
     }
     cfg->targets.push_back(target);
   }

@@ -13,6 +13,7 @@ import type { Logger } from '../core/log.js';
 import { nativeL4, type L4Addon, type L4Batch, type L4Record } from '../native/l4.js';
 import type { Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
+import { netAddress } from '../upstream/target.js';
 import { logL4Line, logUnknownName, type L4Context } from './l4.js';
 
 /** How often target states (health, drain, passive, panic, the other workers' load) are compared and pushed. */
@@ -66,8 +67,8 @@ function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (balance !== 'round_robin' && balance !== 'least_conn') return `balance ${typeof balance === 'string' ? balance : balance.policy} is not ported to the addon`;
   if (pool.config.slow_start > 0) return 'slow_start is not ported to the addon';
   if (pool.config.discover.length > 0) return 'discovered targets (DNS) change at run time';
-  const named = pool.targets.find((t) => isIP(t.host) === 0);
-  if (named !== undefined) return `target ${named.id} is not an IP address`;
+  const named = pool.targets.find((t) => isIP(t.host) === 0 && !('path' in netAddress(t)));
+  if (named !== undefined) return `target ${named.id} is neither an IP address nor a unix socket`;
   return undefined;
 }
 

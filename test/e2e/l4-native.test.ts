@@ -7,7 +7,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import net from 'node:net';
@@ -184,6 +185,69 @@ for (const onAddon of [true, false]) {
     assert.deepEqual(header.source, { address: '127.0.0.1', port: c.localPort });
     assert.deepEqual(header.destination, { address: '127.0.0.1', port: portico.ports[0] });
     assert.equal(after, 'ping');
+  });
+
+  test(`${label}: unix socket targets: a missing socket is skipped for the next one; the PROXY v2 header, the bytes and a half-close go through the socket`, { timeout: 60_000 }, async (t) => {
+      if (onAddon && !needNativeL4(t)) return;
+    const dir = await mkdtemp(path.join(tmpdir(), 'portico-l4-unix-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, 'echo.sock');
+    const missing = path.join(dir, 'missing.sock');
+    const heads: ProxyHeader[] = [];
+    const sockets = new Set<net.Socket>();
+    // reads the PROXY header, then echoes with "u:" in front; ends its side after the client's FIN
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+      let buf: Buffer | undefined = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        if (buf === undefined) return void s.write(`u:${d.toString('latin1')}`);
+        buf = Buffer.concat([buf, d]);
+        const r = parseProxyHeader(buf);
+        if (r.kind !== 'done') return;
+        heads.push(r.header);
+        const rest = buf.subarray(r.used);
+        buf = undefined;
+        if (rest.length > 0) s.write(`u:${rest.toString('latin1')}`);
+      });
+      s.on('end', () => s.end('bye'));
+    });
+    server.listen(sock);
+    await once(server, 'listening');
+    t.after(() => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    });
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'local' }],
+      upstreams: { local: { targets: [`unix:${missing}`, `unix:${sock}`], send_proxy_protocol: 'v2' } },
+    }, env);
+    await servedBy(portico, onAddon);
+    for (let i = 0; i < 3; i++) {
+      const c = await connect(t, portico.ports[0]);
+      assert.equal(await roundTrip(c, `n${i}`, 4), `u:n${i}`);
+      const rest: Buffer[] = [];
+      c.on('data', (d: Buffer) => rest.push(d));
+      const ended = once(c, 'end');
+      c.end(); // the client's FIN reaches the unix socket's peer, which answers on its open side, then ends
+      await ended;
+      assert.equal(Buffer.concat(rest).toString(), 'bye');
+      c.destroy();
+    }
+    assert.equal(heads.length, 3);
+    for (const h of heads) {
+      assert.equal(h.version, 2);
+      assert.equal(h.family, 'tcp4');
+      assert.deepEqual(h.destination, { address: '127.0.0.1', port: portico.ports[0] });
+    }
+    const lines = await until('three access lines', () => portico.logs.filter((l) => l.msg === 'tcp'), (ls) => ls.length >= 3);
+    for (const l of lines) {
+      assert.equal(l.target, `unix:${sock}`);
+      assert.equal(l.bytesIn, 2);
+      assert.equal(l.bytesOut, 7); // "u:nI" and "bye"
+    }
   });
 }
 
