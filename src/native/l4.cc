@@ -66,6 +66,7 @@ struct Target {
   double current = 0;   // smooth weighted round robin state
   uint32_t active = 0;  // connections of this worker (connecting or relayed), for least_conn
   uint32_t remote = 0;  // the other workers' load as the primary summed it (pushed by JS)
+  double ramp_until = 0;  // slow start: wall-clock ms (Date.now's base) until which the weight ramps (pushed by JS)
 };
 
 // One compile of one listener; conns keep theirs alive across a reload (shared_ptr), so their counts stay right.
@@ -77,6 +78,9 @@ struct Config {
   uint32_t idle_ms = 0;
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
   bool half_close = true;  // the listener's half_close (StartOptions::half_close)
+  uint32_t slow_start_ms = 0;  // the upstream's slow_start window; 0: off
+  double slow_start_floor = 0;  // the weight a ramp starts at, as a share of the target's (balancer.ts SLOW_START_FLOOR)
+  std::vector<double> w;  // this pick's weights, ramped (PickLeastConn's two passes compare the same numbers)
 };
 
 // TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
@@ -296,14 +300,31 @@ std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
 
 bool Eligible(const Target& t, const Conn& c, size_t i) { return t.up && t.weight > 0 && !c.tried[i]; }
 
+// Each target's weight at this pick into cfg.w: during a slow start, linear from the floor's share of its weight to
+// all of it over the window's last `slow_start_ms` before ramp_until (balancer.ts rampedWeight).
+void RampedWeights(Config& cfg) {
+  cfg.w.resize(cfg.targets.size());
+  const double now = cfg.slow_start_ms > 0 ? static_cast<double>(WallMs()) : 0;
+  for (size_t i = 0; i < cfg.targets.size(); i++) {
+    const Target& t = cfg.targets[i];
+    if (cfg.slow_start_ms == 0 || t.ramp_until <= now) {
+      cfg.w[i] = t.weight;
+      continue;
+    }
+    const double left = std::min(1.0, (t.ramp_until - now) / cfg.slow_start_ms);
+    cfg.w[i] = t.weight * (1 - (1 - cfg.slow_start_floor) * left);
+  }
+}
+
 int32_t PickRoundRobin(Config& cfg, const Conn& c) {
+  RampedWeights(cfg);
   int32_t best = -1;
   double total = 0;
   for (size_t i = 0; i < cfg.targets.size(); i++) {
     Target& t = cfg.targets[i];
     if (!Eligible(t, c, i)) continue;
-    t.current += t.weight;
-    total += t.weight;
+    t.current += cfg.w[i];
+    total += cfg.w[i];
     if (best == -1 || t.current > cfg.targets[best].current) best = static_cast<int32_t>(i);
   }
   if (best >= 0) cfg.targets[best].current -= total;
@@ -311,6 +332,8 @@ int32_t PickRoundRobin(Config& cfg, const Conn& c) {
 }
 
 int32_t PickLeastConn(Config& cfg, const Conn& c) {
+  RampedWeights(cfg);
+  const std::vector<double>& w = cfg.w;
   auto load = [](const Target& t) { return static_cast<double>(t.active) + t.remote; };
   int32_t best = -1;
   int ties = 0;
@@ -322,8 +345,8 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
       ties = 1;
       continue;
     }
-    double lhs = load(t) * cfg.targets[best].weight;
-    double rhs = load(cfg.targets[best]) * t.weight;
+    double lhs = load(t) * w[best];
+    double rhs = load(cfg.targets[best]) * w[i];
     if (lhs < rhs) {
       best = static_cast<int32_t>(i);
       ties = 1;
@@ -337,9 +360,9 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
   double total = 0;
   for (size_t i = best; i < cfg.targets.size(); i++) {
     Target& t = cfg.targets[i];
-    if (!Eligible(t, c, i) || load(t) * b.weight != load(b) * t.weight) continue;
-    t.current += t.weight;
-    total += t.weight;
+    if (!Eligible(t, c, i) || load(t) * w[best] != load(b) * w[i]) continue;
+    t.current += w[i];
+    total += w[i];
     if (chosen == -1 || t.current > cfg.targets[chosen].current) chosen = static_cast<int32_t>(i);
   }
   cfg.targets[chosen].current -= total;
@@ -910,6 +933,13 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   cfg->proxy = static_cast<int>(proxy);
   Napi::Value half = o.Get("halfClose");
   cfg->half_close = half.IsUndefined() || half.ToBoolean();
+  Napi::Value slow = o.Get("slowStartMs");
+  if (!slow.IsUndefined()) {
+    cfg->slow_start_ms = U32(slow, "slowStartMs");
+    const double floor = o.Get("slowStartFloor").ToNumber().DoubleValue();
+    if (!(floor >= 0 && floor <= 1)) throw Napi::RangeError::New(env, "l4Compile: slowStartFloor must be 0..1");
+    cfg->slow_start_floor = floor;
+  }
   std::lock_guard<std::mutex> lock(g.mu);
   cfg->id = g.next_config++;
   g.configs.emplace(cfg->id, cfg);
@@ -956,17 +986,21 @@ std::shared_ptr<Config> ConfigArg(const Napi::CallbackInfo& info, size_t i) {
   return it->second;
 }
 
-// l4Targets(configId, up: boolean[], remote: number[]): target states (health, drain, passive, panic folded in by JS).
+// l4Targets(configId, up: boolean[], remote: number[], rampUntil?: number[]): target states (health, drain, passive,
+// panic folded in by JS) and each target's slow-start end (Date.now's ms; 0 or past: not ramping).
 Napi::Value Targets(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) throw Napi::TypeError::New(env, "l4Targets(configId, up, remote)");
+  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) throw Napi::TypeError::New(env, "l4Targets(configId, up, remote, rampUntil?)");
+  const bool ramps = info.Length() > 3 && info[3].IsArray();
   std::lock_guard<std::mutex> lock(g.mu);
   auto cfg = ConfigArg(info, 0);
   Napi::Array up = info[1].As<Napi::Array>();
   Napi::Array remote = info[2].As<Napi::Array>();
+  Napi::Array ramp = ramps ? info[3].As<Napi::Array>() : Napi::Array::New(env);
   for (uint32_t i = 0; i < cfg->targets.size() && i < up.Length(); i++) {
     cfg->targets[i].up = up.Get(i).ToBoolean();
     if (i < remote.Length()) cfg->targets[i].remote = U32(remote.Get(i), "remote");
+    if (i < ramp.Length()) cfg->targets[i].ramp_until = ramp.Get(i).ToNumber().DoubleValue();
   }
   return env.Undefined();
 }

@@ -8,6 +8,7 @@ import { nativeIoAvailable } from './io.js';
 
 /** One listener's compile: targets as IP literals (index = the pool's target index), policy, timeouts, PROXY out. */
 export interface L4Compiled {
+  /** `ip` is an IP literal, or a unix socket's path (a `unix:/path` target: port 0). */
   readonly targets: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly weight: number }>;
   readonly leastConn: boolean;
   readonly connectMs: number;
@@ -16,6 +17,9 @@ export interface L4Compiled {
   readonly proxy: 0 | 1 | 2;
   /** The listener's half_close (false: both sides close at the first FIN); absent = true. */
   readonly halfClose?: boolean;
+  /** The upstream's slow_start window (ms; 0 off) and the share of a target's weight its ramp starts at. */
+  readonly slowStartMs?: number;
+  readonly slowStartFloor?: number;
 }
 
 /** One closed connection: before any relay (`error` says why), or after its splice relay ended. */
@@ -58,7 +62,8 @@ export interface L4Addon {
   l4Compile(config: L4Compiled): number;
   /** A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello. Same id space. */
   l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number }): number;
-  l4Targets(config: number, up: readonly boolean[], remote: readonly number[]): void;
+  /** `rampUntil`: each target's slow-start end (Date.now's ms; 0 or past: not ramping). */
+  l4Targets(config: number, up: readonly boolean[], remote: readonly number[], rampUntil?: readonly number[]): void;
   l4Forget(config: number): void;
   /** Open connections per target of a compile; null once it is forgotten and none is left. */
   l4Active(config: number): number[] | null;

@@ -11,7 +11,7 @@ import type { ErrorCode } from '../core/errors.js';
 import type { ClosedBy } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
 import { nativeL4, type L4Addon, type L4Batch, type L4Record } from '../native/l4.js';
-import type { Target } from '../upstream/balancer.js';
+import { SLOW_START_FLOOR, type Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { netAddress } from '../upstream/target.js';
 import { logL4Line, logUnknownName, type L4Context } from './l4.js';
@@ -65,7 +65,6 @@ function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (pool === undefined) return 'upstream missing from the runtime';
   const balance = pool.config.balance;
   if (balance !== 'round_robin' && balance !== 'least_conn') return `balance ${typeof balance === 'string' ? balance : balance.policy} is not ported to the addon`;
-  if (pool.config.slow_start > 0) return 'slow_start is not ported to the addon';
   if (pool.config.discover.length > 0) return 'discovered targets (DNS) change at run time';
   const named = pool.targets.find((t) => isIP(t.host) === 0 && !('path' in netAddress(t)));
   if (named !== undefined) return `target ${named.id} is neither an IP address nor a unix socket`;
@@ -142,6 +141,8 @@ export class NativeL4 implements Tracked {
       idleMs: ctx.timeouts.idle,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
       halfClose,
+      slowStartMs: pool.config.slow_start,
+      slowStartFloor: SLOW_START_FLOOR,
     });
     const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);
@@ -230,10 +231,12 @@ export class NativeL4 implements Tracked {
       up = targets.map((t) => !draining.has(t.id));
     }
     const remote = targets.map((t) => t.remote ?? 0);
-    const key = up.map((u) => (u ? '1' : '0')).join('') + remote.join(',');
+    // a slow start's end changes once per comeback: the addon ramps the weight itself at each pick
+    const rampUntil = targets.map((t) => t.rampUntil ?? 0);
+    const key = `${up.map((u) => (u ? '1' : '0')).join('')} ${remote.join(',')} ${rampUntil.join(',')}`;
     if (key === c.pushed) return;
     c.pushed = key;
-    this.#addon.l4Targets(c.id, up, remote);
+    this.#addon.l4Targets(c.id, up, remote, rampUntil);
   }
 
   #onBatch(batch: L4Batch): void {

@@ -414,6 +414,45 @@ test('native tcp listener: draining a target from the admin API sends new connec
   assert.equal(await roundTrip(open, 'y', 3), 'A:y', 'the open connection to the drained target goes on');
 });
 
+// slow_start on both paths: the addon ramps a returning target's weight itself from the end JS pushes (l4.cc
+// RampedWeights), as balancer.ts does for the JS path. A target back from a drain starts at a tenth of its weight.
+// (least_conn takes the same ramped weights, l4.cc PickLeastConn; not checked here: a closed connection's count
+// leaves the addon's load a moment after the close, so sequential connections do not tie the way this needs.)
+for (const [onAddon, balance] of [[true, 'round_robin'], [false, 'round_robin']] as const) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  test(`${label}: slow_start (${balance}): a target back from a drain gets a small share of new connections at first`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const a = await startTagEcho(t, 'A:');
+    const b = await startTagEcho(t, 'B:');
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], slow_start: '120s', balance } },
+      admin: { address: '127.0.0.1:0' },
+    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+    await servedBy(portico, onAddon);
+    const once1 = async (text: string): Promise<string> => {
+      const c = await connect(t, portico.ports[0]);
+      const reply = await roundTrip(c, text, text.length + 2);
+      c.destroy();
+      return reply.slice(0, 1);
+    };
+    const admin = (verb: string) => request(`${adminUrl(portico)}/upstreams/echo/targets/127.0.0.1:${b}/${verb}`, { method: 'POST', headers: { 'x-portico-admin': '1' } });
+    assert.equal((await admin('drain')).status, 200);
+    await until('four new connections in a row reach A', async () => [await once1('p'), await once1('q'), await once1('r'), await once1('s')].join(''), (r) => r === 'AAAA', 5_000, 20);
+    assert.equal((await admin('undrain')).status, 200);
+    await statusUntil(portico, 'B back', (s) => s.upstreams.echo?.some((x) => x.target === `127.0.0.1:${b}` && x.available) === true);
+    // the listener hears of it within its push period: the first connection to B says so
+    await until('a new connection reaches B', () => once1('x'), (r) => r === 'B', 5_000, 0);
+    const seen = { A: 0, B: 0 };
+    for (let i = 0; i < 44; i++) seen[(await once1(`n${i}`)) as 'A' | 'B']++;
+    // equal weights would give B 22 of 44; a tenth of A's weight (rising 0.75 % a second over 120 s) about 4
+    t.diagnostic(`after the comeback: A ${seen.A}, B ${seen.B}`);
+    assert.equal(seen.A + seen.B, 44);
+    assert.ok(seen.B >= 2 && seen.B <= 8, `B got ${seen.B} of 44`);
+  });
+}
+
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
   test(`${label}: SIGTERM: an open connection still relays during the grace, then is closed and logged as shutdown; exit 0`, { timeout: 60_000 }, async (t) => {
