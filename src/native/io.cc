@@ -1738,7 +1738,8 @@ Napi::Value Answer(const Napi::CallbackInfo& info) {
 // for); taken, the 101 (and what came behind it) goes to the client from here and JS gets one kAnswer record with
 // kAnsUpgrade; not taken (another status, a wrong key, a head in pieces), it comes as DATA as always.
 // ioAnswerUpgradeKey(upstream, client, plan, extra, key): the same, given the client's Sec-WebSocket-Key, whose
-// accept value is computed here (ws-accept.h) instead of in JavaScript.
+// accept value is computed here (ws-accept.h, Node's OpenSSL) instead of in JavaScript; false (nothing armed) as
+// well when OpenSSL could not hash it.
 Napi::Value ArmUpgrade(const Napi::CallbackInfo& info, bool from_key) {
   Napi::Env env = info.Env();
   State& s = Own(env);
@@ -1747,7 +1748,10 @@ Napi::Value ArmUpgrade(const Napi::CallbackInfo& info, bool from_key) {
     throw Napi::TypeError::New(env, from_key ? "ioAnswerUpgradeKey(upstream, client, plan, extra, key)" : "ioAnswerUpgrade(upstream, client, plan, extra, accept)");
   Conn* u = HttpArmable(info, s, uid);
   if (u == nullptr || !Latin1Arg(env, info[4], &u->answer_accept)) return Napi::Boolean::New(env, false);
-  if (from_key) u->answer_accept = wsa::Accept(reinterpret_cast<const uint8_t*>(u->answer_accept.data()), u->answer_accept.size());
+  if (from_key) {
+    u->answer_accept = wsa::Accept(reinterpret_cast<const uint8_t*>(u->answer_accept.data()), u->answer_accept.size());
+    if (u->answer_accept.empty()) return Napi::Boolean::New(env, false);  // OpenSSL could not hash: JS checks the 101
+  }
   u->answer_upgrade = true;
   Arm(s, uid, info[1].As<Napi::Number>().Int32Value());
   return Napi::Boolean::New(env, true);
@@ -1757,12 +1761,15 @@ Napi::Value AnswerUpgrade(const Napi::CallbackInfo& info) { return ArmUpgrade(in
 Napi::Value AnswerUpgradeKey(const Napi::CallbackInfo& info) { return ArmUpgrade(info, true); }
 
 // wsAccept(key) -> the accept value ioAnswerUpgradeKey computes for `key` (a latin1 string): ws-accept.h on its own,
-// for the differential test against rewrite.ts websocketAccept.
+// for the differential test against rewrite.ts websocketAccept; null when OpenSSL could not hash (ioAnswerUpgradeKey
+// then arms nothing).
 Napi::Value WsAccept(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string key;
   if (info.Length() < 1 || !info[0].IsString() || !Latin1Arg(env, info[0], &key)) throw Napi::TypeError::New(env, "wsAccept(key)");
-  return Napi::String::New(env, wsa::Accept(reinterpret_cast<const uint8_t*>(key.data()), key.size()));
+  std::string accept = wsa::Accept(reinterpret_cast<const uint8_t*>(key.data()), key.size());
+  if (accept.empty()) return env.Null();
+  return Napi::String::New(env, accept);
 }
 
 // ioFcgiAnswer(upstream, client, cgi, head, requestId) -> true when armed: the FastCGI upstream's records are read

@@ -12,7 +12,7 @@ import { websocketAccept } from '../../src/handlers/rewrite.js';
 import { native } from '../../src/native/addon.js';
 import { needAddonExport } from '../helpers/peers.js';
 
-const addon = native() as unknown as { wsAccept?: (key: string) => string } | undefined;
+const addon = native() as unknown as { wsAccept?: (key: string) => string | null } | undefined;
 const wsAccept = addon?.wsAccept;
 const BUDGET_MS = 2_000;
 
