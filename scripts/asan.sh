@@ -58,8 +58,9 @@ run() { RUNS+=("$(printf '%q ' "$@")"); }
 # and early applications again on a Unix socket (plain clients only): the same records through the same reader, and
 # io.cc's Unix connect with a relayed FastCGI answer is native-unix's FastCGI case below.
 run --test-name-pattern='^FastCGI relayed answers: (the same bytes|requests with a body|64 MiB|FPM killed|a client that leaves|a lying application|an application that answers)' dist/test/e2e/native-fcgi-answer.test.js
-# the relays, native sockets, native accept's end and address text, splice, the TLS sessions' reads, driven directly (~56 s)
-run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-accept-address.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js
+# the relays, native sockets, native accept's end and address text, splice, the TLS sessions' reads, L4 records and the
+# compiles and SNI tables reloads leave behind, driven directly (~58 s)
+run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-accept-address.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js dist/test/component/l4-retired.test.js
 # the WebSocket 101 written by the addon (response-head.cc RewriteUpgrade, io.cc ioAnswerUpgrade): upgrades through a
 # running worker (plain and TLS, first frames, pipelined frames, lying and vanishing peers, 1,000 in a row, a flood the
 # backend never answers) (~48 s). Left out: the same upgrade from ws, Python websockets and curl: their requests are
