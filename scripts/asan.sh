@@ -102,6 +102,9 @@ run --test-name-pattern='^unix: (FastCGI|an HTTP backend|a WebSocket)' dist/test
 # deleted script, FPM closing its connections, a client leaving, a reload, a target leaving rotation
 run dist/test/e2e/native-exchange.test.js
 run dist/test/e2e/native-exchange-liar.test.js
+# a send to a lent FPM connection the application had reset (io.cc StartExchange, exchange.cc Unstarted): the read
+# goes to JavaScript, counted as declined (~3 s)
+run dist/test/e2e/native-exchange-declined.test.js
 # idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after (~19 s)
 run dist/test/e2e/idle-memory.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)
