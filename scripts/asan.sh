@@ -105,6 +105,9 @@ run dist/test/e2e/native-exchange-liar.test.js
 # a send to a lent FPM connection the application had reset (io.cc StartExchange, exchange.cc Unstarted): the read
 # goes to JavaScript, counted as declined (~3 s)
 run dist/test/e2e/native-exchange-declined.test.js
+# 400 keep-alive clients on 8 FPM children (max_connections 8, a small queue), some leaving mid-answer: 200 or 503 each,
+# fds back after. Left out: the same flood with the flag off (JavaScript's exchange, the oracle of the plain run)
+run --test-name-pattern='^native exchange on: ' dist/test/e2e/native-exchange-flood.test.js
 # idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after (~19 s)
 run dist/test/e2e/idle-memory.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)
