@@ -58,9 +58,10 @@ run() { RUNS+=("$(printf '%q ' "$@")"); }
 # and early applications again on a Unix socket (plain clients only): the same records through the same reader, and
 # io.cc's Unix connect with a relayed FastCGI answer is native-unix's FastCGI case below.
 run --test-name-pattern='^FastCGI relayed answers: (the same bytes|requests with a body|64 MiB|FPM killed|a client that leaves|a lying application|an application that answers)' dist/test/e2e/native-fcgi-answer.test.js
-# the relays, native sockets, native accept's end and address text, splice, the TLS sessions' reads, driven directly,
-# and the 101 check armed without SHA-1 from OpenSSL (ws-accept.h's fallback) (~56 s)
-run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-accept-address.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js dist/test/component/native-ws-accept-fallback.test.js
+# the relays, native sockets, native accept's end and address text, splice, the TLS sessions' reads, L4 records and the
+# compiles and SNI tables reloads leave behind, and the 101 check armed without SHA-1 from OpenSSL (ws-accept.h's
+# fallback), driven directly (~60 s)
+run dist/test/component/relay.test.js dist/test/component/relay-wakeups.test.js dist/test/component/native-io.test.js dist/test/component/native-accept-address.test.js dist/test/component/native-listen-end.test.js dist/test/component/splice.test.js dist/test/component/native-tls-io.test.js dist/test/component/l4-records.test.js dist/test/component/l4-retired.test.js dist/test/component/native-ws-accept-fallback.test.js
 # the WebSocket 101 written by the addon (response-head.cc RewriteUpgrade, io.cc ioAnswerUpgrade): upgrades through a
 # running worker (plain and TLS, first frames, pipelined frames, lying and vanishing peers, 1,000 in a row, a flood the
 # backend never answers) (~48 s). Left out: the same upgrade from ws, Python websockets and curl: their requests are
@@ -105,6 +106,12 @@ run --test-name-pattern='^unix: (FastCGI|an HTTP backend|a WebSocket)' dist/test
 # deleted script, FPM closing its connections, a client leaving, a reload, a target leaving rotation
 run dist/test/e2e/native-exchange.test.js
 run dist/test/e2e/native-exchange-liar.test.js
+# a send to a lent FPM connection the application had reset (io.cc StartExchange, exchange.cc Unstarted): the read
+# goes to JavaScript, counted as declined (~3 s)
+run dist/test/e2e/native-exchange-declined.test.js
+# 400 keep-alive clients on 8 FPM children (max_connections 8, a small queue), some leaving mid-answer: 200 or 503 each,
+# fds back after. Left out: the same flood with the flag off (JavaScript's exchange, the oracle of the plain run)
+run --test-name-pattern='^native exchange on: ' dist/test/e2e/native-exchange-flood.test.js
 # idle connections: the handshakes' memory given back (malloc_trim under the relay thread's sessions), relays after (~19 s)
 run dist/test/e2e/idle-memory.test.js
 # native accept (io.cc's listeners); its 10,000-tunnel capacity test is left to the plain run (minutes under ASan)

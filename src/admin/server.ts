@@ -62,6 +62,8 @@ export interface StatusReport {
     nativeUpgrades?: number;
     /** FastCGI exchanges the addon started itself (PORTICO_NATIVE_EXCHANGE=1: no JavaScript before the request went to FPM). */
     nativeExchanges?: number;
+    /** Reads of clients marked ready for it that the addon left to JavaScript (a send to FPM that failed included). */
+    nativeExchangesDeclined?: number;
     pipes?: { open: number; inUse: number; cap: number; copies: number };
   }>;
   /**

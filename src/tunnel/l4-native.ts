@@ -165,6 +165,18 @@ export class NativeL4 implements Tracked {
     }
   }
 
+  /**
+   * The replaced compiles and SNI tables still held (kept for their connections' records and refusals), each
+   * bounded by RETIRED_KEPT: what a reload leaves behind, for tests.
+   */
+  retiredHeld(): { compiles: number; tables: number } {
+    let compiles = 0;
+    for (const c of this.#configs.values()) if (c.retired) compiles++;
+    let tables = 0;
+    for (const t of this.#tables.values()) if (t.retired) tables++;
+    return { compiles, tables };
+  }
+
   /** A compile no listener took (the apply failed after it, or the listening socket could not move). */
   discard(id: number): void {
     this.#retire(id);
@@ -185,6 +197,9 @@ export class NativeL4 implements Tracked {
     if (c === undefined || c.retired) return;
     c.retired = true;
     this.#addon.l4Forget(id);
+    // those whose connections all ended (and were logged) leave first: else reloads quicker than the push timer
+    // would leave only the replaced compiles nobody uses, and the bound drop one a connection still needs
+    for (const old of this.#configs.values()) if (old.retired) this.#count(old);
     for (const [, old] of pastKept(this.#configs)) this.#forget(old);
   }
 

@@ -147,6 +147,8 @@ export interface WorkerStats {
   nativeUpgrades?: number;
   /** FastCGI exchanges the addon started itself (PORTICO_NATIVE_EXCHANGE=1; absent otherwise). */
   nativeExchanges?: number;
+  /** Reads of ready clients the addon left to JavaScript (PORTICO_NATIVE_EXCHANGE=1; absent otherwise). */
+  nativeExchangesDeclined?: number;
 }
 
 export type ToPrimary =
@@ -328,7 +330,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string'))) &&
         (m.nativeAnswers === undefined || isCount(m.nativeAnswers)) &&
         (m.nativeUpgrades === undefined || isCount(m.nativeUpgrades)) &&
-        (m.nativeExchanges === undefined || isCount(m.nativeExchanges))
+        (m.nativeExchanges === undefined || isCount(m.nativeExchanges)) &&
+        (m.nativeExchangesDeclined === undefined || isCount(m.nativeExchangesDeclined))
       );
     case 'load':
       return isCount(m.generation) && isTargetLoad(m.load);

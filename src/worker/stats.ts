@@ -9,7 +9,7 @@ import { staticCacheStats } from '../handlers/static.js';
 import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
 import { nativeAcceptStats, nativeAnswered, nativeUpgraded } from '../native/io.js';
-import { nativeExchangesStarted } from '../native/exchange.js';
+import { nativeExchangeStats, nativeExchangesStarted } from '../native/exchange.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
 import type { Runtime } from './runtime.js';
@@ -81,6 +81,8 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (upgraded !== undefined) out.nativeUpgrades = upgraded;
   const started = nativeExchangesStarted();
   if (started !== undefined) out.nativeExchanges = started;
+  const declined = nativeExchangeStats()?.declined;
+  if (declined !== undefined) out.nativeExchangesDeclined = declined;
   return out;
 }
 
