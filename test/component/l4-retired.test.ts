@@ -25,6 +25,7 @@ import { UpstreamPool } from '../../src/upstream/pool.js';
 import { needNativeL4 } from '../helpers/native-io.js';
 import { TEST_CERT, TEST_KEY } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
+import { roundTrip } from '../helpers/wire.js';
 
 const RELOADS = 70;
 
@@ -40,23 +41,6 @@ async function startTlsEcho(t: TestContext): Promise<number> {
   await once(server, 'listening');
   t.after(() => server.close());
   return (server.address() as AddressInfo).port;
-}
-
-/** Writes `text` on `c` and resolves with the reply once `expect` characters came. */
-function roundTrip(c: tls.TLSSocket, text: string, expect: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const timer = setTimeout(() => reject(new Error(`no reply to ${text} within 10 s (got ${JSON.stringify(got)})`)), 10_000);
-    const onData = (d: Buffer) => {
-      got += d.toString();
-      if (got.length < expect) return;
-      clearTimeout(timer);
-      c.off('data', onData);
-      resolve(got);
-    };
-    c.on('data', onData);
-    c.write(text);
-  });
 }
 
 test(`TLS passthrough on the addon: ${RELOADS} reloads in a row hold at most 64 retired SNI tables; a connection opened before the first and closed after the last gets its access line; nothing held once it is gone`, { timeout: 60_000 }, async (t) => {

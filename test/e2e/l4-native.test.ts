@@ -27,6 +27,7 @@ import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, tcpTimer } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
+import { roundTrip } from '../helpers/wire.js';
 import { needNativeL4 } from '../helpers/native-io.js';
 
 const NATIVE = nativeL4().addon !== undefined;
@@ -53,23 +54,6 @@ async function startTagEcho(t: TestContext, tag = ''): Promise<number> {
     for (const s of sockets) s.destroy();
   });
   return listen(t, server);
-}
-
-/** Writes `text` and resolves with what comes back once at least `expect` characters came. */
-function roundTrip(socket: net.Socket, text: string, expect: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const timer = setTimeout(() => reject(new Error(`no reply to ${JSON.stringify(text)} within 10 s (got ${JSON.stringify(got)})`)), 10_000);
-    const onData = (d: Buffer) => {
-      got += d.toString('latin1');
-      if (got.length < expect) return;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      resolve(got);
-    };
-    socket.on('data', onData);
-    socket.write(text);
-  });
 }
 
 async function connect(t: TestContext, port: number): Promise<net.Socket> {

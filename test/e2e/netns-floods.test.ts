@@ -47,6 +47,7 @@ import { needPeer } from '../helpers/peers.js';
 import { TEST_CERT, TEST_KEY, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, singleWorkerResources, startSampler, type WorkerResources } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
+import { roundTrip } from '../helpers/wire.js';
 
 /** The listeners' backlog (and so their SYN queue's bound): small enough for the flood to fill it within a second. */
 const BACKLOG = 1024;
@@ -273,37 +274,14 @@ async function session(t: TestContext, host: string, port: number, i: number): P
   const c = tls.connect({ host, port, servername: 'localhost', rejectUnauthorized: false });
   t.after(() => c.destroy());
   await once(c, 'secureConnect');
-  assert.equal(await roundTrip(c, `hello ${i}`), `backend:hello ${i}`);
+  assert.equal(await roundTrip(c, `hello ${i}`, `backend:hello ${i}`.length), `backend:hello ${i}`);
   return c;
-}
-
-/** Writes `text`; resolves with the reply once it is as long as `backend:` + text. */
-function roundTrip(c: tls.TLSSocket, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const timer = setTimeout(() => reject(new Error(`no reply to ${text} within 10 s (got ${JSON.stringify(got)})`)), 10_000);
-    const onData = (d: Buffer): void => {
-      got += d.toString();
-      if (got.length < `backend:${text}`.length) return;
-      clearTimeout(timer);
-      c.off('data', onData);
-      c.off('error', onError);
-      resolve(got);
-    };
-    const onError = (err: Error): void => {
-      clearTimeout(timer);
-      reject(err);
-    };
-    c.on('data', onData);
-    c.once('error', onError);
-    c.write(text);
-  });
 }
 
 /** A second round trip on an open session, then its end: what came back, or the error that ended it. */
 async function lastRoundTrip(c: tls.TLSSocket, i: number): Promise<string> {
   try {
-    const got = await roundTrip(c, `after ${i}`);
+    const got = await roundTrip(c, `after ${i}`, `backend:after ${i}`.length);
     const ended = once(c, 'end');
     c.end();
     await ended;

@@ -253,3 +253,34 @@ export async function exchangeUntilClose(port: number, bytes: string | Buffer): 
   await once(s, 'close');
   return Buffer.concat(parts).toString('latin1');
 }
+
+/**
+ * Writes `text` on `socket` (plain or TLS) and resolves with what comes back once at least `expect` characters came
+ * (latin1); rejects on the socket's error or after 10 s.
+ */
+export function roundTrip(socket: net.Socket, text: string, expect: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.off('data', onData);
+      socket.off('error', onError);
+      reject(new Error(`no reply to ${JSON.stringify(text)} within 10 s (got ${JSON.stringify(got)})`));
+    }, 10_000);
+    const onData = (d: Buffer): void => {
+      got += d.toString('latin1');
+      if (got.length < expect) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      resolve(got);
+    };
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      reject(err);
+    };
+    socket.on('data', onData);
+    socket.once('error', onError);
+    socket.write(text);
+  });
+}
