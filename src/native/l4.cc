@@ -27,6 +27,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -74,6 +75,7 @@ struct Config {
   uint32_t id = 0;
   std::vector<Target> targets;
   bool least_conn = false;
+  bool random_two = false;  // balance random_two (least_conn wins if both are set: they never are)
   uint32_t connect_ms = 0;
   uint32_t idle_ms = 0;
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
@@ -169,6 +171,7 @@ struct State {
   uint32_t next_config = 1;
   uint32_t next_listener = 1;
   uint64_t next_conn = 1;
+  std::mt19937_64 rng{std::random_device{}()};  // random_two's draws
   bool started = false;
   bool stopping = false;
   int epfd = -1;
@@ -296,7 +299,7 @@ std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
   return out;
 }
 
-// ---- balancing (src/upstream/balancer.ts: SmoothWeightedRoundRobin, LeastConn) ----
+// ---- balancing (src/upstream/balancer.ts: SmoothWeightedRoundRobin, LeastConn, RandomTwo) ----
 
 bool Eligible(const Target& t, const Conn& c, size_t i) { return t.up && t.weight > 0 && !c.tried[i]; }
 
@@ -367,6 +370,35 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
   }
   cfg.targets[chosen].current -= total;
   return chosen;
+}
+
+// An eligible target other than `skip`, drawn in proportion to its weight in cfg.w; -1 when there is none.
+int32_t DrawWeighted(Config& cfg, const Conn& c, int32_t skip) {
+  double total = 0;
+  for (size_t i = 0; i < cfg.targets.size(); i++)
+    if (static_cast<int32_t>(i) != skip && Eligible(cfg.targets[i], c, i)) total += cfg.w[i];
+  if (!(total > 0)) return -1;
+  double r = std::uniform_real_distribution<double>(0, total)(g.rng);
+  int32_t last = -1;
+  for (size_t i = 0; i < cfg.targets.size(); i++) {
+    if (static_cast<int32_t>(i) == skip || !Eligible(cfg.targets[i], c, i)) continue;
+    last = static_cast<int32_t>(i);
+    r -= cfg.w[i];
+    if (r < 0) return last;
+  }
+  return last;
+}
+
+// Two distinct targets drawn by (ramped) weight; the one with less load per weight, the first drawn on a tie
+// (balancer.ts RandomTwo: the power of two choices).
+int32_t PickRandomTwo(Config& cfg, const Conn& c) {
+  RampedWeights(cfg);
+  const int32_t a = DrawWeighted(cfg, c, -1);
+  if (a < 0) return -1;
+  const int32_t b = DrawWeighted(cfg, c, a);
+  if (b < 0) return a;
+  auto load = [](const Target& t) { return static_cast<double>(t.active) + t.remote; };
+  return load(cfg.targets[b]) * cfg.w[a] < load(cfg.targets[a]) * cfg.w[b] ? b : a;
 }
 
 // ---- records to JS ----
@@ -477,7 +509,7 @@ void Connected(Conn* c) {
 void TryConnect(Conn* c) {
   Config& cfg = *c->cfg;
   for (;;) {
-    int32_t t = cfg.least_conn ? PickLeastConn(cfg, *c) : PickRoundRobin(cfg, *c);
+    int32_t t = cfg.least_conn ? PickLeastConn(cfg, *c) : cfg.random_two ? PickRandomTwo(cfg, *c) : PickRoundRobin(cfg, *c);
     if (t < 0) return Fail(c, "upstream_error", "UPSTREAM_UNAVAILABLE");
     c->tried[t] = 1;
     c->tried_count++;
@@ -926,6 +958,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
     cfg->targets.push_back(target);
   }
   cfg->least_conn = o.Get("leastConn").ToBoolean();
+  cfg->random_two = o.Get("randomTwo").ToBoolean();
   cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
   uint32_t proxy = U32(o.Get("proxy"), "proxy");

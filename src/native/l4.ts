@@ -11,6 +11,8 @@ export interface L4Compiled {
   /** `ip` is an IP literal, or a unix socket's path (a `unix:/path` target: port 0). */
   readonly targets: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly weight: number }>;
   readonly leastConn: boolean;
+  /** balance random_two (absent = false). */
+  readonly randomTwo?: boolean;
   readonly connectMs: number;
   readonly idleMs: number;
   /** PROXY header to the upstream: 0 none, 1 v1, 2 v2. */

@@ -64,7 +64,7 @@ function listenerUnsupported(config: Config, index: number): string | undefined 
 function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (pool === undefined) return 'upstream missing from the runtime';
   const balance = pool.config.balance;
-  if (balance !== 'round_robin' && balance !== 'least_conn') return `balance ${typeof balance === 'string' ? balance : balance.policy} is not ported to the addon`;
+  if (typeof balance !== 'string') return `balance ${balance.policy} is not ported to the addon`;
   if (pool.config.discover.length > 0) return 'discovered targets (DNS) change at run time';
   const named = pool.targets.find((t) => isIP(t.host) === 0 && !('path' in netAddress(t)));
   if (named !== undefined) return `target ${named.id} is neither an IP address nor a unix socket`;
@@ -137,6 +137,7 @@ export class NativeL4 implements Tracked {
     const id = this.#addon.l4Compile({
       targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
       leastConn: pool.config.balance === 'least_conn',
+      randomTwo: pool.config.balance === 'random_two',
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,

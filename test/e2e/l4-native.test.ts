@@ -437,6 +437,40 @@ for (const [onAddon, balance] of [[true, 'round_robin'], [false, 'round_robin']]
   });
 }
 
+// random_two on both paths: of two targets both are always the two drawn, so the less loaded one takes each new
+// connection (round robin would alternate); the addon counts its own open connections per target (l4.cc PickRandomTwo).
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  test(`${label}: balance random_two: new connections go to the target with fewer open ones`, { timeout: 60_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const a = await startTagEcho(t, 'A:');
+    const b = await startTagEcho(t, 'B:');
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], balance: 'random_two' } },
+      admin: { address: '127.0.0.1:0' },
+    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+    await servedBy(portico, onAddon);
+    const held: Record<'A' | 'B', net.Socket[]> = { A: [], B: [] };
+    const open = async (i: number): Promise<'A' | 'B'> => {
+      const c = await connect(t, portico.ports[0]);
+      const side = (await roundTrip(c, `h${i}`, 4)).slice(0, 1) as 'A' | 'B';
+      held[side].push(c);
+      return side;
+    };
+    // six held open: each one to the side with fewer (a tie either way), so they end three and three
+    for (let i = 0; i < 6; i++) await open(i);
+    assert.deepEqual([held.A.length, held.B.length], [3, 3]);
+    // B's three close: once the pool's count says so, the next three all go to B, the fourth to either
+    for (const c of held.B.splice(0)) c.destroy();
+    await statusUntil(portico, "B's connections gone", (s) => s.upstreams.echo?.find((x) => x.target === `127.0.0.1:${b}`)?.active === 0);
+    const next = [await open(6), await open(7), await open(8)];
+    assert.deepEqual(next, ['B', 'B', 'B']);
+    for (const c of [...held.A, ...held.B]) c.destroy();
+  });
+}
+
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
   test(`${label}: SIGTERM: an open connection still relays during the grace, then is closed and logged as shutdown; exit 0`, { timeout: 60_000 }, async (t) => {
