@@ -73,6 +73,20 @@ async function servedBy(portico: Portico, onAddon: boolean): Promise<void> {
   else assert.equal(portico.logs.find((l) => l.msg === 'L4 listener served by the addon (accept, connect, splice)'), undefined);
 }
 
+/** Echoes tagged A and B behind one tcp listener (upstream `echo`, with `extra`), on the addon or on the JS path. */
+async function twoTargets(t: TestContext, onAddon: boolean, extra: Record<string, unknown>): Promise<{ a: number; b: number; portico: Portico }> {
+  const a = await startTagEcho(t, 'A:');
+  const b = await startTagEcho(t, 'B:');
+  const portico = await startPortico(t, {
+    workers: 1,
+    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+    upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], ...extra } },
+    admin: { address: '127.0.0.1:0' },
+  }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+  await servedBy(portico, onAddon);
+  return { a, b, portico };
+}
+
 // the same behaviour on both paths: the addon's, and the JS path (PORTICO_NATIVE_L4=0) it must stay equal to
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
@@ -363,15 +377,7 @@ test('native tcp listener: a connection of a replaced compile that ends after th
 
 test('native tcp listener: draining a target from the admin API sends new connections elsewhere; its open connection goes on', { timeout: 90_000 }, async (t) => {
   if (!needNativeL4(t)) return;
-  const a = await startTagEcho(t, 'A:');
-  const b = await startTagEcho(t, 'B:');
-  const portico = await startPortico(t, {
-    workers: 1,
-    listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
-    upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`] } },
-    admin: { address: '127.0.0.1:0' },
-  });
-  await servedByAddon(portico);
+  const { a, portico } = await twoTargets(t, true, {});
   // round robin starts with the first target
   const open = await connect(t, portico.ports[0]);
   assert.equal(await roundTrip(open, 'x', 3), 'A:x');
@@ -402,19 +408,11 @@ test('native tcp listener: draining a target from the admin API sends new connec
 // RampedWeights), as balancer.ts does for the JS path. A target back from a drain starts at a tenth of its weight.
 // (least_conn takes the same ramped weights, l4.cc PickLeastConn; not checked here: a closed connection's count
 // leaves the addon's load a moment after the close, so sequential connections do not tie the way this needs.)
-for (const [onAddon, balance] of [[true, 'round_robin'], [false, 'round_robin']] as const) {
+for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
-  test(`${label}: slow_start (${balance}): a target back from a drain gets a small share of new connections at first`, { timeout: 90_000 }, async (t) => {
+  test(`${label}: slow_start: a target back from a drain gets a small share of new connections at first`, { timeout: 90_000 }, async (t) => {
     if (onAddon && !needNativeL4(t)) return;
-    const a = await startTagEcho(t, 'A:');
-    const b = await startTagEcho(t, 'B:');
-    const portico = await startPortico(t, {
-      workers: 1,
-      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
-      upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], slow_start: '120s', balance } },
-      admin: { address: '127.0.0.1:0' },
-    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
-    await servedBy(portico, onAddon);
+    const { b, portico } = await twoTargets(t, onAddon, { slow_start: '120s' });
     const once1 = async (text: string): Promise<string> => {
       const c = await connect(t, portico.ports[0]);
       const reply = await roundTrip(c, text, text.length + 2);
@@ -443,15 +441,7 @@ for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
   test(`${label}: balance random_two: new connections go to the target with fewer open ones`, { timeout: 60_000 }, async (t) => {
     if (onAddon && !needNativeL4(t)) return;
-    const a = await startTagEcho(t, 'A:');
-    const b = await startTagEcho(t, 'B:');
-    const portico = await startPortico(t, {
-      workers: 1,
-      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
-      upstreams: { echo: { targets: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], balance: 'random_two' } },
-      admin: { address: '127.0.0.1:0' },
-    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
-    await servedBy(portico, onAddon);
+    const { b, portico } = await twoTargets(t, onAddon, { balance: 'random_two' });
     const held: Record<'A' | 'B', net.Socket[]> = { A: [], B: [] };
     const open = async (i: number): Promise<'A' | 'B'> => {
       const c = await connect(t, portico.ports[0]);
