@@ -78,6 +78,7 @@ struct Config {
   bool random_two = false;  // balance random_two (least_conn wins if both are set: they never are)
   uint32_t connect_ms = 0;
   uint32_t idle_ms = 0;
+  uint32_t lifetime_ms = 0;  // tunnel.max_lifetime; 0: none
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
   bool half_close = true;  // the listener's half_close (StartOptions::half_close)
   uint32_t slow_start_ms = 0;  // the upstream's slow_start window; 0: off
@@ -490,6 +491,7 @@ void Connected(Conn* c) {
   options.sole_owner = true;   // never dup()ed: their close() is their epoll removal
   options.upstream_keepalive_s = kKeepIdleS;  // once the relay lived a second: none for a short connection
   options.half_close = c->cfg->half_close;
+  options.lifetime_ms = c->cfg->lifetime_ms;
   uint64_t rid;
   {
     // held across the start: a relay that ends at once is looked up by the relay thread only after the emplace
@@ -961,6 +963,8 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   cfg->random_two = o.Get("randomTwo").ToBoolean();
   cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
+  Napi::Value lifetime = o.Get("lifetimeMs");
+  cfg->lifetime_ms = lifetime.IsUndefined() ? 0 : U32(lifetime, "lifetimeMs");
   uint32_t proxy = U32(o.Get("proxy"), "proxy");
   if (proxy > 2) throw Napi::RangeError::New(env, "l4Compile: proxy must be 0, 1 or 2");
   cfg->proxy = static_cast<int>(proxy);

@@ -15,6 +15,8 @@ export interface L4Compiled {
   readonly randomTwo?: boolean;
   readonly connectMs: number;
   readonly idleMs: number;
+  /** tunnel.max_lifetime (ms; absent or 0: none): the relay ends with closedBy "lifetime" once it lived this long. */
+  readonly lifetimeMs?: number;
   /** PROXY header to the upstream: 0 none, 1 v1, 2 v2. */
   readonly proxy: 0 | 1 | 2;
   /** The listener's half_close (false: both sides close at the first FIN); absent = true. */

@@ -133,6 +133,8 @@ struct Relay {
   Direction dir[2];  // dir[0]: client -> upstream, dir[1]: upstream -> client
   Endpoint ep[2];
   uint32_t idle_ms = 0;
+  uint32_t lifetime_ms = 0;  // StartOptions::lifetime_ms
+  uint64_t started_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   bool keepalive_client = false;  // StartOptions::client_keepalive
   uint64_t last_active = 0;
@@ -151,6 +153,9 @@ struct Relay {
   bool lingering = false;    // the Close frames are queued: FIN after them, read and drop until both FINs
   uint64_t deadline = 0;     // going away: when the boundaries are given up; lingering: when the relay closes
 };
+
+// Whether the sweep (every kIdleSweepMs) has a bound of this relay to check: idle or lifetime.
+bool Swept(const Relay& r) { return r.idle_ms > 0 || r.lifetime_ms > 0; }
 
 struct Command {
   uint64_t id;
@@ -176,7 +181,7 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t with_idle = 0;                         // guarded by mu
+  size_t with_idle = 0;                         // relays with an idle or lifetime bound (Swept), guarded by mu
   std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
@@ -297,7 +302,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.relays.erase(r->id);
-    if (r->idle_ms > 0) g.with_idle--;
+    if (Swept(*r)) g.with_idle--;
   }
   if (report && g.sink != nullptr) {
     g.sink(RelayEnd{r->id, reason, r->dir[0].bytes.load(std::memory_order_relaxed),
@@ -778,14 +783,15 @@ void ArmKeepAlives(uint64_t now) {
 }
 
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
-  std::vector<Relay*> expired;
+  std::vector<std::pair<Relay*, Reason>> expired;
   {
     std::lock_guard<std::mutex> lock(g.mu);
     for (auto& [id, r] : g.relays) {
-      if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) expired.push_back(r);
+      if (r->lifetime_ms > 0 && now - r->started_ms >= r->lifetime_ms) expired.emplace_back(r, Reason::kLifetime);
+      else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) expired.emplace_back(r, Reason::kIdleTimeout);
     }
   }
-  for (Relay* r : expired) Finish(r, Reason::kIdleTimeout, 0, graveyard, true);
+  for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
 }
 
 // An event of a relay whose registration is in progress: waits until Start() is done with it (registered, or
@@ -987,9 +993,11 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
+  r->lifetime_ms = options.lifetime_ms;
   r->sole_owner = options.sole_owner;
   r->half_close = options.half_close || websocket != nullptr;  // a WebSocket tunnel keeps its own close rules
   r->last_active = NowMs();
+  r->started_ms = r->last_active;
   if (!options.upstream_first.empty()) {
     Direction& up = r->dir[0];
     up.buf = new char[options.upstream_first.size()];
@@ -1025,7 +1033,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   r->id = g.next_id++;
   g.relays.emplace(r->id, r);
-  if (idle_ms > 0) g.with_idle++;
+  if (Swept(*r)) g.with_idle++;
   // Registered while holding the lock: the relay thread cannot finish (erase) it before both fds are in.
   // EPOLL_CTL_ADD reports what is already there to read (edge triggered included): bytes or a FIN that came
   // before the hand-over are not missed. The upstream's fd first (see AwaitRegistered).
@@ -1036,7 +1044,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
       g.relays.erase(r->id);
-      if (idle_ms > 0) g.with_idle--;
+      if (Swept(*r)) g.with_idle--;
       if (s == 1) {
         lock.unlock();
         FreeRelay(r, options.keep_on_failure);

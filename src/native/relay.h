@@ -71,6 +71,9 @@ struct StartOptions {
   // is written out, as nginx `stream` with `proxy_half_close off` (its default). true (default): the FIN is
   // forwarded (shutdown(SHUT_WR)) and the other direction runs on until its own source ends. Raw relays only.
   bool half_close = true;
+  // > 0: the relay ends (Reason::kLifetime) once it has lived this long, checked by the sweep every kIdleSweepMs
+  // (tunnel.max_lifetime of an L4 listener served by the addon).
+  uint32_t lifetime_ms = 0;
 };
 
 // TCP keep-alive on `fd` as libuv sets it (uv_tcp_keepalive): first probe after `idle_s` idle seconds, then every

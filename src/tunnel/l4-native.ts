@@ -55,7 +55,6 @@ function listenerUnsupported(config: Config, index: number): string | undefined 
   const cfg = config.listeners[index];
   if (cfg.proxy_protocol !== undefined) return 'proxy_protocol on the listener (the PROXY header is read in JavaScript)';
   if (config.limits.connections_per_ip !== 'off') return 'limits.connections_per_ip is counted in JavaScript';
-  if (config.tunnel.max_lifetime > 0) return 'tunnel.max_lifetime is enforced in JavaScript';
   if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) return 'the listener terminates TLS too (its ClientHello is read in JavaScript)';
   return undefined;
 }
@@ -140,6 +139,7 @@ export class NativeL4 implements Tracked {
       randomTwo: pool.config.balance === 'random_two',
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
+      lifetimeMs: ctx.timeouts.lifetime,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
       halfClose,
       slowStartMs: pool.config.slow_start,

@@ -461,6 +461,43 @@ for (const onAddon of [true, false]) {
   });
 }
 
+// tunnel.max_lifetime on both paths: the addon's relay ends a connection that lived this long however busy it is
+// (relay.cc's sweep, Reason::kLifetime), as the JS path's tunnel sweep does.
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  test(`${label}: tunnel.max_lifetime ends a busy connection once it lived that long, logged as lifetime`, { timeout: 60_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const echo = await startTagEcho(t);
+    const LIFETIME_MS = 1_500;
+    const portico = await startPortico(t, {
+      workers: 1,
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
+      tunnel: { max_lifetime: `${LIFETIME_MS}ms`, idle_timeout: '60s' },
+    }, onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } });
+    await servedBy(portico, onAddon);
+    const started = Date.now();
+    const c = await connect(t, portico.ports[0]);
+    c.on('error', () => {});
+    // busy all along: a byte every 100 ms, echoed, until the relay's end closes both sockets (the client reads its
+    // FIN: allowHalfOpen); the test's timeout bounds it
+    let echoes = 0;
+    c.on('data', (d: Buffer) => (echoes += d.length));
+    const tick = setInterval(() => c.write('x'), 100);
+    t.after(() => clearInterval(tick));
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([once(c, 'end'), new Promise((_, reject) => (bound = setTimeout(() => reject(new Error('still open 15 s after its start')), 15_000)))]);
+    clearTimeout(bound);
+    clearInterval(tick);
+    const lived = Date.now() - started;
+    t.diagnostic(`closed after ${lived} ms, ${echoes} bytes echoed`);
+    assert.ok(lived >= LIFETIME_MS, `closed after ${lived} ms, before its lifetime`);
+    assert.ok(echoes >= 5, `only ${echoes} bytes echoed before the close`);
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.closedBy, 'lifetime');
+  });
+}
+
 for (const onAddon of [true, false]) {
   const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
   test(`${label}: SIGTERM: an open connection still relays during the grace, then is closed and logged as shutdown; exit 0`, { timeout: 60_000 }, async (t) => {
