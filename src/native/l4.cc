@@ -70,12 +70,14 @@ struct Target {
   double ramp_until = 0;  // slow start: wall-clock ms (Date.now's base) until which the weight ramps (pushed by JS)
 };
 
+// upstreams.X.balance among those the addon serves (l4-native.ts)
+enum class Balance : uint8_t { kRoundRobin, kLeastConn, kRandomTwo };
+
 // One compile of one listener; conns keep theirs alive across a reload (shared_ptr), so their counts stay right.
 struct Config {
   uint32_t id = 0;
   std::vector<Target> targets;
-  bool least_conn = false;
-  bool random_two = false;  // balance random_two (least_conn wins if both are set: they never are)
+  Balance balance = Balance::kRoundRobin;
   uint32_t connect_ms = 0;
   uint32_t idle_ms = 0;
   uint32_t lifetime_ms = 0;  // tunnel.max_lifetime; 0: none
@@ -83,7 +85,7 @@ struct Config {
   bool half_close = true;  // the listener's half_close (StartOptions::half_close)
   uint32_t slow_start_ms = 0;  // the upstream's slow_start window; 0: off
   double slow_start_floor = 0;  // the weight a ramp starts at, as a share of the target's (balancer.ts SLOW_START_FLOOR)
-  std::vector<double> w;  // this pick's weights, ramped (PickLeastConn's two passes compare the same numbers)
+  std::vector<double> w;  // the weights of a pick: the targets' own, ramped at each pick during a slow start
 };
 
 // TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
@@ -304,14 +306,17 @@ std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
 
 bool Eligible(const Target& t, const Conn& c, size_t i) { return t.up && t.weight > 0 && !c.tried[i]; }
 
-// Each target's weight at this pick into cfg.w: during a slow start, linear from the floor's share of its weight to
-// all of it over the window's last `slow_start_ms` before ramp_until (balancer.ts rampedWeight).
+double Load(const Target& t) { return static_cast<double>(t.active) + t.remote; }
+
+// With a slow start, each target's weight at this pick into cfg.w: linear from the floor's share of its weight to
+// all of it over the window's last `slow_start_ms` before ramp_until (balancer.ts rampedWeight). Without one, cfg.w
+// holds the weights as compiled.
 void RampedWeights(Config& cfg) {
-  cfg.w.resize(cfg.targets.size());
-  const double now = cfg.slow_start_ms > 0 ? static_cast<double>(WallMs()) : 0;
+  if (cfg.slow_start_ms == 0) return;
+  const double now = static_cast<double>(WallMs());
   for (size_t i = 0; i < cfg.targets.size(); i++) {
     const Target& t = cfg.targets[i];
-    if (cfg.slow_start_ms == 0 || t.ramp_until <= now) {
+    if (t.ramp_until <= now) {
       cfg.w[i] = t.weight;
       continue;
     }
@@ -338,7 +343,6 @@ int32_t PickRoundRobin(Config& cfg, const Conn& c) {
 int32_t PickLeastConn(Config& cfg, const Conn& c) {
   RampedWeights(cfg);
   const std::vector<double>& w = cfg.w;
-  auto load = [](const Target& t) { return static_cast<double>(t.active) + t.remote; };
   int32_t best = -1;
   int ties = 0;
   for (size_t i = 0; i < cfg.targets.size(); i++) {
@@ -349,8 +353,8 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
       ties = 1;
       continue;
     }
-    double lhs = load(t) * w[best];
-    double rhs = load(cfg.targets[best]) * w[i];
+    double lhs = Load(t) * w[best];
+    double rhs = Load(cfg.targets[best]) * w[i];
     if (lhs < rhs) {
       best = static_cast<int32_t>(i);
       ties = 1;
@@ -364,7 +368,7 @@ int32_t PickLeastConn(Config& cfg, const Conn& c) {
   double total = 0;
   for (size_t i = best; i < cfg.targets.size(); i++) {
     Target& t = cfg.targets[i];
-    if (!Eligible(t, c, i) || load(t) * w[best] != load(b) * w[i]) continue;
+    if (!Eligible(t, c, i) || Load(t) * w[best] != Load(b) * w[i]) continue;
     t.current += w[i];
     total += w[i];
     if (chosen == -1 || t.current > cfg.targets[chosen].current) chosen = static_cast<int32_t>(i);
@@ -398,8 +402,7 @@ int32_t PickRandomTwo(Config& cfg, const Conn& c) {
   if (a < 0) return -1;
   const int32_t b = DrawWeighted(cfg, c, a);
   if (b < 0) return a;
-  auto load = [](const Target& t) { return static_cast<double>(t.active) + t.remote; };
-  return load(cfg.targets[b]) * cfg.w[a] < load(cfg.targets[a]) * cfg.w[b] ? b : a;
+  return Load(cfg.targets[b]) * cfg.w[a] < Load(cfg.targets[a]) * cfg.w[b] ? b : a;
 }
 
 // ---- records to JS ----
@@ -511,7 +514,7 @@ void Connected(Conn* c) {
 void TryConnect(Conn* c) {
   Config& cfg = *c->cfg;
   for (;;) {
-    int32_t t = cfg.least_conn ? PickLeastConn(cfg, *c) : cfg.random_two ? PickRandomTwo(cfg, *c) : PickRoundRobin(cfg, *c);
+    int32_t t = cfg.balance == Balance::kLeastConn ? PickLeastConn(cfg, *c) : cfg.balance == Balance::kRandomTwo ? PickRandomTwo(cfg, *c) : PickRoundRobin(cfg, *c);
     if (t < 0) return Fail(c, "upstream_error", "UPSTREAM_UNAVAILABLE");
     c->tried[t] = 1;
     c->tried_count++;
@@ -959,8 +962,12 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
     }
     cfg->targets.push_back(target);
   }
-  cfg->least_conn = o.Get("leastConn").ToBoolean();
-  cfg->random_two = o.Get("randomTwo").ToBoolean();
+  cfg->w.reserve(cfg->targets.size());
+  for (const Target& t : cfg->targets) cfg->w.push_back(t.weight);
+  const std::string balance = o.Get("balance").As<Napi::String>().Utf8Value();
+  if (balance == "least_conn") cfg->balance = Balance::kLeastConn;
+  else if (balance == "random_two") cfg->balance = Balance::kRandomTwo;
+  else if (balance != "round_robin") throw Napi::RangeError::New(env, "l4Compile: balance must be round_robin, least_conn or random_two");
   cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
   Napi::Value lifetime = o.Get("lifetimeMs");

@@ -10,9 +10,8 @@ import { nativeIoAvailable } from './io.js';
 export interface L4Compiled {
   /** `ip` is an IP literal, or a unix socket's path (a `unix:/path` target: port 0). */
   readonly targets: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly weight: number }>;
-  readonly leastConn: boolean;
-  /** balance random_two (absent = false). */
-  readonly randomTwo?: boolean;
+  /** upstreams.X.balance: the policies the addon serves. */
+  readonly balance: 'round_robin' | 'least_conn' | 'random_two';
   readonly connectMs: number;
   readonly idleMs: number;
   /** tunnel.max_lifetime (ms; absent or 0: none): the relay ends with closedBy "lifetime" once it lived this long. */

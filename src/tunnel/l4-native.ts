@@ -133,10 +133,11 @@ export class NativeL4 implements Tracked {
 
   #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean): number {
     const header = pool.config.send_proxy_protocol;
+    const balance = pool.config.balance;
+    if (typeof balance !== 'string') throw new Error(`balance ${balance.policy} reached the addon's compile`); // unsupported() refuses it
     const id = this.#addon.l4Compile({
       targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
-      leastConn: pool.config.balance === 'least_conn',
-      randomTwo: pool.config.balance === 'random_two',
+      balance,
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
       lifetimeMs: ctx.timeouts.lifetime,

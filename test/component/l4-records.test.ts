@@ -48,7 +48,7 @@ test('l4Active answers null for a forgotten compile only once the record of its 
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const echoPort = Number((await lines.next()).value);
   const compile = (): number => {
-    const spec: L4Compiled = { targets: [{ ip: '127.0.0.1', port: echoPort, weight: 1 }], leastConn: false, connectMs: 5_000, idleMs: 30_000, proxy: 0 };
+    const spec: L4Compiled = { targets: [{ ip: '127.0.0.1', port: echoPort, weight: 1 }], balance: 'round_robin', connectMs: 5_000, idleMs: 30_000, proxy: 0 };
     const id = addon.l4Compile(spec);
     addon.l4Targets(id, [true], [0]);
     return id;

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import { plainListener, startPortico, type Portico } from '../helpers/portico.js';
-import { adminStatus } from '../helpers/admin.js';
+import { nativeExchanges } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { connectPlain, ResponseReader } from '../helpers/wire.js';
 import { needNativeIo } from '../helpers/native-io.js';
@@ -80,9 +80,6 @@ function config(target: string): ConfigInput {
   } as ConfigInput;
 }
 
-async function started(p: Portico): Promise<number> {
-  return (await adminStatus(p)).workers.reduce((n, w) => n + (w.nativeExchanges ?? 0), 0);
-}
 
 let nonce = 0;
 
@@ -101,7 +98,7 @@ async function runCase(t: TestContext, liar: Liar, p: Portico, what: Lie, native
       socket.write(`GET /index.php?ok&n=${nonce++} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
       assert.equal((await reader.next()).status, 200);
     }
-    const before = await started(p);
+    const before = await nativeExchanges(p);
     socket.write(`GET /index.php?${what}&n=${nonce++} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
     let bytes: string;
     try {
@@ -117,7 +114,7 @@ async function runCase(t: TestContext, liar: Liar, p: Portico, what: Lie, native
       bytes = reader.pending.toString('latin1');
     }
     socket.destroy();
-    const mine = (await started(p)) > before;
+    const mine = (await nativeExchanges(p)) > before;
     if (!native || mine) return bytes.replace(/\r\nDate: [^\r]*/g, '');
   }
   assert.fail(`${what}: never started by the addon`);

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { chmodSync, cpSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { plainListener, reloadPortico, startPortico, writeConfig, type LogLine, type Portico } from '../helpers/portico.js';
-import { adminStatus, adminUrl } from '../helpers/admin.js';
+import { adminStatus, adminUrl, nativeExchanges } from '../helpers/admin.js';
 import { until } from '../helpers/until.js';
 import { connectPlain, ResponseReader, type WireResponse } from '../helpers/wire.js';
 import { needNativeIo } from '../helpers/native-io.js';
@@ -37,10 +37,6 @@ function config(target: string, root = path.join(FIXTURES, 'php'), access = fals
   } as ConfigInput;
 }
 
-async function started(p: Portico): Promise<number> {
-  const s = await adminStatus(p);
-  return s.workers.reduce((n, w) => n + (w.nativeExchanges ?? 0), 0);
-}
 
 async function fpmOrSkip(t: TestContext, opts: PhpFpmOptions = {}): Promise<PhpFpm | undefined> {
   if (!needNativeIo(t) || !needPeer(t, 'php-fpm', hasPhpFpm())) return undefined;
@@ -78,9 +74,9 @@ async function warmClient(t: TestContext, p: Portico, target = '/index.php'): Pr
  */
 async function nativeNow(p: Portico, c: Client, target: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const before = await started(p);
+    const before = await nativeExchanges(p);
     assert.equal((await c.get(target)).status, 200);
-    if ((await started(p)) > before) return;
+    if ((await nativeExchanges(p)) > before) return;
   }
   assert.fail(`${target}: never started by the addon`);
 }
@@ -93,15 +89,15 @@ async function nativeNow(p: Portico, c: Client, target: string): Promise<void> {
  */
 async function inFlightNative(p: Portico, c: Client, target: string): Promise<{ answer: Promise<WireResponse> }> {
   for (let i = 0; i < 20; i++) {
-    const before = await started(p);
+    const before = await nativeExchanges(p);
     let answered = false;
     const answer = c.get(target);
     answer.then(
       () => (answered = true),
       () => (answered = true),
     );
-    await until('started or answered', async () => (answered ? -1 : await started(p)), (n) => n === -1 || n > before);
-    if ((await started(p)) > before) return { answer }; // (an object: an async function's promise would wait for it)
+    await until('started or answered', async () => (answered ? -1 : await nativeExchanges(p)), (n) => n === -1 || n > before);
+    if ((await nativeExchanges(p)) > before) return { answer }; // (an object: an async function's promise would wait for it)
     assert.equal((await answer).status, 200);
   }
   assert.fail(`${target}: never started by the addon`);
@@ -143,10 +139,10 @@ test('native exchange: started by the addon after a connection\'s first requests
     // each script's first request is JavaScript's: its pairs reach the addon then
     assert.equal((await c.get('/index.php')).status, 200);
     assert.equal((await c.get('/status.php?code=404')).status, 404);
-    const before = await started(p);
+    const before = await nativeExchanges(p);
     const out: WireResponse[] = [];
     for (const [target, extra] of requests) out.push(await c.get(target, extra));
-    const after = await started(p);
+    const after = await nativeExchanges(p);
     c.socket.destroy();
     return [...out, { status: after - before } as WireResponse];
   };
@@ -178,24 +174,24 @@ test('native exchange: pipelined requests and a head split over two reads are Ja
   const p = await startPortico(t, config(fpm.target), ON);
   const c = await warmClient(t, p);
   assert.equal((await c.get('/index.php')).status, 200);
-  const base = await started(p);
+  const base = await nativeExchanges(p);
   assert.ok(base > 0, 'the warm client is served by the addon');
   // two requests in one write: one read holds both heads
   c.socket.write('GET /index.php?p=1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /index.php?p=2 HTTP/1.1\r\nHost: a.test\r\n\r\n');
   assert.equal((await c.reader.next()).status, 200);
   assert.equal((await c.reader.next()).status, 200);
-  assert.equal(await started(p), base, 'pipelined: not started by the addon');
+  assert.equal(await nativeExchanges(p), base, 'pipelined: not started by the addon');
   // a head in two writes, the second once the first was surely read (the worker's round trip to FPM for a status
   // request in between is not needed: the first write's bytes are read by the next wake-up, 100 ms is plenty)
   c.socket.write('GET /index.php?split=1 HTTP/1.1\r\nHo');
   await new Promise((r) => setTimeout(r, 150));
   c.socket.write('st: a.test\r\n\r\n');
   assert.equal((await c.reader.next()).status, 200);
-  assert.equal(await started(p), base, 'split head: not started by the addon');
+  assert.equal(await nativeExchanges(p), base, 'split head: not started by the addon');
   // and the connection is ready again afterwards
   assert.equal((await c.get('/index.php')).status, 200);
   assert.equal((await c.get('/index.php')).status, 200);
-  assert.ok((await started(p)) > base, 'ready again after the JavaScript exchanges');
+  assert.ok((await nativeExchanges(p)) > base, 'ready again after the JavaScript exchanges');
 });
 
 test('native exchange: a deleted script is a 404 within the script cache\'s time, and its entry goes', { timeout: 60_000 }, async (t) => {
@@ -209,7 +205,7 @@ test('native exchange: a deleted script is a 404 within the script cache\'s time
   const p = await startPortico(t, config(fpm.target, root), ON);
   const c = await warmClient(t, p, '/gone.php');
   assert.equal((await c.get('/gone.php')).status, 200);
-  assert.ok((await started(p)) > 0);
+  assert.ok((await nativeExchanges(p)) > 0);
   unlinkSync(path.join(root, 'gone.php'));
   // served from the caches (FPM's own 404, the connection kept) until they expire (1 s, as JS's known scripts), then
   // Portico's 404 without asking FPM (Connection: close)
@@ -218,9 +214,9 @@ test('native exchange: a deleted script is a 404 within the script cache\'s time
   assert.ok(canned(r), `status ${r.status}`);
   // a ready connection's request for it is not the addon's any more: the native entry went with the script
   const c2 = await warmClient(t, p);
-  const n = await started(p);
+  const n = await nativeExchanges(p);
   assert.ok(canned(await c2.get('/gone.php')));
-  assert.equal(await started(p), n, 'not started by the addon');
+  assert.equal(await nativeExchanges(p), n, 'not started by the addon');
 });
 
 test('native exchange: FPM closing its kept connections (pm.max_requests) costs no request', { timeout: 60_000 }, async (t) => {
@@ -232,7 +228,7 @@ test('native exchange: FPM closing its kept connections (pm.max_requests) costs 
     const rs = await Promise.all(clients.map((c) => c.get('/index.php')));
     for (const r of rs) assert.equal(r.status, 200, `round ${i}`);
   }
-  assert.ok((await started(p)) > 10, 'started by the addon');
+  assert.ok((await nativeExchanges(p)) > 10, 'started by the addon');
 });
 
 test('native exchange: a client leaving mid-exchange and a reload while exchanges run end as on the JavaScript path', { timeout: 60_000 }, async (t) => {
@@ -258,10 +254,10 @@ test('native exchange: a client leaving mid-exchange and a reload while exchange
     assert.equal(r.body.toString(), 'slow done\n');
   }
   for (const c of cs) for (let i = 0; i < 3; i++) assert.equal((await c.get('/index.php')).status, 200);
-  const after = await started(p);
+  const after = await nativeExchanges(p);
   const c2 = await warmClient(t, p);
   assert.equal((await c2.get('/index.php')).status, 200);
-  assert.ok((await started(p)) > after, 'started by the addon under the new config');
+  assert.ok((await nativeExchanges(p)) > after, 'started by the addon under the new config');
   assert.equal((await c2.get('/other')).status, 204);
   const s = await adminStatus(p);
   assert.equal(s.workers[0].restarts, 0);
@@ -278,21 +274,21 @@ test('native exchange: a target out of rotation (drained) gets no request from t
   const cs = [await warmClient(t, p, '/which.php'), await warmClient(t, p, '/which.php')];
   await nativeNow(p, cs[0], '/which.php');
   const seen = new Set<string>();
-  const before = await started(p);
+  const before = await nativeExchanges(p);
   // (rounds until 8 were the addon's: under load a request now and then finds its connection not ready yet, JS's)
-  for (let i = 0; i < 20 && (seen.size < 2 || (await started(p)) < before + 8); i++) for (const c of cs) seen.add((await c.get('/which.php')).body.toString().trim());
-  assert.ok((await started(p)) >= before + 8, 'started by the addon');
+  for (let i = 0; i < 20 && (seen.size < 2 || (await nativeExchanges(p)) < before + 8); i++) for (const c of cs) seen.add((await c.get('/which.php')).body.toString().trim());
+  assert.ok((await nativeExchanges(p)) >= before + 8, 'started by the addon');
   assert.deepEqual([...seen].sort(), ['fpm-a', 'fpm-b']);
   // fpm-a leaves rotation while its connection is idle and lent: the pool takes it back from the addon
   const admin = adminUrl(p);
   const drained = await fetch(`${admin}/upstreams/php/targets/${a.target}/drain`, { method: 'POST', headers: { 'x-portico-admin': '1' } });
   assert.equal(drained.status, 200);
   await until('drained in the worker', async () => (await adminStatus(p)).upstreams.php, (ts) => ts.some((x) => x.target === a.target && !x.available));
-  const mid = await started(p);
+  const mid = await nativeExchanges(p);
   const after = new Set<string>();
-  for (let i = 0; i < 20 && (i < 4 || (await started(p)) < mid + 6); i++) for (const c of cs) after.add((await c.get('/which.php')).body.toString().trim());
+  for (let i = 0; i < 20 && (i < 4 || (await nativeExchanges(p)) < mid + 6); i++) for (const c of cs) after.add((await c.get('/which.php')).body.toString().trim());
   assert.deepEqual([...after], ['fpm-b']);
-  assert.ok((await started(p)) >= mid + 6, 'still started by the addon, on the target in rotation');
+  assert.ok((await nativeExchanges(p)) >= mid + 6, 'still started by the addon, on the target in rotation');
 });
 
 test('native exchange: a pool at max_connections: JavaScript\'s queued acquires get connections while the addon takes lent ones; none waits out its queue timeout', { timeout: 60_000 }, async (t) => {
@@ -304,12 +300,12 @@ test('native exchange: a pool at max_connections: JavaScript\'s queued acquires 
   const p = await startPortico(t, cfg, ON);
   const cs: Client[] = [];
   for (let i = 0; i < 6; i++) cs.push(await warmClient(t, p, '/slow.php?ms=1'));
-  const before = await started(p);
+  const before = await nativeExchanges(p);
   for (let round = 0; round < 15; round++) {
     const rs = await Promise.all(cs.map((c) => c.get('/slow.php?ms=5')));
     for (const r of rs) assert.equal(r.status, 200, `round ${round}: ${r.status} ${r.body.toString()}`);
   }
-  assert.ok((await started(p)) > before, 'some started by the addon');
+  assert.ok((await nativeExchanges(p)) > before, 'some started by the addon');
   const s = await adminStatus(p);
   assert.equal(s.workers[0].restarts, 0);
 });

@@ -32,6 +32,11 @@ export async function adminStatus(portico: Portico): Promise<StatusReport> {
   return JSON.parse(res.body.toString()) as StatusReport;
 }
 
+/** FastCGI exchanges the addon started (PORTICO_NATIVE_EXCHANGE=1), summed over the workers' /status. */
+export async function nativeExchanges(portico: Portico): Promise<number> {
+  return (await adminStatus(portico)).workers.reduce((n, w) => n + (w.nativeExchanges ?? 0), 0);
+}
+
 /** Polls /status until `done` holds and returns that status; fails with the last one after `withinMs`. */
 export function statusUntil(portico: Portico, what: string, done: (s: StatusReport) => boolean, withinMs = 10_000, pollMs = 50): Promise<StatusReport> {
   return until(what, () => adminStatus(portico), done, withinMs, pollMs);
