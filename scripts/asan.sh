@@ -92,6 +92,9 @@ run --test-name-pattern='native TLS' dist/test/e2e/acme-alpn-fuzz.test.js dist/t
 # `portico check` on handoff values and the TLS listener's fallback to the relay: the checker is JavaScript, and the
 # WSS hop on the TLS relay thread is terminate's first WSS case below.
 run --test-name-pattern='^(successive peeks|commit drops|a write commits)' --test-name-pattern='^handoff: adopt( on a plain|: a peeked|: keepalive)' dist/test/component/native-peek.test.js dist/test/e2e/terminate-adopt.test.js
+# a TLS listener that peeks a preface (passthrough names, a PROXY header) and hands the rewound connection to the
+# addon's TLS (io.cc ioRewind): whole and dribbled hellos, hostile ones (~15 s). Left out: the same on Node's TLS
+run --test-name-pattern='^the addon: ' dist/test/e2e/tls-peeked.test.js
 # terminated WSS: the hop into uWebSockets.js on the TLS relay thread (a raw relay over a unix socket, held up by
 # the session when the backend is slow) and a SIGTERM drain (1001) over the TLS hop (~21 s). Left out: the Node-TLS
 # fallback (PORTICO_NATIVE_TLS=0): Node terminates TLS and the hop is JavaScript's.

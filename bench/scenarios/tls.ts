@@ -21,11 +21,13 @@ import { launchHaproxy, launchPortico, porticoRevision, startBackends, startNgin
 const CERT = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.crt');
 const KEY = path.join(ROOT, 'test', 'fixtures', 'tls', 'localhost.key');
 
-const USAGE = `usage: npm run bench:tls -- [--duration S] [--rounds N] [--warmup S] [--connections N] [--no-pin] [--targets LIST] [--loads LIST]
+const USAGE = `usage: npm run bench:tls -- [--duration S] [--rounds N] [--warmup S] [--connections N] [--no-pin] [--targets LIST] [--loads LIST] [--passthrough]
   loads: https (keep-alive), tls (a new TLS connection per request), http (plain keep-alive through the same
   proxies, the baseline of https); default https,tls
   targets: nginx,haproxy,portico,portico-js,uws-sslapp (portico-js = PORTICO_NATIVE_TLS=0: Node's TLS;
-  uws-sslapp = the uWebSockets.js SSLApp + adoptSocket prototype, bench/probes/uws-tls-front.ts)`;
+  uws-sslapp = the uWebSockets.js SSLApp + adoptSocket prototype, bench/probes/uws-tls-front.ts)
+  --passthrough: Portico's TLS listener also passes a name through (one the load never sends), so that it reads
+  every ClientHello before terminating: one port for HTTPS and TLS passthrough`;
 
 /** 'https' = HTTPS keep-alive; 'tls' = a new TLS connection per request; 'http' = plain keep-alive (baseline). */
 type Load = Extract<Scenario, 'http' | 'https' | 'tls'>;
@@ -33,7 +35,7 @@ const LOADS: readonly Load[] = ['http', 'https', 'tls'];
 const TITLE: Record<Load, string> = { http: 'HTTP keep-alive (plain, same proxies: the baseline)', https: 'HTTPS keep-alive', tls: 'new TLS connection per request' };
 
 function main(): void {
-  const a = readArgs(process.argv.slice(2), { duration: 'string', rounds: 'string', warmup: 'string', connections: 'string', 'no-pin': 'boolean', targets: 'string', loads: 'string' }, USAGE);
+  const a = readArgs(process.argv.slice(2), { duration: 'string', rounds: 'string', warmup: 'string', connections: 'string', 'no-pin': 'boolean', targets: 'string', loads: 'string', passthrough: 'boolean' }, USAGE);
   const o = {
     durationS: a.num('duration', 5, 1, 3600),
     rounds: Math.round(a.num('rounds', 2, 1, 100)),
@@ -42,6 +44,7 @@ function main(): void {
     pin: !a.has('no-pin'),
     targets: a.list<TargetId>('targets', ['nginx', 'haproxy', 'portico', 'portico-js', 'uws-sslapp']),
     loads: a.list<Load>('loads', LOADS) ?? ['https', 'tls'],
+    passthrough: a.has('passthrough'),
   };
   // in the table's order, whatever the order given
   o.loads = LOADS.filter((l) => o.loads.includes(l));
@@ -56,6 +59,7 @@ function main(): void {
       `peers:    nginx ${nginx ?? 'not installed'}, HAProxy ${haproxy ?? 'not installed'}; portico ${porticoRevision()}, node ${process.version} (OpenSSL ${process.versions.openssl})`,
       'tls:      test ECDSA P-256 certificate for every proxy; TLS 1.3 negotiated by wrk; tickets on (wrk resumes with the ticket of its last connection: SSL_clear keeps the session)',
       `loads:    ${o.loads.map((l) => (l === 'tls' ? `new TLS connection per request: wrk -t1 -c${o.connections} -H "Connection: close"` : `${l === 'https' ? 'HTTPS' : 'plain HTTP'} keep-alive: wrk -t1 -c${o.connections}`)).join('; ')}; ${o.durationS} s each, ${o.rounds} rounds, medians`,
+      ...(o.passthrough ? ["listener: Portico's TLS listener also passes a name through (passthrough.invalid, never sent): it reads each ClientHello first"] : []),
       `pinning:  ${pinning.enabled ? `proxy on CPU ${pinning.proxyCpu}; wrk and backend on CPU ${pinning.clientCpu}` : `off (${pinning.reason})`}`,
       '',
     ].join('\n'),
@@ -64,7 +68,7 @@ function main(): void {
 }
 
 async function bench(
-  o: { durationS: number; rounds: number; warmupS: number; connections: number; targets: TargetId[] | undefined; loads: Load[] },
+  o: { durationS: number; rounds: number; warmupS: number; connections: number; targets: TargetId[] | undefined; loads: Load[]; passthrough: boolean },
   pinning: Pinning,
   nginx: string | undefined,
   haproxy: string | undefined,
@@ -123,6 +127,7 @@ async function bench(
       `  - address: 127.0.0.1:${port}`,
       '    tls:',
       `      certificates: [{ cert: ${CERT}, key: ${KEY} }]`,
+      ...(o.passthrough ? ['      passthrough: [{ sni: passthrough.invalid, upstream: http }]'] : []),
       'upstreams:',
       '  http:',
       `    targets: [127.0.0.1:${backends.httpPort}]`,

@@ -27,6 +27,8 @@ export type PrefaceResult =
       hello: ClientHello | undefined;
       /** Bytes read past the PROXY header, ClientHello included: the caller replays them first. */
       rest: Buffer | null;
+      /** The PROXY header's length in bytes (0 without one): what a peeked connection takes off its queue. */
+      used: number;
     }
   | { kind: 'failed'; reason: PrefaceFailure; detail?: string };
 
@@ -106,7 +108,7 @@ class PrefaceReader {
     const rest = buf === null || this.#used >= buf.length ? null : this.#used === 0 ? buf : buf.subarray(this.#used);
     // paused before our listeners go: a FIN that came with the bytes stays unread until the next owner reads
     this.#socket.pause();
-    this.#settle({ kind: 'done', proxy: this.#proxy, hello, rest });
+    this.#settle({ kind: 'done', proxy: this.#proxy, hello, rest, used: this.#used });
   }
 
   #fail(reason: PrefaceFailure, detail?: string): void {

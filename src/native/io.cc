@@ -650,23 +650,26 @@ void PeekStart(Conn& c) {
   c.peeking = setsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0;
 }
 
-// Ends peeking. `discard`: the bytes JS has seen (the peek offset) are taken off the queue, so reads go on after
-// them (ioCommit, and a close: a socket closed with unread bytes would send RST, not FIN). Without it the queue
-// is left whole for the fd's next owner (ioRelease: uWebSockets.js reads the head again from its first byte).
-void PeekEnd(Conn& c, bool discard) {
+// Ends peeking. `drop`: how many of the bytes JS has seen (the peek offset) leave the kernel's queue, so reads go on
+// after them: all of them (kDropSeen: ioCommit, and a close: a socket closed with unread bytes would send RST, not
+// FIN), none (ioRelease: uWebSockets.js reads the head again from its first byte), or a PROXY header's length
+// (ioRewind: the addon's TLS then reads the ClientHello from its first byte).
+constexpr int64_t kDropSeen = -1;
+void PeekEnd(Conn& c, int64_t drop) {
   if (!c.peeking) return;
   c.peeking = false;
-  if (discard) {
-    int off = 0;
-    socklen_t len = sizeof off;
-    if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &off, &len) != 0) off = 0;
+  if (drop != 0) {
+    int seen = 0;
+    socklen_t len = sizeof seen;
+    if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &seen, &len) != 0) seen = 0;
+    int64_t off = drop < 0 || drop > seen ? seen : drop;
     // MSG_TRUNC on TCP drops bytes without copying; the scratch buffer only bounds a kernel that would copy
     static char scratch[16 * 1024];
     while (off > 0) {
-      ssize_t r = recv(c.fd, scratch, off < static_cast<int>(sizeof scratch) ? static_cast<size_t>(off) : sizeof scratch, MSG_TRUNC | MSG_DONTWAIT);
+      ssize_t r = recv(c.fd, scratch, off < static_cast<int64_t>(sizeof scratch) ? static_cast<size_t>(off) : sizeof scratch, MSG_TRUNC | MSG_DONTWAIT);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) break;  // reset or already gone: the next read reports it
-      off -= static_cast<int>(r);
+      off -= r;
     }
   }
   int none = -1;
@@ -1233,7 +1236,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   // a listener's next owner (the L4 thread) accepts at the handshake, and its end closes at once: no deferral there
   if (c.listener && c.defer) SetDefer(c, false);
   Unregister(s, c);
-  PeekEnd(c, false);  // a peeked head stays queued: the new owner reads it from its first byte
+  PeekEnd(c, 0);  // a peeked head stays queued: the new owner reads it from its first byte
   FreeConn(s, id);
   return Napi::Number::New(info.Env(), fd);
 }
@@ -1493,7 +1496,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   if (!c.sole_fd) Unregister(s, c);
-  PeekEnd(c, true);  // what JS read is off the queue, so the close is a FIN, as after read(2)
+  PeekEnd(c, kDropSeen);  // what JS read is off the queue, so the close is a FIN, as after read(2)
   close(c.fd);
   FreeConn(s, id);
   return info.Env().Undefined();
@@ -2037,9 +2040,29 @@ Napi::Value Commit(const Napi::CallbackInfo& info) {
   int32_t id = IdArg(info, s);
   Conn& c = s.conns[id];
   if (!c.peeking) return info.Env().Undefined();
-  PeekEnd(c, true);
+  PeekEnd(c, kDropSeen);
   Rearm(s, c);  // the mask loses EPOLLET: EPOLL_CTL_MOD reports bytes still queued past what was seen
   return info.Env().Undefined();
+}
+
+// ioRewind(id, consumed) -> whether a peeking connection stopped peeking with only its first `consumed` bytes taken
+// off the kernel's queue (a PROXY header; 0 for none): what JS saw past them is read again by the connection's next
+// reader (the addon's TLS reads the ClientHello JS peeked at). False (nothing changed) for a connection that is not
+// peeking, has seen its FIN, or saw fewer than `consumed` bytes.
+Napi::Value Rewind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = IdArg(info, s);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "ioRewind(id, consumed)");
+  int64_t consumed = info[1].As<Napi::Number>().Int64Value();
+  Conn& c = s.conns[id];
+  if (!c.peeking || c.eof || c.dead || consumed < 0) return Napi::Boolean::New(env, false);
+  int seen = 0;
+  socklen_t len = sizeof seen;
+  if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &seen, &len) != 0 || consumed > seen) return Napi::Boolean::New(env, false);
+  PeekEnd(c, consumed);
+  Rearm(s, c);  // level-triggered from now on: bytes still queued are reported again
+  return Napi::Boolean::New(env, true);
 }
 
 // ioPeeking(id) -> whether nothing of this connection was consumed yet (its whole stream is still queued).
@@ -2154,6 +2177,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioTlsInfo", Napi::Function::New(env, TlsInfo, "ioTlsInfo"));
   exports.Set("ioTlsError", Napi::Function::New(env, TlsError, "ioTlsError"));
   exports.Set("ioCommit", Napi::Function::New(env, Commit, "ioCommit"));
+  exports.Set("ioRewind", Napi::Function::New(env, Rewind, "ioRewind"));
   exports.Set("ioPeeking", Napi::Function::New(env, Peeking, "ioPeeking"));
   exports.Set("ioPeekSupported", Napi::Function::New(env, PeekSupported, "ioPeekSupported"));
   napi_add_env_cleanup_hook(env, Teardown, nullptr);

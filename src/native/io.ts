@@ -65,6 +65,7 @@ interface IoAddon {
   ioCommit?(id: number): void;
   ioPeeking?(id: number): boolean;
   ioPeekSupported?(): boolean;
+  ioRewind?(id: number, consumed: number): boolean;
 }
 
 /** What a natively terminated TLS connection negotiated (src/native/tls.cc). */
@@ -240,8 +241,9 @@ export function nativeAcceptStats(): { accepted: number; batches: number } | und
 
 /** Whether accepted connections can be peeked (the addon has peek mode and the kernel SO_PEEK_OFF on TCP, Linux >= 6.10). */
 export function nativePeekAvailable(): boolean {
-  const state = ioOf();
-  return state !== null && state.addon.ioPeekSupported?.() === true;
+  // asked without starting native I/O: the primary says what its listeners will do
+  const addon = native() as (NativeAddon & Partial<IoAddon>) | undefined;
+  return addon?.ioInit !== undefined && process.env.PORTICO_NATIVE_IO !== '0' && addon.ioPeekSupported?.() === true;
 }
 
 /**
@@ -570,6 +572,22 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     if (!this._peeking) return;
     this._peeking = false;
     if (!this.#destroyed) this.#io.addon.ioCommit?.(this.#id);
+  }
+
+  /**
+   * A peeking connection stays with JavaScript, but only its first `consumed` bytes (a PROXY header; 0 for none)
+   * leave the kernel's queue: everything delivered past them is dropped here and read again by the connection's
+   * next reader (startTls: the addon's TLS reads the ClientHello that was peeked at). Paused as it was. False
+   * (nothing changed) when it cannot: not peeking, its FIN or an error seen, an event of it still in the batch.
+   */
+  rewind(consumed: number): boolean {
+    const addon = this.#io.addon;
+    if (!this._peeking || this.#destroyed || this.#readableEnded || this.#queued > 0 || this.#writableEnded || this.inBatch || this.#held.includes(null)) return false;
+    if (addon.ioRewind?.(this.#id, consumed) !== true) return false;
+    this._peeking = false;
+    this.#held = NONE;
+    this.#heldBytes = 0;
+    return true;
   }
 
   /**

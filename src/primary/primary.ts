@@ -11,6 +11,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../core/log.js';
 import { deferred } from '../core/util.js';
 import { nativeTlsStatus } from '../native/tls.js';
+import { nativePeekAvailable } from '../native/io.js';
 import { nativeStatus } from '../native/addon.js';
 import { raiseFdLimit } from '../worker/fd-limit.js';
 import type { ToPrimary } from '../worker/ipc.js';
@@ -213,12 +214,15 @@ class Primary {
     if (native.native && config.listeners.some((l) => (l.tls?.certificates.length ?? 0) > 0)) {
       if (nativeTls.available) {
         state.log.info({ openssl: nativeTls.openssl }, 'TLS terminated by the native addon');
-        // the addon starts a handshake on a connection nothing read from; a preface was read in JavaScript
-        config.listeners.forEach((l, i) => {
-          if ((l.tls?.certificates.length ?? 0) === 0) return;
-          const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : (l.tls?.passthrough?.length ?? 0) > 0 ? 'a ClientHello peek (passthrough)' : undefined;
-          if (preface !== undefined) state.log.info({ listener: i, address: l.address.address }, `listeners[${i}]: Node's TLS terminates here, not the addon: ${preface} is read first`);
-        });
+        // the addon starts a handshake on a connection nothing was consumed from: a preface (PROXY header, a
+        // ClientHello for passthrough) is peeked where the kernel can, else read in JavaScript, and Node's TLS replays it
+        if (!nativePeekAvailable()) {
+          config.listeners.forEach((l, i) => {
+            if ((l.tls?.certificates.length ?? 0) === 0) return;
+            const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : (l.tls?.passthrough?.length ?? 0) > 0 ? 'a ClientHello peek (passthrough)' : undefined;
+            if (preface !== undefined) state.log.info({ listener: i, address: l.address.address }, `listeners[${i}]: Node's TLS terminates here, not the addon: ${preface} is read first and this kernel cannot peek TCP (SO_PEEK_OFF, Linux >= 6.10)`);
+          });
+        }
       } else state.log.warn({ reason: nativeTls.reason }, "TLS terminated by Node's TLS, not the native addon");
     }
     // Workers inherit the raised limit (fork keeps rlimits); said once, here.

@@ -40,19 +40,24 @@ const LISTEN_OPTIONS: ListenOptions = { allowHalfOpen: true };
 export const ACCEPT_OPTIONS: ListenOptions = { ...LISTEN_OPTIONS, pauseOnConnect: true };
 
 /** What a listener that reads no preface hands on: no header, no hello, nothing read ahead. */
-const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null });
+const NO_PREFACE: PrefaceResult & { kind: 'done' } = Object.freeze({ kind: 'done', proxy: undefined, hello: undefined, rest: null, used: 0 });
 
 /**
  * What a natively accepted connection of listener `index` does first: 'hold' (nothing read, the bytes stay in the
  * kernel) for a tcp listener without PROXY (splice; the server may speak first) and for a TLS listener that reads
  * no preface (the addon's TLS, or Node's, reads the ClientHello itself); 'read' for every listener that reads the first bytes in
- * JavaScript (plain HTTP, a PROXY header, a ClientHello for passthrough).
+ * JavaScript (plain HTTP, a PROXY header, a ClientHello for passthrough); 'peek' (read without consuming) for a
+ * terminating TLS listener that reads a preface where the addon terminates TLS, and for plain HTTP with adopt routes.
  */
 export function acceptModeOf(config: Config, index: number): AcceptMode {
   const cfg = config.listeners[index];
-  if (cfg === undefined || cfg.proxy_protocol !== undefined) return 'read';
-  if (cfg.mode === 'tcp') return 'hold';
+  if (cfg === undefined) return 'read';
   const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0;
+  // a TLS listener that reads a ClientHello (passthrough) or a PROXY header first: peeked where the addon terminates
+  // TLS, so that the addon's handshake can read the ClientHello again from the kernel (NativeSocket.rewind)
+  if (cfg.tls !== undefined && cfg.tls.certificates.length > 0 && (passthrough || cfg.proxy_protocol !== undefined)) return nativeTlsStatus().available && nativePeekAvailable() ? 'peek' : 'read';
+  if (cfg.proxy_protocol !== undefined) return 'read';
+  if (cfg.mode === 'tcp') return 'hold';
   if (cfg.tls !== undefined) return passthrough ? 'read' : 'hold';
   // plain HTTP: peeked (nothing consumed until routed) where `handoff: adopt` routes may take the socket whole
   return adoptRoutePaths(config).length > 0 && nativePeekAvailable() ? 'peek' : 'read';
@@ -285,7 +290,8 @@ export class AcceptPaths {
       s.resume(); // a held connection was accepted paused (its handshake ran regardless); a no-op for the others
     };
     const onNativeFailure = (err: Error, s: NativeSocket): void => this.#handshakeFailed(err, s);
-    const terminate = (socket: AcceptedSocket, proxied?: ProxiedEnds): void => {
+    // `rewound`: a peeked connection whose preface left the kernel's queue and nothing else (NativeSocket.rewind)
+    const terminate = (socket: AcceptedSocket, proxied?: ProxiedEnds, rewound = false): void => {
       if (tlsServer === undefined) {
         if (socket instanceof NativeSocket) {
           // natively accepted: already on native I/O, whatever its ends
@@ -305,9 +311,10 @@ export class AcceptPaths {
         return;
       }
       // The addon terminates TLS when nothing was read ahead: a natively accepted connection starts its handshake
-      // where it is (no net.Socket), a net.Socket from Node's accept moves onto native I/O for it. A preface's
-      // leftovers (PROXY header, passthrough ClientHello peek) need Node's TLS, which replays them.
-      if (nativeTls !== undefined && proxied === undefined) {
+      // where it is (no net.Socket), a net.Socket from Node's accept moves onto native I/O for it, a peeked one
+      // once rewound to its ClientHello. A preface's leftovers (a PROXY header or ClientHello read from a socket
+      // that could not be peeked) need Node's TLS, which replays them.
+      if (nativeTls !== undefined && (proxied === undefined || rewound)) {
         const from = performance.now();
         if (socket instanceof NativeSocket) {
           if (startNativeTls(socket, nativeTls, handshake, onNativeSecure(from, proxied), onNativeFailure)) return;
@@ -326,6 +333,8 @@ export class AcceptPaths {
     const timeout = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
     const opts = { proxy: trusted !== undefined, clientHello: passthrough !== undefined, timeoutMs: timeout > 0 ? timeout : PREFACE_FALLBACK_MS };
     const l4 = (socket: AcceptedSocket, mode: 'tcp' | 'passthrough', upstream: string, r: PrefaceResult & { kind: 'done' }): void => {
+      // a peeked connection gives up what was read: `rest` carries it to the target
+      if (socket instanceof NativeSocket) socket.commit();
       // the runtime current at accept time: a reload in between gives the connection the new pool
       const { ctx, l4ctx } = this.#current();
       const pool = ctx.pools.get(upstream);
@@ -362,7 +371,10 @@ export class AcceptPaths {
         const upstream = passthrough?.match(r.hello?.sni);
         if (upstream !== undefined) return l4(socket, 'passthrough', upstream, r);
         if (cfg.tls !== undefined && tlsServer === undefined) return this.#unknownName(socket, index, r.hello?.sni);
+        // a peeked connection gives up only its PROXY header: the addon's handshake reads the ClientHello itself
+        if (nativeTls !== undefined && socket instanceof NativeSocket && socket.rewind(r.used)) return terminate(socket, proxiedEnds(r.proxy), true);
         // peeking never loses a byte: what was read goes back in front of the socket for its next reader
+        if (socket instanceof NativeSocket) socket.commit();
         if (r.rest !== null) socket.unshift(r.rest);
         terminate(socket, proxiedEnds(r.proxy));
       });

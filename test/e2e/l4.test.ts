@@ -6,19 +6,16 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
-import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine } from '../helpers/portico.js';
 import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
+import { passThrough, startPassthroughBackend } from '../helpers/passthrough-backend.js';
 
 const MiB = 1024 * 1024;
 
@@ -105,39 +102,8 @@ test('tcp listener: a protocol where the server speaks first (a greeting before 
   assert.equal(Buffer.concat(reply).toString(), 'echo:HELO');
 });
 
-/** A TLS backend with its own self-signed certificate (Portico never sees its key): answers `backend:<data>`. */
-async function startTlsBackend(t: TestContext): Promise<{ port: number; cert: Buffer }> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'portico-l4-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const certFile = path.join(dir, 'backend.crt');
-  const keyFile = path.join(dir, 'backend.key');
-  await ensureSelfSigned(certFile, keyFile, ['pass.test']);
-  const cert = await readFile(certFile);
-  const server = tls.createServer({ cert, key: await readFile(keyFile) }, (s) => {
-    s.on('error', () => s.destroy());
-    s.once('data', (d: Buffer) => s.end(`backend:${d.toString()}`));
-  });
-  return { port: await listen(t, server), cert };
-}
-
-/**
- * A TLS client for pass.test that trusts only the backend's certificate, so only the backend can have answered:
- * it checks the certificate it got and the backend's reply to "hello".
- */
-async function passThrough(t: TestContext, port: number, backendCert: Buffer): Promise<void> {
-  const pass = tls.connect({ host: '127.0.0.1', port, servername: 'pass.test', ca: backendCert });
-  t.after(() => pass.destroy());
-  await once(pass, 'secureConnect');
-  assert.equal(pass.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backendCert).fingerprint256);
-  const reply: Buffer[] = [];
-  pass.on('data', (d: Buffer) => reply.push(d));
-  pass.write('hello');
-  await once(pass, 'end');
-  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
-}
-
 test('one TLS port: a passthrough name reaches the TLS backend (its certificate), another is terminated and routed as HTTP; plaintext is closed', { timeout: 60_000 }, async (t) => {
-  const backend = await startTlsBackend(t);
+  const backend = await startPassthroughBackend(t);
   const web = await startHttpBackend(t, { name: 'web' });
   const portico = await startPortico(t, {
     workers: 1,
@@ -147,7 +113,7 @@ test('one TLS port: a passthrough name reaches the TLS backend (its certificate)
   });
   const port = portico.tlsPort;
 
-  await passThrough(t, port, backend.cert);
+  await passThrough(t, port, backend);
   const line = await portico.waitForLog((l) => l.msg === 'passthrough');
   assert.equal(line.sni, 'pass.test');
   assert.equal(line.upstream, 'tls-backend');
@@ -292,7 +258,7 @@ function tlsRefusal(t: TestContext, port: number, servername: string | undefined
 }
 
 test('a TLS listener without certificates passes its names through; another name gets unrecognized_name, no SNI gets missing_extension; both counted and logged', { timeout: 60_000 }, async (t) => {
-  const backend = await startTlsBackend(t);
+  const backend = await startPassthroughBackend(t);
   const portico = await startPortico(t, {
     workers: 1,
     admin: { address: '127.0.0.1:0' },
@@ -301,7 +267,7 @@ test('a TLS listener without certificates passes its names through; another name
   });
   const port = portico.ports[0];
 
-  await passThrough(t, port, backend.cert);
+  await passThrough(t, port, backend);
 
   // RFC 6066 §3 and RFC 8446 §9.2: the client's TLS stack names the reason instead of an unexplained EOF
   assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
@@ -341,7 +307,7 @@ async function greetThrough(t: TestContext, port: number): Promise<string> {
 }
 
 test('a reload turns kept listening sockets into other kinds: terminating TLS <-> passthrough only, http <-> a server-first tcp listener', { timeout: 90_000 }, async (t) => {
-  const backend = await startTlsBackend(t);
+  const backend = await startPassthroughBackend(t);
   const web = await startHttpBackend(t, { name: 'web' });
   const greeter = await startGreeter(t);
   const passthrough = [{ sni: 'pass.test', upstream: 'tls-backend' }];
@@ -363,7 +329,7 @@ test('a reload turns kept listening sockets into other kinds: terminating TLS <-
   // several connections each time: with 2 workers, either may accept
   const served = async (): Promise<void> => {
     for (let i = 0; i < 4; i++) {
-      await passThrough(t, tlsPort, backend.cert);
+      await passThrough(t, tlsPort, backend);
       assert.equal((await request(`https://127.0.0.1:${tlsPort}/`)).status, 200, 'TLS terminated and routed');
       assert.equal((await request(`http://127.0.0.1:${plainPort}/`)).status, 200, 'plain HTTP routed');
     }
@@ -373,7 +339,7 @@ test('a reload turns kept listening sockets into other kinds: terminating TLS <-
   let r = await reloadPortico(portico, passing);
   assert.equal(r.code, 0, r.stderr);
   for (let i = 0; i < 4; i++) {
-    await passThrough(t, tlsPort, backend.cert);
+    await passThrough(t, tlsPort, backend);
     assert.equal(await tlsRefusal(t, tlsPort, 'localhost'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME', 'no certificate left to terminate with');
     assert.equal(await greetThrough(t, plainPort), '220 greeting\r\necho:HELO', 'the kept socket relays at accept');
   }
