@@ -45,10 +45,28 @@ inline uint8_t Lower(uint8_t c) {
   return 0;
 }
 
-inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* out) {
+// Hex digits, ':' and '.' with at least one ':': what an IPv6 literal (or one with an IPv4 tail) is made of.
+inline bool Ipv6Literal(const uint8_t* b, size_t s, size_t e) {
+  bool colon = false;
+  for (size_t i = s; i < e; i++) {
+    uint8_t c = b[i];
+    if (c == ':') colon = true;
+    else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.')) return false;
+  }
+  return colon;
+}
+
+// Validates a HostName as a DNS name into `out`, lower-cased; `*ip` set (and `out` left empty) for an IP literal,
+// which names no host.
+inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* out, bool* ip) {
   size_t n = e - s;
+  *ip = false;
   if (n > 253) return "server name longer than 253 characters (RFC 1035 §2.3.4)";
   if (b[e - 1] == '.') return "server name has a trailing dot (RFC 6066 §3)";
+  if (Ipv6Literal(b, s, e)) {
+    *ip = true;
+    return nullptr;
+  }
   size_t label_start = s;
   bool last_numeric = true;
   for (size_t i = s; i <= e; i++) {
@@ -70,7 +88,10 @@ inline const char* HostName(const uint8_t* b, size_t s, size_t e, std::string* o
     }
     if (Lower(c) == 0) return "server name has a character outside letters, digits, \"-\", \"_\" and \".\" (RFC 6066 §3)";
   }
-  if (last_numeric) return "server name is an IP literal, which RFC 6066 §3 forbids";
+  if (last_numeric) {  // an IPv4 literal (or one that could be read as one): no TLD is all-numeric
+    *ip = true;
+    return nullptr;
+  }
   out->resize(n);
   for (size_t i = 0; i < n; i++) (*out)[i] = static_cast<char>(Lower(b[s + i]));
   return nullptr;
@@ -81,6 +102,7 @@ inline const char* ServerName(const uint8_t* b, size_t p, size_t end, Result* r)
   size_t list_len = static_cast<size_t>(b[p] << 8 | b[p + 1]);
   p += 2;
   if (list_len == 0 || p + list_len != end) return "server_name list length is wrong (RFC 6066 §3)";
+  bool named = false;
   while (p < end) {
     if (p + 3 > end) return "server_name entry truncated";
     uint8_t type = b[p];
@@ -88,10 +110,13 @@ inline const char* ServerName(const uint8_t* b, size_t p, size_t end, Result* r)
     p += 3;
     if (name_len == 0 || p + name_len > end) return "server_name entry length is wrong (RFC 6066 §3)";
     if (type == 0) {
-      if (r->has_sni) return "more than one host_name in server_name (RFC 6066 §3)";
-      const char* bad = HostName(b, p, p + name_len, &r->sni);
+      if (named) return "more than one host_name in server_name (RFC 6066 §3)";
+      named = true;
+      bool ip = false;
+      const char* bad = HostName(b, p, p + name_len, &r->sni, &ip);
       if (bad != nullptr) return bad;
-      r->has_sni = true;
+      // an IP literal names no host (RFC 6066 §3 forbids it, yet some clients send one): as without SNI
+      r->has_sni = !ip;
     }
     p += name_len;
   }

@@ -8,7 +8,7 @@
 // is an error rather than a guess.
 
 export interface ClientHello {
-  /** server_name host_name (RFC 6066 §3), validated as a DNS name and lower-cased; undefined when absent. */
+  /** server_name host_name (RFC 6066 §3), validated as a DNS name and lower-cased; undefined when absent or an IP literal. */
   sni?: string;
   /** ALPN protocol names in client order (RFC 7301 §3.1), latin1-decoded; empty when the extension is absent. */
   alpn: string[];
@@ -232,6 +232,7 @@ function readServerName(b: Buffer, p: number, end: number, hello: ClientHello): 
   const listLen = (b[p] << 8) | b[p + 1];
   p += 2;
   if (listLen === 0 || p + listLen !== end) return 'server_name list length is wrong (RFC 6066 §3)';
+  let named = false;
   while (p < end) {
     if (p + 3 > end) return 'server_name entry truncated';
     const nameType = b[p];
@@ -241,10 +242,13 @@ function readServerName(b: Buffer, p: number, end: number, hello: ClientHello): 
     // Only host_name is defined; other types are skipped as opaque, as common stacks (Go, BoringSSL) do.
     if (nameType === NAME_TYPE_HOST) {
       // RFC 6066 §3: the list MUST NOT contain more than one name of the same name_type.
-      if (hello.sni !== undefined) return 'more than one host_name in server_name (RFC 6066 §3)';
+      if (named) return 'more than one host_name in server_name (RFC 6066 §3)';
+      named = true;
       const name = hostName(b, p, p + nameLen);
-      if (typeof name !== 'string') return name.reason;
-      hello.sni = name;
+      if (name !== null && typeof name !== 'string') return name.reason;
+      // an IP literal (null) names no host: RFC 6066 §3 forbids it, yet some clients (wrk, older Java) send one, and
+      // a listener without a preface hands it to OpenSSL, which takes it as no name: the same here
+      if (name !== null) hello.sni = name;
     }
     p += nameLen;
   }
@@ -264,11 +268,15 @@ const LOWER = (() => {
   return t;
 })();
 
-/** Validates a HostName as a DNS name and lower-cases it (RFC 6066 §3, RFC 1035 §2.3.4, RFC 1123 §2.1). */
-function hostName(b: Buffer, s: number, e: number): string | { reason: string } {
+/**
+ * Validates a HostName as a DNS name and lower-cases it (RFC 6066 §3, RFC 1035 §2.3.4, RFC 1123 §2.1); null for an
+ * IP literal (one that reads as an IPv4 or IPv6 address), which names no host.
+ */
+function hostName(b: Buffer, s: number, e: number): string | { reason: string } | null {
   const n = e - s;
   if (n > MAX_DNS_NAME) return { reason: 'server name longer than 253 characters (RFC 1035 §2.3.4)' };
   if (b[e - 1] === 0x2e) return { reason: 'server name has a trailing dot (RFC 6066 §3)' };
+  if (ipv6Literal(b, s, e)) return null;
   let labelStart = s;
   let lastLabelNumeric = true;
   let upper = false;
@@ -294,10 +302,20 @@ function hostName(b: Buffer, s: number, e: number): string | { reason: string } 
     if (l !== c) upper = true;
   }
   // An all-numeric last label is an IPv4 literal (or could be read as one); no TLD is all-numeric (RFC 3696 §2).
-  // IPv6 literals already failed on ':'.
-  if (lastLabelNumeric) return { reason: 'server name is an IP literal, which RFC 6066 §3 forbids' };
+  if (lastLabelNumeric) return null;
   const str = b.toString('latin1', s, e);
   return upper ? str.toLowerCase() : str;
+}
+
+/** Hex digits, ':' and '.' with at least one ':': what an IPv6 literal (or one with an IPv4 tail) is made of. */
+function ipv6Literal(b: Buffer, s: number, e: number): boolean {
+  let colon = false;
+  for (let i = s; i < e; i++) {
+    const c = b[i];
+    if (c === 0x3a) colon = true;
+    else if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46) || c === 0x2e)) return false;
+  }
+  return colon;
 }
 
 /** RFC 7301 §3.1: ProtocolNameList protocol_name_list<2..2^16-1>; ProtocolName<1..2^8-1>. */

@@ -272,6 +272,8 @@ test('a TLS listener without certificates passes its names through; another name
   // RFC 6066 §3 and RFC 8446 §9.2: the client's TLS stack names the reason instead of an unexplained EOF
   assert.equal(await tlsRefusal(t, port, 'other.test'), 'ERR_SSL_TLSV1_UNRECOGNIZED_NAME');
   assert.equal(await tlsRefusal(t, port, undefined), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
+  // an IP literal as the name (RFC 6066 forbids it; wrk sends one) names no host: as without SNI
+  assert.equal(await tlsRefusal(t, port, '127.0.0.1'), 'ERR_SSL_TLSV13_ALERT_MISSING_EXTENSION');
   const refused = (sni: string | undefined) => (l: LogLine) => l.msg === 'no passthrough for this TLS name: alert sent, closed' && l.sni === sni && l.closedBy === 'refused';
   await portico.waitForLog(refused('other.test'));
   await portico.waitForLog(refused(undefined));
@@ -280,7 +282,7 @@ test('a TLS listener without certificates passes its names through; another name
   const admin = (listening.admin as { port: number }).port;
   const metrics = (await request(`http://127.0.0.1:${admin}/metrics`)).body.toString();
   assert.match(metrics, /^portico_connections_refused_total\{reason="sni_unknown"\} 1$/m);
-  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 1$/m);
+  assert.match(metrics, /^portico_connections_refused_total\{reason="sni_missing"\} 2$/m);
 });
 
 /** A server that speaks first, then answers `echo:<data>` and closes (a tcp listener must relay at accept). */

@@ -53,6 +53,27 @@ test('native ClientHello reader = the JS one on mutated real hellos and all thei
   );
 });
 
+test('native ClientHello reader = the JS one on server names made of digits, hex, ":" and "." (IP literals and near misses)', async (t) => {
+  if (!needAddon(t)) return;
+  const seed = await captureNodeHello({ servername: 'fuzz.example' });
+  const at = seed.indexOf('fuzz.example', 0, 'latin1');
+  assert.ok(at > 0, 'the seed carries its name');
+  const chars = '0123456789abcdefABCDEFx:.-';
+  for (const name of ['192.168.0.10', '::ffff:1.2.3', '2001:db8::ab', '1.2.3.4.5.67', '1.2.3.4.5.6x']) {
+    const buf = Buffer.from(seed);
+    buf.write(name, at, 'latin1');
+    agree(buf);
+  }
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom(...chars), { minLength: 12, maxLength: 12 }), (name) => {
+      const buf = Buffer.from(seed);
+      buf.write(name.join(''), at, 'latin1');
+      agree(buf);
+    }),
+    opts,
+  );
+});
+
 test('native ClientHello reader = the JS one on arbitrary bytes behind a handshake record header', (t) => {
   if (!needAddon(t)) return;
   fc.assert(
