@@ -102,16 +102,20 @@ export function adoptFallbacks(config: Config, nativeIo: boolean): Array<{ liste
 /**
  * The TLS listeners whose terminated WebSockets take the JS relay on the hop into uWS, each with the reason
  * (logged at start and on each reload, one line per listener): where Node's TLS terminates the client (native
- * TLS off or unavailable, or a PROXY header read first), the addon's TLS relay cannot take the connection.
- * Elsewhere the hop runs on the addon's threads (handoff.ts); a connection that still cannot is logged once.
+ * TLS off or unavailable, or a preface read first on a kernel that cannot peek TCP: accept-paths.ts acceptModeOf),
+ * the addon's TLS relay cannot take the connection. Elsewhere the hop runs on the addon's threads (handoff.ts); a
+ * connection that still cannot is logged once.
  */
-export function terminateHopFallbacks(config: Config, nativeTls: { available: boolean; reason?: string }): Array<{ listener: number; reason: string }> {
+export function terminateHopFallbacks(config: Config, nativeTls: { available: boolean; reason?: string }, peek: boolean): Array<{ listener: number; reason: string }> {
   if (terminateRoutePaths(config).length === 0) return [];
   const out: Array<{ listener: number; reason: string }> = [];
   config.listeners.forEach((l, i) => {
     if (l.mode === 'tcp' || l.tls === undefined || (l.tls.certificates.length === 0 && l.tls.acme === undefined)) return;
     if (!nativeTls.available) out.push({ listener: i, reason: `Node's TLS terminates here (${nativeTls.reason ?? 'native TLS unavailable'}), so the hop into uWebSockets.js is relayed in JavaScript` });
-    else if (l.proxy_protocol !== undefined) out.push({ listener: i, reason: "PROXY protocol listener: Node's TLS terminates after the header, so the hop into uWebSockets.js is relayed in JavaScript" });
+    else if (!peek && (l.proxy_protocol !== undefined || (l.tls.passthrough?.length ?? 0) > 0)) {
+      const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : 'a ClientHello (passthrough)';
+      out.push({ listener: i, reason: `${preface} is read first and this kernel cannot peek TCP: Node's TLS terminates after it, so the hop into uWebSockets.js is relayed in JavaScript` });
+    }
   });
   return out;
 }

@@ -352,7 +352,7 @@ class Worker {
   async #terminateFor(config: Config, log: Logger): Promise<TerminateServices | undefined> {
     // handoff: adopt routes keep the relay hop on these listeners: said once per listener and apply, never silent
     for (const f of adoptFallbacks(config, nativePeekAvailable())) log.warn({ listener: f.listener, reason: f.reason }, 'websocket handoff: adopt falls back to relay on this listener');
-    for (const f of terminateHopFallbacks(config, nativeTlsStatus())) log.warn({ listener: f.listener, reason: f.reason }, 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener');
+    for (const f of terminateHopFallbacks(config, nativeTlsStatus(), nativePeekAvailable())) log.warn({ listener: f.listener, reason: f.reason }, 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener');
     if (this.#terminate !== undefined || terminateRoutePaths(config).length === 0) return this.#terminate;
     const s = loadUws();
     if (!s.ok) throw new Error(`uWebSockets.js cannot load: ${s.reason}`);

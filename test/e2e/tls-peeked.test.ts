@@ -6,6 +6,7 @@
 // replays what JavaScript read: the oracle of the answers); portico_tls_native_handshakes_total tells them apart.
 // Clients write their bytes whole or dribbled in 7-byte pieces (the PROXY header and the ClientHello in many reads);
 // hostile ones (not TLS after the header, a FIN or silence inside the hello) are closed and never cost the worker.
+// A terminated WebSocket on such a listener hops into uWebSockets.js on the addon's TLS relay thread.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -19,10 +20,11 @@ import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { adminStatus, adminUrl } from '../helpers/admin.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
-import { request } from '../helpers/clients.js';
+import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { needNativeTls } from '../helpers/native-tls.js';
 import { needPeer } from '../helpers/peers.js';
-import { TEST_CERT, TEST_KEY, startPortico, type Portico } from '../helpers/portico.js';
+import { TEST_CERT, TEST_KEY, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { startChatBackend } from '../helpers/chat-backend.js';
 import { until } from '../helpers/until.js';
 import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
 import { passThrough, startPassthroughBackend } from '../helpers/passthrough-backend.js';
@@ -44,7 +46,7 @@ async function metric(portico: Portico, name: string): Promise<number> {
 const nativeHandshakes = (p: Portico): Promise<number> => metric(p, 'portico_tls_native_handshakes_total');
 const handshakeErrors = (p: Portico): Promise<number> => metric(p, 'portico_tls_handshake_errors_total');
 
-function config(webPort: number, passPort: number): ConfigInput {
+function config(webPort: number, passPort: number, chatPort?: number): ConfigInput {
   const certificates = [{ cert: TEST_CERT, key: TEST_KEY }];
   const passthrough = [{ sni: 'pass.test', upstream: 'tls-backend' }];
   const proxy_protocol = { trusted: ['127.0.0.1/32'] };
@@ -56,8 +58,12 @@ function config(webPort: number, passPort: number): ConfigInput {
       { address: '127.0.0.1:0', proxy_protocol, tls: { certificates, handshake_timeout: '2s' } },
       { address: '127.0.0.1:0', proxy_protocol, tls: { certificates, passthrough, handshake_timeout: '2s' } },
     ],
-    upstreams: { web: { targets: [`127.0.0.1:${webPort}`] }, 'tls-backend': { targets: [`127.0.0.1:${passPort}`] } },
-    routes: [{ proxy: 'web' }],
+    upstreams: {
+      web: { targets: [`127.0.0.1:${webPort}`] },
+      'tls-backend': { targets: [`127.0.0.1:${passPort}`] },
+      ...(chatPort === undefined ? {} : { chat: { targets: [`127.0.0.1:${chatPort}`] } }),
+    },
+    routes: [...(chatPort === undefined ? [] : [{ match: { path: '/wss' }, proxy: 'chat', websocket: { mode: 'terminate' as const } }]), { proxy: 'web' }],
   };
 }
 
@@ -226,5 +232,30 @@ for (const nodeTls of [false, true]) {
     const status = await adminStatus(portico);
     assert.equal(status.workers[0].pid, pid);
     assert.equal(status.workers[0].restarts, 0);
+  });
+
+  test(`${which}: a terminated WebSocket after a PROXY header or on the mixed port: its hop into uWebSockets.js on ${nodeTls ? 'the JS relay' : "the addon's TLS relay thread"}, the header's client in the access line`, { timeout: 60_000 }, async (t) => {
+    if (!needPeek(t, nodeTls)) return;
+    const web = await startHttpBackend(t, { name: 'web' });
+    const pass = await startPassthroughBackend(t);
+    const chat = await startChatBackend(t);
+    const portico = await startPortico(t, config(web.port, pass.port, chat.port), { env });
+    const fallback = (l: LogLine): boolean => l.msg === 'terminated WebSocket: the hop into uWebSockets.js stays in JavaScript on this listener';
+    for (const [listener, header, client] of [[PROXIED, buildProxyV1(SOURCE, { address: '198.51.100.1', port: 443 }), SOURCE.address], [MIXED, undefined, '127.0.0.1']] as const) {
+      // the header written on the TCP connection before ws's TLS starts on it
+      const createConnection = (): tls.TLSSocket => {
+        const raw = net.connect({ host: '127.0.0.1', port: portico.ports[listener] });
+        if (header !== undefined) raw.write(header);
+        return tls.connect({ socket: raw, servername: 'localhost', ca: testCaCert() });
+      };
+      const ws = await openWebSocket(t, `wss://localhost:${portico.ports[listener]}/wss`, { createConnection });
+      assert.equal(await echo(ws, `listener ${listener}`), `listener ${listener}`);
+      assert.equal(chat.upgrades.at(-1)?.['x-real-ip'], client);
+      ws.close(4002, 'bye');
+      const line = await portico.waitForLog((l) => l.msg === 'websocket' && l.mode === 'terminate' && l.closedBy === 'client' && l.remoteAddr === client);
+      assert.equal(line.hop, nodeTls ? 'js' : 'tls-relay', `listener ${listener}`);
+    }
+    assert.equal(await nativeHandshakes(portico), nodeTls ? 0 : 2);
+    if (!nodeTls) assert.equal(portico.logs.find(fallback), undefined, 'no fallback said');
   });
 }
