@@ -3,17 +3,18 @@
 // same assertions: v1 and v2 headers (TCP4, TCP6, LOCAL, UNKNOWN) from a trusted sender reach a send_proxy_protocol
 // target as the original client, with the bytes after the header behind it, and the access line names that client;
 // a header in pieces; refusals counted with their reasons (an untrusted sender, no header, malformed ones, one past
-// its bound, one cut by the client's FIN, a silent sender's timeout); TLS passthrough behind a PROXY header.
+// its bound, one cut by the client's FIN, a silent sender's timeout); TLS passthrough behind a PROXY header; a reload
+// that adds proxy_protocol to a listener and one that removes it.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { buildProxyV1, buildProxyV2, buildProxyV2Local, parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
-import { adminUrl } from '../helpers/admin.js';
+import { adminStatus, adminUrl } from '../helpers/admin.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { request } from '../helpers/clients.js';
 import { needNativeL4 } from '../helpers/native-io.js';
-import { startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 
 const SERVED_BY_ADDON = 'L4 listener served by the addon (accept, connect, splice)';
 
@@ -300,5 +301,54 @@ for (const onAddon of [true, false]) {
     assert.match(metrics, /^portico_connections_refused_total\{reason="timeout"\} 1$/m);
     assert.match(metrics, /^portico_connections_total 2$/m);
     assert.equal(target.connections(), 2);
+  });
+}
+
+for (const onAddon of [true, false]) {
+  const label = onAddon ? 'tcp listener on the addon' : 'tcp listener on the JS path (PORTICO_NATIVE_L4=0)';
+  const env = onAddon ? {} : { env: { PORTICO_NATIVE_L4: '0' } };
+  test(`${label}: a reload that adds proxy_protocol makes new connections need a header (and defers accept); one that removes it takes them plain again`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const target = await startProxyTarget(t, 4);
+    const config = (pp: boolean) => ({
+      workers: 1,
+      admin: { address: '127.0.0.1:0' },
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp' as const, upstream: 'pp', ...(pp ? { proxy_protocol: { trusted: ['127.0.0.1/32'] } } : {}) }],
+      upstreams: { pp: { targets: [`127.0.0.1:${target.port}`], send_proxy_protocol: 'v2' as const } },
+      log: { level: 'debug' as const },
+    });
+    const portico = await startPortico(t, config(false), env);
+    await servedBy(portico, onAddon);
+    const port = portico.ports[0];
+    /** One connection sending `bytes`: the client the target's header names, after Portico's answer came back. */
+    const through = async (bytes: Buffer): Promise<ProxyHeader> => {
+      const c = await connect(t, port);
+      const answer = closedBy(c);
+      c.write(bytes);
+      const { header } = await target.next();
+      assert.equal((await answer).toString(), 'ok');
+      return header;
+    };
+    const plain = await through(Buffer.from('ping'));
+    assert.equal(plain.source?.address, '127.0.0.1');
+    assert.deepEqual((await adminStatus(portico)).workers[0].deferAccept, [], 'a tcp listener without PROXY does not defer');
+
+    let r = await reloadPortico(portico, config(true));
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await through(Buffer.concat([buildProxyV1(CLIENT4, DEST4), Buffer.from('ping')]))).source, CLIENT4);
+    const missing = await connect(t, port);
+    const refused = closedBy(missing);
+    missing.write('ping');
+    assert.equal((await refused).length, 0);
+    await portico.waitForLog(refusedLine('proxy_missing'));
+    assert.deepEqual((await adminStatus(portico)).workers[0].deferAccept, ['127.0.0.1:0'], 'with proxy_protocol its clients speak first: deferred');
+    // the addon took the new compile: the listener never went to the JS path
+    if (onAddon) assert.equal(portico.logs.find((l) => l.msg === 'L4 listener served by JavaScript, not the addon'), undefined);
+
+    r = await reloadPortico(portico, config(false));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await through(Buffer.from('pong'))).source?.address, '127.0.0.1');
+    assert.deepEqual((await adminStatus(portico)).workers[0].deferAccept, []);
+    assert.equal(target.connections(), 3);
   });
 }
