@@ -71,6 +71,9 @@ run --test-name-pattern='^upgrades: (the addon writes|a client frame|a wrong acc
 # L4 listeners served by the addon (l4.cc, client-hello.h): tcp and TLS passthrough through a running worker, 300
 # fuzzed hellos included (~46 s; the JS path's cases and the 10,000-connection test are left to the plain run)
 run --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/test/e2e/l4-native.test.js
+# L4 listeners with proxy_protocol on the addon (l4.cc, proxy-header.h): PROXY headers whole and in pieces, every
+# refusal, passthrough behind a header, through a running worker (the JS path's cases are left to the plain run)
+run --test-name-pattern='on the addon' dist/test/e2e/l4-native-proxy.test.js
 # the relayed answer (response-head.cc, io.cc ioAnswer): answers relayed through a running worker (plain and TLS
 # clients, backpressure, lying and vanishing peers) (~30 s)
 run dist/test/e2e/native-answer.test.js
@@ -125,10 +128,11 @@ run --test-name-pattern='connections at once' --test-name-pattern='past the fd l
 # FastCGI's answer records (fcgi-answer.cc), request heads (request-head.cc; not on the request path yet), the route
 # table (route-table.cc, io.cc routeTableCompile / routeTableMatch; not on the request path yet), FastCGI's request
 # records of a bodyless GET/HEAD (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request path yet), the
-# ClientHello reader (client-hello.h) against the JS one; heads of real clients included (~35 s together)
+# ClientHello reader (client-hello.h) and the PROXY header reader with its CIDR matcher (proxy-header.h) against the
+# JS ones; heads of real clients included (~40 s together)
 run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
-run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js
+run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js
 
 # --- run them, PORTICO_ASAN_JOBS at once ---
 max="${PORTICO_ASAN_JOBS:-2}"

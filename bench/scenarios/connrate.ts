@@ -3,12 +3,15 @@
 // against direct-to-backend, nginx `stream` (1 worker, ssl_preread) and HAProxy (1 thread, req_ssl_sni), in
 // interleaved rounds; medians, proxy CPU-µs per connection. Client and backends are bench/native/connrate.cc,
 // built here with g++. Every target passes a checked run first. It never asserts a speed; see bench/README.md.
+// --proxy-protocol v1|v2: every proxy sits behind a balancer (its listeners read a PROXY header, which the client
+// sends before its first bytes: nginx `listen … proxy_protocol`, HAProxy `accept-proxy`, Portico `proxy_protocol`).
 // Usage: npm run build && node dist/bench/scenarios/connrate.js [--quick] [--rounds N] [--duration S] [--targets a,b]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
+import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { readArgs } from '../lib/args.js';
 import { runConnRate, type ConnRateLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
@@ -49,7 +52,15 @@ interface Options {
   halfClose: boolean;
   /** nginx's proxy_half_close on its tcp server (off: nginx's default; on: the same semantics as Portico's default). */
   nginxHalfClose: boolean;
+  /** The PROXY header every connection starts with (the proxies' listeners read it); off: none. */
+  proxyProtocol: 'off' | 'v1' | 'v2';
+  /** The variable set to 0 for the portico-js row: PORTICO_NATIVE (no addon) or PORTICO_NATIVE_L4 (the JS L4 path). */
+  jsSwitch: 'PORTICO_NATIVE' | 'PORTICO_NATIVE_L4';
 }
+
+/** The balancer's header: a client of the documentation range to the address it reached (the same on every connection). */
+const PROXIED_CLIENT = { address: '192.0.2.10', port: 40000 };
+const PROXIED_DESTINATION = { address: '198.51.100.1', port: 443 };
 
 const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --duration S       seconds per timed run (default 10)
@@ -58,7 +69,7 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --only tcp|tls     one load only
   --quick            smoke run: defaults --duration 2 --rounds 1 --warmup 1 (flags given win)
   --targets LIST     comma list of direct,nginx,haproxy,portico,portico-js (default: all available;
-                     portico-js = Portico with PORTICO_NATIVE=0: the JS relay instead of splice)
+                     portico-js = Portico with PORTICO_NATIVE=0: the JS relay instead of splice; see --js-switch)
   --concurrency N    connections in flight (default 64)
   --sources N        client source addresses 127.0.0.1..127.0.0.N (default 32)
   --no-pin           do not pin processes to CPUs
@@ -68,7 +79,12 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --half-close on|off  Portico's listeners' half_close (default on, Portico's default; off closes both sides at
                      the first FIN, as nginx stream does by default: proxy_half_close off)
   --nginx-half-close on|off  nginx stream's proxy_half_close on the tcp server (default off, nginx's default; on
-                     passes one side's FIN on and waits for the other's, as Portico's default does: the same work)`;
+                     passes one side's FIN on and waits for the other's, as Portico's default does: the same work)
+  --proxy-protocol off|v1|v2  each connection starts with a PROXY header of that version, as from an L4 balancer; every
+                     proxy's listeners read it (nginx proxy_protocol, HAProxy accept-proxy, Portico proxy_protocol
+                     trusting 127.0.0.0/8); no direct row (the backend reads none). Default off
+  --js-switch PORTICO_NATIVE|PORTICO_NATIVE_L4  the variable set to 0 for the portico-js row (default PORTICO_NATIVE:
+                     no addon; PORTICO_NATIVE_L4: the addon's I/O, L4 listeners on the JS path)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -76,7 +92,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
-      'nginx-half-close': 'string',
+      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string',
     },
     USAGE,
   );
@@ -97,6 +113,8 @@ function parseOptions(argv: string[]): Options {
     keepTmp: a.has('keep-tmp'),
     halfClose: a.oneOf('half-close', ['on', 'off'] as const, 'on') === 'on',
     nginxHalfClose: a.oneOf('nginx-half-close', ['on', 'off'] as const, 'off') === 'on',
+    proxyProtocol: a.oneOf('proxy-protocol', ['off', 'v1', 'v2'] as const, 'off'),
+    jsSwitch: a.oneOf('js-switch', ['PORTICO_NATIVE', 'PORTICO_NATIVE_L4'] as const, 'PORTICO_NATIVE'),
   };
 }
 
@@ -148,7 +166,11 @@ async function startTargets(tmp: string, o: Options, backend: Record<Load, numbe
   const wanted = (id: ConnTargetId): boolean => o.targets === undefined || o.targets.includes(id);
   const out: ConnTarget[] = [];
   const ports = async (): Promise<Record<Load, number>> => ({ tcp: await freePort(), tls: await freePort() });
-  if (wanted('direct')) out.push({ id: 'direct', label: 'direct (connrate backend)', ports: backend });
+  const pp = o.proxyProtocol !== 'off';
+  if (wanted('direct')) {
+    if (pp) console.log('--proxy-protocol: no direct row (the backend reads no PROXY header)');
+    else out.push({ id: 'direct', label: 'direct (connrate backend)', ports: backend });
+  }
   if (wanted('nginx')) {
     if (versions.nginx === undefined) console.log('nginx is not installed: no nginx row');
     else {
@@ -161,9 +183,9 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 stream {${o.nginxHalfClose ? '\n    proxy_half_close on;' : ''}
-    server { listen 127.0.0.1:${p.tcp}; proxy_pass 127.0.0.1:${backend.tcp}; }
+    server { listen 127.0.0.1:${p.tcp}${pp ? ' proxy_protocol' : ''}; proxy_pass 127.0.0.1:${backend.tcp}; }
     map $ssl_preread_server_name $tls_upstream { ${SNI} 127.0.0.1:${backend.tls}; default 127.0.0.1:1; }
-    server { listen 127.0.0.1:${p.tls}; ssl_preread on; proxy_pass $tls_upstream; }
+    server { listen 127.0.0.1:${p.tls}${pp ? ' proxy_protocol' : ''}; ssl_preread on; proxy_pass $tls_upstream; }
 }
 `;
       try {
@@ -189,10 +211,10 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend tcp_in
-    bind 127.0.0.1:${p.tcp}
+    bind 127.0.0.1:${p.tcp}${pp ? ' accept-proxy' : ''}
     default_backend tcp_backend
 frontend tls_in
-    bind 127.0.0.1:${p.tls}
+    bind 127.0.0.1:${p.tls}${pp ? ' accept-proxy' : ''}
     tcp-request inspect-delay 5s
     tcp-request content accept if { req_ssl_hello_type 1 }
     use_backend tls_backend if { req_ssl_sni -i ${SNI} }
@@ -213,9 +235,10 @@ backend tls_backend
       '# Written by bench/scenarios/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
       'workers: 1',
       'listeners:',
-      `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend${o.halfClose ? '' : ', half_close: false'} }`,
+      `  - { address: "127.0.0.1:${p.tcp}", mode: tcp, upstream: tcp_backend${o.halfClose ? '' : ', half_close: false'}${pp ? ', proxy_protocol: { trusted: ["127.0.0.0/8"] }' : ''} }`,
       `  - address: "127.0.0.1:${p.tls}"`,
       ...(o.halfClose ? [] : ['    half_close: false']),
+      ...(pp ? ['    proxy_protocol: { trusted: ["127.0.0.0/8"] }'] : []),
       `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
       'upstreams:',
       `  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`,
@@ -224,9 +247,10 @@ backend tls_backend
       'timeouts: { shutdown_grace: 2s }',
       '',
     ].join('\n');
-    const launched = await launchPortico(path.join(tmp, id), yaml, [p.tcp, p.tls], cpus, id === 'portico-js' ? { PORTICO_NATIVE: '0' } : undefined);
+    const launched = await launchPortico(path.join(tmp, id), yaml, [p.tcp, p.tls], cpus, id === 'portico-js' ? { [o.jsSwitch]: '0' } : undefined);
     if (launched.proc !== undefined) started.push(launched.proc);
-    const label = id === 'portico' ? `Portico (1 worker, ${nativeStatus().native ? 'splice relay' : 'JS relay: addon not built'})` : 'Portico (1 worker, JS relay: PORTICO_NATIVE=0)';
+    const jsLabel = o.jsSwitch === 'PORTICO_NATIVE' ? 'JS relay: PORTICO_NATIVE=0' : 'JS L4 path: PORTICO_NATIVE_L4=0';
+    const label = id === 'portico' ? `Portico (1 worker, ${nativeStatus().native ? 'splice relay' : 'JS relay: addon not built'})` : `Portico (1 worker, ${jsLabel})`;
     out.push({ id, label, ports: p, proc: launched.proc, error: launched.error });
   }
   return out;
@@ -240,6 +264,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `date:       ${new Date().toISOString()}  (node dist/bench/scenarios/connrate.js ${process.argv.slice(2).join(' ')})`.trimEnd(),
     `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread, proxy_half_close ${o.nginxHalfClose ? 'on' : 'off (its default)'}), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
+    `PROXY:      ${o.proxyProtocol === 'off' ? 'none' : `a ${o.proxyProtocol} header before each connection's first bytes, read by every proxy's listener`}; portico-js row: ${o.jsSwitch}=0`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
@@ -270,6 +295,15 @@ async function bench(o: Options, { tmp, started, stopped }: BenchmarkScope): Pro
   writeFileSync(requests.tcp, Buffer.alloc(REQUEST_BYTES, 'q'));
   const hello = await captureNodeHello({ servername: SNI });
   writeFileSync(requests.tls, hello);
+  // what the client sends through a proxy: the balancer's PROXY header, then the request the backend expects
+  const header = o.proxyProtocol === 'v1' ? buildProxyV1(PROXIED_CLIENT, PROXIED_DESTINATION) : o.proxyProtocol === 'v2' ? buildProxyV2(PROXIED_CLIENT, PROXIED_DESTINATION) : undefined;
+  const sent: Record<Load, string> = { ...requests };
+  if (header !== undefined) {
+    for (const l of LOADS) {
+      sent[l] = path.join(tmp, `sent-${l}.bin`);
+      writeFileSync(sent[l], Buffer.concat([header, readFileSync(requests[l])]));
+    }
+  }
   const conditions = formatConditions(o, { pinning, ...versions, helloBytes: hello.length, portico: porticoRevision() });
   console.log(`L4 connection-rate benchmark\n${conditions}\n`);
 
@@ -281,7 +315,7 @@ async function bench(o: Options, { tmp, started, stopped }: BenchmarkScope): Pro
   const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started);
   const watchOf = (t: ConnTarget): Watch => ({ proxy: t.proc?.pid, backend: [tcpBackend.proc.pid, tlsBackend.proc.pid] });
   const loadOf = (t: ConnTarget, l: Load, concurrency: number): ConnRateLoad => ({
-    binary: bin, port: t.ports[l], requestFile: requests[l], replyBytes: REPLY_BYTES, concurrency, sources: o.sources,
+    binary: bin, port: t.ports[l], requestFile: sent[l], replyBytes: REPLY_BYTES, concurrency, sources: o.sources,
   });
   let maxTimeWait = timeWait();
   const { runs, summaries } = await runPlan<ConnTarget, Load>({

@@ -8,6 +8,7 @@
 
 #include "client-hello.h"
 #include "ip-text.h"
+#include "proxy-header.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -70,6 +71,12 @@ struct Target {
   double ramp_until = 0;  // slow start: wall-clock ms (Date.now's base) until which the weight ramps (pushed by JS)
 };
 
+// A listener's proxy_protocol: the PROXY header read first, from trusted senders only (accept-paths.ts #acceptPath).
+struct ProxyIn {
+  std::vector<pp::Cidr> trusted;  // proxy_protocol.trusted
+  uint32_t timeout_ms = 0;        // a tcp listener: the whole header within this (timeouts.head); passthrough: peek_ms
+};
+
 // upstreams.X.balance among those the addon serves (l4-native.ts)
 enum class Balance : uint8_t { kRoundRobin, kLeastConn, kRandomTwo };
 
@@ -86,6 +93,7 @@ struct Config {
   uint32_t slow_start_ms = 0;  // the upstream's slow_start window; 0: off
   double slow_start_floor = 0;  // the weight a ramp starts at, as a share of the target's (balancer.ts SLOW_START_FLOOR)
   std::vector<double> w;  // the weights of a pick: the targets' own, ramped at each pick during a slow start
+  std::shared_ptr<const ProxyIn> proxy_in;  // a tcp listener's proxy_protocol; null: none
 };
 
 // TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
@@ -93,7 +101,8 @@ struct SniTable {
   uint32_t id = 0;
   std::unordered_map<std::string, std::shared_ptr<Config>> exact;
   std::vector<std::pair<std::string, std::shared_ptr<Config>>> wildcards;  // (".example.com", config)
-  uint32_t peek_ms = 0;  // the whole ClientHello must come within this
+  uint32_t peek_ms = 0;  // the whole ClientHello (and the PROXY header before it) must come within this
+  std::shared_ptr<const ProxyIn> proxy_in;  // the listener's proxy_protocol; null: none
 
   std::shared_ptr<Config> Match(const std::string& sni) const {
     auto it = exact.find(sni);
@@ -119,8 +128,9 @@ struct Failure {
   int err;  // errno behind it (ETIMEDOUT for the connect timeout)
 };
 
-// A connection's phase on the L4 thread (after these the relay owns it).
-enum class Phase : uint8_t { kPeek, kConnect, kLinger };
+// A connection's phase on the L4 thread (after these the relay owns it): the PROXY header, the ClientHello, the
+// connect, or a refused client's linger.
+enum class Phase : uint8_t { kProxy, kPeek, kConnect, kLinger };
 
 struct Conn {
   uint64_t id = 0;
@@ -140,6 +150,15 @@ struct Conn {
   uint64_t started = 0;   // wall clock
   sockaddr_storage peer{};
   std::vector<Failure> failures;
+  bool proxied = false;  // a PROXY header was read (its bytes count as the preface's, as in preface.ts)
+  // The client and the address it reached as a PROXY header named them (PROXY command, TCP over IPv4 or IPv6): the
+  // access line's client and the PROXY header to targets; else the socket's own ends (LOCAL, UNKNOWN, unix).
+  bool has_client = false;
+  pp::Family client_family = pp::Family::kUnknown;
+  uint16_t client_src[8] = {};
+  uint16_t client_dst[8] = {};
+  uint16_t client_sport = 0;
+  uint16_t client_dport = 0;
 };
 
 struct Record {
@@ -148,7 +167,7 @@ struct Record {
   bool has_sni;
   std::string sni;
   const char* refused;  // closed before routing: the RefusedReason, else nullptr
-  const char* detail;   // with it: what the ClientHello reader said (static), or nullptr
+  std::string detail;   // with it: what the ClientHello or PROXY header reader said; empty: nothing
   uint32_t cfg;
   int32_t target;
   std::string addr;
@@ -167,6 +186,7 @@ struct State {
   std::unordered_map<uint32_t, std::shared_ptr<Config>> forgotten;  // no listener takes them; connections may
   std::unordered_map<uint32_t, std::shared_ptr<SniTable>> tables;
   std::vector<uint8_t> peek;  // the L4 thread's ClientHello buffer (a hello in pieces is kept in Conn::head between reads)
+  std::vector<uint8_t> proxy;  // its PROXY header buffer (likewise)
   std::unordered_map<uint32_t, Listener> listeners;
   std::unordered_map<uint64_t, Conn*> connecting;  // by connection id
   std::vector<Record> records;
@@ -264,11 +284,8 @@ std::string Dotted(const uint16_t w[8]) {
   return buf;
 }
 
-std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
-  sockaddr_storage local{};
-  socklen_t len = sizeof local;
-  uint16_t s[8], d[8], sport = 0, dport = 0;
-  bool known = getsockname(cfd, reinterpret_cast<sockaddr*>(&local), &len) == 0 && Words(peer, s, &sport) && Words(local, d, &dport);
+// The header for ends `s` -> `d` (8 words each, IPv4 as IPv4-mapped), or UNKNOWN / UNSPEC when not `known`.
+std::string ProxyHeaderOf(int version, bool known, const uint16_t s[8], const uint16_t d[8], uint16_t sport, uint16_t dport) {
   bool v6 = known && !(Mapped(s) && Mapped(d));
   if (version == 1) {
     if (!known) return "PROXY UNKNOWN\r\n";
@@ -300,6 +317,17 @@ std::string ProxyHeader(int version, int cfd, const sockaddr_storage& peer) {
     put16(dport);
   }
   return out;
+}
+
+// The header a target wants for client `c`: the ends its own PROXY header named (accept-paths.ts proxiedSource and
+// proxiedDestination), else its socket's peer and local address.
+std::string ProxyHeader(int version, const Conn& c) {
+  if (c.has_client) return ProxyHeaderOf(version, true, c.client_src, c.client_dst, c.client_sport, c.client_dport);
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  uint16_t s[8], d[8], sport = 0, dport = 0;
+  bool known = getsockname(c.cfd, reinterpret_cast<sockaddr*>(&local), &len) == 0 && Words(c.peer, s, &sport) && Words(local, d, &dport);
+  return ProxyHeaderOf(version, known, s, d, sport, dport);
 }
 
 // ---- balancing (src/upstream/balancer.ts: SmoothWeightedRoundRobin, LeastConn, RandomTwo) ----
@@ -412,13 +440,21 @@ void ScheduleLocked();
 void Post(uint64_t now);
 void Wake();
 
+// The record's client: the one a PROXY header named for a routed connection (l4.ts logs req.source), the socket's
+// peer for a refusal (accept-paths.ts #refused and #unknownName log socket.remoteAddress).
 void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t up, uint64_t down, const char* refused = nullptr,
-                const char* detail = nullptr) {
+                std::string detail = std::string()) {
   uint16_t port = 0;
-  char text[kAddressTextMax];
-  std::string addr(text, AddressText(c->peer, text, &port));
+  std::string addr;
+  if (c->has_client && refused == nullptr) {
+    addr = pp::AddressText(c->client_family, c->client_src);
+    port = c->client_sport;
+  } else {
+    char text[kAddressTextMax];
+    addr.assign(text, AddressText(c->peer, text, &port));
+  }
   uint64_t now = WallMs();
-  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, detail, c->cfg ? c->cfg->id : 0, c->target,
+  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, std::move(detail), c->cfg ? c->cfg->id : 0, c->target,
                              std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,
                              std::move(c->failures)});
   Schedule();
@@ -482,7 +518,7 @@ void TargetFailed(Conn* c, const char* code, int err) {
 void Connected(Conn* c) {
   StartOptions options;
   if (c->cfg->proxy != 0 || !c->head.empty()) {
-    std::string out = c->cfg->proxy != 0 ? ProxyHeader(c->cfg->proxy, c->cfd, c->peer) + c->head : c->head;
+    std::string out = c->cfg->proxy != 0 ? ProxyHeader(c->cfg->proxy, *c) + c->head : c->head;
     ssize_t n = send(c->ufd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return TargetFailed(c, "UPSTREAM_CONNECT_ERROR", errno);
     size_t sent = n < 0 ? 0 : static_cast<size_t>(n);
@@ -553,10 +589,10 @@ void TryConnect(Conn* c) {
 }
 
 // Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
-void Refuse(Conn* c, const char* reason, const char* detail = nullptr) {
+void Refuse(Conn* c, const char* reason, std::string detail = std::string()) {
   if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
   CloseFd(c->cfd);
-  PushRecord(c, "refused", nullptr, 0, 0, reason, detail);
+  PushRecord(c, "refused", nullptr, 0, 0, reason, std::move(detail));
   g.connecting.erase(c->id);
   delete c;
 }
@@ -606,6 +642,20 @@ void RefuseName(Conn* c) {
 // src/wire/client-hello.ts does. A hello in pieces waits in c->head between reads; each read re-parses all of it.
 // The fd is in the L4 set with EPOLLONESHOT: re-armed only while more is needed, and left disarmed once routed
 // (no EPOLL_CTL_DEL; its close takes it out).
+// Routed on to a target (a tcp listener, or a passthrough name): the bytes read while routing go first.
+void Route(Conn* c, std::shared_ptr<Config> route) {
+  g.connecting.erase(c->id);
+  c->phase = Phase::kConnect;
+  c->deadline = 0;
+  c->cfg = std::move(route);
+  c->tried.assign(c->cfg->targets.size(), 0);
+  g.opened++;
+  Schedule();
+  TryConnect(c);
+}
+
+void Hello(Conn* c, size_t n, bool hung_up);
+
 void Peek(Conn* c, bool hung_up) {
   if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
   const size_t have = c->head.size();
@@ -615,9 +665,14 @@ void Peek(Conn* c, bool hung_up) {
     if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && Rearm(c)) return;
     return Refuse(c, "closed");
   }
-  if (got == 0 && have == 0) return Refuse(c, "closed");
+  // nothing at all came (a PROXY header's bytes count: preface.ts says 'closed' only for an empty buffer)
+  if (got == 0 && have == 0 && !c->proxied) return Refuse(c, "closed");
   if (got == 0) hung_up = true;
-  const size_t n = have + static_cast<size_t>(got);
+  Hello(c, have + static_cast<size_t>(got), hung_up);
+}
+
+// The first `n` bytes of g.peek are what came of the ClientHello so far: routed, refused, or kept for more.
+void Hello(Conn* c, size_t n, bool hung_up) {
   hello::Result r = hello::Parse(g.peek.data(), n);
   switch (r.kind) {
     case hello::Kind::kMore:
@@ -637,14 +692,65 @@ void Peek(Conn* c, bool hung_up) {
   if (!route) return RefuseName(c);
   // all of it goes to the upstream, bytes past the hello's records too (a client may send on without waiting)
   c->head.assign(reinterpret_cast<const char*>(g.peek.data()), n);
-  g.connecting.erase(c->id);
-  c->phase = Phase::kConnect;
-  c->deadline = 0;
-  c->cfg = route;
-  c->tried.assign(route->targets.size(), 0);
-  g.opened++;
-  Schedule();
-  TryConnect(c);
+  Route(c, std::move(route));
+}
+
+// The PROXY header (phase kProxy), read and parsed as preface.ts does with src/wire/proxy-protocol.ts: refusals with
+// its reasons (proxy_missing, proxy_invalid with the reader's words, closed), then the ClientHello behind it (a
+// passthrough listener, the same deadline) or the target (a tcp listener), the bytes after the header sent first.
+// A header in pieces waits in c->head between reads, as a ClientHello does.
+void ReadProxy(Conn* c, bool hung_up) {
+  if (g.proxy.empty()) g.proxy.resize(pp::kDefaultV2Max);  // a v2 header's bound: the largest that can be 'more'
+  const size_t have = c->head.size();
+  memcpy(g.proxy.data(), c->head.data(), have);
+  ssize_t got = recv(c->cfd, g.proxy.data() + have, g.proxy.size() - have, 0);
+  if (got < 0) {
+    if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && Rearm(c)) return;
+    return Refuse(c, "closed");
+  }
+  if (got == 0 && have == 0) return Refuse(c, "closed");
+  if (got == 0) hung_up = true;
+  const size_t n = have + static_cast<size_t>(got);
+  pp::Result r = pp::Parse(g.proxy.data(), n);
+  switch (r.kind) {
+    case pp::Kind::kMore:
+      // the client's FIN came with what it sent; a full buffer cannot be 'more' (v1 ends within 107 bytes, v2 within
+      // the buffer's size), kept as a bound all the same
+      if (hung_up) return Refuse(c, "proxy_invalid", "connection ended inside the preface");
+      if (n >= g.proxy.size()) return Refuse(c, "proxy_invalid", "preface too large");
+      c->head.assign(reinterpret_cast<const char*>(g.proxy.data()), n);
+      if (!Rearm(c)) return Refuse(c, "closed");
+      return;
+    case pp::Kind::kNone: return Refuse(c, "proxy_missing");
+    case pp::Kind::kError: return Refuse(c, "proxy_invalid", std::move(r.reason));
+    case pp::Kind::kDone: break;
+  }
+  c->proxied = true;
+  if (!r.local && (r.family == pp::Family::kTcp4 || r.family == pp::Family::kTcp6)) {
+    c->has_client = true;
+    c->client_family = r.family;
+    memcpy(c->client_src, r.src, sizeof r.src);
+    memcpy(c->client_dst, r.dst, sizeof r.dst);
+    c->client_sport = r.sport;
+    c->client_dport = r.dport;
+  }
+  const uint8_t* rest = g.proxy.data() + r.used;
+  const size_t rest_n = n - r.used;
+  if (c->table) {
+    // the ClientHello behind it, within what is left of the same deadline (preface.ts: one timer for the preface)
+    c->phase = Phase::kPeek;
+    c->head.clear();
+    if (rest_n == 0) {
+      if (hung_up) return Refuse(c, "client_hello_invalid", "connection ended inside the preface");
+      if (!Rearm(c)) return Refuse(c, "closed");
+      return;
+    }
+    if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
+    memcpy(g.peek.data(), rest, rest_n);  // rest_n < the PROXY buffer's size = the peek buffer's
+    return Hello(c, rest_n, hung_up);
+  }
+  c->head.assign(reinterpret_cast<const char*>(rest), rest_n);
+  Route(c, c->cfg);
 }
 
 void ConnectReady(Conn* c) {
@@ -686,6 +792,23 @@ void AcceptBatch(uint32_t lid, Listener& l) {
     c->cfd = fd;
     c->started = WallMs();
     c->peer = ss;
+    const ProxyIn* proxy_in = l.sni ? l.sni->proxy_in.get() : l.cfg->proxy_in.get();
+    if (proxy_in != nullptr) {
+      c->table = l.sni;
+      c->cfg = l.cfg;  // a tcp listener's (the record names it); a passthrough's comes with its name
+      uint16_t w[8], port;
+      if (!Words(ss, w, &port) || !pp::Matches(proxy_in->trusted, w)) {
+        Refuse(c, "untrusted", "PROXY header sender not in proxy_protocol.trusted");
+        continue;
+      }
+      c->phase = Phase::kProxy;
+      c->deadline = MonoMs() + (l.sni ? l.sni->peek_ms : proxy_in->timeout_ms);
+      g.connecting.emplace(c->id, c);
+      // deferred: the header (or its start) came before the accept, as a passthrough listener's ClientHello (Peek)
+      if (l.defer) ReadProxy(c, false);
+      else if (!Rearm(c)) Refuse(c, "closed");
+      continue;
+    }
     if (l.sni) {
       c->table = l.sni;
       c->phase = Phase::kPeek;
@@ -710,7 +833,8 @@ void Sweep(uint64_t now) {
     if (c->deadline != 0 && c->deadline <= now) late.push_back(c);
   }
   for (Conn* c : late) {
-    if (c->phase == Phase::kPeek) Refuse(c, "timeout");
+    if (c->phase == Phase::kProxy) Refuse(c, "proxy_timeout");
+    else if (c->phase == Phase::kPeek) Refuse(c, "timeout");
     else if (c->phase == Phase::kLinger) {
       if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
       CloseFd(c->cfd);
@@ -776,7 +900,9 @@ void Loop() {
       auto it = g.connecting.find(data);
       if (it == g.connecting.end()) continue;
       Conn* c = it->second;
-      if (c->phase == Phase::kPeek) Peek(c, (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+      const bool hung_up = (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+      if (c->phase == Phase::kProxy) ReadProxy(c, hung_up);
+      else if (c->phase == Phase::kPeek) Peek(c, hung_up);
       else if (c->phase == Phase::kLinger) Linger(c);
       else ConnectReady(c);
     }
@@ -831,7 +957,7 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
     if (r.table != 0) o.Set("table", Napi::Number::New(env, r.table));
     if (r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
     if (r.refused != nullptr) o.Set("refused", Napi::String::New(env, r.refused));
-    if (r.detail != nullptr) o.Set("detail", Napi::String::New(env, r.detail));
+    if (!r.detail.empty()) o.Set("detail", Napi::String::New(env, r.detail));
     o.Set("target", Napi::Number::New(env, r.target));
     o.Set("address", Napi::String::New(env, r.addr));
     o.Set("port", Napi::Number::New(env, r.port));
@@ -909,6 +1035,32 @@ uint32_t U32(const Napi::Value& v, const char* what) {
   return static_cast<uint32_t>(d);
 }
 
+// A compile's `proxyIn` ({ trusted: string[], timeoutMs? }: the listener's proxy_protocol), or null when absent. The
+// CIDRs are those the schema checked (checkCidr): one that does not parse here means the two disagree, refused.
+std::shared_ptr<const ProxyIn> ProxyInArg(Napi::Env env, const Napi::Object& o, bool timed) {
+  Napi::Value v = o.Get("proxyIn");
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "proxyIn must be an object");
+  Napi::Object p = v.As<Napi::Object>();
+  Napi::Value tv = p.Get("trusted");
+  if (!tv.IsArray()) throw Napi::TypeError::New(env, "proxyIn.trusted must be an array");
+  Napi::Array trusted = tv.As<Napi::Array>();
+  auto in = std::make_shared<ProxyIn>();
+  for (uint32_t i = 0; i < trusted.Length(); i++) {
+    Napi::Value e = trusted.Get(i);
+    if (!e.IsString()) throw Napi::TypeError::New(env, "proxyIn.trusted entries must be strings");
+    const std::string text = e.As<Napi::String>().Utf8Value();
+    pp::Cidr cidr;
+    if (!pp::ParseCidr(text, &cidr)) throw Napi::RangeError::New(env, "proxyIn.trusted: \"" + text + "\" is not a CIDR");
+    in->trusted.push_back(cidr);
+  }
+  if (timed) {
+    in->timeout_ms = U32(p.Get("timeoutMs"), "proxyIn.timeoutMs");
+    if (in->timeout_ms == 0) throw Napi::RangeError::New(env, "proxyIn.timeoutMs must be > 0");
+  }
+  return in;
+}
+
 // l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (at most one per kBatchMs).
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -923,7 +1075,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// l4Compile({ targets: [{ ip, port, weight }], leastConn, connectMs, idleMs, proxy, halfClose? }) -> config id.
+// l4Compile({ targets: [{ ip, port, weight }], balance, connectMs, idleMs, proxy, halfClose?, proxyIn? }) -> config id.
 Napi::Value Compile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4Compile(config)");
@@ -977,6 +1129,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   cfg->proxy = static_cast<int>(proxy);
   Napi::Value half = o.Get("halfClose");
   cfg->half_close = half.IsUndefined() || half.ToBoolean();
+  cfg->proxy_in = ProxyInArg(env, o, true);
   Napi::Value slow = o.Get("slowStartMs");
   if (!slow.IsUndefined()) {
     cfg->slow_start_ms = U32(slow, "slowStartMs");
@@ -990,7 +1143,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cfg->id);
 }
 
-// l4CompileSni({ entries: [{ sni, config }], peekMs }) -> table id (ids shared with configs): a passthrough-only
+// l4CompileSni({ entries: [{ sni, config }], peekMs, proxyIn? }) -> table id (ids shared with configs): a passthrough-only
 // TLS listener's names, first entry winning on duplicates as PassthroughTable.
 Napi::Value CompileSni(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1001,6 +1154,7 @@ Napi::Value CompileSni(const Napi::CallbackInfo& info) {
   Napi::Array entries = ev.As<Napi::Array>();
   auto table = std::make_shared<SniTable>();
   table->peek_ms = U32(o.Get("peekMs"), "peekMs");
+  table->proxy_in = ProxyInArg(env, o, false);
   std::lock_guard<std::mutex> lock(g.mu);
   for (uint32_t i = 0; i < entries.Length(); i++) {
     Napi::Object e = entries.Get(i).As<Napi::Object>();
@@ -1243,6 +1397,75 @@ Napi::Value ParseHello(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// l4ParseProxy(buf, maxV2Bytes?) -> { kind: 'more'|'none'|'done'|'error', ... }: the C++ PROXY header reader, for the
+// fuzz test that holds it to src/wire/proxy-protocol.ts. On 'done': used, version, command, family, source and
+// destination ({ address, port }; a unix path as the bytes of `path`, for the test to decode as JS does) and tlvs.
+Napi::Value ParseProxy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "l4ParseProxy(buffer, maxV2Bytes?)");
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  const size_t max = info.Length() > 1 && info[1].IsNumber() ? U32(info[1], "maxV2Bytes") : pp::kDefaultV2Max;
+  pp::Result r = pp::Parse(buf.Data(), buf.Length(), max);
+  Napi::Object o = Napi::Object::New(env);
+  const char* kinds[] = {"more", "none", "done", "error"};
+  o.Set("kind", Napi::String::New(env, kinds[static_cast<int>(r.kind)]));
+  if (r.kind == pp::Kind::kError) o.Set("reason", Napi::String::New(env, r.reason));
+  if (r.kind != pp::Kind::kDone) return o;
+  const char* families[] = {"tcp4", "tcp6", "unix", "unknown"};
+  o.Set("used", Napi::Number::New(env, static_cast<double>(r.used)));
+  o.Set("version", Napi::Number::New(env, r.version));
+  o.Set("command", Napi::String::New(env, r.local ? "local" : "proxy"));
+  o.Set("family", Napi::String::New(env, families[static_cast<int>(r.family)]));
+  auto endpoint = [&](const uint16_t w[8], uint16_t port, size_t path_at, size_t path_len) {
+    Napi::Object e = Napi::Object::New(env);
+    if (r.family == pp::Family::kUnix) {
+      e.Set("path", Napi::Buffer<uint8_t>::Copy(env, buf.Data() + path_at, path_len));
+      e.Set("port", Napi::Number::New(env, 0));
+    } else {
+      e.Set("address", Napi::String::New(env, pp::AddressText(r.family, w)));
+      e.Set("port", Napi::Number::New(env, port));
+    }
+    return e;
+  };
+  if (!r.local && r.family != pp::Family::kUnknown) {
+    o.Set("source", endpoint(r.src, r.sport, r.src_path_at, r.src_path_len));
+    o.Set("destination", endpoint(r.dst, r.dport, r.dst_path_at, r.dst_path_len));
+  }
+  Napi::Array tlvs = Napi::Array::New(env, r.tlvs.size());
+  for (size_t i = 0; i < r.tlvs.size(); i++) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("type", Napi::Number::New(env, r.tlvs[i].type));
+    t.Set("value", Napi::Buffer<uint8_t>::Copy(env, buf.Data() + r.tlvs[i].at, r.tlvs[i].len));
+    tlvs.Set(i, t);
+  }
+  o.Set("tlvs", tlvs);
+  return o;
+}
+
+// l4MatchCidrs(cidrs, address) -> boolean | null: whether the addon's CIDR matcher (the one of proxyIn.trusted)
+// takes `address` (an IP literal, as a socket names its peer), null when a CIDR does not parse: for the test that
+// holds it to createCidrMatcher.
+Napi::Value MatchCidrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsString()) throw Napi::TypeError::New(env, "l4MatchCidrs(cidrs, address)");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<pp::Cidr> cidrs;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    pp::Cidr c;
+    if (!pp::ParseCidr(list.Get(i).ToString().Utf8Value(), &c)) return env.Null();
+    cidrs.push_back(c);
+  }
+  const std::string address = info[1].As<Napi::String>().Utf8Value();
+  sockaddr_storage ss{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) ss.ss_family = AF_INET;
+  else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) ss.ss_family = AF_INET6;
+  else return Napi::Boolean::New(env, false);
+  uint16_t w[8], port;
+  return Napi::Boolean::New(env, Words(ss, w, &port) && pp::Matches(cidrs, w));
+}
+
 void Teardown(void*) {
   {
     std::lock_guard<std::mutex> lock(g.mu);
@@ -1291,6 +1514,8 @@ void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
   exports.Set("l4Targets", Napi::Function::New(env, Targets, "l4Targets"));
   exports.Set("l4CompileSni", Napi::Function::New(env, CompileSni, "l4CompileSni"));
   exports.Set("l4ParseHello", Napi::Function::New(env, ParseHello, "l4ParseHello"));
+  exports.Set("l4ParseProxy", Napi::Function::New(env, ParseProxy, "l4ParseProxy"));
+  exports.Set("l4MatchCidrs", Napi::Function::New(env, MatchCidrs, "l4MatchCidrs"));
   exports.Set("l4Forget", Napi::Function::New(env, Forget, "l4Forget"));
   exports.Set("l4Active", Napi::Function::New(env, Active, "l4Active"));
   exports.Set("l4Listen", Napi::Function::New(env, Listen, "l4Listen"));

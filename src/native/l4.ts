@@ -23,6 +23,16 @@ export interface L4Compiled {
   /** The upstream's slow_start window (ms; 0 off) and the share of a target's weight its ramp starts at. */
   readonly slowStartMs?: number;
   readonly slowStartFloor?: number;
+  /** The tcp listener's proxy_protocol: a PROXY header first, from `trusted` senders only, within `timeoutMs`. */
+  readonly proxyIn?: L4ProxyIn & { readonly timeoutMs: number };
+}
+
+/**
+ * A listener's proxy_protocol as the addon reads it (accept-paths.ts #acceptPath): the CIDRs of
+ * proxy_protocol.trusted (an untrusted sender is refused at accept), and the header read before anything else.
+ */
+export interface L4ProxyIn {
+  readonly trusted: readonly string[];
 }
 
 /** One closed connection: before any relay (`error` says why), or after its splice relay ended. */
@@ -33,12 +43,13 @@ export interface L4Record {
   readonly table?: number;
   /** Passthrough: the ClientHello's server name, when it had one. */
   readonly sni?: string;
-  /** Closed before routing (a preface failure, or an unknown name after its alert): the RefusedReason. */
+  /** Closed before routing (a preface failure, an untrusted PROXY sender, or an unknown name after its alert). */
   readonly refused?: RefusedReason;
-  /** With `refused`: what the ClientHello reader said (the JS reader's words). */
+  /** With `refused`: what the ClientHello or PROXY header reader said (the JS readers' words). */
   readonly detail?: string;
   /** The target relayed to (index in the compile), -1 when none was connected. */
   readonly target: number;
+  /** The client: as its PROXY header named it (a routed connection's), else the socket's peer. */
   readonly address: string;
   readonly port: number;
   readonly bytesUp: number;
@@ -63,8 +74,11 @@ export interface L4Batch {
 export interface L4Addon {
   l4Init(onBatch: (batch: L4Batch) => void): void;
   l4Compile(config: L4Compiled): number;
-  /** A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello. Same id space. */
-  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number }): number;
+  /**
+   * A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello, and the PROXY header
+   * before it with `proxyIn`. Same id space.
+   */
+  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number; proxyIn?: L4ProxyIn }): number;
   /** `rampUntil`: each target's slow-start end (Date.now's ms; 0 or past: not ramping). */
   l4Targets(config: number, up: readonly boolean[], remote: readonly number[], rampUntil?: readonly number[]): void;
   l4Forget(config: number): void;

@@ -10,7 +10,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { ErrorCode } from '../core/errors.js';
 import type { ClosedBy } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
-import { nativeL4, type L4Addon, type L4Batch, type L4Record } from '../native/l4.js';
+import { nativeL4, type L4Addon, type L4Batch, type L4Compiled, type L4Record } from '../native/l4.js';
 import { SLOW_START_FLOOR, type Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { netAddress } from '../upstream/target.js';
@@ -26,6 +26,8 @@ export type NativeL4Plan = { readonly config: number } | { readonly reason: stri
 
 interface Compiled {
   readonly id: number;
+  /** The tcp listener's index (its refusals' debug line names it); undefined for a passthrough name's upstream. */
+  readonly listener: number | undefined;
   readonly pool: UpstreamPool;
   readonly ctx: L4Context;
   readonly targets: readonly Target[];
@@ -39,7 +41,7 @@ interface Compiled {
   readonly active: number[];
 }
 
-/** Bound of a ClientHello when tls.handshake_timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
+/** Bound of a preface (ClientHello, PROXY header) when its phase timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
 const PEEK_FALLBACK_MS = 60_000;
 
 /** A passthrough-only TLS listener's table: its listener, and the compiles of its upstreams. */
@@ -50,10 +52,12 @@ interface Table {
   retired: boolean;
 }
 
-/** Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can. */
+/**
+ * Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can.
+ * (connections_per_ip with proxy_protocol would count the header's client: still JavaScript's, as without it.)
+ */
 function listenerUnsupported(config: Config, index: number): string | undefined {
   const cfg = config.listeners[index];
-  if (cfg.proxy_protocol !== undefined) return 'proxy_protocol on the listener (the PROXY header is read in JavaScript)';
   if (config.limits.connections_per_ip !== 'off') return 'limits.connections_per_ip is counted in JavaScript';
   if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) return 'the listener terminates TLS too (its ClientHello is read in JavaScript)';
   return undefined;
@@ -107,10 +111,16 @@ export class NativeL4 implements Tracked {
     const cfg = config.listeners[index];
     const refused = listenerUnsupported(config, index);
     if (refused !== undefined) return { reason: refused };
+    // proxy_protocol: the header within the preface's bound, as accept-paths.ts #acceptPath sets it (a tcp
+    // listener's timeouts.head; a passthrough listener's handshake_timeout, its ClientHello's bound too)
+    const trusted = cfg.proxy_protocol?.trusted;
     if (cfg.mode === 'tcp') {
       const pool = cfg.upstream === undefined ? undefined : pools.get(cfg.upstream);
       const reason = unsupported(pool);
-      return reason !== undefined || pool === undefined ? { reason: reason ?? 'upstream missing from the runtime' } : { config: this.#compile(pool, ctx, cfg.half_close !== false) };
+      if (reason !== undefined || pool === undefined) return { reason: reason ?? 'upstream missing from the runtime' };
+      const head = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
+      const proxyIn = trusted === undefined ? undefined : { trusted, timeoutMs: head > 0 ? head : PEEK_FALLBACK_MS };
+      return { config: this.#compile(pool, ctx, cfg.half_close !== false, index, proxyIn) };
     }
     // a passthrough-only TLS listener: one compile per upstream, then the name table over them
     const entries = cfg.tls?.passthrough ?? [];
@@ -123,15 +133,19 @@ export class NativeL4 implements Tracked {
         for (const id of byUpstream.values()) this.#retire(id);
         return { reason: `${e.upstream}: ${reason ?? 'upstream missing from the runtime'}` };
       }
-      byUpstream.set(e.upstream, this.#compile(pool, ctx, cfg.half_close !== false));
+      byUpstream.set(e.upstream, this.#compile(pool, ctx, cfg.half_close !== false, undefined, undefined));
     }
     const timeout = cfg.tls!.handshake_timeout;
-    const id = this.#addon.l4CompileSni({ entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })), peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS });
+    const id = this.#addon.l4CompileSni({
+      entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })),
+      peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS,
+      proxyIn: trusted === undefined ? undefined : { trusted },
+    });
     this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()], retired: false });
     return { config: id };
   }
 
-  #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean): number {
+  #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean, listener: number | undefined, proxyIn: L4Compiled['proxyIn']): number {
     const header = pool.config.send_proxy_protocol;
     const balance = pool.config.balance;
     if (typeof balance !== 'string') throw new Error(`balance ${balance.policy} reached the addon's compile`); // unsupported() refuses it
@@ -145,8 +159,9 @@ export class NativeL4 implements Tracked {
       halfClose,
       slowStartMs: pool.config.slow_start,
       slowStartFloor: SLOW_START_FLOOR,
+      proxyIn,
     });
-    const compiled: Compiled = { id, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
+    const compiled: Compiled = { id, listener, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);
     this.#push(compiled);
     this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
@@ -285,10 +300,13 @@ export class NativeL4 implements Tracked {
     const reason = r.refused!;
     this.#metrics.connectionRefused(reason);
     const table = this.#tables.get(r.table ?? -1);
-    if (table === undefined) return;
-    if (reason === 'sni_unknown' || reason === 'sni_missing') return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
-    const log = table.ctx.log;
-    if (log.isLevelEnabled('debug')) log.debug({ listener: table.index, reason, detail: r.detail, remoteAddr: r.address }, 'connection refused before routing');
+    if (table !== undefined && (reason === 'sni_unknown' || reason === 'sni_missing')) return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
+    // a passthrough listener's table, or a tcp listener's compile (a PROXY header refused)
+    const compiled = table === undefined ? this.#configs.get(r.config) : undefined;
+    const ctx = table?.ctx ?? compiled?.ctx;
+    const listener = table?.index ?? compiled?.listener;
+    if (ctx === undefined || listener === undefined) return;
+    if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ listener, reason, detail: r.detail, remoteAddr: r.address }, 'connection refused before routing');
   }
 
   #closed(r: L4Record): void {
