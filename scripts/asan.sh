@@ -71,6 +71,10 @@ run --test-name-pattern='^upgrades: (the addon writes|a client frame|a wrong acc
 # L4 listeners served by the addon (l4.cc, client-hello.h): tcp and TLS passthrough through a running worker, 300
 # fuzzed hellos included (~46 s; the JS path's cases and the 10,000-connection test are left to the plain run)
 run --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/test/e2e/l4-native.test.js
+# an L4 listener whose upstream follows a DNS name (l4.cc compiles replaced at run time, their connections on the old
+# one to their end): targets added and removed, a drain carried over, no target yet (~10 s; the JS path's cases are
+# left to the plain run)
+run --test-name-pattern='on the addon' dist/test/e2e/l4-discovery.test.js
 # the relayed answer (response-head.cc, io.cc ioAnswer): answers relayed through a running worker (plain and TLS
 # clients, backpressure, lying and vanishing peers) (~30 s)
 run dist/test/e2e/native-answer.test.js
