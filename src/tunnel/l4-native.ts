@@ -1,7 +1,8 @@
 // tcp listeners served wholly by the addon (src/native/l4.cc), from the worker's side: which listeners it can
-// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out),
-// compiled again when DNS discovery changes an upstream's targets, the target states pushed on change, and the addon's batches of closed connections turned into the same log
-// line (logL4Line), metrics and passive-health reports as the JS path. Holds no object per connection.
+// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out;
+// compiled again when DNS discovery changes an upstream's targets), the target states pushed on change, and the
+// addon's batches of closed connections turned into the same log line (logL4Line), metrics and passive-health
+// reports as the JS path. Holds no object per connection.
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import type { Config } from '../config/schema.js';
