@@ -8,7 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
+import { TestDnsServer } from '../../test/helpers/dns-server.js';
 import { readArgs } from '../lib/args.js';
 import { runConnRate, type ConnRateLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
@@ -49,7 +52,12 @@ interface Options {
   halfClose: boolean;
   /** nginx's proxy_half_close on its tcp server (off: nginx's default; on: the same semantics as Portico's default). */
   nginxHalfClose: boolean;
+  /** Portico's upstreams follow DNS names (resolve: true) answered by a DNS server of this process. */
+  discovered: boolean;
 }
+
+/** The names Portico's upstreams follow with --discovered (both answer 127.0.0.1). */
+const NAMES: Record<Load, string> = { tcp: 'tcp.bench', tls: 'tls.bench' };
 
 const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --duration S       seconds per timed run (default 10)
@@ -68,7 +76,10 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --half-close on|off  Portico's listeners' half_close (default on, Portico's default; off closes both sides at
                      the first FIN, as nginx stream does by default: proxy_half_close off)
   --nginx-half-close on|off  nginx stream's proxy_half_close on the tcp server (default off, nginx's default; on
-                     passes one side's FIN on and waits for the other's, as Portico's default does: the same work)`;
+                     passes one side's FIN on and waits for the other's, as Portico's default does: the same work)
+  --discovered       Portico's upstreams follow DNS names (\`resolve: true\`, a DNS server of this process answers
+                     127.0.0.1, TTL 30 s) instead of naming the backend's address; with PORTICO_NATIVE_L4=0 in the
+                     environment its L4 listeners run on the JS path (nginx and HAProxy keep the address)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -76,7 +87,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
-      'nginx-half-close': 'string',
+      'nginx-half-close': 'string', discovered: 'boolean',
     },
     USAGE,
   );
@@ -97,6 +108,7 @@ function parseOptions(argv: string[]): Options {
     keepTmp: a.has('keep-tmp'),
     halfClose: a.oneOf('half-close', ['on', 'off'] as const, 'on') === 'on',
     nginxHalfClose: a.oneOf('nginx-half-close', ['on', 'off'] as const, 'off') === 'on',
+    discovered: a.has('discovered'),
   };
 }
 
@@ -144,7 +156,7 @@ async function startBackend(bin: string, requestFile: string, cpus: string | und
   }
 }
 
-async function startTargets(tmp: string, o: Options, backend: Record<Load, number>, versions: { nginx?: string; haproxy?: string }, cpus: string | undefined, started: Spawned[]): Promise<ConnTarget[]> {
+async function startTargets(tmp: string, o: Options, backend: Record<Load, number>, versions: { nginx?: string; haproxy?: string }, cpus: string | undefined, started: Spawned[], dnsPort?: number): Promise<ConnTarget[]> {
   const wanted = (id: ConnTargetId): boolean => o.targets === undefined || o.targets.includes(id);
   const out: ConnTarget[] = [];
   const ports = async (): Promise<Record<Load, number>> => ({ tcp: await freePort(), tls: await freePort() });
@@ -218,8 +230,13 @@ backend tls_backend
       ...(o.halfClose ? [] : ['    half_close: false']),
       `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
       'upstreams:',
-      `  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`,
-      `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`,
+      ...(dnsPort === undefined
+        ? [`  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`, `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`]
+        : [
+            `  tcp_backend: { targets: [{ address: "${NAMES.tcp}:${backend.tcp}", resolve: true }] }`,
+            `  tls_backend: { targets: [{ address: "${NAMES.tls}:${backend.tls}", resolve: true }] }`,
+            `resolver: { servers: ["127.0.0.1:${dnsPort}"], family: ipv4 }`,
+          ]),
       'log: { level: warn, access: false }',
       'timeouts: { shutdown_grace: 2s }',
       '',
@@ -241,6 +258,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `machine:    ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${os.type()} ${os.release()}, node ${process.version}`,
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread, proxy_half_close ${o.nginxHalfClose ? 'on' : 'off (its default)'}), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
+    ...(o.discovered ? [`            upstreams follow DNS names (resolve: true, a DNS server in the bench process, TTL 30 s); PORTICO_NATIVE_L4=${process.env.PORTICO_NATIVE_L4 ?? '(unset)'}`] : []),
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
     `connection: tcp = connect, ${REQUEST_BYTES} B request, ${REPLY_BYTES} B reply, backend closes, client closes; tls = the same with a ${c.helloBytes} B`,
@@ -278,7 +296,18 @@ async function bench(o: Options, { tmp, started, stopped }: BenchmarkScope): Pro
   started.push(tcpBackend.proc);
   const tlsBackend = await startBackend(bin, requests.tls, pin?.backendCpu);
   started.push(tlsBackend.proc);
-  const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started);
+  let dnsPort: number | undefined;
+  if (o.discovered) {
+    // answers Portico's primary for the whole run (unref'd: it keeps nothing alive)
+    const socket = createSocket('udp4');
+    socket.bind(0, '127.0.0.1');
+    await once(socket, 'listening');
+    socket.unref();
+    const dns = new TestDnsServer(socket);
+    for (const name of Object.values(NAMES)) dns.set(name, { A: [{ address: '127.0.0.1', ttl: 30 }] });
+    dnsPort = dns.port;
+  }
+  const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started, dnsPort);
   const watchOf = (t: ConnTarget): Watch => ({ proxy: t.proc?.pid, backend: [tcpBackend.proc.pid, tlsBackend.proc.pid] });
   const loadOf = (t: ConnTarget, l: Load, concurrency: number): ConnRateLoad => ({
     binary: bin, port: t.ports[l], requestFile: requests[l], replyBytes: REPLY_BYTES, concurrency, sources: o.sources,
