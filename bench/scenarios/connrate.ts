@@ -10,8 +10,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
 import { captureNodeHello } from '../../test/helpers/client-hello-capture.js';
 import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
+import { TestDnsServer } from '../../test/helpers/dns-server.js';
 import { readArgs } from '../lib/args.js';
 import { runConnRate, type ConnRateLoad, type Watch } from '../lib/loads.js';
 import { ROOT } from '../lib/paths.js';
@@ -56,11 +59,16 @@ interface Options {
   proxyProtocol: 'off' | 'v1' | 'v2';
   /** The variable set to 0 for the portico-js row: PORTICO_NATIVE (no addon) or PORTICO_NATIVE_L4 (the JS L4 path). */
   jsSwitch: 'PORTICO_NATIVE' | 'PORTICO_NATIVE_L4';
+  /** Portico's upstreams follow DNS names (resolve: true) answered by a DNS server of this process. */
+  discovered: boolean;
 }
 
 /** The balancer's header: a client of the documentation range to the address it reached (the same on every connection). */
 const PROXIED_CLIENT = { address: '192.0.2.10', port: 40000 };
 const PROXIED_DESTINATION = { address: '198.51.100.1', port: 443 };
+
+/** The names Portico's upstreams follow with --discovered (both answer 127.0.0.1). */
+const NAMES: Record<Load, string> = { tcp: 'tcp.bench', tls: 'tls.bench' };
 
 const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
   --duration S       seconds per timed run (default 10)
@@ -84,7 +92,10 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
                      proxy's listeners read it (nginx proxy_protocol, HAProxy accept-proxy, Portico proxy_protocol
                      trusting 127.0.0.0/8); no direct row (the backend reads none). Default off
   --js-switch PORTICO_NATIVE|PORTICO_NATIVE_L4  the variable set to 0 for the portico-js row (default PORTICO_NATIVE:
-                     no addon; PORTICO_NATIVE_L4: the addon's I/O, L4 listeners on the JS path)`;
+                     no addon; PORTICO_NATIVE_L4: the addon's I/O, L4 listeners on the JS path)
+  --discovered       Portico's upstreams follow DNS names (\`resolve: true\`, a DNS server of this process answers
+                     127.0.0.1, TTL 30 s) instead of naming the backend's address; with PORTICO_NATIVE_L4=0 in the
+                     environment its L4 listeners run on the JS path (nginx and HAProxy keep the address)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -92,7 +103,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
-      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string',
+      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string', discovered: 'boolean',
     },
     USAGE,
   );
@@ -115,6 +126,7 @@ function parseOptions(argv: string[]): Options {
     nginxHalfClose: a.oneOf('nginx-half-close', ['on', 'off'] as const, 'off') === 'on',
     proxyProtocol: a.oneOf('proxy-protocol', ['off', 'v1', 'v2'] as const, 'off'),
     jsSwitch: a.oneOf('js-switch', ['PORTICO_NATIVE', 'PORTICO_NATIVE_L4'] as const, 'PORTICO_NATIVE'),
+    discovered: a.has('discovered'),
   };
 }
 
@@ -162,7 +174,7 @@ async function startBackend(bin: string, requestFile: string, cpus: string | und
   }
 }
 
-async function startTargets(tmp: string, o: Options, backend: Record<Load, number>, versions: { nginx?: string; haproxy?: string }, cpus: string | undefined, started: Spawned[]): Promise<ConnTarget[]> {
+async function startTargets(tmp: string, o: Options, backend: Record<Load, number>, versions: { nginx?: string; haproxy?: string }, cpus: string | undefined, started: Spawned[], dnsPort?: number): Promise<ConnTarget[]> {
   const wanted = (id: ConnTargetId): boolean => o.targets === undefined || o.targets.includes(id);
   const out: ConnTarget[] = [];
   const ports = async (): Promise<Record<Load, number>> => ({ tcp: await freePort(), tls: await freePort() });
@@ -241,8 +253,13 @@ backend tls_backend
       ...(pp ? ['    proxy_protocol: { trusted: ["127.0.0.0/8"] }'] : []),
       `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
       'upstreams:',
-      `  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`,
-      `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`,
+      ...(dnsPort === undefined
+        ? [`  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`, `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`]
+        : [
+            `  tcp_backend: { targets: [{ address: "${NAMES.tcp}:${backend.tcp}", resolve: true }] }`,
+            `  tls_backend: { targets: [{ address: "${NAMES.tls}:${backend.tls}", resolve: true }] }`,
+            `resolver: { servers: ["127.0.0.1:${dnsPort}"], family: ipv4 }`,
+          ]),
       'log: { level: warn, access: false }',
       'timeouts: { shutdown_grace: 2s }',
       '',
@@ -266,6 +283,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread, proxy_half_close ${o.nginxHalfClose ? 'on' : 'off (its default)'}), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
     `PROXY:      ${o.proxyProtocol === 'off' ? 'none' : `a ${o.proxyProtocol} header before each connection's first bytes, read by every proxy's listener`}; portico-js row: ${o.jsSwitch}=0`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
+    ...(o.discovered ? [`            upstreams follow DNS names (resolve: true, a DNS server in the bench process, TTL 30 s); PORTICO_NATIVE_L4=${process.env.PORTICO_NATIVE_L4 ?? '(unset)'}`] : []),
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,
     `connection: tcp = connect, ${REQUEST_BYTES} B request, ${REPLY_BYTES} B reply, backend closes, client closes; tls = the same with a ${c.helloBytes} B`,
@@ -312,7 +330,18 @@ async function bench(o: Options, { tmp, started, stopped }: BenchmarkScope): Pro
   started.push(tcpBackend.proc);
   const tlsBackend = await startBackend(bin, requests.tls, pin?.backendCpu);
   started.push(tlsBackend.proc);
-  const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started);
+  let dnsPort: number | undefined;
+  if (o.discovered) {
+    // answers Portico's primary for the whole run (unref'd: it keeps nothing alive)
+    const socket = createSocket('udp4');
+    socket.bind(0, '127.0.0.1');
+    await once(socket, 'listening');
+    socket.unref();
+    const dns = new TestDnsServer(socket);
+    for (const name of Object.values(NAMES)) dns.set(name, { A: [{ address: '127.0.0.1', ttl: 30 }] });
+    dnsPort = dns.port;
+  }
+  const targets = await startTargets(tmp, o, { tcp: tcpBackend.port, tls: tlsBackend.port }, versions, pin?.proxyCpu, started, dnsPort);
   const watchOf = (t: ConnTarget): Watch => ({ proxy: t.proc?.pid, backend: [tcpBackend.proc.pid, tlsBackend.proc.pid] });
   const loadOf = (t: ConnTarget, l: Load, concurrency: number): ConnRateLoad => ({
     binary: bin, port: t.ports[l], requestFile: sent[l], replyBytes: REPLY_BYTES, concurrency, sources: o.sources,

@@ -1,7 +1,8 @@
 // tcp listeners served wholly by the addon (src/native/l4.cc), from the worker's side: which listeners it can
-// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out),
-// the target states pushed on change, and the addon's batches of closed connections turned into the same log
-// line (logL4Line), metrics and passive-health reports as the JS path. Holds no object per connection.
+// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out;
+// compiled again when DNS discovery changes an upstream's targets), the target states pushed on change, and the
+// addon's batches of closed connections turned into the same log line (logL4Line), metrics and passive-health
+// reports as the JS path. Holds no object per connection.
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import type { Config } from '../config/schema.js';
@@ -44,6 +45,18 @@ interface Compiled {
 /** Bound of a preface (ClientHello, PROXY header) when its phase timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
 const PEEK_FALLBACK_MS = 60_000;
 
+/**
+ * What a compile of a listener whose upstreams follow DNS names was made from, and how its listening socket takes
+ * another: compiled again when discovery changes one of their targets (see #follow).
+ */
+interface Followed {
+  readonly config: Config;
+  readonly index: number;
+  readonly pools: ReadonlyMap<string, UpstreamPool>;
+  readonly ctx: L4Context;
+  readonly use: (id: number) => boolean;
+}
+
 /** A passthrough-only TLS listener's table: its listener, and the compiles of its upstreams. */
 interface Table {
   readonly index: number;
@@ -68,7 +81,6 @@ function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (pool === undefined) return 'upstream missing from the runtime';
   const balance = pool.config.balance;
   if (typeof balance !== 'string') return `balance ${balance.policy} is not ported to the addon`;
-  if (pool.config.discover.length > 0) return 'discovered targets (DNS) change at run time';
   const named = pool.targets.find((t) => isIP(t.host) === 0 && !('path' in netAddress(t)));
   if (named !== undefined) return `target ${named.id} is neither an IP address nor a unix socket`;
   return undefined;
@@ -83,6 +95,10 @@ export class NativeL4 implements Tracked {
   readonly #tables = new Map<number, Table>();
   /** Config id by listener key: the compile each listening socket serves now. */
   readonly #serving = new Map<string, number>();
+  /** By compile or table id: what it was made from, when one of its upstreams follows DNS names. */
+  readonly #followed = new Map<number, Followed>();
+  /** A #follow is queued (discovery changed a pool's targets). */
+  #followQueued = false;
   /** Reasons already logged, by listener key: said once per change, not at every reload. */
   readonly #said = new Map<string, string>();
   /** Connections open in the addon as the batches told (in the registry while > 0, so a drain waits for them). */
@@ -106,8 +122,16 @@ export class NativeL4 implements Tracked {
   /**
    * Compiles tcp listener `index` of `config` for the addon, against the runtime's pools; or the reason it stays
    * on the JS path. The listener's previous compile (`key`) is retired when the caller serves the new one.
+   * `use` puts another compile in service on the listening socket (false: it is gone): when discovery changes the
+   * targets of one of its upstreams, the listener is compiled again (as a reload would) and takes the new one.
    */
-  plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context): NativeL4Plan {
+  plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context, use?: (id: number) => boolean): NativeL4Plan {
+    const plan = this.#plan(config, index, pools, ctx);
+    if (use !== undefined && 'config' in plan && this.#poolsOf(plan.config).some((p) => p.config.discover.length > 0)) this.#followed.set(plan.config, { config, index, pools, ctx, use });
+    return plan;
+  }
+
+  #plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context): NativeL4Plan {
     const cfg = config.listeners[index];
     const refused = listenerUnsupported(config, index);
     if (refused !== undefined) return { reason: refused };
@@ -163,10 +187,78 @@ export class NativeL4 implements Tracked {
     });
     const compiled: Compiled = { id, listener, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);
+    if (pool.config.discover.length > 0) pool.onTargets(this.#targetsChanged);
     this.#push(compiled);
     this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
     return id;
   }
+
+  /** The compiles of compile or table `id`. */
+  #compilesOf(id: number): Compiled[] {
+    const table = this.#tables.get(id);
+    const ids = table === undefined ? [id] : table.configs;
+    const out: Compiled[] = [];
+    for (const i of ids) {
+      const c = this.#configs.get(i);
+      if (c !== undefined) out.push(c);
+    }
+    return out;
+  }
+
+  #poolsOf(id: number): UpstreamPool[] {
+    return this.#compilesOf(id).map((c) => c.pool);
+  }
+
+  /**
+   * A pool's discovered targets changed: once the change is applied whole (the worker applies the target states
+   * the primary sent for them right after the set, in the same turn), the listeners that balance over them follow.
+   */
+  #targetsChanged = (): void => {
+    if (this.#followQueued) return;
+    this.#followQueued = true;
+    queueMicrotask(this.#follow);
+  };
+
+  /**
+   * Every listener whose compile balances over a target list its pool replaced is compiled again and takes the new
+   * compile; the old one is retired like a reload's (its connections run on and are logged through it, their
+   * targets keep their load until then). Targets that stayed are the same objects: health, drain, passive state and
+   * slow start reach the new compile with its first push. A set sent again unchanged replaces nothing: no compile.
+   */
+  #follow = (): void => {
+    this.#followQueued = false;
+    for (const [key, id] of [...this.#serving]) {
+      const f = this.#followed.get(id);
+      if (f === undefined || !this.#compilesOf(id).some((c) => c.targets !== c.pool.targets)) continue;
+      const log = f.ctx.log;
+      let next: NativeL4Plan;
+      try {
+        next = this.plan(f.config, f.index, f.pools, f.ctx, f.use);
+      } catch (err) {
+        log.error({ listener: key, err }, 'L4 listener keeps its compile: the addon refused the one for its new targets');
+        continue;
+      }
+      if ('reason' in next) {
+        log.error({ listener: key, reason: next.reason }, 'L4 listener keeps its compile: its new targets cannot be compiled');
+        continue;
+      }
+      let used = false;
+      try {
+        used = f.use(next.config);
+      } catch {
+        // the listening socket is gone (closed by a reload): nobody serves either compile
+      }
+      if (!used) {
+        this.discard(next.config);
+        this.#retire(id);
+        this.#serving.delete(key);
+        continue;
+      }
+      this.serving(key, next.config, log);
+      const targets = this.#compilesOf(next.config).map((c) => ({ upstream: c.pool.name, targets: c.targets.length }));
+      log.info({ listener: key, upstreams: targets }, 'L4 listener compiled again for its discovered targets');
+    }
+  };
 
   /** Listener `key` serves compile `id` now (undefined: the JS path); the one it served before is retired. */
   serving(key: string, id: number | undefined, log: Logger, reason?: string): void {
@@ -200,6 +292,7 @@ export class NativeL4 implements Tracked {
   }
 
   #retire(id: number): void {
+    this.#followed.delete(id);
     const table = this.#tables.get(id);
     if (table !== undefined) {
       if (table.retired) return;

@@ -125,6 +125,8 @@ export class UpstreamPool {
   #lendIndexes = 0;
   /** Passive health counts the connect failures of connectTarget (bound once). */
   readonly #onConnectFailure = (target: Target, code: ErrorCode): void => this.reportFailure(target, code);
+  /** Told after setDiscovered changed the targets (onTargets): the addon's L4 compiles of this pool follow them. */
+  readonly #onTargets = new Set<() => void>();
   /** Tells a slot's waiters to pick another target (bound once, for the target set and availability). */
   readonly #moveOut = (slot: TargetSlot, why: string): void => this.#moveWaiters(slot, why);
 
@@ -222,7 +224,16 @@ export class UpstreamPool {
     const change = this.#set.place(usable);
     this.#balancer = this.#newBalancer();
     this.#refresh();
+    for (const listener of this.#onTargets) listener();
     return change;
+  }
+
+  /**
+   * Calls `listener` after each setDiscovered that changed the targets (a new `targets` array), never for a set
+   * sent again unchanged; once per listener however often it is added. It must not throw.
+   */
+  onTargets(listener: () => void): void {
+    this.#onTargets.add(listener);
   }
 
   /**

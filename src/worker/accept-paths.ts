@@ -176,7 +176,7 @@ export class AcceptPaths {
       return;
     }
     try {
-      const plan = native.plan(config, index, runtime.pools, runtime.l4ctx);
+      const plan = native.plan(config, index, runtime.pools, runtime.l4ctx, (id) => server.serveL4(id));
       if ('reason' in plan) {
         server.serveL4(undefined);
         native.serving(key, undefined, this.#log, plan.reason);

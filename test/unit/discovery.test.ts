@@ -325,6 +325,22 @@ function acquired(t: TestContext, p: UpstreamPool, target: Target): Promise<{ er
   });
 }
 
+test('onTargets: told after each set that changed the targets (a new targets array), not for one sent again unchanged; once per listener', () => {
+  const p = poolFor(null, { targets: [{ address: 'api.test:80', resolve: true }] });
+  const seen: string[][] = [];
+  const listener = (): void => void seen.push(p.targets.map((x) => x.id));
+  p.onTargets(listener);
+  p.onTargets(listener);
+  p.setDiscovered([spec(1), spec(2)]);
+  const first = p.targets;
+  p.setDiscovered([spec(1), spec(2)]);
+  assert.equal(p.targets, first, 'the same array: nothing to follow');
+  p.setDiscovered([spec(2), spec(3)]);
+  p.setDiscovered([spec(2), spec(3, '127.0.0.1', 4)]); // a weight changed: the compiled weights must follow
+  assert.deepEqual(seen, [['127.0.0.1:1', '127.0.0.1:2'], ['127.0.0.1:2', '127.0.0.1:3'], ['127.0.0.1:2', '127.0.0.1:3']]);
+  p.close();
+});
+
 test('setDiscovered: fixed targets first, then the discovered ones; staying targets keep their object; a duplicate of a fixed one is skipped', () => {
   const p = poolFor(null, { targets: ['127.0.0.1:1', { address: 'api.test:80', resolve: true }] });
   assert.deepEqual(p.targets.map((x) => x.id), ['127.0.0.1:1'], 'nothing discovered yet');
