@@ -67,7 +67,7 @@ struct Target {
   bool up = true;
   double current = 0;   // smooth weighted round robin state
   uint32_t active = 0;  // connections of this worker (connecting or relayed), for least_conn
-  uint32_t remote = 0;  // the other workers' load as the primary summed it (pushed by JS)
+  uint32_t remote = 0;  // pushed by JS: the other workers' load, and this worker's connections other compiles hold
   double ramp_until = 0;  // slow start: wall-clock ms (Date.now's base) until which the weight ramps (pushed by JS)
 };
 

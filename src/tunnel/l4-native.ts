@@ -320,10 +320,9 @@ export class NativeL4 implements Tracked {
   }
 
   #pushAll = (): void => {
-    for (const c of this.#configs.values()) {
-      if (!c.retired) this.#push(c);
-      this.#count(c);
-    }
+    // every compile's count first, so each live compile is pushed the others' as they are now
+    for (const c of this.#configs.values()) this.#count(c);
+    for (const c of this.#configs.values()) if (!c.retired) this.#push(c);
   };
 
   /**
@@ -355,7 +354,10 @@ export class NativeL4 implements Tracked {
       const draining = new Set(pool.health().filter((h) => h.draining).map((h) => h.target));
       up = targets.map((t) => !draining.has(t.id));
     }
-    const remote = targets.map((t) => t.remote ?? 0);
+    // what the addon does not count itself: the other workers' load, and this worker's other connections to the
+    // target (a replaced compile's, still open after a discovery change or a reload that kept the pool; the JS
+    // path's): least_conn and random_two weigh them as the JS balancer does (its `active` counts them all)
+    const remote = targets.map((t, i) => (t.remote ?? 0) + Math.max(0, t.active - c.active[i]));
     // a slow start's end changes once per comeback: the addon ramps the weight itself at each pick
     const rampUntil = targets.map((t) => t.rampUntil ?? 0);
     const key = `${up.map((u) => (u ? '1' : '0')).join('')} ${remote.join(',')} ${rampUntil.join(',')}`;

@@ -167,6 +167,30 @@ for (const onAddon of [true, false]) {
     else assert.equal(recompiles(portico).length, 0);
   });
 
+  test(`${label}: least_conn across a change of the answer: the connections still open on the targets that stayed count in the new picks`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const dns = await startDnsServer(t);
+    const port = await threeOnOnePort(t);
+    answer(dns, [HOSTS[0], HOSTS[1]]);
+    const portico = await startPortico(t, config(dns, port, { balance: 'least_conn' }), env);
+    await servedBy(portico, onAddon);
+    const load = (s: Awaited<ReturnType<typeof adminStatus>>, host: string): number | undefined => s.upstreams.svc?.find((r) => r.target === `${host}:${port}`)?.active;
+    // four held: each to the target with fewer (a tie either way), so two and two; then 2's close: 1 has two, 2 none
+    const held: Array<{ tag: string; socket: net.Socket }> = [];
+    for (let i = 0; i < 4; i++) held.push(await tagOf(t, portico, true));
+    assert.deepEqual(held.map((h) => h.tag).sort(), ['1', '1', '2', '2']);
+    for (const h of held) if (h.tag === '2') h.socket.destroy();
+    await statusUntil(portico, "2's connections gone, 1's two counted", (s) => load(s, HOSTS[1]) === 0 && load(s, HOSTS[0]) === 2);
+    // 3 joins: a new compile on the addon, whose own counts start at zero
+    const compiled = recompiles(portico).length;
+    answer(dns, HOSTS);
+    await statusUntil(portico, '3 listed', (s) => load(s, HOSTS[2]) === 0);
+    if (onAddon) await until('the listener compiled again', async () => recompiles(portico).length, (n) => n > compiled, 10_000);
+    // 1 still holds two: the next two go to 2 and 3, not to 1
+    const next = [(await tagOf(t, portico, true)).tag, (await tagOf(t, portico, true)).tag];
+    assert.deepEqual(next.sort(), ['2', '3']);
+  });
+
   test(`${label}: a drained target that stays in the answer stays drained when a target joins`, { timeout: 90_000 }, async (t) => {
     if (onAddon && !needNativeL4(t)) return;
     const dns = await startDnsServer(t);
