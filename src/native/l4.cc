@@ -245,51 +245,12 @@ bool Words(const sockaddr_storage& ss, uint16_t w[8], uint16_t* port) {
   return false;
 }
 
-bool Mapped(const uint16_t w[8]) { return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0 && w[4] == 0 && w[5] == 0xffff; }
-
-// Hex groups with the longest run (> 1) of zero groups as "::" (formatIPv6(w, false)).
-std::string HexGroups(const uint16_t w[8]) {
-  int best = -1, best_len = 1;
-  for (int i = 0; i < 8;) {
-    if (w[i] != 0) {
-      i++;
-      continue;
-    }
-    int j = i;
-    while (j < 8 && w[j] == 0) j++;
-    if (j - i > best_len) {
-      best = i;
-      best_len = j - i;
-    }
-    i = j;
-  }
-  std::string out;
-  char buf[8];
-  for (int i = 0; i < 8; i++) {
-    if (i == best) {
-      out += "::";
-      i += best_len - 1;
-      continue;
-    }
-    if (!out.empty() && out.back() != ':') out += ':';
-    snprintf(buf, sizeof buf, "%x", w[i]);
-    out += buf;
-  }
-  return out;
-}
-
-std::string Dotted(const uint16_t w[8]) {
-  char buf[16];
-  snprintf(buf, sizeof buf, "%u.%u.%u.%u", w[6] >> 8, w[6] & 0xff, w[7] >> 8, w[7] & 0xff);
-  return buf;
-}
-
 // The header for ends `s` -> `d` (8 words each, IPv4 as IPv4-mapped), or UNKNOWN / UNSPEC when not `known`.
 std::string ProxyHeaderOf(int version, bool known, const uint16_t s[8], const uint16_t d[8], uint16_t sport, uint16_t dport) {
-  bool v6 = known && !(Mapped(s) && Mapped(d));
+  bool v6 = known && !(pp::IsV4Mapped(s) && pp::IsV4Mapped(d));
   if (version == 1) {
     if (!known) return "PROXY UNKNOWN\r\n";
-    std::string out = v6 ? "PROXY TCP6 " + HexGroups(s) + " " + HexGroups(d) : "PROXY TCP4 " + Dotted(s) + " " + Dotted(d);
+    std::string out = v6 ? "PROXY TCP6 " + pp::HexGroups(s) + " " + pp::HexGroups(d) : "PROXY TCP4 " + pp::FormatIPv4(s[6], s[7]) + " " + pp::FormatIPv4(d[6], d[7]);
     return out + " " + std::to_string(sport) + " " + std::to_string(dport) + "\r\n";
   }
   static const uint8_t kSig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};

@@ -162,10 +162,9 @@ inline std::string FormatIPv4(uint16_t hi, uint16_t lo) {
   return buf;
 }
 
-// RFC 5952 §4 (lower case, no leading zeros, the longest run of two or more zero groups as "::"); §5: an
-// IPv4-mapped address as ::ffff:a.b.c.d. The text JS gives a header's tcp6 address (formatIPv6(w)).
-inline std::string FormatIPv6(const uint16_t w[8]) {
-  if (IsV4Mapped(w)) return "::ffff:" + FormatIPv4(w[6], w[7]);
+// RFC 5952 §4: hex groups in lower case, no leading zeros, the longest run of two or more zero groups as "::"
+// (formatIPv6(w, false)).
+inline std::string HexGroups(const uint16_t w[8]) {
   int best = -1, best_len = 1;
   for (int i = 0; i < 8;) {
     if (w[i] != 0) {
@@ -193,6 +192,13 @@ inline std::string FormatIPv6(const uint16_t w[8]) {
     out += buf;
   }
   return out;
+}
+
+// RFC 5952 §4, and §5: an IPv4-mapped address as ::ffff:a.b.c.d. The text JS gives a header's tcp6 address
+// (formatIPv6(w)).
+inline std::string FormatIPv6(const uint16_t w[8]) {
+  if (IsV4Mapped(w)) return "::ffff:" + FormatIPv4(w[6], w[7]);
+  return HexGroups(w);
 }
 
 // The client's address as JS writes a header's source: IPv4 dotted (tcp4), else formatIPv6.
