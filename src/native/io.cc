@@ -2057,9 +2057,11 @@ Napi::Value Rewind(const Napi::CallbackInfo& info) {
   int64_t consumed = info[1].As<Napi::Number>().Int64Value();
   Conn& c = s.conns[id];
   if (!c.peeking || c.eof || c.dead || consumed < 0) return Napi::Boolean::New(env, false);
-  int seen = 0;
-  socklen_t len = sizeof seen;
-  if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &seen, &len) != 0 || consumed > seen) return Napi::Boolean::New(env, false);
+  if (consumed > 0) {  // a PROXY header: JS saw at least that much (a ClientHello alone drops nothing: no check)
+    int seen = 0;
+    socklen_t len = sizeof seen;
+    if (getsockopt(c.fd, SOL_SOCKET, SO_PEEK_OFF, &seen, &len) != 0 || consumed > seen) return Napi::Boolean::New(env, false);
+  }
   PeekEnd(c, consumed);
   Rearm(s, c);  // level-triggered from now on: bytes still queued are reported again
   return Napi::Boolean::New(env, true);
