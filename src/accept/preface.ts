@@ -2,6 +2,7 @@
 // a TLS ClientHello (for SNI passthrough), bounded in bytes and time. Every byte read past the PROXY header is
 // handed back (`rest`) for replay, and the socket is left paused with its FIN, if any, still unread. It decides
 // nothing about routing and opens no upstream: worker/accept-paths.ts chooses what happens next from the result.
+import type { ListenerConfig } from '../config/schema.js';
 import type { PrefaceFailure } from '../core/metrics.js';
 import type { ByteSocket } from '../core/socket.js';
 import { DEFAULT_CLIENT_HELLO_BYTES, parseClientHello, type ClientHello } from '../wire/client-hello.js';
@@ -31,6 +32,17 @@ export type PrefaceResult =
       used: number;
     }
   | { kind: 'failed'; reason: PrefaceFailure; detail?: string };
+
+/**
+ * What a TLS listener reads before its handshake, in words (a PROXY header; else a ClientHello, to pass some names
+ * through); undefined when nothing. Such a listener terminates on the addon's TLS only where its connections can be
+ * peeked (accept-paths.ts acceptModeOf): the primary's start line and the terminated WebSocket's hop say so.
+ */
+export function prefaceBeforeTls(l: ListenerConfig): string | undefined {
+  if (l.tls === undefined) return undefined;
+  if (l.proxy_protocol !== undefined) return 'a PROXY header';
+  return (l.tls.passthrough?.length ?? 0) > 0 ? 'a ClientHello (passthrough)' : undefined;
+}
 
 /** Upper bound of bytes held while reading: a v2 header at its limit plus a ClientHello at its limit. */
 const MAX_PREFACE_BYTES = DEFAULT_PROXY_V2_MAX_BYTES + DEFAULT_CLIENT_HELLO_BYTES;

@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { chooseListenStrategy } from '../accept/listener.js';
 import { ensureSelfSignedCertificates } from '../accept/tls.js';
+import { prefaceBeforeTls } from '../accept/preface.js';
 import { startAdminServer, type AdminSource } from '../admin/server.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../core/log.js';
@@ -219,7 +220,7 @@ class Primary {
         if (!nativePeekAvailable()) {
           config.listeners.forEach((l, i) => {
             if ((l.tls?.certificates.length ?? 0) === 0) return;
-            const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : (l.tls?.passthrough?.length ?? 0) > 0 ? 'a ClientHello peek (passthrough)' : undefined;
+            const preface = prefaceBeforeTls(l);
             if (preface !== undefined) state.log.info({ listener: i, address: l.address.address }, `listeners[${i}]: Node's TLS terminates here, not the addon: ${preface} is read first and this kernel cannot peek TCP (SO_PEEK_OFF, Linux >= 6.10)`);
           });
         }

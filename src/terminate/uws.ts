@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type * as Uws from 'uWebSockets.js';
 import type { Config } from '../config/schema.js';
+import { prefaceBeforeTls } from '../accept/preface.js';
 import { native, nativeStatus } from '../native/addon.js';
 
 export type UwsModule = typeof Uws;
@@ -111,11 +112,9 @@ export function terminateHopFallbacks(config: Config, nativeTls: { available: bo
   const out: Array<{ listener: number; reason: string }> = [];
   config.listeners.forEach((l, i) => {
     if (l.mode === 'tcp' || l.tls === undefined || (l.tls.certificates.length === 0 && l.tls.acme === undefined)) return;
+    const preface = prefaceBeforeTls(l);
     if (!nativeTls.available) out.push({ listener: i, reason: `Node's TLS terminates here (${nativeTls.reason ?? 'native TLS unavailable'}), so the hop into uWebSockets.js is relayed in JavaScript` });
-    else if (!peek && (l.proxy_protocol !== undefined || (l.tls.passthrough?.length ?? 0) > 0)) {
-      const preface = l.proxy_protocol !== undefined ? 'a PROXY header' : 'a ClientHello (passthrough)';
-      out.push({ listener: i, reason: `${preface} is read first and this kernel cannot peek TCP: Node's TLS terminates after it, so the hop into uWebSockets.js is relayed in JavaScript` });
-    }
+    else if (!peek && preface !== undefined) out.push({ listener: i, reason: `${preface} is read first and this kernel cannot peek TCP: Node's TLS terminates after it, so the hop into uWebSockets.js is relayed in JavaScript` });
   });
   return out;
 }

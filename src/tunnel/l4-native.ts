@@ -127,7 +127,7 @@ export class NativeL4 implements Tracked {
    */
   plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context, use?: (id: number) => boolean): NativeL4Plan {
     const plan = this.#plan(config, index, pools, ctx);
-    if (use !== undefined && 'config' in plan && this.#poolsOf(plan.config).some((p) => p.config.discover.length > 0)) this.#followed.set(plan.config, { config, index, pools, ctx, use });
+    if (use !== undefined && 'config' in plan && this.#compilesOf(plan.config).some((c) => c.pool.config.discover.length > 0)) this.#followed.set(plan.config, { config, index, pools, ctx, use });
     return plan;
   }
 
@@ -203,10 +203,6 @@ export class NativeL4 implements Tracked {
       if (c !== undefined) out.push(c);
     }
     return out;
-  }
-
-  #poolsOf(id: number): UpstreamPool[] {
-    return this.#compilesOf(id).map((c) => c.pool);
   }
 
   /**

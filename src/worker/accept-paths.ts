@@ -8,7 +8,7 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { PassthroughTable, forwardL4, logUnknownName, refuseClientHello } from '../tunnel/l4.js';
 import type { AcceptedSocket, Listening, ListenOptions, OnConnection } from '../accept/listener.js';
 import { NativeL4 } from '../tunnel/l4-native.js';
-import { readPreface, type PrefaceResult } from '../accept/preface.js';
+import { prefaceBeforeTls, readPreface, type PrefaceResult } from '../accept/preface.js';
 import { createCidrMatcher, type ProxyEndpoint, type ProxyHeader } from '../wire/proxy-protocol.js';
 import { createNativeTlsServer, createTlsServer } from '../accept/tls.js';
 import { answersTlsAlpn } from '../config/acme-alpn-config.js';
@@ -55,7 +55,7 @@ export function acceptModeOf(config: Config, index: number): AcceptMode {
   const passthrough = cfg.tls?.passthrough !== undefined && cfg.tls.passthrough.length > 0;
   // a TLS listener that reads a ClientHello (passthrough) or a PROXY header first: peeked where the addon terminates
   // TLS, so that the addon's handshake can read the ClientHello again from the kernel (NativeSocket.rewind)
-  if (cfg.tls !== undefined && cfg.tls.certificates.length > 0 && (passthrough || cfg.proxy_protocol !== undefined)) return nativeTlsStatus().available && nativePeekAvailable() ? 'peek' : 'read';
+  if (cfg.tls !== undefined && cfg.tls.certificates.length > 0 && prefaceBeforeTls(cfg) !== undefined) return nativeTlsStatus().available && nativePeekAvailable() ? 'peek' : 'read';
   if (cfg.proxy_protocol !== undefined) return 'read';
   if (cfg.mode === 'tcp') return 'hold';
   if (cfg.tls !== undefined) return passthrough ? 'read' : 'hold';

@@ -16,42 +16,24 @@ import { request } from '../helpers/clients.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
-import { roundTrip } from '../helpers/wire.js';
+import { endedWithoutReply, roundTrip } from '../helpers/wire.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { needNativeL4 } from '../helpers/native-io.js';
+import { startTagEcho } from '../helpers/tcp-server.js';
 
 const SERVED = 'L4 listener served by the addon (accept, connect, splice)';
 const RECOMPILED = 'L4 listener compiled again for its discovered targets';
 const CHANGED = 'upstream targets changed by discovery';
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'] as const;
 
-/** Echoes with `tag` in front of each chunk, on `host:port`; ends its side after the client's FIN. */
-async function tagEcho(t: TestContext, host: string, port: number, tag: string): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    s.on('data', (d: Buffer) => s.write(tag + d.toString('latin1')));
-    s.on('end', () => s.end());
-  });
-  server.listen(port, host);
-  await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err as Error))]);
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return (server.address() as net.AddressInfo).port;
-}
-
 /** Echoes tagged "1:", "2:", "3:" on 127.0.0.1..3, one port for all; a few tries when that port is taken on one. */
 async function threeOnOnePort(t: TestContext): Promise<number> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 10; attempt++) {
-    const port = await tagEcho(t, HOSTS[0], 0, '1:');
+    const port = await startTagEcho(t, '1:', { host: HOSTS[0] });
     try {
-      await tagEcho(t, HOSTS[1], port, '2:');
-      await tagEcho(t, HOSTS[2], port, '3:');
+      await startTagEcho(t, '2:', { host: HOSTS[1], port });
+      await startTagEcho(t, '3:', { host: HOSTS[2], port });
       return port;
     } catch (err) {
       lastError = err; // taken on another loopback address: another port (what was opened closes after the test)
@@ -221,11 +203,7 @@ for (const onAddon of [true, false]) {
     const portico = await startPortico(t, config(dns, port), env);
     await servedBy(portico, onAddon);
     const c = await connect(t, portico.ports[0]);
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
-    c.on('error', () => {});
-    await once(c, 'end');
-    assert.equal(Buffer.concat(got).length, 0);
+    await endedWithoutReply(c);
     const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.closedBy === 'upstream_error');
     assert.equal(line.level, 'warn');
     assert.deepEqual(line.err, { code: 'UPSTREAM_UNAVAILABLE', message: 'no available target in upstream "svc"' });

@@ -27,8 +27,9 @@ import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, tcpTimer } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
-import { roundTrip } from '../helpers/wire.js';
+import { endedWithoutReply, roundTrip } from '../helpers/wire.js';
 import { needNativeL4 } from '../helpers/native-io.js';
+import { startTagEcho } from '../helpers/tcp-server.js';
 
 const NATIVE = nativeL4().addon !== undefined;
 
@@ -38,22 +39,6 @@ async function listen(t: TestContext, server: net.Server): Promise<number> {
   await once(server, 'listening');
   t.after(() => server.close());
   return (server.address() as net.AddressInfo).port;
-}
-
-/** Echoes with `tag` in front of each chunk; ends its side only after the client's FIN (half-close kept). */
-async function startTagEcho(t: TestContext, tag = ''): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    s.on('data', (d: Buffer) => s.write(tag + d.toString('latin1')));
-    s.on('end', () => s.end());
-  });
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-  });
-  return listen(t, server);
 }
 
 async function connect(t: TestContext, port: number): Promise<net.Socket> {
@@ -141,11 +126,7 @@ for (const onAddon of [true, false]) {
     const portico = await startPortico(t, { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'down' }], upstreams: { down: { targets: [`127.0.0.1:${dead}`] } } }, env);
     await servedBy(portico, onAddon);
     const c = await connect(t, portico.ports[0]);
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
-    c.on('error', () => {});
-    await once(c, 'end');
-    assert.equal(Buffer.concat(got).length, 0);
+    await endedWithoutReply(c);
     const line = await portico.waitForLog((l) => l.msg === 'tcp' && l.closedBy === 'upstream_error');
     assert.equal(line.level, 'warn');
     assert.deepEqual(line.err, { code: 'UPSTREAM_CONNECT_REFUSED', message: 'upstream connect failed: ECONNREFUSED' });

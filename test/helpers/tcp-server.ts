@@ -1,4 +1,4 @@
-// Plain TCP peers on 127.0.0.1 port 0 for pool tests: one echoes what it reads, one accepts and never answers.
+// Plain TCP peers on 127.0.0.1 port 0 for pool and L4 tests: one echoes what it reads (one with a tag), one accepts and never answers.
 // Every accepted socket is destroyed after the test with the server; `startPeer` gives any other peer (a lying
 // FastCGI application, on TCP or a Unix socket) the same life.
 import { once } from 'node:events';
@@ -67,4 +67,26 @@ export function startScriptedHttpPeer(t: TestContext, answer: (head: string, soc
       }
     });
   });
+}
+
+/**
+ * Echoes with `tag` in front of each chunk, on `host:port` (default 127.0.0.1, any port; a taken port rejects);
+ * ends its side only after the client's FIN (half-close kept). Its connections are destroyed after the test.
+ */
+export async function startTagEcho(t: TestContext, tag = '', at: { host?: string; port?: number } = {}): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+    s.on('data', (d: Buffer) => s.write(tag + d.toString('latin1')));
+    s.on('end', () => s.end());
+  });
+  server.listen(at.port ?? 0, at.host ?? '127.0.0.1');
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err as Error))]);
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  return (server.address() as AddressInfo).port;
 }

@@ -208,6 +208,19 @@ export function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Prom
   });
 }
 
+/** Resolves when the peer ends its side (a half-open client sees 'end' before any 'close'); rejects if it sent a byte. */
+export function endedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`socket not ended after ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', (d: Buffer) => reject(new Error(`unexpected reply: ${JSON.stringify(d.toString('latin1').slice(0, 80))}`)));
+    socket.on('error', () => {});
+    socket.on('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 /**
  * One connection that sends `head` and reads until the server closes: resolves with the status line, the socket
  * error's code, 'closed without a reply' or 'timeout' (bounded: a SYN dropped at a full backlog is retried by the
