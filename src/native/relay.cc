@@ -181,7 +181,7 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t with_idle = 0;                         // relays with an idle or lifetime bound (Swept), guarded by mu
+  size_t swept = 0;                             // relays with an idle or lifetime bound (Swept), guarded by mu
   std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
@@ -302,7 +302,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.relays.erase(r->id);
-    if (Swept(*r)) g.with_idle--;
+    if (Swept(*r)) g.swept--;
   }
   if (report && g.sink != nullptr) {
     g.sink(RelayEnd{r->id, reason, r->dir[0].bytes.load(std::memory_order_relaxed),
@@ -820,7 +820,7 @@ void Loop() {
       for (Relay* r : g.unborn) delete r;
       g.unborn.clear();
       if (g.stopping) break;
-      if (g.with_idle > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
+      if (g.swept > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
     }
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
@@ -1033,7 +1033,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   }
   r->id = g.next_id++;
   g.relays.emplace(r->id, r);
-  if (Swept(*r)) g.with_idle++;
+  if (Swept(*r)) g.swept++;
   // Registered while holding the lock: the relay thread cannot finish (erase) it before both fds are in.
   // EPOLL_CTL_ADD reports what is already there to read (edge triggered included): bytes or a FIN that came
   // before the hand-over are not missed. The upstream's fd first (see AwaitRegistered).
@@ -1044,7 +1044,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
     if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
       g.relays.erase(r->id);
-      if (Swept(*r)) g.with_idle--;
+      if (Swept(*r)) g.swept--;
       if (s == 1) {
         lock.unlock();
         FreeRelay(r, options.keep_on_failure);
