@@ -13,12 +13,12 @@
 #include "relay.h"
 
 #include "frames.h"
+#include "loop-thread.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -30,7 +30,6 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -86,11 +85,6 @@ uint64_t NowMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
-// close() is never retried: on Linux the fd is released even when it reports EINTR.
-void CloseFd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
 
 struct Relay;
 
@@ -185,9 +179,7 @@ struct State {
   std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
-  int epfd = -1;
-  int wakefd = -1;
-  std::thread thread;
+  LoopThread loop;  // its epoll set, wake-up fd and thread
   EndSink sink = nullptr;
   BeforeWait before_wait = nullptr;
   PipePool pipes;
@@ -278,7 +270,7 @@ bool AskRoom(Relay* r, int s) {
   epoll_event ev{};
   ev.events = kReadEvents | EPOLLOUT;
   ev.data.ptr = &r->ep[s];
-  if (epoll_ctl(g.epfd, EPOLL_CTL_MOD, r->fd[s], &ev) != 0) return false;
+  if (epoll_ctl(g.loop.epfd, EPOLL_CTL_MOD, r->fd[s], &ev) != 0) return false;
   r->room_asked[s] = true;
   return true;
 }
@@ -294,7 +286,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
     if (r->lingering) reason = Reason::kShutdown;
   }
   for (int s = 0; s < 2; s++) {
-    if (!r->sole_owner) epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);  // a dup elsewhere keeps it in
+    if (!r->sole_owner) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);  // a dup elsewhere keeps it in
     CloseFd(r->fd[s]);
     GivePipe(&r->dir[s], r->dir[s].held > 0);
     FreeBuffer(&r->dir[s]);
@@ -717,9 +709,7 @@ void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard, std::vector<Relay*
 }
 
 void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
-  uint64_t ignored;
-  while (read(g.wakefd, &ignored, sizeof ignored) < 0 && errno == EINTR) {
-  }
+  g.loop.TakeWake();
   std::vector<Command> todo;
   std::vector<Relay*> relays;
   {
@@ -828,7 +818,7 @@ void Loop() {
       int limit = g.before_wait();
       if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
     }
-    int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
+    int n = epoll_wait(g.loop.epfd, events, kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;  // EBADF/EINVAL: the engine is being torn down
@@ -913,43 +903,14 @@ bool EnsureStartedLocked(std::string* error) {
     *error = "the splice relay was stopped";
     return false;
   }
-  g.epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (g.epfd < 0) {
-    *error = std::string("epoll_create1: ") + strerror(errno);
-    return false;
-  }
-  g.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (g.wakefd < 0) {
-    *error = std::string("eventfd: ") + strerror(errno);
-    CloseFd(g.epfd);
-    return false;
-  }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.ptr = nullptr;  // the wake-up fd is the only event without an Endpoint
-  if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, g.wakefd, &ev) != 0) {
-    *error = std::string("epoll_ctl(eventfd): ") + strerror(errno);
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
-    return false;
-  }
-  try {
-    g.thread = std::thread(Loop);
-  } catch (const std::exception& e) {
-    *error = std::string("cannot start the relay thread: ") + e.what();
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
-    return false;
-  }
+  epoll_data_t wake{};
+  wake.ptr = nullptr;  // the wake-up fd is the only event without an Endpoint
+  if (!g.loop.Start(Loop, wake, "splice relay", error)) return false;
   g.started = true;
   return true;
 }
 
-void Wake() {
-  uint64_t one = 1;
-  while (write(g.wakefd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void Wake() { g.loop.Wake(); }
 
 }  // namespace
 
@@ -1041,7 +1002,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
     epoll_event ev{};
     ev.events = r->room_asked[s] ? kReadEvents | EPOLLOUT : kReadEvents;
     ev.data.ptr = &r->ep[s];
-    if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
+    if (epoll_ctl(g.loop.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
       g.relays.erase(r->id);
       if (Swept(*r)) g.swept--;
@@ -1051,7 +1012,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
         return 0;
       }
       // fd[1] was in the set: an event of it may be in the relay thread's hands, which frees the relay
-      epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[1], nullptr);
+      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[1], nullptr);
       r->closed = true;
       if (!options.keep_on_failure) {
         for (int k = 0; k < 2; k++) CloseFd(r->fd[k]);
@@ -1137,9 +1098,7 @@ void RelayEngine::Stop() {
     if (!g.started) return;
   }
   Wake();
-  if (g.thread.joinable()) g.thread.join();
-  CloseFd(g.wakefd);
-  CloseFd(g.epfd);
+  g.loop.Join();
 }
 
 }  // namespace portico

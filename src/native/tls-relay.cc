@@ -7,7 +7,6 @@
 #include "tls-relay.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <fcntl.h>
@@ -18,7 +17,6 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -26,6 +24,7 @@
 
 #include "end-bridge.h"
 #include "io.h"
+#include "loop-thread.h"
 #include "relay.h"
 #include "tls.h"
 
@@ -186,9 +185,7 @@ struct State {
   size_t going_away = 0;                        // guarded by mu: relays with a shutdown deadline
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
-  int epfd = -1;
-  int wakefd = -1;
-  std::thread thread;
+  LoopThread loop;  // its epoll set, wake-up fd and thread
 };
 
 // Never destroyed (a joinable std::thread destroyed at exit() would terminate the process).
@@ -197,10 +194,6 @@ State& g = *new State();
 // The ends on their way to JS (end-bridge.h: held until the loop's next turn).
 EndBridge* bridge = nullptr;
 
-void CloseFd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
 
 void FreeRelay(Relay* r) {
   delete r->tls;
@@ -215,7 +208,7 @@ void FreeRelay(Relay* r) {
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
-  for (int s = 0; s < 2; s++) epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
+  for (int s = 0; s < 2; s++) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
   delete r->tls;
   r->tls = nullptr;
   for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
@@ -537,9 +530,7 @@ void Queue(Relay* r, std::vector<Relay*>* again) {
 }
 
 void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
-  uint64_t ignored;
-  while (read(g.wakefd, &ignored, sizeof ignored) < 0 && errno == EINTR) {
-  }
+  g.loop.TakeWake();
   std::vector<std::pair<Relay*, Command>> todo;
   {
     std::lock_guard<std::mutex> lock(g.mu);
@@ -593,7 +584,7 @@ void Loop() {
     if (!again.empty()) timeout = 0;
     int limit = bridge != nullptr ? bridge->BeforeWait() : -1;
     if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
-    int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
+    int n = epoll_wait(g.loop.epfd, events, kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
@@ -651,38 +642,14 @@ bool EnsureStartedLocked(std::string* error) {
     *error = "the TLS relay was stopped";
     return false;
   }
-  g.epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (g.epfd < 0) {
-    *error = std::string("epoll_create1: ") + strerror(errno);
-    return false;
-  }
-  g.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.ptr = nullptr;
-  if (g.wakefd < 0 || epoll_ctl(g.epfd, EPOLL_CTL_ADD, g.wakefd, &ev) != 0) {
-    *error = std::string("eventfd: ") + strerror(errno);
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
-    return false;
-  }
-  try {
-    g.thread = std::thread(Loop);
-  } catch (const std::exception& e) {
-    *error = std::string("cannot start the TLS relay thread: ") + e.what();
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
-    return false;
-  }
+  epoll_data_t wake{};
+  wake.ptr = nullptr;  // the wake-up fd is the only event without an Endpoint
+  if (!g.loop.Start(Loop, wake, "TLS relay", error)) return false;
   g.started = true;
   return true;
 }
 
-void Wake() {
-  uint64_t one = 1;
-  while (write(g.wakefd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void Wake() { g.loop.Wake(); }
 
 // The bytes a WebSocket tunnel relayed each way before the hand-over (the leftovers): the frame trackers start
 // where those left the two frame streams.
@@ -730,9 +697,9 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     ev.data.ptr = &r->ep[s];
-    if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
+    if (epoll_ctl(g.loop.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
-      epoll_ctl(g.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
+      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
       g.relays.erase(r->id);
       if (idle_ms > 0) g.with_idle--;
       lock.unlock();
@@ -873,9 +840,7 @@ void Teardown(void* /*arg*/) {
   }
   if (g.started) {
     Wake();
-    if (g.thread.joinable()) g.thread.join();
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
+    g.loop.Join();
   }
   EndBridge* br = bridge;
   bridge = nullptr;
