@@ -98,6 +98,8 @@ class Importer {
   #bodySize: { value: string; at: string } | undefined;
   /** Each server's listen addresses (servers that only redirect to HTTPS left out). */
   readonly #serverListens: { d: Directive; listens: string }[] = [];
+  /** Upstreams of stream {} (L4 relays): never shared with routes. */
+  readonly #l4Upstreams = new Set<string>();
   /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
   readonly #trailingSlash: { server: ServerOut; path: string }[] = [];
 
@@ -158,6 +160,7 @@ class Importer {
     // a file holding only server/upstream blocks (a conf.d snippet): read those as the inside of http {}
     const bare = ds.filter((d) => d.name === 'server' || d.name === 'upstream' || d.name === 'location');
     if (bare.length > 0) this.#http(bare);
+    const streams: Directive[] = [];
     for (const d of ds) {
       switch (d.name) {
         case 'worker_processes':
@@ -165,6 +168,9 @@ class Importer {
           break;
         case 'http':
           this.#http(d.block ?? []);
+          break;
+        case 'stream':
+          streams.push(d); // after http {}: its upstream names are taken first, wherever the blocks stand
           break;
         case 'events':
         case 'user':
@@ -181,6 +187,7 @@ class Importer {
           this.#skip(d, 'no Portico equivalent at the top level');
       }
     }
+    for (const d of streams) this.#stream(d.block ?? []);
   }
 
   #http(ds: readonly Directive[]): void {
@@ -217,11 +224,11 @@ class Importer {
   // -------------------------------------------------------------------------------------------------------
   // upstream { }
 
-  #upstream(d: Directive): void {
-    const name = d.args[0];
+  /** An `upstream` block as upstream `name` (its own by default); false when it cannot be one. */
+  #upstream(d: Directive, name = d.args[0]): boolean {
     if (name === undefined || !/^[A-Za-z0-9_.-]+$/.test(name)) {
       this.#skip(d, 'upstream names in Portico use letters, digits, _ . -');
-      return;
+      return false;
     }
     const u: Obj = { targets: [] };
     this.#out.upstreams[name] = u;
@@ -262,11 +269,14 @@ class Importer {
           if (ms !== undefined) u.keepalive = { ...(u.keepalive as Obj | undefined), idle_timeout: ms };
           break;
         }
+        case 'zone': // state nginx's workers share; Portico's primary shares health and load by itself
+          break;
         default:
           this.#skip(s, 'no Portico equivalent in upstream {}', at);
       }
     }
     if (targets.length === 0) this.#note(d, 'this upstream has no `server`: add targets', at);
+    return true;
   }
 
   #target(s: Directive, at: OutPath): Json | undefined {
@@ -302,6 +312,205 @@ class Importer {
     if (weight !== undefined) t.weight = weight;
     if (backup) t.backup = true;
     return t;
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // stream { }: L4 listeners (mode: tcp) and TLS passthrough by SNI (ssl_preread + a map of server names)
+
+  #stream(ds: readonly Directive[]): void {
+    // nginx's stream upstreams are a namespace of their own: a name http {} took gets a suffix
+    const upstreams = new Map<string, string>();
+    for (const d of ds) {
+      if (d.name !== 'upstream' || d.args[0] === undefined) continue;
+      let name = d.args[0];
+      for (let i = 1; Object.hasOwn(this.#out.upstreams, name); i++) name = `${d.args[0]}_tcp${i === 1 ? '' : i}`;
+      if (name !== d.args[0]) this.#note(d, `stream upstream "${d.args[0]}" is "${name}" here: http {} has an upstream of that name`, ['upstreams', name]);
+      if (this.#upstream(d, name)) {
+        upstreams.set(d.args[0], name);
+        this.#l4Upstreams.add(name);
+      }
+    }
+    const maps = new Map<string, Directive>();
+    const trusted: string[] = [];
+    for (const d of ds) {
+      switch (d.name) {
+        case 'upstream':
+        case 'server':
+          break;
+        case 'map':
+          if (d.args[0] === '$ssl_preread_server_name' && d.args[1]?.startsWith('$') === true) maps.set(d.args[1], d);
+          else this.#skip(d, 'in stream {}, only a map of $ssl_preread_server_name (TLS passthrough by name) is translated', ['listeners']);
+          break;
+        case 'set_real_ip_from':
+          if (d.args[0] !== undefined) trusted.push(d.args[0]);
+          break;
+        case 'access_log':
+        case 'error_log':
+        case 'log_format':
+        case 'tcp_nodelay':
+          break;
+        default:
+          this.#skip(d, 'no Portico equivalent in stream {}', ['listeners']);
+      }
+    }
+    for (const d of ds) if (d.name === 'server') this.#streamServer(d, upstreams, maps, trusted);
+  }
+
+  #streamServer(d: Directive, upstreams: ReadonlyMap<string, string>, maps: ReadonlyMap<string, Directive>, streamTrusted: readonly string[]): void {
+    const ds = d.block ?? [];
+    let pass: Directive | undefined;
+    let preread = false;
+    let connect: string | undefined;
+    let sendProxy = false;
+    let halfClose: boolean | undefined;
+    const trusted = [...streamTrusted];
+    for (const s of ds) {
+      switch (s.name) {
+        case 'listen':
+          break;
+        case 'proxy_pass':
+          pass = s;
+          break;
+        case 'ssl_preread':
+          preread = s.args[0] === 'on';
+          break;
+        case 'proxy_connect_timeout':
+          connect = this.#duration(s, s.args[0]);
+          break;
+        case 'proxy_timeout':
+          this.#note(s, 'proxy_timeout: Portico\'s L4 relays have no idle timeout (nginx closes a connection idle for proxy_timeout, 10m by default)', ['listeners']);
+          break;
+        case 'proxy_protocol':
+          sendProxy = s.args[0] === 'on';
+          break;
+        case 'proxy_half_close':
+          // nginx's default (off) closes both sides at the first FIN; Portico's default forwards it
+          halfClose = s.args[0] === 'on' ? undefined : false;
+          break;
+        case 'set_real_ip_from':
+          if (s.args[0] !== undefined) trusted.push(s.args[0]);
+          break;
+        case 'access_log':
+        case 'error_log':
+        case 'tcp_nodelay':
+          break;
+        default:
+          this.#skip(s, 'no Portico equivalent in a stream server', ['listeners']);
+      }
+    }
+    if (pass === undefined) {
+      this.#note(d, 'stream server without proxy_pass: nothing to translate', ['listeners']);
+      return;
+    }
+    const raw = pass.args[0] ?? '';
+    let relay: { upstream: string } | { passthrough: Obj[] } | undefined;
+    if (raw.startsWith('$')) {
+      const map = maps.get(raw);
+      if (map === undefined || !preread) this.#skip(pass, 'proxy_pass with a variable: only a map of $ssl_preread_server_name with `ssl_preread on` is translated (as TLS passthrough)', ['listeners']);
+      else relay = { passthrough: this.#passthroughOf(map, upstreams) };
+    } else {
+      const upstream = upstreams.get(raw) ?? this.#streamUpstreamFor(raw, pass);
+      if (upstream !== undefined) relay = { upstream };
+    }
+    if (relay === undefined) return;
+    if ('passthrough' in relay && relay.passthrough.length === 0) {
+      this.#note(pass, 'no server name of the map could be passed through: nothing to translate', ['listeners']);
+      return;
+    }
+    const used = 'upstream' in relay ? [relay.upstream] : relay.passthrough.map((p) => String(p.upstream));
+    for (const name of new Set(used)) {
+      const u = this.#out.upstreams[name];
+      if (connect !== undefined) u.timeouts = { ...(u.timeouts as Obj | undefined), connect };
+      if (sendProxy) u.send_proxy_protocol = 'v1';
+    }
+    for (const s of ds) {
+      if (s.name !== 'listen' || s.args[0] === undefined) continue;
+      const params = s.args.slice(1);
+      if (params.includes('udp')) {
+        this.#skip(s, 'Portico relays TCP only', ['listeners']);
+        continue;
+      }
+      if (params.includes('ssl')) {
+        this.#skip(s, 'TLS terminated in stream {}: Portico\'s tcp listeners relay bytes as they are (terminate TLS on an http listener, or pass it through by name)', ['listeners']);
+        continue;
+      }
+      if (s.args[0].startsWith('unix:')) {
+        this.#skip(s, 'Portico listens on TCP addresses only', ['listeners']);
+        continue;
+      }
+      const address = listenAddress(s.args[0]);
+      // (port 0, any free port, is never the same socket twice)
+      if (!address.endsWith(':0') && this.#out.listeners.some((l) => l.address === address)) {
+        this.#skip(s, `${address} is already a listener of this config`, ['listeners']);
+        continue;
+      }
+      const entry: Obj = { address };
+      if ('upstream' in relay) {
+        entry.mode = 'tcp';
+        entry.upstream = relay.upstream;
+      } else entry.tls = { passthrough: relay.passthrough };
+      for (const p of params) {
+        if (p === 'proxy_protocol') {
+          if (trusted.length > 0) entry.proxy_protocol = { trusted: [...new Set(trusted)] };
+          else this.#note(s, 'proxy_protocol: list the balancers that send the header in `proxy_protocol: { trusted: [CIDRs] }` (nginx\'s set_real_ip_from); not set here', ['listeners']);
+        } else if (p.startsWith('backlog=') && /^backlog=\d{1,5}$/.test(p) && Number(p.slice(8)) >= 1 && Number(p.slice(8)) <= 65535) entry.backlog = Number(p.slice(8));
+        else if (!/^(default_server|default|reuseport|deferred|rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
+      }
+      if (halfClose !== undefined) entry.half_close = halfClose;
+      this.#out.listeners.push(entry);
+    }
+  }
+
+  /** The passthrough entries of a `map $ssl_preread_server_name $var { NAME upstream; ... }`. */
+  #passthroughOf(map: Directive, upstreams: ReadonlyMap<string, string>): Obj[] {
+    const ds = map.block ?? [];
+    const hostnames = ds.some((e) => e.name === 'hostnames' && e.args.length === 0);
+    const out: Obj[] = [];
+    for (const e of ds) {
+      if (e.name === 'hostnames') continue;
+      const value = e.args[0];
+      if (value === undefined || e.args.length > 1) {
+        this.#skip(e, 'a map entry is `NAME VALUE;`', ['listeners']);
+        continue;
+      }
+      if (e.name === 'default') {
+        this.#note(e, `map default "${value}": a passthrough-only listener refuses names it does not list (TLS alert); list them, or add certificates to terminate the rest`, ['listeners']);
+        continue;
+      }
+      let names: string[];
+      if (e.name.startsWith('~')) {
+        this.#skip(e, 'a regular expression of server names: list the names or a "*.suffix" wildcard', ['listeners']);
+        continue;
+      } else if (hostnames && e.name.startsWith('.')) names = [e.name.slice(1), `*${e.name}`];
+      else if (hostnames && e.name.startsWith('*.')) names = [e.name];
+      else if (/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(e.name)) names = [e.name];
+      else {
+        this.#skip(e, `server name "${e.name}"`, ['listeners']);
+        continue;
+      }
+      const upstream = upstreams.get(value) ?? this.#streamUpstreamFor(value, e);
+      if (upstream === undefined) continue;
+      for (const n of names) if (!out.some((x) => x.sni === n.toLowerCase())) out.push({ sni: n.toLowerCase(), upstream });
+    }
+    return out;
+  }
+
+  /** An L4 upstream for an address written in proxy_pass or a map (never one that serves routes). */
+  #streamUpstreamFor(raw: string, s: Directive): string | undefined {
+    if (!/^(unix:.+|[^\s:]+:\d+|\[[0-9a-fA-F:.]+\]:\d+)$/.test(raw)) {
+      this.#skip(s, `"${raw}" is neither a stream upstream nor HOST:PORT`, ['listeners']);
+      return undefined;
+    }
+    const existing = [...this.#l4Upstreams].find((n) => {
+      const t = this.#out.upstreams[n].targets;
+      return Array.isArray(t) && t.length === 1 && t[0] === raw;
+    });
+    if (existing !== undefined) return existing;
+    let label = `tcp_${raw.replace(/^unix:/, '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '')}`;
+    for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${label}_${i}`;
+    this.#out.upstreams[label] = { targets: [raw] };
+    this.#l4Upstreams.add(label);
+    return label;
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -359,12 +568,7 @@ class Importer {
       this.#skip(s, 'Portico listens on TCP addresses only', ['listeners']);
       return undefined;
     }
-    let address: string;
-    if (/^\d+$/.test(raw)) address = `0.0.0.0:${raw}`;
-    else if (/^\[[0-9a-fA-F:.]+\]$/.test(raw)) address = `${raw}:80`;
-    else if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(raw)) address = raw;
-    else if (/:\d+$/.test(raw)) address = raw.replace(/^\*:/, '0.0.0.0:');
-    else address = `${raw}:80`;
+    const address = listenAddress(raw);
     let backlog: number | undefined;
     for (const p of s.args.slice(1)) {
       // deferred: Portico's listeners defer accept by default (listeners[].defer_accept)
@@ -447,6 +651,8 @@ class Importer {
     let timeouts: { name: string; ms: string; d: Directive }[] = [];
     let fastcgi: Obj | undefined;
     let upgrade = false;
+    let denyAll: Directive | undefined;
+    const allows: Directive[] = [];
     for (const s of ds) {
       switch (s.name) {
         case 'proxy_pass': {
@@ -517,9 +723,25 @@ class Importer {
         case 'location':
           this.#skip(s, 'nested locations: write them as routes of their own', ['routes']);
           break;
+        case 'deny':
+          if (s.args[0] === 'all') denyAll = s;
+          else allows.push(s);
+          break;
+        case 'allow':
+          allows.push(s);
+          break;
         default:
           this.#common(s, ctx, ['routes']);
       }
+    }
+    // nginx's access phase comes before any content: `deny all` answers 403 whatever the location serves. Portico
+    // has no address lists per route, so a location that allows some addresses is closed to all (never opened to all)
+    if (denyAll !== undefined) {
+      action = { return: { status: 403 } };
+      actionDirective = denyAll;
+      for (const a of allows) this.#skip(a, 'Portico has no address lists per route: this route answers 403 to every client (put the allowed clients behind their own listener, or restrict them before Portico)', ['routes']);
+    } else {
+      for (const a of allows) this.#skip(a, 'Portico has no address lists per route', ['routes']);
     }
     if (action === undefined && ctx.root !== undefined) {
       action = { static: staticOf(ctx) };
@@ -533,6 +755,11 @@ class Importer {
     if (action === undefined) {
       this.#note(d, `location ${d.args.join(' ')}: nothing Portico could serve (no proxy_pass, fastcgi_pass, root or return)`, ['routes']);
       return;
+    }
+    // `expires` on what is not a file from disk: nginx adds its Cache-Control to the proxied answer (2xx and 3xx only)
+    if (ctx.cacheControl !== undefined && action.static === undefined && action.return === undefined && action.redirect === undefined) {
+      ctx.addHeaders.push(['Cache-Control', ctx.cacheControl.value]);
+      this.#note(ctx.cacheControl.d, 'expires: Portico sets this Cache-Control on every answer of the route (nginx on 2xx and 3xx only)', ['routes']);
     }
     const { route, index } = this.#route(server, match, action);
     void actionDirective;
@@ -665,6 +892,13 @@ class Importer {
       case 'alias':
         this.#skip(s, 'alias: use `static.root` on a route with `proxy`-style prefix stripping', at);
         return;
+      case 'expires': {
+        const value = cacheControlOf(s.args);
+        if (value === null) ctx.cacheControl = undefined;
+        else if (value === undefined) this.#skip(s, 'only `expires TIME|max|epoch|off` is translated (as Cache-Control)', at);
+        else ctx.cacheControl = { value, d: s };
+        return;
+      }
       case 'try_files':
         if (!/^\$uri( \$uri\/)?( =404)?$/.test(s.args.join(' '))) this.#skip(s, 'Portico serves the file or its index, else 404 (try_files $uri $uri/ =404)', at);
         return;
@@ -766,6 +1000,8 @@ class Importer {
 }
 
 interface LocationCtx {
+  /** `expires` as a Cache-Control value, and where it was written. */
+  cacheControl?: { value: string; d: Directive };
   root: string | undefined;
   index: string | undefined;
   headers: [string, string][];
@@ -783,7 +1019,25 @@ function labelOf(match: Obj): string | undefined {
 function staticOf(ctx: LocationCtx): Obj {
   const s: Obj = { root: ctx.root ?? '.' };
   if (ctx.index !== undefined) s.index = ctx.index;
+  if (ctx.cacheControl !== undefined) s.cache_control = ctx.cacheControl.value;
   return s;
+}
+
+/**
+ * nginx `expires` as the Cache-Control it sends: a time -> max-age in seconds, `max` -> ten years, `epoch` or a
+ * negative time -> no-cache; null for `off` (nothing sent); undefined for the forms not translated (`modified`,
+ * `@time` of day, a variable).
+ */
+function cacheControlOf(args: readonly string[]): string | null | undefined {
+  const [v] = args;
+  if (v === undefined || args.length > 1) return undefined;
+  if (v === 'off') return null;
+  if (v === 'max') return 'max-age=315360000';
+  if (v === 'epoch') return 'no-cache';
+  const negative = v.startsWith('-');
+  const ms = nginxDurationMs(negative || v.startsWith('+') ? v.slice(1) : v);
+  if (ms === undefined) return undefined;
+  return negative ? 'no-cache' : `max-age=${Math.floor(ms / 1000)}`;
 }
 
 function orderedMatch(m: Obj): Obj {
@@ -795,6 +1049,15 @@ function orderedMatch(m: Obj): Obj {
 /** nginx reads a relative path against its prefix; Portico against the config file's folder. */
 function relative(p: string): string {
   return path.isAbsolute(p) || p.startsWith('./') || p.startsWith('../') ? p : `./${p}`;
+}
+
+/** A `listen` address as Portico writes it: "8080" -> "0.0.0.0:8080", "*:80" -> "0.0.0.0:80", no port -> 80. */
+function listenAddress(raw: string): string {
+  if (/^\d+$/.test(raw)) return `0.0.0.0:${raw}`;
+  if (/^\[[0-9a-fA-F:.]+\]$/.test(raw)) return `${raw}:80`;
+  if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(raw)) return raw;
+  if (/:\d+$/.test(raw)) return raw.replace(/^\*:/, '0.0.0.0:');
+  return `${raw}:80`;
 }
 
 function isWildcard(address: string): boolean {

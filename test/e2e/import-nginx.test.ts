@@ -1,18 +1,27 @@
 // `portico import-nginx` against the real thing: one nginx config served by nginx, and by Portico from the YAML
-// the importer wrote; the same requests must reach the same backend with the same path and headers.
+// the importer wrote; the same requests must reach the same backend with the same path and headers, the same TCP
+// conversations the same backend, the same TLS names the same passthrough backend.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
+import tls from 'node:tls';
+import { ensureSelfSigned } from '../../src/accept/tls.js';
 import { parse } from 'yaml';
 import { importNginx } from '../../src/config/nginx-import.js';
 import { parseNginxText } from '../../src/config/nginx-parse.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
-import { hasNginx, startNginx } from '../helpers/nginx.js';
+import { hasNginx, hasNginxStream, startNginx } from '../helpers/nginx.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { needPeer } from '../helpers/peers.js';
+import { freePort } from '../helpers/ports.js';
 import { startPortico } from '../helpers/portico.js';
+import { startTagEcho } from '../helpers/tcp-server.js';
 
 interface Seen {
   status: number;
@@ -61,4 +70,94 @@ test('an imported nginx config routes every request as nginx does', async (t) =>
     assert.ok(want.backend !== undefined || want.status === 301, `nginx proxied or redirected ${host}${target} (${want.status})`);
     assert.deepEqual(got, want, `${host}${target}: Portico as nginx`);
   }
+});
+
+/** A TLS server for `names` with a certificate of its own; its fingerprint tells which backend a client reached. */
+async function tlsBackend(t: TestContext, dir: string, name: string, names: string[]): Promise<{ port: number; fingerprint: string }> {
+  const cert = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  await ensureSelfSigned(cert, key, names);
+  const server = tls.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (s) => {
+    s.on('error', () => s.destroy());
+    s.once('data', (d: Buffer) => s.end(`${name}:${d.toString()}`));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return { port: (server.address() as AddressInfo).port, fingerprint: new X509Certificate(readFileSync(cert)).fingerprint256 };
+}
+
+/** TLS naming `servername` to `port`: the certificate that answered and the reply to "hi", or how it failed. */
+async function reach(port: number, servername: string): Promise<string> {
+  const s = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false });
+  try {
+    await once(s, 'secureConnect');
+    const fp = s.getPeerX509Certificate()?.fingerprint256 ?? '?';
+    const reply: Buffer[] = [];
+    s.on('data', (d: Buffer) => reply.push(d));
+    s.write('hi');
+    await once(s, 'end');
+    return `${fp} ${Buffer.concat(reply).toString()}`;
+  } catch (err) {
+    return `failed: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+  } finally {
+    s.destroy();
+  }
+}
+
+/**
+ * A TCP conversation with `port`: "ping" sent, the reply read until it ends in "ping" (or the peer closes), then
+ * the client's FIN (nginx's `stream` closes both sides at the first FIN by default, so the client speaks last).
+ */
+async function converse(port: number): Promise<string> {
+  const s = net.connect({ host: '127.0.0.1', port });
+  let reply = '';
+  const closed = once(s, 'close');
+  const answered = new Promise<void>((resolve) => {
+    s.on('data', (d: Buffer) => {
+      reply += d.toString();
+      if (reply.endsWith('ping')) resolve();
+    });
+    void closed.then(() => resolve());
+  });
+  await once(s, 'connect');
+  s.write('ping');
+  await answered;
+  s.end();
+  await closed;
+  return reply;
+}
+
+test('an imported nginx stream {} relays TCP and passes TLS through by name as nginx does', async (t) => {
+  if (!needPeer(t, 'nginx with the stream module (libnginx-mod-stream)', hasNginxStream())) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-import-stream-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const db = await startTagEcho(t, 'db:');
+  const a = await tlsBackend(t, dir, 'a', ['a.example.test']);
+  const b = await tlsBackend(t, dir, 'b', ['b.example.test', '*.b.example.test']);
+  const text = (tlsPort: number): string =>
+    readFileSync(path.join(FIXTURES, 'nginx', 'stream.conf'), 'utf8')
+      .replaceAll('{{TLS_PORT}}', String(tlsPort))
+      .replaceAll('{{DB}}', String(db))
+      .replaceAll('{{A}}', String(a.port))
+      .replaceAll('{{B}}', String(b.port));
+  const nginxTls = await freePort();
+  const nginx = await startNginx(t, '', { stream: text(nginxTls) });
+  const imported = importNginx(parseNginxText(`stream {\n${text(0).replaceAll('{{PORT}}', '0')}\n}`, 'stream.conf'), 'stream.conf');
+  // the one difference the importer cannot hide, said where it is: the map's default
+  assert.deepEqual(imported.notes.map((n) => n.message), ['map default "a_up": a passthrough-only listener refuses names it does not list (TLS alert); list them, or add certificates to terminate the rest']);
+  const portico = await startPortico(t, { ...(parse(imported.yaml) as Record<string, unknown>), workers: 1 } as never);
+  const [tcpPort, tlsPort] = portico.ports;
+
+  const viaNginx = await converse(nginx.port);
+  assert.equal(viaNginx, 'db:ping', 'nginx relayed to the TCP backend');
+  assert.equal(await converse(tcpPort), viaNginx, 'TCP: Portico as nginx');
+  for (const name of ['a.example.test', 'b.example.test', 'x.b.example.test', 'A.Example.Test']) {
+    const want = await reach(nginxTls, name);
+    assert.ok(want.startsWith(name.toLowerCase().endsWith('a.example.test') ? a.fingerprint : b.fingerprint), `nginx passed ${name} through (${want})`);
+    assert.equal(await reach(tlsPort, name), want, `${name}: Portico as nginx`);
+  }
+  // nginx's map default sends other names to a_up; Portico's passthrough-only listener refuses them (the note above)
+  assert.ok((await reach(nginxTls, 'other.test')).startsWith(a.fingerprint));
+  assert.match(await reach(tlsPort, 'other.test'), /^failed/);
 });

@@ -2,6 +2,7 @@
 // and error log in a temp folder, stopped and removed in t.after. The caller gives the `http {}` body with
 // {{PORT}} where the listen port goes. Nothing system-wide is touched; nothing here knows about Portico.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -12,6 +13,13 @@ import { freePort } from './ports.js';
 
 export function hasNginx(): boolean {
   return spawnSync('nginx', ['-v'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
+}
+
+/** Debian's nginx builds `stream` as a module (package libnginx-mod-stream): loaded from here when a test needs it. */
+const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+export function hasNginxStream(): boolean {
+  return hasNginx() && existsSync(STREAM_MODULE);
 }
 
 export interface Nginx {
@@ -39,10 +47,11 @@ async function listening(port: number, child: ChildProcess, timeoutMs: number): 
 }
 
 /**
- * Starts nginx with `httpBody` inside `http { }` ({{PORT}} replaced). A port taken between the probe and
- * nginx's bind (another test's port-0 listener) is retried on a new port, three times at most.
+ * Starts nginx with `httpBody` inside `http { }` and, given, `opts.stream` inside `stream { }` (the module
+ * loaded; {{PORT}} replaced in both: the port waited for). A port taken between the probe and nginx's bind
+ * (another test's port-0 listener) is retried on a new port, three times at most.
  */
-export async function startNginx(t: TestContext, httpBody: string): Promise<Nginx> {
+export async function startNginx(t: TestContext, httpBody: string, opts: { stream?: string } = {}): Promise<Nginx> {
   const dir = await mkdtemp(path.join(tmpdir(), 'portico-nginx-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const errorFile = path.join(dir, 'error.log');
@@ -54,12 +63,14 @@ export async function startNginx(t: TestContext, httpBody: string): Promise<Ngin
     await writeFile(
       conf,
       [
+        ...(opts.stream === undefined ? [] : [`load_module ${STREAM_MODULE};`]),
         'daemon off; master_process off; worker_processes 1;',
         `pid ${path.join(dir, 'nginx.pid')}; error_log ${errorFile} info;`,
         'events { worker_connections 256; }',
         `http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;`,
         httpBody.replaceAll('{{PORT}}', String(port)),
         '}',
+        ...(opts.stream === undefined ? [] : ['stream {', opts.stream.replaceAll('{{PORT}}', String(port)), '}']),
         '',
       ].join('\n'),
     );

@@ -246,3 +246,110 @@ test('proxy_pass https:// -> tls on the upstream, with a note that Portico verif
   assert.ok(r.notes.some((n) => /verifies/.test(n.message)));
   loads(t, r);
 });
+
+test('stream {}: tcp listeners, their upstreams (a name http {} took gets a suffix), connect timeout, PROXY both ways', (t) => {
+  const r = translate(`
+    http { upstream db { server 10.0.0.1:80; } server { listen 8080; location / { proxy_pass http://db; } } }
+    stream {
+      set_real_ip_from 10.1.0.0/16;
+      upstream db { least_conn; zone db 64k; server 10.0.0.5:3306; server 10.0.0.6:3306 backup; }
+      server { listen 3306; proxy_pass db; proxy_connect_timeout 2s; proxy_timeout 10m; }
+      server { listen 127.0.0.1:6379 proxy_protocol; listen 6380 udp; set_real_ip_from 10.2.0.1; proxy_pass 10.0.0.7:6379; proxy_protocol on; proxy_half_close off; }
+      server { listen 9443 ssl; proxy_pass db; }
+    }`);
+  const o = out(r);
+  assert.deepEqual(o.upstreams.db, { targets: ['10.0.0.1:80'] }, 'http {} keeps its name');
+  assert.deepEqual(o.upstreams.db_tcp, { targets: ['10.0.0.5:3306', { address: '10.0.0.6:3306', backup: true }], balance: 'least_conn', timeouts: { connect: '2s' } });
+  assert.deepEqual(o.upstreams['tcp_10.0.0.7_6379'], { targets: ['10.0.0.7:6379'], send_proxy_protocol: 'v1' });
+  assert.deepEqual(o.listeners.slice(1), [
+    { address: '0.0.0.0:3306', mode: 'tcp', upstream: 'db_tcp' },
+    { address: '127.0.0.1:6379', mode: 'tcp', upstream: 'tcp_10.0.0.7_6379', proxy_protocol: { trusted: ['10.1.0.0/16', '10.2.0.1'] }, half_close: false },
+  ]);
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /stream upstream "db" is "db_tcp"/);
+  assert.match(notes, /proxy_timeout: Portico's L4 relays have no idle timeout/);
+  assert.match(notes, /listen 6380 udp.*TCP only/);
+  assert.match(notes, /listen 9443 ssl.*relay bytes as they are/);
+  assert.doesNotMatch(notes, /zone/, 'zone needs no note');
+  loads(t, r);
+});
+
+test('stream {}: ssl_preread and a map of server names -> TLS passthrough by SNI; the map default and regex names noted', (t) => {
+  const r = translate(`
+    stream {
+      map $ssl_preread_server_name $backend {
+        hostnames;
+        a.example.test a_up;
+        .b.example.test b_up;
+        *.c.example.test 10.0.0.9:443;
+        ~^d\\d+\\.example\\.test$ a_up;
+        default a_up;
+      }
+      map $remote_addr $x { default 1; }
+      upstream a_up { server 10.0.0.7:443; }
+      upstream b_up { server 10.0.0.8:443; }
+      server { listen 443; ssl_preread on; proxy_pass $backend; }
+      server { listen 8443; proxy_pass $backend; }
+    }`);
+  const o = out(r);
+  assert.deepEqual(o.listeners, [
+    {
+      address: '0.0.0.0:443',
+      tls: {
+        passthrough: [
+          { sni: 'a.example.test', upstream: 'a_up' },
+          { sni: 'b.example.test', upstream: 'b_up' },
+          { sni: '*.b.example.test', upstream: 'b_up' },
+          { sni: '*.c.example.test', upstream: 'tcp_10.0.0.9_443' },
+        ],
+      },
+    },
+  ]);
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /map default "a_up": a passthrough-only listener refuses names it does not list/);
+  assert.match(notes, /regular expression of server names/);
+  assert.match(notes, /only a map of \$ssl_preread_server_name/);
+  assert.match(notes, /proxy_pass with a variable: only a map .* with `ssl_preread on`/, 'the server without ssl_preread is reported');
+  loads(t, r);
+});
+
+test('deny all -> 403 whatever the location serves; an allow list closes the route to all (noted), never opens it', (t) => {
+  const r = translate(`server { listen 8080; root html;
+    location ~ /\\.ht { deny all; }
+    location /admin { allow 10.0.0.0/8; deny all; proxy_pass http://127.0.0.1:9000; }
+    location /open { deny 10.9.9.9; proxy_pass http://127.0.0.1:9001; }
+  }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0], { match: { path_regex: '/\\.ht' }, return: { status: 403 } });
+  assert.deepEqual(o.routes[1], { match: { path: '/admin' }, return: { status: 403 } });
+  assert.deepEqual(o.routes[2], { match: { path: '/open' }, proxy: 'open' });
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /allow 10\.0\.0\.0\/8.*answers 403 to every client/);
+  assert.match(notes, /deny 10\.9\.9\.9.*no address lists per route/);
+  loads(t, r);
+});
+
+test('expires -> Cache-Control: static.cache_control on files, a response header (noted) on a proxy; off, epoch, max, negative', (t) => {
+  const r = translate(`server { listen 8080; root html; expires 1h;
+    location /img/ { expires 30d; }
+    location /none/ { expires off; }
+    location /old/ { expires epoch; }
+    location /forever/ { expires max; }
+    location /neg/ { expires -1; }
+    location /app { proxy_pass http://127.0.0.1:9000; }
+    location /mod/ { expires modified +24h; }
+  }`);
+  const o = out(r);
+  const cc = (i: number): unknown => (o.routes[i].static as Record<string, unknown> | undefined)?.cache_control;
+  assert.equal(cc(0), 'max-age=2592000');
+  assert.equal(cc(1), undefined, 'off: nothing');
+  assert.equal(cc(2), 'no-cache');
+  assert.equal(cc(3), 'max-age=315360000');
+  assert.equal(cc(4), 'no-cache');
+  assert.deepEqual(o.routes[5].response_headers, { set: { 'Cache-Control': 'max-age=3600' } }, "the server's expires on the proxy");
+  assert.equal(cc(6), 'max-age=3600', 'an expires not translated leaves the inherited one');
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /expires: Portico sets this Cache-Control on every answer/);
+  assert.match(notes, /expires modified \+24h/);
+  loads(t, r);
+});
