@@ -4,6 +4,7 @@
 // Pure: no file is written here, and the translation never starts anything.
 import path from 'node:path';
 import { Document, isNode } from 'yaml';
+import { checkOrigin } from './cors.js';
 import type { Directive } from './nginx-parse.js';
 
 export interface ImportNote {
@@ -723,6 +724,10 @@ class Importer {
         case 'location':
           this.#skip(s, 'nested locations: write them as routes of their own', ['routes']);
           break;
+        case 'if':
+          if (isPreflightTest(s.args)) this.#preflight(s, ctx);
+          else this.#common(s, ctx, ['routes']);
+          break;
         case 'deny':
           if (s.args[0] === 'all') denyAll = s;
           else allows.push(s);
@@ -763,6 +768,7 @@ class Importer {
     }
     const { route, index } = this.#route(server, match, action);
     void actionDirective;
+    if (ctx.cors !== undefined) this.#corsInto(route, ctx.cors);
     // nginx answers a prefix location "/x/" served by proxy_pass or fastcgi_pass with a 301 to "/x/" for the
     // request "/x" (its "special processing"); without the redirect "/x" would reach another route here.
     const prefix = typeof match.path === 'string' ? match.path : undefined;
@@ -919,6 +925,10 @@ class Importer {
       case 'add_header': {
         const [name, value] = s.args;
         if (name === undefined || value === undefined) return;
+        if (/^access-control-/i.test(name)) {
+          this.#corsHeader(s, name.toLowerCase(), value, ctx, at);
+          return;
+        }
         const bad = unknownVars(value);
         if (bad.length > 0) this.#skip(s, `variables ${bad.join(', ')} are not known to Portico`, at);
         else ctx.addHeaders.push([name, value]);
@@ -933,6 +943,79 @@ class Importer {
       default:
         if (!SILENT.has(s.name)) this.#skip(s, 'no Portico equivalent', at);
     }
+  }
+
+  /** One `add_header Access-Control-NAME VALUE` line into the route's cors policy. */
+  #corsHeader(s: Directive, name: string, value: string, ctx: LocationCtx, at: OutPath): void {
+    const cors: CorsOut = { ...(ctx.cors ?? { d: s }) };
+    const list = (v: string): string[] => v.split(/[\s,]+/).filter((x) => x !== '');
+    switch (name) {
+      case 'access-control-allow-origin': {
+        const origin = value === '*' ? '*' : value.toLowerCase().replace(/\/$/, '');
+        if (value.includes('$')) {
+          // `$http_origin` answers every origin: the import lists none rather than open the route to all
+          this.#skip(s, 'an origin from a variable allows every origin: list the allowed ones in the route\'s cors.origins', at);
+          return;
+        }
+        if (checkOrigin(origin) !== undefined) {
+          this.#skip(s, `origin "${value}"`, at);
+          return;
+        }
+        cors.origins = [...new Set([...(cors.origins ?? []), origin])];
+        break;
+      }
+      case 'access-control-allow-credentials':
+        cors.credentials = value.toLowerCase() === 'true';
+        break;
+      case 'access-control-allow-methods':
+        cors.methods = list(value).map((m) => m.toUpperCase());
+        break;
+      case 'access-control-allow-headers':
+        cors.headers = list(value);
+        break;
+      case 'access-control-expose-headers':
+        cors.expose = list(value);
+        break;
+      case 'access-control-max-age':
+        if (/^\d{1,9}$/.test(value)) cors.max_age = `${value}s`;
+        else this.#skip(s, 'Access-Control-Max-Age is a number of seconds', at);
+        break;
+      default:
+        this.#skip(s, 'Portico writes the CORS headers itself from the route\'s `cors:` policy', at);
+        return;
+    }
+    ctx.cors = cors;
+  }
+
+  /** `if ($request_method = OPTIONS) { add_header Access-Control-...; return 204; }`: the preflight Portico answers. */
+  #preflight(d: Directive, ctx: LocationCtx): void {
+    for (const s of d.block ?? []) {
+      if (s.name === 'add_header' && /^access-control-/i.test(s.args[0] ?? '')) this.#common(s, ctx, ['routes']);
+      else if (s.name === 'add_header' && /^(content-type|content-length)$/i.test(s.args[0] ?? '')) continue;
+      else if (s.name === 'return' && /^(200|204)$/.test(s.args[0] ?? '')) continue;
+      else this.#skip(s, 'in a preflight `if`, Portico answers with its cors policy', ['routes']);
+    }
+  }
+
+  #corsInto(route: Obj, c: CorsOut): void {
+    if (c.origins === undefined) {
+      this.#note(c.d, 'Access-Control-* headers without an Access-Control-Allow-Origin Portico could take: no cors policy written (browsers keep cross-origin reads blocked)', ['routes']);
+      return;
+    }
+    const cors: Obj = { origins: c.origins };
+    if (c.credentials === true) {
+      if (c.origins.includes('*')) this.#note(c.d, 'Access-Control-Allow-Credentials with origin "*": browsers refuse the pair, so nginx\'s answers were never readable with credentials; written without credentials', ['routes']);
+      else cors.credentials = true;
+    }
+    for (const k of ['methods', 'headers', 'expose'] as const) {
+      const v = c[k];
+      if (v === undefined) continue;
+      const kept = v.filter((x) => /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(x) && !(x === '*' && cors.credentials === true));
+      if (kept.length !== v.length) this.#note(c.d, `cors.${k}: ${v.filter((x) => !kept.includes(x)).join(', ')} left out (not a token, or "*" with credentials)`, ['routes']);
+      if (kept.length > 0 || k === 'expose') cors[k] = kept;
+    }
+    if (c.max_age !== undefined) cors.max_age = c.max_age;
+    route.cors = cors;
   }
 
   #headersInto(route: Obj, ctx: LocationCtx): void {
@@ -999,7 +1082,20 @@ class Importer {
   }
 }
 
+/** A route's `cors:` gathered from add_header Access-Control-* lines (and a preflight `if`). */
+interface CorsOut {
+  origins?: string[];
+  credentials?: boolean;
+  methods?: string[];
+  headers?: string[];
+  expose?: string[];
+  max_age?: string;
+  /** The first Access-Control-* line (where the notes go). */
+  d: Directive;
+}
+
 interface LocationCtx {
+  cors?: CorsOut;
   /** `expires` as a Cache-Control value, and where it was written. */
   cacheControl?: { value: string; d: Directive };
   root: string | undefined;
@@ -1014,6 +1110,11 @@ function labelOf(match: Obj): string | undefined {
   const p = typeof match.path === 'string' ? match.path : typeof match.path_exact === 'string' ? match.path_exact : undefined;
   const seg = p?.split('/').find((x) => /^[A-Za-z0-9_.-]+$/.test(x));
   return seg?.toLowerCase();
+}
+
+/** `if ($request_method = OPTIONS)` (also `~ ^OPTIONS$`, quoted): a preflight's own answer. */
+function isPreflightTest(args: readonly string[]): boolean {
+  return /^\(\$request_method(=|~)\^?OPTIONS\$?\)$/.test(args.join('').replace(/\s+/g, ''));
 }
 
 function staticOf(ctx: LocationCtx): Obj {

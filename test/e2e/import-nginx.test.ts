@@ -161,3 +161,55 @@ test('an imported nginx stream {} relays TCP and passes TLS through by name as n
   assert.ok((await reach(nginxTls, 'other.test')).startsWith(a.fingerprint));
   assert.match(await reach(tlsPort, 'other.test'), /^failed/);
 });
+
+/** What a browser concludes from an answer for a page of `origin` (the Fetch standard's CORS check, as far as these configs go). */
+function browserMay(res: { status: number; headers: Record<string, string | string[] | undefined> }, origin: string, credentials: boolean): string {
+  const acao = res.headers['access-control-allow-origin'];
+  const ok = acao === origin || (acao === '*' && !credentials);
+  const creds = !credentials || res.headers['access-control-allow-credentials'] === 'true';
+  // a blocked answer is a network error to the page whatever its status (nginx's preflight says 204, Portico's 403)
+  return ok && creds ? `${res.status} readable` : 'blocked';
+}
+
+test('an imported nginx CORS block (add_header Access-Control-*, the preflight `if`) gives browsers the same verdicts', async (t) => {
+  if (!needPeer(t, 'nginx', hasNginx())) return;
+  const app = await startHttpBackend(t, { name: 'app' });
+  const text = `server {
+    listen 127.0.0.1:{{PORT}};
+    location /api/ {
+      if ($request_method = OPTIONS) {
+        add_header Access-Control-Allow-Origin "https://app.example.test";
+        add_header Access-Control-Allow-Methods "GET, POST, PUT";
+        add_header Access-Control-Allow-Headers "Authorization, Content-Type";
+        add_header Access-Control-Allow-Credentials true;
+        add_header Access-Control-Max-Age 600;
+        return 204;
+      }
+      add_header Access-Control-Allow-Origin "https://app.example.test" always;
+      add_header Access-Control-Allow-Credentials true always;
+      proxy_pass http://127.0.0.1:${app.port};
+    }
+  }`;
+  const nginx = await startNginx(t, text);
+  const imported = importNginx(parseNginxText(text.replaceAll('{{PORT}}', '0'), 'cors.conf'), 'cors.conf');
+  assert.equal(imported.notes.length, 0, imported.notes.map((n) => n.message).join('\n'));
+  const portico = await startPortico(t, { ...(parse(imported.yaml) as Record<string, unknown>), workers: 1 } as never);
+  const preflight = (origin: string, method: string, headers: string): { method: string; headers: Record<string, string> } => ({
+    method: 'OPTIONS',
+    headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': headers },
+  });
+  const cases: [what: string, opts: { method?: string; headers: Record<string, string> }, origin: string][] = [
+    ['preflight of the allowed origin', preflight('https://app.example.test', 'PUT', 'content-type'), 'https://app.example.test'],
+    ['preflight of another origin', preflight('https://evil.example.test', 'PUT', 'content-type'), 'https://evil.example.test'],
+    ['GET from the allowed origin', { headers: { origin: 'https://app.example.test' } }, 'https://app.example.test'],
+    ['GET from another origin', { headers: { origin: 'https://evil.example.test' } }, 'https://evil.example.test'],
+  ];
+  for (const [what, opts, origin] of cases) {
+    const want = browserMay(await request(`http://127.0.0.1:${nginx.port}/api/x`, opts), origin, true);
+    const got = browserMay(await request(`http://127.0.0.1:${portico.httpPort}/api/x`, opts), origin, true);
+    assert.equal(got, want, `${what}: the browser's verdict through Portico as through nginx`);
+  }
+  const allowed = await request(`http://127.0.0.1:${portico.httpPort}/api/x`, preflight('https://app.example.test', 'PUT', 'content-type'));
+  assert.equal(allowed.headers['access-control-max-age'], '600');
+  assert.match(String(allowed.headers['access-control-allow-methods']), /PUT/);
+});

@@ -353,3 +353,37 @@ test('expires -> Cache-Control: static.cache_control on files, a response header
   assert.match(notes, /expires modified \+24h/);
   loads(t, r);
 });
+
+test('CORS: add_header Access-Control-* and the preflight `if` become the route\'s cors policy; a reflected origin is never opened', (t) => {
+  const r = translate(`server { listen 8080;
+    location /api/ {
+      if ($request_method = 'OPTIONS') {
+        add_header Access-Control-Allow-Origin "https://app.example.test";
+        add_header Access-Control-Allow-Methods "GET, POST, OPTIONS";
+        add_header Access-Control-Allow-Headers "Authorization,Content-Type";
+        add_header Access-Control-Max-Age 1728000;
+        add_header Content-Type "text/plain; charset=utf-8";
+        add_header Content-Length 0;
+        return 204;
+      }
+      add_header Access-Control-Allow-Origin "https://app.example.test" always;
+      add_header Access-Control-Allow-Credentials true always;
+      add_header Access-Control-Expose-Headers "X-Total" always;
+      proxy_pass http://127.0.0.1:9000;
+    }
+    location /open/ { add_header Access-Control-Allow-Origin *; add_header Access-Control-Allow-Credentials true; proxy_pass http://127.0.0.1:9001; }
+    location /echo/ { add_header Access-Control-Allow-Origin $http_origin; add_header Access-Control-Allow-Credentials true; proxy_pass http://127.0.0.1:9002; }
+    location /other/ { if ($request_method = POST) { return 405; } proxy_pass http://127.0.0.1:9003; }
+  }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].cors, { origins: ['https://app.example.test'], credentials: true, methods: ['GET', 'POST', 'OPTIONS'], headers: ['Authorization', 'Content-Type'], expose: ['X-Total'], max_age: '1728000s' });
+  assert.equal(o.routes[0].response_headers, undefined, 'no Access-Control-* header written by hand');
+  assert.deepEqual(o.routes[1].cors, { origins: ['*'] }, '"*" with credentials: written without them');
+  assert.equal(o.routes[2].cors, undefined, 'a reflected origin opens nothing');
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /Credentials with origin "\*": browsers refuse the pair/);
+  assert.match(notes, /origin from a variable allows every origin/);
+  assert.match(notes, /without an Access-Control-Allow-Origin Portico could take/);
+  assert.match(notes, /if \(\$request_method = POST\)/, 'another `if` is still reported');
+  loads(t, r);
+});
