@@ -99,6 +99,8 @@ class Importer {
   #bodySize: { value: string; at: string } | undefined;
   /** Each server's listen addresses (servers that only redirect to HTTPS left out). */
   readonly #serverListens: { d: Directive; listens: string }[] = [];
+  /** gzip as http {} sets it for every server. */
+  readonly #httpGzip: GzipOut = { on: false, types: [] };
   /** Upstreams of stream {} (L4 relays): never shared with routes. */
   readonly #l4Upstreams = new Set<string>();
   /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
@@ -208,13 +210,11 @@ class Importer {
           if (/mime\.types$/.test(d.args[0] ?? '')) break;
           this.#skip(d, 'the file was not found beside the config');
           break;
-        case 'gzip':
-          if (d.args[0] === 'on') this.#note(d, 'gzip: Portico compresses per route (`compress:`), not translated');
-          break;
         case 'access_log':
           if (d.args[0] === 'off') this.#note(d, 'access_log off: set `log: { access: false }` to match');
           break;
         default:
+          if (this.#gzipDirective(d, this.#httpGzip, [])) break;
           if (!SILENT.has(d.name) && !d.name.startsWith('log_format') && !/^(keepalive_timeout|keepalive_requests|client_body_buffer_size|server_names_hash_bucket_size)$/.test(d.name)) {
             this.#skip(d, 'no Portico equivalent in http {}');
           }
@@ -545,11 +545,11 @@ class Importer {
       server.names = undefined;
     }
 
-    const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [] };
+    const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [], gzip: { ...this.#httpGzip } };
     for (const s of ds) this.#serverLevel(s, ctx);
     for (const s of ds) if (s.name === 'location') this.#location(s, server, { ...ctx, headers: [...ctx.headers], hide: [...ctx.hide], addHeaders: [...ctx.addHeaders] });
     if (ret !== undefined) this.#route(server, { path: '/' }, this.#returnAction(ret, undefined));
-    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#headersInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }).route, ctx);
+    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#optionsInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }).route, ctx);
     if (this.#out.routes.length === firstRoute) this.#note(d, 'this server has no location Portico could translate', ['listeners']);
   }
 
@@ -781,7 +781,7 @@ class Importer {
     } else if (action.fastcgi !== undefined) {
       this.#applyTimeouts(String((action.fastcgi as Obj).upstream), timeouts, index, false);
     } else if (timeouts.length > 0) timeouts = [];
-    this.#headersInto(route, ctx);
+    this.#optionsInto(route, ctx);
   }
 
   #match(d: Directive): Obj | undefined {
@@ -940,8 +940,57 @@ class Importer {
       case 'access_log':
         if (s.args[0] === 'off') this.#note(s, 'access_log off here: Portico logs per instance (`log.access`)', at);
         return;
+      default: {
+        const gzip: GzipOut = { ...(ctx.gzip ?? { on: false, types: [] }) };
+        if (this.#gzipDirective(s, gzip, at)) ctx.gzip = gzip;
+        else if (!SILENT.has(s.name)) this.#skip(s, 'no Portico equivalent', at);
+      }
+    }
+  }
+
+  /** gzip and its settings (http, server or location level) into `g`; false for a directive that is not one of them. */
+  #gzipDirective(s: Directive, g: GzipOut, at: OutPath): boolean {
+    const [v] = s.args;
+    switch (s.name) {
+      case 'gzip':
+        g.on = v === 'on';
+        return true;
+      case 'brotli':
+        g.brotli = v === 'on';
+        return true;
+      case 'gzip_types':
+      case 'brotli_types':
+        if (s.args.includes('*')) g.anyType = true;
+        else {
+          const types = s.args.map((x) => x.toLowerCase());
+          const bad = types.filter((x) => !/^[a-z0-9!#$&^_.+-]+\/(\*|[a-z0-9!#$&^_.+-]+)$/.test(x));
+          if (bad.length > 0) this.#skip(s, `media types ${bad.join(', ')}`, at);
+          g.types = [...new Set([...(s.name === 'brotli_types' ? g.types : []), ...types.filter((x) => !bad.includes(x))])];
+        }
+        return true;
+      case 'gzip_comp_level':
+      case 'brotli_comp_level': {
+        const n = Number(v);
+        if (Number.isInteger(n) && n >= 1 && n <= 9) g.level = n;
+        else if (s.name === 'gzip_comp_level') this.#skip(s, 'a level is 1 to 9', at);
+        return true;
+      }
+      case 'gzip_min_length':
+      case 'brotli_min_length': {
+        const size = nginxSize(v ?? '');
+        if (size !== undefined && size !== 'off') g.minSize = size;
+        return true;
+      }
+      case 'gzip_vary': // Portico always sends Vary: Accept-Encoding with a compressed answer
+      case 'gzip_proxied':
+      case 'gzip_buffers':
+      case 'gzip_http_version':
+      case 'gzip_disable':
+      case 'brotli_static':
+      case 'gzip_static': // Portico's static routes serve .gz/.br siblings by default (static.precompressed)
+        return true;
       default:
-        if (!SILENT.has(s.name)) this.#skip(s, 'no Portico equivalent', at);
+        return false;
     }
   }
 
@@ -1018,7 +1067,16 @@ class Importer {
     route.cors = cors;
   }
 
-  #headersInto(route: Obj, ctx: LocationCtx): void {
+  /** What the route gets from the directives around its action: header rules and compression. */
+  #optionsInto(route: Obj, ctx: LocationCtx): void {
+    const gzip = ctx.gzip;
+    if (gzip?.on === true && (route.proxy !== undefined || route.static !== undefined || route.fastcgi !== undefined)) {
+      const c: Obj = { brotli: gzip.brotli === true, types: [...new Set(['text/html', ...gzip.types])] };
+      if (gzip.anyType) delete c.types; // `gzip_types *`: Portico's list of compressible types
+      if (gzip.level !== undefined) c.level = gzip.level;
+      if (gzip.minSize !== undefined) c.min_size = gzip.minSize;
+      route.compress = c;
+    }
     if (ctx.headers.length > 0) route.request_headers = { set: Object.fromEntries(ctx.headers) };
     if (ctx.addHeaders.length > 0 || ctx.hide.length > 0) {
       const rh: Obj = {};
@@ -1082,6 +1140,17 @@ class Importer {
   }
 }
 
+/** nginx's gzip (and the brotli module's) settings where they apply: a route's `compress:` when on. */
+interface GzipOut {
+  on: boolean;
+  /** gzip_types beyond text/html (which nginx always compresses). */
+  types: string[];
+  anyType?: boolean;
+  brotli?: boolean;
+  level?: number;
+  minSize?: string;
+}
+
 /** A route's `cors:` gathered from add_header Access-Control-* lines (and a preflight `if`). */
 interface CorsOut {
   origins?: string[];
@@ -1095,6 +1164,7 @@ interface CorsOut {
 }
 
 interface LocationCtx {
+  gzip?: GzipOut;
   cors?: CorsOut;
   /** `expires` as a Cache-Control value, and where it was written. */
   cacheControl?: { value: string; d: Directive };

@@ -213,3 +213,23 @@ test('an imported nginx CORS block (add_header Access-Control-*, the preflight `
   assert.equal(allowed.headers['access-control-max-age'], '600');
   assert.match(String(allowed.headers['access-control-allow-methods']), /PUT/);
 });
+
+test('an imported nginx gzip setup compresses the same answers', async (t) => {
+  if (!needPeer(t, 'nginx', hasNginx())) return;
+  const app = await startHttpBackend(t, { name: 'app' });
+  const text = `gzip on; gzip_types application/json; gzip_min_length 1;
+    server { listen 127.0.0.1:{{PORT}}; location / { proxy_pass http://127.0.0.1:${app.port}; } location /plain { gzip off; proxy_pass http://127.0.0.1:${app.port}; } }`;
+  const nginx = await startNginx(t, text);
+  const imported = importNginx(parseNginxText(`http { ${text.replaceAll('{{PORT}}', '0')} }`, 'gzip.conf'), 'gzip.conf');
+  assert.equal(imported.notes.length, 0, imported.notes.map((n) => n.message).join('\n'));
+  const portico = await startPortico(t, { ...(parse(imported.yaml) as Record<string, unknown>), workers: 1 } as never);
+  for (const [target, accept] of [['/x', 'gzip'], ['/x', 'identity'], ['/plain', 'gzip']] as const) {
+    const ask = async (port: number): Promise<string> => {
+      const res = await request(`http://127.0.0.1:${port}${target}`, { headers: { 'accept-encoding': accept } });
+      return `${res.status} ${String(res.headers['content-encoding'] ?? 'none')}`;
+    };
+    const want = await ask(nginx.port);
+    if (target === '/x' && accept === 'gzip') assert.equal(want, '200 gzip', 'nginx compressed the JSON answer');
+    assert.equal(await ask(portico.httpPort), want, `${target} with Accept-Encoding ${accept}: Portico as nginx`);
+  }
+});

@@ -387,3 +387,29 @@ test('CORS: add_header Access-Control-* and the preflight `if` become the route\
   assert.match(notes, /if \(\$request_method = POST\)/, 'another `if` is still reported');
   loads(t, r);
 });
+
+test('gzip (http, server or location level) -> the routes\' compress: nginx\'s types (text/html always), level, min length; off where turned off', (t) => {
+  const r = translate(`
+    http {
+      gzip on; gzip_types text/plain application/json; gzip_comp_level 5; gzip_min_length 256; gzip_vary on; gzip_proxied any;
+      server { listen 8080; root html;
+        location /a { proxy_pass http://127.0.0.1:9000; }
+        location /b { gzip off; proxy_pass http://127.0.0.1:9001; }
+        location /c { gzip_types *; proxy_pass http://127.0.0.1:9002; }
+        location = /d { return 200 "x"; }
+        location /e { gzip_types text/css bad; }
+      }
+      server { listen 8081; gzip off; location / { proxy_pass http://127.0.0.1:9003; } }
+    }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].compress, { brotli: false, types: ['text/html', 'text/plain', 'application/json'], level: 5, min_size: '256B' });
+  assert.equal(o.routes[1].compress, undefined, 'gzip off in the location');
+  assert.deepEqual(o.routes[2].compress, { brotli: false, level: 5, min_size: '256B' }, 'gzip_types *: Portico\'s own list');
+  assert.equal(o.routes[3].compress, undefined, 'a fixed answer is not compressed');
+  assert.deepEqual(o.routes[4].compress, { brotli: false, types: ['text/html', 'text/css'], level: 5, min_size: '256B' });
+  assert.equal(o.routes[5].compress, undefined, 'gzip off in the server');
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /media types bad/);
+  assert.doesNotMatch(notes, /gzip_vary|gzip_proxied|gzip on/);
+  loads(t, r);
+});
