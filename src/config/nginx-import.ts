@@ -213,6 +213,11 @@ class Importer {
         case 'access_log':
           if (d.args[0] === 'off') this.#note(d, 'access_log off: set `log: { access: false }` to match');
           break;
+        case 'map':
+          // the usual `map $http_upgrade $connection_upgrade` feeds a Connection header Portico sets by itself
+          if (d.args[0] === '$http_upgrade') break;
+          this.#skip(d, 'no Portico equivalent in http {}');
+          break;
         default:
           if (this.#gzipDirective(d, this.#httpGzip, [])) break;
           if (!SILENT.has(d.name) && !d.name.startsWith('log_format') && !/^(keepalive_timeout|keepalive_requests|client_body_buffer_size|server_names_hash_bucket_size)$/.test(d.name)) {
@@ -892,8 +897,10 @@ class Importer {
         ctx.root = relative(s.args[0] ?? '.');
         return;
       case 'index':
-        ctx.index = s.args[0];
-        if (s.args.length > 1) this.#note(s, 'Portico takes one index file: the first one is kept', at);
+        // static.index tries the files in order, as nginx does; an index that is a path or a variable is nginx's only
+        ctx.index = s.args.filter((f) => /^[^/\\$]+$/.test(f));
+        if (ctx.index.length < s.args.length) this.#skip(s, 'an index is a file name (no path, no variable); the others are kept', at);
+        if (ctx.index.length === 0) ctx.index = undefined;
         return;
       case 'alias':
         this.#skip(s, 'alias: use `static.root` on a route with `proxy`-style prefix stripping', at);
@@ -1169,7 +1176,8 @@ interface LocationCtx {
   /** `expires` as a Cache-Control value, and where it was written. */
   cacheControl?: { value: string; d: Directive };
   root: string | undefined;
-  index: string | undefined;
+  /** Index files, in the order nginx tries them. */
+  index: string[] | undefined;
   headers: [string, string][];
   hide: string[];
   addHeaders: [string, string][];
@@ -1189,7 +1197,7 @@ function isPreflightTest(args: readonly string[]): boolean {
 
 function staticOf(ctx: LocationCtx): Obj {
   const s: Obj = { root: ctx.root ?? '.' };
-  if (ctx.index !== undefined) s.index = ctx.index;
+  if (ctx.index !== undefined) s.index = ctx.index.length === 1 ? ctx.index[0] : [...ctx.index];
   if (ctx.cacheControl !== undefined) s.cache_control = ctx.cacheControl.value;
   return s;
 }

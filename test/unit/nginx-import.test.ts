@@ -413,3 +413,16 @@ test('gzip (http, server or location level) -> the routes\' compress: nginx\'s t
   assert.doesNotMatch(notes, /gzip_vary|gzip_proxied|gzip on/);
   loads(t, r);
 });
+
+test('index with several files keeps them in order; the usual $http_upgrade map needs no note', (t) => {
+  const r = translate(`http {
+    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+    server { listen 8080; root html; index index.php index.html /abs.html;
+      location /ws { proxy_pass http://127.0.0.1:9000; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; }
+      location / { }
+    } }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[1].static, { root: './html', index: ['index.php', 'index.html'] });
+  assert.deepEqual(r.notes.map((n) => n.message), ['not translated: `index index.php index.html /abs.html;` (an index is a file name (no path, no variable); the others are kept)']);
+  loads(t, r);
+});
