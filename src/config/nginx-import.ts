@@ -652,6 +652,14 @@ class Importer {
     const match = this.#match(d);
     if (match === undefined) return;
     const ds = d.block ?? [];
+    // nginx inherits the server's add_header lines only into a location that has none of its own
+    const own = ds.find((s) => s.name === 'add_header');
+    if (own !== undefined && (ctx.addHeaders.length > 0 || ctx.cors !== undefined)) {
+      const names = [...ctx.addHeaders.map(([n]) => n), ...(ctx.cors === undefined ? [] : ['Access-Control-*'])];
+      this.#note(own, `this location has add_header lines of its own, so nginx does not send the server's (${names.join(', ')}) here; neither does this route: add them if they were meant`, ['routes']);
+      ctx.addHeaders = [];
+      ctx.cors = undefined;
+    }
     let action: Obj | undefined;
     let actionDirective: Directive | undefined;
     let timeouts: { name: string; ms: string; d: Directive }[] = [];

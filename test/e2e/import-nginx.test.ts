@@ -233,3 +233,23 @@ test('an imported nginx gzip setup compresses the same answers', async (t) => {
     assert.equal(await ask(portico.httpPort), want, `${target} with Accept-Encoding ${accept}: Portico as nginx`);
   }
 });
+
+test("an imported config sends the add_header lines nginx sends: a location with its own does not inherit the server's", async (t) => {
+  if (!needPeer(t, 'nginx', hasNginx())) return;
+  const app = await startHttpBackend(t, { name: 'app' });
+  const text = `server { listen 127.0.0.1:{{PORT}}; add_header X-Server s;
+    location /own { add_header X-Loc l; proxy_pass http://127.0.0.1:${app.port}; }
+    location / { proxy_pass http://127.0.0.1:${app.port}; } }`;
+  const nginx = await startNginx(t, text);
+  const imported = importNginx(parseNginxText(text.replaceAll('{{PORT}}', '0'), 'headers.conf'), 'headers.conf');
+  assert.equal(imported.notes.length, 1, 'the dropped server header is said');
+  const portico = await startPortico(t, { ...(parse(imported.yaml) as Record<string, unknown>), workers: 1 } as never);
+  for (const target of ['/own', '/other']) {
+    const ask = async (port: number): Promise<string> => {
+      const res = await request(`http://127.0.0.1:${port}${target}`);
+      return `${res.status} server=${String(res.headers['x-server'])} loc=${String(res.headers['x-loc'])}`;
+    };
+    const want = await ask(nginx.port);
+    assert.equal(await ask(portico.httpPort), want, `${target}: Portico as nginx`);
+  }
+});
