@@ -99,6 +99,14 @@ class Importer {
   #bodySize: { value: string; at: string } | undefined;
   /** Each server's listen addresses (servers that only redirect to HTTPS left out). */
   readonly #serverListens: { d: Directive; listens: string }[] = [];
+  /** limit_req_zone by name: the Portico rate and key of each. */
+  readonly #reqZones = new Map<string, { rate: string; key: string }>();
+  /** limit_conn_zone names keyed by the client address (the only limit_conn Portico has: connections_per_ip). */
+  readonly #connZones = new Set<string>();
+  /** limit_conn's lowest number, and where (one limits.connections_per_ip for the whole config). */
+  #connLimit: { n: number; d: Directive } | undefined;
+  /** limit_req as http {} sets it for every server. */
+  #httpLimitReq: LimitReq | undefined;
   /** gzip as http {} sets it for every server. */
   readonly #httpGzip: GzipOut = { on: false, types: [] };
   /** Upstreams of stream {} (L4 relays): never shared with routes. */
@@ -123,6 +131,10 @@ class Importer {
       this.#route(server, { path_exact: exact }, { redirect: { to: `${p}$is_args$args`, status: 301 } });
     }
     if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
+    if (this.#connLimit !== undefined) {
+      this.#out.limits = { ...this.#out.limits, connections_per_ip: this.#connLimit.n };
+      this.#note(this.#connLimit.d, 'limit_conn: Portico counts a client\'s open connections per worker, on every listener (nginx per zone, across workers)', ['limits']);
+    }
     const doc = new Document(this.#plain());
     doc.commentBefore = ` Made by \`portico import-nginx ${path.basename(this.#source)}\`. Read every comment: each marks something nginx did\n that this file does differently or not at all. Then: npx portico check -c THIS_FILE`;
     for (const n of this.#notes) {
@@ -196,6 +208,7 @@ class Importer {
   #http(ds: readonly Directive[]): void {
     // upstreams first: servers refer to them by name wherever they are written
     for (const d of ds) if (d.name === 'upstream') this.#upstream(d);
+    for (const d of ds) if (d.name === 'limit_req_zone' || d.name === 'limit_conn_zone') this.#limitZone(d);
     for (const d of ds) {
       switch (d.name) {
         case 'upstream':
@@ -212,6 +225,19 @@ class Importer {
           break;
         case 'access_log':
           if (d.args[0] === 'off') this.#note(d, 'access_log off: set `log: { access: false }` to match');
+          break;
+        case 'limit_req_zone':
+        case 'limit_conn_zone':
+          break;
+        case 'limit_req':
+          this.#httpLimitReq = this.#limitReq(d, []);
+          break;
+        case 'limit_conn':
+          this.#limitConn(d, []);
+          break;
+        case 'limit_req_status':
+        case 'limit_conn_status':
+          if (d.args[0] !== '429' && d.args[0] !== '503') this.#note(d, `${d.name}: Portico answers 429 with Retry-After`);
           break;
         case 'map':
           // the usual `map $http_upgrade $connection_upgrade` feeds a Connection header Portico sets by itself
@@ -550,7 +576,7 @@ class Importer {
       server.names = undefined;
     }
 
-    const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [], gzip: { ...this.#httpGzip } };
+    const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [], gzip: { ...this.#httpGzip }, limitReq: this.#httpLimitReq };
     for (const s of ds) this.#serverLevel(s, ctx);
     for (const s of ds) if (s.name === 'location') this.#location(s, server, { ...ctx, headers: [...ctx.headers], hide: [...ctx.hide], addHeaders: [...ctx.addHeaders] });
     if (ret !== undefined) this.#route(server, { path: '/' }, this.#returnAction(ret, undefined));
@@ -913,6 +939,17 @@ class Importer {
       case 'alias':
         this.#skip(s, 'alias: use `static.root` on a route with `proxy`-style prefix stripping', at);
         return;
+      case 'limit_req': {
+        const l = this.#limitReq(s, at);
+        if (l !== undefined) ctx.limitReq = l;
+        return;
+      }
+      case 'limit_conn':
+        this.#limitConn(s, at);
+        return;
+      case 'limit_req_status':
+      case 'limit_conn_status':
+        return;
       case 'expires': {
         const value = cacheControlOf(s.args);
         if (value === null) ctx.cacheControl = undefined;
@@ -961,6 +998,52 @@ class Importer {
         else if (!SILENT.has(s.name)) this.#skip(s, 'no Portico equivalent', at);
       }
     }
+  }
+
+  /** `limit_req_zone KEY zone=NAME:SIZE rate=R` / `limit_conn_zone KEY zone=NAME:SIZE`. */
+  #limitZone(d: Directive): void {
+    const zone = /^zone=([^:]+):/.exec(d.args.find((a) => a.startsWith('zone=')) ?? '')?.[1];
+    const key = d.args[0] === undefined ? undefined : hashKey(d.args[0]);
+    if (zone === undefined || key === undefined) {
+      this.#skip(d, 'Portico keys limits by $remote_addr, $http_NAME, $cookie_NAME or $arg_NAME', ['routes']);
+      return;
+    }
+    if (d.name === 'limit_conn_zone') {
+      if (key === '$remote_addr') this.#connZones.add(zone);
+      else this.#skip(d, 'Portico limits open connections per client address only (limits.connections_per_ip)', ['limits']);
+      return;
+    }
+    const rate = /^rate=(\d+)r\/(s|m)$/.exec(d.args.find((a) => a.startsWith('rate=')) ?? '');
+    if (rate === null) {
+      this.#skip(d, 'a rate is Nr/s or Nr/m', ['routes']);
+      return;
+    }
+    this.#reqZones.set(zone, { rate: `${rate[1]}/${rate[2]}`, key });
+  }
+
+  /** `limit_req zone=NAME [burst=N] [nodelay | delay=N]` as a route's rate_limit.requests. */
+  #limitReq(d: Directive, at: OutPath): LimitReq | undefined {
+    const name = d.args.find((a) => a.startsWith('zone='))?.slice(5);
+    const zone = name === undefined ? undefined : this.#reqZones.get(name);
+    if (zone === undefined) {
+      this.#skip(d, 'its limit_req_zone was not translated', at);
+      return undefined;
+    }
+    const burst = Number(d.args.find((a) => a.startsWith('burst='))?.slice(6) ?? '0');
+    // nginx passes one request at the rate plus `burst` more; Portico's burst counts them all
+    const limit: Obj = { rate: zone.rate, burst: (Number.isInteger(burst) && burst >= 0 ? burst : 0) + 1 };
+    if (zone.key !== '$remote_addr') limit.key = zone.key;
+    if (!d.args.includes('nodelay') && burst > 0) this.#note(d, 'limit_req without nodelay: nginx delays the requests of a burst to the rate; Portico lets the burst through at once and answers 429 beyond it', at);
+    return { limit };
+  }
+
+  #limitConn(d: Directive, at: OutPath): void {
+    const n = Number(d.args[1]);
+    if (d.args[0] === undefined || !this.#connZones.has(d.args[0]) || !Number.isInteger(n) || n < 1) {
+      this.#skip(d, 'only limit_conn on a zone keyed by the client address is translated (limits.connections_per_ip)', at);
+      return;
+    }
+    if (this.#connLimit === undefined || n < this.#connLimit.n) this.#connLimit = { n, d };
   }
 
   /** gzip and its settings (http, server or location level) into `g`; false for a directive that is not one of them. */
@@ -1084,6 +1167,7 @@ class Importer {
 
   /** What the route gets from the directives around its action: header rules and compression. */
   #optionsInto(route: Obj, ctx: LocationCtx): void {
+    if (ctx.limitReq !== undefined) route.rate_limit = { requests: { ...ctx.limitReq.limit } };
     const gzip = ctx.gzip;
     if (gzip?.on === true && (route.proxy !== undefined || route.static !== undefined || route.fastcgi !== undefined)) {
       const c: Obj = { brotli: gzip.brotli === true, types: [...new Set(['text/html', ...gzip.types])] };
@@ -1178,7 +1262,13 @@ interface CorsOut {
   d: Directive;
 }
 
+/** A limit_req in force: the route's rate_limit.requests. */
+interface LimitReq {
+  limit: Obj;
+}
+
 interface LocationCtx {
+  limitReq?: LimitReq;
   gzip?: GzipOut;
   cors?: CorsOut;
   /** `expires` as a Cache-Control value, and where it was written. */

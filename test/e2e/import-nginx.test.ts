@@ -253,3 +253,23 @@ test("an imported config sends the add_header lines nginx sends: a location with
     assert.equal(await ask(portico.httpPort), want, `${target}: Portico as nginx`);
   }
 });
+
+test('an imported limit_req lets the same burst through and refuses the same request after it', async (t) => {
+  if (!needPeer(t, 'nginx', hasNginx())) return;
+  const app = await startHttpBackend(t, { name: 'app' });
+  // one request a minute: nothing refills during the test, so the counts are exact
+  const text = `limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m; limit_req_status 429;
+    server { listen 127.0.0.1:{{PORT}}; location / { limit_req zone=one burst=3 nodelay; proxy_pass http://127.0.0.1:${app.port}; } }`;
+  const nginx = await startNginx(t, text);
+  const imported = importNginx(parseNginxText(`http { ${text.replaceAll('{{PORT}}', '0')} }`, 'limit.conf'), 'limit.conf');
+  assert.equal(imported.notes.length, 0, imported.notes.map((n) => n.message).join('\n'));
+  const portico = await startPortico(t, { ...(parse(imported.yaml) as Record<string, unknown>), workers: 1 } as never);
+  const statuses = async (port: number): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < 6; i++) out.push((await request(`http://127.0.0.1:${port}/x${i}`)).status);
+    return out;
+  };
+  const want = await statuses(nginx.port);
+  assert.deepEqual(want, [200, 200, 200, 200, 429, 429], 'nginx: one at the rate and a burst of three');
+  assert.deepEqual(await statuses(portico.httpPort), want);
+});

@@ -426,3 +426,28 @@ test('index with several files keeps them in order; the usual $http_upgrade map 
   assert.deepEqual(r.notes.map((n) => n.message), ['not translated: `index index.php index.html /abs.html;` (an index is a file name (no path, no variable); the others are kept)']);
   loads(t, r);
 });
+
+test('limit_req_zone + limit_req -> rate_limit.requests (burst + 1, key); limit_conn -> limits.connections_per_ip (noted)', (t) => {
+  const r = translate(`http {
+    limit_req_zone $binary_remote_addr zone=one:10m rate=10r/s;
+    limit_req_zone $http_x_api_key zone=keyed:10m rate=600r/m;
+    limit_req_zone $request_uri zone=uri:10m rate=1r/s;
+    limit_conn_zone $binary_remote_addr zone=addr:10m;
+    limit_req_status 429;
+    server { listen 8080; limit_req zone=one burst=20 nodelay; limit_conn addr 50;
+      location /a { proxy_pass http://127.0.0.1:9000; }
+      location /b { limit_req zone=keyed burst=5; proxy_pass http://127.0.0.1:9001; }
+      location /c { limit_req zone=uri; limit_conn addr 10; proxy_pass http://127.0.0.1:9002; }
+    } }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].rate_limit, { requests: { rate: '10/s', burst: 21 } });
+  assert.deepEqual(o.routes[1].rate_limit, { requests: { rate: '600/m', burst: 6, key: 'header:x-api-key' } });
+  assert.deepEqual(o.routes[2].rate_limit, { requests: { rate: '10/s', burst: 21 } }, 'an untranslated limit_req leaves the server\'s');
+  assert.equal(o.limits?.connections_per_ip, 10, 'the lowest limit_conn');
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /limit_req_zone \$request_uri/);
+  assert.match(notes, /limit_req without nodelay/);
+  assert.match(notes, /limit_conn: Portico counts a client's open connections per worker/);
+  assert.ok(!r.yaml.includes('&'), 'no YAML anchors');
+  loads(t, r);
+});
