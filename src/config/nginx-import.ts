@@ -93,7 +93,7 @@ export function importNginx(directives: readonly Directive[], source: string): I
 class Importer {
   readonly #source: string;
   readonly #notes: (ImportNote & { at: OutPath })[] = [];
-  readonly #out: { workers?: Json; listeners: Obj[]; upstreams: Record<string, Obj>; routes: Obj[]; limits?: Obj } = { listeners: [], upstreams: {}, routes: [] };
+  readonly #out: { workers?: Json; listeners: Obj[]; upstreams: Record<string, Obj>; routes: Obj[]; limits?: Obj; timeouts?: Obj } = { listeners: [], upstreams: {}, routes: [] };
   /** upstream name -> the timeouts set on it, and where, so a clash between two locations is reported. */
   readonly #timeoutSource = new Map<string, Map<string, string>>();
   #bodySize: { value: string; at: string } | undefined;
@@ -160,6 +160,7 @@ class Importer {
     o.upstreams = this.#out.upstreams;
     o.routes = this.#out.routes;
     if (this.#out.limits !== undefined) o.limits = this.#out.limits;
+    if (this.#out.timeouts !== undefined) o.timeouts = this.#out.timeouts;
     return o;
   }
 
@@ -229,6 +230,16 @@ class Importer {
         case 'limit_req_zone':
         case 'limit_conn_zone':
           break;
+        case 'keepalive_timeout':
+        case 'client_header_timeout':
+        case 'client_body_timeout': {
+          // the client side's timeouts: one set for the whole instance in Portico, as http {} sets them in nginx
+          const ms = d.args[0] === '0' ? undefined : this.#duration(d, d.args[0]);
+          const key = { keepalive_timeout: 'keepalive', client_header_timeout: 'head', client_body_timeout: 'body' }[d.name as 'keepalive_timeout'];
+          if (ms !== undefined) this.#out.timeouts = { ...this.#out.timeouts, [key]: ms };
+          else if (d.args[0] === '0') this.#skip(d, 'Portico always offers keep-alive (timeouts.keepalive is how long an idle one stays)');
+          break;
+        }
         case 'limit_req':
           this.#httpLimitReq = this.#limitReq(d, []);
           break;
@@ -246,7 +257,7 @@ class Importer {
           break;
         default:
           if (this.#gzipDirective(d, this.#httpGzip, [])) break;
-          if (!SILENT.has(d.name) && !d.name.startsWith('log_format') && !/^(keepalive_timeout|keepalive_requests|client_body_buffer_size|server_names_hash_bucket_size)$/.test(d.name)) {
+          if (!SILENT.has(d.name) && !d.name.startsWith('log_format') && !/^(keepalive_requests|client_body_buffer_size|server_names_hash_bucket_size)$/.test(d.name)) {
             this.#skip(d, 'no Portico equivalent in http {}');
           }
       }

@@ -23,7 +23,7 @@ function translate(text: string): ImportResult {
   return importNginx(parseNginxText(text, 'test.conf', '/nonexistent'), 'test.conf');
 }
 
-type Out = { listeners: Record<string, unknown>[]; upstreams: Record<string, Record<string, unknown>>; routes: Record<string, unknown>[]; limits?: Record<string, unknown>; workers?: unknown };
+type Out = { listeners: Record<string, unknown>[]; upstreams: Record<string, Record<string, unknown>>; routes: Record<string, unknown>[]; limits?: Record<string, unknown>; timeouts?: Record<string, unknown>; workers?: unknown };
 const out = (r: ImportResult): Out => parse(r.yaml) as Out;
 
 /** The YAML loads with Portico's loader, beside a copy of the contract's certificates (certs/site.*). */
@@ -450,4 +450,15 @@ test('limit_req_zone + limit_req -> rate_limit.requests (burst + 1, key); limit_
   assert.match(notes, /limit_conn: Portico counts a client's open connections per worker/);
   assert.ok(!r.yaml.includes('&'), 'no YAML anchors');
   loads(t, r);
+});
+
+test('http {} client timeouts -> timeouts.keepalive, head and body', (t) => {
+  const r = translate(`http { keepalive_timeout 65; client_header_timeout 10s; client_body_timeout 2m;
+    server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } } }`);
+  assert.deepEqual(out(r).timeouts, { keepalive: '65s', head: '10s', body: '120s' });
+  assert.equal(r.notes.length, 0, r.notes.map((n) => n.message).join('\n'));
+  loads(t, r);
+  const off = translate(`http { keepalive_timeout 0; server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } } }`);
+  assert.equal(out(off).timeouts, undefined);
+  assert.match(off.notes[0].message, /keepalive_timeout 0/);
 });
