@@ -74,6 +74,9 @@ run --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/t
 # L4 listeners with proxy_protocol on the addon (l4.cc, proxy-header.h): PROXY headers whole and in pieces, every
 # refusal, passthrough behind a header, through a running worker (the JS path's cases are left to the plain run)
 run --test-name-pattern='on the addon' dist/test/e2e/l4-native-proxy.test.js
+# connections_per_ip on L4 listeners on the addon (l4.cc counting in client-table.cc's table, shared with JavaScript):
+# tcp, HTTP beside L4, passthrough, behind a PROXY header, ::1, a reload (the JS path's cases are left to the plain run)
+run --test-name-pattern='on the addon' dist/test/e2e/l4-native-conn-limit.test.js
 # an L4 listener whose upstream follows a DNS name (l4.cc compiles replaced at run time, their connections on the old
 # one to their end): targets added and removed, a drain carried over, no target yet (~10 s; the JS path's cases are
 # left to the plain run)
