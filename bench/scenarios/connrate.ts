@@ -132,7 +132,8 @@ function parseOptions(argv: string[]): Options {
     proxyProtocol: a.oneOf('proxy-protocol', ['off', 'v1', 'v2'] as const, 'off'),
     jsSwitch: a.oneOf('js-switch', ['PORTICO_NATIVE', 'PORTICO_NATIVE_L4'] as const, 'PORTICO_NATIVE'),
     discovered: a.has('discovered'),
-    connectionsPerIp: a.has('connections-per-ip') ? a.int('connections-per-ip', 1, 1, 10_000_000) : 'off',
+    // absent: 0 (the default is not held to the bounds), that is off
+    connectionsPerIp: a.int('connections-per-ip', 0, 1, 10_000_000) || 'off',
   };
 }
 
