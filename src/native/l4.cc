@@ -1,4 +1,5 @@
-// L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, picks a target
+// L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, counts each
+// connection against limits.connections_per_ip in the worker's client table (client-table.h), picks a target
 // (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
 // connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
 // wants, and hands both fds to the relay. No JS object exists per connection: JavaScript compiles the config

@@ -3,8 +3,9 @@
 // a tcp listener holds max connections of a client, the next one is closed before it reaches the target, counted in
 // /metrics and logged, and a slot frees when one closes; an HTTP listener's connections and an L4 listener's count
 // together in one worker; a passthrough-only TLS listener refuses before its ClientHello is read; behind a PROXY
-// header the header's client counts (two clients behind one balancer apart, IPv6 by its /64); an IPv6 listener on
-// ::1; a reload that raises the max applies to new connections, and a connection from before it releases its slot.
+// header the header's client counts (two clients behind one balancer apart, IPv6 by its /64; a passthrough listener
+// too, once routed); an IPv6 listener on ::1; a reload that raises the max applies to new connections, and a
+// connection from before it releases its slot.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -236,6 +237,37 @@ for (const onAddon of [true, false]) {
     await refusedReach(portico, 2);
     a.destroy();
     await admittedAgain(t, port, v4('203.0.113.1'));
+  });
+
+  test(`${label}: a passthrough listener behind a PROXY header counts the header's client once its ClientHello routed it`, { timeout: 60_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const target = await countingEcho(t, true);
+    const portico = await start(t, {
+      listeners: [{ address: '127.0.0.1:0', proxy_protocol: { trusted: ['127.0.0.1/32'] }, tls: { passthrough: [{ sni: 'localhost', upstream: 'tls' }] } }],
+      upstreams: { tls: { targets: [`127.0.0.1:${target.port}`] } },
+      limits: { connections_per_ip: 1 },
+    });
+    const port = portico.ports[0];
+    /** A TLS connection from `client` behind the balancer: 'ping' when it reached the target, else how it ended. */
+    const through = async (client: string): Promise<string> => {
+      const c = await connect(t, port);
+      c.write(`PROXY TCP4 ${client} 192.0.2.1 40000 443\r\n`);
+      const s = tls.connect({ socket: c, servername: 'localhost', rejectUnauthorized: false });
+      t.after(() => s.destroy());
+      const how = await new Promise<string>((resolve) => {
+        s.once('secureConnect', () => resolve('secure'));
+        s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        s.once('close', () => resolve('closed'));
+      });
+      return how === 'secure' ? roundTrip(s as unknown as net.Socket, 'ping', 4) : how;
+    };
+    assert.equal(await through('203.0.113.1'), 'ping');
+    assert.equal(await through('203.0.113.2'), 'ping', 'another client behind the same balancer');
+    assert.notEqual(await through('203.0.113.1'), 'ping', 'the first client\'s second connection');
+    assert.equal(target.connections(), 2);
+    const line = await limitLine(portico, '203.0.113.1');
+    assert.equal(line.remoteAddr, '203.0.113.1');
+    await refusedReach(portico, 1);
   });
 
   test(`${label}: an IPv6 listener on ::1 keys its client by its /64`, { timeout: 60_000 }, async (t) => {
