@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "portico_native",
-      "sources": ["src/native/addon.cc", "src/native/relay.cc", "src/native/io.cc", "src/native/tls.cc", "src/native/tls-relay.cc", "src/native/l4.cc", "src/native/end-bridge.cc", "src/native/response-head.cc", "src/native/request-head.cc", "src/native/route-table.cc", "src/native/fcgi-answer.cc", "src/native/fcgi-request.cc", "src/native/exchange.cc", "src/native/script-cache.cc"],
+      "sources": ["src/native/addon.cc", "src/native/relay.cc", "src/native/io.cc", "src/native/tls.cc", "src/native/tls-relay.cc", "src/native/l4.cc", "src/native/client-table.cc", "src/native/end-bridge.cc", "src/native/response-head.cc", "src/native/request-head.cc", "src/native/route-table.cc", "src/native/fcgi-answer.cc", "src/native/fcgi-request.cc", "src/native/exchange.cc", "src/native/script-cache.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

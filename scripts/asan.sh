@@ -23,7 +23,7 @@ build() {
   rm -rf build-asan/obj
   mkdir -p build-asan/obj
   # one g++ per source, as many at once as there are cores, then one link
-  for s in addon relay io tls tls-relay l4 end-bridge response-head request-head route-table fcgi-answer fcgi-request exchange script-cache; do
+  for s in addon relay io tls tls-relay l4 client-table end-bridge response-head request-head route-table fcgi-answer fcgi-request exchange script-cache; do
     while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n || failed=1; done
     g++ "${flags[@]}" -c "src/native/$s.cc" -o "build-asan/obj/$s.o" &
     objs+=("build-asan/obj/$s.o")
@@ -74,6 +74,9 @@ run --test-name-pattern='on the addon' --test-name-pattern='reload moves' dist/t
 # L4 listeners with proxy_protocol on the addon (l4.cc, proxy-header.h): PROXY headers whole and in pieces, every
 # refusal, passthrough behind a header, through a running worker (the JS path's cases are left to the plain run)
 run --test-name-pattern='on the addon' dist/test/e2e/l4-native-proxy.test.js
+# connections_per_ip on L4 listeners on the addon (l4.cc counting in client-table.cc's table, shared with JavaScript):
+# tcp, HTTP beside L4, passthrough, behind a PROXY header, ::1, a reload (the JS path's cases are left to the plain run)
+run --test-name-pattern='on the addon' dist/test/e2e/l4-native-conn-limit.test.js
 # an L4 listener whose upstream follows a DNS name (l4.cc compiles replaced at run time, their connections on the old
 # one to their end): targets added and removed, a drain carried over, no target yet (~10 s; the JS path's cases are
 # left to the plain run)
@@ -132,11 +135,11 @@ run --test-name-pattern='connections at once' --test-name-pattern='past the fd l
 # FastCGI's answer records (fcgi-answer.cc), request heads (request-head.cc; not on the request path yet), the route
 # table (route-table.cc, io.cc routeTableCompile / routeTableMatch; not on the request path yet), FastCGI's request
 # records of a bodyless GET/HEAD (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request path yet), the
-# ClientHello reader (client-hello.h) and the PROXY header reader with its CIDR matcher (proxy-header.h) against the
-# JS ones; heads of real clients included (~40 s together)
+# ClientHello reader (client-hello.h), the PROXY header reader with its CIDR matcher (proxy-header.h) and the client key
+# of connections_per_ip (client-key.h) against the JS ones; heads of real clients included (~40 s together)
 run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
-run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js
+run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js dist/test/fuzz/native-client-key.fuzz.test.js
 
 # --- run them, PORTICO_ASAN_JOBS at once ---
 max="${PORTICO_ASAN_JOBS:-2}"

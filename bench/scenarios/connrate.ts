@@ -61,6 +61,8 @@ interface Options {
   jsSwitch: 'PORTICO_NATIVE' | 'PORTICO_NATIVE_L4';
   /** Portico's upstreams follow DNS names (resolve: true) answered by a DNS server of this process. */
   discovered: boolean;
+  /** Portico's limits.connections_per_ip (off: the default); the other proxies run without a limit. */
+  connectionsPerIp: number | 'off';
 }
 
 /** The balancer's header: a client of the documentation range to the address it reached (the same on every connection). */
@@ -95,7 +97,10 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
                      no addon; PORTICO_NATIVE_L4: the addon's I/O, L4 listeners on the JS path)
   --discovered       Portico's upstreams follow DNS names (\`resolve: true\`, a DNS server of this process answers
                      127.0.0.1, TTL 30 s) instead of naming the backend's address; with PORTICO_NATIVE_L4=0 in the
-                     environment its L4 listeners run on the JS path (nginx and HAProxy keep the address)`;
+                     environment its L4 listeners run on the JS path (nginx and HAProxy keep the address)
+  --connections-per-ip N  Portico's limits.connections_per_ip (default off): the cost of counting every connection
+                     per client; pick N above what one source holds at once (concurrency / sources), or connections
+                     are refused and the check run fails. nginx and HAProxy run without a limit`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -103,7 +108,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
-      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string', discovered: 'boolean',
+      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string', discovered: 'boolean', 'connections-per-ip': 'string',
     },
     USAGE,
   );
@@ -127,6 +132,8 @@ function parseOptions(argv: string[]): Options {
     proxyProtocol: a.oneOf('proxy-protocol', ['off', 'v1', 'v2'] as const, 'off'),
     jsSwitch: a.oneOf('js-switch', ['PORTICO_NATIVE', 'PORTICO_NATIVE_L4'] as const, 'PORTICO_NATIVE'),
     discovered: a.has('discovered'),
+    // absent: 0 (the default is not held to the bounds), that is off
+    connectionsPerIp: a.int('connections-per-ip', 0, 1, 10_000_000) || 'off',
   };
 }
 
@@ -262,6 +269,7 @@ backend tls_backend
           ]),
       'log: { level: warn, access: false }',
       'timeouts: { shutdown_grace: 2s }',
+      ...(o.connectionsPerIp === 'off' ? [] : [`limits: { connections_per_ip: ${o.connectionsPerIp} }`]),
       '',
     ].join('\n');
     const launched = await launchPortico(path.join(tmp, id), yaml, [p.tcp, p.tls], cpus, id === 'portico-js' ? { [o.jsSwitch]: '0' } : undefined);
@@ -283,6 +291,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `peers:      nginx ${c.nginx ?? 'not installed'} (stream, ssl_preread, proxy_half_close ${o.nginxHalfClose ? 'on' : 'off (its default)'}), HAProxy ${c.haproxy ?? 'not installed'} (mode tcp, req_ssl_sni)`,
     `PROXY:      ${o.proxyProtocol === 'off' ? 'none' : `a ${o.proxyProtocol} header before each connection's first bytes, read by every proxy's listener`}; portico-js row: ${o.jsSwitch}=0`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
+    ...(o.connectionsPerIp === 'off' ? [] : [`            limits.connections_per_ip ${o.connectionsPerIp} (every connection counted per client address; nginx and HAProxy: no limit)`]),
     ...(o.discovered ? [`            upstreams follow DNS names (resolve: true, a DNS server in the bench process, TTL 30 s); PORTICO_NATIVE_L4=${process.env.PORTICO_NATIVE_L4 ?? '(unset)'}`] : []),
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,

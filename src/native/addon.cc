@@ -18,6 +18,7 @@
 
 #include <napi.h>
 
+#include "client-table.h"
 #include "end-bridge.h"
 #include "io.h"
 #include "l4.h"
@@ -407,6 +408,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   portico::tls::Register(env, exports);
   portico::tls_relay::Register(env, exports);
   portico::l4::Register(env, exports, &engine);
+  portico::clients::Register(env, exports);
   if (bridge == nullptr) {
     bridge = new portico::EndBridge(env, "portico-splice", &bridge);
     napi_add_env_cleanup_hook(env, Teardown, nullptr);

@@ -1,4 +1,5 @@
-// L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, picks a target
+// L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, counts each
+// connection against limits.connections_per_ip in the worker's client table (client-table.h), picks a target
 // (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
 // connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
 // wants, and hands both fds to the relay. No JS object exists per connection: JavaScript compiles the config
@@ -7,6 +8,8 @@
 #include "l4.h"
 
 #include "client-hello.h"
+#include "client-key.h"
+#include "client-table.h"
 #include "ip-text.h"
 #include "proxy-header.h"
 
@@ -77,6 +80,16 @@ struct ProxyIn {
   uint32_t timeout_ms = 0;        // a tcp listener: the whole header within this (timeouts.head); passthrough: peek_ms
 };
 
+// limits.connections_per_ip of a listener's compile: the worker's table (client-table.h, JavaScript's connections count
+// there too), the max and limits.ipv6_prefix as they were when it was compiled (a reload's new values reach new
+// connections only; a counted connection releases the key it took).
+struct Limit {
+  std::shared_ptr<clients::Table> table;
+  uint32_t max = 0;
+  uint32_t prefix = 64;
+};
+constexpr const char* kRefusedLimit = "connections_per_ip";
+
 // upstreams.X.balance among those the addon serves (l4-native.ts)
 enum class Balance : uint8_t { kRoundRobin, kLeastConn, kRandomTwo };
 
@@ -94,6 +107,7 @@ struct Config {
   double slow_start_floor = 0;  // the weight a ramp starts at, as a share of the target's (balancer.ts SLOW_START_FLOOR)
   std::vector<double> w;  // the weights of a pick: the targets' own, ramped at each pick during a slow start
   std::shared_ptr<const ProxyIn> proxy_in;  // a tcp listener's proxy_protocol; null: none
+  std::shared_ptr<const Limit> limit;  // a tcp listener's connections_per_ip; null: off
 };
 
 // TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
@@ -103,6 +117,7 @@ struct SniTable {
   std::vector<std::pair<std::string, std::shared_ptr<Config>>> wildcards;  // (".example.com", config)
   uint32_t peek_ms = 0;  // the whole ClientHello (and the PROXY header before it) must come within this
   std::shared_ptr<const ProxyIn> proxy_in;  // the listener's proxy_protocol; null: none
+  std::shared_ptr<const Limit> limit;  // the listener's connections_per_ip; null: off
 
   std::shared_ptr<Config> Match(const std::string& sni) const {
     auto it = exact.find(sni);
@@ -159,6 +174,17 @@ struct Conn {
   uint16_t client_dst[8] = {};
   uint16_t client_sport = 0;
   uint16_t client_dport = 0;
+  // limits.connections_per_ip: the client's key (once computed), and the table it is counted in while routed
+  std::string key;
+  std::shared_ptr<clients::Table> counted;
+
+  Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+  // every end of a connection (a record, a refusal, a failure, a shutdown) deletes it: its count goes with it
+  ~Conn() {
+    if (counted) counted->Release(key);
+  }
 };
 
 struct Record {
@@ -168,6 +194,7 @@ struct Record {
   std::string sni;
   const char* refused;  // closed before routing: the RefusedReason, else nullptr
   std::string detail;   // with it: what the ClientHello or PROXY header reader said; empty: nothing
+  std::string key;      // refused by connections_per_ip: the client's key; else empty
   uint32_t cfg;
   int32_t target;
   std::string addr;
@@ -407,7 +434,9 @@ void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t u
                 std::string detail = std::string()) {
   uint16_t port = 0;
   std::string addr;
-  if (c->has_client && refused == nullptr) {
+  // connections_per_ip refuses the client it counted: the header's, as accept-paths.ts #countRelay logs it
+  const bool limit = refused != nullptr && std::strcmp(refused, kRefusedLimit) == 0;
+  if (c->has_client && (refused == nullptr || limit)) {
     addr = pp::AddressText(c->client_family, c->client_src);
     port = c->client_sport;
   } else {
@@ -415,7 +444,7 @@ void PushRecord(Conn* c, const char* closed_by, const char* err_code, uint64_t u
     addr.assign(text, AddressText(c->peer, text, &port));
   }
   uint64_t now = WallMs();
-  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, std::move(detail), c->cfg ? c->cfg->id : 0, c->target,
+  g.records.push_back(Record{c->id, c->table ? c->table->id : 0, c->has_sni, c->sni, refused, std::move(detail), limit ? c->key : std::string(), c->cfg ? c->cfg->id : 0, c->target,
                              std::move(addr), port, up, down, now > c->started ? now - c->started : 0, closed_by, err_code,
                              std::move(c->failures)});
   Schedule();
@@ -570,6 +599,33 @@ bool Rearm(Conn* c) {
   return true;
 }
 
+// limits.connections_per_ip's key of `c`: the client its PROXY header named, else its socket's peer (accept-paths.ts
+// #countRelay).
+std::string KeyOf(const Conn* c, uint32_t prefix) {
+  return c->has_client ? ProxiedClientKey(c->client_family, c->client_src, prefix) : SocketClientKey(c->peer, prefix);
+}
+
+// Counts `c` against its client's connections until it is deleted; or refuses it (closed, reported, deleted: false)
+// when its client has `limit.max` open already, as accept-paths.ts #countRelay once the connection is routed.
+bool Count(Conn* c, const Limit& limit) {
+  if (c->key.empty()) c->key = KeyOf(c, limit.prefix);
+  if (limit.table->Acquire(c->key, limit.max)) {
+    c->counted = limit.table;
+    return true;
+  }
+  Refuse(c, kRefusedLimit);
+  return false;
+}
+
+// Before anything is read (a listener without a PROXY header): a client at its limit is refused at accept (false:
+// closed, reported, deleted), as accept-paths.ts #connectionLimit; the connection is counted once routed (Count).
+bool BelowLimit(Conn* c, const Limit& limit) {
+  c->key = KeyOf(c, limit.prefix);
+  if (limit.table->Count(c->key) < limit.max) return true;
+  Refuse(c, kRefusedLimit);
+  return false;
+}
+
 // Reads and drops what a refused client still sends, until its FIN or the linger deadline (then closed): unread
 // bytes would turn our close into a reset that destroys the alert in flight (l4.ts refuseClientHello).
 void Linger(Conn* c) {
@@ -605,6 +661,8 @@ void RefuseName(Conn* c) {
 // (no EPOLL_CTL_DEL; its close takes it out).
 // Routed on to a target (a tcp listener, or a passthrough name): the bytes read while routing go first.
 void Route(Conn* c, std::shared_ptr<Config> route) {
+  const Limit* limit = c->table ? c->table->limit.get() : route->limit.get();
+  if (limit != nullptr && !Count(c, *limit)) return;
   g.connecting.erase(c->id);
   c->phase = Phase::kConnect;
   c->deadline = 0;
@@ -754,6 +812,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
     c->started = WallMs();
     c->peer = ss;
     const ProxyIn* proxy_in = l.sni ? l.sni->proxy_in.get() : l.cfg->proxy_in.get();
+    const Limit* limit = l.sni ? l.sni->limit.get() : l.cfg->limit.get();
     if (proxy_in != nullptr) {
       c->table = l.sni;
       c->cfg = l.cfg;  // a tcp listener's (the record names it); a passthrough's comes with its name
@@ -772,6 +831,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
     }
     if (l.sni) {
       c->table = l.sni;
+      if (limit != nullptr && !BelowLimit(c, *limit)) continue;
       c->phase = Phase::kPeek;
       c->deadline = MonoMs() + l.sni->peek_ms;
       g.connecting.emplace(c->id, c);
@@ -781,8 +841,10 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       else if (!Rearm(c)) Refuse(c, "closed");
       continue;
     }
-    g.opened++;
     c->cfg = l.cfg;
+    // a tcp listener without a PROXY header is routed at accept: counted at once
+    if (limit != nullptr && !Count(c, *limit)) continue;
+    g.opened++;
     c->tried.assign(l.cfg->targets.size(), 0);
     TryConnect(c);
   }
@@ -919,6 +981,7 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
     if (r.has_sni) o.Set("sni", Napi::String::New(env, r.sni));
     if (r.refused != nullptr) o.Set("refused", Napi::String::New(env, r.refused));
     if (!r.detail.empty()) o.Set("detail", Napi::String::New(env, r.detail));
+    if (!r.key.empty()) o.Set("key", Napi::String::New(env, r.key));
     o.Set("target", Napi::Number::New(env, r.target));
     o.Set("address", Napi::String::New(env, r.addr));
     o.Set("port", Napi::Number::New(env, r.port));
@@ -1022,6 +1085,23 @@ std::shared_ptr<const ProxyIn> ProxyInArg(Napi::Env env, const Napi::Object& o, 
   return in;
 }
 
+// A compile's `limit` ({ table, max, ipv6Prefix }: limits.connections_per_ip, counted in client table `table`), or
+// null when absent (the limit is off).
+std::shared_ptr<const Limit> LimitArg(Napi::Env env, const Napi::Object& o) {
+  Napi::Value v = o.Get("limit");
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "limit must be an object");
+  Napi::Object p = v.As<Napi::Object>();
+  auto limit = std::make_shared<Limit>();
+  limit->table = clients::Find(U32(p.Get("table"), "limit.table"));
+  if (!limit->table) throw Napi::RangeError::New(env, "limit.table: no such client table");
+  limit->max = U32(p.Get("max"), "limit.max");
+  if (limit->max == 0) throw Napi::RangeError::New(env, "limit.max must be > 0");
+  limit->prefix = U32(p.Get("ipv6Prefix"), "limit.ipv6Prefix");
+  if (limit->prefix > 128) throw Napi::RangeError::New(env, "limit.ipv6Prefix must be 0..128");
+  return limit;
+}
+
 // l4Init(onBatch): the callback that receives { opened, closed: [...] } batches (at most one per kBatchMs).
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1036,7 +1116,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// l4Compile({ targets: [{ ip, port, weight }], balance, connectMs, idleMs, proxy, halfClose?, proxyIn? }) -> config id.
+// l4Compile({ targets: [{ ip, port, weight }], balance, connectMs, idleMs, proxy, halfClose?, proxyIn?, limit? }) -> config id.
 Napi::Value Compile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4Compile(config)");
@@ -1091,6 +1171,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   Napi::Value half = o.Get("halfClose");
   cfg->half_close = half.IsUndefined() || half.ToBoolean();
   cfg->proxy_in = ProxyInArg(env, o, true);
+  cfg->limit = LimitArg(env, o);
   Napi::Value slow = o.Get("slowStartMs");
   if (!slow.IsUndefined()) {
     cfg->slow_start_ms = U32(slow, "slowStartMs");
@@ -1104,7 +1185,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cfg->id);
 }
 
-// l4CompileSni({ entries: [{ sni, config }], peekMs, proxyIn? }) -> table id (ids shared with configs): a passthrough-only
+// l4CompileSni({ entries: [{ sni, config }], peekMs, proxyIn?, limit? }) -> table id (ids shared with configs): a passthrough-only
 // TLS listener's names, first entry winning on duplicates as PassthroughTable.
 Napi::Value CompileSni(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1116,6 +1197,7 @@ Napi::Value CompileSni(const Napi::CallbackInfo& info) {
   auto table = std::make_shared<SniTable>();
   table->peek_ms = U32(o.Get("peekMs"), "peekMs");
   table->proxy_in = ProxyInArg(env, o, false);
+  table->limit = LimitArg(env, o);
   std::lock_guard<std::mutex> lock(g.mu);
   for (uint32_t i = 0; i < entries.Length(); i++) {
     Napi::Object e = entries.Get(i).As<Napi::Object>();

@@ -25,6 +25,20 @@ export interface L4Compiled {
   readonly slowStartFloor?: number;
   /** The tcp listener's proxy_protocol: a PROXY header first, from `trusted` senders only, within `timeoutMs`. */
   readonly proxyIn?: L4ProxyIn & { readonly timeoutMs: number };
+  /** The tcp listener's limits.connections_per_ip (absent: off). */
+  readonly limit?: L4Limit;
+}
+
+/**
+ * limits.connections_per_ip as the addon counts it: in client table `table` (the worker's, src/native/clients.ts,
+ * where JavaScript counts its connections too), at most `max` per client key, IPv6 keyed by `ipv6Prefix` bits.
+ * A client at its limit is closed at accept (before anything is read; with a PROXY header, once it named the
+ * client), reported as a refusal 'connections_per_ip' with its `key`.
+ */
+export interface L4Limit {
+  readonly table: number;
+  readonly max: number;
+  readonly ipv6Prefix: number;
 }
 
 /**
@@ -47,9 +61,11 @@ export interface L4Record {
   readonly refused?: RefusedReason;
   /** With `refused`: what the ClientHello or PROXY header reader said (the JS readers' words). */
   readonly detail?: string;
+  /** Refused 'connections_per_ip': the client's key (client-address.ts clientKey). */
+  readonly key?: string;
   /** The target relayed to (index in the compile), -1 when none was connected. */
   readonly target: number;
-  /** The client: as its PROXY header named it (a routed connection's), else the socket's peer. */
+  /** The client: as its PROXY header named it (a routed connection's, or one connections_per_ip refused), else the socket's peer. */
   readonly address: string;
   readonly port: number;
   readonly bytesUp: number;
@@ -78,7 +94,7 @@ export interface L4Addon {
    * A passthrough-only TLS listener's names -> compiles; `peekMs` bounds the ClientHello, and the PROXY header
    * before it with `proxyIn`. Same id space.
    */
-  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number; proxyIn?: L4ProxyIn }): number;
+  l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number; proxyIn?: L4ProxyIn; limit?: L4Limit }): number;
   /** `rampUntil`: each target's slow-start end (Date.now's ms; 0 or past: not ramping). */
   l4Targets(config: number, up: readonly boolean[], remote: readonly number[], rampUntil?: readonly number[]): void;
   l4Forget(config: number): void;

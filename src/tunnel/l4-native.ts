@@ -11,7 +11,8 @@ import type { Metrics } from '../core/metrics.js';
 import type { ErrorCode } from '../core/errors.js';
 import type { ClosedBy } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
-import { nativeL4, type L4Addon, type L4Batch, type L4Compiled, type L4Record } from '../native/l4.js';
+import { nativeL4, type L4Addon, type L4Batch, type L4Compiled, type L4Limit, type L4Record } from '../native/l4.js';
+import { unmapIPv4 } from '../core/util.js';
 import { SLOW_START_FLOOR, type Target } from '../upstream/balancer.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { netAddress } from '../upstream/target.js';
@@ -66,12 +67,20 @@ interface Table {
 }
 
 /**
- * Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can.
- * (connections_per_ip with proxy_protocol would count the header's client: still JavaScript's, as without it.)
+ * limits.connections_per_ip as the worker holds it (route/policy/store.ts LimitStore, passed in from above): the
+ * table its connections count in (the addon's, where it is loaded: the L4 thread counts in it too) and the log
+ * of refusals, which the addon's refusals join.
  */
-function listenerUnsupported(config: Config, index: number): string | undefined {
+export interface L4ClientLimits {
+  readonly connections: { readonly nativeTable: number | undefined };
+  readonly connectionLog: { refused(key: string, client: string, now: number): void };
+}
+
+/** Why listener `index` of `config` cannot be served by the addon, whatever its upstreams; undefined when it can. */
+function listenerUnsupported(config: Config, index: number, limits: L4ClientLimits): string | undefined {
   const cfg = config.listeners[index];
-  if (config.limits.connections_per_ip !== 'off') return 'limits.connections_per_ip is counted in JavaScript';
+  // the addon counts in the worker's table, which is JavaScript's Map where the addon's tables are missing
+  if (config.limits.connections_per_ip !== 'off' && limits.connections.nativeTable === undefined) return 'limits.connections_per_ip is counted in JavaScript (no native client table)';
   if (cfg.tls !== undefined && cfg.tls.certificates.length > 0) return 'the listener terminates TLS too (its ClientHello is read in JavaScript)';
   return undefined;
 }
@@ -91,6 +100,7 @@ export class NativeL4 implements Tracked {
   readonly #addon: L4Addon;
   readonly #registry: ConnectionRegistry;
   readonly #metrics: Metrics;
+  readonly #limits: L4ClientLimits;
   readonly #configs = new Map<number, Compiled>();
   readonly #tables = new Map<number, Table>();
   /** Config id by listener key: the compile each listening socket serves now. */
@@ -106,16 +116,17 @@ export class NativeL4 implements Tracked {
   #timer: NodeJS.Timeout | null = null;
 
   /** The worker's one NativeL4, or the reason there is none (addon missing, native I/O off, PORTICO_NATIVE_L4=0). */
-  static create(registry: ConnectionRegistry, metrics: Metrics): NativeL4 | string {
+  static create(registry: ConnectionRegistry, metrics: Metrics, limits: L4ClientLimits): NativeL4 | string {
     const l4 = nativeL4();
     if (l4.addon === undefined) return l4.reason;
-    return new NativeL4(l4.addon, registry, metrics);
+    return new NativeL4(l4.addon, registry, metrics, limits);
   }
 
-  private constructor(addon: L4Addon, registry: ConnectionRegistry, metrics: Metrics) {
+  private constructor(addon: L4Addon, registry: ConnectionRegistry, metrics: Metrics, limits: L4ClientLimits) {
     this.#addon = addon;
     this.#registry = registry;
     this.#metrics = metrics;
+    this.#limits = limits;
     addon.l4Init((batch) => this.#onBatch(batch));
   }
 
@@ -133,8 +144,11 @@ export class NativeL4 implements Tracked {
 
   #plan(config: Config, index: number, pools: ReadonlyMap<string, UpstreamPool>, ctx: L4Context): NativeL4Plan {
     const cfg = config.listeners[index];
-    const refused = listenerUnsupported(config, index);
+    const refused = listenerUnsupported(config, index, this.#limits);
     if (refused !== undefined) return { reason: refused };
+    const max = config.limits.connections_per_ip;
+    const table = this.#limits.connections.nativeTable;
+    const limit: L4Limit | undefined = max === 'off' || table === undefined ? undefined : { table, max, ipv6Prefix: config.limits.ipv6_prefix };
     // proxy_protocol: the header within the preface's bound, as accept-paths.ts #acceptPath sets it (a tcp
     // listener's timeouts.head; a passthrough listener's handshake_timeout, its ClientHello's bound too)
     const trusted = cfg.proxy_protocol?.trusted;
@@ -144,7 +158,7 @@ export class NativeL4 implements Tracked {
       if (reason !== undefined || pool === undefined) return { reason: reason ?? 'upstream missing from the runtime' };
       const head = cfg.tls !== undefined ? cfg.tls.handshake_timeout : config.timeouts.head;
       const proxyIn = trusted === undefined ? undefined : { trusted, timeoutMs: head > 0 ? head : PEEK_FALLBACK_MS };
-      return { config: this.#compile(pool, ctx, cfg.half_close !== false, index, proxyIn) };
+      return { config: this.#compile(pool, ctx, cfg.half_close !== false, index, proxyIn, limit) };
     }
     // a passthrough-only TLS listener: one compile per upstream, then the name table over them
     const entries = cfg.tls?.passthrough ?? [];
@@ -157,19 +171,21 @@ export class NativeL4 implements Tracked {
         for (const id of byUpstream.values()) this.#retire(id);
         return { reason: `${e.upstream}: ${reason ?? 'upstream missing from the runtime'}` };
       }
-      byUpstream.set(e.upstream, this.#compile(pool, ctx, cfg.half_close !== false, undefined, undefined));
+      byUpstream.set(e.upstream, this.#compile(pool, ctx, cfg.half_close !== false, undefined, undefined, undefined));
     }
     const timeout = cfg.tls!.handshake_timeout;
     const id = this.#addon.l4CompileSni({
       entries: entries.map((e) => ({ sni: e.sni, config: byUpstream.get(e.upstream)! })),
       peekMs: timeout > 0 ? timeout : PEEK_FALLBACK_MS,
       proxyIn: trusted === undefined ? undefined : { trusted },
+      limit,
     });
     this.#tables.set(id, { index, ctx, configs: [...byUpstream.values()], retired: false });
     return { config: id };
   }
 
-  #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean, listener: number | undefined, proxyIn: L4Compiled['proxyIn']): number {
+  /** `limit`: a tcp listener's connections_per_ip (a passthrough listener's is its table's, not its upstreams'). */
+  #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean, listener: number | undefined, proxyIn: L4Compiled['proxyIn'], limit: L4Limit | undefined): number {
     const header = pool.config.send_proxy_protocol;
     const balance = pool.config.balance;
     if (typeof balance !== 'string') throw new Error(`balance ${balance.policy} reached the addon's compile`); // unsupported() refuses it
@@ -184,6 +200,7 @@ export class NativeL4 implements Tracked {
       slowStartMs: pool.config.slow_start,
       slowStartFloor: SLOW_START_FLOOR,
       proxyIn,
+      limit,
     });
     const compiled: Compiled = { id, listener, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
     this.#configs.set(id, compiled);
@@ -386,10 +403,11 @@ export class NativeL4 implements Tracked {
     }
   }
 
-  /** Closed before routing: as accept-paths.ts #refused and #unknownName. */
+  /** Closed before routing: as accept-paths.ts #refused, #unknownName, #connectionLimit and #countRelay. */
   #refused(r: L4Record): void {
     const reason = r.refused!;
     this.#metrics.connectionRefused(reason);
+    if (reason === 'connections_per_ip') return this.#limits.connectionLog.refused(r.key ?? '', unmapIPv4(r.address), Date.now());
     const table = this.#tables.get(r.table ?? -1);
     if (table !== undefined && (reason === 'sni_unknown' || reason === 'sni_missing')) return logUnknownName(table.ctx, table.index, r.sni, r.address, reason);
     // a passthrough listener's table, or a tcp listener's compile (a PROXY header refused)

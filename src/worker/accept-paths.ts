@@ -169,7 +169,7 @@ export class AcceptPaths {
       if (this.#nativeL4 instanceof NativeL4) this.#nativeL4.serving(key, undefined, this.#log);
       return;
     }
-    this.#nativeL4 ??= NativeL4.create(this.#registry, this.#metrics);
+    this.#nativeL4 ??= NativeL4.create(this.#registry, this.#metrics, this.#limits);
     const native = this.#nativeL4;
     if (typeof native === 'string') {
       this.#log.info({ listener: key, reason: native }, 'L4 listener served by JavaScript, not the addon');

@@ -20,6 +20,7 @@ import { native } from '../../src/native/addon.js';
 import { listenNative } from '../../src/native/io.js';
 import { nativeL4 } from '../../src/native/l4.js';
 import type { L4Context } from '../../src/tunnel/l4.js';
+import { LimitStore } from '../../src/route/policy/store.js';
 import { NativeL4 } from '../../src/tunnel/l4-native.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { needNativeL4 } from '../helpers/native-io.js';
@@ -49,7 +50,7 @@ test(`TLS passthrough on the addon: ${RELOADS} reloads in a row hold at most 64 
   const registry = new ConnectionRegistry();
   const metrics = new Metrics();
   const log = createLogger('error');
-  const l4 = NativeL4.create(registry, metrics);
+  const l4 = NativeL4.create(registry, metrics, new LimitStore(() => {}));
   assert.ok(l4 instanceof NativeL4, String(l4));
   t.after(() => l4.forceClose());
   // the access lines of every generation land here (each runtime's context is its own object)

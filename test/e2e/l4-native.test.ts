@@ -506,17 +506,16 @@ for (const onAddon of [true, false]) {
   });
 }
 
-test('a tcp listener the addon does not take (limits.connections_per_ip) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
+test('a tcp listener the addon does not take (balance hash) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
   const echo = await startTagEcho(t);
   const portico = await startPortico(t, {
     workers: 1,
     listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
-    upstreams: { echo: { targets: [`127.0.0.1:${echo}`] } },
-    limits: { connections_per_ip: 100 },
+    upstreams: { echo: { targets: [`127.0.0.1:${echo}`], balance: { policy: 'hash', key: '$remote_addr' } } },
   });
   if (NATIVE) {
     const said = await portico.waitForLog((l) => l.msg === 'L4 listener served by JavaScript, not the addon');
-    assert.equal(said.reason, 'limits.connections_per_ip is counted in JavaScript');
+    assert.equal(said.reason, 'balance hash is not ported to the addon');
   }
   const c = await connect(t, portico.ports[0]);
   assert.equal(await roundTrip(c, 'js', 2), 'js');

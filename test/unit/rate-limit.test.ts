@@ -133,19 +133,37 @@ test('refusal lines: header keys are hashed, never logged as sent; address keys 
   assert.deepEqual(summary.fields, { route: undefined, limit: 'connections_per_ip', remoteAddr: '10.0.0.1', clientKey: '10.0.0.1', refused: 7, durationMs: 10_000 });
 });
 
-test('connections per client: counted up to max, refused beyond, entries gone at zero', () => {
-  const c = new ConnectionsPerClient();
-  assert.equal(c.acquire('a', 2), true);
-  assert.equal(c.acquire('a', 2), true);
-  assert.equal(c.acquire('a', 2), false);
-  assert.equal(c.acquire('b', 2), true);
-  c.release('a');
-  assert.equal(c.acquire('a', 2), true);
-  c.release('a');
-  c.release('a');
-  c.release('b');
-  c.release('zzz'); // never counted: no effect
-  assert.equal(c.size, 0);
+for (const native of [true, false]) {
+  // the addon's table where it is loaded (its L4 listeners count there too), the Map without it: one behaviour
+  test(`connections per client${native ? ' (the addon\'s table where loaded)' : ' (the JS Map)'}: counted up to max, refused beyond, entries gone at zero`, () => {
+    const c = new ConnectionsPerClient({ native });
+    if (!native) assert.equal(c.nativeTable, undefined);
+    assert.equal(c.acquire('a', 2), true);
+    assert.equal(c.acquire('a', 2), true);
+    assert.equal(c.acquire('a', 2), false);
+    assert.equal(c.count('a'), 2);
+    assert.equal(c.acquire('b', 2), true);
+    assert.equal(c.size, 2);
+    c.release('a');
+    assert.equal(c.acquire('a', 2), true);
+    c.release('a');
+    c.release('a');
+    c.release('b');
+    c.release('zzz'); // never counted: no effect
+    assert.equal(c.count('a'), 0);
+    assert.equal(c.size, 0);
+  });
+}
+
+test('connections per client: two tables count apart (a worker has one; each test its own)', () => {
+  const a = new ConnectionsPerClient();
+  const b = new ConnectionsPerClient();
+  assert.equal(a.acquire('k', 1), true);
+  assert.equal(b.acquire('k', 1), true);
+  assert.equal(a.acquire('k', 1), false);
+  a.release('k');
+  b.release('k');
+  assert.equal(a.size + b.size, 0);
 });
 
 function headOf(text: string): RequestHead {
