@@ -139,7 +139,7 @@ run --test-name-pattern='connections at once' --test-name-pattern='past the fd l
 # of connections_per_ip (client-key.h) against the JS ones; heads of real clients included (~40 s together)
 run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
-run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js dist/test/fuzz/native-client-key.fuzz.test.js
+run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js dist/test/fuzz/native-client-key.fuzz.test.js dist/test/fuzz/native-passthrough-names.fuzz.test.js
 
 # --- run them, PORTICO_ASAN_JOBS at once ---
 max="${PORTICO_ASAN_JOBS:-2}"

@@ -204,8 +204,12 @@ export interface Listening {
    * reset those clients.
    */
   end(): Promise<void>;
-  /** What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect). */
-  setMode(mode: AcceptMode): void;
+  /**
+   * What accepted connections do first (native accept; Node's accept holds every one paused, pauseOnConnect), and
+   * for a peek-mode TLS listener the names it passes through: the addon then decides at accept which connections
+   * it terminates (NativeListener.setPassthrough).
+   */
+  setMode(mode: AcceptMode, passthrough?: readonly string[]): void;
   /**
    * Accept a connection only once its first bytes came (TCP_DEFER_ACCEPT; native accept and the L4 thread: their
    * end() waits for the connections the kernel holds back; Node's accept does not defer, and closes at once).
@@ -268,6 +272,7 @@ class NativeListening implements Listening {
   #accept: NativeListener | undefined;
   #l4: number | undefined;
   #mode: AcceptMode;
+  #passthrough: readonly string[] | undefined;
   #defer: boolean;
   readonly #onConnection: OnConnection;
   readonly #onError: (err: Error) => void;
@@ -302,9 +307,12 @@ class NativeListening implements Listening {
     return accept === undefined ? Promise.resolve() : accept.end();
   }
 
-  setMode(mode: AcceptMode): void {
+  setMode(mode: AcceptMode, passthrough?: readonly string[]): void {
     this.#mode = mode;
-    if (this.#accept !== undefined) this.#accept.mode = mode;
+    this.#passthrough = mode === 'peek' ? passthrough : undefined;
+    if (this.#accept === undefined) return;
+    this.#accept.mode = mode;
+    this.#accept.setPassthrough(this.#passthrough);
   }
 
   setDeferAccept(on: boolean): void {
@@ -361,6 +369,7 @@ class NativeListening implements Listening {
       return false;
     }
     listener.on('error', this.#onError);
+    listener.setPassthrough(this.#passthrough);
     this.#accept = listener;
     return true;
   }

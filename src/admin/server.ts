@@ -54,6 +54,8 @@ export interface StatusReport {
     accept?: 'native' | 'node';
     /** Native accept: connections accepted and the batches (wake-ups) they came in. */
     acceptBatches?: { accepted: number; batches: number };
+    /** Native accept, mixed TLS listeners: connections terminated on the addon's decision at accept, and those peeked for JavaScript. */
+    helloAtAccept?: { terminated: number; peeked: number };
     /** Native accept: listeners (keys) whose socket has TCP_DEFER_ACCEPT in force, as the kernel says. */
     deferAccept?: string[];
     /** Answers the addon relayed itself (the common forwarded answer: no JavaScript per exchange). */

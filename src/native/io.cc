@@ -32,11 +32,13 @@
 
 #include <napi.h>
 
+#include "client-hello.h"
 #include "exchange.h"
 #include "fcgi-answer.h"
 #include "fcgi-request.h"
 #include "io.h"
 #include "ip-text.h"
+#include "passthrough-names.h"
 #include "relay.h"
 #include "request-head.h"
 #include "response-head.h"
@@ -65,6 +67,10 @@ constexpr int32_t kStarted = 11;
 // A kStarted record: int32 upstream id, route index, target index, flags (1 = the answer is armed), the armed memo's
 // CGI head length, its status, the records' length written, the exchange config's id.
 constexpr size_t kStartedRecord = 32;
+// As kAccept, for a connection of a listener with passthrough names (ioListenPassthrough) whose whole ClientHello
+// was queued at accept and names nothing passed through: held (nothing read, no peek), for JS to start the addon's
+// TLS handshake on at once (the handshake reads the ClientHello from the kernel).
+constexpr int32_t kAcceptTerminate = 12;
 
 constexpr int kMaxEvents = 256;
 constexpr size_t kDataSize = 1 << 20;   // one batch's reads
@@ -106,6 +112,9 @@ struct Conn {
   bool ending = false;      // a listener ioListenEnd left open: accept what is queued, then close (kListenEnd)
   int32_t mode = kModeRead; // listener: what its accepted connections do first
   bool defer = false;       // listener: TCP_DEFER_ACCEPT asked for (ioListenDefer)
+  // listener in peek mode: the names it passes through (ioListenPassthrough); with them its accept reads the
+  // ClientHello once and decides a connection to terminate there (TerminateAtAccept)
+  std::shared_ptr<const passthrough::Names> names;
   std::string out;          // bytes the kernel did not take yet (plaintext on a TLS connection)
   size_t out_off = 0;
   tls::Session* tls = nullptr;  // TLS terminated here (tls.cc): reads and writes go through it
@@ -177,6 +186,10 @@ struct State {
   double answered = 0;          // answers whose head the relay took (ioAnswer), ever
   double upgraded = 0;          // 101s taken and written here (ioAnswerUpgrade), ever
   double started = 0;           // FastCGI exchanges started here (exchange.h), ever
+  // Connections of listeners with passthrough names: decided at accept to terminate (kAcceptTerminate), and left
+  // to JS's peek path (a name passed through, a hello not whole yet or bad, nothing queued), ever
+  double hello_terminated = 0;
+  double hello_peeked = 0;
 };
 
 State* state = nullptr;
@@ -723,6 +736,22 @@ void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
   }
 }
 
+// A fresh connection of a listener with passthrough names: true when its whole ClientHello is queued already (the
+// listener defers accept until the first bytes came) and names nothing `names` passes through (or no name at all,
+// or an IP literal): the addon's handshake can take it at once. One recv(MSG_PEEK) into a scratch buffer, nothing
+// consumed; everything else (a name passed through, a hello not whole yet, nothing queued, not TLS, malformed, an
+// error) is false, and the connection goes the peek path, where JS reads, decides, refuses, times out and logs.
+bool TerminateAtAccept(const passthrough::Names& names, int fd) {
+  static uint8_t scratch[hello::kDefaultMax];  // the JS thread's only; a bigger hello is an error to the reader
+  ssize_t r;
+  do r = recv(fd, scratch, sizeof scratch, MSG_PEEK | MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0) return false;
+  hello::Result h = hello::Parse(scratch, static_cast<size_t>(r));
+  if (h.kind != hello::Kind::kDone) return false;
+  return !h.has_sni || names.Match(h.sni) < 0;
+}
+
 // Accepts what listener `lid` has waiting, within this batch's room: each connection gets an id and an ACCEPT
 // event before any of its bytes; a read-mode listener's connection is read at once (the request usually came
 // with the handshake: no second wake-up for it). Errors the client caused are skipped; a resource error (EMFILE,
@@ -769,13 +798,19 @@ bool AcceptBatch(State& s, int32_t lid, int& n, size_t& used, int& accepted) {
       if (l.nodelay_inherited == 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     int32_t mode = l.mode;
+    bool terminate = false;
+    if (mode == kModePeek && l.names != nullptr) {
+      terminate = TerminateAtAccept(*l.names, fd);
+      if (terminate) mode = kModeHold;
+      (terminate ? s.hello_terminated : s.hello_peeked)++;
+    }
     int32_t id = NewConn(s, fd);  // may grow the table: `l` is not used below
     Conn& c = s.conns[id];
     c.sole_fd = true;
     c.reading = mode != kModeHold;
     if (mode == kModePeek) PeekStart(c);
     size_t rec = AddressRecord(s.data + used, lid, fd, ss);
-    Push(s, n, id, kAccept, static_cast<int32_t>(used), static_cast<int32_t>(rec));
+    Push(s, n, id, terminate ? kAcceptTerminate : kAccept, static_cast<int32_t>(used), static_cast<int32_t>(rec));
     used += rec;
     if (!c.reading) continue;
     Rearm(s, c);
@@ -1115,6 +1150,41 @@ Napi::Value ListenMode(const Napi::CallbackInfo& info) {
   if (mode != kModeRead && mode != kModeHold && mode != kModePeek) throw Napi::RangeError::New(env, "ioListenMode: mode must be 0 (read), 1 (hold) or 2 (peek)");
   s.conns[id].mode = mode;
   return env.Undefined();
+}
+
+// Reads a JS array of strings (names) into `out`; false when it is not one.
+bool StringsArg(const Napi::Value& v, std::vector<std::string>* out) {
+  if (!v.IsArray()) return false;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) return false;
+    out->push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return true;
+}
+
+// ioListenPassthrough(id, names | null): the `sni` values a peek-mode listener passes through (a TLS listener with
+// certificates and passthrough names, without a PROXY header); its next accepted connections whose ClientHello is
+// whole and names none of them are decided there (kAcceptTerminate). null: none, every connection is peeked. A
+// reload replaces the table; connections already accepted keep what they were given.
+Napi::Value ListenPassthrough(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  State& s = Own(env);
+  int32_t id = ListenerIdArg(info, s, "ioListenPassthrough");
+  std::vector<std::string> names;
+  if (info.Length() < 2 || (!info[1].IsNull() && !StringsArg(info[1], &names))) throw Napi::TypeError::New(env, "ioListenPassthrough(id, names | null)");
+  s.conns[id].names = info[1].IsNull() ? nullptr : std::make_shared<const passthrough::Names>(names);
+  return env.Undefined();
+}
+
+// passthroughMatch(names, sni) -> the index of the entry of `names` that passes `sni` through, or -1: the addon's
+// table (passthrough-names.h) on its own, for the differential test against tunnel/l4.ts PassthroughTable.
+Napi::Value PassthroughMatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> names;
+  if (info.Length() < 2 || !StringsArg(info[0], &names) || !info[1].IsString()) throw Napi::TypeError::New(env, "passthroughMatch(names, sni)");
+  return Napi::Number::New(env, passthrough::Names(names).Match(info[1].As<Napi::String>().Utf8Value()));
 }
 
 // Sets (on) or clears TCP_DEFER_ACCEPT on a listener's socket; false when the kernel refused it.
@@ -2030,6 +2100,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("answered", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->answered));
   o.Set("upgraded", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->upgraded));
   o.Set("started", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->started));
+  o.Set("helloTerminated", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->hello_terminated));
+  o.Set("helloPeeked", Napi::Number::New(info.Env(), state == nullptr ? 0 : state->hello_peeked));
   return o;
 }
 
@@ -2142,6 +2214,8 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("ioAdopt", Napi::Function::New(env, Adopt, "ioAdopt"));
   exports.Set("ioListen", Napi::Function::New(env, Listen, "ioListen"));
   exports.Set("ioListenMode", Napi::Function::New(env, ListenMode, "ioListenMode"));
+  exports.Set("ioListenPassthrough", Napi::Function::New(env, ListenPassthrough, "ioListenPassthrough"));
+  exports.Set("passthroughMatch", Napi::Function::New(env, PassthroughMatch, "passthroughMatch"));
   exports.Set("ioListenDefer", Napi::Function::New(env, ListenDefer, "ioListenDefer"));
   exports.Set("ioSynQueued", Napi::Function::New(env, SynQueuedOf, "ioSynQueued"));
   exports.Set("ioRelease", Napi::Function::New(env, Release, "ioRelease"));

@@ -26,6 +26,8 @@ interface IoAddon {
   ioConnectUnix?(path: string): number;
   ioListen(fd: number, mode: number): number;
   ioListenMode(id: number, mode: number): void;
+  /** A peek-mode listener's passthrough names, for the decision at accept (io.cc kAcceptTerminate); absent from addons built before it. */
+  ioListenPassthrough?(id: number, names: readonly string[] | null): void;
   ioRelease(id: number): number;
   /** Absent from addons built before it: then end() closes at once. */
   ioListenEnd?(id: number): boolean;
@@ -56,7 +58,7 @@ interface IoAddon {
   /** Absent from addons built before it: then static files are read and written. */
   ioSendFile?(id: number, fd: number, offset: number, count: number): number;
   ioAddress(id: number, local: boolean): { address: string; port: number } | null;
-  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number; upgraded?: number; started?: number };
+  ioStats(): { live: number; accepted: number; acceptBatches: number; answered?: number; upgraded?: number; started?: number; helloTerminated?: number; helloPeeked?: number };
   ioAdoptTls?(fd: number, serverId: number): number;
   ioStartTls?(id: number, serverId: number): void;
   ioTlsInfo?(id: number): NativeTlsInfo | null;
@@ -85,6 +87,8 @@ const DRAIN = 4;
 const CONNECT = 5;
 const ACCEPT = 6;
 const ACCEPT_ERROR = 7;
+/** An ACCEPT whose ClientHello the addon read at accept and passes nothing through: held, to be terminated at once. */
+const ACCEPT_TERMINATE = 12;
 
 /**
  * What a listener's accepted connections do first (io.cc kModeRead / kModeHold / kModePeek). 'peek' reads like
@@ -239,6 +243,16 @@ export function nativeAcceptStats(): { accepted: number; batches: number } | und
   return { accepted: s.accepted, batches: s.acceptBatches };
 }
 
+/**
+ * Connections of listeners with passthrough names (NativeListener.passthrough): decided at accept to be terminated,
+ * and peeked (left to the JS preface reader); undefined without native I/O or an addon without the decision.
+ */
+export function nativeHelloStats(): { terminated: number; peeked: number } | undefined {
+  if (io === undefined || io === null) return undefined;
+  const s = io.addon.ioStats();
+  return s.helloTerminated === undefined || s.helloPeeked === undefined ? undefined : { terminated: s.helloTerminated, peeked: s.helloPeeked };
+}
+
 /** Whether accepted connections can be peeked (the addon has peek mode and the kernel SO_PEEK_OFF on TCP, Linux >= 6.10). */
 export function nativePeekAvailable(): boolean {
   // asked without starting native I/O: the primary says what its listeners will do
@@ -320,8 +334,8 @@ function dispatchEvents(state: Io, count: number): void {
     state.at = i;
     const at = i * 4;
     const kind = events[at + 1]!;
-    if (kind === ACCEPT) {
-      accepted(state, events[at]!, events[at + 2]!, events[at + 3]!);
+    if (kind === ACCEPT || kind === ACCEPT_TERMINATE) {
+      accepted(state, events[at]!, events[at + 2]!, events[at + 3]!, kind === ACCEPT_TERMINATE);
       continue;
     }
     if (kind === ACCEPT_ERROR) {
@@ -403,8 +417,11 @@ function laterInBatch(state: Io, id: number): boolean {
   return false;
 }
 
-/** An ACCEPT event: connection `id`, its record at data[off, off + len) (listener id, fd, port, address). */
-function accepted(state: Io, id: number, off: number, len: number): void {
+/**
+ * An ACCEPT event: connection `id`, its record at data[off, off + len) (listener id, fd, port, address);
+ * `terminate`: the addon read its ClientHello at accept and passes it nothing through (held, nothing read).
+ */
+function accepted(state: Io, id: number, off: number, len: number, terminate: boolean): void {
   const data = state.data;
   const listener = state.listeners.get(data.readInt32LE(off));
   if (listener === undefined) {
@@ -414,9 +431,10 @@ function accepted(state: Io, id: number, off: number, len: number): void {
   }
   const port = data.readUInt16LE(off + 8);
   const address = data.toString('latin1', off + 10, off + len);
-  const socket = new NativeSocket(state, id, address, port, false, LISTENED, listener.mode === 'hold');
+  const socket = new NativeSocket(state, id, address, port, false, LISTENED, terminate || listener.mode === 'hold');
   socket._fdNumber = data.readInt32LE(off + 4);
-  if (listener.mode === 'peek') socket._peeking = true;
+  if (terminate) socket._terminateAtAccept = true;
+  else if (listener.mode === 'peek') socket._peeking = true;
   listener._onAccept(socket);
 }
 
@@ -558,6 +576,17 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
 
   /** @internal Accepted by a peek-mode listener and not committed yet (the addon says so in takeWhole()). */
   _peeking = false;
+
+  /** @internal The addon decided at accept that this connection is terminated (NativeListener.passthrough). */
+  _terminateAtAccept = false;
+
+  /**
+   * Accepted held (nothing read) by a listener with passthrough names, whose whole ClientHello the addon read at
+   * accept and found naming nothing passed through: the accept path starts its TLS handshake at once.
+   */
+  get terminateAtAccept(): boolean {
+    return this._terminateAtAccept;
+  }
 
   /** Nothing this connection sent is consumed yet: it can still be handed whole to a new owner (takeWhole). */
   get peeking(): boolean {
@@ -1162,6 +1191,18 @@ export class NativeListener extends EventEmitter {
     if (this.#closed || mode === this.#mode) return;
     this.#mode = mode;
     this.#io.addon.ioListenMode(this.#id, MODE[mode]);
+  }
+
+  /**
+   * The `sni` names a peek-mode TLS listener passes through (certificates beside them, no PROXY header), or
+   * undefined. With them, the addon reads each new connection's ClientHello at accept: a whole one that names none
+   * of them comes as a held socket with `terminateAtAccept` (no peek, no preface in JS); every other connection is
+   * peeked as before. Replaced by a reload; false when the addon cannot decide at accept (older build): all peeked.
+   */
+  setPassthrough(names: readonly string[] | undefined): boolean {
+    if (this.#closed || this.#io.addon.ioListenPassthrough === undefined) return false;
+    this.#io.addon.ioListenPassthrough(this.#id, names === undefined || names.length === 0 ? null : names);
+    return true;
   }
 
   /**

@@ -160,7 +160,7 @@ export class Report {
           restarts: s.restarts,
           state: s.state,
           generation: s.generation,
-          ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels, fds: stats.fds, pipes: stats.metrics.pipes, accept: stats.accept, acceptBatches: stats.acceptBatches, deferAccept: stats.deferAccept, nativeAnswers: stats.nativeAnswers, nativeUpgrades: stats.nativeUpgrades, nativeExchanges: stats.nativeExchanges, nativeExchangesDeclined: stats.nativeExchangesDeclined }),
+          ...(stats === undefined ? {} : { connections: stats.connections, tunnels: stats.tunnels, fds: stats.fds, pipes: stats.metrics.pipes, accept: stats.accept, acceptBatches: stats.acceptBatches, helloAtAccept: stats.helloAtAccept, deferAccept: stats.deferAccept, nativeAnswers: stats.nativeAnswers, nativeUpgrades: stats.nativeUpgrades, nativeExchanges: stats.nativeExchanges, nativeExchangesDeclined: stats.nativeExchangesDeclined }),
         };
       }),
       standby: supervisor.standby,

@@ -64,6 +64,19 @@ export function acceptModeOf(config: Config, index: number): AcceptMode {
 }
 
 /**
+ * The names a peeked TLS listener (certificates and `tls.passthrough`, no PROXY header) passes through, for the
+ * addon to decide at accept: a connection whose whole ClientHello names none of them is terminated at once
+ * (NativeSocket.terminateAtAccept), without the peek and the preface in JavaScript. Undefined for every other
+ * listener (a PROXY header is read first in JavaScript; the rest have no passthrough or are not peeked).
+ */
+export function passthroughAtAcceptOf(config: Config, index: number): readonly string[] | undefined {
+  const cfg = config.listeners[index];
+  if (cfg?.tls?.passthrough === undefined || cfg.tls.passthrough.length === 0 || cfg.proxy_protocol !== undefined) return undefined;
+  if (acceptModeOf(config, index) !== 'peek') return undefined;
+  return cfg.tls.passthrough.map((p) => p.sni);
+}
+
+/**
  * Whether listener `index` accepts a connection only once its first bytes came (TCP_DEFER_ACCEPT): `defer_accept`,
  * by default on where the client speaks first (everything but a tcp listener without a PROXY header, whose server
  * may speak first: its clients could wait forever for a greeting the kernel holds back).
@@ -357,6 +370,9 @@ export class AcceptPaths {
     // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)
     if (tcpUpstream !== undefined && trusted === undefined) return (socket) => l4(socket, 'tcp', tcpUpstream, NO_PREFACE);
     return (socket) => {
+      // the addon read the whole ClientHello at accept and it names nothing passed through (passthroughAtAcceptOf):
+      // nothing was read, the handshake starts at once
+      if (socket instanceof NativeSocket && socket.terminateAtAccept && tlsServer !== undefined) return terminate(socket);
       if (trusted !== undefined && !trusted(socket.remoteAddress ?? '')) {
         this.#refused(socket, index, 'untrusted', 'PROXY header sender not in proxy_protocol.trusted');
         socket.destroy();

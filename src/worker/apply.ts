@@ -14,7 +14,7 @@ import { buildRuntime, poolsLeftBehind, type Runtime, type RuntimeDeps } from '.
 import type { TerminateServices } from '../terminate/handoff.js';
 import type { TargetSpec } from '../upstream/pool.js';
 import { setStickySecret } from '../upstream/hash-key.js';
-import { ACCEPT_OPTIONS, acceptModeOf, deferAcceptOf, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
+import { ACCEPT_OPTIONS, acceptModeOf, deferAcceptOf, passthroughAtAcceptOf, ignoreHeldError, type AcceptPaths } from './accept-paths.js';
 import { send } from './send.js';
 import { native } from '../native/addon.js';
 
@@ -237,7 +237,7 @@ export class Applier {
         if (entry === undefined) continue;
         entry.onConnection = handlers[a.index];
         // a kept socket may serve another kind of listener now (plain <-> TLS, tcp, PROXY)
-        entry.server.setMode(acceptModeOf(config, a.index));
+        entry.server.setMode(acceptModeOf(config, a.index), passthroughAtAcceptOf(config, a.index));
         entry.server.setDeferAccept(deferAcceptOf(config, a.index));
         paths.serveL4(entry.key, entry.server, config, a.index, next);
       }

@@ -139,6 +139,11 @@ export interface WorkerStats {
   accept?: 'native' | 'node';
   /** Native accept: connections accepted and the batches they came in (accepted / batches = the mean batch). */
   acceptBatches?: { accepted: number; batches: number };
+  /**
+   * Native accept, listeners with passthrough names beside certificates: connections the addon decided to terminate
+   * at accept (their ClientHello read there), and those peeked for JavaScript's preface reader (everything else).
+   */
+  helloAtAccept?: { terminated: number; peeked: number };
   /** Native accept: the keys of the listeners whose socket has TCP_DEFER_ACCEPT in force (getsockopt). */
   deferAccept?: string[];
   /** Answers the addon relayed to clients itself (forward.ts arms them; absent without native I/O). */
@@ -327,6 +332,7 @@ export function isToPrimary(m: unknown): m is ToPrimary {
         (m.process === undefined || (isRecord(m.process) && Object.values(m.process).every((n) => typeof n === 'number' && n >= 0))) &&
         (m.accept === undefined || m.accept === 'native' || m.accept === 'node') &&
         (m.acceptBatches === undefined || (isRecord(m.acceptBatches) && isCount(m.acceptBatches.accepted) && isCount(m.acceptBatches.batches))) &&
+        (m.helloAtAccept === undefined || (isRecord(m.helloAtAccept) && isCount(m.helloAtAccept.terminated) && isCount(m.helloAtAccept.peeked))) &&
         (m.deferAccept === undefined || (Array.isArray(m.deferAccept) && m.deferAccept.every((k) => typeof k === 'string'))) &&
         (m.nativeAnswers === undefined || isCount(m.nativeAnswers)) &&
         (m.nativeUpgrades === undefined || isCount(m.nativeUpgrades)) &&

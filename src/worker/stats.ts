@@ -8,7 +8,7 @@ import type { LogDropped, Metrics, ProcessHealth } from '../core/metrics.js';
 import { staticCacheStats } from '../handlers/static.js';
 import { bodyBufferStats } from '../handlers/body-buffer.js';
 import { native } from '../native/addon.js';
-import { nativeAcceptStats, nativeAnswered, nativeUpgraded } from '../native/io.js';
+import { nativeAcceptStats, nativeAnswered, nativeHelloStats, nativeUpgraded } from '../native/io.js';
 import { nativeExchangeStats, nativeExchangesStarted } from '../native/exchange.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamLimitStatus, UpstreamTargetStatus, WorkerStats } from './ipc.js';
@@ -74,6 +74,8 @@ export function workerStats(s: StatsSource): WorkerStats {
   if (s.accept !== undefined) out.accept = s.accept;
   const batches = s.accept === 'native' ? nativeAcceptStats() : undefined;
   if (batches !== undefined) out.acceptBatches = batches;
+  const hello = s.accept === 'native' ? nativeHelloStats() : undefined;
+  if (hello !== undefined) out.helloAtAccept = hello;
   if (s.accept === 'native' && s.deferAccept !== undefined) out.deferAccept = s.deferAccept;
   const answered = nativeAnswered();
   if (answered !== undefined) out.nativeAnswers = answered;

@@ -7,6 +7,12 @@
 // Clients write their bytes whole or dribbled in 7-byte pieces (the PROXY header and the ClientHello in many reads);
 // hostile ones (not TLS after the header, a FIN or silence inside the hello) are closed and never cost the worker.
 // A terminated WebSocket on such a listener hops into uWebSockets.js on the addon's TLS relay thread.
+// On the mixed port (names passed through, no PROXY header) the addon decides most connections at accept: a whole
+// ClientHello already queued that names nothing passed through (or no name, or an IP literal) is terminated at once,
+// with no peek and no preface in JavaScript; /status workers[].helloAtAccept counts those (`terminated`) and the rest
+// (`peeked`: a name passed through, a dribbled hello, a malformed one), which go the peek path above. Those cases run
+// on the addon, with PORTICO_NATIVE_TLS=0 and with PORTICO_NATIVE_IO=0 (Node's sockets: nothing decided at accept).
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -20,14 +26,14 @@ import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
 import { adminStatus, adminUrl } from '../helpers/admin.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
-import { echo, openWebSocket, request } from '../helpers/clients.js';
+import { curl, echo, hasCurl, openWebSocket, parseCurlOutput, request } from '../helpers/clients.js';
 import { needNativeTls } from '../helpers/native-tls.js';
-import { needPeer } from '../helpers/peers.js';
-import { TEST_CERT, TEST_KEY, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
+import { hasCommand, needPeer } from '../helpers/peers.js';
+import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { startChatBackend } from '../helpers/chat-backend.js';
 import { until } from '../helpers/until.js';
 import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
-import { passThrough, startPassthroughBackend } from '../helpers/passthrough-backend.js';
+import { passThrough, startPassthroughBackend, type PassthroughBackend } from '../helpers/passthrough-backend.js';
 
 /** The listeners, in order: names passed through; a PROXY header first; both. */
 const MIXED = 0;
@@ -259,4 +265,141 @@ for (const nodeTls of [false, true]) {
     assert.equal(await nativeHandshakes(portico), nodeTls ? 0 : 2);
     if (!nodeTls) assert.equal(portico.logs.find(fallback), undefined, 'no fallback said');
   });
+}
+
+/** The mixed port alone (names passed through beside the certificates, no PROXY header), with a WebSocket route. */
+function mixedConfig(webPort: number, passPort: number, chatPort: number, names: readonly string[]): ConfigInput {
+  return {
+    workers: 1,
+    admin: { address: '127.0.0.1:0' },
+    listeners: [{ address: '127.0.0.1:0', tls: { certificates: [{ cert: TEST_CERT, key: TEST_KEY }], passthrough: names.map((sni) => ({ sni, upstream: 'tls-backend' })), handshake_timeout: '2s' } }],
+    upstreams: { web: { targets: [`127.0.0.1:${webPort}`] }, 'tls-backend': { targets: [`127.0.0.1:${passPort}`] }, chat: { targets: [`127.0.0.1:${chatPort}`] } },
+    routes: [{ match: { path: '/ws' }, proxy: 'chat' }, { proxy: 'web' }],
+  };
+}
+
+/** /status's count of the addon's decisions at accept on the mixed port (zeros where it decides nothing). */
+async function atAccept(portico: Portico): Promise<{ terminated: number; peeked: number }> {
+  return (await adminStatus(portico)).workers[0].helloAtAccept ?? { terminated: 0, peeked: 0 };
+}
+
+async function refused(portico: Portico, reason: string): Promise<number> {
+  const res = await request(`${adminUrl(portico)}/metrics`);
+  const m = new RegExp(`^portico_connections_refused_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(res.body.toString());
+  return m === null ? 0 : Number(m[1]);
+}
+
+/** TLS for `servername` through Portico to the passthrough backend (its own certificate, whatever the name). */
+async function passedThroughAs(t: TestContext, port: number, backend: PassthroughBackend, servername: string): Promise<void> {
+  const s = tls.connect({ host: '127.0.0.1', port, servername, ca: backend.cert, checkServerIdentity: () => undefined });
+  t.after(() => s.destroy());
+  await once(s, 'secureConnect');
+  assert.equal(s.getPeerX509Certificate()?.fingerprint256, new X509Certificate(backend.cert).fingerprint256, servername);
+  const reply: Buffer[] = [];
+  s.on('data', (d: Buffer) => reply.push(d));
+  s.write('hello');
+  await once(s, 'end');
+  assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
+}
+
+/** `openssl s_client` without a server name (no SNI at all) for `version`: the answer's status line and body. */
+function openSslNoSni(port: number, version: '-tls1_2' | '-tls1_3', path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-noservername', version, '-CAfile', TEST_CERT, '-quiet', '-ign_eof'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    p.stdout.on('data', (d: Buffer) => out.push(d));
+    p.stderr.on('data', () => undefined);
+    const timer = setTimeout(() => p.kill('SIGKILL'), 20_000);
+    p.on('error', reject);
+    p.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(out).toString('latin1'));
+    });
+    p.stdin.end(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+  });
+}
+
+const AT_ACCEPT_RUNS = [
+  { which: 'the addon', env: {} as Record<string, string>, decides: true },
+  { which: "Node's TLS (PORTICO_NATIVE_TLS=0)", env: { PORTICO_NATIVE_TLS: '0' }, decides: false },
+  { which: "Node's sockets (PORTICO_NATIVE_IO=0)", env: { PORTICO_NATIVE_IO: '0' }, decides: false },
+];
+
+for (const { which, env, decides } of AT_ACCEPT_RUNS) {
+  test(`${which}: on the mixed port a whole ClientHello naming nothing passed through is ${decides ? 'terminated on the decision at accept' : 'terminated'} (TLS 1.3 and 1.2, curl, no SNI, an IP literal, WSS); pass.test, a dribbled hello and a malformed one go the peek path`, { timeout: 90_000 }, async (t) => {
+    if (!needPeek(t, !decides) || !needPeer(t, 'curl', hasCurl()) || !needPeer(t, 'openssl', hasOpenSsl())) return;
+    const web = await startHttpBackend(t, { name: 'web' });
+    const pass = await startPassthroughBackend(t);
+    const chat = await startChatBackend(t);
+    const portico = await startPortico(t, mixedConfig(web.port, pass.port, chat.port, ['pass.test']), { env });
+    const port = portico.ports[0];
+    let terminatedAtAccept = 0;
+
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      assert.equal((await terminated(t, await wire(t, port, false), `/whole?v=${version}`, version)).headers['x-forwarded-for'], '127.0.0.1');
+      terminatedAtAccept++;
+    }
+    for (const [flags, v] of [[['--tlsv1.3'], '1.3'], [['--tlsv1.2', '--tls-max', '1.2'], '1.2']] as const) {
+      const res = parseCurlOutput((await curl(`https://localhost:${port}/curl?v=${v}`, [...flags])).stdout);
+      assert.equal(res.status, 200, `curl TLS ${v}`);
+      assert.equal((JSON.parse(res.body) as EchoReply).url, `/curl?v=${v}`);
+      terminatedAtAccept++;
+    }
+    for (const version of ['-tls1_3', '-tls1_2'] as const) {
+      const answer = await openSslNoSni(port, version, `/no-sni${version}`);
+      assert.match(answer, /^HTTP\/1\.1 200 /, `openssl ${version} -noservername`);
+      assert.ok(answer.includes(`"/no-sni${version}"`), answer);
+      terminatedAtAccept++;
+    }
+    assert.equal((await terminated(t, await wire(t, port, false), '/ip-literal', 'TLSv1.3', '127.0.0.1')).url, '/ip-literal');
+    terminatedAtAccept++;
+    const ws = await openWebSocket(t, `wss://localhost:${port}/ws`);
+    assert.equal(await echo(ws, 'through the mixed port'), 'through the mixed port');
+    ws.close();
+    terminatedAtAccept++;
+    const after = await atAccept(portico);
+    assert.deepEqual(after, decides ? { terminated: terminatedAtAccept, peeked: 0 } : { terminated: 0, peeked: 0 }, 'decided at accept, nothing peeked');
+
+    // the peek path, as before: a name passed through, a hello in 7-byte segments, a malformed hello (refused)
+    await passThrough(t, await wire(t, port, false), pass);
+    assert.equal((await terminated(t, await wire(t, port, true), '/dribbled')).url, '/dribbled');
+    const hello = await captureNodeHello({ servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+    hello[9] = 0x02; // legacy_version major 2: whole, but not a ClientHello (RFC 8446 §4.1.2)
+    const refusedBefore = await refused(portico, 'client_hello_invalid');
+    const bad = await wire(t, port, false);
+    bad.write(hello);
+    await closedWithoutReply(bad as net.Socket);
+    await until('the malformed hello refused', () => refused(portico, 'client_hello_invalid'), (n) => n === refusedBefore + 1);
+    assert.deepEqual(await atAccept(portico), decides ? { terminated: terminatedAtAccept, peeked: 3 } : { terminated: 0, peeked: 0 });
+
+    assert.equal(web.requests.length, terminatedAtAccept);
+    assert.equal(chat.upgrades.length, 1);
+    assert.equal(await nativeHandshakes(portico), which === 'the addon' ? terminatedAtAccept + 1 : 0, 'terminated on the addon, the dribbled one too');
+    assert.equal(await handshakeErrors(portico), 0);
+  });
+
+  test(`${which}: a reload that moves a name between passthrough and termination applies to the next connections on the mixed port`, { timeout: 90_000 }, async (t) => {
+    if (!needPeek(t, !decides)) return;
+    const web = await startHttpBackend(t, { name: 'web' });
+    const pass = await startPassthroughBackend(t);
+    const chat = await startChatBackend(t);
+    const portico = await startPortico(t, mixedConfig(web.port, pass.port, chat.port, ['pass.test']), { env });
+    const port = portico.ports[0];
+
+    await passedThroughAs(t, port, pass, 'pass.test');
+    assert.equal((await terminated(t, await wire(t, port, false), '/other-before', 'TLSv1.3', 'other.test')).url, '/other-before');
+    assert.deepEqual(await atAccept(portico), decides ? { terminated: 1, peeked: 1 } : { terminated: 0, peeked: 0 });
+
+    const r = await reloadPortico(portico, mixedConfig(web.port, pass.port, chat.port, ['*.other.test', 'other.test']));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await terminated(t, await wire(t, port, false), '/pass-after', 'TLSv1.3', 'pass.test')).url, '/pass-after');
+    await passedThroughAs(t, port, pass, 'other.test');
+    await passedThroughAs(t, port, pass, 'deep.sub.other.test');
+    assert.deepEqual(await atAccept(portico), decides ? { terminated: 2, peeked: 3 } : { terminated: 0, peeked: 0 });
+    assert.equal(web.requests.length, 2);
+  });
+}
+
+function hasOpenSsl(): boolean {
+  return hasCommand('openssl', ['version']);
 }
