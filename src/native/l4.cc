@@ -11,6 +11,8 @@
 #include "client-key.h"
 #include "client-table.h"
 #include "ip-text.h"
+#include "loop-thread.h"
+#include "passthrough-names.h"
 #include "proxy-header.h"
 
 #include <arpa/inet.h>
@@ -18,7 +20,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -33,7 +34,6 @@
 #include <mutex>
 #include <random>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -110,22 +110,21 @@ struct Config {
   std::shared_ptr<const Limit> limit;  // a tcp listener's connections_per_ip; null: off
 };
 
-// TLS passthrough by SNI: exact names, then `*.suffix` wildcards longest first (tunnel/l4.ts PassthroughTable).
+// TLS passthrough by SNI: the names as tunnel/l4.ts PassthroughTable matches them (passthrough-names.h), each entry's
+// compiled upstream.
 struct SniTable {
+  SniTable(const std::vector<std::string>& names, std::vector<std::shared_ptr<Config>> configs) : names(names), configs(std::move(configs)) {}
+
   uint32_t id = 0;
-  std::unordered_map<std::string, std::shared_ptr<Config>> exact;
-  std::vector<std::pair<std::string, std::shared_ptr<Config>>> wildcards;  // (".example.com", config)
+  passthrough::Names names;
+  std::vector<std::shared_ptr<Config>> configs;  // by entry, as `names` answers
   uint32_t peek_ms = 0;  // the whole ClientHello (and the PROXY header before it) must come within this
   std::shared_ptr<const ProxyIn> proxy_in;  // the listener's proxy_protocol; null: none
   std::shared_ptr<const Limit> limit;  // the listener's connections_per_ip; null: off
 
   std::shared_ptr<Config> Match(const std::string& sni) const {
-    auto it = exact.find(sni);
-    if (it != exact.end()) return it->second;
-    for (auto& [suffix, cfg] : wildcards) {
-      if (sni.size() > suffix.size() && sni.compare(sni.size() - suffix.size(), suffix.size(), suffix) == 0) return cfg;
-    }
-    return nullptr;
+    int32_t i = names.Match(sni);
+    return i < 0 ? nullptr : configs[static_cast<size_t>(i)];
   }
 };
 
@@ -224,9 +223,7 @@ struct State {
   std::mt19937_64 rng{std::random_device{}()};  // random_two's draws
   bool started = false;
   bool stopping = false;
-  int epfd = -1;
-  int wakefd = -1;
-  std::thread thread;
+  LoopThread loop;  // its epoll set, wake-up fd and thread
   RelayEngine* engine = nullptr;
   Napi::ThreadSafeFunction tsfn;
   bool has_tsfn = false;  // also under ends_mu to change
@@ -244,11 +241,6 @@ struct State {
 
 State& g = *new State();  // never destroyed: a joinable std::thread destroyed at exit() would std::terminate
 std::atomic<bool> any{false};  // an L4 listener was ever served: relay ends are worth a look-up
-
-void CloseFd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
 
 // ---- PROXY header out (as buildProxyV1/buildProxyV2 of src/wire/proxy-protocol.ts) ----
 
@@ -491,7 +483,7 @@ void TryConnect(Conn* c);
 // target was tried, the connection ends with this failure (as attempt.ts gives up with the last connect error).
 void TargetFailed(Conn* c, const char* code, int err) {
   c->failures.push_back(Failure{c->target, code, err});
-  if (c->ufd >= 0) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->ufd, nullptr);
+  if (c->ufd >= 0) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, c->ufd, nullptr);
   CloseFd(c->ufd);
   Release(c);
   c->deadline = 0;
@@ -568,7 +560,7 @@ void TryConnect(Conn* c) {
       epoll_event ev{};
       ev.events = EPOLLOUT | EPOLLONESHOT;
       ev.data.u64 = c->id;
-      if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return Fail(c, "upstream_error", "INTERNAL");
+      if (epoll_ctl(g.loop.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return Fail(c, "upstream_error", "INTERNAL");
       c->deadline = cfg.connect_ms > 0 ? MonoMs() + cfg.connect_ms : 0;
       g.connecting.emplace(c->id, c);
       return;
@@ -580,7 +572,7 @@ void TryConnect(Conn* c) {
 
 // Closed before routing (a preface failure, l4.ts's refusals): counted and logged by JS from the record.
 void Refuse(Conn* c, const char* reason, std::string detail = std::string()) {
-  if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+  if (c->watched) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
   CloseFd(c->cfd);
   PushRecord(c, "refused", nullptr, 0, 0, reason, std::move(detail));
   g.connecting.erase(c->id);
@@ -594,7 +586,7 @@ bool Rearm(Conn* c) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
   ev.data.u64 = c->id;
-  if (epoll_ctl(g.epfd, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->cfd, &ev) != 0) return false;
+  if (epoll_ctl(g.loop.epfd, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->cfd, &ev) != 0) return false;
   c->watched = true;
   return true;
 }
@@ -635,7 +627,7 @@ void Linger(Conn* c) {
     if (n > 0) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && Rearm(c)) return;
     if (n < 0 && errno == EINTR) continue;
-    if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    if (c->watched) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
     CloseFd(c->cfd);
     g.connecting.erase(c->id);
     delete c;
@@ -802,7 +794,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       epoll_event ev{};
       ev.events = 0;
       ev.data.u64 = kListenerTag | lid;
-      epoll_ctl(g.epfd, EPOLL_CTL_MOD, l.fd, &ev);
+      epoll_ctl(g.loop.epfd, EPOLL_CTL_MOD, l.fd, &ev);
       l.paused_until = MonoMs() + kAcceptPauseMs;
       return;
     }
@@ -859,7 +851,7 @@ void Sweep(uint64_t now) {
     if (c->phase == Phase::kProxy) Refuse(c, "proxy_timeout");
     else if (c->phase == Phase::kPeek) Refuse(c, "timeout");
     else if (c->phase == Phase::kLinger) {
-      if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+      if (c->watched) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
       CloseFd(c->cfd);
       g.connecting.erase(c->id);
       delete c;
@@ -873,7 +865,7 @@ void Sweep(uint64_t now) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kListenerTag | lid;
-    epoll_ctl(g.epfd, EPOLL_CTL_MOD, l.fd, &ev);
+    epoll_ctl(g.loop.epfd, EPOLL_CTL_MOD, l.fd, &ev);
   }
 }
 
@@ -902,7 +894,7 @@ void Loop() {
       }
       g.asleep = timeout < 0;
     }
-    int n = epoll_wait(g.epfd, events, kMaxEvents, timeout);
+    int n = epoll_wait(g.loop.epfd, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) break;
     std::lock_guard<std::mutex> lock(g.mu);
     if (g.stopping) break;
@@ -910,9 +902,7 @@ void Loop() {
     for (int i = 0; i < n; i++) {
       uint64_t data = events[i].data.u64;
       if (data == 0) {
-        uint64_t v;
-        while (read(g.wakefd, &v, sizeof v) < 0 && errno == EINTR) {
-        }
+        g.loop.TakeWake();
         continue;
       }
       if (data & kListenerTag) {
@@ -943,28 +933,14 @@ void Loop() {
 // Called with g.mu held.
 void EnsureStarted(Napi::Env env) {
   if (g.started) return;
-  g.epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (g.epfd < 0) throw Napi::Error::New(env, std::string("epoll_create1: ") + strerror(errno));
-  g.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = 0;
-  if (g.wakefd < 0 || epoll_ctl(g.epfd, EPOLL_CTL_ADD, g.wakefd, &ev) != 0) {
-    CloseFd(g.wakefd);
-    CloseFd(g.epfd);
-    throw Napi::Error::New(env, std::string("eventfd: ") + strerror(errno));
-  }
-  g.thread = std::thread(Loop);
+  epoll_data_t wake{};
+  wake.u64 = 0;  // the wake-up fd's tag: listeners and connections carry non-zero ones
+  std::string error;
+  if (!g.loop.Start(Loop, wake, "L4", &error)) throw Napi::Error::New(env, error);
   g.started = true;
 }
 
-void Wake() {
-  uint64_t one = 1;
-  if (g.wakefd >= 0) {
-    while (write(g.wakefd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
-}
+void Wake() { g.loop.Wake(); }
 
 // ---- JS side ----
 
@@ -1194,27 +1170,23 @@ Napi::Value CompileSni(const Napi::CallbackInfo& info) {
   Napi::Value ev = o.Get("entries");
   if (!ev.IsArray()) throw Napi::TypeError::New(env, "l4CompileSni: entries must be an array");
   Napi::Array entries = ev.As<Napi::Array>();
-  auto table = std::make_shared<SniTable>();
-  table->peek_ms = U32(o.Get("peekMs"), "peekMs");
-  table->proxy_in = ProxyInArg(env, o, false);
-  table->limit = LimitArg(env, o);
+  uint32_t peek_ms = U32(o.Get("peekMs"), "peekMs");
+  auto proxy_in = ProxyInArg(env, o, false);
+  auto limit = LimitArg(env, o);
   std::lock_guard<std::mutex> lock(g.mu);
+  std::vector<std::string> names;
+  std::vector<std::shared_ptr<Config>> configs;
   for (uint32_t i = 0; i < entries.Length(); i++) {
     Napi::Object e = entries.Get(i).As<Napi::Object>();
-    std::string name = e.Get("sni").As<Napi::String>().Utf8Value();
-    for (char& ch : name) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch);
     auto it = g.configs.find(U32(e.Get("config"), "config"));
     if (it == g.configs.end()) throw Napi::Error::New(env, "l4CompileSni: no such L4 config");
-    if (name.rfind("*.", 0) == 0) {
-      std::string suffix = name.substr(1);
-      bool dup = false;
-      for (auto& w : table->wildcards) dup = dup || w.first == suffix;
-      if (!dup) table->wildcards.emplace_back(suffix, it->second);
-    } else if (table->exact.find(name) == table->exact.end()) {
-      table->exact.emplace(name, it->second);
-    }
+    names.push_back(e.Get("sni").As<Napi::String>().Utf8Value());
+    configs.push_back(it->second);
   }
-  std::stable_sort(table->wildcards.begin(), table->wildcards.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  auto table = std::make_shared<SniTable>(names, std::move(configs));
+  table->peek_ms = peek_ms;
+  table->proxy_in = std::move(proxy_in);
+  table->limit = std::move(limit);
   table->id = g.next_config++;
   g.tables.emplace(table->id, table);
   return Napi::Number::New(env, table->id);
@@ -1328,7 +1300,7 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kListenerTag | lid;
-  if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) throw Napi::Error::New(env, std::string("l4Listen: epoll_ctl: ") + strerror(errno));
+  if (epoll_ctl(g.loop.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) throw Napi::Error::New(env, std::string("l4Listen: epoll_ctl: ") + strerror(errno));
   l.fd = fd;
   g.listeners.emplace(lid, l);
   return Napi::Number::New(env, lid);
@@ -1371,7 +1343,7 @@ int Unlisten(const Napi::CallbackInfo& info) {
   auto it = g.listeners.find(U32(info[0], "listener id"));
   if (it == g.listeners.end()) throw Napi::Error::New(info.Env(), "no such L4 listener");
   int fd = it->second.fd;
-  epoll_ctl(g.epfd, EPOLL_CTL_DEL, fd, nullptr);
+  epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, fd, nullptr);
   if (it->second.defer) {
     int off = 0;
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &off, sizeof off);
@@ -1403,7 +1375,7 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
       continue;
     }
     // not routed yet (peeking) or already refused (lingering): closed without a record, as the JS preface reader
-    if (c->watched) epoll_ctl(g.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
+    if (c->watched) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, c->cfd, nullptr);
     CloseFd(c->cfd);
     g.connecting.erase(c->id);
     delete c;
@@ -1521,7 +1493,7 @@ void Teardown(void*) {
     g.stopping = true;
   }
   Wake();
-  if (g.thread.joinable()) g.thread.join();
+  g.loop.Join();
   std::lock_guard<std::mutex> lock(g.mu);
   for (auto& [lid, l] : g.listeners) close(l.fd);
   g.listeners.clear();
