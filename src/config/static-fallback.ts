@@ -15,6 +15,8 @@ export interface ParsedFallback {
   /** Normalized (wire/path.ts), as a route sees it. */
   readonly path: string;
   readonly query: readonly FallbackPart[] | null;
+  /** The query uses $uri (the request's decoded path is then rendered as bytes). */
+  readonly usesUri: boolean;
 }
 
 /** Visible ASCII: a fallback goes into a request line when its route is a proxy (no space, no control). */
@@ -37,7 +39,7 @@ export function parseFallback(value: string): { ok: true; fallback: ParsedFallba
   const path = normalizePath(rawPath);
   if (isRefused(path)) return { ok: false, message: `a fallback's path is refused as a request's would be: ${path.refused}` };
   if (path !== rawPath) return { ok: false, message: `a fallback's path is written normalized: "${path}"` };
-  if (rest === '') return { ok: true, fallback: { path, query: null } };
+  if (rest === '') return { ok: true, fallback: { path, query: null, usesUri: false } };
   const known: ReadonlySet<string> = new Set(FALLBACK_VARIABLES);
   const scanned = scanTemplate<FallbackPart>(rest.startsWith('?') ? rest.slice(1) : rest, (name) =>
     known.has(name) ? { variable: name as FallbackVariable } : { refused: `unknown variable $${name} in a fallback (known: ${FALLBACK_VARIABLES.map((v) => `$${v}`).join(', ')})` },
@@ -46,7 +48,7 @@ export function parseFallback(value: string): { ok: true; fallback: ParsedFallba
   const parts: FallbackPart[] = scanned.parts.map((p) => (typeof p === 'string' ? { text: p } : p)).filter((p) => !('text' in p) || p.text !== '');
   // `/x?...`: the query is always there; `/x$is_args...`: its first part is $is_args, rendered as nginx does
   if (rest.startsWith('?')) parts.unshift({ text: '?' });
-  return { ok: true, fallback: { path, query: parts } };
+  return { ok: true, fallback: { path, query: parts, usesUri: parts.some((p) => 'variable' in p && p.variable === 'uri') } };
 }
 
 /** What a request gives a fallback's variables: its query as sent (with its `?`, or '') and its decoded path. */

@@ -8,28 +8,23 @@ import type { Decision, RejectDecision, Router, StaticDecision } from '../route/
 import type { RequestHead } from '../wire/http-head.js';
 import { staticMiss } from './static.js';
 
-/** The request as routed again: the decision for the fallback's path, and the head that carries it. */
-export interface Rerouted {
-  readonly decision: Decision;
-  readonly head: RequestHead;
-}
-
 /** Static decisions whose second miss was logged (once per route and config in a worker). */
 const cycleLogged = new WeakSet<StaticDecision>();
 
 /**
- * The decision and head a request on a static route with a fallback goes on with, or null when the route answers
- * it itself (a file, a folder, a refusal). A fallback whose route is again a static route with a fallback that
+ * The decision a request on a static route with a fallback goes on with, its head then carrying the fallback's
+ * path and query, or null when the route answers it itself (a file, a folder, a refusal). A fallback whose route is again a static route with a fallback that
  * misses too is not followed: 500, as nginx's "rewrite or internal redirection cycle", logged once per route.
  */
-export function staticFallback(router: Router, d: StaticDecision, head: RequestHead, log: Logger): Rerouted | null {
+export function staticFallback(router: Router, d: StaticDecision, head: RequestHead, log: Logger): Decision | null {
   const fb = d.fallback;
   if (fb === undefined) return null;
   const uri = staticMiss(d.site, head.path);
   if (uri === null) return null;
-  const query = renderFallbackQuery(fb.query, { query: head.query, uri: fb.query === null ? '' : Buffer.from(uri, 'utf8').toString('latin1') });
-  // a new head, not the client's changed: what the connection holds of its request stays the client's
-  const next: RequestHead = { ...head, path: fb.path, query };
+  // the head itself takes the fallback's path and query, as decide() gave it the normalized path: its target
+  // stays the client's (REQUEST_URI, $request_uri, the access line), and the handlers read one head shape
+  head.query = renderFallbackQuery(fb.query, { query: head.query, uri: fb.usesUri ? Buffer.from(uri, 'utf8').toString('latin1') : '' });
+  head.path = fb.path;
   // a WebSocket handshake falls back as a plain request (the upgrade is not followed through a fallback)
   const decision = router.route(head.host, head.method, fb.path, false);
   if (decision.kind === 'static' && decision.fallback !== undefined && staticMiss(decision.site, fb.path) !== null) {
@@ -37,9 +32,9 @@ export function staticFallback(router: Router, d: StaticDecision, head: RequestH
       cycleLogged.add(decision);
       log.warn({ route: d.route.name, fallback: fb.path, to: decision.route.name }, 'static fallback: the fallback names nothing on a static route with a fallback too; answered 500 (one re-route per request)');
     }
-    return { decision: cycleOf(d.route.name, fb.path), head: next };
+    return cycleOf(d.route.name, fb.path);
   }
-  return { decision, head: next };
+  return decision;
 }
 
 function cycleOf(route: string, path: string): RejectDecision {

@@ -431,11 +431,7 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
     if (d.kind === 'static' && d.fallback !== undefined) {
       // a path that names nothing on a static route with a fallback is routed again as the fallback's URI, once;
       // the route it lands on answers, with its own policies (handlers/static-fallback.ts)
-      const r = staticFallback(this.ctx.router, d, head, this.log);
-      if (r !== null) {
-        d = r.decision;
-        head = r.head;
-      }
+      d = staticFallback(this.ctx.router, d, head, this.log) ?? d;
     }
     if (d.kind === 'reject') {
       this.#reject(d.code, d.reason, head);

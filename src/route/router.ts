@@ -236,7 +236,8 @@ function compileFallback(value: string | undefined, route: CompiledRoute): Parse
   const f = parseFallback(value);
   // the schema refused bad fallbacks already; a failure here would be a schema/loader mismatch
   if (!f.ok) throw new Error(`route ${route.name}: fallback: ${f.message}`);
-  return Object.freeze({ path: f.fallback.path, query: f.fallback.query === null ? null : Object.freeze(f.fallback.query.map((p) => Object.freeze(p))) });
+  const q = f.fallback.query;
+  return Object.freeze({ path: f.fallback.path, query: q === null ? null : Object.freeze(q.map((p) => Object.freeze(p))), usesUri: f.fallback.usesUri });
 }
 
 /** Candidates in tie order: method-specific first, then file order. */
