@@ -3,6 +3,7 @@
 // root is a directory (load.ts).
 import { z } from 'zod';
 import { duration } from './units.js';
+import { parseFallback } from './static-fallback.js';
 
 const NO_CTL = /^[^\x00-\x1f\x7f]*$/;
 const FILE_NAME = /^[^/\\\x00]+$/;
@@ -24,5 +25,26 @@ export const staticAction = z
     etag: z.boolean().default(true),
     /** A client that takes no bytes of a file for this long is cut (nginx send_timeout; default 60s). */
     send_timeout: duration('60s'),
+    /**
+     * A path that names no file and no folder with an index (404, or 403 for a folder that is not listed; a
+     * refusal such as a dotfile stays a refusal) is routed again,
+     * once, as this URI: nginx `try_files $uri $uri/ /index.php?$args` is `fallback: "/index.php?$args"`, the
+     * front controller of PHP applications (or "/index.html" for a single-page app). An absolute path, then an
+     * optional query after `?` or `$is_args`, which may use $args / $query_string (the client's query), $is_args
+     * ("?" when it has one) and $uri (its decoded path). The route that matches the fallback's path answers
+     * (a fastcgi route for `\\.php$`, or any other); FastCGI sees REQUEST_URI as the client sent it, SCRIPT_NAME
+     * and QUERY_STRING from the fallback. A fallback that lands on a static route whose fallback misses too answers
+     * 500 (no second re-route); one that matches no route answers as "no route" does. Default none (404).
+     */
+    fallback: z
+      .string()
+      .superRefine((v, ctx) => {
+        const r = parseFallback(v);
+        if (!r.ok) ctx.addIssue({ code: 'custom', message: r.message });
+      })
+      .optional()
+      .describe(
+        'A URI routed again, once, when the path names no file and no folder with an index (refusals such as dotfiles stay refusals), as nginx try_files $uri $uri/ URI: "/index.php?$args" (a PHP front controller), "/index.html" (a single-page app). An absolute path, then an optional query after "?" or $is_args using $args, $query_string, $is_args, $uri. The route matching its path answers; a second miss answers 500. Default none (404).',
+      ),
   })
   .strict();

@@ -179,6 +179,35 @@ function lookupUncached(o: Extract<Opened, { ok: true }>): CachedFile {
   return { kind: 'file', real: o.real, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, mtime, contentType: contentTypeOf(o.real), etagCore: `${mtime.toString(16)}-${st.size.toString(16)}`, lastModified: new Date(mtime * 1000).toUTCString(), body: null, bytes: 0, variants: null, memo: null, expires: 0 };
 }
 
+/**
+ * Whether a path names nothing on a static route, the case a route's `fallback` takes over: no file, and no
+ * folder with an index (the answers would be 404, and 403 for the folder that is not listed). Returns the decoded
+ * path (nginx's $uri) then, else null: a refusal (a dotfile or a symlink out of the root 403, an undecodable
+ * escape 400, the open-files cap 503), a file, a folder with its index and a folder named without its final `/`
+ * (301) are answered by the route as without a fallback. Looked up through the cache, as the answer
+ * itself would be, so a hit costs one more cache lookup.
+ */
+export function staticMiss(site: StaticConfig, p: string): string | null {
+  const rel = fileRelative(p);
+  if (!rel.ok) return null;
+  let root: string;
+  try {
+    root = realRoot(site);
+  } catch {
+    return rel.rel; // a root that is not there finds nothing (the route's own answer is a 404)
+  }
+  const e = lookup(root, root + rel.rel);
+  if (typeof e === 'number' || e.kind === 'file') return null;
+  if (e.kind === 'refused') return e.status === 404 ? rel.rel : null;
+  // a folder: named without its final `/` it is redirected to it (301); with it, one without an index falls back
+  if (!rel.rel.endsWith('/')) return null;
+  for (const index of site.index) {
+    const r = lookup(root, path.join(e.real, index));
+    if (typeof r === 'number' || r.kind === 'file' || (r.kind === 'refused' && r.status !== 404)) return null;
+  }
+  return rel.rel;
+}
+
 export class StaticReply implements ReplyJob {
   readonly route: StaticDecision['route'];
   readonly head: RequestHead;

@@ -26,6 +26,7 @@ import { listenerHost, type CompiledRoute, type FastcgiDecision, type ForwardDec
 import { httpsRedirectAnswer, preflightAnswer, redirectAnswer, returnAnswer, type FixedAnswer } from '../handlers/fixed.js';
 import { replyHead, type ReplyJob, type ReplyOwner } from '../handlers/reply.js';
 import { StaticReply } from '../handlers/static.js';
+import { staticFallback } from '../handlers/static-fallback.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import type { OpenKeys } from '../upstream/sticky.js';
 import type { AccessLog, AnswerMode } from './access-log.js';
@@ -422,11 +423,16 @@ class ClientConnection implements ClientSide, Tracked, PolicyClient, TunnelOwner
       return;
     }
     // routes match, and the upstream gets, the normalized path (wire/path.ts); the log keeps the raw target
-    const d = decide(this.ctx.router, head);
+    let d = decide(this.ctx.router, head);
     // a peek-mode connection (handoff: adopt) keeps its bytes in the kernel only for a first HTTP/1.1 request to
     // such a route with nothing read past its head; anything else is read for good from here (terminate/handoff.ts)
     const adopt = this.#requests === 1 && this.#buf === null && d.kind === 'terminate' && d.websocket.handoff === 'adopt' && head.versionMinor === 1;
     if (!adopt && this.socket instanceof NativeSocket) this.socket.commit();
+    if (d.kind === 'static' && d.fallback !== undefined) {
+      // a path that names nothing on a static route with a fallback is routed again as the fallback's URI, once;
+      // the route it lands on answers, with its own policies (handlers/static-fallback.ts)
+      d = staticFallback(this.ctx.router, d, head, this.log) ?? d;
+    }
     if (d.kind === 'reject') {
       this.#reject(d.code, d.reason, head);
       return;

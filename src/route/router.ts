@@ -39,6 +39,7 @@ export type StaticConfig = NonNullable<RouteConfig['static']>;
 export type CompressConfig = NonNullable<RouteConfig['compress']>;
 import type { FastcgiActionConfig } from '../config/fastcgi.js';
 import { parseParamTemplate, type TemplatePart } from '../config/fastcgi-params.js';
+import { parseFallback, type ParsedFallback } from '../config/static-fallback.js';
 
 
 export interface CompiledHeaderOps {
@@ -88,6 +89,8 @@ export interface StaticDecision {
   readonly kind: 'static';
   readonly route: CompiledRoute;
   readonly site: StaticConfig;
+  /** The route's `fallback`, parsed once (config/static-fallback.ts), or undefined (a miss is a 404). */
+  readonly fallback: ParsedFallback | undefined;
 }
 
 /** A request on a redirect route: a Location rendered from the request (handlers/fixed.ts). */
@@ -214,7 +217,7 @@ function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
     return { request: d, handshake: d };
   }
   let d: RoutedDecision | undefined;
-  if (r.static !== undefined) d = Object.freeze({ kind: 'static', route, site: r.static });
+  if (r.static !== undefined) d = Object.freeze({ kind: 'static', route, site: r.static, fallback: compileFallback(r.static.fallback, route) });
   else if (r.redirect !== undefined) {
     const t = compileRedirectTarget(r.redirect.to, r.match.path_regex);
     if (!t.ok) throw new Error(`route ${route.name}: ${t.message}`); // validateRedirects reported it first
@@ -226,6 +229,15 @@ function routeDecisions(r: RouteConfig, route: CompiledRoute): RouteDecisions {
   // a WebSocket handshake on a route that answers by itself gets the same answer (no tunnel without a backend)
   if (d !== undefined) return { request: d, handshake: d };
   throw new Error(`route ${route.name} has no action`);
+}
+
+function compileFallback(value: string | undefined, route: CompiledRoute): ParsedFallback | undefined {
+  if (value === undefined) return undefined;
+  const f = parseFallback(value);
+  // the schema refused bad fallbacks already; a failure here would be a schema/loader mismatch
+  if (!f.ok) throw new Error(`route ${route.name}: fallback: ${f.message}`);
+  const q = f.fallback.query;
+  return Object.freeze({ path: f.fallback.path, query: q === null ? null : Object.freeze(q.map((p) => Object.freeze(p))), usesUri: f.fallback.usesUri });
 }
 
 /** Candidates in tie order: method-specific first, then file order. */

@@ -849,6 +849,32 @@ test('fastcgi: bad values are refused with their YAML path', (t) => {
   }
 });
 
+// ---- a static route's fallback (config/static-fallback.ts) ----
+
+const FALLBACK = edit(PHP, '  - match: { path: / }\n    proxy: app\n', "  - match: { path: / }\n    static: { root: ., fallback: '/index.php?$args' }\n");
+
+test('static.fallback loads as written; a bad one is refused with its YAML path and a clear reason', (t) => {
+  const route = loaded(load(t, FALLBACK)).routes[1];
+  assert.equal(route.static?.fallback, '/index.php?$args');
+  loaded(load(t, edit(FALLBACK, "fallback: '/index.php?$args'", "fallback: '/index.php$is_args$args'")));
+  loaded(load(t, edit(FALLBACK, "fallback: '/index.php?$args'", "fallback: /index.html")));
+  const cases: Array<[string, RegExp]> = [
+    ["fallback: 'index.php?$args'", /absolute path/],
+    ['fallback: "/index.php\\n"', /control characters/],
+    ['fallback: "/index.php?a=\\u0001"', /control characters/],
+    ["fallback: '/index php'", /no spaces/],
+    ["fallback: '/index.php?$nope'", /unknown variable \$nope in a fallback/],
+    ["fallback: '/x$uri'", /path is literal/],
+    ["fallback: '/a/../../index.php'", /refused as a request's would be: ".." above the root/],
+    ["fallback: '/a//index.php'", /written normalized: "\/a\/index.php"/],
+    ["fallback: '/index.php#top'", /fragment/],
+  ];
+  for (const [to, message] of cases) {
+    const yaml = edit(FALLBACK, "fallback: '/index.php?$args'", to);
+    expectError(errorsOf(load(t, yaml)), yaml, 'routes[1].static.fallback', 'fallback:', message);
+  }
+});
+
 test('fastcgi: an upstream shared with proxy routes, or checked with HTTP, is refused', (t) => {
   const shared = edit(PHP, 'upstream: php,', 'upstream: app,');
   expectError(errorsOf(load(t, shared)), shared, 'routes[2].fastcgi.upstream', 'upstream: app,', /also serves proxy routes/);
