@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { Document, isNode } from 'yaml';
 import { checkOrigin } from './cors.js';
+import { parseFallback } from './static-fallback.js';
 import type { Directive } from './nginx-parse.js';
 
 export interface ImportNote {
@@ -109,6 +110,8 @@ class Importer {
   #httpLimitReq: LimitReq | undefined;
   /** gzip as http {} sets it for every server. */
   readonly #httpGzip: GzipOut = { on: false, types: [] };
+  /** Static routes' settings with the index directive they took (checked against the fastcgi routes at the end). */
+  readonly #staticIndexes: { action: Obj; d: Directive }[] = [];
   /** Upstreams of stream {} (L4 relays): never shared with routes. */
   readonly #l4Upstreams = new Set<string>();
   /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
@@ -130,6 +133,7 @@ class Importer {
       if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
       this.#route(server, { path_exact: exact }, { redirect: { to: `${p}$is_args$args`, status: 301 } });
     }
+    this.#scriptIndexes();
     if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
     if (this.#connLimit !== undefined) {
       this.#out.limits = { ...this.#out.limits, connections_per_ip: this.#connLimit.n };
@@ -151,6 +155,28 @@ class Importer {
       notes: this.#notes.map(({ source, message }) => ({ source, message })),
       counts: { listeners: this.#out.listeners.length, upstreams: Object.keys(this.#out.upstreams).length, routes: this.#out.routes.length },
     };
+  }
+
+  /**
+   * nginx's `index index.php` sends a folder to /index.php, which its PHP location runs; a static route would send
+   * that file as it is: the script's source to anyone. Index files a fastcgi route's path_regex takes leave the
+   * static route's index (with try_files' fallback to /index.php, a folder without another index still reaches it).
+   */
+  #scriptIndexes(): void {
+    const scripts: RegExp[] = [];
+    for (const r of this.#out.routes) {
+      const re = (r.match as Obj).path_regex;
+      if (r.fastcgi !== undefined && typeof re === 'string') scripts.push(new RegExp(re));
+    }
+    if (scripts.length === 0) return;
+    for (const { action, d } of this.#staticIndexes) {
+      const index = typeof action.index === 'string' ? [action.index] : Array.isArray(action.index) ? (action.index as string[]) : [];
+      const kept = index.filter((f) => !scripts.some((re) => re.test(`/${f}`)));
+      if (kept.length === index.length) continue;
+      action.index = kept.length === 1 ? kept[0] : kept;
+      const dropped = index.filter((f) => !kept.includes(f)).join(', ');
+      this.#note(d, `index ${dropped}: not a static route's index (it would send the script's source); ${action.fallback !== undefined ? 'a folder without another index reaches it through the fallback' : 'request the script itself, or add try_files $uri $uri/ /index.php?$args (a fallback)'}`, ['routes']);
+    }
   }
 
   #plain(): Obj {
@@ -591,7 +617,7 @@ class Importer {
     for (const s of ds) this.#serverLevel(s, ctx);
     for (const s of ds) if (s.name === 'location') this.#location(s, server, { ...ctx, headers: [...ctx.headers], hide: [...ctx.hide], addHeaders: [...ctx.addHeaders] });
     if (ret !== undefined) this.#route(server, { path: '/' }, this.#returnAction(ret, undefined));
-    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#optionsInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }).route, ctx);
+    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#optionsInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }, ctx).route, ctx);
     if (this.#out.routes.length === firstRoute) this.#note(d, 'this server has no location Portico could translate', ['listeners']);
   }
 
@@ -816,7 +842,7 @@ class Importer {
       ctx.addHeaders.push(['Cache-Control', ctx.cacheControl.value]);
       this.#note(ctx.cacheControl.d, 'expires: Portico sets this Cache-Control on every answer of the route (nginx on 2xx and 3xx only)', ['routes']);
     }
-    const { route, index } = this.#route(server, match, action);
+    const { route, index } = this.#route(server, match, action, ctx);
     void actionDirective;
     if (ctx.cors !== undefined) this.#corsInto(route, ctx.cors);
     // nginx answers a prefix location "/x/" served by proxy_pass or fastcgi_pass with a 301 to "/x/" for the
@@ -943,6 +969,7 @@ class Importer {
         return;
       case 'index':
         // static.index tries the files in order, as nginx does; an index that is a path or a variable is nginx's only
+        ctx.indexAt = s;
         ctx.index = s.args.filter((f) => /^[^/\\$]+$/.test(f));
         if (ctx.index.length < s.args.length) this.#skip(s, 'an index is a file name (no path, no variable); the others are kept', at);
         if (ctx.index.length === 0) ctx.index = undefined;
@@ -968,9 +995,20 @@ class Importer {
         else ctx.cacheControl = { value, d: s };
         return;
       }
-      case 'try_files':
-        if (!/^\$uri( \$uri\/)?( =404)?$/.test(s.args.join(' '))) this.#skip(s, 'Portico serves the file or its index, else 404 (try_files $uri $uri/ =404)', at);
+      case 'try_files': {
+        // `$uri [$uri/] =404` is a static route as it is; `$uri [$uri/] URI` its fallback (the PHP front controller)
+        const m = /^\$uri( \$uri\/)? (\S+)$/.exec(s.args.join(' '));
+        const last = m?.[2];
+        if (last === '=404') return;
+        const parsed = last === undefined ? undefined : parseFallback(last);
+        if (parsed?.ok === true && last !== undefined) {
+          ctx.fallback = last;
+          if (m?.[1] === undefined) this.#note(s, 'try_files without $uri/: Portico\'s static route also serves a folder\'s index', at);
+        } else {
+          this.#skip(s, parsed?.ok === false ? `the fallback URI: ${parsed.message}` : 'Portico serves the file, its folder\'s index, then one fallback URI or 404 (try_files $uri $uri/ /index.php?$args)', at);
+        }
         return;
+      }
       case 'proxy_set_header': {
         const [name, value] = s.args;
         if (name === undefined || value === undefined) return;
@@ -1197,7 +1235,8 @@ class Importer {
   }
 
   /** Adds a route of `server` (its names become `match.host`); header rules and tunnel settings come after. */
-  #route(server: ServerOut, match: Obj, action: Obj): { route: Obj; index: number } {
+  #route(server: ServerOut, match: Obj, action: Obj, ctx?: LocationCtx): { route: Obj; index: number } {
+    if (action.static !== undefined && ctx?.indexAt !== undefined) this.#staticIndexes.push({ action: action.static as Obj, d: ctx.indexAt });
     const m = { ...match };
     if (server.names !== undefined) m.host = server.names.length === 1 ? server.names[0] : server.names;
     const route: Obj = { match: orderedMatch(m), ...action };
@@ -1279,14 +1318,17 @@ interface LimitReq {
 }
 
 interface LocationCtx {
+  /** try_files' last URI: the static route's fallback. */
+  fallback?: string;
   limitReq?: LimitReq;
   gzip?: GzipOut;
   cors?: CorsOut;
   /** `expires` as a Cache-Control value, and where it was written. */
   cacheControl?: { value: string; d: Directive };
   root: string | undefined;
-  /** Index files, in the order nginx tries them. */
+  /** Index files, in the order nginx tries them, and the directive that named them. */
   index: string[] | undefined;
+  indexAt?: Directive;
   headers: [string, string][];
   hide: string[];
   addHeaders: [string, string][];
@@ -1308,6 +1350,7 @@ function staticOf(ctx: LocationCtx): Obj {
   const s: Obj = { root: ctx.root ?? '.' };
   if (ctx.index !== undefined) s.index = ctx.index.length === 1 ? ctx.index[0] : [...ctx.index];
   if (ctx.cacheControl !== undefined) s.cache_control = ctx.cacheControl.value;
+  if (ctx.fallback !== undefined) s.fallback = ctx.fallback;
   return s;
 }
 

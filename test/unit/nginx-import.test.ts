@@ -462,3 +462,23 @@ test('http {} client timeouts -> timeouts.keepalive, head and body', (t) => {
   assert.equal(out(off).timeouts, undefined);
   assert.match(off.notes[0].message, /keepalive_timeout 0/);
 });
+
+test('try_files $uri $uri/ URI -> static.fallback (the PHP front controller); a PHP index never stays a static index (its source would be sent)', (t) => {
+  const r = translate(`server { listen 8080; root html; index index.php index.html;
+    location / { try_files $uri $uri/ /index.php?$query_string; }
+    location /spa/ { try_files $uri /index.html; }
+    location /plain/ { try_files $uri $uri/ =404; }
+    location /named/ { try_files $uri @app; }
+    location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; fastcgi_index index.php; }
+  }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].static, { root: './html', index: 'index.html', fallback: '/index.php?$query_string' });
+  assert.deepEqual(o.routes[1].static, { root: './html', index: 'index.html', fallback: '/index.html' });
+  assert.deepEqual(o.routes[2].static, { root: './html', index: 'index.html' });
+  assert.deepEqual(o.routes[3].static, { root: './html', index: 'index.html' });
+  const notes = r.notes.map((n) => n.message).join('\n');
+  assert.match(notes, /index index\.php: not a static route's index \(it would send the script's source\); a folder without another index reaches it through the fallback/);
+  assert.match(notes, /try_files without \$uri\/: Portico's static route also serves a folder's index/);
+  assert.match(notes, /try_files \$uri @app/);
+  loads(t, r);
+});
