@@ -759,6 +759,7 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
     });
   }
   if (Array.isArray(c.routes) && upstreams !== undefined) checkFastcgiReferences(c.routes, upstreams, ctx);
+  if (Array.isArray(c.routes)) checkScriptIndexes(c.routes, ctx);
   if (Array.isArray(c.listeners) && upstreams !== undefined) checkL4References(c.listeners, upstreams, Array.isArray(c.routes) ? c.routes : [], ctx);
   const taken: { at: string; endpoint: Endpoint }[] = [];
   const claim = (endpoint: Endpoint | undefined, at: string, path: (string | number)[]): void => {
@@ -771,6 +772,35 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
     c.listeners.forEach((l: unknown, i) => claim(isPlainObject(l) ? endpointOf(l.address) : undefined, `listeners[${i}]`, ['listeners', i, 'address']));
   }
   if (isPlainObject(c.admin)) claim(endpointOf(c.admin.address), 'admin', ['admin', 'address']);
+}
+
+/**
+ * A static route never names as a folder's index a file a fastcgi route runs (`index: index.php` beside a
+ * `\.php$` route): the static route would send the script's source to whoever asks for the folder. (nginx's
+ * `index index.php` is an internal redirect to the PHP location; Portico's static.fallback is.)
+ */
+function checkScriptIndexes(routes: unknown[], ctx: z.RefinementCtx): void {
+  const scripts: { re: RegExp; at: number }[] = [];
+  routes.forEach((r: unknown, j) => {
+    const re = isPlainObject(r) && r.fastcgi !== undefined && isPlainObject(r.match) ? r.match.path_regex : undefined;
+    if (typeof re !== 'string') return;
+    try {
+      scripts.push({ re: new RegExp(re), at: j });
+    } catch {
+      // checkRouteMatch reports it
+    }
+  });
+  if (scripts.length === 0) return;
+  routes.forEach((r: unknown, i) => {
+    const index = isPlainObject(r) && isPlainObject(r.static) ? r.static.index : undefined;
+    const files = typeof index === 'string' ? [index] : Array.isArray(index) ? index : [];
+    files.forEach((f: unknown, k) => {
+      const script = typeof f === 'string' ? scripts.find((x) => x.re.test(`/${f}`)) : undefined;
+      if (script === undefined) return;
+      const path = typeof index === 'string' ? ['routes', i, 'static', 'index'] : ['routes', i, 'static', 'index', k];
+      ctx.addIssue({ code: 'custom', path, message: `"${String(f)}" is a script of routes[${script.at}] (fastcgi): as this static route's index, a request for a folder would get its source; leave it out (static.fallback: "/${String(f)}?$args" sends folders without another index to it)` });
+    });
+  });
 }
 
 /**

@@ -911,3 +911,12 @@ test('standby_worker: true by default, a boolean; portico check refuses anything
   assert.equal(r.code, 1);
   assert.equal(r.stderr.trim().split('\n')[0], `${file}:${lineOf(yaml, 'standby_worker')}:1 standby_worker: expected a boolean, got "yes"`);
 });
+
+test("a static route's index that a fastcgi route runs is refused (a folder's request would get the script's source)", (t) => {
+  const one = edit(FALLBACK, "static: { root: ., fallback: '/index.php?$args' }", 'static: { root: ., index: index.php }');
+  expectError(errorsOf(load(t, one)), one, 'routes[1].static.index[0]', 'index: index.php', /"index.php" is a script of routes\[2\] \(fastcgi\).*get its source/);
+  const list = edit(FALLBACK, "static: { root: ., fallback: '/index.php?$args' }", 'static: { root: ., index: [index.html, index.php] }');
+  expectError(errorsOf(load(t, list)), list, 'routes[1].static.index[1]', 'index: [index.html, index.php]', /"index.php" is a script of routes\[2\]/);
+  // a file no fastcgi route runs stays an index
+  loaded(load(t, edit(FALLBACK, "static: { root: ., fallback: '/index.php?$args' }", 'static: { root: ., index: [index.html, index.htm] }')));
+});
