@@ -1,6 +1,7 @@
 // The client key of limits.connections_per_ip, from a socket's peer or a PROXY header's source, the same string as
 // src/route/policy/client-address.ts clientKey makes of the address as JavaScript sees it: IPv4 as it is, an
-// IPv4-mapped IPv6 address as IPv4, IPv6 cut to the prefix ("w0:w1:w2:w3::/64"), the text itself from /128 on.
+// IPv4-mapped IPv6 address as IPv4 (at any prefix), IPv6 cut to the prefix ("w0:w1:w2:w3::/64"), the text itself
+// from /128 on.
 // Pure: no N-API, no locks (the fuzz test holds it to clientKey through client-table.cc's l4ClientKey).
 #ifndef PORTICO_NATIVE_CLIENT_KEY_H_
 #define PORTICO_NATIVE_CLIENT_KEY_H_
@@ -18,8 +19,9 @@ namespace portico {
 
 // `text`: the address as JavaScript writes it; `w`: its eight words (IPv4 mapped), or null where it has none.
 inline std::string ClientKeyOf(std::string text, const uint16_t* w, uint32_t prefix) {
-  if (text.find(':') == std::string::npos || prefix >= 128 || w == nullptr) return text;
-  if (pp::IsV4Mapped(w)) return pp::FormatIPv4(w[6], w[7]);
+  if (text.find(':') == std::string::npos || w == nullptr) return text;
+  if (pp::IsV4Mapped(w)) return pp::FormatIPv4(w[6], w[7]);  // at /128 too: the key of the unmapped text
+  if (prefix >= 128) return text;
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   auto put = [&out](uint16_t v) {

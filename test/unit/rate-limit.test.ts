@@ -98,6 +98,8 @@ test('clientKey: IPv4 as it is, IPv6 cut to the prefix, IPv4-mapped as IPv4', ()
   assert.equal(clientKey('2001:db8:1:2ff::1', 56), '2001:db8:1:200::/56');
   assert.equal(clientKey('2001:db8::1', 128), '2001:db8::1');
   assert.equal(clientKey('::ffff:198.51.100.1', 64), '198.51.100.1');
+  // at /128 too: a dual-stack listener's IPv4 client has one key whichever text (mapped or not) reached the limit
+  assert.equal(clientKey('::ffff:198.51.100.1', 128), '198.51.100.1');
   assert.equal(clientKey('::1', 64), '0:0:0:0::/64');
   assert.equal(clientKey('not an address', 64), 'not an address');
 });

@@ -11,11 +11,13 @@ const WORDS = new Uint16Array(8);
  * key (a unix socket path, an empty string: every such client shares one key).
  */
 export function clientKey(address: string, ipv6Prefix: number): string {
-  if (address.indexOf(':') === -1 || ipv6Prefix >= 128) return address;
+  if (address.indexOf(':') === -1) return address;
   if (!addressWords(address, WORDS)) return address;
   const w = WORDS;
-  // an IPv4-mapped address is an IPv4 client: its own key, never one /64 shared by every IPv4 client
+  // an IPv4-mapped address is an IPv4 client: its own key, never one /64 shared by every IPv4 client, and at /128
+  // the same key as the unmapped text other places give it (a dual-stack listener's clients)
   if (w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 0 && w[4] === 0 && w[5] === 0xffff) return `${w[6] >>> 8}.${w[6] & 255}.${w[7] >>> 8}.${w[7] & 255}`;
+  if (ipv6Prefix >= 128) return address;
   const full = ipv6Prefix >>> 4;
   const parts: string[] = [];
   for (let i = 0; i < full; i++) parts.push(WORDS[i].toString(16));
