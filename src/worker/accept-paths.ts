@@ -357,7 +357,6 @@ export class AcceptPaths {
         socket.destroy();
         return;
       }
-      this.#metrics.connectionAccepted();
       const source = proxiedSource(r.proxy) ?? endpointOf(socket.remoteAddress, socket.remotePort);
       const destination = proxiedDestination(r.proxy) ?? endpointOf(socket.localAddress, socket.localPort);
       const onEnd = this.#countRelay(ctx.config, source?.address ?? socket.remoteAddress ?? '');
@@ -365,6 +364,8 @@ export class AcceptPaths {
         socket.destroy();
         return;
       }
+      // accepted once let in, as the addon's L4 listeners count (a connections_per_ip refusal is a refusal only)
+      this.#metrics.connectionAccepted();
       forwardL4(socket, { mode, pool, rest: r.rest, source, destination, sni: r.hello?.sni, onEnd, halfClose: cfg.half_close !== false }, l4ctx, this.#registry);
     };
     // a tcp listener without PROXY has nothing to read first: the server may be the one to speak (SMTP, MySQL)

@@ -92,6 +92,13 @@ async function refusedReach(portico: Portico, n: number, exact = true): Promise<
   if (exact) assert.equal(got, n);
 }
 
+/** A counter without labels from /metrics (0 when absent). */
+async function metric(portico: Portico, name: string): Promise<number> {
+  const text = (await request(`${adminUrl(portico)}/metrics`)).body.toString();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.slice(name.length + 1));
+}
+
 /** The first refusal line of client key `key` (said at once, then summaries per interval). */
 function limitLine(portico: Portico, key: string): Promise<LogLine> {
   return portico.waitForLog((l) => l.limit === 'connections_per_ip' && l.clientKey === key && l.level === 'warn');
@@ -235,6 +242,8 @@ for (const onAddon of [true, false]) {
     assert.equal(six.remoteAddr, '2001:db8:1:2:ffff::9');
     assert.equal(target.connections(), 4);
     await refusedReach(portico, 2);
+    // a refusal is not an accepted connection: the four relayed ones only, on either path
+    assert.equal(await until('portico_connections_total', () => metric(portico, 'portico_connections_total'), (v) => v >= 4), 4);
     a.destroy();
     await admittedAgain(t, port, v4('203.0.113.1'));
   });
