@@ -742,7 +742,7 @@ void PeekReady(State& s, Conn& c, int32_t id, int& n, size_t& used) {
 // consumed; everything else (a name passed through, a hello not whole yet, nothing queued, not TLS, malformed, an
 // error) is false, and the connection goes the peek path, where JS reads, decides, refuses, times out and logs.
 bool TerminateAtAccept(const passthrough::Names& names, int fd) {
-  static uint8_t scratch[hello::kDefaultMax];  // the JS thread's only; a bigger hello is an error to the reader
+  static thread_local uint8_t scratch[hello::kDefaultMax];  // per thread (an addon per worker thread); a bigger hello is an error to the reader
   ssize_t r;
   do r = recv(fd, scratch, sizeof scratch, MSG_PEEK | MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);
