@@ -51,10 +51,8 @@ inline std::string SocketClientKey(const sockaddr_storage& ss, uint32_t prefix) 
   char text[kAddressTextMax];
   uint16_t port = 0;
   const size_t n = AddressText(ss, text, &port);
-  if (ss.ss_family != AF_INET6) return std::string(text, n);
-  auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
   uint16_t w[8];
-  for (int i = 0; i < 8; i++) w[i] = static_cast<uint16_t>(a->sin6_addr.s6_addr[2 * i] << 8 | a->sin6_addr.s6_addr[2 * i + 1]);
+  if (ss.ss_family != AF_INET6 || !AddressWords(ss, w, &port)) return std::string(text, n);
   return ClientKeyOf(std::string(text, n), w, prefix);
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "client-key.h"
+#include "napi-args.h"
 
 namespace portico::clients {
 
@@ -51,13 +52,6 @@ namespace {
 // Tables by id (index + 1); never removed (a worker makes one; a test process a few): no id is ever reused.
 std::mutex tables_mu;
 std::vector<std::shared_ptr<Table>>& tables = *new std::vector<std::shared_ptr<Table>>();
-
-uint32_t U32(const Napi::Value& v, const char* what) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (d < 0 || d > 0xffffffffu || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a 32-bit unsigned integer");
-  return static_cast<uint32_t>(d);
-}
 
 Table& TableArg(const Napi::CallbackInfo& info) {
   // tables are never removed: the reference outlives the lock
@@ -141,16 +135,10 @@ Napi::Value Key(const Napi::CallbackInfo& info) {
     }
   }
   if (!proxied) return Napi::String::New(env, SocketClientKey(ss, prefix));
-  uint16_t w[8] = {};
-  if (ss.ss_family == AF_INET) {
-    const uint32_t v = ntohl(v4->sin_addr.s_addr);
-    w[5] = 0xffff;
-    w[6] = static_cast<uint16_t>(v >> 16);
-    w[7] = static_cast<uint16_t>(v);
-    return Napi::String::New(env, ProxiedClientKey(pp::Family::kTcp4, w, prefix));
-  }
-  for (int i = 0; i < 8; i++) w[i] = static_cast<uint16_t>(v6->sin6_addr.s6_addr[2 * i] << 8 | v6->sin6_addr.s6_addr[2 * i + 1]);
-  return Napi::String::New(env, ProxiedClientKey(pp::Family::kTcp6, w, prefix));
+  uint16_t w[8];
+  uint16_t port = 0;
+  AddressWords(ss, w, &port);
+  return Napi::String::New(env, ProxiedClientKey(ss.ss_family == AF_INET ? pp::Family::kTcp4 : pp::Family::kTcp6, w, prefix));
 }
 
 }  // namespace

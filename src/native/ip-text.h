@@ -67,6 +67,28 @@ inline size_t AddressText(const sockaddr_storage& ss, char* out, uint16_t* port)
   return n;
 }
 
+// The address of `ss` as eight 16-bit words (an IPv4 address IPv4-mapped, as PROXY headers and the CIDR matcher
+// take it) and its port at *port; false for a family other than IPv4 and IPv6.
+inline bool AddressWords(const sockaddr_storage& ss, uint16_t w[8], uint16_t* port) {
+  std::memset(w, 0, 16);
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    const uint32_t v = ntohl(a->sin_addr.s_addr);
+    w[5] = 0xffff;
+    w[6] = static_cast<uint16_t>(v >> 16);
+    w[7] = static_cast<uint16_t>(v);
+    *port = ntohs(a->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    for (int i = 0; i < 8; i++) w[i] = static_cast<uint16_t>(a->sin6_addr.s6_addr[2 * i] << 8 | a->sin6_addr.s6_addr[2 * i + 1]);
+    *port = ntohs(a->sin6_port);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace portico
 
 #endif  // PORTICO_NATIVE_IP_TEXT_H_

@@ -12,6 +12,7 @@
 #include "client-table.h"
 #include "ip-text.h"
 #include "loop-thread.h"
+#include "napi-args.h"
 #include "passthrough-names.h"
 #include "proxy-header.h"
 
@@ -244,26 +245,6 @@ std::atomic<bool> any{false};  // an L4 listener was ever served: relay ends are
 
 // ---- PROXY header out (as buildProxyV1/buildProxyV2 of src/wire/proxy-protocol.ts) ----
 
-bool Words(const sockaddr_storage& ss, uint16_t w[8], uint16_t* port) {
-  memset(w, 0, 16);
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    uint32_t v = ntohl(a->sin_addr.s_addr);
-    w[5] = 0xffff;
-    w[6] = static_cast<uint16_t>(v >> 16);
-    w[7] = static_cast<uint16_t>(v);
-    *port = ntohs(a->sin_port);
-    return true;
-  }
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    for (int i = 0; i < 8; i++) w[i] = static_cast<uint16_t>(a->sin6_addr.s6_addr[2 * i] << 8 | a->sin6_addr.s6_addr[2 * i + 1]);
-    *port = ntohs(a->sin6_port);
-    return true;
-  }
-  return false;
-}
-
 // The header for ends `s` -> `d` (8 words each, IPv4 as IPv4-mapped), or UNKNOWN / UNSPEC when not `known`.
 std::string ProxyHeaderOf(int version, bool known, const uint16_t s[8], const uint16_t d[8], uint16_t sport, uint16_t dport) {
   bool v6 = known && !(pp::IsV4Mapped(s) && pp::IsV4Mapped(d));
@@ -306,7 +287,7 @@ std::string ProxyHeader(int version, const Conn& c) {
   sockaddr_storage local{};
   socklen_t len = sizeof local;
   uint16_t s[8], d[8], sport = 0, dport = 0;
-  bool known = getsockname(c.cfd, reinterpret_cast<sockaddr*>(&local), &len) == 0 && Words(c.peer, s, &sport) && Words(local, d, &dport);
+  bool known = getsockname(c.cfd, reinterpret_cast<sockaddr*>(&local), &len) == 0 && AddressWords(c.peer, s, &sport) && AddressWords(local, d, &dport);
   return ProxyHeaderOf(version, known, s, d, sport, dport);
 }
 
@@ -809,7 +790,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
       c->table = l.sni;
       c->cfg = l.cfg;  // a tcp listener's (the record names it); a passthrough's comes with its name
       uint16_t w[8], port;
-      if (!Words(ss, w, &port) || !pp::Matches(proxy_in->trusted, w)) {
+      if (!AddressWords(ss, w, &port) || !pp::Matches(proxy_in->trusted, w)) {
         Refuse(c, "untrusted", "PROXY header sender not in proxy_protocol.trusted");
         continue;
       }
@@ -1026,13 +1007,6 @@ void ScheduleLocked() {
 void Schedule() {
   std::lock_guard<std::mutex> lock(g.ends_mu);
   ScheduleLocked();
-}
-
-uint32_t U32(const Napi::Value& v, const char* what) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (d < 0 || d > 0xffffffffu || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a 32-bit unsigned integer");
-  return static_cast<uint32_t>(d);
 }
 
 // A compile's `proxyIn` ({ trusted: string[], timeoutMs? }: the listener's proxy_protocol), or null when absent. The
@@ -1478,7 +1452,7 @@ Napi::Value MatchCidrs(const Napi::CallbackInfo& info) {
   else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) ss.ss_family = AF_INET6;
   else return Napi::Boolean::New(env, false);
   uint16_t w[8], port;
-  return Napi::Boolean::New(env, Words(ss, w, &port) && pp::Matches(cidrs, w));
+  return Napi::Boolean::New(env, AddressWords(ss, w, &port) && pp::Matches(cidrs, w));
 }
 
 void Teardown(void*) {
