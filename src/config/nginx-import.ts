@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { Document, isNode } from 'yaml';
 import { checkOrigin } from './cors.js';
+import { scriptIndexes } from './schema.js';
 import { parseFallback } from './static-fallback.js';
 import type { Directive } from './nginx-parse.js';
 
@@ -159,23 +160,20 @@ class Importer {
 
   /**
    * nginx's `index index.php` sends a folder to /index.php, which its PHP location runs; a static route would send
-   * that file as it is: the script's source to anyone. Index files a fastcgi route's path_regex takes leave the
-   * static route's index (with try_files' fallback to /index.php, a folder without another index still reaches it).
+   * that file as it is: the script's source to anyone. Index files a fastcgi route takes (schema.ts scriptIndexes,
+   * the rule `portico check` holds configs to) leave the static route's index; with try_files' fallback to
+   * /index.php, a folder without another index still reaches it.
    */
   #scriptIndexes(): void {
-    const scripts: RegExp[] = [];
-    for (const r of this.#out.routes) {
-      const re = (r.match as Obj).path_regex;
-      if (r.fastcgi !== undefined && typeof re === 'string') scripts.push(new RegExp(re));
-    }
-    if (scripts.length === 0) return;
-    for (const { action, d } of this.#staticIndexes) {
-      const index = typeof action.index === 'string' ? [action.index] : Array.isArray(action.index) ? (action.index as string[]) : [];
-      const kept = index.filter((f) => !scripts.some((re) => re.test(`/${f}`)));
-      if (kept.length === index.length) continue;
+    const drop = new Map<number, Set<string>>();
+    for (const { route, file } of scriptIndexes(this.#out.routes)) drop.set(route, (drop.get(route) ?? new Set()).add(file));
+    for (const [i, files] of drop) {
+      const action = this.#out.routes[i].static as Obj;
+      const index = typeof action.index === 'string' ? [action.index] : (action.index as string[]);
+      const kept = index.filter((f) => !files.has(f));
       action.index = kept.length === 1 ? kept[0] : kept;
-      const dropped = index.filter((f) => !kept.includes(f)).join(', ');
-      this.#note(d, `index ${dropped}: not a static route's index (it would send the script's source); ${action.fallback !== undefined ? 'a folder without another index reaches it through the fallback' : 'request the script itself, or add try_files $uri $uri/ /index.php?$args (a fallback)'}`, ['routes']);
+      const d = this.#staticIndexes.find((x) => x.action === action)?.d;
+      if (d !== undefined) this.#note(d, `index ${[...files].join(', ')}: not a static route's index (it would send the script's source); ${action.fallback !== undefined ? 'a folder without another index reaches it through the fallback' : 'request the script itself, or add try_files $uri $uri/ /index.php?$args (a fallback)'}`, ['routes']);
     }
   }
 

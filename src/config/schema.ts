@@ -775,11 +775,13 @@ function checkReferences(c: unknown, ctx: z.RefinementCtx): void {
 }
 
 /**
- * A static route never names as a folder's index a file a fastcgi route runs (`index: index.php` beside a
- * `\.php$` route): the static route would send the script's source to whoever asks for the folder. (nginx's
- * `index index.php` is an internal redirect to the PHP location; Portico's static.fallback is.)
+ * Index files of static routes that a fastcgi route runs (`index: index.php` beside a `\.php$` route): `route` and
+ * `slot` place the file in `routes[route].static.index` (a string or a list), `script` is the fastcgi route. Served
+ * as a file, such an index sends the script's source to whoever asks for the folder (nginx's `index index.php` is an
+ * internal redirect to the PHP location; Portico's is static.fallback). Raw routes as written or parsed; a regex
+ * that does not compile is checkRouteMatch's to report. `portico check` refuses these; the importer leaves them out.
  */
-function checkScriptIndexes(routes: unknown[], ctx: z.RefinementCtx): void {
+export function scriptIndexes(routes: readonly unknown[]): Array<{ route: number; slot: number; file: string; script: number }> {
   const scripts: { re: RegExp; at: number }[] = [];
   routes.forEach((r: unknown, j) => {
     const re = isPlainObject(r) && r.fastcgi !== undefined && isPlainObject(r.match) ? r.match.path_regex : undefined;
@@ -790,17 +792,25 @@ function checkScriptIndexes(routes: unknown[], ctx: z.RefinementCtx): void {
       // checkRouteMatch reports it
     }
   });
-  if (scripts.length === 0) return;
+  const out: Array<{ route: number; slot: number; file: string; script: number }> = [];
+  if (scripts.length === 0) return out;
   routes.forEach((r: unknown, i) => {
     const index = isPlainObject(r) && isPlainObject(r.static) ? r.static.index : undefined;
     const files = typeof index === 'string' ? [index] : Array.isArray(index) ? index : [];
-    files.forEach((f: unknown, k) => {
+    files.forEach((f: unknown, slot) => {
       const script = typeof f === 'string' ? scripts.find((x) => x.re.test(`/${f}`)) : undefined;
-      if (script === undefined) return;
-      const path = typeof index === 'string' ? ['routes', i, 'static', 'index'] : ['routes', i, 'static', 'index', k];
-      ctx.addIssue({ code: 'custom', path, message: `"${String(f)}" is a script of routes[${script.at}] (fastcgi): as this static route's index, a request for a folder would get its source; leave it out (static.fallback: "/${String(f)}?$args" sends folders without another index to it)` });
+      if (script !== undefined) out.push({ route: i, slot, file: f as string, script: script.at });
     });
   });
+  return out;
+}
+
+function checkScriptIndexes(routes: unknown[], ctx: z.RefinementCtx): void {
+  for (const { route, slot, file, script } of scriptIndexes(routes)) {
+    const index = (routes[route] as { static: { index: unknown } }).static.index;
+    const path = typeof index === 'string' ? ['routes', route, 'static', 'index'] : ['routes', route, 'static', 'index', slot];
+    ctx.addIssue({ code: 'custom', path, message: `"${file}" is a script of routes[${script}] (fastcgi): as this static route's index, a request for a folder would get its source; leave it out (static.fallback: "/${file}?$args" sends folders without another index to it)` });
+  }
 }
 
 /**
