@@ -79,6 +79,8 @@ interface ListenSpec {
   tls: boolean;
   /** `backlog=N`: the listen queue (listeners[].backlog). */
   backlog?: number;
+  /** `proxy_protocol`: a PROXY header comes first (the caller says what it makes of it). */
+  proxyProtocol: boolean;
 }
 
 interface ServerOut {
@@ -501,13 +503,11 @@ class Importer {
         this.#skip(s, 'TLS terminated in stream {}: Portico\'s tcp listeners relay bytes as they are (terminate TLS on an http listener, or pass it through by name)', ['listeners']);
         continue;
       }
-      if (s.args[0].startsWith('unix:')) {
-        this.#skip(s, 'Portico listens on TCP addresses only', ['listeners']);
-        continue;
-      }
-      const address = listenAddress(s.args[0]);
+      const l = this.#listen(s);
+      if (l === undefined) continue;
+      const address = l.address;
       // (port 0, any free port, is never the same socket twice)
-      if (!address.endsWith(':0') && this.#out.listeners.some((l) => l.address === address)) {
+      if (!address.endsWith(':0') && this.#out.listeners.some((x) => x.address === address)) {
         this.#skip(s, `${address} is already a listener of this config`, ['listeners']);
         continue;
       }
@@ -516,12 +516,10 @@ class Importer {
         entry.mode = 'tcp';
         entry.upstream = relay.upstream;
       } else entry.tls = { passthrough: relay.passthrough };
-      for (const p of params) {
-        if (p === 'proxy_protocol') {
-          if (trusted.length > 0) entry.proxy_protocol = { trusted: [...new Set(trusted)] };
-          else this.#note(s, 'proxy_protocol: list the balancers that send the header in `proxy_protocol: { trusted: [CIDRs] }` (nginx\'s set_real_ip_from); not set here', ['listeners']);
-        } else if (p.startsWith('backlog=') && /^backlog=\d{1,5}$/.test(p) && Number(p.slice(8)) >= 1 && Number(p.slice(8)) <= 65535) entry.backlog = Number(p.slice(8));
-        else if (!/^(default_server|default|reuseport|deferred|rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
+      if (l.backlog !== undefined) entry.backlog = l.backlog;
+      if (l.proxyProtocol) {
+        if (trusted.length > 0) entry.proxy_protocol = { trusted: [...new Set(trusted)] };
+        else this.#note(s, 'proxy_protocol: list the balancers that send the header in `proxy_protocol: { trusted: [CIDRs] }` (nginx\'s set_real_ip_from); not set here', ['listeners']);
       }
       if (halfClose !== undefined) entry.half_close = halfClose;
       this.#out.listeners.push(entry);
@@ -573,7 +571,7 @@ class Importer {
       return Array.isArray(t) && t.length === 1 && t[0] === raw;
     });
     if (existing !== undefined) return existing;
-    let label = `tcp_${raw.replace(/^unix:/, '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '')}`;
+    let label = `tcp_${addressLabel(raw)}`;
     for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${label}_${i}`;
     this.#out.upstreams[label] = { targets: [raw] };
     this.#l4Upstreams.add(label);
@@ -591,12 +589,13 @@ class Importer {
     for (const s of ds) {
       if (s.name === 'listen') {
         const l = this.#listen(s);
+        if (l?.proxyProtocol === true) this.#note(s, 'proxy_protocol: set `proxy_protocol: { trusted: [CIDRs] }` on this listener', ['listeners']);
         if (l !== undefined) server.listens.push(l);
       } else if (s.name === 'server_name') server.names = this.#serverNames(s);
       else if (s.name === 'ssl_certificate') cert = s.args[0];
       else if (s.name === 'ssl_certificate_key') key = s.args[0];
     }
-    if (server.listens.length === 0) server.listens.push({ address: '0.0.0.0:80', tls: false });
+    if (server.listens.length === 0) server.listens.push({ address: '0.0.0.0:80', tls: false, proxyProtocol: false });
     if (cert !== undefined && key !== undefined) server.certs.push({ cert: relative(cert), key: relative(key) });
     const firstRoute = this.#out.routes.length;
 
@@ -645,10 +644,9 @@ class Importer {
         if (n >= 1 && n <= 65535) backlog = n;
         else this.#skip(s, `listen parameter "${p}": a backlog is 1 to 65535`, ['listeners']);
       } else if (p === 'http2' || p === 'quic') this.#note(s, `${p}: Portico serves HTTP/1.1 (and WebSocket over it) only`, ['listeners']);
-      else if (p === 'proxy_protocol') this.#note(s, 'proxy_protocol: set `proxy_protocol: { trusted: [CIDRs] }` on this listener', ['listeners']);
-      else if (!/^(rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
+      else if (p !== 'proxy_protocol' && !/^(rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
     }
-    return { address, tls: s.args.includes('ssl'), ...(backlog === undefined ? {} : { backlog }) };
+    return { address, tls: s.args.includes('ssl'), proxyProtocol: s.args.includes('proxy_protocol'), ...(backlog === undefined ? {} : { backlog }) };
   }
 
   #serverNames(s: Directive): string[] | undefined {
@@ -923,7 +921,7 @@ class Importer {
     const address = targetAddress(name);
     const existing = Object.entries(this.#out.upstreams).find(([, u]) => Array.isArray(u.targets) && u.targets.length === 1 && u.targets[0] === address);
     if (existing !== undefined) return existing[0];
-    let label = preferred ?? address.replace(/^unix:/, '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '');
+    let label = preferred ?? addressLabel(address);
     for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${preferred ?? 'upstream'}${i}`;
     this.#out.upstreams[label] = { targets: [address] };
     return label;
@@ -1378,6 +1376,11 @@ function orderedMatch(m: Obj): Obj {
 /** nginx reads a relative path against its prefix; Portico against the config file's folder. */
 function relative(p: string): string {
   return path.isAbsolute(p) || p.startsWith('./') || p.startsWith('../') ? p : `./${p}`;
+}
+
+/** An upstream name made of a target's address: "127.0.0.1:9000" -> "127.0.0.1_9000", "unix:/run/x.sock" -> "run_x.sock". */
+function addressLabel(address: string): string {
+  return address.replace(/^unix:/, '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '');
 }
 
 /** A `listen` address as Portico writes it: "8080" -> "0.0.0.0:8080", "*:80" -> "0.0.0.0:80", no port -> 80. */
