@@ -19,6 +19,7 @@ import { request } from '../helpers/clients.js';
 import { needNativeL4 } from '../helpers/native-io.js';
 import { TEST_CERT, TEST_KEY, plainListener, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
+import { singleWorkerResources } from '../helpers/proc-stats.js';
 import { closedWithoutReply, roundTrip } from '../helpers/wire.js';
 
 const SERVED_BY_ADDON = 'L4 listener served by the addon (accept, connect, splice)';
@@ -153,6 +154,39 @@ for (const onAddon of [true, false]) {
     await admittedAgain(t, port);
     await refused(t, port);
     assert.equal(target.connections(), 3);
+  });
+
+  test(`${label}: a flood of 300 connections at once from one client past a limit of 5: 5 relayed, every other one refused and counted, the count back to 0 and the worker's fds back after they close`, { timeout: 90_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const target = await countingEcho(t);
+    const portico = await start(t, {
+      listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
+      upstreams: { echo: { targets: [`127.0.0.1:${target.port}`] } },
+      limits: { connections_per_ip: 5 },
+    });
+    const port = portico.ports[0];
+    // the baseline after one relay came and went (the relay keeps a spliced pipe for the next one)
+    (await relayed(t, port)).destroy();
+    const baseline = await until('the warm-up relay gone', () => singleWorkerResources(portico), (x) => x.tunnels === 0);
+    const N = 300;
+    const flood = await Promise.all(Array.from({ length: N }, () => connect(t, port)));
+    const outcomes = await Promise.all(
+      flood.map(
+        (c) =>
+          new Promise<'relayed' | 'refused'>((resolve) => {
+            c.once('data', () => resolve('relayed'));
+            c.once('close', () => resolve('refused'));
+            c.write('ping');
+          }),
+      ),
+    );
+    assert.equal(outcomes.filter((o) => o === 'relayed').length, 5, 'the limit held under the flood');
+    assert.equal(target.connections(), 6, 'the warm-up relay and five of the flood');
+    await refusedReach(portico, N - 5);
+    for (const c of flood) c.destroy();
+    // every count released: a new client gets its 5 again, and nothing is left open in the worker
+    (await admittedAgain(t, port)).destroy();
+    await until(`no relay left and the fds back to ${baseline.fdsBeyondIdle}`, () => singleWorkerResources(portico), (x) => x.tunnels === 0 && x.fdsBeyondIdle === baseline.fdsBeyondIdle, 15_000);
   });
 
   test(`${label}: an HTTP listener's connections and a tcp listener's count together in one worker`, { timeout: 60_000 }, async (t) => {
