@@ -13,9 +13,23 @@ export function fdCount(pid: number): number {
 
 /** Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status). */
 export function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  assert.ok(m !== null, `no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
+  return statusKiB(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS', pid) * 1024;
+}
+
+/**
+ * The resident set of `pid` split in bytes: `anon` is the process's own memory (V8 heap, malloc, buffers: where a
+ * leak shows), `file` the pages of mapped files (node's binary and libraries, shared with every node process; it
+ * moves with the page cache and with which code paths have run, not with what the process holds).
+ */
+export function rssParts(pid: number): { anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { anon: statusKiB(status, 'RssAnon', pid) * 1024, file: statusKiB(status, 'RssFile', pid) * 1024 };
+}
+
+function statusKiB(status: string, field: string, pid: number): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
+  assert.ok(m !== null, `no ${field} for pid ${pid}`);
+  return Number(m[1]);
 }
 
 /** What each open fd of `pid` points to ("socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", a path). */
@@ -166,12 +180,14 @@ export function acceptedBy(pids: readonly number[], serverPort: number): Map<num
   return byClientPort;
 }
 
-/** One reading of a process: open fds and RSS (bytes), `at` ms after the sampler started. */
+/** One reading of a process: open fds and RSS (bytes; its anonymous part too), `at` ms after the sampler started. */
 export interface ProcSample {
   at: number;
   pid: number;
   fds: number;
   rss: number;
+  /** RssAnon: the resident memory that is the process's own (rssParts). */
+  anon: number;
 }
 
 export interface Sampler {
@@ -191,7 +207,8 @@ export function startSampler(pids: readonly number[], everyMs: number, maxSample
   const take = (): void => {
     for (const pid of pids) {
       try {
-        samples.push({ at: Date.now() - started, pid, fds: fdCount(pid), rss: rssBytes(pid) });
+        const { anon, file } = rssParts(pid);
+        samples.push({ at: Date.now() - started, pid, fds: fdCount(pid), rss: anon + file, anon });
       } catch {
         // gone
       }
