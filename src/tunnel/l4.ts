@@ -14,7 +14,7 @@ import type { Target } from '../upstream/balancer.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
 import { connectionKey } from '../upstream/hash-key.js';
-import type { OpenKeys } from '../upstream/sticky.js';
+import type { OpenKeys, PinTable } from '../upstream/sticky.js';
 import { TLS_ALERT, tlsFatalAlert } from '../wire/client-hello.js';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 import { noop } from '../core/util.js';
@@ -44,6 +44,8 @@ export interface L4Context {
   readonly accessLog: AccessLines | undefined;
   /** The worker's open tunnels per hash key (upstream/sticky.ts): a connection of a hash upstream holds its key. */
   readonly sticky?: OpenKeys;
+  /** The worker's pins (upstream/sticky.ts): the addon's hash compiles are given their upstream's. */
+  readonly pins?: PinTable;
 }
 
 /**
