@@ -263,7 +263,12 @@ export class NativeL4 implements Tracked {
         targets.push(i);
       }
     }
-    this.#addon.l4Pins(c.id, update.full, keys, targets, unset);
+    try {
+      this.#addon.l4Pins(c.id, update.full, keys, targets, unset);
+    } catch (err) {
+      // never thrown into the pin table's other watchers and the worker's IPC: a bug, said loudly
+      c.ctx.log.error({ upstream: c.pool.name, err }, 'the addon refused a hash upstream\'s pins');
+    }
   }
 
   /** The compiles of compile or table `id`. */
