@@ -77,6 +77,10 @@ run --test-name-pattern='on the addon' dist/test/e2e/l4-native-proxy.test.js
 # connections_per_ip on L4 listeners on the addon (l4.cc counting in client-table.cc's table, shared with JavaScript):
 # tcp, HTTP beside L4, passthrough, behind a PROXY header, ::1, a reload (the JS path's cases are left to the plain run)
 run --test-name-pattern='on the addon' dist/test/e2e/l4-native-conn-limit.test.js
+# hash upstreams on the addon (l4.cc PickHash, hash-pick.h, l4Pins, the held keys of its batches): affinity by client
+# address over two workers, a drained target's keys moving and back, a pinned key, PROXY v1/v2 sources, passthrough
+# by name (~15 s; the JS path's cases are left to the plain run)
+run --test-name-pattern='on the addon' dist/test/e2e/l4-hash.test.js
 # an L4 listener whose upstream follows a DNS name (l4.cc compiles replaced at run time, their connections on the old
 # one to their end): targets added and removed, a drain carried over, no target yet (~10 s; the JS path's cases are
 # left to the plain run)
@@ -136,10 +140,11 @@ run --test-name-pattern='connections at once' --test-name-pattern='past the fd l
 # table (route-table.cc, io.cc routeTableCompile / routeTableMatch; not on the request path yet), FastCGI's request
 # records of a bodyless GET/HEAD (fcgi-request.cc, io.cc fcgiRequestRecords; not on the request path yet), the
 # ClientHello reader (client-hello.h), the PROXY header reader with its CIDR matcher (proxy-header.h) and the client key
-# of connections_per_ip (client-key.h) against the JS ones; heads of real clients included (~40 s together)
+# of connections_per_ip (client-key.h), the hash policy of L4 compiles (hash-pick.h: key, hash, pick) against the JS
+# ones; heads of real clients included (~40 s together)
 run dist/test/fuzz/native-response-head.fuzz.test.js dist/test/fuzz/native-upgrade-head.fuzz.test.js dist/test/fuzz/native-ws-accept.fuzz.test.js dist/test/fuzz/native-fcgi-answer.fuzz.test.js
 run dist/test/fuzz/native-request-head.fuzz.test.js dist/test/fuzz/native-route-table.fuzz.test.js
-run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js dist/test/fuzz/native-client-key.fuzz.test.js dist/test/fuzz/native-passthrough-names.fuzz.test.js
+run dist/test/fuzz/native-fcgi-request.fuzz.test.js dist/test/fuzz/native-client-hello.fuzz.test.js dist/test/fuzz/native-proxy-protocol.fuzz.test.js dist/test/fuzz/native-client-key.fuzz.test.js dist/test/fuzz/native-hash-pick.fuzz.test.js dist/test/fuzz/native-passthrough-names.fuzz.test.js
 
 # --- run them, PORTICO_ASAN_JOBS at once ---
 max="${PORTICO_ASAN_JOBS:-2}"

@@ -63,6 +63,8 @@ interface Options {
   discovered: boolean;
   /** Portico's limits.connections_per_ip (off: the default); the other proxies run without a limit. */
   connectionsPerIp: number | 'off';
+  /** Every proxy balances by the client's address (Portico hash on $remote_addr, nginx hash consistent, HAProxy source). */
+  hash: boolean;
 }
 
 /** The balancer's header: a client of the documentation range to the address it reached (the same on every connection). */
@@ -100,7 +102,10 @@ const USAGE = `usage: node dist/bench/scenarios/connrate.js [options]
                      environment its L4 listeners run on the JS path (nginx and HAProxy keep the address)
   --connections-per-ip N  Portico's limits.connections_per_ip (default off): the cost of counting every connection
                      per client; pick N above what one source holds at once (concurrency / sources), or connections
-                     are refused and the check run fails. nginx and HAProxy run without a limit`;
+                     are refused and the check run fails. nginx and HAProxy run without a limit
+  --hash             every proxy balances by the client's address: Portico \`balance: { policy: hash, key: $remote_addr }\`,
+                     nginx \`hash $remote_addr consistent\`, HAProxy \`balance source\` (one target each, as always: the
+                     cost of forming and hashing the key per connection, not a spread)`;
 
 function parseOptions(argv: string[]): Options {
   const a = readArgs(
@@ -108,7 +113,7 @@ function parseOptions(argv: string[]): Options {
     {
       duration: 'string', rounds: 'string', warmup: 'string', quick: 'boolean', only: 'string', targets: 'string', concurrency: 'string', sources: 'string',
       'no-pin': 'boolean', 'noisy-retries': 'string', out: 'string', 'keep-tmp': 'boolean', 'half-close': 'string',
-      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string', discovered: 'boolean', 'connections-per-ip': 'string',
+      'nginx-half-close': 'string', 'proxy-protocol': 'string', 'js-switch': 'string', discovered: 'boolean', 'connections-per-ip': 'string', hash: 'boolean',
     },
     USAGE,
   );
@@ -134,6 +139,7 @@ function parseOptions(argv: string[]): Options {
     discovered: a.has('discovered'),
     // absent: 0 (the default is not held to the bounds), that is off
     connectionsPerIp: a.int('connections-per-ip', 0, 1, 10_000_000) || 'off',
+    hash: a.has('hash'),
   };
 }
 
@@ -202,8 +208,8 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 stream {${o.nginxHalfClose ? '\n    proxy_half_close on;' : ''}
-    server { listen 127.0.0.1:${p.tcp}${pp ? ' proxy_protocol' : ''}; proxy_pass 127.0.0.1:${backend.tcp}; }
-    map $ssl_preread_server_name $tls_upstream { ${SNI} 127.0.0.1:${backend.tls}; default 127.0.0.1:1; }
+${o.hash ? `    upstream tcp_backend { hash $remote_addr consistent; server 127.0.0.1:${backend.tcp}; }\n    upstream tls_backend { hash $remote_addr consistent; server 127.0.0.1:${backend.tls}; }\n` : ''}    server { listen 127.0.0.1:${p.tcp}${pp ? ' proxy_protocol' : ''}; proxy_pass ${o.hash ? 'tcp_backend' : `127.0.0.1:${backend.tcp}`}; }
+    map $ssl_preread_server_name $tls_upstream { ${SNI} ${o.hash ? 'tls_backend' : `127.0.0.1:${backend.tls}`}; default 127.0.0.1:1; }
     server { listen 127.0.0.1:${p.tls}${pp ? ' proxy_protocol' : ''}; ssl_preread on; proxy_pass $tls_upstream; }
 }
 `;
@@ -237,9 +243,9 @@ frontend tls_in
     tcp-request inspect-delay 5s
     tcp-request content accept if { req_ssl_hello_type 1 }
     use_backend tls_backend if { req_ssl_sni -i ${SNI} }
-backend tcp_backend
+backend tcp_backend${o.hash ? '\n    balance source' : ''}
     server s1 127.0.0.1:${backend.tcp}
-backend tls_backend
+backend tls_backend${o.hash ? '\n    balance source' : ''}
     server s1 127.0.0.1:${backend.tls}
 `;
       const launched = await launchHaproxy(path.join(tmp, 'haproxy'), cfg, [p.tcp, p.tls], cpus);
@@ -250,6 +256,7 @@ backend tls_backend
   for (const id of ['portico', 'portico-js'] as const) {
     if (!wanted(id)) continue;
     const p = await ports();
+    const balance = o.hash ? ', balance: { policy: hash, key: $remote_addr }' : '';
     const yaml = [
       '# Written by bench/scenarios/connrate.ts: one worker, a tcp listener and a passthrough-only TLS listener.',
       'workers: 1',
@@ -261,10 +268,10 @@ backend tls_backend
       `    tls: { passthrough: [{ sni: ${SNI}, upstream: tls_backend }] }`,
       'upstreams:',
       ...(dnsPort === undefined
-        ? [`  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"] }`, `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"] }`]
+        ? [`  tcp_backend: { targets: ["127.0.0.1:${backend.tcp}"]${balance} }`, `  tls_backend: { targets: ["127.0.0.1:${backend.tls}"]${balance} }`]
         : [
-            `  tcp_backend: { targets: [{ address: "${NAMES.tcp}:${backend.tcp}", resolve: true }] }`,
-            `  tls_backend: { targets: [{ address: "${NAMES.tls}:${backend.tls}", resolve: true }] }`,
+            `  tcp_backend: { targets: [{ address: "${NAMES.tcp}:${backend.tcp}", resolve: true }]${balance} }`,
+            `  tls_backend: { targets: [{ address: "${NAMES.tls}:${backend.tls}", resolve: true }]${balance} }`,
             `resolver: { servers: ["127.0.0.1:${dnsPort}"], family: ipv4 }`,
           ]),
       'log: { level: warn, access: false }',
@@ -292,6 +299,7 @@ function formatConditions(o: Options, c: { pinning: Pinning; nginx?: string; hap
     `PROXY:      ${o.proxyProtocol === 'off' ? 'none' : `a ${o.proxyProtocol} header before each connection's first bytes, read by every proxy's listener`}; portico-js row: ${o.jsSwitch}=0`,
     `portico:    ${c.portico}; 1 worker; tcp listener + TLS listener with passthrough only (no certificate); log level warn, access off; half_close ${o.halfClose ? 'on (default)' : 'off (as nginx stream)'}`,
     ...(o.connectionsPerIp === 'off' ? [] : [`            limits.connections_per_ip ${o.connectionsPerIp} (every connection counted per client address; nginx and HAProxy: no limit)`]),
+    ...(o.hash ? ['            balance by client address: Portico hash on $remote_addr, nginx hash $remote_addr consistent, HAProxy balance source (one target each)'] : []),
     ...(o.discovered ? [`            upstreams follow DNS names (resolve: true, a DNS server in the bench process, TTL 30 s); PORTICO_NATIVE_L4=${process.env.PORTICO_NATIVE_L4 ?? '(unset)'}`] : []),
     `pinning:    ${pin}`,
     `client:     bench/native/connrate.cc (g++ -O2, one epoll thread), ${o.concurrency} connections in flight, from ${o.sources} source addresses 127.0.0.1..127.0.0.${o.sources}`,

@@ -293,8 +293,11 @@ class Importer {
   // -------------------------------------------------------------------------------------------------------
   // upstream { }
 
-  /** An `upstream` block as upstream `name` (its own by default); false when it cannot be one. */
-  #upstream(d: Directive, name = d.args[0]): boolean {
+  /**
+   * An `upstream` block as upstream `name` (its own by default); false when it cannot be one. `stream`: a block of
+   * stream {} (its connections have no HTTP request: a hash key read from one is left out).
+   */
+  #upstream(d: Directive, name = d.args[0], stream = false): boolean {
     if (name === undefined || !/^[A-Za-z0-9_.-]+$/.test(name)) {
       this.#skip(d, 'upstream names in Portico use letters, digits, _ . -');
       return false;
@@ -319,7 +322,8 @@ class Importer {
           break;
         case 'hash': {
           const key = hashKey(s.args[0] ?? '');
-          if (key === undefined) this.#skip(s, 'Portico hashes on $remote_addr, $http_NAME, $cookie_NAME or $arg_NAME only', at);
+          if (key === undefined) this.#skip(s, stream ? 'Portico hashes L4 connections on $remote_addr only' : 'Portico hashes on $remote_addr, $http_NAME, $cookie_NAME or $arg_NAME only', at);
+          else if (stream && key !== '$remote_addr') this.#skip(s, 'a stream connection has no HTTP request to read this key from: Portico hashes L4 connections on $remote_addr only', at);
           else {
             u.balance = { policy: 'hash', key };
             if (s.args[1] !== 'consistent') this.#note(s, 'Portico always hashes consistently (Maglev)', [...at, 'balance']);
@@ -394,7 +398,7 @@ class Importer {
       let name = d.args[0];
       for (let i = 1; Object.hasOwn(this.#out.upstreams, name); i++) name = `${d.args[0]}_tcp${i === 1 ? '' : i}`;
       if (name !== d.args[0]) this.#note(d, `stream upstream "${d.args[0]}" is "${name}" here: http {} has an upstream of that name`, ['upstreams', name]);
-      if (this.#upstream(d, name)) {
+      if (this.#upstream(d, name, true)) {
         upstreams.set(d.args[0], name);
         this.#l4Upstreams.add(name);
       }

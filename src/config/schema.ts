@@ -829,6 +829,7 @@ function checkL4References(listeners: unknown[], upstreams: Record<string, unkno
     else if (isPlainObject(upstreams[name]) && upstreams[name].tls !== undefined && upstreams[name].tls !== false) {
       ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" has tls: L4 listeners and passthrough relay bytes as they are (use a separate upstream without tls)` });
     } else if (routed.has(name)) ctx.addIssue({ code: 'custom', path, message: `upstream "${name}" also serves HTTP routes: give raw TCP its own upstream entry (same targets are fine)` });
+    else checkL4Balance(name, upstreams[name], path, ctx);
   };
   listeners.forEach((l, i) => {
     if (!isPlainObject(l)) return;
@@ -836,6 +837,22 @@ function checkL4References(listeners: unknown[], upstreams: Record<string, unkno
     const pass = isPlainObject(l.tls) && Array.isArray(l.tls.passthrough) ? l.tls.passthrough : [];
     pass.forEach((p: unknown, j) => check(isPlainObject(p) ? p.upstream : undefined, ['listeners', i, 'tls', 'passthrough', j, 'upstream']));
   });
+}
+
+/**
+ * An L4 connection has no request: a `hash` key read from one (header:, cookie:, query:) or the `cookie` policy
+ * would find nothing and silently round-robin. Refused at the upstream's balance, naming the listener.
+ */
+function checkL4Balance(name: string, upstream: unknown, from: (string | number)[], ctx: z.RefinementCtx): void {
+  const balance = isPlainObject(upstream) ? upstream.balance : undefined;
+  if (!isPlainObject(balance)) return;
+  const user = from.join('.').replace(/\.(\d+)/g, '[$1]');
+  const fix = 'hash it by "$remote_addr" (the client address), or balance it round_robin, least_conn or random_two';
+  if (balance.policy === 'cookie') {
+    ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'balance'], message: `upstream "${name}" is balanced by a sticky cookie, but ${user} relays raw bytes (no HTTP request, no cookie to read or set): ${fix}` });
+  } else if (balance.policy === 'hash' && typeof balance.key === 'string' && balance.key !== '$remote_addr') {
+    ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'balance', 'key'], message: `upstream "${name}" hashes a request's ${JSON.stringify(balance.key)}, but ${user} relays raw bytes (no HTTP request to read it from): ${fix}` });
+  }
 }
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -105,35 +105,11 @@ Napi::Value Size(const Napi::CallbackInfo& info) {
 Napi::Value Key(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString()) throw Napi::TypeError::New(env, "l4ClientKey(address, prefix, proxied?)");
-  std::string address = info[0].As<Napi::String>().Utf8Value();
+  const std::string address = info[0].As<Napi::String>().Utf8Value();
   const uint32_t prefix = U32(info[1], "prefix");
   const bool proxied = info.Length() > 2 && info[2].ToBoolean().Value();
   sockaddr_storage ss{};
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
-    ss.ss_family = AF_INET;
-  } else {
-    std::string zone;
-    const size_t pct = address.find('%');
-    if (pct != std::string::npos) {
-      if (proxied) return env.Null();
-      zone = address.substr(pct + 1);
-      address.resize(pct);
-    }
-    if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) != 1) return env.Null();
-    ss.ss_family = AF_INET6;
-    if (!zone.empty()) {
-      unsigned index = if_nametoindex(zone.c_str());
-      if (index == 0) {
-        char* end = nullptr;
-        unsigned long n = std::strtoul(zone.c_str(), &end, 10);
-        if (end == zone.c_str() || *end != '\0' || n == 0 || n > 0xffffffffu) return env.Null();
-        index = static_cast<unsigned>(n);
-      }
-      v6->sin6_scope_id = index;
-    }
-  }
+  if (!SockaddrOfLiteral(address, &ss, !proxied)) return env.Null();
   if (!proxied) return Napi::String::New(env, SocketClientKey(ss, prefix));
   uint16_t w[8];
   uint16_t port = 0;

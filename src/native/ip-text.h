@@ -13,7 +13,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace portico {
 
@@ -87,6 +89,39 @@ inline bool AddressWords(const sockaddr_storage& ss, uint16_t w[8], uint16_t* po
     return true;
   }
   return false;
+}
+
+// An IP literal as the sockaddr a socket's peer would be (port 0): IPv4, or IPv6 with an optional zone
+// ("fe80::1%eth0", or an interface index "%3"); false when it does not parse. For the test entries that hold the
+// addon's texts and keys of a peer to JavaScript's (client-table.cc l4ClientKey, l4.cc l4HashKey).
+inline bool SockaddrOfLiteral(std::string address, sockaddr_storage* ss, bool zone_allowed = true) {
+  std::memset(ss, 0, sizeof *ss);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
+    ss->ss_family = AF_INET;
+    return true;
+  }
+  std::string zone;
+  const size_t pct = address.find('%');
+  if (pct != std::string::npos) {
+    if (!zone_allowed) return false;
+    zone = address.substr(pct + 1);
+    address.resize(pct);
+  }
+  if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) != 1) return false;
+  ss->ss_family = AF_INET6;
+  if (!zone.empty()) {
+    unsigned index = if_nametoindex(zone.c_str());
+    if (index == 0) {
+      char* end = nullptr;
+      unsigned long n = std::strtoul(zone.c_str(), &end, 10);
+      if (end == zone.c_str() || *end != '\0' || n == 0 || n > 0xffffffffu) return false;
+      index = static_cast<unsigned>(n);
+    }
+    v6->sin6_scope_id = index;
+  }
+  return true;
 }
 
 }  // namespace portico

@@ -1,6 +1,7 @@
 // L4 listeners served wholly by the addon: on its own thread (one epoll set) it accepts in batches, counts each
 // connection against limits.connections_per_ip in the worker's client table (client-table.h), picks a target
-// (smooth weighted round robin or least_conn, as src/upstream/balancer.ts), connects without blocking within the
+// (smooth weighted round robin, least_conn, random_two or hash on the client's address, as src/upstream/balancer.ts; a
+// hash key's open connections reported and its pins honoured, as src/upstream/sticky.ts wants), connects without blocking within the
 // connect timeout (each target tried once, as the JS path's 'untried' rule), writes the PROXY header an upstream
 // wants, and hands both fds to the relay. No JS object exists per connection: JavaScript compiles the config
 // (targets, bits, timeouts), pushes target state changes, and receives batches of closed-connection records (at
@@ -10,6 +11,7 @@
 #include "client-hello.h"
 #include "client-key.h"
 #include "client-table.h"
+#include "hash-pick.h"
 #include "ip-text.h"
 #include "loop-thread.h"
 #include "napi-args.h"
@@ -92,7 +94,7 @@ struct Limit {
 constexpr const char* kRefusedLimit = "connections_per_ip";
 
 // upstreams.X.balance among those the addon serves (l4-native.ts)
-enum class Balance : uint8_t { kRoundRobin, kLeastConn, kRandomTwo };
+enum class Balance : uint8_t { kRoundRobin, kLeastConn, kRandomTwo, kHash };
 
 // One compile of one listener; conns keep theirs alive across a reload (shared_ptr), so their counts stay right.
 struct Config {
@@ -109,6 +111,10 @@ struct Config {
   std::vector<double> w;  // the weights of a pick: the targets' own, ramped at each pick during a slow start
   std::shared_ptr<const ProxyIn> proxy_in;  // a tcp listener's proxy_protocol; null: none
   std::shared_ptr<const Limit> limit;  // a tcp listener's connections_per_ip; null: off
+  // kHash: the Maglev table JavaScript built (slot -> target index), and the pins JavaScript pushes (sticky tunnels:
+  // a key whose open connections sit on another target than its slot, -> that target's index)
+  std::vector<uint32_t> table;
+  std::unordered_map<std::string, int32_t> pins;
 };
 
 // TLS passthrough by SNI: the names as tunnel/l4.ts PassthroughTable matches them (passthrough-names.h), each entry's
@@ -177,6 +183,9 @@ struct Conn {
   // limits.connections_per_ip: the client's key (once computed), and the table it is counted in while routed
   std::string key;
   std::shared_ptr<clients::Table> counted;
+  // kHash: the client's address as $remote_addr (hash-pick.h), its hash; empty: no key (round robin)
+  std::string hash_key;
+  uint32_t hash = 0;
 
   Conn() = default;
   Conn(const Conn&) = delete;
@@ -207,6 +216,15 @@ struct Record {
   std::vector<Failure> failures;
 };
 
+// A connection of a hash compile relayed to its target: JavaScript counts its key open there (sticky.ts OpenKeys)
+// until its record comes.
+struct Held {
+  uint64_t id;
+  uint32_t cfg;
+  int32_t target;
+  std::string key;
+};
+
 struct State {
   std::mutex mu;  // everything below; the L4 thread holds it while it handles a batch of events
   std::unordered_map<uint32_t, std::shared_ptr<Config>> configs;
@@ -217,6 +235,7 @@ struct State {
   std::unordered_map<uint32_t, Listener> listeners;
   std::unordered_map<uint64_t, Conn*> connecting;  // by connection id
   std::vector<Record> records;
+  std::vector<Held> held;  // hash keys relayed since the last batch (their records come later: never before)
   uint64_t opened = 0;  // accepted since the last batch
   uint32_t next_config = 1;
   uint32_t next_listener = 1;
@@ -394,6 +413,20 @@ int32_t PickRandomTwo(Config& cfg, const Conn& c) {
   return Load(cfg.targets[b]) * cfg.w[a] < Load(cfg.targets[a]) * cfg.w[b] ? b : a;
 }
 
+// balancer.ts Maglev.pickFor: a pinned key's target while it is eligible, else the key's slot and the walk past
+// ineligible ones; without a key, smooth weighted round robin (the compile has no slow start: keys keep their target).
+int32_t PickHash(Config& cfg, const Conn& c) {
+  if (c.hash_key.empty()) return PickRoundRobin(cfg, c);
+  if (!cfg.pins.empty()) {
+    auto it = cfg.pins.find(c.hash_key);
+    if (it != cfg.pins.end() && it->second >= 0 && static_cast<size_t>(it->second) < cfg.targets.size() &&
+        Eligible(cfg.targets[it->second], c, static_cast<size_t>(it->second)))
+      return it->second;
+  }
+  return hashpick::MaglevPick(cfg.table.data(), cfg.table.size(), cfg.targets.size(), c.hash,
+                              [&](size_t i) { return Eligible(cfg.targets[i], c, i); });
+}
+
 // ---- records to JS ----
 
 void Schedule();
@@ -507,13 +540,22 @@ void Connected(Conn* c) {
     Release(c);
     PushRecord(c, "upstream_error", "INTERNAL", 0, 0);
     delete c;
+    return;
+  }
+  if (!c->hash_key.empty()) {
+    // relayed: its key counts open on this target until its record (never in an earlier batch than this)
+    g.held.push_back(Held{c->id, c->cfg->id, c->target, c->hash_key});
+    Schedule();
   }
 }
 
 void TryConnect(Conn* c) {
   Config& cfg = *c->cfg;
   for (;;) {
-    int32_t t = cfg.balance == Balance::kLeastConn ? PickLeastConn(cfg, *c) : cfg.balance == Balance::kRandomTwo ? PickRandomTwo(cfg, *c) : PickRoundRobin(cfg, *c);
+    int32_t t = cfg.balance == Balance::kHash        ? PickHash(cfg, *c)
+                : cfg.balance == Balance::kLeastConn ? PickLeastConn(cfg, *c)
+                : cfg.balance == Balance::kRandomTwo ? PickRandomTwo(cfg, *c)
+                                                     : PickRoundRobin(cfg, *c);
     if (t < 0) return Fail(c, "upstream_error", "UPSTREAM_UNAVAILABLE");
     c->tried[t] = 1;
     c->tried_count++;
@@ -632,6 +674,14 @@ void RefuseName(Conn* c) {
 // src/wire/client-hello.ts does. A hello in pieces waits in c->head between reads; each read re-parses all of it.
 // The fd is in the L4 set with EPOLLONESHOT: re-armed only while more is needed, and left disarmed once routed
 // (no EPOLL_CTL_DEL; its close takes it out).
+// A hash compile's key of `c`, routed to it: $remote_addr, the client a PROXY header named, else the socket's peer
+// (l4.ts, hash-key.ts connectionKey), and its hash.
+void KeyHash(Conn* c) {
+  if (c->cfg->balance != Balance::kHash) return;
+  c->hash_key = c->has_client ? hashpick::ProxiedHashKey(c->client_family, c->client_src) : hashpick::SocketHashKey(c->peer);
+  c->hash = hashpick::HashString(c->hash_key);
+}
+
 // Routed on to a target (a tcp listener, or a passthrough name): the bytes read while routing go first.
 void Route(Conn* c, std::shared_ptr<Config> route) {
   const Limit* limit = c->table ? c->table->limit.get() : route->limit.get();
@@ -641,6 +691,7 @@ void Route(Conn* c, std::shared_ptr<Config> route) {
   c->deadline = 0;
   c->cfg = std::move(route);
   c->tried.assign(c->cfg->targets.size(), 0);
+  KeyHash(c);
   g.opened++;
   Schedule();
   TryConnect(c);
@@ -819,6 +870,7 @@ void AcceptBatch(uint32_t lid, Listener& l) {
     if (limit != nullptr && !Count(c, *limit)) continue;
     g.opened++;
     c->tried.assign(l.cfg->targets.size(), 0);
+    KeyHash(c);
     TryConnect(c);
   }
 }
@@ -925,9 +977,21 @@ void Wake() { g.loop.Wake(); }
 
 // ---- JS side ----
 
-Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) {
+Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened, const std::vector<Held>& held) {
   Napi::Object batch = Napi::Object::New(env);
   batch.Set("opened", Napi::Number::New(env, static_cast<double>(opened)));
+  if (!held.empty()) {
+    Napi::Array out = Napi::Array::New(env, held.size());
+    for (size_t i = 0; i < held.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", Napi::Number::New(env, static_cast<double>(held[i].id)));
+      o.Set("config", Napi::Number::New(env, held[i].cfg));
+      o.Set("target", Napi::Number::New(env, held[i].target));
+      o.Set("key", Napi::String::New(env, held[i].key));
+      out.Set(i, o);
+    }
+    batch.Set("held", out);
+  }
   Napi::Array closed = Napi::Array::New(env, records.size());
   for (size_t i = 0; i < records.size(); i++) {
     const Record& r = records[i];
@@ -964,11 +1028,13 @@ Napi::Value Batch(Napi::Env env, std::vector<Record>& records, uint64_t opened) 
 
 void Deliver(Napi::Env env, Napi::Function callback) {
   std::vector<Record> records;
+  std::vector<Held> held;
   uint64_t opened;
   {
     std::lock_guard<std::mutex> lock(g.mu);
     DrainEnded();  // its records queue no other call: `scheduled` is still set
     records.swap(g.records);
+    held.swap(g.held);
     opened = g.opened;
     g.opened = 0;
     // records are pushed under mu (held), relay ends under ends_mu: one that came after the drain asks again
@@ -976,9 +1042,9 @@ void Deliver(Napi::Env env, Napi::Function callback) {
     g.scheduled = false;
     if (!g.ended.empty()) ScheduleLocked();
   }
-  if (records.empty() && opened == 0) return;
+  if (records.empty() && opened == 0 && held.empty()) return;
   if (env == nullptr || callback.IsEmpty()) return;
-  callback.Call({Batch(env, records, opened)});
+  callback.Call({Batch(env, records, opened, held)});
 }
 
 // Called with g.ends_mu held: queues the batch call now (at most one is queued at a time; it takes everything
@@ -1110,7 +1176,18 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   const std::string balance = o.Get("balance").As<Napi::String>().Utf8Value();
   if (balance == "least_conn") cfg->balance = Balance::kLeastConn;
   else if (balance == "random_two") cfg->balance = Balance::kRandomTwo;
-  else if (balance != "round_robin") throw Napi::RangeError::New(env, "l4Compile: balance must be round_robin, least_conn or random_two");
+  else if (balance == "hash") cfg->balance = Balance::kHash;
+  else if (balance != "round_robin") throw Napi::RangeError::New(env, "l4Compile: balance must be round_robin, least_conn, random_two or hash");
+  if (cfg->balance == Balance::kHash) {
+    // balancer.ts buildMaglevTable's slots, each a target index
+    Napi::Value tab = o.Get("table");
+    if (!tab.IsTypedArray() || tab.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      throw Napi::TypeError::New(env, "l4Compile: a hash compile needs its Maglev table (a Uint32Array)");
+    Napi::Uint32Array slots = tab.As<Napi::Uint32Array>();
+    cfg->table.assign(slots.Data(), slots.Data() + slots.ElementLength());
+    for (uint32_t v : cfg->table)
+      if (v >= cfg->targets.size()) throw Napi::RangeError::New(env, "l4Compile: a table slot names no target");
+  }
   cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
   Napi::Value lifetime = o.Get("lifetimeMs");
@@ -1190,6 +1267,92 @@ Napi::Value Targets(const Napi::CallbackInfo& info) {
     if (i < ramp.Length()) cfg->targets[i].ramp_until = ramp.Get(i).ToNumber().DoubleValue();
   }
   return env.Undefined();
+}
+
+// l4Pins(configId, full, keys: string[], targets: number[], unset: string[]): a hash compile's pins (sticky.ts
+// PinUpdate, target addresses as indices of the compile): `full` replaces them all; then `unset` go, keys[i] -> targets[i] set.
+Napi::Value Pins(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray())
+    throw Napi::TypeError::New(env, "l4Pins(configId, full, keys, targets, unset)");
+  Napi::Array keys = info[2].As<Napi::Array>();
+  Napi::Array targets = info[3].As<Napi::Array>();
+  Napi::Array unset = info[4].As<Napi::Array>();
+  if (keys.Length() != targets.Length()) throw Napi::RangeError::New(env, "l4Pins: one target per key");
+  // read before the lock: a throw on a bad entry leaves the pins as they were
+  std::vector<std::pair<std::string, int32_t>> set;
+  set.reserve(keys.Length());
+  for (uint32_t i = 0; i < keys.Length(); i++) {
+    Napi::Value k = keys.Get(i);
+    if (!k.IsString()) throw Napi::TypeError::New(env, "l4Pins: keys are strings");
+    set.emplace_back(k.As<Napi::String>().Utf8Value(), static_cast<int32_t>(U32(targets.Get(i), "target")));
+  }
+  std::vector<std::string> gone;
+  gone.reserve(unset.Length());
+  for (uint32_t i = 0; i < unset.Length(); i++) {
+    Napi::Value k = unset.Get(i);
+    if (!k.IsString()) throw Napi::TypeError::New(env, "l4Pins: keys are strings");
+    gone.push_back(k.As<Napi::String>().Utf8Value());
+  }
+  std::lock_guard<std::mutex> lock(g.mu);
+  auto cfg = ConfigArg(info, 0);
+  if (cfg->balance != Balance::kHash) throw Napi::Error::New(env, "l4Pins: not a hash compile");
+  for (const auto& [key, target] : set)
+    if (static_cast<size_t>(target) >= cfg->targets.size()) throw Napi::RangeError::New(env, "l4Pins: no such target");
+  if (info[1].ToBoolean()) cfg->pins.clear();
+  for (const std::string& key : gone) cfg->pins.erase(key);
+  for (auto& [key, target] : set) cfg->pins[std::move(key)] = target;
+  return env.Undefined();
+}
+
+// l4HashKey(address, proxied?) -> { key, hash } | null: the key and hash l4.cc gives a client at `address` (an IP
+// literal, an IPv6 one with an optional zone) as a socket's peer, or with `proxied` as a PROXY header's source (tcp4
+// for an IPv4 literal, else tcp6). For the fuzz test that holds them to connectionKey and hashKey.
+Napi::Value HashKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "l4HashKey(address, proxied?)");
+  const bool proxied = info.Length() > 1 && info[1].ToBoolean().Value();
+  sockaddr_storage ss{};
+  if (!SockaddrOfLiteral(info[0].As<Napi::String>().Utf8Value(), &ss, !proxied)) return env.Null();
+  std::string key;
+  if (proxied) {
+    uint16_t w[8];
+    uint16_t port = 0;
+    AddressWords(ss, w, &port);
+    key = hashpick::ProxiedHashKey(ss.ss_family == AF_INET ? pp::Family::kTcp4 : pp::Family::kTcp6, w);
+  } else {
+    key = hashpick::SocketHashKey(ss);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("key", Napi::String::New(env, key));
+  out.Set("hash", Napi::Number::New(env, hashpick::HashString(key)));
+  return out;
+}
+
+// l4HashPick(table: Uint32Array, eligible: boolean[], key: string, pinned: number) -> number: the pick of a hash
+// compile (PickHash) over `table` with these eligible targets, `pinned` the key's pin (-1: none); -1 when none.
+Napi::Value HashPick(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "l4HashPick(table, eligible, key, pinned)");
+  if (info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) throw Napi::TypeError::New(env, "l4HashPick: table is a Uint32Array");
+  Napi::Uint32Array slots = info[0].As<Napi::Uint32Array>();
+  Napi::Array eligible = info[1].As<Napi::Array>();
+  Config cfg;
+  cfg.balance = Balance::kHash;
+  cfg.table.assign(slots.Data(), slots.Data() + slots.ElementLength());
+  cfg.targets.resize(eligible.Length());
+  for (uint32_t i = 0; i < eligible.Length(); i++) cfg.targets[i].up = eligible.Get(i).ToBoolean();
+  cfg.w.assign(cfg.targets.size(), 1);
+  for (uint32_t v : cfg.table)
+    if (v >= cfg.targets.size()) throw Napi::RangeError::New(env, "l4HashPick: a table slot names no target");
+  Conn c;
+  c.tried.assign(cfg.targets.size(), 0);
+  c.hash_key = info[2].As<Napi::String>().Utf8Value();
+  c.hash = hashpick::HashString(c.hash_key);
+  const int32_t pinned = info[3].As<Napi::Number>().Int32Value();
+  if (pinned >= 0 && static_cast<size_t>(pinned) < cfg.targets.size()) cfg.pins.emplace(c.hash_key, pinned);
+  return Napi::Number::New(env, PickHash(cfg, c));
 }
 
 // Called with g.mu held: a closed-connection record of compile `id` waits for its batch.
@@ -1501,6 +1664,9 @@ void Register(Napi::Env env, Napi::Object exports, RelayEngine* engine) {
   exports.Set("l4Init", Napi::Function::New(env, Init, "l4Init"));
   exports.Set("l4Compile", Napi::Function::New(env, Compile, "l4Compile"));
   exports.Set("l4Targets", Napi::Function::New(env, Targets, "l4Targets"));
+  exports.Set("l4Pins", Napi::Function::New(env, Pins, "l4Pins"));
+  exports.Set("l4HashKey", Napi::Function::New(env, HashKey, "l4HashKey"));
+  exports.Set("l4HashPick", Napi::Function::New(env, HashPick, "l4HashPick"));
   exports.Set("l4CompileSni", Napi::Function::New(env, CompileSni, "l4CompileSni"));
   exports.Set("l4ParseHello", Napi::Function::New(env, ParseHello, "l4ParseHello"));
   exports.Set("l4ParseProxy", Napi::Function::New(env, ParseProxy, "l4ParseProxy"));

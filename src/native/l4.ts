@@ -10,8 +10,10 @@ import { nativeIoAvailable } from './io.js';
 export interface L4Compiled {
   /** `ip` is an IP literal, or a unix socket's path (a `unix:/path` target: port 0). */
   readonly targets: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly weight: number }>;
-  /** upstreams.X.balance: the policies the addon serves. */
-  readonly balance: 'round_robin' | 'least_conn' | 'random_two';
+  /** upstreams.X.balance: the policies the addon serves (hash: on the client's address, `$remote_addr`). */
+  readonly balance: 'round_robin' | 'least_conn' | 'random_two' | 'hash';
+  /** hash: the Maglev table over `targets` (balancer.ts buildMaglevTable: slot -> target index). */
+  readonly table?: Uint32Array;
   readonly connectMs: number;
   readonly idleMs: number;
   /** tunnel.max_lifetime (ms; absent or 0: none): the relay ends with closedBy "lifetime" once it lived this long. */
@@ -81,9 +83,22 @@ export interface L4Record {
   readonly failures: ReadonlyArray<{ readonly target: number; readonly code: string; readonly errno: number }>;
 }
 
+/**
+ * A connection of a hash compile relayed to `target` (index in compile `config`): its `key` (the client's address as
+ * $remote_addr) is open there until its record (`id`) comes, in this batch or a later one.
+ */
+export interface L4Held {
+  readonly id: number;
+  readonly config: number;
+  readonly target: number;
+  readonly key: string;
+}
+
 export interface L4Batch {
   /** Connections accepted since the last batch. */
   readonly opened: number;
+  /** Hash keys relayed since the last batch (absent: none). */
+  readonly held?: readonly L4Held[];
   readonly closed: readonly L4Record[];
 }
 
@@ -97,6 +112,15 @@ export interface L4Addon {
   l4CompileSni(table: { entries: ReadonlyArray<{ sni: string; config: number }>; peekMs: number; proxyIn?: L4ProxyIn; limit?: L4Limit }): number;
   /** `rampUntil`: each target's slow-start end (Date.now's ms; 0 or past: not ramping). */
   l4Targets(config: number, up: readonly boolean[], remote: readonly number[], rampUntil?: readonly number[]): void;
+  /**
+   * A hash compile's pins (upstream/sticky.ts, targets as indices of the compile): `full` replaces them all, then
+   * `unset` go and keys[i] -> targets[i] are set.
+   */
+  l4Pins(config: number, full: boolean, keys: readonly string[], targets: readonly number[], unset: readonly string[]): void;
+  /** The key and hash a hash compile gives a client at `address` (a socket's peer, or a PROXY header's source): for tests. */
+  l4HashKey(address: string, proxied?: boolean): { key: string; hash: number } | null;
+  /** A hash compile's pick over `table` (eligible targets, the key's pin or -1): for tests. */
+  l4HashPick(table: Uint32Array, eligible: readonly boolean[], key: string, pinned: number): number;
   l4Forget(config: number): void;
   /** Open connections per target of a compile; null once it is forgotten and none is left. */
   l4Active(config: number): number[] | null;

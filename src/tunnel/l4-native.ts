@@ -1,8 +1,9 @@
 // tcp listeners served wholly by the addon (src/native/l4.cc), from the worker's side: which listeners it can
-// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out;
-// compiled again when DNS discovery changes an upstream's targets), the target states pushed on change, and the
-// addon's batches of closed connections turned into the same log line (logL4Line), metrics and passive-health
-// reports as the JS path. Holds no object per connection.
+// serve (else the JS path of l4.ts, with the reason logged), their compile (targets, policy, timeouts, PROXY out, a
+// hash upstream's Maglev table; compiled again when DNS discovery changes an upstream's targets), the target states
+// and a hash upstream's pins pushed on change, and the addon's batches of closed connections turned into the same log
+// line (logL4Line), metrics and passive-health reports as the JS path. Holds no object per connection, but for a
+// hash upstream's: its key counted open (OpenKeys) until its record.
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
 import type { Config } from '../config/schema.js';
@@ -11,9 +12,10 @@ import type { Metrics } from '../core/metrics.js';
 import type { ErrorCode } from '../core/errors.js';
 import type { ClosedBy } from '../core/socket.js';
 import type { Logger } from '../core/log.js';
-import { nativeL4, type L4Addon, type L4Batch, type L4Compiled, type L4Limit, type L4Record } from '../native/l4.js';
+import { nativeL4, type L4Addon, type L4Batch, type L4Compiled, type L4Held, type L4Limit, type L4Record } from '../native/l4.js';
 import { unmapIPv4 } from '../core/util.js';
-import { SLOW_START_FLOOR, type Target } from '../upstream/balancer.js';
+import { SLOW_START_FLOOR, buildMaglevTable, type Target } from '../upstream/balancer.js';
+import type { OpenKeys, PinTable, PinUpdate } from '../upstream/sticky.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { netAddress } from '../upstream/target.js';
 import { logL4Line, logUnknownName, type L4Context } from './l4.js';
@@ -41,6 +43,16 @@ interface Compiled {
    * `/status` read it; least_conn across workers too): each period adds the difference.
    */
   readonly active: number[];
+  /** A hash compile: target address -> its index in `targets` (the first of a repeated address, as Maglev's pins). */
+  readonly byId: ReadonlyMap<string, number> | undefined;
+}
+
+/** A hash key counted open (OpenKeys) for a connection the addon relays, until its record. */
+interface HeldKey {
+  readonly keys: OpenKeys;
+  readonly upstream: string;
+  readonly key: string;
+  readonly target: string;
 }
 
 /** Bound of a preface (ClientHello, PROXY header) when its phase timeout is "off" (accept-paths.ts PREFACE_FALLBACK_MS). */
@@ -89,7 +101,8 @@ function listenerUnsupported(config: Config, index: number, limits: L4ClientLimi
 function unsupported(pool: UpstreamPool | undefined): string | undefined {
   if (pool === undefined) return 'upstream missing from the runtime';
   const balance = pool.config.balance;
-  if (typeof balance !== 'string') return `balance ${balance.policy} is not ported to the addon`;
+  // portico check refuses the others on an L4 upstream (an L4 connection has no request)
+  if (typeof balance !== 'string' && (balance.policy !== 'hash' || balance.key !== '$remote_addr')) return `balance ${balance.policy} on ${balance.policy === 'hash' ? balance.key : 'a cookie'} is not served by the addon`;
   const named = pool.targets.find((t) => isIP(t.host) === 0 && !('path' in netAddress(t)));
   if (named !== undefined) return `target ${named.id} is neither an IP address nor a unix socket`;
   return undefined;
@@ -113,6 +126,10 @@ export class NativeL4 implements Tracked {
   readonly #said = new Map<string, string>();
   /** Connections open in the addon as the batches told (in the registry while > 0, so a drain waits for them). */
   #live = 0;
+  /** By connection id: the hash keys of relayed connections, counted open until their records come. */
+  readonly #held = new Map<number, HeldKey>();
+  /** The pin tables watched (one per worker in practice): each update reaches the hash compiles of its upstream. */
+  readonly #pinTables = new WeakSet<PinTable>();
   #timer: NodeJS.Timeout | null = null;
 
   /** The worker's one NativeL4, or the reason there is none (addon missing, native I/O off, PORTICO_NATIVE_L4=0). */
@@ -188,26 +205,70 @@ export class NativeL4 implements Tracked {
   #compile(pool: UpstreamPool, ctx: L4Context, halfClose: boolean, listener: number | undefined, proxyIn: L4Compiled['proxyIn'], limit: L4Limit | undefined): number {
     const header = pool.config.send_proxy_protocol;
     const balance = pool.config.balance;
-    if (typeof balance !== 'string') throw new Error(`balance ${balance.policy} reached the addon's compile`); // unsupported() refuses it
+    const hash = typeof balance !== 'string';
+    if (hash && balance.policy !== 'hash') throw new Error(`balance ${balance.policy} reached the addon's compile`); // unsupported() refuses it
+    const targets = pool.targets;
     const id = this.#addon.l4Compile({
-      targets: pool.targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
-      balance,
+      targets: targets.map((t) => ({ ip: t.host, port: t.port, weight: t.weight })),
+      balance: hash ? 'hash' : balance,
+      // the table the pool's Maglev balancer builds over the same targets: the addon picks as it does
+      table: hash ? Uint32Array.from(buildMaglevTable(targets)) : undefined,
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
       lifetimeMs: ctx.timeouts.lifetime,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
       halfClose,
-      slowStartMs: pool.config.slow_start,
+      slowStartMs: hash ? 0 : pool.config.slow_start, // hash ignores slow start (balancer.ts Maglev): keys keep their target
       slowStartFloor: SLOW_START_FLOOR,
       proxyIn,
       limit,
     });
-    const compiled: Compiled = { id, listener, pool, ctx, targets: pool.targets, pushed: '', retired: false, active: pool.targets.map(() => 0) };
+    let byId: Map<string, number> | undefined;
+    if (hash) {
+      byId = new Map();
+      for (let i = 0; i < targets.length; i++) if (!byId.has(targets[i].id)) byId.set(targets[i].id, i);
+    }
+    const compiled: Compiled = { id, listener, pool, ctx, targets, pushed: '', retired: false, active: targets.map(() => 0), byId };
     this.#configs.set(id, compiled);
+    if (hash && ctx.pins !== undefined) {
+      // the pins in force now, then every update (sticky tunnels hold for the addon's connections as for the JS path's)
+      if (!this.#pinTables.has(ctx.pins)) {
+        this.#pinTables.add(ctx.pins);
+        ctx.pins.watch(this.#pinsChanged);
+      }
+      const pins = ctx.pins.of(pool.name);
+      if (pins.size > 0) this.#pushPins(compiled, { upstream: pool.name, full: true, set: [...pins], unset: [] });
+    }
     if (pool.config.discover.length > 0) pool.onTargets(this.#targetsChanged);
     this.#push(compiled);
     this.#timer ??= setInterval(this.#pushAll, PUSH_MS).unref();
     return id;
+  }
+
+  /** A pin update of an upstream reaches its live hash compiles. */
+  #pinsChanged = (update: PinUpdate): void => {
+    for (const c of this.#configs.values()) if (!c.retired && c.byId !== undefined && c.pool.name === update.upstream) this.#pushPins(c, update);
+  };
+
+  /** One pin update as compile `c`'s indices; a pin to an address it does not balance over is no pin (Maglev's too). */
+  #pushPins(c: Compiled, update: PinUpdate): void {
+    const keys: string[] = [];
+    const targets: number[] = [];
+    const unset = [...update.unset];
+    for (const [key, id] of update.set) {
+      const i = c.byId!.get(id);
+      if (i === undefined) unset.push(key);
+      else {
+        keys.push(key);
+        targets.push(i);
+      }
+    }
+    try {
+      this.#addon.l4Pins(c.id, update.full, keys, targets, unset);
+    } catch (err) {
+      // never thrown into the pin table's other watchers and the worker's IPC: a bug, said loudly
+      c.ctx.log.error({ upstream: c.pool.name, err }, 'the addon refused a hash upstream\'s pins');
+    }
   }
 
   /** The compiles of compile or table `id`. */
@@ -380,6 +441,7 @@ export class NativeL4 implements Tracked {
   }
 
   #onBatch(batch: L4Batch): void {
+    if (batch.held !== undefined) for (const h of batch.held) this.#hold(h);
     if (batch.opened > 0) {
       if (this.#live === 0) this.#registry.add(this);
       this.#live += batch.opened;
@@ -403,6 +465,15 @@ export class NativeL4 implements Tracked {
     }
   }
 
+  /** A hash key relayed (before its record, always): counted open on its target, as l4.ts counts the JS path's. */
+  #hold(h: L4Held): void {
+    const c = this.#configs.get(h.config);
+    const keys = c?.ctx.sticky;
+    const target = c?.targets[h.target];
+    if (keys === undefined || target === undefined) return;
+    if (keys.opened(c!.pool.name, h.key, target.id)) this.#held.set(h.id, { keys, upstream: c!.pool.name, key: h.key, target: target.id });
+  }
+
   /** Closed before routing: as accept-paths.ts #refused, #unknownName, #connectionLimit and #countRelay. */
   #refused(r: L4Record): void {
     const reason = r.refused!;
@@ -420,6 +491,11 @@ export class NativeL4 implements Tracked {
 
   #closed(r: L4Record): void {
     this.#registry.tunnelClosed();
+    const held = this.#held.get(r.id);
+    if (held !== undefined) {
+      this.#held.delete(r.id);
+      held.keys.closed(held.upstream, held.key, held.target);
+    }
     const c = this.#configs.get(r.config);
     const targets = c?.targets ?? [];
     for (const f of r.failures) {

@@ -13,6 +13,8 @@ import { SpliceTunnel, canSplice, concatBytes, drainReadable } from './splice.js
 import type { Target } from '../upstream/balancer.js';
 import type { UpstreamClient, UpstreamPool } from '../upstream/pool.js';
 import { UpstreamAttempt, type AttemptRules } from '../upstream/attempt.js';
+import { connectionKey } from '../upstream/hash-key.js';
+import type { OpenKeys, PinTable } from '../upstream/sticky.js';
 import { TLS_ALERT, tlsFatalAlert } from '../wire/client-hello.js';
 import type { ProxyEndpoint } from '../wire/proxy-protocol.js';
 import { noop } from '../core/util.js';
@@ -40,6 +42,10 @@ export interface L4Context {
   readonly timeouts: TunnelTimeouts;
   /** Where the connection's line goes (log.access, log.access_file); absent = access logs off. */
   readonly accessLog: AccessLines | undefined;
+  /** The worker's open tunnels per hash key (upstream/sticky.ts): a connection of a hash upstream holds its key. */
+  readonly sticky?: OpenKeys;
+  /** The worker's pins (upstream/sticky.ts): the addon's hash compiles are given their upstream's. */
+  readonly pins?: PinTable;
 }
 
 /**
@@ -71,9 +77,12 @@ class L4Connection extends UpstreamAttempt implements Tracked {
   #clientGone = false;
   /** Failed before a tunnel existed: logged and unregistered once. */
   #failed = false;
+  /** The target id its hash key is counted open on (ctx.sticky) while the tunnel runs; null: not counted. */
+  #stickyOn: string | null = null;
 
   constructor(client: ByteSocket, req: L4Request, ctx: L4Context, registry: ConnectionRegistry) {
-    super(req.pool, undefined, L4_RETRIES);
+    // a hash upstream's key: the client's address as $remote_addr (a PROXY header's source when one came)
+    super(req.pool, connectionKey(req.pool.config.balance, req.source?.address), L4_RETRIES);
     this.#client = client;
     this.#req = req;
     this.#ctx = ctx;
@@ -124,6 +133,9 @@ class L4Connection extends UpstreamAttempt implements Tracked {
     const spliced = canSplice(client, upstream);
     this.#tunnel = spliced ? new SpliceTunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed) : new Tunnel(client, upstream, this.#ctx.timeouts, this.#onTunnelClosed);
     this.#tunnel.halfClose = this.#req.halfClose !== false;
+    // sticky tunnels (upstream/sticky.ts): its key stays on this target, in every worker, while it is open
+    const sticky = this.#ctx.sticky;
+    if (sticky !== undefined && this.key !== undefined && sticky.opened(pool.name, this.key, target.id)) this.#stickyOn = target.id;
     this.#tunnel.start(rest, null);
   }
 
@@ -162,6 +174,8 @@ class L4Connection extends UpstreamAttempt implements Tracked {
 
   #onTunnelClosed = (t: Tunnel | SpliceTunnel): void => {
     this.#unregister();
+    if (this.#stickyOn !== null) this.#ctx.sticky!.closed(this.#req.pool.name, this.key!, this.#stickyOn);
+    this.#stickyOn = null;
     if (this.#target !== null) this.#target.active--;
     this.#ctx.metrics.tunnelClosed(t.bytesUp, t.bytesDown);
     this.#ctx.metrics.tunnelLifetime('l4', this.#req.pool.name, Date.now() - this.#startedAt);

@@ -6,6 +6,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { RequestHead } from '../wire/http-head.js';
 import { parseKeySpec, type KeySpec } from '../config/key-spec.js';
 import type { BalanceSpec, Target } from './target.js';
+import { unmapIPv4 } from '../core/util.js';
 
 /** The key of one request, or undefined when the request has none (the balancer then falls back). */
 export type KeyExtractor = (head: RequestHead, remoteAddr: string) => string | undefined;
@@ -48,6 +49,17 @@ export function compileKey(spec: string): KeyExtractor {
 export function keyExtractorFor(spec: BalanceSpec): KeyExtractor | undefined {
   if (typeof spec === 'string') return undefined;
   return spec.policy === 'hash' ? compileKey(spec.key) : compileKey(`cookie:${spec.name}`);
+}
+
+/**
+ * The balancing key of an L4 connection (a `hash` upstream of a tcp listener or a passthrough name): it has no
+ * request, so `$remote_addr` is the only key it can have (portico check refuses the others there). The client's
+ * address as the HTTP path's $remote_addr: the PROXY header's source when one was accepted, else the socket's
+ * peer, an IPv4-mapped address as IPv4, no port. undefined for the other policies, or without an address.
+ */
+export function connectionKey(spec: BalanceSpec, remoteAddr: string | undefined): string | undefined {
+  if (typeof spec === 'string' || spec.policy !== 'hash' || remoteAddr === undefined) return undefined;
+  return nonEmpty(unmapIPv4(remoteAddr));
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

@@ -260,6 +260,14 @@ export class StickyAggregate {
  */
 export class PinTable {
   readonly #byUpstream = new Map<string, Map<string, string>>();
+  /** Told of each update once applied (the addon's L4 compiles keep a copy of their upstream's pins). */
+  readonly #watchers = new Set<(update: PinUpdate) => void>();
+
+  /** Calls `fn` after every update from now on; the returned function stops it. */
+  watch(fn: (update: PinUpdate) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
+  }
 
   /** The live pin map of `upstream` (key -> target address). */
   of(upstream: string): ReadonlyMap<string, string> {
@@ -273,5 +281,6 @@ export class PinTable {
     if (update.full) m.clear();
     for (const key of update.unset) m.delete(key);
     for (const [key, target] of update.set) m.set(key, target);
+    for (const fn of this.#watchers) fn(update);
   }
 }

@@ -15,7 +15,6 @@ import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { native } from '../../src/native/addon.js';
-import { nativeL4 } from '../../src/native/l4.js';
 import { parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { FD_RESERVE } from '../../src/worker/fd-limit.js';
 import { adminStatus, adminUrl, statusUntil } from '../helpers/admin.js';
@@ -31,7 +30,6 @@ import { endedWithoutReply, roundTrip } from '../helpers/wire.js';
 import { needNativeL4 } from '../helpers/native-io.js';
 import { startTagEcho } from '../helpers/tcp-server.js';
 
-const NATIVE = nativeL4().addon !== undefined;
 
 /** The addon's L4 part here, or a loud skip: a missing build fails under PORTICO_REQUIRE_PEERS=1, a deliberate switch-off does not. */
 async function listen(t: TestContext, server: net.Server): Promise<number> {
@@ -512,22 +510,22 @@ for (const onAddon of [true, false]) {
   });
 }
 
-test('a tcp listener the addon does not take (balance hash) stays on the JS path with the reason logged, and relays', { timeout: 60_000 }, async (t) => {
+test('a tcp listener whose upstream hashes on $remote_addr is served by the addon (no longer the JS path), and relays', { timeout: 60_000 }, async (t) => {
+  if (!needNativeL4(t)) return;
   const echo = await startTagEcho(t);
   const portico = await startPortico(t, {
     workers: 1,
     listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'echo' }],
     upstreams: { echo: { targets: [`127.0.0.1:${echo}`], balance: { policy: 'hash', key: '$remote_addr' } } },
   });
-  if (NATIVE) {
-    const said = await portico.waitForLog((l) => l.msg === 'L4 listener served by JavaScript, not the addon');
-    assert.equal(said.reason, 'balance hash is not ported to the addon');
-  }
+  await servedByAddon(portico);
+  assert.equal(portico.logs.find((l) => l.msg === 'L4 listener served by JavaScript, not the addon'), undefined);
   const c = await connect(t, portico.ports[0]);
   assert.equal(await roundTrip(c, 'js', 2), 'js');
   c.end();
   const line = await portico.waitForLog((l) => l.msg === 'tcp');
   assert.equal(line.bytesIn, 2);
+  assert.equal(line.relay, 'splice');
 });
 
 async function startEchoProcess(t: TestContext): Promise<number> {

@@ -172,6 +172,37 @@ routes:
   assert.equal(e['upstreams.web.send_proxy_protocol'], undefined);
 });
 
+test('config: an L4 listener\'s upstream balanced by a request key or a sticky cookie is refused at its balance, naming the listener; $remote_addr loads', (t) => {
+  const e = errors(
+    load(
+      t,
+      `
+listeners:
+  - address: 127.0.0.1:0
+    mode: tcp
+    upstream: byheader
+  - address: 127.0.0.1:0
+    tls:
+      passthrough:
+        - { sni: a.example, upstream: bycookie }
+        - { sni: b.example, upstream: byquery }
+        - { sni: c.example, upstream: byaddr }
+upstreams:
+  byheader: { targets: [127.0.0.1:8080], balance: { policy: hash, key: "header:X-User" } }
+  bycookie: { targets: [127.0.0.1:8080], balance: { policy: cookie } }
+  byquery: { targets: [127.0.0.1:8080], balance: { policy: hash, key: "query:sid" } }
+  byaddr: { targets: [127.0.0.1:8080], balance: { policy: hash, key: $remote_addr } }
+`,
+    ),
+  );
+  assert.match(e['upstreams.byheader.balance.key'], /hashes a request's "header:X-User", but listeners\[0\]\.upstream relays raw bytes.*\$remote_addr/);
+  assert.match(e['upstreams.bycookie.balance'], /sticky cookie, but listeners\[1\]\.tls\.passthrough\[0\]\.upstream relays raw bytes/);
+  assert.match(e['upstreams.byquery.balance.key'], /"query:sid"/);
+  assert.equal(e['upstreams.byaddr.balance.key'], undefined);
+  assert.equal(e['upstreams.byaddr.balance'], undefined);
+  assert.equal(Object.keys(e).length, 3, JSON.stringify(e));
+});
+
 test('config: a TLS listener that only passes names through needs no certificate; one with neither is refused with its line', (t) => {
   const r = load(
     t,

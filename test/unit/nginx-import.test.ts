@@ -274,6 +274,25 @@ test('stream {}: tcp listeners, their upstreams (a name http {} took gets a suff
   loads(t, r);
 });
 
+test('stream {}: hash $remote_addr consistent -> hash on $remote_addr; a stream hash on a request variable is left out with its reason', (t) => {
+  const r = translate(`
+    stream {
+      upstream mqtt { hash $remote_addr consistent; server 10.0.0.5:1883; server 10.0.0.6:1883; }
+      upstream game { hash $http_x_user; server 10.0.0.7:7777; }
+      upstream db { hash $cookie_s consistent; server 10.0.0.8:5432; }
+      server { listen 1883; proxy_pass mqtt; }
+      server { listen 7777; proxy_pass game; }
+      server { listen 5432; proxy_pass db; }
+    }`);
+  const o = out(r);
+  assert.deepEqual(o.upstreams.mqtt.balance, { policy: 'hash', key: '$remote_addr' });
+  assert.equal(o.upstreams.game.balance, undefined);
+  assert.equal(o.upstreams.db.balance, undefined);
+  const skipped = r.notes.filter((n) => /stream connection has no HTTP request/.test(n.message));
+  assert.equal(skipped.length, 2, JSON.stringify(r.notes));
+  loads(t, r);
+});
+
 test('stream {}: ssl_preread and a map of server names -> TLS passthrough by SNI; the map default and regex names noted', (t) => {
   const r = translate(`
     stream {
