@@ -17,7 +17,7 @@ import { needNativeL4 } from '../helpers/native-io.js';
 import { TEST_CERT, TEST_KEY, startPortico, type Portico } from '../helpers/portico.js';
 import { startTagEcho } from '../helpers/tcp-server.js';
 import { until } from '../helpers/until.js';
-import { roundTrip } from '../helpers/wire.js';
+import { roundTrip, tlsHello } from '../helpers/wire.js';
 
 const HASH = { policy: 'hash', key: '$remote_addr' } as const;
 /** Client addresses on loopback (Linux routes all of 127/8 to lo): 12 keys over 3 targets spread unless hashing is broken. */
@@ -198,14 +198,7 @@ for (const onAddon of [true, false]) {
       seen.add(want);
       for (let i = 0; i < 2; i++) {
         const raw = await openFrom(t, portico.ports[0], source);
-        const c = tls.connect({ socket: raw, servername: 'hash.example', rejectUnauthorized: false });
-        t.after(() => c.destroy());
-        await once(c, 'secureConnect');
-        const reply: Buffer[] = [];
-        c.on('data', (d: Buffer) => reply.push(d));
-        c.write('hello');
-        await once(c, 'end');
-        assert.equal(Buffer.concat(reply).toString(), want, `${source}, connection ${i + 1}`);
+        assert.equal(await tlsHello(t, raw, 'hash.example'), want, `${source}, connection ${i + 1}`);
       }
     }
     assert.ok(seen.size >= 2, `keys spread over ${[...seen].join(', ')}`);

@@ -26,7 +26,7 @@ import { FIXTURES } from '../helpers/paths.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine, type Portico } from '../helpers/portico.js';
 import { fdCount, tcpTimer } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
-import { endedWithoutReply, roundTrip } from '../helpers/wire.js';
+import { endedWithoutReply, roundTrip, tlsHello } from '../helpers/wire.js';
 import { needNativeL4 } from '../helpers/native-io.js';
 import { startTagEcho } from '../helpers/tcp-server.js';
 
@@ -601,18 +601,6 @@ async function startTlsBackend(t: TestContext): Promise<number> {
     s.once('data', (d: Buffer) => s.end(`backend:${d.toString()}`));
   });
   return listen(t, server);
-}
-
-/** The backend's reply to "hello" over TLS through `port` for `servername`. */
-async function tlsHello(t: TestContext, port: number, servername: string): Promise<string> {
-  const c = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false });
-  t.after(() => c.destroy());
-  await once(c, 'secureConnect');
-  const reply: Buffer[] = [];
-  c.on('data', (d: Buffer) => reply.push(d));
-  c.write('hello');
-  await once(c, 'end');
-  return Buffer.concat(reply).toString();
 }
 
 /** How a TLS client fails against `port` (the alert's error code). */

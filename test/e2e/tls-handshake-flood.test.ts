@@ -11,13 +11,13 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { test, type TestContext } from 'node:test';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { adminStatus, adminUrl } from '../helpers/admin.js';
+import { adminMetric, adminStatus } from '../helpers/admin.js';
 import { startHttpBackend, startWsEchoBackend } from '../helpers/backends.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { echo, openWebSocket, request } from '../helpers/clients.js';
 import { needNativeTls } from '../helpers/native-tls.js';
 import { passThrough, startPassthroughBackend } from '../helpers/passthrough-backend.js';
-import { TEST_CERT, TEST_KEY, startPortico, type Portico } from '../helpers/portico.js';
+import { TEST_CERT, TEST_KEY, startPortico } from '../helpers/portico.js';
 import { fdCount, singleWorkerResources, startSampler, type WorkerResources } from '../helpers/proc-stats.js';
 import { until } from '../helpers/until.js';
 
@@ -46,13 +46,6 @@ interface Stalled {
   got: number;
   /** The first byte the server sent: 0x16, a handshake record. */
   first: number | undefined;
-}
-
-async function metric(portico: Portico, name: string): Promise<number> {
-  const res = await request(`${adminUrl(portico)}/metrics`);
-  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(res.body.toString());
-  assert.ok(m !== null, `${name} is in /metrics`);
-  return Number(m[1]);
 }
 
 /** Opens `n` connections to `port` (50 at a time), writes `hello` whole on each and then nothing; reads what comes. */
@@ -124,7 +117,7 @@ for (const nodeTls of [false, true]) {
     const baseline = await until('worker quiet', () => singleWorkerResources(portico), quiet);
     const pid = baseline.pid!;
     const fds0 = fdCount(pid);
-    const errors0 = await metric(portico, 'portico_tls_handshake_errors_total');
+    const errors0 = await adminMetric(portico, 'portico_tls_handshake_errors_total');
     const atAccept0 = (await adminStatus(portico)).workers[0].helloAtAccept?.terminated ?? 0;
     const sampler = startSampler([pid], 100);
     t.after(() => sampler.stop());
@@ -167,7 +160,7 @@ for (const nodeTls of [false, true]) {
     assert.ok(lived[FLOOD - 1] < HANDSHAKE_TIMEOUT_MS + 10_000, `a stalled handshake outlived its timeout by far (${lived[FLOOD - 1].toFixed(0)} ms)`);
     assert.ok(peakFds <= fds0 + FLOOD + 64, `fds bounded by the connections (peak ${peakFds}, baseline ${fds0})`);
     assert.ok(perKiB <= RSS_PER_STALLED_KIB, `RSS per stalled handshake ${perKiB.toFixed(1)} KiB (bound ${RSS_PER_STALLED_KIB})`);
-    await until('each counted as a handshake error', () => metric(portico, 'portico_tls_handshake_errors_total'), (n) => n - errors0 >= FLOOD, 10_000);
+    await until('each counted as a handshake error', () => adminMetric(portico, 'portico_tls_handshake_errors_total'), (n) => n - errors0 >= FLOOD, 10_000);
     if (!nodeTls) {
       const atAccept = (await adminStatus(portico)).workers[0].helloAtAccept?.terminated ?? 0;
       assert.ok(atAccept - atAccept0 >= FLOOD, `the addon decided each at accept (${atAccept - atAccept0} of ${FLOOD})`);

@@ -23,7 +23,7 @@ import tls from 'node:tls';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { nativePeekAvailable } from '../../src/native/io.js';
 import { buildProxyV1, buildProxyV2 } from '../../src/wire/proxy-protocol.js';
-import { adminStatus, adminUrl } from '../helpers/admin.js';
+import { adminMetric, adminStatus, adminUrl } from '../helpers/admin.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { captureNodeHello } from '../helpers/client-hello-capture.js';
 import { curl, echo, hasCurl, openWebSocket, parseCurlOutput, request } from '../helpers/clients.js';
@@ -43,14 +43,8 @@ const PROXIED_MIXED = 2;
 const SOURCE = { address: '203.0.113.7', port: 4000 };
 const SOURCE6 = { address: '2001:db8::7', port: 5000 };
 
-async function metric(portico: Portico, name: string): Promise<number> {
-  const res = await request(`${adminUrl(portico)}/metrics`);
-  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(res.body.toString());
-  assert.ok(m !== null, `${name} is in /metrics`);
-  return Number(m[1]);
-}
-const nativeHandshakes = (p: Portico): Promise<number> => metric(p, 'portico_tls_native_handshakes_total');
-const handshakeErrors = (p: Portico): Promise<number> => metric(p, 'portico_tls_handshake_errors_total');
+const nativeHandshakes = (p: Portico): Promise<number> => adminMetric(p, 'portico_tls_native_handshakes_total');
+const handshakeErrors = (p: Portico): Promise<number> => adminMetric(p, 'portico_tls_handshake_errors_total');
 
 function config(webPort: number, passPort: number, chatPort?: number): ConfigInput {
   const certificates = [{ cert: TEST_CERT, key: TEST_KEY }];

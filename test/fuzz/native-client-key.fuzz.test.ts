@@ -6,11 +6,10 @@
 // Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import fc from 'fast-check';
 import { nativeClients } from '../../src/native/clients.js';
 import { clientKey } from '../../src/route/policy/client-address.js';
-import { buildProxyV2, parseProxyHeader } from '../../src/wire/proxy-protocol.js';
+import { ipv4, ipv6, linkLocal, nodeText, proxiedSource } from '../helpers/address-arbitraries.js';
 import { needAddonExport } from '../helpers/peers.js';
 
 const addon = nativeClients();
@@ -21,24 +20,7 @@ function needAddon(t: TestContext): boolean {
   return needAddonExport(t, addon !== undefined, 'the native addon (with its client tables)');
 }
 
-const word = fc.oneof(fc.constant(0), fc.constant(0xffff), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 1, max: 15 }));
-/** Eight words, often with zero runs, an IPv4-mapped or -compatible head, or a link-local one. */
-const words = fc.oneof(
-  fc.array(word, { minLength: 8, maxLength: 8 }),
-  fc.tuple(word, word).map(([a, b]) => [0, 0, 0, 0, 0, 0xffff, a, b]),
-  fc.tuple(word, word).map(([a, b]) => [0, 0, 0, 0, 0, 0, a, b]),
-  fc.array(word, { minLength: 4, maxLength: 4 }).map((tail) => [0xfe80, 0, 0, 0, ...tail]),
-  fc.tuple(fc.integer({ min: 0, max: 7 }), fc.integer({ min: 1, max: 8 }), fc.array(word, { minLength: 8, maxLength: 8 })).map(([at, n, w]) => w.map((v, i) => (i >= at && i < at + n ? 0 : v))),
-);
-/** An IPv6 address in a non-canonical spelling (every word written out): Node and the addon each write their own. */
-const ipv6 = words.map((w) => w.map((v) => v.toString(16)).join(':'));
-const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((b) => b.join('.'));
 const prefix = fc.integer({ min: 0, max: 128 });
-
-/** The address as Node writes a socket's peer. */
-function nodeText(address: string): string {
-  return new net.SocketAddress({ address, family: net.isIPv4(address) ? 'ipv4' : 'ipv6' }).address;
-}
 
 test('client key of a socket peer: the addon\'s equals clientKey of Node\'s text, IPv4 and IPv6, every prefix', { timeout: 30_000 }, (t) => {
   if (!needAddon(t)) return;
@@ -53,7 +35,6 @@ test('client key of a socket peer: the addon\'s equals clientKey of Node\'s text
 
 test('client key of a link-local peer with its zone: the zone is kept where clientKey keeps the text (/128)', { timeout: 30_000 }, (t) => {
   if (!needAddon(t)) return;
-  const linkLocal = fc.array(word, { minLength: 4, maxLength: 4 }).map((tail) => ['fe80', '0', '0', '0', ...tail.map((v) => v.toString(16))].join(':'));
   fc.assert(
     fc.property(linkLocal, prefix, (address, p) => {
       // "lo" exists everywhere: the addon turns it into the interface index and back, as accept sees a zone
@@ -68,11 +49,7 @@ test('client key of a PROXY header\'s source: the addon\'s equals clientKey of w
   if (!needAddon(t)) return;
   fc.assert(
     fc.property(fc.oneof(ipv4, ipv6), prefix, (address, p) => {
-      const v4 = net.isIPv4(address);
-      const header = buildProxyV2({ address, port: 40000 }, { address: v4 ? '192.0.2.1' : '2001:db8::1', port: 443 });
-      const parsed = parseProxyHeader(header);
-      assert.ok(parsed.kind === 'done' && parsed.header.command === 'proxy' && parsed.header.source !== undefined);
-      const source = parsed.header.source.address;
+      const source = proxiedSource(address);
       assert.equal(addon!.l4ClientKey(address, p, true), clientKey(source, p), `${address} (${source}) /${p}`);
     }),
     opts,

@@ -6,14 +6,13 @@
 // Run under ASan by scripts/asan.sh.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import fc from 'fast-check';
 import { nativeL4 } from '../../src/native/l4.js';
 import { native } from '../../src/native/addon.js';
 import type { L4Addon } from '../../src/native/l4.js';
 import { buildMaglevTable, createBalancer, hashKey, type Target } from '../../src/upstream/balancer.js';
 import { connectionKey } from '../../src/upstream/hash-key.js';
-import { buildProxyV2, parseProxyHeader } from '../../src/wire/proxy-protocol.js';
+import { ipv4, ipv6, linkLocal, nodeText, proxiedSource } from '../helpers/address-arbitraries.js';
 import { needAddonExport } from '../helpers/peers.js';
 
 // the test entries need the addon, not its L4 thread: PORTICO_NATIVE_L4=0 switches only the latter off
@@ -24,22 +23,6 @@ const HASH = { policy: 'hash', key: '$remote_addr' } as const;
 
 function needAddon(t: TestContext): boolean {
   return needAddonExport(t, addon?.l4HashKey !== undefined, 'the native addon (with its L4 hash policy)');
-}
-
-const word = fc.oneof(fc.constant(0), fc.constant(0xffff), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 1, max: 15 }));
-/** Eight words, often with zero runs, an IPv4-mapped or -compatible head, or a link-local one. */
-const words = fc.oneof(
-  fc.array(word, { minLength: 8, maxLength: 8 }),
-  fc.tuple(word, word).map(([a, b]) => [0, 0, 0, 0, 0, 0xffff, a, b]),
-  fc.tuple(word, word).map(([a, b]) => [0, 0, 0, 0, 0, 0, a, b]),
-  fc.array(word, { minLength: 4, maxLength: 4 }).map((tail) => [0xfe80, 0, 0, 0, ...tail]),
-);
-const ipv6 = words.map((w) => w.map((v) => v.toString(16)).join(':'));
-const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((b) => b.join('.'));
-
-/** The address as Node writes a socket's peer. */
-function nodeText(address: string): string {
-  return new net.SocketAddress({ address, family: net.isIPv4(address) ? 'ipv4' : 'ipv6' }).address;
 }
 
 test('hash key of a socket peer: the addon\'s key and hash equal connectionKey of Node\'s text and hashKey', { timeout: 30_000 }, (t) => {
@@ -55,7 +38,6 @@ test('hash key of a socket peer: the addon\'s key and hash equal connectionKey o
 
 test('hash key of a link-local peer: its zone is part of the key, as in Node\'s text', { timeout: 30_000 }, (t) => {
   if (!needAddon(t)) return;
-  const linkLocal = fc.array(word, { minLength: 4, maxLength: 4 }).map((tail) => ['fe80', '0', '0', '0', ...tail.map((v) => v.toString(16))].join(':'));
   fc.assert(
     fc.property(linkLocal, (address) => {
       const key = connectionKey(HASH, `${nodeText(address)}%lo`)!;
@@ -69,11 +51,9 @@ test('hash key of a PROXY header\'s source: the addon\'s equals connectionKey of
   if (!needAddon(t)) return;
   fc.assert(
     fc.property(fc.oneof(ipv4, ipv6), (address) => {
-      const v4 = net.isIPv4(address);
-      const parsed = parseProxyHeader(buildProxyV2({ address, port: 40000 }, { address: v4 ? '192.0.2.1' : '2001:db8::1', port: 443 }));
-      assert.ok(parsed.kind === 'done' && parsed.header.command === 'proxy' && parsed.header.source !== undefined);
-      const key = connectionKey(HASH, parsed.header.source.address)!;
-      assert.deepEqual(addon!.l4HashKey!(address, true), { key, hash: hashKey(key) }, `${address} (${parsed.header.source.address})`);
+      const source = proxiedSource(address);
+      const key = connectionKey(HASH, source)!;
+      assert.deepEqual(addon!.l4HashKey!(address, true), { key, hash: hashKey(key) }, `${address} (${source})`);
     }),
     opts,
   );

@@ -32,6 +32,14 @@ export async function adminStatus(portico: Portico): Promise<StatusReport> {
   return JSON.parse(res.body.toString()) as StatusReport;
 }
 
+/** A sample without labels from /metrics (`name value`); fails when /metrics has no such line. */
+export async function adminMetric(portico: Portico, name: string): Promise<number> {
+  const res = await request(`${adminUrl(portico)}/metrics`);
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(res.body.toString());
+  assert.ok(m !== null, `${name} is in /metrics`);
+  return Number(m[1]);
+}
+
 /** FastCGI exchanges the addon started (PORTICO_NATIVE_EXCHANGE=1), summed over the workers' /status. */
 export async function nativeExchanges(portico: Portico): Promise<number> {
   return (await adminStatus(portico)).workers.reduce((n, w) => n + (w.nativeExchanges ?? 0), 0);

@@ -297,3 +297,18 @@ export function roundTrip(socket: net.Socket, text: string, expect: number): Pro
     socket.write(text);
   });
 }
+
+/**
+ * Sends "hello" over TLS for `servername` to `to` (a port on 127.0.0.1, or a connected socket) without checking the
+ * certificate (a passthrough backend's own), and returns everything that came back until the backend's FIN.
+ */
+export async function tlsHello(t: TestContext, to: number | net.Socket, servername: string): Promise<string> {
+  const c = typeof to === 'number' ? tls.connect({ host: '127.0.0.1', port: to, servername, rejectUnauthorized: false }) : tls.connect({ socket: to, servername, rejectUnauthorized: false });
+  t.after(() => c.destroy());
+  await once(c, 'secureConnect');
+  const reply: Buffer[] = [];
+  c.on('data', (d: Buffer) => reply.push(d));
+  c.write('hello');
+  await once(c, 'end');
+  return Buffer.concat(reply).toString();
+}
