@@ -17,6 +17,10 @@
 
 namespace portico {
 
+// The prefix that keeps the whole address: the key is the client's address itself, IPv4-mapped as IPv4 (what
+// `hash` on $remote_addr balances by, hash-pick.h).
+constexpr uint32_t kWholeAddress = 128;
+
 // `text`: the address as JavaScript writes it; `w`: its eight words (IPv4 mapped), or null where it has none.
 inline std::string ClientKeyOf(std::string text, const uint16_t* w, uint32_t prefix) {
   if (text.find(':') == std::string::npos || w == nullptr) return text;

@@ -1,43 +1,21 @@
 // The `hash` policy of an L4 compile, as src/upstream/balancer.ts's Maglev picks for `{ policy: hash, key:
-// $remote_addr }`: the key (the client's address as hash-key.ts connectionKey forms it), its hash (hashString) and
-// the pick over the Maglev table JavaScript built (buildMaglevTable), walking past ineligible targets as pickFor does.
+// $remote_addr }`: the key's hash (hashString) and the pick over the Maglev table JavaScript built
+// (buildMaglevTable), walking past ineligible targets as pickFor does. The key itself is client-key.h's at /128 (the
+// client's address unmapped, as hash-key.ts connectionKey forms it).
 // Pure: no N-API, no locks (the fuzz test holds key, hash and pick to JavaScript's through l4.cc's l4HashKey and
 // l4HashPick).
 #ifndef PORTICO_NATIVE_HASH_PICK_H_
 #define PORTICO_NATIVE_HASH_PICK_H_
-
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "ip-text.h"
-#include "proxy-header.h"
-
 namespace portico::hashpick {
 
 // balancer.ts MAX_WALK: table slots looked at past the key's own before the scan over the targets.
 constexpr size_t kMaxWalk = 256;
-
-// core/util.ts unmapIPv4: an IPv4-mapped address's text ("::ffff:" and a dot) as its IPv4 part.
-inline std::string Unmapped(std::string text) {
-  if (text.rfind("::ffff:", 0) == 0 && text.find('.') != std::string::npos) text.erase(0, 7);
-  return text;
-}
-
-// The key of a connection whose client is its socket's peer: the peer's text as Node writes it (AddressText, a
-// link-local zone included), unmapped; empty (no key: round robin, as JavaScript's undefined) for other families.
-inline std::string SocketHashKey(const sockaddr_storage& ss) {
-  char text[kAddressTextMax];
-  uint16_t port = 0;
-  const size_t n = AddressText(ss, text, &port);
-  return Unmapped(std::string(text, n));
-}
-
-// The key of a connection a PROXY header named (family tcp4 or tcp6): its source as preface.ts gives it, unmapped.
-inline std::string ProxiedHashKey(pp::Family family, const uint16_t w[8]) { return Unmapped(pp::AddressText(family, w)); }
 
 // balancer.ts hashString(s, seed): FNV-1a over the key's UTF-16 code units, then murmur3's fmix32. A key here is an
 // address's text: ASCII, one byte one code unit (a zone's interface name beyond ASCII would hash otherwise: Linux

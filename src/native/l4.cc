@@ -670,15 +670,11 @@ void RefuseName(Conn* c) {
   Linger(c);
 }
 
-// The ClientHello, read (consumed: Connected sends it on before the relay starts) and parsed as
-// src/wire/client-hello.ts does. A hello in pieces waits in c->head between reads; each read re-parses all of it.
-// The fd is in the L4 set with EPOLLONESHOT: re-armed only while more is needed, and left disarmed once routed
-// (no EPOLL_CTL_DEL; its close takes it out).
 // A hash compile's key of `c`, routed to it: $remote_addr, the client a PROXY header named, else the socket's peer
 // (l4.ts, hash-key.ts connectionKey), and its hash.
 void KeyHash(Conn* c) {
   if (c->cfg->balance != Balance::kHash) return;
-  c->hash_key = c->has_client ? hashpick::ProxiedHashKey(c->client_family, c->client_src) : hashpick::SocketHashKey(c->peer);
+  c->hash_key = c->has_client ? ProxiedClientKey(c->client_family, c->client_src, kWholeAddress) : SocketClientKey(c->peer, kWholeAddress);
   c->hash = hashpick::HashString(c->hash_key);
 }
 
@@ -699,6 +695,10 @@ void Route(Conn* c, std::shared_ptr<Config> route) {
 
 void Hello(Conn* c, size_t n, bool hung_up);
 
+// The ClientHello, read (consumed: Connected sends it on before the relay starts) and parsed as
+// src/wire/client-hello.ts does. A hello in pieces waits in c->head between reads; each read re-parses all of it.
+// The fd is in the L4 set with EPOLLONESHOT: re-armed only while more is needed, and left disarmed once routed
+// (no EPOLL_CTL_DEL; its close takes it out).
 void Peek(Conn* c, bool hung_up) {
   if (g.peek.empty()) g.peek.resize(hello::kDefaultMax);
   const size_t have = c->head.size();
@@ -1319,9 +1319,9 @@ Napi::Value HashKey(const Napi::CallbackInfo& info) {
     uint16_t w[8];
     uint16_t port = 0;
     AddressWords(ss, w, &port);
-    key = hashpick::ProxiedHashKey(ss.ss_family == AF_INET ? pp::Family::kTcp4 : pp::Family::kTcp6, w);
+    key = ProxiedClientKey(ss.ss_family == AF_INET ? pp::Family::kTcp4 : pp::Family::kTcp6, w, kWholeAddress);
   } else {
-    key = hashpick::SocketHashKey(ss);
+    key = SocketClientKey(ss, kWholeAddress);
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("key", Napi::String::New(env, key));
