@@ -115,19 +115,13 @@ export function loadConfigText(text: string, file: string): LoadResult {
     return fail(errors);
   }
 
-  let parsed: ReturnType<typeof validate>;
-  try {
-    parsed = validate(data);
-  } catch (err) {
-    // A bug in a refinement must surface as a refused config, never as a crash of a running primary on reload.
-    errors.push({ path: '', message: `internal error while validating: ${(err as Error).message}` });
+  const checked = checkData(data);
+  if ('internal' in checked) {
+    errors.push({ path: '', message: `internal error while validating: ${checked.internal}` });
     return fail(errors);
   }
-  if (!parsed.success) {
-    for (const e of oneErrorPerMistake(parsed.error.issues.flatMap((issue) => flattenIssue(issue, [])))) {
-      errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
-    }
-  }
+  const { parsed, rules } = checked;
+  for (const e of checked.schema) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
   const baseDir = path.dirname(abs);
   const certs = checkCertificateFiles(data, baseDir);
   for (const e of [...certs.errors, ...checkUpstreamTlsFiles(data, baseDir), ...checkAcmeFiles(data, baseDir), ...checkStaticRoots(data, baseDir), ...checkBodyBufferDir(data, baseDir)]) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
@@ -135,12 +129,7 @@ export function loadConfigText(text: string, file: string): LoadResult {
   if (logFile !== undefined) errors.push({ path: 'log.access_file', ...at(locate(doc, ['log', 'access_file'])), message: logFile });
   const warnings = certs.warnings.map((e) => ({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message }));
 
-  if (parsed.success) {
-    // Rules the router owns (header templates, host patterns, methods), reported like schema errors.
-    for (const e of [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data), ...validateRedirects(parsed.data)]) {
-      errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
-    }
-  }
+  for (const e of rules) errors.push({ path: formatPath(e.path), ...at(locate(doc, e.path)), message: e.message });
   if (errors.length > 0 || !parsed.success) return fail(errors);
   const config = resolvePaths(parsed.data, baseDir);
   // workers get the config over IPC as JSON (transfer.ts): one that would not arrive whole is a bug, refused here
@@ -151,6 +140,33 @@ export function loadConfigText(text: string, file: string): LoadResult {
 
 function validate(data: unknown) {
   return configSchema.safeParse(data, { reportInput: true, error: messageFor });
+}
+
+/**
+ * Config data against the schema (one error per mistake) and, when the schema passes, the rules the router owns
+ * (header templates, host patterns, methods, redirect targets), each with its path; no file is read. `internal`:
+ * a bug in a refinement threw, which must surface as a refused config, never as a crash of a running primary on
+ * reload.
+ */
+function checkData(data: unknown): { parsed: ReturnType<typeof validate>; schema: Flat[]; rules: { path: Segment[]; message: string }[] } | { internal: string } {
+  try {
+    const parsed = validate(data);
+    if (!parsed.success) return { parsed, schema: oneErrorPerMistake(parsed.error.issues.flatMap((issue) => flattenIssue(issue, []))), rules: [] };
+    const rules = [...validateHeaderTemplates(parsed.data), ...validateRouteMatches(parsed.data), ...validateRedirects(parsed.data)].map((e) => ({ path: [...e.path], message: e.message }));
+    return { parsed, schema: [], rules };
+  } catch (err) {
+    return { internal: (err as Error).message };
+  }
+}
+
+/**
+ * What `portico check` would refuse in config data, files aside (certificates, roots and folders are not read):
+ * each mistake with its path as segments. `portico import-nginx` settles what it writes with it.
+ */
+export function dataProblems(data: unknown): { path: Segment[]; message: string }[] {
+  const checked = checkData(data);
+  if ('internal' in checked) return [{ path: [], message: `internal error while validating: ${checked.internal}` }];
+  return [...checked.schema, ...checked.rules];
 }
 
 /** Worker count to fork: "auto" means one per core the process may use. */

@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { Document, isNode } from 'yaml';
 import { checkOrigin } from './cors.js';
+import { dataProblems, formatPath } from './load.js';
 import { scriptIndexes } from './schema.js';
 import { parseFallback } from './static-fallback.js';
 import type { Directive } from './nginx-parse.js';
@@ -17,6 +18,8 @@ export interface ImportNote {
 
 export interface ImportResult {
   readonly yaml: string;
+  /** Why `portico check` would still refuse the YAML (nothing left to listen on); empty when it loads, files aside. */
+  readonly problems: readonly string[];
   readonly notes: readonly ImportNote[];
   readonly counts: { listeners: number; upstreams: number; routes: number };
 }
@@ -81,6 +84,8 @@ interface ListenSpec {
   backlog?: number;
   /** `proxy_protocol`: a PROXY header comes first (the caller says what it makes of it). */
   proxyProtocol: boolean;
+  /** The `listen` (or, for the implied one, the `server`) it comes from. */
+  from: Directive;
 }
 
 interface ServerOut {
@@ -118,7 +123,9 @@ class Importer {
   /** Upstreams of stream {} (L4 relays): never shared with routes. */
   readonly #l4Upstreams = new Set<string>();
   /** Prefix locations ending in "/" served by a proxy: nginx redirects the path without the slash (added last). */
-  readonly #trailingSlash: { server: ServerOut; path: string }[] = [];
+  readonly #trailingSlash: { server: ServerOut; path: string; d: Directive }[] = [];
+  /** The directive each listener, route and upstream of the output was made from (for the notes of what settling drops). */
+  readonly #origin = new Map<object, Directive>();
 
   constructor(source: string) {
     this.#source = source;
@@ -131,10 +138,10 @@ class Importer {
       const d = this.#serverListens[0].d;
       this.#note(d, `the servers listen on different addresses (${[...sets].join(' | ')}); Portico's routes apply to every listener: a request on one port can now reach another server's routes`);
     }
-    for (const { server, path: p } of this.#trailingSlash) {
+    for (const { server, path: p, d } of this.#trailingSlash) {
       const exact = p.slice(0, -1);
       if (this.#out.routes.some((r) => (r.match as Obj).path_exact === exact)) continue;
-      this.#route(server, { path_exact: exact }, { redirect: { to: `${p}$is_args$args`, status: 301 } });
+      this.#route(d, server, { path_exact: exact }, { redirect: { to: `${p}$is_args$args`, status: 301 } });
     }
     this.#scriptIndexes();
     if (this.#bodySize !== undefined) this.#out.limits = { body_size: this.#bodySize.value };
@@ -142,6 +149,7 @@ class Importer {
       this.#out.limits = { ...this.#out.limits, connections_per_ip: this.#connLimit.n };
       this.#note(this.#connLimit.d, 'limit_conn: Portico counts a client\'s open connections per worker, on every listener (nginx per zone, across workers)', ['limits']);
     }
+    const problems = this.#settle();
     const doc = new Document(this.#plain());
     doc.commentBefore = ` Made by \`portico import-nginx ${path.basename(this.#source)}\`. Read every comment: each marks something nginx did\n that this file does differently or not at all. Then: npx portico check -c THIS_FILE`;
     for (const n of this.#notes) {
@@ -157,6 +165,7 @@ class Importer {
       yaml: doc.toString({ lineWidth: 0 }),
       notes: this.#notes.map(({ source, message }) => ({ source, message })),
       counts: { listeners: this.#out.listeners.length, upstreams: Object.keys(this.#out.upstreams).length, routes: this.#out.routes.length },
+      problems,
     };
   }
 
@@ -177,6 +186,57 @@ class Importer {
       const d = this.#staticIndexes.find((x) => x.action === action)?.d;
       if (d !== undefined) this.#note(d, `index ${[...files].join(', ')}: not a static route's index (it would send the script's source); ${action.fallback !== undefined ? 'a folder without another index reaches it through the fallback' : 'request the script itself, or add try_files $uri $uri/ /index.php?$args (a fallback)'}`, ['routes']);
     }
+  }
+
+  /**
+   * Makes the output pass `portico check` (files aside): each piece the checker refuses is left out with a note
+   * naming its nginx directive and the checker's reason, and the check runs again, until nothing is refused. What
+   * is left out is never narrowed into something wider: a listener goes whole (a TLS listener never becomes a
+   * plain one), so does a route refused in its match or action (a route never matches more than nginx's location),
+   * and an upstream whose TLS settings or target list are refused (its traffic never goes out in plain text); a
+   * refused target leaves its upstream, any other refused setting just itself. What no longer loads for lack of
+   * it (a route to a dropped upstream) is refused in the next round. Returns what cannot be left out.
+   */
+  #settle(): string[] {
+    // each round removes at least one piece, so the rounds end; the bound is for a checker that would not agree
+    for (let round = 0; ; round++) {
+      const problems = dataProblems(this.#plain());
+      if (problems.length === 0) return [];
+      if (round === MAX_SETTLE_ROUNDS) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
+      const drops = new Map<string, { at: Segment[]; problem: string }>();
+      for (const p of problems) {
+        const at = settleDrop(p.path);
+        const existing = at === undefined ? undefined : deepestExisting(this.#out, at);
+        if (existing === undefined) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
+        const key = JSON.stringify(existing);
+        // said from the piece left out: "match.path: must start with …" of a location's route
+        const inside = formatPath(p.path.slice(existing.length));
+        if (!drops.has(key)) drops.set(key, { at: existing, problem: inside === '' ? p.message : `${inside}: ${p.message}` });
+      }
+      // a piece inside another one dropped this round goes with it
+      const all = [...drops.values()];
+      const kept = all.filter((x) => !all.some((y) => y !== x && y.at.length < x.at.length && y.at.every((seg, i) => seg === x.at[i])));
+      for (const { at, problem } of kept) this.#drop(at, problem);
+      sweep(this.#out);
+    }
+  }
+
+  /** Leaves out the piece at `at` (marked in a list, deleted from a map) and says so where it came from. */
+  #drop(at: Segment[], problem: string): void {
+    const parents: unknown[] = [this.#out];
+    for (const seg of at.slice(0, -1)) parents.push((parents[parents.length - 1] as Record<string | number, unknown>)[seg]);
+    const container = parents[parents.length - 1] as Record<string | number, unknown> | unknown[];
+    const last = at[at.length - 1];
+    const piece = (container as Record<string | number, unknown>)[last];
+    const from = [piece, ...parents.reverse()].find((x): x is object => typeof x === 'object' && x !== null && this.#origin.has(x));
+    const section: OutPath = [at[0]];
+    const why = `\`portico check\` refuses it: ${problem}`;
+    const d = from === undefined ? undefined : this.#origin.get(from);
+    if (d !== undefined && from === piece) this.#skip(d, why, section);
+    else if (d !== undefined) this.#note(d, `${formatPath(at)} left out (${why})`, section);
+    else this.#notes.push({ source: path.basename(this.#source), message: `${formatPath(at)} left out (${why})`, at: section });
+    if (Array.isArray(container)) container[last as number] = DROPPED;
+    else delete (container as Record<string | number, unknown>)[last];
   }
 
   #plain(): Obj {
@@ -304,6 +364,7 @@ class Importer {
     }
     const u: Obj = { targets: [] };
     this.#out.upstreams[name] = u;
+    this.#origin.set(u, d);
     const at: OutPath = ['upstreams', name];
     const targets = u.targets as Json[];
     for (const s of d.block ?? []) {
@@ -527,6 +588,7 @@ class Importer {
       }
       if (halfClose !== undefined) entry.half_close = halfClose;
       this.#out.listeners.push(entry);
+      this.#origin.set(entry, s);
     }
   }
 
@@ -578,6 +640,7 @@ class Importer {
     let label = `tcp_${addressLabel(raw)}`;
     for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${label}_${i}`;
     this.#out.upstreams[label] = { targets: [raw] };
+    this.#origin.set(this.#out.upstreams[label], s);
     this.#l4Upstreams.add(label);
     return label;
   }
@@ -599,7 +662,13 @@ class Importer {
       else if (s.name === 'ssl_certificate') cert = s.args[0];
       else if (s.name === 'ssl_certificate_key') key = s.args[0];
     }
-    if (server.listens.length === 0) server.listens.push({ address: '0.0.0.0:80', tls: false, proxyProtocol: false });
+    // nginx's implied `listen 80` is for a server without any listen, not one whose listens were all left out
+    if (!ds.some((s) => s.name === 'listen')) server.listens.push({ address: '0.0.0.0:80', tls: false, proxyProtocol: false, from: d });
+    if (server.listens.length === 0) {
+      // nginx served these locations on sockets Portico does not open: on Portico's listeners they would be new
+      this.#note(d, 'no listen of this server could be translated: its locations are left out', ['routes']);
+      return;
+    }
     if (cert !== undefined && key !== undefined) server.certs.push({ cert: relative(cert), key: relative(key) });
     const firstRoute = this.#out.routes.length;
 
@@ -617,8 +686,8 @@ class Importer {
     const ctx: LocationCtx = { root: undefined, index: undefined, headers: [], hide: [], addHeaders: [], gzip: { ...this.#httpGzip }, limitReq: this.#httpLimitReq };
     for (const s of ds) this.#serverLevel(s, ctx);
     for (const s of ds) if (s.name === 'location') this.#location(s, server, { ...ctx, headers: [...ctx.headers], hide: [...ctx.hide], addHeaders: [...ctx.addHeaders] });
-    if (ret !== undefined) this.#route(server, { path: '/' }, this.#returnAction(ret, undefined));
-    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#optionsInto(this.#route(server, { path: '/' }, { static: staticOf(ctx) }, ctx).route, ctx);
+    if (ret !== undefined) this.#route(ret, server, { path: '/' }, this.#returnAction(ret, undefined));
+    else if (!ds.some((s) => s.name === 'location') && ctx.root !== undefined) this.#optionsInto(this.#route(d, server, { path: '/' }, { static: staticOf(ctx) }, ctx).route, ctx);
     if (this.#out.routes.length === firstRoute) this.#note(d, 'this server has no location Portico could translate', ['listeners']);
   }
 
@@ -650,7 +719,7 @@ class Importer {
       } else if (p === 'http2' || p === 'quic') this.#note(s, `${p}: Portico serves HTTP/1.1 (and WebSocket over it) only`, ['listeners']);
       else if (p !== 'proxy_protocol' && !/^(rcvbuf|sndbuf|ipv6only|so_keepalive|bind|fastopen)(=|$)/.test(p)) this.#skip(s, `listen parameter "${p}"`, ['listeners']);
     }
-    return { address, tls: s.args.includes('ssl'), proxyProtocol: s.args.includes('proxy_protocol'), ...(backlog === undefined ? {} : { backlog }) };
+    return { address, tls: s.args.includes('ssl'), proxyProtocol: s.args.includes('proxy_protocol'), from: s, ...(backlog === undefined ? {} : { backlog }) };
   }
 
   #serverNames(s: Directive): string[] | undefined {
@@ -673,6 +742,7 @@ class Importer {
     if (entry === undefined) {
       entry = { address: l.address };
       this.#out.listeners.push(entry);
+      this.#origin.set(entry, l.from);
     } else if (entry.address !== l.address && l.address.startsWith('[::]')) {
       entry.address = l.address;
     }
@@ -842,14 +912,14 @@ class Importer {
       ctx.addHeaders.push(['Cache-Control', ctx.cacheControl.value]);
       this.#note(ctx.cacheControl.d, 'expires: Portico sets this Cache-Control on every answer of the route (nginx on 2xx and 3xx only)', ['routes']);
     }
-    const { route, index } = this.#route(server, match, action, ctx);
+    const { route, index } = this.#route(d, server, match, action, ctx);
     void actionDirective;
     if (ctx.cors !== undefined) this.#corsInto(route, ctx.cors);
     // nginx answers a prefix location "/x/" served by proxy_pass or fastcgi_pass with a 301 to "/x/" for the
     // request "/x" (its "special processing"); without the redirect "/x" would reach another route here.
     const prefix = typeof match.path === 'string' ? match.path : undefined;
     if (prefix !== undefined && prefix.length > 1 && prefix.endsWith('/') && (action.proxy !== undefined || action.fastcgi !== undefined)) {
-      this.#trailingSlash.push({ server, path: prefix });
+      this.#trailingSlash.push({ server, path: prefix, d });
     }
     if (action.proxy !== undefined) {
       const upstream = typeof action.proxy === 'string' ? action.proxy : String((action.proxy as Obj).upstream);
@@ -928,6 +998,7 @@ class Importer {
     let label = preferred ?? addressLabel(address);
     for (let i = 2; Object.hasOwn(this.#out.upstreams, label); i++) label = `${preferred ?? 'upstream'}${i}`;
     this.#out.upstreams[label] = { targets: [address] };
+    this.#origin.set(this.#out.upstreams[label], s);
     return label;
   }
 
@@ -938,6 +1009,7 @@ class Importer {
     if ([301, 302, 303, 307, 308].includes(code)) return { redirect: { to: this.#template(s, second ?? '/', match), status: code } };
     const r: Obj = { status: code };
     if (second !== undefined) r.body = second;
+    if (code === 444) this.#note(s, 'return 444: nginx closes the connection without an answer; Portico answers with status 444', ['routes']);
     return { return: r };
   }
 
@@ -1235,12 +1307,13 @@ class Importer {
   }
 
   /** Adds a route of `server` (its names become `match.host`); header rules and tunnel settings come after. */
-  #route(server: ServerOut, match: Obj, action: Obj, ctx?: LocationCtx): { route: Obj; index: number } {
+  #route(from: Directive, server: ServerOut, match: Obj, action: Obj, ctx?: LocationCtx): { route: Obj; index: number } {
     if (action.static !== undefined && ctx?.indexAt !== undefined) this.#staticIndexes.push({ action: action.static as Obj, d: ctx.indexAt });
     const m = { ...match };
     if (server.names !== undefined) m.host = server.names.length === 1 ? server.names[0] : server.names;
     const route: Obj = { match: orderedMatch(m), ...action };
     this.#out.routes.push(route);
+    this.#origin.set(route, from);
     return { route, index: this.#out.routes.length - 1 };
   }
 
@@ -1491,4 +1564,49 @@ function sizeBytes(v: string): number {
 
 function render(d: Directive): string {
   return `${d.name}${d.args.length > 0 ? ' ' : ''}${d.args.map((a) => (/[\s;{}#"']/.test(a) || a === '' ? JSON.stringify(a) : a)).join(' ')}${d.block !== undefined ? ' { ... }' : ';'}`;
+}
+
+type Segment = string | number;
+
+const MAX_SETTLE_ROUNDS = 1000;
+
+/** A list item left out by #settle, removed from its list once the round's drops are all marked. */
+const DROPPED: Json = { dropped: true };
+/** A route refused in one of these goes whole: without it, it would match more, or serve something else. */
+const WHOLE_ROUTE = new Set(['match', 'proxy', 'fastcgi', 'static', 'redirect', 'return', 'terminate', 'websocket', 'tunnel']);
+
+/** What #settle leaves out for a problem at `at` (see there); undefined: nothing can be (the sections themselves). */
+function settleDrop(at: readonly Segment[]): Segment[] | undefined {
+  const [top, name, field, item] = at;
+  if (name === undefined) return top === 'listeners' || top === 'routes' || top === 'upstreams' || top === undefined ? undefined : [top];
+  if (top === 'listeners') return ['listeners', name];
+  if (top === 'routes') return field === undefined || WHOLE_ROUTE.has(String(field)) ? ['routes', name] : [...at];
+  if (top === 'upstreams') {
+    if (field === 'targets' && item !== undefined) return ['upstreams', name, 'targets', item];
+    return field === undefined || field === 'targets' || field === 'tls' ? ['upstreams', name] : [...at];
+  }
+  return [...at];
+}
+
+/** The longest start of `at` that names something in `root` (a missing key's owner), never the root or a section. */
+function deepestExisting(root: unknown, at: readonly Segment[]): Segment[] | undefined {
+  let node = root;
+  let depth = 0;
+  for (const seg of at) {
+    if (typeof node !== 'object' || node === null || !Object.hasOwn(node, seg)) break;
+    node = (node as Record<string | number, unknown>)[seg];
+    depth++;
+  }
+  const top = at[0];
+  if (depth === 0 || (depth === 1 && (top === 'listeners' || top === 'routes' || top === 'upstreams'))) return undefined;
+  return at.slice(0, depth);
+}
+
+/** Removes the pieces #drop marked from every list under `node`. */
+function sweep(node: unknown): void {
+  if (typeof node !== 'object' || node === null) return;
+  if (Array.isArray(node)) {
+    for (let i = node.length - 1; i >= 0; i--) if (node[i] === DROPPED) node.splice(i, 1);
+  }
+  for (const v of Object.values(node)) sweep(v);
 }

@@ -1,7 +1,8 @@
 // portico import-nginx: the nginx tokenizer (quotes, escapes, comments, includes, errors with their line) and
 // the translation of each directive it knows, checked by loading the YAML it writes with Portico's own loader.
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
@@ -9,7 +10,7 @@ import { parse } from 'yaml';
 import { formatErrors, loadConfig } from '../../src/config/load.js';
 import { importNginx, nginxDurationMs, nginxSize, type ImportResult } from '../../src/config/nginx-import.js';
 import { NginxParseError, parseNginxFile, parseNginxText, tokenize } from '../../src/config/nginx-parse.js';
-import { FIXTURES } from '../helpers/paths.js';
+import { CLI, FIXTURES } from '../helpers/paths.js';
 
 const SEED_CERTS = path.join(FIXTURES, 'seed', 'certs');
 
@@ -500,4 +501,59 @@ test('try_files $uri $uri/ URI -> static.fallback (the PHP front controller); a 
   assert.match(notes, /try_files without \$uri\/: Portico's static route also serves a folder's index/);
   assert.match(notes, /try_files \$uri @app/);
   loads(t, r);
+});
+
+test('what `portico check` refuses is left out with a note naming the directive and the reason: a listener or a location whole, a target alone, a route to an upstream left without targets', (t) => {
+  const r = translate(`http {
+    upstream tomcat { server 127.0.0.1:65536; server 127.0.0.1:8080; }
+    upstream gone { server 127.0.0.1:65536; }
+    server {
+      listen 8080;
+      listen 8443 ssl;
+      location relative { proxy_pass http://127.0.0.1:9001; }
+      location /t { proxy_pass http://tomcat; proxy_hide_header "Bad Name"; proxy_hide_header X-Powered-By; }
+      location /g { proxy_pass http://gone; }
+      location / { proxy_pass http://127.0.0.1:9000; }
+    }
+  }`);
+  assert.deepEqual(r.problems, []);
+  const o = out(r);
+  // 8443 ssl has no certificate: the listener goes whole, never a plain one on 8443
+  assert.deepEqual(o.listeners, [{ address: '0.0.0.0:8080' }]);
+  assert.deepEqual(o.upstreams.tomcat.targets, ['127.0.0.1:8080']);
+  assert.equal(o.upstreams.gone, undefined);
+  // the relative location goes whole (a route without its path would match everything); /g goes with its upstream
+  assert.deepEqual(
+    o.routes.map((x) => x.match),
+    [{ path: '/t' }, { path: '/' }],
+  );
+  assert.deepEqual(o.routes[0].response_headers, { remove: ['X-Powered-By'] });
+  const notes = r.notes.map((n) => `${n.source}: ${n.message}`).join('\n');
+  assert.match(notes, /test\.conf:6: not translated: `listen 8443 ssl;` \(`portico check` refuses it: tls\.certificates: a TLS listener needs at least one certificate/);
+  assert.match(notes, /test\.conf:2: upstreams\.tomcat\.targets\[0\] left out \(`portico check` refuses it: invalid target address "127\.0\.0\.1:65536"/);
+  assert.match(notes, /test\.conf:7: not translated: `location relative \{ \.\.\. \}` \(`portico check` refuses it: match\.path: must start with "\/"\)/);
+  assert.match(notes, /test\.conf:8: routes\[\d\]\.response_headers\.remove\[0\] left out \(`portico check` refuses it: header name must be an RFC 9110 token\)/);
+  assert.match(notes, /test\.conf:3: not translated: `upstream gone \{ \.\.\. \}` \(`portico check` refuses it: targets: an upstream needs at least one target\)/);
+  assert.match(notes, /test\.conf:9: not translated: `location \/g \{ \.\.\. \}` \(`portico check` refuses it: proxy: unknown upstream "gone"/);
+  loads(t, r);
+});
+
+test('a server none of whose listens can be translated brings no routes; a config with nothing to listen on is refused, and the command writes nothing', (t) => {
+  const r = translate(`http {
+    server { listen unix:/run/a.sock; location /private/ { proxy_pass http://127.0.0.1:9002; } }
+    server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }
+  }`);
+  assert.deepEqual(out(r).routes.map((x) => x.match), [{ path: '/' }]);
+  assert.match(r.notes.map((n) => n.message).join('\n'), /no listen of this server could be translated: its locations are left out/);
+  loads(t, r);
+
+  const none = translate('http { server { listen unix:/run/a.sock; location / { proxy_pass http://127.0.0.1:9000; } } }');
+  assert.equal(none.counts.listeners, 0);
+  assert.deepEqual(none.problems, ['listeners: at least one listener is needed']);
+  const dir = folder(t);
+  writeFileSync(path.join(dir, 'nginx.conf'), 'events {}\nhttp { server { listen unix:/run/a.sock; location / { proxy_pass http://127.0.0.1:9000; } } }\n');
+  const cli = spawnSync(process.execPath, [CLI, 'import-nginx', path.join(dir, 'nginx.conf'), '-o', path.join(dir, 'portico.yaml')], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(cli.status, 1, cli.stderr);
+  assert.match(cli.stderr, /portico: nothing written: what could be translated does not make a config \(listeners: at least one listener is needed\)/);
+  assert.ok(!existsSync(path.join(dir, 'portico.yaml')), 'a YAML was written');
 });
