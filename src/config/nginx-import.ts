@@ -216,19 +216,20 @@ class Importer {
       // a piece inside another one dropped this round goes with it
       const all = [...drops.values()];
       const kept = all.filter((x) => !all.some((y) => y !== x && y.at.length < x.at.length && y.at.every((seg, i) => seg === x.at[i])));
-      for (const { at, problem } of kept) this.#drop(at, problem);
-      sweep(this.#out);
+      const touched = new Set<object>();
+      for (const { at, problem } of kept) touched.add(this.#drop(at, problem));
+      sweep(this.#out, touched);
     }
   }
 
-  /** Leaves out the piece at `at` (marked in a list, deleted from a map) and says so where it came from. */
-  #drop(at: Segment[], problem: string): void {
+  /** Leaves out the piece at `at` (marked in a list, deleted from a map) and says so where it came from; returns its container. */
+  #drop(at: Segment[], problem: string): object {
     const parents: unknown[] = [this.#out];
     for (const seg of at.slice(0, -1)) parents.push((parents[parents.length - 1] as Record<string | number, unknown>)[seg]);
     const container = parents[parents.length - 1] as Record<string | number, unknown> | unknown[];
     const last = at[at.length - 1];
     const piece = (container as Record<string | number, unknown>)[last];
-    const from = [piece, ...parents.reverse()].find((x): x is object => typeof x === 'object' && x !== null && this.#origin.has(x));
+    const from = [piece, ...[...parents].reverse()].find((x): x is object => typeof x === 'object' && x !== null && this.#origin.has(x));
     const section: OutPath = [at[0]];
     const why = `\`portico check\` refuses it: ${problem}`;
     const d = from === undefined ? undefined : this.#origin.get(from);
@@ -237,6 +238,7 @@ class Importer {
     else this.#notes.push({ source: path.basename(this.#source), message: `${formatPath(at)} left out (${why})`, at: section });
     if (Array.isArray(container)) container[last as number] = DROPPED;
     else delete (container as Record<string | number, unknown>)[last];
+    return container;
   }
 
   #plain(): Obj {
@@ -1297,7 +1299,10 @@ class Importer {
       if (gzip.minSize !== undefined) c.min_size = gzip.minSize;
       route.compress = c;
     }
-    if (ctx.headers.length > 0) route.request_headers = { set: Object.fromEntries(ctx.headers) };
+    // nginx passes no header whose proxy_set_header value is empty (the way to keep a client's Authorization from a backend)
+    const set = ctx.headers.filter(([, v]) => v !== '');
+    const remove = ctx.headers.filter(([, v]) => v === '').map(([n]) => n);
+    if (set.length > 0 || remove.length > 0) route.request_headers = { ...(set.length > 0 ? { set: Object.fromEntries(set) } : {}), ...(remove.length > 0 ? { remove } : {}) };
     if (ctx.addHeaders.length > 0 || ctx.hide.length > 0) {
       const rh: Obj = {};
       if (ctx.addHeaders.length > 0) rh.set = Object.fromEntries(ctx.addHeaders);
@@ -1602,11 +1607,23 @@ function deepestExisting(root: unknown, at: readonly Segment[]): Segment[] | und
   return at.slice(0, depth);
 }
 
-/** Removes the pieces #drop marked from every list under `node`. */
-function sweep(node: unknown): void {
-  if (typeof node !== 'object' || node === null) return;
+/**
+ * Removes the pieces #drop marked from every list under `node`, and inside a route a list or map that dropping left
+ * empty (`set: {}` of request_headers says nothing; an upstream's emptied `targets` stays, for the checker to name).
+ * `touched`: the containers something was dropped from. Returns whether `node` is one, left empty, inside a route.
+ */
+function sweep(node: unknown, touched: Set<object>, depth = 0, inRoute = false): boolean {
+  if (typeof node !== 'object' || node === null) return false;
   if (Array.isArray(node)) {
     for (let i = node.length - 1; i >= 0; i--) if (node[i] === DROPPED) node.splice(i, 1);
   }
-  for (const v of Object.values(node)) sweep(v);
+  const entries = Object.entries(node);
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const [k, v] = entries[i];
+    if (!sweep(v, touched, depth + 1, inRoute || (depth === 0 && k === 'routes')) || depth < 2) continue;
+    if (Array.isArray(node)) node.splice(Number(k), 1);
+    else delete (node as Record<string, unknown>)[k];
+    touched.add(node);
+  }
+  return inRoute && touched.has(node) && Object.keys(node).length === 0;
 }
