@@ -2,6 +2,7 @@
 // equivalent is written as such; what does not, or differs in meaning, gets a comment at the place it would
 // go, and one line in the summary. The output is meant to pass `portico check`; the comments say what to read.
 // Pure: no file is written here, and the translation never starts anything.
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { Document, isNode } from 'yaml';
 import { checkOrigin } from './cors.js';
@@ -89,9 +90,13 @@ interface ListenSpec {
 }
 
 interface ServerOut {
+  readonly from: Directive;
   listens: ListenSpec[];
   names: string[] | undefined;
   certs: { cert: string; key: string }[];
+  /** The listeners of the output it is served on, and its routes (a server left without listeners loses them). */
+  readonly listeners: Set<object>;
+  readonly routes: object[];
 }
 
 /** Translates parsed nginx directives; `source` names the file for the header comment. */
@@ -126,6 +131,10 @@ class Importer {
   readonly #trailingSlash: { server: ServerOut; path: string; d: Directive }[] = [];
   /** The directive each listener, route and upstream of the output was made from (for the notes of what settling drops). */
   readonly #origin = new Map<object, Directive>();
+  /** The http servers, with the listeners and routes each was given. */
+  readonly #servers: ServerOut[] = [];
+  /** Routes #settle made answer 503 (refused again, they go). */
+  readonly #closed = new Set<object>();
 
   constructor(source: string) {
     this.#source = source;
@@ -192,10 +201,11 @@ class Importer {
    * Makes the output pass `portico check` (files aside): each piece the checker refuses is left out with a note
    * naming its nginx directive and the checker's reason, and the check runs again, until nothing is refused. What
    * is left out is never narrowed into something wider: a listener goes whole (a TLS listener never becomes a
-   * plain one), so does a route refused in its match or action (a route never matches more than nginx's location),
-   * and an upstream whose TLS settings or target list are refused (its traffic never goes out in plain text); a
-   * refused target leaves its upstream, any other refused setting just itself. What no longer loads for lack of
-   * it (a route to a dropped upstream) is refused in the next round. Returns what cannot be left out.
+   * plain one); a route refused in its match goes whole (it never matches more than nginx's location), one refused
+   * in its action keeps its match and answers 503 (its requests never reach another route's backend); an upstream
+   * whose TLS settings or target list are refused goes whole (its traffic never goes out in plain text); a refused
+   * target leaves its upstream, any other refused setting just itself. What no longer loads for lack of it (a
+   * route to a dropped upstream) is refused in the next round. Returns what cannot be left out.
    */
   #settle(): string[] {
     // each round removes at least one piece, so the rounds end; the bound is for a checker that would not agree
@@ -203,32 +213,59 @@ class Importer {
       const problems = dataProblems(this.#plain());
       if (problems.length === 0) return [];
       if (round === MAX_SETTLE_ROUNDS) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
-      const drops = new Map<string, { at: Segment[]; problem: string }>();
+      const drops = new Map<string, { at: Segment[]; problem: string; close: boolean }>();
       for (const p of problems) {
         const at = settleDrop(p.path);
         const existing = at === undefined ? undefined : deepestExisting(this.#out, at);
+        // a route refused in its action (or as a whole) keeps its match and answers 503; refused again, or in its match, it goes
+        const route = p.path[0] === 'routes' && existing?.length === 2 ? this.#out.routes[existing[1] as number] : undefined;
+        const close = route !== undefined && p.path[2] !== 'match' && !this.#closed.has(route);
         if (existing === undefined) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
         const key = JSON.stringify(existing);
         // said from the piece left out: "match.path: must start with …" of a location's route
         const inside = formatPath(p.path.slice(existing.length));
-        if (!drops.has(key)) drops.set(key, { at: existing, problem: inside === '' ? p.message : `${inside}: ${p.message}` });
+        if (!drops.has(key)) drops.set(key, { at: existing, problem: inside === '' ? p.message : `${inside}: ${p.message}`, close });
       }
       // a piece inside another one dropped this round goes with it
       const all = [...drops.values()];
       const kept = all.filter((x) => !all.some((y) => y !== x && y.at.length < x.at.length && y.at.every((seg, i) => seg === x.at[i])));
       const touched = new Set<object>();
-      for (const { at, problem } of kept) touched.add(this.#drop(at, problem));
+      for (const { at, problem, close } of kept) {
+        if (close) this.#close(at[1] as number, problem);
+        else touched.add(this.#drop(at, problem));
+      }
       sweep(this.#out, touched);
     }
+  }
+
+  /**
+   * Route `index` keeps its match and answers 503 in place of what `portico check` refused: its requests would
+   * otherwise reach another route (nginx's `location /private/` falling through to `/`'s backend).
+   */
+  #close(index: number, problem: string): void {
+    const route = this.#out.routes[index];
+    if (route === DROPPED) return; // its server lost its listeners this round
+    for (const k of Object.keys(route)) if (k !== 'match') delete route[k];
+    route.return = { status: 503 };
+    this.#closed.add(route);
+    const d = this.#origin.get(route);
+    const why = `\`portico check\` refuses it: ${problem}; in its place the route answers 503, so that its requests reach no other route`;
+    if (d !== undefined) this.#skip(d, why, ['routes']);
+    else this.#notes.push({ source: path.basename(this.#source), message: `routes[${index}] ${why}`, at: ['routes'] });
   }
 
   /** Leaves out the piece at `at` (marked in a list, deleted from a map) and says so where it came from; returns its container. */
   #drop(at: Segment[], problem: string): object {
     const parents: unknown[] = [this.#out];
-    for (const seg of at.slice(0, -1)) parents.push((parents[parents.length - 1] as Record<string | number, unknown>)[seg]);
+    for (const seg of at.slice(0, -1)) {
+      const next = (parents[parents.length - 1] as Record<string | number, unknown>)[seg];
+      if (typeof next !== 'object' || next === null || next === DROPPED) return this.#out; // gone with its server this round
+      parents.push(next);
+    }
     const container = parents[parents.length - 1] as Record<string | number, unknown> | unknown[];
     const last = at[at.length - 1];
     const piece = (container as Record<string | number, unknown>)[last];
+    if (piece === DROPPED) return container; // gone with its server this round
     const from = [piece, ...[...parents].reverse()].find((x): x is object => typeof x === 'object' && x !== null && this.#origin.has(x));
     const section: OutPath = [at[0]];
     const why = `\`portico check\` refuses it: ${problem}`;
@@ -238,7 +275,18 @@ class Importer {
     else this.#notes.push({ source: path.basename(this.#source), message: `${formatPath(at)} left out (${why})`, at: section });
     if (Array.isArray(container)) container[last as number] = DROPPED;
     else delete (container as Record<string | number, unknown>)[last];
+    if (at.length === 2 && at[0] === 'listeners' && typeof piece === 'object' && piece !== null) this.#listenerGone(piece);
     return container;
+  }
+
+  /** A server left without listeners by #settle loses its routes: on the other listeners they would be new. */
+  #listenerGone(listener: object): void {
+    for (const server of this.#servers) {
+      if (!server.listeners.delete(listener) || server.listeners.size > 0) continue;
+      const gone = server.routes.map((r) => this.#out.routes.indexOf(r as Obj)).filter((i) => i >= 0);
+      for (const i of gone) this.#out.routes[i] = DROPPED as Obj;
+      if (gone.length > 0) this.#note(server.from, 'no listener of this server is left: its locations are left out', ['routes']);
+    }
   }
 
   #plain(): Obj {
@@ -308,6 +356,9 @@ class Importer {
         case 'client_max_body_size':
           this.#setBodySize(d);
           break;
+        case 'ssl_certificate':
+        case 'ssl_certificate_key':
+          break; // read by each server that sets none of its own (#server)
         case 'include':
           if (/mime\.types$/.test(d.args[0] ?? '')) break;
           this.#skip(d, 'the file was not found beside the config');
@@ -652,9 +703,11 @@ class Importer {
 
   #server(d: Directive, siblings: readonly Directive[]): void {
     const ds = d.block ?? [];
-    const server: ServerOut = { listens: [], names: undefined, certs: [] };
-    let cert: string | undefined;
-    let key: string | undefined;
+    const server: ServerOut = { from: d, listens: [], names: undefined, certs: [], listeners: new Set(), routes: [] };
+    this.#servers.push(server);
+    // a server without its own certificate takes http {}'s, as nginx inherits it
+    let cert = siblings.findLast((s) => s.name === 'ssl_certificate')?.args[0];
+    let key = siblings.findLast((s) => s.name === 'ssl_certificate_key')?.args[0];
     for (const s of ds) {
       if (s.name === 'listen') {
         const l = this.#listen(s);
@@ -737,16 +790,19 @@ class Importer {
   }
 
   #listener(l: ListenSpec, server: ServerOut, httpsRedirect: boolean): void {
-    const port = l.address.slice(l.address.lastIndexOf(':') + 1);
-    // nginx's `listen 443` and `listen [::]:443` are two sockets; Portico's `[::]:443` takes both families.
-    const sameWildcard = (a: string): boolean => a === l.address || (isWildcard(a) && isWildcard(l.address) && a.endsWith(`:${port}`));
-    let entry = this.#out.listeners.find((x) => sameWildcard(String(x.address)));
+    // nginx's `listen 443` and `listen [::]:443` are two sockets; Portico's `[::]:443` takes both families. Beside a
+    // wildcard, nginx binds no socket for `listen 127.0.0.1:443` either (it tells the two apart by the local
+    // address); Portico's routes apply to every listener, so that is the wildcard's socket too.
+    const same = (a: string): boolean => a === l.address || (isWildcard(a) && isWildcard(l.address) && samePort(a, l.address)) || covers(a, l.address) || covers(l.address, a);
+    let entry = this.#out.listeners.find((x) => same(String(x.address)));
     if (entry === undefined) {
       entry = { address: l.address };
       this.#out.listeners.push(entry);
       this.#origin.set(entry, l.from);
-    } else if (entry.address !== l.address && l.address.startsWith('[::]')) {
-      entry.address = l.address;
+    } else if (entry.address !== l.address) {
+      const was = String(entry.address);
+      if (l.address.startsWith('[::]') || covers(l.address, was)) entry.address = l.address;
+      if (!isWildcard(was) || !isWildcard(l.address)) this.#note(l.from, `listen ${l.address} and ${was} are one listener here, ${String(entry.address)} (nginx binds the wildcard only, and tells them apart by local address; Portico's routes apply to every listener)`, ['listeners']);
     }
     if (l.tls) {
       const tls = (entry.tls as Obj | undefined) ?? { certificates: [] };
@@ -754,6 +810,7 @@ class Importer {
       for (const c of server.certs) if (!certs.some((x) => (x as Obj).cert === c.cert)) certs.push(c);
       entry.tls = tls;
     }
+    server.listeners.add(entry);
     if (httpsRedirect) entry.https_redirect = true;
     if (l.backlog !== undefined) entry.backlog = Math.max(l.backlog, typeof entry.backlog === 'number' ? entry.backlog : 0);
   }
@@ -1010,7 +1067,8 @@ class Importer {
     if (!Number.isInteger(code)) return { redirect: { to: this.#template(s, first ?? '/', match), status: 302 } };
     if ([301, 302, 303, 307, 308].includes(code)) return { redirect: { to: this.#template(s, second ?? '/', match), status: code } };
     const r: Obj = { status: code };
-    if (second !== undefined) r.body = second;
+    // a 204 or 304 has no body: nginx sends none, whatever `return` says
+    if (second !== undefined && code !== 204 && code !== 304) r.body = second;
     if (code === 444) this.#note(s, 'return 444: nginx closes the connection without an answer; Portico answers with status 444', ['routes']);
     return { return: r };
   }
@@ -1318,6 +1376,7 @@ class Importer {
     if (server.names !== undefined) m.host = server.names.length === 1 ? server.names[0] : server.names;
     const route: Obj = { match: orderedMatch(m), ...action };
     this.#out.routes.push(route);
+    server.routes.push(route);
     this.#origin.set(route, from);
     return { route, index: this.#out.routes.length - 1 };
   }
@@ -1476,6 +1535,18 @@ function listenAddress(raw: string): string {
 
 function isWildcard(address: string): boolean {
   return address.startsWith('0.0.0.0:') || address.startsWith('[::]:');
+}
+
+function samePort(a: string, b: string): boolean {
+  return a.slice(a.lastIndexOf(':')) === b.slice(b.lastIndexOf(':'));
+}
+
+/** A wildcard listen that takes `specific`'s connections: `[::]` any IP address, `0.0.0.0` an IPv4 one, same port. */
+function covers(wildcard: string, specific: string): boolean {
+  if (!samePort(wildcard, specific) || isWildcard(specific)) return false;
+  const host = specific.slice(0, specific.lastIndexOf(':'));
+  if (wildcard.startsWith('[::]:')) return isIP(host) === 4 || (host.startsWith('[') && isIP(host.slice(1, -1)) === 6);
+  return wildcard.startsWith('0.0.0.0:') && isIP(host) === 4;
 }
 
 function isHttpsRedirect(args: readonly string[]): boolean {

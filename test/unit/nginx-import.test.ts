@@ -503,7 +503,7 @@ test('try_files $uri $uri/ URI -> static.fallback (the PHP front controller); a 
   loads(t, r);
 });
 
-test('what `portico check` refuses is left out with a note naming the directive and the reason: a listener or a location whole, a target alone, a route to an upstream left without targets', (t) => {
+test('what `portico check` refuses is left out with a note naming the directive and the reason: a listener whole (and a server left without one loses its routes), a location refused in its match whole, one refused in its action answering 503, a target alone', (t) => {
   const r = translate(`http {
     upstream tomcat { server 127.0.0.1:65536; server 127.0.0.1:8080; }
     upstream gone { server 127.0.0.1:65536; }
@@ -515,6 +515,7 @@ test('what `portico check` refuses is left out with a note naming the directive 
       location /g { proxy_pass http://gone; }
       location / { proxy_pass http://127.0.0.1:9000; proxy_set_header Authorization ""; proxy_hide_header "Bad Name"; }
     }
+    server { listen 9443 ssl; server_name tls-only.example; location /tls-only/ { proxy_pass http://127.0.0.1:9003; } }
   }`);
   assert.deepEqual(r.problems, []);
   const o = out(r);
@@ -522,22 +523,25 @@ test('what `portico check` refuses is left out with a note naming the directive 
   assert.deepEqual(o.listeners, [{ address: '0.0.0.0:8080' }]);
   assert.deepEqual(o.upstreams.tomcat.targets, ['127.0.0.1:8080']);
   assert.equal(o.upstreams.gone, undefined);
-  // the relative location goes whole (a route without its path would match everything); /g goes with its upstream
+  // the relative location goes whole (a route without its path would match everything); /g, whose upstream went,
+  // answers 503 rather than fall through to / (another backend); the TLS-only server's location goes with its listener
   assert.deepEqual(
     o.routes.map((x) => x.match),
-    [{ path: '/t' }, { path: '/' }],
+    [{ path: '/t' }, { path: '/g' }, { path: '/' }],
   );
+  assert.deepEqual(o.routes[1], { match: { path: '/g' }, return: { status: 503 } });
   assert.deepEqual(o.routes[0].response_headers, { remove: ['X-Powered-By'] });
   // nginx passes no header set to "" (a client's Authorization kept from the backend); a header list left empty goes
-  assert.deepEqual(o.routes[1].request_headers, { remove: ['Authorization'] });
-  assert.equal(o.routes[1].response_headers, undefined);
+  assert.deepEqual(o.routes[2].request_headers, { remove: ['Authorization'] });
+  assert.equal(o.routes[2].response_headers, undefined);
   const notes = r.notes.map((n) => `${n.source}: ${n.message}`).join('\n');
   assert.match(notes, /test\.conf:6: not translated: `listen 8443 ssl;` \(`portico check` refuses it: tls\.certificates: a TLS listener needs at least one certificate/);
   assert.match(notes, /test\.conf:2: upstreams\.tomcat\.targets\[0\] left out \(`portico check` refuses it: invalid target address "127\.0\.0\.1:65536"/);
   assert.match(notes, /test\.conf:7: not translated: `location relative \{ \.\.\. \}` \(`portico check` refuses it: match\.path: must start with "\/"\)/);
   assert.match(notes, /test\.conf:8: routes\[\d\]\.response_headers\.remove\[0\] left out \(`portico check` refuses it: header name must be an RFC 9110 token\)/);
   assert.match(notes, /test\.conf:3: not translated: `upstream gone \{ \.\.\. \}` \(`portico check` refuses it: targets: an upstream needs at least one target\)/);
-  assert.match(notes, /test\.conf:9: not translated: `location \/g \{ \.\.\. \}` \(`portico check` refuses it: proxy: unknown upstream "gone"/);
+  assert.match(notes, /test\.conf:9: not translated: `location \/g \{ \.\.\. \}` \(`portico check` refuses it: proxy: unknown upstream "gone" .*; in its place the route answers 503, so that its requests reach no other route\)/);
+  assert.match(notes, /test\.conf:12: no listener of this server is left: its locations are left out/);
   loads(t, r);
 });
 
@@ -559,4 +563,34 @@ test('a server none of whose listens can be translated brings no routes; a confi
   assert.equal(cli.status, 1, cli.stderr);
   assert.match(cli.stderr, /portico: nothing written: what could be translated does not make a config \(listeners: at least one listener is needed\)/);
   assert.ok(!existsSync(path.join(dir, 'portico.yaml')), 'a YAML was written');
+});
+
+test('ssl_certificate in http {} serves every server without its own; listen 127.0.0.1:P beside listen P is the wildcard listener (noted), [::1] beside 0.0.0.0 stays its own', (t) => {
+  const r = translate(`http {
+    ssl_certificate certs/site.crt; ssl_certificate_key certs/site.key;
+    server { listen 443 ssl; server_name a.example; location / { proxy_pass http://127.0.0.1:9000; } }
+    server { listen 127.0.0.1:443 ssl; server_name b.example; location / { proxy_pass http://127.0.0.1:9001; } }
+    server { listen 127.0.0.1:8080; location /status { return 200 ok; } }
+    server { listen 8080; listen [::1]:8080; server_name c.example; location / { proxy_pass http://127.0.0.1:9002; } }
+  }`);
+  assert.deepEqual(r.problems, []);
+  const o = out(r);
+  assert.deepEqual(o.listeners, [
+    { address: '0.0.0.0:443', tls: { certificates: [{ cert: './certs/site.crt', key: './certs/site.key' }] } },
+    { address: '0.0.0.0:8080' },
+    { address: '[::1]:8080' },
+  ]);
+  const notes = r.notes.map((n) => `${n.source}: ${n.message}`).join('\n');
+  assert.match(notes, /test\.conf:4: listen 127\.0\.0\.1:443 and 0\.0\.0\.0:443 are one listener here, 0\.0\.0\.0:443/);
+  assert.match(notes, /test\.conf:6: listen 0\.0\.0\.0:8080 and 127\.0\.0\.1:8080 are one listener here, 0\.0\.0\.0:8080/);
+  assert.doesNotMatch(notes, /ssl_certificate|refuses it/);
+  assert.equal(o.routes.length, 4);
+  loads(t, r);
+});
+
+test('return 204 TEXT is a 204 without a body (nginx sends none), not a route the checker refuses', (t) => {
+  const r = translate('http { server { listen 8080; location /e { return 204 "nothing"; } location /m { return 304 x; } } }');
+  assert.deepEqual(out(r).routes.map((x) => x.return), [{ status: 204 }, { status: 304 }]);
+  assert.equal(r.notes.length, 0, r.notes.map((n) => n.message).join('\n'));
+  loads(t, r);
 });
