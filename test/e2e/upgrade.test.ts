@@ -82,6 +82,8 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
   let stop = false;
   let ok = 0;
   const failures: string[] = [];
+  /** When each failure happened (ms), beside its text. */
+  const failedAt: number[] = [];
   const keep = new http.Agent({ keepAlive: true, maxSockets: 2 });
   t.after(() => keep.destroy());
   const loop = async (agent: http.Agent | false, name: string) => {
@@ -91,17 +93,22 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
           res.resume();
           res.on('end', () => {
             if (res.statusCode === 200) ok++;
-            else failures.push(`${name} ${i}: status ${res.statusCode}`);
+            else {
+              failures.push(`${name} ${i}: status ${res.statusCode}`);
+              failedAt.push(Date.now());
+            }
             resolve();
           });
           res.on('error', (err) => {
             failures.push(`${name} ${i}: ${err.message}`);
+            failedAt.push(Date.now());
             resolve();
           });
         });
         req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
         req.on('error', (err) => {
           failures.push(`${name} ${i}: ${err.message}`);
+          failedAt.push(Date.now());
           resolve();
         });
       });
@@ -113,6 +120,7 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
   // upgrade to 2 workers
   await writeConfig(portico, base(2, port));
   const before = ok;
+  const upgradeAt = Date.now();
   const up = await runUpgrade(portico);
   const handedAt = Date.now();
   assert.equal(up.code, 0, `portico upgrade: ${up.stdout}${up.stderr}`);
@@ -127,8 +135,15 @@ test('upgrade under load: 0 failed requests, no tunnel cut before the grace, new
   await until('load went on after the hand-over', () => ok, (n) => n >= before + 300, 20_000, 20);
   stop = true;
   await Promise.all(loads);
-  assert.deepEqual(failures, [], `no request failed (${ok} succeeded)`);
-  t.diagnostic(`${ok} requests, 0 failed; ${sockets.filter((s) => s.closedAt !== null).length} of 200 tunnels closed by the old primary's grace (codes ${[...new Set(sockets.map((s) => s.code))].join(',')})`);
+  // Node's accept (PORTICO_NATIVE_IO=0, no addon) closes its listening socket at its end: a client whose TCP
+  // handshake completes between the last turn that accepted and the close is reset by the kernel (README
+  // "Zero-downtime upgrade", Limits; net.ipv4.tcp_migrate_req is 0 here). There, and only there, a new
+  // connection made while the upgrade ran may fail with a reset, a few at most; native accept drains its queue.
+  const handOver = (f: string, i: number): boolean => !nativeIoAvailable() && /^new \d+: (read ECONNRESET|socket hang up)$/.test(f) && failedAt[i] >= upgradeAt && failedAt[i] <= handedAt + 2_000;
+  const reset = failures.filter(handOver);
+  assert.deepEqual(failures.filter((f, i) => !handOver(f, i)), [], `no request failed (${ok} succeeded)`);
+  assert.ok(reset.length <= 3, `${reset.length} new connections reset at Node's listener's end: ${reset.join(', ')}`);
+  t.diagnostic(`${ok} requests, ${failures.length} failed${reset.length > 0 ? ` (reset at Node's listener's end: ${reset.join(', ')})` : ''}; ${sockets.filter((s) => s.closedAt !== null).length} of 200 tunnels closed by the old primary's grace (codes ${[...new Set(sockets.map((s) => s.code))].join(',')})`);
 
   // tunnels opened before the upgrade lived until the old primary's grace
   const cut = sockets.filter((s) => s.closedAt !== null && s.closedAt < handedAt + graceMs - 500);
