@@ -431,6 +431,7 @@ class Importer {
           u.balance = 'least_conn';
           break;
         case 'ip_hash':
+          if (stream) this.#note(s, 'ip_hash is not a stream {} directive (nginx refuses it there): read as hash $remote_addr', [...at, 'balance']);
           u.balance = { policy: 'hash', key: '$remote_addr' };
           this.#note(s, 'ip_hash hashes the first three bytes of an IPv4 address; Portico hashes the whole address (Maglev)', [...at, 'balance']);
           break;
@@ -1157,7 +1158,8 @@ class Importer {
         return;
       case 'add_header': {
         const [name, value] = s.args;
-        if (name === undefined || value === undefined) return;
+        // nginx adds no header whose value is empty (the line still stops the server's add_header lines here)
+        if (name === undefined || value === undefined || value === '') return;
         if (/^access-control-/i.test(name)) {
           this.#corsHeader(s, name.toLowerCase(), value, ctx, at);
           return;

@@ -594,3 +594,13 @@ test('return 204 TEXT is a 204 without a body (nginx sends none), not a route th
   assert.equal(r.notes.length, 0, r.notes.map((n) => n.message).join('\n'));
   loads(t, r);
 });
+
+test('add_header NAME "" adds nothing (as nginx); ip_hash in stream {}, which nginx refuses, is read as hash $remote_addr and noted', (t) => {
+  const r = translate(`http { server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; add_header X-Empty ""; add_header X-Real v; } } }
+    stream { upstream db { ip_hash; server 127.0.0.1:5432; } server { listen 15432; proxy_pass db; } }`);
+  const o = out(r);
+  assert.deepEqual(o.routes[0].response_headers, { set: { 'X-Real': 'v' } });
+  assert.deepEqual(o.upstreams.db.balance, { policy: 'hash', key: '$remote_addr' });
+  assert.match(r.notes.map((n) => n.message).join('\n'), /ip_hash is not a stream \{\} directive \(nginx refuses it there\): read as hash \$remote_addr/);
+  loads(t, r);
+});
