@@ -2,7 +2,8 @@
 // (PORTICO_NATIVE_L4=0) with the same assertions: each client address reaches the target balancer.ts's Maglev table
 // gives its key (clients from several loopback addresses, or named by a PROXY header), the keys spread; a drained
 // target's keys, and only they, move where Maglev walks them and come back; a key with a tunnel open off its home stays
-// there while it is open (sticky pins, the addon's included); TLS passthrough by name hashes too.
+// there while it is open (sticky pins, the addon's included); TLS passthrough by name hashes too; and a flood of 2,000
+// client addresses at once: every key counted open, hundreds pinned at once, all of it gone with the connections.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -23,6 +24,8 @@ const HASH = { policy: 'hash', key: '$remote_addr' } as const;
 /** Client addresses on loopback (Linux routes all of 127/8 to lo): 12 keys over 3 targets spread unless hashing is broken. */
 const SOURCES = Array.from({ length: 12 }, (_, i) => `127.0.0.${i + 2}`);
 const TAGS = ['A', 'B', 'C'] as const;
+/** Connections (and client addresses) of the flood test. */
+const FLOOD = 2_000;
 
 function targetsOf(ports: readonly number[], available: readonly boolean[] = ports.map(() => true)): Target[] {
   return ports.map((port, i) => ({ id: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, available: available[i], active: 0 }));
@@ -202,5 +205,68 @@ for (const onAddon of [true, false]) {
       }
     }
     assert.ok(seen.size >= 2, `keys spread over ${[...seen].join(', ')}`);
+  });
+  test(`${label}: a flood of client addresses: 2,000 open at once from 2,000 sources each reach their key's target, every key counted open; with a target drained, its keys' new connections move and, their home connections closed, ~700 keys are pinned there, staying when it returns; all of it gone when they close`, { timeout: 120_000 }, async (t) => {
+    if (onAddon && !needNativeL4(t)) return;
+    const { ports, portico } = await threeTargets(t, onAddon);
+    const port = portico.ports[0];
+    const home = maglevHome(targetsOf(ports));
+    const tagOf = (source: string): string => TAGS[ports.findIndex((p) => `127.0.0.1:${p}` === home(source))];
+    // the baseline after one connection: the first one makes what every later one shares (the relay's thread and its polling)
+    assert.equal(await reached(t, port, '127.0.0.1'), tagOf('127.0.0.1'));
+    const before = (await statusUntil(portico, 'the first connection closed', (s) => s.workers[0].tunnels === 0)).workers[0].fds?.open ?? 0;
+    // 127.1.0.1 and on (250 per /24): one address per client, each its own key
+    const sources = Array.from({ length: FLOOD }, (_, i) => `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`);
+    assert.equal(new Set(sources).size, FLOOD);
+    const open: net.Socket[] = [];
+    t.after(() => open.forEach((c) => c.destroy()));
+    const first = new Map<string, net.Socket>();
+    const count = new Map<string, number>();
+    for (let i = 0; i < FLOOD; i += 100) {
+      await Promise.all(
+        sources.slice(i, i + 100).map(async (source) => {
+          const c = await openFrom(t, port, source);
+          open.push(c);
+          first.set(source, c);
+          const reply = await roundTrip(c, 'f', 3);
+          assert.equal(reply, `${tagOf(source)}:f`, `${source}`);
+          count.set(reply[0], (count.get(reply[0]) ?? 0) + 1);
+        }),
+      );
+    }
+    // Maglev spreads 2,000 keys over 3 equal targets within a few percent of a third each
+    for (const tag of TAGS) assert.ok((count.get(tag) ?? 0) > FLOOD / 4, `${tag}: ${count.get(tag) ?? 0} of ${FLOOD} keys`);
+    await statusUntil(portico, `${FLOOD} keys open, none pinned`, (s) => s.sticky.keys === FLOOD && s.sticky.pins === 0, 20_000);
+    // a drained target keeps its open connections; its keys' new ones go where Maglev walks them; once a key's
+    // connection at home closes, its connections off home pin it there (a key lives where most of its connections
+    // are, home on a tie): every one of the drained target's keys, and only they
+    const down = 1;
+    const available = ports.map((_, i) => i !== down);
+    const movedKeys = sources.filter((s) => tagOf(s) === TAGS[down]);
+    await control(portico, ports[down], 'drain');
+    await until('the drained target\'s keys move', () => reached(t, port, movedKeys[0]), (r) => r === expected(ports, movedKeys[0], available), 5_000, 20);
+    for (let i = 0; i < movedKeys.length; i += 100) {
+      await Promise.all(
+        movedKeys.slice(i, i + 100).map(async (source) => {
+          const c = await openFrom(t, port, source);
+          open.push(c);
+          assert.equal(await roundTrip(c, 'g', 3), `${expected(ports, source, available)}:g`, `${source} with ${TAGS[down]} drained`);
+        }),
+      );
+    }
+    await statusUntil(portico, `the ${movedKeys.length} moved keys open twice, at home and off it, not pinned (a tie)`, (s) => s.sticky.keys === FLOOD + movedKeys.length && s.sticky.pins === 0, 20_000);
+    for (const source of movedKeys) first.get(source)!.destroy();
+    await statusUntil(portico, `the ${movedKeys.length} moved keys pinned off home`, (s) => s.sticky.keys === FLOOD && s.sticky.pins === movedKeys.length, 20_000);
+    await control(portico, ports[down], 'undrain');
+    // back in rotation, its pinned keys stay where their open connections are; the others' home is unchanged
+    const pinned = movedKeys[movedKeys.length - 1];
+    const unpinned = sources.find((s) => tagOf(s) !== TAGS[down])!;
+    assert.equal(await reached(t, port, pinned), expected(ports, pinned, available), 'a pinned key stays off home while open');
+    assert.equal(await reached(t, port, unpinned), tagOf(unpinned));
+    for (const c of open) c.destroy();
+    await statusUntil(portico, 'every key and pin gone', (s) => s.sticky.keys === 0 && s.sticky.pins === 0, 20_000);
+    // the worker's descriptors back where they were (idle: nothing pooled on an L4 upstream)
+    await statusUntil(portico, 'the worker\'s fds back', (s) => (s.workers[0].fds?.open ?? Infinity) <= before, 20_000);
+    assert.equal(await reached(t, port, pinned), TAGS[down], 'home again once its connections closed');
   });
 }
