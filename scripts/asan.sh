@@ -79,7 +79,7 @@ run --test-name-pattern='on the addon' dist/test/e2e/l4-native-proxy.test.js
 run --test-name-pattern='on the addon' dist/test/e2e/l4-native-conn-limit.test.js
 # hash upstreams on the addon (l4.cc PickHash, hash-pick.h, l4Pins, the held keys of its batches): affinity by client
 # address over two workers, a drained target's keys moving and back, a pinned key, PROXY v1/v2 sources, passthrough
-# by name (~15 s; the JS path's cases are left to the plain run)
+# by name, 2,000 client addresses at once with ~700 keys pinned (~27 s; the JS path's cases are left to the plain run)
 run --test-name-pattern='on the addon' dist/test/e2e/l4-hash.test.js
 # an L4 listener whose upstream follows a DNS name (l4.cc compiles replaced at run time, their connections on the old
 # one to their end): targets added and removed, a drain carried over, no target yet (~10 s; the JS path's cases are
