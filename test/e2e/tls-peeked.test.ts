@@ -121,6 +121,9 @@ async function terminated(t: TestContext, socket: Duplex, url: string, version: 
   assert.equal(res.status, 200, url);
   const echo = JSON.parse(res.body.toString()) as EchoReply;
   assert.equal(echo.url, url);
+  // the answer is in: the close_notify that end() writes may be cancelled by the server's close (write ECANCELED
+  // from the stream under the TLS socket), which is not the test's business either
+  s.on('error', () => {});
   s.end();
   return echo;
 }
