@@ -199,8 +199,8 @@ class Importer {
 
   /**
    * Makes the output pass `portico check` (files aside): each piece the checker refuses is left out with a note
-   * naming its nginx directive and the checker's reason, and the check runs again, until nothing is refused. What
-   * is left out is never narrowed into something wider: a listener goes whole (a TLS listener never becomes a
+   * naming its nginx directive and the checker's reason, and the check runs again, until nothing is refused. Nothing
+   * is left out in a way that widens what nginx did: a listener goes whole (a TLS listener never becomes a
    * plain one); a route refused in its match goes whole (it never matches more than nginx's location), one refused
    * in its action keeps its match and answers 503 (its requests never reach another route's backend); an upstream
    * whose TLS settings or target list are refused goes whole (its traffic never goes out in plain text); a refused
