@@ -133,6 +133,8 @@ class Importer {
   readonly #origin = new Map<object, Directive>();
   /** The http servers, with the listeners and routes each was given. */
   readonly #servers: ServerOut[] = [];
+  /** The worker_processes line `workers` comes from (its note, should the checker refuse it). */
+  #workersFrom: Directive | undefined;
   /** Routes #settle made answer 503 (refused again, they go). */
   readonly #closed = new Set<object>();
 
@@ -269,9 +271,12 @@ class Importer {
     const from = [piece, ...[...parents].reverse()].find((x): x is object => typeof x === 'object' && x !== null && this.#origin.has(x));
     const section: OutPath = [at[0]];
     const why = `\`portico check\` refuses it: ${problem}`;
-    const d = from === undefined ? undefined : this.#origin.get(from);
+    const d = from === undefined ? (at[0] === 'workers' ? this.#workersFrom : undefined) : this.#origin.get(from);
+    // inside a route, the part is named from the route (the directive's line names the location): a route's list
+    // position changes as others are left out
+    const part = at[0] === 'routes' && from !== undefined ? formatPath(at.slice(parents.indexOf(from))) : formatPath(at);
     if (d !== undefined && from === piece) this.#skip(d, why, section);
-    else if (d !== undefined) this.#note(d, `${formatPath(at)} left out (${why})`, section);
+    else if (d !== undefined) this.#note(d, `${part} left out (${why})`, section);
     else this.#notes.push({ source: path.basename(this.#source), message: `${formatPath(at)} left out (${why})`, at: section });
     if (Array.isArray(container)) container[last as number] = DROPPED;
     else delete (container as Record<string | number, unknown>)[last];
@@ -316,6 +321,7 @@ class Importer {
     for (const d of ds) {
       switch (d.name) {
         case 'worker_processes':
+          this.#workersFrom = d;
           this.#out.workers = d.args[0] === 'auto' ? 'auto' : Number(d.args[0]) > 0 ? Number(d.args[0]) : 'auto';
           break;
         case 'http':

@@ -538,7 +538,7 @@ test('what `portico check` refuses is left out with a note naming the directive 
   assert.match(notes, /test\.conf:6: not translated: `listen 8443 ssl;` \(`portico check` refuses it: tls\.certificates: a TLS listener needs at least one certificate/);
   assert.match(notes, /test\.conf:2: upstreams\.tomcat\.targets\[0\] left out \(`portico check` refuses it: invalid target address "127\.0\.0\.1:65536"/);
   assert.match(notes, /test\.conf:7: not translated: `location relative \{ \.\.\. \}` \(`portico check` refuses it: match\.path: must start with "\/"\)/);
-  assert.match(notes, /test\.conf:8: routes\[\d\]\.response_headers\.remove\[0\] left out \(`portico check` refuses it: header name must be an RFC 9110 token\)/);
+  assert.match(notes, /test\.conf:8: response_headers\.remove\[0\] left out \(`portico check` refuses it: header name must be an RFC 9110 token\)/);
   assert.match(notes, /test\.conf:3: not translated: `upstream gone \{ \.\.\. \}` \(`portico check` refuses it: targets: an upstream needs at least one target\)/);
   assert.match(notes, /test\.conf:9: not translated: `location \/g \{ \.\.\. \}` \(`portico check` refuses it: proxy: unknown upstream "gone" .*; in its place the route answers 503, so that its requests reach no other route\)/);
   assert.match(notes, /test\.conf:12: no listener of this server is left: its locations are left out/);
