@@ -213,16 +213,17 @@ class Importer {
     // each round removes at least one piece, so the rounds end; the bound is for a checker that would not agree
     for (let round = 0; ; round++) {
       const problems = dataProblems(this.#plain());
+      const unfixable = (): string[] => problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
       if (problems.length === 0) return [];
-      if (round === MAX_SETTLE_ROUNDS) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
+      if (round === MAX_SETTLE_ROUNDS) return unfixable();
       const drops = new Map<string, { at: Segment[]; problem: string; close: boolean }>();
       for (const p of problems) {
         const at = settleDrop(p.path);
         const existing = at === undefined ? undefined : deepestExisting(this.#out, at);
+        if (existing === undefined) return unfixable();
         // a route refused in its action (or as a whole) keeps its match and answers 503; refused again, or in its match, it goes
-        const route = p.path[0] === 'routes' && existing?.length === 2 ? this.#out.routes[existing[1] as number] : undefined;
+        const route = p.path[0] === 'routes' && existing.length === 2 ? this.#out.routes[existing[1] as number] : undefined;
         const close = route !== undefined && p.path[2] !== 'match' && !this.#closed.has(route);
-        if (existing === undefined) return problems.map((x) => `${formatPath(x.path) || 'the config'}: ${x.message}`);
         const key = JSON.stringify(existing);
         // said from the piece left out: "match.path: must start with …" of a location's route
         const inside = formatPath(p.path.slice(existing.length));
@@ -250,10 +251,8 @@ class Importer {
     for (const k of Object.keys(route)) if (k !== 'match') delete route[k];
     route.return = { status: 503 };
     this.#closed.add(route);
-    const d = this.#origin.get(route);
-    const why = `\`portico check\` refuses it: ${problem}; in its place the route answers 503, so that its requests reach no other route`;
-    if (d !== undefined) this.#skip(d, why, ['routes']);
-    else this.#notes.push({ source: path.basename(this.#source), message: `routes[${index}] ${why}`, at: ['routes'] });
+    // every route is made by #route, which names its directive
+    this.#skip(this.#origin.get(route) as Directive, `\`portico check\` refuses it: ${problem}; in its place the route answers 503, so that its requests reach no other route`, ['routes']);
   }
 
   /** Leaves out the piece at `at` (marked in a list, deleted from a map) and says so where it came from; returns its container. */
