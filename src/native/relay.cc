@@ -554,6 +554,16 @@ bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard) {
   return true;
 }
 
+// Direction d's source ended its TCP connection without a Close frame, its framing followed and no shutdown under
+// way: the peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally, 1006), which has no half-closed state,
+// so the relay ends at once, as nginx ends an upgraded connection at the first end, instead of passing the FIN on
+// and waiting for the other peer's (a second wake-up per tunnel). A FIN after a Close (the closing handshake
+// under way), or on bytes that are not frames, is passed on as before: half-close holds there.
+bool Dropped(const Relay* r, int d) {
+  const FrameTracker& f = r->dir[d].frames;
+  return !r->going_away && !f.Broken() && !f.CloseSeen();
+}
+
 // Direction d of a WebSocket relay: as Pump, with every byte read followed by the frame tracker. Headers and
 // small frames pass through g.scratch (recv, then send at once); the rest of a frame of kSpliceMin or more is
 // spliced, exactly its length, so bulk keeps the zero-copy path. A direction whose framing is lost is relayed
@@ -580,6 +590,11 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& sourc
       return Pumped::kClosed;
     }
     if (x.eof) {
+      if (Dropped(r, d)) {
+        // what the source sent is out (held and tail come first): close(2) FINs the destination after it
+        Finish(r, OrderlyOf(d), 0, graveyard, true);
+        return Pumped::kClosed;
+      }
       // lingering, a direction can be shut (fin_after) before its source ended: the relay ends when both did
       const Direction& other = r->dir[1 - d];
       const bool last = other.shut && other.eof;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include "end-bridge.h"
+#include "frames.h"
 #include "io.h"
 #include "loop-thread.h"
 #include "relay.h"
@@ -51,56 +53,6 @@ uint64_t NowMs() {
 
 struct Relay;
 
-// WebSocket frame boundaries of one direction (src/wire/ws-frames.ts's FrameTracker, in C++): where a Close frame
-// may go at shutdown without cutting a frame.
-class Frames {
- public:
-  bool AtBoundary() const { return !broken_ && payload_left_ == 0 && header_len_ == 0; }
-  bool broken() const { return broken_; }
-  bool close_seen() const { return close_seen_; }
-  // Follows p[0..n) (or only up to the end of the frame in progress); returns how many bytes that was.
-  size_t Feed(const unsigned char* p, size_t n, bool stop_at_boundary) {
-    size_t i = 0;
-    while (i < n && !broken_) {
-      if (payload_left_ > 0) {
-        uint64_t take = payload_left_ < n - i ? payload_left_ : n - i;
-        payload_left_ -= take;
-        i += static_cast<size_t>(take);
-        if (payload_left_ == 0 && stop_at_boundary) return i;
-        continue;
-      }
-      if (stop_at_boundary && header_len_ == 0) return i;
-      header_[header_len_++] = p[i++];
-      if (header_len_ < Need()) continue;
-      uint64_t len = header_[1] & 0x7f;
-      if (len == 126) len = (static_cast<uint64_t>(header_[2]) << 8) | header_[3];
-      else if (len == 127) {
-        len = 0;
-        for (int k = 2; k < 10; k++) len = (len << 8) | header_[k];
-        if (len > (1ull << 53) - 1) broken_ = true;
-      }
-      if ((header_[0] & 0x0f) == 0x8) close_seen_ = true;
-      header_len_ = 0;
-      if (broken_) break;
-      payload_left_ = len;
-      if (len == 0 && stop_at_boundary) return i;
-    }
-    return i;
-  }
-
- private:
-  size_t Need() const {
-    if (header_len_ < 2) return 2;
-    size_t len7 = header_[1] & 0x7f;
-    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((header_[1] & 0x80) != 0 ? 4 : 0);
-  }
-  uint64_t payload_left_ = 0;
-  unsigned char header_[14] = {0};
-  size_t header_len_ = 0;
-  bool broken_ = false;
-  bool close_seen_ = false;
-};
-
 // At shutdown, how long a frame in progress may take to end, then how long the peers get to close (relay.ts).
 constexpr uint64_t kGoingAwayWaitMs = 500;
 constexpr uint64_t kGoingAwayLingerMs = 1000;
@@ -122,7 +74,7 @@ struct Held {
   // held still go out, and a hang-up of the source is still seen (the Loop unpauses on it)
   bool paused = false;
   bool failed = false;  // the source failed after the bytes held were read: they go out, then the relay ends
-  Frames frames;
+  FrameTracker frames;  // the frame headers of what the source sent (Start sets the direction's masking)
   std::atomic<bool> blocked{false};
   std::atomic<uint64_t> bytes{0};
   void Free() {
@@ -244,17 +196,31 @@ void Ended(Relay* r, int side) {
   if (r->first_eof_side < 0) r->first_eof_side = side;
 }
 
+// The source of `h` ended its connection (FIN or close_notify) without a Close frame, its framing followed and no
+// shutdown under way: that peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally), which has no
+// half-closed state, so the relay ends at once, as nginx ends an upgraded connection at its first end (relay.cc
+// Dropped). A raw relay, bytes that are not frames, or an end after a Close keep half-close.
+bool Dropped(const Relay* r, const Held& h) {
+  return r->websocket && !r->going_away && !h.frames.Broken() && !h.frames.CloseSeen();
+}
+
 // Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in
 // progress and stops the direction there. Returns the bytes to pass on.
 size_t Track(Relay* r, Held& h, size_t at, size_t got) {
   if (!r->websocket) return got;
   const unsigned char* p = reinterpret_cast<const unsigned char*>(h.data + at);
   if (!r->going_away) {
-    h.frames.Feed(p, got, false);
+    h.frames.Feed(p, got);
     return got;
   }
-  size_t keep = h.frames.Feed(p, got, true);
-  if (h.frames.AtBoundary() || h.frames.broken()) h.stopped = true;
+  // only up to the end of the frame in progress (a header first to learn its length)
+  size_t keep = 0;
+  for (uint64_t left; keep < got && (left = h.frames.ToBoundary()) > 0;) {
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(left, got - keep));
+    h.frames.Feed(p + keep, take);
+    keep += take;
+  }
+  if (h.frames.AtBoundary() || h.frames.Broken()) h.stopped = true;
   return keep;
 }
 
@@ -276,11 +242,11 @@ void MaybeSayGoingAway(Relay* r, uint64_t now) {
   if (!r->going_away || r->lingering) return;
   bool ready = (r->up.stopped || r->up.eof) && (r->down.stopped || r->down.eof);
   if (!ready && now < r->deadline) return;
-  if (r->down.frames.AtBoundary() && !r->down.frames.close_seen() && !r->down.eof) {
+  if (r->down.frames.AtBoundary() && !r->down.frames.CloseSeen() && !r->down.eof) {
     static const unsigned char kClose[] = {0x88, 0x02, 0x03, 0xe9};
     Append(r->down, kClose, sizeof kClose);
   }
-  if (r->up.frames.AtBoundary() && !r->up.frames.close_seen() && !r->up.eof) {
+  if (r->up.frames.AtBoundary() && !r->up.frames.CloseSeen() && !r->up.eof) {
     unsigned char mask[4] = {0x5a, 0x1c, 0xe7, 0x93};
     if (getrandom(mask, sizeof mask, GRND_NONBLOCK) != sizeof mask) mask[0] ^= static_cast<unsigned char>(NowMs());
     const unsigned char frame[] = {0x88, 0x82, mask[0], mask[1], mask[2], mask[3], static_cast<unsigned char>(0x03 ^ mask[0]), static_cast<unsigned char>(0xe9 ^ mask[1])};
@@ -342,6 +308,12 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       return Pumped::kClosed;
     }
     if (h.eof) {
+      if (Dropped(r, h)) {
+        // the client dropped the WebSocket: its bytes are out; close_notify if it can leave now, then both closed
+        r->tls->Shutdown();
+        Finish(r, Reason::kClient, 0, graveyard, true);
+        return Pumped::kClosed;
+      }
       if (!h.shut) {
         shutdown(r->fd[1], SHUT_WR);  // the client's close_notify (or FIN) becomes the backend's FIN
         h.shut = true;
@@ -443,6 +415,11 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
           r->wr[0] = false;
           return Pumped::kWaiting;
         }
+        if (Dropped(r, h)) {
+          // the backend dropped the WebSocket: close(2) sends the FIN after the close_notify
+          Finish(r, Reason::kUpstream, 0, graveyard, true);
+          return Pumped::kClosed;
+        }
         shutdown(r->fd[0], SHUT_WR);
         h.shut = true;
       }
@@ -506,7 +483,7 @@ bool PumpBoth(Relay* r, std::vector<Relay*>* graveyard) {
 // shutdown(): going away, as the JS relay does for WebSocket tunnels; a direction whose framing was lost is cut.
 void StartGoingAway(Relay* r, std::vector<Relay*>* graveyard) {
   if (r->going_away) return;
-  if (!r->websocket || r->up.frames.broken() || r->down.frames.broken()) {
+  if (!r->websocket || r->up.frames.Broken() || r->down.frames.Broken()) {
     Finish(r, Reason::kShutdown, 0, graveyard, true);
     return;
   }
@@ -664,8 +641,9 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   Relay* r = new Relay();
   r->websocket = seen != nullptr;
   if (seen != nullptr) {
-    r->up.frames.Feed(reinterpret_cast<const unsigned char*>(seen->up.data()), seen->up.size(), false);
-    r->down.frames.Feed(reinterpret_cast<const unsigned char*>(seen->down.data()), seen->down.size(), false);
+    r->up.frames = FrameTracker(true);  // client to server: masked
+    r->up.frames.Feed(reinterpret_cast<const unsigned char*>(seen->up.data()), seen->up.size());
+    r->down.frames.Feed(reinterpret_cast<const unsigned char*>(seen->down.data()), seen->down.size());
   }
   r->fd[0] = client_fd;
   r->fd[1] = upstream_fd;

@@ -86,8 +86,8 @@ export class Tunnel {
     this.startedAt = Date.now();
     this.#clock = new TunnelClock(timeouts, this.startedAt);
     if (websocket) {
-      this.#framesUp = new FrameTracker();
-      this.#framesDown = new FrameTracker();
+      this.#framesUp = new FrameTracker(true);
+      this.#framesDown = new FrameTracker(false);
     }
   }
 
@@ -240,18 +240,29 @@ export class Tunnel {
   };
 
   // Half-close: a FIN from one side becomes a FIN to the other; the tunnel ends when both sides have ended.
-  // Without (halfClose false), the first FIN ends it: close() flushes what was written, then closes both.
+  // Without (halfClose false), the first FIN ends it: close() flushes what was written, then closes both. So does
+  // a WebSocket peer's end without a Close frame (#dropped).
   #onClientEnd = (): void => {
     this.#clientEnded = true;
-    if (this.#upstreamEnded || !this.halfClose) this.close('client');
+    if (this.#upstreamEnded || !this.halfClose || this.#dropped(this.#framesUp)) this.close('client');
     else this.upstream.end();
   };
 
   #onUpstreamEnd = (): void => {
     this.#upstreamEnded = true;
-    if (this.#clientEnded || !this.halfClose) this.close('upstream');
+    if (this.#clientEnded || !this.halfClose || this.#dropped(this.#framesDown)) this.close('upstream');
     else this.client.end();
   };
+
+  /**
+   * The side whose frames `frames` follows ended its connection without a Close frame (its framing followed, no
+   * shutdown under way): that peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally), which has no
+   * half-closed state, so the tunnel ends at once, as nginx ends an upgraded connection at its first end. An end
+   * after a Close (the closing handshake under way), a raw tunnel or bytes that are not frames keep half-close.
+   */
+  #dropped(frames: FrameTracker | null): boolean {
+    return frames !== null && this.#goingAway === null && !this.#lingering && !frames.broken && !frames.closeSeen;
+  }
 
   #onClientError = (): void => this.close('client_error');
   #onUpstreamError = (): void => this.close('upstream_error');

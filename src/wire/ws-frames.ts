@@ -1,13 +1,17 @@
 // Where the WebSocket frames of one direction of a tunnel begin and end (RFC 6455 §5.2), followed from the byte
-// counts in each frame header, so Portico can put a Close frame of its own between two frames at shutdown. It
-// reads headers only (payloads are skipped by length, never unmasked or parsed) and never changes a byte.
-// Extensions (permessage-deflate...) keep this layout: the length field counts extension and application data.
+// counts in each frame header, so Portico can put a Close frame of its own between two frames at shutdown and
+// tell a peer that dropped the WebSocket (an end without a Close) from one closing it. It reads headers only
+// (payloads are skipped by length, never unmasked or parsed) and never changes a byte. Extensions
+// (permessage-deflate...) keep this layout: the length field counts extension and application data. The addon's
+// twin is src/native/frames.h, with the same rules.
 
 /** The longest frame header: 2 bytes, 8 of extended length, 4 of mask key. */
 const MAX_HEADER = 14;
 const OPCODE_CLOSE = 0x8;
 
 export class FrameTracker {
+  /** The direction's frames must carry a mask (client to server, RFC 6455 §5.3), else must not. */
+  readonly #masked: boolean;
   /** Payload bytes of the current frame still to come; 0 at a boundary or while a header is incomplete. */
   #payloadLeft = 0;
   /** Bytes of a header split across reads (at most MAX_HEADER). */
@@ -15,12 +19,19 @@ export class FrameTracker {
   #broken = false;
   #closeSeen = false;
 
+  constructor(masked: boolean) {
+    this.#masked = masked;
+  }
+
   /** True between two frames: a frame written now cannot cut into another. */
   get atBoundary(): boolean {
     return !this.#broken && this.#payloadLeft === 0 && this.#header.length === 0;
   }
 
-  /** The stream is not valid framing (a length past 2^53): Portico no longer knows where frames end. */
+  /**
+   * The stream is not valid framing (see validStart; or a length past 2^53): Portico no longer knows where frames
+   * end, and never guesses.
+   */
   get broken(): boolean {
     return this.#broken;
   }
@@ -56,6 +67,11 @@ export class FrameTracker {
       }
       if (stopAtBoundary && this.#header.length === 0) return i;
       this.#header.push(chunk[i++]);
+      // the first two bytes say everything but the length's value: checked as soon as they are in
+      if (this.#header.length === 2 && !validStart(this.#header, this.#masked)) {
+        this.#broken = true;
+        break;
+      }
       const need = headerLength(this.#header);
       if (this.#header.length < need) continue;
       const len = payloadLength(this.#header);
@@ -70,6 +86,18 @@ export class FrameTracker {
     }
     return i;
   }
+}
+
+/**
+ * A header's first two bytes as an endpoint may send them: a known opcode (0-2 data, 8-10 control), control frames
+ * unfragmented and at most 125 bytes, the mask bit as the direction requires. RSV bits are the extensions'
+ * business (not checked).
+ */
+function validStart(h: readonly number[], masked: boolean): boolean {
+  const op = h[0] & 0x0f;
+  if (op > 0xa || (op > 0x2 && op < 0x8)) return false;
+  if ((op & 0x8) !== 0 && ((h[0] & 0x80) === 0 || (h[1] & 0x7f) > 125)) return false;
+  return ((h[1] & 0x80) !== 0) === masked;
 }
 
 /** Header length once the first two bytes are known (else 2, the bytes needed to know it). */

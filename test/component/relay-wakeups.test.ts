@@ -58,6 +58,12 @@ function frame(payload: Buffer, masked: boolean): Buffer {
   return Buffer.concat([Buffer.from([0x82, (masked ? 0x80 : 0) | len]), masked ? MASK : Buffer.alloc(0), body]);
 }
 
+/** A Close frame (1000), masked when it goes to the upstream. */
+function closeFrame(masked: boolean): Buffer {
+  const body = Buffer.from([0x03, 0xe8]);
+  return Buffer.concat([Buffer.from([0x88, (masked ? 0x80 : 0) | 2]), masked ? MASK : Buffer.alloc(0), masked ? Buffer.from(body.map((b, i) => b ^ MASK[i % 4])) : body]);
+}
+
 /** Bytes of message `i` of a stream: a frame when the relay follows frames (else framing would be lost, and
  * with it the copied reads this file is about), raw bytes otherwise. */
 function message(v: Variant, up: boolean, i: number): Buffer {
@@ -245,9 +251,11 @@ for (const v of VARIANTS) {
           }
           await Promise.all([atUpstream.waitFor(upBytes, `tunnel ${k} round ${round}: up`), atClient.waitFor(downBytes, `tunnel ${k} round ${round}: down`)]);
         }
-        // the last message and FIN in one write-and-end each way: often one edge with EPOLLRDHUP
-        const lastUp = message(v, true, i);
-        const lastDown = message(v, false, i);
+        // the last message and FIN in one write-and-end each way: often one edge with EPOLLRDHUP. Framed, the last
+        // message ends with a Close frame (the closing handshake, both at once): a WebSocket end without one drops
+        // the tunnel at once (test/e2e/ws-dropped.test.ts), and the other side's last message with it
+        const lastUp = v.framed ? Buffer.concat([message(v, true, i), closeFrame(true)]) : message(v, true, i);
+        const lastDown = v.framed ? Buffer.concat([message(v, false, i), closeFrame(false)]) : message(v, false, i);
         clientPeer.end(lastUp);
         upstreamPeer.end(lastDown);
         await Promise.all([atUpstream.waitFor(upBytes + lastUp.length, `tunnel ${k}: last up`, true), atClient.waitFor(downBytes + lastDown.length, `tunnel ${k}: last down`, true)]);

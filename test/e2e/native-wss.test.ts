@@ -11,7 +11,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { startWsEchoBackend } from '../helpers/backends.js';
+import { answerUpgrade, startWsEchoBackend } from '../helpers/backends.js';
 import { PYTHON, PYTHON_WSS_CLIENT, closed, echo, hasPythonWebsockets, openWebSocket, run } from '../helpers/clients.js';
 import { needPeer } from '../helpers/peers.js';
 import { TEST_CERT, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
@@ -48,22 +48,13 @@ async function startRawUpgradeBackend(t: TestContext, hold = false): Promise<{ p
   const socket = new Promise<net.Socket>((r) => (resolveSocket = r));
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('error', () => {});
-    let head = Buffer.alloc(0);
-    const onHead = (c: Buffer): void => {
-      head = Buffer.concat([head, c]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      s.removeListener('data', onHead);
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(head.subarray(0, end).toString('latin1'))?.[1] ?? '';
-      const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-      if (head.length > end + 4) chunks.push(head.subarray(end + 4));
+    answerUpgrade(s, (rest) => {
+      if (rest.length > 0) chunks.push(rest);
       if (hold) s.pause();
       s.on('data', (d: Buffer) => chunks.push(d));
       s.on('end', resolveEnded);
       resolveSocket(s);
-    };
-    s.on('data', onHead);
+    });
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

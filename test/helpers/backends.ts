@@ -384,3 +384,23 @@ function trackConnections(server: net.Server): void {
     s.on('close', () => set.delete(s));
   });
 }
+
+/**
+ * For a raw upgrade backend: reads `socket` up to the end of a request head, answers it with a valid `101 Switching
+ * Protocols` for its Sec-WebSocket-Key, and calls `then` with the bytes that came after the head. Listeners added
+ * by `then` see everything after; nothing is read past the head before it runs.
+ */
+export function answerUpgrade(socket: net.Socket, then: (rest: Buffer) => void): void {
+  let head = Buffer.alloc(0);
+  const onHead = (c: Buffer): void => {
+    head = Buffer.concat([head, c]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    socket.removeListener('data', onHead);
+    const key = /sec-websocket-key:\s*(\S+)/i.exec(head.subarray(0, end).toString('latin1'))?.[1] ?? '';
+    const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    then(head.subarray(end + 4));
+  };
+  socket.on('data', onHead);
+}

@@ -1,0 +1,207 @@
+// A WebSocket peer that ends its TCP connection without a Close frame has dropped the WebSocket (RFC 6455 §7.1.5:
+// closed abnormally), which has no half-closed state: the tunnel ends at once, both sockets closed once what the
+// dropping peer sent is delivered, as nginx ends an upgraded connection at its first end. A peer that ends after its
+// Close frame (the closing handshake under way) keeps half-close: the other peer's Close still reaches it. On every
+// relay a real `portico start` runs: the splice relay and the JS relay on a plain listener, the addon's TLS relay and
+// Node's TLS with the JS relay on a TLS listener. The other peer never ends its side in these cases, so a tunnel
+// that waited for its FIN would never end.
+import { test as nodeTest, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { nativeStatus } from '../../src/native/addon.js';
+import { answerUpgrade } from '../helpers/backends.js';
+import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
+import { testCaCert } from '../helpers/wire.js';
+import { needNativeTls } from '../helpers/native-tls.js';
+
+const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
+const MASK = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
+
+/** One frame as RFC 6455 §5.2 lays it out, masked (client to server) when `masked`. */
+function frame(opcode: number, payload: Buffer, masked: boolean): Buffer {
+  const head = Buffer.from([0x80 | opcode, (masked ? 0x80 : 0) | payload.length]);
+  if (!masked) return Buffer.concat([head, payload]);
+  return Buffer.concat([head, MASK, Buffer.from(payload.map((b, i) => b ^ MASK[i % 4]))]);
+}
+const closeFrame = (masked: boolean) => frame(0x8, Buffer.from([0x03, 0xe8]), masked);
+
+interface Peer {
+  socket: net.Socket;
+  /** Bytes read after the 101 so far. */
+  data(): Buffer;
+  ended: Promise<void>;
+  /** Resolves when the socket closed. */
+  closed: Promise<void>;
+}
+
+function peer(socket: net.Socket, first: Buffer): Peer {
+  const chunks = [first];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => {});
+  // not events.once: an 'error' (the reset a test provokes) must not reject them
+  const ended = new Promise<void>((r) => socket.once('end', r));
+  const closed = new Promise<void>((r) => socket.once('close', r));
+  return { socket, data: () => Buffer.concat(chunks), ended, closed };
+}
+
+/** A backend that answers the upgrade with a valid 101 and keeps its side open whatever comes (allowHalfOpen). */
+async function startBackend(t: TestContext): Promise<{ port: number; peer: Promise<Peer> }> {
+  let resolve!: (p: Peer) => void;
+  const got = new Promise<Peer>((r) => (resolve = r));
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    answerUpgrade(s, (rest) => resolve(peer(s, rest)));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return { port: (server.address() as AddressInfo).port, peer: got };
+}
+
+/** A client that sends the upgrade by hand (plain or TLS, allowHalfOpen) and returns once the 101 head arrived. */
+async function connectClient(t: TestContext, portico: Portico, secure: boolean, path: string): Promise<Peer> {
+  const socket = secure
+    ? tls.connect({ host: '127.0.0.1', port: portico.tlsPort, servername: 'localhost', ca: testCaCert(), ALPNProtocols: ['http/1.1'], allowHalfOpen: true } as tls.ConnectionOptions)
+    : net.connect({ host: '127.0.0.1', port: portico.httpPort, allowHalfOpen: true });
+  t.after(() => socket.destroy());
+  socket.on('error', () => {});
+  await once(socket, secure ? 'secureConnect' : 'connect');
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  await new Promise<void>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error('no 101 within 10 s')), 10_000);
+    const onData = (c: Buffer): void => {
+      buf = Buffer.concat([buf, c]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(guard);
+      assert.match(buf.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 101 /);
+      socket.removeListener('data', onData);
+      resolve();
+      buf = buf.subarray(end + 4);
+    };
+    socket.on('data', onData);
+  });
+  return peer(socket, buf);
+}
+
+const tunnelLine = (path: string) => (l: LogLine) => l.msg === 'tunnel' && l.path === path;
+
+/** Resolves with `p`'s value, or rejects naming `what` after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const VARIANTS = [
+  { name: 'splice relay', secure: false, env: {} },
+  { name: 'JS relay (PORTICO_NATIVE=0)', secure: false, env: { PORTICO_NATIVE: '0' } },
+  { name: "addon's TLS relay", secure: true, env: {} },
+  { name: "Node's TLS and the JS relay (PORTICO_NATIVE=0)", secure: true, env: { PORTICO_NATIVE: '0' } },
+] as const;
+
+for (const v of VARIANTS) {
+  const native = !('PORTICO_NATIVE' in v.env);
+  const test = (title: string, fn: (t: TestContext) => Promise<void>) => nodeTest(`${v.name}: ${title}`, { timeout: 60_000 }, fn);
+
+  async function setup(t: TestContext): Promise<{ portico: Portico; backend: { port: number; peer: Promise<Peer> } } | undefined> {
+    if (v.secure && native && !needNativeTls(t)) return undefined;
+    const backend = await startBackend(t);
+    const config: ConfigInput = {
+      workers: 1,
+      listeners: [v.secure ? tlsListener() : plainListener()],
+      upstreams: { ws: { targets: [`127.0.0.1:${backend.port}`] } },
+      routes: [{ match: { path: '/' }, proxy: 'ws' }],
+      log: { level: 'info', access: true },
+    };
+    return { portico: await startPortico(t, config, { ...START, env: { ...v.env } }), backend };
+  }
+
+  /** Where the tunnel ran: the addon's relays when they are on, the JS relay when switched off. */
+  function assertRelay(line: LogLine): void {
+    if (!native) assert.equal(line.spliced, false, 'the JS relay');
+    else if (nativeStatus().native) assert.equal(line.spliced, true, "the addon's relay");
+  }
+
+  test('a client that ends without a Close frame ends the tunnel at once; its last frame reaches the backend first', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/client-drops');
+    const backend = await rig.backend.peer;
+    const last = frame(0x1, Buffer.from('last words'), true);
+    client.socket.end(last);
+    // the backend gets the frame, then its connection closed, although it never ends its own side
+    await within(backend.ended, 5000, 'the backend sees the end');
+    assert.deepEqual(backend.data(), last);
+    await within(client.ended, 5000, "the client's connection ended by Portico");
+    const line = await rig.portico.waitForLog(tunnelLine('/client-drops'));
+    assert.equal(line.closedBy, 'client');
+    assertRelay(line);
+    // Portico's side toward the backend is closed, not half-open: what the backend writes now is refused (the first
+    // write draws the reset, a later one fails on it; Node stopped reading at the FIN, so only a write sees it)
+    let closed = false;
+    void backend.closed.then(() => (closed = true));
+    for (let i = 0; i < 100 && !closed; i++) {
+      backend.socket.write(frame(0x1, Buffer.from('too late'), false));
+      await Promise.race([backend.closed, new Promise((r) => setTimeout(r, 20))]);
+    }
+    assert.equal(closed, true, "the backend's writes are refused: its socket closes");
+    assert.equal(client.data().length, 0, 'nothing reached the client after its end');
+  });
+
+  test('a backend that ends without a Close frame ends the tunnel at once; its last frame reaches the client first', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/backend-drops');
+    const backend = await rig.backend.peer;
+    const last = frame(0x2, randomBytes(100), false);
+    backend.socket.end(last);
+    await within(client.ended, 5000, 'the client sees the end');
+    assert.deepEqual(client.data(), last);
+    const line = await within(rig.portico.waitForLog(tunnelLine('/backend-drops')), 5000, 'the tunnel ends without the client ending');
+    assert.equal(line.closedBy, 'upstream');
+    assertRelay(line);
+  });
+
+  test("a client's end after its Close frame keeps half-close: the backend's Close still reaches it", async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/closing');
+    const backend = await rig.backend.peer;
+    client.socket.end(closeFrame(true));
+    await within(backend.ended, 5000, "the client's FIN reaches the backend");
+    assert.deepEqual(backend.data(), closeFrame(true));
+    // the tunnel is still open toward the client: the backend answers, then ends its side
+    const answer = Buffer.concat([frame(0x1, Buffer.from('a last message'), false), closeFrame(false)]);
+    backend.socket.end(answer);
+    await within(client.ended, 5000, 'the client sees the end after the answer');
+    assert.deepEqual(client.data(), answer);
+    const line = await rig.portico.waitForLog(tunnelLine('/closing'));
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
+    assertRelay(line);
+  });
+
+  test('bytes that are not WebSocket frames keep half-close: the backend still answers after the client ended', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/raw');
+    const backend = await rig.backend.peer;
+    client.socket.end('last words'); // opcode 0xc: not a frame any endpoint sends
+    await within(backend.ended, 5000, "the client's FIN reaches the backend");
+    assert.equal(backend.data().toString(), 'last words');
+    backend.socket.end('answer after your FIN');
+    await within(client.ended, 5000, 'the client sees the end after the answer');
+    assert.equal(client.data().toString(), 'answer after your FIN');
+    assertRelay(await rig.portico.waitForLog(tunnelLine('/raw')));
+  });
+}
