@@ -118,7 +118,18 @@ struct Relay {
   bool going_away = false;
   bool lingering = false;
   uint64_t deadline = 0;
+  // Where Start() is (kRegistering, kRegistered, kGivenUp). An event of the first fd can reach the relay thread
+  // before the second is in the set, and its turn can end the relay (a client that reset, or dropped its
+  // WebSocket right behind the 101): the relay thread waits for the registration to end first (AwaitRegistered).
+  std::atomic<uint8_t> registration{0};
 };
+
+constexpr uint8_t kRegistering = 0;
+constexpr uint8_t kRegistered = 1;
+constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed, the relay thread frees it
+// Pause-loop rounds the relay thread spins for a registration in progress before it sleeps on the mutex Start()
+// holds (relay.cc's kRegistrationSpins).
+constexpr int kRegistrationSpins = 4096;
 
 struct Command {
   uint64_t id;
@@ -137,6 +148,9 @@ struct State {
   size_t going_away = 0;                        // guarded by mu: relays with a shutdown deadline
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
+  // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
+  // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
+  std::vector<Relay*> unborn;
   LoopThread loop;  // its epoll set, wake-up fd and thread
 };
 
@@ -547,6 +561,18 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   }
 }
 
+// An event of a relay whose registration is in progress: waits until Start() is done with it (registered, or
+// given up: then `closed` is set).
+void AwaitRegistered(Relay* r) {
+  for (int i = 0; i < kRegistrationSpins; i++) {
+    if (r->registration.load(std::memory_order_acquire) != kRegistering) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::lock_guard<std::mutex> lock(g.mu);  // Start() holds it until the registration ended
+}
+
 void Loop() {
   epoll_event events[kMaxEvents];
   std::vector<Relay*> graveyard, again, next;
@@ -555,6 +581,8 @@ void Loop() {
     int timeout = -1;
     {
       std::lock_guard<std::mutex> lock(g.mu);
+      for (Relay* r : g.unborn) FreeRelay(r);
+      g.unborn.clear();
       if (g.stopping) break;
       if (g.with_idle > 0 || g.going_away > 0) timeout = kIdleSweepMs;
     }
@@ -573,6 +601,7 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
+      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r);
       if (r->closed) continue;
       const uint32_t evs = events[i].events;
       const int side = ep->side;
@@ -671,20 +700,33 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   r->id = g.next_id++;
   g.relays.emplace(r->id, r);
   if (idle_ms > 0) g.with_idle++;
+  // Registered while holding the lock (see AwaitRegistered): the relay thread cannot end the relay before both
+  // fds are in.
   for (int s = 0; s < 2; s++) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     ev.data.ptr = &r->ep[s];
     if (epoll_ctl(g.loop.epfd, EPOLL_CTL_ADD, r->fd[s], &ev) != 0) {
       *error = std::string("epoll_ctl: ") + strerror(errno);
-      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
       g.relays.erase(r->id);
       if (idle_ms > 0) g.with_idle--;
-      lock.unlock();
-      FreeRelay(r);
+      if (s == 0) {
+        lock.unlock();
+        FreeRelay(r);
+        return 0;
+      }
+      // fd[0] was in the set: an event of it may be in the relay thread's hands, which frees the relay
+      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
+      r->closed = true;
+      delete r->tls;
+      r->tls = nullptr;
+      for (int k = 0; k < 2; k++) CloseFd(r->fd[k]);
+      g.unborn.push_back(r);
+      r->registration.store(kGivenUp, std::memory_order_release);
       return 0;
     }
   }
+  r->registration.store(kRegistered, std::memory_order_release);
   return r->id;
 }
 

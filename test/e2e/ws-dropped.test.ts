@@ -191,6 +191,27 @@ for (const v of VARIANTS) {
     assertRelay(line);
   });
 
+  test('300 clients that drop right behind the 101: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    // the client's FIN is there before the relay is: its first event ends it, while the hand-over may still be
+    // registering its sockets (tls-relay.cc crashed the worker on this within 10 handshakes before AwaitRegistered)
+    const N = 300;
+    for (let i = 0; i < N; i++) {
+      const client = await connectClient(t, rig.portico, v.secure, `/drop-${i % 10}`);
+      client.socket.end(frame(0x1, Buffer.from(`bye ${i}`), true));
+      client.socket.destroy();
+    }
+    await within(
+      (async () => {
+        while (rig.portico.logs.filter((l) => l.msg === 'tunnel' && String(l.path).startsWith('/drop-')).length < N) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      20_000,
+      `${N} tunnels logged`,
+    );
+    assert.equal(rig.portico.logs.filter((l) => l.msg === 'worker exited unexpectedly').length, 0, 'no worker died');
+  });
+
   test('bytes that are not WebSocket frames keep half-close: the backend still answers after the client ended', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
