@@ -8,10 +8,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -85,6 +87,28 @@ struct LoopThread {
     CloseFd(epfd);
   }
 };
+
+// A relay's registration in its loop's epoll set (relay.cc, tls-relay.cc). Start() adds the relay's two fds while
+// holding the engine's mutex; an event of the first can reach the loop's thread before the second is in, and its
+// turn can end the relay (close both fds, free what it holds) under Start()'s feet. The loop's thread therefore
+// waits for the registration to end (AwaitRegistered) before it acts on a relay still kRegistering.
+constexpr uint8_t kRegistering = 0;
+constexpr uint8_t kRegistered = 1;
+constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed, the loop's thread frees it
+// Pause-loop rounds spent on a registration in progress (one epoll_ctl, microseconds) before sleeping on the mutex
+// Start() holds: a futex sleep and wake-up would cost more than the wait.
+constexpr int kRegistrationSpins = 4096;
+
+// Returns once `registration` is no longer kRegistering: spins, then takes `mu` (held by Start() until it ended).
+inline void AwaitRegistered(const std::atomic<uint8_t>& registration, std::mutex& mu) {
+  for (int i = 0; i < kRegistrationSpins; i++) {
+    if (registration.load(std::memory_order_acquire) != kRegistering) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::lock_guard<std::mutex> lock(mu);
+}
 
 }  // namespace portico
 

@@ -71,13 +71,6 @@ constexpr int kLeavingSweepMs = 20;
 constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLET;
 // An edge with none of these is quiet (see Source): the socket holds bytes at most, no FIN, no error, no urgent mark.
 constexpr uint32_t kLoudEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI;
-// Relay::registration.
-constexpr uint8_t kRegistering = 0;
-constexpr uint8_t kRegistered = 1;
-constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed, the relay thread frees it
-// Pause-loop rounds the relay thread spins for a registration in progress (one epoll_ctl, microseconds) before
-// it sleeps on the mutex Start() holds: a futex sleep and wake-up would cost more than the wait.
-constexpr int kRegistrationSpins = 4096;
 
 uint64_t NowMs() {
   timespec ts;
@@ -136,10 +129,10 @@ struct Relay {
   bool closed = false;
   bool sole_owner = false;  // StartOptions::sole_owner: close() alone leaves the epoll set
   bool half_close = true;   // StartOptions::half_close (raw relays)
-  // Where Start() is (kRegistering, kRegistered, kGivenUp). An event can reach the relay thread between the
-  // two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts (AwaitRegistered: a
-  // write's AskRoom or a close would race the second ADD).
-  std::atomic<uint8_t> registration{0};
+  // Where Start() is (loop-thread.h: kRegistering, kRegistered, kGivenUp). An event can reach the relay thread
+  // between the two EPOLL_CTL_ADDs; the relay thread waits for the registration to end before it acts
+  // (AwaitRegistered: a write's AskRoom or a close would race the second ADD).
+  std::atomic<uint8_t> registration{kRegistering};
   bool room_asked[2] = {false, false};  // EPOLLOUT is in fd[s]'s epoll mask (AskRoom)
   bool queued = false;  // in the again-list
   bool framed = false;       // a WebSocket tunnel: PumpFramed, with frame trackers
@@ -799,19 +792,6 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
 }
 
-// An event of a relay whose registration is in progress: waits until Start() is done with it (registered, or
-// given up: then `closed` is set). Start() adds the client's fd last, so the usual early event (the client's FIN
-// right behind its handshake) mostly comes when nothing is left to wait for.
-void AwaitRegistered(Relay* r) {
-  for (int i = 0; i < kRegistrationSpins; i++) {
-    if (r->registration.load(std::memory_order_acquire) != kRegistering) return;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-  std::lock_guard<std::mutex> lock(g.mu);  // Start() holds it until the registration ended
-}
-
 void Loop() {
   epoll_event events[kMaxEvents];
   std::vector<Relay*> graveyard;
@@ -845,7 +825,9 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
-      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r);
+      // an event of a relay whose registration is in progress (loop-thread.h): Start() adds the client's fd last,
+      // so the usual early event (the client's FIN right behind its handshake) mostly finds nothing to wait for
+      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r->registration, g.mu);
       if (r->closed) continue;
       if (events[i].events & EPOLLERR) {
         int err = SocketError(r->fd[ep->side]);

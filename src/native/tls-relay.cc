@@ -118,18 +118,11 @@ struct Relay {
   bool going_away = false;
   bool lingering = false;
   uint64_t deadline = 0;
-  // Where Start() is (kRegistering, kRegistered, kGivenUp). An event of the first fd can reach the relay thread
-  // before the second is in the set, and its turn can end the relay (a client that reset, or dropped its
-  // WebSocket right behind the 101): the relay thread waits for the registration to end first (AwaitRegistered).
-  std::atomic<uint8_t> registration{0};
+  // Where Start() is (loop-thread.h: kRegistering, kRegistered, kGivenUp). An event of the first fd can reach the
+  // relay thread before the second is in the set, and its turn can end the relay (a client that reset, or dropped
+  // its WebSocket right behind the 101): the relay thread waits for the registration to end first.
+  std::atomic<uint8_t> registration{kRegistering};
 };
-
-constexpr uint8_t kRegistering = 0;
-constexpr uint8_t kRegistered = 1;
-constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed, the relay thread frees it
-// Pause-loop rounds the relay thread spins for a registration in progress before it sleeps on the mutex Start()
-// holds (relay.cc's kRegistrationSpins).
-constexpr int kRegistrationSpins = 4096;
 
 struct Command {
   uint64_t id;
@@ -561,18 +554,6 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   }
 }
 
-// An event of a relay whose registration is in progress: waits until Start() is done with it (registered, or
-// given up: then `closed` is set).
-void AwaitRegistered(Relay* r) {
-  for (int i = 0; i < kRegistrationSpins; i++) {
-    if (r->registration.load(std::memory_order_acquire) != kRegistering) return;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-  std::lock_guard<std::mutex> lock(g.mu);  // Start() holds it until the registration ended
-}
-
 void Loop() {
   epoll_event events[kMaxEvents];
   std::vector<Relay*> graveyard, again, next;
@@ -601,7 +582,7 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
-      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r);
+      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r->registration, g.mu);
       if (r->closed) continue;
       const uint32_t evs = events[i].events;
       const int side = ep->side;

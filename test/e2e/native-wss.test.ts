@@ -16,7 +16,7 @@ import { PYTHON, PYTHON_WSS_CLIENT, closed, echo, hasPythonWebsockets, openWebSo
 import { needPeer } from '../helpers/peers.js';
 import { TEST_CERT, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 import { until } from '../helpers/until.js';
-import { testCaCert } from '../helpers/wire.js';
+import { testCaCert, upgradeByHand } from '../helpers/wire.js';
 import { needNativeTls } from '../helpers/native-tls.js';
 
 
@@ -68,22 +68,7 @@ async function rawWss(t: TestContext, portico: Portico, path: string): Promise<{
   t.after(() => socket.destroy());
   socket.on('error', () => {});
   await once(socket, 'secureConnect');
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
-  let buf = Buffer.alloc(0);
-  await new Promise<void>((resolve, reject) => {
-    const guard = setTimeout(() => reject(new Error('no 101 within 10 s')), 10_000);
-    const onData = (c: Buffer): void => {
-      buf = Buffer.concat([buf, c]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      clearTimeout(guard);
-      assert.match(buf.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 101 /);
-      buf = buf.subarray(end + 4);
-      socket.removeListener('data', onData);
-      resolve();
-    };
-    socket.on('data', onData);
-  });
+  const buf = await upgradeByHand(socket, path);
   const chunks: Buffer[] = [buf];
   socket.on('data', (c: Buffer) => chunks.push(c));
   return { socket, data: () => Buffer.concat(chunks), ended: once(socket, 'end') };

@@ -16,7 +16,7 @@ import type { ConfigInput } from '../../src/config/schema.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { answerUpgrade } from '../helpers/backends.js';
 import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
-import { testCaCert } from '../helpers/wire.js';
+import { testCaCert, upgradeByHand } from '../helpers/wire.js';
 import { needNativeTls } from '../helpers/native-tls.js';
 
 const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
@@ -71,23 +71,7 @@ async function connectClient(t: TestContext, portico: Portico, secure: boolean, 
   t.after(() => socket.destroy());
   socket.on('error', () => {});
   await once(socket, secure ? 'secureConnect' : 'connect');
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
-  let buf = Buffer.alloc(0);
-  await new Promise<void>((resolve, reject) => {
-    const guard = setTimeout(() => reject(new Error('no 101 within 10 s')), 10_000);
-    const onData = (c: Buffer): void => {
-      buf = Buffer.concat([buf, c]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      clearTimeout(guard);
-      assert.match(buf.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 101 /);
-      socket.removeListener('data', onData);
-      resolve();
-      buf = buf.subarray(end + 4);
-    };
-    socket.on('data', onData);
-  });
-  return peer(socket, buf);
+  return peer(socket, await upgradeByHand(socket, path));
 }
 
 const tunnelLine = (path: string) => (l: LogLine) => l.msg === 'tunnel' && l.path === path;

@@ -1,6 +1,7 @@
 // Byte-level HTTP/1.1 client pieces for e2e tests that must see exactly what went over the wire (pipelining,
 // responses without bodies, canned errors, a 101 that must never arrive). A strict response reader over one
 // socket; it is a test tool, not a general client: it throws on anything it does not expect.
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -311,4 +312,32 @@ export async function tlsHello(t: TestContext, to: number | net.Socket, serverna
   c.write('hello');
   await once(c, 'end');
   return Buffer.concat(reply).toString();
+}
+
+/**
+ * Sends a WebSocket upgrade for `path` by hand on a connected `socket` and resolves, once the whole 101 head is
+ * in, with the bytes that came after it (a later 'data' listener sees the rest). Rejects on another status or
+ * after `timeoutMs`.
+ */
+export function upgradeByHand(socket: net.Socket, path: string, timeoutMs = 10_000): Promise<Buffer> {
+  const key = randomBytes(16).toString('base64');
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  return new Promise<Buffer>((resolve, reject) => {
+    const guard = setTimeout(() => {
+      socket.removeListener('data', onData);
+      reject(new Error(`no 101 within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onData = (c: Buffer): void => {
+      buf = Buffer.concat([buf, c]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(guard);
+      socket.removeListener('data', onData);
+      const head = buf.subarray(0, end).toString('latin1');
+      if (!/^HTTP\/1\.1 101 /.test(head)) reject(new Error(`not a 101: ${head.split('\r\n')[0]}`));
+      else resolve(buf.subarray(end + 4));
+    };
+    socket.on('data', onData);
+  });
 }
