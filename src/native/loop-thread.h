@@ -99,7 +99,8 @@ constexpr uint8_t kGivenUp = 2;  // an EPOLL_CTL_ADD failed: the relay is closed
 // Start() holds: a futex sleep and wake-up would cost more than the wait.
 constexpr int kRegistrationSpins = 4096;
 
-// Returns once `registration` is no longer kRegistering: spins, then takes `mu` (held by Start() until it ended).
+// Returns once `registration` is no longer kRegistering (at once, the usual case): spins, then takes `mu` (held by
+// Start() until it ended).
 inline void AwaitRegistered(const std::atomic<uint8_t>& registration, std::mutex& mu) {
   for (int i = 0; i < kRegistrationSpins; i++) {
     if (registration.load(std::memory_order_acquire) != kRegistering) return;

@@ -825,9 +825,9 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
-      // an event of a relay whose registration is in progress (loop-thread.h): Start() adds the client's fd last,
-      // so the usual early event (the client's FIN right behind its handshake) mostly finds nothing to wait for
-      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r->registration, g.mu);
+      // a relay whose registration is in progress (loop-thread.h): Start() adds the client's fd last, so the usual
+      // early event (the client's FIN right behind its handshake) mostly finds nothing to wait for
+      AwaitRegistered(r->registration, g.mu);
       if (r->closed) continue;
       if (events[i].events & EPOLLERR) {
         int err = SocketError(r->fd[ep->side]);

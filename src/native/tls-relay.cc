@@ -154,12 +154,17 @@ State& g = *new State();
 EndBridge* bridge = nullptr;
 
 
-void FreeRelay(Relay* r) {
+// What a relay holds besides its memory: the session, both fds, the held bytes. Idempotent.
+void Release(Relay* r) {
   delete r->tls;
   r->tls = nullptr;
   for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
   r->up.Free();
   r->down.Free();
+}
+
+void FreeRelay(Relay* r) {
+  Release(r);
   delete r;
 }
 
@@ -168,11 +173,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
   if (r->closed) return;
   r->closed = true;
   for (int s = 0; s < 2; s++) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
-  delete r->tls;
-  r->tls = nullptr;
-  for (int s = 0; s < 2; s++) CloseFd(r->fd[s]);
-  r->up.Free();
-  r->down.Free();
+  Release(r);
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.relays.erase(r->id);
@@ -582,7 +583,7 @@ void Loop() {
       }
       Endpoint* ep = static_cast<Endpoint*>(events[i].data.ptr);
       Relay* r = ep->relay;
-      if (r->registration.load(std::memory_order_acquire) == kRegistering) AwaitRegistered(r->registration, g.mu);
+      AwaitRegistered(r->registration, g.mu);
       if (r->closed) continue;
       const uint32_t evs = events[i].events;
       const int side = ep->side;
@@ -682,8 +683,9 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   g.relays.emplace(r->id, r);
   if (idle_ms > 0) g.with_idle++;
   // Registered while holding the lock (see AwaitRegistered): the relay thread cannot end the relay before both
-  // fds are in.
-  for (int s = 0; s < 2; s++) {
+  // fds are in. The upstream's fd first, as relay.cc: the usual early event (the client's FIN or close_notify right
+  // behind the 101) then comes when nothing is left to wait for.
+  for (int s : {1, 0}) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     ev.data.ptr = &r->ep[s];
@@ -691,17 +693,15 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
       *error = std::string("epoll_ctl: ") + strerror(errno);
       g.relays.erase(r->id);
       if (idle_ms > 0) g.with_idle--;
-      if (s == 0) {
+      if (s == 1) {
         lock.unlock();
         FreeRelay(r);
         return 0;
       }
-      // fd[0] was in the set: an event of it may be in the relay thread's hands, which frees the relay
-      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[0], nullptr);
+      // fd[1] was in the set: an event of it may be in the relay thread's hands, which frees the relay
+      epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[1], nullptr);
       r->closed = true;
-      delete r->tls;
-      r->tls = nullptr;
-      for (int k = 0; k < 2; k++) CloseFd(r->fd[k]);
+      Release(r);
       g.unborn.push_back(r);
       r->registration.store(kGivenUp, std::memory_order_release);
       return 0;
