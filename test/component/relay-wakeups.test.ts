@@ -22,6 +22,7 @@ import { TEST_CERT, TEST_KEY } from '../helpers/portico.js';
 import { PYTHON } from '../helpers/clients.js';
 import { FIXTURES } from '../helpers/paths.js';
 import { hasCommand, needPeer } from '../helpers/peers.js';
+import { wsClose, wsFrame } from '../helpers/ws-frame.js';
 
 const SEGMENT_PEER = path.join(FIXTURES, 'clients', 'segment-peer.py');
 const HAS_PYTHON = hasCommand(PYTHON, ['--version']);
@@ -52,16 +53,8 @@ const MASK = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
 
 /** A binary frame (RFC 6455 §5.2) of `payload`, masked when it goes client to server (§5.3). */
 function frame(payload: Buffer, masked: boolean): Buffer {
-  const len = payload.length;
-  assert.ok(len < 126, 'small frames only');
-  const body = masked ? Buffer.from(payload.map((b, i) => b ^ MASK[i % 4])) : payload;
-  return Buffer.concat([Buffer.from([0x82, (masked ? 0x80 : 0) | len]), masked ? MASK : Buffer.alloc(0), body]);
-}
-
-/** A Close frame (1000), masked when it goes to the upstream. */
-function closeFrame(masked: boolean): Buffer {
-  const body = Buffer.from([0x03, 0xe8]);
-  return Buffer.concat([Buffer.from([0x88, (masked ? 0x80 : 0) | 2]), masked ? MASK : Buffer.alloc(0), masked ? Buffer.from(body.map((b, i) => b ^ MASK[i % 4])) : body]);
+  assert.ok(payload.length < 126, 'small frames only');
+  return wsFrame(0x2, payload, { mask: masked ? MASK : undefined });
 }
 
 /** Bytes of message `i` of a stream: a frame when the relay follows frames (else framing would be lost, and
@@ -254,8 +247,8 @@ for (const v of VARIANTS) {
         // the last message and FIN in one write-and-end each way: often one edge with EPOLLRDHUP. Framed, the last
         // message ends with a Close frame (the closing handshake, both at once): a WebSocket end without one drops
         // the tunnel at once (test/e2e/ws-dropped.test.ts), and the other side's last message with it
-        const lastUp = v.framed ? Buffer.concat([message(v, true, i), closeFrame(true)]) : message(v, true, i);
-        const lastDown = v.framed ? Buffer.concat([message(v, false, i), closeFrame(false)]) : message(v, false, i);
+        const lastUp = v.framed ? Buffer.concat([message(v, true, i), wsClose(MASK)]) : message(v, true, i);
+        const lastDown = v.framed ? Buffer.concat([message(v, false, i), wsClose()]) : message(v, false, i);
         clientPeer.end(lastUp);
         upstreamPeer.end(lastDown);
         await Promise.all([atUpstream.waitFor(upBytes + lastUp.length, `tunnel ${k}: last up`, true), atClient.waitFor(downBytes + lastDown.length, `tunnel ${k}: last down`, true)]);

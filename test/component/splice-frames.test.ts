@@ -13,19 +13,13 @@ import type { ClosedBy } from '../../src/core/socket.js';
 import { SpliceTunnel, canSplice, nativeStatus } from '../../src/tunnel/splice.js';
 import { acceptors, relayEnds } from '../helpers/acceptor.js';
 import { spliceStartFails } from '../helpers/splice-faults.js';
+import { wsFrame } from '../helpers/ws-frame.js';
 
 const NO_NATIVE = nativeStatus().native ? undefined : `native addon not in use: ${nativeStatus().reason}`;
 
 const MASK = Buffer.from([0x11, 0x22, 0x33, 0x44]);
 
-/** A frame as RFC 6455 §5.2 lays it out; masked (client to server) when `mask` is given. */
-function frame(opcode: number, payload: Buffer, opts: { mask?: Buffer; fin?: boolean } = {}): Buffer {
-  const len = payload.length;
-  const ext = len < 126 ? [len] : len < 65536 ? [126, len >> 8, len & 0xff] : [127, 0, 0, 0, 0, (len >>> 24) & 0xff, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff];
-  ext[0] |= opts.mask === undefined ? 0 : 0x80;
-  const body = opts.mask === undefined ? payload : Buffer.from(payload.map((b, i) => b ^ opts.mask![i % 4]));
-  return Buffer.concat([Buffer.from([(opts.fin === false ? 0 : 0x80) | opcode, ...ext]), opts.mask ?? Buffer.alloc(0), body]);
-}
+const frame = wsFrame;
 
 interface Frame {
   opcode: number;

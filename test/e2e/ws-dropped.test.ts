@@ -18,17 +18,14 @@ import { answerUpgrade } from '../helpers/backends.js';
 import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 import { testCaCert, upgradeByHand } from '../helpers/wire.js';
 import { needNativeTls } from '../helpers/native-tls.js';
+import { wsClose, wsFrame } from '../helpers/ws-frame.js';
 
 const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
 const MASK = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
 
-/** One frame as RFC 6455 §5.2 lays it out, masked (client to server) when `masked`. */
-function frame(opcode: number, payload: Buffer, masked: boolean): Buffer {
-  const head = Buffer.from([0x80 | opcode, (masked ? 0x80 : 0) | payload.length]);
-  if (!masked) return Buffer.concat([head, payload]);
-  return Buffer.concat([head, MASK, Buffer.from(payload.map((b, i) => b ^ MASK[i % 4]))]);
-}
-const closeFrame = (masked: boolean) => frame(0x8, Buffer.from([0x03, 0xe8]), masked);
+/** One frame (small payloads only here), masked with MASK (client to server) when `masked`. */
+const frame = (opcode: number, payload: Buffer, masked: boolean) => wsFrame(opcode, payload, { mask: masked ? MASK : undefined });
+const closeFrame = (masked: boolean) => wsClose(masked ? MASK : undefined);
 
 interface Peer {
   socket: net.Socket;
@@ -175,16 +172,23 @@ for (const v of VARIANTS) {
     assertRelay(line);
   });
 
-  test('300 clients that drop right behind the 101: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
+  test('300 clients that drop right behind the 101, 20 at a time: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
     // the client's FIN is there before the relay is: its first event ends it, while the hand-over may still be
-    // registering its sockets (tls-relay.cc crashed the worker on this within 10 handshakes before AwaitRegistered)
+    // registering its sockets (tls-relay.cc crashed the worker on this within 10 handshakes before AwaitRegistered);
+    // 20 at once, so that hand-overs and ends of several tunnels meet in the relay thread's batches
     const N = 300;
-    for (let i = 0; i < N; i++) {
-      const client = await connectClient(t, rig.portico, v.secure, `/drop-${i % 10}`);
-      client.socket.end(frame(0x1, Buffer.from(`bye ${i}`), true));
-      client.socket.destroy();
+    const AT_ONCE = 20;
+    for (let batch = 0; batch < N; batch += AT_ONCE) {
+      await Promise.all(
+        Array.from({ length: AT_ONCE }, async (_, k) => {
+          const i = batch + k;
+          const client = await connectClient(t, rig.portico, v.secure, `/drop-${i % 10}`);
+          client.socket.end(frame(0x1, Buffer.from(`bye ${i}`), true));
+          client.socket.destroy();
+        }),
+      );
     }
     await within(
       (async () => {
