@@ -46,5 +46,8 @@ export async function passThrough(t: TestContext, to: number | Duplex, backend: 
   s.on('data', (d: Buffer) => reply.push(d));
   s.write('hello');
   await once(s, 'end');
+  // the reply is in: the close_notify Node writes back after the backend's end may be cancelled by the backend's
+  // close (write ECANCELED when a JS stream is under the TLS socket, EPIPE on a socket), which is not the test's business
+  s.on('error', () => undefined);
   assert.equal(Buffer.concat(reply).toString(), 'backend:hello');
 }
