@@ -11,6 +11,8 @@ export interface ByteSocket extends EventEmitter {
   readonly writableEnded: boolean;
   readonly readableLength: number;
   readonly writableLength: number;
+  /** As net.Socket's: false ends our writable side when the peer's FIN arrives; settable (a tunnel sets it true). */
+  allowHalfOpen: boolean;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
   readonly localAddress?: string | undefined;

@@ -508,6 +508,14 @@ export class NativeSocket extends EventEmitter implements ByteSocket {
     return this.#destroyed;
   }
 
+  get allowHalfOpen(): boolean {
+    return this.#allowHalfOpen;
+  }
+
+  set allowHalfOpen(on: boolean) {
+    this.#allowHalfOpen = on;
+  }
+
   get connecting(): boolean {
     return this.#connecting;
   }

@@ -82,6 +82,7 @@ export class Tunnel {
   constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: Tunnel) => void, websocket = false) {
     this.client = client;
     this.upstream = upstream;
+    keepHalfOpen(client, upstream);
     this.#onClose = onClose;
     this.startedAt = Date.now();
     this.#clock = new TunnelClock(timeouts, this.startedAt);
@@ -308,4 +309,15 @@ export class Tunnel {
     }
     this.#onClose(this);
   }
+}
+
+/**
+ * Both legs of a tunnel keep their writable side when their peer's FIN arrives: the relay passes each end on itself
+ * (half-close) or ends the tunnel. An upstream connection is made with allowHalfOpen false (a pooled connection
+ * ends with its peer's FIN), so without this a backend's FIN ended our side toward it, and what the client sent
+ * after that was lost. Set when the relay is built, before any 'end' of the tunnel's can be emitted.
+ */
+export function keepHalfOpen(client: ByteSocket, upstream: ByteSocket): void {
+  client.allowHalfOpen = true;
+  upstream.allowHalfOpen = true;
 }

@@ -7,7 +7,7 @@ import { TLSSocket } from 'node:tls';
 import { native, nativeStatus, type NativeStatus, type SpliceStats } from '../native/addon.js';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
 import { NativeSocket } from '../native/io.js';
-import { Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
+import { keepHalfOpen, Tunnel, TunnelClock, type TunnelTimeouts } from './relay.js';
 import { noop } from '../core/util.js';
 
 export { nativeStatus, type NativeStatus };
@@ -178,6 +178,8 @@ export class SpliceTunnel {
   constructor(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onClose: (t: SpliceTunnel) => void, websocket = false, relay: NativeRelay = SPLICE_RELAY) {
     this.#relay = relay;
     this.#legs = { client, upstream };
+    // until the relay thread has them (or the JS fallback is built), a FIN must not end our side either
+    keepHalfOpen(client, upstream);
     this.#timeouts = timeouts;
     this.#onClose = onClose;
     this.#websocket = websocket;

@@ -80,6 +80,40 @@ for (const nativeOff of [false, true]) {
     if (nativeOff) assert.equal(line.relay, 'js');
     else assert.equal(line.relay, nativeStatus().native ? 'splice' : 'js', 'splice exactly when the addon is in use');
   });
+
+  test(`tcp listener: the backend half-closes first (its answer, then FIN) and still gets what the client sends after: ${label}`, { timeout: 30_000 }, async (t) => {
+    // an upstream connection ends its own side at its peer's FIN unless the relay keeps it open (allowHalfOpen):
+    // the client's bytes after the backend's FIN were lost on the JS relay before
+    let heard!: (b: string) => void;
+    const received = new Promise<string>((r) => (heard = r));
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => s.destroy());
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.on('end', () => {
+        heard(Buffer.concat(got).toString());
+        s.destroy();
+      });
+      s.end('greeting, then my FIN');
+    });
+    const backendPort = await listen(t, server);
+    const portico = await startPortico(
+      t,
+      { workers: 1, listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'first' }], upstreams: { first: { targets: [`127.0.0.1:${backendPort}`] } } },
+      nativeOff ? { env: { PORTICO_NATIVE: '0' } } : {},
+    );
+    const c = net.connect({ host: '127.0.0.1', port: portico.ports[0], allowHalfOpen: true });
+    t.after(() => c.destroy());
+    const reply: Buffer[] = [];
+    c.on('data', (d: Buffer) => reply.push(d));
+    await once(c, 'end');
+    assert.equal(Buffer.concat(reply).toString(), 'greeting, then my FIN');
+    c.end('the answer after your FIN');
+    assert.equal(await received, 'the answer after your FIN');
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.bytesIn, 'the answer after your FIN'.length);
+    if (nativeOff) assert.equal(line.relay, 'js');
+  });
 }
 
 test('tcp listener: a protocol where the server speaks first (a greeting before any client byte) is relayed at once', { timeout: 30_000 }, async (t) => {

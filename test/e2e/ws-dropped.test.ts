@@ -172,6 +172,25 @@ for (const v of VARIANTS) {
     assertRelay(line);
   });
 
+  test("a backend's end after its Close frame keeps half-close: the client's Close still reaches it", async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/backend-closing');
+    const backend = await rig.backend.peer;
+    // some servers half-close right behind their Close (the closing handshake's first half)
+    backend.socket.end(closeFrame(false));
+    await within(client.ended, 5000, "the backend's FIN reaches the client");
+    assert.deepEqual(client.data(), closeFrame(false));
+    // the tunnel is still open toward the backend: the client's last message and Close reach it, then its FIN
+    const answer = Buffer.concat([frame(0x1, Buffer.from('a last message'), true), closeFrame(true)]);
+    client.socket.end(answer);
+    await within(backend.ended, 5000, "the backend sees the client's end after its answer");
+    assert.deepEqual(backend.data(), answer);
+    const line = await rig.portico.waitForLog(tunnelLine('/backend-closing'));
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
+    assertRelay(line);
+  });
+
   test('300 clients that drop right behind the 101, 20 at a time: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
@@ -212,5 +231,19 @@ for (const v of VARIANTS) {
     await within(client.ended, 5000, 'the client sees the end after the answer');
     assert.equal(client.data().toString(), 'answer after your FIN');
     assertRelay(await rig.portico.waitForLog(tunnelLine('/raw')));
+  });
+
+  test('bytes that are not WebSocket frames keep half-close: the client still sends after the backend ended', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/raw-backend-first');
+    const backend = await rig.backend.peer;
+    backend.socket.end('last words'); // opcode 0xc: not a frame any endpoint sends
+    await within(client.ended, 5000, "the backend's FIN reaches the client");
+    assert.equal(client.data().toString(), 'last words');
+    client.socket.end('answer after your FIN');
+    await within(backend.ended, 5000, 'the backend sees the end after the answer');
+    assert.equal(backend.data().toString(), 'answer after your FIN');
+    assertRelay(await rig.portico.waitForLog(tunnelLine('/raw-backend-first')));
   });
 }
