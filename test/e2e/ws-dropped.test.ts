@@ -154,43 +154,6 @@ for (const v of VARIANTS) {
     assertRelay(line);
   });
 
-  test("a client's end after its Close frame keeps half-close: the backend's Close still reaches it", async (t) => {
-    const rig = await setup(t);
-    if (rig === undefined) return;
-    const client = await connectClient(t, rig.portico, v.secure, '/closing');
-    const backend = await rig.backend.peer;
-    client.socket.end(closeFrame(true));
-    await within(backend.ended, 5000, "the client's FIN reaches the backend");
-    assert.deepEqual(backend.data(), closeFrame(true));
-    // the tunnel is still open toward the client: the backend answers, then ends its side
-    const answer = Buffer.concat([frame(0x1, Buffer.from('a last message'), false), closeFrame(false)]);
-    backend.socket.end(answer);
-    await within(client.ended, 5000, 'the client sees the end after the answer');
-    assert.deepEqual(client.data(), answer);
-    const line = await rig.portico.waitForLog(tunnelLine('/closing'));
-    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
-    assertRelay(line);
-  });
-
-  test("a backend's end after its Close frame keeps half-close: the client's Close still reaches it", async (t) => {
-    const rig = await setup(t);
-    if (rig === undefined) return;
-    const client = await connectClient(t, rig.portico, v.secure, '/backend-closing');
-    const backend = await rig.backend.peer;
-    // some servers half-close right behind their Close (the closing handshake's first half)
-    backend.socket.end(closeFrame(false));
-    await within(client.ended, 5000, "the backend's FIN reaches the client");
-    assert.deepEqual(client.data(), closeFrame(false));
-    // the tunnel is still open toward the backend: the client's last message and Close reach it, then its FIN
-    const answer = Buffer.concat([frame(0x1, Buffer.from('a last message'), true), closeFrame(true)]);
-    client.socket.end(answer);
-    await within(backend.ended, 5000, "the backend sees the client's end after its answer");
-    assert.deepEqual(backend.data(), answer);
-    const line = await rig.portico.waitForLog(tunnelLine('/backend-closing'));
-    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
-    assertRelay(line);
-  });
-
   test('300 clients that drop right behind the 101, 20 at a time: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
@@ -219,31 +182,35 @@ for (const v of VARIANTS) {
     assert.equal(rig.portico.logs.filter((l) => l.msg === 'worker exited unexpectedly').length, 0, 'no worker died');
   });
 
-  test('bytes that are not WebSocket frames keep half-close: the backend still answers after the client ended', async (t) => {
+  /**
+   * `first` ends its side behind `last`; the other peer reads it and the FIN, answers with `answer` and ends too: the
+   * tunnel stayed open toward `first` (half-close), and each peer got exactly the other's bytes.
+   */
+  async function halfClosed(t: TestContext, path: string, first: 'client' | 'backend', last: Buffer, answer: Buffer): Promise<void> {
     const rig = await setup(t);
     if (rig === undefined) return;
-    const client = await connectClient(t, rig.portico, v.secure, '/raw');
+    const client = await connectClient(t, rig.portico, v.secure, path);
     const backend = await rig.backend.peer;
-    client.socket.end('last words'); // opcode 0xc: not a frame any endpoint sends
-    await within(backend.ended, 5000, "the client's FIN reaches the backend");
-    assert.equal(backend.data().toString(), 'last words');
-    backend.socket.end('answer after your FIN');
-    await within(client.ended, 5000, 'the client sees the end after the answer');
-    assert.equal(client.data().toString(), 'answer after your FIN');
-    assertRelay(await rig.portico.waitForLog(tunnelLine('/raw')));
-  });
+    const [ender, other] = first === 'client' ? [client, backend] : [backend, client];
+    ender.socket.end(last);
+    await within(other.ended, 5000, `the ${first}'s FIN is passed on`);
+    assert.deepEqual(other.data(), last);
+    other.socket.end(answer);
+    await within(ender.ended, 5000, `the ${first} gets the answer after its FIN, then the end`);
+    assert.deepEqual(ender.data(), answer);
+    const line = await rig.portico.waitForLog(tunnelLine(path));
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
+    assertRelay(line);
+  }
 
-  test('bytes that are not WebSocket frames keep half-close: the client still sends after the backend ended', async (t) => {
-    const rig = await setup(t);
-    if (rig === undefined) return;
-    const client = await connectClient(t, rig.portico, v.secure, '/raw-backend-first');
-    const backend = await rig.backend.peer;
-    backend.socket.end('last words'); // opcode 0xc: not a frame any endpoint sends
-    await within(client.ended, 5000, "the backend's FIN reaches the client");
-    assert.equal(client.data().toString(), 'last words');
-    client.socket.end('answer after your FIN');
-    await within(backend.ended, 5000, 'the backend sees the end after the answer');
-    assert.equal(backend.data().toString(), 'answer after your FIN');
-    assertRelay(await rig.portico.waitForLog(tunnelLine('/raw-backend-first')));
-  });
+  for (const first of ['client', 'backend'] as const) {
+    const other = first === 'client' ? 'backend' : 'client';
+    // client frames are masked, a backend's are not; some peers half-close right behind their Close
+    const masked = first === 'client';
+    test(`a ${first}'s end after its Close frame keeps half-close: the ${other}'s last message and Close still reach it`, (t) =>
+      halfClosed(t, `/closing-${first}`, first, closeFrame(masked), Buffer.concat([frame(0x1, Buffer.from('a last message'), !masked), closeFrame(!masked)])));
+    // opcode 0xc: not a frame any endpoint sends
+    test(`bytes that are not WebSocket frames keep half-close: the ${other} still answers after the ${first} ended`, (t) =>
+      halfClosed(t, `/raw-${first}`, first, Buffer.from('last words'), Buffer.from('answer after your FIN')));
+  }
 }
