@@ -154,6 +154,35 @@ for (const v of VARIANTS) {
     assertRelay(line);
   });
 
+  for (const dropper of ['client', 'backend'] as const) {
+    test(`a ${dropper} that ends before any byte crossed ends the tunnel at once; the other peer sees the end`, async (t) => {
+      const rig = await setup(t);
+      if (rig === undefined) return;
+      const path = `/${dropper}-ends-first`;
+      const client = await connectClient(t, rig.portico, v.secure, path);
+      const backend = await rig.backend.peer;
+      const [ender, other] = dropper === 'client' ? [client, backend] : [backend, client];
+      ender.socket.end();
+      await within(other.ended, 5000, 'the other peer sees the end');
+      assert.equal(other.data().length, 0);
+      const line = await within(rig.portico.waitForLog(tunnelLine(path)), 5000, 'the tunnel ends without the other peer ending');
+      assert.equal(line.closedBy, dropper === 'client' ? 'client' : 'upstream');
+      assertRelay(line);
+    });
+  }
+
+  // (a TLS socket of Node's cannot reset: plain clients only)
+  if (!v.secure) test('a client that resets before any byte crossed ends the tunnel; the backend sees the end', async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/reset-first');
+    const backend = await rig.backend.peer;
+    client.socket.resetAndDestroy();
+    await within(backend.ended, 5000, 'the backend sees the end');
+    const line = await within(rig.portico.waitForLog(tunnelLine('/reset-first')), 5000, 'the tunnel ends');
+    assert.ok(line.closedBy === 'client_error' || line.closedBy === 'client', String(line.closedBy));
+  });
+
   test('300 clients that drop right behind the 101, 20 at a time: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
@@ -167,7 +196,8 @@ for (const v of VARIANTS) {
         Array.from({ length: AT_ONCE }, async (_, k) => {
           const i = batch + k;
           const client = await connectClient(t, rig.portico, v.secure, `/drop-${i % 10}`);
-          client.socket.end(frame(0x1, Buffer.from(`bye ${i}`), true));
+          // half of them with a last frame (the tunnel then crossed bytes), half with none
+          if (i % 2 === 0) client.socket.end(frame(0x1, Buffer.from(`bye ${i}`), true));
           client.socket.destroy();
         }),
       );
