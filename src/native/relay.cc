@@ -547,14 +547,19 @@ bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard) {
   return true;
 }
 
-// Direction d's source ended its TCP connection without a Close frame, its framing followed and no shutdown under
-// way: the peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally, 1006), which has no half-closed state,
-// so the relay ends at once, as nginx ends an upgraded connection at the first end, instead of passing the FIN on
-// and waiting for the other peer's (a second wake-up per tunnel). A FIN after a Close (the closing handshake
-// under way), or on bytes that are not frames, is passed on as before: half-close holds there.
-bool Dropped(const Relay* r, int d) {
+// Direction d's source ended its TCP connection: whether the relay ends at once (both closed once what that source
+// sent is out) instead of passing the FIN on and waiting for the other peer's (a second wake-up per tunnel), as
+// nginx ends an upgraded connection at the first end. Yes when that peer dropped the WebSocket (no Close frame
+// from it, its framing followed: RFC 6455 §7.1.5, closed abnormally), which has no half-closed state; and when the
+// closing handshake is done (a Close each way, the other direction's relayed whole and nothing of it held):
+// neither peer may send anything more (§5.5.1). A FIN after a Close the other peer has not answered yet, on bytes
+// that are not frames, or during a shutdown is passed on as before: half-close holds there.
+bool EndsAtOnce(const Relay* r, int d) {
   const FrameTracker& f = r->dir[d].frames;
-  return !r->going_away && !f.Broken() && !f.CloseSeen();
+  if (r->going_away || f.Broken()) return false;
+  if (!f.CloseSeen()) return true;
+  const Direction& other = r->dir[1 - d];
+  return other.frames.CloseSeen() && other.frames.AtBoundary() && other.held == 0;
 }
 
 // Direction d of a WebSocket relay: as Pump, with every byte read followed by the frame tracker. Headers and
@@ -583,7 +588,7 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& sourc
       return Pumped::kClosed;
     }
     if (x.eof) {
-      if (Dropped(r, d)) {
+      if (EndsAtOnce(r, d)) {
         // what the source sent is out (held and tail come first): close(2) FINs the destination after it
         Finish(r, OrderlyOf(d), 0, graveyard, true);
         return Pumped::kClosed;

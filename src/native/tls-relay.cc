@@ -204,12 +204,15 @@ void Ended(Relay* r, int side) {
   if (r->first_eof_side < 0) r->first_eof_side = side;
 }
 
-// The source of `h` ended its connection (FIN or close_notify) without a Close frame, its framing followed and no
-// shutdown under way: that peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally), which has no
-// half-closed state, so the relay ends at once, as nginx ends an upgraded connection at its first end (relay.cc
-// Dropped). A raw relay, bytes that are not frames, or an end after a Close keep half-close.
-bool Dropped(const Relay* r, const Held& h) {
-  return r->websocket && !r->going_away && !h.frames.Broken() && !h.frames.CloseSeen();
+// The source of `h` ended its connection (FIN or close_notify): whether the relay ends at once, as relay.cc
+// EndsAtOnce decides for the splice relay: that peer dropped the WebSocket (no Close frame from it, its framing
+// followed), or the closing handshake is done (a Close each way, `other`'s relayed whole and nothing of it held).
+// A raw relay, bytes that are not frames, a shutdown under way, or an end after a Close the other peer has not
+// answered keep half-close.
+bool EndsAtOnce(const Relay* r, const Held& h, const Held& other) {
+  if (!r->websocket || r->going_away || h.frames.Broken()) return false;
+  if (!h.frames.CloseSeen()) return true;
+  return other.frames.CloseSeen() && other.frames.AtBoundary() && other.len == 0;
 }
 
 // Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in
@@ -316,8 +319,9 @@ Pumped PumpUp(Relay* r, std::vector<Relay*>* graveyard) {
       return Pumped::kClosed;
     }
     if (h.eof) {
-      if (Dropped(r, h)) {
-        // the client dropped the WebSocket: its bytes are out; close_notify if it can leave now, then both closed
+      if (EndsAtOnce(r, h, r->down)) {
+        // the client dropped the WebSocket, or ended after the closing handshake: its bytes are out; close_notify if
+        // it can leave now, then both closed
         r->tls->Shutdown();
         Finish(r, Reason::kClient, 0, graveyard, true);
         return Pumped::kClosed;
@@ -423,8 +427,9 @@ Pumped PumpDown(Relay* r, std::vector<Relay*>* graveyard) {
           r->wr[0] = false;
           return Pumped::kWaiting;
         }
-        if (Dropped(r, h)) {
-          // the backend dropped the WebSocket: close(2) sends the FIN after the close_notify
+        if (EndsAtOnce(r, h, r->up)) {
+          // the backend dropped the WebSocket, or ended after the closing handshake: close(2) sends the FIN after the
+          // close_notify
           Finish(r, Reason::kUpstream, 0, graveyard, true);
           return Pumped::kClosed;
         }

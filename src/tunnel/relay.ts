@@ -242,27 +242,30 @@ export class Tunnel {
 
   // Half-close: a FIN from one side becomes a FIN to the other; the tunnel ends when both sides have ended.
   // Without (halfClose false), the first FIN ends it: close() flushes what was written, then closes both. So does
-  // a WebSocket peer's end without a Close frame (#dropped).
+  // a WebSocket peer's end without a Close frame, or after the closing handshake (#endsAtOnce).
   #onClientEnd = (): void => {
     this.#clientEnded = true;
-    if (this.#upstreamEnded || !this.halfClose || this.#dropped(this.#framesUp)) this.close('client');
+    if (this.#upstreamEnded || !this.halfClose || this.#endsAtOnce(this.#framesUp, this.#framesDown)) this.close('client');
     else this.upstream.end();
   };
 
   #onUpstreamEnd = (): void => {
     this.#upstreamEnded = true;
-    if (this.#clientEnded || !this.halfClose || this.#dropped(this.#framesDown)) this.close('upstream');
+    if (this.#clientEnded || !this.halfClose || this.#endsAtOnce(this.#framesDown, this.#framesUp)) this.close('upstream');
     else this.client.end();
   };
 
   /**
-   * The side whose frames `frames` follows ended its connection without a Close frame (its framing followed, no
-   * shutdown under way): that peer dropped the WebSocket (RFC 6455 §7.1.5: closed abnormally), which has no
-   * half-closed state, so the tunnel ends at once, as nginx ends an upgraded connection at its first end. An end
-   * after a Close (the closing handshake under way), a raw tunnel or bytes that are not frames keep half-close.
+   * The side whose frames `ender` follows ended its connection: whether the tunnel ends at once, as nginx ends an
+   * upgraded connection at its first end (the addon's relays decide the same, relay.cc EndsAtOnce). Yes when that
+   * peer dropped the WebSocket (no Close frame from it, its framing followed: RFC 6455 §7.1.5, closed abnormally),
+   * which has no half-closed state; and when the closing handshake is done (a Close each way, `other`'s whole):
+   * neither peer may send anything more (§5.5.1). An end after a Close the other peer has not answered yet, a raw
+   * tunnel, bytes that are not frames or a shutdown under way keep half-close. (close() flushes what was written.)
    */
-  #dropped(frames: FrameTracker | null): boolean {
-    return frames !== null && this.#goingAway === null && !this.#lingering && !frames.broken && !frames.closeSeen;
+  #endsAtOnce(ender: FrameTracker | null, other: FrameTracker | null): boolean {
+    if (ender === null || other === null || this.#goingAway !== null || this.#lingering || ender.broken) return false;
+    return !ender.closeSeen || (other.closeSeen && other.atBoundary);
   }
 
   #onClientError = (): void => this.close('client_error');

@@ -183,6 +183,49 @@ for (const v of VARIANTS) {
     assert.ok(line.closedBy === 'client_error' || line.closedBy === 'client', String(line.closedBy));
   });
 
+  for (const ender of ['client', 'backend'] as const) {
+    test(`after the closing handshake (a Close each way), the ${ender}'s end ends the tunnel at once; the other peer sees the end`, async (t) => {
+      const rig = await setup(t);
+      if (rig === undefined) return;
+      const path = `/closed-then-${ender}-ends`;
+      const client = await connectClient(t, rig.portico, v.secure, path);
+      const backend = await rig.backend.peer;
+      // the client's Close and the backend's answer cross; neither peer ends its connection yet
+      client.socket.write(closeFrame(true));
+      await within(until(() => backend.data().length >= closeFrame(true).length), 5000, "the client's Close reaches the backend");
+      backend.socket.write(closeFrame(false));
+      await within(until(() => client.data().length >= closeFrame(false).length), 5000, "the backend's Close reaches the client");
+      const [e, other] = ender === 'client' ? [client, backend] : [backend, client];
+      e.socket.end();
+      await within(other.ended, 5000, 'the other peer sees the end');
+      // nothing may follow a closing handshake either way: the tunnel does not wait for the other peer's end
+      const line = await within(rig.portico.waitForLog(tunnelLine(path)), 5000, 'the tunnel ends without the other peer ending');
+      assert.equal(line.closedBy, ender === 'client' ? 'client' : 'upstream');
+      assertRelay(line);
+      assert.deepEqual(backend.data(), closeFrame(true));
+      assert.deepEqual(client.data(), closeFrame(false));
+    });
+  }
+
+  test("a Close still half-way when the other peer ends after its own keeps half-close: the rest of it still arrives", async (t) => {
+    const rig = await setup(t);
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, '/close-half-way');
+    const backend = await rig.backend.peer;
+    const answer = closeFrame(false);
+    // the backend's Close without its last byte: the handshake is not done while it is in flight
+    backend.socket.write(answer.subarray(0, answer.length - 1));
+    await within(until(() => client.data().length >= answer.length - 1), 5000, "the backend's Close, but its last byte");
+    client.socket.end(closeFrame(true));
+    await within(backend.ended, 5000, "the client's Close and FIN reach the backend");
+    backend.socket.end(answer.subarray(answer.length - 1));
+    await within(client.ended, 5000, 'the client sees the end after the last byte');
+    assert.deepEqual(client.data(), answer);
+    const line = await rig.portico.waitForLog(tunnelLine('/close-half-way'));
+    assert.ok(line.closedBy === 'client' || line.closedBy === 'upstream', String(line.closedBy));
+    assertRelay(line);
+  });
+
   test('300 clients that drop right behind the 101, 20 at a time: every tunnel ends, the worker lives (the relay ends during its start)', async (t) => {
     const rig = await setup(t);
     if (rig === undefined) return;
@@ -243,4 +286,9 @@ for (const v of VARIANTS) {
     test(`bytes that are not WebSocket frames keep half-close: the ${other} still answers after the ${first} ended`, (t) =>
       halfClosed(t, `/raw-${first}`, first, Buffer.from('last words'), Buffer.from('answer after your FIN')));
   }
+}
+
+/** Resolves once `cond` holds (checked every 5 ms; the caller bounds the wait). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
