@@ -104,4 +104,18 @@ class FrameTracker {
   uint64_t payload_left_ = 0;
 };
 
+// The WebSocket end rule of every relay (relay.cc, tls-relay.cc; the JS relay's twin is ws-frames.ts endsAtOnce):
+// the peer whose direction `ender` follows ended its connection, and the tunnel ends at once (both closed once what
+// that peer sent is out) instead of passing its FIN on, as nginx ends an upgraded connection at its first end. Yes
+// when that peer dropped the WebSocket (no Close frame from it, its framing followed: RFC 6455 §7.1.5, closed
+// abnormally), which has no half-closed state; and when the closing handshake is done (a Close each way, `other`'s
+// relayed whole: at a frame boundary and `other_flushed`, nothing of it held by the relay): neither peer may send
+// anything more (§5.5.1). An end after a Close the other peer has not answered yet, or on bytes that are not frames,
+// keeps half-close. The relay adds its own conditions (a WebSocket relay, no shutdown under way).
+inline bool EndsAtOnce(const FrameTracker& ender, const FrameTracker& other, bool other_flushed) {
+  if (ender.Broken()) return false;
+  if (!ender.CloseSeen()) return true;
+  return other.CloseSeen() && other.AtBoundary() && other_flushed;
+}
+
 }  // namespace portico

@@ -547,19 +547,12 @@ bool SendScratch(Relay* r, int d, size_t n, std::vector<Relay*>* graveyard) {
   return true;
 }
 
-// Direction d's source ended its TCP connection: whether the relay ends at once (both closed once what that source
-// sent is out) instead of passing the FIN on and waiting for the other peer's (a second wake-up per tunnel), as
-// nginx ends an upgraded connection at the first end. Yes when that peer dropped the WebSocket (no Close frame
-// from it, its framing followed: RFC 6455 §7.1.5, closed abnormally), which has no half-closed state; and when the
-// closing handshake is done (a Close each way, the other direction's relayed whole and nothing of it held):
-// neither peer may send anything more (§5.5.1). A FIN after a Close the other peer has not answered yet, on bytes
-// that are not frames, or during a shutdown is passed on as before: half-close holds there.
+// Direction d's source ended its TCP connection: whether the relay ends at once (frames.h EndsAtOnce, the rule of
+// every relay) instead of passing the FIN on and waiting for the other peer's (a second wake-up per tunnel). Never
+// during a shutdown (going away: its Close frames and linger decide).
 bool EndsAtOnce(const Relay* r, int d) {
-  const FrameTracker& f = r->dir[d].frames;
-  if (r->going_away || f.Broken()) return false;
-  if (!f.CloseSeen()) return true;
   const Direction& other = r->dir[1 - d];
-  return other.frames.CloseSeen() && other.frames.AtBoundary() && other.held == 0;
+  return !r->going_away && portico::EndsAtOnce(r->dir[d].frames, other.frames, other.held == 0);
 }
 
 // Direction d of a WebSocket relay: as Pump, with every byte read followed by the frame tracker. Headers and

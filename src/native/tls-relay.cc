@@ -204,15 +204,11 @@ void Ended(Relay* r, int side) {
   if (r->first_eof_side < 0) r->first_eof_side = side;
 }
 
-// The source of `h` ended its connection (FIN or close_notify): whether the relay ends at once, as relay.cc
-// EndsAtOnce decides for the splice relay: that peer dropped the WebSocket (no Close frame from it, its framing
-// followed), or the closing handshake is done (a Close each way, `other`'s relayed whole and nothing of it held).
-// A raw relay, bytes that are not frames, a shutdown under way, or an end after a Close the other peer has not
-// answered keep half-close.
+// The source of `h` ended its connection (FIN or close_notify): whether the relay ends at once (frames.h
+// EndsAtOnce, the rule of every relay; `other` is the opposite direction). A raw relay and a shutdown under way keep
+// half-close.
 bool EndsAtOnce(const Relay* r, const Held& h, const Held& other) {
-  if (!r->websocket || r->going_away || h.frames.Broken()) return false;
-  if (!h.frames.CloseSeen()) return true;
-  return other.frames.CloseSeen() && other.frames.AtBoundary() && other.len == 0;
+  return r->websocket && !r->going_away && portico::EndsAtOnce(h.frames, other.frames, other.len == 0);
 }
 
 // Follows the frames of `got` fresh bytes in h.data; going away, keeps only those up to the end of the frame in

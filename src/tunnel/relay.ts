@@ -4,7 +4,7 @@
 // sweep through checkIdle(), so no timer is created per tunnel.
 import { randomBytes } from 'node:crypto';
 import type { ByteSocket, ClosedBy } from '../core/socket.js';
-import { FrameTracker, goingAwayFrame } from '../wire/ws-frames.js';
+import { endsAtOnce, FrameTracker, goingAwayFrame } from '../wire/ws-frames.js';
 import { noop } from '../core/util.js';
 
 
@@ -256,16 +256,12 @@ export class Tunnel {
   };
 
   /**
-   * The side whose frames `ender` follows ended its connection: whether the tunnel ends at once, as nginx ends an
-   * upgraded connection at its first end (the addon's relays decide the same, relay.cc EndsAtOnce). Yes when that
-   * peer dropped the WebSocket (no Close frame from it, its framing followed: RFC 6455 §7.1.5, closed abnormally),
-   * which has no half-closed state; and when the closing handshake is done (a Close each way, `other`'s whole):
-   * neither peer may send anything more (§5.5.1). An end after a Close the other peer has not answered yet, a raw
-   * tunnel, bytes that are not frames or a shutdown under way keep half-close. (close() flushes what was written.)
+   * The side whose frames `ender` follows ended its connection: whether the tunnel ends at once (ws-frames.ts
+   * endsAtOnce, the rule of every relay; close() flushes what was written). A raw tunnel and a shutdown under way
+   * keep half-close.
    */
   #endsAtOnce(ender: FrameTracker | null, other: FrameTracker | null): boolean {
-    if (ender === null || other === null || this.#goingAway !== null || this.#lingering || ender.broken) return false;
-    return !ender.closeSeen || (other.closeSeen && other.atBoundary);
+    return ender !== null && other !== null && this.#goingAway === null && !this.#lingering && endsAtOnce(ender, other);
   }
 
   #onClientError = (): void => this.close('client_error');

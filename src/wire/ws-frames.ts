@@ -118,6 +118,19 @@ function payloadLength(h: readonly number[]): number | undefined {
   return Number.isSafeInteger(v) ? v : undefined;
 }
 
+/**
+ * The WebSocket end rule of every relay (the addon's is frames.h EndsAtOnce): the peer whose direction `ender`
+ * follows ended its connection, and the tunnel ends at once instead of passing its FIN on, as nginx ends an
+ * upgraded connection at its first end. Yes when that peer dropped the WebSocket (no Close frame from it, its framing
+ * followed: RFC 6455 §7.1.5, closed abnormally), which has no half-closed state; and when the closing handshake is
+ * done (a Close each way, `other`'s whole: at a frame boundary): neither peer may send anything more (§5.5.1). An
+ * end after a Close the other peer has not answered yet, or on bytes that are not frames, keeps half-close.
+ */
+export function endsAtOnce(ender: FrameTracker, other: FrameTracker): boolean {
+  if (ender.broken) return false;
+  return !ender.closeSeen || (other.closeSeen && other.atBoundary);
+}
+
 /** Close frame with status 1001 (going away), RFC 6455 §7.4.1; masked when it goes to a server (§5.3). */
 export function goingAwayFrame(masked: boolean, mask: Buffer): Buffer {
   const code = [0x03, 0xe9];

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createRequire } from 'node:module';
-import { FrameTracker, goingAwayFrame } from '../../src/wire/ws-frames.js';
+import { endsAtOnce, FrameTracker, goingAwayFrame } from '../../src/wire/ws-frames.js';
 
 /** A frame as RFC 6455 §5.2 lays it out (payload of `len` bytes, masked when `mask` is given). */
 function frame(opcode: number, len: number, mask?: Buffer): Buffer {
@@ -83,6 +83,31 @@ test('a header no endpoint may send leaves the tracker broken, as the addon\'s (
 /** ws's own frame parser (not in its type definitions). */
 type WsReceiver = new (opts: { isServer: boolean }) => NodeJS.WritableStream & { on(e: 'conclude', f: (code: number) => void): void; on(e: 'error', f: (err: Error) => void): void };
 const Receiver = (createRequire(import.meta.url)('ws') as { Receiver: WsReceiver }).Receiver;
+
+test('endsAtOnce: a drop (no Close from the ender) or the closing handshake done ends at once; a Close unanswered or half-way, or no frames, keep half-close', () => {
+  const up = (...chunks: Buffer[]) => {
+    const f = new FrameTracker(true);
+    for (const c of chunks) f.feed(c);
+    return f;
+  };
+  const down = (...chunks: Buffer[]) => {
+    const f = new FrameTracker(false);
+    for (const c of chunks) f.feed(c);
+    return f;
+  };
+  const close = frame(8, 2);
+  // a drop: the ender sent no Close, whatever the other did
+  assert.equal(endsAtOnce(up(), down()), true);
+  assert.equal(endsAtOnce(up(frame(1, 5, MASK)), down(close)), true);
+  // a Close each way, the other's whole: done
+  assert.equal(endsAtOnce(up(frame(8, 2, MASK)), down(frame(1, 3), close)), true);
+  assert.equal(endsAtOnce(down(close), up(frame(8, 2, MASK))), true);
+  // the ender's Close not answered yet, or the answer still half-way: half-close holds
+  assert.equal(endsAtOnce(up(frame(8, 2, MASK)), down(frame(1, 3))), false);
+  assert.equal(endsAtOnce(up(frame(8, 2, MASK)), down(close.subarray(0, close.length - 1))), false);
+  // bytes that are not frames (opcode 0xc): never judged
+  assert.equal(endsAtOnce(up(Buffer.from('last words')), down(close)), false);
+});
 
 test('the going-away frames are Close 1001 as ws reads them: unmasked to a client, masked to a server', async () => {
   const read = (data: Buffer, isServer: boolean) =>
