@@ -18,6 +18,7 @@ import { answerUpgrade } from '../helpers/backends.js';
 import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
 import { testCaCert, upgradeByHand } from '../helpers/wire.js';
 import { needNativeTls } from '../helpers/native-tls.js';
+import { until } from '../helpers/until.js';
 import { wsClose, wsFrame } from '../helpers/ws-frame.js';
 
 const START = { startTimeoutMs: process.env.PORTICO_NATIVE_ADDON !== undefined ? 120_000 : 20_000 };
@@ -140,35 +141,35 @@ for (const v of VARIANTS) {
     assert.equal(client.data().length, 0, 'nothing reached the client after its end');
   });
 
-  test('a backend that ends without a Close frame ends the tunnel at once; its last frame reaches the client first', async (t) => {
+  /**
+   * `ender` ends its connection behind `last` (after `before`, when given) and the tunnel ends at once: the other
+   * peer sees the end without ending its own side, having received `received` in all, and the access line names the
+   * ender. The peers, for what the caller checks further.
+   */
+  async function endsAtOnce(t: TestContext, path: string, ender: 'client' | 'backend', last: Buffer, received: Buffer, before?: (client: Peer, backend: Peer) => Promise<void>): Promise<{ client: Peer; backend: Peer } | undefined> {
     const rig = await setup(t);
-    if (rig === undefined) return;
-    const client = await connectClient(t, rig.portico, v.secure, '/backend-drops');
+    if (rig === undefined) return undefined;
+    const client = await connectClient(t, rig.portico, v.secure, path);
     const backend = await rig.backend.peer;
-    const last = frame(0x2, randomBytes(100), false);
-    backend.socket.end(last);
-    await within(client.ended, 5000, 'the client sees the end');
-    assert.deepEqual(client.data(), last);
-    const line = await within(rig.portico.waitForLog(tunnelLine('/backend-drops')), 5000, 'the tunnel ends without the client ending');
-    assert.equal(line.closedBy, 'upstream');
+    if (before !== undefined) await before(client, backend);
+    const [e, other] = ender === 'client' ? [client, backend] : [backend, client];
+    e.socket.end(last);
+    await within(other.ended, 5000, `the ${ender === 'client' ? 'backend' : 'client'} sees the end`);
+    assert.deepEqual(other.data(), received);
+    const line = await within(rig.portico.waitForLog(tunnelLine(path)), 5000, 'the tunnel ends without the other peer ending');
+    assert.equal(line.closedBy, ender === 'client' ? 'client' : 'upstream');
     assertRelay(line);
+    return { client, backend };
+  }
+
+  test('a backend that ends without a Close frame ends the tunnel at once; its last frame reaches the client first', async (t) => {
+    const last = frame(0x2, randomBytes(100), false);
+    await endsAtOnce(t, '/backend-drops', 'backend', last, last);
   });
 
   for (const dropper of ['client', 'backend'] as const) {
-    test(`a ${dropper} that ends before any byte crossed ends the tunnel at once; the other peer sees the end`, async (t) => {
-      const rig = await setup(t);
-      if (rig === undefined) return;
-      const path = `/${dropper}-ends-first`;
-      const client = await connectClient(t, rig.portico, v.secure, path);
-      const backend = await rig.backend.peer;
-      const [ender, other] = dropper === 'client' ? [client, backend] : [backend, client];
-      ender.socket.end();
-      await within(other.ended, 5000, 'the other peer sees the end');
-      assert.equal(other.data().length, 0);
-      const line = await within(rig.portico.waitForLog(tunnelLine(path)), 5000, 'the tunnel ends without the other peer ending');
-      assert.equal(line.closedBy, dropper === 'client' ? 'client' : 'upstream');
-      assertRelay(line);
-    });
+    test(`a ${dropper} that ends before any byte crossed ends the tunnel at once; the other peer sees the end`, (t) =>
+      endsAtOnce(t, `/${dropper}-ends-first`, dropper, Buffer.alloc(0), Buffer.alloc(0)).then(() => undefined));
   }
 
   // (a TLS socket of Node's cannot reset: plain clients only)
@@ -185,25 +186,18 @@ for (const v of VARIANTS) {
 
   for (const ender of ['client', 'backend'] as const) {
     test(`after the closing handshake (a Close each way), the ${ender}'s end ends the tunnel at once; the other peer sees the end`, async (t) => {
-      const rig = await setup(t);
-      if (rig === undefined) return;
-      const path = `/closed-then-${ender}-ends`;
-      const client = await connectClient(t, rig.portico, v.secure, path);
-      const backend = await rig.backend.peer;
-      // the client's Close and the backend's answer cross; neither peer ends its connection yet
-      client.socket.write(closeFrame(true));
-      await within(until(() => backend.data().length >= closeFrame(true).length), 5000, "the client's Close reaches the backend");
-      backend.socket.write(closeFrame(false));
-      await within(until(() => client.data().length >= closeFrame(false).length), 5000, "the backend's Close reaches the client");
-      const [e, other] = ender === 'client' ? [client, backend] : [backend, client];
-      e.socket.end();
-      await within(other.ended, 5000, 'the other peer sees the end');
-      // nothing may follow a closing handshake either way: the tunnel does not wait for the other peer's end
-      const line = await within(rig.portico.waitForLog(tunnelLine(path)), 5000, 'the tunnel ends without the other peer ending');
-      assert.equal(line.closedBy, ender === 'client' ? 'client' : 'upstream');
-      assertRelay(line);
-      assert.deepEqual(backend.data(), closeFrame(true));
-      assert.deepEqual(client.data(), closeFrame(false));
+      // the client's Close and the backend's answer cross; neither peer ends its connection yet. Nothing may follow a
+      // closing handshake either way: the tunnel does not wait for the other peer's end
+      const crossed = async (client: Peer, backend: Peer): Promise<void> => {
+        client.socket.write(closeFrame(true));
+        await until("the client's Close reaches the backend", () => backend.data().length, (n) => n >= closeFrame(true).length, 5000, 5);
+        backend.socket.write(closeFrame(false));
+        await until("the backend's Close reaches the client", () => client.data().length, (n) => n >= closeFrame(false).length, 5000, 5);
+      };
+      const peers = await endsAtOnce(t, `/closed-then-${ender}-ends`, ender, Buffer.alloc(0), ender === 'client' ? closeFrame(true) : closeFrame(false), crossed);
+      if (peers === undefined) return;
+      assert.deepEqual(peers.backend.data(), closeFrame(true));
+      assert.deepEqual(peers.client.data(), closeFrame(false));
     });
   }
 
@@ -215,7 +209,7 @@ for (const v of VARIANTS) {
     const answer = closeFrame(false);
     // the backend's Close without its last byte: the handshake is not done while it is in flight
     backend.socket.write(answer.subarray(0, answer.length - 1));
-    await within(until(() => client.data().length >= answer.length - 1), 5000, "the backend's Close, but its last byte");
+    await until("the backend's Close, but its last byte", () => client.data().length, (n) => n >= answer.length - 1, 5000, 5);
     client.socket.end(closeFrame(true));
     await within(backend.ended, 5000, "the client's Close and FIN reach the backend");
     backend.socket.end(answer.subarray(answer.length - 1));
@@ -286,9 +280,4 @@ for (const v of VARIANTS) {
     test(`bytes that are not WebSocket frames keep half-close: the ${other} still answers after the ${first} ended`, (t) =>
       halfClosed(t, `/raw-${first}`, first, Buffer.from('last words'), Buffer.from('answer after your FIN')));
   }
-}
-
-/** Resolves once `cond` holds (checked every 5 ms; the caller bounds the wait). */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
