@@ -22,6 +22,7 @@
 #include "end-bridge.h"
 #include "io.h"
 #include "l4.h"
+#include "napi-args.h"
 #include "relay.h"
 #include "tls-relay.h"
 #include "tls.h"
@@ -178,10 +179,11 @@ bool HalfCloseArg(const Napi::CallbackInfo& info, size_t i) {
   return !(info.Length() > i && info[i].IsBoolean() && !info[i].As<Napi::Boolean>().Value());
 }
 
-// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?, halfClose?) -> id.
+// spliceStart(clientFd, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), websocket?, halfClose?, halfClosedMs?) -> id.
 // Takes both fds (closed by the relay, also when this throws). cb runs once, on this thread, after both fds are
 // closed. websocket: { up, down } (Buffers: the bytes each way relayed before) for a WebSocket tunnel; omitted or
-// undefined = raw. halfClose: false = StartOptions::half_close off (raw relays); omitted = on.
+// undefined = raw. halfClose: false = StartOptions::half_close off (raw relays); omitted = on. halfClosedMs:
+// StartOptions::half_closed_ms (omitted: none).
 Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int a = FdArg(info, 0);
@@ -205,6 +207,13 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   std::string error;
   portico::StartOptions options;
   options.half_close = HalfCloseArg(info, 5);
+  try {
+    options.half_closed_ms = portico::OptionalMs(info.Length() > 6 ? info[6] : env.Undefined(), "halfClosedMs");
+  } catch (...) {
+    close(a);
+    close(b);
+    throw;
+  }
   uint64_t id = engine.Start(a, b, idle_ms, framed ? &ws : nullptr, &error, options);
   if (id == 0) throw Napi::Error::New(env, "spliceStart: " + error);
   // The end cannot be delivered before this returns: delivery runs on this thread, after this call.
@@ -212,7 +221,7 @@ Napi::Value SpliceStart(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
-// spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?, halfClose?) -> id | 0. Two connections of
+// spliceTakeIo(clientIoId, upstreamIoId, idleMs, keepAliveSeconds, cb, websocket?, halfClose?, halfClosedMs?) -> id | 0. Two connections of
 // the native I/O (io.cc ids) go to the splice relay as they are: their fds leave the I/O's table unclosed and
 // the relay owns them (no dup, no close, no fcntl, one call for both), with TCP keep-alive on both armed by the
 // relay thread once the tunnel lived a second when keepAliveSeconds > 0. 0: nothing was taken (not plain connected sockets, bytes still queued to one of them,
@@ -230,6 +239,7 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   const bool framed = info.Length() > 5 && info[5].IsObject();
   portico::WebSocketStart ws;
   if (framed) ws = WebSocketArg(info[5]);
+  const uint32_t half_closed_ms = portico::OptionalMs(info.Length() > 7 ? info[7] : env.Undefined(), "halfClosedMs");
   if (ids[0] == ids[1]) return Napi::Number::New(env, 0);
   int fds[2] = {-1, -1};
   bool sole[2] = {false, false};
@@ -248,6 +258,7 @@ Napi::Value SpliceTakeIo(const Napi::CallbackInfo& info) {
   options.upstream_keepalive_s = keep_alive > 0 ? keep_alive : 0;
   options.client_keepalive = true;
   options.half_close = HalfCloseArg(info, 6);
+  options.half_closed_ms = half_closed_ms;
   uint64_t id = engine.Start(fds[0], fds[1], idle_ms, framed ? &ws : nullptr, &error, options);
   if (id == 0) {
     for (int32_t io_id : ids) portico::io::ResumePlain(env, io_id);

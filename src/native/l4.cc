@@ -104,6 +104,7 @@ struct Config {
   uint32_t connect_ms = 0;
   uint32_t idle_ms = 0;
   uint32_t lifetime_ms = 0;  // tunnel.max_lifetime; 0: none
+  uint32_t half_closed_ms = 0;  // tunnel.half_closed_timeout; 0: none
   int proxy = 0;  // PROXY header to the upstream: 0 none, 1 v1, 2 v2
   bool half_close = true;  // the listener's half_close (StartOptions::half_close)
   uint32_t slow_start_ms = 0;  // the upstream's slow_start window; 0: off
@@ -527,6 +528,7 @@ void Connected(Conn* c) {
   options.upstream_keepalive_s = kKeepIdleS;  // once the relay lived a second: none for a short connection
   options.half_close = c->cfg->half_close;
   options.lifetime_ms = c->cfg->lifetime_ms;
+  options.half_closed_ms = c->cfg->half_closed_ms;
   uint64_t rid;
   {
     // held across the start: a relay that ends at once is looked up by the relay thread only after the emplace
@@ -1132,7 +1134,8 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// l4Compile({ targets: [{ ip, port, weight }], balance, connectMs, idleMs, proxy, halfClose?, proxyIn?, limit? }) -> config id.
+// l4Compile({ targets: [{ ip, port, weight }], balance, connectMs, idleMs, lifetimeMs?, halfClosedMs?, proxy, halfClose?, proxyIn?, limit? })
+// -> config id.
 Napi::Value Compile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "l4Compile(config)");
@@ -1192,6 +1195,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
   Napi::Value lifetime = o.Get("lifetimeMs");
   cfg->lifetime_ms = lifetime.IsUndefined() ? 0 : U32(lifetime, "lifetimeMs");
+  cfg->half_closed_ms = OptionalMs(o.Get("halfClosedMs"), "halfClosedMs");
   uint32_t proxy = U32(o.Get("proxy"), "proxy");
   if (proxy > 2) throw Napi::RangeError::New(env, "l4Compile: proxy must be 0, 1 or 2");
   cfg->proxy = static_cast<int>(proxy);

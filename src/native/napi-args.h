@@ -1,5 +1,5 @@
 // Arguments from JavaScript, checked as the addon's entries take them: a clear TypeError or RangeError naming the
-// argument, never a silent cast. Shared by the N-API entries of l4.cc and client-table.cc.
+// argument, never a silent cast. Shared by the N-API entries of l4.cc, client-table.cc, addon.cc and tls-relay.cc.
 #ifndef PORTICO_NATIVE_NAPI_ARGS_H_
 #define PORTICO_NATIVE_NAPI_ARGS_H_
 
@@ -16,6 +16,13 @@ inline uint32_t U32(const Napi::Value& v, const char* what) {
   const double d = v.As<Napi::Number>().DoubleValue();
   if (d < 0 || d > 0xffffffffu || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a 32-bit unsigned integer");
   return static_cast<uint32_t>(d);
+}
+
+// An optional duration in milliseconds: undefined is 0 (none); a number >= 0, whole ms, at most 4e9 (~46 days: the
+// relays keep bounds in 32 bits); `what` names it in the error.
+inline uint32_t OptionalMs(const Napi::Value& v, const char* what) {
+  if (v.IsUndefined()) return 0;
+  return U32(v, what);
 }
 
 }  // namespace portico

@@ -121,6 +121,8 @@ struct Relay {
   Endpoint ep[2];
   uint32_t idle_ms = 0;
   uint32_t lifetime_ms = 0;  // StartOptions::lifetime_ms
+  uint32_t half_closed_ms = 0;  // StartOptions::half_closed_ms
+  bool half_swept = false;  // half-closed with a half_closed_ms bound: the sweep checks it (guarded by mu)
   uint64_t started_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   bool keepalive_client = false;  // StartOptions::client_keepalive
@@ -141,8 +143,8 @@ struct Relay {
   uint64_t deadline = 0;     // going away: when the boundaries are given up; lingering: when the relay closes
 };
 
-// Whether the sweep (every kIdleSweepMs) has a bound of this relay to check: idle or lifetime.
-bool Swept(const Relay& r) { return r.idle_ms > 0 || r.lifetime_ms > 0; }
+// Whether the sweep (every kIdleSweepMs) has a bound of this relay to check: idle, lifetime or half-closed.
+bool Swept(const Relay& r) { return r.idle_ms > 0 || r.lifetime_ms > 0 || r.half_swept; }
 
 struct Command {
   uint64_t id;
@@ -168,7 +170,7 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t swept = 0;                             // relays with an idle or lifetime bound (Swept), guarded by mu
+  size_t swept = 0;                             // relays with a bound to sweep (Swept), guarded by mu
   std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
@@ -188,6 +190,17 @@ State& g = *new State();
 
 Reason ErrorOf(int side) { return side == 0 ? Reason::kClientError : Reason::kUpstreamError; }
 Reason OrderlyOf(int side) { return side == 0 ? Reason::kClient : Reason::kUpstream; }
+
+// Relay thread only: one source's FIN was passed on and the other direction runs on. With a half-closed bound the
+// sweep checks the relay from now (once per relay, under the lock), and the FIN counts as activity: the bound is
+// the silence after it, not since the last byte before it.
+void HalfClosed(Relay* r) {
+  if (r->half_closed_ms == 0 || r->half_swept) return;
+  r->last_active = NowMs();
+  std::lock_guard<std::mutex> lock(g.mu);
+  if (!Swept(*r)) g.swept++;
+  r->half_swept = true;
+}
 
 // Relay thread only. A pipe for one read: from the free list, else a new one below the cap. False when none
 // (the caller copies through a buffer instead).
@@ -439,6 +452,7 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, Edge edge = Edge::k
         Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
         return Pumped::kClosed;
       }
+      HalfClosed(r);
       return Pumped::kWaiting;
     }
     if (x.paused || source.Empty()) return Pumped::kWaiting;
@@ -596,6 +610,8 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& sourc
         Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
         return Pumped::kClosed;
       }
+      // lingering (going away) has its own deadline
+      if (!r->lingering) HalfClosed(r);
       if (GoingAwayReady(r)) {
         SayGoingAway(r);
         return Pumped::kMore;
@@ -785,6 +801,7 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
     for (auto& [id, r] : g.relays) {
       if (r->lifetime_ms > 0 && now - r->started_ms >= r->lifetime_ms) expired.emplace_back(r, Reason::kLifetime);
       else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) expired.emplace_back(r, Reason::kIdleTimeout);
+      else if (r->half_swept && now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
     }
   }
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
@@ -928,13 +945,14 @@ const char* ReasonName(Reason reason) {
     case Reason::kIdleTimeout: return "idle_timeout";
     case Reason::kLifetime: return "lifetime";
     case Reason::kShutdown: return "shutdown";
+    case Reason::kHalfClosedTimeout: return "half_closed_timeout";
   }
   return "shutdown";
 }
 
 bool ParseReason(const std::string& name, Reason* out) {
   for (Reason r : {Reason::kClient, Reason::kUpstream, Reason::kClientError, Reason::kUpstreamError,
-                   Reason::kIdleTimeout, Reason::kLifetime, Reason::kShutdown}) {
+                   Reason::kIdleTimeout, Reason::kLifetime, Reason::kShutdown, Reason::kHalfClosedTimeout}) {
     if (name == ReasonName(r)) {
       *out = r;
       return true;
@@ -950,6 +968,7 @@ uint64_t RelayEngine::Start(int client_fd, int upstream_fd, uint32_t idle_ms, co
   r->fd[1] = upstream_fd;
   r->idle_ms = idle_ms;
   r->lifetime_ms = options.lifetime_ms;
+  r->half_closed_ms = options.half_closed_ms;
   r->sole_owner = options.sole_owner;
   r->half_close = options.half_close || websocket != nullptr;  // a WebSocket tunnel keeps its own close rules
   r->last_active = NowMs();

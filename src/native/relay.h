@@ -11,7 +11,7 @@
 namespace portico {
 
 // Why a relay ended; the names match ClosedBy in src/tunnel/relay.ts.
-enum class Reason : uint8_t { kClient, kUpstream, kClientError, kUpstreamError, kIdleTimeout, kLifetime, kShutdown };
+enum class Reason : uint8_t { kClient, kUpstream, kClientError, kUpstreamError, kIdleTimeout, kLifetime, kShutdown, kHalfClosedTimeout };
 
 const char* ReasonName(Reason reason);
 bool ParseReason(const std::string& name, Reason* out);
@@ -74,6 +74,9 @@ struct StartOptions {
   // > 0: the relay ends (Reason::kLifetime) once it has lived this long, checked by the sweep every kIdleSweepMs
   // (tunnel.max_lifetime of an L4 listener served by the addon).
   uint32_t lifetime_ms = 0;
+  // > 0: once one source's FIN is passed on and the other direction runs on (half-close), the relay ends
+  // (Reason::kHalfClosedTimeout) after this long with no byte read either way, checked by the sweep (tunnel.half_closed_timeout).
+  uint32_t half_closed_ms = 0;
 };
 
 // TCP keep-alive on `fd` as libuv sets it (uv_tcp_keepalive): first probe after `idle_s` idle seconds, then every

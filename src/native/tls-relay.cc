@@ -27,6 +27,7 @@
 #include "frames.h"
 #include "io.h"
 #include "loop-thread.h"
+#include "napi-args.h"
 #include "relay.h"
 #include "tls.h"
 
@@ -92,6 +93,8 @@ struct Relay {
   Held down;  // upstream -> client (plaintext for SSL_write)
   Endpoint ep[2];
   uint32_t idle_ms = 0;
+  uint32_t half_closed_ms = 0;  // tunnel.half_closed_timeout (relay.h StartOptions::half_closed_ms)
+  bool half_swept = false;      // half-closed with that bound: counted in with_idle (guarded by mu)
   uint64_t last_active = 0;
   int last_eof_side = 0;
   // The bytes are WebSocket frames (a tunnel after a 101): followed, so that shutdown can send Close frames. A raw
@@ -137,7 +140,7 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t with_idle = 0;                         // guarded by mu
+  size_t with_idle = 0;                         // guarded by mu: relays with an idle or half-closed bound to sweep
   size_t going_away = 0;                        // guarded by mu: relays with a shutdown deadline
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
@@ -177,7 +180,7 @@ void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, 
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.relays.erase(r->id);
-    if (r->idle_ms > 0) g.with_idle--;
+    if (r->idle_ms > 0 || r->half_swept) g.with_idle--;
     if (r->going_away) g.going_away--;
   }
   if (report && bridge != nullptr) {
@@ -190,9 +193,22 @@ enum class Pumped { kWaiting, kMore, kClosed };
 
 int ErrnoOf(const tls::Session* s) { return s->sys_errno() != 0 ? s->sys_errno() : EPROTO; }
 
-// Both ends passed on: the tunnel is done, named after the side that ended last.
+// Relay thread only: one end was passed on and the other direction runs on. With a half-closed bound the sweep
+// checks the relay from now, and the end counts as activity (the bound is the silence after it).
+void HalfClosed(Relay* r) {
+  if (r->half_closed_ms == 0 || r->half_swept || r->going_away) return;
+  r->last_active = NowMs();
+  std::lock_guard<std::mutex> lock(g.mu);
+  if (r->idle_ms == 0) g.with_idle++;
+  r->half_swept = true;
+}
+
+// Both ends passed on: the tunnel is done, named after the side that ended last. One only: half-closed.
 bool BothShut(Relay* r, std::vector<Relay*>* graveyard) {
-  if (!(r->up.shut && r->down.shut) || r->lingering) return false;
+  if (!(r->up.shut && r->down.shut) || r->lingering) {
+    if (!r->lingering) HalfClosed(r);
+    return false;
+  }
   // the backend ending first closed the tunnel (the JS relay's name for it); else the side that ended last
   int side = r->first_eof_side == 1 ? 1 : r->last_eof_side;
   Finish(r, side == 0 ? Reason::kClient : Reason::kUpstream, 0, graveyard, true);
@@ -537,18 +553,21 @@ void RunCommands(std::vector<Relay*>* graveyard, std::vector<Relay*>* again) {
 }
 
 void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
-  std::vector<Relay*> expired, due;
+  std::vector<std::pair<Relay*, Reason>> expired;
+  std::vector<Relay*> due;
   {
     std::lock_guard<std::mutex> lock(g.mu);
     for (auto& [id, r] : g.relays) {
       if (r->going_away) {
         if (now >= r->deadline) due.push_back(r);
       } else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) {
-        expired.push_back(r);
+        expired.emplace_back(r, Reason::kIdleTimeout);
+      } else if (r->half_swept && now - r->last_active >= r->half_closed_ms) {
+        expired.emplace_back(r, Reason::kHalfClosedTimeout);
       }
     }
   }
-  for (Relay* r : expired) Finish(r, Reason::kIdleTimeout, 0, graveyard, true);
+  for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
   for (Relay* r : due) {
     if (r->closed) continue;
     if (r->lingering) Finish(r, Reason::kShutdown, 0, graveyard, true);  // the peers did not close in time
@@ -649,7 +668,7 @@ struct Seen {
 
 // JS thread. Takes the session and both fds (freed/closed on failure too); returns the id or 0 with `error`.
 // `seen` null: a raw relay (no frames followed, a cut at shutdown).
-uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t idle_ms, const Seen* seen, std::string* error) {
+uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t idle_ms, uint32_t half_closed_ms, const Seen* seen, std::string* error) {
   Relay* r = new Relay();
   r->websocket = seen != nullptr;
   if (seen != nullptr) {
@@ -664,6 +683,7 @@ uint64_t Start(int client_fd, tls::Session* session, int upstream_fd, uint32_t i
   // pumps when records wait in OpenSSL's buffer rather than in the socket): here its buffer grows to kReadAhead
   SSL_set_default_read_buffer_len(session->ssl(), kReadAhead);
   r->idle_ms = idle_ms;
+  r->half_closed_ms = half_closed_ms;
   r->last_active = NowMs();
   for (int s = 0; s < 2; s++) {
     r->ep[s] = Endpoint{r, s};
@@ -737,7 +757,7 @@ bool SeenArg(const Napi::Value& v, Seen* out) {
   return true;
 }
 
-// tlsRelayStart(clientIoId, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), seen?) -> id > 0: the client
+// tlsRelayStart(clientIoId, upstreamFd, idleMs, cb(reason, bytesUp, bytesDown, errno), seen?, halfClosedMs?) -> id > 0: the client
 // connection left the native I/O (its id is free) for the relay; 0: it could not (bytes queued, a close
 // pending), nothing changed; -1: it left but the relay could not start, so it is closed. The upstream fd is
 // taken in every case.
@@ -764,7 +784,8 @@ Napi::Value StartJs(const Napi::CallbackInfo& info) {
   std::string error;
   Seen seen;
   bool websocket = SeenArg(info.Length() > 4 ? info[4] : env.Undefined(), &seen);
-  uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, websocket ? &seen : nullptr, &error);
+  uint32_t half_closed_ms = OptionalMs(info.Length() > 5 ? info[5] : env.Undefined(), "halfClosedMs");
+  uint64_t id = Start(client_fd, session, upstream_fd, idle_ms, half_closed_ms, websocket ? &seen : nullptr, &error);
   if (id == 0) return Napi::Number::New(env, -1);  // Start closed both (EMFILE on epoll, thread failure)
   br->Expect(env, id, info[3].As<Napi::Function>());
   return Napi::Number::New(env, static_cast<double>(id));
