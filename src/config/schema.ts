@@ -372,6 +372,7 @@ const tunnel = z
   .object({
     idle_timeout: duration('off').describe('Closes a tunnel after this long with no byte either way (default off: WebSockets stay open).'),
     max_lifetime: duration('off').describe('Closes a tunnel after this long whatever its traffic (default off).'),
+    half_closed_timeout: duration('60s').describe('Once one side has ended its sending half (FIN) and the other still may send, closes the tunnel after this long with no byte either way (default 60s; HAProxy `timeout client-fin`/`server-fin`). A peer that never ends its side then holds no connection for good. off: only idle_timeout bounds it. Tunnels and tcp listeners alike.'),
   })
   .strict();
 

@@ -36,4 +36,4 @@ export interface ByteSocket extends EventEmitter {
 }
 
 /** Who or what ended a tunnel or connection, as logs (`closedBy`) and metrics name it. */
-export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'lifetime' | 'shutdown';
+export type ClosedBy = 'client' | 'upstream' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'half_closed_timeout' | 'lifetime' | 'shutdown';

@@ -79,7 +79,7 @@ export class UpgradedTunnel {
     this.#pool = ex.pool.name;
     this.#logFields = ctx.accessLog?.tunnelFields(owner, ex, owner.vars.requestId);
     const t = ex.route.tunnel;
-    const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime };
+    const timeouts = { idle: t.idle_timeout, lifetime: t.max_lifetime, halfClosed: t.half_closed_timeout };
     // both legs plain kernel sockets: bytes move kernel to kernel on the addon's thread (splice); else the JS relay
     // (either relay decides the client's flow from here: the JS one resumes it, the splice one stops libuv reads)
     // a client whose TLS the addon terminates and a plain backend: the addon's TLS relay thread, never JS

@@ -50,6 +50,8 @@ export interface NativeAddon {
     websocket?: { up: Buffer | null; down: Buffer | null },
     /** false: the relay ends at the first FIN either way (listener `half_close: false`); default true. */
     halfClose?: boolean,
+    /** Half-closed and silent this long (ms): the relay ends with "half_closed_timeout" (absent or 0: never). */
+    halfClosedMs?: number,
   ): number;
   /**
    * Two connections of the native I/O (NativeSocket ioIds) go to the splice relay as they are: their fds leave
@@ -65,6 +67,7 @@ export interface NativeAddon {
     onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void,
     websocket?: { up: Buffer | null; down: Buffer | null },
     halfClose?: boolean,
+    halfClosedMs?: number,
   ): number;
   /** End of the shutdown grace: Close 1001 each way at frame boundaries (a raw relay is closed); false once ended. */
   spliceGoingAway(id: number): boolean;

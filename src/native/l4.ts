@@ -18,6 +18,8 @@ export interface L4Compiled {
   readonly idleMs: number;
   /** tunnel.max_lifetime (ms; absent or 0: none): the relay ends with closedBy "lifetime" once it lived this long. */
   readonly lifetimeMs?: number;
+  /** tunnel.half_closed_timeout (ms; absent or 0: none): a half-closed relay ends with closedBy "half_closed_timeout" after this long with no byte. */
+  readonly halfClosedMs?: number;
   /** PROXY header to the upstream: 0 none, 1 v1, 2 v2. */
   readonly proxy: 0 | 1 | 2;
   /** The listener's half_close (false: both sides close at the first FIN); absent = true. */

@@ -216,6 +216,7 @@ export class NativeL4 implements Tracked {
       connectMs: pool.config.timeouts.connect,
       idleMs: ctx.timeouts.idle,
       lifetimeMs: ctx.timeouts.lifetime,
+      halfClosedMs: ctx.timeouts.halfClosed,
       proxy: header === 'v1' ? 1 : header === 'v2' ? 2 : 0,
       halfClose,
       slowStartMs: hash ? 0 : pool.config.slow_start, // hash ignores slow start (balancer.ts Maglev): keys keep their target

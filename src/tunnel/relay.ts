@@ -13,6 +13,11 @@ export interface TunnelTimeouts {
   idle: number;
   /** Ms after which the tunnel is closed whatever its traffic (0 = never). */
   lifetime: number;
+  /**
+   * Once one side ended and the other runs on: ms without a byte either way before the tunnel is closed (0 or
+   * absent = never; tunnel.half_closed_timeout).
+   */
+  halfClosed?: number;
 }
 
 const KEEPALIVE_PROBE_MS = 60_000;
@@ -24,32 +29,41 @@ const GOING_AWAY_WAIT_MS = 500;
 const GOING_AWAY_LINGER_MS = 1000;
 
 /**
- * Idle and lifetime limits of a tunnel, read off its byte counters at each sweep of the owner, so no timer
- * exists per tunnel. Shared by the JS relay and the splice relay so both close for the same reasons.
+ * Idle, half-closed and lifetime limits of a tunnel, read off its byte counters at each sweep of the owner, so no
+ * timer exists per tunnel. Shared by the JS relay and the splice relay so both close for the same reasons (a relay
+ * thread applies the same limits on its own clock: relay.cc, tls-relay.cc).
  */
 export class TunnelClock {
   readonly #timeouts: TunnelTimeouts;
   readonly #startedAt: number;
   #mark = -1;
   #markAt = 0;
+  /** The sweep that first saw the tunnel half-closed: the end counts as activity (the bound is the silence after it). */
+  #halfSeen = false;
 
   constructor(timeouts: TunnelTimeouts, startedAt: number) {
     this.#timeouts = timeouts;
     this.#startedAt = startedAt;
   }
 
-  /** The reason to close now (`bytes`: both directions so far), or undefined. */
-  due(now: number, bytes: number): 'lifetime' | 'idle_timeout' | undefined {
+  /**
+   * The reason to close now, or undefined. `bytes`: both directions so far; `halfClosed`: one side ended and the
+   * other runs on.
+   */
+  due(now: number, bytes: number, halfClosed = false): 'lifetime' | 'idle_timeout' | 'half_closed_timeout' | undefined {
     const { idle, lifetime } = this.#timeouts;
     if (lifetime > 0 && now - this.#startedAt >= lifetime) return 'lifetime';
-    if (idle > 0) {
-      if (bytes !== this.#mark) {
-        this.#mark = bytes;
-        this.#markAt = now;
-      } else if (now - this.#markAt >= idle) {
-        return 'idle_timeout';
-      }
+    const fin = halfClosed ? (this.#timeouts.halfClosed ?? 0) : 0;
+    if (idle <= 0 && fin <= 0) return undefined;
+    if (bytes !== this.#mark || (fin > 0 && !this.#halfSeen)) {
+      this.#mark = bytes;
+      this.#markAt = now;
+      this.#halfSeen = fin > 0;
+      return undefined;
     }
+    const silent = now - this.#markAt;
+    if (idle > 0 && silent >= idle) return 'idle_timeout';
+    if (fin > 0 && silent >= fin) return 'half_closed_timeout';
     return undefined;
   }
 }
@@ -269,10 +283,10 @@ export class Tunnel {
   #onClientClose = (): void => this.close('client');
   #onUpstreamClose = (): void => this.close('upstream');
 
-  /** Called periodically by the owner: closes the tunnel past its idle or lifetime limit. */
+  /** Called periodically by the owner: closes the tunnel past its idle, half-closed or lifetime limit. */
   checkIdle(now: number): void {
     if (this.closedBy !== undefined) return;
-    const due = this.#clock.due(now, this.bytesUp + this.bytesDown);
+    const due = this.#clock.due(now, this.bytesUp + this.bytesDown, this.#clientEnded !== this.#upstreamEnded);
     if (due !== undefined) this.close(due);
   }
 

@@ -69,10 +69,11 @@ export interface NativeRelay {
   /**
    * Hands both sockets' bytes to the relay thread: the relay id (> 0; the caller then destroys the JS sockets,
    * which by now close only their own copies), or 0 when nothing was taken (the JS relay takes over).
-   * Throws like 0, with the sockets untouched. `halfClose` false: a raw relay ends at the first FIN either way
-   * (an L4 listener's `half_close: false`); a relay that always half-closes may ignore it only if no L4 path uses it.
+   * Throws like 0, with the sockets untouched. `timeouts`: the relay thread applies `idle` and `halfClosed` (the
+   * owner's sweep keeps `lifetime`). `halfClose` false: a raw relay ends at the first FIN either way (an L4
+   * listener's `half_close: false`); a relay that always half-closes may ignore it only if no L4 path uses it.
    */
-  start(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
+  start(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
   /** False when the relay has already ended (its onEnd is on its way). */
   close(id: number, reason: ClosedBy): boolean;
   /** Shutdown of a WebSocket tunnel: Close 1001 each way at a frame boundary; false when it had already ended. */
@@ -86,7 +87,7 @@ export interface NativeRelay {
    * flush, no dup. The relay id, or 0 when it cannot (nothing changed: the caller goes the usual way). Absent:
    * always the usual way.
    */
-  takeSettled?(client: ByteSocket, upstream: ByteSocket, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
+  takeSettled?(client: ByteSocket, upstream: ByteSocket, timeouts: TunnelTimeouts, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose?: boolean): number;
 }
 
 /** WebSocket tunnels: the bytes already relayed each way, so a relay thread knows where the frames stand. */
@@ -100,11 +101,11 @@ export interface WebSocketSeen {
  * native I/O unclosed, spliceTakeIo), else dups of both fds.
  */
 export const SPLICE_RELAY: NativeRelay = {
-  start(client, upstream, idleMs, onEnd, seen, halfClose) {
+  start(client, upstream, timeouts, onEnd, seen, halfClose) {
     const addon = native();
     if (addon === undefined) return 0;
     // keep-alive is already on (start() set it before the flush)
-    if (client instanceof NativeSocket && upstream instanceof NativeSocket && addon.spliceTakeIo !== undefined) return takeIo(client, upstream, idleMs, 0, onEnd, seen, halfClose);
+    if (client instanceof NativeSocket && upstream instanceof NativeSocket && addon.spliceTakeIo !== undefined) return takeIo(client, upstream, timeouts, 0, onEnd, seen, halfClose);
     const a = addon.dup(fdOf(client));
     let b: number;
     try {
@@ -114,21 +115,21 @@ export const SPLICE_RELAY: NativeRelay = {
       throw err;
     }
     // spliceStart owns both dups from here, also when it throws
-    return addon.spliceStart(a, b, idleMs, onEnd, seen, halfClose);
+    return addon.spliceStart(a, b, timeouts.idle, onEnd, seen, halfClose, timeouts.halfClosed);
   },
   close: (id, reason) => native()?.spliceClose(id, reason) === true,
   goingAway: (id) => native()?.spliceGoingAway(id) === true,
   stats: (id) => native()?.spliceStats(id) ?? null,
   pauseClient: (id, on) => native()?.splicePause?.(id, 0, on),
-  takeSettled(client, upstream, idleMs, onEnd, seen, halfClose) {
+  takeSettled(client, upstream, timeouts, onEnd, seen, halfClose) {
     if (!(client instanceof NativeSocket && upstream instanceof NativeSocket) || native()?.spliceTakeIo === undefined) return 0;
-    return takeIo(client, upstream, idleMs, KEEPALIVE_PROBE_MS / 1000, onEnd, seen, halfClose);
+    return takeIo(client, upstream, timeouts, KEEPALIVE_PROBE_MS / 1000, onEnd, seen, halfClose);
   },
 };
 
 /** Both NativeSockets' connections go to the splice relay by id; once taken, the JS sockets are done (they close nothing). */
-function takeIo(client: NativeSocket, upstream: NativeSocket, idleMs: number, keepAliveS: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose = true): number {
-  const id = native()!.spliceTakeIo!(client.ioId, upstream.ioId, idleMs, keepAliveS, onEnd, seen, halfClose);
+function takeIo(client: NativeSocket, upstream: NativeSocket, timeouts: TunnelTimeouts, keepAliveS: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number) => void, seen: WebSocketSeen | undefined, halfClose = true): number {
+  const id = native()!.spliceTakeIo!(client.ioId, upstream.ioId, timeouts.idle, keepAliveS, onEnd, seen, halfClose, timeouts.halfClosed);
   if (id > 0) {
     client.released();
     upstream.released();
@@ -241,7 +242,7 @@ export class SpliceTunnel {
     // nothing to write first and nothing waiting in JS either way (the usual WebSocket handshake): the relay
     // takes both connections as they stand, in one call
     if (clientRest === null && upstreamRest === null && this.#relay.takeSettled !== undefined && settled(client) && settled(upstream)) {
-      const id = this.#relay.takeSettled(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
+      const id = this.#relay.takeSettled(client, upstream, this.#timeouts, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
       if (id > 0) {
         this.#native(id);
         this.#legs = null;
@@ -328,7 +329,7 @@ export class SpliceTunnel {
     try {
       // the relay owns what it took from here, also when it throws; a WebSocket relay follows the frames from
       // where the leftovers left them
-      id = this.#relay.start(client, upstream, this.#timeouts.idle, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
+      id = this.#relay.start(client, upstream, this.#timeouts, this.#onNativeEnd, this.#websocket ? this.#seen : undefined, this.halfClose);
     } catch {
       // EMFILE and the like: the JS relay still works, the sockets are untouched
       this.#fallBack();

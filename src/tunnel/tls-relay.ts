@@ -12,7 +12,7 @@ import { fdOf, type NativeRelay, type WebSocketSeen } from './splice.js';
 
 interface TlsRelayAddon {
   /** > 0: the relay's id; 0: the client could not leave the native I/O (nothing changed); -1: it left and is closed. */
-  tlsRelayStart(clientIoId: number, upstreamFd: number, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void, seen?: WebSocketSeen): number;
+  tlsRelayStart(clientIoId: number, upstreamFd: number, idleMs: number, onEnd: (reason: ClosedBy, bytesUp: number, bytesDown: number, errno: number) => void, seen?: WebSocketSeen, halfClosedMs?: number): number;
   tlsRelayClose(id: number, reason: ClosedBy): boolean;
   tlsRelayStats(id: number): SpliceStats | null;
   /** Stops (true) or restarts (false) reading the client; false when the relay has already ended. */
@@ -46,12 +46,12 @@ export function tlsRelayUnfit(client: ByteSocket, upstream: ByteSocket): string 
 
 /** Native TLS client leg + plain backend leg: the client's connection (fd and session) and a dup of the backend's fd. */
 export const TLS_RELAY: NativeRelay = {
-  start(client, upstream, idleMs, onEnd, seen) {
+  start(client, upstream, timeouts, onEnd, seen) {
     const addon = relayAddon();
     if (addon === undefined || !(client instanceof NativeSocket)) return 0;
     const b = addon.dup(fdOf(upstream));
     // tlsRelayStart owns the dup from here
-    const id = addon.tlsRelayStart(client.ioId, b, idleMs, onEnd, seen);
+    const id = addon.tlsRelayStart(client.ioId, b, timeouts.idle, onEnd, seen, timeouts.halfClosed);
     // the connection left the native I/O (relayed, or closed when the relay could not start)
     if (id !== 0) client.released();
     return id;

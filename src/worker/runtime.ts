@@ -69,7 +69,7 @@ export function buildRuntime(config: Config, generation: number, deps: RuntimeDe
   const router = new Router(config);
   const accessLog = accessLogFor(config, deps, router);
   const ctx: ConnectionContext = { config, router, pools, log, worker, metrics, sticky, limits, routeLimits, acmeTokens, terminate, accessLog };
-  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime }, accessLog, sticky, pins: deps.pins };
+  const l4ctx: L4Context = { log, metrics, timeouts: { idle: config.tunnel.idle_timeout, lifetime: config.tunnel.max_lifetime, halfClosed: config.tunnel.half_closed_timeout }, accessLog, sticky, pins: deps.pins };
   return { generation, config, pools, ctx, l4ctx };
 }
 

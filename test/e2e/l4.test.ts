@@ -2,7 +2,8 @@
 // 8 MiB checked by sha256, splice and PORTICO_NATIVE=0), one TLS port passes one SNI name through untouched to
 // a TLS backend while terminating another, plaintext on a TLS port is closed, PROXY v1/v2 from trusted senders
 // feed X-Forwarded-For / X-Real-IP, untrusted senders are refused, and send_proxy_protocol reaches the backend.
-// A reload turns kept listening sockets into other kinds (terminating TLS <-> passthrough only, http <-> tcp).
+// A reload turns kept listening sockets into other kinds (terminating TLS <-> passthrough only, http <-> tcp). A
+// half-closed connection whose other side goes silent is closed after tunnel.half_closed_timeout, on every L4 path.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -14,7 +15,7 @@ import { nativeStatus } from '../../src/tunnel/splice.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine } from '../helpers/portico.js';
-import { ResponseReader, closedWithoutReply, testCaCert } from '../helpers/wire.js';
+import { ResponseReader, closedWithoutReply, testCaCert, writesRefused } from '../helpers/wire.js';
 import { passThrough, startPassthroughBackend } from '../helpers/passthrough-backend.js';
 
 const MiB = 1024 * 1024;
@@ -113,6 +114,68 @@ for (const nativeOff of [false, true]) {
     const line = await portico.waitForLog((l) => l.msg === 'tcp');
     assert.equal(line.bytesIn, 'the answer after your FIN'.length);
     if (nativeOff) assert.equal(line.relay, 'js');
+  });
+}
+
+// The client sends its request, stays silent for 1.3 s, then half-closes (a bare FIN: it counts as activity, so no
+// close at once); the backend
+// answers with a tick every 300 ms for 1.5 s (longer than the 1 s bound: bytes flowing the open way keep the
+// connection), then goes silent without ever ending its side.
+for (const [label, env] of [
+  ['the addon', {}],
+  ['the JS path with splice (PORTICO_NATIVE_L4=0)', { PORTICO_NATIVE_L4: '0' }],
+  ['the JS relay (PORTICO_NATIVE=0)', { PORTICO_NATIVE: '0' }],
+] as const) {
+  test(`tcp listener: a half-closed connection silent for tunnel.half_closed_timeout is closed, not before: ${label}`, { timeout: 30_000 }, async (t) => {
+    const TICKS = 5;
+    let accepted!: (s: net.Socket) => void;
+    const backendSocket = new Promise<net.Socket>((r) => (accepted = r));
+    let heard = '';
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      accepted(s);
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => (heard += d.toString()));
+      s.on('end', () => {
+        let n = 0;
+        const timer = setInterval(() => {
+          if (s.destroyed || ++n > TICKS) clearInterval(timer);
+          else s.write(`tick${n};`);
+        }, 300);
+      });
+    });
+    const backendPort = await listen(t, server);
+    const portico = await startPortico(
+      t,
+      {
+        workers: 1,
+        listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'silent' }],
+        upstreams: { silent: { targets: [`127.0.0.1:${backendPort}`] } },
+        tunnel: { half_closed_timeout: '1s' },
+      },
+      { env },
+    );
+    const c = net.connect({ host: '127.0.0.1', port: portico.ports[0], allowHalfOpen: true });
+    t.after(() => c.destroy());
+    c.on('error', () => {});
+    let got = '';
+    let lastTickAt = 0;
+    c.on('data', (d: Buffer) => {
+      got += d.toString();
+      lastTickAt = Date.now();
+    });
+    await once(c, 'connect');
+    c.write('request');
+    await new Promise((r) => setTimeout(r, 1300));
+    c.end();
+    await once(c, 'close');
+    assert.equal(got, Array.from({ length: TICKS }, (_, i) => `tick${i + 1};`).join(''), 'every tick after the FIN arrived');
+    const silence = Date.now() - lastTickAt;
+    assert.ok(silence >= 900, `closed ${silence} ms after the last tick: not before the silence bound`);
+    assert.equal(heard, 'request');
+    assert.equal(await writesRefused(await backendSocket, 'too late'), true, "Portico's side toward the backend is closed: its writes are refused");
+    const line = await portico.waitForLog((l) => l.msg === 'tcp');
+    assert.equal(line.closedBy, 'half_closed_timeout');
+    assert.equal(line.bytesOut, got.length);
   });
 }
 

@@ -1,7 +1,8 @@
 // A WebSocket peer that ends its TCP connection without a Close frame has dropped the WebSocket (RFC 6455 §7.1.5:
 // closed abnormally), which has no half-closed state: the tunnel ends at once, both sockets closed once what the
 // dropping peer sent is delivered, as nginx ends an upgraded connection at its first end. A peer that ends after its
-// Close frame (the closing handshake under way) keeps half-close: the other peer's Close still reaches it. On every
+// Close frame (the closing handshake under way) keeps half-close: the other peer's Close still reaches it, for as long
+// as the tunnel is not silent for tunnel.half_closed_timeout (then it ends, named so in its log line). On every
 // relay a real `portico start` runs: the splice relay and the JS relay on a plain listener, the addon's TLS relay and
 // Node's TLS with the JS relay on a TLS listener. The other peer never ends its side in these cases, so a tunnel
 // that waited for its FIN would never end.
@@ -16,7 +17,7 @@ import type { ConfigInput } from '../../src/config/schema.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { answerUpgrade } from '../helpers/backends.js';
 import { plainListener, startPortico, tlsListener, type LogLine, type Portico } from '../helpers/portico.js';
-import { testCaCert, upgradeByHand } from '../helpers/wire.js';
+import { testCaCert, upgradeByHand, writesRefused } from '../helpers/wire.js';
 import { needNativeTls } from '../helpers/native-tls.js';
 import { until } from '../helpers/until.js';
 import { wsClose, wsFrame } from '../helpers/ws-frame.js';
@@ -96,7 +97,7 @@ for (const v of VARIANTS) {
   const native = !('PORTICO_NATIVE' in v.env);
   const test = (title: string, fn: (t: TestContext) => Promise<void>) => nodeTest(`${v.name}: ${title}`, { timeout: 60_000 }, fn);
 
-  async function setup(t: TestContext): Promise<{ portico: Portico; backend: { port: number; peer: Promise<Peer> } } | undefined> {
+  async function setup(t: TestContext, tunnel?: ConfigInput['tunnel']): Promise<{ portico: Portico; backend: { port: number; peer: Promise<Peer> } } | undefined> {
     if (v.secure && native && !needNativeTls(t)) return undefined;
     const backend = await startBackend(t);
     const config: ConfigInput = {
@@ -104,6 +105,7 @@ for (const v of VARIANTS) {
       listeners: [v.secure ? tlsListener() : plainListener()],
       upstreams: { ws: { targets: [`127.0.0.1:${backend.port}`] } },
       routes: [{ match: { path: '/' }, proxy: 'ws' }],
+      ...(tunnel === undefined ? {} : { tunnel }),
       log: { level: 'info', access: true },
     };
     return { portico: await startPortico(t, config, { ...START, env: { ...v.env } }), backend };
@@ -129,15 +131,9 @@ for (const v of VARIANTS) {
     const line = await rig.portico.waitForLog(tunnelLine('/client-drops'));
     assert.equal(line.closedBy, 'client');
     assertRelay(line);
-    // Portico's side toward the backend is closed, not half-open: what the backend writes now is refused (the first
-    // write draws the reset, a later one fails on it; Node stopped reading at the FIN, so only a write sees it)
-    let closed = false;
-    void backend.closed.then(() => (closed = true));
-    for (let i = 0; i < 100 && !closed; i++) {
-      backend.socket.write(frame(0x1, Buffer.from('too late'), false));
-      await Promise.race([backend.closed, new Promise((r) => setTimeout(r, 20))]);
-    }
-    assert.equal(closed, true, "the backend's writes are refused: its socket closes");
+    // Portico's side toward the backend is closed, not half-open: what the backend writes now is refused (Node stopped
+    // reading at the FIN, so only a write sees it)
+    assert.equal(await writesRefused(backend.socket, frame(0x1, Buffer.from('too late'), false)), true, "the backend's writes are refused: its socket closes");
     assert.equal(client.data().length, 0, 'nothing reached the client after its end');
   });
 
@@ -280,4 +276,38 @@ for (const v of VARIANTS) {
     test(`bytes that are not WebSocket frames keep half-close: the ${other} still answers after the ${first} ended`, (t) =>
       halfClosed(t, `/raw-${first}`, first, Buffer.from('last words'), Buffer.from('answer after your FIN')));
   }
+
+  /**
+   * `first` sends `last`, stays silent for `quietMs`, then ends its side (a bare FIN), and the other peer stays silent
+   * without ending its own: the tunnel stays half-open for tunnel.half_closed_timeout (1 s here) of silence after the
+   * FIN (the FIN counts as activity, whatever silence came before it), then ends; the other peer's connection is
+   * closed too, and the line says why.
+   */
+  async function silentAfter(t: TestContext, path: string, first: 'client' | 'backend', last: Buffer, quietMs: number): Promise<void> {
+    const rig = await setup(t, { half_closed_timeout: '1s' });
+    if (rig === undefined) return;
+    const client = await connectClient(t, rig.portico, v.secure, path);
+    const backend = await rig.backend.peer;
+    const [ender, other] = first === 'client' ? [client, backend] : [backend, client];
+    ender.socket.write(last);
+    await new Promise((r) => setTimeout(r, quietMs));
+    const finAt = Date.now();
+    ender.socket.end();
+    await within(other.ended, 5000, `the ${first}'s FIN is passed on`);
+    assert.deepEqual(other.data(), last);
+    await within(ender.closed, 6000, `the ${first}'s half-open connection is closed`);
+    const waited = Date.now() - finAt;
+    assert.ok(waited >= 900, `closed ${waited} ms after the FIN: not before the silence bound`);
+    const line = await rig.portico.waitForLog(tunnelLine(path));
+    assert.equal(line.closedBy, 'half_closed_timeout');
+    assertRelay(line);
+    // the silent peer's connection is closed too, not left half-open: what it writes now is refused
+    const silent = first === 'client' ? 'backend' : 'client';
+    assert.equal(await writesRefused(other.socket, frame(0x1, Buffer.from('too late'), silent === 'client')), true, `the ${silent}'s writes are refused`);
+  }
+
+  test('a client that ends after its Close frame while the backend stays silent: the tunnel ends after tunnel.half_closed_timeout', (t) =>
+    silentAfter(t, '/close-unanswered', 'client', closeFrame(true), 0));
+  test('a backend that ends after raw bytes and 1.3 s of silence while the client stays silent: the tunnel ends after tunnel.half_closed_timeout', (t) =>
+    silentAfter(t, '/raw-unanswered', 'backend', Buffer.from('last words'), 1300));
 }

@@ -209,6 +209,24 @@ export function closedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Prom
   });
 }
 
+/**
+ * Whether the far end of `socket` is closed rather than half-open: a socket that saw the peer's FIN learns of a close
+ * only by writing (the first write draws the reset, a later one fails on it). Writes `bytes` every 20 ms, up to 100
+ * times, until the socket closes; true when it did. Against a half-open peer that reads them, false.
+ */
+export async function writesRefused(socket: net.Socket, bytes: Buffer | string): Promise<boolean> {
+  socket.on('error', () => {});
+  if (socket.destroyed) return true;
+  const closed = new Promise<void>((r) => socket.once('close', r));
+  let done = false;
+  void closed.then(() => (done = true));
+  for (let i = 0; i < 100 && !done; i++) {
+    socket.write(bytes);
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 20))]);
+  }
+  return done;
+}
+
 /** Resolves when the peer ends its side (a half-open client sees 'end' before any 'close'); rejects if it sent a byte. */
 export function endedWithoutReply(socket: net.Socket, timeoutMs = 10_000): Promise<void> {
   return new Promise((resolve, reject) => {

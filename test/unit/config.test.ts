@@ -468,17 +468,18 @@ test('every error of a file is reported at once, in file order', (t) => {
 
 test('durations and sizes are normalised to milliseconds and bytes, defaults applied', (t) => {
   const yaml = `${edit(BASE, '{ connect: 2s }', '{ connect: 250ms, response_headers: 1.5m, idle: 90s }')}timeouts: { head: 10s, keepalive: "off" }
-tunnel: { idle_timeout: 2h, max_lifetime: 1d }
+tunnel: { idle_timeout: 2h, max_lifetime: 1d, half_closed_timeout: 90s }
 `.replace('header_size: 16KiB', 'header_size: 16KiB\n  uri_size: 2048B\n  body_size: 1.5MiB');
   const c = loaded(load(t, yaml));
   assert.deepEqual(c.upstreams.app.timeouts, { connect: 250, response_headers: 90_000, idle: 90_000 });
   assert.deepEqual(c.upstreams.app.keepalive, { max_idle: 256, idle_timeout: 60_000 });
   assert.deepEqual(c.timeouts, { head: 10_000, keepalive: 0, body: 60_000, shutdown_grace: 30_000 });
-  assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000 });
+  assert.deepEqual(c.tunnel, { idle_timeout: 7_200_000, max_lifetime: 86_400_000, half_closed_timeout: 90_000 });
   assert.deepEqual(c.limits, { header_size: 16_384, uri_size: 2048, headers: 100, body_size: 1_572_864, connections_per_ip: 'off', ipv6_prefix: 64, max_pipes: 1024, static_open_files: 1024 });
 
   const defaults = loaded(load(t, BASE));
-  assert.deepEqual(defaults.tunnel, { idle_timeout: 0, max_lifetime: 0 });
+  assert.deepEqual(defaults.tunnel, { idle_timeout: 0, max_lifetime: 0, half_closed_timeout: 60_000 });
+  assert.equal(loaded(load(t, `${BASE}tunnel: { half_closed_timeout: "off" }\n`)).tunnel.half_closed_timeout, 0, 'off: no half-closed bound');
   assert.equal(defaults.limits.body_size, 'off');
   assert.equal(defaults.limits.uri_size, 8192);
 });
@@ -524,7 +525,7 @@ upstreams:
 routes:
   - match: { path: / }
     proxy: app
-tunnel: { idle_timeout: 30, max_lifetime: 3600 }
+tunnel: { idle_timeout: 30, max_lifetime: 3600, half_closed_timeout: 60 }
 limits: { header_size: 32, uri_size: 8192, body_size: 1048576 }
 timeouts: { head: 15, keepalive: 75, shutdown_grace: 30 }
 resolver: { timeout: 2, min_ttl: 1, max_ttl: 3600, backoff: { min: 1, max: 30 } }
@@ -534,7 +535,7 @@ resolver: { timeout: 2, min_ttl: 1, max_ttl: 3600, backoff: { min: 1, max: 30 } 
     'upstreams.app.timeouts.connect', 'upstreams.app.timeouts.response_headers', 'upstreams.app.timeouts.idle',
     'upstreams.app.keepalive.idle_timeout', 'upstreams.app.queue.timeout', 'upstreams.app.slow_start',
     'upstreams.app.health.active.interval', 'upstreams.app.health.active.timeout', 'upstreams.app.health.passive.fail_timeout',
-    'tunnel.idle_timeout', 'tunnel.max_lifetime', 'timeouts.head', 'timeouts.keepalive', 'timeouts.shutdown_grace',
+    'tunnel.idle_timeout', 'tunnel.max_lifetime', 'tunnel.half_closed_timeout', 'timeouts.head', 'timeouts.keepalive', 'timeouts.shutdown_grace',
     'resolver.timeout', 'resolver.min_ttl', 'resolver.max_ttl', 'resolver.backoff.min', 'resolver.backoff.max',
   ];
   const sizePaths = ['limits.header_size', 'limits.uri_size', 'limits.body_size'];
@@ -552,7 +553,7 @@ resolver: { timeout: 2, min_ttl: 1, max_ttl: 3600, backoff: { min: 1, max: 30 } 
   assert.ok(tls, 'listeners[0].tls.handshake_timeout refused');
   // the same keys written with a unit (and 0 = off where allowed) load
   const fixed = yaml
-    .replace(/(handshake_timeout|connect|response_headers|idle|idle_timeout|timeout|slow_start|interval|fail_timeout|max_lifetime|head|keepalive|shutdown_grace|min_ttl|max_ttl|min|max): (\d+)/g, '$1: $2s')
+    .replace(/(handshake_timeout|connect|response_headers|idle|idle_timeout|half_closed_timeout|timeout|slow_start|interval|fail_timeout|max_lifetime|head|keepalive|shutdown_grace|min_ttl|max_ttl|min|max): (\d+)/g, '$1: $2s')
     .replace(/(header_size|uri_size|body_size): (\d+)/g, '$1: $2B');
   loaded(load(t, fixed));
 });

@@ -73,7 +73,7 @@ test('seed config: /wss -> chat, /Tomcat/x -> tomcat, api.example.test / -> tomc
   assert.equal(tomcat.route.name, 'routes[1]');
   assert.equal(tomcat.route.stripPrefix, '');
   assert.deepEqual(tomcat.route.requestHeaders.set.map((h) => [h.name, h.lower, h.render(VARS)]), [['X-Real-IP', 'x-real-ip', '203.0.113.7']]);
-  assert.deepEqual(tomcat.route.tunnel, { idle_timeout: 0, max_lifetime: 0 });
+  assert.deepEqual(tomcat.route.tunnel, { idle_timeout: 0, max_lifetime: 0, half_closed_timeout: 60_000 });
 });
 
 test('precedence: host class, then exact > regex (file order) > longest prefix > no path, then method, then file order', () => {
@@ -292,8 +292,8 @@ test('tunnel timeouts: a route overrides the config default', () => {
     const d = router.route(undefined, 'GET', path);
     return d.kind === 'forward' ? d.route.tunnel : undefined;
   };
-  assert.deepEqual(tunnelOf('/own'), { idle_timeout: 300_000, max_lifetime: 0 });
-  assert.deepEqual(tunnelOf('/x'), { idle_timeout: 0, max_lifetime: 3_600_000 });
+  assert.deepEqual(tunnelOf('/own'), { idle_timeout: 300_000, max_lifetime: 0, half_closed_timeout: 60_000 });
+  assert.deepEqual(tunnelOf('/x'), { idle_timeout: 0, max_lifetime: 3_600_000, half_closed_timeout: 60_000 });
 });
 
 test('validateHeaderTemplates reports every bad template with its config path; Router refuses such a config', () => {
