@@ -90,9 +90,11 @@ run --test-name-pattern='on the addon' dist/test/e2e/l4-discovery.test.js
 run dist/test/e2e/native-answer.test.js
 # native TLS over WebSockets: the TLS relay thread's echo, pipelining, half-close, close_notify, backpressure, drain (~25 s)
 run dist/test/e2e/native-wss.test.js
-# a WebSocket peer that drops without a Close frame (relay.cc and tls-relay.cc Dropped): both relays end at once;
-# a closing handshake and bytes that are not frames keep half-close (~10 s; the JS relay's cases in the plain run)
+# a WebSocket peer that drops without a Close frame (relay.cc and tls-relay.cc EndsAtOnce): both relays end at once;
+# a closing handshake and bytes that are not frames keep half-close, for tunnel.half_closed_timeout of silence (~20 s;
+# the JS relay's cases in the plain run); an L4 connection on the addon half-closed and silent that long (~5 s)
 run --test-name-pattern="^(splice relay|addon's TLS relay): " dist/test/e2e/ws-dropped.test.js
+run --test-name-pattern='half_closed_timeout is closed, not before: the addon' dist/test/e2e/l4.test.js
 # native TLS (tls.cc): real clients, tickets across workers, malformed hellos, stalls, FINs, reload, cipher order,
 # the OpenSSL symbols (~25 s). Left out: the same checks on Node's TLS (PORTICO_NATIVE_TLS=0 or PORTICO_NATIVE_IO=0):
 # no native handshake there (what they assert), and the upstream legs they use are native-answer's.

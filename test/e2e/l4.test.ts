@@ -12,6 +12,10 @@ import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { buildProxyV1, buildProxyV2, parseProxyHeader, type ProxyHeader } from '../../src/wire/proxy-protocol.js';
 import { nativeStatus } from '../../src/tunnel/splice.js';
+import { native } from '../../src/native/addon.js';
+import { adminStatus, statusUntil } from '../helpers/admin.js';
+import { fdCount } from '../helpers/proc-stats.js';
+import { until } from '../helpers/until.js';
 import { startHttpBackend, type EchoReply } from '../helpers/backends.js';
 import { request } from '../helpers/clients.js';
 import { TEST_CERT, TEST_KEY, reloadPortico, startPortico, type LogLine } from '../helpers/portico.js';
@@ -176,6 +180,73 @@ for (const [label, env] of [
     const line = await portico.waitForLog((l) => l.msg === 'tcp');
     assert.equal(line.closedBy, 'half_closed_timeout');
     assert.equal(line.bytesOut, got.length);
+  });
+}
+
+// A flood of half-closed connections against a backend that never ends its side (a server that ignores EOF, at 10x the
+// usual count): every one is closed at the bound, none before it, and the worker holds no fd of them afterwards.
+for (const [label, env] of [
+  ['the addon', {}],
+  ['the JS relay (PORTICO_NATIVE=0)', { PORTICO_NATIVE: '0' }],
+] as const) {
+  test(`tcp listener: 1,000 connections half-closed at once against a silent backend all close after tunnel.half_closed_timeout; worker fds back to the baseline: ${label}`, { timeout: 120_000 }, async (t) => {
+    native()?.raiseFdLimit();
+    const N = 1000;
+    const held: net.Socket[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      held.push(s);
+      s.on('error', () => {});
+      s.resume();
+    });
+    t.after(() => {
+      for (const s of held) s.destroy();
+    });
+    const backendPort = await listen(t, server);
+    const portico = await startPortico(
+      t,
+      {
+        workers: 1,
+        listeners: [{ address: '127.0.0.1:0', mode: 'tcp', upstream: 'silent' }],
+        upstreams: { silent: { targets: [`127.0.0.1:${backendPort}`] } },
+        tunnel: { half_closed_timeout: '1s' },
+        admin: { address: '127.0.0.1:0' },
+        log: { access: false },
+      },
+      { env },
+    );
+    const pid = (await adminStatus(portico)).workers[0].pid!;
+    const open = (): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const c = net.connect({ host: '127.0.0.1', port: portico.ports[0], allowHalfOpen: true }, () => resolve(c));
+        c.once('error', reject);
+      });
+    // one connection first (threads, epoll sets and pipes exist from here on), ended the same way: the baseline after it
+    const warm = await open();
+    warm.end('warm');
+    await once(warm, 'close');
+    await statusUntil(portico, 'the warm-up connection gone', (s) => s.workers[0].tunnels === 0, 10_000);
+    const baseFds = fdCount(pid);
+    const clients: net.Socket[] = [];
+    t.after(() => {
+      for (const c of clients) c.destroy();
+    });
+    for (let i = 0; i < N; i += 200) clients.push(...(await Promise.all(Array.from({ length: Math.min(200, N - i) }, open))));
+    await statusUntil(portico, `${N} connections relayed`, (s) => s.workers[0].tunnels === N, 30_000, 100);
+    const closed = clients.map((c) => {
+      c.on('error', () => {});
+      c.resume();
+      return once(c, 'close');
+    });
+    const finAt = Date.now();
+    for (const c of clients) c.end('x');
+    await until(`${N} half-closed connections closed`, () => clients.filter((c) => c.destroyed).length, (n) => n === N, 15_000, 100);
+    await Promise.all(closed);
+    const waited = Date.now() - finAt;
+    assert.ok(waited >= 900, `all closed ${waited} ms after the FINs: not before the bound`);
+    t.diagnostic(`${N} half-closed connections closed within ${waited} ms of their FINs`);
+    assert.equal(held.length, N + 1, 'each reached the backend once');
+    await statusUntil(portico, 'no connection left in the worker', (s) => s.workers[0].tunnels === 0 && s.workers[0].connections === 0, 10_000, 100);
+    await until('worker fds back to the baseline', () => fdCount(pid), (fds) => fds <= baseFds + 4, 10_000, 100);
   });
 }
 
