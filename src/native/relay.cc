@@ -122,7 +122,8 @@ struct Relay {
   uint32_t idle_ms = 0;
   uint32_t lifetime_ms = 0;  // StartOptions::lifetime_ms
   uint32_t half_closed_ms = 0;  // StartOptions::half_closed_ms
-  bool half_swept = false;  // half-closed with a half_closed_ms bound: the sweep checks it (guarded by mu)
+  bool half_swept = false;  // half-closed with a half_closed_ms bound: in g.half_open, at half_at (relay thread only)
+  size_t half_at = 0;
   uint64_t started_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   bool keepalive_client = false;  // StartOptions::client_keepalive
@@ -143,8 +144,9 @@ struct Relay {
   uint64_t deadline = 0;     // going away: when the boundaries are given up; lingering: when the relay closes
 };
 
-// Whether the sweep (every kIdleSweepMs) has a bound of this relay to check: idle, lifetime or half-closed.
-bool Swept(const Relay& r) { return r.idle_ms > 0 || r.lifetime_ms > 0 || r.half_swept; }
+// Whether the sweep (every kIdleSweepMs) checks this relay among all of them: idle or lifetime (a half-closed bound
+// is swept from g.half_open, which holds only those relays).
+bool Swept(const Relay& r) { return r.idle_ms > 0 || r.lifetime_ms > 0; }
 
 struct Command {
   uint64_t id;
@@ -170,7 +172,7 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t swept = 0;                             // relays with a bound to sweep (Swept), guarded by mu
+  size_t swept = 0;                             // relays with an idle or lifetime bound (Swept), guarded by mu
   std::deque<std::pair<uint64_t, uint64_t>> keepalive;  // guarded by mu: (when, relay id), in start order
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
@@ -179,6 +181,7 @@ struct State {
   BeforeWait before_wait = nullptr;
   PipePool pipes;
   std::vector<Relay*> leaving;  // relay thread only: relays going away (their deadlines are swept)
+  std::vector<Relay*> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
   // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
   // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
   std::vector<Relay*> unborn;
@@ -192,14 +195,24 @@ Reason ErrorOf(int side) { return side == 0 ? Reason::kClientError : Reason::kUp
 Reason OrderlyOf(int side) { return side == 0 ? Reason::kClient : Reason::kUpstream; }
 
 // Relay thread only: one source's FIN was passed on and the other direction runs on. With a half-closed bound the
-// sweep checks the relay from now (once per relay, under the lock), and the FIN counts as activity: the bound is
-// the silence after it, not since the last byte before it.
+// sweep checks the relay from now (g.half_open: no lock, and only half-closed relays are looked at), and the FIN
+// counts as activity: the bound is the silence after it, not since the last byte before it.
 void HalfClosed(Relay* r) {
   if (r->half_closed_ms == 0 || r->half_swept) return;
   r->last_active = NowMs();
-  std::lock_guard<std::mutex> lock(g.mu);
-  if (!Swept(*r)) g.swept++;
   r->half_swept = true;
+  r->half_at = g.half_open.size();
+  g.half_open.push_back(r);
+}
+
+// Relay thread only: the relay leaves g.half_open (its end), in O(1).
+void LeaveHalfOpen(Relay* r) {
+  if (!r->half_swept) return;
+  Relay* last = g.half_open.back();
+  g.half_open[r->half_at] = last;
+  last->half_at = r->half_at;
+  g.half_open.pop_back();
+  r->half_swept = false;
 }
 
 // Relay thread only. A pipe for one read: from the free list, else a new one below the cap. False when none
@@ -286,6 +299,7 @@ bool AskRoom(Relay* r, int s) {
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
+  LeaveHalfOpen(r);
   if (r->going_away) {
     g.leaving.erase(std::remove(g.leaving.begin(), g.leaving.end(), r), g.leaving.end());
     // once the Close frames are out, a peer that resets instead of closing is still the shutdown's doing
@@ -798,11 +812,15 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   std::vector<std::pair<Relay*, Reason>> expired;
   {
     std::lock_guard<std::mutex> lock(g.mu);
-    for (auto& [id, r] : g.relays) {
+    // every relay is looked at only when some have an idle or lifetime bound (none by default)
+    if (g.swept > 0) for (auto& [id, r] : g.relays) {
       if (r->lifetime_ms > 0 && now - r->started_ms >= r->lifetime_ms) expired.emplace_back(r, Reason::kLifetime);
       else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) expired.emplace_back(r, Reason::kIdleTimeout);
-      else if (r->half_swept && now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
     }
+  }
+  // (a relay expired twice is finished once: Finish returns for a closed one)
+  for (Relay* r : g.half_open) {
+    if (now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
   }
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
 }
@@ -822,6 +840,7 @@ void Loop() {
       if (g.stopping) break;
       if (g.swept > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
     }
+    if (!g.half_open.empty()) timeout = kIdleSweepMs;
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
     if (g.before_wait != nullptr) {

@@ -94,7 +94,8 @@ struct Relay {
   Endpoint ep[2];
   uint32_t idle_ms = 0;
   uint32_t half_closed_ms = 0;  // tunnel.half_closed_timeout (relay.h StartOptions::half_closed_ms)
-  bool half_swept = false;      // half-closed with that bound: counted in with_idle (guarded by mu)
+  bool half_swept = false;      // half-closed with that bound: in g.half_open, at half_at (relay thread only)
+  size_t half_at = 0;
   uint64_t last_active = 0;
   int last_eof_side = 0;
   // The bytes are WebSocket frames (a tunnel after a 101): followed, so that shutdown can send Close frames. A raw
@@ -140,13 +141,14 @@ struct State {
   std::unordered_map<uint64_t, Relay*> relays;  // guarded by mu
   std::vector<Command> commands;                // guarded by mu
   uint64_t next_id = 1;                         // guarded by mu
-  size_t with_idle = 0;                         // guarded by mu: relays with an idle or half-closed bound to sweep
+  size_t with_idle = 0;                         // guarded by mu
   size_t going_away = 0;                        // guarded by mu: relays with a shutdown deadline
   bool started = false;                         // guarded by mu
   bool stopping = false;                        // guarded by mu
   // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
   // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
   std::vector<Relay*> unborn;
+  std::vector<Relay*> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
   LoopThread loop;  // its epoll set, wake-up fd and thread
 };
 
@@ -172,15 +174,18 @@ void FreeRelay(Relay* r) {
 }
 
 // Relay thread only. Frees the session, closes both fds, reports once; memory goes after the batch (graveyard).
+void LeaveHalfOpen(Relay* r);
+
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
+  LeaveHalfOpen(r);
   for (int s = 0; s < 2; s++) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
   Release(r);
   {
     std::lock_guard<std::mutex> lock(g.mu);
     g.relays.erase(r->id);
-    if (r->idle_ms > 0 || r->half_swept) g.with_idle--;
+    if (r->idle_ms > 0) g.with_idle--;
     if (r->going_away) g.going_away--;
   }
   if (report && bridge != nullptr) {
@@ -194,13 +199,24 @@ enum class Pumped { kWaiting, kMore, kClosed };
 int ErrnoOf(const tls::Session* s) { return s->sys_errno() != 0 ? s->sys_errno() : EPROTO; }
 
 // Relay thread only: one end was passed on and the other direction runs on. With a half-closed bound the sweep
-// checks the relay from now, and the end counts as activity (the bound is the silence after it).
+// checks the relay from now (g.half_open: no lock, only half-closed relays looked at), and the end counts as
+// activity (the bound is the silence after it).
 void HalfClosed(Relay* r) {
   if (r->half_closed_ms == 0 || r->half_swept || r->going_away) return;
   r->last_active = NowMs();
-  std::lock_guard<std::mutex> lock(g.mu);
-  if (r->idle_ms == 0) g.with_idle++;
   r->half_swept = true;
+  r->half_at = g.half_open.size();
+  g.half_open.push_back(r);
+}
+
+// Relay thread only: the relay leaves g.half_open (its end), in O(1).
+void LeaveHalfOpen(Relay* r) {
+  if (!r->half_swept) return;
+  Relay* last = g.half_open.back();
+  g.half_open[r->half_at] = last;
+  last->half_at = r->half_at;
+  g.half_open.pop_back();
+  r->half_swept = false;
 }
 
 // Both ends passed on: the tunnel is done, named after the side that ended last. One only: half-closed.
@@ -557,15 +573,18 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
   std::vector<Relay*> due;
   {
     std::lock_guard<std::mutex> lock(g.mu);
-    for (auto& [id, r] : g.relays) {
+    // every relay is looked at only when some have an idle bound or a shutdown deadline (none by default)
+    if (g.with_idle > 0 || g.going_away > 0) for (auto& [id, r] : g.relays) {
       if (r->going_away) {
         if (now >= r->deadline) due.push_back(r);
       } else if (r->idle_ms > 0 && now - r->last_active >= r->idle_ms) {
         expired.emplace_back(r, Reason::kIdleTimeout);
-      } else if (r->half_swept && now - r->last_active >= r->half_closed_ms) {
-        expired.emplace_back(r, Reason::kHalfClosedTimeout);
       }
     }
+  }
+  // (a relay expired twice is finished once: Finish returns for a closed one)
+  for (Relay* r : g.half_open) {
+    if (now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
   }
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
   for (Relay* r : due) {
@@ -588,6 +607,7 @@ void Loop() {
       if (g.stopping) break;
       if (g.with_idle > 0 || g.going_away > 0) timeout = kIdleSweepMs;
     }
+    if (!g.half_open.empty()) timeout = kIdleSweepMs;
     if (!again.empty()) timeout = 0;
     int limit = bridge != nullptr ? bridge->BeforeWait() : -1;
     if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
