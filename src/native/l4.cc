@@ -1193,8 +1193,7 @@ Napi::Value Compile(const Napi::CallbackInfo& info) {
   }
   cfg->connect_ms = U32(o.Get("connectMs"), "connectMs");
   cfg->idle_ms = U32(o.Get("idleMs"), "idleMs");
-  Napi::Value lifetime = o.Get("lifetimeMs");
-  cfg->lifetime_ms = lifetime.IsUndefined() ? 0 : U32(lifetime, "lifetimeMs");
+  cfg->lifetime_ms = OptionalMs(o.Get("lifetimeMs"), "lifetimeMs");
   cfg->half_closed_ms = OptionalMs(o.Get("halfClosedMs"), "halfClosedMs");
   uint32_t proxy = U32(o.Get("proxy"), "proxy");
   if (proxy > 2) throw Napi::RangeError::New(env, "l4Compile: proxy must be 0, 1 or 2");

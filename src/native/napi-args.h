@@ -18,8 +18,8 @@ inline uint32_t U32(const Napi::Value& v, const char* what) {
   return static_cast<uint32_t>(d);
 }
 
-// An optional duration in milliseconds: undefined is 0 (none); a number >= 0, whole ms, at most 4e9 (~46 days: the
-// relays keep bounds in 32 bits); `what` names it in the error.
+// An optional duration in milliseconds: undefined is 0 (none); else as U32 (whole ms, at most ~49 days: the relays
+// keep bounds in 32 bits; the config's durations stop at ~24.8 days); `what` names it in the error.
 inline uint32_t OptionalMs(const Napi::Value& v, const char* what) {
   if (v.IsUndefined()) return 0;
   return U32(v, what);

@@ -13,6 +13,7 @@
 #include "relay.h"
 
 #include "frames.h"
+#include "half-open.h"
 #include "loop-thread.h"
 
 #include <fcntl.h>
@@ -122,8 +123,7 @@ struct Relay {
   uint32_t idle_ms = 0;
   uint32_t lifetime_ms = 0;  // StartOptions::lifetime_ms
   uint32_t half_closed_ms = 0;  // StartOptions::half_closed_ms
-  bool half_swept = false;  // half-closed with a half_closed_ms bound: in g.half_open, at half_at (relay thread only)
-  size_t half_at = 0;
+  size_t half_at = kNotHalfOpen;  // its place in g.half_open (half-open.h), relay thread only
   uint64_t started_ms = 0;
   int keepalive_s = 0;  // StartOptions::upstream_keepalive_s
   bool keepalive_client = false;  // StartOptions::client_keepalive
@@ -181,7 +181,7 @@ struct State {
   BeforeWait before_wait = nullptr;
   PipePool pipes;
   std::vector<Relay*> leaving;  // relay thread only: relays going away (their deadlines are swept)
-  std::vector<Relay*> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
+  HalfOpen<Relay> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
   // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
   // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
   std::vector<Relay*> unborn;
@@ -193,27 +193,6 @@ State& g = *new State();
 
 Reason ErrorOf(int side) { return side == 0 ? Reason::kClientError : Reason::kUpstreamError; }
 Reason OrderlyOf(int side) { return side == 0 ? Reason::kClient : Reason::kUpstream; }
-
-// Relay thread only: one source's FIN was passed on and the other direction runs on. With a half-closed bound the
-// sweep checks the relay from now (g.half_open: no lock, and only half-closed relays are looked at), and the FIN
-// counts as activity: the bound is the silence after it, not since the last byte before it.
-void HalfClosed(Relay* r) {
-  if (r->half_closed_ms == 0 || r->half_swept) return;
-  r->last_active = NowMs();
-  r->half_swept = true;
-  r->half_at = g.half_open.size();
-  g.half_open.push_back(r);
-}
-
-// Relay thread only: the relay leaves g.half_open (its end), in O(1).
-void LeaveHalfOpen(Relay* r) {
-  if (!r->half_swept) return;
-  Relay* last = g.half_open.back();
-  g.half_open[r->half_at] = last;
-  last->half_at = r->half_at;
-  g.half_open.pop_back();
-  r->half_swept = false;
-}
 
 // Relay thread only. A pipe for one read: from the free list, else a new one below the cap. False when none
 // (the caller copies through a buffer instead).
@@ -299,7 +278,7 @@ bool AskRoom(Relay* r, int s) {
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
-  LeaveHalfOpen(r);
+  g.half_open.Leave(r);
   if (r->going_away) {
     g.leaving.erase(std::remove(g.leaving.begin(), g.leaving.end(), r), g.leaving.end());
     // once the Close frames are out, a peer that resets instead of closing is still the shutdown's doing
@@ -466,7 +445,7 @@ Pumped Pump(Relay* r, int d, std::vector<Relay*>* graveyard, Edge edge = Edge::k
         Finish(r, OrderlyOf(r->last_eof_side), 0, graveyard, true);
         return Pumped::kClosed;
       }
-      HalfClosed(r);
+      g.half_open.Enter(r, NowMs());  // one FIN passed on, the other direction runs on
       return Pumped::kWaiting;
     }
     if (x.paused || source.Empty()) return Pumped::kWaiting;
@@ -625,7 +604,7 @@ Pumped PumpFramed(Relay* r, int d, std::vector<Relay*>* graveyard, Source& sourc
         return Pumped::kClosed;
       }
       // lingering (going away) has its own deadline
-      if (!r->lingering) HalfClosed(r);
+      if (!r->lingering) g.half_open.Enter(r, NowMs());
       if (GoingAwayReady(r)) {
         SayGoingAway(r);
         return Pumped::kMore;
@@ -819,9 +798,7 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
     }
   }
   // (a relay expired twice is finished once: Finish returns for a closed one)
-  for (Relay* r : g.half_open) {
-    if (now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
-  }
+  g.half_open.Expired(now, Reason::kHalfClosedTimeout, &expired);
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
 }
 
@@ -840,7 +817,7 @@ void Loop() {
       if (g.stopping) break;
       if (g.swept > 0 || !g.keepalive.empty()) timeout = kIdleSweepMs;
     }
-    if (!g.half_open.empty()) timeout = kIdleSweepMs;
+    if (!g.half_open.Empty()) timeout = kIdleSweepMs;
     if (!g.leaving.empty()) timeout = kLeavingSweepMs;
     if (!again.empty()) timeout = 0;
     if (g.before_wait != nullptr) {

@@ -25,6 +25,7 @@
 
 #include "end-bridge.h"
 #include "frames.h"
+#include "half-open.h"
 #include "io.h"
 #include "loop-thread.h"
 #include "napi-args.h"
@@ -94,8 +95,7 @@ struct Relay {
   Endpoint ep[2];
   uint32_t idle_ms = 0;
   uint32_t half_closed_ms = 0;  // tunnel.half_closed_timeout (relay.h StartOptions::half_closed_ms)
-  bool half_swept = false;      // half-closed with that bound: in g.half_open, at half_at (relay thread only)
-  size_t half_at = 0;
+  size_t half_at = kNotHalfOpen;  // its place in g.half_open (half-open.h), relay thread only
   uint64_t last_active = 0;
   int last_eof_side = 0;
   // The bytes are WebSocket frames (a tunnel after a 101): followed, so that shutdown can send Close frames. A raw
@@ -148,7 +148,7 @@ struct State {
   // Guarded by mu: relays whose registration failed after one fd was in the epoll set. An event of theirs may
   // already be in the relay thread's batch, so that thread frees them, before its next epoll_wait.
   std::vector<Relay*> unborn;
-  std::vector<Relay*> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
+  HalfOpen<Relay> half_open;  // relay thread only: half-closed relays with a half_closed_ms bound (swept for it)
   LoopThread loop;  // its epoll set, wake-up fd and thread
 };
 
@@ -174,12 +174,10 @@ void FreeRelay(Relay* r) {
 }
 
 // Relay thread only. Frees the session, closes both fds, reports once; memory goes after the batch (graveyard).
-void LeaveHalfOpen(Relay* r);
-
 void Finish(Relay* r, Reason reason, int error, std::vector<Relay*>* graveyard, bool report) {
   if (r->closed) return;
   r->closed = true;
-  LeaveHalfOpen(r);
+  g.half_open.Leave(r);
   for (int s = 0; s < 2; s++) epoll_ctl(g.loop.epfd, EPOLL_CTL_DEL, r->fd[s], nullptr);
   Release(r);
   {
@@ -198,31 +196,12 @@ enum class Pumped { kWaiting, kMore, kClosed };
 
 int ErrnoOf(const tls::Session* s) { return s->sys_errno() != 0 ? s->sys_errno() : EPROTO; }
 
-// Relay thread only: one end was passed on and the other direction runs on. With a half-closed bound the sweep
-// checks the relay from now (g.half_open: no lock, only half-closed relays looked at), and the end counts as
-// activity (the bound is the silence after it).
-void HalfClosed(Relay* r) {
-  if (r->half_closed_ms == 0 || r->half_swept || r->going_away) return;
-  r->last_active = NowMs();
-  r->half_swept = true;
-  r->half_at = g.half_open.size();
-  g.half_open.push_back(r);
-}
-
-// Relay thread only: the relay leaves g.half_open (its end), in O(1).
-void LeaveHalfOpen(Relay* r) {
-  if (!r->half_swept) return;
-  Relay* last = g.half_open.back();
-  g.half_open[r->half_at] = last;
-  last->half_at = r->half_at;
-  g.half_open.pop_back();
-  r->half_swept = false;
-}
-
-// Both ends passed on: the tunnel is done, named after the side that ended last. One only: half-closed.
+// Both ends passed on: the tunnel is done, named after the side that ended last. One only: half-closed (swept for
+// tunnel.half_closed_timeout, unless a shutdown under way bounds it).
 bool BothShut(Relay* r, std::vector<Relay*>* graveyard) {
-  if (!(r->up.shut && r->down.shut) || r->lingering) {
-    if (!r->lingering) HalfClosed(r);
+  if (r->lingering) return false;
+  if (!(r->up.shut && r->down.shut)) {
+    if (!r->going_away) g.half_open.Enter(r, NowMs());
     return false;
   }
   // the backend ending first closed the tunnel (the JS relay's name for it); else the side that ended last
@@ -583,9 +562,7 @@ void SweepIdle(uint64_t now, std::vector<Relay*>* graveyard) {
     }
   }
   // (a relay expired twice is finished once: Finish returns for a closed one)
-  for (Relay* r : g.half_open) {
-    if (now - r->last_active >= r->half_closed_ms) expired.emplace_back(r, Reason::kHalfClosedTimeout);
-  }
+  g.half_open.Expired(now, Reason::kHalfClosedTimeout, &expired);
   for (auto [r, reason] : expired) Finish(r, reason, 0, graveyard, true);
   for (Relay* r : due) {
     if (r->closed) continue;
@@ -607,7 +584,7 @@ void Loop() {
       if (g.stopping) break;
       if (g.with_idle > 0 || g.going_away > 0) timeout = kIdleSweepMs;
     }
-    if (!g.half_open.empty()) timeout = kIdleSweepMs;
+    if (!g.half_open.Empty()) timeout = kIdleSweepMs;
     if (!again.empty()) timeout = 0;
     int limit = bridge != nullptr ? bridge->BeforeWait() : -1;
     if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = limit;
